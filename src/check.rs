@@ -1,0 +1,214 @@
+//! `breakglass check`: validates request files offline against a policy directory, the same way
+//! the service decides, for the requests repo's own CI and for people writing a request.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::names::Login;
+use crate::policy::decision::Context;
+use crate::policy::{Decision, PolicySet, Problem, Requester, evaluate};
+use crate::request::{AccessRequest, RequestPath};
+
+/// What the caller knows beyond the files: who asks, in which teams, with which PR labels.
+#[derive(Clone, Debug)]
+pub struct CheckInput {
+    pub requester: Option<Login>,
+    /// The requester's teams (`@org/team`); `None` when unknown, so team rules are not guessed.
+    pub teams: Option<std::collections::BTreeSet<crate::names::Team>>,
+    pub labels: Vec<String>,
+    pub now: DateTime<Utc>,
+}
+
+/// The verdict on one file. Ordered by severity: the worst decides the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Allowed,
+    Denied,
+    Invalid,
+}
+
+impl Status {
+    /// `breakglass check`'s exit code: 0 allowed, 1 denied, 2 invalid input.
+    pub fn exit_code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// The result for one request file.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileReport {
+    pub file: PathBuf,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<AccessRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// Why the file could not be read or parsed (with `line N, column M:` when known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The result of a whole run.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    pub status: Status,
+    /// Problems of the policy directory; when present, no file was checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy_problems: Vec<Problem>,
+    pub files: Vec<FileReport>,
+}
+
+/// Checks each file against the policies in `policies_dir`.
+pub fn run(policies_dir: &Path, files: &[PathBuf], input: &CheckInput) -> CheckReport {
+    let policies = match PolicySet::load_dir(policies_dir) {
+        Ok(policies) => policies,
+        Err(problems) => {
+            return CheckReport {
+                status: Status::Invalid,
+                policy_problems: problems,
+                files: Vec::new(),
+            };
+        }
+    };
+    let files: Vec<FileReport> = files
+        .iter()
+        .map(|file| check_file(&policies, file, input))
+        .collect();
+    let status = files
+        .iter()
+        .map(|f| f.status)
+        .max()
+        .unwrap_or(Status::Invalid);
+    CheckReport {
+        status,
+        policy_problems: Vec::new(),
+        files,
+    }
+}
+
+fn check_file(policies: &PolicySet, file: &Path, input: &CheckInput) -> FileReport {
+    let invalid = |error: String| FileReport {
+        file: file.to_owned(),
+        status: Status::Invalid,
+        request: None,
+        decision: None,
+        error: Some(error),
+    };
+    let text = match crate::policy::read_capped(file) {
+        Ok(text) => text,
+        Err(error) => return invalid(error),
+    };
+    let request = match AccessRequest::from_yaml(&text) {
+        Ok(request) => request,
+        Err(error) => return invalid(error.to_string()),
+    };
+    // Without --requester, the file's own `requester:` is the best we know.
+    let login = input
+        .requester
+        .clone()
+        .or_else(|| request.requester.clone());
+    let requester = login.map(|login| Requester::new(login, input.teams.clone()));
+    let path = RequestPath::from_fs_path(file);
+    let ctx = Context {
+        requester: requester.as_ref(),
+        labels: &input.labels,
+        now: input.now,
+        path: path.as_ref(),
+    };
+    let decision = evaluate(policies, &request, &ctx);
+    FileReport {
+        file: file.to_owned(),
+        status: if decision.allowed {
+            Status::Allowed
+        } else {
+            Status::Denied
+        },
+        request: Some(request),
+        decision: Some(decision),
+        error: None,
+    }
+}
+
+/// The report for people: one block per file, every reason on its own line.
+pub fn render_human(report: &CheckReport) -> String {
+    let mut out = String::new();
+    if !report.policy_problems.is_empty() {
+        out.push_str("the policies are invalid, so no request was checked:\n");
+        for problem in &report.policy_problems {
+            let _ = writeln!(out, "  {problem}");
+        }
+    }
+    for file in &report.files {
+        let status = match file.status {
+            Status::Allowed => "allowed",
+            Status::Denied => "denied",
+            Status::Invalid => "invalid",
+        };
+        let _ = writeln!(out, "{}: {status}", file.file.display());
+        if let Some(error) = &file.error {
+            let _ = writeln!(out, "  {error}");
+        }
+        if let Some(decision) = &file.decision {
+            render_decision(&mut out, decision);
+        }
+    }
+    out
+}
+
+fn render_decision(out: &mut String, d: &Decision) {
+    for violation in &d.violations {
+        let _ = writeln!(out, "  - {}: {}", violation.rule, violation.message);
+    }
+    if let (Some(duration), Some(expires)) = (d.duration, d.expires_at) {
+        let defaulted = if d.duration_defaulted {
+            " (the policy's default)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {}/{} for {duration}{defaulted}; would expire at {} if granted now",
+            d.environment,
+            d.role,
+            expires.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+    }
+    for note in &d.unchecked {
+        let _ = writeln!(out, "  not checked: {note}");
+    }
+    if !d.allowed {
+        return;
+    }
+    match (&d.fast_path, d.approvals_required) {
+        (Some(fast), _) => {
+            let _ = writeln!(
+                out,
+                "  fast path `{}`: granted at once, to be reviewed by an approver within {}",
+                fast.rule, fast.review_within
+            );
+        }
+        (None, 0) => out.push_str("  self-service: granted without approval\n"),
+        (None, n) => {
+            let _ = writeln!(
+                out,
+                "  needs {n} approval(s) from {} (never the requester): an approving review, `/breakglass approve`, or a {} reaction",
+                d.approvers.join(", "),
+                d.approval_reactions.join("/")
+            );
+        }
+    }
+    if d.fast_path.is_none() {
+        for miss in &d.fast_path_misses {
+            let _ = writeln!(
+                out,
+                "  fast path `{}` does not apply: {}",
+                miss.rule,
+                miss.reasons.join("; ")
+            );
+        }
+    }
+}

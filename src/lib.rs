@@ -1,0 +1,13 @@
+//! breakglass: temporary, audited access to infrastructure through pull requests.
+//!
+//! The library holds everything but the command line: the request and policy models, the
+//! decision engine, the slash-command parser, and (in later modules) the service.
+
+pub mod check;
+pub mod command;
+pub mod duration;
+pub mod names;
+pub mod policy;
+pub mod request;
+pub mod schema;
+pub mod yaml;

@@ -1,0 +1,200 @@
+//! The `breakglass` command line: wiring only; the work is in the library.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use breakglass::check::{self, CheckInput};
+use breakglass::names::{Login, Team};
+use breakglass::policy;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Break-glass access by pull request: temporary, approved, audited, revoked on time.
+#[derive(Parser)]
+#[command(name = "breakglass", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bot: webhooks, approvals, grants and revocations.
+    Serve {
+        /// The configuration file (TOML); every key can be overridden by BREAKGLASS_<KEY>.
+        #[arg(long, default_value = "breakglass.toml")]
+        config: PathBuf,
+    },
+    /// Validate request files offline against the policies.
+    /// Exit code: 0 allowed, 1 denied, 2 invalid input.
+    Check {
+        /// The policy directory.
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// Who asks (the PR author); defaults to each file's `requester:`.
+        #[arg(long)]
+        requester: Option<Login>,
+        /// A team the requester belongs to (`@org/team`), repeatable. Without it, team
+        /// membership is reported as not checked.
+        #[arg(long = "team")]
+        teams: Vec<Team>,
+        /// A label of the pull request, repeatable (fast-path rules look at them).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Decide as if it were this time (RFC 3339), for reproducible output.
+        #[arg(long, hide = true)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Request files (`requests/<environment>/<id>.yaml`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// The audit trail, read from the requests repo's git history.
+    Audit {
+        /// The requests repository (a local clone).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Only grants since this date.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
+        format: AuditFormat,
+    },
+    /// Apply the database migrations (serve also does it at start).
+    Migrate {
+        #[arg(long, default_value = "breakglass.toml")]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of a file format, for editors and CI.
+    Schema {
+        #[arg(value_enum)]
+        kind: SchemaKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Report every problem in every policy file at once. Exit code 1 when there is any.
+    Lint {
+        /// The policy directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AuditFormat {
+    Table,
+    Json,
+    Csv,
+    Markdown,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaKind {
+    Request,
+    Policy,
+}
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn try_main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check {
+            policies,
+            requester,
+            teams,
+            labels,
+            now,
+            format,
+            files,
+        } => {
+            let input = CheckInput {
+                requester,
+                teams: (!teams.is_empty()).then(|| teams.into_iter().collect::<BTreeSet<_>>()),
+                labels,
+                now: now.unwrap_or_else(chrono::Utc::now),
+            };
+            let report = check::run(&policies, &files, &input);
+            match format {
+                Format::Human => print!("{}", check::render_human(&report)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(ExitCode::from(report.status.exit_code()))
+        }
+        Command::Policy {
+            command: PolicyCommand::Lint { dir, format },
+        } => {
+            let (count, problems) = match policy::read_dir(&dir) {
+                Ok(files) => (files.len(), policy::lint(&files)),
+                Err(problems) => (0, problems),
+            };
+            match format {
+                Format::Human if problems.is_empty() => {
+                    println!("{count} policy file(s) in {}: no problems", dir.display())
+                }
+                Format::Human => {
+                    for problem in &problems {
+                        println!("{problem}");
+                    }
+                    println!("{} problem(s)", problems.len());
+                }
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "files": count, "problems": problems })
+                    )?
+                ),
+            }
+            Ok(if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Schema { kind } => {
+            let schema = match kind {
+                SchemaKind::Request => breakglass::schema::request(),
+                SchemaKind::Policy => breakglass::schema::policy(),
+            };
+            println!("{schema}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { .. } => not_yet("serve", "the webhook service"),
+        Command::Audit { .. } => not_yet("audit", "the audit report"),
+        Command::Migrate { .. } => not_yet("migrate", "the database"),
+    }
+    .context("breakglass failed")
+}
+
+/// Subcommands whose implementation has not landed say so, rather than pretend to work.
+fn not_yet(command: &str, what: &str) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "breakglass {command}: {what} is not implemented in this version yet; nothing was done"
+    );
+    Ok(ExitCode::from(3))
+}

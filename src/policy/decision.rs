@@ -1,0 +1,466 @@
+//! The decision engine: is this request allowed by its environment's policy, who must approve
+//! it, does a fast path apply, and when would it expire?
+//!
+//! Pure functions of their inputs (the clock and team memberships are passed in), so that every
+//! rule is table-tested and the service, `breakglass check` and the CI workflow all decide alike.
+//! A decision lists *every* failed rule with the value found and what would be allowed.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use regex::Regex;
+use serde::Serialize;
+
+use super::PolicySet;
+use super::model::{FastPathRule, Policy};
+use crate::duration::HumanDuration;
+use crate::names::{Login, Principal, Team, shorten};
+use crate::request::{AccessRequest, RequestPath};
+
+/// The person asking, as far as the caller knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requester {
+    pub login: Login,
+    /// The teams the requester belongs to, among those the policy names; `None` when
+    /// memberships are not known (offline checks), in which case team rules are reported as
+    /// unchecked rather than guessed.
+    pub teams: Option<BTreeSet<Team>>,
+}
+
+impl Requester {
+    pub fn new(login: Login, teams: Option<BTreeSet<Team>>) -> Self {
+        Self { login, teams }
+    }
+}
+
+/// What surrounds the request: who asks, the PR's labels, the time, and the file's path.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub requester: Option<&'a Requester>,
+    pub labels: &'a [String],
+    pub now: DateTime<Utc>,
+    pub path: Option<&'a RequestPath>,
+}
+
+/// The policy rule a violation is about; its name is the policy key (or request field) to look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Rule {
+    Environment,
+    Path,
+    Role,
+    MaxDuration,
+    Requesters,
+    Requester,
+    ReasonCodes,
+    TicketPattern,
+}
+
+/// One failed rule: which rule, which value, what would be allowed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub rule: Rule,
+    pub found: String,
+    pub allowed: String,
+    /// The sentence shown to people.
+    pub message: String,
+}
+
+/// A fast-path rule that applies to the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FastPathMatch {
+    pub rule: String,
+    pub review_within: HumanDuration,
+    /// When the after-the-fact review is due, if granted now.
+    pub review_due_at: DateTime<Utc>,
+    pub block_until_reviewed: bool,
+}
+
+/// A fast-path rule that does not apply, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FastPathMiss {
+    pub rule: String,
+    pub reasons: Vec<String>,
+}
+
+/// The verdict on one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub environment: String,
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// The duration granted: the request's, or the policy default when it names none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<HumanDuration>,
+    pub duration_defaulted: bool,
+    /// When the grant would expire if granted now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub violations: Vec<Violation>,
+    /// Rules that could not be checked with what the caller knows (e.g. team membership offline).
+    pub unchecked: Vec<String>,
+    /// How many distinct approvers must approve (0: self-service).
+    pub approvals_required: u32,
+    /// Who can approve (the requester never counts).
+    pub approvers: Vec<String>,
+    /// Reactions that count as approval.
+    pub approval_reactions: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<FastPathMatch>,
+    pub fast_path_misses: Vec<FastPathMiss>,
+}
+
+/// Membership of a requester in a list of principals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    Yes,
+    No,
+    /// Only a team could match, and the requester's teams are not known.
+    Unknown,
+}
+
+/// Whether `who` is one of `principals`, directly or through a team.
+pub fn membership(principals: &[Principal], who: &Requester) -> Membership {
+    let mut unknown = false;
+    for principal in principals {
+        match principal {
+            Principal::User(login) if login.matches(&who.login) => return Membership::Yes,
+            Principal::User(_) => {}
+            Principal::Team(team) => match &who.teams {
+                Some(teams) if teams.iter().any(|t| same_team(t, team)) => return Membership::Yes,
+                Some(_) => {}
+                None => unknown = true,
+            },
+        }
+    }
+    if unknown {
+        Membership::Unknown
+    } else {
+        Membership::No
+    }
+}
+
+fn same_team(a: &Team, b: &Team) -> bool {
+    a.org.eq_ignore_ascii_case(&b.org) && a.slug.eq_ignore_ascii_case(&b.slug)
+}
+
+/// Decides on `request` under `policies`.
+pub fn evaluate(policies: &PolicySet, request: &AccessRequest, ctx: &Context) -> Decision {
+    let mut decision = Decision {
+        allowed: false,
+        environment: request.environment.to_string(),
+        role: request.role.to_string(),
+        requester: ctx.requester.map(|r| r.login.to_string()),
+        duration: request.duration,
+        duration_defaulted: false,
+        expires_at: None,
+        violations: Vec::new(),
+        unchecked: Vec::new(),
+        approvals_required: 0,
+        approvers: Vec::new(),
+        approval_reactions: Vec::new(),
+        fast_path: None,
+        fast_path_misses: Vec::new(),
+    };
+    if let Some(path) = ctx.path
+        && path.environment != request.environment
+    {
+        decision.violations.push(Violation {
+            rule: Rule::Path,
+            found: path.to_repo_path(),
+            allowed: format!("requests/{}/", request.environment),
+            message: format!(
+                "the file is under `requests/{}/` but asks for environment `{}`; move it to `requests/{}/{}.yaml`",
+                path.environment, request.environment, request.environment, path.id
+            ),
+        });
+    }
+    let Some(policy) = policies.get(request.environment.as_str()) else {
+        let known: Vec<String> = policies.environments().map(ToString::to_string).collect();
+        decision.violations.push(Violation {
+            rule: Rule::Environment,
+            found: request.environment.to_string(),
+            allowed: known.join(", "),
+            message: format!(
+                "environment `{}` has no policy; known environments: {}",
+                request.environment,
+                list_or_none(&known)
+            ),
+        });
+        return decision;
+    };
+    decision.approvals_required = policy.approvals;
+    decision.approvers = policy.approvers.iter().map(ToString::to_string).collect();
+    decision.approval_reactions = policy.approval_reactions.clone();
+
+    let duration = request.duration.unwrap_or_else(|| {
+        decision.duration_defaulted = true;
+        policy.effective_default_duration()
+    });
+    decision.duration = Some(duration);
+    decision.expires_at = Some(ctx.now + duration.to_chrono());
+
+    check_role(policy, request, &mut decision.violations);
+    check_duration(policy, duration, &mut decision.violations);
+    check_requester(policy, request, ctx, &mut decision);
+    check_reason(policy, request, &mut decision.violations);
+    check_ticket(policy, request, &mut decision.violations);
+
+    decision.allowed = decision.violations.is_empty();
+    if decision.allowed {
+        for rule in &policy.fast_path {
+            match fast_path_misses(rule, policy, request, duration, ctx) {
+                reasons if reasons.is_empty() => {
+                    decision.fast_path = Some(FastPathMatch {
+                        rule: rule.name.to_string(),
+                        review_within: rule.review_within,
+                        review_due_at: ctx.now + rule.review_within.to_chrono(),
+                        block_until_reviewed: rule.block_until_reviewed,
+                    });
+                    break;
+                }
+                reasons => decision.fast_path_misses.push(FastPathMiss {
+                    rule: rule.name.to_string(),
+                    reasons,
+                }),
+            }
+        }
+    }
+    decision
+}
+
+fn check_role(policy: &Policy, request: &AccessRequest, violations: &mut Vec<Violation>) {
+    if policy.roles.contains_key(&request.role) {
+        return;
+    }
+    let roles: Vec<String> = policy.roles.keys().map(ToString::to_string).collect();
+    violations.push(Violation {
+        rule: Rule::Role,
+        found: request.role.to_string(),
+        allowed: roles.join(", "),
+        message: format!(
+            "role `{}` is not a role of environment `{}`; ask for one of: {}",
+            request.role,
+            policy.environment,
+            list_or_none(&roles)
+        ),
+    });
+}
+
+fn check_duration(policy: &Policy, duration: HumanDuration, violations: &mut Vec<Violation>) {
+    if duration <= policy.max_duration {
+        return;
+    }
+    violations.push(Violation {
+        rule: Rule::MaxDuration,
+        found: duration.to_string(),
+        allowed: format!("at most {}", policy.max_duration),
+        message: format!(
+            "duration {duration} is above the max_duration of `{}` ({}); ask for {} or less",
+            policy.environment, policy.max_duration, policy.max_duration
+        ),
+    });
+}
+
+fn check_requester(
+    policy: &Policy,
+    request: &AccessRequest,
+    ctx: &Context,
+    decision: &mut Decision,
+) {
+    let Some(requester) = ctx.requester else {
+        decision
+            .unchecked
+            .push("requesters: no requester known, so who may ask was not checked".into());
+        return;
+    };
+    if let Some(declared) = &request.requester
+        && !declared.matches(&requester.login)
+    {
+        decision.violations.push(Violation {
+            rule: Rule::Requester,
+            found: declared.to_string(),
+            allowed: requester.login.to_string(),
+            message: format!(
+                "the file names requester `{declared}` but the request comes from `{}`; a request can only be made for yourself",
+                requester.login
+            ),
+        });
+    }
+    let allowed: Vec<String> = policy.requesters.iter().map(ToString::to_string).collect();
+    match membership(&policy.requesters, requester) {
+        Membership::Yes => {}
+        Membership::Unknown => decision.unchecked.push(format!(
+            "requesters: `{}` is not listed by name; membership in {} was not checked",
+            requester.login,
+            teams_of(&policy.requesters).join(", ")
+        )),
+        Membership::No => decision.violations.push(Violation {
+            rule: Rule::Requesters,
+            found: requester.login.to_string(),
+            allowed: allowed.join(", "),
+            message: format!(
+                "`{}` may not request access to `{}`; requesters are: {}",
+                requester.login,
+                policy.environment,
+                list_or_none(&allowed)
+            ),
+        }),
+    }
+}
+
+fn check_reason(policy: &Policy, request: &AccessRequest, violations: &mut Vec<Violation>) {
+    if policy.reason_codes.is_empty()
+        || reason_code(&policy.reason_codes, request.reason.as_str()).is_some()
+    {
+        return;
+    }
+    let codes = policy.reason_codes.join(", ");
+    violations.push(Violation {
+        rule: Rule::ReasonCodes,
+        found: shorten(request.reason.as_str()),
+        allowed: codes.clone(),
+        message: format!(
+            "reason `{}` does not start with a reason code; start it with one of: {codes} (e.g. `{}: {}`)",
+            shorten(request.reason.as_str()),
+            policy.reason_codes[0],
+            shorten(request.reason.as_str())
+        ),
+    });
+}
+
+/// The reason code a reason starts with: the code, then a non-alphanumeric character or the end
+/// (`incident: db down`, `incident INC-1`, `Incident`), case-insensitively.
+pub fn reason_code<'a>(codes: &'a [String], reason: &str) -> Option<&'a str> {
+    codes.iter().map(String::as_str).find(|code| {
+        let Some(head) = reason.get(..code.len()) else {
+            return false;
+        };
+        head.eq_ignore_ascii_case(code)
+            && reason[code.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_alphanumeric())
+    })
+}
+
+fn check_ticket(policy: &Policy, request: &AccessRequest, violations: &mut Vec<Violation>) {
+    let Some(pattern) = &policy.ticket_pattern else {
+        return;
+    };
+    let violation = |found: String, message: String| Violation {
+        rule: Rule::TicketPattern,
+        found,
+        allowed: pattern.clone(),
+        message,
+    };
+    let Ok(re) = Regex::new(pattern) else {
+        // Lint refuses such a policy; should one get here anyway, fail closed.
+        violations.push(violation(
+            String::new(),
+            format!(
+                "the policy's ticket_pattern `{pattern}` is invalid, so no ticket can be accepted"
+            ),
+        ));
+        return;
+    };
+    match &request.ticket {
+        None => violations.push(violation(
+            String::new(),
+            format!(
+                "`{}` requires a ticket matching `{pattern}`; add e.g. `ticket: INC-1234`",
+                policy.environment
+            ),
+        )),
+        Some(ticket) if !re.is_match(ticket.as_str()) => violations.push(violation(
+            ticket.to_string(),
+            format!(
+                "ticket `{ticket}` does not match the ticket_pattern `{pattern}` of `{}`",
+                policy.environment
+            ),
+        )),
+        Some(_) => {}
+    }
+}
+
+fn fast_path_misses(
+    rule: &FastPathRule,
+    policy: &Policy,
+    request: &AccessRequest,
+    duration: HumanDuration,
+    ctx: &Context,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if !rule.labels_any.is_empty()
+        && !rule.labels_any.iter().any(|want| {
+            ctx.labels
+                .iter()
+                .any(|have| have.eq_ignore_ascii_case(want))
+        })
+    {
+        reasons.push(format!(
+            "needs one of the labels {}",
+            rule.labels_any.join(", ")
+        ));
+    }
+    if !rule.requesters.is_empty() {
+        match ctx.requester.map(|r| (r, membership(&rule.requesters, r))) {
+            Some((_, Membership::Yes)) => {}
+            Some((who, Membership::No)) => reasons.push(format!(
+                "`{}` is not one of {}",
+                who.login,
+                rule.requesters
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some((_, Membership::Unknown)) | None => reasons.push(format!(
+                "membership in {} could not be checked",
+                rule.requesters
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    if !rule.roles.is_empty() && !rule.roles.contains(&request.role) {
+        reasons.push(format!(
+            "only for roles {}",
+            rule.roles
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let rule_max = rule.max_duration.unwrap_or(policy.max_duration);
+    if duration > rule_max {
+        reasons.push(format!("{duration} is above its max_duration {rule_max}"));
+    }
+    reasons
+}
+
+fn teams_of(principals: &[Principal]) -> Vec<String> {
+    principals
+        .iter()
+        .filter(|p| matches!(p, Principal::Team(_)))
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

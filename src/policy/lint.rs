@@ -1,0 +1,445 @@
+//! Checks a set of policy files and reports every problem in every file at once, so that one
+//! `breakglass policy lint` run is enough to fix a change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde::Serialize;
+
+use super::PolicyFile;
+use super::model::{KNOWN_REACTIONS, Policy, ProviderKind, Role};
+use crate::names::Principal;
+
+/// One thing wrong with a policy file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based line, for parse errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// 1-based column, for parse errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u64>,
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn file(file: &Path, message: String) -> Self {
+        Self {
+            file: file.to_owned(),
+            line: None,
+            column: None,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem of a set of policy files (empty when all is well).
+pub fn lint(files: &[PolicyFile]) -> Vec<Problem> {
+    check_files(files).1
+}
+
+/// Parses and checks the files; returns the policies that parsed and all problems found.
+pub(crate) fn check_files(files: &[PolicyFile]) -> (Vec<Policy>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut policies = Vec::new();
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for file in files {
+        let policy = match crate::yaml::from_str::<Policy>(&file.text) {
+            Ok(policy) => policy,
+            Err(err) => {
+                problems.push(Problem {
+                    file: file.path.clone(),
+                    line: err.line,
+                    column: err.column,
+                    message: err.message,
+                });
+                continue;
+            }
+        };
+        let env = policy.environment.to_string();
+        let mut report = |message: String| problems.push(Problem::file(&file.path, message));
+        if let Some(first) = seen.get(&env) {
+            report(format!(
+                "environment `{env}` is already defined by {}",
+                first.display()
+            ));
+        } else {
+            seen.insert(env.clone(), file.path.clone());
+        }
+        let stem = file
+            .path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if stem != env {
+            report(format!(
+                "environment `{env}` must be defined in a file named `{env}.yaml`, not `{stem}`"
+            ));
+        }
+        check_policy(&policy, &mut report);
+        policies.push(policy);
+    }
+    (policies, problems)
+}
+
+fn check_policy(policy: &Policy, report: &mut impl FnMut(String)) {
+    let max = policy.max_duration;
+    if let Some(default) = policy.default_duration
+        && default > max
+    {
+        report(format!(
+            "default_duration {default} is above max_duration {max}"
+        ));
+    }
+    if policy.requesters.is_empty() {
+        report(
+            "requesters is empty: nobody could ask for access; list users or `@org/team`".into(),
+        );
+    }
+    if policy.approvers.is_empty() {
+        report(
+            "approvers is empty: nobody could approve or review; list users or `@org/team`".into(),
+        );
+    }
+    check_duplicates("requesters", &policy.requesters, report);
+    check_duplicates("approvers", &policy.approvers, report);
+    let listed_users = policy
+        .approvers
+        .iter()
+        .filter(|p| matches!(p, Principal::User(_)))
+        .count();
+    let has_team = policy
+        .approvers
+        .iter()
+        .any(|p| matches!(p, Principal::Team(_)));
+    if !has_team && policy.approvals as usize > listed_users {
+        report(format!(
+            "approvals is {} but only {listed_users} approver(s) are listed: no request could ever be approved",
+            policy.approvals
+        ));
+    }
+    if policy.approval_reactions.is_empty() {
+        report(format!(
+            "approval_reactions is empty; use e.g. [\"+1\"] (known: {})",
+            KNOWN_REACTIONS.join(", ")
+        ));
+    }
+    for reaction in &policy.approval_reactions {
+        if !KNOWN_REACTIONS.contains(&reaction.as_str()) {
+            report(format!(
+                "approval_reactions: `{reaction}` is not a reaction; use one of {}",
+                KNOWN_REACTIONS.join(", ")
+            ));
+        }
+    }
+    for code in &policy.reason_codes {
+        if code.is_empty() || code.chars().any(char::is_whitespace) {
+            report(format!(
+                "reason_codes: `{code}` must be one word, e.g. `incident`"
+            ));
+        }
+    }
+    if let Some(pattern) = &policy.ticket_pattern
+        && let Err(err) = Regex::new(pattern)
+    {
+        report(format!(
+            "ticket_pattern `{pattern}` is not a valid regular expression: {}",
+            one_line(&err.to_string())
+        ));
+    }
+    if policy.roles.is_empty() {
+        report("roles is empty: there is nothing to request".into());
+    }
+    for (name, role) in &policy.roles {
+        check_role(name.as_str(), role, report);
+    }
+    let mut rule_names = BTreeSet::new();
+    for rule in &policy.fast_path {
+        let name = &rule.name;
+        if !rule_names.insert(name.clone()) {
+            report(format!("fast_path: rule `{name}` is defined twice"));
+        }
+        if let Some(rule_max) = rule.max_duration
+            && rule_max > max
+        {
+            report(format!(
+                "fast_path `{name}`: max_duration {rule_max} is above the policy's max_duration {max}"
+            ));
+        }
+        if rule.labels_any.is_empty() && rule.requesters.is_empty() {
+            report(format!(
+                "fast_path `{name}` has neither labels_any nor requesters: it would let every request skip approval"
+            ));
+        }
+        for role in &rule.roles {
+            if !policy.roles.contains_key(role) {
+                report(format!(
+                    "fast_path `{name}`: role `{role}` is not one of the policy's roles"
+                ));
+            }
+        }
+    }
+}
+
+fn check_role(name: &str, role: &Role, report: &mut impl FnMut(String)) {
+    let Some(kind) = role.provider_kind() else {
+        report(format!(
+            "role `{name}`: unknown provider `{}`; use aws-iam, iac or noop",
+            role.provider
+        ));
+        return;
+    };
+    let keys = [
+        ("account", role.account.is_some(), ProviderKind::AwsIam),
+        ("principal", role.principal.is_some(), ProviderKind::AwsIam),
+        (
+            "policy_arn",
+            role.policy_arn.is_some(),
+            ProviderKind::AwsIam,
+        ),
+        ("template", role.template.is_some(), ProviderKind::Iac),
+        ("output", role.output.is_some(), ProviderKind::Iac),
+    ];
+    for (key, present, owner) in keys {
+        if present && owner != kind {
+            report(format!(
+                "role `{name}`: `{key}` is a key of provider {owner}, not {kind}"
+            ));
+        }
+    }
+    match kind {
+        ProviderKind::AwsIam => {
+            match &role.account {
+                None => report(format!(
+                    "role `{name}`: provider aws-iam needs `account` (the 12-digit AWS account id)"
+                )),
+                Some(account)
+                    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    report(format!(
+                        "role `{name}`: account `{account}` is not a 12-digit AWS account id (quote it in YAML)"
+                    ))
+                }
+                Some(_) => {}
+            }
+            if let Some(arn) = &role.policy_arn
+                && !arn.starts_with("arn:aws:iam::")
+            {
+                report(format!(
+                    "role `{name}`: policy_arn `{arn}` is not an IAM policy ARN (arn:aws:iam::…)"
+                ));
+            }
+            if role.principal.is_none() {
+                report(format!(
+                    "role `{name}`: provider aws-iam needs `principal`, the IAM role to grant (may use {{{{ requester }}}})"
+                ));
+            }
+        }
+        ProviderKind::Iac => {
+            if role.template.is_none() {
+                report(format!(
+                    "role `{name}`: provider iac needs `template`, the grant template to render"
+                ));
+            }
+        }
+        ProviderKind::Noop => {}
+    }
+}
+
+fn check_duplicates(key: &str, principals: &[Principal], report: &mut impl FnMut(String)) {
+    let mut seen = BTreeSet::new();
+    for principal in principals {
+        if !seen.insert(principal.to_string().to_lowercase()) {
+            report(format!("{key}: `{principal}` is listed twice"));
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+environment: prod
+max_duration: 4h
+default_duration: 1h
+requesters: ["@acme/sre", alice]
+approvers: ["@acme/sre-leads", carol]
+approvals: 1
+approval_reactions: ["+1"]
+reason_codes: [incident, maintenance]
+ticket_pattern: "^(INC|CHG)-[0-9]+$"
+roles:
+  admin:
+    provider: noop
+fast_path:
+  - name: sev1
+    labels_any: [sev1]
+    requesters: ["@acme/oncall"]
+    max_duration: 1h
+    review_within: 24h
+"#;
+
+    fn file(name: &str, text: &str) -> PolicyFile {
+        PolicyFile {
+            path: PathBuf::from(format!("policies/{name}")),
+            text: text.to_owned(),
+        }
+    }
+
+    fn messages(files: &[PolicyFile]) -> Vec<String> {
+        lint(files).into_iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn the_spec_example_is_clean() {
+        assert_eq!(messages(&[file("prod.yaml", GOOD)]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn reports_every_problem_of_every_file_at_once() {
+        let bad = GOOD
+            .replace("provider: noop", "provider: gcp-magic")
+            .replace("approvers: [\"@acme/sre-leads\", carol]", "approvers: []")
+            .replace("max_duration: 1h", "max_duration: 8h")
+            .replace("^(INC|CHG)-[0-9]+$", "^(INC|CHG-[0-9]+$");
+        let problems = messages(&[
+            file("prod.yaml", &bad),
+            file("staging.yaml", "environment: staging\nroles: {}\n"),
+        ]);
+        let expected = [
+            "policies/prod.yaml: approvers is empty: nobody could approve or review; list users or `@org/team`",
+            "policies/prod.yaml: approvals is 1 but only 0 approver(s) are listed: no request could ever be approved",
+            "policies/prod.yaml: role `admin`: unknown provider `gcp-magic`; use aws-iam, iac or noop",
+            "policies/prod.yaml: fast_path `sev1`: max_duration 8h is above the policy's max_duration 4h",
+        ];
+        for want in expected {
+            assert!(
+                problems.iter().any(|p| p == want),
+                "missing {want:?} in {problems:#?}"
+            );
+        }
+        assert!(problems.iter().any(|p| p.starts_with("policies/prod.yaml: ticket_pattern `^(INC|CHG-[0-9]+$` is not a valid regular expression")), "{problems:#?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("policies/staging.yaml:") && p.contains("max_duration")),
+            "{problems:#?}"
+        );
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+    }
+
+    #[test]
+    fn duplicate_environments_and_misnamed_files_are_reported() {
+        let problems = messages(&[file("prod.yaml", GOOD), file("production.yaml", GOOD)]);
+        assert!(problems.contains(&"policies/production.yaml: environment `prod` is already defined by policies/prod.yaml".to_owned()), "{problems:#?}");
+        assert!(problems.contains(&"policies/production.yaml: environment `prod` must be defined in a file named `prod.yaml`, not `production`".to_owned()), "{problems:#?}");
+    }
+
+    #[test]
+    fn parse_errors_carry_line_and_column() {
+        let problems = lint(&[file(
+            "prod.yaml",
+            "environment: prod\nmax_duration: 4 hours\n",
+        )]);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, Some(2));
+        assert!(problems[0].column.is_some());
+        assert!(
+            problems[0].message.contains("`4 hours` is not a duration"),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn provider_keys_are_checked() {
+        let text = GOOD.replace(
+            "    provider: noop",
+            "    provider: aws-iam\n    account: 12345\n    template: x.tf\n    policy_arn: AdministratorAccess",
+        );
+        let problems = messages(&[file("prod.yaml", &text)]);
+        for want in [
+            "policies/prod.yaml: role `admin`: `template` is a key of provider iac, not aws-iam",
+            "policies/prod.yaml: role `admin`: account `12345` is not a 12-digit AWS account id (quote it in YAML)",
+            "policies/prod.yaml: role `admin`: policy_arn `AdministratorAccess` is not an IAM policy ARN (arn:aws:iam::…)",
+        ] {
+            assert!(
+                problems.iter().any(|p| p == want),
+                "missing {want:?} in {problems:#?}"
+            );
+        }
+        let iac = GOOD.replace("    provider: noop", "    provider: iac");
+        assert_eq!(
+            messages(&[file("prod.yaml", &iac)]),
+            [
+                "policies/prod.yaml: role `admin`: provider iac needs `template`, the grant template to render"
+            ]
+        );
+    }
+
+    #[test]
+    fn unconditional_fast_paths_and_unknown_reactions_are_refused() {
+        let text = GOOD
+            .replace(
+                "    labels_any: [sev1]\n    requesters: [\"@acme/oncall\"]\n",
+                "",
+            )
+            .replace(
+                "approval_reactions: [\"+1\"]",
+                "approval_reactions: [\"+1\", thumbsup]",
+            );
+        let problems = messages(&[file("prod.yaml", &text)]);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("fast_path `sev1` has neither labels_any nor requesters")),
+            "{problems:#?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("approval_reactions: `thumbsup` is not a reaction")),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn default_above_max_and_duplicates_are_reported() {
+        let text = GOOD
+            .replace("default_duration: 1h", "default_duration: 5h")
+            .replace("[\"@acme/sre\", alice]", "[alice, Alice]");
+        let problems = messages(&[file("prod.yaml", &text)]);
+        assert!(
+            problems.contains(
+                &"policies/prod.yaml: default_duration 5h is above max_duration 4h".to_owned()
+            ),
+            "{problems:#?}"
+        );
+        assert!(
+            problems
+                .contains(&"policies/prod.yaml: requesters: `Alice` is listed twice".to_owned()),
+            "{problems:#?}"
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! Reading YAML written by people into typed structs, safely and with positions in every error.
+//!
+//! Request files come from pull requests, i.e. from anyone who can open one, so the parser runs
+//! with a small budget (no billion-laughs, no deep nesting, one document) and a size cap, and
+//! every error says where it is: `line 3, column 11: …`.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+/// The largest YAML file we read. Real requests and policies are a few hundred bytes.
+pub const MAX_BYTES: usize = 64 * 1024;
+
+/// Why a YAML file could not become the struct it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    /// 1-based line of the problem, when the parser knows it.
+    pub line: Option<u64>,
+    /// 1-based column of the problem, when the parser knows it.
+    pub column: Option<u64>,
+    /// What is wrong, without the position.
+    pub message: String,
+}
+
+impl fmt::Display for YamlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => {
+                write!(f, "line {line}, column {column}: {}", self.message)
+            }
+            (Some(line), None) => write!(f, "line {line}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for YamlError {}
+
+/// Parses `text` into `T`, refusing oversize input and anything beyond a small node budget.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    if text.len() > MAX_BYTES {
+        return Err(YamlError {
+            line: None,
+            column: None,
+            message: format!(
+                "the file is {} bytes; breakglass reads YAML files of at most {MAX_BYTES} bytes",
+                text.len()
+            ),
+        });
+    }
+    if text.trim().is_empty() {
+        return Err(YamlError {
+            line: None,
+            column: None,
+            message: "the file is empty".into(),
+        });
+    }
+    if let Some(line) = text
+        .lines()
+        .position(|l| l.trim_start_matches(' ').starts_with('\t'))
+    {
+        // The parser's own message for this points at the previous token; say it plainly.
+        return Err(YamlError {
+            line: Some(line as u64 + 1),
+            column: Some(
+                text.lines()
+                    .nth(line)
+                    .map_or(0, |l| l.find('\t').unwrap_or(0)) as u64
+                    + 1,
+            ),
+            message: "indentation uses a tab; YAML indents with spaces".into(),
+        });
+    }
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 16,
+            max_documents: 1,
+            max_nodes: 10_000,
+            max_aliases: 0,
+            max_anchors: 0,
+        },
+    };
+    serde_saphyr::from_str_with_options(text, options).map_err(|err| to_yaml_error(&err))
+}
+
+fn to_yaml_error(err: &serde_saphyr::Error) -> YamlError {
+    let location = err.location();
+    let plain = err
+        .without_snippet()
+        .render_with_options(serde_saphyr::render_options! {
+            snippets: serde_saphyr::SnippetMode::Off,
+        });
+    YamlError {
+        line: location.map(|l| l.line()).filter(|l| *l > 0),
+        column: location.map(|l| l.column()).filter(|c| *c > 0),
+        message: strip_location_suffix(&plain).to_owned(),
+    }
+}
+
+/// The plain rendering ends with ` at line L, column C`; we print the position first instead.
+fn strip_location_suffix(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at) => &message[..at],
+        None => message,
+    }
+}

@@ -1,0 +1,1 @@
+//! A GitHub-compatible test forge (in progress).

@@ -1,0 +1,317 @@
+//! `breakglass check` and `breakglass policy lint` as a user runs them: the real binary, real
+//! files, exit codes and the exact words printed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const NOW: &str = "2026-11-26T02:14:00Z";
+
+fn breakglass(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_breakglass"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("utf-8 output")
+}
+
+/// A requests-repo-shaped temp dir holding one request file.
+fn request_file(dir: &tempfile::TempDir, env: &str, id: &str, yaml: &str) -> PathBuf {
+    let path = dir
+        .path()
+        .join("requests")
+        .join(env)
+        .join(format!("{id}.yaml"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn check(extra: &[&str], file: &Path) -> Output {
+    let mut args = vec!["check", "--policies", "policies", "--now", NOW];
+    args.extend_from_slice(extra);
+    args.push(file.to_str().unwrap());
+    breakglass(&args)
+}
+
+/// Replaces the temp dir prefix so snapshots are stable.
+fn scrub(text: &str, dir: &tempfile::TempDir) -> String {
+    text.replace(&dir.path().display().to_string(), "$TMP")
+}
+
+#[test]
+fn an_allowed_request_exits_0_and_says_who_can_approve() {
+    let out = check(
+        &["--requester", "alice"],
+        Path::new("examples/requests/prod/20261126-0214-alice-prod.yaml"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    insta::assert_snapshot!(stdout(&out), @r"
+    examples/requests/prod/20261126-0214-alice-prod.yaml: allowed
+      prod/admin for 1h; would expire at 2026-11-26T03:14:00Z if granted now
+      needs 1 approval(s) from @acme/sre-leads, carol (never the requester): an approving review, `/breakglass approve`, or a +1 reaction
+      fast path `sev1` does not apply: needs one of the labels sev1; membership in @acme/oncall, bob could not be checked
+    ");
+}
+
+#[test]
+fn a_denied_request_exits_1_and_lists_every_reason() {
+    let out = check(
+        &["--requester", "mallory", "--team", "@acme/interns"],
+        Path::new("examples/requests/prod/20261126-0300-mallory-prod.yaml"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(stdout(&out), @r"
+    examples/requests/prod/20261126-0300-mallory-prod.yaml: denied
+      - max_duration: duration 8h is above the max_duration of `prod` (4h); ask for 4h or less
+      - requesters: `mallory` may not request access to `prod`; requesters are: @acme/sre, alice, bob
+      - reason_codes: reason `need to look at something` does not start with a reason code; start it with one of: incident, maintenance (e.g. `incident: need to look at something`)
+      - ticket_pattern: `prod` requires a ticket matching `^(INC|CHG)-[0-9]+$`; add e.g. `ticket: INC-1234`
+      prod/admin for 8h; would expire at 2026-11-26T10:14:00Z if granted now
+    ");
+}
+
+#[test]
+fn the_fast_path_shows_when_label_and_on_call_team_match() {
+    let out = check(
+        &[
+            "--requester",
+            "erin",
+            "--team",
+            "@acme/oncall",
+            "--team",
+            "@acme/sre",
+            "--label",
+            "sev1",
+        ],
+        Path::new("examples/requests/prod/20261126-0214-alice-prod.yaml"),
+    );
+    // The file says `requester: alice`, but erin asks: that alone denies it.
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("the file names requester `alice` but the request comes from `erin`"),
+        "{}",
+        stdout(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = request_file(
+        &dir,
+        "prod",
+        "sev1",
+        "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 outage\nticket: INC-9\n",
+    );
+    let out = check(
+        &[
+            "--requester",
+            "erin",
+            "--team",
+            "@acme/oncall",
+            "--team",
+            "@acme/sre",
+            "--label",
+            "sev1",
+        ],
+        &file,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    insta::assert_snapshot!(scrub(&stdout(&out), &dir), @r"
+    $TMP/requests/prod/sev1.yaml: allowed
+      prod/admin for 45m; would expire at 2026-11-26T02:59:00Z if granted now
+      fast path `sev1`: granted at once, to be reviewed by an approver within 1d
+    ");
+}
+
+#[test]
+fn malformed_files_exit_2_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "duration",
+            "environment: prod\nrole: admin\nduration: 2 hours\nreason: x\n",
+            "line 3, column 11: duration `2 hours` is not a duration; write e.g. `90s`, `45m`, `2h` or `1h30m`",
+        ),
+        (
+            "tabs",
+            "environment: prod\n\trole: admin\n",
+            "line 2, column 1: indentation uses a tab; YAML indents with spaces",
+        ),
+        (
+            "unknown-key",
+            "environment: prod\nrole: admin\nreason: x\nsudo: true\n",
+            "line 4, column 1: unknown field `sudo`, expected one of environment, role, duration, reason, ticket, requester",
+        ),
+        (
+            "wrong-type",
+            "environment: prod\nrole: [admin]\nreason: x\n",
+            "line 2, column 7: ",
+        ),
+        (
+            "bad-name",
+            "environment: Prod!\nrole: admin\nreason: x\n",
+            "line 1, column 14: `Prod!` is not a valid name",
+        ),
+        (
+            "not-yaml",
+            "environment: prod\nrole: admin\nreason: \"unterminated\n",
+            "line ",
+        ),
+    ];
+    for (id, yaml, message) in cases {
+        let out = check(&[], &request_file(&dir, "prod", id, yaml));
+        assert_eq!(out.status.code(), Some(2), "{id}");
+        let text = stdout(&out);
+        assert!(text.contains(": invalid\n"), "{id}: {text}");
+        assert!(text.contains(&format!("  {message}")), "{id}: {text}");
+    }
+}
+
+#[test]
+fn oversize_files_are_refused_without_reading_them_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "environment: prod\nrole: admin\nreason: x\n# {}\n",
+        "x".repeat(200_000)
+    );
+    let out = check(&[], &request_file(&dir, "prod", "huge", &yaml));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stdout(&out).contains("the file is larger than 65536 bytes"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn the_worst_file_decides_the_exit_code() {
+    let out = breakglass(&[
+        "check",
+        "--now",
+        NOW,
+        "examples/requests/prod/20261126-0214-alice-prod.yaml",
+        "examples/requests/staging/20261126-1000-dave-staging.yaml",
+        "examples/requests/prod/20261126-0300-mallory-prod.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = breakglass(&[
+        "check",
+        "examples/requests/prod/20261126-0214-alice-prod.yaml",
+        "no/such/file.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stdout(&out).contains("no/such/file.yaml: invalid\n  cannot read:"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn json_output_carries_the_whole_decision() {
+    let out = check(
+        &["--requester", "mallory", "--format", "json"],
+        Path::new("examples/requests/prod/20261126-0300-mallory-prod.yaml"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(report["status"], "denied");
+    let file = &report["files"][0];
+    assert_eq!(file["status"], "denied");
+    assert_eq!(file["request"]["duration"], "8h");
+    let decision = &file["decision"];
+    assert_eq!(decision["allowed"], false);
+    assert_eq!(decision["expires_at"], "2026-11-26T10:14:00Z");
+    let rules: Vec<&str> = decision["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["max_duration", "reason_codes", "ticket_pattern"]);
+    assert_eq!(decision["violations"][0]["found"], "8h");
+    assert_eq!(decision["violations"][0]["allowed"], "at most 4h");
+    assert_eq!(
+        decision["unchecked"][0],
+        "requesters: `mallory` is not listed by name; membership in @acme/sre was not checked"
+    );
+}
+
+#[test]
+fn invalid_policies_stop_the_check_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("prod.yaml"),
+        "environment: prod\nmax_duration: 1h\n",
+    )
+    .unwrap();
+    let out = breakglass(&[
+        "check",
+        "--policies",
+        dir.path().to_str().unwrap(),
+        "examples/requests/prod/20261126-0214-alice-prod.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stdout(&out).starts_with("the policies are invalid, so no request was checked:\n"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("prod.yaml:"), "{}", stdout(&out));
+}
+
+#[test]
+fn policy_lint_passes_the_examples_and_reports_all_problems() {
+    let out = breakglass(&["policy", "lint"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(stdout(&out), "2 policy file(s) in policies: no problems\n");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("prod.yaml"), "environment: prod\nmax_duration: 1h\nrequesters: []\napprovers: []\nroles:\n  admin:\n    provider: gcp\n").unwrap();
+    std::fs::write(
+        dir.path().join("qa.yaml"),
+        "environment: qa\nmax_duration: 1 hour\n",
+    )
+    .unwrap();
+    let out = breakglass(&["policy", "lint", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(scrub(&stdout(&out), &dir), @r"
+    $TMP/prod.yaml: requesters is empty: nobody could ask for access; list users or `@org/team`
+    $TMP/prod.yaml: approvers is empty: nobody could approve or review; list users or `@org/team`
+    $TMP/prod.yaml: approvals is 1 but only 0 approver(s) are listed: no request could ever be approved
+    $TMP/prod.yaml: role `admin`: unknown provider `gcp`; use aws-iam, iac or noop
+    $TMP/qa.yaml:2:15: duration `1 hour` is not a duration; write e.g. `90s`, `45m`, `2h` or `1h30m`
+    5 problem(s)
+    ");
+}
+
+#[test]
+fn unfinished_subcommands_say_so_and_fail() {
+    for args in [&["serve"][..], &["audit"], &["migrate"]] {
+        let out = breakglass(args);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not implemented in this version yet; nothing was done"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["check", "--help"],
+        &["policy", "lint", "--help"],
+        &["audit", "--help"],
+        &["migrate", "--help"],
+    ] {
+        let out = breakglass(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(stdout(&out).contains("Usage: breakglass"), "{args:?}");
+    }
+}
