@@ -6,8 +6,10 @@
 pub mod check;
 pub mod command;
 pub mod duration;
+pub mod forge;
 pub mod names;
 pub mod policy;
 pub mod request;
 pub mod schema;
+pub mod secret;
 pub mod yaml;

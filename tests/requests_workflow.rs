@@ -38,8 +38,16 @@ fn check_script() -> String {
 }
 
 fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git").args(args).current_dir(dir).output().expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A requests repo: `origin` (bare) has main with the example policies; the work tree is on a
@@ -49,19 +57,40 @@ fn requests_repo(files: &[(&str, &str)]) -> tempfile::TempDir {
     let origin = dir.path().join("origin.git");
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    git(dir.path(), &["init", "-q", "--bare", "-b", "main", origin.to_str().unwrap()]);
+    git(
+        dir.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            origin.to_str().unwrap(),
+        ],
+    );
     git(&work, &["init", "-q", "-b", "main"]);
-    for args in [&["config", "user.email", "t@example.com"][..], &["config", "user.name", "t"], &["config", "commit.gpgsign", "false"]] {
+    for args in [
+        &["config", "user.email", "t@example.com"][..],
+        &["config", "user.name", "t"],
+        &["config", "commit.gpgsign", "false"],
+    ] {
         git(&work, args);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir_all(work.join("policies")).unwrap();
     for policy in ["prod.yaml", "staging.yaml"] {
-        std::fs::copy(root.join("policies").join(policy), work.join("policies").join(policy)).unwrap();
+        std::fs::copy(
+            root.join("policies").join(policy),
+            work.join("policies").join(policy),
+        )
+        .unwrap();
     }
     git(&work, &["add", "."]);
     git(&work, &["commit", "-q", "-m", "policies"]);
-    git(&work, &["remote", "add", "origin", origin.to_str().unwrap()]);
+    git(
+        &work,
+        &["remote", "add", "origin", origin.to_str().unwrap()],
+    );
     git(&work, &["push", "-q", "origin", "main"]);
     git(&work, &["checkout", "-q", "-b", "request"]);
     for (path, text) in files {
@@ -75,8 +104,15 @@ fn requests_repo(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 fn run_check(repo: &tempfile::TempDir, requester: &str, labels: &str) -> Output {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_breakglass")).parent().unwrap().to_owned();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_breakglass"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     Command::new("bash")
         .arg("-c")
         .arg(check_script())
@@ -98,7 +134,12 @@ fn an_allowed_request_passes() {
     let repo = requests_repo(&[("requests/prod/a.yaml", ALLOWED)]);
     let out = run_check(&repo, "alice", "");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("requests/prod/a.yaml: allowed"), "{stdout}");
 }
 
@@ -108,17 +149,29 @@ fn a_denied_request_fails_the_pr_with_the_reason() {
     let out = run_check(&repo, "alice", "sev1,urgent");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("duration 6h is above the max_duration of `prod` (4h)"), "{stdout}");
+    assert!(
+        stdout.contains("duration 6h is above the max_duration of `prod` (4h)"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn a_policy_loosened_in_the_pr_does_not_count() {
-    let loosened = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/prod.yaml"))
-        .unwrap()
-        .replace("max_duration: 4h", "max_duration: 12h");
-    let repo = requests_repo(&[("requests/prod/a.yaml", &ALLOWED.replace("1h", "6h")), ("policies/prod.yaml", &loosened)]);
+    let loosened =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/prod.yaml"))
+            .unwrap()
+            .replace("max_duration: 4h", "max_duration: 12h");
+    let repo = requests_repo(&[
+        ("requests/prod/a.yaml", &ALLOWED.replace("1h", "6h")),
+        ("policies/prod.yaml", &loosened),
+    ]);
     let out = run_check(&repo, "alice", "");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]

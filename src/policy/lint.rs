@@ -92,6 +92,11 @@ pub(crate) fn check_files(files: &[PolicyFile]) -> (Vec<Policy>, Vec<Problem>) {
                 "environment `{env}` must be defined in a file named `{env}.yaml`, not `{stem}`"
             ));
         }
+        if crate::command::is_verb(&env) {
+            report(format!(
+                "environment `{env}` is also a command word, so `/breakglass {env} 1h` could never request it; rename it"
+            ));
+        }
         check_policy(&policy, &mut report);
         policies.push(policy);
     }
@@ -421,6 +426,18 @@ fast_path:
                 .iter()
                 .any(|p| p.contains("approval_reactions: `thumbsup` is not a reaction")),
             "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn environments_named_like_commands_are_refused() {
+        let text = GOOD.replace("environment: prod", "environment: status");
+        let problems = messages(&[file("status.yaml", &text)]);
+        assert_eq!(
+            problems,
+            [
+                "policies/status.yaml: environment `status` is also a command word, so `/breakglass status 1h` could never request it; rename it"
+            ]
         );
     }
 

@@ -1,0 +1,125 @@
+//! What the bot hears from a forge, in its own words.
+//!
+//! Each forge's payloads are parsed in its own module (`github`, later `gitlab`) into the
+//! [`ForgeEvent`] enum below, so that the workflow code never sees a GitHub or GitLab type and
+//! one lifecycle serves both forges.
+
+pub mod github;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A forge account. Permissions are decided by `id` (logins can be renamed and reused).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub id: u64,
+    pub login: String,
+    /// Bots and apps; the bot ignores its own and other bots' comments.
+    pub is_bot: bool,
+}
+
+/// A pull (merge) request as an event shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestInfo {
+    pub number: u64,
+    pub author: Actor,
+    pub head_sha: String,
+    pub head_ref: String,
+    pub base_ref: String,
+    pub labels: Vec<String>,
+    pub merged: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullRequestAction {
+    Opened,
+    /// New commits were pushed: approvals given before no longer count.
+    Synchronized,
+    Reopened,
+    Closed,
+    Labeled,
+    Unlabeled,
+    Edited,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommentAction {
+    Created,
+    /// Edits never execute commands: an edit must not add an approval under an old timestamp.
+    Edited,
+    Deleted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewState {
+    Approved,
+    ChangesRequested,
+    Commented,
+    Dismissed,
+}
+
+/// A file changed by a pushed commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedCommit {
+    pub id: String,
+    pub message: String,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub modified: Vec<String>,
+}
+
+/// One event, forge-independent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ForgeEvent {
+    PullRequest {
+        action: PullRequestAction,
+        pull_request: PullRequestInfo,
+        sender: Actor,
+    },
+    Comment {
+        action: CommentAction,
+        /// The issue or pull request number the comment is on.
+        number: u64,
+        on_pull_request: bool,
+        comment_id: u64,
+        body: String,
+        author: Actor,
+        created_at: DateTime<Utc>,
+    },
+    Review {
+        state: ReviewState,
+        pull_request: PullRequestInfo,
+        review_id: u64,
+        author: Actor,
+        /// The commit the review was given on: an approval binds to it.
+        commit_id: Option<String>,
+        submitted_at: Option<DateTime<Utc>>,
+    },
+    Push {
+        /// Full ref, e.g. `refs/heads/main`.
+        git_ref: String,
+        before: String,
+        after: String,
+        commits: Vec<PushedCommit>,
+        sender: Actor,
+    },
+    /// The forge checking that the hook works.
+    Ping,
+    /// An event the bot does not act on; acknowledged and dropped.
+    Ignored { event: String },
+}
+
+/// A verified, parsed webhook delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The forge's delivery id (`X-GitHub-Delivery`, GitLab's `Idempotency-Key`): a redelivery
+    /// carries the same one, so it is the deduplication key.
+    pub id: String,
+    /// `owner/name` of the repository, when the event has one.
+    pub repository: Option<String>,
+    pub event: ForgeEvent,
+}
