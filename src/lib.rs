@@ -4,9 +4,12 @@
 //! decision engine, the slash-command parser, and (in later modules) the service.
 
 pub mod check;
+pub mod clock;
 pub mod command;
+pub mod config;
 pub mod duration;
 pub mod forge;
+pub mod grant;
 pub mod names;
 pub mod policy;
 pub mod request;

@@ -4,7 +4,11 @@
 //! [`ForgeEvent`] enum below, so that the workflow code never sees a GitHub or GitLab type and
 //! one lifecycle serves both forges.
 
+pub mod error;
 pub mod github;
+pub mod retry;
+
+pub use error::ForgeError;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -122,4 +126,97 @@ pub struct Delivery {
     /// `owner/name` of the repository, when the event has one.
     pub repository: Option<String>,
     pub event: ForgeEvent,
+}
+
+/// A file read from the repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileContent {
+    pub path: String,
+    pub text: String,
+    /// The blob id, needed to update or delete the file through the API.
+    pub blob_sha: String,
+}
+
+/// How a pull request changes a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileChange {
+    Added,
+    Modified,
+    Removed,
+    Renamed,
+    Other,
+}
+
+/// A file a pull request touches. For renames, `previous_path` is where it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedFile {
+    pub path: String,
+    pub change: FileChange,
+    pub previous_path: Option<String>,
+}
+
+/// A pull request as the API shows it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullRequestState {
+    pub info: PullRequestInfo,
+    pub title: String,
+    pub body: String,
+    pub open: bool,
+    pub merge_sha: Option<String>,
+}
+
+/// A reaction (emoji) on an issue, pull request or comment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reaction {
+    pub id: u64,
+    pub user: Actor,
+    /// GitHub's names: `+1`, `-1`, `laugh`, `confused`, `heart`, `hooray`, `rocket`, `eyes`.
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A submitted review.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Review {
+    pub id: u64,
+    pub author: Actor,
+    pub state: ReviewState,
+    pub commit_id: Option<String>,
+    pub submitted_at: Option<DateTime<Utc>>,
+}
+
+/// The answer to a conditional request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Polled<T> {
+    /// `304 Not Modified`: nothing changed since the ETag we sent (and it cost no rate limit).
+    NotModified,
+    Changed {
+        etag: Option<String>,
+        value: T,
+    },
+}
+
+/// A commit status's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum StatusState {
+    Pending,
+    Success,
+    Failure,
+    Error,
+}
+
+/// Why a merge did not happen.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum MergeError {
+    /// The head moved since we decided (GitHub 409): decide again on the new head.
+    #[error("the pull request's head changed since it was checked")]
+    HeadChanged,
+    /// Closed, already merged, conflicting or blocked by branch protection (GitHub 405/422).
+    #[error("the pull request cannot be merged: {0}")]
+    NotMergeable(String),
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
 }

@@ -1,3 +1,6 @@
-//! GitHub: webhook verification and payload parsing (the REST client comes with the service).
+//! GitHub: the REST client, webhook verification and payload parsing.
 
+pub mod client;
 pub mod webhook;
+
+pub use client::{GithubAuth, GithubClient};

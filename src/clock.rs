@@ -1,0 +1,102 @@
+//! Time, injected: the service reads the clock through [`Clock`], so tests can stop it, move it
+//! past a grant's expiry, and watch the revocation happen.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// Where "now" comes from.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that only moves when told to (tests and the demo's fast-forward).
+#[derive(Clone, Debug)]
+pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self(Arc::new(Mutex::new(start)))
+    }
+
+    pub fn advance(&self, by: TimeDelta) {
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *now += by;
+    }
+
+    pub fn set(&self, to: DateTime<Utc>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// "in 1h", "in 59m", "2m ago": the relative half of every time we show.
+pub fn relative(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    let secs = (to - from).num_seconds();
+    let span = crate::duration::HumanDuration::from_secs(secs.unsigned_abs());
+    // Round to the minute above one minute: seconds are noise in a comment.
+    let shown = if secs.unsigned_abs() >= 60 {
+        crate::duration::HumanDuration::from_secs(secs.unsigned_abs() / 60 * 60)
+    } else {
+        span
+    };
+    if secs >= 0 {
+        format!("in {shown}")
+    } else {
+        format!("{shown} ago")
+    }
+}
+
+/// UTC ISO 8601 with seconds and a `Z`, the one format every message and trailer uses.
+pub fn iso(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 26, 2, 14, 0).unwrap();
+        let clock = ManualClock::new(start);
+        assert_eq!(clock.now(), start);
+        clock.advance(TimeDelta::minutes(61));
+        assert_eq!(iso(clock.now()), "2026-11-26T03:15:00Z");
+    }
+
+    #[test]
+    fn relative_times_read_naturally() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 26, 2, 14, 0).unwrap();
+        assert_eq!(relative(t, t + TimeDelta::hours(1)), "in 1h");
+        assert_eq!(relative(t, t + TimeDelta::seconds(3599)), "in 59m");
+        assert_eq!(relative(t, t - TimeDelta::minutes(2)), "2m ago");
+        assert_eq!(relative(t, t + TimeDelta::seconds(30)), "in 30s");
+    }
+}

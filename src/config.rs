@@ -1,0 +1,462 @@
+//! `breakglass.toml`: the service's configuration.
+//!
+//! Every key can be overridden by an environment variable `BREAKGLASS_<KEY>`, nested keys joined
+//! with `__` (`BREAKGLASS_GITHUB__API_URL`). Secrets are never in the file: it names the
+//! environment variable (`*_env`) or file (`*_file`) that holds them, and they are resolved into
+//! [`Secret`]s that print as `[redacted]`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+use crate::secret::Secret;
+
+const ENV_PREFIX: &str = "BREAKGLASS_";
+
+/// The whole configuration. Unknown keys are errors, so a typo never silently falls back to a
+/// default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// `sqlite://breakglass.db` (embedded default) or `postgres://…` for several replicas.
+    pub database_url: String,
+    /// Directory of the policy files in the requests repo, read from its default branch.
+    pub policies_path: String,
+    /// A reminder comment is posted this long before a grant expires.
+    pub reminder_before: HumanDuration,
+    /// GitHub; absent when breakglass serves GitLab only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubConfig>,
+    /// GitLab; absent when breakglass serves GitHub only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gitlab: Option<GitlabConfig>,
+    /// AWS, for roles with `provider: aws-iam`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://breakglass.db".into(),
+            policies_path: "policies".into(),
+            reminder_before: HumanDuration::from_secs(600),
+            github: None,
+            gitlab: None,
+            aws: None,
+        }
+    }
+}
+
+/// GitHub connection and credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubConfig {
+    /// REST API root: `https://api.github.com`, GitHub Enterprise's `/api/v3`, or a test forge.
+    pub api_url: String,
+    /// The requests repo, `owner/name`.
+    pub repository: String,
+    /// Environment variable holding the webhook secret. Several secrets (during a rotation) are
+    /// separated by newlines.
+    pub webhook_secret_env: String,
+    /// Alternatively, a file holding the webhook secret(s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Environment variable holding a token (personal or installation).
+    pub token_env: String,
+    /// Alternatively, a file holding the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// GitHub App id; with `private_key_path` (and optionally `installation_id`), the bot
+    /// authenticates as the App instead of with a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_path: Option<PathBuf>,
+    /// The App's installation on the requests repo; looked up when omitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installation_id: Option<u64>,
+    /// How often pending requests' reactions are polled (GitHub sends no reaction webhooks).
+    pub reaction_poll_interval: HumanDuration,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://api.github.com".into(),
+            repository: String::new(),
+            webhook_secret_env: "BREAKGLASS_GITHUB_WEBHOOK_SECRET".into(),
+            webhook_secret_file: None,
+            token_env: "BREAKGLASS_GITHUB_TOKEN".into(),
+            token_file: None,
+            app_id: None,
+            private_key_path: None,
+            installation_id: None,
+            reaction_poll_interval: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+/// GitLab connection and credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitlabConfig {
+    pub api_url: String,
+    /// The requests project, `group/name`.
+    pub project: String,
+    /// Environment variable holding the `X-Gitlab-Token` secret.
+    pub webhook_token_env: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_token_file: Option<PathBuf>,
+    pub token_env: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for GitlabConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://gitlab.com/api/v4".into(),
+            project: String::new(),
+            webhook_token_env: "BREAKGLASS_GITLAB_WEBHOOK_TOKEN".into(),
+            webhook_token_file: None,
+            token_env: "BREAKGLASS_GITLAB_TOKEN".into(),
+            token_file: None,
+        }
+    }
+}
+
+/// AWS settings for the aws-iam provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    pub region: String,
+    /// A local AWS emulator's endpoint for tests; empty for real AWS.
+    pub endpoint_url: String,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            endpoint_url: String::new(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{0}")]
+    Secret(String),
+}
+
+impl Config {
+    /// Reads the file (when it exists; defaults otherwise) and applies `BREAKGLASS_*` overrides
+    /// from `env`.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Self::from_toml(&text, &path.display().to_string(), env)
+    }
+
+    /// Parses TOML text and applies overrides; `origin` names the source in errors.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            message,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|err: toml::de::Error| invalid(err.to_string()))?;
+        let known = known_keys();
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = key.split("__").map(str::to_lowercase).collect();
+            // Other BREAKGLASS_* variables (secrets named by *_env, test settings) are not keys.
+            if !known.contains(&path.join(".")) {
+                continue;
+            }
+            set_path(&mut table, &path, env_value(&value));
+        }
+        table
+            .try_into()
+            .map_err(|err: toml::de::Error| invalid(err.message().to_owned()))
+    }
+}
+
+/// An override's value: a TOML literal when it is one (`8080`, `true`), else a plain string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let (last, parents) = path.split_last().expect("a key has at least one part");
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        current = entry.as_table_mut().expect("made a table above");
+    }
+    // A string override of a non-string key (`listen`) stays a string; serde then says why.
+    current.insert(last.clone(), value);
+}
+
+/// Every key path of the configuration, dotted (`github.api_url`), from a fully populated default.
+fn known_keys() -> Vec<String> {
+    let full = Config {
+        github: Some(GithubConfig {
+            webhook_secret_file: Some(PathBuf::new()),
+            token_file: Some(PathBuf::new()),
+            app_id: Some(0),
+            private_key_path: Some(PathBuf::new()),
+            installation_id: Some(0),
+            ..GithubConfig::default()
+        }),
+        gitlab: Some(GitlabConfig {
+            webhook_token_file: Some(PathBuf::new()),
+            token_file: Some(PathBuf::new()),
+            ..GitlabConfig::default()
+        }),
+        aws: Some(AwsConfig::default()),
+        ..Config::default()
+    };
+    let value = toml::Value::try_from(&full).expect("the config serializes");
+    let mut keys = Vec::new();
+    collect_keys(&value, String::new(), &mut keys);
+    keys
+}
+
+fn collect_keys(value: &toml::Value, prefix: String, keys: &mut Vec<String>) {
+    if let toml::Value::Table(table) = value {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            collect_keys(value, path.clone(), keys);
+            keys.push(path);
+        }
+    }
+}
+
+/// Reads a secret from the file when one is configured, else from the named environment
+/// variable. Several secrets may be given one per line (rotation).
+pub fn read_secrets(
+    env_var: &str,
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Secret>, ConfigError> {
+    let raw = match file {
+        Some(path) => std::fs::read_to_string(path).map_err(|err| {
+            ConfigError::Secret(format!(
+                "cannot read the secret file {}: {err}",
+                path.display()
+            ))
+        })?,
+        None => env(env_var).ok_or_else(|| {
+            ConfigError::Secret(format!("the environment variable {env_var} is not set"))
+        })?,
+    };
+    let secrets: Vec<Secret> = raw
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(Secret::new)
+        .collect();
+    if secrets.is_empty() {
+        return Err(ConfigError::Secret(match file {
+            Some(path) => format!("the secret file {} is empty", path.display()),
+            None => format!("the environment variable {env_var} is empty"),
+        }));
+    }
+    Ok(secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC_EXAMPLE: &str = r#"
+listen = "127.0.0.1:8080"
+database_url = "sqlite://breakglass.db"
+policies_path = "policies"
+reminder_before = "10m"
+[github]
+api_url = "https://api.github.com"
+repository = "acme/access-requests"
+webhook_secret_env = "BREAKGLASS_GITHUB_WEBHOOK_SECRET"
+token_env = "BREAKGLASS_GITHUB_TOKEN"
+reaction_poll_interval = "30s"
+[gitlab]
+api_url = "https://gitlab.com/api/v4"
+project = "acme/access-requests"
+webhook_token_env = "BREAKGLASS_GITLAB_WEBHOOK_TOKEN"
+token_env = "BREAKGLASS_GITLAB_TOKEN"
+[aws]
+region = "us-east-1"
+endpoint_url = ""
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_the_spec_example() {
+        let config = Config::from_toml(SPEC_EXAMPLE, "breakglass.toml", env(&[])).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.reminder_before.to_string(), "10m");
+        let github = config.github.unwrap();
+        assert_eq!(github.repository, "acme/access-requests");
+        assert_eq!(github.reaction_poll_interval.as_secs(), 30);
+        assert_eq!(config.gitlab.unwrap().project, "acme/access-requests");
+        assert_eq!(config.aws.unwrap().region, "us-east-1");
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(
+            Config::from_toml("", "x", env(&[])).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn environment_overrides_every_key_including_nested_ones() {
+        let config = Config::from_toml(
+            SPEC_EXAMPLE,
+            "x",
+            env(&[
+                ("BREAKGLASS_LISTEN", "0.0.0.0:9000"),
+                ("BREAKGLASS_DATABASE_URL", "postgres://db/breakglass"),
+                ("BREAKGLASS_GITHUB__API_URL", "http://127.0.0.1:3000"),
+                ("BREAKGLASS_GITHUB__APP_ID", "12345"),
+                ("BREAKGLASS_AWS__ENDPOINT_URL", "http://127.0.0.1:5055"),
+                // Secrets and unrelated variables share the prefix and are not keys.
+                ("BREAKGLASS_GITHUB_WEBHOOK_SECRET", "s3cret"),
+                ("BREAKGLASS_TEST_DATABASE_URL", "postgres://x"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.database_url, "postgres://db/breakglass");
+        let github = config.github.unwrap();
+        assert_eq!(github.api_url, "http://127.0.0.1:3000");
+        assert_eq!(github.app_id, Some(12345));
+        assert_eq!(config.aws.unwrap().endpoint_url, "http://127.0.0.1:5055");
+    }
+
+    #[test]
+    fn an_override_can_create_a_section() {
+        let config = Config::from_toml(
+            "",
+            "x",
+            env(&[("BREAKGLASS_GITHUB__REPOSITORY", "acme/req")]),
+        )
+        .unwrap();
+        assert_eq!(config.github.unwrap().repository, "acme/req");
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let err = Config::from_toml("listn = \"x\"", "breakglass.toml", env(&[])).unwrap_err();
+        assert!(err.to_string().contains("unknown field `listn`"), "{err}");
+        let err = Config::from_toml(
+            "reminder_before = \"10 minutes\"",
+            "breakglass.toml",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`10 minutes` is not a duration"),
+            "{err}"
+        );
+        let err = Config::from_toml("", "x", env(&[("BREAKGLASS_LISTEN", "not an address")]))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("x: "), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file_and_never_print() {
+        let lookup = |name: &str| (name == "SECRET").then(|| "new\nold\n".to_owned());
+        let secrets = read_secrets("SECRET", None, &lookup).unwrap();
+        assert_eq!(
+            secrets.iter().map(Secret::expose).collect::<Vec<_>>(),
+            ["new", "old"]
+        );
+        assert_eq!(
+            format!("{secrets:?}"),
+            "[Secret([redacted]), Secret([redacted])]"
+        );
+        let err = read_secrets("MISSING", None, &lookup).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the environment variable MISSING is not set"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file\n").unwrap();
+        assert_eq!(
+            read_secrets("SECRET", Some(&file), &lookup).unwrap()[0].expose(),
+            "from-file"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        assert!(read_secrets("SECRET", Some(&file), &lookup).is_err());
+    }
+
+    #[test]
+    fn config_debug_output_holds_no_secret_values() {
+        // The config only names where secrets are; resolved secrets are `Secret`s.
+        let config = Config::from_toml(
+            SPEC_EXAMPLE,
+            "x",
+            env(&[("BREAKGLASS_GITHUB_WEBHOOK_SECRET", "s3cret")]),
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,870 @@
+//! The GitHub REST client: the calls the lifecycle makes, in domain words.
+//!
+//! octocrab does authentication (token, or GitHub App with installation tokens it refreshes)
+//! and transport; requests and responses go through small private structs here so that every
+//! status code the lifecycle branches on (304, 404, 405, 409, 422, 429) is visible, and so that
+//! retries happen in exactly one place ([`crate::forge::retry`]).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use octocrab::Octocrab;
+use octocrab::service::middleware::retry::RetryConfig;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::forge::retry::{RetryPolicy, perform_retryable};
+use crate::forge::{
+    Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
+    PullRequestState, Reaction, Review, ReviewState, StatusState,
+};
+use crate::secret::Secret;
+
+/// How the bot authenticates to GitHub.
+#[derive(Clone, Debug)]
+pub enum GithubAuth {
+    /// A personal access token or an installation token.
+    Token(Secret),
+    /// A GitHub App: JWTs signed with the private key, exchanged for installation tokens that
+    /// octocrab refreshes before they expire.
+    App {
+        app_id: u64,
+        private_key_pem: Secret,
+        installation_id: Option<u64>,
+    },
+}
+
+/// A client bound to one repository (the requests repo).
+#[derive(Clone, Debug)]
+pub struct GithubClient {
+    crab: Octocrab,
+    api_url: String,
+    owner: String,
+    repo: String,
+    retry: RetryPolicy,
+}
+
+/// A raw answer: status, headers and body text.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl GithubClient {
+    /// Builds a client for `owner/name` at `api_url`. For a GitHub App without an
+    /// installation id, the repository's installation is looked up.
+    pub async fn connect(
+        api_url: &str,
+        repository: &str,
+        auth: GithubAuth,
+    ) -> Result<Self, ForgeError> {
+        let api_url = api_url.trim_end_matches('/').to_owned();
+        let (owner, repo) = repository
+            .split_once('/')
+            .ok_or_else(|| ForgeError::Refused {
+                call: "configuration".into(),
+                status: 0,
+                message: format!("repository `{repository}` is not `owner/name`"),
+            })?;
+        let builder = || {
+            Octocrab::builder()
+                .base_uri(api_url.as_str())
+                .map_err(|err| transport("configuration", err))
+                .map(|b| b.add_retry_config(RetryConfig::None))
+        };
+        let crab = match auth {
+            GithubAuth::Token(token) => builder()?
+                .personal_token(token.expose().to_owned())
+                .build()
+                .map_err(|err| transport("configuration", err))?,
+            GithubAuth::App {
+                app_id,
+                private_key_pem,
+                installation_id,
+            } => {
+                let app = builder()?
+                    .app_from_rsa_pem(app_id.into(), private_key_pem.expose().as_bytes())
+                    .map_err(|err| transport("GitHub App key", err))?
+                    .build()
+                    .map_err(|err| transport("configuration", err))?;
+                let installation = match installation_id {
+                    Some(id) => id,
+                    None => {
+                        #[derive(Deserialize)]
+                        struct Installation {
+                            id: u64,
+                        }
+                        let client = Self {
+                            crab: app.clone(),
+                            api_url: api_url.clone(),
+                            owner: owner.into(),
+                            repo: repo.into(),
+                            retry: RetryPolicy::default(),
+                        };
+                        let found: Installation = client
+                            .json(Method::GET, &client.repo_path("/installation"), None)
+                            .await?;
+                        found.id
+                    }
+                };
+                app.installation(installation.into())
+                    .map_err(|err| transport("installation", err))?
+            }
+        };
+        Ok(Self {
+            crab,
+            api_url,
+            owner: owner.into(),
+            repo: repo.into(),
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// Overrides the retry policy (tests use short timeouts).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// `owner/name`.
+    pub fn repository(&self) -> String {
+        format!("{}/{}", self.owner, self.repo)
+    }
+
+    fn repo_path(&self, rest: &str) -> String {
+        format!("/repos/{}/{}{rest}", self.owner, self.repo)
+    }
+
+    /// One attempt of a call, with our own status handling.
+    async fn attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &HeaderMap,
+    ) -> Result<Answer, ForgeError> {
+        let call = format!("{method} {path}");
+        let mut builder = http::Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", self.api_url));
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        builder = builder.header(http::header::ACCEPT, "application/vnd.github+json");
+        let request = self
+            .crab
+            .build_request(builder, body)
+            .map_err(|err| transport(&call, err))?;
+        let response = self
+            .crab
+            .execute(request)
+            .await
+            .map_err(|err| transport(&call, err))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = self
+            .crab
+            .body_to_string(response)
+            .await
+            .map_err(|err| transport(&call, err))?;
+        classify(&call, status, &headers, &body)?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: HeaderMap,
+    ) -> Result<Answer, ForgeError> {
+        let name = format!("{method} {path}");
+        perform_retryable(self.retry, &name, || {
+            self.attempt(&method, path, body.as_ref(), &headers)
+        })
+        .await
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, ForgeError> {
+        let answer = self
+            .send(method.clone(), path, body, HeaderMap::new())
+            .await?;
+        decode(&format!("{method} {path}"), &answer.body)
+    }
+
+    /// The repository's default branch, where policies and active requests live.
+    pub async fn default_branch(&self) -> Result<String, ForgeError> {
+        #[derive(Deserialize)]
+        struct Repo {
+            default_branch: String,
+        }
+        let repo: Repo = self.json(Method::GET, &self.repo_path(""), None).await?;
+        Ok(repo.default_branch)
+    }
+
+    /// The commit a branch points at.
+    pub async fn branch_head(&self, branch: &str) -> Result<String, ForgeError> {
+        #[derive(Deserialize)]
+        struct Object {
+            sha: String,
+        }
+        #[derive(Deserialize)]
+        struct Ref {
+            object: Object,
+        }
+        let found: Ref = self
+            .json(
+                Method::GET,
+                &self.repo_path(&format!("/git/ref/heads/{branch}")),
+                None,
+            )
+            .await?;
+        Ok(found.object.sha)
+    }
+
+    /// A file at a ref, or `None` when it does not exist there.
+    pub async fn read_file(
+        &self,
+        git_ref: &str,
+        path: &str,
+    ) -> Result<Option<FileContent>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Content {
+            sha: String,
+            #[serde(default)]
+            content: String,
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let route = self.repo_path(&format!("/contents/{path}?ref={git_ref}"));
+        let content: Content = match self.json(Method::GET, &route, None).await {
+            Ok(content) => content,
+            Err(err) if err.status() == Some(404) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if content.kind != "file" {
+            return Ok(None);
+        }
+        let cleaned: String = content
+            .content
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(cleaned)
+            .map_err(|err| ForgeError::Decode {
+                call: route.clone(),
+                detail: err.to_string(),
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| ForgeError::Decode {
+            call: route,
+            detail: format!("{path} is not UTF-8"),
+        })?;
+        Ok(Some(FileContent {
+            path: path.to_owned(),
+            text,
+            blob_sha: content.sha,
+        }))
+    }
+
+    /// The files of a directory at a ref (names only), empty when it does not exist.
+    pub async fn list_dir(&self, git_ref: &str, path: &str) -> Result<Vec<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Entry {
+            path: String,
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let route = self.repo_path(&format!("/contents/{path}?ref={git_ref}"));
+        match self.json::<Vec<Entry>>(Method::GET, &route, None).await {
+            Ok(entries) => Ok(entries
+                .into_iter()
+                .filter(|e| e.kind == "file")
+                .map(|e| e.path)
+                .collect()),
+            Err(err) if err.status() == Some(404) => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Creates `branch` at `sha`.
+    pub async fn create_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
+        let body = json!({ "ref": format!("refs/heads/{branch}"), "sha": sha });
+        self.send(
+            Method::POST,
+            &self.repo_path("/git/refs"),
+            Some(body),
+            HeaderMap::new(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a branch (after its PR is merged or closed); a missing branch is fine.
+    pub async fn delete_branch(&self, branch: &str) -> Result<(), ForgeError> {
+        match self
+            .send(
+                Method::DELETE,
+                &self.repo_path(&format!("/git/refs/heads/{branch}")),
+                None,
+                HeaderMap::new(),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if matches!(err.status(), Some(404 | 422)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Writes a file on a branch as one commit; `blob_sha` is the current blob when updating.
+    pub async fn put_file(
+        &self,
+        branch: &str,
+        path: &str,
+        text: &str,
+        message: &str,
+        blob_sha: Option<&str>,
+    ) -> Result<(), ForgeError> {
+        let mut body = json!({
+            "message": message,
+            "content": base64::engine::general_purpose::STANDARD.encode(text),
+            "branch": branch,
+        });
+        if let Some(sha) = blob_sha {
+            body["sha"] = json!(sha);
+        }
+        self.send(
+            Method::PUT,
+            &self.repo_path(&format!("/contents/{path}")),
+            Some(body),
+            HeaderMap::new(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a file on a branch as one commit.
+    pub async fn delete_file(
+        &self,
+        branch: &str,
+        path: &str,
+        message: &str,
+        blob_sha: &str,
+    ) -> Result<(), ForgeError> {
+        let body = json!({ "message": message, "sha": blob_sha, "branch": branch });
+        self.send(
+            Method::DELETE,
+            &self.repo_path(&format!("/contents/{path}")),
+            Some(body),
+            HeaderMap::new(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Opens a pull request and returns its number.
+    pub async fn open_pull_request(
+        &self,
+        head: &str,
+        base: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<u64, ForgeError> {
+        #[derive(Deserialize)]
+        struct Created {
+            number: u64,
+        }
+        let created: Created = self
+            .json(
+                Method::POST,
+                &self.repo_path("/pulls"),
+                Some(json!({ "title": title, "head": head, "base": base, "body": body })),
+            )
+            .await?;
+        Ok(created.number)
+    }
+
+    /// An open pull request from `head` into `base`, if there is one (to make PR creation idempotent).
+    pub async fn find_open_pull_request(
+        &self,
+        head: &str,
+        base: &str,
+    ) -> Result<Option<u64>, ForgeError> {
+        let route = self.repo_path(&format!(
+            "/pulls?state=open&head={}:{head}&base={base}",
+            self.owner
+        ));
+        let found: Vec<PullRequest> = self.json(Method::GET, &route, None).await?;
+        Ok(found
+            .into_iter()
+            .find(|pr| pr.head.git_ref == head)
+            .map(|pr| pr.number))
+    }
+
+    /// A pull request's current state.
+    pub async fn pull_request(&self, number: u64) -> Result<PullRequestState, ForgeError> {
+        let pr: PullRequest = self
+            .json(
+                Method::GET,
+                &self.repo_path(&format!("/pulls/{number}")),
+                None,
+            )
+            .await?;
+        Ok(pr.into())
+    }
+
+    /// Every file a pull request changes (all pages).
+    pub async fn pull_request_files(&self, number: u64) -> Result<Vec<ChangedFile>, ForgeError> {
+        #[derive(Deserialize)]
+        struct File {
+            filename: String,
+            status: String,
+            previous_filename: Option<String>,
+        }
+        let mut files = Vec::new();
+        for page in 1..=30 {
+            let route = self.repo_path(&format!("/pulls/{number}/files?per_page=100&page={page}"));
+            let batch: Vec<File> = self.json(Method::GET, &route, None).await?;
+            let done = batch.len() < 100;
+            files.extend(batch.into_iter().map(|f| ChangedFile {
+                change: match f.status.as_str() {
+                    "added" => FileChange::Added,
+                    "modified" | "changed" => FileChange::Modified,
+                    "removed" => FileChange::Removed,
+                    "renamed" => FileChange::Renamed,
+                    _ => FileChange::Other,
+                },
+                path: f.filename,
+                previous_path: f.previous_filename,
+            }));
+            if done {
+                break;
+            }
+        }
+        Ok(files)
+    }
+
+    /// Posts a comment on an issue or pull request; returns its id.
+    pub async fn comment(&self, number: u64, body: &str) -> Result<u64, ForgeError> {
+        #[derive(Deserialize)]
+        struct Created {
+            id: u64,
+        }
+        let created: Created = self
+            .json(
+                Method::POST,
+                &self.repo_path(&format!("/issues/{number}/comments")),
+                Some(json!({ "body": body })),
+            )
+            .await?;
+        Ok(created.id)
+    }
+
+    /// Sets the commit status `context` on `sha`.
+    pub async fn set_status(
+        &self,
+        sha: &str,
+        context: &str,
+        state: StatusState,
+        description: &str,
+    ) -> Result<(), ForgeError> {
+        // GitHub caps descriptions at 140 characters.
+        let description: String = description.chars().take(140).collect();
+        let body =
+            json!({ "state": state.to_string(), "context": context, "description": description });
+        self.send(
+            Method::POST,
+            &self.repo_path(&format!("/statuses/{sha}")),
+            Some(body),
+            HeaderMap::new(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Merges with a merge commit (never squash), only if the head is still `head_sha`.
+    pub async fn merge(
+        &self,
+        number: u64,
+        head_sha: &str,
+        title: &str,
+        message: &str,
+    ) -> Result<String, MergeError> {
+        #[derive(Deserialize)]
+        struct Merged {
+            sha: String,
+        }
+        let body = json!({ "sha": head_sha, "merge_method": "merge", "commit_title": title, "commit_message": message });
+        match self
+            .json::<Merged>(
+                Method::PUT,
+                &self.repo_path(&format!("/pulls/{number}/merge")),
+                Some(body),
+            )
+            .await
+        {
+            Ok(merged) => Ok(merged.sha),
+            Err(ForgeError::Refused { status: 409, .. }) => Err(MergeError::HeadChanged),
+            Err(ForgeError::Refused {
+                status: 405 | 422,
+                message,
+                ..
+            }) => Err(MergeError::NotMergeable(message)),
+            Err(err) => Err(MergeError::Forge(err)),
+        }
+    }
+
+    /// Closes a pull request without merging.
+    pub async fn close_pull_request(&self, number: u64) -> Result<(), ForgeError> {
+        self.send(
+            Method::PATCH,
+            &self.repo_path(&format!("/pulls/{number}")),
+            Some(json!({ "state": "closed" })),
+            HeaderMap::new(),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn add_label(&self, number: u64, label: &str) -> Result<(), ForgeError> {
+        self.send(
+            Method::POST,
+            &self.repo_path(&format!("/issues/{number}/labels")),
+            Some(json!({ "labels": [label] })),
+            HeaderMap::new(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Removes a label; a label that is not there is fine.
+    pub async fn remove_label(&self, number: u64, label: &str) -> Result<(), ForgeError> {
+        let route = self.repo_path(&format!(
+            "/issues/{number}/labels/{}",
+            url::form_urlencoded::byte_serialize(label.as_bytes()).collect::<String>()
+        ));
+        match self
+            .send(Method::DELETE, &route, None, HeaderMap::new())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.status() == Some(404) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The reactions on a pull request, with a conditional request: when `etag` still matches,
+    /// GitHub answers `304` and it costs no rate limit.
+    pub async fn reactions(
+        &self,
+        number: u64,
+        etag: Option<&str>,
+    ) -> Result<Polled<Vec<Reaction>>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            id: u64,
+            user: User,
+            content: String,
+            created_at: DateTime<Utc>,
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
+            headers.insert(http::header::IF_NONE_MATCH, etag);
+        }
+        let route = self.repo_path(&format!("/issues/{number}/reactions?per_page=100"));
+        let answer = self.send(Method::GET, &route, None, headers).await?;
+        if answer.status == StatusCode::NOT_MODIFIED {
+            return Ok(Polled::NotModified);
+        }
+        let raw: Vec<Raw> = decode(&route, &answer.body)?;
+        let etag = answer
+            .headers
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let value = raw
+            .into_iter()
+            .map(|r| Reaction {
+                id: r.id,
+                user: r.user.into(),
+                content: r.content,
+                created_at: r.created_at,
+            })
+            .collect();
+        Ok(Polled::Changed { etag, value })
+    }
+
+    /// The submitted reviews of a pull request.
+    pub async fn reviews(&self, number: u64) -> Result<Vec<Review>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            id: u64,
+            user: User,
+            state: String,
+            commit_id: Option<String>,
+            submitted_at: Option<DateTime<Utc>>,
+        }
+        let raw: Vec<Raw> = self
+            .json(
+                Method::GET,
+                &self.repo_path(&format!("/pulls/{number}/reviews?per_page=100")),
+                None,
+            )
+            .await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|r| {
+                let state = match r.state.to_ascii_uppercase().as_str() {
+                    "APPROVED" => ReviewState::Approved,
+                    "CHANGES_REQUESTED" => ReviewState::ChangesRequested,
+                    "COMMENTED" => ReviewState::Commented,
+                    "DISMISSED" => ReviewState::Dismissed,
+                    _ => return None,
+                };
+                Some(Review {
+                    id: r.id,
+                    author: r.user.into(),
+                    state,
+                    commit_id: r.commit_id,
+                    submitted_at: r.submitted_at,
+                })
+            })
+            .collect())
+    }
+
+    /// Whether `login` is an active member of the team `org/slug`.
+    pub async fn is_team_member(
+        &self,
+        org: &str,
+        slug: &str,
+        login: &str,
+    ) -> Result<bool, ForgeError> {
+        #[derive(Deserialize)]
+        struct Membership {
+            state: String,
+        }
+        let route = format!("/orgs/{org}/teams/{slug}/memberships/{login}");
+        match self.json::<Membership>(Method::GET, &route, None).await {
+            Ok(m) => Ok(m.state == "active"),
+            Err(err) if err.status() == Some(404) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A user by login (for the numeric id of people named in policies).
+    pub async fn user(&self, login: &str) -> Result<Option<Actor>, ForgeError> {
+        match self
+            .json::<User>(Method::GET, &format!("/users/{login}"), None)
+            .await
+        {
+            Ok(user) => Ok(Some(user.into())),
+            Err(err) if err.status() == Some(404) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Turns a status into success or the right kind of error.
+fn classify(
+    call: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<(), ForgeError> {
+    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+        return Ok(());
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let retry_after = header("retry-after")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let exhausted = header("x-ratelimit-remaining") == Some("0");
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::FORBIDDEN && (exhausted || retry_after.is_some()))
+    {
+        let until_reset = header("x-ratelimit-reset")
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|reset| {
+                Duration::from_secs((reset - Utc::now().timestamp()).clamp(1, 3600) as u64)
+            });
+        return Err(ForgeError::RateLimited {
+            call: call.to_owned(),
+            retry_after: retry_after
+                .or(until_reset)
+                .unwrap_or(Duration::from_secs(60)),
+        });
+    }
+    if status.is_server_error() {
+        return Err(ForgeError::Transient {
+            call: call.to_owned(),
+            detail: format!("HTTP {}", status.as_u16()),
+        });
+    }
+    #[derive(Deserialize)]
+    struct GithubMessage {
+        message: String,
+    }
+    let message = serde_json::from_str::<GithubMessage>(body)
+        .map(|m| m.message)
+        .unwrap_or_else(|_| body.chars().take(200).collect());
+    Err(ForgeError::Refused {
+        call: call.to_owned(),
+        status: status.as_u16(),
+        message,
+    })
+}
+
+fn decode<T: DeserializeOwned>(call: &str, body: &str) -> Result<T, ForgeError> {
+    serde_json::from_str(body).map_err(|err| ForgeError::Decode {
+        call: call.to_owned(),
+        detail: err.to_string(),
+    })
+}
+
+fn transport(call: &str, err: impl std::fmt::Display) -> ForgeError {
+    ForgeError::Transient {
+        call: call.to_owned(),
+        detail: err.to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: u64,
+    login: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+impl From<User> for Actor {
+    fn from(user: User) -> Self {
+        Actor {
+            id: user.id,
+            is_bot: user.kind == "Bot" || user.login.ends_with("[bot]"),
+            login: user.login,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BranchRef {
+    sha: String,
+    #[serde(rename = "ref")]
+    git_ref: String,
+}
+
+#[derive(Deserialize)]
+struct Label {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    number: u64,
+    title: String,
+    #[serde(default)]
+    body: Option<String>,
+    state: String,
+    user: User,
+    head: BranchRef,
+    base: BranchRef,
+    #[serde(default)]
+    labels: Vec<Label>,
+    #[serde(default)]
+    merged: Option<bool>,
+    #[serde(default)]
+    merged_at: Option<String>,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
+}
+
+impl From<PullRequest> for PullRequestState {
+    fn from(pr: PullRequest) -> Self {
+        let merged = pr.merged.unwrap_or(pr.merged_at.is_some());
+        PullRequestState {
+            title: pr.title,
+            body: pr.body.unwrap_or_default(),
+            open: pr.state == "open",
+            merge_sha: if merged { pr.merge_commit_sha } else { None },
+            info: PullRequestInfo {
+                number: pr.number,
+                author: pr.user.into(),
+                head_sha: pr.head.sha,
+                head_ref: pr.head.git_ref,
+                base_ref: pr.base.git_ref,
+                labels: pr.labels.into_iter().map(|l| l.name).collect(),
+                merged,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn statuses_are_classified_for_the_retry_layer() {
+        assert!(classify("c", StatusCode::OK, &HeaderMap::new(), "").is_ok());
+        assert!(classify("c", StatusCode::NOT_MODIFIED, &HeaderMap::new(), "").is_ok());
+        let err = classify("c", StatusCode::BAD_GATEWAY, &HeaderMap::new(), "").unwrap_err();
+        assert!(err.is_retryable());
+        let err = classify(
+            "c",
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("retry-after", "7")]),
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ForgeError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(7))
+        );
+        let err = classify(
+            "c",
+            StatusCode::FORBIDDEN,
+            &headers(&[("x-ratelimit-remaining", "0")]),
+            "",
+        )
+        .unwrap_err();
+        assert!(matches!(err, ForgeError::RateLimited { .. }), "{err:?}");
+        let err = classify(
+            "c",
+            StatusCode::FORBIDDEN,
+            &HeaderMap::new(),
+            r#"{"message":"Resource not accessible"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "c: HTTP 403: Resource not accessible");
+        let err = classify(
+            "c",
+            StatusCode::CONFLICT,
+            &HeaderMap::new(),
+            r#"{"message":"Head branch was modified"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.status(), Some(409));
+        assert!(!err.is_retryable());
+    }
+}

@@ -1,0 +1,150 @@
+//! The one retry layer for forge calls (octocrab's own retries are switched off: two layers of
+//! retries hide bugs and multiply load). Each attempt has a timeout; transient errors and rate
+//! limits are retried a few times with backoff, honouring the forge's `retry-after`. Longer
+//! outages are the job queue's business: it retries the whole step later, forever if needed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::error::ForgeError;
+
+/// How hard to try one call.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub timeout: Duration,
+    pub first_backoff: Duration,
+    /// A rate limit asking to wait longer than this is returned to the caller instead.
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            timeout: Duration::from_secs(10),
+            first_backoff: Duration::from_millis(200),
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs `call` until it succeeds, fails for good, or the attempts are used up.
+pub async fn perform_retryable<T, F, Fut>(
+    policy: RetryPolicy,
+    name: &str,
+    mut call: F,
+) -> Result<T, ForgeError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ForgeError>>,
+{
+    let mut backoff = policy.first_backoff;
+    let mut attempt = 1;
+    loop {
+        let result = match tokio::time::timeout(policy.timeout, call()).await {
+            Ok(result) => result,
+            Err(_) => Err(ForgeError::Transient {
+                call: name.to_owned(),
+                detail: format!("no answer within {:?}", policy.timeout),
+            }),
+        };
+        let err = match result {
+            Ok(value) => return Ok(value),
+            Err(err) if !err.is_retryable() || attempt >= policy.attempts => return Err(err),
+            Err(err) => err,
+        };
+        let wait = match &err {
+            ForgeError::RateLimited { retry_after, .. } if *retry_after > policy.max_wait => {
+                return Err(err);
+            }
+            ForgeError::RateLimited { retry_after, .. } => (*retry_after).max(backoff),
+            _ => backoff,
+        };
+        tracing::warn!(call = name, attempt, ?wait, error = %err, "forge call failed; retrying");
+        tokio::time::sleep(wait).await;
+        backoff = backoff.saturating_mul(2);
+        attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 3,
+            timeout: Duration::from_millis(200),
+            first_backoff: Duration::from_millis(1),
+            max_wait: Duration::from_secs(1),
+        }
+    }
+
+    fn transient() -> ForgeError {
+        ForgeError::Transient {
+            call: "GET x".into(),
+            detail: "HTTP 502".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_until_success() {
+        let calls = AtomicU32::new(0);
+        let result = perform_retryable(fast(), "x", || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(transient())
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(result.unwrap(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_not_retried_and_attempts_are_bounded() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = perform_retryable(fast(), "x", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(ForgeError::Refused {
+                call: "x".into(),
+                status: 409,
+                message: "conflict".into(),
+            })
+        })
+        .await;
+        assert_eq!(result.unwrap_err().status(), Some(409));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = perform_retryable(fast(), "x", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(transient())
+        })
+        .await;
+        assert!(result.unwrap_err().is_retryable());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn hanging_calls_time_out_and_long_rate_limits_are_returned() {
+        let result: Result<(), _> = perform_retryable(fast(), "x", || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(())
+        })
+        .await;
+        assert!(result.unwrap_err().to_string().contains("no answer within"));
+        let result: Result<(), _> = perform_retryable(fast(), "x", || async {
+            Err(ForgeError::RateLimited {
+                call: "x".into(),
+                retry_after: Duration::from_secs(3600),
+            })
+        })
+        .await;
+        assert!(matches!(result, Err(ForgeError::RateLimited { .. })));
+    }
+}
