@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use breakglass::check::{self, CheckInput};
+use breakglass::config::Config;
 use breakglass::names::{Login, Team};
 use breakglass::policy;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -184,11 +185,63 @@ fn try_main() -> anyhow::Result<ExitCode> {
             println!("{schema}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { .. } => not_yet("serve", "the webhook service"),
+        Command::Serve { config } => serve(&config),
         Command::Audit { .. } => not_yet("audit", "the audit report"),
-        Command::Migrate { .. } => not_yet("migrate", "the database"),
+        Command::Migrate { config } => migrate(&config),
     }
     .context("breakglass failed")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BREAKGLASS_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = Config::load(path, std::env::vars())?;
+    runtime()?.block_on(async {
+        let running =
+            breakglass::service::start(&config, breakglass::service::Options::default()).await?;
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("shutting down: finishing work in flight");
+        running.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path, std::env::vars())?;
+    runtime()?.block_on(async {
+        let store = breakglass::store::Store::connect(&config.database_url).await?;
+        store.migrate().await?;
+        println!(
+            "database {} is up to date",
+            redact_url(&config.database_url)
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Subcommands whose implementation has not landed say so, rather than pretend to work.

@@ -164,6 +164,7 @@ pub struct PullRequestState {
     pub body: String,
     pub open: bool,
     pub merge_sha: Option<String>,
+    pub merged_at: Option<DateTime<Utc>>,
 }
 
 /// A reaction (emoji) on an issue, pull request or comment.

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::PolicySet;
 use super::model::{FastPathRule, Policy};
@@ -43,7 +43,7 @@ pub struct Context<'a> {
 }
 
 /// The policy rule a violation is about; its name is the policy key (or request field) to look at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, strum::Display)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Rule {
@@ -58,7 +58,7 @@ pub enum Rule {
 }
 
 /// One failed rule: which rule, which value, what would be allowed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {
     pub rule: Rule,
     pub found: String,
@@ -68,7 +68,7 @@ pub struct Violation {
 }
 
 /// A fast-path rule that applies to the request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FastPathMatch {
     pub rule: String,
     pub review_within: HumanDuration,
@@ -78,14 +78,14 @@ pub struct FastPathMatch {
 }
 
 /// A fast-path rule that does not apply, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FastPathMiss {
     pub rule: String,
     pub reasons: Vec<String>,
 }
 
 /// The verdict on one request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub allowed: bool,
     pub environment: String,

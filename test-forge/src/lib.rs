@@ -1,1 +1,273 @@
-//! A GitHub-compatible test forge (in progress).
+//! `breakglass-test-forge`: a GitHub-compatible forge on loopback, backed by real git repositories.
+//!
+//! The bot's scenario tests, its `breakglass demo` and its benchmarks talk to this forge through
+//! octocrab exactly as they would talk to `api.github.com`; the test itself plays the humans
+//! through the scenario API ([`TestForge::comment`], [`TestForge::react`], …) and reads back what
+//! the bot did ([`TestForge::comments`], [`TestForge::pr`], [`TestForge::log`], …).
+//!
+//! - Repositories are bare git repos in a temporary directory. Every file write is a real commit
+//!   and every merge a real two-parent merge commit, so `git log` of
+//!   [`TestForge::repo_path`] is the true history.
+//! - Every change a user or the bot makes is sent as a signed webhook
+//!   (`X-Hub-Signature-256`) to each registered URL, in order, shaped like GitHub's payloads.
+//!   Reactions send none, as on GitHub. [`TestForge::settle`] waits for the queue to drain.
+//! - Every API response carries rate-limit headers; `GET`s carry a strong `ETag` and answer
+//!   `If-None-Match` with an empty `304` that costs nothing, counted in [`CallStats`].
+//! - [`TestForge::fail_next`] makes the next matching calls fail with 5xx, rate limits,
+//!   timeouts or merge conflicts.
+//! - Time: the forge stamps everything with its own clock, the wall clock plus
+//!   [`TestForge::advance_clock`], so a test can order events by whole seconds and expire
+//!   installation tokens without sleeping.
+//!
+//! # Routes
+//!
+//! Every route answers GitHub's JSON shapes (octocrab's models parse them) and requires
+//! `Authorization: Bearer|token <token>`; unknown or expired tokens get 401 "Bad credentials".
+//! Wherever GitHub documents `PATCH`, `POST` works too (octocrab edits comments with `POST`).
+//! Errors are `{"message", "documentation_url"}` with GitHub's status codes.
+//!
+//! | area | routes under `/repos/{owner}/{repo}` |
+//! |---|---|
+//! | repository | `GET ` (root), `GET /installation` (app JWT), `GET /collaborators/{user}/permission` |
+//! | refs | `GET /git/ref/heads/{branch}`, `GET /git/matching-refs/heads/{prefix}`, `POST /git/refs`, `GET\|PATCH\|DELETE /git/refs/heads/{branch}`, `GET /branches[/{branch}]` |
+//! | contents | `GET /contents[/{path}]?ref=`, `PUT /contents/{path}` (sha rules: 422 without, 409 stale), `DELETE /contents/{path}` |
+//! | git data | `POST /git/blobs`, `GET /git/blobs/{sha}`, `POST /git/trees` (`base_tree`; `sha: null` deletes), `POST /git/commits` (no ref moves until `PATCH /git/refs`) |
+//! | git | `GET /git/trees/{sha}?recursive=1`, `GET /git/commits/{sha}`, `GET /commits?sha=&path=`, `GET /commits/{ref}`, `GET /compare/{base}...{head}` |
+//! | pulls | `GET\|POST /pulls`, `GET\|PATCH /pulls/{n}`, `GET /pulls/{n}/files`, `GET /pulls/{n}/commits`, `GET\|PUT /pulls/{n}/merge`, `GET\|POST /pulls/{n}/reviews`, `PUT /pulls/{n}/reviews/{id}/dismissals` |
+//! | issues | `GET\|POST /issues`, `GET\|PATCH /issues/{n}`, `GET\|POST /issues/{n}/comments`, `GET\|PATCH\|DELETE /issues/comments/{id}`, `GET\|POST\|PUT\|DELETE /issues/{n}/labels`, `DELETE /issues/{n}/labels/{name}` |
+//! | reactions | `GET\|POST /issues/{n}/reactions`, `GET\|POST /issues/comments/{id}/reactions` (`per_page`, `page`, `content`), `DELETE …/reactions/{id}` |
+//! | checks | `POST /statuses/{sha}`, `GET /commits/{ref}/statuses`, `GET /commits/{ref}/status`, `POST /check-runs`, `GET\|PATCH /check-runs/{id}`, `GET /commits/{ref}/check-runs` |
+//!
+//! Outside repositories: `GET /user`, `GET /users/{login}`,
+//! `GET /orgs/{org}/teams/{slug}/memberships/{login}` (200 active member or 404),
+//! `GET /orgs/{org}/teams/{slug}/members`, `GET /app` and
+//! `POST /app/installations/{id}/access_tokens` (a JWT whose numeric `iss` is the configured app
+//! id; the RSA signature is not verified), `GET /rate_limit`.
+//!
+//! Every response carries `x-ratelimit-{limit,remaining,reset,used,resource}`; the limit is
+//! advertised, never enforced (inject [`FailureKind::RateLimited403`] for that). Every `GET`
+//! answering 200 carries a strong `ETag` (sha256 of the body); a matching `If-None-Match` gets
+//! an empty 304 that is counted in [`CallStats::not_modified`] and not in the rate limit.
+//!
+//! # Webhooks
+//!
+//! `pull_request` (opened, edited, closed, reopened, synchronize, labeled, unlabeled),
+//! `issue_comment` (created, edited, deleted), `pull_request_review` (submitted, dismissed),
+//! `issues` (opened, edited, closed, reopened, labeled, unlabeled) and `push`, with GitHub's
+//! headers and payload keys (checked against GitHub's own examples in the conformance test).
+//! Org-owned repositories add `organization`; a configured app adds `installation`. No `ping`
+//! is sent when a hook is added, so a test sees only the events it caused.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use breakglass_test_forge::TestForge;
+//! let forge = TestForge::start().await;
+//! let alice = forge.user("alice");
+//! forge.create_repo("acme/access-requests", &[("README.md", "# requests\n")]);
+//! forge.push_files("acme/access-requests", "req", &alice, &[("requests/prod/x.yaml", "role: admin\n")], "request");
+//! let n = forge.open_pr("acme/access-requests", &alice, "req", "Access", "");
+//! let bot = forge.bot_user("breakglass[bot]");
+//! let octo = octocrab::Octocrab::builder()
+//!     .base_uri(forge.api_url()).unwrap()
+//!     .personal_token(forge.token_for(&bot))
+//!     .build().unwrap();
+//! octo.issues("acme", "access-requests").create_comment(n, "Request received").await.unwrap();
+//! # }
+//! ```
+
+// The `json!` literals of GitHub's larger objects nest deeper than the default limit.
+#![recursion_limit = "256"]
+#![warn(missing_docs)]
+
+mod error;
+mod failures;
+mod git;
+mod json;
+mod model;
+mod ops;
+mod routes;
+mod scenario;
+mod server;
+mod state;
+mod webhooks;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub use failures::{CallStats, FailureKind, FailureSpec, RouteMatcher, RoutePredicate};
+pub use model::{
+    AppConfig, CheckRun, Comment, CommitInfo, CommitStatus, Delivery, FileChange, PullRequest,
+    Reaction, Review, ReviewState, User, UserKind,
+};
+pub use webhooks::sign as sign_webhook;
+
+use server::Shared;
+use state::ForgeState;
+use webhooks::WebhookHub;
+
+/// A running forge. Dropping it stops the server; the repositories live until then.
+pub struct TestForge {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestForge {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestForge {
+    /// Starts a forge on `127.0.0.1:0` in the current tokio runtime.
+    ///
+    /// # Panics
+    /// If no loopback port or temporary directory can be had: the test cannot run then.
+    pub async fn start() -> TestForge {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test-forge: bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("test-forge: local address");
+        let dir = tempfile::tempdir().expect("test-forge: temporary directory");
+        let hub = WebhookHub::start();
+        let state = ForgeState::new(
+            format!("http://{addr}"),
+            dir.path().to_path_buf(),
+            hub.clone(),
+        );
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            hub,
+            failures: Mutex::new(Vec::new()),
+            calls: Mutex::new(CallStats::default()),
+            rate: Mutex::new(Default::default()),
+            _dir: dir,
+        });
+        let router = routes::router(shared.clone());
+        let server = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, router).await {
+                tracing::error!(%err, "test-forge: server stopped");
+            }
+        });
+        TestForge {
+            shared,
+            addr,
+            server,
+        }
+    }
+
+    /// The API base URL to give octocrab (`Octocrab::builder().base_uri(forge.api_url())`),
+    /// e.g. `http://127.0.0.1:41234`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address the forge listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The path of the bare git repository of `owner/name`, to open with git2.
+    pub fn repo_path(&self, full_name: &str) -> PathBuf {
+        self.shared.lock().root.join(format!("{full_name}.git"))
+    }
+
+    /// Registers a webhook: every later change is POSTed to `url`, signed with `secret`
+    /// (no signature header when `secret` is empty).
+    pub fn add_webhook(&self, url: &str, secret: &str) {
+        self.shared.hub.add_hook(url, secret);
+    }
+
+    /// Pauses (or resumes) automatic delivery. Paused deliveries are recorded with
+    /// `attempts == 0`; send them later with [`TestForge::flush_webhooks`] or
+    /// [`TestForge::redeliver`].
+    pub fn set_webhooks_paused(&self, paused: bool) {
+        self.shared.hub.set_paused(paused);
+    }
+
+    /// Queues every recorded delivery that was never sent; returns how many.
+    pub fn flush_webhooks(&self) -> usize {
+        self.shared.hub.flush_unsent()
+    }
+
+    /// Sends a recorded delivery again with the same GUID and body, as GitHub's "Redeliver".
+    /// Returns false when no delivery has that id.
+    pub fn redeliver(&self, delivery_id: &str) -> bool {
+        self.shared.hub.redeliver(delivery_id)
+    }
+
+    /// Every delivery recorded so far, oldest first.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.shared.hub.deliveries()
+    }
+
+    /// Waits until every queued delivery has been sent (and answered or failed).
+    pub async fn settle(&self) {
+        self.shared.hub.settle().await;
+    }
+
+    /// Sends one arbitrary delivery right now with a fresh GUID, signed with `secret` (e.g. a
+    /// wrong one; no signature header at all when `secret` is empty), and returns the
+    /// receiver's status (`None` if the connection failed). It is not recorded.
+    pub async fn send_raw_delivery(
+        &self,
+        url: &str,
+        event: &str,
+        body: &[u8],
+        secret: &str,
+    ) -> Option<u16> {
+        let guid = uuid::Uuid::new_v4().to_string();
+        self.send_raw_delivery_with_id(url, event, &guid, body, secret)
+            .await
+    }
+
+    /// Like [`TestForge::send_raw_delivery`] with a chosen `X-GitHub-Delivery` GUID, e.g. to
+    /// replay a fixture twice under one id.
+    pub async fn send_raw_delivery_with_id(
+        &self,
+        url: &str,
+        event: &str,
+        delivery_id: &str,
+        body: &[u8],
+        secret: &str,
+    ) -> Option<u16> {
+        webhooks::post(
+            &webhooks::client(),
+            url,
+            event,
+            delivery_id,
+            secret,
+            body.to_vec(),
+        )
+        .await
+    }
+
+    /// Moves the forge's clock forward: later comments, reactions, reviews, commits and token
+    /// expiries are stamped that much later. Lets a test put a push and an approval in distinct
+    /// seconds (GitHub timestamps have second resolution) and expire installation tokens
+    /// without sleeping, in step with the bot's injected clock.
+    pub fn advance_clock(&self, by: chrono::Duration) {
+        self.shared.lock().clock_offset += by;
+    }
+
+    /// The forge's current time (the wall clock plus every [`TestForge::advance_clock`]).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.shared.lock().now()
+    }
+
+    /// Makes the next matching API calls fail.
+    pub fn fail_next(&self, spec: FailureSpec) {
+        self.shared.add_failure(spec);
+    }
+
+    /// The API calls made so far.
+    pub fn calls(&self) -> CallStats {
+        self.shared.calls()
+    }
+
+    /// Starts counting calls from zero.
+    pub fn reset_calls(&self) {
+        self.shared.reset_calls();
+    }
+}

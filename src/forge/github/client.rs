@@ -787,7 +787,7 @@ struct PullRequest {
     #[serde(default)]
     merged: Option<bool>,
     #[serde(default)]
-    merged_at: Option<String>,
+    merged_at: Option<DateTime<Utc>>,
     #[serde(default)]
     merge_commit_sha: Option<String>,
 }
@@ -800,6 +800,7 @@ impl From<PullRequest> for PullRequestState {
             body: pr.body.unwrap_or_default(),
             open: pr.state == "open",
             merge_sha: if merged { pr.merge_commit_sha } else { None },
+            merged_at: pr.merged_at,
             info: PullRequestInfo {
                 number: pr.number,
                 author: pr.user.into(),

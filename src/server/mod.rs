@@ -1,0 +1,71 @@
+//! The HTTP face of the service: webhook intake, health, readiness and metrics. It knows no
+//! business rules: a webhook is verified, parsed, stored, and answered; workers do the rest.
+
+mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::forge::github::webhook::MAX_BODY_BYTES;
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+use crate::store::Store;
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    /// Webhook secrets for GitHub; several during a rotation.
+    pub github_secrets: Arc<Vec<Secret>>,
+    /// The configured requests repo (`owner/name`); deliveries for other repos are ignored.
+    pub repository: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the delivery worker as soon as something was stored.
+    pub wake: Arc<Notify>,
+}
+
+/// The service's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/github", post(webhook::github))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Ready when the database answers.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n"),
+        Err(err) => {
+            tracing::warn!(%err, "not ready: database unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut text = state.metrics.render_counters();
+    if let Err(err) =
+        crate::workflow::gauges::render(&state.store, state.clock.now(), &mut text).await
+    {
+        tracing::warn!(%err, "metrics: cannot read gauges from the database");
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+}

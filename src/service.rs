@@ -1,0 +1,304 @@
+//! `breakglass serve`: wires the store, the forge client, the HTTP server and the two workers
+//! (webhook deliveries, and due jobs), and shuts them down gracefully: stop claiming, finish
+//! what is in flight, then exit. Everything in flight is durable, so even a hard stop loses
+//! nothing: leases lapse and the next start picks the work up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::{Config, read_secrets};
+use crate::forge::github::webhook::parse;
+use crate::forge::github::{GithubAuth, GithubClient};
+use crate::grant::Providers;
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+use crate::server::{AppState, router};
+use crate::store::Store;
+use crate::workflow::{Settings, Workflow};
+
+/// How long a claimed delivery or job stays ours before another worker may take it over.
+const LEASE: Duration = Duration::from_secs(120);
+
+/// Everything `serve` needs that does not come from the config file.
+#[derive(Debug)]
+pub struct Options {
+    pub clock: Arc<dyn Clock>,
+    /// How often idle workers look for work (due jobs are found at most this late).
+    pub tick: Duration,
+    /// Where grant templates live.
+    pub templates_dir: std::path::PathBuf,
+    /// Reads an environment variable (tests pass their own).
+    pub env: fn(&str) -> Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(crate::clock::SystemClock),
+            tick: Duration::from_secs(1),
+            templates_dir: "templates".into(),
+            env: |name| std::env::var(name).ok(),
+        }
+    }
+}
+
+/// A running service.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub workflow: Workflow,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Graceful stop: no new work is claimed, work in flight finishes.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// A crash: every task is dropped where it stands (tests of crash safety use this).
+    pub fn kill(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the service and returns once it listens.
+pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running> {
+    let github = config
+        .github
+        .as_ref()
+        .context("breakglass serve needs a [github] section (GitLab is not supported yet)")?;
+    let store = Store::connect(&config.database_url)
+        .await
+        .context("opening the database")?;
+    store.migrate().await.context("migrating the database")?;
+    let secrets = read_secrets(
+        &github.webhook_secret_env,
+        github.webhook_secret_file.as_deref(),
+        &|n| (options.env)(n),
+    )?;
+    let auth = match (github.app_id, &github.private_key_path) {
+        (Some(app_id), Some(path)) => GithubAuth::App {
+            app_id,
+            private_key_pem: Secret::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the GitHub App key {}", path.display()))?,
+            ),
+            installation_id: github.installation_id,
+        },
+        _ => GithubAuth::Token(
+            read_secrets(&github.token_env, github.token_file.as_deref(), &|n| {
+                (options.env)(n)
+            })?
+            .remove(0),
+        ),
+    };
+    let forge = GithubClient::connect(&github.api_url, &github.repository, auth).await?;
+    let metrics = Arc::new(Metrics::default());
+    let settings = Settings {
+        repository: github.repository.clone(),
+        policies_path: config.policies_path.clone(),
+        reminder_before: config.reminder_before.as_std(),
+        poll_interval: github.reaction_poll_interval.as_std(),
+    };
+    let workflow = Workflow::new(
+        store.clone(),
+        forge,
+        options.clock.clone(),
+        Providers::new(options.templates_dir.clone()),
+        metrics.clone(),
+        settings,
+    );
+    let wake_deliveries = Arc::new(Notify::new());
+    let state = AppState {
+        store: store.clone(),
+        github_secrets: Arc::new(secrets),
+        repository: github.repository.clone().into(),
+        metrics,
+        clock: options.clock.clone(),
+        wake: wake_deliveries.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, watcher) = watch::channel(false);
+    let worker = format!("{}-{}", hostname(), std::process::id());
+    let mut server_stop = watcher.clone();
+    let server = tokio::spawn(async move {
+        let app = router(state);
+        let stopped = async move {
+            let _ = server_stop.wait_for(|stop| *stop).await;
+        };
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(%err, "HTTP server failed");
+        }
+    });
+    let deliveries = tokio::spawn(delivery_worker(
+        workflow.clone(),
+        format!("{worker}-deliveries"),
+        wake_deliveries,
+        watcher.clone(),
+        options.tick,
+    ));
+    let jobs = tokio::spawn(job_worker(
+        workflow.clone(),
+        format!("{worker}-jobs"),
+        watcher,
+        options.tick,
+    ));
+    tracing::info!(%addr, repository = %github.repository, "breakglass is serving");
+    Ok(Running {
+        addr,
+        workflow,
+        shutdown,
+        tasks: vec![server, deliveries, jobs],
+    })
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "breakglass".into())
+}
+
+/// Waits for a wake-up, a tick or shutdown; `false` when shutting down.
+async fn idle(wake: Option<&Notify>, stop: &mut watch::Receiver<bool>, tick: Duration) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = stop.changed() => false,
+        _ = async { match wake { Some(w) => w.notified().await, None => std::future::pending().await } } => true,
+        _ = tokio::time::sleep(tick) => true,
+    }
+}
+
+/// Exponential backoff from 1 s to 5 min: fast recovery from a blip, no hammering in an outage.
+fn backoff(attempts: u32) -> chrono::TimeDelta {
+    chrono::TimeDelta::seconds(1i64 << attempts.min(8)).min(chrono::TimeDelta::minutes(5))
+}
+
+async fn delivery_worker(
+    workflow: Workflow,
+    worker: String,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    tick: Duration,
+) {
+    while idle(Some(&wake), &mut stop, tick).await {
+        loop {
+            let now = workflow.clock.now();
+            let batch = match workflow
+                .store
+                .claim_deliveries(&worker, now, LEASE, 10)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::error!(%err, "cannot claim deliveries");
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for delivery in batch {
+                let result = match parse(
+                    delivery.id.key(),
+                    &delivery.event,
+                    delivery.payload.as_bytes(),
+                ) {
+                    Ok(parsed) => workflow.handle_delivery(&parsed).await,
+                    Err(err) => Err(err.into()),
+                };
+                let stored = match result {
+                    Ok(()) => workflow.store.finish_delivery(&delivery.id).await.map(drop),
+                    Err(err) => {
+                        tracing::warn!(delivery = %delivery.id, error = %format!("{err:#}"), "delivery failed; will retry");
+                        let next = workflow.clock.now() + backoff(delivery.attempts);
+                        workflow
+                            .store
+                            .retry_delivery(&delivery.id, &format!("{err:#}"), next)
+                            .await
+                            .map(drop)
+                    }
+                };
+                if let Err(err) = stored {
+                    tracing::error!(%err, delivery = %delivery.id, "cannot record the delivery's outcome");
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+}
+
+async fn job_worker(
+    workflow: Workflow,
+    worker: String,
+    mut stop: watch::Receiver<bool>,
+    tick: Duration,
+) {
+    let wake = workflow.wake_jobs.clone();
+    while idle(Some(&wake), &mut stop, tick).await {
+        loop {
+            let now = workflow.clock.now();
+            let batch = match workflow.store.claim_due_jobs(&worker, now, LEASE, 10).await {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::error!(%err, "cannot claim jobs");
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for job in batch {
+                let kind = job.kind.to_string();
+                let stored = match workflow.run_job(&job).await {
+                    Ok(()) => {
+                        workflow.metrics.inc(
+                            "breakglass_jobs_total",
+                            format!("kind=\"{kind}\",result=\"ok\""),
+                        );
+                        workflow.store.complete_job(job.id, &worker).await.map(drop)
+                    }
+                    Err(err) => {
+                        workflow.metrics.inc(
+                            "breakglass_jobs_total",
+                            format!("kind=\"{kind}\",result=\"error\""),
+                        );
+                        tracing::warn!(job = %kind, request = %job.request_id, attempts = job.attempts, error = %format!("{err:#}"), "job failed; will retry");
+                        let next = workflow.clock.now() + backoff(job.attempts);
+                        workflow
+                            .store
+                            .retry_job(job.id, &worker, &format!("{err:#}"), next)
+                            .await
+                            .map(drop)
+                    }
+                };
+                if let Err(err) = stored {
+                    tracing::error!(%err, "cannot record a job's outcome");
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Approvals, each bound to the head commit it was given on.
+//!
+//! An approval counts only for the exact commit the approver saw: after a push the request's
+//! head SHA changes and [`approvals_for`] with the new SHA no longer returns the old ones. The
+//! same approver approving the same commit twice (a reaction and a review) is stored once.
+
+use chrono::{DateTime, Utc};
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
+use super::row::{Fields, string_enum};
+use super::{Store, StoreError, to_i64, to_millis};
+use crate::names::{Login, RequestId};
+
+/// How an approval was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ApprovalSource {
+    /// An approval emoji on the PR.
+    Reaction,
+    /// An approving review.
+    Review,
+    /// `/breakglass approve`.
+    Comment,
+}
+
+string_enum!(ApprovalSource {
+    Reaction => "reaction",
+    Review => "review",
+    Comment => "comment",
+});
+
+/// One approver's approval of one commit of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approval {
+    pub request_id: RequestId,
+    /// The forge's numeric user id: permissions and distinctness are decided by it.
+    pub approver_id: u64,
+    pub approver_login: Login,
+    pub source: ApprovalSource,
+    /// The head commit of the PR when the approval was given.
+    pub head_sha: String,
+    pub approved_at: DateTime<Utc>,
+}
+
+impl TryFrom<&AnyRow> for Approval {
+    type Error = StoreError;
+
+    fn try_from(row: &AnyRow) -> Result<Self, StoreError> {
+        let f = Fields::new(row, "approvals", "request_id");
+        Ok(Self {
+            request_id: f.parsed("request_id", RequestId::try_from)?,
+            approver_id: f.uint("approver_id")?,
+            approver_login: f.parsed("approver_login", Login::try_from)?,
+            source: f.parsed("source", |text| text.parse())?,
+            head_sha: f.text("head_sha")?,
+            approved_at: f.time("approved_at")?,
+        })
+    }
+}
+
+/// Stores an approval; `false` when this approver had already approved this commit (the first
+/// approval, with its time and source, is kept). An unknown request is
+/// [`StoreError::NotFound`].
+pub async fn add_approval(
+    conn: &mut AnyConnection,
+    approval: &Approval,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO approvals (request_id, approver_id, approver_login, source, head_sha, \
+         approved_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (request_id, approver_id, head_sha) DO NOTHING",
+    )
+    .bind(approval.request_id.as_str())
+    .bind(to_i64(
+        approval.approver_id,
+        "approval",
+        approval.request_id.as_str(),
+    )?)
+    .bind(approval.approver_login.as_str())
+    .bind(approval.source.as_str())
+    .bind(&approval.head_sha)
+    .bind(to_millis(approval.approved_at))
+    .execute(&mut *conn)
+    .await;
+    match result {
+        Ok(done) => Ok(done.rows_affected() == 1),
+        Err(sqlx::Error::Database(err)) if err.is_foreign_key_violation() => {
+            Err(StoreError::NotFound {
+                what: "request",
+                key: approval.request_id.to_string(),
+            })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The approvals of `request_id` given on `head_sha`, oldest first. Approvals of earlier
+/// commits are stale and not returned.
+pub async fn approvals_for(
+    conn: &mut AnyConnection,
+    request_id: &RequestId,
+    head_sha: &str,
+) -> Result<Vec<Approval>, StoreError> {
+    sqlx::query(
+        "SELECT request_id, approver_id, approver_login, source, head_sha, approved_at \
+         FROM approvals WHERE request_id = $1 AND head_sha = $2 \
+         ORDER BY approved_at, approver_id",
+    )
+    .bind(request_id.as_str())
+    .bind(head_sha)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(Approval::try_from)
+    .collect()
+}
+
+/// Forgets every approval of a request (e.g. when it is closed). Returns how many.
+pub async fn delete_approvals(
+    conn: &mut AnyConnection,
+    request_id: &RequestId,
+) -> Result<u64, StoreError> {
+    let result = sqlx::query("DELETE FROM approvals WHERE request_id = $1")
+        .bind(request_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+impl Store {
+    /// See [`add_approval`]: `true` if the approval is new.
+    pub async fn add_approval(&self, approval: &Approval) -> Result<bool, StoreError> {
+        add_approval(&mut *self.conn().await?, approval).await
+    }
+
+    /// The approvals that count for `head_sha`.
+    pub async fn approvals_for(
+        &self,
+        request_id: &RequestId,
+        head_sha: &str,
+    ) -> Result<Vec<Approval>, StoreError> {
+        approvals_for(&mut *self.conn().await?, request_id, head_sha).await
+    }
+
+    /// Forgets every approval of a request.
+    pub async fn delete_approvals(&self, request_id: &RequestId) -> Result<u64, StoreError> {
+        delete_approvals(&mut *self.conn().await?, request_id).await
+    }
+}

@@ -1,0 +1,406 @@
+//! Webhook deliveries: stored durably before the HTTP 2xx, then worked off by claiming workers.
+//!
+//! A delivery's id is the forge's own delivery id (`X-GitHub-Delivery`, GitLab's
+//! `Idempotency-Key`) prefixed by the forge, so a redelivery is recognized and changes
+//! nothing. Workers claim pending deliveries with a lease; a worker that dies lets its lease
+//! lapse and another picks the delivery up. After [`MAX_DELIVERY_ATTEMPTS`] failures a
+//! delivery is parked as `failed`, kept for inspection.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
+use super::row::{Fields, counts_by, string_enum};
+use super::{Backend, Forge, Lease, Store, StoreError, duration_millis, to_millis};
+
+/// Failed attempts after which a delivery stops being retried.
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 10;
+
+/// A delivery's key: `<forge>:<the forge's delivery id>`, e.g. `github:72d3162e-…`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId {
+    forge: Forge,
+    key: String,
+}
+
+impl DeliveryId {
+    /// The id of a delivery that `forge` identified by `key`; refuses an empty key, control
+    /// characters and keys over 200 characters (the forges send UUIDs).
+    pub fn new(forge: Forge, key: &str) -> Result<Self, String> {
+        if key.is_empty() || key.chars().count() > 200 || key.chars().any(char::is_control) {
+            return Err(format!(
+                "`{}` is not a delivery id; expected up to 200 printable characters",
+                crate::names::shorten(key)
+            ));
+        }
+        Ok(Self {
+            forge,
+            key: key.to_owned(),
+        })
+    }
+
+    pub fn forge(&self) -> Forge {
+        self.forge
+    }
+
+    /// The forge's own delivery id.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.forge, self.key)
+    }
+}
+
+impl std::str::FromStr for DeliveryId {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (forge, key) = text.split_once(':').ok_or_else(|| {
+            format!(
+                "`{}` is not a delivery id; expected `<forge>:<id>`",
+                crate::names::shorten(text)
+            )
+        })?;
+        Self::new(forge.parse()?, key)
+    }
+}
+
+/// Where a delivery is in its processing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Waiting to be (re)processed at `next_attempt_at`.
+    Pending,
+    /// Processed.
+    Done,
+    /// Gave up after [`MAX_DELIVERY_ATTEMPTS`]; kept for inspection.
+    Failed,
+}
+
+string_enum!(DeliveryState {
+    Pending => "pending",
+    Done => "done",
+    Failed => "failed",
+});
+
+/// A webhook as received, to be recorded before answering the forge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    /// The event name (`X-GitHub-Event`, GitLab's `X-Gitlab-Event`).
+    pub event: String,
+    /// The exact request body.
+    pub payload: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Whether [`Store::record_delivery`] stored something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    /// Already stored (a redelivery); nothing changed.
+    Duplicate,
+}
+
+/// A stored delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDelivery {
+    pub id: DeliveryId,
+    pub event: String,
+    pub payload: String,
+    pub received_at: DateTime<Utc>,
+    pub state: DeliveryState,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    pub lease: Option<Lease>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// Kept in one place so that every SELECT and RETURNING decodes the same way.
+macro_rules! columns {
+    () => {
+        "id, forge, event, payload, received_at, state, attempts, locked_by, locked_until, \
+         last_error, next_attempt_at"
+    };
+}
+
+impl TryFrom<&AnyRow> for StoredDelivery {
+    type Error = StoreError;
+
+    fn try_from(row: &AnyRow) -> Result<Self, StoreError> {
+        let f = Fields::new(row, "deliveries", "id");
+        let id: DeliveryId = f.parsed("id", |text| text.parse())?;
+        let forge: Forge = f.parsed("forge", |text| text.parse())?;
+        if forge != id.forge() {
+            return Err(f.error(format!("forge `{forge}` does not match the id's prefix")));
+        }
+        let state: DeliveryState = f.parsed("state", |text| text.parse())?;
+        let lease = lease(&f)?;
+        if lease.is_some() && state != DeliveryState::Pending {
+            return Err(f.error(format!("a delivery in state `{state}` cannot be leased")));
+        }
+        Ok(Self {
+            id,
+            event: f.text("event")?,
+            payload: f.text("payload")?,
+            received_at: f.time("received_at")?,
+            state,
+            attempts: f.count("attempts")?,
+            lease,
+            last_error: f.opt_text("last_error")?,
+            next_attempt_at: f.time("next_attempt_at")?,
+        })
+    }
+}
+
+/// `locked_by` and `locked_until` are set together or not at all.
+pub(crate) fn lease(f: &Fields<'_>) -> Result<Option<Lease>, StoreError> {
+    match (f.opt_text("locked_by")?, f.opt_time("locked_until")?) {
+        (Some(worker), Some(until)) => Ok(Some(Lease { worker, until })),
+        (None, None) => Ok(None),
+        _ => Err(f.error("`locked_by` and `locked_until` must be set together")),
+    }
+}
+
+/// Stores a delivery unless one with the same id exists.
+pub async fn record_delivery(
+    conn: &mut AnyConnection,
+    delivery: &NewDelivery,
+) -> Result<Recorded, StoreError> {
+    let at = to_millis(delivery.received_at);
+    let result = sqlx::query(
+        "INSERT INTO deliveries (id, forge, event, payload, received_at, state, attempts, \
+         next_attempt_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $5) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(delivery.id.to_string())
+    .bind(delivery.id.forge().as_str())
+    .bind(&delivery.event)
+    .bind(&delivery.payload)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(if result.rows_affected() == 1 {
+        Recorded::New
+    } else {
+        Recorded::Duplicate
+    })
+}
+
+pub async fn get_delivery(
+    conn: &mut AnyConnection,
+    id: &DeliveryId,
+) -> Result<Option<StoredDelivery>, StoreError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM deliveries WHERE id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(StoredDelivery::try_from)
+    .transpose()
+}
+
+/// Leases up to `limit` pending deliveries that are due and not leased (or whose lease has
+/// lapsed) to `worker` until `now + lease`, oldest first.
+///
+/// A delivery leased by this same worker is not handed out again before its lease lapses:
+/// a worker that re-claims while still processing must not get its own work twice.
+pub async fn claim_deliveries(
+    conn: &mut AnyConnection,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+    limit: u32,
+) -> Result<Vec<StoredDelivery>, StoreError> {
+    // One UPDATE … WHERE id IN (SELECT …) RETURNING statement: atomic on both backends. On
+    // PostgreSQL, SKIP LOCKED lets replicas claim side by side without waiting on each other
+    // (a row another replica just claimed is re-checked and skipped); SQLite has one writer
+    // at a time and needs no row locks.
+    macro_rules! claim {
+        ($lock:literal) => {
+            concat!(
+                "UPDATE deliveries SET locked_by = $1, locked_until = $2 WHERE id IN (\
+                 SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= $3 \
+                 AND (locked_until IS NULL OR locked_until <= $3) \
+                 ORDER BY received_at, id LIMIT $4",
+                $lock,
+                ") RETURNING ",
+                columns!()
+            )
+        };
+    }
+    let sql = match Backend::of(conn)? {
+        Backend::Postgres => claim!(" FOR UPDATE SKIP LOCKED"),
+        Backend::Sqlite => claim!(""),
+    };
+    let now = to_millis(now);
+    let rows = sqlx::query(sql)
+        .bind(worker)
+        .bind(now.saturating_add(duration_millis(lease)))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut claimed = rows
+        .iter()
+        .map(StoredDelivery::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    // RETURNING promises no order.
+    claimed.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+    Ok(claimed)
+}
+
+/// Marks a delivery processed and releases its lease.
+pub async fn finish_delivery(conn: &mut AnyConnection, id: &DeliveryId) -> Result<(), StoreError> {
+    let result = sqlx::query(
+        "UPDATE deliveries SET state = 'done', locked_by = NULL, locked_until = NULL \
+         WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(not_found(id));
+    }
+    Ok(())
+}
+
+/// Records a failed attempt: releases the lease and makes the delivery due again at
+/// `next_attempt_at`, or parks it as `failed` once it has failed [`MAX_DELIVERY_ATTEMPTS`]
+/// times. Returns the delivery's new state.
+pub async fn retry_delivery(
+    conn: &mut AnyConnection,
+    id: &DeliveryId,
+    error: &str,
+    next_attempt_at: DateTime<Utc>,
+) -> Result<DeliveryState, StoreError> {
+    // In SET, `attempts` is the value before this update on both backends.
+    let row = sqlx::query(
+        "UPDATE deliveries SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3, \
+         locked_by = NULL, locked_until = NULL, \
+         state = CASE WHEN attempts + 1 >= $4 THEN 'failed' ELSE 'pending' END \
+         WHERE id = $1 AND state = 'pending' RETURNING id, state",
+    )
+    .bind(id.to_string())
+    .bind(error)
+    .bind(to_millis(next_attempt_at))
+    .bind(i64::from(MAX_DELIVERY_ATTEMPTS))
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| not_found(id))?;
+    Fields::new(&row, "deliveries", "id").parsed("state", |text| text.parse())
+}
+
+/// How many deliveries are in each state (every state listed, zeros included).
+pub async fn count_deliveries_by_state(
+    conn: &mut AnyConnection,
+) -> Result<Vec<(DeliveryState, u64)>, StoreError> {
+    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")
+        .fetch_all(&mut *conn)
+        .await?;
+    counts_by(&rows, "deliveries", DeliveryState::ALL)
+}
+
+/// Deletes processed deliveries received before `before` (their payloads are no longer
+/// needed; the event log keeps what happened). Returns how many were deleted.
+pub async fn delete_done_deliveries(
+    conn: &mut AnyConnection,
+    before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let result = sqlx::query("DELETE FROM deliveries WHERE state = 'done' AND received_at < $1")
+        .bind(to_millis(before))
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+fn not_found(id: &DeliveryId) -> StoreError {
+    StoreError::NotFound {
+        what: "pending delivery",
+        key: id.to_string(),
+    }
+}
+
+impl Store {
+    /// Stores a webhook before it is acknowledged; a redelivery is a [`Recorded::Duplicate`]
+    /// and changes nothing.
+    pub async fn record_delivery(&self, delivery: &NewDelivery) -> Result<Recorded, StoreError> {
+        record_delivery(&mut *self.conn().await?, delivery).await
+    }
+
+    pub async fn get_delivery(
+        &self,
+        id: &DeliveryId,
+    ) -> Result<Option<StoredDelivery>, StoreError> {
+        get_delivery(&mut *self.conn().await?, id).await
+    }
+
+    /// See [`claim_deliveries`].
+    pub async fn claim_deliveries(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<StoredDelivery>, StoreError> {
+        claim_deliveries(&mut *self.conn().await?, worker, now, lease, limit).await
+    }
+
+    /// Marks a delivery processed.
+    pub async fn finish_delivery(&self, id: &DeliveryId) -> Result<(), StoreError> {
+        finish_delivery(&mut *self.conn().await?, id).await
+    }
+
+    /// See [`retry_delivery`].
+    pub async fn retry_delivery(
+        &self,
+        id: &DeliveryId,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<DeliveryState, StoreError> {
+        retry_delivery(&mut *self.conn().await?, id, error, next_attempt_at).await
+    }
+
+    /// For metrics: deliveries per state, zeros included.
+    pub async fn count_deliveries_by_state(&self) -> Result<Vec<(DeliveryState, u64)>, StoreError> {
+        count_deliveries_by_state(&mut *self.conn().await?).await
+    }
+
+    /// See [`delete_done_deliveries`].
+    pub async fn delete_done_deliveries(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        delete_done_deliveries(&mut *self.conn().await?, before).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_ids_carry_their_forge() {
+        let id = DeliveryId::new(Forge::GitHub, "72d3162e-cc78-11e3").unwrap();
+        assert_eq!(id.to_string(), "github:72d3162e-cc78-11e3");
+        assert_eq!(id.to_string().parse::<DeliveryId>().unwrap(), id);
+        // GitLab idempotency keys may themselves contain colons.
+        let id: DeliveryId = "gitlab:a:b".parse().unwrap();
+        assert_eq!((id.forge(), id.key()), (Forge::GitLab, "a:b"));
+    }
+
+    #[test]
+    fn malformed_delivery_ids_are_refused() {
+        assert!(DeliveryId::new(Forge::GitHub, "").is_err());
+        assert!(DeliveryId::new(Forge::GitHub, "a\nb").is_err());
+        assert!("bitbucket:x".parse::<DeliveryId>().is_err());
+        assert!("no-forge".parse::<DeliveryId>().is_err());
+    }
+}

@@ -1,0 +1,349 @@
+//! The durable job queue: every timer the bot relies on (revoke at expiry, remind before it,
+//! poll reactions, grant, open the revert PR…) is a row here, so a restart forgets nothing.
+//!
+//! At most one job of a kind exists per request (rescheduling moves it). Workers claim due
+//! jobs with a lease; on PostgreSQL the claim uses `FOR UPDATE SKIP LOCKED`, so replicas never
+//! get the same job, and a job whose worker died becomes claimable when its lease lapses. A
+//! failing job is retried forever with its error kept: a revoke must never be dropped.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::AnyConnection;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::deliveries::lease;
+use super::row::{Fields, string_enum};
+use super::{Backend, Lease, Store, StoreError, duration_millis, to_millis};
+use crate::names::RequestId;
+
+/// A job's id (its row id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a job does when it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Merge an approved request PR (then schedule grant, reminder and revoke).
+    Merge,
+    /// Apply the grant through the role's provider (after the merge).
+    Grant,
+    /// Comment that access expires soon.
+    Remind,
+    /// Revoke at expiry, then merge the revert PR.
+    Revoke,
+    /// Poll the PR's reactions (GitHub sends no webhook for them).
+    Poll,
+}
+
+string_enum!(JobKind {
+    Merge => "merge",
+    Grant => "grant",
+    Remind => "remind",
+    Revoke => "revoke",
+    Poll => "poll",
+});
+
+/// A scheduled job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub request_id: RequestId,
+    pub run_at: DateTime<Utc>,
+    /// Failed runs so far.
+    pub attempts: u32,
+    pub lease: Option<Lease>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+macro_rules! columns {
+    () => {
+        "id, kind, request_id, run_at, attempts, locked_by, locked_until, last_error, created_at"
+    };
+}
+
+impl TryFrom<&AnyRow> for Job {
+    type Error = StoreError;
+
+    fn try_from(row: &AnyRow) -> Result<Self, StoreError> {
+        let f = Fields::new(row, "jobs", "id");
+        Ok(Self {
+            id: JobId(f.int("id")?),
+            kind: f.parsed("kind", |text| text.parse())?,
+            request_id: f.parsed("request_id", RequestId::try_from)?,
+            run_at: f.time("run_at")?,
+            attempts: f.count("attempts")?,
+            lease: lease(&f)?,
+            last_error: f.opt_text("last_error")?,
+            created_at: f.time("created_at")?,
+        })
+    }
+}
+
+fn decode_all(rows: &[AnyRow]) -> Result<Vec<Job>, StoreError> {
+    rows.iter().map(Job::try_from).collect()
+}
+
+/// Schedules the `kind` job of a request at `run_at`. If it already exists it is moved to
+/// `run_at` and unlocked (its attempts and last error are kept): this is how `extend`
+/// postpones a revoke. Returns the job's id.
+pub async fn schedule_job(
+    conn: &mut AnyConnection,
+    kind: JobKind,
+    request_id: &RequestId,
+    run_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<JobId, StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO jobs (kind, request_id, run_at, attempts, created_at) \
+         VALUES ($1, $2, $3, 0, $4) ON CONFLICT (kind, request_id) DO UPDATE \
+         SET run_at = excluded.run_at, locked_by = NULL, locked_until = NULL RETURNING id",
+    )
+    .bind(kind.as_str())
+    .bind(request_id.as_str())
+    .bind(to_millis(run_at))
+    .bind(to_millis(now))
+    .fetch_one(&mut *conn)
+    .await;
+    match result {
+        Ok(row) => Ok(JobId(row.try_get::<i64, _>("id")?)),
+        Err(sqlx::Error::Database(err)) if err.is_foreign_key_violation() => {
+            Err(StoreError::NotFound {
+                what: "request",
+                key: request_id.to_string(),
+            })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Leases up to `limit` due jobs (`run_at <= now`) that are unleased or whose lease lapsed
+/// to `worker` until `now + lease`, earliest first. Run each, then [`complete_job`] or
+/// [`retry_job`] it.
+pub async fn claim_due_jobs(
+    conn: &mut AnyConnection,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
+    // See deliveries::claim_deliveries for why this shape is safe on both backends.
+    macro_rules! claim {
+        ($lock:literal) => {
+            concat!(
+                "UPDATE jobs SET locked_by = $1, locked_until = $2 WHERE id IN (\
+                 SELECT id FROM jobs WHERE run_at <= $3 \
+                 AND (locked_until IS NULL OR locked_until <= $3) \
+                 ORDER BY run_at, id LIMIT $4",
+                $lock,
+                ") RETURNING ",
+                columns!()
+            )
+        };
+    }
+    let sql = match Backend::of(conn)? {
+        Backend::Postgres => claim!(" FOR UPDATE SKIP LOCKED"),
+        Backend::Sqlite => claim!(""),
+    };
+    let now = to_millis(now);
+    let rows = sqlx::query(sql)
+        .bind(worker)
+        .bind(now.saturating_add(duration_millis(lease)))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut jobs = decode_all(&rows)?;
+    jobs.sort_by_key(|job| (job.run_at, job.id));
+    Ok(jobs)
+}
+
+/// Deletes a job that ran, if `worker` still holds it. `false` means the lease was lost
+/// (it lapsed and another worker claimed the job, or the job was rescheduled or cancelled
+/// meanwhile): the job is left alone.
+pub async fn complete_job(
+    conn: &mut AnyConnection,
+    id: JobId,
+    worker: &str,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query("DELETE FROM jobs WHERE id = $1 AND locked_by = $2")
+        .bind(id.0)
+        .bind(worker)
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Records a failed run of a job `worker` holds: one more attempt, the error kept, unlocked
+/// and due again at `next_run_at`. `false` if the lease was lost (see [`complete_job`]).
+pub async fn retry_job(
+    conn: &mut AnyConnection,
+    id: JobId,
+    worker: &str,
+    error: &str,
+    next_run_at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "UPDATE jobs SET attempts = attempts + 1, last_error = $3, run_at = $4, \
+         locked_by = NULL, locked_until = NULL WHERE id = $1 AND locked_by = $2",
+    )
+    .bind(id.0)
+    .bind(worker)
+    .bind(error)
+    .bind(to_millis(next_run_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Removes the `kind` job of a request, leased or not. `false` if there was none.
+pub async fn cancel_job(
+    conn: &mut AnyConnection,
+    kind: JobKind,
+    request_id: &RequestId,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query("DELETE FROM jobs WHERE kind = $1 AND request_id = $2")
+        .bind(kind.as_str())
+        .bind(request_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// The jobs of a request, earliest first (for `/breakglass status` and tests).
+pub async fn jobs_for_request(
+    conn: &mut AnyConnection,
+    request_id: &RequestId,
+) -> Result<Vec<Job>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM jobs WHERE request_id = $1 ORDER BY run_at, id"
+    ))
+    .bind(request_id.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    decode_all(&rows)
+}
+
+/// The earliest time at which some job can be claimed: its `run_at`, or the end of its lease
+/// if it is leased beyond that. A worker sleeps until then (or until woken). `None` when the
+/// queue is empty.
+pub async fn next_job_due(conn: &mut AnyConnection) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let row = sqlx::query(
+        "SELECT MIN(CASE WHEN locked_until IS NOT NULL AND locked_until > run_at \
+         THEN locked_until ELSE run_at END) AS due FROM jobs",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Fields::new(&row, "jobs", "due").opt_time("due")
+}
+
+/// Jobs due at `now` that have not completed (running, failing or waiting for a worker),
+/// earliest first.
+pub async fn overdue_jobs(
+    conn: &mut AnyConnection,
+    now: DateTime<Utc>,
+) -> Result<Vec<Job>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM jobs WHERE run_at <= $1 ORDER BY run_at, id"
+    ))
+    .bind(to_millis(now))
+    .fetch_all(&mut *conn)
+    .await?;
+    decode_all(&rows)
+}
+
+/// For metrics: how long the most overdue job has been due (zero when none is).
+pub async fn job_lag(conn: &mut AnyConnection, now: DateTime<Utc>) -> Result<Duration, StoreError> {
+    let now_ms = to_millis(now);
+    let row = sqlx::query("SELECT MIN(run_at) AS oldest FROM jobs WHERE run_at <= $1")
+        .bind(now_ms)
+        .fetch_one(&mut *conn)
+        .await?;
+    let oldest = Fields::new(&row, "jobs", "oldest").opt_int("oldest")?;
+    Ok(oldest.map_or(Duration::ZERO, |oldest| {
+        Duration::from_millis(u64::try_from(now_ms.saturating_sub(oldest)).unwrap_or(0))
+    }))
+}
+
+impl Store {
+    /// See [`schedule_job`]: creates or moves the `kind` job of a request.
+    pub async fn schedule_job(
+        &self,
+        kind: JobKind,
+        request_id: &RequestId,
+        run_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<JobId, StoreError> {
+        schedule_job(&mut *self.conn().await?, kind, request_id, run_at, now).await
+    }
+
+    /// See [`claim_due_jobs`].
+    pub async fn claim_due_jobs(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        claim_due_jobs(&mut *self.conn().await?, worker, now, lease, limit).await
+    }
+
+    /// See [`complete_job`].
+    pub async fn complete_job(&self, id: JobId, worker: &str) -> Result<bool, StoreError> {
+        complete_job(&mut *self.conn().await?, id, worker).await
+    }
+
+    /// See [`retry_job`].
+    pub async fn retry_job(
+        &self,
+        id: JobId,
+        worker: &str,
+        error: &str,
+        next_run_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        retry_job(&mut *self.conn().await?, id, worker, error, next_run_at).await
+    }
+
+    /// Removes the `kind` job of a request.
+    pub async fn cancel_job(
+        &self,
+        kind: JobKind,
+        request_id: &RequestId,
+    ) -> Result<bool, StoreError> {
+        cancel_job(&mut *self.conn().await?, kind, request_id).await
+    }
+
+    /// The jobs of a request, earliest first.
+    pub async fn jobs_for_request(&self, request_id: &RequestId) -> Result<Vec<Job>, StoreError> {
+        jobs_for_request(&mut *self.conn().await?, request_id).await
+    }
+
+    /// See [`next_job_due`].
+    pub async fn next_job_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        next_job_due(&mut *self.conn().await?).await
+    }
+
+    /// See [`overdue_jobs`].
+    pub async fn overdue_jobs(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+        overdue_jobs(&mut *self.conn().await?, now).await
+    }
+
+    /// See [`job_lag`].
+    pub async fn job_lag(&self, now: DateTime<Utc>) -> Result<Duration, StoreError> {
+        job_lag(&mut *self.conn().await?, now).await
+    }
+}

@@ -1,0 +1,88 @@
+//! The schema migrations, embedded in the binary: `migrations/sqlite/` and
+//! `migrations/postgres/`, one directory per dialect.
+//!
+//! sqlx's `migrate!` macro needs its `macros` feature, which the build leaves off (it would
+//! pull in the compile-time query machinery), so the files are listed here with
+//! `include_str!`. Versions and checksums are computed exactly as sqlx computes them, so the
+//! `_sqlx_migrations` table stays compatible with `sqlx migrate` and `migrate!`. A test checks
+//! that every file in the directories is listed.
+
+use std::borrow::Cow;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use super::Backend;
+
+/// `(version, description, sql)`; file names are `<version>_<description>.sql`.
+type Source = (i64, &'static str, &'static str);
+
+const SQLITE: &[Source] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+)];
+
+const POSTGRES: &[Source] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+)];
+
+/// The migrator for one backend.
+pub(crate) fn migrator(backend: Backend) -> Migrator {
+    let sources = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    Migrator::with_migrations(
+        sources
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(dir: &str, sources: &[Source]) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dir);
+        let mut files: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let expected: Vec<String> = sources
+            .iter()
+            .map(|(version, description, _)| format!("{version:04}_{description}.sql"))
+            .collect();
+        assert_eq!(
+            files, expected,
+            "list every file of migrations/{dir} in migrations.rs"
+        );
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded() {
+        listed("sqlite", SQLITE);
+        listed("postgres", POSTGRES);
+        assert_eq!(
+            SQLITE.iter().map(|s| s.0).collect::<Vec<_>>(),
+            POSTGRES.iter().map(|s| s.0).collect::<Vec<_>>(),
+            "both dialects must have the same migration versions"
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! The bot's durable state: webhook deliveries, access requests, approvals, the job (timer)
+//! queue and the tamper-evident event log, on SQLite (one replica) or PostgreSQL (several).
+//!
+//! One code path serves both databases through sqlx's `Any` driver. That driver carries only
+//! integers and text, which sets the conventions: timestamps are unix **milliseconds** in
+//! INTEGER/BIGINT columns, JSON is TEXT, enumerations are TEXT. Queries use `$1, $2…`
+//! placeholders, which SQLite accepts as named parameters. The few places where the dialects
+//! must differ (row locks when claiming work, serializing event appends) branch on [`Backend`].
+//!
+//! Queries are free functions in the submodules taking `&mut AnyConnection`, so they also run
+//! inside a caller's transaction; [`Store`] wraps each in a domain-named method. The clock is
+//! injected: every method that needs "now" takes it, none reads the system time.
+//!
+//! Rows are decoded in one `TryFrom<&AnyRow>` per table, which is where illegal states are
+//! refused (an `Active` request without an expiry, an unknown job kind…): they become
+//! [`StoreError::Decode`], never a panic and never a half-valid value.
+
+mod approvals;
+mod deliveries;
+mod events;
+mod jobs;
+mod migrations;
+mod requests;
+mod row;
+pub mod testing;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool};
+use sqlx::{Connection, Executor};
+
+pub use approvals::{Approval, ApprovalSource};
+pub use deliveries::{
+    DeliveryId, DeliveryState, MAX_DELIVERY_ATTEMPTS, NewDelivery, Recorded, StoredDelivery,
+};
+pub use events::{ChainError, EventActor, EventKind, EventRecord, GENESIS_HASH, NewEvent};
+pub use jobs::{Job, JobId, JobKind};
+pub use requests::{RequestRecord, RequestState, RevokeReason};
+
+/// Which database a [`Store`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// One file, one replica: the embedded default.
+    Sqlite,
+    /// Shared by several replicas; work is claimed with `FOR UPDATE SKIP LOCKED`.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names: `sqlite:…` or `postgres://…`/`postgresql://…`.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            // Only the scheme is echoed: the rest of a URL may hold a password.
+            _ => Err(StoreError::UnsupportedUrl {
+                scheme: scheme.chars().take(20).collect(),
+            }),
+        }
+    }
+
+    /// The backend behind a connection, so that free functions need not be told.
+    pub fn of(conn: &AnyConnection) -> Result<Self, StoreError> {
+        match conn.backend_name() {
+            "SQLite" => Ok(Self::Sqlite),
+            "PostgreSQL" => Ok(Self::Postgres),
+            other => Err(StoreError::UnsupportedUrl {
+                scheme: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The forge a request or delivery came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Forge {
+    GitHub,
+    GitLab,
+}
+
+row::string_enum!(Forge {
+    GitHub => "github",
+    GitLab => "gitlab",
+});
+
+/// Who holds a claimed delivery or job, and until when. After `until` the lease has lapsed
+/// (the worker is presumed dead) and anyone may claim the work again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub worker: String,
+    pub until: DateTime<Utc>,
+}
+
+/// Why a store operation failed. Callers branch on [`StoreError::Conflict`] (reload and
+/// retry), [`StoreError::NotFound`] and [`StoreError::Duplicate`]; the rest are reported.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "unsupported database URL scheme `{scheme}`; use `sqlite://PATH`, `sqlite::memory:` or `postgres://…`"
+    )]
+    UnsupportedUrl { scheme: String },
+    /// Another replica updated the request since it was read (optimistic lock).
+    #[error(
+        "request `{id}` was changed concurrently (expected version {expected}, found {found}); reload and retry"
+    )]
+    Conflict {
+        id: String,
+        expected: i64,
+        found: i64,
+    },
+    #[error("{what} `{key}` not found")]
+    NotFound { what: &'static str, key: String },
+    #[error("{what} `{key}` already exists")]
+    Duplicate { what: &'static str, key: String },
+    /// A stored row holds an illegal state; it is reported, not half-read.
+    #[error("stored {table} row `{key}` is invalid: {reason}")]
+    Decode {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+    /// The caller asked to write an illegal state; nothing was written.
+    #[error("refusing to store {what} `{key}`: {reason}")]
+    Invalid {
+        what: &'static str,
+        key: String,
+        reason: String,
+    },
+    /// The event log does not verify: a row was edited, deleted or reordered.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The connection pool and the backend it talks to. Cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens a pool on `sqlite://PATH` (created when missing), `sqlite::memory:` or
+    /// `postgres://…`/`postgresql://…`. Does not migrate; call [`Store::migrate`].
+    ///
+    /// SQLite connections use WAL (readers do not block the writer), a 10 s busy timeout (a
+    /// writer waits for another instead of failing) and enforced foreign keys. An in-memory
+    /// database lives in a single connection that is never recycled, since each new
+    /// connection would open a new, empty database: fine for tests, gone on exit.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let pool = match backend {
+            Backend::Postgres => options.max_connections(10).connect(url).await?,
+            Backend::Sqlite => {
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                let options = if in_memory {
+                    options
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                } else {
+                    options.max_connections(4)
+                };
+                options
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // journal_mode is a no-op ("memory") for in-memory databases.
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&sqlite_url(url, in_memory))
+                    .await?
+            }
+        };
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies the migrations of this backend that have not run yet (a no-op when all have).
+    /// On PostgreSQL sqlx holds an advisory lock meanwhile, so replicas may start together.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrations::migrator(self.backend).run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for running the free query functions inside a transaction.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection; waits for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.acquire().await?.ping().await?;
+        Ok(())
+    }
+
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+}
+
+/// A file URL without `mode=` would fail on a fresh install; first start should create it.
+fn sqlite_url(url: &str, in_memory: bool) -> String {
+    if in_memory || url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// Milliseconds since the epoch, the stored form of every timestamp. Sub-millisecond
+/// precision is dropped, so compare round-tripped times at millisecond precision.
+pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// A duration in milliseconds, saturating (a lease of a century is still "forever").
+pub(crate) fn duration_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Forge ids and counts are `u64` in Rust and BIGINT in SQL.
+pub(crate) fn to_i64(value: u64, what: &'static str, key: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Invalid {
+        what,
+        key: key.to_owned(),
+        reason: format!("{value} does not fit a signed 64-bit column"),
+    })
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        })
+    }
+}
+
+impl FromStr for Backend {
+    type Err = StoreError;
+    fn from_str(url: &str) -> Result<Self, StoreError> {
+        Self::from_url(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_backend() {
+        assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+    }
+
+    #[test]
+    fn unsupported_url_names_the_scheme_but_not_the_password() {
+        let err = Backend::from_url("mysql://root:hunter2@db/x").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("`mysql`"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(Backend::from_url("breakglass.db").is_err());
+    }
+
+    #[test]
+    fn sqlite_file_urls_create_the_file_unless_told_otherwise() {
+        assert_eq!(sqlite_url("sqlite://a.db", false), "sqlite://a.db?mode=rwc");
+        assert_eq!(
+            sqlite_url("sqlite://a.db?cache=private", false),
+            "sqlite://a.db?cache=private&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url("sqlite://a.db?mode=ro", false),
+            "sqlite://a.db?mode=ro"
+        );
+        assert_eq!(sqlite_url("sqlite::memory:", true), "sqlite::memory:");
+    }
+
+    #[tokio::test]
+    async fn in_memory_store_keeps_its_data_across_calls() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(store.backend(), Backend::Sqlite);
+        let counts = store.count_deliveries_by_state().await.unwrap();
+        assert!(counts.iter().all(|(_, n)| *n == 0));
+    }
+
+    #[tokio::test]
+    async fn connect_refuses_other_databases_clearly() {
+        let err = Store::connect("mysql://localhost/x").await.unwrap_err();
+        assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err}");
+    }
+}

@@ -1,0 +1,528 @@
+//! Access requests: one row per request (the request file's stem), its lifecycle state and
+//! what the bot has done about it.
+//!
+//! [`RequestRecord::check`] holds the invariants between the state and the other columns (an
+//! `Active` request has a merge, a grant time and an expiry; a `Revoked` one says when and
+//! why…). Decoding a row runs it, so an illegal row is an error, and so does every write, so
+//! the bot cannot store one. Updates are guarded by an optimistic lock: two replicas handling
+//! the same request cannot silently overwrite each other; the loser gets
+//! [`StoreError::Conflict`] and reloads.
+
+use chrono::{DateTime, Utc};
+use sqlx::AnyConnection;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, Row};
+
+use super::row::{Fields, counts_by, string_enum};
+use super::{Forge, Store, StoreError, to_i64, to_millis};
+use crate::names::{Login, Name, RequestId, Ticket};
+use crate::request::Reason;
+
+/// Where a request is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestState {
+    /// The PR is open and the policy allows it; waiting for approval.
+    Pending,
+    /// The policy denies it; re-evaluated when the PR is pushed to.
+    Denied,
+    /// Approvals are met (or a fast-path rule matched); the merge is in progress.
+    Approved,
+    /// Merged and granted; the revoke is scheduled for `expires_at`.
+    Active,
+    /// The revoke is in progress.
+    Revoking,
+    /// Access was revoked.
+    Revoked,
+    /// Closed without merge, or denied with `/breakglass deny`.
+    Closed,
+}
+
+string_enum!(RequestState {
+    Pending => "pending",
+    Denied => "denied",
+    Approved => "approved",
+    Active => "active",
+    Revoking => "revoking",
+    Revoked => "revoked",
+    Closed => "closed",
+});
+
+/// Why access ended (the `Breakglass-Revoked-Reason` trailer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RevokeReason {
+    /// The grant's time ran out.
+    Ttl,
+    /// `/breakglass revoke` before the time ran out.
+    Early,
+    /// Found by reconciliation (e.g. a request that reached the default branch without the bot).
+    Reconcile,
+}
+
+string_enum!(RevokeReason {
+    Ttl => "ttl",
+    Early => "early",
+    Reconcile => "reconcile",
+});
+
+/// A stored access request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestRecord {
+    pub id: RequestId,
+    pub forge: Forge,
+    /// `owner/name` (GitLab: the project path).
+    pub repository: String,
+    pub pr_number: u64,
+    pub environment: Name,
+    pub role: Name,
+    pub requester_login: Login,
+    /// The forge's numeric user id; permissions are decided by it, not by the login.
+    pub requester_id: u64,
+    /// The duration asked for, in seconds.
+    pub duration_secs: u64,
+    pub reason: Reason,
+    pub ticket: Option<Ticket>,
+    pub state: RequestState,
+    /// The PR head the decision and approvals refer to.
+    pub head_sha: String,
+    /// The policy decision, as the policy engine serialized it.
+    pub decision: serde_json::Value,
+    /// The fast-path rule that let it merge without approval, if one did.
+    pub fast_path_rule: Option<Name>,
+    /// Who approved, as recorded at merge.
+    pub approved_by: Option<Vec<Login>>,
+    pub merge_sha: Option<String>,
+    pub granted_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The PR that removes the request file again.
+    pub revert_pr_number: Option<u64>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Set when revoking starts; `revoked_at` when it is done.
+    pub revoke_reason: Option<RevokeReason>,
+    /// When a fast-path grant must have been reviewed.
+    pub review_due_at: Option<DateTime<Utc>>,
+    pub reviewed_by: Option<Login>,
+    pub reviewed_at: Option<DateTime<Utc>>,
+    /// Seconds granted so far, extensions included.
+    pub total_secs: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Optimistic lock: bumped by every [`Store::update_request`].
+    pub version: i64,
+}
+
+impl RequestRecord {
+    /// The invariants between state and columns; the reason when one is broken.
+    pub fn check(&self) -> Result<(), String> {
+        use RequestState::*;
+        let state = self.state;
+        let require = |present: bool, column: &str| {
+            if present {
+                Ok(())
+            } else {
+                Err(format!("a request in state `{state}` must have `{column}`"))
+            }
+        };
+        let forbid = |present: bool, column: &str| {
+            if present {
+                Err(format!(
+                    "a request in state `{state}` cannot have `{column}`"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if self.repository.is_empty() {
+            return Err("`repository` is empty".into());
+        }
+        if self.head_sha.is_empty() {
+            return Err("`head_sha` is empty".into());
+        }
+        if self.duration_secs == 0 {
+            return Err("`duration_secs` is zero".into());
+        }
+        match state {
+            Active => {
+                require(self.merge_sha.is_some(), "merge_sha")?;
+                require(self.granted_at.is_some(), "granted_at")?;
+                require(self.expires_at.is_some(), "expires_at")?;
+            }
+            Revoking => require(self.revoke_reason.is_some(), "revoke_reason")?,
+            Revoked => {
+                require(self.revoked_at.is_some(), "revoked_at")?;
+                require(self.revoke_reason.is_some(), "revoke_reason")?;
+            }
+            Approved => require(
+                self.fast_path_rule.is_some()
+                    || self.approved_by.as_ref().is_some_and(|by| !by.is_empty()),
+                "approved_by or fast_path_rule",
+            )?,
+            Pending | Denied | Closed => {
+                forbid(self.granted_at.is_some(), "granted_at")?;
+                forbid(self.expires_at.is_some(), "expires_at")?;
+            }
+        }
+        if !matches!(state, Revoking | Revoked) {
+            forbid(self.revoke_reason.is_some(), "revoke_reason")?;
+        }
+        if state != Revoked {
+            forbid(self.revoked_at.is_some(), "revoked_at")?;
+        }
+        if self.granted_at.is_some() != self.expires_at.is_some() {
+            return Err("`granted_at` and `expires_at` must be set together".into());
+        }
+        if let (Some(granted), Some(expires)) = (self.granted_at, self.expires_at)
+            && expires <= granted
+        {
+            return Err("`expires_at` is not after `granted_at`".into());
+        }
+        if self.reviewed_by.is_some() != self.reviewed_at.is_some() {
+            return Err("`reviewed_by` and `reviewed_at` must be set together".into());
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, reason: String) -> StoreError {
+        StoreError::Invalid {
+            what: "request",
+            key: self.id.to_string(),
+            reason,
+        }
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "id, forge, repository, pr_number, environment, role, requester_login, requester_id, \
+         duration_secs, reason, ticket, state, head_sha, decision, fast_path_rule, approved_by, \
+         merge_sha, granted_at, expires_at, revert_pr_number, revoked_at, revoke_reason, \
+         review_due_at, reviewed_by, reviewed_at, total_secs, created_at, updated_at, version"
+    };
+}
+
+impl TryFrom<&AnyRow> for RequestRecord {
+    type Error = StoreError;
+
+    fn try_from(row: &AnyRow) -> Result<Self, StoreError> {
+        let f = Fields::new(row, "requests", "id");
+        let record = Self {
+            id: f.parsed("id", RequestId::try_from)?,
+            forge: f.parsed("forge", |text| text.parse())?,
+            repository: f.text("repository")?,
+            pr_number: f.uint("pr_number")?,
+            environment: f.parsed("environment", Name::try_from)?,
+            role: f.parsed("role", Name::try_from)?,
+            requester_login: f.parsed("requester_login", Login::try_from)?,
+            requester_id: f.uint("requester_id")?,
+            duration_secs: f.uint("duration_secs")?,
+            reason: f.parsed("reason", Reason::try_from)?,
+            ticket: f.opt_parsed("ticket", Ticket::try_from)?,
+            state: f.parsed("state", |text| text.parse())?,
+            head_sha: f.text("head_sha")?,
+            decision: f.json("decision")?,
+            fast_path_rule: f.opt_parsed("fast_path_rule", Name::try_from)?,
+            approved_by: f.opt_json("approved_by")?,
+            merge_sha: f.opt_text("merge_sha")?,
+            granted_at: f.opt_time("granted_at")?,
+            expires_at: f.opt_time("expires_at")?,
+            revert_pr_number: f.opt_uint("revert_pr_number")?,
+            revoked_at: f.opt_time("revoked_at")?,
+            revoke_reason: f.opt_parsed("revoke_reason", |text| text.parse())?,
+            review_due_at: f.opt_time("review_due_at")?,
+            reviewed_by: f.opt_parsed("reviewed_by", Login::try_from)?,
+            reviewed_at: f.opt_time("reviewed_at")?,
+            total_secs: f.uint("total_secs")?,
+            created_at: f.time("created_at")?,
+            updated_at: f.time("updated_at")?,
+            version: f.int("version")?,
+        };
+        record.check().map_err(|reason| f.error(reason))?;
+        Ok(record)
+    }
+}
+
+/// Binds every column but `id`, `created_at` and `version`, as `$2…$27`, in `columns!()` order.
+fn bind_fields<'q>(
+    query: Query<'q, Any, AnyArguments>,
+    r: &RequestRecord,
+) -> Result<Query<'q, Any, AnyArguments>, StoreError> {
+    let key = r.id.as_str();
+    let int = |value: u64| to_i64(value, "request", key);
+    let opt_int = |value: Option<u64>| value.map(int).transpose();
+    let approved_by = r
+        .approved_by
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|err| r.invalid(err.to_string()))?;
+    Ok(query
+        .bind(r.forge.as_str())
+        .bind(r.repository.clone())
+        .bind(int(r.pr_number)?)
+        .bind(r.environment.to_string())
+        .bind(r.role.to_string())
+        .bind(r.requester_login.to_string())
+        .bind(int(r.requester_id)?)
+        .bind(int(r.duration_secs)?)
+        .bind(r.reason.as_str().to_owned())
+        .bind(r.ticket.as_ref().map(Ticket::to_string))
+        .bind(r.state.as_str())
+        .bind(r.head_sha.clone())
+        .bind(r.decision.to_string())
+        .bind(r.fast_path_rule.as_ref().map(Name::to_string))
+        .bind(approved_by)
+        .bind(r.merge_sha.clone())
+        .bind(r.granted_at.map(to_millis))
+        .bind(r.expires_at.map(to_millis))
+        .bind(opt_int(r.revert_pr_number)?)
+        .bind(r.revoked_at.map(to_millis))
+        .bind(r.revoke_reason.map(RevokeReason::as_str))
+        .bind(r.review_due_at.map(to_millis))
+        .bind(r.reviewed_by.as_ref().map(Login::to_string))
+        .bind(r.reviewed_at.map(to_millis))
+        .bind(int(r.total_secs)?)
+        .bind(to_millis(r.updated_at)))
+}
+
+/// Stores a new request as given (its `version` included). A request with the same id, or
+/// for the same pull request, is a [`StoreError::Duplicate`].
+pub async fn insert_request(
+    conn: &mut AnyConnection,
+    record: &RequestRecord,
+) -> Result<(), StoreError> {
+    record.check().map_err(|reason| record.invalid(reason))?;
+    let query = sqlx::query(
+        "INSERT INTO requests (id, forge, repository, pr_number, environment, role, \
+         requester_login, requester_id, duration_secs, reason, ticket, state, head_sha, \
+         decision, fast_path_rule, approved_by, merge_sha, granted_at, expires_at, \
+         revert_pr_number, revoked_at, revoke_reason, review_due_at, reviewed_by, reviewed_at, \
+         total_secs, updated_at, created_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+         $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, \
+         $26, $27, $28, $29)",
+    )
+    .bind(record.id.to_string());
+    let result = bind_fields(query, record)?
+        .bind(to_millis(record.created_at))
+        .bind(record.version)
+        .execute(&mut *conn)
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+            Err(StoreError::Duplicate {
+                what: "request",
+                key: format!(
+                    "{} ({} {}#{})",
+                    record.id, record.forge, record.repository, record.pr_number
+                ),
+            })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+pub async fn get_request(
+    conn: &mut AnyConnection,
+    id: &RequestId,
+) -> Result<Option<RequestRecord>, StoreError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM requests WHERE id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(RequestRecord::try_from)
+    .transpose()
+}
+
+/// The request opened as pull request `pr_number`.
+pub async fn find_request_by_pr(
+    conn: &mut AnyConnection,
+    forge: Forge,
+    repository: &str,
+    pr_number: u64,
+) -> Result<Option<RequestRecord>, StoreError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM requests WHERE forge = $1 AND repository = $2 AND pr_number = $3"
+    ))
+    .bind(forge.as_str())
+    .bind(repository)
+    .bind(to_i64(pr_number, "pull request", repository)?)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(RequestRecord::try_from)
+    .transpose()
+}
+
+/// The request whose revert pull request is `pr_number`.
+pub async fn find_request_by_revert_pr(
+    conn: &mut AnyConnection,
+    forge: Forge,
+    repository: &str,
+    pr_number: u64,
+) -> Result<Option<RequestRecord>, StoreError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM requests WHERE forge = $1 AND repository = $2 AND revert_pr_number = $3 \
+         ORDER BY created_at, id LIMIT 1"
+    ))
+    .bind(forge.as_str())
+    .bind(repository)
+    .bind(to_i64(pr_number, "pull request", repository)?)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(RequestRecord::try_from)
+    .transpose()
+}
+
+/// Writes `record` if nobody changed it since it was read (its `version` is still the stored
+/// one), then bumps `record.version` and sets `record.updated_at = now`. Otherwise nothing is
+/// written and the error is [`StoreError::Conflict`] (reload and decide again) or
+/// [`StoreError::NotFound`].
+pub async fn update_request(
+    conn: &mut AnyConnection,
+    record: &mut RequestRecord,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    record.check().map_err(|reason| record.invalid(reason))?;
+    let mut next = record.clone();
+    next.updated_at = now;
+    next.version = record
+        .version
+        .checked_add(1)
+        .ok_or_else(|| record.invalid("`version` cannot be incremented any further".to_owned()))?;
+    let query = sqlx::query(
+        "UPDATE requests SET forge = $2, repository = $3, pr_number = $4, environment = $5, \
+         role = $6, requester_login = $7, requester_id = $8, duration_secs = $9, reason = $10, \
+         ticket = $11, state = $12, head_sha = $13, decision = $14, fast_path_rule = $15, \
+         approved_by = $16, merge_sha = $17, granted_at = $18, expires_at = $19, \
+         revert_pr_number = $20, revoked_at = $21, revoke_reason = $22, review_due_at = $23, \
+         reviewed_by = $24, reviewed_at = $25, total_secs = $26, updated_at = $27, \
+         version = $28 WHERE id = $1 AND version = $29",
+    )
+    .bind(record.id.to_string());
+    let result = bind_fields(query, &next)?
+        .bind(next.version)
+        .bind(record.version)
+        .execute(&mut *conn)
+        .await?;
+    if result.rows_affected() == 1 {
+        *record = next;
+        return Ok(());
+    }
+    let found = sqlx::query("SELECT version FROM requests WHERE id = $1")
+        .bind(record.id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match found {
+        Some(row) => Err(StoreError::Conflict {
+            id: record.id.to_string(),
+            expected: record.version,
+            found: row.try_get::<i64, _>("version")?,
+        }),
+        None => Err(StoreError::NotFound {
+            what: "request",
+            key: record.id.to_string(),
+        }),
+    }
+}
+
+/// Requests in `state` (all when `None`), oldest first.
+pub async fn list_requests(
+    conn: &mut AnyConnection,
+    state: Option<RequestState>,
+) -> Result<Vec<RequestRecord>, StoreError> {
+    let rows = match state {
+        Some(state) => {
+            sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM requests WHERE state = $1 ORDER BY created_at, id"
+            ))
+            .bind(state.as_str())
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM requests ORDER BY created_at, id"
+            ))
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    rows.iter().map(RequestRecord::try_from).collect()
+}
+
+/// How many requests are in each state (every state listed, zeros included).
+pub async fn count_requests_by_state(
+    conn: &mut AnyConnection,
+) -> Result<Vec<(RequestState, u64)>, StoreError> {
+    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM requests GROUP BY state")
+        .fetch_all(&mut *conn)
+        .await?;
+    counts_by(&rows, "requests", RequestState::ALL)
+}
+
+impl Store {
+    /// See [`insert_request`].
+    pub async fn insert_request(&self, record: &RequestRecord) -> Result<(), StoreError> {
+        insert_request(&mut *self.conn().await?, record).await
+    }
+
+    pub async fn get_request(&self, id: &RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        get_request(&mut *self.conn().await?, id).await
+    }
+
+    /// The request opened as pull request `pr_number` of `repository`.
+    pub async fn find_request_by_pr(
+        &self,
+        forge: Forge,
+        repository: &str,
+        pr_number: u64,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        find_request_by_pr(&mut *self.conn().await?, forge, repository, pr_number).await
+    }
+
+    /// The request whose revert pull request is `pr_number` of `repository`.
+    pub async fn find_request_by_revert_pr(
+        &self,
+        forge: Forge,
+        repository: &str,
+        pr_number: u64,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        find_request_by_revert_pr(&mut *self.conn().await?, forge, repository, pr_number).await
+    }
+
+    /// See [`update_request`]: an optimistic-lock write that bumps `record.version`.
+    pub async fn update_request(
+        &self,
+        record: &mut RequestRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        update_request(&mut *self.conn().await?, record, now).await
+    }
+
+    /// Requests in `state` (all when `None`), oldest first.
+    pub async fn list_requests(
+        &self,
+        state: Option<RequestState>,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        list_requests(&mut *self.conn().await?, state).await
+    }
+
+    /// For metrics: requests per state, zeros included.
+    pub async fn count_requests_by_state(&self) -> Result<Vec<(RequestState, u64)>, StoreError> {
+        count_requests_by_state(&mut *self.conn().await?).await
+    }
+}

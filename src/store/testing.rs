@@ -1,0 +1,183 @@
+//! Throwaway, migrated stores **for tests** (this crate's and the integration tests'); not
+//! for production use.
+//!
+//! [`sqlite_store`] opens a fresh SQLite file in a temporary directory. [`postgres_store`]
+//! creates a fresh database `breakglass_test_<random>` on the server named by
+//! `BREAKGLASS_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`), so tests
+//! run in parallel without seeing each other, and drops it when its guard is dropped.
+//! [`for_each_backend`] runs one test body on SQLite and, when the variable is set, on
+//! PostgreSQL too.
+//!
+//! The helpers panic on setup failure: that is a failed test, not data to recover from.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::{AssertSqlSafe, Connection, Executor};
+
+use super::Store;
+
+/// The environment variable naming a PostgreSQL server for tests.
+pub const DATABASE_URL_VAR: &str = "BREAKGLASS_TEST_DATABASE_URL";
+
+/// A temporary directory, deleted with its contents on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// A new, empty directory under the system temporary directory.
+    pub fn new() -> std::io::Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "breakglass-test-{}-{}-{:016x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover directory in /tmp is not worth a panic in drop.
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A migrated store on a new SQLite file, and the directory holding it (keep it alive).
+pub async fn sqlite_store() -> (Store, TempDir) {
+    let dir = TempDir::new().expect("create a temporary directory");
+    let store = Store::connect(&sqlite_url(dir.path()))
+        .await
+        .expect("open a SQLite test database");
+    store
+        .migrate()
+        .await
+        .expect("migrate the SQLite test database");
+    (store, dir)
+}
+
+/// The URL of the SQLite file `breakglass.db` in `dir`, e.g. to reopen a store.
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("breakglass.db").display())
+}
+
+/// A PostgreSQL database created for one test; dropped (best effort) when this is dropped.
+#[derive(Debug)]
+pub struct PostgresDatabase {
+    server_url: String,
+    name: String,
+    url: String,
+}
+
+impl PostgresDatabase {
+    /// The database's own URL (e.g. to open a second store on it, as a second replica).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let server_url = self.server_url.clone();
+        let drop_sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        // Drop is synchronous and may run inside a runtime that must not be blocked on, so
+        // the DROP runs on its own thread with its own small runtime. WITH (FORCE) ends any
+        // connection a pool has not closed yet.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::AnyConnection::connect(&server_url).await.ok()?;
+                conn.execute(AssertSqlSafe(drop_sql)).await.ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("note: could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A migrated store on a new PostgreSQL database, or `None` when
+/// `BREAKGLASS_TEST_DATABASE_URL` is not set.
+pub async fn postgres_store() -> Option<(Store, PostgresDatabase)> {
+    let server_url = std::env::var(DATABASE_URL_VAR)
+        .ok()
+        .filter(|url| !url.is_empty())?;
+    sqlx::any::install_default_drivers();
+    let name = format!("breakglass_test_{:016x}", rand::random::<u64>());
+    let mut url = url::Url::parse(&server_url)
+        .unwrap_or_else(|err| panic!("{DATABASE_URL_VAR} is not a URL: {err}"));
+    url.set_path(&name);
+    let mut admin = sqlx::AnyConnection::connect(&server_url)
+        .await
+        .unwrap_or_else(|err| panic!("connect to {DATABASE_URL_VAR}: {err}"));
+    admin
+        .execute(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .await
+        .unwrap_or_else(|err| panic!("create test database {name}: {err}"));
+    let _ = admin.close().await;
+    let database = PostgresDatabase {
+        server_url,
+        name,
+        url: url.to_string(),
+    };
+    let store = Store::connect(database.url())
+        .await
+        .expect("open the PostgreSQL test database");
+    store
+        .migrate()
+        .await
+        .expect("migrate the PostgreSQL test database");
+    Some((store, database))
+}
+
+/// Runs `test` on a fresh SQLite store, then on a fresh PostgreSQL store when
+/// `BREAKGLASS_TEST_DATABASE_URL` is set (saying loudly on stderr when it is not).
+/// An `Err` from `test` fails the test, naming the backend.
+///
+/// ```ignore
+/// for_each_backend(|store| async move {
+///     store.record_delivery(&delivery).await?;
+///     Ok(())
+/// })
+/// .await;
+/// ```
+pub async fn for_each_backend<F, Fut>(test: F)
+where
+    F: Fn(Store) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let (store, _dir) = sqlite_store().await;
+    run("sqlite", &store, &test).await;
+    match postgres_store().await {
+        Some((store, _database)) => run("postgres", &store, &test).await,
+        None => eprintln!("SKIPPED postgres: {DATABASE_URL_VAR} not set"),
+    }
+}
+
+async fn run<F, Fut>(backend: &str, store: &Store, test: &F)
+where
+    F: Fn(Store) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    eprintln!("running on {backend}");
+    let result = test(store.clone()).await;
+    store.close().await;
+    if let Err(err) = result {
+        panic!("failed on {backend}: {err:?}");
+    }
+}

@@ -1,0 +1,633 @@
+//! `/breakglass …` comments: one `command_<verb>` per command. Permissions are checked first in
+//! every handler, by numeric user id, failing closed.
+
+use chrono::{DateTime, Utc};
+
+use super::Workflow;
+use super::approval::ApprovalOutcome;
+use super::evaluate::StoredDecision;
+use crate::command::{Command, parse_commands};
+use crate::comment;
+use crate::duration::HumanDuration;
+use crate::forge::Actor;
+use crate::names::{Login, Name, Ticket};
+use crate::request::{AccessRequest, Reason, RequestPath};
+use crate::store::ApprovalSource;
+use crate::store::JobKind;
+use crate::store::{RequestRecord, RequestState, RevokeReason};
+
+impl Workflow {
+    pub(super) async fn handle_comment(
+        &self,
+        number: u64,
+        _comment_id: u64,
+        body: &str,
+        author: &Actor,
+        _created_at: DateTime<Utc>,
+        _delivery: &str,
+    ) -> anyhow::Result<()> {
+        for command in parse_commands(body) {
+            let command = match command {
+                Ok(command) => command,
+                Err(err) => {
+                    self.forge
+                        .comment(number, &comment::parse_error_comment(&err))
+                        .await?;
+                    continue;
+                }
+            };
+            match command {
+                Command::Help => self
+                    .forge
+                    .comment(number, &comment::help_comment())
+                    .await
+                    .map(drop)?,
+                Command::Request {
+                    environment,
+                    duration,
+                    role,
+                    reason,
+                } => {
+                    self.command_request(
+                        number,
+                        author,
+                        &environment,
+                        duration,
+                        role.as_deref(),
+                        reason.as_deref(),
+                    )
+                    .await?
+                }
+                Command::Approve => self.command_approve(number, author).await?,
+                Command::Deny { reason } => {
+                    self.command_deny(number, author, reason.as_deref()).await?
+                }
+                Command::Revoke => self.command_revoke(number, author).await?,
+                Command::Extend { duration } => {
+                    self.command_extend(number, author, duration).await?
+                }
+                Command::Status => self.command_status(number).await?,
+                Command::Reviewed => self.command_reviewed(number, author).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The request a comment on `number` is about (its PR, or its revert PR).
+    async fn request_on(&self, number: u64) -> anyhow::Result<Option<RequestRecord>> {
+        let repo = &self.settings.repository;
+        if let Some(record) = self
+            .store
+            .find_request_by_pr(self.forge_kind(), repo, number)
+            .await?
+        {
+            return Ok(Some(record));
+        }
+        Ok(self
+            .store
+            .find_request_by_revert_pr(self.forge_kind(), repo, number)
+            .await?)
+    }
+
+    /// `/breakglass prod 1h [role] -- reason`: writes the request file on a branch and opens
+    /// the PR, with the commenter as requester.
+    async fn command_request(
+        &self,
+        number: u64,
+        author: &Actor,
+        environment: &str,
+        duration: HumanDuration,
+        role: Option<&str>,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let Some(reason) = reason else {
+            let text = format!(
+                "⚠️ Say why you need access: `/breakglass {environment} {duration} {} -- incident: INC-1234 what is broken`",
+                role.unwrap_or("<role>")
+            );
+            return self
+                .forge
+                .comment(number, &text)
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        };
+        let reason = match Reason::try_from(reason.to_owned()) {
+            Ok(reason) => reason,
+            Err(err) => {
+                return self
+                    .forge
+                    .comment(number, &format!("⚠️ {err}"))
+                    .await
+                    .map(drop)
+                    .map_err(Into::into);
+            }
+        };
+        let (default_branch, policies) = self.load_policies().await?;
+        let policy = policies.as_ref().ok().and_then(|p| p.get(environment));
+        // Without a role, the policy's only role; otherwise the user must choose.
+        let role = match (role, policy) {
+            (Some(role), _) => role.to_owned(),
+            (None, Some(policy)) if policy.roles.len() == 1 => policy
+                .roles
+                .keys()
+                .next()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            (None, Some(policy)) => {
+                let roles: Vec<String> = policy.roles.keys().map(ToString::to_string).collect();
+                let text = format!(
+                    "⚠️ `{environment}` has several roles; name one: `/breakglass {environment} {duration} <role> -- reason` with <role> one of {}",
+                    roles.join(", ")
+                );
+                return self
+                    .forge
+                    .comment(number, &text)
+                    .await
+                    .map(drop)
+                    .map_err(Into::into);
+            }
+            (None, None) => "admin".to_owned(), // the policy check will explain the unknown environment
+        };
+        // A ticket in the reason is picked up when the policy asks for one.
+        let ticket = policy
+            .and_then(|p| p.ticket_pattern.as_deref())
+            .and_then(|pattern| regex::Regex::new(pattern).ok())
+            .and_then(|re| {
+                reason
+                    .as_str()
+                    .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
+                    .find(|w| re.is_match(w))
+                    .map(str::to_owned)
+            })
+            .and_then(|t| Ticket::try_from(t).ok());
+        let login = Login::try_from(author.login.clone()).map_err(anyhow::Error::msg)?;
+        let request = AccessRequest {
+            environment: Name::try_from(environment.to_owned()).map_err(anyhow::Error::msg)?,
+            role: Name::try_from(role).map_err(anyhow::Error::msg)?,
+            duration: Some(duration),
+            reason,
+            ticket,
+            requester: Some(login.clone()),
+        };
+        let now = self.now();
+        let base_id = format!(
+            "{}-{}-{}",
+            now.format("%Y%m%d-%H%M"),
+            login.as_str().to_lowercase(),
+            environment
+        );
+        let mut id = base_id.clone();
+        for n in 2.. {
+            if self
+                .store
+                .get_request(&id.clone().try_into().map_err(anyhow::Error::msg)?)
+                .await?
+                .is_none()
+            {
+                break;
+            }
+            id = format!("{base_id}-{n}");
+        }
+        let path = RequestPath {
+            environment: request.environment.clone(),
+            id: id.clone().try_into().map_err(anyhow::Error::msg)?,
+        };
+        let branch = format!("breakglass/request/{id}");
+        let head = self.forge.branch_head(&default_branch).await?;
+        self.forge.create_branch(&branch, &head).await?;
+        let message = format!("breakglass: request {id} for {login}");
+        self.forge
+            .put_file(
+                &branch,
+                &path.to_repo_path(),
+                &request.to_yaml(),
+                &message,
+                None,
+            )
+            .await?;
+        if let Some(role) = policy.and_then(|p| p.roles.get(&request.role)) {
+            let spec = super::pull_request::grant_spec(&request, &path, &login);
+            if let Ok(files) = self.providers.rendered_files(role, &spec) {
+                for file in files {
+                    self.forge
+                        .put_file(
+                            &branch,
+                            &file.path,
+                            &file.content,
+                            &format!("breakglass: render grant file for {id}"),
+                            None,
+                        )
+                        .await?;
+                }
+            }
+        }
+        let title = format!(
+            "breakglass: {}/{} for {duration} ({login})",
+            request.environment, request.role
+        );
+        let pr_number = self
+            .forge
+            .open_pull_request(
+                &branch,
+                &default_branch,
+                &title,
+                &comment::request_pr_body(&id, login.as_str(), &format!("#{number}")),
+            )
+            .await?;
+        let pr = self.forge.pull_request(pr_number).await?;
+        // The row is keyed to the PR; the evaluation below fills in the verdict.
+        let placeholder = RequestRecord {
+            id: path.id.clone(),
+            forge: self.forge_kind(),
+            repository: self.settings.repository.clone(),
+            pr_number,
+            environment: request.environment.clone(),
+            role: request.role.clone(),
+            requester_login: login.clone(),
+            requester_id: author.id,
+            duration_secs: duration.as_secs(),
+            reason: request.reason.clone(),
+            ticket: request.ticket.clone(),
+            state: RequestState::Denied,
+            head_sha: pr.info.head_sha.clone(),
+            decision: serde_json::Value::Null,
+            fast_path_rule: None,
+            approved_by: None,
+            merge_sha: None,
+            granted_at: None,
+            expires_at: None,
+            revert_pr_number: None,
+            revoked_at: None,
+            revoke_reason: None,
+            review_due_at: None,
+            reviewed_by: None,
+            reviewed_at: None,
+            total_secs: 0,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        };
+        self.store.insert_request(&placeholder).await?;
+        if number != pr_number {
+            self.forge
+                .comment(
+                    number,
+                    &comment::request_pr_opened_comment(login.as_str(), pr_number),
+                )
+                .await?;
+        }
+        self.evaluate_pr(&pr.info, Some(placeholder)).await
+    }
+
+    async fn command_approve(&self, number: u64, author: &Actor) -> anyhow::Result<()> {
+        let Some(record) = self.request_on(number).await? else {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("approve"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        };
+        if record.state != RequestState::Pending {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("approve"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        }
+        let requester = record.requester_login.clone();
+        let environment = record.environment.to_string();
+        let text = match self
+            .record_approval(record, author, ApprovalSource::Comment)
+            .await?
+        {
+            ApprovalOutcome::ByRequester => comment::self_approval_comment(requester.as_str()),
+            ApprovalOutcome::NotApprover { approvers } => {
+                comment::not_an_approver_comment(&author.login, &environment, &approvers)
+            }
+            ApprovalOutcome::Counted { have, need } => {
+                comment::approval_recorded_comment(&author.login, have, need)
+            }
+            ApprovalOutcome::Merging => return Ok(()),
+        };
+        self.forge.comment(number, &text).await?;
+        Ok(())
+    }
+
+    async fn command_deny(
+        &self,
+        number: u64,
+        author: &Actor,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let Some(mut record) = self.request_on(number).await? else {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("deny"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        };
+        if !matches!(record.state, RequestState::Pending | RequestState::Denied) {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("deny"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        }
+        // The requester may withdraw; otherwise only an approver may deny.
+        if author.id != record.requester_id && !self.approver_of(&record, author).await? {
+            return self
+                .forge
+                .comment(
+                    number,
+                    &comment::not_allowed_comment(
+                        &author.login,
+                        "an approver (or the requester, to withdraw) can deny a request",
+                    ),
+                )
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        }
+        record.state = RequestState::Closed;
+        self.store.update_request(&mut record, self.now()).await?;
+        self.store.cancel_job(JobKind::Poll, &record.id).await?;
+        self.forge
+            .comment(
+                record.pr_number,
+                &comment::denied_by_approver_comment(&author.login, reason),
+            )
+            .await?;
+        self.forge.close_pull_request(record.pr_number).await?;
+        Ok(())
+    }
+
+    async fn command_revoke(&self, number: u64, author: &Actor) -> anyhow::Result<()> {
+        let Some(mut record) = self.request_on(number).await? else {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("revoke"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        };
+        if record.state != RequestState::Active {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("revoke"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        }
+        if author.id != record.requester_id && !self.approver_of(&record, author).await? {
+            return self
+                .forge
+                .comment(
+                    number,
+                    &comment::not_allowed_comment(
+                        &author.login,
+                        "the requester or an approver can revoke",
+                    ),
+                )
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        }
+        record.state = RequestState::Revoking;
+        record.revoke_reason = Some(RevokeReason::Early);
+        self.store.update_request(&mut record, self.now()).await?;
+        self.schedule(JobKind::Revoke, &record.id, self.now()).await
+    }
+
+    /// `/breakglass extend 30m`: more time, never past the policy's `max_duration` in total.
+    /// The requester gets it at once when a fast-path rule or self-service allows the new total;
+    /// otherwise an approver must ask for it.
+    async fn command_extend(
+        &self,
+        number: u64,
+        author: &Actor,
+        by: HumanDuration,
+    ) -> anyhow::Result<()> {
+        let Some(mut record) = self.request_on(number).await? else {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("extend"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        };
+        let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("extend"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        };
+        let (_, policies) = self.load_policies().await?;
+        let policies = policies
+            .map_err(|p| anyhow::anyhow!("the policies are invalid: {} problem(s)", p.len()))?;
+        let Some(policy) = policies.get(record.environment.as_str()) else {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("extend"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        };
+        let total = HumanDuration::from_secs(record.total_secs + by.as_secs());
+        if total > policy.max_duration {
+            return self
+                .forge
+                .comment(
+                    number,
+                    &comment::extension_refused_comment(
+                        &total.to_string(),
+                        &policy.max_duration.to_string(),
+                    ),
+                )
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        }
+        let is_requester = author.id == record.requester_id;
+        let is_approver = !is_requester && self.approver_of(&record, author).await?;
+        let self_service = policy.approvals == 0;
+        let fast_path_allows = record
+            .fast_path_rule
+            .as_ref()
+            .and_then(|name| policy.fast_path.iter().find(|r| &r.name == name))
+            .is_some_and(|rule| total <= rule.max_duration.unwrap_or(policy.max_duration));
+        if !(is_approver || (is_requester && (self_service || fast_path_allows))) {
+            if is_requester {
+                return self
+                    .forge
+                    .comment(
+                        number,
+                        &comment::extension_needs_approval_comment(
+                            &format!("@{}", author.login),
+                            &policy
+                                .approvers
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>(),
+                        ),
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(Into::into);
+            }
+            return self
+                .forge
+                .comment(
+                    number,
+                    &comment::not_allowed_comment(
+                        &author.login,
+                        "the requester or an approver can extend",
+                    ),
+                )
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        }
+        let new_expiry = expires_at + by.to_chrono();
+        record.expires_at = Some(new_expiry);
+        record.total_secs = total.as_secs();
+        self.store.update_request(&mut record, self.now()).await?;
+        self.schedule(JobKind::Revoke, &record.id, new_expiry)
+            .await?;
+        let remind_at = new_expiry
+            - chrono::TimeDelta::from_std(self.settings.reminder_before).unwrap_or_default();
+        if remind_at > self.now() {
+            self.schedule(JobKind::Remind, &record.id, remind_at)
+                .await?;
+        }
+        self.forge
+            .comment(
+                record.pr_number,
+                &comment::extended_comment(record.requester_login.as_str(), new_expiry, self.now()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn command_status(&self, number: u64) -> anyhow::Result<()> {
+        let Some(record) = self.request_on(number).await? else {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("status"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        };
+        let now = self.now();
+        let detail = match record.state {
+            RequestState::Pending => {
+                let need = serde_json::from_value::<StoredDecision>(record.decision.clone())
+                    .map(|d| d.decision.approvals_required)
+                    .unwrap_or(1);
+                let have = self
+                    .store
+                    .approvals_for(&record.id, &record.head_sha)
+                    .await?
+                    .iter()
+                    .filter(|a| a.approver_id != record.requester_id)
+                    .count();
+                format!("Waiting for approval: {have} of {need}.")
+            }
+            RequestState::Active | RequestState::Revoking => match record.expires_at {
+                Some(at) => format!(
+                    "@{} has `{}/{}` until {} ({}).",
+                    record.requester_login,
+                    record.environment,
+                    record.role,
+                    crate::clock::iso(at),
+                    crate::clock::relative(now, at)
+                ),
+                None => "Revoking.".into(),
+            },
+            RequestState::Revoked => format!(
+                "Revoked at {} ({}).",
+                record.revoked_at.map(crate::clock::iso).unwrap_or_default(),
+                record
+                    .revoke_reason
+                    .map(|r| r.to_string())
+                    .unwrap_or_default()
+            ),
+            RequestState::Approved => "Approved; merging.".into(),
+            RequestState::Denied => "Denied by the policy; see the verdict above.".into(),
+            RequestState::Closed => "Closed.".into(),
+        };
+        self.forge
+            .comment(
+                number,
+                &comment::status_comment(record.id.as_str(), &record.state.to_string(), &detail),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn command_reviewed(&self, number: u64, author: &Actor) -> anyhow::Result<()> {
+        let Some(record) = self.request_on(number).await? else {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("reviewed"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        };
+        if record.fast_path_rule.is_none()
+            || record.reviewed_at.is_some()
+            || record.merge_sha.is_none() && record.state != RequestState::Revoked
+        {
+            return self
+                .forge
+                .comment(number, &comment::no_request_here_comment("reviewed"))
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        }
+        if author.id == record.requester_id {
+            return self
+                .forge
+                .comment(
+                    number,
+                    &comment::self_approval_comment(record.requester_login.as_str()),
+                )
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        }
+        if !self.approver_of(&record, author).await? {
+            return self
+                .forge
+                .comment(
+                    number,
+                    &comment::not_allowed_comment(
+                        &author.login,
+                        "an approver can review a fast-path grant",
+                    ),
+                )
+                .await
+                .map(drop)
+                .map_err(Into::into);
+        }
+        self.mark_reviewed(record, author).await
+    }
+
+    /// Whether `actor` is an approver of the request's environment (by the default branch's policy).
+    async fn approver_of(&self, record: &RequestRecord, actor: &Actor) -> anyhow::Result<bool> {
+        let (_, policies) = self.load_policies().await?;
+        let Ok(policies) = policies else {
+            return Ok(false);
+        };
+        match policies.get(record.environment.as_str()) {
+            Some(policy) => self.is_approver(policy, actor).await,
+            None => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The lifecycle of a request: from webhook events and timers to decisions, approvals, merges,
+//! grants and revocations. Each handler has one job (`handle_<event>`, `command_<verb>`,
+//! `job_<kind>`); every step is idempotent and driven by durable state, so a crash anywhere
+//! is repaired by running the step again.
+//!
+//! The workflow sees forge events through [`crate::forge::ForgeEvent`] only; the forge client
+//! is GitHub's today.
+
+mod approval;
+mod commands;
+mod evaluate;
+pub mod gauges;
+mod lifecycle;
+mod pull_request;
+mod trailers;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::forge::github::GithubClient;
+use crate::forge::{CommentAction, Delivery, ForgeEvent, ReviewState};
+use crate::grant::Providers;
+use crate::metrics::Metrics;
+use crate::store::{Forge, Store};
+use crate::store::{Job, JobKind};
+
+/// The commit status (check) the bot sets on request PRs.
+pub const STATUS_CONTEXT: &str = "breakglass/policy";
+/// The label on fast-path grants until an approver reviews them.
+pub const NEEDS_REVIEW_LABEL: &str = "breakglass/needs-review";
+
+/// Knobs of the lifecycle.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `owner/name` of the requests repo.
+    pub repository: String,
+    /// Directory of the policy files on the default branch.
+    pub policies_path: String,
+    /// Remind this long before expiry.
+    pub reminder_before: Duration,
+    /// How often pending requests' reactions are polled.
+    pub poll_interval: Duration,
+}
+
+/// Everything the lifecycle needs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Workflow {
+    pub store: Store,
+    pub forge: GithubClient,
+    pub clock: Arc<dyn Clock>,
+    pub providers: Providers,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+    /// Wakes the job worker when a job is scheduled to run now.
+    pub wake_jobs: Arc<Notify>,
+    /// ETags of the last reactions poll per PR: an unchanged list costs a free 304.
+    etags: Arc<Mutex<HashMap<u64, String>>>,
+}
+
+impl Workflow {
+    pub fn new(
+        store: Store,
+        forge: GithubClient,
+        clock: Arc<dyn Clock>,
+        providers: Providers,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            store,
+            forge,
+            clock,
+            providers,
+            metrics,
+            settings: Arc::new(settings),
+            wake_jobs: Arc::new(Notify::new()),
+            etags: Arc::default(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn forge_kind(&self) -> Forge {
+        Forge::GitHub
+    }
+
+    /// Schedules a job; one due now wakes the job worker.
+    async fn schedule(
+        &self,
+        kind: JobKind,
+        request: &crate::names::RequestId,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.store
+            .schedule_job(kind, request, at, self.now())
+            .await
+            .with_context(|| format!("scheduling {kind} for {request}"))?;
+        if at <= self.now() {
+            self.wake_jobs.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Acts on one stored webhook delivery.
+    pub async fn handle_delivery(&self, delivery: &Delivery) -> anyhow::Result<()> {
+        if delivery
+            .repository
+            .as_deref()
+            .is_some_and(|r| !r.eq_ignore_ascii_case(&self.settings.repository))
+        {
+            return Ok(());
+        }
+        match &delivery.event {
+            ForgeEvent::PullRequest {
+                action,
+                pull_request,
+                sender,
+            } => {
+                self.handle_pull_request(*action, pull_request, sender, &delivery.id)
+                    .await
+            }
+            ForgeEvent::Comment {
+                action: CommentAction::Created,
+                number,
+                comment_id,
+                body,
+                author,
+                created_at,
+                ..
+            } => {
+                // Bots never command the bot: its own comments quote commands in their help.
+                if author.is_bot {
+                    return Ok(());
+                }
+                self.handle_comment(
+                    *number,
+                    *comment_id,
+                    body,
+                    author,
+                    *created_at,
+                    &delivery.id,
+                )
+                .await
+            }
+            // An edit must never add a command (or an approval under an old timestamp).
+            ForgeEvent::Comment { .. } => Ok(()),
+            ForgeEvent::Review {
+                state: ReviewState::Approved,
+                pull_request,
+                author,
+                commit_id,
+                ..
+            } => {
+                self.handle_review_approval(
+                    pull_request,
+                    author,
+                    commit_id.as_deref(),
+                    &delivery.id,
+                )
+                .await
+            }
+            ForgeEvent::Review { .. } | ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),
+            ForgeEvent::Push {
+                git_ref, commits, ..
+            } => self.handle_push(git_ref, commits).await,
+        }
+    }
+
+    /// Runs one due job.
+    pub async fn run_job(&self, job: &Job) -> anyhow::Result<()> {
+        let id = &job.request_id;
+        match job.kind {
+            JobKind::Merge => self.job_merge(id).await,
+            JobKind::Grant => self.job_grant(id).await,
+            JobKind::Revoke => self.job_revoke(id).await,
+            JobKind::Remind => self.job_remind(id).await,
+            JobKind::Poll => self.job_poll(id).await,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Failure injection and call accounting: the flags a scenario sets to make the next matching
+//! API calls fail the way GitHub fails, and the counters it reads afterwards.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::Method;
+
+/// A predicate on a request's method and path.
+pub type RoutePredicate = Arc<dyn Fn(&Method, &str) -> bool + Send + Sync>;
+
+/// Which requests a failure applies to.
+#[derive(Clone)]
+pub enum RouteMatcher {
+    /// Any request.
+    Any,
+    /// Requests with this method (any if `None`) whose path starts with `prefix`.
+    Prefix {
+        /// HTTP method, or any.
+        method: Option<Method>,
+        /// Path prefix, e.g. `/repos/acme/access-requests/pulls`.
+        prefix: String,
+    },
+    /// Requests with this method whose axum route template equals `template`, e.g.
+    /// `/repos/{owner}/{repo}/pulls/{number}/merge`.
+    Route {
+        /// HTTP method, or any.
+        method: Option<Method>,
+        /// The route template as listed in [`CallStats::by_route`].
+        template: String,
+    },
+    /// Any predicate on method and path.
+    Predicate(RoutePredicate),
+}
+
+impl fmt::Debug for RouteMatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteMatcher::Any => write!(f, "Any"),
+            RouteMatcher::Prefix { method, prefix } => write!(f, "Prefix({method:?} {prefix})"),
+            RouteMatcher::Route { method, template } => write!(f, "Route({method:?} {template})"),
+            RouteMatcher::Predicate(_) => write!(f, "Predicate(..)"),
+        }
+    }
+}
+
+impl RouteMatcher {
+    pub(crate) fn matches(&self, method: &Method, path: &str, template: Option<&str>) -> bool {
+        match self {
+            RouteMatcher::Any => true,
+            RouteMatcher::Prefix { method: m, prefix } => {
+                m.as_ref().is_none_or(|m| m == method) && path.starts_with(prefix.as_str())
+            }
+            RouteMatcher::Route {
+                method: m,
+                template: t,
+            } => m.as_ref().is_none_or(|m| m == method) && template == Some(t.as_str()),
+            RouteMatcher::Predicate(p) => p(method, path),
+        }
+    }
+}
+
+/// How a matched request fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Answer with this status (e.g. 500, 502, 503) and a GitHub error body.
+    Status(u16),
+    /// Primary rate limit: 403 with `x-ratelimit-remaining: 0` and a reset a minute ahead.
+    RateLimited403,
+    /// Secondary rate limit: 429 with `retry-after` (seconds).
+    SecondaryRateLimit429 {
+        /// The `retry-after` value in seconds.
+        retry_after: u64,
+    },
+    /// Hang for the duration, then answer 504 (a client with a shorter timeout sees a timeout).
+    Timeout(Duration),
+    /// A merge that fails with 405 "Merge conflict" even though the branches merge cleanly.
+    MergeConflict,
+}
+
+/// One injected failure: the next `count` requests matching `route` fail with `kind`.
+#[derive(Debug, Clone)]
+pub struct FailureSpec {
+    /// Which requests.
+    pub route: RouteMatcher,
+    /// How many of them (then the failure is used up).
+    pub count: u32,
+    /// How they fail.
+    pub kind: FailureKind,
+}
+
+impl FailureSpec {
+    /// The next `count` requests with `method` under path `prefix` fail with `kind`.
+    pub fn new(method: Method, prefix: &str, count: u32, kind: FailureKind) -> FailureSpec {
+        FailureSpec {
+            route: RouteMatcher::Prefix {
+                method: Some(method),
+                prefix: prefix.to_owned(),
+            },
+            count,
+            kind,
+        }
+    }
+
+    /// The next `count` requests of any kind fail with `kind`.
+    pub fn any(count: u32, kind: FailureKind) -> FailureSpec {
+        FailureSpec {
+            route: RouteMatcher::Any,
+            count,
+            kind,
+        }
+    }
+
+    /// The next merge of any pull request fails with 405 "Merge conflict".
+    pub fn merge_conflict() -> FailureSpec {
+        FailureSpec {
+            route: RouteMatcher::Route {
+                method: Some(Method::PUT),
+                template: "/repos/{owner}/{repo}/pulls/{number}/merge".to_owned(),
+            },
+            count: 1,
+            kind: FailureKind::MergeConflict,
+        }
+    }
+}
+
+/// What the API was asked, for assertions on the bot's call pattern.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Every API request, whatever its outcome (304s included).
+    pub total: u64,
+    /// Requests answered `304 Not Modified` (free on GitHub's primary rate limit).
+    pub not_modified: u64,
+    /// Requests that were counted against the rate limit (`total - not_modified`).
+    pub rate_limited_cost: u64,
+    /// Requests per `(method, route template)`, e.g. `("GET", "/repos/{owner}/{repo}/issues/{number}/reactions")`.
+    pub by_route: BTreeMap<(String, String), u64>,
+}
+
+impl CallStats {
+    /// How many requests hit this method and route template.
+    pub fn count(&self, method: &str, template: &str) -> u64 {
+        self.by_route
+            .get(&(method.to_owned(), template.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many mutating requests (POST, PUT, PATCH, DELETE) were made.
+    pub fn writes(&self) -> u64 {
+        self.by_route
+            .iter()
+            .filter(|((m, _), _)| m != "GET" && m != "HEAD")
+            .map(|(_, n)| n)
+            .sum()
+    }
+}

@@ -1,0 +1,457 @@
+//! Pull requests: open, edit, close/reopen, merge, review.
+
+use git2::Oid;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::git::{self, MergeOutcome};
+use crate::json;
+use crate::model::ReviewState;
+use crate::state::{ForgeState, IssueRec, PrRec, ReviewRec};
+
+/// What `PUT /pulls/{n}/merge` asks for.
+pub(crate) struct MergeRequest<'a> {
+    pub sha: Option<&'a str>,
+    pub method: &'a str,
+    pub title: Option<&'a str>,
+    pub message: Option<&'a str>,
+}
+
+/// What `PATCH /pulls/{n}` (or `/issues/{n}`) changes.
+#[derive(Default)]
+pub(crate) struct IssueEdit<'a> {
+    pub title: Option<&'a str>,
+    pub body: Option<&'a str>,
+    pub state: Option<&'a str>,
+}
+
+impl ForgeState {
+    /// Sends a `pull_request` event for PR `number` with extra top-level keys.
+    pub(crate) fn emit_pull(
+        &self,
+        full: &str,
+        number: u64,
+        action: &str,
+        sender: &str,
+        extra: Vec<(&str, Value)>,
+    ) {
+        let Ok(r) = self.repo(full) else {
+            return;
+        };
+        let Ok((i, pr)) = r.pull(number) else {
+            return;
+        };
+        let mut p = Map::new();
+        p.insert("action".into(), json!(action));
+        p.insert("number".into(), json!(number));
+        p.insert("pull_request".into(), json::pull(self, r, i, pr));
+        for (k, v) in extra {
+            p.insert(k.into(), v);
+        }
+        self.emit(full, "pull_request", p, sender);
+    }
+
+    /// Sends an `issues` event for issue `number`.
+    pub(crate) fn emit_issue(
+        &self,
+        full: &str,
+        number: u64,
+        action: &str,
+        sender: &str,
+        extra: Vec<(&str, Value)>,
+    ) {
+        let Ok(r) = self.repo(full) else {
+            return;
+        };
+        let Ok(i) = r.issue(number) else {
+            return;
+        };
+        let mut p = Map::new();
+        p.insert("action".into(), json!(action));
+        p.insert("issue".into(), json::issue(self, r, i));
+        for (k, v) in extra {
+            p.insert(k.into(), v);
+        }
+        self.emit(full, "issues", p, sender);
+    }
+
+    /// Opens a pull request from `head` into `base` (the default branch when `None`).
+    pub(crate) fn open_pull(
+        &mut self,
+        full: &str,
+        actor: &str,
+        head: &str,
+        base: Option<&str>,
+        title: &str,
+        body: &str,
+    ) -> ApiResult<u64> {
+        let now = self.now();
+        // `owner:branch` is how GitHub names a head; forks do not exist here.
+        let head = head.split_once(':').map_or(head, |(_, b)| b).to_owned();
+        let pr_id = self.next_id();
+        let issue_id = self.next_id();
+        let r = self.repo_mut(full)?;
+        let base = base.unwrap_or(&r.default_branch).to_owned();
+        if title.trim().is_empty() {
+            return Err(ApiError::unprocessable(
+                "Validation Failed: title is missing",
+            ));
+        }
+        let head_tip = git::branch_tip(&r.git, &head).ok_or_else(|| {
+            ApiError::unprocessable(format!("Validation Failed: head {head} is invalid"))
+        })?;
+        let base_tip = git::branch_tip(&r.git, &base).ok_or_else(|| {
+            ApiError::unprocessable(format!("Validation Failed: base {base} is invalid"))
+        })?;
+        let ahead = match git::merge_base(&r.git, base_tip, head_tip) {
+            Some(mb) => git::commits_between(&r.git, mb, head_tip)?.len(),
+            None => 1,
+        };
+        if ahead == 0 {
+            return Err(ApiError::unprocessable(format!(
+                "Validation Failed: No commits between {base} and {head}"
+            )));
+        }
+        let duplicate = r.issues.values().any(|i| {
+            i.open
+                && i.pr
+                    .as_ref()
+                    .is_some_and(|p| p.head_ref == head && p.base_ref == base)
+        });
+        if duplicate {
+            return Err(ApiError::unprocessable(format!(
+                "Validation Failed: A pull request already exists for {}:{head}.",
+                r.owner
+            )));
+        }
+        let number = r.next_number;
+        r.next_number += 1;
+        r.issues.insert(
+            number,
+            IssueRec {
+                id: issue_id,
+                number,
+                title: title.to_owned(),
+                body: body.to_owned(),
+                user: actor.to_owned(),
+                open: true,
+                labels: Vec::new(),
+                created_at: now,
+                updated_at: now,
+                closed_at: None,
+                reactions: Vec::new(),
+                pr: Some(PrRec {
+                    id: pr_id,
+                    head_ref: head,
+                    base_ref: base,
+                    head_sha: head_tip.to_string(),
+                    merged_at: None,
+                    merged_by: None,
+                    merge_commit_sha: None,
+                    reviews: Vec::new(),
+                }),
+            },
+        );
+        self.emit_pull(full, number, "opened", actor, vec![]);
+        Ok(number)
+    }
+
+    /// Opens a plain issue.
+    pub(crate) fn open_issue(
+        &mut self,
+        full: &str,
+        actor: &str,
+        title: &str,
+        body: &str,
+    ) -> ApiResult<u64> {
+        let now = self.now();
+        let id = self.next_id();
+        let r = self.repo_mut(full)?;
+        if title.trim().is_empty() {
+            return Err(ApiError::unprocessable(
+                "Validation Failed: title is missing",
+            ));
+        }
+        let number = r.next_number;
+        r.next_number += 1;
+        r.issues.insert(
+            number,
+            IssueRec {
+                id,
+                number,
+                title: title.to_owned(),
+                body: body.to_owned(),
+                user: actor.to_owned(),
+                open: true,
+                labels: Vec::new(),
+                created_at: now,
+                updated_at: now,
+                closed_at: None,
+                reactions: Vec::new(),
+                pr: None,
+            },
+        );
+        self.emit_issue(full, number, "opened", actor, vec![]);
+        Ok(number)
+    }
+
+    /// Edits title/body and closes or reopens an issue or pull request.
+    pub(crate) fn edit_issue(
+        &mut self,
+        full: &str,
+        number: u64,
+        actor: &str,
+        edit: IssueEdit<'_>,
+    ) -> ApiResult<()> {
+        let now = self.now();
+        let r = self.repo_mut(full)?;
+        let repo_git = &r.git;
+        let i = r.issues.get_mut(&number).ok_or_else(ApiError::not_found)?;
+        let is_pr = i.pr.is_some();
+        let mut changes = Map::new();
+        if let Some(t) = edit.title
+            && t != i.title
+        {
+            changes.insert("title".into(), json!({"from": i.title}));
+            i.title = t.to_owned();
+        }
+        if let Some(b) = edit.body
+            && b != i.body
+        {
+            changes.insert("body".into(), json!({"from": i.body}));
+            i.body = b.to_owned();
+        }
+        let state_action = match edit.state {
+            None => None,
+            Some("closed") if i.open => {
+                i.open = false;
+                i.closed_at = Some(now);
+                Some("closed")
+            }
+            Some("open") if !i.open => {
+                if i.pr.as_ref().is_some_and(|p| p.merged_at.is_some()) {
+                    return Err(ApiError::unprocessable(
+                        "Validation Failed: state cannot be changed. The pull request is merged.",
+                    ));
+                }
+                if let Some(pr) = &mut i.pr {
+                    let tip = git::branch_tip(repo_git, &pr.head_ref).ok_or_else(|| {
+                        ApiError::unprocessable("Validation Failed: state cannot be changed. The head branch was deleted.")
+                    })?;
+                    pr.head_sha = tip.to_string();
+                }
+                i.open = true;
+                i.closed_at = None;
+                Some("reopened")
+            }
+            Some("open") | Some("closed") => None,
+            Some(other) => {
+                return Err(ApiError::unprocessable(format!(
+                    "Validation Failed: state {other} is not valid"
+                )));
+            }
+        };
+        if !changes.is_empty() || state_action.is_some() {
+            i.updated_at = now;
+        }
+        let edited = !changes.is_empty();
+        let emit = |st: &ForgeState, action: &str, extra: Vec<(&str, Value)>| {
+            if is_pr {
+                st.emit_pull(full, number, action, actor, extra);
+            } else {
+                st.emit_issue(full, number, action, actor, extra);
+            }
+        };
+        if edited {
+            emit(self, "edited", vec![("changes", Value::Object(changes))]);
+        }
+        if let Some(action) = state_action {
+            emit(self, action, vec![]);
+        }
+        Ok(())
+    }
+
+    /// Merges a pull request with GitHub's guards. Returns the new commit sha.
+    pub(crate) fn merge_pull(
+        &mut self,
+        full: &str,
+        number: u64,
+        actor: &str,
+        req: MergeRequest<'_>,
+    ) -> ApiResult<String> {
+        let now = self.now();
+        let actor_id = self.user_id(actor);
+        let (base_ref, before, outcome) = {
+            let r = self.repo(full)?;
+            let owner = r.owner.clone();
+            let (i, pr) = r.pull(number)?;
+            if !i.open || pr.merged_at.is_some() {
+                return Err(ApiError::not_mergeable("Pull Request is not mergeable"));
+            }
+            let head = Oid::from_str(&pr.head_sha).map_err(ApiError::internal)?;
+            if let Some(sha) = req.sha
+                && sha != pr.head_sha
+            {
+                return Err(ApiError::conflict(
+                    "Head branch was modified. Review and try the merge again.",
+                ));
+            }
+            let before = git::branch_tip(&r.git, &pr.base_ref)
+                .ok_or_else(|| ApiError::not_mergeable("Pull Request is not mergeable"))?;
+            let author = git::user_signature(actor, actor_id, now)?;
+            let outcome = match req.method {
+                "merge" => {
+                    let title = req.title.map(str::to_owned).unwrap_or_else(|| {
+                        format!("Merge pull request #{number} from {owner}/{}", pr.head_ref)
+                    });
+                    let message = req.message.unwrap_or(&i.title);
+                    let full_message = format!("{title}\n\n{message}");
+                    git::merge_into(
+                        &r.git,
+                        &pr.base_ref,
+                        head,
+                        full_message.trim_end(),
+                        &author,
+                        false,
+                    )?
+                }
+                "squash" => {
+                    let title = req
+                        .title
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("{} (#{number})", i.title));
+                    let full_message = match req.message {
+                        Some(m) => format!("{title}\n\n{m}"),
+                        None => title,
+                    };
+                    git::merge_into(
+                        &r.git,
+                        &pr.base_ref,
+                        head,
+                        full_message.trim_end(),
+                        &author,
+                        true,
+                    )?
+                }
+                "rebase" => {
+                    let from = git::merge_base(&r.git, before, head)
+                        .ok_or_else(|| ApiError::not_mergeable("Pull Request is not mergeable"))?;
+                    git::rebase_onto(&r.git, &pr.base_ref, from, head, now)?
+                }
+                other => {
+                    return Err(ApiError::unprocessable(format!(
+                        "Validation Failed: merge_method {other} is not one of merge, squash, rebase"
+                    )));
+                }
+            };
+            (pr.base_ref.clone(), before, outcome)
+        };
+        let merged = match outcome {
+            MergeOutcome::Merged(oid) => oid,
+            MergeOutcome::Conflict => {
+                return Err(ApiError::not_mergeable("Pull Request is not mergeable"));
+            }
+        };
+        {
+            let r = self.repo_mut(full)?;
+            let i = r.issue_mut(number)?;
+            i.open = false;
+            i.closed_at = Some(now);
+            i.updated_at = now;
+            if let Some(pr) = &mut i.pr {
+                pr.merged_at = Some(now);
+                pr.merged_by = Some(actor.to_owned());
+                pr.merge_commit_sha = Some(merged.to_string());
+            }
+        }
+        self.branch_moved(full, &base_ref, Some(before), Some(merged), actor);
+        self.emit_pull(full, number, "closed", actor, vec![]);
+        Ok(merged.to_string())
+    }
+
+    /// Submits a review; the author may comment on but not approve or reject their own PR.
+    pub(crate) fn submit_review(
+        &mut self,
+        full: &str,
+        number: u64,
+        actor: &str,
+        state: ReviewState,
+        body: &str,
+        commit_id: Option<&str>,
+    ) -> ApiResult<u64> {
+        let now = self.now();
+        let id = self.next_id();
+        let r = self.repo_mut(full)?;
+        let i = r.pull_mut(number)?;
+        if i.user == actor && state != ReviewState::Commented {
+            let what = if state == ReviewState::Approved {
+                "approve"
+            } else {
+                "request changes on"
+            };
+            return Err(ApiError::unprocessable(format!(
+                "Unprocessable Entity: Can not {what} your own pull request"
+            )));
+        }
+        if state == ReviewState::ChangesRequested && body.trim().is_empty() {
+            return Err(ApiError::unprocessable(
+                "Unprocessable Entity: Review body is required for REQUEST_CHANGES",
+            ));
+        }
+        let Some(pr) = i.pr.as_mut() else {
+            return Err(ApiError::not_found());
+        };
+        let commit_id = commit_id.unwrap_or(&pr.head_sha).to_owned();
+        pr.reviews.push(ReviewRec {
+            id,
+            user: actor.to_owned(),
+            state,
+            body: body.to_owned(),
+            commit_id,
+            submitted_at: now,
+        });
+        self.emit_review(full, number, id, "submitted", actor);
+        Ok(id)
+    }
+
+    /// Dismisses a review.
+    pub(crate) fn dismiss_review(
+        &mut self,
+        full: &str,
+        number: u64,
+        review_id: u64,
+        actor: &str,
+    ) -> ApiResult<()> {
+        let r = self.repo_mut(full)?;
+        let i = r.pull_mut(number)?;
+        let review =
+            i.pr.as_mut()
+                .and_then(|p| p.reviews.iter_mut().find(|x| x.id == review_id))
+                .ok_or_else(ApiError::not_found)?;
+        if review.state == ReviewState::Commented {
+            return Err(ApiError::unprocessable(
+                "Can not dismiss a commented pull request review",
+            ));
+        }
+        review.state = ReviewState::Dismissed;
+        self.emit_review(full, number, review_id, "dismissed", actor);
+        Ok(())
+    }
+
+    fn emit_review(&self, full: &str, number: u64, review_id: u64, action: &str, sender: &str) {
+        let Ok(r) = self.repo(full) else {
+            return;
+        };
+        let Ok((i, pr)) = r.pull(number) else {
+            return;
+        };
+        let Some(review) = pr.reviews.iter().find(|x| x.id == review_id) else {
+            return;
+        };
+        let mut p = Map::new();
+        p.insert("action".into(), json!(action));
+        p.insert("review".into(), json::review(self, r, number, review, true));
+        p.insert("pull_request".into(), json::pull(self, r, i, pr));
+        self.emit(full, "pull_request_review", p, sender);
+    }
+}

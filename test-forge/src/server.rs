@@ -1,0 +1,100 @@
+//! The running server: shared state behind the router, and its start-up on a loopback port.
+
+use std::sync::{Mutex, MutexGuard};
+
+use axum::http::Method;
+use chrono::Utc;
+use tempfile::TempDir;
+
+use crate::failures::{CallStats, FailureKind, FailureSpec};
+use crate::state::ForgeState;
+use crate::webhooks::WebhookHub;
+
+/// Rate-limit accounting for the advertised headers.
+#[derive(Default)]
+pub(crate) struct RateState {
+    used: u64,
+    window_start: i64,
+}
+
+/// Everything the server and the test handle share.
+pub(crate) struct Shared {
+    pub state: Mutex<ForgeState>,
+    pub hub: std::sync::Arc<WebhookHub>,
+    pub failures: Mutex<Vec<FailureSpec>>,
+    pub calls: Mutex<CallStats>,
+    pub rate: Mutex<RateState>,
+    /// Keeps the bare repositories alive as long as the forge.
+    pub _dir: TempDir,
+}
+
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a test panicked mid-operation; the data is still usable for the
+    // assertions that follow, and the forge must not turn one panic into many.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, ForgeState> {
+        relock(&self.state)
+    }
+
+    pub fn count_call(&self, method: &Method, route: &str) {
+        let mut c = relock(&self.calls);
+        c.total += 1;
+        *c.by_route
+            .entry((method.as_str().to_owned(), route.to_owned()))
+            .or_insert(0) += 1;
+    }
+
+    pub fn count_not_modified(&self) {
+        relock(&self.calls).not_modified += 1;
+    }
+
+    /// Uses up one matching injected failure, if any.
+    pub fn take_failure(
+        &self,
+        method: &Method,
+        path: &str,
+        route: Option<&str>,
+    ) -> Option<FailureKind> {
+        let mut failures = relock(&self.failures);
+        let idx = failures
+            .iter()
+            .position(|f| f.count > 0 && f.route.matches(method, path, route))?;
+        let kind = failures[idx].kind.clone();
+        failures[idx].count -= 1;
+        if failures[idx].count == 0 {
+            failures.remove(idx);
+        }
+        Some(kind)
+    }
+
+    /// Counts a request against the hourly window (unless `costs` is false, as for a 304) and
+    /// returns (used, reset epoch seconds).
+    pub fn rate_tick(&self, costs: bool) -> (u64, i64) {
+        let now = Utc::now().timestamp();
+        let mut r = relock(&self.rate);
+        if now >= r.window_start + 3600 {
+            r.window_start = now;
+            r.used = 0;
+        }
+        if costs {
+            r.used += 1;
+            relock(&self.calls).rate_limited_cost += 1;
+        }
+        (r.used, r.window_start + 3600)
+    }
+
+    pub fn add_failure(&self, spec: FailureSpec) {
+        relock(&self.failures).push(spec);
+    }
+
+    pub fn calls(&self) -> CallStats {
+        relock(&self.calls).clone()
+    }
+
+    pub fn reset_calls(&self) {
+        *relock(&self.calls) = CallStats::default();
+    }
+}

@@ -1,0 +1,233 @@
+//! Webhook deliveries: recorded, signed like GitHub's, sent in order by one background task.
+//!
+//! Each delivery is recorded before it is queued so that a test can inspect or redeliver it, and a
+//! counter of unsent jobs lets `settle()` wait until the queue is drained.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::sync::{mpsc, watch};
+
+use crate::model::Delivery;
+
+/// A registered webhook.
+#[derive(Clone)]
+struct Hook {
+    url: String,
+    secret: String,
+}
+
+#[derive(Default)]
+struct HubInner {
+    hooks: Vec<Hook>,
+    deliveries: Vec<Delivery>,
+    /// The secret each delivery was signed with, parallel to `deliveries`.
+    secrets: Vec<String>,
+    paused: bool,
+}
+
+struct Job {
+    index: usize,
+}
+
+/// State shared with the sender task.
+struct HubShared {
+    inner: Mutex<HubInner>,
+    pending: watch::Sender<usize>,
+}
+
+/// The webhook registry and delivery log.
+pub(crate) struct WebhookHub {
+    shared: Arc<HubShared>,
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+/// `sha256=<hex>` of the body keyed with the secret, as in `X-Hub-Signature-256`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    // HMAC accepts keys of any length, so this cannot fail; fall back to an empty signature
+    // rather than panic if that ever changed.
+    match <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(body);
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// A GitHub-like delivery GUID.
+fn new_guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn lock(shared: &HubShared) -> std::sync::MutexGuard<'_, HubInner> {
+    // A panic while holding this lock can only come from a bug in a test; keep going.
+    shared.inner.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl WebhookHub {
+    /// Creates the hub and spawns its sender task on the current tokio runtime.
+    pub fn start() -> Arc<WebhookHub> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (pending, _) = watch::channel(0usize);
+        let shared = Arc::new(HubShared {
+            inner: Mutex::new(HubInner::default()),
+            pending,
+        });
+        tokio::spawn(sender(shared.clone(), rx));
+        Arc::new(WebhookHub { shared, tx })
+    }
+
+    pub fn add_hook(&self, url: &str, secret: &str) {
+        lock(&self.shared).hooks.push(Hook {
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+        });
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        lock(&self.shared).paused = paused;
+    }
+
+    /// Records one delivery per hook and queues it unless deliveries are paused.
+    pub fn enqueue(&self, event: &str, payload: &serde_json::Value) {
+        let body = serde_json::to_vec(payload).unwrap_or_default();
+        let action = payload
+            .get("action")
+            .and_then(|a| a.as_str())
+            .map(str::to_owned);
+        let mut inner = lock(&self.shared);
+        let hooks = inner.hooks.clone();
+        for hook in hooks {
+            let index = inner.deliveries.len();
+            inner.deliveries.push(Delivery {
+                id: new_guid(),
+                event: event.to_owned(),
+                action: action.clone(),
+                url: hook.url.clone(),
+                body: body.clone(),
+                status: None,
+                attempts: 0,
+            });
+            inner.secrets.push(hook.secret.clone());
+            if !inner.paused {
+                self.queue(index);
+            }
+        }
+    }
+
+    fn queue(&self, index: usize) {
+        self.shared.pending.send_modify(|n| *n += 1);
+        if self.tx.send(Job { index }).is_err() {
+            self.shared
+                .pending
+                .send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+
+    /// Sends a recorded delivery again: same GUID, same body. False if the id is unknown.
+    pub fn redeliver(&self, id: &str) -> bool {
+        let index = lock(&self.shared)
+            .deliveries
+            .iter()
+            .position(|d| d.id == id);
+        match index {
+            Some(i) => {
+                self.queue(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues every recorded delivery that was never sent (e.g. while paused).
+    pub fn flush_unsent(&self) -> usize {
+        let unsent: Vec<usize> = lock(&self.shared)
+            .deliveries
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.attempts == 0)
+            .map(|(i, _)| i)
+            .collect();
+        for &i in &unsent {
+            self.queue(i);
+        }
+        unsent.len()
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        lock(&self.shared).deliveries.clone()
+    }
+
+    /// Waits until every queued delivery has been attempted.
+    pub async fn settle(&self) {
+        let mut rx = self.shared.pending.subscribe();
+        // The sender lives as long as the hub, so this only ends when the count reaches zero.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Sends a delivery and returns the receiver's status, or `None` when the connection failed.
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    event: &str,
+    guid: &str,
+    secret: &str,
+    body: Vec<u8>,
+) -> Option<u16> {
+    let mut req = client
+        .post(url)
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", guid)
+        .header("X-GitHub-Hook-ID", "1")
+        .header("User-Agent", "GitHub-Hookshot/test-forge")
+        .header("Content-Type", "application/json");
+    if !secret.is_empty() {
+        req = req.header("X-Hub-Signature-256", sign(secret, &body));
+    }
+    match req.body(body).send().await {
+        Ok(resp) => Some(resp.status().as_u16()),
+        Err(err) => {
+            tracing::debug!(%url, %err, "test-forge: webhook delivery failed");
+            None
+        }
+    }
+}
+
+pub(crate) fn client() -> reqwest::Client {
+    // GitHub gives a receiver 10 seconds.
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
+async fn sender(shared: Arc<HubShared>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let client = client();
+    while let Some(job) = rx.recv().await {
+        let found = {
+            let inner = lock(&shared);
+            inner.deliveries.get(job.index).map(|d| {
+                (
+                    d.url.clone(),
+                    d.event.clone(),
+                    d.id.clone(),
+                    inner.secrets.get(job.index).cloned().unwrap_or_default(),
+                    d.body.clone(),
+                )
+            })
+        };
+        if let Some((url, event, guid, secret, body)) = found {
+            let status = post(&client, &url, &event, &guid, &secret, body).await;
+            let mut inner = lock(&shared);
+            if let Some(d) = inner.deliveries.get_mut(job.index) {
+                d.status = status;
+                d.attempts += 1;
+            }
+        }
+        shared.pending.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}

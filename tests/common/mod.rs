@@ -1,0 +1,299 @@
+//! The scenario harness: the real service (HTTP, store, workers) against the test forge over
+//! loopback, with signed webhooks, a manual clock shared by both, and helpers that read like the
+//! story they tell.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use breakglass::clock::{Clock, ManualClock};
+use breakglass::config::{Config, GithubConfig};
+use breakglass::service::{self, Options, Running};
+use breakglass::store::{DeliveryState, Store};
+use breakglass_test_forge::{TestForge, User};
+use chrono::{TimeDelta, TimeZone, Utc};
+
+pub const REPO: &str = "acme/access-requests";
+pub const SECRET: &str = "webhook-secret-for-tests";
+
+/// Which database a scenario runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database of one scenario; dropped (and deleted) with it.
+pub enum Database {
+    Sqlite(breakglass::store::testing::TempDir),
+    Postgres(breakglass::store::testing::PostgresDatabase),
+}
+
+impl Database {
+    pub async fn create(backend: Backend) -> Option<(Database, String)> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = breakglass::store::testing::TempDir::new().expect("temp dir");
+                let url = breakglass::store::testing::sqlite_url(dir.path());
+                Some((Database::Sqlite(dir), url))
+            }
+            Backend::Postgres => {
+                let (store, db) = breakglass::store::testing::postgres_store().await?;
+                store.close().await;
+                let url = db.url().to_owned();
+                Some((Database::Postgres(db), url))
+            }
+        }
+    }
+}
+
+/// People of the story. Teams: acme/sre (alice, erin), acme/sre-leads (carol, dan),
+/// acme/oncall (bob, erin).
+pub struct People {
+    pub alice: User,
+    pub bob: User,
+    pub carol: User,
+    pub dan: User,
+    pub erin: User,
+    pub mallory: User,
+    pub bot: User,
+}
+
+pub struct Scenario {
+    pub forge: TestForge,
+    pub clock: ManualClock,
+    pub people: People,
+    pub store: Store,
+    pub config: Config,
+    pub service: Option<Running>,
+    _database: Database,
+    _secrets: tempfile::TempDir,
+}
+
+fn policies_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+impl Scenario {
+    /// A requests repo with the example policies, the people, and the service running.
+    /// `None` when the backend is not available (PostgreSQL without its URL).
+    pub async fn start(backend: Backend) -> Option<Scenario> {
+        let Some((database, url)) = Database::create(backend).await else {
+            eprintln!("SKIPPED postgres scenario: BREAKGLASS_TEST_DATABASE_URL is not set");
+            return None;
+        };
+        let forge = TestForge::start().await;
+        let people = People {
+            alice: forge.user("alice"),
+            bob: forge.user("bob"),
+            carol: forge.user("carol"),
+            dan: forge.user("dan"),
+            erin: forge.user("erin"),
+            mallory: forge.user("mallory"),
+            bot: forge.bot_user("breakglass[bot]"),
+        };
+        let prod = std::fs::read_to_string(policies_dir().join("prod.yaml")).unwrap();
+        let staging = std::fs::read_to_string(policies_dir().join("staging.yaml")).unwrap();
+        forge.create_repo(
+            REPO,
+            &[
+                ("README.md", "# access requests\n"),
+                ("policies/prod.yaml", &prod),
+                ("policies/staging.yaml", &staging),
+            ],
+        );
+        for (team, user) in [
+            ("acme/sre", &people.alice),
+            ("acme/sre", &people.erin),
+            ("acme/sre-leads", &people.carol),
+            ("acme/sre-leads", &people.dan),
+            ("acme/oncall", &people.bob),
+            ("acme/oncall", &people.erin),
+        ] {
+            forge.add_team_member(team, user);
+        }
+        let secrets = tempfile::tempdir().unwrap();
+        std::fs::write(secrets.path().join("token"), forge.token_for(&people.bot)).unwrap();
+        std::fs::write(secrets.path().join("webhook"), SECRET).unwrap();
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: url.clone(),
+            github: Some(GithubConfig {
+                api_url: forge.api_url(),
+                repository: REPO.into(),
+                token_file: Some(secrets.path().join("token")),
+                webhook_secret_file: Some(secrets.path().join("webhook")),
+                ..GithubConfig::default()
+            }),
+            ..Config::default()
+        };
+        // Both clocks start together; `advance` moves both.
+        let start = Utc.with_ymd_and_hms(2026, 11, 26, 2, 14, 0).unwrap();
+        let clock = ManualClock::new(start);
+        forge.advance_clock(start - forge.now());
+        let store = Store::connect(&url).await.expect("the test database opens");
+        let mut scenario = Scenario {
+            forge,
+            clock,
+            people,
+            store,
+            config,
+            service: None,
+            _database: database,
+            _secrets: secrets,
+        };
+        scenario.start_service().await;
+        Some(scenario)
+    }
+
+    /// Starts (or restarts) the service on the same database.
+    pub async fn start_service(&mut self) {
+        let options = Options {
+            clock: Arc::new(self.clock.clone()) as Arc<dyn Clock>,
+            tick: Duration::from_millis(20),
+            templates_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            env: |_| None,
+        };
+        let running = service::start(&self.config, options)
+            .await
+            .expect("the service starts");
+        self.forge
+            .add_webhook(&format!("http://{}/webhooks/github", running.addr), SECRET);
+        self.service = Some(running);
+    }
+
+    /// A crash: the service's tasks die where they stand, nothing is shut down cleanly.
+    pub fn crash(&mut self) {
+        if let Some(running) = self.service.take() {
+            running.kill();
+        }
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!(
+            "http://{}/webhooks/github",
+            self.service.as_ref().expect("running").addr
+        )
+    }
+
+    /// Moves both clocks forward.
+    pub fn advance(&self, by: TimeDelta) {
+        self.clock.advance(by);
+        self.forge.advance_clock(by);
+    }
+
+    /// Waits until the forge sent everything, the bot stored and handled every delivery, and
+    /// no job is due; panics after 20 s (the bot is stuck).
+    pub async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut quiet = 0;
+        while quiet < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the bot did not settle: {}",
+                self.pending_work().await
+            );
+            self.forge.settle().await;
+            let busy = !self.pending_work().await.is_empty();
+            quiet = if busy { 0 } else { quiet + 1 };
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn pending_work(&self) -> String {
+        let deliveries = self.store.count_deliveries_by_state().await.unwrap();
+        let pending = deliveries
+            .iter()
+            .find(|(s, _)| *s == DeliveryState::Pending)
+            .map_or(0, |(_, n)| *n);
+        let jobs = self.store.overdue_jobs(self.clock.now()).await.unwrap();
+        if pending == 0 && jobs.is_empty() {
+            return String::new();
+        }
+        format!(
+            "{pending} pending deliveries, due jobs: {:?}",
+            jobs.iter()
+                .map(|j| (j.kind.to_string(), j.attempts, j.last_error.clone()))
+                .collect::<Vec<_>>()
+        )
+    }
+
+    /// Opens a request PR as `user` adding `requests/<env>/<id>.yaml`.
+    pub fn open_request(&self, user: &User, env: &str, id: &str, yaml: &str) -> u64 {
+        let branch = format!("request-{id}");
+        let path = format!("requests/{env}/{id}.yaml");
+        self.forge.push_files(
+            REPO,
+            &branch,
+            user,
+            &[(&path, yaml)],
+            &format!("request {id}"),
+        );
+        self.forge
+            .open_pr(REPO, user, &branch, &format!("Access request {id}"), "")
+    }
+
+    /// The bot's comments on a PR, oldest first.
+    pub fn bot_comments(&self, number: u64) -> Vec<String> {
+        self.forge
+            .comments(REPO, number)
+            .into_iter()
+            .filter(|c| c.user == self.people.bot.login)
+            .map(|c| c.body)
+            .collect()
+    }
+
+    pub fn last_bot_comment(&self, number: u64) -> String {
+        self.bot_comments(number)
+            .pop()
+            .unwrap_or_else(|| panic!("no bot comment on #{number}"))
+    }
+
+    /// The policy status of a commit.
+    pub fn policy_status(&self, sha: &str) -> Option<(String, String)> {
+        self.forge
+            .statuses(REPO, sha)
+            .into_iter()
+            .rfind(|s| s.context == "breakglass/policy")
+            .map(|s| (s.state, s.description.unwrap_or_default()))
+    }
+
+    pub async fn request(&self, id: &str) -> breakglass::store::RequestRecord {
+        self.store
+            .get_request(&id.to_owned().try_into().unwrap())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no request {id}"))
+    }
+}
+
+/// A valid prod request for alice (1h).
+pub fn prod_request(duration: &str) -> String {
+    format!(
+        "environment: prod\nrole: admin\nduration: {duration}\nreason: \"incident: INC-1234 checkout DB failover\"\nticket: INC-1234\n"
+    )
+}
+
+/// Runs a scenario body on SQLite and, when configured, on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(s) = Scenario::start(Backend::Sqlite).await {
+                    ($body)(s).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(s) = Scenario::start(Backend::Postgres).await {
+                    ($body)(s).await;
+                }
+            }
+        }
+    };
+}

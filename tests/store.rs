@@ -1,0 +1,1140 @@
+//! The store against real databases: every test runs on SQLite, and on PostgreSQL too when
+//! `BREAKGLASS_TEST_DATABASE_URL` is set (each test in its own fresh database).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use breakglass::names::{Login, Name, RequestId, Ticket};
+use breakglass::request::Reason;
+use breakglass::store::testing::{for_each_backend, sqlite_store, sqlite_url};
+use breakglass::store::{
+    Approval, ApprovalSource, Backend, DeliveryId, DeliveryState, EventActor, EventKind, Forge,
+    GENESIS_HASH, JobKind, MAX_DELIVERY_ATTEMPTS, NewDelivery, NewEvent, Recorded, RequestRecord,
+    RequestState, RevokeReason, Store, StoreError,
+};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// A fixed instant plus `secs` seconds, with a millisecond part that must survive storage.
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_800_000_000_000 + secs * 1000 + 123).unwrap()
+}
+
+fn rid(id: &str) -> RequestId {
+    RequestId::try_from(id.to_owned()).unwrap()
+}
+
+fn login(name: &str) -> Login {
+    Login::try_from(name.to_owned()).unwrap()
+}
+
+fn name(text: &str) -> Name {
+    Name::try_from(text.to_owned()).unwrap()
+}
+
+fn delivery(key: &str, received_at: DateTime<Utc>) -> NewDelivery {
+    NewDelivery {
+        id: DeliveryId::new(Forge::GitHub, key).unwrap(),
+        event: "pull_request".into(),
+        payload: format!(r#"{{"action":"opened","key":"{key}"}}"#),
+        received_at,
+    }
+}
+
+/// A pending request for pull request `pr`.
+fn request(id: &str, pr: u64) -> RequestRecord {
+    RequestRecord {
+        id: rid(id),
+        forge: Forge::GitHub,
+        repository: "acme/access-requests".into(),
+        pr_number: pr,
+        environment: name("prod"),
+        role: name("admin"),
+        requester_login: login("alice"),
+        requester_id: 1001,
+        duration_secs: 3600,
+        reason: Reason::try_from("INC-1234 checkout DB failover".to_owned()).unwrap(),
+        ticket: None,
+        state: RequestState::Pending,
+        head_sha: "1111111111111111111111111111111111111111".into(),
+        decision: json!({"allowed": true}),
+        fast_path_rule: None,
+        approved_by: None,
+        merge_sha: None,
+        granted_at: None,
+        expires_at: None,
+        revert_pr_number: None,
+        revoked_at: None,
+        revoke_reason: None,
+        review_due_at: None,
+        reviewed_by: None,
+        reviewed_at: None,
+        total_secs: 0,
+        created_at: t(0),
+        updated_at: t(0),
+        version: 1,
+    }
+}
+
+async fn with_request(store: &Store, id: &str, pr: u64) -> anyhow::Result<RequestId> {
+    store.insert_request(&request(id, pr)).await?;
+    Ok(rid(id))
+}
+
+/// Lets a test rewrite history the way an attacker with schema rights could.
+async fn allow_tampering(store: &Store) -> anyhow::Result<()> {
+    let statements: &[&'static str] = match store.backend() {
+        Backend::Sqlite => &[
+            "DROP TRIGGER events_append_only_update",
+            "DROP TRIGGER events_append_only_delete",
+        ],
+        Backend::Postgres => &["DROP TRIGGER events_append_only ON events"],
+    };
+    for sql in statements {
+        sqlx::query(*sql).execute(store.pool()).await?;
+    }
+    Ok(())
+}
+
+async fn append_events(store: &Store, n: i64) -> anyhow::Result<()> {
+    for i in 1..=n {
+        store
+            .append_event(
+                &NewEvent {
+                    kind: EventKind::APPROVAL,
+                    request_id: Some(rid("r1")),
+                    actor: Some(EventActor {
+                        id: 2000 + i as u64,
+                        login: login("carol"),
+                    }),
+                    delivery_id: None,
+                    data: json!({"i": i}),
+                },
+                t(i),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+fn chain_error(result: Result<u64, StoreError>) -> anyhow::Result<(i64, String)> {
+    match result {
+        Err(StoreError::Chain(err)) => Ok((err.seq, err.reason)),
+        other => anyhow::bail!("expected a broken chain, got {other:?}"),
+    }
+}
+
+// Deliveries
+
+#[tokio::test]
+async fn redelivered_webhook_is_recorded_once_and_changes_nothing() {
+    for_each_backend(|store| async move {
+        let first = delivery("d-1", t(0));
+        assert_eq!(store.record_delivery(&first).await?, Recorded::New);
+        let mut again = first.clone();
+        again.payload = "{}".into();
+        again.received_at = t(99);
+        assert_eq!(store.record_delivery(&again).await?, Recorded::Duplicate);
+
+        let stored = store.get_delivery(&first.id).await?.context("stored")?;
+        assert_eq!(stored.payload, first.payload);
+        assert_eq!(stored.received_at, t(0));
+        assert_eq!(stored.state, DeliveryState::Pending);
+        assert_eq!(stored.attempts, 0);
+        let counts = store.count_deliveries_by_state().await?;
+        assert_eq!(
+            counts,
+            vec![
+                (DeliveryState::Pending, 1),
+                (DeliveryState::Done, 0),
+                (DeliveryState::Failed, 0)
+            ]
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn claimed_delivery_is_not_claimed_again_until_its_lease_lapses() {
+    for_each_backend(|store| async move {
+        store.record_delivery(&delivery("d-1", t(0))).await?;
+        let claimed = store.claim_deliveries("a", t(1), LEASE, 10).await?;
+        assert_eq!(claimed.len(), 1);
+        let lease = claimed[0].lease.clone().context("leased")?;
+        assert_eq!((lease.worker.as_str(), lease.until), ("a", t(61)));
+
+        assert!(
+            store
+                .claim_deliveries("b", t(30), LEASE, 10)
+                .await?
+                .is_empty()
+        );
+        assert!(
+            store
+                .claim_deliveries("a", t(30), LEASE, 10)
+                .await?
+                .is_empty()
+        );
+        // Worker a died: at the end of its lease the delivery is b's.
+        let reclaimed = store.claim_deliveries("b", t(61), LEASE, 10).await?;
+        assert_eq!(reclaimed.len(), 1);
+        assert_eq!(reclaimed[0].lease.as_ref().unwrap().worker, "b");
+
+        store.finish_delivery(&reclaimed[0].id).await?;
+        assert!(
+            store
+                .claim_deliveries("c", t(999), LEASE, 10)
+                .await?
+                .is_empty()
+        );
+        let done = store.get_delivery(&reclaimed[0].id).await?.unwrap();
+        assert_eq!((done.state, done.lease), (DeliveryState::Done, None));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deliveries_are_claimed_oldest_first_and_limited() {
+    for_each_backend(|store| async move {
+        for (key, at) in [("d-3", 3), ("d-1", 1), ("d-2", 2)] {
+            store.record_delivery(&delivery(key, t(at))).await?;
+        }
+        let first = store.claim_deliveries("w", t(10), LEASE, 2).await?;
+        let keys: Vec<&str> = first.iter().map(|d| d.id.key()).collect();
+        assert_eq!(keys, ["d-1", "d-2"]);
+        let rest = store.claim_deliveries("w", t(10), LEASE, 2).await?;
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].id.key(), "d-3");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failing_delivery_is_retried_later_then_parked_as_failed() {
+    for_each_backend(|store| async move {
+        let id = delivery("d-1", t(0)).id;
+        store.record_delivery(&delivery("d-1", t(0))).await?;
+        for attempt in 1..=MAX_DELIVERY_ATTEMPTS {
+            let now = t(i64::from(attempt) * 100);
+            let claimed = store.claim_deliveries("w", now, LEASE, 1).await?;
+            assert_eq!(claimed.len(), 1, "attempt {attempt}");
+            let next = now + TimeDelta::seconds(10);
+            let state = store.retry_delivery(&id, "forge said 502", next).await?;
+            let stored = store.get_delivery(&id).await?.unwrap();
+            assert_eq!(stored.attempts, attempt);
+            assert_eq!(stored.last_error.as_deref(), Some("forge said 502"));
+            if attempt < MAX_DELIVERY_ATTEMPTS {
+                assert_eq!(state, DeliveryState::Pending);
+                // Not due before next_attempt_at.
+                assert!(store.claim_deliveries("w", now, LEASE, 1).await?.is_empty());
+            } else {
+                assert_eq!(state, DeliveryState::Failed);
+            }
+        }
+        assert!(
+            store
+                .claim_deliveries("w", t(99_999), LEASE, 1)
+                .await?
+                .is_empty()
+        );
+        assert!(matches!(
+            store.retry_delivery(&id, "again", t(0)).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let counts = store.count_deliveries_by_state().await?;
+        assert!(counts.contains(&(DeliveryState::Failed, 1)));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn done_deliveries_can_be_pruned() {
+    for_each_backend(|store| async move {
+        store.record_delivery(&delivery("old", t(0))).await?;
+        store.record_delivery(&delivery("new", t(100))).await?;
+        store.record_delivery(&delivery("pending", t(0))).await?;
+        store.finish_delivery(&delivery("old", t(0)).id).await?;
+        store.finish_delivery(&delivery("new", t(0)).id).await?;
+        assert_eq!(store.delete_done_deliveries(t(50)).await?, 1);
+        assert!(
+            store
+                .get_delivery(&delivery("old", t(0)).id)
+                .await?
+                .is_none()
+        );
+        assert!(
+            store
+                .get_delivery(&delivery("new", t(0)).id)
+                .await?
+                .is_some()
+        );
+        assert!(
+            store
+                .get_delivery(&delivery("pending", t(0)).id)
+                .await?
+                .is_some()
+        );
+        Ok(())
+    })
+    .await;
+}
+
+// Jobs
+
+#[tokio::test]
+async fn claimed_job_is_not_claimed_again_until_its_lease_lapses() {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        let id = store
+            .schedule_job(JobKind::Revoke, &r1, t(10), t(0))
+            .await?;
+        assert!(
+            store.claim_due_jobs("a", t(9), LEASE, 10).await?.is_empty(),
+            "not due yet"
+        );
+        let claimed = store.claim_due_jobs("a", t(10), LEASE, 10).await?;
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].id, claimed[0].kind), (id, JobKind::Revoke));
+        assert_eq!(claimed[0].request_id, r1);
+        assert!(
+            store
+                .claim_due_jobs("b", t(69), LEASE, 10)
+                .await?
+                .is_empty()
+        );
+
+        // a crashed; b takes over once the lease lapses, and a can no longer complete it.
+        let reclaimed = store.claim_due_jobs("b", t(70), LEASE, 10).await?;
+        assert_eq!(reclaimed.len(), 1);
+        assert!(!store.complete_job(id, "a").await?);
+        assert!(store.complete_job(id, "b").await?);
+        Ok(())
+    })
+    .await;
+}
+
+// Several runtime threads, so that the claims really overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_workers_never_claim_the_same_job_twice() {
+    for_each_backend(|store| async move {
+        const JOBS: usize = 50;
+        const WORKERS: usize = 4;
+        for i in 0..JOBS {
+            let id = with_request(&store, &format!("r{i}"), i as u64 + 1).await?;
+            store.schedule_job(JobKind::Revoke, &id, t(i as i64 % 5), t(0)).await?;
+        }
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..WORKERS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let worker = format!("worker-{w}");
+                let mut mine = Vec::new();
+                loop {
+                    let jobs = store.claim_due_jobs(&worker, t(100), LEASE, 3).await?;
+                    if jobs.is_empty() {
+                        break;
+                    }
+                    for job in jobs {
+                        ensure!(store.complete_job(job.id, &worker).await?, "lost {}", job.id);
+                        mine.push(job.id);
+                    }
+                    tokio::task::yield_now().await;
+                }
+                anyhow::Ok(mine)
+            }));
+        }
+        let mut all = Vec::new();
+        let mut per_worker = Vec::new();
+        for task in tasks {
+            let mine = task.await??;
+            per_worker.push(mine.len());
+            all.extend(mine);
+        }
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!(all.len(), JOBS, "every job claimed exactly once: {per_worker:?}");
+        assert_eq!(unique.len(), JOBS);
+        assert!(store.overdue_jobs(t(100)).await?.is_empty());
+        eprintln!(
+            "{} jobs claimed and completed by {WORKERS} workers in {:?} (per worker: {per_worker:?})",
+            JOBS,
+            started.elapsed()
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn completed_jobs_vanish() {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        let id = store.schedule_job(JobKind::Remind, &r1, t(0), t(0)).await?;
+        assert!(
+            !store.complete_job(id, "w").await?,
+            "not leased: not completed"
+        );
+        store.claim_due_jobs("w", t(0), LEASE, 1).await?;
+        assert!(store.complete_job(id, "w").await?);
+        assert!(store.jobs_for_request(&r1).await?.is_empty());
+        assert!(
+            store
+                .claim_due_jobs("w", t(999), LEASE, 1)
+                .await?
+                .is_empty()
+        );
+        assert_eq!(store.next_job_due().await?, None);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retried_job_comes_back_at_next_run_at_with_attempts_incremented() {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        let id = store.schedule_job(JobKind::Revoke, &r1, t(0), t(0)).await?;
+        store.claim_due_jobs("w", t(0), LEASE, 1).await?;
+        assert!(!store.retry_job(id, "someone-else", "x", t(30)).await?);
+        assert!(store.retry_job(id, "w", "AWS throttled", t(30)).await?);
+
+        assert_eq!(store.next_job_due().await?, Some(t(30)));
+        assert!(store.claim_due_jobs("w", t(29), LEASE, 1).await?.is_empty());
+        let again = store.claim_due_jobs("w", t(30), LEASE, 1).await?;
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 1);
+        assert_eq!(again[0].last_error.as_deref(), Some("AWS throttled"));
+        assert_eq!(again[0].run_at, t(30));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scheduling_a_job_twice_keeps_one_job_with_the_new_time_unlocked() {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        let first = store
+            .schedule_job(JobKind::Revoke, &r1, t(10), t(0))
+            .await?;
+        store.claim_due_jobs("w", t(10), LEASE, 1).await?;
+        // `/breakglass extend 30m` while the revoke is leased.
+        let second = store
+            .schedule_job(JobKind::Revoke, &r1, t(1810), t(5))
+            .await?;
+        assert_eq!(first, second);
+        let jobs = store.jobs_for_request(&r1).await?;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].run_at, &jobs[0].lease), (t(1810), &None));
+        assert_eq!(jobs[0].created_at, t(0));
+        // Another kind for the same request is another job.
+        store
+            .schedule_job(JobKind::Remind, &r1, t(1210), t(5))
+            .await?;
+        assert_eq!(store.jobs_for_request(&r1).await?.len(), 2);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancelled_job_is_gone_and_queue_metrics_follow_due_jobs() {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        let r2 = with_request(&store, "r2", 2).await?;
+        assert_eq!(store.next_job_due().await?, None);
+        assert_eq!(store.job_lag(t(0)).await?, Duration::ZERO);
+        store
+            .schedule_job(JobKind::Revoke, &r1, t(10), t(0))
+            .await?;
+        store.schedule_job(JobKind::Poll, &r2, t(20), t(0)).await?;
+        assert_eq!(store.next_job_due().await?, Some(t(10)));
+        // A leased job is next claimable when its lease lapses.
+        store.claim_due_jobs("w", t(10), LEASE, 1).await?;
+        assert_eq!(store.next_job_due().await?, Some(t(20)));
+
+        assert_eq!(store.overdue_jobs(t(15)).await?.len(), 1);
+        assert_eq!(store.job_lag(t(25)).await?, Duration::from_secs(15));
+        assert!(store.cancel_job(JobKind::Revoke, &r1).await?);
+        assert!(!store.cancel_job(JobKind::Revoke, &r1).await?);
+        assert_eq!(store.job_lag(t(25)).await?, Duration::from_secs(5));
+        assert!(matches!(
+            store
+                .schedule_job(JobKind::Revoke, &rid("nope"), t(0), t(0))
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        Ok(())
+    })
+    .await;
+}
+
+// Requests
+
+#[tokio::test]
+async fn request_round_trips_every_field() {
+    for_each_backend(|store| async move {
+        let mut record = request("20261126-0214-alice-prod", 7);
+        record.ticket = Some(Ticket::try_from("INC-1234".to_owned()).unwrap());
+        record.state = RequestState::Revoked;
+        record.decision =
+            json!({"allowed": true, "rule": "sev1", "nested": {"z": 1, "a": [1.5, null]}});
+        record.fast_path_rule = Some(name("sev1"));
+        record.approved_by = Some(vec![login("carol"), login("dave")]);
+        record.merge_sha = Some("2222222222222222222222222222222222222222".into());
+        record.granted_at = Some(t(60));
+        record.expires_at = Some(t(3660));
+        record.revert_pr_number = Some(8);
+        record.revoked_at = Some(t(3661));
+        record.revoke_reason = Some(RevokeReason::Ttl);
+        record.review_due_at = Some(t(86_460));
+        record.reviewed_by = Some(login("carol"));
+        record.reviewed_at = Some(t(7200));
+        record.total_secs = 5400;
+        record.requester_id = u64::try_from(i64::MAX).unwrap();
+        record.updated_at = t(3661);
+        record.version = 9;
+        store.insert_request(&record).await?;
+
+        let stored = store.get_request(&record.id).await?.context("stored")?;
+        assert_eq!(stored, record);
+        let by_pr = store
+            .find_request_by_pr(Forge::GitHub, "acme/access-requests", 7)
+            .await?;
+        assert_eq!(by_pr.as_ref(), Some(&record));
+        let by_revert = store
+            .find_request_by_revert_pr(Forge::GitHub, "acme/access-requests", 8)
+            .await?;
+        assert_eq!(by_revert.as_ref(), Some(&record));
+        assert!(
+            store
+                .find_request_by_pr(Forge::GitLab, "acme/access-requests", 7)
+                .await?
+                .is_none()
+        );
+        assert!(store.get_request(&rid("other")).await?.is_none());
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_request_for_the_same_id_or_pull_request_is_a_duplicate() {
+    for_each_backend(|store| async move {
+        store.insert_request(&request("r1", 1)).await?;
+        let same_id = store.insert_request(&request("r1", 2)).await;
+        assert!(
+            matches!(same_id, Err(StoreError::Duplicate { .. })),
+            "{same_id:?}"
+        );
+        let same_pr = store.insert_request(&request("r2", 1)).await;
+        assert!(
+            matches!(same_pr, Err(StoreError::Duplicate { .. })),
+            "{same_pr:?}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_update_of_a_request_is_a_conflict() {
+    for_each_backend(|store| async move {
+        store.insert_request(&request("r1", 1)).await?;
+        let mut replica_a = store.get_request(&rid("r1")).await?.unwrap();
+        let mut replica_b = replica_a.clone();
+
+        replica_a.state = RequestState::Denied;
+        store.update_request(&mut replica_a, t(5)).await?;
+        assert_eq!((replica_a.version, replica_a.updated_at), (2, t(5)));
+
+        replica_b.state = RequestState::Closed;
+        let lost = store.update_request(&mut replica_b, t(6)).await;
+        match lost {
+            Err(StoreError::Conflict {
+                expected, found, ..
+            }) => assert_eq!((expected, found), (1, 2)),
+            other => anyhow::bail!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(
+            replica_b.version, 1,
+            "a failed update leaves the record as it was"
+        );
+        let stored = store.get_request(&rid("r1")).await?.unwrap();
+        assert_eq!((stored.state, stored.version), (RequestState::Denied, 2));
+
+        // Reload and retry wins.
+        let mut reloaded = stored;
+        reloaded.state = RequestState::Closed;
+        store.update_request(&mut reloaded, t(7)).await?;
+        assert_eq!(store.get_request(&rid("r1")).await?.unwrap(), reloaded);
+
+        let mut ghost = request("ghost", 99);
+        assert!(matches!(
+            store.update_request(&mut ghost, t(8)).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn illegal_states_are_refused_on_write() {
+    for_each_backend(|store| async move {
+        let mut active = request("r1", 1);
+        active.state = RequestState::Active;
+        let err = store.insert_request(&active).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains("merge_sha"), "{err}");
+        assert!(store.get_request(&rid("r1")).await?.is_none());
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn illegal_request_rows_fail_to_decode_with_a_clear_error() {
+    for_each_backend(|store| async move {
+        // Each case breaks a valid row with raw SQL, as a bug or a hand edit could.
+        let cases: &[(&'static str, &str)] = &[
+            (
+                "UPDATE requests SET state = 'active' WHERE id = 'r1'",
+                "a request in state `active` must have `merge_sha`",
+            ),
+            (
+                "UPDATE requests SET state = 'active', merge_sha = 'abc', granted_at = 1 WHERE id = 'r1'",
+                "a request in state `active` must have `expires_at`",
+            ),
+            (
+                "UPDATE requests SET state = 'revoked', revoke_reason = 'ttl' WHERE id = 'r1'",
+                "a request in state `revoked` must have `revoked_at`",
+            ),
+            (
+                "UPDATE requests SET state = 'revoked', revoked_at = 5 WHERE id = 'r1'",
+                "a request in state `revoked` must have `revoke_reason`",
+            ),
+            (
+                "UPDATE requests SET revoke_reason = 'ttl' WHERE id = 'r1'",
+                "a request in state `pending` cannot have `revoke_reason`",
+            ),
+            (
+                "UPDATE requests SET state = 'limbo' WHERE id = 'r1'",
+                "column `state`: `limbo` is not a RequestState",
+            ),
+            (
+                "UPDATE requests SET revoke_reason = 'bored', state = 'revoking' WHERE id = 'r1'",
+                "column `revoke_reason`: `bored` is not a RevokeReason",
+            ),
+            (
+                "UPDATE requests SET requester_login = 'not a login' WHERE id = 'r1'",
+                "column `requester_login`",
+            ),
+            ("UPDATE requests SET pr_number = -1 WHERE id = 'r1'", "column `pr_number`: -1 is negative"),
+            ("UPDATE requests SET decision = '{oops' WHERE id = 'r1'", "column `decision`: not valid JSON"),
+            (
+                "UPDATE requests SET approved_by = '[\"ok\", \"not ok\"]' WHERE id = 'r1'",
+                "column `approved_by`",
+            ),
+            (
+                "UPDATE requests SET reviewed_by = 'carol' WHERE id = 'r1'",
+                "`reviewed_by` and `reviewed_at` must be set together",
+            ),
+        ];
+        for (sql, expected) in cases {
+            store.insert_request(&request("r1", 1)).await?;
+            sqlx::query(*sql).execute(store.pool()).await?;
+            let err = store.get_request(&rid("r1")).await.unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, StoreError::Decode { table: "requests", .. }), "{message}");
+            assert!(message.starts_with("stored requests row `r1` is invalid: "), "{message}");
+            assert!(message.contains(expected), "{sql}\n  gave: {message}\n  want: {expected}");
+            // Listing does not hide the bad row either.
+            assert!(store.list_requests(None).await.is_err());
+            sqlx::query("DELETE FROM requests WHERE id = 'r1'")
+                .execute(store.pool())
+                .await?;
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_job_kinds_and_half_leases_fail_to_decode() {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        store.schedule_job(JobKind::Revoke, &r1, t(0), t(0)).await?;
+        sqlx::query("UPDATE jobs SET kind = 'self_destruct'")
+            .execute(store.pool())
+            .await?;
+        let err = store.jobs_for_request(&r1).await.unwrap_err().to_string();
+        assert!(err.contains("`self_destruct` is not a JobKind"), "{err}");
+
+        sqlx::query("UPDATE jobs SET kind = 'revoke', locked_by = 'w'")
+            .execute(store.pool())
+            .await?;
+        let err = store.jobs_for_request(&r1).await.unwrap_err().to_string();
+        assert!(
+            err.contains("`locked_by` and `locked_until` must be set together"),
+            "{err}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_are_listed_and_counted_by_state() {
+    for_each_backend(|store| async move {
+        store.insert_request(&request("r1", 1)).await?;
+        let mut denied = request("r2", 2);
+        denied.state = RequestState::Denied;
+        denied.created_at = t(1);
+        store.insert_request(&denied).await?;
+        let mut r3 = request("r3", 3);
+        r3.created_at = t(2);
+        store.insert_request(&r3).await?;
+
+        let pending: Vec<String> = store
+            .list_requests(Some(RequestState::Pending))
+            .await?
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(pending, ["r1", "r3"]);
+        assert_eq!(store.list_requests(None).await?.len(), 3);
+        assert!(
+            store
+                .list_requests(Some(RequestState::Active))
+                .await?
+                .is_empty()
+        );
+        let counts = store.count_requests_by_state().await?;
+        assert_eq!(counts.len(), RequestState::ALL.len());
+        assert!(counts.contains(&(RequestState::Pending, 2)));
+        assert!(counts.contains(&(RequestState::Denied, 1)));
+        assert!(counts.contains(&(RequestState::Active, 0)));
+        Ok(())
+    })
+    .await;
+}
+
+// Approvals
+
+#[tokio::test]
+async fn approvals_count_only_for_the_head_sha_they_were_given_on() {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        let approval = |id: u64, who: &str, sha: &str, at: i64| Approval {
+            request_id: r1.clone(),
+            approver_id: id,
+            approver_login: login(who),
+            source: ApprovalSource::Reaction,
+            head_sha: sha.into(),
+            approved_at: t(at),
+        };
+        assert!(
+            store
+                .add_approval(&approval(7, "carol", "sha-a", 1))
+                .await?
+        );
+        // The same approval again (reaction and review, or a poll seeing it twice).
+        let mut review = approval(7, "carol", "sha-a", 5);
+        review.source = ApprovalSource::Review;
+        assert!(!store.add_approval(&review).await?);
+        assert!(store.add_approval(&approval(8, "dave", "sha-a", 2)).await?);
+
+        let on_a = store.approvals_for(&r1, "sha-a").await?;
+        assert_eq!(
+            on_a,
+            vec![
+                approval(7, "carol", "sha-a", 1),
+                approval(8, "dave", "sha-a", 2)
+            ]
+        );
+        // A push: approvals given on sha-a are stale for sha-b.
+        assert!(store.approvals_for(&r1, "sha-b").await?.is_empty());
+        assert!(
+            store
+                .add_approval(&approval(7, "carol", "sha-b", 9))
+                .await?
+        );
+        assert_eq!(store.approvals_for(&r1, "sha-b").await?.len(), 1);
+
+        assert_eq!(store.delete_approvals(&r1).await?, 3);
+        assert!(store.approvals_for(&r1, "sha-a").await?.is_empty());
+        let mut orphan = approval(7, "carol", "sha-a", 1);
+        orphan.request_id = rid("nope");
+        assert!(matches!(
+            store.add_approval(&orphan).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        Ok(())
+    })
+    .await;
+}
+
+// Events
+
+#[tokio::test]
+async fn event_chain_appends_and_verifies() {
+    for_each_backend(|store| async move {
+        assert_eq!(store.verify_chain().await?, 0);
+        let delivery_id = DeliveryId::new(Forge::GitLab, "abc:1").unwrap();
+        let first = store
+            .append_event(
+                &NewEvent {
+                    kind: EventKind::GRANT,
+                    request_id: Some(rid("r1")),
+                    actor: Some(EventActor {
+                        id: 1001,
+                        login: login("alice"),
+                    }),
+                    delivery_id: Some(delivery_id.clone()),
+                    data: json!({"until": "2027-01-01T00:00:00Z", "b": 1, "a": "é\n"}),
+                },
+                t(1),
+            )
+            .await?;
+        assert_eq!((first.seq, first.prev_hash.as_str()), (1, GENESIS_HASH));
+        let second = store
+            .append_event(
+                &NewEvent {
+                    kind: EventKind::REVOKE,
+                    request_id: None,
+                    actor: None,
+                    delivery_id: None,
+                    data: json!(null),
+                },
+                t(2),
+            )
+            .await?;
+        assert_eq!(second.seq, 2);
+        assert_eq!(second.prev_hash, first.hash);
+        assert_eq!(store.verify_chain().await?, 2);
+
+        let stored = store.events(0, 10).await?;
+        assert_eq!(stored, vec![first.clone(), second.clone()]);
+        assert_eq!(store.events(1, 10).await?, vec![second]);
+        assert_eq!(store.events_for_request(&rid("r1")).await?, vec![first]);
+        Ok(())
+    })
+    .await;
+}
+
+// Several runtime threads, so that the claims really overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_keep_one_unbroken_chain() {
+    for_each_backend(|store| async move {
+        let mut tasks = Vec::new();
+        for w in 0..4u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    let event = NewEvent {
+                        kind: EventKind::DECISION,
+                        request_id: None,
+                        actor: Some(EventActor {
+                            id: w,
+                            login: login("bot"),
+                        }),
+                        delivery_id: None,
+                        data: json!({"worker": w, "i": i}),
+                    };
+                    store.append_event(&event, t(i)).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        assert_eq!(store.verify_chain().await?, 40);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_table_refuses_update_and_delete() {
+    for_each_backend(|store| async move {
+        append_events(&store, 2).await?;
+        assert!(
+            sqlx::query("UPDATE events SET data = '{}' WHERE seq = 1")
+                .execute(store.pool())
+                .await
+                .is_err()
+        );
+        assert!(
+            sqlx::query("DELETE FROM events WHERE seq = 2")
+                .execute(store.pool())
+                .await
+                .is_err()
+        );
+        assert_eq!(store.verify_chain().await?, 2);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn edited_event_breaks_the_chain_at_that_row() {
+    for_each_backend(|store| async move {
+        append_events(&store, 5).await?;
+        allow_tampering(&store).await?;
+        sqlx::query("UPDATE events SET data = '{\"i\":99}' WHERE seq = 3")
+            .execute(store.pool())
+            .await?;
+        let (seq, reason) = chain_error(store.verify_chain().await)?;
+        assert_eq!(seq, 3, "{reason}");
+        assert!(reason.contains("edited"), "{reason}");
+        Ok(())
+    })
+    .await;
+}
+
+/// The documented canonical form, computed independently of the store's code.
+fn documented_hash(row: &sqlx::any::AnyRow, data: &str) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    use sqlx::Row;
+    let canonical = serde_json::to_string(&json!([
+        row.try_get::<i64, _>("seq")?,
+        row.try_get::<i64, _>("at")?,
+        row.try_get::<String, _>("kind")?,
+        row.try_get::<Option<String>, _>("request_id")?,
+        row.try_get::<Option<i64>, _>("actor_id")?,
+        row.try_get::<Option<String>, _>("actor_login")?,
+        row.try_get::<Option<String>, _>("delivery_id")?,
+        data,
+        row.try_get::<String, _>("prev_hash")?,
+    ]))?;
+    Ok(hex::encode(Sha256::digest(canonical.as_bytes())))
+}
+
+#[tokio::test]
+async fn edited_event_with_a_recomputed_hash_breaks_the_chain_at_the_next_row() {
+    for_each_backend(|store| async move {
+        use sqlx::Row;
+        append_events(&store, 5).await?;
+        let row = sqlx::query("SELECT * FROM events WHERE seq = 3")
+            .fetch_one(store.pool())
+            .await?;
+        let stored: String = row.try_get("hash")?;
+        assert_eq!(
+            documented_hash(&row, &row.try_get::<String, _>("data")?)?,
+            stored
+        );
+
+        // A careful attacker fixes the edited row's own hash; the next row still points
+        // at the old one.
+        allow_tampering(&store).await?;
+        let forged = documented_hash(&row, r#"{"i":99}"#)?;
+        sqlx::query("UPDATE events SET data = '{\"i\":99}', hash = $1 WHERE seq = 3")
+            .bind(forged)
+            .execute(store.pool())
+            .await?;
+        let (seq, reason) = chain_error(store.verify_chain().await)?;
+        assert_eq!(seq, 4, "{reason}");
+        assert!(
+            reason.contains("prev_hash does not match the hash of seq 3"),
+            "{reason}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleted_event_breaks_the_chain_at_the_gap() {
+    for_each_backend(|store| async move {
+        append_events(&store, 5).await?;
+        allow_tampering(&store).await?;
+        sqlx::query("DELETE FROM events WHERE seq = 3")
+            .execute(store.pool())
+            .await?;
+        let (seq, reason) = chain_error(store.verify_chain().await)?;
+        assert_eq!(seq, 4, "{reason}");
+        assert!(reason.contains("expected seq 3"), "{reason}");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleted_event_with_renumbered_successors_breaks_the_chain() {
+    for_each_backend(|store| async move {
+        append_events(&store, 4).await?;
+        allow_tampering(&store).await?;
+        for sql in [
+            "DELETE FROM events WHERE seq = 2",
+            "UPDATE events SET seq = 2 WHERE seq = 3",
+            "UPDATE events SET seq = 3 WHERE seq = 4",
+        ] {
+            sqlx::query(sql).execute(store.pool()).await?;
+        }
+        let (seq, reason) = chain_error(store.verify_chain().await)?;
+        assert_eq!(seq, 2, "{reason}");
+        assert!(reason.contains("prev_hash"), "{reason}");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn swapped_events_break_the_chain() {
+    for_each_backend(|store| async move {
+        append_events(&store, 5).await?;
+        allow_tampering(&store).await?;
+        for sql in [
+            "UPDATE events SET seq = -1 WHERE seq = 2",
+            "UPDATE events SET seq = 2 WHERE seq = 4",
+            "UPDATE events SET seq = 4 WHERE seq = -1",
+        ] {
+            sqlx::query(sql).execute(store.pool()).await?;
+        }
+        let (seq, reason) = chain_error(store.verify_chain().await)?;
+        assert_eq!(seq, 2, "{reason}");
+        Ok(())
+    })
+    .await;
+}
+
+/// Not a correctness test: `cargo test --test store claim_throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn claim_throughput() {
+    for_each_backend(|store| async move {
+        const JOBS: usize = 2000;
+        for i in 0..JOBS {
+            let id = with_request(&store, &format!("r{i}"), i as u64 + 1).await?;
+            store.schedule_job(JobKind::Revoke, &id, t(0), t(0)).await?;
+        }
+        for (workers, batch) in [(1, 1), (4, 1), (4, 10)] {
+            // Re-arm every job.
+            sqlx::query("UPDATE jobs SET locked_by = NULL, locked_until = NULL")
+                .execute(store.pool())
+                .await?;
+            let started = Instant::now();
+            let round = t(workers as i64 * 1000 + batch);
+            let mut tasks = Vec::new();
+            for w in 0..workers {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0;
+                    loop {
+                        let jobs = store
+                            .claim_due_jobs(&format!("w{w}"), round, LEASE, batch as u32)
+                            .await?;
+                        if jobs.is_empty() {
+                            break anyhow::Ok(n);
+                        }
+                        n += jobs.len();
+                    }
+                }));
+            }
+            let mut total = 0;
+            for task in tasks {
+                total += task.await??;
+            }
+            ensure!(total == JOBS, "claimed {total}");
+            let elapsed = started.elapsed();
+            eprintln!(
+                "{:?}: {JOBS} claims, {workers} workers, batch {batch}: {elapsed:?} ({:.0} jobs/s)",
+                store.backend(),
+                JOBS as f64 / elapsed.as_secs_f64()
+            );
+        }
+        Ok(())
+    })
+    .await;
+}
+
+// Schema and durability
+
+#[tokio::test]
+async fn migrations_run_twice_are_a_no_op() {
+    for_each_backend(|store| async move {
+        store.insert_request(&request("r1", 1)).await?;
+        store.migrate().await?;
+        store.migrate().await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations")
+            .fetch_one(store.pool())
+            .await?;
+        let applied: i64 = sqlx::Row::try_get(&row, "n")?;
+        assert_eq!(applied, 1);
+        assert!(store.get_request(&rid("r1")).await?.is_some());
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reopened_sqlite_store_sees_earlier_data() {
+    let (store, dir) = sqlite_store().await;
+    let r1 = with_request(&store, "r1", 1).await.unwrap();
+    store.record_delivery(&delivery("d-1", t(0))).await.unwrap();
+    store
+        .schedule_job(JobKind::Revoke, &r1, t(3600), t(0))
+        .await
+        .unwrap();
+    store
+        .claim_due_jobs("crashed", t(3600), LEASE, 1)
+        .await
+        .unwrap();
+    append_events(&store, 3).await.unwrap();
+    // The process dies: the pool goes away without a clean shutdown of the workers.
+    store.close().await;
+    drop(store);
+
+    let store = Store::connect(&sqlite_url(dir.path())).await.unwrap();
+    store.migrate().await.unwrap();
+    assert!(store.get_request(&r1).await.unwrap().is_some());
+    assert!(
+        store
+            .get_delivery(&delivery("d-1", t(0)).id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.verify_chain().await.unwrap(), 3);
+    // The crashed worker's revoke is picked up when its lease lapses.
+    let jobs = store
+        .claim_due_jobs("restarted", t(3660), LEASE, 1)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].kind, JobKind::Revoke);
+}
+
+#[tokio::test]
+async fn sqlite_files_use_wal_and_foreign_keys() {
+    let (store, _dir) = sqlite_store().await;
+    let mode = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlx::Row::try_get::<String, _>(&mode, 0)
+            .unwrap()
+            .to_lowercase(),
+        "wal"
+    );
+    let timeout = sqlx::query("PRAGMA busy_timeout")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(sqlx::Row::try_get::<i64, _>(&timeout, 0).unwrap() >= 5000);
+    let fk = sqlx::query("PRAGMA foreign_keys")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sqlx::Row::try_get::<i64, _>(&fk, 0).unwrap(), 1);
+}
