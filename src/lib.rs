@@ -8,6 +8,7 @@ pub mod clock;
 pub mod command;
 pub mod comment;
 pub mod config;
+pub mod demo;
 pub mod duration;
 pub mod forge;
 pub mod grant;

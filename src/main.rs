@@ -78,6 +78,16 @@ enum Command {
         #[arg(value_enum)]
         kind: SchemaKind,
     },
+    /// Play the whole story in seconds: a test forge and the real bot on loopback, time
+    /// fast-forwarded. Exit code 0 when every step did what it should (a smoke test).
+    Demo {
+        /// How long alice's access lasts.
+        #[arg(long, default_value = "2m")]
+        ttl: breakglass::duration::HumanDuration,
+        /// The database (it must hold no requests); a throwaway SQLite file by default.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +198,16 @@ fn try_main() -> anyhow::Result<ExitCode> {
         Command::Serve { config } => serve(&config),
         Command::Audit { .. } => not_yet("audit", "the audit report"),
         Command::Migrate { config } => migrate(&config),
+        Command::Demo { ttl, database_url } => {
+            // Logs would break up the timeline; BREAKGLASS_LOG asks for them.
+            if std::env::var_os("BREAKGLASS_LOG").is_some() {
+                init_logging();
+            }
+            runtime()?.block_on(breakglass::demo::run(breakglass::demo::DemoOptions {
+                ttl,
+                database_url,
+            }))
+        }
     }
     .context("breakglass failed")
 }

@@ -19,7 +19,7 @@ use crate::grant::Providers;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::server::{AppState, router};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::workflow::{Settings, Workflow};
 
 /// How long a claimed delivery or job stays ours before another worker may take it over.
@@ -187,8 +187,18 @@ async fn idle(wake: Option<&Notify>, stop: &mut watch::Receiver<bool>, tick: Dur
     }
 }
 
-/// Exponential backoff from 1 s to 5 min: fast recovery from a blip, no hammering in an outage.
-fn backoff(attempts: u32) -> chrono::TimeDelta {
+/// When to try failed work again: at once after losing an optimistic-lock race (another
+/// worker changed the request; the retry reads the new state), else exponential backoff from
+/// 1 s to 5 min: fast recovery from a blip, no hammering in an outage.
+fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
+    if err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<StoreError>(),
+            Some(StoreError::Conflict { .. })
+        )
+    }) {
+        return chrono::TimeDelta::zero();
+    }
     chrono::TimeDelta::seconds(1i64 << attempts.min(8)).min(chrono::TimeDelta::minutes(5))
 }
 
@@ -229,7 +239,7 @@ async fn delivery_worker(
                     Ok(()) => workflow.store.finish_delivery(&delivery.id).await.map(drop),
                     Err(err) => {
                         tracing::warn!(delivery = %delivery.id, error = %format!("{err:#}"), "delivery failed; will retry");
-                        let next = workflow.clock.now() + backoff(delivery.attempts);
+                        let next = workflow.clock.now() + retry_delay(&err, delivery.attempts);
                         workflow
                             .store
                             .retry_delivery(&delivery.id, &format!("{err:#}"), next)
@@ -284,7 +294,7 @@ async fn job_worker(
                             format!("kind=\"{kind}\",result=\"error\""),
                         );
                         tracing::warn!(job = %kind, request = %job.request_id, attempts = job.attempts, error = %format!("{err:#}"), "job failed; will retry");
-                        let next = workflow.clock.now() + backoff(job.attempts);
+                        let next = workflow.clock.now() + retry_delay(&err, job.attempts);
                         workflow
                             .store
                             .retry_job(job.id, &worker, &format!("{err:#}"), next)

@@ -119,3 +119,337 @@ on_both_backends!(
         assert!(s.last_bot_comment(pr).starts_with("🔒 **Access revoked** at 2026-11-26T03:14:35Z: @alice no longer has `prod/admin` (it expired)."), "{}", s.last_bot_comment(pr));
     }
 );
+
+on_both_backends!(
+    slash_command_opens_the_pr_and_approve_comment_merges,
+    |s: Scenario| async move {
+        let (alice, carol) = (&s.people.alice, &s.people.carol);
+        let issue = s.forge.open_issue(REPO, alice, "checkout is down", "");
+        s.forge.comment(
+            REPO,
+            issue,
+            alice,
+            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
+        );
+        s.settle().await;
+        let reply = s.last_bot_comment(issue);
+        assert!(reply.starts_with("📝 @alice, your request is #"), "{reply}");
+        let pr = s
+            .forge
+            .prs(REPO)
+            .into_iter()
+            .find(|p| p.user == s.people.bot.login)
+            .expect("the bot opened a PR");
+        let file = s
+            .forge
+            .file_on(
+                REPO,
+                &pr.head_ref,
+                "requests/prod/20261126-0214-alice-prod.yaml",
+            )
+            .expect("the request file");
+        assert!(file.contains("requester: alice"), "{file}");
+        assert!(
+            file.contains("ticket: INC-77"),
+            "the ticket is picked out of the reason: {file}"
+        );
+        assert!(
+            s.last_bot_comment(pr.number)
+                .starts_with("✅ **Request `20261126-0214-alice-prod` is allowed**")
+        );
+
+        s.forge
+            .comment(REPO, pr.number, carol, "/breakglass approve");
+        s.settle().await;
+        let pr = s.forge.pr(REPO, pr.number);
+        assert!(pr.merged, "merged on carol's approval");
+        let merge = s
+            .forge
+            .log(REPO, "main")
+            .into_iter()
+            .find(|c| Some(&c.sha) == pr.merge_commit_sha.as_ref())
+            .unwrap();
+        assert!(
+            merge.message.contains("Breakglass-Requester: alice"),
+            "the commenter is the requester: {}",
+            merge.message
+        );
+        assert!(
+            merge.message.contains("Breakglass-Approved-By: carol"),
+            "{}",
+            merge.message
+        );
+    }
+);
+
+on_both_backends!(approving_review_merges, |s: Scenario| async move {
+    let pr = s.open_request(&s.people.alice, "prod", "r-review", &prod_request("30m"));
+    s.settle().await;
+    s.forge.review(
+        REPO,
+        pr,
+        &s.people.dan,
+        breakglass_test_forge::ReviewState::Approved,
+    );
+    s.settle().await;
+    assert!(s.forge.pr(REPO, pr).merged);
+    assert_eq!(
+        s.request("r-review")
+            .await
+            .approved_by
+            .unwrap()
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>(),
+        ["dan"]
+    );
+});
+
+on_both_backends!(
+    fast_path_merges_at_once_and_is_reviewed_after,
+    |s: Scenario| async move {
+        let bob = &s.people.bob;
+        let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+        let branch = "sev1-request";
+        s.forge.push_files(
+            REPO,
+            branch,
+            bob,
+            &[("requests/prod/r-sev1.yaml", yaml)],
+            "request",
+        );
+        let pr = s.forge.open_pr(REPO, bob, branch, "sev1 access", "");
+        s.forge.label(REPO, pr, bob, "sev1");
+        s.settle().await;
+        let merged = s.forge.pr(REPO, pr);
+        assert!(merged.merged, "merged without waiting for approval");
+        assert!(
+            merged
+                .labels
+                .contains(&"breakglass/needs-review".to_owned()),
+            "{:?}",
+            merged.labels
+        );
+        let merge = s
+            .forge
+            .log(REPO, "main")
+            .into_iter()
+            .find(|c| Some(&c.sha) == merged.merge_commit_sha.as_ref())
+            .unwrap();
+        assert!(
+            merge
+                .message
+                .contains("Breakglass-Approved-By: fast-path:sev1"),
+            "{}",
+            merge.message
+        );
+        let record = s.request("r-sev1").await;
+        assert_eq!(
+            record.review_due_at,
+            Some(record.granted_at.unwrap() + TimeDelta::hours(24))
+        );
+
+        // The requester cannot review their own grant; an approver can.
+        s.forge.comment(REPO, pr, bob, "/breakglass reviewed");
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr)
+                .contains("your own approval does not count"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass reviewed");
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr)
+                .starts_with("✔️ After-the-fact review by @carol recorded")
+        );
+        assert!(
+            !s.forge
+                .pr(REPO, pr)
+                .labels
+                .contains(&"breakglass/needs-review".to_owned())
+        );
+        assert_eq!(
+            s.request("r-sev1")
+                .await
+                .reviewed_by
+                .map(|l| l.to_string())
+                .as_deref(),
+            Some("carol")
+        );
+    }
+);
+
+on_both_backends!(
+    a_reaction_closes_the_fast_path_review,
+    |s: Scenario| async move {
+        let bob = &s.people.bob;
+        let yaml = "environment: prod\nrole: admin\nduration: 1h\nreason: incident INC-9 payments down\nticket: INC-9\n";
+        s.forge.push_files(
+            REPO,
+            "b",
+            bob,
+            &[("requests/prod/r-react.yaml", yaml)],
+            "request",
+        );
+        let pr = s.forge.open_pr(REPO, bob, "b", "sev1 access", "");
+        s.forge.label(REPO, pr, bob, "sev1");
+        s.settle().await;
+        assert!(s.forge.pr(REPO, pr).merged);
+        s.forge.react(REPO, pr, bob, "+1"); // the requester's own reaction does not count
+        s.forge.react(REPO, pr, &s.people.dan, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert_eq!(
+            s.request("r-react")
+                .await
+                .reviewed_by
+                .map(|l| l.to_string())
+                .as_deref(),
+            Some("dan")
+        );
+    }
+);
+
+on_both_backends!(self_service_needs_no_approval, |s: Scenario| async move {
+    let yaml = "environment: staging\nrole: admin\nduration: 2h\nreason: load test\n";
+    let pr = s.open_request(&s.people.alice, "staging", "r-staging", yaml);
+    s.settle().await;
+    let merged = s.forge.pr(REPO, pr);
+    assert!(merged.merged);
+    let merge = s
+        .forge
+        .log(REPO, "main")
+        .into_iter()
+        .find(|c| Some(&c.sha) == merged.merge_commit_sha.as_ref())
+        .unwrap();
+    assert!(
+        merge
+            .message
+            .contains("Breakglass-Approved-By: self-service"),
+        "{}",
+        merge.message
+    );
+});
+
+on_both_backends!(revoke_command_ends_access_early, |s: Scenario| async move {
+    let pr = s.open_request(&s.people.alice, "prod", "r-early", &prod_request("2h"));
+    s.settle().await;
+    s.forge
+        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+    s.settle().await;
+    assert!(s.forge.pr(REPO, pr).merged);
+    s.advance(TimeDelta::minutes(10));
+    s.forge
+        .comment(REPO, pr, &s.people.mallory, "/breakglass revoke");
+    s.settle().await;
+    assert!(
+        s.last_bot_comment(pr)
+            .contains("only the requester or an approver can revoke"),
+        "{}",
+        s.last_bot_comment(pr)
+    );
+    s.forge
+        .comment(REPO, pr, &s.people.alice, "/breakglass done");
+    s.settle().await;
+    let record = s.request("r-early").await;
+    let revert = s.forge.pr(REPO, record.revert_pr_number.unwrap());
+    assert!(revert.merged);
+    let merge = s
+        .forge
+        .log(REPO, "main")
+        .into_iter()
+        .find(|c| Some(&c.sha) == revert.merge_commit_sha.as_ref())
+        .unwrap();
+    assert!(
+        merge.message.contains("Breakglass-Revoked-Reason: early"),
+        "{}",
+        merge.message
+    );
+    assert!(
+        s.last_bot_comment(pr).contains("(it was revoked early)"),
+        "{}",
+        s.last_bot_comment(pr)
+    );
+});
+
+on_both_backends!(
+    extend_moves_the_expiry_within_max_duration,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-extend", &prod_request("3h"));
+        s.settle().await;
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        let before = s.request("r-extend").await.expires_at.unwrap();
+        // The requester alone cannot extend without a fast path: it needs an approver.
+        s.forge
+            .comment(REPO, pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr).contains("It needs approval"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass extend 2h");
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr)
+                .contains("above the policy's max_duration 4h"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass extend 30m");
+        s.settle().await;
+        let after = s.request("r-extend").await.expires_at.unwrap();
+        assert_eq!(after - before, TimeDelta::minutes(30));
+        assert!(
+            s.last_bot_comment(pr).starts_with("⏳ Extended"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        // Not revoked at the old expiry, revoked at the new one.
+        s.advance(TimeDelta::hours(3) + TimeDelta::minutes(1));
+        s.settle().await;
+        assert_eq!(s.request("r-extend").await.state.to_string(), "active");
+        s.advance(TimeDelta::minutes(30));
+        s.settle().await;
+        assert_eq!(s.request("r-extend").await.state.to_string(), "revoked");
+    }
+);
+
+on_both_backends!(
+    status_help_and_unknown_commands_are_answered,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-status", &prod_request("1h"));
+        s.settle().await;
+        s.forge
+            .comment(REPO, pr, &s.people.alice, "/breakglass status");
+        s.settle().await;
+        assert_eq!(
+            s.last_bot_comment(pr),
+            "ℹ️ Request `r-status`: **pending**. Waiting for approval: 0 of 1."
+        );
+        s.forge
+            .comment(REPO, pr, &s.people.alice, "/breakglass aprove");
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr)
+                .contains("did you mean `/breakglass approve`?"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        s.forge
+            .comment(REPO, pr, &s.people.alice, "/breakglass help");
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr).contains("/breakglass extend"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+    }
+);

@@ -2,6 +2,8 @@
 //! `BREAKGLASS_TEST_DATABASE_URL` is set (each test in its own fresh database).
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -13,6 +15,7 @@ use breakglass::store::{
     GENESIS_HASH, JobKind, MAX_DELIVERY_ATTEMPTS, NewDelivery, NewEvent, Recorded, RequestRecord,
     RequestState, RevokeReason, Store, StoreError,
 };
+use breakglass::store::{events, jobs, requests};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 
@@ -330,23 +333,32 @@ async fn concurrent_workers_never_claim_the_same_job_twice() {
             let id = with_request(&store, &format!("r{i}"), i as u64 + 1).await?;
             store.schedule_job(JobKind::Revoke, &id, t(i as i64 % 5), t(0)).await?;
         }
+        // Every worker opens its connection first, then all start claiming at once and
+        // keep at it until all jobs are done (an empty claim only means "all due jobs are
+        // leased or locked right now").
+        let barrier = Arc::new(tokio::sync::Barrier::new(WORKERS));
+        let done = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let mut tasks = Vec::new();
         for w in 0..WORKERS {
-            let store = store.clone();
+            let (store, barrier, done) = (store.clone(), barrier.clone(), done.clone());
             tasks.push(tokio::spawn(async move {
                 let worker = format!("worker-{w}");
                 let mut mine = Vec::new();
-                loop {
+                store.ping().await?;
+                barrier.wait().await;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while done.load(Ordering::SeqCst) < JOBS {
+                    ensure!(Instant::now() < deadline, "jobs left unclaimed");
                     let jobs = store.claim_due_jobs(&worker, t(100), LEASE, 3).await?;
                     if jobs.is_empty() {
-                        break;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     for job in jobs {
                         ensure!(store.complete_job(job.id, &worker).await?, "lost {}", job.id);
                         mine.push(job.id);
+                        done.fetch_add(1, Ordering::SeqCst);
                     }
-                    tokio::task::yield_now().await;
                 }
                 anyhow::Ok(mine)
             }));
@@ -1052,6 +1064,39 @@ async fn claim_throughput() {
                 JOBS as f64 / elapsed.as_secs_f64()
             );
         }
+        Ok(())
+    })
+    .await;
+}
+
+// Transactions
+
+#[tokio::test]
+async fn free_query_functions_compose_in_one_transaction() {
+    for_each_backend(|store| async move {
+        let r1 = rid("r1");
+        let mut tx = store.pool().begin().await?;
+        requests::insert_request(&mut tx, &request("r1", 1)).await?;
+        jobs::schedule_job(&mut tx, JobKind::Grant, &r1, t(0), t(0)).await?;
+        tx.rollback().await?;
+        assert!(store.get_request(&r1).await?.is_none());
+        assert!(store.claim_due_jobs("w", t(0), LEASE, 10).await?.is_empty());
+
+        let mut tx = store.pool().begin().await?;
+        requests::insert_request(&mut tx, &request("r1", 1)).await?;
+        jobs::schedule_job(&mut tx, JobKind::Grant, &r1, t(0), t(0)).await?;
+        let event = NewEvent {
+            kind: EventKind::MERGE,
+            request_id: Some(r1.clone()),
+            actor: None,
+            delivery_id: None,
+            data: json!({}),
+        };
+        events::append_event(&mut tx, &event, t(0)).await?;
+        tx.commit().await?;
+        assert!(store.get_request(&r1).await?.is_some());
+        assert_eq!(store.jobs_for_request(&r1).await?.len(), 1);
+        assert_eq!(store.verify_chain().await?, 1);
         Ok(())
     })
     .await;

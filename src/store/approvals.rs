@@ -32,13 +32,17 @@ string_enum!(ApprovalSource {
 /// One approver's approval of one commit of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approval {
+    /// The approved request.
     pub request_id: RequestId,
     /// The forge's numeric user id: permissions and distinctness are decided by it.
     pub approver_id: u64,
+    /// The approver's login when approving (for display; ids decide).
     pub approver_login: Login,
+    /// Reaction, review or command.
     pub source: ApprovalSource,
     /// The head commit of the PR when the approval was given.
     pub head_sha: String,
+    /// When the forge says the approval was given.
     pub approved_at: DateTime<Utc>,
 }
 

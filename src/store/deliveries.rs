@@ -42,6 +42,7 @@ impl DeliveryId {
         })
     }
 
+    /// The forge that sent the delivery.
     pub fn forge(&self) -> Forge {
         self.forge
     }
@@ -91,17 +92,20 @@ string_enum!(DeliveryState {
 /// A webhook as received, to be recorded before answering the forge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewDelivery {
+    /// The forge's delivery id: the deduplication key.
     pub id: DeliveryId,
     /// The event name (`X-GitHub-Event`, GitLab's `X-Gitlab-Event`).
     pub event: String,
     /// The exact request body.
     pub payload: String,
+    /// When the bot received it.
     pub received_at: DateTime<Utc>,
 }
 
 /// Whether [`Store::record_delivery`] stored something.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recorded {
+    /// Stored now; a worker will process it.
     New,
     /// Already stored (a redelivery); nothing changed.
     Duplicate,
@@ -110,15 +114,23 @@ pub enum Recorded {
 /// A stored delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredDelivery {
+    /// The forge's delivery id.
     pub id: DeliveryId,
+    /// The event name.
     pub event: String,
+    /// The exact request body.
     pub payload: String,
+    /// When the bot received it.
     pub received_at: DateTime<Utc>,
+    /// Pending, done or failed.
     pub state: DeliveryState,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// Who is processing it, if anyone.
     pub lease: Option<Lease>,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// When it is due (again).
     pub next_attempt_at: DateTime<Utc>,
 }
 
@@ -338,6 +350,7 @@ impl Store {
         record_delivery(&mut *self.conn().await?, delivery).await
     }
 
+    /// A stored delivery, by id.
     pub async fn get_delivery(
         &self,
         id: &DeliveryId,

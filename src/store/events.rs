@@ -57,16 +57,26 @@ const VERIFY_BATCH: i64 = 1000;
 pub struct EventKind(Cow<'static, str>);
 
 impl EventKind {
+    /// A webhook was received.
     pub const DELIVERY: Self = Self(Cow::Borrowed("delivery"));
+    /// The policy was evaluated.
     pub const DECISION: Self = Self(Cow::Borrowed("decision"));
+    /// Someone approved.
     pub const APPROVAL: Self = Self(Cow::Borrowed("approval"));
+    /// The bot merged the request PR.
     pub const MERGE: Self = Self(Cow::Borrowed("merge"));
+    /// Access was granted.
     pub const GRANT: Self = Self(Cow::Borrowed("grant"));
+    /// Access was extended.
     pub const EXTEND: Self = Self(Cow::Borrowed("extend"));
+    /// Access was revoked.
     pub const REVOKE: Self = Self(Cow::Borrowed("revoke"));
+    /// A fast-path grant was reviewed after the fact.
     pub const REVIEW: Self = Self(Cow::Borrowed("review"));
+    /// The request was closed without a grant.
     pub const CLOSE: Self = Self(Cow::Borrowed("close"));
 
+    /// A kind not among the constants, checked.
     pub fn new(kind: &str) -> Result<Self, String> {
         let valid = kind.len() <= 64
             && kind.starts_with(|c: char| c.is_ascii_lowercase())
@@ -83,6 +93,7 @@ impl EventKind {
         }
     }
 
+    /// The stored spelling.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -99,13 +110,16 @@ impl fmt::Display for EventKind {
 pub struct EventActor {
     /// The forge's numeric user id.
     pub id: u64,
+    /// The login at the time.
     pub login: Login,
 }
 
 /// An event to append.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {
+    /// What happened.
     pub kind: EventKind,
+    /// The request it is about, if any.
     pub request_id: Option<RequestId>,
     /// Who caused it; `None` for the bot's own timed actions (e.g. a revoke at expiry).
     pub actor: Option<EventActor>,
@@ -120,13 +134,21 @@ pub struct NewEvent {
 pub struct EventRecord {
     /// 1, 2, 3… without gaps.
     pub seq: u64,
+    /// When it was appended.
     pub at: DateTime<Utc>,
+    /// What happened.
     pub kind: EventKind,
+    /// The request it is about, if any.
     pub request_id: Option<RequestId>,
+    /// Who caused it, if a person did.
     pub actor: Option<EventActor>,
+    /// The webhook delivery that caused it, if one did.
     pub delivery_id: Option<DeliveryId>,
+    /// Details.
     pub data: serde_json::Value,
+    /// The previous event's `hash` ([`GENESIS_HASH`] for the first).
     pub prev_hash: String,
+    /// `sha256_hex` of this event's canonical form (see the module docs).
     pub hash: String,
 }
 
@@ -136,6 +158,7 @@ pub struct EventRecord {
 pub struct ChainError {
     /// The `seq` stored in the first row that does not verify.
     pub seq: i64,
+    /// What is wrong with it.
     pub reason: String,
 }
 

@@ -55,14 +55,21 @@ string_enum!(JobKind {
 /// A scheduled job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
+    /// The job's id (for complete and retry).
     pub id: JobId,
+    /// What to do.
     pub kind: JobKind,
+    /// The request it is for.
     pub request_id: RequestId,
+    /// When it is due.
     pub run_at: DateTime<Utc>,
     /// Failed runs so far.
     pub attempts: u32,
+    /// Who is running it, if anyone.
     pub lease: Option<Lease>,
+    /// Why the last run failed.
     pub last_error: Option<String>,
+    /// When it was first scheduled.
     pub created_at: DateTime<Utc>,
 }
 

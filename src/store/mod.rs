@@ -8,19 +8,20 @@
 //! must differ (row locks when claiming work, serializing event appends) branch on [`Backend`].
 //!
 //! Queries are free functions in the submodules taking `&mut AnyConnection`, so they also run
-//! inside a caller's transaction; [`Store`] wraps each in a domain-named method. The clock is
+//! inside a caller's transaction (`let mut tx = store.pool().begin().await?;
+//! jobs::schedule_job(&mut tx, …)`); [`Store`] wraps each in a domain-named method. The clock is
 //! injected: every method that needs "now" takes it, none reads the system time.
 //!
 //! Rows are decoded in one `TryFrom<&AnyRow>` per table, which is where illegal states are
 //! refused (an `Active` request without an expiry, an unknown job kind…): they become
 //! [`StoreError::Decode`], never a panic and never a half-valid value.
 
-mod approvals;
-mod deliveries;
-mod events;
-mod jobs;
+pub mod approvals;
+pub mod deliveries;
+pub mod events;
+pub mod jobs;
 mod migrations;
-mod requests;
+pub mod requests;
 mod row;
 pub mod testing;
 
@@ -79,7 +80,9 @@ impl Backend {
 /// The forge a request or delivery came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Forge {
+    /// GitHub or GitHub Enterprise (stored as `github`).
     GitHub,
+    /// GitLab (stored as `gitlab`).
     GitLab,
 }
 
@@ -92,7 +95,9 @@ row::string_enum!(Forge {
 /// (the worker is presumed dead) and anyone may claim the work again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
+    /// The claiming worker's name (unique per process, e.g. host and pid).
     pub worker: String,
+    /// When the lease lapses.
     pub until: DateTime<Utc>,
 }
 
@@ -100,42 +105,69 @@ pub struct Lease {
 /// retry), [`StoreError::NotFound`] and [`StoreError::Duplicate`]; the rest are reported.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// [`Store::connect`] was given a URL of another database.
     #[error(
         "unsupported database URL scheme `{scheme}`; use `sqlite://PATH`, `sqlite::memory:` or `postgres://…`"
     )]
-    UnsupportedUrl { scheme: String },
+    UnsupportedUrl {
+        /// Only the scheme: the rest of the URL may hold a password.
+        scheme: String,
+    },
     /// Another replica updated the request since it was read (optimistic lock).
     #[error(
         "request `{id}` was changed concurrently (expected version {expected}, found {found}); reload and retry"
     )]
     Conflict {
+        /// The request's id.
         id: String,
+        /// The version the caller read.
         expected: i64,
+        /// The version stored now.
         found: i64,
     },
+    /// The row to change does not exist.
     #[error("{what} `{key}` not found")]
-    NotFound { what: &'static str, key: String },
+    NotFound {
+        /// What was looked for, e.g. `request`.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// The row to insert exists already (same id, or same unique key).
     #[error("{what} `{key}` already exists")]
-    Duplicate { what: &'static str, key: String },
+    Duplicate {
+        /// What was inserted, e.g. `request`.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
     /// A stored row holds an illegal state; it is reported, not half-read.
     #[error("stored {table} row `{key}` is invalid: {reason}")]
     Decode {
+        /// The table, e.g. `requests`.
         table: &'static str,
+        /// The row's key (id or seq).
         key: String,
+        /// The column and what is wrong with it.
         reason: String,
     },
     /// The caller asked to write an illegal state; nothing was written.
     #[error("refusing to store {what} `{key}`: {reason}")]
     Invalid {
+        /// What was to be written, e.g. `request`.
         what: &'static str,
+        /// Its key.
         key: String,
+        /// The broken invariant.
         reason: String,
     },
     /// The event log does not verify: a row was edited, deleted or reordered.
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// The database failed or refused (connection, constraint, syntax…).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A migration failed, or the applied ones differ from the embedded ones.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -196,6 +228,7 @@ impl Store {
         Ok(())
     }
 
+    /// Which database this store talks to.
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -68,20 +68,29 @@ string_enum!(RevokeReason {
 /// A stored access request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequestRecord {
+    /// The request file's stem, unique in the repository.
     pub id: RequestId,
+    /// The forge of the requests repository.
     pub forge: Forge,
     /// `owner/name` (GitLab: the project path).
     pub repository: String,
+    /// The pull (merge) request that adds the request file.
     pub pr_number: u64,
+    /// The environment (policy) asked for.
     pub environment: Name,
+    /// The role asked for.
     pub role: Name,
+    /// The requester's login (for display; the id decides).
     pub requester_login: Login,
     /// The forge's numeric user id; permissions are decided by it, not by the login.
     pub requester_id: u64,
     /// The duration asked for, in seconds.
     pub duration_secs: u64,
+    /// Why access is needed.
     pub reason: Reason,
+    /// The incident or change ticket, if given.
     pub ticket: Option<Ticket>,
+    /// Where the request is in its lifecycle; see [`RequestRecord::check`].
     pub state: RequestState,
     /// The PR head the decision and approvals refer to.
     pub head_sha: String,
@@ -91,21 +100,29 @@ pub struct RequestRecord {
     pub fast_path_rule: Option<Name>,
     /// Who approved, as recorded at merge.
     pub approved_by: Option<Vec<Login>>,
+    /// The merge commit, once merged.
     pub merge_sha: Option<String>,
+    /// When the grant was applied.
     pub granted_at: Option<DateTime<Utc>>,
+    /// When the grant ends (moved by extensions).
     pub expires_at: Option<DateTime<Utc>>,
     /// The PR that removes the request file again.
     pub revert_pr_number: Option<u64>,
+    /// When access was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
     /// Set when revoking starts; `revoked_at` when it is done.
     pub revoke_reason: Option<RevokeReason>,
     /// When a fast-path grant must have been reviewed.
     pub review_due_at: Option<DateTime<Utc>>,
+    /// Who reviewed it after the fact (with `reviewed_at`).
     pub reviewed_by: Option<Login>,
+    /// When it was reviewed (with `reviewed_by`).
     pub reviewed_at: Option<DateTime<Utc>>,
     /// Seconds granted so far, extensions included.
     pub total_secs: u64,
+    /// When the bot first saw the request.
     pub created_at: DateTime<Utc>,
+    /// When it was last written.
     pub updated_at: DateTime<Utc>,
     /// Optimistic lock: bumped by every [`Store::update_request`].
     pub version: i64,
@@ -152,9 +169,9 @@ impl RequestRecord {
                 require(self.revoked_at.is_some(), "revoked_at")?;
                 require(self.revoke_reason.is_some(), "revoke_reason")?;
             }
+            // An empty `approved_by` is a self-service environment (`approvals: 0`).
             Approved => require(
-                self.fast_path_rule.is_some()
-                    || self.approved_by.as_ref().is_some_and(|by| !by.is_empty()),
+                self.fast_path_rule.is_some() || self.approved_by.is_some(),
                 "approved_by or fast_path_rule",
             )?,
             Pending | Denied | Closed => {
@@ -480,6 +497,7 @@ impl Store {
         insert_request(&mut *self.conn().await?, record).await
     }
 
+    /// A request, by id.
     pub async fn get_request(&self, id: &RequestId) -> Result<Option<RequestRecord>, StoreError> {
         get_request(&mut *self.conn().await?, id).await
     }

@@ -4,7 +4,9 @@
 //! [`sqlite_store`] opens a fresh SQLite file in a temporary directory. [`postgres_store`]
 //! creates a fresh database `breakglass_test_<random>` on the server named by
 //! `BREAKGLASS_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`), so tests
-//! run in parallel without seeing each other, and drops it when its guard is dropped.
+//! run in parallel without seeing each other, and drops it when its guard is dropped. On a
+//! local server add `?sslmode=disable`: TLS handshakes in a debug build make the PostgreSQL
+//! run of `tests/store.rs` about four times slower (18 s instead of 4.5 s here).
 //! [`for_each_backend`] runs one test body on SQLite and, when the variable is set, on
 //! PostgreSQL too.
 //!
@@ -41,6 +43,7 @@ impl TempDir {
         Ok(Self { path })
     }
 
+    /// Where the directory is.
     pub fn path(&self) -> &Path {
         &self.path
     }

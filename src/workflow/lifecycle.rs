@@ -133,15 +133,14 @@ impl Workflow {
         self.schedule(JobKind::Grant, id, self.now()).await
     }
 
-    async fn back_to_pending(&self, mut record: RequestRecord, why: &str) -> anyhow::Result<()> {
-        record.state = RequestState::Pending;
-        record.approved_by = None;
-        record.fast_path_rule = None;
-        self.store.update_request(&mut record, self.now()).await?;
+    /// The merge did not happen: say why and decide again on the PR as it is now (its head may
+    /// have moved, which voids the approvals given before).
+    async fn back_to_pending(&self, record: RequestRecord, why: &str) -> anyhow::Result<()> {
         self.forge
             .comment(record.pr_number, &format!("⚠️ Not merged: {why}."))
             .await?;
-        self.schedule(JobKind::Poll, &record.id, self.now()).await
+        let pr = self.forge.pull_request(record.pr_number).await?;
+        self.evaluate_pr(&pr.info, Some(record)).await
     }
 
     /// Files of the request PR beyond its request file and the grant files the bot renders.

@@ -61,7 +61,12 @@ pub struct Workflow {
     pub wake_jobs: Arc<Notify>,
     /// ETags of the last reactions poll per PR: an unchanged list costs a free 304.
     etags: Arc<Mutex<HashMap<u64, String>>>,
+    /// Serializes the work on one PR within this process (a webhook and a timer for the same
+    /// request would otherwise race); across replicas the store's optimistic lock does it.
+    stripes: Arc<[tokio::sync::Mutex<()>; STRIPES]>,
 }
+
+const STRIPES: usize = 64;
 
 impl Workflow {
     pub fn new(
@@ -81,7 +86,15 @@ impl Workflow {
             settings: Arc::new(settings),
             wake_jobs: Arc::new(Notify::new()),
             etags: Arc::default(),
+            stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         }
+    }
+
+    /// Holds the lock of PR `number` (striped: unrelated PRs rarely share one).
+    async fn lock_pr(&self, number: u64) -> tokio::sync::MutexGuard<'_, ()> {
+        self.stripes[(number % STRIPES as u64) as usize]
+            .lock()
+            .await
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -118,6 +131,16 @@ impl Workflow {
         {
             return Ok(());
         }
+        let number = match &delivery.event {
+            ForgeEvent::PullRequest { pull_request, .. }
+            | ForgeEvent::Review { pull_request, .. } => Some(pull_request.number),
+            ForgeEvent::Comment { number, .. } => Some(*number),
+            _ => None,
+        };
+        let _guard = match number {
+            Some(number) => Some(self.lock_pr(number).await),
+            None => None,
+        };
         match &delivery.event {
             ForgeEvent::PullRequest {
                 action,
@@ -177,6 +200,10 @@ impl Workflow {
     /// Runs one due job.
     pub async fn run_job(&self, job: &Job) -> anyhow::Result<()> {
         let id = &job.request_id;
+        let Some(record) = self.store.get_request(id).await? else {
+            return Ok(());
+        };
+        let _guard = self.lock_pr(record.pr_number).await;
         match job.kind {
             JobKind::Merge => self.job_merge(id).await,
             JobKind::Grant => self.job_grant(id).await,

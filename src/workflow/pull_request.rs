@@ -47,8 +47,12 @@ impl Workflow {
             // The bot evaluates the PRs it opens itself, right after opening them.
             PullRequestAction::Opened if existing.is_none() && pr.author.is_bot => Ok(()),
             _ => match existing {
+                // A push after the approval voids it: an Approved request is decided again.
                 Some(record)
-                    if !matches!(record.state, RequestState::Pending | RequestState::Denied) =>
+                    if !matches!(
+                        record.state,
+                        RequestState::Pending | RequestState::Denied | RequestState::Approved
+                    ) =>
                 {
                     Ok(())
                 }
@@ -249,6 +253,8 @@ impl Workflow {
                 record.ticket = request.ticket.clone();
                 record.head_sha = pr.head_sha.clone();
                 record.state = state;
+                record.approved_by = None;
+                record.fast_path_rule = None;
                 record.decision = serde_json::to_value(&stored)?;
                 self.store.update_request(&mut record, now).await?;
                 record
@@ -333,10 +339,14 @@ impl Workflow {
         )
         .await?;
         if !unchanged {
-            let text = if !extra.is_empty() {
-                comment::out_of_scope_comment(&extra)
-            } else {
-                comment::decision_comment(record.id.as_str(), &decision)
+            let text = match (extra.is_empty(), decision.allowed) {
+                (true, _) => comment::decision_comment(record.id.as_str(), &decision),
+                (false, true) => comment::out_of_scope_comment(&extra),
+                (false, false) => format!(
+                    "{}\n\n{}",
+                    comment::out_of_scope_comment(&extra),
+                    comment::decision_comment(record.id.as_str(), &decision)
+                ),
             };
             self.forge.comment(pr.number, &text).await?;
         }

@@ -1,0 +1,925 @@
+//! `breakglass demo`: the whole story on one machine, in seconds.
+//!
+//! It starts the test forge (a GitHub-compatible API backed by real git repositories) and the
+//! real service on loopback, with SQLite in a temporary directory, and plays the people of the
+//! story against them: alice asks for access with a comment, fails to approve herself, carol
+//! approves with a 👍, the bot merges, grants, and revokes at the TTL; then bob takes the sev1
+//! fast path and carol reviews it after the fact.
+//!
+//! Time is fast-forwarded: the bot and the forge share a [`ManualClock`] that the demo moves
+//! past poll intervals and expiries, so a two-minute grant ends without waiting two minutes.
+//!
+//! The demo doubles as a smoke test of a build: after each step it checks that the bot did
+//! what the step is about, and when it did not, it says what it expected and the binary exits
+//! with code 1.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use breakglass_test_forge::{CallStats, TestForge, User};
+use chrono::{DurationRound as _, TimeDelta, Utc};
+use serde_json::Value;
+
+use crate::clock::{Clock, ManualClock, iso};
+use crate::comment;
+use crate::config::{Config, GithubConfig};
+use crate::duration::HumanDuration;
+use crate::service::{self, Options, Running};
+use crate::store::{DeliveryState, Forge, RequestRecord, RequestState, Store};
+use crate::workflow::NEEDS_REVIEW_LABEL;
+
+/// `println!` that ignores a closed stdout (`breakglass demo | head`): the story still runs
+/// to its end, shuts the service down cleanly and reports through its exit code.
+macro_rules! out {
+    () => {
+        out!("")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// The requests repo of the story.
+const REPO: &str = "acme/access-requests";
+
+// Embedded, so that the binary plays the demo from any directory.
+const PROD_POLICY: &str = include_str!("../policies/prod.yaml");
+const STAGING_POLICY: &str = include_str!("../policies/staging.yaml");
+
+/// How long the demo waits for the bot to finish one step before calling it stuck. The bot
+/// needs well under a second per step; the margin is for slow CI machines.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What `breakglass demo` was asked for.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// How long alice's access lasts (the `/breakglass prod <ttl>` of step 1).
+    pub ttl: HumanDuration,
+    /// The database; `None` for a throwaway SQLite file. It must hold no requests yet,
+    /// because the forge is new on every run and reuses PR numbers.
+    pub database_url: Option<String>,
+}
+
+/// Plays the story, prints its timeline, the requests repo's history and the API calls.
+///
+/// `Ok(ExitCode::FAILURE)` when a step did not do what it should (after printing what was
+/// expected); `Err` when the demo itself could not run (no loopback port, database refused).
+pub async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
+    let wall = Instant::now();
+    let mut demo = Demo::start(&options).await?;
+    out!(
+        "breakglass demo: the bot and a GitHub-compatible test forge on loopback, {}.",
+        if options.database_url.is_some() {
+            "on the database given by --database-url"
+        } else {
+            "SQLite in a temporary directory"
+        }
+    );
+    out!(
+        "Time is fast-forwarded: the bot and the forge share a manual clock that the demo moves \
+         on, so the story below takes seconds. Times are UTC; the story starts at {}.",
+        iso(demo.clock.now())
+    );
+    let outcome = demo.play(&options).await;
+    if let Err(Failure::Unexpected(expected)) = &outcome {
+        out!();
+        out!("✗ expected {expected}");
+        for error in demo.bot_errors().await {
+            out!("  the bot's last error: {error}");
+        }
+    }
+    demo.print_history();
+    demo.print_calls();
+    out!();
+    let code = match outcome {
+        Ok(()) => {
+            out!(
+                "demo finished in {:.1} s of wall time: every step did what it should.",
+                wall.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Unexpected(_)) => {
+            out!(
+                "demo FAILED after {:.1} s: see the expectation above.",
+                wall.elapsed().as_secs_f64()
+            );
+            ExitCode::FAILURE
+        }
+        Err(Failure::Broken(err)) => {
+            demo.stop().await;
+            return Err(err);
+        }
+    };
+    demo.stop().await;
+    Ok(code)
+}
+
+/// Why the story stopped.
+#[derive(Debug)]
+enum Failure {
+    /// The bot did not do what the step expects: the smoke test fails (exit code 1).
+    Unexpected(String),
+    /// The demo's own machinery failed (the database, the forge's HTTP): an error (exit code 2).
+    Broken(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(err: E) -> Self {
+        Failure::Broken(err.into())
+    }
+}
+
+/// Fails the step with what it expected unless `ok`.
+fn expect(ok: bool, expected: impl FnOnce() -> String) -> Result<(), Failure> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::Unexpected(expected()))
+    }
+}
+
+/// The people of the story. Teams: acme/sre (alice), acme/sre-leads (carol), acme/oncall (bob).
+struct People {
+    alice: User,
+    bob: User,
+    carol: User,
+    bot: User,
+}
+
+/// API calls at one point of the story, to count what a part of it cost.
+#[derive(Clone, Copy, Debug, Default)]
+struct Calls {
+    total: u64,
+    not_modified: u64,
+    writes: u64,
+}
+
+impl Calls {
+    fn of(stats: &CallStats) -> Self {
+        Self {
+            total: stats.total,
+            not_modified: stats.not_modified,
+            writes: stats.writes(),
+        }
+    }
+
+    fn since(self, earlier: Calls) -> Calls {
+        Calls {
+            total: self.total - earlier.total,
+            not_modified: self.not_modified - earlier.not_modified,
+            writes: self.writes - earlier.writes,
+        }
+    }
+}
+
+impl fmt::Display for Calls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} calls, {} of them answered 304 Not Modified (free of rate limit), {} writes",
+            self.total, self.not_modified, self.writes
+        )
+    }
+}
+
+/// The running demo: forge, service, the shared clock, and what the timeline has shown so far.
+struct Demo {
+    forge: TestForge,
+    clock: ManualClock,
+    people: People,
+    store: Store,
+    service: Option<Running>,
+    poll_interval: TimeDelta,
+    reminder_before: TimeDelta,
+    /// Webhook deliveries already turned into timeline lines.
+    shown_deliveries: usize,
+    /// API calls per part of the story, filled in as the parts end.
+    parts: Vec<(&'static str, Calls)>,
+    // Dropped last: the SQLite file and the secret files live here.
+    _dir: crate::store::testing::TempDir,
+}
+
+impl Demo {
+    /// Sets up the requests repo, the people and the service, and wires the forge's webhook to it.
+    async fn start(options: &DemoOptions) -> anyhow::Result<Demo> {
+        // The store's throwaway directory serves the demo well: it is deleted on drop.
+        let dir =
+            crate::store::testing::TempDir::new().context("creating a temporary directory")?;
+        let database_url = options
+            .database_url
+            .clone()
+            .unwrap_or_else(|| crate::store::testing::sqlite_url(dir.path()));
+        let store = Store::connect(&database_url)
+            .await
+            .context("opening the database")?;
+        store.migrate().await.context("migrating the database")?;
+        // The forge is new on every run and numbers its PRs from 1 again; old requests keyed
+        // by those numbers would be taken for the new ones.
+        let existing = store.list_requests(None).await?;
+        anyhow::ensure!(
+            existing.is_empty(),
+            "the database given by --database-url already holds {} request(s); the demo needs \
+             an empty one (or none: without --database-url it uses a throwaway SQLite file)",
+            existing.len()
+        );
+
+        let forge = TestForge::start().await;
+        let people = People {
+            alice: forge.user("alice"),
+            bob: forge.user("bob"),
+            carol: forge.user("carol"),
+            bot: forge.bot_user("breakglass[bot]"),
+        };
+        forge.create_repo(
+            REPO,
+            &[
+                (
+                    "README.md",
+                    "# access requests\n\nBreak-glass access requests, granted and revoked by breakglass.\n",
+                ),
+                ("policies/prod.yaml", PROD_POLICY),
+                ("policies/staging.yaml", STAGING_POLICY),
+            ],
+        );
+        for (team, user) in [
+            ("acme/sre", &people.alice),
+            ("acme/sre-leads", &people.carol),
+            ("acme/oncall", &people.bob),
+        ] {
+            forge.add_team_member(team, user);
+        }
+
+        // Secrets go through files, as in production: never on a command line or in a log.
+        let token_file = dir.path().join("github-token");
+        let secret_file = dir.path().join("webhook-secret");
+        let secret = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        std::fs::write(&token_file, forge.token_for(&people.bot))?;
+        std::fs::write(&secret_file, &secret)?;
+        let github = GithubConfig {
+            api_url: forge.api_url(),
+            repository: REPO.into(),
+            token_file: Some(token_file),
+            webhook_secret_file: Some(secret_file),
+            ..GithubConfig::default()
+        };
+        let poll_interval = github.reaction_poll_interval.to_chrono();
+        let config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            database_url,
+            github: Some(github),
+            ..Config::default()
+        };
+        let reminder_before = config.reminder_before.to_chrono();
+
+        // Both clocks start together, on a whole minute so that the timeline reads cleanly;
+        // `advance` moves both.
+        let start = Utc::now().duration_trunc(TimeDelta::minutes(1))?;
+        let clock = ManualClock::new(start);
+        forge.advance_clock(start - forge.now());
+
+        let running = service::start(
+            &config,
+            Options {
+                clock: Arc::new(clock.clone()) as Arc<dyn Clock>,
+                // Short idle ticks: the demo waits for the bot after every step.
+                tick: Duration::from_millis(20),
+                templates_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/templates")),
+                env: |_| None,
+            },
+        )
+        .await
+        .context("starting the service")?;
+        forge.add_webhook(&format!("http://{}/webhooks/github", running.addr), &secret);
+
+        Ok(Demo {
+            forge,
+            clock,
+            people,
+            store,
+            service: Some(running),
+            poll_interval,
+            reminder_before,
+            shown_deliveries: 0,
+            parts: Vec::new(),
+            _dir: dir,
+        })
+    }
+
+    async fn stop(&mut self) {
+        if let Some(running) = self.service.take() {
+            running.shutdown().await;
+        }
+        self.store.close().await;
+    }
+
+    /// The story, step by step, each checked.
+    async fn play(&mut self, options: &DemoOptions) -> Result<(), Failure> {
+        let before = Calls::of(&self.forge.calls());
+        self.lifecycle(options.ttl).await?;
+        let after_lifecycle = Calls::of(&self.forge.calls());
+        self.parts.push((
+            "steps 1-4, one lifecycle (request, approval, grant, revocation)",
+            after_lifecycle.since(before),
+        ));
+        self.fast_path().await?;
+        self.parts.push((
+            "step 5, the fast path and its review",
+            Calls::of(&self.forge.calls()).since(after_lifecycle),
+        ));
+        Ok(())
+    }
+
+    /// Steps 1-4: a request by comment, a refused self-approval, an approval by reaction, the
+    /// grant, and the revocation at the TTL.
+    async fn lifecycle(&mut self, ttl: HumanDuration) -> Result<(), Failure> {
+        let (alice, carol, bot) = (
+            self.people.alice.clone(),
+            self.people.carol.clone(),
+            self.people.bot.login.clone(),
+        );
+
+        self.heading("1. alice (@acme/sre) asks for prod access with a comment on an issue");
+        let issue = self
+            .forge
+            .open_issue(REPO, &alice, "Checkout DB is failing over", "");
+        self.say(
+            "alice",
+            format!("opened issue #{issue} \"Checkout DB is failing over\""),
+        );
+        // prod has two roles (admin, readonly), so the command names one.
+        let command = format!("/breakglass prod {ttl} admin -- incident: INC-1 db failover");
+        self.forge.comment(REPO, issue, &alice, &command);
+        self.say("alice", format!("on #{issue}: {command}"));
+        self.settle().await?;
+        let pr = self
+            .forge
+            .prs(REPO)
+            .into_iter()
+            .find(|p| p.user == bot && p.head_ref.starts_with("breakglass/request/"));
+        let pr = match pr {
+            Some(pr) => pr.number,
+            None => {
+                return Err(Failure::Unexpected(format!(
+                    "the bot to open a request PR for alice's comment on #{issue}; it said: {}",
+                    self.last_bot_comment(issue)
+                )));
+            }
+        };
+        let record = self.request_on(pr).await?;
+        expect(
+            record.requester_login.as_str() == "alice" && record.state == RequestState::Pending,
+            || {
+                format!(
+                    "PR #{pr} to be alice's request, allowed and waiting for approval; it is {}'s, {}: {}",
+                    record.requester_login,
+                    record.state,
+                    self.last_bot_comment(pr)
+                )
+            },
+        )?;
+        let id = record.id.to_string();
+
+        self.advance(TimeDelta::seconds(10), "alice is in a hurry")
+            .await?;
+        self.heading("2. alice tries to approve her own request");
+        self.forge.comment(REPO, pr, &alice, "/breakglass approve");
+        self.say("alice", format!("on #{pr}: /breakglass approve"));
+        self.settle().await?;
+        let refusal = comment::self_approval_comment("alice");
+        expect(self.bot_comments(pr).contains(&refusal), || {
+            format!(
+                "the bot to refuse alice's own approval on #{pr} with \"{refusal}\"; its last comment: {}",
+                self.last_bot_comment(pr)
+            )
+        })?;
+        expect(!self.forge.pr(REPO, pr).merged, || {
+            format!("PR #{pr} to stay unmerged after alice approved it herself")
+        })?;
+
+        self.advance(TimeDelta::seconds(50), "carol, an SRE lead, is paged")
+            .await?;
+        self.heading(&format!(
+            "3. carol approves with a 👍; GitHub sends no webhook for reactions, so the bot polls them every {}",
+            HumanDuration::from_secs(self.poll_interval.num_seconds().unsigned_abs())
+        ));
+        self.forge.react(REPO, pr, &carol, "+1");
+        self.say("carol", format!("reacted 👍 (+1) on PR #{pr}"));
+        self.settle().await?;
+        self.advance(self.poll_interval, "the next reaction poll is due")
+            .await?;
+        let merged = self.forge.pr(REPO, pr);
+        let merge_sha = match (merged.merged, merged.merge_commit_sha) {
+            (true, Some(sha)) => sha,
+            _ => {
+                return Err(Failure::Unexpected(format!(
+                    "PR #{pr} to be merged one poll interval after carol's 👍; it is {}, and the bot's last comment is: {}",
+                    merged.state,
+                    self.last_bot_comment(pr)
+                )));
+            }
+        };
+        self.expect_trailers(
+            &merge_sha,
+            &[
+                &format!("Breakglass-Request: {id}"),
+                "Breakglass-Requester: alice",
+                "Breakglass-Approved-By: carol",
+                "Breakglass-Expires: ",
+            ],
+        )?;
+        let record = self.request_on(pr).await?;
+        let (Some(expires_at), Some(revert)) = (record.expires_at, record.revert_pr_number) else {
+            return Err(Failure::Unexpected(format!(
+                "request {id} to be active with an expiry and a revert PR after the merge; it is {}: {}",
+                record.state,
+                self.last_bot_comment(pr)
+            )));
+        };
+        expect(
+            self.bot_comments(pr)
+                .iter()
+                .any(|c| c.starts_with("🔓 **Access granted.**")),
+            || format!("the bot to comment the grant and its expiry on #{pr}"),
+        )?;
+
+        self.heading(&format!(
+            "4. time runs to the TTL ({ttl}): the bot revokes, then merges the revert PR #{revert}"
+        ));
+        let remind_at = expires_at - self.reminder_before;
+        if remind_at > self.clock.now() {
+            let by = remind_at - self.clock.now();
+            self.advance(by, "the reminder is due").await?;
+        }
+        let by = expires_at - self.clock.now();
+        self.advance(by, "the grant expires").await?;
+        let revert_pr = self.forge.pr(REPO, revert);
+        let revert_sha = match (revert_pr.merged, revert_pr.merge_commit_sha) {
+            (true, Some(sha)) => sha,
+            _ => {
+                return Err(Failure::Unexpected(format!(
+                    "the revert PR #{revert} to be merged at the TTL {}; it is {}",
+                    iso(expires_at),
+                    revert_pr.state
+                )));
+            }
+        };
+        self.expect_trailers(
+            &revert_sha,
+            &[
+                &format!("Breakglass-Revokes: {id}"),
+                "Breakglass-Revoked-Reason: ttl",
+            ],
+        )?;
+        let record = self.request_on(pr).await?;
+        expect(record.state == RequestState::Revoked, || {
+            format!(
+                "request {id} to be revoked at the TTL; it is {}",
+                record.state
+            )
+        })?;
+        expect(
+            self.bot_comments(pr)
+                .iter()
+                .any(|c| c.starts_with("🔒 **Access revoked**")),
+            || format!("the bot to comment the revocation on #{pr}"),
+        )?;
+        expect(
+            self.forge
+                .file_on(REPO, "main", &format!("requests/prod/{id}.yaml"))
+                .is_none(),
+            || format!("requests/prod/{id}.yaml to be gone from main after the revocation"),
+        )?;
+        Ok(())
+    }
+
+    /// Step 5: bob's sev1 request is merged at once and reviewed after the fact by carol.
+    async fn fast_path(&mut self) -> Result<(), Failure> {
+        let (bob, carol) = (self.people.bob.clone(), self.people.carol.clone());
+        self.advance(TimeDelta::minutes(10), "a quiet night, until a sev1")
+            .await?;
+        self.heading(
+            "5. fast path: bob (@acme/oncall) opens a request PR himself and labels it sev1",
+        );
+        let id = format!("{}-bob-prod", self.clock.now().format("%Y%m%d-%H%M"));
+        let path = format!("requests/prod/{id}.yaml");
+        let branch = format!("request-{id}");
+        let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: \"incident: INC-2 checkout API returns 5xx\"\nticket: INC-2\n";
+        self.forge.push_files(
+            REPO,
+            &branch,
+            &bob,
+            &[(&path, yaml)],
+            &format!("request {id}"),
+        );
+        self.say(
+            "bob",
+            format!("pushed {path} (45m, ticket INC-2) to {branch}"),
+        );
+        let title = format!("Access request {id}");
+        let pr = self.forge.open_pr(REPO, &bob, &branch, &title, "");
+        self.say("bob", format!("opened PR #{pr} \"{title}\""));
+        self.forge.label(REPO, pr, &bob, "sev1");
+        self.say("bob", format!("labeled PR #{pr} sev1"));
+        self.settle().await?;
+        let merged = self.forge.pr(REPO, pr);
+        let merge_sha = match (merged.merged, merged.merge_commit_sha) {
+            (true, Some(sha)) => sha,
+            _ => {
+                return Err(Failure::Unexpected(format!(
+                    "the sev1 PR #{pr} to be merged at once on the fast path; it is {}, and the bot's last comment is: {}",
+                    merged.state,
+                    self.last_bot_comment(pr)
+                )));
+            }
+        };
+        self.expect_trailers(
+            &merge_sha,
+            &[
+                &format!("Breakglass-Request: {id}"),
+                "Breakglass-Requester: bob",
+                "Breakglass-Approved-By: fast-path:sev1",
+            ],
+        )?;
+        expect(
+            self.forge
+                .labels(REPO, pr)
+                .iter()
+                .any(|l| l == NEEDS_REVIEW_LABEL),
+            || format!("PR #{pr} to be labeled {NEEDS_REVIEW_LABEL} until an approver reviews it"),
+        )?;
+
+        self.advance(TimeDelta::minutes(5), "carol looks at what happened")
+            .await?;
+        self.forge.comment(REPO, pr, &carol, "/breakglass reviewed");
+        self.say("carol", format!("on #{pr}: /breakglass reviewed"));
+        self.settle().await?;
+        let record = self.request_on(pr).await?;
+        expect(
+            record.reviewed_by.as_ref().map(|l| l.as_str()) == Some("carol"),
+            || {
+                format!(
+                    "carol's /breakglass reviewed to close the review of {id}; the bot's last comment is: {}",
+                    self.last_bot_comment(pr)
+                )
+            },
+        )?;
+        expect(
+            !self
+                .forge
+                .labels(REPO, pr)
+                .iter()
+                .any(|l| l == NEEDS_REVIEW_LABEL),
+            || format!("{NEEDS_REVIEW_LABEL} to be removed from PR #{pr} after the review"),
+        )?;
+
+        let active: Vec<String> = self
+            .forge
+            .files_on(REPO, "main")
+            .into_iter()
+            .filter(|f| f.starts_with("requests/"))
+            .collect();
+        expect(active == [path.clone()], || {
+            format!(
+                "requests/ on main to list exactly bob's active grant {path}; it lists {active:?}"
+            )
+        })?;
+        out!();
+        out!(
+            "Active grants, as requests/ on main lists them: {} (until {}).",
+            active.join(", "),
+            record.expires_at.map(iso).unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    // ---- the timeline ----
+
+    fn heading(&self, text: &str) {
+        out!();
+        out!("{text}");
+    }
+
+    /// One line of the timeline: the (fast-forwarded) time, who, what.
+    fn say(&self, who: &str, what: impl fmt::Display) {
+        out!("{}  {who:<11}  {what}", self.clock.now().format("%H:%M:%S"));
+    }
+
+    /// Moves both clocks forward, says so, and lets the bot do what became due.
+    async fn advance(&mut self, by: TimeDelta, why: &str) -> Result<(), Failure> {
+        self.clock.advance(by);
+        self.forge.advance_clock(by);
+        let span = HumanDuration::from_secs(by.num_seconds().unsigned_abs());
+        self.say("clock", format!("⏩ +{span}: {why}"));
+        self.settle().await
+    }
+
+    /// Waits until the forge sent every webhook, the bot handled every delivery and no job is
+    /// due (three quiet looks in a row, as work may be handed from one worker to the other),
+    /// then shows what the bot did. The same logic as the scenario tests' harness.
+    async fn settle(&mut self) -> Result<(), Failure> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let mut quiet = 0;
+        while quiet < 3 {
+            if Instant::now() >= deadline {
+                let pending = self.pending_work().await?;
+                return Err(Failure::Unexpected(format!(
+                    "the bot to finish its work within {} s; still pending: {pending}",
+                    SETTLE_TIMEOUT.as_secs()
+                )));
+            }
+            self.forge.settle().await;
+            let busy = !self.pending_work().await?.is_empty();
+            quiet = if busy { 0 } else { quiet + 1 };
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        self.show_bot_events();
+        Ok(())
+    }
+
+    /// Undelivered webhooks and due jobs, described; empty when there are none.
+    async fn pending_work(&self) -> anyhow::Result<String> {
+        let pending = self
+            .store
+            .count_deliveries_by_state()
+            .await?
+            .iter()
+            .find(|(state, _)| *state == DeliveryState::Pending)
+            .map_or(0, |(_, n)| *n);
+        let jobs = self.store.overdue_jobs(self.clock.now()).await?;
+        if pending == 0 && jobs.is_empty() {
+            return Ok(String::new());
+        }
+        Ok(format!(
+            "{pending} webhook deliveries, due jobs: {}",
+            jobs.iter()
+                .map(|j| format!(
+                    "{} of {} (attempts {}{})",
+                    j.kind,
+                    j.request_id,
+                    j.attempts,
+                    j.last_error
+                        .as_deref()
+                        .map(|e| format!(", last error: {e}"))
+                        .unwrap_or_default()
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    }
+
+    /// Turns the bot's new webhook events into timeline lines. The forge sends a webhook for
+    /// every change, in order, so they are the bot's actions as GitHub would show them.
+    fn show_bot_events(&mut self) {
+        let deliveries = self.forge.deliveries();
+        for delivery in deliveries.iter().skip(self.shown_deliveries) {
+            let payload = delivery.payload();
+            if payload["sender"]["login"].as_str() != Some(self.people.bot.login.as_str()) {
+                continue; // the people's actions are shown as they happen
+            }
+            if let Some(line) = describe(&delivery.event, &payload) {
+                self.say("breakglass", line);
+            }
+        }
+        self.shown_deliveries = deliveries.len();
+    }
+
+    // ---- reading back ----
+
+    async fn request_on(&self, pr: u64) -> Result<RequestRecord, Failure> {
+        self.store
+            .find_request_by_pr(Forge::GitHub, REPO, pr)
+            .await?
+            .ok_or_else(|| {
+                Failure::Unexpected(format!(
+                    "the bot to record PR #{pr} as a request; its last comment is: {}",
+                    self.last_bot_comment(pr)
+                ))
+            })
+    }
+
+    fn bot_comments(&self, number: u64) -> Vec<String> {
+        self.forge
+            .comments(REPO, number)
+            .into_iter()
+            .filter(|c| c.user == self.people.bot.login)
+            .map(|c| c.body)
+            .collect()
+    }
+
+    /// The gist of the bot's latest comment on `number`, for failure messages.
+    fn last_bot_comment(&self, number: u64) -> String {
+        self.bot_comments(number)
+            .last()
+            .map_or_else(|| "(none)".to_owned(), |body| gist(body))
+    }
+
+    /// Checks that the commit `sha` of main carries every trailer of `expected` (a prefix each).
+    fn expect_trailers(&self, sha: &str, expected: &[&str]) -> Result<(), Failure> {
+        let log = self.forge.log(REPO, "main");
+        let Some(commit) = log.iter().find(|c| c.sha == sha) else {
+            return Err(Failure::Unexpected(format!(
+                "the merge commit {} on main",
+                short(sha)
+            )));
+        };
+        expect(commit.parents.len() == 2, || {
+            format!(
+                "{} to be a merge commit (never a squash); it has {} parent(s)",
+                short(sha),
+                commit.parents.len()
+            )
+        })?;
+        for trailer in expected {
+            expect(
+                commit.message.lines().any(|l| l.starts_with(trailer)),
+                || {
+                    format!(
+                        "the trailer `{trailer}` in merge commit {}; its message is:\n{}",
+                        short(sha),
+                        commit.message
+                    )
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The bot's latest error on each request, if any: with logging off, a failing job is
+    /// otherwise silent (it is retried with backoff on the stopped clock).
+    async fn bot_errors(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let Ok(requests) = self.store.list_requests(None).await else {
+            return errors;
+        };
+        for request in requests {
+            if let Ok(jobs) = self.store.jobs_for_request(&request.id).await {
+                for job in jobs {
+                    if let Some(error) = job.last_error {
+                        errors.push(format!(
+                            "{} of {} (attempt {}): {error}",
+                            job.kind, request.id, job.attempts
+                        ));
+                    }
+                }
+            }
+        }
+        errors
+    }
+
+    /// `git log --first-parent main` of the requests repo: the audit trail.
+    fn print_history(&self) {
+        out!();
+        out!("git log --first-parent main of {REPO} (newest first):");
+        let log = self.forge.log(REPO, "main");
+        let by_sha: HashMap<&str, _> = log.iter().map(|c| (c.sha.as_str(), c)).collect();
+        let mut next = self.forge.branch_sha(REPO, "main");
+        while let Some(commit) = next.as_deref().and_then(|sha| by_sha.get(sha)) {
+            out!("  {}  {}", short(&commit.sha), first_line(&commit.message));
+            for trailer in commit
+                .message
+                .lines()
+                .filter(|l| l.starts_with("Breakglass-"))
+            {
+                out!("           {trailer}");
+            }
+            next = commit.parents.first().cloned();
+        }
+    }
+
+    fn print_calls(&self) {
+        out!();
+        out!(
+            "Forge API calls by the bot, whole demo: {}.",
+            Calls::of(&self.forge.calls())
+        );
+        for (part, calls) in &self.parts {
+            out!("  {part}: {calls}");
+        }
+    }
+}
+
+/// One timeline line for a webhook event the bot caused; `None` for noise (its branch pushes,
+/// which the PRs and merges already show).
+fn describe(event: &str, payload: &Value) -> Option<String> {
+    let action = payload["action"].as_str().unwrap_or_default();
+    match (event, action) {
+        ("pull_request", _) => {
+            let number = payload["number"].as_u64()?;
+            let pr = &payload["pull_request"];
+            match action {
+                "opened" => Some(format!(
+                    "opened PR #{number} \"{}\"",
+                    pr["title"].as_str().unwrap_or_default()
+                )),
+                "closed" if pr["merged"].as_bool() == Some(true) => Some(format!(
+                    "merged PR #{number} with merge commit {}",
+                    short(pr["merge_commit_sha"].as_str().unwrap_or_default())
+                )),
+                "closed" => Some(format!("closed PR #{number}")),
+                "labeled" => Some(format!(
+                    "labeled PR #{number} {}",
+                    payload["label"]["name"].as_str().unwrap_or_default()
+                )),
+                "unlabeled" => Some(format!(
+                    "removed label {} from PR #{number}",
+                    payload["label"]["name"].as_str().unwrap_or_default()
+                )),
+                _ => None,
+            }
+        }
+        ("issue_comment", "created") => Some(format!(
+            "on #{}: {}",
+            payload["issue"]["number"].as_u64()?,
+            gist(payload["comment"]["body"].as_str().unwrap_or_default())
+        )),
+        _ => None,
+    }
+}
+
+/// What a comment of the bot says, in one line: its first line, and for a verdict also the
+/// first sentence of what comes next (the approvals it needs, the fast path that applies, or
+/// the first rule that denies), which is what tells two verdicts on one PR apart.
+fn gist(body: &str) -> String {
+    let head = first_line(body);
+    if !head.starts_with(['✅', '❌']) {
+        return head;
+    }
+    let next = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .nth(1)
+        .map(|l| {
+            let l = l.trim_start_matches("- ").replace("**", "");
+            match l.find(". ") {
+                Some(end) => l[..=end].to_owned(),
+                None => l,
+            }
+        });
+    match next {
+        Some(next) => format!("{head} {next}"),
+        None => head,
+    }
+}
+
+/// The first non-empty line of a comment or commit message, without bold markers: the bot's
+/// comments lead with their gist.
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+        .replace("**", "")
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// For tests of the timeline's wording without running the story.
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn bot_comments_show_their_first_line_without_bold() {
+        assert_eq!(
+            first_line("\n🔓 **Access granted.** @alice has `prod/admin`.\n\n| | |"),
+            "🔓 Access granted. @alice has `prod/admin`."
+        );
+    }
+
+    #[test]
+    fn verdicts_say_what_comes_next() {
+        let body = "✅ **Request `r` is allowed** by the `prod` policy: @bob asks for `prod/admin` for 45m.\n\n⚡ Fast path `sev1` applies: merging now. An approver must review this grant within 1d.";
+        assert_eq!(
+            gist(body),
+            "✅ Request `r` is allowed by the `prod` policy: @bob asks for `prod/admin` for 45m. ⚡ Fast path `sev1` applies: merging now."
+        );
+        assert_eq!(gist("🙅 @alice, no.\n\nmore"), "🙅 @alice, no.");
+    }
+
+    #[test]
+    fn merges_name_their_commit_and_pushes_are_left_out() {
+        let merged = json!({"action": "closed", "number": 2,
+            "pull_request": {"merged": true, "merge_commit_sha": "0123456789abcdef"}});
+        assert_eq!(
+            describe("pull_request", &merged).as_deref(),
+            Some("merged PR #2 with merge commit 0123456")
+        );
+        assert_eq!(describe("push", &json!({"ref": "refs/heads/x"})), None);
+    }
+}

@@ -1,0 +1,119 @@
+//! No grant is ever left alive past its expiry: not after a crash, a forge outage or a restart.
+//! Each story kills the service where it stands (no graceful shutdown), moves time, starts a
+//! new service on the same database, and checks that the revocation happened.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use breakglass_test_forge::{FailureKind, FailureSpec};
+use chrono::TimeDelta;
+use common::*;
+use http::Method;
+
+/// Approves `id` (1h) and waits until it is merged.
+async fn granted(s: &Scenario, id: &str) -> u64 {
+    let pr = s.open_request(&s.people.alice, "prod", id, &prod_request("1h"));
+    s.settle().await;
+    s.forge
+        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+    s.settle().await;
+    assert!(s.forge.pr(REPO, pr).merged);
+    pr
+}
+
+/// Waits (real time) until the request is revoked, nudging the clock so that retries with
+/// backoff become due; returns how long it took.
+async fn until_revoked(s: &Scenario, id: &str) -> Duration {
+    let started = Instant::now();
+    for _ in 0..200 {
+        if s.request(id).await.state.to_string() == "revoked" {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        s.advance(TimeDelta::seconds(5));
+    }
+    panic!("{id} was never revoked: {:?}", s.request(id).await);
+}
+
+on_both_backends!(
+    a_crash_after_the_merge_still_revokes_at_ttl,
+    |mut s: Scenario| async move {
+        let pr = granted(&s, "r-crash").await;
+        s.crash();
+        s.advance(TimeDelta::hours(2)); // the TTL passes while the bot is down
+        s.start_service().await;
+        let took = until_revoked(&s, "r-crash").await;
+        assert!(
+            took < Duration::from_secs(5),
+            "overdue revocations fire at start ({took:?})"
+        );
+        let record = s.request("r-crash").await;
+        assert!(s.forge.pr(REPO, record.revert_pr_number.unwrap()).merged);
+        assert!(
+            s.forge
+                .files_on(REPO, "main")
+                .iter()
+                .all(|f| !f.starts_with("requests/"))
+        );
+        assert!(s.last_bot_comment(pr).starts_with("🔒 **Access revoked**"));
+    }
+);
+
+on_both_backends!(
+    a_crash_before_the_revert_pr_exists_still_revokes,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-norevert", &prod_request("1h"));
+        s.settle().await;
+        // The forge refuses to open PRs (every attempt of the grant step's one run), so the
+        // revert PR does not exist when the bot dies.
+        s.forge.fail_next(FailureSpec::new(
+            Method::POST,
+            "/repos/acme/access-requests/pulls",
+            4,
+            FailureKind::Status(500),
+        ));
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        assert!(s.forge.pr(REPO, pr).merged);
+        assert_eq!(
+            s.request("r-norevert").await.revert_pr_number,
+            None,
+            "no revert PR yet"
+        );
+        s.crash();
+        s.advance(TimeDelta::hours(2));
+        s.start_service().await;
+        until_revoked(&s, "r-norevert").await;
+        let record = s.request("r-norevert").await;
+        assert!(
+            s.forge
+                .pr(REPO, record.revert_pr_number.expect("created on restart"))
+                .merged
+        );
+    }
+);
+
+on_both_backends!(
+    forge_errors_during_the_revoke_are_retried_until_it_succeeds,
+    |s: Scenario| async move {
+        granted(&s, "r-flaky").await;
+        s.forge.fail_next(FailureSpec::new(
+            Method::PUT,
+            "/repos/acme/access-requests/pulls",
+            6,
+            FailureKind::Status(502),
+        ));
+        s.forge.fail_next(FailureSpec::new(
+            Method::POST,
+            "/repos/acme/access-requests/issues",
+            2,
+            FailureKind::SecondaryRateLimit429 { retry_after: 1 },
+        ));
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-flaky").await;
+        let record = s.request("r-flaky").await;
+        assert!(s.forge.pr(REPO, record.revert_pr_number.unwrap()).merged);
+    }
+);

@@ -1,0 +1,345 @@
+//! What the bot must refuse, each its own story: self-approval, approvals that do not count,
+//! commands that are not commands, PRs that change too much, requests the policy denies, and
+//! webhooks that are not from the forge.
+
+mod common;
+
+use chrono::TimeDelta;
+use common::*;
+
+on_both_backends!(
+    requester_cannot_approve_own_request,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.forge
+            .comment(REPO, pr, &s.people.alice, "/breakglass approve");
+        s.forge.react(REPO, pr, &s.people.alice, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+        assert_eq!(
+            s.last_bot_comment(pr),
+            "🙅 @alice, you requested this access: your own approval does not count. Ask an approver."
+        );
+    }
+);
+
+on_both_backends!(a_non_approver_does_not_count, |s: Scenario| async move {
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.forge.react(REPO, pr, &s.people.mallory, "+1");
+    s.forge.react(REPO, pr, &s.people.erin, "+1"); // a requester-team member, not an approver
+    s.advance(TimeDelta::seconds(31));
+    s.settle().await;
+    assert!(!s.forge.pr(REPO, pr).merged);
+    s.forge
+        .comment(REPO, pr, &s.people.mallory, "/breakglass approve");
+    s.settle().await;
+    assert_eq!(
+        s.last_bot_comment(pr),
+        "🙅 @mallory is not an approver for `prod`, so this does not count. Approvers: @acme/sre-leads, carol."
+    );
+    assert!(!s.forge.pr(REPO, pr).merged);
+});
+
+on_both_backends!(
+    an_approval_before_a_new_push_does_not_count,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.advance(TimeDelta::seconds(2));
+        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(2));
+        // alice changes the request after carol's 👍 and before the bot saw it.
+        s.forge.push_files(
+            REPO,
+            "request-r1",
+            &s.people.alice,
+            &[("requests/prod/r1.yaml", &prod_request("4h"))],
+            "longer",
+        );
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(
+            !s.forge.pr(REPO, pr).merged,
+            "carol approved the 1h version, not the 4h one: {:#?}",
+            s.bot_comments(pr)
+        );
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        let merged = s.forge.pr(REPO, pr);
+        assert!(merged.merged, "a fresh approval of the new head counts");
+        let merge = s
+            .forge
+            .log(REPO, "main")
+            .into_iter()
+            .find(|c| Some(&c.sha) == merged.merge_commit_sha.as_ref())
+            .unwrap();
+        assert!(merge.message.contains("for 4h"), "{}", merge.message);
+    }
+);
+
+on_both_backends!(
+    a_comment_approval_binds_to_the_head_it_saw,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        // Two approvers needed? No: one. So push, then check an approval of the old head via review.
+        let old_head = s.forge.pr(REPO, pr).head_sha;
+        s.forge.push_files(
+            REPO,
+            "request-r1",
+            &s.people.alice,
+            &[("requests/prod/r1.yaml", &prod_request("2h"))],
+            "longer",
+        );
+        s.settle().await;
+        assert_ne!(s.forge.pr(REPO, pr).head_sha, old_head);
+        assert_eq!(
+            s.request("r1").await.head_sha,
+            s.forge.pr(REPO, pr).head_sha,
+            "the bot follows the new head"
+        );
+        assert!(!s.forge.pr(REPO, pr).merged);
+    }
+);
+
+on_both_backends!(quoted_commands_are_not_commands, |s: Scenario| async move {
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    let before = s.bot_comments(pr).len();
+    for body in [
+        "```\n/breakglass approve\n```",
+        "> /breakglass approve",
+        "`/breakglass approve`",
+        "please /breakglass approve this",
+        "[/breakglass approve](https://example.com)",
+    ] {
+        s.forge.comment(REPO, pr, &s.people.carol, body);
+    }
+    s.settle().await;
+    assert!(!s.forge.pr(REPO, pr).merged);
+    assert_eq!(s.bot_comments(pr).len(), before, "no reply to prose");
+});
+
+on_both_backends!(an_edited_comment_never_approves, |s: Scenario| async move {
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    let id = s.forge.comment(REPO, pr, &s.people.carol, "looking");
+    s.settle().await;
+    s.forge
+        .edit_comment(REPO, id, &s.people.carol, "/breakglass approve");
+    s.settle().await;
+    assert!(!s.forge.pr(REPO, pr).merged);
+});
+
+on_both_backends!(
+    a_pr_that_also_changes_policies_is_never_merged,
+    |s: Scenario| async move {
+        let alice = &s.people.alice;
+        let loosened = s
+            .forge
+            .file_on(REPO, "main", "policies/prod.yaml")
+            .unwrap()
+            .replace("max_duration: 4h", "max_duration: 12h");
+        s.forge.push_files(
+            REPO,
+            "sneaky",
+            alice,
+            &[
+                ("requests/prod/r1.yaml", &prod_request("8h")),
+                ("policies/prod.yaml", &loosened),
+            ],
+            "request",
+        );
+        let pr = s.forge.open_pr(REPO, alice, "sneaky", "request", "");
+        s.settle().await;
+        let verdict = s.last_bot_comment(pr);
+        assert!(verdict.starts_with("⛔ **breakglass will not merge this PR**: it changes files beyond its request file: `policies/prod.yaml`."), "{verdict}");
+        // The default branch's policy decides, not the PR's loosened copy.
+        assert!(
+            verdict.contains("duration 8h is above the max_duration of `prod` (4h)"),
+            "{verdict}"
+        );
+        let head = s.forge.pr(REPO, pr).head_sha;
+        assert_eq!(s.policy_status(&head).unwrap().0, "failure");
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+    }
+);
+
+on_both_backends!(
+    a_pr_that_also_changes_another_request_is_never_merged,
+    |s: Scenario| async move {
+        let alice = &s.people.alice;
+        s.forge.push_files(
+            REPO,
+            "two",
+            alice,
+            &[
+                ("requests/prod/r1.yaml", &prod_request("1h")),
+                ("README.md", "changed\n"),
+            ],
+            "request",
+        );
+        let pr = s.forge.open_pr(REPO, alice, "two", "request", "");
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr).contains("`README.md`"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+
+        s.forge.push_files(
+            REPO,
+            "three",
+            alice,
+            &[
+                ("requests/prod/r2.yaml", &prod_request("1h")),
+                ("requests/prod/r3.yaml", &prod_request("1h")),
+            ],
+            "two requests",
+        );
+        let pr = s.forge.open_pr(REPO, alice, "three", "requests", "");
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr)
+                .starts_with("⛔ **One request per PR**"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+    }
+);
+
+on_both_backends!(
+    denials_explain_duration_role_and_requester,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "too-long", &prod_request("6h"));
+        s.settle().await;
+        let verdict = s.last_bot_comment(pr);
+        assert!(
+            verdict.starts_with("❌ **Request `too-long` is denied** by the `prod` policy."),
+            "{verdict}"
+        );
+        assert!(verdict.contains("- **max_duration**: duration 6h is above the max_duration of `prod` (4h); ask for 4h or less"), "{verdict}");
+        assert_eq!(
+            s.policy_status(&s.forge.pr(REPO, pr).head_sha).unwrap(),
+            ("failure".into(), "denied: max_duration".into())
+        );
+
+        let pr = s.open_request(
+            &s.people.alice,
+            "prod",
+            "bad-role",
+            &prod_request("1h").replace("role: admin", "role: root"),
+        );
+        s.settle().await;
+        assert!(s.last_bot_comment(pr).contains("- **role**: role `root` is not a role of environment `prod`; ask for one of: admin, readonly"), "{}", s.last_bot_comment(pr));
+
+        let pr = s.open_request(&s.people.mallory, "prod", "intruder", &prod_request("1h"));
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr)
+                .contains("`mallory` may not request access to `prod`"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+
+        let pr = s.open_request(
+            &s.people.alice,
+            "prod",
+            "broken",
+            "environment: prod\nrole: admin\nduration: 2 hours\nreason: x\n",
+        );
+        s.settle().await;
+        assert_eq!(
+            s.last_bot_comment(pr),
+            "❌ **`requests/prod/broken.yaml` is not a valid request**: line 3, column 11: duration `2 hours` is not a duration; write e.g. `90s`, `45m`, `2h` or `1h30m`\n\nSee the request format with `/breakglass help` or in the README."
+        );
+        // A fixed push is checked again.
+        s.forge.push_files(
+            REPO,
+            "request-too-long",
+            &s.people.alice,
+            &[("requests/prod/too-long.yaml", &prod_request("2h"))],
+            "shorter",
+        );
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(s.request("too-long").await.pr_number)
+                .starts_with("✅"),
+            "re-evaluated on push"
+        );
+    }
+);
+
+on_both_backends!(
+    bad_signatures_and_replays_change_nothing,
+    |s: Scenario| async move {
+        let url = s.webhook_url();
+        let body = br#"{"action":"created","issue":{"number":1},"comment":{"id":1,"body":"/breakglass help","user":{"id":1,"login":"x"},"created_at":"2026-11-26T02:14:00Z"},"repository":{"full_name":"acme/access-requests"}}"#;
+        assert_eq!(
+            s.forge
+                .send_raw_delivery(&url, "issue_comment", body, "wrong-secret")
+                .await,
+            Some(401)
+        );
+        assert_eq!(
+            s.forge
+                .send_raw_delivery(&url, "issue_comment", body, "")
+                .await,
+            Some(401),
+            "no signature"
+        );
+        assert_eq!(
+            s.forge
+                .send_raw_delivery(&url, "issue_comment", b"{not json", SECRET)
+                .await,
+            Some(400)
+        );
+        assert_eq!(
+            s.forge
+                .send_raw_delivery(&url, "issue_comment", &vec![b' '; 2 * 1024 * 1024], SECRET)
+                .await,
+            Some(413)
+        );
+        assert_eq!(
+            s.forge
+                .send_raw_delivery(&url, "star", br#"{"action":"created"}"#, SECRET)
+                .await,
+            Some(200)
+        );
+
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        let comments = s.bot_comments(pr).len();
+        let opened = s
+            .forge
+            .deliveries()
+            .into_iter()
+            .find(|d| d.event == "pull_request")
+            .expect("a delivery");
+        assert!(s.forge.redeliver(&opened.id));
+        s.settle().await;
+        assert_eq!(
+            s.bot_comments(pr).len(),
+            comments,
+            "a replayed delivery changes nothing"
+        );
+        let replay = s
+            .forge
+            .deliveries()
+            .into_iter()
+            .rfind(|d| d.id == opened.id)
+            .unwrap();
+        assert_eq!(replay.status, Some(200));
+    }
+);
