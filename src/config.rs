@@ -28,6 +28,8 @@ pub struct Config {
     pub policies_path: String,
     /// A reminder comment is posted this long before a grant expires.
     pub reminder_before: HumanDuration,
+    /// Where the bot's grant templates (`iac` roles' `template:`) live, on the bot's disk.
+    pub templates_path: PathBuf,
     /// GitHub; absent when breakglass serves GitLab only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub github: Option<GithubConfig>,
@@ -46,6 +48,7 @@ impl Default for Config {
             database_url: "sqlite://breakglass.db".into(),
             policies_path: "policies".into(),
             reminder_before: HumanDuration::from_secs(600),
+            templates_path: PathBuf::from("templates"),
             github: None,
             gitlab: None,
             aws: None,

@@ -294,7 +294,10 @@ impl Demo {
                 clock: Arc::new(clock.clone()) as Arc<dyn Clock>,
                 // Short idle ticks: the demo waits for the bot after every step.
                 tick: Duration::from_millis(20),
-                templates_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/templates")),
+                templates_dir: Some(PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/templates"
+                ))),
                 env: |_| None,
             },
         )

@@ -31,8 +31,8 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// How often idle workers look for work (due jobs are found at most this late).
     pub tick: Duration,
-    /// Where grant templates live.
-    pub templates_dir: std::path::PathBuf,
+    /// Where grant templates live; `None` takes `templates_path` from the config.
+    pub templates_dir: Option<std::path::PathBuf>,
     /// Reads an environment variable (tests pass their own).
     pub env: fn(&str) -> Option<String>,
 }
@@ -42,7 +42,7 @@ impl Default for Options {
         Self {
             clock: Arc::new(crate::clock::SystemClock),
             tick: Duration::from_secs(1),
-            templates_dir: "templates".into(),
+            templates_dir: None,
             env: |name| std::env::var(name).ok(),
         }
     }
@@ -117,7 +117,12 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         store.clone(),
         forge,
         options.clock.clone(),
-        Providers::new(options.templates_dir.clone()),
+        Providers::new(
+            options
+                .templates_dir
+                .clone()
+                .unwrap_or_else(|| config.templates_path.clone()),
+        ),
         metrics.clone(),
         settings,
     );

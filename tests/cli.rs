@@ -266,7 +266,7 @@ fn invalid_policies_stop_the_check_with_exit_2() {
 fn policy_lint_passes_the_examples_and_reports_all_problems() {
     let out = breakglass(&["policy", "lint"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert_eq!(stdout(&out), "2 policy file(s) in policies: no problems\n");
+    assert_eq!(stdout(&out), "3 policy file(s) in policies: no problems\n");
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("prod.yaml"), "environment: prod\nmax_duration: 1h\nrequesters: []\napprovers: []\nroles:\n  admin:\n    provider: gcp\n").unwrap();

@@ -402,7 +402,9 @@ impl Workflow {
         }
     }
 
-    /// A push to the default branch that adds request files the bot did not merge: flagged.
+    /// A push to the default branch that adds request files the bot did not merge (a direct
+    /// push, or a request PR merged by hand): flagged, and removed again, so that `requests/`
+    /// lists only grants the bot made. Nothing was granted, so no provider is involved.
     pub(super) async fn handle_push(
         &self,
         git_ref: &str,
@@ -412,12 +414,14 @@ impl Workflow {
         if git_ref != format!("refs/heads/{default}") {
             return Ok(());
         }
-        for path in commits.iter().flat_map(|c| c.added.iter()) {
+        // A merge's push lists the file under several commits: look at each path once.
+        let added: BTreeSet<&String> = commits.iter().flat_map(|c| c.added.iter()).collect();
+        for path in added {
             let Some(request) = RequestPath::parse(path) else {
                 continue;
             };
             let known = self.store.get_request(&request.id).await?;
-            if !known.is_some_and(|r| {
+            let granted_by_bot = known.as_ref().is_some_and(|r| {
                 matches!(
                     r.state,
                     RequestState::Approved
@@ -425,15 +429,89 @@ impl Workflow {
                         | RequestState::Revoking
                         | RequestState::Revoked
                 )
-            }) {
-                tracing::warn!(
+            });
+            if granted_by_bot {
+                continue;
+            }
+            tracing::warn!(
+                path,
+                "request file reached the default branch without breakglass; removing it"
+            );
+            self.metrics
+                .inc("breakglass_anomalies_total", "kind=\"landed_without_bot\"");
+            self.remove_unauthorized(&default, path, &request).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_unauthorized(
+        &self,
+        default: &str,
+        path: &str,
+        request: &RequestPath,
+    ) -> anyhow::Result<()> {
+        if self.forge.read_file(default, path).await?.is_none() {
+            return Ok(()); // already removed (a redelivery, or a later push)
+        }
+        let branch = format!("breakglass/remove/{}", request.id);
+        if let Err(err) = self
+            .forge
+            .create_branch(&branch, &self.forge.branch_head(default).await?)
+            .await
+            && err.status() != Some(422)
+        {
+            return Err(err.into());
+        }
+        if let Some(file) = self.forge.read_file(&branch, path).await? {
+            self.forge
+                .delete_file(
+                    &branch,
                     path,
-                    "request file reached the default branch without breakglass"
+                    &format!("breakglass: remove {path}"),
+                    &file.blob_sha,
+                )
+                .await?;
+        }
+        let number = match self.forge.find_open_pull_request(&branch, default).await? {
+            Some(number) => number,
+            None => {
+                let title = format!(
+                    "breakglass: remove {} (landed without breakglass)",
+                    request.id
                 );
-                self.metrics
-                    .inc("breakglass_anomalies_total", "kind=\"direct_push\"");
+                let number = self
+                    .forge
+                    .open_pull_request(
+                        &branch,
+                        default,
+                        &title,
+                        &comment::direct_push_comment(&[path.to_owned()]),
+                    )
+                    .await?;
+                self.forge
+                    .comment(number, &comment::direct_push_comment(&[path.to_owned()]))
+                    .await?;
+                number
+            }
+        };
+        let pr = self.forge.pull_request(number).await?;
+        if !pr.info.merged {
+            let title = format!("breakglass: remove {} (reconcile)", request.id);
+            let message = format!(
+                "{path} reached {default} without breakglass; it was never granted.\n\nBreakglass-Revokes: {}\nBreakglass-Revoked-Reason: reconcile\n",
+                request.id
+            );
+            match self
+                .forge
+                .merge(number, &pr.info.head_sha, &title, &message)
+                .await
+            {
+                Ok(_) => {}
+                Err(MergeError::Forge(err)) => return Err(err.into()),
+                Err(err) => bail!("cannot merge removal PR #{number}: {err}"),
             }
         }
+        self.forge.delete_branch(&branch).await?;
         Ok(())
     }
 }

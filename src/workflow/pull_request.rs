@@ -47,15 +47,7 @@ impl Workflow {
             // The bot evaluates the PRs it opens itself, right after opening them.
             PullRequestAction::Opened if existing.is_none() && pr.author.is_bot => Ok(()),
             _ => match existing {
-                // A push after the approval voids it: an Approved request is decided again.
-                Some(record)
-                    if !matches!(
-                        record.state,
-                        RequestState::Pending | RequestState::Denied | RequestState::Approved
-                    ) =>
-                {
-                    Ok(())
-                }
+                Some(record) if !decides_again(record.state, action) => Ok(()),
                 existing => self.evaluate_pr(pr, existing).await,
             },
         }
@@ -86,9 +78,16 @@ impl Workflow {
     /// Checks a request PR and records the verdict.
     pub(super) async fn evaluate_pr(
         &self,
-        pr: &PullRequestInfo,
+        event_pr: &PullRequestInfo,
         existing: Option<RequestRecord>,
     ) -> anyhow::Result<()> {
+        // Webhooks can arrive (or be processed) out of order: decide on the PR as it is now,
+        // not as an older event saw it (labels, head).
+        let current = self.forge.pull_request(event_pr.number).await?;
+        if !current.open {
+            return Ok(());
+        }
+        let pr = &current.info;
         let files = self.forge.pull_request_files(pr.number).await?;
         let requests: Vec<(&ChangedFile, RequestPath)> = files
             .iter()
@@ -377,6 +376,17 @@ impl Workflow {
             .set_status(&pr.head_sha, super::STATUS_CONTEXT, state, description)
             .await?;
         Ok(())
+    }
+}
+
+/// Whether a PR event makes the bot decide again on a request in `state`: pending and denied
+/// requests on any change; an approved one (merge not done yet) only on a push, which voids
+/// the approvals.
+fn decides_again(state: RequestState, action: PullRequestAction) -> bool {
+    match state {
+        RequestState::Pending | RequestState::Denied => true,
+        RequestState::Approved => action == PullRequestAction::Synchronized,
+        _ => false,
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use breakglass::clock::{Clock, ManualClock};
 use breakglass::config::{Config, GithubConfig};
 use breakglass::service::{self, Options, Running};
-use breakglass::store::{DeliveryState, Store};
+use breakglass::store::Store;
 use breakglass_test_forge::{TestForge, User};
 use chrono::{TimeDelta, TimeZone, Utc};
 
@@ -68,6 +68,8 @@ pub struct Scenario {
     pub store: Store,
     pub config: Config,
     pub service: Option<Running>,
+    /// More services on the same database (several replicas).
+    pub replicas: Vec<Running>,
     _database: Database,
     _secrets: tempfile::TempDir,
 }
@@ -96,12 +98,14 @@ impl Scenario {
         };
         let prod = std::fs::read_to_string(policies_dir().join("prod.yaml")).unwrap();
         let staging = std::fs::read_to_string(policies_dir().join("staging.yaml")).unwrap();
+        let network = std::fs::read_to_string(policies_dir().join("network.yaml")).unwrap();
         forge.create_repo(
             REPO,
             &[
                 ("README.md", "# access requests\n"),
                 ("policies/prod.yaml", &prod),
                 ("policies/staging.yaml", &staging),
+                ("policies/network.yaml", &network),
             ],
         );
         for (team, user) in [
@@ -141,6 +145,7 @@ impl Scenario {
             store,
             config,
             service: None,
+            replicas: Vec::new(),
             _database: database,
             _secrets: secrets,
         };
@@ -150,18 +155,30 @@ impl Scenario {
 
     /// Starts (or restarts) the service on the same database.
     pub async fn start_service(&mut self) {
-        let options = Options {
-            clock: Arc::new(self.clock.clone()) as Arc<dyn Clock>,
-            tick: Duration::from_millis(20),
-            templates_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates"),
-            env: |_| None,
-        };
-        let running = service::start(&self.config, options)
-            .await
-            .expect("the service starts");
+        let running = self.spawn_service().await;
         self.forge
             .add_webhook(&format!("http://{}/webhooks/github", running.addr), SECRET);
         self.service = Some(running);
+    }
+
+    /// Starts one more replica on the same database. Webhooks still reach the first one (as
+    /// through a load balancer), but every replica's workers claim deliveries and jobs from
+    /// the shared database, so they race for all the work.
+    pub async fn add_replica(&mut self) {
+        let running = self.spawn_service().await;
+        self.replicas.push(running);
+    }
+
+    async fn spawn_service(&self) -> Running {
+        let options = Options {
+            clock: Arc::new(self.clock.clone()) as Arc<dyn Clock>,
+            tick: Duration::from_millis(20),
+            templates_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")),
+            env: |_| None,
+        };
+        service::start(&self.config, options)
+            .await
+            .expect("the service starts")
     }
 
     /// A crash: the service's tasks die where they stand, nothing is shut down cleanly.
@@ -203,17 +220,17 @@ impl Scenario {
     }
 
     async fn pending_work(&self) -> String {
-        let deliveries = self.store.count_deliveries_by_state().await.unwrap();
-        let pending = deliveries
-            .iter()
-            .find(|(s, _)| *s == DeliveryState::Pending)
-            .map_or(0, |(_, n)| *n);
         let jobs = self.store.overdue_jobs(self.clock.now()).await.unwrap();
-        if pending == 0 && jobs.is_empty() {
+        let stuck: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT id, last_error FROM deliveries WHERE state = 'pending'")
+                .fetch_all(self.store.pool())
+                .await
+                .unwrap();
+        if stuck.is_empty() && jobs.is_empty() {
             return String::new();
         }
         format!(
-            "{pending} pending deliveries, due jobs: {:?}",
+            "pending deliveries: {stuck:?}, due jobs: {:?}",
             jobs.iter()
                 .map(|j| (j.kind.to_string(), j.attempts, j.last_error.clone()))
                 .collect::<Vec<_>>()

@@ -41,7 +41,6 @@ pub enum GithubAuth {
 #[derive(Clone, Debug)]
 pub struct GithubClient {
     crab: Octocrab,
-    api_url: String,
     owner: String,
     repo: String,
     retry: RetryPolicy,
@@ -100,7 +99,6 @@ impl GithubClient {
                         }
                         let client = Self {
                             crab: app.clone(),
-                            api_url: api_url.clone(),
                             owner: owner.into(),
                             repo: repo.into(),
                             retry: RetryPolicy::default(),
@@ -117,7 +115,6 @@ impl GithubClient {
         };
         Ok(Self {
             crab,
-            api_url,
             owner: owner.into(),
             repo: repo.into(),
             retry: RetryPolicy::default(),
@@ -150,7 +147,9 @@ impl GithubClient {
         let call = format!("{method} {path}");
         let mut builder = http::Request::builder()
             .method(method.clone())
-            .uri(format!("{}{path}", self.api_url));
+            // A relative URI: octocrab adds the base URI, and attaches App and installation
+            // credentials only to requests bound for it.
+            .uri(path);
         for (name, value) in headers {
             builder = builder.header(name, value);
         }

@@ -1,0 +1,285 @@
+//! Running breakglass: grant files of `iac` roles, requests that reach the default branch
+//! without the bot, several replicas on one database, and the health and metrics endpoints.
+
+mod common;
+
+use breakglass::clock::Clock as _;
+use chrono::TimeDelta;
+use common::*;
+
+on_both_backends!(
+    an_iac_grant_file_rides_with_the_request_and_leaves_with_the_revert,
+    |s: Scenario| async move {
+        let yaml =
+            "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
+        let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
+        s.settle().await;
+        let head = s.forge.pr(REPO, pr).head_ref;
+        let grant = s
+            .forge
+            .file_on(REPO, &head, "grants/network/r-dns.tf")
+            .expect("the bot rendered the grant file onto the PR");
+        assert!(grant.contains("user   = \"alice\""), "{grant}");
+        assert!(
+            grant.contains("groups = [\"network-dns-admin\"]"),
+            "{grant}"
+        );
+        assert!(
+            s.last_bot_comment(pr).starts_with("✅"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        assert!(s.forge.pr(REPO, pr).merged);
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "grants/network/r-dns.tf")
+                .is_some(),
+            "granted: the file is on main"
+        );
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r-dns").await.state.to_string(), "revoked");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "grants/network/r-dns.tf")
+                .is_none(),
+            "revoked: the revert removed the grant file"
+        );
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/network/r-dns.yaml")
+                .is_none()
+        );
+    }
+);
+
+on_both_backends!(
+    a_grant_file_edited_by_hand_is_never_merged,
+    |s: Scenario| async move {
+        let yaml =
+            "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
+        let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
+        s.settle().await;
+        let branch = s.forge.pr(REPO, pr).head_ref;
+        s.forge.push_files(
+            REPO,
+            &branch,
+            &s.people.alice,
+            &[(
+                "grants/network/r-dns.tf",
+                "resource \"aws_iam_user_policy_attachment\" \"x\" {}\n",
+            )],
+            "widen",
+        );
+        s.settle().await;
+        // The bot puts its own rendering back instead of merging the edited one.
+        let grant = s
+            .forge
+            .file_on(REPO, &branch, "grants/network/r-dns.tf")
+            .unwrap();
+        assert!(grant.contains("network-dns-admin"), "{grant}");
+        assert!(!s.forge.pr(REPO, pr).merged);
+    }
+);
+
+on_both_backends!(
+    a_request_pushed_straight_to_main_is_removed,
+    |s: Scenario| async move {
+        s.forge.push_direct(
+            REPO,
+            &s.people.mallory,
+            &[("requests/prod/sneaky.yaml", &prod_request("4h"))],
+            "grant myself",
+        );
+        s.settle().await;
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/sneaky.yaml")
+                .is_none(),
+            "removed again"
+        );
+        let removal = s
+            .forge
+            .log(REPO, "main")
+            .into_iter()
+            .find(|c| c.message.contains("Breakglass-Revokes: sneaky"))
+            .expect("a removal merge");
+        assert!(
+            removal
+                .message
+                .contains("Breakglass-Revoked-Reason: reconcile"),
+            "{}",
+            removal.message
+        );
+    }
+);
+
+on_both_backends!(
+    a_request_pr_merged_by_hand_is_removed,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-hand", &prod_request("1h"));
+        s.settle().await;
+        s.forge.merge_pr(REPO, pr, &s.people.alice);
+        s.settle().await;
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r-hand.yaml")
+                .is_none()
+        );
+        assert_eq!(s.request("r-hand").await.state.to_string(), "closed");
+    }
+);
+
+on_both_backends!(
+    health_readiness_and_metrics_answer,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-metrics", &prod_request("1h"));
+        s.settle().await;
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        let base = format!("http://{}", s.service.as_ref().unwrap().addr);
+        let client = reqwest::Client::new();
+        let get = |path: &str| client.get(format!("{base}{path}")).send();
+        let health = get("/healthz").await.unwrap();
+        assert_eq!(health.status(), 200);
+        assert_eq!(get("/readyz").await.unwrap().status(), 200);
+        let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+        for line in [
+            "breakglass_webhooks_total{forge=\"github\",result=\"accepted\"}",
+            "breakglass_decisions_total{outcome=\"allowed\"} 1",
+            "breakglass_grants_total{provider=\"noop\"} 1",
+            "breakglass_grants_active 1",
+            "breakglass_requests{state=\"active\"} 1",
+            "breakglass_timer_lag_seconds 0",
+            "# TYPE breakglass_grants_active gauge",
+        ] {
+            assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+        }
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+        assert!(
+            metrics.contains("breakglass_revocations_total{result=\"ok\"} 1"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("breakglass_grants_active 0"), "{metrics}");
+    }
+);
+
+/// Two replicas receive every webhook and race for every job: each grant is still merged,
+/// commented and revoked exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_postgres_grant_and_revoke_exactly_once() {
+    let Some(mut s) = Scenario::start(Backend::Postgres).await else {
+        return;
+    };
+    s.add_replica().await;
+    let mut prs = Vec::new();
+    for n in 0..4 {
+        prs.push(s.open_request(
+            &s.people.alice,
+            "prod",
+            &format!("r-replica-{n}"),
+            &prod_request("1h"),
+        ));
+    }
+    s.settle().await;
+    for pr in &prs {
+        s.forge
+            .comment(REPO, *pr, &s.people.carol, "/breakglass approve");
+    }
+    s.settle().await;
+    s.advance(TimeDelta::hours(1));
+    s.settle().await;
+    for (n, pr) in prs.iter().enumerate() {
+        let record = s.request(&format!("r-replica-{n}")).await;
+        assert_eq!(record.state.to_string(), "revoked");
+        let comments = s.bot_comments(*pr);
+        let count = |prefix: &str| comments.iter().filter(|c| c.starts_with(prefix)).count();
+        assert_eq!(count("✅"), 1, "one verdict: {comments:#?}");
+        assert_eq!(count("🔓"), 1, "one grant comment: {comments:#?}");
+        assert_eq!(count("🔒"), 1, "one revoke comment: {comments:#?}");
+    }
+    let log = s.forge.log(REPO, "main");
+    for n in 0..4 {
+        let grants = log
+            .iter()
+            .filter(|c| {
+                c.message
+                    .contains(&format!("Breakglass-Request: r-replica-{n}\n"))
+            })
+            .count();
+        let revokes = log
+            .iter()
+            .filter(|c| {
+                c.message
+                    .contains(&format!("Breakglass-Revokes: r-replica-{n}\n"))
+            })
+            .count();
+        assert_eq!((grants, revokes), (1, 1), "r-replica-{n}");
+    }
+}
+
+/// The bot authenticates as a GitHub App: JWTs signed with its key, exchanged for short-lived
+/// installation tokens that are refreshed when they run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_app_auth_runs_the_lifecycle_and_refreshes_tokens() {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    use base64::Engine as _;
+    let Some(mut s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    s.crash();
+    // JWTs and token expiry are checked against real time (octocrab signs with the system
+    // clock): bring both clocks to now, and later move only the bot's clock.
+    s.advance(chrono::Utc::now() - s.clock.now());
+    let bot = s.forge.configure_app(breakglass_test_forge::AppConfig {
+        app_id: 4242,
+        installation_id: 77,
+        bot_login: "breakglass[bot]".into(),
+        // octocrab refreshes a token with less than 30 s left: this one after 1 s.
+        token_ttl: TimeDelta::seconds(31),
+    });
+    assert_eq!(bot.login, s.people.bot.login);
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let der: Pkcs8V1Der<'static> = pair.as_der().unwrap();
+    let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), pem).unwrap();
+    let github = s.config.github.as_mut().unwrap();
+    github.app_id = Some(4242);
+    github.private_key_path = Some(key.path().to_owned());
+    github.installation_id = None; // looked up through /repos/{o}/{r}/installation
+    s.start_service().await;
+
+    let pr = s.open_request(&s.people.alice, "prod", "r-app", &prod_request("1h"));
+    s.settle().await;
+    s.forge
+        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+    s.settle().await;
+    assert!(s.forge.pr(REPO, pr).merged);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // the token is due for refresh
+    s.clock.advance(TimeDelta::hours(1));
+    s.settle().await;
+    assert_eq!(s.request("r-app").await.state.to_string(), "revoked");
+    assert!(
+        s.forge
+            .calls()
+            .count("POST", "/app/installations/{id}/access_tokens")
+            >= 2,
+        "tokens were refreshed"
+    );
+}
