@@ -23,6 +23,23 @@ pub fn code(text: &str) -> String {
     format!("`{cleaned}`")
 }
 
+/// `@alice` or `@acme/sre`: how a user or team from a policy is named in a comment.
+pub fn mention(principal: &str) -> String {
+    if principal.starts_with('@') {
+        principal.to_owned()
+    } else {
+        format!("@{principal}")
+    }
+}
+
+fn mentions(principals: &[String]) -> String {
+    principals
+        .iter()
+        .map(|p| mention(p))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The verdict on a request PR.
 pub fn decision_comment(id: &str, decision: &Decision) -> String {
     let who = decision.requester.as_deref().unwrap_or("the requester");
@@ -62,9 +79,21 @@ pub fn decision_comment(id: &str, decision: &Decision) -> String {
         (None, 0) => text.push_str("Self-service environment: merging now, no approval needed."),
         (None, n) => text.push_str(&format!(
             "Needs **{n}** approval(s) from {}. Approve with a {} reaction on this PR, an approving review, or `/breakglass approve`. The requester's own approval never counts, and a push voids earlier approvals.",
-            decision.approvers.iter().map(|a| if a.starts_with('@') { a.clone() } else { format!("@{a}") }).collect::<Vec<_>>().join(", "),
+            mentions(&decision.approvers),
             reactions(&decision.approval_reactions)
         )),
+    }
+    // Say why a fast path the PR was labelled for did not apply (on-call wants to know).
+    for miss in decision.fast_path_misses.iter().filter(|m| {
+        !m.reasons
+            .iter()
+            .any(|r| r.starts_with("needs one of the labels"))
+    }) {
+        text.push_str(&format!(
+            "\n\nFast path `{}` does not apply: {}.",
+            miss.rule,
+            miss.reasons.join("; ")
+        ));
     }
     text
 }
@@ -114,7 +143,7 @@ pub fn self_approval_comment(requester: &str) -> String {
 pub fn not_an_approver_comment(login: &str, environment: &str, approvers: &[String]) -> String {
     format!(
         "🙅 @{login} is not an approver for `{environment}`, so this does not count. Approvers: {}.",
-        approvers.join(", ")
+        mentions(approvers)
     )
 }
 
@@ -220,6 +249,25 @@ pub fn denied_by_approver_comment(approver: &str, reason: Option<&str>) -> Strin
     }
 }
 
+/// Escalation of a fast-path grant nobody reviewed in time.
+pub fn review_overdue_comment(
+    requester: &str,
+    environment: &str,
+    role: &str,
+    due: DateTime<Utc>,
+    approvers: &[String],
+) -> String {
+    let who = approvers
+        .iter()
+        .map(|a| mention(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "🚨 **Review overdue** since {}: the fast-path grant of `{environment}/{role}` to @{requester} has not been reviewed. {who}: react with 👍 or comment `/breakglass reviewed` after checking it.",
+        iso(due)
+    )
+}
+
 pub fn reviewed_comment(reviewer: &str) -> String {
     format!("✔️ After-the-fact review by @{reviewer} recorded; `breakglass/needs-review` removed.")
 }
@@ -234,8 +282,8 @@ pub fn extended_comment(requester: &str, expires_at: DateTime<Utc>, now: DateTim
 
 pub fn extension_needs_approval_comment(by: &str, approvers: &[String]) -> String {
     format!(
-        "⏳ Extension by {by} asked. It needs approval: an approver ({}) comments `/breakglass approve`.",
-        approvers.join(", ")
+        "⏳ Extension by {by} asked. It needs approval: an approver ({}) comments `/breakglass extend` with the same duration.",
+        mentions(approvers)
     )
 }
 

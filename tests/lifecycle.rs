@@ -453,3 +453,58 @@ on_both_backends!(
         );
     }
 );
+
+/// Everything the bot says in the main story, pinned (tests/snapshots/): a change of wording
+/// shows up in review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_story_in_the_bots_words() {
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    let issue = s
+        .forge
+        .open_issue(REPO, &s.people.alice, "checkout is down", "");
+    s.forge.comment(
+        REPO,
+        issue,
+        &s.people.alice,
+        "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
+    );
+    s.settle().await;
+    let pr = s
+        .forge
+        .prs(REPO)
+        .into_iter()
+        .find(|p| p.user == s.people.bot.login)
+        .unwrap()
+        .number;
+    s.forge
+        .comment(REPO, pr, &s.people.alice, "/breakglass approve");
+    s.forge
+        .comment(REPO, pr, &s.people.mallory, "/breakglass approve");
+    s.forge
+        .comment(REPO, pr, &s.people.carol, "/breakglass aprove");
+    s.settle().await;
+    s.forge.react(REPO, pr, &s.people.carol, "+1");
+    s.advance(TimeDelta::seconds(30));
+    s.settle().await;
+    s.forge
+        .comment(REPO, pr, &s.people.alice, "/breakglass status");
+    s.settle().await;
+    s.advance(TimeDelta::minutes(60));
+    s.settle().await;
+    let transcript = |number: u64| {
+        s.bot_comments(number)
+            .iter()
+            .map(|c| format!("--- #{number}\n{c}\n"))
+            .collect::<String>()
+    };
+    insta::assert_snapshot!("story_issue", transcript(issue));
+    insta::assert_snapshot!("story_request_pr", transcript(pr));
+    let record = s.request("20261126-0214-alice-prod").await;
+    let revert = s.forge.pr(REPO, record.revert_pr_number.unwrap());
+    insta::assert_snapshot!(
+        "story_revert_pr",
+        format!("{}\n\n{}", revert.title, revert.body)
+    );
+}

@@ -38,7 +38,7 @@ on_both_backends!(a_non_approver_does_not_count, |s: Scenario| async move {
     s.settle().await;
     assert_eq!(
         s.last_bot_comment(pr),
-        "🙅 @mallory is not an approver for `prod`, so this does not count. Approvers: @acme/sre-leads, carol."
+        "🙅 @mallory is not an approver for `prod`, so this does not count. Approvers: @acme/sre-leads, @carol."
     );
     assert!(!s.forge.pr(REPO, pr).merged);
 });

@@ -42,6 +42,8 @@ pub enum JobKind {
     Revoke,
     /// Poll the PR's reactions (GitHub sends no webhook for them).
     Poll,
+    /// Escalate a fast-path grant whose after-the-fact review is overdue.
+    ReviewDue,
 }
 
 string_enum!(JobKind {
@@ -50,6 +52,7 @@ string_enum!(JobKind {
     Remind => "remind",
     Revoke => "revoke",
     Poll => "poll",
+    ReviewDue => "review_due",
 });
 
 /// A scheduled job.

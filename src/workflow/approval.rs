@@ -12,8 +12,8 @@ use super::evaluate::StoredDecision;
 use crate::comment;
 use crate::forge::{Actor, Polled, PullRequestInfo};
 use crate::names::{Login, RequestId};
-use crate::store::JobKind;
 use crate::store::{Approval, ApprovalSource};
+use crate::store::{EventKind, JobKind};
 use crate::store::{RequestRecord, RequestState};
 
 /// Whether an approval attempt counted, and if not, why.
@@ -101,7 +101,15 @@ impl Workflow {
             head_sha: record.head_sha.clone(),
             approved_at: self.now(),
         };
-        self.store.add_approval(&approval).await?;
+        if self.store.add_approval(&approval).await? {
+            self.record_event(
+                EventKind::APPROVAL,
+                Some(&record.id),
+                super::events::actor(actor),
+                serde_json::json!({ "source": source.to_string(), "head_sha": record.head_sha }),
+            )
+            .await?;
+        }
         let (approvers, need) = self.counted_approvers(&record).await?;
         if approvers.len() >= need as usize {
             self.approve(record, Some(approvers.into_iter().collect()))
@@ -262,9 +270,22 @@ impl Workflow {
             Some(Login::try_from(reviewer.login.clone()).map_err(anyhow::Error::msg)?);
         record.reviewed_at = Some(self.now());
         self.store.update_request(&mut record, self.now()).await?;
+        self.record_event(
+            EventKind::REVIEW,
+            Some(&record.id),
+            super::events::actor(reviewer),
+            serde_json::json!({}),
+        )
+        .await?;
         self.store.cancel_job(JobKind::Poll, &record.id).await?;
+        self.store
+            .cancel_job(JobKind::ReviewDue, &record.id)
+            .await?;
         self.forge
             .remove_label(record.pr_number, super::NEEDS_REVIEW_LABEL)
+            .await?;
+        self.forge
+            .remove_label(record.pr_number, super::REVIEW_OVERDUE_LABEL)
             .await?;
         self.forge
             .comment(
@@ -273,5 +294,70 @@ impl Workflow {
             )
             .await?;
         Ok(())
+    }
+
+    /// A fast-path grant's review is overdue: label it and ask the approvers.
+    pub(super) async fn job_review_due(&self, id: &RequestId) -> anyhow::Result<()> {
+        let Some(record) = self.store.get_request(id).await? else {
+            return Ok(());
+        };
+        let (Some(due), None) = (record.review_due_at, record.reviewed_at) else {
+            return Ok(());
+        };
+        if record.fast_path_rule.is_none() || due > self.now() {
+            return Ok(());
+        }
+        let (_, policies) = self.load_policies().await?;
+        let approvers: Vec<String> = policies
+            .ok()
+            .and_then(|p| {
+                p.get(record.environment.as_str())
+                    .map(|policy| policy.approvers.iter().map(ToString::to_string).collect())
+            })
+            .unwrap_or_default();
+        self.forge
+            .add_label(record.pr_number, super::REVIEW_OVERDUE_LABEL)
+            .await?;
+        let text = comment::review_overdue_comment(
+            record.requester_login.as_str(),
+            record.environment.as_str(),
+            record.role.as_str(),
+            due,
+            &approvers,
+        );
+        self.forge.comment(record.pr_number, &text).await?;
+        self.metrics
+            .inc("breakglass_anomalies_total", "kind=\"review_overdue\"");
+        self.record_event(
+            EventKind::new("review_overdue").map_err(anyhow::Error::msg)?,
+            Some(id),
+            None,
+            serde_json::json!({ "due": crate::clock::iso(due) }),
+        )
+        .await
+    }
+
+    /// The request of `requester` whose fast-path review is overdue, if any.
+    pub(super) async fn overdue_review_of(
+        &self,
+        requester_id: u64,
+    ) -> anyhow::Result<Option<RequestId>> {
+        let now = self.now();
+        for state in [
+            RequestState::Active,
+            RequestState::Revoking,
+            RequestState::Revoked,
+        ] {
+            for record in self.store.list_requests(Some(state)).await? {
+                if record.requester_id == requester_id
+                    && record.fast_path_rule.is_some()
+                    && record.reviewed_at.is_none()
+                    && record.review_due_at.is_some_and(|due| due < now)
+                {
+                    return Ok(Some(record.id));
+                }
+            }
+        }
+        Ok(None)
     }
 }

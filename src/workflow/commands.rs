@@ -13,7 +13,7 @@ use crate::forge::Actor;
 use crate::names::{Login, Name, Ticket};
 use crate::request::{AccessRequest, Reason, RequestPath};
 use crate::store::ApprovalSource;
-use crate::store::JobKind;
+use crate::store::{EventKind, JobKind};
 use crate::store::{RequestRecord, RequestState, RevokeReason};
 
 impl Workflow {
@@ -355,6 +355,13 @@ impl Workflow {
         }
         record.state = RequestState::Closed;
         self.store.update_request(&mut record, self.now()).await?;
+        self.record_event(
+            EventKind::CLOSE,
+            Some(&record.id),
+            super::events::actor(author),
+            serde_json::json!({ "denied": true, "reason": reason }),
+        )
+        .await?;
         self.store.cancel_job(JobKind::Poll, &record.id).await?;
         self.forge
             .comment(
@@ -498,6 +505,13 @@ impl Workflow {
         record.expires_at = Some(new_expiry);
         record.total_secs = total.as_secs();
         self.store.update_request(&mut record, self.now()).await?;
+        self.record_event(
+            EventKind::EXTEND,
+            Some(&record.id),
+            super::events::actor(author),
+            serde_json::json!({ "by": by.to_string(), "expires_at": crate::clock::iso(new_expiry), "total": total.to_string() }),
+        )
+        .await?;
         self.schedule(JobKind::Revoke, &record.id, new_expiry)
             .await?;
         let remind_at = new_expiry

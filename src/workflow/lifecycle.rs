@@ -14,8 +14,19 @@ use crate::grant::GrantSpec;
 use crate::names::RequestId;
 use crate::policy::Role;
 use crate::request::{AccessRequest, RequestPath};
-use crate::store::JobKind;
+use crate::store::{EventKind, JobKind};
 use crate::store::{RequestRecord, RequestState, RevokeReason};
+
+/// How soon a fast-path grant must be reviewed (`None` when it needs no review).
+fn review_within(record: &RequestRecord) -> Option<crate::duration::HumanDuration> {
+    record.fast_path_rule.as_ref()?;
+    Some(
+        serde_json::from_value::<super::evaluate::StoredDecision>(record.decision.clone())
+            .ok()
+            .and_then(|d| d.decision.fast_path.map(|f| f.review_within))
+            .unwrap_or(crate::duration::HumanDuration::from_secs(86_400)),
+    )
+}
 
 impl Workflow {
     fn request_path(record: &RequestRecord) -> String {
@@ -84,9 +95,10 @@ impl Workflow {
             if let Some(problem) = self.scope_problem(&record).await? {
                 return self.back_to_pending(record, &problem).await;
             }
-            let expected_expiry =
-                self.now() + chrono::TimeDelta::seconds(record.duration_secs as i64);
-            let (title, message) = trailers::grant_message(&record, expected_expiry);
+            let now = self.now();
+            let expected_expiry = now + chrono::TimeDelta::seconds(record.duration_secs as i64);
+            let review_due = review_within(&record).map(|within| now + within.to_chrono());
+            let (title, message) = trailers::grant_message(&record, expected_expiry, review_due);
             match self
                 .forge
                 .merge(record.pr_number, &record.head_sha, &title, &message)
@@ -115,16 +127,25 @@ impl Workflow {
         record.granted_at = Some(merged_at);
         record.expires_at = Some(expires_at);
         record.total_secs = record.duration_secs;
-        if record.fast_path_rule.is_some() {
-            let review_within =
-                serde_json::from_value::<super::evaluate::StoredDecision>(record.decision.clone())
-                    .ok()
-                    .and_then(|d| d.decision.fast_path.map(|f| f.review_within))
-                    .unwrap_or(crate::duration::HumanDuration::from_secs(86_400));
-            record.review_due_at = Some(merged_at + review_within.to_chrono());
-        }
+        record.review_due_at = review_within(&record).map(|within| merged_at + within.to_chrono());
         self.store.update_request(&mut record, self.now()).await?;
+        self.record_event(
+            EventKind::MERGE,
+            Some(id),
+            None,
+            serde_json::json!({
+                "pr": record.pr_number,
+                "merge_sha": record.merge_sha,
+                "approved_by": trailers::approved_by(&record),
+                "granted_at": record.granted_at.map(crate::clock::iso),
+                "expires_at": crate::clock::iso(expires_at),
+            }),
+        )
+        .await?;
         self.schedule(JobKind::Revoke, id, expires_at).await?;
+        if let Some(due) = record.review_due_at {
+            self.schedule(JobKind::ReviewDue, id, due).await?;
+        }
         let remind_at = expires_at
             - chrono::TimeDelta::from_std(self.settings.reminder_before).unwrap_or_default();
         if remind_at > self.now() {
@@ -205,6 +226,13 @@ impl Workflow {
             return self.schedule(JobKind::Revoke, id, self.now()).await;
         };
         self.providers.apply(&role, &Self::spec(&record)).await?;
+        self.record_event(
+            EventKind::GRANT,
+            Some(id),
+            super::events::requester(&record),
+            serde_json::json!({ "provider": role.provider, "role": record.role, "expires_at": record.expires_at.map(crate::clock::iso) }),
+        )
+        .await?;
         self.metrics.inc(
             "breakglass_grants_total",
             format!("provider=\"{}\"", role.provider),
@@ -343,9 +371,11 @@ impl Workflow {
         if let Some(role) = self.current_role(record).await? {
             self.providers.revoke(&role, &Self::spec(record)).await?;
         }
+        let mut revert_sha = None;
         if record.expires_at.is_some() {
             let revert = self.ensure_revert_pr(record).await?;
             let pr = self.forge.pull_request(revert).await?;
+            revert_sha = pr.merge_sha.clone();
             if !pr.info.merged {
                 let (title, message) = trailers::revoke_message(record, &reason.to_string());
                 match self
@@ -353,7 +383,7 @@ impl Workflow {
                     .merge(revert, &pr.info.head_sha, &title, &message)
                     .await
                 {
-                    Ok(_) => {}
+                    Ok(sha) => revert_sha = Some(sha),
                     Err(MergeError::Forge(err)) => return Err(err.into()),
                     Err(err) => bail!("cannot merge revert PR #{revert}: {err}"),
                 }
@@ -369,6 +399,13 @@ impl Workflow {
         record.state = RequestState::Revoked;
         record.revoked_at = Some(now);
         self.store.update_request(record, now).await?;
+        self.record_event(
+            EventKind::REVOKE,
+            Some(&record.id),
+            None,
+            serde_json::json!({ "reason": reason.to_string(), "revert_pr": record.revert_pr_number, "revert_sha": revert_sha }),
+        )
+        .await?;
         self.store.cancel_job(JobKind::Remind, &record.id).await?;
         let text = comment::revoked_comment(
             record.requester_login.as_str(),

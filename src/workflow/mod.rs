@@ -9,6 +9,7 @@
 mod approval;
 mod commands;
 mod evaluate;
+mod events;
 pub mod gauges;
 mod lifecycle;
 mod pull_request;
@@ -34,6 +35,8 @@ use crate::store::{Job, JobKind};
 pub const STATUS_CONTEXT: &str = "breakglass/policy";
 /// The label on fast-path grants until an approver reviews them.
 pub const NEEDS_REVIEW_LABEL: &str = "breakglass/needs-review";
+/// The label on fast-path grants whose review is overdue.
+pub const REVIEW_OVERDUE_LABEL: &str = "breakglass/review-overdue";
 
 /// Knobs of the lifecycle.
 #[derive(Clone, Debug)]
@@ -124,6 +127,12 @@ impl Workflow {
 
     /// Acts on one stored webhook delivery.
     pub async fn handle_delivery(&self, delivery: &Delivery) -> anyhow::Result<()> {
+        events::DELIVERY
+            .scope(delivery.id.clone(), self.dispatch(delivery))
+            .await
+    }
+
+    async fn dispatch(&self, delivery: &Delivery) -> anyhow::Result<()> {
         if delivery
             .repository
             .as_deref()
@@ -210,6 +219,7 @@ impl Workflow {
             JobKind::Revoke => self.job_revoke(id).await,
             JobKind::Remind => self.job_remind(id).await,
             JobKind::Poll => self.job_poll(id).await,
+            JobKind::ReviewDue => self.job_review_due(id).await,
         }
     }
 }

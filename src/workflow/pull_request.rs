@@ -14,11 +14,11 @@ use crate::forge::{
 };
 use crate::grant::GrantSpec;
 use crate::names::Login;
-use crate::policy::decision::Context;
+use crate::policy::decision::{Context, FastPathMiss};
 use crate::policy::evaluate;
 use crate::request::{AccessRequest, RequestPath};
 use crate::store::JobKind;
-use crate::store::StoreError;
+use crate::store::{EventKind, StoreError};
 use crate::store::{RequestRecord, RequestState};
 
 impl Workflow {
@@ -70,6 +70,13 @@ impl Workflow {
             }
             record.state = RequestState::Closed;
             self.store.update_request(&mut record, self.now()).await?;
+            self.record_event(
+                EventKind::CLOSE,
+                Some(&record.id),
+                None,
+                serde_json::json!({ "merged_by_hand": pr.merged }),
+            )
+            .await?;
             self.store.cancel_job(JobKind::Poll, &record.id).await?;
         }
         Ok(())
@@ -169,7 +176,7 @@ impl Workflow {
         };
         let requester = self.resolve_requester(policy, &login).await?;
         let now = self.now();
-        let decision = evaluate(
+        let mut decision = evaluate(
             &policies,
             &request,
             &Context {
@@ -179,6 +186,21 @@ impl Workflow {
                 path: Some(&path),
             },
         );
+        // `block_until_reviewed`: someone with an overdue fast-path review waits for approval.
+        if let Some(fast) = decision
+            .fast_path
+            .clone()
+            .filter(|f| f.block_until_reviewed)
+            && let Some(overdue) = self.overdue_review_of(requester_id).await?
+        {
+            decision.fast_path = None;
+            decision.fast_path_misses.push(FastPathMiss {
+                rule: fast.rule,
+                reasons: vec![format!(
+                    "`{login}` has an overdue review of `{overdue}` (block_until_reviewed)"
+                )],
+            });
+        }
 
         // The bot merges nothing but the request file and the grant files it renders itself.
         let mut allowed_paths = BTreeSet::from([file.path.clone()]);
@@ -304,6 +326,20 @@ impl Workflow {
                 }
             }
         };
+        self.record_event(
+            EventKind::DECISION,
+            Some(&record.id),
+            super::events::requester(&record),
+            serde_json::json!({
+                "allowed": allowed,
+                "head_sha": record.head_sha,
+                "violations": decision.violations.iter().map(|v| v.rule.to_string()).collect::<Vec<_>>(),
+                "beyond_request": extra,
+                "approvals_required": decision.approvals_required,
+                "fast_path": decision.fast_path.as_ref().map(|f| f.rule.clone()),
+            }),
+        )
+        .await?;
         self.metrics.inc(
             "breakglass_decisions_total",
             format!("outcome=\"{}\"", if allowed { "allowed" } else { "denied" }),

@@ -19,8 +19,15 @@ pub fn approved_by(record: &RequestRecord) -> String {
     }
 }
 
-/// Title and message of the request's merge commit.
-pub fn grant_message(record: &RequestRecord, expires_at: DateTime<Utc>) -> (String, String) {
+/// Title and message of the request's merge commit: the reason as the body, then the
+/// trailers. `breakglass audit` reads grants from these alone (no tree walk), so everything a
+/// report row needs is here: `Breakglass-Request`, `-Requester`, `-Environment`, `-Role`,
+/// `-Ticket` (when there is one), `-Approved-By`, `-Expires`, `-Review-Due` (fast path).
+pub fn grant_message(
+    record: &RequestRecord,
+    expires_at: DateTime<Utc>,
+    review_due: Option<DateTime<Utc>>,
+) -> (String, String) {
     let title = format!(
         "breakglass: grant {} ({}/{} for {} to {})",
         record.id,
@@ -29,26 +36,35 @@ pub fn grant_message(record: &RequestRecord, expires_at: DateTime<Utc>) -> (Stri
         crate::duration::HumanDuration::from_secs(record.duration_secs),
         record.requester_login
     );
-    let mut message = format!("{}\n\n", record.reason.as_str());
+    let mut message = format!("{}\n\n", record.reason.as_str().replace('\n', " "));
+    message.push_str(&format!(
+        "Breakglass-Request: {}\nBreakglass-Requester: {}\nBreakglass-Environment: {}\nBreakglass-Role: {}\n",
+        record.id, record.requester_login, record.environment, record.role
+    ));
     if let Some(ticket) = &record.ticket {
-        message.push_str(&format!("Ticket: {ticket}\n\n"));
+        message.push_str(&format!("Breakglass-Ticket: {ticket}\n"));
     }
     message.push_str(&format!(
-        "Breakglass-Request: {}\nBreakglass-Requester: {}\nBreakglass-Approved-By: {}\nBreakglass-Expires: {}\n",
-        record.id,
-        record.requester_login,
+        "Breakglass-Approved-By: {}\nBreakglass-Expires: {}\n",
         approved_by(record),
         iso(expires_at)
     ));
+    if let Some(due) = review_due {
+        message.push_str(&format!("Breakglass-Review-Due: {}\n", iso(due)));
+    }
     (title, message)
 }
 
-/// Title and message of the revert's merge commit.
+/// Title and message of the revert's merge commit: `Breakglass-Revokes`,
+/// `-Revoked-Reason`, and `-Reviewed-By` when the fast-path review is done by then.
 pub fn revoke_message(record: &RequestRecord, reason: &str) -> (String, String) {
     let title = format!("breakglass: revoke {} ({reason})", record.id);
-    let message = format!(
+    let mut message = format!(
         "Access of {} to {}/{} ended.\n\nBreakglass-Revokes: {}\nBreakglass-Revoked-Reason: {reason}\n",
         record.requester_login, record.environment, record.role, record.id
     );
+    if let Some(reviewer) = &record.reviewed_by {
+        message.push_str(&format!("Breakglass-Reviewed-By: {reviewer}\n"));
+    }
     (title, message)
 }

@@ -1,0 +1,118 @@
+//! The audit trail kept by the service: the hash-chained event log of every step, and the
+//! after-the-fact review of fast-path grants with its escalation.
+
+mod common;
+
+use chrono::TimeDelta;
+use common::*;
+
+fn sev1_request(s: &Scenario, id: &str) -> u64 {
+    let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+    let branch = format!("b-{id}");
+    s.forge.push_files(
+        REPO,
+        &branch,
+        &s.people.bob,
+        &[(&format!("requests/prod/{id}.yaml"), yaml)],
+        "request",
+    );
+    let pr = s.forge.open_pr(REPO, &s.people.bob, &branch, "sev1", "");
+    s.forge.label(REPO, pr, &s.people.bob, "sev1");
+    pr
+}
+
+on_both_backends!(
+    every_step_is_in_the_hash_chained_event_log,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-log", &prod_request("1h"));
+        s.settle().await;
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        let events = s
+            .store
+            .events_for_request(&"r-log".to_owned().try_into().unwrap())
+            .await
+            .unwrap();
+        let kinds: Vec<String> = events.iter().map(|e| e.kind.to_string()).collect();
+        assert_eq!(
+            kinds,
+            ["decision", "approval", "merge", "grant", "revoke"],
+            "{events:#?}"
+        );
+        let approval = &events[1];
+        assert_eq!(
+            approval.actor.as_ref().map(|a| (a.id, a.login.to_string())),
+            Some((s.people.carol.id, "carol".into()))
+        );
+        assert!(
+            approval.delivery_id.is_some(),
+            "the approval names the webhook delivery that carried it"
+        );
+        let merge_sha = s.forge.pr(REPO, pr).merge_commit_sha.unwrap();
+        assert_eq!(events[2].data["merge_sha"], merge_sha.as_str());
+        assert_eq!(events[4].data["reason"], "ttl");
+        assert!(s.store.verify_chain().await.unwrap() >= 5);
+        for pair in events.windows(2) {
+            assert!(pair[0].seq < pair[1].seq);
+        }
+    }
+);
+
+on_both_backends!(
+    an_overdue_fast_path_review_is_escalated_and_blocks_the_next_fast_path,
+    |s: Scenario| async move {
+        let first = sev1_request(&s, "r-sev1-a");
+        s.settle().await;
+        assert!(s.forge.pr(REPO, first).merged);
+        s.advance(TimeDelta::hours(25)); // revoked at 45m, review due at 24h
+        s.settle().await;
+        let labels = s.forge.pr(REPO, first).labels;
+        assert!(
+            labels.contains(&"breakglass/review-overdue".to_owned()),
+            "{labels:?}"
+        );
+        let escalation = s
+            .bot_comments(first)
+            .into_iter()
+            .find(|c| c.starts_with("🚨 **Review overdue**"))
+            .expect("an escalation");
+        assert!(
+            escalation.contains("@acme/sre-leads @carol"),
+            "{escalation}"
+        );
+
+        // bob's next sev1 request must wait for a normal approval.
+        let second = sev1_request(&s, "r-sev1-b");
+        s.settle().await;
+        assert!(
+            !s.forge.pr(REPO, second).merged,
+            "blocked from the fast path"
+        );
+        assert_eq!(s.request("r-sev1-b").await.state.to_string(), "pending");
+        assert!(
+        s.last_bot_comment(second).ends_with("Fast path `sev1` does not apply: `bob` has an overdue review of `r-sev1-a` (block_until_reviewed)."),
+        "{}",
+        s.last_bot_comment(second)
+    );
+
+        // Once the first grant is reviewed, the block is lifted for later requests.
+        s.forge
+            .comment(REPO, first, &s.people.carol, "/breakglass reviewed");
+        s.settle().await;
+        assert!(
+            !s.forge
+                .pr(REPO, first)
+                .labels
+                .contains(&"breakglass/review-overdue".to_owned())
+        );
+        let third = sev1_request(&s, "r-sev1-c");
+        s.settle().await;
+        assert!(
+            s.forge.pr(REPO, third).merged,
+            "fast path again after the review"
+        );
+    }
+);
