@@ -28,7 +28,9 @@ async fn until_revoked(s: &Scenario, id: &str) -> Duration {
     let started = Instant::now();
     for _ in 0..200 {
         if s.request(id).await.state.to_string() == "revoked" {
-            return started.elapsed();
+            let took = started.elapsed();
+            s.settle().await;
+            return took;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
         s.advance(TimeDelta::seconds(5));

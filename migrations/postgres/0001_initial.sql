@@ -9,6 +9,7 @@
 -- Webhook deliveries, stored before the HTTP 2xx and worked off by a claiming worker.
 CREATE TABLE deliveries (
     id              TEXT   NOT NULL PRIMARY KEY, -- '<forge>:<delivery id>'
+    seq             BIGINT  NOT NULL,             -- arrival order (ties in received_at happen)
     forge           TEXT   NOT NULL,
     event           TEXT   NOT NULL,
     payload         TEXT   NOT NULL,             -- the exact request body

@@ -116,6 +116,8 @@ pub enum Recorded {
 pub struct StoredDelivery {
     /// The forge's delivery id.
     pub id: DeliveryId,
+    /// Arrival order, for deliveries received in the same millisecond.
+    pub seq: i64,
     /// The event name.
     pub event: String,
     /// The exact request body.
@@ -137,7 +139,7 @@ pub struct StoredDelivery {
 /// Kept in one place so that every SELECT and RETURNING decodes the same way.
 macro_rules! columns {
     () => {
-        "id, forge, event, payload, received_at, state, attempts, locked_by, locked_until, \
+        "id, seq, forge, event, payload, received_at, state, attempts, locked_by, locked_until, \
          last_error, next_attempt_at"
     };
 }
@@ -159,6 +161,7 @@ impl TryFrom<&AnyRow> for StoredDelivery {
         }
         Ok(Self {
             id,
+            seq: f.int("seq")?,
             event: f.text("event")?,
             payload: f.text("payload")?,
             received_at: f.time("received_at")?,
@@ -187,9 +190,11 @@ pub async fn record_delivery(
 ) -> Result<Recorded, StoreError> {
     let at = to_millis(delivery.received_at);
     let result = sqlx::query(
-        "INSERT INTO deliveries (id, forge, event, payload, received_at, state, attempts, \
-         next_attempt_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $5) \
-         ON CONFLICT (id) DO NOTHING",
+        // `seq` keeps arrival order where `received_at` ties (same millisecond, or a stopped
+        // test clock): comments must be handled in the order they were written.
+        "INSERT INTO deliveries (id, seq, forge, event, payload, received_at, state, attempts, \
+         next_attempt_at) VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deliveries), $2, $3, \
+         $4, $5, 'pending', 0, $5) ON CONFLICT (id) DO NOTHING",
     )
     .bind(delivery.id.to_string())
     .bind(delivery.id.forge().as_str())
@@ -244,7 +249,7 @@ pub async fn claim_deliveries(
                 "UPDATE deliveries SET locked_by = $1, locked_until = $2 WHERE id IN (\
                  SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= $3 \
                  AND (locked_until IS NULL OR locked_until <= $3) \
-                 ORDER BY received_at, id LIMIT $4",
+                 ORDER BY received_at, seq LIMIT $4",
                 $lock,
                 ") RETURNING ",
                 columns!()
@@ -268,7 +273,7 @@ pub async fn claim_deliveries(
         .map(StoredDelivery::try_from)
         .collect::<Result<Vec<_>, _>>()?;
     // RETURNING promises no order.
-    claimed.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+    claimed.sort_by_key(|d| (d.received_at, d.seq));
     Ok(claimed)
 }
 

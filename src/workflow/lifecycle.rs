@@ -395,7 +395,18 @@ impl Workflow {
                 .delete_branch(&format!("breakglass/request/{}", record.id))
                 .await?;
         }
+        // Tell the requester before recording the end: after a crash in between, the step
+        // runs again and may say it twice, but never not at all.
         let now = self.now();
+        let text = comment::revoked_comment(
+            record.requester_login.as_str(),
+            record.environment.as_str(),
+            record.role.as_str(),
+            now,
+            &reason.to_string(),
+            record.revert_pr_number,
+        );
+        self.forge.comment(record.pr_number, &text).await?;
         record.state = RequestState::Revoked;
         record.revoked_at = Some(now);
         self.store.update_request(record, now).await?;
@@ -407,15 +418,6 @@ impl Workflow {
         )
         .await?;
         self.store.cancel_job(JobKind::Remind, &record.id).await?;
-        let text = comment::revoked_comment(
-            record.requester_login.as_str(),
-            record.environment.as_str(),
-            record.role.as_str(),
-            now,
-            &reason.to_string(),
-            record.revert_pr_number,
-        );
-        self.forge.comment(record.pr_number, &text).await?;
         Ok(())
     }
 

@@ -5,6 +5,8 @@
 //! status code the lifecycle branches on (304, 404, 405, 409, 422, 429) is visible, and so that
 //! retries happen in exactly one place ([`crate::forge::retry`]).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -44,7 +46,14 @@ pub struct GithubClient {
     owner: String,
     repo: String,
     retry: RetryPolicy,
+    /// Bodies of earlier GETs by path, with their ETags: asking again with `If-None-Match`
+    /// costs nothing against the rate limit when nothing changed (policies are read at every
+    /// decision).
+    cache: Arc<Mutex<HashMap<String, (String, String)>>>,
 }
+
+/// Most GET answers kept for conditional requests; past it the cache starts over.
+const CACHE_ENTRIES: usize = 2048;
 
 /// A raw answer: status, headers and body text.
 struct Answer {
@@ -102,6 +111,7 @@ impl GithubClient {
                             owner: owner.into(),
                             repo: repo.into(),
                             retry: RetryPolicy::default(),
+                            cache: Arc::default(),
                         };
                         let found: Installation = client
                             .json(Method::GET, &client.repo_path("/installation"), None)
@@ -118,6 +128,7 @@ impl GithubClient {
             owner: owner.into(),
             repo: repo.into(),
             retry: RetryPolicy::default(),
+            cache: Arc::default(),
         })
     }
 
@@ -198,10 +209,42 @@ impl GithubClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<T, ForgeError> {
-        let answer = self
-            .send(method.clone(), path, body, HeaderMap::new())
-            .await?;
-        decode(&format!("{method} {path}"), &answer.body)
+        let call = format!("{method} {path}");
+        if method != Method::GET {
+            let answer = self.send(method, path, body, HeaderMap::new()).await?;
+            return decode(&call, &answer.body);
+        }
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned();
+        let mut headers = HeaderMap::new();
+        if let Some(etag) = cached
+            .as_ref()
+            .and_then(|(etag, _)| HeaderValue::from_str(etag).ok())
+        {
+            headers.insert(http::header::IF_NONE_MATCH, etag);
+        }
+        let answer = self.send(method, path, None, headers).await?;
+        if answer.status == StatusCode::NOT_MODIFIED
+            && let Some((_, body)) = cached
+        {
+            return decode(&call, &body);
+        }
+        if let Some(etag) = answer
+            .headers
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(path.to_owned(), (etag.to_owned(), answer.body.clone()));
+        }
+        decode(&call, &answer.body)
     }
 
     /// The repository's default branch, where policies and active requests live.
