@@ -283,3 +283,30 @@ async fn github_app_auth_runs_the_lifecycle_and_refreshes_tokens() {
         "tokens were refreshed"
     );
 }
+
+/// A graceful stop finishes what is in flight and stops listening; a new start carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_stops_listening_and_a_restart_carries_on() {
+    let Some(mut s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    let pr = s.open_request(&s.people.alice, "prod", "r-stop", &prod_request("1h"));
+    s.settle().await;
+    let addr = s.service.as_ref().unwrap().addr;
+    let started = std::time::Instant::now();
+    s.service.take().unwrap().shutdown().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+    s.start_service().await;
+    s.forge
+        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+    s.settle().await;
+    assert!(s.forge.pr(REPO, pr).merged);
+}

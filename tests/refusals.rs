@@ -343,3 +343,39 @@ on_both_backends!(
         assert_eq!(replay.status, Some(200));
     }
 );
+
+on_both_backends!(
+    deny_closes_the_request_and_only_approvers_may_deny,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-deny", &prod_request("1h"));
+        s.settle().await;
+        s.forge
+            .comment(REPO, pr, &s.people.mallory, "/breakglass deny not you");
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr)
+                .contains("only an approver (or the requester, to withdraw) can deny a request"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        assert_eq!(s.forge.pr(REPO, pr).state, "open");
+        s.forge.comment(
+            REPO,
+            pr,
+            &s.people.carol,
+            "/breakglass deny -- no incident on record",
+        );
+        s.settle().await;
+        assert_eq!(
+            s.last_bot_comment(pr),
+            "🚫 Request denied by @carol: `no incident on record`. Closing."
+        );
+        assert_eq!(s.forge.pr(REPO, pr).state, "closed");
+        assert_eq!(s.request("r-deny").await.state.to_string(), "closed");
+        // A closed request cannot be approved any more.
+        s.forge
+            .comment(REPO, pr, &s.people.dan, "/breakglass approve");
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+    }
+);
