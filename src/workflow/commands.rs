@@ -37,11 +37,7 @@ impl Workflow {
                 }
             };
             match command {
-                Command::Help => self
-                    .forge
-                    .comment(number, &comment::help_comment())
-                    .await
-                    .map(drop)?,
+                Command::Help => self.reply(number, &comment::help_comment()).await?,
                 Command::Request {
                     environment,
                     duration,
@@ -71,6 +67,30 @@ impl Workflow {
             }
         }
         Ok(())
+    }
+
+    /// Answers on issue or PR `number`.
+    async fn reply(&self, number: u64, text: &str) -> anyhow::Result<()> {
+        self.forge.comment(number, text).await?;
+        Ok(())
+    }
+
+    /// The request on `number` if it is in one of `states`; otherwise says that `verb` does
+    /// not apply here and gives `None`.
+    async fn request_for(
+        &self,
+        number: u64,
+        verb: &str,
+        states: &[RequestState],
+    ) -> anyhow::Result<Option<RequestRecord>> {
+        match self.request_on(number).await? {
+            Some(record) if states.contains(&record.state) => Ok(Some(record)),
+            _ => {
+                self.reply(number, &comment::no_request_here_comment(verb))
+                    .await?;
+                Ok(None)
+            }
+        }
     }
 
     /// The request a comment on `number` is about (its PR, or its revert PR).
@@ -105,22 +125,12 @@ impl Workflow {
                 "⚠️ Say why you need access: `/breakglass {environment} {duration} {} -- incident: INC-1234 what is broken`",
                 role.unwrap_or("<role>")
             );
-            return self
-                .forge
-                .comment(number, &text)
-                .await
-                .map(drop)
-                .map_err(Into::into);
+            return self.reply(number, &text).await;
         };
         let reason = match Reason::try_from(reason.to_owned()) {
             Ok(reason) => reason,
             Err(err) => {
-                return self
-                    .forge
-                    .comment(number, &format!("⚠️ {err}"))
-                    .await
-                    .map(drop)
-                    .map_err(Into::into);
+                return self.reply(number, &format!("⚠️ {err}")).await;
             }
         };
         let (default_branch, policies) = self.load_policies().await?;
@@ -140,12 +150,7 @@ impl Workflow {
                     "⚠️ `{environment}` has several roles; name one: `/breakglass {environment} {duration} <role> -- reason` with <role> one of {}",
                     roles.join(", ")
                 );
-                return self
-                    .forge
-                    .comment(number, &text)
-                    .await
-                    .map(drop)
-                    .map_err(Into::into);
+                return self.reply(number, &text).await;
             }
             (None, None) => "admin".to_owned(), // the policy check will explain the unknown environment
         };
@@ -281,22 +286,12 @@ impl Workflow {
     }
 
     async fn command_approve(&self, number: u64, author: &Actor) -> anyhow::Result<()> {
-        let Some(record) = self.request_on(number).await? else {
-            return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("approve"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
+        let Some(record) = self
+            .request_for(number, "approve", &[RequestState::Pending])
+            .await?
+        else {
+            return Ok(());
         };
-        if record.state != RequestState::Pending {
-            return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("approve"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
-        }
         let requester = record.requester_login.clone();
         let environment = record.environment.to_string();
         let text = match self
@@ -322,36 +317,27 @@ impl Workflow {
         author: &Actor,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
-        let Some(mut record) = self.request_on(number).await? else {
-            return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("deny"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
+        let Some(mut record) = self
+            .request_for(
+                number,
+                "deny",
+                &[RequestState::Pending, RequestState::Denied],
+            )
+            .await?
+        else {
+            return Ok(());
         };
-        if !matches!(record.state, RequestState::Pending | RequestState::Denied) {
-            return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("deny"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
-        }
         // The requester may withdraw; otherwise only an approver may deny.
         if author.id != record.requester_id && !self.approver_of(&record, author).await? {
             return self
-                .forge
-                .comment(
+                .reply(
                     number,
                     &comment::not_allowed_comment(
                         &author.login,
                         "an approver (or the requester, to withdraw) can deny a request",
                     ),
                 )
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .await;
         }
         record.state = RequestState::Closed;
         self.store.update_request(&mut record, self.now()).await?;
@@ -374,35 +360,22 @@ impl Workflow {
     }
 
     async fn command_revoke(&self, number: u64, author: &Actor) -> anyhow::Result<()> {
-        let Some(mut record) = self.request_on(number).await? else {
-            return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("revoke"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
+        let Some(mut record) = self
+            .request_for(number, "revoke", &[RequestState::Active])
+            .await?
+        else {
+            return Ok(());
         };
-        if record.state != RequestState::Active {
-            return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("revoke"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
-        }
         if author.id != record.requester_id && !self.approver_of(&record, author).await? {
             return self
-                .forge
-                .comment(
+                .reply(
                     number,
                     &comment::not_allowed_comment(
                         &author.login,
                         "the requester or an approver can revoke",
                     ),
                 )
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .await;
         }
         record.state = RequestState::Revoking;
         record.revoke_reason = Some(RevokeReason::Early);
@@ -421,45 +394,33 @@ impl Workflow {
     ) -> anyhow::Result<()> {
         let Some(mut record) = self.request_on(number).await? else {
             return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("extend"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .reply(number, &comment::no_request_here_comment("extend"))
+                .await;
         };
         let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
             return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("extend"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .reply(number, &comment::no_request_here_comment("extend"))
+                .await;
         };
         let (_, policies) = self.load_policies().await?;
         let policies = policies
             .map_err(|p| anyhow::anyhow!("the policies are invalid: {} problem(s)", p.len()))?;
         let Some(policy) = policies.get(record.environment.as_str()) else {
             return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("extend"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .reply(number, &comment::no_request_here_comment("extend"))
+                .await;
         };
         let total = HumanDuration::from_secs(record.total_secs + by.as_secs());
         if total > policy.max_duration {
             return self
-                .forge
-                .comment(
+                .reply(
                     number,
                     &comment::extension_refused_comment(
                         &total.to_string(),
                         &policy.max_duration.to_string(),
                     ),
                 )
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .await;
         }
         let is_requester = author.id == record.requester_id;
         let is_approver = !is_requester && self.approver_of(&record, author).await?;
@@ -472,8 +433,7 @@ impl Workflow {
         if !(is_approver || (is_requester && (self_service || fast_path_allows))) {
             if is_requester {
                 return self
-                    .forge
-                    .comment(
+                    .reply(
                         number,
                         &comment::extension_needs_approval_comment(
                             &format!("@{}", author.login),
@@ -484,22 +444,17 @@ impl Workflow {
                                 .collect::<Vec<_>>(),
                         ),
                     )
-                    .await
-                    .map(drop)
-                    .map_err(Into::into);
+                    .await;
             }
             return self
-                .forge
-                .comment(
+                .reply(
                     number,
                     &comment::not_allowed_comment(
                         &author.login,
                         "the requester or an approver can extend",
                     ),
                 )
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .await;
         }
         let new_expiry = expires_at + by.to_chrono();
         record.expires_at = Some(new_expiry);
@@ -532,11 +487,8 @@ impl Workflow {
     async fn command_status(&self, number: u64) -> anyhow::Result<()> {
         let Some(record) = self.request_on(number).await? else {
             return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("status"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .reply(number, &comment::no_request_here_comment("status"))
+                .await;
         };
         let now = self.now();
         let detail = match record.state {
@@ -588,47 +540,35 @@ impl Workflow {
     async fn command_reviewed(&self, number: u64, author: &Actor) -> anyhow::Result<()> {
         let Some(record) = self.request_on(number).await? else {
             return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("reviewed"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .reply(number, &comment::no_request_here_comment("reviewed"))
+                .await;
         };
         if record.fast_path_rule.is_none()
             || record.reviewed_at.is_some()
             || record.merge_sha.is_none() && record.state != RequestState::Revoked
         {
             return self
-                .forge
-                .comment(number, &comment::no_request_here_comment("reviewed"))
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .reply(number, &comment::no_request_here_comment("reviewed"))
+                .await;
         }
         if author.id == record.requester_id {
             return self
-                .forge
-                .comment(
+                .reply(
                     number,
                     &comment::self_approval_comment(record.requester_login.as_str()),
                 )
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .await;
         }
         if !self.approver_of(&record, author).await? {
             return self
-                .forge
-                .comment(
+                .reply(
                     number,
                     &comment::not_allowed_comment(
                         &author.login,
                         "an approver can review a fast-path grant",
                     ),
                 )
-                .await
-                .map(drop)
-                .map_err(Into::into);
+                .await;
         }
         self.mark_reviewed(record, author).await
     }
