@@ -534,6 +534,7 @@ impl Workflow {
             }
         };
         let pr = self.forge.pull_request(number).await?;
+        let mut removal_sha = pr.merge_sha.clone();
         if !pr.info.merged {
             let title = format!("breakglass: remove {} (reconcile)", request.id);
             let message = format!(
@@ -545,11 +546,18 @@ impl Workflow {
                 .merge(number, &pr.info.head_sha, &title, &message)
                 .await
             {
-                Ok(_) => {}
+                Ok(sha) => removal_sha = Some(sha),
                 Err(MergeError::Forge(err)) => return Err(err.into()),
                 Err(err) => bail!("cannot merge removal PR #{number}: {err}"),
             }
         }
+        self.record_event(
+            EventKind::new("remove").map_err(anyhow::Error::msg)?,
+            Some(&request.id),
+            None,
+            serde_json::json!({ "path": path, "reason": "reconcile", "revert_sha": removal_sha }),
+        )
+        .await?;
         self.forge.delete_branch(&branch).await?;
         Ok(())
     }
