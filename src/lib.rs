@@ -3,6 +3,7 @@
 //! The library holds everything but the command line: the request and policy models, the
 //! decision engine, the slash-command parser, and (in later modules) the service.
 
+pub mod audit;
 pub mod check;
 pub mod clock;
 pub mod command;

@@ -57,16 +57,36 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// The audit trail, read from the requests repo's git history.
+    /// The audit trail, read from the requests repo's git history: one row per grant (who,
+    /// what, why, approved by whom, when granted, expired and revoked, reviewed by whom) and
+    /// every anomaly. Exit code: 0 no anomaly, 1 anomalies, 2 error.
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
-        /// The requests repository (a local clone).
-        #[arg(long, default_value = ".")]
-        repo: PathBuf,
-        /// Only grants since this date.
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+        /// The requests repository: a path, or a URL (cloned into a temporary directory).
+        #[arg(long, default_value = ".", value_name = "PATH|URL")]
+        repo: String,
+        /// The branch to read (its first-parent history); default: the repository's HEAD.
         #[arg(long)]
-        since: Option<String>,
+        branch: Option<String>,
+        /// Only grants granted since this date (YYYY-MM-DD, or RFC 3339).
+        #[arg(long, value_name = "DATE", value_parser = breakglass::audit::parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only grants granted until this date (YYYY-MM-DD: through its end; or RFC 3339).
+        #[arg(long, value_name = "DATE", value_parser = breakglass::audit::parse_until)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only grants of this environment.
+        #[arg(long)]
+        environment: Option<String>,
         #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
         format: AuditFormat,
+        /// How late a revocation may come after the expiry before it is an anomaly.
+        #[arg(long, default_value = "5m", value_parser = breakglass::audit::parse_grace)]
+        grace: chrono::TimeDelta,
+        /// Report as if it were this time (RFC 3339), for reproducible output.
+        #[arg(long, hide = true)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Apply the database migrations (serve also does it at start).
     Migrate {
@@ -85,6 +105,28 @@ enum Command {
         #[arg(long, default_value = "2m")]
         ttl: breakglass::duration::HumanDuration,
         /// The database (it must hold no requests); a throwaway SQLite file by default.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+}
+
+/// `breakglass audit <command>`. Without one, `audit` reports.
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the service's event log: its hash chain, and that it agrees with the requests
+    /// repo's history (every logged merge and revocation is on the branch, and every bot merge
+    /// on the branch is logged). Exit code 1 with every mismatch named.
+    Verify {
+        /// The requests repository (a local clone, or a URL to clone).
+        #[arg(long, default_value = ".")]
+        repo: String,
+        /// The branch to check (default: the repository's HEAD branch).
+        #[arg(long)]
+        branch: Option<String>,
+        /// The service's configuration, for its database_url.
+        #[arg(long, default_value = "breakglass.toml")]
+        config: PathBuf,
+        /// The database, instead of the configuration's.
         #[arg(long)]
         database_url: Option<String>,
     },
@@ -196,7 +238,71 @@ fn try_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { config } => serve(&config),
-        Command::Audit { .. } => not_yet("audit", "the audit report"),
+        Command::Audit {
+            command: None,
+            repo,
+            branch,
+            since,
+            until,
+            environment,
+            format,
+            grace,
+            now,
+        } => {
+            use breakglass::audit::{self, AuditOptions, ReportOptions};
+            let options = AuditOptions {
+                branch,
+                report: ReportOptions {
+                    grace,
+                    since,
+                    until,
+                    environment,
+                    ..ReportOptions::new(now.unwrap_or_else(chrono::Utc::now))
+                },
+            };
+            let report = audit::run(&repo, &options)?;
+            let format = match format {
+                AuditFormat::Table => audit::Format::Table,
+                AuditFormat::Json => audit::Format::Json,
+                AuditFormat::Csv => audit::Format::Csv,
+                AuditFormat::Markdown => audit::Format::Markdown,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match audit::render::render(&report, format, &mut out)
+                .and_then(|()| std::io::Write::flush(&mut out))
+            {
+                // `breakglass audit | head` is not an error.
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+                written => written?,
+            }
+            Ok(ExitCode::from(report.exit_code()))
+        }
+        Command::Audit {
+            command:
+                Some(AuditCommand::Verify {
+                    repo,
+                    branch,
+                    config,
+                    database_url,
+                }),
+            ..
+        } => {
+            let url = match database_url {
+                Some(url) => url,
+                None => Config::load(&config, std::env::vars())?.database_url,
+            };
+            let history = breakglass::audit::read_history(&repo, branch.as_deref())?;
+            runtime()?.block_on(async {
+                let store = breakglass::store::Store::connect(&url).await?;
+                let verification = breakglass::audit::verify::verify(&store, &history).await?;
+                print!("{verification}");
+                Ok(if verification.ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            })
+        }
         Command::Migrate { config } => migrate(&config),
         Command::Demo { ttl, database_url } => {
             // Logs would break up the timeline; BREAKGLASS_LOG asks for them.
@@ -262,12 +368,4 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-/// Subcommands whose implementation has not landed say so, rather than pretend to work.
-fn not_yet(command: &str, what: &str) -> anyhow::Result<ExitCode> {
-    eprintln!(
-        "breakglass {command}: {what} is not implemented in this version yet; nothing was done"
-    );
-    Ok(ExitCode::from(3))
 }

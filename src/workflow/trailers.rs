@@ -56,13 +56,17 @@ pub fn grant_message(
 }
 
 /// Title and message of the revert's merge commit: `Breakglass-Revokes`,
-/// `-Revoked-Reason`, and `-Reviewed-By` when the fast-path review is done by then.
+/// `-Revoked-Reason`, `-Expires` (the expiry in force, extensions included), and
+/// `-Reviewed-By` when the fast-path review is done by then.
 pub fn revoke_message(record: &RequestRecord, reason: &str) -> (String, String) {
     let title = format!("breakglass: revoke {} ({reason})", record.id);
     let mut message = format!(
         "Access of {} to {}/{} ended.\n\nBreakglass-Revokes: {}\nBreakglass-Revoked-Reason: {reason}\n",
         record.requester_login, record.environment, record.role, record.id
     );
+    if let Some(expires) = record.expires_at {
+        message.push_str(&format!("Breakglass-Expires: {}\n", iso(expires)));
+    }
     if let Some(reviewer) = &record.reviewed_by {
         message.push_str(&format!("Breakglass-Reviewed-By: {reviewer}\n"));
     }

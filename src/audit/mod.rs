@@ -1,0 +1,171 @@
+//! `breakglass audit`: the audit trail, read from the requests repo's git history alone.
+//!
+//! The bot merges every grant and every revocation as a merge commit whose trailers say who
+//! had what, until when, approved by whom, and how it ended (see
+//! `src/workflow/trailers.rs`). This module walks the first-parent history of the default
+//! branch and turns those commits into one row per grant, flagging what should never happen:
+//! a grant never revoked, a revoke too late, a self-approval, an overdue fast-path review, a
+//! revoke without its grant, a request file that landed without the bot.
+//!
+//! The parts, each knowing one thing:
+//! - [`trailers`]: commit messages parsed as git parses them (pure);
+//! - [`history`]: the git2 walk, into raw facts;
+//! - [`report`]: pairing, rows and anomalies (pure; time is an input);
+//! - [`render`]: table, Markdown, CSV and JSON;
+//! - [`source`]: opening a local repository or cloning a URL.
+//!
+//! Everything here is blocking (git2, and `git clone` for URLs): async callers use
+//! `tokio::task::spawn_blocking`.
+
+pub mod history;
+pub mod render;
+pub mod report;
+pub mod source;
+pub mod trailers;
+pub mod verify;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+
+pub use render::Format;
+pub use report::{Anomaly, AnomalyKind, GrantRow, Report, ReportOptions, Review};
+pub use source::Source;
+
+/// Why an audit could not be made (`breakglass audit` exits 2 on any of them).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot open the repository {location}")]
+    Open {
+        location: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("cannot clone {url}: {message}")]
+    Clone { url: String, message: String },
+    #[error("{0}")]
+    Branch(String),
+    #[error(
+        "the repository is a shallow clone; the audit needs the whole history (git fetch --unshallow)"
+    )]
+    Shallow,
+    #[error("commit {commit} is malformed: {what}")]
+    Malformed { commit: String, what: &'static str },
+    #[error("cannot read the history")]
+    Git(#[source] git2::Error),
+}
+
+impl AuditError {
+    fn git(err: git2::Error) -> Self {
+        Self::Git(err)
+    }
+}
+
+/// What `breakglass audit` was asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// The branch to read; the repository's `HEAD` branch when `None`.
+    pub branch: Option<String>,
+    /// How the report is filtered, and "now".
+    pub report: ReportOptions,
+}
+
+/// Opens (or clones) the requests repo at `location` and reports on it: the library entry
+/// point behind `breakglass audit`.
+pub fn run(location: &str, options: &AuditOptions) -> Result<Report, AuditError> {
+    let source = Source::open(location, options.branch.as_deref())?;
+    report_on(&source, options)
+}
+
+/// The first-parent history of `branch` (the HEAD branch when `None`) of a path or URL.
+pub fn read_history(location: &str, branch: Option<&str>) -> Result<history::History, AuditError> {
+    let source = Source::open(location, branch)?;
+    let repo = source.repository();
+    let branch = match branch {
+        Some(branch) => branch.to_owned(),
+        None => history::head_branch(repo)?,
+    };
+    history::read(repo, &branch)
+}
+
+/// Reports on an opened repository.
+pub fn report_on(source: &Source, options: &AuditOptions) -> Result<Report, AuditError> {
+    let repo = source.repository();
+    let branch = match &options.branch {
+        Some(branch) => branch.clone(),
+        None => history::head_branch(repo)?,
+    };
+    let history = history::read(repo, &branch)?;
+    Ok(report::build(
+        history,
+        source.name().to_owned(),
+        options.report.clone(),
+    ))
+}
+
+/// Reads a `--since` bound: `YYYY-MM-DD` (the start of that day, UTC) or RFC 3339.
+pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
+    parse_bound(text, false)
+}
+
+/// Reads an `--until` bound: `YYYY-MM-DD` (through the end of that day, UTC, so that
+/// `--since 2026-11-01 --until 2026-11-30` is all of November) or RFC 3339 (inclusive).
+pub fn parse_until(text: &str) -> Result<DateTime<Utc>, String> {
+    parse_bound(text, true)
+}
+
+fn parse_bound(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let start = date.and_time(chrono::NaiveTime::MIN).and_utc();
+        return Ok(if end_of_day {
+            start + TimeDelta::days(1) - TimeDelta::seconds(1)
+        } else {
+            start
+        });
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| {
+            format!("`{text}` is not a date; write YYYY-MM-DD or RFC 3339 (2026-11-26T02:14:00Z)")
+        })
+}
+
+/// Reads `--grace`: a duration like `5m` or `1h30m`, or `0` for none.
+pub fn parse_grace(text: &str) -> Result<TimeDelta, String> {
+    if text == "0" || text == "0s" {
+        return Ok(TimeDelta::zero());
+    }
+    crate::duration::HumanDuration::parse(text)
+        .map(crate::duration::HumanDuration::to_chrono)
+        .map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_bounds() {
+        assert_eq!(
+            parse_since("2026-11-26").unwrap().to_rfc3339(),
+            "2026-11-26T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_until("2026-11-26").unwrap().to_rfc3339(),
+            "2026-11-26T23:59:59+00:00"
+        );
+        assert_eq!(
+            parse_until("2026-11-26T02:14:00+01:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-11-26T01:14:00+00:00"
+        );
+        assert!(parse_since("yesterday").unwrap_err().contains("YYYY-MM-DD"));
+        assert!(parse_since("2026-13-01").is_err());
+    }
+
+    #[test]
+    fn grace() {
+        assert_eq!(parse_grace("5m").unwrap(), TimeDelta::minutes(5));
+        assert_eq!(parse_grace("0").unwrap(), TimeDelta::zero());
+        assert!(parse_grace("five minutes").is_err());
+    }
+}

@@ -1,0 +1,975 @@
+//! From raw history facts to the audit report: each grant paired with its revoke, one row per
+//! grant, and every anomaly flagged. Pure: no git, no clock (`now` is an input), no I/O.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use git2::Oid;
+
+use super::history::{EventKind, GrantFact, History, LandedFact, RevokeFact, TrailerTime};
+use crate::clock::iso;
+use crate::duration::HumanDuration;
+
+/// What to report on and as of when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// "Now", for what is active, expired or overdue (injected so reports are reproducible).
+    pub now: DateTime<Utc>,
+    /// How late a revoke may be before it is an anomaly (the bot's timers and the forge take
+    /// a moment).
+    pub grace: TimeDelta,
+    /// Only grants granted at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only grants granted at or before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only grants of this environment.
+    pub environment: Option<String>,
+}
+
+impl ReportOptions {
+    /// No filters, the default 5 minute grace.
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            now,
+            grace: TimeDelta::minutes(5),
+            since: None,
+            until: None,
+            environment: None,
+        }
+    }
+
+    fn in_period(&self, at: DateTime<Utc>) -> bool {
+        self.since.is_none_or(|since| at >= since) && self.until.is_none_or(|until| at <= until)
+    }
+
+    fn in_environment(&self, environment: &str) -> bool {
+        self.environment.as_deref().is_none_or(|e| e == environment)
+    }
+}
+
+/// The audit report: one row per grant, oldest first, and the list of anomalies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The path or URL of the requests repo, as given (credentials removed).
+    pub repository: String,
+    /// The branch whose first-parent history was read.
+    pub branch: String,
+    /// Its tip when it was read (`None` for an empty branch).
+    pub head: Option<Oid>,
+    /// What the report was made with; `options.now` is when it was generated.
+    pub options: ReportOptions,
+    pub grants: Vec<GrantRow>,
+    /// Every anomaly in history order, those of the rows included.
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl Report {
+    /// `breakglass audit`'s exit code: 0 when nothing is wrong, 1 when there is an anomaly.
+    pub fn exit_code(&self) -> u8 {
+        u8::from(!self.anomalies.is_empty())
+    }
+}
+
+/// One grant: what the grant merge says, and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantRow {
+    pub request_id: String,
+    /// The requester's login (empty when the trailer is missing: a `malformed_trailers`
+    /// anomaly says so, as for every other missing trailer).
+    pub requester: String,
+    pub environment: String,
+    pub role: String,
+    pub reason: String,
+    pub ticket: Option<String>,
+    /// `Breakglass-Approved-By` as written: `carol, dave`, `fast-path:<rule>` or
+    /// `self-service`.
+    pub approved_by: String,
+    /// The grant merge's committer time.
+    pub granted_at: DateTime<Utc>,
+    /// `None` when the trailer is missing or unreadable.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The revoke merge's committer time; `None` while there is no revoke merge.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// `ttl`, `early` or `reconcile`, from the revoke merge.
+    pub revoked_how: Option<String>,
+    pub review: Review,
+    pub grant_commit: Oid,
+    pub revoke_commit: Option<Oid>,
+    /// This row's anomalies (also in [`Report::anomalies`], with details).
+    pub anomalies: Vec<AnomalyKind>,
+}
+
+impl GrantRow {
+    /// The approvers' logins; none for a fast-path or self-service grant.
+    pub fn approvers(&self) -> impl Iterator<Item = &str> {
+        let listed = self.fast_path_rule().is_none() && self.approved_by != SELF_SERVICE;
+        self.approved_by
+            .split(',')
+            .map(str::trim)
+            .filter(move |login| listed && !login.is_empty())
+    }
+
+    /// The fast-path rule that let it merge without approval, if one did.
+    pub fn fast_path_rule(&self) -> Option<&str> {
+        self.approved_by.strip_prefix(FAST_PATH)
+    }
+}
+
+const FAST_PATH: &str = "fast-path:";
+const SELF_SERVICE: &str = "self-service";
+
+/// Where a grant's after-the-fact review stands. Git records a review only on the revoke
+/// merge (`Breakglass-Reviewed-By`), so a review done after the revocation shows as overdue
+/// here; the service's event log has the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Review {
+    /// Not a fast-path grant.
+    NotNeeded,
+    /// Not reviewed yet and not due yet (`due` is `None` when the grant merge records none).
+    Pending { due: Option<DateTime<Utc>> },
+    /// Not reviewed, and the due time has passed.
+    Overdue { due: DateTime<Utc> },
+    /// Reviewed by this login.
+    Done { by: String },
+}
+
+impl Review {
+    /// The machine-readable status: `not_needed`, `pending`, `overdue` or `done`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Self::NotNeeded => "not_needed",
+            Self::Pending { .. } => "pending",
+            Self::Overdue { .. } => "overdue",
+            Self::Done { .. } => "done",
+        }
+    }
+
+    /// When the review is (or was) due, when known and not done.
+    pub fn due(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Pending { due } => *due,
+            Self::Overdue { due } => Some(*due),
+            _ => None,
+        }
+    }
+
+    /// Who reviewed it.
+    pub fn reviewed_by(&self) -> Option<&str> {
+        match self {
+            Self::Done { by } => Some(by),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Review {
+    /// `not needed`, `pending (due …)`, `overdue (due …)`, `done by <login>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotNeeded => f.write_str("not needed"),
+            Self::Pending { due: Some(due) } => write!(f, "pending (due {})", iso(*due)),
+            Self::Pending { due: None } => f.write_str("pending (no due date recorded)"),
+            Self::Overdue { due } => write!(f, "overdue (due {})", iso(*due)),
+            Self::Done { by } => write!(f, "done by {by}"),
+        }
+    }
+}
+
+/// What can be wrong in the history. The order is the order rows list them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AnomalyKind {
+    /// Expired more than the grace ago, and no revoke merge.
+    GrantWithoutRevert,
+    /// The revoke merge came later than expiry + grace.
+    LateRevert,
+    /// The requester is among the approvers.
+    SelfApproved,
+    /// A fast-path review whose due time has passed without a recorded review.
+    ReviewOverdue,
+    /// A `Breakglass-Revokes` for an id without a grant merge (and not a reconcile removal).
+    RevertWithoutGrant,
+    /// A request file added by a commit that is not the bot's (direct push, hand merge).
+    LandedWithoutBot,
+    /// A grant merge whose trailers are missing or unreadable.
+    MalformedTrailers,
+}
+
+impl AnomalyKind {
+    /// Every kind, in order.
+    pub const ALL: [Self; 7] = [
+        Self::GrantWithoutRevert,
+        Self::LateRevert,
+        Self::SelfApproved,
+        Self::ReviewOverdue,
+        Self::RevertWithoutGrant,
+        Self::LandedWithoutBot,
+        Self::MalformedTrailers,
+    ];
+
+    /// The stable name used in every output format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GrantWithoutRevert => "grant_without_revert",
+            Self::LateRevert => "late_revert",
+            Self::SelfApproved => "self_approved",
+            Self::ReviewOverdue => "review_overdue",
+            Self::RevertWithoutGrant => "revert_without_grant",
+            Self::LandedWithoutBot => "landed_without_bot",
+            Self::MalformedTrailers => "malformed_trailers",
+        }
+    }
+}
+
+impl fmt::Display for AnomalyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One anomaly, with the commit that shows it and a sentence for a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anomaly {
+    pub kind: AnomalyKind,
+    pub request_id: String,
+    /// The grant merge, or the revoke merge for `late_revert` and `revert_without_grant`,
+    /// or the commit that added the file for `landed_without_bot`.
+    pub commit: Oid,
+    pub detail: String,
+    /// The commit's place on the first-parent line, for history order.
+    position: usize,
+}
+
+/// A revoke merge, as the rows and the anomalies need it.
+struct Revoke {
+    position: usize,
+    commit: Oid,
+    at: DateTime<Utc>,
+    fact: RevokeFact,
+}
+
+/// A request file that landed without the bot.
+struct Landed {
+    position: usize,
+    commit: Oid,
+    at: DateTime<Utc>,
+    fact: LandedFact,
+}
+
+/// Builds the report from the whole history: pairing always sees everything (a grant before
+/// `--since` may be revoked inside the period and the reverse), then rows and anomalies are
+/// filtered.
+pub fn build(history: History, repository: String, options: ReportOptions) -> Report {
+    let count = history.events.len();
+    let mut grants: Vec<Pending> = Vec::with_capacity(count / 2 + 1);
+    // Request id → the latest grant still waiting for its revoke. Ids are unique, but should
+    // one repeat while its grant is open, `Pending::previous_open` keeps the older one.
+    let mut open: HashMap<String, usize> = HashMap::new();
+    let mut unpaired: Vec<Revoke> = Vec::new();
+    let mut landed: Vec<Landed> = Vec::new();
+    for event in history.events {
+        match event.kind {
+            EventKind::Grant(fact) => {
+                let index = grants.len();
+                let previous_open = open.insert(fact.request_id.clone(), index);
+                grants.push(Pending::new(event.position, event.commit, event.at, fact));
+                grants[index].previous_open = previous_open;
+            }
+            EventKind::Revoke(fact) => {
+                let revoke = Revoke {
+                    position: event.position,
+                    commit: event.commit,
+                    at: event.at,
+                    fact,
+                };
+                let Some(&index) = open.get(&revoke.fact.request_id) else {
+                    unpaired.push(revoke);
+                    continue;
+                };
+                match grants[index].previous_open {
+                    Some(previous) => {
+                        open.insert(revoke.fact.request_id.clone(), previous);
+                    }
+                    None => {
+                        open.remove(&revoke.fact.request_id);
+                    }
+                }
+                grants[index].revoke = Some(revoke);
+            }
+            EventKind::Landed(fact) => landed.push(Landed {
+                position: event.position,
+                commit: event.commit,
+                at: event.at,
+                fact,
+            }),
+        }
+    }
+
+    let mut anomalies = Vec::new();
+    let mut rows = Vec::with_capacity(grants.len());
+    let mut paired: Vec<(String, Oid, usize)> = Vec::new();
+    for mut pending in grants {
+        if !unpaired.is_empty()
+            && let Some(revoke) = &pending.revoke
+        {
+            paired.push((
+                pending.row.request_id.clone(),
+                revoke.commit,
+                revoke.position,
+            ));
+        }
+        let row = &pending.row;
+        if !(options.in_period(row.granted_at) && options.in_environment(&row.environment)) {
+            continue;
+        }
+        finish_row(&mut pending, &history.branch, &options, &mut anomalies);
+        rows.push(pending.row);
+    }
+
+    // A reconcile removal is the bot cleaning up after a direct push: not an anomaly by
+    // itself (the push is), but it tells what became of the file.
+    let (removals, strays): (Vec<Revoke>, Vec<Revoke>) = unpaired
+        .into_iter()
+        .partition(|r| r.fact.removal && r.fact.reason.as_deref() == Some("reconcile"));
+    // Only built when there are strays (rare): a second revoke of a revoked grant says so.
+    let revoked_by: HashMap<&str, (Oid, usize)> = if strays.is_empty() {
+        HashMap::new()
+    } else {
+        paired
+            .iter()
+            .map(|(id, commit, position)| (id.as_str(), (*commit, *position)))
+            .collect()
+    };
+    for revoke in &strays {
+        if !options.in_period(revoke.at) {
+            continue; // the environment is unknown: a revoke names only the request
+        }
+        let id = &revoke.fact.request_id;
+        let why = match revoked_by.get(id.as_str()) {
+            Some(&(first, at)) if at < revoke.position => {
+                format!("{id} was already revoked by {}", short(first))
+            }
+            _ => format!("no grant merge for {id} on {} before it", history.branch),
+        };
+        anomalies.push(Anomaly {
+            kind: AnomalyKind::RevertWithoutGrant,
+            detail: format!(
+                "Breakglass-Revokes: {id} ({}) but {why}",
+                revoke.fact.reason.as_deref().unwrap_or("no reason"),
+            ),
+            request_id: id.clone(),
+            commit: revoke.commit,
+            position: revoke.position,
+        });
+    }
+    for Landed {
+        position,
+        commit,
+        at,
+        fact,
+    } in landed
+    {
+        if !(options.in_period(at) && options.in_environment(&fact.environment)) {
+            continue;
+        }
+        let removal = removals
+            .iter()
+            .find(|r| r.position > position && r.fact.request_id == fact.request_id);
+        let fate = match removal {
+            Some(r) => format!(
+                "removed by {} at {} (reconcile)",
+                short(r.commit),
+                iso(r.at)
+            ),
+            None => "no reconcile removal on the branch".to_owned(),
+        };
+        anomalies.push(Anomaly {
+            kind: AnomalyKind::LandedWithoutBot,
+            detail: format!("{} was added without breakglass; {fate}", fact.path),
+            request_id: fact.request_id,
+            commit,
+            position,
+        });
+    }
+    anomalies.sort_by_key(|a| (a.position, a.kind));
+    Report {
+        repository,
+        branch: history.branch,
+        head: history.head,
+        options,
+        grants: rows,
+        anomalies,
+    }
+}
+
+/// A grant while the history is read: its row so far, what the row does not keep, and its
+/// place among the open grants.
+struct Pending {
+    position: usize,
+    row: GrantRow,
+    review_due: TrailerTime,
+    /// What is missing or unreadable in the trailers.
+    problems: Vec<String>,
+    revoke: Option<Revoke>,
+    previous_open: Option<usize>,
+}
+
+impl Pending {
+    /// The columns a grant merge fixes on its own; the fact's strings move into the row.
+    fn new(position: usize, commit: Oid, at: DateTime<Utc>, fact: GrantFact) -> Self {
+        let problems = malformed(&fact);
+        Self {
+            position,
+            row: GrantRow {
+                request_id: fact.request_id,
+                requester: fact.requester.unwrap_or_default(),
+                environment: fact.environment.unwrap_or_default(),
+                role: fact.role.unwrap_or_default(),
+                reason: fact.reason,
+                ticket: fact.ticket,
+                approved_by: fact.approved_by.unwrap_or_default(),
+                granted_at: at,
+                expires_at: fact.expires.at(),
+                revoked_at: None,
+                revoked_how: None,
+                review: Review::NotNeeded,
+                grant_commit: commit,
+                revoke_commit: None,
+                anomalies: Vec::new(),
+            },
+            review_due: fact.review_due,
+            problems,
+            revoke: None,
+            previous_open: None,
+        }
+    }
+}
+
+/// Adds the revoke, the review status and the anomalies of one row.
+fn finish_row(
+    pending: &mut Pending,
+    branch: &str,
+    options: &ReportOptions,
+    anomalies: &mut Vec<Anomaly>,
+) {
+    let position = pending.position;
+    let revoke = pending.revoke.as_ref();
+    let row = &mut pending.row;
+    let mut flag = |row: &mut GrantRow, kind, commit, position, detail| {
+        row.anomalies.push(kind);
+        anomalies.push(Anomaly {
+            kind,
+            request_id: row.request_id.clone(),
+            commit,
+            detail,
+            position,
+        });
+    };
+    let grace = HumanDuration::from_secs(options.grace.num_seconds().max(0).unsigned_abs());
+    if let Some(revoke) = revoke {
+        // An extension moved the expiry; the revoke merge says where to.
+        if let Some(extended) = revoke.fact.expires.at() {
+            row.expires_at = Some(extended);
+        }
+        row.revoked_at = Some(revoke.at);
+        row.revoked_how = revoke.fact.reason.clone();
+        row.revoke_commit = Some(revoke.commit);
+    }
+    row.review = review(row, &pending.review_due, revoke, options.now);
+
+    match (row.expires_at, revoke) {
+        (Some(expires), None) if options.now > expires + options.grace => flag(
+            row,
+            AnomalyKind::GrantWithoutRevert,
+            row.grant_commit,
+            position,
+            format!(
+                "expired at {}, {} ago; no revoke merge on {branch} (grace {grace})",
+                iso(expires),
+                span(options.now - expires)
+            ),
+        ),
+        (Some(expires), Some(revoke)) if revoke.at > expires + options.grace => flag(
+            row,
+            AnomalyKind::LateRevert,
+            revoke.commit,
+            revoke.position,
+            format!(
+                "revoked at {}, {} after the expiry {} (grace {grace})",
+                iso(revoke.at),
+                span(revoke.at - expires),
+                iso(expires)
+            ),
+        ),
+        _ => {}
+    }
+    let self_approved = !row.requester.is_empty()
+        && row
+            .approvers()
+            .any(|login| login.eq_ignore_ascii_case(&row.requester));
+    if self_approved {
+        let detail = format!(
+            "requester {} is among the approvers ({})",
+            row.requester, row.approved_by
+        );
+        flag(
+            row,
+            AnomalyKind::SelfApproved,
+            row.grant_commit,
+            position,
+            detail,
+        );
+    }
+    if let Review::Overdue { due } = row.review {
+        flag(
+            row,
+            AnomalyKind::ReviewOverdue,
+            row.grant_commit,
+            position,
+            format!(
+                "fast-path review was due at {}, {} ago, and none is recorded",
+                iso(due),
+                span(options.now - due)
+            ),
+        );
+    }
+    if !pending.problems.is_empty() {
+        flag(
+            row,
+            AnomalyKind::MalformedTrailers,
+            row.grant_commit,
+            position,
+            pending.problems.join("; "),
+        );
+    }
+}
+
+fn review(
+    row: &GrantRow,
+    review_due: &TrailerTime,
+    revoke: Option<&Revoke>,
+    now: DateTime<Utc>,
+) -> Review {
+    if let Some(by) = revoke.and_then(|r| r.fact.reviewed_by.as_deref()) {
+        return Review::Done { by: by.to_owned() };
+    }
+    match review_due {
+        TrailerTime::At(due) if now > *due => Review::Overdue { due: *due },
+        TrailerTime::At(due) => Review::Pending { due: Some(*due) },
+        TrailerTime::Invalid(_) => Review::Pending { due: None },
+        TrailerTime::Missing if row.fast_path_rule().is_some() => Review::Pending { due: None },
+        TrailerTime::Missing => Review::NotNeeded,
+    }
+}
+
+/// What is missing or unreadable in a grant merge's trailers.
+fn malformed(fact: &GrantFact) -> Vec<String> {
+    let mut problems = Vec::new();
+    let missing: Vec<&str> = [
+        ("Breakglass-Requester", fact.requester.is_none()),
+        ("Breakglass-Environment", fact.environment.is_none()),
+        ("Breakglass-Role", fact.role.is_none()),
+        ("Breakglass-Approved-By", fact.approved_by.is_none()),
+        (
+            "Breakglass-Expires",
+            matches!(fact.expires, TrailerTime::Missing),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, missing)| missing.then_some(key))
+    .collect();
+    if !missing.is_empty() {
+        problems.push(format!("missing {}", missing.join(", ")));
+    }
+    for (key, time) in [
+        ("Breakglass-Expires", &fact.expires),
+        ("Breakglass-Review-Due", &fact.review_due),
+    ] {
+        if let TrailerTime::Invalid(text) = time {
+            problems.push(format!("{key} `{text}` is not an ISO 8601 time"));
+        }
+    }
+    problems
+}
+
+/// A span for a sentence, rounded down to the second (`1h5m`).
+fn span(delta: TimeDelta) -> HumanDuration {
+    HumanDuration::from_secs(delta.num_seconds().max(0).unsigned_abs())
+}
+
+/// The 12-character abbreviation of a commit id used in sentences and terminal tables.
+pub fn short(commit: Oid) -> String {
+    let mut hex = commit.to_string();
+    hex.truncate(12);
+    hex
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::audit::history::Event;
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap() + TimeDelta::minutes(minutes)
+    }
+
+    fn oid(n: usize) -> Oid {
+        let mut bytes = [0u8; 20];
+        bytes[12..].copy_from_slice(&(n as u64).to_be_bytes());
+        Oid::from_bytes(&bytes).unwrap()
+    }
+
+    /// A history builder: each call is the next first-parent commit, `at` in minutes.
+    #[derive(Default)]
+    struct Builder(Vec<Event>);
+
+    impl Builder {
+        fn push(&mut self, at: i64, kind: EventKind) -> &mut Self {
+            let position = self.0.len();
+            self.0.push(Event {
+                position,
+                commit: oid(position + 1),
+                at: t(at),
+                kind,
+            });
+            self
+        }
+
+        fn grant(&mut self, at: i64, id: &str, approved_by: &str, minutes: i64) -> &mut Self {
+            self.push(
+                at,
+                EventKind::Grant(GrantFact {
+                    request_id: id.into(),
+                    requester: Some("alice".into()),
+                    environment: Some("prod".into()),
+                    role: Some("admin".into()),
+                    reason: "incident: INC-1".into(),
+                    ticket: Some("INC-1".into()),
+                    approved_by: Some(approved_by.into()),
+                    expires: TrailerTime::At(t(at + minutes)),
+                    review_due: if approved_by.starts_with(FAST_PATH) {
+                        TrailerTime::At(t(at + 24 * 60))
+                    } else {
+                        TrailerTime::Missing
+                    },
+                }),
+            )
+        }
+
+        fn revoke(&mut self, at: i64, id: &str, reason: &str, reviewer: Option<&str>) -> &mut Self {
+            self.push(
+                at,
+                EventKind::Revoke(RevokeFact {
+                    request_id: id.into(),
+                    reason: Some(reason.into()),
+                    reviewed_by: reviewer.map(Into::into),
+                    expires: TrailerTime::Missing,
+                    removal: false,
+                }),
+            )
+        }
+
+        fn report(&self, now: i64) -> Report {
+            self.report_with(ReportOptions::new(t(now)))
+        }
+
+        fn report_with(&self, options: ReportOptions) -> Report {
+            let history = History {
+                branch: "main".into(),
+                head: self.0.last().map(|e| e.commit),
+                events: self.0.clone(),
+            };
+            build(history, "repo".into(), options)
+        }
+    }
+
+    fn kinds(report: &Report) -> Vec<(String, AnomalyKind)> {
+        report
+            .anomalies
+            .iter()
+            .map(|a| (a.request_id.clone(), a.kind))
+            .collect()
+    }
+
+    #[test]
+    fn a_grant_revoked_on_time_is_clean() {
+        let report = Builder::default()
+            .grant(0, "r-1", "carol", 60)
+            .revoke(61, "r-1", "ttl", None)
+            .report(600);
+        assert_eq!(report.anomalies, []);
+        assert_eq!(report.exit_code(), 0);
+        let row = &report.grants[0];
+        assert_eq!(row.revoked_at, Some(t(61)));
+        assert_eq!(row.revoked_how.as_deref(), Some("ttl"));
+        assert_eq!(row.revoke_commit, Some(oid(2)));
+        assert_eq!(row.review, Review::NotNeeded);
+        assert_eq!(row.approvers().collect::<Vec<_>>(), ["carol"]);
+    }
+
+    #[test]
+    fn an_active_grant_is_not_an_anomaly_until_expiry_plus_grace() {
+        let mut b = Builder::default();
+        b.grant(0, "r-1", "carol", 60);
+        assert_eq!(b.report(30).anomalies, []);
+        assert_eq!(b.report(65).anomalies, [], "within the 5m grace");
+        let report = b.report(66);
+        assert_eq!(
+            kinds(&report),
+            [("r-1".into(), AnomalyKind::GrantWithoutRevert)]
+        );
+        assert_eq!(
+            report.anomalies[0].detail,
+            "expired at 2026-11-26T01:00:00Z, 6m ago; no revoke merge on main (grace 5m)"
+        );
+        assert_eq!(report.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_revoke_after_expiry_plus_grace_is_late() {
+        let report = Builder::default()
+            .grant(0, "r-1", "carol", 60)
+            .revoke(125, "r-1", "ttl", None)
+            .report(600);
+        assert_eq!(kinds(&report), [("r-1".into(), AnomalyKind::LateRevert)]);
+        assert_eq!(report.anomalies[0].commit, oid(2), "the revoke merge");
+        assert_eq!(
+            report.anomalies[0].detail,
+            "revoked at 2026-11-26T02:05:00Z, 1h5m after the expiry 2026-11-26T01:00:00Z (grace 5m)"
+        );
+        let on_time = Builder::default()
+            .grant(0, "r-1", "carol", 60)
+            .revoke(65, "r-1", "ttl", None)
+            .report(600);
+        assert_eq!(on_time.anomalies, []);
+    }
+
+    #[test]
+    fn the_requester_never_approves() {
+        let report = Builder::default()
+            .grant(0, "r-1", "carol, Alice", 60)
+            .revoke(10, "r-1", "early", None)
+            .report(600);
+        assert_eq!(kinds(&report), [("r-1".into(), AnomalyKind::SelfApproved)]);
+        assert_eq!(
+            report.anomalies[0].detail,
+            "requester alice is among the approvers (carol, Alice)"
+        );
+        for approved_by in ["self-service", "fast-path:alice"] {
+            let report = Builder::default()
+                .grant(0, "r-1", approved_by, 60)
+                .revoke(10, "r-1", "early", Some("carol"))
+                .report(600);
+            assert_eq!(report.anomalies, [], "{approved_by}");
+        }
+    }
+
+    #[test]
+    fn fast_path_reviews() {
+        let mut b = Builder::default();
+        b.grant(0, "r-done", "fast-path:sev1", 60)
+            .revoke(60, "r-done", "ttl", Some("carol"))
+            .grant(100, "r-open", "fast-path:sev1", 60)
+            .revoke(160, "r-open", "ttl", None);
+        let report = b.report(200);
+        assert_eq!(report.grants[0].review, Review::Done { by: "carol".into() });
+        assert_eq!(report.grants[0].review.to_string(), "done by carol");
+        assert_eq!(
+            report.grants[1].review.to_string(),
+            "pending (due 2026-11-27T01:40:00Z)"
+        );
+        assert_eq!(report.anomalies, []);
+        let later = b.report(100 + 24 * 60 + 1);
+        assert_eq!(
+            later.grants[1].review,
+            Review::Overdue {
+                due: t(100 + 24 * 60)
+            }
+        );
+        assert_eq!(
+            kinds(&later),
+            [("r-open".into(), AnomalyKind::ReviewOverdue)]
+        );
+        assert_eq!(later.grants[1].anomalies, [AnomalyKind::ReviewOverdue]);
+    }
+
+    #[test]
+    fn reverts_without_grants_and_reconcile_removals() {
+        let report = Builder::default()
+            .revoke(0, "ghost", "ttl", None)
+            .push(
+                10,
+                EventKind::Landed(LandedFact {
+                    environment: "prod".into(),
+                    request_id: "pushed".into(),
+                    path: "requests/prod/pushed.yaml".into(),
+                }),
+            )
+            .push(
+                11,
+                EventKind::Revoke(RevokeFact {
+                    request_id: "pushed".into(),
+                    reason: Some("reconcile".into()),
+                    reviewed_by: None,
+                    expires: TrailerTime::Missing,
+                    removal: true,
+                }),
+            )
+            .revoke(12, "other", "reconcile", None)
+            .report(600);
+        assert_eq!(
+            kinds(&report),
+            [
+                ("ghost".into(), AnomalyKind::RevertWithoutGrant),
+                ("pushed".into(), AnomalyKind::LandedWithoutBot),
+                ("other".into(), AnomalyKind::RevertWithoutGrant),
+            ]
+        );
+        assert_eq!(
+            report.anomalies[1].detail,
+            format!(
+                "requests/prod/pushed.yaml was added without breakglass; removed by {} at 2026-11-26T00:11:00Z (reconcile)",
+                short(oid(3))
+            )
+        );
+        assert!(report.grants.is_empty());
+    }
+
+    #[test]
+    fn a_second_revoke_of_the_same_grant_is_flagged() {
+        let report = Builder::default()
+            .grant(0, "r-1", "carol", 60)
+            .revoke(60, "r-1", "ttl", None)
+            .revoke(61, "r-1", "ttl", None)
+            .report(600);
+        assert_eq!(
+            kinds(&report),
+            [("r-1".into(), AnomalyKind::RevertWithoutGrant)]
+        );
+        assert_eq!(
+            report.anomalies[0].detail,
+            format!(
+                "Breakglass-Revokes: r-1 (ttl) but r-1 was already revoked by {}",
+                short(oid(2))
+            )
+        );
+        assert_eq!(report.grants[0].revoke_commit, Some(oid(2)));
+    }
+
+    #[test]
+    fn a_revoke_before_its_grant_pairs_with_nothing() {
+        let report = Builder::default()
+            .revoke(0, "r-1", "ttl", None)
+            .grant(10, "r-1", "carol", 60)
+            .revoke(70, "r-1", "ttl", None)
+            .report(600);
+        assert_eq!(
+            kinds(&report),
+            [("r-1".into(), AnomalyKind::RevertWithoutGrant)]
+        );
+        assert_eq!(
+            report.anomalies[0].detail,
+            "Breakglass-Revokes: r-1 (ttl) but no grant merge for r-1 on main before it"
+        );
+        assert_eq!(report.grants[0].revoke_commit, Some(oid(3)));
+    }
+
+    #[test]
+    fn a_repeated_id_pairs_with_its_latest_open_grant() {
+        let report = Builder::default()
+            .grant(0, "r-1", "carol", 600)
+            .grant(10, "r-1", "carol", 60)
+            .revoke(70, "r-1", "ttl", None)
+            .revoke(600, "r-1", "ttl", None)
+            .report(700);
+        assert_eq!(report.anomalies, []);
+        assert_eq!(report.grants[0].revoke_commit, Some(oid(4)));
+        assert_eq!(report.grants[1].revoke_commit, Some(oid(3)));
+    }
+
+    #[test]
+    fn malformed_grants_are_reported_not_dropped() {
+        let mut b = Builder::default();
+        b.push(
+            0,
+            EventKind::Grant(GrantFact {
+                request_id: "r-bad".into(),
+                expires: TrailerTime::Invalid("tomorrow".into()),
+                review_due: TrailerTime::Invalid("soon".into()),
+                ..GrantFact::default()
+            }),
+        );
+        let report = b.report(6000);
+        assert_eq!(
+            kinds(&report),
+            [("r-bad".into(), AnomalyKind::MalformedTrailers)]
+        );
+        assert_eq!(
+            report.anomalies[0].detail,
+            "missing Breakglass-Requester, Breakglass-Environment, Breakglass-Role, Breakglass-Approved-By; Breakglass-Expires `tomorrow` is not an ISO 8601 time; Breakglass-Review-Due `soon` is not an ISO 8601 time"
+        );
+        assert_eq!(report.grants[0].expires_at, None);
+        assert_eq!(report.grants[0].review, Review::Pending { due: None });
+    }
+
+    #[test]
+    fn filters_apply_after_pairing() {
+        let mut b = Builder::default();
+        b.grant(0, "r-1", "carol", 60)
+            .revoke(200, "r-1", "ttl", None) // late, but its grant is before --since
+            .grant(300, "r-2", "carol", 60)
+            .revoke(360, "r-2", "ttl", None)
+            .revoke(400, "ghost", "ttl", None);
+        let mut options = ReportOptions::new(t(1000));
+        options.since = Some(t(100));
+        let report = b.report_with(options.clone());
+        assert_eq!(
+            report
+                .grants
+                .iter()
+                .map(|g| g.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r-2"]
+        );
+        assert_eq!(
+            kinds(&report),
+            [("ghost".into(), AnomalyKind::RevertWithoutGrant)],
+            "r-2's revoke paired although r-1's late revoke is outside the period"
+        );
+        options.until = Some(t(399));
+        assert_eq!(b.report_with(options.clone()).anomalies, []);
+        options.since = None;
+        options.environment = Some("staging".into());
+        assert_eq!(b.report_with(options).grants, []);
+    }
+
+    #[test]
+    fn anomalies_are_in_history_order() {
+        let report = Builder::default()
+            .grant(0, "r-1", "alice", 60) // self-approved at position 0, late revoke at 2
+            .revoke(10, "ghost", "early", None)
+            .revoke(500, "r-1", "ttl", None)
+            .report(600);
+        assert_eq!(
+            kinds(&report),
+            [
+                ("r-1".into(), AnomalyKind::SelfApproved),
+                ("ghost".into(), AnomalyKind::RevertWithoutGrant),
+                ("r-1".into(), AnomalyKind::LateRevert),
+            ]
+        );
+        assert_eq!(
+            report.grants[0].anomalies,
+            [AnomalyKind::LateRevert, AnomalyKind::SelfApproved]
+        );
+    }
+
+    #[test]
+    fn every_kind_has_a_distinct_name() {
+        let names: std::collections::BTreeSet<_> =
+            AnomalyKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), AnomalyKind::ALL.len());
+    }
+}

@@ -1,0 +1,1355 @@
+//! `breakglass audit` as an auditor runs it: real git repositories built with git2 (merge
+//! commits with the bot's trailers, reverts, a direct push, a hand merge, a missing and a late
+//! revert, a self-approval, a revert without its grant), the real binary, every column, every
+//! anomaly, every format, the filters, the exit codes, and a URL cloned first. The last test
+//! runs the real bot against the test forge and audits the history it wrote.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use breakglass::audit::{self, AnomalyKind, AuditOptions, ReportOptions, Review};
+use breakglass::duration::HumanDuration;
+use chrono::{DateTime, SecondsFormat, TimeDelta, TimeZone, Utc};
+use git2::{ObjectType, Oid, Repository, RepositoryInitOptions, Signature, Time};
+use serde_json::{Value, json};
+
+/// Every time in a story is minutes after 2026-11-26T00:00:00Z.
+fn t(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap() + TimeDelta::minutes(minutes)
+}
+
+fn iso(minutes: i64) -> String {
+    t(minutes).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// "Now" for the story: three days in.
+const NOW: i64 = 3 * 24 * 60;
+
+/// A requests repo built commit by commit, the way the forge and the bot build it: request
+/// PRs merged with merge commits, first parent the default branch.
+struct RequestsRepo {
+    dir: tempfile::TempDir,
+    repo: Repository,
+    branch: String,
+}
+
+/// A grant merge's content.
+#[derive(Clone, Copy)]
+struct Grant<'a> {
+    id: &'a str,
+    env: &'a str,
+    role: &'a str,
+    requester: &'a str,
+    approved_by: &'a str,
+    ticket: Option<&'a str>,
+    reason: &'a str,
+    /// Duration in minutes.
+    minutes: i64,
+    /// Absolute review due time, in story minutes (fast path only).
+    review_due: Option<i64>,
+}
+
+impl RequestsRepo {
+    /// A repo on `main` with one commit holding the policies.
+    fn new() -> Self {
+        Self::on_branch("main")
+    }
+
+    fn on_branch(branch: &str) -> Self {
+        let this = Self::unborn(branch);
+        let tree = this.edit(None, "policies/prod.yaml", Some("environment: prod\n"));
+        let root = this.commit(&[], tree, "Initial policies", 0, "carol");
+        this.set_tip(root);
+        this
+    }
+
+    /// A repo whose branch has no commit yet.
+    fn unborn(branch: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = RepositoryInitOptions::new();
+        options.initial_head(branch);
+        let repo = Repository::init_opts(dir.path(), &options).unwrap();
+        Self {
+            dir,
+            repo,
+            branch: branch.to_owned(),
+        }
+    }
+
+    fn path_str(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    fn tip(&self) -> Oid {
+        self.repo
+            .refname_to_id(&format!("refs/heads/{}", self.branch))
+            .unwrap()
+    }
+
+    fn set_tip(&self, commit: Oid) {
+        self.repo
+            .reference(&format!("refs/heads/{}", self.branch), commit, true, "test")
+            .unwrap();
+    }
+
+    /// The tree of `base` (a commit) with `path` set to `content`, or removed for `None`.
+    fn edit(&self, base: Option<Oid>, path: &str, content: Option<&str>) -> Oid {
+        let base = base.map(|c| self.repo.find_commit(c).unwrap().tree().unwrap());
+        let blob = content.map(|c| self.repo.blob(c.as_bytes()).unwrap());
+        let parts: Vec<&str> = path.split('/').collect();
+        self.edit_tree(base.as_ref(), &parts, blob)
+    }
+
+    fn edit_tree(&self, base: Option<&git2::Tree<'_>>, path: &[&str], blob: Option<Oid>) -> Oid {
+        let mut builder = self.repo.treebuilder(base).unwrap();
+        let (name, rest) = path.split_first().unwrap();
+        if rest.is_empty() {
+            match blob {
+                Some(blob) => {
+                    builder.insert(name, blob, 0o100_644).unwrap();
+                }
+                None => {
+                    let _ = builder.remove(name);
+                }
+            }
+        } else {
+            let sub = base
+                .and_then(|tree| tree.get_name(name))
+                .filter(|entry| entry.kind() == Some(ObjectType::Tree))
+                .map(|entry| self.repo.find_tree(entry.id()).unwrap());
+            let new_sub = self.edit_tree(sub.as_ref(), rest, blob);
+            if self.repo.find_tree(new_sub).unwrap().is_empty() {
+                let _ = builder.remove(name);
+            } else {
+                builder.insert(name, new_sub, 0o040_000).unwrap();
+            }
+        }
+        builder.write().unwrap()
+    }
+
+    /// A commit at story minute `at` (author and committer), not moving any branch.
+    fn commit(&self, parents: &[Oid], tree: Oid, message: &str, at: i64, who: &str) -> Oid {
+        let signature = Signature::new(
+            who,
+            &format!("{who}@example.com"),
+            &Time::new(t(at).timestamp(), 0),
+        )
+        .unwrap();
+        let tree = self.repo.find_tree(tree).unwrap();
+        let parents: Vec<git2::Commit<'_>> = parents
+            .iter()
+            .map(|p| self.repo.find_commit(*p).unwrap())
+            .collect();
+        let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        self.repo
+            .commit(None, &signature, &signature, message, &tree, &parents)
+            .unwrap()
+    }
+
+    /// A PR branch commit changing `path`, merged into the branch with `message` at `at`.
+    fn merge(&self, at: i64, path: &str, content: Option<&str>, message: &str, who: &str) -> Oid {
+        let base = self.tip();
+        let tree = self.edit(Some(base), path, content);
+        let head = self.commit(&[base], tree, &format!("change {path}"), at - 1, who);
+        let merge = self.commit(&[base, head], tree, message, at, "breakglass[bot]");
+        self.set_tip(merge);
+        merge
+    }
+
+    /// The bot merging a request PR, with the trailers of `src/workflow/trailers.rs`.
+    fn grant(&self, at: i64, g: Grant<'_>) -> Oid {
+        let mut message = format!(
+            "breakglass: grant {} ({}/{} for {} to {})\n\n{}\n\nBreakglass-Request: {}\nBreakglass-Requester: {}\nBreakglass-Environment: {}\nBreakglass-Role: {}\n",
+            g.id,
+            g.env,
+            g.role,
+            HumanDuration::from_secs(g.minutes as u64 * 60),
+            g.requester,
+            g.reason,
+            g.id,
+            g.requester,
+            g.env,
+            g.role
+        );
+        if let Some(ticket) = g.ticket {
+            message.push_str(&format!("Breakglass-Ticket: {ticket}\n"));
+        }
+        message.push_str(&format!(
+            "Breakglass-Approved-By: {}\nBreakglass-Expires: {}\n",
+            g.approved_by,
+            iso(at + g.minutes)
+        ));
+        if let Some(due) = g.review_due {
+            message.push_str(&format!("Breakglass-Review-Due: {}\n", iso(due)));
+        }
+        let yaml = format!(
+            "environment: {}\nrole: {}\nduration: {}\nreason: {:?}\n",
+            g.env,
+            g.role,
+            HumanDuration::from_secs(g.minutes as u64 * 60),
+            g.reason
+        );
+        let path = format!("requests/{}/{}.yaml", g.env, g.id);
+        self.merge(at, &path, Some(&yaml), &message, g.requester)
+    }
+
+    /// The bot merging the revert PR of `id`.
+    fn revoke(&self, at: i64, env: &str, id: &str, reason: &str, reviewer: Option<&str>) -> Oid {
+        let mut message = format!(
+            "breakglass: revoke {id} ({reason})\n\nAccess ended.\n\nBreakglass-Revokes: {id}\nBreakglass-Revoked-Reason: {reason}\n"
+        );
+        if let Some(reviewer) = reviewer {
+            message.push_str(&format!("Breakglass-Reviewed-By: {reviewer}\n"));
+        }
+        let path = format!("requests/{env}/{id}.yaml");
+        self.merge(at, &path, None, &message, "breakglass[bot]")
+    }
+
+    /// The bot removing a request file that landed without it.
+    fn remove_reconcile(&self, at: i64, env: &str, id: &str) -> Oid {
+        let path = format!("requests/{env}/{id}.yaml");
+        let message = format!(
+            "breakglass: remove {id} (reconcile)\n\n{path} reached main without breakglass; it was never granted.\n\nBreakglass-Revokes: {id}\nBreakglass-Revoked-Reason: reconcile\n"
+        );
+        self.merge(at, &path, None, &message, "breakglass[bot]")
+    }
+
+    /// Someone pushing a request file straight to the branch.
+    fn direct_push(&self, at: i64, env: &str, id: &str, who: &str) -> Oid {
+        let base = self.tip();
+        let tree = self.edit(
+            Some(base),
+            &format!("requests/{env}/{id}.yaml"),
+            Some("environment: prod\nrole: admin\nduration: 4h\nreason: trust me\n"),
+        );
+        let commit = self.commit(&[base], tree, "grant myself", at, who);
+        self.set_tip(commit);
+        commit
+    }
+
+    /// Someone merging a request PR by hand (a merge commit without trailers).
+    fn hand_merge(&self, at: i64, env: &str, id: &str, who: &str) -> Oid {
+        self.merge(
+            at,
+            &format!("requests/{env}/{id}.yaml"),
+            Some("environment: staging\nrole: read\nduration: 1h\nreason: quick look\n"),
+            &format!("Merge pull request #7 from acme/{id}\n\nAccess request {id}"),
+            who,
+        )
+    }
+}
+
+/// The commits of the story, for the assertions.
+struct Story {
+    repo: RequestsRepo,
+    c: std::collections::HashMap<&'static str, Oid>,
+}
+
+impl Story {
+    fn id(&self, name: &str) -> String {
+        self.c[name].to_string()
+    }
+
+    fn short(&self, name: &str) -> String {
+        self.id(name)[..12].to_owned()
+    }
+}
+
+const GRANT: Grant<'static> = Grant {
+    id: "",
+    env: "prod",
+    role: "admin",
+    requester: "",
+    approved_by: "carol",
+    ticket: None,
+    reason: "",
+    minutes: 60,
+    review_due: None,
+};
+
+/// Every case of the issue in one history, in this order (minutes after 2026-11-26T00:00Z):
+///
+/// | at   | what |
+/// |------|------|
+/// | 10   | r-ttl granted (alice, prod/admin, 1h, carol), revoked at the TTL (70) |
+/// | 100  | r-early granted (bob, staging/read, 2h, carol and dave), revoked early (130) |
+/// | 200  | r-fast-done: fast path sev1 (erin, 45m), revoked at 245, reviewed by carol |
+/// | 300  | r-fast-open: fast path sev1 (bob, 30m), revoked at 331, review due 1740: overdue |
+/// | 400  | a policy change (not a request: no anomaly) |
+/// | 500  | r-pushed pushed straight to main by mallory; the bot removes it (502) |
+/// | 600  | r-hand merged by hand by ivan, never removed |
+/// | 700  | r-missing granted (gina, 1h), never revoked |
+/// | 800  | r-late granted (henry, 1h, dave), revoked at 900: 40 minutes late |
+/// | 1000 | r-self granted (ivan, staging/read), approved by ivan and carol, revoked on time |
+/// | 1100 | a revoke of r-ghost, which was never granted |
+/// | 4300 | r-active granted (judy, 1h): still active at "now" (4320) |
+fn story() -> Story {
+    let repo = RequestsRepo::new();
+    let mut c = std::collections::HashMap::new();
+    c.insert("root", repo.tip());
+    let grants = [
+        (
+            "r-ttl",
+            10,
+            Grant {
+                id: "r-ttl",
+                requester: "alice",
+                ticket: Some("INC-1"),
+                reason: "incident: INC-1 checkout DB failover",
+                ..GRANT
+            },
+        ),
+        (
+            "r-early",
+            100,
+            Grant {
+                id: "r-early",
+                env: "staging",
+                role: "read",
+                requester: "bob",
+                approved_by: "carol, dave",
+                reason: "maintenance: rotate \"db\" creds, then verify",
+                minutes: 120,
+                ..GRANT
+            },
+        ),
+        (
+            "r-fast-done",
+            200,
+            Grant {
+                id: "r-fast-done",
+                requester: "erin",
+                approved_by: "fast-path:sev1",
+                ticket: Some("INC-2"),
+                reason: "incident: INC-2 payments down",
+                minutes: 45,
+                review_due: Some(200 + 24 * 60),
+                ..GRANT
+            },
+        ),
+        (
+            "r-fast-open",
+            300,
+            Grant {
+                id: "r-fast-open",
+                requester: "bob",
+                approved_by: "fast-path:sev1",
+                ticket: Some("INC-3"),
+                reason: "incident: INC-3 queue stuck",
+                minutes: 30,
+                review_due: Some(300 + 24 * 60),
+                ..GRANT
+            },
+        ),
+    ];
+    for (name, at, grant) in grants {
+        c.insert(name, repo.grant(at, grant));
+        let (revoke_at, how, reviewer) = match name {
+            "r-ttl" => (70, "ttl", None),
+            "r-early" => (130, "early", None),
+            "r-fast-done" => (245, "ttl", Some("carol")),
+            _ => (331, "ttl", None),
+        };
+        let revoke = repo.revoke(revoke_at, grant.env, grant.id, how, reviewer);
+        c.insert(format!("{name} revoke").leak(), revoke);
+    }
+    let base = repo.tip();
+    let tree = repo.edit(
+        Some(base),
+        "policies/prod.yaml",
+        Some("environment: prod\napprovals: 2\n"),
+    );
+    let policy = repo.commit(&[base], tree, "Require two approvals in prod", 400, "carol");
+    repo.set_tip(policy);
+    c.insert("policy", policy);
+    c.insert(
+        "r-pushed",
+        repo.direct_push(500, "prod", "r-pushed", "mallory"),
+    );
+    c.insert(
+        "r-pushed removal",
+        repo.remove_reconcile(502, "prod", "r-pushed"),
+    );
+    c.insert("r-hand", repo.hand_merge(600, "staging", "r-hand", "ivan"));
+    c.insert(
+        "r-missing",
+        repo.grant(
+            700,
+            Grant {
+                id: "r-missing",
+                requester: "gina",
+                ticket: Some("INC-4"),
+                reason: "incident: INC-4 cache",
+                ..GRANT
+            },
+        ),
+    );
+    c.insert(
+        "r-late",
+        repo.grant(
+            800,
+            Grant {
+                id: "r-late",
+                requester: "henry",
+                approved_by: "dave",
+                ticket: Some("CHG-5"),
+                reason: "maintenance: CHG-5 resize",
+                ..GRANT
+            },
+        ),
+    );
+    c.insert(
+        "r-late revoke",
+        repo.revoke(900, "prod", "r-late", "ttl", None),
+    );
+    c.insert(
+        "r-self",
+        repo.grant(
+            1000,
+            Grant {
+                id: "r-self",
+                env: "staging",
+                role: "read",
+                requester: "ivan",
+                approved_by: "ivan, carol",
+                reason: "=HYPERLINK(\"http://evil.example\")",
+                ..GRANT
+            },
+        ),
+    );
+    c.insert(
+        "r-self revoke",
+        repo.revoke(1060, "staging", "r-self", "ttl", None),
+    );
+    c.insert(
+        "r-ghost revoke",
+        repo.revoke(1100, "prod", "r-ghost", "ttl", None),
+    );
+    c.insert(
+        "r-active",
+        repo.grant(
+            4300,
+            Grant {
+                id: "r-active",
+                requester: "judy",
+                ticket: Some("INC-6"),
+                reason: "incident: INC-6 on fire",
+                ..GRANT
+            },
+        ),
+    );
+    Story { repo, c }
+}
+
+fn breakglass(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_breakglass"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// `breakglass audit --repo <repo> --now <NOW> <args>`.
+fn audit_cli(repo: &str, args: &[&str]) -> Output {
+    let now = iso(NOW);
+    let mut all = vec!["audit", "--repo", repo, "--now", &now];
+    all.extend_from_slice(args);
+    breakglass(&all)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("utf-8 output")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}{}", stdout(output), stderr(output)))
+}
+
+fn ids(document: &Value) -> Vec<&str> {
+    document["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["request_id"].as_str().unwrap())
+        .collect()
+}
+
+fn anomaly_kinds(document: &Value) -> Vec<(&str, &str)> {
+    document["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap(),
+                a["request_id"].as_str().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_grant_is_one_row_with_every_column() {
+    let s = story();
+    let out = audit_cli(s.repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let document = json_of(&out);
+    let review = |status: &str, due: Option<i64>, by: Option<&str>| json!({ "status": status, "due": due.map(iso), "reviewed_by": by });
+    let expected = json!([
+        {
+            "request_id": "r-ttl", "requester": "alice", "environment": "prod", "role": "admin",
+            "reason": "incident: INC-1 checkout DB failover", "ticket": "INC-1",
+            "approved_by": "carol", "approvers": ["carol"],
+            "granted_at": iso(10), "expires_at": iso(70), "revoked_at": iso(70), "revoked_how": "ttl",
+            "review": review("not_needed", None, None),
+            "grant_commit": s.id("r-ttl"), "revoke_commit": s.id("r-ttl revoke"), "anomalies": []
+        },
+        {
+            "request_id": "r-early", "requester": "bob", "environment": "staging", "role": "read",
+            "reason": "maintenance: rotate \"db\" creds, then verify", "ticket": null,
+            "approved_by": "carol, dave", "approvers": ["carol", "dave"],
+            "granted_at": iso(100), "expires_at": iso(220), "revoked_at": iso(130), "revoked_how": "early",
+            "review": review("not_needed", None, None),
+            "grant_commit": s.id("r-early"), "revoke_commit": s.id("r-early revoke"), "anomalies": []
+        },
+        {
+            "request_id": "r-fast-done", "requester": "erin", "environment": "prod", "role": "admin",
+            "reason": "incident: INC-2 payments down", "ticket": "INC-2",
+            "approved_by": "fast-path:sev1", "approvers": [],
+            "granted_at": iso(200), "expires_at": iso(245), "revoked_at": iso(245), "revoked_how": "ttl",
+            "review": review("done", None, Some("carol")),
+            "grant_commit": s.id("r-fast-done"), "revoke_commit": s.id("r-fast-done revoke"), "anomalies": []
+        },
+        {
+            "request_id": "r-fast-open", "requester": "bob", "environment": "prod", "role": "admin",
+            "reason": "incident: INC-3 queue stuck", "ticket": "INC-3",
+            "approved_by": "fast-path:sev1", "approvers": [],
+            "granted_at": iso(300), "expires_at": iso(330), "revoked_at": iso(331), "revoked_how": "ttl",
+            "review": review("overdue", Some(1740), None),
+            "grant_commit": s.id("r-fast-open"), "revoke_commit": s.id("r-fast-open revoke"),
+            "anomalies": ["review_overdue"]
+        },
+        {
+            "request_id": "r-missing", "requester": "gina", "environment": "prod", "role": "admin",
+            "reason": "incident: INC-4 cache", "ticket": "INC-4",
+            "approved_by": "carol", "approvers": ["carol"],
+            "granted_at": iso(700), "expires_at": iso(760), "revoked_at": null, "revoked_how": null,
+            "review": review("not_needed", None, None),
+            "grant_commit": s.id("r-missing"), "revoke_commit": null,
+            "anomalies": ["grant_without_revert"]
+        },
+        {
+            "request_id": "r-late", "requester": "henry", "environment": "prod", "role": "admin",
+            "reason": "maintenance: CHG-5 resize", "ticket": "CHG-5",
+            "approved_by": "dave", "approvers": ["dave"],
+            "granted_at": iso(800), "expires_at": iso(860), "revoked_at": iso(900), "revoked_how": "ttl",
+            "review": review("not_needed", None, None),
+            "grant_commit": s.id("r-late"), "revoke_commit": s.id("r-late revoke"),
+            "anomalies": ["late_revert"]
+        },
+        {
+            "request_id": "r-self", "requester": "ivan", "environment": "staging", "role": "read",
+            "reason": "=HYPERLINK(\"http://evil.example\")", "ticket": null,
+            "approved_by": "ivan, carol", "approvers": ["ivan", "carol"],
+            "granted_at": iso(1000), "expires_at": iso(1060), "revoked_at": iso(1060), "revoked_how": "ttl",
+            "review": review("not_needed", None, None),
+            "grant_commit": s.id("r-self"), "revoke_commit": s.id("r-self revoke"),
+            "anomalies": ["self_approved"]
+        },
+        {
+            "request_id": "r-active", "requester": "judy", "environment": "prod", "role": "admin",
+            "reason": "incident: INC-6 on fire", "ticket": "INC-6",
+            "approved_by": "carol", "approvers": ["carol"],
+            "granted_at": iso(4300), "expires_at": iso(4360), "revoked_at": null, "revoked_how": null,
+            "review": review("not_needed", None, None),
+            "grant_commit": s.id("r-active"), "revoke_commit": null, "anomalies": []
+        },
+    ]);
+    let grants = document["grants"].as_array().unwrap();
+    let expected = expected.as_array().unwrap();
+    assert_eq!(grants.len(), expected.len(), "{:?}", ids(&document));
+    for (got, want) in grants.iter().zip(expected) {
+        assert_eq!(got, want, "row {}", want["request_id"]);
+    }
+}
+
+#[test]
+fn every_anomaly_is_listed_in_history_order_with_its_commit_and_detail() {
+    let s = story();
+    let document = json_of(&audit_cli(s.repo.path_str(), &["--format", "json"]));
+    let expected = json!([
+        {
+            "kind": "review_overdue", "request_id": "r-fast-open", "commit": s.id("r-fast-open"),
+            "detail": "fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded"
+        },
+        {
+            "kind": "landed_without_bot", "request_id": "r-pushed", "commit": s.id("r-pushed"),
+            "detail": format!(
+                "requests/prod/r-pushed.yaml was added without breakglass; removed by {} at 2026-11-26T08:22:00Z (reconcile)",
+                s.short("r-pushed removal")
+            )
+        },
+        {
+            "kind": "landed_without_bot", "request_id": "r-hand", "commit": s.id("r-hand"),
+            "detail": "requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch"
+        },
+        {
+            "kind": "grant_without_revert", "request_id": "r-missing", "commit": s.id("r-missing"),
+            "detail": "expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m)"
+        },
+        {
+            "kind": "late_revert", "request_id": "r-late", "commit": s.id("r-late revoke"),
+            "detail": "revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m)"
+        },
+        {
+            "kind": "self_approved", "request_id": "r-self", "commit": s.id("r-self"),
+            "detail": "requester ivan is among the approvers (ivan, carol)"
+        },
+        {
+            "kind": "revert_without_grant", "request_id": "r-ghost", "commit": s.id("r-ghost revoke"),
+            "detail": "Breakglass-Revokes: r-ghost (ttl) but no grant merge for r-ghost on main before it"
+        },
+    ]);
+    assert_eq!(document["anomalies"], expected);
+}
+
+#[test]
+fn the_json_document_has_the_documented_shape() {
+    let s = story();
+    let out = audit_cli(s.repo.path_str(), &["--format", "json"]);
+    let document = json_of(&out);
+    let text = stdout(&out);
+    // Keys in the documented order, as written (serde_json's `Value` sorts them).
+    let keys_in_order = |keys: &[&str], within: &str| {
+        let positions: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                within
+                    .find(&format!("\"{k}\":"))
+                    .unwrap_or_else(|| panic!("{k}"))
+            })
+            .collect();
+        assert!(positions.is_sorted(), "{keys:?} at {positions:?}");
+    };
+    let keys: Vec<&str> = document
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let top = [
+        "schema_version",
+        "generated_at",
+        "repository",
+        "branch",
+        "head",
+        "filters",
+        "grants",
+        "anomalies",
+    ];
+    keys_in_order(&top, &text);
+    let mut sorted = top.to_vec();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    assert_eq!(document["schema_version"], 1);
+    assert_eq!(document["generated_at"], iso(NOW));
+    assert_eq!(document["repository"], s.repo.path_str());
+    assert_eq!(document["branch"], "main");
+    assert_eq!(document["head"], s.id("r-active"));
+    assert_eq!(
+        document["filters"],
+        json!({ "since": null, "until": null, "environment": null, "grace": "5m" })
+    );
+    let row_keys: Vec<&str> = document["grants"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let columns = [
+        "request_id",
+        "requester",
+        "environment",
+        "role",
+        "reason",
+        "ticket",
+        "approved_by",
+        "approvers",
+        "granted_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_how",
+        "review",
+        "grant_commit",
+        "revoke_commit",
+        "anomalies",
+    ];
+    let first_row = &text[text.find("\"grants\"").unwrap()..];
+    keys_in_order(&columns, first_row);
+    let mut sorted = columns.to_vec();
+    sorted.sort();
+    assert_eq!(row_keys, sorted);
+    assert_eq!(
+        document["anomalies"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["commit", "detail", "kind", "request_id"]
+    );
+}
+
+#[test]
+fn the_table_is_aligned_for_a_terminal() {
+    let s = story();
+    let out = audit_cli(s.repo.path_str(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(stdout(&out), @r#"
+    REQUEST      REQUESTER  ENVIRONMENT  ROLE   APPROVED BY     TICKET  GRANTED AT            EXPIRES AT            REVOKED AT            REVOKED HOW  REVIEW                              GRANT         REVOKE        ANOMALIES             REASON
+    r-ttl        alice      prod         admin  carol           INC-1   2026-11-26T00:10:00Z  2026-11-26T01:10:00Z  2026-11-26T01:10:00Z  ttl          not needed                          f0e5d7a45197  4c95da1cb13b  -                     incident: INC-1 checkout DB failover
+    r-early      bob        staging      read   carol, dave     -       2026-11-26T01:40:00Z  2026-11-26T03:40:00Z  2026-11-26T02:10:00Z  early        not needed                          084a1ba1c811  8aba77461448  -                     maintenance: rotate "db" creds, then verify
+    r-fast-done  erin       prod         admin  fast-path:sev1  INC-2   2026-11-26T03:20:00Z  2026-11-26T04:05:00Z  2026-11-26T04:05:00Z  ttl          done by carol                       e0e6fd68fb03  f2dad191bc9e  -                     incident: INC-2 payments down
+    r-fast-open  bob        prod         admin  fast-path:sev1  INC-3   2026-11-26T05:00:00Z  2026-11-26T05:30:00Z  2026-11-26T05:31:00Z  ttl          overdue (due 2026-11-27T05:00:00Z)  477c6648a0f9  3957135dfef4  review_overdue        incident: INC-3 queue stuck
+    r-missing    gina       prod         admin  carol           INC-4   2026-11-26T11:40:00Z  2026-11-26T12:40:00Z  -                     -            not needed                          487cf33db617  -             grant_without_revert  incident: INC-4 cache
+    r-late       henry      prod         admin  dave            CHG-5   2026-11-26T13:20:00Z  2026-11-26T14:20:00Z  2026-11-26T15:00:00Z  ttl          not needed                          79e40581ae62  60139cc251db  late_revert           maintenance: CHG-5 resize
+    r-self       ivan       staging      read   ivan, carol     -       2026-11-26T16:40:00Z  2026-11-26T17:40:00Z  2026-11-26T17:40:00Z  ttl          not needed                          5cab975a81b7  1f5ac0571887  self_approved         =HYPERLINK("http://evil.example")
+    r-active     judy       prod         admin  carol           INC-6   2026-11-28T23:40:00Z  2026-11-29T00:40:00Z  -                     -            not needed                          50c7708da070  -             -                     incident: INC-6 on fire
+
+    8 grant(s) on main at 50c7708da070, 7 anomalies
+
+    ANOMALY               REQUEST      COMMIT        DETAIL
+    review_overdue        r-fast-open  477c6648a0f9  fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded
+    landed_without_bot    r-pushed     6dce6edde303  requests/prod/r-pushed.yaml was added without breakglass; removed by 0ad3523caa4f at 2026-11-26T08:22:00Z (reconcile)
+    landed_without_bot    r-hand       2a0b0fbd7380  requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch
+    grant_without_revert  r-missing    487cf33db617  expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m)
+    late_revert           r-late       60139cc251db  revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m)
+    self_approved         r-self       5cab975a81b7  requester ivan is among the approvers (ivan, carol)
+    revert_without_grant  r-ghost      c13182a3cead  Breakglass-Revokes: r-ghost (ttl) but no grant merge for r-ghost on main before it
+    "#);
+}
+
+#[test]
+fn markdown_is_a_table() {
+    let s = story();
+    let out = audit_cli(s.repo.path_str(), &["--format", "markdown"]);
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(stdout(&out), @r#"
+    | Request | Requester | Environment | Role | Approved by | Ticket | Granted at | Expires at | Revoked at | Revoked how | Review | Grant | Revoke | Anomalies | Reason |
+    | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+    | r-ttl | alice | prod | admin | carol | INC-1 | 2026-11-26T00:10:00Z | 2026-11-26T01:10:00Z | 2026-11-26T01:10:00Z | ttl | not needed | f0e5d7a45197 | 4c95da1cb13b | - | incident: INC-1 checkout DB failover |
+    | r-early | bob | staging | read | carol, dave | - | 2026-11-26T01:40:00Z | 2026-11-26T03:40:00Z | 2026-11-26T02:10:00Z | early | not needed | 084a1ba1c811 | 8aba77461448 | - | maintenance: rotate "db" creds, then verify |
+    | r-fast-done | erin | prod | admin | fast-path:sev1 | INC-2 | 2026-11-26T03:20:00Z | 2026-11-26T04:05:00Z | 2026-11-26T04:05:00Z | ttl | done by carol | e0e6fd68fb03 | f2dad191bc9e | - | incident: INC-2 payments down |
+    | r-fast-open | bob | prod | admin | fast-path:sev1 | INC-3 | 2026-11-26T05:00:00Z | 2026-11-26T05:30:00Z | 2026-11-26T05:31:00Z | ttl | overdue (due 2026-11-27T05:00:00Z) | 477c6648a0f9 | 3957135dfef4 | review\_overdue | incident: INC-3 queue stuck |
+    | r-missing | gina | prod | admin | carol | INC-4 | 2026-11-26T11:40:00Z | 2026-11-26T12:40:00Z | - | - | not needed | 487cf33db617 | - | grant\_without\_revert | incident: INC-4 cache |
+    | r-late | henry | prod | admin | dave | CHG-5 | 2026-11-26T13:20:00Z | 2026-11-26T14:20:00Z | 2026-11-26T15:00:00Z | ttl | not needed | 79e40581ae62 | 60139cc251db | late\_revert | maintenance: CHG-5 resize |
+    | r-self | ivan | staging | read | ivan, carol | - | 2026-11-26T16:40:00Z | 2026-11-26T17:40:00Z | 2026-11-26T17:40:00Z | ttl | not needed | 5cab975a81b7 | 1f5ac0571887 | self\_approved | =HYPERLINK("http://evil.example") |
+    | r-active | judy | prod | admin | carol | INC-6 | 2026-11-28T23:40:00Z | 2026-11-29T00:40:00Z | - | - | not needed | 50c7708da070 | - | - | incident: INC-6 on fire |
+
+    | Anomaly | Request | Commit | Detail |
+    | --- | --- | --- | --- |
+    | review_overdue | r-fast-open | 477c6648a0f9 | fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded |
+    | landed_without_bot | r-pushed | 6dce6edde303 | requests/prod/r-pushed.yaml was added without breakglass; removed by 0ad3523caa4f at 2026-11-26T08:22:00Z (reconcile) |
+    | landed_without_bot | r-hand | 2a0b0fbd7380 | requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch |
+    | grant_without_revert | r-missing | 487cf33db617 | expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m) |
+    | late_revert | r-late | 60139cc251db | revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m) |
+    | self_approved | r-self | 5cab975a81b7 | requester ivan is among the approvers (ivan, carol) |
+    | revert_without_grant | r-ghost | c13182a3cead | Breakglass-Revokes: r-ghost (ttl) but no grant merge for r-ghost on main before it |
+    "#);
+}
+
+/// A minimal RFC 4180 reader: quoted fields, doubled quotes, CRLF record ends (and it fails
+/// on a bare LF outside quotes, which a strict spreadsheet import would misread).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if quoted {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => quoted = false,
+                c => field.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' if field.is_empty() => quoted = true,
+            ',' => record.push(std::mem::take(&mut field)),
+            '\r' => {
+                assert_eq!(chars.next(), Some('\n'), "records end with CRLF");
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            '\n' => panic!("a bare LF outside quotes"),
+            c => field.push(c),
+        }
+    }
+    assert!(
+        record.is_empty() && field.is_empty() && !quoted,
+        "the last record ends with CRLF"
+    );
+    records
+}
+
+#[test]
+fn csv_loads_as_is_and_round_trips() {
+    let s = story();
+    let out = audit_cli(s.repo.path_str(), &["--format", "csv"]);
+    assert_eq!(out.status.code(), Some(1));
+    let records = parse_csv(&stdout(&out));
+    let document = json_of(&audit_cli(s.repo.path_str(), &["--format", "json"]));
+    let header = &records[0];
+    assert_eq!(
+        header,
+        &[
+            "request_id",
+            "requester",
+            "environment",
+            "role",
+            "reason",
+            "ticket",
+            "approved_by",
+            "granted_at",
+            "expires_at",
+            "revoked_at",
+            "revoked_how",
+            "review",
+            "grant_commit",
+            "revoke_commit",
+            "anomalies"
+        ]
+    );
+    let grants = document["grants"].as_array().unwrap();
+    assert_eq!(records.len() - 1, grants.len(), "one record per grant");
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    for (record, grant) in records[1..].iter().zip(grants) {
+        assert_eq!(record.len(), header.len());
+        for (key, cell) in header.iter().zip(record) {
+            let expected = match key.as_str() {
+                "review" => continue,
+                "anomalies" => grant["anomalies"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(text)
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                // A spreadsheet would run it as a formula: it is defused with a leading '.
+                "reason" if text(&grant[key]).starts_with('=') => {
+                    format!("'{}", text(&grant[key]))
+                }
+                key => text(&grant[key]),
+            };
+            assert_eq!(cell, &expected, "{key} of {}", grant["request_id"]);
+        }
+    }
+    let review: Vec<&str> = records[1..].iter().map(|r| r[11].as_str()).collect();
+    assert_eq!(
+        review,
+        [
+            "not needed",
+            "not needed",
+            "done by carol",
+            "overdue (due 2026-11-27T05:00:00Z)",
+            "not needed",
+            "not needed",
+            "not needed",
+            "not needed"
+        ]
+    );
+    assert_eq!(
+        records[2][4], "maintenance: rotate \"db\" creds, then verify",
+        "quotes and commas survive"
+    );
+    assert_eq!(records[7][4], "'=HYPERLINK(\"http://evil.example\")");
+}
+
+#[test]
+fn filters_by_period_and_environment() {
+    let s = story();
+    let path = s.repo.path_str();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        let out = audit_cli(path, &all);
+        let code = out.status.code();
+        (json_of(&out), code)
+    };
+
+    let (document, code) = run(&["--environment", "staging"]);
+    assert_eq!(ids(&document), ["r-early", "r-self"]);
+    assert_eq!(
+        anomaly_kinds(&document),
+        [
+            ("landed_without_bot", "r-hand"),
+            ("self_approved", "r-self"),
+            // A revoke names no environment, so no environment filter can rule it out.
+            ("revert_without_grant", "r-ghost"),
+        ]
+    );
+    assert_eq!(document["filters"]["environment"], "staging");
+    assert_eq!(code, Some(1));
+
+    let (document, _) = run(&["--since", "2026-11-26T16:00:00Z", "--until", "2026-11-28"]);
+    assert_eq!(ids(&document), ["r-self", "r-active"]);
+    assert_eq!(
+        anomaly_kinds(&document),
+        [
+            ("self_approved", "r-self"),
+            ("revert_without_grant", "r-ghost"), // at 18:20, inside the period
+        ]
+    );
+
+    let (document, code) = run(&["--until", "2026-11-26T02:00:00Z"]);
+    assert_eq!(ids(&document), ["r-ttl", "r-early"]);
+    assert_eq!(anomaly_kinds(&document), []);
+    assert_eq!(code, Some(0), "no anomaly in the period");
+
+    let (document, code) = run(&["--since", "2026-11-27"]);
+    assert_eq!(ids(&document), ["r-active"]);
+    assert_eq!(document["filters"]["since"], "2026-11-27T00:00:00Z");
+    assert_eq!(code, Some(0));
+
+    // A date alone for --until means through the end of that day.
+    let (document, _) = run(&["--until", "2026-11-26"]);
+    assert_eq!(document["filters"]["until"], "2026-11-26T23:59:59Z");
+    assert_eq!(ids(&document).len(), 7, "all but r-active");
+
+    // Bounds are inclusive: r-fast-open was granted at 05:00:00 exactly.
+    let (document, _) = run(&["--environment", "prod", "--since", "2026-11-26T05:00:00Z"]);
+    assert_eq!(
+        ids(&document),
+        ["r-fast-open", "r-missing", "r-late", "r-active"]
+    );
+    assert_eq!(
+        anomaly_kinds(&document),
+        [
+            ("review_overdue", "r-fast-open"),
+            ("landed_without_bot", "r-pushed"),
+            ("grant_without_revert", "r-missing"),
+            ("late_revert", "r-late"),
+            ("revert_without_grant", "r-ghost"),
+        ]
+    );
+}
+
+#[test]
+fn the_grace_and_now_decide_what_is_late_or_overdue() {
+    let s = story();
+    let path = s.repo.path_str();
+    let out = audit_cli(path, &["--format", "json", "--grace", "1h"]);
+    let document = json_of(&out);
+    assert!(
+        !anomaly_kinds(&document).contains(&("late_revert", "r-late")),
+        "40 minutes late is within a 1h grace"
+    );
+    assert_eq!(document["filters"]["grace"], "1h");
+
+    let earlier = iso(1000);
+    let out = breakglass(&[
+        "audit", "--repo", path, "--now", &earlier, "--format", "json",
+    ]);
+    let document = json_of(&out);
+    assert_eq!(
+        document["grants"][3]["review"],
+        json!({ "status": "pending", "due": iso(1740), "reviewed_by": null })
+    );
+    assert!(!anomaly_kinds(&document).contains(&("review_overdue", "r-fast-open")));
+
+    let out = audit_cli(path, &["--grace", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--grace"), "{}", stderr(&out));
+}
+
+#[test]
+fn exit_codes() {
+    let clean = RequestsRepo::new();
+    clean.grant(
+        10,
+        Grant {
+            id: "r-1",
+            requester: "alice",
+            reason: "incident: INC-1",
+            ..GRANT
+        },
+    );
+    clean.revoke(70, "prod", "r-1", "ttl", None);
+    let out = audit_cli(clean.path_str(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("1 grant(s) on main"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("0 anomalies"), "{}", stdout(&out));
+
+    let s = story();
+    assert_eq!(audit_cli(s.repo.path_str(), &[]).status.code(), Some(1));
+
+    let not_a_repo = tempfile::tempdir().unwrap();
+    let out = audit_cli(not_a_repo.path().to_str().unwrap(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot open the repository"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+
+    let out = audit_cli(s.repo.path_str(), &["--branch", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("branch `nope` not found"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = audit_cli(s.repo.path_str(), &["--since", "last tuesday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("YYYY-MM-DD"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_url_is_cloned_first() {
+    let s = story();
+    let url = format!("file://{}", s.repo.path_str());
+    let local = json_of(&audit_cli(s.repo.path_str(), &["--format", "json"]));
+    for extra in [&[][..], &["--branch", "main"][..]] {
+        let mut args = vec!["--format", "json"];
+        args.extend_from_slice(extra);
+        let out = audit_cli(&url, &args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let mut cloned = json_of(&out);
+        assert_eq!(cloned["repository"], url.as_str());
+        cloned["repository"] = local["repository"].clone();
+        assert_eq!(cloned, local, "the clone reads the same history");
+    }
+
+    let missing = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/nothing-here", missing.path().display());
+    let out = audit_cli(&url, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot clone"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_default_branch_is_the_head_branch() {
+    let repo = RequestsRepo::on_branch("trunk");
+    repo.grant(
+        10,
+        Grant {
+            id: "r-1",
+            requester: "alice",
+            reason: "incident: INC-1",
+            ..GRANT
+        },
+    );
+    repo.revoke(70, "prod", "r-1", "ttl", None);
+    let root = repo
+        .repo
+        .find_commit(repo.tip())
+        .unwrap()
+        .parent(0)
+        .unwrap()
+        .parent(0)
+        .unwrap();
+    repo.repo.branch("other", &root, false).unwrap();
+
+    let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    assert_eq!(document["branch"], "trunk");
+    assert_eq!(ids(&document), ["r-1"]);
+
+    let document = json_of(&audit_cli(
+        repo.path_str(),
+        &["--format", "json", "--branch", "other"],
+    ));
+    assert_eq!(document["branch"], "other");
+    assert_eq!(ids(&document), Vec::<&str>::new());
+}
+
+#[test]
+fn an_empty_history_has_no_grants() {
+    let repo = RequestsRepo::new();
+    let out = audit_cli(repo.path_str(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!(stdout(&out), @r#"
+    no grants on main
+
+    0 grant(s) on main at fabf7ffd0ddc, 0 anomalies
+    "#);
+
+    let unborn = RequestsRepo::unborn("main");
+    let out = audit_cli(unborn.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let document = json_of(&out);
+    assert_eq!(document["head"], Value::Null);
+    assert_eq!(document["grants"], json!([]));
+
+    let out = audit_cli(repo.path_str(), &["--format", "markdown"]);
+    assert_eq!(stdout(&out), "No grants on `main`.\n\nNo anomalies.\n");
+    let out = audit_cli(repo.path_str(), &["--format", "csv"]);
+    assert_eq!(parse_csv(&stdout(&out)).len(), 1, "the header alone");
+}
+
+#[test]
+fn a_request_file_in_the_first_commit_landed_without_the_bot() {
+    let repo = RequestsRepo::unborn("main");
+    let tree = repo.edit(None, "requests/prod/r-root.yaml", Some("role: admin\n"));
+    let root = repo.commit(&[], tree, "import", 0, "mallory");
+    repo.set_tip(root);
+    let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    assert_eq!(anomaly_kinds(&document), [("landed_without_bot", "r-root")]);
+    assert_eq!(document["anomalies"][0]["commit"], root.to_string());
+}
+
+#[test]
+fn a_shallow_clone_is_refused() {
+    let s = story();
+    let shallow = tempfile::tempdir().unwrap();
+    let target = shallow.path().join("shallow");
+    let status = Command::new("git")
+        .args(["clone", "--quiet", "--depth", "2"])
+        .arg(format!("file://{}", s.repo.path_str()))
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = audit_cli(target.to_str().unwrap(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("shallow clone"), "{}", stderr(&out));
+}
+
+#[test]
+fn odd_commit_messages_are_read_or_ignored_never_fatal() {
+    let repo = RequestsRepo::new();
+    // CRLF line ends and trailers the bot does not write, around the ones it does.
+    let base = repo.tip();
+    let tree = repo.edit(
+        Some(base),
+        "requests/prod/r-crlf.yaml",
+        Some("role: admin\n"),
+    );
+    let head = repo.commit(&[base], tree, "request", 9, "alice");
+    let message = "breakglass: grant r-crlf (prod/admin for 1h to alice)\r\n\r\nincident: INC-7 \r\n\r\nSigned-off-by: Alice <alice@example.com>\r\nBreakglass-Request: r-crlf\r\nBreakglass-Requester: alice\r\nBreakglass-Environment: prod\r\nBreakglass-Role: admin\r\nbreakglass-approved-by: carol\r\nBreakglass-Expires: 2026-11-26T01:10:00Z\r\nCo-authored-by: Bob <bob@example.com>\r\n";
+    let grant = repo.commit(&[base, head], tree, message, 10, "breakglass[bot]");
+    repo.set_tip(grant);
+    // A message that is not UTF-8, and a huge one: neither is the bot's.
+    let odb = repo.repo.odb().unwrap();
+    let mut raw = format!(
+        "tree {}\nparent {}\nauthor x <x@x> {} +0000\ncommitter x <x@x> {} +0000\nencoding ISO-8859-1\n\n",
+        repo.repo.find_commit(grant).unwrap().tree_id(),
+        grant,
+        t(20).timestamp(),
+        t(20).timestamp()
+    )
+    .into_bytes();
+    raw.extend_from_slice(b"caf\xE9 \xFF\n\nBreakglass-Request\xFF: x\n");
+    let latin1 = odb.write(ObjectType::Commit, &raw).unwrap();
+    repo.set_tip(latin1);
+    let huge = format!("notes\n\n{}\n\nBreakglass-Note: x\n", "y".repeat(4 << 20));
+    let tree = repo.repo.find_commit(latin1).unwrap().tree_id();
+    let huge = repo.commit(&[latin1], tree, &huge, 30, "carol");
+    repo.set_tip(huge);
+    repo.revoke(70, "prod", "r-crlf", "ttl", None);
+
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let document = json_of(&out);
+    let row = &document["grants"][0];
+    assert_eq!(row["request_id"], "r-crlf");
+    assert_eq!(row["reason"], "incident: INC-7");
+    assert_eq!(row["approved_by"], "carol");
+    assert_eq!(row["expires_at"], iso(70));
+    assert_eq!(row["revoked_how"], "ttl");
+    assert_eq!(document["anomalies"], json!([]));
+}
+
+#[test]
+fn a_grant_with_broken_trailers_is_reported_not_dropped() {
+    let repo = RequestsRepo::new();
+    let message = "breakglass: grant r-odd\n\nwhy\n\nBreakglass-Request: r-odd\nBreakglass-Requester: alice\nBreakglass-Expires: next tuesday\n";
+    repo.merge(10, "requests/prod/r-odd.yaml", Some("x: y\n"), message, "x");
+    let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    assert_eq!(document["grants"][0]["expires_at"], Value::Null);
+    assert_eq!(
+        document["anomalies"],
+        json!([{
+            "kind": "malformed_trailers",
+            "request_id": "r-odd",
+            "commit": repo.tip().to_string(),
+            "detail": "missing Breakglass-Environment, Breakglass-Role, Breakglass-Approved-By; Breakglass-Expires `next tuesday` is not an ISO 8601 time"
+        }])
+    );
+}
+
+#[test]
+fn the_library_gives_typed_rows() {
+    let s = story();
+    let options = AuditOptions {
+        branch: None,
+        report: ReportOptions::new(t(NOW)),
+    };
+    let report = audit::run(s.repo.path_str(), &options).unwrap();
+    assert_eq!(report.branch, "main");
+    assert_eq!(report.head, Some(s.c["r-active"]));
+    assert_eq!(report.grants.len(), 8);
+    assert_eq!(report.grants[2].review, Review::Done { by: "carol".into() });
+    assert_eq!(report.grants[2].fast_path_rule(), Some("sev1"));
+    assert_eq!(
+        report.anomalies.iter().map(|a| a.kind).collect::<Vec<_>>(),
+        [
+            AnomalyKind::ReviewOverdue,
+            AnomalyKind::LandedWithoutBot,
+            AnomalyKind::LandedWithoutBot,
+            AnomalyKind::GrantWithoutRevert,
+            AnomalyKind::LateRevert,
+            AnomalyKind::SelfApproved,
+            AnomalyKind::RevertWithoutGrant,
+        ]
+    );
+    assert_eq!(report.exit_code(), 1);
+    let mut json = Vec::new();
+    audit::render::render(&report, audit::Format::Json, &mut json).unwrap();
+    let cli = audit_cli(s.repo.path_str(), &["--format", "json"]);
+    assert_eq!(json, cli.stdout, "the CLI prints what the library renders");
+}
+
+/// The real bot against the test forge: what it merges is what the audit reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_reads_what_the_bot_writes() {
+    use breakglass::clock::Clock as _;
+    use common::*;
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    // alice asks, carol approves, the TTL passes.
+    let pr = s.open_request(&s.people.alice, "prod", "r-story", &prod_request("1h"));
+    s.settle().await;
+    s.forge
+        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+    s.settle().await;
+    s.advance(TimeDelta::hours(1));
+    s.settle().await;
+    // bob, on call, takes the sev1 fast path.
+    let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+    s.forge.push_files(
+        REPO,
+        "b-sev1",
+        &s.people.bob,
+        &[("requests/prod/r-sev1.yaml", yaml)],
+        "request",
+    );
+    let sev1 = s.forge.open_pr(REPO, &s.people.bob, "b-sev1", "sev1", "");
+    s.forge.label(REPO, sev1, &s.people.bob, "sev1");
+    s.settle().await;
+    s.advance(TimeDelta::minutes(45));
+    s.settle().await;
+    // mallory pushes a request straight to main; the bot removes it.
+    s.forge.push_direct(
+        REPO,
+        &s.people.mallory,
+        &[("requests/prod/sneaky.yaml", &prod_request("4h"))],
+        "grant myself",
+    );
+    s.settle().await;
+
+    let path = s.forge.repo_path(REPO);
+    let audit_at = |now: DateTime<Utc>| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let options = AuditOptions {
+                branch: None,
+                report: ReportOptions::new(now),
+            };
+            audit::run(path.to_str().unwrap(), &options).unwrap()
+        })
+    };
+    let report = audit_at(s.clock.now()).await.unwrap();
+    assert_eq!(report.branch, "main");
+    let [story, fast] = &report.grants[..] else {
+        panic!("two grants: {:#?}", report.grants);
+    };
+    assert_eq!(
+        (
+            story.request_id.as_str(),
+            story.requester.as_str(),
+            story.environment.as_str(),
+            story.role.as_str(),
+            story.reason.as_str(),
+            story.ticket.as_deref(),
+            story.approved_by.as_str(),
+            story.revoked_how.as_deref(),
+        ),
+        (
+            "r-story",
+            "alice",
+            "prod",
+            "admin",
+            "incident: INC-1234 checkout DB failover",
+            Some("INC-1234"),
+            "carol",
+            Some("ttl")
+        )
+    );
+    let expires = story.expires_at.expect("an expiry");
+    let off = (expires - (story.granted_at + TimeDelta::hours(1))).num_seconds();
+    assert!(
+        off.abs() <= 60,
+        "expiry is the merge time + 1h ({off}s off)"
+    );
+    let revoked = story.revoked_at.expect("revoked");
+    assert!(revoked >= expires && revoked <= expires + TimeDelta::minutes(5));
+    assert_eq!(story.review, Review::NotNeeded);
+    assert!(story.revoke_commit.is_some());
+
+    assert_eq!(fast.request_id, "r-sev1");
+    assert_eq!(fast.requester, "bob");
+    assert_eq!(fast.approved_by, "fast-path:sev1");
+    assert_eq!(fast.revoked_how.as_deref(), Some("ttl"));
+    let Review::Pending { due: Some(due) } = fast.review else {
+        panic!("a pending review: {:?}", fast.review);
+    };
+    assert!(
+        (due - (fast.granted_at + TimeDelta::hours(24)))
+            .num_seconds()
+            .abs()
+            <= 60
+    );
+
+    assert_eq!(
+        report
+            .anomalies
+            .iter()
+            .map(|a| (a.kind, a.request_id.as_str()))
+            .collect::<Vec<_>>(),
+        [(AnomalyKind::LandedWithoutBot, "sneaky")],
+        "{:#?}",
+        report.anomalies
+    );
+    assert!(
+        report.anomalies[0].detail.ends_with("(reconcile)"),
+        "{}",
+        report.anomalies[0].detail
+    );
+
+    // A day later, git still records no review of the fast-path grant.
+    let later = audit_at(s.clock.now() + TimeDelta::hours(25))
+        .await
+        .unwrap();
+    assert_eq!(
+        later.grants[1].anomalies,
+        [AnomalyKind::ReviewOverdue],
+        "{:#?}",
+        later.grants[1]
+    );
+}

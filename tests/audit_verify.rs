@@ -1,0 +1,170 @@
+//! `breakglass audit verify` against a real lifecycle: the event log and the requests repo's
+//! history agree; an edited, deleted or reordered log row, or a rewritten history, is named.
+
+mod common;
+
+use std::process::Command;
+
+use breakglass::store::Backend as StoreBackend;
+use chrono::TimeDelta;
+use common::*;
+
+/// Runs a grant to its revocation, so the log and git both hold a merge and a revert.
+async fn lived(s: &Scenario) {
+    let pr = s.open_request(&s.people.alice, "prod", "r-audit", &prod_request("1h"));
+    s.settle().await;
+    s.forge
+        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+    s.settle().await;
+    s.advance(TimeDelta::hours(1));
+    s.settle().await;
+}
+
+fn verify(s: &Scenario) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_breakglass"))
+        .args(["audit", "verify", "--repo"])
+        .arg(s.forge.repo_path(REPO))
+        .args(["--branch", "main", "--database-url", &s.config.database_url])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn allow_tampering(s: &Scenario) {
+    let statements: &[&'static str] = match s.store.backend() {
+        StoreBackend::Sqlite => &[
+            "DROP TRIGGER events_append_only_update",
+            "DROP TRIGGER events_append_only_delete",
+        ],
+        StoreBackend::Postgres => &["DROP TRIGGER events_append_only ON events"],
+    };
+    for sql in statements {
+        sqlx::query(*sql).execute(s.store.pool()).await.unwrap();
+    }
+}
+
+on_both_backends!(
+    the_log_and_git_agree_after_a_lifecycle,
+    |s: Scenario| async move {
+        lived(&s).await;
+        let (code, out) = verify(&s);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.starts_with("ok: 5 events in an intact hash chain; 1 grant merge(s) and 1 revocation merge(s) match git"), "{out}");
+    }
+);
+
+on_both_backends!(an_edited_event_row_is_named, |s: Scenario| async move {
+    lived(&s).await;
+    allow_tampering(&s).await;
+    sqlx::query(
+        "UPDATE events SET data = '{\"source\":\"comment\",\"head_sha\":\"forged\"}' WHERE seq = 2",
+    )
+    .execute(s.store.pool())
+    .await
+    .unwrap();
+    let (code, out) = verify(&s);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("event log row 2:"), "{out}");
+});
+
+on_both_backends!(a_deleted_event_row_is_named, |s: Scenario| async move {
+    lived(&s).await;
+    allow_tampering(&s).await;
+    sqlx::query("DELETE FROM events WHERE seq = 3")
+        .execute(s.store.pool())
+        .await
+        .unwrap();
+    let (code, out) = verify(&s);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("event log row 4:") || out.contains("event log row 3:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("commit")
+            && out.contains("grants `r-audit` but the event log has no merge for it"),
+        "{out}"
+    );
+});
+
+on_both_backends!(reordered_event_rows_are_named, |s: Scenario| async move {
+    lived(&s).await;
+    allow_tampering(&s).await;
+    let swap: [&'static str; 3] = [
+        "UPDATE events SET seq = 100 WHERE seq = 2",
+        "UPDATE events SET seq = 2 WHERE seq = 3",
+        "UPDATE events SET seq = 3 WHERE seq = 100",
+    ];
+    for sql in swap {
+        sqlx::query(sql).execute(s.store.pool()).await.unwrap();
+    }
+    let (code, out) = verify(&s);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("event log row 2:"), "{out}");
+});
+
+on_both_backends!(a_rewritten_history_is_named, |s: Scenario| async move {
+    lived(&s).await;
+    // Someone force-pushes main back to before the grant.
+    let repo = git2::Repository::open_bare(s.forge.repo_path(REPO)).unwrap();
+    let first = s.forge.log(REPO, "main").last().unwrap().sha.clone();
+    repo.reference(
+        "refs/heads/main",
+        git2::Oid::from_str(&first).unwrap(),
+        true,
+        "rewrite",
+    )
+    .unwrap();
+    let (code, out) = verify(&s);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("of `r-audit` is not on main's first-parent history (history rewritten?)"),
+        "{out}"
+    );
+});
+
+on_both_backends!(
+    an_extended_grant_audits_clean_with_its_extended_expiry,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-ext", &prod_request("1h"));
+        s.settle().await;
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass extend 30m");
+        s.settle().await;
+        s.advance(TimeDelta::minutes(90));
+        s.settle().await;
+        let out = Command::new(env!("CARGO_BIN_EXE_breakglass"))
+            .args([
+                "audit",
+                "--format",
+                "json",
+                "--branch",
+                "main",
+                "--now",
+                "2026-11-26T05:00:00Z",
+                "--repo",
+            ])
+            .arg(s.forge.repo_path(REPO))
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{report:#}");
+        let grant = &report["grants"][0];
+        assert_eq!(grant["request_id"], "r-ext");
+        assert_eq!(grant["expires_at"], "2026-11-26T03:44:00Z", "{grant:#}");
+        assert_eq!(grant["revoked_how"], "ttl");
+        assert_eq!(report["anomalies"], serde_json::json!([]));
+        let (code, verified) = verify(&s);
+        assert_eq!(code, 0, "{verified}");
+    }
+);
