@@ -161,6 +161,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         watcher.clone(),
         options.tick,
     ));
+    let reconciler = tokio::spawn(reconcile_worker(workflow.clone(), watcher.clone()));
     let jobs = tokio::spawn(job_worker(
         workflow.clone(),
         format!("{worker}-jobs"),
@@ -172,7 +173,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         addr,
         workflow,
         shutdown,
-        tasks: vec![server, deliveries, jobs],
+        tasks: vec![server, deliveries, jobs, reconciler],
     })
 }
 
@@ -259,6 +260,21 @@ async fn delivery_worker(
             if *stop.borrow() {
                 return;
             }
+        }
+    }
+}
+
+/// How often every active grant is checked against git, besides at start.
+const RECONCILE_EVERY: Duration = Duration::from_secs(600);
+
+async fn reconcile_worker(workflow: Workflow, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(err) = workflow.reconcile_all().await {
+            tracing::warn!(error = %format!("{err:#}"), "reconciliation failed; will try again");
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
         }
     }
 }

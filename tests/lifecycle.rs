@@ -509,23 +509,53 @@ async fn the_whole_story_in_the_bots_words() {
     );
 }
 
-on_both_backends!(two_approvals_need_two_distinct_approvers, |s: Scenario| async move {
-    let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap().replace("approvals: 1", "approvals: 2");
-    s.forge.push_direct(REPO, &s.people.carol, &[("policies/prod.yaml", &policy)], "prod needs two approvals");
-    let pr = s.open_request(&s.people.alice, "prod", "r-two", &prod_request("1h"));
-    s.settle().await;
-    assert!(s.last_bot_comment(pr).contains("Needs **2** approval(s)"), "{}", s.last_bot_comment(pr));
-    s.forge.comment(REPO, pr, &s.people.carol, "/breakglass approve");
-    s.settle().await;
-    assert_eq!(s.last_bot_comment(pr), "👍 Approval by @carol recorded (1 of 2).");
-    s.forge.react(REPO, pr, &s.people.carol, "+1"); // the same approver twice is still one
-    s.advance(TimeDelta::seconds(31));
-    s.settle().await;
-    assert!(!s.forge.pr(REPO, pr).merged);
-    s.forge.comment(REPO, pr, &s.people.dan, "/breakglass approve");
-    s.settle().await;
-    let merged = s.forge.pr(REPO, pr);
-    assert!(merged.merged);
-    let merge = s.forge.log(REPO, "main").into_iter().find(|c| Some(&c.sha) == merged.merge_commit_sha.as_ref()).unwrap();
-    assert!(merge.message.contains("Breakglass-Approved-By: carol, dan"), "{}", merge.message);
-});
+on_both_backends!(
+    two_approvals_need_two_distinct_approvers,
+    |s: Scenario| async move {
+        let policy = s
+            .forge
+            .file_on(REPO, "main", "policies/prod.yaml")
+            .unwrap()
+            .replace("approvals: 1", "approvals: 2");
+        s.forge.push_direct(
+            REPO,
+            &s.people.carol,
+            &[("policies/prod.yaml", &policy)],
+            "prod needs two approvals",
+        );
+        let pr = s.open_request(&s.people.alice, "prod", "r-two", &prod_request("1h"));
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr).contains("Needs **2** approval(s)"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        assert_eq!(
+            s.last_bot_comment(pr),
+            "👍 Approval by @carol recorded (1 of 2)."
+        );
+        s.forge.react(REPO, pr, &s.people.carol, "+1"); // the same approver twice is still one
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+        s.forge
+            .comment(REPO, pr, &s.people.dan, "/breakglass approve");
+        s.settle().await;
+        let merged = s.forge.pr(REPO, pr);
+        assert!(merged.merged);
+        let merge = s
+            .forge
+            .log(REPO, "main")
+            .into_iter()
+            .find(|c| Some(&c.sha) == merged.merge_commit_sha.as_ref())
+            .unwrap();
+        assert!(
+            merge.message.contains("Breakglass-Approved-By: carol, dan"),
+            "{}",
+            merge.message
+        );
+    }
+);

@@ -310,3 +310,42 @@ async fn graceful_shutdown_stops_listening_and_a_restart_carries_on() {
     s.settle().await;
     assert!(s.forge.pr(REPO, pr).merged);
 }
+
+on_both_backends!(
+    an_active_grant_whose_request_file_is_removed_by_hand_is_revoked,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-gone", &prod_request("2h"));
+        s.settle().await;
+        s.forge
+            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        assert_eq!(s.request("r-gone").await.state.to_string(), "active");
+        s.forge.push_changes(
+            REPO,
+            "main",
+            &s.people.mallory,
+            &[breakglass_test_forge::FileChange::Delete(
+                "requests/prod/r-gone.yaml".into(),
+            )],
+            "tidy up",
+        );
+        s.settle().await;
+        let record = s.request("r-gone").await;
+        assert_eq!(record.state.to_string(), "revoked");
+        assert_eq!(
+            record.revoke_reason.map(|r| r.to_string()).as_deref(),
+            Some("reconcile")
+        );
+        assert_eq!(
+            s.forge.pr(REPO, record.revert_pr_number.unwrap()).state,
+            "closed",
+            "nothing left to revert"
+        );
+        assert!(
+            s.last_bot_comment(pr)
+                .contains("(reconciliation found it should not be active)"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+    }
+);

@@ -115,6 +115,34 @@ impl Providers {
     }
 }
 
+impl Providers {
+    /// Whether the access is still held, for reconciliation. `listed` says whether git still
+    /// lists the request on the default branch: for `noop` and `iac` that *is* the grant (the
+    /// IaC pipeline applies what is on the branch); providers with state of their own (aws-iam)
+    /// will look at it.
+    pub async fn verify(
+        &self,
+        role: &Role,
+        spec: &GrantSpec,
+        listed: bool,
+    ) -> Result<bool, GrantError> {
+        match role.provider_kind() {
+            Some(ProviderKind::Noop | ProviderKind::Iac) => Ok(listed),
+            Some(kind @ ProviderKind::AwsIam) => Err(GrantError::Unavailable(
+                kind,
+                format!(
+                    "cannot verify {} yet: the aws-iam provider is not in this version",
+                    spec.id
+                ),
+            )),
+            None => Err(GrantError::Misconfigured(format!(
+                "unknown provider `{}`",
+                role.provider
+            ))),
+        }
+    }
+}
+
 /// When a grant file was rendered, for templates that want it.
 pub fn rendered_at(now: DateTime<Utc>) -> String {
     crate::clock::iso(now)

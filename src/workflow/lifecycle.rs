@@ -333,6 +333,53 @@ impl Workflow {
         Ok(number)
     }
 
+    /// Whether an active grant is still what git says: its request file on the default branch.
+    /// When it is not (removed by hand), the grant is revoked at once with reason `reconcile`.
+    pub(super) async fn reconcile(&self, id: &RequestId, default: &str) -> anyhow::Result<()> {
+        let Some(mut record) = self.store.get_request(id).await? else {
+            return Ok(());
+        };
+        if record.state != RequestState::Active {
+            return Ok(());
+        }
+        let listed = self
+            .forge
+            .read_file(default, &Self::request_path(&record))
+            .await?
+            .is_some();
+        let held = match self.current_role(&record).await? {
+            Some(role) => {
+                self.providers
+                    .verify(&role, &Self::spec(&record), listed)
+                    .await?
+            }
+            None => false, // the role left the policy: nothing may hold it
+        };
+        if held {
+            return Ok(());
+        }
+        tracing::warn!(request = %id, "an active grant is no longer held (request file gone or role removed); revoking");
+        self.metrics.inc(
+            "breakglass_anomalies_total",
+            "kind=\"request_removed_by_hand\"",
+        );
+        record.state = RequestState::Revoking;
+        record.revoke_reason = Some(RevokeReason::Reconcile);
+        self.store.update_request(&mut record, self.now()).await?;
+        self.schedule(JobKind::Revoke, id, self.now()).await
+    }
+
+    /// Every active grant checked against git (at start and then periodically): a missed
+    /// webhook cannot leave a grant whose request file is gone.
+    pub async fn reconcile_all(&self) -> anyhow::Result<()> {
+        let default = self.forge.default_branch().await?;
+        for record in self.store.list_requests(Some(RequestState::Active)).await? {
+            let _guard = self.lock_pr(record.pr_number).await;
+            self.reconcile(&record.id, &default).await?;
+        }
+        Ok(())
+    }
+
     /// Revokes through the provider first, then merges the revert PR, then tells the requester.
     pub(super) async fn job_revoke(&self, id: &RequestId) -> anyhow::Result<()> {
         let Some(mut record) = self.store.get_request(id).await? else {
@@ -371,8 +418,29 @@ impl Workflow {
         if let Some(role) = self.current_role(record).await? {
             self.providers.revoke(&role, &Self::spec(record)).await?;
         }
+        // The revert PR may already be merged (a crash after the merge): carry on from it.
         let mut revert_sha = None;
-        if record.expires_at.is_some() {
+        if let Some(number) = record.revert_pr_number {
+            let pr = self.forge.pull_request(number).await?;
+            if pr.info.merged {
+                revert_sha = pr.merge_sha;
+            }
+        }
+        let default = self.forge.default_branch().await?;
+        let listed = self
+            .forge
+            .read_file(&default, &Self::request_path(record))
+            .await?
+            .is_some();
+        if revert_sha.is_none() && !listed {
+            // Someone removed the request file by hand: nothing is left to revert in git.
+            if let Some(number) = record.revert_pr_number
+                && self.forge.pull_request(number).await?.open
+            {
+                self.forge.close_pull_request(number).await?;
+            }
+        }
+        if revert_sha.is_none() && listed && record.expires_at.is_some() {
             let revert = self.ensure_revert_pr(record).await?;
             let pr = self.forge.pull_request(revert).await?;
             revert_sha = pr.merge_sha.clone();
@@ -388,6 +456,8 @@ impl Workflow {
                     Err(err) => bail!("cannot merge revert PR #{revert}: {err}"),
                 }
             }
+        }
+        if record.expires_at.is_some() {
             self.forge
                 .delete_branch(&format!("breakglass/revoke/{}", record.id))
                 .await?;
@@ -452,6 +522,13 @@ impl Workflow {
         let default = self.forge.default_branch().await?;
         if git_ref != format!("refs/heads/{default}") {
             return Ok(());
+        }
+        // A request file of an active grant removed by hand: the grant ends now (reconcile).
+        let removed: BTreeSet<&String> = commits.iter().flat_map(|c| c.removed.iter()).collect();
+        for path in removed {
+            if let Some(request) = RequestPath::parse(path) {
+                self.reconcile(&request.id, &default).await?;
+            }
         }
         // A merge's push lists the file under several commits: look at each path once.
         let added: BTreeSet<&String> = commits.iter().flat_map(|c| c.added.iter()).collect();
