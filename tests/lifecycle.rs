@@ -163,12 +163,7 @@ on_both_backends!(
         s.settle().await;
         let pr = s.forge.pr(REPO, pr.number);
         assert!(pr.merged, "merged on carol's approval");
-        let merge = s
-            .forge
-            .log(REPO, "main")
-            .into_iter()
-            .find(|c| Some(&c.sha) == pr.merge_commit_sha.as_ref())
-            .unwrap();
+        let merge = s.merge_commit(pr.number);
         assert!(
             merge.message.contains("Breakglass-Requester: alice"),
             "the commenter is the requester: {}",
@@ -230,12 +225,7 @@ on_both_backends!(
             "{:?}",
             merged.labels
         );
-        let merge = s
-            .forge
-            .log(REPO, "main")
-            .into_iter()
-            .find(|c| Some(&c.sha) == merged.merge_commit_sha.as_ref())
-            .unwrap();
+        let merge = s.merge_commit(merged.number);
         assert!(
             merge
                 .message
@@ -319,12 +309,7 @@ on_both_backends!(self_service_needs_no_approval, |s: Scenario| async move {
     s.settle().await;
     let merged = s.forge.pr(REPO, pr);
     assert!(merged.merged);
-    let merge = s
-        .forge
-        .log(REPO, "main")
-        .into_iter()
-        .find(|c| Some(&c.sha) == merged.merge_commit_sha.as_ref())
-        .unwrap();
+    let merge = s.merge_commit(merged.number);
     assert!(
         merge
             .message
@@ -357,12 +342,7 @@ on_both_backends!(revoke_command_ends_access_early, |s: Scenario| async move {
     let record = s.request("r-early").await;
     let revert = s.forge.pr(REPO, record.revert_pr_number.unwrap());
     assert!(revert.merged);
-    let merge = s
-        .forge
-        .log(REPO, "main")
-        .into_iter()
-        .find(|c| Some(&c.sha) == revert.merge_commit_sha.as_ref())
-        .unwrap();
+    let merge = s.merge_commit(revert.number);
     assert!(
         merge.message.contains("Breakglass-Revoked-Reason: early"),
         "{}",
@@ -546,12 +526,7 @@ on_both_backends!(
         s.settle().await;
         let merged = s.forge.pr(REPO, pr);
         assert!(merged.merged);
-        let merge = s
-            .forge
-            .log(REPO, "main")
-            .into_iter()
-            .find(|c| Some(&c.sha) == merged.merge_commit_sha.as_ref())
-            .unwrap();
+        let merge = s.merge_commit(merged.number);
         assert!(
             merge.message.contains("Breakglass-Approved-By: carol, dan"),
             "{}",

@@ -71,12 +71,7 @@ on_both_backends!(
         s.settle().await;
         let merged = s.forge.pr(REPO, pr);
         assert!(merged.merged, "a fresh approval of the new head counts");
-        let merge = s
-            .forge
-            .log(REPO, "main")
-            .into_iter()
-            .find(|c| Some(&c.sha) == merged.merge_commit_sha.as_ref())
-            .unwrap();
+        let merge = s.merge_commit(merged.number);
         assert!(merge.message.contains("for 4h"), "{}", merge.message);
     }
 );

@@ -1,7 +1,7 @@
 //! Policies: `policies/<environment>.yaml` in the requests repo, read from its default branch.
 //!
 //! - [`model`]: the file format.
-//! - [`lint`]: every problem in a set of policy files, at once.
+//! - [`lint`](mod@lint): every problem in a set of policy files, at once.
 //! - [`decision`]: whether a request is allowed, and why or why not.
 
 pub mod decision;

@@ -2,7 +2,7 @@
 //!
 //! Parsing is strict (`deny_unknown_fields`) and typed, so that YAML's implicit typing never
 //! turns `no` into `false` or an AWS account id into a number. Cross-field rules (defaults
-//! within maxima, providers' keys) are checked by [`super::lint`].
+//! within maxima, providers' keys) are checked by [`super::lint`](mod@super::lint).
 
 use std::collections::BTreeMap;
 

@@ -252,6 +252,20 @@ impl Scenario {
             .open_pr(REPO, user, &branch, &format!("Access request {id}"), "")
     }
 
+    /// The merge commit of a merged PR, as `git log` of the default branch shows it.
+    pub fn merge_commit(&self, number: u64) -> breakglass_test_forge::CommitInfo {
+        let sha = self
+            .forge
+            .pr(REPO, number)
+            .merge_commit_sha
+            .unwrap_or_else(|| panic!("#{number} is not merged"));
+        self.forge
+            .log(REPO, "main")
+            .into_iter()
+            .find(|c| c.sha == sha)
+            .unwrap_or_else(|| panic!("{sha} is not on main"))
+    }
+
     /// The bot's comments on a PR, oldest first.
     pub fn bot_comments(&self, number: u64) -> Vec<String> {
         self.forge
