@@ -534,3 +534,35 @@ on_both_backends!(
         );
     }
 );
+
+on_both_backends!(
+    a_bare_command_opens_the_request_with_the_policy_defaults,
+    |s: Scenario| async move {
+        // staging has one role and no reason codes: `/breakglass staging 1h` is enough.
+        let issue = s.forge.open_issue(REPO, &s.people.bob, "load test", "");
+        s.forge
+            .comment(REPO, issue, &s.people.bob, "/breakglass staging 1h");
+        s.settle().await;
+        let pr = s
+            .forge
+            .prs(REPO)
+            .into_iter()
+            .find(|p| p.user == s.people.bot.login)
+            .expect("a request PR")
+            .number;
+        let record = s.request("20261126-0214-bob-staging").await;
+        assert_eq!(record.role.as_str(), "admin");
+        assert_eq!(record.reason.as_str(), "requested with /breakglass on #1");
+        assert!(s.forge.pr(REPO, pr).merged, "self-service: granted at once");
+        // prod has two roles: the bot asks which one instead of guessing.
+        s.forge
+            .comment(REPO, issue, &s.people.alice, "/breakglass prod 1h");
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(issue)
+                .starts_with("⚠️ `prod` has several roles; name one"),
+            "{}",
+            s.last_bot_comment(issue)
+        );
+    }
+);

@@ -120,13 +120,10 @@ impl Workflow {
         role: Option<&str>,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
-        let Some(reason) = reason else {
-            let text = format!(
-                "⚠️ Say why you need access: `/breakglass {environment} {duration} {} -- incident: INC-1234 what is broken`",
-                role.unwrap_or("<role>")
-            );
-            return self.reply(number, &text).await;
-        };
+        // Without `-- reason` the request still opens: the issue it was asked on is the
+        // reason, and a policy that wants reason codes or a ticket says so on the PR.
+        let fallback = format!("requested with /breakglass on #{number}");
+        let reason = reason.unwrap_or(&fallback);
         let reason = match Reason::try_from(reason.to_owned()) {
             Ok(reason) => reason,
             Err(err) => {
