@@ -362,19 +362,12 @@ pub async fn find_request_by_pr(
     repository: &str,
     pr_number: u64,
 ) -> Result<Option<RequestRecord>, StoreError> {
-    sqlx::query(concat!(
+    let sql = concat!(
         "SELECT ",
         columns!(),
         " FROM requests WHERE forge = $1 AND repository = $2 AND pr_number = $3"
-    ))
-    .bind(forge.as_str())
-    .bind(repository)
-    .bind(to_i64(pr_number, "pull request", repository)?)
-    .fetch_optional(&mut *conn)
-    .await?
-    .as_ref()
-    .map(RequestRecord::try_from)
-    .transpose()
+    );
+    fetch_by_pr(conn, sql, forge, repository, pr_number).await
 }
 
 /// The request whose revert pull request is `pr_number`.
@@ -384,20 +377,32 @@ pub async fn find_request_by_revert_pr(
     repository: &str,
     pr_number: u64,
 ) -> Result<Option<RequestRecord>, StoreError> {
-    sqlx::query(concat!(
+    let sql = concat!(
         "SELECT ",
         columns!(),
         " FROM requests WHERE forge = $1 AND repository = $2 AND revert_pr_number = $3 \
          ORDER BY created_at, id LIMIT 1"
-    ))
-    .bind(forge.as_str())
-    .bind(repository)
-    .bind(to_i64(pr_number, "pull request", repository)?)
-    .fetch_optional(&mut *conn)
-    .await?
-    .as_ref()
-    .map(RequestRecord::try_from)
-    .transpose()
+    );
+    fetch_by_pr(conn, sql, forge, repository, pr_number).await
+}
+
+/// Runs one of the two lookups above (`$1` forge, `$2` repository, `$3` a PR number).
+async fn fetch_by_pr(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    forge: Forge,
+    repository: &str,
+    pr_number: u64,
+) -> Result<Option<RequestRecord>, StoreError> {
+    sqlx::query(sql)
+        .bind(forge.as_str())
+        .bind(repository)
+        .bind(to_i64(pr_number, "pull request", repository)?)
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(RequestRecord::try_from)
+        .transpose()
 }
 
 /// Writes `record` if nobody changed it since it was read (its `version` is still the stored
