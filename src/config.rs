@@ -360,6 +360,15 @@ endpoint_url = ""
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/breakglass.toml");
+        let config = Config::load(&path, env(&[])).unwrap();
+        assert_eq!(config.github.unwrap().repository, "acme/access-requests");
+        assert_eq!(config.templates_path, PathBuf::from("templates"));
+    }
+
+    #[test]
     fn an_empty_file_gives_the_defaults() {
         assert_eq!(
             Config::from_toml("", "x", env(&[])).unwrap(),
