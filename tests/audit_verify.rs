@@ -11,11 +11,7 @@ use common::*;
 
 /// Runs a grant to its revocation, so the log and git both hold a merge and a revert.
 async fn lived(s: &Scenario) {
-    let pr = s.open_request(&s.people.alice, "prod", "r-audit", &prod_request("1h"));
-    s.settle().await;
-    s.forge
-        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
-    s.settle().await;
+    s.granted("r-audit", "1h").await;
     s.advance(TimeDelta::hours(1));
     s.settle().await;
 }

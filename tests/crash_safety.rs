@@ -11,17 +11,6 @@ use chrono::TimeDelta;
 use common::*;
 use http::Method;
 
-/// Approves `id` (1h) and waits until it is merged.
-async fn granted(s: &Scenario, id: &str) -> u64 {
-    let pr = s.open_request(&s.people.alice, "prod", id, &prod_request("1h"));
-    s.settle().await;
-    s.forge
-        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
-    s.settle().await;
-    assert!(s.forge.pr(REPO, pr).merged);
-    pr
-}
-
 /// Waits (real time) until the request is revoked, nudging the clock so that retries with
 /// backoff become due; returns how long it took.
 async fn until_revoked(s: &Scenario, id: &str) -> Duration {
@@ -41,7 +30,7 @@ async fn until_revoked(s: &Scenario, id: &str) -> Duration {
 on_both_backends!(
     a_crash_after_the_merge_still_revokes_at_ttl,
     |mut s: Scenario| async move {
-        let pr = granted(&s, "r-crash").await;
+        let pr = s.granted("r-crash", "1h").await;
         s.crash();
         s.advance(TimeDelta::hours(2)); // the TTL passes while the bot is down
         s.start_service().await;
@@ -100,7 +89,7 @@ on_both_backends!(
 on_both_backends!(
     forge_errors_during_the_revoke_are_retried_until_it_succeeds,
     |s: Scenario| async move {
-        granted(&s, "r-flaky").await;
+        s.granted("r-flaky", "1h").await;
         s.forge.fail_next(FailureSpec::new(
             Method::PUT,
             "/repos/acme/access-requests/pulls",

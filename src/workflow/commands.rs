@@ -279,7 +279,7 @@ impl Workflow {
                 )
                 .await?;
         }
-        self.evaluate_pr(&pr.info, Some(placeholder)).await
+        self.evaluate_current(pr, Some(placeholder)).await
     }
 
     async fn command_approve(&self, number: u64, author: &Actor) -> anyhow::Result<()> {

@@ -160,8 +160,7 @@ impl Workflow {
         self.forge
             .comment(record.pr_number, &format!("⚠️ Not merged: {why}."))
             .await?;
-        let pr = self.forge.pull_request(record.pr_number).await?;
-        self.evaluate_pr(&pr.info, Some(record)).await
+        self.evaluate_pr(record.pr_number, Some(record)).await
     }
 
     /// Files of the request PR beyond its request file and the grant files the bot renders.
@@ -247,6 +246,15 @@ impl Workflow {
         let expires_at = record
             .expires_at
             .context("an active request has an expiry")?;
+        // Approvers are mentioned; `fast-path:<rule>` and `self-service` read as they are.
+        let approved_by = match (&record.fast_path_rule, &record.approved_by) {
+            (None, Some(by)) if !by.is_empty() => by
+                .iter()
+                .map(|login| comment::mention(login.as_str()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => trailers::approved_by(&record),
+        };
         let text = comment::granted_comment(
             record.id.as_str(),
             record.requester_login.as_str(),
@@ -254,17 +262,7 @@ impl Workflow {
             record.role.as_str(),
             expires_at,
             self.now(),
-            &trailers::approved_by(&record)
-                .split(", ")
-                .map(|a| {
-                    if a.contains(':') || a == "self-service" {
-                        a.to_owned()
-                    } else {
-                        format!("@{a}")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
+            &approved_by,
             record.reason.as_str(),
             record.ticket.as_ref().map(|t| t.as_str()),
             revert,

@@ -10,7 +10,8 @@ use super::Workflow;
 use super::evaluate::StoredDecision;
 use crate::comment;
 use crate::forge::{
-    Actor, ChangedFile, FileChange, PullRequestAction, PullRequestInfo, StatusState,
+    Actor, ChangedFile, FileChange, PullRequestAction, PullRequestInfo, PullRequestState,
+    StatusState,
 };
 use crate::grant::GrantSpec;
 use crate::names::Login;
@@ -48,7 +49,7 @@ impl Workflow {
             PullRequestAction::Opened if existing.is_none() && pr.author.is_bot => Ok(()),
             _ => match existing {
                 Some(record) if !decides_again(record.state, action) => Ok(()),
-                existing => self.evaluate_pr(pr, existing).await,
+                existing => self.evaluate_pr(pr.number, existing).await,
             },
         }
     }
@@ -82,15 +83,24 @@ impl Workflow {
         Ok(())
     }
 
-    /// Checks a request PR and records the verdict.
+    /// Checks request PR `number` as it is now and records the verdict. Webhooks can arrive
+    /// (or be processed) out of order: the decision is on the PR's current labels and head,
+    /// not on what an older event saw.
     pub(super) async fn evaluate_pr(
         &self,
-        event_pr: &PullRequestInfo,
+        number: u64,
         existing: Option<RequestRecord>,
     ) -> anyhow::Result<()> {
-        // Webhooks can arrive (or be processed) out of order: decide on the PR as it is now,
-        // not as an older event saw it (labels, head).
-        let current = self.forge.pull_request(event_pr.number).await?;
+        let current = self.forge.pull_request(number).await?;
+        self.evaluate_current(current, existing).await
+    }
+
+    /// [`Self::evaluate_pr`] on a PR state the caller has just read.
+    pub(super) async fn evaluate_current(
+        &self,
+        current: PullRequestState,
+        existing: Option<RequestRecord>,
+    ) -> anyhow::Result<()> {
         if !current.open {
             return Ok(());
         }

@@ -252,6 +252,21 @@ impl Scenario {
             .open_pr(REPO, user, &branch, &format!("Access request {id}"), "")
     }
 
+    /// alice's prod request `id` for `duration`, approved by carol and merged; its PR number.
+    pub async fn granted(&self, id: &str, duration: &str) -> u64 {
+        let pr = self.open_request(&self.people.alice, "prod", id, &prod_request(duration));
+        self.settle().await;
+        self.forge
+            .comment(REPO, pr, &self.people.carol, "/breakglass approve");
+        self.settle().await;
+        assert!(
+            self.forge.pr(REPO, pr).merged,
+            "{id} was not granted: {:#?}",
+            self.bot_comments(pr)
+        );
+        pr
+    }
+
     /// The merge commit of a merged PR, as `git log` of the default branch shows it.
     pub fn merge_commit(&self, number: u64) -> breakglass_test_forge::CommitInfo {
         let sha = self
