@@ -326,6 +326,107 @@ pub fn direct_push_comment(paths: &[String]) -> String {
     )
 }
 
+/// Someone else pushed to a branch the bot built.
+pub fn tampering_comment(pusher: Option<&str>, branch: &str, found: &str) -> String {
+    let who = pusher.map_or_else(|| "Someone".to_owned(), mention);
+    format!(
+        "🚨 **Tampering**: {who} pushed {} to breakglass's branch {}. breakglass merges only its own commits there: the branch was put back and the push is recorded in the audit log.",
+        code(found.get(..12).unwrap_or(found)),
+        code(branch)
+    )
+}
+
+/// The bot refused to merge a request PR; it waits for a push or a new approval.
+pub fn not_merged_comment(why: &str) -> String {
+    format!(
+        "⚠️ Not merged: {why}. breakglass will not try again until the PR changes or an approver approves again."
+    )
+}
+
+/// A revert could not be merged: the access itself is already revoked through the provider.
+pub fn revert_blocked_comment(why: &str, branch: &str, protection: bool) -> String {
+    let mut text = format!(
+        "🚨 **The revert could not be merged**: {why}. The access was revoked through its provider; the request file stays on {} until the revert lands, and breakglass keeps trying.",
+        code(branch)
+    );
+    if protection {
+        text.push_str(" Branch protection refused the bot: allow it to bypass required reviews and status checks on the default branch (see the README's *Security model*).");
+    }
+    text
+}
+
+/// A PR from another repository.
+pub fn fork_refused_comment(repo: &str) -> String {
+    format!(
+        "⛔ breakglass does not take requests from forks ({}). Open the PR from a branch of this repository, or comment `/breakglass <env> <duration> [role] -- reason`.",
+        code(repo)
+    )
+}
+
+/// A file under `requests/` that is not `requests/<environment>/<id>.yaml`.
+pub fn bad_request_path_comment(path: &str) -> String {
+    format!(
+        "⛔ {} is not a request file: requests are named `requests/<environment>/<id>.yaml` (lowercase environment, `.yaml`).",
+        code(path)
+    )
+}
+
+/// A draft request: decided, never merged until marked ready.
+pub fn draft_note() -> &'static str {
+    "📝 This PR is a draft: breakglass decides it but merges nothing until it is marked ready for review."
+}
+
+/// An iac request PR re-opened from the bot's own branch (the bot writes only to its branches).
+pub fn reopened_comment(new_pr: u64) -> String {
+    format!(
+        "🔁 This request needs a grant file rendered by breakglass, and breakglass writes only to its own branches: it re-opened the request as #{new_pr}. Approve it there."
+    )
+}
+
+/// An approval too close to the latest push to tell which version it approved.
+pub fn approve_again_comment(approver: &str, stale: bool) -> String {
+    let why = if stale {
+        "was given before the latest push"
+    } else {
+        "came within the same second as the latest push, so breakglass cannot tell which version it approves"
+    };
+    format!(
+        "⏱️ @{approver}, your approval {why}. Please approve the current version again (a new 👍 after removing the old one, an approving review, or `/breakglass approve`)."
+    )
+}
+
+/// An approval was withdrawn before the merge.
+pub fn approval_withdrawn_comment(have: usize, need: u32) -> String {
+    format!("↩️ An approval was withdrawn before the merge: {have} of {need} remain. Not merged.")
+}
+
+/// A request that nobody approved in time.
+pub fn pending_expired_comment(after: &str) -> String {
+    format!(
+        "⌛ Nobody approved this request within {after}: breakglass closed it. Ask again if access is still needed."
+    )
+}
+
+/// A comment asked for more than one request.
+pub fn one_request_per_comment() -> &'static str {
+    "⚠️ One comment opens at most one request: only the first `/breakglass <env> <duration>` line was taken."
+}
+
+/// The requester has too many open requests.
+pub fn too_many_open_requests_comment(requester: &str, max: u32) -> String {
+    format!(
+        "⛔ @{requester} already has {max} open request(s), the most one person may have. Close or finish one first."
+    )
+}
+
+/// A request or grant file re-added after it was revoked.
+pub fn readded_comment(id: &str) -> String {
+    format!(
+        "🚨 Request {} was already revoked; its file was added to the default branch again without breakglass and is removed.",
+        code(id)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;

@@ -30,6 +30,11 @@ pub struct Config {
     pub reminder_before: HumanDuration,
     /// Where the bot's grant templates (`iac` roles' `template:`) live, on the bot's disk.
     pub templates_path: PathBuf,
+    /// A request nobody approved within this time is closed (its PR too) and no longer polled.
+    pub pending_timeout: HumanDuration,
+    /// How many open requests (not yet granted, denied or closed) one person may have at once;
+    /// a `/breakglass` comment beyond it gets a reply and opens nothing.
+    pub max_open_requests: u32,
     /// GitHub; absent when breakglass serves GitLab only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub github: Option<GithubConfig>,
@@ -49,6 +54,8 @@ impl Default for Config {
             policies_path: "policies".into(),
             reminder_before: HumanDuration::from_secs(600),
             templates_path: PathBuf::from("templates"),
+            pending_timeout: HumanDuration::from_secs(86_400),
+            max_open_requests: 3,
             github: None,
             gitlab: None,
             aws: None,

@@ -110,9 +110,9 @@ impl RequestPath {
         else {
             return None;
         };
-        let stem = file
-            .strip_suffix(".yaml")
-            .or_else(|| file.strip_suffix(".yml"))?;
+        // One spelling only: `.yml` would pass here and fail wherever the path is rebuilt from
+        // the id, which once made the bot merge, refuse and retry in a loop.
+        let stem = file.strip_suffix(".yaml")?;
         Some(Self {
             environment: env.to_owned().try_into().ok()?,
             id: stem.to_owned().try_into().ok()?,

@@ -106,16 +106,24 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         ),
     };
     let forge = GithubClient::connect(&github.api_url, &github.repository, auth).await?;
+    // Who the bot is, by id: its own comments and pushes are recognised by it.
+    let bot = forge
+        .me()
+        .await
+        .context("looking up the bot's own account")?;
     let metrics = Arc::new(Metrics::default());
     let settings = Settings {
         repository: github.repository.clone(),
         policies_path: config.policies_path.clone(),
         reminder_before: config.reminder_before.as_std(),
         poll_interval: github.reaction_poll_interval.as_std(),
+        pending_timeout: config.pending_timeout.as_std(),
+        max_open_requests: config.max_open_requests,
     };
     let workflow = Workflow::new(
         store.clone(),
         forge,
+        bot,
         options.clock.clone(),
         Providers::new(
             options

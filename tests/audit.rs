@@ -1235,8 +1235,7 @@ async fn the_audit_reads_what_the_bot_writes() {
     // alice asks, carol approves, the TTL passes.
     let pr = s.open_request(&s.people.alice, "prod", "r-story", &prod_request("1h"));
     s.settle().await;
-    s.forge
-        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+    s.approve(pr, &s.people.carol);
     s.settle().await;
     s.advance(TimeDelta::hours(1));
     s.settle().await;

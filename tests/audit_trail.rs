@@ -26,8 +26,7 @@ on_both_backends!(
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-log", &prod_request("1h"));
         s.settle().await;
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.approve(pr, &s.people.carol);
         s.settle().await;
         s.advance(TimeDelta::hours(1));
         s.settle().await;

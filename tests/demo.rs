@@ -103,11 +103,15 @@ fn demo_plays_the_whole_story_and_shows_the_audit_trail() {
 
 #[test]
 fn a_step_that_fails_says_what_it_expected_and_exits_non_zero() {
-    // 5h is above the prod policy's max_duration of 4h: the bot denies, the smoke test fails.
+    // 5h is above the prod policy's max_duration of 4h: the bot refuses to open the request
+    // at all (who may ask is checked before it writes anything), and the smoke test fails.
     let (stdout, _, code, _) = demo(&["--ttl", "5h"]);
     assert_eq!(code, Some(1), "stdout:\n{stdout}");
     assert_line(&stdout, "❌ Request");
     assert_line(&stdout, "max_duration");
-    assert_line(&stdout, "✗ expected PR #2 to be alice's request, allowed");
+    assert_line(
+        &stdout,
+        "✗ expected the bot to open a request PR for alice's comment on #1",
+    );
     assert_line(&stdout, "demo FAILED");
 }

@@ -27,9 +27,10 @@ on_both_backends!(
             "{verdict}"
         );
         let head = s.forge.pr(REPO, pr).head_sha;
+        // Pending until approved, so that a required status check stops a hand merge.
         assert_eq!(
             s.policy_status(&head),
-            Some(("success".into(), "allowed: needs 1 approval(s)".into()))
+            Some(("pending".into(), "allowed: needs 1 approval(s)".into()))
         );
 
         // carol approves with a 👍; GitHub sends no webhook for it, the poll finds it.
@@ -158,8 +159,7 @@ on_both_backends!(
                 .starts_with("✅ **Request `20261126-0214-alice-prod` is allowed**")
         );
 
-        s.forge
-            .comment(REPO, pr.number, carol, "/breakglass approve");
+        s.approve(pr.number, carol);
         s.settle().await;
         let pr = s.forge.pr(REPO, pr.number);
         assert!(pr.merged, "merged on carol's approval");
@@ -322,8 +322,7 @@ on_both_backends!(self_service_needs_no_approval, |s: Scenario| async move {
 on_both_backends!(revoke_command_ends_access_early, |s: Scenario| async move {
     let pr = s.open_request(&s.people.alice, "prod", "r-early", &prod_request("2h"));
     s.settle().await;
-    s.forge
-        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+    s.approve(pr, &s.people.carol);
     s.settle().await;
     assert!(s.forge.pr(REPO, pr).merged);
     s.advance(TimeDelta::minutes(10));
@@ -360,8 +359,7 @@ on_both_backends!(
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-extend", &prod_request("3h"));
         s.settle().await;
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.approve(pr, &s.people.carol);
         s.settle().await;
         let before = s.request("r-extend").await.expires_at.unwrap();
         // The requester alone cannot extend without a fast path: it needs an approver.
@@ -458,10 +456,8 @@ async fn the_whole_story_in_the_bots_words() {
         .find(|p| p.user == s.people.bot.login)
         .unwrap()
         .number;
-    s.forge
-        .comment(REPO, pr, &s.people.alice, "/breakglass approve");
-    s.forge
-        .comment(REPO, pr, &s.people.mallory, "/breakglass approve");
+    s.approve(pr, &s.people.alice);
+    s.approve(pr, &s.people.mallory);
     s.forge
         .comment(REPO, pr, &s.people.carol, "/breakglass aprove");
     s.settle().await;
@@ -510,8 +506,7 @@ on_both_backends!(
             "{}",
             s.last_bot_comment(pr)
         );
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.approve(pr, &s.people.carol);
         s.settle().await;
         assert_eq!(
             s.last_bot_comment(pr),
@@ -521,8 +516,7 @@ on_both_backends!(
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
         assert!(!s.forge.pr(REPO, pr).merged);
-        s.forge
-            .comment(REPO, pr, &s.people.dan, "/breakglass approve");
+        s.approve(pr, &s.people.dan);
         s.settle().await;
         let merged = s.forge.pr(REPO, pr);
         assert!(merged.merged);

@@ -7,32 +7,63 @@ use breakglass::clock::Clock as _;
 use chrono::TimeDelta;
 use common::*;
 
+/// The PR breakglass opened from its own branch for the request first asked for in `original`.
+fn reopened_pr(s: &Scenario, original: u64) -> u64 {
+    let said = s.last_bot_comment(original);
+    let number = said
+        .split("re-opened the request as #")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not re-opened: {said}"));
+    assert_eq!(s.forge.pr(REPO, original).state, "closed");
+    number
+}
+
 on_both_backends!(
-    an_iac_grant_file_rides_with_the_request_and_leaves_with_the_revert,
+    an_iac_request_is_reopened_from_the_bots_branch_and_its_grant_file_leaves_with_the_revert,
     |s: Scenario| async move {
         let yaml =
             "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
         let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
         s.settle().await;
-        let head = s.forge.pr(REPO, pr).head_ref;
+        // The bot never writes to alice's branch: it re-opens the request from its own.
+        let alice_branch = s.forge.pr(REPO, pr).head_ref;
+        assert!(
+            s.forge
+                .file_on(REPO, &alice_branch, "grants/network/r-dns.tf")
+                .is_none(),
+            "nothing was pushed to alice's branch"
+        );
+        let bot_pr = reopened_pr(&s, pr);
+        let opened = s.forge.pr(REPO, bot_pr);
+        assert!(
+            opened.head_ref.starts_with("breakglass/request/r-dns-"),
+            "{}",
+            opened.head_ref
+        );
         let grant = s
             .forge
-            .file_on(REPO, &head, "grants/network/r-dns.tf")
-            .expect("the bot rendered the grant file onto the PR");
-        assert!(grant.contains("user   = \"alice\""), "{grant}");
-        assert!(
-            grant.contains("groups = [\"network-dns-admin\"]"),
-            "{grant}"
+            .file_on(REPO, &opened.head_ref, "grants/network/r-dns.tf")
+            .expect("the bot rendered the grant file onto its own PR");
+        assert!(grant.contains("\"alice\""), "{grant}");
+        assert!(grant.contains("network-dns-admin"), "{grant}");
+        assert_eq!(
+            s.forge
+                .file_on(REPO, &opened.head_ref, "requests/network/r-dns.yaml")
+                .as_deref(),
+            Some(yaml),
+            "alice's request file, byte for byte"
         );
         assert!(
-            s.last_bot_comment(pr).starts_with("✅"),
+            s.last_bot_comment(bot_pr).starts_with("✅"),
             "{}",
-            s.last_bot_comment(pr)
+            s.last_bot_comment(bot_pr)
         );
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        assert_eq!(s.request("r-dns").await.requester_login.as_str(), "alice");
+        s.approve(bot_pr, &s.people.carol);
         s.settle().await;
-        assert!(s.forge.pr(REPO, pr).merged);
+        assert!(s.forge.pr(REPO, bot_pr).merged);
         assert!(
             s.forge
                 .file_on(REPO, "main", "grants/network/r-dns.tf")
@@ -61,27 +92,35 @@ on_both_backends!(
     |s: Scenario| async move {
         let yaml =
             "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
-        let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
-        s.settle().await;
-        let branch = s.forge.pr(REPO, pr).head_ref;
+        let widened = "resource \"aws_iam_user_policy_attachment\" \"x\" {}\n";
         s.forge.push_files(
             REPO,
-            &branch,
+            "r-dns",
             &s.people.alice,
-            &[(
-                "grants/network/r-dns.tf",
-                "resource \"aws_iam_user_policy_attachment\" \"x\" {}\n",
-            )],
-            "widen",
+            &[
+                ("requests/network/r-dns.yaml", yaml),
+                ("grants/network/r-dns.tf", widened),
+            ],
+            "request with my own grant file",
         );
+        let pr = s.forge.open_pr(REPO, &s.people.alice, "r-dns", "dns", "");
         s.settle().await;
-        // The bot puts its own rendering back instead of merging the edited one.
-        let grant = s
-            .forge
-            .file_on(REPO, &branch, "grants/network/r-dns.tf")
-            .unwrap();
-        assert!(grant.contains("network-dns-admin"), "{grant}");
+        // alice's grant file is not the bot's rendering: the request is re-opened from the bot's
+        // branch with the bot's rendering, and only that is merged.
+        let bot_pr = reopened_pr(&s, pr);
+        s.approve(bot_pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.forge.pr(REPO, bot_pr).merged);
         assert!(!s.forge.pr(REPO, pr).merged);
+        let on_main = s
+            .forge
+            .file_on(REPO, "main", "grants/network/r-dns.tf")
+            .unwrap();
+        assert!(on_main.contains("network-dns-admin"), "{on_main}");
+        assert!(
+            !on_main.contains("aws_iam_user_policy_attachment"),
+            "{on_main}"
+        );
     }
 );
 
@@ -138,8 +177,7 @@ on_both_backends!(
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-metrics", &prod_request("1h"));
         s.settle().await;
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.approve(pr, &s.people.carol);
         s.settle().await;
         let base = format!("http://{}", s.service.as_ref().unwrap().addr);
         let client = reqwest::Client::new();
@@ -189,8 +227,7 @@ async fn two_replicas_on_postgres_grant_and_revoke_exactly_once() {
     }
     s.settle().await;
     for pr in &prs {
-        s.forge
-            .comment(REPO, *pr, &s.people.carol, "/breakglass approve");
+        s.approve(*pr, &s.people.carol);
     }
     s.settle().await;
     s.advance(TimeDelta::hours(1));
@@ -267,8 +304,7 @@ async fn github_app_auth_runs_the_lifecycle_and_refreshes_tokens() {
 
     let pr = s.open_request(&s.people.alice, "prod", "r-app", &prod_request("1h"));
     s.settle().await;
-    s.forge
-        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+    s.approve(pr, &s.people.carol);
     s.settle().await;
     assert!(s.forge.pr(REPO, pr).merged);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // the token is due for refresh
@@ -305,8 +341,7 @@ async fn graceful_shutdown_stops_listening_and_a_restart_carries_on() {
         "no longer listening"
     );
     s.start_service().await;
-    s.forge
-        .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+    s.approve(pr, &s.people.carol);
     s.settle().await;
     assert!(s.forge.pr(REPO, pr).merged);
 }
@@ -316,8 +351,7 @@ on_both_backends!(
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-gone", &prod_request("2h"));
         s.settle().await;
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.approve(pr, &s.people.carol);
         s.settle().await;
         assert_eq!(s.request("r-gone").await.state.to_string(), "active");
         s.forge.push_changes(

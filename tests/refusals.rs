@@ -12,8 +12,7 @@ on_both_backends!(
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
-        s.forge
-            .comment(REPO, pr, &s.people.alice, "/breakglass approve");
+        s.approve(pr, &s.people.alice);
         s.forge.react(REPO, pr, &s.people.alice, "+1");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
@@ -33,8 +32,7 @@ on_both_backends!(a_non_approver_does_not_count, |s: Scenario| async move {
     s.advance(TimeDelta::seconds(31));
     s.settle().await;
     assert!(!s.forge.pr(REPO, pr).merged);
-    s.forge
-        .comment(REPO, pr, &s.people.mallory, "/breakglass approve");
+    s.approve(pr, &s.people.mallory);
     s.settle().await;
     assert_eq!(
         s.last_bot_comment(pr),
@@ -66,8 +64,7 @@ on_both_backends!(
             "carol approved the 1h version, not the 4h one: {:#?}",
             s.bot_comments(pr)
         );
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.approve(pr, &s.people.carol);
         s.settle().await;
         let merged = s.forge.pr(REPO, pr);
         assert!(merged.merged, "a fresh approval of the new head counts");
@@ -160,8 +157,7 @@ on_both_backends!(
         );
         let head = s.forge.pr(REPO, pr).head_sha;
         assert_eq!(s.policy_status(&head).unwrap().0, "failure");
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(!s.forge.pr(REPO, pr).merged);
     }
@@ -188,8 +184,7 @@ on_both_backends!(
             "{}",
             s.last_bot_comment(pr)
         );
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass approve");
+        s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(!s.forge.pr(REPO, pr).merged);
 
@@ -368,8 +363,7 @@ on_both_backends!(
         assert_eq!(s.forge.pr(REPO, pr).state, "closed");
         assert_eq!(s.request("r-deny").await.state.to_string(), "closed");
         // A closed request cannot be approved any more.
-        s.forge
-            .comment(REPO, pr, &s.people.dan, "/breakglass approve");
+        s.approve(pr, &s.people.dan);
         s.settle().await;
         assert!(!s.forge.pr(REPO, pr).merged);
     }

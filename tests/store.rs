@@ -742,48 +742,43 @@ async fn requests_are_listed_and_counted_by_state() {
 // Approvals
 
 #[tokio::test]
-async fn approvals_count_only_for_the_head_sha_they_were_given_on() {
+async fn approvals_are_one_per_forge_signal_and_bound_to_their_head() {
     for_each_backend(|store| async move {
         let r1 = with_request(&store, "r1", 1).await?;
-        let approval = |id: u64, who: &str, sha: &str, at: i64| Approval {
+        let approval = |signal: &str, id: u64, who: &str, sha: &str, at: i64| Approval {
             request_id: r1.clone(),
+            signal: signal.into(),
             approver_id: id,
             approver_login: login(who),
             source: ApprovalSource::Reaction,
             head_sha: sha.into(),
             approved_at: t(at),
         };
-        assert!(
-            store
-                .add_approval(&approval(7, "carol", "sha-a", 1))
-                .await?
-        );
-        // The same approval again (reaction and review, or a poll seeing it twice).
-        let mut review = approval(7, "carol", "sha-a", 5);
+        let carol = approval("reaction:1", 7, "carol", "sha-a", 1);
+        assert!(store.add_approval(&carol).await?);
+        // The same signal again (a replayed webhook, a poll seeing it twice): stored once.
+        let mut replay = carol.clone();
+        replay.approved_at = t(5);
+        assert!(!store.add_approval(&replay).await?);
+        // Another signal of the same approver is its own row; the workflow counts people.
+        let mut review = approval("review:2", 7, "carol", "sha-a", 3);
         review.source = ApprovalSource::Review;
-        assert!(!store.add_approval(&review).await?);
-        assert!(store.add_approval(&approval(8, "dave", "sha-a", 2)).await?);
+        assert!(store.add_approval(&review).await?);
+        let dave = approval("comment:3", 8, "dave", "sha-a", 2);
+        assert!(store.add_approval(&dave).await?);
 
         let on_a = store.approvals_for(&r1, "sha-a").await?;
-        assert_eq!(
-            on_a,
-            vec![
-                approval(7, "carol", "sha-a", 1),
-                approval(8, "dave", "sha-a", 2)
-            ]
-        );
+        assert_eq!(on_a, vec![carol.clone(), dave.clone(), review.clone()]);
         // A push: approvals given on sha-a are stale for sha-b.
         assert!(store.approvals_for(&r1, "sha-b").await?.is_empty());
-        assert!(
-            store
-                .add_approval(&approval(7, "carol", "sha-b", 9))
-                .await?
-        );
-        assert_eq!(store.approvals_for(&r1, "sha-b").await?.len(), 1);
+        // A withdrawn signal (reaction removed) is gone; withdrawing it again changes nothing.
+        assert!(store.withdraw_approval(&r1, "reaction:1").await?);
+        assert!(!store.withdraw_approval(&r1, "reaction:1").await?);
+        assert_eq!(store.approvals_for(&r1, "sha-a").await?, vec![dave, review]);
 
-        assert_eq!(store.delete_approvals(&r1).await?, 3);
+        assert_eq!(store.delete_approvals(&r1).await?, 2);
         assert!(store.approvals_for(&r1, "sha-a").await?.is_empty());
-        let mut orphan = approval(7, "carol", "sha-a", 1);
+        let mut orphan = carol;
         orphan.request_id = rid("nope");
         assert!(matches!(
             store.add_approval(&orphan).await,
@@ -1114,7 +1109,7 @@ async fn migrations_run_twice_are_a_no_op() {
             .fetch_one(store.pool())
             .await?;
         let applied: i64 = sqlx::Row::try_get(&row, "n")?;
-        assert_eq!(applied, 1);
+        assert_eq!(applied, 2, "0001 and 0002, once each");
         assert!(store.get_request(&rid("r1")).await?.is_some());
         Ok(())
     })

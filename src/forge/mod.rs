@@ -30,8 +30,19 @@ pub struct PullRequestInfo {
     pub head_sha: String,
     pub head_ref: String,
     pub base_ref: String,
+    /// `owner/name` of the repository the head branch lives in: a PR from a fork names the
+    /// fork, and the bot never writes to (or merges from) a branch outside the requests repo.
+    #[serde(default)]
+    pub head_repo: Option<String>,
     pub labels: Vec<String>,
     pub merged: bool,
+    /// A draft is decided but never merged.
+    #[serde(default)]
+    pub draft: bool,
+    /// When the forge last updated the PR, by the forge's clock (on an `opened` or
+    /// `synchronized` event: when the head was pushed).
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +56,10 @@ pub enum PullRequestAction {
     Labeled,
     Unlabeled,
     Edited,
+    /// Marked as a draft: never merged while it is one.
+    ConvertedToDraft,
+    /// Marked ready for review: decided again (and merged if approved or on a fast path).
+    ReadyForReview,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,7 +230,8 @@ pub enum MergeError {
     /// The head moved since we decided (GitHub 409): decide again on the new head.
     #[error("the pull request's head changed since it was checked")]
     HeadChanged,
-    /// Closed, already merged, conflicting or blocked by branch protection (GitHub 405/422).
+    /// Closed, already merged, a draft, conflicting or blocked by branch protection (GitHub
+    /// 405/422).
     #[error("the pull request cannot be merged: {0}")]
     NotMergeable(String),
     #[error(transparent)]

@@ -30,7 +30,7 @@ pub struct GrantSpec {
 }
 
 /// A file the bot adds to the request PR (and removes in the revert PR).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RenderedFile {
     pub path: String,
     pub content: String,

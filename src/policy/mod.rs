@@ -58,6 +58,11 @@ impl PolicySet {
             .map(|(_, p)| p)
     }
 
+    /// Every policy, by environment name.
+    pub fn iter(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.values()
+    }
+
     /// Environment names, sorted.
     pub fn environments(&self) -> impl Iterator<Item = &Name> {
         self.policies.keys()

@@ -1,8 +1,10 @@
 //! Approvals, each bound to the head commit it was given on.
 //!
 //! An approval counts only for the exact commit the approver saw: after a push the request's
-//! head SHA changes and [`approvals_for`] with the new SHA no longer returns the old ones. The
-//! same approver approving the same commit twice (a reaction and a review) is stored once.
+//! head SHA changes and [`approvals_for`] with the new SHA no longer returns the old ones. Each
+//! row is one forge signal (a reaction, review or comment, by the forge's own id), so a replayed
+//! or re-polled signal is stored once, and a withdrawn one is removed; distinct approvers are
+//! counted by the workflow, by user id.
 
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
@@ -34,6 +36,8 @@ string_enum!(ApprovalSource {
 pub struct Approval {
     /// The approved request.
     pub request_id: RequestId,
+    /// The forge's own id of the signal: `reaction:<id>`, `review:<id>` or `comment:<id>`.
+    pub signal: String,
     /// The forge's numeric user id: permissions and distinctness are decided by it.
     pub approver_id: u64,
     /// The approver's login when approving (for display; ids decide).
@@ -42,7 +46,7 @@ pub struct Approval {
     pub source: ApprovalSource,
     /// The head commit of the PR when the approval was given.
     pub head_sha: String,
-    /// When the forge says the approval was given.
+    /// When the forge says the approval was given (the forge's clock, never the bot's).
     pub approved_at: DateTime<Utc>,
 }
 
@@ -53,6 +57,7 @@ impl TryFrom<&AnyRow> for Approval {
         let f = Fields::new(row, "approvals", "request_id");
         Ok(Self {
             request_id: f.parsed("request_id", RequestId::try_from)?,
+            signal: f.text("signal")?,
             approver_id: f.uint("approver_id")?,
             approver_login: f.parsed("approver_login", Login::try_from)?,
             source: f.parsed("source", |text| text.parse())?,
@@ -62,17 +67,16 @@ impl TryFrom<&AnyRow> for Approval {
     }
 }
 
-/// Stores an approval; `false` when this approver had already approved this commit (the first
-/// approval, with its time and source, is kept). An unknown request is
-/// [`StoreError::NotFound`].
+/// Stores an approval; `false` when this signal was stored already (a replayed webhook, a
+/// reaction seen by two polls). An unknown request is [`StoreError::NotFound`].
 pub async fn add_approval(
     conn: &mut AnyConnection,
     approval: &Approval,
 ) -> Result<bool, StoreError> {
     let result = sqlx::query(
         "INSERT INTO approvals (request_id, approver_id, approver_login, source, head_sha, \
-         approved_at) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (request_id, approver_id, head_sha) DO NOTHING",
+         approved_at, signal) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (request_id, signal) DO NOTHING",
     )
     .bind(approval.request_id.as_str())
     .bind(to_i64(
@@ -84,6 +88,7 @@ pub async fn add_approval(
     .bind(approval.source.as_str())
     .bind(&approval.head_sha)
     .bind(to_millis(approval.approved_at))
+    .bind(&approval.signal)
     .execute(&mut *conn)
     .await;
     match result {
@@ -106,9 +111,9 @@ pub async fn approvals_for(
     head_sha: &str,
 ) -> Result<Vec<Approval>, StoreError> {
     sqlx::query(
-        "SELECT request_id, approver_id, approver_login, source, head_sha, approved_at \
+        "SELECT request_id, signal, approver_id, approver_login, source, head_sha, approved_at \
          FROM approvals WHERE request_id = $1 AND head_sha = $2 \
-         ORDER BY approved_at, approver_id",
+         ORDER BY approved_at, approver_id, signal",
     )
     .bind(request_id.as_str())
     .bind(head_sha)
@@ -117,6 +122,21 @@ pub async fn approvals_for(
     .iter()
     .map(Approval::try_from)
     .collect()
+}
+
+/// Removes one signal's approval (the reaction was removed, the review dismissed, the comment
+/// deleted); `true` if there was one.
+pub async fn withdraw_approval(
+    conn: &mut AnyConnection,
+    request_id: &RequestId,
+    signal: &str,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query("DELETE FROM approvals WHERE request_id = $1 AND signal = $2")
+        .bind(request_id.as_str())
+        .bind(signal)
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
 }
 
 /// Forgets every approval of a request (e.g. when it is closed). Returns how many.
@@ -144,6 +164,15 @@ impl Store {
         head_sha: &str,
     ) -> Result<Vec<Approval>, StoreError> {
         approvals_for(&mut *self.conn().await?, request_id, head_sha).await
+    }
+
+    /// See [`withdraw_approval`].
+    pub async fn withdraw_approval(
+        &self,
+        request_id: &RequestId,
+        signal: &str,
+    ) -> Result<bool, StoreError> {
+        withdraw_approval(&mut *self.conn().await?, request_id, signal).await
     }
 
     /// Forgets every approval of a request.

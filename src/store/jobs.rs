@@ -44,6 +44,8 @@ pub enum JobKind {
     Poll,
     /// Escalate a fast-path grant whose after-the-fact review is overdue.
     ReviewDue,
+    /// Close a request that nobody approved in time.
+    Expire,
 }
 
 string_enum!(JobKind {
@@ -53,6 +55,7 @@ string_enum!(JobKind {
     Revoke => "revoke",
     Poll => "poll",
     ReviewDue => "review_due",
+    Expire => "expire",
 });
 
 /// A scheduled job.

@@ -17,17 +17,31 @@ use super::Backend;
 /// `(version, description, sql)`; file names are `<version>_<description>.sql`.
 type Source = (i64, &'static str, &'static str);
 
-const SQLITE: &[Source] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const SQLITE: &[Source] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "trust_boundary",
+        include_str!("../../migrations/sqlite/0002_trust_boundary.sql"),
+    ),
+];
 
-const POSTGRES: &[Source] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const POSTGRES: &[Source] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "trust_boundary",
+        include_str!("../../migrations/postgres/0002_trust_boundary.sql"),
+    ),
+];
 
 /// The migrator for one backend.
 pub(crate) fn migrator(backend: Backend) -> Migrator {

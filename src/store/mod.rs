@@ -16,7 +16,9 @@
 //! refused (an `Active` request without an expiry, an unknown job kind…): they become
 //! [`StoreError::Decode`], never a panic and never a half-valid value.
 
+pub mod applied;
 pub mod approvals;
+pub mod changes;
 pub mod deliveries;
 pub mod events;
 pub mod jobs;
@@ -34,7 +36,9 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool};
 use sqlx::{Connection, Executor};
 
+pub use applied::AppliedGrant;
 pub use approvals::{Approval, ApprovalSource};
+pub use changes::{Change, ChangeKind};
 pub use deliveries::{
     DeliveryId, DeliveryState, MAX_DELIVERY_ATTEMPTS, NewDelivery, Recorded, StoredDelivery,
 };

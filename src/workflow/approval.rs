@@ -6,11 +6,12 @@
 use std::collections::BTreeSet;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 
 use super::Workflow;
 use super::evaluate::StoredDecision;
 use crate::comment;
-use crate::forge::{Actor, Polled, PullRequestInfo};
+use crate::forge::{Actor, Polled, PullRequestInfo, ReviewState, StatusState};
 use crate::names::{Login, RequestId};
 use crate::store::{Approval, ApprovalSource};
 use crate::store::{EventKind, JobKind};
@@ -18,14 +19,54 @@ use crate::store::{RequestRecord, RequestState};
 
 /// Whether an approval attempt counted, and if not, why.
 pub(super) enum ApprovalOutcome {
-    Counted { have: usize, need: u32 },
+    Counted {
+        have: usize,
+        need: u32,
+    },
     Merging,
     ByRequester,
-    NotApprover { approvers: Vec<String> },
+    NotApprover {
+        approvers: Vec<String>,
+    },
+    /// Given before the current head was pushed (forge time on both sides).
+    Stale,
+    /// Within the same second as the push: which version it approves cannot be told.
+    Ambiguous,
+}
+
+/// When a signal came, against when the head came, both on the forge's clock and to the second
+/// (GitHub gives whole seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Timing {
+    Current,
+    Stale,
+    Ambiguous,
+}
+
+pub(super) fn timing(at: DateTime<Utc>, head_since: Option<DateTime<Utc>>) -> Timing {
+    let Some(since) = head_since else {
+        return Timing::Ambiguous;
+    };
+    match at.timestamp().cmp(&since.timestamp()) {
+        std::cmp::Ordering::Greater => Timing::Current,
+        std::cmp::Ordering::Equal => Timing::Ambiguous,
+        std::cmp::Ordering::Less => Timing::Stale,
+    }
+}
+
+/// One approval signal as the forge shows it.
+pub(super) struct Signal<'a> {
+    pub actor: &'a Actor,
+    pub source: ApprovalSource,
+    /// The forge's id: `reaction:<id>`, `review:<id>`, `comment:<id>`.
+    pub key: String,
+    /// The forge's timestamp; `None` for a review, which names its commit instead.
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl Workflow {
-    /// Marks the request approved (by `approved_by`, or by its fast-path rule) and starts the merge.
+    /// Marks the request approved (by `approved_by`, or by its fast-path rule) and starts the
+    /// merge. Only now does `breakglass/policy` turn green.
     pub(super) async fn approve(
         &self,
         mut record: RequestRecord,
@@ -35,6 +76,8 @@ impl Workflow {
         record.approved_by = approved_by;
         self.store.update_request(&mut record, self.now()).await?;
         self.store.cancel_job(JobKind::Poll, &record.id).await?;
+        self.set_status_on(&record.head_sha, StatusState::Success, "approved")
+            .await?;
         self.schedule(JobKind::Merge, &record.id, self.now()).await
     }
 
@@ -49,6 +92,7 @@ impl Workflow {
         Ok(())
     }
 
+    /// Distinct approvers (by user id, never the requester) of the current head.
     async fn counted_approvers(
         &self,
         record: &RequestRecord,
@@ -59,23 +103,20 @@ impl Workflow {
             .store
             .approvals_for(&record.id, &record.head_sha)
             .await?;
-        let mut ids = BTreeSet::new();
-        let mut logins = BTreeSet::new();
-        for approval in approvals {
-            if approval.approver_id != record.requester_id && ids.insert(approval.approver_id) {
-                logins.insert(approval.approver_login);
-            }
-        }
-        Ok((logins, stored.decision.approvals_required))
+        Ok((
+            distinct_approvers(&approvals, record.requester_id),
+            stored.decision.approvals_required,
+        ))
     }
 
-    /// Records `actor`'s approval of the request's current head, if they may give one.
+    /// Records an approval signal for the request's current head, if its giver may approve and
+    /// it is not older than the head (forge time against forge time).
     pub(super) async fn record_approval(
         &self,
-        record: RequestRecord,
-        actor: &Actor,
-        source: ApprovalSource,
+        mut record: RequestRecord,
+        signal: Signal<'_>,
     ) -> anyhow::Result<ApprovalOutcome> {
+        let actor = signal.actor;
         if actor.id == record.requester_id {
             return Ok(ApprovalOutcome::ByRequester);
         }
@@ -93,25 +134,47 @@ impl Workflow {
                 approvers: policy.approvers.iter().map(ToString::to_string).collect(),
             });
         }
+        let mut stored: StoredDecision =
+            serde_json::from_value(record.decision.clone()).context("stored decision")?;
+        if let Some(at) = signal.at {
+            match timing(at, stored.head_since) {
+                Timing::Current => {}
+                Timing::Stale => return Ok(ApprovalOutcome::Stale),
+                Timing::Ambiguous => return Ok(ApprovalOutcome::Ambiguous),
+            }
+        }
         let approval = Approval {
             request_id: record.id.clone(),
+            signal: signal.key.clone(),
             approver_id: actor.id,
             approver_login: Login::try_from(actor.login.clone()).map_err(anyhow::Error::msg)?,
-            source,
+            source: signal.source,
             head_sha: record.head_sha.clone(),
-            approved_at: self.now(),
+            approved_at: signal.at.unwrap_or_else(|| self.now()),
         };
         if self.store.add_approval(&approval).await? {
             self.record_event(
                 EventKind::APPROVAL,
                 Some(&record.id),
                 super::events::actor(actor),
-                serde_json::json!({ "source": source.to_string(), "head_sha": record.head_sha }),
+                serde_json::json!({ "source": signal.source.to_string(), "signal": signal.key, "head_sha": record.head_sha }),
             )
             .await?;
+            if stored.merge_refused.take().is_some() {
+                // A new approval is what lets a refused merge be tried again.
+                record.decision = serde_json::to_value(&stored)?;
+                self.store.update_request(&mut record, self.now()).await?;
+            }
+        } else {
+            // The same signal again (a replayed webhook, a re-poll): it changes nothing.
+            let (approvers, need) = self.counted_approvers(&record).await?;
+            return Ok(ApprovalOutcome::Counted {
+                have: approvers.len(),
+                need,
+            });
         }
         let (approvers, need) = self.counted_approvers(&record).await?;
-        if approvers.len() >= need as usize {
+        if stored.merge_refused.is_none() && !stored.draft && approvers.len() >= need as usize {
             self.approve(record, Some(approvers.into_iter().collect()))
                 .await?;
             return Ok(ApprovalOutcome::Merging);
@@ -122,13 +185,38 @@ impl Workflow {
         })
     }
 
+    /// Answers an approval attempt that did not (or did not yet) make the merge.
+    pub(super) async fn reply_to_approval(
+        &self,
+        number: u64,
+        actor: &Actor,
+        requester: &Login,
+        environment: &str,
+        outcome: ApprovalOutcome,
+    ) -> anyhow::Result<()> {
+        let text = match outcome {
+            ApprovalOutcome::ByRequester => comment::self_approval_comment(requester.as_str()),
+            ApprovalOutcome::NotApprover { approvers } => {
+                comment::not_an_approver_comment(&actor.login, environment, &approvers)
+            }
+            ApprovalOutcome::Counted { have, need } => {
+                comment::approval_recorded_comment(&actor.login, have, need)
+            }
+            ApprovalOutcome::Stale => comment::approve_again_comment(&actor.login, true),
+            ApprovalOutcome::Ambiguous => comment::approve_again_comment(&actor.login, false),
+            ApprovalOutcome::Merging => return Ok(()),
+        };
+        self.forge.comment(number, &text).await?;
+        Ok(())
+    }
+
     /// An approving review: it counts for the commit it was given on, if that is still the head.
     pub(super) async fn handle_review_approval(
         &self,
         pr: &PullRequestInfo,
+        review_id: u64,
         author: &Actor,
         commit_id: Option<&str>,
-        _delivery: &str,
     ) -> anyhow::Result<()> {
         let Some(record) = self
             .store
@@ -142,37 +230,95 @@ impl Workflow {
         }
         let requester = record.requester_login.clone();
         let environment = record.environment.to_string();
-        match self
-            .record_approval(record, author, ApprovalSource::Review)
+        let signal = Signal {
+            actor: author,
+            source: ApprovalSource::Review,
+            key: format!("review:{review_id}"),
+            at: None,
+        };
+        let outcome = self.record_approval(record, signal).await?;
+        self.reply_to_approval(pr.number, author, &requester, &environment, outcome)
+            .await
+    }
+
+    /// A signal was withdrawn (comment deleted, review dismissed): it no longer counts.
+    pub(super) async fn withdraw_signal(&self, number: u64, key: &str) -> anyhow::Result<()> {
+        let Some(record) = self
+            .store
+            .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)
             .await?
-        {
-            ApprovalOutcome::ByRequester => self
-                .forge
-                .comment(
-                    pr.number,
-                    &comment::self_approval_comment(requester.as_str()),
-                )
-                .await
-                .map(drop)?,
-            ApprovalOutcome::NotApprover { approvers } => self
-                .forge
-                .comment(
-                    pr.number,
-                    &comment::not_an_approver_comment(&author.login, &environment, &approvers),
-                )
-                .await
-                .map(drop)?,
-            ApprovalOutcome::Counted { have, need } => self
-                .forge
-                .comment(
-                    pr.number,
-                    &comment::approval_recorded_comment(&author.login, have, need),
-                )
-                .await
-                .map(drop)?,
-            ApprovalOutcome::Merging => {}
+        else {
+            return Ok(());
+        };
+        if self.store.withdraw_approval(&record.id, key).await? {
+            self.record_event(
+                EventKind::new("approval_withdrawn").map_err(anyhow::Error::msg)?,
+                Some(&record.id),
+                None,
+                serde_json::json!({ "signal": key }),
+            )
+            .await?;
         }
         Ok(())
+    }
+
+    /// Right before a merge: the stored approvals of the head, each checked against the forge
+    /// (the reaction still there, the review not dismissed, the comment not deleted); the
+    /// withdrawn ones are removed. `Some((have, need))` when too few are left; otherwise the
+    /// record's `approved_by` is set from the live ones.
+    pub(super) async fn live_approvals(
+        &self,
+        record: &mut RequestRecord,
+    ) -> anyhow::Result<Option<(usize, u32)>> {
+        let stored: StoredDecision =
+            serde_json::from_value(record.decision.clone()).context("stored decision")?;
+        let need = stored.decision.approvals_required;
+        if need == 0 {
+            return Ok(None);
+        }
+        let approvals = self
+            .store
+            .approvals_for(&record.id, &record.head_sha)
+            .await?;
+        let reactions: BTreeSet<String> = match self.forge.reactions(record.pr_number, None).await?
+        {
+            Polled::Changed { value, .. } => {
+                value.iter().map(|r| format!("reaction:{}", r.id)).collect()
+            }
+            Polled::NotModified => BTreeSet::new(),
+        };
+        let reviews: BTreeSet<String> = self
+            .forge
+            .reviews(record.pr_number)
+            .await?
+            .into_iter()
+            .filter(|r| r.state == ReviewState::Approved)
+            .map(|r| format!("review:{}", r.id))
+            .collect();
+        let mut live = Vec::new();
+        for approval in approvals {
+            let alive = match approval.source {
+                ApprovalSource::Reaction => reactions.contains(&approval.signal),
+                ApprovalSource::Review => reviews.contains(&approval.signal),
+                ApprovalSource::Comment => match approval.signal.strip_prefix("comment:") {
+                    Some(id) => self.forge.comment_exists(id.parse().unwrap_or(0)).await?,
+                    None => false,
+                },
+            };
+            if alive {
+                live.push(approval);
+            } else {
+                self.store
+                    .withdraw_approval(&record.id, &approval.signal)
+                    .await?;
+            }
+        }
+        let approvers = distinct_approvers(&live, record.requester_id);
+        if approvers.len() < need as usize {
+            return Ok(Some((approvers.len(), need)));
+        }
+        record.approved_by = Some(approvers.into_iter().collect());
+        Ok(None)
     }
 
     /// The reaction poll: approvals of pending requests, reviews of fast-path grants.
@@ -223,12 +369,14 @@ impl Workflow {
         let Some(policy) = policies.get(record.environment.as_str()) else {
             return Ok(());
         };
-        let stored: StoredDecision =
-            serde_json::from_value(record.decision.clone()).context("stored decision")?;
+        if !awaiting_review {
+            self.withdraw_removed_reactions(&record, &reactions).await?;
+        }
         for reaction in reactions {
             if !policy.approval_reactions.contains(&reaction.content)
                 || reaction.user.id == record.requester_id
                 || reaction.user.is_bot
+                || reaction.user.id == self.bot.id
             {
                 continue;
             }
@@ -236,10 +384,6 @@ impl Workflow {
                 if self.is_approver(policy, &reaction.user).await? {
                     return self.mark_reviewed(record, &reaction.user).await;
                 }
-                continue;
-            }
-            // A reaction from before the latest push approved an older version.
-            if reaction.created_at < stored.head_seen_at {
                 continue;
             }
             let current = self
@@ -250,14 +394,80 @@ impl Workflow {
             if current.state != RequestState::Pending {
                 return Ok(());
             }
-            if let ApprovalOutcome::Merging = self
-                .record_approval(current, &reaction.user, ApprovalSource::Reaction)
-                .await?
-            {
-                return Ok(());
+            let signal = Signal {
+                actor: &reaction.user,
+                source: ApprovalSource::Reaction,
+                key: format!("reaction:{}", reaction.id),
+                at: Some(reaction.created_at),
+            };
+            let key = signal.key.clone();
+            match self.record_approval(current, signal).await? {
+                ApprovalOutcome::Merging => return Ok(()),
+                // Too close to the push to tell: ask, once per reaction. (A reaction from
+                // before the push approved the older version: the push voided it.)
+                ApprovalOutcome::Ambiguous => {
+                    self.ask_once(&record, &reaction.user, &key).await?;
+                }
+                _ => {}
             }
         }
         self.schedule(JobKind::Poll, id, next).await
+    }
+
+    /// Reaction approvals whose reaction is gone no longer count.
+    async fn withdraw_removed_reactions(
+        &self,
+        record: &RequestRecord,
+        reactions: &[crate::forge::Reaction],
+    ) -> anyhow::Result<()> {
+        let present: BTreeSet<String> = reactions
+            .iter()
+            .map(|r| format!("reaction:{}", r.id))
+            .collect();
+        for approval in self
+            .store
+            .approvals_for(&record.id, &record.head_sha)
+            .await?
+        {
+            if approval.source == ApprovalSource::Reaction && !present.contains(&approval.signal) {
+                self.withdraw_signal(record.pr_number, &approval.signal)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks `actor` to approve again, once per signal (the event log remembers).
+    async fn ask_once(
+        &self,
+        record: &RequestRecord,
+        actor: &Actor,
+        key: &str,
+    ) -> anyhow::Result<()> {
+        let kind = EventKind::new("approval_ambiguous").map_err(anyhow::Error::msg)?;
+        let asked = self
+            .store
+            .events_for_request(&record.id)
+            .await?
+            .iter()
+            .any(|e| e.kind == kind && e.data.get("signal").and_then(|v| v.as_str()) == Some(key));
+        if asked {
+            return Ok(());
+        }
+        self.record_event(
+            kind,
+            Some(&record.id),
+            super::events::actor(actor),
+            serde_json::json!({ "signal": key }),
+        )
+        .await?;
+        self.forge
+            .comment(
+                record.pr_number,
+                &comment::approve_again_comment(&actor.login, false),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Closes the after-the-fact review of a fast-path grant.
@@ -359,5 +569,41 @@ impl Workflow {
             }
         }
         Ok(None)
+    }
+}
+
+/// The distinct approvers among `approvals`, by user id, never the requester.
+fn distinct_approvers(approvals: &[Approval], requester_id: u64) -> BTreeSet<Login> {
+    let mut ids = BTreeSet::new();
+    approvals
+        .iter()
+        .filter(|a| a.approver_id != requester_id && ids.insert(a.approver_id))
+        .map(|a| a.approver_login.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn approvals_are_timed_against_the_push_to_the_second() {
+        let push = Utc.with_ymd_and_hms(2026, 11, 26, 2, 14, 0).unwrap();
+        let at = |secs: i64| push + chrono::TimeDelta::milliseconds(secs);
+        assert_eq!(timing(at(1000), Some(push)), Timing::Current);
+        assert_eq!(
+            timing(at(999), Some(push)),
+            Timing::Ambiguous,
+            "same second"
+        );
+        assert_eq!(timing(at(0), Some(push)), Timing::Ambiguous);
+        assert_eq!(timing(at(-1), Some(push)), Timing::Stale);
+        assert_eq!(
+            timing(at(5000), None),
+            Timing::Ambiguous,
+            "no push time known"
+        );
     }
 }

@@ -4,13 +4,15 @@
 use chrono::{DateTime, Utc};
 
 use super::Workflow;
-use super::approval::ApprovalOutcome;
+use super::approval::Signal;
 use super::evaluate::StoredDecision;
 use crate::command::{Command, parse_commands};
 use crate::comment;
 use crate::duration::HumanDuration;
 use crate::forge::Actor;
-use crate::names::{Login, Name, Ticket};
+use crate::names::{Login, Name, RequestId, Ticket};
+use crate::policy::decision::Context;
+use crate::policy::{PolicySet, Problem, evaluate};
 use crate::request::{AccessRequest, Reason, RequestPath};
 use crate::store::ApprovalSource;
 use crate::store::{EventKind, JobKind};
@@ -20,12 +22,13 @@ impl Workflow {
     pub(super) async fn handle_comment(
         &self,
         number: u64,
-        _comment_id: u64,
+        comment_id: u64,
         body: &str,
         author: &Actor,
-        _created_at: DateTime<Utc>,
+        created_at: DateTime<Utc>,
         _delivery: &str,
     ) -> anyhow::Result<()> {
+        let mut requested = false;
         for command in parse_commands(body) {
             let command = match command {
                 Ok(command) => command,
@@ -38,12 +41,17 @@ impl Workflow {
             };
             match command {
                 Command::Help => self.reply(number, &comment::help_comment()).await?,
+                Command::Request { .. } if requested => {
+                    self.reply(number, comment::one_request_per_comment())
+                        .await?
+                }
                 Command::Request {
                     environment,
                     duration,
                     role,
                     reason,
                 } => {
+                    requested = true;
                     self.command_request(
                         number,
                         author,
@@ -54,7 +62,10 @@ impl Workflow {
                     )
                     .await?
                 }
-                Command::Approve => self.command_approve(number, author).await?,
+                Command::Approve => {
+                    self.command_approve(number, author, comment_id, created_at)
+                        .await?
+                }
                 Command::Deny { reason } => {
                     self.command_deny(number, author, reason.as_deref()).await?
                 }
@@ -130,7 +141,7 @@ impl Workflow {
                 return self.reply(number, &format!("⚠️ {err}")).await;
             }
         };
-        let (default_branch, policies) = self.load_policies().await?;
+        let (_, policies) = self.load_policies().await?;
         let policy = policies.as_ref().ok().and_then(|p| p.get(environment));
         // Without a role, the policy's only role; otherwise the user must choose.
         let role = match (role, policy) {
@@ -172,105 +183,21 @@ impl Workflow {
             ticket,
             requester: Some(login.clone()),
         };
-        let now = self.now();
-        let base_id = format!(
-            "{}-{}-{}",
-            now.format("%Y%m%d-%H%M"),
-            login.as_str().to_lowercase(),
-            environment
-        );
-        let mut id = base_id.clone();
-        for n in 2.. {
-            if self
-                .store
-                .get_request(&id.clone().try_into().map_err(anyhow::Error::msg)?)
-                .await?
-                .is_none()
-            {
-                break;
-            }
-            id = format!("{base_id}-{n}");
+        // Who may ask is checked before the bot writes anything.
+        if let Some(refusal) = self
+            .refuse_request(&policies, &request, author, &login)
+            .await?
+        {
+            return self.reply(number, &refusal).await;
         }
+        let id = self.fresh_request_id(&login, environment).await?;
         let path = RequestPath {
             environment: request.environment.clone(),
-            id: id.clone().try_into().map_err(anyhow::Error::msg)?,
+            id: id.clone(),
         };
-        let branch = format!("breakglass/request/{id}");
-        let head = self.forge.branch_head(&default_branch).await?;
-        self.forge.create_branch(&branch, &head).await?;
-        let message = format!("breakglass: request {id} for {login}");
-        self.forge
-            .put_file(
-                &branch,
-                &path.to_repo_path(),
-                &request.to_yaml(),
-                &message,
-                None,
-            )
-            .await?;
-        if let Some(role) = policy.and_then(|p| p.roles.get(&request.role)) {
-            let spec = super::pull_request::grant_spec(&request, &path, &login);
-            if let Ok(files) = self.providers.rendered_files(role, &spec) {
-                for file in files {
-                    self.forge
-                        .put_file(
-                            &branch,
-                            &file.path,
-                            &file.content,
-                            &format!("breakglass: render grant file for {id}"),
-                            None,
-                        )
-                        .await?;
-                }
-            }
-        }
-        let title = format!(
-            "breakglass: {}/{} for {duration} ({login})",
-            request.environment, request.role
-        );
         let pr_number = self
-            .forge
-            .open_pull_request(
-                &branch,
-                &default_branch,
-                &title,
-                &comment::request_pr_body(&id, login.as_str(), &format!("#{number}")),
-            )
+            .open_bot_request(author, &request, &request.to_yaml(), &path, number)
             .await?;
-        let pr = self.forge.pull_request(pr_number).await?;
-        // The row is keyed to the PR; the evaluation below fills in the verdict.
-        let placeholder = RequestRecord {
-            id: path.id.clone(),
-            forge: self.forge_kind(),
-            repository: self.settings.repository.clone(),
-            pr_number,
-            environment: request.environment.clone(),
-            role: request.role.clone(),
-            requester_login: login.clone(),
-            requester_id: author.id,
-            duration_secs: duration.as_secs(),
-            reason: request.reason.clone(),
-            ticket: request.ticket.clone(),
-            state: RequestState::Denied,
-            head_sha: pr.info.head_sha.clone(),
-            decision: serde_json::Value::Null,
-            fast_path_rule: None,
-            approved_by: None,
-            merge_sha: None,
-            granted_at: None,
-            expires_at: None,
-            revert_pr_number: None,
-            revoked_at: None,
-            revoke_reason: None,
-            review_due_at: None,
-            reviewed_by: None,
-            reviewed_at: None,
-            total_secs: 0,
-            created_at: now,
-            updated_at: now,
-            version: 0,
-        };
-        self.store.insert_request(&placeholder).await?;
         if number != pr_number {
             self.forge
                 .comment(
@@ -279,10 +206,95 @@ impl Workflow {
                 )
                 .await?;
         }
-        self.evaluate_current(pr, Some(placeholder)).await
+        Ok(())
     }
 
-    async fn command_approve(&self, number: u64, author: &Actor) -> anyhow::Result<()> {
+    /// Why a `/breakglass` request must not be opened, as a reply; `None` when it may. The
+    /// policy decides on the request as it would on the PR (labels aside, which a comment has
+    /// none of), and nobody keeps more than `max_open_requests` open.
+    async fn refuse_request(
+        &self,
+        policies: &Result<PolicySet, Vec<Problem>>,
+        request: &AccessRequest,
+        author: &Actor,
+        login: &Login,
+    ) -> anyhow::Result<Option<String>> {
+        let Ok(policies) = policies else {
+            return Ok(Some(
+                "⚠️ The policies on the default branch are invalid, so no request can be opened."
+                    .into(),
+            ));
+        };
+        let policy = policies.get(request.environment.as_str());
+        let requester = self.resolve_requester(policy, login).await?;
+        let decision = evaluate(
+            policies,
+            request,
+            &Context {
+                requester: Some(&requester),
+                labels: &[],
+                now: self.now(),
+                path: None,
+            },
+        );
+        if !decision.allowed {
+            let what = format!("{}/{}", request.environment, request.role);
+            return Ok(Some(comment::decision_comment(&what, &decision)));
+        }
+        let mut open = 0;
+        for state in [
+            RequestState::Pending,
+            RequestState::Denied,
+            RequestState::Approved,
+        ] {
+            open += self
+                .store
+                .list_requests(Some(state))
+                .await?
+                .iter()
+                .filter(|r| r.requester_id == author.id)
+                .count();
+        }
+        if open >= self.settings.max_open_requests as usize {
+            return Ok(Some(comment::too_many_open_requests_comment(
+                login.as_str(),
+                self.settings.max_open_requests,
+            )));
+        }
+        Ok(None)
+    }
+
+    /// `<yyyymmdd-hhmm>-<login>-<env>`, with `-2`, `-3`… when taken.
+    async fn fresh_request_id(
+        &self,
+        login: &Login,
+        environment: &str,
+    ) -> anyhow::Result<RequestId> {
+        let base_id = format!(
+            "{}-{}-{}",
+            self.now().format("%Y%m%d-%H%M"),
+            login.as_str().to_lowercase(),
+            environment
+        );
+        let mut id: RequestId = base_id.clone().try_into().map_err(anyhow::Error::msg)?;
+        for n in 2.. {
+            if self.store.get_request(&id).await?.is_none() {
+                break;
+            }
+            id = format!("{base_id}-{n}")
+                .try_into()
+                .map_err(anyhow::Error::msg)?;
+        }
+        Ok(id)
+    }
+
+    async fn command_approve(
+        &self,
+        number: u64,
+        author: &Actor,
+        comment_id: u64,
+        created_at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         let Some(record) = self
             .request_for(number, "approve", &[RequestState::Pending])
             .await?
@@ -291,21 +303,15 @@ impl Workflow {
         };
         let requester = record.requester_login.clone();
         let environment = record.environment.to_string();
-        let text = match self
-            .record_approval(record, author, ApprovalSource::Comment)
-            .await?
-        {
-            ApprovalOutcome::ByRequester => comment::self_approval_comment(requester.as_str()),
-            ApprovalOutcome::NotApprover { approvers } => {
-                comment::not_an_approver_comment(&author.login, &environment, &approvers)
-            }
-            ApprovalOutcome::Counted { have, need } => {
-                comment::approval_recorded_comment(&author.login, have, need)
-            }
-            ApprovalOutcome::Merging => return Ok(()),
+        let signal = Signal {
+            actor: author,
+            source: ApprovalSource::Comment,
+            key: format!("comment:{comment_id}"),
+            at: Some(created_at),
         };
-        self.forge.comment(number, &text).await?;
-        Ok(())
+        let outcome = self.record_approval(record, signal).await?;
+        self.reply_to_approval(number, author, &requester, &environment, outcome)
+            .await
     }
 
     async fn command_deny(
@@ -336,16 +342,12 @@ impl Workflow {
                 )
                 .await;
         }
-        record.state = RequestState::Closed;
-        self.store.update_request(&mut record, self.now()).await?;
-        self.record_event(
-            EventKind::CLOSE,
-            Some(&record.id),
-            super::events::actor(author),
+        self.close_request(
+            &mut record,
             serde_json::json!({ "denied": true, "reason": reason }),
+            Some(author),
         )
         .await?;
-        self.store.cancel_job(JobKind::Poll, &record.id).await?;
         self.forge
             .comment(
                 record.pr_number,

@@ -14,15 +14,27 @@ use crate::names::{Login, Principal, Team};
 use crate::policy::decision::{Membership, membership};
 use crate::policy::{Decision, Policy, PolicyFile, PolicySet, Problem, Requester};
 
-/// What is stored as a request's `decision`: the engine's verdict and when the head it was made
-/// on was first seen (reactions older than that were given before the latest push).
+/// What is stored as a request's `decision`: the engine's verdict, when the head it was made on
+/// was pushed by the forge's clock, and whether a merge of that head was refused.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredDecision {
     pub decision: Decision,
-    pub head_seen_at: DateTime<Utc>,
+    /// When the forge says the current head arrived (the PR's `updated_at` on the event or read
+    /// that first showed this head). Approvals are compared with it on the forge's clock, never
+    /// the bot's; `None` when the forge did not say, and then every timed approval is
+    /// ambiguous.
+    #[serde(default)]
+    pub head_since: Option<DateTime<Utc>>,
     /// Problems outside the policy rules (files beyond the request), shown with the decision.
     #[serde(default)]
     pub scope_problems: Vec<String>,
+    /// Why the merge of this head was refused: the request waits for a push or a new approval
+    /// instead of trying again by itself.
+    #[serde(default)]
+    pub merge_refused: Option<String>,
+    /// The PR is a draft: decided, never merged.
+    #[serde(default)]
+    pub draft: bool,
 }
 
 impl Workflow {

@@ -4,17 +4,20 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use super::Workflow;
+use super::change::{BOT_BRANCH_PREFIX, Write};
+use super::evaluate::StoredDecision;
+use super::guard::{Expected, MergePlan, Merged, Refusal};
 use super::trailers;
 use crate::comment;
-use crate::forge::{FileChange, MergeError, PushedCommit};
-use crate::grant::GrantSpec;
+use crate::forge::{Actor, PushedCommit, StatusState};
+use crate::grant::{GrantSpec, RenderedFile};
 use crate::names::RequestId;
 use crate::policy::Role;
 use crate::request::{AccessRequest, RequestPath};
-use crate::store::{EventKind, JobKind};
+use crate::store::{AppliedGrant, ChangeKind, EventKind, JobKind};
 use crate::store::{RequestRecord, RequestState, RevokeReason};
 
 /// How soon a fast-path grant must be reviewed (`None` when it needs no review).
@@ -59,7 +62,9 @@ impl Workflow {
         }
     }
 
-    /// Merges an approved request PR, guarded by the approved head, and schedules the rest.
+    /// Merges an approved request PR through the merge guard and schedules the rest. The grant
+    /// time and expiry are fixed (on the bot's clock) before the merge, so that the trailer and
+    /// the stored expiry agree, also after a crash right after the merge.
     pub(super) async fn job_merge(&self, id: &RequestId) -> anyhow::Result<()> {
         let Some(mut record) = self.store.get_request(id).await? else {
             return Ok(());
@@ -67,68 +72,68 @@ impl Workflow {
         if record.state != RequestState::Approved {
             return Ok(());
         }
-        let pr = self.forge.pull_request(record.pr_number).await?;
-        let (merge_sha, merged_at) = if pr.info.merged {
-            // We merged before a crash: carry on from the merge as it happened.
-            (
-                pr.merge_sha
-                    .clone()
-                    .context("a merged PR without merge commit")?,
-                pr.merged_at.unwrap_or_else(|| self.now()),
-            )
-        } else {
-            if !pr.open {
-                record.state = RequestState::Closed;
-                record.approved_by = None;
-                record.fast_path_rule = None;
-                self.store.update_request(&mut record, self.now()).await?;
-                return Ok(());
-            }
-            if pr.info.head_sha != record.head_sha {
-                return self
-                    .back_to_pending(
-                        record,
-                        "the PR changed after it was approved; approve the new version",
-                    )
-                    .await;
-            }
-            if let Some(problem) = self.scope_problem(&record).await? {
-                return self.back_to_pending(record, &problem).await;
-            }
-            let now = self.now();
-            let expected_expiry = now + chrono::TimeDelta::seconds(record.duration_secs as i64);
-            let review_due = review_within(&record).map(|within| now + within.to_chrono());
-            let (title, message) = trailers::grant_message(&record, expected_expiry, review_due);
-            match self
-                .forge
-                .merge(record.pr_number, &record.head_sha, &title, &message)
-                .await
-            {
-                Ok(sha) => (sha, self.now()),
-                Err(MergeError::HeadChanged) => {
-                    return self
-                        .back_to_pending(
-                            record,
-                            "the PR changed after it was approved; approve the new version",
-                        )
-                        .await;
-                }
-                Err(MergeError::NotMergeable(why)) => {
-                    return self
-                        .back_to_pending(record, &format!("the forge refused the merge ({why})"))
-                        .await;
-                }
-                Err(MergeError::Forge(err)) => return Err(err.into()),
-            }
+        let Some((role, grant_files)) = self.grant_plan(&record).await? else {
+            return self
+                .refuse_merge(
+                    record,
+                    "the role is not in the default branch's policy any more",
+                )
+                .await;
         };
-        let expires_at = merged_at + chrono::TimeDelta::seconds(record.duration_secs as i64);
+        if record.fast_path_rule.is_none()
+            && let Some((have, need)) = self.live_approvals(&mut record).await?
+        {
+            self.forge
+                .comment(
+                    record.pr_number,
+                    &comment::approval_withdrawn_comment(have, need),
+                )
+                .await?;
+            return self.refuse_merge(record, "an approval was withdrawn").await;
+        }
+        if record.granted_at.is_none() {
+            let now = self.now();
+            record.granted_at = Some(now);
+            record.expires_at = Some(now + chrono::TimeDelta::seconds(record.duration_secs as i64));
+            record.review_due_at = review_within(&record).map(|within| now + within.to_chrono());
+            self.store.update_request(&mut record, now).await?;
+        }
+        let expires_at = record.expires_at.context("set above")?;
+        let (title, message) = trailers::grant_message(&record, expires_at, record.review_due_at);
+        let plan = MergePlan {
+            pr: record.pr_number,
+            head_sha: record.head_sha.clone(),
+            expected: Expected::Request {
+                request_path: Self::request_path(&record),
+                grant_files: grant_files.clone(),
+            },
+            title,
+            message,
+        };
+        // What the grant applies is fixed now, as checked: revoke reads this, never the policy.
+        self.store
+            .plan_grant(&AppliedGrant {
+                request_id: record.id.clone(),
+                provider: role.provider.clone(),
+                role,
+                files: grant_files,
+                applied_at: self.now(),
+            })
+            .await?;
+        let merged = match self.merge_own_or_theirs(&plan).await? {
+            Ok(merged) => merged,
+            Err(refusal) => return self.refuse_merge(record, &refusal.to_string()).await,
+        };
         record.state = RequestState::Active;
-        record.merge_sha = Some(merge_sha);
-        record.granted_at = Some(merged_at);
-        record.expires_at = Some(expires_at);
+        record.merge_sha = Some(merged.sha);
         record.total_secs = record.duration_secs;
-        record.review_due_at = review_within(&record).map(|within| merged_at + within.to_chrono());
         self.store.update_request(&mut record, self.now()).await?;
+        self.set_status_on(
+            &record.head_sha,
+            StatusState::Success,
+            "approved and merged",
+        )
+        .await?;
         self.record_event(
             EventKind::MERGE,
             Some(id),
@@ -151,61 +156,104 @@ impl Workflow {
         if remind_at > self.now() {
             self.schedule(JobKind::Remind, id, remind_at).await?;
         }
+        self.store.cancel_job(JobKind::Expire, id).await?;
         self.schedule(JobKind::Grant, id, self.now()).await
     }
 
-    /// The merge did not happen: say why and decide again on the PR as it is now (its head may
-    /// have moved, which voids the approvals given before).
-    async fn back_to_pending(&self, record: RequestRecord, why: &str) -> anyhow::Result<()> {
-        self.forge
-            .comment(record.pr_number, &format!("⚠️ Not merged: {why}."))
-            .await?;
-        self.evaluate_pr(record.pr_number, Some(record)).await
+    /// Merges through the guard. A bot-built PR whose head someone else moved is put back to
+    /// the bot's own commit (recorded as tampering) and tried once more.
+    pub(super) async fn merge_own_or_theirs(
+        &self,
+        plan: &MergePlan,
+    ) -> anyhow::Result<Result<Merged, Refusal>> {
+        let first = self.guarded_merge(plan).await?;
+        let Err(Refusal::HeadMoved { found }) = &first else {
+            return Ok(first);
+        };
+        let Some(change) = self.store.change_of_pr(plan.pr).await? else {
+            return Ok(first);
+        };
+        if change.head_sha.as_deref() != Some(plan.head_sha.as_str()) {
+            return Ok(first);
+        }
+        self.tampered(&change, None, found).await?;
+        Ok(self.guarded_merge(plan).await?)
     }
 
-    /// Files of the request PR beyond its request file and the grant files the bot renders.
-    async fn scope_problem(&self, record: &RequestRecord) -> anyhow::Result<Option<String>> {
-        let files = self.forge.pull_request_files(record.pr_number).await?;
+    /// The role and grant files of a request as the default branch's policy defines them now
+    /// (`None` when the role is gone): what the merge guard compares the PR with.
+    async fn grant_plan(
+        &self,
+        record: &RequestRecord,
+    ) -> anyhow::Result<Option<(Role, Vec<RenderedFile>)>> {
+        let Some(role) = self.current_role(record).await? else {
+            return Ok(None);
+        };
         let request_path = Self::request_path(record);
-        let mut allowed = BTreeSet::from([request_path.clone()]);
-        if let Some(role) = self.current_role(record).await?
-            && let Some(text) = self
-                .forge
-                .read_file(&record.head_sha, &request_path)
-                .await?
-                .map(|f| f.text)
-        {
-            let request = AccessRequest::from_yaml(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let path = RequestPath {
-                environment: record.environment.clone(),
-                id: record.id.clone(),
-            };
-            let spec = super::pull_request::grant_spec(&request, &path, &record.requester_login);
-            for rendered in self.providers.rendered_files(&role, &spec)? {
-                let current = self
-                    .forge
-                    .read_file(&record.head_sha, &rendered.path)
-                    .await?;
-                if current.map(|f| f.text) != Some(rendered.content) {
-                    return Ok(Some(format!(
-                        "`{}` is not the grant file breakglass renders",
-                        rendered.path
-                    )));
-                }
-                allowed.insert(rendered.path);
-            }
+        let Some(text) = self
+            .forge
+            .read_file(&record.head_sha, &request_path)
+            .await?
+            .map(|f| f.text)
+        else {
+            return Ok(Some((role, Vec::new())));
+        };
+        let request = AccessRequest::from_yaml(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let path = RequestPath {
+            environment: record.environment.clone(),
+            id: record.id.clone(),
+        };
+        let spec = super::pull_request::grant_spec(&request, &path, &record.requester_login);
+        let files = self.providers.rendered_files(&role, &spec)?;
+        Ok(Some((role, files)))
+    }
+
+    /// The merge did not happen: one comment, back to pending, and no retry on its own. Only a
+    /// push (a new head) or a new approval moves the request again: a refused merge must not
+    /// loop.
+    pub(super) async fn refuse_merge(
+        &self,
+        mut record: RequestRecord,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        self.forge
+            .comment(record.pr_number, &comment::not_merged_comment(why))
+            .await?;
+        let mut stored: StoredDecision =
+            serde_json::from_value(record.decision.clone()).context("stored decision")?;
+        stored.merge_refused = Some(why.to_owned());
+        record.decision = serde_json::to_value(&stored)?;
+        record.state = RequestState::Pending;
+        record.approved_by = None;
+        record.fast_path_rule = None;
+        record.granted_at = None;
+        record.expires_at = None;
+        record.review_due_at = None;
+        self.store.update_request(&mut record, self.now()).await?;
+        self.set_status_on(
+            &record.head_sha,
+            StatusState::Pending,
+            &format!("not merged: {why}"),
+        )
+        .await?;
+        if stored.decision.approvals_required > 0 {
+            self.schedule(JobKind::Poll, &record.id, self.now()).await?;
         }
-        let extra: Vec<&str> = files
-            .iter()
-            .flat_map(|f| std::iter::once(&f.path).chain(f.previous_path.as_ref()))
-            .filter(|p| !allowed.contains(*p))
-            .map(String::as_str)
-            .collect();
-        Ok((!extra.is_empty()).then(|| {
-            format!(
-                "the PR changes files beyond its request: {}",
-                extra.join(", ")
-            )
+        Ok(())
+    }
+
+    /// What the grant of `record` applies: the record made at merge time; for grants merged
+    /// before that record existed, the role as the policy defines it now.
+    async fn applied(&self, record: &RequestRecord) -> anyhow::Result<Option<AppliedGrant>> {
+        if let Some(applied) = self.store.applied_grant(&record.id).await? {
+            return Ok(Some(applied));
+        }
+        Ok(self.current_role(record).await?.map(|role| AppliedGrant {
+            request_id: record.id.clone(),
+            provider: role.provider.clone(),
+            role,
+            files: Vec::new(),
+            applied_at: self.now(),
         }))
     }
 
@@ -217,24 +265,26 @@ impl Workflow {
         if record.state != RequestState::Active {
             return Ok(()); // revoked before the grant step ran: nothing to give
         }
-        let Some(role) = self.current_role(&record).await? else {
-            // The role vanished from the policy after the merge: fail closed.
+        let Some(applied) = self.applied(&record).await? else {
+            // Nothing says what to apply: fail closed.
             record.state = RequestState::Revoking;
             record.revoke_reason = Some(RevokeReason::Reconcile);
             self.store.update_request(&mut record, self.now()).await?;
             return self.schedule(JobKind::Revoke, id, self.now()).await;
         };
-        self.providers.apply(&role, &Self::spec(&record)).await?;
+        self.providers
+            .apply(&applied.role, &Self::spec(&record))
+            .await?;
         self.record_event(
             EventKind::GRANT,
             Some(id),
             super::events::requester(&record),
-            serde_json::json!({ "provider": role.provider, "role": record.role, "expires_at": record.expires_at.map(crate::clock::iso) }),
+            serde_json::json!({ "provider": applied.provider, "role": record.role, "expires_at": record.expires_at.map(crate::clock::iso) }),
         )
         .await?;
         self.metrics.inc(
             "breakglass_grants_total",
-            format!("provider=\"{}\"", role.provider),
+            format!("provider=\"{}\"", applied.provider),
         );
         if record.fast_path_rule.is_some() && record.reviewed_at.is_none() {
             self.forge
@@ -242,7 +292,7 @@ impl Workflow {
                 .await?;
             self.schedule(JobKind::Poll, id, self.now()).await?;
         }
-        let revert = self.ensure_revert_pr(&mut record).await?;
+        let revert = self.ensure_revert_pr(&mut record, &applied).await?;
         let expires_at = record
             .expires_at
             .context("an active request has an expiry")?;
@@ -265,74 +315,73 @@ impl Workflow {
             &approved_by,
             record.reason.as_str(),
             record.ticket.as_ref().map(|t| t.as_str()),
-            revert,
+            revert.unwrap_or_default(),
         );
         self.forge.comment(record.pr_number, &text).await?;
         Ok(())
     }
 
-    /// The PR that removes the request (and its grant files) from the default branch; created
-    /// once, found again after a crash.
-    async fn ensure_revert_pr(&self, record: &mut RequestRecord) -> anyhow::Result<u64> {
-        if let Some(number) = record.revert_pr_number {
+    /// The files a revert deletes: the request file and the grant files applied with it.
+    fn revert_writes(record: &RequestRecord, applied: Option<&AppliedGrant>) -> Vec<Write> {
+        std::iter::once(Self::request_path(record))
+            .chain(
+                applied
+                    .into_iter()
+                    .flat_map(|a| a.files.iter().map(|f| f.path.clone())),
+            )
+            .map(|path| Write::Delete { path })
+            .collect()
+    }
+
+    /// The bot-built PR that removes the request (and its grant files) from the default branch;
+    /// built once, rebuilt when it is gone. `None` when nothing is left to remove.
+    async fn ensure_revert_pr(
+        &self,
+        record: &mut RequestRecord,
+        applied: &AppliedGrant,
+    ) -> anyhow::Result<Option<u64>> {
+        if let Some(change) = self
+            .store
+            .get_change(record.id.as_str(), ChangeKind::Revert)
+            .await?
+            && let (Some(number), Some(_)) = (change.pr_number, &change.head_sha)
+        {
             let pr = self.forge.pull_request(number).await?;
             if pr.open || pr.info.merged {
-                return Ok(number);
+                return Ok(Some(number));
             }
         }
-        let default = self.forge.default_branch().await?;
-        let branch = format!("breakglass/revoke/{}", record.id);
-        if let Err(err) = self
-            .forge
-            .create_branch(&branch, &self.forge.branch_head(&default).await?)
-            .await
-            && err.status() != Some(422)
-        {
-            return Err(err.into()); // 422: the branch exists from an earlier attempt
-        }
-        let added: Vec<String> = self
-            .forge
-            .pull_request_files(record.pr_number)
-            .await?
-            .into_iter()
-            .filter(|f| !matches!(f.change, FileChange::Removed))
-            .map(|f| f.path)
-            .collect();
-        for path in added {
-            if let Some(file) = self.forge.read_file(&branch, &path).await? {
-                self.forge
-                    .delete_file(
-                        &branch,
-                        &path,
-                        &format!("breakglass: remove {path}"),
-                        &file.blob_sha,
-                    )
-                    .await?;
-            }
-        }
+        self.build_revert(record, Some(applied)).await
+    }
+
+    async fn build_revert(
+        &self,
+        record: &mut RequestRecord,
+        applied: Option<&AppliedGrant>,
+    ) -> anyhow::Result<Option<u64>> {
         let expires_at = record
             .expires_at
             .context("an active request has an expiry")?;
-        let number = match self.forge.find_open_pull_request(&branch, &default).await? {
-            Some(number) => number,
-            None => {
-                self.forge
-                    .open_pull_request(
-                        &branch,
-                        &default,
-                        &comment::revert_pr_title(record.id.as_str(), expires_at),
-                        &comment::revert_pr_body(record.id.as_str(), record.pr_number, expires_at),
-                    )
-                    .await?
-            }
-        };
-        record.revert_pr_number = Some(number);
-        self.store.update_request(record, self.now()).await?;
+        let change = self
+            .build_change(
+                record.id.as_str(),
+                ChangeKind::Revert,
+                &Self::revert_writes(record, applied),
+                &comment::revert_pr_title(record.id.as_str(), expires_at),
+                &comment::revert_pr_body(record.id.as_str(), record.pr_number, expires_at),
+            )
+            .await?;
+        let number = change.and_then(|c| c.pr_number);
+        if number.is_some() {
+            record.revert_pr_number = number;
+            self.store.update_request(record, self.now()).await?;
+        }
         Ok(number)
     }
 
-    /// Whether an active grant is still what git says: its request file on the default branch.
-    /// When it is not (removed by hand), the grant is revoked at once with reason `reconcile`.
+    /// Whether an active grant is still what git says: its request file on the default branch,
+    /// its role in the policy, and (for providers with state) present where it was applied. When
+    /// it is not, the grant is revoked at once with reason `reconcile`.
     pub(super) async fn reconcile(&self, id: &RequestId, default: &str) -> anyhow::Result<()> {
         let Some(mut record) = self.store.get_request(id).await? else {
             return Ok(());
@@ -345,13 +394,19 @@ impl Workflow {
             .read_file(default, &Self::request_path(&record))
             .await?
             .is_some();
-        let held = match self.current_role(&record).await? {
-            Some(role) => {
+        let (_, policies) = self.load_policies().await?;
+        // A broken policy says nothing about this grant; only a valid one without the role does.
+        let role_removed = policies.as_ref().is_ok_and(|p| {
+            p.get(record.environment.as_str())
+                .is_none_or(|policy| !policy.roles.contains_key(&record.role))
+        });
+        let held = match self.applied(&record).await? {
+            Some(applied) if !role_removed => {
                 self.providers
-                    .verify(&role, &Self::spec(&record), listed)
+                    .verify(&applied.role, &Self::spec(&record), listed)
                     .await?
             }
-            None => false, // the role left the policy: nothing may hold it
+            _ => false,
         };
         if held {
             return Ok(());
@@ -368,12 +423,24 @@ impl Workflow {
     }
 
     /// Every active grant checked against git (at start and then periodically): a missed
-    /// webhook cannot leave a grant whose request file is gone.
+    /// webhook cannot leave a grant whose request file is gone. Requests stuck in `Revoking`
+    /// get their revoke job back, due now.
     pub async fn reconcile_all(&self) -> anyhow::Result<()> {
         let default = self.forge.default_branch().await?;
         for record in self.store.list_requests(Some(RequestState::Active)).await? {
             let _guard = self.lock_pr(record.pr_number).await;
             self.reconcile(&record.id, &default).await?;
+        }
+        for record in self
+            .store
+            .list_requests(Some(RequestState::Revoking))
+            .await?
+        {
+            let due = self.store.jobs_for_request(&record.id).await?;
+            if !due.iter().any(|job| job.kind == JobKind::Revoke) {
+                self.schedule(JobKind::Revoke, &record.id, self.now())
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -413,55 +480,36 @@ impl Workflow {
             _ => return Ok(()),
         }
         let reason = record.revoke_reason.unwrap_or(RevokeReason::Ttl);
-        if let Some(role) = self.current_role(record).await? {
-            self.providers.revoke(&role, &Self::spec(record)).await?;
-        }
-        // The revert PR may already be merged (a crash after the merge): carry on from it.
-        let mut revert_sha = None;
-        if let Some(number) = record.revert_pr_number {
-            let pr = self.forge.pull_request(number).await?;
-            if pr.info.merged {
-                revert_sha = pr.merge_sha;
+        // The provider first: whatever happens to the revert PR, the access ends now.
+        let applied = self.applied(record).await?;
+        match &applied {
+            Some(applied) => {
+                self.providers
+                    .revoke(&applied.role, &Self::spec(record))
+                    .await?
+            }
+            None => {
+                tracing::warn!(request = %record.id, "no record of what was applied; nothing to revoke at a provider")
             }
         }
-        let default = self.forge.default_branch().await?;
-        let listed = self
-            .forge
-            .read_file(&default, &Self::request_path(record))
+        let revert_sha = if record.expires_at.is_some() {
+            self.merge_revert(record, applied.as_ref(), reason).await?
+        } else {
+            None
+        };
+        if let Some(change) = self
+            .store
+            .get_change(record.id.as_str(), ChangeKind::Revert)
             .await?
-            .is_some();
-        if revert_sha.is_none() && !listed {
-            // Someone removed the request file by hand: nothing is left to revert in git.
-            if let Some(number) = record.revert_pr_number
-                && self.forge.pull_request(number).await?.open
-            {
-                self.forge.close_pull_request(number).await?;
-            }
+        {
+            self.forge.delete_branch(&change.branch).await?;
         }
-        if revert_sha.is_none() && listed && record.expires_at.is_some() {
-            let revert = self.ensure_revert_pr(record).await?;
-            let pr = self.forge.pull_request(revert).await?;
-            revert_sha = pr.merge_sha.clone();
-            if !pr.info.merged {
-                let (title, message) = trailers::revoke_message(record, &reason.to_string());
-                match self
-                    .forge
-                    .merge(revert, &pr.info.head_sha, &title, &message)
-                    .await
-                {
-                    Ok(sha) => revert_sha = Some(sha),
-                    Err(MergeError::Forge(err)) => return Err(err.into()),
-                    Err(err) => bail!("cannot merge revert PR #{revert}: {err}"),
-                }
-            }
-        }
-        if record.expires_at.is_some() {
-            self.forge
-                .delete_branch(&format!("breakglass/revoke/{}", record.id))
-                .await?;
-            self.forge
-                .delete_branch(&format!("breakglass/request/{}", record.id))
-                .await?;
+        if let Some(change) = self
+            .store
+            .get_change(record.id.as_str(), ChangeKind::Request)
+            .await?
+        {
+            self.forge.delete_branch(&change.branch).await?;
         }
         // Tell the requester before recording the end: after a crash in between, the step
         // runs again and may say it twice, but never not at all.
@@ -489,6 +537,99 @@ impl Workflow {
         Ok(())
     }
 
+    /// Lands the removal of the request's files. The existing revert PR is merged through the
+    /// guard; if anyone made it unmergeable (closed, draft, pushed to, conflicting) a fresh
+    /// change of the bot's own is built and merged instead; if that is refused too, the bot
+    /// says so loudly and the job fails, to be retried. Nobody can hold the revocation back.
+    async fn merge_revert(
+        &self,
+        record: &mut RequestRecord,
+        applied: Option<&AppliedGrant>,
+        reason: RevokeReason,
+    ) -> anyhow::Result<Option<String>> {
+        let (title, message) = trailers::revoke_message(record, &reason.to_string());
+        let mut refusal = None;
+        for attempt in 0..2 {
+            let change = match self
+                .store
+                .get_change(record.id.as_str(), ChangeKind::Revert)
+                .await?
+            {
+                Some(change)
+                    if attempt == 0 && change.head_sha.is_some() && change.pr_number.is_some() =>
+                {
+                    change
+                }
+                _ => {
+                    if self.build_revert(record, applied).await?.is_none() {
+                        return Ok(None); // nothing of it is left on the default branch
+                    }
+                    self.store
+                        .get_change(record.id.as_str(), ChangeKind::Revert)
+                        .await?
+                        .context("the revert change was just built")?
+                }
+            };
+            let plan = MergePlan {
+                pr: change.pr_number.context("a built change has a PR")?,
+                head_sha: change
+                    .head_sha
+                    .clone()
+                    .context("a built change has a head")?,
+                expected: Expected::Deletion {
+                    paths: change.paths.iter().cloned().collect(),
+                },
+                title: title.clone(),
+                message: message.clone(),
+            };
+            match self.merge_own_or_theirs(&plan).await? {
+                Ok(merged) => return Ok(Some(merged.sha)),
+                Err(Refusal::Closed) if self.forge.pull_request(plan.pr).await?.info.merged => {
+                    // Merged by hand at another head: the files may still be there; rebuild.
+                    refusal = Some(Refusal::Closed);
+                }
+                Err(why) => {
+                    tracing::warn!(request = %record.id, pr = plan.pr, %why, "the revert PR cannot be merged; rebuilding it");
+                    refusal = Some(why);
+                }
+            }
+        }
+        let refusal = refusal.context("two attempts failed")?;
+        self.revert_blocked(record, &refusal).await?;
+        anyhow::bail!("the revert of {} cannot be merged: {refusal}", record.id)
+    }
+
+    /// A revert that cannot land: an error in the logs and metrics every time, a comment once.
+    async fn revert_blocked(&self, record: &RequestRecord, why: &Refusal) -> anyhow::Result<()> {
+        tracing::error!(request = %record.id, %why, "REVOCATION BLOCKED: the revert cannot be merged; the provider revoke is done, the request file stays on the default branch");
+        self.metrics
+            .inc("breakglass_anomalies_total", "kind=\"revert_blocked\"");
+        let kind = EventKind::new("revert_blocked").map_err(anyhow::Error::msg)?;
+        let told = self
+            .store
+            .events_for_request(&record.id)
+            .await?
+            .iter()
+            .any(|e| e.kind == kind);
+        if told {
+            return Ok(());
+        }
+        let default = self.forge.default_branch().await?;
+        self.forge
+            .comment(
+                record.pr_number,
+                &comment::revert_blocked_comment(&why.to_string(), &default, why.is_protection()),
+            )
+            .await?;
+        self.record_event(
+            kind,
+            Some(&record.id),
+            None,
+            serde_json::json!({ "why": why.to_string() }),
+        )
+        .await
+    }
+
     pub(super) async fn job_remind(&self, id: &RequestId) -> anyhow::Result<()> {
         let Some(record) = self.store.get_request(id).await? else {
             return Ok(());
@@ -509,131 +650,169 @@ impl Workflow {
         }
     }
 
-    /// A push to the default branch that adds request files the bot did not merge (a direct
-    /// push, or a request PR merged by hand): flagged, and removed again, so that `requests/`
-    /// lists only grants the bot made. Nothing was granted, so no provider is involved.
+    /// A push. To a bot branch: tampering unless the bot pushed. To the default branch by
+    /// anyone but the bot (a direct push, a PR merged by hand): every request file and grant file
+    /// it adds is removed again in full, so that `requests/` lists only grants the bot made.
+    /// Nothing was granted, so no provider is involved. A request file removed by hand ends
+    /// its grant (reconcile).
     pub(super) async fn handle_push(
         &self,
         git_ref: &str,
+        after: &str,
         commits: &[PushedCommit],
+        pusher: &Actor,
     ) -> anyhow::Result<()> {
+        let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
+            return Ok(());
+        };
+        if branch.starts_with(BOT_BRANCH_PREFIX) {
+            return self.handle_bot_branch_push(branch, after, pusher).await;
+        }
         let default = self.forge.default_branch().await?;
-        if git_ref != format!("refs/heads/{default}") {
+        if branch != default {
             return Ok(());
         }
-        // A request file of an active grant removed by hand: the grant ends now (reconcile).
         let removed: BTreeSet<&String> = commits.iter().flat_map(|c| c.removed.iter()).collect();
         for path in removed {
             if let Some(request) = RequestPath::parse(path) {
                 self.reconcile(&request.id, &default).await?;
             }
         }
-        // A merge's push lists the file under several commits: look at each path once.
+        if pusher.id == self.bot.id {
+            return Ok(()); // the bot's own merges went through the merge guard
+        }
+        // A merge's push lists a file under several commits: look at each path once.
         let added: BTreeSet<&String> = commits.iter().flat_map(|c| c.added.iter()).collect();
-        for path in added {
-            let Some(request) = RequestPath::parse(path) else {
-                continue;
-            };
-            let known = self.store.get_request(&request.id).await?;
-            let granted_by_bot = known.as_ref().is_some_and(|r| {
-                matches!(
-                    r.state,
-                    RequestState::Approved
-                        | RequestState::Active
-                        | RequestState::Revoking
-                        | RequestState::Revoked
-                )
-            });
-            if granted_by_bot {
-                continue;
-            }
-            tracing::warn!(
-                path,
-                "request file reached the default branch without breakglass; removing it"
-            );
+        let roots = self.grant_roots().await?;
+        let is_grant = |path: &str| roots.iter().any(|root| path.starts_with(root.as_str()));
+        let unauthorized: Vec<&String> = added
+            .into_iter()
+            .filter(|p| p.starts_with("requests/") || is_grant(p))
+            .collect();
+        if unauthorized.is_empty() {
+            return Ok(());
+        }
+        // One removal per request id; grant files go with the request whose id they name.
+        let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for path in &unauthorized {
+            let stem = path
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.split('.').next())
+                .unwrap_or(path)
+                .to_owned();
+            let subject = unauthorized
+                .iter()
+                .filter_map(|p| RequestPath::parse(p))
+                .map(|r| r.id.to_string())
+                .find(|id| path.contains(id.as_str()))
+                .unwrap_or(stem);
+            groups.entry(subject).or_default().push((*path).clone());
+        }
+        for (subject, paths) in groups {
+            tracing::warn!(%subject, ?paths, pusher = %pusher.login, "files reached the default branch without breakglass; removing them");
             self.metrics
                 .inc("breakglass_anomalies_total", "kind=\"landed_without_bot\"");
-            self.remove_unauthorized(&default, path, &request).await?;
+            self.remove_unauthorized(&subject, &paths).await?;
         }
         Ok(())
     }
 
-    async fn remove_unauthorized(
-        &self,
-        default: &str,
-        path: &str,
-        request: &RequestPath,
-    ) -> anyhow::Result<()> {
-        if self.forge.read_file(default, path).await?.is_none() {
-            return Ok(()); // already removed (a redelivery, or a later push)
+    /// Where grant files live: the fixed part of every `iac` role's `output` (and `grants/`).
+    async fn grant_roots(&self) -> anyhow::Result<BTreeSet<String>> {
+        let mut roots = BTreeSet::from(["grants/".to_owned()]);
+        if let (_, Ok(policies)) = self.load_policies().await? {
+            for policy in policies.iter() {
+                for role in policy.roles.values() {
+                    if let Some(output) = &role.output {
+                        let fixed = output.split("{{").next().unwrap_or_default();
+                        let dir = fixed.rsplit_once('/').map(|(d, _)| format!("{d}/"));
+                        if let Some(dir) = dir.filter(|d| d.len() > 1) {
+                            roots.insert(dir);
+                        }
+                    }
+                }
+            }
         }
-        let branch = format!("breakglass/remove/{}", request.id);
-        if let Err(err) = self
-            .forge
-            .create_branch(&branch, &self.forge.branch_head(default).await?)
-            .await
-            && err.status() != Some(422)
-        {
-            return Err(err.into());
+        Ok(roots)
+    }
+
+    /// Removes files that landed without the bot, through a bot change and the merge guard.
+    async fn remove_unauthorized(&self, subject: &str, paths: &[String]) -> anyhow::Result<()> {
+        let default = self.forge.default_branch().await?;
+        let request = paths.iter().find_map(|p| RequestPath::parse(p));
+        let known = match &request {
+            Some(r) => self.store.get_request(&r.id).await?,
+            None => None,
+        };
+        let readded = known
+            .as_ref()
+            .is_some_and(|r| matches!(r.state, RequestState::Revoked | RequestState::Closed));
+        let mut body = comment::direct_push_comment(paths);
+        if readded {
+            body = format!("{body}\n\n{}", comment::readded_comment(subject));
+            self.metrics.inc(
+                "breakglass_anomalies_total",
+                "kind=\"readded_after_revoke\"",
+            );
         }
-        if let Some(file) = self.forge.read_file(&branch, path).await? {
-            self.forge
-                .delete_file(
-                    &branch,
-                    path,
-                    &format!("breakglass: remove {path}"),
-                    &file.blob_sha,
-                )
-                .await?;
-        }
-        let number = match self.forge.find_open_pull_request(&branch, default).await? {
-            Some(number) => number,
-            None => {
-                let title = format!(
-                    "breakglass: remove {} (landed without breakglass)",
-                    request.id
-                );
-                let number = self
-                    .forge
-                    .open_pull_request(
-                        &branch,
-                        default,
-                        &title,
-                        &comment::direct_push_comment(&[path.to_owned()]),
+        let title = format!("breakglass: remove {subject} (landed without breakglass)");
+        let writes: Vec<Write> = paths
+            .iter()
+            .map(|path| Write::Delete { path: path.clone() })
+            .collect();
+        let message = match &request {
+            Some(r) => format!(
+                "{} reached {default} without breakglass; it was never granted.\n\nBreakglass-Revokes: {}\nBreakglass-Revoked-Reason: reconcile\n",
+                paths.join(", "),
+                r.id
+            ),
+            None => format!(
+                "{} reached {default} without breakglass.\n",
+                paths.join(", ")
+            ),
+        };
+        let mut last = None;
+        for _ in 0..2 {
+            let Some(change) = self
+                .build_change(subject, ChangeKind::Removal, &writes, &title, &body)
+                .await?
+            else {
+                return Ok(()); // already removed (a redelivery, or a later push)
+            };
+            let number = change.pr_number.context("a built change has a PR")?;
+            if last.is_none() {
+                self.forge.comment(number, &body).await?;
+            }
+            let plan = MergePlan {
+                pr: number,
+                head_sha: change
+                    .head_sha
+                    .clone()
+                    .context("a built change has a head")?,
+                expected: Expected::Deletion {
+                    paths: change.paths.iter().cloned().collect(),
+                },
+                title: format!("breakglass: remove {subject} (reconcile)"),
+                message: message.clone(),
+            };
+            match self.merge_own_or_theirs(&plan).await? {
+                Ok(merged) => {
+                    self.record_event(
+                        EventKind::new("remove").map_err(anyhow::Error::msg)?,
+                        request.as_ref().map(|r| &r.id),
+                        None,
+                        serde_json::json!({ "paths": paths, "reason": "reconcile", "readded": readded, "revert_sha": merged.sha }),
                     )
                     .await?;
-                self.forge
-                    .comment(number, &comment::direct_push_comment(&[path.to_owned()]))
-                    .await?;
-                number
-            }
-        };
-        let pr = self.forge.pull_request(number).await?;
-        let mut removal_sha = pr.merge_sha.clone();
-        if !pr.info.merged {
-            let title = format!("breakglass: remove {} (reconcile)", request.id);
-            let message = format!(
-                "{path} reached {default} without breakglass; it was never granted.\n\nBreakglass-Revokes: {}\nBreakglass-Revoked-Reason: reconcile\n",
-                request.id
-            );
-            match self
-                .forge
-                .merge(number, &pr.info.head_sha, &title, &message)
-                .await
-            {
-                Ok(sha) => removal_sha = Some(sha),
-                Err(MergeError::Forge(err)) => return Err(err.into()),
-                Err(err) => bail!("cannot merge removal PR #{number}: {err}"),
+                    self.forge.delete_branch(&change.branch).await?;
+                    return Ok(());
+                }
+                Err(why) => last = Some(why),
             }
         }
-        self.record_event(
-            EventKind::new("remove").map_err(anyhow::Error::msg)?,
-            Some(&request.id),
-            None,
-            serde_json::json!({ "path": path, "reason": "reconcile", "revert_sha": removal_sha }),
-        )
-        .await?;
-        self.forge.delete_branch(&branch).await?;
-        Ok(())
+        let why = last.context("two attempts failed")?;
+        tracing::error!(%subject, %why, "the removal of files that landed without breakglass cannot be merged");
+        anyhow::bail!("cannot merge the removal of {subject}: {why}")
     }
 }

@@ -7,10 +7,12 @@
 //! is GitHub's today.
 
 mod approval;
+mod change;
 mod commands;
 mod evaluate;
 mod events;
 pub mod gauges;
+mod guard;
 mod lifecycle;
 mod pull_request;
 mod trailers;
@@ -25,7 +27,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::forge::github::GithubClient;
-use crate::forge::{CommentAction, Delivery, ForgeEvent, ReviewState};
+use crate::forge::{Actor, CommentAction, Delivery, ForgeEvent, ReviewState};
 use crate::grant::Providers;
 use crate::metrics::Metrics;
 use crate::store::{Forge, Store};
@@ -49,6 +51,10 @@ pub struct Settings {
     pub reminder_before: Duration,
     /// How often pending requests' reactions are polled.
     pub poll_interval: Duration,
+    /// A pending request nobody approved within this time is closed.
+    pub pending_timeout: Duration,
+    /// Open requests one person may have at once.
+    pub max_open_requests: u32,
 }
 
 /// Everything the lifecycle needs. Cheap to clone.
@@ -56,6 +62,9 @@ pub struct Settings {
 pub struct Workflow {
     pub store: Store,
     pub forge: GithubClient,
+    /// The account the bot acts as: its comments and pushes are recognised by this id (a token
+    /// account is a `User`, not a `Bot`).
+    pub bot: Actor,
     pub clock: Arc<dyn Clock>,
     pub providers: Providers,
     pub metrics: Arc<Metrics>,
@@ -75,6 +84,7 @@ impl Workflow {
     pub fn new(
         store: Store,
         forge: GithubClient,
+        bot: Actor,
         clock: Arc<dyn Clock>,
         providers: Providers,
         metrics: Arc<Metrics>,
@@ -83,6 +93,7 @@ impl Workflow {
         Self {
             store,
             forge,
+            bot,
             clock,
             providers,
             metrics,
@@ -169,7 +180,7 @@ impl Workflow {
                 ..
             } => {
                 // Bots never command the bot: its own comments quote commands in their help.
-                if author.is_bot {
+                if author.is_bot || author.id == self.bot.id {
                     return Ok(());
                 }
                 self.handle_comment(
@@ -182,27 +193,46 @@ impl Workflow {
                 )
                 .await
             }
+            // A deleted comment approves nothing any more.
+            ForgeEvent::Comment {
+                action: CommentAction::Deleted,
+                number,
+                comment_id,
+                ..
+            } => {
+                self.withdraw_signal(*number, &format!("comment:{comment_id}"))
+                    .await
+            }
             // An edit must never add a command (or an approval under an old timestamp).
             ForgeEvent::Comment { .. } => Ok(()),
             ForgeEvent::Review {
                 state: ReviewState::Approved,
                 pull_request,
+                review_id,
                 author,
                 commit_id,
                 ..
             } => {
-                self.handle_review_approval(
-                    pull_request,
-                    author,
-                    commit_id.as_deref(),
-                    &delivery.id,
-                )
-                .await
+                self.handle_review_approval(pull_request, *review_id, author, commit_id.as_deref())
+                    .await
+            }
+            ForgeEvent::Review {
+                state: ReviewState::Dismissed,
+                pull_request,
+                review_id,
+                ..
+            } => {
+                self.withdraw_signal(pull_request.number, &format!("review:{review_id}"))
+                    .await
             }
             ForgeEvent::Review { .. } | ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),
             ForgeEvent::Push {
-                git_ref, commits, ..
-            } => self.handle_push(git_ref, commits).await,
+                git_ref,
+                after,
+                commits,
+                sender,
+                ..
+            } => self.handle_push(git_ref, after, commits, sender).await,
         }
     }
 
@@ -220,6 +250,7 @@ impl Workflow {
             JobKind::Remind => self.job_remind(id).await,
             JobKind::Poll => self.job_poll(id).await,
             JobKind::ReviewDue => self.job_review_due(id).await,
+            JobKind::Expire => self.job_expire(id).await,
         }
     }
 }

@@ -5,8 +5,10 @@
 use std::collections::BTreeSet;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 
 use super::Workflow;
+use super::change::Write;
 use super::evaluate::StoredDecision;
 use crate::comment;
 use crate::forge::{
@@ -14,12 +16,11 @@ use crate::forge::{
     StatusState,
 };
 use crate::grant::GrantSpec;
-use crate::names::Login;
+use crate::names::{Login, RequestId};
 use crate::policy::decision::{Context, FastPathMiss};
 use crate::policy::evaluate;
 use crate::request::{AccessRequest, RequestPath};
-use crate::store::JobKind;
-use crate::store::{EventKind, StoreError};
+use crate::store::{ChangeKind, EventKind, JobKind, StoreError};
 use crate::store::{RequestRecord, RequestState};
 
 impl Workflow {
@@ -43,13 +44,24 @@ impl Workflow {
             .store
             .find_request_by_pr(self.forge_kind(), repo, pr.number)
             .await?;
+        // The forge's time of the push, from the event that announces it.
+        let pushed = matches!(
+            action,
+            PullRequestAction::Opened
+                | PullRequestAction::Synchronized
+                | PullRequestAction::Reopened
+        )
+        .then(|| pr.updated_at.map(|at| (pr.head_sha.clone(), at)))
+        .flatten();
         match action {
             PullRequestAction::Closed => self.request_pr_closed(existing, pr).await,
             // The bot evaluates the PRs it opens itself, right after opening them.
-            PullRequestAction::Opened if existing.is_none() && pr.author.is_bot => Ok(()),
+            PullRequestAction::Opened if existing.is_none() && pr.author.id == self.bot.id => {
+                Ok(())
+            }
             _ => match existing {
                 Some(record) if !decides_again(record.state, action) => Ok(()),
-                existing => self.evaluate_pr(pr.number, existing).await,
+                existing => self.evaluate_pr(pr.number, existing, pushed).await,
             },
         }
     }
@@ -62,37 +74,65 @@ impl Workflow {
         let Some(mut record) = existing else {
             return Ok(());
         };
-        if matches!(record.state, RequestState::Pending | RequestState::Denied) {
+        if matches!(
+            record.state,
+            RequestState::Pending | RequestState::Denied | RequestState::Approved
+        ) && record.merge_sha.is_none()
+        {
             if pr.merged {
-                // Merged by a person, not by the bot: never granted; flagged and removed.
+                // Merged by a person, not by the bot: never granted; the push removes it.
                 tracing::warn!(request = %record.id, pr = pr.number, "request PR merged without breakglass");
                 self.metrics
                     .inc("breakglass_anomalies_total", "kind=\"merged_without_bot\"");
             }
-            record.state = RequestState::Closed;
-            self.store.update_request(&mut record, self.now()).await?;
-            self.record_event(
-                EventKind::CLOSE,
-                Some(&record.id),
-                None,
+            self.close_request(
+                &mut record,
                 serde_json::json!({ "merged_by_hand": pr.merged }),
+                None,
             )
             .await?;
-            self.store.cancel_job(JobKind::Poll, &record.id).await?;
         }
+        Ok(())
+    }
+
+    /// Closes a request that will never be granted: state, event, no more polling.
+    pub(super) async fn close_request(
+        &self,
+        record: &mut RequestRecord,
+        data: serde_json::Value,
+        actor: Option<&Actor>,
+    ) -> anyhow::Result<()> {
+        record.state = RequestState::Closed;
+        record.approved_by = None;
+        record.fast_path_rule = None;
+        record.granted_at = None;
+        record.expires_at = None;
+        record.review_due_at = None;
+        self.store.update_request(record, self.now()).await?;
+        self.record_event(
+            EventKind::CLOSE,
+            Some(&record.id),
+            actor.and_then(super::events::actor),
+            data,
+        )
+        .await?;
+        self.store.cancel_job(JobKind::Poll, &record.id).await?;
+        self.store.cancel_job(JobKind::Expire, &record.id).await?;
         Ok(())
     }
 
     /// Checks request PR `number` as it is now and records the verdict. Webhooks can arrive
     /// (or be processed) out of order: the decision is on the PR's current labels and head,
-    /// not on what an older event saw.
+    /// not on what an older event saw. `pushed` is the forge's time of a push an event
+    /// announced, used when that push is still the head.
     pub(super) async fn evaluate_pr(
         &self,
         number: u64,
         existing: Option<RequestRecord>,
+        pushed: Option<(String, DateTime<Utc>)>,
     ) -> anyhow::Result<()> {
         let current = self.forge.pull_request(number).await?;
-        self.evaluate_current(current, existing).await
+        self.evaluate_current(current, existing, pushed).await
     }
 
     /// [`Self::evaluate_pr`] on a PR state the caller has just read.
@@ -100,34 +140,28 @@ impl Workflow {
         &self,
         current: PullRequestState,
         existing: Option<RequestRecord>,
+        pushed: Option<(String, DateTime<Utc>)>,
     ) -> anyhow::Result<()> {
         if !current.open {
             return Ok(());
         }
         let pr = &current.info;
+        if let Some(repo) = pr.head_repo.as_deref()
+            && !repo.eq_ignore_ascii_case(&self.settings.repository)
+        {
+            // Nothing from another repository is written to, decided or merged.
+            return self.refuse_fork(pr, repo, existing.is_none()).await;
+        }
+        if let Some(change) = self.store.change_of_pr(pr.number).await?
+            && change.kind == ChangeKind::Request
+            && change.head_sha.as_deref() != Some(pr.head_sha.as_str())
+        {
+            // Someone pushed to the branch the bot built for this request.
+            return self.tampered(&change, None, &pr.head_sha).await;
+        }
         let files = self.forge.pull_request_files(pr.number).await?;
-        let requests: Vec<(&ChangedFile, RequestPath)> = files
-            .iter()
-            .filter(|f| {
-                matches!(
-                    f.change,
-                    FileChange::Added | FileChange::Modified | FileChange::Renamed
-                )
-            })
-            .filter_map(|f| RequestPath::parse(&f.path).map(|p| (f, p)))
-            .collect();
-        let (file, path) = match requests.as_slice() {
-            [] => return Ok(()), // not a request PR
-            [(file, path)] => (*file, path.clone()),
-            several => {
-                let paths: Vec<String> = several.iter().map(|(f, _)| f.path.clone()).collect();
-                self.forge
-                    .comment(pr.number, &comment::several_requests_comment(&paths))
-                    .await?;
-                self.set_status(pr, StatusState::Failure, "one request per PR")
-                    .await?;
-                return Ok(());
-            }
+        let Some((file, path)) = self.the_request_file(pr, &files).await? else {
+            return Ok(());
         };
         let text = self
             .forge
@@ -144,12 +178,8 @@ impl Workflow {
                         &comment::invalid_request_comment(&file.path, &err.to_string()),
                     )
                     .await?;
-                self.set_status(
-                    pr,
-                    StatusState::Failure,
-                    &format!("invalid request file: {err}"),
-                )
-                .await?;
+                self.set_status(pr, StatusState::Failure, "invalid request file")
+                    .await?;
                 self.metrics
                     .inc("breakglass_decisions_total", "outcome=\"invalid\"");
                 return Ok(());
@@ -225,18 +255,21 @@ impl Workflow {
             {
                 let current = self.forge.read_file(&pr.head_sha, &rendered.path).await?;
                 if current.as_ref().map(|f| f.text.as_str()) != Some(rendered.content.as_str()) {
-                    // Add (or fix) the rendered file on the PR branch; the push re-triggers the check.
-                    let message = format!("breakglass: render grant file for {}", path.id);
-                    self.forge
-                        .put_file(
-                            &pr.head_ref,
-                            &rendered.path,
-                            &rendered.content,
-                            &message,
-                            current.as_ref().map(|f| f.blob_sha.as_str()),
-                        )
-                        .await?;
-                    return Ok(());
+                    if pr.author.id != self.bot.id {
+                        // The bot writes only to its own branches: it re-opens the request there.
+                        return self
+                            .reopen_from_bot_branch(
+                                pr,
+                                &request,
+                                &text,
+                                &path,
+                                existing,
+                                requester_id,
+                            )
+                            .await;
+                    }
+                    // A bot branch rendered with an older policy: not merged as it is.
+                    break;
                 }
                 allowed_paths.insert(rendered.path);
             }
@@ -250,91 +283,47 @@ impl Workflow {
             .into_iter()
             .collect();
         let allowed = decision.allowed && extra.is_empty();
-        let head_seen_at = match &existing {
-            Some(record) if record.head_sha == pr.head_sha => {
-                serde_json::from_value::<StoredDecision>(record.decision.clone())
-                    .map(|d| d.head_seen_at)
-                    .unwrap_or(now)
-            }
-            _ => now,
+        let same_head = existing.as_ref().is_some_and(|r| r.head_sha == pr.head_sha);
+        let old = existing
+            .as_ref()
+            .and_then(|r| serde_json::from_value::<StoredDecision>(r.decision.clone()).ok());
+        let head_since = match (&old, same_head) {
+            (Some(old), true) if old.head_since.is_some() => old.head_since,
+            _ => match &pushed {
+                Some((sha, at)) if *sha == pr.head_sha => Some(*at),
+                _ => pr.updated_at,
+            },
         };
         let stored = StoredDecision {
             decision: decision.clone(),
-            head_seen_at,
+            head_since,
             scope_problems: extra.clone(),
+            merge_refused: old
+                .as_ref()
+                .filter(|_| same_head)
+                .and_then(|o| o.merge_refused.clone()),
+            draft: pr.draft,
         };
-        let unchanged = existing.as_ref().is_some_and(|r| {
-            r.head_sha == pr.head_sha
-                && serde_json::from_value::<StoredDecision>(r.decision.clone())
-                    .is_ok_and(|old| same_verdict(&old, &stored))
-        });
+        let unchanged = same_head && old.as_ref().is_some_and(|old| same_verdict(old, &stored));
         let state = if allowed {
             RequestState::Pending
         } else {
             RequestState::Denied
         };
-        let mut record = match existing {
-            Some(mut record) => {
-                record.environment = request.environment.clone();
-                record.role = request.role.clone();
-                record.duration_secs = decision
-                    .duration
-                    .map_or(record.duration_secs, |d| d.as_secs());
-                record.reason = request.reason.clone();
-                record.ticket = request.ticket.clone();
-                record.head_sha = pr.head_sha.clone();
-                record.state = state;
-                record.approved_by = None;
-                record.fast_path_rule = None;
-                record.decision = serde_json::to_value(&stored)?;
-                self.store.update_request(&mut record, now).await?;
-                record
-            }
-            None => {
-                let record = RequestRecord {
-                    id: path.id.clone(),
-                    forge: self.forge_kind(),
-                    repository: self.settings.repository.clone(),
-                    pr_number: pr.number,
-                    environment: request.environment.clone(),
-                    role: request.role.clone(),
-                    requester_login: login.clone(),
-                    requester_id,
-                    duration_secs: decision.duration.map_or(3600, |d| d.as_secs()),
-                    reason: request.reason.clone(),
-                    ticket: request.ticket.clone(),
-                    state,
-                    head_sha: pr.head_sha.clone(),
-                    decision: serde_json::to_value(&stored)?,
-                    fast_path_rule: None,
-                    approved_by: None,
-                    merge_sha: None,
-                    granted_at: None,
-                    expires_at: None,
-                    revert_pr_number: None,
-                    revoked_at: None,
-                    revoke_reason: None,
-                    review_due_at: None,
-                    reviewed_by: None,
-                    reviewed_at: None,
-                    total_secs: 0,
-                    created_at: now,
-                    updated_at: now,
-                    version: 0,
-                };
-                match self.store.insert_request(&record).await {
-                    Ok(()) => record,
-                    Err(StoreError::Duplicate { .. }) => {
-                        self.forge
-                            .comment(pr.number, &format!("⛔ Request id {} is already used by another request; rename the file.", comment::code(path.id.as_str())))
-                            .await?;
-                        self.set_status(pr, StatusState::Failure, "request id already used")
-                            .await?;
-                        return Ok(());
-                    }
-                    Err(err) => return Err(err.into()),
-                }
-            }
+        let Some(mut record) = self
+            .store_decision(
+                existing,
+                pr,
+                &request,
+                &path,
+                &login,
+                requester_id,
+                state,
+                &stored,
+            )
+            .await?
+        else {
+            return Ok(());
         };
         self.record_event(
             EventKind::DECISION,
@@ -354,37 +343,10 @@ impl Workflow {
             "breakglass_decisions_total",
             format!("outcome=\"{}\"", if allowed { "allowed" } else { "denied" }),
         );
-        let description = if allowed {
-            match (&decision.fast_path, decision.approvals_required) {
-                (Some(fast), _) => format!("allowed: fast path {}", fast.rule),
-                (None, 0) => "allowed: self-service".to_owned(),
-                (None, n) => format!("allowed: needs {n} approval(s)"),
-            }
-        } else if !decision.allowed {
-            format!(
-                "denied: {}",
-                decision
-                    .violations
-                    .iter()
-                    .map(|v| v.rule.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            "denied: the PR changes files beyond its request".to_owned()
-        };
-        self.set_status(
-            pr,
-            if allowed {
-                StatusState::Success
-            } else {
-                StatusState::Failure
-            },
-            &description,
-        )
-        .await?;
+        let (status, description) = verdict_status(&stored, allowed);
+        self.set_status(pr, status, &description).await?;
         if !unchanged {
-            let text = match (extra.is_empty(), decision.allowed) {
+            let mut text = match (extra.is_empty(), decision.allowed) {
                 (true, _) => comment::decision_comment(record.id.as_str(), &decision),
                 (false, true) => comment::out_of_scope_comment(&extra),
                 (false, false) => format!(
@@ -393,11 +355,18 @@ impl Workflow {
                     comment::decision_comment(record.id.as_str(), &decision)
                 ),
             };
+            if pr.draft {
+                text = format!("{text}\n\n{}", comment::draft_note());
+            }
             self.forge.comment(pr.number, &text).await?;
         }
-        if !allowed {
+        if !allowed || pr.draft {
             self.store.cancel_job(JobKind::Poll, &record.id).await?;
             return Ok(());
+        }
+        if stored.merge_refused.is_some() {
+            // Refused at this head: only a new approval (or a push) moves it again.
+            return self.schedule_poll_if_needed(&record, &stored).await;
         }
         match (&decision.fast_path, decision.approvals_required) {
             (Some(fast), _) => {
@@ -412,16 +381,385 @@ impl Workflow {
         }
     }
 
+    async fn schedule_poll_if_needed(
+        &self,
+        record: &RequestRecord,
+        stored: &StoredDecision,
+    ) -> anyhow::Result<()> {
+        if stored.decision.approvals_required > 0 {
+            self.schedule(JobKind::Poll, &record.id, self.now()).await?;
+        }
+        Ok(())
+    }
+
+    /// The one request file a PR adds, or `None` (not a request PR, or refused with a comment:
+    /// several request files, or a file under `requests/` that is not named like one).
+    async fn the_request_file<'f>(
+        &self,
+        pr: &PullRequestInfo,
+        files: &'f [ChangedFile],
+    ) -> anyhow::Result<Option<(&'f ChangedFile, RequestPath)>> {
+        let touched: Vec<&ChangedFile> = files
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.change,
+                    FileChange::Added | FileChange::Modified | FileChange::Renamed
+                ) && f.path.starts_with("requests/")
+            })
+            .collect();
+        if let Some(bad) = touched
+            .iter()
+            .find(|f| RequestPath::parse(&f.path).is_none())
+        {
+            self.forge
+                .comment(pr.number, &comment::bad_request_path_comment(&bad.path))
+                .await?;
+            self.set_status(pr, StatusState::Failure, "not a request file name")
+                .await?;
+            return Ok(None);
+        }
+        let requests: Vec<(&ChangedFile, RequestPath)> = touched
+            .into_iter()
+            .filter_map(|f| RequestPath::parse(&f.path).map(|p| (f, p)))
+            .collect();
+        match requests.as_slice() {
+            [] => Ok(None), // not a request PR
+            [(file, path)] => Ok(Some((*file, path.clone()))),
+            several => {
+                let paths: Vec<String> = several.iter().map(|(f, _)| f.path.clone()).collect();
+                self.forge
+                    .comment(pr.number, &comment::several_requests_comment(&paths))
+                    .await?;
+                self.set_status(pr, StatusState::Failure, "one request per PR")
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A PR from a fork: a failure status and, on its first sight, a comment. Nothing else.
+    async fn refuse_fork(
+        &self,
+        pr: &PullRequestInfo,
+        repo: &str,
+        first_sight: bool,
+    ) -> anyhow::Result<()> {
+        tracing::info!(pr = pr.number, repo, "refusing a request PR from a fork");
+        self.set_status(pr, StatusState::Failure, "requests from forks are refused")
+            .await?;
+        if first_sight {
+            self.forge
+                .comment(pr.number, &comment::fork_refused_comment(repo))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the request or updates its decision; `None` (after a comment) when the id is
+    /// taken by another request.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_decision(
+        &self,
+        existing: Option<RequestRecord>,
+        pr: &PullRequestInfo,
+        request: &AccessRequest,
+        path: &RequestPath,
+        login: &Login,
+        requester_id: u64,
+        state: RequestState,
+        stored: &StoredDecision,
+    ) -> anyhow::Result<Option<RequestRecord>> {
+        let now = self.now();
+        let duration = stored.decision.duration.map(|d| d.as_secs());
+        let mut record = match existing {
+            Some(record) => record,
+            None => {
+                let record = new_record(
+                    path,
+                    self.forge_kind(),
+                    &self.settings.repository,
+                    pr.number,
+                    request,
+                    login,
+                    requester_id,
+                    duration.unwrap_or(3600),
+                    &pr.head_sha,
+                    now,
+                );
+                match self.store.insert_request(&record).await {
+                    Ok(()) => {
+                        let timeout = chrono::TimeDelta::from_std(self.settings.pending_timeout)
+                            .unwrap_or(chrono::TimeDelta::days(1));
+                        self.schedule(JobKind::Expire, &record.id, now + timeout)
+                            .await?;
+                        record
+                    }
+                    Err(StoreError::Duplicate { .. }) => {
+                        self.forge
+                            .comment(pr.number, &format!("⛔ Request id {} is already used by another request; rename the file.", comment::code(path.id.as_str())))
+                            .await?;
+                        self.set_status(pr, StatusState::Failure, "request id already used")
+                            .await?;
+                        return Ok(None);
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        };
+        record.environment = request.environment.clone();
+        record.role = request.role.clone();
+        record.duration_secs = duration.unwrap_or(record.duration_secs);
+        record.reason = request.reason.clone();
+        record.ticket = request.ticket.clone();
+        record.head_sha = pr.head_sha.clone();
+        record.state = state;
+        record.approved_by = None;
+        record.fast_path_rule = None;
+        record.granted_at = None;
+        record.expires_at = None;
+        record.review_due_at = None;
+        record.decision = serde_json::to_value(stored)?;
+        self.store.update_request(&mut record, now).await?;
+        Ok(Some(record))
+    }
+
+    /// A request PR whose role needs grant files: the bot writes only to branches it created,
+    /// so it opens the same request from its own branch and closes this one.
+    async fn reopen_from_bot_branch(
+        &self,
+        pr: &PullRequestInfo,
+        request: &AccessRequest,
+        text: &str,
+        path: &RequestPath,
+        existing: Option<RequestRecord>,
+        requester_id: u64,
+    ) -> anyhow::Result<()> {
+        let requester = Actor {
+            id: requester_id,
+            login: existing.as_ref().map_or_else(
+                || pr.author.login.clone(),
+                |r| r.requester_login.to_string(),
+            ),
+            is_bot: false,
+        };
+        if let Some(mut record) = existing {
+            self.close_request(&mut record, serde_json::json!({ "reopened": true }), None)
+                .await?;
+        }
+        let new_pr = self
+            .open_bot_request(&requester, request, text, path, pr.number)
+            .await?;
+        self.forge
+            .comment(pr.number, &comment::reopened_comment(new_pr))
+            .await?;
+        self.forge.close_pull_request(pr.number).await?;
+        Ok(())
+    }
+
+    /// Opens a request PR from the bot's own branch (for a `/breakglass` comment, or to re-open
+    /// a PR whose grant files the bot must write), records it and decides it. The request file
+    /// is `text`; the grant files are rendered by the bot. Returns the PR number.
+    pub(super) async fn open_bot_request(
+        &self,
+        requester: &Actor,
+        request: &AccessRequest,
+        text: &str,
+        path: &RequestPath,
+        origin: u64,
+    ) -> anyhow::Result<u64> {
+        let login = Login::try_from(requester.login.clone()).map_err(anyhow::Error::msg)?;
+        let (_, policies) = self.load_policies().await?;
+        let mut writes = vec![Write::Put {
+            path: path.to_repo_path(),
+            content: text.to_owned(),
+        }];
+        if let Some(role) = policies
+            .as_ref()
+            .ok()
+            .and_then(|p| p.get(request.environment.as_str()))
+            .and_then(|p| p.roles.get(&request.role))
+        {
+            let spec = grant_spec(request, path, &login);
+            for file in self.providers.rendered_files(role, &spec)? {
+                writes.push(Write::Put {
+                    path: file.path,
+                    content: file.content,
+                });
+            }
+        }
+        let title = format!(
+            "breakglass: {}/{} for {} ({login})",
+            request.environment,
+            request.role,
+            request.duration.map(|d| d.to_string()).unwrap_or_default()
+        );
+        let change = self
+            .build_change(
+                path.id.as_str(),
+                ChangeKind::Request,
+                &writes,
+                &title,
+                &comment::request_pr_body(path.id.as_str(), login.as_str(), &format!("#{origin}")),
+            )
+            .await?
+            .context("a request change always writes its file")?;
+        let pr_number = change.pr_number.context("a built change has a PR")?;
+        let pr = self.forge.pull_request(pr_number).await?;
+        let now = self.now();
+        let placeholder = new_record(
+            path,
+            self.forge_kind(),
+            &self.settings.repository,
+            pr_number,
+            request,
+            &login,
+            requester.id,
+            request.duration.map_or(3600, |d| d.as_secs()),
+            &pr.info.head_sha,
+            now,
+        );
+        self.store.insert_request(&placeholder).await?;
+        let timeout = chrono::TimeDelta::from_std(self.settings.pending_timeout)
+            .unwrap_or(chrono::TimeDelta::days(1));
+        self.schedule(JobKind::Expire, &placeholder.id, now + timeout)
+            .await?;
+        let opened = pr.info.updated_at.map(|at| (pr.info.head_sha.clone(), at));
+        // Boxed: deciding may re-open a request, which decides again.
+        Box::pin(self.evaluate_current(pr, Some(placeholder), opened)).await?;
+        Ok(pr_number)
+    }
+
     pub(super) async fn set_status(
         &self,
         pr: &PullRequestInfo,
         state: StatusState,
         description: &str,
     ) -> anyhow::Result<()> {
+        self.set_status_on(&pr.head_sha, state, description).await
+    }
+
+    pub(super) async fn set_status_on(
+        &self,
+        sha: &str,
+        state: StatusState,
+        description: &str,
+    ) -> anyhow::Result<()> {
         self.forge
-            .set_status(&pr.head_sha, super::STATUS_CONTEXT, state, description)
+            .set_status(sha, super::STATUS_CONTEXT, state, description)
             .await?;
         Ok(())
+    }
+
+    /// A request nobody approved in time: closed, with its PR, and no longer polled.
+    pub(super) async fn job_expire(&self, id: &RequestId) -> anyhow::Result<()> {
+        let Some(mut record) = self.store.get_request(id).await? else {
+            return Ok(());
+        };
+        if !matches!(record.state, RequestState::Pending | RequestState::Denied) {
+            return Ok(());
+        }
+        let after =
+            crate::duration::HumanDuration::from_secs(self.settings.pending_timeout.as_secs());
+        self.close_request(&mut record, serde_json::json!({ "expired": true }), None)
+            .await?;
+        self.forge
+            .comment(
+                record.pr_number,
+                &comment::pending_expired_comment(&after.to_string()),
+            )
+            .await?;
+        self.forge.close_pull_request(record.pr_number).await?;
+        Ok(())
+    }
+}
+
+/// The `breakglass/policy` status of a verdict: `pending` until the request is approved (so a
+/// required status check stops a hand merge), `success` only where no approval is needed.
+fn verdict_status(stored: &StoredDecision, allowed: bool) -> (StatusState, String) {
+    let decision = &stored.decision;
+    if !allowed {
+        let description = if decision.allowed {
+            "denied: the PR changes files beyond its request".to_owned()
+        } else {
+            format!(
+                "denied: {}",
+                decision
+                    .violations
+                    .iter()
+                    .map(|v| v.rule.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        return (StatusState::Failure, description);
+    }
+    if stored.draft {
+        return (
+            StatusState::Pending,
+            "allowed; a draft is never merged".into(),
+        );
+    }
+    if let Some(why) = &stored.merge_refused {
+        return (StatusState::Pending, format!("not merged: {why}"));
+    }
+    match (&decision.fast_path, decision.approvals_required) {
+        (Some(fast), _) => (
+            StatusState::Success,
+            format!("allowed: fast path {}", fast.rule),
+        ),
+        (None, 0) => (StatusState::Success, "allowed: self-service".to_owned()),
+        (None, n) => (
+            StatusState::Pending,
+            format!("allowed: needs {n} approval(s)"),
+        ),
+    }
+}
+
+/// A new request record, before any decision (`Denied` until the evaluation says otherwise).
+#[allow(clippy::too_many_arguments)]
+fn new_record(
+    path: &RequestPath,
+    forge: crate::store::Forge,
+    repository: &str,
+    pr_number: u64,
+    request: &AccessRequest,
+    login: &Login,
+    requester_id: u64,
+    duration_secs: u64,
+    head_sha: &str,
+    now: DateTime<Utc>,
+) -> RequestRecord {
+    RequestRecord {
+        id: path.id.clone(),
+        forge,
+        repository: repository.to_owned(),
+        pr_number,
+        environment: request.environment.clone(),
+        role: request.role.clone(),
+        requester_login: login.clone(),
+        requester_id,
+        duration_secs,
+        reason: request.reason.clone(),
+        ticket: request.ticket.clone(),
+        state: RequestState::Denied,
+        head_sha: head_sha.to_owned(),
+        decision: serde_json::Value::Null,
+        fast_path_rule: None,
+        approved_by: None,
+        merge_sha: None,
+        granted_at: None,
+        expires_at: None,
+        revert_pr_number: None,
+        revoked_at: None,
+        revoke_reason: None,
+        review_due_at: None,
+        reviewed_by: None,
+        reviewed_at: None,
+        total_secs: 0,
+        created_at: now,
+        updated_at: now,
+        version: 0,
     }
 }
 
@@ -431,7 +769,10 @@ impl Workflow {
 fn decides_again(state: RequestState, action: PullRequestAction) -> bool {
     match state {
         RequestState::Pending | RequestState::Denied => true,
-        RequestState::Approved => action == PullRequestAction::Synchronized,
+        RequestState::Approved => matches!(
+            action,
+            PullRequestAction::Synchronized | PullRequestAction::ConvertedToDraft
+        ),
         _ => false,
     }
 }
@@ -443,6 +784,7 @@ fn same_verdict(old: &StoredDecision, new: &StoredDecision) -> bool {
         && old.decision.fast_path.as_ref().map(|f| &f.rule)
             == new.decision.fast_path.as_ref().map(|f| &f.rule)
         && old.scope_problems == new.scope_problems
+        && old.draft == new.draft
 }
 
 /// What a provider gets to render a request's grant files (before the merge, so no expiry).

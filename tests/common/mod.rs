@@ -252,12 +252,19 @@ impl Scenario {
             .open_pr(REPO, user, &branch, &format!("Access request {id}"), "")
     }
 
+    /// `user` comments `/breakglass approve` on `pr`, a second after whatever came before on
+    /// the forge's clock (an approval in the same second as the push is ambiguous, and the bot
+    /// asks again). Only the forge's clock moves: the bot's stays behind, as real clocks do.
+    pub fn approve(&self, pr: u64, user: &User) -> u64 {
+        self.forge.advance_clock(TimeDelta::seconds(1));
+        self.forge.comment(REPO, pr, user, "/breakglass approve")
+    }
+
     /// alice's prod request `id` for `duration`, approved by carol and merged; its PR number.
     pub async fn granted(&self, id: &str, duration: &str) -> u64 {
         let pr = self.open_request(&self.people.alice, "prod", id, &prod_request(duration));
         self.settle().await;
-        self.forge
-            .comment(REPO, pr, &self.people.carol, "/breakglass approve");
+        self.approve(pr, &self.people.carol);
         self.settle().await;
         assert!(
             self.forge.pr(REPO, pr).merged,

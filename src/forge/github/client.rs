@@ -373,6 +373,7 @@ impl GithubClient {
     }
 
     /// Writes a file on a branch as one commit; `blob_sha` is the current blob when updating.
+    /// Returns the new commit.
     pub async fn put_file(
         &self,
         branch: &str,
@@ -380,7 +381,7 @@ impl GithubClient {
         text: &str,
         message: &str,
         blob_sha: Option<&str>,
-    ) -> Result<(), ForgeError> {
+    ) -> Result<String, ForgeError> {
         let mut body = json!({
             "message": message,
             "content": base64::engine::general_purpose::STANDARD.encode(text),
@@ -389,33 +390,85 @@ impl GithubClient {
         if let Some(sha) = blob_sha {
             body["sha"] = json!(sha);
         }
-        self.send(
-            Method::PUT,
-            &self.repo_path(&format!("/contents/{path}")),
-            Some(body),
-            HeaderMap::new(),
-        )
-        .await
-        .map(drop)
+        let written: Written = self
+            .json(
+                Method::PUT,
+                &self.repo_path(&format!("/contents/{path}")),
+                Some(body),
+            )
+            .await?;
+        Ok(written.commit.sha)
     }
 
-    /// Deletes a file on a branch as one commit.
+    /// Deletes a file on a branch as one commit; returns the new commit.
     pub async fn delete_file(
         &self,
         branch: &str,
         path: &str,
         message: &str,
         blob_sha: &str,
-    ) -> Result<(), ForgeError> {
+    ) -> Result<String, ForgeError> {
         let body = json!({ "message": message, "sha": blob_sha, "branch": branch });
+        let written: Written = self
+            .json(
+                Method::DELETE,
+                &self.repo_path(&format!("/contents/{path}")),
+                Some(body),
+            )
+            .await?;
+        Ok(written.commit.sha)
+    }
+
+    /// Moves `branch` to `sha` even when that is not a fast-forward: how the bot puts its own
+    /// branch back after someone else pushed to it.
+    pub async fn force_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
         self.send(
-            Method::DELETE,
-            &self.repo_path(&format!("/contents/{path}")),
-            Some(body),
+            Method::PATCH,
+            &self.repo_path(&format!("/git/refs/heads/{branch}")),
+            Some(json!({ "sha": sha, "force": true })),
             HeaderMap::new(),
         )
         .await
         .map(drop)
+    }
+
+    /// The account the bot acts as. A token answers `GET /user`; a GitHub App's installation
+    /// token cannot, so the app's bot user (`<slug>[bot]`) is looked up instead.
+    pub async fn me(&self) -> Result<Actor, ForgeError> {
+        match self.json::<User>(Method::GET, "/user", None).await {
+            Ok(user) => Ok(user.into()),
+            Err(err) if err.status() == Some(403) => {
+                #[derive(Deserialize)]
+                struct App {
+                    slug: String,
+                }
+                let app: App = self.json(Method::GET, "/app", None).await?;
+                let login = format!("{}[bot]", app.slug);
+                self.user(&login).await?.ok_or_else(|| ForgeError::Refused {
+                    call: "GET /users/{login}".into(),
+                    status: 404,
+                    message: format!("the app's bot user {login} does not exist"),
+                })
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Whether issue comment `id` still exists (a deleted comment approves nothing).
+    pub async fn comment_exists(&self, id: u64) -> Result<bool, ForgeError> {
+        match self
+            .send(
+                Method::GET,
+                &self.repo_path(&format!("/issues/comments/{id}")),
+                None,
+                HeaderMap::new(),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.status() == Some(404) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// Opens a pull request and returns its number.
@@ -632,12 +685,26 @@ impl GithubClient {
         if answer.status == StatusCode::NOT_MODIFIED {
             return Ok(Polled::NotModified);
         }
-        let raw: Vec<Raw> = decode(&route, &answer.body)?;
+        let mut raw: Vec<Raw> = decode(&route, &answer.body)?;
         let etag = answer
             .headers
             .get(http::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // Every page: an approval on page two counts as much as one on page one. (The ETag is
+        // the first page's; any new reaction changes it.)
+        let mut last = raw.len();
+        for page in 2..=50 {
+            if last < 100 {
+                break;
+            }
+            let route = self.repo_path(&format!(
+                "/issues/{number}/reactions?per_page=100&page={page}"
+            ));
+            let batch: Vec<Raw> = self.json(Method::GET, &route, None).await?;
+            last = batch.len();
+            raw.extend(batch);
+        }
         let value = raw
             .into_iter()
             .map(|r| Reaction {
@@ -660,13 +727,17 @@ impl GithubClient {
             commit_id: Option<String>,
             submitted_at: Option<DateTime<Utc>>,
         }
-        let raw: Vec<Raw> = self
-            .json(
-                Method::GET,
-                &self.repo_path(&format!("/pulls/{number}/reviews?per_page=100")),
-                None,
-            )
-            .await?;
+        let mut raw: Vec<Raw> = Vec::new();
+        for page in 1..=50 {
+            let route =
+                self.repo_path(&format!("/pulls/{number}/reviews?per_page=100&page={page}"));
+            let batch: Vec<Raw> = self.json(Method::GET, &route, None).await?;
+            let done = batch.len() < 100;
+            raw.extend(batch);
+            if done {
+                break;
+            }
+        }
         Ok(raw
             .into_iter()
             .filter_map(|r| {
@@ -802,11 +873,29 @@ impl From<User> for Actor {
     }
 }
 
+/// The answer of a contents write: the commit it made.
+#[derive(Deserialize)]
+struct Written {
+    commit: WrittenCommit,
+}
+
+#[derive(Deserialize)]
+struct WrittenCommit {
+    sha: String,
+}
+
 #[derive(Deserialize)]
 struct BranchRef {
     sha: String,
     #[serde(rename = "ref")]
     git_ref: String,
+    #[serde(default)]
+    repo: Option<RepoRef>,
+}
+
+#[derive(Deserialize)]
+struct RepoRef {
+    full_name: String,
 }
 
 #[derive(Deserialize)]
@@ -832,6 +921,10 @@ struct PullRequest {
     merged_at: Option<DateTime<Utc>>,
     #[serde(default)]
     merge_commit_sha: Option<String>,
+    #[serde(default)]
+    draft: Option<bool>,
+    #[serde(default)]
+    updated_at: Option<DateTime<Utc>>,
 }
 
 impl From<PullRequest> for PullRequestState {
@@ -849,8 +942,11 @@ impl From<PullRequest> for PullRequestState {
                 head_sha: pr.head.sha,
                 head_ref: pr.head.git_ref,
                 base_ref: pr.base.git_ref,
+                head_repo: pr.head.repo.map(|r| r.full_name),
                 labels: pr.labels.into_iter().map(|l| l.name).collect(),
                 merged,
+                draft: pr.draft.unwrap_or(false),
+                updated_at: pr.updated_at,
             },
         }
     }

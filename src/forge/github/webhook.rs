@@ -171,6 +171,8 @@ fn pull_request_action(action: &str) -> Option<PullRequestAction> {
         "labeled" => PullRequestAction::Labeled,
         "unlabeled" => PullRequestAction::Unlabeled,
         "edited" => PullRequestAction::Edited,
+        "converted_to_draft" => PullRequestAction::ConvertedToDraft,
+        "ready_for_review" => PullRequestAction::ReadyForReview,
         _ => return None,
     })
 }
@@ -223,6 +225,9 @@ struct BranchRef {
     sha: String,
     #[serde(rename = "ref")]
     git_ref: String,
+    /// `null` when the fork was deleted.
+    #[serde(default)]
+    repo: Option<Repository>,
 }
 
 #[derive(Deserialize)]
@@ -235,6 +240,10 @@ struct PullRequest {
     labels: Vec<Label>,
     #[serde(default)]
     merged: Option<bool>,
+    #[serde(default)]
+    draft: Option<bool>,
+    #[serde(default)]
+    updated_at: Option<DateTime<Utc>>,
 }
 
 impl From<PullRequest> for PullRequestInfo {
@@ -245,8 +254,11 @@ impl From<PullRequest> for PullRequestInfo {
             head_sha: pr.head.sha,
             head_ref: pr.head.git_ref,
             base_ref: pr.base.git_ref,
+            head_repo: pr.head.repo.map(|r| r.full_name),
             labels: pr.labels.into_iter().map(|l| l.name).collect(),
             merged: pr.merged.unwrap_or(false),
+            draft: pr.draft.unwrap_or(false),
+            updated_at: pr.updated_at,
         }
     }
 }

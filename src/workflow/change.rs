@@ -1,0 +1,191 @@
+//! The bot's own branches: built from the default branch's head under a name nobody can guess
+//! (so nobody can squat it before the bot needs it), recorded with the bot's own head commit,
+//! and never adopted when they hold anyone else's commits. A push by someone else to a bot
+//! branch is tampering: it is logged, named in a comment, counted, and the branch is put back.
+
+use anyhow::Context as _;
+use rand::Rng as _;
+
+use super::Workflow;
+use crate::comment;
+use crate::forge::Actor;
+use crate::store::{Change, ChangeKind, EventKind};
+
+/// One file operation of a bot change.
+#[derive(Clone, Debug)]
+pub(super) enum Write {
+    Put { path: String, content: String },
+    Delete { path: String },
+}
+
+impl Write {
+    fn path(&self) -> &str {
+        match self {
+            Write::Put { path, .. } | Write::Delete { path } => path,
+        }
+    }
+}
+
+/// The prefix of every branch the bot creates.
+pub(super) const BOT_BRANCH_PREFIX: &str = "breakglass/";
+
+impl Workflow {
+    /// Builds a fresh bot change: abandons an earlier one of the same subject and kind (closing
+    /// its PR, deleting its branch), creates a new branch from the default branch's head,
+    /// writes the files as the bot, opens the PR and records the bot's head commit. Deletions
+    /// of files that are not on the default branch are skipped; `None` when nothing is left to
+    /// write.
+    pub(super) async fn build_change(
+        &self,
+        subject: &str,
+        kind: ChangeKind,
+        writes: &[Write],
+        title: &str,
+        body: &str,
+    ) -> anyhow::Result<Option<Change>> {
+        if let Some(old) = self.store.get_change(subject, kind).await? {
+            self.abandon_change(&old).await?;
+        }
+        let default = self.forge.default_branch().await?;
+        let base_sha = self.forge.branch_head(&default).await?;
+        let mut todo = Vec::new();
+        for write in writes {
+            match write {
+                Write::Delete { path } => {
+                    if let Some(file) = self.forge.read_file(&base_sha, path).await? {
+                        todo.push((write.clone(), Some(file.blob_sha)));
+                    }
+                }
+                Write::Put { .. } => todo.push((write.clone(), None)),
+            }
+        }
+        if todo.is_empty() {
+            return Ok(None);
+        }
+        let nonce: u64 = rand::rng().random();
+        let now = self.now();
+        let mut change = Change {
+            subject: subject.to_owned(),
+            kind,
+            branch: format!("{BOT_BRANCH_PREFIX}{kind}/{subject}-{nonce:016x}"),
+            base_sha: base_sha.clone(),
+            head_sha: None,
+            pr_number: None,
+            paths: todo.iter().map(|(w, _)| w.path().to_owned()).collect(),
+            created_at: now,
+            updated_at: now,
+        };
+        // Recorded before the branch exists: a crash from here on leaves a trace to clean up.
+        self.store.put_change(&change).await?;
+        self.forge.create_branch(&change.branch, &base_sha).await?;
+        let mut head = base_sha;
+        for (write, blob) in &todo {
+            head = match write {
+                Write::Put { path, content } => {
+                    self.forge
+                        .put_file(
+                            &change.branch,
+                            path,
+                            content,
+                            &format!("breakglass: {kind} {subject}: add {path}"),
+                            None,
+                        )
+                        .await?
+                }
+                Write::Delete { path } => {
+                    let blob = blob.as_deref().context("a deletion has its blob")?;
+                    self.forge
+                        .delete_file(
+                            &change.branch,
+                            path,
+                            &format!("breakglass: {kind} {subject}: remove {path}"),
+                            blob,
+                        )
+                        .await?
+                }
+            };
+        }
+        change.head_sha = Some(head);
+        self.store.put_change(&change).await?;
+        let number = self
+            .forge
+            .open_pull_request(&change.branch, &default, title, body)
+            .await?;
+        change.pr_number = Some(number);
+        change.updated_at = self.now();
+        self.store.put_change(&change).await?;
+        Ok(Some(change))
+    }
+
+    /// Closes an earlier change's PR and deletes its branch (both may be gone already).
+    pub(super) async fn abandon_change(&self, change: &Change) -> anyhow::Result<()> {
+        if let Some(number) = change.pr_number
+            && self.forge.pull_request(number).await?.open
+        {
+            self.forge.close_pull_request(number).await?;
+        }
+        self.forge.delete_branch(&change.branch).await?;
+        Ok(())
+    }
+
+    /// A push to a bot branch. The bot's own pushes are fine; anyone else's is tampering.
+    pub(super) async fn handle_bot_branch_push(
+        &self,
+        branch: &str,
+        after: &str,
+        pusher: &Actor,
+    ) -> anyhow::Result<()> {
+        if pusher.id == self.bot.id {
+            return Ok(());
+        }
+        let Some(change) = self.store.change_on_branch(branch).await? else {
+            return Ok(()); // a branch under our prefix that we never built: never merged either
+        };
+        if change.head_sha.as_deref() == Some(after) {
+            return Ok(());
+        }
+        self.tampered(&change, Some(pusher), after).await
+    }
+
+    /// Someone else's commits on a bot branch: logged, named, counted, and the branch put back to
+    /// the bot's own head, so that the PR holds only what the bot wrote.
+    pub(super) async fn tampered(
+        &self,
+        change: &Change,
+        pusher: Option<&Actor>,
+        found: &str,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(branch = %change.branch, pusher = ?pusher.map(|p| &p.login), found, "someone else pushed to a breakglass branch");
+        self.metrics.inc(
+            "breakglass_tampering_total",
+            format!("kind=\"{}\"", change.kind),
+        );
+        let request_id = change.subject.clone().try_into().ok();
+        self.record_event(
+            EventKind::new("tampering").map_err(anyhow::Error::msg)?,
+            request_id.as_ref(),
+            pusher.and_then(super::events::actor),
+            serde_json::json!({ "branch": change.branch, "kind": change.kind.to_string(), "found_head": found, "bot_head": change.head_sha }),
+        )
+        .await?;
+        let text =
+            comment::tampering_comment(pusher.map(|p| p.login.as_str()), &change.branch, found);
+        if let Some(number) = change.pr_number {
+            self.forge.comment(number, &text).await?;
+        }
+        if let Some(record) = match &request_id {
+            Some(id) => self.store.get_request(id).await?,
+            None => None,
+        } && Some(record.pr_number) != change.pr_number
+        {
+            self.forge.comment(record.pr_number, &text).await?;
+        }
+        if let Some(head) = &change.head_sha
+            && let Err(err) = self.forge.force_branch(&change.branch, head).await
+        {
+            // The branch is gone (deleted by the pusher): the next merge attempt rebuilds.
+            tracing::warn!(branch = %change.branch, error = %err, "could not restore the bot's branch");
+        }
+        Ok(())
+    }
+}

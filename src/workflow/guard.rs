@@ -1,0 +1,215 @@
+//! The merge guard: the one way the bot merges anything.
+//!
+//! Every merge (a request PR, a revert PR, a removal PR) is described as a [`MergePlan`]: the PR,
+//! the head commit the bot verified, and exactly what the PR may change. At merge time the PR is
+//! read again and merged only if it is open, not a draft, based on the default branch, from a
+//! branch of the requests repo itself, still at the verified head, and changes exactly the
+//! expected files; the merge is then guarded by that head SHA, so nothing pushed in between can
+//! ride along. A refusal says why, so that the caller can decide (back to pending, or rebuild its
+//! own branch) — it never retries by itself.
+
+use std::collections::BTreeSet;
+
+use super::Workflow;
+use crate::forge::{FileChange, ForgeError, MergeError};
+use crate::grant::RenderedFile;
+
+/// What a PR may change for the bot to merge it.
+#[derive(Clone, Debug)]
+pub(super) enum Expected {
+    /// A request PR: adds the request file and exactly the grant files the bot rendered for it
+    /// (byte for byte), nothing else.
+    Request {
+        request_path: String,
+        grant_files: Vec<RenderedFile>,
+    },
+    /// A revert or removal: deletes exactly these files, nothing else.
+    Deletion { paths: BTreeSet<String> },
+}
+
+/// One merge the bot intends to make.
+#[derive(Clone, Debug)]
+pub(super) struct MergePlan {
+    pub pr: u64,
+    /// The head the bot verified (its own commit, for its own branches).
+    pub head_sha: String,
+    pub expected: Expected,
+    pub title: String,
+    pub message: String,
+}
+
+/// Why the guard did not merge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    Closed,
+    Draft,
+    /// Based on another branch than the default branch.
+    WrongBase(String),
+    /// The head branch lives in another repository (a fork).
+    Fork(String),
+    /// The head is not the verified one (someone pushed).
+    HeadMoved {
+        found: String,
+    },
+    /// The PR changes what it may not (or misses what it must).
+    Scope(Vec<String>),
+    /// The forge refused the merge (conflict, branch protection, …), with its message.
+    Forge(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Closed => write!(f, "the pull request is closed"),
+            Refusal::Draft => write!(f, "the pull request is a draft"),
+            Refusal::WrongBase(base) => {
+                write!(
+                    f,
+                    "the pull request targets `{base}`, not the default branch"
+                )
+            }
+            Refusal::Fork(repo) => {
+                write!(f, "the pull request comes from another repository ({repo})")
+            }
+            Refusal::HeadMoved { found } => write!(
+                f,
+                "the pull request's head moved to {} after it was checked",
+                short(found)
+            ),
+            Refusal::Scope(problems) => write!(f, "{}", problems.join("; ")),
+            Refusal::Forge(message) => write!(f, "the forge refused the merge: {message}"),
+        }
+    }
+}
+
+impl Refusal {
+    /// Whether the forge's answer says branch protection stopped the bot (the README lists
+    /// the settings the bot needs).
+    pub fn is_protection(&self) -> bool {
+        let Refusal::Forge(message) = self else {
+            return false;
+        };
+        let message = message.to_ascii_lowercase();
+        ["protect", "review", "status check", "required"]
+            .iter()
+            .any(|hint| message.contains(hint))
+    }
+}
+
+/// A merge that happened: its commit. (When is the bot's clock's business: the expiry was fixed
+/// before the merge.)
+#[derive(Clone, Debug)]
+pub(super) struct Merged {
+    pub sha: String,
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+impl Workflow {
+    /// Checks `plan` against the PR as it is now and merges it guarded by the verified head.
+    /// A PR that is already merged at the verified head (a crash after the merge) is returned as
+    /// merged.
+    pub(super) async fn guarded_merge(
+        &self,
+        plan: &MergePlan,
+    ) -> Result<Result<Merged, Refusal>, ForgeError> {
+        let pr = self.forge.pull_request(plan.pr).await?;
+        if pr.info.merged {
+            return Ok(match pr.merge_sha {
+                Some(sha) if pr.info.head_sha == plan.head_sha => Ok(Merged { sha }),
+                _ => Err(Refusal::Closed),
+            });
+        }
+        if !pr.open {
+            return Ok(Err(Refusal::Closed));
+        }
+        if pr.info.draft {
+            return Ok(Err(Refusal::Draft));
+        }
+        let default = self.forge.default_branch().await?;
+        if pr.info.base_ref != default {
+            return Ok(Err(Refusal::WrongBase(pr.info.base_ref.clone())));
+        }
+        if let Some(repo) = pr.info.head_repo.as_deref()
+            && !repo.eq_ignore_ascii_case(&self.settings.repository)
+        {
+            return Ok(Err(Refusal::Fork(repo.to_owned())));
+        }
+        if pr.info.head_sha != plan.head_sha {
+            return Ok(Err(Refusal::HeadMoved {
+                found: pr.info.head_sha.clone(),
+            }));
+        }
+        let problems = self.scope_problems(plan).await?;
+        if !problems.is_empty() {
+            return Ok(Err(Refusal::Scope(problems)));
+        }
+        match self
+            .forge
+            .merge(plan.pr, &plan.head_sha, &plan.title, &plan.message)
+            .await
+        {
+            Ok(sha) => Ok(Ok(Merged { sha })),
+            Err(MergeError::HeadChanged) => Ok(Err(Refusal::HeadMoved {
+                found: "a newer commit".into(),
+            })),
+            Err(MergeError::NotMergeable(message)) => Ok(Err(Refusal::Forge(message))),
+            Err(MergeError::Forge(err)) => Err(err),
+        }
+    }
+
+    /// Everything the PR changes beyond (or short of) the plan, one sentence each.
+    async fn scope_problems(&self, plan: &MergePlan) -> Result<Vec<String>, ForgeError> {
+        let files = self.forge.pull_request_files(plan.pr).await?;
+        let mut problems = Vec::new();
+        let mut seen = BTreeSet::new();
+        for file in &files {
+            seen.insert(file.path.as_str());
+            let allowed = match &plan.expected {
+                Expected::Request {
+                    request_path,
+                    grant_files,
+                } => {
+                    file.change == FileChange::Added
+                        && (file.path == *request_path
+                            || grant_files.iter().any(|g| g.path == file.path))
+                }
+                Expected::Deletion { paths } => {
+                    file.change == FileChange::Removed && paths.contains(&file.path)
+                }
+            };
+            if !allowed || file.previous_path.is_some() {
+                problems.push(format!("changes `{}` ({:?})", file.path, file.change));
+            }
+        }
+        match &plan.expected {
+            Expected::Request {
+                request_path,
+                grant_files,
+            } => {
+                if !seen.contains(request_path.as_str()) {
+                    problems.push(format!("does not add `{request_path}`"));
+                }
+                for grant in grant_files {
+                    let found = self.forge.read_file(&plan.head_sha, &grant.path).await?;
+                    if found.map(|f| f.text) != Some(grant.content.clone()) {
+                        problems.push(format!(
+                            "`{}` is not the grant file breakglass renders",
+                            grant.path
+                        ));
+                    }
+                }
+            }
+            Expected::Deletion { paths } => {
+                for path in paths {
+                    if !seen.contains(path.as_str()) {
+                        problems.push(format!("does not delete `{path}`"));
+                    }
+                }
+            }
+        }
+        Ok(problems)
+    }
+}
