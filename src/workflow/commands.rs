@@ -29,6 +29,7 @@ impl Workflow {
         _delivery: &str,
     ) -> anyhow::Result<()> {
         let mut requested = false;
+        let mut extra_requests = 0;
         for command in parse_commands(body) {
             let command = match command {
                 Ok(command) => command,
@@ -41,10 +42,7 @@ impl Workflow {
             };
             match command {
                 Command::Help => self.reply(number, &comment::help_comment()).await?,
-                Command::Request { .. } if requested => {
-                    self.reply(number, comment::one_request_per_comment())
-                        .await?
-                }
+                Command::Request { .. } if requested => extra_requests += 1,
                 Command::Request {
                     environment,
                     duration,
@@ -76,6 +74,11 @@ impl Workflow {
                 Command::Status => self.command_status(number).await?,
                 Command::Reviewed => self.command_reviewed(number, author).await?,
             }
+        }
+        if extra_requests > 0 {
+            // One comment opens at most one request, and says so once.
+            self.reply(number, comment::one_request_per_comment())
+                .await?;
         }
         Ok(())
     }

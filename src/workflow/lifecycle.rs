@@ -530,7 +530,12 @@ impl Workflow {
             EventKind::REVOKE,
             Some(&record.id),
             None,
-            serde_json::json!({ "reason": reason.to_string(), "revert_pr": record.revert_pr_number, "revert_sha": revert_sha }),
+            serde_json::json!({
+                "reason": reason.to_string(),
+                "provider": applied.as_ref().map(|a| a.provider.clone()),
+                "revert_pr": record.revert_pr_number,
+                "revert_sha": revert_sha,
+            }),
         )
         .await?;
         self.store.cancel_job(JobKind::Remind, &record.id).await?;

@@ -78,10 +78,25 @@ fn policies_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
+/// How a scenario's world is set up beyond the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Setup {
+    /// How far the forge's clock runs ahead of the bot's (negative: behind). Real clocks never
+    /// agree; the bot must compare forge times only with forge times.
+    pub forge_skew_secs: i64,
+    /// The bot acts through a plain token account (GitHub type `User`, not `Bot`).
+    pub bot_is_user: bool,
+}
+
 impl Scenario {
     /// A requests repo with the example policies, the people, and the service running.
     /// `None` when the backend is not available (PostgreSQL without its URL).
     pub async fn start(backend: Backend) -> Option<Scenario> {
+        Self::start_with(backend, Setup::default()).await
+    }
+
+    /// [`Scenario::start`] with a [`Setup`].
+    pub async fn start_with(backend: Backend, setup: Setup) -> Option<Scenario> {
         let Some((database, url)) = Database::create(backend).await else {
             eprintln!("SKIPPED postgres scenario: BREAKGLASS_TEST_DATABASE_URL is not set");
             return None;
@@ -94,7 +109,11 @@ impl Scenario {
             dan: forge.user("dan"),
             erin: forge.user("erin"),
             mallory: forge.user("mallory"),
-            bot: forge.bot_user("breakglass[bot]"),
+            bot: if setup.bot_is_user {
+                forge.user("breakglass-bot")
+            } else {
+                forge.bot_user("breakglass[bot]")
+            },
         };
         let prod = std::fs::read_to_string(policies_dir().join("prod.yaml")).unwrap();
         let staging = std::fs::read_to_string(policies_dir().join("staging.yaml")).unwrap();
@@ -133,10 +152,10 @@ impl Scenario {
             }),
             ..Config::default()
         };
-        // Both clocks start together; `advance` moves both.
+        // Both clocks start together (or `forge_skew_secs` apart); `advance` moves both.
         let start = Utc.with_ymd_and_hms(2026, 11, 26, 2, 14, 0).unwrap();
         let clock = ManualClock::new(start);
-        forge.advance_clock(start - forge.now());
+        forge.advance_clock(start + TimeDelta::seconds(setup.forge_skew_secs) - forge.now());
         let store = Store::connect(&url).await.expect("the test database opens");
         let mut scenario = Scenario {
             forge,
@@ -313,6 +332,33 @@ impl Scenario {
             .map(|s| (s.state, s.description.unwrap_or_default()))
     }
 
+    /// The revert PR of request `id`.
+    pub async fn revert_pr(&self, id: &str) -> u64 {
+        self.request(id)
+            .await
+            .revert_pr_number
+            .unwrap_or_else(|| panic!("{id} has no revert PR"))
+    }
+
+    /// The event log entries of request `id` of one kind, oldest first.
+    pub async fn events(&self, id: &str, kind: &str) -> Vec<breakglass::store::EventRecord> {
+        self.store
+            .events_for_request(&id.to_owned().try_into().unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.as_str() == kind)
+            .collect()
+    }
+
+    /// Rewrites a policy on the default branch (as `user`, a direct push).
+    pub fn edit_policy(&self, user: &User, env: &str, edit: impl Fn(String) -> String) {
+        let path = format!("policies/{env}.yaml");
+        let text = edit(self.forge.file_on(REPO, "main", &path).unwrap());
+        self.forge
+            .push_direct(REPO, user, &[(&path, &text)], "edit policy");
+    }
+
     pub async fn request(&self, id: &str) -> breakglass::store::RequestRecord {
         self.store
             .get_request(&id.to_owned().try_into().unwrap())
@@ -327,6 +373,38 @@ pub fn prod_request(duration: &str) -> String {
     format!(
         "environment: prod\nrole: admin\nduration: {duration}\nreason: \"incident: INC-1234 checkout DB failover\"\nticket: INC-1234\n"
     )
+}
+
+/// Runs a scenario body with the forge's clock 7 s ahead of the bot's and 7 s behind it (on
+/// SQLite), and ahead on PostgreSQL: approval timing must not depend on the bot's clock.
+#[macro_export]
+macro_rules! on_skewed_clocks {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            async fn run(backend: Backend, skew: i64) {
+                let setup = Setup {
+                    forge_skew_secs: skew,
+                    ..Setup::default()
+                };
+                if let Some(s) = Scenario::start_with(backend, setup).await {
+                    ($body)(s).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_forge_ahead() {
+                run(Backend::Sqlite, 7).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_forge_behind() {
+                run(Backend::Sqlite, -7).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_forge_ahead() {
+                run(Backend::Postgres, 7).await;
+            }
+        }
+    };
 }
 
 /// Runs a scenario body on SQLite and, when configured, on PostgreSQL.
