@@ -108,7 +108,7 @@ pub(crate) fn profile(st: &ForgeState, login: &str) -> Value {
         .users
         .get(login)
         .map(|u| u.created_at)
-        .unwrap_or_else(Utc::now);
+        .unwrap_or_else(|| st.now());
     if let Value::Object(m) = &mut v {
         for (k, val) in [
             ("name", json!(login)),

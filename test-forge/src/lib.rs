@@ -16,8 +16,9 @@
 //! - [`TestForge::fail_next`] makes the next matching calls fail with 5xx, rate limits,
 //!   timeouts or merge conflicts.
 //! - Time: the forge stamps everything with its own clock, the wall clock plus
-//!   [`TestForge::advance_clock`], so a test can order events by whole seconds and expire
-//!   installation tokens without sleeping.
+//!   [`TestForge::advance_clock`] (or [`TestForge::set_clock`], or stopped with
+//!   [`TestForge::freeze_clock`]), truncated to whole seconds as on GitHub, so a test can order
+//!   events by whole seconds and expire installation tokens without sleeping.
 //!
 //! # Routes
 //!
@@ -246,12 +247,29 @@ impl TestForge {
     /// Moves the forge's clock forward: later comments, reactions, reviews, commits and token
     /// expiries are stamped that much later. Lets a test put a push and an approval in distinct
     /// seconds (GitHub timestamps have second resolution) and expire installation tokens
-    /// without sleeping, in step with the bot's injected clock.
+    /// without sleeping, in step with the bot's injected clock. A frozen clock
+    /// ([`TestForge::freeze_clock`]) moves and stays frozen.
     pub fn advance_clock(&self, by: chrono::Duration) {
-        self.shared.lock().clock_offset += by;
+        self.shared.lock().advance_clock(by);
     }
 
-    /// The forge's current time (the wall clock plus every [`TestForge::advance_clock`]).
+    /// Sets the forge's clock: it reads `at` now and runs on with the wall clock from there
+    /// (a frozen clock starts running again). E.g. `forge.set_clock(start)` to start the forge
+    /// and the bot's injected clock together, or to skew them apart.
+    pub fn set_clock(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.shared.lock().set_clock(at);
+    }
+
+    /// Stops the forge's clock at `at`: everything is stamped with that very second until
+    /// [`TestForge::advance_clock`] moves it or [`TestForge::set_clock`] starts it again. Lets a
+    /// test put a push and an approval in the same second on purpose, without racing the wall
+    /// clock.
+    pub fn freeze_clock(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.shared.lock().frozen_at = Some(at);
+    }
+
+    /// The forge's current time (the wall clock plus every [`TestForge::advance_clock`], or the
+    /// frozen instant), truncated to whole seconds like every stamp the forge makes.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.shared.lock().now()
     }

@@ -186,7 +186,14 @@ pub(crate) struct ForgeState {
     pub hub: Arc<WebhookHub>,
     /// How far the forge's clock runs ahead of the wall clock (see `TestForge::advance_clock`).
     pub clock_offset: chrono::Duration,
+    /// Where the clock stands while it is frozen (see `TestForge::freeze_clock`).
+    pub frozen_at: Option<DateTime<Utc>>,
     next_id: u64,
+}
+
+/// `t` without its fraction of a second (truncated, as GitHub does, never rounded).
+pub(crate) fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
 /// A stable id for a login: the same login gets the same id in every forge, so snapshots of
@@ -213,13 +220,33 @@ impl ForgeState {
             app: None,
             hub,
             clock_offset: chrono::Duration::zero(),
+            frozen_at: None,
             next_id: 1000,
         }
     }
 
-    /// The forge's notion of now: the wall clock plus the test's offset.
+    /// The forge's notion of now: the wall clock plus the test's offset (or the frozen
+    /// instant), in whole seconds. GitHub stores and sends whole seconds; stamping the model
+    /// the same way keeps what a test reads back equal to what the REST API and webhooks say.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.clock_offset
+        whole_seconds(
+            self.frozen_at
+                .unwrap_or_else(|| Utc::now() + self.clock_offset),
+        )
+    }
+
+    /// Moves the clock by `by`, frozen or running.
+    pub fn advance_clock(&mut self, by: chrono::Duration) {
+        match &mut self.frozen_at {
+            Some(at) => *at += by,
+            None => self.clock_offset += by,
+        }
+    }
+
+    /// Makes the clock read `at` now and run on from there.
+    pub fn set_clock(&mut self, at: DateTime<Utc>) {
+        self.frozen_at = None;
+        self.clock_offset = at - Utc::now();
     }
 
     /// A fresh id for comments, reactions, reviews, statuses, …

@@ -89,6 +89,16 @@ async fn team_members(
     )))
 }
 
+/// When the app (and its installation) came to be: when its bot account was made, on the
+/// forge's clock, so that the answer is stable between calls (and so its ETag).
+fn app_created(st: &ForgeState) -> chrono::DateTime<Utc> {
+    st.app
+        .as_ref()
+        .and_then(|a| st.users.get(&a.bot_login))
+        .map(|u| u.created_at)
+        .unwrap_or_else(|| st.now())
+}
+
 fn installation_json(st: &ForgeState, owner: &str) -> ApiResult<Value> {
     let app = st.app.as_ref().ok_or_else(ApiError::not_found)?;
     let b = &st.base_url;
@@ -105,8 +115,8 @@ fn installation_json(st: &ForgeState, owner: &str) -> ApiResult<Value> {
         "target_type": "Organization",
         "permissions": {"checks": "write", "contents": "write", "issues": "write", "pull_requests": "write", "statuses": "write", "members": "read", "metadata": "read"},
         "events": ["issue_comment", "pull_request", "pull_request_review", "push"],
-        "created_at": json::ts(Utc::now()),
-        "updated_at": json::ts(Utc::now()),
+        "created_at": json::ts(app_created(st)),
+        "updated_at": json::ts(app_created(st)),
         "single_file_name": null,
         "has_multiple_single_files": false,
         "single_file_paths": [],
@@ -140,8 +150,8 @@ async fn get_app(State(app): State<App>, caller: Caller) -> ApiResult<Json<Value
         "description": "",
         "external_url": st.base_url,
         "html_url": format!("{}/apps/{slug}", st.base_url),
-        "created_at": json::ts(Utc::now()),
-        "updated_at": json::ts(Utc::now()),
+        "created_at": json::ts(app_created(&st)),
+        "updated_at": json::ts(app_created(&st)),
         "permissions": {},
         "events": [],
     })))
