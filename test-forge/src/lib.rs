@@ -15,6 +15,11 @@
 //!   `If-None-Match` with an empty `304` that costs nothing, counted in [`CallStats`].
 //! - [`TestForge::fail_next`] makes the next matching calls fail with 5xx, rate limits,
 //!   timeouts or merge conflicts.
+//! - What stops a merge on GitHub stops it here, with GitHub's 405 messages: drafts
+//!   ([`TestForge::open_pr_draft`], [`TestForge::set_draft`]), lasting conflicts
+//!   ([`TestForge::set_conflicting`]) and protected branches ([`TestForge::protect_branch`]).
+//! - Pull requests from forks ([`TestForge::open_fork_pr`]): `head.repo` is the fork and its
+//!   head commit sits in the base repository under `refs/pull/<n>/head`, on no branch.
 //! - Time: the forge stamps everything with its own clock, the wall clock plus
 //!   [`TestForge::advance_clock`] (or [`TestForge::set_clock`], or stopped with
 //!   [`TestForge::freeze_clock`]), truncated to whole seconds as on GitHub, so a test can order
@@ -34,7 +39,7 @@
 //! | contents | `GET /contents[/{path}]?ref=`, `PUT /contents/{path}` (sha rules: 422 without, 409 stale), `DELETE /contents/{path}` |
 //! | git data | `POST /git/blobs`, `GET /git/blobs/{sha}`, `POST /git/trees` (`base_tree`; `sha: null` deletes), `POST /git/commits` (no ref moves until `PATCH /git/refs`) |
 //! | git | `GET /git/trees/{sha}?recursive=1`, `GET /git/commits/{sha}`, `GET /commits?sha=&path=`, `GET /commits/{ref}`, `GET /compare/{base}...{head}` |
-//! | pulls | `GET\|POST /pulls`, `GET\|PATCH /pulls/{n}`, `GET /pulls/{n}/files`, `GET /pulls/{n}/commits`, `GET\|PUT /pulls/{n}/merge`, `GET\|POST /pulls/{n}/reviews`, `PUT /pulls/{n}/reviews/{id}/dismissals` |
+//! | pulls | `GET\|POST /pulls` (`draft`; `head=owner:branch` tells forks apart), `GET\|PATCH /pulls/{n}`, `GET /pulls/{n}/files`, `GET /pulls/{n}/commits`, `GET\|PUT /pulls/{n}/merge`, `GET\|POST /pulls/{n}/reviews`, `PUT /pulls/{n}/reviews/{id}/dismissals` |
 //! | issues | `GET\|POST /issues`, `GET\|PATCH /issues/{n}`, `GET\|POST /issues/{n}/comments`, `GET\|PATCH\|DELETE /issues/comments/{id}`, `GET\|POST\|PUT\|DELETE /issues/{n}/labels`, `DELETE /issues/{n}/labels/{name}` |
 //! | reactions | `GET\|POST /issues/{n}/reactions`, `GET\|POST /issues/comments/{id}/reactions` (`per_page`, `page`, `content`), `DELETE …/reactions/{id}` |
 //! | checks | `POST /statuses/{sha}`, `GET /commits/{ref}/statuses`, `GET /commits/{ref}/status`, `POST /check-runs`, `GET\|PATCH /check-runs/{id}`, `GET /commits/{ref}/check-runs` |
@@ -52,7 +57,8 @@
 //!
 //! # Webhooks
 //!
-//! `pull_request` (opened, edited, closed, reopened, synchronize, labeled, unlabeled),
+//! `pull_request` (opened, edited, closed, reopened, synchronize, labeled, unlabeled,
+//! converted_to_draft, ready_for_review),
 //! `issue_comment` (created, edited, deleted), `pull_request_review` (submitted, dismissed),
 //! `issues` (opened, edited, closed, reopened, labeled, unlabeled) and `push`, with GitHub's
 //! headers and payload keys (checked against GitHub's own examples in the conformance test).
@@ -98,8 +104,8 @@ use std::sync::{Arc, Mutex};
 
 pub use failures::{CallStats, FailureKind, FailureSpec, RouteMatcher, RoutePredicate};
 pub use model::{
-    AppConfig, CheckRun, Comment, CommitInfo, CommitStatus, Delivery, FileChange, PullRequest,
-    Reaction, Review, ReviewState, User, UserKind,
+    AppConfig, CheckRun, Comment, CommitInfo, CommitStatus, Delivery, FileChange, Protection,
+    PullRequest, Reaction, Review, ReviewState, User, UserKind,
 };
 pub use webhooks::sign as sign_webhook;
 

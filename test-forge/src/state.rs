@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::error::{ApiError, ApiResult};
-use crate::model::{AppConfig, ReviewState, User, UserKind};
+use crate::model::{AppConfig, Protection, ReviewState, User, UserKind};
 use crate::webhooks::WebhookHub;
 
 /// A user account.
@@ -76,6 +76,29 @@ pub(crate) struct PrRec {
     pub merged_by: Option<String>,
     pub merge_commit_sha: Option<String>,
     pub reviews: Vec<ReviewRec>,
+    /// A draft is never merged (405 "Pull Request is still a draft").
+    pub draft: bool,
+    /// Set by a test: the PR conflicts with its base whatever git says (405, `dirty`).
+    pub conflicting: bool,
+    /// `owner/name` of the fork the head lives in, for a PR from a fork. Its head commit is in
+    /// this repository's object database (under `refs/pull/<n>/head`), never on a branch.
+    pub head_repo: Option<String>,
+}
+
+impl PrRec {
+    /// Whether the head is a branch of this repository (not of a fork): only then does a
+    /// push to `head_ref` here move the PR.
+    pub fn head_is_local(&self) -> bool {
+        self.head_repo.is_none()
+    }
+
+    /// The owner of the head branch: the fork's owner, or the repository's.
+    pub fn head_owner<'a>(&'a self, repo_owner: &'a str) -> &'a str {
+        match &self.head_repo {
+            Some(fork) => fork.split_once('/').map_or(fork.as_str(), |(o, _)| o),
+            None => repo_owner,
+        }
+    }
 }
 
 /// An issue, or a pull request (which GitHub also treats as an issue).
@@ -143,6 +166,8 @@ pub(crate) struct RepoRec {
     pub labels: BTreeMap<String, LabelRec>,
     pub statuses: Vec<StatusRec>,
     pub check_runs: Vec<CheckRunRec>,
+    /// Branch protection rules by branch name.
+    pub protections: BTreeMap<String, Protection>,
 }
 
 impl RepoRec {

@@ -200,29 +200,19 @@ async fn repo_installation(
     Ok(Json(installation_json(&st, &owner)?))
 }
 
-/// Team members of the owning org get `write`, the app bot `admin`, everyone else `read`.
+/// The repository's owner and the app bot get `admin`, team members of the owning org
+/// `write`, everyone else `read`.
 async fn collaborator_permission(
     State(app): State<App>,
     _c: Caller,
     ApiPath((owner, repo, username)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     let st = app.lock();
-    st.repo(&format!("{owner}/{repo}"))?;
+    let rec = st.repo(&format!("{owner}/{repo}"))?;
     if !st.users.contains_key(&username) {
         return Err(ApiError::not_found());
     }
-    let prefix = format!("{owner}/");
-    let permission = if st.app.as_ref().is_some_and(|a| a.bot_login == username) {
-        "admin"
-    } else if st
-        .teams
-        .iter()
-        .any(|(t, m)| t.starts_with(&prefix) && m.contains(&username))
-    {
-        "write"
-    } else {
-        "read"
-    };
+    let permission = st.permission(rec, &username);
     Ok(Json(json!({
         "permission": permission,
         "role_name": permission,
