@@ -44,7 +44,8 @@
 //! | reactions | `GET\|POST /issues/{n}/reactions`, `GET\|POST /issues/comments/{id}/reactions` (`per_page`, `page`, `content`), `DELETE …/reactions/{id}` |
 //! | checks | `POST /statuses/{sha}`, `GET /commits/{ref}/statuses`, `GET /commits/{ref}/status`, `POST /check-runs`, `GET\|PATCH /check-runs/{id}`, `GET /commits/{ref}/check-runs` |
 //!
-//! Outside repositories: `GET /user`, `GET /users/{login}`,
+//! Outside repositories: `GET /user` (the token's account; 403 "Resource not accessible by
+//! integration" with an installation token), `GET /users/{login}` (also `{slug}[bot]`),
 //! `GET /orgs/{org}/teams/{slug}/memberships/{login}` (200 active member or 404),
 //! `GET /orgs/{org}/teams/{slug}/members`, `GET /app` and
 //! `POST /app/installations/{id}/access_tokens` (a JWT whose numeric `iss` is the configured app

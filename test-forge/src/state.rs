@@ -33,6 +33,9 @@ impl UserRec {
 pub(crate) struct TokenRec {
     pub login: String,
     pub expires_at: Option<DateTime<Utc>>,
+    /// An app installation token (`ghs_…`), not a personal one: GitHub refuses it some
+    /// user-only routes (`GET /user`).
+    pub installation: bool,
 }
 
 /// A reaction on an issue or a comment.
@@ -312,13 +315,13 @@ impl ForgeState {
         self.repos.get_mut(full).ok_or_else(ApiError::not_found)
     }
 
-    /// The login a token stands for, if it is known and not expired.
-    pub fn token_login(&self, token: &str) -> Option<String> {
+    /// What a token stands for, if it is known and not expired.
+    pub fn token(&self, token: &str) -> Option<&TokenRec> {
         let rec = self.tokens.get(token)?;
         if rec.expires_at.is_some_and(|e| e <= self.now()) {
             return None;
         }
-        Some(rec.login.clone())
+        Some(rec)
     }
 
     /// A stable personal token for a user.
@@ -333,6 +336,7 @@ impl ForgeState {
             TokenRec {
                 login: login.to_owned(),
                 expires_at: None,
+                installation: false,
             },
         );
         token

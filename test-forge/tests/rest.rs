@@ -3,7 +3,6 @@
 
 mod common;
 
-use base64::Engine;
 use breakglass_test_forge::ReviewState;
 use common::*;
 use octocrab::models::reactions::ReactionContent;
@@ -818,19 +817,6 @@ async fn team_membership_is_active_for_members_and_404_otherwise() {
     let me = w.octo.current().user().await.unwrap();
     assert_eq!(me.login, "breakglass[bot]");
     assert_eq!(me.r#type, "Bot");
-}
-
-/// A JWT with the given `iss`; the forge checks the shape and issuer, not the RSA signature.
-fn jwt(iss: u64) -> String {
-    let enc = |v: serde_json::Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
-    };
-    let now = chrono::Utc::now().timestamp();
-    format!(
-        "{}.{}.c2lnbmF0dXJl",
-        enc(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
-        enc(serde_json::json!({"iat": now - 60, "exp": now + 540, "iss": iss}))
-    )
 }
 
 #[tokio::test]

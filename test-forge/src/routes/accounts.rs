@@ -36,7 +36,14 @@ pub(super) fn routes() -> axum::Router<App> {
         .route("/rate_limit", get(rate_limit))
 }
 
+/// The token's own account; `type` is `Bot` only for bot accounts, so a personal token of a
+/// machine user says `User`. An installation token has no user to answer for: GitHub's 403.
 async fn current_user(State(app): State<App>, caller: Caller) -> ApiResult<Json<Value>> {
+    if let Caller::Installation(_) = caller {
+        return Err(ApiError::forbidden(
+            "Resource not accessible by integration",
+        ));
+    }
     let login = caller.login()?.to_owned();
     let st = app.lock();
     Ok(Json(json::profile(&st, &login)))
@@ -129,7 +136,7 @@ fn installation_json(st: &ForgeState, owner: &str) -> ApiResult<Value> {
 fn require_app(caller: &Caller) -> ApiResult<u64> {
     match caller {
         Caller::App(id) => Ok(*id),
-        Caller::User(_) => Err(ApiError::new(
+        Caller::User(_) | Caller::Installation(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "A JSON web token could not be decoded",
         )),
@@ -175,6 +182,7 @@ async fn create_installation_token(
         TokenRec {
             login: cfg.bot_login.clone(),
             expires_at: Some(expires_at),
+            installation: true,
         },
     );
     Ok((
