@@ -178,7 +178,7 @@ async fn fork_prs_are_found_by_owner_qualified_head_and_merge_from_the_fork() {
 }
 
 #[tokio::test]
-async fn a_fork_must_be_another_repository() {
+async fn a_fork_must_be_another_repository_with_a_valid_branch() {
     let w = world().await;
     let mallory = w.forge.user("mallory");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -186,5 +186,10 @@ async fn a_fork_must_be_another_repository() {
             .open_fork_pr(REPO, &mallory, REPO, "main", &[(FILE, "x")], "Access")
     }));
     assert!(result.is_err(), "a repository is not its own fork");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        w.forge
+            .open_fork_pr(REPO, &mallory, FORK, "a..b", &[(FILE, "x")], "Access")
+    }));
+    assert!(result.is_err(), "a fork's branch needs a valid name");
     assert!(w.forge.prs(REPO).is_empty());
 }

@@ -123,6 +123,12 @@ impl ForgeState {
                 "Validation Failed: {fork} is not a fork of {full}"
             )));
         }
+        if !super::valid_branch(new.head) {
+            return Err(ApiError::unprocessable(format!(
+                "Validation Failed: head {} is invalid",
+                new.head
+            )));
+        }
         let author = git::user_signature(actor, self.user_id(actor), self.now())?;
         let tip = {
             let r = self.repo(full)?;
