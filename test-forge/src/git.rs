@@ -172,6 +172,20 @@ pub(crate) fn commit_changes(
     author: &Signature<'_>,
     committer: &Signature<'_>,
 ) -> Result<Oid, git2::Error> {
+    let oid = commit_detached(repo, parent, changes, message, author, committer)?;
+    set_branch(repo, branch, oid)?;
+    Ok(oid)
+}
+
+/// Commits `changes` on top of `parent` (or as a root commit) without moving any ref.
+pub(crate) fn commit_detached(
+    repo: &Repository,
+    parent: Option<Oid>,
+    changes: &[Change],
+    message: &str,
+    author: &Signature<'_>,
+    committer: &Signature<'_>,
+) -> Result<Oid, git2::Error> {
     let parent_commit = parent.map(|p| repo.find_commit(p)).transpose()?;
     let baseline = match &parent_commit {
         Some(c) => c.tree()?,
@@ -195,9 +209,7 @@ pub(crate) fn commit_changes(
     let tree_id = builder.create_updated(repo, &baseline)?;
     let tree = repo.find_tree(tree_id)?;
     let parents: Vec<&git2::Commit<'_>> = parent_commit.iter().collect();
-    let oid = repo.commit(None, author, committer, message, &tree, &parents)?;
-    set_branch(repo, branch, oid)?;
-    Ok(oid)
+    repo.commit(None, author, committer, message, &tree, &parents)
 }
 
 /// What `path` names at `commit`: a file, a directory, or nothing. The empty path is the root.

@@ -108,7 +108,7 @@ pub(crate) fn profile(st: &ForgeState, login: &str) -> Value {
         .users
         .get(login)
         .map(|u| u.created_at)
-        .unwrap_or_else(Utc::now);
+        .unwrap_or_else(|| st.now());
     if let Value::Object(m) = &mut v {
         for (k, val) in [
             ("name", json!(login)),
@@ -132,34 +132,89 @@ pub(crate) fn profile(st: &ForgeState, login: &str) -> Value {
     v
 }
 
-/// The `repository` object.
-pub(crate) fn repo(st: &ForgeState, r: &RepoRec) -> Value {
-    let b = &st.base_url;
-    let full = r.full_name();
-    let api = format!("{b}/repos/{full}");
-    let html = format!("{b}/{full}");
-    let open = r.issues.values().filter(|i| i.open).count();
-    let pushed = r
-        .git
+/// What the `repository` object says about a repository (the forge's own, or a fork of it).
+struct RepoFacts<'a> {
+    id: u64,
+    owner: &'a str,
+    name: &'a str,
+    default_branch: &'a str,
+    created_at: DateTime<Utc>,
+    pushed_at: DateTime<Utc>,
+    open_issues: usize,
+    fork: bool,
+}
+
+/// When the default branch last moved (its tip's commit time).
+fn pushed_at(r: &RepoRec) -> DateTime<Utc> {
+    r.git
         .find_reference(&format!("refs/heads/{}", r.default_branch))
         .ok()
         .and_then(|rf| rf.peel_to_commit().ok())
         .map(|c| c.time().seconds())
         .and_then(|s| DateTime::from_timestamp(s, 0))
-        .unwrap_or(r.created_at);
+        .unwrap_or(r.created_at)
+}
+
+/// The `repository` object.
+pub(crate) fn repo(st: &ForgeState, r: &RepoRec) -> Value {
+    repo_json(
+        st,
+        &RepoFacts {
+            id: r.id,
+            owner: &r.owner,
+            name: &r.name,
+            default_branch: &r.default_branch,
+            created_at: r.created_at,
+            pushed_at: pushed_at(r),
+            open_issues: r.issues.values().filter(|i| i.open).count(),
+            fork: false,
+        },
+    )
+}
+
+/// The `repository` object of `fork` (`owner/name`), a fork of `base` that the forge does not
+/// hold as a repository: only pull requests from it exist (`head.repo`).
+pub(crate) fn fork_repo(st: &ForgeState, base: &RepoRec, fork: &str) -> Value {
+    let (owner, name) = fork.split_once('/').unwrap_or((fork, fork));
+    repo_json(
+        st,
+        &RepoFacts {
+            id: fork_id(fork),
+            owner,
+            name,
+            default_branch: &base.default_branch,
+            created_at: base.created_at,
+            pushed_at: pushed_at(base),
+            open_issues: 0,
+            fork: true,
+        },
+    )
+}
+
+/// A stable id for a fork, apart from the forge's own (small, sequential) repository ids.
+fn fork_id(full: &str) -> u64 {
+    200_000_000 + org_id(full) % 100_000_000
+}
+
+fn repo_json(st: &ForgeState, f: &RepoFacts<'_>) -> Value {
+    let b = &st.base_url;
+    let full = format!("{}/{}", f.owner, f.name);
+    let api = format!("{b}/repos/{full}");
+    let html = format!("{b}/{full}");
+    let (open, pushed) = (f.open_issues, f.pushed_at);
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
     };
-    put("id", json!(r.id));
-    put("node_id", json!(node_id("R", r.id)));
-    put("name", json!(r.name));
+    put("id", json!(f.id));
+    put("node_id", json!(node_id("R", f.id)));
+    put("name", json!(f.name));
     put("full_name", json!(full));
     put("private", json!(false));
-    put("owner", account(st, &r.owner));
+    put("owner", account(st, f.owner));
     put("html_url", json!(html));
     put("description", Value::Null);
-    put("fork", json!(false));
+    put("fork", json!(f.fork));
     put("url", json!(api));
     for (key, suffix) in [
         ("forks_url", "/forks"),
@@ -204,7 +259,7 @@ pub(crate) fn repo(st: &ForgeState, r: &RepoRec) -> Value {
     ] {
         put(key, json!(format!("{api}{suffix}")));
     }
-    put("created_at", json!(ts(r.created_at)));
+    put("created_at", json!(ts(f.created_at)));
     put("updated_at", json!(ts(pushed)));
     put("pushed_at", json!(ts(pushed)));
     put("git_url", json!(format!("git://{}/{full}.git", host(b))));
@@ -236,7 +291,7 @@ pub(crate) fn repo(st: &ForgeState, r: &RepoRec) -> Value {
     put("forks", json!(0));
     put("open_issues", json!(open));
     put("watchers", json!(0));
-    put("default_branch", json!(r.default_branch));
+    put("default_branch", json!(f.default_branch));
     put("custom_properties", json!({}));
     Value::Object(m)
 }
@@ -339,7 +394,7 @@ pub(crate) fn issue(st: &ForgeState, r: &RepoRec, i: &IssueRec) -> Value {
         "closed_at": opt_ts(i.closed_at),
         "author_association": association(st, r, &i.user),
         "active_lock_reason": null,
-        "draft": false,
+        "draft": i.pr.as_ref().is_some_and(|p| p.draft),
         "body": i.body,
         "reactions": reactions_summary(format!("{api}/reactions"), &i.reactions),
         "timeline_url": format!("{api}/timeline"),
@@ -361,14 +416,52 @@ pub(crate) fn issue(st: &ForgeState, r: &RepoRec, i: &IssueRec) -> Value {
     v
 }
 
-fn branch_side(st: &ForgeState, r: &RepoRec, branch: &str, sha: &str) -> Value {
+/// `base` or `head` of a pull request: a branch of `repo`, owned by `owner`.
+fn branch_side(st: &ForgeState, owner: &str, repo: Value, branch: &str, sha: &str) -> Value {
     json!({
-        "label": format!("{}:{branch}", r.owner),
+        "label": format!("{owner}:{branch}"),
         "ref": branch,
         "sha": sha,
-        "user": account(st, &r.owner),
-        "repo": repo(st, r),
+        "user": account(st, owner),
+        "repo": repo,
     })
+}
+
+/// The head of a pull request: a branch of this repository, or of the fork it came from.
+fn head_side(st: &ForgeState, r: &RepoRec, pr: &PrRec) -> Value {
+    let repo_json = match &pr.head_repo {
+        Some(fork) => fork_repo(st, r, fork),
+        None => repo(st, r),
+    };
+    branch_side(
+        st,
+        pr.head_owner(&r.owner),
+        repo_json,
+        &pr.head_ref,
+        &pr.head_sha,
+    )
+}
+
+/// `mergeable` and `mergeable_state` of an open pull request: a real trial merge (or the
+/// test's conflict flag) first, then draft, then the base branch's protection.
+fn mergeability(
+    st: &ForgeState,
+    r: &RepoRec,
+    pr: &PrRec,
+    base: git2::Oid,
+    head: git2::Oid,
+) -> (bool, &'static str) {
+    let clean = !pr.conflicting && git::merges_cleanly(&r.git, base, head).unwrap_or(false);
+    let state = if !clean {
+        "dirty"
+    } else if pr.draft {
+        "draft"
+    } else if crate::ops::protection::unmet(st, r, pr, None).is_some() {
+        "blocked"
+    } else {
+        "clean"
+    };
+    (clean, state)
 }
 
 /// A pull request, with `mergeable` computed by a real trial merge.
@@ -405,9 +498,9 @@ pub(crate) fn pull(st: &ForgeState, r: &RepoRec, i: &IssueRec, pr: &PrRec) -> Va
             }
         }
         if i.open {
-            let clean = git::merges_cleanly(&r.git, base, head).unwrap_or(false);
+            let (clean, state) = mergeability(st, r, pr, base, head);
             mergeable = json!(clean);
-            mergeable_state = if clean { "clean" } else { "dirty" };
+            mergeable_state = state;
         }
     }
     let base_sha = base_tip.map(|o| o.to_string()).unwrap_or_default();
@@ -441,14 +534,14 @@ pub(crate) fn pull(st: &ForgeState, r: &RepoRec, i: &IssueRec, pr: &PrRec) -> Va
         "requested_teams": [],
         "labels": labels(st, r, i),
         "milestone": null,
-        "draft": false,
+        "draft": pr.draft,
         "commits_url": format!("{api}/commits"),
         "review_comments_url": format!("{api}/comments"),
         "review_comment_url": format!("{b}/repos/{full}/pulls/comments{{/number}}"),
         "comments_url": format!("{issue_api}/comments"),
         "statuses_url": format!("{b}/repos/{full}/statuses/{}", pr.head_sha),
-        "head": branch_side(st, r, &pr.head_ref, &pr.head_sha),
-        "base": branch_side(st, r, &pr.base_ref, &base_sha),
+        "head": head_side(st, r, pr),
+        "base": branch_side(st, &r.owner, repo(st, r), &pr.base_ref, &base_sha),
         "_links": {
             "self": {"href": api},
             "html": {"href": html},

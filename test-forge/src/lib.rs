@@ -15,9 +15,15 @@
 //!   `If-None-Match` with an empty `304` that costs nothing, counted in [`CallStats`].
 //! - [`TestForge::fail_next`] makes the next matching calls fail with 5xx, rate limits,
 //!   timeouts or merge conflicts.
+//! - What stops a merge on GitHub stops it here, with GitHub's 405 messages: drafts
+//!   ([`TestForge::open_pr_draft`], [`TestForge::set_draft`]), lasting conflicts
+//!   ([`TestForge::set_conflicting`]) and protected branches ([`TestForge::protect_branch`]).
+//! - Pull requests from forks ([`TestForge::open_fork_pr`]): `head.repo` is the fork and its
+//!   head commit sits in the base repository under `refs/pull/<n>/head`, on no branch.
 //! - Time: the forge stamps everything with its own clock, the wall clock plus
-//!   [`TestForge::advance_clock`], so a test can order events by whole seconds and expire
-//!   installation tokens without sleeping.
+//!   [`TestForge::advance_clock`] (or [`TestForge::set_clock`], or stopped with
+//!   [`TestForge::freeze_clock`]), truncated to whole seconds as on GitHub, so a test can order
+//!   events by whole seconds and expire installation tokens without sleeping.
 //!
 //! # Routes
 //!
@@ -33,12 +39,13 @@
 //! | contents | `GET /contents[/{path}]?ref=`, `PUT /contents/{path}` (sha rules: 422 without, 409 stale), `DELETE /contents/{path}` |
 //! | git data | `POST /git/blobs`, `GET /git/blobs/{sha}`, `POST /git/trees` (`base_tree`; `sha: null` deletes), `POST /git/commits` (no ref moves until `PATCH /git/refs`) |
 //! | git | `GET /git/trees/{sha}?recursive=1`, `GET /git/commits/{sha}`, `GET /commits?sha=&path=`, `GET /commits/{ref}`, `GET /compare/{base}...{head}` |
-//! | pulls | `GET\|POST /pulls`, `GET\|PATCH /pulls/{n}`, `GET /pulls/{n}/files`, `GET /pulls/{n}/commits`, `GET\|PUT /pulls/{n}/merge`, `GET\|POST /pulls/{n}/reviews`, `PUT /pulls/{n}/reviews/{id}/dismissals` |
+//! | pulls | `GET\|POST /pulls` (`draft`; `head=owner:branch` tells forks apart), `GET\|PATCH /pulls/{n}`, `GET /pulls/{n}/files`, `GET /pulls/{n}/commits`, `GET\|PUT /pulls/{n}/merge`, `GET\|POST /pulls/{n}/reviews`, `PUT /pulls/{n}/reviews/{id}/dismissals` |
 //! | issues | `GET\|POST /issues`, `GET\|PATCH /issues/{n}`, `GET\|POST /issues/{n}/comments`, `GET\|PATCH\|DELETE /issues/comments/{id}`, `GET\|POST\|PUT\|DELETE /issues/{n}/labels`, `DELETE /issues/{n}/labels/{name}` |
 //! | reactions | `GET\|POST /issues/{n}/reactions`, `GET\|POST /issues/comments/{id}/reactions` (`per_page`, `page`, `content`), `DELETE …/reactions/{id}` |
 //! | checks | `POST /statuses/{sha}`, `GET /commits/{ref}/statuses`, `GET /commits/{ref}/status`, `POST /check-runs`, `GET\|PATCH /check-runs/{id}`, `GET /commits/{ref}/check-runs` |
 //!
-//! Outside repositories: `GET /user`, `GET /users/{login}`,
+//! Outside repositories: `GET /user` (the token's account; 403 "Resource not accessible by
+//! integration" with an installation token), `GET /users/{login}` (also `{slug}[bot]`),
 //! `GET /orgs/{org}/teams/{slug}/memberships/{login}` (200 active member or 404),
 //! `GET /orgs/{org}/teams/{slug}/members`, `GET /app` and
 //! `POST /app/installations/{id}/access_tokens` (a JWT whose numeric `iss` is the configured app
@@ -51,7 +58,8 @@
 //!
 //! # Webhooks
 //!
-//! `pull_request` (opened, edited, closed, reopened, synchronize, labeled, unlabeled),
+//! `pull_request` (opened, edited, closed, reopened, synchronize, labeled, unlabeled,
+//! converted_to_draft, ready_for_review),
 //! `issue_comment` (created, edited, deleted), `pull_request_review` (submitted, dismissed),
 //! `issues` (opened, edited, closed, reopened, labeled, unlabeled) and `push`, with GitHub's
 //! headers and payload keys (checked against GitHub's own examples in the conformance test).
@@ -97,8 +105,8 @@ use std::sync::{Arc, Mutex};
 
 pub use failures::{CallStats, FailureKind, FailureSpec, RouteMatcher, RoutePredicate};
 pub use model::{
-    AppConfig, CheckRun, Comment, CommitInfo, CommitStatus, Delivery, FileChange, PullRequest,
-    Reaction, Review, ReviewState, User, UserKind,
+    AppConfig, CheckRun, Comment, CommitInfo, CommitStatus, Delivery, FileChange, Protection,
+    PullRequest, Reaction, Review, ReviewState, User, UserKind,
 };
 pub use webhooks::sign as sign_webhook;
 
@@ -246,12 +254,29 @@ impl TestForge {
     /// Moves the forge's clock forward: later comments, reactions, reviews, commits and token
     /// expiries are stamped that much later. Lets a test put a push and an approval in distinct
     /// seconds (GitHub timestamps have second resolution) and expire installation tokens
-    /// without sleeping, in step with the bot's injected clock.
+    /// without sleeping, in step with the bot's injected clock. A frozen clock
+    /// ([`TestForge::freeze_clock`]) moves and stays frozen.
     pub fn advance_clock(&self, by: chrono::Duration) {
-        self.shared.lock().clock_offset += by;
+        self.shared.lock().advance_clock(by);
     }
 
-    /// The forge's current time (the wall clock plus every [`TestForge::advance_clock`]).
+    /// Sets the forge's clock: it reads `at` now and runs on with the wall clock from there
+    /// (a frozen clock starts running again). E.g. `forge.set_clock(start)` to start the forge
+    /// and the bot's injected clock together, or to skew them apart.
+    pub fn set_clock(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.shared.lock().set_clock(at);
+    }
+
+    /// Stops the forge's clock at `at`: everything is stamped with that very second until
+    /// [`TestForge::advance_clock`] moves it or [`TestForge::set_clock`] starts it again. Lets a
+    /// test put a push and an approval in the same second on purpose, without racing the wall
+    /// clock.
+    pub fn freeze_clock(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.shared.lock().frozen_at = Some(at);
+    }
+
+    /// The forge's current time (the wall clock plus every [`TestForge::advance_clock`], or the
+    /// frozen instant), truncated to whole seconds like every stamp the forge makes.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.shared.lock().now()
     }

@@ -153,6 +153,10 @@ pub struct PullRequest {
     pub base_ref: String,
     /// Label names, in the order they were added.
     pub labels: Vec<String>,
+    /// Whether it is a draft.
+    pub draft: bool,
+    /// `owner/name` of the fork the head comes from; `None` for a branch of this repository.
+    pub head_repo: Option<String>,
 }
 
 /// A commit status (`POST /repos/{o}/{r}/statuses/{sha}`).
@@ -254,4 +258,22 @@ pub struct AppConfig {
     pub bot_login: String,
     /// How long an installation token lives (GitHub: one hour).
     pub token_ttl: chrono::Duration,
+}
+
+/// A branch protection rule (GitHub's classic protection, reduced to what merges check).
+///
+/// While a branch is protected, `PUT /pulls/{n}/merge` into it by anyone not in `bypass`
+/// answers 405 until the pull request has `required_approving_reviews` approvals (each
+/// reviewer's latest review counts, only from accounts with write access: members of a team of
+/// the owning organization, the repository's owner, the app's bot) and every context in
+/// `required_status_checks` is green on the head (a commit status `success`, or a completed check
+/// run `success`, `neutral` or `skipped`). Direct pushes are not refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Protection {
+    /// How many approving reviews a merge needs.
+    pub required_approving_reviews: u32,
+    /// Status contexts (or check run names) that must be green on the head.
+    pub required_status_checks: Vec<String>,
+    /// Logins that may merge regardless.
+    pub bypass: Vec<String>,
 }

@@ -8,10 +8,10 @@ use crate::TestForge;
 use crate::error::ApiResult;
 use crate::git;
 use crate::model::{
-    AppConfig, CheckRun, Comment, CommitInfo, CommitStatus, FileChange, PullRequest, Reaction,
-    Review, ReviewState, User, UserKind,
+    AppConfig, CheckRun, Comment, CommitInfo, CommitStatus, FileChange, Protection, PullRequest,
+    Reaction, Review, ReviewState, User, UserKind,
 };
-use crate::ops::{IssueEdit, MergeRequest, ReactionTarget, Via};
+use crate::ops::{IssueEdit, MergeRequest, NewPull, ReactionTarget, Via};
 use crate::state::{ForgeState, RepoRec};
 
 #[track_caller]
@@ -122,6 +122,7 @@ impl TestForge {
                     labels: Default::default(),
                     statuses: Vec::new(),
                     check_runs: Vec::new(),
+                    protections: Default::default(),
                 },
             );
             Ok(())
@@ -219,10 +220,120 @@ impl TestForge {
     /// Opens a pull request from `branch` into the default branch; returns its number.
     #[track_caller]
     pub fn open_pr(&self, repo: &str, user: &User, branch: &str, title: &str, body: &str) -> u64 {
+        self.open_pull_as(repo, user, branch, title, body, false)
+    }
+
+    /// Opens a draft pull request from `branch` into the default branch (`opened` with
+    /// `draft: true`); returns its number. A draft is never merged: 405 "Pull Request is still
+    /// a draft".
+    #[track_caller]
+    pub fn open_pr_draft(
+        &self,
+        repo: &str,
+        user: &User,
+        branch: &str,
+        title: &str,
+        body: &str,
+    ) -> u64 {
+        self.open_pull_as(repo, user, branch, title, body, true)
+    }
+
+    #[track_caller]
+    fn open_pull_as(
+        &self,
+        repo: &str,
+        user: &User,
+        branch: &str,
+        title: &str,
+        body: &str,
+        draft: bool,
+    ) -> u64 {
+        let new = NewPull {
+            head: branch,
+            base: None,
+            title,
+            body,
+            draft,
+        };
         ok(
             "open_pr",
-            self.with_state(|st| st.open_pull(repo, &user.login, branch, None, title, body)),
+            self.with_state(|st| st.open_pull(repo, &user.login, new)),
         )
+    }
+
+    /// Opens a pull request from the branch `head_branch` of the fork `fork_full_name`
+    /// (`owner/name`) into the default branch, its head one commit by `user` writing `files`
+    /// on top of the default branch; returns its number.
+    ///
+    /// As on GitHub, the head commit lands in this repository's object database (under
+    /// `refs/pull/<n>/head`) but no branch here is created or moved: `head_branch` may well be
+    /// called `main`, and `head.repo.full_name` (`fork: true`) is what tells the fork apart.
+    /// Sends `pull_request.opened` and no `push`.
+    #[track_caller]
+    pub fn open_fork_pr(
+        &self,
+        repo: &str,
+        user: &User,
+        fork_full_name: &str,
+        head_branch: &str,
+        files: &[(&str, &str)],
+        title: &str,
+    ) -> u64 {
+        let new = NewPull {
+            head: head_branch,
+            base: None,
+            title,
+            body: "",
+            draft: false,
+        };
+        ok(
+            "open_fork_pr",
+            self.with_state(|st| {
+                st.open_fork_pull(repo, &user.login, fork_full_name, new, &writes(files))
+            }),
+        )
+    }
+
+    /// Converts a pull request to a draft (`draft: true`, webhook `converted_to_draft`) or
+    /// marks it ready for review (`ready_for_review`), as `user`. Nothing happens when it is
+    /// already so.
+    #[track_caller]
+    pub fn set_draft(&self, repo: &str, number: u64, user: &User, draft: bool) {
+        ok(
+            "set_draft",
+            self.with_state(|st| st.set_draft(repo, number, &user.login, draft)),
+        );
+    }
+
+    /// Makes a pull request conflict with its base for good (or stop conflicting): merges
+    /// answer 405 "Pull Request is not mergeable" and REST shows `mergeable: false`,
+    /// `mergeable_state: "dirty"`. Unlike [`FailureSpec::merge_conflict`](crate::FailureSpec),
+    /// which fails one call, this lasts until it is set back. No webhook, as on GitHub.
+    #[track_caller]
+    pub fn set_conflicting(&self, repo: &str, number: u64, conflicting: bool) {
+        ok(
+            "set_conflicting",
+            self.with_state(|st| st.set_conflicting(repo, number, conflicting)),
+        );
+    }
+
+    /// Protects `branch` (replacing an earlier rule): see [`Protection`] for what merges into
+    /// it then need. `GET /branches/{branch}` shows `protected: true`.
+    #[track_caller]
+    pub fn protect_branch(&self, repo: &str, branch: &str, protection: Protection) {
+        ok(
+            "protect_branch",
+            self.with_state(|st| st.protect_branch(repo, branch, protection)),
+        );
+    }
+
+    /// Removes the protection of `branch`.
+    #[track_caller]
+    pub fn unprotect_branch(&self, repo: &str, branch: &str) {
+        ok(
+            "unprotect_branch",
+            self.with_state(|st| st.unprotect_branch(repo, branch)),
+        );
     }
 
     /// Opens a plain issue; returns its number (shared sequence with pull requests).
@@ -486,6 +597,8 @@ impl TestForge {
                 head_sha: pr.head_sha.clone(),
                 base_ref: pr.base_ref.clone(),
                 labels: i.labels.clone(),
+                draft: pr.draft,
+                head_repo: pr.head_repo.clone(),
             }
         })
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::error::{ApiError, ApiResult};
-use crate::model::{AppConfig, ReviewState, User, UserKind};
+use crate::model::{AppConfig, Protection, ReviewState, User, UserKind};
 use crate::webhooks::WebhookHub;
 
 /// A user account.
@@ -33,6 +33,9 @@ impl UserRec {
 pub(crate) struct TokenRec {
     pub login: String,
     pub expires_at: Option<DateTime<Utc>>,
+    /// An app installation token (`ghs_…`), not a personal one: GitHub refuses it some
+    /// user-only routes (`GET /user`).
+    pub installation: bool,
 }
 
 /// A reaction on an issue or a comment.
@@ -76,6 +79,29 @@ pub(crate) struct PrRec {
     pub merged_by: Option<String>,
     pub merge_commit_sha: Option<String>,
     pub reviews: Vec<ReviewRec>,
+    /// A draft is never merged (405 "Pull Request is still a draft").
+    pub draft: bool,
+    /// Set by a test: the PR conflicts with its base whatever git says (405, `dirty`).
+    pub conflicting: bool,
+    /// `owner/name` of the fork the head lives in, for a PR from a fork. Its head commit is in
+    /// this repository's object database (under `refs/pull/<n>/head`), never on a branch.
+    pub head_repo: Option<String>,
+}
+
+impl PrRec {
+    /// Whether the head is a branch of this repository (not of a fork): only then does a
+    /// push to `head_ref` here move the PR.
+    pub fn head_is_local(&self) -> bool {
+        self.head_repo.is_none()
+    }
+
+    /// The owner of the head branch: the fork's owner, or the repository's.
+    pub fn head_owner<'a>(&'a self, repo_owner: &'a str) -> &'a str {
+        match &self.head_repo {
+            Some(fork) => fork.split_once('/').map_or(fork.as_str(), |(o, _)| o),
+            None => repo_owner,
+        }
+    }
 }
 
 /// An issue, or a pull request (which GitHub also treats as an issue).
@@ -143,6 +169,8 @@ pub(crate) struct RepoRec {
     pub labels: BTreeMap<String, LabelRec>,
     pub statuses: Vec<StatusRec>,
     pub check_runs: Vec<CheckRunRec>,
+    /// Branch protection rules by branch name.
+    pub protections: BTreeMap<String, Protection>,
 }
 
 impl RepoRec {
@@ -186,7 +214,14 @@ pub(crate) struct ForgeState {
     pub hub: Arc<WebhookHub>,
     /// How far the forge's clock runs ahead of the wall clock (see `TestForge::advance_clock`).
     pub clock_offset: chrono::Duration,
+    /// Where the clock stands while it is frozen (see `TestForge::freeze_clock`).
+    pub frozen_at: Option<DateTime<Utc>>,
     next_id: u64,
+}
+
+/// `t` without its fraction of a second (truncated, as GitHub does, never rounded).
+pub(crate) fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
 /// A stable id for a login: the same login gets the same id in every forge, so snapshots of
@@ -213,13 +248,33 @@ impl ForgeState {
             app: None,
             hub,
             clock_offset: chrono::Duration::zero(),
+            frozen_at: None,
             next_id: 1000,
         }
     }
 
-    /// The forge's notion of now: the wall clock plus the test's offset.
+    /// The forge's notion of now: the wall clock plus the test's offset (or the frozen
+    /// instant), in whole seconds. GitHub stores and sends whole seconds; stamping the model
+    /// the same way keeps what a test reads back equal to what the REST API and webhooks say.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.clock_offset
+        whole_seconds(
+            self.frozen_at
+                .unwrap_or_else(|| Utc::now() + self.clock_offset),
+        )
+    }
+
+    /// Moves the clock by `by`, frozen or running.
+    pub fn advance_clock(&mut self, by: chrono::Duration) {
+        match &mut self.frozen_at {
+            Some(at) => *at += by,
+            None => self.clock_offset += by,
+        }
+    }
+
+    /// Makes the clock read `at` now and run on from there.
+    pub fn set_clock(&mut self, at: DateTime<Utc>) {
+        self.frozen_at = None;
+        self.clock_offset = at - Utc::now();
     }
 
     /// A fresh id for comments, reactions, reviews, statuses, …
@@ -260,13 +315,13 @@ impl ForgeState {
         self.repos.get_mut(full).ok_or_else(ApiError::not_found)
     }
 
-    /// The login a token stands for, if it is known and not expired.
-    pub fn token_login(&self, token: &str) -> Option<String> {
+    /// What a token stands for, if it is known and not expired.
+    pub fn token(&self, token: &str) -> Option<&TokenRec> {
         let rec = self.tokens.get(token)?;
         if rec.expires_at.is_some_and(|e| e <= self.now()) {
             return None;
         }
-        Some(rec.login.clone())
+        Some(rec)
     }
 
     /// A stable personal token for a user.
@@ -281,6 +336,7 @@ impl ForgeState {
             TokenRec {
                 login: login.to_owned(),
                 expires_at: None,
+                installation: false,
             },
         );
         token

@@ -282,9 +282,26 @@ async fn octocrab_parses_every_webhook_payload() {
     w.forge
         .comment(REPO, i, &w.alice, "/breakglass prod 1h admin -- INC-1");
     w.forge.close_pr(REPO, i, &w.alice);
+    w.forge
+        .push_files(REPO, "req-2", &w.alice, &[("b.txt", "b")], "b");
+    let d = w.forge.open_pr_draft(REPO, &w.alice, "req-2", "Draft", "");
+    w.forge.set_draft(REPO, d, &w.alice, false);
+    w.forge.set_draft(REPO, d, &w.alice, true);
+    let mallory = w.forge.user("mallory");
+    w.forge.open_fork_pr(
+        REPO,
+        &mallory,
+        "mallory/access-requests",
+        "main",
+        &[("c.txt", "c")],
+        "From a fork",
+    );
 
     let deliveries = w.forge.deliveries();
-    assert!(deliveries.len() >= 20, "{}", deliveries.len());
+    assert!(deliveries.len() >= 25, "{}", deliveries.len());
+    for action in ["ready_for_review", "converted_to_draft"] {
+        find(&deliveries, "pull_request", Some(action));
+    }
     for d in &deliveries {
         let parsed = octocrab::models::webhook_events::WebhookEvent::try_from_header_and_body(
             &d.event, &d.body,
@@ -297,4 +314,65 @@ async fn octocrab_parses_every_webhook_payload() {
             parsed.err()
         );
     }
+}
+
+#[tokio::test]
+async fn draft_and_fork_payloads_have_every_key_of_githubs_pull_request_example() {
+    let Some(dir) = fixtures_dir() else {
+        return;
+    };
+    let w = world().await;
+    w.forge.configure_app(AppConfig {
+        app_id: 1,
+        installation_id: 2,
+        bot_login: "breakglass[bot]".into(),
+        token_ttl: chrono::Duration::hours(1),
+    });
+    w.forge.set_webhooks_paused(true);
+    w.forge.add_webhook("http://127.0.0.1:9/unused", "s");
+    let n = alice_opens_request(&w, "req-1");
+    w.forge.set_draft(REPO, n, &w.alice, true);
+    w.forge.set_draft(REPO, n, &w.alice, false);
+    let mallory = w.forge.user("mallory");
+    w.forge.open_fork_pr(
+        REPO,
+        &mallory,
+        "mallory/access-requests",
+        "main",
+        &[("c.txt", "c")],
+        "From a fork",
+    );
+    let text = std::fs::read_to_string(dir.join("pull_request.opened.payload.json")).unwrap();
+    let fixture: Value = serde_json::from_str(&text).unwrap();
+    let deliveries = w.forge.deliveries();
+    let fork_opened = deliveries
+        .iter()
+        .filter(|d| d.event == "pull_request" && d.action.as_deref() == Some("opened"))
+        .nth(1)
+        .expect("the fork PR's opened")
+        .payload();
+    assert_eq!(fork_opened["pull_request"]["head"]["repo"]["fork"], true);
+    let mut problems = compare("fork opened", &fixture, &fork_opened);
+    // The fork's repository object has every key GitHub's head repository has.
+    if let (Some(expected), Some(actual)) = (
+        fixture.pointer("/pull_request/head/repo"),
+        fork_opened.pointer("/pull_request/head/repo"),
+    ) {
+        let wrapped = |v: &Value| serde_json::json!({ "repository": v });
+        problems.extend(compare(
+            "fork head.repo",
+            &wrapped(expected),
+            &wrapped(actual),
+        ));
+    }
+    for action in ["converted_to_draft", "ready_for_review"] {
+        let ours = find(&deliveries, "pull_request", Some(action)).payload();
+        problems.extend(compare(action, &fixture, &ours));
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }

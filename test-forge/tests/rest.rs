@@ -3,7 +3,6 @@
 
 mod common;
 
-use base64::Engine;
 use breakglass_test_forge::ReviewState;
 use common::*;
 use octocrab::models::reactions::ReactionContent;
@@ -820,19 +819,6 @@ async fn team_membership_is_active_for_members_and_404_otherwise() {
     assert_eq!(me.r#type, "Bot");
 }
 
-/// A JWT with the given `iss`; the forge checks the shape and issuer, not the RSA signature.
-fn jwt(iss: u64) -> String {
-    let enc = |v: serde_json::Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
-    };
-    let now = chrono::Utc::now().timestamp();
-    format!(
-        "{}.{}.c2lnbmF0dXJl",
-        enc(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
-        enc(serde_json::json!({"iat": now - 60, "exp": now + 540, "iss": iss}))
-    )
-}
-
 #[tokio::test]
 async fn installation_token_flow_issues_expiring_tokens() {
     let w = world().await;
@@ -1093,4 +1079,75 @@ async fn long_lists_are_paginated_with_link_headers() {
         .unwrap();
     let link = resp.headers()["link"].to_str().unwrap().to_owned();
     assert!(link.contains("content=%2B1"), "{link}");
+}
+
+/// The `rel="next"` target of a `Link` header, as a path on the forge.
+fn next_link(resp: &http::Response<impl Sized>, base: &str) -> Option<String> {
+    let link = resp.headers().get("link")?.to_str().ok()?;
+    link.split(", ")
+        .find(|l| l.ends_with("rel=\"next\""))
+        .and_then(|l| l.strip_prefix('<'))
+        .and_then(|l| l.split_once('>'))
+        .map(|(url, _)| url.trim_start_matches(base).to_owned())
+}
+
+#[tokio::test]
+async fn a_hundred_and_fifty_reactions_and_reviews_come_in_pages_of_at_most_a_hundred() {
+    let w = world().await;
+    let n = alice_opens_request(&w, "req-1");
+    for i in 0..150 {
+        let u = w.forge.user(&format!("reactor{i:03}"));
+        w.forge.react(REPO, n, &u, "+1");
+    }
+    let carol = w.forge.user("carol");
+    for _ in 0..150 {
+        w.forge.review(REPO, n, &carol, ReviewState::Commented);
+    }
+    for route in [
+        format!("/repos/{REPO}/issues/{n}/reactions"),
+        format!("/repos/{REPO}/pulls/{n}/reviews"),
+    ] {
+        // per_page above GitHub's maximum is served as 100.
+        let first = w.octo._get(format!("{route}?per_page=500")).await.unwrap();
+        assert_eq!(first.status().as_u16(), 200);
+        let next = next_link(&first, &w.forge.api_url()).expect("a next link");
+        assert!(next.contains("page=2"), "{next}");
+        let page1: serde_json::Value =
+            serde_json::from_str(&w.octo.body_to_string(first).await.unwrap()).unwrap();
+        let second = w.octo._get(next).await.unwrap();
+        assert_eq!(next_link(&second, &w.forge.api_url()), None, "{route}");
+        let page2: serde_json::Value =
+            serde_json::from_str(&w.octo.body_to_string(second).await.unwrap()).unwrap();
+        let ids: Vec<u64> = page1
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(page2.as_array().unwrap())
+            .map(|x| x["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(page1.as_array().unwrap().len(), 100, "{route}");
+        assert_eq!(ids.len(), 150, "{route}");
+        // Oldest first, each once.
+        assert!(ids.windows(2).all(|p| p[0] < p[1]), "{route}");
+    }
+    // octocrab's own paging walks the same links.
+    let first = w
+        .octo
+        .issues(OWNER, NAME)
+        .list_reactions(n)
+        .per_page(100)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 100);
+    assert_eq!(w.octo.all_pages(first).await.unwrap().len(), 150);
+    let reviews = w
+        .octo
+        .pulls(OWNER, NAME)
+        .list_reviews(n)
+        .per_page(100)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(w.octo.all_pages(reviews).await.unwrap().len(), 150);
 }

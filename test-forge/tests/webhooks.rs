@@ -329,3 +329,124 @@ async fn deleting_a_pr_branch_closes_the_pr() {
     assert_eq!(rx.kinds()[2..], ["push", "pull_request.closed"]);
     assert_eq!(rx.seen()[2].payload["deleted"], true);
 }
+
+#[tokio::test]
+async fn a_push_to_a_pr_branch_sends_push_and_synchronize_from_the_pusher() {
+    let (w, rx) = hooked_world().await;
+    let n = alice_opens_request(&w, "req-1");
+    let old_head = w.forge.pr(REPO, n).head_sha;
+    let mallory = w.forge.user("mallory");
+    w.forge.settle().await;
+    let before = rx.seen().len();
+    let sha = w.forge.push_files(
+        REPO,
+        "req-1",
+        &mallory,
+        &[("requests/prod/req-1.yaml", "role: root\n")],
+        "widen",
+    );
+    w.forge
+        .push_files(REPO, "unrelated", &mallory, &[("x", "x")], "x");
+    w.forge.settle().await;
+    assert_eq!(
+        rx.kinds()[before..],
+        ["push", "pull_request.synchronize", "push"]
+    );
+    let seen = rx.seen();
+    let push = &seen[before].payload;
+    assert_eq!(push["ref"], "refs/heads/req-1");
+    assert_eq!(push["sender"]["login"], "mallory");
+    assert_eq!(push["sender"]["id"], mallory.id);
+    assert_eq!(push["pusher"]["name"], "mallory");
+    assert_eq!(push["forced"], false);
+    assert_eq!(push["before"], old_head.as_str());
+    assert_eq!(push["after"], sha.as_str());
+    assert_eq!(push["head_commit"]["id"], sha.as_str());
+    assert_eq!(push["head_commit"]["author"]["username"], "mallory");
+    let sync = &seen[before + 1].payload;
+    assert_eq!(sync["sender"]["login"], "mallory");
+    assert_eq!(sync["number"], n);
+    assert_eq!(sync["before"], old_head.as_str());
+    assert_eq!(sync["after"], sha.as_str());
+    assert_eq!(sync["pull_request"]["head"]["sha"], sha.as_str());
+    // The PR's author is still alice: a push does not change who asked.
+    assert_eq!(sync["pull_request"]["user"]["login"], "alice");
+}
+
+#[tokio::test]
+async fn force_moving_a_pr_branch_sends_a_forced_push_and_synchronize_from_the_caller() {
+    let (w, rx) = hooked_world().await;
+    let n = alice_opens_request(&w, "req-1");
+    let first = w.forge.pr(REPO, n).head_sha;
+    let second = w.forge.push_files(
+        REPO,
+        "req-1",
+        &w.alice,
+        &[("requests/prod/req-1.yaml", "role: root\n")],
+        "widen",
+    );
+    w.forge.settle().await;
+    let before = rx.seen().len();
+
+    // Without force, going back is refused and nothing is sent.
+    let refused = w
+        .octo
+        ._patch(
+            format!("/repos/{REPO}/git/refs/heads/req-1"),
+            Some(&serde_json::json!({"sha": first})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    let moved: serde_json::Value = w
+        .octo
+        .patch(
+            format!("/repos/{REPO}/git/refs/heads/req-1"),
+            Some(&serde_json::json!({"sha": first, "force": true})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved["object"]["sha"], first.as_str());
+    assert_eq!(
+        w.forge.branch_sha(REPO, "req-1").as_deref(),
+        Some(first.as_str())
+    );
+    assert_eq!(w.forge.pr(REPO, n).head_sha, first);
+
+    // Any commit of the repository will do, e.g. main's tip.
+    let main = w.forge.branch_sha(REPO, "main").unwrap();
+    let resp = w
+        .octo
+        ._patch(
+            format!("/repos/{REPO}/git/refs/heads/req-1"),
+            Some(&serde_json::json!({"sha": main, "force": true})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    w.forge.settle().await;
+
+    assert_eq!(
+        rx.kinds()[before..],
+        [
+            "push",
+            "pull_request.synchronize",
+            "push",
+            "pull_request.synchronize"
+        ]
+    );
+    let seen = rx.seen();
+    for (i, (from, to)) in [(&second, &first), (&first, &main)].into_iter().enumerate() {
+        let push = &seen[before + 2 * i].payload;
+        assert_eq!(push["forced"], true);
+        assert_eq!(push["before"], from.as_str());
+        assert_eq!(push["after"], to.as_str());
+        assert_eq!(push["sender"]["login"], "breakglass[bot]");
+        assert_eq!(push["pusher"]["name"], "breakglass[bot]");
+        let sync = &seen[before + 2 * i + 1].payload;
+        assert_eq!(sync["sender"]["login"], "breakglass[bot]");
+        assert_eq!(sync["before"], from.as_str());
+        assert_eq!(sync["after"], to.as_str());
+        assert_eq!(sync["pull_request"]["head"]["sha"], to.as_str());
+    }
+}

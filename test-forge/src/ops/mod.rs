@@ -4,11 +4,12 @@
 
 mod checks;
 mod issues;
+pub(crate) mod protection;
 mod pulls;
 
 pub(crate) use checks::CheckRunInput;
 pub(crate) use issues::ReactionTarget;
-pub(crate) use pulls::{IssueEdit, MergeRequest};
+pub(crate) use pulls::{IssueEdit, MergeRequest, NewPull};
 
 use git2::Oid;
 use serde_json::{Map, Value, json};
@@ -124,7 +125,8 @@ impl ForgeState {
                 .filter(|i| i.open)
                 .filter_map(|i| {
                     let pr = i.pr.as_mut()?;
-                    if pr.head_ref != branch {
+                    // A fork's branch of the same name is another branch: it does not move.
+                    if pr.head_ref != branch || !pr.head_is_local() {
                         return None;
                     }
                     let old = pr.head_sha.clone();

@@ -7,7 +7,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::git::{self, MergeOutcome};
 use crate::json;
 use crate::model::ReviewState;
-use crate::state::{ForgeState, IssueRec, PrRec, ReviewRec};
+use crate::ops::protection;
+use crate::state::{ForgeState, IssueRec, PrRec, RepoRec, ReviewRec};
 
 /// What `PUT /pulls/{n}/merge` asks for.
 pub(crate) struct MergeRequest<'a> {
@@ -15,6 +16,17 @@ pub(crate) struct MergeRequest<'a> {
     pub method: &'a str,
     pub title: Option<&'a str>,
     pub message: Option<&'a str>,
+}
+
+/// What a new pull request is made of.
+pub(crate) struct NewPull<'a> {
+    /// The head branch (`owner:branch` is accepted for a branch of this repository).
+    pub head: &'a str,
+    /// The base branch; the default branch when `None`.
+    pub base: Option<&'a str>,
+    pub title: &'a str,
+    pub body: &'a str,
+    pub draft: bool,
 }
 
 /// What `PATCH /pulls/{n}` (or `/issues/{n}`) changes.
@@ -75,31 +87,80 @@ impl ForgeState {
         self.emit(full, "issues", p, sender);
     }
 
-    /// Opens a pull request from `head` into `base` (the default branch when `None`).
+    /// Opens a pull request from the branch `new.head` of this repository.
     pub(crate) fn open_pull(
         &mut self,
         full: &str,
         actor: &str,
+        new: NewPull<'_>,
+    ) -> ApiResult<u64> {
+        // `owner:branch` is how GitHub names a head; forks of the forge's own repos are not
+        // repositories here (see `open_fork_pull`).
+        let head = new.head.split_once(':').map_or(new.head, |(_, b)| b);
+        let tip = {
+            let r = self.repo(full)?;
+            git::branch_tip(&r.git, head).ok_or_else(|| {
+                ApiError::unprocessable(format!("Validation Failed: head {head} is invalid"))
+            })?
+        };
+        self.insert_pull(full, actor, &new, head, None, tip)
+    }
+
+    /// Opens a pull request from `head_branch` of the fork `fork` (`owner/name`). The fork is
+    /// not a repository of the forge: its head commit (`files` on top of the base branch) is
+    /// written into this repository's object database and kept under `refs/pull/<n>/head`, as
+    /// GitHub does, and no branch of this repository is created or moved.
+    pub(crate) fn open_fork_pull(
+        &mut self,
+        full: &str,
+        actor: &str,
+        fork: &str,
+        new: NewPull<'_>,
+        files: &[git::Change],
+    ) -> ApiResult<u64> {
+        if fork == full || fork.split('/').filter(|p| !p.is_empty()).count() != 2 {
+            return Err(ApiError::unprocessable(format!(
+                "Validation Failed: {fork} is not a fork of {full}"
+            )));
+        }
+        if !super::valid_branch(new.head) {
+            return Err(ApiError::unprocessable(format!(
+                "Validation Failed: head {} is invalid",
+                new.head
+            )));
+        }
+        let author = git::user_signature(actor, self.user_id(actor), self.now())?;
+        let tip = {
+            let r = self.repo(full)?;
+            let base = new.base.unwrap_or(&r.default_branch);
+            let parent = git::branch_tip(&r.git, base).ok_or_else(|| {
+                ApiError::unprocessable(format!("Validation Failed: base {base} is invalid"))
+            })?;
+            git::commit_detached(&r.git, Some(parent), files, new.title, &author, &author)?
+        };
+        self.insert_pull(full, actor, &new, new.head, Some(fork), tip)
+    }
+
+    /// Records a new pull request whose head is `head_tip` and announces it (`opened`).
+    fn insert_pull(
+        &mut self,
+        full: &str,
+        actor: &str,
+        new: &NewPull<'_>,
         head: &str,
-        base: Option<&str>,
-        title: &str,
-        body: &str,
+        fork: Option<&str>,
+        head_tip: Oid,
     ) -> ApiResult<u64> {
         let now = self.now();
-        // `owner:branch` is how GitHub names a head; forks do not exist here.
-        let head = head.split_once(':').map_or(head, |(_, b)| b).to_owned();
         let pr_id = self.next_id();
         let issue_id = self.next_id();
         let r = self.repo_mut(full)?;
-        let base = base.unwrap_or(&r.default_branch).to_owned();
-        if title.trim().is_empty() {
+        let base = new.base.unwrap_or(&r.default_branch).to_owned();
+        if new.title.trim().is_empty() {
             return Err(ApiError::unprocessable(
                 "Validation Failed: title is missing",
             ));
         }
-        let head_tip = git::branch_tip(&r.git, &head).ok_or_else(|| {
-            ApiError::unprocessable(format!("Validation Failed: head {head} is invalid"))
-        })?;
         let base_tip = git::branch_tip(&r.git, &base).ok_or_else(|| {
             ApiError::unprocessable(format!("Validation Failed: base {base} is invalid"))
         })?;
@@ -114,25 +175,34 @@ impl ForgeState {
         }
         let duplicate = r.issues.values().any(|i| {
             i.open
-                && i.pr
-                    .as_ref()
-                    .is_some_and(|p| p.head_ref == head && p.base_ref == base)
+                && i.pr.as_ref().is_some_and(|p| {
+                    p.head_ref == head && p.base_ref == base && p.head_repo.as_deref() == fork
+                })
         });
         if duplicate {
+            let owner = fork.map_or(r.owner.as_str(), |f| f.split('/').next().unwrap_or(f));
             return Err(ApiError::unprocessable(format!(
-                "Validation Failed: A pull request already exists for {}:{head}.",
-                r.owner
+                "Validation Failed: A pull request already exists for {owner}:{head}."
             )));
         }
         let number = r.next_number;
         r.next_number += 1;
+        if fork.is_some() {
+            // Keeps the fork's head reachable in this repository, as GitHub does.
+            r.git.reference(
+                &format!("refs/pull/{number}/head"),
+                head_tip,
+                true,
+                "test-forge: fork pull request head",
+            )?;
+        }
         r.issues.insert(
             number,
             IssueRec {
                 id: issue_id,
                 number,
-                title: title.to_owned(),
-                body: body.to_owned(),
+                title: new.title.to_owned(),
+                body: new.body.to_owned(),
                 user: actor.to_owned(),
                 open: true,
                 labels: Vec::new(),
@@ -142,18 +212,69 @@ impl ForgeState {
                 reactions: Vec::new(),
                 pr: Some(PrRec {
                     id: pr_id,
-                    head_ref: head,
+                    head_ref: head.to_owned(),
                     base_ref: base,
                     head_sha: head_tip.to_string(),
                     merged_at: None,
                     merged_by: None,
                     merge_commit_sha: None,
                     reviews: Vec::new(),
+                    draft: new.draft,
+                    conflicting: false,
+                    head_repo: fork.map(str::to_owned),
                 }),
             },
         );
         self.emit_pull(full, number, "opened", actor, vec![]);
         Ok(number)
+    }
+
+    /// Marks a pull request as draft or ready for review, as the web UI (GraphQL) does: sends
+    /// `converted_to_draft` / `ready_for_review`; nothing when the flag does not change.
+    pub(crate) fn set_draft(
+        &mut self,
+        full: &str,
+        number: u64,
+        actor: &str,
+        draft: bool,
+    ) -> ApiResult<()> {
+        let now = self.now();
+        let i = self.repo_mut(full)?.pull_mut(number)?;
+        if !i.open {
+            return Err(ApiError::unprocessable(
+                "Validation Failed: the pull request is closed",
+            ));
+        }
+        let Some(pr) = i.pr.as_mut() else {
+            return Err(ApiError::not_found());
+        };
+        if pr.draft == draft {
+            return Ok(());
+        }
+        pr.draft = draft;
+        i.updated_at = now;
+        let action = if draft {
+            "converted_to_draft"
+        } else {
+            "ready_for_review"
+        };
+        self.emit_pull(full, number, action, actor, vec![]);
+        Ok(())
+    }
+
+    /// Makes a pull request conflict with its base (or stop conflicting) whatever git says.
+    /// GitHub sends no webhook when mergeability changes.
+    pub(crate) fn set_conflicting(
+        &mut self,
+        full: &str,
+        number: u64,
+        conflicting: bool,
+    ) -> ApiResult<()> {
+        let i = self.repo_mut(full)?.pull_mut(number)?;
+        if let Some(pr) = i.pr.as_mut() {
+            pr.conflicting = conflicting;
+        }
+        Ok(())
     }
 
     /// Opens a plain issue.
@@ -234,7 +355,7 @@ impl ForgeState {
                         "Validation Failed: state cannot be changed. The pull request is merged.",
                     ));
                 }
-                if let Some(pr) = &mut i.pr {
+                if let Some(pr) = i.pr.as_mut().filter(|p| p.head_is_local()) {
                     let tip = git::branch_tip(repo_git, &pr.head_ref).ok_or_else(|| {
                         ApiError::unprocessable("Validation Failed: state cannot be changed. The head branch was deleted.")
                     })?;
@@ -283,19 +404,10 @@ impl ForgeState {
         let actor_id = self.user_id(actor);
         let (base_ref, before, outcome) = {
             let r = self.repo(full)?;
-            let owner = r.owner.clone();
             let (i, pr) = r.pull(number)?;
-            if !i.open || pr.merged_at.is_some() {
-                return Err(ApiError::not_mergeable("Pull Request is not mergeable"));
-            }
+            self.check_mergeable(r, i, pr, actor, req.sha)?;
+            let owner = pr.head_owner(&r.owner).to_owned();
             let head = Oid::from_str(&pr.head_sha).map_err(ApiError::internal)?;
-            if let Some(sha) = req.sha
-                && sha != pr.head_sha
-            {
-                return Err(ApiError::conflict(
-                    "Head branch was modified. Review and try the merge again.",
-                ));
-            }
             let before = git::branch_tip(&r.git, &pr.base_ref)
                 .ok_or_else(|| ApiError::not_mergeable("Pull Request is not mergeable"))?;
             let author = git::user_signature(actor, actor_id, now)?;
@@ -367,6 +479,36 @@ impl ForgeState {
         self.branch_moved(full, &base_ref, Some(before), Some(merged), actor);
         self.emit_pull(full, number, "closed", actor, vec![]);
         Ok(merged.to_string())
+    }
+
+    /// GitHub's refusals before it tries a merge, in its order: closed, draft, moved head,
+    /// conflicting, then the base branch's protection (unless `actor` may bypass it).
+    fn check_mergeable(
+        &self,
+        r: &RepoRec,
+        i: &IssueRec,
+        pr: &PrRec,
+        actor: &str,
+        sha: Option<&str>,
+    ) -> ApiResult<()> {
+        if !i.open || pr.merged_at.is_some() {
+            return Err(ApiError::not_mergeable("Pull Request is not mergeable"));
+        }
+        if pr.draft {
+            return Err(ApiError::not_mergeable("Pull Request is still a draft"));
+        }
+        if sha.is_some_and(|s| s != pr.head_sha) {
+            return Err(ApiError::conflict(
+                "Head branch was modified. Review and try the merge again.",
+            ));
+        }
+        if pr.conflicting {
+            return Err(ApiError::not_mergeable("Pull Request is not mergeable"));
+        }
+        match protection::unmet(self, r, pr, Some(actor)) {
+            Some(why) => Err(ApiError::not_mergeable(why)),
+            None => Ok(()),
+        }
     }
 
     /// Submits a review; the author may comment on but not approve or reject their own PR.

@@ -36,7 +36,14 @@ pub(super) fn routes() -> axum::Router<App> {
         .route("/rate_limit", get(rate_limit))
 }
 
+/// The token's own account; `type` is `Bot` only for bot accounts, so a personal token of a
+/// machine user says `User`. An installation token has no user to answer for: GitHub's 403.
 async fn current_user(State(app): State<App>, caller: Caller) -> ApiResult<Json<Value>> {
+    if let Caller::Installation(_) = caller {
+        return Err(ApiError::forbidden(
+            "Resource not accessible by integration",
+        ));
+    }
     let login = caller.login()?.to_owned();
     let st = app.lock();
     Ok(Json(json::profile(&st, &login)))
@@ -89,6 +96,16 @@ async fn team_members(
     )))
 }
 
+/// When the app (and its installation) came to be: when its bot account was made, on the
+/// forge's clock, so that the answer is stable between calls (and so its ETag).
+fn app_created(st: &ForgeState) -> chrono::DateTime<Utc> {
+    st.app
+        .as_ref()
+        .and_then(|a| st.users.get(&a.bot_login))
+        .map(|u| u.created_at)
+        .unwrap_or_else(|| st.now())
+}
+
 fn installation_json(st: &ForgeState, owner: &str) -> ApiResult<Value> {
     let app = st.app.as_ref().ok_or_else(ApiError::not_found)?;
     let b = &st.base_url;
@@ -105,8 +122,8 @@ fn installation_json(st: &ForgeState, owner: &str) -> ApiResult<Value> {
         "target_type": "Organization",
         "permissions": {"checks": "write", "contents": "write", "issues": "write", "pull_requests": "write", "statuses": "write", "members": "read", "metadata": "read"},
         "events": ["issue_comment", "pull_request", "pull_request_review", "push"],
-        "created_at": json::ts(Utc::now()),
-        "updated_at": json::ts(Utc::now()),
+        "created_at": json::ts(app_created(st)),
+        "updated_at": json::ts(app_created(st)),
         "single_file_name": null,
         "has_multiple_single_files": false,
         "single_file_paths": [],
@@ -119,7 +136,7 @@ fn installation_json(st: &ForgeState, owner: &str) -> ApiResult<Value> {
 fn require_app(caller: &Caller) -> ApiResult<u64> {
     match caller {
         Caller::App(id) => Ok(*id),
-        Caller::User(_) => Err(ApiError::new(
+        Caller::User(_) | Caller::Installation(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "A JSON web token could not be decoded",
         )),
@@ -140,8 +157,8 @@ async fn get_app(State(app): State<App>, caller: Caller) -> ApiResult<Json<Value
         "description": "",
         "external_url": st.base_url,
         "html_url": format!("{}/apps/{slug}", st.base_url),
-        "created_at": json::ts(Utc::now()),
-        "updated_at": json::ts(Utc::now()),
+        "created_at": json::ts(app_created(&st)),
+        "updated_at": json::ts(app_created(&st)),
         "permissions": {},
         "events": [],
     })))
@@ -165,6 +182,7 @@ async fn create_installation_token(
         TokenRec {
             login: cfg.bot_login.clone(),
             expires_at: Some(expires_at),
+            installation: true,
         },
     );
     Ok((
@@ -190,29 +208,19 @@ async fn repo_installation(
     Ok(Json(installation_json(&st, &owner)?))
 }
 
-/// Team members of the owning org get `write`, the app bot `admin`, everyone else `read`.
+/// The repository's owner and the app bot get `admin`, team members of the owning org
+/// `write`, everyone else `read`.
 async fn collaborator_permission(
     State(app): State<App>,
     _c: Caller,
     ApiPath((owner, repo, username)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     let st = app.lock();
-    st.repo(&format!("{owner}/{repo}"))?;
+    let rec = st.repo(&format!("{owner}/{repo}"))?;
     if !st.users.contains_key(&username) {
         return Err(ApiError::not_found());
     }
-    let prefix = format!("{owner}/");
-    let permission = if st.app.as_ref().is_some_and(|a| a.bot_login == username) {
-        "admin"
-    } else if st
-        .teams
-        .iter()
-        .any(|(t, m)| t.starts_with(&prefix) && m.contains(&username))
-    {
-        "write"
-    } else {
-        "read"
-    };
+    let permission = st.permission(rec, &username);
     Ok(Json(json!({
         "permission": permission,
         "role_name": permission,

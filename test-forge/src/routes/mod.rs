@@ -39,8 +39,10 @@ pub(crate) type App = Arc<Shared>;
 /// Who made a request.
 #[derive(Clone, Debug)]
 pub(crate) enum Caller {
-    /// A user or bot with a personal or installation token.
+    /// A user or bot with a personal token.
     User(String),
+    /// An app's bot with an installation token.
+    Installation(String),
     /// A GitHub App authenticated with a JWT.
     App(u64),
 }
@@ -49,7 +51,7 @@ impl Caller {
     /// The acting login; app JWTs may only call the app endpoints.
     pub fn login(&self) -> Result<&str, ApiError> {
         match self {
-            Caller::User(l) => Ok(l),
+            Caller::User(l) | Caller::Installation(l) => Ok(l),
             Caller::App(_) => Err(ApiError::forbidden(
                 "Resource not accessible by integration: use an installation token",
             )),
@@ -216,8 +218,13 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
         .ok_or_else(ApiError::unauthorized)?
         .trim();
     let st = app.lock();
-    if let Some(login) = st.token_login(token) {
-        return Ok(Caller::User(login));
+    if let Some(rec) = st.token(token) {
+        let login = rec.login.clone();
+        return Ok(if rec.installation {
+            Caller::Installation(login)
+        } else {
+            Caller::User(login)
+        });
     }
     if token.split('.').count() == 3 {
         return jwt_app(token, st.app.as_ref().map(|a| a.app_id));

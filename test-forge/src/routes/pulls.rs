@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::git;
 use crate::json;
 use crate::model::ReviewState;
-use crate::ops::{IssueEdit, MergeRequest};
+use crate::ops::{IssueEdit, MergeRequest, NewPull};
 use crate::state::{ForgeState, IssueRec, PrRec, RepoRec};
 
 pub(super) fn routes() -> axum::Router<App> {
@@ -65,9 +65,11 @@ async fn list_pulls(
     let st = app.lock();
     let rec = st.repo(&full(&o, &r))?;
     let state = q.get("state").unwrap_or("open");
-    let head = q
-        .get("head")
-        .map(|h| h.split_once(':').map_or(h, |(_, b)| b));
+    // `owner:branch`: a fork's branch of the same name is another head.
+    let head = q.get("head").map(|h| match h.split_once(':') {
+        Some((owner, branch)) => (Some(owner), branch),
+        None => (None, h),
+    });
     let base = q.get("base");
     let mut items: Vec<Value> = rec
         .issues
@@ -79,7 +81,11 @@ async fn list_pulls(
             "closed" => !i.open,
             _ => true,
         })
-        .filter(|(_, pr)| head.is_none_or(|h| pr.head_ref == h))
+        .filter(|(_, pr)| {
+            head.is_none_or(|(owner, branch)| {
+                pr.head_ref == branch && owner.is_none_or(|o| o == pr.head_owner(&rec.owner))
+            })
+        })
         .filter(|(_, pr)| base.is_none_or(|b| pr.base_ref == b))
         .map(|(i, pr)| json::pull(&st, rec, i, pr))
         .collect();
@@ -95,6 +101,8 @@ struct CreatePull {
     head: String,
     base: String,
     body: Option<String>,
+    #[serde(default)]
+    draft: bool,
 }
 
 async fn create_pull(
@@ -109,10 +117,13 @@ async fn create_pull(
     let number = st.open_pull(
         &name,
         &login,
-        &body.head,
-        Some(&body.base),
-        body.title.as_deref().unwrap_or_default(),
-        body.body.as_deref().unwrap_or_default(),
+        NewPull {
+            head: &body.head,
+            base: Some(&body.base),
+            title: body.title.as_deref().unwrap_or_default(),
+            body: body.body.as_deref().unwrap_or_default(),
+            draft: body.draft,
+        },
     )?;
     Ok((StatusCode::CREATED, Json(pull_json(&st, &name, number)?)).into_response())
 }

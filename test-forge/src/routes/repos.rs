@@ -212,6 +212,20 @@ fn branch_json(st: &ForgeState, rec: &RepoRec, name: &str, oid: Oid) -> Value {
     }
     let b = &st.base_url;
     let fullname = rec.full_name();
+    let rule = rec.protections.get(name);
+    let contexts = rule
+        .map(|p| p.required_status_checks.clone())
+        .unwrap_or_default();
+    let checks: Vec<Value> = contexts
+        .iter()
+        .map(|c| json!({"context": c, "app_id": null}))
+        .collect();
+    // GitHub's "non_admins" level: the checks bind everyone but administrators.
+    let level = if contexts.is_empty() {
+        "off"
+    } else {
+        "non_admins"
+    };
     json!({
         "name": name,
         "commit": commit,
@@ -219,8 +233,11 @@ fn branch_json(st: &ForgeState, rec: &RepoRec, name: &str, oid: Oid) -> Value {
             "self": format!("{b}/repos/{fullname}/branches/{}", json::url_seg(name)),
             "html": format!("{b}/{fullname}/tree/{}", json::url_seg(name)),
         },
-        "protected": false,
-        "protection": {"enabled": false, "required_status_checks": {"enforcement_level": "off", "contexts": [], "checks": []}},
+        "protected": rule.is_some(),
+        "protection": {
+            "enabled": rule.is_some(),
+            "required_status_checks": {"enforcement_level": level, "contexts": contexts, "checks": checks},
+        },
         "protection_url": format!("{b}/repos/{fullname}/branches/{}/protection", json::url_seg(name)),
     })
 }
@@ -240,7 +257,7 @@ async fn list_branches(
             json!({
                 "name": name,
                 "commit": {"sha": oid.to_string(), "url": format!("{}/repos/{}/commits/{oid}", st.base_url, rec.full_name())},
-                "protected": false,
+                "protected": rec.protections.contains_key(&name),
             })
         })
         .collect();

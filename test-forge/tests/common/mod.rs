@@ -76,3 +76,63 @@ pub fn status_of(err: octocrab::Error) -> u16 {
         other => panic!("expected a GitHub error, got {other:?}"),
     }
 }
+
+/// Records every webhook delivery without sending it: the payloads are what a test reads.
+pub fn record_webhooks(forge: &TestForge) {
+    forge.set_webhooks_paused(true);
+    forge.add_webhook("http://127.0.0.1:9/unused", "s");
+}
+
+/// The recorded payloads of `event` with `action` (any action when `None`), oldest first.
+pub fn payloads(forge: &TestForge, event: &str, action: Option<&str>) -> Vec<serde_json::Value> {
+    forge
+        .deliveries()
+        .iter()
+        .filter(|d| d.event == event && action.is_none_or(|a| d.action.as_deref() == Some(a)))
+        .map(|d| d.payload())
+        .collect()
+}
+
+/// `GET path` as raw JSON through `octo` (status errors fail the test).
+pub async fn get_json(octo: &Octocrab, path: &str) -> serde_json::Value {
+    octo.get(path, None::<&()>)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e:?}"))
+}
+
+/// The status and JSON body (`Null` when empty) of `method path`, through `octo`.
+pub async fn call(
+    octo: &Octocrab,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let body = body.as_ref();
+    let resp = match method {
+        "GET" => octo._get(path).await,
+        "POST" => octo._post(path, body).await,
+        "PUT" => octo._put(path, body).await,
+        "PATCH" => octo._patch(path, body).await,
+        "DELETE" => octo._delete(path, body).await,
+        other => panic!("no such method {other}"),
+    }
+    .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
+    let status = resp.status().as_u16();
+    let text = octo.body_to_string(resp).await.expect("a body");
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// A JWT with the given `iss`; the forge checks the shape and issuer, not the RSA signature.
+pub fn jwt(iss: u64) -> String {
+    use base64::Engine;
+    let enc = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+    };
+    let now = chrono::Utc::now().timestamp();
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        enc(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+        enc(serde_json::json!({"iat": now - 60, "exp": now + 540, "iss": iss}))
+    )
+}
