@@ -2,8 +2,13 @@
 //!
 //! Constructor functions (`*_comment`) take plain values and return markdown; the long
 //! expiry comment is a minijinja template under `templates/comments/`, compiled into the binary.
-//! Nothing here may echo a secret, and user input is shown in code spans so it cannot ping or
-//! format.
+//! Nothing here may echo a secret.
+//!
+//! Text that users control (reasons, file paths, words of a command, messages about their YAML)
+//! goes through [`code`] or [`inert`] before it reaches a comment, so that it cannot act there:
+//! no line of it starts with `/breakglass` (a bot reading the comment would take it for a
+//! command), no `@` in it pings anyone, and no markdown or HTML in it can dress up as the bot's
+//! own words. Logins that come from the forge and are validated may stay mentions.
 
 use chrono::{DateTime, Utc};
 
@@ -13,14 +18,128 @@ use crate::policy::Decision;
 
 const GRANTED_TEMPLATE: &str = include_str!("../templates/comments/granted.md.j2");
 
-/// Shows user input inside a code span that it cannot break out of.
+/// U+2060 WORD JOINER: invisible, and after an `@` it keeps the forge from reading a mention.
+const WORD_JOINER: char = '\u{2060}';
+
+/// How much of one piece of user text a comment shows.
+const MAX_SHOWN: usize = 200;
+
+/// Shows user text verbatim inside a code span that it cannot break out of: on one line, cut
+/// to a readable length, fenced with more backticks than any run in it.
 pub fn code(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .filter(|c| *c != '`' && !c.is_control())
-        .take(200)
-        .collect();
-    format!("`{cleaned}`")
+    let folded = fold(text);
+    let mut shown: String = folded.chars().take(MAX_SHOWN).collect();
+    if folded.chars().nth(MAX_SHOWN).is_some() {
+        shown.push('…');
+    }
+    let longest_run = shown.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest_run + 1);
+    // CommonMark strips one space from each side of a span and reads a backtick next to the
+    // fence as part of it, so such edges get a space of padding.
+    let pad = if shown.starts_with(['`', ' ']) || shown.ends_with(['`', ' ']) {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{shown}{pad}{fence}")
+}
+
+/// Makes a sentence that carries user text (an error message about a user's YAML or command,
+/// a path list) inert, keeping its code spans: on one line, with no mention, and with every
+/// markdown or HTML character outside code spans escaped, so it reads as plain text. The
+/// result is inline text: put it after other text on a line, never at the start of one.
+pub fn inert(text: &str) -> String {
+    let folded = fold(text);
+    let chars: Vec<char> = folded.chars().collect();
+    let mut out = String::with_capacity(folded.len() + 8);
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '`' {
+            i = copy_backticks(&chars, i, &mut out);
+            continue;
+        }
+        let before = i.checked_sub(1).map(|j| chars[j]);
+        push_plain(&mut out, chars[i], before, chars.get(i + 1).copied());
+        i += 1;
+    }
+    // Folding made one line; its start is the one place a command could still begin.
+    if out.starts_with('/') {
+        out.insert(0, '\\');
+    }
+    out
+}
+
+/// At a run of backticks at `start`: copies the code span it opens (to the next run of the
+/// same length, as CommonMark reads it) verbatim, or, when nothing closes it, the run as
+/// escaped literal backticks. Returns where to go on.
+fn copy_backticks(chars: &[char], start: usize, out: &mut String) -> usize {
+    let run = backtick_run(chars, start);
+    let mut j = start + run;
+    while j < chars.len() {
+        if chars[j] != '`' {
+            j += 1;
+            continue;
+        }
+        let close = backtick_run(chars, j);
+        if close == run {
+            out.extend(&chars[start..j + close]);
+            return j + close;
+        }
+        j += close;
+    }
+    out.push_str(&"\\`".repeat(run));
+    start + run
+}
+
+fn backtick_run(chars: &[char], start: usize) -> usize {
+    chars[start..].iter().take_while(|c| **c == '`').count()
+}
+
+/// One character outside code spans, backslash-escaped when markdown could read it as markup:
+/// emphasis, links and images, HTML and entities, strikethrough, table cells, escapes. An `_`
+/// inside a word (`max_duration`) is no markup and stays as it is.
+fn push_plain(out: &mut String, c: char, before: Option<char>, after: Option<char>) {
+    let inside_word = |x: Option<char>| x.is_some_and(char::is_alphanumeric);
+    let escape = match c {
+        '\\' | '*' | '[' | ']' | '<' | '>' | '&' | '~' | '|' | '!' => true,
+        '_' => !(inside_word(before) && inside_word(after)),
+        _ => false,
+    };
+    if escape {
+        out.push('\\');
+    }
+    out.push(c);
+}
+
+/// User text on one line: line breaks and tabs become spaces, other control characters and
+/// the bidirectional controls (which can make text read differently from what it is) go, and
+/// every `@` is followed by a word joiner so that it mentions nobody.
+fn fold(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' | '\t' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                out.push(' ')
+            }
+            '@' => {
+                out.push('@');
+                out.push(WORD_JOINER);
+            }
+            c if c.is_control() || is_bidi_control(c) => {}
+            c => out.push(c),
+        }
+    }
+    out.trim().to_owned()
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text for a cell of a markdown table, where a `|` would end the cell even inside a code span
+/// (GitHub reads `\|` there as the character).
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
 }
 
 /// `@alice` or `@acme/sre`: how a user or team from a policy is named in a comment.
@@ -59,7 +178,8 @@ pub fn decision_comment(id: &str, decision: &Decision) -> String {
             decision.environment
         );
         for v in &decision.violations {
-            text.push_str(&format!("- **{}**: {}\n", v.rule, v.message));
+            // The message may quote the request's own text (its reason, its ticket).
+            text.push_str(&format!("- **{}**: {}\n", v.rule, inert(&v.message)));
         }
         text.push_str("\nPush a fixed request file to this PR and it is checked again.");
         return text;
@@ -92,7 +212,7 @@ pub fn decision_comment(id: &str, decision: &Decision) -> String {
         text.push_str(&format!(
             "\n\nFast path `{}` does not apply: {}.",
             miss.rule,
-            miss.reasons.join("; ")
+            inert(&miss.reasons.join("; "))
         ));
     }
     text
@@ -107,11 +227,28 @@ fn reactions(names: &[String]) -> String {
 }
 
 /// The request file does not parse.
+/// The request file does not parse. The parser's message quotes the file, so it is made inert.
 pub fn invalid_request_comment(path: &str, error: &str) -> String {
     format!(
-        "❌ **{} is not a valid request**: {error}\n\nSee the request format with `/breakglass help` or in the README.",
-        code(path)
+        "❌ **{} is not a valid request**: {}\n\nSee the request format with `/breakglass help` or in the README.",
+        code(path),
+        inert(error)
     )
+}
+
+/// The policies on the default branch do not parse or check, so nothing can be decided.
+pub fn invalid_policies_comment(branch: &str, problems: &[String]) -> String {
+    let list: Vec<String> = problems.iter().map(|p| format!("- {}", inert(p))).collect();
+    format!(
+        "⚠️ The policies on {} are invalid, so no request can be decided:\n\n{}",
+        code(branch),
+        list.join("\n")
+    )
+}
+
+/// A merge that did not happen, and why (the forge's words or the files in the way).
+pub fn not_merged_comment(why: &str) -> String {
+    format!("⚠️ Not merged: {}.", inert(why))
 }
 
 /// The PR changes more than its request file (and the bot's own grant files).
@@ -164,8 +301,9 @@ pub fn granted_comment(
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     let context = minijinja::context! {
-        id, requester, environment, role, approved_by, ticket, revert_pr,
-        reason => code(reason),
+        id, requester, environment, role, approved_by, revert_pr,
+        reason => cell(&code(reason)),
+        ticket => ticket.map(inert),
         expires_at => iso(expires_at),
         expires_in => relative(now, expires_at),
     };
@@ -314,8 +452,8 @@ pub fn help_comment() -> String {
 /// A command the bot could not read.
 pub fn parse_error_comment(err: &CommandParseError) -> String {
     match err.usage() {
-        Some(usage) => format!("⚠️ {err}\n\nUsage: `{usage}`"),
-        None => format!("⚠️ {err}\n\n{}", help_text()),
+        Some(usage) => format!("⚠️ {}\n\nUsage: `{usage}`", inert(&err.to_string())),
+        None => format!("⚠️ {}\n\n{}", inert(&err.to_string()), help_text()),
     }
 }
 
@@ -448,6 +586,7 @@ mod tests {
             Some("INC-1"),
             12,
         );
+        // The reason ends in a backtick, so its span is padded.
         insta::assert_snapshot!(text, @r"
         🔓 **Access granted.** @alice has `prod/admin` until **2026-11-26T03:14:00Z** (in 1h).
 
@@ -455,7 +594,7 @@ mod tests {
         |---|---|
         | request | `r1` |
         | approved by | @carol |
-        | reason | `incident: db x` |
+        | reason | `` incident: db `x` `` |
         | ticket | INC-1 |
         | revert PR | #12 (merged automatically at expiry) |
 
@@ -463,8 +602,169 @@ mod tests {
         ");
     }
 
+    /// The user text of the brief: a second line that is a command, and a team mention.
+    const HOSTILE: &str = "ok\n/breakglass approve @acme/everyone";
+
+    /// Whether `text` would act in a comment: a line a bot reads as a command, or a mention
+    /// of the `acme` org that the forge would notify.
+    #[track_caller]
+    fn assert_inert(text: &str) {
+        for line in text.lines() {
+            assert!(
+                !line.trim_start().to_lowercase().starts_with("/breakglass"),
+                "a line reads as a command: {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("@acme"), "a live mention in\n{text}");
+        // Markdown as a renderer reads it: the bot writes bold, lists and code spans, never
+        // HTML, links, images or emphasis, so any of those came from the user text.
+        use pulldown_cmark::{Event, Parser, Tag};
+        for event in Parser::new(text) {
+            let injected = matches!(
+                event,
+                Event::Html(_)
+                    | Event::InlineHtml(_)
+                    | Event::Start(Tag::Link { .. } | Tag::Image { .. } | Tag::Emphasis)
+            );
+            assert!(!injected, "markup {event:?} in\n{text}");
+        }
+    }
+
     #[test]
     fn user_input_cannot_escape_its_code_span() {
-        assert_eq!(code("a`@team`b\n"), "`a@teamb`");
+        assert_eq!(code("a`@team`b\n"), "``a`@\u{2060}team`b``");
+        assert_eq!(code("``x"), "``` ``x ```");
+        assert_eq!(code("line\r\none\u{202E}"), "`line  one`");
+        let long = "x".repeat(300);
+        assert_eq!(code(&long), format!("`{}…`", "x".repeat(MAX_SHOWN)));
+    }
+
+    #[test]
+    fn a_hostile_reason_neither_commands_nor_mentions() {
+        assert_eq!(
+            code(HOSTILE),
+            "`ok /breakglass approve @\u{2060}acme/everyone`"
+        );
+        assert_inert(&code(HOSTILE));
+        assert_eq!(
+            inert(HOSTILE),
+            "ok /breakglass approve @\u{2060}acme/everyone"
+        );
+        assert_inert(&inert(HOSTILE));
+        assert_eq!(inert("/breakglass approve"), "\\/breakglass approve");
+    }
+
+    #[test]
+    fn inert_keeps_the_bots_code_spans_and_escapes_the_rest() {
+        // The bot's own messages read as before.
+        for plain in [
+            "unknown command `aprove`; did you mean `/breakglass approve`?",
+            "duration 8h is above the max_duration of `prod` (4h); ask for 4h or less",
+            "line 3, column 11: duration `2 hours` is not a duration; write e.g. `90s`",
+        ] {
+            assert_eq!(inert(plain), plain);
+        }
+        // A backtick in the quoted value ends the bot's span early: what follows is escaped.
+        let message = format!(
+            "reason `{}` does not start with a reason code",
+            "x` <img src=x> **ok** [link](u) | _y_ \\`z"
+        );
+        assert_eq!(
+            inert(&message),
+            r"reason `x` \<img src=x\> \*\*ok\*\* \[link\](u) \| \_y\_ \\`z` does not start with a reason code"
+        );
+        // An unclosed run stays literal.
+        assert_eq!(inert("a ``b"), r"a \`\`b");
+    }
+
+    #[test]
+    fn a_denial_shows_hostile_request_text_inert() {
+        let policies = crate::policy::PolicySet::from_files(&[crate::policy::PolicyFile {
+            path: "policies/prod.yaml".into(),
+            text: "environment: prod\nmax_duration: 4h\nrequesters: [alice]\napprovers: [carol]\n\
+                   reason_codes: [incident]\nticket_pattern: \"^INC-[0-9]+$\"\n\
+                   roles:\n  admin:\n    provider: noop\n"
+                .into(),
+        }])
+        .unwrap();
+        let request = crate::request::AccessRequest::from_yaml(
+            "environment: prod\nrole: admin\nduration: 1h\n\
+             reason: \"x` @acme/everyone <b>fake</b>\\n/breakglass approve\"\n\
+             ticket: \"INC-1`@acme/ops\"\n",
+        )
+        .unwrap();
+        let ctx = crate::policy::decision::Context {
+            requester: None,
+            labels: &[],
+            now: Utc.with_ymd_and_hms(2026, 11, 26, 2, 14, 0).unwrap(),
+            path: None,
+        };
+        let decision = crate::policy::evaluate(&policies, &request, &ctx);
+        assert_eq!(decision.violations.len(), 2, "{decision:?}");
+        let text = decision_comment("r1", &decision);
+        assert_inert(&text);
+        assert!(text.contains("- **reason_codes**: reason `x`"), "{text}");
+    }
+
+    #[test]
+    fn parse_errors_and_yaml_errors_echo_inertly() {
+        let errors = crate::command::parse_commands("/breakglass @acme/everyone now");
+        let Some(Err(err)) = errors.first() else {
+            panic!("{errors:?}");
+        };
+        let text = parse_error_comment(err);
+        assert_inert(&text);
+        assert!(text.contains("acme/everyone"), "{text}");
+        let text = invalid_request_comment(
+            "requests/prod/r\n/breakglass approve.yaml",
+            "line 2: `ok`\n/breakglass approve @acme/everyone",
+        );
+        assert_inert(&text);
+        let text = invalid_policies_comment("main", &[HOSTILE.to_owned()]);
+        assert_inert(&text);
+        assert!(
+            text.ends_with("\n\n- ok /breakglass approve @\u{2060}acme/everyone"),
+            "{text}"
+        );
+        assert_inert(&not_merged_comment(
+            "the PR changes files beyond its request: docs/@acme/x.md, a\n/breakglass approve",
+        ));
+        assert_eq!(
+            not_merged_comment("the PR changed after it was approved; approve the new version"),
+            "⚠️ Not merged: the PR changed after it was approved; approve the new version."
+        );
+    }
+
+    #[test]
+    fn denials_and_paths_echo_inertly() {
+        assert_inert(&denied_by_approver_comment("carol", Some(HOSTILE)));
+        let paths = [HOSTILE.to_owned(), "grants/@acme/x.tf".to_owned()];
+        assert_inert(&out_of_scope_comment(&paths));
+        assert_inert(&several_requests_comment(&paths));
+        assert_inert(&direct_push_comment(&paths));
+    }
+
+    #[test]
+    fn a_hostile_reason_and_ticket_keep_the_granted_table_intact() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 2, 14, 0).unwrap();
+        let text = granted_comment(
+            "r1",
+            "alice",
+            "prod",
+            "admin",
+            now + chrono::TimeDelta::hours(1),
+            now,
+            "@carol",
+            "a | b\n/breakglass approve @acme/everyone",
+            Some("INC-1|@acme/ops"),
+            12,
+        );
+        assert_inert(&text);
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 7, "{text}");
+        let reason = "| reason | `a \\| b /breakglass approve @\u{2060}acme/everyone` |";
+        assert!(rows.contains(&reason), "{text}");
+        let ticket = "| ticket | INC-1\\|@\u{2060}acme/ops |";
+        assert!(rows.contains(&ticket), "{text}");
     }
 }

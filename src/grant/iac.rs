@@ -1,10 +1,17 @@
 //! The `iac` provider: a grant file rendered from a minijinja template (`template:` of the
 //! role, under the bot's templates directory) to `output:` in the requests repo.
+//!
+//! Every `{{ value }}` is escaped for the grant file's format (see [`super::escape`]), which
+//! the output path's extension names; templates put each value inside a double-quoted string.
+//! The output path is rendered from the same values, which may only use `[A-Za-z0-9._/-]`.
 
 use std::path::Path;
 
-use minijinja::Environment;
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Value;
+use minijinja::{Environment, Error, ErrorKind, Output, State};
 
+use super::escape::{FileFormat, is_path_safe};
 use super::{GrantError, GrantSpec, RenderedFile};
 use crate::policy::Role;
 
@@ -29,17 +36,35 @@ pub fn render(
     let source = std::fs::read_to_string(templates_dir.join(name)).map_err(|err| {
         GrantError::Misconfigured(format!("cannot read template `{name}`: {err}"))
     })?;
-    let mut env = Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let render = |template: &str, what: &str| {
-        env.render_str(template, minijinja::value::Serde(spec))
-            .map_err(|err| GrantError::Misconfigured(format!("cannot render {what}: {err}")))
-    };
-    let content = render(&source, &format!("template `{name}`"))?;
-    let path = render(
-        role.output.as_deref().unwrap_or(DEFAULT_OUTPUT),
-        "output path",
-    )?;
+    let path = render_path(role.output.as_deref().unwrap_or(DEFAULT_OUTPUT), spec)?;
+    let format = FileFormat::of_path(&path)
+        .map_err(|why| GrantError::Misconfigured(format!("output {why}")))?;
+    let content = render_with(&source, spec, move |out, _, value| {
+        out.write_str(&format.escape(&text_of(value)))?;
+        Ok(())
+    })
+    .map_err(|err| GrantError::Misconfigured(format!("cannot render template `{name}`: {err}")))?;
+    Ok(RenderedFile { path, content })
+}
+
+/// The output path for `spec`, refusing values outside the path alphabet and paths that would
+/// land among requests or policies, or outside the repo.
+fn render_path(template: &str, spec: &GrantSpec) -> Result<String, GrantError> {
+    let path = render_with(template, spec, |out, _, value| {
+        let text = text_of(value);
+        if !is_path_safe(&text) {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "the value `{}` may not be part of a path: only letters, digits, `.`, `_`, `/` and `-` are allowed",
+                    text.escape_debug()
+                ),
+            ));
+        }
+        out.write_str(&text)?;
+        Ok(())
+    })
+    .map_err(|err| GrantError::Misconfigured(format!("cannot render output path: {err}")))?;
     if path.starts_with("requests/")
         || path.starts_with("policies/")
         || path.contains("..")
@@ -49,7 +74,35 @@ pub fn render(
             "output `{path}` must not be under requests/ or policies/ nor leave the repo"
         )));
     }
-    Ok(RenderedFile { path, content })
+    Ok(path)
+}
+
+/// Renders `template` with the values of `spec`, each `{{ … }}` written by `formatter`. The
+/// formatter sees every value, `| safe` ones included: no template can opt out of escaping.
+fn render_with<F>(template: &str, spec: &GrantSpec, formatter: F) -> Result<String, Error>
+where
+    F: Fn(&mut Output, &mut State, &Value) -> Result<(), Error> + Send + Sync + 'static,
+{
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // A grant file ends with a newline like any source file; a path has none to keep.
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()?,
+    );
+    env.set_formatter(formatter);
+    env.render_str(template, minijinja::value::Serde(spec))
+}
+
+/// The text of a value as the template shows it; an absent optional value (a request without
+/// a ticket) is the empty string rather than minijinja's `none`.
+fn text_of(value: &Value) -> String {
+    if value.is_none() {
+        String::new()
+    } else {
+        value.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -117,5 +170,56 @@ mod tests {
             err.to_string().contains("must not be under requests/"),
             "{err}"
         );
+    }
+
+    /// A template in a fresh directory, for the cases the shipped ones do not show.
+    fn template_dir(source: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.j2"), source).unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_output_of_unknown_format_is_refused() {
+        let dir = template_dir("reason = \"{{ reason }}\"\n");
+        for output in [
+            "grants/{{ id }}.txt",
+            "grants/{{ id }}",
+            "grants/{{ id }}.TF",
+        ] {
+            let err = render(dir.path(), &role("t.j2", Some(output)), &spec()).unwrap_err();
+            assert!(
+                matches!(err, GrantError::Misconfigured(_))
+                    && err.to_string().contains(".tf or .hcl"),
+                "{output}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn path_values_outside_the_path_alphabet_are_refused() {
+        let dir = template_dir("x = 1\n");
+        let mut spec = spec();
+        spec.requester = "al ice\"".into();
+        let err = render(
+            dir.path(),
+            &role("t.j2", Some("grants/{{ requester }}.tf")),
+            &spec,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("may not be part of a path"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn safe_does_not_switch_escaping_off_and_none_is_empty() {
+        let dir = template_dir("a = \"{{ reason | safe }}\"\nb = \"{{ ticket }}\"\n");
+        let mut spec = spec();
+        spec.reason = "x\"\ny".into();
+        spec.ticket = None;
+        let file = render(dir.path(), &role("t.j2", None), &spec).unwrap();
+        assert_eq!(file.content, "a = \"x\\\"\\ny\"\nb = \"\"\n");
     }
 }

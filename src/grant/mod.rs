@@ -7,6 +7,7 @@
 //!
 //! Every operation is idempotent: after a crash the lifecycle simply runs the step again.
 
+pub mod escape;
 pub mod iac;
 
 use std::path::PathBuf;

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use super::PolicyFile;
 use super::model::{KNOWN_REACTIONS, Policy, ProviderKind, Role};
+use crate::grant::escape::FileFormat;
+use crate::grant::iac;
 use crate::names::Principal;
 
 /// One thing wrong with a policy file.
@@ -262,6 +264,12 @@ fn check_role(name: &str, role: &Role, report: &mut impl FnMut(String)) {
                     "role `{name}`: provider iac needs `template`, the grant template to render"
                 ));
             }
+            // Values are escaped for the grant file's format, which its extension names; a
+            // file of no known format could not be rendered safely, so the grant would fail.
+            let output = role.output.as_deref().unwrap_or(iac::DEFAULT_OUTPUT);
+            if let Err(why) = FileFormat::of_path(output) {
+                report(format!("role `{name}`: output {why}"));
+            }
         }
         ProviderKind::Noop => {}
     }
@@ -399,6 +407,32 @@ fast_path:
             messages(&[file("prod.yaml", &iac)]),
             [
                 "policies/prod.yaml: role `admin`: provider iac needs `template`, the grant template to render"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_iac_output_of_unknown_format_is_reported() {
+        let iac = |output: &str| {
+            GOOD.replace(
+                "    provider: noop",
+                &format!("    provider: iac\n    template: iac/t.j2\n    output: \"{output}\""),
+            )
+        };
+        for fine in [
+            "grants/{{ id }}.tf",
+            "grants/{{ id }}.tf.json",
+            "k8s/{{ environment }}/{{ id }}.yaml",
+        ] {
+            assert_eq!(
+                messages(&[file("prod.yaml", &iac(fine))]),
+                Vec::<String>::new()
+            );
+        }
+        assert_eq!(
+            messages(&[file("prod.yaml", &iac("grants/{{ id }}.txt"))]),
+            [
+                "policies/prod.yaml: role `admin`: output `grants/{{ id }}.txt` has no extension whose format breakglass can escape values for; end it in .tf or .hcl (HCL), .yaml or .yml (YAML), or .json (JSON)"
             ]
         );
     }
