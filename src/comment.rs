@@ -246,11 +246,6 @@ pub fn invalid_policies_comment(branch: &str, problems: &[String]) -> String {
     )
 }
 
-/// A merge that did not happen, and why (the forge's words or the files in the way).
-pub fn not_merged_comment(why: &str) -> String {
-    format!("⚠️ Not merged: {}.", inert(why))
-}
-
 /// The PR changes more than its request file (and the bot's own grant files).
 pub fn out_of_scope_comment(extra: &[String]) -> String {
     format!(
@@ -474,21 +469,24 @@ pub fn tampering_comment(pusher: Option<&str>, branch: &str, found: &str) -> Str
     )
 }
 
-/// The bot refused to merge a request PR; it waits for a push or a new approval.
+/// A merge that did not happen, and why (the forge's words or the files in the way); the
+/// request waits for a push or a new approval.
 pub fn not_merged_comment(why: &str) -> String {
     format!(
-        "⚠️ Not merged: {why}. breakglass will not try again until the PR changes or an approver approves again."
+        "⚠️ Not merged: {}. breakglass will not try again until the PR changes or an approver approves again.",
+        inert(why)
     )
 }
 
 /// A revert could not be merged: the access itself is already revoked through the provider.
 pub fn revert_blocked_comment(why: &str, branch: &str, protection: bool) -> String {
     let mut text = format!(
-        "🚨 **The revert could not be merged**: {why}. The access was revoked through its provider; the request file stays on {} until the revert lands, and breakglass keeps trying.",
+        "🚨 **The revert could not be merged**: {}. The access was revoked through its provider; the request file stays on {} until the revert lands, and breakglass keeps trying.",
+        inert(why),
         code(branch)
     );
     if protection {
-        text.push_str(" Branch protection refused the bot: allow it to bypass required reviews and status checks on the default branch (see the README's *Security model*).");
+        text.push_str(" Branch protection refused the bot: allow it to bypass required reviews and status checks on the default branch (see \"Security model\" in the README).");
     }
     text
 }
@@ -730,9 +728,11 @@ mod tests {
             "the PR changes files beyond its request: docs/@acme/x.md, a\n/breakglass approve",
         ));
         assert_eq!(
-            not_merged_comment("the PR changed after it was approved; approve the new version"),
-            "⚠️ Not merged: the PR changed after it was approved; approve the new version."
+            not_merged_comment("the pull request is a draft"),
+            "⚠️ Not merged: the pull request is a draft. breakglass will not try again until the PR changes or an approver approves again."
         );
+        assert_inert(&revert_blocked_comment(HOSTILE, "main", true));
+        assert_inert(&tampering_comment(Some("mallory"), HOSTILE, "abc"));
     }
 
     #[test]

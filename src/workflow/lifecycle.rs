@@ -427,10 +427,7 @@ impl Workflow {
     /// get their revoke job back, due now.
     pub async fn reconcile_all(&self) -> anyhow::Result<()> {
         let default = self.forge.default_branch().await?;
-        for record in self.store.list_requests(Some(RequestState::Active)).await? {
-            let _guard = self.lock_pr(record.pr_number).await;
-            self.reconcile(&record.id, &default).await?;
-        }
+        self.reconcile_active(&default).await?;
         for record in self
             .store
             .list_requests(Some(RequestState::Revoking))
@@ -441,6 +438,16 @@ impl Workflow {
                 self.schedule(JobKind::Revoke, &record.id, self.now())
                     .await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Every active grant checked against git and the policies.
+    async fn reconcile_active(&self, default: &str) -> anyhow::Result<()> {
+        for record in self.store.list_requests(Some(RequestState::Active)).await? {
+            // Pushes and the periodic pass hold no PR lock, so taking one here cannot deadlock.
+            let _guard = self.lock_pr(record.pr_number).await;
+            self.reconcile(&record.id, default).await?;
         }
         Ok(())
     }
@@ -682,6 +689,15 @@ impl Workflow {
             if let Some(request) = RequestPath::parse(path) {
                 self.reconcile(&request.id, &default).await?;
             }
+        }
+        // A policy changed: a role taken out of it ends the grants that hold it, now.
+        let policies = format!("{}/", self.settings.policies_path.trim_end_matches('/'));
+        if commits
+            .iter()
+            .flat_map(|c| c.added.iter().chain(&c.modified).chain(&c.removed))
+            .any(|path| path.starts_with(&policies))
+        {
+            self.reconcile_active(&default).await?;
         }
         if pusher.id == self.bot.id {
             return Ok(()); // the bot's own merges went through the merge guard

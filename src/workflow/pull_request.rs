@@ -146,11 +146,13 @@ impl Workflow {
             return Ok(());
         }
         let pr = &current.info;
+        // Refusals that leave no record are said when a head arrives, not at every label.
+        let announce = pushed.is_some();
         if let Some(repo) = pr.head_repo.as_deref()
             && !repo.eq_ignore_ascii_case(&self.settings.repository)
         {
             // Nothing from another repository is written to, decided or merged.
-            return self.refuse_fork(pr, repo, existing.is_none()).await;
+            return self.refuse_fork(pr, repo, announce).await;
         }
         if let Some(change) = self.store.change_of_pr(pr.number).await?
             && change.kind == ChangeKind::Request
@@ -160,7 +162,7 @@ impl Workflow {
             return self.tampered(&change, None, &pr.head_sha).await;
         }
         let files = self.forge.pull_request_files(pr.number).await?;
-        let Some((file, path)) = self.the_request_file(pr, &files).await? else {
+        let Some((file, path)) = self.the_request_file(pr, &files, announce).await? else {
             return Ok(());
         };
         let text = self
@@ -172,12 +174,14 @@ impl Workflow {
         let request = match AccessRequest::from_yaml(&text) {
             Ok(request) => request,
             Err(err) => {
-                self.forge
-                    .comment(
-                        pr.number,
-                        &comment::invalid_request_comment(&file.path, &err.to_string()),
-                    )
-                    .await?;
+                if announce || existing.is_some() {
+                    self.forge
+                        .comment(
+                            pr.number,
+                            &comment::invalid_request_comment(&file.path, &err.to_string()),
+                        )
+                        .await?;
+                }
                 self.set_status(pr, StatusState::Failure, "invalid request file")
                     .await?;
                 self.metrics
@@ -194,7 +198,10 @@ impl Workflow {
             Err(problems) => {
                 let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 self.forge
-                    .comment(pr.number, &format!("⚠️ The policies on `{default_branch}` are invalid, so no request can be decided:\n\n- {}", list.join("\n- ")))
+                    .comment(
+                        pr.number,
+                        &comment::invalid_policies_comment(&default_branch, &list),
+                    )
                     .await?;
                 self.set_status(
                     pr,
@@ -398,6 +405,7 @@ impl Workflow {
         &self,
         pr: &PullRequestInfo,
         files: &'f [ChangedFile],
+        announce: bool,
     ) -> anyhow::Result<Option<(&'f ChangedFile, RequestPath)>> {
         let touched: Vec<&ChangedFile> = files
             .iter()
@@ -412,9 +420,11 @@ impl Workflow {
             .iter()
             .find(|f| RequestPath::parse(&f.path).is_none())
         {
-            self.forge
-                .comment(pr.number, &comment::bad_request_path_comment(&bad.path))
-                .await?;
+            if announce {
+                self.forge
+                    .comment(pr.number, &comment::bad_request_path_comment(&bad.path))
+                    .await?;
+            }
             self.set_status(pr, StatusState::Failure, "not a request file name")
                 .await?;
             return Ok(None);
@@ -428,9 +438,11 @@ impl Workflow {
             [(file, path)] => Ok(Some((*file, path.clone()))),
             several => {
                 let paths: Vec<String> = several.iter().map(|(f, _)| f.path.clone()).collect();
-                self.forge
-                    .comment(pr.number, &comment::several_requests_comment(&paths))
-                    .await?;
+                if announce {
+                    self.forge
+                        .comment(pr.number, &comment::several_requests_comment(&paths))
+                        .await?;
+                }
                 self.set_status(pr, StatusState::Failure, "one request per PR")
                     .await?;
                 Ok(None)
@@ -443,12 +455,12 @@ impl Workflow {
         &self,
         pr: &PullRequestInfo,
         repo: &str,
-        first_sight: bool,
+        announce: bool,
     ) -> anyhow::Result<()> {
         tracing::info!(pr = pr.number, repo, "refusing a request PR from a fork");
         self.set_status(pr, StatusState::Failure, "requests from forks are refused")
             .await?;
-        if first_sight {
+        if announce {
             self.forge
                 .comment(pr.number, &comment::fork_refused_comment(repo))
                 .await?;

@@ -50,6 +50,9 @@ pub struct GithubClient {
     /// costs nothing against the rate limit when nothing changed (policies are read at every
     /// decision).
     cache: Arc<Mutex<HashMap<String, (String, String)>>>,
+    /// For a GitHub App: its bot user's login (`<slug>[bot]`), which an installation token
+    /// cannot look up itself.
+    app_bot: Option<String>,
 }
 
 /// Most GET answers kept for conditional requests; past it the cache starts over.
@@ -84,6 +87,7 @@ impl GithubClient {
                 .map_err(|err| transport("configuration", err))
                 .map(|b| b.add_retry_config(RetryConfig::None))
         };
+        let mut app_bot = None;
         let crab = match auth {
             GithubAuth::Token(token) => builder()?
                 .personal_token(token.expose().to_owned())
@@ -99,6 +103,15 @@ impl GithubClient {
                     .map_err(|err| transport("GitHub App key", err))?
                     .build()
                     .map_err(|err| transport("configuration", err))?;
+                // Calls that only the app itself (a JWT) may make.
+                let as_app = Self {
+                    crab: app.clone(),
+                    owner: owner.into(),
+                    repo: repo.into(),
+                    retry: RetryPolicy::default(),
+                    cache: Arc::default(),
+                    app_bot: None,
+                };
                 let installation = match installation_id {
                     Some(id) => id,
                     None => {
@@ -106,19 +119,18 @@ impl GithubClient {
                         struct Installation {
                             id: u64,
                         }
-                        let client = Self {
-                            crab: app.clone(),
-                            owner: owner.into(),
-                            repo: repo.into(),
-                            retry: RetryPolicy::default(),
-                            cache: Arc::default(),
-                        };
-                        let found: Installation = client
-                            .json(Method::GET, &client.repo_path("/installation"), None)
+                        let found: Installation = as_app
+                            .json(Method::GET, &as_app.repo_path("/installation"), None)
                             .await?;
                         found.id
                     }
                 };
+                #[derive(Deserialize)]
+                struct App {
+                    slug: String,
+                }
+                let me: App = as_app.json(Method::GET, "/app", None).await?;
+                app_bot = Some(format!("{}[bot]", me.slug));
                 app.installation(installation.into())
                     .map_err(|err| transport("installation", err))?
             }
@@ -129,6 +141,7 @@ impl GithubClient {
             repo: repo.into(),
             retry: RetryPolicy::default(),
             cache: Arc::default(),
+            app_bot,
         })
     }
 
@@ -432,26 +445,17 @@ impl GithubClient {
         .map(drop)
     }
 
-    /// The account the bot acts as. A token answers `GET /user`; a GitHub App's installation
-    /// token cannot, so the app's bot user (`<slug>[bot]`) is looked up instead.
+    /// The account the bot acts as: a token's `GET /user`, or a GitHub App's bot user
+    /// (`<slug>[bot]`, learnt when connecting: an installation token cannot ask).
     pub async fn me(&self) -> Result<Actor, ForgeError> {
-        match self.json::<User>(Method::GET, "/user", None).await {
-            Ok(user) => Ok(user.into()),
-            Err(err) if err.status() == Some(403) => {
-                #[derive(Deserialize)]
-                struct App {
-                    slug: String,
-                }
-                let app: App = self.json(Method::GET, "/app", None).await?;
-                let login = format!("{}[bot]", app.slug);
-                self.user(&login).await?.ok_or_else(|| ForgeError::Refused {
-                    call: "GET /users/{login}".into(),
-                    status: 404,
-                    message: format!("the app's bot user {login} does not exist"),
-                })
-            }
-            Err(err) => Err(err),
-        }
+        let Some(login) = &self.app_bot else {
+            return Ok(self.json::<User>(Method::GET, "/user", None).await?.into());
+        };
+        self.user(login).await?.ok_or_else(|| ForgeError::Refused {
+            call: format!("GET /users/{login}"),
+            status: 404,
+            message: format!("the app's bot user {login} does not exist"),
+        })
     }
 
     /// Whether issue comment `id` still exists (a deleted comment approves nothing).

@@ -1,0 +1,909 @@
+//! The trust boundary, attack by attack. Each story is something a repo member who can push
+//! branches, an outsider who can only comment, or a requester in a hurry did to the real binary
+//! in a security review; each asserts that the attack's effect is gone (git, PRs, grants) and,
+//! where natural, that the honest path still works afterwards.
+
+mod common;
+
+use breakglass_test_forge::{FailureKind, FailureSpec, Protection};
+use chrono::TimeDelta;
+use common::*;
+use http::Method;
+
+fn loosened_prod_policy(s: &Scenario) -> String {
+    s.forge
+        .file_on(REPO, "main", "policies/prod.yaml")
+        .unwrap()
+        .replace("approvals: 1", "approvals: 0")
+}
+
+fn two_approvals(s: &Scenario) {
+    s.edit_policy(&s.people.carol, "prod", |p| {
+        p.replace("approvals: 1", "approvals: 2")
+    });
+}
+
+async fn metrics(s: &Scenario) -> String {
+    let url = format!("http://{}/metrics", s.service.as_ref().unwrap().addr);
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+fn merge_calls(s: &Scenario) -> u64 {
+    s.forge
+        .calls()
+        .count("PUT", "/repos/{owner}/{repo}/pulls/{number}/merge")
+}
+
+// 1. The bot merges only its own commits on its branches.
+
+on_both_backends!(
+    a_member_pushing_a_policy_to_the_revert_branch_is_undone_and_the_grant_still_ends,
+    |s: Scenario| async move {
+        s.granted("r1", "1h").await;
+        let revert = s.revert_pr("r1").await;
+        let branch = s.forge.pr(REPO, revert).head_ref;
+        assert!(
+            branch.starts_with("breakglass/revert/r1-"),
+            "an unguessable bot branch: {branch}"
+        );
+        let bot_head = s.forge.pr(REPO, revert).head_sha;
+        let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+        s.forge.push_files(
+            REPO,
+            &branch,
+            &s.people.mallory,
+            &[
+                ("policies/prod.yaml", &loosened_prod_policy(&s)),
+                ("requests/prod/r1.yaml", &prod_request("1h")),
+            ],
+            "keep my access",
+        );
+        s.settle().await;
+        assert_eq!(s.forge.pr(REPO, revert).head_sha, bot_head, "put back");
+        let said = s.last_bot_comment(revert);
+        assert!(
+            said.starts_with("🚨 **Tampering**: @mallory pushed"),
+            "{said}"
+        );
+        let logged = s.events("r1", "tampering").await;
+        assert_eq!(logged.len(), 1);
+        assert_eq!(logged[0].actor.as_ref().unwrap().login.as_str(), "mallory");
+        assert!(
+            metrics(&s)
+                .await
+                .contains("breakglass_tampering_total{kind=\"revert\"} 1"),
+            "{}",
+            metrics(&s).await
+        );
+
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert_eq!(
+            s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap(),
+            policy,
+            "main's policy is untouched"
+        );
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none()
+        );
+    }
+);
+
+on_both_backends!(
+    a_push_to_the_revert_branch_unseen_by_webhook_is_caught_at_merge_time,
+    |s: Scenario| async move {
+        s.granted("r1", "1h").await;
+        let revert = s.revert_pr("r1").await;
+        let branch = s.forge.pr(REPO, revert).head_ref;
+        let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+        s.forge.set_webhooks_paused(true);
+        s.forge.push_files(
+            REPO,
+            &branch,
+            &s.people.mallory,
+            &[("policies/prod.yaml", &loosened_prod_policy(&s))],
+            "loosen",
+        );
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert_eq!(
+            s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap(),
+            policy
+        );
+        assert_eq!(s.events("r1", "tampering").await.len(), 1);
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+    }
+);
+
+on_both_backends!(
+    a_squatted_branch_name_is_never_adopted,
+    |s: Scenario| async move {
+        // The ids are predictable, so mallory prepares the old revert branch name in advance.
+        let loosened = loosened_prod_policy(&s);
+        s.forge.push_files(
+            REPO,
+            "breakglass/revoke/r1",
+            &s.people.mallory,
+            &[("policies/prod.yaml", &loosened)],
+            "waiting for r1",
+        );
+        let squat = s.forge.open_pr(
+            REPO,
+            &s.people.mallory,
+            "breakglass/revoke/r1",
+            "revoke r1",
+            "",
+        );
+        let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+        s.granted("r1", "1h").await;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert!(!s.forge.pr(REPO, squat).merged);
+        assert_ne!(s.revert_pr("r1").await, squat);
+        assert_eq!(
+            s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap(),
+            policy
+        );
+    }
+);
+
+on_both_backends!(
+    a_push_to_the_bots_request_branch_is_undone,
+    |s: Scenario| async move {
+        let issue = s.forge.open_issue(REPO, &s.people.alice, "db down", "");
+        s.forge.comment(
+            REPO,
+            issue,
+            &s.people.alice,
+            "/breakglass prod 1h admin -- incident: INC-7 db down",
+        );
+        s.settle().await;
+        let pr = s.forge.prs(REPO).last().unwrap().number;
+        let opened = s.forge.pr(REPO, pr);
+        assert!(opened.head_ref.starts_with("breakglass/request/"));
+        // mallory widens alice's request on the bot's branch.
+        let path = s
+            .forge
+            .files_on(REPO, &opened.head_ref)
+            .into_iter()
+            .find(|p| p.starts_with("requests/prod/"))
+            .unwrap();
+        s.forge.push_files(
+            REPO,
+            &opened.head_ref,
+            &s.people.mallory,
+            &[(&path, &prod_request("4h").replace("admin", "readonly"))],
+            "more",
+        );
+        s.settle().await;
+        assert_eq!(s.forge.pr(REPO, pr).head_sha, opened.head_sha, "put back");
+        assert!(
+            s.bot_comments(pr)
+                .iter()
+                .any(|c| c.contains("@mallory") && c.contains("Tampering"))
+        );
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        let merge = s.merge_commit(pr);
+        assert!(merge.message.contains("for 1h"), "{}", merge.message);
+    }
+);
+
+// 2. Nothing done to the revert PR holds a revocation back.
+
+async fn revoked_through_a_fresh_change(s: &Scenario, id: &str, blocked_pr: u64) {
+    s.advance(TimeDelta::hours(1));
+    s.settle().await;
+    let record = s.request(id).await;
+    assert_eq!(record.state.to_string(), "revoked");
+    assert!(
+        s.forge
+            .file_on(REPO, "main", &format!("requests/prod/{id}.yaml"))
+            .is_none(),
+        "the request file is gone from main"
+    );
+    let revert = record.revert_pr_number.unwrap();
+    assert_ne!(revert, blocked_pr, "a fresh revert change");
+    assert!(s.forge.pr(REPO, revert).merged);
+    assert!(!s.forge.pr(REPO, blocked_pr).merged);
+    assert_eq!(s.forge.pr(REPO, blocked_pr).state, "closed");
+    let merge = s.merge_commit(revert);
+    assert!(
+        merge.message.contains(&format!("Breakglass-Revokes: {id}")),
+        "{}",
+        merge.message
+    );
+}
+
+on_both_backends!(
+    a_revert_pr_turned_draft_still_revokes_on_time,
+    |s: Scenario| async move {
+        s.granted("r1", "1h").await;
+        let revert = s.revert_pr("r1").await;
+        s.forge.set_draft(REPO, revert, &s.people.mallory, true);
+        s.settle().await;
+        revoked_through_a_fresh_change(&s, "r1", revert).await;
+    }
+);
+
+on_both_backends!(
+    a_closed_revert_pr_still_revokes_on_time,
+    |s: Scenario| async move {
+        s.granted("r1", "1h").await;
+        let revert = s.revert_pr("r1").await;
+        s.forge.close_pr(REPO, revert, &s.people.mallory);
+        s.settle().await;
+        revoked_through_a_fresh_change(&s, "r1", revert).await;
+    }
+);
+
+on_both_backends!(
+    a_conflicting_revert_pr_still_revokes_on_time,
+    |s: Scenario| async move {
+        s.granted("r1", "1h").await;
+        let revert = s.revert_pr("r1").await;
+        s.forge.set_conflicting(REPO, revert, true);
+        revoked_through_a_fresh_change(&s, "r1", revert).await;
+    }
+);
+
+on_both_backends!(
+    branch_protection_that_refuses_the_bot_is_said_once_and_the_revoke_is_retried,
+    |s: Scenario| async move {
+        s.granted("r1", "1h").await;
+        let pr = s.request("r1").await.pr_number;
+        s.forge.protect_branch(
+            REPO,
+            "main",
+            Protection {
+                required_approving_reviews: 1,
+                required_status_checks: Vec::new(),
+                bypass: Vec::new(),
+            },
+        );
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoking");
+        let blocked: Vec<String> = s
+            .bot_comments(pr)
+            .into_iter()
+            .filter(|c| c.contains("The revert could not be merged"))
+            .collect();
+        assert_eq!(blocked.len(), 1, "{blocked:#?}");
+        assert!(
+            blocked[0].contains("allow it to bypass required reviews"),
+            "{}",
+            blocked[0]
+        );
+        // Retried with backoff, said once.
+        for _ in 0..3 {
+            s.advance(TimeDelta::seconds(30));
+            s.settle().await;
+        }
+        let said = s
+            .bot_comments(pr)
+            .iter()
+            .filter(|c| c.contains("The revert could not be merged"))
+            .count();
+        assert_eq!(said, 1);
+        // The admin lets the bot through: the revoke completes.
+        s.forge.protect_branch(
+            REPO,
+            "main",
+            Protection {
+                required_approving_reviews: 1,
+                required_status_checks: Vec::new(),
+                bypass: vec![s.people.bot.login.clone()],
+            },
+        );
+        s.advance(TimeDelta::minutes(6));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none()
+        );
+    }
+);
+
+// 3. The bot writes only to its own branches, in the requests repo.
+
+on_both_backends!(
+    a_fork_pr_is_refused_and_nothing_is_written,
+    |s: Scenario| async move {
+        let main_before = s.forge.branch_sha(REPO, "main");
+        let yaml = "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\nrequester: mallory\n";
+        let pr = s.forge.open_fork_pr(
+            REPO,
+            &s.people.mallory,
+            "mallory/access-requests",
+            "main",
+            &[("requests/network/r-fork.yaml", yaml)],
+            "dns",
+        );
+        s.settle().await;
+        assert_eq!(
+            s.forge.branch_sha(REPO, "main"),
+            main_before,
+            "nothing was written to the base repo's main"
+        );
+        assert!(
+            s.last_bot_comment(pr)
+                .starts_with("⛔ breakglass does not take requests from forks"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        let head = s.forge.pr(REPO, pr).head_sha;
+        assert_eq!(s.policy_status(&head).unwrap().0, "failure");
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+        assert_eq!(s.forge.branch_sha(REPO, "main"), main_before);
+    }
+);
+
+// 4. An approval counts once, for what the approver saw, on the forge's clock.
+
+on_skewed_clocks!(
+    a_thumbs_up_a_second_after_the_push_counts_whatever_the_bots_clock_says,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(s.forge.pr(REPO, pr).merged, "{:#?}", s.bot_comments(pr));
+    }
+);
+
+on_skewed_clocks!(
+    an_approval_in_the_same_second_as_the_push_is_asked_again_never_dropped,
+    |s: Scenario| async move {
+        let now = s.forge.now();
+        s.forge.freeze_clock(now);
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+        let asked = s.last_bot_comment(pr);
+        assert!(
+            asked.starts_with("⏱️ @carol, your approval came within the same second"),
+            "{asked}"
+        );
+        // Asked once, not at every poll.
+        s.forge.react(REPO, pr, &s.people.erin, "eyes");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        let asks = s
+            .bot_comments(pr)
+            .iter()
+            .filter(|c| c.contains("within the same second"))
+            .count();
+        assert_eq!(asks, 1);
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.forge.pr(REPO, pr).merged);
+    }
+);
+
+on_skewed_clocks!(
+    a_replayed_approval_counts_once_and_never_for_a_later_push,
+    |s: Scenario| async move {
+        two_approvals(&s);
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert_eq!(
+            s.last_bot_comment(pr),
+            "👍 Approval by @carol recorded (1 of 2)."
+        );
+        let original = s
+            .forge
+            .deliveries()
+            .into_iter()
+            .rfind(|d| {
+                d.event == "issue_comment"
+                    && String::from_utf8_lossy(&d.body).contains("\"body\":\"/breakglass approve\"")
+            })
+            .expect("carol's signed comment delivery");
+        let replay = |id: &'static str| {
+            let body = original.body.clone();
+            let url = s.webhook_url();
+            let forge = &s.forge;
+            async move {
+                forge
+                    .send_raw_delivery_with_id(&url, "issue_comment", id, &body, SECRET)
+                    .await
+            }
+        };
+        // The same signed comment under a new delivery id: still one approver.
+        assert_eq!(
+            replay("11111111-1111-1111-1111-111111111111").await,
+            Some(202)
+        );
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged, "carol does not count twice");
+        assert_eq!(
+            s.last_bot_comment(pr),
+            "👍 Approval by @carol recorded (1 of 2)."
+        );
+        // alice pushes a new version; the old comment replayed again approves nothing.
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.forge.push_files(
+            REPO,
+            "request-r1",
+            &s.people.alice,
+            &[("requests/prod/r1.yaml", &prod_request("4h"))],
+            "longer",
+        );
+        s.settle().await;
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        replay("22222222-2222-2222-2222-222222222222").await;
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr)
+                .starts_with("⏱️ @carol, your approval was given before the latest push"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged, "1 of 2 for the new version");
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        let merge = s.merge_commit(pr);
+        assert!(merge.message.contains("for 4h"), "{}", merge.message);
+        assert!(
+            merge.message.contains("Breakglass-Approved-By: carol, dan"),
+            "{}",
+            merge.message
+        );
+    }
+);
+
+on_both_backends!(
+    a_withdrawn_approval_no_longer_counts,
+    |s: Scenario| async move {
+        two_approvals(&s);
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        // A reaction, removed.
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        let thumbs = s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        s.forge.unreact(REPO, pr, thumbs);
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        // A comment, deleted.
+        let comment = s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.forge.delete_comment(REPO, comment, &s.people.carol);
+        s.settle().await;
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged, "{:#?}", s.bot_comments(pr));
+        assert_eq!(s.events("r1", "approval_withdrawn").await.len(), 2);
+        // A fresh approval by carol makes two.
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.forge.pr(REPO, pr).merged);
+    }
+);
+
+on_both_backends!(
+    an_approval_withdrawn_right_before_the_merge_stops_it,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        // The merge job's first run fails (502s through all four tries of the retry layer), so
+        // the withdrawal lands between the approval and the merge.
+        s.forge.fail_next(FailureSpec::new(
+            Method::PUT,
+            &format!("/repos/{REPO}/pulls/{pr}/merge"),
+            4,
+            FailureKind::Status(502),
+        ));
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        let thumbs = s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+        s.forge.unreact(REPO, pr, thumbs);
+        s.advance(TimeDelta::seconds(5));
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(
+            s.bot_comments(pr)
+                .iter()
+                .any(|c| c.starts_with("↩️ An approval was withdrawn")),
+            "{:#?}",
+            s.bot_comments(pr)
+        );
+    }
+);
+
+on_both_backends!(
+    an_approval_on_the_second_page_of_reactions_counts,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        for n in 0..110 {
+            let watcher = s.forge.user(&format!("watcher{n}"));
+            s.forge.react(REPO, pr, &watcher, "eyes");
+        }
+        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(s.forge.pr(REPO, pr).merged);
+    }
+);
+
+// 5. A refused merge does not loop.
+
+on_both_backends!(
+    a_yml_request_is_refused_once_and_never_merged,
+    |s: Scenario| async move {
+        s.forge.push_files(
+            REPO,
+            "yml",
+            &s.people.bob,
+            &[("requests/prod/r1.yml", &prod_request("1h"))],
+            "request",
+        );
+        let pr = s.forge.open_pr(REPO, &s.people.bob, "yml", "r1", "");
+        s.forge.label(REPO, pr, &s.people.bob, "sev1");
+        s.settle().await;
+        s.advance(TimeDelta::minutes(2));
+        s.settle().await;
+        let comments = s.bot_comments(pr);
+        assert_eq!(comments.len(), 1, "{comments:#?}");
+        assert!(
+            comments[0].contains("is not a request file"),
+            "{}",
+            comments[0]
+        );
+        assert!(!s.forge.pr(REPO, pr).merged);
+        assert_eq!(merge_calls(&s), 0);
+    }
+);
+
+on_both_backends!(
+    a_draft_fast_path_request_is_decided_but_merged_only_when_ready,
+    |s: Scenario| async move {
+        s.forge.push_files(
+            REPO,
+            "draft",
+            &s.people.bob,
+            &[("requests/prod/r1.yaml", &prod_request("1h"))],
+            "request",
+        );
+        let pr = s
+            .forge
+            .open_pr_draft(REPO, &s.people.bob, "draft", "r1", "");
+        s.forge.label(REPO, pr, &s.people.bob, "sev1");
+        s.settle().await;
+        s.advance(TimeDelta::minutes(2));
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+        assert_eq!(merge_calls(&s), 0, "a draft is never tried");
+        assert!(
+            s.last_bot_comment(pr).contains("This PR is a draft"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        s.forge.set_draft(REPO, pr, &s.people.bob, false);
+        s.settle().await;
+        assert!(s.forge.pr(REPO, pr).merged);
+    }
+);
+
+on_both_backends!(
+    a_merge_the_forge_refuses_is_said_once_and_not_retried_until_something_changes,
+    |s: Scenario| async move {
+        s.forge.push_files(
+            REPO,
+            "sev",
+            &s.people.bob,
+            &[("requests/prod/r1.yaml", &prod_request("1h"))],
+            "request",
+        );
+        let pr = s.forge.open_pr(REPO, &s.people.bob, "sev", "r1", "");
+        s.forge.set_conflicting(REPO, pr, true);
+        s.forge.label(REPO, pr, &s.people.bob, "sev1");
+        s.settle().await;
+        for _ in 0..3 {
+            s.advance(TimeDelta::minutes(1));
+            s.settle().await;
+        }
+        let refusals = s
+            .bot_comments(pr)
+            .iter()
+            .filter(|c| c.starts_with("⚠️ Not merged"))
+            .count();
+        assert_eq!(refusals, 1, "{:#?}", s.bot_comments(pr));
+        assert_eq!(merge_calls(&s), 1);
+        assert_eq!(s.request("r1").await.state.to_string(), "pending");
+        // Something changes: the conflict is resolved and an approver approves again.
+        s.forge.set_conflicting(REPO, pr, false);
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.forge.pr(REPO, pr).merged);
+    }
+);
+
+// 6. Files that land without the bot are removed in full.
+
+on_both_backends!(
+    request_and_grant_files_pushed_to_main_are_removed_in_full,
+    |s: Scenario| async move {
+        let yaml =
+            "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
+        s.forge.push_direct(
+            REPO,
+            &s.people.mallory,
+            &[
+                ("requests/network/r-x.yaml", yaml),
+                ("grants/network/r-x.tf", "resource \"x\" \"y\" {}\n"),
+                ("grants/prod/evil.tf", "resource \"x\" \"z\" {}\n"),
+            ],
+            "grant myself",
+        );
+        s.settle().await;
+        let files = s.forge.files_on(REPO, "main");
+        for gone in [
+            "requests/network/r-x.yaml",
+            "grants/network/r-x.tf",
+            "grants/prod/evil.tf",
+        ] {
+            assert!(!files.contains(&gone.to_owned()), "{gone} is still on main");
+        }
+        assert!(
+            s.forge
+                .log(REPO, "main")
+                .iter()
+                .any(|c| c.message.contains("Breakglass-Revokes: r-x")),
+            "the removal of the request is a revoke merge"
+        );
+    }
+);
+
+on_both_backends!(
+    a_request_file_readded_after_its_revocation_is_removed_and_flagged,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        s.forge.push_direct(
+            REPO,
+            &s.people.mallory,
+            &[("requests/prod/r1.yaml", &prod_request("1h"))],
+            "back again",
+        );
+        s.settle().await;
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none()
+        );
+        let removal = s
+            .forge
+            .prs(REPO)
+            .into_iter()
+            .rfind(|p| p.title.starts_with("breakglass: remove r1"))
+            .unwrap();
+        assert!(removal.merged);
+        assert!(
+            s.bot_comments(removal.number)
+                .iter()
+                .chain(std::iter::once(&removal.body))
+                .any(|c| c.contains("was already revoked")),
+            "flagged"
+        );
+        assert!(
+            metrics(&s)
+                .await
+                .contains("breakglass_anomalies_total{kind=\"readded_after_revoke\"} 1")
+        );
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        let _ = pr;
+    }
+);
+
+// 7. Who may ask is checked before the bot writes anything.
+
+on_both_backends!(
+    an_outsiders_comment_opens_nothing,
+    |s: Scenario| async move {
+        let issue = s.forge.open_issue(REPO, &s.people.mallory, "hi", "");
+        s.settle().await;
+        s.forge.reset_calls();
+        let body = (0..10)
+            .map(|_| "/breakglass prod 1h admin -- incident: INC-1 let me in")
+            .collect::<Vec<_>>()
+            .join("\n");
+        s.forge.comment(REPO, issue, &s.people.mallory, &body);
+        s.settle().await;
+        assert_eq!(s.forge.prs(REPO).len(), 0, "no PR opened");
+        let replies = s.bot_comments(issue);
+        assert_eq!(replies.len(), 2, "{replies:#?}");
+        assert!(replies[0].contains("requesters"), "{}", replies[0]);
+        assert!(replies[1].starts_with("⚠️ One comment opens at most one request"));
+        assert_eq!(s.forge.calls().writes(), 2, "two replies, nothing else");
+    }
+);
+
+on_both_backends!(
+    one_person_may_have_only_so_many_open_requests,
+    |s: Scenario| async move {
+        let issue = s.forge.open_issue(REPO, &s.people.alice, "db down", "");
+        for n in 0..4 {
+            s.forge.advance_clock(TimeDelta::minutes(1));
+            s.advance(TimeDelta::minutes(1));
+            s.forge.comment(
+                REPO,
+                issue,
+                &s.people.alice,
+                &format!("/breakglass prod 1h admin -- incident: INC-{n} db down"),
+            );
+            s.settle().await;
+        }
+        assert_eq!(s.forge.prs(REPO).len(), 3, "the default limit is 3");
+        assert!(
+            s.last_bot_comment(issue)
+                .starts_with("⛔ @alice already has 3 open request(s)"),
+            "{}",
+            s.last_bot_comment(issue)
+        );
+    }
+);
+
+// 8. Free text never adds a resource to a grant file.
+
+on_both_backends!(
+    a_reason_cannot_add_a_terraform_resource_to_a_grant_file,
+    |s: Scenario| async move {
+        let issue = s.forge.open_issue(REPO, &s.people.alice, "dns", "");
+        s.forge.comment(
+            REPO,
+            issue,
+            &s.people.alice,
+            "/breakglass network 30m dns-admin -- x\" } resource \"aws_iam_user\" \"evil\" { name = \"m\" } # ${file(\"/etc/passwd\")} %{ if true }",
+        );
+        s.settle().await;
+        let pr = s.forge.prs(REPO).last().unwrap().clone();
+        let file = s
+            .forge
+            .files_on(REPO, &pr.head_ref)
+            .into_iter()
+            .find(|p| p.starts_with("grants/"))
+            .unwrap();
+        let text = s.forge.file_on(REPO, &pr.head_ref, &file).unwrap();
+        let body: hcl::Body = hcl::from_str(&text).expect("the grant file is valid HCL");
+        let resources = body
+            .blocks()
+            .filter(|b| b.identifier() == "resource")
+            .count();
+        let template = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/templates/iac/terraform-group-membership.tf.j2"
+        ))
+        .unwrap();
+        assert_eq!(
+            resources,
+            template.matches("resource \"").count(),
+            "exactly the template's resources:\n{text}"
+        );
+        assert!(
+            !text.contains("resource \"aws_iam_user\" \"evil\" {"),
+            "{text}"
+        );
+    }
+);
+
+// 9. Revocation uses what was applied, never the current policy.
+
+on_both_backends!(
+    a_broken_policy_on_main_does_not_skip_the_provider_revoke,
+    |s: Scenario| async move {
+        s.granted("r1", "1h").await;
+        s.forge.push_direct(
+            REPO,
+            &s.people.carol,
+            &[("policies/prod.yaml", "environment: prod\nroles: [\n")],
+            "oops",
+        );
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        let revoke = s.events("r1", "revoke").await;
+        assert_eq!(revoke.len(), 1);
+        assert_eq!(revoke[0].data["provider"], "noop", "{:?}", revoke[0].data);
+    }
+);
+
+on_both_backends!(
+    a_role_deleted_from_the_policy_is_still_revoked_through_its_provider,
+    |s: Scenario| async move {
+        s.granted("r1", "1h").await;
+        s.edit_policy(&s.people.carol, "prod", |p| {
+            p.replace(
+                "  admin:\n    provider: noop\n    description: Full administrator access to the production account\n",
+                "",
+            )
+        });
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        let revoke = s.events("r1", "revoke").await;
+        assert_eq!(revoke[0].data["provider"], "noop", "{:?}", revoke[0].data);
+    }
+);
+
+// 10. Smaller holes.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_ignores_its_own_comments_by_user_id_even_as_a_plain_user() {
+    let setup = Setup {
+        bot_is_user: true,
+        ..Setup::default()
+    };
+    let s = Scenario::start_with(Backend::Sqlite, setup).await.unwrap();
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    let before = s.bot_comments(pr).len();
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    s.forge.comment(
+        REPO,
+        pr,
+        &s.people.bot,
+        "/breakglass approve\n/breakglass help",
+    );
+    s.settle().await;
+    assert_eq!(s.bot_comments(pr).len(), before + 1, "only its own comment");
+    assert!(!s.forge.pr(REPO, pr).merged);
+    // And the lifecycle works with such an account.
+    s.approve(pr, &s.people.carol);
+    s.settle().await;
+    assert!(s.forge.pr(REPO, pr).merged);
+}
+
+on_both_backends!(
+    a_request_nobody_approves_expires_and_is_closed,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.advance(TimeDelta::hours(23));
+        s.settle().await;
+        assert_eq!(s.forge.pr(REPO, pr).state, "open");
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.forge.pr(REPO, pr).state, "closed");
+        assert_eq!(s.request("r1").await.state.to_string(), "closed");
+        assert!(
+            s.last_bot_comment(pr)
+                .starts_with("⌛ Nobody approved this request within 1d"),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        let jobs = s
+            .store
+            .jobs_for_request(&"r1".to_owned().try_into().unwrap())
+            .await
+            .unwrap();
+        assert!(jobs.is_empty(), "polling stopped: {jobs:?}");
+    }
+);
