@@ -339,11 +339,26 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let running =
             breakglass::service::start(&config, breakglass::service::Options::default()).await?;
-        tokio::signal::ctrl_c().await?;
+        stop_signal().await?;
         tracing::info!("shutting down: finishing work in flight");
         running.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Ctrl-C, or SIGTERM (what `kill`, systemd and Kubernetes send): both shut down gracefully.
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }
 
 fn migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {

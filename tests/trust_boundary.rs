@@ -907,3 +907,63 @@ on_both_backends!(
         assert!(jobs.is_empty(), "polling stopped: {jobs:?}");
     }
 );
+
+on_both_backends!(
+    a_pr_retargeted_after_its_approval_is_not_merged,
+    |s: Scenario| async move {
+        s.forge.push_files(
+            REPO,
+            "release",
+            &s.people.carol,
+            &[("NOTES.md", "x\n")],
+            "branch",
+        );
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        // alice points the approved PR at another branch; the bot hears of it only at merge time.
+        s.forge.set_webhooks_paused(true);
+        s.forge.retarget_pr(REPO, pr, &s.people.alice, "release");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(
+            s.last_bot_comment(pr).starts_with(
+                "⚠️ Not merged: the pull request targets `release`, not the default branch"
+            ),
+            "{}",
+            s.last_bot_comment(pr)
+        );
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+    }
+);
+
+on_both_backends!(
+    a_request_stuck_revoking_is_revoked_by_reconciliation,
+    |mut s: Scenario| async move {
+        s.granted("r1", "1h").await;
+        // As after a crash that lost the revoke job half-way: the row says revoking, no job.
+        s.crash();
+        let mut record = s.request("r1").await;
+        record.state = breakglass::store::RequestState::Revoking;
+        record.revoke_reason = Some(breakglass::store::RevokeReason::Early);
+        let at = record.updated_at;
+        s.store.update_request(&mut record, at).await.unwrap();
+        s.store
+            .cancel_job(breakglass::store::JobKind::Revoke, &record.id)
+            .await
+            .unwrap();
+        s.start_service().await;
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none()
+        );
+    }
+);

@@ -305,6 +305,15 @@ impl TestForge {
         );
     }
 
+    /// Points an open pull request at another base branch (`pull_request.edited`).
+    #[track_caller]
+    pub fn retarget_pr(&self, repo: &str, number: u64, user: &User, base: &str) {
+        ok(
+            "retarget_pr",
+            self.with_state(|st| st.retarget(repo, number, &user.login, base)),
+        );
+    }
+
     /// Makes a pull request conflict with its base for good (or stop conflicting): merges
     /// answer 405 "Pull Request is not mergeable" and REST shows `mergeable: false`,
     /// `mergeable_state: "dirty"`. Unlike [`FailureSpec::merge_conflict`](crate::FailureSpec),

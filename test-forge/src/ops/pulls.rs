@@ -231,6 +231,31 @@ impl ForgeState {
 
     /// Marks a pull request as draft or ready for review, as the web UI (GraphQL) does: sends
     /// `converted_to_draft` / `ready_for_review`; nothing when the flag does not change.
+    /// Points an open PR at another base branch (GitHub's `PATCH /pulls/{n}` with `base`),
+    /// sending `pull_request.edited`.
+    pub(crate) fn retarget(
+        &mut self,
+        full: &str,
+        number: u64,
+        actor: &str,
+        base: &str,
+    ) -> ApiResult<()> {
+        let now = self.now();
+        if crate::git::branch_tip(&self.repo(full)?.git, base).is_none() {
+            return Err(ApiError::unprocessable(format!(
+                "Validation Failed: base {base} does not exist"
+            )));
+        }
+        let i = self.repo_mut(full)?.pull_mut(number)?;
+        let Some(pr) = i.pr.as_mut() else {
+            return Err(ApiError::not_found());
+        };
+        pr.base_ref = base.to_owned();
+        i.updated_at = now;
+        self.emit_pull(full, number, "edited", actor, vec![]);
+        Ok(())
+    }
+
     pub(crate) fn set_draft(
         &mut self,
         full: &str,

@@ -1,0 +1,79 @@
+//! The real binary under `kill`: SIGTERM shuts the service down gracefully, as Ctrl-C does.
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use breakglass_test_forge::TestForge;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_the_service_down_gracefully() {
+    let forge = TestForge::start().await;
+    forge.create_repo("acme/access-requests", &[("README.md", "# requests\n")]);
+    let bot = forge.bot_user("breakglass[bot]");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let secret = dir.path().join("secret");
+    std::fs::write(&token, forge.token_for(&bot)).unwrap();
+    std::fs::write(&secret, "s3cret").unwrap();
+    let port = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    };
+    let config = dir.path().join("breakglass.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://{}\"\n[github]\napi_url = \"{}\"\nrepository = \"acme/access-requests\"\ntoken_file = \"{}\"\nwebhook_secret_file = \"{}\"\n",
+            dir.path().join("bg.db").display(),
+            forge.api_url(),
+            token.display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_breakglass"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(&health)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the service did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("shutting down: finishing work in flight"),
+        "{stderr}"
+    );
+}
