@@ -38,6 +38,29 @@ pub(super) struct MergePlan {
     pub message: String,
 }
 
+impl MergePlan {
+    /// The merge of a bot-built revert or removal: exactly its deletions, at its own head.
+    pub fn deletion(
+        change: &crate::store::Change,
+        title: String,
+        message: String,
+    ) -> anyhow::Result<MergePlan> {
+        use anyhow::Context as _;
+        Ok(MergePlan {
+            pr: change.pr_number.context("a built change has a PR")?,
+            head_sha: change
+                .head_sha
+                .clone()
+                .context("a built change has a head")?,
+            expected: Expected::Deletion {
+                paths: change.paths.iter().cloned().collect(),
+            },
+            title,
+            message,
+        })
+    }
+}
+
 /// Why the guard did not merge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Refusal {

@@ -582,18 +582,7 @@ impl Workflow {
                         .context("the revert change was just built")?
                 }
             };
-            let plan = MergePlan {
-                pr: change.pr_number.context("a built change has a PR")?,
-                head_sha: change
-                    .head_sha
-                    .clone()
-                    .context("a built change has a head")?,
-                expected: Expected::Deletion {
-                    paths: change.paths.iter().cloned().collect(),
-                },
-                title: title.clone(),
-                message: message.clone(),
-            };
+            let plan = MergePlan::deletion(&change, title.clone(), message.clone())?;
             match self.merge_own_or_theirs(&plan).await? {
                 Ok(merged) => return Ok(Some(merged.sha)),
                 Err(Refusal::Closed) if self.forge.pull_request(plan.pr).await?.info.merged => {
@@ -805,18 +794,11 @@ impl Workflow {
             if last.is_none() {
                 self.forge.comment(number, &body).await?;
             }
-            let plan = MergePlan {
-                pr: number,
-                head_sha: change
-                    .head_sha
-                    .clone()
-                    .context("a built change has a head")?,
-                expected: Expected::Deletion {
-                    paths: change.paths.iter().cloned().collect(),
-                },
-                title: format!("breakglass: remove {subject} (reconcile)"),
-                message: message.clone(),
-            };
+            let plan = MergePlan::deletion(
+                &change,
+                format!("breakglass: remove {subject} (reconcile)"),
+                message.clone(),
+            )?;
             match self.merge_own_or_theirs(&plan).await? {
                 Ok(merged) => {
                     self.record_event(
