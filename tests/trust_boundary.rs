@@ -967,3 +967,42 @@ on_both_backends!(
         );
     }
 );
+
+on_both_backends!(
+    a_request_that_becomes_an_iac_request_moves_to_the_bots_branch_with_its_record,
+    |s: Scenario| async move {
+        let pr = s.open_request(
+            &s.people.alice,
+            "network",
+            "r1",
+            "environment: network\nrole: nope\nduration: 1h\nreason: dns\n",
+        );
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "denied");
+        // alice fixes the role: now the request needs a grant file only the bot may write.
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge.push_files(
+            REPO,
+            "request-r1",
+            &s.people.alice,
+            &[(
+                "requests/network/r1.yaml",
+                "environment: network\nrole: dns-admin\nduration: 1h\nreason: dns\n",
+            )],
+            "fix role",
+        );
+        s.settle().await;
+        let moved = s.request("r1").await;
+        assert_ne!(moved.pr_number, pr, "the record follows the request");
+        assert_eq!(s.forge.pr(REPO, pr).state, "closed");
+        assert!(
+            s.forge
+                .pr(REPO, moved.pr_number)
+                .head_ref
+                .starts_with("breakglass/request/r1-")
+        );
+        s.approve(moved.pr_number, &s.people.carol);
+        s.settle().await;
+        assert!(s.forge.pr(REPO, moved.pr_number).merged);
+    }
+);

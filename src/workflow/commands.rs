@@ -199,7 +199,7 @@ impl Workflow {
             id: id.clone(),
         };
         let pr_number = self
-            .open_bot_request(author, &request, &request.to_yaml(), &path, number)
+            .open_bot_request(author, &request, &request.to_yaml(), &path, number, None)
             .await?;
         if number != pr_number {
             self.forge

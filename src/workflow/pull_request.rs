@@ -555,12 +555,8 @@ impl Workflow {
             ),
             is_bot: false,
         };
-        if let Some(mut record) = existing {
-            self.close_request(&mut record, serde_json::json!({ "reopened": true }), None)
-                .await?;
-        }
         let new_pr = self
-            .open_bot_request(&requester, request, text, path, pr.number)
+            .open_bot_request(&requester, request, text, path, pr.number, existing)
             .await?;
         self.forge
             .comment(pr.number, &comment::reopened_comment(new_pr))
@@ -579,6 +575,7 @@ impl Workflow {
         text: &str,
         path: &RequestPath,
         origin: u64,
+        existing: Option<RequestRecord>,
     ) -> anyhow::Result<u64> {
         let login = Login::try_from(requester.login.clone()).map_err(anyhow::Error::msg)?;
         let (_, policies) = self.load_policies().await?;
@@ -619,23 +616,36 @@ impl Workflow {
         let pr_number = change.pr_number.context("a built change has a PR")?;
         let pr = self.forge.pull_request(pr_number).await?;
         let now = self.now();
-        let placeholder = new_record(
-            path,
-            self.forge_kind(),
-            &self.settings.repository,
-            pr_number,
-            request,
-            &login,
-            requester.id,
-            request.duration.map_or(3600, |d| d.as_secs()),
-            &pr.info.head_sha,
-            now,
-        );
-        self.store.insert_request(&placeholder).await?;
-        let timeout = chrono::TimeDelta::from_std(self.settings.pending_timeout)
-            .unwrap_or(chrono::TimeDelta::days(1));
-        self.schedule(JobKind::Expire, &placeholder.id, now + timeout)
-            .await?;
+        let placeholder = match existing {
+            // A request decided on the person's PR moves to the bot's PR, id and all.
+            Some(mut record) => {
+                record.pr_number = pr_number;
+                record.head_sha = pr.info.head_sha.clone();
+                record.state = RequestState::Denied;
+                self.store.update_request(&mut record, now).await?;
+                record
+            }
+            None => {
+                let record = new_record(
+                    path,
+                    self.forge_kind(),
+                    &self.settings.repository,
+                    pr_number,
+                    request,
+                    &login,
+                    requester.id,
+                    request.duration.map_or(3600, |d| d.as_secs()),
+                    &pr.info.head_sha,
+                    now,
+                );
+                self.store.insert_request(&record).await?;
+                let timeout = chrono::TimeDelta::from_std(self.settings.pending_timeout)
+                    .unwrap_or(chrono::TimeDelta::days(1));
+                self.schedule(JobKind::Expire, &record.id, now + timeout)
+                    .await?;
+                record
+            }
+        };
         let opened = pr.info.updated_at.map(|at| (pr.info.head_sha.clone(), at));
         // Boxed: deciding may re-open a request, which decides again.
         Box::pin(self.evaluate_current(pr, Some(placeholder), opened)).await?;
