@@ -98,6 +98,16 @@ fn check_file(policies: &PolicySet, file: &Path, input: &CheckInput) -> FileRepo
         decision: None,
         error: Some(error),
     };
+    // The bot's own naming rule: a file under `requests/` that it would not take as a request
+    // (`.yml`, a wrong depth) fails here too, instead of passing CI and then being refused.
+    let under_requests = file
+        .iter()
+        .any(|part| part == std::ffi::OsStr::new(crate::request::REQUESTS_DIR));
+    if under_requests && RequestPath::from_fs_path(file).is_none() {
+        return invalid(
+            "not a request file name: requests are named requests/<environment>/<id>.yaml".into(),
+        );
+    }
     let text = match crate::policy::read_capped(file) {
         Ok(text) => text,
         Err(error) => return invalid(error),

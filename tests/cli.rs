@@ -346,3 +346,24 @@ fn every_subcommand_has_help() {
         assert!(stdout(&out).contains("Usage: breakglass"), "{args:?}");
     }
 }
+
+#[test]
+fn a_yml_request_file_is_invalid_as_the_bot_would_refuse_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("requests/prod/r1.yml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        "environment: prod\nrole: admin\nduration: 1h\nreason: \"incident: x\"\nticket: INC-1\nrequester: alice\n",
+    )
+    .unwrap();
+    let out = check(&[], &path);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(
+            "not a request file name: requests are named requests/<environment>/<id>.yaml"
+        ),
+        "{}",
+        stdout(&out)
+    );
+}
