@@ -144,6 +144,15 @@ impl Workflow {
         if change.head_sha.as_deref() == Some(after) {
             return Ok(());
         }
+        // Serialized with the request's jobs (a revoke may be merging this very PR).
+        let request = match change.subject.clone().try_into() {
+            Ok(id) => self.store.get_request(&id).await?,
+            Err(_) => None,
+        };
+        let _guard = match &request {
+            Some(record) => Some(self.lock_pr(record.pr_number).await),
+            None => None,
+        };
         self.tampered(&change, Some(pusher), after).await
     }
 
