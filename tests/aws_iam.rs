@@ -14,7 +14,7 @@ use breakglass::config::AwsConfig;
 use breakglass::grant::aws_iam::document::{self, PolicyDocument, ROLE_INLINE_QUOTA};
 use breakglass::grant::aws_iam::{AwsGrant, AwsProvider, Permissions, REVOKED_SESSIONS};
 use breakglass::grant::{GrantError, GrantSpec, Providers};
-use breakglass::policy::Role;
+use breakglass::policy::{PolicySet, Role};
 use chrono::{DateTime, TimeDelta, Utc};
 use moto::{Moto, Recorder};
 use serde_json::{Value, json};
@@ -850,4 +850,21 @@ async fn aws_out_of_reach_is_transient_and_an_unconfigured_provider_is_unavailab
         matches!(&err, GrantError::Unavailable(_, m) if m.contains("[aws]")),
         "{err}"
     );
+}
+
+#[test]
+fn the_example_aws_policy_is_lint_clean_and_names_a_role_per_requester() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    let policies = PolicySet::load_dir(&dir).unwrap();
+    let policy = policies.get("aws").unwrap();
+    assert_eq!(policy.roles.len(), 2);
+    for role in policy.roles.values() {
+        let grant = AwsGrant::resolve(role, &spec("r-1", EXPIRES_AT)).unwrap();
+        assert_eq!(
+            grant.principal.arn(),
+            "arn:aws:iam::123456789012:role/breakglass/breakglass-alice"
+        );
+        assert_eq!(grant.principal.name(), "breakglass-alice");
+        assert!(grant.attachment().is_some());
+    }
 }
