@@ -475,8 +475,12 @@ struct Principal<'g> {
 }
 
 impl Principal<'_> {
+    /// How an error names the call: `PutRolePolicy breakglass-r-1 on arn:…`.
     fn what(&self, operation: &str, name: &str) -> String {
-        format!("{operation} {name} on {}", self.role)
+        match name {
+            "" => format!("{operation} on {}", self.role),
+            name => format!("{operation} {name} on {}", self.role),
+        }
     }
 
     /// The names of the role's inline policies; `None` when the role does not exist.
