@@ -758,7 +758,7 @@ async fn verify_finds_this_grants_pieces_and_reports_drift() {
         .await
         .unwrap();
     assert_eq!(
-        provider.drift(&grant).await.unwrap(),
+        providers.drift(&role, &spec).await.unwrap(),
         [format!("{admin} is not attached to {PRINCIPAL_ARN}")]
     );
     assert!(!providers.verify(&role, &spec, true).await.unwrap());
@@ -867,4 +867,52 @@ fn the_example_aws_policy_is_lint_clean_and_names_a_role_per_requester() {
         assert_eq!(grant.principal.name(), "breakglass-alice");
         assert!(grant.attachment().is_some());
     }
+}
+
+#[tokio::test]
+async fn a_grant_nobody_can_serve_fails_the_check_made_before_merge() {
+    fake_credentials();
+    let role = role("arn:aws:iam::123456789012:policy/breakglass-admin");
+    let spec = spec("r-1", "");
+
+    let unconfigured = Providers::new("templates".into());
+    assert!(matches!(
+        unconfigured.check(&role, &spec),
+        Err(GrantError::Unavailable(..))
+    ));
+
+    // Checked without calling AWS: the endpoint does not even exist.
+    let provider = AwsProvider::from_config(&AwsConfig {
+        region: "us-east-1".into(),
+        endpoint_url: "http://127.0.0.1:9".into(),
+        assume_role_arn: MANAGEMENT_ROLE.into(),
+    })
+    .await;
+    let providers = Providers::new("templates".into()).with_aws(provider);
+    providers.check(&role, &spec).unwrap();
+
+    let mut unlinkable = spec.clone();
+    unlinkable.requester = "a".into();
+    let err = providers.check(&role, &unlinkable).unwrap_err();
+    assert!(err.to_string().contains("SourceIdentity"), "{err}");
+
+    let mut outside = spec.clone();
+    outside.requester = "al/ice".into();
+    let err = providers.check(&role, &outside).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("may not be part of an IAM role ARN"),
+        "{err}"
+    );
+
+    let mut no_principal = role.clone();
+    no_principal.principal = None;
+    assert!(matches!(
+        providers.check(&no_principal, &spec),
+        Err(GrantError::Misconfigured(_))
+    ));
+
+    let mut noop = role.clone();
+    noop.provider = "noop".into();
+    providers.check(&noop, &spec).unwrap();
 }

@@ -181,6 +181,35 @@ fn unknown_provider(role: &Role) -> GrantError {
 }
 
 impl Providers {
+    /// Whether a grant of `role` for `spec` can be served at all, without calling any cloud:
+    /// for deciding a request before it is merged, so that a role nobody can grant is denied
+    /// with the reason instead of merged and then stuck.
+    pub fn check(&self, role: &Role, spec: &GrantSpec) -> Result<(), GrantError> {
+        match role.provider_kind() {
+            Some(ProviderKind::Noop) => Ok(()),
+            Some(ProviderKind::Iac) => self.rendered_files(role, spec).map(drop),
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.check(&grant)
+            }
+            None => Err(unknown_provider(role)),
+        }
+    }
+
+    /// How an `aws-iam` grant in the cloud differs from what breakglass applied, one sentence
+    /// each, for a comment on the request; empty when it is as applied, and for providers
+    /// whose grant is the merged file itself.
+    pub async fn drift(&self, role: &Role, spec: &GrantSpec) -> Result<Vec<String>, GrantError> {
+        match role.provider_kind() {
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.drift(&grant).await
+            }
+            Some(ProviderKind::Noop | ProviderKind::Iac) => Ok(Vec::new()),
+            None => Err(unknown_provider(role)),
+        }
+    }
+
     /// Whether the access is still held, for reconciliation. `listed` says whether git still
     /// lists the request on the default branch: for `noop` and `iac` that *is* the grant (the
     /// IaC pipeline applies what is on the branch); `aws-iam` also needs its pieces in IAM as

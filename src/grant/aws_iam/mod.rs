@@ -283,6 +283,19 @@ impl AwsProvider {
         self
     }
 
+    /// What can be known about `grant` without calling AWS: the bot's session could carry
+    /// its requester (when a management role is assumed) and its document fits IAM's quota.
+    pub fn check(&self, grant: &AwsGrant) -> Result<(), GrantError> {
+        if self.assume_role_arn.is_some() {
+            principal::source_identity(&grant.requester)?;
+        }
+        if grant.expires_at.is_some() {
+            let (name, json) = grant.written()?;
+            check_quota(&grant.principal, &[], &name, quota_size(&json))?;
+        }
+        Ok(())
+    }
+
     /// Gives the grant; applying it again changes nothing (or rewrites the expiry, after an
     /// extension). Fails with `Misconfigured` before any call to AWS when the document alone
     /// would not fit IAM's quota, and before writing anything when the role's would not.
