@@ -141,13 +141,19 @@ impl Default for GitlabConfig {
     }
 }
 
-/// AWS settings for the aws-iam provider.
+/// AWS settings for the aws-iam provider. Credentials are not here: they come from the
+/// standard AWS chain (environment, web identity, container or instance role, profile).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsConfig {
+    /// The region of the STS and IAM clients (IAM itself is global).
     pub region: String,
     /// A local AWS emulator's endpoint for tests; empty for real AWS.
     pub endpoint_url: String,
+    /// The management role the bot assumes for each grant operation, with the requester as
+    /// `SourceIdentity` and the request in session tags; empty: the ambient credentials act
+    /// directly.
+    pub assume_role_arn: String,
 }
 
 impl Default for AwsConfig {
@@ -155,6 +161,7 @@ impl Default for AwsConfig {
         Self {
             region: "us-east-1".into(),
             endpoint_url: String::new(),
+            assume_role_arn: String::new(),
         }
     }
 }
@@ -345,6 +352,7 @@ token_env = "BREAKGLASS_GITLAB_TOKEN"
 [aws]
 region = "us-east-1"
 endpoint_url = ""
+assume_role_arn = ""
 "#;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -394,6 +402,10 @@ endpoint_url = ""
                 ("BREAKGLASS_GITHUB__API_URL", "http://127.0.0.1:3000"),
                 ("BREAKGLASS_GITHUB__APP_ID", "12345"),
                 ("BREAKGLASS_AWS__ENDPOINT_URL", "http://127.0.0.1:5055"),
+                (
+                    "BREAKGLASS_AWS__ASSUME_ROLE_ARN",
+                    "arn:aws:iam::123456789012:role/breakglass-bot",
+                ),
                 // Secrets and unrelated variables share the prefix and are not keys.
                 ("BREAKGLASS_GITHUB_WEBHOOK_SECRET", "s3cret"),
                 ("BREAKGLASS_TEST_DATABASE_URL", "postgres://x"),
@@ -406,7 +418,12 @@ endpoint_url = ""
         let github = config.github.unwrap();
         assert_eq!(github.api_url, "http://127.0.0.1:3000");
         assert_eq!(github.app_id, Some(12345));
-        assert_eq!(config.aws.unwrap().endpoint_url, "http://127.0.0.1:5055");
+        let aws = config.aws.unwrap();
+        assert_eq!(aws.endpoint_url, "http://127.0.0.1:5055");
+        assert_eq!(
+            aws.assume_role_arn,
+            "arn:aws:iam::123456789012:role/breakglass-bot"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::config::{Config, read_secrets};
 use crate::forge::github::webhook::parse;
 use crate::forge::github::{GithubAuth, GithubClient};
 use crate::grant::Providers;
+use crate::grant::aws_iam::AwsProvider;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::server::{AppState, router};
@@ -125,12 +126,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         forge,
         bot,
         options.clock.clone(),
-        Providers::new(
-            options
-                .templates_dir
-                .clone()
-                .unwrap_or_else(|| config.templates_path.clone()),
-        ),
+        providers(config, &options).await,
         metrics.clone(),
         settings,
     );
@@ -183,6 +179,25 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         shutdown,
         tasks: vec![server, deliveries, jobs, reconciler],
     })
+}
+
+/// The grant providers; `aws-iam` only when `[aws]` is configured (its roles are otherwise
+/// refused as unavailable). The AWS provider reads the service's clock, like everything else.
+async fn providers(config: &Config, options: &Options) -> Providers {
+    let providers = Providers::new(
+        options
+            .templates_dir
+            .clone()
+            .unwrap_or_else(|| config.templates_path.clone()),
+    );
+    match &config.aws {
+        Some(aws) => providers.with_aws(
+            AwsProvider::from_config(aws)
+                .await
+                .with_clock(options.clock.clone()),
+        ),
+        None => providers,
+    }
 }
 
 fn hostname() -> String {

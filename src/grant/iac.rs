@@ -77,10 +77,12 @@ fn render_path(template: &str, spec: &GrantSpec) -> Result<String, GrantError> {
     Ok(path)
 }
 
-/// Renders `template` with the values of `spec`, each `{{ … }}` written by `formatter`. The
-/// formatter sees every value, `| safe` ones included: no template can opt out of escaping.
-fn render_with<F>(template: &str, spec: &GrantSpec, formatter: F) -> Result<String, Error>
+/// Renders `template` with `values` (a [`GrantSpec`] here; the aws-iam principal has its own
+/// narrower set), each `{{ … }}` written by `formatter`. The formatter sees every value,
+/// `| safe` ones included: no template can opt out of escaping.
+pub(super) fn render_with<S, F>(template: &str, values: &S, formatter: F) -> Result<String, Error>
 where
+    S: serde::Serialize,
     F: Fn(&mut Output, &mut State, &Value) -> Result<(), Error> + Send + Sync + 'static,
 {
     let mut env = Environment::new();
@@ -92,12 +94,12 @@ where
             .build()?,
     );
     env.set_formatter(formatter);
-    env.render_str(template, minijinja::value::Serde(spec))
+    env.render_str(template, minijinja::value::Serde(values))
 }
 
 /// The text of a value as the template shows it; an absent optional value (a request without
 /// a ticket) is the empty string rather than minijinja's `none`.
-fn text_of(value: &Value) -> String {
+pub(super) fn text_of(value: &Value) -> String {
     if value.is_none() {
         String::new()
     } else {

@@ -3,10 +3,12 @@
 //! - `noop` records only (the event log and git history say who had what, when).
 //! - `iac` renders a grant file from a template into the request PR; the requests repo's own
 //!   IaC pipeline applies what is merged, and the revert PR removes the file again.
-//! - `aws-iam` (STS + IAM) comes with its own module.
+//! - `aws-iam` (STS + IAM, [`aws_iam`]) writes the grant into IAM with its expiry inside the
+//!   policy, and takes it back at revoke; it needs the `[aws]` section of the configuration.
 //!
 //! Every operation is idempotent: after a crash the lifecycle simply runs the step again.
 
+pub mod aws_iam;
 pub mod escape;
 pub mod iac;
 
@@ -37,10 +39,12 @@ pub struct RenderedFile {
     pub content: String,
 }
 
-/// Why a provider could not do its part.
+/// Why a provider could not do its part, sorted by what the caller should do: retry
+/// ([`GrantError::is_retryable`]) or stop and tell someone.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
-    /// The role's configuration is wrong (a template missing or failing): fix the policy.
+    /// The role's configuration is wrong (a template missing or failing, a principal that does
+    /// not exist, a policy over IAM's quota): fix the policy; retrying changes nothing.
     #[error("role misconfigured: {0}")]
     Misconfigured(String),
     /// The provider is not available in this build or configuration.
@@ -49,6 +53,20 @@ pub enum GrantError {
     /// A transient failure; the step is retried.
     #[error("{0}")]
     Transient(String),
+    /// The cloud refused the bot's own credentials (missing permission, untrusted role): fix
+    /// the bot's setup. A grant stops; a revoke is still retried until it goes through.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// The cloud asked the bot to slow down; the step is retried with backoff.
+    #[error("throttled: {0}")]
+    Throttled(String),
+}
+
+impl GrantError {
+    /// Whether trying the same step again later can succeed without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Transient(_) | Self::Throttled(_))
+    }
 }
 
 /// The providers, configured.
@@ -56,11 +74,46 @@ pub enum GrantError {
 pub struct Providers {
     /// Directory of the grant templates of `iac` roles.
     pub templates_dir: PathBuf,
+    /// The `aws-iam` provider, when `[aws]` is configured.
+    aws: Option<aws_iam::AwsProvider>,
 }
 
 impl Providers {
     pub fn new(templates_dir: PathBuf) -> Self {
-        Self { templates_dir }
+        Self {
+            templates_dir,
+            aws: None,
+        }
+    }
+
+    /// These providers, with `aws-iam` served by `aws`.
+    pub fn with_aws(mut self, aws: aws_iam::AwsProvider) -> Self {
+        self.aws = Some(aws);
+        self
+    }
+
+    /// The `aws-iam` provider, or why roles of it cannot be served.
+    fn aws(&self) -> Result<&aws_iam::AwsProvider, GrantError> {
+        self.aws.as_ref().ok_or_else(|| {
+            GrantError::Unavailable(
+                ProviderKind::AwsIam,
+                "breakglass.toml has no [aws] section".into(),
+            )
+        })
+    }
+
+    /// The managed-policy attachment an `aws-iam` grant shares with other grants of the same
+    /// principal and policy, as `(principal ARN, policy ARN)`; `None` for every other grant.
+    /// The workflow passes the ids of the other active grants with an equal attachment to
+    /// [`Providers::revoke_with`].
+    pub fn aws_attachment(role: &Role, spec: &GrantSpec) -> Option<(String, String)> {
+        if role.provider_kind() != Some(ProviderKind::AwsIam) {
+            return None;
+        }
+        let grant = aws_iam::AwsGrant::resolve(role, spec).ok()?;
+        grant
+            .attachment()
+            .map(|(principal, policy)| (principal.to_owned(), policy.to_owned()))
     }
 
     /// The files a grant for `role` adds to the request PR (empty for most providers).
@@ -85,42 +138,82 @@ impl Providers {
                 tracing::info!(request = %spec.id, role = %spec.role, provider = %role.provider, "grant applied");
                 Ok(())
             }
-            Some(kind @ ProviderKind::AwsIam) => Err(GrantError::Unavailable(
-                kind,
-                "the aws-iam provider is not in this version yet".into(),
-            )),
-            None => Err(GrantError::Misconfigured(format!(
-                "unknown provider `{}`",
-                role.provider
-            ))),
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.apply(&grant).await
+            }
+            None => Err(unknown_provider(role)),
         }
     }
 
-    /// Takes the access back. Must succeed when the access is already gone.
+    /// Takes the access back. Must succeed when the access is already gone. For `aws-iam`
+    /// this detaches a managed policy even if another grant shares it: callers that know the
+    /// other active grants use [`Providers::revoke_with`].
     pub async fn revoke(&self, role: &Role, spec: &GrantSpec) -> Result<(), GrantError> {
+        self.revoke_with(role, spec, &[]).await
+    }
+
+    /// [`Providers::revoke`], knowing `others`: the ids of the other active grants with the
+    /// same [`Providers::aws_attachment`], which keep a shared managed policy attached.
+    pub async fn revoke_with(
+        &self,
+        role: &Role,
+        spec: &GrantSpec,
+        others: &[String],
+    ) -> Result<(), GrantError> {
         match role.provider_kind() {
             // The revert PR removes the grant file; nothing else holds the access.
             Some(ProviderKind::Noop | ProviderKind::Iac) => {
                 tracing::info!(request = %spec.id, role = %spec.role, provider = %role.provider, "grant revoked");
                 Ok(())
             }
-            Some(kind @ ProviderKind::AwsIam) => Err(GrantError::Unavailable(
-                kind,
-                "the aws-iam provider is not in this version yet".into(),
-            )),
-            None => Err(GrantError::Misconfigured(format!(
-                "unknown provider `{}`",
-                role.provider
-            ))),
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.revoke(&grant, others).await
+            }
+            None => Err(unknown_provider(role)),
         }
     }
 }
 
+fn unknown_provider(role: &Role) -> GrantError {
+    GrantError::Misconfigured(format!("unknown provider `{}`", role.provider))
+}
+
 impl Providers {
+    /// Whether a grant of `role` for `spec` can be served at all, without calling any cloud:
+    /// for deciding a request before it is merged, so that a role nobody can grant is denied
+    /// with the reason instead of merged and then stuck.
+    pub fn check(&self, role: &Role, spec: &GrantSpec) -> Result<(), GrantError> {
+        match role.provider_kind() {
+            Some(ProviderKind::Noop) => Ok(()),
+            Some(ProviderKind::Iac) => self.rendered_files(role, spec).map(drop),
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.check(&grant)
+            }
+            None => Err(unknown_provider(role)),
+        }
+    }
+
+    /// How an `aws-iam` grant in the cloud differs from what breakglass applied, one sentence
+    /// each, for a comment on the request; empty when it is as applied, and for providers
+    /// whose grant is the merged file itself.
+    pub async fn drift(&self, role: &Role, spec: &GrantSpec) -> Result<Vec<String>, GrantError> {
+        match role.provider_kind() {
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.drift(&grant).await
+            }
+            Some(ProviderKind::Noop | ProviderKind::Iac) => Ok(Vec::new()),
+            None => Err(unknown_provider(role)),
+        }
+    }
+
     /// Whether the access is still held, for reconciliation. `listed` says whether git still
     /// lists the request on the default branch: for `noop` and `iac` that *is* the grant (the
-    /// IaC pipeline applies what is on the branch); providers with state of their own (aws-iam)
-    /// will look at it.
+    /// IaC pipeline applies what is on the branch); `aws-iam` also needs its pieces in IAM as
+    /// it wrote them.
     pub async fn verify(
         &self,
         role: &Role,
@@ -129,17 +222,13 @@ impl Providers {
     ) -> Result<bool, GrantError> {
         match role.provider_kind() {
             Some(ProviderKind::Noop | ProviderKind::Iac) => Ok(listed),
-            Some(kind @ ProviderKind::AwsIam) => Err(GrantError::Unavailable(
-                kind,
-                format!(
-                    "cannot verify {} yet: the aws-iam provider is not in this version",
-                    spec.id
-                ),
-            )),
-            None => Err(GrantError::Misconfigured(format!(
-                "unknown provider `{}`",
-                role.provider
-            ))),
+            // Unlisted is not held, whatever AWS says: the revoke that follows cleans up.
+            Some(ProviderKind::AwsIam) if !listed => Ok(false),
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.verify(&grant, listed).await
+            }
+            None => Err(unknown_provider(role)),
         }
     }
 }
