@@ -491,6 +491,22 @@ pub fn revert_blocked_comment(why: &str, branch: &str, protection: bool) -> Stri
     text
 }
 
+/// A merged request whose grant cannot be applied (and will not be, however often retried).
+pub fn grant_failed_comment(why: &str) -> String {
+    format!(
+        "🚫 **The grant could not be applied**: {}. breakglass revokes the request now; fix the role or the bot's setup and ask again.",
+        inert(why)
+    )
+}
+
+/// A role the bot cannot serve, found before anything is merged.
+pub fn role_unservable_comment(environment: &str, role: &str, why: &str) -> String {
+    format!(
+        "⛔ **`{environment}/{role}` cannot be granted**: {}. breakglass will not merge a request it could not serve; fix the policy or the bot's setup.",
+        inert(why)
+    )
+}
+
 /// A PR from another repository.
 pub fn fork_refused_comment(repo: &str) -> String {
     format!(

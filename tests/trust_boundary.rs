@@ -1006,3 +1006,57 @@ on_both_backends!(
         assert!(s.forge.pr(REPO, moved.pr_number).merged);
     }
 );
+
+// A role nobody can serve is denied before the merge, never merged and then stuck.
+
+fn aws_admin_without_aws_config(s: &Scenario) {
+    s.edit_policy(&s.people.carol, "prod", |p| {
+        p.replace(
+            "  admin:\n    provider: noop\n",
+            "  admin:\n    provider: aws-iam\n    account: \"123456789012\"\n    principal: \"arn:aws:iam::123456789012:role/breakglass-{{ requester }}\"\n    policy_arn: arn:aws:iam::aws:policy/AdministratorAccess\n",
+        )
+    });
+}
+
+on_both_backends!(
+    a_role_whose_provider_is_not_configured_is_denied_before_the_merge,
+    |s: Scenario| async move {
+        aws_admin_without_aws_config(&s);
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        let said = s.last_bot_comment(pr);
+        assert!(
+            said.starts_with("⛔ **`prod/admin` cannot be granted**"),
+            "{said}"
+        );
+        assert!(said.contains("aws"), "{said}");
+        let head = s.forge.pr(REPO, pr).head_sha;
+        assert_eq!(
+            s.policy_status(&head),
+            Some((
+                "failure".into(),
+                "denied: the role cannot be granted".into()
+            ))
+        );
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.forge.pr(REPO, pr).merged);
+        assert_eq!(merge_calls(&s), 0);
+
+        let issue = s.forge.open_issue(REPO, &s.people.alice, "db", "");
+        s.forge.comment(
+            REPO,
+            issue,
+            &s.people.alice,
+            "/breakglass prod 1h admin -- incident: INC-2 db",
+        );
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(issue)
+                .starts_with("⛔ **`prod/admin` cannot be granted**"),
+            "{}",
+            s.last_bot_comment(issue)
+        );
+        assert_eq!(s.forge.prs(REPO).len(), 1, "nothing opened for the comment");
+    }
+);

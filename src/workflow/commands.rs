@@ -244,6 +244,23 @@ impl Workflow {
             let what = format!("{}/{}", request.environment, request.role);
             return Ok(Some(comment::decision_comment(&what, &decision)));
         }
+        if let Some(role) = policy.and_then(|p| p.roles.get(&request.role)) {
+            let path = RequestPath {
+                environment: request.environment.clone(),
+                id: "unopened"
+                    .to_owned()
+                    .try_into()
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let spec = super::pull_request::grant_spec(request, &path, login);
+            if let Err(err) = self.providers.check(role, &spec) {
+                return Ok(Some(comment::role_unservable_comment(
+                    request.environment.as_str(),
+                    request.role.as_str(),
+                    &err.to_string(),
+                )));
+            }
+        }
         let mut open = 0;
         for state in [
             RequestState::Pending,

@@ -35,6 +35,9 @@ pub struct StoredDecision {
     /// The PR is a draft: decided, never merged.
     #[serde(default)]
     pub draft: bool,
+    /// Why the role cannot be granted by its provider (checked before any merge).
+    #[serde(default)]
+    pub unservable: Option<String>,
 }
 
 impl Workflow {

@@ -13,7 +13,7 @@ use super::guard::{Expected, MergePlan, Merged, Refusal};
 use super::trailers;
 use crate::comment;
 use crate::forge::{Actor, PushedCommit, StatusState};
-use crate::grant::{GrantSpec, RenderedFile};
+use crate::grant::{GrantSpec, Providers, RenderedFile};
 use crate::names::RequestId;
 use crate::policy::Role;
 use crate::request::{AccessRequest, RequestPath};
@@ -272,9 +272,28 @@ impl Workflow {
             self.store.update_request(&mut record, self.now()).await?;
             return self.schedule(JobKind::Revoke, id, self.now()).await;
         };
-        self.providers
+        if let Err(err) = self
+            .providers
             .apply(&applied.role, &Self::spec(&record))
-            .await?;
+            .await
+        {
+            if err.is_retryable() {
+                return Err(err.into());
+            }
+            // Retrying changes nothing (misconfigured, denied, unavailable): say so and end the
+            // request cleanly instead of retrying forever.
+            tracing::error!(request = %id, error = %err, "the grant cannot be applied; revoking");
+            self.forge
+                .comment(
+                    record.pr_number,
+                    &comment::grant_failed_comment(&err.to_string()),
+                )
+                .await?;
+            record.state = RequestState::Revoking;
+            record.revoke_reason = Some(RevokeReason::Reconcile);
+            self.store.update_request(&mut record, self.now()).await?;
+            return self.schedule(JobKind::Revoke, id, self.now()).await;
+        }
         self.record_event(
             EventKind::GRANT,
             Some(id),
@@ -491,8 +510,10 @@ impl Workflow {
         let applied = self.applied(record).await?;
         match &applied {
             Some(applied) => {
+                let spec = Self::spec(record);
+                let others = self.sharing_grants(record, applied, &spec).await?;
                 self.providers
-                    .revoke(&applied.role, &Self::spec(record))
+                    .revoke_with(&applied.role, &spec, &others)
                     .await?
             }
             None => {
@@ -547,6 +568,32 @@ impl Workflow {
         .await?;
         self.store.cancel_job(JobKind::Remind, &record.id).await?;
         Ok(())
+    }
+
+    /// The other active grants that share this grant's managed-policy attachment (aws-iam):
+    /// revoking this one must leave theirs in place.
+    async fn sharing_grants(
+        &self,
+        record: &RequestRecord,
+        applied: &AppliedGrant,
+        spec: &GrantSpec,
+    ) -> anyhow::Result<Vec<String>> {
+        let Some(mine) = Providers::aws_attachment(&applied.role, spec) else {
+            return Ok(Vec::new());
+        };
+        let mut others = Vec::new();
+        for other in self.store.list_requests(Some(RequestState::Active)).await? {
+            if other.id == record.id {
+                continue;
+            }
+            if let Some(theirs) = self.store.applied_grant(&other.id).await?
+                && Providers::aws_attachment(&theirs.role, &Self::spec(&other)).as_ref()
+                    == Some(&mine)
+            {
+                others.push(other.id.to_string());
+            }
+        }
+        Ok(others)
     }
 
     /// Lands the removal of the request's files. The existing revert PR is merged through the

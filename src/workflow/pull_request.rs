@@ -249,10 +249,22 @@ impl Workflow {
             });
         }
 
+        // A role the bot could not serve (provider not configured, principal unresolved, a
+        // template that fails) is denied now, never merged and then stuck.
+        let role = policy.and_then(|p| p.roles.get(&request.role));
+        let unservable = match role {
+            Some(role) if decision.allowed => self
+                .providers
+                .check(role, &grant_spec(&request, &path, &login))
+                .err()
+                .map(|err| err.to_string()),
+            _ => None,
+        };
         // The bot merges nothing but the request file and the grant files it renders itself.
         let mut allowed_paths = BTreeSet::from([file.path.clone()]);
-        if let Some(role) = policy.and_then(|p| p.roles.get(&request.role))
+        if let Some(role) = role
             && decision.allowed
+            && unservable.is_none()
         {
             let spec = grant_spec(&request, &path, &login);
             for rendered in self
@@ -289,7 +301,7 @@ impl Workflow {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let allowed = decision.allowed && extra.is_empty();
+        let allowed = decision.allowed && extra.is_empty() && unservable.is_none();
         let same_head = existing.as_ref().is_some_and(|r| r.head_sha == pr.head_sha);
         let old = existing
             .as_ref()
@@ -310,6 +322,7 @@ impl Workflow {
                 .filter(|_| same_head)
                 .and_then(|o| o.merge_refused.clone()),
             draft: pr.draft,
+            unservable: unservable.clone(),
         };
         let unchanged = same_head && old.as_ref().is_some_and(|old| same_verdict(old, &stored));
         let state = if allowed {
@@ -362,6 +375,13 @@ impl Workflow {
                     comment::decision_comment(record.id.as_str(), &decision)
                 ),
             };
+            if let Some(why) = &unservable {
+                text = comment::role_unservable_comment(
+                    request.environment.as_str(),
+                    request.role.as_str(),
+                    why,
+                );
+            }
             if pr.draft {
                 text = format!("{text}\n\n{}", comment::draft_note());
             }
@@ -701,7 +721,9 @@ impl Workflow {
 fn verdict_status(stored: &StoredDecision, allowed: bool) -> (StatusState, String) {
     let decision = &stored.decision;
     if !allowed {
-        let description = if decision.allowed {
+        let description = if stored.unservable.is_some() {
+            "denied: the role cannot be granted".to_owned()
+        } else if decision.allowed {
             "denied: the PR changes files beyond its request".to_owned()
         } else {
             format!(
@@ -807,6 +829,7 @@ fn same_verdict(old: &StoredDecision, new: &StoredDecision) -> bool {
             == new.decision.fast_path.as_ref().map(|f| &f.rule)
         && old.scope_problems == new.scope_problems
         && old.draft == new.draft
+        && old.unservable == new.unservable
 }
 
 /// What a provider gets to render a request's grant files (before the merge, so no expiry).
