@@ -17,6 +17,7 @@
 //! Everything here is blocking (git2, and `git clone` for URLs): async callers use
 //! `tokio::task::spawn_blocking`.
 
+pub mod files;
 pub mod history;
 pub mod render;
 pub mod report;

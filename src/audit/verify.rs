@@ -69,7 +69,8 @@ pub async fn verify(store: &Store, history: &History) -> Result<Verification, St
             Fact::Revoke(revoke) => {
                 revokes.insert(event.commit.to_string(), revoke.request_id.as_str());
             }
-            Fact::Landed(_) => {}
+            // A forged claim is neither: git does not record it as a merge of the bot.
+            Fact::Landed(_) | Fact::Forged(_) => {}
         }
     }
 
