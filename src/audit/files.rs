@@ -3,11 +3,14 @@
 //!
 //! Speed matters here as in [`super::history`]: a bot merge is checked with path lookups in
 //! its tree and its first parent's, and where the environment is not known, only the
-//! environment directories whose tree id changed are looked into. Never a full diff. Trees go
-//! through libgit2's object cache (`find_tree`), so the first parent's trees, read to check a
-//! merge, are not read again when the walk reaches that parent.
+//! environment directories whose tree id changed are looked into. Never a full diff. Trees
+//! are read raw from the object database and scanned in place (`<mode> <name>\0<id>`
+//! entries) rather than parsed into `git2::Tree`s: a tree is a few entries, and parsing,
+//! wrapping and caching each one twice cost more than the scan. The object database still
+//! caches what it reads, so the first parent's trees, read to check a merge, are not inflated
+//! again when the walk reaches that parent.
 
-use git2::{ObjectType, Oid, Repository, Tree, TreeEntry};
+use git2::{ObjectType, Odb, OdbObject, Oid};
 
 use super::AuditError;
 use super::history::LandedFact;
@@ -35,30 +38,35 @@ impl RequestFile {
 
 /// The `requests/` trees of a commit and of its first parent (`None` where there is no
 /// `requests/`, or no parent).
-pub struct RequestTrees<'r> {
-    repo: &'r Repository,
-    new: Option<Tree<'r>>,
-    old: Option<Tree<'r>>,
+pub struct RequestTrees<'o> {
+    odb: &'o Odb<'o>,
+    new: Option<RawTree<'o>>,
+    old: Option<RawTree<'o>>,
 }
 
-impl<'r> RequestTrees<'r> {
+impl<'o> RequestTrees<'o> {
     /// Reads the `requests/` subtree of the commit's root tree `new` and of its first
     /// parent's root tree `old`.
-    pub fn read(repo: &'r Repository, new: Oid, old: Option<Oid>) -> Result<Self, AuditError> {
-        let requests = |root: Oid| -> Result<Option<Tree<'r>>, AuditError> {
-            let root = repo.find_tree(root).map_err(AuditError::git)?;
-            subtree(repo, &root, REQUESTS_DIR)
+    pub fn read(odb: &'o Odb<'o>, new: Oid, old: Option<Oid>) -> Result<Self, AuditError> {
+        let requests = |root: Oid| -> Result<Option<RawTree<'o>>, AuditError> {
+            RawTree::read(odb, root)?.subtree(odb, REQUESTS_DIR)
         };
-        Ok(Self {
-            repo,
-            new: requests(new)?,
-            old: old.map(requests).transpose()?.flatten(),
-        })
+        if old == Some(new) {
+            // The same root tree on both sides (an empty merge): nothing added or removed.
+            return Ok(Self {
+                odb,
+                new: None,
+                old: None,
+            });
+        }
+        let new = requests(new)?;
+        let old = old.map(requests).transpose()?.flatten();
+        Ok(Self { odb, new, old })
     }
 
     /// Whether `requests/` is the same tree on both sides (nothing added or removed there).
     pub fn unchanged(&self) -> bool {
-        self.new.as_ref().map(Tree::id) == self.old.as_ref().map(Tree::id)
+        self.new.as_ref().map(|t| t.id) == self.old.as_ref().map(|t| t.id)
     }
 
     /// The first of `names` that the commit adds (present in it, absent from its first
@@ -69,7 +77,7 @@ impl<'r> RequestTrees<'r> {
         names: &[&str],
     ) -> Result<Option<RequestFile>, AuditError> {
         appearing(
-            self.repo,
+            self.odb,
             self.old.as_ref(),
             self.new.as_ref(),
             environment,
@@ -80,7 +88,7 @@ impl<'r> RequestTrees<'r> {
     /// The first of `names` that the commit removes (present in its first parent, absent
     /// from it), in any environment directory.
     pub fn removed(&self, names: &[&str]) -> Result<Option<RequestFile>, AuditError> {
-        appearing(self.repo, self.new.as_ref(), self.old.as_ref(), None, names)
+        appearing(self.odb, self.new.as_ref(), self.old.as_ref(), None, names)
     }
 
     /// Every YAML file the commit adds under `requests/<environment>/`: what landed, for a
@@ -93,27 +101,26 @@ impl<'r> RequestTrees<'r> {
             return Ok(Vec::new());
         }
         let mut added = Vec::new();
-        for env_entry in new.iter() {
+        for dir in new.entries() {
+            let dir = dir?;
             let Some(ChangedDir {
                 environment,
                 files,
-                old_files,
-            }) = self.changed_dir(&env_entry)?
+                before,
+            }) = changed_dir(self.odb, self.old.as_ref(), &dir)?
             else {
                 continue;
             };
-            for file in files.iter() {
-                let (Ok(name), Some(ObjectType::Blob)) = (file.name(), file.kind()) else {
+            for file in files.entries() {
+                let file = file?;
+                let (Some(name), Kind::Blob) = (file.name(), file.kind) else {
                     continue;
                 };
                 // Any YAML file counts, valid request name or not: an audit flags more, not less.
                 let Some(id) = yaml_stem(name) else {
                     continue;
                 };
-                if old_files
-                    .as_ref()
-                    .is_some_and(|old| old.get_name(name).is_some())
-                {
+                if before.as_ref().is_some_and(|b| b.get(name).is_some()) {
                     continue; // changed, not added
                 }
                 added.push(LandedFact {
@@ -125,96 +132,196 @@ impl<'r> RequestTrees<'r> {
         }
         Ok(added)
     }
-
-    /// An environment directory of the commit whose tree differs from the first parent's.
-    fn changed_dir<'e>(
-        &self,
-        env_entry: &'e TreeEntry<'_>,
-    ) -> Result<Option<ChangedDir<'e, 'r>>, AuditError> {
-        let (Ok(environment), Some(ObjectType::Tree)) = (env_entry.name(), env_entry.kind()) else {
-            return Ok(None);
-        };
-        let old_entry = self.old.as_ref().and_then(|old| old.get_name(environment));
-        if old_entry.as_ref().map(TreeEntry::id) == Some(env_entry.id()) {
-            return Ok(None);
-        }
-        let files = self
-            .repo
-            .find_tree(env_entry.id())
-            .map_err(AuditError::git)?;
-        let old_files = match &self.old {
-            Some(old) => subtree(self.repo, old, environment)?,
-            None => None,
-        };
-        Ok(Some(ChangedDir {
-            environment,
-            files,
-            old_files,
-        }))
-    }
-}
-
-/// An environment directory that a commit changed.
-struct ChangedDir<'e, 'r> {
-    environment: &'e str,
-    /// Its tree in the commit.
-    files: Tree<'r>,
-    /// Its tree in the first parent, if it was there.
-    old_files: Option<Tree<'r>>,
 }
 
 /// The first of `names` found in an environment directory of `to` and not in the same
 /// directory of `from`; only directories whose tree id differs are looked into (or only
 /// `environment`, when given).
 fn appearing(
-    repo: &Repository,
-    from: Option<&Tree<'_>>,
-    to: Option<&Tree<'_>>,
+    odb: &Odb<'_>,
+    from: Option<&RawTree<'_>>,
+    to: Option<&RawTree<'_>>,
     environment: Option<&str>,
     names: &[&str],
 ) -> Result<Option<RequestFile>, AuditError> {
     let Some(to) = to else {
         return Ok(None);
     };
-    if from.map(Tree::id) == Some(to.id()) {
+    if from.map(|f| f.id) == Some(to.id) {
         return Ok(None);
     }
-    let dirs: Vec<TreeEntry<'_>> = match environment {
-        // `get_name` matches one path component: an environment with a `/` finds nothing.
-        Some(environment) => to.get_name(environment).into_iter().collect(),
-        None => to.iter().collect(),
-    };
-    for dir in dirs {
-        let (Ok(env), Some(ObjectType::Tree)) = (dir.name(), dir.kind()) else {
-            continue;
-        };
-        let before = from.and_then(|from| from.get_name(env));
-        if before.as_ref().map(TreeEntry::id) == Some(dir.id()) {
-            continue;
-        }
-        let files = repo.find_tree(dir.id()).map_err(AuditError::git)?;
-        let before = match before.filter(|entry| entry.kind() == Some(ObjectType::Tree)) {
-            Some(entry) => Some(repo.find_tree(entry.id()).map_err(AuditError::git)?),
-            None => None,
+    let look = |dir: &Entry<'_>| -> Result<Option<RequestFile>, AuditError> {
+        let Some(ChangedDir {
+            environment: env,
+            files,
+            before,
+        }) = changed_dir(odb, from, dir)?
+        else {
+            return Ok(None);
         };
         for name in names {
-            let Some(file) = files
-                .get_name(name)
-                .filter(|f| f.kind() == Some(ObjectType::Blob))
-            else {
+            let Some(file) = files.get(name).filter(|f| f.kind == Kind::Blob) else {
                 continue;
             };
-            if before.as_ref().is_some_and(|b| b.get_name(name).is_some()) {
+            if before.as_ref().is_some_and(|b| b.get(name).is_some()) {
                 continue; // on both sides: changed at most
             }
             return Ok(Some(RequestFile {
                 environment: env.to_owned(),
                 name: (*name).to_owned(),
-                blob: file.id(),
+                blob: file.id()?,
             }));
         }
+        Ok(None)
+    };
+    match environment {
+        // One path component: an environment with a `/` names no entry and finds nothing.
+        Some(environment) => match to.get(environment) {
+            Some(dir) => look(&dir),
+            None => Ok(None),
+        },
+        None => {
+            for dir in to.entries() {
+                if let Some(found) = look(&dir?)? {
+                    return Ok(Some(found));
+                }
+            }
+            Ok(None)
+        }
     }
-    Ok(None)
+}
+
+/// An environment directory whose tree differs between the two sides of a commit.
+struct ChangedDir<'e, 'o> {
+    environment: &'e str,
+    /// Its tree on the side being looked into.
+    files: RawTree<'o>,
+    /// The tree of the same name on the other side, if there is one.
+    before: Option<RawTree<'o>>,
+}
+
+/// The environment directory `dir` of one side, when its tree differs from the one of the
+/// same name in `from`.
+fn changed_dir<'e, 'o>(
+    odb: &'o Odb<'o>,
+    from: Option<&RawTree<'_>>,
+    dir: &Entry<'e>,
+) -> Result<Option<ChangedDir<'e, 'o>>, AuditError> {
+    let (Some(env), Kind::Tree) = (dir.name(), dir.kind) else {
+        return Ok(None);
+    };
+    let before = from.and_then(|from| from.get(env));
+    if before.as_ref().is_some_and(|b| b.id_bytes == dir.id_bytes) {
+        return Ok(None);
+    }
+    let files = RawTree::read(odb, dir.id()?)?;
+    let before = match before.filter(|b| b.kind == Kind::Tree) {
+        Some(before) => Some(RawTree::read(odb, before.id()?)?),
+        None => None,
+    };
+    Ok(Some(ChangedDir {
+        environment: env,
+        files,
+        before,
+    }))
+}
+
+/// A tree object as stored: entries `<octal mode> <name>\0<20-byte id>`, sorted by name.
+struct RawTree<'o> {
+    id: Oid,
+    object: OdbObject<'o>,
+}
+
+impl<'o> RawTree<'o> {
+    fn read(odb: &'o Odb<'o>, id: Oid) -> Result<Self, AuditError> {
+        let object = odb.read(id).map_err(AuditError::git)?;
+        if object.kind() != ObjectType::Tree {
+            return Err(AuditError::MalformedTree {
+                tree: id.to_string(),
+            });
+        }
+        Ok(Self { id, object })
+    }
+
+    /// The entries in stored order; an error for bytes that are not a tree entry.
+    fn entries(&self) -> impl Iterator<Item = Result<Entry<'_>, AuditError>> {
+        let mut rest = self.object.data();
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let entry = Entry::parse(rest);
+            let Some((entry, after)) = entry else {
+                rest = &[];
+                return Some(Err(AuditError::MalformedTree {
+                    tree: self.id.to_string(),
+                }));
+            };
+            rest = after;
+            Some(Ok(entry))
+        })
+    }
+
+    /// The entry called `name`. A malformed tree has none (reading its entries says why).
+    fn get(&self, name: &str) -> Option<Entry<'_>> {
+        self.entries()
+            .map_while(Result::ok)
+            .find(|entry| entry.name_bytes == name.as_bytes())
+    }
+
+    /// The subtree `name`, when it is there and is a tree.
+    fn subtree(&self, odb: &'o Odb<'o>, name: &str) -> Result<Option<RawTree<'o>>, AuditError> {
+        match self.get(name) {
+            Some(entry) if entry.kind == Kind::Tree => Ok(Some(RawTree::read(odb, entry.id()?)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// What a tree entry's mode says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Tree,
+    Blob,
+    /// A symbolic link or a submodule: never a request file.
+    Other,
+}
+
+/// One entry of a [`RawTree`].
+#[derive(Clone, Copy, Debug)]
+struct Entry<'a> {
+    kind: Kind,
+    name_bytes: &'a [u8],
+    id_bytes: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    /// The entry at the start of `data`, and what follows it.
+    fn parse(data: &'a [u8]) -> Option<(Self, &'a [u8])> {
+        let space = data.iter().position(|&b| b == b' ')?;
+        let nul = space + 1 + data[space + 1..].iter().position(|&b| b == 0)?;
+        let id_bytes = data.get(nul + 1..nul + 21)?;
+        let kind = match &data[..space] {
+            b"40000" => Kind::Tree,
+            b"100644" | b"100755" | b"100664" => Kind::Blob,
+            _ => Kind::Other,
+        };
+        let entry = Self {
+            kind,
+            name_bytes: &data[space + 1..nul],
+            id_bytes,
+        };
+        Some((entry, &data[nul + 21..]))
+    }
+
+    /// The name, when it is UTF-8 (request files and environments always are).
+    fn name(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.name_bytes).ok()
+    }
+
+    fn id(&self) -> Result<Oid, AuditError> {
+        Oid::from_bytes(self.id_bytes).map_err(AuditError::git)
+    }
 }
 
 /// The stem of a `.yaml` or `.yml` file name, when it has one.
@@ -224,21 +331,6 @@ fn yaml_stem(name: &str) -> Option<&str> {
         .filter(|id| !id.is_empty())
 }
 
-/// The subtree `name` of `tree`, when it is there and is a tree.
-fn subtree<'r>(
-    repo: &'r Repository,
-    tree: &Tree<'_>,
-    name: &str,
-) -> Result<Option<Tree<'r>>, AuditError> {
-    match tree.get_name(name) {
-        Some(entry) if entry.kind() == Some(ObjectType::Tree) => repo
-            .find_tree(entry.id())
-            .map(Some)
-            .map_err(AuditError::git),
-        _ => Ok(None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,13 +338,13 @@ mod tests {
     /// A repository and a way to write root trees from `(path, content)` pairs.
     struct Repo {
         _dir: tempfile::TempDir,
-        repo: Repository,
+        repo: git2::Repository,
     }
 
     impl Repo {
         fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let repo = Repository::init_bare(dir.path()).unwrap();
+            let repo = git2::Repository::init_bare(dir.path()).unwrap();
             Self { _dir: dir, repo }
         }
 
@@ -280,8 +372,8 @@ mod tests {
             root.write().unwrap()
         }
 
-        fn trees(&self, new: Oid, old: Option<Oid>) -> RequestTrees<'_> {
-            RequestTrees::read(&self.repo, new, old).unwrap()
+        fn odb(&self) -> Odb<'_> {
+            self.repo.odb().unwrap()
         }
     }
 
@@ -297,7 +389,8 @@ mod tests {
             ("requests/staging/r-0.yaml", "a"),
             ("requests/prod/r-1.yaml", "b"),
         ]);
-        let trees = r.trees(new, Some(old));
+        let odb = r.odb();
+        let trees = RequestTrees::read(&odb, new, Some(old)).unwrap();
         let added = trees.added(Some("prod"), &["r-1.yaml"]).unwrap().unwrap();
         assert_eq!(added.path(), "requests/prod/r-1.yaml");
         assert_eq!(added.blob, r.repo.blob(b"b").unwrap());
@@ -327,7 +420,8 @@ mod tests {
         let r = Repo::new();
         let old = r.tree(&[("requests/prod/r-1.yaml", "role: admin")]);
         let new = r.tree(&[("requests/prod/r-1.yaml", "role: read")]);
-        let trees = r.trees(new, Some(old));
+        let odb = r.odb();
+        let trees = RequestTrees::read(&odb, new, Some(old)).unwrap();
         assert!(!trees.unchanged());
         assert_eq!(
             place(trees.added(Some("prod"), &["r-1.yaml"]).unwrap()),
@@ -345,7 +439,8 @@ mod tests {
             ("requests/staging/r-2.yml", "b"),
         ]);
         let new = r.tree(&[("requests/staging/r-2.yml", "b")]);
-        let trees = r.trees(new, Some(old));
+        let odb = r.odb();
+        let trees = RequestTrees::read(&odb, new, Some(old)).unwrap();
         assert_eq!(
             place(trees.removed(&["r-1.yaml"]).unwrap()).as_deref(),
             Some("requests/prod/r-1.yaml")
@@ -354,7 +449,8 @@ mod tests {
             place(trees.removed(&["r-2.yaml", "r-2.yml"]).unwrap()),
             None
         );
-        let gone = r.trees(r.tree(&[("requests/prod/r-1.yaml", "a")]), Some(old));
+        let gone = r.tree(&[("requests/prod/r-1.yaml", "a")]);
+        let gone = RequestTrees::read(&odb, gone, Some(old)).unwrap();
         assert_eq!(
             place(gone.removed(&["r-2.yaml", "r-2.yml"]).unwrap()).as_deref(),
             Some("requests/staging/r-2.yml")
@@ -368,7 +464,8 @@ mod tests {
             ("requests/prod/r-1.yaml", "a"),
             ("requests/prod/notes.txt", "x"),
         ]);
-        let trees = r.trees(new, None);
+        let odb = r.odb();
+        let trees = RequestTrees::read(&odb, new, None).unwrap();
         assert_eq!(
             place(trees.added(Some("prod"), &["r-1.yaml"]).unwrap()).as_deref(),
             Some("requests/prod/r-1.yaml")
@@ -381,8 +478,41 @@ mod tests {
                 path: "requests/prod/r-1.yaml".into(),
             }]
         );
-        let same = r.trees(new, Some(new));
+        let same = RequestTrees::read(&odb, new, Some(new)).unwrap();
         assert!(same.unchanged());
         assert_eq!(place(same.added(None, &["r-1.yaml"]).unwrap()), None);
+    }
+
+    #[test]
+    fn entries_are_read_by_mode_and_a_broken_tree_is_an_error() {
+        let r = Repo::new();
+        let odb = r.odb();
+        let blob = r.repo.blob(b"x").unwrap();
+        let mut builder = r.repo.treebuilder(None).unwrap();
+        builder.insert("link.yaml", blob, 0o120_000).unwrap();
+        builder.insert("run.yaml", blob, 0o100_755).unwrap();
+        let dir = builder.write().unwrap();
+        let tree = RawTree::read(&odb, dir).unwrap();
+        let kinds: Vec<(&str, Kind)> = tree
+            .entries()
+            .map(|e| e.map(|e| (e.name().unwrap(), e.kind)).unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [("link.yaml", Kind::Other), ("run.yaml", Kind::Blob)]
+        );
+        assert_eq!(tree.get("run.yaml").unwrap().id().unwrap(), blob);
+        assert!(tree.get("run").is_none());
+
+        let broken = odb.write(ObjectType::Tree, b"100644 cut-short").unwrap();
+        let broken = RawTree::read(&odb, broken).unwrap();
+        assert!(matches!(
+            broken.entries().next(),
+            Some(Err(AuditError::MalformedTree { .. }))
+        ));
+        assert!(matches!(
+            RawTree::read(&odb, blob),
+            Err(AuditError::MalformedTree { .. })
+        ));
     }
 }

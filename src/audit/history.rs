@@ -226,7 +226,7 @@ pub fn read(repo: &Repository, branch: &str) -> Result<History, AuditError> {
             None => None,
         };
         let before = events.len();
-        read_commit(repo, oid, &raw, base, walked, &mut events)?;
+        read_commit(repo, &odb, oid, &raw, base, walked, &mut events)?;
         // A commit may add several request files; keep them in path order once reversed.
         events[before..].reverse();
         current = parent;
@@ -348,6 +348,7 @@ fn oid_of(hex: &[u8]) -> Option<Oid> {
 /// the request files it adds. `base` is its first parent's tree.
 fn read_commit(
     repo: &Repository,
+    odb: &Odb<'_>,
     oid: Oid,
     commit: &Commit<'_>,
     base: Option<Oid>,
@@ -367,7 +368,7 @@ fn read_commit(
         at,
         kind,
     };
-    let files = RequestTrees::read(repo, commit.tree, base)?;
+    let files = RequestTrees::read(odb, commit.tree, base)?;
     let claimed = if bot.request.is_some() {
         Some(grant(repo, &files, bot, &message)?)
     } else if bot.revokes.is_some() {

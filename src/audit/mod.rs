@@ -52,6 +52,8 @@ pub enum AuditError {
     Shallow,
     #[error("commit {commit} is malformed: {what}")]
     Malformed { commit: String, what: &'static str },
+    #[error("tree {tree} is malformed")]
+    MalformedTree { tree: String },
     #[error("cannot read the history")]
     Git(#[source] git2::Error),
 }
