@@ -5,10 +5,14 @@
 //! its tree and its first parent's, and where the environment is not known, only the
 //! environment directories whose tree id changed are looked into. Never a full diff. Trees
 //! are read raw from the object database and scanned in place (`<mode> <name>\0<id>`
-//! entries) rather than parsed into `git2::Tree`s: a tree is a few entries, and parsing,
-//! wrapping and caching each one twice cost more than the scan. The object database still
-//! caches what it reads, so the first parent's trees, read to check a merge, are not inflated
-//! again when the walk reaches that parent.
+//! entries) rather than parsed into `git2::Tree`s: a tree is a few entries, and parsing and
+//! wrapping each one cost more than the scan. A [`TreeReader`] keeps the last few trees it
+//! read, so the first parent's trees, read to check a merge, are not read again when the
+//! walk reaches that parent.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
 
 use git2::{ObjectType, Odb, OdbObject, Oid};
 
@@ -36,32 +40,80 @@ impl RequestFile {
     }
 }
 
-/// The `requests/` trees of a commit and of its first parent (`None` where there is no
-/// `requests/`, or no parent).
-pub struct RequestTrees<'o> {
-    odb: &'o Odb<'o>,
-    new: Option<RawTree<'o>>,
-    old: Option<RawTree<'o>>,
+/// How many trees a [`TreeReader`] keeps: the trees of a commit and of its first parent
+/// (root, `requests/`, an environment or two each), with room to spare.
+const RECENT_TREES: usize = 16;
+
+/// Reads trees for one walk, keeping the last few (`RECENT_TREES`): a commit's trees are
+/// read to check its child and again to check the commit itself, and a root tree often comes
+/// back (the one with an empty `requests/`, after each revoke).
+pub struct TreeReader<'a> {
+    odb: &'a Odb<'a>,
+    recent: RefCell<VecDeque<Rc<RawTree<'a>>>>,
 }
 
-impl<'o> RequestTrees<'o> {
+impl<'a> TreeReader<'a> {
+    /// A reader over `odb` that has read nothing yet.
+    pub fn new(odb: &'a Odb<'a>) -> Self {
+        Self {
+            odb,
+            recent: RefCell::new(VecDeque::with_capacity(RECENT_TREES)),
+        }
+    }
+
+    /// The tree `id`, from the recent ones when it is there.
+    fn read(&self, id: Oid) -> Result<Rc<RawTree<'a>>, AuditError> {
+        let mut recent = self.recent.borrow_mut();
+        if let Some(index) = recent.iter().position(|tree| tree.id == id) {
+            let tree = recent.remove(index).expect("found at this index");
+            recent.push_front(Rc::clone(&tree));
+            return Ok(tree);
+        }
+        let tree = Rc::new(RawTree::read(self.odb, id)?);
+        if recent.len() == RECENT_TREES {
+            recent.pop_back();
+        }
+        recent.push_front(Rc::clone(&tree));
+        Ok(tree)
+    }
+
+    /// The subtree `name` of `tree`, when it is there and is a tree.
+    fn subtree(
+        &self,
+        tree: &RawTree<'_>,
+        name: &str,
+    ) -> Result<Option<Rc<RawTree<'a>>>, AuditError> {
+        match tree.get(name) {
+            Some(entry) if entry.kind == Kind::Tree => Ok(Some(self.read(entry.id()?)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The `requests/` trees of a commit and of its first parent (`None` where there is no
+/// `requests/`, or no parent).
+pub struct RequestTrees<'r, 'a> {
+    trees: &'r TreeReader<'a>,
+    new: Option<Rc<RawTree<'a>>>,
+    old: Option<Rc<RawTree<'a>>>,
+}
+
+impl<'r, 'a> RequestTrees<'r, 'a> {
     /// Reads the `requests/` subtree of the commit's root tree `new` and of its first
     /// parent's root tree `old`.
-    pub fn read(odb: &'o Odb<'o>, new: Oid, old: Option<Oid>) -> Result<Self, AuditError> {
-        let requests = |root: Oid| -> Result<Option<RawTree<'o>>, AuditError> {
-            RawTree::read(odb, root)?.subtree(odb, REQUESTS_DIR)
-        };
+    pub fn read(trees: &'r TreeReader<'a>, new: Oid, old: Option<Oid>) -> Result<Self, AuditError> {
         if old == Some(new) {
             // The same root tree on both sides (an empty merge): nothing added or removed.
             return Ok(Self {
-                odb,
+                trees,
                 new: None,
                 old: None,
             });
         }
+        let requests = |root: Oid| trees.subtree(&*trees.read(root)?, REQUESTS_DIR);
         let new = requests(new)?;
         let old = old.map(requests).transpose()?.flatten();
-        Ok(Self { odb, new, old })
+        Ok(Self { trees, new, old })
     }
 
     /// Whether `requests/` is the same tree on both sides (nothing added or removed there).
@@ -77,9 +129,9 @@ impl<'o> RequestTrees<'o> {
         names: &[&str],
     ) -> Result<Option<RequestFile>, AuditError> {
         appearing(
-            self.odb,
-            self.old.as_ref(),
-            self.new.as_ref(),
+            self.trees,
+            self.old.as_deref(),
+            self.new.as_deref(),
             environment,
             names,
         )
@@ -88,7 +140,13 @@ impl<'o> RequestTrees<'o> {
     /// The first of `names` that the commit removes (present in its first parent, absent
     /// from it), in any environment directory.
     pub fn removed(&self, names: &[&str]) -> Result<Option<RequestFile>, AuditError> {
-        appearing(self.odb, self.new.as_ref(), self.old.as_ref(), None, names)
+        appearing(
+            self.trees,
+            self.new.as_deref(),
+            self.old.as_deref(),
+            None,
+            names,
+        )
     }
 
     /// Every YAML file the commit adds under `requests/<environment>/`: what landed, for a
@@ -107,7 +165,7 @@ impl<'o> RequestTrees<'o> {
                 environment,
                 files,
                 before,
-            }) = changed_dir(self.odb, self.old.as_ref(), &dir)?
+            }) = changed_dir(self.trees, self.old.as_deref(), &dir)?
             else {
                 continue;
             };
@@ -138,7 +196,7 @@ impl<'o> RequestTrees<'o> {
 /// directory of `from`; only directories whose tree id differs are looked into (or only
 /// `environment`, when given).
 fn appearing(
-    odb: &Odb<'_>,
+    trees: &TreeReader<'_>,
     from: Option<&RawTree<'_>>,
     to: Option<&RawTree<'_>>,
     environment: Option<&str>,
@@ -155,7 +213,7 @@ fn appearing(
             environment: env,
             files,
             before,
-        }) = changed_dir(odb, from, dir)?
+        }) = changed_dir(trees, from, dir)?
         else {
             return Ok(None);
         };
@@ -192,21 +250,21 @@ fn appearing(
 }
 
 /// An environment directory whose tree differs between the two sides of a commit.
-struct ChangedDir<'e, 'o> {
+struct ChangedDir<'e, 'a> {
     environment: &'e str,
     /// Its tree on the side being looked into.
-    files: RawTree<'o>,
+    files: Rc<RawTree<'a>>,
     /// The tree of the same name on the other side, if there is one.
-    before: Option<RawTree<'o>>,
+    before: Option<Rc<RawTree<'a>>>,
 }
 
 /// The environment directory `dir` of one side, when its tree differs from the one of the
 /// same name in `from`.
-fn changed_dir<'e, 'o>(
-    odb: &'o Odb<'o>,
+fn changed_dir<'e, 'a>(
+    trees: &TreeReader<'a>,
     from: Option<&RawTree<'_>>,
     dir: &Entry<'e>,
-) -> Result<Option<ChangedDir<'e, 'o>>, AuditError> {
+) -> Result<Option<ChangedDir<'e, 'a>>, AuditError> {
     let (Some(env), Kind::Tree) = (dir.name(), dir.kind) else {
         return Ok(None);
     };
@@ -214,9 +272,9 @@ fn changed_dir<'e, 'o>(
     if before.as_ref().is_some_and(|b| b.id_bytes == dir.id_bytes) {
         return Ok(None);
     }
-    let files = RawTree::read(odb, dir.id()?)?;
+    let files = trees.read(dir.id()?)?;
     let before = match before.filter(|b| b.kind == Kind::Tree) {
-        Some(before) => Some(RawTree::read(odb, before.id()?)?),
+        Some(before) => Some(trees.read(before.id()?)?),
         None => None,
     };
     Ok(Some(ChangedDir {
@@ -267,14 +325,6 @@ impl<'o> RawTree<'o> {
         self.entries()
             .map_while(Result::ok)
             .find(|entry| entry.name_bytes == name.as_bytes())
-    }
-
-    /// The subtree `name`, when it is there and is a tree.
-    fn subtree(&self, odb: &'o Odb<'o>, name: &str) -> Result<Option<RawTree<'o>>, AuditError> {
-        match self.get(name) {
-            Some(entry) if entry.kind == Kind::Tree => Ok(Some(RawTree::read(odb, entry.id()?)?)),
-            _ => Ok(None),
-        }
     }
 }
 
@@ -390,7 +440,8 @@ mod tests {
             ("requests/prod/r-1.yaml", "b"),
         ]);
         let odb = r.odb();
-        let trees = RequestTrees::read(&odb, new, Some(old)).unwrap();
+        let reader = TreeReader::new(&odb);
+        let trees = RequestTrees::read(&reader, new, Some(old)).unwrap();
         let added = trees.added(Some("prod"), &["r-1.yaml"]).unwrap().unwrap();
         assert_eq!(added.path(), "requests/prod/r-1.yaml");
         assert_eq!(added.blob, r.repo.blob(b"b").unwrap());
@@ -421,7 +472,8 @@ mod tests {
         let old = r.tree(&[("requests/prod/r-1.yaml", "role: admin")]);
         let new = r.tree(&[("requests/prod/r-1.yaml", "role: read")]);
         let odb = r.odb();
-        let trees = RequestTrees::read(&odb, new, Some(old)).unwrap();
+        let reader = TreeReader::new(&odb);
+        let trees = RequestTrees::read(&reader, new, Some(old)).unwrap();
         assert!(!trees.unchanged());
         assert_eq!(
             place(trees.added(Some("prod"), &["r-1.yaml"]).unwrap()),
@@ -440,7 +492,8 @@ mod tests {
         ]);
         let new = r.tree(&[("requests/staging/r-2.yml", "b")]);
         let odb = r.odb();
-        let trees = RequestTrees::read(&odb, new, Some(old)).unwrap();
+        let reader = TreeReader::new(&odb);
+        let trees = RequestTrees::read(&reader, new, Some(old)).unwrap();
         assert_eq!(
             place(trees.removed(&["r-1.yaml"]).unwrap()).as_deref(),
             Some("requests/prod/r-1.yaml")
@@ -450,7 +503,7 @@ mod tests {
             None
         );
         let gone = r.tree(&[("requests/prod/r-1.yaml", "a")]);
-        let gone = RequestTrees::read(&odb, gone, Some(old)).unwrap();
+        let gone = RequestTrees::read(&reader, gone, Some(old)).unwrap();
         assert_eq!(
             place(gone.removed(&["r-2.yaml", "r-2.yml"]).unwrap()).as_deref(),
             Some("requests/staging/r-2.yml")
@@ -465,7 +518,8 @@ mod tests {
             ("requests/prod/notes.txt", "x"),
         ]);
         let odb = r.odb();
-        let trees = RequestTrees::read(&odb, new, None).unwrap();
+        let reader = TreeReader::new(&odb);
+        let trees = RequestTrees::read(&reader, new, None).unwrap();
         assert_eq!(
             place(trees.added(Some("prod"), &["r-1.yaml"]).unwrap()).as_deref(),
             Some("requests/prod/r-1.yaml")
@@ -478,7 +532,7 @@ mod tests {
                 path: "requests/prod/r-1.yaml".into(),
             }]
         );
-        let same = RequestTrees::read(&odb, new, Some(new)).unwrap();
+        let same = RequestTrees::read(&reader, new, Some(new)).unwrap();
         assert!(same.unchanged());
         assert_eq!(place(same.added(None, &["r-1.yaml"]).unwrap()), None);
     }

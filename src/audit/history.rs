@@ -12,7 +12,9 @@
 //! parses and sorts every commit on top of our own read), reads raw commit objects and picks
 //! the four header fields it needs instead of having libgit2 parse (and copy) each one, reads
 //! each first parent once (it is both the next commit of the walk and the base a merge is
-//! checked against), and checks a bot merge with path lookups rather than a diff.
+//! checked against), checks a bot merge with path lookups rather than a diff, and switches
+//! libgit2's object cache off while it walks (it would keep all of the history in memory for
+//! nothing: see `ObjectCacheOff`).
 //!
 //! git2 is blocking: async callers run this in `spawn_blocking`.
 
@@ -22,7 +24,7 @@ use chrono::{DateTime, Utc};
 use git2::{ObjectType, Odb, OdbObject, Oid, Repository};
 
 use super::AuditError;
-use super::files::{REQUESTS_DIR, RequestFile, RequestTrees};
+use super::files::{REQUESTS_DIR, RequestFile, RequestTrees, TreeReader};
 use super::trailers::{BotTrailers, Message};
 use crate::request::AccessRequest;
 
@@ -209,7 +211,9 @@ pub fn read(repo: &Repository, branch: &str) -> Result<History, AuditError> {
         return Err(AuditError::Shallow);
     }
     let head = branch_tip(repo, branch)?;
+    let _cache_off = ObjectCacheOff::new();
     let odb = repo.odb().map_err(AuditError::git)?;
+    let trees = TreeReader::new(&odb);
     let mut events = Vec::new();
     let mut current = head.map(|oid| read_commit_object(&odb, oid)).transpose()?;
     let mut walked = 0usize;
@@ -226,7 +230,7 @@ pub fn read(repo: &Repository, branch: &str) -> Result<History, AuditError> {
             None => None,
         };
         let before = events.len();
-        read_commit(repo, &odb, oid, &raw, base, walked, &mut events)?;
+        read_commit(repo, &trees, oid, &raw, base, walked, &mut events)?;
         // A commit may add several request files; keep them in path order once reversed.
         events[before..].reverse();
         current = parent;
@@ -242,6 +246,27 @@ pub fn read(repo: &Repository, branch: &str) -> Result<History, AuditError> {
         head,
         events,
     })
+}
+
+/// libgit2's object cache, switched off for as long as this lives. It keeps every object
+/// read until the repository is freed; the walk reads each commit once (it carries the first
+/// parent over to the next step) and keeps the few trees it reads again itself, so the cache
+/// would only cost time to fill and to free. The switch is process-wide and has no getter:
+/// it goes back to libgit2's default, on, afterwards. Caching never changes what is read,
+/// only how fast.
+struct ObjectCacheOff;
+
+impl ObjectCacheOff {
+    fn new() -> Self {
+        git2::opts::enable_caching(false);
+        Self
+    }
+}
+
+impl Drop for ObjectCacheOff {
+    fn drop(&mut self) {
+        git2::opts::enable_caching(true);
+    }
 }
 
 /// The raw object of a commit. Raw rather than `find_commit`: libgit2's commit parser copies
@@ -348,7 +373,7 @@ fn oid_of(hex: &[u8]) -> Option<Oid> {
 /// the request files it adds. `base` is its first parent's tree.
 fn read_commit(
     repo: &Repository,
-    odb: &Odb<'_>,
+    trees: &TreeReader<'_>,
     oid: Oid,
     commit: &Commit<'_>,
     base: Option<Oid>,
@@ -368,7 +393,7 @@ fn read_commit(
         at,
         kind,
     };
-    let files = RequestTrees::read(odb, commit.tree, base)?;
+    let files = RequestTrees::read(trees, commit.tree, base)?;
     let claimed = if bot.request.is_some() {
         Some(grant(repo, &files, bot, &message)?)
     } else if bot.revokes.is_some() {
@@ -396,7 +421,7 @@ fn read_commit(
 /// default to the file's; forged otherwise.
 fn grant(
     repo: &Repository,
-    files: &RequestTrees<'_>,
+    files: &RequestTrees<'_, '_>,
     bot: BotTrailers<'_>,
     message: &Message<'_>,
 ) -> Result<EventKind, AuditError> {
@@ -432,7 +457,7 @@ fn grant(
 /// Why a grant's trailers are forged: the file is not added, or is added in another
 /// environment than its `Breakglass-Environment`.
 fn forged_grant(
-    files: &RequestTrees<'_>,
+    files: &RequestTrees<'_, '_>,
     request_id: &str,
     environment: Option<&str>,
     name: &str,
@@ -471,7 +496,7 @@ fn role_of(
 /// A commit with `Breakglass-Revokes`: a revoke (or removal) when it removes that request
 /// file, forged otherwise.
 fn revoke(
-    files: &RequestTrees<'_>,
+    files: &RequestTrees<'_, '_>,
     bot: BotTrailers<'_>,
     message: &Message<'_>,
 ) -> Result<EventKind, AuditError> {
