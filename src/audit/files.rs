@@ -569,4 +569,26 @@ mod tests {
             Err(AuditError::MalformedTree { .. })
         ));
     }
+
+    #[test]
+    fn the_reader_serves_a_recent_tree_again_and_forgets_old_ones() {
+        let r = Repo::new();
+        let odb = r.odb();
+        let reader = TreeReader::new(&odb);
+        let ids: Vec<Oid> = (0..=RECENT_TREES)
+            .map(|n| r.tree(&[("requests/prod/r.yaml", &n.to_string())]))
+            .collect();
+        let first = reader.read(ids[0]).unwrap();
+        assert!(Rc::ptr_eq(&first, &reader.read(ids[0]).unwrap()), "kept");
+        for id in &ids[1..] {
+            reader.read(*id).unwrap();
+        }
+        assert_eq!(reader.recent.borrow().len(), RECENT_TREES);
+        let again = reader.read(ids[0]).unwrap();
+        assert!(
+            !Rc::ptr_eq(&first, &again),
+            "the oldest was forgotten, read anew"
+        );
+        assert_eq!(again.id, ids[0]);
+    }
 }
