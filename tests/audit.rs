@@ -159,51 +159,27 @@ impl RequestsRepo {
 
     /// The bot merging a request PR, with the trailers of `src/workflow/trailers.rs`.
     fn grant(&self, at: i64, g: Grant<'_>) -> Oid {
-        let mut message = format!(
-            "breakglass: grant {} ({}/{} for {} to {})\n\n{}\n\nBreakglass-Request: {}\nBreakglass-Requester: {}\nBreakglass-Environment: {}\nBreakglass-Role: {}\n",
-            g.id,
-            g.env,
-            g.role,
-            HumanDuration::from_secs(g.minutes as u64 * 60),
-            g.requester,
-            g.reason,
-            g.id,
-            g.requester,
-            g.env,
-            g.role
-        );
-        if let Some(ticket) = g.ticket {
-            message.push_str(&format!("Breakglass-Ticket: {ticket}\n"));
-        }
-        message.push_str(&format!(
-            "Breakglass-Approved-By: {}\nBreakglass-Expires: {}\n",
-            g.approved_by,
-            iso(at + g.minutes)
-        ));
-        if let Some(due) = g.review_due {
-            message.push_str(&format!("Breakglass-Review-Due: {}\n", iso(due)));
-        }
-        let yaml = format!(
-            "environment: {}\nrole: {}\nduration: {}\nreason: {:?}\n",
-            g.env,
-            g.role,
-            HumanDuration::from_secs(g.minutes as u64 * 60),
-            g.reason
-        );
         let path = format!("requests/{}/{}.yaml", g.env, g.id);
-        self.merge(at, &path, Some(&yaml), &message, g.requester)
+        self.merge(
+            at,
+            &path,
+            Some(&request_yaml(&g)),
+            &grant_message(at, &g),
+            g.requester,
+        )
     }
 
     /// The bot merging the revert PR of `id`.
     fn revoke(&self, at: i64, env: &str, id: &str, reason: &str, reviewer: Option<&str>) -> Oid {
-        let mut message = format!(
-            "breakglass: revoke {id} ({reason})\n\nAccess ended.\n\nBreakglass-Revokes: {id}\nBreakglass-Revoked-Reason: {reason}\n"
-        );
-        if let Some(reviewer) = reviewer {
-            message.push_str(&format!("Breakglass-Reviewed-By: {reviewer}\n"));
-        }
         let path = format!("requests/{env}/{id}.yaml");
+        let message = revoke_message(id, reason, reviewer);
         self.merge(at, &path, None, &message, "breakglass[bot]")
+    }
+
+    /// A commit on the branch that changes a policy (and no request file) with `message`.
+    fn policy_change(&self, at: i64, message: &str) -> Oid {
+        let content = format!("environment: prod\nchanged_at: {at}\n");
+        self.merge(at, "policies/prod.yaml", Some(&content), message, "mallory")
     }
 
     /// The bot removing a request file that landed without it.
@@ -238,6 +214,57 @@ impl RequestsRepo {
             who,
         )
     }
+}
+
+/// The message of a grant merge, with the trailers of `src/workflow/trailers.rs`.
+fn grant_message(at: i64, g: &Grant<'_>) -> String {
+    let mut message = format!(
+        "breakglass: grant {} ({}/{} for {} to {})\n\n{}\n\nBreakglass-Request: {}\nBreakglass-Requester: {}\nBreakglass-Environment: {}\nBreakglass-Role: {}\n",
+        g.id,
+        g.env,
+        g.role,
+        HumanDuration::from_secs(g.minutes as u64 * 60),
+        g.requester,
+        g.reason,
+        g.id,
+        g.requester,
+        g.env,
+        g.role
+    );
+    if let Some(ticket) = g.ticket {
+        message.push_str(&format!("Breakglass-Ticket: {ticket}\n"));
+    }
+    message.push_str(&format!(
+        "Breakglass-Approved-By: {}\nBreakglass-Expires: {}\n",
+        g.approved_by,
+        iso(at + g.minutes)
+    ));
+    if let Some(due) = g.review_due {
+        message.push_str(&format!("Breakglass-Review-Due: {}\n", iso(due)));
+    }
+    message
+}
+
+/// The message of a revoke merge.
+fn revoke_message(id: &str, reason: &str, reviewer: Option<&str>) -> String {
+    let mut message = format!(
+        "breakglass: revoke {id} ({reason})\n\nAccess ended.\n\nBreakglass-Revokes: {id}\nBreakglass-Revoked-Reason: {reason}\n"
+    );
+    if let Some(reviewer) = reviewer {
+        message.push_str(&format!("Breakglass-Reviewed-By: {reviewer}\n"));
+    }
+    message
+}
+
+/// The request file of a grant.
+fn request_yaml(g: &Grant<'_>) -> String {
+    format!(
+        "environment: {}\nrole: {}\nduration: {}\nreason: {:?}\n",
+        g.env,
+        g.role,
+        HumanDuration::from_secs(g.minutes as u64 * 60),
+        g.reason
+    )
 }
 
 /// The commits of the story, for the assertions.
@@ -282,7 +309,7 @@ const GRANT: Grant<'static> = Grant {
 /// | 700  | r-missing granted (gina, 1h), never revoked |
 /// | 800  | r-late granted (henry, 1h, dave), revoked at 900: 40 minutes late |
 /// | 1000 | r-self granted (ivan, staging/read), approved by ivan and carol, revoked on time |
-/// | 1100 | a revoke of r-ghost, which was never granted |
+/// | 1100 | a revoke of r-ghost, which was never granted: it removes no file, its trailers are forged |
 /// | 4300 | r-active granted (judy, 1h): still active at "now" (4320) |
 fn story() -> Story {
     let repo = RequestsRepo::new();
@@ -611,8 +638,8 @@ fn every_anomaly_is_listed_in_history_order_with_its_commit_and_detail() {
             "detail": "requester ivan is among the approvers (ivan, carol)"
         },
         {
-            "kind": "revert_without_grant", "request_id": "r-ghost", "commit": s.id("r-ghost revoke"),
-            "detail": "Breakglass-Revokes: r-ghost (ttl) but no grant merge for r-ghost on main before it"
+            "kind": "forged_trailers", "request_id": "r-ghost", "commit": s.id("r-ghost revoke"),
+            "detail": "not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/<environment>/r-ghost.yaml"
         },
     ]);
     assert_eq!(document["anomalies"], expected);
@@ -729,7 +756,7 @@ fn the_table_is_aligned_for_a_terminal() {
     grant_without_revert  r-missing    487cf33db617  expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m)
     late_revert           r-late       60139cc251db  revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m)
     self_approved         r-self       5cab975a81b7  requester ivan is among the approvers (ivan, carol)
-    revert_without_grant  r-ghost      c13182a3cead  Breakglass-Revokes: r-ghost (ttl) but no grant merge for r-ghost on main before it
+    forged_trailers       r-ghost      c13182a3cead  not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/<environment>/r-ghost.yaml
     "#);
 }
 
@@ -758,7 +785,7 @@ fn markdown_is_a_table() {
     | grant_without_revert | r-missing | 487cf33db617 | expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m) |
     | late_revert | r-late | 60139cc251db | revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m) |
     | self_approved | r-self | 5cab975a81b7 | requester ivan is among the approvers (ivan, carol) |
-    | revert_without_grant | r-ghost | c13182a3cead | Breakglass-Revokes: r-ghost (ttl) but no grant merge for r-ghost on main before it |
+    | forged_trailers | r-ghost | c13182a3cead | not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/\<environment\>/r-ghost.yaml |
     "#);
 }
 
@@ -893,8 +920,8 @@ fn filters_by_period_and_environment() {
         [
             ("landed_without_bot", "r-hand"),
             ("self_approved", "r-self"),
-            // A revoke names no environment, so no environment filter can rule it out.
-            ("revert_without_grant", "r-ghost"),
+            // Forged trailers name no trustworthy environment: no filter rules them out.
+            ("forged_trailers", "r-ghost"),
         ]
     );
     assert_eq!(document["filters"]["environment"], "staging");
@@ -906,7 +933,7 @@ fn filters_by_period_and_environment() {
         anomaly_kinds(&document),
         [
             ("self_approved", "r-self"),
-            ("revert_without_grant", "r-ghost"), // at 18:20, inside the period
+            ("forged_trailers", "r-ghost"), // at 18:20, inside the period
         ]
     );
 
@@ -938,7 +965,7 @@ fn filters_by_period_and_environment() {
             ("landed_without_bot", "r-pushed"),
             ("grant_without_revert", "r-missing"),
             ("late_revert", "r-late"),
-            ("revert_without_grant", "r-ghost"),
+            ("forged_trailers", "r-ghost"),
         ]
     );
 }
@@ -1181,13 +1208,16 @@ fn a_grant_with_broken_trailers_is_reported_not_dropped() {
     repo.merge(10, "requests/prod/r-odd.yaml", Some("x: y\n"), message, "x");
     let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
     assert_eq!(document["grants"][0]["expires_at"], Value::Null);
+    // The environment comes from the file's directory; the file names no role.
+    assert_eq!(document["grants"][0]["environment"], "prod");
+    assert_eq!(document["grants"][0]["role"], "");
     assert_eq!(
         document["anomalies"],
         json!([{
             "kind": "malformed_trailers",
             "request_id": "r-odd",
             "commit": repo.tip().to_string(),
-            "detail": "missing Breakglass-Environment, Breakglass-Role, Breakglass-Approved-By; Breakglass-Expires `next tuesday` is not an ISO 8601 time"
+            "detail": "missing Breakglass-Role, Breakglass-Approved-By; requests/prod/r-odd.yaml names no role (line 1, column 1: unknown field `x`, expected one of environment, role, duration, reason, ticket, requester); Breakglass-Expires `next tuesday` is not an ISO 8601 time"
         }])
     );
 }
@@ -1214,7 +1244,7 @@ fn the_library_gives_typed_rows() {
             AnomalyKind::GrantWithoutRevert,
             AnomalyKind::LateRevert,
             AnomalyKind::SelfApproved,
-            AnomalyKind::RevertWithoutGrant,
+            AnomalyKind::ForgedTrailers,
         ]
     );
     assert_eq!(report.exit_code(), 1);
@@ -1350,5 +1380,196 @@ async fn the_audit_reads_what_the_bot_writes() {
         [AnomalyKind::ReviewOverdue],
         "{:#?}",
         later.grants[1]
+    );
+}
+
+/// A grant of r-1 to alice (prod/admin, 1h from minute 10).
+fn r1() -> Grant<'static> {
+    Grant {
+        id: "r-1",
+        requester: "alice",
+        reason: "incident: INC-1",
+        ..GRANT
+    }
+}
+
+#[test]
+fn grant_trailers_on_a_commit_that_adds_no_request_file_are_forged() {
+    let repo = RequestsRepo::new();
+    let forged = repo.policy_change(10, &grant_message(10, &r1()));
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let document = json_of(&out);
+    assert_eq!(
+        ids(&document),
+        Vec::<&str>::new(),
+        "no row for a forged grant"
+    );
+    assert_eq!(
+        document["anomalies"],
+        json!([{
+            "kind": "forged_trailers", "request_id": "r-1", "commit": forged.to_string(),
+            "detail": "not counted as a grant: Breakglass-Request: r-1 but the commit does not add requests/prod/r-1.yaml"
+        }]),
+        "and no grant_without_revert long after its claimed expiry"
+    );
+}
+
+#[test]
+fn a_revoke_that_does_not_delete_the_file_is_forged_and_the_grant_stays_open() {
+    let repo = RequestsRepo::new();
+    let grant = repo.grant(10, r1());
+    let forged = repo.policy_change(30, &revoke_message("r-1", "early", None));
+    let audit_at = |now: i64| {
+        let now = iso(now);
+        json_of(&breakglass(&[
+            "audit",
+            "--repo",
+            repo.path_str(),
+            "--now",
+            &now,
+            "--format",
+            "json",
+        ]))
+    };
+
+    let during = audit_at(40);
+    assert_eq!(
+        during["grants"][0]["revoked_at"],
+        Value::Null,
+        "still active"
+    );
+    assert_eq!(during["grants"][0]["revoke_commit"], Value::Null);
+    assert_eq!(
+        during["anomalies"],
+        json!([{
+            "kind": "forged_trailers", "request_id": "r-1", "commit": forged.to_string(),
+            "detail": "not counted as a revoke: Breakglass-Revokes: r-1 (early) but the commit does not remove requests/<environment>/r-1.yaml"
+        }])
+    );
+
+    let after = audit_at(NOW);
+    assert_eq!(
+        anomaly_kinds(&after),
+        [("grant_without_revert", "r-1"), ("forged_trailers", "r-1")]
+    );
+    assert_eq!(after["anomalies"][0]["commit"], grant.to_string());
+}
+
+#[test]
+fn a_grant_merge_with_the_four_spec_trailers_takes_environment_and_role_from_its_file() {
+    let repo = RequestsRepo::new();
+    let g = Grant {
+        env: "staging",
+        role: "read",
+        ..r1()
+    };
+    let message = format!(
+        "breakglass: grant r-1\n\nincident: INC-1\n\nBreakglass-Request: r-1\nBreakglass-Requester: alice\nBreakglass-Approved-By: carol\nBreakglass-Expires: {}\n",
+        iso(70)
+    );
+    let grant = repo.merge(
+        10,
+        "requests/staging/r-1.yaml",
+        Some(&request_yaml(&g)),
+        &message,
+        "alice",
+    );
+    repo.revoke(70, "staging", "r-1", "ttl", None);
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let document = json_of(&out);
+    assert_eq!(document["anomalies"], json!([]));
+    let row = &document["grants"][0];
+    assert_eq!(
+        (&row["environment"], &row["role"], &row["grant_commit"]),
+        (&json!("staging"), &json!("read"), &json!(grant.to_string()))
+    );
+    assert_eq!(row["revoked_how"], "ttl");
+    let staging = audit_cli(
+        repo.path_str(),
+        &["--format", "json", "--environment", "staging"],
+    );
+    assert_eq!(
+        ids(&json_of(&staging)),
+        ["r-1"],
+        "filtered by the file's environment"
+    );
+}
+
+#[test]
+fn an_environment_trailer_that_contradicts_the_added_file_is_forged() {
+    let repo = RequestsRepo::new();
+    let claimed = r1(); // Breakglass-Environment: prod
+    let actual = Grant {
+        env: "staging",
+        ..claimed
+    };
+    let forged = repo.merge(
+        10,
+        "requests/staging/r-1.yaml",
+        Some(&request_yaml(&actual)),
+        &grant_message(10, &claimed),
+        "alice",
+    );
+    let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    assert_eq!(ids(&document), Vec::<&str>::new());
+    assert_eq!(
+        document["anomalies"],
+        json!([
+            {
+                "kind": "forged_trailers", "request_id": "r-1", "commit": forged.to_string(),
+                "detail": "not counted as a grant: Breakglass-Request: r-1 and Breakglass-Environment: prod, but the commit adds requests/staging/r-1.yaml, not requests/prod/r-1.yaml"
+            },
+            {
+                // Not granted by the bot, yet on the branch: it landed without it.
+                "kind": "landed_without_bot", "request_id": "r-1", "commit": forged.to_string(),
+                "detail": "requests/staging/r-1.yaml was added without breakglass; no reconcile removal on the branch"
+            }
+        ])
+    );
+}
+
+#[test]
+fn a_revoke_that_removes_a_file_no_grant_added_is_a_revert_without_grant() {
+    let repo = RequestsRepo::new();
+    let landed = repo.hand_merge(10, "staging", "r-hand", "ivan");
+    let revoke = repo.revoke(20, "staging", "r-hand", "ttl", None);
+    let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    assert_eq!(
+        document["anomalies"],
+        json!([
+            {
+                "kind": "landed_without_bot", "request_id": "r-hand", "commit": landed.to_string(),
+                "detail": "requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch"
+            },
+            {
+                "kind": "revert_without_grant", "request_id": "r-hand", "commit": revoke.to_string(),
+                "detail": "Breakglass-Revokes: r-hand (ttl) but no grant merge for r-hand on main before it"
+            }
+        ])
+    );
+}
+
+#[test]
+fn the_bots_removal_of_a_landed_yml_file_passes_the_file_check() {
+    let repo = RequestsRepo::new();
+    let path = "requests/prod/r-yml.yml";
+    let landed = repo.merge(10, path, Some("role: admin\n"), "grant myself", "mallory");
+    let message = format!(
+        "breakglass: remove r-yml (reconcile)\n\n{path} reached main without breakglass; it was never granted.\n\nBreakglass-Revokes: r-yml\nBreakglass-Revoked-Reason: reconcile\n"
+    );
+    let removal = repo.merge(12, path, None, &message, "breakglass[bot]");
+    let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    assert_eq!(
+        document["anomalies"],
+        json!([{
+            "kind": "landed_without_bot", "request_id": "r-yml", "commit": landed.to_string(),
+            "detail": format!(
+                "{path} was added without breakglass; removed by {} at {} (reconcile)",
+                &removal.to_string()[..12],
+                iso(12)
+            )
+        }])
     );
 }

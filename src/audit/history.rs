@@ -2,25 +2,31 @@
 //! facts: grant merges, revoke (and removal) merges, and request files that landed without
 //! the bot. No judgement here; [`super::report`] pairs and flags.
 //!
+//! Trailers are only a claim: a grant merge must add its request file and a revoke merge
+//! must remove it (see [`super::files`]), else the commit is a [`ForgedFact`] and counts as
+//! neither. A grant merge that carries only the four trailers the spec fixes takes its
+//! environment and role from the file it adds.
+//!
 //! Speed matters (the issue asks for no more than twice the time of `git log --first-parent
 //! --format=%H%n%B`), so the walk follows first parents by hand instead of a `Revwalk` (which
 //! parses and sorts every commit on top of our own read), reads raw commit objects and picks
-//! the three header fields it needs instead of having libgit2 parse (and copy) each one, reads
-//! nothing but the commit object of a bot merge (its trailers say everything, and the bot
-//! checked its tree when it merged it), and loads trees only for the rare other commits.
+//! the four header fields it needs instead of having libgit2 parse (and copy) each one, reads
+//! each first parent once (it is both the next commit of the walk and the base a merge is
+//! checked against), checks a bot merge with path lookups rather than a diff, and switches
+//! libgit2's object cache off while it walks (it would keep all of the history in memory for
+//! nothing: see `ObjectCacheOff`).
 //!
 //! git2 is blocking: async callers run this in `spawn_blocking`.
 
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use git2::{Commit, ObjectType, Oid, Repository, Tree};
+use git2::{ObjectType, Odb, OdbObject, Oid, Repository};
 
 use super::AuditError;
+use super::files::{REQUESTS_DIR, RequestFile, RequestTrees, TreeReader};
 use super::trailers::{BotTrailers, Message};
-
-/// Where request files live: `requests/<environment>/<id>.yaml`.
-const REQUESTS_DIR: &str = "requests";
+use crate::request::AccessRequest;
 
 /// What the walk found, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +60,8 @@ pub enum EventKind {
     Revoke(RevokeFact),
     /// A request file added by a commit that is not the bot's.
     Landed(LandedFact),
+    /// A commit whose trailers claim a grant or a revoke that its files do not show.
+    Forged(ForgedFact),
 }
 
 /// A grant merge's trailers and reason, as written. `None` means the trailer is missing.
@@ -61,8 +69,13 @@ pub enum EventKind {
 pub struct GrantFact {
     pub request_id: String,
     pub requester: Option<String>,
+    /// `Breakglass-Environment`, else the directory of the request file the merge adds.
     pub environment: Option<String>,
+    /// `Breakglass-Role`, else the `role:` of the request file the merge adds.
     pub role: Option<String>,
+    /// Why the role is unknown when neither the trailer nor the request file gives it (the
+    /// file's path and its parse error).
+    pub role_unreadable: Option<String>,
     /// The body between the title and the trailers, on one line.
     pub reason: String,
     pub ticket: Option<String>,
@@ -95,6 +108,24 @@ pub struct LandedFact {
     pub request_id: String,
     /// The repo-relative path, e.g. `requests/prod/r-1.yaml`.
     pub path: String,
+}
+
+/// A commit with `Breakglass-Request` that does not add that request file, or with
+/// `Breakglass-Revokes` that does not remove it. It counts as neither a grant nor a revoke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForgedFact {
+    pub request_id: String,
+    /// What the trailers claim.
+    pub claim: Claim,
+    /// What the trailers say and what the files show, as a sentence.
+    pub detail: String,
+}
+
+/// What a commit's trailers claim it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    Grant,
+    Revoke,
 }
 
 /// A time trailer: missing, unreadable (kept as written, for the report), or a UTC time.
@@ -180,30 +211,29 @@ pub fn read(repo: &Repository, branch: &str) -> Result<History, AuditError> {
         return Err(AuditError::Shallow);
     }
     let head = branch_tip(repo, branch)?;
+    let _cache_off = ObjectCacheOff::new();
     let odb = repo.odb().map_err(AuditError::git)?;
+    let trees = TreeReader::new(&odb);
     let mut events = Vec::new();
-    let mut next = head;
+    let mut current = head.map(|oid| read_commit_object(&odb, oid)).transpose()?;
     let mut walked = 0usize;
-    while let Some(oid) = next {
-        // The raw object rather than `find_commit`: libgit2's commit parser copies the
-        // header, the message and both signatures into new allocations for every commit,
-        // and the walk needs three fields.
-        let object = odb.read(oid).map_err(AuditError::git)?;
-        if object.kind() != ObjectType::Commit {
-            return Err(AuditError::Malformed {
-                commit: oid.to_string(),
-                what: "not a commit",
-            });
-        }
-        let raw = RawCommit::parse(object.data()).ok_or_else(|| AuditError::Malformed {
-            commit: oid.to_string(),
-            what: "unreadable commit header",
-        })?;
+    while let Some((oid, object)) = current.take() {
+        let raw = parse_commit(oid, &object)?;
+        // The first parent is both the base this commit is checked against and the next
+        // commit of the walk: read once, for both.
+        let parent = raw
+            .first_parent
+            .map(|parent| read_commit_object(&odb, parent))
+            .transpose()?;
+        let base = match &parent {
+            Some((parent, object)) => Some(parse_commit(*parent, object)?.tree),
+            None => None,
+        };
         let before = events.len();
-        read_commit(repo, oid, &raw, walked, &mut events)?;
+        read_commit(repo, &trees, oid, &raw, base, walked, &mut events)?;
         // A commit may add several request files; keep them in path order once reversed.
         events[before..].reverse();
-        next = raw.first_parent;
+        current = parent;
         walked += 1;
     }
     events.reverse();
@@ -218,9 +248,71 @@ pub fn read(repo: &Repository, branch: &str) -> Result<History, AuditError> {
     })
 }
 
-/// The three things the walk needs from a commit object.
+/// libgit2's object cache, switched off for as long as this lives. It keeps every object
+/// read until the repository is freed; the walk reads each commit once (it carries the first
+/// parent over to the next step) and keeps the few trees it reads again itself, so the cache
+/// would only cost time to fill and to free. The switch is process-wide and has no getter:
+/// it goes back to libgit2's default, on, afterwards. Caching never changes what is read,
+/// only how fast.
+struct ObjectCacheOff;
+
+impl ObjectCacheOff {
+    fn new() -> Self {
+        git2::opts::enable_caching(false);
+        Self
+    }
+}
+
+impl Drop for ObjectCacheOff {
+    fn drop(&mut self) {
+        git2::opts::enable_caching(true);
+    }
+}
+
+/// The raw object of a commit. Raw rather than `find_commit`: libgit2's commit parser copies
+/// the header, the message and both signatures into new allocations for every commit, and
+/// the walk needs four fields.
+fn read_commit_object<'o>(odb: &'o Odb<'_>, oid: Oid) -> Result<(Oid, OdbObject<'o>), AuditError> {
+    let object = odb.read(oid).map_err(AuditError::git)?;
+    if object.kind() != ObjectType::Commit {
+        return Err(AuditError::Malformed {
+            commit: oid.to_string(),
+            what: "not a commit",
+        });
+    }
+    Ok((oid, object))
+}
+
+/// [`RawCommit::parse`], with the tree a commit cannot do without.
+fn parse_commit<'a>(oid: Oid, object: &'a OdbObject<'_>) -> Result<Commit<'a>, AuditError> {
+    let malformed = |what| AuditError::Malformed {
+        commit: oid.to_string(),
+        what,
+    };
+    let raw =
+        RawCommit::parse(object.data()).ok_or_else(|| malformed("unreadable commit header"))?;
+    Ok(Commit {
+        tree: raw.tree.ok_or_else(|| malformed("no tree"))?,
+        first_parent: raw.first_parent,
+        committer_time: raw.committer_time,
+        message: raw.message,
+    })
+}
+
+/// The four things the walk needs from a commit object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Commit<'a> {
+    tree: Oid,
+    first_parent: Option<Oid>,
+    /// Committer time, seconds since the epoch.
+    committer_time: i64,
+    message: &'a [u8],
+}
+
+/// A commit object's header fields as found, before the walk insists on a tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct RawCommit<'a> {
+    tree: Option<Oid>,
     first_parent: Option<Oid>,
     /// Committer time, seconds since the epoch.
     committer_time: i64,
@@ -232,6 +324,7 @@ impl<'a> RawCommit<'a> {
     /// headers such as `gpgsig` whose continuation lines start with a space) and finds the
     /// message after the blank line. `None` when there is no `committer` line.
     fn parse(data: &'a [u8]) -> Option<Self> {
+        let mut tree = None;
         let mut first_parent = None;
         let mut committer_time = None;
         let mut rest = data;
@@ -244,9 +337,13 @@ impl<'a> RawCommit<'a> {
             if line.is_empty() {
                 break; // the blank line before the message, or the end of the object
             }
-            if let Some(hex) = line.strip_prefix(b"parent ") {
+            if let Some(hex) = line.strip_prefix(b"tree ") {
+                if tree.is_none() {
+                    tree = Some(oid_of(hex)?);
+                }
+            } else if let Some(hex) = line.strip_prefix(b"parent ") {
                 if first_parent.is_none() {
-                    first_parent = Some(Oid::from_str(std::str::from_utf8(hex).ok()?).ok()?);
+                    first_parent = Some(oid_of(hex)?);
                 }
             } else if let Some(signature) = line.strip_prefix(b"committer ") {
                 // `Name <email> 1700000000 +0000`: the time follows the last `>`.
@@ -259,6 +356,7 @@ impl<'a> RawCommit<'a> {
             }
         }
         Some(Self {
+            tree,
             first_parent,
             committer_time: committer_time?,
             message: rest,
@@ -266,10 +364,19 @@ impl<'a> RawCommit<'a> {
     }
 }
 
+fn oid_of(hex: &[u8]) -> Option<Oid> {
+    Oid::from_str(std::str::from_utf8(hex).ok()?).ok()
+}
+
+/// The facts of one first-parent commit: its grant or revoke when its files bear the
+/// trailers out, else a forged claim; and, for every commit that is not a genuine bot merge,
+/// the request files it adds. `base` is its first parent's tree.
 fn read_commit(
     repo: &Repository,
+    trees: &TreeReader<'_>,
     oid: Oid,
-    commit: &RawCommit<'_>,
+    commit: &Commit<'_>,
+    base: Option<Oid>,
     from_tip: usize,
     events: &mut Vec<Event>,
 ) -> Result<(), AuditError> {
@@ -286,113 +393,137 @@ fn read_commit(
         at,
         kind,
     };
-    let owned = |value: Option<Cow<'_, str>>| value.map(Cow::into_owned);
-    if let Some(request_id) = bot.request {
-        events.push(event(EventKind::Grant(GrantFact {
-            request_id: request_id.into_owned(),
-            requester: owned(bot.requester),
-            environment: owned(bot.environment),
-            role: owned(bot.role),
-            reason: message.body().into_owned(),
-            ticket: owned(bot.ticket),
-            approved_by: owned(bot.approved_by),
-            expires: TrailerTime::parse(bot.expires.as_deref()),
-            review_due: TrailerTime::parse(bot.review_due.as_deref()),
-        })));
-    } else if let Some(request_id) = bot.revokes {
-        events.push(event(EventKind::Revoke(RevokeFact {
-            request_id: request_id.into_owned(),
-            reason: owned(bot.revoked_reason),
-            reviewed_by: owned(bot.reviewed_by.clone()),
-            expires: TrailerTime::parse(bot.expires.as_deref()),
-            removal: message.subject().starts_with("breakglass: remove "),
-        })));
+    let files = RequestTrees::read(trees, commit.tree, base)?;
+    let claimed = if bot.request.is_some() {
+        Some(grant(repo, &files, bot, &message)?)
+    } else if bot.revokes.is_some() {
+        Some(revoke(&files, bot, &message)?)
     } else {
-        // Not a bot merge (a partial set of Breakglass- trailers does not make one): look
-        // for request files it added. Only these commits cost a commit parse and tree reads.
-        let commit = repo.find_commit(oid).map_err(AuditError::git)?;
-        for landed in added_request_files(repo, &commit)? {
+        // A partial set of Breakglass- trailers does not make a bot merge.
+        None
+    };
+    // Files added by a commit that is not a genuine bot merge landed without the bot, forged
+    // trailers or not. A genuine merge is not diffed: the bot checked its files when merging.
+    let genuine = matches!(claimed, Some(EventKind::Grant(_) | EventKind::Revoke(_)));
+    if let Some(kind) = claimed {
+        events.push(event(kind));
+    }
+    if !genuine {
+        for landed in files.all_added()? {
             events.push(event(EventKind::Landed(landed)));
         }
     }
     Ok(())
 }
 
-/// Request files that `commit` adds compared with its first parent (all of them for a root
-/// commit). Only `requests/` is compared, subtree by subtree, so an unchanged `requests/`
-/// costs two tree reads.
-fn added_request_files(
+/// A commit with `Breakglass-Request`: a grant when it adds that request file (in the
+/// `Breakglass-Environment` directory when the trailer is there), whose environment and role
+/// default to the file's; forged otherwise.
+fn grant(
     repo: &Repository,
-    commit: &Commit<'_>,
-) -> Result<Vec<LandedFact>, AuditError> {
-    let git = AuditError::git;
-    let Some(new) = subtree(repo, &commit.tree().map_err(git)?, REQUESTS_DIR)? else {
-        return Ok(Vec::new());
+    files: &RequestTrees<'_, '_>,
+    bot: BotTrailers<'_>,
+    message: &Message<'_>,
+) -> Result<EventKind, AuditError> {
+    let owned = |value: Option<Cow<'_, str>>| value.map(Cow::into_owned);
+    let request_id = bot.request.as_deref().unwrap_or_default().to_owned();
+    let name = format!("{request_id}.yaml");
+    let Some(file) = files.added(bot.environment.as_deref(), &[&name])? else {
+        let detail = forged_grant(files, &request_id, bot.environment.as_deref(), &name)?;
+        return Ok(EventKind::Forged(ForgedFact {
+            request_id,
+            claim: Claim::Grant,
+            detail,
+        }));
     };
-    let old = match commit.parent(0) {
-        Ok(parent) => subtree(repo, &parent.tree().map_err(git)?, REQUESTS_DIR)?,
-        Err(_) => None,
+    let (role, role_unreadable) = match bot.role {
+        Some(role) => (Some(role.into_owned()), None),
+        None => role_of(repo, &file)?,
     };
-    if old.as_ref().is_some_and(|old| old.id() == new.id()) {
-        return Ok(Vec::new());
-    }
-    let mut added = Vec::new();
-    for env_entry in new.iter() {
-        let Ok(environment) = env_entry.name() else {
-            continue;
-        };
-        if env_entry.kind() != Some(ObjectType::Tree) {
-            continue;
-        }
-        let old_env = match &old {
-            Some(old) => subtree(repo, old, environment)?,
-            None => None,
-        };
-        if old_env.as_ref().map(Tree::id) == Some(env_entry.id()) {
-            continue;
-        }
-        let files = repo.find_tree(env_entry.id()).map_err(git)?;
-        for file in files.iter() {
-            let (Ok(name), Some(ObjectType::Blob)) = (file.name(), file.kind()) else {
-                continue;
-            };
-            // Any YAML file counts, valid request name or not: an audit flags more, not less.
-            let Some(id) = name
-                .strip_suffix(".yaml")
-                .or_else(|| name.strip_suffix(".yml"))
-                .filter(|id| !id.is_empty())
-            else {
-                continue;
-            };
-            if old_env
-                .as_ref()
-                .is_some_and(|old| old.get_name(name).is_some())
-            {
-                continue; // changed, not added
-            }
-            added.push(LandedFact {
-                environment: environment.to_owned(),
-                request_id: id.to_owned(),
-                path: format!("{REQUESTS_DIR}/{environment}/{name}"),
-            });
-        }
-    }
-    Ok(added)
+    Ok(EventKind::Grant(GrantFact {
+        request_id,
+        requester: owned(bot.requester),
+        environment: Some(owned(bot.environment).unwrap_or(file.environment)),
+        role,
+        role_unreadable,
+        reason: message.body().into_owned(),
+        ticket: owned(bot.ticket),
+        approved_by: owned(bot.approved_by),
+        expires: TrailerTime::parse(bot.expires.as_deref()),
+        review_due: TrailerTime::parse(bot.review_due.as_deref()),
+    }))
 }
 
-/// The subtree `name` of `tree`, when it is there and is a tree.
-fn subtree<'r>(
-    repo: &'r Repository,
-    tree: &Tree<'_>,
+/// Why a grant's trailers are forged: the file is not added, or is added in another
+/// environment than its `Breakglass-Environment`.
+fn forged_grant(
+    files: &RequestTrees<'_, '_>,
+    request_id: &str,
+    environment: Option<&str>,
     name: &str,
-) -> Result<Option<Tree<'r>>, AuditError> {
-    match tree.get_name(name) {
-        Some(entry) if entry.kind() == Some(ObjectType::Tree) => repo
-            .find_tree(entry.id())
-            .map(Some)
-            .map_err(AuditError::git),
-        _ => Ok(None),
+) -> Result<String, AuditError> {
+    let claim = format!("Breakglass-Request: {request_id}");
+    let Some(environment) = environment else {
+        return Ok(format!(
+            "{claim} but the commit adds no {REQUESTS_DIR}/<environment>/{name}"
+        ));
+    };
+    let expected = format!("{REQUESTS_DIR}/{environment}/{name}");
+    Ok(match files.added(None, &[name])? {
+        Some(elsewhere) => format!(
+            "{claim} and Breakglass-Environment: {environment}, but the commit adds {}, not {expected}",
+            elsewhere.path()
+        ),
+        None => format!("{claim} but the commit does not add {expected}"),
+    })
+}
+
+/// The role a request file names, or why it names none.
+fn role_of(
+    repo: &Repository,
+    file: &RequestFile,
+) -> Result<(Option<String>, Option<String>), AuditError> {
+    let blob = repo.find_blob(file.blob).map_err(AuditError::git)?;
+    let request = std::str::from_utf8(blob.content())
+        .map_err(|_| "it is not UTF-8".to_owned())
+        .and_then(|text| AccessRequest::from_yaml(text).map_err(|err| err.to_string()));
+    Ok(match request {
+        Ok(request) => (Some(request.role.as_str().to_owned()), None),
+        Err(why) => (None, Some(format!("{} names no role ({why})", file.path()))),
+    })
+}
+
+/// A commit with `Breakglass-Revokes`: a revoke (or removal) when it removes that request
+/// file, forged otherwise.
+fn revoke(
+    files: &RequestTrees<'_, '_>,
+    bot: BotTrailers<'_>,
+    message: &Message<'_>,
+) -> Result<EventKind, AuditError> {
+    let owned = |value: Option<Cow<'_, str>>| value.map(Cow::into_owned);
+    let request_id = bot.revokes.as_deref().unwrap_or_default().to_owned();
+    let removal = message.subject().starts_with("breakglass: remove ");
+    let yaml = format!("{request_id}.yaml");
+    let yml = format!("{request_id}.yml");
+    // The bot's own requests are `.yaml`; a removal takes away whatever landed, `.yml` too.
+    let names: &[&str] = if removal { &[&yaml, &yml] } else { &[&yaml] };
+    if files.removed(names)?.is_none() {
+        return Ok(EventKind::Forged(ForgedFact {
+            detail: format!(
+                "Breakglass-Revokes: {request_id} ({}) but the commit does not remove {REQUESTS_DIR}/<environment>/{yaml}",
+                bot.revoked_reason.as_deref().unwrap_or("no reason")
+            ),
+            request_id,
+            claim: Claim::Revoke,
+        }));
     }
+    Ok(EventKind::Revoke(RevokeFact {
+        request_id,
+        reason: owned(bot.revoked_reason),
+        reviewed_by: owned(bot.reviewed_by),
+        expires: TrailerTime::parse(bot.expires.as_deref()),
+        removal,
+    }))
 }
 
 #[cfg(test)]
@@ -409,6 +540,7 @@ mod tests {
             "tree {TREE}\nparent {P1}\nparent {P2}\nauthor A <a@x> 1 +0000\ncommitter GitHub <noreply@github.com> 1764123240 +0100\ngpgsig -----BEGIN PGP SIGNATURE-----\n \n abc\n -----END PGP SIGNATURE-----\n\ntitle\n\nbody\n"
         );
         let raw = RawCommit::parse(data.as_bytes()).unwrap();
+        assert_eq!(raw.tree, Some(Oid::from_str(TREE).unwrap()));
         assert_eq!(raw.first_parent, Some(Oid::from_str(P1).unwrap()));
         assert_eq!(raw.committer_time, 1_764_123_240);
         assert_eq!(raw.message, b"title\n\nbody\n");
@@ -427,12 +559,18 @@ mod tests {
         );
         // A `>` in the name does not confuse the time.
         let data = "committer A>B <c@x> 9 +0000\n\nm";
-        assert_eq!(RawCommit::parse(data.as_bytes()).unwrap().committer_time, 9);
+        let raw = RawCommit::parse(data.as_bytes()).unwrap();
+        assert_eq!(
+            (raw.committer_time, raw.tree),
+            (9, None),
+            "no tree: the walk refuses it"
+        );
         for broken in [
             "",
             "tree x\n\nmessage",
             "committer C <c@x> soon +0000\n\n",
             "parent nothex\ncommitter C <c@x> 7 +0000\n\n",
+            "tree nothex\ncommitter C <c@x> 7 +0000\n\n",
             "committer no email 7\n\n",
         ] {
             assert_eq!(RawCommit::parse(broken.as_bytes()), None, "{broken:?}");

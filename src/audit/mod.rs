@@ -5,11 +5,13 @@
 //! `src/workflow/trailers.rs`). This module walks the first-parent history of the default
 //! branch and turns those commits into one row per grant, flagging what should never happen:
 //! a grant never revoked, a revoke too late, a self-approval, an overdue fast-path review, a
-//! revoke without its grant, a request file that landed without the bot.
+//! revoke without its grant, a request file that landed without the bot, and trailers that
+//! claim a grant or a revoke the commit's files do not show.
 //!
 //! The parts, each knowing one thing:
 //! - [`trailers`]: commit messages parsed as git parses them (pure);
 //! - [`history`]: the git2 walk, into raw facts;
+//! - [`files`]: which request files a commit adds or removes (path lookups, no diff);
 //! - [`report`]: pairing, rows and anomalies (pure; time is an input);
 //! - [`render`]: table, Markdown, CSV and JSON;
 //! - [`source`]: opening a local repository or cloning a URL.
@@ -17,6 +19,7 @@
 //! Everything here is blocking (git2, and `git clone` for URLs): async callers use
 //! `tokio::task::spawn_blocking`.
 
+pub mod files;
 pub mod history;
 pub mod render;
 pub mod report;
@@ -49,6 +52,8 @@ pub enum AuditError {
     Shallow,
     #[error("commit {commit} is malformed: {what}")]
     Malformed { commit: String, what: &'static str },
+    #[error("tree {tree} is malformed")]
+    MalformedTree { tree: String },
     #[error("cannot read the history")]
     Git(#[source] git2::Error),
 }

@@ -7,7 +7,9 @@ use std::fmt;
 use chrono::{DateTime, TimeDelta, Utc};
 use git2::Oid;
 
-use super::history::{EventKind, GrantFact, History, LandedFact, RevokeFact, TrailerTime};
+use super::history::{
+    Claim, EventKind, ForgedFact, GrantFact, History, LandedFact, RevokeFact, TrailerTime,
+};
 use crate::clock::iso;
 use crate::duration::HumanDuration;
 
@@ -189,6 +191,9 @@ pub enum AnomalyKind {
     ReviewOverdue,
     /// A `Breakglass-Revokes` for an id without a grant merge (and not a reconcile removal).
     RevertWithoutGrant,
+    /// Trailers that claim a grant (or a revoke) on a commit that does not add (or remove)
+    /// that request file: the commit counts as neither.
+    ForgedTrailers,
     /// A request file added by a commit that is not the bot's (direct push, hand merge).
     LandedWithoutBot,
     /// A grant merge whose trailers are missing or unreadable.
@@ -197,12 +202,13 @@ pub enum AnomalyKind {
 
 impl AnomalyKind {
     /// Every kind, in order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::GrantWithoutRevert,
         Self::LateRevert,
         Self::SelfApproved,
         Self::ReviewOverdue,
         Self::RevertWithoutGrant,
+        Self::ForgedTrailers,
         Self::LandedWithoutBot,
         Self::MalformedTrailers,
     ];
@@ -215,6 +221,7 @@ impl AnomalyKind {
             Self::SelfApproved => "self_approved",
             Self::ReviewOverdue => "review_overdue",
             Self::RevertWithoutGrant => "revert_without_grant",
+            Self::ForgedTrailers => "forged_trailers",
             Self::LandedWithoutBot => "landed_without_bot",
             Self::MalformedTrailers => "malformed_trailers",
         }
@@ -233,7 +240,8 @@ pub struct Anomaly {
     pub kind: AnomalyKind,
     pub request_id: String,
     /// The grant merge, or the revoke merge for `late_revert` and `revert_without_grant`,
-    /// or the commit that added the file for `landed_without_bot`.
+    /// or the commit that added the file for `landed_without_bot`, or the commit whose
+    /// trailers are forged for `forged_trailers`.
     pub commit: Oid,
     pub detail: String,
     /// The commit's place on the first-parent line, for history order.
@@ -246,6 +254,14 @@ struct Revoke {
     commit: Oid,
     at: DateTime<Utc>,
     fact: RevokeFact,
+}
+
+/// A commit whose trailers claim what its files do not show.
+struct Forged {
+    position: usize,
+    commit: Oid,
+    at: DateTime<Utc>,
+    fact: ForgedFact,
 }
 
 /// A request file that landed without the bot.
@@ -267,6 +283,7 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
     let mut open: HashMap<String, usize> = HashMap::new();
     let mut unpaired: Vec<Revoke> = Vec::new();
     let mut landed: Vec<Landed> = Vec::new();
+    let mut forged: Vec<Forged> = Vec::new();
     for event in history.events {
         match event.kind {
             EventKind::Grant(fact) => {
@@ -297,6 +314,13 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
                 grants[index].revoke = Some(revoke);
             }
             EventKind::Landed(fact) => landed.push(Landed {
+                position: event.position,
+                commit: event.commit,
+                at: event.at,
+                fact,
+            }),
+            // Counted as neither a grant nor a revoke: a forged revoke closes nothing.
+            EventKind::Forged(fact) => forged.push(Forged {
                 position: event.position,
                 commit: event.commit,
                 at: event.at,
@@ -391,6 +415,7 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
             position,
         });
     }
+    flag_forged(forged, &options, &mut anomalies);
     anomalies.sort_by_key(|a| (a.position, a.kind));
     Report {
         repository,
@@ -399,6 +424,33 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
         options,
         grants: rows,
         anomalies,
+    }
+}
+
+/// One `forged_trailers` anomaly per forged commit in the period. The environment filter
+/// never hides one: its only environment is a trailer that the files contradict.
+fn flag_forged(forged: Vec<Forged>, options: &ReportOptions, anomalies: &mut Vec<Anomaly>) {
+    for Forged {
+        position,
+        commit,
+        at,
+        fact,
+    } in forged
+    {
+        if !options.in_period(at) {
+            continue;
+        }
+        let claim = match fact.claim {
+            Claim::Grant => "grant",
+            Claim::Revoke => "revoke",
+        };
+        anomalies.push(Anomaly {
+            kind: AnomalyKind::ForgedTrailers,
+            detail: format!("not counted as a {claim}: {}", fact.detail),
+            request_id: fact.request_id,
+            commit,
+            position,
+        });
     }
 }
 
@@ -581,6 +633,11 @@ fn malformed(fact: &GrantFact) -> Vec<String> {
     if !missing.is_empty() {
         problems.push(format!("missing {}", missing.join(", ")));
     }
+    if fact.role.is_none()
+        && let Some(why) = &fact.role_unreadable
+    {
+        problems.push(why.clone());
+    }
     for (key, time) in [
         ("Breakglass-Expires", &fact.expires),
         ("Breakglass-Review-Due", &fact.review_due),
@@ -645,6 +702,7 @@ mod tests {
                     requester: Some("alice".into()),
                     environment: Some("prod".into()),
                     role: Some("admin".into()),
+                    role_unreadable: None,
                     reason: "incident: INC-1".into(),
                     ticket: Some("INC-1".into()),
                     approved_by: Some(approved_by.into()),
@@ -667,6 +725,17 @@ mod tests {
                     reviewed_by: reviewer.map(Into::into),
                     expires: TrailerTime::Missing,
                     removal: false,
+                }),
+            )
+        }
+
+        fn forged(&mut self, at: i64, id: &str, claim: Claim) -> &mut Self {
+            self.push(
+                at,
+                EventKind::Forged(ForgedFact {
+                    request_id: id.into(),
+                    claim,
+                    detail: format!("the commit does not touch {id}"),
                 }),
             )
         }
@@ -912,6 +981,77 @@ mod tests {
         );
         assert_eq!(report.grants[0].expires_at, None);
         assert_eq!(report.grants[0].review, Review::Pending { due: None });
+    }
+
+    #[test]
+    fn a_forged_revoke_closes_nothing_and_a_forged_grant_opens_nothing() {
+        let mut b = Builder::default();
+        b.grant(0, "r-1", "carol", 60)
+            .forged(30, "r-1", Claim::Revoke)
+            .forged(40, "r-2", Claim::Grant)
+            .revoke(50, "r-2", "ttl", None);
+        let active = b.report(60);
+        assert_eq!(active.grants.len(), 1, "the forged grant has no row");
+        assert_eq!(active.grants[0].revoked_at, None, "still active");
+        assert_eq!(
+            kinds(&active),
+            [
+                ("r-1".into(), AnomalyKind::ForgedTrailers),
+                ("r-2".into(), AnomalyKind::ForgedTrailers),
+                ("r-2".into(), AnomalyKind::RevertWithoutGrant),
+            ]
+        );
+        assert_eq!(
+            active.anomalies[0].detail,
+            "not counted as a revoke: the commit does not touch r-1"
+        );
+        assert_eq!(active.anomalies[0].commit, oid(2));
+        assert_eq!(
+            active.anomalies[1].detail,
+            "not counted as a grant: the commit does not touch r-2"
+        );
+        let expired = b.report(600);
+        assert!(
+            kinds(&expired).contains(&("r-1".into(), AnomalyKind::GrantWithoutRevert)),
+            "{:?}",
+            kinds(&expired)
+        );
+    }
+
+    #[test]
+    fn forged_trailers_are_filtered_by_period_never_by_environment() {
+        let mut b = Builder::default();
+        b.forged(100, "r-1", Claim::Grant);
+        let mut options = ReportOptions::new(t(600));
+        options.environment = Some("staging".into());
+        assert_eq!(
+            kinds(&b.report_with(options.clone())),
+            [("r-1".into(), AnomalyKind::ForgedTrailers)]
+        );
+        options.since = Some(t(101));
+        assert_eq!(b.report_with(options).anomalies, []);
+    }
+
+    #[test]
+    fn a_role_the_request_file_cannot_give_is_malformed() {
+        let mut b = Builder::default();
+        b.grant(0, "r-1", "carol", 60)
+            .revoke(10, "r-1", "early", None);
+        let EventKind::Grant(fact) = &mut b.0[0].kind else {
+            unreachable!()
+        };
+        fact.role = None;
+        fact.role_unreadable = Some("requests/prod/r-1.yaml names no role (bad)".into());
+        let report = b.report(600);
+        assert_eq!(
+            kinds(&report),
+            [("r-1".into(), AnomalyKind::MalformedTrailers)]
+        );
+        assert_eq!(
+            report.anomalies[0].detail,
+            "missing Breakglass-Role; requests/prod/r-1.yaml names no role (bad)"
+        );
+        assert_eq!(report.grants[0].role, "");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `breakglass audit verify`: the event log is intact (every row's hash chains to the one
 //! before) and agrees with git: every merge and revocation the log records is a commit on the
 //! default branch's first-parent history, and every grant and revocation merge in that history
-//! is in the log. A rewritten history or an edited log shows up as a named mismatch.
+//! is in the log. A rewritten history or an edited log shows up as a named mismatch, and so
+//! does a commit whose `Breakglass-*` trailers its files do not bear out (`forged_trailers`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -61,6 +62,7 @@ pub async fn verify(store: &Store, history: &History) -> Result<Verification, St
     // What git says, by merge commit.
     let mut grants: HashMap<String, &str> = HashMap::new();
     let mut revokes: HashMap<String, &str> = HashMap::new();
+    let mut forged: HashMap<String, &str> = HashMap::new();
     for event in &history.events {
         match &event.kind {
             Fact::Grant(grant) => {
@@ -68,6 +70,16 @@ pub async fn verify(store: &Store, history: &History) -> Result<Verification, St
             }
             Fact::Revoke(revoke) => {
                 revokes.insert(event.commit.to_string(), revoke.request_id.as_str());
+            }
+            // Neither a grant nor a revoke, and never the bot's: named whatever the log says.
+            Fact::Forged(fact) => {
+                let sha = event.commit.to_string();
+                result.problems.push(format!(
+                    "commit {} has forged trailers: {}",
+                    short(&sha),
+                    fact.detail
+                ));
+                forged.insert(sha, fact.request_id.as_str());
             }
             Fact::Landed(_) => {}
         }
@@ -103,6 +115,12 @@ pub async fn verify(store: &Store, history: &History) -> Result<Verification, St
             Some(id) if *id == request => {}
             Some(id) => result.problems.push(format!(
                 "event log row {}: {} of `{request}` is commit {}, which git records for `{id}`",
+                event.seq,
+                event.kind,
+                short(sha)
+            )),
+            None if forged.contains_key(sha) => result.problems.push(format!(
+                "event log row {}: {} of `{request}` is commit {}, whose files do not bear out its trailers",
                 event.seq,
                 event.kind,
                 short(sha)
@@ -152,4 +170,60 @@ async fn all_events(store: &Store) -> Result<Vec<EventRecord>, StoreError> {
         events.extend(batch);
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use git2::Oid;
+
+    use super::*;
+    use crate::audit::history::{Claim, Event, ForgedFact};
+    use crate::store::{EventKind, NewEvent};
+
+    #[tokio::test]
+    async fn a_forged_commit_is_named_even_when_the_log_records_it() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let commit = Oid::from_str("abcdef0123456789abcdef0123456789abcdef01").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
+        store
+            .append_event(
+                &NewEvent {
+                    kind: EventKind::MERGE,
+                    request_id: Some("r-1".to_owned().try_into().unwrap()),
+                    actor: None,
+                    delivery_id: None,
+                    data: serde_json::json!({ "merge_sha": commit.to_string() }),
+                },
+                at,
+            )
+            .await
+            .unwrap();
+        let history = History {
+            branch: "main".into(),
+            head: Some(commit),
+            events: vec![Event {
+                position: 0,
+                commit,
+                at,
+                kind: Fact::Forged(ForgedFact {
+                    request_id: "r-1".into(),
+                    claim: Claim::Grant,
+                    detail:
+                        "Breakglass-Request: r-1 but the commit does not add requests/prod/r-1.yaml"
+                            .into(),
+                }),
+            }],
+        };
+        let verification = verify(&store, &history).await.unwrap();
+        assert_eq!(
+            verification.problems,
+            [
+                "commit abcdef012345 has forged trailers: Breakglass-Request: r-1 but the commit does not add requests/prod/r-1.yaml",
+                "event log row 1: merge of `r-1` is commit abcdef012345, whose files do not bear out its trailers",
+            ]
+        );
+        assert_eq!(verification.grants, 0);
+    }
 }

@@ -1,0 +1,594 @@
+//! What a first-parent commit does to the request files (`requests/<environment>/<id>.yaml`),
+//! compared with its first parent: the audit checks the files, not only the trailers.
+//!
+//! Speed matters here as in [`super::history`]: a bot merge is checked with path lookups in
+//! its tree and its first parent's, and where the environment is not known, only the
+//! environment directories whose tree id changed are looked into. Never a full diff. Trees
+//! are read raw from the object database and scanned in place (`<mode> <name>\0<id>`
+//! entries) rather than parsed into `git2::Tree`s: a tree is a few entries, and parsing and
+//! wrapping each one cost more than the scan. A [`TreeReader`] keeps the last few trees it
+//! read, so the first parent's trees, read to check a merge, are not read again when the
+//! walk reaches that parent.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use git2::{ObjectType, Odb, OdbObject, Oid};
+
+use super::AuditError;
+use super::history::LandedFact;
+
+/// Where request files live: `requests/<environment>/<id>.yaml`.
+pub const REQUESTS_DIR: &str = "requests";
+
+/// A request file that a commit adds or removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestFile {
+    /// The directory it is in.
+    pub environment: String,
+    /// The file name, e.g. `r-1.yaml`.
+    pub name: String,
+    /// Its blob (in the commit for an added file, in the first parent for a removed one).
+    pub blob: Oid,
+}
+
+impl RequestFile {
+    /// The repo-relative path, e.g. `requests/prod/r-1.yaml`.
+    pub fn path(&self) -> String {
+        format!("{REQUESTS_DIR}/{}/{}", self.environment, self.name)
+    }
+}
+
+/// How many trees a [`TreeReader`] keeps: the trees of a commit and of its first parent
+/// (root, `requests/`, an environment or two each), with room to spare.
+const RECENT_TREES: usize = 16;
+
+/// Reads trees for one walk, keeping the last few (`RECENT_TREES`): a commit's trees are
+/// read to check its child and again to check the commit itself, and a root tree often comes
+/// back (the one with an empty `requests/`, after each revoke).
+pub struct TreeReader<'a> {
+    odb: &'a Odb<'a>,
+    recent: RefCell<VecDeque<Rc<RawTree<'a>>>>,
+}
+
+impl<'a> TreeReader<'a> {
+    /// A reader over `odb` that has read nothing yet.
+    pub fn new(odb: &'a Odb<'a>) -> Self {
+        Self {
+            odb,
+            recent: RefCell::new(VecDeque::with_capacity(RECENT_TREES)),
+        }
+    }
+
+    /// The tree `id`, from the recent ones when it is there.
+    fn read(&self, id: Oid) -> Result<Rc<RawTree<'a>>, AuditError> {
+        let mut recent = self.recent.borrow_mut();
+        if let Some(index) = recent.iter().position(|tree| tree.id == id) {
+            let tree = recent.remove(index).expect("found at this index");
+            recent.push_front(Rc::clone(&tree));
+            return Ok(tree);
+        }
+        let tree = Rc::new(RawTree::read(self.odb, id)?);
+        if recent.len() == RECENT_TREES {
+            recent.pop_back();
+        }
+        recent.push_front(Rc::clone(&tree));
+        Ok(tree)
+    }
+
+    /// The subtree `name` of `tree`, when it is there and is a tree.
+    fn subtree(
+        &self,
+        tree: &RawTree<'_>,
+        name: &str,
+    ) -> Result<Option<Rc<RawTree<'a>>>, AuditError> {
+        match tree.get(name) {
+            Some(entry) if entry.kind == Kind::Tree => Ok(Some(self.read(entry.id()?)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The `requests/` trees of a commit and of its first parent (`None` where there is no
+/// `requests/`, or no parent).
+pub struct RequestTrees<'r, 'a> {
+    trees: &'r TreeReader<'a>,
+    new: Option<Rc<RawTree<'a>>>,
+    old: Option<Rc<RawTree<'a>>>,
+}
+
+impl<'r, 'a> RequestTrees<'r, 'a> {
+    /// Reads the `requests/` subtree of the commit's root tree `new` and of its first
+    /// parent's root tree `old`.
+    pub fn read(trees: &'r TreeReader<'a>, new: Oid, old: Option<Oid>) -> Result<Self, AuditError> {
+        if old == Some(new) {
+            // The same root tree on both sides (an empty merge): nothing added or removed.
+            return Ok(Self {
+                trees,
+                new: None,
+                old: None,
+            });
+        }
+        let requests = |root: Oid| trees.subtree(&*trees.read(root)?, REQUESTS_DIR);
+        let new = requests(new)?;
+        let old = old.map(requests).transpose()?.flatten();
+        Ok(Self { trees, new, old })
+    }
+
+    /// Whether `requests/` is the same tree on both sides (nothing added or removed there).
+    pub fn unchanged(&self) -> bool {
+        self.new.as_ref().map(|t| t.id) == self.old.as_ref().map(|t| t.id)
+    }
+
+    /// The first of `names` that the commit adds (present in it, absent from its first
+    /// parent), in `environment` when given, else in any environment directory.
+    pub fn added(
+        &self,
+        environment: Option<&str>,
+        names: &[&str],
+    ) -> Result<Option<RequestFile>, AuditError> {
+        appearing(
+            self.trees,
+            self.old.as_deref(),
+            self.new.as_deref(),
+            environment,
+            names,
+        )
+    }
+
+    /// The first of `names` that the commit removes (present in its first parent, absent
+    /// from it), in any environment directory.
+    pub fn removed(&self, names: &[&str]) -> Result<Option<RequestFile>, AuditError> {
+        appearing(
+            self.trees,
+            self.new.as_deref(),
+            self.old.as_deref(),
+            None,
+            names,
+        )
+    }
+
+    /// Every YAML file the commit adds under `requests/<environment>/`: what landed, for a
+    /// commit that is not the bot's.
+    pub fn all_added(&self) -> Result<Vec<LandedFact>, AuditError> {
+        let Some(new) = &self.new else {
+            return Ok(Vec::new());
+        };
+        if self.unchanged() {
+            return Ok(Vec::new());
+        }
+        let mut added = Vec::new();
+        for dir in new.entries() {
+            let dir = dir?;
+            let Some(ChangedDir {
+                environment,
+                files,
+                before,
+            }) = changed_dir(self.trees, self.old.as_deref(), &dir)?
+            else {
+                continue;
+            };
+            for file in files.entries() {
+                let file = file?;
+                let (Some(name), Kind::Blob) = (file.name(), file.kind) else {
+                    continue;
+                };
+                // Any YAML file counts, valid request name or not: an audit flags more, not less.
+                let Some(id) = yaml_stem(name) else {
+                    continue;
+                };
+                if before.as_ref().is_some_and(|b| b.get(name).is_some()) {
+                    continue; // changed, not added
+                }
+                added.push(LandedFact {
+                    environment: environment.to_owned(),
+                    request_id: id.to_owned(),
+                    path: format!("{REQUESTS_DIR}/{environment}/{name}"),
+                });
+            }
+        }
+        Ok(added)
+    }
+}
+
+/// The first of `names` found in an environment directory of `to` and not in the same
+/// directory of `from`; only directories whose tree id differs are looked into (or only
+/// `environment`, when given).
+fn appearing(
+    trees: &TreeReader<'_>,
+    from: Option<&RawTree<'_>>,
+    to: Option<&RawTree<'_>>,
+    environment: Option<&str>,
+    names: &[&str],
+) -> Result<Option<RequestFile>, AuditError> {
+    let Some(to) = to else {
+        return Ok(None);
+    };
+    if from.map(|f| f.id) == Some(to.id) {
+        return Ok(None);
+    }
+    let look = |dir: &Entry<'_>| -> Result<Option<RequestFile>, AuditError> {
+        let Some(ChangedDir {
+            environment: env,
+            files,
+            before,
+        }) = changed_dir(trees, from, dir)?
+        else {
+            return Ok(None);
+        };
+        for name in names {
+            let Some(file) = files.get(name).filter(|f| f.kind == Kind::Blob) else {
+                continue;
+            };
+            if before.as_ref().is_some_and(|b| b.get(name).is_some()) {
+                continue; // on both sides: changed at most
+            }
+            return Ok(Some(RequestFile {
+                environment: env.to_owned(),
+                name: (*name).to_owned(),
+                blob: file.id()?,
+            }));
+        }
+        Ok(None)
+    };
+    match environment {
+        // One path component: an environment with a `/` names no entry and finds nothing.
+        Some(environment) => match to.get(environment) {
+            Some(dir) => look(&dir),
+            None => Ok(None),
+        },
+        None => {
+            for dir in to.entries() {
+                if let Some(found) = look(&dir?)? {
+                    return Ok(Some(found));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// An environment directory whose tree differs between the two sides of a commit.
+struct ChangedDir<'e, 'a> {
+    environment: &'e str,
+    /// Its tree on the side being looked into.
+    files: Rc<RawTree<'a>>,
+    /// The tree of the same name on the other side, if there is one.
+    before: Option<Rc<RawTree<'a>>>,
+}
+
+/// The environment directory `dir` of one side, when its tree differs from the one of the
+/// same name in `from`.
+fn changed_dir<'e, 'a>(
+    trees: &TreeReader<'a>,
+    from: Option<&RawTree<'_>>,
+    dir: &Entry<'e>,
+) -> Result<Option<ChangedDir<'e, 'a>>, AuditError> {
+    let (Some(env), Kind::Tree) = (dir.name(), dir.kind) else {
+        return Ok(None);
+    };
+    let before = from.and_then(|from| from.get(env));
+    if before.as_ref().is_some_and(|b| b.id_bytes == dir.id_bytes) {
+        return Ok(None);
+    }
+    let files = trees.read(dir.id()?)?;
+    let before = match before.filter(|b| b.kind == Kind::Tree) {
+        Some(before) => Some(trees.read(before.id()?)?),
+        None => None,
+    };
+    Ok(Some(ChangedDir {
+        environment: env,
+        files,
+        before,
+    }))
+}
+
+/// A tree object as stored: entries `<octal mode> <name>\0<20-byte id>`, sorted by name.
+struct RawTree<'o> {
+    id: Oid,
+    object: OdbObject<'o>,
+}
+
+impl<'o> RawTree<'o> {
+    fn read(odb: &'o Odb<'o>, id: Oid) -> Result<Self, AuditError> {
+        let object = odb.read(id).map_err(AuditError::git)?;
+        if object.kind() != ObjectType::Tree {
+            return Err(AuditError::MalformedTree {
+                tree: id.to_string(),
+            });
+        }
+        Ok(Self { id, object })
+    }
+
+    /// The entries in stored order; an error for bytes that are not a tree entry.
+    fn entries(&self) -> impl Iterator<Item = Result<Entry<'_>, AuditError>> {
+        let mut rest = self.object.data();
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let entry = Entry::parse(rest);
+            let Some((entry, after)) = entry else {
+                rest = &[];
+                return Some(Err(AuditError::MalformedTree {
+                    tree: self.id.to_string(),
+                }));
+            };
+            rest = after;
+            Some(Ok(entry))
+        })
+    }
+
+    /// The entry called `name`. A malformed tree has none (reading its entries says why).
+    fn get(&self, name: &str) -> Option<Entry<'_>> {
+        self.entries()
+            .map_while(Result::ok)
+            .find(|entry| entry.name_bytes == name.as_bytes())
+    }
+}
+
+/// What a tree entry's mode says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Tree,
+    Blob,
+    /// A symbolic link or a submodule: never a request file.
+    Other,
+}
+
+/// One entry of a [`RawTree`].
+#[derive(Clone, Copy, Debug)]
+struct Entry<'a> {
+    kind: Kind,
+    name_bytes: &'a [u8],
+    id_bytes: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    /// The entry at the start of `data`, and what follows it.
+    fn parse(data: &'a [u8]) -> Option<(Self, &'a [u8])> {
+        let space = data.iter().position(|&b| b == b' ')?;
+        let nul = space + 1 + data[space + 1..].iter().position(|&b| b == 0)?;
+        let id_bytes = data.get(nul + 1..nul + 21)?;
+        let kind = match &data[..space] {
+            b"40000" => Kind::Tree,
+            b"100644" | b"100755" | b"100664" => Kind::Blob,
+            _ => Kind::Other,
+        };
+        let entry = Self {
+            kind,
+            name_bytes: &data[space + 1..nul],
+            id_bytes,
+        };
+        Some((entry, &data[nul + 21..]))
+    }
+
+    /// The name, when it is UTF-8 (request files and environments always are).
+    fn name(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.name_bytes).ok()
+    }
+
+    fn id(&self) -> Result<Oid, AuditError> {
+        Oid::from_bytes(self.id_bytes).map_err(AuditError::git)
+    }
+}
+
+/// The stem of a `.yaml` or `.yml` file name, when it has one.
+fn yaml_stem(name: &str) -> Option<&str> {
+    name.strip_suffix(".yaml")
+        .or_else(|| name.strip_suffix(".yml"))
+        .filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repository and a way to write root trees from `(path, content)` pairs.
+    struct Repo {
+        _dir: tempfile::TempDir,
+        repo: git2::Repository,
+    }
+
+    impl Repo {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = git2::Repository::init_bare(dir.path()).unwrap();
+            Self { _dir: dir, repo }
+        }
+
+        fn tree(&self, files: &[(&str, &str)]) -> Oid {
+            let mut root = self.repo.treebuilder(None).unwrap();
+            let mut dirs: std::collections::BTreeMap<&str, Vec<(&str, &str)>> = Default::default();
+            for (path, content) in files {
+                let (dir, name) = path.rsplit_once('/').unwrap();
+                dirs.entry(dir).or_default().push((name, content));
+            }
+            let mut requests = self.repo.treebuilder(None).unwrap();
+            for (dir, files) in dirs {
+                let env = dir.strip_prefix("requests/").unwrap();
+                let mut builder = self.repo.treebuilder(None).unwrap();
+                for (name, content) in files {
+                    let blob = self.repo.blob(content.as_bytes()).unwrap();
+                    builder.insert(name, blob, 0o100_644).unwrap();
+                }
+                requests
+                    .insert(env, builder.write().unwrap(), 0o040_000)
+                    .unwrap();
+            }
+            root.insert(REQUESTS_DIR, requests.write().unwrap(), 0o040_000)
+                .unwrap();
+            root.write().unwrap()
+        }
+
+        fn odb(&self) -> Odb<'_> {
+            self.repo.odb().unwrap()
+        }
+    }
+
+    fn place(file: Option<RequestFile>) -> Option<String> {
+        file.map(|f| f.path())
+    }
+
+    #[test]
+    fn an_added_file_is_found_in_its_environment_only() {
+        let r = Repo::new();
+        let old = r.tree(&[("requests/staging/r-0.yaml", "a")]);
+        let new = r.tree(&[
+            ("requests/staging/r-0.yaml", "a"),
+            ("requests/prod/r-1.yaml", "b"),
+        ]);
+        let odb = r.odb();
+        let reader = TreeReader::new(&odb);
+        let trees = RequestTrees::read(&reader, new, Some(old)).unwrap();
+        let added = trees.added(Some("prod"), &["r-1.yaml"]).unwrap().unwrap();
+        assert_eq!(added.path(), "requests/prod/r-1.yaml");
+        assert_eq!(added.blob, r.repo.blob(b"b").unwrap());
+        assert_eq!(
+            place(trees.added(Some("staging"), &["r-1.yaml"]).unwrap()),
+            None
+        );
+        assert_eq!(
+            place(trees.added(None, &["r-1.yaml"]).unwrap()).as_deref(),
+            Some("requests/prod/r-1.yaml")
+        );
+        assert_eq!(
+            place(trees.added(None, &["r-0.yaml"]).unwrap()),
+            None,
+            "not new"
+        );
+        assert_eq!(place(trees.removed(&["r-1.yaml"]).unwrap()), None);
+        // One path component per name: `prod/../prod` or a nested path finds nothing.
+        assert_eq!(
+            place(trees.added(Some("prod/x"), &["r-1.yaml"]).unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_changed_file_is_neither_added_nor_removed() {
+        let r = Repo::new();
+        let old = r.tree(&[("requests/prod/r-1.yaml", "role: admin")]);
+        let new = r.tree(&[("requests/prod/r-1.yaml", "role: read")]);
+        let odb = r.odb();
+        let reader = TreeReader::new(&odb);
+        let trees = RequestTrees::read(&reader, new, Some(old)).unwrap();
+        assert!(!trees.unchanged());
+        assert_eq!(
+            place(trees.added(Some("prod"), &["r-1.yaml"]).unwrap()),
+            None
+        );
+        assert_eq!(place(trees.removed(&["r-1.yaml"]).unwrap()), None);
+        assert_eq!(trees.all_added().unwrap(), []);
+    }
+
+    #[test]
+    fn a_removed_file_is_found_in_whichever_environment_lost_it() {
+        let r = Repo::new();
+        let old = r.tree(&[
+            ("requests/prod/r-1.yaml", "a"),
+            ("requests/staging/r-2.yml", "b"),
+        ]);
+        let new = r.tree(&[("requests/staging/r-2.yml", "b")]);
+        let odb = r.odb();
+        let reader = TreeReader::new(&odb);
+        let trees = RequestTrees::read(&reader, new, Some(old)).unwrap();
+        assert_eq!(
+            place(trees.removed(&["r-1.yaml"]).unwrap()).as_deref(),
+            Some("requests/prod/r-1.yaml")
+        );
+        assert_eq!(
+            place(trees.removed(&["r-2.yaml", "r-2.yml"]).unwrap()),
+            None
+        );
+        let gone = r.tree(&[("requests/prod/r-1.yaml", "a")]);
+        let gone = RequestTrees::read(&reader, gone, Some(old)).unwrap();
+        assert_eq!(
+            place(gone.removed(&["r-2.yaml", "r-2.yml"]).unwrap()).as_deref(),
+            Some("requests/staging/r-2.yml")
+        );
+    }
+
+    #[test]
+    fn a_root_commit_adds_every_file_it_has() {
+        let r = Repo::new();
+        let new = r.tree(&[
+            ("requests/prod/r-1.yaml", "a"),
+            ("requests/prod/notes.txt", "x"),
+        ]);
+        let odb = r.odb();
+        let reader = TreeReader::new(&odb);
+        let trees = RequestTrees::read(&reader, new, None).unwrap();
+        assert_eq!(
+            place(trees.added(Some("prod"), &["r-1.yaml"]).unwrap()).as_deref(),
+            Some("requests/prod/r-1.yaml")
+        );
+        assert_eq!(
+            trees.all_added().unwrap(),
+            [LandedFact {
+                environment: "prod".into(),
+                request_id: "r-1".into(),
+                path: "requests/prod/r-1.yaml".into(),
+            }]
+        );
+        let same = RequestTrees::read(&reader, new, Some(new)).unwrap();
+        assert!(same.unchanged());
+        assert_eq!(place(same.added(None, &["r-1.yaml"]).unwrap()), None);
+    }
+
+    #[test]
+    fn entries_are_read_by_mode_and_a_broken_tree_is_an_error() {
+        let r = Repo::new();
+        let odb = r.odb();
+        let blob = r.repo.blob(b"x").unwrap();
+        let mut builder = r.repo.treebuilder(None).unwrap();
+        builder.insert("link.yaml", blob, 0o120_000).unwrap();
+        builder.insert("run.yaml", blob, 0o100_755).unwrap();
+        let dir = builder.write().unwrap();
+        let tree = RawTree::read(&odb, dir).unwrap();
+        let kinds: Vec<(&str, Kind)> = tree
+            .entries()
+            .map(|e| e.map(|e| (e.name().unwrap(), e.kind)).unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [("link.yaml", Kind::Other), ("run.yaml", Kind::Blob)]
+        );
+        assert_eq!(tree.get("run.yaml").unwrap().id().unwrap(), blob);
+        assert!(tree.get("run").is_none());
+
+        let broken = odb.write(ObjectType::Tree, b"100644 cut-short").unwrap();
+        let broken = RawTree::read(&odb, broken).unwrap();
+        assert!(matches!(
+            broken.entries().next(),
+            Some(Err(AuditError::MalformedTree { .. }))
+        ));
+        assert!(matches!(
+            RawTree::read(&odb, blob),
+            Err(AuditError::MalformedTree { .. })
+        ));
+    }
+
+    #[test]
+    fn the_reader_serves_a_recent_tree_again_and_forgets_old_ones() {
+        let r = Repo::new();
+        let odb = r.odb();
+        let reader = TreeReader::new(&odb);
+        let ids: Vec<Oid> = (0..=RECENT_TREES)
+            .map(|n| r.tree(&[("requests/prod/r.yaml", &n.to_string())]))
+            .collect();
+        let first = reader.read(ids[0]).unwrap();
+        assert!(Rc::ptr_eq(&first, &reader.read(ids[0]).unwrap()), "kept");
+        for id in &ids[1..] {
+            reader.read(*id).unwrap();
+        }
+        assert_eq!(reader.recent.borrow().len(), RECENT_TREES);
+        let again = reader.read(ids[0]).unwrap();
+        assert!(
+            !Rc::ptr_eq(&first, &again),
+            "the oldest was forgotten, read anew"
+        );
+        assert_eq!(again.id, ids[0]);
+    }
+}
