@@ -20,8 +20,8 @@ pub fn approved_by(record: &RequestRecord) -> String {
 }
 
 /// Title and message of the request's merge commit: the reason as the body, then the
-/// trailers. `breakglass audit` reads grants from these alone (no tree walk), so everything a
-/// report row needs is here: `Breakglass-Request`, `-Requester`, `-Environment`, `-Role`,
+/// trailers. `breakglass audit` reads a report row from these, and checks in the tree that the
+/// merge really adds the request file (else `forged_trailers`): `Breakglass-Request`, `-Requester`, `-Environment`, `-Role`,
 /// `-Ticket` (when there is one), `-Approved-By`, `-Expires`, `-Review-Due` (fast path).
 pub fn grant_message(
     record: &RequestRecord,
