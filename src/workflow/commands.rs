@@ -478,6 +478,13 @@ impl Workflow {
         let new_expiry = expires_at + by.to_chrono();
         record.expires_at = Some(new_expiry);
         record.total_secs = total.as_secs();
+        // Grants that carry their expiry (aws-iam) are re-applied with the new one first: the
+        // store is written only after the cloud agrees, so a retry never extends twice.
+        if let Some(applied) = self.store.applied_grant(&record.id).await? {
+            self.providers
+                .apply(&applied.role, &Self::spec(&record))
+                .await?;
+        }
         self.store.update_request(&mut record, self.now()).await?;
         self.record_event(
             EventKind::EXTEND,

@@ -49,7 +49,7 @@ impl Workflow {
         }))
     }
 
-    fn spec(record: &RequestRecord) -> GrantSpec {
+    pub(super) fn spec(record: &RequestRecord) -> GrantSpec {
         GrantSpec {
             id: record.id.to_string(),
             environment: record.environment.to_string(),
