@@ -552,20 +552,33 @@ on_both_backends!(
     }
 );
 
+/// bob (on call) asks for prod on a sev1 fast path: a PR adding `path`, labelled `sev1`;
+/// `before_label` runs between the opening and the label (the label makes the bot decide).
+fn bob_sev1_pr(s: &Scenario, path: &str, draft: bool, before_label: impl Fn(u64)) -> u64 {
+    let branch = "sev1-request";
+    s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[(path, &prod_request("1h"))],
+        "request",
+    );
+    let pr = if draft {
+        s.forge.open_pr_draft(REPO, &s.people.bob, branch, "r1", "")
+    } else {
+        s.forge.open_pr(REPO, &s.people.bob, branch, "r1", "")
+    };
+    before_label(pr);
+    s.forge.label(REPO, pr, &s.people.bob, "sev1");
+    pr
+}
+
 // 5. A refused merge does not loop.
 
 on_both_backends!(
     a_yml_request_is_refused_once_and_never_merged,
     |s: Scenario| async move {
-        s.forge.push_files(
-            REPO,
-            "yml",
-            &s.people.bob,
-            &[("requests/prod/r1.yml", &prod_request("1h"))],
-            "request",
-        );
-        let pr = s.forge.open_pr(REPO, &s.people.bob, "yml", "r1", "");
-        s.forge.label(REPO, pr, &s.people.bob, "sev1");
+        let pr = bob_sev1_pr(&s, "requests/prod/r1.yml", false, |_| {});
         s.settle().await;
         s.advance(TimeDelta::minutes(2));
         s.settle().await;
@@ -584,17 +597,7 @@ on_both_backends!(
 on_both_backends!(
     a_draft_fast_path_request_is_decided_but_merged_only_when_ready,
     |s: Scenario| async move {
-        s.forge.push_files(
-            REPO,
-            "draft",
-            &s.people.bob,
-            &[("requests/prod/r1.yaml", &prod_request("1h"))],
-            "request",
-        );
-        let pr = s
-            .forge
-            .open_pr_draft(REPO, &s.people.bob, "draft", "r1", "");
-        s.forge.label(REPO, pr, &s.people.bob, "sev1");
+        let pr = bob_sev1_pr(&s, "requests/prod/r1.yaml", true, |_| {});
         s.settle().await;
         s.advance(TimeDelta::minutes(2));
         s.settle().await;
@@ -614,16 +617,9 @@ on_both_backends!(
 on_both_backends!(
     a_merge_the_forge_refuses_is_said_once_and_not_retried_until_something_changes,
     |s: Scenario| async move {
-        s.forge.push_files(
-            REPO,
-            "sev",
-            &s.people.bob,
-            &[("requests/prod/r1.yaml", &prod_request("1h"))],
-            "request",
-        );
-        let pr = s.forge.open_pr(REPO, &s.people.bob, "sev", "r1", "");
-        s.forge.set_conflicting(REPO, pr, true);
-        s.forge.label(REPO, pr, &s.people.bob, "sev1");
+        let pr = bob_sev1_pr(&s, "requests/prod/r1.yaml", false, |pr| {
+            s.forge.set_conflicting(REPO, pr, true)
+        });
         s.settle().await;
         for _ in 0..3 {
             s.advance(TimeDelta::minutes(1));
