@@ -79,13 +79,15 @@ fn policies_dir() -> PathBuf {
 }
 
 /// How a scenario's world is set up beyond the defaults.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Setup {
     /// How far the forge's clock runs ahead of the bot's (negative: behind). Real clocks never
     /// agree; the bot must compare forge times only with forge times.
     pub forge_skew_secs: i64,
     /// The bot acts through a plain token account (GitHub type `User`, not `Bot`).
     pub bot_is_user: bool,
+    /// `[aws]` for the aws-iam provider (a local moto endpoint).
+    pub aws: Option<breakglass::config::AwsConfig>,
 }
 
 impl Scenario {
@@ -150,6 +152,7 @@ impl Scenario {
                 webhook_secret_file: Some(secrets.path().join("webhook")),
                 ..GithubConfig::default()
             }),
+            aws: setup.aws.clone(),
             ..Config::default()
         };
         // Both clocks start together (or `forge_skew_secs` apart); `advance` moves both.

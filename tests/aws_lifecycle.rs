@@ -1,0 +1,252 @@
+//! The whole lifecycle with an `aws-iam` role: the bot merges, grants in IAM (moto on loopback,
+//! reached through a recording proxy that can fail calls), and revokes at the TTL — also after
+//! a crash, through IAM errors, and with two overlapping grants of the same person.
+
+mod common;
+#[path = "common/moto.rs"]
+mod moto;
+
+use std::sync::Once;
+
+use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
+use breakglass::config::AwsConfig;
+use chrono::TimeDelta;
+use common::*;
+use moto::{Moto, Recorder};
+
+const PRINCIPAL: &str = "breakglass-alice";
+
+/// The default credential chain of the service in this test process: fake keys for moto.
+fn fake_credentials() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: runs once, before any test of this binary starts a service (each goes
+        // through `World::start` first, which waits on the `Once`).
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+            std::env::remove_var("AWS_SESSION_TOKEN");
+            std::env::remove_var("AWS_PROFILE");
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        }
+    });
+}
+
+/// A scenario whose prod `admin` role is granted by aws-iam in moto.
+struct World {
+    s: Scenario,
+    iam: aws_sdk_iam::Client,
+    policy_arn: String,
+    proxy: Recorder,
+    _moto: Moto,
+}
+
+impl World {
+    async fn start(backend: Backend) -> Option<World> {
+        fake_credentials();
+        let moto = Moto::start().await?;
+        let proxy = Recorder::start(&moto.url).await;
+        let iam = aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(&moto.url)
+                .credentials_provider(Credentials::new("admin", "admin", None, None, "test"))
+                .build(),
+        );
+        iam.create_role()
+            .role_name(PRINCIPAL)
+            .assume_role_policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#,
+            )
+            .send()
+            .await
+            .unwrap();
+        let policy_arn = iam
+            .create_policy()
+            .policy_name("ProdAdmin")
+            .policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+            )
+            .send()
+            .await
+            .unwrap()
+            .policy()
+            .unwrap()
+            .arn()
+            .unwrap()
+            .to_owned();
+        let setup = Setup {
+            aws: Some(AwsConfig {
+                endpoint_url: proxy.url.clone(),
+                ..AwsConfig::default()
+            }),
+            ..Setup::default()
+        };
+        let s = Scenario::start_with(backend, setup).await?;
+        s.edit_policy(&s.people.carol, "prod", |p| {
+            p.replace(
+                "  admin:\n    provider: noop\n",
+                &format!(
+                    "  admin:\n    provider: aws-iam\n    account: \"123456789012\"\n    principal: \"arn:aws:iam::123456789012:role/breakglass-{{{{ requester }}}}\"\n    policy_arn: {policy_arn}\n"
+                ),
+            )
+        });
+        s.settle().await;
+        Some(World {
+            s,
+            iam,
+            policy_arn,
+            proxy,
+            _moto: moto,
+        })
+    }
+
+    async fn attached(&self) -> Vec<String> {
+        self.iam
+            .list_attached_role_policies()
+            .role_name(PRINCIPAL)
+            .send()
+            .await
+            .unwrap()
+            .attached_policies()
+            .iter()
+            .map(|p| p.policy_arn().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn inline_names(&self) -> Vec<String> {
+        let mut names = self
+            .iam
+            .list_role_policies()
+            .role_name(PRINCIPAL)
+            .send()
+            .await
+            .unwrap()
+            .policy_names()
+            .to_vec();
+        names.sort();
+        names
+    }
+
+    /// Granted: the managed policy attached next to this grant's expiry deny.
+    async fn assert_granted(&self, id: &str) {
+        assert_eq!(self.attached().await, [self.policy_arn.clone()]);
+        assert!(
+            self.inline_names()
+                .await
+                .contains(&format!("breakglass-{id}-expiry")),
+            "{:?}",
+            self.inline_names().await
+        );
+    }
+
+    /// Revoked: nothing attached, only the deny of older sessions left.
+    async fn assert_nothing_granting(&self) {
+        assert!(
+            self.attached().await.is_empty(),
+            "{:?}",
+            self.attached().await
+        );
+        assert_eq!(self.inline_names().await, ["breakglass-revoked-sessions"]);
+    }
+}
+
+macro_rules! with_aws {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(w) = World::start(Backend::Sqlite).await {
+                    ($body)(w).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(w) = World::start(Backend::Postgres).await {
+                    ($body)(w).await;
+                }
+            }
+        }
+    };
+}
+
+with_aws!(
+    an_aws_grant_is_applied_in_iam_and_revoked_at_the_ttl,
+    |w: World| async move {
+        w.s.granted("r1", "1h").await;
+        w.assert_granted("r1").await;
+        w.s.advance(TimeDelta::hours(1));
+        w.s.settle().await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.assert_nothing_granting().await;
+    }
+);
+
+with_aws!(
+    a_crash_between_grant_and_revoke_still_revokes_in_iam,
+    |mut w: World| async move {
+        w.s.granted("r1", "1h").await;
+        w.assert_granted("r1").await;
+        w.s.crash();
+        w.s.advance(TimeDelta::hours(2));
+        w.s.start_service().await;
+        w.s.settle().await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.assert_nothing_granting().await;
+    }
+);
+
+with_aws!(
+    iam_errors_during_the_revoke_are_retried_and_the_revoke_is_never_lost,
+    |w: World| async move {
+        w.s.granted("r1", "1h").await;
+        for _ in 0..3 {
+            w.proxy
+                .fail_next("DetachRolePolicy", 503, "ServiceUnavailable");
+        }
+        w.s.advance(TimeDelta::hours(1));
+        w.s.settle().await;
+        for _ in 0..4 {
+            w.s.advance(TimeDelta::seconds(30));
+            w.s.settle().await;
+        }
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.assert_nothing_granting().await;
+        let detaches = w
+            .proxy
+            .actions()
+            .iter()
+            .filter(|a| *a == "DetachRolePolicy")
+            .count();
+        assert!(
+            detaches >= 4,
+            "three failed tries, then one that went through: {detaches}"
+        );
+    }
+);
+
+with_aws!(
+    two_overlapping_grants_of_one_person_end_independently,
+    |w: World| async move {
+        w.s.granted("r1", "1h").await;
+        w.s.advance(TimeDelta::minutes(10));
+        w.s.granted("r2", "2h").await;
+        w.s.advance(TimeDelta::minutes(55));
+        w.s.settle().await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        assert_eq!(w.s.request("r2").await.state.to_string(), "active");
+        // r2 still holds the shared managed policy, bounded by its own expiry.
+        w.assert_granted("r2").await;
+        assert!(
+            !w.inline_names()
+                .await
+                .contains(&"breakglass-r1-expiry".to_owned())
+        );
+        w.s.advance(TimeDelta::hours(2));
+        w.s.settle().await;
+        assert_eq!(w.s.request("r2").await.state.to_string(), "revoked");
+        w.assert_nothing_granting().await;
+    }
+);
