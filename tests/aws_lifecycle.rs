@@ -131,7 +131,10 @@ impl World {
 
     /// Granted: the managed policy attached next to this grant's expiry deny.
     async fn assert_granted(&self, id: &str) {
-        assert_eq!(self.attached().await, [self.policy_arn.clone()]);
+        assert_eq!(
+            self.attached().await,
+            std::slice::from_ref(&self.policy_arn)
+        );
         assert!(
             self.inline_names()
                 .await
