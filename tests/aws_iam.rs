@@ -218,6 +218,7 @@ fn role(policy_arn: &str) -> Role {
         account: Some(ACCOUNT.into()),
         principal: Some("arn:aws:iam::{{ account }}:role/breakglass-{{ requester }}".into()),
         policy_arn: Some(policy_arn.into()),
+        policy: None,
         template: None,
         output: None,
     }

@@ -253,3 +253,39 @@ with_aws!(
         w.assert_nothing_granting().await;
     }
 );
+
+with_aws!(
+    an_inline_policy_grant_carries_its_expiry_and_leaves_with_the_revoke,
+    |w: World| async move {
+        w.s.edit_policy(&w.s.people.carol, "prod", |p| {
+            p.replace(
+                &format!("    policy_arn: {}\n", w.policy_arn),
+                "    policy:\n      Version: \"2012-10-17\"\n      Statement:\n        - Effect: Allow\n          Action: [\"s3:GetObject\"]\n          Resource: \"*\"\n",
+            )
+        });
+        w.s.settle().await;
+        w.s.granted("r1", "1h").await;
+        let expires = w.s.request("r1").await.expires_at.unwrap();
+        assert!(w.attached().await.is_empty(), "nothing managed is attached");
+        assert_eq!(w.inline_names().await, ["breakglass-r1"]);
+        let written = w
+            .iam
+            .get_role_policy()
+            .role_name(PRINCIPAL)
+            .policy_name("breakglass-r1")
+            .send()
+            .await
+            .unwrap();
+        let document =
+            breakglass::grant::aws_iam::document::decode(written.policy_document()).unwrap();
+        assert_eq!(
+            document["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
+            breakglass::clock::iso(expires),
+            "{document}"
+        );
+        w.s.advance(TimeDelta::hours(1));
+        w.s.settle().await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.assert_nothing_granting().await;
+    }
+);

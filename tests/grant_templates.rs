@@ -54,6 +54,7 @@ fn role(template: &str, output: &str) -> Role {
         account: None,
         principal: None,
         policy_arn: None,
+        policy: None,
         template: Some(template.into()),
         output: Some(output.into()),
     }

@@ -131,6 +131,7 @@ mod tests {
             account: None,
             principal: None,
             policy_arn: None,
+            policy: None,
             template: Some(template.into()),
             output: output.map(Into::into),
         }

@@ -220,6 +220,7 @@ fn check_role(name: &str, role: &Role, report: &mut impl FnMut(String)) {
             role.policy_arn.is_some(),
             ProviderKind::AwsIam,
         ),
+        ("policy", role.policy.is_some(), ProviderKind::AwsIam),
         ("template", role.template.is_some(), ProviderKind::Iac),
         ("output", role.output.is_some(), ProviderKind::Iac),
     ];
@@ -256,6 +257,17 @@ fn check_role(name: &str, role: &Role, report: &mut impl FnMut(String)) {
                 report(format!(
                     "role `{name}`: provider aws-iam needs `principal`, the IAM role to grant (may use {{{{ requester }}}})"
                 ));
+            }
+            match (&role.policy_arn, &role.policy) {
+                (Some(_), Some(_)) | (None, None) => report(format!(
+                    "role `{name}`: provider aws-iam needs exactly one of `policy_arn` (a managed policy) and `policy` (an inline document)"
+                )),
+                (None, Some(document)) => {
+                    if let Some(problem) = document.problem() {
+                        report(format!("role `{name}`: policy: {problem}"));
+                    }
+                }
+                (Some(_), None) => {}
             }
         }
         ProviderKind::Iac => {
@@ -382,6 +394,40 @@ fast_path:
             problems[0].message.contains("`4 hours` is not a duration"),
             "{}",
             problems[0]
+        );
+    }
+
+    #[test]
+    fn an_aws_role_names_exactly_one_of_a_managed_policy_and_an_inline_document() {
+        let aws = |permissions: &str| {
+            GOOD.replace(
+                "    provider: noop",
+                &format!(
+                    "    provider: aws-iam\n    account: \"123456789012\"\n    principal: \"arn:aws:iam::123456789012:role/bg-{{{{ requester }}}}\"{permissions}"
+                ),
+            )
+        };
+        let inline = "\n    policy:\n      Version: \"2012-10-17\"\n      Statement:\n        - Effect: Allow\n          Action: [\"s3:GetObject\"]\n          Resource: \"*\"";
+        let managed = "\n    policy_arn: arn:aws:iam::aws:policy/ReadOnlyAccess";
+        assert_eq!(
+            messages(&[file("prod.yaml", &aws(inline))]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            messages(&[file("prod.yaml", &aws(managed))]),
+            Vec::<String>::new()
+        );
+        let exactly_one = "policies/prod.yaml: role `admin`: provider aws-iam needs exactly one of `policy_arn` (a managed policy) and `policy` (an inline document)";
+        assert_eq!(messages(&[file("prod.yaml", &aws(""))]), [exactly_one]);
+        assert_eq!(
+            messages(&[file("prod.yaml", &aws(&format!("{managed}{inline}")))]),
+            [exactly_one]
+        );
+        let old_version = aws(&inline.replace("2012-10-17", "2008-10-17"));
+        let problems = messages(&[file("prod.yaml", &old_version)]);
+        assert!(
+            problems.len() == 1 && problems[0].contains("policy: `Version` is `2008-10-17`"),
+            "{problems:#?}"
         );
     }
 

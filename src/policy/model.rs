@@ -120,9 +120,13 @@ pub struct Role {
     /// `arn:aws:iam::{{ account }}:role/breakglass-{{ requester }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
-    /// aws-iam: the managed policy whose permissions the grant gives.
+    /// aws-iam: the managed policy whose permissions the grant gives (or `policy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_arn: Option<String>,
+    /// aws-iam: an inline IAM policy document (`Version`, `Statement`) the grant writes, each
+    /// Allow bounded by the expiry (or `policy_arn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::grant::aws_iam::document::PolicyDocument>,
     /// iac: the template (under `templates/` of the bot) rendered into the grant file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,

@@ -81,12 +81,16 @@ pub struct AwsGrant {
 impl AwsGrant {
     /// The grant `role` gives for `spec`.
     pub fn resolve(role: &Role, spec: &GrantSpec) -> Result<Self, GrantError> {
-        // The policy model names a managed policy only, so far; an inline `policy:` document
-        // reaches the provider through [`AwsGrant::new`].
-        let arn = role.policy_arn.as_deref().ok_or_else(|| {
-            GrantError::Misconfigured("an aws-iam role needs `policy_arn`".into())
-        })?;
-        Self::new(role, spec, Permissions::Managed(arn.to_owned()))
+        let permissions = match (&role.policy_arn, &role.policy) {
+            (Some(arn), None) => Permissions::Managed(arn.clone()),
+            (None, Some(document)) => Permissions::Inline(Box::new(document.clone())),
+            _ => {
+                return Err(GrantError::Misconfigured(
+                    "an aws-iam role needs exactly one of `policy_arn` and `policy`".into(),
+                ));
+            }
+        };
+        Self::new(role, spec, permissions)
     }
 
     /// The grant of `role`'s principal for `spec`, giving `permissions`.
@@ -647,6 +651,7 @@ mod tests {
             account: Some("123456789012".into()),
             principal: Some("arn:aws:iam::123456789012:role/breakglass-{{ requester }}".into()),
             policy_arn: policy_arn.map(Into::into),
+            policy: None,
             template: None,
             output: None,
         }
