@@ -289,3 +289,37 @@ with_aws!(
         w.assert_nothing_granting().await;
     }
 );
+
+with_aws!(
+    a_grant_in_iam_that_no_request_holds_is_found_and_removed,
+    |mut w: World| async move {
+        w.s.granted("r1", "1h").await;
+        // Someone places a breakglass-looking grant by hand on the same principal.
+        w.iam
+            .put_role_policy()
+            .role_name(PRINCIPAL)
+            .policy_name("breakglass-ghost")
+            .policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+            )
+            .send()
+            .await
+            .unwrap();
+        // Reconciliation runs at start (and every 10 minutes).
+        w.s.crash();
+        w.s.start_service().await;
+        w.s.settle().await;
+        // The pass runs beside the workers: wait for it (bounded), not for the queue.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while w.inline_names().await.contains(&"breakglass-ghost".to_owned())
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let names = w.inline_names().await;
+        assert!(!names.contains(&"breakglass-ghost".to_owned()), "{names:?}");
+        // r1, which a request holds, is untouched.
+        w.assert_granted("r1").await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "active");
+    }
+);

@@ -116,6 +116,43 @@ impl Providers {
             .map(|(principal, policy)| (principal.to_owned(), policy.to_owned()))
     }
 
+    /// The principal an `aws-iam` grant is placed on (its role ARN); `None` for other providers.
+    pub fn aws_principal(role: &Role, spec: &GrantSpec) -> Option<String> {
+        if role.provider_kind() != Some(ProviderKind::AwsIam) {
+            return None;
+        }
+        let grant = aws_iam::AwsGrant::resolve(role, spec).ok()?;
+        Some(grant.principal.arn().to_owned())
+    }
+
+    /// The request ids with breakglass pieces on the principal of an `aws-iam` grant of `role`
+    /// for `spec` (empty for providers without state of their own).
+    pub async fn placed(&self, role: &Role, spec: &GrantSpec) -> Result<Vec<String>, GrantError> {
+        match role.provider_kind() {
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.placed_ids(&grant).await
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Revokes a grant that no request holds (found by [`Providers::placed`]).
+    pub async fn revoke_orphan(
+        &self,
+        role: &Role,
+        spec: &GrantSpec,
+        others: &[String],
+    ) -> Result<(), GrantError> {
+        match role.provider_kind() {
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.revoke_orphan(&grant, others).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The files a grant for `role` adds to the request PR (empty for most providers).
     /// `expires_at` is not known before the merge, so templates should not depend on it.
     pub fn rendered_files(

@@ -458,6 +458,49 @@ impl Workflow {
                     .await?;
             }
         }
+        self.remove_orphaned_grants().await
+    }
+
+    /// Grants a provider still holds although no request is active for them (placed by hand,
+    /// or left by a bug): found on every principal breakglass has granted to, and revoked.
+    async fn remove_orphaned_grants(&self) -> anyhow::Result<()> {
+        let mut principals = BTreeSet::new();
+        for record in self.store.list_requests(None).await? {
+            let Some(applied) = self.store.applied_grant(&record.id).await? else {
+                continue;
+            };
+            let spec = Self::spec(&record);
+            match Providers::aws_principal(&applied.role, &spec) {
+                Some(principal) if principals.insert(principal.clone()) => {}
+                _ => continue,
+            }
+            for id in self.providers.placed(&applied.role, &spec).await? {
+                let holder = match RequestId::try_from(id.clone()) {
+                    Ok(id) => self.store.get_request(&id).await?,
+                    Err(_) => None,
+                };
+                if holder.is_some_and(|r| {
+                    matches!(
+                        r.state,
+                        RequestState::Approved | RequestState::Active | RequestState::Revoking
+                    )
+                }) {
+                    continue;
+                }
+                tracing::warn!(request = %id, "a grant no active request holds; revoking it");
+                self.metrics
+                    .inc("breakglass_anomalies_total", "kind=\"orphaned_grant\"");
+                let orphan = GrantSpec {
+                    id: id.clone(),
+                    expires_at: String::new(),
+                    ..spec.clone()
+                };
+                let others = self.sharing_grants(&id, &applied, &orphan).await?;
+                self.providers
+                    .revoke_orphan(&applied.role, &orphan, &others)
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -511,7 +554,9 @@ impl Workflow {
         match &applied {
             Some(applied) => {
                 let spec = Self::spec(record);
-                let others = self.sharing_grants(record, applied, &spec).await?;
+                let others = self
+                    .sharing_grants(record.id.as_str(), applied, &spec)
+                    .await?;
                 self.providers
                     .revoke_with(&applied.role, &spec, &others)
                     .await?
@@ -574,7 +619,7 @@ impl Workflow {
     /// revoking this one must leave theirs in place.
     async fn sharing_grants(
         &self,
-        record: &RequestRecord,
+        except: &str,
         applied: &AppliedGrant,
         spec: &GrantSpec,
     ) -> anyhow::Result<Vec<String>> {
@@ -583,7 +628,7 @@ impl Workflow {
         };
         let mut others = Vec::new();
         for other in self.store.list_requests(Some(RequestState::Active)).await? {
-            if other.id == record.id {
+            if other.id.as_str() == except {
                 continue;
             }
             if let Some(theirs) = self.store.applied_grant(&other.id).await?

@@ -354,6 +354,20 @@ impl AwsProvider {
         Ok(())
     }
 
+    /// Revokes pieces that no request holds: like [`AwsProvider::revoke`], and whatever the
+    /// role's permissions are, both of the id's inline policies go (a hand-placed grant may
+    /// have either).
+    pub async fn revoke_orphan(
+        &self,
+        grant: &AwsGrant,
+        others: &[String],
+    ) -> Result<(), GrantError> {
+        self.revoke(grant, others).await?;
+        let iam = self.session(grant).await?;
+        iam.delete(&grant_policy_name(&grant.id)).await?;
+        iam.delete(&expiry_policy_name(&grant.id)).await
+    }
+
     /// Writes the revocation Deny at now, rounded up to the next whole second so that a
     /// session issued in the same second as the revocation is cut too; never earlier than
     /// the instant already there (another replica's clock may be ahead).
@@ -413,6 +427,22 @@ impl AwsProvider {
             drift.push(format!("{arn} is not attached to {}", grant.principal));
         }
         Ok(drift)
+    }
+
+    /// The request ids breakglass has pieces of on `grant`'s principal (its `breakglass-<id>`
+    /// and `breakglass-<id>-expiry` inline policies), for finding grants no request holds.
+    pub async fn placed_ids(&self, grant: &AwsGrant) -> Result<Vec<String>, GrantError> {
+        let iam = self.session(grant).await?;
+        let names = iam.inline_names().await?.unwrap_or_default();
+        let mut ids: Vec<String> = names
+            .iter()
+            .filter(|name| name.as_str() != REVOKED_SESSIONS)
+            .filter_map(|name| name.strip_prefix("breakglass-"))
+            .map(|id| id.strip_suffix("-expiry").unwrap_or(id).to_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Whether the grant is held as applied. `false` when git no longer lists the request
