@@ -311,7 +311,10 @@ with_aws!(
         w.s.settle().await;
         // The pass runs beside the workers: wait for it (bounded), not for the queue.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while w.inline_names().await.contains(&"breakglass-ghost".to_owned())
+        while w
+            .inline_names()
+            .await
+            .contains(&"breakglass-ghost".to_owned())
             && std::time::Instant::now() < deadline
         {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -300,8 +300,12 @@ impl Workflow {
             let alive = match approval.source {
                 ApprovalSource::Reaction => reactions.contains(&approval.signal),
                 ApprovalSource::Review => reviews.contains(&approval.signal),
-                ApprovalSource::Comment => match approval.signal.strip_prefix("comment:") {
-                    Some(id) => self.forge.comment_exists(id.parse().unwrap_or(0)).await?,
+                ApprovalSource::Comment => match approval
+                    .signal
+                    .strip_prefix("comment:")
+                    .and_then(|id| id.parse().ok())
+                {
+                    Some(id) => self.forge.comment_exists(id).await?,
                     None => false,
                 },
             };

@@ -72,25 +72,9 @@ impl Workflow {
         if record.state != RequestState::Approved {
             return Ok(());
         }
-        let Some((role, grant_files)) = self.grant_plan(&record).await? else {
-            return self
-                .refuse_merge(
-                    record,
-                    "the role is not in the default branch's policy any more",
-                )
-                .await;
+        let Some(grant_files) = self.prepare_merge(&mut record).await? else {
+            return Ok(()); // refused, and said so
         };
-        if record.fast_path_rule.is_none()
-            && let Some((have, need)) = self.live_approvals(&mut record).await?
-        {
-            self.forge
-                .comment(
-                    record.pr_number,
-                    &comment::approval_withdrawn_comment(have, need),
-                )
-                .await?;
-            return self.refuse_merge(record, "an approval was withdrawn").await;
-        }
         if record.granted_at.is_none() {
             let now = self.now();
             record.granted_at = Some(now);
@@ -105,21 +89,11 @@ impl Workflow {
             head_sha: record.head_sha.clone(),
             expected: Expected::Request {
                 request_path: Self::request_path(&record),
-                grant_files: grant_files.clone(),
+                grant_files,
             },
             title,
             message,
         };
-        // What the grant applies is fixed now, as checked: revoke reads this, never the policy.
-        self.store
-            .plan_grant(&AppliedGrant {
-                request_id: record.id.clone(),
-                provider: role.provider.clone(),
-                role,
-                files: grant_files,
-                applied_at: self.now(),
-            })
-            .await?;
         let merged = match self.merge_own_or_theirs(&plan).await? {
             Ok(merged) => merged,
             Err(refusal) => return self.refuse_merge(record, &refusal.to_string()).await,
@@ -158,6 +132,48 @@ impl Workflow {
         }
         self.store.cancel_job(JobKind::Expire, id).await?;
         self.schedule(JobKind::Grant, id, self.now()).await
+    }
+
+    /// Everything checked before a merge: the role still in the policy, the approvals still
+    /// live, and what the grant will apply recorded. `Some(grant files)` to go on; `None` when
+    /// the merge was refused (with its one comment). After a crash right after the merge, the
+    /// merge stands: nothing is re-judged, and the record was written before it.
+    async fn prepare_merge(
+        &self,
+        record: &mut RequestRecord,
+    ) -> anyhow::Result<Option<Vec<RenderedFile>>> {
+        if self.forge.pull_request(record.pr_number).await?.info.merged {
+            return Ok(Some(Vec::new())); // the guard returns the merge as it happened
+        }
+        let Some((role, grant_files)) = self.grant_plan(record).await? else {
+            let why = "the role is not in the default branch's policy any more";
+            self.refuse_merge(record.clone(), why).await?;
+            return Ok(None);
+        };
+        if record.fast_path_rule.is_none()
+            && let Some((have, need)) = self.live_approvals(record).await?
+        {
+            self.forge
+                .comment(
+                    record.pr_number,
+                    &comment::approval_withdrawn_comment(have, need),
+                )
+                .await?;
+            self.refuse_merge(record.clone(), "an approval was withdrawn")
+                .await?;
+            return Ok(None);
+        }
+        // What the grant applies is fixed now, as checked: revoke reads this, never the policy.
+        self.store
+            .plan_grant(&AppliedGrant {
+                request_id: record.id.clone(),
+                provider: role.provider.clone(),
+                role,
+                files: grant_files.clone(),
+                applied_at: self.now(),
+            })
+            .await?;
+        Ok(Some(grant_files))
     }
 
     /// Merges through the guard. A bot-built PR whose head someone else moved is put back to
