@@ -507,6 +507,19 @@ pub fn role_unservable_comment(environment: &str, role: &str, why: &str) -> Stri
     )
 }
 
+/// The provider no longer holds a grant as it was applied (changed or removed outside breakglass).
+pub fn drift_comment(drift: &[String]) -> String {
+    let list: Vec<String> = drift.iter().map(|d| format!("- {}", inert(d))).collect();
+    format!(
+        "🚨 **This grant was changed outside breakglass**; breakglass revokes it now:\n\n{}",
+        if list.is_empty() {
+            "- it is no longer in place".to_owned()
+        } else {
+            list.join("\n")
+        }
+    )
+}
+
 /// A PR from another repository.
 pub fn fork_refused_comment(repo: &str) -> String {
     format!(

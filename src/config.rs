@@ -32,6 +32,9 @@ pub struct Config {
     pub templates_path: PathBuf,
     /// A request nobody approved within this time is closed (its PR too) and no longer polled.
     pub pending_timeout: HumanDuration,
+    /// How often every active grant is checked against git and its provider (drift, grants no
+    /// request holds), besides at start.
+    pub reconcile_interval: HumanDuration,
     /// How many open requests (not yet granted, denied or closed) one person may have at once;
     /// a `/breakglass` comment beyond it gets a reply and opens nothing.
     pub max_open_requests: u32,
@@ -55,6 +58,7 @@ impl Default for Config {
             reminder_before: HumanDuration::from_secs(600),
             templates_path: PathBuf::from("templates"),
             pending_timeout: HumanDuration::from_secs(86_400),
+            reconcile_interval: HumanDuration::from_secs(300),
             max_open_requests: 3,
             github: None,
             gitlab: None,

@@ -165,7 +165,12 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         watcher.clone(),
         options.tick,
     ));
-    let reconciler = tokio::spawn(reconcile_worker(workflow.clone(), watcher.clone()));
+    let reconciler = tokio::spawn(reconcile_worker(
+        workflow.clone(),
+        watcher.clone(),
+        config.reconcile_interval.as_std(),
+        options.tick,
+    ));
     let jobs = tokio::spawn(job_worker(
         workflow.clone(),
         format!("{worker}-jobs"),
@@ -287,17 +292,24 @@ async fn delivery_worker(
     }
 }
 
-/// How often every active grant is checked against git, besides at start.
-const RECONCILE_EVERY: Duration = Duration::from_secs(600);
-
-async fn reconcile_worker(workflow: Workflow, mut stop: watch::Receiver<bool>) {
+/// Every active grant checked against git and its provider at start, then every
+/// `reconcile_interval` by the service's clock (so tests move it like every other timer).
+async fn reconcile_worker(
+    workflow: Workflow,
+    mut stop: watch::Receiver<bool>,
+    every: Duration,
+    tick: Duration,
+) {
+    let every = chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::minutes(5));
     loop {
         if let Err(err) = workflow.reconcile_all().await {
             tracing::warn!(error = %format!("{err:#}"), "reconciliation failed; will try again");
         }
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+        let next = workflow.clock.now() + every;
+        while workflow.clock.now() < next {
+            if !idle(None, &mut stop, tick).await {
+                return;
+            }
         }
     }
 }

@@ -292,7 +292,7 @@ with_aws!(
 
 with_aws!(
     a_grant_in_iam_that_no_request_holds_is_found_and_removed,
-    |mut w: World| async move {
+    |w: World| async move {
         w.s.granted("r1", "1h").await;
         // Someone places a breakglass-looking grant by hand on the same principal.
         w.iam
@@ -305,11 +305,9 @@ with_aws!(
             .send()
             .await
             .unwrap();
-        // Reconciliation runs at start (and every 10 minutes).
-        w.s.crash();
-        w.s.start_service().await;
-        w.s.settle().await;
-        // The pass runs beside the workers: wait for it (bounded), not for the queue.
+        // Reconciliation runs at start and every `reconcile_interval` (5m) of the bot's clock;
+        // it runs beside the workers, so wait for it (bounded), not for the queue.
+        w.s.advance(TimeDelta::minutes(5));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while w
             .inline_names()
@@ -319,10 +317,43 @@ with_aws!(
         {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        w.s.settle().await;
         let names = w.inline_names().await;
         assert!(!names.contains(&"breakglass-ghost".to_owned()), "{names:?}");
         // r1, which a request holds, is untouched.
         w.assert_granted("r1").await;
         assert_eq!(w.s.request("r1").await.state.to_string(), "active");
+    }
+);
+
+with_aws!(
+    a_grant_changed_in_iam_outside_breakglass_is_said_and_revoked,
+    |w: World| async move {
+        let pr = w.s.granted("r1", "1h").await;
+        // Someone removes the grant's expiry in IAM: the access would no longer end by itself.
+        w.iam
+            .delete_role_policy()
+            .role_name(PRINCIPAL)
+            .policy_name("breakglass-r1-expiry")
+            .send()
+            .await
+            .unwrap();
+        w.s.advance(TimeDelta::minutes(5));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while w.s.request("r1").await.state.to_string() == "active"
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        w.s.settle().await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        assert!(
+            w.s.bot_comments(pr).iter().any(|c| c
+                .starts_with("🚨 **This grant was changed outside breakglass**")
+                && c.contains("breakglass-r1-expiry")),
+            "{:#?}",
+            w.s.bot_comments(pr)
+        );
+        w.assert_nothing_granting().await;
     }
 );

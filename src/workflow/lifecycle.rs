@@ -435,7 +435,8 @@ impl Workflow {
             p.get(record.environment.as_str())
                 .is_none_or(|policy| !policy.roles.contains_key(&record.role))
         });
-        let held = match self.applied(&record).await? {
+        let applied = self.applied(&record).await?;
+        let held = match &applied {
             Some(applied) if !role_removed => {
                 self.providers
                     .verify(&applied.role, &Self::spec(&record), listed)
@@ -446,11 +447,24 @@ impl Workflow {
         if held {
             return Ok(());
         }
-        tracing::warn!(request = %id, "an active grant is no longer held (request file gone or role removed); revoking");
-        self.metrics.inc(
-            "breakglass_anomalies_total",
-            "kind=\"request_removed_by_hand\"",
-        );
+        let why = match &applied {
+            Some(applied) if listed && !role_removed => {
+                // The provider no longer holds it as applied: say what differs, then end it.
+                let drift = self
+                    .providers
+                    .drift(&applied.role, &Self::spec(&record))
+                    .await?;
+                self.forge
+                    .comment(record.pr_number, &comment::drift_comment(&drift))
+                    .await?;
+                "grant_drift"
+            }
+            _ if role_removed => "role_removed",
+            _ => "request_removed_by_hand",
+        };
+        tracing::warn!(request = %id, why, "an active grant is no longer held; revoking");
+        self.metrics
+            .inc("breakglass_anomalies_total", format!("kind=\"{why}\""));
         record.state = RequestState::Revoking;
         record.revoke_reason = Some(RevokeReason::Reconcile);
         self.store.update_request(&mut record, self.now()).await?;
@@ -522,11 +536,17 @@ impl Workflow {
 
     /// Every active grant checked against git and the policies.
     async fn reconcile_active(&self, default: &str) -> anyhow::Result<()> {
+        let mut failed = 0;
         for record in self.store.list_requests(Some(RequestState::Active)).await? {
             // Pushes and the periodic pass hold no PR lock, so taking one here cannot deadlock.
             let _guard = self.lock_pr(record.pr_number).await;
-            self.reconcile(&record.id, default).await?;
+            // One grant that cannot be checked (a cloud call failing) must not stop the rest.
+            if let Err(err) = self.reconcile(&record.id, default).await {
+                tracing::warn!(request = %record.id, error = %format!("{err:#}"), "cannot reconcile this grant now");
+                failed += 1;
+            }
         }
+        anyhow::ensure!(failed == 0, "{failed} grant(s) could not be reconciled");
         Ok(())
     }
 
