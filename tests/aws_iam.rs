@@ -6,7 +6,7 @@
 #[path = "common/moto.rs"]
 mod moto;
 
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
 use breakglass::clock::ManualClock;
@@ -16,7 +16,7 @@ use breakglass::grant::aws_iam::{AwsGrant, AwsProvider, Permissions, REVOKED_SES
 use breakglass::grant::{GrantError, GrantSpec, Providers};
 use breakglass::policy::{PolicySet, Role};
 use chrono::{DateTime, TimeDelta, Utc};
-use moto::{Moto, Recorder};
+use moto::{Moto, Recorder, fake_credentials};
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "123456789012";
@@ -25,23 +25,6 @@ const PRINCIPAL_ARN: &str = "arn:aws:iam::123456789012:role/breakglass-alice";
 const MANAGEMENT_ROLE: &str = "arn:aws:iam::123456789012:role/breakglass-bot";
 const GRANTED_AT: &str = "2026-11-26T02:14:00Z";
 const EXPIRES_AT: &str = "2026-11-26T03:14:00Z";
-
-/// The fake credentials of the default chain, for this test process only; set before any
-/// test reads the environment (every test goes through [`Aws::start`] first).
-fn fake_credentials() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: runs once, before any test of this binary loads an AWS config or reads
-        // the environment otherwise; the other tests wait on the `Once`.
-        unsafe {
-            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-            std::env::remove_var("AWS_SESSION_TOKEN");
-            std::env::remove_var("AWS_PROFILE");
-            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        }
-    });
-}
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).unwrap().to_utc()

@@ -6,30 +6,25 @@ mod common;
 #[path = "common/moto.rs"]
 mod moto;
 
-use std::sync::Once;
-
 use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
 use breakglass::config::AwsConfig;
 use chrono::TimeDelta;
 use common::*;
-use moto::{Moto, Recorder};
+use moto::{Moto, Recorder, fake_credentials};
 
 const PRINCIPAL: &str = "breakglass-alice";
 
-/// The default credential chain of the service in this test process: fake keys for moto.
-fn fake_credentials() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: runs once, before any test of this binary starts a service (each goes
-        // through `World::start` first, which waits on the `Once`).
-        unsafe {
-            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-            std::env::remove_var("AWS_SESSION_TOKEN");
-            std::env::remove_var("AWS_PROFILE");
-            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        }
-    });
+/// Waits (at most 10 s) until `done` holds: reconciliation runs beside the workers, so an
+/// empty queue says nothing about it. The assertions after it say what was expected.
+async fn eventually<F, Fut>(mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done().await && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// A scenario whose prod `admin` role is granted by aws-iam in moto.
@@ -308,15 +303,12 @@ with_aws!(
         // Reconciliation runs at start and every `reconcile_interval` (5m) of the bot's clock;
         // it runs beside the workers, so wait for it (bounded), not for the queue.
         w.s.advance(TimeDelta::minutes(5));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while w
-            .inline_names()
-            .await
-            .contains(&"breakglass-ghost".to_owned())
-            && std::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        eventually(|| async {
+            !w.inline_names()
+                .await
+                .contains(&"breakglass-ghost".to_owned())
+        })
+        .await;
         w.s.settle().await;
         let names = w.inline_names().await;
         assert!(!names.contains(&"breakglass-ghost".to_owned()), "{names:?}");
@@ -339,12 +331,7 @@ with_aws!(
             .await
             .unwrap();
         w.s.advance(TimeDelta::minutes(5));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while w.s.request("r1").await.state.to_string() == "active"
-            && std::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        eventually(|| async { w.s.request("r1").await.state.to_string() != "active" }).await;
         w.s.settle().await;
         assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
         assert!(

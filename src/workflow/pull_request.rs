@@ -521,10 +521,7 @@ impl Workflow {
                 );
                 match self.store.insert_request(&record).await {
                     Ok(()) => {
-                        let timeout = chrono::TimeDelta::from_std(self.settings.pending_timeout)
-                            .unwrap_or(chrono::TimeDelta::days(1));
-                        self.schedule(JobKind::Expire, &record.id, now + timeout)
-                            .await?;
+                        self.schedule_expiry(&record.id).await?;
                         record
                     }
                     Err(StoreError::Duplicate { .. }) => {
@@ -659,10 +656,7 @@ impl Workflow {
                     now,
                 );
                 self.store.insert_request(&record).await?;
-                let timeout = chrono::TimeDelta::from_std(self.settings.pending_timeout)
-                    .unwrap_or(chrono::TimeDelta::days(1));
-                self.schedule(JobKind::Expire, &record.id, now + timeout)
-                    .await?;
+                self.schedule_expiry(&record.id).await?;
                 record
             }
         };
@@ -691,6 +685,14 @@ impl Workflow {
             .set_status(sha, super::STATUS_CONTEXT, state, description)
             .await?;
         Ok(())
+    }
+
+    /// A new request is closed if nobody approves it within `pending_timeout`.
+    async fn schedule_expiry(&self, id: &RequestId) -> anyhow::Result<()> {
+        let timeout = chrono::TimeDelta::from_std(self.settings.pending_timeout)
+            .unwrap_or(chrono::TimeDelta::days(1));
+        self.schedule(JobKind::Expire, id, self.now() + timeout)
+            .await
     }
 
     /// A request nobody approved in time: closed, with its PR, and no longer polled.

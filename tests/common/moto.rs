@@ -311,3 +311,20 @@ fn error_xml(code: &str) -> String {
          <RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
     )
 }
+
+/// The fake credentials of the default AWS chain, for this test process only: set once,
+/// before any test of the binary loads an AWS config (each calls this first).
+pub fn fake_credentials() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: runs once, before any test of this binary reads the environment for AWS;
+        // the other tests wait on the `Once`.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+            std::env::remove_var("AWS_SESSION_TOKEN");
+            std::env::remove_var("AWS_PROFILE");
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        }
+    });
+}
