@@ -73,6 +73,14 @@ pub enum CommentAction {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+pub enum ReactionAction {
+    Added,
+    /// Taken back: an approval it gave is withdrawn.
+    Removed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ReviewState {
     Approved,
     ChangesRequested,
@@ -117,6 +125,20 @@ pub enum ForgeEvent {
         /// The commit the review was given on: an approval binds to it.
         commit_id: Option<String>,
         submitted_at: Option<DateTime<Utc>>,
+    },
+    /// An emoji put on or taken off an issue or a merge request, as it happens (GitLab's Emoji
+    /// Hook; GitHub sends no event for reactions, so the bot polls them there). `content` is in
+    /// GitHub's names (`+1`, `-1`, …), which policies use for both forges.
+    Reaction {
+        action: ReactionAction,
+        /// The issue or merge request number (iid) the emoji is on.
+        number: u64,
+        on_pull_request: bool,
+        /// The forge's id of the award: a removal names the same id.
+        reaction_id: u64,
+        content: String,
+        user: Actor,
+        created_at: DateTime<Utc>,
     },
     Push {
         /// Full ref, e.g. `refs/heads/main`.

@@ -226,6 +226,8 @@ impl Workflow {
                     .await
             }
             ForgeEvent::Review { .. } | ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),
+            // GitLab's emoji events are wired with the GitLab workflow (issue 8).
+            ForgeEvent::Reaction { .. } => Ok(()),
             ForgeEvent::Push {
                 git_ref,
                 after,
