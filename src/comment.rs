@@ -426,6 +426,18 @@ pub fn extension_refused_comment(total: &str, max: &str) -> String {
     )
 }
 
+/// An extension of a grant that is a merged grant file: its expiry is written in the file (and
+/// enforced by the cloud for the shipped templates), so more time is a new reviewed change, that
+/// is, a new request.
+pub fn extension_in_files_comment(paths: &[String], expires_at: DateTime<Utc>) -> String {
+    let files: Vec<String> = paths.iter().map(|p| code(p)).collect();
+    format!(
+        "🙅 This grant is its grant file ({}), merged with its expiry written in it ({}): it cannot be extended in place. Open a new request for more time.",
+        files.join(", "),
+        crate::clock::iso(expires_at)
+    )
+}
+
 pub fn not_allowed_comment(login: &str, what: &str) -> String {
     format!("🙅 @{login}, only {what}.")
 }

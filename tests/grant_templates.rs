@@ -102,45 +102,312 @@ fn object_value<'a>(expr: &'a Expression, key: &str) -> &'a Expression {
         .unwrap_or_else(|| panic!("no `{key}` in {object:?}"))
 }
 
+/// The instant the tests' grants expire at.
+const EXPIRES: &str = "2026-12-02T05:00:00Z";
+
+/// The shipped Terraform templates: (template, resource type each grants with, labels of the
+/// blocks a render holds).
+const TERRAFORM: [(&str, &str); 3] = [
+    ("iac/aws-role-policy.tf.j2", "aws_iam_role_policy"),
+    (
+        "iac/gcp-project-iam-member.tf.j2",
+        "google_project_iam_member",
+    ),
+    (
+        "iac/azure-pim-role-assignment.tf.j2",
+        "azurerm_pim_active_role_assignment",
+    ),
+];
+
+fn render_tf(template: &str, spec: &GrantSpec) -> (RenderedFile, Body) {
+    let file = render_shipped(template, "grants/{{ environment }}/{{ id }}.tf", spec);
+    let body = hcl::parse(&file.content).unwrap_or_else(|err| {
+        panic!(
+            "{template}: {:?} broke the file: {err}\n{}",
+            spec.reason, file.content
+        )
+    });
+    (file, body)
+}
+
+/// The one block `kind name` of `body`.
+#[track_caller]
+fn resource<'a>(body: &'a Body, kind: &str) -> &'a Block {
+    let found: Vec<&Block> = body
+        .blocks()
+        .filter(|b| b.identifier() == "resource" && b.labels()[0].as_str() == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} in {body:?}");
+    found[0]
+}
+
+/// The expression of attribute `key` of `block`.
+#[track_caller]
+fn attribute<'a>(block: &'a Block, key: &str) -> &'a Expression {
+    block
+        .body()
+        .attributes()
+        .find(|a| a.key() == key)
+        .map(|a| a.expr())
+        .unwrap_or_else(|| panic!("no `{key}` in {block:?}"))
+}
+
+/// The one nested block `name` of `block`.
+#[track_caller]
+fn nested<'a>(block: &'a Block, name: &str) -> &'a Block {
+    block
+        .body()
+        .blocks()
+        .find(|b| b.identifier() == name)
+        .unwrap_or_else(|| panic!("no `{name}` block in {block:?}"))
+}
+
 #[test]
-fn a_reason_cannot_add_a_terraform_resource_and_reads_back_exactly() {
+fn a_reason_cannot_add_a_terraform_resource_to_any_shipped_template() {
+    for (template, kind) in TERRAFORM {
+        let expected = {
+            let (_, body) = render_tf(template, &spec("plain"));
+            block_heads(&body)
+        };
+        assert!(
+            expected
+                .iter()
+                .any(|h| h.starts_with(&format!("resource {kind} "))),
+            "{template}: {expected:?}"
+        );
+        for reason in hostile_reasons() {
+            let (file, body) = render_tf(template, &spec(&reason));
+            assert_eq!(
+                block_heads(&body),
+                expected,
+                "{reason:?}:\n{}",
+                file.content
+            );
+            assert_eq!(body.attributes().count(), 0, "{}", file.content);
+        }
+    }
+}
+
+#[test]
+fn the_aws_request_record_reads_back_the_reason_exactly() {
     for reason in hostile_reasons() {
-        let file = render_shipped(
-            "iac/terraform-group-membership.tf.j2",
-            "grants/{{ environment }}/{{ id }}.tf",
-            &spec(&reason),
-        );
-        let body = hcl::parse(&file.content)
-            .unwrap_or_else(|err| panic!("{reason:?} broke the file: {err}\n{}", file.content));
-        assert_eq!(
-            block_heads(&body),
-            [
-                "resource aws_iam_user_group_membership breakglass_20261126_0214_alice_prod",
-                "resource terraform_data breakglass_20261126_0214_alice_prod_request",
-            ],
-            "{reason:?}:\n{}",
-            file.content
-        );
-        assert_eq!(body.attributes().count(), 0, "{}", file.content);
-        let record = body.blocks().nth(1).unwrap();
-        let input = record
-            .body()
-            .attributes()
-            .find(|a| a.key() == "input")
-            .expect("the request record has an input");
+        let (file, body) = render_tf("iac/aws-role-policy.tf.j2", &spec(&reason));
+        let input = attribute(resource(&body, "terraform_data"), "input");
         // A plain string, not a template: nothing in it interpolates, `$${` reads as `${`.
         assert_eq!(
-            object_value(input.expr(), "reason"),
+            object_value(input, "reason"),
             &Expression::String(reason.clone()),
             "{}",
             file.content
         );
-        let membership = body.blocks().next().unwrap();
-        let user = membership.body().attributes().find(|a| a.key() == "user");
+    }
+}
+
+#[test]
+fn the_azure_justification_reads_back_the_reason_exactly() {
+    for reason in hostile_reasons() {
+        let (file, body) = render_tf("iac/azure-pim-role-assignment.tf.j2", &spec(&reason));
+        let assignment = resource(&body, "azurerm_pim_active_role_assignment");
         assert_eq!(
-            user.map(|a| a.expr().clone()),
-            Some(Expression::String("alice".into()))
+            attribute(assignment, "justification"),
+            &Expression::String(format!("breakglass 20261126-0214-alice-prod: {reason}")),
+            "{}",
+            file.content
         );
+    }
+}
+
+/// `spec` with the tests' expiry, as the merge renders it.
+fn expiring(reason: &str) -> GrantSpec {
+    let mut spec = spec(reason);
+    spec.expires_at = EXPIRES.into();
+    spec
+}
+
+/// Evaluates an HCL expression as Terraform would for the AWS template: `var` holds the
+/// repo's one variable and `jsonencode` encodes JSON.
+fn evaluate_aws(expr: &Expression) -> serde_json::Value {
+    let mut ctx = Context::new();
+    ctx.declare_var(
+        "var",
+        hcl::value!({ breakglass_actions = { "prod/dns" = ["route53:ChangeResourceRecordSets"] } }),
+    );
+    ctx.declare_func(
+        "jsonencode",
+        hcl::eval::FuncDef::builder()
+            .param(hcl::eval::ParamType::Any)
+            .build(|args| {
+                serde_json::to_string(&args[0])
+                    .map(hcl::Value::String)
+                    .map_err(|e| e.to_string())
+            }),
+    );
+    let hcl::Value::String(json) = expr.evaluate(&ctx).expect("the policy evaluates") else {
+        panic!("jsonencode gives a string");
+    };
+    serde_json::from_str(&json).expect("the policy is JSON")
+}
+
+#[test]
+fn the_aws_policy_allows_only_until_the_expiry_in_aws_terms() {
+    let (file, body) = render_tf("iac/aws-role-policy.tf.j2", &expiring("incident"));
+    let policy_block = resource(&body, "aws_iam_role_policy");
+    assert_eq!(
+        attribute(policy_block, "name"),
+        &Expression::String("breakglass-20261126-0214-alice-prod".into())
+    );
+    assert_eq!(
+        attribute(policy_block, "role"),
+        &Expression::String("breakglass-alice".into())
+    );
+    let policy = evaluate_aws(attribute(policy_block, "policy"));
+    let statements = policy["Statement"].as_array().expect("statements");
+    assert!(!statements.is_empty(), "{}", file.content);
+    for statement in statements {
+        if statement["Effect"] == "Allow" {
+            assert_eq!(
+                statement["Condition"]["DateLessThan"]["aws:CurrentTime"], EXPIRES,
+                "every Allow ends at the expiry: {policy}"
+            );
+        }
+    }
+    assert_eq!(
+        statements[0]["Action"],
+        serde_json::json!(["route53:ChangeResourceRecordSets"])
+    );
+    // IAM's inline quota is 10,240 characters per role (whitespace excluded).
+    let size = policy
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .count();
+    assert!(size < 2_048, "{size} characters: {policy}");
+}
+
+#[test]
+fn the_gcp_binding_holds_only_while_request_time_is_before_the_expiry() {
+    let (file, body) = render_tf("iac/gcp-project-iam-member.tf.j2", &expiring("incident"));
+    let member = resource(&body, "google_project_iam_member");
+    let condition = nested(member, "condition");
+    assert_eq!(
+        attribute(condition, "expression"),
+        &Expression::String(format!("request.time < timestamp(\"{EXPIRES}\")")),
+        "{}",
+        file.content
+    );
+    assert_eq!(
+        attribute(condition, "title"),
+        &Expression::String("breakglass 20261126-0214-alice-prod".into())
+    );
+}
+
+#[test]
+fn the_azure_assignment_is_scheduled_to_end_at_the_expiry() {
+    let (file, body) = render_tf("iac/azure-pim-role-assignment.tf.j2", &expiring("incident"));
+    let assignment = resource(&body, "azurerm_pim_active_role_assignment");
+    let expiration = nested(nested(assignment, "schedule"), "expiration");
+    assert_eq!(
+        attribute(expiration, "end_date_time"),
+        &Expression::String(EXPIRES.into()),
+        "{}",
+        file.content
+    );
+}
+
+#[test]
+fn before_the_merge_every_shipped_grant_file_is_already_expired() {
+    // Rendered for the PR, before breakglass fixes the expiry: merged any other way, the file
+    // grants nothing.
+    let mut before = spec("incident");
+    before.expires_at = breakglass::grant::NOT_YET_GRANTED.into();
+    let (_, aws) = render_tf("iac/aws-role-policy.tf.j2", &before);
+    let policy = evaluate_aws(attribute(resource(&aws, "aws_iam_role_policy"), "policy"));
+    assert_eq!(
+        policy["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
+        "1970-01-01T00:00:00Z"
+    );
+    let (_, gcp) = render_tf("iac/gcp-project-iam-member.tf.j2", &before);
+    let condition = nested(resource(&gcp, "google_project_iam_member"), "condition");
+    assert_eq!(
+        attribute(condition, "expression"),
+        &Expression::String("request.time < timestamp(\"1970-01-01T00:00:00Z\")".into())
+    );
+    let (_, azure) = render_tf("iac/azure-pim-role-assignment.tf.j2", &before);
+    let assignment = resource(&azure, "azurerm_pim_active_role_assignment");
+    assert_eq!(
+        attribute(
+            nested(nested(assignment, "schedule"), "expiration"),
+            "end_date_time"
+        ),
+        &Expression::String("1970-01-01T00:00:00Z".into())
+    );
+}
+
+#[test]
+fn two_overlapping_grants_render_independent_resources() {
+    // The same person, role and environment twice: removing one file must leave the other's
+    // access, so nothing the cloud identifies a grant by may be shared.
+    let first = expiring("incident");
+    let mut second = expiring("incident");
+    second.id = "20261126-0230-alice-prod".into();
+    second.expires_at = "2026-12-02T06:00:00Z".into();
+    for (template, kind) in TERRAFORM {
+        let (a, body_a) = render_tf(template, &first);
+        let (b, body_b) = render_tf(template, &second);
+        assert_ne!(a.path, b.path);
+        let (ra, rb) = (resource(&body_a, kind), resource(&body_b, kind));
+        assert_ne!(
+            ra.labels(),
+            rb.labels(),
+            "{template}: Terraform addresses differ"
+        );
+        let identity = |block: &Block| -> Vec<Expression> {
+            match kind {
+                "aws_iam_role_policy" => vec![attribute(block, "name").clone()],
+                "google_project_iam_member" => {
+                    vec![attribute(nested(block, "condition"), "title").clone()]
+                }
+                _ => vec![attribute(block, "justification").clone()],
+            }
+        };
+        assert_ne!(
+            identity(ra),
+            identity(rb),
+            "{template}:\n{}\n{}",
+            a.content,
+            b.content
+        );
+    }
+}
+
+#[test]
+fn every_shipped_template_matches_its_golden_file() {
+    let spec = expiring("incident: INC-1 \"dns\" is down ${oops}");
+    for (template, output) in [
+        (
+            "iac/aws-role-policy.tf.j2",
+            "grants/{{ environment }}/{{ id }}.tf",
+        ),
+        (
+            "iac/gcp-project-iam-member.tf.j2",
+            "grants/{{ environment }}/{{ id }}.tf",
+        ),
+        (
+            "iac/azure-pim-role-assignment.tf.j2",
+            "grants/{{ environment }}/{{ id }}.tf",
+        ),
+        (
+            "iac/k8s-rolebinding.yaml.j2",
+            "k8s/{{ environment }}/{{ id }}.yaml",
+        ),
+        (
+            "iac/grant.json.j2",
+            "grants/{{ environment }}/{{ id }}.json",
+        ),
+    ] {
+        let file = render_shipped(template, output, &spec);
+        let name = template.trim_start_matches("iac/").replace('.', "_");
+        insta::assert_snapshot!(name, format!("# {}\n{}", file.path, file.content));
     }
 }
 
@@ -188,6 +455,8 @@ struct RoleBinding {
 struct Metadata {
     name: String,
     namespace: String,
+    #[allow(dead_code)] // present and a string map, or the parse fails
+    labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
 }
 
@@ -215,7 +484,14 @@ fn a_reason_stays_one_annotation_of_one_kubernetes_document() {
             "{}",
             file.content
         );
-        assert_eq!(binding.metadata.annotations.len(), 4);
+        assert_eq!(binding.metadata.annotations.len(), 5);
+        assert_eq!(
+            binding
+                .metadata
+                .annotations
+                .get("breakglass.dev/expires-at"),
+            Some(&String::new())
+        );
         assert_eq!(
             binding.role_ref.get("name").map(String::as_str),
             Some("dns")
@@ -244,6 +520,7 @@ fn a_reason_stays_one_string_of_the_json_record() {
             [
                 "duration",
                 "environment",
+                "expires_at",
                 "reason",
                 "request",
                 "requester",
@@ -277,4 +554,68 @@ fn terraform_json_strings_evaluate_to_the_reason_itself() {
             "{text}"
         );
     }
+}
+
+/// `kubernetes-validate` (PyPI; scripts/test installs it into .venv-moto), or `None` with a
+/// loud skip when it is not there.
+fn kubernetes_validate() -> Option<PathBuf> {
+    match std::env::var_os("BREAKGLASS_KUBERNETES_VALIDATE") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => {
+            eprintln!(
+                "SKIPPED kubernetes-validate: set BREAKGLASS_KUBERNETES_VALIDATE (scripts/test installs it)"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn rendered_role_bindings_pass_the_kubernetes_schemas_strictly() {
+    let Some(validate) = kubernetes_validate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, reason) in hostile_reasons().iter().enumerate() {
+        let file = render_shipped(
+            "iac/k8s-rolebinding.yaml.j2",
+            "k8s/{{ environment }}/{{ id }}.yaml",
+            &expiring(reason),
+        );
+        let path = dir.path().join(format!("{i}.yaml"));
+        std::fs::write(&path, &file.content).unwrap();
+        files.push(path);
+    }
+    let out = std::process::Command::new(&validate)
+        .arg("--strict")
+        .args(&files)
+        .output()
+        .unwrap_or_else(|err| panic!("{}: {err}", validate.display()));
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report.matches("passed").count(), files.len(), "{report}");
+}
+
+#[test]
+fn kubernetes_validate_rejects_a_broken_role_binding() {
+    // The check above is only worth something if the validator refuses what Kubernetes would.
+    let Some(validate) = kubernetes_validate() else {
+        return;
+    };
+    let file = render_shipped(
+        "iac/k8s-rolebinding.yaml.j2",
+        "k8s/{{ environment }}/{{ id }}.yaml",
+        &expiring("incident"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, file.content.replace("roleRef:", "roleReference:")).unwrap();
+    let out = std::process::Command::new(&validate)
+        .arg("--strict")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

@@ -46,8 +46,13 @@ on_both_backends!(
             .forge
             .file_on(REPO, &opened.head_ref, "grants/network/r-dns.tf")
             .expect("the bot rendered the grant file onto its own PR");
-        assert!(grant.contains("\"alice\""), "{grant}");
-        assert!(grant.contains("network-dns-admin"), "{grant}");
+        assert!(grant.contains("role = \"breakglass-alice\""), "{grant}");
+        assert!(grant.contains("[\"network/dns-admin\"]"), "{grant}");
+        // Until breakglass merges it, the grant file is already expired in AWS's own terms.
+        assert!(
+            grant.contains("\"aws:CurrentTime\" = \"1970-01-01T00:00:00Z\""),
+            "{grant}"
+        );
         assert_eq!(
             s.forge
                 .file_on(REPO, &opened.head_ref, "requests/network/r-dns.yaml")
@@ -64,11 +69,37 @@ on_both_backends!(
         s.approve(bot_pr, &s.people.carol);
         s.settle().await;
         assert!(s.forge.pr(REPO, bot_pr).merged);
+        // The merged file carries the grant's own expiry, the very instant of the trailer.
+        let expires = breakglass::clock::iso(s.request("r-dns").await.expires_at.unwrap());
+        let merged = s
+            .forge
+            .file_on(REPO, "main", "grants/network/r-dns.tf")
+            .expect("granted: the file is on main");
         assert!(
-            s.forge
-                .file_on(REPO, "main", "grants/network/r-dns.tf")
-                .is_some(),
-            "granted: the file is on main"
+            merged.contains(&format!("\"aws:CurrentTime\" = \"{expires}\"")),
+            "{merged}"
+        );
+        let merge = s.merge_commit(bot_pr);
+        assert!(
+            merge
+                .message
+                .contains(&format!("Breakglass-Expires: {expires}")),
+            "{}",
+            merge.message
+        );
+        // More time would need a new reviewed file: refused, the expiry stays.
+        s.forge
+            .comment(REPO, bot_pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        let said = s.last_bot_comment(bot_pr);
+        assert!(
+            said.contains("cannot be extended in place")
+                && said.contains("`grants/network/r-dns.tf`"),
+            "{said}"
+        );
+        assert_eq!(
+            breakglass::clock::iso(s.request("r-dns").await.expires_at.unwrap()),
+            expires
         );
         s.advance(TimeDelta::hours(1));
         s.settle().await;
@@ -116,7 +147,7 @@ on_both_backends!(
             .forge
             .file_on(REPO, "main", "grants/network/r-dns.tf")
             .unwrap();
-        assert!(on_main.contains("network-dns-admin"), "{on_main}");
+        assert!(on_main.contains("[\"network/dns-admin\"]"), "{on_main}");
         assert!(
             !on_main.contains("aws_iam_user_policy_attachment"),
             "{on_main}"

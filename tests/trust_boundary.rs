@@ -796,7 +796,7 @@ on_both_backends!(
             .count();
         let template = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/templates/iac/terraform-group-membership.tf.j2"
+            "/templates/iac/aws-role-policy.tf.j2"
         ))
         .unwrap();
         assert_eq!(

@@ -140,12 +140,7 @@ mod tests {
     #[test]
     fn renders_the_shipped_example_template() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-        let file = render(
-            &dir,
-            &role("iac/terraform-group-membership.tf.j2", None),
-            &spec(),
-        )
-        .unwrap();
+        let file = render(&dir, &role("iac/aws-role-policy.tf.j2", None), &spec()).unwrap();
         assert_eq!(file.path, "grants/prod/20261126-0214-alice-prod.tf");
         assert!(file.content.contains("\"alice\""), "{}", file.content);
         assert!(
@@ -162,10 +157,7 @@ mod tests {
         assert!(render(&dir, &role("iac/missing.j2", None), &spec()).is_err());
         let err = render(
             &dir,
-            &role(
-                "iac/terraform-group-membership.tf.j2",
-                Some("requests/x.yaml"),
-            ),
+            &role("iac/aws-role-policy.tf.j2", Some("requests/x.yaml")),
             &spec(),
         )
         .unwrap_err();

@@ -19,6 +19,12 @@ use serde::Serialize;
 
 use crate::policy::{ProviderKind, Role};
 
+/// The `expires_at` of a grant file rendered before the merge: an instant long past, so that a
+/// grant file carrying its expiry (an `aws:CurrentTime` condition, a GCP IAM condition, an
+/// Azure PIM schedule) grants nothing until breakglass merges it, which it does only after
+/// writing the real expiry into the file (see `workflow::lifecycle`).
+pub const NOT_YET_GRANTED: &str = "1970-01-01T00:00:00Z";
+
 /// Everything a provider may need to know about one grant.
 #[derive(Clone, Debug, Serialize)]
 pub struct GrantSpec {
@@ -29,6 +35,7 @@ pub struct GrantSpec {
     pub reason: String,
     pub ticket: Option<String>,
     pub duration: String,
+    /// UTC ISO 8601; [`NOT_YET_GRANTED`] until the merge fixes it.
     pub expires_at: String,
 }
 
@@ -153,8 +160,9 @@ impl Providers {
         }
     }
 
-    /// The files a grant for `role` adds to the request PR (empty for most providers).
-    /// `expires_at` is not known before the merge, so templates should not depend on it.
+    /// The files a grant for `role` adds to the request PR (empty for most providers). Before the
+    /// merge they are rendered with `expires_at` = [`NOT_YET_GRANTED`]; the merge renders them
+    /// again with the real expiry.
     pub fn rendered_files(
         &self,
         role: &Role,

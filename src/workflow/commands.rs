@@ -421,6 +421,17 @@ impl Workflow {
                 .reply(number, &comment::no_request_here_comment("extend"))
                 .await;
         };
+        // A grant that is a merged file carries its expiry in the file: more time is a new file.
+        let applied = self.store.applied_grant(&record.id).await?;
+        if let Some(applied) = applied.as_ref().filter(|a| !a.files.is_empty()) {
+            let paths: Vec<String> = applied.files.iter().map(|f| f.path.clone()).collect();
+            return self
+                .reply(
+                    number,
+                    &comment::extension_in_files_comment(&paths, expires_at),
+                )
+                .await;
+        }
         let (_, policies) = self.load_policies().await?;
         let policies = policies
             .map_err(|p| anyhow::anyhow!("the policies are invalid: {} problem(s)", p.len()))?;
@@ -480,7 +491,7 @@ impl Workflow {
         record.total_secs = total.as_secs();
         // Grants that carry their expiry (aws-iam) are re-applied with the new one first: the
         // store is written only after the cloud agrees, so a retry never extends twice.
-        if let Some(applied) = self.store.applied_grant(&record.id).await? {
+        if let Some(applied) = applied {
             self.providers
                 .apply(&applied.role, &Self::spec(&record))
                 .await?;

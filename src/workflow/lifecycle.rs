@@ -31,6 +31,20 @@ fn review_within(record: &RequestRecord) -> Option<crate::duration::HumanDuratio
     )
 }
 
+/// A request checked and ready to merge.
+#[allow(clippy::large_enum_variant)] // one short-lived value per merge: boxing buys nothing
+enum Ready {
+    /// Merged already (a crash right after the merge): nothing is re-judged.
+    AlreadyMerged,
+    Checked {
+        role: Role,
+        /// The grant's values; the merge sets its expiry.
+        spec: GrantSpec,
+        /// The grant files as rendered before the merge, which the PR must hold.
+        staged: Vec<RenderedFile>,
+    },
+}
+
 impl Workflow {
     fn request_path(record: &RequestRecord) -> String {
         RequestPath {
@@ -58,7 +72,10 @@ impl Workflow {
             reason: record.reason.as_str().to_owned(),
             ticket: record.ticket.as_ref().map(ToString::to_string),
             duration: crate::duration::HumanDuration::from_secs(record.duration_secs).to_string(),
-            expires_at: record.expires_at.map(crate::clock::iso).unwrap_or_default(),
+            expires_at: record.expires_at.map_or_else(
+                || crate::grant::NOT_YET_GRANTED.to_owned(),
+                crate::clock::iso,
+            ),
         }
     }
 
@@ -72,7 +89,7 @@ impl Workflow {
         if record.state != RequestState::Approved {
             return Ok(());
         }
-        let Some(grant_files) = self.prepare_merge(&mut record).await? else {
+        let Some(ready) = self.prepare_merge(&mut record).await? else {
             return Ok(()); // refused, and said so
         };
         if record.granted_at.is_none() {
@@ -83,6 +100,35 @@ impl Workflow {
             self.store.update_request(&mut record, now).await?;
         }
         let expires_at = record.expires_at.context("set above")?;
+        let grant_files = match ready {
+            Ready::AlreadyMerged => Vec::new(),
+            Ready::Checked {
+                role,
+                mut spec,
+                staged,
+            } => {
+                spec.expires_at = crate::clock::iso(expires_at);
+                let files = match self
+                    .stamp_expiry(&mut record, &role, &spec, &staged)
+                    .await?
+                {
+                    Ok(files) => files,
+                    Err(why) => return self.refuse_merge(record, &why).await,
+                };
+                // What the grant applies is fixed now, as checked: revoke reads this, never the
+                // policy.
+                self.store
+                    .plan_grant(&AppliedGrant {
+                        request_id: record.id.clone(),
+                        provider: role.provider.clone(),
+                        role,
+                        files: files.clone(),
+                        applied_at: self.now(),
+                    })
+                    .await?;
+                files
+            }
+        };
         let (title, message) = trailers::grant_message(&record, expires_at, record.review_due_at);
         let plan = MergePlan {
             pr: record.pr_number,
@@ -134,18 +180,15 @@ impl Workflow {
         self.schedule(JobKind::Grant, id, self.now()).await
     }
 
-    /// Everything checked before a merge: the role still in the policy, the approvals still
-    /// live, and what the grant will apply recorded. `Some(grant files)` to go on; `None` when
-    /// the merge was refused (with its one comment). After a crash right after the merge, the
-    /// merge stands: nothing is re-judged, and the record was written before it.
-    async fn prepare_merge(
-        &self,
-        record: &mut RequestRecord,
-    ) -> anyhow::Result<Option<Vec<RenderedFile>>> {
+    /// Everything checked before a merge: the role still in the policy and the approvals still
+    /// live. `None` when the merge was refused (with its one comment). After a crash right after
+    /// the merge, the merge stands: nothing is re-judged, and the applied record was written
+    /// before it.
+    async fn prepare_merge(&self, record: &mut RequestRecord) -> anyhow::Result<Option<Ready>> {
         if self.forge.pull_request(record.pr_number).await?.info.merged {
-            return Ok(Some(Vec::new())); // the guard returns the merge as it happened
+            return Ok(Some(Ready::AlreadyMerged)); // the guard returns the merge as it happened
         }
-        let Some((role, grant_files)) = self.grant_plan(record).await? else {
+        let Some((role, spec, staged)) = self.grant_plan(record).await? else {
             let why = "the role is not in the default branch's policy any more";
             self.refuse_merge(record.clone(), why).await?;
             return Ok(None);
@@ -163,17 +206,11 @@ impl Workflow {
                 .await?;
             return Ok(None);
         }
-        // What the grant applies is fixed now, as checked: revoke reads this, never the policy.
-        self.store
-            .plan_grant(&AppliedGrant {
-                request_id: record.id.clone(),
-                provider: role.provider.clone(),
-                role,
-                files: grant_files.clone(),
-                applied_at: self.now(),
-            })
-            .await?;
-        Ok(Some(grant_files))
+        Ok(Some(Ready::Checked {
+            role,
+            spec: spec.unwrap_or_else(|| Self::spec(record)),
+            staged,
+        }))
     }
 
     /// Merges through the guard. A bot-built PR whose head someone else moved is put back to
@@ -196,12 +233,13 @@ impl Workflow {
         Ok(self.guarded_merge(plan).await?)
     }
 
-    /// The role and grant files of a request as the default branch's policy defines them now
-    /// (`None` when the role is gone): what the merge guard compares the PR with.
+    /// The role, the grant's values (from the request file at the head) and the grant files as
+    /// rendered before the merge, as the default branch's policy defines them now (`None` when
+    /// the role is gone): what the PR must hold.
     async fn grant_plan(
         &self,
         record: &RequestRecord,
-    ) -> anyhow::Result<Option<(Role, Vec<RenderedFile>)>> {
+    ) -> anyhow::Result<Option<(Role, Option<GrantSpec>, Vec<RenderedFile>)>> {
         let Some(role) = self.current_role(record).await? else {
             return Ok(None);
         };
@@ -212,7 +250,7 @@ impl Workflow {
             .await?
             .map(|f| f.text)
         else {
-            return Ok(Some((role, Vec::new())));
+            return Ok(Some((role, None, Vec::new())));
         };
         let request = AccessRequest::from_yaml(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
         let path = RequestPath {
@@ -221,7 +259,7 @@ impl Workflow {
         };
         let spec = super::pull_request::grant_spec(&request, &path, &record.requester_login);
         let files = self.providers.rendered_files(&role, &spec)?;
-        Ok(Some((role, files)))
+        Ok(Some((role, Some(spec), files)))
     }
 
     /// The merge did not happen: one comment, back to pending, and no retry on its own. Only a

@@ -11,6 +11,7 @@ mod change;
 mod commands;
 mod evaluate;
 mod events;
+mod expiry;
 pub mod gauges;
 mod guard;
 mod lifecycle;

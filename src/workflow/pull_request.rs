@@ -834,7 +834,8 @@ fn same_verdict(old: &StoredDecision, new: &StoredDecision) -> bool {
         && old.unservable == new.unservable
 }
 
-/// What a provider gets to render a request's grant files (before the merge, so no expiry).
+/// What a provider gets to render a request's grant files before the merge: the expiry is not
+/// known yet, so it is [`crate::grant::NOT_YET_GRANTED`] (a grant file that grants nothing).
 pub(super) fn grant_spec(
     request: &AccessRequest,
     path: &RequestPath,
@@ -848,6 +849,6 @@ pub(super) fn grant_spec(
         reason: request.reason.as_str().to_owned(),
         ticket: request.ticket.as_ref().map(ToString::to_string),
         duration: request.duration.map(|d| d.to_string()).unwrap_or_default(),
-        expires_at: String::new(),
+        expires_at: crate::grant::NOT_YET_GRANTED.to_owned(),
     }
 }

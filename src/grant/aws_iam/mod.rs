@@ -183,7 +183,7 @@ fn check_id(id: &str) -> Result<(), GrantError> {
 }
 
 fn expiry_of(spec: &GrantSpec) -> Result<Option<DateTime<Utc>>, GrantError> {
-    if spec.expires_at.is_empty() {
+    if spec.expires_at.is_empty() || spec.expires_at == super::NOT_YET_GRANTED {
         return Ok(None);
     }
     DateTime::parse_from_rfc3339(&spec.expires_at)

@@ -1,0 +1,89 @@
+//! Grant files that carry their own expiry. Before the merge a grant file is rendered with an
+//! expiry long past ([`crate::grant::NOT_YET_GRANTED`]): merged by anyone but breakglass it
+//! grants nothing. Right before the merge, once the grant's expiry is fixed, breakglass writes
+//! the real expiry into the files on its own branch and merges that commit, so the cloud ends
+//! the access on time even if the revert never lands.
+
+use super::Workflow;
+use crate::forge::StatusState;
+use crate::grant::{GrantSpec, RenderedFile};
+use crate::policy::Role;
+use crate::store::{ChangeKind, RequestRecord};
+
+impl Workflow {
+    /// Writes the grant files rendered with `spec`'s expiry over the `staged` ones (rendered
+    /// before the merge) on the request's bot branch, and moves the request's head to that
+    /// commit. The branch must still hold exactly the staged files, so that nothing but the
+    /// expiry changes after the approvals. `Ok(files)` as they will be merged, or `Err(why)`
+    /// the merge must not happen.
+    pub(super) async fn stamp_expiry(
+        &self,
+        record: &mut RequestRecord,
+        role: &Role,
+        spec: &GrantSpec,
+        staged: &[RenderedFile],
+    ) -> anyhow::Result<Result<Vec<RenderedFile>, String>> {
+        let stamped = self.providers.rendered_files(role, spec)?;
+        if stamped == staged {
+            return Ok(Ok(stamped)); // no file, or a template that does not show the expiry
+        }
+        let paths =
+            |files: &[RenderedFile]| files.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
+        if paths(&stamped) != paths(staged) {
+            return Ok(Err("the grant file's path depends on its expiry".into()));
+        }
+        let Some(mut change) = self
+            .store
+            .change_of_pr(record.pr_number)
+            .await?
+            .filter(|c| c.kind == ChangeKind::Request)
+            .filter(|c| c.head_sha.as_deref() == Some(record.head_sha.as_str()))
+        else {
+            return Ok(Err(
+                "its grant files are not on a branch breakglass built for it".into(),
+            ));
+        };
+        // Anyone else's commit on the branch is put back first. (A crash between this
+        // function's push and its record looks the same, and is repaired the same way.)
+        let branch_head = self.forge.branch_head(&change.branch).await?;
+        if branch_head != record.head_sha {
+            self.tampered(&change, None, &branch_head).await?;
+        }
+        let mut head = record.head_sha.clone();
+        for (before, after) in staged.iter().zip(&stamped) {
+            let current = self.forge.read_file(&record.head_sha, &before.path).await?;
+            let Some(current) = current.filter(|f| f.text == before.content) else {
+                return Ok(Err(format!(
+                    "`{}` is not the grant file breakglass renders",
+                    before.path
+                )));
+            };
+            let message = format!(
+                "breakglass: request {}: expires at {}",
+                record.id, spec.expires_at
+            );
+            head = self
+                .forge
+                .put_file(
+                    &change.branch,
+                    &after.path,
+                    &after.content,
+                    &message,
+                    Some(&current.blob_sha),
+                )
+                .await?;
+        }
+        change.head_sha = Some(head.clone());
+        change.updated_at = self.now();
+        self.store.put_change(&change).await?;
+        record.head_sha = head;
+        self.store.update_request(record, self.now()).await?;
+        self.set_status_on(
+            &record.head_sha,
+            StatusState::Success,
+            "approved; expiry written by breakglass",
+        )
+        .await?;
+        Ok(Ok(stamped))
+    }
+}
