@@ -414,3 +414,44 @@ on_both_backends!(
         );
     }
 );
+
+on_both_backends!(
+    a_grant_template_changed_after_the_pr_was_rendered_is_not_merged_unseen,
+    |s: Scenario| async move {
+        let yaml =
+            "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
+        let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
+        s.settle().await;
+        let bot_pr = reopened_pr(&s, pr);
+        let head = s.forge.pr(REPO, bot_pr).head_ref;
+        let shown = s
+            .forge
+            .file_on(REPO, &head, "grants/network/r-dns.tf")
+            .unwrap();
+        // The role now renders another cloud's grant: what the approvers saw is not it.
+        s.edit_policy(&s.people.carol, "network", |p| {
+            p.replace("iac/aws-role-policy.tf.j2", "iac/gcp-project-iam-member.tf.j2")
+        });
+        s.settle().await;
+        s.approve(bot_pr, &s.people.carol);
+        s.settle().await;
+        assert!(
+            !s.forge.pr(REPO, bot_pr).merged,
+            "{:#?}",
+            s.bot_comments(bot_pr)
+        );
+        assert!(s.forge.file_on(REPO, "main", "grants/network/r-dns.tf").is_none());
+        assert_eq!(
+            s.forge.file_on(REPO, &head, "grants/network/r-dns.tf").as_deref(),
+            Some(shown.as_str()),
+            "nothing rewritten on the branch"
+        );
+        assert!(
+            s.bot_comments(bot_pr)
+                .iter()
+                .any(|c| c.contains("not the grant file breakglass renders")),
+            "{:#?}",
+            s.bot_comments(bot_pr)
+        );
+    }
+);
