@@ -30,7 +30,7 @@ use crate::comment;
 use crate::config::{Config, GithubConfig};
 use crate::duration::HumanDuration;
 use crate::service::{self, Options, Running};
-use crate::store::{DeliveryState, Forge, RequestRecord, RequestState, Store};
+use crate::store::{DeliveryState, ForgeKind, RequestRecord, RequestState, Store};
 use crate::workflow::NEEDS_REVIEW_LABEL;
 
 /// `println!` that ignores a closed stdout (`breakglass demo | head`): the story still runs
@@ -701,7 +701,7 @@ impl Demo {
 
     async fn request_on(&self, pr: u64) -> Result<RequestRecord, Failure> {
         self.store
-            .find_request_by_pr(Forge::GitHub, REPO, pr)
+            .find_request_by_pr(ForgeKind::GitHub, REPO, pr)
             .await?
             .ok_or_else(|| {
                 Failure::Unexpected(format!(

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::{Config, read_secrets};
+use crate::forge::Forge;
 use crate::forge::github::webhook::parse;
 use crate::forge::github::{GithubAuth, GithubClient};
 use crate::grant::Providers;
@@ -106,7 +107,8 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
             .remove(0),
         ),
     };
-    let forge = GithubClient::connect(&github.api_url, &github.repository, auth).await?;
+    let forge =
+        Forge::GitHub(GithubClient::connect(&github.api_url, &github.repository, auth).await?);
     // Who the bot is, by id: its own comments and pushes are recognised by it.
     let bot = forge
         .me()

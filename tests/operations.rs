@@ -430,7 +430,10 @@ on_both_backends!(
             .unwrap();
         // The role now renders another cloud's grant: what the approvers saw is not it.
         s.edit_policy(&s.people.carol, "network", |p| {
-            p.replace("iac/aws-role-policy.tf.j2", "iac/gcp-project-iam-member.tf.j2")
+            p.replace(
+                "iac/aws-role-policy.tf.j2",
+                "iac/gcp-project-iam-member.tf.j2",
+            )
         });
         s.settle().await;
         s.approve(bot_pr, &s.people.carol);
@@ -440,9 +443,15 @@ on_both_backends!(
             "{:#?}",
             s.bot_comments(bot_pr)
         );
-        assert!(s.forge.file_on(REPO, "main", "grants/network/r-dns.tf").is_none());
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "grants/network/r-dns.tf")
+                .is_none()
+        );
         assert_eq!(
-            s.forge.file_on(REPO, &head, "grants/network/r-dns.tf").as_deref(),
+            s.forge
+                .file_on(REPO, &head, "grants/network/r-dns.tf")
+                .as_deref(),
             Some(shown.as_str()),
             "nothing rewritten on the branch"
         );

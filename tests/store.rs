@@ -11,7 +11,7 @@ use breakglass::names::{Login, Name, RequestId, Ticket};
 use breakglass::request::Reason;
 use breakglass::store::testing::{for_each_backend, sqlite_store, sqlite_url};
 use breakglass::store::{
-    Approval, ApprovalSource, Backend, DeliveryId, DeliveryState, EventActor, EventKind, Forge,
+    Approval, ApprovalSource, Backend, DeliveryId, DeliveryState, EventActor, EventKind, ForgeKind,
     GENESIS_HASH, JobKind, MAX_DELIVERY_ATTEMPTS, NewDelivery, NewEvent, Recorded, RequestRecord,
     RequestState, RevokeReason, Store, StoreError,
 };
@@ -40,7 +40,7 @@ fn name(text: &str) -> Name {
 
 fn delivery(key: &str, received_at: DateTime<Utc>) -> NewDelivery {
     NewDelivery {
-        id: DeliveryId::new(Forge::GitHub, key).unwrap(),
+        id: DeliveryId::new(ForgeKind::GitHub, key).unwrap(),
         event: "pull_request".into(),
         payload: format!(r#"{{"action":"opened","key":"{key}"}}"#),
         received_at,
@@ -51,7 +51,7 @@ fn delivery(key: &str, received_at: DateTime<Utc>) -> NewDelivery {
 fn request(id: &str, pr: u64) -> RequestRecord {
     RequestRecord {
         id: rid(id),
-        forge: Forge::GitHub,
+        forge: ForgeKind::GitHub,
         repository: "acme/access-requests".into(),
         pr_number: pr,
         environment: name("prod"),
@@ -518,16 +518,16 @@ async fn request_round_trips_every_field() {
         let stored = store.get_request(&record.id).await?.context("stored")?;
         assert_eq!(stored, record);
         let by_pr = store
-            .find_request_by_pr(Forge::GitHub, "acme/access-requests", 7)
+            .find_request_by_pr(ForgeKind::GitHub, "acme/access-requests", 7)
             .await?;
         assert_eq!(by_pr.as_ref(), Some(&record));
         let by_revert = store
-            .find_request_by_revert_pr(Forge::GitHub, "acme/access-requests", 8)
+            .find_request_by_revert_pr(ForgeKind::GitHub, "acme/access-requests", 8)
             .await?;
         assert_eq!(by_revert.as_ref(), Some(&record));
         assert!(
             store
-                .find_request_by_pr(Forge::GitLab, "acme/access-requests", 7)
+                .find_request_by_pr(ForgeKind::GitLab, "acme/access-requests", 7)
                 .await?
                 .is_none()
         );
@@ -795,7 +795,7 @@ async fn approvals_are_one_per_forge_signal_and_bound_to_their_head() {
 async fn event_chain_appends_and_verifies() {
     for_each_backend(|store| async move {
         assert_eq!(store.verify_chain().await?, 0);
-        let delivery_id = DeliveryId::new(Forge::GitLab, "abc:1").unwrap();
+        let delivery_id = DeliveryId::new(ForgeKind::GitLab, "abc:1").unwrap();
         let first = store
             .append_event(
                 &NewEvent {

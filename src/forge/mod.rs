@@ -4,10 +4,12 @@
 //! [`ForgeEvent`] enum below, so that the workflow code never sees a GitHub or GitLab type and
 //! one lifecycle serves both forges.
 
+mod client;
 pub mod error;
 pub mod github;
 pub mod retry;
 
+pub use client::{Forge, Thread};
 pub use error::ForgeError;
 
 use chrono::{DateTime, Utc};

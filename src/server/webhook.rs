@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use super::AppState;
 use crate::forge::ForgeEvent;
 use crate::forge::github::webhook::{parse, verify_signature};
-use crate::store::Forge;
+use crate::store::ForgeKind;
 use crate::store::{DeliveryId, NewDelivery, Recorded};
 
 type Reply = (StatusCode, String);
@@ -46,7 +46,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<R
         StatusCode::BAD_REQUEST,
         "the X-GitHub-Delivery header is missing\n".into(),
     ))?;
-    let id = DeliveryId::new(Forge::GitHub, key)
+    let id = DeliveryId::new(ForgeKind::GitHub, key)
         .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
     let delivery =
         parse(key, event, body).map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;

@@ -14,7 +14,7 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use super::row::{Fields, counts_by, string_enum};
-use super::{Backend, Forge, Lease, Store, StoreError, duration_millis, to_millis};
+use super::{Backend, ForgeKind, Lease, Store, StoreError, duration_millis, to_millis};
 
 /// Failed attempts after which a delivery stops being retried.
 pub const MAX_DELIVERY_ATTEMPTS: u32 = 10;
@@ -22,14 +22,14 @@ pub const MAX_DELIVERY_ATTEMPTS: u32 = 10;
 /// A delivery's key: `<forge>:<the forge's delivery id>`, e.g. `github:72d3162e-…`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryId {
-    forge: Forge,
+    forge: ForgeKind,
     key: String,
 }
 
 impl DeliveryId {
     /// The id of a delivery that `forge` identified by `key`; refuses an empty key, control
     /// characters and keys over 200 characters (the forges send UUIDs).
-    pub fn new(forge: Forge, key: &str) -> Result<Self, String> {
+    pub fn new(forge: ForgeKind, key: &str) -> Result<Self, String> {
         if key.is_empty() || key.chars().count() > 200 || key.chars().any(char::is_control) {
             return Err(format!(
                 "`{}` is not a delivery id; expected up to 200 printable characters",
@@ -43,7 +43,7 @@ impl DeliveryId {
     }
 
     /// The forge that sent the delivery.
-    pub fn forge(&self) -> Forge {
+    pub fn forge(&self) -> ForgeKind {
         self.forge
     }
 
@@ -150,7 +150,7 @@ impl TryFrom<&AnyRow> for StoredDelivery {
     fn try_from(row: &AnyRow) -> Result<Self, StoreError> {
         let f = Fields::new(row, "deliveries", "id");
         let id: DeliveryId = f.parsed("id", |text| text.parse())?;
-        let forge: Forge = f.parsed("forge", |text| text.parse())?;
+        let forge: ForgeKind = f.parsed("forge", |text| text.parse())?;
         if forge != id.forge() {
             return Err(f.error(format!("forge `{forge}` does not match the id's prefix")));
         }
@@ -406,18 +406,18 @@ mod tests {
 
     #[test]
     fn delivery_ids_carry_their_forge() {
-        let id = DeliveryId::new(Forge::GitHub, "72d3162e-cc78-11e3").unwrap();
+        let id = DeliveryId::new(ForgeKind::GitHub, "72d3162e-cc78-11e3").unwrap();
         assert_eq!(id.to_string(), "github:72d3162e-cc78-11e3");
         assert_eq!(id.to_string().parse::<DeliveryId>().unwrap(), id);
         // GitLab idempotency keys may themselves contain colons.
         let id: DeliveryId = "gitlab:a:b".parse().unwrap();
-        assert_eq!((id.forge(), id.key()), (Forge::GitLab, "a:b"));
+        assert_eq!((id.forge(), id.key()), (ForgeKind::GitLab, "a:b"));
     }
 
     #[test]
     fn malformed_delivery_ids_are_refused() {
-        assert!(DeliveryId::new(Forge::GitHub, "").is_err());
-        assert!(DeliveryId::new(Forge::GitHub, "a\nb").is_err());
+        assert!(DeliveryId::new(ForgeKind::GitHub, "").is_err());
+        assert!(DeliveryId::new(ForgeKind::GitHub, "a\nb").is_err());
         assert!("bitbucket:x".parse::<DeliveryId>().is_err());
         assert!("no-forge".parse::<DeliveryId>().is_err());
     }

@@ -83,14 +83,14 @@ impl Backend {
 
 /// The forge a request or delivery came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Forge {
+pub enum ForgeKind {
     /// GitHub or GitHub Enterprise (stored as `github`).
     GitHub,
     /// GitLab (stored as `gitlab`).
     GitLab,
 }
 
-row::string_enum!(Forge {
+row::string_enum!(ForgeKind {
     GitHub => "github",
     GitLab => "gitlab",
 });

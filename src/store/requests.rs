@@ -15,7 +15,7 @@ use sqlx::query::Query;
 use sqlx::{Any, Row};
 
 use super::row::{Fields, counts_by, string_enum};
-use super::{Forge, Store, StoreError, to_i64, to_millis};
+use super::{ForgeKind, Store, StoreError, to_i64, to_millis};
 use crate::names::{Login, Name, RequestId, Ticket};
 use crate::request::Reason;
 
@@ -71,7 +71,7 @@ pub struct RequestRecord {
     /// The request file's stem, unique in the repository.
     pub id: RequestId,
     /// The forge of the requests repository.
-    pub forge: Forge,
+    pub forge: ForgeKind,
     /// `owner/name` (GitLab: the project path).
     pub repository: String,
     /// The pull (merge) request that adds the request file.
@@ -358,7 +358,7 @@ pub async fn get_request(
 /// The request opened as pull request `pr_number`.
 pub async fn find_request_by_pr(
     conn: &mut AnyConnection,
-    forge: Forge,
+    forge: ForgeKind,
     repository: &str,
     pr_number: u64,
 ) -> Result<Option<RequestRecord>, StoreError> {
@@ -373,7 +373,7 @@ pub async fn find_request_by_pr(
 /// The request whose revert pull request is `pr_number`.
 pub async fn find_request_by_revert_pr(
     conn: &mut AnyConnection,
-    forge: Forge,
+    forge: ForgeKind,
     repository: &str,
     pr_number: u64,
 ) -> Result<Option<RequestRecord>, StoreError> {
@@ -390,7 +390,7 @@ pub async fn find_request_by_revert_pr(
 async fn fetch_by_pr(
     conn: &mut AnyConnection,
     sql: &'static str,
-    forge: Forge,
+    forge: ForgeKind,
     repository: &str,
     pr_number: u64,
 ) -> Result<Option<RequestRecord>, StoreError> {
@@ -510,7 +510,7 @@ impl Store {
     /// The request opened as pull request `pr_number` of `repository`.
     pub async fn find_request_by_pr(
         &self,
-        forge: Forge,
+        forge: ForgeKind,
         repository: &str,
         pr_number: u64,
     ) -> Result<Option<RequestRecord>, StoreError> {
@@ -520,7 +520,7 @@ impl Store {
     /// The request whose revert pull request is `pr_number` of `repository`.
     pub async fn find_request_by_revert_pr(
         &self,
-        forge: Forge,
+        forge: ForgeKind,
         repository: &str,
         pr_number: u64,
     ) -> Result<Option<RequestRecord>, StoreError> {

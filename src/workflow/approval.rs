@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use super::Workflow;
 use super::evaluate::StoredDecision;
 use crate::comment;
-use crate::forge::{Actor, Polled, PullRequestInfo, ReviewState, StatusState};
+use crate::forge::Thread;
+use crate::forge::{Actor, PullRequestInfo, ReviewState, StatusState};
 use crate::names::{Login, RequestId};
 use crate::store::{Approval, ApprovalSource};
 use crate::store::{EventKind, JobKind};
@@ -188,7 +189,7 @@ impl Workflow {
     /// Answers an approval attempt that did not (or did not yet) make the merge.
     pub(super) async fn reply_to_approval(
         &self,
-        number: u64,
+        thread: Thread,
         actor: &Actor,
         requester: &Login,
         environment: &str,
@@ -206,7 +207,7 @@ impl Workflow {
             ApprovalOutcome::Ambiguous => comment::approve_again_comment(&actor.login, false),
             ApprovalOutcome::Merging => return Ok(()),
         };
-        self.forge.comment(number, &text).await?;
+        self.forge.note(thread, &text).await?;
         Ok(())
     }
 
@@ -237,8 +238,14 @@ impl Workflow {
             at: None,
         };
         let outcome = self.record_approval(record, signal).await?;
-        self.reply_to_approval(pr.number, author, &requester, &environment, outcome)
-            .await
+        self.reply_to_approval(
+            Thread::Change(pr.number),
+            author,
+            &requester,
+            &environment,
+            outcome,
+        )
+        .await
     }
 
     /// A signal was withdrawn (comment deleted, review dismissed): it no longer counts.
@@ -280,13 +287,13 @@ impl Workflow {
             .store
             .approvals_for(&record.id, &record.head_sha)
             .await?;
-        let reactions: BTreeSet<String> = match self.forge.reactions(record.pr_number, None).await?
-        {
-            Polled::Changed { value, .. } => {
-                value.iter().map(|r| format!("reaction:{}", r.id)).collect()
-            }
-            Polled::NotModified => BTreeSet::new(),
-        };
+        let reactions: BTreeSet<String> = self
+            .forge
+            .reactions(record.pr_number)
+            .await?
+            .iter()
+            .map(|r| format!("reaction:{}", r.id))
+            .collect();
         let reviews: BTreeSet<String> = self
             .forge
             .reviews(record.pr_number)
@@ -305,7 +312,11 @@ impl Workflow {
                     .strip_prefix("comment:")
                     .and_then(|id| id.parse().ok())
                 {
-                    Some(id) => self.forge.comment_exists(id).await?,
+                    Some(id) => {
+                        self.forge
+                            .note_exists(Thread::Change(record.pr_number), id)
+                            .await?
+                    }
                     None => false,
                 },
             };
@@ -339,27 +350,7 @@ impl Workflow {
         if record.state != RequestState::Pending && !awaiting_review {
             return Ok(()); // nothing to poll for any more
         }
-        let etag = self
-            .etags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&record.pr_number)
-            .cloned();
-        let reactions = match self
-            .forge
-            .reactions(record.pr_number, etag.as_deref())
-            .await?
-        {
-            Polled::NotModified => None,
-            Polled::Changed { etag, value } => {
-                let mut etags = self.etags.lock().unwrap_or_else(|p| p.into_inner());
-                match etag {
-                    Some(etag) => etags.insert(record.pr_number, etag),
-                    None => etags.remove(&record.pr_number),
-                };
-                Some(value)
-            }
-        };
+        let reactions = self.forge.reactions_if_changed(record.pr_number).await?;
         let next = self.now()
             + chrono::TimeDelta::from_std(self.settings.poll_interval)
                 .unwrap_or(chrono::TimeDelta::seconds(30));
@@ -466,8 +457,8 @@ impl Workflow {
         )
         .await?;
         self.forge
-            .comment(
-                record.pr_number,
+            .note(
+                Thread::Change(record.pr_number),
                 &comment::approve_again_comment(&actor.login, false),
             )
             .await?;
@@ -502,8 +493,8 @@ impl Workflow {
             .remove_label(record.pr_number, super::REVIEW_OVERDUE_LABEL)
             .await?;
         self.forge
-            .comment(
-                record.pr_number,
+            .note(
+                Thread::Change(record.pr_number),
                 &comment::reviewed_comment(&reviewer.login),
             )
             .await?;
@@ -539,7 +530,9 @@ impl Workflow {
             due,
             &approvers,
         );
-        self.forge.comment(record.pr_number, &text).await?;
+        self.forge
+            .note(Thread::Change(record.pr_number), &text)
+            .await?;
         self.metrics
             .inc("breakglass_anomalies_total", "kind=\"review_overdue\"");
         self.record_event(

@@ -9,6 +9,7 @@ use rand::Rng as _;
 use super::Workflow;
 use crate::comment;
 use crate::forge::Actor;
+use crate::forge::Thread;
 use crate::store::{Change, ChangeKind, EventKind};
 
 /// One file operation of a bot change.
@@ -109,7 +110,7 @@ impl Workflow {
         self.store.put_change(&change).await?;
         let number = self
             .forge
-            .open_pull_request(&change.branch, &default, title, body)
+            .open_change(&change.branch, &default, title, body)
             .await?;
         change.pr_number = Some(number);
         change.updated_at = self.now();
@@ -120,9 +121,9 @@ impl Workflow {
     /// Closes an earlier change's PR and deletes its branch (both may be gone already).
     pub(super) async fn abandon_change(&self, change: &Change) -> anyhow::Result<()> {
         if let Some(number) = change.pr_number
-            && self.forge.pull_request(number).await?.open
+            && self.forge.change(number).await?.open
         {
-            self.forge.close_pull_request(number).await?;
+            self.forge.close_change(number).await?;
         }
         self.forge.delete_branch(&change.branch).await?;
         Ok(())
@@ -180,14 +181,16 @@ impl Workflow {
         let text =
             comment::tampering_comment(pusher.map(|p| p.login.as_str()), &change.branch, found);
         if let Some(number) = change.pr_number {
-            self.forge.comment(number, &text).await?;
+            self.forge.note(Thread::Change(number), &text).await?;
         }
         if let Some(record) = match &request_id {
             Some(id) => self.store.get_request(id).await?,
             None => None,
         } && Some(record.pr_number) != change.pr_number
         {
-            self.forge.comment(record.pr_number, &text).await?;
+            self.forge
+                .note(Thread::Change(record.pr_number), &text)
+                .await?;
         }
         if let Some(head) = &change.head_sha
             && let Err(err) = self.forge.force_branch(&change.branch, head).await

@@ -10,6 +10,7 @@ use crate::command::{Command, parse_commands};
 use crate::comment;
 use crate::duration::HumanDuration;
 use crate::forge::Actor;
+use crate::forge::Thread;
 use crate::names::{Login, Name, RequestId, Ticket};
 use crate::policy::decision::Context;
 use crate::policy::{PolicySet, Problem, evaluate};
@@ -21,7 +22,7 @@ use crate::store::{RequestRecord, RequestState, RevokeReason};
 impl Workflow {
     pub(super) async fn handle_comment(
         &self,
-        number: u64,
+        thread: Thread,
         comment_id: u64,
         body: &str,
         author: &Actor,
@@ -35,13 +36,13 @@ impl Workflow {
                 Ok(command) => command,
                 Err(err) => {
                     self.forge
-                        .comment(number, &comment::parse_error_comment(&err))
+                        .note(thread, &comment::parse_error_comment(&err))
                         .await?;
                     continue;
                 }
             };
             match command {
-                Command::Help => self.reply(number, &comment::help_comment()).await?,
+                Command::Help => self.reply(thread, &comment::help_comment()).await?,
                 Command::Request { .. } if requested => extra_requests += 1,
                 Command::Request {
                     environment,
@@ -51,7 +52,7 @@ impl Workflow {
                 } => {
                     requested = true;
                     self.command_request(
-                        number,
+                        thread,
                         author,
                         &environment,
                         duration,
@@ -61,54 +62,58 @@ impl Workflow {
                     .await?
                 }
                 Command::Approve => {
-                    self.command_approve(number, author, comment_id, created_at)
+                    self.command_approve(thread, author, comment_id, created_at)
                         .await?
                 }
                 Command::Deny { reason } => {
-                    self.command_deny(number, author, reason.as_deref()).await?
+                    self.command_deny(thread, author, reason.as_deref()).await?
                 }
-                Command::Revoke => self.command_revoke(number, author).await?,
+                Command::Revoke => self.command_revoke(thread, author).await?,
                 Command::Extend { duration } => {
-                    self.command_extend(number, author, duration).await?
+                    self.command_extend(thread, author, duration).await?
                 }
-                Command::Status => self.command_status(number).await?,
-                Command::Reviewed => self.command_reviewed(number, author).await?,
+                Command::Status => self.command_status(thread).await?,
+                Command::Reviewed => self.command_reviewed(thread, author).await?,
             }
         }
         if extra_requests > 0 {
             // One comment opens at most one request, and says so once.
-            self.reply(number, comment::one_request_per_comment())
+            self.reply(thread, comment::one_request_per_comment())
                 .await?;
         }
         Ok(())
     }
 
-    /// Answers on issue or PR `number`.
-    async fn reply(&self, number: u64, text: &str) -> anyhow::Result<()> {
-        self.forge.comment(number, text).await?;
+    /// Answers on the thread the command came from.
+    async fn reply(&self, thread: Thread, text: &str) -> anyhow::Result<()> {
+        self.forge.note(thread, text).await?;
         Ok(())
     }
 
-    /// The request on `number` if it is in one of `states`; otherwise says that `verb` does
+    /// The request on `thread` if it is in one of `states`; otherwise says that `verb` does
     /// not apply here and gives `None`.
     async fn request_for(
         &self,
-        number: u64,
+        thread: Thread,
         verb: &str,
         states: &[RequestState],
     ) -> anyhow::Result<Option<RequestRecord>> {
-        match self.request_on(number).await? {
+        match self.request_on(thread).await? {
             Some(record) if states.contains(&record.state) => Ok(Some(record)),
             _ => {
-                self.reply(number, &comment::no_request_here_comment(verb))
+                self.reply(thread, &comment::no_request_here_comment(verb))
                     .await?;
                 Ok(None)
             }
         }
     }
 
-    /// The request a comment on `number` is about (its PR, or its revert PR).
-    async fn request_on(&self, number: u64) -> anyhow::Result<Option<RequestRecord>> {
+    /// The request a comment on `thread` is about (its PR, or its revert PR).
+    async fn request_on(&self, thread: Thread) -> anyhow::Result<Option<RequestRecord>> {
+        // An issue is never a request (on GitLab its number may equal a merge request's).
+        let Thread::Change(number) = thread else {
+            return Ok(None);
+        };
         let repo = &self.settings.repository;
         if let Some(record) = self
             .store
@@ -127,7 +132,7 @@ impl Workflow {
     /// the PR, with the commenter as requester.
     async fn command_request(
         &self,
-        number: u64,
+        thread: Thread,
         author: &Actor,
         environment: &str,
         duration: HumanDuration,
@@ -136,12 +141,12 @@ impl Workflow {
     ) -> anyhow::Result<()> {
         // Without `-- reason` the request still opens: the issue it was asked on is the
         // reason, and a policy that wants reason codes or a ticket says so on the PR.
-        let fallback = format!("requested with /breakglass on #{number}");
+        let fallback = format!("requested with /breakglass on #{}", thread.number());
         let reason = reason.unwrap_or(&fallback);
         let reason = match Reason::try_from(reason.to_owned()) {
             Ok(reason) => reason,
             Err(err) => {
-                return self.reply(number, &format!("⚠️ {err}")).await;
+                return self.reply(thread, &format!("⚠️ {err}")).await;
             }
         };
         let (_, policies) = self.load_policies().await?;
@@ -161,7 +166,7 @@ impl Workflow {
                     "⚠️ `{environment}` has several roles; name one: `/breakglass {environment} {duration} <role> -- reason` with <role> one of {}",
                     roles.join(", ")
                 );
-                return self.reply(number, &text).await;
+                return self.reply(thread, &text).await;
             }
             (None, None) => "admin".to_owned(), // the policy check will explain the unknown environment
         };
@@ -191,7 +196,7 @@ impl Workflow {
             .refuse_request(&policies, &request, author, &login)
             .await?
         {
-            return self.reply(number, &refusal).await;
+            return self.reply(thread, &refusal).await;
         }
         let id = self.fresh_request_id(&login, environment).await?;
         let path = RequestPath {
@@ -199,12 +204,19 @@ impl Workflow {
             id: id.clone(),
         };
         let pr_number = self
-            .open_bot_request(author, &request, &request.to_yaml(), &path, number, None)
+            .open_bot_request(
+                author,
+                &request,
+                &request.to_yaml(),
+                &path,
+                thread.number(),
+                None,
+            )
             .await?;
-        if number != pr_number {
+        if thread != Thread::Change(pr_number) {
             self.forge
-                .comment(
-                    number,
+                .note(
+                    thread,
                     &comment::request_pr_opened_comment(login.as_str(), pr_number),
                 )
                 .await?;
@@ -310,13 +322,13 @@ impl Workflow {
 
     async fn command_approve(
         &self,
-        number: u64,
+        thread: Thread,
         author: &Actor,
         comment_id: u64,
         created_at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let Some(record) = self
-            .request_for(number, "approve", &[RequestState::Pending])
+            .request_for(thread, "approve", &[RequestState::Pending])
             .await?
         else {
             return Ok(());
@@ -330,19 +342,19 @@ impl Workflow {
             at: Some(created_at),
         };
         let outcome = self.record_approval(record, signal).await?;
-        self.reply_to_approval(number, author, &requester, &environment, outcome)
+        self.reply_to_approval(thread, author, &requester, &environment, outcome)
             .await
     }
 
     async fn command_deny(
         &self,
-        number: u64,
+        thread: Thread,
         author: &Actor,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
         let Some(mut record) = self
             .request_for(
-                number,
+                thread,
                 "deny",
                 &[RequestState::Pending, RequestState::Denied],
             )
@@ -354,7 +366,7 @@ impl Workflow {
         if author.id != record.requester_id && !self.approver_of(&record, author).await? {
             return self
                 .reply(
-                    number,
+                    thread,
                     &comment::not_allowed_comment(
                         &author.login,
                         "an approver (or the requester, to withdraw) can deny a request",
@@ -369,18 +381,18 @@ impl Workflow {
         )
         .await?;
         self.forge
-            .comment(
-                record.pr_number,
+            .note(
+                Thread::Change(record.pr_number),
                 &comment::denied_by_approver_comment(&author.login, reason),
             )
             .await?;
-        self.forge.close_pull_request(record.pr_number).await?;
+        self.forge.close_change(record.pr_number).await?;
         Ok(())
     }
 
-    async fn command_revoke(&self, number: u64, author: &Actor) -> anyhow::Result<()> {
+    async fn command_revoke(&self, thread: Thread, author: &Actor) -> anyhow::Result<()> {
         let Some(mut record) = self
-            .request_for(number, "revoke", &[RequestState::Active])
+            .request_for(thread, "revoke", &[RequestState::Active])
             .await?
         else {
             return Ok(());
@@ -388,7 +400,7 @@ impl Workflow {
         if author.id != record.requester_id && !self.approver_of(&record, author).await? {
             return self
                 .reply(
-                    number,
+                    thread,
                     &comment::not_allowed_comment(
                         &author.login,
                         "the requester or an approver can revoke",
@@ -407,18 +419,18 @@ impl Workflow {
     /// otherwise an approver must ask for it.
     async fn command_extend(
         &self,
-        number: u64,
+        thread: Thread,
         author: &Actor,
         by: HumanDuration,
     ) -> anyhow::Result<()> {
-        let Some(mut record) = self.request_on(number).await? else {
+        let Some(mut record) = self.request_on(thread).await? else {
             return self
-                .reply(number, &comment::no_request_here_comment("extend"))
+                .reply(thread, &comment::no_request_here_comment("extend"))
                 .await;
         };
         let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
             return self
-                .reply(number, &comment::no_request_here_comment("extend"))
+                .reply(thread, &comment::no_request_here_comment("extend"))
                 .await;
         };
         // A grant that is a merged file carries its expiry in the file: more time is a new file.
@@ -427,7 +439,7 @@ impl Workflow {
             let paths: Vec<String> = applied.files.iter().map(|f| f.path.clone()).collect();
             return self
                 .reply(
-                    number,
+                    thread,
                     &comment::extension_in_files_comment(&paths, expires_at),
                 )
                 .await;
@@ -437,14 +449,14 @@ impl Workflow {
             .map_err(|p| anyhow::anyhow!("the policies are invalid: {} problem(s)", p.len()))?;
         let Some(policy) = policies.get(record.environment.as_str()) else {
             return self
-                .reply(number, &comment::no_request_here_comment("extend"))
+                .reply(thread, &comment::no_request_here_comment("extend"))
                 .await;
         };
         let total = HumanDuration::from_secs(record.total_secs + by.as_secs());
         if total > policy.max_duration {
             return self
                 .reply(
-                    number,
+                    thread,
                     &comment::extension_refused_comment(
                         &total.to_string(),
                         &policy.max_duration.to_string(),
@@ -464,7 +476,7 @@ impl Workflow {
             if is_requester {
                 return self
                     .reply(
-                        number,
+                        thread,
                         &comment::extension_needs_approval_comment(
                             &format!("@{}", author.login),
                             &policy
@@ -478,7 +490,7 @@ impl Workflow {
             }
             return self
                 .reply(
-                    number,
+                    thread,
                     &comment::not_allowed_comment(
                         &author.login,
                         "the requester or an approver can extend",
@@ -513,18 +525,18 @@ impl Workflow {
                 .await?;
         }
         self.forge
-            .comment(
-                record.pr_number,
+            .note(
+                Thread::Change(record.pr_number),
                 &comment::extended_comment(record.requester_login.as_str(), new_expiry, self.now()),
             )
             .await?;
         Ok(())
     }
 
-    async fn command_status(&self, number: u64) -> anyhow::Result<()> {
-        let Some(record) = self.request_on(number).await? else {
+    async fn command_status(&self, thread: Thread) -> anyhow::Result<()> {
+        let Some(record) = self.request_on(thread).await? else {
             return self
-                .reply(number, &comment::no_request_here_comment("status"))
+                .reply(thread, &comment::no_request_here_comment("status"))
                 .await;
         };
         let now = self.now();
@@ -566,18 +578,18 @@ impl Workflow {
             RequestState::Closed => "Closed.".into(),
         };
         self.forge
-            .comment(
-                number,
+            .note(
+                thread,
                 &comment::status_comment(record.id.as_str(), &record.state.to_string(), &detail),
             )
             .await?;
         Ok(())
     }
 
-    async fn command_reviewed(&self, number: u64, author: &Actor) -> anyhow::Result<()> {
-        let Some(record) = self.request_on(number).await? else {
+    async fn command_reviewed(&self, thread: Thread, author: &Actor) -> anyhow::Result<()> {
+        let Some(record) = self.request_on(thread).await? else {
             return self
-                .reply(number, &comment::no_request_here_comment("reviewed"))
+                .reply(thread, &comment::no_request_here_comment("reviewed"))
                 .await;
         };
         if record.fast_path_rule.is_none()
@@ -585,13 +597,13 @@ impl Workflow {
             || record.merge_sha.is_none() && record.state != RequestState::Revoked
         {
             return self
-                .reply(number, &comment::no_request_here_comment("reviewed"))
+                .reply(thread, &comment::no_request_here_comment("reviewed"))
                 .await;
         }
         if author.id == record.requester_id {
             return self
                 .reply(
-                    number,
+                    thread,
                     &comment::self_approval_comment(record.requester_login.as_str()),
                 )
                 .await;
@@ -599,7 +611,7 @@ impl Workflow {
         if !self.approver_of(&record, author).await? {
             return self
                 .reply(
-                    number,
+                    thread,
                     &comment::not_allowed_comment(
                         &author.login,
                         "an approver can review a fast-path grant",

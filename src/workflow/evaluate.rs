@@ -101,7 +101,7 @@ impl Workflow {
                 && !teams.contains(team)
                 && self
                     .forge
-                    .is_team_member(&team.org, &team.slug, login.as_str())
+                    .is_member(&format!("{}/{}", team.org, team.slug), login.as_str())
                     .await
                     .context("checking team membership")?
             {

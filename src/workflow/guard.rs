@@ -138,7 +138,7 @@ impl Workflow {
         &self,
         plan: &MergePlan,
     ) -> Result<Result<Merged, Refusal>, ForgeError> {
-        let pr = self.forge.pull_request(plan.pr).await?;
+        let pr = self.forge.change(plan.pr).await?;
         if pr.info.merged {
             return Ok(match pr.merge_sha {
                 Some(sha) if pr.info.head_sha == plan.head_sha => Ok(Merged { sha }),
@@ -185,7 +185,7 @@ impl Workflow {
 
     /// Everything the PR changes beyond (or short of) the plan, one sentence each.
     async fn scope_problems(&self, plan: &MergePlan) -> Result<Vec<String>, ForgeError> {
-        let files = self.forge.pull_request_files(plan.pr).await?;
+        let files = self.forge.change_files(plan.pr).await?;
         let mut problems = Vec::new();
         let mut seen = BTreeSet::new();
         for file in &files {

@@ -12,6 +12,7 @@ use super::evaluate::StoredDecision;
 use super::guard::{Expected, MergePlan, Merged, Refusal};
 use super::trailers;
 use crate::comment;
+use crate::forge::Thread;
 use crate::forge::{Actor, PushedCommit, StatusState};
 use crate::grant::{GrantSpec, Providers, RenderedFile};
 use crate::names::RequestId;
@@ -185,7 +186,7 @@ impl Workflow {
     /// the merge, the merge stands: nothing is re-judged, and the applied record was written
     /// before it.
     async fn prepare_merge(&self, record: &mut RequestRecord) -> anyhow::Result<Option<Ready>> {
-        if self.forge.pull_request(record.pr_number).await?.info.merged {
+        if self.forge.change(record.pr_number).await?.info.merged {
             return Ok(Some(Ready::AlreadyMerged)); // the guard returns the merge as it happened
         }
         let Some((role, spec, staged)) = self.grant_plan(record).await? else {
@@ -197,8 +198,8 @@ impl Workflow {
             && let Some((have, need)) = self.live_approvals(record).await?
         {
             self.forge
-                .comment(
-                    record.pr_number,
+                .note(
+                    Thread::Change(record.pr_number),
                     &comment::approval_withdrawn_comment(have, need),
                 )
                 .await?;
@@ -271,7 +272,10 @@ impl Workflow {
         why: &str,
     ) -> anyhow::Result<()> {
         self.forge
-            .comment(record.pr_number, &comment::not_merged_comment(why))
+            .note(
+                Thread::Change(record.pr_number),
+                &comment::not_merged_comment(why),
+            )
             .await?;
         let mut stored: StoredDecision =
             serde_json::from_value(record.decision.clone()).context("stored decision")?;
@@ -338,8 +342,8 @@ impl Workflow {
             // request cleanly instead of retrying forever.
             tracing::error!(request = %id, error = %err, "the grant cannot be applied; revoking");
             self.forge
-                .comment(
-                    record.pr_number,
+                .note(
+                    Thread::Change(record.pr_number),
                     &comment::grant_failed_comment(&err.to_string()),
                 )
                 .await?;
@@ -390,7 +394,9 @@ impl Workflow {
             record.ticket.as_ref().map(|t| t.as_str()),
             revert.unwrap_or_default(),
         );
-        self.forge.comment(record.pr_number, &text).await?;
+        self.forge
+            .note(Thread::Change(record.pr_number), &text)
+            .await?;
         Ok(())
     }
 
@@ -419,7 +425,7 @@ impl Workflow {
             .await?
             && let (Some(number), Some(_)) = (change.pr_number, &change.head_sha)
         {
-            let pr = self.forge.pull_request(number).await?;
+            let pr = self.forge.change(number).await?;
             if pr.open || pr.info.merged {
                 return Ok(Some(number));
             }
@@ -493,7 +499,10 @@ impl Workflow {
                     .drift(&applied.role, &Self::spec(&record))
                     .await?;
                 self.forge
-                    .comment(record.pr_number, &comment::drift_comment(&drift))
+                    .note(
+                        Thread::Change(record.pr_number),
+                        &comment::drift_comment(&drift),
+                    )
                     .await?;
                 "grant_drift"
             }
@@ -669,7 +678,9 @@ impl Workflow {
             &reason.to_string(),
             record.revert_pr_number,
         );
-        self.forge.comment(record.pr_number, &text).await?;
+        self.forge
+            .note(Thread::Change(record.pr_number), &text)
+            .await?;
         record.state = RequestState::Revoked;
         record.revoked_at = Some(now);
         self.store.update_request(record, now).await?;
@@ -751,7 +762,7 @@ impl Workflow {
             let plan = MergePlan::deletion(&change, title.clone(), message.clone())?;
             match self.merge_own_or_theirs(&plan).await? {
                 Ok(merged) => return Ok(Some(merged.sha)),
-                Err(Refusal::Closed) if self.forge.pull_request(plan.pr).await?.info.merged => {
+                Err(Refusal::Closed) if self.forge.change(plan.pr).await?.info.merged => {
                     // Merged by hand at another head: the files may still be there; rebuild.
                     refusal = Some(Refusal::Closed);
                 }
@@ -783,8 +794,8 @@ impl Workflow {
         }
         let default = self.forge.default_branch().await?;
         self.forge
-            .comment(
-                record.pr_number,
+            .note(
+                Thread::Change(record.pr_number),
                 &comment::revert_blocked_comment(&why.to_string(), &default, why.is_protection()),
             )
             .await?;
@@ -810,7 +821,9 @@ impl Workflow {
                     at,
                     self.now(),
                 );
-                self.forge.comment(record.pr_number, &text).await?;
+                self.forge
+                    .note(Thread::Change(record.pr_number), &text)
+                    .await?;
                 Ok(())
             }
             _ => Ok(()),
@@ -958,7 +971,7 @@ impl Workflow {
             };
             let number = change.pr_number.context("a built change has a PR")?;
             if last.is_none() {
-                self.forge.comment(number, &body).await?;
+                self.forge.note(Thread::Change(number), &body).await?;
             }
             let plan = MergePlan::deletion(
                 &change,

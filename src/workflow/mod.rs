@@ -3,8 +3,8 @@
 //! `job_<kind>`); every step is idempotent and driven by durable state, so a crash anywhere
 //! is repaired by running the step again.
 //!
-//! The workflow sees forge events through [`crate::forge::ForgeEvent`] only; the forge client
-//! is GitHub's today.
+//! The workflow sees forge events through [`crate::forge::ForgeEvent`] only, and talks to the
+//! forge through [`crate::forge::Forge`], in its own words.
 
 mod approval;
 mod change;
@@ -18,8 +18,7 @@ mod lifecycle;
 mod pull_request;
 mod trailers;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -27,11 +26,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::forge::github::GithubClient;
-use crate::forge::{Actor, CommentAction, Delivery, ForgeEvent, ReviewState};
+use crate::forge::{Actor, CommentAction, Delivery, Forge, ForgeEvent, ReviewState, Thread};
 use crate::grant::Providers;
 use crate::metrics::Metrics;
-use crate::store::{Forge, Store};
+use crate::store::{ForgeKind, Store};
 use crate::store::{Job, JobKind};
 
 /// The commit status (check) the bot sets on request PRs.
@@ -62,7 +60,7 @@ pub struct Settings {
 #[derive(Clone, Debug)]
 pub struct Workflow {
     pub store: Store,
-    pub forge: GithubClient,
+    pub forge: Forge,
     /// The account the bot acts as: its comments and pushes are recognised by this id (a token
     /// account is a `User`, not a `Bot`).
     pub bot: Actor,
@@ -72,8 +70,6 @@ pub struct Workflow {
     pub settings: Arc<Settings>,
     /// Wakes the job worker when a job is scheduled to run now.
     pub wake_jobs: Arc<Notify>,
-    /// ETags of the last reactions poll per PR: an unchanged list costs a free 304.
-    etags: Arc<Mutex<HashMap<u64, String>>>,
     /// Serializes the work on one PR within this process (a webhook and a timer for the same
     /// request would otherwise race); across replicas the store's optimistic lock does it.
     stripes: Arc<[tokio::sync::Mutex<()>; STRIPES]>,
@@ -84,7 +80,7 @@ const STRIPES: usize = 64;
 impl Workflow {
     pub fn new(
         store: Store,
-        forge: GithubClient,
+        forge: Forge,
         bot: Actor,
         clock: Arc<dyn Clock>,
         providers: Providers,
@@ -100,7 +96,6 @@ impl Workflow {
             metrics,
             settings: Arc::new(settings),
             wake_jobs: Arc::new(Notify::new()),
-            etags: Arc::default(),
             stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         }
     }
@@ -116,8 +111,8 @@ impl Workflow {
         self.clock.now()
     }
 
-    fn forge_kind(&self) -> Forge {
-        Forge::GitHub
+    fn forge_kind(&self) -> ForgeKind {
+        ForgeKind::GitHub
     }
 
     /// Schedules a job; one due now wakes the job worker.
@@ -174,6 +169,7 @@ impl Workflow {
             ForgeEvent::Comment {
                 action: CommentAction::Created,
                 number,
+                on_pull_request,
                 comment_id,
                 body,
                 author,
@@ -185,7 +181,7 @@ impl Workflow {
                     return Ok(());
                 }
                 self.handle_comment(
-                    *number,
+                    Thread::of(*number, *on_pull_request),
                     *comment_id,
                     body,
                     author,

@@ -11,6 +11,7 @@ use super::Workflow;
 use super::change::Write;
 use super::evaluate::StoredDecision;
 use crate::comment;
+use crate::forge::Thread;
 use crate::forge::{
     Actor, ChangedFile, FileChange, PullRequestAction, PullRequestInfo, PullRequestState,
     StatusState,
@@ -131,7 +132,7 @@ impl Workflow {
         existing: Option<RequestRecord>,
         pushed: Option<(String, DateTime<Utc>)>,
     ) -> anyhow::Result<()> {
-        let current = self.forge.pull_request(number).await?;
+        let current = self.forge.change(number).await?;
         self.evaluate_current(current, existing, pushed).await
     }
 
@@ -161,7 +162,7 @@ impl Workflow {
             // Someone pushed to the branch the bot built for this request.
             return self.tampered(&change, None, &pr.head_sha).await;
         }
-        let files = self.forge.pull_request_files(pr.number).await?;
+        let files = self.forge.change_files(pr.number).await?;
         let Some((file, path)) = self.the_request_file(pr, &files, announce).await? else {
             return Ok(());
         };
@@ -176,8 +177,8 @@ impl Workflow {
             Err(err) => {
                 if announce || existing.is_some() {
                     self.forge
-                        .comment(
-                            pr.number,
+                        .note(
+                            Thread::Change(pr.number),
                             &comment::invalid_request_comment(&file.path, &err.to_string()),
                         )
                         .await?;
@@ -198,8 +199,8 @@ impl Workflow {
             Err(problems) => {
                 let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 self.forge
-                    .comment(
-                        pr.number,
+                    .note(
+                        Thread::Change(pr.number),
                         &comment::invalid_policies_comment(&default_branch, &list),
                     )
                     .await?;
@@ -385,7 +386,7 @@ impl Workflow {
             if pr.draft {
                 text = format!("{text}\n\n{}", comment::draft_note());
             }
-            self.forge.comment(pr.number, &text).await?;
+            self.forge.note(Thread::Change(pr.number), &text).await?;
         }
         if !allowed || pr.draft {
             self.store.cancel_job(JobKind::Poll, &record.id).await?;
@@ -442,7 +443,10 @@ impl Workflow {
         {
             if announce {
                 self.forge
-                    .comment(pr.number, &comment::bad_request_path_comment(&bad.path))
+                    .note(
+                        Thread::Change(pr.number),
+                        &comment::bad_request_path_comment(&bad.path),
+                    )
                     .await?;
             }
             self.set_status(pr, StatusState::Failure, "not a request file name")
@@ -460,7 +464,10 @@ impl Workflow {
                 let paths: Vec<String> = several.iter().map(|(f, _)| f.path.clone()).collect();
                 if announce {
                     self.forge
-                        .comment(pr.number, &comment::several_requests_comment(&paths))
+                        .note(
+                            Thread::Change(pr.number),
+                            &comment::several_requests_comment(&paths),
+                        )
                         .await?;
                 }
                 self.set_status(pr, StatusState::Failure, "one request per PR")
@@ -482,7 +489,10 @@ impl Workflow {
             .await?;
         if announce {
             self.forge
-                .comment(pr.number, &comment::fork_refused_comment(repo))
+                .note(
+                    Thread::Change(pr.number),
+                    &comment::fork_refused_comment(repo),
+                )
                 .await?;
         }
         Ok(())
@@ -526,7 +536,7 @@ impl Workflow {
                     }
                     Err(StoreError::Duplicate { .. }) => {
                         self.forge
-                            .comment(pr.number, &format!("⛔ Request id {} is already used by another request; rename the file.", comment::code(path.id.as_str())))
+                            .note(Thread::Change(pr.number), &format!("⛔ Request id {} is already used by another request; rename the file.", comment::code(path.id.as_str())))
                             .await?;
                         self.set_status(pr, StatusState::Failure, "request id already used")
                             .await?;
@@ -576,9 +586,12 @@ impl Workflow {
             .open_bot_request(&requester, request, text, path, pr.number, existing)
             .await?;
         self.forge
-            .comment(pr.number, &comment::reopened_comment(new_pr))
+            .note(
+                Thread::Change(pr.number),
+                &comment::reopened_comment(new_pr),
+            )
             .await?;
-        self.forge.close_pull_request(pr.number).await?;
+        self.forge.close_change(pr.number).await?;
         Ok(())
     }
 
@@ -631,7 +644,7 @@ impl Workflow {
             .await?
             .context("a request change always writes its file")?;
         let pr_number = change.pr_number.context("a built change has a PR")?;
-        let pr = self.forge.pull_request(pr_number).await?;
+        let pr = self.forge.change(pr_number).await?;
         let now = self.now();
         let placeholder = match existing {
             // A request decided on the person's PR moves to the bot's PR, id and all.
@@ -708,12 +721,12 @@ impl Workflow {
         self.close_request(&mut record, serde_json::json!({ "expired": true }), None)
             .await?;
         self.forge
-            .comment(
-                record.pr_number,
+            .note(
+                Thread::Change(record.pr_number),
                 &comment::pending_expired_comment(&after.to_string()),
             )
             .await?;
-        self.forge.close_pull_request(record.pr_number).await?;
+        self.forge.close_change(record.pr_number).await?;
         Ok(())
     }
 }
@@ -766,7 +779,7 @@ fn verdict_status(stored: &StoredDecision, allowed: bool) -> (StatusState, Strin
 #[allow(clippy::too_many_arguments)]
 fn new_record(
     path: &RequestPath,
-    forge: crate::store::Forge,
+    forge: crate::store::ForgeKind,
     repository: &str,
     pr_number: u64,
     request: &AccessRequest,

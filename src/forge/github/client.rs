@@ -50,6 +50,8 @@ pub struct GithubClient {
     /// costs nothing against the rate limit when nothing changed (policies are read at every
     /// decision).
     cache: Arc<Mutex<HashMap<String, (String, String)>>>,
+    /// The ETag of the last reactions list per pull request, for polling.
+    reaction_etags: Arc<Mutex<HashMap<u64, String>>>,
     /// For a GitHub App: its bot user's login (`<slug>[bot]`), which an installation token
     /// cannot look up itself.
     app_bot: Option<String>,
@@ -110,6 +112,7 @@ impl GithubClient {
                     repo: repo.into(),
                     retry: RetryPolicy::default(),
                     cache: Arc::default(),
+                    reaction_etags: Arc::default(),
                     app_bot: None,
                 };
                 let installation = match installation_id {
@@ -141,6 +144,7 @@ impl GithubClient {
             repo: repo.into(),
             retry: RetryPolicy::default(),
             cache: Arc::default(),
+            reaction_etags: Arc::default(),
             app_bot,
         })
     }
@@ -666,9 +670,47 @@ impl GithubClient {
         }
     }
 
-    /// The reactions on a pull request, with a conditional request: when `etag` still matches,
-    /// GitHub answers `304` and it costs no rate limit.
-    pub async fn reactions(
+    /// Every reaction on a pull request.
+    pub async fn reactions(&self, number: u64) -> Result<Vec<Reaction>, ForgeError> {
+        match self.reactions_since(number, None).await? {
+            Polled::Changed { value, .. } => Ok(value),
+            Polled::NotModified => Err(ForgeError::Decode {
+                call: "reactions".into(),
+                detail: "304 to an unconditional request".into(),
+            }),
+        }
+    }
+
+    /// The reactions on a pull request if they changed since the last call for it: a
+    /// conditional request with the ETag of the last answer, which GitHub answers with a `304`
+    /// that costs no rate limit.
+    pub async fn reactions_if_changed(
+        &self,
+        number: u64,
+    ) -> Result<Option<Vec<Reaction>>, ForgeError> {
+        let etag = self
+            .reaction_etags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&number)
+            .cloned();
+        match self.reactions_since(number, etag.as_deref()).await? {
+            Polled::NotModified => Ok(None),
+            Polled::Changed { etag, value } => {
+                let mut etags = self
+                    .reaction_etags
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                match etag {
+                    Some(etag) => etags.insert(number, etag),
+                    None => etags.remove(&number),
+                };
+                Ok(Some(value))
+            }
+        }
+    }
+
+    async fn reactions_since(
         &self,
         number: u64,
         etag: Option<&str>,

@@ -1,0 +1,229 @@
+//! [`Forge`]: the one forge client the workflow holds, in the workflow's own words. Each forge's
+//! habits (GitHub's shared issue/PR numbers, its ETags, its status codes; GitLab's separate iid
+//! spaces and its REST v4) stay behind this type: the workflow never sees an HTTP status, an
+//! ETag or a payload type.
+
+use super::github::GithubClient;
+use super::{
+    Actor, ChangedFile, FileContent, ForgeError, MergeError, PullRequestState, Reaction, Review,
+    StatusState,
+};
+
+/// Where a note goes: the forge keeps issues and change requests (pull / merge requests) apart.
+/// GitHub numbers both from one sequence; GitLab numbers each from its own, so issue #3 and
+/// merge request !3 are different threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Thread {
+    Issue(u64),
+    Change(u64),
+}
+
+impl Thread {
+    /// The thread of a comment event: `on_change` when it was made on a pull / merge request.
+    pub fn of(number: u64, on_change: bool) -> Self {
+        if on_change {
+            Self::Change(number)
+        } else {
+            Self::Issue(number)
+        }
+    }
+
+    pub fn number(self) -> u64 {
+        match self {
+            Self::Issue(n) | Self::Change(n) => n,
+        }
+    }
+}
+
+/// The forge of one requests repository.
+#[derive(Clone, Debug)]
+pub enum Forge {
+    GitHub(GithubClient),
+}
+
+/// Runs the same call on whichever client this is.
+macro_rules! on_client {
+    ($forge:expr, $client:ident => $call:expr) => {
+        match $forge {
+            Forge::GitHub($client) => $call,
+        }
+    };
+}
+
+impl Forge {
+    /// `owner/name` (GitHub) or `group/…/project` (GitLab).
+    pub fn repository(&self) -> String {
+        on_client!(self, c => c.repository())
+    }
+
+    /// The account the bot's token acts as.
+    pub async fn me(&self) -> Result<Actor, ForgeError> {
+        on_client!(self, c => c.me().await)
+    }
+
+    pub async fn default_branch(&self) -> Result<String, ForgeError> {
+        on_client!(self, c => c.default_branch().await)
+    }
+
+    pub async fn branch_head(&self, branch: &str) -> Result<String, ForgeError> {
+        on_client!(self, c => c.branch_head(branch).await)
+    }
+
+    /// A file at a ref (a branch or a commit), `None` when it is not there. The returned
+    /// version (`blob_sha`) is opaque: hand it back to [`Forge::put_file`] or
+    /// [`Forge::delete_file`].
+    pub async fn read_file(
+        &self,
+        git_ref: &str,
+        path: &str,
+    ) -> Result<Option<FileContent>, ForgeError> {
+        on_client!(self, c => c.read_file(git_ref, path).await)
+    }
+
+    /// The names of the files in a directory at a ref (empty when it is missing).
+    pub async fn list_dir(&self, git_ref: &str, path: &str) -> Result<Vec<String>, ForgeError> {
+        on_client!(self, c => c.list_dir(git_ref, path).await)
+    }
+
+    pub async fn create_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
+        on_client!(self, c => c.create_branch(branch, sha).await)
+    }
+
+    /// Deletes a branch; one that is gone already is fine.
+    pub async fn delete_branch(&self, branch: &str) -> Result<(), ForgeError> {
+        on_client!(self, c => c.delete_branch(branch).await)
+    }
+
+    /// Puts a branch back to `sha`, whatever is on it now.
+    pub async fn force_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
+        on_client!(self, c => c.force_branch(branch, sha).await)
+    }
+
+    /// Writes a file as one commit on `branch`; `version` is the file's current version when
+    /// it exists. Returns the new commit.
+    pub async fn put_file(
+        &self,
+        branch: &str,
+        path: &str,
+        text: &str,
+        message: &str,
+        version: Option<&str>,
+    ) -> Result<String, ForgeError> {
+        on_client!(self, c => c.put_file(branch, path, text, message, version).await)
+    }
+
+    /// Deletes a file as one commit on `branch`. Returns the new commit.
+    pub async fn delete_file(
+        &self,
+        branch: &str,
+        path: &str,
+        message: &str,
+        version: &str,
+    ) -> Result<String, ForgeError> {
+        on_client!(self, c => c.delete_file(branch, path, message, version).await)
+    }
+
+    /// Opens a change request from `head` into `base`; its number.
+    pub async fn open_change(
+        &self,
+        head: &str,
+        base: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<u64, ForgeError> {
+        on_client!(self, c => c.open_pull_request(head, base, title, body).await)
+    }
+
+    /// A change request as it is now.
+    pub async fn change(&self, number: u64) -> Result<PullRequestState, ForgeError> {
+        on_client!(self, c => c.pull_request(number).await)
+    }
+
+    /// The files a change request touches, all of them.
+    pub async fn change_files(&self, number: u64) -> Result<Vec<ChangedFile>, ForgeError> {
+        on_client!(self, c => c.pull_request_files(number).await)
+    }
+
+    pub async fn close_change(&self, number: u64) -> Result<(), ForgeError> {
+        on_client!(self, c => c.close_pull_request(number).await)
+    }
+
+    /// Merges a change request with a merge commit, only while its head is `head_sha`.
+    /// Returns the merge commit.
+    pub async fn merge(
+        &self,
+        number: u64,
+        head_sha: &str,
+        title: &str,
+        message: &str,
+    ) -> Result<String, MergeError> {
+        on_client!(self, c => c.merge(number, head_sha, title, message).await)
+    }
+
+    /// Posts a note; its id.
+    pub async fn note(&self, thread: Thread, body: &str) -> Result<u64, ForgeError> {
+        on_client!(self, c => c.comment(thread.number(), body).await)
+    }
+
+    /// Whether note `id` on `thread` still exists (deleted notes approve nothing).
+    pub async fn note_exists(&self, thread: Thread, id: u64) -> Result<bool, ForgeError> {
+        let _ = thread; // GitHub finds a comment by its id alone
+        on_client!(self, c => c.comment_exists(id).await)
+    }
+
+    /// Sets the decision status `context` on commit `sha`.
+    pub async fn set_status(
+        &self,
+        sha: &str,
+        context: &str,
+        state: StatusState,
+        description: &str,
+    ) -> Result<(), ForgeError> {
+        on_client!(self, c => c.set_status(sha, context, state, description).await)
+    }
+
+    pub async fn add_label(&self, number: u64, label: &str) -> Result<(), ForgeError> {
+        on_client!(self, c => c.add_label(number, label).await)
+    }
+
+    pub async fn remove_label(&self, number: u64, label: &str) -> Result<(), ForgeError> {
+        on_client!(self, c => c.remove_label(number, label).await)
+    }
+
+    /// Every emoji on a change request, as approval signals.
+    pub async fn reactions(&self, number: u64) -> Result<Vec<Reaction>, ForgeError> {
+        on_client!(self, c => c.reactions(number).await)
+    }
+
+    /// The emoji on a change request if they changed since the last call for it (`None`
+    /// otherwise). For polling: on GitHub an unchanged list costs no rate limit.
+    pub async fn reactions_if_changed(
+        &self,
+        number: u64,
+    ) -> Result<Option<Vec<Reaction>>, ForgeError> {
+        on_client!(self, c => c.reactions_if_changed(number).await)
+    }
+
+    /// The reviews (approvals) submitted on a change request.
+    pub async fn reviews(&self, number: u64) -> Result<Vec<Review>, ForgeError> {
+        on_client!(self, c => c.reviews(number).await)
+    }
+
+    /// Whether `login` belongs to `group`: `org/team` on GitHub, a group path with subgroups
+    /// on GitLab.
+    pub async fn is_member(&self, group: &str, login: &str) -> Result<bool, ForgeError> {
+        match self {
+            Forge::GitHub(c) => match group.split_once('/') {
+                Some((org, team)) if !team.contains('/') => {
+                    c.is_team_member(org, team, login).await
+                }
+                _ => Ok(false), // GitHub teams are exactly `org/team`
+            },
+        }
+    }
+
+    /// A user by login (`None` when there is none).
+    pub async fn user(&self, login: &str) -> Result<Option<Actor>, ForgeError> {
+        on_client!(self, c => c.user(login).await)
+    }
+}
