@@ -13,9 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::{Config, read_secrets};
-use crate::forge::Forge;
-use crate::forge::github::webhook::parse;
 use crate::forge::github::{GithubAuth, GithubClient};
+use crate::forge::{Delivery, Forge};
 use crate::grant::Providers;
 use crate::grant::aws_iam::AwsProvider;
 use crate::metrics::Metrics;
@@ -263,13 +262,10 @@ async fn delivery_worker(
                 break;
             }
             for delivery in batch {
-                let result = match parse(
-                    delivery.id.key(),
-                    &delivery.event,
-                    delivery.payload.as_bytes(),
-                ) {
+                // Stored as the extractor parsed it: read back, never parsed again.
+                let result = match serde_json::from_str::<Delivery>(&delivery.payload) {
                     Ok(parsed) => workflow.handle_delivery(&parsed).await,
-                    Err(err) => Err(err.into()),
+                    Err(err) => Err(anyhow::Error::new(err).context("a stored delivery")),
                 };
                 let stored = match result {
                     Ok(()) => workflow.store.finish_delivery(&delivery.id).await.map(drop),

@@ -107,7 +107,7 @@ async fn append_events(store: &Store, n: i64) -> anyhow::Result<()> {
         store
             .append_event(
                 &NewEvent {
-                    kind: EventKind::APPROVAL,
+                    kind: EventKind::Approval,
                     request_id: Some(rid("r1")),
                     actor: Some(EventActor {
                         id: 2000 + i as u64,
@@ -799,7 +799,7 @@ async fn event_chain_appends_and_verifies() {
         let first = store
             .append_event(
                 &NewEvent {
-                    kind: EventKind::GRANT,
+                    kind: EventKind::Grant,
                     request_id: Some(rid("r1")),
                     actor: Some(EventActor {
                         id: 1001,
@@ -815,7 +815,7 @@ async fn event_chain_appends_and_verifies() {
         let second = store
             .append_event(
                 &NewEvent {
-                    kind: EventKind::REVOKE,
+                    kind: EventKind::Revoke,
                     request_id: None,
                     actor: None,
                     delivery_id: None,
@@ -847,7 +847,7 @@ async fn concurrent_appends_keep_one_unbroken_chain() {
             tasks.push(tokio::spawn(async move {
                 for i in 0..10 {
                     let event = NewEvent {
-                        kind: EventKind::DECISION,
+                        kind: EventKind::Decision,
                         request_id: None,
                         actor: Some(EventActor {
                             id: w,
@@ -1081,7 +1081,7 @@ async fn free_query_functions_compose_in_one_transaction() {
         requests::insert_request(&mut tx, &request("r1", 1)).await?;
         jobs::schedule_job(&mut tx, JobKind::Grant, &r1, t(0), t(0)).await?;
         let event = NewEvent {
-            kind: EventKind::MERGE,
+            kind: EventKind::Merge,
             request_id: Some(r1.clone()),
             actor: None,
             delivery_id: None,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::history::{EventKind as Fact, History};
-use crate::store::{EventRecord, Store, StoreError};
+use crate::store::{EventKind, EventRecord, Store, StoreError};
 
 /// What `verify` found.
 #[derive(Debug, Default)]
@@ -89,9 +89,9 @@ pub async fn verify(store: &Store, history: &History) -> Result<Verification, St
     let mut logged_grants: HashMap<String, u64> = HashMap::new();
     let mut logged_revokes: HashMap<String, u64> = HashMap::new();
     for event in &events {
-        let (sha_key, git, logged) = match event.kind.as_str() {
-            "merge" => ("merge_sha", &grants, &mut logged_grants),
-            "revoke" | "remove" => ("revert_sha", &revokes, &mut logged_revokes),
+        let (sha_key, git, logged) = match event.kind {
+            EventKind::Merge => ("merge_sha", &grants, &mut logged_grants),
+            EventKind::Revoke | EventKind::Remove => ("revert_sha", &revokes, &mut logged_revokes),
             _ => continue,
         };
         let request = event
@@ -190,7 +190,7 @@ mod tests {
         store
             .append_event(
                 &NewEvent {
-                    kind: EventKind::MERGE,
+                    kind: EventKind::Merge,
                     request_id: Some("r-1".to_owned().try_into().unwrap()),
                     actor: None,
                     delivery_id: None,

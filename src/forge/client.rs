@@ -8,6 +8,7 @@ use super::{
     Actor, ChangedFile, FileContent, ForgeError, MergeError, PullRequestState, Reaction, Review,
     StatusState,
 };
+use crate::store::ForgeKind;
 
 /// Where a note goes: the forge keeps issues and change requests (pull / merge requests) apart.
 /// GitHub numbers both from one sequence; GitLab numbers each from its own, so issue #3 and
@@ -51,6 +52,13 @@ macro_rules! on_client {
 }
 
 impl Forge {
+    /// Which forge this is, as the store records it.
+    pub fn kind(&self) -> ForgeKind {
+        match self {
+            Forge::GitHub(_) => ForgeKind::GitHub,
+        }
+    }
+
     /// `owner/name` (GitHub) or `group/…/project` (GitLab).
     pub fn repository(&self) -> String {
         on_client!(self, c => c.repository())

@@ -1,6 +1,7 @@
 //! The HTTP face of the service: webhook intake, health, readiness and metrics. It knows no
 //! business rules: a webhook is verified, parsed, stored, and answered; workers do the rest.
 
+mod github;
 mod webhook;
 
 use std::sync::Arc;

@@ -1,24 +1,40 @@
-//! `POST /webhooks/github`: verify the signature over the exact body, parse, store durably,
-//! and only then answer 2xx. A redelivery (same `X-GitHub-Delivery`) changes nothing.
+//! `POST /webhooks/<forge>`: each forge's extractor ([`super::github`]) verifies the delivery
+//! over the exact body and parses it once; here it is stored durably, and only then answered
+//! 2xx. A redelivery (same delivery id) changes nothing. The worker reads the stored event
+//! back as it was parsed; it never parses a forge payload again.
 //!
-//! Answers: 202 stored; 200 duplicate or ignored event; 400 unparseable; 401 bad signature;
-//! 413 too large (by the body limit layer); 503 when the database is down (GitHub lets the
-//! operator redeliver).
+//! Answers: 202 stored; 200 duplicate or ignored event; 400 unparseable; 401 bad signature or
+//! token; 413 too large (by the body limit layer); 503 when the database is down (the forge
+//! lets the operator redeliver).
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 
 use super::AppState;
-use crate::forge::ForgeEvent;
-use crate::forge::github::webhook::{parse, verify_signature};
-use crate::store::ForgeKind;
+use super::github::FromGithub;
+use crate::forge::{Delivery, ForgeEvent};
 use crate::store::{DeliveryId, NewDelivery, Recorded};
 
-type Reply = (StatusCode, String);
+pub(super) type Reply = (StatusCode, String);
 
-pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Reply {
-    let result = accept(&state, &headers, &body).await;
+/// A delivery whose authenticity was checked and whose payload was parsed.
+pub struct Verified {
+    pub id: DeliveryId,
+    /// The forge's event name, as sent.
+    pub event: String,
+    pub delivery: Delivery,
+}
+
+pub async fn github(State(state): State<AppState>, verified: Result<FromGithub, Reply>) -> Reply {
+    intake(&state, "github", verified.map(|FromGithub(v)| v)).await
+}
+
+/// Stores a verified delivery (or answers the extractor's refusal), counting the outcome.
+async fn intake(state: &AppState, forge: &str, verified: Result<Verified, Reply>) -> Reply {
+    let result = match verified {
+        Ok(verified) => store(state, verified).await,
+        Err(refused) => Err(refused),
+    };
     let outcome = match &result {
         Ok((StatusCode::ACCEPTED, _)) => "accepted",
         Ok((_, text)) if text.starts_with("duplicate") => "duplicate",
@@ -29,27 +45,17 @@ pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     state.metrics.inc(
         "breakglass_webhooks_total",
-        format!("forge=\"github\",result=\"{outcome}\""),
+        format!("forge=\"{forge}\",result=\"{outcome}\""),
     );
     result.unwrap_or_else(|reply| reply)
 }
 
-async fn accept(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Reply, Reply> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    verify_signature(&state.github_secrets, body, header("x-hub-signature-256"))
-        .map_err(|err| (StatusCode::UNAUTHORIZED, format!("{err}\n")))?;
-    let event = header("x-github-event").ok_or((
-        StatusCode::BAD_REQUEST,
-        "the X-GitHub-Event header is missing\n".into(),
-    ))?;
-    let key = header("x-github-delivery").ok_or((
-        StatusCode::BAD_REQUEST,
-        "the X-GitHub-Delivery header is missing\n".into(),
-    ))?;
-    let id = DeliveryId::new(ForgeKind::GitHub, key)
-        .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
-    let delivery =
-        parse(key, event, body).map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
+async fn store(state: &AppState, verified: Verified) -> Result<Reply, Reply> {
+    let Verified {
+        id,
+        event,
+        delivery,
+    } = verified;
     if matches!(delivery.event, ForgeEvent::Ping) {
         return Ok((StatusCode::OK, "pong\n".into()));
     }
@@ -69,11 +75,15 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<R
             "ignored: not the requests repository\n".into(),
         ));
     }
-    let payload = String::from_utf8(body.to_vec())
-        .map_err(|_| (StatusCode::BAD_REQUEST, "the body is not UTF-8\n".into()))?;
+    let payload = serde_json::to_string(&delivery).map_err(|err| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the event: {err}\n"),
+        )
+    })?;
     let new = NewDelivery {
         id,
-        event: event.to_owned(),
+        event,
         payload,
         received_at: state.clock.now(),
     };

@@ -96,7 +96,7 @@ pub struct NewDelivery {
     pub id: DeliveryId,
     /// The event name (`X-GitHub-Event`, GitLab's `X-Gitlab-Event`).
     pub event: String,
-    /// The exact request body.
+    /// The event as the forge's extractor parsed it: a JSON [`crate::forge::Delivery`].
     pub payload: String,
     /// When the bot received it.
     pub received_at: DateTime<Utc>,
@@ -120,7 +120,7 @@ pub struct StoredDelivery {
     pub seq: i64,
     /// The event name.
     pub event: String,
-    /// The exact request body.
+    /// The parsed event: a JSON [`crate::forge::Delivery`].
     pub payload: String,
     /// When the bot received it.
     pub received_at: DateTime<Utc>,

@@ -27,9 +27,6 @@
 //! some row on; comparing the latest hash with a copy kept elsewhere (a commit trailer, a
 //! log line) catches those.
 
-use std::borrow::Cow;
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
@@ -51,57 +48,60 @@ const APPEND_LOCK: i64 = 0x6272_6b67_6c61_7373;
 /// Rows read per round trip by [`verify_chain`].
 const VERIFY_BATCH: i64 = 1000;
 
-/// What happened, e.g. `grant`. Lowercase letters, digits, `_` and `.`, up to 64 characters;
-/// the common kinds are constants.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct EventKind(Cow<'static, str>);
-
-impl EventKind {
+/// What happened: one closed list, shared by the workflow that writes the log, the store that
+/// chains it and the audit that checks it, so that no kind is misspelled in one of them. The
+/// stored spelling is the snake_case name (`grant`, `approval_withdrawn`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum EventKind {
     /// A webhook was received.
-    pub const DELIVERY: Self = Self(Cow::Borrowed("delivery"));
+    Delivery,
     /// The policy was evaluated.
-    pub const DECISION: Self = Self(Cow::Borrowed("decision"));
+    Decision,
     /// Someone approved.
-    pub const APPROVAL: Self = Self(Cow::Borrowed("approval"));
+    Approval,
+    /// An approval's signal was taken back (an emoji removed, a review dismissed, a comment
+    /// deleted).
+    ApprovalWithdrawn,
+    /// An approval in the same second as a push: the approver was asked to approve again.
+    ApprovalAmbiguous,
     /// The bot merged the request PR.
-    pub const MERGE: Self = Self(Cow::Borrowed("merge"));
+    Merge,
     /// Access was granted.
-    pub const GRANT: Self = Self(Cow::Borrowed("grant"));
+    Grant,
     /// Access was extended.
-    pub const EXTEND: Self = Self(Cow::Borrowed("extend"));
+    Extend,
     /// Access was revoked.
-    pub const REVOKE: Self = Self(Cow::Borrowed("revoke"));
+    Revoke,
+    /// A request or grant file that reached the default branch without the bot was removed.
+    Remove,
     /// A fast-path grant was reviewed after the fact.
-    pub const REVIEW: Self = Self(Cow::Borrowed("review"));
+    Review,
+    /// A fast-path review passed its deadline.
+    ReviewOverdue,
     /// The request was closed without a grant.
-    pub const CLOSE: Self = Self(Cow::Borrowed("close"));
-
-    /// A kind not among the constants, checked.
-    pub fn new(kind: &str) -> Result<Self, String> {
-        let valid = kind.len() <= 64
-            && kind.starts_with(|c: char| c.is_ascii_lowercase())
-            && kind
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
-        if valid {
-            Ok(Self(Cow::Owned(kind.to_owned())))
-        } else {
-            Err(format!(
-                "`{}` is not an event kind; use lowercase letters, digits, `_` and `.`",
-                crate::names::shorten(kind)
-            ))
-        }
-    }
-
-    /// The stored spelling.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+    Close,
+    /// Someone else pushed to a branch of the bot's.
+    Tampering,
+    /// A revert could not be merged; people were told.
+    RevertBlocked,
 }
 
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl EventKind {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -239,7 +239,10 @@ impl TryFrom<&AnyRow> for EventRecord {
         Ok(Self {
             seq,
             at: f.time("at")?,
-            kind: f.parsed("kind", |text| EventKind::new(&text))?,
+            kind: f.parsed("kind", |text| {
+                text.parse::<EventKind>()
+                    .map_err(|_| format!("`{}` is not an event kind", crate::names::shorten(&text)))
+            })?,
             request_id: f.opt_parsed("request_id", RequestId::try_from)?,
             actor,
             delivery_id: f.opt_parsed("delivery_id", |text| text.parse())?,
@@ -324,7 +327,7 @@ pub async fn append_event(
     Ok(EventRecord {
         seq: u64::try_from(raw.seq).unwrap_or_default(), // at least 1: last + 1 or 1
         at: DateTime::from_timestamp_millis(raw.at).unwrap_or(now),
-        kind: event.kind.clone(),
+        kind: event.kind,
         request_id: event.request_id.clone(),
         actor: event.actor.clone(),
         delivery_id: event.delivery_id.clone(),
@@ -488,11 +491,22 @@ mod tests {
     }
 
     #[test]
-    fn event_kinds_are_small_words() {
-        assert_eq!(EventKind::new("grant").unwrap(), EventKind::GRANT);
-        assert!(EventKind::new("job.failed").is_ok());
-        assert!(EventKind::new("Grant").is_err());
-        assert!(EventKind::new("").is_err());
-        assert!(EventKind::new("a b").is_err());
+    fn event_kinds_read_back_as_stored_and_nothing_else_reads() {
+        use strum::VariantArray as _;
+        for kind in EventKind::VARIANTS {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(*kind));
+            assert!(
+                kind.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+            );
+        }
+        assert_eq!(
+            EventKind::ApprovalWithdrawn.to_string(),
+            "approval_withdrawn"
+        );
+        for bad in ["Grant", "", "a b", "job.failed", "grants"] {
+            assert!(bad.parse::<EventKind>().is_err(), "{bad}");
+        }
     }
 }

@@ -155,7 +155,7 @@ impl Workflow {
         };
         if self.store.add_approval(&approval).await? {
             self.record_event(
-                EventKind::APPROVAL,
+                EventKind::Approval,
                 Some(&record.id),
                 super::events::actor(actor),
                 serde_json::json!({ "source": signal.source.to_string(), "signal": signal.key, "head_sha": record.head_sha }),
@@ -259,7 +259,7 @@ impl Workflow {
         };
         if self.store.withdraw_approval(&record.id, key).await? {
             self.record_event(
-                EventKind::new("approval_withdrawn").map_err(anyhow::Error::msg)?,
+                EventKind::ApprovalWithdrawn,
                 Some(&record.id),
                 None,
                 serde_json::json!({ "signal": key }),
@@ -439,7 +439,7 @@ impl Workflow {
         actor: &Actor,
         key: &str,
     ) -> anyhow::Result<()> {
-        let kind = EventKind::new("approval_ambiguous").map_err(anyhow::Error::msg)?;
+        let kind = EventKind::ApprovalAmbiguous;
         let asked = self
             .store
             .events_for_request(&record.id)
@@ -476,7 +476,7 @@ impl Workflow {
         record.reviewed_at = Some(self.now());
         self.store.update_request(&mut record, self.now()).await?;
         self.record_event(
-            EventKind::REVIEW,
+            EventKind::Review,
             Some(&record.id),
             super::events::actor(reviewer),
             serde_json::json!({}),
@@ -536,7 +536,7 @@ impl Workflow {
         self.metrics
             .inc("breakglass_anomalies_total", "kind=\"review_overdue\"");
         self.record_event(
-            EventKind::new("review_overdue").map_err(anyhow::Error::msg)?,
+            EventKind::ReviewOverdue,
             Some(id),
             None,
             serde_json::json!({ "due": crate::clock::iso(due) }),

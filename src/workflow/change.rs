@@ -172,7 +172,7 @@ impl Workflow {
         );
         let request_id = change.subject.clone().try_into().ok();
         self.record_event(
-            EventKind::new("tampering").map_err(anyhow::Error::msg)?,
+            EventKind::Tampering,
             request_id.as_ref(),
             pusher.and_then(super::events::actor),
             serde_json::json!({ "branch": change.branch, "kind": change.kind.to_string(), "found_head": found, "bot_head": change.head_sha }),

@@ -510,7 +510,7 @@ impl Workflow {
         }
         self.store.update_request(&mut record, self.now()).await?;
         self.record_event(
-            EventKind::EXTEND,
+            EventKind::Extend,
             Some(&record.id),
             super::events::actor(author),
             serde_json::json!({ "by": by.to_string(), "expires_at": crate::clock::iso(new_expiry), "total": total.to_string() }),

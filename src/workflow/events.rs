@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::Workflow;
 use crate::forge::Actor;
 use crate::names::{Login, RequestId};
-use crate::store::{DeliveryId, EventActor, EventKind, ForgeKind, NewEvent};
+use crate::store::{DeliveryId, EventActor, EventKind, NewEvent};
 
 tokio::task_local! {
     /// The webhook delivery being handled, so that events name it without every handler
@@ -28,7 +28,7 @@ impl Workflow {
         let delivery_id = DELIVERY
             .try_with(Clone::clone)
             .ok()
-            .and_then(|key| DeliveryId::new(ForgeKind::GitHub, &key).ok());
+            .and_then(|key| DeliveryId::new(self.forge_kind(), &key).ok());
         let event = NewEvent {
             kind,
             request_id: request.cloned(),

@@ -156,7 +156,7 @@ impl Workflow {
         )
         .await?;
         self.record_event(
-            EventKind::MERGE,
+            EventKind::Merge,
             Some(id),
             None,
             serde_json::json!({
@@ -353,7 +353,7 @@ impl Workflow {
             return self.schedule(JobKind::Revoke, id, self.now()).await;
         }
         self.record_event(
-            EventKind::GRANT,
+            EventKind::Grant,
             Some(id),
             super::events::requester(&record),
             serde_json::json!({ "provider": applied.provider, "role": record.role, "expires_at": record.expires_at.map(crate::clock::iso) }),
@@ -685,7 +685,7 @@ impl Workflow {
         record.revoked_at = Some(now);
         self.store.update_request(record, now).await?;
         self.record_event(
-            EventKind::REVOKE,
+            EventKind::Revoke,
             Some(&record.id),
             None,
             serde_json::json!({
@@ -782,7 +782,7 @@ impl Workflow {
         tracing::error!(request = %record.id, %why, "REVOCATION BLOCKED: the revert cannot be merged; the provider revoke is done, the request file stays on the default branch");
         self.metrics
             .inc("breakglass_anomalies_total", "kind=\"revert_blocked\"");
-        let kind = EventKind::new("revert_blocked").map_err(anyhow::Error::msg)?;
+        let kind = EventKind::RevertBlocked;
         let told = self
             .store
             .events_for_request(&record.id)
@@ -981,7 +981,7 @@ impl Workflow {
             match self.merge_own_or_theirs(&plan).await? {
                 Ok(merged) => {
                     self.record_event(
-                        EventKind::new("remove").map_err(anyhow::Error::msg)?,
+                        EventKind::Remove,
                         request.as_ref().map(|r| &r.id),
                         None,
                         serde_json::json!({ "paths": paths, "reason": "reconcile", "readded": readded, "revert_sha": merged.sha }),

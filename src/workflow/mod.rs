@@ -112,7 +112,7 @@ impl Workflow {
     }
 
     fn forge_kind(&self) -> ForgeKind {
-        ForgeKind::GitHub
+        self.forge.kind()
     }
 
     /// Schedules a job; one due now wakes the job worker.

@@ -111,7 +111,7 @@ impl Workflow {
         record.review_due_at = None;
         self.store.update_request(record, self.now()).await?;
         self.record_event(
-            EventKind::CLOSE,
+            EventKind::Close,
             Some(&record.id),
             actor.and_then(super::events::actor),
             data,
@@ -347,7 +347,7 @@ impl Workflow {
             return Ok(());
         };
         self.record_event(
-            EventKind::DECISION,
+            EventKind::Decision,
             Some(&record.id),
             super::events::requester(&record),
             serde_json::json!({

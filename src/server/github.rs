@@ -1,0 +1,47 @@
+//! GitHub's webhook extractor: the signature (`X-Hub-Signature-256`, HMAC-SHA256 over the exact
+//! body, compared in constant time against each configured secret), the delivery id
+//! (`X-GitHub-Delivery`) and the event (`X-GitHub-Event`), parsed once into a forge-independent
+//! [`crate::forge::Delivery`].
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+
+use super::AppState;
+use super::webhook::{Reply, Verified};
+use crate::forge::github::webhook::{parse, verify_signature};
+use crate::store::{DeliveryId, ForgeKind};
+
+/// A verified, parsed GitHub delivery.
+pub struct FromGithub(pub Verified);
+
+impl FromRequest<AppState> for FromGithub {
+    type Rejection = Reply;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Reply> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|err| (err.status(), format!("{}\n", err.body_text())))?;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        verify_signature(&state.github_secrets, &body, header("x-hub-signature-256"))
+            .map_err(|err| (StatusCode::UNAUTHORIZED, format!("{err}\n")))?;
+        let event = header("x-github-event").ok_or((
+            StatusCode::BAD_REQUEST,
+            "the X-GitHub-Event header is missing\n".into(),
+        ))?;
+        let key = header("x-github-delivery").ok_or((
+            StatusCode::BAD_REQUEST,
+            "the X-GitHub-Delivery header is missing\n".into(),
+        ))?;
+        let id = DeliveryId::new(ForgeKind::GitHub, key)
+            .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
+        let delivery = parse(key, event, &body)
+            .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
+        Ok(Self(Verified {
+            id,
+            event: event.to_owned(),
+            delivery,
+        }))
+    }
+}
