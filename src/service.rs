@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -54,8 +55,25 @@ impl Default for Options {
 pub struct Running {
     pub addr: SocketAddr,
     pub workflow: Workflow,
+    /// Where reconciliation stands (it runs beside the queues, so an empty queue says nothing
+    /// about it).
+    pub reconciliation: Arc<Reconciliation>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// How far reconciliation got: a pass runs at start and every `reconcile_interval`.
+#[derive(Debug, Default)]
+pub struct Reconciliation {
+    running: AtomicBool,
+    passes: AtomicU64,
+}
+
+impl Reconciliation {
+    /// Whether no pass is running and at least one has finished since the service started.
+    pub fn idle(&self) -> bool {
+        self.passes.load(Ordering::SeqCst) > 0 && !self.running.load(Ordering::SeqCst)
+    }
 }
 
 impl Running {
@@ -166,8 +184,10 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         watcher.clone(),
         options.tick,
     ));
+    let reconciliation = Arc::new(Reconciliation::default());
     let reconciler = tokio::spawn(reconcile_worker(
         workflow.clone(),
+        reconciliation.clone(),
         watcher.clone(),
         config.reconcile_interval.as_std(),
         options.tick,
@@ -182,6 +202,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
     Ok(Running {
         addr,
         workflow,
+        reconciliation,
         shutdown,
         tasks: vec![server, deliveries, jobs, reconciler],
     })
@@ -294,15 +315,19 @@ async fn delivery_worker(
 /// `reconcile_interval` by the service's clock (so tests move it like every other timer).
 async fn reconcile_worker(
     workflow: Workflow,
+    status: Arc<Reconciliation>,
     mut stop: watch::Receiver<bool>,
     every: Duration,
     tick: Duration,
 ) {
     let every = chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::minutes(5));
     loop {
+        status.running.store(true, Ordering::SeqCst);
         if let Err(err) = workflow.reconcile_all().await {
             tracing::warn!(error = %format!("{err:#}"), "reconciliation failed; will try again");
         }
+        status.passes.fetch_add(1, Ordering::SeqCst);
+        status.running.store(false, Ordering::SeqCst);
         let next = workflow.clock.now() + every;
         while workflow.clock.now() < next {
             if !idle(None, &mut stop, tick).await {

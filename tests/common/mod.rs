@@ -223,8 +223,9 @@ impl Scenario {
         self.forge.advance_clock(by);
     }
 
-    /// Waits until the forge sent everything, the bot stored and handled every delivery, and
-    /// no job is due; panics after 20 s (the bot is stuck).
+    /// Waits until the forge sent everything, the bot stored and handled every delivery, no
+    /// job is due and no reconciliation pass is running (the first one, at start, finished);
+    /// panics after 20 s (the bot is stuck).
     pub async fn settle(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut quiet = 0;
@@ -248,11 +249,15 @@ impl Scenario {
                 .fetch_all(self.store.pool())
                 .await
                 .unwrap();
-        if stuck.is_empty() && jobs.is_empty() {
+        let reconciling = self
+            .service
+            .as_ref()
+            .is_some_and(|running| !running.reconciliation.idle());
+        if stuck.is_empty() && jobs.is_empty() && !reconciling {
             return String::new();
         }
         format!(
-            "pending deliveries: {stuck:?}, due jobs: {:?}",
+            "reconciling: {reconciling}, pending deliveries: {stuck:?}, due jobs: {:?}",
             jobs.iter()
                 .map(|j| (j.kind.to_string(), j.attempts, j.last_error.clone()))
                 .collect::<Vec<_>>()
