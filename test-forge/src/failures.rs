@@ -126,6 +126,20 @@ impl FailureSpec {
     }
 }
 
+impl FailureSpec {
+    /// The next merge of any GitLab merge request fails with 406 "Branch cannot be merged".
+    pub fn gitlab_merge_conflict() -> FailureSpec {
+        FailureSpec {
+            route: RouteMatcher::Route {
+                method: Some(Method::PUT),
+                template: "/api/v4/projects/{id}/merge_requests/{iid}/merge".to_owned(),
+            },
+            count: 1,
+            kind: FailureKind::MergeConflict,
+        }
+    }
+}
+
 /// What the API was asked, for assertions on the bot's call pattern.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallStats {

@@ -1,4 +1,5 @@
-//! `breakglass-test-forge`: a GitHub-compatible forge on loopback, backed by real git repositories.
+//! `breakglass-test-forge`: a GitHub- and GitLab-compatible forge on loopback, backed by real git
+//! repositories.
 //!
 //! The bot's scenario tests, its `breakglass demo` and its benchmarks talk to this forge through
 //! octocrab exactly as they would talk to `api.github.com`; the test itself plays the humans
@@ -66,6 +67,69 @@
 //! Org-owned repositories add `organization`; a configured app adds `installation`. No `ping`
 //! is sent when a hook is added, so a test sees only the events it caused.
 //!
+//! # GitLab dialect
+//!
+//! Every project is also served as GitLab's REST v4 under [`TestForge::gitlab_api_url`]
+//! (`/api/v4`), over the same model: the same bare repos, clock, failure injection
+//! ([`TestForge::fail_next`] matches `/api/v4/…` paths and route templates too) and call counting
+//! ([`TestForge::calls`] counts both dialects). GitLab's separate iid spaces are modelled: issue
+//! `#1` and merge request `!1` coexist ([`Noteable`] says which), each mapped to the forge's
+//! internal number ([`TestForge::gl_number`], [`TestForge::gl_iid`]).
+//!
+//! Requests authenticate with `PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>` (the
+//! tokens of [`TestForge::token_for`]); anything else is 401 `{"message":"401 Unauthorized"}`.
+//! Projects are addressed by URL-encoded path (`acme%2Faccess-requests`) or numeric id
+//! ([`TestForge::gl_project_id`]); parameters may come as JSON, form (Rails' `actions[][f]=`
+//! arrays included) or query string. Errors have GitLab's bodies (`{"message": "404 File Not
+//! Found"}`, Grape's `{"error": "branch is missing"}`). API timestamps are
+//! `2026-12-02T03:25:13.000Z`.
+//!
+//! | area | routes under `/api/v4` |
+//! |---|---|
+//! | accounts | `GET /user` (`bot: true` for bot accounts), `GET /users?username=`, `GET /users/:id`, `GET /groups/:id`, `GET /groups/:id/members/all/:user_id` (teams are groups: `acme/sre`, subgroups `acme/sre/oncall`; members of a parent group are members of its subgroups; 404 otherwise) |
+//! | project | `GET /projects/:id` (also a fork an MR comes from, by its id) |
+//! | branches | `GET\|POST /projects/:id/repository/branches` (`branch`, `ref`: branch or sha; 400 "Branch already exists"), `GET\|DELETE …/branches/:branch` (204; 404 "404 Branch Not Found") |
+//! | files | `GET …/repository/files/:file_path?ref=` (base64 `content`, `blob_id`, `commit_id`, `last_commit_id`, `content_sha256`; 404 "404 File Not Found"), `GET …/files/:file_path/raw`, `GET …/repository/tree?path=&ref=&recursive=` (404 "404 Tree Not Found") |
+//! | commits | `POST …/repository/commits` (`branch`, `commit_message`, `start_branch`/`start_sha`, `actions` create/update/delete/move/chmod with `content`, `encoding`, `previous_path`, `last_commit_id`; one commit by the token's user; 400 "A file with this name already exists" / "… doesn't exist"), `GET …/repository/commits/:sha` |
+//! | merge requests | `GET\|POST /projects/:id/merge_requests` (`state`, `source_branch`, `target_branch`, `labels`, `author_username`; 409 when an open MR exists for the branch; a `Draft:` title opens a draft), `GET\|PUT …/merge_requests/:iid` (`title`, `description`, `target_branch`, `labels`, `add_labels`, `remove_labels`, `state_event` close/reopen), `GET …/:iid/diffs`, `GET …/:iid/commits` |
+//! | merge | `PUT …/merge_requests/:iid/merge` (`sha`, `merge_commit_message` verbatim, `should_remove_source_branch`): a two-parent merge commit; 401 when the user has read access only to a protected target, 405 closed/merged/draft/protection unmet, 406 "Branch cannot be merged" (conflict, also [`FailureKind::MergeConflict`]), 409 "SHA does not match HEAD of source branch: `<sha>`" |
+//! | approvals | `POST …/:iid/approve` (`sha`; 401 for the author or a second approval, 409 stale sha), `POST …/:iid/unapprove` (404 when not approving), `GET …/:iid/approvals` (`approved_by[{user, approved_at}]`, `approvals_required` = the target's [`Protection::required_approving_reviews`], `approvals_left`). An approval is the model's approving review, so GitHub's reviews API shows it too |
+//! | notes | `GET\|POST …/merge_requests/:iid/notes` and `…/issues/:iid/notes` (newest first unless `sort=asc`), `GET\|PUT\|DELETE …/notes/:note_id` |
+//! | award emoji | `GET\|POST …/merge_requests/:iid/award_emoji`, `…/issues/:iid/award_emoji`, `…/notes/:note_id/award_emoji`, `GET\|DELETE …/award_emoji/:award_id` (only the awarder deletes; a repeated award is 404). `thumbsup`, `thumbsdown`, `laughing`, `confused`, `heart`, `tada`, `rocket`, `eyes` are stored as GitHub's `+1`, `-1`, `laugh`, …, `hooray`, … so GitHub's reactions API shows the same award; other names are GitLab-only |
+//! | issues | `GET\|POST /projects/:id/issues`, `GET\|PUT …/issues/:iid` (labels, `state_event`) |
+//! | statuses | `POST /projects/:id/statuses/:sha` (`state` pending, running, success, failed, canceled, skipped; `name`; posting the state it has is 400 "Cannot transition status via …"), `GET …/repository/commits/:sha/statuses` (latest per name unless `all=true`) |
+//!
+//! Lists paginate as GitLab: `per_page` (default 20, at most 100) and `page`, with `X-Page`,
+//! `X-Per-Page`, `X-Next-Page` (empty on the last page), `X-Prev-Page`, `X-Total`,
+//! `X-Total-Pages` and `Link`. Every response carries `RateLimit-Limit`, `RateLimit-Remaining`,
+//! `RateLimit-Reset` (and `RateLimit-Observed`, `RateLimit-ResetTime`); both rate-limit failure
+//! kinds answer GitLab's 429 with `Retry-After` and `RateLimit-Remaining: 0`. `GET`s carry ETags
+//! as on the GitHub side.
+//!
+//! Webhooks: a hook added with [`TestForge::add_gitlab_webhook`] gets GitLab's events instead of
+//! GitHub's, with `X-Gitlab-Event`, `X-Gitlab-Token` (verbatim), `X-Gitlab-Event-UUID`,
+//! `X-Gitlab-Webhook-UUID` and `Idempotency-Key` (= [`Delivery::id`]; a redelivery keeps it):
+//! `Merge Request Hook` (`open`, `update` with `oldrev` after a push to the source branch or with
+//! `changes` for title/description, draft and labels, `close`, `reopen`, `merge`, `approved`,
+//! `approval`, `unapproved`, `unapproval`), `Note Hook` (`create`, `update`, on MRs and issues),
+//! `Emoji Hook` (`award`, `revoke`, on MRs, issues and notes) and `Push Hook`, shaped like GitLab's
+//! documented examples (object timestamps `2026-12-02 03:25:13 UTC`). Changes made through either
+//! API or the scenario helpers reach both kinds of hooks.
+//!
+//! GitLab scenario helpers take and return iids: [`TestForge::gl_open_mr`] (a `Draft:` title
+//! opens a draft), [`TestForge::gl_open_issue`], [`TestForge::gl_comment`] /
+//! [`TestForge::gl_comment_mr`] / [`TestForge::gl_comment_issue`], [`TestForge::gl_award`] /
+//! [`TestForge::gl_award_mr`] / [`TestForge::gl_award_note`], [`TestForge::gl_revoke_award`],
+//! [`TestForge::gl_approve`], [`TestForge::gl_unapprove`], [`TestForge::gl_merge_mr`], and the
+//! readers [`TestForge::gl_notes`], [`TestForge::gl_awards`], [`TestForge::gl_approvers`],
+//! [`TestForge::gl_mr`]. The GitHub helpers work on GitLab projects through
+//! [`TestForge::gl_number`] (e.g. `forge.set_draft(repo, forge.gl_number(repo,
+//! Noteable::MergeRequest(1)), &alice, true)`).
+//!
+//! Not modelled: Issue Hooks and system notes, approval rules beyond the protection's count,
+//! pipelines, discussions/threads, `squash` and the `merge_when_pipeline_succeeds` queue, and
+//! one GitLab `PUT` that changes several things sends one `update` hook per change.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use breakglass_test_forge::TestForge;
@@ -90,6 +154,7 @@
 mod error;
 mod failures;
 mod git;
+mod gitlab;
 mod json;
 mod model;
 mod ops;
@@ -104,6 +169,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub use failures::{CallStats, FailureKind, FailureSpec, RouteMatcher, RoutePredicate};
+pub use gitlab::Noteable;
 pub use model::{
     AppConfig, CheckRun, Comment, CommitInfo, CommitStatus, Delivery, FileChange, Protection,
     PullRequest, Reaction, Review, ReviewState, User, UserKind,
@@ -185,6 +251,15 @@ impl TestForge {
     /// (no signature header when `secret` is empty).
     pub fn add_webhook(&self, url: &str, secret: &str) {
         self.shared.hub.add_hook(url, secret);
+    }
+
+    /// Registers a GitLab-dialect webhook: every later change is POSTed to `url` as GitLab's
+    /// event (`X-Gitlab-Event`: `Merge Request Hook`, `Note Hook`, `Emoji Hook`, `Push Hook`)
+    /// with `X-Gitlab-Token: <token>` verbatim (no header when `token` is empty),
+    /// `X-Gitlab-Event-UUID`, this hook's `X-Gitlab-Webhook-UUID` and an `Idempotency-Key`
+    /// (the [`Delivery::id`], kept by [`TestForge::redeliver`]). GitHub hooks are unaffected.
+    pub fn add_gitlab_webhook(&self, url: &str, token: &str) {
+        self.shared.hub.add_gitlab_hook(url, token);
     }
 
     /// Pauses (or resumes) automatic delivery. Paused deliveries are recorded with

@@ -117,6 +117,8 @@ impl TestForge {
                     git: repo,
                     created_at: st.now(),
                     next_number: 1,
+                    next_gl_mr_iid: 1,
+                    next_gl_issue_iid: 1,
                     issues: Default::default(),
                     comments: Default::default(),
                     labels: Default::default(),

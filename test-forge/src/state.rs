@@ -118,6 +118,9 @@ pub(crate) struct IssueRec {
     pub closed_at: Option<DateTime<Utc>>,
     pub reactions: Vec<ReactionRec>,
     pub pr: Option<PrRec>,
+    /// GitLab's iid: issues and merge requests count separately (issue #1 and MR !1 coexist),
+    /// while `number` is the one sequence GitHub shares between them.
+    pub gl_iid: u64,
 }
 
 /// A repository label.
@@ -137,6 +140,9 @@ pub(crate) struct StatusRec {
     pub target_url: Option<String>,
     pub creator: String,
     pub created_at: DateTime<Utc>,
+    /// The state as GitLab named it (`running`, `canceled`, …) when it came through the GitLab
+    /// API; `state` holds the GitHub state it counts as for merge checks.
+    pub gl_state: Option<String>,
 }
 
 /// A check run.
@@ -164,6 +170,9 @@ pub(crate) struct RepoRec {
     pub git: git2::Repository,
     pub created_at: DateTime<Utc>,
     pub next_number: u64,
+    /// The next GitLab iid of a merge request, and of an issue (two separate sequences).
+    pub next_gl_mr_iid: u64,
+    pub next_gl_issue_iid: u64,
     pub issues: BTreeMap<u64, IssueRec>,
     pub comments: BTreeMap<u64, CommentRec>,
     pub labels: BTreeMap<String, LabelRec>,
@@ -191,6 +200,18 @@ impl RepoRec {
         let issue = self.issue(number)?;
         let pr = issue.pr.as_ref().ok_or_else(ApiError::not_found)?;
         Ok((issue, pr))
+    }
+
+    /// Takes the next GitLab iid for a new merge request (`true`) or issue (`false`).
+    pub fn take_gl_iid(&mut self, merge_request: bool) -> u64 {
+        let next = if merge_request {
+            &mut self.next_gl_mr_iid
+        } else {
+            &mut self.next_gl_issue_iid
+        };
+        let iid = *next;
+        *next += 1;
+        iid
     }
 
     pub fn pull_mut(&mut self, number: u64) -> ApiResult<&mut IssueRec> {

@@ -1,7 +1,10 @@
-//! Webhook deliveries: recorded, signed like GitHub's, sent in order by one background task.
+//! Webhook deliveries: recorded, signed like GitHub's (or carrying GitLab's token), sent in order
+//! by one background task.
 //!
 //! Each delivery is recorded before it is queued so that a test can inspect or redeliver it, and a
-//! counter of unsent jobs lets `settle()` wait until the queue is drained.
+//! counter of unsent jobs lets `settle()` wait until the queue is drained. A hook speaks one
+//! dialect: GitHub hooks get GitHub's events and headers, GitLab hooks GitLab's; the model renders
+//! each change once per dialect that has a hook.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,19 +15,38 @@ use tokio::sync::{mpsc, watch};
 
 use crate::model::Delivery;
 
+/// Which forge a hook believes it is talking to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Dialect {
+    /// `X-GitHub-Event`, `X-Hub-Signature-256` (HMAC with the secret).
+    GitHub,
+    /// `X-Gitlab-Event`, `X-Gitlab-Token` (the token verbatim), and the hook's own UUID.
+    GitLab { webhook_uuid: String },
+}
+
 /// A registered webhook.
 #[derive(Clone)]
 struct Hook {
     url: String,
+    /// The HMAC secret (GitHub) or the token sent verbatim (GitLab).
     secret: String,
+    dialect: Dialect,
+}
+
+/// How a recorded delivery is sent, parallel to `deliveries`.
+#[derive(Clone)]
+struct SendAs {
+    secret: String,
+    dialect: Dialect,
+    /// GitLab's `X-Gitlab-Event-UUID`, fixed when the event happened.
+    event_uuid: String,
 }
 
 #[derive(Default)]
 struct HubInner {
     hooks: Vec<Hook>,
     deliveries: Vec<Delivery>,
-    /// The secret each delivery was signed with, parallel to `deliveries`.
-    secrets: Vec<String>,
+    send_as: Vec<SendAs>,
     paused: bool,
 }
 
@@ -84,22 +106,69 @@ impl WebhookHub {
         lock(&self.shared).hooks.push(Hook {
             url: url.to_owned(),
             secret: secret.to_owned(),
+            dialect: Dialect::GitHub,
         });
+    }
+
+    /// Registers a GitLab-dialect hook that sends `token` in `X-Gitlab-Token`.
+    pub fn add_gitlab_hook(&self, url: &str, token: &str) {
+        lock(&self.shared).hooks.push(Hook {
+            url: url.to_owned(),
+            secret: token.to_owned(),
+            dialect: Dialect::GitLab {
+                webhook_uuid: new_guid(),
+            },
+        });
+    }
+
+    /// Whether any GitLab hook is registered: GitLab payloads are only rendered then.
+    pub fn has_gitlab_hooks(&self) -> bool {
+        lock(&self.shared)
+            .hooks
+            .iter()
+            .any(|h| h.dialect != Dialect::GitHub)
     }
 
     pub fn set_paused(&self, paused: bool) {
         lock(&self.shared).paused = paused;
     }
 
-    /// Records one delivery per hook and queues it unless deliveries are paused.
+    /// Records one delivery per GitHub hook and queues it unless deliveries are paused.
     pub fn enqueue(&self, event: &str, payload: &serde_json::Value) {
-        let body = serde_json::to_vec(payload).unwrap_or_default();
         let action = payload
             .get("action")
             .and_then(|a| a.as_str())
             .map(str::to_owned);
+        self.enqueue_for(false, event, action, payload);
+    }
+
+    /// Records one delivery per GitLab hook (`event` is the `X-Gitlab-Event` value, e.g.
+    /// `Merge Request Hook`) and queues it unless deliveries are paused. The recorded `action`
+    /// is `object_attributes.action`, when the payload has one.
+    pub fn enqueue_gitlab(&self, event: &str, payload: &serde_json::Value) {
+        let action = payload
+            .pointer("/object_attributes/action")
+            .and_then(|a| a.as_str())
+            .map(str::to_owned);
+        self.enqueue_for(true, event, action, payload);
+    }
+
+    fn enqueue_for(
+        &self,
+        gitlab: bool,
+        event: &str,
+        action: Option<String>,
+        payload: &serde_json::Value,
+    ) {
+        let body = serde_json::to_vec(payload).unwrap_or_default();
+        let event_uuid = new_guid();
         let mut inner = lock(&self.shared);
-        let hooks = inner.hooks.clone();
+        let hooks: Vec<Hook> = inner
+            .hooks
+            .iter()
+            .filter(|h| (h.dialect != Dialect::GitHub) == gitlab)
+            .cloned()
+            .collect();
         for hook in hooks {
             let index = inner.deliveries.len();
             inner.deliveries.push(Delivery {
@@ -111,7 +180,11 @@ impl WebhookHub {
                 status: None,
                 attempts: 0,
             });
-            inner.secrets.push(hook.secret.clone());
+            inner.send_as.push(SendAs {
+                secret: hook.secret.clone(),
+                dialect: hook.dialect.clone(),
+                event_uuid: event_uuid.clone(),
+            });
             if !inner.paused {
                 self.queue(index);
             }
@@ -127,7 +200,8 @@ impl WebhookHub {
         }
     }
 
-    /// Sends a recorded delivery again: same GUID, same body. False if the id is unknown.
+    /// Sends a recorded delivery again: same GUID (GitLab: same `Idempotency-Key` and event
+    /// UUID), same body. False if the id is unknown.
     pub fn redeliver(&self, id: &str) -> bool {
         let index = lock(&self.shared)
             .deliveries
@@ -166,6 +240,35 @@ impl WebhookHub {
         let mut rx = self.shared.pending.subscribe();
         // The sender lives as long as the hub, so this only ends when the count reaches zero.
         let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Sends a GitLab delivery: `X-Gitlab-Token` verbatim (omitted when empty), the event and hook
+/// UUIDs, and `Idempotency-Key` (the delivery id, kept by a redelivery, as GitLab 17.4+ does).
+async fn post_gitlab(
+    client: &reqwest::Client,
+    delivery: &Delivery,
+    send_as: &SendAs,
+    webhook_uuid: &str,
+) -> Option<u16> {
+    let mut req = client
+        .post(&delivery.url)
+        .header("X-Gitlab-Event", &delivery.event)
+        .header("X-Gitlab-Event-UUID", &send_as.event_uuid)
+        .header("X-Gitlab-Webhook-UUID", webhook_uuid)
+        .header("X-Gitlab-Instance", "http://test-forge.invalid")
+        .header("Idempotency-Key", &delivery.id)
+        .header("User-Agent", "GitLab/18.6.0-test-forge")
+        .header("Content-Type", "application/json");
+    if !send_as.secret.is_empty() {
+        req = req.header("X-Gitlab-Token", &send_as.secret);
+    }
+    match req.body(delivery.body.clone()).send().await {
+        Ok(resp) => Some(resp.status().as_u16()),
+        Err(err) => {
+            tracing::debug!(url = %delivery.url, %err, "test-forge: GitLab webhook delivery failed");
+            None
+        }
     }
 }
 
@@ -210,18 +313,21 @@ async fn sender(shared: Arc<HubShared>, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(job) = rx.recv().await {
         let found = {
             let inner = lock(&shared);
-            inner.deliveries.get(job.index).map(|d| {
-                (
-                    d.url.clone(),
-                    d.event.clone(),
-                    d.id.clone(),
-                    inner.secrets.get(job.index).cloned().unwrap_or_default(),
-                    d.body.clone(),
-                )
-            })
+            inner
+                .deliveries
+                .get(job.index)
+                .cloned()
+                .zip(inner.send_as.get(job.index).cloned())
         };
-        if let Some((url, event, guid, secret, body)) = found {
-            let status = post(&client, &url, &event, &guid, &secret, body).await;
+        if let Some((d, send_as)) = found {
+            let status = match &send_as.dialect {
+                Dialect::GitHub => {
+                    post(&client, &d.url, &d.event, &d.id, &send_as.secret, d.body).await
+                }
+                Dialect::GitLab { webhook_uuid } => {
+                    post_gitlab(&client, &d, &send_as, webhook_uuid).await
+                }
+            };
             let mut inner = lock(&shared);
             if let Some(d) = inner.deliveries.get_mut(job.index) {
                 d.status = status;

@@ -74,6 +74,7 @@ impl ForgeState {
             target_url: target_url.map(str::to_owned),
             creator: actor.to_owned(),
             created_at: now,
+            gl_state: None,
         });
         Ok(id)
     }

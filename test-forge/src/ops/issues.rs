@@ -46,6 +46,7 @@ impl ForgeState {
             p.insert("changes".into(), ch);
         }
         self.emit(full, "issue_comment", p, sender);
+        crate::gitlab::hooks::on_comment(self, full, c, action, sender);
     }
 
     /// Adds a comment to an issue or pull request.
@@ -152,8 +153,9 @@ impl ForgeState {
         }
     }
 
-    /// Adds a reaction (no webhook, as on GitHub). Returns the reaction and whether it is new;
-    /// the same user reacting with the same content again gets the existing one back.
+    /// Adds a reaction (no GitHub webhook, as on GitHub; GitLab hooks get an Emoji Hook).
+    /// Returns the reaction and whether it is new; the same user reacting with the same
+    /// content again gets the existing one back.
     pub(crate) fn add_reaction(
         &mut self,
         full: &str,
@@ -161,13 +163,25 @@ impl ForgeState {
         actor: &str,
         content: &str,
     ) -> ApiResult<(ReactionRec, bool)> {
-        let now = self.now();
         if !REACTIONS.contains(&content) {
             return Err(ApiError::unprocessable(format!(
                 "Validation Failed: content {content:?} is not one of {}",
                 REACTIONS.join(", ")
             )));
         }
+        self.insert_reaction(full, target, actor, content)
+    }
+
+    /// Adds a reaction of any name (GitLab awards any emoji; the ones GitHub knows are stored
+    /// under GitHub's content). Returns the reaction and whether it is new.
+    pub(crate) fn insert_reaction(
+        &mut self,
+        full: &str,
+        target: ReactionTarget,
+        actor: &str,
+        content: &str,
+    ) -> ApiResult<(ReactionRec, bool)> {
+        let now = self.now();
         let id = self.next_id();
         let list = self.reactions_mut(full, target)?;
         if let Some(existing) = list
@@ -183,10 +197,11 @@ impl ForgeState {
             created_at: now,
         };
         list.push(rec.clone());
+        crate::gitlab::hooks::on_reaction(self, full, target, &rec, true);
         Ok((rec, true))
     }
 
-    /// Removes a reaction by id.
+    /// Removes a reaction by id (GitLab hooks get an Emoji Hook `revoke`).
     pub(crate) fn delete_reaction(
         &mut self,
         full: &str,
@@ -194,11 +209,11 @@ impl ForgeState {
         id: u64,
     ) -> ApiResult<()> {
         let list = self.reactions_mut(full, target)?;
-        let before = list.len();
-        list.retain(|x| x.id != id);
-        if list.len() == before {
+        let Some(pos) = list.iter().position(|x| x.id == id) else {
             return Err(ApiError::not_found());
-        }
+        };
+        let rec = list.remove(pos);
+        crate::gitlab::hooks::on_reaction(self, full, target, &rec, false);
         Ok(())
     }
 

@@ -224,6 +224,7 @@ impl ForgeState {
             json!({"name": actor, "email": format!("{id}+{actor}@users.noreply.github.com")}),
         );
         self.emit(full, "push", p, actor);
+        crate::gitlab::hooks::on_push(self, full, branch, before, after, actor);
     }
 
     /// The commit of a push payload.

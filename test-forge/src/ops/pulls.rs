@@ -57,6 +57,7 @@ impl ForgeState {
         p.insert("action".into(), json!(action));
         p.insert("number".into(), json!(number));
         p.insert("pull_request".into(), json::pull(self, r, i, pr));
+        crate::gitlab::hooks::on_pull(self, full, number, action, sender, &extra);
         for (k, v) in extra {
             p.insert(k.into(), v);
         }
@@ -187,6 +188,7 @@ impl ForgeState {
         }
         let number = r.next_number;
         r.next_number += 1;
+        let gl_iid = r.take_gl_iid(true);
         if fork.is_some() {
             // Keeps the fork's head reachable in this repository, as GitHub does.
             r.git.reference(
@@ -223,6 +225,7 @@ impl ForgeState {
                     conflicting: false,
                     head_repo: fork.map(str::to_owned),
                 }),
+                gl_iid,
             },
         );
         self.emit_pull(full, number, "opened", actor, vec![]);
@@ -320,6 +323,7 @@ impl ForgeState {
         }
         let number = r.next_number;
         r.next_number += 1;
+        let gl_iid = r.take_gl_iid(false);
         r.issues.insert(
             number,
             IssueRec {
@@ -335,6 +339,7 @@ impl ForgeState {
                 closed_at: None,
                 reactions: Vec::new(),
                 pr: None,
+                gl_iid,
             },
         );
         self.emit_issue(full, number, "opened", actor, vec![]);
@@ -548,6 +553,7 @@ impl ForgeState {
     ) -> ApiResult<u64> {
         let now = self.now();
         let id = self.next_id();
+        let approvers_before = crate::gitlab::hooks::approver_count(self, full, number);
         let r = self.repo_mut(full)?;
         let i = r.pull_mut(number)?;
         if i.user == actor && state != ReviewState::Commented {
@@ -578,6 +584,7 @@ impl ForgeState {
             submitted_at: now,
         });
         self.emit_review(full, number, id, "submitted", actor);
+        crate::gitlab::hooks::on_approvals(self, full, number, actor, approvers_before);
         Ok(id)
     }
 
@@ -589,6 +596,7 @@ impl ForgeState {
         review_id: u64,
         actor: &str,
     ) -> ApiResult<()> {
+        let approvers_before = crate::gitlab::hooks::approver_count(self, full, number);
         let r = self.repo_mut(full)?;
         let i = r.pull_mut(number)?;
         let review =
@@ -602,6 +610,7 @@ impl ForgeState {
         }
         review.state = ReviewState::Dismissed;
         self.emit_review(full, number, review_id, "dismissed", actor);
+        crate::gitlab::hooks::on_approvals(self, full, number, actor, approvers_before);
         Ok(())
     }
 

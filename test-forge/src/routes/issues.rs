@@ -372,6 +372,8 @@ fn list_reactions(
     let items = st
         .reactions(name, target)?
         .iter()
+        // GitLab awards of emoji GitHub has no reaction for are not GitHub reactions.
+        .filter(|x| super::REACTIONS.contains(&x.content.as_str()))
         .filter(|x| content.is_none_or(|c| x.content == c))
         .map(|x| json::reaction(&st, x))
         .collect();

@@ -5,7 +5,7 @@
 mod accounts;
 mod gitdata;
 mod issues;
-mod pulls;
+pub(crate) mod pulls;
 mod repos;
 
 use std::collections::HashMap;
@@ -191,11 +191,13 @@ pub(crate) fn router(app: App) -> Router {
         .merge(accounts::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
+        // GitLab's `/api/v4` routes carry their own middleware (auth, errors, headers).
+        .merge(crate::gitlab::router(app.clone()))
         .with_state(app)
 }
 
 /// The route template for counting, or the raw path when nothing matched.
-fn template(req: &Request) -> String {
+pub(crate) fn template(req: &Request) -> String {
     req.extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
@@ -315,7 +317,7 @@ fn failure_response(kind: &FailureKind) -> Response {
     resp
 }
 
-fn set_header(resp: &mut Response, name: &'static str, value: String) {
+pub(crate) fn set_header(resp: &mut Response, name: &'static str, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         resp.headers_mut().insert(name, v);
     }
@@ -375,7 +377,7 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
 }
 
 /// Adds a strong ETag derived from the body and turns a matching `If-None-Match` into a 304.
-async fn with_etag(app: &App, resp: Response, req_headers: &HeaderMap) -> Response {
+pub(crate) async fn with_etag(app: &App, resp: Response, req_headers: &HeaderMap) -> Response {
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return ApiError::internal("could not buffer the response").into_response();

@@ -185,7 +185,7 @@ async fn edit_pull(
 }
 
 /// The merge base a PR's diff is measured from (the fork point, also after the merge).
-fn pr_range(rec: &RepoRec, pr: &PrRec) -> ApiResult<(Oid, Oid)> {
+pub(crate) fn pr_range(rec: &RepoRec, pr: &PrRec) -> ApiResult<(Oid, Oid)> {
     let head = Oid::from_str(&pr.head_sha).map_err(ApiError::internal)?;
     let base_tip = match pr
         .merge_commit_sha
