@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod github;
+pub mod gitlab;
 pub mod retry;
 
 pub use error::ForgeError;
