@@ -1395,4 +1395,178 @@ mod tests {
         assert!(one_label("a,b").is_err());
         assert!(one_label(" ").is_err());
     }
+
+    /// A loopback stand-in for GitLab that answers by route and records what it was asked:
+    /// only for what cannot be seen without HTTP (pagination, headers, retries).
+    mod over_http {
+        use std::sync::Mutex;
+
+        use axum::extract::Request;
+        use axum::response::{IntoResponse, Response};
+
+        use super::*;
+
+        type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+
+        async fn serve(answer: fn(&str, usize) -> Response) -> (GitlabClient, Seen) {
+            let seen: Seen = Arc::default();
+            let log = seen.clone();
+            let app = axum::Router::new().fallback(move |request: Request| {
+                let log = log.clone();
+                async move {
+                    let uri = request.uri().to_string();
+                    let token = request
+                        .headers()
+                        .get("private-token")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let mut log = log.lock().unwrap();
+                    let earlier = log.iter().filter(|(_, u, _)| *u == uri).count();
+                    log.push((request.method().to_string(), uri.clone(), token));
+                    answer(&uri, earlier)
+                }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            let client = GitlabClient::connect(
+                &format!("http://{addr}/api/v4/"),
+                "acme/sub/requests",
+                GitlabAuth::PrivateToken(Secret::new("glpat-test")),
+            )
+            .await
+            .unwrap()
+            .with_retry(RetryPolicy {
+                attempts: 3,
+                timeout: Duration::from_secs(5),
+                first_backoff: Duration::from_millis(1),
+                max_wait: Duration::from_secs(5),
+            });
+            (client, seen)
+        }
+
+        fn answer(status: u16, headers: &[(&'static str, &str)], body: Value) -> Response {
+            let mut response =
+                (StatusCode::from_u16(status).unwrap(), body.to_string()).into_response();
+            for (name, value) in headers {
+                response
+                    .headers_mut()
+                    .insert(*name, HeaderValue::from_str(value).unwrap());
+            }
+            response
+        }
+
+        #[tokio::test]
+        async fn lists_follow_x_next_page_with_the_token_and_the_encoded_project() {
+            let (client, seen) = serve(|uri, _| {
+                if uri.ends_with("&page=2") {
+                    answer(200, &[("x-next-page", "")], json!([
+                        {"id": "c", "name": "b.yaml", "type": "blob", "path": "requests/prod/b.yaml", "mode": "100644"}
+                    ]))
+                } else {
+                    answer(200, &[("x-next-page", "2")], json!([
+                        {"id": "a", "name": "a.yaml", "type": "blob", "path": "requests/prod/a.yaml", "mode": "100644"},
+                        {"id": "t", "name": "old", "type": "tree", "path": "requests/prod/old", "mode": "040000"}
+                    ]))
+                }
+            })
+            .await;
+            assert!(
+                !format!("{client:?}").contains("glpat-test"),
+                "the token never shows in Debug output"
+            );
+            let files = client.list_dir("main", "requests/prod").await.unwrap();
+            assert_eq!(files, ["requests/prod/a.yaml", "requests/prod/b.yaml"]);
+            let seen = seen.lock().unwrap();
+            let base = "/api/v4/projects/acme%2Fsub%2Frequests/repository/tree?ref=main&path=requests%2Fprod&per_page=100";
+            assert_eq!(
+                seen.iter()
+                    .map(|(m, u, t)| (m.as_str(), u.as_str(), t.as_deref()))
+                    .collect::<Vec<_>>(),
+                [
+                    ("GET", base, Some("glpat-test")),
+                    ("GET", &*format!("{base}&page=2"), Some("glpat-test")),
+                ]
+            );
+        }
+
+        #[tokio::test]
+        async fn a_moved_head_is_head_changed_and_is_not_retried() {
+            let (client, seen) = serve(|_, _| {
+                answer(
+                    409,
+                    &[],
+                    json!({"message": "SHA does not match HEAD of source branch"}),
+                )
+            })
+            .await;
+            let err = client.merge(7, &"a".repeat(40), "Merge").await.unwrap_err();
+            assert!(matches!(err, MergeError::HeadChanged), "{err:?}");
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 1);
+            assert_eq!(
+                (seen[0].0.as_str(), seen[0].1.as_str()),
+                (
+                    "PUT",
+                    "/api/v4/projects/acme%2Fsub%2Frequests/merge_requests/7/merge"
+                )
+            );
+        }
+
+        #[tokio::test]
+        async fn a_rate_limit_is_waited_out_as_retry_after_says() {
+            let (client, seen) = serve(|_, earlier| {
+                if earlier == 0 {
+                    answer(
+                        429,
+                        &[("retry-after", "1"), ("ratelimit-remaining", "0")],
+                        json!({"message": "Retry later"}),
+                    )
+                } else {
+                    answer(
+                        200,
+                        &[],
+                        json!({"id": 9, "username": "breakglass-bot", "bot": true}),
+                    )
+                }
+            })
+            .await;
+            let started = std::time::Instant::now();
+            let me = client.me().await.unwrap();
+            assert!(
+                started.elapsed() >= Duration::from_secs(1),
+                "{:?}",
+                started.elapsed()
+            );
+            assert_eq!((me.id, me.is_bot), (9, true));
+            assert_eq!(seen.lock().unwrap().len(), 2);
+        }
+
+        #[tokio::test]
+        async fn a_status_already_set_is_not_an_error() {
+            let (client, _) = serve(|_, _| {
+                answer(400, &[], json!({"message": "Cannot transition status via :enqueue from :pending (Reason(s): Status cannot transition via \"enqueue\")"}))
+            })
+            .await;
+            client
+                .set_status(
+                    &"b".repeat(40),
+                    StatusState::Pending,
+                    "breakglass/policy",
+                    "awaiting approval",
+                )
+                .await
+                .unwrap();
+            let err = client
+                .set_status(
+                    &"b".repeat(40),
+                    StatusState::Success,
+                    "breakglass/policy",
+                    "approved",
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), Some(400));
+        }
+    }
 }
