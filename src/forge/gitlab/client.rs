@@ -753,12 +753,13 @@ impl GitlabClient {
     }
 
     /// Whether user `user_id` is a member of the group `group` (its full path, subgroups
-    /// included, e.g. `acme/sre/leads`), directly or inherited from a parent group. Only active
-    /// memberships of Guest (10) or more that have not expired count; Minimal Access does not.
+    /// included, e.g. `acme/sre/leads`; a policy's leading `@` is allowed), directly or inherited
+    /// from a parent group. Only active memberships of Guest (10) or more that have not expired
+    /// count; Minimal Access does not.
     pub async fn is_group_member(&self, group: &str, user_id: u64) -> Result<bool, ForgeError> {
         let route = format!(
             "/groups/{}/members/all/{user_id}",
-            encode(group.trim_matches('/'))
+            encode(group.trim_start_matches('@').trim_matches('/'))
         );
         match self.get::<Member>(&route).await {
             Ok(member) => Ok(member.counts(Utc::now().date_naive())),

@@ -88,16 +88,16 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 /// (`project_<id>_bot…`, `group_<id>_bot…`), service accounts (`service_account_…`) and the
 /// instance's internal bots. The bot's own account is recognised by id elsewhere.
 pub fn looks_like_bot(username: &str) -> bool {
-    const INTERNAL: [&str; 9] = [
+    // GitLab's internal users, as their usernames read in lowercase.
+    const INTERNAL: [&str; 8] = [
         "ghost",
         "support-bot",
         "alert-bot",
-        "visual-review-bot",
-        "security-bot",
         "automation-bot",
-        "admin-bot",
         "suggested-reviewers-bot",
-        "llm-bot",
+        "gitlab-security-bot",
+        "gitlab-admin-bot",
+        "gitlab-llm-bot",
     ];
     let name = username.to_ascii_lowercase();
     let token_user = ["project_", "group_"].iter().any(|kind| {
@@ -161,6 +161,7 @@ mod tests {
             "service_account_group_9_abc",
             "ghost",
             "support-bot",
+            "GitLab-Security-Bot",
         ] {
             assert!(looks_like_bot(bot), "{bot}");
         }
