@@ -7,6 +7,7 @@
 mod client;
 pub mod error;
 pub mod github;
+pub mod gitlab;
 pub mod retry;
 
 pub use client::{Forge, Thread};

@@ -1,0 +1,1573 @@
+//! The GitLab REST v4 client: the calls the lifecycle makes, in domain words.
+//!
+//! Plain `reqwest` over GitLab's REST API (the `gitlab` crate's blocking builders are more than
+//! we need, and they call `GET /user` on construction). Requests and responses go through small
+//! private structs here so that every status code the lifecycle branches on (304, 400, 401,
+//! 404, 405, 406, 409, 422, 429) is visible, and retries happen in exactly one place
+//! ([`crate::forge::retry`]). The project is addressed by its URL-encoded path
+//! (`group%2Fsub%2Fproject`), so the configuration names it the way people read it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{Thread, looks_like_bot, reaction_name};
+use crate::forge::retry::{RetryPolicy, perform_retryable};
+use crate::forge::{
+    Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
+    PullRequestState, Reaction, StatusState,
+};
+use crate::secret::Secret;
+
+/// How the bot authenticates to GitLab.
+#[derive(Clone, Debug)]
+pub enum GitlabAuth {
+    /// A personal, project or group access token, sent as `PRIVATE-TOKEN`.
+    PrivateToken(Secret),
+    /// An OAuth 2 access token, sent as `Authorization: Bearer`.
+    OAuth(Secret),
+}
+
+/// One file change of a commit made through the API ([`GitlabClient::commit_files`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitAction {
+    /// A new file; the commit fails if it exists.
+    Create { path: String, content: String },
+    /// A new version of an existing file; the commit fails if it does not exist.
+    Update { path: String, content: String },
+    /// Removes a file; the commit fails if it does not exist.
+    Delete { path: String },
+}
+
+impl CommitAction {
+    fn to_json(&self) -> Value {
+        match self {
+            Self::Create { path, content } => {
+                json!({ "action": "create", "file_path": path, "content": content })
+            }
+            Self::Update { path, content } => {
+                json!({ "action": "update", "file_path": path, "content": content })
+            }
+            Self::Delete { path } => json!({ "action": "delete", "file_path": path }),
+        }
+    }
+}
+
+/// A client bound to one project (the requests repo).
+#[derive(Clone, Debug)]
+pub struct GitlabClient {
+    http: reqwest::Client,
+    /// `https://gitlab.example.com/api/v4`, without a trailing slash.
+    api_url: String,
+    /// The path part of `api_url` (`/api/v4`), to read `Link` headers that name the instance by
+    /// its external URL.
+    api_path: String,
+    /// `group/sub/project`.
+    project: String,
+    auth: GitlabAuth,
+    retry: RetryPolicy,
+    /// Bodies of earlier GETs by route, with their ETags: GitLab answers `If-None-Match` with
+    /// `304` where it sends ETags, which saves the body (not the rate limit).
+    cache: Arc<Mutex<HashMap<String, (String, String)>>>,
+}
+
+/// Most items GitLab returns per page.
+const PER_PAGE: u32 = 100;
+/// Most pages read for one list. A longer list is an error, never a silent truncation: a
+/// missing file in a merge request's diff or a missing withdrawal would change a decision.
+const MAX_PAGES: usize = 50;
+/// Most GET answers kept for conditional requests; past it the cache starts over.
+const CACHE_ENTRIES: usize = 2048;
+/// GitLab's limit on a commit status description.
+const STATUS_DESCRIPTION_CHARS: usize = 255;
+/// The lowest access level that makes someone a member (Guest); Minimal Access (5) does not.
+const GUEST: u32 = 10;
+
+/// A raw answer: status, headers and body text.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl GitlabClient {
+    /// Builds a client for the project `group/…/name` at `api_url` (for example
+    /// `https://gitlab.example.com/api/v4`). Makes no call: a wrong token shows on first use.
+    pub async fn connect(
+        api_url: &str,
+        project_path: &str,
+        auth: GitlabAuth,
+    ) -> Result<Self, ForgeError> {
+        let config = |message: String| ForgeError::Refused {
+            call: "configuration".into(),
+            status: 0,
+            message,
+        };
+        let project = project_path.trim_matches('/');
+        if !project.contains('/') || project.split('/').any(str::is_empty) {
+            return Err(config(format!(
+                "project `{project_path}` is not `group/name` (subgroups allowed)"
+            )));
+        }
+        let api_url = api_url.trim_end_matches('/').to_owned();
+        let parsed = url::Url::parse(&api_url)
+            .map_err(|err| config(format!("api_url `{api_url}`: {err}")))?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("breakglass/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            // The token travels in `PRIVATE-TOKEN`, which reqwest does not strip on a redirect
+            // to another host: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|err| transport("configuration", err))?;
+        Ok(Self {
+            http,
+            api_path: parsed.path().trim_end_matches('/').to_owned(),
+            api_url,
+            project: project.to_owned(),
+            auth,
+            retry: RetryPolicy::default(),
+            cache: Arc::default(),
+        })
+    }
+
+    /// Overrides the retry policy (tests use short timeouts).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The project's path, `group/…/name`.
+    pub fn repository(&self) -> String {
+        self.project.clone()
+    }
+
+    /// `/projects/<encoded path><rest>`.
+    fn project_route(&self, rest: &str) -> String {
+        format!("/projects/{}{rest}", encode(&self.project))
+    }
+
+    fn auth_header(&self) -> Result<(&'static str, HeaderValue), ForgeError> {
+        let (name, value) = match &self.auth {
+            GitlabAuth::PrivateToken(token) => ("private-token", token.expose().to_owned()),
+            GitlabAuth::OAuth(token) => ("authorization", format!("Bearer {}", token.expose())),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| ForgeError::Refused {
+            call: "configuration".into(),
+            status: 0,
+            message: "the GitLab token is not a valid HTTP header value".into(),
+        })?;
+        value.set_sensitive(true);
+        Ok((name, value))
+    }
+
+    /// One attempt of a call, with our own status handling.
+    async fn attempt(
+        &self,
+        method: &Method,
+        route: &str,
+        body: Option<&Value>,
+        headers: &HeaderMap,
+    ) -> Result<Answer, ForgeError> {
+        let call = format!("{method} {route}");
+        let (name, value) = self.auth_header()?;
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{route}", self.api_url))
+            .headers(headers.clone())
+            .header(name, value);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|err| transport(&call, err))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.map_err(|err| transport(&call, err))?;
+        classify(&call, status, &headers, &body)?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        route: &str,
+        body: Option<Value>,
+        headers: HeaderMap,
+    ) -> Result<Answer, ForgeError> {
+        let name = format!("{method} {route}");
+        perform_retryable(self.retry, &name, || {
+            self.attempt(&method, route, body.as_ref(), &headers)
+        })
+        .await
+    }
+
+    /// A write (POST, PUT, DELETE) whose answer is decoded.
+    async fn write<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        route: &str,
+        body: Value,
+    ) -> Result<T, ForgeError> {
+        let answer = self
+            .send(method.clone(), route, Some(body), HeaderMap::new())
+            .await?;
+        decode(&format!("{method} {route}"), &answer.body)
+    }
+
+    /// A GET of one object, conditional on the ETag of an earlier answer when there is one.
+    async fn get<T: DeserializeOwned>(&self, route: &str) -> Result<T, ForgeError> {
+        let call = format!("GET {route}");
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(route)
+            .cloned();
+        let mut headers = HeaderMap::new();
+        if let Some(etag) = cached
+            .as_ref()
+            .and_then(|(etag, _)| HeaderValue::from_str(etag).ok())
+        {
+            headers.insert(http::header::IF_NONE_MATCH, etag);
+        }
+        let answer = self.send(Method::GET, route, None, headers).await?;
+        if answer.status == StatusCode::NOT_MODIFIED {
+            return match cached {
+                Some((_, body)) => decode(&call, &body),
+                None => Err(ForgeError::Decode {
+                    call,
+                    detail: "304 Not Modified to a request without If-None-Match".into(),
+                }),
+            };
+        }
+        if let Some(etag) = header(&answer.headers, "etag") {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(route.to_owned(), (etag.to_owned(), answer.body.clone()));
+        }
+        decode(&call, &answer.body)
+    }
+
+    /// Every page of a list, following `X-Next-Page` (offset pagination) or `Link: rel="next"`
+    /// (keyset pagination), up to [`MAX_PAGES`].
+    async fn get_all<T: DeserializeOwned>(&self, route: &str) -> Result<Vec<T>, ForgeError> {
+        let first = with_param(route, "per_page", &PER_PAGE.to_string());
+        self.pages_from(&first, None).await.map(|(items, _)| items)
+    }
+
+    /// Reads pages starting at `first` (whose answer, when given, is already in hand).
+    async fn pages_from<T: DeserializeOwned>(
+        &self,
+        first: &str,
+        answered: Option<Answer>,
+    ) -> Result<(Vec<T>, Option<String>), ForgeError> {
+        let mut items = Vec::new();
+        let mut route = first.to_owned();
+        let mut answer = match answered {
+            Some(answer) => answer,
+            None => {
+                self.send(Method::GET, &route, None, HeaderMap::new())
+                    .await?
+            }
+        };
+        let etag = header(&answer.headers, "etag").map(str::to_owned);
+        for page in 1..=MAX_PAGES {
+            let batch: Vec<T> = decode(&format!("GET {route}"), &answer.body)?;
+            items.extend(batch);
+            let next = next_page(first, &self.api_path, &answer.headers).map_err(|detail| {
+                ForgeError::Decode {
+                    call: format!("GET {route}"),
+                    detail,
+                }
+            })?;
+            let Some(next) = next else {
+                return Ok((items, etag));
+            };
+            if page == MAX_PAGES {
+                break;
+            }
+            route = next;
+            answer = self
+                .send(Method::GET, &route, None, HeaderMap::new())
+                .await?;
+        }
+        Err(ForgeError::Decode {
+            call: format!("GET {first}"),
+            detail: format!("more than {MAX_PAGES} pages of {PER_PAGE}; refusing a partial list"),
+        })
+    }
+
+    /// The account the bot acts as (`GET /user`; GitLab marks bot users `"bot": true`).
+    pub async fn me(&self) -> Result<Actor, ForgeError> {
+        Ok(self.get::<User>("/user").await?.into())
+    }
+
+    /// The project's default branch, where policies and active requests live.
+    pub async fn default_branch(&self) -> Result<String, ForgeError> {
+        #[derive(Deserialize)]
+        struct Project {
+            default_branch: Option<String>,
+        }
+        let route = self.project_route("");
+        let project: Project = self.get(&route).await?;
+        project.default_branch.ok_or_else(|| ForgeError::Decode {
+            call: format!("GET {route}"),
+            detail: "the project has no default branch (empty repository?)".into(),
+        })
+    }
+
+    /// The commit a branch points at.
+    pub async fn branch_head(&self, branch: &str) -> Result<String, ForgeError> {
+        #[derive(Deserialize)]
+        struct Branch {
+            commit: Commit,
+        }
+        let route = self.project_route(&format!("/repository/branches/{}", encode(branch)));
+        Ok(self.get::<Branch>(&route).await?.commit.id)
+    }
+
+    /// A file at a ref, or `None` when it does not exist there.
+    pub async fn read_file(
+        &self,
+        git_ref: &str,
+        path: &str,
+    ) -> Result<Option<FileContent>, ForgeError> {
+        #[derive(Deserialize)]
+        struct File {
+            blob_id: String,
+            #[serde(default)]
+            encoding: String,
+            #[serde(default)]
+            content: String,
+        }
+        let route = self.project_route(&format!(
+            "/repository/files/{}?ref={}",
+            encode(path),
+            encode(git_ref)
+        ));
+        let file: File = match self.get(&route).await {
+            Ok(file) => file,
+            Err(err) if err.status() == Some(404) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let call = format!("GET {route}");
+        let bytes = if file.encoding == "base64" {
+            let cleaned: String = file.content.split_whitespace().collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(cleaned)
+                .map_err(|err| ForgeError::Decode {
+                    call: call.clone(),
+                    detail: err.to_string(),
+                })?
+        } else {
+            file.content.into_bytes()
+        };
+        let text = String::from_utf8(bytes).map_err(|_| ForgeError::Decode {
+            call,
+            detail: format!("{path} is not UTF-8"),
+        })?;
+        Ok(Some(FileContent {
+            path: path.to_owned(),
+            text,
+            blob_sha: file.blob_id,
+        }))
+    }
+
+    /// The files of a directory at a ref (full paths, no subdirectories), all pages; empty when
+    /// the directory does not exist.
+    pub async fn list_dir(&self, git_ref: &str, path: &str) -> Result<Vec<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Entry {
+            path: String,
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let mut route = self.project_route(&format!("/repository/tree?ref={}", encode(git_ref)));
+        let dir = path.trim_matches('/');
+        if !dir.is_empty() {
+            route = with_param(&route, "path", &encode(dir));
+        }
+        match self.get_all::<Entry>(&route).await {
+            Ok(entries) => Ok(entries
+                .into_iter()
+                .filter(|e| e.kind == "blob")
+                .map(|e| e.path)
+                .collect()),
+            Err(err) if err.status() == Some(404) => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Creates `branch` at `sha`.
+    pub async fn create_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
+        let route = self.project_route("/repository/branches");
+        self.write::<Value>(
+            Method::POST,
+            &route,
+            json!({ "branch": branch, "ref": sha }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a branch (after its merge request is merged or closed); a missing branch is fine.
+    pub async fn delete_branch(&self, branch: &str) -> Result<(), ForgeError> {
+        let route = self.project_route(&format!("/repository/branches/{}", encode(branch)));
+        match self
+            .send(Method::DELETE, &route, None, HeaderMap::new())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.status() == Some(404) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Points `branch` at `sha`, whatever it held. GitLab's REST API has no ref update (no
+    /// force push): the branch is deleted and created again from `sha`. Between the two calls
+    /// the branch does not exist; an open merge request from it stays open and shows the new
+    /// head once the branch is back.
+    pub async fn force_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
+        self.delete_branch(branch).await?;
+        self.create_branch(branch, sha).await
+    }
+
+    /// Writes a file on a branch as one commit and returns the commit. `previous_blob` says
+    /// whether the file exists (update) or not (create). GitLab's commits API takes no blob to
+    /// check against (only a commit id), so the blob is not compared: the bot writes only to
+    /// branches it created, and checks their heads before it merges.
+    pub async fn put_file(
+        &self,
+        branch: &str,
+        path: &str,
+        content: &str,
+        message: &str,
+        previous_blob: Option<&str>,
+    ) -> Result<String, ForgeError> {
+        let (path, content) = (path.to_owned(), content.to_owned());
+        let action = match previous_blob {
+            Some(_) => CommitAction::Update { path, content },
+            None => CommitAction::Create { path, content },
+        };
+        self.commit_files(branch, message, &[action]).await
+    }
+
+    /// Deletes a file on a branch as one commit; returns the commit. `blob` is not compared
+    /// (see [`Self::put_file`]).
+    pub async fn delete_file(
+        &self,
+        branch: &str,
+        path: &str,
+        message: &str,
+        _blob: &str,
+    ) -> Result<String, ForgeError> {
+        let action = CommitAction::Delete {
+            path: path.to_owned(),
+        };
+        self.commit_files(branch, message, &[action]).await
+    }
+
+    /// Writes several files on a branch as ONE commit, in one call (`POST
+    /// repository/commits`); returns the commit. All actions apply or none does.
+    pub async fn commit_files(
+        &self,
+        branch: &str,
+        message: &str,
+        actions: &[CommitAction],
+    ) -> Result<String, ForgeError> {
+        let body = json!({
+            "branch": branch,
+            "commit_message": message,
+            "actions": actions.iter().map(CommitAction::to_json).collect::<Vec<_>>(),
+        });
+        let route = self.project_route("/repository/commits");
+        Ok(self.write::<Commit>(Method::POST, &route, body).await?.id)
+    }
+
+    /// Opens a merge request from `source` into `target`; returns its iid.
+    pub async fn open_pull_request(
+        &self,
+        source: &str,
+        target: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<u64, ForgeError> {
+        let route = self.project_route("/merge_requests");
+        let request = json!({
+            "source_branch": source,
+            "target_branch": target,
+            "title": title,
+            "description": body,
+        });
+        Ok(self.write::<Iid>(Method::POST, &route, request).await?.iid)
+    }
+
+    /// The open merge request from `branch` of this project (not of a fork), if there is one:
+    /// makes opening one idempotent (GitLab refuses a second with 409).
+    pub async fn find_open_pull_request(&self, branch: &str) -> Result<Option<u64>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            iid: u64,
+            source_branch: String,
+            source_project_id: u64,
+            target_project_id: u64,
+        }
+        let route = self.project_route(&format!(
+            "/merge_requests?state=opened&source_branch={}",
+            encode(branch)
+        ));
+        let found: Vec<Listed> = self.get_all(&route).await?;
+        Ok(found
+            .into_iter()
+            .find(|mr| mr.source_branch == branch && mr.source_project_id == mr.target_project_id)
+            .map(|mr| mr.iid))
+    }
+
+    /// A merge request's current state. `locked` (GitLab is merging it right now) counts as
+    /// open and not merged: the next read shows the outcome.
+    pub async fn pull_request(&self, iid: u64) -> Result<PullRequestState, ForgeError> {
+        let route = self.project_route(&format!("/merge_requests/{iid}"));
+        let mr: MergeRequest = self.get(&route).await?;
+        let head_repo = self.head_repo(&mr).await?;
+        Ok(mr.into_state(head_repo))
+    }
+
+    /// The project a merge request's source branch lives in: this project, or a fork named by
+    /// its own path (a fork we cannot read is still named as something other than this project).
+    async fn head_repo(&self, mr: &MergeRequest) -> Result<String, ForgeError> {
+        #[derive(Deserialize)]
+        struct Project {
+            path_with_namespace: String,
+        }
+        if mr.source_project_id == mr.target_project_id {
+            return Ok(self.project.clone());
+        }
+        let route = format!("/projects/{}", mr.source_project_id);
+        match self.get::<Project>(&route).await {
+            Ok(fork) => Ok(fork.path_with_namespace),
+            Err(err) if matches!(err.status(), Some(403 | 404)) => {
+                Ok(format!("gitlab project {}", mr.source_project_id))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Every file a merge request changes (`GET …/diffs`, GitLab 15.7+, all pages).
+    pub async fn pull_request_files(&self, iid: u64) -> Result<Vec<ChangedFile>, ForgeError> {
+        let route = self.project_route(&format!("/merge_requests/{iid}/diffs"));
+        let diffs: Vec<Diff> = self.get_all(&route).await?;
+        Ok(diffs.into_iter().map(Diff::into_changed_file).collect())
+    }
+
+    /// Closes a merge request without merging.
+    pub async fn close_pull_request(&self, iid: u64) -> Result<(), ForgeError> {
+        self.update_merge_request(iid, json!({ "state_event": "close" }))
+            .await
+    }
+
+    /// Adds a label (GitLab creates a project label that does not exist yet).
+    pub async fn add_label(&self, iid: u64, label: &str) -> Result<(), ForgeError> {
+        let label = one_label(label)?;
+        self.update_merge_request(iid, json!({ "add_labels": label }))
+            .await
+    }
+
+    /// Removes a label; a label that is not there is fine.
+    pub async fn remove_label(&self, iid: u64, label: &str) -> Result<(), ForgeError> {
+        let label = one_label(label)?;
+        self.update_merge_request(iid, json!({ "remove_labels": label }))
+            .await
+    }
+
+    async fn update_merge_request(&self, iid: u64, body: Value) -> Result<(), ForgeError> {
+        let route = self.project_route(&format!("/merge_requests/{iid}"));
+        self.write::<Value>(Method::PUT, &route, body)
+            .await
+            .map(drop)
+    }
+
+    /// Posts a note on an issue or merge request; returns its id.
+    pub async fn comment(&self, thread: Thread, body: &str) -> Result<u64, ForgeError> {
+        #[derive(Deserialize)]
+        struct Created {
+            id: u64,
+        }
+        let route = self.project_route(&format!("/{}/notes", thread.route()));
+        let created: Created = self
+            .write(Method::POST, &route, json!({ "body": body }))
+            .await?;
+        Ok(created.id)
+    }
+
+    /// Whether note `note_id` still exists on `thread` (a deleted comment approves nothing).
+    pub async fn comment_exists(&self, thread: Thread, note_id: u64) -> Result<bool, ForgeError> {
+        let route = self.project_route(&format!("/{}/notes/{note_id}", thread.route()));
+        match self.send(Method::GET, &route, None, HeaderMap::new()).await {
+            Ok(_) => Ok(true),
+            Err(err) if err.status() == Some(404) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Sets the commit status `context` on `sha`. GitLab's statuses are a state machine that
+    /// refuses (400) a move to the state the status is already in; that is what we wanted, so
+    /// it counts as done.
+    pub async fn set_status(
+        &self,
+        sha: &str,
+        state: StatusState,
+        context: &str,
+        description: &str,
+    ) -> Result<(), ForgeError> {
+        let wanted = status_name(state);
+        let description: String = description.chars().take(STATUS_DESCRIPTION_CHARS).collect();
+        // `name` and `context` are the same parameter; older instances know only one of them.
+        let body = json!({
+            "state": wanted,
+            "name": context,
+            "context": context,
+            "description": description,
+        });
+        let route = self.project_route(&format!("/statuses/{}", encode(sha)));
+        match self
+            .send(Method::POST, &route, Some(body), HeaderMap::new())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if already_in_state(&err, wanted) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Merges with a merge commit (never squash), only if the source branch's head is still
+    /// `sha`; returns the commit that landed.
+    pub async fn merge(
+        &self,
+        iid: u64,
+        sha: &str,
+        merge_commit_message: &str,
+    ) -> Result<String, MergeError> {
+        let route = self.project_route(&format!("/merge_requests/{iid}/merge"));
+        let body = json!({
+            "sha": sha,
+            "merge_commit_message": merge_commit_message,
+            "squash": false,
+            "should_remove_source_branch": false,
+        });
+        let merged: MergeRequest = self
+            .write(Method::PUT, &route, body)
+            .await
+            .map_err(merge_error)?;
+        if merged.state != "merged" {
+            return Err(MergeError::NotMergeable(format!(
+                "GitLab answered the merge with state `{}`",
+                merged.state
+            )));
+        }
+        // A fast-forward project makes no merge commit: what landed is the head itself.
+        Ok(merged
+            .merge_commit_sha
+            .or(merged.squash_commit_sha)
+            .unwrap_or_else(|| sha.to_owned()))
+    }
+
+    /// The emoji awarded on an issue or merge request itself, all pages, in GitHub's reaction
+    /// names.
+    pub async fn award_emoji(&self, thread: Thread) -> Result<Vec<Reaction>, ForgeError> {
+        let route = self.project_route(&format!("/{}/award_emoji", thread.route()));
+        let awards: Vec<Award> = self.get_all(&route).await?;
+        Ok(awards.into_iter().map(Award::into_reaction).collect())
+    }
+
+    /// [`Self::award_emoji`] as a conditional request: when `etag` (the first page's, from an
+    /// earlier answer) still matches, GitLab answers `304` and nothing is read.
+    pub async fn award_emoji_polled(
+        &self,
+        thread: Thread,
+        etag: Option<&str>,
+    ) -> Result<Polled<Vec<Reaction>>, ForgeError> {
+        let route = self.project_route(&format!("/{}/award_emoji", thread.route()));
+        let first = with_param(&route, "per_page", &PER_PAGE.to_string());
+        let mut headers = HeaderMap::new();
+        if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
+            headers.insert(http::header::IF_NONE_MATCH, etag);
+        }
+        let answer = self.send(Method::GET, &first, None, headers).await?;
+        if answer.status == StatusCode::NOT_MODIFIED {
+            return Ok(Polled::NotModified);
+        }
+        let (awards, etag) = self.pages_from::<Award>(&first, Some(answer)).await?;
+        Ok(Polled::Changed {
+            etag,
+            value: awards.into_iter().map(Award::into_reaction).collect(),
+        })
+    }
+
+    /// Who approved a merge request (GitLab's own approvals), with when (GitLab sends
+    /// `approved_at` since 17.x; older instances do not).
+    pub async fn approvals(
+        &self,
+        iid: u64,
+    ) -> Result<Vec<(Actor, Option<DateTime<Utc>>)>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Approval {
+            user: User,
+            #[serde(default)]
+            approved_at: Option<DateTime<Utc>>,
+        }
+        #[derive(Deserialize)]
+        struct Approvals {
+            #[serde(default)]
+            approved_by: Vec<Approval>,
+        }
+        let route = self.project_route(&format!("/merge_requests/{iid}/approvals"));
+        let approvals: Approvals = self.get(&route).await?;
+        Ok(approvals
+            .approved_by
+            .into_iter()
+            .map(|a| (a.user.into(), a.approved_at))
+            .collect())
+    }
+
+    /// A user by username (for the numeric id of people named in policies).
+    pub async fn user(&self, username: &str) -> Result<Option<Actor>, ForgeError> {
+        let route = format!("/users?username={}", encode(username));
+        let found: Vec<User> = self.get(&route).await?;
+        Ok(found
+            .into_iter()
+            .find(|u| u.username.eq_ignore_ascii_case(username))
+            .map(Actor::from))
+    }
+
+    /// Whether user `user_id` is a member of the group `group` (its full path, subgroups
+    /// included, e.g. `acme/sre/leads`; a policy's leading `@` is allowed), directly or inherited
+    /// from a parent group. Only active memberships of Guest (10) or more that have not expired
+    /// count; Minimal Access does not.
+    pub async fn is_group_member(&self, group: &str, user_id: u64) -> Result<bool, ForgeError> {
+        let route = format!(
+            "/groups/{}/members/all/{user_id}",
+            encode(group.trim_start_matches('@').trim_matches('/'))
+        );
+        match self.get::<Member>(&route).await {
+            Ok(member) => Ok(member.counts(Utc::now().date_naive())),
+            Err(err) if err.status() == Some(404) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// GitLab's name for a status state. `failed` is a refusal; `canceled` is GitHub's `error`
+/// (the check could not judge, e.g. invalid policies), kept apart so the two read differently.
+fn status_name(state: StatusState) -> &'static str {
+    match state {
+        StatusState::Pending => "pending",
+        StatusState::Success => "success",
+        StatusState::Failure => "failed",
+        StatusState::Error => "canceled",
+    }
+}
+
+/// Whether a status refusal says the status already is `wanted` (GitLab: 400 `Cannot
+/// transition status via :enqueue from :pending …`).
+fn already_in_state(err: &ForgeError, wanted: &str) -> bool {
+    match err {
+        ForgeError::Refused {
+            status: 400,
+            message,
+            ..
+        } => {
+            message.contains("Cannot transition status")
+                && message.contains(&format!("from :{wanted}"))
+        }
+        _ => false,
+    }
+}
+
+/// What a refused merge means, as GitLab documents its merge endpoint: 401 this user may not
+/// merge (e.g. the target branch is protected), 405 not mergeable now (draft, closed, pipeline,
+/// discussions, approvals), 406 conflicts or already merged (older GitLab), 422 the merge
+/// failed; 409 the `sha` is not the source branch's head any more.
+fn merge_error(err: ForgeError) -> MergeError {
+    match err {
+        ForgeError::Refused { status: 409, .. } => MergeError::HeadChanged,
+        ForgeError::Refused {
+            status: status @ (401 | 403 | 405 | 406 | 422),
+            message,
+            ..
+        } => MergeError::NotMergeable(format!("HTTP {status}: {message}")),
+        other => MergeError::Forge(other),
+    }
+}
+
+/// GitLab takes labels as a comma-separated list: a comma would make one label two.
+fn one_label(label: &str) -> Result<&str, ForgeError> {
+    if label.contains(',') || label.trim().is_empty() {
+        return Err(ForgeError::Refused {
+            call: "label".into(),
+            status: 0,
+            message: format!("`{label}` is not one GitLab label"),
+        });
+    }
+    Ok(label)
+}
+
+/// Turns a status into success or the right kind of error.
+fn classify(
+    call: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<(), ForgeError> {
+    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+        return Ok(());
+    }
+    let exhausted = header(headers, "ratelimit-remaining") == Some("0");
+    if status == StatusCode::TOO_MANY_REQUESTS || exhausted {
+        return Err(ForgeError::RateLimited {
+            call: call.to_owned(),
+            retry_after: retry_after(headers, Utc::now().timestamp()),
+        });
+    }
+    if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        return Err(ForgeError::Transient {
+            call: call.to_owned(),
+            detail: format!("HTTP {}", status.as_u16()),
+        });
+    }
+    Err(ForgeError::Refused {
+        call: call.to_owned(),
+        status: status.as_u16(),
+        message: gitlab_message(body),
+    })
+}
+
+/// How long a rate limit asks us to wait: `Retry-After` (seconds), else until `RateLimit-Reset`
+/// (GitLab sends a Unix time; a small number is read as seconds from now), else a minute.
+fn retry_after(headers: &HeaderMap, now: i64) -> Duration {
+    let seconds = |name| header(headers, name).and_then(|v| v.trim().parse::<i64>().ok());
+    let wait = seconds("retry-after").or_else(|| {
+        seconds("ratelimit-reset").map(|reset| {
+            if reset > 1_000_000_000 {
+                reset - now
+            } else {
+                reset
+            }
+        })
+    });
+    Duration::from_secs(wait.unwrap_or(60).clamp(1, 3600) as u64)
+}
+
+/// GitLab's error text: `{"message": "…"}` (a string, or field errors as an object or list), or
+/// `{"error": "…"}`; else the start of the body.
+fn gitlab_message(body: &str) -> String {
+    let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    match value.get("message").or_else(|| value.get("error")) {
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+        None => body.chars().take(200).collect(),
+    }
+}
+
+/// The route of the page after this one, from `X-Next-Page` (empty on the last page) or, when
+/// GitLab paginates by keyset, `Link: <…>; rel="next"`. The link names the instance by its
+/// external URL, which may not be the one we call: only its path under the API is kept, and the
+/// request goes to our own `api_url` (the token never leaves for another host).
+fn next_page(first: &str, api_path: &str, headers: &HeaderMap) -> Result<Option<String>, String> {
+    if let Some(page) = header(headers, "x-next-page").map(str::trim) {
+        if page.is_empty() {
+            return Ok(None);
+        }
+        if !page.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("X-Next-Page `{page}` is not a page number"));
+        }
+        return Ok(Some(with_param(first, "page", page)));
+    }
+    let Some(link) = header(headers, "link").and_then(next_link) else {
+        return Ok(None);
+    };
+    let url = url::Url::parse(&link).map_err(|err| format!("Link `{link}`: {err}"))?;
+    let path = url
+        .path()
+        .strip_prefix(api_path)
+        .filter(|rest| rest.starts_with('/'))
+        .ok_or_else(|| format!("Link `{link}` is not under {api_path}"))?;
+    Ok(Some(match url.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    }))
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_owned())
+    })
+}
+
+/// `route` with `name=value` added to its query.
+fn with_param(route: &str, name: &str, value: &str) -> String {
+    let separator = if route.contains('?') { '&' } else { '?' };
+    format!("{route}{separator}{name}={value}")
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters: project and group paths,
+/// file paths and branch names become one path segment (`a/b` → `a%2Fb`), and query values
+/// cannot add parameters.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn decode<T: DeserializeOwned>(call: &str, body: &str) -> Result<T, ForgeError> {
+    serde_json::from_str(body).map_err(|err| ForgeError::Decode {
+        call: call.to_owned(),
+        detail: err.to_string(),
+    })
+}
+
+fn transport(call: &str, err: impl std::fmt::Display) -> ForgeError {
+    ForgeError::Transient {
+        call: call.to_owned(),
+        detail: err.to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: u64,
+    username: String,
+    /// Only `GET /user` and admin views say it; elsewhere the name tells.
+    #[serde(default)]
+    bot: bool,
+}
+
+impl From<User> for Actor {
+    fn from(user: User) -> Self {
+        Actor {
+            id: user.id,
+            is_bot: user.bot || looks_like_bot(&user.username),
+            login: user.username,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Commit {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Iid {
+    iid: u64,
+}
+
+#[derive(Deserialize)]
+struct MergeRequest {
+    iid: u64,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    description: Option<String>,
+    state: String,
+    author: User,
+    source_branch: String,
+    target_branch: String,
+    #[serde(default)]
+    sha: Option<String>,
+    #[serde(default)]
+    draft: Option<bool>,
+    #[serde(default)]
+    work_in_progress: Option<bool>,
+    #[serde(default)]
+    labels: Vec<String>,
+    source_project_id: u64,
+    target_project_id: u64,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
+    #[serde(default)]
+    squash_commit_sha: Option<String>,
+    #[serde(default)]
+    merged_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl MergeRequest {
+    fn into_state(self, head_repo: String) -> PullRequestState {
+        let merged = self.state == "merged";
+        let head_sha = self.sha.unwrap_or_default();
+        PullRequestState {
+            title: self.title,
+            body: self.description.unwrap_or_default(),
+            open: matches!(self.state.as_str(), "opened" | "locked"),
+            merge_sha: merged.then(|| {
+                self.merge_commit_sha
+                    .or(self.squash_commit_sha)
+                    .unwrap_or_else(|| head_sha.clone())
+            }),
+            merged_at: self.merged_at,
+            info: PullRequestInfo {
+                number: self.iid,
+                author: self.author.into(),
+                head_sha,
+                head_ref: self.source_branch,
+                base_ref: self.target_branch,
+                head_repo: Some(head_repo),
+                labels: self.labels,
+                merged,
+                draft: self.draft.or(self.work_in_progress).unwrap_or(false),
+                updated_at: self.updated_at,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Diff {
+    old_path: String,
+    new_path: String,
+    #[serde(default)]
+    new_file: bool,
+    #[serde(default)]
+    renamed_file: bool,
+    #[serde(default)]
+    deleted_file: bool,
+}
+
+impl Diff {
+    fn into_changed_file(self) -> ChangedFile {
+        let (path, change, previous_path) = if self.new_file {
+            (self.new_path, FileChange::Added, None)
+        } else if self.deleted_file {
+            (self.old_path, FileChange::Removed, None)
+        } else if self.renamed_file {
+            (self.new_path, FileChange::Renamed, Some(self.old_path))
+        } else {
+            (self.new_path, FileChange::Modified, None)
+        };
+        ChangedFile {
+            path,
+            change,
+            previous_path,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Award {
+    id: u64,
+    name: String,
+    user: User,
+    created_at: DateTime<Utc>,
+}
+
+impl Award {
+    fn into_reaction(self) -> Reaction {
+        Reaction {
+            id: self.id,
+            user: self.user.into(),
+            content: reaction_name(&self.name),
+            created_at: self.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Member {
+    access_level: u32,
+    /// The user's state (`active`, `blocked`, …).
+    #[serde(default)]
+    state: Option<String>,
+    /// The membership's own state (`active`, or `awaiting` a seat); newer GitLab only.
+    #[serde(default)]
+    membership_state: Option<String>,
+    /// `YYYY-MM-DD`, the last day of the membership.
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+impl Member {
+    fn counts(&self, today: NaiveDate) -> bool {
+        let active = |s: &Option<String>| s.as_deref().is_none_or(|s| s == "active");
+        let expired = self
+            .expires_at
+            .as_deref()
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .is_some_and(|last| last < today);
+        self.access_level >= GUEST
+            && active(&self.state)
+            && active(&self.membership_state)
+            && !expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn refused(status: u16, message: &str) -> ForgeError {
+        ForgeError::Refused {
+            call: "c".into(),
+            status,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn paths_become_one_segment() {
+        assert_eq!(encode("group/sub/project"), "group%2Fsub%2Fproject");
+        assert_eq!(
+            encode("requests/prod/a-1_b.yaml"),
+            "requests%2Fprod%2Fa-1_b.yaml"
+        );
+        assert_eq!(encode("a b&c=d?#"), "a%20b%26c%3Dd%3F%23");
+        assert_eq!(encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn statuses_are_classified_for_the_retry_layer() {
+        assert!(classify("c", StatusCode::CREATED, &HeaderMap::new(), "").is_ok());
+        assert!(classify("c", StatusCode::NOT_MODIFIED, &HeaderMap::new(), "").is_ok());
+        for status in [StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE] {
+            let err = classify("c", status, &HeaderMap::new(), "").unwrap_err();
+            assert!(matches!(err, ForgeError::Transient { .. }), "{err:?}");
+        }
+        let err = classify(
+            "c",
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("retry-after", "7"), ("ratelimit-remaining", "0")]),
+            "Retry later",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ForgeError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(7)),
+            "{err:?}"
+        );
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+            let err = classify(
+                "c",
+                status,
+                &HeaderMap::new(),
+                r#"{"message":"401 Unauthorized"}"#,
+            )
+            .unwrap_err();
+            assert_eq!(err.status(), Some(status.as_u16()));
+            assert!(!err.is_retryable());
+        }
+        let err = classify(
+            "c",
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            r#"{"message":{"branch":["is invalid"]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), r#"c: HTTP 400: {"branch":["is invalid"]}"#);
+        let err = classify(
+            "c",
+            StatusCode::NOT_FOUND,
+            &HeaderMap::new(),
+            r#"{"error":"404 Not Found"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "c: HTTP 404: 404 Not Found");
+    }
+
+    #[test]
+    fn rate_limit_waits_come_from_retry_after_or_the_reset_time() {
+        let now = 1_700_000_000;
+        let wait = |pairs: &[(&'static str, &str)]| retry_after(&headers(pairs), now);
+        assert_eq!(wait(&[("retry-after", "30")]), Duration::from_secs(30));
+        assert_eq!(
+            wait(&[("ratelimit-reset", "1700000042")]),
+            Duration::from_secs(42),
+            "a Unix time"
+        );
+        assert_eq!(wait(&[("ratelimit-reset", "5")]), Duration::from_secs(5));
+        assert_eq!(wait(&[]), Duration::from_secs(60));
+        assert_eq!(
+            wait(&[("ratelimit-reset", "1600000000")]),
+            Duration::from_secs(1)
+        );
+        // An exhausted budget is a rate limit whatever the status says.
+        let err = classify(
+            "c",
+            StatusCode::FORBIDDEN,
+            &headers(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "5")]),
+            "",
+        )
+        .unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+    }
+
+    #[test]
+    fn merge_refusals_map_as_gitlab_documents_them() {
+        assert!(matches!(
+            merge_error(refused(409, "SHA does not match HEAD of source branch")),
+            MergeError::HeadChanged
+        ));
+        for status in [401, 405, 406, 422] {
+            let err = merge_error(refused(status, "Branch cannot be merged"));
+            assert!(
+                matches!(&err, MergeError::NotMergeable(m) if m == &format!("HTTP {status}: Branch cannot be merged")),
+                "{status}: {err:?}"
+            );
+        }
+        assert!(matches!(
+            merge_error(refused(404, "404 Not found")),
+            MergeError::Forge(_)
+        ));
+        assert!(matches!(
+            merge_error(ForgeError::Transient {
+                call: "c".into(),
+                detail: "HTTP 502".into()
+            }),
+            MergeError::Forge(_)
+        ));
+    }
+
+    #[test]
+    fn a_status_already_in_the_wanted_state_is_done() {
+        let same = refused(
+            400,
+            r#"Cannot transition status via :enqueue from :pending (Reason(s): Status cannot transition via "enqueue")"#,
+        );
+        assert!(already_in_state(&same, "pending"));
+        assert!(!already_in_state(&same, "success"));
+        assert!(!already_in_state(
+            &refused(400, "state is invalid"),
+            "pending"
+        ));
+        assert!(!already_in_state(
+            &refused(403, "Cannot transition status via :run from :pending"),
+            "pending"
+        ));
+        assert_eq!(
+            [
+                StatusState::Pending,
+                StatusState::Success,
+                StatusState::Failure,
+                StatusState::Error
+            ]
+            .map(status_name),
+            ["pending", "success", "failed", "canceled"]
+        );
+    }
+
+    #[test]
+    fn next_pages_follow_x_next_page_then_link() {
+        let first = "/projects/1/x?per_page=100";
+        let next = |pairs: &[(&'static str, &str)]| next_page(first, "/api/v4", &headers(pairs));
+        assert_eq!(
+            next(&[("x-next-page", "2")]),
+            Ok(Some("/projects/1/x?per_page=100&page=2".into()))
+        );
+        assert_eq!(next(&[("x-next-page", "")]), Ok(None), "the last page");
+        assert_eq!(next(&[]), Ok(None));
+        assert!(next(&[("x-next-page", "2&private_token=x")]).is_err());
+        let link = r#"<https://gitlab.example.com/api/v4/projects/1/x?per_page=100&page=1>; rel="first", <https://gitlab.example.com/api/v4/projects/1/x?cursor=abc&per_page=100>; rel="next""#;
+        assert_eq!(
+            next(&[("link", link)]),
+            Ok(Some("/projects/1/x?cursor=abc&per_page=100".into())),
+            "keyset pagination, on whatever host GitLab calls itself"
+        );
+        assert!(next(&[("link", r#"<https://evil.example/other/path>; rel="next""#)]).is_err());
+        assert_eq!(
+            next(&[("link", r#"<https://g/api/v4/p?page=1>; rel="prev""#)]),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn diffs_become_changed_files() {
+        let diff = |new_file, renamed_file, deleted_file| Diff {
+            old_path: "requests/old.yaml".into(),
+            new_path: "requests/new.yaml".into(),
+            new_file,
+            renamed_file,
+            deleted_file,
+        };
+        let added = diff(true, false, false).into_changed_file();
+        assert_eq!(
+            (added.path.as_str(), added.change),
+            ("requests/new.yaml", FileChange::Added)
+        );
+        let removed = diff(false, false, true).into_changed_file();
+        assert_eq!(
+            (removed.path.as_str(), removed.change),
+            ("requests/old.yaml", FileChange::Removed)
+        );
+        let renamed = diff(false, true, false).into_changed_file();
+        assert_eq!(renamed.change, FileChange::Renamed);
+        assert_eq!(renamed.previous_path.as_deref(), Some("requests/old.yaml"));
+        assert_eq!(
+            diff(false, false, false).into_changed_file().change,
+            FileChange::Modified
+        );
+    }
+
+    #[test]
+    fn only_active_unexpired_members_of_guest_or_more_count() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+        let member =
+            |level, state: Option<&str>, membership: Option<&str>, expires: Option<&str>| Member {
+                access_level: level,
+                state: state.map(Into::into),
+                membership_state: membership.map(Into::into),
+                expires_at: expires.map(Into::into),
+            };
+        assert!(member(10, Some("active"), None, None).counts(today));
+        assert!(
+            member(50, None, Some("active"), Some("2026-12-02")).counts(today),
+            "last day"
+        );
+        assert!(
+            !member(5, Some("active"), None, None).counts(today),
+            "minimal access"
+        );
+        assert!(!member(30, Some("blocked"), None, None).counts(today));
+        assert!(!member(30, Some("active"), Some("awaiting"), None).counts(today));
+        assert!(!member(30, Some("active"), None, Some("2026-12-01")).counts(today));
+    }
+
+    #[test]
+    fn merge_requests_map_to_the_forge_independent_state() {
+        let mr: MergeRequest = serde_json::from_value(json!({
+            "iid": 7, "title": "t", "description": null, "state": "merged",
+            "author": {"id": 5, "username": "project_3_bot_ab12"},
+            "source_branch": "breakglass/x", "target_branch": "main",
+            "sha": "a".repeat(40), "draft": false, "labels": ["sev1"],
+            "source_project_id": 3, "target_project_id": 3,
+            "merge_commit_sha": null, "squash_commit_sha": null,
+            "merged_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:01Z"
+        }))
+        .unwrap();
+        let state = mr.into_state("acme/requests".into());
+        assert!(!state.open && state.info.merged && state.info.author.is_bot);
+        assert_eq!(
+            state.merge_sha,
+            Some("a".repeat(40)),
+            "fast-forward: the head landed"
+        );
+        assert_eq!(state.info.head_repo.as_deref(), Some("acme/requests"));
+        assert_eq!(state.info.labels, ["sev1"]);
+        assert_eq!(state.body, "");
+    }
+
+    #[test]
+    fn labels_with_commas_are_refused() {
+        assert!(one_label("breakglass/needs-review").is_ok());
+        assert!(one_label("a,b").is_err());
+        assert!(one_label(" ").is_err());
+    }
+
+    /// A loopback stand-in for GitLab that answers by route and records what it was asked:
+    /// only for what cannot be seen without HTTP (pagination, headers, retries).
+    mod over_http {
+        use std::sync::Mutex;
+
+        use axum::extract::Request;
+        use axum::response::{IntoResponse, Response};
+
+        use super::*;
+
+        type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+
+        async fn serve(answer: fn(&str, usize) -> Response) -> (GitlabClient, Seen) {
+            let seen: Seen = Arc::default();
+            let log = seen.clone();
+            let app = axum::Router::new().fallback(move |request: Request| {
+                let log = log.clone();
+                async move {
+                    let uri = request.uri().to_string();
+                    let token = request
+                        .headers()
+                        .get("private-token")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let mut log = log.lock().unwrap();
+                    let earlier = log.iter().filter(|(_, u, _)| *u == uri).count();
+                    log.push((request.method().to_string(), uri.clone(), token));
+                    answer(&uri, earlier)
+                }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            let client = GitlabClient::connect(
+                &format!("http://{addr}/api/v4/"),
+                "acme/sub/requests",
+                GitlabAuth::PrivateToken(Secret::new("glpat-test")),
+            )
+            .await
+            .unwrap()
+            .with_retry(RetryPolicy {
+                attempts: 3,
+                timeout: Duration::from_secs(5),
+                first_backoff: Duration::from_millis(1),
+                max_wait: Duration::from_secs(5),
+            });
+            (client, seen)
+        }
+
+        fn answer(status: u16, headers: &[(&'static str, &str)], body: Value) -> Response {
+            let mut response =
+                (StatusCode::from_u16(status).unwrap(), body.to_string()).into_response();
+            for (name, value) in headers {
+                response
+                    .headers_mut()
+                    .insert(*name, HeaderValue::from_str(value).unwrap());
+            }
+            response
+        }
+
+        #[tokio::test]
+        async fn lists_follow_x_next_page_with_the_token_and_the_encoded_project() {
+            let (client, seen) = serve(|uri, _| {
+                if uri.ends_with("&page=2") {
+                    answer(200, &[("x-next-page", "")], json!([
+                        {"id": "c", "name": "b.yaml", "type": "blob", "path": "requests/prod/b.yaml", "mode": "100644"}
+                    ]))
+                } else {
+                    answer(200, &[("x-next-page", "2")], json!([
+                        {"id": "a", "name": "a.yaml", "type": "blob", "path": "requests/prod/a.yaml", "mode": "100644"},
+                        {"id": "t", "name": "old", "type": "tree", "path": "requests/prod/old", "mode": "040000"}
+                    ]))
+                }
+            })
+            .await;
+            assert!(
+                !format!("{client:?}").contains("glpat-test"),
+                "the token never shows in Debug output"
+            );
+            let files = client.list_dir("main", "requests/prod").await.unwrap();
+            assert_eq!(files, ["requests/prod/a.yaml", "requests/prod/b.yaml"]);
+            let seen = seen.lock().unwrap();
+            let base = "/api/v4/projects/acme%2Fsub%2Frequests/repository/tree?ref=main&path=requests%2Fprod&per_page=100";
+            assert_eq!(
+                seen.iter()
+                    .map(|(m, u, t)| (m.as_str(), u.as_str(), t.as_deref()))
+                    .collect::<Vec<_>>(),
+                [
+                    ("GET", base, Some("glpat-test")),
+                    ("GET", &*format!("{base}&page=2"), Some("glpat-test")),
+                ]
+            );
+        }
+
+        #[tokio::test]
+        async fn a_moved_head_is_head_changed_and_is_not_retried() {
+            let (client, seen) = serve(|_, _| {
+                answer(
+                    409,
+                    &[],
+                    json!({"message": "SHA does not match HEAD of source branch"}),
+                )
+            })
+            .await;
+            let err = client.merge(7, &"a".repeat(40), "Merge").await.unwrap_err();
+            assert!(matches!(err, MergeError::HeadChanged), "{err:?}");
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 1);
+            assert_eq!(
+                (seen[0].0.as_str(), seen[0].1.as_str()),
+                (
+                    "PUT",
+                    "/api/v4/projects/acme%2Fsub%2Frequests/merge_requests/7/merge"
+                )
+            );
+        }
+
+        #[tokio::test]
+        async fn a_rate_limit_is_waited_out_as_retry_after_says() {
+            let (client, seen) = serve(|_, earlier| {
+                if earlier == 0 {
+                    answer(
+                        429,
+                        &[("retry-after", "1"), ("ratelimit-remaining", "0")],
+                        json!({"message": "Retry later"}),
+                    )
+                } else {
+                    answer(
+                        200,
+                        &[],
+                        json!({"id": 9, "username": "breakglass-bot", "bot": true}),
+                    )
+                }
+            })
+            .await;
+            let started = std::time::Instant::now();
+            let me = client.me().await.unwrap();
+            assert!(
+                started.elapsed() >= Duration::from_secs(1),
+                "{:?}",
+                started.elapsed()
+            );
+            assert_eq!((me.id, me.is_bot), (9, true));
+            assert_eq!(seen.lock().unwrap().len(), 2);
+        }
+
+        #[tokio::test]
+        async fn a_status_already_set_is_not_an_error() {
+            let (client, _) = serve(|_, _| {
+                answer(400, &[], json!({"message": "Cannot transition status via :enqueue from :pending (Reason(s): Status cannot transition via \"enqueue\")"}))
+            })
+            .await;
+            client
+                .set_status(
+                    &"b".repeat(40),
+                    StatusState::Pending,
+                    "breakglass/policy",
+                    "awaiting approval",
+                )
+                .await
+                .unwrap();
+            let err = client
+                .set_status(
+                    &"b".repeat(40),
+                    StatusState::Success,
+                    "breakglass/policy",
+                    "approved",
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), Some(400));
+        }
+    }
+}
