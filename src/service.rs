@@ -13,16 +13,17 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::config::{Config, read_secrets};
+use crate::config::{Config, GithubConfig, GitlabConfig, read_secrets};
 use crate::forge::github::{GithubAuth, GithubClient};
+use crate::forge::gitlab::{GitlabAuth, GitlabClient};
 use crate::forge::{Delivery, Forge};
 use crate::grant::Providers;
 use crate::grant::aws_iam::AwsProvider;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::server::{AppState, router};
+use crate::server::{AppState, Intake, router};
 use crate::store::{Store, StoreError};
-use crate::workflow::{Settings, Workflow};
+use crate::workflow::{Settings, Workflow, Workflows};
 
 /// How long a claimed delivery or job stays ours before another worker may take it over.
 const LEASE: Duration = Duration::from_secs(120);
@@ -54,7 +55,7 @@ impl Default for Options {
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
-    pub workflow: Workflow,
+    pub workflows: Workflows,
     /// Where reconciliation stands (it runs beside the queues, so an empty queue says nothing
     /// about it).
     pub reconciliation: Arc<Reconciliation>,
@@ -95,65 +96,46 @@ impl Running {
 
 /// Starts the service and returns once it listens.
 pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running> {
-    let github = config
-        .github
-        .as_ref()
-        .context("breakglass serve needs a [github] section (GitLab is not supported yet)")?;
+    anyhow::ensure!(
+        config.github.is_some() || config.gitlab.is_some(),
+        "breakglass serve needs a [github] or a [gitlab] section (or both)"
+    );
     let store = Store::connect(&config.database_url)
         .await
         .context("opening the database")?;
     store.migrate().await.context("migrating the database")?;
-    let secrets = read_secrets(
-        &github.webhook_secret_env,
-        github.webhook_secret_file.as_deref(),
-        &|n| (options.env)(n),
-    )?;
-    let auth = match (github.app_id, &github.private_key_path) {
-        (Some(app_id), Some(path)) => GithubAuth::App {
-            app_id,
-            private_key_pem: Secret::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the GitHub App key {}", path.display()))?,
-            ),
-            installation_id: github.installation_id,
-        },
-        _ => GithubAuth::Token(
-            read_secrets(&github.token_env, github.token_file.as_deref(), &|n| {
-                (options.env)(n)
-            })?
-            .remove(0),
-        ),
-    };
-    let forge =
-        Forge::GitHub(GithubClient::connect(&github.api_url, &github.repository, auth).await?);
-    // Who the bot is, by id: its own comments and pushes are recognised by it.
-    let bot = forge
-        .me()
-        .await
-        .context("looking up the bot's own account")?;
     let metrics = Arc::new(Metrics::default());
-    let settings = Settings {
-        repository: github.repository.clone(),
-        policies_path: config.policies_path.clone(),
-        reminder_before: config.reminder_before.as_std(),
-        poll_interval: github.reaction_poll_interval.as_std(),
-        pending_timeout: config.pending_timeout.as_std(),
-        max_open_requests: config.max_open_requests,
+    let providers = providers(config, &options).await;
+    let common = Common {
+        store: &store,
+        config,
+        options: &options,
+        providers: &providers,
+        metrics: &metrics,
     };
-    let workflow = Workflow::new(
-        store.clone(),
-        forge,
-        bot,
-        options.clock.clone(),
-        providers(config, &options).await,
-        metrics.clone(),
-        settings,
-    );
+    let mut workflows = Vec::new();
+    let mut github_intake = None;
+    let mut gitlab_intake = None;
+    if let Some(github) = &config.github {
+        let (workflow, intake) = github_workflow(&common, github).await?;
+        workflows.push(workflow);
+        github_intake = Some(intake);
+    }
+    if let Some(gitlab) = &config.gitlab {
+        let (workflow, intake) = gitlab_workflow(&common, gitlab).await?;
+        workflows.push(workflow);
+        gitlab_intake = Some(intake);
+    }
+    let workflows = Workflows::new(workflows)?;
     let wake_deliveries = Arc::new(Notify::new());
+    let served: Vec<String> = workflows
+        .iter()
+        .map(|w| format!("{} {}", w.forge.kind(), w.settings.repository))
+        .collect();
     let state = AppState {
         store: store.clone(),
-        github_secrets: Arc::new(secrets),
-        repository: github.repository.clone().into(),
+        github: github_intake,
+        gitlab: gitlab_intake,
         metrics,
         clock: options.clock.clone(),
         wake: wake_deliveries.clone(),
@@ -178,7 +160,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         }
     });
     let deliveries = tokio::spawn(delivery_worker(
-        workflow.clone(),
+        workflows.clone(),
         format!("{worker}-deliveries"),
         wake_deliveries,
         watcher.clone(),
@@ -186,26 +168,143 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
     ));
     let reconciliation = Arc::new(Reconciliation::default());
     let reconciler = tokio::spawn(reconcile_worker(
-        workflow.clone(),
+        workflows.clone(),
         reconciliation.clone(),
         watcher.clone(),
         config.reconcile_interval.as_std(),
         options.tick,
     ));
     let jobs = tokio::spawn(job_worker(
-        workflow.clone(),
+        workflows.clone(),
         format!("{worker}-jobs"),
         watcher,
         options.tick,
     ));
-    tracing::info!(%addr, repository = %github.repository, "breakglass is serving");
+    tracing::info!(%addr, serving = ?served, "breakglass is serving");
     Ok(Running {
         addr,
-        workflow,
+        workflows,
         reconciliation,
         shutdown,
         tasks: vec![server, deliveries, jobs, reconciler],
     })
+}
+
+/// What every forge's workflow shares.
+struct Common<'a> {
+    store: &'a Store,
+    config: &'a Config,
+    options: &'a Options,
+    providers: &'a Providers,
+    metrics: &'a Arc<Metrics>,
+}
+
+impl Common<'_> {
+    /// The workflow of `forge` serving `repository`, once the bot knows who it is there.
+    async fn workflow(
+        &self,
+        forge: Forge,
+        repository: &str,
+        poll_interval: Duration,
+    ) -> anyhow::Result<Workflow> {
+        // Who the bot is, by id: its own comments and pushes are recognised by it.
+        let bot = forge
+            .me()
+            .await
+            .with_context(|| format!("looking up the bot's own account on {}", forge.kind()))?;
+        let settings = Settings {
+            repository: repository.to_owned(),
+            policies_path: self.config.policies_path.clone(),
+            reminder_before: self.config.reminder_before.as_std(),
+            poll_interval,
+            pending_timeout: self.config.pending_timeout.as_std(),
+            max_open_requests: self.config.max_open_requests,
+        };
+        Ok(Workflow::new(
+            self.store.clone(),
+            forge,
+            bot,
+            self.options.clock.clone(),
+            self.providers.clone(),
+            self.metrics.clone(),
+            settings,
+        ))
+    }
+
+    fn secrets(&self, env: &str, file: Option<&std::path::Path>) -> anyhow::Result<Vec<Secret>> {
+        let read = self.options.env;
+        Ok(read_secrets(env, file, &|n| read(n))?)
+    }
+}
+
+async fn github_workflow(
+    common: &Common<'_>,
+    github: &GithubConfig,
+) -> anyhow::Result<(Workflow, Intake)> {
+    let secrets = common.secrets(
+        &github.webhook_secret_env,
+        github.webhook_secret_file.as_deref(),
+    )?;
+    let auth = match (github.app_id, &github.private_key_path) {
+        (Some(app_id), Some(path)) => GithubAuth::App {
+            app_id,
+            private_key_pem: Secret::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the GitHub App key {}", path.display()))?,
+            ),
+            installation_id: github.installation_id,
+        },
+        _ => GithubAuth::Token(
+            common
+                .secrets(&github.token_env, github.token_file.as_deref())?
+                .remove(0),
+        ),
+    };
+    let forge =
+        Forge::GitHub(GithubClient::connect(&github.api_url, &github.repository, auth).await?);
+    let workflow = common
+        .workflow(
+            forge,
+            &github.repository,
+            github.reaction_poll_interval.as_std(),
+        )
+        .await?;
+    let intake = Intake {
+        secrets: Arc::new(secrets),
+        repository: github.repository.clone().into(),
+    };
+    Ok((workflow, intake))
+}
+
+/// GitLab sends every emoji award and revocation as an event; pending requests are still
+/// polled this often, as a safety net for a lost delivery.
+const GITLAB_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+async fn gitlab_workflow(
+    common: &Common<'_>,
+    gitlab: &GitlabConfig,
+) -> anyhow::Result<(Workflow, Intake)> {
+    let tokens = common.secrets(
+        &gitlab.webhook_token_env,
+        gitlab.webhook_token_file.as_deref(),
+    )?;
+    let token = common
+        .secrets(&gitlab.token_env, gitlab.token_file.as_deref())?
+        .remove(0);
+    let client = GitlabClient::connect(
+        &gitlab.api_url,
+        &gitlab.project,
+        GitlabAuth::PrivateToken(token),
+    )
+    .await?;
+    let workflow = common
+        .workflow(Forge::GitLab(client), &gitlab.project, GITLAB_POLL_INTERVAL)
+        .await?;
+    let intake = Intake {
+        secrets: Arc::new(tokens),
+        repository: gitlab.project.clone().into(),
+    };
+    Ok((workflow, intake))
 }
 
 /// The grant providers; `aws-iam` only when `[aws]` is configured (its roles are otherwise
@@ -259,12 +358,13 @@ fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
 }
 
 async fn delivery_worker(
-    workflow: Workflow,
+    workflows: Workflows,
     worker: String,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
     tick: Duration,
 ) {
+    let workflow = workflows.shared();
     while idle(Some(&wake), &mut stop, tick).await {
         loop {
             let now = workflow.clock.now();
@@ -285,7 +385,7 @@ async fn delivery_worker(
             for delivery in batch {
                 // Stored as the extractor parsed it: read back, never parsed again.
                 let result = match serde_json::from_str::<Delivery>(&delivery.payload) {
-                    Ok(parsed) => workflow.handle_delivery(&parsed).await,
+                    Ok(parsed) => workflows.handle_delivery(&delivery.id, &parsed).await,
                     Err(err) => Err(anyhow::Error::new(err).context("a stored delivery")),
                 };
                 let stored = match result {
@@ -314,7 +414,7 @@ async fn delivery_worker(
 /// Every active grant checked against git and its provider at start, then every
 /// `reconcile_interval` by the service's clock (so tests move it like every other timer).
 async fn reconcile_worker(
-    workflow: Workflow,
+    workflows: Workflows,
     status: Arc<Reconciliation>,
     mut stop: watch::Receiver<bool>,
     every: Duration,
@@ -323,13 +423,16 @@ async fn reconcile_worker(
     let every = chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::minutes(5));
     loop {
         status.running.store(true, Ordering::SeqCst);
-        if let Err(err) = workflow.reconcile_all().await {
-            tracing::warn!(error = %format!("{err:#}"), "reconciliation failed; will try again");
+        for workflow in workflows.iter() {
+            if let Err(err) = workflow.reconcile_all().await {
+                tracing::warn!(forge = %workflow.forge.kind(), error = %format!("{err:#}"), "reconciliation failed; will try again");
+            }
         }
         status.passes.fetch_add(1, Ordering::SeqCst);
         status.running.store(false, Ordering::SeqCst);
-        let next = workflow.clock.now() + every;
-        while workflow.clock.now() < next {
+        let clock = &workflows.shared().clock;
+        let next = clock.now() + every;
+        while clock.now() < next {
             if !idle(None, &mut stop, tick).await {
                 return;
             }
@@ -338,11 +441,12 @@ async fn reconcile_worker(
 }
 
 async fn job_worker(
-    workflow: Workflow,
+    workflows: Workflows,
     worker: String,
     mut stop: watch::Receiver<bool>,
     tick: Duration,
 ) {
+    let workflow = workflows.shared();
     let wake = workflow.wake_jobs.clone();
     while idle(Some(&wake), &mut stop, tick).await {
         loop {
@@ -359,7 +463,7 @@ async fn job_worker(
             }
             for job in batch {
                 let kind = job.kind.to_string();
-                let stored = match workflow.run_job(&job).await {
+                let stored = match workflows.run_job(&job).await {
                     Ok(()) => {
                         workflow.metrics.inc(
                             "breakglass_jobs_total",

@@ -288,7 +288,7 @@ fn policy_lint_passes_the_examples_and_reports_all_problems() {
 }
 
 #[test]
-fn serve_without_a_github_section_explains_itself() {
+fn serve_without_a_forge_section_explains_itself() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("breakglass.toml");
     std::fs::write(
@@ -302,7 +302,7 @@ fn serve_without_a_github_section_explains_itself() {
     let out = breakglass(&["serve", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("needs a [github] section"),
+        String::from_utf8_lossy(&out.stderr).contains("needs a [github] or a [gitlab] section"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

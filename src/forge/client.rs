@@ -4,9 +4,10 @@
 //! ETag or a payload type.
 
 use super::github::GithubClient;
+use super::gitlab::GitlabClient;
 use super::{
     Actor, ChangedFile, FileContent, ForgeError, MergeError, PullRequestState, Reaction, Review,
-    StatusState,
+    ReviewState, StatusState,
 };
 use crate::store::ForgeKind;
 
@@ -40,6 +41,7 @@ impl Thread {
 #[derive(Clone, Debug)]
 pub enum Forge {
     GitHub(GithubClient),
+    GitLab(GitlabClient),
 }
 
 /// Runs the same call on whichever client this is.
@@ -47,6 +49,7 @@ macro_rules! on_client {
     ($forge:expr, $client:ident => $call:expr) => {
         match $forge {
             Forge::GitHub($client) => $call,
+            Forge::GitLab($client) => $call,
         }
     };
 }
@@ -56,6 +59,7 @@ impl Forge {
     pub fn kind(&self) -> ForgeKind {
         match self {
             Forge::GitHub(_) => ForgeKind::GitHub,
+            Forge::GitLab(_) => ForgeKind::GitLab,
         }
     }
 
@@ -139,7 +143,10 @@ impl Forge {
         title: &str,
         body: &str,
     ) -> Result<u64, ForgeError> {
-        on_client!(self, c => c.open_pull_request(head, base, title, body).await)
+        match self {
+            Forge::GitHub(c) => c.open_pull_request(head, base, title, body).await,
+            Forge::GitLab(c) => c.open_pull_request(head, base, title, body).await,
+        }
     }
 
     /// A change request as it is now.
@@ -165,18 +172,31 @@ impl Forge {
         title: &str,
         message: &str,
     ) -> Result<String, MergeError> {
-        on_client!(self, c => c.merge(number, head_sha, title, message).await)
+        match self {
+            Forge::GitHub(c) => c.merge(number, head_sha, title, message).await,
+            // GitLab's merge commit message is one text: the title is its first line.
+            Forge::GitLab(c) => {
+                c.merge(number, head_sha, &format!("{title}\n\n{message}"))
+                    .await
+            }
+        }
     }
 
     /// Posts a note; its id.
     pub async fn note(&self, thread: Thread, body: &str) -> Result<u64, ForgeError> {
-        on_client!(self, c => c.comment(thread.number(), body).await)
+        match self {
+            Forge::GitHub(c) => c.comment(thread.number(), body).await,
+            Forge::GitLab(c) => c.comment(thread, body).await,
+        }
     }
 
     /// Whether note `id` on `thread` still exists (deleted notes approve nothing).
     pub async fn note_exists(&self, thread: Thread, id: u64) -> Result<bool, ForgeError> {
-        let _ = thread; // GitHub finds a comment by its id alone
-        on_client!(self, c => c.comment_exists(id).await)
+        match self {
+            // GitHub finds a comment by its id alone.
+            Forge::GitHub(c) => c.comment_exists(id).await,
+            Forge::GitLab(c) => c.comment_exists(thread, id).await,
+        }
     }
 
     /// Sets the decision status `context` on commit `sha`.
@@ -187,7 +207,10 @@ impl Forge {
         state: StatusState,
         description: &str,
     ) -> Result<(), ForgeError> {
-        on_client!(self, c => c.set_status(sha, context, state, description).await)
+        match self {
+            Forge::GitHub(c) => c.set_status(sha, context, state, description).await,
+            Forge::GitLab(c) => c.set_status(sha, state, context, description).await,
+        }
     }
 
     pub async fn add_label(&self, number: u64, label: &str) -> Result<(), ForgeError> {
@@ -200,7 +223,10 @@ impl Forge {
 
     /// Every emoji on a change request, as approval signals.
     pub async fn reactions(&self, number: u64) -> Result<Vec<Reaction>, ForgeError> {
-        on_client!(self, c => c.reactions(number).await)
+        match self {
+            Forge::GitHub(c) => c.reactions(number).await,
+            Forge::GitLab(c) => c.award_emoji(Thread::Change(number)).await,
+        }
     }
 
     /// The emoji on a change request if they changed since the last call for it (`None`
@@ -209,12 +235,31 @@ impl Forge {
         &self,
         number: u64,
     ) -> Result<Option<Vec<Reaction>>, ForgeError> {
-        on_client!(self, c => c.reactions_if_changed(number).await)
+        match self {
+            Forge::GitHub(c) => c.reactions_if_changed(number).await,
+            // GitLab sends each award and revocation as an event; a poll is only a safety net.
+            Forge::GitLab(c) => c.award_emoji(Thread::Change(number)).await.map(Some),
+        }
     }
 
     /// The reviews (approvals) submitted on a change request.
     pub async fn reviews(&self, number: u64) -> Result<Vec<Review>, ForgeError> {
-        on_client!(self, c => c.reviews(number).await)
+        match self {
+            Forge::GitHub(c) => c.reviews(number).await,
+            // GitLab's MR approvals: one per person, identified by the approver's id.
+            Forge::GitLab(c) => Ok(c
+                .approvals(number)
+                .await?
+                .into_iter()
+                .map(|(author, at)| Review {
+                    id: author.id,
+                    author,
+                    state: ReviewState::Approved,
+                    commit_id: None,
+                    submitted_at: at,
+                })
+                .collect()),
+        }
     }
 
     /// Whether `login` belongs to `group`: `org/team` on GitHub, a group path with subgroups
@@ -226,6 +271,10 @@ impl Forge {
                     c.is_team_member(org, team, login).await
                 }
                 _ => Ok(false), // GitHub teams are exactly `org/team`
+            },
+            Forge::GitLab(c) => match c.user(login).await? {
+                Some(user) => c.is_group_member(group, user.id).await,
+                None => Ok(false),
             },
         }
     }

@@ -19,12 +19,18 @@ impl FromRequest<AppState> for FromGithub {
     type Rejection = Reply;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Reply> {
+        let Some(intake) = state.github.as_ref() else {
+            return Err((
+                StatusCode::NOT_FOUND,
+                "this service has no [github] section\n".into(),
+            ));
+        };
         let headers = req.headers().clone();
         let body = Bytes::from_request(req, state)
             .await
             .map_err(|err| (err.status(), format!("{}\n", err.body_text())))?;
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        verify_signature(&state.github_secrets, &body, header("x-hub-signature-256"))
+        verify_signature(&intake.secrets, &body, header("x-hub-signature-256"))
             .map_err(|err| (StatusCode::UNAUTHORIZED, format!("{err}\n")))?;
         let event = header("x-github-event").ok_or((
             StatusCode::BAD_REQUEST,

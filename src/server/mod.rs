@@ -2,6 +2,7 @@
 //! business rules: a webhook is verified, parsed, stored, and answered; workers do the rest.
 
 mod github;
+mod gitlab;
 mod webhook;
 
 use std::sync::Arc;
@@ -23,20 +24,30 @@ use crate::store::Store;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
-    /// Webhook secrets for GitHub; several during a rotation.
-    pub github_secrets: Arc<Vec<Secret>>,
-    /// The configured requests repo (`owner/name`); deliveries for other repos are ignored.
-    pub repository: Arc<str>,
+    /// GitHub's intake, when the service serves a GitHub requests repo.
+    pub github: Option<Intake>,
+    /// GitLab's intake, when it serves a GitLab requests project.
+    pub gitlab: Option<Intake>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     /// Wakes the delivery worker as soon as something was stored.
     pub wake: Arc<Notify>,
 }
 
+/// What one forge's webhook route checks a delivery against.
+#[derive(Clone, Debug)]
+pub struct Intake {
+    /// Webhook secrets (GitHub) or tokens (GitLab); several during a rotation.
+    pub secrets: Arc<Vec<Secret>>,
+    /// The configured requests repo or project; deliveries for others are ignored.
+    pub repository: Arc<str>,
+}
+
 /// The service's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/webhooks/github", post(webhook::github))
+        .route("/webhooks/gitlab", post(webhook::gitlab))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -1,4 +1,4 @@
-//! `POST /webhooks/<forge>`: each forge's extractor ([`super::github`]) verifies the delivery
+//! `POST /webhooks/<forge>`: each forge's extractor ([`super::github`], [`super::gitlab`]) verifies the delivery
 //! over the exact body and parses it once; here it is stored durably, and only then answered
 //! 2xx. A redelivery (same delivery id) changes nothing. The worker reads the stored event
 //! back as it was parsed; it never parses a forge payload again.
@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 
 use super::AppState;
 use super::github::FromGithub;
+use super::gitlab::FromGitlab;
 use crate::forge::{Delivery, ForgeEvent};
 use crate::store::{DeliveryId, NewDelivery, Recorded};
 
@@ -27,6 +28,10 @@ pub struct Verified {
 
 pub async fn github(State(state): State<AppState>, verified: Result<FromGithub, Reply>) -> Reply {
     intake(&state, "github", verified.map(|FromGithub(v)| v)).await
+}
+
+pub async fn gitlab(State(state): State<AppState>, verified: Result<FromGitlab, Reply>) -> Reply {
+    intake(&state, "gitlab", verified.map(|FromGitlab(v)| v)).await
 }
 
 /// Stores a verified delivery (or answers the extractor's refusal), counting the outcome.
@@ -65,10 +70,15 @@ async fn store(state: &AppState, verified: Verified) -> Result<Reply, Reply> {
             format!("ignored: breakglass does not act on `{event}`\n"),
         ));
     }
+    let intake = match id.forge() {
+        crate::store::ForgeKind::GitHub => state.github.as_ref(),
+        crate::store::ForgeKind::GitLab => state.gitlab.as_ref(),
+    };
+    let configured = intake.map(|i| &*i.repository).unwrap_or_default();
     if delivery
         .repository
         .as_deref()
-        .is_some_and(|repo| !repo.eq_ignore_ascii_case(&state.repository))
+        .is_some_and(|repo| !repo.eq_ignore_ascii_case(configured))
     {
         return Ok((
             StatusCode::OK,

@@ -341,12 +341,7 @@ impl Workflow {
         let Some(record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        let awaiting_review = record.fast_path_rule.is_some()
-            && record.reviewed_at.is_none()
-            && matches!(
-                record.state,
-                RequestState::Active | RequestState::Revoking | RequestState::Revoked
-            );
+        let awaiting_review = awaits_review(&record);
         if record.state != RequestState::Pending && !awaiting_review {
             return Ok(()); // nothing to poll for any more
         }
@@ -367,46 +362,86 @@ impl Workflow {
         if !awaiting_review {
             self.withdraw_removed_reactions(&record, &reactions).await?;
         }
-        for reaction in reactions {
-            if !policy.approval_reactions.contains(&reaction.content)
-                || reaction.user.id == record.requester_id
-                || reaction.user.is_bot
-                || reaction.user.id == self.bot.id
-            {
-                continue;
-            }
-            if awaiting_review {
-                if self.is_approver(policy, &reaction.user).await? {
-                    return self.mark_reviewed(record, &reaction.user).await;
-                }
-                continue;
-            }
+        for reaction in &reactions {
             let current = self
                 .store
                 .get_request(id)
                 .await?
                 .context("request vanished")?;
-            if current.state != RequestState::Pending {
+            if self.consider_reaction(current, policy, reaction).await? {
                 return Ok(());
-            }
-            let signal = Signal {
-                actor: &reaction.user,
-                source: ApprovalSource::Reaction,
-                key: format!("reaction:{}", reaction.id),
-                at: Some(reaction.created_at),
-            };
-            let key = signal.key.clone();
-            match self.record_approval(current, signal).await? {
-                ApprovalOutcome::Merging => return Ok(()),
-                // Too close to the push to tell: ask, once per reaction. (A reaction from
-                // before the push approved the older version: the push voided it.)
-                ApprovalOutcome::Ambiguous => {
-                    self.ask_once(&record, &reaction.user, &key).await?;
-                }
-                _ => {}
             }
         }
         self.schedule(JobKind::Poll, id, next).await
+    }
+
+    /// One emoji on a request's change: an approval of a pending request, or the review of a
+    /// fast-path grant. `true` when it settled the request (merging, or reviewed).
+    async fn consider_reaction(
+        &self,
+        record: RequestRecord,
+        policy: &crate::policy::Policy,
+        reaction: &crate::forge::Reaction,
+    ) -> anyhow::Result<bool> {
+        if !policy.approval_reactions.contains(&reaction.content)
+            || reaction.user.id == record.requester_id
+            || reaction.user.is_bot
+            || reaction.user.id == self.bot.id
+        {
+            return Ok(false);
+        }
+        if awaits_review(&record) {
+            if self.is_approver(policy, &reaction.user).await? {
+                self.mark_reviewed(record, &reaction.user).await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        if record.state != RequestState::Pending {
+            return Ok(true);
+        }
+        let signal = Signal {
+            actor: &reaction.user,
+            source: ApprovalSource::Reaction,
+            key: format!("reaction:{}", reaction.id),
+            at: Some(reaction.created_at),
+        };
+        let key = signal.key.clone();
+        let asked = record.clone();
+        match self.record_approval(record, signal).await? {
+            ApprovalOutcome::Merging => return Ok(true),
+            // Too close to the push to tell: ask, once per reaction. (A reaction from before
+            // the push approved the older version: the push voided it.)
+            ApprovalOutcome::Ambiguous => self.ask_once(&asked, &reaction.user, &key).await?,
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    /// An emoji put on a change as it happened (GitLab's Emoji Hook): judged as the poll
+    /// would judge it.
+    pub(super) async fn handle_reaction_added(
+        &self,
+        number: u64,
+        reaction: &crate::forge::Reaction,
+    ) -> anyhow::Result<()> {
+        let Some(record) = self
+            .store
+            .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)
+            .await?
+        else {
+            return Ok(());
+        };
+        let (_, policies) = self.load_policies().await?;
+        let policies = policies.map_err(|problems| {
+            anyhow::anyhow!("the policies are invalid: {} problem(s)", problems.len())
+        })?;
+        let Some(policy) = policies.get(record.environment.as_str()) else {
+            return Ok(());
+        };
+        self.consider_reaction(record, policy, reaction)
+            .await
+            .map(drop)
     }
 
     /// Reaction approvals whose reaction is gone no longer count.
@@ -555,7 +590,7 @@ impl Workflow {
             RequestState::Revoking,
             RequestState::Revoked,
         ] {
-            for record in self.store.list_requests(Some(state)).await? {
+            for record in self.own_requests(Some(state)).await? {
                 if record.requester_id == requester_id
                     && record.fast_path_rule.is_some()
                     && record.reviewed_at.is_none()
@@ -603,4 +638,14 @@ mod tests {
             "no push time known"
         );
     }
+}
+
+/// Whether `record` is a fast-path grant whose after-the-fact review is still open.
+fn awaits_review(record: &RequestRecord) -> bool {
+    record.fast_path_rule.is_some()
+        && record.reviewed_at.is_none()
+        && matches!(
+            record.state,
+            RequestState::Active | RequestState::Revoking | RequestState::Revoked
+        )
 }

@@ -280,8 +280,7 @@ impl Workflow {
             RequestState::Approved,
         ] {
             open += self
-                .store
-                .list_requests(Some(state))
+                .own_requests(Some(state))
                 .await?
                 .iter()
                 .filter(|r| r.requester_id == author.id)

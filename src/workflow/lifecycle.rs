@@ -524,11 +524,7 @@ impl Workflow {
     pub async fn reconcile_all(&self) -> anyhow::Result<()> {
         let default = self.forge.default_branch().await?;
         self.reconcile_active(&default).await?;
-        for record in self
-            .store
-            .list_requests(Some(RequestState::Revoking))
-            .await?
-        {
+        for record in self.own_requests(Some(RequestState::Revoking)).await? {
             let due = self.store.jobs_for_request(&record.id).await?;
             if !due.iter().any(|job| job.kind == JobKind::Revoke) {
                 self.schedule(JobKind::Revoke, &record.id, self.now())
@@ -542,7 +538,7 @@ impl Workflow {
     /// or left by a bug): found on every principal breakglass has granted to, and revoked.
     async fn remove_orphaned_grants(&self) -> anyhow::Result<()> {
         let mut principals = BTreeSet::new();
-        for record in self.store.list_requests(None).await? {
+        for record in self.own_requests(None).await? {
             let Some(applied) = self.store.applied_grant(&record.id).await? else {
                 continue;
             };
@@ -584,7 +580,7 @@ impl Workflow {
     /// Every active grant checked against git and the policies.
     async fn reconcile_active(&self, default: &str) -> anyhow::Result<()> {
         let mut failed = 0;
-        for record in self.store.list_requests(Some(RequestState::Active)).await? {
+        for record in self.own_requests(Some(RequestState::Active)).await? {
             // Pushes and the periodic pass hold no PR lock, so taking one here cannot deadlock.
             let _guard = self.lock_pr(record.pr_number).await;
             // One grant that cannot be checked (a cloud call failing) must not stop the rest.
@@ -712,7 +708,7 @@ impl Workflow {
             return Ok(Vec::new());
         };
         let mut others = Vec::new();
-        for other in self.store.list_requests(Some(RequestState::Active)).await? {
+        for other in self.own_requests(Some(RequestState::Active)).await? {
             if other.id.as_str() == except {
                 continue;
             }

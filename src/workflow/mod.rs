@@ -12,7 +12,9 @@ mod commands;
 mod evaluate;
 mod events;
 mod expiry;
+mod forges;
 pub mod gauges;
+pub use forges::Workflows;
 mod guard;
 mod lifecycle;
 mod pull_request;
@@ -26,7 +28,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::forge::{Actor, CommentAction, Delivery, Forge, ForgeEvent, ReviewState, Thread};
+use crate::forge::{
+    Actor, CommentAction, Delivery, Forge, ForgeEvent, ReactionAction, ReviewState, Thread,
+};
 use crate::grant::Providers;
 use crate::metrics::Metrics;
 use crate::store::{ForgeKind, Store};
@@ -111,6 +115,25 @@ impl Workflow {
         self.clock.now()
     }
 
+    /// The requests of this workflow's forge and repository (one store may serve several), in
+    /// `state` or all.
+    async fn own_requests(
+        &self,
+        state: Option<crate::store::RequestState>,
+    ) -> anyhow::Result<Vec<crate::store::RequestRecord>> {
+        let mut list = self.store.list_requests(state).await?;
+        list.retain(|r| self.owns(r));
+        Ok(list)
+    }
+
+    /// Whether `record` belongs to this workflow's forge and repository.
+    pub fn owns(&self, record: &crate::store::RequestRecord) -> bool {
+        record.forge == self.forge_kind()
+            && record
+                .repository
+                .eq_ignore_ascii_case(&self.settings.repository)
+    }
+
     fn forge_kind(&self) -> ForgeKind {
         self.forge.kind()
     }
@@ -150,7 +173,9 @@ impl Workflow {
         let number = match &delivery.event {
             ForgeEvent::PullRequest { pull_request, .. }
             | ForgeEvent::Review { pull_request, .. } => Some(pull_request.number),
-            ForgeEvent::Comment { number, .. } => Some(*number),
+            ForgeEvent::Comment { number, .. } | ForgeEvent::Reaction { number, .. } => {
+                Some(*number)
+            }
             _ => None,
         };
         let _guard = match number {
@@ -223,7 +248,35 @@ impl Workflow {
                     .await
             }
             ForgeEvent::Review { .. } | ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),
-            // GitLab's emoji events are wired with the GitLab workflow (issue 8).
+            ForgeEvent::Reaction {
+                action: ReactionAction::Added,
+                number,
+                on_pull_request: true,
+                reaction_id,
+                content,
+                user,
+                created_at,
+            } => {
+                let reaction = crate::forge::Reaction {
+                    id: *reaction_id,
+                    user: user.clone(),
+                    content: content.clone(),
+                    created_at: *created_at,
+                };
+                self.handle_reaction_added(*number, &reaction).await
+            }
+            // A removed emoji approves nothing any more.
+            ForgeEvent::Reaction {
+                action: ReactionAction::Removed,
+                number,
+                on_pull_request: true,
+                reaction_id,
+                ..
+            } => {
+                self.withdraw_signal(*number, &format!("reaction:{reaction_id}"))
+                    .await
+            }
+            // An emoji on an issue approves nothing.
             ForgeEvent::Reaction { .. } => Ok(()),
             ForgeEvent::Push {
                 git_ref,

@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{Thread, looks_like_bot, reaction_name};
+use super::{looks_like_bot, reaction_name, route};
+use crate::forge::Thread;
 use crate::forge::retry::{RetryPolicy, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
@@ -605,7 +606,7 @@ impl GitlabClient {
         struct Created {
             id: u64,
         }
-        let route = self.project_route(&format!("/{}/notes", thread.route()));
+        let route = self.project_route(&format!("/{}/notes", route(thread)));
         let created: Created = self
             .write(Method::POST, &route, json!({ "body": body }))
             .await?;
@@ -614,7 +615,7 @@ impl GitlabClient {
 
     /// Whether note `note_id` still exists on `thread` (a deleted comment approves nothing).
     pub async fn comment_exists(&self, thread: Thread, note_id: u64) -> Result<bool, ForgeError> {
-        let route = self.project_route(&format!("/{}/notes/{note_id}", thread.route()));
+        let route = self.project_route(&format!("/{}/notes/{note_id}", route(thread)));
         match self.send(Method::GET, &route, None, HeaderMap::new()).await {
             Ok(_) => Ok(true),
             Err(err) if err.status() == Some(404) => Ok(false),
@@ -687,7 +688,7 @@ impl GitlabClient {
     /// The emoji awarded on an issue or merge request itself, all pages, in GitHub's reaction
     /// names.
     pub async fn award_emoji(&self, thread: Thread) -> Result<Vec<Reaction>, ForgeError> {
-        let route = self.project_route(&format!("/{}/award_emoji", thread.route()));
+        let route = self.project_route(&format!("/{}/award_emoji", route(thread)));
         let awards: Vec<Award> = self.get_all(&route).await?;
         Ok(awards.into_iter().map(Award::into_reaction).collect())
     }
@@ -699,7 +700,7 @@ impl GitlabClient {
         thread: Thread,
         etag: Option<&str>,
     ) -> Result<Polled<Vec<Reaction>>, ForgeError> {
-        let route = self.project_route(&format!("/{}/award_emoji", thread.route()));
+        let route = self.project_route(&format!("/{}/award_emoji", route(thread)));
         let first = with_param(&route, "per_page", &PER_PAGE.to_string());
         let mut headers = HeaderMap::new();
         if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {

@@ -1,7 +1,7 @@
 //! GitLab: the REST v4 client, webhook token check and payload parsing.
 //!
-//! What the two halves share lives here: [`Thread`] (GitLab numbers issues and merge requests
-//! in separate iid spaces, so "comment on #3" is ambiguous until it says which), GitLab's award
+//! What the two halves share lives here: the REST route of a [`Thread`] (GitLab numbers issues
+//! and merge requests in separate iid spaces, so "comment on #3" is ambiguous until it says which), GitLab's award
 //! names in GitHub's words (policies use GitHub's for both forges), GitLab's two timestamp
 //! formats, and how a bot account is recognised when GitLab does not say.
 
@@ -12,40 +12,15 @@ pub use client::{CommitAction, GitlabAuth, GitlabClient};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-/// Where a note (comment) or an award lives. GitLab gives issues and merge requests separate
-/// iid spaces in a project: issue #3 and merge request !3 are different things, so every call
-/// that takes a number says which one it means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Thread {
-    /// An issue, by its iid (`#3`).
-    Issue(u64),
-    /// A merge request, by its iid (`!3`).
-    MergeRequest(u64),
-}
+use super::Thread;
 
-impl Thread {
-    /// The thread a forge-independent event names: `on_pull_request` picks the iid space.
-    pub fn of(number: u64, on_pull_request: bool) -> Self {
-        if on_pull_request {
-            Self::MergeRequest(number)
-        } else {
-            Self::Issue(number)
-        }
-    }
-
-    /// The iid.
-    pub fn iid(self) -> u64 {
-        match self {
-            Self::Issue(iid) | Self::MergeRequest(iid) => iid,
-        }
-    }
-
-    /// The REST collection the thread lives in, with its iid: `issues/3`, `merge_requests/3`.
-    pub(crate) fn route(self) -> String {
-        match self {
-            Self::Issue(iid) => format!("issues/{iid}"),
-            Self::MergeRequest(iid) => format!("merge_requests/{iid}"),
-        }
+/// The REST collection a thread lives in, with its iid: `issues/3`, `merge_requests/3`.
+/// GitLab gives issues and merge requests separate iid spaces in a project, so every call that
+/// takes a number says which one it means ([`Thread`]).
+pub(crate) fn route(thread: Thread) -> String {
+    match thread {
+        Thread::Issue(iid) => format!("issues/{iid}"),
+        Thread::Change(iid) => format!("merge_requests/{iid}"),
     }
 }
 
@@ -179,11 +154,11 @@ mod tests {
 
     #[test]
     fn threads_keep_their_iid_space() {
-        assert_eq!(Thread::of(3, true), Thread::MergeRequest(3));
+        assert_eq!(Thread::of(3, true), Thread::Change(3));
         assert_eq!(Thread::of(3, false), Thread::Issue(3));
-        assert_ne!(Thread::Issue(3), Thread::MergeRequest(3));
-        assert_eq!(Thread::MergeRequest(3).route(), "merge_requests/3");
-        assert_eq!(Thread::Issue(3).route(), "issues/3");
-        assert_eq!(Thread::Issue(3).iid(), 3);
+        assert_ne!(Thread::Issue(3), Thread::Change(3));
+        assert_eq!(route(Thread::Change(3)), "merge_requests/3");
+        assert_eq!(route(Thread::Issue(3)), "issues/3");
+        assert_eq!(Thread::Issue(3).number(), 3);
     }
 }
