@@ -291,7 +291,7 @@ pub fn granted_comment(
     approved_by: &str,
     reason: &str,
     ticket: Option<&str>,
-    revert_pr: u64,
+    revert_pr: &str,
 ) -> String {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
@@ -335,7 +335,7 @@ pub fn revoked_comment(
     role: &str,
     at: DateTime<Utc>,
     reason: &str,
-    revert_pr: Option<u64>,
+    revert_pr: Option<&str>,
 ) -> String {
     let why = match reason {
         "ttl" => "it expired",
@@ -343,7 +343,7 @@ pub fn revoked_comment(
         _ => "reconciliation found it should not be active",
     };
     let revert = revert_pr
-        .map(|n| format!(" Revert PR #{n} merged."))
+        .map(|n| format!(" Revert PR {n} merged."))
         .unwrap_or_default();
     format!(
         "🔒 **Access revoked** at {}: @{requester} no longer has `{environment}/{role}` ({why}).{revert}",
@@ -355,9 +355,9 @@ pub fn revert_pr_title(id: &str, expires_at: DateTime<Utc>) -> String {
     format!("breakglass: revoke {id} at {}", iso(expires_at))
 }
 
-pub fn revert_pr_body(id: &str, original_pr: u64, expires_at: DateTime<Utc>) -> String {
+pub fn revert_pr_body(id: &str, original_pr: &str, expires_at: DateTime<Utc>) -> String {
     format!(
-        "Removes the grant of #{original_pr} (request `{id}`). breakglass merges this PR itself at **{}**, after revoking the access, or earlier on `/breakglass revoke`.\n\nDo not merge it by hand: the bot revokes first, then merges.",
+        "Removes the grant of {original_pr} (request `{id}`). breakglass merges this PR itself at **{}**, after revoking the access, or earlier on `/breakglass revoke`.\n\nDo not merge it by hand: the bot revokes first, then merges.",
         iso(expires_at)
     )
 }
@@ -368,8 +368,8 @@ pub fn request_pr_body(id: &str, requester: &str, comment_url_or_issue: &str) ->
     )
 }
 
-pub fn request_pr_opened_comment(requester: &str, pr: u64) -> String {
-    format!("📝 @{requester}, your request is #{pr}. It is checked against the policy there.")
+pub fn request_pr_opened_comment(requester: &str, pr: &str) -> String {
+    format!("📝 @{requester}, your request is {pr}. It is checked against the policy there.")
 }
 
 pub fn denied_by_approver_comment(approver: &str, reason: Option<&str>) -> String {
@@ -554,9 +554,9 @@ pub fn draft_note() -> &'static str {
 }
 
 /// An iac request PR re-opened from the bot's own branch (the bot writes only to its branches).
-pub fn reopened_comment(new_pr: u64) -> String {
+pub fn reopened_comment(new_pr: &str) -> String {
     format!(
-        "🔁 This request needs a grant file rendered by breakglass, and breakglass writes only to its own branches: it re-opened the request as #{new_pr}. Approve it there."
+        "🔁 This request needs a grant file rendered by breakglass, and breakglass writes only to its own branches: it re-opened the request as {new_pr}. Approve it there."
     )
 }
 
@@ -623,7 +623,7 @@ mod tests {
             "@carol",
             "incident: db `x`",
             Some("INC-1"),
-            12,
+            "#12",
         );
         // The reason ends in a backtick, so its span is padded.
         insta::assert_snapshot!(text, @r"

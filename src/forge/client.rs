@@ -63,6 +63,23 @@ impl Forge {
         }
     }
 
+    /// How a note links change request `number`: `#12` on GitHub, `!12` on GitLab (where
+    /// `#12` is an issue).
+    pub fn change_ref(&self, number: u64) -> String {
+        match self {
+            Forge::GitHub(_) => format!("#{number}"),
+            Forge::GitLab(_) => format!("!{number}"),
+        }
+    }
+
+    /// How a note links a thread (an issue is `#n` on both forges).
+    pub fn thread_ref(&self, thread: Thread) -> String {
+        match thread {
+            Thread::Change(n) => self.change_ref(n),
+            Thread::Issue(n) => format!("#{n}"),
+        }
+    }
+
     /// `owner/name` (GitHub) or `group/…/project` (GitLab).
     pub fn repository(&self) -> String {
         on_client!(self, c => c.repository())
@@ -106,9 +123,36 @@ impl Forge {
         on_client!(self, c => c.delete_branch(branch).await)
     }
 
-    /// Puts a branch back to `sha`, whatever is on it now.
-    pub async fn force_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
-        on_client!(self, c => c.force_branch(branch, sha).await)
+    /// Puts a branch back to commit `sha`'s content, whatever is on it now, and returns the
+    /// branch's new head: `sha` itself on GitHub; on GitLab, which cannot move a branch back
+    /// without closing its merge request, a new commit on top of `sha` with the same tree.
+    /// `paths` are files the branch's commits touched (one that exists at `sha` carries the
+    /// no-op commit).
+    pub async fn restore_branch(
+        &self,
+        branch: &str,
+        sha: &str,
+        paths: &[String],
+    ) -> Result<String, ForgeError> {
+        match self {
+            Forge::GitHub(c) => c.force_branch(branch, sha).await.map(|()| sha.to_owned()),
+            Forge::GitLab(c) => {
+                let mut candidates = paths.to_vec();
+                candidates.extend(c.list_dir(sha, "").await?);
+                for path in candidates {
+                    if let Some(file) = c.read_file(sha, &path).await? {
+                        let message = format!("breakglass: put {branch} back to {sha}");
+                        return c
+                            .restore_branch(branch, sha, &file.path, &file.text, &message)
+                            .await;
+                    }
+                }
+                Err(ForgeError::Decode {
+                    call: "restore branch".into(),
+                    detail: format!("commit {sha} holds no file to carry the restoring commit"),
+                })
+            }
+        }
     }
 
     /// Writes a file as one commit on `branch`; `version` is the file's current version when

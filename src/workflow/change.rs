@@ -154,17 +154,18 @@ impl Workflow {
             Some(record) => Some(self.lock_pr(record.pr_number).await),
             None => None,
         };
-        self.tampered(&change, Some(pusher), after).await
+        self.tampered(&change, Some(pusher), after).await.map(drop)
     }
 
     /// Someone else's commits on a bot branch: logged, named, counted, and the branch put back to
-    /// the bot's own head, so that the PR holds only what the bot wrote.
+    /// the bot's own content, so that the PR holds only what the bot wrote. Returns the
+    /// branch's head after that (`None` when it could not be put back).
     pub(super) async fn tampered(
         &self,
         change: &Change,
         pusher: Option<&Actor>,
         found: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<String>> {
         tracing::warn!(branch = %change.branch, pusher = ?pusher.map(|p| &p.login), found, "someone else pushed to a breakglass branch");
         self.metrics.inc(
             "breakglass_tampering_total",
@@ -192,11 +193,51 @@ impl Workflow {
                 .note(Thread::Change(record.pr_number), &text)
                 .await?;
         }
-        if let Some(head) = &change.head_sha
-            && let Err(err) = self.forge.force_branch(&change.branch, head).await
+        let Some(head) = change.head_sha.clone() else {
+            return Ok(None);
+        };
+        match self
+            .forge
+            .restore_branch(&change.branch, &head, &change.paths)
+            .await
         {
-            // The branch is gone (deleted by the pusher): the next merge attempt rebuilds.
-            tracing::warn!(branch = %change.branch, error = %err, "could not restore the bot's branch");
+            Ok(restored) if restored != head => {
+                self.adopt_restored_head(change, &head, &restored).await?;
+                Ok(Some(restored))
+            }
+            Ok(_) => Ok(Some(head)),
+            Err(err) => {
+                // The branch is gone (deleted by the pusher): the next merge attempt rebuilds.
+                tracing::warn!(branch = %change.branch, error = %err, "could not restore the bot's branch");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A restore that made a new commit (GitLab) holds the bot's own content under a new id:
+    /// it becomes the change's head, and the request's. Approvals of the old head do not carry
+    /// over: tampering voids them like any push.
+    async fn adopt_restored_head(
+        &self,
+        change: &Change,
+        old: &str,
+        restored: &str,
+    ) -> anyhow::Result<()> {
+        let mut change = change.clone();
+        change.head_sha = Some(restored.to_owned());
+        change.updated_at = self.now();
+        self.store.put_change(&change).await?;
+        if change.kind != ChangeKind::Request {
+            return Ok(());
+        }
+        let Ok(id) = change.subject.clone().try_into() else {
+            return Ok(());
+        };
+        if let Some(mut record) = self.store.get_request(&id).await?
+            && record.head_sha == old
+        {
+            record.head_sha = restored.to_owned();
+            self.store.update_request(&mut record, self.now()).await?;
         }
         Ok(())
     }

@@ -141,7 +141,10 @@ impl Workflow {
     ) -> anyhow::Result<()> {
         // Without `-- reason` the request still opens: the issue it was asked on is the
         // reason, and a policy that wants reason codes or a ticket says so on the PR.
-        let fallback = format!("requested with /breakglass on #{}", thread.number());
+        let fallback = format!(
+            "requested with /breakglass on {}",
+            self.forge.thread_ref(thread)
+        );
         let reason = reason.unwrap_or(&fallback);
         let reason = match Reason::try_from(reason.to_owned()) {
             Ok(reason) => reason,
@@ -204,20 +207,16 @@ impl Workflow {
             id: id.clone(),
         };
         let pr_number = self
-            .open_bot_request(
-                author,
-                &request,
-                &request.to_yaml(),
-                &path,
-                thread.number(),
-                None,
-            )
+            .open_bot_request(author, &request, &request.to_yaml(), &path, thread, None)
             .await?;
         if thread != Thread::Change(pr_number) {
             self.forge
                 .note(
                     thread,
-                    &comment::request_pr_opened_comment(login.as_str(), pr_number),
+                    &comment::request_pr_opened_comment(
+                        login.as_str(),
+                        &self.forge.change_ref(pr_number),
+                    ),
                 )
                 .await?;
         }

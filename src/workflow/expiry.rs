@@ -47,7 +47,20 @@ impl Workflow {
         // function's push and its record looks the same, and is repaired the same way.)
         let branch_head = self.forge.branch_head(&change.branch).await?;
         if branch_head != record.head_sha {
-            self.tampered(&change, None, &branch_head).await?;
+            let restored = self.tampered(&change, None, &branch_head).await?;
+            if restored.as_deref() != Some(record.head_sha.as_str()) {
+                // Put back as a new commit (GitLab): that commit's content is checked below.
+                *record = self
+                    .store
+                    .get_request(&record.id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("request {} vanished", record.id))?;
+                change = self
+                    .store
+                    .change_of_pr(record.pr_number)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the change of {} vanished", record.id))?;
+            }
         }
         let mut head = record.head_sha.clone();
         for (before, after) in staged.iter().zip(&stamped) {

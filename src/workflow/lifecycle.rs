@@ -230,8 +230,15 @@ impl Workflow {
         if change.head_sha.as_deref() != Some(plan.head_sha.as_str()) {
             return Ok(first);
         }
-        self.tampered(&change, None, found).await?;
-        Ok(self.guarded_merge(plan).await?)
+        let Some(head) = self.tampered(&change, None, found).await? else {
+            return Ok(first);
+        };
+        // On GitLab the restored branch is a new commit with the bot's own content.
+        let plan = MergePlan {
+            head_sha: head,
+            ..plan.clone()
+        };
+        Ok(self.guarded_merge(&plan).await?)
     }
 
     /// The role, the grant's values (from the request file at the head) and the grant files as
@@ -392,7 +399,7 @@ impl Workflow {
             &approved_by,
             record.reason.as_str(),
             record.ticket.as_ref().map(|t| t.as_str()),
-            revert.unwrap_or_default(),
+            &self.forge.change_ref(revert.unwrap_or_default()),
         );
         self.forge
             .note(Thread::Change(record.pr_number), &text)
@@ -447,7 +454,11 @@ impl Workflow {
                 ChangeKind::Revert,
                 &Self::revert_writes(record, applied),
                 &comment::revert_pr_title(record.id.as_str(), expires_at),
-                &comment::revert_pr_body(record.id.as_str(), record.pr_number, expires_at),
+                &comment::revert_pr_body(
+                    record.id.as_str(),
+                    &self.forge.change_ref(record.pr_number),
+                    expires_at,
+                ),
             )
             .await?;
         let number = change.and_then(|c| c.pr_number);
@@ -672,7 +683,10 @@ impl Workflow {
             record.role.as_str(),
             now,
             &reason.to_string(),
-            record.revert_pr_number,
+            record
+                .revert_pr_number
+                .map(|n| self.forge.change_ref(n))
+                .as_deref(),
         );
         self.forge
             .note(Thread::Change(record.pr_number), &text)

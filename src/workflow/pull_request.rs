@@ -160,7 +160,7 @@ impl Workflow {
             && change.head_sha.as_deref() != Some(pr.head_sha.as_str())
         {
             // Someone pushed to the branch the bot built for this request.
-            return self.tampered(&change, None, &pr.head_sha).await;
+            return self.tampered(&change, None, &pr.head_sha).await.map(drop);
         }
         let files = self.forge.change_files(pr.number).await?;
         let Some((file, path)) = self.the_request_file(pr, &files, announce).await? else {
@@ -583,12 +583,19 @@ impl Workflow {
             is_bot: false,
         };
         let new_pr = self
-            .open_bot_request(&requester, request, text, path, pr.number, existing)
+            .open_bot_request(
+                &requester,
+                request,
+                text,
+                path,
+                Thread::Change(pr.number),
+                existing,
+            )
             .await?;
         self.forge
             .note(
                 Thread::Change(pr.number),
-                &comment::reopened_comment(new_pr),
+                &comment::reopened_comment(&self.forge.change_ref(new_pr)),
             )
             .await?;
         self.forge.close_change(pr.number).await?;
@@ -604,7 +611,7 @@ impl Workflow {
         request: &AccessRequest,
         text: &str,
         path: &RequestPath,
-        origin: u64,
+        origin: Thread,
         existing: Option<RequestRecord>,
     ) -> anyhow::Result<u64> {
         let login = Login::try_from(requester.login.clone()).map_err(anyhow::Error::msg)?;
@@ -639,7 +646,11 @@ impl Workflow {
                 ChangeKind::Request,
                 &writes,
                 &title,
-                &comment::request_pr_body(path.id.as_str(), login.as_str(), &format!("#{origin}")),
+                &comment::request_pr_body(
+                    path.id.as_str(),
+                    login.as_str(),
+                    &self.forge.thread_ref(origin),
+                ),
             )
             .await?
             .context("a request change always writes its file")?;

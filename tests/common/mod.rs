@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use breakglass::clock::{Clock, ManualClock};
-use breakglass::config::{Config, GithubConfig};
+use breakglass::config::{Config, GithubConfig, GitlabConfig};
 use breakglass::service::{self, Options, Running};
 use breakglass::store::Store;
-use breakglass_test_forge::{TestForge, User};
+use breakglass_test_forge::{Noteable, PullRequest, TestForge, User};
 use chrono::{TimeDelta, TimeZone, Utc};
 
 pub const REPO: &str = "acme/access-requests";
@@ -63,6 +63,7 @@ pub struct People {
 
 pub struct Scenario {
     pub forge: TestForge,
+    pub dialect: Dialect,
     pub clock: ManualClock,
     pub people: People,
     pub store: Store,
@@ -78,9 +79,20 @@ fn policies_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
+/// Which forge a scenario's requests repo lives on. The test forge speaks both, over the same
+/// git repositories; the bot talks to it through that forge's own API and webhooks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    #[default]
+    GitHub,
+    GitLab,
+}
+
 /// How a scenario's world is set up beyond the defaults.
 #[derive(Clone, Debug, Default)]
 pub struct Setup {
+    /// The forge of the requests repo.
+    pub dialect: Dialect,
     /// How far the forge's clock runs ahead of the bot's (negative: behind). Real clocks never
     /// agree; the bot must compare forge times only with forge times.
     pub forge_skew_secs: i64,
@@ -142,16 +154,29 @@ impl Scenario {
         let secrets = tempfile::tempdir().unwrap();
         std::fs::write(secrets.path().join("token"), forge.token_for(&people.bot)).unwrap();
         std::fs::write(secrets.path().join("webhook"), SECRET).unwrap();
+        let github = GithubConfig {
+            api_url: forge.api_url(),
+            repository: REPO.into(),
+            token_file: Some(secrets.path().join("token")),
+            webhook_secret_file: Some(secrets.path().join("webhook")),
+            ..GithubConfig::default()
+        };
+        let gitlab = GitlabConfig {
+            api_url: forge.gitlab_api_url(),
+            project: REPO.into(),
+            token_file: Some(secrets.path().join("token")),
+            webhook_token_file: Some(secrets.path().join("webhook")),
+            ..GitlabConfig::default()
+        };
+        let (github, gitlab) = match setup.dialect {
+            Dialect::GitHub => (Some(github), None),
+            Dialect::GitLab => (None, Some(gitlab)),
+        };
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: url.clone(),
-            github: Some(GithubConfig {
-                api_url: forge.api_url(),
-                repository: REPO.into(),
-                token_file: Some(secrets.path().join("token")),
-                webhook_secret_file: Some(secrets.path().join("webhook")),
-                ..GithubConfig::default()
-            }),
+            github,
+            gitlab,
             aws: setup.aws.clone(),
             ..Config::default()
         };
@@ -162,6 +187,7 @@ impl Scenario {
         let store = Store::connect(&url).await.expect("the test database opens");
         let mut scenario = Scenario {
             forge,
+            dialect: setup.dialect,
             clock,
             people,
             store,
@@ -178,8 +204,14 @@ impl Scenario {
     /// Starts (or restarts) the service on the same database.
     pub async fn start_service(&mut self) {
         let running = self.spawn_service().await;
-        self.forge
-            .add_webhook(&format!("http://{}/webhooks/github", running.addr), SECRET);
+        match self.dialect {
+            Dialect::GitHub => self
+                .forge
+                .add_webhook(&format!("http://{}/webhooks/github", running.addr), SECRET),
+            Dialect::GitLab => self
+                .forge
+                .add_gitlab_webhook(&format!("http://{}/webhooks/gitlab", running.addr), SECRET),
+        }
         self.service = Some(running);
     }
 
@@ -211,8 +243,12 @@ impl Scenario {
     }
 
     pub fn webhook_url(&self) -> String {
+        let route = match self.dialect {
+            Dialect::GitHub => "github",
+            Dialect::GitLab => "gitlab",
+        };
         format!(
-            "http://{}/webhooks/github",
+            "http://{}/webhooks/{route}",
             self.service.as_ref().expect("running").addr
         )
     }
@@ -264,7 +300,8 @@ impl Scenario {
         )
     }
 
-    /// Opens a request PR as `user` adding `requests/<env>/<id>.yaml`.
+    /// Opens a request change (a GitHub PR, a GitLab MR) as `user` adding
+    /// `requests/<env>/<id>.yaml`; its number as the bot sees it (a PR number, an MR iid).
     pub fn open_request(&self, user: &User, env: &str, id: &str, yaml: &str) -> u64 {
         let branch = format!("request-{id}");
         let path = format!("requests/{env}/{id}.yaml");
@@ -275,8 +312,115 @@ impl Scenario {
             &[(&path, yaml)],
             &format!("request {id}"),
         );
-        self.forge
-            .open_pr(REPO, user, &branch, &format!("Access request {id}"), "")
+        let title = format!("Access request {id}");
+        match self.dialect {
+            Dialect::GitHub => self.forge.open_pr(REPO, user, &branch, &title, ""),
+            Dialect::GitLab => self.forge.gl_open_mr(REPO, user, &branch, &title, ""),
+        }
+    }
+
+    /// A change request (PR or MR) by the number the bot knows it by.
+    pub fn change(&self, number: u64) -> PullRequest {
+        match self.dialect {
+            Dialect::GitHub => self.forge.pr(REPO, number),
+            Dialect::GitLab => self.forge.gl_mr(REPO, number),
+        }
+    }
+
+    /// `user` comments `body` on change request `number`; the comment's id.
+    pub fn note(&self, number: u64, user: &User, body: &str) -> u64 {
+        match self.dialect {
+            Dialect::GitHub => self.forge.comment(REPO, number, user, body),
+            Dialect::GitLab => self.forge.gl_comment_mr(REPO, number, user, body),
+        }
+    }
+
+    /// Opens an issue as `user`; its number.
+    pub fn open_issue(&self, user: &User, title: &str) -> u64 {
+        match self.dialect {
+            Dialect::GitHub => self.forge.open_issue(REPO, user, title, ""),
+            Dialect::GitLab => self.forge.gl_open_issue(REPO, user, title, ""),
+        }
+    }
+
+    /// `user` comments `body` on issue `number`.
+    pub fn note_on_issue(&self, number: u64, user: &User, body: &str) -> u64 {
+        match self.dialect {
+            Dialect::GitHub => self.forge.comment(REPO, number, user, body),
+            Dialect::GitLab => self.forge.gl_comment_issue(REPO, number, user, body),
+        }
+    }
+
+    /// The comments on issue `number`, oldest first, as `(author, body)`.
+    pub fn issue_comments(&self, number: u64) -> Vec<(String, String)> {
+        let list = match self.dialect {
+            Dialect::GitHub => self.forge.comments(REPO, number),
+            Dialect::GitLab => self.forge.gl_notes(REPO, Noteable::Issue(number)),
+        };
+        list.into_iter().map(|c| (c.user, c.body)).collect()
+    }
+
+    /// `user` puts emoji `name` (GitHub's names: `+1`, `-1`, `hooray`…) on change `number`, a
+    /// second after whatever came before on the forge's clock; the emoji's id.
+    pub fn emoji(&self, number: u64, user: &User, name: &str) -> u64 {
+        self.forge.advance_clock(TimeDelta::seconds(1));
+        match self.dialect {
+            Dialect::GitHub => self.forge.react(REPO, number, user, name),
+            Dialect::GitLab => {
+                let gitlab = match name {
+                    "+1" => "thumbsup",
+                    "-1" => "thumbsdown",
+                    "hooray" => "tada",
+                    "laugh" => "laughing",
+                    other => other,
+                };
+                self.forge.gl_award_mr(REPO, number, user, gitlab)
+            }
+        }
+    }
+
+    /// Takes emoji `id` off change `number` again.
+    pub fn remove_emoji(&self, number: u64, id: u64) {
+        match self.dialect {
+            Dialect::GitHub => self.forge.unreact(REPO, number, id),
+            Dialect::GitLab => self
+                .forge
+                .gl_revoke_award(REPO, Noteable::MergeRequest(number), id),
+        }
+    }
+
+    /// `user` approves change `number` with the forge's own button (a GitHub approving review,
+    /// GitLab's Approve), a second after whatever came before.
+    pub fn approve_button(&self, number: u64, user: &User) {
+        self.forge.advance_clock(TimeDelta::seconds(1));
+        match self.dialect {
+            Dialect::GitHub => {
+                self.forge.review(
+                    REPO,
+                    number,
+                    user,
+                    breakglass_test_forge::ReviewState::Approved,
+                );
+            }
+            Dialect::GitLab => self.forge.gl_approve(REPO, number, user),
+        }
+    }
+
+    /// Takes `user`'s approval of change `number` back (GitLab's Revoke approval; on GitHub the
+    /// review is dismissed, by `user`).
+    pub fn unapprove_button(&self, number: u64, user: &User) {
+        match self.dialect {
+            Dialect::GitHub => {
+                let review = self
+                    .forge
+                    .reviews(REPO, number)
+                    .into_iter()
+                    .rfind(|r| r.user == user.login)
+                    .expect("a review to dismiss");
+                self.forge.dismiss_review(REPO, number, review.id, user);
+            }
+            Dialect::GitLab => self.forge.gl_unapprove(REPO, number, user),
+        }
     }
 
     /// `user` comments `/breakglass approve` on `pr`, a second after whatever came before on
@@ -284,7 +428,7 @@ impl Scenario {
     /// asks again). Only the forge's clock moves: the bot's stays behind, as real clocks do.
     pub fn approve(&self, pr: u64, user: &User) -> u64 {
         self.forge.advance_clock(TimeDelta::seconds(1));
-        self.forge.comment(REPO, pr, user, "/breakglass approve")
+        self.note(pr, user, "/breakglass approve")
     }
 
     /// alice's prod request `id` for `duration`, approved by carol and merged; its PR number.
@@ -294,7 +438,7 @@ impl Scenario {
         self.approve(pr, &self.people.carol);
         self.settle().await;
         assert!(
-            self.forge.pr(REPO, pr).merged,
+            self.change(pr).merged,
             "{id} was not granted: {:#?}",
             self.bot_comments(pr)
         );
@@ -304,8 +448,7 @@ impl Scenario {
     /// The merge commit of a merged PR, as `git log` of the default branch shows it.
     pub fn merge_commit(&self, number: u64) -> breakglass_test_forge::CommitInfo {
         let sha = self
-            .forge
-            .pr(REPO, number)
+            .change(number)
             .merge_commit_sha
             .unwrap_or_else(|| panic!("#{number} is not merged"));
         self.forge
@@ -317,8 +460,11 @@ impl Scenario {
 
     /// The bot's comments on a PR, oldest first.
     pub fn bot_comments(&self, number: u64) -> Vec<String> {
-        self.forge
-            .comments(REPO, number)
+        let comments = match self.dialect {
+            Dialect::GitHub => self.forge.comments(REPO, number),
+            Dialect::GitLab => self.forge.gl_notes(REPO, Noteable::MergeRequest(number)),
+        };
+        comments
             .into_iter()
             .filter(|c| c.user == self.people.bot.login)
             .map(|c| c.body)
@@ -432,6 +578,42 @@ macro_rules! on_both_backends {
                 if let Some(s) = Scenario::start(Backend::Postgres).await {
                     ($body)(s).await;
                 }
+            }
+        }
+    };
+}
+
+/// Runs a scenario body on each forge (GitHub, GitLab) and each database (SQLite, and
+/// PostgreSQL when configured): one story, four runs.
+#[macro_export]
+macro_rules! on_both_forges {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            async fn run(dialect: Dialect, backend: Backend) {
+                let setup = Setup {
+                    dialect,
+                    ..Setup::default()
+                };
+                if let Some(s) = Scenario::start_with(backend, setup).await {
+                    ($body)(s).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn github_sqlite() {
+                run(Dialect::GitHub, Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn github_postgres() {
+                run(Dialect::GitHub, Backend::Postgres).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn gitlab_sqlite() {
+                run(Dialect::GitLab, Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn gitlab_postgres() {
+                run(Dialect::GitLab, Backend::Postgres).await;
             }
         }
     };

@@ -437,13 +437,32 @@ impl GitlabClient {
         }
     }
 
-    /// Points `branch` at `sha`, whatever it held. GitLab's REST API has no ref update (no
-    /// force push): the branch is deleted and created again from `sha`. Between the two calls
-    /// the branch does not exist; an open merge request from it stays open and shows the new
-    /// head once the branch is back.
-    pub async fn force_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
-        self.delete_branch(branch).await?;
-        self.create_branch(branch, sha).await
+    /// Puts `branch` back to the tree of commit `sha`, whatever it holds now; returns the new
+    /// head. GitLab's REST API cannot move a branch to an older commit (there is no ref
+    /// update), and deleting a merge request's source branch closes the merge request. So the
+    /// branch is overwritten (`force`) with one commit on top of `sha` that rewrites `path`
+    /// with `content`, its text at `sha`: the same tree as `sha`, under a new commit id.
+    pub async fn restore_branch(
+        &self,
+        branch: &str,
+        sha: &str,
+        path: &str,
+        content: &str,
+        message: &str,
+    ) -> Result<String, ForgeError> {
+        let action = CommitAction::Update {
+            path: path.to_owned(),
+            content: content.to_owned(),
+        };
+        let body = json!({
+            "branch": branch,
+            "commit_message": message,
+            "start_sha": sha,
+            "force": true,
+            "actions": [action.to_json()],
+        });
+        let route = self.project_route("/repository/commits");
+        Ok(self.write::<Commit>(Method::POST, &route, body).await?.id)
     }
 
     /// Writes a file on a branch as one commit and returns the commit. `previous_blob` says

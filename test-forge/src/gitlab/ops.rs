@@ -69,6 +69,9 @@ pub(crate) struct NewCommit {
     pub message: String,
     pub start_branch: Option<String>,
     pub start_sha: Option<String>,
+    /// GitLab's `force`: the commit goes on top of `start_branch`/`start_sha` even when the
+    /// branch exists, and the branch is overwritten with it.
+    pub force: bool,
     pub actions: Vec<FileAction>,
 }
 
@@ -113,7 +116,7 @@ impl ForgeState {
             let r = self.repo(full).map_err(|_| GlError::not_found("Project"))?;
             let before = git::branch_tip(&r.git, &new.branch);
             let start = match (&new.start_branch, &new.start_sha) {
-                (Some(b), _) if *b != new.branch && before.is_some() => {
+                (Some(b), _) if *b != new.branch && before.is_some() && !new.force => {
                     return Err(GlError::bad_request(format!(
                         "A branch called '{}' already exists. Switch to that branch in order to make changes",
                         new.branch
@@ -134,7 +137,12 @@ impl ForgeState {
                 ),
                 (None, None) => None,
             };
-            let parent = before.or(start).ok_or_else(|| {
+            let parent = if new.force {
+                start.or(before)
+            } else {
+                before.or(start)
+            };
+            let parent = parent.ok_or_else(|| {
                 GlError::bad_request("You can only create or edit files when you are on a branch")
             })?;
             if !crate::ops::valid_branch(&new.branch) {

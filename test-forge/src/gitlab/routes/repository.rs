@@ -265,6 +265,7 @@ async fn create_commit(
             message,
             start_branch: p.str("start_branch"),
             start_sha: p.str("start_sha"),
+            force: p.0.get("force").and_then(Value::as_bool).unwrap_or(false),
             actions,
         },
     )?;

@@ -1,0 +1,365 @@
+//! The same stories on both forges: each scenario runs against the test forge's GitHub dialect
+//! and its GitLab dialect (same git repos, each forge's own API and webhooks), on SQLite and
+//! PostgreSQL. Where the forges differ (GitHub has no emoji webhook, so the bot polls; GitLab
+//! numbers issues and merge requests apart), the story says so.
+
+mod common;
+
+use chrono::TimeDelta;
+use common::*;
+
+/// Lets the bot notice what only a poll finds on GitHub (emoji), and settles.
+async fn poll(s: &Scenario) {
+    s.advance(TimeDelta::seconds(30));
+    s.settle().await;
+}
+
+on_both_forges!(
+    an_emoji_approval_grants_and_the_ttl_revokes,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        assert!(
+            s.last_bot_comment(pr)
+                .starts_with("✅ **Request `r1` is allowed**"),
+            "{:#?}",
+            s.bot_comments(pr)
+        );
+        s.emoji(pr, &s.people.carol, "+1");
+        poll(&s).await;
+        let merged = s.change(pr);
+        assert!(merged.merged, "{:#?}", s.bot_comments(pr));
+        let merge = s.merge_commit(pr);
+        assert_eq!(merge.parents.len(), 2, "a merge commit, never a squash");
+        let record = s.request("r1").await;
+        let expires = breakglass::clock::iso(record.expires_at.unwrap());
+        for trailer in [
+            "Breakglass-Request: r1".to_owned(),
+            "Breakglass-Requester: alice".to_owned(),
+            "Breakglass-Approved-By: carol".to_owned(),
+            format!("Breakglass-Expires: {expires}"),
+        ] {
+            assert!(
+                merge.message.contains(&trailer),
+                "{trailer}: {}",
+                merge.message
+            );
+        }
+        let granted = s.last_bot_comment(pr);
+        let revert = record.revert_pr_number.expect("a revert change");
+        let link = match s.dialect {
+            Dialect::GitHub => format!("#{revert}"),
+            Dialect::GitLab => format!("!{revert}"),
+        };
+        assert!(
+            granted.starts_with("🔓 **Access granted.** @alice has `prod/admin`")
+                && granted.contains(&link),
+            "{granted}"
+        );
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_some()
+        );
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert!(s.change(revert).merged);
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none()
+        );
+        let revoke = s.merge_commit(revert);
+        assert!(
+            revoke.message.contains("Breakglass-Revokes: r1")
+                && revoke.message.contains("Breakglass-Revoked-Reason: ttl"),
+            "{}",
+            revoke.message
+        );
+    }
+);
+
+/// alice's prod request `id`, opened and decided; its change number.
+async fn requested(s: &Scenario, id: &str) -> u64 {
+    let pr = s.open_request(&s.people.alice, "prod", id, &prod_request("1h"));
+    s.settle().await;
+    pr
+}
+
+/// The policy for prod, asking for two approvals.
+fn two_approvals(s: &Scenario) {
+    s.edit_policy(&s.people.carol, "prod", |p| {
+        p.replace("approvals: 1", "approvals: 2")
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_an_emoji_approval_arrives_by_webhook_without_any_poll() {
+    let setup = Setup {
+        dialect: Dialect::GitLab,
+        ..Setup::default()
+    };
+    let Some(s) = Scenario::start_with(Backend::Sqlite, setup).await else {
+        return;
+    };
+    let pr = requested(&s, "r1").await;
+    let award = s.emoji(pr, &s.people.carol, "+1");
+    // The bot's clock does not move: no poll is due, only the Emoji Hook can tell it.
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    let approvals = s.events("r1", "approval").await;
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0].data["signal"], format!("reaction:{award}"));
+}
+
+on_both_forges!(
+    a_removed_emoji_withdraws_its_approval,
+    |s: Scenario| async move {
+        two_approvals(&s);
+        s.settle().await;
+        let pr = requested(&s, "r1").await;
+        let first = s.emoji(pr, &s.people.carol, "+1");
+        poll(&s).await;
+        assert_eq!(s.events("r1", "approval").await.len(), 1);
+        assert!(!s.change(pr).merged, "one of two");
+        s.remove_emoji(pr, first);
+        poll(&s).await;
+        assert_eq!(s.events("r1", "approval_withdrawn").await.len(), 1);
+        // dan's approval is one of two again: carol's no longer counts.
+        s.emoji(pr, &s.people.dan, "+1");
+        poll(&s).await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.emoji(pr, &s.people.carol, "+1");
+        poll(&s).await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let merge = s.merge_commit(pr);
+        assert!(
+            merge.message.contains("Breakglass-Approved-By: carol, dan")
+                || merge.message.contains("Breakglass-Approved-By: dan, carol"),
+            "{}",
+            merge.message
+        );
+    }
+);
+
+on_both_forges!(
+    the_forges_own_approve_button_counts_and_its_withdrawal_too,
+    |s: Scenario| async move {
+        two_approvals(&s);
+        s.settle().await;
+        let pr = requested(&s, "r1").await;
+        s.approve_button(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        s.unapprove_button(pr, &s.people.carol);
+        s.settle().await;
+        assert_eq!(s.events("r1", "approval_withdrawn").await.len(), 1);
+        s.approve_button(pr, &s.people.dan);
+        s.settle().await;
+        assert!(
+            !s.change(pr).merged,
+            "carol's withdrawn approval does not count"
+        );
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    }
+);
+
+on_both_forges!(
+    the_requester_never_approves_her_own_request,
+    |s: Scenario| async move {
+        let pr = requested(&s, "r1").await;
+        // (Both forges refuse their own Approve button to the author.)
+        s.emoji(pr, &s.people.alice, "+1");
+        s.approve(pr, &s.people.alice);
+        poll(&s).await;
+        assert!(!s.change(pr).merged);
+        assert!(
+            s.bot_comments(pr)
+                .iter()
+                .any(|c| c.contains("your own approval does not count")),
+            "{:#?}",
+            s.bot_comments(pr)
+        );
+        assert!(s.events("r1", "approval").await.is_empty());
+    }
+);
+
+on_both_forges!(
+    a_request_by_comment_on_an_issue_opens_a_change_and_answers_on_the_issue,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "checkout is down");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
+        );
+        s.settle().await;
+        let answers = s.issue_comments(issue);
+        let (author, said) = answers.last().expect("an answer on the issue");
+        assert_eq!(author, &s.people.bot.login);
+        let record = s.store.list_requests(None).await.unwrap().pop().unwrap();
+        let link = match s.dialect {
+            Dialect::GitHub => format!("#{}", record.pr_number),
+            Dialect::GitLab => format!("!{}", record.pr_number),
+        };
+        assert!(said.contains(&link), "{said}");
+        let pr = record.pr_number;
+        assert!(s.change(pr).head_ref.starts_with("breakglass/request/"));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_an_issue_with_the_number_of_a_request_mr_is_not_that_request() {
+    let setup = Setup {
+        dialect: Dialect::GitLab,
+        ..Setup::default()
+    };
+    let Some(s) = Scenario::start_with(Backend::Sqlite, setup).await else {
+        return;
+    };
+    let pr = requested(&s, "r1").await;
+    let said_on_the_mr = s.bot_comments(pr).len();
+    let issue = s.open_issue(&s.people.mallory, "unrelated");
+    assert_eq!(
+        issue, pr,
+        "GitLab numbers issues and merge requests apart: #1 and !1"
+    );
+    // carol's approve on issue #1 is not an approval of merge request !1.
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    s.note_on_issue(issue, &s.people.carol, "/breakglass approve");
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    assert!(s.events("r1", "approval").await.is_empty());
+    let answers = s.issue_comments(issue);
+    assert!(
+        answers
+            .last()
+            .is_some_and(|(who, said)| who == &s.people.bot.login
+                && said.contains("works on a breakglass request")),
+        "{answers:#?}"
+    );
+    assert_eq!(
+        s.bot_comments(pr).len(),
+        said_on_the_mr,
+        "nothing said on !1"
+    );
+}
+
+on_both_forges!(
+    a_request_that_also_changes_a_policy_is_never_merged,
+    |s: Scenario| async move {
+        s.forge.push_files(
+            REPO,
+            "request-r1",
+            &s.people.alice,
+            &[
+                ("requests/prod/r1.yaml", &prod_request("1h")),
+                ("policies/prod.yaml", "environment: prod\napprovals: 0\n"),
+            ],
+            "request r1 (and a small policy fix)",
+        );
+        let pr = match s.dialect {
+            Dialect::GitHub => s
+                .forge
+                .open_pr(REPO, &s.people.alice, "request-r1", "r1", ""),
+            Dialect::GitLab => s
+                .forge
+                .gl_open_mr(REPO, &s.people.alice, "request-r1", "r1", ""),
+        };
+        s.settle().await;
+        s.approve(pr, &s.people.carol);
+        s.emoji(pr, &s.people.carol, "+1");
+        poll(&s).await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        assert!(
+            s.bot_comments(pr)
+                .iter()
+                .any(|c| c.contains("policies/prod.yaml")),
+            "{:#?}",
+            s.bot_comments(pr)
+        );
+    }
+);
+
+on_both_forges!(
+    a_push_to_the_bots_branch_is_put_back_and_never_merged,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "db down");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
+        );
+        s.settle().await;
+        let record = s.store.list_requests(None).await.unwrap().pop().unwrap();
+        let pr = record.pr_number;
+        let branch = s.change(pr).head_ref;
+        let bot_files = s.forge.files_on(REPO, &branch);
+        s.forge.push_files(
+            REPO,
+            &branch,
+            &s.people.mallory,
+            &[("policies/prod.yaml", "environment: prod\napprovals: 0\n")],
+            "sneak a policy in",
+        );
+        s.settle().await;
+        // Put back: the same commit on GitHub; on GitLab, which cannot move a branch back without
+        // closing its merge request, a new commit of the bot's with the same files.
+        assert_eq!(
+            s.forge.files_on(REPO, &branch),
+            bot_files,
+            "the branch is put back"
+        );
+        assert_eq!(
+            s.forge.file_on(REPO, &branch, "policies/prod.yaml"),
+            s.forge.file_on(REPO, "main", "policies/prod.yaml")
+        );
+        assert_eq!(s.change(pr).state, "open");
+        assert_eq!(
+            s.request(record.id.as_str()).await.head_sha,
+            s.change(pr).head_sha,
+            "the request follows the restored head"
+        );
+        assert_eq!(s.events(record.id.as_str(), "tampering").await.len(), 1);
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        let shipped =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/prod.yaml"))
+                .unwrap();
+        assert_eq!(
+            s.forge
+                .file_on(REPO, "main", "policies/prod.yaml")
+                .as_deref(),
+            Some(shipped.as_str()),
+            "main's policy is untouched"
+        );
+    }
+);
+
+on_both_forges!(
+    a_crash_between_merge_and_grant_still_grants_and_revokes_on_time,
+    |mut s: Scenario| async move {
+        let pr = requested(&s, "r1").await;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.crash();
+        s.advance(TimeDelta::hours(1));
+        s.start_service().await;
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none()
+        );
+        assert_eq!(s.events("r1", "revoke").await.len(), 1, "revoked once");
+    }
+);
