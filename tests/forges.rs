@@ -363,3 +363,66 @@ on_both_forges!(
         assert_eq!(s.events("r1", "revoke").await.len(), 1, "revoked once");
     }
 );
+
+on_both_forges_skewed!(
+    an_emoji_a_second_after_the_push_counts_whatever_the_bots_clock_says,
+    |s: Scenario| async move {
+        let pr = requested(&s, "r1").await;
+        s.emoji(pr, &s.people.carol, "+1");
+        poll(&s).await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    }
+);
+
+on_both_forges_skewed!(
+    an_emoji_in_the_same_second_as_the_push_is_asked_again_never_dropped,
+    |s: Scenario| async move {
+        let now = s.forge.now();
+        s.forge.freeze_clock(now);
+        let pr = requested(&s, "r1").await;
+        s.emoji_now(pr, &s.people.carol, "+1");
+        poll(&s).await;
+        assert!(!s.change(pr).merged);
+        assert!(
+            s.last_bot_comment(pr)
+                .starts_with("⏱️ @carol, your approval came within the same second"),
+            "{:#?}",
+            s.bot_comments(pr)
+        );
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    }
+);
+
+on_both_forges_skewed!(
+    an_emoji_given_before_a_push_does_not_approve_the_new_head,
+    |s: Scenario| async move {
+        let pr = requested(&s, "r1").await;
+        // carol's 👍 and alice's push, on the forge's clock in that order; the bot hears of
+        // the emoji only after the push (GitHub: at the next poll).
+        s.forge.set_webhooks_paused(true);
+        s.emoji(pr, &s.people.carol, "+1");
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge.push_files(
+            REPO,
+            "request-r1",
+            &s.people.alice,
+            &[("requests/prod/r1.yaml", &prod_request("2h"))],
+            "longer",
+        );
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        poll(&s).await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.emoji(pr, &s.people.dan, "+1");
+        poll(&s).await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let merge = s.merge_commit(pr);
+        assert!(
+            merge.message.contains("Breakglass-Approved-By: dan"),
+            "{}",
+            merge.message
+        );
+    }
+);

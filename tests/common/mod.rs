@@ -364,6 +364,11 @@ impl Scenario {
     /// second after whatever came before on the forge's clock; the emoji's id.
     pub fn emoji(&self, number: u64, user: &User, name: &str) -> u64 {
         self.forge.advance_clock(TimeDelta::seconds(1));
+        self.emoji_now(number, user, name)
+    }
+
+    /// [`Scenario::emoji`] at the forge's current second (which may be the push's).
+    pub fn emoji_now(&self, number: u64, user: &User, name: &str) -> u64 {
         match self.dialect {
             Dialect::GitHub => self.forge.react(REPO, number, user, name),
             Dialect::GitLab => {
@@ -614,6 +619,43 @@ macro_rules! on_both_forges {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn gitlab_postgres() {
                 run(Dialect::GitLab, Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+/// Runs a scenario body on each forge with the forge's clock 7 s ahead of the bot's and 7 s
+/// behind it (SQLite): approval timing must not depend on the bot's clock, on either forge.
+#[macro_export]
+macro_rules! on_both_forges_skewed {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            async fn run(dialect: Dialect, skew: i64) {
+                let setup = Setup {
+                    dialect,
+                    forge_skew_secs: skew,
+                    ..Setup::default()
+                };
+                if let Some(s) = Scenario::start_with(Backend::Sqlite, setup).await {
+                    ($body)(s).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn github_forge_ahead() {
+                run(Dialect::GitHub, 7).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn github_forge_behind() {
+                run(Dialect::GitHub, -7).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn gitlab_forge_ahead() {
+                run(Dialect::GitLab, 7).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn gitlab_forge_behind() {
+                run(Dialect::GitLab, -7).await;
             }
         }
     };
