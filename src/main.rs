@@ -107,6 +107,9 @@ enum Command {
         /// The database (it must hold no requests); a throwaway SQLite file by default.
         #[arg(long)]
         database_url: Option<String>,
+        /// The forge the story plays on: GitHub pull requests or GitLab merge requests.
+        #[arg(long, value_enum, default_value = "github")]
+        forge: breakglass::demo::DemoForge,
     },
 }
 
@@ -304,7 +307,11 @@ fn try_main() -> anyhow::Result<ExitCode> {
             })
         }
         Command::Migrate { config } => migrate(&config),
-        Command::Demo { ttl, database_url } => {
+        Command::Demo {
+            ttl,
+            database_url,
+            forge,
+        } => {
             // Logs would break up the timeline; BREAKGLASS_LOG asks for them.
             if std::env::var_os("BREAKGLASS_LOG").is_some() {
                 init_logging();
@@ -312,6 +319,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
             runtime()?.block_on(breakglass::demo::run(breakglass::demo::DemoOptions {
                 ttl,
                 database_url,
+                forge,
             }))
         }
     }

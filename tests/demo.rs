@@ -102,6 +102,61 @@ fn demo_plays_the_whole_story_and_shows_the_audit_trail() {
 }
 
 #[test]
+fn demo_plays_the_same_story_on_gitlab() {
+    let (stdout, stderr, code, took) = demo(&["--ttl", "2m", "--forge", "gitlab"]);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        took < WALL_TIME_LIMIT,
+        "the demo took {took:?}, expected seconds"
+    );
+    assert_line(&stdout, "GitLab-compatible test forge");
+    // GitLab numbers issues and merge requests apart: issue #1 becomes merge request !1.
+    assert_line(
+        &stdout,
+        "alice        on #1: /breakglass prod 2m admin -- incident: INC-1 db failover",
+    );
+    assert_line(
+        &stdout,
+        "breakglass   opened MR !1 \"breakglass: prod/admin for 2m (alice)\"",
+    );
+    assert_line(
+        &stdout,
+        "breakglass   on #1: 📝 @alice, your request is !1.",
+    );
+    assert_line(
+        &stdout,
+        "breakglass   on !1: 🙅 @alice, you requested this access: your own approval does not count.",
+    );
+    // carol's 👍 arrives as an Emoji Hook: merged in the same second, no poll.
+    assert_line(&stdout, "GitLab sends it as an Emoji Hook event");
+    assert_line(&stdout, "carol        reacted 👍 (+1) on MR !1");
+    let reacted = stdout
+        .lines()
+        .find(|l| l.contains("reacted 👍"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert_line(
+        &stdout,
+        &format!("{reacted}  breakglass   merged MR !1 with merge commit"),
+    );
+    assert_line(&stdout, "(it expired). Revert PR !2 merged.");
+    assert_line(&stdout, "After-the-fact review by @carol recorded");
+    let (_, history) = stdout
+        .split_once("git log --first-parent main")
+        .expect("the demo prints the requests repo's history");
+    for trailer in [
+        "Breakglass-Requester: alice",
+        "Breakglass-Approved-By: carol",
+        "Breakglass-Revoked-Reason: ttl",
+        "Breakglass-Approved-By: fast-path:sev1",
+    ] {
+        assert_line(history, trailer);
+    }
+}
+
+#[test]
 fn a_step_that_fails_says_what_it_expected_and_exits_non_zero() {
     // 5h is above the prod policy's max_duration of 4h: the bot refuses to open the request
     // at all (who may ask is checked before it writes anything), and the smoke test fails.

@@ -22,12 +22,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use breakglass_test_forge::{CallStats, TestForge, User};
+
+mod stage;
+
 use chrono::{DurationRound as _, TimeDelta, Utc};
 use serde_json::Value;
+pub use stage::DemoForge;
+use stage::Stage;
 
 use crate::clock::{Clock, ManualClock, iso};
 use crate::comment;
-use crate::config::{Config, GithubConfig};
+use crate::config::{Config, GithubConfig, GitlabConfig};
 use crate::duration::HumanDuration;
 use crate::service::{self, Options, Running};
 use crate::store::{DeliveryState, ForgeKind, RequestRecord, RequestState, Store};
@@ -49,8 +54,8 @@ macro_rules! out {
 const REPO: &str = "acme/access-requests";
 
 // Embedded, so that the binary plays the demo from any directory.
-const PROD_POLICY: &str = include_str!("../policies/prod.yaml");
-const STAGING_POLICY: &str = include_str!("../policies/staging.yaml");
+const PROD_POLICY: &str = include_str!("../../policies/prod.yaml");
+const STAGING_POLICY: &str = include_str!("../../policies/staging.yaml");
 
 /// How long the demo waits for the bot to finish one step before calling it stuck. The bot
 /// needs well under a second per step; the margin is for slow CI machines.
@@ -64,6 +69,8 @@ pub struct DemoOptions {
     /// The database; `None` for a throwaway SQLite file. It must hold no requests yet,
     /// because the forge is new on every run and reuses PR numbers.
     pub database_url: Option<String>,
+    /// Which forge the story plays on.
+    pub forge: DemoForge,
 }
 
 /// Plays the story, prints its timeline, the requests repo's history and the API calls.
@@ -74,7 +81,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
     let wall = Instant::now();
     let mut demo = Demo::start(&options).await?;
     out!(
-        "breakglass demo: the bot and a GitHub-compatible test forge on loopback, {}.",
+        "breakglass demo: the bot and a {}-compatible test forge on loopback, {}.",
+        options.forge.name(),
         if options.database_url.is_some() {
             "on the database given by --database-url"
         } else {
@@ -191,7 +199,7 @@ impl fmt::Display for Calls {
 
 /// The running demo: forge, service, the shared clock, and what the timeline has shown so far.
 struct Demo {
-    forge: TestForge,
+    stage: Stage,
     clock: ManualClock,
     people: People,
     store: Store,
@@ -269,15 +277,27 @@ impl Demo {
         let github = GithubConfig {
             api_url: forge.api_url(),
             repository: REPO.into(),
-            token_file: Some(token_file),
-            webhook_secret_file: Some(secret_file),
+            token_file: Some(token_file.clone()),
+            webhook_secret_file: Some(secret_file.clone()),
             ..GithubConfig::default()
         };
         let poll_interval = github.reaction_poll_interval.to_chrono();
+        let gitlab = GitlabConfig {
+            api_url: forge.gitlab_api_url(),
+            project: REPO.into(),
+            token_file: Some(token_file),
+            webhook_token_file: Some(secret_file),
+            ..GitlabConfig::default()
+        };
+        let (github, gitlab) = match options.forge {
+            DemoForge::Github => (Some(github), None),
+            DemoForge::Gitlab => (None, Some(gitlab)),
+        };
         let config = Config {
             listen: "127.0.0.1:0".parse()?,
             database_url,
-            github: Some(github),
+            github,
+            gitlab,
             ..Config::default()
         };
         let reminder_before = config.reminder_before.to_chrono();
@@ -303,10 +323,19 @@ impl Demo {
         )
         .await
         .context("starting the service")?;
-        forge.add_webhook(&format!("http://{}/webhooks/github", running.addr), &secret);
+        match options.forge {
+            DemoForge::Github => {
+                forge.add_webhook(&format!("http://{}/webhooks/github", running.addr), &secret);
+            }
+            DemoForge::Gitlab => forge
+                .add_gitlab_webhook(&format!("http://{}/webhooks/gitlab", running.addr), &secret),
+        }
 
         Ok(Demo {
-            forge,
+            stage: Stage {
+                forge,
+                dialect: options.forge,
+            },
             clock,
             people,
             store,
@@ -328,9 +357,9 @@ impl Demo {
 
     /// The story, step by step, each checked.
     async fn play(&mut self, options: &DemoOptions) -> Result<(), Failure> {
-        let before = Calls::of(&self.forge.calls());
+        let before = Calls::of(&self.stage.forge.calls());
         self.lifecycle(options.ttl).await?;
-        let after_lifecycle = Calls::of(&self.forge.calls());
+        let after_lifecycle = Calls::of(&self.stage.forge.calls());
         self.parts.push((
             "steps 1-4, one lifecycle (request, approval, grant, revocation)",
             after_lifecycle.since(before),
@@ -338,7 +367,7 @@ impl Demo {
         self.fast_path().await?;
         self.parts.push((
             "step 5, the fast path and its review",
-            Calls::of(&self.forge.calls()).since(after_lifecycle),
+            Calls::of(&self.stage.forge.calls()).since(after_lifecycle),
         ));
         Ok(())
     }
@@ -353,38 +382,44 @@ impl Demo {
         );
 
         self.heading("1. alice (@acme/sre) asks for prod access with a comment on an issue");
-        let issue = self
-            .forge
-            .open_issue(REPO, &alice, "Checkout DB is failing over", "");
+        let issue = self.stage.open_issue(&alice, "Checkout DB is failing over");
         self.say(
             "alice",
             format!("opened issue #{issue} \"Checkout DB is failing over\""),
         );
         // prod has two roles (admin, readonly), so the command names one.
         let command = format!("/breakglass prod {ttl} admin -- incident: INC-1 db failover");
-        self.forge.comment(REPO, issue, &alice, &command);
+        self.stage.comment_on_issue(issue, &alice, &command);
         self.say("alice", format!("on #{issue}: {command}"));
         self.settle().await?;
-        let pr = self
-            .forge
-            .prs(REPO)
-            .into_iter()
-            .find(|p| p.user == bot && p.head_ref.starts_with("breakglass/request/"));
-        let pr = match pr {
-            Some(pr) => pr.number,
-            None => {
+        let requests = self.store.list_requests(None).await?;
+        let pr = match requests
+            .iter()
+            .find(|r| r.requester_login.as_str() == "alice")
+        {
+            Some(record) if self.stage.change(record.pr_number).user == bot => record.pr_number,
+            _ => {
+                let said = self
+                    .stage
+                    .issue_comments(issue)
+                    .last()
+                    .map_or_else(|| "(nothing)".to_owned(), |(_, body)| gist(body));
                 return Err(Failure::Unexpected(format!(
-                    "the bot to open a request PR for alice's comment on #{issue}; it said: {}",
-                    self.last_bot_comment(issue)
+                    "the bot to open a request {} for alice's comment on #{issue}; it said: {said}",
+                    self.stage.dialect.change()
                 )));
             }
         };
+        let (noun, pr_ref) = (
+            self.stage.dialect.change(),
+            self.stage.dialect.change_ref(pr),
+        );
         let record = self.request_on(pr).await?;
         expect(
             record.requester_login.as_str() == "alice" && record.state == RequestState::Pending,
             || {
                 format!(
-                    "PR #{pr} to be alice's request, allowed and waiting for approval; it is {}'s, {}: {}",
+                    "{noun} {pr_ref} to be alice's request, allowed and waiting for approval; it is {}'s, {}: {}",
                     record.requester_login,
                     record.state,
                     self.last_bot_comment(pr)
@@ -396,37 +431,45 @@ impl Demo {
         self.advance(TimeDelta::seconds(10), "alice is in a hurry")
             .await?;
         self.heading("2. alice tries to approve her own request");
-        self.forge.comment(REPO, pr, &alice, "/breakglass approve");
-        self.say("alice", format!("on #{pr}: /breakglass approve"));
+        self.stage
+            .comment_on_change(pr, &alice, "/breakglass approve");
+        self.say("alice", format!("on {pr_ref}: /breakglass approve"));
         self.settle().await?;
         let refusal = comment::self_approval_comment("alice");
         expect(self.bot_comments(pr).contains(&refusal), || {
             format!(
-                "the bot to refuse alice's own approval on #{pr} with \"{refusal}\"; its last comment: {}",
+                "the bot to refuse alice's own approval on {pr_ref} with \"{refusal}\"; its last comment: {}",
                 self.last_bot_comment(pr)
             )
         })?;
-        expect(!self.forge.pr(REPO, pr).merged, || {
-            format!("PR #{pr} to stay unmerged after alice approved it herself")
+        expect(!self.stage.change(pr).merged, || {
+            format!("{noun} {pr_ref} to stay unmerged after alice approved it herself")
         })?;
 
         self.advance(TimeDelta::seconds(50), "carol, an SRE lead, is paged")
             .await?;
-        self.heading(&format!(
-            "3. carol approves with a 👍; GitHub sends no webhook for reactions, so the bot polls them every {}",
-            HumanDuration::from_secs(self.poll_interval.num_seconds().unsigned_abs())
-        ));
-        self.forge.react(REPO, pr, &carol, "+1");
-        self.say("carol", format!("reacted 👍 (+1) on PR #{pr}"));
+        self.heading(&match self.stage.dialect {
+            DemoForge::Github => format!(
+                "3. carol approves with a 👍; GitHub sends no webhook for reactions, so the bot polls them every {}",
+                HumanDuration::from_secs(self.poll_interval.num_seconds().unsigned_abs())
+            ),
+            DemoForge::Gitlab => {
+                "3. carol approves with a 👍; GitLab sends it as an Emoji Hook event".to_owned()
+            }
+        });
+        self.stage.thumbs_up(pr, &carol);
+        self.say("carol", format!("reacted 👍 (+1) on {noun} {pr_ref}"));
         self.settle().await?;
-        self.advance(self.poll_interval, "the next reaction poll is due")
-            .await?;
-        let merged = self.forge.pr(REPO, pr);
+        if self.stage.dialect == DemoForge::Github {
+            self.advance(self.poll_interval, "the next reaction poll is due")
+                .await?;
+        }
+        let merged = self.stage.change(pr);
         let merge_sha = match (merged.merged, merged.merge_commit_sha) {
             (true, Some(sha)) => sha,
             _ => {
                 return Err(Failure::Unexpected(format!(
-                    "PR #{pr} to be merged one poll interval after carol's 👍; it is {}, and the bot's last comment is: {}",
+                    "{noun} {pr_ref} to be merged one poll interval after carol's 👍; it is {}, and the bot's last comment is: {}",
                     merged.state,
                     self.last_bot_comment(pr)
                 )));
@@ -449,15 +492,16 @@ impl Demo {
                 self.last_bot_comment(pr)
             )));
         };
+        let revert_ref = self.stage.dialect.change_ref(revert);
         expect(
             self.bot_comments(pr)
                 .iter()
                 .any(|c| c.starts_with("🔓 **Access granted.**")),
-            || format!("the bot to comment the grant and its expiry on #{pr}"),
+            || format!("the bot to comment the grant and its expiry on {pr_ref}"),
         )?;
 
         self.heading(&format!(
-            "4. time runs to the TTL ({ttl}): the bot revokes, then merges the revert PR #{revert}"
+            "4. time runs to the TTL ({ttl}): the bot revokes, then merges the revert {noun} {revert_ref}"
         ));
         let remind_at = expires_at - self.reminder_before;
         if remind_at > self.clock.now() {
@@ -466,12 +510,12 @@ impl Demo {
         }
         let by = expires_at - self.clock.now();
         self.advance(by, "the grant expires").await?;
-        let revert_pr = self.forge.pr(REPO, revert);
+        let revert_pr = self.stage.change(revert);
         let revert_sha = match (revert_pr.merged, revert_pr.merge_commit_sha) {
             (true, Some(sha)) => sha,
             _ => {
                 return Err(Failure::Unexpected(format!(
-                    "the revert PR #{revert} to be merged at the TTL {}; it is {}",
+                    "the revert {noun} {revert_ref} to be merged at the TTL {}; it is {}",
                     iso(expires_at),
                     revert_pr.state
                 )));
@@ -495,10 +539,11 @@ impl Demo {
             self.bot_comments(pr)
                 .iter()
                 .any(|c| c.starts_with("🔒 **Access revoked**")),
-            || format!("the bot to comment the revocation on #{pr}"),
+            || format!("the bot to comment the revocation on {pr_ref}"),
         )?;
         expect(
-            self.forge
+            self.stage
+                .forge
                 .file_on(REPO, "main", &format!("requests/prod/{id}.yaml"))
                 .is_none(),
             || format!("requests/prod/{id}.yaml to be gone from main after the revocation"),
@@ -518,7 +563,7 @@ impl Demo {
         let path = format!("requests/prod/{id}.yaml");
         let branch = format!("request-{id}");
         let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: \"incident: INC-2 checkout API returns 5xx\"\nticket: INC-2\n";
-        self.forge.push_files(
+        self.stage.forge.push_files(
             REPO,
             &branch,
             &bob,
@@ -530,17 +575,21 @@ impl Demo {
             format!("pushed {path} (45m, ticket INC-2) to {branch}"),
         );
         let title = format!("Access request {id}");
-        let pr = self.forge.open_pr(REPO, &bob, &branch, &title, "");
-        self.say("bob", format!("opened PR #{pr} \"{title}\""));
-        self.forge.label(REPO, pr, &bob, "sev1");
-        self.say("bob", format!("labeled PR #{pr} sev1"));
+        let pr = self.stage.open_change(&bob, &branch, &title);
+        let (noun, pr_ref) = (
+            self.stage.dialect.change(),
+            self.stage.dialect.change_ref(pr),
+        );
+        self.say("bob", format!("opened {noun} {pr_ref} \"{title}\""));
+        self.stage.label(pr, &bob, "sev1");
+        self.say("bob", format!("labeled {noun} {pr_ref} sev1"));
         self.settle().await?;
-        let merged = self.forge.pr(REPO, pr);
+        let merged = self.stage.change(pr);
         let merge_sha = match (merged.merged, merged.merge_commit_sha) {
             (true, Some(sha)) => sha,
             _ => {
                 return Err(Failure::Unexpected(format!(
-                    "the sev1 PR #{pr} to be merged at once on the fast path; it is {}, and the bot's last comment is: {}",
+                    "the sev1 {noun} {pr_ref} to be merged at once on the fast path; it is {}, and the bot's last comment is: {}",
                     merged.state,
                     self.last_bot_comment(pr)
                 )));
@@ -555,17 +604,22 @@ impl Demo {
             ],
         )?;
         expect(
-            self.forge
-                .labels(REPO, pr)
+            self.stage
+                .labels(pr)
                 .iter()
                 .any(|l| l == NEEDS_REVIEW_LABEL),
-            || format!("PR #{pr} to be labeled {NEEDS_REVIEW_LABEL} until an approver reviews it"),
+            || {
+                format!(
+                    "{noun} {pr_ref} to be labeled {NEEDS_REVIEW_LABEL} until an approver reviews it"
+                )
+            },
         )?;
 
         self.advance(TimeDelta::minutes(5), "carol looks at what happened")
             .await?;
-        self.forge.comment(REPO, pr, &carol, "/breakglass reviewed");
-        self.say("carol", format!("on #{pr}: /breakglass reviewed"));
+        self.stage
+            .comment_on_change(pr, &carol, "/breakglass reviewed");
+        self.say("carol", format!("on {pr_ref}: /breakglass reviewed"));
         self.settle().await?;
         let record = self.request_on(pr).await?;
         expect(
@@ -579,14 +633,15 @@ impl Demo {
         )?;
         expect(
             !self
-                .forge
-                .labels(REPO, pr)
+                .stage
+                .labels(pr)
                 .iter()
                 .any(|l| l == NEEDS_REVIEW_LABEL),
-            || format!("{NEEDS_REVIEW_LABEL} to be removed from PR #{pr} after the review"),
+            || format!("{NEEDS_REVIEW_LABEL} to be removed from {noun} {pr_ref} after the review"),
         )?;
 
         let active: Vec<String> = self
+            .stage
             .forge
             .files_on(REPO, "main")
             .into_iter()
@@ -621,7 +676,7 @@ impl Demo {
     /// Moves both clocks forward, says so, and lets the bot do what became due.
     async fn advance(&mut self, by: TimeDelta, why: &str) -> Result<(), Failure> {
         self.clock.advance(by);
-        self.forge.advance_clock(by);
+        self.stage.forge.advance_clock(by);
         let span = HumanDuration::from_secs(by.num_seconds().unsigned_abs());
         self.say("clock", format!("⏩ +{span}: {why}"));
         self.settle().await
@@ -641,7 +696,7 @@ impl Demo {
                     SETTLE_TIMEOUT.as_secs()
                 )));
             }
-            self.forge.settle().await;
+            self.stage.forge.settle().await;
             let busy = !self.pending_work().await?.is_empty();
             quiet = if busy { 0 } else { quiet + 1 };
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -684,13 +739,17 @@ impl Demo {
     /// Turns the bot's new webhook events into timeline lines. The forge sends a webhook for
     /// every change, in order, so they are the bot's actions as GitHub would show them.
     fn show_bot_events(&mut self) {
-        let deliveries = self.forge.deliveries();
+        let deliveries = self.stage.forge.deliveries();
         for delivery in deliveries.iter().skip(self.shown_deliveries) {
             let payload = delivery.payload();
-            if payload["sender"]["login"].as_str() != Some(self.people.bot.login.as_str()) {
+            if self.stage.sender(&payload).as_deref() != Some(self.people.bot.login.as_str()) {
                 continue; // the people's actions are shown as they happen
             }
-            if let Some(line) = describe(&delivery.event, &payload) {
+            let line = match self.stage.dialect {
+                DemoForge::Github => describe(&delivery.event, &payload),
+                DemoForge::Gitlab => stage::describe_gitlab(&delivery.event, &payload),
+            };
+            if let Some(line) = line {
                 self.say("breakglass", line);
             }
         }
@@ -701,22 +760,30 @@ impl Demo {
 
     async fn request_on(&self, pr: u64) -> Result<RequestRecord, Failure> {
         self.store
-            .find_request_by_pr(ForgeKind::GitHub, REPO, pr)
+            .find_request_by_pr(
+                match self.stage.dialect {
+                    DemoForge::Github => ForgeKind::GitHub,
+                    DemoForge::Gitlab => ForgeKind::GitLab,
+                },
+                REPO,
+                pr,
+            )
             .await?
             .ok_or_else(|| {
                 Failure::Unexpected(format!(
-                    "the bot to record PR #{pr} as a request; its last comment is: {}",
+                    "the bot to record {} as a request; its last comment is: {}",
+                    self.stage.dialect.change_ref(pr),
                     self.last_bot_comment(pr)
                 ))
             })
     }
 
     fn bot_comments(&self, number: u64) -> Vec<String> {
-        self.forge
-            .comments(REPO, number)
+        self.stage
+            .change_comments(number)
             .into_iter()
-            .filter(|c| c.user == self.people.bot.login)
-            .map(|c| c.body)
+            .filter(|(user, _)| *user == self.people.bot.login)
+            .map(|(_, body)| body)
             .collect()
     }
 
@@ -729,7 +796,7 @@ impl Demo {
 
     /// Checks that the commit `sha` of main carries every trailer of `expected` (a prefix each).
     fn expect_trailers(&self, sha: &str, expected: &[&str]) -> Result<(), Failure> {
-        let log = self.forge.log(REPO, "main");
+        let log = self.stage.forge.log(REPO, "main");
         let Some(commit) = log.iter().find(|c| c.sha == sha) else {
             return Err(Failure::Unexpected(format!(
                 "the merge commit {} on main",
@@ -784,9 +851,9 @@ impl Demo {
     fn print_history(&self) {
         out!();
         out!("git log --first-parent main of {REPO} (newest first):");
-        let log = self.forge.log(REPO, "main");
+        let log = self.stage.forge.log(REPO, "main");
         let by_sha: HashMap<&str, _> = log.iter().map(|c| (c.sha.as_str(), c)).collect();
-        let mut next = self.forge.branch_sha(REPO, "main");
+        let mut next = self.stage.forge.branch_sha(REPO, "main");
         while let Some(commit) = next.as_deref().and_then(|sha| by_sha.get(sha)) {
             out!("  {}  {}", short(&commit.sha), first_line(&commit.message));
             for trailer in commit
@@ -804,7 +871,7 @@ impl Demo {
         out!();
         out!(
             "Forge API calls by the bot, whole demo: {}.",
-            Calls::of(&self.forge.calls())
+            Calls::of(&self.stage.forge.calls())
         );
         for (part, calls) in &self.parts {
             out!("  {part}: {calls}");
