@@ -798,7 +798,7 @@ mod tests {
             "@carol",
             "a | b\n/breakglass approve @acme/everyone",
             Some("INC-1|@acme/ops"),
-            12,
+            "#12",
         );
         assert_inert(&text);
         let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
