@@ -614,6 +614,16 @@ fn distinct_approvers(approvals: &[Approval], requester_id: u64) -> BTreeSet<Log
         .collect()
 }
 
+/// Whether `record` is a fast-path grant whose after-the-fact review is still open.
+fn awaits_review(record: &RequestRecord) -> bool {
+    record.fast_path_rule.is_some()
+        && record.reviewed_at.is_none()
+        && matches!(
+            record.state,
+            RequestState::Active | RequestState::Revoking | RequestState::Revoked
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -638,14 +648,4 @@ mod tests {
             "no push time known"
         );
     }
-}
-
-/// Whether `record` is a fast-path grant whose after-the-fact review is still open.
-fn awaits_review(record: &RequestRecord) -> bool {
-    record.fast_path_rule.is_some()
-        && record.reviewed_at.is_none()
-        && matches!(
-            record.state,
-            RequestState::Active | RequestState::Revoking | RequestState::Revoked
-        )
 }
