@@ -6,7 +6,7 @@ mod common;
 use chrono::TimeDelta;
 use common::*;
 
-on_both_backends!(
+on_both_forges!(
     reaction_approval_grants_and_revokes_at_ttl,
     |s: Scenario| async move {
         let alice = &s.people.alice;
@@ -26,7 +26,7 @@ on_both_backends!(
             verdict.contains("Needs **1** approval(s) from @acme/sre-leads, @carol"),
             "{verdict}"
         );
-        let head = s.forge.pr(REPO, pr).head_sha;
+        let head = s.change(pr).head_sha;
         // Pending until approved, so that a required status check stops a hand merge.
         assert_eq!(
             s.policy_status(&head),
@@ -35,11 +35,11 @@ on_both_backends!(
 
         // carol approves with a 👍; GitHub sends no webhook for it, the poll finds it.
         s.advance(TimeDelta::seconds(5));
-        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.emoji_now(pr, &s.people.carol, "+1");
         s.advance(TimeDelta::seconds(30));
         s.settle().await;
 
-        let merged = s.forge.pr(REPO, pr);
+        let merged = s.change(pr);
         assert!(merged.merged, "the request PR is merged");
         let log = s.forge.log(REPO, "main");
         let merge = log
@@ -63,8 +63,8 @@ on_both_backends!(
         assert!(granted.starts_with("🔓 **Access granted.** @alice has `prod/admin` until **2026-11-26T03:14:35Z** (in 1h)."), "{granted}");
         let record = s.request("20261126-0214-alice-prod").await;
         let revert = record.revert_pr_number.expect("a revert PR");
-        assert!(granted.contains(&format!("#{revert}")), "{granted}");
-        let revert_pr = s.forge.pr(REPO, revert);
+        assert!(granted.contains(&s.change_ref(revert)), "{granted}");
+        let revert_pr = s.change(revert);
         assert_eq!(
             revert_pr.title,
             "breakglass: revoke 20261126-0214-alice-prod at 2026-11-26T03:14:35Z"
@@ -80,7 +80,7 @@ on_both_backends!(
         // One minute before the TTL nothing happens; at the TTL the revert is merged.
         s.advance(TimeDelta::minutes(59));
         s.settle().await;
-        assert!(!s.forge.pr(REPO, revert).merged);
+        assert!(!s.change(revert).merged);
         assert!(
             s.bot_comments(pr).iter().any(|c| c.starts_with(
                 "⏰ @alice, your `prod/admin` access expires at **2026-11-26T03:14:35Z**"
@@ -89,7 +89,7 @@ on_both_backends!(
         );
         s.advance(TimeDelta::minutes(1));
         s.settle().await;
-        let revert_pr = s.forge.pr(REPO, revert);
+        let revert_pr = s.change(revert);
         assert!(revert_pr.merged, "the revert PR is merged at the TTL");
         let log = s.forge.log(REPO, "main");
         let revert_merge = log
@@ -121,23 +121,21 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     slash_command_opens_the_pr_and_approve_comment_merges,
     |s: Scenario| async move {
         let (alice, carol) = (&s.people.alice, &s.people.carol);
-        let issue = s.forge.open_issue(REPO, alice, "checkout is down", "");
-        s.forge.comment(
-            REPO,
+        let issue = s.open_issue(alice, "checkout is down");
+        s.note_on_issue(
             issue,
             alice,
             "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
         );
         s.settle().await;
-        let reply = s.last_bot_comment(issue);
-        assert!(reply.starts_with("📝 @alice, your request is #"), "{reply}");
+        let reply = s.last_bot_issue_comment(issue);
+        assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
         let pr = s
-            .forge
-            .prs(REPO)
+            .changes()
             .into_iter()
             .find(|p| p.user == s.people.bot.login)
             .expect("the bot opened a PR");
@@ -161,7 +159,7 @@ on_both_backends!(
 
         s.approve(pr.number, carol);
         s.settle().await;
-        let pr = s.forge.pr(REPO, pr.number);
+        let pr = s.change(pr.number);
         assert!(pr.merged, "merged on carol's approval");
         let merge = s.merge_commit(pr.number);
         assert!(
@@ -177,17 +175,12 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(approving_review_merges, |s: Scenario| async move {
+on_both_forges!(approving_review_merges, |s: Scenario| async move {
     let pr = s.open_request(&s.people.alice, "prod", "r-review", &prod_request("30m"));
     s.settle().await;
-    s.forge.review(
-        REPO,
-        pr,
-        &s.people.dan,
-        breakglass_test_forge::ReviewState::Approved,
-    );
+    s.approve_button(pr, &s.people.dan);
     s.settle().await;
-    assert!(s.forge.pr(REPO, pr).merged);
+    assert!(s.change(pr).merged);
     assert_eq!(
         s.request("r-review")
             .await
@@ -200,7 +193,7 @@ on_both_backends!(approving_review_merges, |s: Scenario| async move {
     );
 });
 
-on_both_backends!(
+on_both_forges!(
     fast_path_merges_at_once_and_is_reviewed_after,
     |s: Scenario| async move {
         let bob = &s.people.bob;
@@ -213,10 +206,10 @@ on_both_backends!(
             &[("requests/prod/r-sev1.yaml", yaml)],
             "request",
         );
-        let pr = s.forge.open_pr(REPO, bob, branch, "sev1 access", "");
-        s.forge.label(REPO, pr, bob, "sev1");
+        let pr = s.open_change(bob, branch, "sev1 access");
+        s.label(pr, bob, "sev1");
         s.settle().await;
-        let merged = s.forge.pr(REPO, pr);
+        let merged = s.change(pr);
         assert!(merged.merged, "merged without waiting for approval");
         assert!(
             merged
@@ -240,7 +233,7 @@ on_both_backends!(
         );
 
         // The requester cannot review their own grant; an approver can.
-        s.forge.comment(REPO, pr, bob, "/breakglass reviewed");
+        s.note(pr, bob, "/breakglass reviewed");
         s.settle().await;
         assert!(
             s.last_bot_comment(pr)
@@ -248,16 +241,14 @@ on_both_backends!(
             "{}",
             s.last_bot_comment(pr)
         );
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass reviewed");
+        s.note(pr, &s.people.carol, "/breakglass reviewed");
         s.settle().await;
         assert!(
             s.last_bot_comment(pr)
                 .starts_with("✔️ After-the-fact review by @carol recorded")
         );
         assert!(
-            !s.forge
-                .pr(REPO, pr)
+            !s.change(pr)
                 .labels
                 .contains(&"breakglass/needs-review".to_owned())
         );
@@ -272,7 +263,7 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_reaction_closes_the_fast_path_review,
     |s: Scenario| async move {
         let bob = &s.people.bob;
@@ -284,12 +275,12 @@ on_both_backends!(
             &[("requests/prod/r-react.yaml", yaml)],
             "request",
         );
-        let pr = s.forge.open_pr(REPO, bob, "b", "sev1 access", "");
-        s.forge.label(REPO, pr, bob, "sev1");
+        let pr = s.open_change(bob, "b", "sev1 access");
+        s.label(pr, bob, "sev1");
         s.settle().await;
-        assert!(s.forge.pr(REPO, pr).merged);
-        s.forge.react(REPO, pr, bob, "+1"); // the requester's own reaction does not count
-        s.forge.react(REPO, pr, &s.people.dan, "+1");
+        assert!(s.change(pr).merged);
+        s.emoji_now(pr, bob, "+1"); // the requester's own reaction does not count
+        s.emoji_now(pr, &s.people.dan, "+1");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
         assert_eq!(
@@ -303,11 +294,11 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(self_service_needs_no_approval, |s: Scenario| async move {
+on_both_forges!(self_service_needs_no_approval, |s: Scenario| async move {
     let yaml = "environment: staging\nrole: admin\nduration: 2h\nreason: load test\n";
     let pr = s.open_request(&s.people.alice, "staging", "r-staging", yaml);
     s.settle().await;
-    let merged = s.forge.pr(REPO, pr);
+    let merged = s.change(pr);
     assert!(merged.merged);
     let merge = s.merge_commit(merged.number);
     assert!(
@@ -319,15 +310,14 @@ on_both_backends!(self_service_needs_no_approval, |s: Scenario| async move {
     );
 });
 
-on_both_backends!(revoke_command_ends_access_early, |s: Scenario| async move {
+on_both_forges!(revoke_command_ends_access_early, |s: Scenario| async move {
     let pr = s.open_request(&s.people.alice, "prod", "r-early", &prod_request("2h"));
     s.settle().await;
     s.approve(pr, &s.people.carol);
     s.settle().await;
-    assert!(s.forge.pr(REPO, pr).merged);
+    assert!(s.change(pr).merged);
     s.advance(TimeDelta::minutes(10));
-    s.forge
-        .comment(REPO, pr, &s.people.mallory, "/breakglass revoke");
+    s.note(pr, &s.people.mallory, "/breakglass revoke");
     s.settle().await;
     assert!(
         s.last_bot_comment(pr)
@@ -335,11 +325,10 @@ on_both_backends!(revoke_command_ends_access_early, |s: Scenario| async move {
         "{}",
         s.last_bot_comment(pr)
     );
-    s.forge
-        .comment(REPO, pr, &s.people.alice, "/breakglass done");
+    s.note(pr, &s.people.alice, "/breakglass done");
     s.settle().await;
     let record = s.request("r-early").await;
-    let revert = s.forge.pr(REPO, record.revert_pr_number.unwrap());
+    let revert = s.change(record.revert_pr_number.unwrap());
     assert!(revert.merged);
     let merge = s.merge_commit(revert.number);
     assert!(
@@ -354,7 +343,7 @@ on_both_backends!(revoke_command_ends_access_early, |s: Scenario| async move {
     );
 });
 
-on_both_backends!(
+on_both_forges!(
     extend_moves_the_expiry_within_max_duration,
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-extend", &prod_request("3h"));
@@ -363,16 +352,14 @@ on_both_backends!(
         s.settle().await;
         let before = s.request("r-extend").await.expires_at.unwrap();
         // The requester alone cannot extend without a fast path: it needs an approver.
-        s.forge
-            .comment(REPO, pr, &s.people.alice, "/breakglass extend 30m");
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
         s.settle().await;
         assert!(
             s.last_bot_comment(pr).contains("It needs approval"),
             "{}",
             s.last_bot_comment(pr)
         );
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass extend 2h");
+        s.note(pr, &s.people.carol, "/breakglass extend 2h");
         s.settle().await;
         assert!(
             s.last_bot_comment(pr)
@@ -380,8 +367,7 @@ on_both_backends!(
             "{}",
             s.last_bot_comment(pr)
         );
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass extend 30m");
+        s.note(pr, &s.people.carol, "/breakglass extend 30m");
         s.settle().await;
         let after = s.request("r-extend").await.expires_at.unwrap();
         assert_eq!(after - before, TimeDelta::minutes(30));
@@ -400,20 +386,18 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     status_help_and_unknown_commands_are_answered,
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-status", &prod_request("1h"));
         s.settle().await;
-        s.forge
-            .comment(REPO, pr, &s.people.alice, "/breakglass status");
+        s.note(pr, &s.people.alice, "/breakglass status");
         s.settle().await;
         assert_eq!(
             s.last_bot_comment(pr),
             "ℹ️ Request `r-status`: **pending**. Waiting for approval: 0 of 1."
         );
-        s.forge
-            .comment(REPO, pr, &s.people.alice, "/breakglass aprove");
+        s.note(pr, &s.people.alice, "/breakglass aprove");
         s.settle().await;
         assert!(
             s.last_bot_comment(pr)
@@ -421,8 +405,7 @@ on_both_backends!(
             "{}",
             s.last_bot_comment(pr)
         );
-        s.forge
-            .comment(REPO, pr, &s.people.alice, "/breakglass help");
+        s.note(pr, &s.people.alice, "/breakglass help");
         s.settle().await;
         assert!(
             s.last_bot_comment(pr).contains("/breakglass extend"),
@@ -439,33 +422,27 @@ async fn the_whole_story_in_the_bots_words() {
     let Some(s) = Scenario::start(Backend::Sqlite).await else {
         return;
     };
-    let issue = s
-        .forge
-        .open_issue(REPO, &s.people.alice, "checkout is down", "");
-    s.forge.comment(
-        REPO,
+    let issue = s.open_issue(&s.people.alice, "checkout is down");
+    s.note_on_issue(
         issue,
         &s.people.alice,
         "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
     );
     s.settle().await;
     let pr = s
-        .forge
-        .prs(REPO)
+        .changes()
         .into_iter()
         .find(|p| p.user == s.people.bot.login)
         .unwrap()
         .number;
     s.approve(pr, &s.people.alice);
     s.approve(pr, &s.people.mallory);
-    s.forge
-        .comment(REPO, pr, &s.people.carol, "/breakglass aprove");
+    s.note(pr, &s.people.carol, "/breakglass aprove");
     s.settle().await;
-    s.forge.react(REPO, pr, &s.people.carol, "+1");
+    s.emoji_now(pr, &s.people.carol, "+1");
     s.advance(TimeDelta::seconds(30));
     s.settle().await;
-    s.forge
-        .comment(REPO, pr, &s.people.alice, "/breakglass status");
+    s.note(pr, &s.people.alice, "/breakglass status");
     s.settle().await;
     s.advance(TimeDelta::minutes(60));
     s.settle().await;
@@ -478,14 +455,14 @@ async fn the_whole_story_in_the_bots_words() {
     insta::assert_snapshot!("story_issue", transcript(issue));
     insta::assert_snapshot!("story_request_pr", transcript(pr));
     let record = s.request("20261126-0214-alice-prod").await;
-    let revert = s.forge.pr(REPO, record.revert_pr_number.unwrap());
+    let revert = s.change(record.revert_pr_number.unwrap());
     insta::assert_snapshot!(
         "story_revert_pr",
         format!("{}\n\n{}", revert.title, revert.body)
     );
 }
 
-on_both_backends!(
+on_both_forges!(
     two_approvals_need_two_distinct_approvers,
     |s: Scenario| async move {
         let policy = s
@@ -512,13 +489,13 @@ on_both_backends!(
             s.last_bot_comment(pr),
             "👍 Approval by @carol recorded (1 of 2)."
         );
-        s.forge.react(REPO, pr, &s.people.carol, "+1"); // the same approver twice is still one
+        s.emoji_now(pr, &s.people.carol, "+1"); // the same approver twice is still one
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
         s.approve(pr, &s.people.dan);
         s.settle().await;
-        let merged = s.forge.pr(REPO, pr);
+        let merged = s.change(pr);
         assert!(merged.merged);
         let merge = s.merge_commit(merged.number);
         assert!(
@@ -529,17 +506,15 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_bare_command_opens_the_request_with_the_policy_defaults,
     |s: Scenario| async move {
         // staging has one role and no reason codes: `/breakglass staging 1h` is enough.
-        let issue = s.forge.open_issue(REPO, &s.people.bob, "load test", "");
-        s.forge
-            .comment(REPO, issue, &s.people.bob, "/breakglass staging 1h");
+        let issue = s.open_issue(&s.people.bob, "load test");
+        s.note_on_issue(issue, &s.people.bob, "/breakglass staging 1h");
         s.settle().await;
         let pr = s
-            .forge
-            .prs(REPO)
+            .changes()
             .into_iter()
             .find(|p| p.user == s.people.bot.login)
             .expect("a request PR")
@@ -547,16 +522,19 @@ on_both_backends!(
         let record = s.request("20261126-0214-bob-staging").await;
         assert_eq!(record.role.as_str(), "admin");
         assert_eq!(record.reason.as_str(), "requested with /breakglass on #1");
-        assert!(s.forge.pr(REPO, pr).merged, "self-service: granted at once");
+        assert!(
+            s.change(pr).merged,
+            "self-service: granted at once: {:#?}",
+            s.bot_comments(pr)
+        );
         // prod has two roles: the bot asks which one instead of guessing.
-        s.forge
-            .comment(REPO, issue, &s.people.alice, "/breakglass prod 1h");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass prod 1h");
         s.settle().await;
         assert!(
-            s.last_bot_comment(issue)
+            s.last_bot_issue_comment(issue)
                 .starts_with("⚠️ `prod` has several roles; name one"),
             "{}",
-            s.last_bot_comment(issue)
+            s.last_bot_issue_comment(issue)
         );
     }
 );

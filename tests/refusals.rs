@@ -7,16 +7,16 @@ mod common;
 use chrono::TimeDelta;
 use common::*;
 
-on_both_backends!(
+on_both_forges!(
     requester_cannot_approve_own_request,
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
         s.approve(pr, &s.people.alice);
-        s.forge.react(REPO, pr, &s.people.alice, "+1");
+        s.emoji_now(pr, &s.people.alice, "+1");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
         assert_eq!(
             s.last_bot_comment(pr),
             "🙅 @alice, you requested this access: your own approval does not count. Ask an approver."
@@ -24,30 +24,30 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(a_non_approver_does_not_count, |s: Scenario| async move {
+on_both_forges!(a_non_approver_does_not_count, |s: Scenario| async move {
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
-    s.forge.react(REPO, pr, &s.people.mallory, "+1");
-    s.forge.react(REPO, pr, &s.people.erin, "+1"); // a requester-team member, not an approver
+    s.emoji_now(pr, &s.people.mallory, "+1");
+    s.emoji_now(pr, &s.people.erin, "+1"); // a requester-team member, not an approver
     s.advance(TimeDelta::seconds(31));
     s.settle().await;
-    assert!(!s.forge.pr(REPO, pr).merged);
+    assert!(!s.change(pr).merged);
     s.approve(pr, &s.people.mallory);
     s.settle().await;
     assert_eq!(
         s.last_bot_comment(pr),
         "🙅 @mallory is not an approver for `prod`, so this does not count. Approvers: @acme/sre-leads, @carol."
     );
-    assert!(!s.forge.pr(REPO, pr).merged);
+    assert!(!s.change(pr).merged);
 });
 
-on_both_backends!(
+on_both_forges!(
     an_approval_before_a_new_push_does_not_count,
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
         s.advance(TimeDelta::seconds(2));
-        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.emoji_now(pr, &s.people.carol, "+1");
         s.advance(TimeDelta::seconds(2));
         // alice changes the request after carol's 👍 and before the bot saw it.
         s.forge.push_files(
@@ -60,26 +60,26 @@ on_both_backends!(
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
         assert!(
-            !s.forge.pr(REPO, pr).merged,
+            !s.change(pr).merged,
             "carol approved the 1h version, not the 4h one: {:#?}",
             s.bot_comments(pr)
         );
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        let merged = s.forge.pr(REPO, pr);
+        let merged = s.change(pr);
         assert!(merged.merged, "a fresh approval of the new head counts");
         let merge = s.merge_commit(merged.number);
         assert!(merge.message.contains("for 4h"), "{}", merge.message);
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_comment_approval_binds_to_the_head_it_saw,
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
         // Two approvers needed? No: one. So push, then check an approval of the old head via review.
-        let old_head = s.forge.pr(REPO, pr).head_sha;
+        let old_head = s.change(pr).head_sha;
         s.forge.push_files(
             REPO,
             "request-r1",
@@ -88,17 +88,17 @@ on_both_backends!(
             "longer",
         );
         s.settle().await;
-        assert_ne!(s.forge.pr(REPO, pr).head_sha, old_head);
+        assert_ne!(s.change(pr).head_sha, old_head);
         assert_eq!(
             s.request("r1").await.head_sha,
-            s.forge.pr(REPO, pr).head_sha,
+            s.change(pr).head_sha,
             "the bot follows the new head"
         );
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
     }
 );
 
-on_both_backends!(quoted_commands_are_not_commands, |s: Scenario| async move {
+on_both_forges!(quoted_commands_are_not_commands, |s: Scenario| async move {
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
     let before = s.bot_comments(pr).len();
@@ -109,25 +109,25 @@ on_both_backends!(quoted_commands_are_not_commands, |s: Scenario| async move {
         "please /breakglass approve this",
         "[/breakglass approve](https://example.com)",
     ] {
-        s.forge.comment(REPO, pr, &s.people.carol, body);
+        s.note(pr, &s.people.carol, body);
     }
     s.settle().await;
-    assert!(!s.forge.pr(REPO, pr).merged);
+    assert!(!s.change(pr).merged);
     assert_eq!(s.bot_comments(pr).len(), before, "no reply to prose");
 });
 
-on_both_backends!(an_edited_comment_never_approves, |s: Scenario| async move {
+on_both_forges!(an_edited_comment_never_approves, |s: Scenario| async move {
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
-    let id = s.forge.comment(REPO, pr, &s.people.carol, "looking");
+    let id = s.note(pr, &s.people.carol, "looking");
     s.settle().await;
     s.forge
         .edit_comment(REPO, id, &s.people.carol, "/breakglass approve");
     s.settle().await;
-    assert!(!s.forge.pr(REPO, pr).merged);
+    assert!(!s.change(pr).merged);
 });
 
-on_both_backends!(
+on_both_forges!(
     a_pr_that_also_changes_policies_is_never_merged,
     |s: Scenario| async move {
         let alice = &s.people.alice;
@@ -146,7 +146,7 @@ on_both_backends!(
             ],
             "request",
         );
-        let pr = s.forge.open_pr(REPO, alice, "sneaky", "request", "");
+        let pr = s.open_change(alice, "sneaky", "request");
         s.settle().await;
         let verdict = s.last_bot_comment(pr);
         assert!(verdict.starts_with("⛔ **breakglass will not merge this PR**: it changes files beyond its request file: `policies/prod.yaml`."), "{verdict}");
@@ -155,15 +155,15 @@ on_both_backends!(
             verdict.contains("duration 8h is above the max_duration of `prod` (4h)"),
             "{verdict}"
         );
-        let head = s.forge.pr(REPO, pr).head_sha;
+        let head = s.change(pr).head_sha;
         assert_eq!(s.policy_status(&head).unwrap().0, "failure");
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_pr_that_also_changes_another_request_is_never_merged,
     |s: Scenario| async move {
         let alice = &s.people.alice;
@@ -177,7 +177,7 @@ on_both_backends!(
             ],
             "request",
         );
-        let pr = s.forge.open_pr(REPO, alice, "two", "request", "");
+        let pr = s.open_change(alice, "two", "request");
         s.settle().await;
         assert!(
             s.last_bot_comment(pr).contains("`README.md`"),
@@ -186,7 +186,7 @@ on_both_backends!(
         );
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
 
         s.forge.push_files(
             REPO,
@@ -198,7 +198,7 @@ on_both_backends!(
             ],
             "two requests",
         );
-        let pr = s.forge.open_pr(REPO, alice, "three", "requests", "");
+        let pr = s.open_change(alice, "three", "requests");
         s.settle().await;
         assert!(
             s.last_bot_comment(pr)
@@ -209,7 +209,7 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     denials_explain_duration_role_and_requester,
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "too-long", &prod_request("6h"));
@@ -221,7 +221,7 @@ on_both_backends!(
         );
         assert!(verdict.contains("- **max_duration**: duration 6h is above the max_duration of `prod` (4h); ask for 4h or less"), "{verdict}");
         assert_eq!(
-            s.policy_status(&s.forge.pr(REPO, pr).head_sha).unwrap(),
+            s.policy_status(&s.change(pr).head_sha).unwrap(),
             ("failure".into(), "denied: max_duration".into())
         );
 
@@ -271,6 +271,7 @@ on_both_backends!(
     }
 );
 
+// GitHub's signatures; GitLab's token check is in tests/forges.rs.
 on_both_backends!(
     bad_signatures_and_replays_change_nothing,
     |s: Scenario| async move {
@@ -334,13 +335,12 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     deny_closes_the_request_and_only_approvers_may_deny,
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-deny", &prod_request("1h"));
         s.settle().await;
-        s.forge
-            .comment(REPO, pr, &s.people.mallory, "/breakglass deny not you");
+        s.note(pr, &s.people.mallory, "/breakglass deny not you");
         s.settle().await;
         assert!(
             s.last_bot_comment(pr)
@@ -348,9 +348,8 @@ on_both_backends!(
             "{}",
             s.last_bot_comment(pr)
         );
-        assert_eq!(s.forge.pr(REPO, pr).state, "open");
-        s.forge.comment(
-            REPO,
+        assert_eq!(s.change(pr).state, "open");
+        s.note(
             pr,
             &s.people.carol,
             "/breakglass deny -- no incident on record",
@@ -360,11 +359,11 @@ on_both_backends!(
             s.last_bot_comment(pr),
             "🚫 Request denied by @carol: `no incident on record`. Closing."
         );
-        assert_eq!(s.forge.pr(REPO, pr).state, "closed");
+        assert_eq!(s.change(pr).state, "closed");
         assert_eq!(s.request("r-deny").await.state.to_string(), "closed");
         // A closed request cannot be approved any more.
         s.approve(pr, &s.people.dan);
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
     }
 );

@@ -323,8 +323,64 @@ impl Scenario {
     pub fn change(&self, number: u64) -> PullRequest {
         match self.dialect {
             Dialect::GitHub => self.forge.pr(REPO, number),
-            Dialect::GitLab => self.forge.gl_mr(REPO, number),
+            Dialect::GitLab => {
+                let mut mr = self.forge.gl_mr(REPO, number);
+                mr.number = number; // the iid, as the bot knows it
+                mr
+            }
         }
+    }
+
+    /// Every change request of the repo, as the bot numbers them.
+    pub fn changes(&self) -> Vec<PullRequest> {
+        let all = self.forge.prs(REPO);
+        match self.dialect {
+            Dialect::GitHub => all,
+            Dialect::GitLab => all
+                .into_iter()
+                .filter_map(|pr| match self.forge.gl_iid(REPO, pr.number) {
+                    Noteable::MergeRequest(iid) => Some(self.change(iid)),
+                    Noteable::Issue(_) => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Opens a change request from `branch` as `user`; its number as the bot sees it.
+    pub fn open_change(&self, user: &User, branch: &str, title: &str) -> u64 {
+        match self.dialect {
+            Dialect::GitHub => self.forge.open_pr(REPO, user, branch, title, ""),
+            Dialect::GitLab => self.forge.gl_open_mr(REPO, user, branch, title, ""),
+        }
+    }
+
+    /// The test forge's own number of change request `number` (its shared helpers take it).
+    pub fn internal(&self, number: u64) -> u64 {
+        match self.dialect {
+            Dialect::GitHub => number,
+            Dialect::GitLab => self.forge.gl_number(REPO, Noteable::MergeRequest(number)),
+        }
+    }
+
+    /// `user` labels change request `number`.
+    pub fn label(&self, number: u64, user: &User, name: &str) {
+        self.forge.label(REPO, self.internal(number), user, name);
+    }
+
+    /// The labels of change request `number`.
+    pub fn labels(&self, number: u64) -> Vec<String> {
+        self.forge.labels(REPO, self.internal(number))
+    }
+
+    /// `user` closes change request `number`.
+    pub fn close_change(&self, number: u64, user: &User) {
+        self.forge.close_pr(REPO, self.internal(number), user);
+    }
+
+    /// Marks change request `number` a draft, or ready.
+    pub fn set_draft(&self, number: u64, user: &User, draft: bool) {
+        self.forge
+            .set_draft(REPO, self.internal(number), user, draft);
     }
 
     /// `user` comments `body` on change request `number`; the comment's id.
@@ -348,6 +404,23 @@ impl Scenario {
         match self.dialect {
             Dialect::GitHub => self.forge.comment(REPO, number, user, body),
             Dialect::GitLab => self.forge.gl_comment_issue(REPO, number, user, body),
+        }
+    }
+
+    /// The bot's latest comment on issue `number`.
+    pub fn last_bot_issue_comment(&self, number: u64) -> String {
+        self.issue_comments(number)
+            .into_iter()
+            .rfind(|(who, _)| *who == self.people.bot.login)
+            .map(|(_, body)| body)
+            .unwrap_or_else(|| panic!("no bot comment on issue #{number}"))
+    }
+
+    /// How the bot links change request `number` in its comments.
+    pub fn change_ref(&self, number: u64) -> String {
+        match self.dialect {
+            Dialect::GitHub => format!("#{number}"),
+            Dialect::GitLab => format!("!{number}"),
         }
     }
 
