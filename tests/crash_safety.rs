@@ -27,7 +27,7 @@ async fn until_revoked(s: &Scenario, id: &str) -> Duration {
     panic!("{id} was never revoked: {:?}", s.request(id).await);
 }
 
-on_both_backends!(
+on_both_forges!(
     a_crash_after_the_merge_still_revokes_at_ttl,
     |mut s: Scenario| async move {
         let pr = s.granted("r-crash", "1h").await;
@@ -40,7 +40,7 @@ on_both_backends!(
             "overdue revocations fire at start ({took:?})"
         );
         let record = s.request("r-crash").await;
-        assert!(s.forge.pr(REPO, record.revert_pr_number.unwrap()).merged);
+        assert!(s.change(record.revert_pr_number.unwrap()).merged);
         assert!(
             s.forge
                 .files_on(REPO, "main")
@@ -51,6 +51,7 @@ on_both_backends!(
     }
 );
 
+// GitHub only: injects failures into GitHub's routes.
 on_both_backends!(
     a_crash_before_the_revert_pr_exists_still_revokes,
     |mut s: Scenario| async move {
@@ -66,7 +67,7 @@ on_both_backends!(
         ));
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        assert!(s.forge.pr(REPO, pr).merged);
+        assert!(s.change(pr).merged);
         assert_eq!(
             s.request("r-norevert").await.revert_pr_number,
             None,
@@ -78,13 +79,13 @@ on_both_backends!(
         until_revoked(&s, "r-norevert").await;
         let record = s.request("r-norevert").await;
         assert!(
-            s.forge
-                .pr(REPO, record.revert_pr_number.expect("created on restart"))
+            s.change(record.revert_pr_number.expect("created on restart"))
                 .merged
         );
     }
 );
 
+// GitHub only: injects failures into GitHub's routes.
 on_both_backends!(
     forge_errors_during_the_revoke_are_retried_until_it_succeeds,
     |s: Scenario| async move {
@@ -104,6 +105,6 @@ on_both_backends!(
         s.advance(TimeDelta::hours(1));
         until_revoked(&s, "r-flaky").await;
         let record = s.request("r-flaky").await;
-        assert!(s.forge.pr(REPO, record.revert_pr_number.unwrap()).merged);
+        assert!(s.change(record.revert_pr_number.unwrap()).merged);
     }
 );

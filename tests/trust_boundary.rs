@@ -29,24 +29,27 @@ async fn metrics(s: &Scenario) -> String {
 }
 
 fn merge_calls(s: &Scenario) -> u64 {
-    s.forge
-        .calls()
-        .count("PUT", "/repos/{owner}/{repo}/pulls/{number}/merge")
+    let route = match s.dialect {
+        Dialect::GitHub => "/repos/{owner}/{repo}/pulls/{number}/merge",
+        Dialect::GitLab => "/api/v4/projects/{id}/merge_requests/{iid}/merge",
+    };
+    s.forge.calls().count("PUT", route)
 }
 
 // 1. The bot merges only its own commits on its branches.
 
+// GitHub only: the branch goes back to the very commit; GitLab's restore is a new commit (tests/forges.rs).
 on_both_backends!(
     a_member_pushing_a_policy_to_the_revert_branch_is_undone_and_the_grant_still_ends,
     |s: Scenario| async move {
         s.granted("r1", "1h").await;
         let revert = s.revert_pr("r1").await;
-        let branch = s.forge.pr(REPO, revert).head_ref;
+        let branch = s.change(revert).head_ref;
         assert!(
             branch.starts_with("breakglass/revert/r1-"),
             "an unguessable bot branch: {branch}"
         );
-        let bot_head = s.forge.pr(REPO, revert).head_sha;
+        let bot_head = s.change(revert).head_sha;
         let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
         s.forge.push_files(
             REPO,
@@ -59,7 +62,7 @@ on_both_backends!(
             "keep my access",
         );
         s.settle().await;
-        assert_eq!(s.forge.pr(REPO, revert).head_sha, bot_head, "put back");
+        assert_eq!(s.change(revert).head_sha, bot_head, "put back");
         let said = s.last_bot_comment(revert);
         assert!(
             said.starts_with("🚨 **Tampering**: @mallory pushed"),
@@ -92,12 +95,12 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_push_to_the_revert_branch_unseen_by_webhook_is_caught_at_merge_time,
     |s: Scenario| async move {
         s.granted("r1", "1h").await;
         let revert = s.revert_pr("r1").await;
-        let branch = s.forge.pr(REPO, revert).head_ref;
+        let branch = s.change(revert).head_ref;
         let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
         s.forge.set_webhooks_paused(true);
         s.forge.push_files(
@@ -121,7 +124,7 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_squatted_branch_name_is_never_adopted,
     |s: Scenario| async move {
         // The ids are predictable, so mallory prepares the old revert branch name in advance.
@@ -145,7 +148,7 @@ on_both_backends!(
         s.advance(TimeDelta::hours(1));
         s.settle().await;
         assert_eq!(s.request("r1").await.state.to_string(), "revoked");
-        assert!(!s.forge.pr(REPO, squat).merged);
+        assert!(!s.change(squat).merged);
         assert_ne!(s.revert_pr("r1").await, squat);
         assert_eq!(
             s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap(),
@@ -154,19 +157,19 @@ on_both_backends!(
     }
 );
 
+// GitHub only: the branch goes back to the very commit; GitLab's restore is a new commit (tests/forges.rs).
 on_both_backends!(
     a_push_to_the_bots_request_branch_is_undone,
     |s: Scenario| async move {
-        let issue = s.forge.open_issue(REPO, &s.people.alice, "db down", "");
-        s.forge.comment(
-            REPO,
+        let issue = s.open_issue(&s.people.alice, "db down");
+        s.note_on_issue(
             issue,
             &s.people.alice,
             "/breakglass prod 1h admin -- incident: INC-7 db down",
         );
         s.settle().await;
-        let pr = s.forge.prs(REPO).last().unwrap().number;
-        let opened = s.forge.pr(REPO, pr);
+        let pr = s.changes().last().unwrap().number;
+        let opened = s.change(pr);
         assert!(opened.head_ref.starts_with("breakglass/request/"));
         // mallory widens alice's request on the bot's branch.
         let path = s
@@ -183,7 +186,7 @@ on_both_backends!(
             "more",
         );
         s.settle().await;
-        assert_eq!(s.forge.pr(REPO, pr).head_sha, opened.head_sha, "put back");
+        assert_eq!(s.change(pr).head_sha, opened.head_sha, "put back");
         assert!(
             s.bot_comments(pr)
                 .iter()
@@ -211,9 +214,9 @@ async fn revoked_through_a_fresh_change(s: &Scenario, id: &str, blocked_pr: u64)
     );
     let revert = record.revert_pr_number.unwrap();
     assert_ne!(revert, blocked_pr, "a fresh revert change");
-    assert!(s.forge.pr(REPO, revert).merged);
-    assert!(!s.forge.pr(REPO, blocked_pr).merged);
-    assert_eq!(s.forge.pr(REPO, blocked_pr).state, "closed");
+    assert!(s.change(revert).merged);
+    assert!(!s.change(blocked_pr).merged);
+    assert_eq!(s.change(blocked_pr).state, "closed");
     let merge = s.merge_commit(revert);
     assert!(
         merge.message.contains(&format!("Breakglass-Revokes: {id}")),
@@ -222,38 +225,39 @@ async fn revoked_through_a_fresh_change(s: &Scenario, id: &str, blocked_pr: u64)
     );
 }
 
-on_both_backends!(
+on_both_forges!(
     a_revert_pr_turned_draft_still_revokes_on_time,
     |s: Scenario| async move {
         s.granted("r1", "1h").await;
         let revert = s.revert_pr("r1").await;
-        s.forge.set_draft(REPO, revert, &s.people.mallory, true);
+        s.set_draft(revert, &s.people.mallory, true);
         s.settle().await;
         revoked_through_a_fresh_change(&s, "r1", revert).await;
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_closed_revert_pr_still_revokes_on_time,
     |s: Scenario| async move {
         s.granted("r1", "1h").await;
         let revert = s.revert_pr("r1").await;
-        s.forge.close_pr(REPO, revert, &s.people.mallory);
+        s.close_change(revert, &s.people.mallory);
         s.settle().await;
         revoked_through_a_fresh_change(&s, "r1", revert).await;
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_conflicting_revert_pr_still_revokes_on_time,
     |s: Scenario| async move {
         s.granted("r1", "1h").await;
         let revert = s.revert_pr("r1").await;
-        s.forge.set_conflicting(REPO, revert, true);
+        s.forge.set_conflicting(REPO, s.internal(revert), true);
         revoked_through_a_fresh_change(&s, "r1", revert).await;
     }
 );
 
+// GitHub only: GitHub's protection message and its advice.
 on_both_backends!(
     branch_protection_that_refuses_the_bot_is_said_once_and_the_revoke_is_retried,
     |s: Scenario| async move {
@@ -316,6 +320,7 @@ on_both_backends!(
 
 // 3. The bot writes only to its own branches, in the requests repo.
 
+// GitHub only: the test forge models GitHub forks only.
 on_both_backends!(
     a_fork_pr_is_refused_and_nothing_is_written,
     |s: Scenario| async move {
@@ -341,11 +346,11 @@ on_both_backends!(
             "{}",
             s.last_bot_comment(pr)
         );
-        let head = s.forge.pr(REPO, pr).head_sha;
+        let head = s.change(pr).head_sha;
         assert_eq!(s.policy_status(&head).unwrap().0, "failure");
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
         assert_eq!(s.forge.branch_sha(REPO, "main"), main_before);
     }
 );
@@ -358,10 +363,10 @@ on_skewed_clocks!(
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
         s.forge.advance_clock(TimeDelta::seconds(1));
-        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.emoji_now(pr, &s.people.carol, "+1");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
-        assert!(s.forge.pr(REPO, pr).merged, "{:#?}", s.bot_comments(pr));
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
     }
 );
 
@@ -372,17 +377,17 @@ on_skewed_clocks!(
         s.forge.freeze_clock(now);
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
-        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.emoji_now(pr, &s.people.carol, "+1");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
         let asked = s.last_bot_comment(pr);
         assert!(
             asked.starts_with("⏱️ @carol, your approval came within the same second"),
             "{asked}"
         );
         // Asked once, not at every poll.
-        s.forge.react(REPO, pr, &s.people.erin, "eyes");
+        s.emoji_now(pr, &s.people.erin, "eyes");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
         let asks = s
@@ -393,7 +398,7 @@ on_skewed_clocks!(
         assert_eq!(asks, 1);
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        assert!(s.forge.pr(REPO, pr).merged);
+        assert!(s.change(pr).merged);
     }
 );
 
@@ -434,7 +439,7 @@ on_skewed_clocks!(
             Some(202)
         );
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged, "carol does not count twice");
+        assert!(!s.change(pr).merged, "carol does not count twice");
         assert_eq!(
             s.last_bot_comment(pr),
             "👍 Approval by @carol recorded (1 of 2)."
@@ -460,7 +465,7 @@ on_skewed_clocks!(
         );
         s.approve(pr, &s.people.dan);
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged, "1 of 2 for the new version");
+        assert!(!s.change(pr).merged, "1 of 2 for the new version");
         s.approve(pr, &s.people.carol);
         s.settle().await;
         let merge = s.merge_commit(pr);
@@ -473,6 +478,7 @@ on_skewed_clocks!(
     }
 );
 
+// GitHub only: GitLab sends no event for a deleted note; its approval falls at the merge-time check instead.
 on_both_backends!(
     a_withdrawn_approval_no_longer_counts,
     |s: Scenario| async move {
@@ -481,10 +487,10 @@ on_both_backends!(
         s.settle().await;
         // A reaction, removed.
         s.forge.advance_clock(TimeDelta::seconds(1));
-        let thumbs = s.forge.react(REPO, pr, &s.people.carol, "+1");
+        let thumbs = s.emoji_now(pr, &s.people.carol, "+1");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
-        s.forge.unreact(REPO, pr, thumbs);
+        s.remove_emoji(pr, thumbs);
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
         // A comment, deleted.
@@ -494,15 +500,16 @@ on_both_backends!(
         s.settle().await;
         s.approve(pr, &s.people.dan);
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged, "{:#?}", s.bot_comments(pr));
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
         assert_eq!(s.events("r1", "approval_withdrawn").await.len(), 2);
         // A fresh approval by carol makes two.
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        assert!(s.forge.pr(REPO, pr).merged);
+        assert!(s.change(pr).merged);
     }
 );
 
+// GitHub only: injects failures into GitHub's merge route.
 on_both_backends!(
     an_approval_withdrawn_right_before_the_merge_stops_it,
     |s: Scenario| async move {
@@ -517,14 +524,14 @@ on_both_backends!(
             FailureKind::Status(502),
         ));
         s.forge.advance_clock(TimeDelta::seconds(1));
-        let thumbs = s.forge.react(REPO, pr, &s.people.carol, "+1");
+        let thumbs = s.emoji_now(pr, &s.people.carol, "+1");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
-        s.forge.unreact(REPO, pr, thumbs);
+        assert!(!s.change(pr).merged);
+        s.remove_emoji(pr, thumbs);
         s.advance(TimeDelta::seconds(5));
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
         assert!(
             s.bot_comments(pr)
                 .iter()
@@ -535,6 +542,7 @@ on_both_backends!(
     }
 );
 
+// GitHub only: GitHub's reaction pages (GitLab's emoji arrive as events).
 on_both_backends!(
     an_approval_on_the_second_page_of_reactions_counts,
     |s: Scenario| async move {
@@ -543,12 +551,12 @@ on_both_backends!(
         s.forge.advance_clock(TimeDelta::seconds(1));
         for n in 0..110 {
             let watcher = s.forge.user(&format!("watcher{n}"));
-            s.forge.react(REPO, pr, &watcher, "eyes");
+            s.emoji_now(pr, &watcher, "eyes");
         }
-        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.emoji_now(pr, &s.people.carol, "+1");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
-        assert!(s.forge.pr(REPO, pr).merged);
+        assert!(s.change(pr).merged);
     }
 );
 
@@ -563,19 +571,18 @@ fn bob_sev1_pr(s: &Scenario, path: &str, draft: bool, before_label: impl Fn(u64)
         &[(path, &prod_request("1h"))],
         "request",
     );
-    let pr = if draft {
-        s.forge.open_pr_draft(REPO, &s.people.bob, branch, "r1", "")
-    } else {
-        s.forge.open_pr(REPO, &s.people.bob, branch, "r1", "")
-    };
+    let pr = s.open_change(&s.people.bob, branch, "r1");
+    if draft {
+        s.set_draft(pr, &s.people.bob, true);
+    }
     before_label(pr);
-    s.forge.label(REPO, pr, &s.people.bob, "sev1");
+    s.label(pr, &s.people.bob, "sev1");
     pr
 }
 
 // 5. A refused merge does not loop.
 
-on_both_backends!(
+on_both_forges!(
     a_yml_request_is_refused_once_and_never_merged,
     |s: Scenario| async move {
         let pr = bob_sev1_pr(&s, "requests/prod/r1.yml", false, |_| {});
@@ -589,36 +596,36 @@ on_both_backends!(
             "{}",
             comments[0]
         );
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
         assert_eq!(merge_calls(&s), 0);
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_draft_fast_path_request_is_decided_but_merged_only_when_ready,
     |s: Scenario| async move {
         let pr = bob_sev1_pr(&s, "requests/prod/r1.yaml", true, |_| {});
         s.settle().await;
         s.advance(TimeDelta::minutes(2));
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
         assert_eq!(merge_calls(&s), 0, "a draft is never tried");
         assert!(
             s.last_bot_comment(pr).contains("This PR is a draft"),
             "{}",
             s.last_bot_comment(pr)
         );
-        s.forge.set_draft(REPO, pr, &s.people.bob, false);
+        s.set_draft(pr, &s.people.bob, false);
         s.settle().await;
-        assert!(s.forge.pr(REPO, pr).merged);
+        assert!(s.change(pr).merged);
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_merge_the_forge_refuses_is_said_once_and_not_retried_until_something_changes,
     |s: Scenario| async move {
         let pr = bob_sev1_pr(&s, "requests/prod/r1.yaml", false, |pr| {
-            s.forge.set_conflicting(REPO, pr, true)
+            s.forge.set_conflicting(REPO, s.internal(pr), true)
         });
         s.settle().await;
         for _ in 0..3 {
@@ -634,16 +641,16 @@ on_both_backends!(
         assert_eq!(merge_calls(&s), 1);
         assert_eq!(s.request("r1").await.state.to_string(), "pending");
         // Something changes: the conflict is resolved and an approver approves again.
-        s.forge.set_conflicting(REPO, pr, false);
+        s.forge.set_conflicting(REPO, s.internal(pr), false);
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        assert!(s.forge.pr(REPO, pr).merged);
+        assert!(s.change(pr).merged);
     }
 );
 
 // 6. Files that land without the bot are removed in full.
 
-on_both_backends!(
+on_both_forges!(
     request_and_grant_files_pushed_to_main_are_removed_in_full,
     |s: Scenario| async move {
         let yaml =
@@ -677,7 +684,7 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_request_file_readded_after_its_revocation_is_removed_and_flagged,
     |s: Scenario| async move {
         let pr = s.granted("r1", "1h").await;
@@ -697,8 +704,7 @@ on_both_backends!(
                 .is_none()
         );
         let removal = s
-            .forge
-            .prs(REPO)
+            .changes()
             .into_iter()
             .rfind(|p| p.title.starts_with("breakglass: remove r1"))
             .unwrap();
@@ -722,20 +728,20 @@ on_both_backends!(
 
 // 7. Who may ask is checked before the bot writes anything.
 
-on_both_backends!(
+on_both_forges!(
     an_outsiders_comment_opens_nothing,
     |s: Scenario| async move {
-        let issue = s.forge.open_issue(REPO, &s.people.mallory, "hi", "");
+        let issue = s.open_issue(&s.people.mallory, "hi");
         s.settle().await;
         s.forge.reset_calls();
         let body = (0..10)
             .map(|_| "/breakglass prod 1h admin -- incident: INC-1 let me in")
             .collect::<Vec<_>>()
             .join("\n");
-        s.forge.comment(REPO, issue, &s.people.mallory, &body);
+        s.note_on_issue(issue, &s.people.mallory, &body);
         s.settle().await;
-        assert_eq!(s.forge.prs(REPO).len(), 0, "no PR opened");
-        let replies = s.bot_comments(issue);
+        assert_eq!(s.changes().len(), 0, "no PR opened");
+        let replies = s.bot_issue_comments(issue);
         assert_eq!(replies.len(), 2, "{replies:#?}");
         assert!(replies[0].contains("requesters"), "{}", replies[0]);
         assert!(replies[1].starts_with("⚠️ One comment opens at most one request"));
@@ -743,45 +749,42 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     one_person_may_have_only_so_many_open_requests,
     |s: Scenario| async move {
-        let issue = s.forge.open_issue(REPO, &s.people.alice, "db down", "");
+        let issue = s.open_issue(&s.people.alice, "db down");
         for n in 0..4 {
             s.forge.advance_clock(TimeDelta::minutes(1));
             s.advance(TimeDelta::minutes(1));
-            s.forge.comment(
-                REPO,
+            s.note_on_issue(
                 issue,
                 &s.people.alice,
                 &format!("/breakglass prod 1h admin -- incident: INC-{n} db down"),
             );
             s.settle().await;
         }
-        assert_eq!(s.forge.prs(REPO).len(), 3, "the default limit is 3");
+        assert_eq!(s.changes().len(), 3, "the default limit is 3");
         assert!(
-            s.last_bot_comment(issue)
+            s.last_bot_issue_comment(issue)
                 .starts_with("⛔ @alice already has 3 open request(s)"),
             "{}",
-            s.last_bot_comment(issue)
+            s.last_bot_issue_comment(issue)
         );
     }
 );
 
 // 8. Free text never adds a resource to a grant file.
 
-on_both_backends!(
+on_both_forges!(
     a_reason_cannot_add_a_terraform_resource_to_a_grant_file,
     |s: Scenario| async move {
-        let issue = s.forge.open_issue(REPO, &s.people.alice, "dns", "");
-        s.forge.comment(
-            REPO,
-            issue,
+        let issue = s.open_issue(&s.people.alice, "dns");
+        s.note_on_issue(issue,
             &s.people.alice,
             "/breakglass network 30m dns-admin -- x\" } resource \"aws_iam_user\" \"evil\" { name = \"m\" } # ${file(\"/etc/passwd\")} %{ if true }",
         );
         s.settle().await;
-        let pr = s.forge.prs(REPO).last().unwrap().clone();
+        let pr = s.changes().last().unwrap().clone();
         let file = s
             .forge
             .files_on(REPO, &pr.head_ref)
@@ -813,7 +816,7 @@ on_both_backends!(
 
 // 9. Revocation uses what was applied, never the current policy.
 
-on_both_backends!(
+on_both_forges!(
     a_broken_policy_on_main_does_not_skip_the_provider_revoke,
     |s: Scenario| async move {
         s.granted("r1", "1h").await;
@@ -832,7 +835,7 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_role_deleted_from_the_policy_is_still_revoked_through_its_provider,
     |s: Scenario| async move {
         s.granted("r1", "1h").await;
@@ -862,32 +865,27 @@ async fn the_bot_ignores_its_own_comments_by_user_id_even_as_a_plain_user() {
     s.settle().await;
     let before = s.bot_comments(pr).len();
     s.forge.advance_clock(TimeDelta::seconds(1));
-    s.forge.comment(
-        REPO,
-        pr,
-        &s.people.bot,
-        "/breakglass approve\n/breakglass help",
-    );
+    s.note(pr, &s.people.bot, "/breakglass approve\n/breakglass help");
     s.settle().await;
     assert_eq!(s.bot_comments(pr).len(), before + 1, "only its own comment");
-    assert!(!s.forge.pr(REPO, pr).merged);
+    assert!(!s.change(pr).merged);
     // And the lifecycle works with such an account.
     s.approve(pr, &s.people.carol);
     s.settle().await;
-    assert!(s.forge.pr(REPO, pr).merged);
+    assert!(s.change(pr).merged);
 }
 
-on_both_backends!(
+on_both_forges!(
     a_request_nobody_approves_expires_and_is_closed,
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
         s.advance(TimeDelta::hours(23));
         s.settle().await;
-        assert_eq!(s.forge.pr(REPO, pr).state, "open");
+        assert_eq!(s.change(pr).state, "open");
         s.advance(TimeDelta::hours(1));
         s.settle().await;
-        assert_eq!(s.forge.pr(REPO, pr).state, "closed");
+        assert_eq!(s.change(pr).state, "closed");
         assert_eq!(s.request("r1").await.state.to_string(), "closed");
         assert!(
             s.last_bot_comment(pr)
@@ -904,7 +902,7 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_pr_retargeted_after_its_approval_is_not_merged,
     |s: Scenario| async move {
         s.forge.push_files(
@@ -917,13 +915,13 @@ on_both_backends!(
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
         s.forge.advance_clock(TimeDelta::seconds(1));
-        s.forge.react(REPO, pr, &s.people.carol, "+1");
+        s.emoji_now(pr, &s.people.carol, "+1");
         // alice points the approved PR at another branch; the bot hears of it only at merge time.
         s.forge.set_webhooks_paused(true);
         s.forge.retarget_pr(REPO, pr, &s.people.alice, "release");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
         assert!(
             s.last_bot_comment(pr).starts_with(
                 "⚠️ Not merged: the pull request targets `release`, not the default branch"
@@ -934,11 +932,11 @@ on_both_backends!(
         s.forge.set_webhooks_paused(false);
         s.forge.flush_webhooks();
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_request_stuck_revoking_is_revoked_by_reconciliation,
     |mut s: Scenario| async move {
         s.granted("r1", "1h").await;
@@ -964,7 +962,7 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_request_that_becomes_an_iac_request_moves_to_the_bots_branch_with_its_record,
     |s: Scenario| async move {
         let pr = s.open_request(
@@ -990,16 +988,15 @@ on_both_backends!(
         s.settle().await;
         let moved = s.request("r1").await;
         assert_ne!(moved.pr_number, pr, "the record follows the request");
-        assert_eq!(s.forge.pr(REPO, pr).state, "closed");
+        assert_eq!(s.change(pr).state, "closed");
         assert!(
-            s.forge
-                .pr(REPO, moved.pr_number)
+            s.change(moved.pr_number)
                 .head_ref
                 .starts_with("breakglass/request/r1-")
         );
         s.approve(moved.pr_number, &s.people.carol);
         s.settle().await;
-        assert!(s.forge.pr(REPO, moved.pr_number).merged);
+        assert!(s.change(moved.pr_number).merged);
     }
 );
 
@@ -1014,7 +1011,7 @@ fn aws_admin_without_aws_config(s: &Scenario) {
     });
 }
 
-on_both_backends!(
+on_both_forges!(
     a_role_whose_provider_is_not_configured_is_denied_before_the_merge,
     |s: Scenario| async move {
         aws_admin_without_aws_config(&s);
@@ -1026,7 +1023,7 @@ on_both_backends!(
             "{said}"
         );
         assert!(said.contains("aws"), "{said}");
-        let head = s.forge.pr(REPO, pr).head_sha;
+        let head = s.change(pr).head_sha;
         assert_eq!(
             s.policy_status(&head),
             Some((
@@ -1036,23 +1033,22 @@ on_both_backends!(
         );
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        assert!(!s.forge.pr(REPO, pr).merged);
+        assert!(!s.change(pr).merged);
         assert_eq!(merge_calls(&s), 0);
 
-        let issue = s.forge.open_issue(REPO, &s.people.alice, "db", "");
-        s.forge.comment(
-            REPO,
+        let issue = s.open_issue(&s.people.alice, "db");
+        s.note_on_issue(
             issue,
             &s.people.alice,
             "/breakglass prod 1h admin -- incident: INC-2 db",
         );
         s.settle().await;
         assert!(
-            s.last_bot_comment(issue)
+            s.last_bot_issue_comment(issue)
                 .starts_with("⛔ **`prod/admin` cannot be granted**"),
             "{}",
-            s.last_bot_comment(issue)
+            s.last_bot_issue_comment(issue)
         );
-        assert_eq!(s.forge.prs(REPO).len(), 1, "nothing opened for the comment");
+        assert_eq!(s.changes().len(), 1, "nothing opened for the comment");
     }
 );

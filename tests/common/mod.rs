@@ -407,6 +407,15 @@ impl Scenario {
         }
     }
 
+    /// The bot's comments on issue `number`, oldest first.
+    pub fn bot_issue_comments(&self, number: u64) -> Vec<String> {
+        self.issue_comments(number)
+            .into_iter()
+            .filter(|(who, _)| *who == self.people.bot.login)
+            .map(|(_, body)| body)
+            .collect()
+    }
+
     /// The bot's latest comment on issue `number`.
     pub fn last_bot_issue_comment(&self, number: u64) -> String {
         self.issue_comments(number)
