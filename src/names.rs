@@ -95,7 +95,8 @@ impl std::str::FromStr for Login {
     }
 }
 
-/// A team, written `@org/team` in policies (`@acme/sre-leads`).
+/// A team, written `@org/team` in policies (`@acme/sre-leads`). On GitLab `slug` may hold
+/// subgroups (`@acme/sre/oncall`: org `acme`, slug `sre/oncall`); GitHub teams have none.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Team {
     pub org: String,
@@ -118,14 +119,15 @@ impl std::str::FromStr for Team {
     }
 }
 
-/// Who may request or approve: a user (`alice`) or every member of a team (`@acme/sre`).
+/// Who may request or approve: a user (`alice`) or every member of a team: a GitHub team
+/// (`@acme/sre`) or a GitLab group with its subgroups (`@acme/sre`, `@acme/sre/oncall`).
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(try_from = "String", into = "String")]
 #[schemars(
     with = "String",
-    extend("pattern" = r"^(@[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}|@?[A-Za-z0-9][A-Za-z0-9._-]{0,38})$")
+    extend("pattern" = r"^(@[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,19}|@?[A-Za-z0-9][A-Za-z0-9._-]{0,38})$")
 )]
 pub enum Principal {
     User(Login),
@@ -136,7 +138,7 @@ impl TryFrom<String> for Principal {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
         if let Some(caps) =
-            regex!(r"^@([A-Za-z0-9][A-Za-z0-9-]{0,38})/([A-Za-z0-9][A-Za-z0-9._-]{0,99})$")
+            regex!(r"^@([A-Za-z0-9][A-Za-z0-9._-]{0,99})/([A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,19})$")
                 .captures(&value)
         {
             return Ok(Self::Team(Team {
@@ -287,6 +289,29 @@ mod tests {
                 slug: "sre-leads".into()
             })
         );
+        // GitLab subgroups, at any depth GitLab allows.
+        assert_eq!(
+            Principal::try_from("@acme/sre/night-shift".to_owned()).unwrap(),
+            Principal::Team(Team {
+                org: "acme".into(),
+                slug: "sre/night-shift".into()
+            })
+        );
+        assert_eq!(
+            Principal::try_from("@acme/sre/night-shift".to_owned())
+                .unwrap()
+                .to_string(),
+            "@acme/sre/night-shift"
+        );
+        for bad in [
+            "@acme/",
+            "@acme/sre/",
+            "@acme//sre",
+            "@/sre",
+            "@acme/sre/x y",
+        ] {
+            assert!(Principal::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
         let err = Principal::try_from("acme/sre".to_owned()).unwrap_err();
         assert_eq!(
             err,

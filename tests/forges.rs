@@ -426,3 +426,44 @@ on_both_forges_skewed!(
         );
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_approvers_may_be_a_subgroup_and_its_parent_groups_members_count() {
+    let setup = Setup {
+        dialect: Dialect::GitLab,
+        ..Setup::default()
+    };
+    let Some(s) = Scenario::start_with(Backend::Sqlite, setup).await else {
+        return;
+    };
+    // Only the night shift, a subgroup of the SRE leads, approves prod now.
+    s.edit_policy(&s.people.carol, "prod", |p| {
+        p.replace(
+            r#"approvers: ["@acme/sre-leads", carol]"#,
+            r#"approvers: ["@acme/sre-leads/night"]"#,
+        )
+    });
+    s.forge
+        .add_team_member("acme/sre-leads/night", &s.people.erin);
+    s.settle().await;
+    let pr = requested(&s, "r1").await;
+    // mallory is in no group: her 👍 does not count.
+    s.emoji(pr, &s.people.mallory, "+1");
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    // erin is in the subgroup itself.
+    s.emoji(pr, &s.people.erin, "+1");
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    assert!(
+        s.merge_commit(pr)
+            .message
+            .contains("Breakglass-Approved-By: erin")
+    );
+    // dan, a member of the parent group @acme/sre-leads, is a member of its subgroups too.
+    let second = s.open_request(&s.people.alice, "prod", "r2", &prod_request("1h"));
+    s.settle().await;
+    s.emoji(second, &s.people.dan, "+1");
+    s.settle().await;
+    assert!(s.change(second).merged, "{:#?}", s.bot_comments(second));
+}
