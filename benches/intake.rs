@@ -1,0 +1,258 @@
+//! `cargo bench --bench intake`: webhook intake over loopback HTTP. Many concurrent connections
+//! POST GitHub's real `issue_comment` payload, signed, for the configured repository (so each
+//! one is verified and durably stored before its 2xx), each with a fresh delivery id; the same
+//! load then hits a bare axum handler that answers 200 with no work, in the same run, so the
+//! ratio holds on a noisy shared machine. Prints requests/s, p50 and p99 of both, per database
+//! (SQLite always; PostgreSQL when `BREAKGLASS_TEST_DATABASE_URL` is set).
+//!
+//! `BREAKGLASS_BENCH_SECONDS` (default 5; 1 under `cargo test --benches`) and
+//! `BREAKGLASS_BENCH_CONNECTIONS` (default 32) tune the run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use breakglass::clock::{Clock, SystemClock};
+use breakglass::config::{Config, GithubConfig};
+use breakglass::service::{self, Options};
+use breakglass_test_forge::TestForge;
+
+const REPO: &str = "acme/access-requests";
+const SECRET: &str = "bench-secret";
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let seconds: u64 = env_or("BREAKGLASS_BENCH_SECONDS", if benching { 5 } else { 1 });
+    let connections: usize = env_or("BREAKGLASS_BENCH_CONNECTIONS", 32);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let body = payload();
+        let bare = bare_handler().await;
+        let mut databases = vec![("sqlite", false)];
+        if std::env::var_os("BREAKGLASS_TEST_DATABASE_URL").is_some() {
+            databases.push(("postgres", true));
+        }
+        println!(
+            "webhook intake: {connections} connections, {seconds} s per run, {} byte payload",
+            body.len()
+        );
+        for (name, postgres) in databases {
+            let service = service(postgres).await;
+            let bare_run = load(bare, &body, connections, seconds, false).await;
+            let intake_run = load(service.addr, &body, connections, seconds, true).await;
+            println!("  {name}:");
+            println!("    bare axum handler   {bare_run}");
+            println!("    POST /webhooks/github {intake_run}");
+            println!(
+                "    ratio intake/bare   {:.2}",
+                intake_run.per_second() / bare_run.per_second()
+            );
+        }
+    });
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// GitHub's published `issue_comment.created` example, for our repository.
+fn payload() -> Vec<u8> {
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/github/issue_comment.created.payload.json");
+    let mut event: serde_json::Value = match std::fs::read(&fixture) {
+        Ok(bytes) => serde_json::from_slice(&bytes).expect("the fixture is JSON"),
+        Err(_) => {
+            eprintln!("(no ../shared/fixtures: a minimal issue_comment payload instead)");
+            serde_json::json!({
+                "action": "created",
+                "issue": {"number": 1, "user": {"id": 1, "login": "alice", "type": "User"}},
+                "comment": {"id": 1, "body": "looks good", "user": {"id": 1, "login": "alice", "type": "User"}, "created_at": "2026-12-02T00:00:00Z"},
+                "repository": {"full_name": REPO},
+                "sender": {"id": 1, "login": "alice", "type": "User"}
+            })
+        }
+    };
+    event["repository"]["full_name"] = REPO.into();
+    serde_json::to_vec(&event).unwrap()
+}
+
+/// The real service under test and what it needs to stay up.
+struct Service {
+    addr: SocketAddr,
+    _running: breakglass::service::Running,
+    _forge: TestForge,
+    _dir: tempfile::TempDir,
+    _database: Option<breakglass::store::testing::PostgresDatabase>,
+}
+
+/// The real service against a test forge, on PostgreSQL (a fresh database) or a fresh SQLite
+/// file.
+async fn service(postgres: bool) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let forge = TestForge::start().await;
+    let bot = forge.bot_user("breakglass[bot]");
+    forge.create_repo(REPO, &[("README.md", "# requests\n")]);
+    std::fs::write(dir.path().join("token"), forge.token_for(&bot)).unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let (url, database) = if postgres {
+        let (store, db) = breakglass::store::testing::postgres_store()
+            .await
+            .expect("PostgreSQL at BREAKGLASS_TEST_DATABASE_URL");
+        store.close().await;
+        (db.url().to_owned(), Some(db))
+    } else {
+        (format!("sqlite://{}/bench.db", dir.path().display()), None)
+    };
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: url,
+        github: Some(GithubConfig {
+            api_url: forge.api_url(),
+            repository: REPO.into(),
+            token_file: Some(dir.path().join("token")),
+            webhook_secret_file: Some(dir.path().join("secret")),
+            ..GithubConfig::default()
+        }),
+        ..Config::default()
+    };
+    let running = service::start(
+        &config,
+        Options {
+            clock: Arc::new(SystemClock) as Arc<dyn Clock>,
+            tick: Duration::from_millis(200),
+            templates_dir: None,
+            env: |_| None,
+        },
+    )
+    .await
+    .expect("the service starts");
+    Service {
+        addr: running.addr,
+        _running: running,
+        _forge: forge,
+        _dir: dir,
+        _database: database,
+    }
+}
+
+/// An axum handler answering 200 with no work.
+async fn bare_handler() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app =
+        axum::Router::new().route("/webhooks/github", axum::routing::post(|| async { "ok\n" }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// What one load run measured.
+struct Run {
+    requests: u64,
+    failures: u64,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Run {
+    fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>9.0} requests/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests, {} failed)",
+            self.per_second(),
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.requests,
+            self.failures
+        )
+    }
+}
+
+/// `connections` clients POSTing `body` to `addr` for `seconds`; signed, with fresh delivery
+/// ids, when `signed`.
+async fn load(
+    addr: SocketAddr,
+    body: &[u8],
+    connections: usize,
+    seconds: u64,
+    signed: bool,
+) -> Run {
+    let url = format!("http://{addr}/webhooks/github");
+    let signature = breakglass_test_forge::sign_webhook(SECRET, body);
+    let body = Arc::new(body.to_vec());
+    let next_id = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (url, body, signature, next_id) = (
+            url.clone(),
+            body.clone(),
+            signature.clone(),
+            next_id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
+            let (mut latencies, mut failures) = (Vec::new(), 0u64);
+            while Instant::now() < deadline {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let mut request = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.as_ref().clone());
+                if signed {
+                    request = request
+                        .header("x-github-event", "issue_comment")
+                        .header("x-github-delivery", format!("bench-{id}"))
+                        .header("x-hub-signature-256", &signature);
+                }
+                let sent = Instant::now();
+                match request.send().await {
+                    Ok(answer) if answer.status().is_success() => {
+                        latencies.push(sent.elapsed());
+                    }
+                    _ => failures += 1,
+                }
+            }
+            (latencies, failures)
+        }));
+    }
+    let (mut latencies, mut failures) = (Vec::new(), 0);
+    for task in tasks {
+        let (l, f) = task.await.unwrap();
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Run {
+        requests: latencies.len() as u64,
+        failures,
+        elapsed,
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
