@@ -21,7 +21,7 @@ use crate::grant::Providers;
 use crate::grant::aws_iam::AwsProvider;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::server::{AppState, Intake, router};
+use crate::server::{AppState, Intake, Recorder, router};
 use crate::store::{Store, StoreError};
 use crate::workflow::{Settings, Workflow, Workflows};
 
@@ -134,6 +134,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         .collect();
     let state = AppState {
         store: store.clone(),
+        recorder: Recorder::start(store.clone()),
         github: github_intake,
         gitlab: gitlab_intake,
         metrics,

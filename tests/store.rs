@@ -132,6 +132,43 @@ fn chain_error(result: Result<u64, StoreError>) -> anyhow::Result<(i64, String)>
 
 // Deliveries
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_are_group_committed_each_exactly_once() {
+    for_each_backend(|store| async move {
+        let recorder = breakglass::server::Recorder::start(store.clone());
+        // 150 distinct deliveries, each sent twice, all at once: batches form, and a repeat
+        // within one batch is a duplicate like any redelivery.
+        let mut sent = Vec::new();
+        for _copy in 0..2 {
+            for n in 0..150 {
+                let recorder = recorder.clone();
+                let d = delivery(&format!("d-{n}"), t(n));
+                sent.push(tokio::spawn(async move { recorder.record(d).await }));
+            }
+        }
+        let mut new = 0;
+        for task in sent {
+            match task.await? {
+                Ok(Recorded::New) => new += 1,
+                Ok(Recorded::Duplicate) => {}
+                Err(err) => anyhow::bail!("not stored: {err}"),
+            }
+        }
+        assert_eq!(new, 150, "each delivery stored once");
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
+            .fetch_one(store.pool())
+            .await?;
+        assert_eq!(rows, 150);
+        // Answered only once stored: every acknowledged delivery is there to claim.
+        let claimed = store
+            .claim_deliveries("w", t(1_000), std::time::Duration::from_secs(60), 500)
+            .await?;
+        assert_eq!(claimed.len(), 150);
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn redelivered_webhook_is_recorded_once_and_changes_nothing() {
     for_each_backend(|store| async move {
@@ -1109,7 +1146,7 @@ async fn migrations_run_twice_are_a_no_op() {
             .fetch_one(store.pool())
             .await?;
         let applied: i64 = sqlx::Row::try_get(&row, "n")?;
-        assert_eq!(applied, 2, "0001 and 0002, once each");
+        assert_eq!(applied, 3, "0001 to 0003, once each");
         assert!(store.get_request(&rid("r1")).await?.is_some());
         Ok(())
     })

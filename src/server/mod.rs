@@ -3,7 +3,10 @@
 
 mod github;
 mod gitlab;
+mod recorder;
 mod webhook;
+
+pub use recorder::Recorder;
 
 use std::sync::Arc;
 
@@ -24,6 +27,8 @@ use crate::store::Store;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
+    /// Stores verified deliveries, several per transaction under load.
+    pub recorder: Recorder,
     /// GitHub's intake, when the service serves a GitHub requests repo.
     pub github: Option<Intake>,
     /// GitLab's intake, when it serves a GitLab requests project.

@@ -97,7 +97,8 @@ async fn store(state: &AppState, verified: Verified) -> Result<Reply, Reply> {
         payload,
         received_at: state.clock.now(),
     };
-    match state.store.record_delivery(&new).await {
+    let correlation = new.id.to_string();
+    match state.recorder.record(new).await {
         Ok(Recorded::New) => {
             state.wake.notify_one();
             Ok((StatusCode::ACCEPTED, "accepted\n".into()))
@@ -107,7 +108,6 @@ async fn store(state: &AppState, verified: Verified) -> Result<Reply, Reply> {
             "duplicate delivery; nothing changed\n".into(),
         )),
         Err(err) => {
-            let correlation = new.id.to_string();
             tracing::error!(%err, delivery = %correlation, "cannot store a webhook delivery");
             Err((
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -210,6 +210,21 @@ pub async fn record_delivery(
     })
 }
 
+/// Stores a batch of deliveries in one transaction (one durable commit for all of them):
+/// what each one became, in order. A delivery repeated within the batch is a duplicate.
+pub async fn record_deliveries(
+    conn: &mut AnyConnection,
+    batch: &[NewDelivery],
+) -> Result<Vec<Recorded>, StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let mut recorded = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        recorded.push(record_delivery(&mut tx, delivery).await?);
+    }
+    tx.commit().await?;
+    Ok(recorded)
+}
+
 pub async fn get_delivery(
     conn: &mut AnyConnection,
     id: &DeliveryId,
@@ -351,6 +366,14 @@ fn not_found(id: &DeliveryId) -> StoreError {
 impl Store {
     /// Stores a webhook before it is acknowledged; a redelivery is a [`Recorded::Duplicate`]
     /// and changes nothing.
+    /// [`record_deliveries`]: a batch in one transaction, one commit.
+    pub async fn record_deliveries(
+        &self,
+        batch: &[NewDelivery],
+    ) -> Result<Vec<Recorded>, StoreError> {
+        record_deliveries(&mut *self.conn().await?, batch).await
+    }
+
     pub async fn record_delivery(&self, delivery: &NewDelivery) -> Result<Recorded, StoreError> {
         record_delivery(&mut *self.conn().await?, delivery).await
     }

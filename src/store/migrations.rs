@@ -28,6 +28,11 @@ const SQLITE: &[Source] = &[
         "trust_boundary",
         include_str!("../../migrations/sqlite/0002_trust_boundary.sql"),
     ),
+    (
+        3,
+        "intake",
+        include_str!("../../migrations/sqlite/0003_intake.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -40,6 +45,11 @@ const POSTGRES: &[Source] = &[
         2,
         "trust_boundary",
         include_str!("../../migrations/postgres/0002_trust_boundary.sql"),
+    ),
+    (
+        3,
+        "intake",
+        include_str!("../../migrations/postgres/0003_intake.sql"),
     ),
 ];
 

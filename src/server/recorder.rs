@@ -1,0 +1,75 @@
+//! Group commit for webhook intake. Every verified delivery must be durable before its 2xx;
+//! one commit (one fsync of SQLite's WAL, one round trip to PostgreSQL) per delivery caps intake
+//! at a few hundred per second, and concurrent writers queue on SQLite's lock. So the handlers
+//! hand their deliveries to one writer task, which stores whatever has queued up as one
+//! transaction and only then answers each handler: nothing is acknowledged before the commit
+//! that holds it has returned.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{NewDelivery, Recorded, Store};
+
+/// Deliveries stored in one transaction at most.
+const MAX_BATCH: usize = 256;
+
+/// The handle the webhook handlers store through. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    queue: mpsc::Sender<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    delivery: NewDelivery,
+    answer: oneshot::Sender<Result<Recorded, String>>,
+}
+
+impl Recorder {
+    /// Starts the writer task on `store`; it ends when every handle is dropped.
+    pub fn start(store: Store) -> Self {
+        let (queue, waiting) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_batches(store, waiting));
+        Self { queue }
+    }
+
+    /// Stores `delivery` durably (or finds it stored already). `Err` says why it could not be
+    /// stored now; the forge should deliver it again later.
+    pub async fn record(&self, delivery: NewDelivery) -> Result<Recorded, String> {
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send(Pending { delivery, answer })
+            .await
+            .map_err(|_| "the delivery writer has stopped".to_owned())?;
+        answered
+            .await
+            .map_err(|_| "the delivery writer has stopped".to_owned())?
+    }
+}
+
+/// Takes what has queued (at least one, at most [`MAX_BATCH`]), stores it as one transaction and
+/// answers each; a failed transaction fails every delivery in it, none is half-stored.
+async fn write_batches(store: Store, mut waiting: mpsc::Receiver<Pending>) {
+    while let Some(first) = waiting.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let deliveries: Vec<NewDelivery> = batch.iter().map(|p| p.delivery.clone()).collect();
+        match store.record_deliveries(&deliveries).await {
+            Ok(recorded) => {
+                for (pending, outcome) in batch.into_iter().zip(recorded) {
+                    let _ = pending.answer.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                let why = err.to_string();
+                for pending in batch {
+                    let _ = pending.answer.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+}
