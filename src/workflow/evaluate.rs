@@ -5,40 +5,12 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::Workflow;
 use crate::forge::Actor;
 use crate::names::{Login, Principal, Team};
 use crate::policy::decision::{Membership, membership};
-use crate::policy::{Decision, Policy, PolicyFile, PolicySet, Problem, Requester};
-
-/// What is stored as a request's `decision`: the engine's verdict, when the head it was made on
-/// was pushed by the forge's clock, and whether a merge of that head was refused.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StoredDecision {
-    pub decision: Decision,
-    /// When the forge says the current head arrived (the PR's `updated_at` on the event or read
-    /// that first showed this head). Approvals are compared with it on the forge's clock, never
-    /// the bot's; `None` when the forge did not say, and then every timed approval is
-    /// ambiguous.
-    #[serde(default)]
-    pub head_since: Option<DateTime<Utc>>,
-    /// Problems outside the policy rules (files beyond the request), shown with the decision.
-    #[serde(default)]
-    pub scope_problems: Vec<String>,
-    /// Why the merge of this head was refused: the request waits for a push or a new approval
-    /// instead of trying again by itself.
-    #[serde(default)]
-    pub merge_refused: Option<String>,
-    /// The PR is a draft: decided, never merged.
-    #[serde(default)]
-    pub draft: bool,
-    /// Why the role cannot be granted by its provider (checked before any merge).
-    #[serde(default)]
-    pub unservable: Option<String>,
-}
+use crate::policy::{Policy, PolicyFile, PolicySet, Problem, Requester};
 
 impl Workflow {
     /// The default branch and its policies. Policies are never read from a PR head: a PR

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 
 use super::Workflow;
 use super::change::Write;
-use super::evaluate::StoredDecision;
 use crate::comment;
 use crate::forge::Thread;
 use crate::forge::{
@@ -22,7 +21,7 @@ use crate::policy::decision::{Context, FastPathMiss};
 use crate::policy::evaluate;
 use crate::request::{AccessRequest, RequestPath};
 use crate::store::{ChangeKind, EventKind, JobKind, StoreError};
-use crate::store::{RequestRecord, RequestState};
+use crate::store::{RequestRecord, RequestState, StoredDecision};
 
 impl Workflow {
     pub(super) async fn handle_pull_request(
@@ -304,9 +303,7 @@ impl Workflow {
             .collect();
         let allowed = decision.allowed && extra.is_empty() && unservable.is_none();
         let same_head = existing.as_ref().is_some_and(|r| r.head_sha == pr.head_sha);
-        let old = existing
-            .as_ref()
-            .and_then(|r| serde_json::from_value::<StoredDecision>(r.decision.clone()).ok());
+        let old = existing.as_ref().and_then(|r| r.decision.clone());
         let head_since = match (&old, same_head) {
             (Some(old), true) if old.head_since.is_some() => old.head_since,
             _ => match &pushed {
@@ -558,7 +555,7 @@ impl Workflow {
         record.granted_at = None;
         record.expires_at = None;
         record.review_due_at = None;
-        record.decision = serde_json::to_value(stored)?;
+        record.decision = Some(stored.clone());
         self.store.update_request(&mut record, now).await?;
         Ok(Some(record))
     }
@@ -814,7 +811,7 @@ fn new_record(
         ticket: request.ticket.clone(),
         state: RequestState::Denied,
         head_sha: head_sha.to_owned(),
-        decision: serde_json::Value::Null,
+        decision: None,
         fast_path_rule: None,
         approved_by: None,
         merge_sha: None,
