@@ -514,18 +514,16 @@ impl Workflow {
         let mut record = match existing {
             Some(record) => record,
             None => {
-                let record = new_record(
+                let record = self.new_record(NewRequest {
                     path,
-                    self.forge_kind(),
-                    &self.settings.repository,
-                    pr.number,
                     request,
-                    login,
+                    requester: login,
                     requester_id,
-                    duration.unwrap_or(3600),
-                    &pr.head_sha,
-                    now,
-                );
+                    pr_number: pr.number,
+                    head_sha: &pr.head_sha,
+                    duration_secs: duration,
+                    seen_at: now,
+                });
                 match self.store.insert_request(&record).await {
                     Ok(()) => {
                         self.schedule_expiry(&record.id).await?;
@@ -558,6 +556,45 @@ impl Workflow {
         record.decision = Some(stored.clone());
         self.store.update_request(&mut record, now).await?;
         Ok(Some(record))
+    }
+
+    /// The one way a request record is born: on this workflow's forge and repository, `Denied`
+    /// and without a decision until its first evaluation says otherwise (a record exists
+    /// before its decision when the bot opens the PR itself).
+    fn new_record(&self, new: NewRequest<'_>) -> RequestRecord {
+        let now = new.seen_at;
+        RequestRecord {
+            id: new.path.id.clone(),
+            forge: self.forge_kind(),
+            repository: self.settings.repository.clone(),
+            pr_number: new.pr_number,
+            environment: new.request.environment.clone(),
+            role: new.request.role.clone(),
+            requester_login: new.requester.clone(),
+            requester_id: new.requester_id,
+            // A row needs a duration; the decision sets the real one.
+            duration_secs: new.duration_secs.unwrap_or(3600),
+            reason: new.request.reason.clone(),
+            ticket: new.request.ticket.clone(),
+            state: RequestState::Denied,
+            head_sha: new.head_sha.to_owned(),
+            decision: None,
+            fast_path_rule: None,
+            approved_by: None,
+            merge_sha: None,
+            granted_at: None,
+            expires_at: None,
+            revert_pr_number: None,
+            revoked_at: None,
+            revoke_reason: None,
+            review_due_at: None,
+            reviewed_by: None,
+            reviewed_at: None,
+            total_secs: 0,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        }
     }
 
     /// A request PR whose role needs grant files: the bot writes only to branches it created,
@@ -664,18 +701,16 @@ impl Workflow {
                 record
             }
             None => {
-                let record = new_record(
+                let record = self.new_record(NewRequest {
                     path,
-                    self.forge_kind(),
-                    &self.settings.repository,
-                    pr_number,
                     request,
-                    &login,
-                    requester.id,
-                    request.duration.map_or(3600, |d| d.as_secs()),
-                    &pr.info.head_sha,
-                    now,
-                );
+                    requester: &login,
+                    requester_id: requester.id,
+                    pr_number,
+                    head_sha: &pr.info.head_sha,
+                    duration_secs: request.duration.map(|d| d.as_secs()),
+                    seen_at: now,
+                });
                 self.store.insert_request(&record).await?;
                 self.schedule_expiry(&record.id).await?;
                 record
@@ -783,51 +818,18 @@ fn verdict_status(stored: &StoredDecision, allowed: bool) -> (StatusState, Strin
     }
 }
 
-/// A new request record, before any decision (`Denied` until the evaluation says otherwise).
-#[allow(clippy::too_many_arguments)]
-fn new_record(
-    path: &RequestPath,
-    forge: crate::store::ForgeKind,
-    repository: &str,
-    pr_number: u64,
-    request: &AccessRequest,
-    login: &Login,
+/// Who asks for what, on which PR head: what [`Workflow::new_record`] starts a record from.
+struct NewRequest<'a> {
+    path: &'a RequestPath,
+    request: &'a AccessRequest,
+    requester: &'a Login,
     requester_id: u64,
-    duration_secs: u64,
-    head_sha: &str,
-    now: DateTime<Utc>,
-) -> RequestRecord {
-    RequestRecord {
-        id: path.id.clone(),
-        forge,
-        repository: repository.to_owned(),
-        pr_number,
-        environment: request.environment.clone(),
-        role: request.role.clone(),
-        requester_login: login.clone(),
-        requester_id,
-        duration_secs,
-        reason: request.reason.clone(),
-        ticket: request.ticket.clone(),
-        state: RequestState::Denied,
-        head_sha: head_sha.to_owned(),
-        decision: None,
-        fast_path_rule: None,
-        approved_by: None,
-        merge_sha: None,
-        granted_at: None,
-        expires_at: None,
-        revert_pr_number: None,
-        revoked_at: None,
-        revoke_reason: None,
-        review_due_at: None,
-        reviewed_by: None,
-        reviewed_at: None,
-        total_secs: 0,
-        created_at: now,
-        updated_at: now,
-        version: 0,
-    }
+    pr_number: u64,
+    head_sha: &'a str,
+    /// Seconds asked for (or the policy's default); an hour when nothing says.
+    duration_secs: Option<u64>,
+    /// When the bot first saw the request: the record's creation and last write.
+    seen_at: DateTime<Utc>,
 }
 
 /// Whether a PR event makes the bot decide again on a request in `state`: pending and denied
