@@ -19,6 +19,7 @@ mod guard;
 mod lifecycle;
 mod pull_request;
 mod trailers;
+mod verdict;
 
 use std::sync::Arc;
 use std::time::Duration;
