@@ -959,17 +959,7 @@ impl Workflow {
             .iter()
             .map(|path| Write::Delete { path: path.clone() })
             .collect();
-        let message = match &request {
-            Some(r) => format!(
-                "{} reached {default} without breakglass; it was never granted.\n\nBreakglass-Revokes: {}\nBreakglass-Revoked-Reason: reconcile\n",
-                paths.join(", "),
-                r.id
-            ),
-            None => format!(
-                "{} reached {default} without breakglass.\n",
-                paths.join(", ")
-            ),
-        };
+        let message = trailers::removal_message(paths, &default, request.as_ref().map(|r| &r.id));
         let mut last = None;
         for _ in 0..2 {
             let Some(change) = self
