@@ -192,7 +192,7 @@ impl Workflow {
                 "allowed": allowed,
                 "head_sha": record.head_sha,
                 "violations": decision.violations.iter().map(|v| v.rule.to_string()).collect::<Vec<_>>(),
-                "beyond_request": decided.beyond_request,
+                "beyond_request": decided.stored.scope_problems,
                 "approvals_required": decision.approvals_required,
                 "fast_path": decision.fast_path.as_ref().map(|f| f.rule.clone()),
             }),

@@ -86,8 +86,6 @@ pub(super) struct Decided {
     pub stored: StoredDecision,
     /// `Pending` when allowed (policy, scope and provider), else `Denied`.
     pub state: RequestState,
-    /// Files the PR changes beyond its request file and the grant files the bot rendered.
-    pub beyond_request: Vec<String>,
     /// The `breakglass/policy` status and its description.
     pub status: (StatusState, String),
     /// The verdict comment; `None` when the last one on this head said the same.
@@ -146,6 +144,7 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
     else {
         return Verdict::Reopen;
     };
+    // Files the PR changes beyond its request file and the grant files the bot rendered.
     let beyond_request = beyond(&inputs.files, &allowed_paths);
     let allowed = decision.allowed && beyond_request.is_empty() && unservable.is_none();
     let existing = inputs.existing.as_ref();
@@ -154,7 +153,7 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
     let stored = StoredDecision {
         decision,
         head_since: head_since(old, same_head, inputs.pushed.as_ref(), pr),
-        scope_problems: beyond_request.clone(),
+        scope_problems: beyond_request,
         merge_refused: old
             .filter(|_| same_head)
             .and_then(|o| o.merge_refused.clone()),
@@ -172,7 +171,6 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
         } else {
             RequestState::Denied
         },
-        beyond_request,
         comment,
         stored,
     })

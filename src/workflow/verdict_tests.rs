@@ -179,7 +179,6 @@ fn an_allowed_request_waits_for_its_approvals() {
                 unservable: None,
             },
             state: RequestState::Pending,
-            beyond_request: Vec::new(),
             status: (StatusState::Pending, "allowed: needs 1 approval(s)".into()),
             next: Next::Approvals,
         })
@@ -253,13 +252,12 @@ fn files_beyond_the_request_deny_an_allowed_request() {
             stored: StoredDecision {
                 decision,
                 head_since: Some(t(5)),
-                scope_problems: extra.clone(),
+                scope_problems: extra,
                 merge_refused: None,
                 draft: false,
                 unservable: None,
             },
             state: RequestState::Denied,
-            beyond_request: extra,
             status: (
                 StatusState::Failure,
                 "denied: the PR changes files beyond its request".into()
@@ -540,7 +538,7 @@ fn with_grant_file(at_head: Option<&str>) -> Inputs {
 #[test]
 fn grant_files_as_rendered_are_in_scope() {
     let verdict = decided(&with_grant_file(Some("resource {}\n")));
-    assert_eq!(verdict.beyond_request, Vec::<String>::new());
+    assert_eq!(verdict.stored.scope_problems, Vec::<String>::new());
     assert_eq!(verdict.state, RequestState::Pending);
 }
 
@@ -555,7 +553,7 @@ fn a_bot_branch_rendered_with_an_older_policy_is_not_merged_as_it_is() {
     let mut inputs = with_grant_file(Some("older\n"));
     inputs.pr.author.id = BOT;
     let verdict = decided(&inputs);
-    assert_eq!(verdict.beyond_request, ["grants/prod/r-1.tf"]);
+    assert_eq!(verdict.stored.scope_problems, ["grants/prod/r-1.tf"]);
     assert_eq!(verdict.state, RequestState::Denied);
     assert_eq!(
         verdict.status,
@@ -571,6 +569,6 @@ fn grant_files_of_a_denied_request_are_not_looked_at() {
     let mut inputs = with_grant_file(None);
     inputs.request = AccessRequest::from_yaml(&OK.replace("INC-1234\n", "nope\n")).unwrap();
     let verdict = decided(&inputs);
-    assert_eq!(verdict.beyond_request, ["grants/prod/r-1.tf"]);
+    assert_eq!(verdict.stored.scope_problems, ["grants/prod/r-1.tf"]);
     assert_eq!(verdict.state, RequestState::Denied);
 }
