@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::Workflow;
 use super::pull_request::grant_spec;
-use super::verdict::{GrantFacts, Inputs, Staged};
+use super::verdict::{GrantFacts, Inputs, Staged, needs};
 use crate::comment;
 use crate::forge::{Actor, PullRequestInfo, StatusState, Thread};
 use crate::grant::GrantSpec;
@@ -96,23 +96,18 @@ impl Workflow {
         };
         let requester = self.resolve_requester(policy, &login).await?;
         let now = self.now();
-        let overdue_review = match policy {
-            Some(policy)
-                if policy
-                    .fast_path
-                    .iter()
-                    .any(|rule| rule.block_until_reviewed) =>
-            {
-                self.overdue_review_of(requester_id).await?
-            }
-            _ => None,
+        let needs = needs(&policies, &request, &requester, &pr.labels, now, &path);
+        let overdue_review = if needs.overdue_review {
+            self.overdue_review_of(requester_id).await?
+        } else {
+            None
         };
         let grant = match policy.and_then(|p| p.roles.get(&request.role)) {
-            Some(role) => {
+            Some(role) if needs.grant => {
                 let spec = grant_spec(&request, &path, &login);
                 Some(self.grant_facts(role, &spec, &pr.head_sha).await?)
             }
-            None => None,
+            _ => None,
         };
         Ok(Some(Inputs {
             bot_id: self.bot.id,
@@ -134,7 +129,8 @@ impl Workflow {
     }
 
     /// Whether the role's provider can serve the request, and the grant files it renders with
-    /// the head's copies of them (read only when it can).
+    /// the head's copies of them: read only when it can, and only up to the first that differs
+    /// (the decision looks no further).
     async fn grant_facts(
         &self,
         role: &Role,
@@ -158,7 +154,11 @@ impl Workflow {
                 .read_file(head_sha, &rendered.path)
                 .await?
                 .map(|f| f.text);
+            let differs = at_head.as_deref() != Some(rendered.content.as_str());
             staged.push(Staged { rendered, at_head });
+            if differs {
+                break;
+            }
         }
         Ok(GrantFacts {
             unservable: None,

@@ -42,11 +42,63 @@ pub(super) struct Inputs {
     /// The requester's forge id: the person the record and approvals are about.
     pub requester_id: u64,
     pub now: DateTime<Utc>,
-    /// A fast-path grant of the requester's whose review is overdue; looked up only when the
-    /// policy has a `block_until_reviewed` rule.
+    /// A fast-path grant of the requester's whose review is overdue; looked up only when
+    /// [`Needs::overdue_review`].
     pub overdue_review: Option<RequestId>,
-    /// What the role's provider says, when the policy defines the role.
+    /// What the role's provider says, when the policy defines the role and [`Needs::grant`].
     pub grant: Option<GrantFacts>,
+}
+
+/// What the decision needs read beyond the request, the policies and the requester's teams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Needs {
+    /// Whether the requester's overdue reviews matter: a fast path that blocks until reviewed
+    /// applies. (The lookup reads every past grant, so it is not made for every request.)
+    pub overdue_review: bool,
+    /// Whether the provider's check and the grant files matter: the policy allows the request.
+    /// A denied request reads none of them (the head's copies are forge calls).
+    pub grant: bool,
+}
+
+/// What [`decide`] will need read, from the engine's verdict on what is known so far (a pure,
+/// cheap call that `decide` makes again).
+pub(super) fn needs(
+    policies: &PolicySet,
+    request: &AccessRequest,
+    requester: &Requester,
+    labels: &[String],
+    now: DateTime<Utc>,
+    path: &RequestPath,
+) -> Needs {
+    let decision = judge(policies, request, requester, labels, now, path);
+    Needs {
+        overdue_review: decision
+            .fast_path
+            .as_ref()
+            .is_some_and(|fast| fast.block_until_reviewed),
+        grant: decision.allowed,
+    }
+}
+
+/// The policy engine's decision on the request, before the workflow's own checks.
+fn judge(
+    policies: &PolicySet,
+    request: &AccessRequest,
+    requester: &Requester,
+    labels: &[String],
+    now: DateTime<Utc>,
+    path: &RequestPath,
+) -> Decision {
+    evaluate(
+        policies,
+        request,
+        &Context {
+            requester: Some(requester),
+            labels,
+            now,
+            path: Some(path),
+        },
+    )
 }
 
 /// The role's provider on this request: can it serve it, and which files it renders.
@@ -56,7 +108,7 @@ pub(super) struct GrantFacts {
     /// template that fails); `None` when it can.
     pub unservable: Option<String>,
     /// The grant files it renders (only when it can serve the role), each with the PR head's
-    /// copy of that path.
+    /// copy of that path, up to the first copy that differs.
     pub staged: Vec<Staged>,
 }
 
@@ -119,15 +171,13 @@ pub(super) enum Next {
 /// Decides a request PR from its inputs.
 pub(super) fn decide(inputs: &Inputs) -> Verdict {
     let pr = &inputs.pr;
-    let mut decision = evaluate(
+    let mut decision = judge(
         &inputs.policies,
         &inputs.request,
-        &Context {
-            requester: Some(&inputs.requester),
-            labels: &pr.labels,
-            now: inputs.now,
-            path: Some(&inputs.path),
-        },
+        &inputs.requester,
+        &pr.labels,
+        inputs.now,
+        &inputs.path,
     );
     block_if_review_overdue(
         &mut decision,

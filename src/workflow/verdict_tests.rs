@@ -572,3 +572,44 @@ fn grant_files_of_a_denied_request_are_not_looked_at() {
     assert_eq!(verdict.stored.scope_problems, ["grants/prod/r-1.tf"]);
     assert_eq!(verdict.state, RequestState::Denied);
 }
+
+#[test]
+fn only_what_the_decision_looks_at_is_read() {
+    let needs_of = |inputs: &Inputs| {
+        needs(
+            &inputs.policies,
+            &inputs.request,
+            &inputs.requester,
+            &inputs.pr.labels,
+            inputs.now,
+            &inputs.path,
+        )
+    };
+    assert_eq!(
+        needs_of(&inputs(OK)),
+        Needs {
+            overdue_review: false,
+            grant: true
+        }
+    );
+    assert_eq!(
+        needs_of(&inputs(&OK.replace("INC-1234\n", "nope\n"))),
+        Needs {
+            overdue_review: false,
+            grant: false
+        },
+        "a denied request reads no grant files"
+    );
+    assert_eq!(
+        needs_of(&by(inputs(OK), "bob", &["sev1"])),
+        Needs {
+            overdue_review: true,
+            grant: true
+        },
+        "a fast path that blocks until reviewed looks up overdue reviews"
+    );
+    assert!(
+        !needs_of(&by(inputs(OK), "bob", &[])).overdue_review,
+        "no fast path, no lookup"
+    );
+}
