@@ -13,7 +13,7 @@ use breakglass::store::testing::{for_each_backend, sqlite_store, sqlite_url};
 use breakglass::store::{
     Approval, ApprovalSource, Backend, DeliveryId, DeliveryState, EventActor, EventKind, ForgeKind,
     GENESIS_HASH, JobKind, MAX_DELIVERY_ATTEMPTS, NewDelivery, NewEvent, Recorded, RequestRecord,
-    RequestState, RevokeReason, Store, StoreError,
+    RequestState, RevokeReason, Store, StoreError, StoredDecision,
 };
 use breakglass::store::{events, jobs, requests};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -63,7 +63,7 @@ fn request(id: &str, pr: u64) -> RequestRecord {
         ticket: None,
         state: RequestState::Pending,
         head_sha: "1111111111111111111111111111111111111111".into(),
-        decision: json!({"allowed": true}),
+        decision: None,
         fast_path_rule: None,
         approved_by: None,
         merge_sha: None,
@@ -527,14 +527,60 @@ async fn cancelled_job_is_gone_and_queue_metrics_follow_due_jobs() {
 
 // Requests
 
+/// A decision as the workflow stores it, every field set (read from JSON: the column's shape).
+fn stored_decision() -> StoredDecision {
+    serde_json::from_value(json!({
+        "decision": {
+            "allowed": true, "environment": "prod", "role": "admin", "requester": "alice",
+            "duration": "1h", "duration_defaulted": false, "expires_at": "2026-11-26T03:14:00Z",
+            "violations": [{"rule": "ticket_pattern", "found": "x", "allowed": "INC-1", "message": "m"}],
+            "unchecked": ["requesters"], "approvals_required": 2, "approvers": ["carol"],
+            "approval_reactions": ["+1"],
+            "fast_path": {"rule": "sev1", "review_within": "24h",
+                          "review_due_at": "2026-11-27T02:14:00Z", "block_until_reviewed": true},
+            "fast_path_misses": [{"rule": "sev2", "reasons": ["no label"]}]
+        },
+        "head_since": "2026-11-26T02:13:59Z",
+        "scope_problems": [".github/workflows/x.yml"],
+        "merge_refused": "conflict",
+        "draft": true,
+        "unservable": "no provider"
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_decision_column_keeps_its_json() {
+    for_each_backend(|store| async move {
+        let mut record = request("r-json", 3);
+        store.insert_request(&record).await?;
+        let text = |store: Store| async move {
+            let row = sqlx::query("SELECT decision FROM requests WHERE id = 'r-json'")
+                .fetch_one(store.pool())
+                .await?;
+            anyhow::Ok(sqlx::Row::try_get::<String, _>(&row, "decision")?)
+        };
+        assert_eq!(text(store.clone()).await?, "null", "no decision yet");
+        record.decision = Some(stored_decision());
+        store.update_request(&mut record, t(1)).await?;
+        // The text the workflow wrote when it stored `serde_json::Value`: keys in order.
+        let expected = serde_json::to_value(stored_decision())?.to_string();
+        assert!(expected.starts_with(r#"{"decision":{"allowed":true,"approval_reactions":"#));
+        assert_eq!(text(store.clone()).await?, expected);
+        let back = store.get_request(&record.id).await?.context("stored")?;
+        assert_eq!(back.decision, Some(stored_decision()));
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn request_round_trips_every_field() {
     for_each_backend(|store| async move {
         let mut record = request("20261126-0214-alice-prod", 7);
         record.ticket = Some(Ticket::try_from("INC-1234".to_owned()).unwrap());
         record.state = RequestState::Revoked;
-        record.decision =
-            json!({"allowed": true, "rule": "sev1", "nested": {"z": 1, "a": [1.5, null]}});
+        record.decision = Some(stored_decision());
         record.fast_path_rule = Some(name("sev1"));
         record.approved_by = Some(vec![login("carol"), login("dave")]);
         record.merge_sha = Some("2222222222222222222222222222222222222222".into());

@@ -25,7 +25,7 @@ use git2::{ObjectType, Odb, OdbObject, Oid, Repository};
 
 use super::AuditError;
 use super::files::{REQUESTS_DIR, RequestFile, RequestTrees, TreeReader};
-use super::trailers::{BotTrailers, Message};
+use super::trailers::{BotTrailers, Message, TrailerKey};
 use crate::request::AccessRequest;
 
 /// What the walk found, oldest first.
@@ -462,7 +462,7 @@ fn forged_grant(
     environment: Option<&str>,
     name: &str,
 ) -> Result<String, AuditError> {
-    let claim = format!("Breakglass-Request: {request_id}");
+    let claim = format!("{}: {request_id}", TrailerKey::Request);
     let Some(environment) = environment else {
         return Ok(format!(
             "{claim} but the commit adds no {REQUESTS_DIR}/<environment>/{name}"
@@ -471,7 +471,8 @@ fn forged_grant(
     let expected = format!("{REQUESTS_DIR}/{environment}/{name}");
     Ok(match files.added(None, &[name])? {
         Some(elsewhere) => format!(
-            "{claim} and Breakglass-Environment: {environment}, but the commit adds {}, not {expected}",
+            "{claim} and {}: {environment}, but the commit adds {}, not {expected}",
+            TrailerKey::Environment,
             elsewhere.path()
         ),
         None => format!("{claim} but the commit does not add {expected}"),
@@ -510,7 +511,8 @@ fn revoke(
     if files.removed(names)?.is_none() {
         return Ok(EventKind::Forged(ForgedFact {
             detail: format!(
-                "Breakglass-Revokes: {request_id} ({}) but the commit does not remove {REQUESTS_DIR}/<environment>/{yaml}",
+                "{}: {request_id} ({}) but the commit does not remove {REQUESTS_DIR}/<environment>/{yaml}",
+                TrailerKey::Revokes,
                 bot.revoked_reason.as_deref().unwrap_or("no reason")
             ),
             request_id,

@@ -10,6 +10,7 @@ use git2::Oid;
 use super::history::{
     Claim, EventKind, ForgedFact, GrantFact, History, LandedFact, RevokeFact, TrailerTime,
 };
+use super::trailers::TrailerKey;
 use crate::clock::iso;
 use crate::duration::HumanDuration;
 
@@ -378,7 +379,8 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
         anomalies.push(Anomaly {
             kind: AnomalyKind::RevertWithoutGrant,
             detail: format!(
-                "Breakglass-Revokes: {id} ({}) but {why}",
+                "{}: {id} ({}) but {why}",
+                TrailerKey::Revokes,
                 revoke.fact.reason.as_deref().unwrap_or("no reason"),
             ),
             request_id: id.clone(),
@@ -618,17 +620,17 @@ fn review(
 fn malformed(fact: &GrantFact) -> Vec<String> {
     let mut problems = Vec::new();
     let missing: Vec<&str> = [
-        ("Breakglass-Requester", fact.requester.is_none()),
-        ("Breakglass-Environment", fact.environment.is_none()),
-        ("Breakglass-Role", fact.role.is_none()),
-        ("Breakglass-Approved-By", fact.approved_by.is_none()),
+        (TrailerKey::Requester, fact.requester.is_none()),
+        (TrailerKey::Environment, fact.environment.is_none()),
+        (TrailerKey::Role, fact.role.is_none()),
+        (TrailerKey::ApprovedBy, fact.approved_by.is_none()),
         (
-            "Breakglass-Expires",
+            TrailerKey::Expires,
             matches!(fact.expires, TrailerTime::Missing),
         ),
     ]
     .into_iter()
-    .filter_map(|(key, missing)| missing.then_some(key))
+    .filter_map(|(key, missing)| missing.then_some(key.as_str()))
     .collect();
     if !missing.is_empty() {
         problems.push(format!("missing {}", missing.join(", ")));
@@ -639,8 +641,8 @@ fn malformed(fact: &GrantFact) -> Vec<String> {
         problems.push(why.clone());
     }
     for (key, time) in [
-        ("Breakglass-Expires", &fact.expires),
-        ("Breakglass-Review-Due", &fact.review_due),
+        (TrailerKey::Expires, &fact.expires),
+        (TrailerKey::ReviewDue, &fact.review_due),
     ] {
         if let TrailerTime::Invalid(text) = time {
             problems.push(format!("{key} `{text}` is not an ISO 8601 time"));

@@ -1,5 +1,7 @@
 //! Commit messages as git reads them: the subject, the body, and the trailer block at the end,
-//! then the bot's `Breakglass-*` trailers picked out of it.
+//! then the bot's `Breakglass-*` trailers picked out of it. [`TrailerKey`] is the one spelling
+//! of those keys: the workflow writes its merge messages with it and the audit reads them back
+//! with it.
 //!
 //! The audit trusts nothing but the history, so this parser follows git's own rules
 //! (`trailer.c`, as `git log --format=%(trailers)` and `git interpret-trailers --parse` apply
@@ -10,29 +12,84 @@
 //! panics, whatever the message: CRLF line ends, no body, no trailers, megabytes of text.
 
 use std::borrow::Cow;
+use std::fmt;
+
+use strum::VariantArray as _;
 
 /// Trailer keys that make a mixed last paragraph count as a trailer block, like git's own
 /// generated prefixes (`Signed-off-by: `) and configured trailers do: with one of them, a
-/// quarter of the lines being trailers is enough; without, every line must be one.
-const RECOGNIZED_PREFIXES: [&str; 2] = ["breakglass-", "signed-off-by"];
+/// quarter of the lines being trailers is enough; without, every line must be one. Compared
+/// case-insensitively, as git compares keys.
+const RECOGNIZED_PREFIXES: [&str; 2] = [TrailerKey::PREFIX, "signed-off-by"];
 
-/// The prefix of every key the bot writes.
-const PREFIX: &str = "breakglass-";
+/// A key of the bot's trailers. A contract between the workflow (which writes merge messages),
+/// the audit (which reads them) and the SPEC, so it is spelled once, here: a new key that is
+/// not written or not read does not compile ([`TrailerKey::as_str`] and
+/// [`BotTrailers::slot`] are exhaustive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray)]
+pub enum TrailerKey {
+    /// `Breakglass-Request`: the request id, on every grant merge.
+    Request,
+    Requester,
+    Environment,
+    Role,
+    Ticket,
+    /// Logins joined with `, `, `fast-path:<rule>` or `self-service`.
+    ApprovedBy,
+    Expires,
+    ReviewDue,
+    /// `Breakglass-Revokes`: the request id, on every revoke and removal merge.
+    Revokes,
+    RevokedReason,
+    ReviewedBy,
+}
 
-/// The bot's keys after [`PREFIX`], in the order of [`BotTrailers::from_message`]'s `match`.
-const KEYS: [&str; 11] = [
-    "request",
-    "requester",
-    "environment",
-    "role",
-    "ticket",
-    "approved-by",
-    "expires",
-    "review-due",
-    "revokes",
-    "revoked-reason",
-    "reviewed-by",
-];
+impl TrailerKey {
+    /// The prefix of every key the bot writes (git compares keys case-insensitively).
+    pub const PREFIX: &'static str = "Breakglass-";
+
+    /// The key as the bot writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "Breakglass-Request",
+            Self::Requester => "Breakglass-Requester",
+            Self::Environment => "Breakglass-Environment",
+            Self::Role => "Breakglass-Role",
+            Self::Ticket => "Breakglass-Ticket",
+            Self::ApprovedBy => "Breakglass-Approved-By",
+            Self::Expires => "Breakglass-Expires",
+            Self::ReviewDue => "Breakglass-Review-Due",
+            Self::Revokes => "Breakglass-Revokes",
+            Self::RevokedReason => "Breakglass-Revoked-Reason",
+            Self::ReviewedBy => "Breakglass-Reviewed-By",
+        }
+    }
+
+    /// The key that `key` names, compared case-insensitively as git does.
+    pub fn parse(key: &str) -> Option<Self> {
+        Self::VARIANTS
+            .iter()
+            .copied()
+            .find(|known| known.as_str().eq_ignore_ascii_case(key))
+    }
+
+    /// One trailer line as the bot writes it: `Key: value` and a line feed.
+    pub fn line(self, value: impl fmt::Display) -> String {
+        format!("{self}: {value}\n")
+    }
+}
+
+impl fmt::Display for TrailerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether `key` starts with [`TrailerKey::PREFIX`], in any case.
+fn is_bot_key(key: &str) -> bool {
+    key.get(..TrailerKey::PREFIX.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(TrailerKey::PREFIX))
+}
 
 /// A commit message split the way git splits it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,38 +237,37 @@ impl<'a> BotTrailers<'a> {
     pub fn from_message(message: &Message<'a>) -> Self {
         let mut found = Self::default();
         for trailer in message.trailers() {
-            // Keys are ASCII by construction (`find_separator`), so byte slicing is safe.
-            let Some(name) = trailer
-                .key
-                .get(..PREFIX.len())
-                .filter(|p| p.eq_ignore_ascii_case(PREFIX))
-                .map(|_| &trailer.key[PREFIX.len()..])
-            else {
+            if !is_bot_key(trailer.key) {
                 continue;
-            };
+            }
             found.any = true;
             // No lowercased copy of the key: this runs for every trailer of every commit.
-            let Some(index) = KEYS.iter().position(|k| k.eq_ignore_ascii_case(name)) else {
+            let Some(key) = TrailerKey::parse(trailer.key) else {
                 continue;
             };
-            let slot = match index {
-                0 => &mut found.request,
-                1 => &mut found.requester,
-                2 => &mut found.environment,
-                3 => &mut found.role,
-                4 => &mut found.ticket,
-                5 => &mut found.approved_by,
-                6 => &mut found.expires,
-                7 => &mut found.review_due,
-                8 => &mut found.revokes,
-                9 => &mut found.revoked_reason,
-                _ => &mut found.reviewed_by,
-            };
+            let slot = found.slot(key);
             if slot.is_none() {
                 *slot = Some(trailer.value);
             }
         }
         found
+    }
+
+    /// Where the value of `key` goes.
+    fn slot(&mut self, key: TrailerKey) -> &mut Option<Cow<'a, str>> {
+        match key {
+            TrailerKey::Request => &mut self.request,
+            TrailerKey::Requester => &mut self.requester,
+            TrailerKey::Environment => &mut self.environment,
+            TrailerKey::Role => &mut self.role,
+            TrailerKey::Ticket => &mut self.ticket,
+            TrailerKey::ApprovedBy => &mut self.approved_by,
+            TrailerKey::Expires => &mut self.expires,
+            TrailerKey::ReviewDue => &mut self.review_due,
+            TrailerKey::Revokes => &mut self.revokes,
+            TrailerKey::RevokedReason => &mut self.revoked_reason,
+            TrailerKey::ReviewedBy => &mut self.reviewed_by,
+        }
     }
 
     /// Reads a whole message.
@@ -533,6 +589,49 @@ mod tests {
         }
         assert_eq!(pairs("t\n\n-: x"), [("-".into(), "x".into())]);
         assert_eq!(pairs("t\n\nk:"), [("k".into(), "".into())]);
+    }
+
+    #[test]
+    fn every_key_is_spelled_as_the_spec_says_and_read_back() {
+        let spelled: Vec<&str> = TrailerKey::VARIANTS.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            spelled,
+            [
+                "Breakglass-Request",
+                "Breakglass-Requester",
+                "Breakglass-Environment",
+                "Breakglass-Role",
+                "Breakglass-Ticket",
+                "Breakglass-Approved-By",
+                "Breakglass-Expires",
+                "Breakglass-Review-Due",
+                "Breakglass-Revokes",
+                "Breakglass-Revoked-Reason",
+                "Breakglass-Reviewed-By",
+            ]
+        );
+        for &key in TrailerKey::VARIANTS {
+            assert!(key.as_str().starts_with(TrailerKey::PREFIX));
+            assert_eq!(TrailerKey::parse(&key.as_str().to_uppercase()), Some(key));
+            // Each key lands in its own field.
+            let text = format!("t\n\n{}", key.line("v"));
+            let mut bot = BotTrailers::parse(&text);
+            assert_eq!(bot.slot(key).as_deref(), Some("v"), "{key}");
+            *bot.slot(key) = None;
+            assert_eq!(
+                bot,
+                BotTrailers {
+                    any: true,
+                    ..BotTrailers::default()
+                },
+                "{key}"
+            );
+        }
+        assert_eq!(TrailerKey::parse("Breakglass-Future-Thing"), None);
+        assert_eq!(
+            TrailerKey::Ticket.line("INC-1"),
+            "Breakglass-Ticket: INC-1\n"
+        );
     }
 
     #[test]

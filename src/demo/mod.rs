@@ -30,6 +30,7 @@ use serde_json::Value;
 pub use stage::DemoForge;
 use stage::Stage;
 
+use crate::audit::trailers::TrailerKey;
 use crate::clock::{Clock, ManualClock, iso};
 use crate::comment;
 use crate::config::{Config, GithubConfig, GitlabConfig};
@@ -478,10 +479,10 @@ impl Demo {
         self.expect_trailers(
             &merge_sha,
             &[
-                &format!("Breakglass-Request: {id}"),
-                "Breakglass-Requester: alice",
-                "Breakglass-Approved-By: carol",
-                "Breakglass-Expires: ",
+                (TrailerKey::Request, id.as_str()),
+                (TrailerKey::Requester, "alice"),
+                (TrailerKey::ApprovedBy, "carol"),
+                (TrailerKey::Expires, ""),
             ],
         )?;
         let record = self.request_on(pr).await?;
@@ -524,8 +525,8 @@ impl Demo {
         self.expect_trailers(
             &revert_sha,
             &[
-                &format!("Breakglass-Revokes: {id}"),
-                "Breakglass-Revoked-Reason: ttl",
+                (TrailerKey::Revokes, id.as_str()),
+                (TrailerKey::RevokedReason, "ttl"),
             ],
         )?;
         let record = self.request_on(pr).await?;
@@ -598,9 +599,9 @@ impl Demo {
         self.expect_trailers(
             &merge_sha,
             &[
-                &format!("Breakglass-Request: {id}"),
-                "Breakglass-Requester: bob",
-                "Breakglass-Approved-By: fast-path:sev1",
+                (TrailerKey::Request, id.as_str()),
+                (TrailerKey::Requester, "bob"),
+                (TrailerKey::ApprovedBy, "fast-path:sev1"),
             ],
         )?;
         expect(
@@ -795,7 +796,8 @@ impl Demo {
     }
 
     /// Checks that the commit `sha` of main carries every trailer of `expected` (a prefix each).
-    fn expect_trailers(&self, sha: &str, expected: &[&str]) -> Result<(), Failure> {
+    /// `expected` trailers, each a key and the start of its value (`""`: any value).
+    fn expect_trailers(&self, sha: &str, expected: &[(TrailerKey, &str)]) -> Result<(), Failure> {
         let log = self.stage.forge.log(REPO, "main");
         let Some(commit) = log.iter().find(|c| c.sha == sha) else {
             return Err(Failure::Unexpected(format!(
@@ -810,9 +812,10 @@ impl Demo {
                 commit.parents.len()
             )
         })?;
-        for trailer in expected {
+        for (key, value) in expected {
+            let trailer = format!("{key}: {value}");
             expect(
-                commit.message.lines().any(|l| l.starts_with(trailer)),
+                commit.message.lines().any(|l| l.starts_with(&trailer)),
                 || {
                     format!(
                         "the trailer `{trailer}` in merge commit {}; its message is:\n{}",
@@ -859,7 +862,7 @@ impl Demo {
             for trailer in commit
                 .message
                 .lines()
-                .filter(|l| l.starts_with("Breakglass-"))
+                .filter(|l| l.starts_with(TrailerKey::PREFIX))
             {
                 out!("           {trailer}");
             }

@@ -44,7 +44,7 @@ pub use deliveries::{
 };
 pub use events::{ChainError, EventActor, EventKind, EventRecord, GENESIS_HASH, NewEvent};
 pub use jobs::{Job, JobId, JobKind};
-pub use requests::{RequestRecord, RequestState, RevokeReason};
+pub use requests::{RequestRecord, RequestState, RevokeReason, StoredDecision};
 
 /// Which database a [`Store`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

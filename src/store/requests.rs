@@ -14,9 +14,12 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
+use serde::{Deserialize, Serialize};
+
 use super::row::{Fields, counts_by, string_enum};
 use super::{ForgeKind, Store, StoreError, to_i64, to_millis};
 use crate::names::{Login, Name, RequestId, Ticket};
+use crate::policy::Decision;
 use crate::request::Reason;
 
 /// Where a request is in its lifecycle.
@@ -65,6 +68,36 @@ string_enum!(RevokeReason {
     Reconcile => "reconcile",
 });
 
+/// What is stored as a request's `decision`: the engine's verdict, when the head it was made on
+/// was pushed by the forge's clock, and whether a merge of that head was refused.
+///
+/// The store (de)serializes it at its edge, so the workflow reads and writes a type, never JSON
+/// by key. The column holds the JSON of this struct through [`serde_json::Value`] (keys in
+/// alphabetical order), as it always has.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredDecision {
+    pub decision: Decision,
+    /// When the forge says the current head arrived (the PR's `updated_at` on the event or read
+    /// that first showed this head). Approvals are compared with it on the forge's clock, never
+    /// the bot's; `None` when the forge did not say, and then every timed approval is
+    /// ambiguous.
+    #[serde(default)]
+    pub head_since: Option<DateTime<Utc>>,
+    /// Problems outside the policy rules (files beyond the request), shown with the decision.
+    #[serde(default)]
+    pub scope_problems: Vec<String>,
+    /// Why the merge of this head was refused: the request waits for a push or a new approval
+    /// instead of trying again by itself.
+    #[serde(default)]
+    pub merge_refused: Option<String>,
+    /// The PR is a draft: decided, never merged.
+    #[serde(default)]
+    pub draft: bool,
+    /// Why the role cannot be granted by its provider (checked before any merge).
+    #[serde(default)]
+    pub unservable: Option<String>,
+}
+
 /// A stored access request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequestRecord {
@@ -94,8 +127,9 @@ pub struct RequestRecord {
     pub state: RequestState,
     /// The PR head the decision and approvals refer to.
     pub head_sha: String,
-    /// The policy decision, as the policy engine serialized it.
-    pub decision: serde_json::Value,
+    /// The last decision on `head_sha`; `None` (JSON `null`) for a request recorded before its
+    /// first decision.
+    pub decision: Option<StoredDecision>,
     /// The fast-path rule that let it merge without approval, if one did.
     pub fast_path_rule: Option<Name>,
     /// Who approved, as recorded at merge.
@@ -266,6 +300,10 @@ fn bind_fields<'q>(
     let key = r.id.as_str();
     let int = |value: u64| to_i64(value, "request", key);
     let opt_int = |value: Option<u64>| value.map(int).transpose();
+    // Through `Value`, as before the column was typed: the same text for the same decision.
+    let decision = serde_json::to_value(&r.decision)
+        .map_err(|err| r.invalid(err.to_string()))?
+        .to_string();
     let approved_by = r
         .approved_by
         .as_ref()
@@ -285,7 +323,7 @@ fn bind_fields<'q>(
         .bind(r.ticket.as_ref().map(Ticket::to_string))
         .bind(r.state.as_str())
         .bind(r.head_sha.clone())
-        .bind(r.decision.to_string())
+        .bind(decision)
         .bind(r.fast_path_rule.as_ref().map(Name::to_string))
         .bind(approved_by)
         .bind(r.merge_sha.clone())

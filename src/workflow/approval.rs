@@ -8,8 +8,7 @@ use std::collections::BTreeSet;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use super::Workflow;
-use super::evaluate::StoredDecision;
+use super::{Workflow, stored_decision};
 use crate::comment;
 use crate::forge::Thread;
 use crate::forge::{Actor, PullRequestInfo, ReviewState, StatusState};
@@ -98,16 +97,12 @@ impl Workflow {
         &self,
         record: &RequestRecord,
     ) -> anyhow::Result<(BTreeSet<Login>, u32)> {
-        let stored: StoredDecision =
-            serde_json::from_value(record.decision.clone()).context("stored decision")?;
+        let need = stored_decision(record)?.decision.approvals_required;
         let approvals = self
             .store
             .approvals_for(&record.id, &record.head_sha)
             .await?;
-        Ok((
-            distinct_approvers(&approvals, record.requester_id),
-            stored.decision.approvals_required,
-        ))
+        Ok((distinct_approvers(&approvals, record.requester_id), need))
     }
 
     /// Records an approval signal for the request's current head, if its giver may approve and
@@ -135,8 +130,7 @@ impl Workflow {
                 approvers: policy.approvers.iter().map(ToString::to_string).collect(),
             });
         }
-        let mut stored: StoredDecision =
-            serde_json::from_value(record.decision.clone()).context("stored decision")?;
+        let mut stored = stored_decision(&record)?.clone();
         if let Some(at) = signal.at {
             match timing(at, stored.head_since) {
                 Timing::Current => {}
@@ -163,7 +157,7 @@ impl Workflow {
             .await?;
             if stored.merge_refused.take().is_some() {
                 // A new approval is what lets a refused merge be tried again.
-                record.decision = serde_json::to_value(&stored)?;
+                record.decision = Some(stored.clone());
                 self.store.update_request(&mut record, self.now()).await?;
             }
         } else {
@@ -277,9 +271,7 @@ impl Workflow {
         &self,
         record: &mut RequestRecord,
     ) -> anyhow::Result<Option<(usize, u32)>> {
-        let stored: StoredDecision =
-            serde_json::from_value(record.decision.clone()).context("stored decision")?;
-        let need = stored.decision.approvals_required;
+        let need = stored_decision(record)?.decision.approvals_required;
         if need == 0 {
             return Ok(None);
         }

@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 
 use super::Workflow;
 use super::approval::Signal;
-use super::evaluate::StoredDecision;
 use crate::command::{Command, parse_commands};
 use crate::comment;
 use crate::duration::HumanDuration;
@@ -540,9 +539,10 @@ impl Workflow {
         let now = self.now();
         let detail = match record.state {
             RequestState::Pending => {
-                let need = serde_json::from_value::<StoredDecision>(record.decision.clone())
-                    .map(|d| d.decision.approvals_required)
-                    .unwrap_or(1);
+                let need = record
+                    .decision
+                    .as_ref()
+                    .map_or(1, |d| d.decision.approvals_required);
                 let have = self
                     .store
                     .approvals_for(&record.id, &record.head_sha)

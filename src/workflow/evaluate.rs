@@ -1,46 +1,218 @@
 //! Reading the policies from the default branch and resolving who is who: the inputs of the
-//! decision engine, fetched from the forge.
+//! decision engine, fetched from the forge. [`Workflow::gather`] reads everything the decision
+//! on a request PR depends on, for the pure [`super::verdict::decide`].
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::Workflow;
-use crate::forge::Actor;
+use super::pull_request::grant_spec;
+use super::verdict::{GrantFacts, Inputs, Staged, needs};
+use crate::comment;
+use crate::forge::{Actor, PullRequestInfo, StatusState, Thread};
+use crate::grant::GrantSpec;
 use crate::names::{Login, Principal, Team};
 use crate::policy::decision::{Membership, membership};
-use crate::policy::{Decision, Policy, PolicyFile, PolicySet, Problem, Requester};
-
-/// What is stored as a request's `decision`: the engine's verdict, when the head it was made on
-/// was pushed by the forge's clock, and whether a merge of that head was refused.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StoredDecision {
-    pub decision: Decision,
-    /// When the forge says the current head arrived (the PR's `updated_at` on the event or read
-    /// that first showed this head). Approvals are compared with it on the forge's clock, never
-    /// the bot's; `None` when the forge did not say, and then every timed approval is
-    /// ambiguous.
-    #[serde(default)]
-    pub head_since: Option<DateTime<Utc>>,
-    /// Problems outside the policy rules (files beyond the request), shown with the decision.
-    #[serde(default)]
-    pub scope_problems: Vec<String>,
-    /// Why the merge of this head was refused: the request waits for a push or a new approval
-    /// instead of trying again by itself.
-    #[serde(default)]
-    pub merge_refused: Option<String>,
-    /// The PR is a draft: decided, never merged.
-    #[serde(default)]
-    pub draft: bool,
-    /// Why the role cannot be granted by its provider (checked before any merge).
-    #[serde(default)]
-    pub unservable: Option<String>,
-}
+use crate::policy::{Policy, PolicyFile, PolicySet, Problem, Requester, Role};
+use crate::request::AccessRequest;
+use crate::store::{ChangeKind, RequestRecord};
 
 impl Workflow {
+    /// Reads what the decision on request PR `pr` depends on, in the order the checks need
+    /// it: nothing from a fork, nothing past a tampered bot branch, a file that is not a
+    /// request or policies that do not load. `None` when there is nothing to decide (after
+    /// saying why, where there is something to say).
+    ///
+    /// Refusals that leave no record are said when a head arrives (`pushed`), not at every
+    /// label.
+    pub(super) async fn gather(
+        &self,
+        pr: PullRequestInfo,
+        existing: Option<RequestRecord>,
+        pushed: Option<(String, DateTime<Utc>)>,
+    ) -> anyhow::Result<Option<Inputs>> {
+        let announce = pushed.is_some();
+        if let Some(repo) = pr.head_repo.as_deref()
+            && !repo.eq_ignore_ascii_case(&self.settings.repository)
+        {
+            // Nothing from another repository is written to, decided or merged.
+            self.refuse_fork(&pr, repo, announce).await?;
+            return Ok(None);
+        }
+        if let Some(change) = self.store.change_of_pr(pr.number).await?
+            && change.kind == ChangeKind::Request
+            && change.head_sha.as_deref() != Some(pr.head_sha.as_str())
+        {
+            // Someone pushed to the branch the bot built for this request.
+            self.tampered(&change, None, &pr.head_sha).await?;
+            return Ok(None);
+        }
+        let files = self.forge.change_files(pr.number).await?;
+        let Some((file_path, path)) = self
+            .the_request_file(&pr, &files, announce)
+            .await?
+            .map(|(file, path)| (file.path.clone(), path))
+        else {
+            return Ok(None);
+        };
+        let text = self
+            .forge
+            .read_file(&pr.head_sha, &file_path)
+            .await?
+            .map(|f| f.text)
+            .unwrap_or_default();
+        let request = match AccessRequest::from_yaml(&text) {
+            Ok(request) => request,
+            Err(err) => {
+                let say = announce || existing.is_some();
+                self.refuse_invalid_request(&pr, &file_path, &err.to_string(), say)
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let (default_branch, policies) = self.load_policies().await?;
+        if pr.base_ref != default_branch {
+            return Ok(None);
+        }
+        let policies = match policies {
+            Ok(policies) => policies,
+            Err(problems) => {
+                self.refuse_invalid_policies(&pr, &default_branch, &problems)
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let policy = policies.get(request.environment.as_str());
+        // A PR the bot opened for a commenter is that commenter's request.
+        let (login, requester_id) = match &existing {
+            Some(record) => (record.requester_login.clone(), record.requester_id),
+            None => (
+                Login::try_from(pr.author.login.clone()).map_err(anyhow::Error::msg)?,
+                pr.author.id,
+            ),
+        };
+        let requester = self.resolve_requester(policy, &login).await?;
+        let now = self.now();
+        let needs = needs(&policies, &request, &requester, &pr.labels, now, &path);
+        let overdue_review = if needs.overdue_review {
+            self.overdue_review_of(requester_id).await?
+        } else {
+            None
+        };
+        let grant = match policy.and_then(|p| p.roles.get(&request.role)) {
+            Some(role) if needs.grant => {
+                let spec = grant_spec(&request, &path, &login);
+                Some(self.grant_facts(role, &spec, &pr.head_sha).await?)
+            }
+            _ => None,
+        };
+        Ok(Some(Inputs {
+            bot_id: self.bot.id,
+            existing,
+            pushed,
+            files,
+            file_path,
+            text,
+            path,
+            request,
+            policies,
+            requester,
+            requester_id,
+            now,
+            overdue_review,
+            grant,
+            pr,
+        }))
+    }
+
+    /// Whether the role's provider can serve the request, and the grant files it renders with
+    /// the head's copies of them: read only when it can, and only up to the first that differs
+    /// (the decision looks no further).
+    async fn grant_facts(
+        &self,
+        role: &Role,
+        spec: &GrantSpec,
+        head_sha: &str,
+    ) -> anyhow::Result<GrantFacts> {
+        if let Err(err) = self.providers.check(role, spec) {
+            return Ok(GrantFacts {
+                unservable: Some(err.to_string()),
+                staged: Vec::new(),
+            });
+        }
+        let mut staged = Vec::new();
+        for rendered in self
+            .providers
+            .rendered_files(role, spec)
+            .context("rendering grant files")?
+        {
+            let at_head = self
+                .forge
+                .read_file(head_sha, &rendered.path)
+                .await?
+                .map(|f| f.text);
+            let differs = at_head.as_deref() != Some(rendered.content.as_str());
+            staged.push(Staged { rendered, at_head });
+            if differs {
+                break;
+            }
+        }
+        Ok(GrantFacts {
+            unservable: None,
+            staged,
+        })
+    }
+
+    /// A request file that does not parse: a failure status and, when `say`, a comment.
+    async fn refuse_invalid_request(
+        &self,
+        pr: &PullRequestInfo,
+        file_path: &str,
+        error: &str,
+        say: bool,
+    ) -> anyhow::Result<()> {
+        if say {
+            self.forge
+                .note(
+                    Thread::Change(pr.number),
+                    &comment::invalid_request_comment(file_path, error),
+                )
+                .await?;
+        }
+        self.set_status(pr, StatusState::Failure, "invalid request file")
+            .await?;
+        self.metrics
+            .inc("breakglass_decisions_total", "outcome=\"invalid\"");
+        Ok(())
+    }
+
+    /// Policies on the default branch that do not load: nothing is decided, and the PR says
+    /// why.
+    async fn refuse_invalid_policies(
+        &self,
+        pr: &PullRequestInfo,
+        default_branch: &str,
+        problems: &[Problem],
+    ) -> anyhow::Result<()> {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        self.forge
+            .note(
+                Thread::Change(pr.number),
+                &comment::invalid_policies_comment(default_branch, &list),
+            )
+            .await?;
+        self.set_status(
+            pr,
+            StatusState::Error,
+            "the policies on the default branch are invalid",
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The default branch and its policies. Policies are never read from a PR head: a PR
     /// cannot loosen the policy that judges it.
     pub(super) async fn load_policies(

@@ -6,11 +6,10 @@ use std::collections::BTreeSet;
 
 use anyhow::Context as _;
 
-use super::Workflow;
 use super::change::{BOT_BRANCH_PREFIX, Write};
-use super::evaluate::StoredDecision;
 use super::guard::{Expected, MergePlan, Merged, Refusal};
 use super::trailers;
+use super::{Workflow, stored_decision};
 use crate::comment;
 use crate::forge::Thread;
 use crate::forge::{Actor, PushedCommit, StatusState};
@@ -25,9 +24,10 @@ use crate::store::{RequestRecord, RequestState, RevokeReason};
 fn review_within(record: &RequestRecord) -> Option<crate::duration::HumanDuration> {
     record.fast_path_rule.as_ref()?;
     Some(
-        serde_json::from_value::<super::evaluate::StoredDecision>(record.decision.clone())
-            .ok()
-            .and_then(|d| d.decision.fast_path.map(|f| f.review_within))
+        record
+            .decision
+            .as_ref()
+            .and_then(|d| d.decision.fast_path.as_ref().map(|f| f.review_within))
             .unwrap_or(crate::duration::HumanDuration::from_secs(86_400)),
     )
 }
@@ -284,10 +284,9 @@ impl Workflow {
                 &comment::not_merged_comment(why),
             )
             .await?;
-        let mut stored: StoredDecision =
-            serde_json::from_value(record.decision.clone()).context("stored decision")?;
+        let mut stored = stored_decision(&record)?.clone();
         stored.merge_refused = Some(why.to_owned());
-        record.decision = serde_json::to_value(&stored)?;
+        record.decision = Some(stored.clone());
         record.state = RequestState::Pending;
         record.approved_by = None;
         record.fast_path_rule = None;
@@ -960,17 +959,7 @@ impl Workflow {
             .iter()
             .map(|path| Write::Delete { path: path.clone() })
             .collect();
-        let message = match &request {
-            Some(r) => format!(
-                "{} reached {default} without breakglass; it was never granted.\n\nBreakglass-Revokes: {}\nBreakglass-Revoked-Reason: reconcile\n",
-                paths.join(", "),
-                r.id
-            ),
-            None => format!(
-                "{} reached {default} without breakglass.\n",
-                paths.join(", ")
-            ),
-        };
+        let message = trailers::removal_message(paths, &default, request.as_ref().map(|r| &r.id));
         let mut last = None;
         for _ in 0..2 {
             let Some(change) = self

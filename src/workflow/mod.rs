@@ -19,6 +19,7 @@ mod guard;
 mod lifecycle;
 mod pull_request;
 mod trailers;
+mod verdict;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,14 @@ use crate::grant::Providers;
 use crate::metrics::Metrics;
 use crate::store::{ForgeKind, Store};
 use crate::store::{Job, JobKind};
+
+/// The last decision on `record`. A request the workflow acts on past its first evaluation
+/// always has one, so a missing decision is an error, never a default.
+fn stored_decision(
+    record: &crate::store::RequestRecord,
+) -> anyhow::Result<&crate::store::StoredDecision> {
+    record.decision.as_ref().context("stored decision")
+}
 
 /// The commit status (check) the bot sets on request PRs.
 pub const STATUS_CONTEXT: &str = "breakglass/policy";

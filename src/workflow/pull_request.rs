@@ -2,14 +2,12 @@
 //! the `breakglass/policy` status and a comment with the verdict, and moves on to approval,
 //! or straight to merge on a fast path.
 
-use std::collections::BTreeSet;
-
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use super::Workflow;
 use super::change::Write;
-use super::evaluate::StoredDecision;
+use super::verdict::{Decided, Inputs, Next, Verdict, decide};
 use crate::comment;
 use crate::forge::Thread;
 use crate::forge::{
@@ -18,11 +16,9 @@ use crate::forge::{
 };
 use crate::grant::GrantSpec;
 use crate::names::{Login, RequestId};
-use crate::policy::decision::{Context, FastPathMiss};
-use crate::policy::evaluate;
 use crate::request::{AccessRequest, RequestPath};
-use crate::store::{ChangeKind, EventKind, JobKind, StoreError};
-use crate::store::{RequestRecord, RequestState};
+use crate::store::{ChangeKind, EventKind, ForgeKind, JobKind, StoreError};
+use crate::store::{RequestRecord, RequestState, StoredDecision};
 
 impl Workflow {
     pub(super) async fn handle_pull_request(
@@ -136,7 +132,8 @@ impl Workflow {
         self.evaluate_current(current, existing, pushed).await
     }
 
-    /// [`Self::evaluate_pr`] on a PR state the caller has just read.
+    /// [`Self::evaluate_pr`] on a PR state the caller has just read: gather what the decision
+    /// depends on, [`decide`], and apply the verdict.
     pub(super) async fn evaluate_current(
         &self,
         current: PullRequestState,
@@ -146,206 +143,47 @@ impl Workflow {
         if !current.open {
             return Ok(());
         }
-        let pr = &current.info;
-        // Refusals that leave no record are said when a head arrives, not at every label.
-        let announce = pushed.is_some();
-        if let Some(repo) = pr.head_repo.as_deref()
-            && !repo.eq_ignore_ascii_case(&self.settings.repository)
-        {
-            // Nothing from another repository is written to, decided or merged.
-            return self.refuse_fork(pr, repo, announce).await;
-        }
-        if let Some(change) = self.store.change_of_pr(pr.number).await?
-            && change.kind == ChangeKind::Request
-            && change.head_sha.as_deref() != Some(pr.head_sha.as_str())
-        {
-            // Someone pushed to the branch the bot built for this request.
-            return self.tampered(&change, None, &pr.head_sha).await.map(drop);
-        }
-        let files = self.forge.change_files(pr.number).await?;
-        let Some((file, path)) = self.the_request_file(pr, &files, announce).await? else {
+        let Some(inputs) = self.gather(current.info, existing, pushed).await? else {
             return Ok(());
         };
-        let text = self
-            .forge
-            .read_file(&pr.head_sha, &file.path)
-            .await?
-            .map(|f| f.text)
-            .unwrap_or_default();
-        let request = match AccessRequest::from_yaml(&text) {
-            Ok(request) => request,
-            Err(err) => {
-                if announce || existing.is_some() {
-                    self.forge
-                        .note(
-                            Thread::Change(pr.number),
-                            &comment::invalid_request_comment(&file.path, &err.to_string()),
-                        )
-                        .await?;
-                }
-                self.set_status(pr, StatusState::Failure, "invalid request file")
-                    .await?;
-                self.metrics
-                    .inc("breakglass_decisions_total", "outcome=\"invalid\"");
-                return Ok(());
-            }
-        };
-        let (default_branch, policies) = self.load_policies().await?;
-        if pr.base_ref != default_branch {
-            return Ok(());
-        }
-        let policies = match policies {
-            Ok(policies) => policies,
-            Err(problems) => {
-                let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                self.forge
-                    .note(
-                        Thread::Change(pr.number),
-                        &comment::invalid_policies_comment(&default_branch, &list),
-                    )
-                    .await?;
-                self.set_status(
+        match decide(&inputs) {
+            Verdict::Reopen => {
+                let Inputs {
                     pr,
-                    StatusState::Error,
-                    "the policies on the default branch are invalid",
-                )
-                .await?;
-                return Ok(());
+                    request,
+                    text,
+                    path,
+                    existing,
+                    requester_id,
+                    ..
+                } = inputs;
+                self.reopen_from_bot_branch(&pr, &request, &text, &path, existing, requester_id)
+                    .await
             }
-        };
-        let policy = policies.get(request.environment.as_str());
-        // A PR the bot opened for a commenter is that commenter's request.
-        let (login, requester_id) = match &existing {
-            Some(record) => (record.requester_login.clone(), record.requester_id),
-            None => (
-                Login::try_from(pr.author.login.clone()).map_err(anyhow::Error::msg)?,
-                pr.author.id,
-            ),
-        };
-        let requester = self.resolve_requester(policy, &login).await?;
-        let now = self.now();
-        let mut decision = evaluate(
-            &policies,
-            &request,
-            &Context {
-                requester: Some(&requester),
-                labels: &pr.labels,
-                now,
-                path: Some(&path),
-            },
-        );
-        // `block_until_reviewed`: someone with an overdue fast-path review waits for approval.
-        if let Some(fast) = decision
-            .fast_path
-            .clone()
-            .filter(|f| f.block_until_reviewed)
-            && let Some(overdue) = self.overdue_review_of(requester_id).await?
-        {
-            decision.fast_path = None;
-            decision.fast_path_misses.push(FastPathMiss {
-                rule: fast.rule,
-                reasons: vec![format!(
-                    "`{login}` has an overdue review of `{overdue}` (block_until_reviewed)"
-                )],
-            });
+            Verdict::Record(decided) => self.apply_verdict(inputs, decided).await,
         }
+    }
 
-        // A role the bot could not serve (provider not configured, principal unresolved, a
-        // template that fails) is denied now, never merged and then stuck.
-        let role = policy.and_then(|p| p.roles.get(&request.role));
-        let unservable = match role {
-            Some(role) if decision.allowed => self
-                .providers
-                .check(role, &grant_spec(&request, &path, &login))
-                .err()
-                .map(|err| err.to_string()),
-            _ => None,
-        };
-        // The bot merges nothing but the request file and the grant files it renders itself.
-        let mut allowed_paths = BTreeSet::from([file.path.clone()]);
-        if let Some(role) = role
-            && decision.allowed
-            && unservable.is_none()
-        {
-            let spec = grant_spec(&request, &path, &login);
-            for rendered in self
-                .providers
-                .rendered_files(role, &spec)
-                .context("rendering grant files")?
-            {
-                let current = self.forge.read_file(&pr.head_sha, &rendered.path).await?;
-                if current.as_ref().map(|f| f.text.as_str()) != Some(rendered.content.as_str()) {
-                    if pr.author.id != self.bot.id {
-                        // The bot writes only to its own branches: it re-opens the request there.
-                        return self
-                            .reopen_from_bot_branch(
-                                pr,
-                                &request,
-                                &text,
-                                &path,
-                                existing,
-                                requester_id,
-                            )
-                            .await;
-                    }
-                    // A bot branch rendered with an older policy: not merged as it is.
-                    break;
-                }
-                allowed_paths.insert(rendered.path);
-            }
-        }
-        let extra: Vec<String> = files
-            .iter()
-            .flat_map(|f| std::iter::once(&f.path).chain(f.previous_path.as_ref()))
-            .filter(|p| !allowed_paths.contains(*p))
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let allowed = decision.allowed && extra.is_empty() && unservable.is_none();
-        let same_head = existing.as_ref().is_some_and(|r| r.head_sha == pr.head_sha);
-        let old = existing
-            .as_ref()
-            .and_then(|r| serde_json::from_value::<StoredDecision>(r.decision.clone()).ok());
-        let head_since = match (&old, same_head) {
-            (Some(old), true) if old.head_since.is_some() => old.head_since,
-            _ => match &pushed {
-                Some((sha, at)) if *sha == pr.head_sha => Some(*at),
-                _ => pr.updated_at,
-            },
-        };
-        let stored = StoredDecision {
-            decision: decision.clone(),
-            head_since,
-            scope_problems: extra.clone(),
-            merge_refused: old
-                .as_ref()
-                .filter(|_| same_head)
-                .and_then(|o| o.merge_refused.clone()),
-            draft: pr.draft,
-            unservable: unservable.clone(),
-        };
-        let unchanged = same_head && old.as_ref().is_some_and(|old| same_verdict(old, &stored));
-        let state = if allowed {
-            RequestState::Pending
-        } else {
-            RequestState::Denied
-        };
-        let Some(mut record) = self
+    /// Records a decision and acts on it: the event, the status, the comment (unless the last
+    /// one said the same), then approval, merge or waiting.
+    async fn apply_verdict(&self, inputs: Inputs, decided: Decided) -> anyhow::Result<()> {
+        let Some(record) = self
             .store_decision(
-                existing,
-                pr,
-                &request,
-                &path,
-                &login,
-                requester_id,
-                state,
-                &stored,
+                inputs.existing,
+                &inputs.pr,
+                &inputs.request,
+                &inputs.path,
+                &inputs.requester.login,
+                inputs.requester_id,
+                decided.state,
+                &decided.stored,
             )
             .await?
         else {
             return Ok(());
         };
+        let allowed = decided.allowed();
+        let decision = &decided.stored.decision;
         self.record_event(
             EventKind::Decision,
             Some(&record.id),
@@ -354,7 +192,7 @@ impl Workflow {
                 "allowed": allowed,
                 "head_sha": record.head_sha,
                 "violations": decision.violations.iter().map(|v| v.rule.to_string()).collect::<Vec<_>>(),
-                "beyond_request": extra,
+                "beyond_request": decided.stored.scope_problems,
                 "approvals_required": decision.approvals_required,
                 "fast_path": decision.fast_path.as_ref().map(|f| f.rule.clone()),
             }),
@@ -364,45 +202,39 @@ impl Workflow {
             "breakglass_decisions_total",
             format!("outcome=\"{}\"", if allowed { "allowed" } else { "denied" }),
         );
-        let (status, description) = verdict_status(&stored, allowed);
-        self.set_status(pr, status, &description).await?;
-        if !unchanged {
-            let mut text = match (extra.is_empty(), decision.allowed) {
-                (true, _) => comment::decision_comment(record.id.as_str(), &decision),
-                (false, true) => comment::out_of_scope_comment(&extra),
-                (false, false) => format!(
-                    "{}\n\n{}",
-                    comment::out_of_scope_comment(&extra),
-                    comment::decision_comment(record.id.as_str(), &decision)
-                ),
-            };
-            if let Some(why) = &unservable {
-                text = comment::role_unservable_comment(
-                    request.environment.as_str(),
-                    request.role.as_str(),
-                    why,
-                );
-            }
-            if pr.draft {
-                text = format!("{text}\n\n{}", comment::draft_note());
-            }
-            self.forge.note(Thread::Change(pr.number), &text).await?;
+        let (status, description) = &decided.status;
+        self.set_status(&inputs.pr, *status, description).await?;
+        if let Some(text) = &decided.comment {
+            self.forge
+                .note(Thread::Change(inputs.pr.number), text)
+                .await?;
         }
-        if !allowed || pr.draft {
-            self.store.cancel_job(JobKind::Poll, &record.id).await?;
-            return Ok(());
-        }
-        if stored.merge_refused.is_some() {
+        self.follow_up(record, decided.next, &decided.stored, inputs.now)
+            .await
+    }
+
+    /// What follows a recorded decision: nothing (polling stops), waiting after a refused
+    /// merge, the merge (fast path, self-service), or counting approvals.
+    async fn follow_up(
+        &self,
+        mut record: RequestRecord,
+        next: Next,
+        stored: &StoredDecision,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        match next {
+            Next::Stop => {
+                self.store.cancel_job(JobKind::Poll, &record.id).await?;
+                Ok(())
+            }
             // Refused at this head: only a new approval (or a push) moves it again.
-            return self.schedule_poll_if_needed(&record, &stored).await;
-        }
-        match (&decision.fast_path, decision.approvals_required) {
-            (Some(fast), _) => {
-                record.fast_path_rule = Some(fast.rule.parse().map_err(anyhow::Error::msg)?);
+            Next::AfterRefusedMerge => self.schedule_poll_if_needed(&record, stored).await,
+            Next::FastPath(rule) => {
+                record.fast_path_rule = Some(rule.parse().map_err(anyhow::Error::msg)?);
                 self.approve(record, None).await
             }
-            (None, 0) => self.approve(record, Some(Vec::new())).await,
-            _ => {
+            Next::SelfService => self.approve(record, Some(Vec::new())).await,
+            Next::Approvals => {
                 self.schedule(JobKind::Poll, &record.id, now).await?;
                 self.check_approvals(record).await
             }
@@ -422,7 +254,7 @@ impl Workflow {
 
     /// The one request file a PR adds, or `None` (not a request PR, or refused with a comment:
     /// several request files, or a file under `requests/` that is not named like one).
-    async fn the_request_file<'f>(
+    pub(super) async fn the_request_file<'f>(
         &self,
         pr: &PullRequestInfo,
         files: &'f [ChangedFile],
@@ -478,7 +310,7 @@ impl Workflow {
     }
 
     /// A PR from a fork: a failure status and, on its first sight, a comment. Nothing else.
-    async fn refuse_fork(
+    pub(super) async fn refuse_fork(
         &self,
         pr: &PullRequestInfo,
         repo: &str,
@@ -517,18 +349,16 @@ impl Workflow {
         let mut record = match existing {
             Some(record) => record,
             None => {
-                let record = new_record(
+                let record = self.new_record(NewRequest {
                     path,
-                    self.forge_kind(),
-                    &self.settings.repository,
-                    pr.number,
                     request,
-                    login,
+                    requester: login,
                     requester_id,
-                    duration.unwrap_or(3600),
-                    &pr.head_sha,
-                    now,
-                );
+                    pr_number: pr.number,
+                    head_sha: &pr.head_sha,
+                    duration_secs: duration,
+                    seen_at: now,
+                });
                 match self.store.insert_request(&record).await {
                     Ok(()) => {
                         self.schedule_expiry(&record.id).await?;
@@ -558,9 +388,15 @@ impl Workflow {
         record.granted_at = None;
         record.expires_at = None;
         record.review_due_at = None;
-        record.decision = serde_json::to_value(stored)?;
+        record.decision = Some(stored.clone());
         self.store.update_request(&mut record, now).await?;
         Ok(Some(record))
+    }
+
+    /// A new request record on this workflow's forge and repository (see
+    /// [`NewRequest::into_record`]).
+    fn new_record(&self, new: NewRequest<'_>) -> RequestRecord {
+        new.into_record(self.forge_kind(), &self.settings.repository)
     }
 
     /// A request PR whose role needs grant files: the bot writes only to branches it created,
@@ -667,18 +503,16 @@ impl Workflow {
                 record
             }
             None => {
-                let record = new_record(
+                let record = self.new_record(NewRequest {
                     path,
-                    self.forge_kind(),
-                    &self.settings.repository,
-                    pr_number,
                     request,
-                    &login,
-                    requester.id,
-                    request.duration.map_or(3600, |d| d.as_secs()),
-                    &pr.info.head_sha,
-                    now,
-                );
+                    requester: &login,
+                    requester_id: requester.id,
+                    pr_number,
+                    head_sha: &pr.info.head_sha,
+                    duration_secs: request.duration.map(|d| d.as_secs()),
+                    seen_at: now,
+                });
                 self.store.insert_request(&record).await?;
                 self.schedule_expiry(&record.id).await?;
                 record
@@ -742,94 +576,58 @@ impl Workflow {
     }
 }
 
-/// The `breakglass/policy` status of a verdict: `pending` until the request is approved (so a
-/// required status check stops a hand merge), `success` only where no approval is needed.
-fn verdict_status(stored: &StoredDecision, allowed: bool) -> (StatusState, String) {
-    let decision = &stored.decision;
-    if !allowed {
-        let description = if stored.unservable.is_some() {
-            "denied: the role cannot be granted".to_owned()
-        } else if decision.allowed {
-            "denied: the PR changes files beyond its request".to_owned()
-        } else {
-            format!(
-                "denied: {}",
-                decision
-                    .violations
-                    .iter()
-                    .map(|v| v.rule.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        return (StatusState::Failure, description);
-    }
-    if stored.draft {
-        return (
-            StatusState::Pending,
-            "allowed; a draft is never merged".into(),
-        );
-    }
-    if let Some(why) = &stored.merge_refused {
-        return (StatusState::Pending, format!("not merged: {why}"));
-    }
-    match (&decision.fast_path, decision.approvals_required) {
-        (Some(fast), _) => (
-            StatusState::Success,
-            format!("allowed: fast path {}", fast.rule),
-        ),
-        (None, 0) => (StatusState::Success, "allowed: self-service".to_owned()),
-        (None, n) => (
-            StatusState::Pending,
-            format!("allowed: needs {n} approval(s)"),
-        ),
-    }
+/// Who asks for what, on which PR head: what a new request record starts from.
+pub(super) struct NewRequest<'a> {
+    pub path: &'a RequestPath,
+    pub request: &'a AccessRequest,
+    pub requester: &'a Login,
+    pub requester_id: u64,
+    pub pr_number: u64,
+    pub head_sha: &'a str,
+    /// Seconds asked for (or the policy's default); an hour when nothing says.
+    pub duration_secs: Option<u64>,
+    /// When the bot first saw the request: the record's creation and last write.
+    pub seen_at: DateTime<Utc>,
 }
 
-/// A new request record, before any decision (`Denied` until the evaluation says otherwise).
-#[allow(clippy::too_many_arguments)]
-fn new_record(
-    path: &RequestPath,
-    forge: crate::store::ForgeKind,
-    repository: &str,
-    pr_number: u64,
-    request: &AccessRequest,
-    login: &Login,
-    requester_id: u64,
-    duration_secs: u64,
-    head_sha: &str,
-    now: DateTime<Utc>,
-) -> RequestRecord {
-    RequestRecord {
-        id: path.id.clone(),
-        forge,
-        repository: repository.to_owned(),
-        pr_number,
-        environment: request.environment.clone(),
-        role: request.role.clone(),
-        requester_login: login.clone(),
-        requester_id,
-        duration_secs,
-        reason: request.reason.clone(),
-        ticket: request.ticket.clone(),
-        state: RequestState::Denied,
-        head_sha: head_sha.to_owned(),
-        decision: serde_json::Value::Null,
-        fast_path_rule: None,
-        approved_by: None,
-        merge_sha: None,
-        granted_at: None,
-        expires_at: None,
-        revert_pr_number: None,
-        revoked_at: None,
-        revoke_reason: None,
-        review_due_at: None,
-        reviewed_by: None,
-        reviewed_at: None,
-        total_secs: 0,
-        created_at: now,
-        updated_at: now,
-        version: 0,
+impl NewRequest<'_> {
+    /// The one way a request record is born: on `forge` and `repository`, `Denied`
+    /// and without a decision until its first evaluation says otherwise (a record exists
+    /// before its decision when the bot opens the PR itself).
+    pub(super) fn into_record(self, forge: ForgeKind, repository: &str) -> RequestRecord {
+        let now = self.seen_at;
+        RequestRecord {
+            id: self.path.id.clone(),
+            forge,
+            repository: repository.to_owned(),
+            pr_number: self.pr_number,
+            environment: self.request.environment.clone(),
+            role: self.request.role.clone(),
+            requester_login: self.requester.clone(),
+            requester_id: self.requester_id,
+            // A row needs a duration; the decision sets the real one.
+            duration_secs: self.duration_secs.unwrap_or(3600),
+            reason: self.request.reason.clone(),
+            ticket: self.request.ticket.clone(),
+            state: RequestState::Denied,
+            head_sha: self.head_sha.to_owned(),
+            decision: None,
+            fast_path_rule: None,
+            approved_by: None,
+            merge_sha: None,
+            granted_at: None,
+            expires_at: None,
+            revert_pr_number: None,
+            revoked_at: None,
+            revoke_reason: None,
+            review_due_at: None,
+            reviewed_by: None,
+            reviewed_at: None,
+            total_secs: 0,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        }
     }
 }
 
@@ -845,17 +643,6 @@ fn decides_again(state: RequestState, action: PullRequestAction) -> bool {
         ),
         _ => false,
     }
-}
-
-/// Whether a re-evaluation says the same thing, so that label changes do not repeat comments.
-fn same_verdict(old: &StoredDecision, new: &StoredDecision) -> bool {
-    old.decision.allowed == new.decision.allowed
-        && old.decision.violations == new.decision.violations
-        && old.decision.fast_path.as_ref().map(|f| &f.rule)
-            == new.decision.fast_path.as_ref().map(|f| &f.rule)
-        && old.scope_problems == new.scope_problems
-        && old.draft == new.draft
-        && old.unservable == new.unservable
 }
 
 /// What a provider gets to render a request's grant files before the merge: the expiry is not

@@ -1,9 +1,12 @@
 //! The commit messages of the bot's merges. Their trailers are the audit trail's keys:
-//! `breakglass audit` pairs a grant with its revocation through them.
+//! `breakglass audit` pairs a grant with its revocation through them, reading the same
+//! [`TrailerKey`]s that are written here.
 
 use chrono::{DateTime, Utc};
 
+use crate::audit::trailers::TrailerKey;
 use crate::clock::iso;
+use crate::names::RequestId;
 use crate::store::RequestRecord;
 
 /// How a request was approved, as the `Breakglass-Approved-By` trailer says it.
@@ -37,20 +40,17 @@ pub fn grant_message(
         record.requester_login
     );
     let mut message = format!("{}\n\n", record.reason.as_str().replace('\n', " "));
-    message.push_str(&format!(
-        "Breakglass-Request: {}\nBreakglass-Requester: {}\nBreakglass-Environment: {}\nBreakglass-Role: {}\n",
-        record.id, record.requester_login, record.environment, record.role
-    ));
+    message.push_str(&TrailerKey::Request.line(&record.id));
+    message.push_str(&TrailerKey::Requester.line(&record.requester_login));
+    message.push_str(&TrailerKey::Environment.line(&record.environment));
+    message.push_str(&TrailerKey::Role.line(&record.role));
     if let Some(ticket) = &record.ticket {
-        message.push_str(&format!("Breakglass-Ticket: {ticket}\n"));
+        message.push_str(&TrailerKey::Ticket.line(ticket));
     }
-    message.push_str(&format!(
-        "Breakglass-Approved-By: {}\nBreakglass-Expires: {}\n",
-        approved_by(record),
-        iso(expires_at)
-    ));
+    message.push_str(&TrailerKey::ApprovedBy.line(approved_by(record)));
+    message.push_str(&TrailerKey::Expires.line(iso(expires_at)));
     if let Some(due) = review_due {
-        message.push_str(&format!("Breakglass-Review-Due: {}\n", iso(due)));
+        message.push_str(&TrailerKey::ReviewDue.line(iso(due)));
     }
     (title, message)
 }
@@ -61,14 +61,106 @@ pub fn grant_message(
 pub fn revoke_message(record: &RequestRecord, reason: &str) -> (String, String) {
     let title = format!("breakglass: revoke {} ({reason})", record.id);
     let mut message = format!(
-        "Access of {} to {}/{} ended.\n\nBreakglass-Revokes: {}\nBreakglass-Revoked-Reason: {reason}\n",
-        record.requester_login, record.environment, record.role, record.id
+        "Access of {} to {}/{} ended.\n\n",
+        record.requester_login, record.environment, record.role
     );
+    message.push_str(&TrailerKey::Revokes.line(&record.id));
+    message.push_str(&TrailerKey::RevokedReason.line(reason));
     if let Some(expires) = record.expires_at {
-        message.push_str(&format!("Breakglass-Expires: {}\n", iso(expires)));
+        message.push_str(&TrailerKey::Expires.line(iso(expires)));
     }
     if let Some(reviewer) = &record.reviewed_by {
-        message.push_str(&format!("Breakglass-Reviewed-By: {reviewer}\n"));
+        message.push_str(&TrailerKey::ReviewedBy.line(reviewer));
     }
     (title, message)
+}
+
+/// The message of the merge that removes `paths`, which reached `default_branch` without the
+/// bot. When they are a request's files it is revoked by reconciliation (`Breakglass-Revokes`
+/// with reason `reconcile`): the audit then sees the request end, though it was never granted.
+pub fn removal_message(
+    paths: &[String],
+    default_branch: &str,
+    request: Option<&RequestId>,
+) -> String {
+    match request {
+        Some(id) => format!(
+            "{} reached {default_branch} without breakglass; it was never granted.\n\n{}{}",
+            paths.join(", "),
+            TrailerKey::Revokes.line(id),
+            TrailerKey::RevokedReason.line("reconcile"),
+        ),
+        None => format!(
+            "{} reached {default_branch} without breakglass.\n",
+            paths.join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::names::Login;
+    use crate::request::{AccessRequest, RequestPath};
+    use crate::store::ForgeKind;
+    use crate::workflow::pull_request::NewRequest;
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, hour, 14, 0).unwrap()
+    }
+
+    fn record() -> RequestRecord {
+        let request = AccessRequest::from_yaml(
+            "environment: prod\nrole: admin\nduration: 1h\nreason: \"incident:\\nINC-1 db down\"\nticket: INC-1\n",
+        )
+        .unwrap();
+        let path = RequestPath::parse("requests/prod/r-1.yaml").unwrap();
+        let mut record = NewRequest {
+            path: &path,
+            request: &request,
+            requester: &Login::try_from("alice".to_owned()).unwrap(),
+            requester_id: 1001,
+            pr_number: 7,
+            head_sha: "1111111111111111111111111111111111111111",
+            duration_secs: Some(3600),
+            seen_at: at(2),
+        }
+        .into_record(ForgeKind::GitHub, "acme/access-requests");
+        record.approved_by = Some(vec![
+            Login::try_from("carol".to_owned()).unwrap(),
+            Login::try_from("dave".to_owned()).unwrap(),
+        ]);
+        record
+    }
+
+    /// The wire format the audit reads: byte for byte.
+    #[test]
+    fn merge_messages_carry_the_trailers_the_audit_reads() {
+        let mut record = record();
+        let (title, message) = grant_message(&record, at(3), Some(at(4)));
+        assert_eq!(title, "breakglass: grant r-1 (prod/admin for 1h to alice)");
+        assert_eq!(
+            message,
+            "incident: INC-1 db down\n\nBreakglass-Request: r-1\nBreakglass-Requester: alice\nBreakglass-Environment: prod\nBreakglass-Role: admin\nBreakglass-Ticket: INC-1\nBreakglass-Approved-By: carol, dave\nBreakglass-Expires: 2026-11-26T03:14:00Z\nBreakglass-Review-Due: 2026-11-26T04:14:00Z\n"
+        );
+        record.expires_at = Some(at(3));
+        record.reviewed_by = Some(Login::try_from("erin".to_owned()).unwrap());
+        let (title, message) = revoke_message(&record, "ttl");
+        assert_eq!(title, "breakglass: revoke r-1 (ttl)");
+        assert_eq!(
+            message,
+            "Access of alice to prod/admin ended.\n\nBreakglass-Revokes: r-1\nBreakglass-Revoked-Reason: ttl\nBreakglass-Expires: 2026-11-26T03:14:00Z\nBreakglass-Reviewed-By: erin\n"
+        );
+        let paths = ["requests/prod/r-1.yaml".to_owned()];
+        assert_eq!(
+            removal_message(&paths, "main", Some(&record.id)),
+            "requests/prod/r-1.yaml reached main without breakglass; it was never granted.\n\nBreakglass-Revokes: r-1\nBreakglass-Revoked-Reason: reconcile\n"
+        );
+        assert_eq!(
+            removal_message(&paths, "main", None),
+            "requests/prod/r-1.yaml reached main without breakglass.\n"
+        );
+    }
 }
