@@ -744,7 +744,9 @@ fn invalid_duration(words: &[Word<'_>]) -> CommandParseError {
 
 /// Lowercases and checks an environment or role name.
 fn name(what: &'static str, word: &str) -> Result<String, CommandParseError> {
-    let lower = word.to_lowercase();
+    // ASCII only: Unicode lowercasing turns the Kelvin sign `K` into `k`, so `revoKe` would
+    // become an environment called `revoke` that the verb table (ASCII) never matched.
+    let lower = word.to_ascii_lowercase();
     let bytes = lower.as_bytes();
     let valid = matches!(bytes.first(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && bytes.len() <= MAX_NAME_LEN
@@ -1796,6 +1798,32 @@ mod tests {
             assert!(body.len() <= MAX_BODY_BYTES);
             assert_eq!(parse_commands(&body).first(), Some(&Ok(Command::Status)));
         }
+    }
+
+    /// Found by the `slash_commands` fuzz target's round-trip check: `K` is not ASCII, so the
+    /// word was no verb, yet Unicode lowercasing made it a valid name, and the request
+    /// rendered as `/breakglass revoke 1h`, which reads back as a malformed revoke.
+    #[test]
+    fn names_are_ascii_so_a_lookalike_never_becomes_a_verb() {
+        for line in ["/breakglass revo\u{212A}e 1h", "/breakglass \u{212A}8s 1h"] {
+            let parsed = parse_commands(line);
+            assert!(
+                matches!(
+                    parsed.as_slice(),
+                    [Err(CommandParseError::InvalidName { .. })]
+                ),
+                "{line}: {parsed:?}"
+            );
+        }
+        assert_eq!(
+            parse_commands("/breakglass PROD 1h Admin"),
+            [Ok(Command::Request {
+                environment: "prod".into(),
+                duration: HumanDuration::from_secs(3600),
+                role: Some("admin".into()),
+                reason: None,
+            })]
+        );
     }
 
     // --- properties --------------------------------------------------------------------------

@@ -12,6 +12,8 @@ pub mod config;
 pub mod demo;
 pub mod duration;
 pub mod forge;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grant;
 pub mod metrics;
 pub mod names;

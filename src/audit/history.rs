@@ -309,21 +309,22 @@ struct Commit<'a> {
     message: &'a [u8],
 }
 
-/// A commit object's header fields as found, before the walk insists on a tree.
+/// A commit object's header fields as found, before the walk insists on a tree. Crate-visible
+/// for [`crate::fuzzing`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RawCommit<'a> {
-    tree: Option<Oid>,
-    first_parent: Option<Oid>,
+pub(crate) struct RawCommit<'a> {
+    pub(crate) tree: Option<Oid>,
+    pub(crate) first_parent: Option<Oid>,
     /// Committer time, seconds since the epoch.
-    committer_time: i64,
-    message: &'a [u8],
+    pub(crate) committer_time: i64,
+    pub(crate) message: &'a [u8],
 }
 
 impl<'a> RawCommit<'a> {
     /// Reads a commit object's header (`tree`, `parent`…, `author`, `committer`, and extra
     /// headers such as `gpgsig` whose continuation lines start with a space) and finds the
     /// message after the blank line. `None` when there is no `committer` line.
-    fn parse(data: &'a [u8]) -> Option<Self> {
+    pub(crate) fn parse(data: &'a [u8]) -> Option<Self> {
         let mut tree = None;
         let mut first_parent = None;
         let mut committer_time = None;
