@@ -564,3 +564,81 @@ async fn gitlab_deliveries_are_checked_stored_once_and_answered_like_githubs() {
         "{stored:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_service_serves_a_github_repo_and_a_gitlab_project_at_once() {
+    const GL_REPO: &str = "acme/gl-requests";
+    let Some(mut s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    let prod = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/prod.yaml"))
+        .unwrap();
+    s.forge.create_repo(
+        GL_REPO,
+        &[("README.md", "# requests\n"), ("policies/prod.yaml", &prod)],
+    );
+    // The same service, now with both sections: each forge's webhooks on its own route.
+    let github = s.config.github.clone().unwrap();
+    s.config.gitlab = Some(breakglass::config::GitlabConfig {
+        api_url: s.forge.gitlab_api_url(),
+        project: GL_REPO.into(),
+        token_file: github.token_file.clone(),
+        webhook_token_file: github.webhook_secret_file.clone(),
+        ..breakglass::config::GitlabConfig::default()
+    });
+    s.crash();
+    s.start_service().await;
+    let addr = s.service.as_ref().unwrap().addr;
+    s.forge
+        .add_gitlab_webhook(&format!("http://{addr}/webhooks/gitlab"), SECRET);
+
+    let pr = s.open_request(&s.people.alice, "prod", "r-gh", &prod_request("1h"));
+    s.forge.push_files(
+        GL_REPO,
+        "request-r-gl",
+        &s.people.alice,
+        &[("requests/prod/r-gl.yaml", &prod_request("1h"))],
+        "request r-gl",
+    );
+    let mr = s
+        .forge
+        .gl_open_mr(GL_REPO, &s.people.alice, "request-r-gl", "r-gl", "");
+    s.settle().await;
+    s.approve(pr, &s.people.carol);
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    s.forge
+        .gl_award_mr(GL_REPO, mr, &s.people.carol, "thumbsup");
+    s.settle().await;
+    assert!(s.forge.pr(REPO, pr).merged, "{:#?}", s.bot_comments(pr));
+    assert!(s.forge.gl_mr(GL_REPO, mr).merged);
+    let (gh, gl) = (s.request("r-gh").await, s.request("r-gl").await);
+    assert_eq!(
+        (gh.forge.as_str(), gh.repository.as_str()),
+        ("github", REPO)
+    );
+    assert_eq!(
+        (gl.forge.as_str(), gl.repository.as_str()),
+        ("gitlab", GL_REPO)
+    );
+    s.advance(TimeDelta::hours(1));
+    s.settle().await;
+    assert_eq!(s.request("r-gh").await.state.to_string(), "revoked");
+    assert_eq!(s.request("r-gl").await.state.to_string(), "revoked");
+    assert!(
+        s.forge
+            .file_on(REPO, "main", "requests/prod/r-gh.yaml")
+            .is_none()
+    );
+    assert!(
+        s.forge
+            .file_on(GL_REPO, "main", "requests/prod/r-gl.yaml")
+            .is_none()
+    );
+    // Each request's notes went to its own forge only.
+    assert!(
+        s.forge
+            .gl_notes(GL_REPO, breakglass_test_forge::Noteable::MergeRequest(mr))
+            .iter()
+            .any(|n| n.body.starts_with("🔓 **Access granted.**"))
+    );
+}
