@@ -343,7 +343,7 @@ pub fn revoked_comment(
         _ => "reconciliation found it should not be active",
     };
     let revert = revert_pr
-        .map(|n| format!(" Revert PR {n} merged."))
+        .map(|n| format!(" Revert {n} merged."))
         .unwrap_or_default();
     format!(
         "🔒 **Access revoked** at {}: @{requester} no longer has `{environment}/{role}` ({why}).{revert}",

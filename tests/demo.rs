@@ -141,7 +141,7 @@ fn demo_plays_the_same_story_on_gitlab() {
         &stdout,
         &format!("{reacted}  breakglass   merged MR !1 with merge commit"),
     );
-    assert_line(&stdout, "(it expired). Revert PR !2 merged.");
+    assert_line(&stdout, "(it expired). Revert MR !2 merged.");
     assert_line(&stdout, "After-the-fact review by @carol recorded");
     let (_, history) = stdout
         .split_once("git log --first-parent main")

@@ -72,6 +72,14 @@ impl Forge {
         }
     }
 
+    /// Change request `number` named and linked for a sentence: `PR #12`, `MR !12`.
+    pub fn change_label(&self, number: u64) -> String {
+        match self {
+            Forge::GitHub(_) => format!("PR #{number}"),
+            Forge::GitLab(_) => format!("MR !{number}"),
+        }
+    }
+
     /// How a note links a thread (an issue is `#n` on both forges).
     pub fn thread_ref(&self, thread: Thread) -> String {
         match thread {

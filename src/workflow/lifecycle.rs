@@ -684,7 +684,7 @@ impl Workflow {
             &reason.to_string(),
             record
                 .revert_pr_number
-                .map(|n| self.forge.change_ref(n))
+                .map(|n| self.forge.change_label(n))
                 .as_deref(),
         );
         self.forge
