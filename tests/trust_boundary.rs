@@ -320,13 +320,12 @@ on_both_backends!(
 
 // 3. The bot writes only to its own branches, in the requests repo.
 
-// GitHub only: the test forge models GitHub forks only.
-on_both_backends!(
+on_both_forges!(
     a_fork_pr_is_refused_and_nothing_is_written,
     |s: Scenario| async move {
         let main_before = s.forge.branch_sha(REPO, "main");
         let yaml = "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\nrequester: mallory\n";
-        let pr = s.forge.open_fork_pr(
+        let internal = s.forge.open_fork_pr(
             REPO,
             &s.people.mallory,
             "mallory/access-requests",
@@ -334,6 +333,13 @@ on_both_backends!(
             &[("requests/network/r-fork.yaml", yaml)],
             "dns",
         );
+        let pr = match s.dialect {
+            Dialect::GitHub => internal,
+            Dialect::GitLab => match s.forge.gl_iid(REPO, internal) {
+                breakglass_test_forge::Noteable::MergeRequest(iid) => iid,
+                other => panic!("a fork PR is a merge request: {other:?}"),
+            },
+        };
         s.settle().await;
         assert_eq!(
             s.forge.branch_sha(REPO, "main"),
