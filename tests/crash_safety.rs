@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use breakglass_test_forge::{FailureKind, FailureSpec};
+use breakglass_test_forge::FailureKind;
 use chrono::TimeDelta;
 use common::*;
 use http::Method;
@@ -51,20 +51,14 @@ on_both_forges!(
     }
 );
 
-// GitHub only: injects failures into GitHub's routes.
-on_both_backends!(
+on_both_forges!(
     a_crash_before_the_revert_pr_exists_still_revokes,
     |mut s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-norevert", &prod_request("1h"));
         s.settle().await;
         // The forge refuses to open PRs (every attempt of the grant step's one run), so the
         // revert PR does not exist when the bot dies.
-        s.forge.fail_next(FailureSpec::new(
-            Method::POST,
-            "/repos/acme/access-requests/pulls",
-            4,
-            FailureKind::Status(500),
-        ));
+        s.fail_next(Route::Changes, Method::POST, 4, FailureKind::Status(500));
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(s.change(pr).merged);
@@ -85,26 +79,22 @@ on_both_backends!(
     }
 );
 
-// GitHub only: injects failures into GitHub's routes.
-on_both_backends!(
+on_both_forges!(
     forge_errors_during_the_revoke_are_retried_until_it_succeeds,
     |s: Scenario| async move {
         s.granted("r-flaky", "1h").await;
-        s.forge.fail_next(FailureSpec::new(
-            Method::PUT,
-            "/repos/acme/access-requests/pulls",
-            6,
-            FailureKind::Status(502),
-        ));
-        s.forge.fail_next(FailureSpec::new(
+        s.fail_next(Route::Merge, Method::PUT, 6, FailureKind::Status(502));
+        s.fail_next(
+            Route::Notes,
             Method::POST,
-            "/repos/acme/access-requests/issues",
             2,
             FailureKind::SecondaryRateLimit429 { retry_after: 1 },
-        ));
+        );
         s.advance(TimeDelta::hours(1));
         until_revoked(&s, "r-flaky").await;
         let record = s.request("r-flaky").await;
         assert!(s.change(record.revert_pr_number.unwrap()).merged);
+        // The failures did happen: six refused merges before the one that went through.
+        assert!(s.forge.calls().count("PUT", s.route(Route::Merge)) >= 7);
     }
 );

@@ -79,6 +79,17 @@ fn policies_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
+/// A route of the bot's, named the same on both forges (see [`Scenario::fail_next`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Opening change requests.
+    Changes,
+    /// Merging one.
+    Merge,
+    /// Notes on a change request.
+    Notes,
+}
+
 /// Which forge a scenario's requests repo lives on. The test forge speaks both, over the same
 /// git repositories; the bot talks to it through that forge's own API and webhooks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -381,6 +392,37 @@ impl Scenario {
     pub fn set_draft(&self, number: u64, user: &User, draft: bool) {
         self.forge
             .set_draft(REPO, self.internal(number), user, draft);
+    }
+
+    /// The next `count` calls of `method` on the route the bot uses for `what` fail with
+    /// `kind`, in this forge's dialect.
+    pub fn fail_next(
+        &self,
+        what: Route,
+        method: http::Method,
+        count: u32,
+        kind: breakglass_test_forge::FailureKind,
+    ) {
+        self.forge.fail_next(breakglass_test_forge::FailureSpec {
+            route: breakglass_test_forge::RouteMatcher::Route {
+                method: Some(method),
+                template: self.route(what).to_owned(),
+            },
+            count,
+            kind,
+        });
+    }
+
+    /// The route template (as the test forge counts calls) of `what` in this dialect.
+    pub fn route(&self, what: Route) -> &'static str {
+        match (self.dialect, what) {
+            (Dialect::GitHub, Route::Changes) => "/repos/{owner}/{repo}/pulls",
+            (Dialect::GitHub, Route::Merge) => "/repos/{owner}/{repo}/pulls/{number}/merge",
+            (Dialect::GitHub, Route::Notes) => "/repos/{owner}/{repo}/issues/{number}/comments",
+            (Dialect::GitLab, Route::Changes) => "/api/v4/projects/{id}/merge_requests",
+            (Dialect::GitLab, Route::Merge) => "/api/v4/projects/{id}/merge_requests/{iid}/merge",
+            (Dialect::GitLab, Route::Notes) => "/api/v4/projects/{id}/merge_requests/{iid}/notes",
+        }
     }
 
     /// `user` comments `body` on change request `number`; the comment's id.
