@@ -264,14 +264,7 @@ on_both_forges!(
             ],
             "request r1 (and a small policy fix)",
         );
-        let pr = match s.dialect {
-            Dialect::GitHub => s
-                .forge
-                .open_pr(REPO, &s.people.alice, "request-r1", "r1", ""),
-            Dialect::GitLab => s
-                .forge
-                .gl_open_mr(REPO, &s.people.alice, "request-r1", "r1", ""),
-        };
+        let pr = s.open_change(&s.people.alice, "request-r1", "r1");
         s.settle().await;
         s.approve(pr, &s.people.carol);
         s.emoji(pr, &s.people.carol, "+1");
