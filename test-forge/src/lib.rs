@@ -162,6 +162,7 @@ mod routes;
 mod scenario;
 mod server;
 mod state;
+mod timeline;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -174,6 +175,7 @@ pub use model::{
     AppConfig, CheckRun, Comment, CommitInfo, CommitStatus, Delivery, FileChange, Protection,
     PullRequest, Reaction, Review, ReviewState, User, UserKind,
 };
+pub use timeline::{Span, SpanKind, sequential_round_trips};
 pub use webhooks::sign as sign_webhook;
 
 use server::Shared;
@@ -204,7 +206,8 @@ impl TestForge {
             .expect("test-forge: bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("test-forge: local address");
         let dir = tempfile::tempdir().expect("test-forge: temporary directory");
-        let hub = WebhookHub::start();
+        let timeline = Arc::new(timeline::Timeline::default());
+        let hub = WebhookHub::start(timeline.clone());
         let state = ForgeState::new(
             format!("http://{addr}"),
             dir.path().to_path_buf(),
@@ -216,6 +219,7 @@ impl TestForge {
             failures: Mutex::new(Vec::new()),
             calls: Mutex::new(CallStats::default()),
             rate: Mutex::new(Default::default()),
+            timeline,
             _dir: dir,
         });
         let router = routes::router(shared.clone());
@@ -364,6 +368,21 @@ impl TestForge {
     /// The API calls made so far.
     pub fn calls(&self) -> CallStats {
         self.shared.calls()
+    }
+
+    /// Adds `latency` before every API call is handled (both dialects), as a forge far away.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.shared.timeline.set_latency(latency);
+    }
+
+    /// Starts (or stops) recording a [`Span`] per API call and webhook send.
+    pub fn record_timeline(&self, on: bool) {
+        self.shared.timeline.set_recording(on);
+    }
+
+    /// The spans recorded since the last call, oldest first by their end.
+    pub fn take_timeline(&self) -> Vec<Span> {
+        self.shared.timeline.take()
     }
 
     /// Starts counting calls from zero.

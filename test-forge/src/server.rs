@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     pub failures: Mutex<Vec<FailureSpec>>,
     pub calls: Mutex<CallStats>,
     pub rate: Mutex<RateState>,
+    /// Spans of calls and webhook sends, and the added latency (benchmarks).
+    pub timeline: std::sync::Arc<crate::timeline::Timeline>,
     /// Keeps the bare repositories alive as long as the forge.
     pub _dir: TempDir,
 }

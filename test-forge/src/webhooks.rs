@@ -14,6 +14,7 @@ use sha2::Sha256;
 use tokio::sync::{mpsc, watch};
 
 use crate::model::Delivery;
+use crate::timeline::{SpanKind, Timeline};
 
 /// Which forge a hook believes it is talking to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,14 +92,14 @@ fn lock(shared: &HubShared) -> std::sync::MutexGuard<'_, HubInner> {
 
 impl WebhookHub {
     /// Creates the hub and spawns its sender task on the current tokio runtime.
-    pub fn start() -> Arc<WebhookHub> {
+    pub fn start(timeline: Arc<Timeline>) -> Arc<WebhookHub> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (pending, _) = watch::channel(0usize);
         let shared = Arc::new(HubShared {
             inner: Mutex::new(HubInner::default()),
             pending,
         });
-        tokio::spawn(sender(shared.clone(), rx));
+        tokio::spawn(sender(shared.clone(), rx, timeline));
         Arc::new(WebhookHub { shared, tx })
     }
 
@@ -308,7 +309,11 @@ pub(crate) fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-async fn sender(shared: Arc<HubShared>, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn sender(
+    shared: Arc<HubShared>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    timeline: Arc<Timeline>,
+) {
     let client = client();
     while let Some(job) = rx.recv().await {
         let found = {
@@ -320,6 +325,8 @@ async fn sender(shared: Arc<HubShared>, mut rx: mpsc::UnboundedReceiver<Job>) {
                 .zip(inner.send_as.get(job.index).cloned())
         };
         if let Some((d, send_as)) = found {
+            let started = std::time::Instant::now();
+            let event = d.event.clone();
             let status = match &send_as.dialect {
                 Dialect::GitHub => {
                     post(&client, &d.url, &d.event, &d.id, &send_as.secret, d.body).await
@@ -328,6 +335,7 @@ async fn sender(shared: Arc<HubShared>, mut rx: mpsc::UnboundedReceiver<Job>) {
                     post_gitlab(&client, &d, &send_as, webhook_uuid).await
                 }
             };
+            timeline.record(SpanKind::Webhook { event }, started, status.unwrap_or(0));
             let mut inner = lock(&shared);
             if let Some(d) = inner.deliveries.get_mut(job.index) {
                 d.status = status;

@@ -379,6 +379,8 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
     let path = req.uri().path().to_owned();
     let route = template(&req);
     app.count_call(&method, &route);
+    let started = std::time::Instant::now();
+    app.timeline.delay().await;
 
     let injected = app.take_failure(&method, &path, Some(&route));
     let throttled = matches!(
@@ -424,6 +426,12 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
             resp.headers_mut().insert("ratelimit-resettime", v);
         }
     }
+    let kind = crate::timeline::SpanKind::Api {
+        method: method.to_string(),
+        route,
+        path,
+    };
+    app.timeline.record(kind, started, resp.status().as_u16());
     resp
 }
 

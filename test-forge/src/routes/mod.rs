@@ -329,6 +329,8 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
     let path = req.uri().path().to_owned();
     let route = template(&req);
     app.count_call(&method, &route);
+    let started = std::time::Instant::now();
+    app.timeline.delay().await;
 
     let injected = app.take_failure(&method, &path, Some(&route));
     let mut exhausted = false;
@@ -373,6 +375,12 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
         "x-github-api-version-selected",
         "2022-11-28".to_owned(),
     );
+    let kind = crate::timeline::SpanKind::Api {
+        method: method.to_string(),
+        route,
+        path,
+    };
+    app.timeline.record(kind, started, resp.status().as_u16());
     resp
 }
 

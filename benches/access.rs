@@ -1,0 +1,327 @@
+//! `cargo bench --bench access`: time to access on the bot's side, and what a lifecycle costs
+//! in forge calls. The real service (SQLite file) against the test forge on loopback, GitHub
+//! dialect, one shared manual clock that only the lifecycle part moves.
+//!
+//! - **Time to access**: an on-call engineer comments `/breakglass oncall 1h -- …` on an issue;
+//!   a fast-path rule grants it. Measured from the start of the `issue_comment` webhook's POST
+//!   to the end of the first comment on the request PR after its merge (the expiry comment),
+//!   one request at a time, with zero added forge latency and with 50 ms per API call. Also the
+//!   **sequential** forge round trips in that window (calls made concurrently count once), and
+//!   how many of them come before the merge.
+//! - **API cost**: one full lifecycle (comment → grant → expiry → revert merged), calls counted
+//!   by the forge, split into rate-limited and free (304).
+//!
+//! `BREAKGLASS_BENCH_REQUESTS` (default 1000; 10 under `cargo test --benches`) and
+//! `BREAKGLASS_BENCH_SLOW_REQUESTS` (default 100; 2) set the sample sizes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use breakglass::clock::{Clock, ManualClock};
+use breakglass::config::{Config, GithubConfig};
+use breakglass::service::{self, Options};
+use breakglass::store::Store;
+use breakglass_test_forge::{Span, SpanKind, TestForge, User, sequential_round_trips};
+use chrono::{TimeDelta, TimeZone, Utc};
+
+const REPO: &str = "acme/access-requests";
+const SECRET: &str = "bench-secret";
+/// Requesters take turns, so no one hits `max_open_requests`.
+const REQUESTERS: usize = 8;
+
+const POLICY: &str = "\
+environment: oncall
+max_duration: 8h
+requesters: [\"@acme/oncall\"]
+approvers: [\"@acme/sre\"]
+approvals: 1
+roles:
+  admin:
+    provider: noop
+    description: Administrator access for the on-call engineer
+fast_path:
+  - name: oncall
+    requesters: [\"@acme/oncall\"]
+    max_duration: 1h
+";
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let requests: usize = env_or(
+        "BREAKGLASS_BENCH_REQUESTS",
+        if benching { 1000 } else { 10 },
+    );
+    let slow: usize = env_or(
+        "BREAKGLASS_BENCH_SLOW_REQUESTS",
+        if benching { 100 } else { 2 },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        println!("time to access (fast path, /breakglass comment → expiry comment), SQLite:");
+        for (latency, count) in [
+            (Duration::ZERO, requests),
+            (Duration::from_millis(50), slow),
+        ] {
+            let world = World::start(latency).await;
+            world.request(0).await; // the first request warms the bot's caches
+            let mut samples = Vec::new();
+            for i in 1..=count {
+                samples.push(world.request(i).await);
+            }
+            report(latency, &samples);
+        }
+        let world = World::start(Duration::ZERO).await;
+        world.lifecycle_cost().await;
+    });
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What one request measured.
+struct Sample {
+    elapsed: Duration,
+    round_trips: usize,
+    before_merge: usize,
+}
+
+fn report(latency: Duration, samples: &[Sample]) {
+    let mut times: Vec<Duration> = samples.iter().map(|s| s.elapsed).collect();
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    let trips: Vec<usize> = samples.iter().map(|s| s.round_trips).collect();
+    let before: Vec<usize> = samples.iter().map(|s| s.before_merge).collect();
+    println!(
+        "  {:>3} ms added per call: p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms  ({} requests); sequential round trips {}–{} ({}–{} before the merge)",
+        latency.as_millis(),
+        at(0.50).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3,
+        samples.len(),
+        trips.iter().min().unwrap(),
+        trips.iter().max().unwrap(),
+        before.iter().min().unwrap(),
+        before.iter().max().unwrap(),
+    );
+}
+
+/// The forge, the service and the people.
+struct World {
+    forge: TestForge,
+    clock: ManualClock,
+    store: Store,
+    requesters: Vec<User>,
+    issue: u64,
+    _running: breakglass::service::Running,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn start(latency: Duration) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let forge = TestForge::start().await;
+        let bot = forge.bot_user("breakglass[bot]");
+        forge.create_repo(
+            REPO,
+            &[
+                ("README.md", "# requests\n"),
+                ("policies/oncall.yaml", POLICY),
+            ],
+        );
+        let requesters: Vec<User> = (0..REQUESTERS)
+            .map(|i| forge.user(&format!("oncall-{i}")))
+            .collect();
+        for user in &requesters {
+            forge.add_team_member("acme/oncall", user);
+        }
+        forge.add_team_member("acme/sre", &forge.user("carol"));
+        std::fs::write(dir.path().join("token"), forge.token_for(&bot)).unwrap();
+        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        let url = format!("sqlite://{}/bench.db", dir.path().display());
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: url.clone(),
+            github: Some(GithubConfig {
+                api_url: forge.api_url(),
+                repository: REPO.into(),
+                token_file: Some(dir.path().join("token")),
+                webhook_secret_file: Some(dir.path().join("secret")),
+                ..GithubConfig::default()
+            }),
+            ..Config::default()
+        };
+        let start = Utc.with_ymd_and_hms(2026, 12, 2, 2, 0, 0).unwrap();
+        let clock = ManualClock::new(start);
+        forge.advance_clock(start - forge.now());
+        let running = service::start(
+            &config,
+            Options {
+                clock: Arc::new(clock.clone()) as Arc<dyn Clock>,
+                tick: Duration::from_millis(20),
+                templates_dir: None,
+                env: |_| None,
+            },
+        )
+        .await
+        .expect("the service starts");
+        forge.add_webhook(&format!("http://{}/webhooks/github", running.addr), SECRET);
+        let issue = forge.open_issue(REPO, &requesters[0], "prod is on fire", "");
+        let store = Store::connect(&url).await.expect("the store opens");
+        let world = World {
+            forge,
+            clock,
+            store,
+            requesters,
+            issue,
+            _running: running,
+            _dir: dir,
+        };
+        world.settle().await;
+        forge_latency(&world.forge, latency);
+        world
+    }
+
+    /// Request number `i`, from the comment to the expiry comment; waits for the bot to finish
+    /// everything that follows (the revert PR) before returning, so requests do not overlap.
+    async fn request(&self, i: usize) -> Sample {
+        let user = &self.requesters[i % REQUESTERS];
+        self.forge.take_timeline();
+        self.forge.record_timeline(true);
+        self.forge.comment(
+            REPO,
+            self.issue,
+            user,
+            &format!("/breakglass oncall 1h -- incident {i}"),
+        );
+        self.settle().await;
+        self.forge.record_timeline(false);
+        let spans = self.forge.take_timeline();
+        let sample = measure(&spans).unwrap_or_else(|why| panic!("request {i}: {why}"));
+        // Revoke it now, off the clock, so the requester can ask again.
+        let pr = self
+            .forge
+            .prs(REPO)
+            .into_iter()
+            .map(|p| p.number)
+            .max()
+            .unwrap();
+        self.forge.comment(REPO, pr, user, "/breakglass revoke");
+        self.settle().await;
+        sample
+    }
+
+    /// One request from comment to revert merged at expiry, calls counted.
+    async fn lifecycle_cost(&self) {
+        let user = &self.requesters[0];
+        self.forge.reset_calls();
+        self.forge
+            .comment(REPO, self.issue, user, "/breakglass oncall 1h -- incident");
+        self.settle().await;
+        let granted = self.forge.calls();
+        self.advance(TimeDelta::minutes(61));
+        self.settle().await;
+        let total = self.forge.calls();
+        let pr = self
+            .forge
+            .prs(REPO)
+            .into_iter()
+            .map(|p| p.number)
+            .max()
+            .unwrap();
+        assert!(self.forge.pr(REPO, pr).merged, "the revert PR was merged");
+        println!(
+            "forge API cost of one lifecycle (/breakglass comment → revert merged at expiry):"
+        );
+        println!(
+            "  {} calls: {} rate-limited, {} free (304); {} of them up to the grant",
+            total.total, total.rate_limited_cost, total.not_modified, granted.total
+        );
+        let mut routes: Vec<_> = total.by_route.iter().collect();
+        routes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for ((method, route), n) in routes {
+            println!("    {n:>3} {method} {route}");
+        }
+    }
+
+    fn advance(&self, by: TimeDelta) {
+        self.clock.advance(by);
+        self.forge.advance_clock(by);
+    }
+
+    /// Until the forge sent every webhook and the bot has no pending delivery or due job.
+    async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut quiet = 0;
+        while quiet < 3 {
+            assert!(Instant::now() < deadline, "the bot did not settle");
+            self.forge.settle().await;
+            let jobs = self.store.overdue_jobs(self.clock.now()).await.unwrap();
+            let (pending,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+                    .fetch_one(self.store.pool())
+                    .await
+                    .unwrap();
+            quiet = if jobs.is_empty() && pending == 0 {
+                quiet + 1
+            } else {
+                0
+            };
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+fn forge_latency(forge: &TestForge, latency: Duration) {
+    forge.set_latency(latency);
+}
+
+/// Time and round trips from the comment's webhook to the first comment on the request PR
+/// after its merge.
+fn measure(spans: &[Span]) -> Result<Sample, String> {
+    let webhook = spans
+        .iter()
+        .find(|s| matches!(&s.kind, SpanKind::Webhook { event } if event == "issue_comment"))
+        .ok_or("no issue_comment webhook")?;
+    let merge = spans
+        .iter()
+        .find(|s| s.is_call("PUT", "/repos/{owner}/{repo}/pulls/{number}/merge") && s.status == 200)
+        .ok_or("no merge")?;
+    let pr_path = api_path(merge)
+        .trim_end_matches("/merge")
+        .replace("/pulls/", "/issues/");
+    let comment = spans
+        .iter()
+        .filter(|s| s.started >= merge.finished)
+        .find(|s| {
+            s.is_call("POST", "/repos/{owner}/{repo}/issues/{number}/comments")
+                && api_path(s) == format!("{pr_path}/comments")
+        })
+        .ok_or("no comment after the merge")?;
+    let window = |end: std::time::Instant| -> Vec<Span> {
+        spans
+            .iter()
+            .filter(|s| matches!(s.kind, SpanKind::Api { .. }))
+            .filter(|s| s.started >= webhook.started && s.finished <= end)
+            .cloned()
+            .collect()
+    };
+    Ok(Sample {
+        elapsed: comment.finished - webhook.started,
+        round_trips: sequential_round_trips(&window(comment.finished)),
+        before_merge: sequential_round_trips(&window(merge.started)),
+    })
+}
+
+fn api_path(span: &Span) -> &str {
+    match &span.kind {
+        SpanKind::Api { path, .. } => path,
+        SpanKind::Webhook { .. } => "",
+    }
+}
