@@ -12,7 +12,8 @@
 //!   by the forge, split into rate-limited and free (304).
 //!
 //! `BREAKGLASS_BENCH_REQUESTS` (default 1000; 10 under `cargo test --benches`) and
-//! `BREAKGLASS_BENCH_SLOW_REQUESTS` (default 100; 2) set the sample sizes.
+//! `BREAKGLASS_BENCH_SLOW_REQUESTS` (default 100; 2) set the sample sizes;
+//! `BREAKGLASS_BENCH_TRACE=1` prints every critical-path call of every request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -312,6 +313,14 @@ fn measure(spans: &[Span]) -> Result<Sample, String> {
             .cloned()
             .collect()
     };
+    if std::env::var_os("BREAKGLASS_BENCH_TRACE").is_some() {
+        for span in window(comment.finished) {
+            let at = span.started - webhook.started;
+            if let SpanKind::Api { method, path, .. } = &span.kind {
+                println!("      {:>7.1} ms  {method} {path}", at.as_secs_f64() * 1e3);
+            }
+        }
+    }
     Ok(Sample {
         elapsed: comment.finished - webhook.started,
         round_trips: sequential_round_trips(&window(comment.finished)),

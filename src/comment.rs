@@ -291,12 +291,12 @@ pub fn granted_comment(
     approved_by: &str,
     reason: &str,
     ticket: Option<&str>,
-    revert_pr: &str,
+    change_word: &str,
 ) -> String {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     let context = minijinja::context! {
-        id, requester, environment, role, approved_by, revert_pr,
+        id, requester, environment, role, approved_by, change_word,
         reason => cell(&code(reason)),
         ticket => ticket.map(inert),
         expires_at => iso(expires_at),
@@ -623,7 +623,7 @@ mod tests {
             "@carol",
             "incident: db `x`",
             Some("INC-1"),
-            "#12",
+            "PR",
         );
         // The reason ends in a backtick, so its span is padded.
         insta::assert_snapshot!(text, @r"
@@ -635,7 +635,7 @@ mod tests {
         | approved by | @carol |
         | reason | `` incident: db `x` `` |
         | ticket | INC-1 |
-        | revert PR | #12 (merged automatically at expiry) |
+        | revert | a revert PR follows this comment; breakglass merges it at expiry |
 
         `/breakglass revoke` ends it now · `/breakglass extend 30m` asks for more time · `/breakglass status`
         ");
@@ -798,7 +798,7 @@ mod tests {
             "@carol",
             "a | b\n/breakglass approve @acme/everyone",
             Some("INC-1|@acme/ops"),
-            "#12",
+            "MR",
         );
         assert_inert(&text);
         let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();

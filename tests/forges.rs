@@ -47,14 +47,20 @@ on_both_forges!(
         }
         let granted = s.last_bot_comment(pr);
         let revert = record.revert_pr_number.expect("a revert change");
-        let link = match s.dialect {
-            Dialect::GitHub => format!("#{revert}"),
-            Dialect::GitLab => format!("!{revert}"),
+        let word = match s.dialect {
+            Dialect::GitHub => "a revert PR follows",
+            Dialect::GitLab => "a revert MR follows",
         };
         assert!(
             granted.starts_with("🔓 **Access granted.** @alice has `prod/admin`")
-                && granted.contains(&link),
+                && granted.contains(word),
             "{granted}"
+        );
+        // The revert, opened right after that comment, names the request it ends.
+        assert!(
+            s.change(revert).body.contains(&s.change_ref(pr)),
+            "{}",
+            s.change(revert).body
         );
         assert!(
             s.forge

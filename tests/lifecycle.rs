@@ -63,7 +63,12 @@ on_both_forges!(
         assert!(granted.starts_with("🔓 **Access granted.** @alice has `prod/admin` until **2026-11-26T03:14:35Z** (in 1h)."), "{granted}");
         let record = s.request("20261126-0214-alice-prod").await;
         let revert = record.revert_pr_number.expect("a revert PR");
-        assert!(granted.contains(&s.change_ref(revert)), "{granted}");
+        let word = match s.dialect {
+            common::Dialect::GitHub => "a revert PR follows",
+            common::Dialect::GitLab => "a revert MR follows",
+        };
+        assert!(granted.contains(word), "{granted}");
+        assert!(s.change(revert).body.contains(&s.change_ref(pr)));
         let revert_pr = s.change(revert);
         assert_eq!(
             revert_pr.title,

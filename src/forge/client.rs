@@ -187,14 +187,14 @@ impl Forge {
         on_client!(self, c => c.delete_file(branch, path, message, version).await)
     }
 
-    /// Opens a change request from `head` into `base`; its number.
+    /// Opens a change request from `head` into `base`; the change as the forge answered.
     pub async fn open_change(
         &self,
         head: &str,
         base: &str,
         title: &str,
         body: &str,
-    ) -> Result<u64, ForgeError> {
+    ) -> Result<PullRequestState, ForgeError> {
         match self {
             Forge::GitHub(c) => c.open_pull_request(head, base, title, body).await,
             Forge::GitLab(c) => c.open_pull_request(head, base, title, body).await,

@@ -34,8 +34,11 @@ impl fmt::Display for JobId {
 pub enum JobKind {
     /// Merge an approved request PR (then schedule grant, reminder and revoke).
     Merge,
-    /// Apply the grant through the role's provider (after the merge).
+    /// Apply the grant through the role's provider (after the merge), and say so.
     Grant,
+    /// Open the revert PR, and label a fast-path grant for review (after the expiry comment:
+    /// nothing the requester waits for).
+    OpenRevert,
     /// Comment that access expires soon.
     Remind,
     /// Revoke at expiry, then merge the revert PR.
@@ -51,6 +54,7 @@ pub enum JobKind {
 string_enum!(JobKind {
     Merge => "merge",
     Grant => "grant",
+    OpenRevert => "open_revert",
     Remind => "remind",
     Revoke => "revoke",
     Poll => "poll",

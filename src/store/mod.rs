@@ -20,6 +20,7 @@ pub mod applied;
 pub mod approvals;
 pub mod changes;
 pub mod deliveries;
+pub mod epochs;
 pub mod events;
 pub mod jobs;
 mod migrations;
@@ -94,6 +95,16 @@ row::string_enum!(ForgeKind {
     GitHub => "github",
     GitLab => "gitlab",
 });
+
+impl ForgeKind {
+    /// What this forge calls a change request: `PR` on GitHub, `MR` on GitLab.
+    pub fn change_word(self) -> &'static str {
+        match self {
+            Self::GitHub => "PR",
+            Self::GitLab => "MR",
+        }
+    }
+}
 
 /// Who holds a claimed delivery or job, and until when. After `until` the lease has lapsed
 /// (the worker is presumed dead) and anyone may claim the work again.

@@ -73,11 +73,15 @@ impl Workflow {
         approved_by: Option<Vec<Login>>,
     ) -> anyhow::Result<()> {
         record.state = RequestState::Approved;
-        record.approved_by = approved_by;
+        record.approved_by = approved_by.clone();
         self.store.update_request(&mut record, self.now()).await?;
         self.store.cancel_job(JobKind::Poll, &record.id).await?;
-        self.set_status_on(&record.head_sha, StatusState::Success, "approved")
-            .await?;
+        // Approvals turn the pending status to success; a fast-path or self-service verdict
+        // (no approver named) has set it already.
+        if approved_by.as_ref().is_some_and(|by| !by.is_empty()) {
+            self.set_status_on(&record.head_sha, StatusState::Success, "approved")
+                .await?;
+        }
         self.schedule(JobKind::Merge, &record.id, self.now()).await
     }
 

@@ -20,11 +20,17 @@ pub(super) enum Write {
 }
 
 impl Write {
-    fn path(&self) -> &str {
+    pub(super) fn path(&self) -> &str {
         match self {
             Write::Put { path, .. } | Write::Delete { path } => path,
         }
     }
+}
+
+/// A bot change just built, with its PR as the forge answered the opening (no second read).
+pub(super) struct Built {
+    pub change: Change,
+    pub pr: crate::forge::PullRequestState,
 }
 
 /// The prefix of every branch the bot creates.
@@ -43,11 +49,11 @@ impl Workflow {
         writes: &[Write],
         title: &str,
         body: &str,
-    ) -> anyhow::Result<Option<Change>> {
+    ) -> anyhow::Result<Option<Built>> {
         if let Some(old) = self.store.get_change(subject, kind).await? {
             self.abandon_change(&old).await?;
         }
-        let default = self.forge.default_branch().await?;
+        let default = self.default_branch().await?;
         let base_sha = self.forge.branch_head(&default).await?;
         let mut todo = Vec::new();
         for write in writes {
@@ -108,14 +114,14 @@ impl Workflow {
         }
         change.head_sha = Some(head);
         self.store.put_change(&change).await?;
-        let number = self
+        let pr = self
             .forge
             .open_change(&change.branch, &default, title, body)
             .await?;
-        change.pr_number = Some(number);
+        change.pr_number = Some(pr.info.number);
         change.updated_at = self.now();
         self.store.put_change(&change).await?;
-        Ok(Some(change))
+        Ok(Some(Built { change, pr }))
     }
 
     /// Closes an earlier change's PR and deletes its branch (both may be gone already).

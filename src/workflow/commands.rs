@@ -205,20 +205,16 @@ impl Workflow {
             environment: request.environment.clone(),
             id: id.clone(),
         };
-        let pr_number = self
-            .open_bot_request(author, &request, &request.to_yaml(), &path, thread, None)
-            .await?;
-        if thread != Thread::Change(pr_number) {
-            self.forge
-                .note(
-                    thread,
-                    &comment::request_pr_opened_comment(
-                        login.as_str(),
-                        &self.forge.change_ref(pr_number),
-                    ),
-                )
-                .await?;
-        }
+        self.open_bot_request(
+            author,
+            &request,
+            &request.to_yaml(),
+            &path,
+            thread,
+            None,
+            |pr| comment::request_pr_opened_comment(login.as_str(), pr),
+        )
+        .await?;
         Ok(())
     }
 

@@ -12,13 +12,22 @@ use super::Workflow;
 use super::pull_request::grant_spec;
 use super::verdict::{GrantFacts, Inputs, Staged, needs};
 use crate::comment;
-use crate::forge::{Actor, PullRequestInfo, StatusState, Thread};
+use crate::forge::{Actor, ChangedFile, PullRequestInfo, StatusState, Thread};
 use crate::grant::GrantSpec;
 use crate::names::{Login, Principal, Team};
 use crate::policy::decision::{Membership, membership};
 use crate::policy::{Policy, PolicyFile, PolicySet, Problem, Requester, Role};
 use crate::request::AccessRequest;
 use crate::store::{ChangeKind, RequestRecord};
+
+/// What the bot knows of a PR it has just opened from its own branch, without reading it
+/// back: the files its one commit wrote and the request file's text. Used only while the PR's
+/// head is that commit.
+pub(super) struct Written {
+    pub head_sha: String,
+    pub files: Vec<ChangedFile>,
+    pub text: String,
+}
 
 impl Workflow {
     /// Reads what the decision on request PR `pr` depends on, in the order the checks need
@@ -33,8 +42,10 @@ impl Workflow {
         pr: PullRequestInfo,
         existing: Option<RequestRecord>,
         pushed: Option<(String, DateTime<Utc>)>,
+        written: Option<Written>,
     ) -> anyhow::Result<Option<Inputs>> {
         let announce = pushed.is_some();
+        let written = written.filter(|w| w.head_sha == pr.head_sha);
         if let Some(repo) = pr.head_repo.as_deref()
             && !repo.eq_ignore_ascii_case(&self.settings.repository)
         {
@@ -50,7 +61,10 @@ impl Workflow {
             self.tampered(&change, None, &pr.head_sha).await?;
             return Ok(None);
         }
-        let files = self.forge.change_files(pr.number).await?;
+        let (files, known_text) = match written {
+            Some(Written { files, text, .. }) => (files, Some(text)),
+            None => (self.forge.change_files(pr.number).await?, None),
+        };
         let Some((file_path, path)) = self
             .the_request_file(&pr, &files, announce)
             .await?
@@ -58,12 +72,15 @@ impl Workflow {
         else {
             return Ok(None);
         };
-        let text = self
-            .forge
-            .read_file(&pr.head_sha, &file_path)
-            .await?
-            .map(|f| f.text)
-            .unwrap_or_default();
+        let text = match known_text {
+            Some(text) => text,
+            None => self
+                .forge
+                .read_file(&pr.head_sha, &file_path)
+                .await?
+                .map(|f| f.text)
+                .unwrap_or_default(),
+        };
         let request = match AccessRequest::from_yaml(&text) {
             Ok(request) => request,
             Err(err) => {
@@ -214,10 +231,46 @@ impl Workflow {
     }
 
     /// The default branch and its policies. Policies are never read from a PR head: a PR
-    /// cannot loosen the policy that judges it.
+    /// cannot loosen the policy that judges it. Served from memory while no push changed them
+    /// (see [`super::cache`]).
     pub(super) async fn load_policies(
         &self,
     ) -> anyhow::Result<(String, Result<PolicySet, Vec<Problem>>)> {
+        let epoch = self.store.cache_epoch(&self.policies_epoch()).await?;
+        let now = self.now();
+        if let Some(cached) = self.caches.policies(epoch, now) {
+            return Ok(cached);
+        }
+        let read = self.read_policies().await?;
+        self.caches.keep_policies(&read, epoch, now);
+        Ok(read)
+    }
+
+    /// The name of this workflow's policy-cache epoch in the store (one store may serve
+    /// several repositories).
+    fn policies_epoch(&self) -> String {
+        format!(
+            "{} {} {}",
+            crate::store::epochs::POLICIES,
+            self.forge_kind(),
+            self.settings.repository.to_ascii_lowercase()
+        )
+    }
+
+    /// Every copy of the policies is stale from now on, on every replica.
+    pub(super) async fn policies_changed(&self) -> anyhow::Result<()> {
+        self.store.bump_cache_epoch(&self.policies_epoch()).await?;
+        self.caches.forget_policies();
+        Ok(())
+    }
+
+    /// The default branch's name, as last read with the policies.
+    pub(super) async fn default_branch(&self) -> anyhow::Result<String> {
+        Ok(self.load_policies().await?.0)
+    }
+
+    /// [`Self::load_policies`] from the forge.
+    async fn read_policies(&self) -> anyhow::Result<(String, Result<PolicySet, Vec<Problem>>)> {
         let branch = self
             .forge
             .default_branch()
@@ -272,10 +325,8 @@ impl Workflow {
             if let Principal::Team(team) = principal
                 && !teams.contains(team)
                 && self
-                    .forge
-                    .is_member(&format!("{}/{}", team.org, team.slug), login.as_str())
-                    .await
-                    .context("checking team membership")?
+                    .is_member(&format!("{}/{}", team.org, team.slug), login)
+                    .await?
             {
                 teams.insert(Team {
                     org: team.org.clone(),
@@ -284,6 +335,22 @@ impl Workflow {
             }
         }
         Ok(Requester::new(login.clone(), Some(teams)))
+    }
+
+    /// Whether `login` is in `group`, from the forge or its answer of the last minute.
+    async fn is_member(&self, group: &str, login: &Login) -> anyhow::Result<bool> {
+        let now = self.now();
+        if let Some(member) = self.caches.membership(group, login.as_str(), now) {
+            return Ok(member);
+        }
+        let member = self
+            .forge
+            .is_member(group, login.as_str())
+            .await
+            .context("checking team membership")?;
+        self.caches
+            .keep_membership(group, login.as_str(), member, now);
+        Ok(member)
     }
 
     /// The requester, with the teams of the policy's requesters and fast-path rules resolved.

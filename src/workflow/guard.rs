@@ -11,8 +11,9 @@
 use std::collections::BTreeSet;
 
 use super::Workflow;
-use crate::forge::{FileChange, ForgeError, MergeError};
+use crate::forge::{FileChange, MergeError};
 use crate::grant::RenderedFile;
+use crate::store::ChangeKind;
 
 /// What a PR may change for the bot to merge it.
 #[derive(Clone, Debug)]
@@ -137,7 +138,7 @@ impl Workflow {
     pub(super) async fn guarded_merge(
         &self,
         plan: &MergePlan,
-    ) -> Result<Result<Merged, Refusal>, ForgeError> {
+    ) -> anyhow::Result<Result<Merged, Refusal>> {
         let pr = self.forge.change(plan.pr).await?;
         if pr.info.merged {
             return Ok(match pr.merge_sha {
@@ -151,7 +152,7 @@ impl Workflow {
         if pr.info.draft {
             return Ok(Err(Refusal::Draft));
         }
-        let default = self.forge.default_branch().await?;
+        let default = self.default_branch().await?;
         if pr.info.base_ref != default {
             return Ok(Err(Refusal::WrongBase(pr.info.base_ref.clone())));
         }
@@ -179,12 +180,43 @@ impl Workflow {
                 found: "a newer commit".into(),
             })),
             Err(MergeError::NotMergeable(message)) => Ok(Err(Refusal::Forge(message))),
-            Err(MergeError::Forge(err)) => Err(err),
+            Err(MergeError::Forge(err)) => Err(err.into()),
         }
     }
 
+    /// Whether the PR's head is the bot's own commit, on the branch it built from the default
+    /// branch's head, writing exactly the plan's paths (and no grant file to compare): then
+    /// the PR changes what the bot wrote and nothing else, and listing its files would only
+    /// say so again.
+    async fn is_own_plan(&self, plan: &MergePlan) -> anyhow::Result<bool> {
+        let Some(change) = self.store.change_of_pr(plan.pr).await? else {
+            return Ok(false);
+        };
+        if change.head_sha.as_deref() != Some(plan.head_sha.as_str()) {
+            return Ok(false);
+        }
+        let written: BTreeSet<&str> = change.paths.iter().map(String::as_str).collect();
+        Ok(match &plan.expected {
+            Expected::Request {
+                request_path,
+                grant_files,
+            } => {
+                change.kind == ChangeKind::Request
+                    && grant_files.is_empty()
+                    && written == BTreeSet::from([request_path.as_str()])
+            }
+            Expected::Deletion { paths } => {
+                matches!(change.kind, ChangeKind::Revert | ChangeKind::Removal)
+                    && written == paths.iter().map(String::as_str).collect()
+            }
+        })
+    }
+
     /// Everything the PR changes beyond (or short of) the plan, one sentence each.
-    async fn scope_problems(&self, plan: &MergePlan) -> Result<Vec<String>, ForgeError> {
+    async fn scope_problems(&self, plan: &MergePlan) -> anyhow::Result<Vec<String>> {
+        if self.is_own_plan(plan).await? {
+            return Ok(Vec::new());
+        }
         let files = self.forge.change_files(plan.pr).await?;
         let mut problems = Vec::new();
         let mut seen = BTreeSet::new();

@@ -149,12 +149,6 @@ impl Workflow {
         record.merge_sha = Some(merged.sha);
         record.total_secs = record.duration_secs;
         self.store.update_request(&mut record, self.now()).await?;
-        self.set_status_on(
-            &record.head_sha,
-            StatusState::Success,
-            "approved and merged",
-        )
-        .await?;
         self.record_event(
             EventKind::Merge,
             Some(id),
@@ -186,7 +180,11 @@ impl Workflow {
     /// the merge, the merge stands: nothing is re-judged, and the applied record was written
     /// before it.
     async fn prepare_merge(&self, record: &mut RequestRecord) -> anyhow::Result<Option<Ready>> {
-        if self.forge.change(record.pr_number).await?.info.merged {
+        // What a grant applies is recorded right before its merge: without that record, no
+        // merge of the bot's happened yet, and the forge need not be asked.
+        if self.store.applied_grant(&record.id).await?.is_some()
+            && self.forge.change(record.pr_number).await?.info.merged
+        {
             return Ok(Some(Ready::AlreadyMerged)); // the guard returns the merge as it happened
         }
         let Some((role, spec, staged)) = self.grant_plan(record).await? else {
@@ -238,7 +236,7 @@ impl Workflow {
             head_sha: head,
             ..plan.clone()
         };
-        Ok(self.guarded_merge(&plan).await?)
+        self.guarded_merge(&plan).await
     }
 
     /// The role, the grant's values (from the request file at the head) and the grant files as
@@ -251,6 +249,18 @@ impl Workflow {
         let Some(role) = self.current_role(record).await? else {
             return Ok(None);
         };
+        if self.is_own_head(record).await? {
+            // The bot wrote the request file from this record's values; grant files are
+            // checked against the head as written (their rendering depends on the file's text).
+            let spec = GrantSpec {
+                expires_at: crate::grant::NOT_YET_GRANTED.to_owned(),
+                ..Self::spec(record)
+            };
+            let files = self.providers.rendered_files(&role, &spec)?;
+            if files.is_empty() {
+                return Ok(Some((role, Some(spec), files)));
+            }
+        }
         let request_path = Self::request_path(record);
         let Some(text) = self
             .forge
@@ -268,6 +278,18 @@ impl Workflow {
         let spec = super::pull_request::grant_spec(&request, &path, &record.requester_login);
         let files = self.providers.rendered_files(&role, &spec)?;
         Ok(Some((role, Some(spec), files)))
+    }
+
+    /// Whether the request's head is the bot's own commit on the branch it built for it.
+    async fn is_own_head(&self, record: &RequestRecord) -> anyhow::Result<bool> {
+        Ok(self
+            .store
+            .change_of_pr(record.pr_number)
+            .await?
+            .is_some_and(|c| {
+                c.kind == ChangeKind::Request
+                    && c.head_sha.as_deref() == Some(record.head_sha.as_str())
+            }))
     }
 
     /// The merge did not happen: one comment, back to pending, and no retry on its own. Only a
@@ -369,13 +391,6 @@ impl Workflow {
             "breakglass_grants_total",
             format!("provider=\"{}\"", applied.provider),
         );
-        if record.fast_path_rule.is_some() && record.reviewed_at.is_none() {
-            self.forge
-                .add_label(record.pr_number, super::NEEDS_REVIEW_LABEL)
-                .await?;
-            self.schedule(JobKind::Poll, id, self.now()).await?;
-        }
-        let revert = self.ensure_revert_pr(&mut record, &applied).await?;
         let expires_at = record
             .expires_at
             .context("an active request has an expiry")?;
@@ -398,11 +413,33 @@ impl Workflow {
             &approved_by,
             record.reason.as_str(),
             record.ticket.as_ref().map(|t| t.as_str()),
-            &self.forge.change_ref(revert.unwrap_or_default()),
+            self.forge.kind().change_word(),
         );
         self.forge
             .note(Thread::Change(record.pr_number), &text)
             .await?;
+        self.schedule(JobKind::OpenRevert, id, self.now()).await
+    }
+
+    /// After the expiry comment: the fast-path label (and the poll for its review) and the
+    /// revert PR.
+    pub(super) async fn job_open_revert(&self, id: &RequestId) -> anyhow::Result<()> {
+        let Some(mut record) = self.store.get_request(id).await? else {
+            return Ok(());
+        };
+        if record.state != RequestState::Active {
+            return Ok(()); // revoked meanwhile: the revoke removes the files itself
+        }
+        let Some(applied) = self.applied(&record).await? else {
+            return Ok(()); // the grant step revokes a grant with no record
+        };
+        if record.fast_path_rule.is_some() && record.reviewed_at.is_none() {
+            self.forge
+                .add_label(record.pr_number, super::NEEDS_REVIEW_LABEL)
+                .await?;
+            self.schedule(JobKind::Poll, id, self.now()).await?;
+        }
+        self.ensure_revert_pr(&mut record, &applied).await?;
         Ok(())
     }
 
@@ -460,7 +497,7 @@ impl Workflow {
                 ),
             )
             .await?;
-        let number = change.and_then(|c| c.pr_number);
+        let number = change.map(|built| built.pr.info.number);
         if number.is_some() {
             record.revert_pr_number = number;
             self.store.update_request(record, self.now()).await?;
@@ -532,7 +569,7 @@ impl Workflow {
     /// webhook cannot leave a grant whose request file is gone. Requests stuck in `Revoking`
     /// get their revoke job back, due now.
     pub async fn reconcile_all(&self) -> anyhow::Result<()> {
-        let default = self.forge.default_branch().await?;
+        let default = self.default_branch().await?;
         self.reconcile_active(&default).await?;
         for record in self.own_requests(Some(RequestState::Revoking)).await? {
             let due = self.store.jobs_for_request(&record.id).await?;
@@ -801,7 +838,7 @@ impl Workflow {
         if told {
             return Ok(());
         }
-        let default = self.forge.default_branch().await?;
+        let default = self.default_branch().await?;
         self.forge
             .note(
                 Thread::Change(record.pr_number),
@@ -857,9 +894,19 @@ impl Workflow {
         if branch.starts_with(BOT_BRANCH_PREFIX) {
             return self.handle_bot_branch_push(branch, after, pusher).await;
         }
-        let default = self.forge.default_branch().await?;
+        let default = self.default_branch().await?;
         if branch != default {
             return Ok(());
+        }
+        let policies = format!("{}/", self.settings.policies_path.trim_end_matches('/'));
+        let policies_touched = commits
+            .iter()
+            .flat_map(|c| c.added.iter().chain(&c.modified).chain(&c.removed))
+            .any(|path| path.starts_with(&policies));
+        // A push that lists no commit (a branch moved back or replaced) may have changed
+        // anything: the cached policies go too.
+        if policies_touched || commits.is_empty() {
+            self.policies_changed().await?;
         }
         let removed: BTreeSet<&String> = commits.iter().flat_map(|c| c.removed.iter()).collect();
         for path in removed {
@@ -868,12 +915,7 @@ impl Workflow {
             }
         }
         // A policy changed: a role taken out of it ends the grants that hold it, now.
-        let policies = format!("{}/", self.settings.policies_path.trim_end_matches('/'));
-        if commits
-            .iter()
-            .flat_map(|c| c.added.iter().chain(&c.modified).chain(&c.removed))
-            .any(|path| path.starts_with(&policies))
-        {
+        if policies_touched {
             self.reconcile_active(&default).await?;
         }
         if pusher.id == self.bot.id {
@@ -937,7 +979,7 @@ impl Workflow {
 
     /// Removes files that landed without the bot, through a bot change and the merge guard.
     async fn remove_unauthorized(&self, subject: &str, paths: &[String]) -> anyhow::Result<()> {
-        let default = self.forge.default_branch().await?;
+        let default = self.default_branch().await?;
         let request = paths.iter().find_map(|p| RequestPath::parse(p));
         let known = match &request {
             Some(r) => self.store.get_request(&r.id).await?,
@@ -962,13 +1004,13 @@ impl Workflow {
         let message = trailers::removal_message(paths, &default, request.as_ref().map(|r| &r.id));
         let mut last = None;
         for _ in 0..2 {
-            let Some(change) = self
+            let Some(super::change::Built { change, pr }) = self
                 .build_change(subject, ChangeKind::Removal, &writes, &title, &body)
                 .await?
             else {
                 return Ok(()); // already removed (a redelivery, or a later push)
             };
-            let number = change.pr_number.context("a built change has a PR")?;
+            let number = pr.info.number;
             if last.is_none() {
                 self.forge.note(Thread::Change(number), &body).await?;
             }

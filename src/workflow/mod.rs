@@ -7,6 +7,7 @@
 //! forge through [`crate::forge::Forge`], in its own words.
 
 mod approval;
+mod cache;
 mod change;
 mod commands;
 mod evaluate;
@@ -86,6 +87,8 @@ pub struct Workflow {
     /// Serializes the work on one PR within this process (a webhook and a timer for the same
     /// request would otherwise race); across replicas the store's optimistic lock does it.
     stripes: Arc<[tokio::sync::Mutex<()>; STRIPES]>,
+    /// Policies and memberships kept in memory (see [`cache`]).
+    caches: Arc<cache::Caches>,
 }
 
 const STRIPES: usize = 64;
@@ -110,6 +113,7 @@ impl Workflow {
             settings: Arc::new(settings),
             wake_jobs: Arc::new(Notify::new()),
             stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            caches: Arc::default(),
         }
     }
 
@@ -307,6 +311,7 @@ impl Workflow {
         match job.kind {
             JobKind::Merge => self.job_merge(id).await,
             JobKind::Grant => self.job_grant(id).await,
+            JobKind::OpenRevert => self.job_open_revert(id).await,
             JobKind::Revoke => self.job_revoke(id).await,
             JobKind::Remind => self.job_remind(id).await,
             JobKind::Poll => self.job_poll(id).await,

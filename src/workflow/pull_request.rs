@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::Workflow;
 use super::change::Write;
+use super::evaluate::Written;
 use super::verdict::{Decided, Inputs, Next, Verdict, decide};
 use crate::comment;
 use crate::forge::Thread;
@@ -129,7 +130,7 @@ impl Workflow {
         pushed: Option<(String, DateTime<Utc>)>,
     ) -> anyhow::Result<()> {
         let current = self.forge.change(number).await?;
-        self.evaluate_current(current, existing, pushed).await
+        self.evaluate_current(current, existing, pushed, None).await
     }
 
     /// [`Self::evaluate_pr`] on a PR state the caller has just read: gather what the decision
@@ -139,11 +140,12 @@ impl Workflow {
         current: PullRequestState,
         existing: Option<RequestRecord>,
         pushed: Option<(String, DateTime<Utc>)>,
+        written: Option<Written>,
     ) -> anyhow::Result<()> {
         if !current.open {
             return Ok(());
         }
-        let Some(inputs) = self.gather(current.info, existing, pushed).await? else {
+        let Some(inputs) = self.gather(current.info, existing, pushed, written).await? else {
             return Ok(());
         };
         match decide(&inputs) {
@@ -203,12 +205,20 @@ impl Workflow {
             format!("outcome=\"{}\"", if allowed { "allowed" } else { "denied" }),
         );
         let (status, description) = &decided.status;
-        self.set_status(&inputs.pr, *status, description).await?;
-        if let Some(text) = &decided.comment {
-            self.forge
-                .note(Thread::Change(inputs.pr.number), text)
-                .await?;
-        }
+        let said = async {
+            match &decided.comment {
+                Some(text) => self
+                    .forge
+                    .note(Thread::Change(inputs.pr.number), text)
+                    .await
+                    .map(drop),
+                None => Ok(()),
+            }
+        };
+        // Independent writes, made together.
+        let (set, said) = tokio::join!(self.set_status(&inputs.pr, *status, description), said);
+        set?;
+        said?;
         self.follow_up(record, decided.next, &decided.stored, inputs.now)
             .await
     }
@@ -418,29 +428,25 @@ impl Workflow {
             ),
             is_bot: false,
         };
-        let new_pr = self
-            .open_bot_request(
-                &requester,
-                request,
-                text,
-                path,
-                Thread::Change(pr.number),
-                existing,
-            )
-            .await?;
-        self.forge
-            .note(
-                Thread::Change(pr.number),
-                &comment::reopened_comment(&self.forge.change_ref(new_pr)),
-            )
-            .await?;
+        self.open_bot_request(
+            &requester,
+            request,
+            text,
+            path,
+            Thread::Change(pr.number),
+            existing,
+            comment::reopened_comment,
+        )
+        .await?;
         self.forge.close_change(pr.number).await?;
         Ok(())
     }
 
     /// Opens a request PR from the bot's own branch (for a `/breakglass` comment, or to re-open
     /// a PR whose grant files the bot must write), records it and decides it. The request file
-    /// is `text`; the grant files are rendered by the bot. Returns the PR number.
+    /// is `text`; the grant files are rendered by the bot. `announce` (given the new PR's
+    /// reference) is said on `origin` while the request is decided. Returns the PR number.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn open_bot_request(
         &self,
         requester: &Actor,
@@ -449,6 +455,7 @@ impl Workflow {
         path: &RequestPath,
         origin: Thread,
         existing: Option<RequestRecord>,
+        announce: impl Fn(&str) -> String,
     ) -> anyhow::Result<u64> {
         let login = Login::try_from(requester.login.clone()).map_err(anyhow::Error::msg)?;
         let (_, policies) = self.load_policies().await?;
@@ -476,7 +483,7 @@ impl Workflow {
             request.role,
             request.duration.map(|d| d.to_string()).unwrap_or_default()
         );
-        let change = self
+        let built = self
             .build_change(
                 path.id.as_str(),
                 ChangeKind::Request,
@@ -490,8 +497,20 @@ impl Workflow {
             )
             .await?
             .context("a request change always writes its file")?;
-        let pr_number = change.pr_number.context("a built change has a PR")?;
-        let pr = self.forge.change(pr_number).await?;
+        let pr = built.pr;
+        let pr_number = pr.info.number;
+        let written = built.change.head_sha.map(|head_sha| Written {
+            head_sha,
+            files: writes
+                .iter()
+                .map(|write| ChangedFile {
+                    path: write.path().to_owned(),
+                    change: FileChange::Added,
+                    previous_path: None,
+                })
+                .collect(),
+            text: text.to_owned(),
+        });
         let now = self.now();
         let placeholder = match existing {
             // A request decided on the person's PR moves to the bot's PR, id and all.
@@ -520,7 +539,15 @@ impl Workflow {
         };
         let opened = pr.info.updated_at.map(|at| (pr.info.head_sha.clone(), at));
         // Boxed: deciding may re-open a request, which decides again.
-        Box::pin(self.evaluate_current(pr, Some(placeholder), opened)).await?;
+        // Said while deciding: nobody waits on it, so it is off the way to access.
+        let announcement = announce(&self.forge.change_ref(pr_number));
+        let said = self.forge.note(origin, &announcement);
+        let (said, decided) = tokio::join!(
+            said,
+            Box::pin(self.evaluate_current(pr, Some(placeholder), opened, written))
+        );
+        decided?;
+        said?;
         Ok(pr_number)
     }
 

@@ -486,19 +486,15 @@ impl GithubClient {
         base: &str,
         title: &str,
         body: &str,
-    ) -> Result<u64, ForgeError> {
-        #[derive(Deserialize)]
-        struct Created {
-            number: u64,
-        }
-        let created: Created = self
+    ) -> Result<PullRequestState, ForgeError> {
+        let created: PullRequest = self
             .json(
                 Method::POST,
                 &self.repo_path("/pulls"),
                 Some(json!({ "title": title, "head": head, "base": base, "body": body })),
             )
             .await?;
-        Ok(created.number)
+        Ok(created.into())
     }
 
     /// An open pull request from `head` into `base`, if there is one (to make PR creation idempotent).

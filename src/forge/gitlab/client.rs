@@ -524,7 +524,7 @@ impl GitlabClient {
         target: &str,
         title: &str,
         body: &str,
-    ) -> Result<u64, ForgeError> {
+    ) -> Result<PullRequestState, ForgeError> {
         let route = self.project_route("/merge_requests");
         let request = json!({
             "source_branch": source,
@@ -532,7 +532,9 @@ impl GitlabClient {
             "title": title,
             "description": body,
         });
-        Ok(self.write::<Iid>(Method::POST, &route, request).await?.iid)
+        let mr: MergeRequest = self.write(Method::POST, &route, request).await?;
+        // Opened from a branch of this project: no fork to look up.
+        Ok(mr.into_state(self.project.clone()))
     }
 
     /// The open merge request from `branch` of this project (not of a fork), if there is one:
@@ -1003,11 +1005,6 @@ impl From<User> for Actor {
 #[derive(Deserialize)]
 struct Commit {
     id: String,
-}
-
-#[derive(Deserialize)]
-struct Iid {
-    iid: u64,
 }
 
 #[derive(Deserialize)]

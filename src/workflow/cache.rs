@@ -1,0 +1,140 @@
+//! What the bot reads again and again and what rarely changes, kept in memory: the default
+//! branch's name and policies, and team memberships.
+//!
+//! - **Policies** are served until a push to the default branch touches the policies directory
+//!   (whichever replica handles that push bumps the cache's epoch in the store, and every
+//!   replica compares epochs before serving its copy: one local database read, no forge call),
+//!   and at most [`POLICIES_MAX_AGE`] by the bot's clock, in case a push webhook never came.
+//! - **Memberships** are served for [`MEMBERSHIP_MAX_AGE`]: the forge sends no repository
+//!   webhook when a team changes, so a person taken off a team keeps that team's rights in
+//!   the bot for at most this long.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::policy::{PolicySet, Problem};
+
+/// The longest a copy of the policies is served without a push saying it is still current.
+pub const POLICIES_MAX_AGE: TimeDelta = TimeDelta::minutes(5);
+/// The longest a team membership is served without asking the forge again.
+pub const MEMBERSHIP_MAX_AGE: TimeDelta = TimeDelta::seconds(60);
+
+/// The default branch and its policies, as read at one epoch.
+pub(super) type Policies = (String, Result<PolicySet, Vec<Problem>>);
+
+#[derive(Debug)]
+struct CachedPolicies {
+    policies: Policies,
+    epoch: i64,
+    read_at: DateTime<Utc>,
+}
+
+/// A membership answer: member or not, and when the forge said so.
+type Membership = (bool, DateTime<Utc>);
+
+/// The caches of one workflow (one forge and repository). Cheap to share.
+#[derive(Debug, Default)]
+pub(super) struct Caches {
+    policies: Mutex<Option<CachedPolicies>>,
+    /// `(group, login)` → member or not, and when the forge said so.
+    memberships: Mutex<HashMap<(String, String), Membership>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The data is a cache: after a panic elsewhere it is still a valid (if stale) copy.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Caches {
+    /// The policies read at `epoch`, unless older than [`POLICIES_MAX_AGE`] at `now`.
+    pub fn policies(&self, epoch: i64, now: DateTime<Utc>) -> Option<Policies> {
+        lock(&self.policies)
+            .as_ref()
+            .filter(|c| c.epoch == epoch && fresh(c.read_at, now, POLICIES_MAX_AGE))
+            .map(|c| c.policies.clone())
+    }
+
+    /// Keeps `policies`, read from the forge at `epoch` (read before reading them, so that a
+    /// push during the read makes this copy stale at once).
+    pub fn keep_policies(&self, policies: &Policies, epoch: i64, read_at: DateTime<Utc>) {
+        *lock(&self.policies) = Some(CachedPolicies {
+            policies: policies.clone(),
+            epoch,
+            read_at,
+        });
+    }
+
+    /// Forgets the policies (this replica's copy; others compare epochs).
+    pub fn forget_policies(&self) {
+        *lock(&self.policies) = None;
+    }
+
+    /// Whether `login` is in `group`, as the forge said less than [`MEMBERSHIP_MAX_AGE`] ago.
+    pub fn membership(&self, group: &str, login: &str, now: DateTime<Utc>) -> Option<bool> {
+        lock(&self.memberships)
+            .get(&(group.to_owned(), login.to_owned()))
+            .filter(|(_, at)| fresh(*at, now, MEMBERSHIP_MAX_AGE))
+            .map(|(member, _)| *member)
+    }
+
+    pub fn keep_membership(&self, group: &str, login: &str, member: bool, at: DateTime<Utc>) {
+        let mut memberships = lock(&self.memberships);
+        // Bounded: stale entries go whenever the map grows large.
+        if memberships.len() >= 10_000 {
+            memberships.retain(|_, (_, seen)| fresh(*seen, at, MEMBERSHIP_MAX_AGE));
+        }
+        memberships.insert((group.to_owned(), login.to_owned()), (member, at));
+    }
+}
+
+/// Read at `read_at`, still young enough at `now` (a clock that went back is not trusted).
+fn fresh(read_at: DateTime<Utc>, now: DateTime<Utc>, max_age: TimeDelta) -> bool {
+    now >= read_at && now - read_at < max_age
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 2, 2, 0, 0).unwrap() + TimeDelta::seconds(secs)
+    }
+
+    fn policies() -> Policies {
+        ("main".into(), Ok(PolicySet::default()))
+    }
+
+    #[test]
+    fn policies_are_served_at_their_epoch_until_they_are_too_old() {
+        let caches = Caches::default();
+        assert!(caches.policies(0, at(0)).is_none());
+        caches.keep_policies(&policies(), 3, at(0));
+        assert_eq!(
+            caches.policies(3, at(299)).map(|p| p.0),
+            Some("main".into())
+        );
+        assert!(caches.policies(4, at(1)).is_none(), "a newer epoch");
+        assert!(caches.policies(3, at(300)).is_none(), "too old");
+        assert!(
+            caches.policies(3, at(-1)).is_none(),
+            "a clock that went back"
+        );
+        caches.forget_policies();
+        assert!(caches.policies(3, at(1)).is_none());
+    }
+
+    #[test]
+    fn memberships_are_served_for_a_minute_per_group_and_login() {
+        let caches = Caches::default();
+        caches.keep_membership("acme/oncall", "bob", true, at(0));
+        caches.keep_membership("acme/oncall", "eve", false, at(0));
+        assert_eq!(caches.membership("acme/oncall", "bob", at(59)), Some(true));
+        assert_eq!(caches.membership("acme/oncall", "eve", at(59)), Some(false));
+        assert_eq!(caches.membership("acme/sre", "bob", at(1)), None);
+        assert_eq!(caches.membership("acme/oncall", "bob", at(60)), None);
+    }
+}
