@@ -11,8 +11,13 @@
 //! - **API cost**: one full lifecycle (comment → grant → expiry → revert merged), calls counted
 //!   by the forge, split into rate-limited and free (304).
 //!
-//! `BREAKGLASS_BENCH_REQUESTS` (default 1000; 10 under `cargo test --benches`) and
-//! `BREAKGLASS_BENCH_SLOW_REQUESTS` (default 100; 2) set the sample sizes;
+//! - **Polling cost**: pending requests awaiting an emoji approval on GitHub (which sends no
+//!   webhook for reactions), one simulated hour at the default poll interval: rate-limited
+//!   requests per hour, and how long after a 👍 the bot noticed it (simulated time, 1 s steps).
+//!
+//! `BREAKGLASS_BENCH_REQUESTS` (default 1000; 10 under `cargo test --benches`),
+//! `BREAKGLASS_BENCH_SLOW_REQUESTS` (default 100; 2) and `BREAKGLASS_BENCH_PENDING` (default
+//! 1000; 10) set the sample sizes;
 //! `BREAKGLASS_BENCH_TRACE=1` prints every critical-path call of every request.
 
 use std::sync::Arc;
@@ -56,6 +61,7 @@ fn main() {
         "BREAKGLASS_BENCH_SLOW_REQUESTS",
         if benching { 100 } else { 2 },
     );
+    let pending: usize = env_or("BREAKGLASS_BENCH_PENDING", if benching { 1000 } else { 10 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,6 +82,8 @@ fn main() {
         }
         let world = World::start(Duration::ZERO).await;
         world.lifecycle_cost().await;
+        let world = World::start(Duration::ZERO).await;
+        world.polling_cost(pending).await;
     });
 }
 
@@ -156,6 +164,8 @@ impl World {
                 webhook_secret_file: Some(dir.path().join("secret")),
                 ..GithubConfig::default()
             }),
+            // The polling part keeps a thousand requests open from a few people.
+            max_open_requests: 100_000,
             ..Config::default()
         };
         let start = Utc.with_ymd_and_hms(2026, 12, 2, 2, 0, 0).unwrap();
@@ -249,6 +259,69 @@ impl World {
         for ((method, route), n) in routes {
             println!("    {n:>3} {method} {route}");
         }
+    }
+
+    /// `pending` requests waiting for approval, one simulated hour of polling, and a 👍 on
+    /// one in ten of them at spread times.
+    async fn polling_cost(&self, pending: usize) {
+        // 2h is past the fast path's 1h: each waits for an approver.
+        for i in 0..pending {
+            let user = &self.requesters[i % REQUESTERS];
+            let body = format!("/breakglass oncall 2h -- waiting {i}");
+            self.forge.comment(REPO, self.issue, user, &body);
+        }
+        self.settle().await;
+        let prs: Vec<u64> = self
+            .forge
+            .prs(REPO)
+            .into_iter()
+            .filter(|p| p.state == "open")
+            .map(|p| p.number)
+            .collect();
+        assert_eq!(prs.len(), pending, "every request is open and pending");
+        let carol = self.forge.user("carol");
+        // One in ten approved, spread over the hour and off the polls' phase.
+        let every = 3600 / (pending / 10).max(1);
+        let mut schedule: Vec<(usize, u64)> = prs
+            .iter()
+            .step_by(10)
+            .enumerate()
+            .map(|(k, &pr)| (k * every + (k * 11) % every.clamp(1, 29), pr))
+            .collect();
+        schedule.reverse();
+        let (mut waiting, mut noticed) = (Vec::new(), Vec::new());
+        self.forge.reset_calls();
+        for second in 0..3600 {
+            while schedule.last().is_some_and(|&(at, _)| at == second) {
+                let (_, pr) = schedule.pop().unwrap();
+                self.forge.react(REPO, pr, &carol, "+1");
+                waiting.push((pr, second));
+            }
+            self.advance(TimeDelta::seconds(1));
+            self.settle().await;
+            waiting.retain(|&(pr, at)| {
+                let merged = self.forge.pr(REPO, pr).merged;
+                if merged {
+                    noticed.push(second + 1 - at);
+                }
+                !merged
+            });
+        }
+        let calls = self.forge.calls();
+        noticed.sort();
+        let at = |q: f64| noticed[((noticed.len() as f64 * q) as usize).min(noticed.len() - 1)];
+        println!("polling {pending} pending requests for one simulated hour (GitHub, ETags):");
+        println!(
+            "  {} requests: {} rate-limited, {} free (304); a 👍 noticed after p50 {} s, p99 {} s, max {} s ({} approvals, {} not noticed)",
+            calls.total,
+            calls.rate_limited_cost,
+            calls.not_modified,
+            at(0.50),
+            at(0.99),
+            noticed[noticed.len() - 1],
+            noticed.len(),
+            waiting.len(),
+        );
     }
 
     fn advance(&self, by: TimeDelta) {
