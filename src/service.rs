@@ -147,19 +147,11 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
     let addr = listener.local_addr()?;
     let (shutdown, watcher) = watch::channel(false);
     let worker = format!("{}-{}", hostname(), std::process::id());
-    let mut server_stop = watcher.clone();
-    let server = tokio::spawn(async move {
-        let app = router(state);
-        let stopped = async move {
-            let _ = server_stop.wait_for(|stop| *stop).await;
-        };
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(%err, "HTTP server failed");
-        }
-    });
+    let server = tokio::spawn(crate::server::listen::serve(
+        listener,
+        router(state),
+        watcher.clone(),
+    ));
     let deliveries = tokio::spawn(delivery_worker(
         workflows.clone(),
         format!("{worker}-deliveries"),

@@ -3,6 +3,7 @@
 
 mod github;
 mod gitlab;
+pub mod listen;
 mod recorder;
 mod webhook;
 
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(listen::request_timeout))
         .with_state(state)
 }
 

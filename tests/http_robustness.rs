@@ -1,0 +1,169 @@
+//! Clients that are slow on purpose, idle, or send too much cannot starve the service: while
+//! they hold connections, `/healthz` answers and a real delivery is stored; then the
+//! listener's timeouts end them (src/server/listen.rs).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use breakglass::clock::{Clock, SystemClock};
+use breakglass::config::{Config, GithubConfig};
+use breakglass::server::listen::{HEADER_READ_TIMEOUT, REQUEST_TIMEOUT};
+use breakglass::service::{self, Options, Running};
+use breakglass_test_forge::TestForge;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const REPO: &str = "acme/access-requests";
+const SECRET: &str = "robustness-secret";
+
+struct World {
+    running: Running,
+    _forge: TestForge,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let forge = TestForge::start().await;
+    let bot = forge.bot_user("breakglass[bot]");
+    forge.create_repo(REPO, &[("README.md", "# requests\n")]);
+    std::fs::write(dir.path().join("token"), forge.token_for(&bot)).unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: format!("sqlite://{}/robustness.db", dir.path().display()),
+        github: Some(GithubConfig {
+            api_url: forge.api_url(),
+            repository: REPO.into(),
+            token_file: Some(dir.path().join("token")),
+            webhook_secret_file: Some(dir.path().join("secret")),
+            ..GithubConfig::default()
+        }),
+        ..Config::default()
+    };
+    let options = Options {
+        clock: Arc::new(SystemClock) as Arc<dyn Clock>,
+        tick: Duration::from_millis(50),
+        templates_dir: None,
+        env: |_| None,
+    };
+    let running = service::start(&config, options).await.unwrap();
+    World {
+        running,
+        _forge: forge,
+        _dir: dir,
+    }
+}
+
+/// Reads until the server closes the connection (or `limit` passes); what it said.
+async fn answer(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn ping_delivery() -> (Vec<u8>, String) {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "zen": "Keep it logically awesome.",
+        "hook_id": 1,
+        "repository": {"full_name": REPO},
+        "sender": {"id": 1, "login": "alice", "type": "User"}
+    }))
+    .unwrap();
+    let signature = breakglass_test_forge::sign_webhook(SECRET, &body);
+    (body, signature)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_idle_and_oversized_clients_do_not_starve_the_service() {
+    let w = world().await;
+    let addr = w.running.addr;
+
+    // A body that trickles in, a byte at a time.
+    let mut slow_body = TcpStream::connect(addr).await.unwrap();
+    slow_body
+        .write_all(b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-GitHub-Event: ping\r\nContent-Length: 1000\r\n\r\n{")
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..24 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if slow_body.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+        slow_body
+    });
+    // Headers that never end.
+    let mut slow_headers = TcpStream::connect(addr).await.unwrap();
+    slow_headers
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n")
+        .await
+        .unwrap();
+    // Connections that say nothing at all.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+
+    // Meanwhile the service serves.
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let (body, signature) = ping_delivery();
+    let stored = client
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "robust-1")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert!(stored.status().is_success(), "{}", stored.status());
+
+    // A head larger than the listener reads is refused outright.
+    let mut huge = TcpStream::connect(addr).await.unwrap();
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    head.extend_from_slice(b"\r\n\r\n");
+    let _ = huge.write_all(&head).await;
+    let said = answer(&mut huge, Duration::from_secs(5))
+        .await
+        .unwrap_or_default();
+    assert!(said.starts_with("HTTP/1.1 431"), "{said:?}");
+
+    // Then the timeouts end the slow and the idle.
+    let grace = HEADER_READ_TIMEOUT.max(REQUEST_TIMEOUT) + Duration::from_secs(5);
+    let mut slow_body = trickle.await.unwrap();
+    let said = answer(&mut slow_body, grace)
+        .await
+        .expect("the slow body is cut off");
+    assert!(said.starts_with("HTTP/1.1 408"), "{said:?}");
+    let said = answer(&mut slow_headers, grace)
+        .await
+        .expect("unfinished headers are cut off");
+    assert!(!said.starts_with("HTTP/1.1 200"), "{said:?}");
+    for stream in &mut idle {
+        assert!(
+            answer(stream, grace).await.is_some(),
+            "an idle connection is closed"
+        );
+    }
+    w.running.shutdown().await;
+}
