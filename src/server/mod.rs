@@ -62,12 +62,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers within 2 s.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n"),
-        Err(err) => {
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping());
+    match answered.await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
+        Ok(Err(err)) => {
             tracing::warn!(%err, "not ready: database unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the database did not answer within 2 s");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
         }
     }

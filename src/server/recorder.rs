@@ -11,6 +11,9 @@ use crate::store::{NewDelivery, Recorded, Store};
 
 /// Deliveries stored in one transaction at most.
 const MAX_BATCH: usize = 256;
+/// How long one batch may wait for the database before its deliveries are refused (503):
+/// well inside the 10 s a forge waits for the answer.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The handle the webhook handlers store through. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -58,14 +61,25 @@ async fn write_batches(store: Store, mut waiting: mpsc::Receiver<Pending>) {
             }
         }
         let deliveries: Vec<NewDelivery> = batch.iter().map(|p| p.delivery.clone()).collect();
-        match store.record_deliveries(&deliveries).await {
+        // A database that does not answer gets the forge a 503 (it redelivers), not a hang
+        // past its own timeout. A write cut off here may still have committed: then the
+        // redelivery is found stored, and nothing was acknowledged before it was durable.
+        let written = tokio::time::timeout(WRITE_TIMEOUT, store.record_deliveries(&deliveries))
+            .await
+            .map_err(|_| {
+                format!(
+                    "the database did not answer within {} s",
+                    WRITE_TIMEOUT.as_secs()
+                )
+            })
+            .and_then(|written| written.map_err(|err| err.to_string()));
+        match written {
             Ok(recorded) => {
                 for (pending, outcome) in batch.into_iter().zip(recorded) {
                     let _ = pending.answer.send(Ok(outcome));
                 }
             }
-            Err(err) => {
-                let why = err.to_string();
+            Err(why) => {
                 for pending in batch {
                     let _ = pending.answer.send(Err(why.clone()));
                 }
