@@ -4,6 +4,12 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+mod person;
+mod strict;
+
+#[allow(unused_imports)] // not every test binary names them
+pub use {person::Person, strict::Source};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,6 +77,7 @@ pub struct Scenario {
     pub service: Option<Running>,
     /// More services on the same database (several replicas).
     pub replicas: Vec<Running>,
+    strict: strict::Strict,
     _database: Database,
     _secrets: tempfile::TempDir,
 }
@@ -205,6 +212,7 @@ impl Scenario {
             config,
             service: None,
             replicas: Vec::new(),
+            strict: strict::Strict::default(),
             _database: database,
             _secrets: secrets,
         };
@@ -215,6 +223,7 @@ impl Scenario {
     /// Starts (or restarts) the service on the same database.
     pub async fn start_service(&mut self) {
         let running = self.spawn_service().await;
+        self.strict.watch(running.failures.clone());
         match self.dialect {
             Dialect::GitHub => self
                 .forge
@@ -231,6 +240,7 @@ impl Scenario {
     /// the shared database, so they race for all the work.
     pub async fn add_replica(&mut self) {
         let running = self.spawn_service().await;
+        self.strict.watch(running.failures.clone());
         self.replicas.push(running);
     }
 
@@ -458,15 +468,6 @@ impl Scenario {
             .collect()
     }
 
-    /// The bot's latest comment on issue `number`.
-    pub fn last_bot_issue_comment(&self, number: u64) -> String {
-        self.issue_comments(number)
-            .into_iter()
-            .rfind(|(who, _)| *who == self.people.bot.login)
-            .map(|(_, body)| body)
-            .unwrap_or_else(|| panic!("no bot comment on issue #{number}"))
-    }
-
     /// How the bot links change request `number` in its comments.
     pub fn change_ref(&self, number: u64) -> String {
         match self.dialect {
@@ -571,6 +572,10 @@ impl Scenario {
             "{id} was not granted: {:#?}",
             self.bot_comments(pr)
         );
+        let verdict = self.next_bot_comment(pr);
+        assert!(verdict.starts_with("✅ **Request"), "{verdict}");
+        let granted = self.next_bot_comment(pr);
+        assert!(granted.starts_with("🔓 **Access granted.**"), "{granted}");
         pr
     }
 
@@ -587,7 +592,8 @@ impl Scenario {
             .unwrap_or_else(|| panic!("{sha} is not on main"))
     }
 
-    /// The bot's comments on a PR, oldest first.
+    /// The bot's comments on a PR, oldest first, read or not (to look; tests read them with
+    /// [`Scenario::next_bot_comment`]).
     pub fn bot_comments(&self, number: u64) -> Vec<String> {
         let comments = match self.dialect {
             Dialect::GitHub => self.forge.comments(REPO, number),
@@ -598,12 +604,6 @@ impl Scenario {
             .filter(|c| c.user == self.people.bot.login)
             .map(|c| c.body)
             .collect()
-    }
-
-    pub fn last_bot_comment(&self, number: u64) -> String {
-        self.bot_comments(number)
-            .pop()
-            .unwrap_or_else(|| panic!("no bot comment on #{number}"))
     }
 
     /// The policy status of a commit.
