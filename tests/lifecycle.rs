@@ -17,7 +17,7 @@ on_both_forges!(
             &prod_request("1h"),
         );
         s.settle().await;
-        let verdict = s.last_bot_comment(pr);
+        let verdict = s.next_bot_comment(pr);
         assert!(
             verdict.starts_with("✅ **Request `20261126-0214-alice-prod` is allowed**"),
             "{verdict}"
@@ -59,7 +59,7 @@ on_both_forges!(
                 merge.message
             );
         }
-        let granted = s.last_bot_comment(pr);
+        let granted = s.next_bot_comment(pr);
         assert!(granted.starts_with("🔓 **Access granted.** @alice has `prod/admin` until **2026-11-26T03:14:35Z** (in 1h)."), "{granted}");
         let record = s.request("20261126-0214-alice-prod").await;
         let revert = record.revert_pr_number.expect("a revert PR");
@@ -81,11 +81,9 @@ on_both_forges!(
         s.advance(TimeDelta::minutes(59));
         s.settle().await;
         assert!(!s.change(revert).merged);
-        assert!(
-            s.bot_comments(pr).iter().any(|c| c.starts_with(
-                "⏰ @alice, your `prod/admin` access expires at **2026-11-26T03:14:35Z**"
-            )),
-            "reminder"
+        s.expect_bot_comments(
+            pr,
+            &["⏰ @alice, your `prod/admin` access expires at **2026-11-26T03:14:35Z**"],
         );
         s.advance(TimeDelta::minutes(1));
         s.settle().await;
@@ -117,7 +115,8 @@ on_both_forges!(
                 .all(|f| !f.starts_with("requests/")),
             "requests/ lists exactly the active grants: none"
         );
-        assert!(s.last_bot_comment(pr).starts_with("🔒 **Access revoked** at 2026-11-26T03:14:35Z: @alice no longer has `prod/admin` (it expired)."), "{}", s.last_bot_comment(pr));
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("🔒 **Access revoked** at 2026-11-26T03:14:35Z: @alice no longer has `prod/admin` (it expired)."), "{said}");
     }
 );
 
@@ -132,7 +131,7 @@ on_both_forges!(
             "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
         );
         s.settle().await;
-        let reply = s.last_bot_issue_comment(issue);
+        let reply = s.next_bot_issue_comment(issue);
         assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
         let pr = s
             .changes()
@@ -153,7 +152,7 @@ on_both_forges!(
             "the ticket is picked out of the reason: {file}"
         );
         assert!(
-            s.last_bot_comment(pr.number)
+            s.next_bot_comment(pr.number)
                 .starts_with("✅ **Request `20261126-0214-alice-prod` is allowed**")
         );
 
@@ -172,15 +171,23 @@ on_both_forges!(
             "{}",
             merge.message
         );
+        s.expect_bot_comments(pr.number, &["🔓 **Access granted.** @alice"]);
     }
 );
 
 on_both_forges!(approving_review_merges, |s: Scenario| async move {
     let pr = s.open_request(&s.people.alice, "prod", "r-review", &prod_request("30m"));
     s.settle().await;
-    s.approve_button(pr, &s.people.dan);
+    s.by(&s.people.dan).approve_button(pr);
     s.settle().await;
     assert!(s.change(pr).merged);
+    s.expect_bot_comments(
+        pr,
+        &[
+            "✅ **Request `r-review` is allowed**",
+            "🔓 **Access granted.**",
+        ],
+    );
     assert_eq!(
         s.request("r-review")
             .await
@@ -226,6 +233,13 @@ on_both_forges!(
             "{}",
             merge.message
         );
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r-sev1` is allowed** by the `prod` policy: @bob asks for `prod/admin` for 45m.\n\n⚡ Fast path `sev1` applies",
+                "🔓 **Access granted.** @bob",
+            ],
+        );
         let record = s.request("r-sev1").await;
         assert_eq!(
             record.review_due_at,
@@ -233,20 +247,13 @@ on_both_forges!(
         );
 
         // The requester cannot review their own grant; an approver can.
-        s.note(pr, bob, "/breakglass reviewed");
+        s.by(bob).command(pr, "reviewed");
         s.settle().await;
-        assert!(
-            s.last_bot_comment(pr)
-                .contains("your own approval does not count"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
-        s.note(pr, &s.people.carol, "/breakglass reviewed");
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("your own approval does not count"), "{said}");
+        s.by(&s.people.carol).command(pr, "reviewed");
         s.settle().await;
-        assert!(
-            s.last_bot_comment(pr)
-                .starts_with("✔️ After-the-fact review by @carol recorded")
-        );
+        s.expect_bot_comments(pr, &["✔️ After-the-fact review by @carol recorded"]);
         assert!(
             !s.change(pr)
                 .labels
@@ -291,6 +298,14 @@ on_both_forges!(
                 .as_deref(),
             Some("dan")
         );
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r-react` is allowed**",
+                "🔓 **Access granted.**",
+                "✔️ After-the-fact review by @dan recorded; `breakglass/needs-review` removed.",
+            ],
+        );
     }
 );
 
@@ -308,6 +323,13 @@ on_both_forges!(self_service_needs_no_approval, |s: Scenario| async move {
         "{}",
         merge.message
     );
+    s.expect_bot_comments(
+        pr,
+        &[
+            "✅ **Request `r-staging` is allowed** by the `staging` policy: @alice asks for `staging/admin` for 2h.\n\nSelf-service environment: merging now, no approval needed.",
+            "🔓 **Access granted.** @alice has `staging/admin` until **2026-11-26T04:14:00Z** (in 2h).",
+        ],
+    );
 });
 
 on_both_forges!(revoke_command_ends_access_early, |s: Scenario| async move {
@@ -316,14 +338,14 @@ on_both_forges!(revoke_command_ends_access_early, |s: Scenario| async move {
     s.approve(pr, &s.people.carol);
     s.settle().await;
     assert!(s.change(pr).merged);
+    s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
     s.advance(TimeDelta::minutes(10));
-    s.note(pr, &s.people.mallory, "/breakglass revoke");
+    s.by(&s.people.mallory).revoke(pr);
     s.settle().await;
+    let said = s.next_bot_comment(pr);
     assert!(
-        s.last_bot_comment(pr)
-            .contains("only the requester or an approver can revoke"),
-        "{}",
-        s.last_bot_comment(pr)
+        said.contains("only the requester or an approver can revoke"),
+        "{said}"
     );
     s.note(pr, &s.people.alice, "/breakglass done");
     s.settle().await;
@@ -336,11 +358,8 @@ on_both_forges!(revoke_command_ends_access_early, |s: Scenario| async move {
         "{}",
         merge.message
     );
-    assert!(
-        s.last_bot_comment(pr).contains("(it was revoked early)"),
-        "{}",
-        s.last_bot_comment(pr)
-    );
+    let said = s.next_bot_comment(pr);
+    assert!(said.contains("(it was revoked early)"), "{said}");
 });
 
 on_both_forges!(
@@ -351,31 +370,25 @@ on_both_forges!(
         s.approve(pr, &s.people.carol);
         s.settle().await;
         let before = s.request("r-extend").await.expires_at.unwrap();
+        s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
         // The requester alone cannot extend without a fast path: it needs an approver.
         s.note(pr, &s.people.alice, "/breakglass extend 30m");
         s.settle().await;
-        assert!(
-            s.last_bot_comment(pr).contains("It needs approval"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("It needs approval"), "{said}");
         s.note(pr, &s.people.carol, "/breakglass extend 2h");
         s.settle().await;
+        let said = s.next_bot_comment(pr);
         assert!(
-            s.last_bot_comment(pr)
-                .contains("above the policy's max_duration 4h"),
-            "{}",
-            s.last_bot_comment(pr)
+            said.contains("above the policy's max_duration 4h"),
+            "{said}"
         );
         s.note(pr, &s.people.carol, "/breakglass extend 30m");
         s.settle().await;
         let after = s.request("r-extend").await.expires_at.unwrap();
         assert_eq!(after - before, TimeDelta::minutes(30));
-        assert!(
-            s.last_bot_comment(pr).starts_with("⏳ Extended"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⏳ Extended"), "{said}");
         // Not revoked at the old expiry, revoked at the new one.
         s.advance(TimeDelta::hours(3) + TimeDelta::minutes(1));
         s.settle().await;
@@ -383,6 +396,7 @@ on_both_forges!(
         s.advance(TimeDelta::minutes(30));
         s.settle().await;
         assert_eq!(s.request("r-extend").await.state.to_string(), "revoked");
+        s.expect_bot_comments(pr, &["🔒 **Access revoked** at 2026-11-26T05:45:00Z"]);
     }
 );
 
@@ -391,27 +405,24 @@ on_both_forges!(
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-status", &prod_request("1h"));
         s.settle().await;
-        s.note(pr, &s.people.alice, "/breakglass status");
+        s.expect_bot_comments(pr, &["✅ **Request `r-status` is allowed**"]);
+        s.by(&s.people.alice).command(pr, "status");
         s.settle().await;
         assert_eq!(
-            s.last_bot_comment(pr),
+            s.next_bot_comment(pr),
             "ℹ️ Request `r-status`: **pending**. Waiting for approval: 0 of 1."
         );
         s.note(pr, &s.people.alice, "/breakglass aprove");
         s.settle().await;
+        let said = s.next_bot_comment(pr);
         assert!(
-            s.last_bot_comment(pr)
-                .contains("did you mean `/breakglass approve`?"),
-            "{}",
-            s.last_bot_comment(pr)
+            said.contains("did you mean `/breakglass approve`?"),
+            "{said}"
         );
         s.note(pr, &s.people.alice, "/breakglass help");
         s.settle().await;
-        assert!(
-            s.last_bot_comment(pr).contains("/breakglass extend"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("/breakglass extend"), "{said}");
     }
 );
 
@@ -446,14 +457,18 @@ async fn the_whole_story_in_the_bots_words() {
     s.settle().await;
     s.advance(TimeDelta::minutes(60));
     s.settle().await;
-    let transcript = |number: u64| {
-        s.bot_comments(number)
+    // Every comment, in order: a duplicate or a stray one changes the snapshot.
+    let transcript = |number: u64, comments: Vec<String>| {
+        comments
             .iter()
             .map(|c| format!("--- #{number}\n{c}\n"))
             .collect::<String>()
     };
-    insta::assert_snapshot!("story_issue", transcript(issue));
-    insta::assert_snapshot!("story_request_pr", transcript(pr));
+    insta::assert_snapshot!(
+        "story_issue",
+        transcript(issue, s.take_bot_issue_comments(issue))
+    );
+    insta::assert_snapshot!("story_request_pr", transcript(pr, s.take_bot_comments(pr)));
     let record = s.request("20261126-0214-alice-prod").await;
     let revert = s.change(record.revert_pr_number.unwrap());
     insta::assert_snapshot!(
@@ -478,15 +493,12 @@ on_both_forges!(
         );
         let pr = s.open_request(&s.people.alice, "prod", "r-two", &prod_request("1h"));
         s.settle().await;
-        assert!(
-            s.last_bot_comment(pr).contains("Needs **2** approval(s)"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("Needs **2** approval(s)"), "{said}");
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert_eq!(
-            s.last_bot_comment(pr),
+            s.next_bot_comment(pr),
             "👍 Approval by @carol recorded (1 of 2)."
         );
         s.emoji_now(pr, &s.people.carol, "+1"); // the same approver twice is still one
@@ -503,6 +515,7 @@ on_both_forges!(
             "{}",
             merge.message
         );
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
     }
 );
 
@@ -519,6 +532,14 @@ on_both_forges!(
             .find(|p| p.user == s.people.bot.login)
             .expect("a request PR")
             .number;
+        s.expect_bot_issue_comments(issue, &["📝 @bob, your request is "]);
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `20261126-0214-bob-staging` is allowed**",
+                "🔓 **Access granted.**",
+            ],
+        );
         let record = s.request("20261126-0214-bob-staging").await;
         assert_eq!(record.role.as_str(), "admin");
         assert_eq!(record.reason.as_str(), "requested with /breakglass on #1");
@@ -530,11 +551,10 @@ on_both_forges!(
         // prod has two roles: the bot asks which one instead of guessing.
         s.note_on_issue(issue, &s.people.alice, "/breakglass prod 1h");
         s.settle().await;
+        let said = s.next_bot_issue_comment(issue);
         assert!(
-            s.last_bot_issue_comment(issue)
-                .starts_with("⚠️ `prod` has several roles; name one"),
-            "{}",
-            s.last_bot_issue_comment(issue)
+            said.starts_with("⚠️ `prod` has several roles; name one"),
+            "{said}"
         );
     }
 );

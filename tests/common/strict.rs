@@ -171,6 +171,32 @@ impl Scenario {
         }
     }
 
+    /// Reads the bot's next comments on change request `number`, one per prefix, each of which
+    /// must start with its prefix: the sequence of comments a user sees on that thread.
+    #[track_caller]
+    pub fn expect_bot_comments(&self, number: u64, prefixes: &[&str]) {
+        for prefix in prefixes {
+            let comment = self.next_bot_comment(number);
+            assert!(
+                comment.starts_with(prefix),
+                "the bot's next comment on {} should start with {prefix:?}: {comment}",
+                self.thread_name(self.internal(number))
+            );
+        }
+    }
+
+    /// [`Scenario::expect_bot_comments`] on issue `number`.
+    #[track_caller]
+    pub fn expect_bot_issue_comments(&self, number: u64, prefixes: &[&str]) {
+        for prefix in prefixes {
+            let comment = self.next_bot_issue_comment(number);
+            assert!(
+                comment.starts_with(prefix),
+                "the bot's next comment on issue #{number} should start with {prefix:?}: {comment}"
+            );
+        }
+    }
+
     /// Fails the test if the bot wrote a comment on change request `number` that the test has
     /// not read.
     #[track_caller]
@@ -184,15 +210,23 @@ impl Scenario {
         );
     }
 
+    /// Reads all the bot's unread comments on change request `number`, oldest first (for a
+    /// transcript that a snapshot pins whole).
+    pub fn take_bot_comments(&self, number: u64) -> Vec<String> {
+        let thread = self.internal(number);
+        std::iter::from_fn(|| self.take_bot_comment(thread)).collect()
+    }
+
+    /// [`Scenario::take_bot_comments`] on issue `number`.
+    pub fn take_bot_issue_comments(&self, number: u64) -> Vec<String> {
+        let thread = self.internal_issue(number);
+        std::iter::from_fn(|| self.take_bot_comment(thread)).collect()
+    }
+
     /// Marks the bot's comments on change request `number` read without looking at them, for
     /// a test about something else; their number. Never use it to hide a duplicate.
     pub fn skip_bot_comments(&self, number: u64) -> usize {
-        let thread = self.internal(number);
-        let mut skipped = 0;
-        while self.take_bot_comment(thread).is_some() {
-            skipped += 1;
-        }
-        skipped
+        self.take_bot_comments(number).len()
     }
 
     /// Turns the strict checks off for a scenario that must end in a state they would refuse
