@@ -474,12 +474,13 @@ on_skewed_clocks!(
         s.forge.advance_clock(TimeDelta::seconds(2));
         replay("22222222-2222-2222-2222-222222222222").await;
         s.settle().await;
+        // The new version is decided again; carol's replayed approval is of the old one.
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 4h."]);
         let said = s.next_bot_comment(pr);
         assert!(
             said.starts_with("⏱️ @carol, your approval was given before the latest push"),
             "{said}"
         );
-        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]); // the new version
         s.by(&s.people.dan).approve(pr);
         s.settle().await;
         assert!(!s.change(pr).merged, "1 of 2 for the new version");
