@@ -114,17 +114,20 @@ impl Strict {
 impl Scenario {
     /// Declares that `kind` jobs will fail (at least once) with an error containing `needle`;
     /// any other failure fails the test.
+    #[track_caller]
     pub fn expect_job_error(&self, kind: JobKind, needle: &str) {
         self.expect_error(Source::Job(kind), needle);
     }
 
     /// Declares that handling a delivery will fail (at least once) with an error containing
     /// `needle`.
+    #[track_caller]
     pub fn expect_delivery_error(&self, needle: &str) {
         self.expect_error(Source::Delivery, needle);
     }
 
     /// Declares that `source` will fail (at least once) with an error containing `needle`.
+    #[track_caller]
     pub fn expect_error(&self, source: Source, needle: &str) {
         self.strict.state().expected.push(Expected {
             source,
@@ -197,6 +200,22 @@ impl Scenario {
         }
     }
 
+    /// `text` in GitHub's words: on GitLab, `MR !3` and `!3` become `PR #3` and `#3`, so that
+    /// one inline snapshot pins a comment on both forges.
+    pub fn github_words(&self, text: &str) -> String {
+        if self.dialect == Dialect::GitHub {
+            return text.to_owned();
+        }
+        let text = text.replace("MR !", "PR #");
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            let before_digit = chars.peek().is_some_and(char::is_ascii_digit);
+            out.push(if c == '!' && before_digit { '#' } else { c });
+        }
+        out
+    }
+
     /// Fails the test if the bot wrote a comment on change request `number` that the test has
     /// not read.
     #[track_caller]
@@ -212,12 +231,14 @@ impl Scenario {
 
     /// Reads all the bot's unread comments on change request `number`, oldest first (for a
     /// transcript that a snapshot pins whole).
+    #[track_caller]
     pub fn take_bot_comments(&self, number: u64) -> Vec<String> {
         let thread = self.internal(number);
         std::iter::from_fn(|| self.take_bot_comment(thread)).collect()
     }
 
     /// [`Scenario::take_bot_comments`] on issue `number`.
+    #[track_caller]
     pub fn take_bot_issue_comments(&self, number: u64) -> Vec<String> {
         let thread = self.internal_issue(number);
         std::iter::from_fn(|| self.take_bot_comment(thread)).collect()
@@ -225,6 +246,7 @@ impl Scenario {
 
     /// Marks the bot's comments on change request `number` read without looking at them, for
     /// a test about something else; their number. Never use it to hide a duplicate.
+    #[track_caller]
     pub fn skip_bot_comments(&self, number: u64) -> usize {
         self.take_bot_comments(number).len()
     }
