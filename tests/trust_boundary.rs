@@ -457,10 +457,7 @@ on_skewed_clocks!(
         );
         s.settle().await;
         assert!(!s.change(pr).merged, "carol does not count twice");
-        assert_eq!(
-            s.next_bot_comment(pr),
-            "👍 Approval by @carol recorded (1 of 2)."
-        );
+        s.expect_no_bot_comment(pr); // nor is she answered twice
         // alice pushes a new version; the old comment replayed again approves nothing.
         s.forge.advance_clock(TimeDelta::seconds(2));
         s.forge.push_files(
