@@ -572,11 +572,6 @@ pub fn approve_again_comment(approver: &str, stale: bool) -> String {
     )
 }
 
-/// An approval was withdrawn before the merge.
-pub fn approval_withdrawn_comment(have: usize, need: u32) -> String {
-    format!("↩️ An approval was withdrawn before the merge: {have} of {need} remain. Not merged.")
-}
-
 /// A request that nobody approved in time.
 pub fn pending_expired_comment(after: &str) -> String {
     format!(

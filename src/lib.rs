@@ -11,6 +11,7 @@ pub mod comment;
 pub mod config;
 pub mod demo;
 pub mod duration;
+pub mod failures;
 pub mod forge;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::{Config, GithubConfig, GitlabConfig, read_secrets};
+use crate::failures::{Failures, Work};
 use crate::forge::github::{GithubAuth, GithubClient};
 use crate::forge::gitlab::{GitlabAuth, GitlabClient};
 use crate::forge::{Delivery, Forge};
@@ -59,6 +60,8 @@ pub struct Running {
     /// Where reconciliation stands (it runs beside the queues, so an empty queue says nothing
     /// about it).
     pub reconciliation: Arc<Reconciliation>,
+    /// Every failed delivery, job and reconciliation pass, even those a retry fixed later.
+    pub failures: Arc<Failures>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -152,32 +155,31 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         router(state),
         watcher.clone(),
     ));
+    let failures = Arc::new(Failures::default());
     let deliveries = tokio::spawn(delivery_worker(
         workflows.clone(),
         format!("{worker}-deliveries"),
         wake_deliveries,
-        watcher.clone(),
-        options.tick,
+        Worker::new(watcher.clone(), options.tick, &failures),
     ));
     let reconciliation = Arc::new(Reconciliation::default());
     let reconciler = tokio::spawn(reconcile_worker(
         workflows.clone(),
         reconciliation.clone(),
-        watcher.clone(),
         config.reconcile_interval.as_std(),
-        options.tick,
+        Worker::new(watcher.clone(), options.tick, &failures),
     ));
     let jobs = tokio::spawn(job_worker(
         workflows.clone(),
         format!("{worker}-jobs"),
-        watcher,
-        options.tick,
+        Worker::new(watcher, options.tick, &failures),
     ));
     tracing::info!(%addr, serving = ?served, "breakglass is serving");
     Ok(Running {
         addr,
         workflows,
         reconciliation,
+        failures,
         shutdown,
         tasks: vec![server, deliveries, jobs, reconciler],
     })
@@ -350,15 +352,41 @@ fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
     chrono::TimeDelta::seconds(1i64 << attempts.min(8)).min(chrono::TimeDelta::minutes(5))
 }
 
+/// What every background worker of a service is given: when to stop, how often to look for
+/// work, and where to record its failures.
+struct Worker {
+    stop: watch::Receiver<bool>,
+    tick: Duration,
+    failures: Arc<Failures>,
+}
+
+impl Worker {
+    fn new(stop: watch::Receiver<bool>, tick: Duration, failures: &Arc<Failures>) -> Self {
+        Self {
+            stop,
+            tick,
+            failures: failures.clone(),
+        }
+    }
+
+    /// See [`idle`].
+    async fn idle(&mut self, wake: Option<&Notify>) -> bool {
+        idle(wake, &mut self.stop, self.tick).await
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+}
+
 async fn delivery_worker(
     workflows: Workflows,
     worker: String,
     wake: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-    tick: Duration,
+    mut this: Worker,
 ) {
     let workflow = workflows.shared();
-    while idle(Some(&wake), &mut stop, tick).await {
+    while this.idle(Some(&wake)).await {
         loop {
             let now = workflow.clock.now();
             let batch = match workflow
@@ -385,6 +413,8 @@ async fn delivery_worker(
                     Ok(()) => workflow.store.finish_delivery(&delivery.id).await.map(drop),
                     Err(err) => {
                         tracing::warn!(delivery = %delivery.id, error = %format!("{err:#}"), "delivery failed; will retry");
+                        let work = Work::Delivery(delivery.id.to_string());
+                        this.failures.record(work, &err, workflow.clock.now());
                         let next = workflow.clock.now() + retry_delay(&err, delivery.attempts);
                         workflow
                             .store
@@ -397,7 +427,7 @@ async fn delivery_worker(
                     tracing::error!(%err, delivery = %delivery.id, "cannot record the delivery's outcome");
                 }
             }
-            if *stop.borrow() {
+            if this.stopping() {
                 return;
             }
         }
@@ -409,9 +439,8 @@ async fn delivery_worker(
 async fn reconcile_worker(
     workflows: Workflows,
     status: Arc<Reconciliation>,
-    mut stop: watch::Receiver<bool>,
     every: Duration,
-    tick: Duration,
+    mut this: Worker,
 ) {
     let every = chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::minutes(5));
     loop {
@@ -419,6 +448,8 @@ async fn reconcile_worker(
         for workflow in workflows.iter() {
             if let Err(err) = workflow.reconcile_all().await {
                 tracing::warn!(forge = %workflow.forge.kind(), error = %format!("{err:#}"), "reconciliation failed; will try again");
+                let at = workflow.clock.now();
+                this.failures.record(Work::Reconciliation, &err, at);
             }
         }
         status.passes.fetch_add(1, Ordering::SeqCst);
@@ -426,22 +457,17 @@ async fn reconcile_worker(
         let clock = &workflows.shared().clock;
         let next = clock.now() + every;
         while clock.now() < next {
-            if !idle(None, &mut stop, tick).await {
+            if !this.idle(None).await {
                 return;
             }
         }
     }
 }
 
-async fn job_worker(
-    workflows: Workflows,
-    worker: String,
-    mut stop: watch::Receiver<bool>,
-    tick: Duration,
-) {
+async fn job_worker(workflows: Workflows, worker: String, mut this: Worker) {
     let workflow = workflows.shared();
     let wake = workflow.wake_jobs.clone();
-    while idle(Some(&wake), &mut stop, tick).await {
+    while this.idle(Some(&wake)).await {
         loop {
             let now = workflow.clock.now();
             let batch = match workflow.store.claim_due_jobs(&worker, now, LEASE, 10).await {
@@ -470,6 +496,11 @@ async fn job_worker(
                             format!("kind=\"{kind}\",result=\"error\""),
                         );
                         tracing::warn!(job = %kind, request = %job.request_id, attempts = job.attempts, error = %format!("{err:#}"), "job failed; will retry");
+                        let work = Work::Job {
+                            kind: kind.clone(),
+                            request: job.request_id.to_string(),
+                        };
+                        this.failures.record(work, &err, workflow.clock.now());
                         let next = workflow.clock.now() + retry_delay(&err, job.attempts);
                         workflow
                             .store
@@ -482,7 +513,7 @@ async fn job_worker(
                     tracing::error!(%err, "cannot record a job's outcome");
                 }
             }
-            if *stop.borrow() {
+            if this.stopping() {
                 return;
             }
         }

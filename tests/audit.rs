@@ -1291,6 +1291,26 @@ async fn the_audit_reads_what_the_bot_writes() {
         "grant myself",
     );
     s.settle().await;
+    let story = [
+        "✅ **Request `r-story` is allowed**",
+        "🔓 **Access granted.**",
+        "🔒 **Access revoked**",
+    ];
+    s.expect_bot_comments(pr, &story);
+    let fast = [
+        "✅ **Request `r-sev1` is allowed**",
+        "🔓 **Access granted.**",
+        "🔒 **Access revoked**",
+    ];
+    s.expect_bot_comments(sev1, &fast);
+    // The bot's own removal change, the one after the sev1 request's revert.
+    let removal = sev1 + 2;
+    assert!(
+        s.change(removal).title.contains("sneaky"),
+        "{:?}",
+        s.change(removal)
+    );
+    s.expect_bot_comments(removal, &["🚨 **Request files reached the default branch without breakglass**: `requests/prod/sneaky.yaml`"]);
 
     let path = s.forge.repo_path(REPO);
     let audit_at = |now: DateTime<Utc>| {

@@ -30,6 +30,14 @@ on_both_backends!(
         s.settle().await;
         s.advance(TimeDelta::hours(1));
         s.settle().await;
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r-log` is allowed**",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
         let events = s
             .store
             .events_for_request(&"r-log".to_owned().try_into().unwrap())
@@ -73,11 +81,19 @@ on_both_backends!(
             labels.contains(&"breakglass/review-overdue".to_owned()),
             "{labels:?}"
         );
-        let escalation = s
-            .bot_comments(first)
-            .into_iter()
-            .find(|c| c.starts_with("🚨 **Review overdue**"))
-            .expect("an escalation");
+        s.expect_bot_comments(
+            first,
+            &[
+                "✅ **Request `r-sev1-a` is allowed**",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
+        let escalation = s.next_bot_comment(first);
+        assert!(
+            escalation.starts_with("🚨 **Review overdue**"),
+            "{escalation}"
+        );
         assert!(
             escalation.contains("@acme/sre-leads @carol"),
             "{escalation}"
@@ -91,16 +107,16 @@ on_both_backends!(
             "blocked from the fast path"
         );
         assert_eq!(s.request("r-sev1-b").await.state.to_string(), "pending");
+        let verdict = s.next_bot_comment(second);
         assert!(
-        s.last_bot_comment(second).ends_with("Fast path `sev1` does not apply: `bob` has an overdue review of `r-sev1-a` (block_until_reviewed)."),
-        "{}",
-        s.last_bot_comment(second)
-    );
+            verdict.ends_with("Fast path `sev1` does not apply: `bob` has an overdue review of `r-sev1-a` (block_until_reviewed)."),
+            "{verdict}"
+        );
 
         // Once the first grant is reviewed, the block is lifted for later requests.
-        s.forge
-            .comment(REPO, first, &s.people.carol, "/breakglass reviewed");
+        s.by(&s.people.carol).command(first, "reviewed");
         s.settle().await;
+        s.expect_bot_comments(first, &["✔️ After-the-fact review by @carol recorded"]);
         assert!(
             !s.forge
                 .pr(REPO, first)
@@ -112,6 +128,13 @@ on_both_backends!(
         assert!(
             s.forge.pr(REPO, third).merged,
             "fast path again after the review"
+        );
+        s.expect_bot_comments(
+            third,
+            &[
+                "✅ **Request `r-sev1-c` is allowed**",
+                "🔓 **Access granted.**",
+            ],
         );
     }
 );

@@ -11,9 +11,10 @@ use common::*;
 
 /// Runs a grant to its revocation, so the log and git both hold a merge and a revert.
 async fn lived(s: &Scenario) {
-    s.granted("r-audit", "1h").await;
+    let pr = s.granted("r-audit", "1h").await;
     s.advance(TimeDelta::hours(1));
     s.settle().await;
+    s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
 }
 
 fn verify(s: &Scenario) -> (i32, String) {
@@ -131,13 +132,21 @@ on_both_backends!(
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-ext", &prod_request("1h"));
         s.settle().await;
-        s.approve(pr, &s.people.carol);
+        s.by(&s.people.carol).approve(pr);
         s.settle().await;
-        s.forge
-            .comment(REPO, pr, &s.people.carol, "/breakglass extend 30m");
+        s.by(&s.people.carol).command(pr, "extend 30m");
         s.settle().await;
         s.advance(TimeDelta::minutes(90));
         s.settle().await;
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r-ext` is allowed**",
+                "🔓 **Access granted.**",
+                "⏳ Extended: @alice's access now expires at **2026-11-26T03:44:00Z**",
+                "🔒 **Access revoked** at 2026-11-26T03:44:00Z",
+            ],
+        );
         let out = Command::new(env!("CARGO_BIN_EXE_breakglass"))
             .args([
                 "audit",

@@ -8,6 +8,7 @@ mod moto;
 
 use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
 use breakglass::config::AwsConfig;
+use breakglass::store::JobKind;
 use chrono::TimeDelta;
 use common::*;
 use moto::{Moto, Recorder, fake_credentials};
@@ -173,11 +174,12 @@ macro_rules! with_aws {
 with_aws!(
     an_aws_grant_is_applied_in_iam_and_revoked_at_the_ttl,
     |w: World| async move {
-        w.s.granted("r1", "1h").await;
+        let pr = w.s.granted("r1", "1h").await;
         w.assert_granted("r1").await;
         w.s.advance(TimeDelta::hours(1));
         w.s.settle().await;
         assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
         w.assert_nothing_granting().await;
     }
 );
@@ -185,13 +187,14 @@ with_aws!(
 with_aws!(
     a_crash_between_grant_and_revoke_still_revokes_in_iam,
     |mut w: World| async move {
-        w.s.granted("r1", "1h").await;
+        let pr = w.s.granted("r1", "1h").await;
         w.assert_granted("r1").await;
         w.s.crash();
         w.s.advance(TimeDelta::hours(2));
         w.s.start_service().await;
         w.s.settle().await;
         assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
         w.assert_nothing_granting().await;
     }
 );
@@ -199,11 +202,12 @@ with_aws!(
 with_aws!(
     iam_errors_during_the_revoke_are_retried_and_the_revoke_is_never_lost,
     |w: World| async move {
-        w.s.granted("r1", "1h").await;
+        let pr = w.s.granted("r1", "1h").await;
         for _ in 0..3 {
             w.proxy
                 .fail_next("DetachRolePolicy", 503, "ServiceUnavailable");
         }
+        w.s.expect_job_error(JobKind::Revoke, "DetachRolePolicy");
         w.s.advance(TimeDelta::hours(1));
         w.s.settle().await;
         for _ in 0..4 {
@@ -222,18 +226,20 @@ with_aws!(
             detaches >= 4,
             "three failed tries, then one that went through: {detaches}"
         );
+        w.s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );
 
 with_aws!(
     two_overlapping_grants_of_one_person_end_independently,
     |w: World| async move {
-        w.s.granted("r1", "1h").await;
+        let first = w.s.granted("r1", "1h").await;
         w.s.advance(TimeDelta::minutes(10));
-        w.s.granted("r2", "2h").await;
+        let second = w.s.granted("r2", "2h").await;
         w.s.advance(TimeDelta::minutes(55));
         w.s.settle().await;
         assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.s.expect_bot_comments(first, &["🔒 **Access revoked**"]);
         assert_eq!(w.s.request("r2").await.state.to_string(), "active");
         // r2 still holds the shared managed policy, bounded by its own expiry.
         w.assert_granted("r2").await;
@@ -245,6 +251,7 @@ with_aws!(
         w.s.advance(TimeDelta::hours(2));
         w.s.settle().await;
         assert_eq!(w.s.request("r2").await.state.to_string(), "revoked");
+        w.s.expect_bot_comments(second, &["🔒 **Access revoked**"]);
         w.assert_nothing_granting().await;
     }
 );
@@ -259,7 +266,7 @@ with_aws!(
             )
         });
         w.s.settle().await;
-        w.s.granted("r1", "1h").await;
+        let pr = w.s.granted("r1", "1h").await;
         let expires = w.s.request("r1").await.expires_at.unwrap();
         assert!(w.attached().await.is_empty(), "nothing managed is attached");
         assert_eq!(w.inline_names().await, ["breakglass-r1"]);
@@ -281,6 +288,7 @@ with_aws!(
         w.s.advance(TimeDelta::hours(1));
         w.s.settle().await;
         assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
         w.assert_nothing_granting().await;
     }
 );
@@ -334,13 +342,13 @@ with_aws!(
         eventually(|| async { w.s.request("r1").await.state.to_string() != "active" }).await;
         w.s.settle().await;
         assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        let said = w.s.next_bot_comment(pr);
         assert!(
-            w.s.bot_comments(pr).iter().any(|c| c
-                .starts_with("🚨 **This grant was changed outside breakglass**")
-                && c.contains("breakglass-r1-expiry")),
-            "{:#?}",
-            w.s.bot_comments(pr)
+            said.starts_with("🚨 **This grant was changed outside breakglass**")
+                && said.contains("breakglass-r1-expiry"),
+            "{said}"
         );
+        w.s.expect_bot_comments(pr, &["🔒 **Access revoked** at 2026-11-26T02:19:00Z: @alice no longer has `prod/admin` (reconciliation found it should not be active)."]);
         w.assert_nothing_granting().await;
     }
 );

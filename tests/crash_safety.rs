@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use breakglass::store::JobKind;
 use breakglass_test_forge::FailureKind;
 use chrono::TimeDelta;
 use common::*;
@@ -47,7 +48,8 @@ on_both_forges!(
                 .iter()
                 .all(|f| !f.starts_with("requests/"))
         );
-        assert!(s.last_bot_comment(pr).starts_with("🔒 **Access revoked**"));
+        let revoked = s.next_bot_comment(pr);
+        assert!(revoked.starts_with("🔒 **Access revoked**"), "{revoked}");
     }
 );
 
@@ -59,7 +61,8 @@ on_both_forges!(
         // The forge refuses to open PRs (every attempt of the grant step's one run), so the
         // revert PR does not exist when the bot dies.
         s.fail_next(Route::Changes, Method::POST, 4, FailureKind::Status(500));
-        s.approve(pr, &s.people.carol);
+        s.expect_job_error(JobKind::Grant, "HTTP 500");
+        s.by(&s.people.carol).approve(pr);
         s.settle().await;
         assert!(s.change(pr).merged);
         assert_eq!(
@@ -72,18 +75,28 @@ on_both_forges!(
         s.start_service().await;
         until_revoked(&s, "r-norevert").await;
         let record = s.request("r-norevert").await;
+        let revert = record.revert_pr_number.expect("created on restart");
+        assert!(s.change(revert).merged);
+        let verdict = s.next_bot_comment(pr);
         assert!(
-            s.change(record.revert_pr_number.expect("created on restart"))
-                .merged
+            verdict.starts_with("✅ **Request `r-norevert` is allowed**"),
+            "{verdict}"
         );
+        // The grant's comment waits for the revert PR, so it comes after the restart.
+        let granted = s.next_bot_comment(pr);
+        assert!(granted.starts_with("🔓 **Access granted.**"), "{granted}");
+        assert!(granted.contains(&s.change_ref(revert)), "{granted}");
+        let revoked = s.next_bot_comment(pr);
+        assert!(revoked.starts_with("🔒 **Access revoked**"), "{revoked}");
     }
 );
 
 on_both_forges!(
     forge_errors_during_the_revoke_are_retried_until_it_succeeds,
     |s: Scenario| async move {
-        s.granted("r-flaky", "1h").await;
+        let pr = s.granted("r-flaky", "1h").await;
         s.fail_next(Route::Merge, Method::PUT, 6, FailureKind::Status(502));
+        s.expect_job_error(JobKind::Revoke, "HTTP 502");
         s.fail_next(
             Route::Notes,
             Method::POST,
@@ -96,5 +109,7 @@ on_both_forges!(
         assert!(s.change(record.revert_pr_number.unwrap()).merged);
         // The failures did happen: six refused merges before the one that went through.
         assert!(s.forge.calls().count("PUT", s.route(Route::Merge)) >= 7);
+        let revoked = s.next_bot_comment(pr);
+        assert!(revoked.starts_with("🔒 **Access revoked**"), "{revoked}");
     }
 );

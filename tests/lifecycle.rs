@@ -17,15 +17,11 @@ on_both_forges!(
             &prod_request("1h"),
         );
         s.settle().await;
-        let verdict = s.last_bot_comment(pr);
-        assert!(
-            verdict.starts_with("✅ **Request `20261126-0214-alice-prod` is allowed**"),
-            "{verdict}"
-        );
-        assert!(
-            verdict.contains("Needs **1** approval(s) from @acme/sre-leads, @carol"),
-            "{verdict}"
-        );
+        insta::assert_snapshot!(s.next_bot_comment(pr), @"
+        ✅ **Request `20261126-0214-alice-prod` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 1h.
+
+        Needs **1** approval(s) from @acme/sre-leads, @carol. Approve with a `:+1:` reaction on this PR, an approving review, or `/breakglass approve`. The requester's own approval never counts, and a push voids earlier approvals.
+        ");
         let head = s.change(pr).head_sha;
         // Pending until approved, so that a required status check stops a hand merge.
         assert_eq!(
@@ -59,15 +55,23 @@ on_both_forges!(
                 merge.message
             );
         }
-        let granted = s.last_bot_comment(pr);
-        assert!(granted.starts_with("🔓 **Access granted.** @alice has `prod/admin` until **2026-11-26T03:14:35Z** (in 1h)."), "{granted}");
         let record = s.request("20261126-0214-alice-prod").await;
         let revert = record.revert_pr_number.expect("a revert PR");
-        let word = match s.dialect {
-            common::Dialect::GitHub => "a revert PR follows",
-            common::Dialect::GitLab => "a revert MR follows",
-        };
-        assert!(granted.contains(word), "{granted}");
+        assert_eq!(revert, 2, "the revert PR");
+        insta::assert_snapshot!(s.github_words(&s.next_bot_comment(pr)), @"
+        🔓 **Access granted.** @alice has `prod/admin` until **2026-11-26T03:14:35Z** (in 1h).
+
+        | | |
+        |---|---|
+        | request | `20261126-0214-alice-prod` |
+        | approved by | @carol |
+        | reason | `incident: INC-1234 checkout DB failover` |
+        | ticket | INC-1234 |
+        | revert | a revert PR follows this comment; breakglass merges it at expiry |
+
+        `/breakglass revoke` ends it now · `/breakglass extend 30m` asks for more time · `/breakglass status`
+        ");
+        // The revert, opened right after that comment, names the request it ends.
         assert!(s.change(revert).body.contains(&s.change_ref(pr)));
         let revert_pr = s.change(revert);
         assert_eq!(
@@ -86,12 +90,7 @@ on_both_forges!(
         s.advance(TimeDelta::minutes(59));
         s.settle().await;
         assert!(!s.change(revert).merged);
-        assert!(
-            s.bot_comments(pr).iter().any(|c| c.starts_with(
-                "⏰ @alice, your `prod/admin` access expires at **2026-11-26T03:14:35Z**"
-            )),
-            "reminder"
-        );
+        insta::assert_snapshot!(s.next_bot_comment(pr), @"⏰ @alice, your `prod/admin` access expires at **2026-11-26T03:14:35Z** (in 1m). `/breakglass extend 30m` asks for more time; `/breakglass revoke` ends it now.");
         s.advance(TimeDelta::minutes(1));
         s.settle().await;
         let revert_pr = s.change(revert);
@@ -122,7 +121,7 @@ on_both_forges!(
                 .all(|f| !f.starts_with("requests/")),
             "requests/ lists exactly the active grants: none"
         );
-        assert!(s.last_bot_comment(pr).starts_with("🔒 **Access revoked** at 2026-11-26T03:14:35Z: @alice no longer has `prod/admin` (it expired)."), "{}", s.last_bot_comment(pr));
+        insta::assert_snapshot!(s.github_words(&s.next_bot_comment(pr)), @"🔒 **Access revoked** at 2026-11-26T03:14:35Z: @alice no longer has `prod/admin` (it expired). Revert PR #2 merged.");
     }
 );
 
@@ -137,7 +136,7 @@ on_both_forges!(
             "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
         );
         s.settle().await;
-        let reply = s.last_bot_issue_comment(issue);
+        let reply = s.next_bot_issue_comment(issue);
         assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
         let pr = s
             .changes()
@@ -158,7 +157,7 @@ on_both_forges!(
             "the ticket is picked out of the reason: {file}"
         );
         assert!(
-            s.last_bot_comment(pr.number)
+            s.next_bot_comment(pr.number)
                 .starts_with("✅ **Request `20261126-0214-alice-prod` is allowed**")
         );
 
@@ -177,15 +176,23 @@ on_both_forges!(
             "{}",
             merge.message
         );
+        s.expect_bot_comments(pr.number, &["🔓 **Access granted.** @alice"]);
     }
 );
 
 on_both_forges!(approving_review_merges, |s: Scenario| async move {
     let pr = s.open_request(&s.people.alice, "prod", "r-review", &prod_request("30m"));
     s.settle().await;
-    s.approve_button(pr, &s.people.dan);
+    s.by(&s.people.dan).approve_button(pr);
     s.settle().await;
     assert!(s.change(pr).merged);
+    s.expect_bot_comments(
+        pr,
+        &[
+            "✅ **Request `r-review` is allowed**",
+            "🔓 **Access granted.**",
+        ],
+    );
     assert_eq!(
         s.request("r-review")
             .await
@@ -231,6 +238,13 @@ on_both_forges!(
             "{}",
             merge.message
         );
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r-sev1` is allowed** by the `prod` policy: @bob asks for `prod/admin` for 45m.\n\n⚡ Fast path `sev1` applies",
+                "🔓 **Access granted.** @bob",
+            ],
+        );
         let record = s.request("r-sev1").await;
         assert_eq!(
             record.review_due_at,
@@ -238,20 +252,13 @@ on_both_forges!(
         );
 
         // The requester cannot review their own grant; an approver can.
-        s.note(pr, bob, "/breakglass reviewed");
+        s.by(bob).command(pr, "reviewed");
         s.settle().await;
-        assert!(
-            s.last_bot_comment(pr)
-                .contains("your own approval does not count"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
-        s.note(pr, &s.people.carol, "/breakglass reviewed");
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("your own approval does not count"), "{said}");
+        s.by(&s.people.carol).command(pr, "reviewed");
         s.settle().await;
-        assert!(
-            s.last_bot_comment(pr)
-                .starts_with("✔️ After-the-fact review by @carol recorded")
-        );
+        s.expect_bot_comments(pr, &["✔️ After-the-fact review by @carol recorded"]);
         assert!(
             !s.change(pr)
                 .labels
@@ -296,6 +303,14 @@ on_both_forges!(
                 .as_deref(),
             Some("dan")
         );
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r-react` is allowed**",
+                "🔓 **Access granted.**",
+                "✔️ After-the-fact review by @dan recorded; `breakglass/needs-review` removed.",
+            ],
+        );
     }
 );
 
@@ -313,6 +328,13 @@ on_both_forges!(self_service_needs_no_approval, |s: Scenario| async move {
         "{}",
         merge.message
     );
+    s.expect_bot_comments(
+        pr,
+        &[
+            "✅ **Request `r-staging` is allowed** by the `staging` policy: @alice asks for `staging/admin` for 2h.\n\nSelf-service environment: merging now, no approval needed.",
+            "🔓 **Access granted.** @alice has `staging/admin` until **2026-11-26T04:14:00Z** (in 2h).",
+        ],
+    );
 });
 
 on_both_forges!(revoke_command_ends_access_early, |s: Scenario| async move {
@@ -321,14 +343,14 @@ on_both_forges!(revoke_command_ends_access_early, |s: Scenario| async move {
     s.approve(pr, &s.people.carol);
     s.settle().await;
     assert!(s.change(pr).merged);
+    s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
     s.advance(TimeDelta::minutes(10));
-    s.note(pr, &s.people.mallory, "/breakglass revoke");
+    s.by(&s.people.mallory).revoke(pr);
     s.settle().await;
+    let said = s.next_bot_comment(pr);
     assert!(
-        s.last_bot_comment(pr)
-            .contains("only the requester or an approver can revoke"),
-        "{}",
-        s.last_bot_comment(pr)
+        said.contains("only the requester or an approver can revoke"),
+        "{said}"
     );
     s.note(pr, &s.people.alice, "/breakglass done");
     s.settle().await;
@@ -341,11 +363,8 @@ on_both_forges!(revoke_command_ends_access_early, |s: Scenario| async move {
         "{}",
         merge.message
     );
-    assert!(
-        s.last_bot_comment(pr).contains("(it was revoked early)"),
-        "{}",
-        s.last_bot_comment(pr)
-    );
+    let said = s.next_bot_comment(pr);
+    assert!(said.contains("(it was revoked early)"), "{said}");
 });
 
 on_both_forges!(
@@ -356,31 +375,25 @@ on_both_forges!(
         s.approve(pr, &s.people.carol);
         s.settle().await;
         let before = s.request("r-extend").await.expires_at.unwrap();
+        s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
         // The requester alone cannot extend without a fast path: it needs an approver.
         s.note(pr, &s.people.alice, "/breakglass extend 30m");
         s.settle().await;
-        assert!(
-            s.last_bot_comment(pr).contains("It needs approval"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("It needs approval"), "{said}");
         s.note(pr, &s.people.carol, "/breakglass extend 2h");
         s.settle().await;
+        let said = s.next_bot_comment(pr);
         assert!(
-            s.last_bot_comment(pr)
-                .contains("above the policy's max_duration 4h"),
-            "{}",
-            s.last_bot_comment(pr)
+            said.contains("above the policy's max_duration 4h"),
+            "{said}"
         );
         s.note(pr, &s.people.carol, "/breakglass extend 30m");
         s.settle().await;
         let after = s.request("r-extend").await.expires_at.unwrap();
         assert_eq!(after - before, TimeDelta::minutes(30));
-        assert!(
-            s.last_bot_comment(pr).starts_with("⏳ Extended"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⏳ Extended"), "{said}");
         // Not revoked at the old expiry, revoked at the new one.
         s.advance(TimeDelta::hours(3) + TimeDelta::minutes(1));
         s.settle().await;
@@ -388,6 +401,7 @@ on_both_forges!(
         s.advance(TimeDelta::minutes(30));
         s.settle().await;
         assert_eq!(s.request("r-extend").await.state.to_string(), "revoked");
+        s.expect_bot_comments(pr, &["🔒 **Access revoked** at 2026-11-26T05:45:00Z"]);
     }
 );
 
@@ -396,27 +410,24 @@ on_both_forges!(
     |s: Scenario| async move {
         let pr = s.open_request(&s.people.alice, "prod", "r-status", &prod_request("1h"));
         s.settle().await;
-        s.note(pr, &s.people.alice, "/breakglass status");
+        s.expect_bot_comments(pr, &["✅ **Request `r-status` is allowed**"]);
+        s.by(&s.people.alice).command(pr, "status");
         s.settle().await;
         assert_eq!(
-            s.last_bot_comment(pr),
+            s.next_bot_comment(pr),
             "ℹ️ Request `r-status`: **pending**. Waiting for approval: 0 of 1."
         );
         s.note(pr, &s.people.alice, "/breakglass aprove");
         s.settle().await;
+        let said = s.next_bot_comment(pr);
         assert!(
-            s.last_bot_comment(pr)
-                .contains("did you mean `/breakglass approve`?"),
-            "{}",
-            s.last_bot_comment(pr)
+            said.contains("did you mean `/breakglass approve`?"),
+            "{said}"
         );
         s.note(pr, &s.people.alice, "/breakglass help");
         s.settle().await;
-        assert!(
-            s.last_bot_comment(pr).contains("/breakglass extend"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("/breakglass extend"), "{said}");
     }
 );
 
@@ -451,14 +462,18 @@ async fn the_whole_story_in_the_bots_words() {
     s.settle().await;
     s.advance(TimeDelta::minutes(60));
     s.settle().await;
-    let transcript = |number: u64| {
-        s.bot_comments(number)
+    // Every comment, in order: a duplicate or a stray one changes the snapshot.
+    let transcript = |number: u64, comments: Vec<String>| {
+        comments
             .iter()
             .map(|c| format!("--- #{number}\n{c}\n"))
             .collect::<String>()
     };
-    insta::assert_snapshot!("story_issue", transcript(issue));
-    insta::assert_snapshot!("story_request_pr", transcript(pr));
+    insta::assert_snapshot!(
+        "story_issue",
+        transcript(issue, s.take_bot_issue_comments(issue))
+    );
+    insta::assert_snapshot!("story_request_pr", transcript(pr, s.take_bot_comments(pr)));
     let record = s.request("20261126-0214-alice-prod").await;
     let revert = s.change(record.revert_pr_number.unwrap());
     insta::assert_snapshot!(
@@ -483,15 +498,12 @@ on_both_forges!(
         );
         let pr = s.open_request(&s.people.alice, "prod", "r-two", &prod_request("1h"));
         s.settle().await;
-        assert!(
-            s.last_bot_comment(pr).contains("Needs **2** approval(s)"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("Needs **2** approval(s)"), "{said}");
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert_eq!(
-            s.last_bot_comment(pr),
+            s.next_bot_comment(pr),
             "👍 Approval by @carol recorded (1 of 2)."
         );
         s.emoji_now(pr, &s.people.carol, "+1"); // the same approver twice is still one
@@ -508,6 +520,7 @@ on_both_forges!(
             "{}",
             merge.message
         );
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
     }
 );
 
@@ -524,6 +537,14 @@ on_both_forges!(
             .find(|p| p.user == s.people.bot.login)
             .expect("a request PR")
             .number;
+        s.expect_bot_issue_comments(issue, &["📝 @bob, your request is "]);
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `20261126-0214-bob-staging` is allowed**",
+                "🔓 **Access granted.**",
+            ],
+        );
         let record = s.request("20261126-0214-bob-staging").await;
         assert_eq!(record.role.as_str(), "admin");
         assert_eq!(record.reason.as_str(), "requested with /breakglass on #1");
@@ -535,11 +556,10 @@ on_both_forges!(
         // prod has two roles: the bot asks which one instead of guessing.
         s.note_on_issue(issue, &s.people.alice, "/breakglass prod 1h");
         s.settle().await;
+        let said = s.next_bot_issue_comment(issue);
         assert!(
-            s.last_bot_issue_comment(issue)
-                .starts_with("⚠️ `prod` has several roles; name one"),
-            "{}",
-            s.last_bot_issue_comment(issue)
+            said.starts_with("⚠️ `prod` has several roles; name one"),
+            "{said}"
         );
     }
 );

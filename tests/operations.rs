@@ -9,7 +9,7 @@ use common::*;
 
 /// The PR breakglass opened from its own branch for the request first asked for in `original`.
 fn reopened_pr(s: &Scenario, original: u64) -> u64 {
-    let said = s.last_bot_comment(original);
+    let said = s.next_bot_comment(original);
     let number = said
         .split("re-opened the request as #")
         .nth(1)
@@ -60,11 +60,8 @@ on_both_backends!(
             Some(yaml),
             "alice's request file, byte for byte"
         );
-        assert!(
-            s.last_bot_comment(bot_pr).starts_with("✅"),
-            "{}",
-            s.last_bot_comment(bot_pr)
-        );
+        let said = s.next_bot_comment(bot_pr);
+        assert!(said.starts_with("✅"), "{said}");
         assert_eq!(s.request("r-dns").await.requester_login.as_str(), "alice");
         s.approve(bot_pr, &s.people.carol);
         s.settle().await;
@@ -87,11 +84,11 @@ on_both_backends!(
             "{}",
             merge.message
         );
+        s.expect_bot_comments(bot_pr, &["🔓 **Access granted.**"]);
         // More time would need a new reviewed file: refused, the expiry stays.
-        s.forge
-            .comment(REPO, bot_pr, &s.people.alice, "/breakglass extend 30m");
+        s.by(&s.people.alice).command(bot_pr, "extend 30m");
         s.settle().await;
-        let said = s.last_bot_comment(bot_pr);
+        let said = s.next_bot_comment(bot_pr);
         assert!(
             said.contains("cannot be extended in place")
                 && said.contains("`grants/network/r-dns.tf`"),
@@ -110,6 +107,7 @@ on_both_backends!(
                 .is_none(),
             "revoked: the revert removed the grant file"
         );
+        s.expect_bot_comments(bot_pr, &["🔒 **Access revoked**"]);
         assert!(
             s.forge
                 .file_on(REPO, "main", "requests/network/r-dns.yaml")
@@ -139,9 +137,16 @@ on_both_backends!(
         // alice's grant file is not the bot's rendering: the request is re-opened from the bot's
         // branch with the bot's rendering, and only that is merged.
         let bot_pr = reopened_pr(&s, pr);
-        s.approve(bot_pr, &s.people.carol);
+        s.by(&s.people.carol).approve(bot_pr);
         s.settle().await;
         assert!(s.forge.pr(REPO, bot_pr).merged);
+        s.expect_bot_comments(
+            bot_pr,
+            &[
+                "✅ **Request `r-dns` is allowed**",
+                "🔓 **Access granted.**",
+            ],
+        );
         assert!(!s.forge.pr(REPO, pr).merged);
         let on_main = s
             .forge
@@ -177,6 +182,11 @@ on_both_backends!(
             .into_iter()
             .find(|c| c.message.contains("Breakglass-Revokes: sneaky"))
             .expect("a removal merge");
+        // The bot says so on its removal PR, the only one.
+        s.expect_bot_comments(
+            1,
+            &["🚨 **Request files reached the default branch without breakglass**: `requests/prod/sneaky.yaml`."],
+        );
         assert!(
             removal
                 .message
@@ -194,6 +204,11 @@ on_both_backends!(
         s.settle().await;
         s.forge.merge_pr(REPO, pr, &s.people.alice);
         s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r-hand` is allowed**"]);
+        s.expect_bot_comments(
+            pr + 1,
+            &["🚨 **Request files reached the default branch without breakglass**: `requests/prod/r-hand.yaml`."],
+        );
         assert!(
             s.forge
                 .file_on(REPO, "main", "requests/prod/r-hand.yaml")
@@ -236,6 +251,14 @@ on_both_backends!(
             "{metrics}"
         );
         assert!(metrics.contains("breakglass_grants_active 0"), "{metrics}");
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r-metrics` is allowed**",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
     }
 );
 
@@ -266,11 +289,8 @@ async fn two_replicas_on_postgres_grant_and_revoke_exactly_once() {
     for (n, pr) in prs.iter().enumerate() {
         let record = s.request(&format!("r-replica-{n}")).await;
         assert_eq!(record.state.to_string(), "revoked");
-        let comments = s.bot_comments(*pr);
-        let count = |prefix: &str| comments.iter().filter(|c| c.starts_with(prefix)).count();
-        assert_eq!(count("✅"), 1, "one verdict: {comments:#?}");
-        assert_eq!(count("🔓"), 1, "one grant comment: {comments:#?}");
-        assert_eq!(count("🔒"), 1, "one revoke comment: {comments:#?}");
+        // One verdict, one grant comment, one revoke comment (the drop guard sees any more).
+        s.expect_bot_comments(*pr, &["✅", "🔓", "🔒"]);
     }
     let log = s.forge.log(REPO, "main");
     for n in 0..4 {
@@ -342,6 +362,10 @@ async fn github_app_auth_runs_the_lifecycle_and_refreshes_tokens() {
     s.clock.advance(TimeDelta::hours(1));
     s.settle().await;
     assert_eq!(s.request("r-app").await.state.to_string(), "revoked");
+    s.expect_bot_comments(
+        pr,
+        &["✅", "🔓 **Access granted.**", "🔒 **Access revoked**"],
+    );
     assert!(
         s.forge
             .calls()
@@ -375,6 +399,7 @@ async fn graceful_shutdown_stops_listening_and_a_restart_carries_on() {
     s.approve(pr, &s.people.carol);
     s.settle().await;
     assert!(s.forge.pr(REPO, pr).merged);
+    s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
 }
 
 on_both_backends!(
@@ -406,11 +431,11 @@ on_both_backends!(
             "closed",
             "nothing left to revert"
         );
+        s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
+        let said = s.next_bot_comment(pr);
         assert!(
-            s.last_bot_comment(pr)
-                .contains("(reconciliation found it should not be active)"),
-            "{}",
-            s.last_bot_comment(pr)
+            said.contains("(reconciliation found it should not be active)"),
+            "{said}"
         );
     }
 );
@@ -455,12 +480,13 @@ on_both_backends!(
             Some(shown.as_str()),
             "nothing rewritten on the branch"
         );
+        s.expect_bot_comments(bot_pr, &["✅ **Request `r-dns` is allowed**"]);
+        let refused = s.next_bot_comment(bot_pr);
         assert!(
-            s.bot_comments(bot_pr)
-                .iter()
-                .any(|c| c.contains("not the grant file breakglass renders")),
-            "{:#?}",
-            s.bot_comments(bot_pr)
+            refused.starts_with(
+                "⚠️ Not merged: `grants/network/r-dns.tf` is not the grant file breakglass renders."
+            ),
+            "{refused}"
         );
     }
 );

@@ -42,7 +42,7 @@ fn merge_calls(s: &Scenario) -> u64 {
 on_both_backends!(
     a_member_pushing_a_policy_to_the_revert_branch_is_undone_and_the_grant_still_ends,
     |s: Scenario| async move {
-        s.granted("r1", "1h").await;
+        let pr = s.granted("r1", "1h").await;
         let revert = s.revert_pr("r1").await;
         let branch = s.change(revert).head_ref;
         assert!(
@@ -63,11 +63,12 @@ on_both_backends!(
         );
         s.settle().await;
         assert_eq!(s.change(revert).head_sha, bot_head, "put back");
-        let said = s.last_bot_comment(revert);
+        let said = s.next_bot_comment(revert);
         assert!(
             said.starts_with("🚨 **Tampering**: @mallory pushed"),
             "{said}"
         );
+        s.expect_bot_comments(pr, &["🚨 **Tampering**: @mallory pushed"]);
         let logged = s.events("r1", "tampering").await;
         assert_eq!(logged.len(), 1);
         assert_eq!(logged[0].actor.as_ref().unwrap().login.as_str(), "mallory");
@@ -92,13 +93,14 @@ on_both_backends!(
                 .file_on(REPO, "main", "requests/prod/r1.yaml")
                 .is_none()
         );
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );
 
 on_both_forges!(
     a_push_to_the_revert_branch_unseen_by_webhook_is_caught_at_merge_time,
     |s: Scenario| async move {
-        s.granted("r1", "1h").await;
+        let pr = s.granted("r1", "1h").await;
         let revert = s.revert_pr("r1").await;
         let branch = s.change(revert).head_ref;
         let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
@@ -119,8 +121,17 @@ on_both_forges!(
         );
         assert_eq!(s.events("r1", "tampering").await.len(), 1);
         s.forge.set_webhooks_paused(false);
+        s.expect_bot_comments(revert, &["🚨 **Tampering**: Someone pushed"]);
+        s.expect_bot_comments(
+            pr,
+            &["🚨 **Tampering**: Someone pushed", "🔒 **Access revoked**"],
+        );
         s.forge.flush_webhooks();
         s.settle().await;
+        // The push's late webhook is the same tampering: not logged or said a second time.
+        assert_eq!(s.events("r1", "tampering").await.len(), 1);
+        s.expect_no_bot_comment(revert);
+        s.expect_no_bot_comment(pr);
     }
 );
 
@@ -144,11 +155,12 @@ on_both_forges!(
             "",
         );
         let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
-        s.granted("r1", "1h").await;
+        let pr = s.granted("r1", "1h").await;
         s.advance(TimeDelta::hours(1));
         s.settle().await;
         assert_eq!(s.request("r1").await.state.to_string(), "revoked");
         assert!(!s.change(squat).merged);
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
         assert_ne!(s.revert_pr("r1").await, squat);
         assert_eq!(
             s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap(),
@@ -187,15 +199,19 @@ on_both_backends!(
         );
         s.settle().await;
         assert_eq!(s.change(pr).head_sha, opened.head_sha, "put back");
-        assert!(
-            s.bot_comments(pr)
-                .iter()
-                .any(|c| c.contains("@mallory") && c.contains("Tampering"))
+        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `20261126-0214-alice-prod` is allowed**",
+                "🚨 **Tampering**: @mallory pushed",
+            ],
         );
-        s.approve(pr, &s.people.carol);
+        s.by(&s.people.carol).approve(pr);
         s.settle().await;
         let merge = s.merge_commit(pr);
         assert!(merge.message.contains("for 1h"), "{}", merge.message);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
     }
 );
 
@@ -223,6 +239,7 @@ async fn revoked_through_a_fresh_change(s: &Scenario, id: &str, blocked_pr: u64)
         "{}",
         merge.message
     );
+    s.expect_bot_comments(record.pr_number, &["🔒 **Access revoked**"]);
 }
 
 on_both_forges!(
@@ -272,31 +289,25 @@ on_both_backends!(
                 bypass: Vec::new(),
             },
         );
+        s.expect_job_error(
+            breakglass::store::JobKind::Revoke,
+            "At least 1 approving review is required",
+        );
         s.advance(TimeDelta::hours(1));
         s.settle().await;
         assert_eq!(s.request("r1").await.state.to_string(), "revoking");
-        let blocked: Vec<String> = s
-            .bot_comments(pr)
-            .into_iter()
-            .filter(|c| c.contains("The revert could not be merged"))
-            .collect();
-        assert_eq!(blocked.len(), 1, "{blocked:#?}");
+        let blocked = s.next_bot_comment(pr);
         assert!(
-            blocked[0].contains("allow it to bypass required reviews"),
-            "{}",
-            blocked[0]
+            blocked.starts_with("🚨 **The revert could not be merged**")
+                && blocked.contains("allow it to bypass required reviews"),
+            "{blocked}"
         );
         // Retried with backoff, said once.
         for _ in 0..3 {
             s.advance(TimeDelta::seconds(30));
             s.settle().await;
         }
-        let said = s
-            .bot_comments(pr)
-            .iter()
-            .filter(|c| c.contains("The revert could not be merged"))
-            .count();
-        assert_eq!(said, 1);
+        s.expect_no_bot_comment(pr);
         // The admin lets the bot through: the revoke completes.
         s.forge.protect_branch(
             REPO,
@@ -315,6 +326,7 @@ on_both_backends!(
                 .file_on(REPO, "main", "requests/prod/r1.yaml")
                 .is_none()
         );
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );
 
@@ -346,17 +358,17 @@ on_both_forges!(
             main_before,
             "nothing was written to the base repo's main"
         );
+        let said = s.next_bot_comment(pr);
         assert!(
-            s.last_bot_comment(pr)
-                .starts_with("⛔ breakglass does not take requests from forks"),
-            "{}",
-            s.last_bot_comment(pr)
+            said.starts_with("⛔ breakglass does not take requests from forks"),
+            "{said}"
         );
         let head = s.change(pr).head_sha;
         assert_eq!(s.policy_status(&head).unwrap().0, "failure");
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(!s.change(pr).merged);
+        s.expect_bot_comments(pr, &["`/breakglass approve` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."]);
         assert_eq!(s.forge.branch_sha(REPO, "main"), main_before);
     }
 );
@@ -373,6 +385,7 @@ on_skewed_clocks!(
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
         assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
     }
 );
 
@@ -387,7 +400,8 @@ on_skewed_clocks!(
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
         assert!(!s.change(pr).merged);
-        let asked = s.last_bot_comment(pr);
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        let asked = s.next_bot_comment(pr);
         assert!(
             asked.starts_with("⏱️ @carol, your approval came within the same second"),
             "{asked}"
@@ -396,15 +410,11 @@ on_skewed_clocks!(
         s.emoji_now(pr, &s.people.erin, "eyes");
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
-        let asks = s
-            .bot_comments(pr)
-            .iter()
-            .filter(|c| c.contains("within the same second"))
-            .count();
-        assert_eq!(asks, 1);
-        s.approve(pr, &s.people.carol);
+        s.expect_no_bot_comment(pr); // asked once
+        s.by(&s.people.carol).approve(pr);
         s.settle().await;
         assert!(s.change(pr).merged);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
     }
 );
 
@@ -414,10 +424,11 @@ on_skewed_clocks!(
         two_approvals(&s);
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
-        s.approve(pr, &s.people.carol);
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.by(&s.people.carol).approve(pr);
         s.settle().await;
         assert_eq!(
-            s.last_bot_comment(pr),
+            s.next_bot_comment(pr),
             "👍 Approval by @carol recorded (1 of 2)."
         );
         let original = s
@@ -446,10 +457,7 @@ on_skewed_clocks!(
         );
         s.settle().await;
         assert!(!s.change(pr).merged, "carol does not count twice");
-        assert_eq!(
-            s.last_bot_comment(pr),
-            "👍 Approval by @carol recorded (1 of 2)."
-        );
+        s.expect_no_bot_comment(pr); // nor is she answered twice
         // alice pushes a new version; the old comment replayed again approves nothing.
         s.forge.advance_clock(TimeDelta::seconds(2));
         s.forge.push_files(
@@ -463,15 +471,17 @@ on_skewed_clocks!(
         s.forge.advance_clock(TimeDelta::seconds(2));
         replay("22222222-2222-2222-2222-222222222222").await;
         s.settle().await;
+        // The new version is decided again; carol's replayed approval is of the old one.
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 4h."]);
+        let said = s.next_bot_comment(pr);
         assert!(
-            s.last_bot_comment(pr)
-                .starts_with("⏱️ @carol, your approval was given before the latest push"),
-            "{}",
-            s.last_bot_comment(pr)
+            said.starts_with("⏱️ @carol, your approval was given before the latest push"),
+            "{said}"
         );
-        s.approve(pr, &s.people.dan);
+        s.by(&s.people.dan).approve(pr);
         s.settle().await;
         assert!(!s.change(pr).merged, "1 of 2 for the new version");
+        s.expect_bot_comments(pr, &["👍 Approval by @dan recorded (1 of 2)."]);
         s.approve(pr, &s.people.carol);
         s.settle().await;
         let merge = s.merge_commit(pr);
@@ -481,6 +491,7 @@ on_skewed_clocks!(
             "{}",
             merge.message
         );
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
     }
 );
 
@@ -509,9 +520,18 @@ on_both_backends!(
         assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
         assert_eq!(s.events("r1", "approval_withdrawn").await.len(), 2);
         // A fresh approval by carol makes two.
-        s.approve(pr, &s.people.carol);
+        s.by(&s.people.carol).approve(pr);
         s.settle().await;
         assert!(s.change(pr).merged);
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r1` is allowed**",
+                "👍 Approval by @carol recorded (1 of 2).",
+                "👍 Approval by @dan recorded (1 of 2).",
+                "🔓 **Access granted.**",
+            ],
+        );
     }
 );
 
@@ -529,6 +549,7 @@ on_both_backends!(
             4,
             FailureKind::Status(502),
         ));
+        s.expect_job_error(breakglass::store::JobKind::Merge, "HTTP 502");
         s.forge.advance_clock(TimeDelta::seconds(1));
         let thumbs = s.emoji_now(pr, &s.people.carol, "+1");
         s.advance(TimeDelta::seconds(31));
@@ -538,12 +559,13 @@ on_both_backends!(
         s.advance(TimeDelta::seconds(5));
         s.settle().await;
         assert!(!s.change(pr).merged);
-        assert!(
-            s.bot_comments(pr)
-                .iter()
-                .any(|c| c.starts_with("↩️ An approval was withdrawn")),
-            "{:#?}",
-            s.bot_comments(pr)
+        // Said once: a refused merge has one comment.
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r1` is allowed**",
+                "⚠️ Not merged: an approval was withdrawn before the merge (0 of 1 remain).",
+            ],
         );
     }
 );
@@ -563,6 +585,7 @@ on_both_backends!(
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
         assert!(s.change(pr).merged);
+        s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
     }
 );
 
@@ -595,13 +618,9 @@ on_both_forges!(
         s.settle().await;
         s.advance(TimeDelta::minutes(2));
         s.settle().await;
-        let comments = s.bot_comments(pr);
-        assert_eq!(comments.len(), 1, "{comments:#?}");
-        assert!(
-            comments[0].contains("is not a request file"),
-            "{}",
-            comments[0]
-        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("is not a request file"), "{said}");
+        s.expect_no_bot_comment(pr); // refused once
         assert!(!s.change(pr).merged);
         assert_eq!(merge_calls(&s), 0);
     }
@@ -616,14 +635,15 @@ on_both_forges!(
         s.settle().await;
         assert!(!s.change(pr).merged);
         assert_eq!(merge_calls(&s), 0, "a draft is never tried");
-        assert!(
-            s.last_bot_comment(pr).contains("This PR is a draft"),
-            "{}",
-            s.last_bot_comment(pr)
-        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("This PR is a draft"), "{said}");
         s.set_draft(pr, &s.people.bob, false);
         s.settle().await;
         assert!(s.change(pr).merged);
+        s.expect_bot_comments(
+            pr,
+            &["✅ **Request `r1` is allowed**", "🔓 **Access granted.**"],
+        );
     }
 );
 
@@ -638,19 +658,22 @@ on_both_forges!(
             s.advance(TimeDelta::minutes(1));
             s.settle().await;
         }
-        let refusals = s
-            .bot_comments(pr)
-            .iter()
-            .filter(|c| c.starts_with("⚠️ Not merged"))
-            .count();
-        assert_eq!(refusals, 1, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r1` is allowed**",
+                "⚠️ Not merged: the forge refused the merge:",
+            ],
+        );
+        s.expect_no_bot_comment(pr); // said once
         assert_eq!(merge_calls(&s), 1);
         assert_eq!(s.request("r1").await.state.to_string(), "pending");
         // Something changes: the conflict is resolved and an approver approves again.
         s.forge.set_conflicting(REPO, s.internal(pr), false);
-        s.approve(pr, &s.people.carol);
+        s.by(&s.people.carol).approve(pr);
         s.settle().await;
         assert!(s.change(pr).merged);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
     }
 );
 
@@ -687,6 +710,26 @@ on_both_forges!(
                 .any(|c| c.message.contains("Breakglass-Revokes: r-x")),
             "the removal of the request is a revoke merge"
         );
+        // One removal change says so for the request with its grant file, one for the grant
+        // file that belongs to no request.
+        let mut said: Vec<String> = s
+            .changes()
+            .iter()
+            .flat_map(|c| s.take_bot_comments(c.number))
+            .collect();
+        said.sort();
+        let flagged = "🚨 **Request files reached the default branch without breakglass**: ";
+        assert_eq!(
+            said,
+            [
+                format!(
+                    "{flagged}`grants/network/r-x.tf`, `requests/network/r-x.yaml`. They were not granted; breakglass removes them."
+                ),
+                format!(
+                    "{flagged}`grants/prod/evil.tf`. They were not granted; breakglass removes them."
+                ),
+            ]
+        );
     }
 );
 
@@ -697,6 +740,7 @@ on_both_forges!(
         s.advance(TimeDelta::hours(1));
         s.settle().await;
         assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
         s.forge.push_direct(
             REPO,
             &s.people.mallory,
@@ -715,12 +759,11 @@ on_both_forges!(
             .rfind(|p| p.title.starts_with("breakglass: remove r1"))
             .unwrap();
         assert!(removal.merged);
+        let flagged = s.next_bot_comment(removal.number);
         assert!(
-            s.bot_comments(removal.number)
-                .iter()
-                .chain(std::iter::once(&removal.body))
-                .any(|c| c.contains("was already revoked")),
-            "flagged"
+            flagged.starts_with("🚨 **Request files reached the default branch without breakglass**: `requests/prod/r1.yaml`.")
+                && flagged.contains("🚨 Request `r1` was already revoked"),
+            "{flagged}"
         );
         assert!(
             metrics(&s)
@@ -728,7 +771,6 @@ on_both_forges!(
                 .contains("breakglass_anomalies_total{kind=\"readded_after_revoke\"} 1")
         );
         assert_eq!(s.request("r1").await.state.to_string(), "revoked");
-        let _ = pr;
     }
 );
 
@@ -747,7 +789,7 @@ on_both_forges!(
         s.note_on_issue(issue, &s.people.mallory, &body);
         s.settle().await;
         assert_eq!(s.changes().len(), 0, "no PR opened");
-        let replies = s.bot_issue_comments(issue);
+        let replies = s.take_bot_issue_comments(issue);
         assert_eq!(replies.len(), 2, "{replies:#?}");
         assert!(replies[0].contains("requesters"), "{}", replies[0]);
         assert!(replies[1].starts_with("⚠️ One comment opens at most one request"));
@@ -770,11 +812,19 @@ on_both_forges!(
             s.settle().await;
         }
         assert_eq!(s.changes().len(), 3, "the default limit is 3");
+        for change in s.changes() {
+            s.expect_bot_comments(change.number, &["✅ **Request `20261126-"]);
+        }
+        let mut said = s.take_bot_issue_comments(issue);
+        assert_eq!(said.len(), 4, "{said:#?}");
+        let said = said.pop().unwrap();
         assert!(
-            s.last_bot_issue_comment(issue)
-                .starts_with("⛔ @alice already has 3 open request(s)"),
-            "{}",
-            s.last_bot_issue_comment(issue)
+            s.take_bot_issue_comments(issue).is_empty(),
+            "three requests opened"
+        );
+        assert!(
+            said.starts_with("⛔ @alice already has 3 open request(s)"),
+            "{said}"
         );
     }
 );
@@ -791,6 +841,11 @@ on_both_forges!(
         );
         s.settle().await;
         let pr = s.changes().last().unwrap().clone();
+        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+        s.expect_bot_comments(
+            pr.number,
+            &["✅ **Request `20261126-0214-alice-network` is allowed**"],
+        );
         let file = s
             .forge
             .files_on(REPO, &pr.head_ref)
@@ -825,7 +880,7 @@ on_both_forges!(
 on_both_forges!(
     a_broken_policy_on_main_does_not_skip_the_provider_revoke,
     |s: Scenario| async move {
-        s.granted("r1", "1h").await;
+        let pr = s.granted("r1", "1h").await;
         s.forge.push_direct(
             REPO,
             &s.people.carol,
@@ -837,6 +892,7 @@ on_both_forges!(
         assert_eq!(s.request("r1").await.state.to_string(), "revoked");
         let revoke = s.events("r1", "revoke").await;
         assert_eq!(revoke.len(), 1);
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
         assert_eq!(revoke[0].data["provider"], "noop", "{:?}", revoke[0].data);
     }
 );
@@ -844,7 +900,7 @@ on_both_forges!(
 on_both_forges!(
     a_role_deleted_from_the_policy_is_still_revoked_through_its_provider,
     |s: Scenario| async move {
-        s.granted("r1", "1h").await;
+        let pr = s.granted("r1", "1h").await;
         s.edit_policy(&s.people.carol, "prod", |p| {
             p.replace(
                 "  admin:\n    provider: noop\n    description: Full administrator access to the production account\n",
@@ -855,6 +911,10 @@ on_both_forges!(
         assert_eq!(s.request("r1").await.state.to_string(), "revoked");
         let revoke = s.events("r1", "revoke").await;
         assert_eq!(revoke[0].data["provider"], "noop", "{:?}", revoke[0].data);
+        s.expect_bot_comments(
+            pr,
+            &["🔒 **Access revoked** at 2026-11-26T02:14:00Z: @alice no longer has `prod/admin` (reconciliation found it should not be active)."],
+        );
     }
 );
 
@@ -869,16 +929,19 @@ async fn the_bot_ignores_its_own_comments_by_user_id_even_as_a_plain_user() {
     let s = Scenario::start_with(Backend::Sqlite, setup).await.unwrap();
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
-    let before = s.bot_comments(pr).len();
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
     s.forge.advance_clock(TimeDelta::seconds(1));
     s.note(pr, &s.people.bot, "/breakglass approve\n/breakglass help");
     s.settle().await;
-    assert_eq!(s.bot_comments(pr).len(), before + 1, "only its own comment");
+    // Only its own comment: no reply to it.
+    s.expect_bot_comments(pr, &["/breakglass approve\n/breakglass help"]);
+    s.expect_no_bot_comment(pr);
     assert!(!s.change(pr).merged);
     // And the lifecycle works with such an account.
-    s.approve(pr, &s.people.carol);
+    s.by(&s.people.carol).approve(pr);
     s.settle().await;
     assert!(s.change(pr).merged);
+    s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
 }
 
 on_both_forges!(
@@ -893,11 +956,11 @@ on_both_forges!(
         s.settle().await;
         assert_eq!(s.change(pr).state, "closed");
         assert_eq!(s.request("r1").await.state.to_string(), "closed");
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        let said = s.next_bot_comment(pr);
         assert!(
-            s.last_bot_comment(pr)
-                .starts_with("⌛ Nobody approved this request within 1d"),
-            "{}",
-            s.last_bot_comment(pr)
+            said.starts_with("⌛ Nobody approved this request within 1d"),
+            "{said}"
         );
         let jobs = s
             .store
@@ -928,12 +991,13 @@ on_both_forges!(
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
         assert!(!s.change(pr).merged);
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        let said = s.next_bot_comment(pr);
         assert!(
-            s.last_bot_comment(pr).starts_with(
+            said.starts_with(
                 "⚠️ Not merged: the pull request targets `release`, not the default branch"
             ),
-            "{}",
-            s.last_bot_comment(pr)
+            "{said}"
         );
         s.forge.set_webhooks_paused(false);
         s.forge.flush_webhooks();
@@ -945,7 +1009,7 @@ on_both_forges!(
 on_both_forges!(
     a_request_stuck_revoking_is_revoked_by_reconciliation,
     |mut s: Scenario| async move {
-        s.granted("r1", "1h").await;
+        let pr = s.granted("r1", "1h").await;
         // As after a crash that lost the revoke job half-way: the row says revoking, no job.
         s.crash();
         let mut record = s.request("r1").await;
@@ -964,6 +1028,10 @@ on_both_forges!(
             s.forge
                 .file_on(REPO, "main", "requests/prod/r1.yaml")
                 .is_none()
+        );
+        s.expect_bot_comments(
+            pr,
+            &["🔒 **Access revoked** at 2026-11-26T02:14:00Z: @alice no longer has `prod/admin` (it was revoked early)."],
         );
     }
 );
@@ -1000,9 +1068,20 @@ on_both_forges!(
                 .head_ref
                 .starts_with("breakglass/request/r1-")
         );
-        s.approve(moved.pr_number, &s.people.carol);
+        s.by(&s.people.carol).approve(moved.pr_number);
         s.settle().await;
         assert!(s.change(moved.pr_number).merged);
+        s.expect_bot_comments(
+            pr,
+            &[
+                "❌ **Request `r1` is denied** by the `network` policy.",
+                "🔁 This request needs a grant file rendered by breakglass",
+            ],
+        );
+        s.expect_bot_comments(
+            moved.pr_number,
+            &["✅ **Request `r1` is allowed**", "🔓 **Access granted.**"],
+        );
     }
 );
 
@@ -1023,7 +1102,7 @@ on_both_forges!(
         aws_admin_without_aws_config(&s);
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
-        let said = s.last_bot_comment(pr);
+        let said = s.next_bot_comment(pr);
         assert!(
             said.starts_with("⛔ **`prod/admin` cannot be granted**"),
             "{said}"
@@ -1041,6 +1120,7 @@ on_both_forges!(
         s.settle().await;
         assert!(!s.change(pr).merged);
         assert_eq!(merge_calls(&s), 0);
+        s.expect_bot_comments(pr, &["`/breakglass approve` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."]);
 
         let issue = s.open_issue(&s.people.alice, "db");
         s.note_on_issue(
@@ -1049,11 +1129,10 @@ on_both_forges!(
             "/breakglass prod 1h admin -- incident: INC-2 db",
         );
         s.settle().await;
+        let said = s.next_bot_issue_comment(issue);
         assert!(
-            s.last_bot_issue_comment(issue)
-                .starts_with("⛔ **`prod/admin` cannot be granted**"),
-            "{}",
-            s.last_bot_issue_comment(issue)
+            said.starts_with("⛔ **`prod/admin` cannot be granted**"),
+            "{said}"
         );
         assert_eq!(s.changes().len(), 1, "nothing opened for the comment");
     }

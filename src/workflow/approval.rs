@@ -24,6 +24,8 @@ pub(super) enum ApprovalOutcome {
         need: u32,
     },
     Merging,
+    /// The same signal again (a replayed webhook, a re-poll): counted once, answered once.
+    Repeated,
     ByRequester,
     NotApprover {
         approvers: Vec<String>,
@@ -165,12 +167,7 @@ impl Workflow {
                 self.store.update_request(&mut record, self.now()).await?;
             }
         } else {
-            // The same signal again (a replayed webhook, a re-poll): it changes nothing.
-            let (approvers, need) = self.counted_approvers(&record).await?;
-            return Ok(ApprovalOutcome::Counted {
-                have: approvers.len(),
-                need,
-            });
+            return Ok(ApprovalOutcome::Repeated); // it changes nothing
         }
         let (approvers, need) = self.counted_approvers(&record).await?;
         if stored.merge_refused.is_none() && !stored.draft && approvers.len() >= need as usize {
@@ -203,7 +200,7 @@ impl Workflow {
             }
             ApprovalOutcome::Stale => comment::approve_again_comment(&actor.login, true),
             ApprovalOutcome::Ambiguous => comment::approve_again_comment(&actor.login, false),
-            ApprovalOutcome::Merging => return Ok(()),
+            ApprovalOutcome::Merging | ApprovalOutcome::Repeated => return Ok(()),
         };
         self.forge.note(thread, &text).await?;
         Ok(())

@@ -160,7 +160,24 @@ impl Workflow {
             Some(record) => Some(self.lock_pr(record.pr_number).await),
             None => None,
         };
+        if self.tampering_known(&change, after).await? {
+            return Ok(()); // found at merge time, before this webhook arrived: said once
+        }
         self.tampered(&change, Some(pusher), after).await.map(drop)
+    }
+
+    /// Whether the push of `found` to `change`'s branch was already found and handled (a merge
+    /// sees a moved head before the push's webhook may arrive).
+    async fn tampering_known(&self, change: &Change, found: &str) -> anyhow::Result<bool> {
+        let Ok(id) = change.subject.clone().try_into() else {
+            return Ok(false);
+        };
+        let events = self.store.events_for_request(&id).await?;
+        Ok(events.iter().any(|event| {
+            event.kind == EventKind::Tampering
+                && event.data["found_head"] == found
+                && event.data["branch"] == change.branch.as_str()
+        }))
     }
 
     /// Someone else's commits on a bot branch: logged, named, counted, and the branch put back to

@@ -195,14 +195,9 @@ impl Workflow {
         if record.fast_path_rule.is_none()
             && let Some((have, need)) = self.live_approvals(record).await?
         {
-            self.forge
-                .note(
-                    Thread::Change(record.pr_number),
-                    &comment::approval_withdrawn_comment(have, need),
-                )
-                .await?;
-            self.refuse_merge(record.clone(), "an approval was withdrawn")
-                .await?;
+            let why =
+                format!("an approval was withdrawn before the merge ({have} of {need} remain)");
+            self.refuse_merge(record.clone(), &why).await?;
             return Ok(None);
         }
         Ok(Some(Ready::Checked {

@@ -571,17 +571,30 @@ impl TestForge {
     /// The comments of an issue or pull request, oldest first.
     #[track_caller]
     pub fn comments(&self, repo: &str, number: u64) -> Vec<Comment> {
+        self.all_comments(repo)
+            .into_iter()
+            .filter(|(on, _)| *on == number)
+            .map(|(_, comment)| comment)
+            .collect()
+    }
+
+    /// Every comment of the repository (on issues and pull requests alike), oldest first, with
+    /// the number of the issue or pull request it is on.
+    #[track_caller]
+    pub fn all_comments(&self, repo: &str) -> Vec<(u64, Comment)> {
         self.read_repo(repo, |st, r| {
             r.comments
                 .values()
-                .filter(|c| c.issue_number == number)
-                .map(|c| Comment {
-                    id: c.id,
-                    user: c.user.clone(),
-                    user_id: st.user_id(&c.user),
-                    body: c.body.clone(),
-                    created_at: c.created_at,
-                    updated_at: c.updated_at,
+                .map(|c| {
+                    let comment = Comment {
+                        id: c.id,
+                        user: c.user.clone(),
+                        user_id: st.user_id(&c.user),
+                        body: c.body.clone(),
+                        created_at: c.created_at,
+                        updated_at: c.updated_at,
+                    };
+                    (c.issue_number, comment)
                 })
                 .collect()
         })

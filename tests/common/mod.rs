@@ -4,6 +4,12 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+mod person;
+mod strict;
+
+#[allow(unused_imports)] // not every test binary names them
+pub use {person::Person, strict::Source};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,6 +77,7 @@ pub struct Scenario {
     pub service: Option<Running>,
     /// More services on the same database (several replicas).
     pub replicas: Vec<Running>,
+    strict: strict::Strict,
     _database: Database,
     _secrets: tempfile::TempDir,
 }
@@ -205,6 +212,7 @@ impl Scenario {
             config,
             service: None,
             replicas: Vec::new(),
+            strict: strict::Strict::default(),
             _database: database,
             _secrets: secrets,
         };
@@ -215,6 +223,7 @@ impl Scenario {
     /// Starts (or restarts) the service on the same database.
     pub async fn start_service(&mut self) {
         let running = self.spawn_service().await;
+        self.strict.watch(running.failures.clone());
         match self.dialect {
             Dialect::GitHub => self
                 .forge
@@ -231,6 +240,7 @@ impl Scenario {
     /// the shared database, so they race for all the work.
     pub async fn add_replica(&mut self) {
         let running = self.spawn_service().await;
+        self.strict.watch(running.failures.clone());
         self.replicas.push(running);
     }
 
@@ -253,6 +263,7 @@ impl Scenario {
         }
     }
 
+    #[track_caller]
     pub fn webhook_url(&self) -> String {
         let route = match self.dialect {
             Dialect::GitHub => "github",
@@ -313,6 +324,7 @@ impl Scenario {
 
     /// Opens a request change (a GitHub PR, a GitLab MR) as `user` adding
     /// `requests/<env>/<id>.yaml`; its number as the bot sees it (a PR number, an MR iid).
+    #[track_caller]
     pub fn open_request(&self, user: &User, env: &str, id: &str, yaml: &str) -> u64 {
         let branch = format!("request-{id}");
         let path = format!("requests/{env}/{id}.yaml");
@@ -331,6 +343,7 @@ impl Scenario {
     }
 
     /// A change request (PR or MR) by the number the bot knows it by.
+    #[track_caller]
     pub fn change(&self, number: u64) -> PullRequest {
         match self.dialect {
             Dialect::GitHub => self.forge.pr(REPO, number),
@@ -343,6 +356,7 @@ impl Scenario {
     }
 
     /// Every change request of the repo, as the bot numbers them.
+    #[track_caller]
     pub fn changes(&self) -> Vec<PullRequest> {
         let all = self.forge.prs(REPO);
         match self.dialect {
@@ -358,6 +372,7 @@ impl Scenario {
     }
 
     /// Opens a change request from `branch` as `user`; its number as the bot sees it.
+    #[track_caller]
     pub fn open_change(&self, user: &User, branch: &str, title: &str) -> u64 {
         match self.dialect {
             Dialect::GitHub => self.forge.open_pr(REPO, user, branch, title, ""),
@@ -366,6 +381,7 @@ impl Scenario {
     }
 
     /// The test forge's own number of change request `number` (its shared helpers take it).
+    #[track_caller]
     pub fn internal(&self, number: u64) -> u64 {
         match self.dialect {
             Dialect::GitHub => number,
@@ -374,21 +390,25 @@ impl Scenario {
     }
 
     /// `user` labels change request `number`.
+    #[track_caller]
     pub fn label(&self, number: u64, user: &User, name: &str) {
         self.forge.label(REPO, self.internal(number), user, name);
     }
 
     /// The labels of change request `number`.
+    #[track_caller]
     pub fn labels(&self, number: u64) -> Vec<String> {
         self.forge.labels(REPO, self.internal(number))
     }
 
     /// `user` closes change request `number`.
+    #[track_caller]
     pub fn close_change(&self, number: u64, user: &User) {
         self.forge.close_pr(REPO, self.internal(number), user);
     }
 
     /// Marks change request `number` a draft, or ready.
+    #[track_caller]
     pub fn set_draft(&self, number: u64, user: &User, draft: bool) {
         self.forge
             .set_draft(REPO, self.internal(number), user, draft);
@@ -396,6 +416,7 @@ impl Scenario {
 
     /// The next `count` calls of `method` on the route the bot uses for `what` fail with
     /// `kind`, in this forge's dialect.
+    #[track_caller]
     pub fn fail_next(
         &self,
         what: Route,
@@ -426,6 +447,7 @@ impl Scenario {
     }
 
     /// `user` comments `body` on change request `number`; the comment's id.
+    #[track_caller]
     pub fn note(&self, number: u64, user: &User, body: &str) -> u64 {
         match self.dialect {
             Dialect::GitHub => self.forge.comment(REPO, number, user, body),
@@ -434,6 +456,7 @@ impl Scenario {
     }
 
     /// Opens an issue as `user`; its number.
+    #[track_caller]
     pub fn open_issue(&self, user: &User, title: &str) -> u64 {
         match self.dialect {
             Dialect::GitHub => self.forge.open_issue(REPO, user, title, ""),
@@ -442,6 +465,7 @@ impl Scenario {
     }
 
     /// `user` comments `body` on issue `number`.
+    #[track_caller]
     pub fn note_on_issue(&self, number: u64, user: &User, body: &str) -> u64 {
         match self.dialect {
             Dialect::GitHub => self.forge.comment(REPO, number, user, body),
@@ -450,21 +474,13 @@ impl Scenario {
     }
 
     /// The bot's comments on issue `number`, oldest first.
+    #[track_caller]
     pub fn bot_issue_comments(&self, number: u64) -> Vec<String> {
         self.issue_comments(number)
             .into_iter()
             .filter(|(who, _)| *who == self.people.bot.login)
             .map(|(_, body)| body)
             .collect()
-    }
-
-    /// The bot's latest comment on issue `number`.
-    pub fn last_bot_issue_comment(&self, number: u64) -> String {
-        self.issue_comments(number)
-            .into_iter()
-            .rfind(|(who, _)| *who == self.people.bot.login)
-            .map(|(_, body)| body)
-            .unwrap_or_else(|| panic!("no bot comment on issue #{number}"))
     }
 
     /// How the bot links change request `number` in its comments.
@@ -476,6 +492,7 @@ impl Scenario {
     }
 
     /// The comments on issue `number`, oldest first, as `(author, body)`.
+    #[track_caller]
     pub fn issue_comments(&self, number: u64) -> Vec<(String, String)> {
         let list = match self.dialect {
             Dialect::GitHub => self.forge.comments(REPO, number),
@@ -486,12 +503,14 @@ impl Scenario {
 
     /// `user` puts emoji `name` (GitHub's names: `+1`, `-1`, `hooray`…) on change `number`, a
     /// second after whatever came before on the forge's clock; the emoji's id.
+    #[track_caller]
     pub fn emoji(&self, number: u64, user: &User, name: &str) -> u64 {
         self.forge.advance_clock(TimeDelta::seconds(1));
         self.emoji_now(number, user, name)
     }
 
     /// [`Scenario::emoji`] at the forge's current second (which may be the push's).
+    #[track_caller]
     pub fn emoji_now(&self, number: u64, user: &User, name: &str) -> u64 {
         match self.dialect {
             Dialect::GitHub => self.forge.react(REPO, number, user, name),
@@ -509,6 +528,7 @@ impl Scenario {
     }
 
     /// Takes emoji `id` off change `number` again.
+    #[track_caller]
     pub fn remove_emoji(&self, number: u64, id: u64) {
         match self.dialect {
             Dialect::GitHub => self.forge.unreact(REPO, number, id),
@@ -520,6 +540,7 @@ impl Scenario {
 
     /// `user` approves change `number` with the forge's own button (a GitHub approving review,
     /// GitLab's Approve), a second after whatever came before.
+    #[track_caller]
     pub fn approve_button(&self, number: u64, user: &User) {
         self.forge.advance_clock(TimeDelta::seconds(1));
         match self.dialect {
@@ -537,6 +558,7 @@ impl Scenario {
 
     /// Takes `user`'s approval of change `number` back (GitLab's Revoke approval; on GitHub the
     /// review is dismissed, by `user`).
+    #[track_caller]
     pub fn unapprove_button(&self, number: u64, user: &User) {
         match self.dialect {
             Dialect::GitHub => {
@@ -555,6 +577,7 @@ impl Scenario {
     /// `user` comments `/breakglass approve` on `pr`, a second after whatever came before on
     /// the forge's clock (an approval in the same second as the push is ambiguous, and the bot
     /// asks again). Only the forge's clock moves: the bot's stays behind, as real clocks do.
+    #[track_caller]
     pub fn approve(&self, pr: u64, user: &User) -> u64 {
         self.forge.advance_clock(TimeDelta::seconds(1));
         self.note(pr, user, "/breakglass approve")
@@ -571,10 +594,15 @@ impl Scenario {
             "{id} was not granted: {:#?}",
             self.bot_comments(pr)
         );
+        let verdict = self.next_bot_comment(pr);
+        assert!(verdict.starts_with("✅ **Request"), "{verdict}");
+        let granted = self.next_bot_comment(pr);
+        assert!(granted.starts_with("🔓 **Access granted.**"), "{granted}");
         pr
     }
 
     /// The merge commit of a merged PR, as `git log` of the default branch shows it.
+    #[track_caller]
     pub fn merge_commit(&self, number: u64) -> breakglass_test_forge::CommitInfo {
         let sha = self
             .change(number)
@@ -587,7 +615,9 @@ impl Scenario {
             .unwrap_or_else(|| panic!("{sha} is not on main"))
     }
 
-    /// The bot's comments on a PR, oldest first.
+    /// The bot's comments on a PR, oldest first, read or not (to look; tests read them with
+    /// [`Scenario::next_bot_comment`]).
+    #[track_caller]
     pub fn bot_comments(&self, number: u64) -> Vec<String> {
         let comments = match self.dialect {
             Dialect::GitHub => self.forge.comments(REPO, number),
@@ -600,13 +630,8 @@ impl Scenario {
             .collect()
     }
 
-    pub fn last_bot_comment(&self, number: u64) -> String {
-        self.bot_comments(number)
-            .pop()
-            .unwrap_or_else(|| panic!("no bot comment on #{number}"))
-    }
-
     /// The policy status of a commit.
+    #[track_caller]
     pub fn policy_status(&self, sha: &str) -> Option<(String, String)> {
         self.forge
             .statuses(REPO, sha)
@@ -635,6 +660,7 @@ impl Scenario {
     }
 
     /// Rewrites a policy on the default branch (as `user`, a direct push).
+    #[track_caller]
     pub fn edit_policy(&self, user: &User, env: &str, edit: impl Fn(String) -> String) {
         let path = format!("policies/{env}.yaml");
         let text = edit(self.forge.file_on(REPO, "main", &path).unwrap());
