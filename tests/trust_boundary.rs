@@ -274,7 +274,14 @@ on_both_backends!(
         );
         s.advance(TimeDelta::hours(1));
         s.settle().await;
-        assert_eq!(s.request("r1").await.state.to_string(), "revoking");
+        // The access ended on time; only the revert (forge work) waits for the admin.
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_some()
+        );
+        assert!(s.events("r1", "revert").await.is_empty());
         let blocked: Vec<String> = s
             .bot_comments(pr)
             .into_iter()
@@ -315,6 +322,8 @@ on_both_backends!(
                 .file_on(REPO, "main", "requests/prod/r1.yaml")
                 .is_none()
         );
+        assert_eq!(s.events("r1", "revoke").await.len(), 1, "revoked once");
+        assert_eq!(s.events("r1", "revert").await.len(), 1);
     }
 );
 

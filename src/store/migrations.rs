@@ -33,6 +33,11 @@ const SQLITE: &[Source] = &[
         "intake",
         include_str!("../../migrations/sqlite/0003_intake.sql"),
     ),
+    (
+        4,
+        "revocation",
+        include_str!("../../migrations/sqlite/0004_revocation.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -50,6 +55,11 @@ const POSTGRES: &[Source] = &[
         3,
         "intake",
         include_str!("../../migrations/postgres/0003_intake.sql"),
+    ),
+    (
+        4,
+        "revocation",
+        include_str!("../../migrations/postgres/0004_revocation.sql"),
     ),
 ];
 
