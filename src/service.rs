@@ -1,5 +1,6 @@
-//! `breakglass serve`: wires the store, the forge client, the HTTP server and the two workers
-//! (webhook deliveries, and due jobs), and shuts them down gracefully: stop claiming, finish
+//! `breakglass serve`: wires the store, the forge client, the HTTP server and the workers
+//! (webhook deliveries; due jobs in two lanes, revokes apart from forge work; reconciliation),
+//! and shuts them down gracefully: stop claiming, finish
 //! what is in flight, then exit. Everything in flight is durable, so even a hard stop loses
 //! nothing: leases lapse and the next start picks the work up.
 
@@ -23,7 +24,7 @@ use crate::grant::aws_iam::AwsProvider;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::server::{AppState, Intake, Recorder, router};
-use crate::store::{Store, StoreError};
+use crate::store::{Job, Lane, Store, StoreError};
 use crate::workflow::{Settings, Workflow, Workflows};
 
 /// How long a claimed delivery or job stays ours before another worker may take it over.
@@ -169,7 +170,12 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         config.reconcile_interval.as_std(),
         Worker::new(watcher.clone(), options.tick, &failures),
     ));
-    let jobs = tokio::spawn(job_worker(
+    let revokes = tokio::spawn(revocation_worker(
+        workflows.clone(),
+        format!("{worker}-revokes"),
+        Worker::new(watcher.clone(), options.tick, &failures),
+    ));
+    let jobs = tokio::spawn(forge_worker(
         workflows.clone(),
         format!("{worker}-jobs"),
         Worker::new(watcher, options.tick, &failures),
@@ -181,7 +187,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         reconciliation,
         failures,
         shutdown,
-        tasks: vec![server, deliveries, jobs, reconciler],
+        tasks: vec![server, deliveries, revokes, jobs, reconciler],
     })
 }
 
@@ -464,58 +470,128 @@ async fn reconcile_worker(
     }
 }
 
-async fn job_worker(workflows: Workflows, worker: String, mut this: Worker) {
-    let workflow = workflows.shared();
-    let wake = workflow.wake_jobs.clone();
-    while this.idle(Some(&wake)).await {
-        loop {
-            let now = workflow.clock.now();
-            let batch = match workflow.store.claim_due_jobs(&worker, now, LEASE, 10).await {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::error!(%err, "cannot claim jobs");
-                    break;
-                }
-            };
-            if batch.is_empty() {
-                break;
-            }
-            for job in batch {
-                let kind = job.kind.to_string();
-                let stored = match workflows.run_job(&job).await {
-                    Ok(()) => {
-                        workflow.metrics.inc(
-                            "breakglass_jobs_total",
-                            format!("kind=\"{kind}\",result=\"ok\""),
-                        );
-                        workflow.store.complete_job(job.id, &worker).await.map(drop)
-                    }
-                    Err(err) => {
-                        workflow.metrics.inc(
-                            "breakglass_jobs_total",
-                            format!("kind=\"{kind}\",result=\"error\""),
-                        );
-                        tracing::warn!(job = %kind, request = %job.request_id, attempts = job.attempts, error = %format!("{err:#}"), "job failed; will retry");
-                        let work = Work::Job {
-                            kind: kind.clone(),
-                            request: job.request_id.to_string(),
-                        };
-                        this.failures.record(work, &err, workflow.clock.now());
-                        let next = workflow.clock.now() + retry_delay(&err, job.attempts);
-                        workflow
-                            .store
-                            .retry_job(job.id, &worker, &format!("{err:#}"), next)
-                            .await
-                            .map(drop)
-                    }
-                };
-                if let Err(err) = stored {
-                    tracing::error!(%err, "cannot record a job's outcome");
-                }
-            }
-            if this.stopping() {
-                return;
-            }
+/// Revokes run at once in the revocation lane; each request has one revoke job, so they need
+/// no order among themselves, and they are quick (a provider call and one transaction).
+const REVOKES_IN_FLIGHT: usize = 16;
+
+/// Jobs claimed at once in the forge lane, run one after the other in the order they fell due.
+const FORGE_BATCH: u32 = 10;
+
+/// The revocation lane: up to [`REVOKES_IN_FLIGHT`] revokes at once, a new one claimed as soon
+/// as a slot frees. On shutdown it stops claiming and lets those in flight finish.
+async fn revocation_worker(workflows: Workflows, worker: String, mut this: Worker) {
+    let lane = Lane::Revocation;
+    let mut running = tokio::task::JoinSet::new();
+    while !this.stopping() {
+        while running.try_join_next().is_some() {}
+        let free = REVOKES_IN_FLIGHT - running.len();
+        if free == 0 {
+            running.join_next().await;
+            continue;
         }
+        let claimed = claim(&workflows, lane, &worker, free).await;
+        let full = claimed.len() == free;
+        for job in claimed {
+            let failures = this.failures.clone();
+            running.spawn(run_job(workflows.clone(), job, worker.clone(), failures));
+        }
+        if !full && !until_due(&workflows, lane, &mut this).await {
+            break;
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// The forge lane: the rest of the jobs, in the order they fell due, one at a time (forge
+/// writes are rate-limited; a PR's steps keep their order).
+async fn forge_worker(workflows: Workflows, worker: String, mut this: Worker) {
+    let lane = Lane::Forge;
+    loop {
+        let batch = claim(&workflows, lane, &worker, FORGE_BATCH as usize).await;
+        let full = batch.len() == FORGE_BATCH as usize;
+        for job in batch {
+            let failures = this.failures.clone();
+            run_job(workflows.clone(), job, worker.clone(), failures).await;
+        }
+        if this.stopping() || !full && !until_due(&workflows, lane, &mut this).await {
+            return;
+        }
+    }
+}
+
+/// Leases up to `limit` due jobs of `lane` (none when the store fails: logged, tried again).
+async fn claim(workflows: &Workflows, lane: Lane, worker: &str, limit: usize) -> Vec<Job> {
+    let workflow = workflows.shared();
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    let now = workflow.clock.now();
+    match workflow
+        .store
+        .claim_lane_jobs(lane, worker, now, LEASE, limit)
+        .await
+    {
+        Ok(jobs) => jobs,
+        Err(err) => {
+            tracing::error!(%err, ?lane, "cannot claim jobs");
+            Vec::new()
+        }
+    }
+}
+
+/// Waits until the lane's next job is due (by the service's clock), a job is scheduled to run
+/// now, a tick passes (clocks that tests move) or shutdown; `false` when shutting down.
+async fn until_due(workflows: &Workflows, lane: Lane, this: &mut Worker) -> bool {
+    let tick = this.tick;
+    let workflow = workflows.shared();
+    let wait = match workflow.store.next_lane_job_due(lane).await {
+        Ok(Some(due)) => (due - workflow.clock.now())
+            .to_std()
+            .unwrap_or_default()
+            .clamp(MIN_WAIT, tick.max(MIN_WAIT)),
+        Ok(None) => tick,
+        Err(err) => {
+            tracing::error!(%err, ?lane, "cannot read when the next job is due");
+            tick
+        }
+    };
+    idle(Some(workflow.wake_jobs.of(lane)), &mut this.stop, wait).await
+}
+
+/// The shortest wait between two claims: a job due "now" that another worker holds must not
+/// make this one spin.
+const MIN_WAIT: Duration = Duration::from_millis(5);
+
+/// Runs one claimed job and records its outcome (done, or failed and due again later).
+async fn run_job(workflows: Workflows, job: Job, worker: String, failures: Arc<Failures>) {
+    let workflow = workflows.shared();
+    let kind = job.kind.to_string();
+    let stored = match workflows.run_job(&job).await {
+        Ok(()) => {
+            workflow.metrics.inc(
+                "breakglass_jobs_total",
+                format!("kind=\"{kind}\",result=\"ok\""),
+            );
+            workflow.store.complete_job(job.id, &worker).await.map(drop)
+        }
+        Err(err) => {
+            workflow.metrics.inc(
+                "breakglass_jobs_total",
+                format!("kind=\"{kind}\",result=\"error\""),
+            );
+            tracing::warn!(job = %kind, request = %job.request_id, attempts = job.attempts, error = %format!("{err:#}"), "job failed; will retry");
+            let work = Work::Job {
+                kind: kind.clone(),
+                request: job.request_id.to_string(),
+            };
+            failures.record(work, &err, workflow.clock.now());
+            let next = workflow.clock.now() + retry_delay(&err, job.attempts);
+            workflow
+                .store
+                .retry_job(job.id, &worker, &format!("{err:#}"), next)
+                .await
+                .map(drop)
+        }
+    };
+    if let Err(err) = stored {
+        tracing::error!(%err, "cannot record a job's outcome");
     }
 }

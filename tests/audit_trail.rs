@@ -46,7 +46,7 @@ on_both_backends!(
         let kinds: Vec<String> = events.iter().map(|e| e.kind.to_string()).collect();
         assert_eq!(
             kinds,
-            ["decision", "approval", "merge", "grant", "revoke"],
+            ["decision", "approval", "merge", "grant", "revoke", "revert"],
             "{events:#?}"
         );
         let approval = &events[1];
@@ -61,7 +61,12 @@ on_both_backends!(
         let merge_sha = s.forge.pr(REPO, pr).merge_commit_sha.unwrap();
         assert_eq!(events[2].data["merge_sha"], merge_sha.as_str());
         assert_eq!(events[4].data["reason"], "ttl");
-        assert!(s.store.verify_chain().await.unwrap() >= 5);
+        let revert_sha = s
+            .forge
+            .pr(REPO, s.revert_pr("r-log").await)
+            .merge_commit_sha;
+        assert_eq!(events[5].data["revert_sha"], revert_sha.unwrap().as_str());
+        assert!(s.store.verify_chain().await.unwrap() >= 6);
         for pair in events.windows(2) {
             assert!(pair[0].seq < pair[1].seq);
         }

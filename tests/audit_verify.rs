@@ -53,7 +53,7 @@ on_both_backends!(
         lived(&s).await;
         let (code, out) = verify(&s);
         assert_eq!(code, 0, "{out}");
-        assert!(out.starts_with("ok: 5 events in an intact hash chain; 1 grant merge(s) and 1 revocation merge(s) match git"), "{out}");
+        assert!(out.starts_with("ok: 6 events in an intact hash chain; 1 grant merge(s) and 1 revocation merge(s) match git"), "{out}");
     }
 );
 

@@ -7,6 +7,14 @@ mod common;
 use chrono::TimeDelta;
 use common::*;
 
+/// Every bot comment on every change request, read (these stories are about the issue).
+fn read_change_comments(s: &Scenario) -> Vec<String> {
+    s.changes()
+        .iter()
+        .flat_map(|change| s.take_bot_comments(change.number))
+        .collect()
+}
+
 on_both_forges!(
     a_policy_pushed_to_the_default_branch_judges_the_next_request_at_once,
     |s: Scenario| async move {
@@ -17,11 +25,12 @@ on_both_forges!(
             "/breakglass staging 1h -- debugging",
         );
         s.settle().await;
+        let reply = s.next_bot_issue_comment(issue);
         assert!(
-            s.last_bot_issue_comment(issue).contains("your request is"),
-            "the first request opens (and warms the policy cache): {:?}",
-            s.bot_issue_comments(issue)
+            reply.contains("your request is"),
+            "the first request opens (and warms the policy cache): {reply}"
         );
+        assert!(read_change_comments(&s).iter().any(|c| c.starts_with("🔓")));
         // alice is no longer a staging requester; the push webhook must end the cached copy.
         s.edit_policy(&s.people.carol, "staging", |p| {
             p.replace(
@@ -32,7 +41,7 @@ on_both_forges!(
         s.settle().await;
         s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- again");
         s.settle().await;
-        let reply = s.last_bot_issue_comment(issue);
+        let reply = s.next_bot_issue_comment(issue);
         assert!(
             !reply.contains("your request is") && reply.contains("alice"),
             "the edited policy refuses alice at once: {reply}"
@@ -56,11 +65,9 @@ on_both_forges!(
             "/breakglass prod 1h admin -- incident: INC-1 db",
         );
         s.settle().await;
-        assert!(
-            s.last_bot_issue_comment(issue).contains("your request is"),
-            "{:?}",
-            s.bot_issue_comments(issue)
-        );
+        let reply = s.next_bot_issue_comment(issue);
+        assert!(reply.contains("your request is"), "{reply}");
+        read_change_comments(&s);
         s.forge.remove_team_member("acme/sre", &s.people.erin);
         s.advance(TimeDelta::seconds(61));
         s.note_on_issue(
@@ -69,7 +76,7 @@ on_both_forges!(
             "/breakglass prod 1h admin -- incident: INC-2 db",
         );
         s.settle().await;
-        let reply = s.last_bot_issue_comment(issue);
+        let reply = s.next_bot_issue_comment(issue);
         assert!(
             !reply.contains("your request is") && reply.contains("erin"),
             "a minute after leaving the team, erin is refused: {reply}"
@@ -93,12 +100,9 @@ on_both_backends!(
             listed(&before),
             "the second request read neither the repository nor its policies again"
         );
-        assert!(
-            s.bot_issue_comments(issue)
-                .iter()
-                .filter(|c| c.contains("your request is"))
-                .count()
-                == 2
-        );
+        let replies = s.take_bot_issue_comments(issue);
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        assert!(replies.iter().all(|c| c.contains("your request is")));
+        read_change_comments(&s);
     }
 );

@@ -12,12 +12,15 @@ use chrono::TimeDelta;
 use common::*;
 use http::Method;
 
-/// Waits (real time) until the request is revoked, nudging the clock so that retries with
-/// backoff become due; returns how long it took.
+/// Waits (real time) until the request is revoked and its revert is done (the revert is
+/// forge work that follows the revoke), nudging the clock so that retries with backoff become
+/// due; returns how long it took.
 async fn until_revoked(s: &Scenario, id: &str) -> Duration {
     let started = Instant::now();
     for _ in 0..200 {
-        if s.request(id).await.state.to_string() == "revoked" {
+        if s.request(id).await.state.to_string() == "revoked"
+            && !s.events(id, "revert").await.is_empty()
+        {
             let took = started.elapsed();
             s.settle().await;
             return took;

@@ -11,9 +11,10 @@ use breakglass::names::{Login, Name, RequestId, Ticket};
 use breakglass::request::Reason;
 use breakglass::store::testing::{for_each_backend, sqlite_store, sqlite_url};
 use breakglass::store::{
-    Approval, ApprovalSource, Backend, DeliveryId, DeliveryState, EventActor, EventKind, ForgeKind,
-    GENESIS_HASH, JobKind, MAX_DELIVERY_ATTEMPTS, NewDelivery, NewEvent, Recorded, RequestRecord,
-    RequestState, RevokeReason, Store, StoreError, StoredDecision,
+    AppliedGrant, Approval, ApprovalSource, Backend, DeliveryId, DeliveryState, EventActor,
+    EventKind, ForgeKind, GENESIS_HASH, JobKind, Lane, MAX_DELIVERY_ATTEMPTS, NewDelivery,
+    NewEvent, Recorded, RequestRecord, RequestState, RevokeReason, Store, StoreError,
+    StoredDecision,
 };
 use breakglass::store::{events, jobs, requests};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -1192,7 +1193,7 @@ async fn migrations_run_twice_are_a_no_op() {
             .fetch_one(store.pool())
             .await?;
         let applied: i64 = sqlx::Row::try_get(&row, "n")?;
-        assert_eq!(applied, 4, "0001 to 0003 and 0005, once each");
+        assert_eq!(applied, 5, "0001 to 0005, once each");
         assert!(store.get_request(&rid("r1")).await?.is_some());
         Ok(())
     })
@@ -1260,4 +1261,183 @@ async fn sqlite_files_use_wal_and_foreign_keys() {
         .await
         .unwrap();
     assert_eq!(sqlx::Row::try_get::<i64, _>(&fk, 0).unwrap(), 1);
+}
+
+// Revocation at scale
+
+/// `r` as an active grant: merged at t(0), expiring at t(3600).
+fn active(id: &str, pr: u64) -> RequestRecord {
+    RequestRecord {
+        state: RequestState::Active,
+        merge_sha: Some("2222222222222222222222222222222222222222".into()),
+        granted_at: Some(t(0)),
+        expires_at: Some(t(3600)),
+        total_secs: 3600,
+        ..request(id, pr)
+    }
+}
+
+fn revoke_event(id: &str) -> NewEvent {
+    NewEvent {
+        kind: EventKind::Revoke,
+        request_id: Some(rid(id)),
+        actor: None,
+        delivery_id: None,
+        data: json!({"reason": "ttl"}),
+    }
+}
+
+#[tokio::test]
+async fn a_revoke_is_recorded_whole_or_not_at_all() {
+    for_each_backend(|store| async move {
+        store.insert_request(&active("r1", 1)).await?;
+        store
+            .schedule_job(JobKind::Remind, &rid("r1"), t(3000), t(0))
+            .await?;
+        let read = store.get_request(&rid("r1")).await?.context("stored")?;
+        let revoked = |mut record: RequestRecord| {
+            record.state = RequestState::Revoked;
+            record.revoke_reason = Some(RevokeReason::Ttl);
+            record.revoked_at = Some(t(3600));
+            record
+        };
+        let mut first = revoked(read.clone());
+        store
+            .record_revoked(&mut first, &revoke_event("r1"), t(3600))
+            .await?;
+        ensure!(first.version == read.version + 1);
+        // A second run from the same read (a crash, another replica) loses the lock: nothing
+        // of it is stored, no second event and no second revert.
+        let mut second = revoked(read);
+        let err = store
+            .record_revoked(&mut second, &revoke_event("r1"), t(3601))
+            .await
+            .unwrap_err();
+        ensure!(matches!(err, StoreError::Conflict { .. }), "{err}");
+        let events = store.events_for_request(&rid("r1")).await?;
+        ensure!(events.len() == 1 && events[0].kind == EventKind::Revoke);
+        let jobs = store.jobs_for_request(&rid("r1")).await?;
+        let kinds: Vec<JobKind> = jobs.iter().map(|j| j.kind).collect();
+        ensure!(kinds == [JobKind::Revert], "{kinds:?}");
+        ensure!(jobs[0].run_at == t(3600));
+        let stored = store.get_request(&rid("r1")).await?.context("stored")?;
+        ensure!(stored.state == RequestState::Revoked && stored.revoked_at == Some(t(3600)));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn each_lane_claims_only_its_own_jobs() {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        let r2 = with_request(&store, "r2", 2).await?;
+        store.schedule_job(JobKind::Revert, &r1, t(0), t(0)).await?;
+        store.schedule_job(JobKind::Grant, &r2, t(1), t(0)).await?;
+        store.schedule_job(JobKind::Revoke, &r1, t(5), t(0)).await?;
+        store
+            .schedule_job(JobKind::Revoke, &r2, t(20), t(0))
+            .await?;
+        ensure!(store.next_lane_job_due(Lane::Revocation).await? == Some(t(5)));
+        ensure!(store.next_lane_job_due(Lane::Forge).await? == Some(t(0)));
+        let revokes = store
+            .claim_lane_jobs(Lane::Revocation, "w", t(10), LEASE, 10)
+            .await?;
+        let kinds: Vec<(JobKind, String)> = revokes
+            .iter()
+            .map(|j| (j.kind, j.request_id.to_string()))
+            .collect();
+        ensure!(kinds == [(JobKind::Revoke, "r1".into())], "{kinds:?}");
+        let rest = store
+            .claim_lane_jobs(Lane::Forge, "w", t(10), LEASE, 10)
+            .await?;
+        let kinds: Vec<JobKind> = rest.iter().map(|j| j.kind).collect();
+        ensure!(kinds == [JobKind::Revert, JobKind::Grant], "{kinds:?}");
+        for kind in JobKind::ALL {
+            let lane = kind.lane();
+            ensure!((lane == Lane::Revocation) == (*kind == JobKind::Revoke));
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn active_grants_are_read_a_page_at_a_time_with_what_they_applied() {
+    for_each_backend(|store| async move {
+        for i in 0..25u64 {
+            store
+                .insert_request(&active(&format!("r{i:02}"), i + 1))
+                .await?;
+        }
+        store.insert_request(&request("r-pending", 100)).await?;
+        for i in (0..25u64).step_by(2) {
+            store
+                .plan_grant(&AppliedGrant {
+                    request_id: rid(&format!("r{i:02}")),
+                    provider: "noop".into(),
+                    role: serde_json::from_value(json!({"provider": "noop"}))?,
+                    files: Vec::new(),
+                    applied_at: t(0),
+                })
+                .await?;
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<RequestId> = None;
+        loop {
+            let page = store.active_page(after.as_ref(), 10).await?;
+            let Some(last) = page.last() else { break };
+            ensure!(page.len() <= 10);
+            after = Some(last.record.id.clone());
+            for granted in page {
+                let index: usize = granted.record.id.as_str()[1..].parse()?;
+                ensure!(
+                    granted.applied.is_some() == index.is_multiple_of(2),
+                    "{index}"
+                );
+                seen.push(granted.record.id.to_string());
+            }
+        }
+        let expected: Vec<String> = (0..25).map(|i| format!("r{i:02}")).collect();
+        ensure!(seen == expected, "{seen:?}");
+        let noop = store
+            .grants_of_provider("noop", Some(RequestState::Active))
+            .await?;
+        ensure!(noop.len() == 13 && noop.iter().all(|g| g.applied.is_some()));
+        ensure!(store.grants_of_provider("aws-iam", None).await?.is_empty());
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn overdue_reviews_are_found_by_requester() {
+    for_each_backend(|store| async move {
+        let fast = |id: &str, pr: u64, requester_id: u64, due: i64| RequestRecord {
+            fast_path_rule: Some(name("sev1")),
+            review_due_at: Some(t(due)),
+            requester_id,
+            ..active(id, pr)
+        };
+        store.insert_request(&fast("r-due", 1, 7, 100)).await?;
+        store.insert_request(&fast("r-later", 2, 7, 900)).await?;
+        store.insert_request(&fast("r-other", 3, 8, 100)).await?;
+        let mut reviewed = fast("r-reviewed", 4, 7, 100);
+        reviewed.reviewed_by = Some(login("carol"));
+        reviewed.reviewed_at = Some(t(50));
+        store.insert_request(&reviewed).await?;
+        store.insert_request(&active("r-slow-path", 5)).await?;
+        let ids = |records: Vec<RequestRecord>| -> Vec<String> {
+            records.iter().map(|r| r.id.to_string()).collect()
+        };
+        ensure!(ids(store.overdue_reviews(7, t(500)).await?) == ["r-due"]);
+        ensure!(ids(store.overdue_reviews(7, t(1000)).await?) == ["r-due", "r-later"]);
+        ensure!(
+            store.overdue_reviews(7, t(100)).await?.is_empty(),
+            "due, not overdue"
+        );
+        ensure!(ids(store.overdue_reviews(8, t(500)).await?) == ["r-other"]);
+        Ok(())
+    })
+    .await;
 }

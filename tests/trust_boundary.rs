@@ -290,12 +290,19 @@ on_both_backends!(
             },
         );
         s.expect_job_error(
-            breakglass::store::JobKind::Revoke,
+            breakglass::store::JobKind::Revert,
             "At least 1 approving review is required",
         );
         s.advance(TimeDelta::hours(1));
         s.settle().await;
-        assert_eq!(s.request("r1").await.state.to_string(), "revoking");
+        // The access ended on time; only the revert (forge work) waits for the admin.
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_some()
+        );
+        assert!(s.events("r1", "revert").await.is_empty());
         let blocked = s.next_bot_comment(pr);
         assert!(
             blocked.starts_with("🚨 **The revert could not be merged**")
@@ -327,6 +334,8 @@ on_both_backends!(
                 .is_none()
         );
         s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        assert_eq!(s.events("r1", "revoke").await.len(), 1, "revoked once");
+        assert_eq!(s.events("r1", "revert").await.len(), 1);
     }
 );
 

@@ -91,7 +91,12 @@ pub async fn verify(store: &Store, history: &History) -> Result<Verification, St
     for event in &events {
         let (sha_key, git, logged) = match event.kind {
             EventKind::Merge => ("merge_sha", &grants, &mut logged_grants),
-            EventKind::Revoke | EventKind::Remove => ("revert_sha", &revokes, &mut logged_revokes),
+            EventKind::Revert | EventKind::Remove => ("revert_sha", &revokes, &mut logged_revokes),
+            // Since revokes and reverts are logged apart (the revert follows as forge work),
+            // a revoke names no commit; one logged before that names its revert's.
+            EventKind::Revoke if event.data.get("revert_sha").is_some() => {
+                ("revert_sha", &revokes, &mut logged_revokes)
+            }
             _ => continue,
         };
         let request = event

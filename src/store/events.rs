@@ -82,8 +82,11 @@ pub enum EventKind {
     Grant,
     /// Access was extended.
     Extend,
-    /// Access was revoked.
+    /// Access was revoked (the provider revoke, at the expiry or earlier).
     Revoke,
+    /// The revert PR that removes a revoked request's files was merged (`revert_sha`), or
+    /// nothing of it was left on the default branch. Follows its `revoke`.
+    Revert,
     /// A request or grant file that reached the default branch without the bot was removed.
     Remove,
     /// A fast-path grant was reviewed after the fact.

@@ -41,8 +41,11 @@ pub enum JobKind {
     OpenRevert,
     /// Comment that access expires soon.
     Remind,
-    /// Revoke at expiry, then merge the revert PR.
+    /// Revoke at expiry: the provider revoke and the request's end, on time; no forge call.
     Revoke,
+    /// After a revoke: merge the revert PR, delete the branches, tell the requester (forge
+    /// work, which may be slow or refused; it never holds a revoke back).
+    Revert,
     /// Poll the PR's reactions (GitHub sends no webhook for them).
     Poll,
     /// Escalate a fast-path grant whose after-the-fact review is overdue.
@@ -57,10 +60,44 @@ string_enum!(JobKind {
     OpenRevert => "open_revert",
     Remind => "remind",
     Revoke => "revoke",
+    Revert => "revert",
     Poll => "poll",
     ReviewDue => "review_due",
     Expire => "expire",
 });
+
+impl JobKind {
+    /// The lane whose worker runs this kind.
+    pub fn lane(self) -> Lane {
+        match self {
+            Self::Revoke => Lane::Revocation,
+            _ => Lane::Forge,
+        }
+    }
+}
+
+/// Jobs are worked off in two lanes, each by its own worker, so that forge work (slow,
+/// rate-limited, sometimes refused) never delays a revoke that is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Revokes: the provider call and the request's end, timed against the expiry.
+    Revocation,
+    /// Everything else: merges, grants, reverts, comments, polls.
+    Forge,
+}
+
+impl Lane {
+    /// Both lanes.
+    pub const ALL: [Lane; 2] = [Lane::Revocation, Lane::Forge];
+
+    /// The SQL condition on `kind` that selects this lane's jobs.
+    fn condition(self) -> &'static str {
+        match self {
+            Self::Revocation => "kind = 'revoke'",
+            Self::Forge => "kind <> 'revoke'",
+        }
+    }
+}
 
 /// A scheduled job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,26 +191,43 @@ pub async fn claim_due_jobs(
     lease: Duration,
     limit: u32,
 ) -> Result<Vec<Job>, StoreError> {
+    claim(conn, "TRUE", worker, now, lease, limit).await
+}
+
+/// [`claim_due_jobs`] of one lane only.
+pub async fn claim_lane_jobs(
+    conn: &mut AnyConnection,
+    lane: Lane,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
+    claim(conn, lane.condition(), worker, now, lease, limit).await
+}
+
+async fn claim(
+    conn: &mut AnyConnection,
+    condition: &str,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
     // See deliveries::claim_deliveries for why this shape is safe on both backends.
-    macro_rules! claim {
-        ($lock:literal) => {
-            concat!(
-                "UPDATE jobs SET locked_by = $1, locked_until = $2 WHERE id IN (\
-                 SELECT id FROM jobs WHERE run_at <= $3 \
-                 AND (locked_until IS NULL OR locked_until <= $3) \
-                 ORDER BY run_at, id LIMIT $4",
-                $lock,
-                ") RETURNING ",
-                columns!()
-            )
-        };
-    }
-    let sql = match Backend::of(conn)? {
-        Backend::Postgres => claim!(" FOR UPDATE SKIP LOCKED"),
-        Backend::Sqlite => claim!(""),
+    let lock = match Backend::of(conn)? {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
     };
+    let sql = format!(
+        "UPDATE jobs SET locked_by = $1, locked_until = $2 WHERE id IN (\
+         SELECT id FROM jobs WHERE run_at <= $3 AND {condition} \
+         AND (locked_until IS NULL OR locked_until <= $3) \
+         ORDER BY run_at, id LIMIT $4{lock}) RETURNING {}",
+        columns!()
+    );
     let now = to_millis(now);
-    let rows = sqlx::query(sql)
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(worker)
         .bind(now.saturating_add(duration_millis(lease)))
         .bind(now)
@@ -257,12 +311,28 @@ pub async fn jobs_for_request(
 /// if it is leased beyond that. A worker sleeps until then (or until woken). `None` when the
 /// queue is empty.
 pub async fn next_job_due(conn: &mut AnyConnection) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let row = sqlx::query(
+    next_due(conn, "TRUE").await
+}
+
+/// [`next_job_due`] of one lane.
+pub async fn next_lane_job_due(
+    conn: &mut AnyConnection,
+    lane: Lane,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    next_due(conn, lane.condition()).await
+}
+
+async fn next_due(
+    conn: &mut AnyConnection,
+    condition: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let sql = format!(
         "SELECT MIN(CASE WHEN locked_until IS NOT NULL AND locked_until > run_at \
-         THEN locked_until ELSE run_at END) AS due FROM jobs",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+         THEN locked_until ELSE run_at END) AS due FROM jobs WHERE {condition}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut *conn)
+        .await?;
     Fields::new(&row, "jobs", "due").opt_time("due")
 }
 
@@ -317,6 +387,23 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
         claim_due_jobs(&mut *self.conn().await?, worker, now, lease, limit).await
+    }
+
+    /// See [`claim_lane_jobs`].
+    pub async fn claim_lane_jobs(
+        &self,
+        lane: Lane,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        claim_lane_jobs(&mut *self.conn().await?, lane, worker, now, lease, limit).await
+    }
+
+    /// See [`next_lane_job_due`].
+    pub async fn next_lane_job_due(&self, lane: Lane) -> Result<Option<DateTime<Utc>>, StoreError> {
+        next_lane_job_due(&mut *self.conn().await?, lane).await
     }
 
     /// See [`complete_job`].

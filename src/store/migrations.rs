@@ -34,6 +34,11 @@ const SQLITE: &[Source] = &[
         include_str!("../../migrations/sqlite/0003_intake.sql"),
     ),
     (
+        4,
+        "revocation",
+        include_str!("../../migrations/sqlite/0004_revocation.sql"),
+    ),
+    (
         5,
         "cache_epochs",
         include_str!("../../migrations/sqlite/0005_cache_epochs.sql"),
@@ -55,6 +60,11 @@ const POSTGRES: &[Source] = &[
         3,
         "intake",
         include_str!("../../migrations/postgres/0003_intake.sql"),
+    ),
+    (
+        4,
+        "revocation",
+        include_str!("../../migrations/postgres/0004_revocation.sql"),
     ),
     (
         5,

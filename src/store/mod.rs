@@ -22,9 +22,11 @@ pub mod changes;
 pub mod deliveries;
 pub mod epochs;
 pub mod events;
+pub mod grants;
 pub mod jobs;
 mod migrations;
 pub mod requests;
+mod revocations;
 mod row;
 pub mod testing;
 
@@ -44,7 +46,8 @@ pub use deliveries::{
     DeliveryId, DeliveryState, MAX_DELIVERY_ATTEMPTS, NewDelivery, Recorded, StoredDelivery,
 };
 pub use events::{ChainError, EventActor, EventKind, EventRecord, GENESIS_HASH, NewEvent};
-pub use jobs::{Job, JobId, JobKind};
+pub use grants::Granted;
+pub use jobs::{Job, JobId, JobKind, Lane};
 pub use requests::{RequestRecord, RequestState, RevokeReason, StoredDecision};
 
 /// Which database a [`Store`] talks to.

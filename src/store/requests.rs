@@ -250,6 +250,7 @@ macro_rules! columns {
          review_due_at, reviewed_by, reviewed_at, total_secs, created_at, updated_at, version"
     };
 }
+pub(super) use columns as request_columns;
 
 impl TryFrom<&AnyRow> for RequestRecord {
     type Error = StoreError;
@@ -524,6 +525,28 @@ pub async fn list_requests(
     rows.iter().map(RequestRecord::try_from).collect()
 }
 
+/// The fast-path grants of `requester_id` whose after-the-fact review is overdue at `now`
+/// (active, revoking or revoked, never reviewed, due before `now`), oldest first. Made at every
+/// decision, so it reads the partial index `requests_open_review`, never the whole table.
+pub async fn overdue_reviews(
+    conn: &mut AnyConnection,
+    requester_id: u64,
+    now: DateTime<Utc>,
+) -> Result<Vec<RequestRecord>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM requests WHERE requester_id = $1 AND fast_path_rule IS NOT NULL \
+         AND reviewed_at IS NULL AND review_due_at < $2 \
+         AND state IN ('active', 'revoking', 'revoked') ORDER BY created_at, id"
+    ))
+    .bind(to_i64(requester_id, "requester", "overdue reviews")?)
+    .bind(to_millis(now))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(RequestRecord::try_from).collect()
+}
+
 /// How many requests are in each state (every state listed, zeros included).
 pub async fn count_requests_by_state(
     conn: &mut AnyConnection,
@@ -580,6 +603,15 @@ impl Store {
         state: Option<RequestState>,
     ) -> Result<Vec<RequestRecord>, StoreError> {
         list_requests(&mut *self.conn().await?, state).await
+    }
+
+    /// See [`overdue_reviews`].
+    pub async fn overdue_reviews(
+        &self,
+        requester_id: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        overdue_reviews(&mut *self.conn().await?, requester_id, now).await
     }
 
     /// For metrics: requests per state, zeros included.

@@ -572,28 +572,24 @@ impl Workflow {
         .await
     }
 
-    /// The request of `requester` whose fast-path review is overdue, if any.
+    /// The request of `requester` whose fast-path review is overdue, if any: an active one
+    /// first, then one being revoked, then a revoked one. One indexed query.
     pub(super) async fn overdue_review_of(
         &self,
         requester_id: u64,
     ) -> anyhow::Result<Option<RequestId>> {
-        let now = self.now();
-        for state in [
-            RequestState::Active,
-            RequestState::Revoking,
-            RequestState::Revoked,
-        ] {
-            for record in self.own_requests(Some(state)).await? {
-                if record.requester_id == requester_id
-                    && record.fast_path_rule.is_some()
-                    && record.reviewed_at.is_none()
-                    && record.review_due_at.is_some_and(|due| due < now)
-                {
-                    return Ok(Some(record.id));
-                }
-            }
-        }
-        Ok(None)
+        let overdue = self.store.overdue_reviews(requester_id, self.now()).await?;
+        let rank = |state| match state {
+            RequestState::Active => 0,
+            RequestState::Revoking => 1,
+            _ => 2,
+        };
+        // Stable: within a state, the oldest first, as the store returned them.
+        Ok(overdue
+            .into_iter()
+            .filter(|record| self.owns(record))
+            .min_by_key(|record| rank(record.state))
+            .map(|record| record.id))
     }
 }
 

@@ -246,6 +246,18 @@ impl Workflow {
         Ok(read)
     }
 
+    /// [`Self::load_policies`] read from the forge whatever the cache holds, and kept: the
+    /// periodic reconciliation is the safety net for pushes whose webhook never came.
+    pub(super) async fn refresh_policies(
+        &self,
+    ) -> anyhow::Result<(String, Result<PolicySet, Vec<Problem>>)> {
+        let epoch = self.store.cache_epoch(&self.policies_epoch()).await?;
+        let now = self.now();
+        let read = self.read_policies().await?;
+        self.caches.keep_policies(&read, epoch, now);
+        Ok(read)
+    }
+
     /// The name of this workflow's policy-cache epoch in the store (one store may serve
     /// several repositories).
     fn policies_epoch(&self) -> String {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::Workflow;
 use crate::forge::Actor;
 use crate::names::{Login, RequestId};
-use crate::store::{DeliveryId, EventActor, EventKind, NewEvent};
+use crate::store::{DeliveryId, EventActor, EventKind, ForgeKind, NewEvent};
 
 tokio::task_local! {
     /// The webhook delivery being handled, so that events name it without every handler
@@ -25,19 +25,30 @@ impl Workflow {
         actor: Option<EventActor>,
         data: Value,
     ) -> anyhow::Result<()> {
-        let delivery_id = DELIVERY
-            .try_with(Clone::clone)
-            .ok()
-            .and_then(|key| DeliveryId::new(self.forge_kind(), &key).ok());
-        let event = NewEvent {
-            kind,
-            request_id: request.cloned(),
-            actor,
-            delivery_id,
-            data,
-        };
+        let event = new_event(kind, request, actor, data, self.forge_kind());
         self.store.append_event(&event, self.now()).await?;
         Ok(())
+    }
+}
+
+/// An event about `request`, naming the webhook delivery of `forge` being handled, if any.
+pub(super) fn new_event(
+    kind: EventKind,
+    request: Option<&RequestId>,
+    actor: Option<EventActor>,
+    data: Value,
+    forge: ForgeKind,
+) -> NewEvent {
+    let delivery_id = DELIVERY
+        .try_with(Clone::clone)
+        .ok()
+        .and_then(|key| DeliveryId::new(forge, &key).ok());
+    NewEvent {
+        kind,
+        request_id: request.cloned(),
+        actor,
+        delivery_id,
+        data,
     }
 }
 

@@ -13,7 +13,7 @@ use super::{Workflow, stored_decision};
 use crate::comment;
 use crate::forge::Thread;
 use crate::forge::{Actor, PushedCommit, StatusState};
-use crate::grant::{GrantSpec, Providers, RenderedFile};
+use crate::grant::{GrantSpec, RenderedFile};
 use crate::names::RequestId;
 use crate::policy::Role;
 use crate::request::{AccessRequest, RequestPath};
@@ -47,7 +47,7 @@ enum Ready {
 }
 
 impl Workflow {
-    fn request_path(record: &RequestRecord) -> String {
+    pub(super) fn request_path(record: &RequestRecord) -> String {
         RequestPath {
             environment: record.environment.clone(),
             id: record.id.clone(),
@@ -56,7 +56,10 @@ impl Workflow {
     }
 
     /// The role as the default branch's policy defines it now (`None` when it is gone).
-    async fn current_role(&self, record: &RequestRecord) -> anyhow::Result<Option<Role>> {
+    pub(super) async fn current_role(
+        &self,
+        record: &RequestRecord,
+    ) -> anyhow::Result<Option<Role>> {
         let (_, policies) = self.load_policies().await?;
         Ok(policies.ok().and_then(|p| {
             p.get(record.environment.as_str())
@@ -325,7 +328,10 @@ impl Workflow {
 
     /// What the grant of `record` applies: the record made at merge time; for grants merged
     /// before that record existed, the role as the policy defines it now.
-    async fn applied(&self, record: &RequestRecord) -> anyhow::Result<Option<AppliedGrant>> {
+    pub(super) async fn applied(
+        &self,
+        record: &RequestRecord,
+    ) -> anyhow::Result<Option<AppliedGrant>> {
         if let Some(applied) = self.store.applied_grant(&record.id).await? {
             return Ok(Some(applied));
         }
@@ -471,7 +477,7 @@ impl Workflow {
         self.build_revert(record, Some(applied)).await
     }
 
-    async fn build_revert(
+    pub(super) async fn build_revert(
         &self,
         record: &mut RequestRecord,
         applied: Option<&AppliedGrant>,
@@ -498,355 +504,6 @@ impl Workflow {
             self.store.update_request(record, self.now()).await?;
         }
         Ok(number)
-    }
-
-    /// Whether an active grant is still what git says: its request file on the default branch,
-    /// its role in the policy, and (for providers with state) present where it was applied. When
-    /// it is not, the grant is revoked at once with reason `reconcile`.
-    pub(super) async fn reconcile(&self, id: &RequestId, default: &str) -> anyhow::Result<()> {
-        let Some(mut record) = self.store.get_request(id).await? else {
-            return Ok(());
-        };
-        if record.state != RequestState::Active {
-            return Ok(());
-        }
-        let listed = self
-            .forge
-            .read_file(default, &Self::request_path(&record))
-            .await?
-            .is_some();
-        let (_, policies) = self.load_policies().await?;
-        // A broken policy says nothing about this grant; only a valid one without the role does.
-        let role_removed = policies.as_ref().is_ok_and(|p| {
-            p.get(record.environment.as_str())
-                .is_none_or(|policy| !policy.roles.contains_key(&record.role))
-        });
-        let applied = self.applied(&record).await?;
-        let held = match &applied {
-            Some(applied) if !role_removed => {
-                self.providers
-                    .verify(&applied.role, &Self::spec(&record), listed)
-                    .await?
-            }
-            _ => false,
-        };
-        if held {
-            return Ok(());
-        }
-        let why = match &applied {
-            Some(applied) if listed && !role_removed => {
-                // The provider no longer holds it as applied: say what differs, then end it.
-                let drift = self
-                    .providers
-                    .drift(&applied.role, &Self::spec(&record))
-                    .await?;
-                self.forge
-                    .note(
-                        Thread::Change(record.pr_number),
-                        &comment::drift_comment(&drift),
-                    )
-                    .await?;
-                "grant_drift"
-            }
-            _ if role_removed => "role_removed",
-            _ => "request_removed_by_hand",
-        };
-        tracing::warn!(request = %id, why, "an active grant is no longer held; revoking");
-        self.metrics
-            .inc("breakglass_anomalies_total", format!("kind=\"{why}\""));
-        record.state = RequestState::Revoking;
-        record.revoke_reason = Some(RevokeReason::Reconcile);
-        self.store.update_request(&mut record, self.now()).await?;
-        self.schedule(JobKind::Revoke, id, self.now()).await
-    }
-
-    /// Every active grant checked against git (at start and then periodically): a missed
-    /// webhook cannot leave a grant whose request file is gone. Requests stuck in `Revoking`
-    /// get their revoke job back, due now.
-    pub async fn reconcile_all(&self) -> anyhow::Result<()> {
-        let default = self.default_branch().await?;
-        self.reconcile_active(&default).await?;
-        for record in self.own_requests(Some(RequestState::Revoking)).await? {
-            let due = self.store.jobs_for_request(&record.id).await?;
-            if !due.iter().any(|job| job.kind == JobKind::Revoke) {
-                self.schedule(JobKind::Revoke, &record.id, self.now())
-                    .await?;
-            }
-        }
-        self.remove_orphaned_grants().await
-    }
-
-    /// Grants a provider still holds although no request is active for them (placed by hand,
-    /// or left by a bug): found on every principal breakglass has granted to, and revoked.
-    async fn remove_orphaned_grants(&self) -> anyhow::Result<()> {
-        let mut principals = BTreeSet::new();
-        for record in self.own_requests(None).await? {
-            let Some(applied) = self.store.applied_grant(&record.id).await? else {
-                continue;
-            };
-            let spec = Self::spec(&record);
-            match Providers::aws_principal(&applied.role, &spec) {
-                Some(principal) if principals.insert(principal.clone()) => {}
-                _ => continue,
-            }
-            for id in self.providers.placed(&applied.role, &spec).await? {
-                let holder = match RequestId::try_from(id.clone()) {
-                    Ok(id) => self.store.get_request(&id).await?,
-                    Err(_) => None,
-                };
-                if holder.is_some_and(|r| {
-                    matches!(
-                        r.state,
-                        RequestState::Approved | RequestState::Active | RequestState::Revoking
-                    )
-                }) {
-                    continue;
-                }
-                tracing::warn!(request = %id, "a grant no active request holds; revoking it");
-                self.metrics
-                    .inc("breakglass_anomalies_total", "kind=\"orphaned_grant\"");
-                let orphan = GrantSpec {
-                    id: id.clone(),
-                    expires_at: String::new(),
-                    ..spec.clone()
-                };
-                let others = self.sharing_grants(&id, &applied, &orphan).await?;
-                self.providers
-                    .revoke_orphan(&applied.role, &orphan, &others)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Every active grant checked against git and the policies.
-    async fn reconcile_active(&self, default: &str) -> anyhow::Result<()> {
-        let mut failed = 0;
-        for record in self.own_requests(Some(RequestState::Active)).await? {
-            // Pushes and the periodic pass hold no PR lock, so taking one here cannot deadlock.
-            let _guard = self.lock_pr(record.pr_number).await;
-            // One grant that cannot be checked (a cloud call failing) must not stop the rest.
-            if let Err(err) = self.reconcile(&record.id, default).await {
-                tracing::warn!(request = %record.id, error = %format!("{err:#}"), "cannot reconcile this grant now");
-                failed += 1;
-            }
-        }
-        anyhow::ensure!(failed == 0, "{failed} grant(s) could not be reconciled");
-        Ok(())
-    }
-
-    /// Revokes through the provider first, then merges the revert PR, then tells the requester.
-    pub(super) async fn job_revoke(&self, id: &RequestId) -> anyhow::Result<()> {
-        let Some(mut record) = self.store.get_request(id).await? else {
-            return Ok(());
-        };
-        let result = self.revoke(&mut record).await;
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
-        if !matches!(
-            record.state,
-            RequestState::Active | RequestState::Revoking | RequestState::Revoked
-        ) {
-            return Ok(());
-        }
-        self.metrics.inc(
-            "breakglass_revocations_total",
-            format!("result=\"{outcome}\""),
-        );
-        result
-    }
-
-    async fn revoke(&self, record: &mut RequestRecord) -> anyhow::Result<()> {
-        match record.state {
-            RequestState::Active => {
-                if record.expires_at.is_some_and(|at| at > self.now()) {
-                    // An extension moved the expiry; the job was rescheduled to the new time.
-                    return Ok(());
-                }
-                record.state = RequestState::Revoking;
-                record.revoke_reason = Some(RevokeReason::Ttl);
-                self.store.update_request(record, self.now()).await?;
-            }
-            RequestState::Revoking => {}
-            _ => return Ok(()),
-        }
-        let reason = record.revoke_reason.unwrap_or(RevokeReason::Ttl);
-        // The provider first: whatever happens to the revert PR, the access ends now.
-        let applied = self.applied(record).await?;
-        match &applied {
-            Some(applied) => {
-                let spec = Self::spec(record);
-                let others = self
-                    .sharing_grants(record.id.as_str(), applied, &spec)
-                    .await?;
-                self.providers
-                    .revoke_with(&applied.role, &spec, &others)
-                    .await?
-            }
-            None => {
-                tracing::warn!(request = %record.id, "no record of what was applied; nothing to revoke at a provider")
-            }
-        }
-        let revert_sha = if record.expires_at.is_some() {
-            self.merge_revert(record, applied.as_ref(), reason).await?
-        } else {
-            None
-        };
-        if let Some(change) = self
-            .store
-            .get_change(record.id.as_str(), ChangeKind::Revert)
-            .await?
-        {
-            self.forge.delete_branch(&change.branch).await?;
-        }
-        if let Some(change) = self
-            .store
-            .get_change(record.id.as_str(), ChangeKind::Request)
-            .await?
-        {
-            self.forge.delete_branch(&change.branch).await?;
-        }
-        // Tell the requester before recording the end: after a crash in between, the step
-        // runs again and may say it twice, but never not at all.
-        let now = self.now();
-        let text = comment::revoked_comment(
-            record.requester_login.as_str(),
-            record.environment.as_str(),
-            record.role.as_str(),
-            now,
-            &reason.to_string(),
-            record
-                .revert_pr_number
-                .map(|n| self.forge.change_label(n))
-                .as_deref(),
-        );
-        self.forge
-            .note(Thread::Change(record.pr_number), &text)
-            .await?;
-        record.state = RequestState::Revoked;
-        record.revoked_at = Some(now);
-        self.store.update_request(record, now).await?;
-        self.record_event(
-            EventKind::Revoke,
-            Some(&record.id),
-            None,
-            serde_json::json!({
-                "reason": reason.to_string(),
-                "provider": applied.as_ref().map(|a| a.provider.clone()),
-                "revert_pr": record.revert_pr_number,
-                "revert_sha": revert_sha,
-            }),
-        )
-        .await?;
-        self.store.cancel_job(JobKind::Remind, &record.id).await?;
-        Ok(())
-    }
-
-    /// The other active grants that share this grant's managed-policy attachment (aws-iam):
-    /// revoking this one must leave theirs in place.
-    async fn sharing_grants(
-        &self,
-        except: &str,
-        applied: &AppliedGrant,
-        spec: &GrantSpec,
-    ) -> anyhow::Result<Vec<String>> {
-        let Some(mine) = Providers::aws_attachment(&applied.role, spec) else {
-            return Ok(Vec::new());
-        };
-        let mut others = Vec::new();
-        for other in self.own_requests(Some(RequestState::Active)).await? {
-            if other.id.as_str() == except {
-                continue;
-            }
-            if let Some(theirs) = self.store.applied_grant(&other.id).await?
-                && Providers::aws_attachment(&theirs.role, &Self::spec(&other)).as_ref()
-                    == Some(&mine)
-            {
-                others.push(other.id.to_string());
-            }
-        }
-        Ok(others)
-    }
-
-    /// Lands the removal of the request's files. The existing revert PR is merged through the
-    /// guard; if anyone made it unmergeable (closed, draft, pushed to, conflicting) a fresh
-    /// change of the bot's own is built and merged instead; if that is refused too, the bot
-    /// says so loudly and the job fails, to be retried. Nobody can hold the revocation back.
-    async fn merge_revert(
-        &self,
-        record: &mut RequestRecord,
-        applied: Option<&AppliedGrant>,
-        reason: RevokeReason,
-    ) -> anyhow::Result<Option<String>> {
-        let (title, message) = trailers::revoke_message(record, &reason.to_string());
-        let mut refusal = None;
-        for attempt in 0..2 {
-            let change = match self
-                .store
-                .get_change(record.id.as_str(), ChangeKind::Revert)
-                .await?
-            {
-                Some(change)
-                    if attempt == 0 && change.head_sha.is_some() && change.pr_number.is_some() =>
-                {
-                    change
-                }
-                _ => {
-                    if self.build_revert(record, applied).await?.is_none() {
-                        return Ok(None); // nothing of it is left on the default branch
-                    }
-                    self.store
-                        .get_change(record.id.as_str(), ChangeKind::Revert)
-                        .await?
-                        .context("the revert change was just built")?
-                }
-            };
-            let plan = MergePlan::deletion(&change, title.clone(), message.clone())?;
-            match self.merge_own_or_theirs(&plan).await? {
-                Ok(merged) => return Ok(Some(merged.sha)),
-                Err(Refusal::Closed) if self.forge.change(plan.pr).await?.info.merged => {
-                    // Merged by hand at another head: the files may still be there; rebuild.
-                    refusal = Some(Refusal::Closed);
-                }
-                Err(why) => {
-                    tracing::warn!(request = %record.id, pr = plan.pr, %why, "the revert PR cannot be merged; rebuilding it");
-                    refusal = Some(why);
-                }
-            }
-        }
-        let refusal = refusal.context("two attempts failed")?;
-        self.revert_blocked(record, &refusal).await?;
-        anyhow::bail!("the revert of {} cannot be merged: {refusal}", record.id)
-    }
-
-    /// A revert that cannot land: an error in the logs and metrics every time, a comment once.
-    async fn revert_blocked(&self, record: &RequestRecord, why: &Refusal) -> anyhow::Result<()> {
-        tracing::error!(request = %record.id, %why, "REVOCATION BLOCKED: the revert cannot be merged; the provider revoke is done, the request file stays on the default branch");
-        self.metrics
-            .inc("breakglass_anomalies_total", "kind=\"revert_blocked\"");
-        let kind = EventKind::RevertBlocked;
-        let told = self
-            .store
-            .events_for_request(&record.id)
-            .await?
-            .iter()
-            .any(|e| e.kind == kind);
-        if told {
-            return Ok(());
-        }
-        let default = self.default_branch().await?;
-        self.forge
-            .note(
-                Thread::Change(record.pr_number),
-                &comment::revert_blocked_comment(&why.to_string(), &default, why.is_protection()),
-            )
-            .await?;
-        self.record_event(
-            kind,
-            Some(&record.id),
-            None,
-            serde_json::json!({ "why": why.to_string() }),
-        )
-        .await
     }
 
     pub(super) async fn job_remind(&self, id: &RequestId) -> anyhow::Result<()> {
@@ -893,25 +550,32 @@ impl Workflow {
         if branch != default {
             return Ok(());
         }
+        let removed: Vec<RequestPath> = commits
+            .iter()
+            .flat_map(|c| c.removed.iter())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|path| RequestPath::parse(path))
+            .collect();
+        // A policy changed: a role taken out of it ends the grants that hold it, now.
         let policies = format!("{}/", self.settings.policies_path.trim_end_matches('/'));
-        let policies_touched = commits
+        let policy_changed = commits
             .iter()
             .flat_map(|c| c.added.iter().chain(&c.modified).chain(&c.removed))
             .any(|path| path.starts_with(&policies));
         // A push that lists no commit (a branch moved back or replaced) may have changed
         // anything: the cached policies go too.
-        if policies_touched || commits.is_empty() {
+        if policy_changed || commits.is_empty() {
             self.policies_changed().await?;
         }
-        let removed: BTreeSet<&String> = commits.iter().flat_map(|c| c.removed.iter()).collect();
-        for path in removed {
-            if let Some(request) = RequestPath::parse(path) {
-                self.reconcile(&request.id, &default).await?;
+        if !removed.is_empty() || policy_changed {
+            let baseline = self.baseline().await?;
+            for request in &removed {
+                self.reconcile(&request.id, &baseline, false).await?;
             }
-        }
-        // A policy changed: a role taken out of it ends the grants that hold it, now.
-        if policies_touched {
-            self.reconcile_active(&default).await?;
+            if policy_changed {
+                self.reconcile_active(&baseline).await?;
+            }
         }
         if pusher.id == self.bot.id {
             return Ok(()); // the bot's own merges went through the merge guard

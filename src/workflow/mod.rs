@@ -19,6 +19,8 @@ pub use forges::Workflows;
 mod guard;
 mod lifecycle;
 mod pull_request;
+mod reconcile;
+mod revocation;
 mod trailers;
 mod verdict;
 
@@ -36,7 +38,7 @@ use crate::forge::{
 use crate::grant::Providers;
 use crate::metrics::Metrics;
 use crate::store::{ForgeKind, Store};
-use crate::store::{Job, JobKind};
+use crate::store::{Job, JobKind, Lane};
 
 /// The last decision on `record`. A request the workflow acts on past its first evaluation
 /// always has one, so a missing decision is an error, never a default.
@@ -52,6 +54,29 @@ pub const STATUS_CONTEXT: &str = "breakglass/policy";
 pub const NEEDS_REVIEW_LABEL: &str = "breakglass/needs-review";
 /// The label on fast-path grants whose review is overdue.
 pub const REVIEW_OVERDUE_LABEL: &str = "breakglass/review-overdue";
+
+/// Wakes the job workers, one per lane: a job scheduled to run now is picked up at once by
+/// the worker of its lane (a wake-up given while it is busy is kept for its next wait).
+#[derive(Debug, Default)]
+pub struct JobWakes {
+    revocation: Notify,
+    forge: Notify,
+}
+
+impl JobWakes {
+    /// Wakes the worker of `lane`.
+    pub fn wake(&self, lane: Lane) {
+        self.of(lane).notify_one();
+    }
+
+    /// What the worker of `lane` waits on.
+    pub fn of(&self, lane: Lane) -> &Notify {
+        match lane {
+            Lane::Revocation => &self.revocation,
+            Lane::Forge => &self.forge,
+        }
+    }
+}
 
 /// Knobs of the lifecycle.
 #[derive(Clone, Debug)]
@@ -82,8 +107,8 @@ pub struct Workflow {
     pub providers: Providers,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
-    /// Wakes the job worker when a job is scheduled to run now.
-    pub wake_jobs: Arc<Notify>,
+    /// Wakes the job workers when a job is scheduled to run now.
+    pub wake_jobs: Arc<JobWakes>,
     /// Serializes the work on one PR within this process (a webhook and a timer for the same
     /// request would otherwise race); across replicas the store's optimistic lock does it.
     stripes: Arc<[tokio::sync::Mutex<()>; STRIPES]>,
@@ -111,7 +136,7 @@ impl Workflow {
             providers,
             metrics,
             settings: Arc::new(settings),
-            wake_jobs: Arc::new(Notify::new()),
+            wake_jobs: Arc::new(JobWakes::default()),
             stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
             caches: Arc::default(),
         }
@@ -163,7 +188,7 @@ impl Workflow {
             .await
             .with_context(|| format!("scheduling {kind} for {request}"))?;
         if at <= self.now() {
-            self.wake_jobs.notify_one();
+            self.wake_jobs.wake(kind.lane());
         }
         Ok(())
     }
@@ -313,6 +338,7 @@ impl Workflow {
             JobKind::Grant => self.job_grant(id).await,
             JobKind::OpenRevert => self.job_open_revert(id).await,
             JobKind::Revoke => self.job_revoke(id).await,
+            JobKind::Revert => self.job_revert(id).await,
             JobKind::Remind => self.job_remind(id).await,
             JobKind::Poll => self.job_poll(id).await,
             JobKind::ReviewDue => self.job_review_due(id).await,

@@ -206,7 +206,9 @@ impl Scenario {
         if self.dialect == Dialect::GitHub {
             return text.to_owned();
         }
-        let text = text.replace("MR !", "PR #");
+        let text = text
+            .replace("MR !", "PR #")
+            .replace("revert MR", "revert PR");
         let mut out = String::with_capacity(text.len());
         let mut chars = text.chars().peekable();
         while let Some(c) = chars.next() {

@@ -1,0 +1,288 @@
+//! Reconciliation: every active grant checked against git and its provider, at start, every
+//! `reconcile_interval`, and when a push removes a request file or changes a policy. A grant
+//! that is no longer held is revoked at once with reason `reconcile`.
+//!
+//! A pass reads what it compares with once (the default branch's policies, and each
+//! environment's request directory listed once), then pages through the active grants and
+//! what each applied, a page per query, and compares in memory. Only a grant that looks no
+//! longer held is looked at again on its own, under its PR's lock, before it is ended.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::Workflow;
+use crate::comment;
+use crate::forge::Thread;
+use crate::grant::{GrantSpec, Providers};
+use crate::names::RequestId;
+use crate::policy::{PolicySet, ProviderKind, Role};
+use crate::store::{AppliedGrant, Granted, JobKind, RequestRecord, RequestState, RevokeReason};
+
+/// Active grants read per query during a pass.
+const PAGE: u32 = 1000;
+
+/// What a reconciliation compares grants with, read once: the default branch and its policies.
+pub(super) struct Baseline {
+    pub(super) default: String,
+    /// `None` when the policies do not load: a broken policy says nothing about any grant.
+    policies: Option<PolicySet>,
+}
+
+impl Baseline {
+    /// The role of `record` as the policy defines it now (`None` when it is gone, or when the
+    /// policies do not load).
+    fn role_of(&self, record: &RequestRecord) -> Option<&Role> {
+        self.policies
+            .as_ref()?
+            .get(record.environment.as_str())?
+            .roles
+            .get(&record.role)
+    }
+
+    /// Whether a valid policy no longer has the role of `record`.
+    fn role_removed(&self, record: &RequestRecord) -> bool {
+        self.policies.as_ref().is_some_and(|p| {
+            p.get(record.environment.as_str())
+                .is_none_or(|policy| !policy.roles.contains_key(&record.role))
+        })
+    }
+}
+
+/// The request files on the default branch, one directory listing per environment, read when
+/// first asked about.
+struct Listings {
+    dirs: HashMap<String, HashSet<String>>,
+}
+
+impl Workflow {
+    /// Reads the default branch and its policies (once per pass or push).
+    pub(super) async fn baseline(&self) -> anyhow::Result<Baseline> {
+        let (default, policies) = self.load_policies().await?;
+        Ok(Baseline {
+            default,
+            policies: policies.ok(),
+        })
+    }
+
+    /// Every active grant checked against git (at start and then periodically): a missed
+    /// webhook cannot leave a grant whose request file is gone. Requests stuck in `Revoking`
+    /// get their revoke job back, due now.
+    pub async fn reconcile_all(&self) -> anyhow::Result<()> {
+        // Read afresh: this pass is what catches a policy pushed while no webhook came.
+        let (default, policies) = self.refresh_policies().await?;
+        let baseline = Baseline {
+            default,
+            policies: policies.ok(),
+        };
+        self.reconcile_active(&baseline).await?;
+        for record in self.own_requests(Some(RequestState::Revoking)).await? {
+            let due = self.store.jobs_for_request(&record.id).await?;
+            if !due.iter().any(|job| job.kind == JobKind::Revoke) {
+                self.schedule(JobKind::Revoke, &record.id, self.now())
+                    .await?;
+            }
+        }
+        self.remove_orphaned_grants().await
+    }
+
+    /// Every active grant checked against git and the policies, a page at a time.
+    pub(super) async fn reconcile_active(&self, baseline: &Baseline) -> anyhow::Result<()> {
+        let mut listings = Listings {
+            dirs: HashMap::new(),
+        };
+        let mut failed = 0;
+        let mut after: Option<RequestId> = None;
+        loop {
+            let page = self.store.active_page(after.as_ref(), PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.record.id.clone());
+            for granted in page.iter().filter(|g| self.owns(&g.record)) {
+                // One grant that cannot be checked (a cloud call failing) must not stop the rest.
+                if let Err(err) = self.screen(granted, baseline, &mut listings).await {
+                    tracing::warn!(request = %granted.record.id, error = %format!("{err:#}"), "cannot reconcile this grant now");
+                    failed += 1;
+                }
+            }
+        }
+        anyhow::ensure!(failed == 0, "{failed} grant(s) could not be reconciled");
+        Ok(())
+    }
+
+    /// Compares one grant with the baseline in memory (and its provider, for providers with
+    /// state of their own); one that looks no longer held is checked again on its own.
+    async fn screen(
+        &self,
+        granted: &Granted,
+        baseline: &Baseline,
+        listings: &mut Listings,
+    ) -> anyhow::Result<()> {
+        let record = &granted.record;
+        let listed = self.listed(record, baseline, listings).await?;
+        let held = match &granted.applied {
+            Some(applied) if !baseline.role_removed(record) => {
+                self.providers
+                    .verify(&applied.role, &Self::spec(record), listed)
+                    .await?
+            }
+            _ => false,
+        };
+        if held {
+            return Ok(());
+        }
+        // Pushes and the periodic pass hold no PR lock, so taking one here cannot deadlock.
+        let _guard = self.lock_pr(record.pr_number).await;
+        self.reconcile(&record.id, baseline, listed).await
+    }
+
+    /// Whether the directory listing of the default branch shows the request file of `record`.
+    async fn listed(
+        &self,
+        record: &RequestRecord,
+        baseline: &Baseline,
+        listings: &mut Listings,
+    ) -> anyhow::Result<bool> {
+        let path = Self::request_path(record);
+        let Some((dir, _)) = path.rsplit_once('/') else {
+            return Ok(false);
+        };
+        if !listings.dirs.contains_key(dir) {
+            let files = self.forge.list_dir(&baseline.default, dir).await?;
+            listings
+                .dirs
+                .insert(dir.to_owned(), files.into_iter().collect());
+        }
+        Ok(listings
+            .dirs
+            .get(dir)
+            .is_some_and(|files| files.contains(&path)))
+    }
+
+    /// Whether an active grant is still what git says: its request file on the default branch,
+    /// its role in the policy, and (for providers with state) present where it was applied. When
+    /// it is not, the grant is revoked at once with reason `reconcile`. `listed` is what a
+    /// directory listing said; `false` means "not seen", and the file itself is read.
+    pub(super) async fn reconcile(
+        &self,
+        id: &RequestId,
+        baseline: &Baseline,
+        listed: bool,
+    ) -> anyhow::Result<()> {
+        let Some(mut record) = self.store.get_request(id).await? else {
+            return Ok(());
+        };
+        if record.state != RequestState::Active {
+            return Ok(());
+        }
+        // A listing may be cut short (GitHub's contents API lists at most 1,000 files of a
+        // directory): a file it does not show is read before a grant is ended over it.
+        let listed = listed
+            || self
+                .forge
+                .read_file(&baseline.default, &Self::request_path(&record))
+                .await?
+                .is_some();
+        let role_removed = baseline.role_removed(&record);
+        let applied = match self.store.applied_grant(id).await? {
+            Some(applied) => Some(applied),
+            // Merged before the applied record existed: the role as the policy defines it now.
+            None => baseline.role_of(&record).map(|role| AppliedGrant {
+                request_id: record.id.clone(),
+                provider: role.provider.clone(),
+                role: role.clone(),
+                files: Vec::new(),
+                applied_at: self.now(),
+            }),
+        };
+        let held = match &applied {
+            Some(applied) if !role_removed => {
+                self.providers
+                    .verify(&applied.role, &Self::spec(&record), listed)
+                    .await?
+            }
+            _ => false,
+        };
+        if held {
+            return Ok(());
+        }
+        let why = match &applied {
+            Some(applied) if listed && !role_removed => {
+                // The provider no longer holds it as applied: say what differs, then end it.
+                let drift = self
+                    .providers
+                    .drift(&applied.role, &Self::spec(&record))
+                    .await?;
+                self.forge
+                    .note(
+                        Thread::Change(record.pr_number),
+                        &comment::drift_comment(&drift),
+                    )
+                    .await?;
+                "grant_drift"
+            }
+            _ if role_removed => "role_removed",
+            _ => "request_removed_by_hand",
+        };
+        tracing::warn!(request = %id, why, "an active grant is no longer held; revoking");
+        self.metrics
+            .inc("breakglass_anomalies_total", format!("kind=\"{why}\""));
+        record.state = RequestState::Revoking;
+        record.revoke_reason = Some(RevokeReason::Reconcile);
+        self.store.update_request(&mut record, self.now()).await?;
+        self.schedule(JobKind::Revoke, id, self.now()).await
+    }
+
+    /// Grants a provider still holds although no request is active for them (placed by hand,
+    /// or left by a bug): found on every principal breakglass has granted to, and revoked. Only
+    /// providers with state of their own can hold one (`aws-iam`): their grants are read in one
+    /// query, never every request ever made.
+    async fn remove_orphaned_grants(&self) -> anyhow::Result<()> {
+        let mut principals = BTreeSet::new();
+        let aws = ProviderKind::AwsIam.to_string();
+        for granted in self.store.grants_of_provider(&aws, None).await? {
+            let (Some(applied), true) = (&granted.applied, self.owns(&granted.record)) else {
+                continue;
+            };
+            let spec = Self::spec(&granted.record);
+            match Providers::aws_principal(&applied.role, &spec) {
+                Some(principal) if principals.insert(principal.clone()) => {}
+                _ => continue,
+            }
+            self.revoke_orphans_on(applied, &spec).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes the grants on the principal of `applied` that no live request holds.
+    async fn revoke_orphans_on(
+        &self,
+        applied: &AppliedGrant,
+        spec: &GrantSpec,
+    ) -> anyhow::Result<()> {
+        for id in self.providers.placed(&applied.role, spec).await? {
+            let holder = match RequestId::try_from(id.clone()) {
+                Ok(id) => self.store.get_request(&id).await?,
+                Err(_) => None,
+            };
+            if holder.is_some_and(|r| {
+                matches!(
+                    r.state,
+                    RequestState::Approved | RequestState::Active | RequestState::Revoking
+                )
+            }) {
+                continue;
+            }
+            tracing::warn!(request = %id, "a grant no active request holds; revoking it");
+            self.metrics
+                .inc("breakglass_anomalies_total", "kind=\"orphaned_grant\"");
+            let orphan = GrantSpec {
+                id: id.clone(),
+                expires_at: String::new(),
+                ..spec.clone()
+            };
+            let others = self.sharing_grants(&id, applied, &orphan).await?;
+            self.providers
+                .revoke_orphan(&applied.role, &orphan, &others)
+                .await?;
+        }
+        Ok(())
+    }
+}

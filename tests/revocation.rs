@@ -1,0 +1,255 @@
+//! Revocation at scale: a revoke is the provider call and the request's end, in its own job
+//! lane; the revert PR follows as forge work that never holds a revoke back. Reconciliation
+//! reads the policies and the request directory once per pass, whatever the number of grants.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use breakglass_test_forge::{FailureKind, FileChange};
+use chrono::TimeDelta;
+use common::*;
+use http::Method;
+
+/// Waits (real time) until `check` holds, up to 20 s.
+async fn until<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+on_both_forges!(
+    a_revert_merge_that_hangs_does_not_delay_another_grants_revoke,
+    |s: Scenario| async move {
+        let pr1 = s.granted("r1", "1h").await;
+        let pr2 = s.granted("r2", "2h").await;
+        // r1's revert merge hangs: the forge lane is busy with it for 8 s.
+        s.fail_next(
+            Route::Merge,
+            Method::PUT,
+            1,
+            FailureKind::Timeout(Duration::from_secs(8)),
+        );
+        s.advance(TimeDelta::hours(1));
+        until("r1 is revoked", || async {
+            s.request("r1").await.state.to_string() == "revoked"
+        })
+        .await;
+        until("r1's revert merge is in flight", || async {
+            s.forge.calls().count("PUT", s.route(Route::Merge)) > 0
+        })
+        .await;
+        s.advance(TimeDelta::hours(1));
+        until("r2 is revoked", || async {
+            s.request("r2").await.state.to_string() == "revoked"
+        })
+        .await;
+        assert!(
+            s.events("r1", "revert").await.is_empty(),
+            "r2 was revoked while r1's revert merge still hung"
+        );
+        assert_eq!(s.events("r2", "revoke").await.len(), 1);
+        // The hang ends, the merge is retried, and both reverts land.
+        until("both reverts land", || async {
+            !s.events("r1", "revert").await.is_empty() && !s.events("r2", "revert").await.is_empty()
+        })
+        .await;
+        for id in ["r1", "r2"] {
+            let record = s.request(id).await;
+            assert!(s.change(record.revert_pr_number.unwrap()).merged, "{id}");
+            assert_eq!(s.events(id, "revoke").await.len(), 1, "{id} revoked once");
+        }
+        s.expect_bot_comments(pr1, &["🔒 **Access revoked**"]);
+        s.expect_bot_comments(pr2, &["🔒 **Access revoked**"]);
+    }
+);
+
+on_both_forges!(
+    the_revoke_is_logged_before_its_revert_and_both_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        let events = s
+            .store
+            .events_for_request(&"r1".to_owned().try_into().unwrap())
+            .await
+            .unwrap();
+        let tail: Vec<String> = events
+            .iter()
+            .rev()
+            .take(2)
+            .rev()
+            .map(|e| e.kind.to_string())
+            .collect();
+        assert_eq!(tail, ["revoke", "revert"], "{events:#?}");
+        let record = s.request("r1").await;
+        let (revoke, revert) = (&events[events.len() - 2], &events[events.len() - 1]);
+        assert_eq!(
+            Some(revoke.at),
+            record.revoked_at,
+            "the revoke is the request's end"
+        );
+        assert_eq!(revoke.data["reason"], "ttl");
+        assert!(revoke.data.get("revert_sha").is_none());
+        let revert_pr = s.change(record.revert_pr_number.unwrap());
+        assert_eq!(
+            revert.data["revert_sha"],
+            revert_pr.merge_commit_sha.unwrap().as_str()
+        );
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.last()
+                .is_some_and(|c| c.starts_with("🔒 **Access revoked**")),
+            "{said:#?}"
+        );
+        assert!(
+            s.store
+                .jobs_for_request(&record.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+);
+
+on_both_forges!(
+    a_crash_between_the_revoke_and_its_revert_lands_the_revert_once,
+    |mut s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        // Merges fail for a while (each try of the revert uses up 4): the revert waits for its
+        // backoff, the revoke does not.
+        s.fail_next(Route::Merge, Method::PUT, 8, FailureKind::Status(502));
+        s.expect_job_error(breakglass::store::JobKind::Revert, "HTTP 502");
+        s.advance(TimeDelta::hours(1));
+        until("r1 is revoked and its revert failed once", || async {
+            s.request("r1").await.state.to_string() == "revoked"
+                && s.forge.calls().count("PUT", s.route(Route::Merge)) >= 4
+        })
+        .await;
+        assert!(s.events("r1", "revert").await.is_empty());
+        s.crash();
+        s.start_service().await;
+        // The dead worker's lease on the revert lapses (2 min), then the revert is retried.
+        s.advance(TimeDelta::minutes(3));
+        for _ in 0..10 {
+            if !s.events("r1", "revert").await.is_empty() {
+                break;
+            }
+            s.advance(TimeDelta::minutes(1)); // past the revert's backoff
+            s.settle().await;
+        }
+        let record = s.request("r1").await;
+        assert!(s.change(record.revert_pr_number.unwrap()).merged);
+        assert_eq!(s.events("r1", "revoke").await.len(), 1);
+        assert_eq!(s.events("r1", "revert").await.len(), 1);
+        let told = s
+            .take_bot_comments(pr)
+            .iter()
+            .filter(|c| c.starts_with("🔒 **Access revoked**"))
+            .count();
+        assert_eq!(told, 1);
+    }
+);
+
+on_both_backends!(
+    replicas_racing_for_due_revokes_revoke_each_grant_once,
+    |mut s: Scenario| async move {
+        let ids = ["r1", "r2", "r3", "r4"];
+        let mut prs = Vec::new();
+        for id in ids {
+            prs.push(s.granted(id, "1h").await);
+        }
+        s.add_replica().await;
+        s.add_replica().await;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        for id in ids {
+            assert_eq!(s.request(id).await.state.to_string(), "revoked", "{id}");
+            assert_eq!(s.events(id, "revoke").await.len(), 1, "{id} revoked once");
+            assert_eq!(s.events(id, "revert").await.len(), 1, "{id} reverted once");
+        }
+        for pr in prs {
+            s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        }
+    }
+);
+
+/// A prod request of alice's for the `readonly` role.
+fn readonly_request() -> String {
+    prod_request("2h").replace("role: admin", "role: readonly")
+}
+
+on_both_backends!(
+    a_reconciliation_pass_reads_the_policies_and_the_listing_once,
+    |mut s: Scenario| async move {
+        for id in ["r-keep1", "r-keep2", "r-keep3", "r-gone"] {
+            s.granted(id, "2h").await;
+        }
+        let pr = s.open_request(&s.people.alice, "prod", "r-role", &readonly_request());
+        s.settle().await;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert_eq!(s.request("r-role").await.state.to_string(), "active");
+        // The pushes are not delivered: only the reconciliation pass can find them.
+        s.forge.set_webhooks_paused(true);
+        s.forge.push_changes(
+            REPO,
+            "main",
+            &s.people.mallory,
+            &[FileChange::Delete("requests/prod/r-gone.yaml".into())],
+            "tidy up",
+        );
+        s.edit_policy(&s.people.carol, "prod", |policy| {
+            policy.replace(
+                "  readonly:\n    provider: noop\n    description: Read-only access for investigations\n",
+                "",
+            )
+        });
+        // One pass, alone: the service is stopped so that nothing else calls the forge.
+        let workflows = s.service.as_ref().unwrap().workflows.clone();
+        s.crash();
+        s.forge.reset_calls();
+        workflows.shared().reconcile_all().await.unwrap();
+        let calls = s.forge.calls();
+        let contents = calls.count("GET", "/repos/{owner}/{repo}/contents/{*path}");
+        // The policies: their directory and each of the three files; the requests: prod's
+        // directory once, and the one file it no longer lists, read before its grant ends.
+        assert_eq!(contents, 1 + 3 + 1 + 1, "{calls:#?}");
+        for id in ["r-gone", "r-role"] {
+            let record = s.request(id).await;
+            assert_eq!(record.state.to_string(), "revoking", "{id}");
+            assert_eq!(
+                record.revoke_reason.map(|r| r.to_string()).as_deref(),
+                Some("reconcile")
+            );
+        }
+        for id in ["r-keep1", "r-keep2", "r-keep3"] {
+            assert_eq!(s.request(id).await.state.to_string(), "active", "{id}");
+        }
+        s.start_service().await;
+        s.settle().await;
+        for id in ["r-gone", "r-role"] {
+            assert_eq!(s.request(id).await.state.to_string(), "revoked", "{id}");
+            assert_eq!(s.events(id, "revoke").await.len(), 1, "{id}");
+        }
+        assert_eq!(s.request("r-keep1").await.state.to_string(), "active");
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.first().is_some_and(|c| c.contains("is allowed"))
+                && said
+                    .last()
+                    .is_some_and(|c| c.starts_with("🔒 **Access revoked**")),
+            "{said:#?}"
+        );
+        for change in s.changes() {
+            s.take_bot_comments(change.number);
+        }
+    }
+);
