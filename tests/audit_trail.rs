@@ -79,7 +79,9 @@ on_both_backends!(
         let first = sev1_request(&s, "r-sev1-a");
         s.settle().await;
         assert!(s.forge.pr(REPO, first).merged);
-        s.advance(TimeDelta::hours(25)); // revoked at 45m, review due at 24h
+        s.advance(TimeDelta::hours(1)); // revoked at 45m
+        s.settle().await;
+        s.advance(TimeDelta::hours(24)); // review due at 24h
         s.settle().await;
         let labels = s.forge.pr(REPO, first).labels;
         assert!(
