@@ -38,7 +38,7 @@ async fn reading_a_comment_the_bot_did_not_write_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[should_panic(expected = "unexpected failure: revoke job of r1")]
+#[should_panic(expected = "unexpected failure: revert job of r1")]
 async fn a_job_failure_that_a_retry_fixed_still_fails_the_scenario() {
     let s = scenario().await;
     let pr = s.granted("r1", "1h").await;
@@ -63,7 +63,7 @@ async fn a_declared_failure_passes_and_is_listed() {
     let s = scenario().await;
     let pr = s.granted("r1", "1h").await;
     s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
-    s.expect_job_error(JobKind::Revoke, "HTTP 502");
+    s.expect_job_error(JobKind::Revert, "HTTP 502");
     s.advance(TimeDelta::hours(1));
     s.settle().await;
     s.advance(TimeDelta::minutes(1));
@@ -73,7 +73,7 @@ async fn a_declared_failure_passes_and_is_listed() {
     let failures = s.failures();
     assert_eq!(failures.len(), 1, "{failures:#?}");
     assert!(
-        failures[0].starts_with("revoke job of r1 failed at ") && failures[0].ends_with("HTTP 502"),
+        failures[0].starts_with("revert job of r1 failed at ") && failures[0].ends_with("HTTP 502"),
         "{failures:#?}"
     );
 }
