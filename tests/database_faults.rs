@@ -1,0 +1,168 @@
+//! The database goes away for a while (PostgreSQL refusing this service's database): `/readyz`
+//! says so, intake answers 503 (the forge redelivers) and acknowledges nothing it did not
+//! store; when the database is back, intake and the workers resume and nothing acknowledged
+//! before the outage is lost.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use breakglass::clock::{Clock, SystemClock};
+use breakglass::config::{Config, GithubConfig};
+use breakglass::service::{self, Options};
+use breakglass::store::Store;
+use breakglass_test_forge::TestForge;
+
+const REPO: &str = "acme/access-requests";
+const SECRET: &str = "faults-secret";
+
+/// A signed `issue_comment` delivery for our repository with delivery id `id`.
+async fn deliver(client: &reqwest::Client, addr: std::net::SocketAddr, id: &str) -> u16 {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "action": "created",
+        "issue": {"number": 1, "user": {"id": 1, "login": "alice", "type": "User"}},
+        "comment": {"id": 1, "body": "looks good", "user": {"id": 1, "login": "alice", "type": "User"}, "created_at": "2026-12-02T00:00:00Z"},
+        "repository": {"full_name": REPO},
+        "sender": {"id": 1, "login": "alice", "type": "User"}
+    }))
+    .unwrap();
+    let signature = breakglass_test_forge::sign_webhook(SECRET, &body);
+    client
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "issue_comment")
+        .header("x-github-delivery", id)
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn ready(client: &reqwest::Client, addr: std::net::SocketAddr) -> u16 {
+    client
+        .get(format!("http://{addr}/readyz"))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Turns connections to `database` off (and ends the open ones) or back on.
+async fn allow_connections(admin: &Store, database: &str, allow: bool) {
+    // The name is the test's own random `breakglass_test_<hex>`: safe to splice.
+    assert!(
+        database
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" WITH ALLOW_CONNECTIONS {allow}"
+    )))
+    .execute(admin.pool())
+    .await
+    .unwrap();
+    if !allow {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(database)
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_gets_503s_loses_nothing_acknowledged_and_work_resumes() {
+    let Some((store, db)) = breakglass::store::testing::postgres_store().await else {
+        eprintln!("SKIPPED: BREAKGLASS_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let server = std::env::var(breakglass::store::testing::DATABASE_URL_VAR).unwrap();
+    let admin = Store::connect(&server).await.unwrap();
+    let database = db
+        .url()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let forge = TestForge::start().await;
+    let bot = forge.bot_user("breakglass[bot]");
+    forge.create_repo(REPO, &[("README.md", "# requests\n")]);
+    std::fs::write(dir.path().join("token"), forge.token_for(&bot)).unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url().to_owned(),
+        github: Some(GithubConfig {
+            api_url: forge.api_url(),
+            repository: REPO.into(),
+            token_file: Some(dir.path().join("token")),
+            webhook_secret_file: Some(dir.path().join("secret")),
+            ..GithubConfig::default()
+        }),
+        ..Config::default()
+    };
+    let options = Options {
+        clock: Arc::new(SystemClock) as Arc<dyn Clock>,
+        tick: Duration::from_millis(50),
+        templates_dir: None,
+        env: |_| None,
+    };
+    let running = service::start(&config, options).await.unwrap();
+    let addr = running.addr;
+    let client = reqwest::Client::new();
+    assert_eq!(ready(&client, addr).await, 200);
+    assert_eq!(deliver(&client, addr, "before-outage").await, 202);
+
+    allow_connections(&admin, &database, false).await;
+    assert_eq!(
+        ready(&client, addr).await,
+        503,
+        "/readyz reflects the outage"
+    );
+    let during = deliver(&client, addr, "during-outage").await;
+    assert_eq!(during, 503, "nothing is acknowledged that was not stored");
+
+    allow_connections(&admin, &database, true).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready(&client, addr).await != 200 {
+        assert!(Instant::now() < deadline, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The forge redelivers what got a 503.
+    assert_eq!(deliver(&client, addr, "during-outage").await, 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (done,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE state = 'done'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        let (all,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        if done == 2 {
+            assert_eq!(
+                all, 2,
+                "the acknowledged one and the redelivered one, once each"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not resume ({done} of {all} done)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running.shutdown().await;
+}
