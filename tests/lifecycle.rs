@@ -17,11 +17,13 @@ on_both_forges!(
             &prod_request("1h"),
         );
         s.settle().await;
+        insta::allow_duplicates! {
         insta::assert_snapshot!(s.next_bot_comment(pr), @"
         ✅ **Request `20261126-0214-alice-prod` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 1h.
 
         Needs **1** approval(s) from @acme/sre-leads, @carol. Approve with a `:+1:` reaction on this PR, an approving review, or `/breakglass approve`. The requester's own approval never counts, and a push voids earlier approvals.
-        ");
+        ")
+        }
         let head = s.change(pr).head_sha;
         // Pending until approved, so that a required status check stops a hand merge.
         assert_eq!(
@@ -58,6 +60,7 @@ on_both_forges!(
         let record = s.request("20261126-0214-alice-prod").await;
         let revert = record.revert_pr_number.expect("a revert PR");
         assert_eq!(revert, 2, "the revert PR");
+        insta::allow_duplicates! {
         insta::assert_snapshot!(s.github_words(&s.next_bot_comment(pr)), @"
         🔓 **Access granted.** @alice has `prod/admin` until **2026-11-26T03:14:35Z** (in 1h).
 
@@ -70,7 +73,8 @@ on_both_forges!(
         | revert | a revert PR follows this comment; breakglass merges it at expiry |
 
         `/breakglass revoke` ends it now · `/breakglass extend 30m` asks for more time · `/breakglass status`
-        ");
+        ")
+        }
         // The revert, opened right after that comment, names the request it ends.
         assert!(s.change(revert).body.contains(&s.change_ref(pr)));
         let revert_pr = s.change(revert);
@@ -90,7 +94,9 @@ on_both_forges!(
         s.advance(TimeDelta::minutes(59));
         s.settle().await;
         assert!(!s.change(revert).merged);
-        insta::assert_snapshot!(s.next_bot_comment(pr), @"⏰ @alice, your `prod/admin` access expires at **2026-11-26T03:14:35Z** (in 1m). `/breakglass extend 30m` asks for more time; `/breakglass revoke` ends it now.");
+        insta::allow_duplicates! {
+        insta::assert_snapshot!(s.next_bot_comment(pr), @"⏰ @alice, your `prod/admin` access expires at **2026-11-26T03:14:35Z** (in 1m). `/breakglass extend 30m` asks for more time; `/breakglass revoke` ends it now.")
+        }
         s.advance(TimeDelta::minutes(1));
         s.settle().await;
         let revert_pr = s.change(revert);
@@ -121,7 +127,9 @@ on_both_forges!(
                 .all(|f| !f.starts_with("requests/")),
             "requests/ lists exactly the active grants: none"
         );
-        insta::assert_snapshot!(s.github_words(&s.next_bot_comment(pr)), @"🔒 **Access revoked** at 2026-11-26T03:14:35Z: @alice no longer has `prod/admin` (it expired). Revert PR #2 merged.");
+        insta::allow_duplicates! {
+        insta::assert_snapshot!(s.github_words(&s.next_bot_comment(pr)), @"🔒 **Access revoked** at 2026-11-26T03:14:35Z: @alice no longer has `prod/admin` (it expired). Revert PR #2 merged.")
+        }
     }
 );
 
