@@ -15,12 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use breakglass::clock::{Clock, SystemClock};
-use breakglass::config::{Config, GithubConfig};
-use breakglass::service::{self, Options};
-use breakglass_test_forge::TestForge;
-
-const REPO: &str = "acme/access-requests";
-const SECRET: &str = "bench-secret";
+use breakglass::service::standalone::{REPO, SECRET, Standalone};
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
@@ -84,61 +79,31 @@ fn payload() -> Vec<u8> {
     serde_json::to_vec(&event).unwrap()
 }
 
-/// The real service under test and what it needs to stay up.
+/// The real service under test (standalone: a test forge, secrets in files) and, for
+/// PostgreSQL, its fresh database.
 struct Service {
     addr: SocketAddr,
-    _running: breakglass::service::Running,
-    _forge: TestForge,
-    _dir: tempfile::TempDir,
+    _standalone: Standalone,
     _database: Option<breakglass::store::testing::PostgresDatabase>,
 }
 
 /// The real service against a test forge, on PostgreSQL (a fresh database) or a fresh SQLite
 /// file.
 async fn service(postgres: bool) -> Service {
-    let dir = tempfile::tempdir().unwrap();
-    let forge = TestForge::start().await;
-    let bot = forge.bot_user("breakglass[bot]");
-    forge.create_repo(REPO, &[("README.md", "# requests\n")]);
-    std::fs::write(dir.path().join("token"), forge.token_for(&bot)).unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     let (url, database) = if postgres {
         let (store, db) = breakglass::store::testing::postgres_store()
             .await
             .expect("PostgreSQL at BREAKGLASS_TEST_DATABASE_URL");
         store.close().await;
-        (db.url().to_owned(), Some(db))
+        (Some(db.url().to_owned()), Some(db))
     } else {
-        (format!("sqlite://{}/bench.db", dir.path().display()), None)
+        (None, None)
     };
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: url,
-        github: Some(GithubConfig {
-            api_url: forge.api_url(),
-            repository: REPO.into(),
-            token_file: Some(dir.path().join("token")),
-            webhook_secret_file: Some(dir.path().join("secret")),
-            ..GithubConfig::default()
-        }),
-        ..Config::default()
-    };
-    let running = service::start(
-        &config,
-        Options {
-            clock: Arc::new(SystemClock) as Arc<dyn Clock>,
-            tick: Duration::from_millis(200),
-            templates_dir: None,
-            env: |_| None,
-        },
-    )
-    .await
-    .expect("the service starts");
+    let clock = Arc::new(SystemClock) as Arc<dyn Clock>;
+    let standalone = Standalone::start(url, clock, Duration::from_millis(200)).await;
     Service {
-        addr: running.addr,
-        _running: running,
-        _forge: forge,
-        _dir: dir,
+        addr: standalone.addr(),
+        _standalone: standalone,
         _database: database,
     }
 }

@@ -4,6 +4,7 @@
 //! what is in flight, then exit. Everything in flight is durable, so even a hard stop loses
 //! nothing: leases lapse and the next start picks the work up.
 
+pub mod standalone;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -6,54 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use breakglass::clock::{Clock, SystemClock};
-use breakglass::config::{Config, GithubConfig};
 use breakglass::server::listen::{HEADER_READ_TIMEOUT, REQUEST_TIMEOUT};
-use breakglass::service::{self, Options, Running};
-use breakglass_test_forge::TestForge;
+use breakglass::service::standalone::{REPO, SECRET, Standalone};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const REPO: &str = "acme/access-requests";
-const SECRET: &str = "robustness-secret";
-
-struct World {
-    running: Running,
-    _forge: TestForge,
-    _dir: tempfile::TempDir,
-}
-
-async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let forge = TestForge::start().await;
-    let bot = forge.bot_user("breakglass[bot]");
-    forge.create_repo(REPO, &[("README.md", "# requests\n")]);
-    std::fs::write(dir.path().join("token"), forge.token_for(&bot)).unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: format!("sqlite://{}/robustness.db", dir.path().display()),
-        github: Some(GithubConfig {
-            api_url: forge.api_url(),
-            repository: REPO.into(),
-            token_file: Some(dir.path().join("token")),
-            webhook_secret_file: Some(dir.path().join("secret")),
-            ..GithubConfig::default()
-        }),
-        ..Config::default()
-    };
-    let options = Options {
-        clock: Arc::new(SystemClock) as Arc<dyn Clock>,
-        tick: Duration::from_millis(50),
-        templates_dir: None,
-        env: |_| None,
-    };
-    let running = service::start(&config, options).await.unwrap();
-    World {
-        running,
-        _forge: forge,
-        _dir: dir,
-    }
-}
 
 /// Reads until the server closes the connection (or `limit` passes); what it said.
 async fn answer(stream: &mut TcpStream, limit: Duration) -> Option<String> {
@@ -84,8 +40,9 @@ fn ping_delivery() -> (Vec<u8>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_idle_and_oversized_clients_do_not_starve_the_service() {
-    let w = world().await;
-    let addr = w.running.addr;
+    let clock = Arc::new(SystemClock) as Arc<dyn Clock>;
+    let w = Standalone::start(None, clock, Duration::from_millis(50)).await;
+    let addr = w.addr();
 
     // A body that trickles in, a byte at a time.
     let mut slow_body = TcpStream::connect(addr).await.unwrap();
