@@ -25,14 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use breakglass::clock::{Clock, ManualClock};
-use breakglass::config::{Config, GithubConfig};
-use breakglass::service::{self, Options};
+use breakglass::service::standalone::{REPO, SECRET, Setup, Standalone};
 use breakglass::store::Store;
 use breakglass_test_forge::{Span, SpanKind, TestForge, User, sequential_round_trips};
 use chrono::{TimeDelta, TimeZone, Utc};
 
-const REPO: &str = "acme/access-requests";
-const SECRET: &str = "bench-secret";
 /// Requesters take turns, so no one hits `max_open_requests`.
 const REQUESTERS: usize = 8;
 
@@ -139,27 +136,27 @@ fn report(latency: Duration, samples: &[Sample]) {
 
 /// The forge, the service and the people.
 struct World {
-    forge: TestForge,
+    service: Standalone,
     clock: ManualClock,
     store: Store,
     requesters: Vec<User>,
     issue: u64,
-    _running: breakglass::service::Running,
-    _dir: tempfile::TempDir,
 }
 
 impl World {
     async fn start(latency: Duration) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let forge = TestForge::start().await;
-        let bot = forge.bot_user("breakglass[bot]");
-        forge.create_repo(
-            REPO,
-            &[
-                ("README.md", "# requests\n"),
-                ("policies/oncall.yaml", POLICY),
-            ],
-        );
+        let start = Utc.with_ymd_and_hms(2026, 12, 2, 2, 0, 0).unwrap();
+        let clock = ManualClock::new(start);
+        let setup = Setup {
+            files: &[("policies/oncall.yaml", POLICY)],
+            // The polling part keeps a thousand requests open from a few people.
+            configure: |config| config.max_open_requests = 100_000,
+            ..Setup::default()
+        };
+        let shared = Arc::new(clock.clone()) as Arc<dyn Clock>;
+        let service = Standalone::start_with(setup, shared, Duration::from_millis(20)).await;
+        let forge = &service.forge;
+        forge.advance_clock(start - forge.now());
         let requesters: Vec<User> = (0..REQUESTERS)
             .map(|i| forge.user(&format!("oncall-{i}")))
             .collect();
@@ -167,79 +164,59 @@ impl World {
             forge.add_team_member("acme/oncall", user);
         }
         forge.add_team_member("acme/sre", &forge.user("carol"));
-        std::fs::write(dir.path().join("token"), forge.token_for(&bot)).unwrap();
-        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-        let url = format!("sqlite://{}/bench.db", dir.path().display());
-        let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: url.clone(),
-            github: Some(GithubConfig {
-                api_url: forge.api_url(),
-                repository: REPO.into(),
-                token_file: Some(dir.path().join("token")),
-                webhook_secret_file: Some(dir.path().join("secret")),
-                ..GithubConfig::default()
-            }),
-            // The polling part keeps a thousand requests open from a few people.
-            max_open_requests: 100_000,
-            ..Config::default()
-        };
-        let start = Utc.with_ymd_and_hms(2026, 12, 2, 2, 0, 0).unwrap();
-        let clock = ManualClock::new(start);
-        forge.advance_clock(start - forge.now());
-        let running = service::start(
-            &config,
-            Options {
-                clock: Arc::new(clock.clone()) as Arc<dyn Clock>,
-                tick: Duration::from_millis(20),
-                templates_dir: None,
-                env: |_| None,
-            },
-        )
-        .await
-        .expect("the service starts");
-        forge.add_webhook(&format!("http://{}/webhooks/github", running.addr), SECRET);
+        forge.add_webhook(
+            &format!("http://{}/webhooks/github", service.addr()),
+            SECRET,
+        );
         let issue = forge.open_issue(REPO, &requesters[0], "prod is on fire", "");
-        let store = Store::connect(&url).await.expect("the store opens");
+        let store = Store::connect(&service.database_url())
+            .await
+            .expect("the store opens");
         let world = World {
-            forge,
+            service,
             clock,
             store,
             requesters,
             issue,
-            _running: running,
-            _dir: dir,
         };
         world.settle().await;
-        forge_latency(&world.forge, latency);
+        world.forge().set_latency(latency);
         world
+    }
+
+    fn forge(&self) -> &TestForge {
+        &self.service.forge
+    }
+
+    /// The most recently opened PR.
+    fn latest_pr(&self) -> u64 {
+        self.forge()
+            .prs(REPO)
+            .into_iter()
+            .map(|p| p.number)
+            .max()
+            .expect("a PR")
     }
 
     /// Request number `i`, from the comment to the expiry comment; waits for the bot to finish
     /// everything that follows (the revert PR) before returning, so requests do not overlap.
     async fn request(&self, i: usize) -> Sample {
         let user = &self.requesters[i % REQUESTERS];
-        self.forge.take_timeline();
-        self.forge.record_timeline(true);
-        self.forge.comment(
+        self.forge().take_timeline();
+        self.forge().record_timeline(true);
+        self.forge().comment(
             REPO,
             self.issue,
             user,
             &format!("/breakglass oncall 1h -- incident {i}"),
         );
         self.settle().await;
-        self.forge.record_timeline(false);
-        let spans = self.forge.take_timeline();
+        self.forge().record_timeline(false);
+        let spans = self.forge().take_timeline();
         let sample = measure(&spans).unwrap_or_else(|why| panic!("request {i}: {why}"));
         // Revoke it now, off the clock, so the requester can ask again.
-        let pr = self
-            .forge
-            .prs(REPO)
-            .into_iter()
-            .map(|p| p.number)
-            .max()
-            .unwrap();
-        self.forge.comment(REPO, pr, user, "/breakglass revoke");
+        let pr = self.latest_pr();
+        self.forge().comment(REPO, pr, user, "/breakglass revoke");
         self.settle().await;
         sample
     }
@@ -247,22 +224,16 @@ impl World {
     /// One request from comment to revert merged at expiry, calls counted.
     async fn lifecycle_cost(&self) {
         let user = &self.requesters[0];
-        self.forge.reset_calls();
-        self.forge
+        self.forge().reset_calls();
+        self.forge()
             .comment(REPO, self.issue, user, "/breakglass oncall 1h -- incident");
         self.settle().await;
-        let granted = self.forge.calls();
+        let granted = self.forge().calls();
         self.advance(TimeDelta::minutes(61));
         self.settle().await;
-        let total = self.forge.calls();
-        let pr = self
-            .forge
-            .prs(REPO)
-            .into_iter()
-            .map(|p| p.number)
-            .max()
-            .unwrap();
-        assert!(self.forge.pr(REPO, pr).merged, "the revert PR was merged");
+        let total = self.forge().calls();
+        let pr = self.latest_pr();
+        assert!(self.forge().pr(REPO, pr).merged, "the revert PR was merged");
         println!(
             "forge API cost of one lifecycle (/breakglass comment → revert merged at expiry):"
         );
@@ -284,18 +255,18 @@ impl World {
         for i in 0..pending {
             let user = &self.requesters[i % REQUESTERS];
             let body = format!("/breakglass oncall 2h -- waiting {i}");
-            self.forge.comment(REPO, self.issue, user, &body);
+            self.forge().comment(REPO, self.issue, user, &body);
         }
         self.settle_within(Duration::from_secs(1800)).await;
         let prs: Vec<u64> = self
-            .forge
+            .forge()
             .prs(REPO)
             .into_iter()
             .filter(|p| p.state == "open")
             .map(|p| p.number)
             .collect();
         assert_eq!(prs.len(), pending, "every request is open and pending");
-        let carol = self.forge.user("carol");
+        let carol = self.forge().user("carol");
         // One in ten approved, spread over the hour and off the polls' phase.
         let every = 3600 / (pending / 10).max(1);
         let mut schedule: Vec<(usize, u64)> = prs
@@ -306,24 +277,24 @@ impl World {
             .collect();
         schedule.reverse();
         let (mut waiting, mut noticed) = (Vec::new(), Vec::new());
-        self.forge.reset_calls();
+        self.forge().reset_calls();
         for second in 0..3600 {
             while schedule.last().is_some_and(|&(at, _)| at == second) {
                 let (_, pr) = schedule.pop().unwrap();
-                self.forge.react(REPO, pr, &carol, "+1");
+                self.forge().react(REPO, pr, &carol, "+1");
                 waiting.push((pr, second));
             }
             self.advance(TimeDelta::seconds(1));
             self.settle().await;
             waiting.retain(|&(pr, at)| {
-                let merged = self.forge.pr(REPO, pr).merged;
+                let merged = self.forge().pr(REPO, pr).merged;
                 if merged {
                     noticed.push(second + 1 - at);
                 }
                 !merged
             });
         }
-        let calls = self.forge.calls();
+        let calls = self.forge().calls();
         noticed.sort();
         let at = |q: f64| noticed[((noticed.len() as f64 * q) as usize).min(noticed.len() - 1)];
         println!("polling {pending} pending requests for one simulated hour (GitHub, ETags):");
@@ -342,7 +313,7 @@ impl World {
 
     fn advance(&self, by: TimeDelta) {
         self.clock.advance(by);
-        self.forge.advance_clock(by);
+        self.forge().advance_clock(by);
     }
 
     /// Until the forge sent every webhook and the bot has no pending delivery or due job.
@@ -356,7 +327,7 @@ impl World {
         let mut quiet = 0;
         while quiet < 3 {
             assert!(Instant::now() < deadline, "the bot did not settle");
-            self.forge.settle().await;
+            self.forge().settle().await;
             let jobs = self.store.overdue_jobs(self.clock.now()).await.unwrap();
             let (pending,): (i64,) =
                 sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
@@ -371,10 +342,6 @@ impl World {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-}
-
-fn forge_latency(forge: &TestForge, latency: Duration) {
-    forge.set_latency(latency);
 }
 
 /// Time and round trips from the comment's webhook to the first comment on the request PR
