@@ -495,6 +495,47 @@ async fn scheduling_a_job_twice_keeps_one_job_with_the_new_time_unlocked() {
 }
 
 #[tokio::test]
+async fn a_revoke_is_resumed_only_while_the_request_is_revoking_and_has_none() {
+    for_each_backend(|store| async move {
+        let pending = with_request(&store, "r1", 1).await?;
+        assert!(!store.resume_revoke(&pending, t(5)).await?, "not revoking");
+        let mut stuck = request("r2", 2);
+        stuck.state = RequestState::Revoking;
+        stuck.revoke_reason = Some(RevokeReason::Ttl);
+        store.insert_request(&stuck).await?;
+        let running = store
+            .schedule_job(JobKind::Revoke, &stuck.id, t(3), t(0))
+            .await?;
+        store.claim_due_jobs("w", t(3), LEASE, 1).await?;
+        // The revoke is running: a reconciliation pass leaves it alone, lease and all.
+        assert!(!store.resume_revoke(&stuck.id, t(5)).await?);
+        let jobs = store.jobs_for_request(&stuck.id).await?;
+        assert_eq!(
+            (jobs.len(), jobs[0].id, jobs[0].lease.is_some()),
+            (1, running, true)
+        );
+        // It finished: the request is revoked and its job gone; a pass that listed it as
+        // `Revoking` a moment before creates nothing.
+        assert!(store.complete_job(running, "w").await?);
+        stuck.state = RequestState::Revoked;
+        stuck.revoked_at = Some(t(4));
+        store.update_request(&mut stuck, t(4)).await?;
+        assert!(!store.resume_revoke(&stuck.id, t(5)).await?);
+        assert!(store.jobs_for_request(&stuck.id).await?.is_empty());
+        // Stuck with no job (a crash between the two writes): resumed, due now.
+        let mut lost = request("r3", 3);
+        lost.state = RequestState::Revoking;
+        lost.revoke_reason = Some(RevokeReason::Reconcile);
+        store.insert_request(&lost).await?;
+        assert!(store.resume_revoke(&lost.id, t(5)).await?);
+        let jobs = store.jobs_for_request(&lost.id).await?;
+        assert_eq!((jobs[0].kind, jobs[0].run_at), (JobKind::Revoke, t(5)));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn cancelled_job_is_gone_and_queue_metrics_follow_due_jobs() {
     for_each_backend(|store| async move {
         let r1 = with_request(&store, "r1", 1).await?;

@@ -16,7 +16,7 @@ use sqlx::any::AnyRow;
 
 use super::deliveries::lease;
 use super::row::{Fields, string_enum};
-use super::{Backend, Lease, Store, StoreError, duration_millis, to_millis};
+use super::{Backend, Lease, RequestState, Store, StoreError, duration_millis, to_millis};
 use crate::names::RequestId;
 
 /// A job's id (its row id).
@@ -179,6 +179,28 @@ pub async fn schedule_job(
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// Gives a request stuck in `Revoking` its revoke job back, due at `now`, in one statement:
+/// nothing happens if the request has left `Revoking` meanwhile or a revoke job exists (a
+/// reconciliation pass racing the revoke it would resume). `true` if a job was created.
+pub async fn resume_revoke(
+    conn: &mut AnyConnection,
+    request_id: &RequestId,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO jobs (kind, request_id, run_at, attempts, created_at) \
+         SELECT $1, id, $3, 0, $3 FROM requests WHERE id = $2 AND state = $4 \
+         ON CONFLICT (kind, request_id) DO NOTHING",
+    )
+    .bind(JobKind::Revoke.as_str())
+    .bind(request_id.as_str())
+    .bind(to_millis(now))
+    .bind(RequestState::Revoking.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
 }
 
 /// Leases up to `limit` due jobs (`run_at <= now`) that are unleased or whose lease lapsed
@@ -376,6 +398,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<JobId, StoreError> {
         schedule_job(&mut *self.conn().await?, kind, request_id, run_at, now).await
+    }
+
+    /// See [`resume_revoke`].
+    pub async fn resume_revoke(
+        &self,
+        request_id: &RequestId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        resume_revoke(&mut *self.conn().await?, request_id, now).await
     }
 
     /// See [`claim_due_jobs`].

@@ -75,10 +75,8 @@ impl Workflow {
         };
         self.reconcile_active(&baseline).await?;
         for record in self.own_requests(Some(RequestState::Revoking)).await? {
-            let due = self.store.jobs_for_request(&record.id).await?;
-            if !due.iter().any(|job| job.kind == JobKind::Revoke) {
-                self.schedule(JobKind::Revoke, &record.id, self.now())
-                    .await?;
+            if self.store.resume_revoke(&record.id, self.now()).await? {
+                self.wake_jobs.wake(JobKind::Revoke.lane());
             }
         }
         self.remove_orphaned_grants().await

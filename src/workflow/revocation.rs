@@ -26,27 +26,29 @@ impl Workflow {
         let Some(mut record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        let result = self.revoke(&mut record).await;
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
-        if !matches!(
-            record.state,
-            RequestState::Active | RequestState::Revoking | RequestState::Revoked
-        ) {
-            return Ok(());
-        }
+        // Counted only when this run revoked or tried to: a second job for a request that is
+        // revoked already (a reconciliation racing the first) is no revocation.
+        let outcome = match self.revoke(&mut record).await {
+            Ok(false) => return Ok(()),
+            Ok(true) => Ok(()),
+            Err(err) => Err(err),
+        };
+        let result = if outcome.is_ok() { "ok" } else { "failed" };
         self.metrics.inc(
             "breakglass_revocations_total",
-            format!("result=\"{outcome}\""),
+            format!("result=\"{result}\""),
         );
-        result
+        outcome
     }
 
-    async fn revoke(&self, record: &mut RequestRecord) -> anyhow::Result<()> {
+    /// `true` when this run ended the grant; `false` when there was nothing to do (revoked
+    /// already, not granted, or extended meanwhile).
+    async fn revoke(&self, record: &mut RequestRecord) -> anyhow::Result<bool> {
         match record.state {
             RequestState::Active => {
                 if record.expires_at.is_some_and(|at| at > self.now()) {
                     // An extension moved the expiry; the job was rescheduled to the new time.
-                    return Ok(());
+                    return Ok(false);
                 }
                 // Revoking first: an extension racing this revoke (another replica) now fails
                 // its optimistic lock instead of keeping a grant the provider no longer holds.
@@ -55,7 +57,7 @@ impl Workflow {
                 self.store.update_request(record, self.now()).await?;
             }
             RequestState::Revoking => {}
-            _ => return Ok(()),
+            _ => return Ok(false),
         }
         let reason = record.revoke_reason.unwrap_or(RevokeReason::Ttl);
         // The provider first: whatever happens to the revert PR, the access ends now.
@@ -92,7 +94,7 @@ impl Workflow {
         self.store.record_revoked(&mut revoked, &event, now).await?;
         *record = revoked;
         self.wake_jobs.wake(JobKind::Revert.lane());
-        Ok(())
+        Ok(true)
     }
 
     /// The other active grants that share this grant's managed-policy attachment (aws-iam):
