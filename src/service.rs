@@ -19,7 +19,7 @@ use crate::config::{Config, GithubConfig, GitlabConfig, read_secrets};
 use crate::failures::{Failures, Work};
 use crate::forge::github::{GithubAuth, GithubClient};
 use crate::forge::gitlab::{GitlabAuth, GitlabClient};
-use crate::forge::{Delivery, Forge};
+use crate::forge::{Delivery, Forge, ForgeError};
 use crate::grant::Providers;
 use crate::grant::aws_iam::AwsProvider;
 use crate::metrics::Metrics;
@@ -346,7 +346,8 @@ async fn idle(wake: Option<&Notify>, stop: &mut watch::Receiver<bool>, tick: Dur
 
 /// When to try failed work again: at once after losing an optimistic-lock race (another
 /// worker changed the request; the retry reads the new state), else exponential backoff from
-/// 1 s to 5 min: fast recovery from a blip, no hammering in an outage.
+/// 1 s to 5 min: fast recovery from a blip, no hammering in an outage; never sooner than a
+/// forge's rate limit asked (`Retry-After`, or its reset time).
 fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
     if err.chain().any(|e| {
         matches!(
@@ -356,7 +357,17 @@ fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
     }) {
         return chrono::TimeDelta::zero();
     }
-    chrono::TimeDelta::seconds(1i64 << attempts.min(8)).min(chrono::TimeDelta::minutes(5))
+    let backoff =
+        chrono::TimeDelta::seconds(1i64 << attempts.min(8)).min(chrono::TimeDelta::minutes(5));
+    let asked = err
+        .chain()
+        .find_map(|e| match e.downcast_ref::<ForgeError>() {
+            Some(ForgeError::RateLimited { retry_after, .. }) => {
+                chrono::TimeDelta::from_std(*retry_after).ok()
+            }
+            _ => None,
+        });
+    asked.map_or(backoff, |asked| asked.max(backoff))
 }
 
 /// What every background worker of a service is given: when to stop, how often to look for
@@ -386,6 +397,9 @@ impl Worker {
     }
 }
 
+/// Deliveries claimed (and marked done) together.
+const DELIVERY_BATCH: u32 = 64;
+
 async fn delivery_worker(
     workflows: Workflows,
     worker: String,
@@ -398,7 +412,7 @@ async fn delivery_worker(
             let now = workflow.clock.now();
             let batch = match workflow
                 .store
-                .claim_deliveries(&worker, now, LEASE, 10)
+                .claim_deliveries(&worker, now, LEASE, DELIVERY_BATCH)
                 .await
             {
                 Ok(batch) => batch,
@@ -410,29 +424,34 @@ async fn delivery_worker(
             if batch.is_empty() {
                 break;
             }
+            let mut handled = Vec::with_capacity(batch.len());
             for delivery in batch {
                 // Stored as the extractor parsed it: read back, never parsed again.
                 let result = match serde_json::from_str::<Delivery>(&delivery.payload) {
                     Ok(parsed) => workflows.handle_delivery(&delivery.id, &parsed).await,
                     Err(err) => Err(anyhow::Error::new(err).context("a stored delivery")),
                 };
-                let stored = match result {
-                    Ok(()) => workflow.store.finish_delivery(&delivery.id).await.map(drop),
-                    Err(err) => {
-                        tracing::warn!(delivery = %delivery.id, error = %format!("{err:#}"), "delivery failed; will retry");
-                        let work = Work::Delivery(delivery.id.to_string());
-                        this.failures.record(work, &err, workflow.clock.now());
-                        let next = workflow.clock.now() + retry_delay(&err, delivery.attempts);
-                        workflow
-                            .store
-                            .retry_delivery(&delivery.id, &format!("{err:#}"), next)
-                            .await
-                            .map(drop)
-                    }
+                let Err(err) = result else {
+                    handled.push(delivery.id);
+                    continue;
                 };
-                if let Err(err) = stored {
-                    tracing::error!(%err, delivery = %delivery.id, "cannot record the delivery's outcome");
+                tracing::warn!(delivery = %delivery.id, error = %format!("{err:#}"), "delivery failed; will retry");
+                let work = Work::Delivery(delivery.id.to_string());
+                this.failures.record(work, &err, workflow.clock.now());
+                let next = workflow.clock.now() + retry_delay(&err, delivery.attempts);
+                if let Err(err) = workflow
+                    .store
+                    .retry_delivery(&delivery.id, &format!("{err:#}"), next)
+                    .await
+                {
+                    tracing::error!(%err, delivery = %delivery.id, "cannot record the delivery's failure");
                 }
+            }
+            // One write for the batch: under a burst, a commit per delivery would compete with
+            // intake for the database. Handling is re-runnable, so a crash before this write
+            // only means the batch is handled again.
+            if let Err(err) = workflow.store.finish_deliveries(&handled).await {
+                tracing::error!(%err, "cannot mark handled deliveries done");
             }
             if this.stopping() {
                 return;
@@ -594,5 +613,32 @@ async fn run_job(workflows: Workflows, job: Job, worker: String, failures: Arc<F
     };
     if let Err(err) = stored {
         tracing::error!(%err, "cannot record a job's outcome");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_work_waits_as_long_as_a_rate_limit_asked_and_backs_off_otherwise() {
+        let transient = anyhow::Error::new(ForgeError::Transient {
+            call: "merge".into(),
+            detail: "HTTP 503".into(),
+        });
+        assert_eq!(retry_delay(&transient, 0), chrono::TimeDelta::seconds(1));
+        assert_eq!(retry_delay(&transient, 3), chrono::TimeDelta::seconds(8));
+        assert_eq!(retry_delay(&transient, 30), chrono::TimeDelta::seconds(256));
+        let limited = anyhow::Error::new(ForgeError::RateLimited {
+            call: "merge".into(),
+            retry_after: Duration::from_secs(120),
+        })
+        .context("merging the revert");
+        assert_eq!(retry_delay(&limited, 0), chrono::TimeDelta::seconds(120));
+        assert_eq!(
+            retry_delay(&limited, 8),
+            chrono::TimeDelta::seconds(256),
+            "backoff beyond the ask"
+        );
     }
 }

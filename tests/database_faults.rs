@@ -154,3 +154,72 @@ async fn a_database_outage_gets_503s_loses_nothing_acknowledged_and_work_resumes
     }
     running.shutdown().await;
 }
+
+/// SQLite's variant: another process holds the write lock (a backup tool, an operator's
+/// `sqlite3` shell in a transaction). Reads still work, so `/readyz` probes a write; intake
+/// answers 503 once its write times out, and everything resumes when the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_database_gets_503s_loses_nothing_acknowledged_and_work_resumes() {
+    let clock = Arc::new(SystemClock) as Arc<dyn Clock>;
+    let service = Standalone::start(None, clock, Duration::from_millis(50)).await;
+    let url = service.database_url();
+    let store = Store::connect(&url).await.unwrap();
+    let addr = service.running.addr;
+    let client = reqwest::Client::new();
+    assert_eq!(ready(&client, addr).await, 200);
+    assert_eq!(deliver(&client, addr, "before-lock").await, 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done_deliveries(&store).await < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first delivery was not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let other = &mut other;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    assert_eq!(
+        ready(&client, addr).await,
+        503,
+        "/readyz reflects that nothing can be written"
+    );
+    let during = deliver(&client, addr, "during-lock").await;
+    assert_eq!(during, 503, "nothing is acknowledged that was not stored");
+
+    sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready(&client, addr).await != 200 {
+        assert!(Instant::now() < deadline, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The forge redelivers what got a 503. The write that timed out may have committed after
+    // the lock went (a late commit of what was refused is harmless): then it is a duplicate.
+    let again = deliver(&client, addr, "during-lock").await;
+    assert!(matches!(again, 202 | 200), "redelivered: {again}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = done_deliveries(&store).await;
+        let (all,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        if done == 2 {
+            assert_eq!(all, 2, "each delivery stored once");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not resume ({done} of {all} done)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let Standalone { running, .. } = service;
+    running.shutdown().await;
+}

@@ -29,6 +29,18 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The forge's own time of a response (its `Date` header, whole seconds, Unix time), to
+/// subtract a rate limit's reset time from: both are the forge's clock, so a bot whose clock
+/// runs ahead or behind still waits as long as the forge asked. Only without a readable `Date`
+/// is `fallback` (the bot's clock) used.
+pub fn forge_now(headers: &http::HeaderMap, fallback: i64) -> i64 {
+    headers
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+        .map_or(fallback, |at| at.timestamp())
+}
+
 /// Runs `call` until it succeeds, fails for good, or the attempts are used up.
 pub async fn perform_retryable<T, F, Fut>(
     policy: RetryPolicy,
@@ -88,6 +100,19 @@ mod tests {
             call: "GET x".into(),
             detail: "HTTP 502".into(),
         }
+    }
+
+    #[test]
+    fn the_forge_time_is_its_date_header_else_the_fallback() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(forge_now(&headers, 7), 7);
+        headers.insert(
+            http::header::DATE,
+            "Wed, 02 Dec 2026 11:00:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(forge_now(&headers, 7), 1_796_209_200);
+        headers.insert(http::header::DATE, "yesterday".parse().unwrap());
+        assert_eq!(forge_now(&headers, 7), 7, "unreadable: the fallback");
     }
 
     #[tokio::test]

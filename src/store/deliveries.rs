@@ -6,11 +6,13 @@
 //! lapse and another picks the delivery up. After [`MAX_DELIVERY_ATTEMPTS`] failures a
 //! delivery is parked as `failed`, kept for inspection.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
+use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 use super::row::{Fields, counts_by, string_enum};
@@ -210,19 +212,69 @@ pub async fn record_delivery(
     })
 }
 
-/// Stores a batch of deliveries in one transaction (one durable commit for all of them):
-/// what each one became, in order. A delivery repeated within the batch is a duplicate.
+/// Stores a batch of deliveries in one transaction (one durable commit for all of them) and
+/// one statement: what each one became, in order. A delivery repeated within the batch is a
+/// duplicate.
 pub async fn record_deliveries(
     conn: &mut AnyConnection,
     batch: &[NewDelivery],
 ) -> Result<Vec<Recorded>, StoreError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let mut recorded = Vec::with_capacity(batch.len());
-    for delivery in batch {
-        recorded.push(record_delivery(&mut tx, delivery).await?);
+    if batch.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // `seq` keeps arrival order where `received_at` ties: the batch is in arrival order.
+    let (last,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM deliveries")
+        .fetch_one(&mut *tx)
+        .await?;
+    let rows: Vec<String> = (0..batch.len())
+        .map(|i| {
+            let p = i * 6;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 6
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO deliveries (id, seq, forge, event, payload, received_at, state, attempts, \
+         next_attempt_at) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+        rows.join(", ")
+    );
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (seq, delivery) in (last + 1..).zip(batch) {
+        insert = insert
+            .bind(delivery.id.to_string())
+            .bind(seq)
+            .bind(delivery.id.forge().as_str())
+            .bind(&delivery.event)
+            .bind(&delivery.payload)
+            .bind(to_millis(delivery.received_at));
+    }
+    let mut inserted = insert
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String, _>("id"))
+        .collect::<Result<HashSet<String>, _>>()?;
     tx.commit().await?;
-    Ok(recorded)
+    // The first of a repeated id is the one stored; any later one is its duplicate.
+    Ok(batch
+        .iter()
+        .map(|d| {
+            if inserted.remove(&d.id.to_string()) {
+                Recorded::New
+            } else {
+                Recorded::Duplicate
+            }
+        })
+        .collect())
 }
 
 pub async fn get_delivery(
@@ -304,6 +356,29 @@ pub async fn finish_delivery(conn: &mut AnyConnection, id: &DeliveryId) -> Resul
     if result.rows_affected() == 0 {
         return Err(not_found(id));
     }
+    Ok(())
+}
+
+/// Marks the deliveries a worker handled processed, in one statement (one commit for a
+/// batch); a delivery not found (pruned) is skipped.
+pub async fn finish_deliveries(
+    conn: &mut AnyConnection,
+    ids: &[DeliveryId],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "UPDATE deliveries SET state = 'done', locked_by = NULL, locked_until = NULL \
+         WHERE id IN ({})",
+        marks.join(", ")
+    );
+    let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        update = update.bind(id.to_string());
+    }
+    update.execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -400,6 +475,11 @@ impl Store {
     /// Marks a delivery processed.
     pub async fn finish_delivery(&self, id: &DeliveryId) -> Result<(), StoreError> {
         finish_delivery(&mut *self.conn().await?, id).await
+    }
+
+    /// See [`finish_deliveries`].
+    pub async fn finish_deliveries(&self, ids: &[DeliveryId]) -> Result<(), StoreError> {
+        finish_deliveries(&mut *self.conn().await?, ids).await
     }
 
     /// See [`retry_delivery`].

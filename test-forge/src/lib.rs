@@ -365,6 +365,11 @@ impl TestForge {
         self.shared.add_failure(spec);
     }
 
+    /// Ends every injected failure not used up yet (an outage is over).
+    pub fn clear_failures(&self) {
+        self.shared.clear_failures();
+    }
+
     /// The API calls made so far.
     pub fn calls(&self) -> CallStats {
         self.shared.calls()

@@ -92,6 +92,10 @@ impl Shared {
         relock(&self.failures).push(spec);
     }
 
+    pub fn clear_failures(&self) {
+        relock(&self.failures).clear();
+    }
+
     pub fn calls(&self) -> CallStats {
         relock(&self.calls).clone()
     }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::forge::retry::{RetryPolicy, perform_retryable};
+use crate::forge::retry::{RetryPolicy, forge_now, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
     PullRequestState, Reaction, Review, ReviewState, StatusState,
@@ -854,7 +854,8 @@ fn classify(
         let until_reset = header("x-ratelimit-reset")
             .and_then(|v| v.parse::<i64>().ok())
             .map(|reset| {
-                Duration::from_secs((reset - Utc::now().timestamp()).clamp(1, 3600) as u64)
+                let now = forge_now(headers, Utc::now().timestamp());
+                Duration::from_secs((reset - now).clamp(1, 3600) as u64)
             });
         return Err(ForgeError::RateLimited {
             call: call.to_owned(),
@@ -1030,6 +1031,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ForgeError::RateLimited { .. }), "{err:?}");
+        // The reset is read against the forge's own `Date`, whatever the bot's clock says:
+        // this response is from a forge a day behind the machine, and asks for 42 s.
+        let behind = Utc::now() - chrono::TimeDelta::days(1);
+        let reset = (behind.timestamp() + 42).to_string();
+        let date = behind.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let err = classify(
+            "c",
+            StatusCode::FORBIDDEN,
+            &headers(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &reset),
+                ("date", &date),
+            ]),
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ForgeError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(42)),
+            "{err:?}"
+        );
         let err = classify(
             "c",
             StatusCode::FORBIDDEN,

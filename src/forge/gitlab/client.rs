@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::{looks_like_bot, reaction_name, route};
 use crate::forge::Thread;
-use crate::forge::retry::{RetryPolicy, perform_retryable};
+use crate::forge::retry::{RetryPolicy, forge_now, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
     PullRequestState, Reaction, StatusState,
@@ -860,7 +860,7 @@ fn classify(
     if status == StatusCode::TOO_MANY_REQUESTS || exhausted {
         return Err(ForgeError::RateLimited {
             call: call.to_owned(),
-            retry_after: retry_after(headers, Utc::now().timestamp()),
+            retry_after: retry_after(headers, forge_now(headers, Utc::now().timestamp())),
         });
     }
     if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
