@@ -292,6 +292,24 @@ pub async fn claim_deliveries(
     Ok(claimed)
 }
 
+/// Extends every pending delivery's lease `worker` holds to `now + lease` (a live worker's
+/// heartbeat; see [`super::jobs::renew_job_leases`]). Returns how many.
+pub async fn renew_delivery_leases(
+    conn: &mut AnyConnection,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<u64, StoreError> {
+    let result = sqlx::query(
+        "UPDATE deliveries SET locked_until = $1 WHERE locked_by = $2 AND state = 'pending'",
+    )
+    .bind(to_millis(now).saturating_add(duration_millis(lease)))
+    .bind(worker)
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
 /// Marks a delivery processed and releases its lease.
 pub async fn finish_delivery(conn: &mut AnyConnection, id: &DeliveryId) -> Result<(), StoreError> {
     let result = sqlx::query(
@@ -395,6 +413,16 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<StoredDelivery>, StoreError> {
         claim_deliveries(&mut *self.conn().await?, worker, now, lease, limit).await
+    }
+
+    /// See [`renew_delivery_leases`].
+    pub async fn renew_delivery_leases(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        renew_delivery_leases(&mut *self.conn().await?, worker, now, lease).await
     }
 
     /// Marks a delivery processed.

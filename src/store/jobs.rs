@@ -261,6 +261,31 @@ async fn claim(
     Ok(jobs)
 }
 
+/// Extends the lease of job `only` (every lease when `None`) that `worker` holds to
+/// `now + lease`: a live worker's heartbeat, so that leases can be short and the work of a
+/// dead one is taken over soon. Returns how many.
+pub async fn renew_job_leases(
+    conn: &mut AnyConnection,
+    worker: &str,
+    only: Option<JobId>,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<u64, StoreError> {
+    let until = to_millis(now).saturating_add(duration_millis(lease));
+    let query = match only {
+        Some(id) => {
+            sqlx::query("UPDATE jobs SET locked_until = $1 WHERE locked_by = $2 AND id = $3")
+                .bind(until)
+                .bind(worker)
+                .bind(id.0)
+        }
+        None => sqlx::query("UPDATE jobs SET locked_until = $1 WHERE locked_by = $2")
+            .bind(until)
+            .bind(worker),
+    };
+    Ok(query.execute(&mut *conn).await?.rows_affected())
+}
+
 /// Deletes a job that ran, if `worker` still holds it. `false` means the lease was lost
 /// (it lapsed and another worker claimed the job, or the job was rescheduled or cancelled
 /// meanwhile): the job is left alone.
@@ -435,6 +460,17 @@ impl Store {
     /// See [`next_lane_job_due`].
     pub async fn next_lane_job_due(&self, lane: Lane) -> Result<Option<DateTime<Utc>>, StoreError> {
         next_lane_job_due(&mut *self.conn().await?, lane).await
+    }
+
+    /// See [`renew_job_leases`].
+    pub async fn renew_job_leases(
+        &self,
+        worker: &str,
+        only: Option<JobId>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        renew_job_leases(&mut *self.conn().await?, worker, only, now, lease).await
     }
 
     /// See [`complete_job`].

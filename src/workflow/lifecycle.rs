@@ -90,8 +90,14 @@ impl Workflow {
         let Some(mut record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        if record.state != RequestState::Approved {
-            return Ok(());
+        match record.state {
+            RequestState::Approved => {}
+            // Merged and stored before a crash: what follows the merge is still to be done
+            // (without it no grant, and no revoke at the expiry).
+            RequestState::Active if record.merge_sha.is_some() => {
+                return self.after_merge(record).await;
+            }
+            _ => return Ok(()),
         }
         let Some(ready) = self.prepare_merge(&mut record).await? else {
             return Ok(()); // refused, and said so
@@ -152,9 +158,19 @@ impl Workflow {
         record.merge_sha = Some(merged.sha);
         record.total_secs = record.duration_secs;
         self.store.update_request(&mut record, self.now()).await?;
-        self.record_event(
+        self.after_merge(record).await
+    }
+
+    /// The steps after a request's merge: the log and the timers of its grant. Each
+    /// is idempotent: a crash in between runs them again.
+    async fn after_merge(&self, record: RequestRecord) -> anyhow::Result<()> {
+        let id = &record.id;
+        let expires_at = record
+            .expires_at
+            .context("a merged request has an expiry")?;
+        self.record_event_once(
             EventKind::Merge,
-            Some(id),
+            id,
             None,
             serde_json::json!({
                 "pr": record.pr_number,
@@ -381,17 +397,21 @@ impl Workflow {
             self.store.update_request(&mut record, self.now()).await?;
             return self.schedule(JobKind::Revoke, id, self.now()).await;
         }
-        self.record_event(
-            EventKind::Grant,
-            Some(id),
-            super::events::requester(&record),
-            serde_json::json!({ "provider": applied.provider, "role": record.role, "expires_at": record.expires_at.map(crate::clock::iso) }),
-        )
-        .await?;
-        self.metrics.inc(
-            "breakglass_grants_total",
-            format!("provider=\"{}\"", applied.provider),
-        );
+        // Applied again when the step runs again (providers are idempotent), logged once.
+        if self
+            .record_event_once(
+                EventKind::Grant,
+                id,
+                super::events::requester(&record),
+                serde_json::json!({ "provider": applied.provider, "role": record.role, "expires_at": record.expires_at.map(crate::clock::iso) }),
+            )
+            .await?
+        {
+            self.metrics.inc(
+                "breakglass_grants_total",
+                format!("provider=\"{}\"", applied.provider),
+            );
+        }
         let expires_at = record
             .expires_at
             .context("an active request has an expiry")?;
@@ -416,9 +436,12 @@ impl Workflow {
             record.ticket.as_ref().map(|t| t.as_str()),
             self.forge.kind().change_word(),
         );
-        self.forge
-            .note(Thread::Change(record.pr_number), &text)
-            .await?;
+        self.note_once(
+            Thread::Change(record.pr_number),
+            super::once::GRANTED,
+            &text,
+        )
+        .await?;
         self.schedule(JobKind::OpenRevert, id, self.now()).await
     }
 
