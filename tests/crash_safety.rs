@@ -6,7 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use breakglass::store::JobKind;
+use breakglass::clock::Clock;
+use breakglass::store::{Approval, ApprovalSource, JobKind, RequestRecord, RequestState};
 use breakglass_test_forge::FailureKind;
 use chrono::TimeDelta;
 use common::*;
@@ -114,5 +115,183 @@ on_both_forges!(
         assert!(s.forge.calls().count("PUT", s.route(Route::Merge)) >= 7);
         let revoked = s.next_bot_comment(pr);
         assert!(revoked.starts_with("🔒 **Access revoked**"), "{revoked}");
+    }
+);
+
+/// The state a crash leaves when it strikes inside a step: the step's job is still there and
+/// runs again at the next start. Found by the chaos runs (tests/chaos.rs).
+async fn run_again(s: &Scenario, kind: JobKind, id: &str) {
+    let id = id.to_owned().try_into().unwrap();
+    let now = s.clock.now();
+    s.store.schedule_job(kind, &id, now, now).await.unwrap();
+    s.settle().await;
+}
+
+/// Reads every unread bot comment on `pr` and counts those that start with `marker`.
+fn said(s: &Scenario, pr: u64, marker: &str) -> usize {
+    let comments = s.take_bot_comments(pr);
+    comments.iter().filter(|c| c.starts_with(marker)).count()
+}
+
+on_both_forges!(
+    a_crash_between_the_merge_and_its_timers_still_revokes_at_ttl,
+    |s: Scenario| async move {
+        let pr = s.granted("r-midmerge", "1h").await;
+        // Killed after the merge was stored as active, before the revoke job was written:
+        // the merge job runs again and finds the request active.
+        let id = "r-midmerge".to_owned().try_into().unwrap();
+        s.store.cancel_job(JobKind::Revoke, &id).await.unwrap();
+        run_again(&s, JobKind::Merge, "r-midmerge").await;
+        s.expect_no_bot_comment(pr);
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-midmerge").await;
+        assert_eq!(s.events("r-midmerge", "merge").await.len(), 1);
+        assert_eq!(s.events("r-midmerge", "grant").await.len(), 1);
+        let revoked = s.next_bot_comment(pr);
+        assert!(revoked.starts_with("🔒 **Access revoked**"), "{revoked}");
+    }
+);
+
+on_both_backends!(
+    reconciliation_gives_an_active_grant_without_a_revoke_job_one_at_its_expiry,
+    |s: Scenario| async move {
+        let pr = s.granted("r-norevoke", "1h").await;
+        // A crash, or a bug, lost the revoke job; the merge job is gone too.
+        let id = "r-norevoke".to_owned().try_into().unwrap();
+        s.store.cancel_job(JobKind::Revoke, &id).await.unwrap();
+        let workflows = s.service.as_ref().unwrap().workflows.clone();
+        workflows.shared().reconcile_all().await.unwrap();
+        let jobs = s.store.jobs_for_request(&id).await.unwrap();
+        let revoke = jobs.iter().find(|j| j.kind == JobKind::Revoke);
+        let expires_at = s.request("r-norevoke").await.expires_at;
+        assert_eq!(revoke.map(|j| j.run_at), expires_at, "{jobs:?}");
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-norevoke").await;
+        let revoked = s.next_bot_comment(pr);
+        assert!(revoked.starts_with("🔒 **Access revoked**"), "{revoked}");
+    }
+);
+
+on_both_forges!(
+    a_grant_step_run_again_grants_and_says_it_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r-regrant", "1h").await;
+        run_again(&s, JobKind::Grant, "r-regrant").await;
+        assert_eq!(s.events("r-regrant", "grant").await.len(), 1);
+        s.expect_no_bot_comment(pr);
+    }
+);
+
+on_both_forges!(
+    a_revert_step_run_again_says_revoked_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r-rerevert", "1h").await;
+        // What a revert step killed after its note and before its log entry leaves: the note
+        // on the thread (here posted as the bot), and the step to run again.
+        s.note(
+            pr,
+            &s.people.bot,
+            "🔒 **Access revoked** (said before the crash)",
+        );
+        s.settle().await;
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-rerevert").await;
+        assert_eq!(s.events("r-rerevert", "revert").await.len(), 1);
+        assert_eq!(said(&s, pr, "🔒"), 1);
+    }
+);
+
+/// carol's `/breakglass approve` on `pr`, stored with the request approved, as a kill right
+/// after the approval step's store write leaves it: the service down, the comment's webhook
+/// not handled (paused: it reaches the bot when the test resumes the webhooks).
+async fn approved_then_killed(s: &mut Scenario, pr: u64, id: &str) -> RequestRecord {
+    s.forge.set_webhooks_paused(true);
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    let comment = s.note(pr, &s.people.carol, "/breakglass approve");
+    s.crash();
+    let now = s.clock.now();
+    let mut record = s.request(id).await;
+    s.store
+        .add_approval(&Approval {
+            request_id: record.id.clone(),
+            signal: format!("comment:{comment}"),
+            approver_id: s.people.carol.id,
+            approver_login: "carol".to_owned().try_into().unwrap(),
+            source: ApprovalSource::Comment,
+            head_sha: record.head_sha.clone(),
+            approved_at: s.forge.now(),
+        })
+        .await
+        .unwrap();
+    record.state = RequestState::Approved;
+    record.approved_by = Some(vec!["carol".to_owned().try_into().unwrap()]);
+    s.store.update_request(&mut record, now).await.unwrap();
+    record
+}
+
+on_both_backends!(
+    a_crash_right_after_the_bots_own_merge_is_not_taken_for_a_hand_merge,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-cutoff", &prod_request("1h"));
+        s.settle().await;
+        let mut record = approved_then_killed(&mut s, pr, "r-cutoff").await;
+        // Killed between the bot's merge call and its store write: the grant time fixed (it
+        // is, right before the merge), the merge job still queued.
+        let now = s.clock.now();
+        record.granted_at = Some(now);
+        record.expires_at = Some(now + TimeDelta::hours(1));
+        s.store.update_request(&mut record, now).await.unwrap();
+        s.store
+            .schedule_job(JobKind::Merge, &record.id, now + TimeDelta::minutes(1), now)
+            .await
+            .unwrap();
+        s.start_service().await;
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        // The forge's "closed, merged" webhook reaches the restarted bot before its merge job.
+        s.forge.merge_pr(REPO, pr, &s.people.bot);
+        s.settle().await;
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        let record = s.request("r-cutoff").await;
+        assert_eq!(record.state, RequestState::Active, "{record:?}");
+        assert_eq!(s.events("r-cutoff", "grant").await.len(), 1);
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-cutoff").await;
+        assert!(
+            s.forge
+                .files_on(REPO, "main")
+                .iter()
+                .all(|f| !f.starts_with("requests/"))
+        );
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
+    }
+);
+
+on_both_backends!(
+    a_crash_between_the_approval_and_the_merge_job_still_merges,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-nomerge", &prod_request("1h"));
+        s.settle().await;
+        // Killed after the approval was stored, before the merge job was written: the
+        // delivery runs again, finds the request no longer pending and does nothing; the
+        // reconciliation at start approves it again.
+        approved_then_killed(&mut s, pr, "r-nomerge").await;
+        s.start_service().await;
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        let record = s.request("r-nomerge").await;
+        assert_eq!(record.state, RequestState::Active, "{record:?}");
+        assert!(s.change(pr).merged);
+        assert_eq!(s.events("r-nomerge", "merge").await.len(), 1);
+        s.expect_bot_comments(pr, &["✅ **Request", "🔓 **Access granted.**"]);
     }
 );
