@@ -98,6 +98,7 @@ impl Driver {
         }
         let mut lifecycles: Vec<Lifecycle> = Vec::new();
         let mut idle_rounds = 0;
+        let mut jumps_idle = 0;
         let simulated_cap = TimeDelta::days(2) + TimeDelta::hours(self.plan.lifecycles as i64);
         let origin = self.clock.now();
         loop {
@@ -123,9 +124,22 @@ impl Driver {
             }
             let acted = self.round(&mut lifecycles).await;
             idle_rounds = if acted { 0 } else { idle_rounds + 1 };
+            jumps_idle = if acted { 0 } else { jumps_idle };
             if idle_rounds >= 3 {
                 self.quiet_then_jump(&lifecycles).await;
                 idle_rounds = 0;
+                jumps_idle += 1;
+            }
+            // A day and more of clock with nobody able to act: something is stuck for good.
+            if jumps_idle > 150 {
+                self.violation(format!(
+                    "stuck: nothing moved over 150 clock jumps: {:?}",
+                    lifecycles
+                        .iter()
+                        .filter(|l| l.stage != Stage::Done)
+                        .collect::<Vec<_>>()
+                ));
+                break;
             }
         }
         self.finish(&lifecycles).await;
