@@ -155,6 +155,12 @@ impl Lifecycle {
             Stage::AwaitGrant => {
                 if record.is_some_and(|r| r.granted_at.is_some()) {
                     self.stage = Stage::Granted;
+                } else if self.kind == Kind::FastPath
+                    && record.is_some_and(|r| r.state == RequestState::Pending)
+                {
+                    // An overdue after-the-fact review sends the next sev1 through approval
+                    // (`block_until_reviewed`): an approver approves it.
+                    self.stage = Stage::Approve;
                 }
                 false
             }
