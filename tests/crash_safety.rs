@@ -295,3 +295,33 @@ on_both_backends!(
         s.expect_bot_comments(pr, &["✅ **Request", "🔓 **Access granted.**"]);
     }
 );
+
+on_both_forges!(
+    a_grant_revoked_early_before_its_grant_step_finished_is_still_announced,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-early", &prod_request("1h"));
+        s.settle().await;
+        // The grant is applied and logged, then its note fails (each of the run's attempts):
+        // the step is due again later.
+        s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
+        s.expect_job_error(JobKind::Grant, "HTTP 500");
+        s.by(&s.people.carol).approve(pr);
+        s.settle().await;
+        assert_eq!(s.events("r-early", "grant").await.len(), 1);
+        // Revoked before the grant step runs again.
+        s.note(pr, &s.people.alice, "/breakglass revoke");
+        until_revoked(&s, "r-early").await;
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        let comments = s.take_bot_comments(pr);
+        let count = |marker: &str| comments.iter().filter(|c| c.starts_with(marker)).count();
+        assert_eq!(
+            (
+                count("🔓 **Access granted.**"),
+                count("🔒 **Access revoked**")
+            ),
+            (1, 1),
+            "{comments:#?}"
+        );
+    }
+);

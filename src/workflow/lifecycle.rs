@@ -366,7 +366,13 @@ impl Workflow {
             return Ok(());
         };
         if record.state != RequestState::Active {
-            return Ok(()); // revoked before the grant step ran: nothing to give
+            // Revoked before the grant step ran: nothing to give. Unless this is the step run
+            // again after a crash that followed the grant: what was given is still announced.
+            let logged = self.store.events_for_request(id).await?;
+            if logged.iter().any(|e| e.kind == EventKind::Grant) {
+                self.announce_grant(&record).await?;
+            }
+            return Ok(());
         }
         let Some(applied) = self.applied(&record).await? else {
             // Nothing says what to apply: fail closed.
@@ -412,9 +418,15 @@ impl Workflow {
                 format!("provider=\"{}\"", applied.provider),
             );
         }
+        self.announce_grant(&record).await?;
+        self.schedule(JobKind::OpenRevert, id, self.now()).await
+    }
+
+    /// The granted note on the request PR, said once (a step run again reads the thread).
+    async fn announce_grant(&self, record: &RequestRecord) -> anyhow::Result<()> {
         let expires_at = record
             .expires_at
-            .context("an active request has an expiry")?;
+            .context("a granted request has an expiry")?;
         // Approvers are mentioned; `fast-path:<rule>` and `self-service` read as they are.
         let approved_by = match (&record.fast_path_rule, &record.approved_by) {
             (None, Some(by)) if !by.is_empty() => by
@@ -422,7 +434,7 @@ impl Workflow {
                 .map(|login| comment::mention(login.as_str()))
                 .collect::<Vec<_>>()
                 .join(", "),
-            _ => trailers::approved_by(&record),
+            _ => trailers::approved_by(record),
         };
         let text = comment::granted_comment(
             record.id.as_str(),
@@ -441,8 +453,7 @@ impl Workflow {
             super::once::GRANTED,
             &text,
         )
-        .await?;
-        self.schedule(JobKind::OpenRevert, id, self.now()).await
+        .await
     }
 
     /// After the expiry comment: the fast-path label (and the poll for its review) and the
