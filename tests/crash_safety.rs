@@ -325,3 +325,71 @@ on_both_forges!(
         );
     }
 );
+
+/// The state a kill leaves when it strikes after a delivery's work and before the delivery was
+/// marked done: the delivery (here, each whose payload holds `text`) is pending again and is
+/// handled again.
+async fn handled_again(s: &Scenario, text: &str) {
+    let pattern = format!("%{text}%");
+    let reopened = sqlx::query(
+        "UPDATE deliveries SET state = 'pending', locked_by = NULL, locked_until = NULL \
+         WHERE payload LIKE $1",
+    )
+    .bind(&pattern)
+    .execute(s.store.pool())
+    .await
+    .unwrap();
+    assert!(reopened.rows_affected() >= 1, "no delivery holds {text:?}");
+    s.settle().await;
+}
+
+on_both_forges!(
+    a_breakglass_comment_handled_again_opens_one_request,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass staging 1h -- handled twice",
+        );
+        s.settle().await;
+        handled_again(&s, "handled twice").await;
+        let requests = s.store.list_requests(None).await.unwrap();
+        assert_eq!(requests.len(), 1, "{requests:#?}");
+        // The request PR and its revert PR, once each.
+        assert_eq!(s.changes().len(), 2);
+        let replies = s.take_bot_issue_comments(issue);
+        assert_eq!(replies.len(), 1, "{replies:#?}");
+        assert!(replies[0].contains("your request is"), "{replies:#?}");
+        let pr = requests[0].pr_number;
+        let said = s.take_bot_comments(pr);
+        let granted = said.iter().filter(|c| c.starts_with("🔓")).count();
+        assert_eq!(granted, 1, "{said:#?}");
+    }
+);
+
+on_both_forges!(
+    an_extend_comment_handled_again_extends_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r-twice", "3h").await;
+        s.note(pr, &s.people.carol, "/breakglass extend 30m");
+        s.settle().await;
+        let extended = s.request("r-twice").await.expires_at;
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⏳ Extended"), "{said}");
+        handled_again(&s, "/breakglass extend 30m").await;
+        assert_eq!(s.request("r-twice").await.expires_at, extended);
+        assert_eq!(s.events("r-twice", "extend").await.len(), 1);
+        s.expect_no_bot_comment(pr);
+        // The revoke follows the one extension.
+        s.advance(TimeDelta::hours(3) + TimeDelta::minutes(30));
+        until_revoked(&s, "r-twice").await;
+        let record = s.request("r-twice").await;
+        let late = record.revoked_at.unwrap() - extended.unwrap();
+        assert!(
+            late < TimeDelta::minutes(1),
+            "revoked {late} after the expiry"
+        );
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+    }
+);
