@@ -393,3 +393,36 @@ on_both_forges!(
         s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );
+
+on_both_backends!(
+    an_approval_stored_before_a_kill_is_acted_on_when_its_comment_is_handled_again,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-unacted", &prod_request("1h"));
+        s.settle().await;
+        s.forge.set_webhooks_paused(true);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        let comment = s.note(pr, &s.people.carol, "/breakglass approve");
+        // What a kill after the approval step stored the approval, before it acted on it,
+        // leaves: the approval stored, the request pending, the comment's delivery to handle.
+        let record = s.request("r-unacted").await;
+        s.store
+            .add_approval(&Approval {
+                request_id: record.id.clone(),
+                signal: format!("comment:{comment}"),
+                approver_id: s.people.carol.id,
+                approver_login: "carol".to_owned().try_into().unwrap(),
+                source: ApprovalSource::Comment,
+                head_sha: record.head_sha.clone(),
+                approved_at: s.forge.now(),
+            })
+            .await
+            .unwrap();
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        let record = s.request("r-unacted").await;
+        assert_eq!(record.state, RequestState::Active, "{record:?}");
+        assert!(s.change(pr).merged);
+        s.expect_bot_comments(pr, &["✅ **Request", "🔓 **Access granted.**"]);
+    }
+);
