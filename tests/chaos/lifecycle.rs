@@ -150,6 +150,12 @@ impl Lifecycle {
                         false
                     }
                 },
+                // A sev1 seen pending for a moment (its label came after the PR) that the fast
+                // path then granted: nobody needs to approve it.
+                Some(r) if r.granted_at.is_some() => {
+                    self.stage = Stage::AwaitGrant;
+                    false
+                }
                 _ => false,
             },
             Stage::AwaitGrant => {
@@ -166,6 +172,11 @@ impl Lifecycle {
             }
             Stage::Granted => {
                 let Some(r) = record else { return false };
+                if matches!(r.state, RequestState::Revoking | RequestState::Revoked) {
+                    // Expired before the driver came to end it: it ends as an expiry.
+                    self.stage = Stage::AwaitEnd;
+                    return false;
+                }
                 self.end(world, r, rng);
                 self.stage = Stage::AwaitEnd;
                 true
