@@ -426,3 +426,36 @@ on_both_backends!(
         s.expect_bot_comments(pr, &["✅ **Request", "🔓 **Access granted.**"]);
     }
 );
+
+on_both_backends!(
+    a_merge_job_run_again_after_its_grant_was_ended_still_logs_the_merge,
+    |mut s: Scenario| async move {
+        let pr = s.granted("r-endfirst", "1h").await;
+        let merged = s.request("r-endfirst").await;
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-endfirst").await;
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        // The logged merge of a request stored merged, then revoked before the merge job ran
+        // again (the kill came between the merge's store write and its log entry): that run
+        // must log it. Replayed on a second request with the same history, minus its event.
+        s.crash();
+        let now = s.clock.now();
+        let mut record = s.request("r-endfirst").await;
+        record.id = "r-endfirst-2".to_owned().try_into().unwrap();
+        record.pr_number = pr + 1000;
+        s.store.insert_request(&record).await.unwrap();
+        s.store
+            .schedule_job(JobKind::Merge, &record.id, now, now)
+            .await
+            .unwrap();
+        s.start_service().await;
+        s.settle().await;
+        let logged = s.events("r-endfirst-2", "merge").await;
+        assert_eq!(logged.len(), 1, "{logged:#?}");
+        assert_eq!(
+            logged[0].data["merge_sha"],
+            serde_json::json!(merged.merge_sha)
+        );
+        assert_eq!(s.request("r-endfirst-2").await.state, RequestState::Revoked);
+    }
+);

@@ -97,6 +97,11 @@ impl Workflow {
             RequestState::Active if record.merge_sha.is_some() => {
                 return self.after_merge(record).await;
             }
+            // Merged and stored, then ended (an early revoke, or reconciliation) before the
+            // merge job ran again: the grant is over, but its merge is still logged.
+            RequestState::Revoking | RequestState::Revoked if record.merge_sha.is_some() => {
+                return self.log_merge(&record).await;
+            }
             _ => return Ok(()),
         }
         let Some(ready) = self.prepare_merge(&mut record).await? else {
@@ -168,19 +173,7 @@ impl Workflow {
         let expires_at = record
             .expires_at
             .context("a merged request has an expiry")?;
-        self.record_event_once(
-            EventKind::Merge,
-            id,
-            None,
-            serde_json::json!({
-                "pr": record.pr_number,
-                "merge_sha": record.merge_sha,
-                "approved_by": trailers::approved_by(&record),
-                "granted_at": record.granted_at.map(crate::clock::iso),
-                "expires_at": crate::clock::iso(expires_at),
-            }),
-        )
-        .await?;
+        self.log_merge(&record).await?;
         self.schedule(JobKind::Revoke, id, expires_at).await?;
         if let Some(due) = record.review_due_at {
             self.schedule(JobKind::ReviewDue, id, due).await?;
@@ -192,6 +185,20 @@ impl Workflow {
         }
         self.store.cancel_job(JobKind::Expire, id).await?;
         self.schedule(JobKind::Grant, id, self.now()).await
+    }
+
+    /// The request's `merge` event, once.
+    async fn log_merge(&self, record: &RequestRecord) -> anyhow::Result<()> {
+        let data = serde_json::json!({
+            "pr": record.pr_number,
+            "merge_sha": record.merge_sha,
+            "approved_by": trailers::approved_by(record),
+            "granted_at": record.granted_at.map(crate::clock::iso),
+            "expires_at": record.expires_at.map(crate::clock::iso),
+        });
+        self.record_event_once(EventKind::Merge, &record.id, None, data)
+            .await?;
+        Ok(())
     }
 
     /// Everything checked before a merge: the role still in the policy and the approvals still
