@@ -6,7 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use breakglass::store::JobKind;
+use breakglass::clock::Clock;
+use breakglass::store::{Approval, ApprovalSource, JobKind, RequestRecord, RequestState};
 use breakglass_test_forge::FailureKind;
 use chrono::TimeDelta;
 use common::*;
@@ -114,5 +115,347 @@ on_both_forges!(
         assert!(s.forge.calls().count("PUT", s.route(Route::Merge)) >= 7);
         let revoked = s.next_bot_comment(pr);
         assert!(revoked.starts_with("🔒 **Access revoked**"), "{revoked}");
+    }
+);
+
+/// The state a crash leaves when it strikes inside a step: the step's job is still there and
+/// runs again at the next start. Found by the chaos runs (tests/chaos.rs).
+async fn run_again(s: &Scenario, kind: JobKind, id: &str) {
+    let id = id.to_owned().try_into().unwrap();
+    let now = s.clock.now();
+    s.store.schedule_job(kind, &id, now, now).await.unwrap();
+    s.settle().await;
+}
+
+/// Reads every unread bot comment on `pr` and counts those that start with `marker`.
+fn said(s: &Scenario, pr: u64, marker: &str) -> usize {
+    let comments = s.take_bot_comments(pr);
+    comments.iter().filter(|c| c.starts_with(marker)).count()
+}
+
+on_both_forges!(
+    a_crash_between_the_merge_and_its_timers_still_revokes_at_ttl,
+    |s: Scenario| async move {
+        let pr = s.granted("r-midmerge", "1h").await;
+        // Killed after the merge was stored as active, before the revoke job was written:
+        // the merge job runs again and finds the request active.
+        let id = "r-midmerge".to_owned().try_into().unwrap();
+        s.store.cancel_job(JobKind::Revoke, &id).await.unwrap();
+        run_again(&s, JobKind::Merge, "r-midmerge").await;
+        s.expect_no_bot_comment(pr);
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-midmerge").await;
+        assert_eq!(s.events("r-midmerge", "merge").await.len(), 1);
+        assert_eq!(s.events("r-midmerge", "grant").await.len(), 1);
+        let revoked = s.next_bot_comment(pr);
+        assert!(revoked.starts_with("🔒 **Access revoked**"), "{revoked}");
+    }
+);
+
+on_both_backends!(
+    reconciliation_gives_an_active_grant_without_a_revoke_job_one_at_its_expiry,
+    |s: Scenario| async move {
+        let pr = s.granted("r-norevoke", "1h").await;
+        // A crash, or a bug, lost the revoke job; the merge job is gone too.
+        let id = "r-norevoke".to_owned().try_into().unwrap();
+        s.store.cancel_job(JobKind::Revoke, &id).await.unwrap();
+        let workflows = s.service.as_ref().unwrap().workflows.clone();
+        workflows.shared().reconcile_all().await.unwrap();
+        let jobs = s.store.jobs_for_request(&id).await.unwrap();
+        let revoke = jobs.iter().find(|j| j.kind == JobKind::Revoke);
+        let expires_at = s.request("r-norevoke").await.expires_at;
+        assert_eq!(revoke.map(|j| j.run_at), expires_at, "{jobs:?}");
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-norevoke").await;
+        let revoked = s.next_bot_comment(pr);
+        assert!(revoked.starts_with("🔒 **Access revoked**"), "{revoked}");
+    }
+);
+
+on_both_forges!(
+    a_grant_step_run_again_grants_and_says_it_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r-regrant", "1h").await;
+        run_again(&s, JobKind::Grant, "r-regrant").await;
+        assert_eq!(s.events("r-regrant", "grant").await.len(), 1);
+        s.expect_no_bot_comment(pr);
+    }
+);
+
+on_both_forges!(
+    a_revert_step_run_again_says_revoked_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r-rerevert", "1h").await;
+        // What a revert step killed after its note and before its log entry leaves: the note
+        // on the thread (here posted as the bot), and the step to run again.
+        s.note(
+            pr,
+            &s.people.bot,
+            "🔒 **Access revoked** (said before the crash)",
+        );
+        s.settle().await;
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-rerevert").await;
+        assert_eq!(s.events("r-rerevert", "revert").await.len(), 1);
+        assert_eq!(said(&s, pr, "🔒"), 1);
+    }
+);
+
+/// carol's `/breakglass approve` on `pr`, stored with the request approved, as a kill right
+/// after the approval step's store write leaves it: the service down, the comment's webhook
+/// not handled (paused: it reaches the bot when the test resumes the webhooks).
+async fn approved_then_killed(s: &mut Scenario, pr: u64, id: &str) -> RequestRecord {
+    s.forge.set_webhooks_paused(true);
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    let comment = s.note(pr, &s.people.carol, "/breakglass approve");
+    s.crash();
+    let now = s.clock.now();
+    let mut record = s.request(id).await;
+    s.store
+        .add_approval(&Approval {
+            request_id: record.id.clone(),
+            signal: format!("comment:{comment}"),
+            approver_id: s.people.carol.id,
+            approver_login: "carol".to_owned().try_into().unwrap(),
+            source: ApprovalSource::Comment,
+            head_sha: record.head_sha.clone(),
+            approved_at: s.forge.now(),
+        })
+        .await
+        .unwrap();
+    record.state = RequestState::Approved;
+    record.approved_by = Some(vec!["carol".to_owned().try_into().unwrap()]);
+    s.store.update_request(&mut record, now).await.unwrap();
+    record
+}
+
+on_both_backends!(
+    a_crash_right_after_the_bots_own_merge_is_not_taken_for_a_hand_merge,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-cutoff", &prod_request("1h"));
+        s.settle().await;
+        let mut record = approved_then_killed(&mut s, pr, "r-cutoff").await;
+        // Killed between the bot's merge call and its store write: the grant time fixed (it
+        // is, right before the merge), the merge job still queued.
+        let now = s.clock.now();
+        record.granted_at = Some(now);
+        record.expires_at = Some(now + TimeDelta::hours(1));
+        s.store.update_request(&mut record, now).await.unwrap();
+        s.store
+            .schedule_job(JobKind::Merge, &record.id, now + TimeDelta::minutes(1), now)
+            .await
+            .unwrap();
+        s.start_service().await;
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        // The forge's "closed, merged" webhook reaches the restarted bot before its merge job.
+        s.forge.merge_pr(REPO, pr, &s.people.bot);
+        s.settle().await;
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        let record = s.request("r-cutoff").await;
+        assert_eq!(record.state, RequestState::Active, "{record:?}");
+        assert_eq!(s.events("r-cutoff", "grant").await.len(), 1);
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-cutoff").await;
+        assert!(
+            s.forge
+                .files_on(REPO, "main")
+                .iter()
+                .all(|f| !f.starts_with("requests/"))
+        );
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
+    }
+);
+
+on_both_backends!(
+    a_crash_between_the_approval_and_the_merge_job_still_merges,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-nomerge", &prod_request("1h"));
+        s.settle().await;
+        // Killed after the approval was stored, before the merge job was written: the
+        // delivery runs again, finds the request no longer pending and does nothing; the
+        // reconciliation at start approves it again.
+        approved_then_killed(&mut s, pr, "r-nomerge").await;
+        s.start_service().await;
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        let record = s.request("r-nomerge").await;
+        assert_eq!(record.state, RequestState::Active, "{record:?}");
+        assert!(s.change(pr).merged);
+        assert_eq!(s.events("r-nomerge", "merge").await.len(), 1);
+        s.expect_bot_comments(pr, &["✅ **Request", "🔓 **Access granted.**"]);
+    }
+);
+
+on_both_forges!(
+    a_grant_revoked_early_before_its_grant_step_finished_is_still_announced,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-early", &prod_request("1h"));
+        s.settle().await;
+        // The grant is applied and logged, then its note fails (each of the run's attempts):
+        // the step is due again later.
+        s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
+        s.expect_job_error(JobKind::Grant, "HTTP 500");
+        s.by(&s.people.carol).approve(pr);
+        s.settle().await;
+        assert_eq!(s.events("r-early", "grant").await.len(), 1);
+        // Revoked before the grant step runs again.
+        s.note(pr, &s.people.alice, "/breakglass revoke");
+        until_revoked(&s, "r-early").await;
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        let comments = s.take_bot_comments(pr);
+        let count = |marker: &str| comments.iter().filter(|c| c.starts_with(marker)).count();
+        assert_eq!(
+            (
+                count("🔓 **Access granted.**"),
+                count("🔒 **Access revoked**")
+            ),
+            (1, 1),
+            "{comments:#?}"
+        );
+    }
+);
+
+/// The state a kill leaves when it strikes after a delivery's work and before the delivery was
+/// marked done: the delivery (here, each whose payload holds `text`) is pending again and is
+/// handled again.
+async fn handled_again(s: &Scenario, text: &str) {
+    let pattern = format!("%{text}%");
+    let reopened = sqlx::query(
+        "UPDATE deliveries SET state = 'pending', locked_by = NULL, locked_until = NULL \
+         WHERE payload LIKE $1",
+    )
+    .bind(&pattern)
+    .execute(s.store.pool())
+    .await
+    .unwrap();
+    assert!(reopened.rows_affected() >= 1, "no delivery holds {text:?}");
+    s.settle().await;
+}
+
+on_both_forges!(
+    a_breakglass_comment_handled_again_opens_one_request,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass staging 1h -- handled twice",
+        );
+        s.settle().await;
+        handled_again(&s, "handled twice").await;
+        let requests = s.store.list_requests(None).await.unwrap();
+        assert_eq!(requests.len(), 1, "{requests:#?}");
+        // The request PR and its revert PR, once each.
+        assert_eq!(s.changes().len(), 2);
+        let replies = s.take_bot_issue_comments(issue);
+        assert_eq!(replies.len(), 1, "{replies:#?}");
+        assert!(replies[0].contains("your request is"), "{replies:#?}");
+        let pr = requests[0].pr_number;
+        let said = s.take_bot_comments(pr);
+        let granted = said.iter().filter(|c| c.starts_with("🔓")).count();
+        assert_eq!(granted, 1, "{said:#?}");
+    }
+);
+
+on_both_forges!(
+    an_extend_comment_handled_again_extends_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r-twice", "3h").await;
+        s.note(pr, &s.people.carol, "/breakglass extend 30m");
+        s.settle().await;
+        let extended = s.request("r-twice").await.expires_at;
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⏳ Extended"), "{said}");
+        handled_again(&s, "/breakglass extend 30m").await;
+        assert_eq!(s.request("r-twice").await.expires_at, extended);
+        assert_eq!(s.events("r-twice", "extend").await.len(), 1);
+        s.expect_no_bot_comment(pr);
+        // The revoke follows the one extension.
+        s.advance(TimeDelta::hours(3) + TimeDelta::minutes(30));
+        until_revoked(&s, "r-twice").await;
+        let record = s.request("r-twice").await;
+        let late = record.revoked_at.unwrap() - extended.unwrap();
+        assert!(
+            late < TimeDelta::minutes(1),
+            "revoked {late} after the expiry"
+        );
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+    }
+);
+
+on_both_backends!(
+    an_approval_stored_before_a_kill_is_acted_on_when_its_comment_is_handled_again,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-unacted", &prod_request("1h"));
+        s.settle().await;
+        s.forge.set_webhooks_paused(true);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        let comment = s.note(pr, &s.people.carol, "/breakglass approve");
+        // What a kill after the approval step stored the approval, before it acted on it,
+        // leaves: the approval stored, the request pending, the comment's delivery to handle.
+        let record = s.request("r-unacted").await;
+        s.store
+            .add_approval(&Approval {
+                request_id: record.id.clone(),
+                signal: format!("comment:{comment}"),
+                approver_id: s.people.carol.id,
+                approver_login: "carol".to_owned().try_into().unwrap(),
+                source: ApprovalSource::Comment,
+                head_sha: record.head_sha.clone(),
+                approved_at: s.forge.now(),
+            })
+            .await
+            .unwrap();
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        let record = s.request("r-unacted").await;
+        assert_eq!(record.state, RequestState::Active, "{record:?}");
+        assert!(s.change(pr).merged);
+        s.expect_bot_comments(pr, &["✅ **Request", "🔓 **Access granted.**"]);
+    }
+);
+
+on_both_backends!(
+    a_merge_job_run_again_after_its_grant_was_ended_still_logs_the_merge,
+    |mut s: Scenario| async move {
+        let pr = s.granted("r-endfirst", "1h").await;
+        let merged = s.request("r-endfirst").await;
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-endfirst").await;
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        // The logged merge of a request stored merged, then revoked before the merge job ran
+        // again (the kill came between the merge's store write and its log entry): that run
+        // must log it. Replayed on a second request with the same history, minus its event.
+        s.crash();
+        let now = s.clock.now();
+        let mut record = s.request("r-endfirst").await;
+        record.id = "r-endfirst-2".to_owned().try_into().unwrap();
+        record.pr_number = pr + 1000;
+        s.store.insert_request(&record).await.unwrap();
+        s.store
+            .schedule_job(JobKind::Merge, &record.id, now, now)
+            .await
+            .unwrap();
+        s.start_service().await;
+        s.settle().await;
+        let logged = s.events("r-endfirst-2", "merge").await;
+        assert_eq!(logged.len(), 1, "{logged:#?}");
+        assert_eq!(
+            logged[0].data["merge_sha"],
+            serde_json::json!(merged.merge_sha)
+        );
+        assert_eq!(s.request("r-endfirst-2").await.state, RequestState::Revoked);
     }
 );

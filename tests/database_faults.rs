@@ -105,7 +105,8 @@ async fn a_database_outage_gets_503s_loses_nothing_acknowledged_and_work_resumes
     assert_eq!(ready(&client, addr).await, 200);
     assert_eq!(deliver(&client, addr, "before-outage").await, 202);
     // Handled before the outage: a delivery a worker holds when the database goes away
-    // waits for its lease (2 min) to lapse, which this story does not wait for.
+    // waits for its lease to lapse (2 s once the heartbeat cannot renew it), which this story
+    // does not wait for.
     let deadline = Instant::now() + Duration::from_secs(30);
     while done_deliveries(&store).await < 1 {
         assert!(

@@ -1234,7 +1234,7 @@ async fn migrations_run_twice_are_a_no_op() {
             .fetch_one(store.pool())
             .await?;
         let applied: i64 = sqlx::Row::try_get(&row, "n")?;
-        assert_eq!(applied, 5, "0001 to 0005, once each");
+        assert_eq!(applied, 6, "0001 to 0006, once each");
         assert!(store.get_request(&rid("r1")).await?.is_some());
         Ok(())
     })
@@ -1478,6 +1478,56 @@ async fn overdue_reviews_are_found_by_requester() {
             "due, not overdue"
         );
         ensure!(ids(store.overdue_reviews(8, t(500)).await?) == ["r-other"]);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_comment_reserves_one_request_id_and_an_id_serves_one_comment() {
+    use breakglass::store::{CommentKey, Effect};
+    for_each_backend(|store| async move {
+        let comment = |comment_id| CommentKey {
+            forge: ForgeKind::GitHub,
+            repository: "acme/access-requests",
+            comment_id,
+        };
+        let (first, second) = (rid("20261126-0214-alice-staging"), rid("other"));
+        ensure!(
+            store
+                .add_comment_effect(comment(7), Effect::Request, &first, t(0))
+                .await?
+        );
+        // The same comment again (its delivery handled twice) reserves nothing more…
+        ensure!(
+            !store
+                .add_comment_effect(comment(7), Effect::Request, &second, t(1))
+                .await?
+        );
+        // …and another comment cannot take the reserved id.
+        ensure!(
+            !store
+                .add_comment_effect(comment(8), Effect::Request, &first, t(1))
+                .await?
+        );
+        ensure!(store.request_id_reserved(&first).await?);
+        ensure!(!store.request_id_reserved(&second).await?);
+        let found = store.comment_effect(comment(7), Effect::Request).await?;
+        ensure!(found == Some(first.clone()), "{found:?}");
+        ensure!(
+            store
+                .comment_effect(comment(7), Effect::Extend)
+                .await?
+                .is_none()
+        );
+        // Extensions of one request by several comments are all kept.
+        for id in [9, 10] {
+            ensure!(
+                store
+                    .add_comment_effect(comment(id), Effect::Extend, &first, t(2))
+                    .await?
+            );
+        }
         Ok(())
     })
     .await;

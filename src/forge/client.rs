@@ -242,6 +242,14 @@ impl Forge {
         }
     }
 
+    /// The notes on `thread` as (author id, body), oldest first.
+    pub async fn notes(&self, thread: Thread) -> Result<Vec<(u64, String)>, ForgeError> {
+        match self {
+            Forge::GitHub(c) => c.comments(thread.number()).await,
+            Forge::GitLab(c) => c.comments(thread).await,
+        }
+    }
+
     /// Whether note `id` on `thread` still exists (deleted notes approve nothing).
     pub async fn note_exists(&self, thread: Thread, id: u64) -> Result<bool, ForgeError> {
         match self {

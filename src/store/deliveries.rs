@@ -344,6 +344,24 @@ pub async fn claim_deliveries(
     Ok(claimed)
 }
 
+/// Extends every pending delivery's lease `worker` holds to `now + lease` (a live worker's
+/// heartbeat; see [`super::jobs::renew_job_leases`]). Returns how many.
+pub async fn renew_delivery_leases(
+    conn: &mut AnyConnection,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<u64, StoreError> {
+    let result = sqlx::query(
+        "UPDATE deliveries SET locked_until = $1 WHERE locked_by = $2 AND state = 'pending'",
+    )
+    .bind(to_millis(now).saturating_add(duration_millis(lease)))
+    .bind(worker)
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
 /// Marks a delivery processed and releases its lease.
 pub async fn finish_delivery(conn: &mut AnyConnection, id: &DeliveryId) -> Result<(), StoreError> {
     let result = sqlx::query(
@@ -356,29 +374,6 @@ pub async fn finish_delivery(conn: &mut AnyConnection, id: &DeliveryId) -> Resul
     if result.rows_affected() == 0 {
         return Err(not_found(id));
     }
-    Ok(())
-}
-
-/// Marks the deliveries a worker handled processed, in one statement (one commit for a
-/// batch); a delivery not found (pruned) is skipped.
-pub async fn finish_deliveries(
-    conn: &mut AnyConnection,
-    ids: &[DeliveryId],
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "UPDATE deliveries SET state = 'done', locked_by = NULL, locked_until = NULL \
-         WHERE id IN ({})",
-        marks.join(", ")
-    );
-    let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        update = update.bind(id.to_string());
-    }
-    update.execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -472,14 +467,19 @@ impl Store {
         claim_deliveries(&mut *self.conn().await?, worker, now, lease, limit).await
     }
 
+    /// See [`renew_delivery_leases`].
+    pub async fn renew_delivery_leases(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        renew_delivery_leases(&mut *self.conn().await?, worker, now, lease).await
+    }
+
     /// Marks a delivery processed.
     pub async fn finish_delivery(&self, id: &DeliveryId) -> Result<(), StoreError> {
         finish_delivery(&mut *self.conn().await?, id).await
-    }
-
-    /// See [`finish_deliveries`].
-    pub async fn finish_deliveries(&self, ids: &[DeliveryId]) -> Result<(), StoreError> {
-        finish_deliveries(&mut *self.conn().await?, ids).await
     }
 
     /// See [`retry_delivery`].

@@ -264,6 +264,33 @@ pub async fn append_event(
     event: &NewEvent,
     now: DateTime<Utc>,
 ) -> Result<EventRecord, StoreError> {
+    let appended = append(conn, event, now, false).await?;
+    // Only a conditional append can skip; this one never does.
+    appended.ok_or_else(|| StoreError::Invalid {
+        what: "event",
+        key: event.kind.to_string(),
+        reason: "an unconditional append appended nothing".into(),
+    })
+}
+
+/// Appends the event unless its request already has an event of its kind: the steps that
+/// happen once in a request's life (merge, grant, revoke) are logged once, even when a step
+/// runs again after a crash or on two replicas at once. `None` when it was there already.
+/// The check runs under the append lock, so two concurrent appends cannot both pass it.
+pub async fn append_event_once(
+    conn: &mut AnyConnection,
+    event: &NewEvent,
+    now: DateTime<Utc>,
+) -> Result<Option<EventRecord>, StoreError> {
+    append(conn, event, now, event.request_id.is_some()).await
+}
+
+async fn append(
+    conn: &mut AnyConnection,
+    event: &NewEvent,
+    now: DateTime<Utc>,
+    once: bool,
+) -> Result<Option<EventRecord>, StoreError> {
     let backend = Backend::of(conn)?;
     let key = event.kind.to_string();
     let actor_id = event
@@ -283,6 +310,18 @@ pub async fn append_event(
             .bind(APPEND_LOCK)
             .execute(&mut *tx)
             .await?;
+    }
+    if once {
+        let seen =
+            sqlx::query("SELECT seq FROM events WHERE request_id = $1 AND kind = $2 LIMIT 1")
+                .bind(event.request_id.as_ref().map(RequestId::to_string))
+                .bind(event.kind.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if seen.is_some() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
     }
     let last = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *tx)
@@ -327,7 +366,7 @@ pub async fn append_event(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(EventRecord {
+    Ok(Some(EventRecord {
         seq: u64::try_from(raw.seq).unwrap_or_default(), // at least 1: last + 1 or 1
         at: DateTime::from_timestamp_millis(raw.at).unwrap_or(now),
         kind: event.kind,
@@ -337,7 +376,7 @@ pub async fn append_event(
         data: event.data.clone(),
         prev_hash: raw.prev_hash,
         hash,
-    })
+    }))
 }
 
 /// Up to `limit` events with `seq > after_seq`, in order (`after_seq = 0` from the start).
@@ -439,6 +478,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<EventRecord, StoreError> {
         append_event(&mut *self.conn().await?, event, now).await
+    }
+
+    /// See [`append_event_once`].
+    pub async fn append_event_once(
+        &self,
+        event: &NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        append_event_once(&mut *self.conn().await?, event, now).await
     }
 
     /// Up to `limit` events after `after_seq`, in order.

@@ -15,6 +15,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::deliveries::lease;
+use super::requests::{RequestRecord, request_columns};
 use super::row::{Fields, string_enum};
 use super::{Backend, Lease, RequestState, Store, StoreError, duration_millis, to_millis};
 use crate::names::RequestId;
@@ -261,6 +262,55 @@ async fn claim(
     Ok(jobs)
 }
 
+/// Up to `limit` requests in `state` that have no job of `kind`, oldest first: one query for
+/// what reconciliation repairs (an approval whose merge job a crash never wrote, a grant
+/// without its revoke), instead of one per request.
+pub async fn requests_without_job(
+    conn: &mut AnyConnection,
+    state: RequestState,
+    kind: JobKind,
+    limit: u32,
+) -> Result<Vec<RequestRecord>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        request_columns!(),
+        " FROM requests r WHERE r.state = $1 AND NOT EXISTS \
+         (SELECT 1 FROM jobs j WHERE j.request_id = r.id AND j.kind = $2) \
+         ORDER BY r.created_at, r.id LIMIT $3"
+    ))
+    .bind(state.as_str())
+    .bind(kind.as_str())
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(RequestRecord::try_from).collect()
+}
+
+/// Extends the lease of job `only` (every lease when `None`) that `worker` holds to
+/// `now + lease`: a live worker's heartbeat, so that leases can be short and the work of a
+/// dead one is taken over soon. Returns how many.
+pub async fn renew_job_leases(
+    conn: &mut AnyConnection,
+    worker: &str,
+    only: Option<JobId>,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<u64, StoreError> {
+    let until = to_millis(now).saturating_add(duration_millis(lease));
+    let query = match only {
+        Some(id) => {
+            sqlx::query("UPDATE jobs SET locked_until = $1 WHERE locked_by = $2 AND id = $3")
+                .bind(until)
+                .bind(worker)
+                .bind(id.0)
+        }
+        None => sqlx::query("UPDATE jobs SET locked_until = $1 WHERE locked_by = $2")
+            .bind(until)
+            .bind(worker),
+    };
+    Ok(query.execute(&mut *conn).await?.rows_affected())
+}
+
 /// Deletes a job that ran, if `worker` still holds it. `false` means the lease was lost
 /// (it lapsed and another worker claimed the job, or the job was rescheduled or cancelled
 /// meanwhile): the job is left alone.
@@ -435,6 +485,27 @@ impl Store {
     /// See [`next_lane_job_due`].
     pub async fn next_lane_job_due(&self, lane: Lane) -> Result<Option<DateTime<Utc>>, StoreError> {
         next_lane_job_due(&mut *self.conn().await?, lane).await
+    }
+
+    /// See [`requests_without_job`].
+    pub async fn requests_without_job(
+        &self,
+        state: RequestState,
+        kind: JobKind,
+        limit: u32,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        requests_without_job(&mut *self.conn().await?, state, kind, limit).await
+    }
+
+    /// See [`renew_job_leases`].
+    pub async fn renew_job_leases(
+        &self,
+        worker: &str,
+        only: Option<JobId>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        renew_job_leases(&mut *self.conn().await?, worker, only, now, lease).await
     }
 
     /// See [`complete_job`].

@@ -43,6 +43,11 @@ const SQLITE: &[Source] = &[
         "cache_epochs",
         include_str!("../../migrations/sqlite/0005_cache_epochs.sql"),
     ),
+    (
+        6,
+        "comment_effects",
+        include_str!("../../migrations/sqlite/0006_comment_effects.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -70,6 +75,11 @@ const POSTGRES: &[Source] = &[
         5,
         "cache_epochs",
         include_str!("../../migrations/postgres/0005_cache_epochs.sql"),
+    ),
+    (
+        6,
+        "comment_effects",
+        include_str!("../../migrations/postgres/0006_comment_effects.sql"),
     ),
 ];
 

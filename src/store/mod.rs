@@ -20,6 +20,7 @@ pub mod applied;
 pub mod approvals;
 pub mod changes;
 pub mod deliveries;
+pub mod effects;
 pub mod epochs;
 pub mod events;
 pub mod grants;
@@ -45,6 +46,7 @@ pub use changes::{Change, ChangeKind};
 pub use deliveries::{
     DeliveryId, DeliveryState, MAX_DELIVERY_ATTEMPTS, NewDelivery, Recorded, StoredDelivery,
 };
+pub use effects::{CommentKey, Effect};
 pub use events::{ChainError, EventActor, EventKind, EventRecord, GENESIS_HASH, NewEvent};
 pub use grants::Granted;
 pub use jobs::{Job, JobId, JobKind, Lane};

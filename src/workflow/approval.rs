@@ -153,7 +153,8 @@ impl Workflow {
             head_sha: record.head_sha.clone(),
             approved_at: signal.at.unwrap_or_else(|| self.now()),
         };
-        if self.store.add_approval(&approval).await? {
+        let added = self.store.add_approval(&approval).await?;
+        if added {
             self.record_event(
                 EventKind::Approval,
                 Some(&record.id),
@@ -166,14 +167,17 @@ impl Workflow {
                 record.decision = Some(stored.clone());
                 self.store.update_request(&mut record, self.now()).await?;
             }
-        } else {
-            return Ok(ApprovalOutcome::Repeated); // it changes nothing
         }
+        // A repeated signal is counted again too: its first run may have been killed after
+        // storing it and before acting on it, and approving is idempotent.
         let (approvers, need) = self.counted_approvers(&record).await?;
         if stored.merge_refused.is_none() && !stored.draft && approvers.len() >= need as usize {
             self.approve(record, Some(approvers.into_iter().collect()))
                 .await?;
             return Ok(ApprovalOutcome::Merging);
+        }
+        if !added {
+            return Ok(ApprovalOutcome::Repeated); // it changes nothing
         }
         Ok(ApprovalOutcome::Counted {
             have: approvers.len(),

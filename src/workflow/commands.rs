@@ -14,7 +14,7 @@ use crate::names::{Login, Name, RequestId, Ticket};
 use crate::policy::decision::Context;
 use crate::policy::{PolicySet, Problem, evaluate};
 use crate::request::{AccessRequest, Reason, RequestPath};
-use crate::store::ApprovalSource;
+use crate::store::{ApprovalSource, CommentKey, Effect};
 use crate::store::{EventKind, JobKind};
 use crate::store::{RequestRecord, RequestState, RevokeReason};
 
@@ -52,6 +52,7 @@ impl Workflow {
                     requested = true;
                     self.command_request(
                         thread,
+                        comment_id,
                         author,
                         &environment,
                         duration,
@@ -69,7 +70,8 @@ impl Workflow {
                 }
                 Command::Revoke => self.command_revoke(thread, author).await?,
                 Command::Extend { duration } => {
-                    self.command_extend(thread, author, duration).await?
+                    self.command_extend(thread, comment_id, author, duration)
+                        .await?
                 }
                 Command::Status => self.command_status(thread).await?,
                 Command::Reviewed => self.command_reviewed(thread, author).await?,
@@ -129,9 +131,11 @@ impl Workflow {
 
     /// `/breakglass prod 1h [role] -- reason`: writes the request file on a branch and opens
     /// the PR, with the commenter as requester.
+    #[allow(clippy::too_many_arguments)]
     async fn command_request(
         &self,
         thread: Thread,
+        comment_id: u64,
         author: &Actor,
         environment: &str,
         duration: HumanDuration,
@@ -200,7 +204,9 @@ impl Workflow {
         {
             return self.reply(thread, &refusal).await;
         }
-        let id = self.fresh_request_id(&login, environment).await?;
+        let Some(id) = self.request_id_for(comment_id, &login, environment).await? else {
+            return Ok(()); // opened by an earlier run of this comment's delivery
+        };
         let path = RequestPath {
             environment: request.environment.clone(),
             id: id.clone(),
@@ -290,6 +296,46 @@ impl Workflow {
     }
 
     /// `<yyyymmdd-hhmm>-<login>-<env>`, with `-2`, `-3`… when taken.
+    /// Which comment `comment_id` is, for its effects.
+    fn comment_key(&self, comment_id: u64) -> CommentKey<'_> {
+        CommentKey {
+            forge: self.forge_kind(),
+            repository: &self.settings.repository,
+            comment_id,
+        }
+    }
+
+    /// The id of the request that comment `comment_id` opens, reserved for the comment before
+    /// anything is built: the comment's delivery handled again (killed before it was marked
+    /// done, or taken over by another replica) opens that same request, never a second one.
+    /// `None` when the request exists already.
+    async fn request_id_for(
+        &self,
+        comment_id: u64,
+        login: &Login,
+        environment: &str,
+    ) -> anyhow::Result<Option<RequestId>> {
+        let comment = self.comment_key(comment_id);
+        // Each round either finds the comment's id or reserves a fresh one; it loses only to a
+        // comment that reserved that very id meanwhile, and the next id skips it.
+        for _ in 0..100 {
+            if let Some(id) = self.store.comment_effect(comment, Effect::Request).await? {
+                let opened = self.store.get_request(&id).await?.is_some();
+                return Ok((!opened).then_some(id));
+            }
+            let id = self.fresh_request_id(login, environment).await?;
+            let now = self.now();
+            if self
+                .store
+                .add_comment_effect(comment, Effect::Request, &id, now)
+                .await?
+            {
+                return Ok(Some(id));
+            }
+        }
+        anyhow::bail!("no request id could be reserved for comment {comment_id}")
+    }
+
     async fn fresh_request_id(
         &self,
         login: &Login,
@@ -303,7 +349,9 @@ impl Workflow {
         );
         let mut id: RequestId = base_id.clone().try_into().map_err(anyhow::Error::msg)?;
         for n in 2.. {
-            if self.store.get_request(&id).await?.is_none() {
+            if self.store.get_request(&id).await?.is_none()
+                && !self.store.request_id_reserved(&id).await?
+            {
                 break;
             }
             id = format!("{base_id}-{n}")
@@ -413,6 +461,7 @@ impl Workflow {
     async fn command_extend(
         &self,
         thread: Thread,
+        comment_id: u64,
         author: &Actor,
         by: HumanDuration,
     ) -> anyhow::Result<()> {
@@ -421,6 +470,17 @@ impl Workflow {
                 .reply(thread, &comment::no_request_here_comment("extend"))
                 .await;
         };
+        let comment = self.comment_key(comment_id);
+        if self
+            .store
+            .comment_effect(comment, Effect::Extend)
+            .await?
+            .is_some()
+        {
+            // Extended by an earlier run of this comment's delivery: only its timers may be
+            // missing.
+            return self.extension_timers(&record).await;
+        }
         let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
             return self
                 .reply(thread, &comment::no_request_here_comment("extend"))
@@ -501,28 +561,48 @@ impl Workflow {
                 .apply(&applied.role, &Self::spec(&record))
                 .await?;
         }
-        self.store.update_request(&mut record, self.now()).await?;
-        self.record_event(
+        let event = super::events::new_event(
             EventKind::Extend,
             Some(&record.id),
             super::events::actor(author),
             serde_json::json!({ "by": by.to_string(), "expires_at": crate::clock::iso(new_expiry), "total": total.to_string() }),
-        )
-        .await?;
-        self.schedule(JobKind::Revoke, &record.id, new_expiry)
-            .await?;
-        let remind_at = new_expiry
-            - chrono::TimeDelta::from_std(self.settings.reminder_before).unwrap_or_default();
-        if remind_at > self.now() {
-            self.schedule(JobKind::Remind, &record.id, remind_at)
-                .await?;
+            self.forge_kind(),
+        );
+        // The new expiry and the comment's effect in one write: a second run cannot extend again.
+        let now = self.now();
+        if !self
+            .store
+            .record_extension(comment, &mut record, &event, now)
+            .await?
+        {
+            return match self.store.get_request(&record.id).await? {
+                Some(stored) => self.extension_timers(&stored).await,
+                None => Ok(()),
+            };
         }
+        self.extension_timers(&record).await?;
         self.forge
             .note(
                 Thread::Change(record.pr_number),
                 &comment::extended_comment(record.requester_login.as_str(), new_expiry, self.now()),
             )
             .await?;
+        Ok(())
+    }
+
+    /// The revoke and the reminder of an active grant at its stored expiry (idempotent).
+    async fn extension_timers(&self, record: &RequestRecord) -> anyhow::Result<()> {
+        let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
+            return Ok(());
+        };
+        self.schedule(JobKind::Revoke, &record.id, expires_at)
+            .await?;
+        let remind_at = expires_at
+            - chrono::TimeDelta::from_std(self.settings.reminder_before).unwrap_or_default();
+        if remind_at > self.now() {
+            self.schedule(JobKind::Remind, &record.id, remind_at)
+                .await?;
+        }
         Ok(())
     }
 

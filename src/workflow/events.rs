@@ -29,6 +29,21 @@ impl Workflow {
         self.store.append_event(&event, self.now()).await?;
         Ok(())
     }
+
+    /// Appends the event unless the request has one of its kind already (a step that happens
+    /// once in a request's life, run again after a crash or by two replicas). True when it
+    /// was appended now.
+    pub(super) async fn record_event_once(
+        &self,
+        kind: EventKind,
+        request: &RequestId,
+        actor: Option<EventActor>,
+        data: Value,
+    ) -> anyhow::Result<bool> {
+        let event = new_event(kind, Some(request), actor, data, self.forge_kind());
+        let appended = self.store.append_event_once(&event, self.now()).await?;
+        Ok(appended.is_some())
+    }
 }
 
 /// An event about `request`, naming the webhook delivery of `forge` being handled, if any.

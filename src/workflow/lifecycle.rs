@@ -90,8 +90,19 @@ impl Workflow {
         let Some(mut record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        if record.state != RequestState::Approved {
-            return Ok(());
+        match record.state {
+            RequestState::Approved => {}
+            // Merged and stored before a crash: what follows the merge is still to be done
+            // (without it no grant, and no revoke at the expiry).
+            RequestState::Active if record.merge_sha.is_some() => {
+                return self.after_merge(record).await;
+            }
+            // Merged and stored, then ended (an early revoke, or reconciliation) before the
+            // merge job ran again: the grant is over, but its merge is still logged.
+            RequestState::Revoking | RequestState::Revoked if record.merge_sha.is_some() => {
+                return self.log_merge(&record).await;
+            }
+            _ => return Ok(()),
         }
         let Some(ready) = self.prepare_merge(&mut record).await? else {
             return Ok(()); // refused, and said so
@@ -152,19 +163,17 @@ impl Workflow {
         record.merge_sha = Some(merged.sha);
         record.total_secs = record.duration_secs;
         self.store.update_request(&mut record, self.now()).await?;
-        self.record_event(
-            EventKind::Merge,
-            Some(id),
-            None,
-            serde_json::json!({
-                "pr": record.pr_number,
-                "merge_sha": record.merge_sha,
-                "approved_by": trailers::approved_by(&record),
-                "granted_at": record.granted_at.map(crate::clock::iso),
-                "expires_at": crate::clock::iso(expires_at),
-            }),
-        )
-        .await?;
+        self.after_merge(record).await
+    }
+
+    /// The steps after a request's merge: the log and the timers of its grant. Each
+    /// is idempotent: a crash in between runs them again.
+    async fn after_merge(&self, record: RequestRecord) -> anyhow::Result<()> {
+        let id = &record.id;
+        let expires_at = record
+            .expires_at
+            .context("a merged request has an expiry")?;
+        self.log_merge(&record).await?;
         self.schedule(JobKind::Revoke, id, expires_at).await?;
         if let Some(due) = record.review_due_at {
             self.schedule(JobKind::ReviewDue, id, due).await?;
@@ -176,6 +185,20 @@ impl Workflow {
         }
         self.store.cancel_job(JobKind::Expire, id).await?;
         self.schedule(JobKind::Grant, id, self.now()).await
+    }
+
+    /// The request's `merge` event, once.
+    async fn log_merge(&self, record: &RequestRecord) -> anyhow::Result<()> {
+        let data = serde_json::json!({
+            "pr": record.pr_number,
+            "merge_sha": record.merge_sha,
+            "approved_by": trailers::approved_by(record),
+            "granted_at": record.granted_at.map(crate::clock::iso),
+            "expires_at": record.expires_at.map(crate::clock::iso),
+        });
+        self.record_event_once(EventKind::Merge, &record.id, None, data)
+            .await?;
+        Ok(())
     }
 
     /// Everything checked before a merge: the role still in the policy and the approvals still
@@ -350,7 +373,13 @@ impl Workflow {
             return Ok(());
         };
         if record.state != RequestState::Active {
-            return Ok(()); // revoked before the grant step ran: nothing to give
+            // Revoked before the grant step ran: nothing to give. Unless this is the step run
+            // again after a crash that followed the grant: what was given is still announced.
+            let logged = self.store.events_for_request(id).await?;
+            if logged.iter().any(|e| e.kind == EventKind::Grant) {
+                self.announce_grant(&record).await?;
+            }
+            return Ok(());
         }
         let Some(applied) = self.applied(&record).await? else {
             // Nothing says what to apply: fail closed.
@@ -381,20 +410,30 @@ impl Workflow {
             self.store.update_request(&mut record, self.now()).await?;
             return self.schedule(JobKind::Revoke, id, self.now()).await;
         }
-        self.record_event(
-            EventKind::Grant,
-            Some(id),
-            super::events::requester(&record),
-            serde_json::json!({ "provider": applied.provider, "role": record.role, "expires_at": record.expires_at.map(crate::clock::iso) }),
-        )
-        .await?;
-        self.metrics.inc(
-            "breakglass_grants_total",
-            format!("provider=\"{}\"", applied.provider),
-        );
+        // Applied again when the step runs again (providers are idempotent), logged once.
+        if self
+            .record_event_once(
+                EventKind::Grant,
+                id,
+                super::events::requester(&record),
+                serde_json::json!({ "provider": applied.provider, "role": record.role, "expires_at": record.expires_at.map(crate::clock::iso) }),
+            )
+            .await?
+        {
+            self.metrics.inc(
+                "breakglass_grants_total",
+                format!("provider=\"{}\"", applied.provider),
+            );
+        }
+        self.announce_grant(&record).await?;
+        self.schedule(JobKind::OpenRevert, id, self.now()).await
+    }
+
+    /// The granted note on the request PR, said once (a step run again reads the thread).
+    async fn announce_grant(&self, record: &RequestRecord) -> anyhow::Result<()> {
         let expires_at = record
             .expires_at
-            .context("an active request has an expiry")?;
+            .context("a granted request has an expiry")?;
         // Approvers are mentioned; `fast-path:<rule>` and `self-service` read as they are.
         let approved_by = match (&record.fast_path_rule, &record.approved_by) {
             (None, Some(by)) if !by.is_empty() => by
@@ -402,7 +441,7 @@ impl Workflow {
                 .map(|login| comment::mention(login.as_str()))
                 .collect::<Vec<_>>()
                 .join(", "),
-            _ => trailers::approved_by(&record),
+            _ => trailers::approved_by(record),
         };
         let text = comment::granted_comment(
             record.id.as_str(),
@@ -416,10 +455,12 @@ impl Workflow {
             record.ticket.as_ref().map(|t| t.as_str()),
             self.forge.kind().change_word(),
         );
-        self.forge
-            .note(Thread::Change(record.pr_number), &text)
-            .await?;
-        self.schedule(JobKind::OpenRevert, id, self.now()).await
+        self.note_once(
+            Thread::Change(record.pr_number),
+            super::once::GRANTED,
+            &text,
+        )
+        .await
     }
 
     /// After the expiry comment: the fast-path label (and the poll for its review) and the

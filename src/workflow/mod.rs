@@ -18,6 +18,7 @@ pub mod gauges;
 pub use forges::Workflows;
 mod guard;
 mod lifecycle;
+mod once;
 mod pull_request;
 mod reconcile;
 mod revocation;

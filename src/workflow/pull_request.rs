@@ -72,6 +72,13 @@ impl Workflow {
         let Some(mut record) = existing else {
             return Ok(());
         };
+        // The grant time is fixed right before the bot's own merge: a merged PR of an approved
+        // request that has one is the bot's merge, whose store write a crash cut off. The merge
+        // job (still queued) finds the PR merged and carries on; closing the request here would
+        // leave its file on the default branch with no grant and no revoke.
+        if pr.merged && record.state == RequestState::Approved && record.granted_at.is_some() {
+            return Ok(());
+        }
         if matches!(
             record.state,
             RequestState::Pending | RequestState::Denied | RequestState::Approved

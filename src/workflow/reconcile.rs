@@ -64,8 +64,9 @@ impl Workflow {
     }
 
     /// Every active grant checked against git (at start and then periodically): a missed
-    /// webhook cannot leave a grant whose request file is gone. Requests stuck in `Revoking`
-    /// get their revoke job back, due now.
+    /// webhook cannot leave a grant whose request file is gone. Approved requests without a
+    /// merge job get one, active grants without a revoke job one at their expiry, and requests
+    /// stuck in `Revoking` their revoke job back, due now.
     pub async fn reconcile_all(&self) -> anyhow::Result<()> {
         // Read afresh: this pass is what catches a policy pushed while no webhook came.
         let (default, policies) = self.refresh_policies().await?;
@@ -74,12 +75,54 @@ impl Workflow {
             policies: policies.ok(),
         };
         self.reconcile_active(&baseline).await?;
+        self.repair_missing_jobs().await?;
         for record in self.own_requests(Some(RequestState::Revoking)).await? {
             if self.store.resume_revoke(&record.id, self.now()).await? {
                 self.wake_jobs.wake(JobKind::Revoke.lane());
             }
         }
         self.remove_orphaned_grants().await
+    }
+
+    /// What a crash (or a forge error) between two writes of a step can leave: an approved
+    /// request whose merge job was never written is approved again (idempotent), an active
+    /// grant without a revoke job gets one at its expiry. One query each finds them; only those
+    /// are looked at on their own.
+    async fn repair_missing_jobs(&self) -> anyhow::Result<()> {
+        let approved = (RequestState::Approved, JobKind::Merge);
+        for found in self
+            .store
+            .requests_without_job(approved.0, approved.1, PAGE)
+            .await?
+        {
+            if !self.owns(&found) {
+                continue;
+            }
+            // Read again under the PR's lock: the approval step may be between its writes.
+            let _guard = self.lock_pr(found.pr_number).await;
+            let Some(record) = self.store.get_request(&found.id).await? else {
+                continue;
+            };
+            let jobs = self.store.jobs_for_request(&record.id).await?;
+            if record.state != RequestState::Approved || jobs.iter().any(|j| j.kind == approved.1) {
+                continue;
+            }
+            tracing::warn!(request = %record.id, "approved without a merge job; approving again");
+            let approved_by = record.approved_by.clone();
+            self.approve(record, approved_by).await?;
+        }
+        let active = self
+            .store
+            .requests_without_job(RequestState::Active, JobKind::Revoke, PAGE)
+            .await?;
+        for record in active.iter().filter(|r| self.owns(r)) {
+            if let Some(expires_at) = record.expires_at {
+                tracing::warn!(request = %record.id, "an active grant without a revoke job; scheduling it");
+                self.schedule(JobKind::Revoke, &record.id, expires_at)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Every active grant checked against git and the policies, a page at a time.

@@ -150,7 +150,7 @@ impl Workflow {
             }
         }
         // Tell the requester before logging the revert: after a crash in between, the step
-        // runs again and may say it twice, but never not at all.
+        // runs again, reads the thread and does not say it twice.
         let text = comment::revoked_comment(
             record.requester_login.as_str(),
             record.environment.as_str(),
@@ -162,9 +162,12 @@ impl Workflow {
                 .map(|n| self.forge.change_label(n))
                 .as_deref(),
         );
-        self.forge
-            .note(Thread::Change(record.pr_number), &text)
-            .await?;
+        self.note_once(
+            Thread::Change(record.pr_number),
+            super::once::REVOKED,
+            &text,
+        )
+        .await?;
         self.record_event(
             EventKind::Revert,
             Some(&record.id),

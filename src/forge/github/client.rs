@@ -479,6 +479,29 @@ impl GithubClient {
         }
     }
 
+    /// The comments on issue or PR `number` as (author id, body), oldest first.
+    pub async fn comments(&self, number: u64) -> Result<Vec<(u64, String)>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            user: User,
+            #[serde(default)]
+            body: String,
+        }
+        let mut all = Vec::new();
+        for page in 1..=50 {
+            let route = self.repo_path(&format!(
+                "/issues/{number}/comments?per_page=100&page={page}"
+            ));
+            let batch: Vec<Raw> = self.json(Method::GET, &route, None).await?;
+            let done = batch.len() < 100;
+            all.extend(batch.into_iter().map(|c| (c.user.id, c.body)));
+            if done {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
     /// Opens a pull request and returns its number.
     pub async fn open_pull_request(
         &self,

@@ -634,6 +634,19 @@ impl GitlabClient {
         Ok(created.id)
     }
 
+    /// The notes on `thread` as (author id, body), oldest first.
+    pub async fn comments(&self, thread: Thread) -> Result<Vec<(u64, String)>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            author: User,
+            #[serde(default)]
+            body: String,
+        }
+        let route = self.project_route(&format!("/{}/notes?sort=asc", route(thread)));
+        let notes: Vec<Raw> = self.get_all(&route).await?;
+        Ok(notes.into_iter().map(|n| (n.author.id, n.body)).collect())
+    }
+
     /// Whether note `note_id` still exists on `thread` (a deleted comment approves nothing).
     pub async fn comment_exists(&self, thread: Thread, note_id: u64) -> Result<bool, ForgeError> {
         let route = self.project_route(&format!("/{}/notes/{note_id}", route(thread)));

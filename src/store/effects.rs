@@ -1,0 +1,156 @@
+//! What a comment's command did, once (`comment_effects`). A webhook delivery can be handled
+//! twice: killed after its work and before it was marked done, or its lease taken over by a
+//! second replica. A command that must not happen twice (open a request, extend a grant)
+//! writes its effect here, keyed by the comment, so that the second run finds it.
+
+use chrono::{DateTime, Utc};
+use sqlx::{AnyConnection, Connection};
+
+use super::events::{NewEvent, append_event};
+use super::requests::{RequestRecord, update_request};
+use super::row::{Fields, string_enum};
+use super::{Backend, ForgeKind, Store, StoreError, to_i64, to_millis};
+use crate::names::RequestId;
+
+/// What a comment did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// Opened a request (`/breakglass <env> <duration>`); its id is reserved before the PR.
+    Request,
+    /// Extended a grant (`/breakglass extend`).
+    Extend,
+}
+
+string_enum!(Effect {
+    Request => "request",
+    Extend => "extend",
+});
+
+/// Which comment: its forge, repository and the forge's id of it.
+#[derive(Clone, Copy, Debug)]
+pub struct CommentKey<'a> {
+    pub forge: ForgeKind,
+    pub repository: &'a str,
+    pub comment_id: u64,
+}
+
+/// The request named by `effect` of the comment, if the comment had that effect.
+pub async fn comment_effect(
+    conn: &mut AnyConnection,
+    comment: CommentKey<'_>,
+    effect: Effect,
+) -> Result<Option<RequestId>, StoreError> {
+    let key = comment.comment_id.to_string();
+    let row = sqlx::query(
+        "SELECT request_id FROM comment_effects \
+         WHERE forge = $1 AND repository = $2 AND comment_id = $3 AND effect = $4",
+    )
+    .bind(comment.forge.as_str())
+    .bind(comment.repository)
+    .bind(to_i64(comment.comment_id, "comment", &key)?)
+    .bind(effect.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let f = Fields::new(&row, "comment_effects", "request_id");
+    let id = f.text("request_id")?;
+    RequestId::try_from(id)
+        .map(Some)
+        .map_err(|reason| f.error(reason))
+}
+
+/// Records `effect` of the comment on `request`; `false` when nothing was written (the comment
+/// had that effect already, or another comment reserved that request id).
+pub async fn add_comment_effect(
+    conn: &mut AnyConnection,
+    comment: CommentKey<'_>,
+    effect: Effect,
+    request: &RequestId,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let key = comment.comment_id.to_string();
+    let written = sqlx::query(
+        "INSERT INTO comment_effects (forge, repository, comment_id, effect, request_id, at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(comment.forge.as_str())
+    .bind(comment.repository)
+    .bind(to_i64(comment.comment_id, "comment", &key)?)
+    .bind(effect.as_str())
+    .bind(request.as_str())
+    .bind(to_millis(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(written.rows_affected() == 1)
+}
+
+/// Whether some comment reserved `request` as the id of the request it opens.
+pub async fn request_id_reserved(
+    conn: &mut AnyConnection,
+    request: &RequestId,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "SELECT 1 AS one FROM comment_effects WHERE request_id = $1 AND effect = 'request'",
+    )
+    .bind(request.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+impl Store {
+    /// See [`comment_effect`].
+    pub async fn comment_effect(
+        &self,
+        comment: CommentKey<'_>,
+        effect: Effect,
+    ) -> Result<Option<RequestId>, StoreError> {
+        comment_effect(&mut *self.conn().await?, comment, effect).await
+    }
+
+    /// See [`add_comment_effect`].
+    pub async fn add_comment_effect(
+        &self,
+        comment: CommentKey<'_>,
+        effect: Effect,
+        request: &RequestId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        add_comment_effect(&mut *self.conn().await?, comment, effect, request, now).await
+    }
+
+    /// See [`request_id_reserved`].
+    pub async fn request_id_reserved(&self, request: &RequestId) -> Result<bool, StoreError> {
+        request_id_reserved(&mut *self.conn().await?, request).await
+    }
+
+    /// Stores `record` (its new expiry) with its `extend` event, once per comment, in one
+    /// transaction: `false` (nothing written, `record` unchanged) when the comment extended
+    /// the grant already. On [`StoreError::Conflict`] nothing was written either.
+    pub async fn record_extension(
+        &self,
+        comment: CommentKey<'_>,
+        record: &mut RequestRecord,
+        event: &NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        // SQLite: take the write lock first, as the event append needs it (see append_event).
+        let mut tx = match self.backend {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => conn.begin().await?,
+        };
+        if !add_comment_effect(&mut tx, comment, Effect::Extend, &record.id, now).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let mut stored = record.clone();
+        update_request(&mut tx, &mut stored, now).await?;
+        append_event(&mut tx, event, now).await?;
+        tx.commit().await?;
+        *record = stored;
+        Ok(true)
+    }
+}

@@ -1,0 +1,35 @@
+//! Notes that are said once in a request's life ("granted", "revoked"), even when the step
+//! that says them runs again after a crash or on two replicas: the thread is read first, and
+//! a note of the bot's that starts with the same marker means it was said.
+
+use super::Workflow;
+use crate::forge::Thread;
+
+/// The first line of the granted note (`templates/comments/granted.md.j2`, and its fallback).
+pub(super) const GRANTED: &str = "🔓";
+/// The first character of the revoked note.
+pub(super) const REVOKED: &str = "🔒";
+
+impl Workflow {
+    /// Posts `body` on `thread` unless the bot already posted a note starting with `marker`
+    /// there. A crash between the post and the step's end is the one case this cannot see
+    /// coming; reading the thread back is what makes the retry safe.
+    pub(super) async fn note_once(
+        &self,
+        thread: Thread,
+        marker: &str,
+        body: &str,
+    ) -> anyhow::Result<()> {
+        debug_assert!(body.starts_with(marker), "the marker starts the note");
+        let said = self
+            .forge
+            .notes(thread)
+            .await?
+            .iter()
+            .any(|(author, text)| *author == self.bot.id && text.starts_with(marker));
+        if !said {
+            self.forge.note(thread, body).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! Chaos: random lifecycles against the test forge with the real service as separate OS
+//! processes, `kill -9`ed at random moments and restarted on the same database; the invariants
+//! of issue 11 checked whenever the world is quiet and at the end. See docs/reliability.md.
+//!
+//! Short runs (fixed seeds) are ordinary tests. The long run:
+//!
+//! ```sh
+//! BREAKGLASS_CHAOS_LIFECYCLES=200 BREAKGLASS_CHAOS_SEED=<seed> BREAKGLASS_CHAOS_REPLICAS=1 \
+//!   BREAKGLASS_CHAOS_BACKEND=sqlite cargo test --test chaos long_chaos -- --ignored --nocapture
+//! ```
+
+/// The driver and the service process; files in tests/chaos/.
+mod chaos {
+    pub mod balancer;
+    pub mod clock;
+    pub mod invariants;
+    pub mod lifecycle;
+    pub mod replicas;
+    pub mod rng;
+    pub mod run;
+    pub mod service;
+    pub mod world;
+}
+
+use chaos::run::{Plan, run};
+use chaos::service;
+use chaos::world::Backend;
+
+/// The service side: the driver runs this test binary again with only this test selected.
+/// Without the driver's variables it does nothing.
+#[test]
+#[ignore = "the chaos service process; started by the chaos driver"]
+fn chaos_service_process() {
+    let (Some(config), Some(clock)) = (
+        std::env::var_os(service::CONFIG_VAR),
+        std::env::var_os(service::CLOCK_VAR),
+    ) else {
+        return;
+    };
+    service::serve(config.as_ref(), clock.as_ref());
+}
+
+/// One chaos run at a time in this binary: the runs measure revocation delays in seconds, and
+/// two of them at once on two cores would measure each other.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn play(plan: Plan) {
+    let _one_at_a_time = SERIAL.lock().await;
+    eprintln!("chaos: {plan:?}");
+    let Some(out) = run(plan.clone()).await else {
+        eprintln!("SKIPPED postgres chaos: BREAKGLASS_TEST_DATABASE_URL is not set");
+        return;
+    };
+    eprintln!(
+        "chaos: seed {} | {} lifecycles ({} granted) | {} replica(s) on {:?} | {} kills, {} restarts, \
+         {} clock jumps, {} redeliveries, {} rounds | worst revocation {:.1} s after expiry or restart | \
+         {:.1} h simulated in {:.1} s | {} violations",
+        plan.seed,
+        plan.lifecycles,
+        out.granted,
+        plan.replicas,
+        plan.backend,
+        out.kills,
+        out.restarts,
+        out.jumps,
+        out.redeliveries,
+        out.rounds,
+        out.worst_revoke_lateness.num_milliseconds() as f64 / 1000.0,
+        out.simulated.num_seconds() as f64 / 3600.0,
+        out.wall.as_secs_f64(),
+        out.violations.len()
+    );
+    assert!(
+        out.violations.is_empty(),
+        "chaos found {} violation(s) with seed {} (replay: BREAKGLASS_CHAOS_SEED={} \
+         BREAKGLASS_CHAOS_LIFECYCLES={} BREAKGLASS_CHAOS_REPLICAS={} BREAKGLASS_CHAOS_BACKEND={} \
+         cargo test --test chaos long_chaos -- --ignored --nocapture):\n{}",
+        out.violations.len(),
+        plan.seed,
+        plan.seed,
+        plan.lifecycles,
+        plan.replicas,
+        if plan.backend == Backend::Sqlite {
+            "sqlite"
+        } else {
+            "postgres"
+        },
+        out.violations.join("\n")
+    );
+}
+
+fn short(backend: Backend, replicas: usize, seed: u64, lifecycles: usize) -> Plan {
+    Plan {
+        seed,
+        lifecycles,
+        replicas,
+        backend,
+        parallel: 4,
+        kill_percent: 12,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_chaos_sqlite() {
+    play(short(Backend::Sqlite, 1, 11, 20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_chaos_postgres_two_replicas() {
+    play(short(Backend::Postgres, 2, 12, 12)).await;
+}
+
+/// The long run, driven by the environment (see the module's doc).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: BREAKGLASS_CHAOS_LIFECYCLES=200 cargo test --test chaos long_chaos -- --ignored"]
+async fn long_chaos() {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let seed = var("BREAKGLASS_CHAOS_SEED")
+        .map(|s| s.parse().expect("BREAKGLASS_CHAOS_SEED is a number"))
+        .unwrap_or_else(rand::random);
+    let lifecycles =
+        var("BREAKGLASS_CHAOS_LIFECYCLES").map_or(200, |n| n.parse().expect("a count"));
+    let replicas = var("BREAKGLASS_CHAOS_REPLICAS").map_or(1, |n| n.parse().expect("a count"));
+    let backend = match var("BREAKGLASS_CHAOS_BACKEND").as_deref() {
+        None | Some("sqlite") => Backend::Sqlite,
+        Some("postgres") => Backend::Postgres,
+        Some(other) => panic!("BREAKGLASS_CHAOS_BACKEND is sqlite or postgres, not {other}"),
+    };
+    play(Plan {
+        seed,
+        lifecycles,
+        replicas,
+        backend,
+        parallel: 6,
+        kill_percent: 12,
+    })
+    .await;
+}
