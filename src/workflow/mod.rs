@@ -21,6 +21,7 @@ mod lifecycle;
 mod pull_request;
 mod reconcile;
 mod revocation;
+pub use revocation::RevokeOutcome;
 mod trailers;
 mod verdict;
 
