@@ -118,9 +118,10 @@ pub async fn granted_by_ids(
         "SELECT {} FROM requests WHERE id IN ({list})",
         request_columns!()
     )));
+    // Not kept prepared: each batch size is another statement.
     let records = ids
         .iter()
-        .fold(records, |q, id| q.bind(id.as_str()))
+        .fold(records.persistent(false), |q, id| q.bind(id.as_str()))
         .fetch_all(&mut *conn)
         .await?;
     let applied = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -129,7 +130,7 @@ pub async fn granted_by_ids(
     )));
     let applied = ids
         .iter()
-        .fold(applied, |q, id| q.bind(id.as_str()))
+        .fold(applied.persistent(false), |q, id| q.bind(id.as_str()))
         .fetch_all(&mut *conn)
         .await?;
     join(decode_records(&records)?, &applied)

@@ -454,6 +454,12 @@ impl Workflow {
                 Some(change)
                     if attempt == 0 && change.head_sha.is_some() && change.pr_number.is_some() =>
                 {
+                    // Built by an `open_revert` that lost its race with the revoke (another
+                    // replica) before it could store the PR's number: the request names it now.
+                    if record.revert_pr_number.is_none() {
+                        record.revert_pr_number = change.pr_number;
+                        self.store.update_request(record, self.now()).await?;
+                    }
                     change
                 }
                 _ => {
