@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::server::{AppState, Intake, Recorder, router};
 use crate::store::{Job, JobId, Lane, Store, StoreError, StoredDelivery};
-use crate::workflow::{Settings, Workflow, Workflows};
+use crate::workflow::{RevokeOutcome, Settings, Workflow, Workflows};
 
 /// How long a claimed delivery or job stays ours without a heartbeat: a worker that dies
 /// (`kill -9`, a lost node) frees its work this soon, so an expiry it held still fires within
@@ -533,38 +533,68 @@ async fn reconcile_worker(
     }
 }
 
-/// Revokes run at once in the revocation lane; each request has one revoke job, so they need
-/// no order among themselves, and they are quick (a provider call and one transaction).
-const REVOKES_IN_FLIGHT: usize = 16;
+/// Due revokes claimed and ended together: a batch costs three commits (claim, `Revoking`,
+/// the ends) whatever its size, where one revoke at a time cost three each, and each commit
+/// is an fsync on SQLite.
+const REVOKE_BATCH: usize = 256;
 
 /// Jobs claimed at once in the forge lane, run one after the other in the order they fell due.
 const FORGE_BATCH: u32 = 10;
 
-/// The revocation lane: up to [`REVOKES_IN_FLIGHT`] revokes at once, a new one claimed as soon
-/// as a slot frees. On shutdown it stops claiming and lets those in flight finish.
+/// The revocation lane: every due revoke (up to [`REVOKE_BATCH`] at once) claimed and ended
+/// as one batch, then the next. A revoke whose PR is busy with other work runs on its own
+/// beside the batches. On shutdown it stops claiming and lets the work in hand finish.
 async fn revocation_worker(workflows: Workflows, worker: String, mut this: Worker) {
     let lane = Lane::Revocation;
-    let mut running = tokio::task::JoinSet::new();
+    let mut alone = tokio::task::JoinSet::new();
     while !this.stopping() {
-        while running.try_join_next().is_some() {}
-        let free = REVOKES_IN_FLIGHT - running.len();
-        if free == 0 {
-            running.join_next().await;
-            continue;
+        while alone.try_join_next().is_some() {}
+        let batch = claim(&workflows, lane, &worker, REVOKE_BATCH).await;
+        if !batch.is_empty() {
+            // The whole batch's leases are renewed while it runs (a batch may outlast one).
+            let renew = job_heartbeat(&workflows, &worker, None);
+            let ended = revoke_batch(&workflows, &batch, &worker, &this.failures);
+            for job in renewing(ended, renew).await {
+                let failures = this.failures.clone();
+                let renew = job_heartbeat(&workflows, &worker, Some(job.id));
+                let job = run_job(workflows.clone(), job, worker.clone(), failures);
+                alone.spawn(renewing(job, renew));
+            }
         }
-        let claimed = claim(&workflows, lane, &worker, free).await;
-        let full = claimed.len() == free;
-        for job in claimed {
-            let failures = this.failures.clone();
-            let renew = job_heartbeat(&workflows, &worker, Some(job.id));
-            let job = run_job(workflows.clone(), job, worker.clone(), failures);
-            running.spawn(renewing(job, renew));
-        }
-        if !full && !until_due(&workflows, lane, &mut this).await {
+        if batch.len() < REVOKE_BATCH && !until_due(&workflows, lane, &mut this).await {
             break;
         }
     }
-    while running.join_next().await.is_some() {}
+    while alone.join_next().await.is_some() {}
+}
+
+/// Ends a claimed batch of revokes and settles each job: a revoked grant's job went with its
+/// end; the others are done or retried on their own. Returns the jobs whose PR was busy.
+async fn revoke_batch(
+    workflows: &Workflows,
+    jobs: &[Job],
+    worker: &str,
+    failures: &Failures,
+) -> Vec<Job> {
+    let ids: Vec<_> = jobs.iter().map(|job| job.request_id.clone()).collect();
+    let outcomes = workflows.revoke_due(&ids).await;
+    let mut busy = Vec::new();
+    for (job, outcome) in jobs.iter().zip(outcomes) {
+        let result = match outcome {
+            RevokeOutcome::Revoked => {
+                count_job(workflows.shared(), job, "ok");
+                continue;
+            }
+            RevokeOutcome::Busy => {
+                busy.push(job.clone());
+                continue;
+            }
+            RevokeOutcome::Nothing => Ok(()),
+            RevokeOutcome::Failed(err) => Err(err),
+        };
+        settle_job(workflows.shared(), job, worker, failures, result).await;
+    }
+    busy
 }
 
 /// The forge lane: the rest of the jobs, in the order they fell due, one at a time (forge
@@ -650,21 +680,26 @@ const MIN_WAIT: Duration = Duration::from_millis(5);
 
 /// Runs one claimed job and records its outcome (done, or failed and due again later).
 async fn run_job(workflows: Workflows, job: Job, worker: String, failures: Arc<Failures>) {
-    let workflow = workflows.shared();
+    let result = workflows.run_job(&job).await;
+    settle_job(workflows.shared(), &job, &worker, &failures, result).await;
+}
+
+/// Records how a job ran: done (deleted), or failed and due again after its backoff.
+async fn settle_job(
+    workflow: &Workflow,
+    job: &Job,
+    worker: &str,
+    failures: &Failures,
+    result: anyhow::Result<()>,
+) {
     let kind = job.kind.to_string();
-    let stored = match workflows.run_job(&job).await {
+    let stored = match result {
         Ok(()) => {
-            workflow.metrics.inc(
-                "breakglass_jobs_total",
-                format!("kind=\"{kind}\",result=\"ok\""),
-            );
-            workflow.store.complete_job(job.id, &worker).await.map(drop)
+            count_job(workflow, job, "ok");
+            workflow.store.complete_job(job.id, worker).await.map(drop)
         }
         Err(err) => {
-            workflow.metrics.inc(
-                "breakglass_jobs_total",
-                format!("kind=\"{kind}\",result=\"error\""),
-            );
+            count_job(workflow, job, "error");
             tracing::warn!(job = %kind, request = %job.request_id, attempts = job.attempts, error = %format!("{err:#}"), "job failed; will retry");
             let work = Work::Job {
                 kind: kind.clone(),
@@ -674,7 +709,7 @@ async fn run_job(workflows: Workflows, job: Job, worker: String, failures: Arc<F
             let next = workflow.clock.now() + retry_delay(&err, job.attempts);
             workflow
                 .store
-                .retry_job(job.id, &worker, &format!("{err:#}"), next)
+                .retry_job(job.id, worker, &format!("{err:#}"), next)
                 .await
                 .map(drop)
         }
@@ -682,6 +717,13 @@ async fn run_job(workflows: Workflows, job: Job, worker: String, failures: Arc<F
     if let Err(err) = stored {
         tracing::error!(%err, "cannot record a job's outcome");
     }
+}
+
+fn count_job(workflow: &Workflow, job: &Job, result: &str) {
+    workflow.metrics.inc(
+        "breakglass_jobs_total",
+        format!("kind=\"{}\",result=\"{result}\"", job.kind),
+    );
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use breakglass::clock::Clock as _;
 use breakglass_test_forge::{FailureKind, FileChange};
 use chrono::TimeDelta;
 use common::*;
@@ -250,6 +251,195 @@ on_both_backends!(
         );
         for change in s.changes() {
             s.take_bot_comments(change.number);
+        }
+    }
+);
+
+/// Gives request `id` an applied-grant record naming a provider this build does not have, so
+/// that its provider revoke fails until the record is set back to `noop`.
+async fn set_applied_provider(s: &Scenario, id: &str, provider: &str) {
+    let id: breakglass::names::RequestId = id.to_owned().try_into().unwrap();
+    let mut applied = s.store.applied_grant(&id).await.unwrap().expect("applied");
+    applied.role = serde_json::from_value(serde_json::json!({ "provider": provider })).unwrap();
+    applied.provider = provider.to_owned();
+    s.store.plan_grant(&applied).await.unwrap();
+}
+
+fn revocations(s: &Scenario, result: &str) -> u64 {
+    s.service.as_ref().unwrap().workflows.shared().metrics.get(
+        "breakglass_revocations_total",
+        &format!("result=\"{result}\""),
+    )
+}
+
+on_both_backends!(
+    a_failing_provider_revoke_does_not_hold_back_the_rest_of_its_batch,
+    |s: Scenario| async move {
+        let ids = ["r1", "r2", "r3", "r4"];
+        let mut prs = Vec::new();
+        for id in ids {
+            prs.push(s.granted(id, "1h").await);
+        }
+        // All four expire at the same instant, so they are due in one batch.
+        let expiries = expiries(&s, &ids).await;
+        assert!(expiries.windows(2).all(|w| w[0] == w[1]), "{expiries:?}");
+        set_applied_provider(&s, "r2", "retired").await;
+        s.expect_job_error(
+            breakglass::store::JobKind::Revoke,
+            "unknown provider `retired`",
+        );
+        // Reconciliation cannot check r2 either; a pass before the expiry says so for sure
+        // (the one at the expiry races the revokes).
+        s.expect_error(Source::Reconciliation, "1 grant(s) could not be reconciled");
+        s.advance(TimeDelta::minutes(6));
+        until("a reconciliation pass finds r2 uncheckable", || async {
+            s.failures()
+                .iter()
+                .any(|f| f.contains("could not be reconciled"))
+        })
+        .await;
+        s.advance(TimeDelta::minutes(54));
+        let r2_retried = || async {
+            let id = s.request("r2").await.id;
+            let jobs = s.store.jobs_for_request(&id).await.unwrap();
+            jobs.iter()
+                .any(|j| j.kind == breakglass::store::JobKind::Revoke && j.attempts >= 1)
+        };
+        until(
+            "r1, r3 and r4 are revoked, r2's revoke is retried",
+            || async {
+                let mut revoked = 0;
+                for id in ["r1", "r3", "r4"] {
+                    revoked += usize::from(s.request(id).await.state.to_string() == "revoked");
+                }
+                revoked == 3 && r2_retried().await
+            },
+        )
+        .await;
+        let r2 = s.request("r2").await;
+        assert_eq!(
+            r2.state.to_string(),
+            "revoking",
+            "r2 waits for its provider"
+        );
+        assert!(revocations(&s, "failed") >= 1);
+        assert_eq!(revocations(&s, "ok"), 3);
+        assert!(s.events("r2", "revoke").await.is_empty());
+        // The provider is back: r2 is revoked on its own retry, once.
+        set_applied_provider(&s, "r2", "noop").await;
+        until("r2 is revoked", || async {
+            s.advance(TimeDelta::seconds(5));
+            s.request("r2").await.state.to_string() == "revoked"
+        })
+        .await;
+        s.settle().await;
+        assert_eq!(revocations(&s, "ok"), 4);
+        for (id, pr) in ids.iter().zip(prs) {
+            assert_eq!(s.events(id, "revoke").await.len(), 1, "{id} revoked once");
+            s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        }
+    }
+);
+
+/// The expiries of `ids`.
+async fn expiries(s: &Scenario, ids: &[&str]) -> Vec<Option<chrono::DateTime<chrono::Utc>>> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(s.request(id).await.expires_at);
+    }
+    out
+}
+
+on_both_backends!(
+    a_crash_between_the_provider_revokes_and_their_record_revokes_each_once_after_the_restart,
+    |mut s: Scenario| async move {
+        let ids = ["r1", "r2", "r3"];
+        let mut prs = Vec::new();
+        for id in ids {
+            prs.push(s.granted(id, "1h").await);
+        }
+        s.crash();
+        s.advance(TimeDelta::hours(1));
+        // What a batch leaves when the process dies after its provider revokes and before
+        // their record: the requests `Revoking`, their jobs leased by the dead worker, no event.
+        let claimed = s
+            .store
+            .claim_lane_jobs(
+                breakglass::store::Lane::Revocation,
+                "dead-worker",
+                s.clock.now(),
+                Duration::from_secs(120),
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 3);
+        for id in ids {
+            let mut record = s.request(id).await;
+            record.state = breakglass::store::RequestState::Revoking;
+            record.revoke_reason = Some(breakglass::store::RevokeReason::Ttl);
+            s.store
+                .begin_revokes(std::slice::from_mut(&mut record), s.clock.now())
+                .await
+                .unwrap()
+                .remove(0)
+                .unwrap();
+        }
+        s.start_service().await;
+        // The dead worker's lease lapses; the revokes run again, from `Revoking`.
+        s.advance(TimeDelta::minutes(3));
+        until("all are revoked", || async {
+            let mut revoked = 0;
+            for id in ids {
+                revoked += usize::from(s.request(id).await.state.to_string() == "revoked");
+            }
+            revoked == ids.len()
+        })
+        .await;
+        s.settle().await;
+        for (id, pr) in ids.iter().zip(prs) {
+            assert_eq!(s.events(id, "revoke").await.len(), 1, "{id} revoked once");
+            assert_eq!(s.events(id, "revert").await.len(), 1, "{id} reverted once");
+            s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        }
+    }
+);
+
+on_both_backends!(
+    two_replicas_revoking_the_same_batch_record_each_grant_once,
+    |mut s: Scenario| async move {
+        let ids = ["r1", "r2", "r3", "r4", "r5", "r6"];
+        let mut prs = Vec::new();
+        for id in ids {
+            prs.push(s.granted(id, "1h").await);
+        }
+        s.add_replica().await;
+        // Both replicas hold the same due jobs (a lapsed lease taken over while the first
+        // still ran): their lanes are stopped and each is handed the whole batch at once.
+        let one = s.service.as_ref().unwrap().workflows.clone();
+        let two = s.replicas[0].workflows.clone();
+        s.crash();
+        s.replicas.pop().unwrap().kill();
+        s.advance(TimeDelta::hours(1));
+        let batch: Vec<breakglass::names::RequestId> = ids
+            .iter()
+            .map(|id| id.to_string().try_into().unwrap())
+            .collect();
+        let (first, second) = tokio::join!(one.revoke_due(&batch), two.revoke_due(&batch));
+        for (i, id) in ids.iter().enumerate() {
+            let revoked = [&first[i], &second[i]]
+                .iter()
+                .filter(|o| matches!(o, breakglass::workflow::RevokeOutcome::Revoked))
+                .count();
+            assert_eq!(revoked, 1, "{id}: {:?} {:?}", first[i], second[i]);
+            assert_eq!(s.events(id, "revoke").await.len(), 1, "{id} revoked once");
+            assert_eq!(s.request(id).await.state.to_string(), "revoked", "{id}");
+        }
+        s.start_service().await;
+        s.settle().await;
+        for (id, pr) in ids.iter().zip(prs) {
+            assert_eq!(s.events(id, "revert").await.len(), 1, "{id} reverted once");
+            s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
         }
     }
 );

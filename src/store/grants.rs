@@ -104,6 +104,46 @@ pub async fn grants_of_provider(
     join(decode_records(&records)?, &applied)
 }
 
+/// The requests `ids` (those that exist, in no particular order), each with what it applied:
+/// two queries for a whole batch of due revokes, whatever its size.
+pub async fn granted_by_ids(
+    conn: &mut AnyConnection,
+    ids: &[RequestId],
+) -> Result<Vec<Granted>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = placeholders(ids.len());
+    let records = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM requests WHERE id IN ({list})",
+        request_columns!()
+    )));
+    // Not kept prepared: each batch size is another statement.
+    let records = ids
+        .iter()
+        .fold(records.persistent(false), |q, id| q.bind(id.as_str()))
+        .fetch_all(&mut *conn)
+        .await?;
+    let applied = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT request_id, provider, role, files, applied_at FROM applied_grants \
+         WHERE request_id IN ({list})"
+    )));
+    let applied = ids
+        .iter()
+        .fold(applied.persistent(false), |q, id| q.bind(id.as_str()))
+        .fetch_all(&mut *conn)
+        .await?;
+    join(decode_records(&records)?, &applied)
+}
+
+/// `$1, $2, … $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn decode_records(rows: &[AnyRow]) -> Result<Vec<RequestRecord>, StoreError> {
     rows.iter().map(RequestRecord::try_from).collect()
 }
@@ -131,6 +171,11 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Granted>, StoreError> {
         active_page(&mut *self.conn().await?, after, limit).await
+    }
+
+    /// See [`granted_by_ids`].
+    pub async fn granted_by_ids(&self, ids: &[RequestId]) -> Result<Vec<Granted>, StoreError> {
+        granted_by_ids(&mut *self.conn().await?, ids).await
     }
 
     /// See [`grants_of_provider`].

@@ -51,6 +51,7 @@ pub use events::{ChainError, EventActor, EventKind, EventRecord, GENESIS_HASH, N
 pub use grants::Granted;
 pub use jobs::{Job, JobId, JobKind, Lane};
 pub use requests::{RequestRecord, RequestState, RevokeReason, StoredDecision};
+pub use revocations::RowOutcome;
 
 /// Which database a [`Store`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -22,6 +22,7 @@ mod once;
 mod pull_request;
 mod reconcile;
 mod revocation;
+pub use revocation::RevokeOutcome;
 mod trailers;
 mod verdict;
 
@@ -117,7 +118,10 @@ pub struct Workflow {
     caches: Arc<cache::Caches>,
 }
 
-const STRIPES: usize = 64;
+/// Many, so that unrelated PRs rarely share one: a due revoke whose stripe is taken waits for
+/// that work (a revert in the forge lane holds its stripe for seconds); with 64 stripes that
+/// was 1 revoke in 64 while the forge lane worked.
+const STRIPES: usize = 1024;
 
 impl Workflow {
     pub fn new(

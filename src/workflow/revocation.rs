@@ -5,96 +5,345 @@
 //! requester. Forge work may be slow, rate-limited or refused and is retried forever, but it
 //! never holds a revoke back, its own or anyone else's.
 
-use anyhow::Context as _;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::Workflow;
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+
 use super::events::new_event;
 use super::guard::{MergePlan, Refusal};
 use super::trailers;
+use super::{Workflow, Workflows};
 use crate::comment;
 use crate::forge::Thread;
 use crate::grant::{GrantSpec, Providers};
 use crate::names::RequestId;
 use crate::policy::ProviderKind;
-use crate::store::{AppliedGrant, ChangeKind, EventKind, JobKind};
+use crate::store::{AppliedGrant, ChangeKind, EventKind, Granted, JobKind, NewEvent, Store};
 use crate::store::{RequestRecord, RequestState, RevokeReason};
 
-impl Workflow {
-    /// Revokes through the provider, then records the end of the grant and schedules its
-    /// revert.
-    pub(super) async fn job_revoke(&self, id: &RequestId) -> anyhow::Result<()> {
-        let Some(mut record) = self.store.get_request(id).await? else {
-            return Ok(());
-        };
-        // Counted only when this run revoked or tried to: a second job for a request that is
-        // revoked already (a reconciliation racing the first) is no revocation.
-        let outcome = match self.revoke(&mut record).await {
-            Ok(false) => return Ok(()),
-            Ok(true) => Ok(()),
-            Err(err) => Err(err),
-        };
-        let result = if outcome.is_ok() { "ok" } else { "failed" };
-        self.metrics.inc(
-            "breakglass_revocations_total",
-            format!("result=\"{result}\""),
-        );
-        outcome
-    }
+/// How one due revoke ended, for the lane to settle its job.
+#[derive(Debug)]
+pub enum RevokeOutcome {
+    /// The grant was revoked; its job went with the revoke's transaction.
+    Revoked,
+    /// Nothing to do (revoked already, never granted, or extended meanwhile): the job is done.
+    Nothing,
+    /// It failed, and is retried on its own (the request stays `Revoking` if it got that far).
+    Failed(anyhow::Error),
+    /// Other work on its PR is in progress here (a forge job, a webhook): run it on its own,
+    /// once that is done, as any job of that PR.
+    Busy,
+}
 
-    /// `true` when this run ended the grant; `false` when there was nothing to do (revoked
-    /// already, not granted, or extended meanwhile).
-    async fn revoke(&self, record: &mut RequestRecord) -> anyhow::Result<bool> {
-        match record.state {
+/// Whether the caller holds the PR locks of the grants of a batch already.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Locks {
+    /// One grant, run as a job under its PR's lock.
+    Held,
+    /// A batch takes each PR's lock if it is free, and leaves the grants of busy ones out.
+    Take,
+}
+
+/// Provider revokes in flight at once within a batch.
+const PROVIDER_CALLS: usize = 32;
+
+/// A grant of the batch on its way to the end, with the workflow that owns it.
+struct Due {
+    index: usize,
+    workflow: Workflow,
+    granted: Granted,
+}
+
+impl Workflows {
+    /// Revokes the due grants `ids` as one batch (see [`revoke_batch`]); one outcome per id,
+    /// in order. A failure of the batch itself (the database) fails each of them.
+    pub async fn revoke_due(&self, ids: &[RequestId]) -> Vec<RevokeOutcome> {
+        let workflows: Vec<&Workflow> = self.iter().collect();
+        match revoke_batch(&workflows, ids, Locks::Take).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => ids
+                .iter()
+                .map(|_| RevokeOutcome::Failed(anyhow::anyhow!("{err:#}")))
+                .collect(),
+        }
+    }
+}
+
+impl Workflow {
+    /// Revokes one due grant, under its PR's lock: a batch of one.
+    pub(super) async fn job_revoke(&self, id: &RequestId) -> anyhow::Result<()> {
+        let outcome = revoke_batch(&[self], std::slice::from_ref(id), Locks::Held).await?;
+        match outcome.into_iter().next() {
+            Some(RevokeOutcome::Failed(err)) => Err(err),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Ends the due grants `ids` in three steps whatever their number: one read of the requests and
+/// what each applied; one transaction marking them `Revoking` (so that an extension racing
+/// the revoke, here or on another replica, loses its lock instead of keeping a grant the
+/// provider no longer holds); the provider revokes, concurrently; one transaction recording
+/// the end of those that went through. A revoke interrupted anywhere is run again from the
+/// `Revoking` state, and the optimistic lock keeps a second run from recording anything.
+///
+/// Within the process, a revoke holds its PR's lock like any work on that PR (across replicas
+/// the optimistic lock orders them). A batch never waits for one: a grant whose PR lock is
+/// taken (a forge job in progress, slow maybe) is left out as [`RevokeOutcome::Busy`] and
+/// waits on its own, so that no forge call holds back the rest of the batch.
+async fn revoke_batch(
+    workflows: &[&Workflow],
+    ids: &[RequestId],
+    locks: Locks,
+) -> anyhow::Result<Vec<RevokeOutcome>> {
+    let Some(first) = workflows.first() else {
+        anyhow::bail!("no workflow to revoke with");
+    };
+    let store = &first.store;
+    let mut outcomes: Vec<Option<RevokeOutcome>> = ids.iter().map(|_| None).collect();
+    let mut loaded: HashMap<RequestId, Granted> = store
+        .granted_by_ids(ids)
+        .await?
+        .into_iter()
+        .map(|g| (g.record.id.clone(), g))
+        .collect();
+    let now = first.now();
+    let mut held = HashMap::new();
+    let (mut marking, mut due) = (Vec::new(), Vec::new());
+    for (index, id) in ids.iter().enumerate() {
+        let Some(mut granted) = loaded.remove(id) else {
+            outcomes[index] = Some(RevokeOutcome::Nothing);
+            continue;
+        };
+        let owner = workflows.iter().position(|w| w.owns(&granted.record));
+        let Some((owner, workflow)) = owner.map(|at| (at, workflows[at])) else {
+            let record = &granted.record;
+            outcomes[index] = Some(RevokeOutcome::Failed(anyhow::anyhow!(
+                "request {} is on {} {}, which this service does not serve",
+                record.id,
+                record.forge,
+                record.repository
+            )));
+            continue;
+        };
+        if locks == Locks::Take && !workflow.try_lock_pr(owner, granted.record.pr_number, &mut held)
+        {
+            outcomes[index] = Some(RevokeOutcome::Busy);
+            continue;
+        }
+        let record = &mut granted.record;
+        let target = match record.state {
+            // An extension moved the expiry; the job was rescheduled to the new time.
+            RequestState::Active if record.expires_at.is_some_and(|at| at > now) => None,
             RequestState::Active => {
-                if record.expires_at.is_some_and(|at| at > self.now()) {
-                    // An extension moved the expiry; the job was rescheduled to the new time.
-                    return Ok(false);
-                }
-                // Revoking first: an extension racing this revoke (another replica) now fails
-                // its optimistic lock instead of keeping a grant the provider no longer holds.
                 record.state = RequestState::Revoking;
                 record.revoke_reason = Some(RevokeReason::Ttl);
-                self.store.update_request(record, self.now()).await?;
+                Some(&mut marking)
             }
-            RequestState::Revoking => {}
-            _ => return Ok(false),
+            RequestState::Revoking => Some(&mut due),
+            _ => None,
+        };
+        match target {
+            Some(list) => list.push(Due {
+                index,
+                workflow: workflow.clone(),
+                granted,
+            }),
+            None => outcomes[index] = Some(RevokeOutcome::Nothing),
         }
+    }
+    due.extend(mark_revoking(store, marking, now, &mut outcomes).await?);
+    let revoked = provider_revokes(due).await;
+    let mut ends = Vec::new();
+    for (due, result) in revoked {
+        match result {
+            Ok(()) => ends.push(due),
+            Err(err) => {
+                count_revocation(&due.workflow, "failed");
+                outcomes[due.index] = Some(RevokeOutcome::Failed(err));
+            }
+        }
+    }
+    record_ends(store, ends, &mut outcomes).await?;
+    drop(held);
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(RevokeOutcome::Nothing))
+        .collect())
+}
+
+/// Stores the grants of `marking` as `Revoking` in one transaction; those that lost their lock
+/// fail (and are retried at once, reading the new state); the rest are returned.
+async fn mark_revoking(
+    store: &Store,
+    marking: Vec<Due>,
+    now: DateTime<Utc>,
+    outcomes: &mut [Option<RevokeOutcome>],
+) -> anyhow::Result<Vec<Due>> {
+    if marking.is_empty() {
+        return Ok(marking);
+    }
+    let mut records: Vec<RequestRecord> =
+        marking.iter().map(|d| d.granted.record.clone()).collect();
+    let stored = store.begin_revokes(&mut records, now).await?;
+    let mut marked = Vec::new();
+    for ((mut due, record), result) in marking.into_iter().zip(records).zip(stored) {
+        match result {
+            Ok(()) => {
+                due.granted.record = record;
+                marked.push(due);
+            }
+            Err(err) => outcomes[due.index] = Some(RevokeOutcome::Failed(err.into())),
+        }
+    }
+    Ok(marked)
+}
+
+/// The provider revokes of a batch, up to [`PROVIDER_CALLS`] at once. Grants placed on one
+/// AWS principal go one after the other: whether a shared attachment stays is decided from
+/// the grants still active when each of them runs.
+async fn provider_revokes(batch: Vec<Due>) -> Vec<(Due, anyhow::Result<()>)> {
+    let mut groups: HashMap<String, Vec<Due>> = HashMap::new();
+    let mut alone = Vec::new();
+    for due in batch {
+        match aws_principal(&due.granted) {
+            Some(principal) => groups.entry(principal).or_default().push(due),
+            None => alone.push(vec![due]),
+        }
+    }
+    let calls = Arc::new(tokio::sync::Semaphore::new(PROVIDER_CALLS));
+    let mut running = tokio::task::JoinSet::new();
+    for group in groups.into_values().chain(alone) {
+        let calls = calls.clone();
+        running.spawn(async move {
+            let _call = calls.acquire_owned().await;
+            let mut done = Vec::new();
+            for mut due in group {
+                let result = due.workflow.provider_revoke(&mut due.granted).await;
+                done.push((due, result));
+            }
+            done
+        });
+    }
+    let mut revoked = Vec::new();
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok(done) => revoked.extend(done),
+            // A revoke that panicked is lost from this batch; its job's lease lapses and it runs again.
+            Err(err) => tracing::error!(%err, "a provider revoke task failed"),
+        }
+    }
+    revoked
+}
+
+fn aws_principal(granted: &Granted) -> Option<String> {
+    let applied = granted.applied.as_ref()?;
+    Providers::aws_principal(&applied.role, &Workflow::spec(&granted.record))
+}
+
+/// Records the end of each grant whose provider revoke went through, in one transaction. One
+/// that lost its lock (revoked meanwhile by another run) fails and is retried at once, to find
+/// nothing left to do.
+async fn record_ends(
+    store: &Store,
+    ends: Vec<Due>,
+    outcomes: &mut [Option<RevokeOutcome>],
+) -> anyhow::Result<()> {
+    if ends.is_empty() {
+        return Ok(());
+    }
+    let now = ends[0].workflow.now();
+    let mut rows: Vec<(RequestRecord, NewEvent)> = ends.iter().map(|d| d.end(now)).collect();
+    let stored = store.record_revokes(&mut rows, now).await?;
+    for (due, result) in ends.iter().zip(stored) {
+        outcomes[due.index] = Some(match result {
+            Ok(()) => {
+                count_revocation(&due.workflow, "ok");
+                RevokeOutcome::Revoked
+            }
+            Err(err) => RevokeOutcome::Failed(err.into()),
+        });
+    }
+    if let Some(due) = ends.first() {
+        due.workflow.wake_jobs.wake(JobKind::Revert.lane());
+    }
+    Ok(())
+}
+
+fn count_revocation(workflow: &Workflow, result: &str) {
+    workflow.metrics.inc(
+        "breakglass_revocations_total",
+        format!("result=\"{result}\""),
+    );
+}
+
+impl Due {
+    /// The request `Revoked` at `now`, with its `Revoke` event.
+    fn end(&self, now: DateTime<Utc>) -> (RequestRecord, NewEvent) {
+        let record = &self.granted.record;
         let reason = record.revoke_reason.unwrap_or(RevokeReason::Ttl);
-        // The provider first: whatever happens to the revert PR, the access ends now.
-        let applied = self.applied(record).await?;
-        match &applied {
-            Some(applied) => {
-                let spec = Self::spec(record);
-                let others = self
-                    .sharing_grants(record.id.as_str(), applied, &spec)
-                    .await?;
-                self.providers
-                    .revoke_with(&applied.role, &spec, &others)
-                    .await?
-            }
-            None => {
-                tracing::warn!(request = %record.id, "no record of what was applied; nothing to revoke at a provider")
-            }
-        }
-        let now = self.now();
         let event = new_event(
             EventKind::Revoke,
             Some(&record.id),
             None,
             serde_json::json!({
                 "reason": reason.to_string(),
-                "provider": applied.as_ref().map(|a| a.provider.clone()),
+                "provider": self.granted.applied.as_ref().map(|a| a.provider.clone()),
                 "revert_pr": record.revert_pr_number,
             }),
-            self.forge_kind(),
+            self.workflow.forge_kind(),
         );
         let mut revoked = record.clone();
         revoked.state = RequestState::Revoked;
         revoked.revoked_at = Some(now);
-        self.store.record_revoked(&mut revoked, &event, now).await?;
-        *record = revoked;
-        self.wake_jobs.wake(JobKind::Revert.lane());
-        Ok(true)
+        (revoked, event)
+    }
+}
+
+/// The PR locks a batch holds, by workflow (each has its own) and stripe.
+type HeldLocks<'w> = HashMap<(usize, usize), tokio::sync::MutexGuard<'w, ()>>;
+
+impl Workflow {
+    /// Takes the lock of PR `number` into `held` unless someone else holds it; `true` when
+    /// the batch holds it (it may have taken it for another PR of the same stripe). `owner`
+    /// tells this workflow's locks from those of the other forge's.
+    fn try_lock_pr<'w>(&'w self, owner: usize, number: u64, held: &mut HeldLocks<'w>) -> bool {
+        let stripe = (number % self.stripes.len() as u64) as usize;
+        let key = (owner, stripe);
+        if held.contains_key(&key) {
+            return true;
+        }
+        match self.stripes[stripe].try_lock() {
+            Ok(guard) => {
+                held.insert(key, guard);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Takes the access of a `Revoking` grant back at its provider. A grant without a record of
+    /// what it applied (merged before that record existed) is revoked as its role is defined
+    /// now, and `granted.applied` says so afterwards.
+    async fn provider_revoke(&self, granted: &mut Granted) -> anyhow::Result<()> {
+        let record = &granted.record;
+        if granted.applied.is_none() {
+            granted.applied = self.applied(record).await?;
+        }
+        let Some(applied) = &granted.applied else {
+            tracing::warn!(request = %record.id, "no record of what was applied; nothing to revoke at a provider");
+            return Ok(());
+        };
+        let spec = Self::spec(record);
+        let others = self
+            .sharing_grants(record.id.as_str(), applied, &spec)
+            .await?;
+        self.providers
+            .revoke_with(&applied.role, &spec, &others)
+            .await?;
+        Ok(())
     }
 
     /// The other active grants that share this grant's managed-policy attachment (aws-iam):
@@ -208,6 +457,12 @@ impl Workflow {
                 Some(change)
                     if attempt == 0 && change.head_sha.is_some() && change.pr_number.is_some() =>
                 {
+                    // Built by an `open_revert` that lost its race with the revoke (another
+                    // replica) before it could store the PR's number: the request names it now.
+                    if record.revert_pr_number.is_none() {
+                        record.revert_pr_number = change.pr_number;
+                        self.store.update_request(record, self.now()).await?;
+                    }
                     change
                 }
                 _ => {
