@@ -53,6 +53,28 @@ async fn done_deliveries(store: &Store) -> i64 {
     done
 }
 
+/// Waits (up to 60 s) until `n` deliveries are handled, then checks that `n` are stored: each
+/// acknowledged or redelivered one exactly once.
+async fn handled_once_each(store: &Store, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = done_deliveries(store).await;
+        let (all,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        if done == n {
+            assert_eq!(all, n, "each delivery stored once");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not get through ({done} of {all} done)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Turns connections to `database` off (and ends the open ones) or back on.
 async fn allow_connections(admin: &Store, database: &str, allow: bool) {
     // The name is the test's own random `breakglass_test_<hex>`: safe to splice.
@@ -107,14 +129,7 @@ async fn a_database_outage_gets_503s_loses_nothing_acknowledged_and_work_resumes
     // Handled before the outage: a delivery a worker holds when the database goes away
     // waits for its lease to lapse (2 s once the heartbeat cannot renew it), which this story
     // does not wait for.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while done_deliveries(&store).await < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the first delivery was not handled"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    handled_once_each(&store, 1).await;
 
     allow_connections(&admin, &database, false).await;
     assert_eq!(
@@ -133,26 +148,7 @@ async fn a_database_outage_gets_503s_loses_nothing_acknowledged_and_work_resumes
     }
     // The forge redelivers what got a 503.
     assert_eq!(deliver(&client, addr, "during-outage").await, 202);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = done_deliveries(&store).await;
-        let (all,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        if done == 2 {
-            assert_eq!(
-                all, 2,
-                "the acknowledged one and the redelivered one, once each"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the workers did not resume ({done} of {all} done)"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    handled_once_each(&store, 2).await;
     running.shutdown().await;
 }
 
@@ -169,14 +165,7 @@ async fn a_locked_sqlite_database_gets_503s_loses_nothing_acknowledged_and_work_
     let client = reqwest::Client::new();
     assert_eq!(ready(&client, addr).await, 200);
     assert_eq!(deliver(&client, addr, "before-lock").await, 202);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while done_deliveries(&store).await < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the first delivery was not handled"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    handled_once_each(&store, 1).await;
 
     let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
         .await
@@ -204,23 +193,7 @@ async fn a_locked_sqlite_database_gets_503s_loses_nothing_acknowledged_and_work_
     // the lock went (a late commit of what was refused is harmless): then it is a duplicate.
     let again = deliver(&client, addr, "during-lock").await;
     assert!(matches!(again, 202 | 200), "redelivered: {again}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done = done_deliveries(&store).await;
-        let (all,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        if done == 2 {
-            assert_eq!(all, 2, "each delivery stored once");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the workers did not resume ({done} of {all} done)"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    handled_once_each(&store, 2).await;
     let Standalone { running, .. } = service;
     running.shutdown().await;
 }
