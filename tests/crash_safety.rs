@@ -201,16 +201,8 @@ on_both_forges!(
     }
 );
 
-/// carol's `/breakglass approve` on `pr`, stored with the request approved, as a kill right
-/// after the approval step's store write leaves it: the service down, the comment's webhook
-/// not handled (paused: it reaches the bot when the test resumes the webhooks).
-async fn approved_then_killed(s: &mut Scenario, pr: u64, id: &str) -> RequestRecord {
-    s.forge.set_webhooks_paused(true);
-    s.forge.advance_clock(TimeDelta::seconds(1));
-    let comment = s.note(pr, &s.people.carol, "/breakglass approve");
-    s.crash();
-    let now = s.clock.now();
-    let mut record = s.request(id).await;
+/// Stores carol's approval by comment `comment` of `record`, as the approval step does.
+async fn store_carols_comment_approval(s: &Scenario, record: &RequestRecord, comment: u64) {
     s.store
         .add_approval(&Approval {
             request_id: record.id.clone(),
@@ -223,6 +215,19 @@ async fn approved_then_killed(s: &mut Scenario, pr: u64, id: &str) -> RequestRec
         })
         .await
         .unwrap();
+}
+
+/// carol's `/breakglass approve` on `pr`, stored with the request approved, as a kill right
+/// after the approval step's store write leaves it: the service down, the comment's webhook
+/// not handled (paused: it reaches the bot when the test resumes the webhooks).
+async fn approved_then_killed(s: &mut Scenario, pr: u64, id: &str) -> RequestRecord {
+    s.forge.set_webhooks_paused(true);
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    let comment = s.note(pr, &s.people.carol, "/breakglass approve");
+    s.crash();
+    let now = s.clock.now();
+    let mut record = s.request(id).await;
+    store_carols_comment_approval(s, &record, comment).await;
     record.state = RequestState::Approved;
     record.approved_by = Some(vec!["carol".to_owned().try_into().unwrap()]);
     s.store.update_request(&mut record, now).await.unwrap();
@@ -405,18 +410,7 @@ on_both_backends!(
         // What a kill after the approval step stored the approval, before it acted on it,
         // leaves: the approval stored, the request pending, the comment's delivery to handle.
         let record = s.request("r-unacted").await;
-        s.store
-            .add_approval(&Approval {
-                request_id: record.id.clone(),
-                signal: format!("comment:{comment}"),
-                approver_id: s.people.carol.id,
-                approver_login: "carol".to_owned().try_into().unwrap(),
-                source: ApprovalSource::Comment,
-                head_sha: record.head_sha.clone(),
-                approved_at: s.forge.now(),
-            })
-            .await
-            .unwrap();
+        store_carols_comment_approval(&s, &record, comment).await;
         s.forge.set_webhooks_paused(false);
         s.forge.flush_webhooks();
         s.settle().await;

@@ -115,10 +115,7 @@ impl Driver {
             if self.clock.now() - origin > simulated_cap {
                 self.violation(format!(
                     "lifecycles never finished: {:?}",
-                    lifecycles
-                        .iter()
-                        .filter(|l| l.stage != Stage::Done)
-                        .collect::<Vec<_>>()
+                    unfinished(&lifecycles)
                 ));
                 break;
             }
@@ -134,10 +131,7 @@ impl Driver {
             if jumps_idle > 150 {
                 self.violation(format!(
                     "stuck: nothing moved over 150 clock jumps: {:?}",
-                    lifecycles
-                        .iter()
-                        .filter(|l| l.stage != Stage::Done)
-                        .collect::<Vec<_>>()
+                    unfinished(&lifecycles)
                 ));
                 break;
             }
@@ -391,4 +385,12 @@ impl Driver {
             ));
         }
     }
+}
+
+/// The lifecycles not done yet (for a violation's message).
+fn unfinished(lifecycles: &[Lifecycle]) -> Vec<&Lifecycle> {
+    lifecycles
+        .iter()
+        .filter(|l| l.stage != Stage::Done)
+        .collect()
 }
