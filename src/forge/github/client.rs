@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::forge::etag_cache::EtagCache;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
@@ -49,16 +50,13 @@ pub struct GithubClient {
     /// Bodies of earlier GETs by path, with their ETags: asking again with `If-None-Match`
     /// costs nothing against the rate limit when nothing changed (policies are read at every
     /// decision).
-    cache: Arc<Mutex<HashMap<String, (String, String)>>>,
+    cache: EtagCache,
     /// The ETag of the last reactions list per pull request, for polling.
     reaction_etags: Arc<Mutex<HashMap<u64, String>>>,
     /// For a GitHub App: its bot user's login (`<slug>[bot]`), which an installation token
     /// cannot look up itself.
     app_bot: Option<String>,
 }
-
-/// Most GET answers kept for conditional requests; past it the cache starts over.
-const CACHE_ENTRIES: usize = 2048;
 
 /// A raw answer: status, headers and body text.
 struct Answer {
@@ -111,7 +109,7 @@ impl GithubClient {
                     owner: owner.into(),
                     repo: repo.into(),
                     retry: RetryPolicy::default(),
-                    cache: Arc::default(),
+                    cache: EtagCache::default(),
                     reaction_etags: Arc::default(),
                     app_bot: None,
                 };
@@ -143,7 +141,7 @@ impl GithubClient {
             owner: owner.into(),
             repo: repo.into(),
             retry: RetryPolicy::default(),
-            cache: Arc::default(),
+            cache: EtagCache::default(),
             reaction_etags: Arc::default(),
             app_bot,
         })
@@ -231,35 +229,26 @@ impl GithubClient {
             let answer = self.send(method, path, body, HeaderMap::new()).await?;
             return decode(&call, &answer.body);
         }
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-            .cloned();
+        let cached = self.cache.get(path);
         let mut headers = HeaderMap::new();
         if let Some(etag) = cached
             .as_ref()
-            .and_then(|(etag, _)| HeaderValue::from_str(etag).ok())
+            .and_then(|cached| HeaderValue::from_str(&cached.etag).ok())
         {
             headers.insert(http::header::IF_NONE_MATCH, etag);
         }
         let answer = self.send(method, path, None, headers).await?;
         if answer.status == StatusCode::NOT_MODIFIED
-            && let Some((_, body)) = cached
+            && let Some(cached) = cached
         {
-            return decode(&call, &body);
+            return decode(&call, &cached.body);
         }
         if let Some(etag) = answer
             .headers
             .get(http::header::ETAG)
             .and_then(|v| v.to_str().ok())
         {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(path.to_owned(), (etag.to_owned(), answer.body.clone()));
+            self.cache.put(path, etag, &answer.body);
         }
         decode(&call, &answer.body)
     }
