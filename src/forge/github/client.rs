@@ -58,6 +58,9 @@ pub struct GithubClient {
     app_bot: Option<String>,
 }
 
+/// Entries of a directory GitHub's contents API lists at most.
+const CONTENTS_DIR_LIMIT: usize = 1000;
+
 /// A raw answer: status, headers and body text.
 struct Answer {
     status: StatusCode,
@@ -328,24 +331,79 @@ impl GithubClient {
         }))
     }
 
-    /// The files of a directory at a ref (names only), empty when it does not exist.
+    /// The files of a directory at a ref (full paths), empty when it does not exist.
+    ///
+    /// The contents API lists at most [`CONTENTS_DIR_LIMIT`] entries of a directory and says
+    /// nothing of the rest; a listing that long is read again, whole, as the directory's git
+    /// tree (two more calls: the parent's listing for the tree's sha, then the tree).
     pub async fn list_dir(&self, git_ref: &str, path: &str) -> Result<Vec<String>, ForgeError> {
+        let entries = match self.dir_entries(git_ref, path).await {
+            Err(err) if err.status() == Some(404) => return Ok(Vec::new()),
+            listed => listed?,
+        };
+        if entries.len() >= CONTENTS_DIR_LIMIT
+            && let Some(files) = self.tree_files(git_ref, path).await?
+        {
+            return Ok(files);
+        }
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.kind == "file")
+            .map(|e| e.path)
+            .collect())
+    }
+
+    async fn dir_entries(&self, git_ref: &str, path: &str) -> Result<Vec<DirEntry>, ForgeError> {
+        let route = match path {
+            "" => self.repo_path(&format!("/contents?ref={git_ref}")),
+            path => self.repo_path(&format!("/contents/{path}?ref={git_ref}")),
+        };
+        self.json::<Vec<DirEntry>>(Method::GET, &route, None).await
+    }
+
+    /// Every file of directory `path` at `git_ref`, from its git tree; `None` when the
+    /// directory is not found in its parent's listing.
+    async fn tree_files(
+        &self,
+        git_ref: &str,
+        path: &str,
+    ) -> Result<Option<Vec<String>>, ForgeError> {
         #[derive(Deserialize)]
-        struct Entry {
+        struct Tree {
+            tree: Vec<TreeEntry>,
+            #[serde(default)]
+            truncated: bool,
+        }
+        #[derive(Deserialize)]
+        struct TreeEntry {
             path: String,
             #[serde(rename = "type")]
             kind: String,
         }
-        let route = self.repo_path(&format!("/contents/{path}?ref={git_ref}"));
-        match self.json::<Vec<Entry>>(Method::GET, &route, None).await {
-            Ok(entries) => Ok(entries
-                .into_iter()
-                .filter(|e| e.kind == "file")
-                .map(|e| e.path)
-                .collect()),
-            Err(err) if err.status() == Some(404) => Ok(Vec::new()),
-            Err(err) => Err(err),
+        let path = path.trim_matches('/');
+        let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+        let siblings = self.dir_entries(git_ref, parent).await?;
+        let Some(dir) = siblings
+            .into_iter()
+            .find(|e| e.kind == "dir" && e.path == path)
+        else {
+            return Ok(None);
+        };
+        let Some(sha) = dir.sha else { return Ok(None) };
+        let route = self.repo_path(&format!("/git/trees/{sha}"));
+        let tree: Tree = self.json(Method::GET, &route, None).await?;
+        if tree.truncated {
+            // Past the Trees API's own limit (100,000 entries): what it listed is all there is
+            // to have; callers read any file they miss on its own.
+            tracing::warn!(%path, "the directory's git tree was truncated");
         }
+        Ok(Some(
+            tree.tree
+                .into_iter()
+                .filter(|e| e.kind == "blob")
+                .map(|e| format!("{path}/{}", e.path))
+                .collect(),
+        ))
     }
 
     /// Creates `branch` at `sha`.
@@ -926,6 +984,16 @@ impl From<User> for Actor {
             login: user.login,
         }
     }
+}
+
+/// One entry of a contents listing.
+#[derive(Deserialize)]
+struct DirEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    sha: Option<String>,
 }
 
 /// The answer of a contents write: the commit it made.
