@@ -5,9 +5,11 @@
 //! transaction and only then answers each handler: nothing is acknowledged before the commit
 //! that holds it has returned.
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
 
-use crate::store::{NewDelivery, Recorded, Store};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::store::{Backend, NewDelivery, Recorded, Store};
 
 /// Deliveries stored in one transaction at most.
 const MAX_BATCH: usize = 256;
@@ -49,10 +51,26 @@ impl Recorder {
     }
 }
 
+/// Batches in flight at once. SQLite has one writer, so one. PostgreSQL flushes the WAL of
+/// concurrent commits together, so a batch may be written while the one before it commits.
+/// Two batches in flight may commit out of order; that never reorders what a forge could
+/// order: a delivery is acknowledged only after its commit, so every delivery that arrives
+/// after that acknowledgement is stored (and `received_at`, then `seq`, ordered) after it.
+fn in_flight(store: &Store) -> usize {
+    match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    }
+}
+
 /// Takes what has queued (at least one, at most [`MAX_BATCH`]), stores it as one transaction and
 /// answers each; a failed transaction fails every delivery in it, none is half-stored.
 async fn write_batches(store: Store, mut waiting: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(in_flight(&store)));
     while let Some(first) = waiting.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match waiting.try_recv() {
@@ -60,29 +78,38 @@ async fn write_batches(store: Store, mut waiting: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let deliveries: Vec<NewDelivery> = batch.iter().map(|p| p.delivery.clone()).collect();
-        // A database that does not answer gets the forge a 503 (it redelivers), not a hang
-        // past its own timeout. A write cut off here may still have committed: then the
-        // redelivery is found stored, and nothing was acknowledged before it was durable.
-        let written = tokio::time::timeout(WRITE_TIMEOUT, store.record_deliveries(&deliveries))
-            .await
-            .map_err(|_| {
-                format!(
-                    "the database did not answer within {} s",
-                    WRITE_TIMEOUT.as_secs()
-                )
-            })
-            .and_then(|written| written.map_err(|err| err.to_string()));
-        match written {
-            Ok(recorded) => {
-                for (pending, outcome) in batch.into_iter().zip(recorded) {
-                    let _ = pending.answer.send(Ok(outcome));
-                }
+        let store = store.clone();
+        tokio::spawn(async move {
+            write_batch(&store, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Stores one batch and answers each of its deliveries.
+async fn write_batch(store: &Store, batch: Vec<Pending>) {
+    let deliveries: Vec<NewDelivery> = batch.iter().map(|p| p.delivery.clone()).collect();
+    // A database that does not answer gets the forge a 503 (it redelivers), not a hang
+    // past its own timeout. A write cut off here may still have committed: then the
+    // redelivery is found stored, and nothing was acknowledged before it was durable.
+    let written = tokio::time::timeout(WRITE_TIMEOUT, store.record_deliveries(&deliveries))
+        .await
+        .map_err(|_| {
+            format!(
+                "the database did not answer within {} s",
+                WRITE_TIMEOUT.as_secs()
+            )
+        })
+        .and_then(|written| written.map_err(|err| err.to_string()));
+    match written {
+        Ok(recorded) => {
+            for (pending, outcome) in batch.into_iter().zip(recorded) {
+                let _ = pending.answer.send(Ok(outcome));
             }
-            Err(why) => {
-                for pending in batch {
-                    let _ = pending.answer.send(Err(why.clone()));
-                }
+        }
+        Err(why) => {
+            for pending in batch {
+                let _ = pending.answer.send(Err(why.clone()));
             }
         }
     }
