@@ -8,6 +8,10 @@
 //!   one request at a time, with zero added forge latency and with 50 ms per API call. Also the
 //!   **sequential** forge round trips in that window (calls made concurrently count once), and
 //!   how many of them come before the merge.
+//! - **Time from an approval**: a request that needs an approver (2h, past the fast path's
+//!   1h) is open; an approver submits an approving review. Measured from the start of the
+//!   `pull_request_review` webhook's POST to the end of the expiry comment, with the same
+//!   sequential round trips (target ≤ 3: merge, grant, comment).
 //! - **API cost**: one full lifecycle (comment → grant → expiry → revert merged), calls counted
 //!   by the forge, split into rate-limited and free (304).
 //!
@@ -95,6 +99,19 @@ async fn time_to_access(requests: usize, slow: usize) {
         let mut samples = Vec::new();
         for i in 1..=count {
             samples.push(world.request(i).await);
+        }
+        report(latency, &samples);
+    }
+    println!("time from an approving review to the expiry comment, SQLite:");
+    for (latency, count) in [
+        (Duration::ZERO, requests.div_ceil(10)),
+        (Duration::from_millis(50), slow.div_ceil(10)),
+    ] {
+        let world = World::start(latency).await;
+        world.approved_request(0).await;
+        let mut samples = Vec::new();
+        for i in 1..=count {
+            samples.push(world.approved_request(i).await);
         }
         report(latency, &samples);
     }
@@ -213,9 +230,38 @@ impl World {
         self.settle().await;
         self.forge().record_timeline(false);
         let spans = self.forge().take_timeline();
-        let sample = measure(&spans).unwrap_or_else(|why| panic!("request {i}: {why}"));
+        let sample =
+            measure(&spans, "issue_comment").unwrap_or_else(|why| panic!("request {i}: {why}"));
         // Revoke it now, off the clock, so the requester can ask again.
         let pr = self.latest_pr();
+        self.forge().comment(REPO, pr, user, "/breakglass revoke");
+        self.settle().await;
+        sample
+    }
+
+    /// Request number `i` asked for longer than the fast path allows, opened and pending
+    /// (off the clock); then measured from the approver's review to the expiry comment.
+    async fn approved_request(&self, i: usize) -> Sample {
+        let user = &self.requesters[i % REQUESTERS];
+        self.forge().comment(
+            REPO,
+            self.issue,
+            user,
+            &format!("/breakglass oncall 2h -- incident {i}"),
+        );
+        self.settle().await;
+        let pr = self.latest_pr();
+        assert!(!self.forge().pr(REPO, pr).merged, "pending until approved");
+        self.forge().take_timeline();
+        self.forge().record_timeline(true);
+        let carol = self.forge().user("carol");
+        self.forge()
+            .review(REPO, pr, &carol, breakglass_test_forge::ReviewState::Approved);
+        self.settle().await;
+        self.forge().record_timeline(false);
+        let spans = self.forge().take_timeline();
+        let sample = measure(&spans, "pull_request_review")
+            .unwrap_or_else(|why| panic!("approved request {i}: {why}"));
         self.forge().comment(REPO, pr, user, "/breakglass revoke");
         self.settle().await;
         sample
@@ -224,6 +270,9 @@ impl World {
     /// One request from comment to revert merged at expiry, calls counted.
     async fn lifecycle_cost(&self) {
         let user = &self.requesters[0];
+        let trace = std::env::var_os("BREAKGLASS_BENCH_TRACE").is_some();
+        self.forge().take_timeline();
+        self.forge().record_timeline(trace);
         self.forge().reset_calls();
         self.forge()
             .comment(REPO, self.issue, user, "/breakglass oncall 1h -- incident");
@@ -241,6 +290,12 @@ impl World {
             "  {} calls: {} rate-limited, {} free (304); {} of them up to the grant",
             total.total, total.rate_limited_cost, total.not_modified, granted.total
         );
+        self.forge().record_timeline(false);
+        for span in self.forge().take_timeline() {
+            if let SpanKind::Api { method, path, .. } = &span.kind {
+                println!("      {method} {path}");
+            }
+        }
         let mut routes: Vec<_> = total.by_route.iter().collect();
         routes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for ((method, route), n) in routes {
@@ -344,13 +399,13 @@ impl World {
     }
 }
 
-/// Time and round trips from the comment's webhook to the first comment on the request PR
-/// after its merge.
-fn measure(spans: &[Span]) -> Result<Sample, String> {
+/// Time and round trips from the first webhook of `event` to the first comment on the request
+/// PR after its merge.
+fn measure(spans: &[Span], event: &str) -> Result<Sample, String> {
     let webhook = spans
         .iter()
-        .find(|s| matches!(&s.kind, SpanKind::Webhook { event } if event == "issue_comment"))
-        .ok_or("no issue_comment webhook")?;
+        .find(|s| matches!(&s.kind, SpanKind::Webhook { event: e } if e == event))
+        .ok_or(format!("no {event} webhook"))?;
     let merge = spans
         .iter()
         .find(|s| s.is_call("PUT", "/repos/{owner}/{repo}/pulls/{number}/merge") && s.status == 200)

@@ -476,7 +476,7 @@ impl Workflow {
                 }
             };
             let plan = MergePlan::deletion(&change, title.clone(), message.clone())?;
-            match self.merge_own_or_theirs(&plan).await? {
+            match self.merge_own_or_theirs(&plan, None).await? {
                 Ok(merged) => return Ok(Some(merged.sha)),
                 Err(Refusal::Closed) if self.forge.change(plan.pr).await?.info.merged => {
                     // Merged by hand at another head: the files may still be there; rebuild.

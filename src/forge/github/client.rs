@@ -991,6 +991,8 @@ struct PullRequest {
     draft: Option<bool>,
     #[serde(default)]
     updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    changed_files: Option<u64>,
 }
 
 impl From<PullRequest> for PullRequestState {
@@ -1002,6 +1004,8 @@ impl From<PullRequest> for PullRequestState {
             open: pr.state == "open",
             merge_sha: if merged { pr.merge_commit_sha } else { None },
             merged_at: pr.merged_at,
+            changed_files: pr.changed_files,
+            merge_base: None,
             info: PullRequestInfo {
                 number: pr.number,
                 author: pr.user.into(),

@@ -1049,6 +1049,15 @@ struct MergeRequest {
     merged_at: Option<DateTime<Utc>>,
     #[serde(default)]
     updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    diff_refs: Option<DiffRefs>,
+}
+
+/// The commits a merge request's diff is between.
+#[derive(Deserialize)]
+struct DiffRefs {
+    #[serde(default)]
+    base_sha: Option<String>,
 }
 
 impl MergeRequest {
@@ -1065,6 +1074,8 @@ impl MergeRequest {
                     .unwrap_or_else(|| head_sha.clone())
             }),
             merged_at: self.merged_at,
+            changed_files: None,
+            merge_base: self.diff_refs.and_then(|d| d.base_sha),
             info: PullRequestInfo {
                 number: self.iid,
                 author: self.author.into(),
