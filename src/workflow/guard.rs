@@ -125,6 +125,9 @@ impl Refusal {
 #[derive(Clone, Debug)]
 pub(super) struct Merged {
     pub sha: String,
+    /// The head that was merged (the bot's commit put back after tampering, on GitLab a new
+    /// one).
+    pub head: String,
 }
 
 fn short(sha: &str) -> &str {
@@ -147,7 +150,10 @@ impl Workflow {
         };
         if pr.info.merged {
             return Ok(match pr.merge_sha {
-                Some(sha) if pr.info.head_sha == plan.head_sha => Ok(Merged { sha }),
+                Some(sha) if pr.info.head_sha == plan.head_sha => Ok(Merged {
+                    sha,
+                    head: plan.head_sha.clone(),
+                }),
                 _ => Err(Refusal::Closed),
             });
         }
@@ -185,7 +191,10 @@ impl Workflow {
             Ok(sha) => {
                 // The merge commit is the default branch's head now.
                 self.default_head_moved(&sha).await?;
-                Ok(Ok(Merged { sha }))
+                Ok(Ok(Merged {
+                    sha,
+                    head: plan.head_sha.clone(),
+                }))
             }
             Err(MergeError::HeadChanged) => Ok(Err(Refusal::HeadMoved {
                 found: "a newer commit".into(),

@@ -188,6 +188,14 @@ impl Workflow {
             Ok(merged) => merged,
             Err(refusal) => return self.refuse_merge(record, &refusal.to_string()).await,
         };
+        if merged.head != record.head_sha
+            && let Some(stored) = self.store.get_request(id).await?
+        {
+            // The branch was put back as a new commit (GitLab), which the store took as the
+            // request's head meanwhile.
+            record.head_sha = stored.head_sha;
+            record.version = stored.version;
+        }
         record.state = RequestState::Active;
         record.merge_sha = Some(merged.sha);
         record.total_secs = record.duration_secs;

@@ -210,6 +210,16 @@ impl TestForge {
         )
     }
 
+    /// Moves `branch` to commit `sha` as `user`, whether or not that is a fast-forward (a force
+    /// push: commits on the branch after `sha` leave it). Sends the `push` event.
+    #[track_caller]
+    pub fn force_branch(&self, repo: &str, branch: &str, user: &User, sha: &str) {
+        ok(
+            "force_branch",
+            self.with_state(|st| st.update_branch(repo, branch, sha, true, &user.login)),
+        );
+    }
+
     /// Deletes a branch as `user` (closing its open pull requests, as GitHub does).
     #[track_caller]
     pub fn delete_branch(&self, repo: &str, branch: &str, user: &User) {
