@@ -255,8 +255,12 @@ impl World {
         self.forge().take_timeline();
         self.forge().record_timeline(true);
         let carol = self.forge().user("carol");
-        self.forge()
-            .review(REPO, pr, &carol, breakglass_test_forge::ReviewState::Approved);
+        self.forge().review(
+            REPO,
+            pr,
+            &carol,
+            breakglass_test_forge::ReviewState::Approved,
+        );
         self.settle().await;
         self.forge().record_timeline(false);
         let spans = self.forge().take_timeline();

@@ -5,9 +5,9 @@
 
 mod common;
 
+use breakglass::store::JobKind;
 use breakglass_test_forge::{FailureKind, FailureSpec, Protection};
 use chrono::TimeDelta;
-use breakglass::store::JobKind;
 use common::*;
 use http::Method;
 
@@ -247,7 +247,10 @@ on_both_forges!(
         let (pr, path) = bots_request(&s, "staging");
         let opened = s.change(pr);
         assert!(!opened.merged, "the merge waits for its retry");
-        let policy = s.forge.file_on(REPO, "main", "policies/staging.yaml").unwrap();
+        let policy = s
+            .forge
+            .file_on(REPO, "main", "policies/staging.yaml")
+            .unwrap();
         let request = s.forge.file_on(REPO, &opened.head_ref, &path).unwrap();
         s.forge.set_webhooks_paused(true);
         s.forge.push_files(
@@ -256,7 +259,10 @@ on_both_forges!(
             &s.people.mallory,
             &[
                 (&path, &request.replace("1h", "8h")),
-                ("policies/staging.yaml", &policy.replace("alice, ", "alice, mallory, ")),
+                (
+                    "policies/staging.yaml",
+                    &policy.replace("alice, ", "alice, mallory, "),
+                ),
             ],
             "ride along",
         );
@@ -269,7 +275,9 @@ on_both_forges!(
             "the request as the bot wrote it"
         );
         assert_eq!(
-            s.forge.file_on(REPO, "main", "policies/staging.yaml").unwrap(),
+            s.forge
+                .file_on(REPO, "main", "policies/staging.yaml")
+                .unwrap(),
             policy,
             "main's policy is untouched"
         );

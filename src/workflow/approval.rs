@@ -66,6 +66,9 @@ pub(super) struct Signal<'a> {
     pub at: Option<DateTime<Utc>>,
 }
 
+/// The signals (`reaction:<id>`, …) the forge still shows, of one kind.
+type Alive = anyhow::Result<Vec<String>>;
+
 impl Workflow {
     /// Marks the request approved (by `approved_by`, or by its fast-path rule) and starts the
     /// merge. Only now does `breakglass/policy` turn green.
@@ -336,8 +339,14 @@ impl Workflow {
         };
         let comments = async {
             let mut alive = Vec::new();
-            for approval in approvals.iter().filter(|a| a.source == ApprovalSource::Comment) {
-                let id = approval.signal.strip_prefix("comment:").and_then(|id| id.parse().ok());
+            for approval in approvals
+                .iter()
+                .filter(|a| a.source == ApprovalSource::Comment)
+            {
+                let id = approval
+                    .signal
+                    .strip_prefix("comment:")
+                    .and_then(|id| id.parse().ok());
                 if let Some(id) = id
                     && self.forge.note_exists(Thread::Change(number), id).await?
                 {
@@ -346,12 +355,13 @@ impl Workflow {
             }
             Ok(alive)
         };
-        let (reactions, reviews, comments): (
-            anyhow::Result<Vec<String>>,
-            anyhow::Result<Vec<String>>,
-            anyhow::Result<Vec<String>>,
-        ) = tokio::join!(reactions, reviews, comments);
-        Ok(reactions?.into_iter().chain(reviews?).chain(comments?).collect())
+        let (reactions, reviews, comments): (Alive, Alive, Alive) =
+            tokio::join!(reactions, reviews, comments);
+        Ok(reactions?
+            .into_iter()
+            .chain(reviews?)
+            .chain(comments?)
+            .collect())
     }
 
     /// The reaction poll: approvals of pending requests, reviews of fast-path grants.

@@ -168,8 +168,12 @@ impl Workflow {
         if record.head_sha != checked_head {
             // The expiry was stamped into the grant files: a new head, read again at the merge.
             read = None;
-            self.set_status_on(&record.head_sha, StatusState::Success, &merge_status(&record))
-                .await?;
+            self.set_status_on(
+                &record.head_sha,
+                StatusState::Success,
+                &merge_status(&record),
+            )
+            .await?;
         }
         let (title, message) = trailers::grant_message(&record, expires_at, record.review_due_at);
         let plan = MergePlan {

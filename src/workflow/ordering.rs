@@ -31,7 +31,9 @@ pub(super) struct Saying {
     _held: OwnedMutexGuard<()>,
 }
 
-fn map(inflight: &Inflight) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+fn map(
+    inflight: &Inflight,
+) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
     inflight.lock().unwrap_or_else(|e| e.into_inner())
 }
 
