@@ -375,21 +375,31 @@ impl Workflow {
             .collect())
     }
 
-    /// After the revoke: lands the removal of the request's files, deletes the bot's branches,
-    /// logs the revert and tells the requester. Each step is re-runnable; a revert that was
-    /// logged already is only told (once).
+    /// After the revoke: lands the removal of the request's files, deletes the bot's branches
+    /// and tells the requester, then logs the revert. Each step is re-runnable; a revert that
+    /// was logged already is done.
     pub(super) async fn job_revert(&self, id: &RequestId) -> anyhow::Result<()> {
         let Some(mut record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        if record.state != RequestState::Revoked {
+        if record.state != RequestState::Revoked || self.reverted(id).await? {
             return Ok(());
         }
         let reason = record.revoke_reason.unwrap_or(RevokeReason::Ttl);
-        // Logged before the requester is told: a run after a crash in between finds the revert
-        // logged and reads the thread before it says anything; the run that logs it says it
-        // without reading.
-        let unsaid = !self.reverted(id).await? && self.land_revert(&mut record, reason).await?;
+        let applied = self.applied(&record).await?;
+        let revert_sha = if record.expires_at.is_some() {
+            self.merge_revert(&mut record, applied.as_ref(), reason)
+                .await?
+        } else {
+            None
+        };
+        for kind in [ChangeKind::Revert, ChangeKind::Request] {
+            if let Some(change) = self.store.get_change(record.id.as_str(), kind).await? {
+                self.forge.delete_branch(&change.branch).await?;
+            }
+        }
+        // Tell the requester before logging the revert: after a crash in between, the step
+        // runs again, reads the thread and does not say it twice.
         let text = comment::revoked_comment(
             record.requester_login.as_str(),
             record.environment.as_str(),
@@ -401,35 +411,15 @@ impl Workflow {
                 .map(|n| self.forge.change_label(n))
                 .as_deref(),
         );
-        let thread = Thread::Change(record.pr_number);
-        if unsaid {
-            self.forge.note(thread, &text).await?;
-            return Ok(());
-        }
-        self.note_once(thread, super::once::REVOKED, &text).await
-    }
-
-    /// Merges the revert, deletes the bot's branches of the request and logs the revert;
-    /// whether this run logged it.
-    async fn land_revert(
-        &self,
-        record: &mut RequestRecord,
-        reason: RevokeReason,
-    ) -> anyhow::Result<bool> {
-        let applied = self.applied(record).await?;
-        let revert_sha = if record.expires_at.is_some() {
-            self.merge_revert(record, applied.as_ref(), reason).await?
-        } else {
-            None
-        };
-        for kind in [ChangeKind::Revert, ChangeKind::Request] {
-            if let Some(change) = self.store.get_change(record.id.as_str(), kind).await? {
-                self.forge.delete_branch(&change.branch).await?;
-            }
-        }
-        self.record_event_once(
+        self.note_once(
+            Thread::Change(record.pr_number),
+            super::once::REVOKED,
+            &text,
+        )
+        .await?;
+        self.record_event(
             EventKind::Revert,
-            &record.id,
+            Some(&record.id),
             None,
             serde_json::json!({
                 "reason": reason.to_string(),
