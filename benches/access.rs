@@ -297,7 +297,7 @@ impl World {
         self.forge().record_timeline(false);
         for span in self.forge().take_timeline() {
             if let SpanKind::Api { method, path, .. } = &span.kind {
-                println!("      {method} {path}");
+                println!("      {} {method} {path}", span.status);
             }
         }
         let mut routes: Vec<_> = total.by_route.iter().collect();
