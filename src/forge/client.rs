@@ -216,22 +216,37 @@ impl Forge {
     }
 
     /// Merges a change request with a merge commit, only while its head is `head_sha`.
-    /// Returns the merge commit.
+    /// Returns the merge commit. With `drop_branch`, a forge that can delete the source branch
+    /// as it merges does so (see [`Forge::drops_merged_branches`]).
     pub async fn merge(
         &self,
         number: u64,
         head_sha: &str,
         title: &str,
         message: &str,
+        drop_branch: bool,
     ) -> Result<String, MergeError> {
         match self {
             Forge::GitHub(c) => c.merge(number, head_sha, title, message).await,
             // GitLab's merge commit message is one text: the title is its first line.
             Forge::GitLab(c) => {
-                c.merge(number, head_sha, &format!("{title}\n\n{message}"))
-                    .await
+                c.merge(
+                    number,
+                    head_sha,
+                    &format!("{title}\n\n{message}"),
+                    drop_branch,
+                )
+                .await
             }
         }
+    }
+
+    /// Whether a merge asked to drop its source branch deletes it (GitLab's
+    /// `should_remove_source_branch`): then the bot need not delete its merged branches
+    /// itself. GitHub deletes head branches only when the repository is set to, which the bot
+    /// does not rely on.
+    pub fn drops_merged_branches(&self) -> bool {
+        matches!(self, Forge::GitLab(_))
     }
 
     /// Posts a note; its id.

@@ -183,9 +183,22 @@ impl Workflow {
             self.forget_default_head();
             return Ok(Err(Refusal::Scope(problems)));
         }
+        // The bot's own branch goes with its merge where the forge can do that; a person's
+        // branch is never touched.
+        let own_branch = self
+            .store
+            .change_of_pr(plan.pr)
+            .await?
+            .is_some_and(|c| c.branch == pr.info.head_ref);
         match self
             .forge
-            .merge(plan.pr, &plan.head_sha, &plan.title, &plan.message)
+            .merge(
+                plan.pr,
+                &plan.head_sha,
+                &plan.title,
+                &plan.message,
+                own_branch,
+            )
             .await
         {
             Ok(sha) => {

@@ -394,6 +394,14 @@ impl Workflow {
             None
         };
         for kind in [ChangeKind::Revert, ChangeKind::Request] {
+            // A branch the bot merged is gone already where the forge drops merged branches.
+            let merged = match kind {
+                ChangeKind::Request => record.merge_sha.is_some(),
+                _ => revert_sha.is_some(),
+            };
+            if merged && self.forge.drops_merged_branches() {
+                continue;
+            }
             if let Some(change) = self.store.get_change(record.id.as_str(), kind).await? {
                 self.forge.delete_branch(&change.branch).await?;
             }

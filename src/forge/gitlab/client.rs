@@ -688,19 +688,21 @@ impl GitlabClient {
     }
 
     /// Merges with a merge commit (never squash), only if the source branch's head is still
-    /// `sha`; returns the commit that landed.
+    /// `sha`; returns the commit that landed. `remove_source` has GitLab delete the source
+    /// branch once merged.
     pub async fn merge(
         &self,
         iid: u64,
         sha: &str,
         merge_commit_message: &str,
+        remove_source: bool,
     ) -> Result<String, MergeError> {
         let route = self.project_route(&format!("/merge_requests/{iid}/merge"));
         let body = json!({
             "sha": sha,
             "merge_commit_message": merge_commit_message,
             "squash": false,
-            "should_remove_source_branch": false,
+            "should_remove_source_branch": remove_source,
         });
         let merged: MergeRequest = self
             .write(Method::PUT, &route, body)
@@ -1542,7 +1544,10 @@ mod tests {
                 )
             })
             .await;
-            let err = client.merge(7, &"a".repeat(40), "Merge").await.unwrap_err();
+            let err = client
+                .merge(7, &"a".repeat(40), "Merge", false)
+                .await
+                .unwrap_err();
             assert!(matches!(err, MergeError::HeadChanged), "{err:?}");
             let seen = seen.lock().unwrap();
             assert_eq!(seen.len(), 1);
