@@ -571,3 +571,61 @@ on_both_forges!(
         );
     }
 );
+
+// The bot's branches do not outlive their request: GitLab drops each as the bot merges it (the
+// bot asks only for its own branches), GitHub's are deleted by the bot after the revert.
+on_both_forges!(
+    the_bots_branches_are_gone_after_the_revert,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass staging 1h -- debugging",
+        );
+        s.settle().await;
+        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+        let pr = s.changes().first().unwrap().number;
+        let request_branch = s.change(pr).head_ref;
+        let path = s
+            .forge
+            .files_on(REPO, "main")
+            .into_iter()
+            .find(|p| p.starts_with("requests/staging/"))
+            .unwrap();
+        let id = path.rsplit('/').next().unwrap().trim_end_matches(".yaml");
+        let revert = s.revert_pr(id).await;
+        let revert_branch = s.change(revert).head_ref;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request(id).await.state.to_string(), "revoked");
+        assert!(s.change(revert).merged);
+        for branch in [&request_branch, &revert_branch] {
+            assert!(branch.starts_with("breakglass/"), "{branch}");
+            assert_eq!(s.forge.branch_sha(REPO, branch), None, "{branch} is gone");
+        }
+        let deletions: u64 = s
+            .forge
+            .calls()
+            .by_route
+            .iter()
+            .filter(|((method, route), _)| {
+                method == "DELETE" && (route.contains("/git/refs/") || route.contains("/branches/"))
+            })
+            .map(|(_, n)| n)
+            .sum();
+        let expected = match s.dialect {
+            Dialect::GitHub => 2,
+            Dialect::GitLab => 0,
+        };
+        assert_eq!(deletions, expected, "branch deletions the bot asked for");
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
+    }
+);
