@@ -282,9 +282,10 @@ impl Workflow {
             self.forge.change(number),
             self.set_status_on(&head, StatusState::Success, &status),
             async {
-                match fast_path {
-                    true => Ok(None),
-                    false => self.live_approvals(record).await,
+                if fast_path {
+                    Ok(None) // approved by its rule, reviewed after the fact
+                } else {
+                    self.live_approvals(record).await
                 }
             }
         );
