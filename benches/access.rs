@@ -13,7 +13,8 @@
 //!   `pull_request_review` webhook's POST to the end of the expiry comment, with the same
 //!   sequential round trips (target ≤ 3: merge, grant, comment).
 //! - **API cost**: one full lifecycle (comment → grant → expiry → revert merged), calls counted
-//!   by the forge, split into rate-limited and free (304).
+//!   by the forge, split into rate-limited and free (304); once as a repository comes, once
+//!   with GitHub's "Automatically delete head branches" on.
 //!
 //! - **Polling cost**: pending requests awaiting an emoji approval on GitHub (which sends no
 //!   webhook for reactions), one simulated hour at the default poll interval: rate-limited
@@ -76,7 +77,14 @@ fn main() {
             time_to_access(requests, slow).await;
         }
         if part("lifecycle") {
-            World::start(Duration::ZERO).await.lifecycle_cost().await;
+            // As GitHub repositories come, and with "Automatically delete head branches" on.
+            for deletes_merged in [false, true] {
+                let world = World::start(Duration::ZERO).await;
+                world
+                    .forge()
+                    .set_delete_branch_on_merge(REPO, deletes_merged);
+                world.lifecycle_cost(deletes_merged).await;
+            }
         }
         if part("polling") {
             World::start(Duration::ZERO)
@@ -275,8 +283,9 @@ impl World {
         sample
     }
 
-    /// One request from comment to revert merged at expiry, calls counted.
-    async fn lifecycle_cost(&self) {
+    /// One request from comment to revert merged at expiry, calls counted; `deletes_merged`:
+    /// the repository deletes merged head branches.
+    async fn lifecycle_cost(&self, deletes_merged: bool) {
         let user = &self.requesters[0];
         let trace = std::env::var_os("BREAKGLASS_BENCH_TRACE").is_some();
         self.forge().take_timeline();
@@ -292,7 +301,12 @@ impl World {
         let pr = self.latest_pr();
         assert!(self.forge().pr(REPO, pr).merged, "the revert PR was merged");
         println!(
-            "forge API cost of one lifecycle (/breakglass comment → revert merged at expiry):"
+            "forge API cost of one lifecycle (/breakglass comment → revert merged at expiry){}:",
+            if deletes_merged {
+                ", the repository deleting merged head branches"
+            } else {
+                ""
+            }
         );
         println!(
             "  {} calls: {} rate-limited, {} free (304); {} of them up to the grant",

@@ -241,12 +241,15 @@ impl Forge {
         }
     }
 
-    /// Whether a merge asked to drop its source branch deletes it (GitLab's
-    /// `should_remove_source_branch`): then the bot need not delete its merged branches
-    /// itself. GitHub deletes head branches only when the repository is set to, which the bot
-    /// does not rely on.
+    /// Whether a merge asked to drop its source branch deletes it: always on GitLab
+    /// (`should_remove_source_branch`); on GitHub when the repository deletes head branches on
+    /// merge, as its last read said (the bot reads it with the default branch). Then the bot
+    /// need not delete its merged branches itself.
     pub fn drops_merged_branches(&self) -> bool {
-        matches!(self, Forge::GitLab(_))
+        match self {
+            Forge::GitHub(c) => c.deletes_merged_branches(),
+            Forge::GitLab(_) => true,
+        }
     }
 
     /// Posts a note; its id.

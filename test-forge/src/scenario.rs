@@ -125,6 +125,7 @@ impl TestForge {
                     statuses: Vec::new(),
                     check_runs: Vec::new(),
                     protections: Default::default(),
+                    delete_branch_on_merge: false,
                 },
             );
             Ok(())
@@ -345,6 +346,19 @@ impl TestForge {
         ok(
             "protect_branch",
             self.with_state(|st| st.protect_branch(repo, branch, protection)),
+        );
+    }
+
+    /// Sets GitHub's "Automatically delete head branches" of `repo` (`delete_branch_on_merge`):
+    /// a merged pull request's head branch in the repository is then deleted.
+    #[track_caller]
+    pub fn set_delete_branch_on_merge(&self, repo: &str, on: bool) {
+        ok(
+            "set_delete_branch_on_merge",
+            self.with_state(|st| {
+                st.repo_mut(repo)?.delete_branch_on_merge = on;
+                Ok(())
+            }),
         );
     }
 

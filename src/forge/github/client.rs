@@ -52,6 +52,8 @@ pub struct GithubClient {
     cache: Arc<Mutex<HashMap<String, (String, String)>>>,
     /// The ETag of the last reactions list per pull request, for polling.
     reaction_etags: Arc<Mutex<HashMap<u64, String>>>,
+    /// The repository's `delete_branch_on_merge`, as last read with its default branch.
+    deletes_merged_branches: Arc<std::sync::atomic::AtomicBool>,
     /// For a GitHub App: its bot user's login (`<slug>[bot]`), which an installation token
     /// cannot look up itself.
     app_bot: Option<String>,
@@ -113,6 +115,7 @@ impl GithubClient {
                     retry: RetryPolicy::default(),
                     cache: Arc::default(),
                     reaction_etags: Arc::default(),
+                    deletes_merged_branches: Arc::default(),
                     app_bot: None,
                 };
                 let installation = match installation_id {
@@ -145,6 +148,7 @@ impl GithubClient {
             retry: RetryPolicy::default(),
             cache: Arc::default(),
             reaction_etags: Arc::default(),
+            deletes_merged_branches: Arc::default(),
             app_bot,
         })
     }
@@ -269,9 +273,22 @@ impl GithubClient {
         #[derive(Deserialize)]
         struct Repo {
             default_branch: String,
+            #[serde(default)]
+            delete_branch_on_merge: Option<bool>,
         }
         let repo: Repo = self.json(Method::GET, &self.repo_path(""), None).await?;
+        self.deletes_merged_branches.store(
+            repo.delete_branch_on_merge == Some(true),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(repo.default_branch)
+    }
+
+    /// Whether the repository deletes a pull request's head branch once it is merged
+    /// ("Automatically delete head branches"), as the last read of the repository said.
+    pub fn deletes_merged_branches(&self) -> bool {
+        self.deletes_merged_branches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The commit a branch points at.
