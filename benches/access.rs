@@ -8,8 +8,13 @@
 //!   one request at a time, with zero added forge latency and with 50 ms per API call. Also the
 //!   **sequential** forge round trips in that window (calls made concurrently count once), and
 //!   how many of them come before the merge.
+//! - **Time from an approval**: a request that needs an approver (2h, past the fast path's
+//!   1h) is open; an approver submits an approving review. Measured from the start of the
+//!   `pull_request_review` webhook's POST to the end of the expiry comment, with the same
+//!   sequential round trips (target ≤ 3: merge, grant, comment).
 //! - **API cost**: one full lifecycle (comment → grant → expiry → revert merged), calls counted
-//!   by the forge, split into rate-limited and free (304).
+//!   by the forge, split into rate-limited and free (304); once as a repository comes, once
+//!   with GitHub's "Automatically delete head branches" on.
 //!
 //! - **Polling cost**: pending requests awaiting an emoji approval on GitHub (which sends no
 //!   webhook for reactions), one simulated hour at the default poll interval: rate-limited
@@ -72,7 +77,14 @@ fn main() {
             time_to_access(requests, slow).await;
         }
         if part("lifecycle") {
-            World::start(Duration::ZERO).await.lifecycle_cost().await;
+            // As GitHub repositories come, and with "Automatically delete head branches" on.
+            for deletes_merged in [false, true] {
+                let world = World::start(Duration::ZERO).await;
+                world
+                    .forge()
+                    .set_delete_branch_on_merge(REPO, deletes_merged);
+                world.lifecycle_cost(deletes_merged).await;
+            }
         }
         if part("polling") {
             World::start(Duration::ZERO)
@@ -91,10 +103,27 @@ async fn time_to_access(requests: usize, slow: usize) {
         (Duration::from_millis(50), slow),
     ] {
         let world = World::start(latency).await;
-        world.request(0).await; // the first request warms the bot's caches
+        // A first request of each requester warms the bot's caches (policies, the default
+        // branch's head, each requester's team membership for its minute).
+        for i in 0..REQUESTERS {
+            world.request(i).await;
+        }
+        let mut samples = Vec::new();
+        for i in REQUESTERS..REQUESTERS + count {
+            samples.push(world.request(i).await);
+        }
+        report(latency, &samples);
+    }
+    println!("time from an approving review to the expiry comment, SQLite:");
+    for (latency, count) in [
+        (Duration::ZERO, requests.div_ceil(10)),
+        (Duration::from_millis(50), slow.div_ceil(10)),
+    ] {
+        let world = World::start(latency).await;
+        world.approved_request(0).await;
         let mut samples = Vec::new();
         for i in 1..=count {
-            samples.push(world.request(i).await);
+            samples.push(world.approved_request(i).await);
         }
         report(latency, &samples);
     }
@@ -213,7 +242,8 @@ impl World {
         self.settle().await;
         self.forge().record_timeline(false);
         let spans = self.forge().take_timeline();
-        let sample = measure(&spans).unwrap_or_else(|why| panic!("request {i}: {why}"));
+        let sample =
+            measure(&spans, "issue_comment").unwrap_or_else(|why| panic!("request {i}: {why}"));
         // Revoke it now, off the clock, so the requester can ask again.
         let pr = self.latest_pr();
         self.forge().comment(REPO, pr, user, "/breakglass revoke");
@@ -221,9 +251,45 @@ impl World {
         sample
     }
 
-    /// One request from comment to revert merged at expiry, calls counted.
-    async fn lifecycle_cost(&self) {
+    /// Request number `i` asked for longer than the fast path allows, opened and pending
+    /// (off the clock); then measured from the approver's review to the expiry comment.
+    async fn approved_request(&self, i: usize) -> Sample {
+        let user = &self.requesters[i % REQUESTERS];
+        self.forge().comment(
+            REPO,
+            self.issue,
+            user,
+            &format!("/breakglass oncall 2h -- incident {i}"),
+        );
+        self.settle().await;
+        let pr = self.latest_pr();
+        assert!(!self.forge().pr(REPO, pr).merged, "pending until approved");
+        self.forge().take_timeline();
+        self.forge().record_timeline(true);
+        let carol = self.forge().user("carol");
+        self.forge().review(
+            REPO,
+            pr,
+            &carol,
+            breakglass_test_forge::ReviewState::Approved,
+        );
+        self.settle().await;
+        self.forge().record_timeline(false);
+        let spans = self.forge().take_timeline();
+        let sample = measure(&spans, "pull_request_review")
+            .unwrap_or_else(|why| panic!("approved request {i}: {why}"));
+        self.forge().comment(REPO, pr, user, "/breakglass revoke");
+        self.settle().await;
+        sample
+    }
+
+    /// One request from comment to revert merged at expiry, calls counted; `deletes_merged`:
+    /// the repository deletes merged head branches.
+    async fn lifecycle_cost(&self, deletes_merged: bool) {
         let user = &self.requesters[0];
+        let trace = std::env::var_os("BREAKGLASS_BENCH_TRACE").is_some();
+        self.forge().take_timeline();
+        self.forge().record_timeline(trace);
         self.forge().reset_calls();
         self.forge()
             .comment(REPO, self.issue, user, "/breakglass oncall 1h -- incident");
@@ -235,12 +301,23 @@ impl World {
         let pr = self.latest_pr();
         assert!(self.forge().pr(REPO, pr).merged, "the revert PR was merged");
         println!(
-            "forge API cost of one lifecycle (/breakglass comment → revert merged at expiry):"
+            "forge API cost of one lifecycle (/breakglass comment → revert merged at expiry){}:",
+            if deletes_merged {
+                ", the repository deleting merged head branches"
+            } else {
+                ""
+            }
         );
         println!(
             "  {} calls: {} rate-limited, {} free (304); {} of them up to the grant",
             total.total, total.rate_limited_cost, total.not_modified, granted.total
         );
+        self.forge().record_timeline(false);
+        for span in self.forge().take_timeline() {
+            if let SpanKind::Api { method, path, .. } = &span.kind {
+                println!("      {} {method} {path}", span.status);
+            }
+        }
         let mut routes: Vec<_> = total.by_route.iter().collect();
         routes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for ((method, route), n) in routes {
@@ -344,13 +421,13 @@ impl World {
     }
 }
 
-/// Time and round trips from the comment's webhook to the first comment on the request PR
-/// after its merge.
-fn measure(spans: &[Span]) -> Result<Sample, String> {
+/// Time and round trips from the first webhook of `event` to the first comment on the request
+/// PR after its merge.
+fn measure(spans: &[Span], event: &str) -> Result<Sample, String> {
     let webhook = spans
         .iter()
-        .find(|s| matches!(&s.kind, SpanKind::Webhook { event } if event == "issue_comment"))
-        .ok_or("no issue_comment webhook")?;
+        .find(|s| matches!(&s.kind, SpanKind::Webhook { event: e } if e == event))
+        .ok_or(format!("no {event} webhook"))?;
     let merge = spans
         .iter()
         .find(|s| s.is_call("PUT", "/repos/{owner}/{repo}/pulls/{number}/merge") && s.status == 200)

@@ -571,3 +571,79 @@ on_both_forges!(
         );
     }
 );
+
+// The bot's branches do not outlive their request: GitLab drops each as the bot merges it (the
+// bot asks only for its own branches), GitHub's are deleted by the bot after the revert.
+on_both_forges!(
+    the_bots_branches_are_gone_after_the_revert,
+    |s: Scenario| async move {
+        let expected = match s.dialect {
+            Dialect::GitHub => 2,
+            Dialect::GitLab => 0,
+        };
+        branches_gone_after_the_revert(&s, expected).await;
+    }
+);
+
+// A GitHub repository that deletes head branches on merge does the bot's deletions for it.
+on_both_backends!(
+    a_github_repository_that_deletes_merged_branches_saves_the_bots_deletions,
+    |s: Scenario| async move {
+        s.forge.set_delete_branch_on_merge(REPO, true);
+        // The bot reads the setting with the default branch: a policy push makes it read again.
+        s.edit_policy(&s.people.carol, "staging", |p| format!("{p}\n"));
+        s.settle().await;
+        branches_gone_after_the_revert(&s, 0).await;
+    }
+);
+
+/// alice's self-service request by comment, granted and revoked at its TTL: its request and
+/// revert branches are gone, after `deletions` branch deletions by the bot.
+async fn branches_gone_after_the_revert(s: &Scenario, deletions: u64) {
+    let issue = s.open_issue(&s.people.alice, "staging is broken");
+    s.note_on_issue(
+        issue,
+        &s.people.alice,
+        "/breakglass staging 1h -- debugging",
+    );
+    s.settle().await;
+    s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+    let pr = s.changes().first().unwrap().number;
+    let request_branch = s.change(pr).head_ref;
+    let path = s
+        .forge
+        .files_on(REPO, "main")
+        .into_iter()
+        .find(|p| p.starts_with("requests/staging/"))
+        .unwrap();
+    let id = path.rsplit('/').next().unwrap().trim_end_matches(".yaml");
+    let revert = s.revert_pr(id).await;
+    let revert_branch = s.change(revert).head_ref;
+    s.advance(TimeDelta::hours(1));
+    s.settle().await;
+    assert_eq!(s.request(id).await.state.to_string(), "revoked");
+    assert!(s.change(revert).merged);
+    for branch in [&request_branch, &revert_branch] {
+        assert!(branch.starts_with("breakglass/"), "{branch}");
+        assert_eq!(s.forge.branch_sha(REPO, branch), None, "{branch} is gone");
+    }
+    let asked: u64 = s
+        .forge
+        .calls()
+        .by_route
+        .iter()
+        .filter(|((method, route), _)| {
+            method == "DELETE" && (route.contains("/git/refs/") || route.contains("/branches/"))
+        })
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(asked, deletions, "branch deletions the bot asked for");
+    s.expect_bot_comments(
+        pr,
+        &[
+            "✅ **Request",
+            "🔓 **Access granted.**",
+            "🔒 **Access revoked**",
+        ],
+    );
+}

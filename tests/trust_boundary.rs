@@ -5,6 +5,7 @@
 
 mod common;
 
+use breakglass::store::JobKind;
 use breakglass_test_forge::{FailureKind, FailureSpec, Protection};
 use chrono::TimeDelta;
 use common::*;
@@ -212,6 +213,147 @@ on_both_backends!(
         let merge = s.merge_commit(pr);
         assert!(merge.message.contains("for 1h"), "{}", merge.message);
         s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+);
+
+/// The request PR the bot opened last, with the path of its request file.
+fn bots_request(s: &Scenario, environment: &str) -> (u64, String) {
+    let pr = s.changes().last().unwrap().number;
+    let path = s
+        .forge
+        .files_on(REPO, &s.change(pr).head_ref)
+        .into_iter()
+        .find(|p| p.starts_with(&format!("requests/{environment}/")))
+        .unwrap();
+    (pr, path)
+}
+
+// The bot reads the PR once, right before its merge (in one round trip with the status): a
+// push to the bot's branch between the PR's opening and the merge, which no webhook reported,
+// is caught there, and only the bot's own commit is merged.
+on_both_forges!(
+    a_push_to_the_bots_branch_between_opening_and_merge_is_never_merged,
+    |s: Scenario| async move {
+        // The merge job's read of the PR fails (every retry of one run): the merge waits.
+        s.fail_next(Route::Change, Method::GET, 4, FailureKind::Status(503));
+        s.expect_job_error(JobKind::Merge, "HTTP 503");
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass staging 1h -- debugging",
+        );
+        s.settle().await;
+        let (pr, path) = bots_request(&s, "staging");
+        let opened = s.change(pr);
+        assert!(!opened.merged, "the merge waits for its retry");
+        let policy = s
+            .forge
+            .file_on(REPO, "main", "policies/staging.yaml")
+            .unwrap();
+        let request = s.forge.file_on(REPO, &opened.head_ref, &path).unwrap();
+        s.forge.set_webhooks_paused(true);
+        s.forge.push_files(
+            REPO,
+            &opened.head_ref,
+            &s.people.mallory,
+            &[
+                (&path, &request.replace("1h", "8h")),
+                (
+                    "policies/staging.yaml",
+                    &policy.replace("alice, ", "alice, mallory, "),
+                ),
+            ],
+            "ride along",
+        );
+        s.advance(TimeDelta::minutes(5));
+        s.settle().await;
+        assert!(s.change(pr).merged, "the bot's own commit is merged");
+        assert_eq!(
+            s.forge.file_on(REPO, "main", &path).unwrap(),
+            request,
+            "the request as the bot wrote it"
+        );
+        assert_eq!(
+            s.forge
+                .file_on(REPO, "main", "policies/staging.yaml")
+                .unwrap(),
+            policy,
+            "main's policy is untouched"
+        );
+        let id = path.rsplit('/').next().unwrap().trim_end_matches(".yaml");
+        assert_eq!(s.events(id, "tampering").await.len(), 1);
+        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request",
+                "🚨 **Tampering**: Someone pushed",
+                "🔓 **Access granted.**",
+            ],
+        );
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        assert_eq!(s.events(id, "tampering").await.len(), 1, "said once");
+        s.expect_no_bot_comment(pr);
+    }
+);
+
+// The bot builds its branches on the default branch's head as push webhooks reported it. A
+// force push may have taken that head out of the branch before its webhook arrives: the PR
+// would then bring those commits back, and the merge guard refuses it.
+on_both_forges!(
+    a_head_a_force_push_removed_never_comes_back_with_a_merge,
+    |s: Scenario| async move {
+        let before = s.forge.branch_sha(REPO, "main").unwrap();
+        s.forge.push_files(
+            REPO,
+            "main",
+            &s.people.carol,
+            &[("notes/mistake.txt", "pushed by mistake\n")],
+            "a mistake",
+        );
+        s.settle().await;
+        // The mistake leaves main by a force push; its webhook comes late.
+        s.forge.set_webhooks_paused(true);
+        s.forge.force_branch(REPO, "main", &s.people.carol, &before);
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass staging 1h -- debugging",
+        );
+        let comment = s
+            .forge
+            .deliveries()
+            .into_iter()
+            .rev()
+            .find(|d| d.event == "issue_comment" || d.event == "Note Hook")
+            .unwrap();
+        assert!(s.forge.redeliver(&comment.id));
+        s.settle().await;
+        let (pr, path) = bots_request(&s, "staging");
+        assert!(!s.change(pr).merged, "never merged");
+        assert!(s.forge.file_on(REPO, "main", "notes/mistake.txt").is_none());
+        let id = path.rsplit('/').next().unwrap().trim_end_matches(".yaml");
+        assert_eq!(s.request(id).await.state.to_string(), "pending");
+        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+        let said = s.take_bot_comments(pr);
+        assert!(said[0].starts_with("✅ **Request"), "{said:?}");
+        assert!(
+            said[1].starts_with("⚠️ Not merged") && said[1].contains("notes/mistake.txt"),
+            "{said:?}"
+        );
+        assert_eq!(said.len(), 2, "{said:?}");
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        assert!(s.forge.file_on(REPO, "main", "notes/mistake.txt").is_none());
+        // Decided again on the late events, it says what the PR would bring in; never granted.
+        let later = s.take_bot_comments(pr);
+        assert!(later.iter().all(|c| !c.starts_with("🔓")), "{later:?}");
     }
 );
 

@@ -216,21 +216,39 @@ impl Forge {
     }
 
     /// Merges a change request with a merge commit, only while its head is `head_sha`.
-    /// Returns the merge commit.
+    /// Returns the merge commit. With `drop_branch`, a forge that can delete the source branch
+    /// as it merges does so (see [`Forge::drops_merged_branches`]).
     pub async fn merge(
         &self,
         number: u64,
         head_sha: &str,
         title: &str,
         message: &str,
+        drop_branch: bool,
     ) -> Result<String, MergeError> {
         match self {
             Forge::GitHub(c) => c.merge(number, head_sha, title, message).await,
             // GitLab's merge commit message is one text: the title is its first line.
             Forge::GitLab(c) => {
-                c.merge(number, head_sha, &format!("{title}\n\n{message}"))
-                    .await
+                c.merge(
+                    number,
+                    head_sha,
+                    &format!("{title}\n\n{message}"),
+                    drop_branch,
+                )
+                .await
             }
+        }
+    }
+
+    /// Whether a merge asked to drop its source branch deletes it: always on GitLab
+    /// (`should_remove_source_branch`); on GitHub when the repository deletes head branches on
+    /// merge, as its last read said (the bot reads it with the default branch). Then the bot
+    /// need not delete its merged branches itself.
+    pub fn drops_merged_branches(&self) -> bool {
+        match self {
+            Forge::GitHub(c) => c.deletes_merged_branches(),
+            Forge::GitLab(_) => true,
         }
     }
 

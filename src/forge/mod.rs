@@ -206,6 +206,12 @@ pub struct PullRequestState {
     pub open: bool,
     pub merge_sha: Option<String>,
     pub merged_at: Option<DateTime<Utc>>,
+    /// How many files the change request changes against its merge base, when the forge says
+    /// (GitHub's `changed_files`).
+    pub changed_files: Option<u64>,
+    /// The merge base of the change request's diff, when the forge says (GitLab's
+    /// `diff_refs.base_sha`).
+    pub merge_base: Option<String>,
 }
 
 /// A reaction (emoji) on an issue, pull request or comment.

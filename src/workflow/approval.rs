@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::{Workflow, stored_decision};
 use crate::comment;
 use crate::forge::Thread;
-use crate::forge::{Actor, PullRequestInfo, ReviewState, StatusState};
+use crate::forge::{Actor, PullRequestInfo, ReviewState};
 use crate::names::{Login, RequestId};
 use crate::store::{Approval, ApprovalSource};
 use crate::store::{EventKind, JobKind};
@@ -66,6 +66,9 @@ pub(super) struct Signal<'a> {
     pub at: Option<DateTime<Utc>>,
 }
 
+/// The signals (`reaction:<id>`, …) the forge still shows, of one kind.
+type Alive = anyhow::Result<Vec<String>>;
+
 impl Workflow {
     /// Marks the request approved (by `approved_by`, or by its fast-path rule) and starts the
     /// merge. Only now does `breakglass/policy` turn green.
@@ -78,12 +81,9 @@ impl Workflow {
         record.approved_by = approved_by.clone();
         self.store.update_request(&mut record, self.now()).await?;
         self.store.cancel_job(JobKind::Poll, &record.id).await?;
-        // Approvals turn the pending status to success; a fast-path or self-service verdict
-        // (no approver named) has set it already.
-        if approved_by.as_ref().is_some_and(|by| !by.is_empty()) {
-            self.set_status_on(&record.head_sha, StatusState::Success, "approved")
-                .await?;
-        }
+        // The status turns to success in the merge job, with its last read of the PR: a
+        // required status check sees it before the merge, and the way to access is one round
+        // trip shorter.
         self.schedule(JobKind::Merge, &record.id, self.now()).await
     }
 
@@ -284,40 +284,10 @@ impl Workflow {
             .store
             .approvals_for(&record.id, &record.head_sha)
             .await?;
-        let reactions: BTreeSet<String> = self
-            .forge
-            .reactions(record.pr_number)
-            .await?
-            .iter()
-            .map(|r| format!("reaction:{}", r.id))
-            .collect();
-        let reviews: BTreeSet<String> = self
-            .forge
-            .reviews(record.pr_number)
-            .await?
-            .into_iter()
-            .filter(|r| r.state == ReviewState::Approved)
-            .map(|r| format!("review:{}", r.id))
-            .collect();
+        let alive = self.signals_alive(record.pr_number, &approvals).await?;
         let mut live = Vec::new();
         for approval in approvals {
-            let alive = match approval.source {
-                ApprovalSource::Reaction => reactions.contains(&approval.signal),
-                ApprovalSource::Review => reviews.contains(&approval.signal),
-                ApprovalSource::Comment => match approval
-                    .signal
-                    .strip_prefix("comment:")
-                    .and_then(|id| id.parse().ok())
-                {
-                    Some(id) => {
-                        self.forge
-                            .note_exists(Thread::Change(record.pr_number), id)
-                            .await?
-                    }
-                    None => false,
-                },
-            };
-            if alive {
+            if alive.contains(&approval.signal) {
                 live.push(approval);
             } else {
                 self.store
@@ -331,6 +301,67 @@ impl Workflow {
         }
         record.approved_by = Some(approvers.into_iter().collect());
         Ok(None)
+    }
+
+    /// Which of `approvals` the forge still shows on PR `number` (the reaction there, the review
+    /// not dismissed, the comment not deleted), by signal. Only the kinds of signal given are
+    /// read, all at once.
+    async fn signals_alive(
+        &self,
+        number: u64,
+        approvals: &[crate::store::Approval],
+    ) -> anyhow::Result<BTreeSet<String>> {
+        let given = |source| approvals.iter().any(|a| a.source == source);
+        let reactions = async {
+            if !given(ApprovalSource::Reaction) {
+                return Ok(Vec::new());
+            }
+            Ok(self
+                .forge
+                .reactions(number)
+                .await?
+                .iter()
+                .map(|r| format!("reaction:{}", r.id))
+                .collect())
+        };
+        let reviews = async {
+            if !given(ApprovalSource::Review) {
+                return Ok(Vec::new());
+            }
+            Ok(self
+                .forge
+                .reviews(number)
+                .await?
+                .into_iter()
+                .filter(|r| r.state == ReviewState::Approved)
+                .map(|r| format!("review:{}", r.id))
+                .collect())
+        };
+        let comments = async {
+            let mut alive = Vec::new();
+            for approval in approvals
+                .iter()
+                .filter(|a| a.source == ApprovalSource::Comment)
+            {
+                let id = approval
+                    .signal
+                    .strip_prefix("comment:")
+                    .and_then(|id| id.parse().ok());
+                if let Some(id) = id
+                    && self.forge.note_exists(Thread::Change(number), id).await?
+                {
+                    alive.push(approval.signal.clone());
+                }
+            }
+            Ok(alive)
+        };
+        let (reactions, reviews, comments): (Alive, Alive, Alive) =
+            tokio::join!(reactions, reviews, comments);
+        Ok(reactions?
+            .into_iter()
+            .chain(reviews?)
+            .chain(comments?)
+            .collect())
     }
 
     /// The reaction poll: approvals of pending requests, reviews of fast-path grants.

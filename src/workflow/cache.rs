@@ -5,6 +5,11 @@
 //!   (whichever replica handles that push bumps the cache's epoch in the store, and every
 //!   replica compares epochs before serving its copy: one local database read, no forge call),
 //!   and at most [`POLICIES_MAX_AGE`] by the bot's clock, in case a push webhook never came.
+//! - **The default branch's head** is served from the last push webhook to the default branch
+//!   (or the bot's own last merge into it) at the policies' epoch, for at most
+//!   [`POLICIES_MAX_AGE`]. An older head is harmless to build a change on (its PR's diff is
+//!   still only the bot's files); a head that a force push removed from the branch is caught by
+//!   the merge guard, which checks at merge time what the PR would bring in.
 //! - **Memberships** are served for [`MEMBERSHIP_MAX_AGE`]: the forge sends no repository
 //!   webhook when a team changes, so a person taken off a team keeps that team's rights in
 //!   the bot for at most this long.
@@ -31,6 +36,14 @@ struct CachedPolicies {
     read_at: DateTime<Utc>,
 }
 
+/// A head of the default branch, as a push webhook or a merge said.
+#[derive(Debug)]
+struct CachedHead {
+    sha: String,
+    epoch: i64,
+    seen_at: DateTime<Utc>,
+}
+
 /// A membership answer: member or not, and when the forge said so.
 type Membership = (bool, DateTime<Utc>);
 
@@ -38,6 +51,7 @@ type Membership = (bool, DateTime<Utc>);
 #[derive(Debug, Default)]
 pub(super) struct Caches {
     policies: Mutex<Option<CachedPolicies>>,
+    default_head: Mutex<Option<CachedHead>>,
     /// `(group, login)` → member or not, and when the forge said so.
     memberships: Mutex<HashMap<(String, String), Membership>>,
 }
@@ -69,6 +83,28 @@ impl Caches {
     /// Forgets the policies (this replica's copy; others compare epochs).
     pub fn forget_policies(&self) {
         *lock(&self.policies) = None;
+    }
+
+    /// The default branch's head seen at `epoch`, unless older than [`POLICIES_MAX_AGE`].
+    pub fn default_head(&self, epoch: i64, now: DateTime<Utc>) -> Option<String> {
+        lock(&self.default_head)
+            .as_ref()
+            .filter(|c| c.epoch == epoch && fresh(c.seen_at, now, POLICIES_MAX_AGE))
+            .map(|c| c.sha.clone())
+    }
+
+    /// Keeps `sha` as the default branch's head, seen at `epoch` (read before the head was).
+    pub fn keep_default_head(&self, sha: &str, epoch: i64, seen_at: DateTime<Utc>) {
+        *lock(&self.default_head) = Some(CachedHead {
+            sha: sha.to_owned(),
+            epoch,
+            seen_at,
+        });
+    }
+
+    /// Forgets the default branch's head (this replica's copy).
+    pub fn forget_default_head(&self) {
+        *lock(&self.default_head) = None;
     }
 
     /// Whether `login` is in `group`, as the forge said less than [`MEMBERSHIP_MAX_AGE`] ago.
@@ -125,6 +161,20 @@ mod tests {
         );
         caches.forget_policies();
         assert!(caches.policies(3, at(1)).is_none());
+    }
+
+    #[test]
+    fn the_default_head_is_served_at_its_epoch_until_it_is_too_old() {
+        let caches = Caches::default();
+        assert!(caches.default_head(0, at(0)).is_none());
+        caches.keep_default_head("abc", 2, at(0));
+        assert_eq!(caches.default_head(2, at(299)).as_deref(), Some("abc"));
+        assert!(caches.default_head(3, at(1)).is_none(), "a newer epoch");
+        assert!(caches.default_head(2, at(300)).is_none(), "too old");
+        caches.keep_default_head("def", 2, at(10));
+        assert_eq!(caches.default_head(2, at(11)).as_deref(), Some("def"));
+        caches.forget_default_head();
+        assert!(caches.default_head(2, at(11)).is_none());
     }
 
     #[test]

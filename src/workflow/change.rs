@@ -38,7 +38,8 @@ pub(super) const BOT_BRANCH_PREFIX: &str = "breakglass/";
 
 impl Workflow {
     /// Builds a fresh bot change: abandons an earlier one of the same subject and kind (closing
-    /// its PR, deleting its branch), creates a new branch from the default branch's head,
+    /// its PR, deleting its branch), creates a new branch from a recent head of the default
+    /// branch (see [`super::cache`]; the merge guard checks what the PR brings in),
     /// writes the files as the bot, opens the PR and records the bot's head commit. Deletions
     /// of files that are not on the default branch are skipped; `None` when nothing is left to
     /// write.
@@ -53,18 +54,15 @@ impl Workflow {
         if let Some(old) = self.store.get_change(subject, kind).await? {
             self.abandon_change(&old).await?;
         }
-        let default = self.default_branch().await?;
-        let base_sha = self.forge.branch_head(&default).await?;
-        let mut todo = Vec::new();
-        for write in writes {
-            match write {
-                Write::Delete { path } => {
-                    if let Some(file) = self.forge.read_file(&base_sha, path).await? {
-                        todo.push((write.clone(), Some(file.blob_sha)));
-                    }
-                }
-                Write::Put { .. } => todo.push((write.clone(), None)),
-            }
+        let head = self.default_head().await?;
+        let default = head.branch;
+        let mut base_sha = head.sha;
+        let mut todo = self.planned_writes(&base_sha, writes).await?;
+        if head.cached && todo.len() < writes.len() {
+            // A cached head may be older than a file to delete: that a file is gone is
+            // concluded on the branch's head as the forge says it now.
+            base_sha = self.fresh_default_head(&default).await?;
+            todo = self.planned_writes(&base_sha, writes).await?;
         }
         if todo.is_empty() {
             return Ok(None);
@@ -122,6 +120,27 @@ impl Workflow {
         change.updated_at = self.now();
         self.store.put_change(&change).await?;
         Ok(Some(Built { change, pr }))
+    }
+
+    /// `writes` as they apply on `base_sha`, each deletion with the blob it deletes; deletions of
+    /// files that are not there are left out.
+    async fn planned_writes(
+        &self,
+        base_sha: &str,
+        writes: &[Write],
+    ) -> anyhow::Result<Vec<(Write, Option<String>)>> {
+        let mut todo = Vec::new();
+        for write in writes {
+            match write {
+                Write::Delete { path } => {
+                    if let Some(file) = self.forge.read_file(base_sha, path).await? {
+                        todo.push((write.clone(), Some(file.blob_sha)));
+                    }
+                }
+                Write::Put { .. } => todo.push((write.clone(), None)),
+            }
+        }
+        Ok(todo)
     }
 
     /// Closes an earlier change's PR and deletes its branch (both may be gone already).

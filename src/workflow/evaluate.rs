@@ -29,6 +29,14 @@ pub(super) struct Written {
     pub text: String,
 }
 
+/// The default branch and a head of it.
+pub(super) struct DefaultHead {
+    pub branch: String,
+    pub sha: String,
+    /// Served from memory (possibly older than the branch's head now), not read just now.
+    pub cached: bool,
+}
+
 impl Workflow {
     /// Reads what the decision on request PR `pr` depends on, in the order the checks need
     /// it: nothing from a fork, nothing past a tampered bot branch, a file that is not a
@@ -279,6 +287,51 @@ impl Workflow {
     /// The default branch's name, as last read with the policies.
     pub(super) async fn default_branch(&self) -> anyhow::Result<String> {
         Ok(self.load_policies().await?.0)
+    }
+
+    /// The default branch and a recent head of it: the last one a push webhook or the bot's
+    /// own merge showed (see [`super::cache`]), else read from the forge and kept.
+    pub(super) async fn default_head(&self) -> anyhow::Result<DefaultHead> {
+        let branch = self.default_branch().await?;
+        let epoch = self.store.cache_epoch(&self.policies_epoch()).await?;
+        if let Some(sha) = self.caches.default_head(epoch, self.now()) {
+            return Ok(DefaultHead {
+                branch,
+                sha,
+                cached: true,
+            });
+        }
+        let sha = self.read_default_head(&branch, epoch).await?;
+        Ok(DefaultHead {
+            branch,
+            sha,
+            cached: false,
+        })
+    }
+
+    /// The head of `default` as the forge says it now (and kept).
+    pub(super) async fn fresh_default_head(&self, default: &str) -> anyhow::Result<String> {
+        let epoch = self.store.cache_epoch(&self.policies_epoch()).await?;
+        self.read_default_head(default, epoch).await
+    }
+
+    async fn read_default_head(&self, default: &str, epoch: i64) -> anyhow::Result<String> {
+        let now = self.now();
+        let sha = self.forge.branch_head(default).await?;
+        self.caches.keep_default_head(&sha, epoch, now);
+        Ok(sha)
+    }
+
+    /// The default branch's head is `sha` now (a push webhook said so, or the bot merged).
+    pub(super) async fn default_head_moved(&self, sha: &str) -> anyhow::Result<()> {
+        let epoch = self.store.cache_epoch(&self.policies_epoch()).await?;
+        self.caches.keep_default_head(sha, epoch, self.now());
+        Ok(())
+    }
+
+    /// Forgets the cached head of the default branch: the next change is built on a fresh one.
+    pub(super) fn forget_default_head(&self) {
+        self.caches.forget_default_head();
     }
 
     /// [`Self::load_policies`] from the forge.

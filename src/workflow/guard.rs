@@ -2,7 +2,7 @@
 //!
 //! Every merge (a request PR, a revert PR, a removal PR) is described as a [`MergePlan`]: the PR,
 //! the head commit the bot verified, and exactly what the PR may change. At merge time the PR is
-//! read again and merged only if it is open, not a draft, based on the default branch, from a
+//! read again (its last read before the merge) and merged only if it is open, not a draft, based on the default branch, from a
 //! branch of the requests repo itself, still at the verified head, and changes exactly the
 //! expected files; the merge is then guarded by that head SHA, so nothing pushed in between can
 //! ride along. A refusal says why, so that the caller can decide (back to pending, or rebuild its
@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use super::Workflow;
-use crate::forge::{FileChange, MergeError};
+use crate::forge::{FileChange, MergeError, PullRequestState};
 use crate::grant::RenderedFile;
 use crate::store::ChangeKind;
 
@@ -125,6 +125,9 @@ impl Refusal {
 #[derive(Clone, Debug)]
 pub(super) struct Merged {
     pub sha: String,
+    /// The head that was merged (the bot's commit put back after tampering, on GitLab a new
+    /// one).
+    pub head: String,
 }
 
 fn short(sha: &str) -> &str {
@@ -135,14 +138,22 @@ impl Workflow {
     /// Checks `plan` against the PR as it is now and merges it guarded by the verified head.
     /// A PR that is already merged at the verified head (a crash after the merge) is returned as
     /// merged.
+    /// `read` is the PR as the caller read it right before (in one round trip with other calls).
     pub(super) async fn guarded_merge(
         &self,
         plan: &MergePlan,
+        read: Option<PullRequestState>,
     ) -> anyhow::Result<Result<Merged, Refusal>> {
-        let pr = self.forge.change(plan.pr).await?;
+        let pr = match read {
+            Some(pr) if pr.info.number == plan.pr => pr,
+            _ => self.forge.change(plan.pr).await?,
+        };
         if pr.info.merged {
             return Ok(match pr.merge_sha {
-                Some(sha) if pr.info.head_sha == plan.head_sha => Ok(Merged { sha }),
+                Some(sha) if pr.info.head_sha == plan.head_sha => Ok(Merged {
+                    sha,
+                    head: plan.head_sha.clone(),
+                }),
                 _ => Err(Refusal::Closed),
             });
         }
@@ -166,16 +177,38 @@ impl Workflow {
                 found: pr.info.head_sha.clone(),
             }));
         }
-        let problems = self.scope_problems(plan).await?;
+        let problems = self.scope_problems(plan, &pr).await?;
         if !problems.is_empty() {
+            // Perhaps built on a head a force push removed: the next change reads a fresh one.
+            self.forget_default_head();
             return Ok(Err(Refusal::Scope(problems)));
         }
+        // The bot's own branch goes with its merge where the forge can do that; a person's
+        // branch is never touched.
+        let own_branch = self
+            .store
+            .change_of_pr(plan.pr)
+            .await?
+            .is_some_and(|c| c.branch == pr.info.head_ref);
         match self
             .forge
-            .merge(plan.pr, &plan.head_sha, &plan.title, &plan.message)
+            .merge(
+                plan.pr,
+                &plan.head_sha,
+                &plan.title,
+                &plan.message,
+                own_branch,
+            )
             .await
         {
-            Ok(sha) => Ok(Ok(Merged { sha })),
+            Ok(sha) => {
+                // The merge commit is the default branch's head now.
+                self.default_head_moved(&sha).await?;
+                Ok(Ok(Merged {
+                    sha,
+                    head: plan.head_sha.clone(),
+                }))
+            }
             Err(MergeError::HeadChanged) => Ok(Err(Refusal::HeadMoved {
                 found: "a newer commit".into(),
             })),
@@ -184,15 +217,26 @@ impl Workflow {
         }
     }
 
-    /// Whether the PR's head is the bot's own commit, on the branch it built from the default
-    /// branch's head, writing exactly the plan's paths (and no grant file to compare): then
-    /// the PR changes what the bot wrote and nothing else, and listing its files would only
-    /// say so again.
-    async fn is_own_plan(&self, plan: &MergePlan) -> anyhow::Result<bool> {
+    /// Whether the PR's head is the bot's own commit, on the branch it built from a head of the
+    /// default branch that is still in the branch's history, writing exactly the plan's paths
+    /// (and no grant file to compare): then the PR changes what the bot wrote and nothing
+    /// else, and listing its files would only say so again.
+    ///
+    /// The branch was built on a head the bot saw (perhaps a cached one); a force push to the
+    /// default branch may have removed it since, and then the PR would bring those commits
+    /// back. The PR as just read says otherwise: its merge base is the bot's base (GitLab), or
+    /// it changes exactly as many files as the bot wrote (GitHub). When the forge says
+    /// neither, the files are listed.
+    async fn is_own_plan(&self, plan: &MergePlan, pr: &PullRequestState) -> anyhow::Result<bool> {
         let Some(change) = self.store.change_of_pr(plan.pr).await? else {
             return Ok(false);
         };
         if change.head_sha.as_deref() != Some(plan.head_sha.as_str()) {
+            return Ok(false);
+        }
+        let on_default = pr.merge_base.as_deref() == Some(change.base_sha.as_str())
+            || pr.changed_files == Some(change.paths.len() as u64);
+        if !on_default {
             return Ok(false);
         }
         let written: BTreeSet<&str> = change.paths.iter().map(String::as_str).collect();
@@ -213,8 +257,12 @@ impl Workflow {
     }
 
     /// Everything the PR changes beyond (or short of) the plan, one sentence each.
-    async fn scope_problems(&self, plan: &MergePlan) -> anyhow::Result<Vec<String>> {
-        if self.is_own_plan(plan).await? {
+    async fn scope_problems(
+        &self,
+        plan: &MergePlan,
+        pr: &PullRequestState,
+    ) -> anyhow::Result<Vec<String>> {
+        if self.is_own_plan(plan, pr).await? {
             return Ok(Vec::new());
         }
         let files = self.forge.change_files(plan.pr).await?;

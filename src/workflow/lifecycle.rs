@@ -12,7 +12,7 @@ use super::trailers;
 use super::{Workflow, stored_decision};
 use crate::comment;
 use crate::forge::Thread;
-use crate::forge::{Actor, PushedCommit, StatusState};
+use crate::forge::{Actor, PullRequestState, PushedCommit, StatusState};
 use crate::grant::{GrantSpec, RenderedFile};
 use crate::names::RequestId;
 use crate::policy::Role;
@@ -30,6 +30,15 @@ fn review_within(record: &RequestRecord) -> Option<crate::duration::HumanDuratio
             .and_then(|d| d.decision.fast_path.as_ref().map(|f| f.review_within))
             .unwrap_or(crate::duration::HumanDuration::from_secs(86_400)),
     )
+}
+
+/// The `breakglass/policy` status a request merges with: how it was allowed.
+fn merge_status(record: &RequestRecord) -> String {
+    match (&record.fast_path_rule, &record.approved_by) {
+        (Some(rule), _) => format!("allowed: fast path {rule}"),
+        (None, Some(by)) if !by.is_empty() => "approved".to_owned(),
+        _ => "allowed: self-service".to_owned(),
+    }
 }
 
 /// A request checked and ready to merge.
@@ -107,6 +116,18 @@ impl Workflow {
         let Some(ready) = self.prepare_merge(&mut record).await? else {
             return Ok(()); // refused, and said so
         };
+        // The last reads before the merge, and the status it needs, in one round trip.
+        let mut read = None;
+        if let Ready::Checked { .. } = ready {
+            let (pr, withdrawn) = self.merge_round(&mut record).await?;
+            if let Some((have, need)) = withdrawn {
+                let why =
+                    format!("an approval was withdrawn before the merge ({have} of {need} remain)");
+                return self.refuse_merge(record, &why).await;
+            }
+            read = Some(pr);
+        }
+        let checked_head = record.head_sha.clone();
         if record.granted_at.is_none() {
             let now = self.now();
             record.granted_at = Some(now);
@@ -144,6 +165,16 @@ impl Workflow {
                 files
             }
         };
+        if record.head_sha != checked_head {
+            // The expiry was stamped into the grant files: a new head, read again at the merge.
+            read = None;
+            self.set_status_on(
+                &record.head_sha,
+                StatusState::Success,
+                &merge_status(&record),
+            )
+            .await?;
+        }
         let (title, message) = trailers::grant_message(&record, expires_at, record.review_due_at);
         let plan = MergePlan {
             pr: record.pr_number,
@@ -155,10 +186,20 @@ impl Workflow {
             title,
             message,
         };
-        let merged = match self.merge_own_or_theirs(&plan).await? {
+        // The verdict comment said meanwhile comes first on the thread.
+        self.verdicts.said(record.id.as_str()).await;
+        let merged = match self.merge_own_or_theirs(&plan, read).await? {
             Ok(merged) => merged,
             Err(refusal) => return self.refuse_merge(record, &refusal.to_string()).await,
         };
+        if merged.head != record.head_sha
+            && let Some(stored) = self.store.get_request(id).await?
+        {
+            // The branch was put back as a new commit (GitLab), which the store took as the
+            // request's head meanwhile.
+            record.head_sha = stored.head_sha;
+            record.version = stored.version;
+        }
         record.state = RequestState::Active;
         record.merge_sha = Some(merged.sha);
         record.total_secs = record.duration_secs;
@@ -218,14 +259,6 @@ impl Workflow {
             self.refuse_merge(record.clone(), why).await?;
             return Ok(None);
         };
-        if record.fast_path_rule.is_none()
-            && let Some((have, need)) = self.live_approvals(record).await?
-        {
-            let why =
-                format!("an approval was withdrawn before the merge ({have} of {need} remain)");
-            self.refuse_merge(record.clone(), &why).await?;
-            return Ok(None);
-        }
         Ok(Some(Ready::Checked {
             role,
             spec: spec.unwrap_or_else(|| Self::spec(record)),
@@ -233,13 +266,42 @@ impl Workflow {
         }))
     }
 
-    /// Merges through the guard. A bot-built PR whose head someone else moved is put back to
-    /// the bot's own commit (recorded as tampering) and tried once more.
+    /// The round trip right before a request's merge, its calls made together: the PR read
+    /// for the merge guard, the `breakglass/policy` status the merge needs (a required status
+    /// check), and the approvals checked against the forge (still there). Returns the PR and,
+    /// when approvals were withdrawn, how many are left of how many needed.
+    async fn merge_round(
+        &self,
+        record: &mut RequestRecord,
+    ) -> anyhow::Result<(PullRequestState, Option<(usize, u32)>)> {
+        let fast_path = record.fast_path_rule.is_some();
+        let status = merge_status(record);
+        let head = record.head_sha.clone();
+        let number = record.pr_number;
+        let (pr, set, live) = tokio::join!(
+            self.forge.change(number),
+            self.set_status_on(&head, StatusState::Success, &status),
+            async {
+                if fast_path {
+                    Ok(None) // approved by its rule, reviewed after the fact
+                } else {
+                    self.live_approvals(record).await
+                }
+            }
+        );
+        set?;
+        Ok((pr?, live?))
+    }
+
+    /// Merges through the guard (on `read`, the PR as just read, when given). A bot-built PR
+    /// whose head someone else moved is put back to the bot's own commit (recorded as
+    /// tampering) and tried once more.
     pub(super) async fn merge_own_or_theirs(
         &self,
         plan: &MergePlan,
+        read: Option<PullRequestState>,
     ) -> anyhow::Result<Result<Merged, Refusal>> {
-        let first = self.guarded_merge(plan).await?;
+        let first = self.guarded_merge(plan, read).await?;
         let Err(Refusal::HeadMoved { found }) = &first else {
             return Ok(first);
         };
@@ -257,7 +319,7 @@ impl Workflow {
             head_sha: head,
             ..plan.clone()
         };
-        self.guarded_merge(&plan).await
+        self.guarded_merge(&plan, None).await
     }
 
     /// The role, the grant's values (from the request file at the head) and the grant files as
@@ -377,7 +439,7 @@ impl Workflow {
             // again after a crash that followed the grant: what was given is still announced.
             let logged = self.store.events_for_request(id).await?;
             if logged.iter().any(|e| e.kind == EventKind::Grant) {
-                self.announce_grant(&record).await?;
+                self.announce_grant(&record, false).await?;
             }
             return Ok(());
         }
@@ -411,26 +473,28 @@ impl Workflow {
             return self.schedule(JobKind::Revoke, id, self.now()).await;
         }
         // Applied again when the step runs again (providers are idempotent), logged once.
-        if self
+        let first = self
             .record_event_once(
                 EventKind::Grant,
                 id,
                 super::events::requester(&record),
                 serde_json::json!({ "provider": applied.provider, "role": record.role, "expires_at": record.expires_at.map(crate::clock::iso) }),
             )
-            .await?
-        {
+            .await?;
+        if first {
             self.metrics.inc(
                 "breakglass_grants_total",
                 format!("provider=\"{}\"", applied.provider),
             );
         }
-        self.announce_grant(&record).await?;
+        // Logged just now: no earlier run of this step can have announced it.
+        self.announce_grant(&record, first).await?;
         self.schedule(JobKind::OpenRevert, id, self.now()).await
     }
 
-    /// The granted note on the request PR, said once (a step run again reads the thread).
-    async fn announce_grant(&self, record: &RequestRecord) -> anyhow::Result<()> {
+    /// The granted note on the request PR, said once: `unsaid` when the grant was logged by this
+    /// very run (the note follows the log), else the thread is read first.
+    async fn announce_grant(&self, record: &RequestRecord, unsaid: bool) -> anyhow::Result<()> {
         let expires_at = record
             .expires_at
             .context("a granted request has an expiry")?;
@@ -455,12 +519,12 @@ impl Workflow {
             record.ticket.as_ref().map(|t| t.as_str()),
             self.forge.kind().change_word(),
         );
-        self.note_once(
-            Thread::Change(record.pr_number),
-            super::once::GRANTED,
-            &text,
-        )
-        .await
+        let thread = Thread::Change(record.pr_number);
+        if unsaid {
+            self.forge.note(thread, &text).await?;
+            return Ok(());
+        }
+        self.note_once(thread, super::once::GRANTED, &text).await
     }
 
     /// After the expiry comment: the fast-path label (and the poll for its review) and the
@@ -609,6 +673,12 @@ impl Workflow {
         if policy_changed || commits.is_empty() {
             self.policies_changed().await?;
         }
+        // The branch's head for the next bot change (an all-zero `after` is a deleted branch).
+        if after.bytes().any(|b| b != b'0') {
+            self.default_head_moved(after).await?;
+        } else {
+            self.forget_default_head();
+        }
         if !removed.is_empty() || policy_changed {
             let baseline = self.baseline().await?;
             for request in &removed {
@@ -719,7 +789,7 @@ impl Workflow {
                 format!("breakglass: remove {subject} (reconcile)"),
                 message.clone(),
             )?;
-            match self.merge_own_or_theirs(&plan).await? {
+            match self.merge_own_or_theirs(&plan, None).await? {
                 Ok(merged) => {
                     self.record_event(
                         EventKind::Remove,

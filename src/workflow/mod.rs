@@ -19,6 +19,7 @@ pub use forges::Workflows;
 mod guard;
 mod lifecycle;
 mod once;
+mod ordering;
 mod pull_request;
 mod reconcile;
 mod revocation;
@@ -116,6 +117,8 @@ pub struct Workflow {
     stripes: Arc<[tokio::sync::Mutex<()>; STRIPES]>,
     /// Policies and memberships kept in memory (see [`cache`]).
     caches: Arc<cache::Caches>,
+    /// Verdict comments being posted, which their merges wait for (see [`ordering`]).
+    verdicts: Arc<ordering::Verdicts>,
 }
 
 /// Many, so that unrelated PRs rarely share one: a due revoke whose stripe is taken waits for
@@ -144,6 +147,7 @@ impl Workflow {
             wake_jobs: Arc::new(JobWakes::default()),
             stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
             caches: Arc::default(),
+            verdicts: Arc::default(),
         }
     }
 

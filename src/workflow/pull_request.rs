@@ -222,6 +222,21 @@ impl Workflow {
                 None => Ok(()),
             }
         };
+        if matches!(decided.next, Next::FastPath(_) | Next::SelfService) {
+            // Merged at once: the merge job sets the status in its round trip before the merge,
+            // and waits for this comment, which is said meanwhile (see `ordering`).
+            let saying = self.verdicts.saying(record.id.as_str());
+            let (said, next) = tokio::join!(
+                async {
+                    let said = said.await;
+                    drop(saying);
+                    said
+                },
+                self.follow_up(record, decided.next, &decided.stored, inputs.now)
+            );
+            said?;
+            return next;
+        }
         // Independent writes, made together.
         let (set, said) = tokio::join!(self.set_status(&inputs.pr, *status, description), said);
         set?;

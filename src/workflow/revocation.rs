@@ -394,6 +394,14 @@ impl Workflow {
             None
         };
         for kind in [ChangeKind::Revert, ChangeKind::Request] {
+            // A branch the bot merged is gone already where the forge drops merged branches.
+            let merged = match kind {
+                ChangeKind::Request => record.merge_sha.is_some(),
+                _ => revert_sha.is_some(),
+            };
+            if merged && self.forge.drops_merged_branches() {
+                continue;
+            }
             if let Some(change) = self.store.get_change(record.id.as_str(), kind).await? {
                 self.forge.delete_branch(&change.branch).await?;
             }
@@ -476,7 +484,7 @@ impl Workflow {
                 }
             };
             let plan = MergePlan::deletion(&change, title.clone(), message.clone())?;
-            match self.merge_own_or_theirs(&plan).await? {
+            match self.merge_own_or_theirs(&plan, None).await? {
                 Ok(merged) => return Ok(Some(merged.sha)),
                 Err(Refusal::Closed) if self.forge.change(plan.pr).await?.info.merged => {
                     // Merged by hand at another head: the files may still be there; rebuild.

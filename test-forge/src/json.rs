@@ -142,6 +142,7 @@ struct RepoFacts<'a> {
     pushed_at: DateTime<Utc>,
     open_issues: usize,
     fork: bool,
+    delete_branch_on_merge: bool,
 }
 
 /// When the default branch last moved (its tip's commit time).
@@ -168,6 +169,7 @@ pub(crate) fn repo(st: &ForgeState, r: &RepoRec) -> Value {
             pushed_at: pushed_at(r),
             open_issues: r.issues.values().filter(|i| i.open).count(),
             fork: false,
+            delete_branch_on_merge: r.delete_branch_on_merge,
         },
     )
 }
@@ -187,6 +189,7 @@ pub(crate) fn fork_repo(st: &ForgeState, base: &RepoRec, fork: &str) -> Value {
             pushed_at: pushed_at(base),
             open_issues: 0,
             fork: true,
+            delete_branch_on_merge: false,
         },
     )
 }
@@ -292,6 +295,7 @@ fn repo_json(st: &ForgeState, f: &RepoFacts<'_>) -> Value {
     put("open_issues", json!(open));
     put("watchers", json!(0));
     put("default_branch", json!(f.default_branch));
+    put("delete_branch_on_merge", json!(f.delete_branch_on_merge));
     put("custom_properties", json!({}));
     Value::Object(m)
 }

@@ -125,6 +125,7 @@ impl TestForge {
                     statuses: Vec::new(),
                     check_runs: Vec::new(),
                     protections: Default::default(),
+                    delete_branch_on_merge: false,
                 },
             );
             Ok(())
@@ -208,6 +209,16 @@ impl TestForge {
                 st.commit_files(repo, branch, &user.login, &list, message, Via::Push)
             }),
         )
+    }
+
+    /// Moves `branch` to commit `sha` as `user`, whether or not that is a fast-forward (a force
+    /// push: commits on the branch after `sha` leave it). Sends the `push` event.
+    #[track_caller]
+    pub fn force_branch(&self, repo: &str, branch: &str, user: &User, sha: &str) {
+        ok(
+            "force_branch",
+            self.with_state(|st| st.update_branch(repo, branch, sha, true, &user.login)),
+        );
     }
 
     /// Deletes a branch as `user` (closing its open pull requests, as GitHub does).
@@ -335,6 +346,19 @@ impl TestForge {
         ok(
             "protect_branch",
             self.with_state(|st| st.protect_branch(repo, branch, protection)),
+        );
+    }
+
+    /// Sets GitHub's "Automatically delete head branches" of `repo` (`delete_branch_on_merge`):
+    /// a merged pull request's head branch in the repository is then deleted.
+    #[track_caller]
+    pub fn set_delete_branch_on_merge(&self, repo: &str, on: bool) {
+        ok(
+            "set_delete_branch_on_merge",
+            self.with_state(|st| {
+                st.repo_mut(repo)?.delete_branch_on_merge = on;
+                Ok(())
+            }),
         );
     }
 

@@ -180,6 +180,9 @@ pub(crate) struct RepoRec {
     pub check_runs: Vec<CheckRunRec>,
     /// Branch protection rules by branch name.
     pub protections: BTreeMap<String, Protection>,
+    /// GitHub's "Automatically delete head branches": a merged pull request's head branch (in
+    /// this repository) is deleted.
+    pub delete_branch_on_merge: bool,
 }
 
 impl RepoRec {

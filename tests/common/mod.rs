@@ -91,6 +91,8 @@ fn policies_dir() -> PathBuf {
 pub enum Route {
     /// Opening change requests.
     Changes,
+    /// Reading one.
+    Change,
     /// Merging one.
     Merge,
     /// Notes on a change request.
@@ -438,9 +440,11 @@ impl Scenario {
     pub fn route(&self, what: Route) -> &'static str {
         match (self.dialect, what) {
             (Dialect::GitHub, Route::Changes) => "/repos/{owner}/{repo}/pulls",
+            (Dialect::GitHub, Route::Change) => "/repos/{owner}/{repo}/pulls/{number}",
             (Dialect::GitHub, Route::Merge) => "/repos/{owner}/{repo}/pulls/{number}/merge",
             (Dialect::GitHub, Route::Notes) => "/repos/{owner}/{repo}/issues/{number}/comments",
             (Dialect::GitLab, Route::Changes) => "/api/v4/projects/{id}/merge_requests",
+            (Dialect::GitLab, Route::Change) => "/api/v4/projects/{id}/merge_requests/{iid}",
             (Dialect::GitLab, Route::Merge) => "/api/v4/projects/{id}/merge_requests/{iid}/merge",
             (Dialect::GitLab, Route::Notes) => "/api/v4/projects/{id}/merge_requests/{iid}/notes",
         }

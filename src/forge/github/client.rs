@@ -53,6 +53,8 @@ pub struct GithubClient {
     cache: EtagCache,
     /// The ETag of the last reactions list per pull request, for polling.
     reaction_etags: Arc<Mutex<HashMap<u64, String>>>,
+    /// The repository's `delete_branch_on_merge`, as last read with its default branch.
+    deletes_merged_branches: Arc<std::sync::atomic::AtomicBool>,
     /// For a GitHub App: its bot user's login (`<slug>[bot]`), which an installation token
     /// cannot look up itself.
     app_bot: Option<String>,
@@ -114,6 +116,7 @@ impl GithubClient {
                     retry: RetryPolicy::default(),
                     cache: EtagCache::default(),
                     reaction_etags: Arc::default(),
+                    deletes_merged_branches: Arc::default(),
                     app_bot: None,
                 };
                 let installation = match installation_id {
@@ -146,6 +149,7 @@ impl GithubClient {
             retry: RetryPolicy::default(),
             cache: EtagCache::default(),
             reaction_etags: Arc::default(),
+            deletes_merged_branches: Arc::default(),
             app_bot,
         })
     }
@@ -261,9 +265,22 @@ impl GithubClient {
         #[derive(Deserialize)]
         struct Repo {
             default_branch: String,
+            #[serde(default)]
+            delete_branch_on_merge: Option<bool>,
         }
         let repo: Repo = self.json(Method::GET, &self.repo_path(""), None).await?;
+        self.deletes_merged_branches.store(
+            repo.delete_branch_on_merge == Some(true),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(repo.default_branch)
+    }
+
+    /// Whether the repository deletes a pull request's head branch once it is merged
+    /// ("Automatically delete head branches"), as the last read of the repository said.
+    pub fn deletes_merged_branches(&self) -> bool {
+        self.deletes_merged_branches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The commit a branch points at.
@@ -1048,6 +1065,8 @@ struct PullRequest {
     draft: Option<bool>,
     #[serde(default)]
     updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    changed_files: Option<u64>,
 }
 
 impl From<PullRequest> for PullRequestState {
@@ -1059,6 +1078,8 @@ impl From<PullRequest> for PullRequestState {
             open: pr.state == "open",
             merge_sha: if merged { pr.merge_commit_sha } else { None },
             merged_at: pr.merged_at,
+            changed_files: pr.changed_files,
+            merge_base: None,
             info: PullRequestInfo {
                 number: pr.number,
                 author: pr.user.into(),

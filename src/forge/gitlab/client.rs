@@ -676,19 +676,21 @@ impl GitlabClient {
     }
 
     /// Merges with a merge commit (never squash), only if the source branch's head is still
-    /// `sha`; returns the commit that landed.
+    /// `sha`; returns the commit that landed. `remove_source` has GitLab delete the source
+    /// branch once merged.
     pub async fn merge(
         &self,
         iid: u64,
         sha: &str,
         merge_commit_message: &str,
+        remove_source: bool,
     ) -> Result<String, MergeError> {
         let route = self.project_route(&format!("/merge_requests/{iid}/merge"));
         let body = json!({
             "sha": sha,
             "merge_commit_message": merge_commit_message,
             "squash": false,
-            "should_remove_source_branch": false,
+            "should_remove_source_branch": remove_source,
         });
         let merged: MergeRequest = self
             .write(Method::PUT, &route, body)
@@ -1037,6 +1039,15 @@ struct MergeRequest {
     merged_at: Option<DateTime<Utc>>,
     #[serde(default)]
     updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    diff_refs: Option<DiffRefs>,
+}
+
+/// The commits a merge request's diff is between.
+#[derive(Deserialize)]
+struct DiffRefs {
+    #[serde(default)]
+    base_sha: Option<String>,
 }
 
 impl MergeRequest {
@@ -1053,6 +1064,8 @@ impl MergeRequest {
                     .unwrap_or_else(|| head_sha.clone())
             }),
             merged_at: self.merged_at,
+            changed_files: None,
+            merge_base: self.diff_refs.and_then(|d| d.base_sha),
             info: PullRequestInfo {
                 number: self.iid,
                 author: self.author.into(),
@@ -1519,7 +1532,10 @@ mod tests {
                 )
             })
             .await;
-            let err = client.merge(7, &"a".repeat(40), "Merge").await.unwrap_err();
+            let err = client
+                .merge(7, &"a".repeat(40), "Merge", false)
+                .await
+                .unwrap_err();
             assert!(matches!(err, MergeError::HeadChanged), "{err:?}");
             let seen = seen.lock().unwrap();
             assert_eq!(seen.len(), 1);

@@ -508,6 +508,17 @@ impl ForgeState {
         }
         self.branch_moved(full, &base_ref, Some(before), Some(merged), actor);
         self.emit_pull(full, number, "closed", actor, vec![]);
+        // "Automatically delete head branches": only a head branch of this repository.
+        let head_branch = {
+            let r = self.repo(full)?;
+            let (_, pr) = r.pull(number)?;
+            (r.delete_branch_on_merge && pr.head_repo.is_none())
+                .then(|| pr.head_ref.clone())
+                .filter(|b| git::branch_tip(&r.git, b).is_some())
+        };
+        if let Some(branch) = head_branch {
+            self.delete_branch(full, &branch, actor)?;
+        }
         Ok(merged.to_string())
     }
 
