@@ -20,6 +20,7 @@ use crate::config::{Config, GithubConfig, GitlabConfig, read_secrets};
 use crate::failures::{Failures, Work};
 use crate::forge::github::{GithubAuth, GithubClient};
 use crate::forge::gitlab::{GitlabAuth, GitlabClient};
+use crate::forge::retry::RetryPolicy;
 use crate::forge::{Delivery, Forge, ForgeError};
 use crate::grant::Providers;
 use crate::grant::aws_iam::AwsProvider;
@@ -79,7 +80,16 @@ pub struct Options {
     pub templates_dir: Option<std::path::PathBuf>,
     /// Reads an environment variable (tests pass their own).
     pub env: fn(&str) -> Option<String>,
+    /// How long each attempt of a forge API call may take before it is abandoned (then
+    /// retried, at most [`RetryPolicy::attempts`] times in all; see `forge::retry`): a forge
+    /// that accepts the connection and never answers costs a call this long, and holds the
+    /// PR it is for no longer. Not a config key: [`FORGE_TIMEOUT`] in production; tests of
+    /// hanging forges set it short.
+    pub forge_timeout: Duration,
 }
+
+/// The production [`Options::forge_timeout`].
+pub const FORGE_TIMEOUT: Duration = crate::forge::retry::DEFAULT_TIMEOUT;
 
 impl Default for Options {
     fn default() -> Self {
@@ -88,6 +98,7 @@ impl Default for Options {
             tick: Duration::from_secs(1),
             templates_dir: None,
             env: |name| std::env::var(name).ok(),
+            forge_timeout: FORGE_TIMEOUT,
         }
     }
 }
@@ -271,6 +282,14 @@ impl Common<'_> {
         ))
     }
 
+    /// The one retry policy of this service's forge clients.
+    fn forge_retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            timeout: self.options.forge_timeout,
+            ..RetryPolicy::default()
+        }
+    }
+
     fn secrets(&self, env: &str, file: Option<&std::path::Path>) -> anyhow::Result<Vec<Secret>> {
         let read = self.options.env;
         Ok(read_secrets(env, file, &|n| read(n))?)
@@ -300,8 +319,8 @@ async fn github_workflow(
                 .remove(0),
         ),
     };
-    let forge =
-        Forge::GitHub(GithubClient::connect(&github.api_url, &github.repository, auth).await?);
+    let client = GithubClient::connect(&github.api_url, &github.repository, auth).await?;
+    let forge = Forge::GitHub(client.with_retry(common.forge_retry()));
     let workflow = common
         .workflow(
             forge,
@@ -336,7 +355,8 @@ async fn gitlab_workflow(
         &gitlab.project,
         GitlabAuth::PrivateToken(token),
     )
-    .await?;
+    .await?
+    .with_retry(common.forge_retry());
     let workflow = common
         .workflow(Forge::GitLab(client), &gitlab.project, GITLAB_POLL_INTERVAL)
         .await?;

@@ -1,14 +1,28 @@
 //! Long forge outages (issue 11): for five minutes of the bot's clock every API call fails
-//! (5xx, or 429 with `Retry-After`) while grants expire one a minute. The revokes need no forge
-//! call and happen on time; the reverts wait, retry no faster than the forge asked, and all
-//! land once the forge is back, each requester told once.
+//! (5xx, 429 with `Retry-After`, or no answer at all) while grants expire one a minute. The
+//! revokes need no forge call and happen on time; the reverts wait, retry no faster than the
+//! forge asked, and all land once the forge is back, each requester told once.
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use breakglass::store::JobKind;
 use breakglass_test_forge::{FailureKind, FailureSpec};
 use chrono::TimeDelta;
 use common::*;
+
+/// A hanging forge costs real time while the scenario's clocks stand still: each forge call
+/// of these stories gives up after this (production: 10 s).
+const SHORT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The world of the hanging-forge stories.
+fn short_timeouts() -> Setup {
+    Setup {
+        forge_timeout: Some(SHORT_TIMEOUT),
+        ..Setup::default()
+    }
+}
 
 const GRANTS: [&str; 4] = ["r1", "r2", "r3", "r4"];
 const OUTAGE_MINUTES: i64 = 5;
@@ -106,5 +120,81 @@ on_both_forges!(
             "{} calls in a rate-limited outage",
             outage.calls
         );
+    }
+);
+
+on_both_forges!(
+    five_minutes_of_a_forge_that_never_answers_delay_no_revoke_and_every_revert_lands,
+    short_timeouts(),
+    |s: Scenario| async move {
+        s.expect_job_error(JobKind::Revert, "no answer within");
+        s.expect_error(Source::Reconciliation, "no answer within");
+        let outage = grants_expiring_through(&s, FailureKind::Hang).await;
+        assert!(outage.calls > 0, "the reverts were tried during the outage");
+    }
+);
+
+/// Waits (real time, up to 30 s) until `check` holds.
+async fn until<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+on_both_forges!(
+    a_forge_call_hanging_on_the_grants_own_pr_does_not_hold_its_revoke_back,
+    Setup {
+        // Long enough that a hung call holds its PR's lock far past the 5 s promise: four
+        // attempts of 3 s each.
+        forge_timeout: Some(Duration::from_secs(3)),
+        ..Setup::default()
+    },
+    |s: Scenario| async move {
+        s.expect_delivery_error("no answer within");
+        s.expect_job_error(JobKind::Revert, "no answer within");
+        let pr = s.granted("r1", "1h").await;
+        // The forge answers nothing for a minute (then a 504): alice's question on the PR is
+        // handled under the PR's lock, and its reply hangs there.
+        s.forge.fail_next(FailureSpec::any(
+            u32::MAX,
+            FailureKind::Timeout(Duration::from_secs(60)),
+        ));
+        let before = s.forge.calls().total;
+        s.note(pr, &s.people.alice, "/breakglass status");
+        until("the bot's call about the comment hangs", || async {
+            s.forge.calls().total > before
+        })
+        .await;
+        s.advance(TimeDelta::hours(1));
+        let expired = Instant::now();
+        until("r1 is revoked", || async {
+            s.request("r1").await.state.to_string() == "revoked"
+        })
+        .await;
+        let took = expired.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "the revoke waited {took:?} for the hung work on its PR"
+        );
+        assert!(s.events("r1", "revert").await.is_empty(), "no revert yet");
+        s.forge.clear_failures();
+        // Back: the comment is handled again, the revert lands, each said once.
+        for _ in 0..4 {
+            s.advance(TimeDelta::minutes(1));
+            s.settle().await;
+        }
+        let record = s.request("r1").await;
+        assert!(s.change(record.revert_pr_number.unwrap()).merged);
+        assert_eq!(s.events("r1", "revoke").await.len(), 1);
+        assert_eq!(s.events("r1", "revert").await.len(), 1);
+        let said = s.take_bot_comments(pr);
+        let revoked = said.iter().filter(|c| c.starts_with("🔒 **Access revoked**"));
+        assert_eq!(revoked.count(), 1, "{said:#?}");
     }
 );

@@ -477,9 +477,10 @@ impl Workflow {
             .await?
             .is_some()
         {
-            // Extended by an earlier run of this comment's delivery: only its timers may be
-            // missing.
-            return self.extension_timers(&record).await;
+            // Extended by an earlier run of this comment's delivery: its timers and its note
+            // may be missing (a kill before them).
+            self.extension_timers(&record).await?;
+            return self.announce_extension(&record).await;
         }
         let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
             return self
@@ -576,7 +577,10 @@ impl Workflow {
             .await?
         {
             return match self.store.get_request(&record.id).await? {
-                Some(stored) => self.extension_timers(&stored).await,
+                Some(stored) => {
+                    self.extension_timers(&stored).await?;
+                    self.announce_extension(&stored).await
+                }
                 None => Ok(()),
             };
         }
@@ -588,6 +592,18 @@ impl Workflow {
             )
             .await?;
         Ok(())
+    }
+
+    /// The note of the extension that set the stored expiry of an active grant, said once.
+    async fn announce_extension(&self, record: &RequestRecord) -> anyhow::Result<()> {
+        let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
+            return Ok(());
+        };
+        let requester = record.requester_login.as_str();
+        let marker = comment::extended_marker(requester, expires_at);
+        let text = comment::extended_comment(requester, expires_at, self.now());
+        self.note_once(Thread::Change(record.pr_number), &marker, &text)
+            .await
     }
 
     /// The revoke and the reminder of an active grant at its stored expiry (idempotent).
