@@ -330,10 +330,7 @@ on_both_forges!(
         );
         // In that order: "granted" after "revoked" would tell the requester they have access.
         let at = |marker: &str| comments.iter().position(|c| c.starts_with(marker));
-        assert!(
-            at("🔓") < at("🔒"),
-            "granted after revoked: {comments:#?}"
-        );
+        assert!(at("🔓") < at("🔒"), "granted after revoked: {comments:#?}");
     }
 );
 
@@ -492,7 +489,11 @@ on_both_forges!(
         let said = s.next_bot_comment(pr);
         assert!(said.starts_with("⏳ Extended"), "{said}");
         s.expect_no_bot_comment(pr);
-        assert_eq!(s.events("r-quiet", "extend").await.len(), 1, "extended once");
+        assert_eq!(
+            s.events("r-quiet", "extend").await.len(),
+            1,
+            "extended once"
+        );
     }
 );
 
@@ -514,10 +515,17 @@ on_both_backends!(
             record.id = format!("r-backlog-{i:04}").try_into().unwrap();
             record.pr_number = 10_000 + i as u64;
             s.store.insert_request(&record).await.unwrap();
-            files.push((format!("requests/prod/{}.yaml", record.id), prod_request("2h")));
+            files.push((
+                format!("requests/prod/{}.yaml", record.id),
+                prod_request("2h"),
+            ));
         }
-        let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
-        s.forge.push_direct(REPO, &s.people.alice, &files, "restore");
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        s.forge
+            .push_direct(REPO, &s.people.alice, &files, "restore");
         workflows.shared().reconcile_all().await.unwrap();
         let (jobs,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM jobs WHERE kind = 'revoke' AND request_id LIKE 'r-backlog-%'",
@@ -525,8 +533,15 @@ on_both_backends!(
         .fetch_one(s.store.pool())
         .await
         .unwrap();
-        assert_eq!(jobs, BACKLOG as i64, "one pass gives every grant its revoke");
-        let active = s.store.list_requests(Some(RequestState::Active)).await.unwrap();
+        assert_eq!(
+            jobs, BACKLOG as i64,
+            "one pass gives every grant its revoke"
+        );
+        let active = s
+            .store
+            .list_requests(Some(RequestState::Active))
+            .await
+            .unwrap();
         assert_eq!(active.len(), BACKLOG + 1, "reconciliation kept them all");
     }
 );

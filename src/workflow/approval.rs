@@ -167,13 +167,10 @@ impl Workflow {
         if !added {
             self.log_approval_if_missing(&record.id, &signal.key, &event)
                 .await?;
-        }
-        if added {
-            if stored.merge_refused.take().is_some() {
-                // A new approval is what lets a refused merge be tried again.
-                record.decision = Some(stored.clone());
-                self.store.update_request(&mut record, self.now()).await?;
-            }
+        } else if stored.merge_refused.take().is_some() {
+            // A new approval is what lets a refused merge be tried again.
+            record.decision = Some(stored.clone());
+            self.store.update_request(&mut record, self.now()).await?;
         }
         // A repeated signal is counted again too: its first run may have been killed after
         // storing it and before acting on it, and approving is idempotent.

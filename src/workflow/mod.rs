@@ -345,9 +345,11 @@ impl Workflow {
             // job) may be stuck in a call that hangs, so a revoke waits for it only briefly,
             // then goes ahead; the store's optimistic lock orders the two, as it does across
             // replicas, and a grant applied meanwhile is taken back (`job_grant`).
-            JobKind::Revoke => tokio::time::timeout(REVOKE_LOCK_WAIT, self.lock_pr(record.pr_number))
-                .await
-                .ok(),
+            JobKind::Revoke => {
+                tokio::time::timeout(REVOKE_LOCK_WAIT, self.lock_pr(record.pr_number))
+                    .await
+                    .ok()
+            }
             _ => Some(self.lock_pr(record.pr_number).await),
         };
         match job.kind {

@@ -420,7 +420,9 @@ impl Workflow {
         if !granted_said && !revoked_said {
             let logged = self.store.events_for_request(id).await?;
             if logged.iter().any(|e| e.kind == EventKind::Grant) {
-                self.forge.note(thread, &self.granted_text(&record)?).await?;
+                self.forge
+                    .note(thread, &self.granted_text(&record)?)
+                    .await?;
             }
         }
         if !revoked_said {

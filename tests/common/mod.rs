@@ -757,10 +757,7 @@ macro_rules! on_both_forges {
         mod $name {
             use super::*;
             async fn run(dialect: Dialect, backend: Backend) {
-                let setup = Setup {
-                    dialect,
-                    ..$setup
-                };
+                let setup = Setup { dialect, ..$setup };
                 if let Some(s) = Scenario::start_with(backend, setup).await {
                     ($body)(s).await;
                 }
