@@ -198,3 +198,34 @@ on_both_forges!(
         );
     }
 );
+
+on_both_forges!(
+    a_service_started_while_the_forge_is_down_revokes_on_time,
+    short_timeouts(),
+    |mut s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.crash();
+        s.advance(TimeDelta::hours(2)); // the grant expires while the bot is down
+        // The forge fails as the bot comes back: it cannot learn who it is there.
+        s.forge
+            .fail_next(FailureSpec::any(u32::MAX, FailureKind::Status(503)));
+        s.start_service().await;
+        let back = breakglass::clock::Clock::now(&s.clock);
+        until("r1 is revoked", || async {
+            s.request("r1").await.state.to_string() == "revoked"
+        })
+        .await;
+        let record = s.request("r1").await;
+        assert!(record.revoked_at.unwrap() <= back + TimeDelta::seconds(5));
+        assert!(s.events("r1", "revert").await.is_empty(), "no revert yet");
+        s.forge.clear_failures();
+        for _ in 0..3 {
+            s.advance(TimeDelta::minutes(1));
+            s.settle().await;
+        }
+        let record = s.request("r1").await;
+        assert!(s.change(record.revert_pr_number.unwrap()).merged);
+        assert_eq!(s.events("r1", "revert").await.len(), 1);
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+    }
+);

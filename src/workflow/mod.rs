@@ -150,6 +150,15 @@ impl Workflow {
         }
     }
 
+    /// This workflow acting as `bot`: the same store, locks, caches and wake-ups (a service
+    /// that started before the forge said who the bot is).
+    pub fn with_bot(&self, bot: Actor) -> Self {
+        Self {
+            bot,
+            ..self.clone()
+        }
+    }
+
     /// Holds the lock of PR `number` (striped: unrelated PRs rarely share one).
     async fn lock_pr(&self, number: u64) -> tokio::sync::MutexGuard<'_, ()> {
         self.stripes[(number % STRIPES as u64) as usize]
