@@ -19,7 +19,8 @@
 //! SQLite always; PostgreSQL too when `BREAKGLASS_TEST_DATABASE_URL` is set.
 //! `BREAKGLASS_BENCH_GRANTS` (default 100,000; 2,000 under `cargo test --benches`),
 //! `BREAKGLASS_BENCH_WINDOW_SECS` (default 600; 20) and `BREAKGLASS_BENCH_DOWN_GRANTS`
-//! (default 10,000; 500) tune the run.
+//! (default 10,000; 500) tune the run; `BREAKGLASS_BENCH_WRAP` runs the service under a
+//! profiler (e.g. `heaptrack -o /tmp/serve`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -291,7 +292,18 @@ impl World {
     /// `breakglass serve` in a child process; its log goes to `<dir>/<name>.log`.
     fn serve(&self, name: &str) -> Child {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_breakglass"))
+        // A profiler around the service (e.g. `heaptrack -o /tmp/serve`), for finding what
+        // holds its memory; the RSS figures are then the profiler's, not the service's.
+        let mut command = match std::env::var("BREAKGLASS_BENCH_WRAP") {
+            Ok(wrap) if !wrap.trim().is_empty() => {
+                let mut words = wrap.split_whitespace();
+                let mut command = Command::new(words.next().unwrap_or_default());
+                command.args(words).arg(env!("CARGO_BIN_EXE_breakglass"));
+                command
+            }
+            _ => Command::new(env!("CARGO_BIN_EXE_breakglass")),
+        };
+        command
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "error")

@@ -211,9 +211,11 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
     let failures = Arc::new(Failures::default());
     // Revokes need no forge call: they run from the start, even while the forge does not
     // answer and the bot cannot learn who it is there.
+    let (revokes_caught_up, caught_up) = watch::channel(false);
     let revokes = tokio::spawn(revocation_worker(
         workflows.clone(),
         format!("{worker}-revokes"),
+        revokes_caught_up,
         Worker::new(watcher.clone(), options.tick, &failures),
     ));
     let reconciliation = Arc::new(Reconciliation::default());
@@ -224,6 +226,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
             wake_deliveries,
             reconciliation: reconciliation.clone(),
             reconcile_every: config.reconcile_interval.as_std(),
+            revokes_caught_up: caught_up,
         },
         Worker::new(watcher, options.tick, &failures),
     ));
@@ -271,7 +274,9 @@ async fn identified(workflows: Workflows, this: &mut Worker) -> Option<Workflows
             match identify(&workflow.forge).await {
                 Ok(Some(bot)) => *workflow = workflow.with_bot(bot),
                 Ok(None) => {}
-                Err(err) => tracing::error!(error = %format!("{err:#}"), "cannot learn the bot's own account"),
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "cannot learn the bot's own account")
+                }
             }
         }
         if list.iter().all(|w| w.bot != unidentified()) {
@@ -293,6 +298,8 @@ struct ForgeSide {
     wake_deliveries: Arc<Notify>,
     reconciliation: Arc<Reconciliation>,
     reconcile_every: Duration,
+    /// Says when the revocation lane has worked off the revokes due at start.
+    revokes_caught_up: watch::Receiver<bool>,
 }
 
 /// The workers that need the forge and the bot's account there, started once it is known;
@@ -317,6 +324,7 @@ async fn forge_workers(workflows: Workflows, side: ForgeSide, mut this: Worker) 
         workflows.clone(),
         side.reconciliation,
         side.reconcile_every,
+        side.revokes_caught_up,
         Worker::new(stop.clone(), tick, &failures),
     ));
     workers.spawn(forge_worker(
@@ -608,13 +616,21 @@ async fn handle_deliveries(workflows: &Workflows, batch: Vec<StoredDelivery>, fa
 
 /// Every active grant checked against git and its provider at start, then every
 /// `reconcile_interval` by the service's clock (so tests move it like every other timer).
+///
+/// The first pass waits until the revocation lane has worked off the revokes that fell due
+/// while the service was down (at most [`FIRST_PASS_WAIT`]): both read every grant, and on a
+/// small machine the pass, the slower safety net, would otherwise delay the revokes.
 async fn reconcile_worker(
     workflows: Workflows,
     status: Arc<Reconciliation>,
     every: Duration,
+    mut revokes_caught_up: watch::Receiver<bool>,
     mut this: Worker,
 ) {
     let every = chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::minutes(5));
+    if !revokes_first(&mut revokes_caught_up, &mut this.stop, FIRST_PASS_WAIT).await {
+        return;
+    }
     loop {
         status.running.store(true, Ordering::SeqCst);
         for workflow in workflows.iter() {
@@ -636,10 +652,27 @@ async fn reconcile_worker(
     }
 }
 
+/// Waits until the revocation lane says it caught up, or `at_most` passed; `false` when
+/// shutting down.
+async fn revokes_first(
+    caught_up: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<bool>,
+    at_most: Duration,
+) -> bool {
+    let caught_up = tokio::time::timeout(at_most, caught_up.wait_for(|done| *done));
+    tokio::select! {
+        _ = caught_up => true,
+        _ = stop.wait_for(|stop| *stop) => false,
+    }
+}
+
 /// Due revokes claimed and ended together: a batch costs three commits (claim, `Revoking`,
 /// the ends) whatever its size, where one revoke at a time cost three each, and each commit
 /// is an fsync on SQLite.
 const REVOKE_BATCH: usize = 256;
+
+/// How long reconciliation's first pass waits for the revocation lane to catch up.
+const FIRST_PASS_WAIT: Duration = Duration::from_secs(30);
 
 /// Jobs claimed at once in the forge lane, run one after the other in the order they fell due.
 const FORGE_BATCH: u32 = 10;
@@ -647,7 +680,12 @@ const FORGE_BATCH: u32 = 10;
 /// The revocation lane: every due revoke (up to [`REVOKE_BATCH`] at once) claimed and ended
 /// as one batch, then the next. A revoke whose PR is busy with other work runs on its own
 /// beside the batches. On shutdown it stops claiming and lets the work in hand finish.
-async fn revocation_worker(workflows: Workflows, worker: String, mut this: Worker) {
+async fn revocation_worker(
+    workflows: Workflows,
+    worker: String,
+    caught_up: watch::Sender<bool>,
+    mut this: Worker,
+) {
     let lane = Lane::Revocation;
     let mut alone = tokio::task::JoinSet::new();
     while !this.stopping() {
@@ -664,8 +702,12 @@ async fn revocation_worker(workflows: Workflows, worker: String, mut this: Worke
                 alone.spawn(renewing(job, renew));
             }
         }
-        if batch.len() < REVOKE_BATCH && !until_due(&workflows, lane, &mut this).await {
-            break;
+        if batch.len() < REVOKE_BATCH {
+            // Whatever was due is done: the backlog of a restart is worked off.
+            caught_up.send_replace(true);
+            if !until_due(&workflows, lane, &mut this).await {
+                break;
+            }
         }
     }
     while alone.join_next().await.is_some() {}
@@ -858,6 +900,32 @@ mod tests {
     /// A renewal that waits (for SQLite's write lock, say) must not stop the work it renews
     /// for: the work may hold that very lock (found by the long chaos run: every heartbeat
     /// stalled the worker for the database's busy timeout).
+    #[tokio::test]
+    async fn reconciliation_waits_for_the_revokes_due_at_start_but_not_forever() {
+        let long = Duration::from_secs(600);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let (caught_up_tx, mut caught_up) = watch::channel(false);
+        let gate =
+            tokio::spawn(async move { revokes_first(&mut caught_up, &mut stop, long).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!gate.is_finished(), "the pass must wait for the revokes");
+        caught_up_tx.send_replace(true);
+        assert!(gate.await.unwrap());
+
+        // A lane that never says it caught up holds the pass back `at_most`, no longer.
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let (_never, mut caught_up) = watch::channel(false);
+        let start = std::time::Instant::now();
+        let at_most = Duration::from_millis(50);
+        assert!(revokes_first(&mut caught_up, &mut stop, at_most).await);
+        assert!(start.elapsed() >= at_most);
+
+        // Shutdown ends the wait at once.
+        let (stop_tx, mut stop) = watch::channel(false);
+        stop_tx.send_replace(true);
+        assert!(!revokes_first(&mut caught_up, &mut stop, long).await);
+    }
+
     #[tokio::test]
     async fn a_waiting_renewal_does_not_stall_the_work() {
         let work = async {

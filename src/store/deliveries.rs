@@ -464,7 +464,10 @@ impl Store {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<StoredDelivery>, StoreError> {
-        claim_deliveries(&mut *self.conn().await?, worker, now, lease, limit).await
+        let mut conn = self.unsynced().await?;
+        let claimed = claim_deliveries(conn.conn(), worker, now, lease, limit).await;
+        conn.restore().await?;
+        claimed
     }
 
     /// See [`renew_delivery_leases`].
@@ -474,12 +477,18 @@ impl Store {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<u64, StoreError> {
-        renew_delivery_leases(&mut *self.conn().await?, worker, now, lease).await
+        let mut conn = self.unsynced().await?;
+        let renewed = renew_delivery_leases(conn.conn(), worker, now, lease).await;
+        conn.restore().await?;
+        renewed
     }
 
-    /// Marks a delivery processed.
+    /// Marks a delivery processed. Bookkeeping: not synced on its own (see `unsynced`).
     pub async fn finish_delivery(&self, id: &DeliveryId) -> Result<(), StoreError> {
-        finish_delivery(&mut *self.conn().await?, id).await
+        let mut conn = self.unsynced().await?;
+        let finished = finish_delivery(conn.conn(), id).await;
+        conn.restore().await?;
+        finished
     }
 
     /// See [`retry_delivery`].

@@ -504,7 +504,10 @@ impl Store {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
-        claim_lane_jobs(&mut *self.conn().await?, lane, worker, now, lease, limit).await
+        let mut conn = self.unsynced().await?;
+        let claimed = claim_lane_jobs(conn.conn(), lane, worker, now, lease, limit).await;
+        conn.restore().await?;
+        claimed
     }
 
     /// See [`next_lane_job_due`].
@@ -530,12 +533,19 @@ impl Store {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<u64, StoreError> {
-        renew_job_leases(&mut *self.conn().await?, worker, only, now, lease).await
+        let mut conn = self.unsynced().await?;
+        let renewed = renew_job_leases(conn.conn(), worker, only, now, lease).await;
+        conn.restore().await?;
+        renewed
     }
 
-    /// See [`complete_job`].
+    /// See [`complete_job`]. Bookkeeping, like claims and renewals: not synced on its own
+    /// (see `unsynced`); a completion lost to a power loss only runs the job again.
     pub async fn complete_job(&self, id: JobId, worker: &str) -> Result<bool, StoreError> {
-        complete_job(&mut *self.conn().await?, id, worker).await
+        let mut conn = self.unsynced().await?;
+        let completed = complete_job(conn.conn(), id, worker).await;
+        conn.restore().await?;
+        completed
     }
 
     /// See [`retry_job`].

@@ -30,6 +30,7 @@ pub mod requests;
 mod revocations;
 mod row;
 pub mod testing;
+mod unsynced;
 
 use std::fmt;
 use std::str::FromStr;
@@ -198,6 +199,8 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// An in-memory SQLite database: one connection that must never be closed.
+    in_memory: bool,
 }
 
 impl Store {
@@ -211,11 +214,12 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
+        let in_memory =
+            backend == Backend::Sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
         let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
         let pool = match backend {
             Backend::Postgres => options.max_connections(10).connect(url).await?,
             Backend::Sqlite => {
-                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
                 let options = if in_memory {
                     options
                         .max_connections(1)
@@ -246,7 +250,11 @@ impl Store {
                     .await?
             }
         };
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            in_memory,
+        })
     }
 
     /// Applies the migrations of this backend that have not run yet (a no-op when all have).

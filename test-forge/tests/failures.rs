@@ -128,7 +128,8 @@ async fn hang_never_answers_and_changes_nothing() {
     let w = world().await;
     let n = alice_opens_request(&w, "req-1");
     w.forge.fail_next(FailureSpec::any(1, FailureKind::Hang));
-    let call = w.octo.issues(OWNER, NAME).create_comment(n, "into the void");
+    let issues = w.octo.issues(OWNER, NAME);
+    let call = issues.create_comment(n, "into the void");
     let waited = tokio::time::timeout(Duration::from_secs(2), call).await;
     assert!(waited.is_err(), "no answer within 2 s");
     assert!(w.forge.comments(REPO, n).is_empty(), "nothing was done");
