@@ -557,6 +557,7 @@ impl Workflow {
         record.total_secs = total.as_secs();
         // Grants that carry their expiry (aws-iam) are re-applied with the new one first: the
         // store is written only after the cloud agrees, so a retry never extends twice.
+        let reapplied = applied.is_some();
         if let Some(applied) = applied {
             self.providers
                 .apply(&applied.role, &Self::spec(&record))
@@ -571,11 +572,17 @@ impl Workflow {
         );
         // The new expiry and the comment's effect in one write: a second run cannot extend again.
         let now = self.now();
-        if !self
+        let stored = self
             .store
             .record_extension(comment, &mut record, &event, now)
-            .await?
-        {
+            .await;
+        if stored.is_err() && reapplied {
+            // A revoke won the race (it waits for this PR's lock only briefly, and another
+            // replica's not at all): what was just applied again with the new expiry is
+            // taken back.
+            self.taken_back_if_ended(&record.id).await?;
+        }
+        if !stored? {
             return match self.store.get_request(&record.id).await? {
                 Some(stored) => {
                     self.extension_timers(&stored).await?;

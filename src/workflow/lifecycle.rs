@@ -432,12 +432,13 @@ impl Workflow {
         self.schedule(JobKind::OpenRevert, id, self.now()).await
     }
 
-    /// Whether request `id` ended (or began to) while its grant was being applied; if so,
-    /// what was just applied is taken back at the provider. A due revoke waits for the grant
+    /// Whether request `id` ended (or began to) while its grant was being applied (by the
+    /// grant step, or again by an extension); if so, what was just applied is taken back at
+    /// the provider. A due revoke waits for the grant
     /// step only briefly (the step may hang on the forge), and another replica's never does:
     /// its provider revoke may have come before this apply. It marked the request `Revoking`
     /// before that revoke, so reading the request after the apply sees it.
-    async fn taken_back_if_ended(&self, id: &RequestId) -> anyhow::Result<bool> {
+    pub(super) async fn taken_back_if_ended(&self, id: &RequestId) -> anyhow::Result<bool> {
         let found = self.store.granted_by_ids(std::slice::from_ref(id)).await?;
         let Some(mut granted) = found.into_iter().next() else {
             return Ok(true);
