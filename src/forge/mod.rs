@@ -6,6 +6,7 @@
 
 mod client;
 pub mod error;
+mod etag_cache;
 pub mod github;
 pub mod gitlab;
 pub mod retry;

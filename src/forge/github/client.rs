@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::forge::etag_cache::EtagCache;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
@@ -49,7 +50,7 @@ pub struct GithubClient {
     /// Bodies of earlier GETs by path, with their ETags: asking again with `If-None-Match`
     /// costs nothing against the rate limit when nothing changed (policies are read at every
     /// decision).
-    cache: Arc<Mutex<HashMap<String, (String, String)>>>,
+    cache: EtagCache,
     /// The ETag of the last reactions list per pull request, for polling.
     reaction_etags: Arc<Mutex<HashMap<u64, String>>>,
     /// For a GitHub App: its bot user's login (`<slug>[bot]`), which an installation token
@@ -57,8 +58,8 @@ pub struct GithubClient {
     app_bot: Option<String>,
 }
 
-/// Most GET answers kept for conditional requests; past it the cache starts over.
-const CACHE_ENTRIES: usize = 2048;
+/// Entries of a directory GitHub's contents API lists at most.
+const CONTENTS_DIR_LIMIT: usize = 1000;
 
 /// A raw answer: status, headers and body text.
 struct Answer {
@@ -111,7 +112,7 @@ impl GithubClient {
                     owner: owner.into(),
                     repo: repo.into(),
                     retry: RetryPolicy::default(),
-                    cache: Arc::default(),
+                    cache: EtagCache::default(),
                     reaction_etags: Arc::default(),
                     app_bot: None,
                 };
@@ -143,7 +144,7 @@ impl GithubClient {
             owner: owner.into(),
             repo: repo.into(),
             retry: RetryPolicy::default(),
-            cache: Arc::default(),
+            cache: EtagCache::default(),
             reaction_etags: Arc::default(),
             app_bot,
         })
@@ -231,35 +232,26 @@ impl GithubClient {
             let answer = self.send(method, path, body, HeaderMap::new()).await?;
             return decode(&call, &answer.body);
         }
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-            .cloned();
+        let cached = self.cache.get(path);
         let mut headers = HeaderMap::new();
         if let Some(etag) = cached
             .as_ref()
-            .and_then(|(etag, _)| HeaderValue::from_str(etag).ok())
+            .and_then(|cached| HeaderValue::from_str(&cached.etag).ok())
         {
             headers.insert(http::header::IF_NONE_MATCH, etag);
         }
         let answer = self.send(method, path, None, headers).await?;
         if answer.status == StatusCode::NOT_MODIFIED
-            && let Some((_, body)) = cached
+            && let Some(cached) = cached
         {
-            return decode(&call, &body);
+            return decode(&call, &cached.body);
         }
         if let Some(etag) = answer
             .headers
             .get(http::header::ETAG)
             .and_then(|v| v.to_str().ok())
         {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(path.to_owned(), (etag.to_owned(), answer.body.clone()));
+            self.cache.put(path, etag, &answer.body);
         }
         decode(&call, &answer.body)
     }
@@ -339,24 +331,79 @@ impl GithubClient {
         }))
     }
 
-    /// The files of a directory at a ref (names only), empty when it does not exist.
+    /// The files of a directory at a ref (full paths), empty when it does not exist.
+    ///
+    /// The contents API lists at most [`CONTENTS_DIR_LIMIT`] entries of a directory and says
+    /// nothing of the rest; a listing that long is read again, whole, as the directory's git
+    /// tree (two more calls: the parent's listing for the tree's sha, then the tree).
     pub async fn list_dir(&self, git_ref: &str, path: &str) -> Result<Vec<String>, ForgeError> {
+        let entries = match self.dir_entries(git_ref, path).await {
+            Err(err) if err.status() == Some(404) => return Ok(Vec::new()),
+            listed => listed?,
+        };
+        if entries.len() >= CONTENTS_DIR_LIMIT
+            && let Some(files) = self.tree_files(git_ref, path).await?
+        {
+            return Ok(files);
+        }
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.kind == "file")
+            .map(|e| e.path)
+            .collect())
+    }
+
+    async fn dir_entries(&self, git_ref: &str, path: &str) -> Result<Vec<DirEntry>, ForgeError> {
+        let route = match path {
+            "" => self.repo_path(&format!("/contents?ref={git_ref}")),
+            path => self.repo_path(&format!("/contents/{path}?ref={git_ref}")),
+        };
+        self.json::<Vec<DirEntry>>(Method::GET, &route, None).await
+    }
+
+    /// Every file of directory `path` at `git_ref`, from its git tree; `None` when the
+    /// directory is not found in its parent's listing.
+    async fn tree_files(
+        &self,
+        git_ref: &str,
+        path: &str,
+    ) -> Result<Option<Vec<String>>, ForgeError> {
         #[derive(Deserialize)]
-        struct Entry {
+        struct Tree {
+            tree: Vec<TreeEntry>,
+            #[serde(default)]
+            truncated: bool,
+        }
+        #[derive(Deserialize)]
+        struct TreeEntry {
             path: String,
             #[serde(rename = "type")]
             kind: String,
         }
-        let route = self.repo_path(&format!("/contents/{path}?ref={git_ref}"));
-        match self.json::<Vec<Entry>>(Method::GET, &route, None).await {
-            Ok(entries) => Ok(entries
-                .into_iter()
-                .filter(|e| e.kind == "file")
-                .map(|e| e.path)
-                .collect()),
-            Err(err) if err.status() == Some(404) => Ok(Vec::new()),
-            Err(err) => Err(err),
+        let path = path.trim_matches('/');
+        let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+        let siblings = self.dir_entries(git_ref, parent).await?;
+        let Some(dir) = siblings
+            .into_iter()
+            .find(|e| e.kind == "dir" && e.path == path)
+        else {
+            return Ok(None);
+        };
+        let Some(sha) = dir.sha else { return Ok(None) };
+        let route = self.repo_path(&format!("/git/trees/{sha}"));
+        let tree: Tree = self.json(Method::GET, &route, None).await?;
+        if tree.truncated {
+            // Past the Trees API's own limit (100,000 entries): what it listed is all there is
+            // to have; callers read any file they miss on its own.
+            tracing::warn!(%path, "the directory's git tree was truncated");
         }
+        Ok(Some(
+            tree.tree
+                .into_iter()
+                .filter(|e| e.kind == "blob")
+                .map(|e| format!("{path}/{}", e.path))
+                .collect(),
+        ))
     }
 
     /// Creates `branch` at `sha`.
@@ -937,6 +984,16 @@ impl From<User> for Actor {
             login: user.login,
         }
     }
+}
+
+/// One entry of a contents listing.
+#[derive(Deserialize)]
+struct DirEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    sha: Option<String>,
 }
 
 /// The answer of a contents write: the commit it made.

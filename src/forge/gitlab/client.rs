@@ -7,8 +7,6 @@
 //! ([`crate::forge::retry`]). The project is addressed by its URL-encoded path
 //! (`group%2Fsub%2Fproject`), so the configuration names it the way people read it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -20,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::{looks_like_bot, reaction_name, route};
 use crate::forge::Thread;
+use crate::forge::etag_cache::EtagCache;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
@@ -76,7 +75,7 @@ pub struct GitlabClient {
     retry: RetryPolicy,
     /// Bodies of earlier GETs by route, with their ETags: GitLab answers `If-None-Match` with
     /// `304` where it sends ETags, which saves the body (not the rate limit).
-    cache: Arc<Mutex<HashMap<String, (String, String)>>>,
+    cache: EtagCache,
 }
 
 /// Most items GitLab returns per page.
@@ -84,8 +83,6 @@ const PER_PAGE: u32 = 100;
 /// Most pages read for one list. A longer list is an error, never a silent truncation: a
 /// missing file in a merge request's diff or a missing withdrawal would change a decision.
 const MAX_PAGES: usize = 50;
-/// Most GET answers kept for conditional requests; past it the cache starts over.
-const CACHE_ENTRIES: usize = 2048;
 /// GitLab's limit on a commit status description.
 const STATUS_DESCRIPTION_CHARS: usize = 255;
 /// The lowest access level that makes someone a member (Guest); Minimal Access (5) does not.
@@ -135,7 +132,7 @@ impl GitlabClient {
             project: project.to_owned(),
             auth,
             retry: RetryPolicy::default(),
-            cache: Arc::default(),
+            cache: EtagCache::default(),
         })
     }
 
@@ -229,23 +226,18 @@ impl GitlabClient {
     /// A GET of one object, conditional on the ETag of an earlier answer when there is one.
     async fn get<T: DeserializeOwned>(&self, route: &str) -> Result<T, ForgeError> {
         let call = format!("GET {route}");
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(route)
-            .cloned();
+        let cached = self.cache.get(route);
         let mut headers = HeaderMap::new();
         if let Some(etag) = cached
             .as_ref()
-            .and_then(|(etag, _)| HeaderValue::from_str(etag).ok())
+            .and_then(|cached| HeaderValue::from_str(&cached.etag).ok())
         {
             headers.insert(http::header::IF_NONE_MATCH, etag);
         }
         let answer = self.send(Method::GET, route, None, headers).await?;
         if answer.status == StatusCode::NOT_MODIFIED {
             return match cached {
-                Some((_, body)) => decode(&call, &body),
+                Some(cached) => decode(&call, &cached.body),
                 None => Err(ForgeError::Decode {
                     call,
                     detail: "304 Not Modified to a request without If-None-Match".into(),
@@ -253,11 +245,7 @@ impl GitlabClient {
             };
         }
         if let Some(etag) = header(&answer.headers, "etag") {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(route.to_owned(), (etag.to_owned(), answer.body.clone()));
+            self.cache.put(route, etag, &answer.body);
         }
         decode(&call, &answer.body)
     }
@@ -1430,7 +1418,7 @@ mod tests {
     /// A loopback stand-in for GitLab that answers by route and records what it was asked:
     /// only for what cannot be seen without HTTP (pagination, headers, retries).
     mod over_http {
-        use std::sync::Mutex;
+        use std::sync::{Arc, Mutex};
 
         use axum::extract::Request;
         use axum::response::{IntoResponse, Response};

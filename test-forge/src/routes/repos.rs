@@ -276,6 +276,10 @@ async fn get_branch(
     Ok(Json(branch_json(&st, rec, &branch, tip)))
 }
 
+/// GitHub lists at most this many entries of a directory through the contents API (the rest
+/// only through the Git Trees API), silently.
+pub const CONTENTS_DIR_LIMIT: usize = 1000;
+
 fn contents(st: &ForgeState, name: &str, path: &str, q: &ApiQuery) -> ApiResult<Value> {
     let rec = st.repo(name)?;
     let reference = q.get("ref").unwrap_or(&rec.default_branch).to_owned();
@@ -300,6 +304,7 @@ fn contents(st: &ForgeState, name: &str, path: &str, q: &ApiQuery) -> ApiResult<
         Some(PathEntry::Dir(entries)) => Ok(Value::Array(
             entries
                 .iter()
+                .take(CONTENTS_DIR_LIMIT)
                 .map(|e| {
                     json::content_entry(
                         st,
