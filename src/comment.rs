@@ -407,9 +407,18 @@ pub fn reviewed_comment(reviewer: &str) -> String {
 
 pub fn extended_comment(requester: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     format!(
-        "⏳ Extended: @{requester}'s access now expires at **{}** ({}).",
-        iso(expires_at),
+        "{} ({}).",
+        extended_marker(requester, expires_at),
         relative(now, expires_at)
+    )
+}
+
+/// How the note of one extension starts (its new expiry names it): a step run again looks
+/// for it before saying it.
+pub fn extended_marker(requester: &str, expires_at: DateTime<Utc>) -> String {
+    format!(
+        "⏳ Extended: @{requester}'s access now expires at **{}**",
+        iso(expires_at)
     )
 }
 

@@ -20,6 +20,7 @@ use crate::config::{Config, GithubConfig, GitlabConfig, read_secrets};
 use crate::failures::{Failures, Work};
 use crate::forge::github::{GithubAuth, GithubClient};
 use crate::forge::gitlab::{GitlabAuth, GitlabClient};
+use crate::forge::retry::RetryPolicy;
 use crate::forge::{Delivery, Forge, ForgeError};
 use crate::grant::Providers;
 use crate::grant::aws_iam::AwsProvider;
@@ -79,7 +80,16 @@ pub struct Options {
     pub templates_dir: Option<std::path::PathBuf>,
     /// Reads an environment variable (tests pass their own).
     pub env: fn(&str) -> Option<String>,
+    /// How long each attempt of a forge API call may take before it is abandoned (then
+    /// retried, at most [`RetryPolicy::attempts`] times in all; see `forge::retry`): a forge
+    /// that accepts the connection and never answers costs a call this long, and holds the
+    /// PR it is for no longer. Not a config key: [`FORGE_TIMEOUT`] in production; tests of
+    /// hanging forges set it short.
+    pub forge_timeout: Duration,
 }
+
+/// The production [`Options::forge_timeout`].
+pub const FORGE_TIMEOUT: Duration = crate::forge::retry::DEFAULT_TIMEOUT;
 
 impl Default for Options {
     fn default() -> Self {
@@ -88,6 +98,7 @@ impl Default for Options {
             tick: Duration::from_secs(1),
             templates_dir: None,
             env: |name| std::env::var(name).ok(),
+            forge_timeout: FORGE_TIMEOUT,
         }
     }
 }
@@ -96,6 +107,8 @@ impl Default for Options {
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    /// The workflows as started: on a forge that did not answer at start, without the bot's
+    /// account (the workers that need it get it once the forge answers).
     pub workflows: Workflows,
     /// Where reconciliation stands (it runs beside the queues, so an empty queue says nothing
     /// about it).
@@ -196,30 +209,25 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         watcher.clone(),
     ));
     let failures = Arc::new(Failures::default());
-    let deliveries = tokio::spawn(delivery_worker(
-        workflows.clone(),
-        format!("{worker}-deliveries"),
-        wake_deliveries,
-        Worker::new(watcher.clone(), options.tick, &failures),
-    ));
-    let reconciliation = Arc::new(Reconciliation::default());
+    // Revokes need no forge call: they run from the start, even while the forge does not
+    // answer and the bot cannot learn who it is there.
     let (revokes_caught_up, caught_up) = watch::channel(false);
-    let reconciler = tokio::spawn(reconcile_worker(
-        workflows.clone(),
-        reconciliation.clone(),
-        config.reconcile_interval.as_std(),
-        caught_up,
-        Worker::new(watcher.clone(), options.tick, &failures),
-    ));
     let revokes = tokio::spawn(revocation_worker(
         workflows.clone(),
         format!("{worker}-revokes"),
         revokes_caught_up,
         Worker::new(watcher.clone(), options.tick, &failures),
     ));
-    let jobs = tokio::spawn(forge_worker(
+    let reconciliation = Arc::new(Reconciliation::default());
+    let forge_side = tokio::spawn(forge_workers(
         workflows.clone(),
-        format!("{worker}-jobs"),
+        ForgeSide {
+            worker,
+            wake_deliveries,
+            reconciliation: reconciliation.clone(),
+            reconcile_every: config.reconcile_interval.as_std(),
+            revokes_caught_up: caught_up,
+        },
         Worker::new(watcher, options.tick, &failures),
     ));
     tracing::info!(%addr, serving = ?served, "breakglass is serving");
@@ -229,8 +237,102 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         reconciliation,
         failures,
         shutdown,
-        tasks: vec![server, deliveries, revokes, jobs, reconciler],
+        tasks: vec![server, revokes, forge_side],
     })
+}
+
+/// Who the bot is on `forge`; `None` while the forge does not answer (a refusal, such as a
+/// bad token, is an error: the service does not start).
+async fn identify(forge: &Forge) -> anyhow::Result<Option<crate::forge::Actor>> {
+    match forge.me().await {
+        Ok(bot) => Ok(Some(bot)),
+        Err(err) if err.is_retryable() => {
+            tracing::warn!(forge = %forge.kind(), error = %err, "cannot learn the bot's own account yet; revoking meanwhile, the rest waits for the forge");
+            Ok(None)
+        }
+        Err(err) => Err(err)
+            .with_context(|| format!("looking up the bot's own account on {}", forge.kind())),
+    }
+}
+
+/// The account of a workflow whose forge has not said yet who the bot is. Only the revocation
+/// lane runs with it, and it never looks at the bot's account.
+fn unidentified() -> crate::forge::Actor {
+    crate::forge::Actor {
+        id: 0,
+        login: String::new(),
+        is_bot: true,
+    }
+}
+
+/// The workflows with the bot's account on every forge, asked again every few seconds until
+/// each forge has answered; `None` on shutdown.
+async fn identified(workflows: Workflows, this: &mut Worker) -> Option<Workflows> {
+    let mut list: Vec<Workflow> = workflows.iter().cloned().collect();
+    loop {
+        for workflow in list.iter_mut().filter(|w| w.bot == unidentified()) {
+            match identify(&workflow.forge).await {
+                Ok(Some(bot)) => *workflow = workflow.with_bot(bot),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "cannot learn the bot's own account")
+                }
+            }
+        }
+        if list.iter().all(|w| w.bot != unidentified()) {
+            return Workflows::new(list).ok();
+        }
+        let wait = this.tick.max(IDENTIFY_EVERY);
+        if !idle(None, &mut this.stop, wait).await {
+            return None;
+        }
+    }
+}
+
+/// How often a service that started while the forge did not answer asks who the bot is.
+const IDENTIFY_EVERY: Duration = Duration::from_secs(2);
+
+/// What the forge side of the service (deliveries, forge jobs, reconciliation) is given.
+struct ForgeSide {
+    worker: String,
+    wake_deliveries: Arc<Notify>,
+    reconciliation: Arc<Reconciliation>,
+    reconcile_every: Duration,
+    /// Says when the revocation lane has worked off the revokes due at start.
+    revokes_caught_up: watch::Receiver<bool>,
+}
+
+/// The workers that need the forge and the bot's account there, started once it is known;
+/// they end with this task (a crash drops them all).
+async fn forge_workers(workflows: Workflows, side: ForgeSide, mut this: Worker) {
+    let Some(workflows) = identified(workflows, &mut this).await else {
+        return;
+    };
+    let Worker {
+        stop,
+        tick,
+        failures,
+    } = this;
+    let mut workers = tokio::task::JoinSet::new();
+    workers.spawn(delivery_worker(
+        workflows.clone(),
+        format!("{}-deliveries", side.worker),
+        side.wake_deliveries,
+        Worker::new(stop.clone(), tick, &failures),
+    ));
+    workers.spawn(reconcile_worker(
+        workflows.clone(),
+        side.reconciliation,
+        side.reconcile_every,
+        side.revokes_caught_up,
+        Worker::new(stop.clone(), tick, &failures),
+    ));
+    workers.spawn(forge_worker(
+        workflows,
+        format!("{}-jobs", side.worker),
+        Worker::new(stop, tick, &failures),
+    ));
+    while workers.join_next().await.is_some() {}
 }
 
 /// What every forge's workflow shares.
@@ -251,10 +353,7 @@ impl Common<'_> {
         poll_interval: Duration,
     ) -> anyhow::Result<Workflow> {
         // Who the bot is, by id: its own comments and pushes are recognised by it.
-        let bot = forge
-            .me()
-            .await
-            .with_context(|| format!("looking up the bot's own account on {}", forge.kind()))?;
+        let bot = identify(&forge).await?.unwrap_or_else(unidentified);
         let settings = Settings {
             repository: repository.to_owned(),
             policies_path: self.config.policies_path.clone(),
@@ -272,6 +371,14 @@ impl Common<'_> {
             self.metrics.clone(),
             settings,
         ))
+    }
+
+    /// The one retry policy of this service's forge clients.
+    fn forge_retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            timeout: self.options.forge_timeout,
+            ..RetryPolicy::default()
+        }
     }
 
     fn secrets(&self, env: &str, file: Option<&std::path::Path>) -> anyhow::Result<Vec<Secret>> {
@@ -303,8 +410,8 @@ async fn github_workflow(
                 .remove(0),
         ),
     };
-    let forge =
-        Forge::GitHub(GithubClient::connect(&github.api_url, &github.repository, auth).await?);
+    let client = GithubClient::connect(&github.api_url, &github.repository, auth).await?;
+    let forge = Forge::GitHub(client.with_retry(common.forge_retry()));
     let workflow = common
         .workflow(
             forge,
@@ -339,7 +446,8 @@ async fn gitlab_workflow(
         &gitlab.project,
         GitlabAuth::PrivateToken(token),
     )
-    .await?;
+    .await?
+    .with_retry(common.forge_retry());
     let workflow = common
         .workflow(Forge::GitLab(client), &gitlab.project, GITLAB_POLL_INTERVAL)
         .await?;

@@ -15,6 +15,7 @@ mod chaos {
     pub mod clock;
     pub mod invariants;
     pub mod lifecycle;
+    pub mod outages;
     pub mod replicas;
     pub mod rng;
     pub mod run;
@@ -53,8 +54,8 @@ async fn play(plan: Plan) {
     };
     eprintln!(
         "chaos: seed {} | {} lifecycles ({} granted) | {} replica(s) on {:?} | {} kills, {} restarts, \
-         {} clock jumps, {} redeliveries, {} rounds | worst revocation {:.1} s after expiry or restart | \
-         {:.1} h simulated in {:.1} s | {} violations",
+         {} clock jumps, {} redeliveries, {} rounds | forge outages: {} 503, {} 429, {} hang ({} starts failed) | \
+         worst revocation {:.1} s after expiry or restart | {:.1} h simulated in {:.1} s | {} violations",
         plan.seed,
         plan.lifecycles,
         out.granted,
@@ -65,6 +66,10 @@ async fn play(plan: Plan) {
         out.jumps,
         out.redeliveries,
         out.rounds,
+        out.outages[0],
+        out.outages[1],
+        out.outages[2],
+        out.failed_starts,
         out.worst_revoke_lateness.num_milliseconds() as f64 / 1000.0,
         out.simulated.num_seconds() as f64 / 3600.0,
         out.wall.as_secs_f64(),
@@ -74,7 +79,7 @@ async fn play(plan: Plan) {
         out.violations.is_empty(),
         "chaos found {} violation(s) with seed {} (replay: BREAKGLASS_CHAOS_SEED={} \
          BREAKGLASS_CHAOS_LIFECYCLES={} BREAKGLASS_CHAOS_REPLICAS={} BREAKGLASS_CHAOS_BACKEND={} \
-         cargo test --test chaos long_chaos -- --ignored --nocapture):\n{}",
+         BREAKGLASS_CHAOS_OUTAGES={} cargo test --test chaos long_chaos -- --ignored --nocapture):\n{}",
         out.violations.len(),
         plan.seed,
         plan.seed,
@@ -85,6 +90,7 @@ async fn play(plan: Plan) {
         } else {
             "postgres"
         },
+        plan.outage_percent,
         out.violations.join("\n")
     );
 }
@@ -97,8 +103,15 @@ fn short(backend: Backend, replicas: usize, seed: u64, lifecycles: usize) -> Pla
         backend,
         parallel: 4,
         kill_percent: 12,
+        // Fewer than the long run's: each outage costs real time (hung calls, backoffs), and
+        // the short runs stay within CI's budget.
+        outage_percent: 2,
     }
 }
+
+/// Chance (percent) that a round of the long run starts a forge outage
+/// (`BREAKGLASS_CHAOS_OUTAGES` sets it; 0 turns them off).
+const OUTAGE_PERCENT: u64 = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_chaos_sqlite() {
@@ -133,6 +146,8 @@ async fn long_chaos() {
         backend,
         parallel: 6,
         kill_percent: 12,
+        outage_percent: var("BREAKGLASS_CHAOS_OUTAGES")
+            .map_or(OUTAGE_PERCENT, |n| n.parse().expect("a percentage")),
     })
     .await;
 }

@@ -328,6 +328,9 @@ on_both_forges!(
             (1, 1),
             "{comments:#?}"
         );
+        // In that order: "granted" after "revoked" would tell the requester they have access.
+        let at = |marker: &str| comments.iter().position(|c| c.starts_with(marker));
+        assert!(at("🔓") < at("🔒"), "granted after revoked: {comments:#?}");
     }
 );
 
@@ -417,6 +420,11 @@ on_both_backends!(
         let record = s.request("r-unacted").await;
         assert_eq!(record.state, RequestState::Active, "{record:?}");
         assert!(s.change(pr).merged);
+        // The kill came before the approval's event was logged: handled again, it is logged
+        // (once), so the audit log knows who approved.
+        let logged = s.events("r-unacted", "approval").await;
+        assert_eq!(logged.len(), 1, "{logged:#?}");
+        assert_eq!(logged[0].data["signal"], format!("comment:{comment}"));
         s.expect_bot_comments(pr, &["✅ **Request", "🔓 **Access granted.**"]);
     }
 );
@@ -451,5 +459,89 @@ on_both_backends!(
             serde_json::json!(merged.merge_sha)
         );
         assert_eq!(s.request("r-endfirst-2").await.state, RequestState::Revoked);
+    }
+);
+
+on_both_forges!(
+    an_extend_cut_off_before_its_note_says_it_when_handled_again,
+    |s: Scenario| async move {
+        let pr = s.granted("r-quiet", "3h").await;
+        // The extension is stored, then its note fails (each attempt of the call): the
+        // delivery is handled again later, as after a kill between the two.
+        s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
+        s.expect_delivery_error("HTTP 500");
+        s.note(pr, &s.people.carol, "/breakglass extend 30m");
+        let failed = Instant::now();
+        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
+        while sqlx::query_as::<_, (i64,)>(tried)
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap()
+            .0
+            == 0
+        {
+            assert!(failed.elapsed() < Duration::from_secs(20), "never handled");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(s.events("r-quiet", "extend").await.len(), 1);
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⏳ Extended"), "{said}");
+        s.expect_no_bot_comment(pr);
+        assert_eq!(
+            s.events("r-quiet", "extend").await.len(),
+            1,
+            "extended once"
+        );
+    }
+);
+
+/// More grants than a reconciliation page (1,000) without a revoke job.
+const BACKLOG: usize = 1_100;
+
+on_both_backends!(
+    one_reconciliation_pass_repairs_a_backlog_larger_than_a_page,
+    |mut s: Scenario| async move {
+        s.granted("r-model", "2h").await;
+        // A backlog of active grants whose revoke jobs were lost (a restore, a bug), their
+        // files on the default branch so that reconciliation keeps them.
+        let workflows = s.service.as_ref().unwrap().workflows.clone();
+        s.crash();
+        let model = s.request("r-model").await;
+        let mut files = Vec::new();
+        for i in 0..BACKLOG {
+            let mut record = model.clone();
+            record.id = format!("r-backlog-{i:04}").try_into().unwrap();
+            record.pr_number = 10_000 + i as u64;
+            s.store.insert_request(&record).await.unwrap();
+            files.push((
+                format!("requests/prod/{}.yaml", record.id),
+                prod_request("2h"),
+            ));
+        }
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        s.forge
+            .push_direct(REPO, &s.people.alice, &files, "restore");
+        workflows.shared().reconcile_all().await.unwrap();
+        let (jobs,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'revoke' AND request_id LIKE 'r-backlog-%'",
+        )
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            jobs, BACKLOG as i64,
+            "one pass gives every grant its revoke"
+        );
+        let active = s
+            .store
+            .list_requests(Some(RequestState::Active))
+            .await
+            .unwrap();
+        assert_eq!(active.len(), BACKLOG + 1, "reconciliation kept them all");
     }
 );

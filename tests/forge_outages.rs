@@ -1,14 +1,29 @@
 //! Long forge outages (issue 11): for five minutes of the bot's clock every API call fails
-//! (5xx, or 429 with `Retry-After`) while grants expire one a minute. The revokes need no forge
-//! call and happen on time; the reverts wait, retry no faster than the forge asked, and all
-//! land once the forge is back, each requester told once.
+//! (5xx, 429 with `Retry-After`, or no answer at all) while grants expire one a minute. The
+//! revokes need no forge call and happen on time; the reverts wait, retry no faster than the
+//! forge asked, and all land once the forge is back, each requester told once.
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use breakglass::store::JobKind;
 use breakglass_test_forge::{FailureKind, FailureSpec};
 use chrono::TimeDelta;
 use common::*;
+use http::Method;
+
+/// A hanging forge costs real time while the scenario's clocks stand still: each forge call
+/// of these stories gives up after this (production: 10 s).
+const SHORT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The world of the hanging-forge stories.
+fn short_timeouts() -> Setup {
+    Setup {
+        forge_timeout: Some(SHORT_TIMEOUT),
+        ..Setup::default()
+    }
+}
 
 const GRANTS: [&str; 4] = ["r1", "r2", "r3", "r4"];
 const OUTAGE_MINUTES: i64 = 5;
@@ -106,5 +121,111 @@ on_both_forges!(
             "{} calls in a rate-limited outage",
             outage.calls
         );
+    }
+);
+
+on_both_forges!(
+    five_minutes_of_a_forge_that_never_answers_delay_no_revoke_and_every_revert_lands,
+    short_timeouts(),
+    |s: Scenario| async move {
+        s.expect_job_error(JobKind::Revert, "no answer within");
+        s.expect_error(Source::Reconciliation, "no answer within");
+        let outage = grants_expiring_through(&s, FailureKind::Hang).await;
+        assert!(outage.calls > 0, "the reverts were tried during the outage");
+    }
+);
+
+/// Waits (real time, up to 30 s) until `check` holds.
+async fn until<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+on_both_forges!(
+    a_forge_call_hanging_on_the_grants_own_pr_does_not_hold_its_revoke_back,
+    Setup {
+        // Long enough that the hung call holds its PR's lock past the 5 s promise: four
+        // attempts of 2 s each, and the backoff between them.
+        forge_timeout: Some(Duration::from_secs(2)),
+        ..Setup::default()
+    },
+    |s: Scenario| async move {
+        s.expect_delivery_error("no answer within 2s");
+        let pr = s.granted("r1", "1h").await;
+        // alice's question on the PR is handled under the PR's lock, and the reply's every
+        // attempt hangs (the forge would answer after a minute).
+        let hang = FailureKind::Timeout(Duration::from_secs(60));
+        s.fail_next(Route::Notes, Method::POST, 4, hang);
+        let replies = || s.forge.calls().count("POST", s.route(Route::Notes));
+        let before = replies();
+        s.note(pr, &s.people.alice, "/breakglass status");
+        until("the reply hangs", || async { replies() > before }).await;
+        s.advance(TimeDelta::hours(1));
+        let expired = Instant::now();
+        until("r1 is revoked", || async {
+            s.request("r1").await.state.to_string() == "revoked"
+        })
+        .await;
+        let took = expired.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "the revoke waited {took:?} for the hung work on its PR"
+        );
+        until("the hung reply gives up", || async {
+            s.failures().iter().any(|f| f.contains("no answer within"))
+        })
+        .await;
+        // The comment is handled again, the revert lands, each said once.
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        let record = s.request("r1").await;
+        assert!(s.change(record.revert_pr_number.unwrap()).merged);
+        assert_eq!(s.events("r1", "revoke").await.len(), 1);
+        assert_eq!(s.events("r1", "revert").await.len(), 1);
+        let said = s.take_bot_comments(pr);
+        let count = |marker: &str| said.iter().filter(|c| c.starts_with(marker)).count();
+        assert_eq!(
+            (count("🔒 **Access revoked**"), said.len()),
+            (1, 2),
+            "the revoked note and the status reply: {said:#?}"
+        );
+    }
+);
+
+on_both_forges!(
+    a_service_started_while_the_forge_is_down_revokes_on_time,
+    short_timeouts(),
+    |mut s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.crash();
+        s.advance(TimeDelta::hours(2)); // the grant expires while the bot is down
+        // The forge fails as the bot comes back: it cannot learn who it is there.
+        s.forge
+            .fail_next(FailureSpec::any(u32::MAX, FailureKind::Status(503)));
+        s.start_service().await;
+        let back = breakglass::clock::Clock::now(&s.clock);
+        until("r1 is revoked", || async {
+            s.request("r1").await.state.to_string() == "revoked"
+        })
+        .await;
+        let record = s.request("r1").await;
+        assert!(record.revoked_at.unwrap() <= back + TimeDelta::seconds(5));
+        assert!(s.events("r1", "revert").await.is_empty(), "no revert yet");
+        s.forge.clear_failures();
+        for _ in 0..3 {
+            s.advance(TimeDelta::minutes(1));
+            s.settle().await;
+        }
+        let record = s.request("r1").await;
+        assert!(s.change(record.revert_pr_number.unwrap()).merged);
+        assert_eq!(s.events("r1", "revert").await.len(), 1);
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );

@@ -320,6 +320,7 @@ impl Demo {
                     "/templates"
                 ))),
                 env: |_| None,
+                ..Options::default()
             },
         )
         .await

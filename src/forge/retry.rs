@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use super::error::ForgeError;
 
+/// How long one attempt of a call may take by default (`serve`'s
+/// `Options::forge_timeout`): GitHub answers almost every call within a second; ten leaves
+/// room for a slow merge without letting a hung connection hold the work for long.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How hard to try one call.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -22,7 +27,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             attempts: 4,
-            timeout: Duration::from_secs(10),
+            timeout: DEFAULT_TIMEOUT,
             first_backoff: Duration::from_millis(200),
             max_wait: Duration::from_secs(30),
         }

@@ -95,6 +95,7 @@ impl Standalone {
             tick,
             templates_dir: None,
             env: |_| None,
+            ..Options::default()
         };
         let running = start(&config, options).await.expect("the service starts");
         Standalone {

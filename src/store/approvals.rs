@@ -7,11 +7,12 @@
 //! counted by the workflow, by user id.
 
 use chrono::{DateTime, Utc};
-use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Connection};
 
+use super::events::{NewEvent, append_event};
 use super::row::{Fields, string_enum};
-use super::{Store, StoreError, to_i64, to_millis};
+use super::{Backend, Store, StoreError, to_i64, to_millis};
 use crate::names::{Login, RequestId};
 
 /// How an approval was given.
@@ -155,6 +156,30 @@ impl Store {
     /// See [`add_approval`]: `true` if the approval is new.
     pub async fn add_approval(&self, approval: &Approval) -> Result<bool, StoreError> {
         add_approval(&mut *self.conn().await?, approval).await
+    }
+
+    /// Stores `approval` and, if it is new, its `approval` event, in one transaction: a kill
+    /// between the two can no longer leave an approval the audit log does not know. `true` if
+    /// the approval is new.
+    pub async fn add_approval_logged(
+        &self,
+        approval: &Approval,
+        event: &NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        // SQLite: take the write lock first, as the event append needs it (see append_event).
+        let mut tx = match self.backend {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => conn.begin().await?,
+        };
+        if !add_approval(&mut tx, approval).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        append_event(&mut tx, event, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The approvals that count for `head_sha`.

@@ -153,20 +153,24 @@ impl Workflow {
             head_sha: record.head_sha.clone(),
             approved_at: signal.at.unwrap_or_else(|| self.now()),
         };
-        let added = self.store.add_approval(&approval).await?;
-        if added {
-            self.record_event(
-                EventKind::Approval,
-                Some(&record.id),
-                super::events::actor(actor),
-                serde_json::json!({ "source": signal.source.to_string(), "signal": signal.key, "head_sha": record.head_sha }),
-            )
+        let event = super::events::new_event(
+            EventKind::Approval,
+            Some(&record.id),
+            super::events::actor(actor),
+            serde_json::json!({ "source": signal.source.to_string(), "signal": signal.key, "head_sha": record.head_sha }),
+            self.forge_kind(),
+        );
+        let added = self
+            .store
+            .add_approval_logged(&approval, &event, self.now())
             .await?;
-            if stored.merge_refused.take().is_some() {
-                // A new approval is what lets a refused merge be tried again.
-                record.decision = Some(stored.clone());
-                self.store.update_request(&mut record, self.now()).await?;
-            }
+        if !added {
+            self.log_approval_if_missing(&record.id, &signal.key, &event)
+                .await?;
+        } else if stored.merge_refused.take().is_some() {
+            // A new approval is what lets a refused merge be tried again.
+            record.decision = Some(stored.clone());
+            self.store.update_request(&mut record, self.now()).await?;
         }
         // A repeated signal is counted again too: its first run may have been killed after
         // storing it and before acting on it, and approving is idempotent.
@@ -183,6 +187,25 @@ impl Workflow {
             have: approvers.len(),
             need,
         })
+    }
+
+    /// Logs a repeated signal's `approval` event if its first run stored the approval
+    /// without it (a kill between the two, before they were written together).
+    async fn log_approval_if_missing(
+        &self,
+        id: &RequestId,
+        key: &str,
+        event: &crate::store::NewEvent,
+    ) -> anyhow::Result<()> {
+        let logged = self.store.events_for_request(id).await?;
+        let seen = logged
+            .iter()
+            .any(|e| e.kind == EventKind::Approval && e.data["signal"].as_str() == Some(key));
+        if !seen {
+            tracing::warn!(request = %id, signal = key, "an approval stored without its event; logging it");
+            self.store.append_event(event, self.now()).await?;
+        }
+        Ok(())
     }
 
     /// Answers an approval attempt that did not (or did not yet) make the merge.

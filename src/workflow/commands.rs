@@ -477,9 +477,10 @@ impl Workflow {
             .await?
             .is_some()
         {
-            // Extended by an earlier run of this comment's delivery: only its timers may be
-            // missing.
-            return self.extension_timers(&record).await;
+            // Extended by an earlier run of this comment's delivery: its timers and its note
+            // may be missing (a kill before them).
+            self.extension_timers(&record).await?;
+            return self.announce_extension(&record).await;
         }
         let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
             return self
@@ -556,6 +557,7 @@ impl Workflow {
         record.total_secs = total.as_secs();
         // Grants that carry their expiry (aws-iam) are re-applied with the new one first: the
         // store is written only after the cloud agrees, so a retry never extends twice.
+        let reapplied = applied.is_some();
         if let Some(applied) = applied {
             self.providers
                 .apply(&applied.role, &Self::spec(&record))
@@ -570,13 +572,22 @@ impl Workflow {
         );
         // The new expiry and the comment's effect in one write: a second run cannot extend again.
         let now = self.now();
-        if !self
+        let stored = self
             .store
             .record_extension(comment, &mut record, &event, now)
-            .await?
-        {
+            .await;
+        if stored.is_err() && reapplied {
+            // A revoke won the race (it waits for this PR's lock only briefly, and another
+            // replica's not at all): what was just applied again with the new expiry is
+            // taken back.
+            self.taken_back_if_ended(&record.id).await?;
+        }
+        if !stored? {
             return match self.store.get_request(&record.id).await? {
-                Some(stored) => self.extension_timers(&stored).await,
+                Some(stored) => {
+                    self.extension_timers(&stored).await?;
+                    self.announce_extension(&stored).await
+                }
                 None => Ok(()),
             };
         }
@@ -588,6 +599,18 @@ impl Workflow {
             )
             .await?;
         Ok(())
+    }
+
+    /// The note of the extension that set the stored expiry of an active grant, said once.
+    async fn announce_extension(&self, record: &RequestRecord) -> anyhow::Result<()> {
+        let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
+            return Ok(());
+        };
+        let requester = record.requester_login.as_str();
+        let marker = comment::extended_marker(requester, expires_at);
+        let text = comment::extended_comment(requester, expires_at, self.now());
+        self.note_once(Thread::Change(record.pr_number), &marker, &text)
+            .await
     }
 
     /// The revoke and the reminder of an active grant at its stored expiry (idempotent).

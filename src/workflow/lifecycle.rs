@@ -472,6 +472,9 @@ impl Workflow {
             self.store.update_request(&mut record, self.now()).await?;
             return self.schedule(JobKind::Revoke, id, self.now()).await;
         }
+        if self.taken_back_if_ended(id).await? {
+            return Ok(());
+        }
         // Applied again when the step runs again (providers are idempotent), logged once.
         let first = self
             .record_event_once(
@@ -492,9 +495,39 @@ impl Workflow {
         self.schedule(JobKind::OpenRevert, id, self.now()).await
     }
 
+    /// Whether request `id` ended (or began to) while its grant was being applied (by the
+    /// grant step, or again by an extension); if so, what was just applied is taken back at
+    /// the provider. A due revoke waits for the grant
+    /// step only briefly (the step may hang on the forge), and another replica's never does:
+    /// its provider revoke may have come before this apply. It marked the request `Revoking`
+    /// before that revoke, so reading the request after the apply sees it.
+    pub(super) async fn taken_back_if_ended(&self, id: &RequestId) -> anyhow::Result<bool> {
+        let found = self.store.granted_by_ids(std::slice::from_ref(id)).await?;
+        let Some(mut granted) = found.into_iter().next() else {
+            return Ok(true);
+        };
+        if granted.record.state == RequestState::Active {
+            return Ok(false);
+        }
+        tracing::warn!(request = %id, state = %granted.record.state, "ended while its grant was applied; taking it back");
+        self.provider_revoke(&mut granted).await?;
+        Ok(true)
+    }
+
     /// The granted note on the request PR, said once: `unsaid` when the grant was logged by this
     /// very run (the note follows the log), else the thread is read first.
     async fn announce_grant(&self, record: &RequestRecord, unsaid: bool) -> anyhow::Result<()> {
+        let text = self.granted_text(record)?;
+        let thread = Thread::Change(record.pr_number);
+        if unsaid {
+            self.forge.note(thread, &text).await?;
+            return Ok(());
+        }
+        self.note_once(thread, super::once::GRANTED, &text).await
+    }
+
+    /// The granted note of `record`.
+    pub(super) fn granted_text(&self, record: &RequestRecord) -> anyhow::Result<String> {
         let expires_at = record
             .expires_at
             .context("a granted request has an expiry")?;
@@ -519,12 +552,7 @@ impl Workflow {
             record.ticket.as_ref().map(|t| t.as_str()),
             self.forge.kind().change_word(),
         );
-        let thread = Thread::Change(record.pr_number);
-        if unsaid {
-            self.forge.note(thread, &text).await?;
-            return Ok(());
-        }
-        self.note_once(thread, super::once::GRANTED, &text).await
+        Ok(text)
     }
 
     /// After the expiry comment: the fast-path label (and the poll for its review) and the

@@ -126,6 +126,9 @@ pub struct Workflow {
 /// was 1 revoke in 64 while the forge lane worked.
 const STRIPES: usize = 1024;
 
+/// How long a due revoke waits for other work on its PR before it runs without the PR's lock.
+const REVOKE_LOCK_WAIT: Duration = Duration::from_secs(1);
+
 impl Workflow {
     pub fn new(
         store: Store,
@@ -148,6 +151,15 @@ impl Workflow {
             stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
             caches: Arc::default(),
             verdicts: Arc::default(),
+        }
+    }
+
+    /// This workflow acting as `bot`: the same store, locks, caches and wake-ups (a service
+    /// that started before the forge said who the bot is).
+    pub fn with_bot(&self, bot: Actor) -> Self {
+        Self {
+            bot,
+            ..self.clone()
         }
     }
 
@@ -341,7 +353,18 @@ impl Workflow {
         let Some(record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        let _guard = self.lock_pr(record.pr_number).await;
+        let _guard = match job.kind {
+            // The expiry does not wait for the forge: other work on the PR (a webhook, a forge
+            // job) may be stuck in a call that hangs, so a revoke waits for it only briefly,
+            // then goes ahead; the store's optimistic lock orders the two, as it does across
+            // replicas, and a grant applied meanwhile is taken back (`job_grant`).
+            JobKind::Revoke => {
+                tokio::time::timeout(REVOKE_LOCK_WAIT, self.lock_pr(record.pr_number))
+                    .await
+                    .ok()
+            }
+            _ => Some(self.lock_pr(record.pr_number).await),
+        };
         match job.kind {
             JobKind::Merge => self.job_merge(id).await,
             JobKind::Grant => self.job_grant(id).await,

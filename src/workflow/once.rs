@@ -21,15 +21,24 @@ impl Workflow {
         body: &str,
     ) -> anyhow::Result<()> {
         debug_assert!(body.starts_with(marker), "the marker starts the note");
-        let said = self
-            .forge
-            .notes(thread)
-            .await?
-            .iter()
-            .any(|(author, text)| *author == self.bot.id && text.starts_with(marker));
+        let [said] = self.said(thread, [marker]).await?;
         if !said {
             self.forge.note(thread, body).await?;
         }
         Ok(())
+    }
+
+    /// For each marker, whether a note of the bot's on `thread` starts with it (one read).
+    pub(super) async fn said<const N: usize>(
+        &self,
+        thread: Thread,
+        markers: [&str; N],
+    ) -> anyhow::Result<[bool; N]> {
+        let notes = self.forge.notes(thread).await?;
+        Ok(markers.map(|marker| {
+            notes
+                .iter()
+                .any(|(author, text)| *author == self.bot.id && text.starts_with(marker))
+        }))
     }
 }

@@ -89,13 +89,35 @@ impl Workflow {
     /// grant without a revoke job gets one at its expiry. One query each finds them; only those
     /// are looked at on their own.
     async fn repair_missing_jobs(&self) -> anyhow::Result<()> {
+        // A page at a time until a page is not full: a backlog larger than a page (a long
+        // outage, a restore) is repaired in this pass, not a page per `reconcile_interval`.
+        // A page that repaired nothing stops the pass: what is left is another workflow's, or
+        // cannot be repaired (and is not read again and again).
+        loop {
+            let (found, repaired) = self.repair_missing_merge_jobs().await?;
+            if found < PAGE as usize || repaired == 0 {
+                break;
+            }
+        }
+        loop {
+            let (found, repaired) = self.repair_missing_revoke_jobs().await?;
+            if found < PAGE as usize || repaired == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One page of approved requests without a merge job, approved again: (found, repaired).
+    async fn repair_missing_merge_jobs(&self) -> anyhow::Result<(usize, usize)> {
         let approved = (RequestState::Approved, JobKind::Merge);
-        for found in self
+        let page = self
             .store
             .requests_without_job(approved.0, approved.1, PAGE)
-            .await?
-        {
-            if !self.owns(&found) {
+            .await?;
+        let mut repaired = 0;
+        for found in &page {
+            if !self.owns(found) {
                 continue;
             }
             // Read again under the PR's lock: the approval step may be between its writes.
@@ -110,19 +132,28 @@ impl Workflow {
             tracing::warn!(request = %record.id, "approved without a merge job; approving again");
             let approved_by = record.approved_by.clone();
             self.approve(record, approved_by).await?;
+            repaired += 1;
         }
-        let active = self
+        Ok((page.len(), repaired))
+    }
+
+    /// One page of active grants without a revoke job, each given one at its expiry:
+    /// (found, repaired).
+    async fn repair_missing_revoke_jobs(&self) -> anyhow::Result<(usize, usize)> {
+        let page = self
             .store
             .requests_without_job(RequestState::Active, JobKind::Revoke, PAGE)
             .await?;
-        for record in active.iter().filter(|r| self.owns(r)) {
+        let mut repaired = 0;
+        for record in page.iter().filter(|r| self.owns(r)) {
             if let Some(expires_at) = record.expires_at {
                 tracing::warn!(request = %record.id, "an active grant without a revoke job; scheduling it");
                 self.schedule(JobKind::Revoke, &record.id, expires_at)
                     .await?;
+                repaired += 1;
             }
         }
-        Ok(())
+        Ok((page.len(), repaired))
     }
 
     /// Every active grant checked against git and the policies, a page at a time.

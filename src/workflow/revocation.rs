@@ -327,7 +327,7 @@ impl Workflow {
     /// Takes the access of a `Revoking` grant back at its provider. A grant without a record of
     /// what it applied (merged before that record existed) is revoked as its role is defined
     /// now, and `granted.applied` says so afterwards.
-    async fn provider_revoke(&self, granted: &mut Granted) -> anyhow::Result<()> {
+    pub(super) async fn provider_revoke(&self, granted: &mut Granted) -> anyhow::Result<()> {
         let record = &granted.record;
         if granted.applied.is_none() {
             granted.applied = self.applied(record).await?;
@@ -419,12 +419,23 @@ impl Workflow {
                 .map(|n| self.forge.change_label(n))
                 .as_deref(),
         );
-        self.note_once(
-            Thread::Change(record.pr_number),
-            super::once::REVOKED,
-            &text,
-        )
-        .await?;
+        let thread = Thread::Change(record.pr_number);
+        let [granted_said, revoked_said] = self
+            .said(thread, [super::once::GRANTED, super::once::REVOKED])
+            .await?;
+        // A grant logged but never announced (its step cut off, then revoked early) is
+        // announced first: "granted" never comes after "revoked".
+        if !granted_said && !revoked_said {
+            let logged = self.store.events_for_request(id).await?;
+            if logged.iter().any(|e| e.kind == EventKind::Grant) {
+                self.forge
+                    .note(thread, &self.granted_text(&record)?)
+                    .await?;
+            }
+        }
+        if !revoked_said {
+            self.forge.note(thread, &text).await?;
+        }
         self.record_event(
             EventKind::Revert,
             Some(&record.id),

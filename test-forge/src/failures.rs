@@ -76,6 +76,8 @@ pub enum FailureKind {
     },
     /// Hang for the duration, then answer 504 (a client with a shorter timeout sees a timeout).
     Timeout(Duration),
+    /// Accept the request and never answer: only the client's own timeout ends the call.
+    Hang,
     /// A merge that fails with 405 "Merge conflict" even though the branches merge cleanly.
     MergeConflict,
 }

@@ -124,6 +124,25 @@ async fn timeout_hangs_then_answers_504() {
 }
 
 #[tokio::test]
+async fn hang_never_answers_and_changes_nothing() {
+    let w = world().await;
+    let n = alice_opens_request(&w, "req-1");
+    w.forge.fail_next(FailureSpec::any(1, FailureKind::Hang));
+    let issues = w.octo.issues(OWNER, NAME);
+    let call = issues.create_comment(n, "into the void");
+    let waited = tokio::time::timeout(Duration::from_secs(2), call).await;
+    assert!(waited.is_err(), "no answer within 2 s");
+    assert!(w.forge.comments(REPO, n).is_empty(), "nothing was done");
+    // Used up: the next call is answered.
+    w.octo
+        .issues(OWNER, NAME)
+        .create_comment(n, "heard")
+        .await
+        .unwrap();
+    assert_eq!(w.forge.comments(REPO, n).len(), 1);
+}
+
+#[tokio::test]
 async fn injected_merge_conflict_is_405_and_leaves_the_pr_open() {
     let w = world().await;
     let n = alice_opens_request(&w, "req-1");

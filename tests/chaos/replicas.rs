@@ -47,8 +47,10 @@ impl Replica {
         self.child.is_some()
     }
 
-    /// Starts the process and waits until it answers `/readyz`.
-    pub async fn start(&mut self) {
+    /// Starts the process and waits until it answers `/readyz`; an error when it exited
+    /// instead (the service cannot start while the forge does not answer: it must learn
+    /// who it is there first).
+    pub async fn start(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "replica {} is running", self.index);
         self.starts += 1;
         let log = std::fs::File::create(self.dir.join(format!("run-{}.log", self.starts)))
@@ -69,10 +71,14 @@ impl Replica {
             .spawn()
             .expect("spawn the service");
         self.child = Some(child);
-        self.wait_ready().await;
+        let ready = self.wait_ready().await;
+        if ready.is_err() {
+            self.child = None;
+        }
+        ready
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let url = format!("http://127.0.0.1:{}/readyz", self.port);
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -80,18 +86,18 @@ impl Replica {
             if let Ok(resp) = client.get(&url).send().await
                 && resp.status().is_success()
             {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
+                return Err(format!(
                     "replica {} exited at start ({status}); see {}",
                     self.index,
                     self.dir.display()
-                );
+                ));
             }
             assert!(
                 Instant::now() < deadline,

@@ -11,6 +11,7 @@ use super::balancer::Balancer;
 use super::clock::ChaosClock;
 use super::invariants::{self, Snapshot, Uptime};
 use super::lifecycle::{Lifecycle, Stage};
+use super::outages::Outages;
 use super::replicas::Replica;
 use super::rng::Rng;
 use super::world::{Backend, REPO, World};
@@ -26,6 +27,9 @@ pub struct Plan {
     pub parallel: usize,
     /// Chance (percent) that a round ends with a replica killed.
     pub kill_percent: u64,
+    /// Chance (percent) that a round starts a forge outage (twice that before a clock jump);
+    /// 0: none.
+    pub outage_percent: u64,
 }
 
 /// What a run did and found.
@@ -36,6 +40,10 @@ pub struct Outcome {
     pub restarts: u64,
     pub jumps: u64,
     pub redeliveries: u64,
+    /// Forge outages played: server errors, rate limits, hangs.
+    pub outages: [u64; 3],
+    /// Starts that failed because the forge was failing.
+    pub failed_starts: u64,
     pub granted: usize,
     pub worst_revoke_lateness: TimeDelta,
     pub simulated: TimeDelta,
@@ -53,6 +61,7 @@ struct Driver {
     /// Index into `uptime` of each replica's current run.
     runs: Vec<Option<usize>>,
     rng: Rng,
+    outages: Outages,
     out: Outcome,
 }
 
@@ -67,6 +76,7 @@ pub async fn run(plan: Plan) -> Option<Outcome> {
         .collect();
     let mut driver = Driver {
         rng: Rng::new(plan.seed),
+        outages: Outages::new(plan.seed, plan.outage_percent),
         runs: vec![None; plan.replicas],
         plan,
         world,
@@ -80,6 +90,7 @@ pub async fn run(plan: Plan) -> Option<Outcome> {
     let origin = driver.clock.now();
     driver.play().await;
     driver.out.wall = started.elapsed();
+    driver.out.outages = driver.outages.played;
     driver.out.simulated = driver.clock.now() - origin;
     if !driver.out.violations.is_empty() {
         eprintln!(
@@ -142,6 +153,7 @@ impl Driver {
     /// One round of people acting, then maybe a kill and restarts.
     async fn round(&mut self, lifecycles: &mut [Lifecycle]) -> bool {
         self.out.rounds += 1;
+        self.outages.round(&self.world.forge);
         let records = self
             .world
             .store
@@ -173,7 +185,14 @@ impl Driver {
     }
 
     async fn start(&mut self, i: usize) {
-        self.replicas[i].start().await;
+        if let Err(why) = self.replicas[i].start().await {
+            // A service starting while the forge fails cannot learn who it is there, and
+            // exits: it is still down, and tried again later (the outage ends before every
+            // quiet point). Anything else is a failure of the run.
+            assert!(self.outages.on(), "{why}");
+            self.out.failed_starts += 1;
+            return;
+        }
         if self.replicas[i].starts > 1 {
             self.out.restarts += 1;
         }
@@ -211,6 +230,7 @@ impl Driver {
     /// moves time on: sometimes with every replica down, so expiries pass while it is dead.
     async fn quiet_then_jump(&mut self, lifecycles: &[Lifecycle]) {
         self.settle_and_check(false).await;
+        self.outages.before_jump(&self.world.forge);
         let by = self.jump_size(lifecycles);
         let all_down = self.rng.chance(20);
         if all_down {
@@ -240,6 +260,7 @@ impl Driver {
     }
 
     async fn settle_and_check(&mut self, complete: bool) {
+        self.outages.end(&self.world.forge);
         for i in 0..self.replicas.len() {
             if !self.replicas[i].is_up() {
                 self.start(i).await;

@@ -23,6 +23,9 @@ pub const CONFIG_VAR: &str = "BREAKGLASS_CHAOS_CONFIG";
 pub const CLOCK_VAR: &str = "BREAKGLASS_CHAOS_CLOCK";
 /// How often idle workers look for work in the chaos service.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Each forge call's timeout in the chaos service: the driver makes the forge hang for
+/// whole windows, and a hang costs real time (production: 10 s).
+pub const FORGE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// The wall clock plus an offset in milliseconds that the driver writes to a file (atomically,
 /// by rename). The test forge's clock is the wall clock plus the same offset, so both move in
@@ -80,6 +83,7 @@ pub fn serve(config_path: &Path, clock_path: &Path) {
             tick: TICK,
             templates_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")),
             env: |_| None,
+            forge_timeout: FORGE_TIMEOUT,
         };
         let _running = service::start(&config, options)
             .await

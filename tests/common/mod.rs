@@ -77,6 +77,8 @@ pub struct Scenario {
     pub service: Option<Running>,
     /// More services on the same database (several replicas).
     pub replicas: Vec<Running>,
+    /// Each forge call's timeout in every service of the scenario.
+    pub forge_timeout: Duration,
     strict: strict::Strict,
     _database: Database,
     _secrets: tempfile::TempDir,
@@ -120,6 +122,9 @@ pub struct Setup {
     pub bot_is_user: bool,
     /// `[aws]` for the aws-iam provider (a local moto endpoint).
     pub aws: Option<breakglass::config::AwsConfig>,
+    /// How long each forge call may hang (`Options::forge_timeout`); the production 10 s when
+    /// `None`. A hang costs real time while the scenario's clocks stand still.
+    pub forge_timeout: Option<Duration>,
 }
 
 impl Scenario {
@@ -214,6 +219,7 @@ impl Scenario {
             config,
             service: None,
             replicas: Vec::new(),
+            forge_timeout: setup.forge_timeout.unwrap_or(service::FORGE_TIMEOUT),
             strict: strict::Strict::default(),
             _database: database,
             _secrets: secrets,
@@ -252,6 +258,7 @@ impl Scenario {
             tick: Duration::from_millis(20),
             templates_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")),
             env: |_| None,
+            forge_timeout: self.forge_timeout,
         };
         service::start(&self.config, options)
             .await
@@ -743,17 +750,18 @@ macro_rules! on_both_backends {
 }
 
 /// Runs a scenario body on each forge (GitHub, GitLab) and each database (SQLite, and
-/// PostgreSQL when configured): one story, four runs.
+/// PostgreSQL when configured): one story, four runs; optionally on a [`Setup`] of its own
+/// (its dialect is each forge's in turn).
 #[macro_export]
 macro_rules! on_both_forges {
     ($name:ident, $body:expr) => {
+        $crate::on_both_forges!($name, Setup::default(), $body);
+    };
+    ($name:ident, $setup:expr, $body:expr) => {
         mod $name {
             use super::*;
             async fn run(dialect: Dialect, backend: Backend) {
-                let setup = Setup {
-                    dialect,
-                    ..Setup::default()
-                };
+                let setup = Setup { dialect, ..$setup };
                 if let Some(s) = Scenario::start_with(backend, setup).await {
                     ($body)(s).await;
                 }

@@ -364,7 +364,7 @@ fn failure_response(kind: &FailureKind) -> Response {
         FailureKind::SecondaryRateLimit429 { retry_after } => {
             plain(StatusCode::TOO_MANY_REQUESTS, *retry_after)
         }
-        FailureKind::Timeout(_) => {
+        FailureKind::Timeout(_) | FailureKind::Hang => {
             GlError::message(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout").into_response()
         }
         FailureKind::MergeConflict => {
@@ -389,9 +389,7 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
     );
     let mut resp = match injected {
         Some(kind) => {
-            if let FailureKind::Timeout(d) = &kind {
-                tokio::time::sleep(*d).await;
-            }
+            crate::routes::hold(&kind).await;
             failure_response(&kind)
         }
         None => match authenticate(&app, req.headers()) {

@@ -291,6 +291,15 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
     })
 }
 
+/// Holds the answer of a request that fails by hanging: for its time, or for good.
+pub(crate) async fn hold(kind: &FailureKind) {
+    match kind {
+        FailureKind::Timeout(d) => tokio::time::sleep(*d).await,
+        FailureKind::Hang => std::future::pending().await,
+        _ => {}
+    }
+}
+
 fn failure_response(kind: &FailureKind) -> Response {
     let (status, message) = match kind {
         FailureKind::Status(code) => (
@@ -305,7 +314,9 @@ fn failure_response(kind: &FailureKind) -> Response {
             StatusCode::TOO_MANY_REQUESTS,
             "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.".to_owned(),
         ),
-        FailureKind::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout".to_owned()),
+        FailureKind::Timeout(_) | FailureKind::Hang => {
+            (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout".to_owned())
+        }
         FailureKind::MergeConflict => (StatusCode::METHOD_NOT_ALLOWED, "Merge conflict".to_owned()),
     };
     let mut resp = (status, axum::Json(error_body(status, &message))).into_response();
@@ -337,9 +348,7 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
     let mut resp = match injected {
         Some(kind) => {
             exhausted = kind == FailureKind::RateLimited403;
-            if let FailureKind::Timeout(d) = &kind {
-                tokio::time::sleep(*d).await;
-            }
+            hold(&kind).await;
             failure_response(&kind)
         }
         None => match authenticate(&app, req.headers()) {
