@@ -7,12 +7,12 @@
 //! counted by the workflow, by user id.
 
 use chrono::{DateTime, Utc};
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Connection};
 
 use super::events::{NewEvent, append_event};
 use super::row::{Fields, string_enum};
-use super::{Backend, Store, StoreError, to_i64, to_millis};
+use super::{Store, StoreError, to_i64, to_millis};
 use crate::names::{Login, RequestId};
 
 /// How an approval was given.
@@ -168,11 +168,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        // SQLite: take the write lock first, as the event append needs it (see append_event).
-        let mut tx = match self.backend {
-            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => conn.begin().await?,
-        };
+        let mut tx = self.begin_writing(&mut conn).await?;
         if !add_approval(&mut tx, approval).await? {
             tx.rollback().await?;
             return Ok(false);

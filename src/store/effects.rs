@@ -4,12 +4,12 @@
 //! writes its effect here, keyed by the comment, so that the second run finds it.
 
 use chrono::{DateTime, Utc};
-use sqlx::{AnyConnection, Connection};
+use sqlx::AnyConnection;
 
 use super::events::{NewEvent, append_event};
 use super::requests::{RequestRecord, update_request};
 use super::row::{Fields, string_enum};
-use super::{Backend, ForgeKind, Store, StoreError, to_i64, to_millis};
+use super::{ForgeKind, Store, StoreError, to_i64, to_millis};
 use crate::names::RequestId;
 
 /// What a comment did.
@@ -137,11 +137,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        // SQLite: take the write lock first, as the event append needs it (see append_event).
-        let mut tx = match self.backend {
-            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => conn.begin().await?,
-        };
+        let mut tx = self.begin_writing(&mut conn).await?;
         if !add_comment_effect(&mut tx, comment, Effect::Extend, &record.id, now).await? {
             tx.rollback().await?;
             return Ok(false);

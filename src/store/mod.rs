@@ -299,6 +299,18 @@ impl Store {
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
         Ok(self.pool.acquire().await?)
     }
+
+    /// A write transaction. SQLite: the write lock is taken first, as the event append needs
+    /// it (see `append_event`), instead of failing to upgrade a reader later.
+    pub(crate) async fn begin_writing<'c>(
+        &self,
+        conn: &'c mut AnyConnection,
+    ) -> Result<sqlx::Transaction<'c, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => conn.begin().await?,
+        })
+    }
 }
 
 /// A file URL without `mode=` would fail on a fresh install; first start should create it.

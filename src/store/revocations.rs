@@ -9,12 +9,12 @@
 //! request is ever revoked twice in the log, and no revoked request is left without its revert.
 
 use chrono::{DateTime, Utc};
-use sqlx::{AnyConnection, Connection};
+use sqlx::AnyConnection;
 
 use super::events::{NewEvent, append_event};
 use super::jobs::{JobKind, cancel_job, schedule_job};
 use super::requests::{RequestRecord, RequestState, update_request};
-use super::{Backend, Store, StoreError};
+use super::{Store, StoreError};
 
 /// Per request of a batch: stored, or the lost optimistic lock ([`StoreError::Conflict`]) or
 /// vanished row ([`StoreError::NotFound`]) that kept it from being stored.
@@ -78,18 +78,6 @@ impl Store {
         let [(stored, _)] = ends;
         *record = stored;
         Ok(())
-    }
-
-    /// A write transaction. SQLite: the write lock is taken first, as the event append needs
-    /// it (see `append_event`), instead of failing to upgrade a reader later.
-    async fn begin_writing<'c>(
-        &self,
-        conn: &'c mut AnyConnection,
-    ) -> Result<sqlx::Transaction<'c, sqlx::Any>, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => conn.begin().await?,
-        })
     }
 }
 
