@@ -19,11 +19,8 @@ on_both_forges!(
     a_policy_pushed_to_the_default_branch_judges_the_next_request_at_once,
     |s: Scenario| async move {
         let issue = s.open_issue(&s.people.alice, "staging is broken");
-        s.note_on_issue(
-            issue,
-            &s.people.alice,
-            "/breakglass staging 1h -- debugging",
-        );
+        s.by(&s.people.alice)
+            .note_on_issue(issue, "/breakglass staging 1h -- debugging");
         s.settle().await;
         let reply = s.next_bot_issue_comment(issue);
         assert!(

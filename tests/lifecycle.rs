@@ -601,11 +601,8 @@ on_both_backends!(
 /// revert branches are gone, after `deletions` branch deletions by the bot.
 async fn branches_gone_after_the_revert(s: &Scenario, deletions: u64) {
     let issue = s.open_issue(&s.people.alice, "staging is broken");
-    s.note_on_issue(
-        issue,
-        &s.people.alice,
-        "/breakglass staging 1h -- debugging",
-    );
+    s.by(&s.people.alice)
+        .note_on_issue(issue, "/breakglass staging 1h -- debugging");
     s.settle().await;
     s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
     let pr = s.changes().first().unwrap().number;

@@ -238,11 +238,8 @@ on_both_forges!(
         s.fail_next(Route::Change, Method::GET, 4, FailureKind::Status(503));
         s.expect_job_error(JobKind::Merge, "HTTP 503");
         let issue = s.open_issue(&s.people.alice, "staging is broken");
-        s.note_on_issue(
-            issue,
-            &s.people.alice,
-            "/breakglass staging 1h -- debugging",
-        );
+        s.by(&s.people.alice)
+            .note_on_issue(issue, "/breakglass staging 1h -- debugging");
         s.settle().await;
         let (pr, path) = bots_request(&s, "staging");
         let opened = s.change(pr);
@@ -319,11 +316,8 @@ on_both_forges!(
         s.forge.set_webhooks_paused(true);
         s.forge.force_branch(REPO, "main", &s.people.carol, &before);
         let issue = s.open_issue(&s.people.alice, "staging is broken");
-        s.note_on_issue(
-            issue,
-            &s.people.alice,
-            "/breakglass staging 1h -- debugging",
-        );
+        s.by(&s.people.alice)
+            .note_on_issue(issue, "/breakglass staging 1h -- debugging");
         let comment = s
             .forge
             .deliveries()
