@@ -352,3 +352,41 @@ with_aws!(
         w.assert_nothing_granting().await;
     }
 );
+
+with_aws!(
+    a_grant_that_ends_while_its_apply_is_in_flight_is_taken_back,
+    |w: World| async move {
+        // The grant step's attach waits at the proxy; meanwhile the expiry passes and the
+        // revocation lane, which waits for the step's PR lock only briefly, ends the grant.
+        let mut attach = w.proxy.hold_next("AttachRolePolicy");
+        let pr =
+            w.s.open_request(&w.s.people.alice, "prod", "r1", &prod_request("1h"));
+        w.s.settle().await;
+        w.s.approve(pr, &w.s.people.carol);
+        attach.arrived().await;
+        w.s.advance(TimeDelta::hours(1));
+        eventually(|| async { w.s.request("r1").await.state.to_string() == "revoked" }).await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        let before = w.proxy.actions();
+        assert!(
+            before.contains(&"DeleteRolePolicy".to_owned()),
+            "the revoke ran while the attach was held: {before:?}"
+        );
+        // The attach lands after the revoke: without a take-back the managed policy would
+        // stay attached with no expiry deny beside it, for good.
+        attach.release();
+        w.s.settle().await;
+        let actions = w.proxy.actions();
+        let attached_at = actions
+            .iter()
+            .rposition(|a| a == "AttachRolePolicy")
+            .unwrap();
+        assert!(
+            actions[attached_at..].contains(&"DetachRolePolicy".to_owned()),
+            "taken back after the late attach: {actions:?}"
+        );
+        w.assert_nothing_granting().await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.s.expect_bot_comments(pr, &["✅ **Request", "🔒 **Access revoked**"]);
+    }
+);

@@ -92,14 +92,11 @@ pub async fn run(plan: Plan) -> Option<Outcome> {
     driver.out.wall = started.elapsed();
     driver.out.outages = driver.outages.played;
     driver.out.simulated = driver.clock.now() - origin;
-    if !driver.out.violations.is_empty() {
-        eprintln!(
-            "chaos: service logs kept in {}",
-            driver.world.path().display()
-        );
-        std::mem::forget(driver.world.dir);
+    let Driver { world, out, .. } = driver;
+    if !out.violations.is_empty() {
+        eprintln!("chaos: service logs and database kept in {}", world.keep());
     }
-    Some(driver.out)
+    Some(out)
 }
 
 impl Driver {

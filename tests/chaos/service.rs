@@ -68,7 +68,9 @@ impl Clock for FileClock {
 /// Runs the service until the process is killed.
 pub fn serve(config_path: &Path, clock_path: &Path) {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn,breakglass=info")
+        .with_env_filter(
+            std::env::var("BREAKGLASS_CHAOS_LOG").unwrap_or_else(|_| "warn,breakglass=info".into()),
+        )
         .with_writer(std::io::stderr)
         .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -128,4 +128,17 @@ impl World {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Keeps the run's directory (the replicas' logs) and its database for a post-mortem;
+    /// returns where they are.
+    pub fn keep(self) -> String {
+        let kept = format!(
+            "{} (database {})",
+            self.dir.path().display(),
+            self.config.database_url
+        );
+        std::mem::forget(self.dir);
+        std::mem::forget(self._database);
+        kept
+    }
 }

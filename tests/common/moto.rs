@@ -145,10 +145,50 @@ struct Failure {
     code: String,
 }
 
+/// A call held back until the test lets it go on.
+struct Held {
+    action: String,
+    /// Told when the call arrived (and is waiting).
+    arrived: tokio::sync::oneshot::Sender<()>,
+    /// Awaited before the call is passed on.
+    release: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The test's side of a held call: when it arrived, and letting it go on.
+pub struct Hold {
+    arrived: Option<tokio::sync::oneshot::Receiver<()>>,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Hold {
+    /// Waits (at most 20 s) until the held call arrived at the proxy.
+    pub async fn arrived(&mut self) {
+        let arrived = self.arrived.take().expect("awaited once");
+        tokio::time::timeout(Duration::from_secs(20), arrived)
+            .await
+            .expect("the held call never came")
+            .expect("the proxy dropped the held call");
+    }
+
+    /// Lets the held call go on to moto.
+    pub fn release(&mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release(); // never leave a call hanging past the test's own end
+    }
+}
+
 #[derive(Default)]
 struct Recorded {
     calls: Vec<Call>,
     failures: Vec<Failure>,
+    holds: Vec<Held>,
 }
 
 struct ProxyState {
@@ -210,6 +250,23 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// The next call of `action` waits at the proxy until the returned hold is released.
+    pub fn hold_next(&self, action: &str) -> Hold {
+        let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+        self.state.recorded.lock().unwrap().holds.push(Held {
+            action: action.to_owned(),
+            arrived: arrived_tx,
+            release: release_rx,
+        });
+        Hold {
+            arrived: Some(arrived_rx),
+            release: Some(release_tx),
+        }
+    }
+}
+
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.task.abort();
@@ -230,11 +287,17 @@ async fn forward(
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     let access_key_id = signing_key(&headers);
-    let failure = {
+    let (failure, held) = {
         let mut recorded = state.recorded.lock().unwrap();
         let at = recorded.failures.iter().position(|f| f.action == action);
-        at.map(|i| recorded.failures.remove(i))
+        let failure = at.map(|i| recorded.failures.remove(i));
+        let at = recorded.holds.iter().position(|h| h.action == action);
+        (failure, at.map(|i| recorded.holds.remove(i)))
     };
+    if let Some(held) = held {
+        let _ = held.arrived.send(());
+        let _ = held.release.await;
+    }
     let (status, content_type, response) = match failure {
         Some(failure) => (
             failure.status,
