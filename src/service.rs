@@ -86,10 +86,19 @@ pub struct Options {
     /// PR it is for no longer. Not a config key: [`FORGE_TIMEOUT`] in production; tests of
     /// hanging forges set it short.
     pub forge_timeout: Duration,
+    /// How long a graceful stop waits for the work in flight; what is still running then is
+    /// dropped where it stands, as in a crash (its leases lapse and it runs again on the next
+    /// start or on another replica). Not a config key: [`SHUTDOWN_GRACE`] in production.
+    pub shutdown_grace: Duration,
 }
 
 /// The production [`Options::forge_timeout`].
 pub const FORGE_TIMEOUT: Duration = crate::forge::retry::DEFAULT_TIMEOUT;
+
+/// The production [`Options::shutdown_grace`]: work against a forge that does not answer
+/// would otherwise hold a stop for minutes (each call's attempts and backoff), well past the
+/// 30 s a Kubernetes pod or a systemd unit is given before it is killed anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl Default for Options {
     fn default() -> Self {
@@ -99,6 +108,7 @@ impl Default for Options {
             templates_dir: None,
             env: |name| std::env::var(name).ok(),
             forge_timeout: FORGE_TIMEOUT,
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 }
@@ -116,6 +126,7 @@ pub struct Running {
     /// Every failed delivery, job and reconciliation pass, even those a retry fixed later.
     pub failures: Arc<Failures>,
     shutdown: watch::Sender<bool>,
+    grace: Duration,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -134,11 +145,17 @@ impl Reconciliation {
 }
 
 impl Running {
-    /// Graceful stop: no new work is claimed, work in flight finishes.
+    /// Graceful stop: no new work is claimed, work in flight finishes within
+    /// [`Options::shutdown_grace`]; what is left then is dropped as in a crash.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        let deadline = tokio::time::Instant::now() + self.grace;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!(grace = ?self.grace, "work still in flight at the end of the grace period is stopped; it runs again after its lease");
+                task.abort();
+                let _ = task.await; // gone before the stop returns (its socket, its leases' renewals)
+            }
         }
     }
 
@@ -237,6 +254,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         reconciliation,
         failures,
         shutdown,
+        grace: options.shutdown_grace,
         tasks: vec![server, revokes, forge_side],
     })
 }

@@ -54,7 +54,7 @@ async fn play(plan: Plan) {
     };
     eprintln!(
         "chaos: seed {} | {} lifecycles ({} granted) | {} replica(s) on {:?} | {} kills, {} restarts, \
-         {} clock jumps, {} redeliveries, {} rounds | forge outages: {} 503, {} 429, {} hang ({} starts failed) | \
+         {} clock jumps ({} past a retry's backoff), {} redeliveries, {} rounds | forge outages: {} 503, {} 429, {} hang ({} starts failed) | \
          worst revocation {:.1} s after expiry or restart | {:.1} h simulated in {:.1} s | {} violations",
         plan.seed,
         plan.lifecycles,
@@ -64,6 +64,7 @@ async fn play(plan: Plan) {
         out.kills,
         out.restarts,
         out.jumps,
+        out.backoffs_passed,
         out.redeliveries,
         out.rounds,
         out.outages[0],

@@ -229,3 +229,40 @@ on_both_forges!(
         s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );
+
+on_both_forges!(
+    a_graceful_stop_ends_within_its_grace_while_a_forge_call_hangs,
+    Setup {
+        // Without the grace, the stop would wait for the hung call's timeout and its retry.
+        forge_timeout: Some(Duration::from_secs(5)),
+        shutdown_grace: Some(Duration::from_millis(500)),
+        ..Setup::default()
+    },
+    |mut s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.fail_next(
+            Route::Notes,
+            Method::POST,
+            1,
+            FailureKind::Timeout(Duration::from_secs(60)),
+        );
+        let replies = || s.forge.calls().count("POST", s.route(Route::Notes));
+        let before = replies();
+        s.note(pr, &s.people.alice, "/breakglass status");
+        until("the reply hangs", || async { replies() > before }).await;
+        let stopping = Instant::now();
+        s.service.take().expect("running").shutdown().await;
+        let took = stopping.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "the stop waited {took:?} for a call that hangs for 5 s"
+        );
+        // Stopped where it stood, as in a crash: the comment is handled again after a start,
+        // once the stopped worker's lease has lapsed, and answered once.
+        s.start_service().await;
+        s.advance(TimeDelta::minutes(2));
+        s.settle().await;
+        let said = s.take_bot_comments(pr);
+        assert_eq!(said.len(), 1, "the status reply, once: {said:#?}");
+    }
+);

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use breakglass::store::RequestState;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::balancer::Balancer;
 use super::clock::ChaosClock;
@@ -39,6 +39,8 @@ pub struct Outcome {
     pub kills: u64,
     pub restarts: u64,
     pub jumps: u64,
+    /// Clock moves to the retry of a failed job while settling (not counted in `jumps`).
+    pub backoffs_passed: u64,
     pub redeliveries: u64,
     /// Forge outages played: server errors, rate limits, hangs.
     pub outages: [u64; 3],
@@ -50,6 +52,10 @@ pub struct Outcome {
     pub wall: Duration,
     pub violations: Vec<String>,
 }
+
+/// The longest a failed job may wait for its retry: forge errors back off to 256 s at most,
+/// and a rate limit's `Retry-After` in the test forge is a few seconds.
+const LONGEST_BACKOFF: TimeDelta = TimeDelta::minutes(5);
 
 struct Driver {
     plan: Plan,
@@ -305,7 +311,12 @@ impl Driver {
                 self.world.forge.redeliver(id);
                 self.out.redeliveries += 1;
             }
-            let busy = self.pending_work().await;
+            let mut busy = self.pending_work().await;
+            if busy.is_empty() && failed.is_empty() {
+                // A job that failed (the forge was out or rate limited) waits its backoff: the
+                // world is not quiet until it ran again, so the clock moves on to it.
+                busy = self.pass_backoff().await;
+            }
             quiet = if busy.is_empty() && failed.is_empty() {
                 quiet + 1
             } else {
@@ -317,6 +328,37 @@ impl Driver {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
+    }
+
+    /// Moves the clock to the first retry of a failed job, if one waits (polls excepted: they
+    /// come back every 30 s by design, and what they wait for is no invariant) (at most
+    /// [`LONGEST_BACKOFF`] ahead: a job backing off longer is stuck); what it waited for.
+    async fn pass_backoff(&mut self) -> String {
+        let waiting: Option<(i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT run_at, kind, request_id, last_error FROM jobs \
+             WHERE last_error IS NOT NULL AND kind <> 'poll' ORDER BY run_at LIMIT 1",
+        )
+        .fetch_optional(self.world.store.pool())
+        .await
+        .expect("jobs");
+        let Some((run_at, kind, request, error)) = waiting else {
+            return String::new();
+        };
+        let due = DateTime::<Utc>::from_timestamp_millis(run_at).expect("a job's time");
+        let wait = due - self.clock.now();
+        if wait > LONGEST_BACKOFF {
+            let stuck = format!("{kind} of {request} backs off {wait} after: {error:?}");
+            if !self.out.violations.iter().any(|v| v.ends_with(&stuck)) {
+                self.violation(stuck);
+            }
+            return String::new();
+        }
+        if wait > TimeDelta::zero() {
+            self.clock
+                .advance(&self.world.forge, wait + TimeDelta::milliseconds(10));
+            self.out.backoffs_passed += 1;
+        }
+        format!("{kind} of {request} retrying after: {error:?}")
     }
 
     async fn pending_work(&self) -> String {

@@ -86,6 +86,7 @@ pub fn serve(config_path: &Path, clock_path: &Path) {
             templates_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")),
             env: |_| None,
             forge_timeout: FORGE_TIMEOUT,
+            ..Options::default()
         };
         let _running = service::start(&config, options)
             .await

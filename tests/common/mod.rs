@@ -79,6 +79,8 @@ pub struct Scenario {
     pub replicas: Vec<Running>,
     /// Each forge call's timeout in every service of the scenario.
     pub forge_timeout: Duration,
+    /// Each service's grace for a graceful stop.
+    pub shutdown_grace: Duration,
     strict: strict::Strict,
     _database: Database,
     _secrets: tempfile::TempDir,
@@ -125,6 +127,9 @@ pub struct Setup {
     /// How long each forge call may hang (`Options::forge_timeout`); the production 10 s when
     /// `None`. A hang costs real time while the scenario's clocks stand still.
     pub forge_timeout: Option<Duration>,
+    /// How long a graceful stop waits for work in flight (`Options::shutdown_grace`); the
+    /// production 10 s when `None`.
+    pub shutdown_grace: Option<Duration>,
 }
 
 impl Scenario {
@@ -220,6 +225,7 @@ impl Scenario {
             service: None,
             replicas: Vec::new(),
             forge_timeout: setup.forge_timeout.unwrap_or(service::FORGE_TIMEOUT),
+            shutdown_grace: setup.shutdown_grace.unwrap_or(service::SHUTDOWN_GRACE),
             strict: strict::Strict::default(),
             _database: database,
             _secrets: secrets,
@@ -259,6 +265,7 @@ impl Scenario {
             templates_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")),
             env: |_| None,
             forge_timeout: self.forge_timeout,
+            shutdown_grace: self.shutdown_grace,
         };
         service::start(&self.config, options)
             .await
