@@ -266,3 +266,58 @@ on_both_forges!(
         assert_eq!(said.len(), 1, "the status reply, once: {said:#?}");
     }
 );
+
+on_both_forges!(
+    a_merge_whose_answer_is_lost_is_still_the_bots_own_merge,
+    Setup {
+        forge_timeout: Some(Duration::from_millis(300)),
+        ..Setup::default()
+    },
+    |s: Scenario| async move {
+        // The forge merges, then answers after the bot gave up on the call: merged again,
+        // it would say "not mergeable", and the bot would take its own merge for a person's.
+        s.fail_next(
+            Route::Merge,
+            Method::PUT,
+            1,
+            FailureKind::AnswerLate(Duration::from_secs(2)),
+        );
+        let pr = s.granted("r1", "1h").await;
+        let record = s.request("r1").await;
+        assert_eq!(record.state.to_string(), "active");
+        assert_eq!(
+            record.merge_sha.as_deref(),
+            s.change(pr).merge_commit_sha.as_deref()
+        );
+        assert_eq!(s.events("r1", "merge").await.len(), 1);
+        assert_eq!(
+            s.forge.calls().count("PUT", s.route(Route::Merge)),
+            1,
+            "merged once, found on the PR after the lost answer"
+        );
+    }
+);
+
+on_both_forges!(
+    a_note_whose_answer_is_lost_is_said_once,
+    Setup {
+        forge_timeout: Some(Duration::from_millis(300)),
+        ..Setup::default()
+    },
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.fail_next(
+            Route::Notes,
+            Method::POST,
+            1,
+            FailureKind::AnswerLate(Duration::from_secs(2)),
+        );
+        let posts = || s.forge.calls().count("POST", s.route(Route::Notes));
+        let before = posts();
+        s.note(pr, &s.people.alice, "/breakglass status");
+        s.settle().await;
+        let said = s.take_bot_comments(pr);
+        assert_eq!(said.len(), 1, "the status reply, once: {said:#?}");
+        assert_eq!(posts() - before, 1, "the reply, posted once");
+    }
+);

@@ -114,7 +114,10 @@ impl Stage {
             DemoForge::Github => self.forge.comments(REPO, number),
             DemoForge::Gitlab => self.forge.gl_notes(REPO, Noteable::MergeRequest(number)),
         };
-        list.into_iter().map(|c| (c.user, c.body)).collect()
+        // As a reader sees them rendered: without the bot's invisible mark.
+        list.into_iter()
+            .map(|c| (c.user, crate::forge::unmarked(&c.body).to_owned()))
+            .collect()
     }
 
     /// The comments on an issue, as `(author, body)`.
@@ -123,7 +126,10 @@ impl Stage {
             DemoForge::Github => self.forge.comments(REPO, number),
             DemoForge::Gitlab => self.forge.gl_notes(REPO, Noteable::Issue(number)),
         };
-        list.into_iter().map(|c| (c.user, c.body)).collect()
+        // As a reader sees them rendered: without the bot's invisible mark.
+        list.into_iter()
+            .map(|c| (c.user, crate::forge::unmarked(&c.body).to_owned()))
+            .collect()
     }
 
     /// Who caused a webhook delivery, by login.

@@ -254,9 +254,10 @@ impl Forge {
 
     /// Posts a note; its id.
     pub async fn note(&self, thread: Thread, body: &str) -> Result<u64, ForgeError> {
+        let marked = super::note_mark::mark(body);
         match self {
-            Forge::GitHub(c) => c.comment(thread.number(), body).await,
-            Forge::GitLab(c) => c.comment(thread, body).await,
+            Forge::GitHub(c) => c.comment(thread.number(), &marked).await,
+            Forge::GitLab(c) => c.comment(thread, &marked).await,
         }
     }
 

@@ -9,10 +9,12 @@ pub mod error;
 mod etag_cache;
 pub mod github;
 pub mod gitlab;
+mod note_mark;
 pub mod retry;
 
 pub use client::{Forge, Thread};
 pub use error::ForgeError;
+pub use note_mark::unmarked;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -50,11 +50,29 @@ pub fn forge_now(headers: &http::HeaderMap, fallback: i64) -> i64 {
 pub async fn perform_retryable<T, F, Fut>(
     policy: RetryPolicy,
     name: &str,
-    mut call: F,
+    call: F,
 ) -> Result<T, ForgeError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ForgeError>>,
+{
+    perform_checked(policy, name, call, || async { Ok(None) }).await
+}
+
+/// [`perform_retryable`] for a call that must not be made twice (a note): after a failure
+/// that leaves open whether the forge did the work (no answer, a 5xx, a dropped connection)
+/// `done` looks before the call is made again, and its answer is the call's.
+pub async fn perform_checked<T, F, Fut, D, DFut>(
+    policy: RetryPolicy,
+    name: &str,
+    mut call: F,
+    mut done: D,
+) -> Result<T, ForgeError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ForgeError>>,
+    D: FnMut() -> DFut,
+    DFut: Future<Output = Result<Option<T>, ForgeError>>,
 {
     let mut backoff = policy.first_backoff;
     let mut attempt = 1;
@@ -80,6 +98,13 @@ where
         };
         tracing::warn!(call = name, attempt, ?wait, error = %err, "forge call failed; retrying");
         tokio::time::sleep(wait).await;
+        if matches!(err, ForgeError::Transient { .. }) {
+            let looked = tokio::time::timeout(policy.timeout, done()).await;
+            if let Some(value) = looked.unwrap_or_else(|_| Err(err.clone()))? {
+                tracing::info!(call = name, "the forge did the call whose answer was lost");
+                return Ok(value);
+            }
+        }
         backoff = backoff.saturating_mul(2);
         attempt += 1;
     }
@@ -158,6 +183,50 @@ mod tests {
         .await;
         assert!(result.unwrap_err().is_retryable());
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_answer_was_lost_is_looked_for_before_it_is_made_again() {
+        let calls = AtomicU32::new(0);
+        let looks = AtomicU32::new(0);
+        let result = perform_checked(
+            fast(),
+            "POST note",
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(transient())
+            },
+            || async { Ok(Some(looks.fetch_add(1, Ordering::SeqCst) + 40)) },
+        )
+        .await;
+        assert_eq!(result.unwrap(), 40, "found by the first look");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "never made twice");
+
+        let calls = AtomicU32::new(0);
+        let looks = AtomicU32::new(0);
+        let result: Result<u32, _> = perform_checked(
+            fast(),
+            "POST note",
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(ForgeError::RateLimited {
+                    call: "x".into(),
+                    retry_after: Duration::from_millis(1),
+                })
+            },
+            || async {
+                looks.fetch_add(1, Ordering::SeqCst);
+                Ok(None)
+            },
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            looks.load(Ordering::SeqCst),
+            0,
+            "a rate limit says the forge did nothing: no look"
+        );
     }
 
     #[tokio::test]

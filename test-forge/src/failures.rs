@@ -78,6 +78,9 @@ pub enum FailureKind {
     Timeout(Duration),
     /// Accept the request and never answer: only the client's own timeout ends the call.
     Hang,
+    /// Do the work, then hold the answer for the duration: a client with a shorter timeout
+    /// sees no answer to a call that happened (a slow merge, a comment posted under load).
+    AnswerLate(Duration),
     /// A merge that fails with 405 "Merge conflict" even though the branches merge cleanly.
     MergeConflict,
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use breakglass::clock::{Clock, ManualClock};
 use breakglass::config::{Config, GithubConfig, GitlabConfig};
+use breakglass::forge::unmarked;
 use breakglass::service::{self, Options, Running};
 use breakglass::store::Store;
 use breakglass_test_forge::{Noteable, PullRequest, TestForge, User};
@@ -516,7 +517,9 @@ impl Scenario {
             Dialect::GitHub => self.forge.comments(REPO, number),
             Dialect::GitLab => self.forge.gl_notes(REPO, Noteable::Issue(number)),
         };
-        list.into_iter().map(|c| (c.user, c.body)).collect()
+        list.into_iter()
+            .map(|c| (c.user, unmarked(&c.body).to_owned()))
+            .collect()
     }
 
     /// `user` puts emoji `name` (GitHub's names: `+1`, `-1`, `hooray`…) on change `number`, a
@@ -644,7 +647,7 @@ impl Scenario {
         comments
             .into_iter()
             .filter(|c| c.user == self.people.bot.login)
-            .map(|c| c.body)
+            .map(|c| unmarked(&c.body).to_owned())
             .collect()
     }
 

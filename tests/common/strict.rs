@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use breakglass::failures::{Failure, Failures, Work};
+use breakglass::forge::unmarked;
 use breakglass::store::JobKind;
 use breakglass_test_forge::Noteable;
 
@@ -274,7 +275,7 @@ impl Scenario {
             .into_iter()
             .find(|c| c.user == self.people.bot.login && !state.read.contains(&c.id))?;
         state.read.insert(next.id);
-        Some(next.body)
+        Some(unmarked(&next.body).to_owned())
     }
 
     /// The bot's unread comments (on one thread, or everywhere), as `<thread>: <body>`.
@@ -288,7 +289,7 @@ impl Scenario {
                     && !state.read.contains(&c.id)
                     && thread.is_none_or(|t| t == *on)
             })
-            .map(|(on, c)| (on, c.body))
+            .map(|(on, c)| (on, unmarked(&c.body).to_owned()))
             .collect();
         drop(state);
         unread

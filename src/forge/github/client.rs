@@ -19,7 +19,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::forge::etag_cache::EtagCache;
-use crate::forge::retry::{RetryPolicy, forge_now, perform_retryable};
+use crate::forge::note_mark::Marked;
+use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
     PullRequestState, Reaction, Review, ReviewState, StatusState,
@@ -645,19 +646,49 @@ impl GithubClient {
     }
 
     /// Posts a comment on an issue or pull request; returns its id.
-    pub async fn comment(&self, number: u64, body: &str) -> Result<u64, ForgeError> {
+    /// Posts `note` on issue or PR `number`, once: an attempt whose answer was lost is looked
+    /// for on the thread (by its mark) before the note is posted again.
+    pub async fn comment(&self, number: u64, note: &Marked) -> Result<u64, ForgeError> {
         #[derive(Deserialize)]
         struct Created {
             id: u64,
         }
-        let created: Created = self
-            .json(
-                Method::POST,
-                &self.repo_path(&format!("/issues/{number}/comments")),
-                Some(json!({ "body": body })),
-            )
-            .await?;
-        Ok(created.id)
+        let path = self.repo_path(&format!("/issues/{number}/comments"));
+        let call = format!("POST {path}");
+        let body = json!({ "body": note.body });
+        let post = || async {
+            let answer = self
+                .attempt(&Method::POST, &path, Some(&body), &HeaderMap::new())
+                .await?;
+            decode::<Created>(&call, &answer.body).map(|created| created.id)
+        };
+        perform_checked(self.retry, &call, post, || {
+            self.find_note(number, &note.mark)
+        })
+        .await
+    }
+
+    /// The id of the note on `number` that carries `mark`, if it is there.
+    async fn find_note(&self, number: u64, mark: &str) -> Result<Option<u64>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            id: u64,
+            #[serde(default)]
+            body: String,
+        }
+        for page in 1..=50 {
+            let route = self.repo_path(&format!(
+                "/issues/{number}/comments?per_page=100&page={page}"
+            ));
+            let batch: Vec<Raw> = self.json(Method::GET, &route, None).await?;
+            if let Some(found) = batch.iter().find(|c| c.body.contains(mark)) {
+                return Ok(Some(found.id));
+            }
+            if batch.len() < 100 {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// Sets the commit status `context` on `sha`.
@@ -695,15 +726,24 @@ impl GithubClient {
             sha: String,
         }
         let body = json!({ "sha": head_sha, "merge_method": "merge", "commit_title": title, "commit_message": message });
-        match self
-            .json::<Merged>(
-                Method::PUT,
-                &self.repo_path(&format!("/pulls/{number}/merge")),
-                Some(body),
-            )
-            .await
-        {
-            Ok(merged) => Ok(merged.sha),
+        let path = self.repo_path(&format!("/pulls/{number}/merge"));
+        let call = format!("PUT {path}");
+        let put = || async {
+            let answer = self
+                .attempt(&Method::PUT, &path, Some(&body), &HeaderMap::new())
+                .await?;
+            decode::<Merged>(&call, &answer.body).map(|merged| merged.sha)
+        };
+        // A merge whose answer was lost may have happened: merged again, it would be refused
+        // as "not mergeable", and a merge the bot made taken for one it did not.
+        let done = || async {
+            let pr = self.pull_request(number).await?;
+            Ok(pr
+                .merge_sha
+                .filter(|_| pr.info.merged && pr.info.head_sha == head_sha))
+        };
+        match perform_checked(self.retry, &call, put, done).await {
+            Ok(sha) => Ok(sha),
             Err(ForgeError::Refused { status: 409, .. }) => Err(MergeError::HeadChanged),
             Err(ForgeError::Refused {
                 status: 405 | 422,

@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use super::{looks_like_bot, reaction_name, route};
 use crate::forge::Thread;
 use crate::forge::etag_cache::EtagCache;
-use crate::forge::retry::{RetryPolicy, forge_now, perform_retryable};
+use crate::forge::note_mark::Marked;
+use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
     PullRequestState, Reaction, StatusState,
@@ -610,16 +611,40 @@ impl GitlabClient {
     }
 
     /// Posts a note on an issue or merge request; returns its id.
-    pub async fn comment(&self, thread: Thread, body: &str) -> Result<u64, ForgeError> {
+    /// Posts `note` on `thread`, once: an attempt whose answer was lost is looked for on the
+    /// thread (by its mark) before the note is posted again.
+    pub async fn comment(&self, thread: Thread, note: &Marked) -> Result<u64, ForgeError> {
         #[derive(Deserialize)]
         struct Created {
             id: u64,
         }
-        let route = self.project_route(&format!("/{}/notes", route(thread)));
-        let created: Created = self
-            .write(Method::POST, &route, json!({ "body": body }))
-            .await?;
-        Ok(created.id)
+        let notes = self.project_route(&format!("/{}/notes", route(thread)));
+        let call = format!("POST {notes}");
+        let body = json!({ "body": note.body });
+        let post = || async {
+            let answer = self
+                .attempt(&Method::POST, &notes, Some(&body), &HeaderMap::new())
+                .await?;
+            decode::<Created>(&call, &answer.body).map(|created| created.id)
+        };
+        perform_checked(self.retry, &call, post, || {
+            self.find_note(thread, &note.mark)
+        })
+        .await
+    }
+
+    /// The id of the note on `thread` that carries `mark`, if it is there (newest first:
+    /// a lost answer is of a note just posted).
+    async fn find_note(&self, thread: Thread, mark: &str) -> Result<Option<u64>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            id: u64,
+            #[serde(default)]
+            body: String,
+        }
+        let route = self.project_route(&format!("/{}/notes?sort=desc", route(thread)));
+        let notes: Vec<Raw> = self.get_all(&route).await?;
+        Ok(notes.iter().find(|n| n.body.contains(mark)).map(|n| n.id))
     }
 
     /// The notes on `thread` as (author id, body), oldest first.
@@ -692,21 +717,36 @@ impl GitlabClient {
             "squash": false,
             "should_remove_source_branch": remove_source,
         });
-        let merged: MergeRequest = self
-            .write(Method::PUT, &route, body)
+        let call = format!("PUT {route}");
+        // What landed, or why GitLab says nothing did.
+        let put = || async {
+            let answer = self
+                .attempt(&Method::PUT, &route, Some(&body), &HeaderMap::new())
+                .await?;
+            let merged: MergeRequest = decode(&call, &answer.body)?;
+            if merged.state != "merged" {
+                return Ok(Err(format!(
+                    "GitLab answered the merge with state `{}`",
+                    merged.state
+                )));
+            }
+            // A fast-forward project makes no merge commit: what landed is the head itself.
+            Ok(Ok(merged
+                .merge_commit_sha
+                .or(merged.squash_commit_sha)
+                .unwrap_or_else(|| sha.to_owned())))
+        };
+        // A merge whose answer was lost may have happened: merged again, it would be refused,
+        // and a merge the bot made taken for one it did not.
+        let done = || async {
+            let mr = self.pull_request(iid).await?;
+            let landed = mr.info.merged && mr.info.head_sha == sha;
+            Ok(landed.then(|| Ok(mr.merge_sha.unwrap_or_else(|| sha.to_owned()))))
+        };
+        perform_checked(self.retry, &call, put, done)
             .await
-            .map_err(merge_error)?;
-        if merged.state != "merged" {
-            return Err(MergeError::NotMergeable(format!(
-                "GitLab answered the merge with state `{}`",
-                merged.state
-            )));
-        }
-        // A fast-forward project makes no merge commit: what landed is the head itself.
-        Ok(merged
-            .merge_commit_sha
-            .or(merged.squash_commit_sha)
-            .unwrap_or_else(|| sha.to_owned()))
+            .map_err(merge_error)?
+            .map_err(MergeError::NotMergeable)
     }
 
     /// The emoji awarded on an issue or merge request itself, all pages, in GitHub's reaction

@@ -364,7 +364,7 @@ fn failure_response(kind: &FailureKind) -> Response {
         FailureKind::SecondaryRateLimit429 { retry_after } => {
             plain(StatusCode::TOO_MANY_REQUESTS, *retry_after)
         }
-        FailureKind::Timeout(_) | FailureKind::Hang => {
+        FailureKind::Timeout(_) | FailureKind::Hang | FailureKind::AnswerLate(_) => {
             GlError::message(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout").into_response()
         }
         FailureKind::MergeConflict => {
@@ -382,7 +382,15 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
     let started = std::time::Instant::now();
     app.timeline.delay().await;
 
-    let injected = app.take_failure(&method, &path, Some(&route));
+    let mut injected = app.take_failure(&method, &path, Some(&route));
+    // A late answer is the real one, held back after the work is done.
+    let late = match injected {
+        Some(FailureKind::AnswerLate(by)) => {
+            injected = None;
+            Some(by)
+        }
+        _ => None,
+    };
     let throttled = matches!(
         injected,
         Some(FailureKind::RateLimited403 | FailureKind::SecondaryRateLimit429 { .. })
@@ -407,6 +415,9 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
         },
     };
 
+    if let Some(by) = late {
+        tokio::time::sleep(by).await;
+    }
     let not_modified = resp.status() == StatusCode::NOT_MODIFIED;
     let (used, reset) = app.rate_tick(!not_modified);
     let remaining = if throttled {

@@ -314,7 +314,7 @@ fn failure_response(kind: &FailureKind) -> Response {
             StatusCode::TOO_MANY_REQUESTS,
             "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.".to_owned(),
         ),
-        FailureKind::Timeout(_) | FailureKind::Hang => {
+        FailureKind::Timeout(_) | FailureKind::Hang | FailureKind::AnswerLate(_) => {
             (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout".to_owned())
         }
         FailureKind::MergeConflict => (StatusCode::METHOD_NOT_ALLOWED, "Merge conflict".to_owned()),
@@ -343,7 +343,15 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
     let started = std::time::Instant::now();
     app.timeline.delay().await;
 
-    let injected = app.take_failure(&method, &path, Some(&route));
+    let mut injected = app.take_failure(&method, &path, Some(&route));
+    // A late answer is the real one, held back after the work is done.
+    let late = match injected {
+        Some(FailureKind::AnswerLate(by)) => {
+            injected = None;
+            Some(by)
+        }
+        _ => None,
+    };
     let mut exhausted = false;
     let mut resp = match injected {
         Some(kind) => {
@@ -367,6 +375,9 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
         },
     };
 
+    if let Some(by) = late {
+        tokio::time::sleep(by).await;
+    }
     let not_modified = resp.status() == StatusCode::NOT_MODIFIED;
     let (used, reset) = app.rate_tick(!not_modified);
     let remaining = if exhausted {
