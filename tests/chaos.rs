@@ -177,3 +177,27 @@ async fn long_chaos() {
     })
     .await;
 }
+
+/// The revocation deadline counts the time the service had, not the clock's jumps: a jump that
+/// starts right after an expiry gives the service no time, and the run would otherwise report
+/// the jump as lateness (GitLab seed 13 did: a 17 min jump 13 ms after an expiry).
+#[tokio::test]
+async fn the_clocks_running_time_leaves_out_its_jumps() {
+    let dir = tempfile::tempdir().expect("a dir");
+    let forge = breakglass_test_forge::TestForge::start().await;
+    let mut clock = chaos::clock::ChaosClock::new(dir.path());
+    let expiry = clock.now();
+    clock.advance(&forge, chrono::TimeDelta::minutes(17));
+    let revoked = clock.now();
+    let ran = clock.running_between(expiry, revoked);
+    assert!(
+        ran < chaos::invariants::REVOKE_GRACE,
+        "a revoke right after a 17 min jump took {ran} of running time"
+    );
+    assert!(revoked - expiry >= chrono::TimeDelta::minutes(17));
+    // Time that really passes counts, before and after a jump alike.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let later = clock.now();
+    assert!(clock.running_between(expiry, later) >= chrono::TimeDelta::milliseconds(300));
+    assert!(clock.running_between(revoked, later) >= chrono::TimeDelta::milliseconds(300));
+}

@@ -124,6 +124,59 @@ on_both_forges!(
     }
 );
 
+// A rate-limit budget spent to the end (by other clients of the bot's token) throttles
+// nothing by itself: the forge still answers, and an answer that is not a throttle is acted on
+// at once. On GitLab the bot took any failed answer with `RateLimit-Remaining: 0` for a rate
+// limit and waited for the window's reset, up to an hour: the 404 of a membership check (here:
+// is mallory in @acme/sre?), or GitLab's 400 for a status already set (chaos on GitLab, seed
+// 20261205, after its first 2,000 calls of the hour).
+on_both_forges!(
+    a_spent_rate_limit_budget_does_not_hold_back_a_real_answer,
+    |s: Scenario| async move {
+        s.forge.spend_rate_limit(1_000_000);
+        assert_eq!(
+            remaining_rate_limit(&s).await,
+            "0",
+            "the budget reads spent"
+        );
+        let pr = s
+            .by(&s.people.mallory)
+            .open_request("prod", "intruder", &prod_request("1h"));
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.contains("`mallory` may not request access to `prod`"),
+            "{said}"
+        );
+        assert_eq!(remaining_rate_limit(&s).await, "0", "still spent");
+    }
+);
+
+/// What the forge's rate-limit header says remains, read as the bot would on any call.
+async fn remaining_rate_limit(s: &Scenario) -> String {
+    let (url, header) = match s.dialect {
+        Dialect::GitHub => (
+            format!("{}/user", s.forge.api_url()),
+            "x-ratelimit-remaining",
+        ),
+        Dialect::GitLab => (
+            format!("{}/user", s.forge.gitlab_api_url()),
+            "ratelimit-remaining",
+        ),
+    };
+    let resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(s.forge.token_for(&s.people.bot))
+        .send()
+        .await
+        .expect("the forge answers");
+    resp.headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 on_both_forges!(
     five_minutes_of_a_forge_that_never_answers_delay_no_revoke_and_every_revert_lands,
     short_timeouts(),
