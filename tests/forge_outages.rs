@@ -152,6 +152,34 @@ on_both_forges!(
     }
 );
 
+// The forge merges the revert, but the answer to the merge call is lost (a gateway gives up on
+// a slow forge); the retry is refused, the change being merged already. That is the bot's own
+// merge: the revert is logged with its merge commit. Before, the refusal sent the bot to
+// rebuild the revert, which found nothing left to remove and logged the revert without a
+// commit, and `audit verify` reported the revert commit as one the log does not know (chaos on
+// GitLab, seed 20261205: `commit b48704376633 revokes chaos-10 but the event log has no
+// revocation for it`).
+on_both_forges!(
+    a_revert_merge_whose_answer_was_lost_is_logged_with_its_commit,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.fail_next(Route::Merge, Method::PUT, 1, FailureKind::AnswerLost);
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        let revert = s.change(s.revert_pr("r1").await);
+        let sha = revert.merge_commit_sha.expect("the revert is merged");
+        let logged = s.events("r1", "revert").await;
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!(logged[0].data["revert_sha"], sha.as_str(), "{logged:?}");
+        assert!(
+            s.forge.log(REPO, "main").iter().any(|c| c.sha == sha),
+            "the logged revert is on main"
+        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("🔒 **Access revoked"), "{said}");
+    }
+);
+
 /// What the forge's rate-limit header says remains, read as the bot would on any call.
 async fn remaining_rate_limit(s: &Scenario) -> String {
     let (url, header) = match s.dialect {

@@ -364,7 +364,7 @@ fn failure_response(kind: &FailureKind) -> Response {
         FailureKind::SecondaryRateLimit429 { retry_after } => {
             plain(StatusCode::TOO_MANY_REQUESTS, *retry_after)
         }
-        FailureKind::Timeout(_) | FailureKind::Hang => {
+        FailureKind::Timeout(_) | FailureKind::Hang | FailureKind::AnswerLost => {
             GlError::message(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout").into_response()
         }
         FailureKind::MergeConflict => {
@@ -383,6 +383,9 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
     app.timeline.delay().await;
 
     let injected = app.take_failure(&method, &path, Some(&route));
+    // Served as usual, then the answer replaced: see `FailureKind::AnswerLost`.
+    let answer_lost = injected == Some(FailureKind::AnswerLost);
+    let injected = injected.filter(|_| !answer_lost);
     let throttled = matches!(
         injected,
         Some(FailureKind::RateLimited403 | FailureKind::SecondaryRateLimit429 { .. })
@@ -407,6 +410,9 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
         },
     };
 
+    if answer_lost {
+        resp = failure_response(&FailureKind::AnswerLost);
+    }
     let not_modified = resp.status() == StatusCode::NOT_MODIFIED;
     let (used, reset) = app.rate_tick(!not_modified);
     let remaining = if throttled {
