@@ -124,6 +124,87 @@ on_both_forges!(
     }
 );
 
+// A rate-limit budget spent to the end (by other clients of the bot's token) throttles
+// nothing by itself: the forge still answers, and an answer that is not a throttle is acted on
+// at once. On GitLab the bot took any failed answer with `RateLimit-Remaining: 0` for a rate
+// limit and waited for the window's reset, up to an hour: the 404 of a membership check (here:
+// is mallory in @acme/sre?), or GitLab's 400 for a status already set (chaos on GitLab, seed
+// 20261205, after its first 2,000 calls of the hour).
+on_both_forges!(
+    a_spent_rate_limit_budget_does_not_hold_back_a_real_answer,
+    |s: Scenario| async move {
+        s.forge.spend_rate_limit(1_000_000);
+        assert_eq!(
+            remaining_rate_limit(&s).await,
+            "0",
+            "the budget reads spent"
+        );
+        let pr = s
+            .by(&s.people.mallory)
+            .open_request("prod", "intruder", &prod_request("1h"));
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.contains("`mallory` may not request access to `prod`"),
+            "{said}"
+        );
+        assert_eq!(remaining_rate_limit(&s).await, "0", "still spent");
+    }
+);
+
+// The forge merges the revert, but the answer to the merge call is lost (a gateway gives up on
+// a slow forge); the retry is refused, the change being merged already. That is the bot's own
+// merge: the revert is logged with its merge commit. Before, the refusal sent the bot to
+// rebuild the revert, which found nothing left to remove and logged the revert without a
+// commit, and `audit verify` reported the revert commit as one the log does not know (chaos on
+// GitLab, seed 20261205: `commit b48704376633 revokes chaos-10 but the event log has no
+// revocation for it`).
+on_both_forges!(
+    a_revert_merge_whose_answer_was_lost_is_logged_with_its_commit,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.fail_next(Route::Merge, Method::PUT, 1, FailureKind::AnswerLost);
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        let revert = s.change(s.revert_pr("r1").await);
+        let sha = revert.merge_commit_sha.expect("the revert is merged");
+        let logged = s.events("r1", "revert").await;
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!(logged[0].data["revert_sha"], sha.as_str(), "{logged:?}");
+        assert!(
+            s.forge.log(REPO, "main").iter().any(|c| c.sha == sha),
+            "the logged revert is on main"
+        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("🔒 **Access revoked"), "{said}");
+    }
+);
+
+/// What the forge's rate-limit header says remains, read as the bot would on any call.
+async fn remaining_rate_limit(s: &Scenario) -> String {
+    let (url, header) = match s.dialect {
+        Dialect::GitHub => (
+            format!("{}/user", s.forge.api_url()),
+            "x-ratelimit-remaining",
+        ),
+        Dialect::GitLab => (
+            format!("{}/user", s.forge.gitlab_api_url()),
+            "ratelimit-remaining",
+        ),
+    };
+    let resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(s.forge.token_for(&s.people.bot))
+        .send()
+        .await
+        .expect("the forge answers");
+    resp.headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 on_both_forges!(
     five_minutes_of_a_forge_that_never_answers_delay_no_revoke_and_every_revert_lands,
     short_timeouts(),

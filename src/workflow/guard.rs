@@ -212,8 +212,32 @@ impl Workflow {
             Err(MergeError::HeadChanged) => Ok(Err(Refusal::HeadMoved {
                 found: "a newer commit".into(),
             })),
-            Err(MergeError::NotMergeable(message)) => Ok(Err(Refusal::Forge(message))),
+            Err(MergeError::NotMergeable(message)) => self.merged_after_all(plan, message).await,
             Err(MergeError::Forge(err)) => Err(err.into()),
+        }
+    }
+
+    /// A merge the forge refused may be the bot's own, done: when the answer to the merge call
+    /// is lost (a timeout, a gateway giving up on a slow forge), the retry layer asks again and
+    /// the forge refuses to merge what is merged already. Merged at the head the bot verified
+    /// is what the bot asked for (as when the change is found merged before the call); anything
+    /// else is the refusal it says.
+    async fn merged_after_all(
+        &self,
+        plan: &MergePlan,
+        message: String,
+    ) -> anyhow::Result<Result<Merged, Refusal>> {
+        let now = self.forge.change(plan.pr).await?;
+        match now.merge_sha {
+            Some(sha) if now.info.merged && now.info.head_sha == plan.head_sha => {
+                // Other merges may have landed after it: the default branch is read afresh.
+                self.forget_default_head();
+                Ok(Ok(Merged {
+                    sha,
+                    head: plan.head_sha.clone(),
+                }))
+            }
+            _ => Ok(Err(Refusal::Forge(message))),
         }
     }
 

@@ -83,6 +83,9 @@ pub enum FailureKind {
     AnswerLate(Duration),
     /// A merge that fails with 405 "Merge conflict" even though the branches merge cleanly.
     MergeConflict,
+    /// The forge does what was asked, then its answer is lost: a gateway answers 504 instead
+    /// (as a proxy that gave up on a slow backend). A retry finds the work done.
+    AnswerLost,
 }
 
 /// One injected failure: the next `count` requests matching `route` fail with `kind`.

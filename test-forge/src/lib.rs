@@ -394,4 +394,13 @@ impl TestForge {
     pub fn reset_calls(&self) {
         self.shared.reset_calls();
     }
+
+    /// Spends `calls` of the rate-limit window (both dialects share it), as other clients of
+    /// the same token would: past the limit every answer says none remain
+    /// (`x-ratelimit-remaining: 0`, `RateLimit-Remaining: 0`) until the window resets an hour
+    /// after it began. The forge still answers each call as it would (it throttles only through
+    /// [`TestForge::fail_next`]), as a real forge answers the call that spends the last one.
+    pub fn spend_rate_limit(&self, calls: u64) {
+        self.shared.spend_rate(calls);
+    }
 }

@@ -88,6 +88,12 @@ impl Shared {
         (r.used, r.window_start + 3600)
     }
 
+    /// Counts `calls` more against the current rate-limit window without serving them.
+    pub fn spend_rate(&self, calls: u64) {
+        self.rate_tick(false);
+        relock(&self.rate).used += calls;
+    }
+
     pub fn add_failure(&self, spec: FailureSpec) {
         relock(&self.failures).push(spec);
     }

@@ -53,6 +53,18 @@ impl ChaosClock {
             .map_or(at, |(_, to)| *to)
     }
 
+    /// How much of the time from `from` to `to` the clock really ran: the span less the jumps
+    /// inside it. `from` is an instant the clock showed (never one skipped by a jump).
+    pub fn running_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> TimeDelta {
+        let jumped: TimeDelta = self
+            .jumps
+            .iter()
+            .filter(|(start, end)| from <= *start && *end <= to)
+            .map(|(start, end)| *end - *start)
+            .sum();
+        to - from - jumped
+    }
+
     fn write(&self) {
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, self.offset.num_milliseconds().to_string()).expect("write clock");

@@ -1,15 +1,18 @@
 //! What must hold, read from the three records: git (the forge's repository), the forge's
-//! comments, and the store (requests and the event log). Each check returns the violations it
-//! found, in words; the driver prefixes them with the seed.
+//! comments (on GitLab an MR's notes, found by its iid), and the store (requests and the event
+//! log). Each check returns the violations it found, in words; the driver prefixes them with
+//! the seed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use breakglass::store::{EventKind, EventRecord, RequestRecord, RequestState, RevokeReason};
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::clock::ChaosClock;
 use super::world::{REPO, World};
 
-/// How late a revocation may be, after the expiry or the service's return, whichever is later.
+/// How late a revocation may be, after the expiry or the service's return, whichever is later,
+/// in the clock's running time (its jumps not counted).
 pub const REVOKE_GRACE: TimeDelta = TimeDelta::seconds(5);
 
 /// Everything read once per check.
@@ -84,7 +87,8 @@ pub fn exactly_once(snap: &Snapshot, world: &World, complete: bool) -> Vec<Strin
     for r in &snap.records {
         let id = r.id.as_str();
         let granted = r.granted_at.is_some();
-        let comments = world.forge.comments(REPO, r.pr_number);
+        // The record's number is the one the bot knows: an MR's iid on GitLab.
+        let comments = world.change_comments(r.pr_number);
         let said = |prefix: &str| {
             comments
                 .iter()
@@ -176,26 +180,27 @@ impl Uptime {
     }
 }
 
-/// The latest a TTL revocation of a grant expiring at `expires` may land: 5 s after the
-/// expiry as the clock showed it, or after the service came back if none was up then.
-pub fn revoke_deadline(
+/// From when a TTL revocation of a grant expiring at `expires` is owed: the expiry as the
+/// clock first showed it, or the service's return if none was up then.
+pub fn revoke_owed_from(
     expires: DateTime<Utc>,
-    first_seen: impl Fn(DateTime<Utc>) -> DateTime<Utc>,
+    clock: &ChaosClock,
     uptime: &Uptime,
 ) -> Option<DateTime<Utc>> {
-    uptime
-        .first_up(first_seen(expires))
-        .map(|t| t + REVOKE_GRACE)
+    uptime.first_up(clock.first_seen(expires))
 }
 
-/// TTL revocations on time; `now` is the chaos clock. Returns violations and, for the figures,
-/// the latest lateness seen (revoked_at − (deadline − grace)).
+/// TTL revocations on time: each within [`REVOKE_GRACE`] of the clock's running time after it
+/// was owed. A jump is no time the service had: a jump of twenty minutes that starts a few
+/// milliseconds after an expiry leaves the service those milliseconds, not twenty minutes.
+/// Returns violations and, for the figures, the latest lateness seen (running time from owed
+/// to revoked).
 pub fn revocations_on_time(
     snap: &Snapshot,
-    now: DateTime<Utc>,
-    first_seen: impl Fn(DateTime<Utc>) -> DateTime<Utc> + Copy,
+    clock: &ChaosClock,
     uptime: &Uptime,
 ) -> (Vec<String>, TimeDelta) {
+    let now = clock.now();
     let mut found = Vec::new();
     let mut worst = TimeDelta::zero();
     for r in &snap.records {
@@ -205,22 +210,23 @@ pub fn revocations_on_time(
         if r.revoke_reason.is_some_and(|why| why != RevokeReason::Ttl) || expires > now {
             continue;
         }
-        let Some(deadline) = revoke_deadline(expires, first_seen, uptime) else {
+        let Some(owed) = revoke_owed_from(expires, clock, uptime) else {
             continue;
         };
         match (r.state, r.revoked_at) {
             (RequestState::Revoked, Some(at)) => {
-                worst = worst.max(at - (deadline - REVOKE_GRACE));
-                if at > deadline {
+                let took = clock.running_between(owed, at);
+                worst = worst.max(took);
+                if took > REVOKE_GRACE {
                     found.push(format!(
-                        "{}: revoked at {at}, {} s after its deadline {deadline}",
+                        "{}: revoked at {at}, {} s of running clock after it was owed at {owed}",
                         r.id,
-                        (at - deadline).num_milliseconds() as f64 / 1000.0
+                        took.num_milliseconds() as f64 / 1000.0
                     ));
                 }
             }
-            _ if now > deadline => found.push(format!(
-                "{}: still {} at {now}, past its revocation deadline {deadline}",
+            _ if clock.running_between(owed, now) > REVOKE_GRACE => found.push(format!(
+                "{}: still {} at {now}, owed its revocation since {owed}",
                 r.id, r.state
             )),
             _ => {}

@@ -1,10 +1,9 @@
-//! One access request's life as the people play it: opened by PR or by `/breakglass` comment,
-//! approved (comment, reaction, review), by fast path or self-service, then left to expire,
-//! revoked early or extended. Each step waits for what a person would wait for (the bot's
+//! One access request's life as the people play it: opened by PR (GitLab: MR) or by
+//! `/breakglass` comment, approved (comment, reaction, review), by fast path or self-service,
+//! then left to expire, revoked early or extended, on the world's forge. Each step waits for what a person would wait for (the bot's
 //! record of the request), so a step is never played against a state the bot has not reached.
 
 use breakglass::store::{RequestRecord, RequestState};
-use breakglass_test_forge::ReviewState;
 use chrono::{DateTime, Utc};
 
 use super::rng::Rng;
@@ -12,13 +11,14 @@ use super::world::{REPO, World};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A PR approved by `/breakglass approve`.
+    /// A PR (MR) approved by `/breakglass approve`.
     ApproveComment,
-    /// A PR approved by a 👍 (found by the bot's poll).
+    /// A PR (MR) approved by a 👍 (found by the bot's poll on GitHub, sent as an emoji event
+    /// by GitLab).
     ApproveReaction,
-    /// A PR approved by an approving review.
+    /// A PR approved by an approving review (an MR by GitLab's Approve).
     ApproveReview,
-    /// `/breakglass prod …` on an issue; the bot opens the PR; approved by comment.
+    /// `/breakglass prod …` on an issue; the bot opens the PR (MR); approved by comment.
     CommentRequest,
     /// bob's sev1 PR, merged at once, reviewed after the fact (sometimes).
     FastPath,
@@ -199,9 +199,8 @@ impl Lifecycle {
         let title = format!("Access request {}", self.n);
         match self.kind {
             Kind::CommentRequest => {
-                let issue = forge.open_issue(REPO, &p.alice, &format!("chaos {}", self.n), "");
-                forge.comment(
-                    REPO,
+                let issue = world.open_issue(&p.alice, &format!("chaos {}", self.n));
+                world.comment_on_issue(
                     issue,
                     &p.alice,
                     &format!(
@@ -212,47 +211,38 @@ impl Lifecycle {
             }
             Kind::FastPath => {
                 forge.push_files(REPO, &branch, &p.bob, &[(&path, &self.yaml())], "sev1");
-                let pr = forge.open_pr(REPO, &p.bob, &branch, &title, "");
-                forge.label(REPO, pr, &p.bob, "sev1");
+                let change = world.open_change(&p.bob, &branch, &title);
+                world.label_change(change, &p.bob, "sev1");
             }
             _ => {
                 forge.push_files(REPO, &branch, &p.alice, &[(&path, &self.yaml())], "request");
-                forge.open_pr(REPO, &p.alice, &branch, &title, "");
+                world.open_change(&p.alice, &branch, &title);
             }
         }
     }
 
-    /// Approves `pr` (the caller moved the clocks a second past the push).
-    fn approve(&self, world: &World, pr: u64, rng: &mut Rng) {
+    /// Approves change request `number` (the caller moved the clocks a second past the push).
+    fn approve(&self, world: &World, number: u64, rng: &mut Rng) {
         let approver = if rng.chance(50) {
             &world.people.carol
         } else {
             &world.people.dan
         };
-        let forge = &world.forge;
         match self.kind {
-            Kind::ApproveReaction => {
-                forge.react(REPO, pr, approver, "+1");
-            }
-            Kind::ApproveReview => {
-                forge.review(REPO, pr, approver, ReviewState::Approved);
-            }
-            _ => {
-                forge.comment(REPO, pr, approver, "/breakglass approve");
-            }
+            Kind::ApproveReaction => world.thumbs_up(number, approver),
+            Kind::ApproveReview => world.approve_button(number, approver),
+            _ => world.comment_on_change(number, approver, "/breakglass approve"),
         }
     }
 
     fn end(&mut self, world: &World, record: &RequestRecord, rng: &mut Rng) {
-        let forge = &world.forge;
         let requester = if self.kind == Kind::FastPath {
             &world.people.bob
         } else {
             &world.people.alice
         };
         if self.kind == Kind::FastPath && rng.chance(50) {
-            forge.comment(
-                REPO,
+            world.comment_on_change(
                 record.pr_number,
                 &world.people.carol,
                 "/breakglass reviewed",
@@ -261,11 +251,10 @@ impl Lifecycle {
         match self.ending {
             Ending::Expire => {}
             Ending::Revoke => {
-                forge.comment(REPO, record.pr_number, requester, "/breakglass revoke");
+                world.comment_on_change(record.pr_number, requester, "/breakglass revoke");
             }
             Ending::Extend => {
-                forge.comment(
-                    REPO,
+                world.comment_on_change(
                     record.pr_number,
                     &world.people.carol,
                     "/breakglass extend 30m",

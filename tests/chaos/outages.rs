@@ -1,12 +1,14 @@
 //! Forge outages in the chaos run: at seeded random moments the test forge's whole API answers
 //! 503, or 429 with a short `Retry-After`, or never answers, for a stretch of real time (the
-//! service's clock is the wall clock plus the driver's jumps). Some start right before a clock
-//! jump, so that grants expire while the forge is down. Every outage ends before a quiet point:
-//! the invariants are read once the forge is back.
+//! service's clock is the wall clock plus the driver's jumps). Either dialect:
+//! `FailureSpec::any` matches every route, and GitLab's `/api/v4` routes take injected failures
+//! from the same table as GitHub's. Some start right before a clock jump, so that grants expire
+//! while the forge is down. Every outage ends before a quiet point: the invariants are read once
+//! the forge is back.
 
 use std::time::{Duration, Instant};
 
-use breakglass_test_forge::{FailureKind, FailureSpec, TestForge};
+use breakglass_test_forge::{FailureKind, FailureSpec, SpanKind, TestForge};
 
 use super::rng::Rng;
 
@@ -28,6 +30,9 @@ pub struct Outages {
     ends: Option<Instant>,
     /// How many of each kind were played: server errors, rate limits, hangs.
     pub played: [u64; 3],
+    /// The bot's API calls that an outage failed with a 503 or a 429 (a hung call is never
+    /// answered, so never counted): proof that the outages reach the routes the bot uses.
+    pub failed_calls: u64,
 }
 
 impl Outages {
@@ -37,6 +42,7 @@ impl Outages {
             percent,
             ends: None,
             played: [0; 3],
+            failed_calls: 0,
         }
     }
 
@@ -63,7 +69,14 @@ impl Outages {
     /// Ends the outage in progress, if any (before a quiet point).
     pub fn end(&mut self, forge: &TestForge) {
         if self.ends.take().is_some() {
+            forge.record_timeline(false);
             forge.clear_failures();
+            self.failed_calls += forge
+                .take_timeline()
+                .iter()
+                .filter(|span| matches!(span.kind, SpanKind::Api { .. }))
+                .filter(|span| matches!(span.status, 429 | 503))
+                .count() as u64;
         }
     }
 
@@ -84,6 +97,8 @@ impl Outages {
             Kind::Hang => FailureKind::Hang,
         };
         let lasts = Duration::from_millis(500 + self.rng.below(2_500));
+        forge.take_timeline(); // nothing from before the outage
+        forge.record_timeline(true);
         forge.fail_next(FailureSpec::any(u32::MAX, failure));
         self.ends = Some(Instant::now() + lasts);
         self.played[kind as usize] += 1;

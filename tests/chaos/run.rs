@@ -14,7 +14,7 @@ use super::lifecycle::{Lifecycle, Stage};
 use super::outages::Outages;
 use super::replicas::Replica;
 use super::rng::Rng;
-use super::world::{Backend, REPO, World};
+use super::world::{Backend, Dialect, REPO, World};
 
 /// One chaos run's parameters.
 #[derive(Clone, Debug)]
@@ -23,6 +23,8 @@ pub struct Plan {
     pub lifecycles: usize,
     pub replicas: usize,
     pub backend: Backend,
+    /// The forge of the requests repo (`BREAKGLASS_CHAOS_FORGE`).
+    pub forge: Dialect,
     /// Lifecycles in flight at once.
     pub parallel: usize,
     /// Chance (percent) that a round ends with a replica killed.
@@ -44,6 +46,8 @@ pub struct Outcome {
     pub redeliveries: u64,
     /// Forge outages played: server errors, rate limits, hangs.
     pub outages: [u64; 3],
+    /// API calls of the bot's that an outage failed (503, 429).
+    pub failed_calls: u64,
     /// Starts that failed because the forge was failing.
     pub failed_starts: u64,
     pub granted: usize,
@@ -73,7 +77,7 @@ struct Driver {
 
 /// Plays `plan`; `None` when its database is not available.
 pub async fn run(plan: Plan) -> Option<Outcome> {
-    let world = World::create(plan.backend).await?;
+    let world = World::create(plan.backend, plan.forge).await?;
     let clock = ChaosClock::new(world.path());
     let balancer = Balancer::start().await;
     world.hook_to(balancer.addr);
@@ -97,6 +101,7 @@ pub async fn run(plan: Plan) -> Option<Outcome> {
     driver.play().await;
     driver.out.wall = started.elapsed();
     driver.out.outages = driver.outages.played;
+    driver.out.failed_calls = driver.outages.failed_calls;
     driver.out.simulated = driver.clock.now() - origin;
     let Driver { world, out, .. } = driver;
     if !out.violations.is_empty() {
@@ -276,13 +281,7 @@ impl Driver {
         let mut found = invariants::exactly_once(&snap, &self.world, complete);
         found.extend(invariants::files_match_active(&snap));
         found.extend(invariants::no_duplicates(&snap));
-        let clock = &self.clock;
-        let (late, worst) = invariants::revocations_on_time(
-            &snap,
-            clock.now(),
-            |t| clock.first_seen(t),
-            &self.uptime,
-        );
+        let (late, worst) = invariants::revocations_on_time(&snap, &self.clock, &self.uptime);
         found.extend(late);
         self.out.worst_revoke_lateness = self.out.worst_revoke_lateness.max(worst);
         for v in found {

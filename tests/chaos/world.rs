@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use breakglass::config::{Config, GithubConfig};
+use breakglass::config::{Config, GithubConfig, GitlabConfig};
 use breakglass::store::Store;
 use breakglass::store::testing::{PostgresDatabase, TempDir, postgres_store, sqlite_url};
-use breakglass_test_forge::{TestForge, User};
+use breakglass_test_forge::{Comment, Noteable, ReviewState, TestForge, User};
 
 pub const REPO: &str = "acme/access-requests";
 const SECRET: &str = "chaos-webhook-secret";
@@ -16,6 +16,26 @@ const SECRET: &str = "chaos-webhook-secret";
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+/// Which forge the requests repo lives on. The test forge speaks both over the same git
+/// repositories; the bot is configured for one (`[github]` or `[gitlab]`) and the people act
+/// through that forge's API and webhooks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    #[default]
+    GitHub,
+    GitLab,
+}
+
+impl Dialect {
+    /// As `BREAKGLASS_CHAOS_FORGE` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::GitHub => "github",
+            Dialect::GitLab => "gitlab",
+        }
+    }
 }
 
 pub struct People {
@@ -29,6 +49,7 @@ pub struct People {
 
 pub struct World {
     pub forge: TestForge,
+    pub dialect: Dialect,
     pub people: People,
     pub store: Store,
     pub config: Config,
@@ -41,7 +62,7 @@ type Database = (Option<TempDir>, Option<PostgresDatabase>);
 
 impl World {
     /// `None` for PostgreSQL when `BREAKGLASS_TEST_DATABASE_URL` is not set.
-    pub async fn create(backend: Backend) -> Option<World> {
+    pub async fn create(backend: Backend, dialect: Dialect) -> Option<World> {
         let (database, url) = match backend {
             Backend::Sqlite => {
                 let dir = TempDir::new().expect("temp dir");
@@ -91,18 +112,36 @@ impl World {
             std::fs::write(&path, value).expect("secret file");
             path
         };
-        let github = GithubConfig {
-            api_url: forge.api_url(),
-            repository: REPO.into(),
-            token_file: Some(secret("token", &forge.token_for(&people.bot))),
-            webhook_secret_file: Some(secret("webhook", SECRET)),
-            ..GithubConfig::default()
+        let token = secret("token", &forge.token_for(&people.bot));
+        let webhook = secret("webhook", SECRET);
+        let (github, gitlab) = match dialect {
+            Dialect::GitHub => {
+                let github = GithubConfig {
+                    api_url: forge.api_url(),
+                    repository: REPO.into(),
+                    token_file: Some(token),
+                    webhook_secret_file: Some(webhook),
+                    ..GithubConfig::default()
+                };
+                (Some(github), None)
+            }
+            Dialect::GitLab => {
+                let gitlab = GitlabConfig {
+                    api_url: forge.gitlab_api_url(),
+                    project: REPO.into(),
+                    token_file: Some(token),
+                    webhook_token_file: Some(webhook),
+                    ..GitlabConfig::default()
+                };
+                (None, Some(gitlab))
+            }
         };
         let config = Config {
             database_url: url.clone(),
             // Many lifecycles run side by side, several per person.
             max_open_requests: 1000,
-            github: Some(github),
+            github,
+            gitlab,
             ..Config::default()
         };
         let store = Store::connect(&url)
@@ -111,6 +150,7 @@ impl World {
         store.migrate().await.expect("migrate the chaos database");
         Some(World {
             forge,
+            dialect,
             people,
             store,
             config,
@@ -121,8 +161,14 @@ impl World {
 
     /// Sends the forge's webhooks to `addr` (the balancer).
     pub fn hook_to(&self, addr: std::net::SocketAddr) {
-        self.forge
-            .add_webhook(&format!("http://{addr}/webhooks/github"), SECRET);
+        match self.dialect {
+            Dialect::GitHub => self
+                .forge
+                .add_webhook(&format!("http://{addr}/webhooks/github"), SECRET),
+            Dialect::GitLab => self
+                .forge
+                .add_gitlab_webhook(&format!("http://{addr}/webhooks/gitlab"), SECRET),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -140,5 +186,79 @@ impl World {
         std::mem::forget(self.dir);
         std::mem::forget(self._database);
         kept
+    }
+}
+
+/// What the people do on the forge, in the world's dialect. Change requests (GitHub PRs,
+/// GitLab MRs) and issues are named by the number the bot knows them by: a PR or issue number
+/// on GitHub, an MR or issue iid on GitLab (the bot's records hold the same numbers).
+impl World {
+    /// `user` opens a change request from `branch`; its number.
+    pub fn open_change(&self, user: &User, branch: &str, title: &str) -> u64 {
+        match self.dialect {
+            Dialect::GitHub => self.forge.open_pr(REPO, user, branch, title, ""),
+            Dialect::GitLab => self.forge.gl_open_mr(REPO, user, branch, title, ""),
+        }
+    }
+
+    /// `user` opens an issue; its number.
+    pub fn open_issue(&self, user: &User, title: &str) -> u64 {
+        match self.dialect {
+            Dialect::GitHub => self.forge.open_issue(REPO, user, title, ""),
+            Dialect::GitLab => self.forge.gl_open_issue(REPO, user, title, ""),
+        }
+    }
+
+    /// `user` comments `body` on change request `number`.
+    pub fn comment_on_change(&self, number: u64, user: &User, body: &str) {
+        match self.dialect {
+            Dialect::GitHub => self.forge.comment(REPO, number, user, body),
+            Dialect::GitLab => self.forge.gl_comment_mr(REPO, number, user, body),
+        };
+    }
+
+    /// `user` comments `body` on issue `number`.
+    pub fn comment_on_issue(&self, number: u64, user: &User, body: &str) {
+        match self.dialect {
+            Dialect::GitHub => self.forge.comment(REPO, number, user, body),
+            Dialect::GitLab => self.forge.gl_comment_issue(REPO, number, user, body),
+        };
+    }
+
+    /// `user` puts a 👍 on change request `number` (GitHub's `+1`, GitLab's `thumbsup`).
+    pub fn thumbs_up(&self, number: u64, user: &User) {
+        match self.dialect {
+            Dialect::GitHub => self.forge.react(REPO, number, user, "+1"),
+            Dialect::GitLab => self.forge.gl_award_mr(REPO, number, user, "thumbsup"),
+        };
+    }
+
+    /// `user` approves change request `number` with the forge's own button (an approving
+    /// review on GitHub, Approve on GitLab).
+    pub fn approve_button(&self, number: u64, user: &User) {
+        match self.dialect {
+            Dialect::GitHub => {
+                self.forge.review(REPO, number, user, ReviewState::Approved);
+            }
+            Dialect::GitLab => self.forge.gl_approve(REPO, number, user),
+        }
+    }
+
+    /// `user` labels change request `number`.
+    pub fn label_change(&self, number: u64, user: &User, label: &str) {
+        let internal = match self.dialect {
+            Dialect::GitHub => number,
+            // The shared helpers take the forge's own number, not the MR's iid.
+            Dialect::GitLab => self.forge.gl_number(REPO, Noteable::MergeRequest(number)),
+        };
+        self.forge.label(REPO, internal, user, label);
+    }
+
+    /// The comments (GitLab: notes) on change request `number`, oldest first.
+    pub fn change_comments(&self, number: u64) -> Vec<Comment> {
+        match self.dialect {
+            Dialect::GitHub => self.forge.comments(REPO, number),
+            Dialect::GitLab => self.forge.gl_notes(REPO, Noteable::MergeRequest(number)),
+        }
     }
 }

@@ -899,8 +899,11 @@ fn classify(
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
         return Ok(());
     }
-    let exhausted = header(headers, "ratelimit-remaining") == Some("0");
-    if status == StatusCode::TOO_MANY_REQUESTS || exhausted {
+    // GitLab throttles with 429 only (Rack::Attack and the application limits alike). Any other
+    // answer was served, whatever `RateLimit-Remaining` says: the call that spends the last of
+    // the budget reads 0 and still gets its real answer, such as the 404 of a membership check
+    // or the 400 of a status already set, which must not wait for the window's reset.
+    if status == StatusCode::TOO_MANY_REQUESTS {
         return Err(ForgeError::RateLimited {
             call: call.to_owned(),
             retry_after: retry_after(headers, forge_now(headers, Utc::now().timestamp())),
@@ -1296,15 +1299,16 @@ mod tests {
             wait(&[("ratelimit-reset", "1600000000")]),
             Duration::from_secs(1)
         );
-        // An exhausted budget is a rate limit whatever the status says.
-        let err = classify(
-            "c",
-            StatusCode::FORBIDDEN,
-            &headers(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "5")]),
-            "",
-        )
-        .unwrap_err();
-        assert!(err.is_retryable(), "{err:?}");
+        // A spent budget on an answer that is not a 429 is that answer, not a throttle.
+        let spent = headers(&[
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", "1700003600"),
+        ]);
+        let err = classify("c", StatusCode::NOT_FOUND, &spent, "").unwrap_err();
+        assert_eq!(err.status(), Some(404), "{err:?}");
+        assert!(!err.is_retryable(), "{err:?}");
+        let err = classify("c", StatusCode::SERVICE_UNAVAILABLE, &spent, "").unwrap_err();
+        assert!(matches!(err, ForgeError::Transient { .. }), "{err:?}");
     }
 
     #[test]

@@ -364,7 +364,8 @@ fn failure_response(kind: &FailureKind) -> Response {
         FailureKind::SecondaryRateLimit429 { retry_after } => {
             plain(StatusCode::TOO_MANY_REQUESTS, *retry_after)
         }
-        FailureKind::Timeout(_) | FailureKind::Hang | FailureKind::AnswerLate(_) => {
+        FailureKind::Timeout(_) | FailureKind::Hang | FailureKind::AnswerLate(_)
+        | FailureKind::AnswerLost => {
             GlError::message(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout").into_response()
         }
         FailureKind::MergeConflict => {
@@ -391,6 +392,9 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
         }
         _ => None,
     };
+    // Served as usual, then the answer replaced: see `FailureKind::AnswerLost`.
+    let answer_lost = injected == Some(FailureKind::AnswerLost);
+    let injected = injected.filter(|_| !answer_lost);
     let throttled = matches!(
         injected,
         Some(FailureKind::RateLimited403 | FailureKind::SecondaryRateLimit429 { .. })
@@ -417,6 +421,9 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
 
     if let Some(by) = late {
         tokio::time::sleep(by).await;
+    }
+    if answer_lost {
+        resp = failure_response(&FailureKind::AnswerLost);
     }
     let not_modified = resp.status() == StatusCode::NOT_MODIFIED;
     let (used, reset) = app.rate_tick(!not_modified);

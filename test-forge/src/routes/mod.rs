@@ -314,7 +314,8 @@ fn failure_response(kind: &FailureKind) -> Response {
             StatusCode::TOO_MANY_REQUESTS,
             "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.".to_owned(),
         ),
-        FailureKind::Timeout(_) | FailureKind::Hang | FailureKind::AnswerLate(_) => {
+        FailureKind::Timeout(_) | FailureKind::Hang | FailureKind::AnswerLate(_)
+        | FailureKind::AnswerLost => {
             (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout".to_owned())
         }
         FailureKind::MergeConflict => (StatusCode::METHOD_NOT_ALLOWED, "Merge conflict".to_owned()),
@@ -352,6 +353,9 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
         }
         _ => None,
     };
+    // Served as usual, then the answer replaced: see `FailureKind::AnswerLost`.
+    let answer_lost = injected == Some(FailureKind::AnswerLost);
+    let injected = injected.filter(|_| !answer_lost);
     let mut exhausted = false;
     let mut resp = match injected {
         Some(kind) => {
@@ -377,6 +381,9 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
 
     if let Some(by) = late {
         tokio::time::sleep(by).await;
+    }
+    if answer_lost {
+        resp = failure_response(&FailureKind::AnswerLost);
     }
     let not_modified = resp.status() == StatusCode::NOT_MODIFIED;
     let (used, reset) = app.rate_tick(!not_modified);
