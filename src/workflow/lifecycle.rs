@@ -2,7 +2,7 @@
 //! and the revert PR), reminder, and revoke at the TTL. A job that fails is retried with
 //! backoff, forever: no grant is ever left alive past its expiry.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
 
@@ -577,16 +577,27 @@ impl Workflow {
         Ok(())
     }
 
-    /// The files a revert deletes: the request file and the grant files applied with it.
-    fn revert_writes(record: &RequestRecord, applied: Option<&AppliedGrant>) -> Vec<Write> {
-        std::iter::once(Self::request_path(record))
-            .chain(
-                applied
-                    .into_iter()
-                    .flat_map(|a| a.files.iter().map(|f| f.path.clone())),
-            )
-            .map(|path| Write::Delete { path })
-            .collect()
+    /// The files a revert deletes: the request file and the grant files applied with it, each
+    /// with the blob the bot knows it by without a read: the request file as the bot wrote it
+    /// on its own branch (`written`), the grant files as they were applied (the merge guard
+    /// checked that the PR held exactly those).
+    fn revert_writes(
+        record: &RequestRecord,
+        applied: Option<&AppliedGrant>,
+        written: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Vec<Write>> {
+        let request_path = Self::request_path(record);
+        let mut writes = vec![Write::Delete {
+            blob: written.get(&request_path).cloned(),
+            path: request_path,
+        }];
+        for file in applied.iter().flat_map(|a| a.files.iter()) {
+            writes.push(Write::Delete {
+                path: file.path.clone(),
+                blob: Some(super::change::blob_id(&file.content)?),
+            });
+        }
+        Ok(writes)
     }
 
     /// The bot-built PR that removes the request (and its grant files) from the default branch;
@@ -618,11 +629,17 @@ impl Workflow {
         let expires_at = record
             .expires_at
             .context("an active request has an expiry")?;
+        let written = self
+            .store
+            .get_change(record.id.as_str(), ChangeKind::Request)
+            .await?
+            .map(|change| change.blobs)
+            .unwrap_or_default();
         let change = self
             .build_change(
                 record.id.as_str(),
                 ChangeKind::Revert,
-                &Self::revert_writes(record, applied),
+                &Self::revert_writes(record, applied, &written)?,
                 &comment::revert_pr_title(record.id.as_str(), expires_at),
                 &comment::revert_pr_body(
                     record.id.as_str(),
@@ -797,7 +814,10 @@ impl Workflow {
         let title = format!("breakglass: remove {subject} (landed without breakglass)");
         let writes: Vec<Write> = paths
             .iter()
-            .map(|path| Write::Delete { path: path.clone() })
+            .map(|path| Write::Delete {
+                path: path.clone(),
+                blob: None,
+            })
             .collect();
         let message = trailers::removal_message(paths, &default, request.as_ref().map(|r| &r.id));
         let mut last = None;
