@@ -443,3 +443,19 @@ on_both_backends!(
         }
     }
 );
+
+on_both_forges!(
+    the_revoked_note_is_said_without_reading_the_thread,
+    |s: Scenario| async move {
+        let pr = s.granted("r-quiet", "1h").await;
+        s.forge.reset_calls();
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.events("r-quiet", "revert").await.len(), 1);
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        // The revert is logged before its note: the run that logged it knows the note is
+        // still to say, and needs no read of the thread to say it once.
+        let calls = s.forge.calls();
+        assert_eq!(calls.count("GET", s.route(Route::Notes)), 0, "{calls:#?}");
+    }
+);
