@@ -61,6 +61,7 @@ on_both_forges!(
             !s.events("r1", "revert").await.is_empty() && !s.events("r2", "revert").await.is_empty()
         })
         .await;
+        s.settle().await; // each revert is logged right before its note
         for id in ["r1", "r2"] {
             let record = s.request(id).await;
             assert!(s.change(record.revert_pr_number.unwrap()).merged, "{id}");
@@ -146,6 +147,7 @@ on_both_forges!(
             s.advance(TimeDelta::minutes(1)); // past the revert's backoff
             s.settle().await;
         }
+        s.settle().await; // the revert is logged right before its note
         let record = s.request("r1").await;
         assert!(s.change(record.revert_pr_number.unwrap()).merged);
         assert_eq!(s.events("r1", "revoke").await.len(), 1);
