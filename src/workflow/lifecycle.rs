@@ -41,6 +41,25 @@ fn merge_status(record: &RequestRecord) -> String {
     }
 }
 
+/// The verdict of a request merged on a fast path, which is said with what follows the merge
+/// attempt (the grant, or why there was none) instead of in a comment of its own.
+fn fast_path_verdict(record: &RequestRecord) -> Option<String> {
+    record.fast_path_rule.as_ref()?;
+    comment::fast_path_verdict_note(&record.decision.as_ref()?.decision)
+}
+
+/// `text` after the unsaid verdict of a fast-path `record`: a merge refused or a grant that
+/// failed still tells the requester what was decided.
+fn with_fast_path_verdict(record: &RequestRecord, text: String) -> String {
+    match (&record.fast_path_rule, &record.decision) {
+        (Some(_), Some(stored)) => format!(
+            "{}\n\n{text}",
+            comment::decision_comment(record.id.as_str(), &stored.decision)
+        ),
+        _ => text,
+    }
+}
+
 /// A request checked and ready to merge.
 #[allow(clippy::large_enum_variant)] // one short-lived value per merge: boxing buys nothing
 enum Ready {
@@ -383,11 +402,9 @@ impl Workflow {
         mut record: RequestRecord,
         why: &str,
     ) -> anyhow::Result<()> {
+        let text = with_fast_path_verdict(&record, comment::not_merged_comment(why));
         self.forge
-            .note(
-                Thread::Change(record.pr_number),
-                &comment::not_merged_comment(why),
-            )
+            .note(Thread::Change(record.pr_number), &text)
             .await?;
         let mut stored = stored_decision(&record)?.clone();
         stored.merge_refused = Some(why.to_owned());
@@ -461,11 +478,10 @@ impl Workflow {
             // Retrying changes nothing (misconfigured, denied, unavailable): say so and end the
             // request cleanly instead of retrying forever.
             tracing::error!(request = %id, error = %err, "the grant cannot be applied; revoking");
+            let text =
+                with_fast_path_verdict(&record, comment::grant_failed_comment(&err.to_string()));
             self.forge
-                .note(
-                    Thread::Change(record.pr_number),
-                    &comment::grant_failed_comment(&err.to_string()),
-                )
+                .note(Thread::Change(record.pr_number), &text)
                 .await?;
             record.state = RequestState::Revoking;
             record.revoke_reason = Some(RevokeReason::Reconcile);
@@ -552,7 +568,10 @@ impl Workflow {
             record.ticket.as_ref().map(|t| t.as_str()),
             self.forge.kind().change_word(),
         );
-        Ok(text)
+        match fast_path_verdict(record) {
+            Some(verdict) => Ok(format!("{text}\n\n{verdict}")),
+            None => Ok(text),
+        }
     }
 
     /// After the expiry comment: the fast-path label (and the poll for its review) and the
