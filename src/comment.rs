@@ -314,6 +314,19 @@ pub fn granted_comment(
         })
 }
 
+/// What a fast-path grant's expiry comment adds: the verdict, which on a fast path is said
+/// with the grant instead of in a comment of its own (`None` when no fast path applied).
+pub fn fast_path_verdict_note(decision: &Decision) -> Option<String> {
+    let fast = decision.fast_path.as_ref()?;
+    Some(format!(
+        "⚡ Fast path `{}` of the `{}` policy applied: merged without waiting for approval. An approver must review this grant within {} (react with {} or comment `/breakglass reviewed`).",
+        fast.rule,
+        decision.environment,
+        fast.review_within,
+        reactions(&decision.approval_reactions)
+    ))
+}
+
 pub fn reminder_comment(
     requester: &str,
     environment: &str,

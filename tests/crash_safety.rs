@@ -186,18 +186,35 @@ on_both_forges!(
     a_revert_step_run_again_says_revoked_once,
     |s: Scenario| async move {
         let pr = s.granted("r-rerevert", "1h").await;
-        // What a revert step killed after its note and before its log entry leaves: the note
-        // on the thread (here posted as the bot), and the step to run again.
-        s.note(
-            pr,
-            &s.people.bot,
-            "🔒 **Access revoked** (said before the crash)",
-        );
-        s.settle().await;
         s.advance(TimeDelta::hours(1));
         until_revoked(&s, "r-rerevert").await;
-        assert_eq!(s.events("r-rerevert", "revert").await.len(), 1);
         assert_eq!(said(&s, pr, "🔒"), 1);
+        // What a revert step killed after its note, before its job was done, leaves: the
+        // step runs again, finds the revert logged and the note on the thread.
+        run_again(&s, JobKind::Revert, "r-rerevert").await;
+        assert_eq!(s.events("r-rerevert", "revert").await.len(), 1);
+        assert_eq!(said(&s, pr, "🔒"), 0, "said twice");
+    }
+);
+
+on_both_forges!(
+    a_revert_step_cut_off_between_its_log_and_its_note_still_says_revoked_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r-cutnote", "1h").await;
+        // The revert is logged, then its note fails (each of the run's attempts): the step
+        // is left as a kill between the log and the note leaves it, due again later.
+        s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
+        s.expect_job_error(JobKind::Revert, "HTTP 500");
+        s.advance(TimeDelta::hours(1));
+        until_revoked(&s, "r-cutnote").await;
+        assert_eq!(s.events("r-cutnote", "revert").await.len(), 1);
+        // The step runs again (its backoff passes) and says it: never zero times, never twice.
+        for _ in 0..20 {
+            s.advance(TimeDelta::minutes(1));
+            s.settle().await;
+        }
+        assert_eq!(said(&s, pr, "🔒 **Access revoked**"), 1);
+        assert_eq!(s.events("r-cutnote", "revert").await.len(), 1);
     }
 );
 

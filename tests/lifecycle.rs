@@ -3,6 +3,7 @@
 
 mod common;
 
+use breakglass_test_forge::FileChange;
 use chrono::TimeDelta;
 use common::*;
 
@@ -246,12 +247,15 @@ on_both_forges!(
             "{}",
             merge.message
         );
-        s.expect_bot_comments(
-            pr,
-            &[
-                "✅ **Request `r-sev1` is allowed** by the `prod` policy: @bob asks for `prod/admin` for 45m.\n\n⚡ Fast path `sev1` applies",
-                "🔓 **Access granted.** @bob",
-            ],
+        // One comment: the grant, and the verdict that let it through without waiting.
+        let granted = s.next_bot_comment(pr);
+        assert!(
+            granted.starts_with("🔓 **Access granted.** @bob"),
+            "{granted}"
+        );
+        assert!(
+            granted.ends_with("⚡ Fast path `sev1` of the `prod` policy applied: merged without waiting for approval. An approver must review this grant within 1d (react with `:+1:` or comment `/breakglass reviewed`)."),
+            "{granted}"
         );
         let record = s.request("r-sev1").await;
         assert_eq!(
@@ -314,7 +318,6 @@ on_both_forges!(
         s.expect_bot_comments(
             pr,
             &[
-                "✅ **Request `r-react` is allowed**",
                 "🔓 **Access granted.**",
                 "✔️ After-the-fact review by @dan recorded; `breakglass/needs-review` removed.",
             ],
@@ -644,3 +647,133 @@ async fn branches_gone_after_the_revert(s: &Scenario, deletions: u64) {
         ],
     );
 }
+
+/// alice's network request by comment (its request file and its grant file written by the
+/// bot), approved by carol and merged; the request's id and its PR.
+async fn network_request_by_comment(s: &Scenario) -> (String, u64) {
+    let issue = s.open_issue(&s.people.alice, "the apex record moves");
+    s.by(&s.people.alice).note_on_issue(
+        issue,
+        "/breakglass network 1h dns-admin -- move the apex record",
+    );
+    s.settle().await;
+    s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+    let pr = s.changes().first().unwrap().number;
+    s.approve(pr, &s.people.carol);
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    let path = s
+        .forge
+        .files_on(REPO, "main")
+        .into_iter()
+        .find(|p| p.starts_with("requests/network/"))
+        .unwrap();
+    let id = path.rsplit('/').next().unwrap().trim_end_matches(".yaml");
+    assert!(
+        s.forge
+            .file_on(REPO, "main", &format!("grants/network/{id}.tf"))
+            .is_some()
+    );
+    (id.to_owned(), pr)
+}
+
+/// The API calls of the timeline, as (method, path).
+fn api_calls(spans: &[breakglass_test_forge::Span]) -> Vec<(String, String)> {
+    spans
+        .iter()
+        .filter_map(|span| match &span.kind {
+            breakglass_test_forge::SpanKind::Api { method, path, .. } => {
+                Some((method.clone(), path.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `path` reads one of the files of request `id` (its request or grant file).
+fn reads_a_file_of(method: &str, path: &str, id: &str) -> bool {
+    method == "GET" && path.contains(id) && (path.contains(".yaml") || path.contains(".tf"))
+}
+
+on_both_forges!(
+    the_revert_deletes_the_files_the_bot_wrote_without_reading_them,
+    |s: Scenario| async move {
+        s.forge.record_timeline(true);
+        let (id, pr) = network_request_by_comment(&s).await;
+        s.forge.record_timeline(false);
+        let calls = api_calls(&s.forge.take_timeline());
+        let merge = calls
+            .iter()
+            .position(|(method, path)| method == "PUT" && path.ends_with("/merge"))
+            .expect("the request's merge");
+        // The revert PR is built right after the merge: the bot knows both files' blobs.
+        let read: Vec<_> = calls[merge..]
+            .iter()
+            .filter(|(method, path)| reads_a_file_of(method, path, &id))
+            .collect();
+        assert!(read.is_empty(), "read before the revert: {read:#?}");
+        let revert = s.revert_pr(&id).await;
+        assert_eq!(s.change(revert).state, "open");
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request(&id).await.state.to_string(), "revoked");
+        assert!(s.change(revert).merged);
+        let main = s.forge.files_on(REPO, "main");
+        assert!(
+            !main.iter().any(|p| p.contains(&id)),
+            "the revert removed both files: {main:#?}"
+        );
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
+    }
+);
+
+on_both_forges!(
+    a_revert_rebuilt_after_someone_changed_the_request_file_on_main_reads_it_again,
+    |s: Scenario| async move {
+        let (id, pr) = network_request_by_comment(&s).await;
+        let request_path = format!("requests/network/{id}.yaml");
+        // mallory edits the request file on main (the blob the bot wrote is stale now) and
+        // closes the revert PR, so that the revert is built again at the TTL.
+        let text = s.forge.file_on(REPO, "main", &request_path).unwrap();
+        s.forge.push_changes(
+            REPO,
+            "main",
+            &s.people.mallory,
+            &[FileChange::Write(
+                request_path.clone(),
+                format!("{text}# edited on main\n"),
+            )],
+            "tweak the request",
+        );
+        let revert = s.revert_pr(&id).await;
+        s.close_change(revert, &s.people.mallory);
+        s.settle().await;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        let record = s.request(&id).await;
+        assert_eq!(record.state.to_string(), "revoked");
+        let rebuilt = record.revert_pr_number.unwrap();
+        assert_ne!(rebuilt, revert, "a fresh revert change");
+        assert!(s.change(rebuilt).merged);
+        let main = s.forge.files_on(REPO, "main");
+        assert!(
+            !main.iter().any(|p| p.contains(&id)),
+            "the edited request file is removed too: {main:#?}"
+        );
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
+    }
+);

@@ -61,6 +61,7 @@ on_both_forges!(
             !s.events("r1", "revert").await.is_empty() && !s.events("r2", "revert").await.is_empty()
         })
         .await;
+        s.settle().await; // each revert is logged right before its note
         for id in ["r1", "r2"] {
             let record = s.request(id).await;
             assert!(s.change(record.revert_pr_number.unwrap()).merged, "{id}");
@@ -146,6 +147,7 @@ on_both_forges!(
             s.advance(TimeDelta::minutes(1)); // past the revert's backoff
             s.settle().await;
         }
+        s.settle().await; // the revert is logged right before its note
         let record = s.request("r1").await;
         assert!(s.change(record.revert_pr_number.unwrap()).merged);
         assert_eq!(s.events("r1", "revoke").await.len(), 1);
@@ -441,5 +443,21 @@ on_both_backends!(
             assert_eq!(s.events(id, "revert").await.len(), 1, "{id} reverted once");
             s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
         }
+    }
+);
+
+on_both_forges!(
+    the_revoked_note_is_said_without_reading_the_thread,
+    |s: Scenario| async move {
+        let pr = s.granted("r-quiet", "1h").await;
+        s.forge.reset_calls();
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.events("r-quiet", "revert").await.len(), 1);
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        // The revert is logged before its note: the run that logged it knows the note is
+        // still to say, and needs no read of the thread to say it once.
+        let calls = s.forge.calls();
+        assert_eq!(calls.count("GET", s.route(Route::Notes)), 0, "{calls:#?}");
     }
 );

@@ -7,6 +7,8 @@
 //! bot's own head commit. The merge guard merges a bot branch only at exactly that commit:
 //! anything else on it was pushed by someone else.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
@@ -47,6 +49,9 @@ pub struct Change {
     pub pr_number: Option<u64>,
     /// The files the change adds (request) or deletes (revert, removal).
     pub paths: Vec<String>,
+    /// The git blob id of each file the change wrote, by path: what a later deletion of that
+    /// file hands the forge without reading it first (the forge refuses a stale one).
+    pub blobs: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -64,6 +69,7 @@ impl TryFrom<&AnyRow> for Change {
             head_sha: f.opt_text("head_sha")?,
             pr_number: f.opt_uint("pr_number")?,
             paths: f.json("paths")?,
+            blobs: f.json("blobs")?,
             created_at: f.time("created_at")?,
             updated_at: f.time("updated_at")?,
         })
@@ -73,8 +79,8 @@ impl TryFrom<&AnyRow> for Change {
 macro_rules! select {
     ($where:literal) => {
         concat!(
-            "SELECT subject, kind, branch, base_sha, head_sha, pr_number, paths, created_at, \
-             updated_at FROM changes WHERE ",
+            "SELECT subject, kind, branch, base_sha, head_sha, pr_number, paths, blobs, \
+             created_at, updated_at FROM changes WHERE ",
             $where
         )
     };
@@ -82,20 +88,22 @@ macro_rules! select {
 
 /// Writes a change, replacing the earlier one of the same subject and kind (a rebuild).
 pub async fn put_change(conn: &mut AnyConnection, change: &Change) -> Result<(), StoreError> {
-    let paths = serde_json::to_string(&change.paths).map_err(|err| StoreError::Invalid {
+    let invalid = |err: serde_json::Error| StoreError::Invalid {
         what: "change",
         key: change.subject.clone(),
         reason: err.to_string(),
-    })?;
+    };
+    let paths = serde_json::to_string(&change.paths).map_err(invalid)?;
+    let blobs = serde_json::to_string(&change.blobs).map_err(invalid)?;
     let pr = change
         .pr_number
         .map(|n| to_i64(n, "change", &change.subject))
         .transpose()?;
     sqlx::query(
         "INSERT INTO changes (subject, kind, branch, base_sha, head_sha, pr_number, paths, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         blobs, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (subject, kind) DO UPDATE SET branch = $3, base_sha = $4, head_sha = $5, \
-         pr_number = $6, paths = $7, created_at = $8, updated_at = $9",
+         pr_number = $6, paths = $7, blobs = $8, created_at = $9, updated_at = $10",
     )
     .bind(&change.subject)
     .bind(change.kind.as_str())
@@ -104,6 +112,7 @@ pub async fn put_change(conn: &mut AnyConnection, change: &Change) -> Result<(),
     .bind(change.head_sha.clone())
     .bind(pr)
     .bind(paths)
+    .bind(blobs)
     .bind(to_millis(change.created_at))
     .bind(to_millis(change.updated_at))
     .execute(&mut *conn)

@@ -48,6 +48,11 @@ const SQLITE: &[Source] = &[
         "comment_effects",
         include_str!("../../migrations/sqlite/0006_comment_effects.sql"),
     ),
+    (
+        7,
+        "change_blobs",
+        include_str!("../../migrations/sqlite/0007_change_blobs.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -80,6 +85,11 @@ const POSTGRES: &[Source] = &[
         6,
         "comment_effects",
         include_str!("../../migrations/postgres/0006_comment_effects.sql"),
+    ),
+    (
+        7,
+        "change_blobs",
+        include_str!("../../migrations/postgres/0007_change_blobs.sql"),
     ),
 ];
 

@@ -15,16 +15,52 @@ use crate::store::{Change, ChangeKind, EventKind};
 /// One file operation of a bot change.
 #[derive(Clone, Debug)]
 pub(super) enum Write {
-    Put { path: String, content: String },
-    Delete { path: String },
+    Put {
+        path: String,
+        content: String,
+    },
+    /// `blob`: the file's blob as the bot wrote it, when it did (no read before the delete).
+    Delete {
+        path: String,
+        blob: Option<String>,
+    },
 }
 
 impl Write {
     pub(super) fn path(&self) -> &str {
         match self {
-            Write::Put { path, .. } | Write::Delete { path } => path,
+            Write::Put { path, .. } | Write::Delete { path, .. } => path,
         }
     }
+
+    /// Whether this deletion relies on a blob known without reading the file.
+    fn hinted(&self) -> bool {
+        matches!(self, Write::Delete { blob: Some(_), .. })
+    }
+
+    /// The same write, to be planned from a fresh read of the file.
+    fn unhinted(&self) -> Write {
+        match self {
+            Write::Delete { path, .. } => Write::Delete {
+                path: path.clone(),
+                blob: None,
+            },
+            put => put.clone(),
+        }
+    }
+}
+
+/// The git blob id of `content`: what the forge names the file by once it is written.
+pub(super) fn blob_id(content: &str) -> anyhow::Result<String> {
+    let oid = git2::Oid::hash_object(git2::ObjectType::Blob, content.as_bytes())?;
+    Ok(oid.to_string())
+}
+
+/// One attempt at building a change.
+enum Attempt {
+    Built(Option<Box<Built>>),
+    /// A deletion by a known blob was refused (the file changed or went away meanwhile).
+    StaleBlob,
 }
 
 /// A bot change just built, with its PR as the forge answered the opening (no second read).
@@ -43,6 +79,10 @@ impl Workflow {
     /// writes the files as the bot, opens the PR and records the bot's head commit. Deletions
     /// of files that are not on the default branch are skipped; `None` when nothing is left to
     /// write.
+    ///
+    /// A deletion whose blob the bot knows (it wrote the file) is made without reading the
+    /// file: the forge deleting it proves it was there. When the forge refuses it, the file
+    /// changed or went away since: the change is built again from a fresh read of each file.
     pub(super) async fn build_change(
         &self,
         subject: &str,
@@ -51,6 +91,32 @@ impl Workflow {
         title: &str,
         body: &str,
     ) -> anyhow::Result<Option<Built>> {
+        match self
+            .try_build_change(subject, kind, writes, title, body)
+            .await?
+        {
+            Attempt::Built(built) => Ok(built.map(|b| *b)),
+            Attempt::StaleBlob => {
+                let writes: Vec<Write> = writes.iter().map(Write::unhinted).collect();
+                match self
+                    .try_build_change(subject, kind, &writes, title, body)
+                    .await?
+                {
+                    Attempt::Built(built) => Ok(built.map(|b| *b)),
+                    Attempt::StaleBlob => anyhow::bail!("a deletion read just now was refused"),
+                }
+            }
+        }
+    }
+
+    async fn try_build_change(
+        &self,
+        subject: &str,
+        kind: ChangeKind,
+        writes: &[Write],
+        title: &str,
+        body: &str,
+    ) -> anyhow::Result<Attempt> {
         if let Some(old) = self.store.get_change(subject, kind).await? {
             self.abandon_change(&old).await?;
         }
@@ -65,7 +131,7 @@ impl Workflow {
             todo = self.planned_writes(&base_sha, writes).await?;
         }
         if todo.is_empty() {
-            return Ok(None);
+            return Ok(Attempt::Built(None));
         }
         let nonce: u64 = rand::rng().random();
         let now = self.now();
@@ -77,6 +143,7 @@ impl Workflow {
             head_sha: None,
             pr_number: None,
             paths: todo.iter().map(|(w, _)| w.path().to_owned()).collect(),
+            blobs: Default::default(),
             created_at: now,
             updated_at: now,
         };
@@ -87,7 +154,8 @@ impl Workflow {
         for (write, blob) in &todo {
             head = match write {
                 Write::Put { path, content } => {
-                    self.forge
+                    let written = self
+                        .forge
                         .put_file(
                             &change.branch,
                             path,
@@ -95,18 +163,30 @@ impl Workflow {
                             &format!("breakglass: {kind} {subject}: add {path}"),
                             None,
                         )
-                        .await?
+                        .await?;
+                    change.blobs.insert(path.clone(), blob_id(content)?);
+                    written
                 }
-                Write::Delete { path } => {
+                Write::Delete { path, .. } => {
                     let blob = blob.as_deref().context("a deletion has its blob")?;
-                    self.forge
+                    let deleted = self
+                        .forge
                         .delete_file(
                             &change.branch,
                             path,
                             &format!("breakglass: {kind} {subject}: remove {path}"),
                             blob,
                         )
-                        .await?
+                        .await;
+                    match deleted {
+                        Ok(commit) => commit,
+                        // Not there, or not as the bot wrote it: a read is the truth.
+                        Err(err) if write.hinted() && err.status().is_some() => {
+                            tracing::info!(%path, error = %err, "a deletion by a known blob was refused; reading the file");
+                            return Ok(Attempt::StaleBlob);
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
                 }
             };
         }
@@ -119,11 +199,12 @@ impl Workflow {
         change.pr_number = Some(pr.info.number);
         change.updated_at = self.now();
         self.store.put_change(&change).await?;
-        Ok(Some(Built { change, pr }))
+        Ok(Attempt::Built(Some(Box::new(Built { change, pr }))))
     }
 
     /// `writes` as they apply on `base_sha`, each deletion with the blob it deletes; deletions of
-    /// files that are not there are left out.
+    /// files that are not there are left out. A deletion whose blob is known is kept unread:
+    /// the forge refuses it if the file is not that blob on the branch.
     async fn planned_writes(
         &self,
         base_sha: &str,
@@ -132,7 +213,10 @@ impl Workflow {
         let mut todo = Vec::new();
         for write in writes {
             match write {
-                Write::Delete { path } => {
+                Write::Delete {
+                    blob: Some(blob), ..
+                } => todo.push((write.clone(), Some(blob.clone()))),
+                Write::Delete { path, blob: None } => {
                     if let Some(file) = self.forge.read_file(base_sha, path).await? {
                         todo.push((write.clone(), Some(file.blob_sha)));
                     }

@@ -2,7 +2,7 @@
 //! and the revert PR), reminder, and revoke at the TTL. A job that fails is retried with
 //! backoff, forever: no grant is ever left alive past its expiry.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
 
@@ -38,6 +38,25 @@ fn merge_status(record: &RequestRecord) -> String {
         (Some(rule), _) => format!("allowed: fast path {rule}"),
         (None, Some(by)) if !by.is_empty() => "approved".to_owned(),
         _ => "allowed: self-service".to_owned(),
+    }
+}
+
+/// The verdict of a request merged on a fast path, which is said with what follows the merge
+/// attempt (the grant, or why there was none) instead of in a comment of its own.
+fn fast_path_verdict(record: &RequestRecord) -> Option<String> {
+    record.fast_path_rule.as_ref()?;
+    comment::fast_path_verdict_note(&record.decision.as_ref()?.decision)
+}
+
+/// `text` after the unsaid verdict of a fast-path `record`: a merge refused or a grant that
+/// failed still tells the requester what was decided.
+fn with_fast_path_verdict(record: &RequestRecord, text: String) -> String {
+    match (&record.fast_path_rule, &record.decision) {
+        (Some(_), Some(stored)) => format!(
+            "{}\n\n{text}",
+            comment::decision_comment(record.id.as_str(), &stored.decision)
+        ),
+        _ => text,
     }
 }
 
@@ -383,11 +402,9 @@ impl Workflow {
         mut record: RequestRecord,
         why: &str,
     ) -> anyhow::Result<()> {
+        let text = with_fast_path_verdict(&record, comment::not_merged_comment(why));
         self.forge
-            .note(
-                Thread::Change(record.pr_number),
-                &comment::not_merged_comment(why),
-            )
+            .note(Thread::Change(record.pr_number), &text)
             .await?;
         let mut stored = stored_decision(&record)?.clone();
         stored.merge_refused = Some(why.to_owned());
@@ -461,11 +478,10 @@ impl Workflow {
             // Retrying changes nothing (misconfigured, denied, unavailable): say so and end the
             // request cleanly instead of retrying forever.
             tracing::error!(request = %id, error = %err, "the grant cannot be applied; revoking");
+            let text =
+                with_fast_path_verdict(&record, comment::grant_failed_comment(&err.to_string()));
             self.forge
-                .note(
-                    Thread::Change(record.pr_number),
-                    &comment::grant_failed_comment(&err.to_string()),
-                )
+                .note(Thread::Change(record.pr_number), &text)
                 .await?;
             record.state = RequestState::Revoking;
             record.revoke_reason = Some(RevokeReason::Reconcile);
@@ -552,7 +568,10 @@ impl Workflow {
             record.ticket.as_ref().map(|t| t.as_str()),
             self.forge.kind().change_word(),
         );
-        Ok(text)
+        match fast_path_verdict(record) {
+            Some(verdict) => Ok(format!("{text}\n\n{verdict}")),
+            None => Ok(text),
+        }
     }
 
     /// After the expiry comment: the fast-path label (and the poll for its review) and the
@@ -577,16 +596,27 @@ impl Workflow {
         Ok(())
     }
 
-    /// The files a revert deletes: the request file and the grant files applied with it.
-    fn revert_writes(record: &RequestRecord, applied: Option<&AppliedGrant>) -> Vec<Write> {
-        std::iter::once(Self::request_path(record))
-            .chain(
-                applied
-                    .into_iter()
-                    .flat_map(|a| a.files.iter().map(|f| f.path.clone())),
-            )
-            .map(|path| Write::Delete { path })
-            .collect()
+    /// The files a revert deletes: the request file and the grant files applied with it, each
+    /// with the blob the bot knows it by without a read: the request file as the bot wrote it
+    /// on its own branch (`written`), the grant files as they were applied (the merge guard
+    /// checked that the PR held exactly those).
+    fn revert_writes(
+        record: &RequestRecord,
+        applied: Option<&AppliedGrant>,
+        written: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Vec<Write>> {
+        let request_path = Self::request_path(record);
+        let mut writes = vec![Write::Delete {
+            blob: written.get(&request_path).cloned(),
+            path: request_path,
+        }];
+        for file in applied.iter().flat_map(|a| a.files.iter()) {
+            writes.push(Write::Delete {
+                path: file.path.clone(),
+                blob: Some(super::change::blob_id(&file.content)?),
+            });
+        }
+        Ok(writes)
     }
 
     /// The bot-built PR that removes the request (and its grant files) from the default branch;
@@ -618,11 +648,17 @@ impl Workflow {
         let expires_at = record
             .expires_at
             .context("an active request has an expiry")?;
+        let written = self
+            .store
+            .get_change(record.id.as_str(), ChangeKind::Request)
+            .await?
+            .map(|change| change.blobs)
+            .unwrap_or_default();
         let change = self
             .build_change(
                 record.id.as_str(),
                 ChangeKind::Revert,
-                &Self::revert_writes(record, applied),
+                &Self::revert_writes(record, applied, &written)?,
                 &comment::revert_pr_title(record.id.as_str(), expires_at),
                 &comment::revert_pr_body(
                     record.id.as_str(),
@@ -797,7 +833,10 @@ impl Workflow {
         let title = format!("breakglass: remove {subject} (landed without breakglass)");
         let writes: Vec<Write> = paths
             .iter()
-            .map(|path| Write::Delete { path: path.clone() })
+            .map(|path| Write::Delete {
+                path: path.clone(),
+                blob: None,
+            })
             .collect();
         let message = trailers::removal_message(paths, &default, request.as_ref().map(|r| &r.id));
         let mut last = None;

@@ -212,8 +212,11 @@ impl Workflow {
             format!("outcome=\"{}\"", if allowed { "allowed" } else { "denied" }),
         );
         let (status, description) = &decided.status;
+        // On a fast path the verdict is said with the grant (one comment fewer), or with the
+        // refusal when the merge or the grant does not happen.
+        let fast_path = matches!(decided.next, Next::FastPath(_));
         let said = async {
-            match &decided.comment {
+            match decided.comment.as_ref().filter(|_| !fast_path) {
                 Some(text) => self
                     .forge
                     .note(Thread::Change(inputs.pr.number), text)

@@ -375,17 +375,21 @@ impl Workflow {
             .collect())
     }
 
-    /// After the revoke: lands the removal of the request's files, deletes the bot's branches
-    /// and tells the requester, then logs the revert. Each step is re-runnable; a revert that
-    /// was logged already is done.
+    /// After the revoke: lands the removal of the request's files, deletes the bot's branches,
+    /// logs the revert and then tells the requester. Each step is re-runnable; a revert that
+    /// was logged already is done, except for its note when the step was cut off before it.
     pub(super) async fn job_revert(&self, id: &RequestId) -> anyhow::Result<()> {
         let Some(mut record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        if record.state != RequestState::Revoked || self.reverted(id).await? {
+        if record.state != RequestState::Revoked {
             return Ok(());
         }
         let reason = record.revoke_reason.unwrap_or(RevokeReason::Ttl);
+        if self.reverted(id).await? {
+            // Logged by an earlier run, which may have been cut off before its note.
+            return self.tell_revoked(&record, reason, false).await;
+        }
         let applied = self.applied(&record).await?;
         let revert_sha = if record.expires_at.is_some() {
             self.merge_revert(&mut record, applied.as_ref(), reason)
@@ -406,8 +410,33 @@ impl Workflow {
                 self.forge.delete_branch(&change.branch).await?;
             }
         }
-        // Tell the requester before logging the revert: after a crash in between, the step
-        // runs again, reads the thread and does not say it twice.
+        // Logged before the note: this run is the one that logged it, so nobody said it yet;
+        // a run cut off in between runs again and reads the thread (above).
+        let first = self
+            .record_event_once(
+                EventKind::Revert,
+                &record.id,
+                None,
+                serde_json::json!({
+                    "reason": reason.to_string(),
+                    "revert_pr": record.revert_pr_number,
+                    "revert_sha": revert_sha,
+                }),
+            )
+            .await?;
+        self.tell_revoked(&record, reason, first).await
+    }
+
+    /// The revoked note on the request PR, said once (after the granted note, if that one is
+    /// still due). `unsaid`: the revert was logged by this very run, so the revoked note was
+    /// not said; the thread is read only when that is not known, or when the grant step
+    /// (which says "granted" after its own log) has not finished.
+    async fn tell_revoked(
+        &self,
+        record: &RequestRecord,
+        reason: RevokeReason,
+        unsaid: bool,
+    ) -> anyhow::Result<()> {
         let text = comment::revoked_comment(
             record.requester_login.as_str(),
             record.environment.as_str(),
@@ -420,33 +449,32 @@ impl Workflow {
                 .as_deref(),
         );
         let thread = Thread::Change(record.pr_number);
+        if unsaid && !self.grant_note_pending(&record.id).await? {
+            self.forge.note(thread, &text).await?;
+            return Ok(());
+        }
         let [granted_said, revoked_said] = self
             .said(thread, [super::once::GRANTED, super::once::REVOKED])
             .await?;
         // A grant logged but never announced (its step cut off, then revoked early) is
         // announced first: "granted" never comes after "revoked".
         if !granted_said && !revoked_said {
-            let logged = self.store.events_for_request(id).await?;
+            let logged = self.store.events_for_request(&record.id).await?;
             if logged.iter().any(|e| e.kind == EventKind::Grant) {
-                self.forge
-                    .note(thread, &self.granted_text(&record)?)
-                    .await?;
+                self.forge.note(thread, &self.granted_text(record)?).await?;
             }
         }
         if !revoked_said {
             self.forge.note(thread, &text).await?;
         }
-        self.record_event(
-            EventKind::Revert,
-            Some(&record.id),
-            None,
-            serde_json::json!({
-                "reason": reason.to_string(),
-                "revert_pr": record.revert_pr_number,
-                "revert_sha": revert_sha,
-            }),
-        )
-        .await
+        Ok(())
+    }
+
+    /// Whether the granted note of `id` may still be unsaid: its grant step, which says it
+    /// after logging the grant and is done only once it said it, is still queued.
+    async fn grant_note_pending(&self, id: &RequestId) -> anyhow::Result<bool> {
+        let jobs = self.store.jobs_for_request(id).await?;
+        Ok(jobs.iter().any(|job| job.kind == JobKind::Grant))
     }
 
     /// Whether the revert of `id` was logged already.
