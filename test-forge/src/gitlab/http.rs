@@ -364,7 +364,9 @@ fn failure_response(kind: &FailureKind) -> Response {
         FailureKind::SecondaryRateLimit429 { retry_after } => {
             plain(StatusCode::TOO_MANY_REQUESTS, *retry_after)
         }
-        FailureKind::Timeout(_) | FailureKind::Hang | FailureKind::AnswerLate(_)
+        FailureKind::Timeout(_)
+        | FailureKind::Hang
+        | FailureKind::AnswerLate(_)
         | FailureKind::AnswerLost => {
             GlError::message(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout").into_response()
         }
