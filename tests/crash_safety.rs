@@ -562,3 +562,36 @@ on_both_backends!(
         assert_eq!(active.len(), BACKLOG + 1, "reconciliation kept them all");
     }
 );
+
+on_both_forges!(
+    a_revoke_command_cut_off_between_its_two_writes_still_revokes_at_once,
+    |mut s: Scenario| async move {
+        let pr = s.granted("r-early", "1h").await;
+        s.crash();
+        // Killed after the command's first write (the request revoking) and before its
+        // second (the revoke job). Its comment is handled again after the restart, by the
+        // same code as a comment that says it again, which is what the test sends.
+        let now = s.clock.now();
+        let mut record = s.request("r-early").await;
+        record.state = RequestState::Revoking;
+        record.revoke_reason = Some(breakglass::store::RevokeReason::Early);
+        s.store.update_request(&mut record, now).await.unwrap();
+        s.start_service().await;
+        s.settle().await;
+        assert_eq!(s.request("r-early").await.state, RequestState::Revoking);
+        s.note(pr, &s.people.alice, "/breakglass revoke");
+        // No clock moves: reconciliation (every 5 minutes) is not what revokes it.
+        s.settle().await;
+        let record = s.request("r-early").await;
+        assert_eq!(
+            record.state,
+            RequestState::Revoked,
+            "said: {:#?}, failures: {:#?}",
+            s.bot_comments(pr),
+            s.failures()
+        );
+        assert_eq!(s.events("r-early", "revoke").await.len(), 1);
+        assert!(s.change(record.revert_pr_number.unwrap()).merged);
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+    }
+);

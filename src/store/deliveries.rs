@@ -248,7 +248,12 @@ pub async fn record_deliveries(
         rows.join(", ")
     );
     let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (seq, delivery) in (last + 1..).zip(batch) {
+    // Rows go in by id (their `seq` still says the arrival order): batches in flight side by
+    // side on PostgreSQL that share a redelivered id then take its unique-index lock in the
+    // same order, instead of deadlocking. A stable sort keeps a repeat after its first.
+    let mut ordered: Vec<(i64, &NewDelivery)> = (last + 1..).zip(batch).collect();
+    ordered.sort_by_key(|(_, delivery)| delivery.id.to_string());
+    for (seq, delivery) in ordered {
         insert = insert
             .bind(delivery.id.to_string())
             .bind(seq)
