@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::error::ApiError;
 use crate::failures::FailureKind;
 use crate::json::url_seg;
-use crate::routes::{App, set_header, template, with_etag};
+use crate::routes::{App, Injected, set_header, template, with_etag};
 
 /// The request budget GitLab.com advertises for authenticated API traffic.
 const RATE_LIMIT: u64 = 2000;
@@ -385,18 +385,11 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
     let started = std::time::Instant::now();
     app.timeline.delay().await;
 
-    let mut injected = app.take_failure(&method, &path, Some(&route));
-    // A late answer is the real one, held back after the work is done.
-    let late = match injected {
-        Some(FailureKind::AnswerLate(by)) => {
-            injected = None;
-            Some(by)
-        }
-        _ => None,
-    };
-    // Served as usual, then the answer replaced: see `FailureKind::AnswerLost`.
-    let answer_lost = injected == Some(FailureKind::AnswerLost);
-    let injected = injected.filter(|_| !answer_lost);
+    let Injected {
+        instead: injected,
+        late,
+        answer_lost,
+    } = Injected::split(app.take_failure(&method, &path, Some(&route)));
     let throttled = matches!(
         injected,
         Some(FailureKind::RateLimited403 | FailureKind::SecondaryRateLimit429 { .. })

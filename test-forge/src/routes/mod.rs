@@ -291,6 +291,36 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
     })
 }
 
+/// An injected failure, split by when it strikes: `instead` of the work, or after it (the
+/// answer held back `late`, or replaced: `answer_lost`).
+pub(crate) struct Injected {
+    pub instead: Option<FailureKind>,
+    pub late: Option<std::time::Duration>,
+    pub answer_lost: bool,
+}
+
+impl Injected {
+    pub(crate) fn split(injected: Option<FailureKind>) -> Injected {
+        match injected {
+            Some(FailureKind::AnswerLate(by)) => Injected {
+                instead: None,
+                late: Some(by),
+                answer_lost: false,
+            },
+            Some(FailureKind::AnswerLost) => Injected {
+                instead: None,
+                late: None,
+                answer_lost: true,
+            },
+            instead => Injected {
+                instead,
+                late: None,
+                answer_lost: false,
+            },
+        }
+    }
+}
+
 /// Holds the answer of a request that fails by hanging: for its time, or for good.
 pub(crate) async fn hold(kind: &FailureKind) {
     match kind {
@@ -344,18 +374,11 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
     let started = std::time::Instant::now();
     app.timeline.delay().await;
 
-    let mut injected = app.take_failure(&method, &path, Some(&route));
-    // A late answer is the real one, held back after the work is done.
-    let late = match injected {
-        Some(FailureKind::AnswerLate(by)) => {
-            injected = None;
-            Some(by)
-        }
-        _ => None,
-    };
-    // Served as usual, then the answer replaced: see `FailureKind::AnswerLost`.
-    let answer_lost = injected == Some(FailureKind::AnswerLost);
-    let injected = injected.filter(|_| !answer_lost);
+    let Injected {
+        instead: injected,
+        late,
+        answer_lost,
+    } = Injected::split(app.take_failure(&method, &path, Some(&route)));
     let mut exhausted = false;
     let mut resp = match injected {
         Some(kind) => {
