@@ -592,7 +592,17 @@ impl Workflow {
                 .await?;
             self.schedule(JobKind::Poll, id, self.now()).await?;
         }
-        self.ensure_revert_pr(&mut record, &applied).await?;
+        if let Err(err) = self.ensure_revert_pr(&mut record, &applied).await {
+            // Revoked while the revert PR was being built: the revert job took the change over
+            // (abandoning this half-built one, its branch deleted under it) and removes the
+            // files itself; nothing is left for this step to do.
+            let now = self.store.get_request(id).await?.map(|r| r.state);
+            if now != Some(RequestState::Active) {
+                tracing::info!(request = %id, error = %format!("{err:#}"), "revoked while its revert PR was built; the revert takes over");
+                return Ok(());
+            }
+            return Err(err);
+        }
         Ok(())
     }
 
