@@ -38,6 +38,10 @@ use chrono::{TimeDelta, TimeZone, Utc};
 /// Requesters take turns, so no one hits `max_open_requests`.
 const REQUESTERS: usize = 8;
 
+/// The steady stream of the API cost part: this many lifecycles, one every `STEADY_EVERY`.
+const STEADY_LIFECYCLES: usize = 24;
+const STEADY_EVERY: TimeDelta = TimeDelta::minutes(5);
+
 const POLICY: &str = "\
 environment: oncall
 max_duration: 8h
@@ -85,6 +89,9 @@ fn main() {
                     .set_delete_branch_on_merge(REPO, deletes_merged);
                 world.lifecycle_cost(deletes_merged).await;
             }
+            let world = World::start(Duration::ZERO).await;
+            world.forge().set_delete_branch_on_merge(REPO, true);
+            world.steady_cost(STEADY_LIFECYCLES).await;
         }
         if part("polling") {
             World::start(Duration::ZERO)
@@ -322,6 +329,48 @@ impl World {
         routes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for ((method, route), n) in routes {
             println!("    {n:>3} {method} {route}");
+        }
+    }
+
+    /// `lifecycles` requests, one every [`STEADY_EVERY`] of simulated time, each granted for
+    /// an hour on the fast path and revoked at its expiry (the repository deleting merged
+    /// branches): every call of the whole stretch, periodic passes included, per lifecycle.
+    /// What a lone lifecycle pays once for a cold start or for an hour of clock (the team
+    /// membership, the default branch's head and name, the hourly passes) is shared here as
+    /// a steady stream of requests shares it.
+    async fn steady_cost(&self, lifecycles: usize) {
+        self.forge().reset_calls();
+        let before = self.forge().prs(REPO).len();
+        for i in 0..lifecycles {
+            let user = &self.requesters[i % REQUESTERS];
+            let body = format!("/breakglass oncall 1h -- steady {i}");
+            self.forge().comment(REPO, self.issue, user, &body);
+            self.settle().await;
+            self.advance(STEADY_EVERY);
+            self.settle().await;
+        }
+        self.advance(TimeDelta::minutes(61));
+        self.settle().await;
+        let prs = self.forge().prs(REPO);
+        let merged = prs[before..].iter().filter(|p| p.merged).count();
+        assert_eq!(merged, 2 * lifecycles, "every request and revert PR merged");
+        let calls = self.forge().calls();
+        let per = |n: u64| n as f64 / lifecycles as f64;
+        println!(
+            "forge API cost per lifecycle, {lifecycles} lifecycles one every {} min (deleting merged branches):",
+            STEADY_EVERY.num_minutes()
+        );
+        println!(
+            "  {:.1} calls: {:.2} rate-limited, {:.1} free (304); {} rate-limited in all",
+            per(calls.total),
+            per(calls.rate_limited_cost),
+            per(calls.not_modified),
+            calls.rate_limited_cost
+        );
+        let mut routes: Vec<_> = calls.by_route.iter().collect();
+        routes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for ((method, route), n) in routes {
+            println!("    {n:>4} {method} {route}");
         }
     }
 

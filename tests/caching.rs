@@ -103,3 +103,113 @@ on_both_backends!(
         read_change_comments(&s);
     }
 );
+
+on_both_backends!(
+    policies_past_their_age_are_checked_again_without_reading_the_repository,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- one");
+        s.settle().await;
+        read_change_comments(&s);
+        let before = s.forge.calls();
+        // The copy of the policies is older than its five minutes: it is asked for again,
+        // conditionally; the repository (whose ETag every push changes) is not read for the
+        // default branch's name, which the policy reads do not need on GitHub.
+        s.advance(TimeDelta::minutes(6));
+        s.note_on_issue(issue, &s.people.bob, "/breakglass staging 1h -- two");
+        s.settle().await;
+        let after = s.forge.calls();
+        let repository =
+            |c: &breakglass_test_forge::CallStats| c.count("GET", "/repos/{owner}/{repo}");
+        assert_eq!(repository(&after), repository(&before), "{after:#?}");
+        assert!(
+            after.not_modified >= before.not_modified + 2,
+            "the policy directory and file were asked for again and answered 304: {after:#?}"
+        );
+        let replies = s.take_bot_issue_comments(issue);
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        assert!(replies.iter().all(|c| c.contains("your request is")));
+        read_change_comments(&s);
+    }
+);
+
+// An admin makes `trunk` the default branch (a copy of `main` where alice may no longer ask
+// for staging). The settings change sends no webhook, so the bot still knows the branch as
+// `main`; its policy reads name no branch and so read `trunk`'s.
+on_both_backends!(
+    policies_are_read_from_the_branch_an_admin_made_the_default,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- one");
+        s.settle().await;
+        assert!(s.next_bot_issue_comment(issue).contains("your request is"));
+        read_change_comments(&s);
+        let path = "policies/staging.yaml";
+        let stricter = s.forge.file_on(REPO, "main", path).unwrap().replace(
+            "requesters: [\"@acme/engineering\", alice, bob, dave]",
+            "requesters: [bob]",
+        );
+        s.forge.push_files(
+            REPO,
+            "trunk",
+            &s.people.carol,
+            &[(path, &stricter)],
+            "trunk",
+        );
+        s.settle().await;
+        s.forge.set_default_branch(REPO, "trunk");
+        s.advance(TimeDelta::minutes(6));
+        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- two");
+        s.settle().await;
+        let reply = s.next_bot_issue_comment(issue);
+        assert!(
+            !reply.contains("your request is") && reply.contains("alice"),
+            "trunk's policy refuses alice: {reply}"
+        );
+        assert_eq!(
+            s.changes().len(),
+            2,
+            "no new request PR (the first and its revert)"
+        );
+    }
+);
+
+// The same switch while the bot still builds on `main`: the PR it opens targets `main`, and
+// its merge guard, which checks the base against the name the PR's own read carries, does
+// not merge it into a branch that is no longer the default.
+on_both_backends!(
+    the_bot_merges_nothing_into_a_branch_that_stopped_being_the_default,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- one");
+        s.settle().await;
+        assert!(s.next_bot_issue_comment(issue).contains("your request is"));
+        read_change_comments(&s);
+        s.forge.push_files(
+            REPO,
+            "trunk",
+            &s.people.carol,
+            &[("TRUNK.md", "x\n")],
+            "trunk",
+        );
+        s.settle().await;
+        s.forge.set_default_branch(REPO, "trunk");
+        s.note_on_issue(issue, &s.people.bob, "/breakglass staging 1h -- two");
+        s.settle().await;
+        let second = s.changes().last().unwrap().clone();
+        assert_eq!(second.base_ref, "main", "built on the name the bot knew");
+        assert!(!second.merged, "never merged into `main`");
+        let comments = s.take_bot_comments(second.number);
+        assert!(
+            comments
+                .iter()
+                .any(|c| c.contains("targets `main`, not the default branch")),
+            "{comments:?}"
+        );
+        assert!(
+            !comments.iter().any(|c| c.starts_with("🔓")),
+            "{comments:?}"
+        );
+        s.take_bot_issue_comments(issue);
+    }
+);

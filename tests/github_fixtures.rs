@@ -154,12 +154,18 @@ fn push_and_ping_parse_and_the_rest_is_ignored() {
         git_ref,
         before,
         after,
+        default_branch,
         ..
     } = event
     else {
         panic!("{event:?}")
     };
     assert_eq!(git_ref, "refs/tags/simple-tag");
+    assert_eq!(
+        default_branch.as_deref(),
+        Some("master"),
+        "repository.default_branch"
+    );
     assert_eq!(before, "6113728f27ae82c7b1a177c8d03f9e96e0adf246");
     assert_eq!(after, "0000000000000000000000000000000000000000");
     let Some(body) = fixture("ping") else { return };

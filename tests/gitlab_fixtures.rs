@@ -62,11 +62,17 @@ fn push_hook_parses() {
         after,
         commits,
         sender,
+        default_branch,
     } = delivery.event
     else {
         panic!("{:?}", delivery.event)
     };
     assert_eq!(git_ref, "refs/heads/master");
+    assert_eq!(
+        default_branch.as_deref(),
+        Some("master"),
+        "project.default_branch"
+    );
     assert_eq!(before, "95790bf891e76fee5e1747ab589903a6a1f80f22");
     assert_eq!(after, "da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
     assert_eq!(

@@ -122,6 +122,37 @@ impl Forge {
         on_client!(self, c => c.list_dir(git_ref, path).await)
     }
 
+    /// Whether reads of the default branch need its name: GitHub's contents API reads the
+    /// default branch when given no ref, GitLab's repository API needs the branch.
+    pub fn reads_default_branch_by_name(&self) -> bool {
+        matches!(self, Forge::GitLab(_))
+    }
+
+    /// A file on the default branch: on GitHub whatever the branch is called now, on GitLab
+    /// at `branch` (which the caller read just before).
+    pub async fn read_default_file(
+        &self,
+        branch: &str,
+        path: &str,
+    ) -> Result<Option<FileContent>, ForgeError> {
+        match self {
+            Forge::GitHub(c) => c.read_default_file(path).await,
+            Forge::GitLab(c) => c.read_file(branch, path).await,
+        }
+    }
+
+    /// The files in a directory of the default branch, as [`Forge::read_default_file`] reads.
+    pub async fn list_default_dir(
+        &self,
+        branch: &str,
+        path: &str,
+    ) -> Result<Vec<String>, ForgeError> {
+        match self {
+            Forge::GitHub(c) => c.list_default_dir(branch, path).await,
+            Forge::GitLab(c) => c.list_dir(branch, path).await,
+        }
+    }
+
     pub async fn create_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
         on_client!(self, c => c.create_branch(branch, sha).await)
     }

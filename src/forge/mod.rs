@@ -153,6 +153,10 @@ pub enum ForgeEvent {
         after: String,
         commits: Vec<PushedCommit>,
         sender: Actor,
+        /// The repository's default branch as the forge said with the push (GitHub's
+        /// `repository.default_branch`, GitLab's `project.default_branch`).
+        #[serde(default)]
+        default_branch: Option<String>,
     },
     /// The forge checking that the hook works.
     Ping,
@@ -214,6 +218,9 @@ pub struct PullRequestState {
     /// The merge base of the change request's diff, when the forge says (GitLab's
     /// `diff_refs.base_sha`).
     pub merge_base: Option<String>,
+    /// The repository's default branch as the forge said with the change request, when it
+    /// does (GitHub's `base.repo.default_branch`): as fresh as the read itself.
+    pub default_branch: Option<String>,
 }
 
 /// A reaction (emoji) on an issue, pull request or comment.

@@ -403,6 +403,10 @@ impl Workflow {
         let Some(reactions) = reactions else {
             return self.schedule(JobKind::Poll, id, next).await;
         };
+        if awaiting_review && reactions.is_empty() {
+            // Nobody reacted: no reviewer to look up in the policies.
+            return self.schedule(JobKind::Poll, id, next).await;
+        }
         let (_, policies) = self.load_policies().await?;
         let Ok(policies) = policies else {
             return self.schedule(JobKind::Poll, id, next).await;

@@ -7,9 +7,15 @@
 //!   and at most [`POLICIES_MAX_AGE`] by the bot's clock, in case a push webhook never came.
 //! - **The default branch's head** is served from the last push webhook to the default branch
 //!   (or the bot's own last merge into it) at the policies' epoch, for at most
-//!   [`POLICIES_MAX_AGE`]. An older head is harmless to build a change on (its PR's diff is
+//!   [`DEFAULT_HEAD_MAX_AGE`]. An older head is harmless to build a change on (its PR's diff is
 //!   still only the bot's files); a head that a force push removed from the branch is caught by
 //!   the merge guard, which checks at merge time what the PR would bring in.
+//! - **The default branch's name** is served for [`BRANCH_NAME_MAX_AGE`] on GitHub, where
+//!   nothing that decides rests on it alone: policies are read from the default branch without
+//!   naming it (GitHub's contents API reads the default branch when given no ref), the merge
+//!   guard checks a PR's base against the name that PR's own read carries, and every such read
+//!   and every push webhook says the name again. On GitLab, which reads by name, it is read
+//!   with the policies (at most [`POLICIES_MAX_AGE`]).
 //! - **Memberships** are served for [`MEMBERSHIP_MAX_AGE`]: the forge sends no repository
 //!   webhook when a team changes, so a person taken off a team keeps that team's rights in
 //!   the bot for at most this long.
@@ -23,6 +29,11 @@ use crate::policy::{PolicySet, Problem};
 
 /// The longest a copy of the policies is served without a push saying it is still current.
 pub const POLICIES_MAX_AGE: TimeDelta = TimeDelta::minutes(5);
+/// The longest a head of the default branch is built on without a push or merge saying it
+/// again (an older one is harmless, see above; this bounds how far behind a change may start).
+pub const DEFAULT_HEAD_MAX_AGE: TimeDelta = TimeDelta::hours(1);
+/// The longest the default branch's name is served on GitHub without the forge saying it again.
+pub const BRANCH_NAME_MAX_AGE: TimeDelta = TimeDelta::hours(1);
 /// The longest a team membership is served without asking the forge again.
 pub const MEMBERSHIP_MAX_AGE: TimeDelta = TimeDelta::seconds(60);
 
@@ -52,6 +63,8 @@ type Membership = (bool, DateTime<Utc>);
 pub(super) struct Caches {
     policies: Mutex<Option<CachedPolicies>>,
     default_head: Mutex<Option<CachedHead>>,
+    /// The default branch's name, and when the forge said it.
+    branch_name: Mutex<Option<(String, DateTime<Utc>)>>,
     /// `(group, login)` → member or not, and when the forge said so.
     memberships: Mutex<HashMap<(String, String), Membership>>,
 }
@@ -85,11 +98,11 @@ impl Caches {
         *lock(&self.policies) = None;
     }
 
-    /// The default branch's head seen at `epoch`, unless older than [`POLICIES_MAX_AGE`].
+    /// The default branch's head seen at `epoch`, unless older than [`DEFAULT_HEAD_MAX_AGE`].
     pub fn default_head(&self, epoch: i64, now: DateTime<Utc>) -> Option<String> {
         lock(&self.default_head)
             .as_ref()
-            .filter(|c| c.epoch == epoch && fresh(c.seen_at, now, POLICIES_MAX_AGE))
+            .filter(|c| c.epoch == epoch && fresh(c.seen_at, now, DEFAULT_HEAD_MAX_AGE))
             .map(|c| c.sha.clone())
     }
 
@@ -105,6 +118,19 @@ impl Caches {
     /// Forgets the default branch's head (this replica's copy).
     pub fn forget_default_head(&self) {
         *lock(&self.default_head) = None;
+    }
+
+    /// The default branch's name, unless older than `max_age` at `now`.
+    pub fn branch_name(&self, now: DateTime<Utc>, max_age: TimeDelta) -> Option<String> {
+        lock(&self.branch_name)
+            .as_ref()
+            .filter(|(_, at)| fresh(*at, now, max_age))
+            .map(|(name, _)| name.clone())
+    }
+
+    /// Keeps `name` as the default branch's name, as the forge said at `at`.
+    pub fn keep_branch_name(&self, name: &str, at: DateTime<Utc>) {
+        *lock(&self.branch_name) = Some((name.to_owned(), at));
     }
 
     /// Whether `login` is in `group`, as the forge said less than [`MEMBERSHIP_MAX_AGE`] ago.
@@ -168,13 +194,27 @@ mod tests {
         let caches = Caches::default();
         assert!(caches.default_head(0, at(0)).is_none());
         caches.keep_default_head("abc", 2, at(0));
-        assert_eq!(caches.default_head(2, at(299)).as_deref(), Some("abc"));
+        assert_eq!(caches.default_head(2, at(3599)).as_deref(), Some("abc"));
         assert!(caches.default_head(3, at(1)).is_none(), "a newer epoch");
-        assert!(caches.default_head(2, at(300)).is_none(), "too old");
+        assert!(caches.default_head(2, at(3600)).is_none(), "too old");
         caches.keep_default_head("def", 2, at(10));
         assert_eq!(caches.default_head(2, at(11)).as_deref(), Some("def"));
         caches.forget_default_head();
         assert!(caches.default_head(2, at(11)).is_none());
+    }
+
+    #[test]
+    fn the_branch_name_is_served_until_it_is_too_old() {
+        let caches = Caches::default();
+        let hour = BRANCH_NAME_MAX_AGE;
+        assert!(caches.branch_name(at(0), hour).is_none());
+        caches.keep_branch_name("main", at(0));
+        assert_eq!(caches.branch_name(at(3599), hour).as_deref(), Some("main"));
+        assert!(caches.branch_name(at(3600), hour).is_none(), "too old");
+        assert!(caches.branch_name(at(299), POLICIES_MAX_AGE).is_some());
+        assert!(caches.branch_name(at(300), POLICIES_MAX_AGE).is_none());
+        caches.keep_branch_name("trunk", at(10));
+        assert_eq!(caches.branch_name(at(11), hour).as_deref(), Some("trunk"));
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use super::Workflow;
 use super::pull_request::grant_spec;
 use super::verdict::{GrantFacts, Inputs, Staged, needs};
+use super::{Workflow, cache};
 use crate::comment;
 use crate::forge::{Actor, ChangedFile, PullRequestInfo, StatusState, Thread};
 use crate::grant::GrantSpec;
@@ -98,9 +98,13 @@ impl Workflow {
                 return Ok(None);
             }
         };
-        let (default_branch, policies) = self.load_policies().await?;
+        let (mut default_branch, mut policies) = self.load_policies().await?;
         if pr.base_ref != default_branch {
-            return Ok(None);
+            if !self.is_default_branch(&pr.base_ref).await? {
+                return Ok(None);
+            }
+            // The default branch changed since the kept name: its policies are read again.
+            (default_branch, policies) = self.refresh_policies().await?;
         }
         let policies = match policies {
             Ok(policies) => policies,
@@ -284,9 +288,45 @@ impl Workflow {
         Ok(())
     }
 
-    /// The default branch's name, as last read with the policies.
+    /// The default branch's name: as the forge last said it (a read of it or of a PR, a push
+    /// webhook), for at most [`cache::BRANCH_NAME_MAX_AGE`] on GitHub and
+    /// [`cache::POLICIES_MAX_AGE`] on GitLab (see [`super::cache`]).
     pub(super) async fn default_branch(&self) -> anyhow::Result<String> {
-        Ok(self.load_policies().await?.0)
+        let max_age = if self.forge.reads_default_branch_by_name() {
+            cache::POLICIES_MAX_AGE
+        } else {
+            cache::BRANCH_NAME_MAX_AGE
+        };
+        if let Some(name) = self.caches.branch_name(self.now(), max_age) {
+            return Ok(name);
+        }
+        self.read_default_branch().await
+    }
+
+    /// The default branch's name read from the forge, and kept.
+    async fn read_default_branch(&self) -> anyhow::Result<String> {
+        let now = self.now();
+        let name = self
+            .forge
+            .default_branch()
+            .await
+            .context("reading the default branch")?;
+        self.caches.keep_branch_name(&name, now);
+        Ok(name)
+    }
+
+    /// The forge said the default branch is `name` (with a PR it read, or a push).
+    pub(super) fn default_branch_named(&self, name: &str) {
+        self.caches.keep_branch_name(name, self.now());
+    }
+
+    /// Whether `branch` is the default branch. A name other than the one kept is checked with
+    /// the forge before it is believed: an admin may have switched the default branch.
+    pub(super) async fn is_default_branch(&self, branch: &str) -> anyhow::Result<bool> {
+        if self.default_branch().await? == branch {
+            return Ok(true);
+        }
+        Ok(self.read_default_branch().await? == branch)
     }
 
     /// The default branch and a recent head of it: the last one a push webhook or the bot's
@@ -335,17 +375,20 @@ impl Workflow {
     }
 
     /// [`Self::load_policies`] from the forge.
+    /// On GitHub the files are read without naming the branch (its contents API then reads the
+    /// default branch), so a kept name cannot point the read elsewhere; GitLab reads by name,
+    /// read afresh.
     async fn read_policies(&self) -> anyhow::Result<(String, Result<PolicySet, Vec<Problem>>)> {
-        let branch = self
-            .forge
-            .default_branch()
-            .await
-            .context("reading the default branch")?;
+        let branch = if self.forge.reads_default_branch_by_name() {
+            self.read_default_branch().await?
+        } else {
+            self.default_branch().await?
+        };
         let dir = self.settings.policies_path.trim_end_matches('/');
         let mut files = Vec::new();
         for path in self
             .forge
-            .list_dir(&branch, dir)
+            .list_default_dir(&branch, dir)
             .await
             .context("listing policies")?
         {
@@ -354,7 +397,7 @@ impl Workflow {
             }
             if let Some(file) = self
                 .forge
-                .read_file(&branch, &path)
+                .read_default_file(&branch, &path)
                 .await
                 .context("reading a policy")?
             {

@@ -163,7 +163,14 @@ impl Workflow {
         if pr.info.draft {
             return Ok(Err(Refusal::Draft));
         }
-        let default = self.default_branch().await?;
+        // The name the PR's own read carries is the freshest there is (GitHub).
+        let default = match &pr.default_branch {
+            Some(name) => {
+                self.default_branch_named(name);
+                name.clone()
+            }
+            None => self.default_branch().await?,
+        };
         if pr.info.base_ref != default {
             return Ok(Err(Refusal::WrongBase(pr.info.base_ref.clone())));
         }

@@ -718,6 +718,7 @@ impl Workflow {
         after: &str,
         commits: &[PushedCommit],
         pusher: &Actor,
+        said_default: Option<&str>,
     ) -> anyhow::Result<()> {
         let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
             return Ok(());
@@ -725,7 +726,13 @@ impl Workflow {
         if branch.starts_with(BOT_BRANCH_PREFIX) {
             return self.handle_bot_branch_push(branch, after, pusher).await;
         }
-        let default = self.default_branch().await?;
+        let default = match said_default {
+            Some(name) => {
+                self.default_branch_named(name);
+                name.to_owned()
+            }
+            None => self.default_branch().await?,
+        };
         if branch != default {
             return Ok(());
         }

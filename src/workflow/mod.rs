@@ -342,8 +342,12 @@ impl Workflow {
                 after,
                 commits,
                 sender,
+                default_branch,
                 ..
-            } => self.handle_push(git_ref, after, commits, sender).await,
+            } => {
+                self.handle_push(git_ref, after, commits, sender, default_branch.as_deref())
+                    .await
+            }
         }
     }
 

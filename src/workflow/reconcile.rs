@@ -217,7 +217,7 @@ impl Workflow {
             return Ok(false);
         };
         if !listings.dirs.contains_key(dir) {
-            let files = self.forge.list_dir(&baseline.default, dir).await?;
+            let files = self.forge.list_default_dir(&baseline.default, dir).await?;
             listings
                 .dirs
                 .insert(dir.to_owned(), files.into_iter().collect());
@@ -249,7 +249,7 @@ impl Workflow {
         let listed = listed
             || self
                 .forge
-                .read_file(&baseline.default, &Self::request_path(&record))
+                .read_default_file(&baseline.default, &Self::request_path(&record))
                 .await?
                 .is_some();
         let role_removed = baseline.role_removed(&record);

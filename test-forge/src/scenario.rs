@@ -362,6 +362,25 @@ impl TestForge {
         );
     }
 
+    /// Makes `branch` (which must exist) the repository's default branch, as an admin does in
+    /// the settings: no webhook is sent.
+    #[track_caller]
+    pub fn set_default_branch(&self, repo: &str, branch: &str) {
+        ok(
+            "set_default_branch",
+            self.with_state(|st| {
+                let r = st.repo_mut(repo)?;
+                if crate::git::branch_tip(&r.git, branch).is_none() {
+                    return Err(crate::error::ApiError::not_found_msg(format!(
+                        "branch {branch}"
+                    )));
+                }
+                r.default_branch = branch.to_owned();
+                Ok(())
+            }),
+        );
+    }
+
     /// Removes the protection of `branch`.
     #[track_caller]
     pub fn unprotect_branch(&self, repo: &str, branch: &str) {

@@ -310,6 +310,20 @@ impl GithubClient {
         git_ref: &str,
         path: &str,
     ) -> Result<Option<FileContent>, ForgeError> {
+        self.read_file_at(Some(git_ref), path).await
+    }
+
+    /// A file on the default branch, whatever its name is now: the contents API reads the
+    /// default branch when it is given no ref.
+    pub async fn read_default_file(&self, path: &str) -> Result<Option<FileContent>, ForgeError> {
+        self.read_file_at(None, path).await
+    }
+
+    async fn read_file_at(
+        &self,
+        git_ref: Option<&str>,
+        path: &str,
+    ) -> Result<Option<FileContent>, ForgeError> {
         #[derive(Deserialize)]
         struct Content {
             sha: String,
@@ -318,7 +332,7 @@ impl GithubClient {
             #[serde(rename = "type")]
             kind: String,
         }
-        let route = self.repo_path(&format!("/contents/{path}?ref={git_ref}"));
+        let route = self.contents_route(git_ref, path);
         let content: Content = match self.json(Method::GET, &route, None).await {
             Ok(content) => content,
             Err(err) if err.status() == Some(404) => return Ok(None),
@@ -355,7 +369,26 @@ impl GithubClient {
     /// nothing of the rest; a listing that long is read again, whole, as the directory's git
     /// tree (two more calls: the parent's listing for the tree's sha, then the tree).
     pub async fn list_dir(&self, git_ref: &str, path: &str) -> Result<Vec<String>, ForgeError> {
-        let entries = match self.dir_entries(git_ref, path).await {
+        self.list_dir_at(Some(git_ref), git_ref, path).await
+    }
+
+    /// The names of the files in a directory of the default branch, whatever its name is now
+    /// (`branch`, its name as last read, serves only a directory too large to list).
+    pub async fn list_default_dir(
+        &self,
+        branch: &str,
+        path: &str,
+    ) -> Result<Vec<String>, ForgeError> {
+        self.list_dir_at(None, branch, path).await
+    }
+
+    async fn list_dir_at(
+        &self,
+        listed_at: Option<&str>,
+        git_ref: &str,
+        path: &str,
+    ) -> Result<Vec<String>, ForgeError> {
+        let entries = match self.dir_entries(listed_at, path).await {
             Err(err) if err.status() == Some(404) => return Ok(Vec::new()),
             listed => listed?,
         };
@@ -371,12 +404,22 @@ impl GithubClient {
             .collect())
     }
 
-    async fn dir_entries(&self, git_ref: &str, path: &str) -> Result<Vec<DirEntry>, ForgeError> {
-        let route = match path {
-            "" => self.repo_path(&format!("/contents?ref={git_ref}")),
-            path => self.repo_path(&format!("/contents/{path}?ref={git_ref}")),
-        };
+    async fn dir_entries(
+        &self,
+        git_ref: Option<&str>,
+        path: &str,
+    ) -> Result<Vec<DirEntry>, ForgeError> {
+        let route = self.contents_route(git_ref, path);
         self.json::<Vec<DirEntry>>(Method::GET, &route, None).await
+    }
+
+    /// The contents API's route for `path` at `git_ref` (no ref: the default branch).
+    fn contents_route(&self, git_ref: Option<&str>, path: &str) -> String {
+        let query = git_ref.map(|r| format!("?ref={r}")).unwrap_or_default();
+        match path {
+            "" => self.repo_path(&format!("/contents{query}")),
+            path => self.repo_path(&format!("/contents/{path}{query}")),
+        }
     }
 
     /// Every file of directory `path` at `git_ref`, from its git tree; `None` when the
@@ -400,7 +443,7 @@ impl GithubClient {
         }
         let path = path.trim_matches('/');
         let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
-        let siblings = self.dir_entries(git_ref, parent).await?;
+        let siblings = self.dir_entries(Some(git_ref), parent).await?;
         let Some(dir) = siblings
             .into_iter()
             .find(|e| e.kind == "dir" && e.path == path)
@@ -1076,6 +1119,8 @@ struct BranchRef {
 #[derive(Deserialize)]
 struct RepoRef {
     full_name: String,
+    #[serde(default)]
+    default_branch: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1120,6 +1165,7 @@ impl From<PullRequest> for PullRequestState {
             merged_at: pr.merged_at,
             changed_files: pr.changed_files,
             merge_base: None,
+            default_branch: pr.base.repo.as_ref().and_then(|r| r.default_branch.clone()),
             info: PullRequestInfo {
                 number: pr.number,
                 author: pr.user.into(),

@@ -149,6 +149,10 @@ pub fn parse(delivery_id: &str, event: &str, body: &[u8]) -> Result<Delivery, Pa
                     })
                     .collect(),
                 sender: p.sender.into(),
+                default_branch: envelope
+                    .repository
+                    .as_ref()
+                    .and_then(|r| r.default_branch.clone()),
             }
         }
         _ => ForgeEvent::Ignored {
@@ -195,6 +199,8 @@ struct Envelope {
 #[derive(Deserialize)]
 struct Repository {
     full_name: String,
+    #[serde(default)]
+    default_branch: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -1109,6 +1109,7 @@ impl MergeRequest {
             merged_at: self.merged_at,
             changed_files: None,
             merge_base: self.diff_refs.and_then(|d| d.base_sha),
+            default_branch: None,
             info: PullRequestInfo {
                 number: self.iid,
                 author: self.author.into(),

@@ -293,6 +293,7 @@ fn push_event(p: PushPayload) -> ForgeEvent {
             is_bot: looks_like_bot(&p.user_username),
             login: p.user_username,
         },
+        default_branch: p.project.and_then(|p| p.default_branch),
     }
 }
 
@@ -534,6 +535,14 @@ struct PushPayload {
     commits: Vec<PushCommit>,
     user_id: u64,
     user_username: String,
+    #[serde(default)]
+    project: Option<PushProject>,
+}
+
+#[derive(Deserialize)]
+struct PushProject {
+    #[serde(default)]
+    default_branch: Option<String>,
 }
 
 #[cfg(test)]
