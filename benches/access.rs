@@ -367,10 +367,12 @@ impl World {
             per(calls.not_modified),
             calls.rate_limited_cost
         );
+        println!("    calls  rate-limited  route");
         let mut routes: Vec<_> = calls.by_route.iter().collect();
         routes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for ((method, route), n) in routes {
-            println!("    {n:>4} {method} {route}");
+            let limited = calls.rate_limited(method, route);
+            println!("    {n:>5}  {limited:>12}  {method} {route}");
         }
     }
 

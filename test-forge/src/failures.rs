@@ -159,6 +159,8 @@ pub struct CallStats {
     pub rate_limited_cost: u64,
     /// Requests per `(method, route template)`, e.g. `("GET", "/repos/{owner}/{repo}/issues/{number}/reactions")`.
     pub by_route: BTreeMap<(String, String), u64>,
+    /// The `304` answers among them, per `(method, route template)`.
+    pub not_modified_by_route: BTreeMap<(String, String), u64>,
 }
 
 impl CallStats {
@@ -168,6 +170,12 @@ impl CallStats {
             .get(&(method.to_owned(), template.to_owned()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// How many requests to this method and route template counted against the rate limit.
+    pub fn rate_limited(&self, method: &str, template: &str) -> u64 {
+        let key = (method.to_owned(), template.to_owned());
+        self.count(method, template) - self.not_modified_by_route.get(&key).copied().unwrap_or(0)
     }
 
     /// How many mutating requests (POST, PUT, PATCH, DELETE) were made.

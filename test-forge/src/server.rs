@@ -49,8 +49,12 @@ impl Shared {
             .or_insert(0) += 1;
     }
 
-    pub fn count_not_modified(&self) {
-        relock(&self.calls).not_modified += 1;
+    pub fn count_not_modified(&self, method: &Method, route: &str) {
+        let mut c = relock(&self.calls);
+        c.not_modified += 1;
+        *c.not_modified_by_route
+            .entry((method.as_str().to_owned(), route.to_owned()))
+            .or_insert(0) += 1;
     }
 
     /// Uses up one matching injected failure, if any.

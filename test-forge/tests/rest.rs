@@ -324,6 +324,13 @@ async fn reactions_etag_gives_304_until_a_new_reaction() {
     assert_eq!(status, 200);
     assert_ne!(newer.as_deref(), Some(etag.as_str()));
     assert!(body.contains("\"+1\""));
+    let calls = w.forge.calls();
+    let route = "/repos/{owner}/{repo}/issues/{number}/reactions";
+    assert_eq!(
+        (calls.count("GET", route), calls.rate_limited("GET", route)),
+        (2, 1),
+        "per route: the 304 is free, the 200 after the new reaction is not"
+    );
 }
 
 #[tokio::test]

@@ -406,7 +406,7 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
                 req.extensions_mut().insert(user);
                 let resp = next.run(req).await;
                 if method == Method::GET && resp.status() == StatusCode::OK {
-                    with_etag(&app, resp, &headers).await
+                    with_etag(&app, resp, &headers, (&method, &route)).await
                 } else {
                     resp
                 }

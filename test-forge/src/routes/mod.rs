@@ -394,7 +394,7 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
                 req.extensions_mut().insert(caller);
                 let resp = next.run(req).await;
                 if conditional && resp.status() == StatusCode::OK {
-                    with_etag(&app, resp, &if_none_match).await
+                    with_etag(&app, resp, &if_none_match, (&method, &route)).await
                 } else {
                     resp
                 }
@@ -435,14 +435,19 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
 }
 
 /// Adds a strong ETag derived from the body and turns a matching `If-None-Match` into a 304.
-pub(crate) async fn with_etag(app: &App, resp: Response, req_headers: &HeaderMap) -> Response {
+pub(crate) async fn with_etag(
+    app: &App,
+    resp: Response,
+    req_headers: &HeaderMap,
+    (method, route): (&Method, &str),
+) -> Response {
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return ApiError::internal("could not buffer the response").into_response();
     };
     let etag = format!("\"{}\"", hex::encode(Sha256::digest(&bytes)));
     if etag_matches(req_headers, &etag) {
-        app.count_not_modified();
+        app.count_not_modified(method, route);
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
         set_header(&mut resp, "etag", etag);
         return resp;
