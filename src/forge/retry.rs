@@ -76,13 +76,25 @@ where
 {
     let mut backoff = policy.first_backoff;
     let mut attempt = 1;
+    // A call may have been done without its answer reaching us: look before calling again,
+    // and while the look itself fails, look again rather than call (a note said twice).
+    let mut unsure = false;
     loop {
-        let result = match tokio::time::timeout(policy.timeout, call()).await {
-            Ok(result) => result,
-            Err(_) => Err(ForgeError::Transient {
-                call: name.to_owned(),
-                detail: format!("no answer within {:?}", policy.timeout),
-            }),
+        let mut look_failed = false;
+        let result = if unsure {
+            match answered(policy, name, done()).await {
+                Ok(Some(value)) => {
+                    tracing::info!(call = name, "the forge did the call whose answer was lost");
+                    return Ok(value);
+                }
+                Ok(None) => answered(policy, name, call()).await,
+                Err(err) => {
+                    look_failed = true;
+                    Err(err)
+                }
+            }
+        } else {
+            answered(policy, name, call()).await
         };
         let err = match result {
             Ok(value) => return Ok(value),
@@ -98,16 +110,27 @@ where
         };
         tracing::warn!(call = name, attempt, ?wait, error = %err, "forge call failed; retrying");
         tokio::time::sleep(wait).await;
-        if matches!(err, ForgeError::Transient { .. }) {
-            let looked = tokio::time::timeout(policy.timeout, done()).await;
-            if let Some(value) = looked.unwrap_or_else(|_| Err(err.clone()))? {
-                tracing::info!(call = name, "the forge did the call whose answer was lost");
-                return Ok(value);
-            }
-        }
+        // Still unsure while the look fails; a rate limit says the forge did nothing.
+        unsure = look_failed || matches!(err, ForgeError::Transient { .. });
         backoff = backoff.saturating_mul(2);
         attempt += 1;
     }
+}
+
+/// `future`'s answer, or a transient error when none came within the policy's timeout.
+async fn answered<T>(
+    policy: RetryPolicy,
+    name: &str,
+    future: impl Future<Output = Result<T, ForgeError>>,
+) -> Result<T, ForgeError> {
+    tokio::time::timeout(policy.timeout, future)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ForgeError::Transient {
+                call: name.to_owned(),
+                detail: format!("no answer within {:?}", policy.timeout),
+            })
+        })
 }
 
 #[cfg(test)]
@@ -227,6 +250,61 @@ mod tests {
             0,
             "a rate limit says the forge did nothing: no look"
         );
+    }
+
+    #[tokio::test]
+    async fn a_look_that_fails_is_made_again_never_the_call() {
+        let calls = AtomicU32::new(0);
+        let looks = AtomicU32::new(0);
+        let result = perform_checked(
+            fast(),
+            "POST note",
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(transient())
+            },
+            || async {
+                match looks.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(transient()),
+                    n => Ok(Some(n + 40)),
+                }
+            },
+        )
+        .await;
+        assert_eq!(result.unwrap(), 41, "found by the second look");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "never made twice");
+
+        // Looks that fail to the end: the error, still one call.
+        let calls = AtomicU32::new(0);
+        let result: Result<u32, _> = perform_checked(
+            fast(),
+            "POST note",
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(transient())
+            },
+            || async { Err(transient()) },
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "never made twice");
+
+        // A look that says "not done" lets the call be made again.
+        let calls = AtomicU32::new(0);
+        let result = perform_checked(
+            fast(),
+            "POST note",
+            || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(transient()),
+                    n => Ok(n),
+                }
+            },
+            || async { Ok(None) },
+        )
+        .await;
+        assert_eq!(result.unwrap(), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
