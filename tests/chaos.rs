@@ -23,6 +23,8 @@ mod chaos {
     pub mod service;
     pub mod world;
 }
+#[path = "common/moto.rs"]
+mod moto;
 
 use chaos::run::{Plan, run};
 use chaos::service;
@@ -79,11 +81,21 @@ async fn play(plan: Plan) {
         out.wall.as_secs_f64(),
         out.violations.len()
     );
+    if plan.aws {
+        eprintln!(
+            "chaos: IAM roles found holding the prod admin policy at quiet points: {}",
+            out.iam_attached_seen
+        );
+        assert!(
+            out.iam_attached_seen > 0 || out.granted == 0,
+            "grants were made, yet no IAM role ever held the policy"
+        );
+    }
     assert!(
         out.violations.is_empty(),
         "chaos found {} violation(s) with seed {} (replay: BREAKGLASS_CHAOS_FORGE={} \
          BREAKGLASS_CHAOS_SEED={} BREAKGLASS_CHAOS_LIFECYCLES={} BREAKGLASS_CHAOS_REPLICAS={} BREAKGLASS_CHAOS_BACKEND={} \
-         BREAKGLASS_CHAOS_OUTAGES={} cargo test --test chaos long_chaos -- --ignored --nocapture):\n{}",
+         BREAKGLASS_CHAOS_OUTAGES={} BREAKGLASS_CHAOS_PROVIDER={} cargo test --test chaos long_chaos -- --ignored --nocapture):\n{}",
         out.violations.len(),
         plan.seed,
         plan.forge.name(),
@@ -96,6 +108,7 @@ async fn play(plan: Plan) {
             "postgres"
         },
         plan.outage_percent,
+        if plan.aws { "aws-iam" } else { "noop" },
         out.violations.join("\n")
     );
 }
@@ -112,6 +125,7 @@ fn short(backend: Backend, replicas: usize, seed: u64, lifecycles: usize) -> Pla
         // Fewer than the long run's: each outage costs real time (hung calls, backoffs), and
         // the short runs stay within CI's budget.
         outage_percent: 2,
+        aws: false,
     }
 }
 
@@ -174,6 +188,11 @@ async fn long_chaos() {
         kill_percent: 12,
         outage_percent: var("BREAKGLASS_CHAOS_OUTAGES")
             .map_or(OUTAGE_PERCENT, |n| n.parse().expect("a percentage")),
+        aws: match var("BREAKGLASS_CHAOS_PROVIDER").as_deref() {
+            None | Some("noop") => false,
+            Some("aws-iam") => true,
+            Some(other) => panic!("BREAKGLASS_CHAOS_PROVIDER is noop or aws-iam, not {other}"),
+        },
     })
     .await;
 }

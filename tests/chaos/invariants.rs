@@ -9,7 +9,7 @@ use breakglass::store::{EventKind, EventRecord, RequestRecord, RequestState, Rev
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::clock::ChaosClock;
-use super::world::{REPO, World};
+use super::world::{AwsWorld, REPO, World, iam_role};
 
 /// How late a revocation may be, after the expiry or the service's return, whichever is later,
 /// in the clock's running time (its jumps not counted).
@@ -233,4 +233,38 @@ pub fn revocations_on_time(
         }
     }
     (found, worst)
+}
+
+/// The provider agrees with the store (read when settled): a person's IAM role holds prod's
+/// `admin` policy exactly while one of their prod `admin` grants is active. Overlapping grants
+/// of one person share the attachment; the last one to end takes it away. Also returns how
+/// many roles hold the policy.
+pub async fn iam_matches_active(snap: &Snapshot, aws: &AwsWorld) -> (Vec<String>, usize) {
+    let mut holders: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for r in &snap.records {
+        if r.environment.as_str() == "prod" && r.role.as_str() == "admin" {
+            let active = holders.entry(r.requester_login.as_str()).or_default();
+            if r.state == RequestState::Active {
+                active.push(r.id.as_str());
+            }
+        }
+    }
+    let (mut found, mut holding) = (Vec::new(), 0);
+    for (login, active) in holders {
+        let attached = aws.attached(login).await;
+        holding += usize::from(attached);
+        if attached && active.is_empty() {
+            found.push(format!(
+                "IAM role {} holds the prod admin policy with no active grant",
+                iam_role(login)
+            ));
+        }
+        if !attached && !active.is_empty() {
+            found.push(format!(
+                "IAM role {} lacks the prod admin policy of active grant(s) {active:?}",
+                iam_role(login)
+            ));
+        }
+    }
+    (found, holding)
 }

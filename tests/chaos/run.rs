@@ -32,6 +32,9 @@ pub struct Plan {
     /// Chance (percent) that a round starts a forge outage (twice that before a clock jump);
     /// 0: none.
     pub outage_percent: u64,
+    /// prod's `admin` role granted by `aws-iam` in moto (`BREAKGLASS_CHAOS_PROVIDER=aws-iam`),
+    /// and the invariants read IAM too; otherwise every role is `noop`.
+    pub aws: bool,
 }
 
 /// What a run did and found.
@@ -52,6 +55,9 @@ pub struct Outcome {
     pub failed_starts: u64,
     pub granted: usize,
     pub worst_revoke_lateness: TimeDelta,
+    /// With `aws`: IAM roles found holding the policy, summed over the quiet points (that the
+    /// provider was really used).
+    pub iam_attached_seen: usize,
     pub simulated: TimeDelta,
     pub wall: Duration,
     pub violations: Vec<String>,
@@ -77,7 +83,7 @@ struct Driver {
 
 /// Plays `plan`; `None` when its database is not available.
 pub async fn run(plan: Plan) -> Option<Outcome> {
-    let world = World::create(plan.backend, plan.forge).await?;
+    let world = World::create(plan.backend, plan.forge, plan.aws).await?;
     let clock = ChaosClock::new(world.path());
     let balancer = Balancer::start().await;
     world.hook_to(balancer.addr);
@@ -281,6 +287,11 @@ impl Driver {
         let mut found = invariants::exactly_once(&snap, &self.world, complete);
         found.extend(invariants::files_match_active(&snap));
         found.extend(invariants::no_duplicates(&snap));
+        if let Some(aws) = &self.world.aws {
+            let (violations, attached) = invariants::iam_matches_active(&snap, aws).await;
+            found.extend(violations);
+            self.out.iam_attached_seen += attached;
+        }
         let (late, worst) = invariants::revocations_on_time(&snap, &self.clock, &self.uptime);
         found.extend(late);
         self.out.worst_revoke_lateness = self.out.worst_revoke_lateness.max(worst);

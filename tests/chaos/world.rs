@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use breakglass::config::{Config, GithubConfig, GitlabConfig};
+use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
+use breakglass::config::{AwsConfig, Config, GithubConfig, GitlabConfig};
 use breakglass::store::Store;
 use breakglass::store::testing::{PostgresDatabase, TempDir, postgres_store, sqlite_url};
 use breakglass_test_forge::{Comment, Noteable, ReviewState, TestForge, User};
@@ -54,7 +55,91 @@ pub struct World {
     pub store: Store,
     pub config: Config,
     pub dir: tempfile::TempDir,
+    /// IAM in moto, when prod's `admin` role is granted by `aws-iam`.
+    pub aws: Option<AwsWorld>,
     _database: Database,
+}
+
+/// moto, and what the invariants read there: each person's role `breakglass-<login>` and the
+/// managed policy prod's `admin` grant attaches to it.
+pub struct AwsWorld {
+    pub iam: aws_sdk_iam::Client,
+    pub policy_arn: String,
+    _moto: crate::moto::Moto,
+}
+
+/// The role a grant of prod's `admin` to `login` attaches the policy to.
+pub fn iam_role(login: &str) -> String {
+    format!("breakglass-{login}")
+}
+
+impl AwsWorld {
+    /// moto with a role per person and the policy; `None` (said) without Python.
+    async fn start(logins: &[&str]) -> Option<AwsWorld> {
+        crate::moto::fake_credentials();
+        let moto = crate::moto::Moto::start().await?;
+        let iam = aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(&moto.url)
+                .credentials_provider(Credentials::new("admin", "admin", None, None, "chaos"))
+                .build(),
+        );
+        for login in logins {
+            iam.create_role()
+                .role_name(iam_role(login))
+                .assume_role_policy_document(
+                    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#,
+                )
+                .send()
+                .await
+                .expect("a role in moto");
+        }
+        let policy_arn = iam
+            .create_policy()
+            .policy_name("ProdAdmin")
+            .policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+            )
+            .send()
+            .await
+            .expect("a policy in moto")
+            .policy()
+            .and_then(|p| p.arn())
+            .expect("the policy's ARN")
+            .to_owned();
+        Some(AwsWorld {
+            iam,
+            policy_arn,
+            _moto: moto,
+        })
+    }
+
+    /// prod's policy with its `admin` role granted through IAM.
+    fn prod_policy(&self, noop: &str) -> String {
+        let role = format!(
+            "  admin:\n    provider: aws-iam\n    account: \"123456789012\"\n    principal: \"arn:aws:iam::123456789012:role/{}\"\n    policy_arn: {}\n",
+            iam_role("{{ requester }}"),
+            self.policy_arn
+        );
+        let changed = noop.replace("  admin:\n    provider: noop\n", &role);
+        assert_ne!(changed, noop, "prod.yaml's admin role is noop");
+        changed
+    }
+
+    /// Whether `login`'s role holds the policy now.
+    pub async fn attached(&self, login: &str) -> bool {
+        self.iam
+            .list_attached_role_policies()
+            .role_name(iam_role(login))
+            .send()
+            .await
+            .expect("IAM answers")
+            .attached_policies()
+            .iter()
+            .any(|p| p.policy_arn() == Some(self.policy_arn.as_str()))
+    }
 }
 
 /// Kept alive (and deleted on drop) with the world.
@@ -62,7 +147,8 @@ type Database = (Option<TempDir>, Option<PostgresDatabase>);
 
 impl World {
     /// `None` for PostgreSQL when `BREAKGLASS_TEST_DATABASE_URL` is not set.
-    pub async fn create(backend: Backend, dialect: Dialect) -> Option<World> {
+    /// `aws`: prod's `admin` granted by `aws-iam` in moto (`None` without Python).
+    pub async fn create(backend: Backend, dialect: Dialect, aws: bool) -> Option<World> {
         let (database, url) = match backend {
             Backend::Sqlite => {
                 let dir = TempDir::new().expect("temp dir");
@@ -87,7 +173,14 @@ impl World {
         };
         let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
         let read = |name: &str| std::fs::read_to_string(policies.join(name)).expect("policy");
-        let (prod, staging) = (read("prod.yaml"), read("staging.yaml"));
+        let (mut prod, staging) = (read("prod.yaml"), read("staging.yaml"));
+        let aws = match aws {
+            true => Some(AwsWorld::start(&["alice", "bob", "carol", "dan", "erin"]).await?),
+            false => None,
+        };
+        if let Some(aws) = &aws {
+            prod = aws.prod_policy(&prod);
+        }
         forge.create_repo(
             REPO,
             &[
@@ -142,6 +235,10 @@ impl World {
             max_open_requests: 1000,
             github,
             gitlab,
+            aws: aws.as_ref().map(|aws| AwsConfig {
+                endpoint_url: aws._moto.url.clone(),
+                ..AwsConfig::default()
+            }),
             ..Config::default()
         };
         let store = Store::connect(&url)
@@ -155,6 +252,7 @@ impl World {
             store,
             config,
             dir,
+            aws,
             _database: database,
         })
     }
