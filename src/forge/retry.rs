@@ -82,19 +82,19 @@ where
     loop {
         let mut look_failed = false;
         let result = if unsure {
-            match answered(policy, name, done()).await {
+            match answered(policy, name, Box::pin(done())).await {
                 Ok(Some(value)) => {
                     tracing::info!(call = name, "the forge did the call whose answer was lost");
                     return Ok(value);
                 }
-                Ok(None) => answered(policy, name, call()).await,
+                Ok(None) => answered(policy, name, Box::pin(call())).await,
                 Err(err) => {
                     look_failed = true;
                     Err(err)
                 }
             }
         } else {
-            answered(policy, name, call()).await
+            answered(policy, name, Box::pin(call())).await
         };
         let err = match result {
             Ok(value) => return Ok(value),
@@ -117,7 +117,9 @@ where
     }
 }
 
-/// `future`'s answer, or a transient error when none came within the policy's timeout.
+/// `future`'s answer, or a transient error when none came within the policy's timeout. The
+/// callers box the call: its future lives on the heap, so that this retry loop does not
+/// multiply the size of every forge call's future (a debug build's stack overflowed).
 async fn answered<T>(
     policy: RetryPolicy,
     name: &str,
