@@ -3,7 +3,8 @@
 //! of issue 11 checked whenever the world is quiet and at the end. See docs/reliability.md.
 //!
 //! Short runs (fixed seeds) are ordinary tests. The long run (`BREAKGLASS_CHAOS_FORGE=gitlab`
-//! plays it on GitLab merge requests; `github` is the default):
+//! plays it on GitLab merge requests; `github` is the default; `BREAKGLASS_CHAOS_PROVIDER=aws-iam`
+//! grants prod's `admin` through `aws-iam` in moto and checks IAM at every quiet point):
 //!
 //! ```sh
 //! BREAKGLASS_CHAOS_LIFECYCLES=200 BREAKGLASS_CHAOS_SEED=<seed> BREAKGLASS_CHAOS_REPLICAS=1 \
