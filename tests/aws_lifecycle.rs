@@ -6,12 +6,11 @@ mod common;
 #[path = "common/moto.rs"]
 mod moto;
 
-use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
 use breakglass::config::AwsConfig;
 use breakglass::store::JobKind;
 use chrono::TimeDelta;
 use common::*;
-use moto::{Moto, Recorder, fake_credentials};
+use moto::{Moto, Recorder, create_admin_policy, create_role, fake_credentials, iam_client};
 
 const PRINCIPAL: &str = "breakglass-alice";
 
@@ -42,36 +41,9 @@ impl World {
         fake_credentials();
         let moto = Moto::start().await?;
         let proxy = Recorder::start(&moto.url).await;
-        let iam = aws_sdk_iam::Client::from_conf(
-            aws_sdk_iam::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .endpoint_url(&moto.url)
-                .credentials_provider(Credentials::new("admin", "admin", None, None, "test"))
-                .build(),
-        );
-        iam.create_role()
-            .role_name(PRINCIPAL)
-            .assume_role_policy_document(
-                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#,
-            )
-            .send()
-            .await
-            .unwrap();
-        let policy_arn = iam
-            .create_policy()
-            .policy_name("ProdAdmin")
-            .policy_document(
-                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
-            )
-            .send()
-            .await
-            .unwrap()
-            .policy()
-            .unwrap()
-            .arn()
-            .unwrap()
-            .to_owned();
+        let iam = iam_client(&moto);
+        create_role(&iam, PRINCIPAL).await;
+        let policy_arn = create_admin_policy(&iam).await;
         let setup = Setup {
             aws: Some(AwsConfig {
                 endpoint_url: proxy.url.clone(),

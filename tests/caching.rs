@@ -15,6 +15,25 @@ fn read_change_comments(s: &Scenario) -> Vec<String> {
         .collect()
 }
 
+/// Staging's policy with alice no longer among its requesters.
+fn staging_without_alice(policy: String) -> String {
+    policy.replace(
+        "requesters: [\"@acme/engineering\", alice, bob, dave]",
+        "requesters: [bob]",
+    )
+}
+
+/// alice asks for staging on a new issue and is granted (warming the bot's caches); the
+/// issue, with every comment so far read.
+async fn alice_granted_staging(s: &Scenario) -> u64 {
+    let issue = s.open_issue(&s.people.alice, "staging is broken");
+    s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- one");
+    s.settle().await;
+    assert!(s.next_bot_issue_comment(issue).contains("your request is"));
+    read_change_comments(s);
+    issue
+}
+
 on_both_forges!(
     a_policy_pushed_to_the_default_branch_judges_the_next_request_at_once,
     |s: Scenario| async move {
@@ -29,12 +48,7 @@ on_both_forges!(
         );
         assert!(read_change_comments(&s).iter().any(|c| c.starts_with("🔓")));
         // alice is no longer a staging requester; the push webhook must end the cached copy.
-        s.edit_policy(&s.people.carol, "staging", |p| {
-            p.replace(
-                "requesters: [\"@acme/engineering\", alice, bob, dave]",
-                "requesters: [bob]",
-            )
-        });
+        s.edit_policy(&s.people.carol, "staging", staging_without_alice);
         s.settle().await;
         s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- again");
         s.settle().await;
@@ -139,16 +153,9 @@ on_both_backends!(
 on_both_backends!(
     policies_are_read_from_the_branch_an_admin_made_the_default,
     |s: Scenario| async move {
-        let issue = s.open_issue(&s.people.alice, "staging is broken");
-        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- one");
-        s.settle().await;
-        assert!(s.next_bot_issue_comment(issue).contains("your request is"));
-        read_change_comments(&s);
+        let issue = alice_granted_staging(&s).await;
         let path = "policies/staging.yaml";
-        let stricter = s.forge.file_on(REPO, "main", path).unwrap().replace(
-            "requesters: [\"@acme/engineering\", alice, bob, dave]",
-            "requesters: [bob]",
-        );
+        let stricter = staging_without_alice(s.forge.file_on(REPO, "main", path).unwrap());
         s.forge.push_files(
             REPO,
             "trunk",
@@ -180,11 +187,7 @@ on_both_backends!(
 on_both_backends!(
     the_bot_merges_nothing_into_a_branch_that_stopped_being_the_default,
     |s: Scenario| async move {
-        let issue = s.open_issue(&s.people.alice, "staging is broken");
-        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- one");
-        s.settle().await;
-        assert!(s.next_bot_issue_comment(issue).contains("your request is"));
-        read_change_comments(&s);
+        let issue = alice_granted_staging(&s).await;
         s.forge.push_files(
             REPO,
             "trunk",

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
 use breakglass::config::{AwsConfig, Config, GithubConfig, GitlabConfig};
 use breakglass::store::Store;
 use breakglass::store::testing::{PostgresDatabase, TempDir, postgres_store, sqlite_url};
@@ -78,37 +77,11 @@ impl AwsWorld {
     async fn start(logins: &[&str]) -> Option<AwsWorld> {
         crate::moto::fake_credentials();
         let moto = crate::moto::Moto::start().await?;
-        let iam = aws_sdk_iam::Client::from_conf(
-            aws_sdk_iam::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .endpoint_url(&moto.url)
-                .credentials_provider(Credentials::new("admin", "admin", None, None, "chaos"))
-                .build(),
-        );
+        let iam = crate::moto::iam_client(&moto);
         for login in logins {
-            iam.create_role()
-                .role_name(iam_role(login))
-                .assume_role_policy_document(
-                    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#,
-                )
-                .send()
-                .await
-                .expect("a role in moto");
+            crate::moto::create_role(&iam, &iam_role(login)).await;
         }
-        let policy_arn = iam
-            .create_policy()
-            .policy_name("ProdAdmin")
-            .policy_document(
-                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
-            )
-            .send()
-            .await
-            .expect("a policy in moto")
-            .policy()
-            .and_then(|p| p.arn())
-            .expect("the policy's ARN")
-            .to_owned();
+        let policy_arn = crate::moto::create_admin_policy(&iam).await;
         Some(AwsWorld {
             iam,
             policy_arn,

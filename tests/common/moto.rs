@@ -375,6 +375,47 @@ fn error_xml(code: &str) -> String {
     )
 }
 
+/// An IAM client of moto's, as the tests' administrator (not the bot).
+pub fn iam_client(moto: &Moto) -> aws_sdk_iam::Client {
+    use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
+    aws_sdk_iam::Client::from_conf(
+        aws_sdk_iam::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&moto.url)
+            .credentials_provider(Credentials::new("admin", "admin", None, None, "test"))
+            .build(),
+    )
+}
+
+/// A role `name` that the account may assume.
+pub async fn create_role(iam: &aws_sdk_iam::Client, name: &str) {
+    iam.create_role()
+        .role_name(name)
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await
+        .expect("a role in moto");
+}
+
+/// The managed policy `ProdAdmin` (everything allowed); its ARN.
+pub async fn create_admin_policy(iam: &aws_sdk_iam::Client) -> String {
+    iam.create_policy()
+        .policy_name("ProdAdmin")
+        .policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+        )
+        .send()
+        .await
+        .expect("a policy in moto")
+        .policy()
+        .and_then(|p| p.arn())
+        .expect("the policy's ARN")
+        .to_owned()
+}
+
 /// The fake credentials of the default AWS chain, for this test process only: set once,
 /// before any test of the binary loads an AWS config (each calls this first).
 pub fn fake_credentials() {
