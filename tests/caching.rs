@@ -216,3 +216,41 @@ on_both_backends!(
         s.take_bot_issue_comments(issue);
     }
 );
+
+// Reconciliation compares active grants with the request directories as a net for lost push
+// webhooks; while every push since its last listing was the bot's own merge, one after the
+// other, the webhooks said everything and the pass costs nothing. Anyone else's push lists
+// again.
+on_both_backends!(
+    a_reconciliation_pass_after_only_the_bots_own_merges_costs_nothing,
+    |s: Scenario| async move {
+        let issue = alice_granted_staging(&s).await;
+        s.reconcile_now().await;
+        s.note_on_issue(issue, &s.people.bob, "/breakglass staging 1h -- two");
+        s.settle().await;
+        assert!(s.next_bot_issue_comment(issue).contains("your request is"));
+        read_change_comments(&s);
+        let before = s.forge.calls();
+        s.reconcile_now().await;
+        let after = s.forge.calls();
+        assert_eq!(
+            after.rate_limited_cost, before.rate_limited_cost,
+            "the bot's own merges only: {after:#?}"
+        );
+        s.forge.push_files(
+            REPO,
+            "main",
+            &s.people.carol,
+            &[("README.md", "hi\n")],
+            "docs",
+        );
+        s.settle().await;
+        let before = s.forge.calls();
+        s.reconcile_now().await;
+        let after = s.forge.calls();
+        assert!(
+            after.rate_limited_cost > before.rate_limited_cost,
+            "carol pushed: the directory is listed again: {after:#?}"
+        );
+    }
+);

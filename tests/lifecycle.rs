@@ -593,10 +593,54 @@ on_both_backends!(
     a_github_repository_that_deletes_merged_branches_saves_the_bots_deletions,
     |s: Scenario| async move {
         s.forge.set_delete_branch_on_merge(REPO, true);
-        // The bot reads the setting with the default branch: a policy push makes it read again.
-        s.edit_policy(&s.people.carol, "staging", |p| format!("{p}\n"));
-        s.settle().await;
         branches_gone_after_the_revert(&s, 0).await;
+    }
+);
+
+// Turned on while the bot runs: no webhook says so (PR reads and pushes say the default
+// branch's name, never this), so the bot reads the repository's settings again once they
+// are an hour old.
+on_both_backends!(
+    a_repository_that_starts_deleting_merged_branches_is_noticed_within_the_hour,
+    |s: Scenario| async move {
+        branches_gone_after_the_revert(&s, 2).await;
+        s.forge.set_delete_branch_on_merge(REPO, true);
+        s.forge.reset_calls();
+        let issue = s.open_issue(&s.people.alice, "staging is broken again");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- again");
+        s.settle().await;
+        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+        // carol's pushes say the default branch's name all along: it never gets old.
+        for i in 0..6 {
+            let notes = format!("{i}\n");
+            s.forge.push_files(
+                REPO,
+                "main",
+                &s.people.carol,
+                &[("NOTES.md", &notes)],
+                "notes",
+            );
+            s.advance(TimeDelta::minutes(10));
+            s.settle().await;
+        }
+        let changes = s.changes();
+        let second: Vec<_> = changes.iter().skip(2).collect();
+        assert_eq!(second.len(), 2, "the second request and its revert");
+        for change in second {
+            assert!(change.merged);
+            assert_eq!(s.forge.branch_sha(REPO, &change.head_ref), None);
+            s.take_bot_comments(change.number);
+        }
+        let calls = s.forge.calls();
+        assert_eq!(
+            calls.count("DELETE", "/repos/{owner}/{repo}/git/refs/{*ref}"),
+            0
+        );
+        assert_eq!(
+            calls.count("GET", "/repos/{owner}/{repo}"),
+            1,
+            "read again once"
+        );
     }
 );
 

@@ -402,6 +402,85 @@ async fn graceful_shutdown_stops_listening_and_a_restart_carries_on() {
     s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
 }
 
+/// mallory deletes the request file of `id` from main while the push's webhook is lost.
+fn removed_without_a_webhook(s: &Scenario, id: &str) {
+    s.forge.set_webhooks_paused(true);
+    s.forge.push_changes(
+        REPO,
+        "main",
+        &s.people.mallory,
+        &[breakglass_test_forge::FileChange::Delete(format!(
+            "requests/prod/{id}.yaml"
+        ))],
+        "tidy up",
+    );
+    // Never sent: GitHub gave up on it.
+    s.forge.set_webhooks_paused(false);
+}
+
+// Reconciliation lists the request directories only when the push webhooks since its last
+// listing leave a gap; the bot's own next merge shows the lost push as one (its `before` is
+// mallory's commit, not the last head the bot saw).
+on_both_backends!(
+    a_request_file_removed_while_its_webhook_was_lost_is_found_after_the_next_push,
+    |s: Scenario| async move {
+        let pr = s.granted("r-lost", "4h").await;
+        s.reconcile_now().await;
+        removed_without_a_webhook(&s, "r-lost");
+        s.reconcile_now().await;
+        assert_eq!(
+            s.request("r-lost").await.state.to_string(),
+            "active",
+            "no push said anything: the pass trusted the webhooks (for an hour at most)"
+        );
+        s.granted("r-next", "1h").await;
+        s.reconcile_now().await;
+        let record = s.request("r-lost").await;
+        assert_eq!(record.state.to_string(), "revoked");
+        assert_eq!(
+            record.revoke_reason.map(|r| r.to_string()).as_deref(),
+            Some("reconcile")
+        );
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.contains("(reconciliation found it should not be active)"),
+            "{said}"
+        );
+    }
+);
+
+on_both_backends!(
+    a_request_file_removed_while_its_webhook_was_lost_is_found_within_the_hour,
+    |s: Scenario| async move {
+        let pr = s.granted("r-lost", "4h").await;
+        s.reconcile_now().await;
+        removed_without_a_webhook(&s, "r-lost");
+        // The service's own passes, every five minutes: the one past the hour lists.
+        for _ in 0..11 {
+            s.advance(TimeDelta::minutes(5));
+            s.settle().await;
+        }
+        assert_eq!(s.request("r-lost").await.state.to_string(), "active");
+        s.advance(TimeDelta::minutes(6));
+        s.settle().await;
+        let record = s.request("r-lost").await;
+        assert_eq!(
+            record.state.to_string(),
+            "revoked",
+            "listed within the hour"
+        );
+        assert_eq!(
+            record.revoke_reason.map(|r| r.to_string()).as_deref(),
+            Some("reconcile")
+        );
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.contains("(reconciliation found it should not be active)"),
+            "{said}"
+        );
+    }
+);
+
 on_both_backends!(
     an_active_grant_whose_request_file_is_removed_by_hand_is_revoked,
     |s: Scenario| async move {

@@ -19,6 +19,14 @@
 //! - **Memberships** are served for [`MEMBERSHIP_MAX_AGE`]: the forge sends no repository
 //!   webhook when a team changes, so a person taken off a team keeps that team's rights in
 //!   the bot for at most this long.
+//! - **The request directories' listing** is what reconciliation compares active grants with,
+//!   as a net for a push whose webhook never came. It is skipped while the pushes to the
+//!   default branch since the last listing are a [`PushChain`] without a gap: each push's
+//!   `before` was the `after` of the one handled before it, each was the bot's own (a merge
+//!   its guard checked), and each listed all its commits; so every file that left the branch
+//!   left it in a push the bot handled. A gap (a lost webhook shows as the next push's
+//!   `before` not matching), anyone else's push, or [`LISTING_MAX_AGE`] lists again: a lost
+//!   webhook of the very last push is caught within that age at most.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,8 +42,16 @@ pub const POLICIES_MAX_AGE: TimeDelta = TimeDelta::minutes(5);
 pub const DEFAULT_HEAD_MAX_AGE: TimeDelta = TimeDelta::hours(1);
 /// The longest the default branch's name is served on GitHub without the forge saying it again.
 pub const BRANCH_NAME_MAX_AGE: TimeDelta = TimeDelta::hours(1);
+/// The longest the repository's settings (GitHub's "Automatically delete head branches") are
+/// trusted without reading the repository again.
+pub const REPOSITORY_SETTINGS_MAX_AGE: TimeDelta = TimeDelta::hours(1);
 /// The longest a team membership is served without asking the forge again.
 pub const MEMBERSHIP_MAX_AGE: TimeDelta = TimeDelta::seconds(60);
+/// The longest reconciliation trusts the push webhooks instead of listing the request
+/// directories (see above).
+pub const LISTING_MAX_AGE: TimeDelta = TimeDelta::hours(1);
+/// A push listing this many commits may have been cut short (GitLab sends at most 20).
+const PUSH_COMMITS_CUT_AT: usize = 20;
 
 /// The default branch and its policies, as read at one epoch.
 pub(super) type Policies = (String, Result<PolicySet, Vec<Problem>>);
@@ -58,6 +74,31 @@ struct CachedHead {
 /// A membership answer: member or not, and when the forge said so.
 type Membership = (bool, DateTime<Utc>);
 
+/// The pushes to the default branch this replica handled since it last listed the request
+/// directories. (Each replica keeps its own: with several, a push another replica handled is a
+/// gap, and the next pass lists.)
+#[derive(Debug, Default)]
+struct PushChain {
+    /// The `after` of the last push handled.
+    head: Option<String>,
+    /// How many gaps were seen, ever: a listing is good only if none came while it was made.
+    gaps: u64,
+    /// Whether the pushes since the last good listing left no gap.
+    unbroken: bool,
+    listed_at: Option<DateTime<Utc>>,
+}
+
+/// One push to the default branch, as its webhook said.
+#[derive(Debug)]
+pub(super) struct HandledPush<'a> {
+    pub before: &'a str,
+    pub after: &'a str,
+    /// The bot made it (its own merge).
+    pub by_bot: bool,
+    /// How many commits the webhook listed.
+    pub commits: usize,
+}
+
 /// The caches of one workflow (one forge and repository). Cheap to share.
 #[derive(Debug, Default)]
 pub(super) struct Caches {
@@ -65,8 +106,11 @@ pub(super) struct Caches {
     default_head: Mutex<Option<CachedHead>>,
     /// The default branch's name, and when the forge said it.
     branch_name: Mutex<Option<(String, DateTime<Utc>)>>,
+    /// When the repository itself (with its settings) was last read.
+    repository_read_at: Mutex<Option<DateTime<Utc>>>,
     /// `(group, login)` → member or not, and when the forge said so.
     memberships: Mutex<HashMap<(String, String), Membership>>,
+    pushes: Mutex<PushChain>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,6 +177,16 @@ impl Caches {
         *lock(&self.branch_name) = Some((name.to_owned(), at));
     }
 
+    /// Whether the repository was read less than [`REPOSITORY_SETTINGS_MAX_AGE`] before `now`.
+    pub fn repository_settings_fresh(&self, now: DateTime<Utc>) -> bool {
+        lock(&self.repository_read_at).is_some_and(|at| fresh(at, now, REPOSITORY_SETTINGS_MAX_AGE))
+    }
+
+    /// The repository (its default branch and settings) was read at `at`.
+    pub fn keep_repository_read(&self, at: DateTime<Utc>) {
+        *lock(&self.repository_read_at) = Some(at);
+    }
+
     /// Whether `login` is in `group`, as the forge said less than [`MEMBERSHIP_MAX_AGE`] ago.
     pub fn membership(&self, group: &str, login: &str, now: DateTime<Utc>) -> Option<bool> {
         lock(&self.memberships)
@@ -148,6 +202,42 @@ impl Caches {
             memberships.retain(|_, (_, seen)| fresh(*seen, at, MEMBERSHIP_MAX_AGE));
         }
         memberships.insert((group.to_owned(), login.to_owned()), (member, at));
+    }
+
+    /// Whether reconciliation must list the request directories at `now` (see above).
+    pub fn listing_needed(&self, now: DateTime<Utc>) -> bool {
+        let chain = lock(&self.pushes);
+        !chain.unbroken
+            || chain
+                .listed_at
+                .is_none_or(|at| !fresh(at, now, LISTING_MAX_AGE))
+    }
+
+    /// A listing starts: what [`Caches::listing_done`] needs to know whether a gap came meanwhile.
+    pub fn listing_started(&self) -> u64 {
+        lock(&self.pushes).gaps
+    }
+
+    /// A listing that started at `started` (and at `at` by the bot's clock) compared every
+    /// active grant.
+    pub fn listing_done(&self, started: u64, at: DateTime<Utc>) {
+        let mut chain = lock(&self.pushes);
+        chain.unbroken = chain.gaps == started;
+        chain.listed_at = Some(at);
+    }
+
+    /// A push to the default branch was handled in full (its removed files reconciled).
+    pub fn push_handled(&self, push: &HandledPush<'_>) {
+        let mut chain = lock(&self.pushes);
+        let continues = chain.head.as_deref() == Some(push.before)
+            && push.by_bot
+            && push.commits > 0
+            && push.commits < PUSH_COMMITS_CUT_AT;
+        if !continues {
+            chain.gaps += 1;
+            chain.unbroken = false;
+        }
+        chain.head = Some(push.after.to_owned());
     }
 }
 
@@ -215,6 +305,74 @@ mod tests {
         assert!(caches.branch_name(at(300), POLICIES_MAX_AGE).is_none());
         caches.keep_branch_name("trunk", at(10));
         assert_eq!(caches.branch_name(at(11), hour).as_deref(), Some("trunk"));
+    }
+
+    fn push<'a>(before: &'a str, after: &'a str, by_bot: bool) -> HandledPush<'a> {
+        HandledPush {
+            before,
+            after,
+            by_bot,
+            commits: 2,
+        }
+    }
+
+    #[test]
+    fn the_listing_is_skipped_only_after_the_bots_own_pushes_without_a_gap() {
+        let caches = Caches::default();
+        assert!(caches.listing_needed(at(0)), "never listed");
+        let started = caches.listing_started();
+        caches.listing_done(started, at(0));
+        assert!(!caches.listing_needed(at(1)));
+        // The first push after a start: where the chain began is unknown.
+        caches.push_handled(&push("a", "b", true));
+        assert!(caches.listing_needed(at(2)));
+        caches.listing_done(caches.listing_started(), at(2));
+        caches.push_handled(&push("b", "c", true));
+        caches.push_handled(&push("c", "d", true));
+        assert!(
+            !caches.listing_needed(at(3)),
+            "the bot's merges, one after the other"
+        );
+        caches.push_handled(&push("x", "y", true));
+        assert!(
+            caches.listing_needed(at(4)),
+            "a push in between whose webhook was lost"
+        );
+        caches.listing_done(caches.listing_started(), at(4));
+        caches.push_handled(&push("y", "z", false));
+        assert!(caches.listing_needed(at(5)), "someone else's push");
+        caches.listing_done(caches.listing_started(), at(5));
+        let cut = HandledPush {
+            commits: PUSH_COMMITS_CUT_AT,
+            ..push("z", "w", true)
+        };
+        caches.push_handled(&cut);
+        assert!(
+            caches.listing_needed(at(6)),
+            "a push whose commits may be cut short"
+        );
+        caches.listing_done(caches.listing_started(), at(6));
+        let moved_back = HandledPush {
+            commits: 0,
+            ..push("w", "v", true)
+        };
+        caches.push_handled(&moved_back);
+        assert!(caches.listing_needed(at(7)), "a push listing no commit");
+        caches.listing_done(caches.listing_started(), at(7));
+        assert!(!caches.listing_needed(at(7 + 3599)));
+        assert!(caches.listing_needed(at(7 + 3600)), "too old");
+    }
+
+    #[test]
+    fn a_gap_during_a_listing_makes_it_no_good() {
+        let caches = Caches::default();
+        caches.listing_done(caches.listing_started(), at(0));
+        caches.push_handled(&push("a", "b", true));
+        caches.listing_done(caches.listing_started(), at(1));
+        let started = caches.listing_started();
+        caches.push_handled(&push("q", "r", true));
+        caches.listing_done(started, at(2));
+        assert!(caches.listing_needed(at(3)));
     }
 
     #[test]

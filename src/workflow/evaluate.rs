@@ -312,7 +312,22 @@ impl Workflow {
             .await
             .context("reading the default branch")?;
         self.caches.keep_branch_name(&name, now);
+        self.caches.keep_repository_read(now);
         Ok(name)
+    }
+
+    /// Whether the forge deletes the bot's branches when it merges them: always on GitLab
+    /// (asked with each merge); on GitHub when the repository has "Automatically delete head
+    /// branches" on, as read with the default branch at most
+    /// [`cache::REPOSITORY_SETTINGS_MAX_AGE`] ago (PR reads and pushes say the branch's name,
+    /// never the setting).
+    pub(super) async fn forge_drops_merged_branches(&self) -> anyhow::Result<bool> {
+        if !self.forge.reads_default_branch_by_name()
+            && !self.caches.repository_settings_fresh(self.now())
+        {
+            self.read_default_branch().await?;
+        }
+        Ok(self.forge.drops_merged_branches())
     }
 
     /// The forge said the default branch is `name` (with a PR it read, or a push).

@@ -715,7 +715,7 @@ impl Workflow {
     pub(super) async fn handle_push(
         &self,
         git_ref: &str,
-        after: &str,
+        (before, after): (&str, &str),
         commits: &[PushedCommit],
         pusher: &Actor,
         said_default: Option<&str>,
@@ -769,6 +769,13 @@ impl Workflow {
                 self.reconcile_active(&baseline).await?;
             }
         }
+        // Handled: what it removed is reconciled (an error before this leaves a gap).
+        self.caches.push_handled(&super::cache::HandledPush {
+            before,
+            after,
+            by_bot: pusher.id == self.bot.id,
+            commits: commits.len(),
+        });
         if pusher.id == self.bot.id {
             return Ok(()); // the bot's own merges went through the merge guard
         }

@@ -339,13 +339,14 @@ impl Workflow {
             ForgeEvent::Reaction { .. } => Ok(()),
             ForgeEvent::Push {
                 git_ref,
+                before,
                 after,
                 commits,
                 sender,
                 default_branch,
-                ..
             } => {
-                self.handle_push(git_ref, after, commits, sender, default_branch.as_deref())
+                let shas = (before.as_str(), after.as_str());
+                self.handle_push(git_ref, shas, commits, sender, default_branch.as_deref())
                     .await
             }
         }

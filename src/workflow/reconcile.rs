@@ -48,9 +48,12 @@ impl Baseline {
 }
 
 /// The request files on the default branch, one directory listing per environment, read when
-/// first asked about.
+/// first asked about; or, while the push webhooks since the last listing say everything that
+/// left the branch (see [`super::cache`]), not read at all.
 struct Listings {
     dirs: HashMap<String, HashSet<String>>,
+    /// The pushes were handled without a gap: every grant still active is still listed.
+    pushes_suffice: bool,
 }
 
 impl Workflow {
@@ -158,8 +161,10 @@ impl Workflow {
 
     /// Every active grant checked against git and the policies, a page at a time.
     pub(super) async fn reconcile_active(&self, baseline: &Baseline) -> anyhow::Result<()> {
+        let (started, now) = (self.caches.listing_started(), self.now());
         let mut listings = Listings {
             dirs: HashMap::new(),
+            pushes_suffice: !self.caches.listing_needed(now),
         };
         let mut failed = 0;
         let mut after: Option<RequestId> = None;
@@ -176,6 +181,10 @@ impl Workflow {
             }
         }
         anyhow::ensure!(failed == 0, "{failed} grant(s) could not be reconciled");
+        if !listings.pushes_suffice {
+            // Every grant was compared with a listing (or there was none to compare).
+            self.caches.listing_done(started, now);
+        }
         Ok(())
     }
 
@@ -212,6 +221,9 @@ impl Workflow {
         baseline: &Baseline,
         listings: &mut Listings,
     ) -> anyhow::Result<bool> {
+        if listings.pushes_suffice {
+            return Ok(true);
+        }
         let path = Self::request_path(record);
         let Some((dir, _)) = path.rsplit_once('/') else {
             return Ok(false);

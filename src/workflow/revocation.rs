@@ -403,7 +403,7 @@ impl Workflow {
                 ChangeKind::Request => record.merge_sha.is_some(),
                 _ => revert_sha.is_some(),
             };
-            if merged && self.forge.drops_merged_branches() {
+            if merged && self.forge_drops_merged_branches().await? {
                 continue;
             }
             if let Some(change) = self.store.get_change(record.id.as_str(), kind).await? {

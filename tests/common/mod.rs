@@ -292,6 +292,14 @@ impl Scenario {
         )
     }
 
+    /// One reconciliation pass of the running service, now (besides its own every
+    /// `reconcile_interval`), and what it started settled.
+    pub async fn reconcile_now(&self) {
+        let workflows = self.service.as_ref().expect("running").workflows.clone();
+        workflows.shared().reconcile_all().await.unwrap();
+        self.settle().await;
+    }
+
     /// Moves both clocks forward.
     pub fn advance(&self, by: TimeDelta) {
         self.clock.advance(by);
