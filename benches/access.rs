@@ -35,6 +35,15 @@ use breakglass::store::Store;
 use breakglass_test_forge::{Span, SpanKind, TestForge, User, sequential_round_trips};
 use chrono::{TimeDelta, TimeZone, Utc};
 
+/// How a request of the steady stream is asked for (the flow's two forms).
+#[derive(Clone, Copy)]
+enum RequestForm {
+    /// `/breakglass oncall 1h -- …` on an issue: the bot opens the PR.
+    Comment,
+    /// The requester opens a PR adding the request file.
+    PullRequest,
+}
+
 /// Requesters take turns, so no one hits `max_open_requests`.
 const REQUESTERS: usize = 8;
 
@@ -89,9 +98,11 @@ fn main() {
                     .set_delete_branch_on_merge(REPO, deletes_merged);
                 world.lifecycle_cost(deletes_merged).await;
             }
-            let world = World::start(Duration::ZERO).await;
-            world.forge().set_delete_branch_on_merge(REPO, true);
-            world.steady_cost(STEADY_LIFECYCLES).await;
+            for form in [RequestForm::Comment, RequestForm::PullRequest] {
+                let world = World::start(Duration::ZERO).await;
+                world.forge().set_delete_branch_on_merge(REPO, true);
+                world.steady_cost(STEADY_LIFECYCLES, form).await;
+            }
         }
         if part("polling") {
             World::start(Duration::ZERO)
@@ -338,26 +349,41 @@ impl World {
     /// What a lone lifecycle pays once for a cold start or for an hour of clock (the team
     /// membership, the default branch's head and name, the hourly passes) is shared here as
     /// a steady stream of requests shares it.
-    async fn steady_cost(&self, lifecycles: usize) {
+    async fn steady_cost(&self, lifecycles: usize, form: RequestForm) {
         self.forge().reset_calls();
         let before = self.forge().prs(REPO).len();
         for i in 0..lifecycles {
             let user = &self.requesters[i % REQUESTERS];
-            let body = format!("/breakglass oncall 1h -- steady {i}");
-            self.forge().comment(REPO, self.issue, user, &body);
+            match form {
+                RequestForm::Comment => {
+                    let body = format!("/breakglass oncall 1h -- steady {i}");
+                    self.forge().comment(REPO, self.issue, user, &body);
+                }
+                RequestForm::PullRequest => self.open_request_pr(user, i),
+            }
             self.settle().await;
             self.advance(STEADY_EVERY);
             self.settle().await;
         }
-        self.advance(TimeDelta::minutes(61));
-        self.settle().await;
+        // The stream ends but the clock goes on as it did: every grant reminded and revoked
+        // at its own time (one jump past them all would skip the reminders that fall in it).
+        let mut waited = TimeDelta::zero();
+        while waited <= TimeDelta::minutes(60) {
+            self.advance(STEADY_EVERY);
+            self.settle().await;
+            waited += STEADY_EVERY;
+        }
         let prs = self.forge().prs(REPO);
         let merged = prs[before..].iter().filter(|p| p.merged).count();
         assert_eq!(merged, 2 * lifecycles, "every request and revert PR merged");
         let calls = self.forge().calls();
         let per = |n: u64| n as f64 / lifecycles as f64;
         println!(
-            "forge API cost per lifecycle, {lifecycles} lifecycles one every {} min (deleting merged branches):",
+            "forge API cost per lifecycle, {lifecycles} {} one every {} min (deleting merged branches):",
+            match form {
+                RequestForm::Comment => "requests by /breakglass comment",
+                RequestForm::PullRequest => "requests opened as PRs",
+            },
             STEADY_EVERY.num_minutes()
         );
         println!(
@@ -374,6 +400,21 @@ impl World {
             let limited = calls.rate_limited(method, route);
             println!("    {n:>5}  {limited:>12}  {method} {route}");
         }
+    }
+
+    /// The requester's own PR adding request number `i` (the first form of the flow).
+    fn open_request_pr(&self, user: &User, i: usize) {
+        let id = format!("steady-pr-{i}");
+        let branch = format!("request-{id}");
+        let yaml = format!(
+            "environment: oncall\nrole: admin\nduration: 1h\nreason: steady {i}\nrequester: {}\n",
+            user.login
+        );
+        let path = format!("requests/oncall/{id}.yaml");
+        self.forge()
+            .push_files(REPO, &branch, user, &[(&path, &yaml)], "request");
+        self.forge()
+            .open_pr(REPO, user, &branch, &format!("Access request {id}"), "");
     }
 
     /// `pending` requests waiting for approval, one simulated hour of polling, and a 👍 on

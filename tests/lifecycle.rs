@@ -778,6 +778,36 @@ on_both_forges!(
     }
 );
 
+// A requester's own PR: the bot did not write the file, but read it at the merge.
+on_both_forges!(
+    the_revert_deletes_a_requesters_own_file_without_reading_it_again,
+    |s: Scenario| async move {
+        s.forge.record_timeline(true);
+        let pr = s.granted("r-own", "1h").await;
+        let revert = s.revert_pr("r-own").await;
+        s.forge.record_timeline(false);
+        let calls = api_calls(&s.forge.take_timeline());
+        let merge = calls
+            .iter()
+            .position(|(method, path)| method == "PUT" && path.ends_with("/merge"))
+            .expect("the request's merge");
+        let read: Vec<_> = calls[merge..]
+            .iter()
+            .filter(|(method, path)| reads_a_file_of(method, path, "r-own"))
+            .collect();
+        assert!(read.is_empty(), "read for the revert: {read:#?}");
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r-own").await.state.to_string(), "revoked");
+        assert!(s.change(revert).merged);
+        assert_eq!(
+            s.forge.file_on(REPO, "main", "requests/prod/r-own.yaml"),
+            None
+        );
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+    }
+);
+
 on_both_forges!(
     a_revert_rebuilt_after_someone_changed_the_request_file_on_main_reads_it_again,
     |s: Scenario| async move {

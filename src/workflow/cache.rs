@@ -111,7 +111,13 @@ pub(super) struct Caches {
     /// `(group, login)` → member or not, and when the forge said so.
     memberships: Mutex<HashMap<(String, String), Membership>>,
     pushes: Mutex<PushChain>,
+    /// Request id → the blob of its request file as checked at its merge (a requester's own
+    /// file, which the bot did not write), so that its revert deletes it without a read.
+    request_blobs: Mutex<HashMap<String, String>>,
 }
+
+/// The most request blobs kept (a replica restarting, or holding more, reads the file).
+const REQUEST_BLOBS_KEPT: usize = 10_000;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The data is a cache: after a panic elsewhere it is still a valid (if stale) copy.
@@ -175,6 +181,21 @@ impl Caches {
     /// Keeps `name` as the default branch's name, as the forge said at `at`.
     pub fn keep_branch_name(&self, name: &str, at: DateTime<Utc>) {
         *lock(&self.branch_name) = Some((name.to_owned(), at));
+    }
+
+    /// Keeps the blob of request `id`'s file as merged. A stale one costs nothing but a read:
+    /// the forge refuses a deletion by a blob the file no longer is.
+    pub fn keep_request_blob(&self, id: &str, blob: &str) {
+        let mut blobs = lock(&self.request_blobs);
+        if blobs.len() >= REQUEST_BLOBS_KEPT {
+            blobs.clear();
+        }
+        blobs.insert(id.to_owned(), blob.to_owned());
+    }
+
+    /// The blob of request `id`'s file as merged, when this replica kept it.
+    pub fn request_blob(&self, id: &str) -> Option<String> {
+        lock(&self.request_blobs).get(id).cloned()
     }
 
     /// Whether the repository was read less than [`REPOSITORY_SETTINGS_MAX_AGE`] before `now`.

@@ -373,6 +373,9 @@ impl Workflow {
             return Ok(Some((role, None, Vec::new())));
         };
         let request = AccessRequest::from_yaml(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The file as the merge will bring it (the guard merges this head only).
+        self.caches
+            .keep_request_blob(record.id.as_str(), &super::change::blob_id(&text)?);
         let path = RequestPath {
             environment: record.environment.clone(),
             id: record.id.clone(),
@@ -658,12 +661,16 @@ impl Workflow {
         let expires_at = record
             .expires_at
             .context("an active request has an expiry")?;
-        let written = self
+        let mut written = self
             .store
             .get_change(record.id.as_str(), ChangeKind::Request)
             .await?
             .map(|change| change.blobs)
             .unwrap_or_default();
+        // A requester's own file: its blob as checked at the merge, when kept.
+        if let Some(blob) = self.caches.request_blob(record.id.as_str()) {
+            written.entry(Self::request_path(record)).or_insert(blob);
+        }
         let change = self
             .build_change(
                 record.id.as_str(),
