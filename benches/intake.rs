@@ -40,12 +40,18 @@ fn main() {
             let service = service(postgres).await;
             let bare_run = load(bare, &body, connections, seconds, false).await;
             let intake_run = load(service.addr, &body, connections, seconds, true).await;
+            let alone = intake_alone(postgres).await;
+            let alone_run = load(alone.addr, &body, connections, seconds, true).await;
             println!("  {name}:");
             println!("    bare axum handler   {bare_run}");
             println!("    POST /webhooks/github {intake_run}");
+            println!("      (the service, its workers handling each delivery meanwhile)");
+            println!("    intake alone          {alone_run}");
+            println!("      (the same router and recorder; no worker handles the deliveries)");
             println!(
-                "    ratio intake/bare   {:.2}",
-                intake_run.per_second() / bare_run.per_second()
+                "    ratio intake/bare   {:.2} (service), {:.2} (intake alone)",
+                intake_run.per_second() / bare_run.per_second(),
+                alone_run.per_second() / bare_run.per_second()
             );
         }
     });
@@ -83,8 +89,9 @@ fn payload() -> Vec<u8> {
 /// PostgreSQL, its fresh database.
 struct Service {
     addr: SocketAddr,
-    _standalone: Standalone,
+    _standalone: Option<Standalone>,
     _database: Option<breakglass::store::testing::PostgresDatabase>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// The real service against a test forge, on PostgreSQL (a fresh database) or a fresh SQLite
@@ -103,8 +110,58 @@ async fn service(postgres: bool) -> Service {
     let standalone = Standalone::start(url, clock, Duration::from_millis(200)).await;
     Service {
         addr: standalone.addr(),
-        _standalone: standalone,
+        _standalone: Some(standalone),
         _database: database,
+        _dir: None,
+    }
+}
+
+/// The service's webhook intake on its own: the real router, signature check and group-commit
+/// recorder on a fresh database, without the workers that then handle each delivery. What a
+/// burst of webhooks meets: deliveries are stored as fast as this, handled after.
+async fn intake_alone(postgres: bool) -> Service {
+    use breakglass::server::{AppState, Intake, Recorder, router};
+    let (url, database, _dir) = if postgres {
+        let (store, db) = breakglass::store::testing::postgres_store()
+            .await
+            .expect("PostgreSQL at BREAKGLASS_TEST_DATABASE_URL");
+        store.close().await;
+        (db.url().to_owned(), Some(db), None)
+    } else {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}/intake.db", dir.path().display());
+        (url, None, Some(dir))
+    };
+    let store = breakglass::store::Store::connect(&url)
+        .await
+        .expect("the store opens");
+    store.migrate().await.expect("migrations");
+    let state = AppState {
+        store: store.clone(),
+        recorder: Recorder::start(store),
+        github: Some(Intake {
+            secrets: Arc::new(vec![breakglass::secret::Secret::new(SECRET)]),
+            repository: REPO.into(),
+        }),
+        gitlab: None,
+        metrics: Arc::default(),
+        clock: Arc::new(SystemClock),
+        wake: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(breakglass::server::listen::serve(
+        listener,
+        router(state),
+        stopped,
+    ));
+    std::mem::forget(stop); // serves until the bench ends
+    Service {
+        addr,
+        _standalone: None,
+        _database: database,
+        _dir,
     }
 }
 
