@@ -421,7 +421,7 @@ fn removed_without_a_webhook(s: &Scenario, id: &str) {
 // Reconciliation lists the request directories only when the push webhooks since its last
 // listing leave a gap; the bot's own next merge shows the lost push as one (its `before` is
 // mallory's commit, not the last head the bot saw).
-on_both_backends!(
+on_both_forges!(
     a_request_file_removed_while_its_webhook_was_lost_is_found_after_the_next_push,
     |s: Scenario| async move {
         let pr = s.granted("r-lost", "4h").await;
@@ -449,7 +449,7 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(
+on_both_forges!(
     a_request_file_removed_while_its_webhook_was_lost_is_found_within_the_hour,
     |s: Scenario| async move {
         let pr = s.granted("r-lost", "4h").await;
