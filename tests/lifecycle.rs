@@ -739,22 +739,28 @@ fn reads_a_file_of(method: &str, path: &str, id: &str) -> bool {
     method == "GET" && path.contains(id) && (path.contains(".yaml") || path.contains(".tf"))
 }
 
+/// The reads of request `id`'s files after its merge, in the timeline recorded so far.
+fn file_reads_after_the_merge(s: &Scenario, id: &str) -> Vec<(String, String)> {
+    let calls = api_calls(&s.forge.take_timeline());
+    let merge = calls
+        .iter()
+        .position(|(method, path)| method == "PUT" && path.ends_with("/merge"))
+        .expect("the request's merge");
+    calls[merge..]
+        .iter()
+        .filter(|(method, path)| reads_a_file_of(method, path, id))
+        .cloned()
+        .collect()
+}
+
 on_both_forges!(
     the_revert_deletes_the_files_the_bot_wrote_without_reading_them,
     |s: Scenario| async move {
         s.forge.record_timeline(true);
         let (id, pr) = network_request_by_comment(&s).await;
         s.forge.record_timeline(false);
-        let calls = api_calls(&s.forge.take_timeline());
-        let merge = calls
-            .iter()
-            .position(|(method, path)| method == "PUT" && path.ends_with("/merge"))
-            .expect("the request's merge");
         // The revert PR is built right after the merge: the bot knows both files' blobs.
-        let read: Vec<_> = calls[merge..]
-            .iter()
-            .filter(|(method, path)| reads_a_file_of(method, path, &id))
-            .collect();
+        let read = file_reads_after_the_merge(&s, &id);
         assert!(read.is_empty(), "read before the revert: {read:#?}");
         let revert = s.revert_pr(&id).await;
         assert_eq!(s.change(revert).state, "open");
@@ -786,15 +792,7 @@ on_both_forges!(
         let pr = s.granted("r-own", "1h").await;
         let revert = s.revert_pr("r-own").await;
         s.forge.record_timeline(false);
-        let calls = api_calls(&s.forge.take_timeline());
-        let merge = calls
-            .iter()
-            .position(|(method, path)| method == "PUT" && path.ends_with("/merge"))
-            .expect("the request's merge");
-        let read: Vec<_> = calls[merge..]
-            .iter()
-            .filter(|(method, path)| reads_a_file_of(method, path, "r-own"))
-            .collect();
+        let read = file_reads_after_the_merge(&s, "r-own");
         assert!(read.is_empty(), "read for the revert: {read:#?}");
         s.advance(TimeDelta::hours(1));
         s.settle().await;

@@ -402,6 +402,21 @@ async fn graceful_shutdown_stops_listening_and_a_restart_carries_on() {
     s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
 }
 
+/// Request `id` (on PR `pr`) was revoked by reconciliation, and its PR says so.
+async fn revoked_by_reconciliation(s: &Scenario, id: &str, pr: u64) {
+    let record = s.request(id).await;
+    assert_eq!(record.state.to_string(), "revoked");
+    assert_eq!(
+        record.revoke_reason.map(|r| r.to_string()).as_deref(),
+        Some("reconcile")
+    );
+    let said = s.next_bot_comment(pr);
+    assert!(
+        said.contains("(reconciliation found it should not be active)"),
+        "{said}"
+    );
+}
+
 /// mallory deletes the request file of `id` from main while the push's webhook is lost.
 fn removed_without_a_webhook(s: &Scenario, id: &str) {
     s.forge.set_webhooks_paused(true);
@@ -435,17 +450,7 @@ on_both_forges!(
         );
         s.granted("r-next", "1h").await;
         s.reconcile_now().await;
-        let record = s.request("r-lost").await;
-        assert_eq!(record.state.to_string(), "revoked");
-        assert_eq!(
-            record.revoke_reason.map(|r| r.to_string()).as_deref(),
-            Some("reconcile")
-        );
-        let said = s.next_bot_comment(pr);
-        assert!(
-            said.contains("(reconciliation found it should not be active)"),
-            "{said}"
-        );
+        revoked_by_reconciliation(&s, "r-lost", pr).await;
     }
 );
 
@@ -463,21 +468,7 @@ on_both_forges!(
         assert_eq!(s.request("r-lost").await.state.to_string(), "active");
         s.advance(TimeDelta::minutes(6));
         s.settle().await;
-        let record = s.request("r-lost").await;
-        assert_eq!(
-            record.state.to_string(),
-            "revoked",
-            "listed within the hour"
-        );
-        assert_eq!(
-            record.revoke_reason.map(|r| r.to_string()).as_deref(),
-            Some("reconcile")
-        );
-        let said = s.next_bot_comment(pr);
-        assert!(
-            said.contains("(reconciliation found it should not be active)"),
-            "{said}"
-        );
+        revoked_by_reconciliation(&s, "r-lost", pr).await;
     }
 );
 
