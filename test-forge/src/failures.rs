@@ -148,6 +148,27 @@ impl FailureSpec {
     }
 }
 
+/// A branch that is somewhere else while certain calls are served: for each of the next `count`
+/// requests matching `route`, branch `branch` of `repo` points at `sha` (and so does every open
+/// pull request headed by that branch of `repo` itself), then goes back once the answer is made.
+///
+/// It plays a force-push race without timing: someone force-pushes just before the call and
+/// back right after it, and the webhooks of both pushes arrive after everything else, so none
+/// are sent. A fork's branch of the same name is another branch and does not move.
+#[derive(Debug, Clone)]
+pub struct BranchDetour {
+    /// Which requests see the detour.
+    pub route: RouteMatcher,
+    /// How many of them (then the detour is used up).
+    pub count: u32,
+    /// The repository, `owner/name`.
+    pub repo: String,
+    /// The branch that moves.
+    pub branch: String,
+    /// The commit it points at during those requests (a full or abbreviated sha).
+    pub sha: String,
+}
+
 /// What the API was asked, for assertions on the bot's call pattern.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallStats {

@@ -16,6 +16,8 @@
 //!   `If-None-Match` with an empty `304` that costs nothing, counted in [`CallStats`].
 //! - [`TestForge::fail_next`] makes the next matching calls fail with 5xx, rate limits,
 //!   timeouts or merge conflicts.
+//! - [`TestForge::detour_branch`] moves a branch (and its pull requests' heads) for the next
+//!   matching calls only, without webhooks: a force-push race on demand.
 //! - What stops a merge on GitHub stops it here, with GitHub's 405 messages: drafts
 //!   ([`TestForge::open_pr_draft`], [`TestForge::set_draft`]), lasting conflicts
 //!   ([`TestForge::set_conflicting`]) and protected branches ([`TestForge::protect_branch`]).
@@ -39,7 +41,7 @@
 //! | refs | `GET /git/ref/heads/{branch}`, `GET /git/matching-refs/heads/{prefix}`, `POST /git/refs`, `GET\|PATCH\|DELETE /git/refs/heads/{branch}`, `GET /branches[/{branch}]` |
 //! | contents | `GET /contents[/{path}]?ref=`, `PUT /contents/{path}` (sha rules: 422 without, 409 stale), `DELETE /contents/{path}` |
 //! | git data | `POST /git/blobs`, `GET /git/blobs/{sha}`, `POST /git/trees` (`base_tree`; `sha: null` deletes), `POST /git/commits` (no ref moves until `PATCH /git/refs`) |
-//! | git | `GET /git/trees/{sha}?recursive=1`, `GET /git/commits/{sha}`, `GET /commits?sha=&path=`, `GET /commits/{ref}`, `GET /compare/{base}...{head}` |
+//! | git | `GET /git/trees/{sha}?recursive=1`, `GET /git/commits/{sha}`, `GET /commits?sha=&path=`, `GET /commits/{ref}`, `GET /compare/{base}...{head}` (`files`: at most 300, as on GitHub) |
 //! | pulls | `GET\|POST /pulls` (`draft`; `head=owner:branch` tells forks apart), `GET\|PATCH /pulls/{n}`, `GET /pulls/{n}/files`, `GET /pulls/{n}/commits`, `GET\|PUT /pulls/{n}/merge`, `GET\|POST /pulls/{n}/reviews`, `PUT /pulls/{n}/reviews/{id}/dismissals` |
 //! | issues | `GET\|POST /issues`, `GET\|PATCH /issues/{n}`, `GET\|POST /issues/{n}/comments`, `GET\|PATCH\|DELETE /issues/comments/{id}`, `GET\|POST\|PUT\|DELETE /issues/{n}/labels`, `DELETE /issues/{n}/labels/{name}` |
 //! | reactions | `GET\|POST /issues/{n}/reactions`, `GET\|POST /issues/comments/{id}/reactions` (`per_page`, `page`, `content`), `DELETE …/reactions/{id}` |
@@ -91,6 +93,7 @@
 //! | branches | `GET\|POST /projects/:id/repository/branches` (`branch`, `ref`: branch or sha; 400 "Branch already exists"), `GET\|DELETE …/branches/:branch` (204; 404 "404 Branch Not Found") |
 //! | files | `GET …/repository/files/:file_path?ref=` (base64 `content`, `blob_id`, `commit_id`, `last_commit_id`, `content_sha256`; 404 "404 File Not Found"), `GET …/files/:file_path/raw`, `GET …/repository/tree?path=&ref=&recursive=` (404 "404 Tree Not Found") |
 //! | commits | `POST …/repository/commits` (`branch`, `commit_message`, `start_branch`/`start_sha`, `actions` create/update/delete/move/chmod with `content`, `encoding`, `previous_path`, `last_commit_id`; one commit by the token's user; 400 "A file with this name already exists" / "… doesn't exist"), `GET …/repository/commits/:sha` |
+//! | compare | `GET …/repository/compare?from=&to=&straight=` (branches or shas; `commits` oldest first, `commit` the last; `diffs` from the merge base, or from `from` with `straight=true`; past 1000 files, GitLab's `diff_max_files`, `diffs` is cut there and `compare_timeout` is true; 400 "from is missing", 404 "404 Ref Not Found") |
 //! | merge requests | `GET\|POST /projects/:id/merge_requests` (`state`, `source_branch`, `target_branch`, `labels`, `author_username`; 409 when an open MR exists for the branch; a `Draft:` title opens a draft), `GET\|PUT …/merge_requests/:iid` (`title`, `description`, `target_branch`, `labels`, `add_labels`, `remove_labels`, `state_event` close/reopen), `GET …/:iid/diffs`, `GET …/:iid/commits` |
 //! | merge | `PUT …/merge_requests/:iid/merge` (`sha`, `merge_commit_message` verbatim, `should_remove_source_branch`): a two-parent merge commit; 401 when the user has read access only to a protected target, 405 closed/merged/draft/protection unmet, 406 "Branch cannot be merged" (conflict, also [`FailureKind::MergeConflict`]), 409 "SHA does not match HEAD of source branch: `<sha>`" |
 //! | approvals | `POST …/:iid/approve` (`sha`; 401 for the author or a second approval, 409 stale sha), `POST …/:iid/unapprove` (404 when not approving), `GET …/:iid/approvals` (`approved_by[{user, approved_at}]`, `approvals_required` = the target's [`Protection::required_approving_reviews`], `approvals_left`). An approval is the model's approving review, so GitHub's reviews API shows it too |
@@ -169,7 +172,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-pub use failures::{CallStats, FailureKind, FailureSpec, RouteMatcher, RoutePredicate};
+pub use failures::{
+    BranchDetour, CallStats, FailureKind, FailureSpec, RouteMatcher, RoutePredicate,
+};
 pub use gitlab::Noteable;
 pub use model::{
     AppConfig, CheckRun, Comment, CommitInfo, CommitStatus, Delivery, FileChange, Protection,
@@ -217,6 +222,7 @@ impl TestForge {
             state: Mutex::new(state),
             hub,
             failures: Mutex::new(Vec::new()),
+            detours: Mutex::new(Vec::new()),
             calls: Mutex::new(CallStats::default()),
             rate: Mutex::new(Default::default()),
             timeline,
@@ -363,6 +369,24 @@ impl TestForge {
     /// Makes the next matching API calls fail.
     pub fn fail_next(&self, spec: FailureSpec) {
         self.shared.add_failure(spec);
+    }
+
+    /// Moves a branch for the next matching API calls only (both dialects): while each is
+    /// served, `detour.branch` and its open pull requests' heads point at `detour.sha`, and
+    /// afterwards they are back, with no webhook for either move. A force-push race, made
+    /// deterministic. The detour is used up by matching calls that reach their handler (not by
+    /// ones an injected failure or a bad token answers). Panics when the repository or commit
+    /// does not exist or the branch name is invalid: that is a bug in the test.
+    #[track_caller]
+    pub fn detour_branch(&self, detour: BranchDetour) {
+        let target = self
+            .shared
+            .lock()
+            .detour_target(&detour.repo, &detour.branch, &detour.sha);
+        match target {
+            Ok(sha) => self.shared.add_detour(BranchDetour { sha, ..detour }),
+            Err(e) => panic!("test-forge: detour_branch failed: {e}"),
+        }
     }
 
     /// Ends every injected failure not used up yet (an outage is over).

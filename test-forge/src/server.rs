@@ -6,7 +6,7 @@ use axum::http::Method;
 use chrono::Utc;
 use tempfile::TempDir;
 
-use crate::failures::{CallStats, FailureKind, FailureSpec};
+use crate::failures::{BranchDetour, CallStats, FailureKind, FailureSpec};
 use crate::state::ForgeState;
 use crate::webhooks::WebhookHub;
 
@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub state: Mutex<ForgeState>,
     pub hub: std::sync::Arc<WebhookHub>,
     pub failures: Mutex<Vec<FailureSpec>>,
+    /// Branch detours not used up yet (see `TestForge::detour_branch`).
+    pub detours: Mutex<Vec<BranchDetour>>,
     pub calls: Mutex<CallStats>,
     pub rate: Mutex<RateState>,
     /// Spans of calls and webhook sends, and the added latency (benchmarks).
@@ -74,6 +76,30 @@ impl Shared {
             failures.remove(idx);
         }
         Some(kind)
+    }
+
+    /// Uses up one request of every detour `route` matches and returns them, oldest first.
+    pub fn take_detours(
+        &self,
+        method: &Method,
+        path: &str,
+        route: Option<&str>,
+    ) -> Vec<BranchDetour> {
+        let mut detours = relock(&self.detours);
+        let mut taken = Vec::new();
+        detours.retain_mut(|d| {
+            if d.count == 0 || !d.route.matches(method, path, route) {
+                return d.count > 0;
+            }
+            d.count -= 1;
+            taken.push(d.clone());
+            d.count > 0
+        });
+        taken
+    }
+
+    pub fn add_detour(&self, detour: BranchDetour) {
+        relock(&self.detours).push(detour);
     }
 
     /// Counts a request against the hourly window (unless `costs` is false, as for a 304) and

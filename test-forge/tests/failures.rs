@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use axum::http::Method;
-use breakglass_test_forge::{FailureKind, FailureSpec, RouteMatcher};
+use breakglass_test_forge::{BranchDetour, FailureKind, FailureSpec, RouteMatcher};
 use common::*;
 
 #[tokio::test]
@@ -185,4 +185,110 @@ async fn calls_are_counted_per_route_template() {
         1
     );
     assert_eq!(calls.writes(), 0);
+}
+
+/// alice's request PR on `req-1` and a commit elsewhere (on `other`, adding `other.yaml`) that a
+/// detour can point `req-1` at; returns (number, head, detour commit).
+fn request_and_detour_commit(w: &World) -> (u64, String, String) {
+    let n = alice_opens_request(w, "req-1");
+    let head = w.forge.branch_sha(REPO, "req-1").unwrap();
+    let other = w.forge.push_files(
+        REPO,
+        "other",
+        &w.alice,
+        &[("requests/prod/other.yaml", "role: root\n")],
+        "Something else",
+    );
+    (n, head, other)
+}
+
+fn detour(route: RouteMatcher, count: u32, sha: &str) -> BranchDetour {
+    BranchDetour {
+        route,
+        count,
+        repo: REPO.into(),
+        branch: "req-1".into(),
+        sha: sha.into(),
+    }
+}
+
+async fn pr_files(w: &World, n: u64) -> Vec<String> {
+    let files = get_json(&w.octo, &format!("/repos/{REPO}/pulls/{n}/files")).await;
+    files
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["filename"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn pr_head(w: &World, n: u64) -> String {
+    let pr = get_json(&w.octo, &format!("/repos/{REPO}/pulls/{n}")).await;
+    pr["head"]["sha"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn branch_detour_shows_another_head_to_the_matching_call_only() {
+    let w = world().await;
+    record_webhooks(&w.forge);
+    let (n, head, other) = request_and_detour_commit(&w);
+    let sent = w.forge.deliveries().len();
+    w.forge.detour_branch(detour(
+        RouteMatcher::Route {
+            method: Some(Method::GET),
+            template: "/repos/{owner}/{repo}/pulls/{number}/files".into(),
+        },
+        1,
+        &other,
+    ));
+
+    assert_eq!(pr_head(&w, n).await, head, "not a matching call");
+    assert_eq!(pr_files(&w, n).await, ["requests/prod/other.yaml"]);
+    assert_eq!(pr_head(&w, n).await, head);
+    assert_eq!(w.forge.branch_sha(REPO, "req-1").as_deref(), Some(&*head));
+    assert_eq!(w.forge.pr(REPO, n).head_sha, head);
+    assert_eq!(
+        pr_files(&w, n).await,
+        ["requests/prod/req-1.yaml"],
+        "used up"
+    );
+    assert_eq!(w.forge.deliveries().len(), sent, "no webhooks either way");
+}
+
+#[tokio::test]
+async fn branch_detour_moves_the_pr_head_for_count_matching_calls() {
+    let w = world().await;
+    let (n, head, other) = request_and_detour_commit(&w);
+    w.forge.detour_branch(detour(
+        RouteMatcher::Prefix {
+            method: Some(Method::GET),
+            prefix: format!("/repos/{REPO}/pulls/"),
+        },
+        2,
+        &other[..12],
+    ));
+    w.octo.repos(OWNER, NAME).get().await.unwrap();
+    let pr = get_json(&w.octo, &format!("/repos/{REPO}/pulls/{n}")).await;
+    assert_eq!(pr["head"]["sha"], other.as_str());
+    assert_eq!(pr["head"]["ref"], "req-1");
+    assert_eq!(pr_files(&w, n).await, ["requests/prod/other.yaml"]);
+    assert_eq!(pr_head(&w, n).await, head, "two matching calls used it up");
+    assert_eq!(w.forge.branch_sha(REPO, "req-1").as_deref(), Some(&*head));
+}
+
+#[tokio::test]
+async fn branch_detour_leaves_a_forks_branch_of_the_same_name_alone() {
+    let w = world().await;
+    let (_, _, other) = request_and_detour_commit(&w);
+    let fork = w.forge.open_fork_pr(
+        REPO,
+        &w.alice,
+        "alice/access-requests",
+        "req-1",
+        &[("requests/prod/fork.yaml", "role: admin\n")],
+        "From a fork",
+    );
+    let fork_head = w.forge.pr(REPO, fork).head_sha;
+    w.forge.detour_branch(detour(RouteMatcher::Any, 1, &other));
+    assert_eq!(pr_head(&w, fork).await, fork_head);
 }

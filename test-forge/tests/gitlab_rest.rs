@@ -5,7 +5,9 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use breakglass_test_forge::{FailureKind, FailureSpec, Noteable, Protection, TestForge, User};
+use breakglass_test_forge::{
+    BranchDetour, FailureKind, FailureSpec, Noteable, Protection, RouteMatcher, TestForge, User,
+};
 use common::REPO;
 use serde_json::{Value, json};
 
@@ -1006,4 +1008,144 @@ async fn github_hooks_are_unaffected_by_gitlab_ones() {
         of("gitlab"),
         vec!["Push Hook", "Merge Request Hook", "Emoji Hook"]
     );
+}
+
+#[tokio::test]
+async fn branch_detour_shows_another_source_head_to_the_matching_call_only() {
+    let w = world().await;
+    common::record_webhooks(&w.forge);
+    let iid = w.open_request("req").await;
+    let head = w.forge.branch_sha(REPO, "req").unwrap();
+    let other = w.forge.push_files(
+        REPO,
+        "other",
+        &w.alice,
+        &[("requests/prod/other.yaml", "role: root\n")],
+        "Something else",
+    );
+    let sent = w.forge.deliveries().len();
+    assert!(sent > 0, "webhooks are recorded");
+    w.forge.detour_branch(BranchDetour {
+        route: RouteMatcher::Route {
+            method: Some(reqwest::Method::GET),
+            template: "/api/v4/projects/{id}/merge_requests/{iid}/diffs".into(),
+        },
+        count: 1,
+        repo: REPO.into(),
+        branch: "req".into(),
+        sha: other,
+    });
+    let mr = format!("/projects/{PROJECT}/merge_requests/{iid}");
+    let diffs = format!("{mr}/diffs");
+    assert_eq!(w.get(&w.bot, &mr).await.json["sha"], head.as_str());
+    let during = w.get(&w.bot, &diffs).await;
+    assert_eq!(during.json.as_array().map(Vec::len), Some(1));
+    assert_eq!(during.json[0]["new_path"], "requests/prod/other.yaml");
+    assert_eq!(w.get(&w.bot, &mr).await.json["sha"], head.as_str());
+    assert_eq!(w.forge.branch_sha(REPO, "req").as_deref(), Some(&*head));
+    let after = w.get(&w.bot, &diffs).await;
+    assert_eq!(after.json[0]["new_path"], "requests/prod/req-1.yaml");
+    assert_eq!(w.forge.deliveries().len(), sent, "no webhooks either way");
+}
+
+/// `GET /projects/:id/repository/compare` with these query parameters.
+async fn compare(w: &World, query: &str) -> Answer {
+    w.get(
+        &w.bot,
+        &format!("/projects/{PROJECT}/repository/compare?{query}"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn compare_lists_commits_and_diffs_of_a_branch() {
+    let w = world().await;
+    let sha = w.forge.push_files(
+        REPO,
+        "two",
+        &w.alice,
+        &[("a.txt", "alpha\n"), ("b/c.txt", "gamma\n")],
+        "Two files",
+    );
+    let cmp = compare(&w, "from=main&to=two").await;
+    assert_eq!(cmp.status, 200, "{}", cmp.json);
+    assert_eq!(cmp.json["commit"]["id"], sha.as_str());
+    assert_eq!(cmp.json["commits"].as_array().map(Vec::len), Some(1));
+    assert_eq!(cmp.json["compare_timeout"], false);
+    assert_eq!(cmp.json["compare_same_ref"], false);
+    let diffs = cmp.json["diffs"].as_array().unwrap();
+    assert_eq!(diffs.len(), 2);
+    for (d, (path, line)) in diffs
+        .iter()
+        .zip([("a.txt", "+alpha"), ("b/c.txt", "+gamma")])
+    {
+        assert_eq!(d["new_path"], path);
+        assert_eq!(d["new_file"], true);
+        assert!(d["diff"].as_str().unwrap().contains(line), "{d}");
+    }
+    let main = w.forge.branch_sha(REPO, "main").unwrap();
+    assert!(
+        cmp.json["web_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/-/compare/{main}...{sha}"))
+    );
+
+    let same = compare(&w, "from=two&to=two").await;
+    assert_eq!(same.json["compare_same_ref"], true);
+    assert_eq!(same.json["commit"], Value::Null);
+    assert_eq!(same.json["diffs"], json!([]));
+
+    let missing = compare(&w, "from=main").await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.json, json!({"error": "to is missing"}));
+    let unknown = compare(&w, "from=main&to=nope").await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json, json!({"message": "404 Ref Not Found"}));
+}
+
+#[tokio::test]
+async fn compare_diffs_from_the_merge_base_unless_straight() {
+    let w = world().await;
+    w.forge
+        .push_files(REPO, "feature", &w.alice, &[("f.txt", "f\n")], "Feature");
+    w.forge
+        .push_direct(REPO, &w.alice, &[("m.txt", "m\n")], "Main moves on");
+    let paths = |a: &Answer| -> Vec<(String, bool)> {
+        a.json["diffs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["new_path"].as_str().unwrap().to_owned(),
+                    d["deleted_file"] == true,
+                )
+            })
+            .collect()
+    };
+    let merge_base = compare(&w, "from=main&to=feature").await;
+    assert_eq!(paths(&merge_base), [("f.txt".to_owned(), false)]);
+    let straight = compare(&w, "from=main&to=feature&straight=true").await;
+    assert_eq!(
+        paths(&straight),
+        [("f.txt".to_owned(), false), ("m.txt".to_owned(), true)]
+    );
+    assert_eq!(
+        straight.json["commits"].as_array().map(Vec::len),
+        Some(1),
+        "the commits are the same either way"
+    );
+}
+
+#[tokio::test]
+async fn compare_past_1000_files_cuts_the_diffs_and_says_so() {
+    let w = world().await;
+    let names: Vec<String> = (0..1001).map(|i| format!("many/f{i:04}.txt")).collect();
+    let files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "x\n")).collect();
+    w.forge
+        .push_files(REPO, "many", &w.alice, &files, "1001 files");
+    let cmp = compare(&w, "from=main&to=many").await;
+    assert_eq!(cmp.json["diffs"].as_array().map(Vec::len), Some(1000));
+    assert_eq!(cmp.json["compare_timeout"], true);
 }

@@ -1158,3 +1158,16 @@ async fn a_hundred_and_fifty_reactions_and_reviews_come_in_pages_of_at_most_a_hu
         .unwrap();
     assert_eq!(w.octo.all_pages(reviews).await.unwrap().len(), 150);
 }
+
+#[tokio::test]
+async fn compare_lists_at_most_300_files_as_github_does() {
+    let w = world().await;
+    let names: Vec<String> = (0..301).map(|i| format!("many/f{i:03}.txt")).collect();
+    let files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "x\n")).collect();
+    w.forge
+        .push_files(REPO, "many", &w.alice, &files, "301 files");
+    let cmp = get_json(&w.octo, &format!("/repos/{REPO}/compare/main...many")).await;
+    assert_eq!(cmp["files"].as_array().map(Vec::len), Some(300));
+    assert_eq!(cmp["ahead_by"], 1);
+    assert_eq!(cmp["files"][0]["filename"], "many/f000.txt");
+}

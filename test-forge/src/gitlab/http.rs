@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::error::ApiError;
 use crate::failures::FailureKind;
 use crate::json::url_seg;
-use crate::routes::{App, Injected, set_header, template, with_etag};
+use crate::routes::{App, Detoured, Injected, set_header, template, with_etag};
 
 /// The request budget GitLab.com advertises for authenticated API traffic.
 const RATE_LIMIT: u64 = 2000;
@@ -404,7 +404,9 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
             Ok(user) => {
                 let headers = req.headers().clone();
                 req.extensions_mut().insert(user);
+                let detoured = Detoured::begin(&app, &method, &path, &route);
                 let resp = next.run(req).await;
+                drop(detoured);
                 if method == Method::GET && resp.status() == StatusCode::OK {
                     with_etag(&app, resp, &headers, (&method, &route)).await
                 } else {

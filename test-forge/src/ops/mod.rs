@@ -17,7 +17,17 @@ use serde_json::{Map, Value, json};
 use crate::error::{ApiError, ApiResult};
 use crate::git::{self, Change};
 use crate::json;
-use crate::state::ForgeState;
+use crate::state::{ForgeState, IssueRec};
+
+/// Where a branch detour found a branch and its pull requests' heads, to put them back.
+pub(crate) struct DetourUndo {
+    repo: String,
+    branch: String,
+    /// The branch's tip before the detour; `None` when the detour created it.
+    tip: Option<Oid>,
+    /// (number, head before the detour) of each pull request the detour moved.
+    heads: Vec<(u64, String)>,
+}
 
 const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
@@ -118,33 +128,22 @@ impl ForgeState {
     ) {
         let now = self.now();
         self.emit_push(full, branch, before, after, actor);
-        let affected: Vec<(u64, String)> = match self.repos.get_mut(full) {
-            Some(r) => r
-                .issues
-                .values_mut()
-                .filter(|i| i.open)
-                .filter_map(|i| {
-                    let pr = i.pr.as_mut()?;
-                    // A fork's branch of the same name is another branch: it does not move.
-                    if pr.head_ref != branch || !pr.head_is_local() {
-                        return None;
-                    }
-                    let old = pr.head_sha.clone();
-                    match after {
-                        Some(a) => pr.head_sha = a.to_string(),
-                        // GitHub closes a pull request whose head branch is deleted.
-                        None => {
-                            i.open = false;
-                            i.closed_at = Some(now);
-                        }
-                    }
-                    i.updated_at = now;
-                    Some((i.number, old))
+        let affected: Vec<(u64, String)> = match after {
+            Some(a) => self.set_pr_heads(full, branch, &a.to_string()),
+            // GitHub closes a pull request whose head branch is deleted.
+            None => self
+                .prs_headed_by(full, branch)
+                .map(|i| {
+                    i.open = false;
+                    i.closed_at = Some(now);
+                    (i.number, String::new())
                 })
                 .collect(),
-            None => return,
         };
         for (number, old) in affected {
+            if let Ok(i) = self.repo_mut(full).and_then(|r| r.issue_mut(number)) {
+                i.updated_at = now;
+            }
             match after {
                 Some(a) => self.emit_pull(
                     full,
@@ -154,6 +153,104 @@ impl ForgeState {
                     vec![("before", json!(old)), ("after", json!(a.to_string()))],
                 ),
                 None => self.emit_pull(full, number, "closed", actor, vec![]),
+            }
+        }
+    }
+
+    /// The open pull requests whose head is `branch` of `full` itself: a fork's branch of the
+    /// same name is another branch, and does not move with this one.
+    fn prs_headed_by<'a>(
+        &'a mut self,
+        full: &str,
+        branch: &'a str,
+    ) -> impl Iterator<Item = &'a mut IssueRec> + 'a {
+        self.repos
+            .get_mut(full)
+            .into_iter()
+            .flat_map(|r| r.issues.values_mut())
+            .filter(move |i| {
+                i.open
+                    && i.pr
+                        .as_ref()
+                        .is_some_and(|pr| pr.head_ref == branch && pr.head_is_local())
+            })
+    }
+
+    /// Points the open pull requests headed by `branch` at `sha`; returns (number, old head)
+    /// of each. Only the heads change: no webhook, no `updated_at` (callers that announce a
+    /// push do both).
+    fn set_pr_heads(&mut self, full: &str, branch: &str, sha: &str) -> Vec<(u64, String)> {
+        self.prs_headed_by(full, branch)
+            .filter_map(|i| {
+                let pr = i.pr.as_mut()?;
+                let old = std::mem::replace(&mut pr.head_sha, sha.to_owned());
+                Some((i.number, old))
+            })
+            .collect()
+    }
+
+    /// Checks a branch detour before it is stored, so a wrong one fails the test that sets it
+    /// up rather than some later call; returns the full sha it points at.
+    pub(crate) fn detour_target(&self, full: &str, branch: &str, sha: &str) -> ApiResult<String> {
+        if !valid_branch(branch) {
+            return Err(ApiError::unprocessable(format!(
+                "Reference refs/heads/{branch} is not a valid ref name"
+            )));
+        }
+        let r = self.repo(full)?;
+        git::resolve(&r.git, sha)
+            .filter(|o| git::commit_exists(&r.git, *o))
+            .map(|o| o.to_string())
+            .ok_or_else(|| ApiError::unprocessable("Object does not exist"))
+    }
+
+    /// Moves `branch` of `full` and its open pull requests' heads to `sha` silently (no
+    /// webhooks: the detour's pushes are announced after everything else, i.e. never), and
+    /// returns what [`ForgeState::end_detour`] needs to put them back.
+    pub(crate) fn begin_detour(
+        &mut self,
+        full: &str,
+        branch: &str,
+        sha: &str,
+    ) -> ApiResult<DetourUndo> {
+        let tip = {
+            let r = self.repo(full)?;
+            let oid = Oid::from_str(sha)
+                .ok()
+                .filter(|o| git::commit_exists(&r.git, *o))
+                .ok_or_else(|| ApiError::unprocessable("Object does not exist"))?;
+            let tip = git::branch_tip(&r.git, branch);
+            git::set_branch(&r.git, branch, oid)?;
+            tip
+        };
+        let heads = self.set_pr_heads(full, branch, sha);
+        Ok(DetourUndo {
+            repo: full.to_owned(),
+            branch: branch.to_owned(),
+            tip,
+            heads,
+        })
+    }
+
+    /// Puts a detoured branch back where it was (deleting it if it did not exist) and the
+    /// heads of its pull requests with it, silently. A pull request closed or merged during
+    /// the detour keeps the head it closed with, as a real one would.
+    pub(crate) fn end_detour(&mut self, undo: DetourUndo) {
+        if let Ok(r) = self.repo(&undo.repo) {
+            let restored = match undo.tip {
+                Some(tip) => git::set_branch(&r.git, &undo.branch, tip),
+                None => git::delete_branch(&r.git, &undo.branch).map(|_| ()),
+            };
+            if let Err(err) = restored {
+                tracing::warn!(%err, branch = undo.branch, "test-forge: detour not undone");
+            }
+        }
+        for (number, head) in undo.heads {
+            if let Ok(i) = self.repo_mut(&undo.repo).and_then(|r| r.issue_mut(number))
+                && i.open
+                && let Some(pr) = i.pr.as_mut()
+            {
+                pr.head_sha = head;
             }
         }
     }

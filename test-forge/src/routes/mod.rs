@@ -330,6 +330,47 @@ pub(crate) async fn hold(kind: &FailureKind) {
     }
 }
 
+/// The branch detours in place while one request is served. Dropping it puts the branches
+/// back, so they return even when the request is cancelled mid-way (the client hung up).
+pub(crate) struct Detoured {
+    app: App,
+    undo: Vec<crate::ops::DetourUndo>,
+}
+
+impl Detoured {
+    /// Puts every detour matching this request in place, using up one of its count.
+    pub(crate) fn begin(app: &App, method: &Method, path: &str, route: &str) -> Detoured {
+        let detours = app.take_detours(method, path, Some(route));
+        let mut undo = Vec::new();
+        if !detours.is_empty() {
+            let mut st = app.lock();
+            for d in detours {
+                match st.begin_detour(&d.repo, &d.branch, &d.sha) {
+                    Ok(u) => undo.push(u),
+                    Err(err) => tracing::warn!(%err, ?d, "test-forge: detour not taken"),
+                }
+            }
+        }
+        Detoured {
+            app: app.clone(),
+            undo,
+        }
+    }
+}
+
+impl Drop for Detoured {
+    fn drop(&mut self) {
+        if self.undo.is_empty() {
+            return;
+        }
+        let mut st = self.app.lock();
+        // Newest first, so two detours of one branch unwind to where it started.
+        while let Some(u) = self.undo.pop() {
+            st.end_detour(u);
+        }
+    }
+}
+
 fn failure_response(kind: &FailureKind) -> Response {
     let (status, message) = match kind {
         FailureKind::Status(code) => (
@@ -392,7 +433,9 @@ async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Respon
                 let conditional = method == Method::GET;
                 let if_none_match = req.headers().clone();
                 req.extensions_mut().insert(caller);
+                let detoured = Detoured::begin(&app, &method, &path, &route);
                 let resp = next.run(req).await;
+                drop(detoured);
                 if conditional && resp.status() == StatusCode::OK {
                     with_etag(&app, resp, &if_none_match, (&method, &route)).await
                 } else {

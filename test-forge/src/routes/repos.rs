@@ -57,6 +57,12 @@ pub(super) fn routes() -> axum::Router<App> {
         )
 }
 
+/// The most `files` a compare lists. GitHub documents that "the list of changed files is only
+/// shown on the first page of results, and it includes up to 300 changed files for the entire
+/// comparison"; a client that reads a bigger change from compare alone misses files, and a
+/// test must be able to show that.
+const COMPARE_MAX_FILES: usize = 300;
+
 type RepoPath = ApiPath<(String, String)>;
 type RepoRest = ApiPath<(String, String, String)>;
 
@@ -651,6 +657,7 @@ async fn compare(
     };
     let files: Vec<Value> = git::diff(&rec.git, mb, head_oid)?
         .iter()
+        .take(COMPARE_MAX_FILES)
         .map(|f| json::file_diff(&st, rec, &head_oid.to_string(), f))
         .collect();
     let b = &st.base_url;

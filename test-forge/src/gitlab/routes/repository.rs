@@ -50,7 +50,13 @@ pub(super) fn routes() -> axum::Router<App> {
             get(list_statuses),
         )
         .route("/api/v4/projects/{id}/statuses/{sha}", post(create_status))
+        .route("/api/v4/projects/{id}/repository/compare", get(compare))
 }
+
+/// The most files a compare's `diffs` holds: GitLab's default `diff_max_files`. Past it GitLab
+/// cuts the diff collection short and says so with `compare_timeout: true` (the API entity
+/// exposes `compare.diffs.diffs.overflow?` under that name).
+const COMPARE_MAX_FILES: usize = 1000;
 
 /// A branch, a sha or (for `ref`) any revision of the repository.
 fn resolve(r: &RepoRec, rev: &str) -> Option<Oid> {
@@ -352,4 +358,63 @@ async fn create_status(
         Json(json::status(&st, s, git_ref.as_deref())),
     )
         .into_response())
+}
+
+/// `GET …/repository/compare?from=&to=&straight=`: the commits on `to` and not on `from`
+/// (oldest first) and the diff from their merge base (`from...to`) or, with `straight=true`,
+/// from `from` itself (`from..to`).
+async fn compare(
+    State(app): State<App>,
+    _u: GlUser,
+    GlPath(id): GlPath<String>,
+    q: GlQuery,
+) -> GlResult<Json<Value>> {
+    let (from, to) = match (q.get("from"), q.get("to")) {
+        (Some(f), Some(t)) => (f, t),
+        (f, t) => return Err(missing(&[("from", f.is_none()), ("to", t.is_none())])),
+    };
+    let straight = matches!(q.get("straight"), Some("true" | "1"));
+    let st = app.lock();
+    let r = project(&st, &id)?;
+    let from = resolve(r, from).ok_or_else(|| GlError::not_found("Ref"))?;
+    let to = resolve(r, to).ok_or_else(|| GlError::not_found("Ref"))?;
+    let base = if straight {
+        from
+    } else {
+        // Histories without a common commit (never the case within one forge repository) are
+        // diffed straight.
+        git::merge_base(&r.git, from, to).unwrap_or(from)
+    };
+    let commits: Vec<Value> = git::commits_between(&r.git, from, to)?
+        .into_iter()
+        .filter_map(|oid| git::commit_detail(&r.git, oid))
+        .map(|d| json::commit(&st, r, &d))
+        .collect();
+    let files = git::diff(&r.git, base, to)?;
+    let diffs: Vec<Value> = files
+        .iter()
+        .take(COMPARE_MAX_FILES)
+        .map(json::diff)
+        .collect();
+    Ok(Json(json!({
+        "commit": commits.last().cloned().unwrap_or(Value::Null),
+        "commits": commits,
+        "diffs": diffs,
+        "compare_timeout": files.len() > COMPARE_MAX_FILES,
+        "compare_same_ref": from == to,
+        "web_url": format!("{}/{}/-/compare/{from}...{to}", st.base_url, r.full_name()),
+    })))
+}
+
+/// Grape's 400 for missing required parameters: `{"error": "from is missing, to is missing"}`.
+fn missing(params: &[(&str, bool)]) -> GlError {
+    let message: Vec<String> = params
+        .iter()
+        .filter(|(_, gone)| *gone)
+        .map(|(name, _)| format!("{name} is missing"))
+        .collect();
+    GlError {
+        status: StatusCode::BAD_REQUEST,
+        body: json!({ "error": message.join(", ") }),
+    }
 }
