@@ -262,6 +262,23 @@ pub fn several_requests_comment(paths: &[String]) -> String {
     )
 }
 
+/// A PR that changes more files than the forge lists at once (`listed` of them shown).
+pub fn too_many_files_comment(listed: usize) -> String {
+    format!(
+        "⛔ **Too many files to check**: the forge lists only {listed} of the files this PR \
+         changes, so breakglass cannot check that it changes nothing beyond its request. A \
+         request PR adds its request file and nothing else."
+    )
+}
+
+/// A PR whose head the forge cannot compare with the default branch (no common history).
+pub fn uncomparable_comment() -> String {
+    "⛔ **Cannot check this PR**: the forge cannot compare its head with the default branch \
+     (they share no history), so breakglass cannot tell what merging it would change. Open the \
+     request from a branch of the default branch."
+        .to_owned()
+}
+
 pub fn approval_recorded_comment(approver: &str, have: usize, need: u32) -> String {
     format!("👍 Approval by @{approver} recorded ({have} of {need}).")
 }

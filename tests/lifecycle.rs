@@ -806,6 +806,31 @@ on_both_forges!(
     }
 );
 
+// The text of a commit's file never changes: the decisions and the merge share one copy.
+on_both_forges!(
+    a_requesters_own_request_file_is_read_at_most_once_in_its_whole_lifecycle,
+    |s: Scenario| async move {
+        s.forge.record_timeline(true);
+        let pr = s.granted("r-own", "1h").await;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        s.forge.record_timeline(false);
+        assert_eq!(s.request("r-own").await.state.to_string(), "revoked");
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        let reads: Vec<_> = api_calls(&s.forge.take_timeline())
+            .into_iter()
+            .filter(|(method, path)| reads_a_file_of(method, path, "r-own"))
+            .collect();
+        // GitHub's comparison carries the text of the file the PR adds; GitLab's diff has no
+        // blob id to check a rebuilt text against, so the file is read, once.
+        let expected = match s.dialect {
+            Dialect::GitHub => 0,
+            Dialect::GitLab => 1,
+        };
+        assert_eq!(reads.len(), expected, "{reads:#?}");
+    }
+);
+
 on_both_forges!(
     a_revert_rebuilt_after_someone_changed_the_request_file_on_main_reads_it_again,
     |s: Scenario| async move {

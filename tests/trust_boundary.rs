@@ -6,7 +6,7 @@
 mod common;
 
 use breakglass::store::JobKind;
-use breakglass_test_forge::{FailureKind, FailureSpec, Protection};
+use breakglass_test_forge::{BranchDetour, FailureKind, FailureSpec, Protection, RouteMatcher};
 use chrono::TimeDelta;
 use common::*;
 use http::Method;
@@ -1283,3 +1283,172 @@ on_both_forges!(
         assert_eq!(s.changes().len(), 1, "nothing opened for the comment");
     }
 );
+
+// 11. What the bot checks is the head it merges.
+
+/// Whether `path` is one of the listings of what a change request changes, on either forge:
+/// a PR's files, an MR's diffs, or a comparison of two commits.
+fn is_a_listing_of_changes(path: &str) -> bool {
+    let pr_files = path.contains("/pulls/") && path.ends_with("/files");
+    let mr_diffs = path.contains("/merge_requests/") && path.ends_with("/diffs");
+    pr_files || mr_diffs || path.contains("/compare")
+}
+
+on_both_forges!(
+    a_head_pushed_away_and_back_around_each_listing_does_not_sneak_a_policy_past_the_fast_path,
+    |s: Scenario| async move {
+        // bob (on call, who can push branches) prepares two heads of one branch: B holds only
+        // his request, A adds a loosened policy on top. The PR shows A, but whenever the bot
+        // lists what the PR changes, the branch is at B: he force-pushes B just before each
+        // listing and A right after it, and the webhooks of those pushes come late.
+        let branch = "sev1-request";
+        let only_request = s.forge.push_files(
+            REPO,
+            branch,
+            &s.people.bob,
+            &[("requests/prod/r1.yaml", &prod_request("1h"))],
+            "request",
+        );
+        let loosened = loosened_prod_policy(&s);
+        s.forge.push_files(
+            REPO,
+            branch,
+            &s.people.bob,
+            &[("policies/prod.yaml", &loosened)],
+            "and a policy",
+        );
+        let pr = s.open_change(&s.people.bob, branch, "r1");
+        s.forge.detour_branch(BranchDetour {
+            route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
+                is_a_listing_of_changes(path)
+            })),
+            count: u32::MAX,
+            repo: REPO.to_owned(),
+            branch: branch.to_owned(),
+            sha: only_request,
+        });
+        let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+        s.label(pr, &s.people.bob, "sev1");
+        s.settle().await;
+        s.advance(TimeDelta::minutes(2));
+        s.settle().await;
+
+        assert!(!s.change(pr).merged, "the policy change is never merged");
+        assert_eq!(merge_calls(&s), 0);
+        assert_eq!(
+            s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap(),
+            policy
+        );
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("`policies/prod.yaml`"), "{said}");
+        let head = s.change(pr).head_sha;
+        assert_eq!(
+            s.policy_status(&head),
+            Some((
+                "failure".into(),
+                "denied: the PR changes files beyond its request".into()
+            ))
+        );
+    }
+);
+
+on_both_forges!(
+    a_request_pr_with_more_files_than_the_forge_lists_is_refused_and_never_merged,
+    |s: Scenario| async move {
+        // One more than the forge lists in a comparison (GitHub 300, GitLab 1,000); named to
+        // sort after the request file, so that the request is among those listed.
+        let hidden = match s.dialect {
+            Dialect::GitHub => 300,
+            Dialect::GitLab => 1_000,
+        };
+        let extra: Vec<(String, String)> = (0..hidden)
+            .map(|i| (format!("zz/filler-{i:04}.txt"), format!("{i}\n")))
+            .collect();
+        let mut files: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(path, text)| (path.as_str(), text.as_str()))
+            .collect();
+        let request = prod_request("1h");
+        files.push(("requests/prod/r1.yaml", &request));
+        let branch = "sev1-request";
+        s.forge
+            .push_files(REPO, branch, &s.people.bob, &files, "request");
+        let pr = s.open_change(&s.people.bob, branch, "r1");
+        s.label(pr, &s.people.bob, "sev1");
+        s.settle().await;
+        s.advance(TimeDelta::minutes(2));
+        s.settle().await;
+
+        assert!(!s.change(pr).merged);
+        assert_eq!(merge_calls(&s), 0);
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⛔ **Too many files to check**"), "{said}");
+        s.expect_no_bot_comment(pr); // said once
+        let head = s.change(pr).head_sha;
+        assert_eq!(
+            s.policy_status(&head),
+            Some(("failure".into(), "too many files to check".into()))
+        );
+    }
+);
+
+on_both_forges!(
+    a_forge_without_commit_comparisons_still_has_request_prs_checked_from_their_files,
+    |s: Scenario| async move {
+        // A compatible server that does not implement the comparison API answers 404.
+        s.forge.fail_next(FailureSpec {
+            route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
+                path.contains("/compare")
+            })),
+            count: u32::MAX,
+            kind: FailureKind::Status(404),
+        });
+        let honest = bob_sev1_pr(&s, "requests/prod/r1.yaml", false, |_| {});
+        s.settle().await;
+        assert!(s.change(honest).merged, "a bare request still goes through");
+        s.expect_bot_comments(honest, &["🔓 **Access granted.**"]);
+
+        let branch = "sev1-with-policy";
+        s.forge.push_files(
+            REPO,
+            branch,
+            &s.people.erin,
+            &[
+                ("requests/prod/r2.yaml", &prod_request("1h")),
+                ("policies/prod.yaml", &loosened_prod_policy(&s)),
+            ],
+            "request and a policy",
+        );
+        let pr = s.open_change(&s.people.erin, branch, "r2");
+        s.label(pr, &s.people.erin, "sev1");
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("`policies/prod.yaml`"), "{said}");
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_the_forge_cannot_compare_with_the_default_branch_is_refused_never_guessed() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    // GitHub answers 404 to a comparison of histories with no common commit, while it still
+    // compares the default branch with itself: the API is there, this head is not comparable.
+    s.forge.fail_next(FailureSpec {
+        route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
+            path.contains("/compare/") && !path.ends_with("/compare/main...main")
+        })),
+        count: u32::MAX,
+        kind: FailureKind::Status(404),
+    });
+    let pr = bob_sev1_pr(&s, "requests/prod/r1.yaml", false, |_| {});
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    assert_eq!(merge_calls(&s), 0);
+    let said = s.next_bot_comment(pr);
+    assert!(said.starts_with("⛔ **Cannot check this PR**"), "{said}");
+    let head = s.change(pr).head_sha;
+    assert_eq!(
+        s.policy_status(&head),
+        Some(("failure".into(), "no common history to check".into()))
+    );
+}

@@ -6,7 +6,7 @@
 use super::github::GithubClient;
 use super::gitlab::GitlabClient;
 use super::{
-    Actor, ChangedFile, FileContent, ForgeError, MergeError, PullRequestState, Reaction, Review,
+    Actor, ChangedFiles, FileContent, ForgeError, MergeError, PullRequestState, Reaction, Review,
     ReviewState, StatusState,
 };
 use crate::store::ForgeKind;
@@ -237,9 +237,47 @@ impl Forge {
         on_client!(self, c => c.pull_request(number).await)
     }
 
-    /// The files a change request touches, all of them.
-    pub async fn change_files(&self, number: u64) -> Result<Vec<ChangedFile>, ForgeError> {
-        on_client!(self, c => c.pull_request_files(number).await)
+    /// The files that merging commit `head_sha` of change request `number` into branch `base`
+    /// would change (see [`ChangedFiles`]).
+    ///
+    /// GitHub and GitLab both compare commits. A `404` means either that this head cannot be
+    /// compared with the base (no common history: nothing the bot can check) or that the
+    /// server has no comparison API at all (a compatible test server); comparing the base with
+    /// itself tells which. Only the latter gets the request's own files listing, with a
+    /// warning: that listing shows the request's head when it is served, so it is taken only
+    /// while the request, read right after it, still shows `head_sha`.
+    pub async fn changed_files_at(
+        &self,
+        number: u64,
+        base: &str,
+        head_sha: &str,
+    ) -> Result<ChangedFiles, ForgeError> {
+        match on_client!(self, c => c.compare_files(base, head_sha).await) {
+            Err(err) if err.status() == Some(404) => {
+                if on_client!(self, c => c.compare_files(base, base).await).is_ok() {
+                    return Ok(ChangedFiles {
+                        files: Vec::new(),
+                        complete: false,
+                        added_texts: Default::default(),
+                    });
+                }
+                tracing::warn!(%err, "no comparison of commits: listing the change request's files instead, which is not pinned to its head");
+            }
+            listed => return listed,
+        }
+        let files = on_client!(self, c => c.pull_request_files(number).await)?;
+        let now = self.change(number).await?;
+        if now.info.head_sha != head_sha {
+            return Err(ForgeError::Transient {
+                call: format!("listing the files of change request {number}"),
+                detail: format!("its head moved from {head_sha} while they were listed"),
+            });
+        }
+        Ok(ChangedFiles {
+            files,
+            complete: true,
+            added_texts: Default::default(),
+        })
     }
 
     pub async fn close_change(&self, number: u64) -> Result<(), ForgeError> {

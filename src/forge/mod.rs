@@ -203,6 +203,21 @@ pub struct ChangedFile {
     pub previous_path: Option<String>,
 }
 
+/// What merging one head would change: the files from the merge base of the base branch and
+/// that commit to the commit. Pinned to the commit, unlike a change request's own files
+/// listing, which shows whatever head the request has when the listing is served (a head that
+/// someone can push away and back between the bot's calls).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedFiles {
+    pub files: Vec<ChangedFile>,
+    /// False when the forge cut the listing short (GitHub lists at most 300 files of a
+    /// comparison, GitLab stops at its diff limits): what it left out cannot be checked.
+    pub complete: bool,
+    /// The whole text of added files that the listing holds, checked against their blob ids,
+    /// by path (GitHub: saves reading them).
+    pub added_texts: std::collections::BTreeMap<String, String>,
+}
+
 /// A pull request as the API shows it now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PullRequestState {

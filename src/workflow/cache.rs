@@ -114,9 +114,13 @@ pub(super) struct Caches {
     /// Request id → the blob of its request file as checked at its merge (a requester's own
     /// file, which the bot did not write), so that its revert deletes it without a read.
     request_blobs: Mutex<HashMap<String, String>>,
+    /// (head commit, path) → a request file's text at that commit, as its decision had it. A
+    /// commit's file never changes, so the merge's check takes it from here without a read.
+    request_texts: Mutex<HashMap<(String, String), String>>,
 }
 
-/// The most request blobs kept (a replica restarting, or holding more, reads the file).
+/// The most request blobs (and request texts) kept (a replica restarting, or holding more,
+/// reads the file).
 const REQUEST_BLOBS_KEPT: usize = 10_000;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -196,6 +200,22 @@ impl Caches {
     /// The blob of request `id`'s file as merged, when this replica kept it.
     pub fn request_blob(&self, id: &str) -> Option<String> {
         lock(&self.request_blobs).get(id).cloned()
+    }
+
+    /// Keeps the text of request file `path` at commit `head`.
+    pub fn keep_request_text(&self, head: &str, path: &str, text: &str) {
+        let mut texts = lock(&self.request_texts);
+        if texts.len() >= REQUEST_BLOBS_KEPT {
+            texts.clear();
+        }
+        texts.insert((head.to_owned(), path.to_owned()), text.to_owned());
+    }
+
+    /// The text of request file `path` at commit `head`, when this replica kept it.
+    pub fn request_text(&self, head: &str, path: &str) -> Option<String> {
+        lock(&self.request_texts)
+            .get(&(head.to_owned(), path.to_owned()))
+            .cloned()
     }
 
     /// Whether the repository was read less than [`REPOSITORY_SETTINGS_MAX_AGE`] before `now`.

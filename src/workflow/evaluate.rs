@@ -2,7 +2,7 @@
 //! decision engine, fetched from the forge. [`Workflow::gather`] reads everything the decision
 //! on a request PR depends on, for the pure [`super::verdict::decide`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -27,6 +27,13 @@ pub(super) struct Written {
     pub head_sha: String,
     pub files: Vec<ChangedFile>,
     pub text: String,
+}
+
+/// The request file's text where it came with what the PR changes: the bot wrote it, or the
+/// listing held the text of the files it adds (whichever of them is the request file).
+enum KnownText {
+    Request(String),
+    Added(BTreeMap<String, String>),
 }
 
 /// The default branch and a head of it.
@@ -70,8 +77,19 @@ impl Workflow {
             return Ok(None);
         }
         let (files, known_text) = match written {
-            Some(Written { files, text, .. }) => (files, Some(text)),
-            None => (self.forge.change_files(pr.number).await?, None),
+            Some(Written { files, text, .. }) => (files, KnownText::Request(text)),
+            None => {
+                // Pinned to the head just read: what is decided is what the merge would bring.
+                let listed = self
+                    .forge
+                    .changed_files_at(pr.number, &pr.base_ref, &pr.head_sha)
+                    .await?;
+                if !listed.complete {
+                    self.refuse_unlisted(&pr, &listed.files, announce).await?;
+                    return Ok(None);
+                }
+                (listed.files, KnownText::Added(listed.added_texts))
+            }
         };
         let Some((file_path, path)) = self
             .the_request_file(&pr, &files, announce)
@@ -80,15 +98,24 @@ impl Workflow {
         else {
             return Ok(None);
         };
+        let known_text = match known_text {
+            KnownText::Request(text) => Some(text),
+            KnownText::Added(mut texts) => texts.remove(&file_path),
+        };
+        let known_text = known_text.or_else(|| self.caches.request_text(&pr.head_sha, &file_path));
         let text = match known_text {
-            Some(text) => text,
+            Some(text) => Some(text),
             None => self
                 .forge
                 .read_file(&pr.head_sha, &file_path)
                 .await?
-                .map(|f| f.text)
-                .unwrap_or_default(),
+                .map(|f| f.text),
         };
+        if let Some(text) = &text {
+            self.caches
+                .keep_request_text(&pr.head_sha, &file_path, text);
+        }
+        let text = text.unwrap_or_default();
         let request = match AccessRequest::from_yaml(&text) {
             Ok(request) => request,
             Err(err) => {
@@ -193,6 +220,36 @@ impl Workflow {
             unservable: None,
             staged,
         })
+    }
+
+    /// A PR whose changes the forge does not list in full: nothing is decided. One that shows
+    /// a request file among what is listed, or whose head the forge cannot compare at all, is
+    /// told why (a failure status, and a comment when `announce`); any other is not a request
+    /// the bot could tell.
+    async fn refuse_unlisted(
+        &self,
+        pr: &PullRequestInfo,
+        listed: &[ChangedFile],
+        announce: bool,
+    ) -> anyhow::Result<()> {
+        let (says, status) = if listed.is_empty() {
+            (
+                comment::uncomparable_comment(),
+                "no common history to check",
+            )
+        } else if listed.iter().any(|f| f.path.starts_with("requests/")) {
+            (
+                comment::too_many_files_comment(listed.len()),
+                "too many files to check",
+            )
+        } else {
+            return Ok(());
+        };
+        if announce {
+            self.forge.note(Thread::Change(pr.number), &says).await?;
+        }
+        self.set_status(pr, StatusState::Failure, status).await?;
+        Ok(())
     }
 
     /// A request file that does not parse: a failure status and, when `say`, a comment.

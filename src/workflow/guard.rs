@@ -296,8 +296,20 @@ impl Workflow {
         if self.is_own_plan(plan, pr).await? {
             return Ok(Vec::new());
         }
-        let files = self.forge.change_files(plan.pr).await?;
+        // Pinned to the verified head, which is what the merge call names: a listing of the
+        // PR as it is when served could show a head pushed there and back in between.
+        let listed = self
+            .forge
+            .changed_files_at(plan.pr, &pr.info.base_ref, &plan.head_sha)
+            .await?;
         let mut problems = Vec::new();
+        if !listed.complete {
+            problems.push(format!(
+                "the forge does not list all that it changes ({} files listed), so it cannot all be checked",
+                listed.files.len()
+            ));
+        }
+        let files = listed.files;
         let mut seen = BTreeSet::new();
         for file in &files {
             seen.insert(file.path.as_str());

@@ -364,12 +364,16 @@ impl Workflow {
             }
         }
         let request_path = Self::request_path(record);
-        let Some(text) = self
-            .forge
-            .read_file(&record.head_sha, &request_path)
-            .await?
-            .map(|f| f.text)
-        else {
+        let kept = self.caches.request_text(&record.head_sha, &request_path);
+        let text = match kept {
+            Some(text) => Some(text),
+            None => self
+                .forge
+                .read_file(&record.head_sha, &request_path)
+                .await?
+                .map(|f| f.text),
+        };
+        let Some(text) = text else {
             return Ok(Some((role, None, Vec::new())));
         };
         let request = AccessRequest::from_yaml(&text).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -19,13 +19,18 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::forge::etag_cache::EtagCache;
+use crate::forge::github::added_file::added_text;
 use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
-    Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
-    PullRequestState, Reaction, Review, ReviewState, StatusState,
+    Actor, ChangedFile, ChangedFiles, FileChange, FileContent, ForgeError, MergeError, Polled,
+    PullRequestInfo, PullRequestState, Reaction, Review, ReviewState, StatusState,
 };
 use crate::secret::Secret;
+
+/// How many files GitHub lists of one comparison at most ("the list of changed files … includes
+/// up to 300 changed files for the entire comparison"): a listing this long may be cut short.
+const COMPARE_FILES_SHOWN: usize = 300;
 
 /// How the bot authenticates to GitHub.
 #[derive(Clone, Debug)]
@@ -657,7 +662,67 @@ impl GithubClient {
         Ok(pr.into())
     }
 
-    /// Every file a pull request changes (all pages).
+    /// The files that merging commit `head_sha` into branch `base` would change: the
+    /// three-dot comparison `base...head_sha`, pinned to the commit.
+    pub async fn compare_files(
+        &self,
+        base: &str,
+        head_sha: &str,
+    ) -> Result<ChangedFiles, ForgeError> {
+        #[derive(Deserialize)]
+        struct Compare {
+            files: Option<Vec<File>>,
+        }
+        #[derive(Deserialize)]
+        struct File {
+            filename: String,
+            status: String,
+            previous_filename: Option<String>,
+            #[serde(default)]
+            sha: Option<String>,
+            #[serde(default)]
+            patch: Option<String>,
+        }
+        let route = self.repo_path(&format!("/compare/{base}...{head_sha}"));
+        let compare: Compare = self.json(Method::GET, &route, None).await?;
+        // GitHub leaves `files` out of a comparison too large to show.
+        let Some(listed) = compare.files else {
+            return Ok(ChangedFiles {
+                files: Vec::new(),
+                complete: false,
+                added_texts: Default::default(),
+            });
+        };
+        let mut changed = ChangedFiles {
+            files: Vec::with_capacity(listed.len()),
+            complete: listed.len() < COMPARE_FILES_SHOWN,
+            added_texts: Default::default(),
+        };
+        for file in listed {
+            let change = match file.status.as_str() {
+                "added" => FileChange::Added,
+                "modified" | "changed" => FileChange::Modified,
+                "removed" => FileChange::Removed,
+                "renamed" => FileChange::Renamed,
+                _ => FileChange::Other,
+            };
+            if change == FileChange::Added
+                && let (Some(patch), Some(blob)) = (&file.patch, &file.sha)
+                && let Some(text) = added_text(patch, blob)
+            {
+                changed.added_texts.insert(file.filename.clone(), text);
+            }
+            changed.files.push(ChangedFile {
+                change,
+                path: file.filename,
+                previous_path: file.previous_filename,
+            });
+        }
+        Ok(changed)
+    }
+
+    /// Every file a pull request changes (all pages), at whatever head it has when served:
+    /// only for a forge without the comparison API (see [`crate::forge::Forge::changed_files_at`]).
     pub async fn pull_request_files(&self, number: u64) -> Result<Vec<ChangedFile>, ForgeError> {
         #[derive(Deserialize)]
         struct File {

@@ -1,5 +1,6 @@
 //! GitHub: the REST client, webhook verification and payload parsing.
 
+pub mod added_file;
 pub mod client;
 pub mod webhook;
 

@@ -22,8 +22,8 @@ use crate::forge::etag_cache::EtagCache;
 use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
-    Actor, ChangedFile, FileChange, FileContent, ForgeError, MergeError, Polled, PullRequestInfo,
-    PullRequestState, Reaction, StatusState,
+    Actor, ChangedFile, ChangedFiles, FileChange, FileContent, ForgeError, MergeError, Polled,
+    PullRequestInfo, PullRequestState, Reaction, StatusState,
 };
 use crate::secret::Secret;
 
@@ -576,7 +576,41 @@ impl GitlabClient {
         }
     }
 
-    /// Every file a merge request changes (`GET …/diffs`, GitLab 15.7+, all pages).
+    /// The files that merging commit `head_sha` into branch `base` would change: the
+    /// comparison from their merge base (`straight=false`), pinned to the commit.
+    pub async fn compare_files(
+        &self,
+        base: &str,
+        head_sha: &str,
+    ) -> Result<ChangedFiles, ForgeError> {
+        #[derive(Deserialize)]
+        struct Compare {
+            #[serde(default)]
+            diffs: Vec<Diff>,
+            /// GitLab's name for a diff collection cut at its limits (`overflow?`).
+            #[serde(default)]
+            compare_timeout: bool,
+        }
+        let route = self.project_route(&format!(
+            "/repository/compare?from={}&to={}&straight=false",
+            encode(base),
+            encode(head_sha)
+        ));
+        let compare: Compare = self.get(&route).await?;
+        Ok(ChangedFiles {
+            files: compare
+                .diffs
+                .into_iter()
+                .map(Diff::into_changed_file)
+                .collect(),
+            complete: !compare.compare_timeout,
+            // GitLab's diffs carry no blob id to check a rebuilt text against.
+            added_texts: Default::default(),
+        })
+    }
+
+    /// Every file a merge request changes (`GET …/diffs`, GitLab 15.7+, all pages), at whatever
+    /// head it has when served: only for a forge without the comparison API.
     pub async fn pull_request_files(&self, iid: u64) -> Result<Vec<ChangedFile>, ForgeError> {
         let route = self.project_route(&format!("/merge_requests/{iid}/diffs"));
         let diffs: Vec<Diff> = self.get_all(&route).await?;
