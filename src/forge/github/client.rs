@@ -683,7 +683,11 @@ impl GithubClient {
             #[serde(default)]
             patch: Option<String>,
         }
-        let route = self.repo_path(&format!("/compare/{base}...{head_sha}"));
+        let route = self.repo_path(&format!(
+            "/compare/{}...{}",
+            ref_in_path(base),
+            ref_in_path(head_sha)
+        ));
         let compare: Compare = self.json(Method::GET, &route, None).await?;
         // GitHub leaves `files` out of a comparison too large to show.
         let Some(listed) = compare.files else {
@@ -1247,9 +1251,32 @@ impl From<PullRequest> for PullRequestState {
     }
 }
 
+/// A branch name as one part of a path: `/` stays (GitHub reads `release/1.0...main` as two
+/// refs), everything else outside RFC 3986's unreserved characters is percent-encoded, so that
+/// a name holding `#`, `?` or `%` (git allows them) names that branch and nothing else.
+fn ref_in_path(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_branch_name_in_a_path_names_that_branch_only() {
+        assert_eq!(ref_in_path("main"), "main");
+        assert_eq!(ref_in_path("release/1.0_x-y~z"), "release/1.0_x-y~z");
+        assert_eq!(ref_in_path("a#b?c%d e"), "a%23b%3Fc%25d%20e");
+        assert_eq!(ref_in_path("zweig-ä"), "zweig-%C3%A4");
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
