@@ -516,12 +516,7 @@ async fn idle(wake: Option<&Notify>, stop: &mut watch::Receiver<bool>, tick: Dur
 /// 1 s to 5 min: fast recovery from a blip, no hammering in an outage; never sooner than a
 /// forge's rate limit asked (`Retry-After`, or its reset time).
 fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
-    if err.chain().any(|e| {
-        matches!(
-            e.downcast_ref::<StoreError>(),
-            Some(StoreError::Conflict { .. })
-        )
-    }) {
+    if lost_a_race(err) {
         return chrono::TimeDelta::zero();
     }
     let backoff =
@@ -535,6 +530,28 @@ fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
             _ => None,
         });
     asked.map_or(backoff, |asked| asked.max(backoff))
+}
+
+/// Whether `err` is a lost optimistic-lock race: another worker or replica changed the request
+/// first, and the retry, made at once, reads what it did.
+fn lost_a_race(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<StoreError>(),
+            Some(StoreError::Conflict { .. })
+        )
+    })
+}
+
+/// How many lost races a piece of work may have before each further one is recorded as a
+/// failure: a race is how the store orders two writers (a revoke that stopped waiting for a
+/// slow forge call, two replicas); a run of them would be a bug, and is reported as one.
+const RACES_BEFORE_FAILURE: u32 = 3;
+
+/// Whether a failed attempt after `earlier` failed ones is a failure to record, rather than a
+/// lost race that is retried at once and only counted.
+fn is_a_failure(err: &anyhow::Error, earlier: u32) -> bool {
+    !lost_a_race(err) || earlier >= RACES_BEFORE_FAILURE
 }
 
 /// What every background worker of a service is given: when to stop, how often to look for
@@ -614,6 +631,14 @@ async fn handle_deliveries(workflows: &Workflows, batch: Vec<StoredDelivery>, fa
         };
         let stored = match result {
             Ok(()) => workflow.store.finish_delivery(&delivery.id).await.map(drop),
+            Err(err) if !is_a_failure(&err, delivery.attempts) => {
+                tracing::info!(delivery = %delivery.id, error = %format!("{err:#}"), "delivery lost a race; retrying at once");
+                workflow
+                    .store
+                    .retry_delivery(&delivery.id, &format!("{err:#}"), workflow.clock.now())
+                    .await
+                    .map(drop)
+            }
             Err(err) => {
                 tracing::warn!(delivery = %delivery.id, error = %format!("{err:#}"), "delivery failed; will retry");
                 let work = Work::Delivery(delivery.id.to_string());
@@ -873,6 +898,15 @@ async fn settle_job(
             count_job(workflow, job, "ok");
             workflow.store.complete_job(job.id, worker).await.map(drop)
         }
+        Err(err) if !is_a_failure(&err, job.attempts) => {
+            count_job(workflow, job, "conflict");
+            tracing::info!(job = %kind, request = %job.request_id, attempts = job.attempts, error = %format!("{err:#}"), "job lost a race; retrying at once");
+            workflow
+                .store
+                .retry_job(job.id, worker, &format!("{err:#}"), workflow.clock.now())
+                .await
+                .map(drop)
+        }
         Err(err) => {
             count_job(workflow, job, "error");
             tracing::warn!(job = %kind, request = %job.request_id, attempts = job.attempts, error = %format!("{err:#}"), "job failed; will retry");
@@ -904,6 +938,22 @@ fn count_job(workflow: &Workflow, job: &Job, result: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_race_is_retried_at_once_and_only_a_run_of_them_is_a_failure() {
+        let race = anyhow::Error::new(StoreError::Conflict {
+            id: "r1".into(),
+            expected: 7,
+            found: 8,
+        })
+        .context("revoke");
+        assert_eq!(retry_delay(&race, 0), chrono::TimeDelta::zero());
+        assert!(!is_a_failure(&race, 0));
+        assert!(!is_a_failure(&race, RACES_BEFORE_FAILURE - 1));
+        assert!(is_a_failure(&race, RACES_BEFORE_FAILURE));
+        let other = anyhow::anyhow!("the forge answered 500");
+        assert!(is_a_failure(&other, 0));
+    }
 
     #[test]
     fn failed_work_waits_as_long_as_a_rate_limit_asked_and_backs_off_otherwise() {
