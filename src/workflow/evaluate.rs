@@ -76,20 +76,8 @@ impl Workflow {
             self.tampered(&change, None, &pr.head_sha).await?;
             return Ok(None);
         }
-        let (files, known_text) = match written {
-            Some(Written { files, text, .. }) => (files, KnownText::Request(text)),
-            None => {
-                // Pinned to the head just read: what is decided is what the merge would bring.
-                let listed = self
-                    .forge
-                    .changed_files_at(pr.number, &pr.base_ref, &pr.head_sha)
-                    .await?;
-                if !listed.complete {
-                    self.refuse_unlisted(&pr, &listed.files, announce).await?;
-                    return Ok(None);
-                }
-                (listed.files, KnownText::Added(listed.added_texts))
-            }
+        let Some((files, known_text)) = self.what_it_changes(&pr, written, announce).await? else {
+            return Ok(None);
         };
         let Some((file_path, path)) = self
             .the_request_file(&pr, &files, announce)
@@ -98,24 +86,10 @@ impl Workflow {
         else {
             return Ok(None);
         };
-        let known_text = match known_text {
-            KnownText::Request(text) => Some(text),
-            KnownText::Added(mut texts) => texts.remove(&file_path),
-        };
-        let known_text = known_text.or_else(|| self.caches.request_text(&pr.head_sha, &file_path));
-        let text = match known_text {
-            Some(text) => Some(text),
-            None => self
-                .forge
-                .read_file(&pr.head_sha, &file_path)
-                .await?
-                .map(|f| f.text),
-        };
-        if let Some(text) = &text {
-            self.caches
-                .keep_request_text(&pr.head_sha, &file_path, text);
-        }
-        let text = text.unwrap_or_default();
+        let text = self
+            .request_text_at_head(&pr, &file_path, known_text)
+            .await?
+            .unwrap_or_default();
         let request = match AccessRequest::from_yaml(&text) {
             Ok(request) => request,
             Err(err) => {
@@ -220,6 +194,56 @@ impl Workflow {
             unservable: None,
             staged,
         })
+    }
+
+    /// What the PR changes at the head just read (what the merge of that head would bring),
+    /// and the request file's text where it came with it. `None` when the forge does not list
+    /// it all (after saying so where there is something to say).
+    async fn what_it_changes(
+        &self,
+        pr: &PullRequestInfo,
+        written: Option<Written>,
+        announce: bool,
+    ) -> anyhow::Result<Option<(Vec<ChangedFile>, KnownText)>> {
+        if let Some(Written { files, text, .. }) = written {
+            return Ok(Some((files, KnownText::Request(text))));
+        }
+        let listed = self
+            .forge
+            .changed_files_at(pr.number, &pr.base_ref, &pr.head_sha)
+            .await?;
+        if !listed.complete {
+            self.refuse_unlisted(pr, &listed.files, announce).await?;
+            return Ok(None);
+        }
+        Ok(Some((listed.files, KnownText::Added(listed.added_texts))))
+    }
+
+    /// The text of request file `path` at the PR's head: as the bot wrote it or the comparison
+    /// held it, else as this replica kept it for that commit, else read. Kept for the merge's
+    /// own check of the same commit (a commit's file never changes).
+    async fn request_text_at_head(
+        &self,
+        pr: &PullRequestInfo,
+        path: &str,
+        known: KnownText,
+    ) -> anyhow::Result<Option<String>> {
+        let known = match known {
+            KnownText::Request(text) => Some(text),
+            KnownText::Added(mut texts) => texts.remove(path),
+        };
+        let text = match known.or_else(|| self.caches.request_text(&pr.head_sha, path)) {
+            Some(text) => Some(text),
+            None => self
+                .forge
+                .read_file(&pr.head_sha, path)
+                .await?
+                .map(|f| f.text),
+        };
+        if let Some(text) = &text {
+            self.caches.keep_request_text(&pr.head_sha, path, text);
+        }
+        Ok(text)
     }
 
     /// A PR whose changes the forge does not list in full: nothing is decided. One that shows
