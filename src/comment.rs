@@ -271,11 +271,22 @@ pub fn too_many_files_comment(listed: usize) -> String {
     )
 }
 
-/// A PR whose head the forge cannot compare with the default branch (no common history).
+/// A PR whose head the forge cannot compare with the default branch (no common history, or a
+/// comparison too large to show).
 pub fn uncomparable_comment() -> String {
-    "⛔ **Cannot check this PR**: the forge cannot compare its head with the default branch \
-     (they share no history), so breakglass cannot tell what merging it would change. Open the \
-     request from a branch of the default branch."
+    "⛔ **Cannot check this PR**: the forge does not list what merging its head into the \
+     default branch would change (they share no history, or the comparison is too large to \
+     show), so breakglass cannot check it. Open the request from a branch of the default \
+     branch, adding only the request file."
+        .to_owned()
+}
+
+/// A requester's PR whose branch holds merge commits.
+pub fn merge_commits_comment() -> String {
+    "⛔ **Merge commits on this PR's branch**: with a merge commit the head can have several \
+     merge bases with the default branch, and then what the merge brings is not what a \
+     comparison shows, so breakglass does not merge it. Rebase the branch onto the default \
+     branch (or open the request again with one commit adding the request file)."
         .to_owned()
 }
 

@@ -1449,6 +1449,195 @@ async fn a_head_the_forge_cannot_compare_with_the_default_branch_is_refused_neve
     let head = s.change(pr).head_sha;
     assert_eq!(
         s.policy_status(&head),
-        Some(("failure".into(), "no common history to check".into()))
+        Some((
+            "failure".into(),
+            "cannot compare with the default branch".into()
+        ))
     );
+}
+
+fn staging_request() -> String {
+    "environment: staging\nrole: admin\nduration: 1h\nreason: load test\n".to_owned()
+}
+
+/// The tree of commit `base` with `files` written over it, in the forge's repository.
+fn tree_with(repo: &git2::Repository, base: git2::Oid, files: &[(&str, &str)]) -> git2::Oid {
+    let base = repo.find_commit(base).unwrap().tree().unwrap();
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    for (path, text) in files {
+        let blob = repo.blob(text.as_bytes()).unwrap();
+        update.upsert(*path, blob, git2::FileMode::Blob);
+    }
+    update.create_updated(repo, &base).unwrap()
+}
+
+/// A commit by bob with `parents` and `tree`, dated `when` (a committer sets their own dates).
+fn commit_at(
+    repo: &git2::Repository,
+    parents: &[git2::Oid],
+    tree: git2::Oid,
+    message: &str,
+    when: i64,
+) -> git2::Oid {
+    let sig = git2::Signature::new("bob", "bob@example.com", &git2::Time::new(when, 0)).unwrap();
+    let tree = repo.find_tree(tree).unwrap();
+    let parents: Vec<git2::Commit<'_>> = parents
+        .iter()
+        .map(|p| repo.find_commit(*p).unwrap())
+        .collect();
+    let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
+    repo.commit(None, &sig, &sig, message, &tree, &parents)
+        .unwrap()
+}
+
+// Found by a review of the comparison: a three-dot comparison diffs the head against ONE merge
+// base (the newest by commit date, which the committer sets), while the merge combines ALL of
+// them. With two merge bases (a criss-cross), bob, who approves nothing, could have a
+// self-service staging request carry a loosened prod policy that no listing ever shows.
+on_both_forges!(
+    a_criss_cross_head_does_not_merge_a_policy_the_comparison_never_shows,
+    |s: Scenario| async move {
+        let repo = git2::Repository::open_bare(s.forge.repo_path(REPO)).unwrap();
+        let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+        let loosened = loosened_prod_policy(&s);
+        let main = git2::Oid::from_str(&s.forge.branch_sha(REPO, "main").unwrap()).unwrap();
+        let t = s.forge.now().timestamp() - 3_600;
+        // C loosens the policy; Y puts it back; X is C again, dated after Y.
+        let loose = tree_with(&repo, main, &[("policies/prod.yaml", &loosened)]);
+        let c = commit_at(&repo, &[main], loose, "c", t);
+        let main_tree = repo.find_commit(main).unwrap().tree_id();
+        let y = commit_at(&repo, &[c], main_tree, "y: put the policy back", t + 100);
+        let x = commit_at(&repo, &[c], loose, "x", t + 200);
+
+        // Stage 1: a merge of X and Y whose tree is main's plus a request file. Its net change
+        // is the request alone; merging it would put X and Y on main.
+        let r1_tree = tree_with(
+            &repo,
+            main,
+            &[("requests/staging/r1.yaml", &staging_request())],
+        );
+        let r1 = commit_at(&repo, &[x, y], r1_tree, "request r1", t + 300);
+        repo.reference("refs/heads/bob-r1", r1, true, "push")
+            .unwrap();
+        let first = s.open_change(&s.people.bob, "bob-r1", "r1");
+        s.settle().await;
+        assert!(!s.change(first).merged);
+        let said = s.next_bot_comment(first);
+        assert!(
+            said.starts_with("⛔ **Merge commits on this PR's branch**"),
+            "{said}"
+        );
+        let head = s.change(first).head_sha;
+        assert_eq!(
+            s.policy_status(&head),
+            Some(("failure".into(), "merge commits on the branch".into()))
+        );
+
+        // Stage 2, as if X and Y had reached main some other way (an admin's push): a merge of
+        // X and Y again, with X's tree (the loosened policy) plus a request file. The merge
+        // bases with main are X and Y; a comparison shows only the request file.
+        let m_tree = repo.find_commit(main).unwrap().tree_id();
+        let on_main = commit_at(&repo, &[main, x, y], m_tree, "admin merge", t + 350);
+        repo.reference("refs/heads/main", on_main, true, "push")
+            .unwrap();
+        let r2_tree = tree_with(
+            &repo,
+            x,
+            &[("requests/staging/r2.yaml", &staging_request())],
+        );
+        let r2 = commit_at(&repo, &[x, y], r2_tree, "request r2", t + 400);
+        repo.reference("refs/heads/bob-r2", r2, true, "push")
+            .unwrap();
+        let second = s.open_change(&s.people.bob, "bob-r2", "r2");
+        s.settle().await;
+        s.advance(TimeDelta::minutes(2));
+        s.settle().await;
+        assert!(!s.change(second).merged);
+        assert_eq!(merge_calls(&s), 0);
+        assert_eq!(
+            s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap(),
+            policy
+        );
+        let said = s.next_bot_comment(second);
+        assert!(
+            said.starts_with("⛔ **Merge commits on this PR's branch**"),
+            "{said}"
+        );
+    }
+);
+
+// Also found by the review: only a server without any comparison gets the unpinned files
+// listing; a probe that fails otherwise is an error, retried, never a way back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_probe_does_not_bring_back_the_unpinned_listing() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let branch = "sev1-request";
+    let only_request = s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[("requests/prod/r1.yaml", &prod_request("1h"))],
+        "request",
+    );
+    s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[("policies/prod.yaml", &loosened_prod_policy(&s))],
+        "and a policy",
+    );
+    // The head's comparison answers 404 (GitHub's answer for a head it cannot compare), and
+    // the base-with-itself probe fails with 502 on every retry of one call.
+    s.forge.fail_next(FailureSpec {
+        route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
+            path.contains("/compare/") && !path.ends_with("/compare/main...main")
+        })),
+        count: u32::MAX,
+        kind: FailureKind::Status(404),
+    });
+    s.forge.fail_next(FailureSpec {
+        route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
+            path.ends_with("/compare/main...main")
+        })),
+        count: breakglass::forge::retry::RetryPolicy::default().attempts,
+        kind: FailureKind::Status(502),
+    });
+    s.forge.detour_branch(BranchDetour {
+        route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
+            is_a_listing_of_changes(path)
+        })),
+        count: u32::MAX,
+        repo: REPO.to_owned(),
+        branch: branch.to_owned(),
+        sha: only_request,
+    });
+    let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+    // Deciding fails on the probe's 502 and is retried later: that is the point.
+    s.expect_delivery_error("/compare/main...main");
+    let pr = s.open_change(&s.people.bob, branch, "r1");
+    for _ in 0..400 {
+        if !s.failures().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    s.advance(TimeDelta::seconds(10));
+    s.settle().await;
+    s.label(pr, &s.people.bob, "sev1");
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    assert_eq!(merge_calls(&s), 0);
+    assert_eq!(
+        s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap(),
+        policy
+    );
+    assert_eq!(
+        s.forge
+            .calls()
+            .count("GET", "/repos/{owner}/{repo}/pulls/{number}/files"),
+        0,
+        "the unpinned listing was used"
+    );
+    // Once the probe answers, the head is known not to be comparable, and said so.
+    s.expect_bot_comments(pr, &["⛔ **Cannot check this PR**"]);
 }

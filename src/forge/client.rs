@@ -254,12 +254,19 @@ impl Forge {
     ) -> Result<ChangedFiles, ForgeError> {
         match on_client!(self, c => c.compare_files(base, head_sha).await) {
             Err(err) if err.status() == Some(404) => {
-                if on_client!(self, c => c.compare_files(base, base).await).is_ok() {
-                    return Ok(ChangedFiles {
-                        files: Vec::new(),
-                        complete: false,
-                        added_texts: Default::default(),
-                    });
+                match on_client!(self, c => c.compare_files(base, base).await) {
+                    Ok(_) => {
+                        return Ok(ChangedFiles {
+                            files: Vec::new(),
+                            complete: false,
+                            merge_commits: false,
+                            added_texts: Default::default(),
+                        });
+                    }
+                    // Only a server that knows no comparison at all gets the listing; any
+                    // other failure of the probe is the error it is.
+                    Err(probe) if probe.status() == Some(404) => {}
+                    Err(probe) => return Err(probe),
                 }
                 tracing::warn!(%err, "no comparison of commits: listing the change request's files instead, which is not pinned to its head");
             }
@@ -276,6 +283,8 @@ impl Forge {
         Ok(ChangedFiles {
             files,
             complete: true,
+            // Not known without a comparison: the merge commit is the forge's to check.
+            merge_commits: false,
             added_texts: Default::default(),
         })
     }

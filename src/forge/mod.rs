@@ -213,6 +213,12 @@ pub struct ChangedFiles {
     /// False when the forge cut the listing short (GitHub lists at most 300 files of a
     /// comparison, GitLab stops at its diff limits): what it left out cannot be checked.
     pub complete: bool,
+    /// Whether a commit between the base and the head has several parents. The head may then
+    /// have several merge bases with the base (a criss-cross): the comparison diffs from one
+    /// of them, while the merge combines them all and can bring what the listing never shows.
+    /// Without merge commits the head has one merge base, and the listing is what the merge
+    /// brings.
+    pub merge_commits: bool,
     /// The whole text of added files that the listing holds, checked against their blob ids,
     /// by path (GitHub: saves reading them).
     pub added_texts: std::collections::BTreeMap<String, String>,

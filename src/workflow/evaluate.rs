@@ -12,7 +12,7 @@ use super::pull_request::grant_spec;
 use super::verdict::{GrantFacts, Inputs, Staged, needs};
 use super::{Workflow, cache};
 use crate::comment;
-use crate::forge::{Actor, ChangedFile, PullRequestInfo, StatusState, Thread};
+use crate::forge::{Actor, ChangedFile, ChangedFiles, PullRequestInfo, StatusState, Thread};
 use crate::grant::GrantSpec;
 use crate::names::{Login, Principal, Team};
 use crate::policy::decision::{Membership, membership};
@@ -212,8 +212,8 @@ impl Workflow {
             .forge
             .changed_files_at(pr.number, &pr.base_ref, &pr.head_sha)
             .await?;
-        if !listed.complete {
-            self.refuse_unlisted(pr, &listed.files, announce).await?;
+        if !listed.complete || listed.merge_commits {
+            self.refuse_unchecked(pr, &listed, announce).await?;
             return Ok(None);
         }
         Ok(Some((listed.files, KnownText::Added(listed.added_texts))))
@@ -246,28 +246,34 @@ impl Workflow {
         Ok(text)
     }
 
-    /// A PR whose changes the forge does not list in full: nothing is decided. One that shows
-    /// a request file among what is listed, or whose head the forge cannot compare at all, is
-    /// told why (a failure status, and a comment when `announce`); any other is not a request
-    /// the bot could tell.
-    async fn refuse_unlisted(
+    /// A PR whose changes cannot be checked from the listing (cut short, no common history,
+    /// merge commits on its branch): nothing is decided. One whose head could not be compared
+    /// at all, or that shows a request file among what is listed, is told why (a failure
+    /// status, and a comment when `announce`); any other is not a request the bot could tell.
+    async fn refuse_unchecked(
         &self,
         pr: &PullRequestInfo,
-        listed: &[ChangedFile],
+        listed: &ChangedFiles,
         announce: bool,
     ) -> anyhow::Result<()> {
-        let (says, status) = if listed.is_empty() {
+        let shows_a_request = listed.files.iter().any(|f| f.path.starts_with("requests/"));
+        let (says, status) = if !listed.complete && listed.files.is_empty() {
             (
                 comment::uncomparable_comment(),
-                "no common history to check",
+                "cannot compare with the default branch",
             )
-        } else if listed.iter().any(|f| f.path.starts_with("requests/")) {
+        } else if !shows_a_request {
+            return Ok(());
+        } else if !listed.complete {
             (
-                comment::too_many_files_comment(listed.len()),
+                comment::too_many_files_comment(listed.files.len()),
                 "too many files to check",
             )
         } else {
-            return Ok(());
+            (
+                comment::merge_commits_comment(),
+                "merge commits on the branch",
+            )
         };
         if announce {
             self.forge.note(Thread::Change(pr.number), &says).await?;

@@ -309,6 +309,11 @@ impl Workflow {
                 listed.files.len()
             ));
         }
+        if listed.merge_commits {
+            problems.push(
+                "its branch holds merge commits, so what the merge brings may not be what the comparison shows".to_owned(),
+            );
+        }
         let files = listed.files;
         let mut seen = BTreeSet::new();
         for file in &files {

@@ -672,6 +672,15 @@ impl GithubClient {
         #[derive(Deserialize)]
         struct Compare {
             files: Option<Vec<File>>,
+            #[serde(default)]
+            commits: Vec<Commit>,
+            #[serde(default)]
+            total_commits: usize,
+        }
+        #[derive(Deserialize)]
+        struct Commit {
+            #[serde(default)]
+            parents: Vec<Value>,
         }
         #[derive(Deserialize)]
         struct File {
@@ -689,17 +698,22 @@ impl GithubClient {
             ref_in_path(head_sha)
         ));
         let compare: Compare = self.json(Method::GET, &route, None).await?;
+        let merge_commits = compare.commits.iter().any(|c| c.parents.len() > 1);
+        // GitHub lists at most 250 commits without paging: the others cannot be checked.
+        let commits_listed = compare.commits.len() >= compare.total_commits;
         // GitHub leaves `files` out of a comparison too large to show.
         let Some(listed) = compare.files else {
             return Ok(ChangedFiles {
                 files: Vec::new(),
                 complete: false,
+                merge_commits,
                 added_texts: Default::default(),
             });
         };
         let mut changed = ChangedFiles {
             files: Vec::with_capacity(listed.len()),
-            complete: listed.len() < COMPARE_FILES_SHOWN,
+            complete: listed.len() < COMPARE_FILES_SHOWN && commits_listed,
+            merge_commits,
             added_texts: Default::default(),
         };
         for file in listed {

@@ -590,6 +590,13 @@ impl GitlabClient {
             /// GitLab's name for a diff collection cut at its limits (`overflow?`).
             #[serde(default)]
             compare_timeout: bool,
+            #[serde(default)]
+            commits: Vec<Commit>,
+        }
+        #[derive(Deserialize)]
+        struct Commit {
+            #[serde(default)]
+            parent_ids: Vec<String>,
         }
         let route = self.project_route(&format!(
             "/repository/compare?from={}&to={}&straight=false",
@@ -604,6 +611,7 @@ impl GitlabClient {
                 .map(Diff::into_changed_file)
                 .collect(),
             complete: !compare.compare_timeout,
+            merge_commits: compare.commits.iter().any(|c| c.parent_ids.len() > 1),
             // GitLab's diffs carry no blob id to check a rebuilt text against.
             added_texts: Default::default(),
         })
