@@ -1288,6 +1288,14 @@ on_both_forges!(
 
 /// Whether `path` is one of the listings of what a change request changes, on either forge:
 /// a PR's files, an MR's diffs, or a comparison of two commits.
+/// Whether `path` is a GitHub comparison of a commit with itself (`/compare/X...X`): the probe
+/// that tells a head the forge cannot compare from a forge without comparisons.
+fn compares_a_commit_with_itself(path: &str) -> bool {
+    path.split_once("/compare/")
+        .and_then(|(_, basehead)| basehead.split_once("..."))
+        .is_some_and(|(base, head)| base == head)
+}
+
 fn is_a_listing_of_changes(path: &str) -> bool {
     let pr_files = path.contains("/pulls/") && path.ends_with("/files");
     let mr_diffs = path.contains("/merge_requests/") && path.ends_with("/diffs");
@@ -1432,10 +1440,11 @@ on_both_forges!(
 async fn a_head_the_forge_cannot_compare_with_the_default_branch_is_refused_never_guessed() {
     let s = Scenario::start(Backend::Sqlite).await.unwrap();
     // GitHub answers 404 to a comparison of histories with no common commit, while it still
-    // compares the default branch with itself: the API is there, this head is not comparable.
+    // compares the default branch's head with itself: the API is there, this head is not
+    // comparable.
     s.forge.fail_next(FailureSpec {
         route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
-            path.contains("/compare/") && !path.ends_with("/compare/main...main")
+            path.contains("/compare/") && !compares_a_commit_with_itself(path)
         })),
         count: u32::MAX,
         kind: FailureKind::Status(404),
@@ -1590,14 +1599,14 @@ async fn a_failing_probe_does_not_bring_back_the_unpinned_listing() {
     // the base-with-itself probe fails with 502 on every retry of one call.
     s.forge.fail_next(FailureSpec {
         route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
-            path.contains("/compare/") && !path.ends_with("/compare/main...main")
+            path.contains("/compare/") && !compares_a_commit_with_itself(path)
         })),
         count: u32::MAX,
         kind: FailureKind::Status(404),
     });
     s.forge.fail_next(FailureSpec {
         route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
-            path.ends_with("/compare/main...main")
+            compares_a_commit_with_itself(path)
         })),
         count: breakglass::forge::retry::RetryPolicy::default().attempts,
         kind: FailureKind::Status(502),
@@ -1613,7 +1622,7 @@ async fn a_failing_probe_does_not_bring_back_the_unpinned_listing() {
     });
     let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
     // Deciding fails on the probe's 502 and is retried later: that is the point.
-    s.expect_delivery_error("/compare/main...main");
+    s.expect_delivery_error("HTTP 502");
     let pr = s.open_change(&s.people.bob, branch, "r1");
     for _ in 0..400 {
         if !s.failures().is_empty() {
@@ -1640,4 +1649,34 @@ async fn a_failing_probe_does_not_bring_back_the_unpinned_listing() {
     );
     // Once the probe answers, the head is known not to be comparable, and said so.
     s.expect_bot_comments(pr, &["⛔ **Cannot check this PR**"]);
+}
+
+// Git resolves a tag before a branch of the same name: a member's tag `main` must not stand
+// in for the default branch in what the bot compares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_comparison_names_the_default_branch_by_its_head_commit_never_by_its_name() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let main = s.forge.branch_sha(REPO, "main").unwrap();
+    s.forge.record_timeline(true);
+    let pr = bob_sev1_pr(&s, "requests/prod/r1.yaml", false, |_| {});
+    s.settle().await;
+    s.forge.record_timeline(false);
+    assert!(s.change(pr).merged);
+    s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    let compared: Vec<String> = s
+        .forge
+        .take_timeline()
+        .into_iter()
+        .filter_map(|span| match span.kind {
+            breakglass_test_forge::SpanKind::Api { path, .. } if path.contains("/compare/") => {
+                Some(path)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!compared.is_empty());
+    for path in &compared {
+        let basehead = path.split_once("/compare/").unwrap().1;
+        assert!(basehead.starts_with(&format!("{main}...")), "{path}");
+    }
 }

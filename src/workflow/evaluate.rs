@@ -208,15 +208,42 @@ impl Workflow {
         if let Some(Written { files, text, .. }) = written {
             return Ok(Some((files, KnownText::Request(text))));
         }
-        let listed = self
-            .forge
-            .changed_files_at(pr.number, &pr.base_ref, &pr.head_sha)
-            .await?;
+        let listed = self.what_merging_brings(pr.number, &pr.head_sha).await?;
         if !listed.complete || listed.merge_commits {
             self.refuse_unchecked(pr, &listed, announce).await?;
             return Ok(None);
         }
         Ok(Some((listed.files, KnownText::Added(listed.added_texts))))
+    }
+
+    /// What merging commit `head_sha` of change request `number` into the default branch would
+    /// change. The branch is named by its head commit, never by its name, which a tag of the
+    /// same name would shadow (git resolves a tag before a branch). The head is the kept one
+    /// (push webhooks and the bot's own merges keep it). A kept head older than the commit the
+    /// PR was built on lists the branch's newer commits too, and those are the bot's merge
+    /// commits, which are refused: so a listing that would be refused on a kept head is taken
+    /// again on a freshly read one before anything is refused.
+    pub(super) async fn what_merging_brings(
+        &self,
+        number: u64,
+        head_sha: &str,
+    ) -> anyhow::Result<ChangedFiles> {
+        let base = self.default_head().await?;
+        let listed = self
+            .forge
+            .changed_files_at(number, &base.sha, head_sha)
+            .await?;
+        if !base.cached || (listed.complete && !listed.merge_commits) {
+            return Ok(listed);
+        }
+        let fresh = self.fresh_default_head(&base.branch).await?;
+        if fresh == base.sha {
+            return Ok(listed);
+        }
+        Ok(self
+            .forge
+            .changed_files_at(number, &fresh, head_sha)
+            .await?)
     }
 
     /// The text of request file `path` at the PR's head: as the bot wrote it or the comparison

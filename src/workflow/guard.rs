@@ -298,10 +298,7 @@ impl Workflow {
         }
         // Pinned to the verified head, which is what the merge call names: a listing of the
         // PR as it is when served could show a head pushed there and back in between.
-        let listed = self
-            .forge
-            .changed_files_at(plan.pr, &pr.info.base_ref, &plan.head_sha)
-            .await?;
+        let listed = self.what_merging_brings(plan.pr, &plan.head_sha).await?;
         let mut problems = Vec::new();
         if !listed.complete {
             problems.push(format!(
