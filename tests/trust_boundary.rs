@@ -1651,32 +1651,65 @@ async fn a_failing_probe_does_not_bring_back_the_unpinned_listing() {
     s.expect_bot_comments(pr, &["⛔ **Cannot check this PR**"]);
 }
 
-// Git resolves a tag before a branch of the same name: a member's tag `main` must not stand
-// in for the default branch in what the bot compares.
+// Git resolves a tag before a branch of the same name (the test forge does too): a member's tag
+// `main` must not stand in for the default branch in what the bot compares.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_comparison_names_the_default_branch_by_its_head_commit_never_by_its_name() {
+async fn a_tag_named_like_the_default_branch_does_not_stand_in_for_it() {
     let s = Scenario::start(Backend::Sqlite).await.unwrap();
-    let main = s.forge.branch_sha(REPO, "main").unwrap();
-    s.forge.record_timeline(true);
-    let pr = bob_sev1_pr(&s, "requests/prod/r1.yaml", false, |_| {});
-    s.settle().await;
-    s.forge.record_timeline(false);
-    assert!(s.change(pr).merged);
-    s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
-    let compared: Vec<String> = s
-        .forge
-        .take_timeline()
-        .into_iter()
-        .filter_map(|span| match span.kind {
-            breakglass_test_forge::SpanKind::Api { path, .. } if path.contains("/compare/") => {
-                Some(path)
-            }
-            _ => None,
-        })
-        .collect();
-    assert!(!compared.is_empty());
-    for path in &compared {
-        let basehead = path.split_once("/compare/").unwrap().1;
-        assert!(basehead.starts_with(&format!("{main}...")), "{path}");
+    let branch = "sev1-request";
+    let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+    // T loosens the policy; the PR's head adds the request on top of T.
+    let loosened = s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[("policies/prod.yaml", &loosened_prod_policy(&s))],
+        "a policy",
+    );
+    s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[("requests/prod/r1.yaml", &prod_request("1h"))],
+        "request",
+    );
+    let repo = git2::Repository::open_bare(s.forge.repo_path(REPO)).unwrap();
+    let tag = git2::Oid::from_str(&loosened).unwrap();
+    repo.reference("refs/tags/main", tag, false, "bob's tag")
+        .unwrap();
+    // Compared with the tag, the PR adds only its request; the bot sees the forge compared
+    // with another commit than the branch's head, and decides nothing.
+    s.expect_delivery_error("a tag named `main` shadows it");
+    let pr = s.open_change(&s.people.bob, branch, "r1");
+    s.label(pr, &s.people.bob, "sev1");
+    for _ in 0..400 {
+        if !s.failures().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
+    assert!(!s.change(pr).merged);
+    assert_eq!(merge_calls(&s), 0);
+    // Without the tag, the PR shows what it is.
+    repo.find_reference("refs/tags/main")
+        .unwrap()
+        .delete()
+        .unwrap();
+    // A delivery that failed while the tag was there is retried after its backoff.
+    for _ in 0..100 {
+        s.advance(TimeDelta::minutes(1));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if !s.bot_comments(pr).is_empty() {
+            break;
+        }
+    }
+    s.advance(TimeDelta::minutes(5));
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    assert_eq!(
+        s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap(),
+        policy
+    );
+    let said = s.next_bot_comment(pr);
+    assert!(said.contains("`policies/prod.yaml`"), "{said}");
 }

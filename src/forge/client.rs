@@ -260,6 +260,7 @@ impl Forge {
                             files: Vec::new(),
                             complete: false,
                             merge_commits: false,
+                            base_sha: None,
                             added_texts: Default::default(),
                         });
                     }
@@ -285,6 +286,7 @@ impl Forge {
             complete: true,
             // Not known without a comparison: the merge commit is the forge's to check.
             merge_commits: false,
+            base_sha: None,
             added_texts: Default::default(),
         })
     }

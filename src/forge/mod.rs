@@ -219,6 +219,8 @@ pub struct ChangedFiles {
     /// Without merge commits the head has one merge base, and the listing is what the merge
     /// brings.
     pub merge_commits: bool,
+    /// The commit the forge took the base to be, where it says (GitHub's `base_commit`).
+    pub base_sha: Option<String>,
     /// The whole text of added files that the listing holds, checked against their blob ids,
     /// by path (GitHub: saves reading them).
     pub added_texts: std::collections::BTreeMap<String, String>,

@@ -12,7 +12,9 @@ use super::pull_request::grant_spec;
 use super::verdict::{GrantFacts, Inputs, Staged, needs};
 use super::{Workflow, cache};
 use crate::comment;
-use crate::forge::{Actor, ChangedFile, ChangedFiles, PullRequestInfo, StatusState, Thread};
+use crate::forge::{
+    Actor, ChangedFile, ChangedFiles, FileChange, PullRequestInfo, StatusState, Thread,
+};
 use crate::grant::GrantSpec;
 use crate::names::{Login, Principal, Team};
 use crate::policy::decision::{Membership, membership};
@@ -217,33 +219,34 @@ impl Workflow {
     }
 
     /// What merging commit `head_sha` of change request `number` into the default branch would
-    /// change. The branch is named by its head commit, never by its name, which a tag of the
-    /// same name would shadow (git resolves a tag before a branch). The head is the kept one
-    /// (push webhooks and the bot's own merges keep it). A kept head older than the commit the
-    /// PR was built on lists the branch's newer commits too, and those are the bot's merge
-    /// commits, which are refused: so a listing that would be refused on a kept head is taken
-    /// again on a freshly read one before anything is refused.
+    /// change. The branch is named by its name, so that the forge compares with its head as it
+    /// is when the comparison is served. A tag of the same name would shadow it (git resolves a
+    /// tag before a branch), so the commit the forge says it compared with (GitHub's
+    /// `base_commit`) must be the branch's head: the kept one, or else one read just now.
     pub(super) async fn what_merging_brings(
         &self,
         number: u64,
         head_sha: &str,
     ) -> anyhow::Result<ChangedFiles> {
-        let base = self.default_head().await?;
+        let branch = self.default_branch().await?;
         let listed = self
             .forge
-            .changed_files_at(number, &base.sha, head_sha)
+            .changed_files_at(number, &branch, head_sha)
             .await?;
-        if !base.cached || (listed.complete && !listed.merge_commits) {
+        let Some(compared) = listed.base_sha.as_deref() else {
+            return Ok(listed);
+        };
+        let epoch = self.store.cache_epoch(&self.policies_epoch()).await?;
+        if self.caches.default_head(epoch, self.now()).as_deref() == Some(compared) {
             return Ok(listed);
         }
-        let fresh = self.fresh_default_head(&base.branch).await?;
-        if fresh == base.sha {
-            return Ok(listed);
-        }
-        Ok(self
-            .forge
-            .changed_files_at(number, &fresh, head_sha)
-            .await?)
+        let head = self.fresh_default_head(&branch).await?;
+        anyhow::ensure!(
+            head == compared,
+            "the forge compared with {compared} as `{branch}`, whose head is {head}: the branch \
+             moved in between, or a tag named `{branch}` shadows it"
+        );
+        Ok(listed)
     }
 
     /// The text of request file `path` at the PR's head: as the bot wrote it or the comparison
@@ -283,7 +286,14 @@ impl Workflow {
         listed: &ChangedFiles,
         announce: bool,
     ) -> anyhow::Result<()> {
-        let shows_a_request = listed.files.iter().any(|f| f.path.starts_with("requests/"));
+        // As `the_request_file` counts them: a removal is no request.
+        let shows_a_request = listed.files.iter().any(|f| {
+            f.path.starts_with("requests/")
+                && matches!(
+                    f.change,
+                    FileChange::Added | FileChange::Modified | FileChange::Renamed
+                )
+        });
         let (says, status) = if !listed.complete && listed.files.is_empty() {
             (
                 comment::uncomparable_comment(),

@@ -110,10 +110,17 @@ pub(crate) fn branches(repo: &Repository) -> Result<Vec<(String, Oid)>, git2::Er
     Ok(out)
 }
 
-/// Resolves a branch name, `heads/x`, `refs/heads/x` or a (possibly abbreviated) commit sha.
+/// Resolves a tag or branch name (a tag first, as git does), `heads/x`, `refs/heads/x` or a
+/// (possibly abbreviated) commit sha.
 pub(crate) fn resolve(repo: &Repository, rev: &str) -> Option<Oid> {
     if rev.is_empty() {
         return None;
+    }
+    // As git's rev-parse does, a plain name is a tag before it is a branch.
+    if let Ok(tag) = repo.find_reference(&format!("refs/tags/{rev}"))
+        && let Ok(commit) = tag.peel_to_commit()
+    {
+        return Some(commit.id());
     }
     if let Some(oid) = branch_tip(repo, rev) {
         return Some(oid);

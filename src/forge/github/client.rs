@@ -676,6 +676,11 @@ impl GithubClient {
             commits: Vec<Commit>,
             #[serde(default)]
             total_commits: usize,
+            base_commit: Option<BaseCommit>,
+        }
+        #[derive(Deserialize)]
+        struct BaseCommit {
+            sha: String,
         }
         #[derive(Deserialize)]
         struct Commit {
@@ -699,6 +704,7 @@ impl GithubClient {
         ));
         let compare: Compare = self.json(Method::GET, &route, None).await?;
         let merge_commits = compare.commits.iter().any(|c| c.parents.len() > 1);
+        let base_sha = compare.base_commit.map(|c| c.sha);
         // GitHub lists at most 250 commits without paging: the others cannot be checked.
         let commits_listed = compare.commits.len() >= compare.total_commits;
         // GitHub leaves `files` out of a comparison too large to show.
@@ -707,6 +713,7 @@ impl GithubClient {
                 files: Vec::new(),
                 complete: false,
                 merge_commits,
+                base_sha,
                 added_texts: Default::default(),
             });
         };
@@ -714,6 +721,7 @@ impl GithubClient {
             files: Vec::with_capacity(listed.len()),
             complete: listed.len() < COMPARE_FILES_SHOWN && commits_listed,
             merge_commits,
+            base_sha,
             added_texts: Default::default(),
         };
         for file in listed {

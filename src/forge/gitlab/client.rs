@@ -612,6 +612,8 @@ impl GitlabClient {
                 .collect(),
             complete: !compare.compare_timeout,
             merge_commits: compare.commits.iter().any(|c| c.parent_ids.len() > 1),
+            // GitLab's comparison does not say which commit `from` named.
+            base_sha: None,
             // GitLab's diffs carry no blob id to check a rebuilt text against.
             added_texts: Default::default(),
         })
