@@ -1296,6 +1296,44 @@ fn compares_a_commit_with_itself(path: &str) -> bool {
         .is_some_and(|(base, head)| base == head)
 }
 
+/// The branch of bob's own request in the stories below.
+const BOBS_BRANCH: &str = "sev1-request";
+
+/// bob pushes his request to `branch`, then a loosened prod policy on top; returns the
+/// request-only commit.
+fn request_then_a_policy(s: &Scenario, branch: &str) -> String {
+    let only_request = s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[("requests/prod/r1.yaml", &prod_request("1h"))],
+        "request",
+    );
+    s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[("policies/prod.yaml", &loosened_prod_policy(s))],
+        "and a policy",
+    );
+    only_request
+}
+
+/// From now on, whenever the bot lists what a PR changes, `branch` is at `sha`: bob
+/// force-pushes it just before each listing and back right after, and the webhooks of those
+/// pushes come late.
+fn push_away_and_back_around_each_listing(s: &Scenario, branch: &str, sha: String) {
+    s.forge.detour_branch(BranchDetour {
+        route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
+            is_a_listing_of_changes(path)
+        })),
+        count: u32::MAX,
+        repo: REPO.to_owned(),
+        branch: branch.to_owned(),
+        sha,
+    });
+}
+
 fn is_a_listing_of_changes(path: &str) -> bool {
     let pr_files = path.contains("/pulls/") && path.ends_with("/files");
     let mr_diffs = path.contains("/merge_requests/") && path.ends_with("/diffs");
@@ -1309,32 +1347,9 @@ on_both_forges!(
         // his request, A adds a loosened policy on top. The PR shows A, but whenever the bot
         // lists what the PR changes, the branch is at B: he force-pushes B just before each
         // listing and A right after it, and the webhooks of those pushes come late.
-        let branch = "sev1-request";
-        let only_request = s.forge.push_files(
-            REPO,
-            branch,
-            &s.people.bob,
-            &[("requests/prod/r1.yaml", &prod_request("1h"))],
-            "request",
-        );
-        let loosened = loosened_prod_policy(&s);
-        s.forge.push_files(
-            REPO,
-            branch,
-            &s.people.bob,
-            &[("policies/prod.yaml", &loosened)],
-            "and a policy",
-        );
-        let pr = s.open_change(&s.people.bob, branch, "r1");
-        s.forge.detour_branch(BranchDetour {
-            route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
-                is_a_listing_of_changes(path)
-            })),
-            count: u32::MAX,
-            repo: REPO.to_owned(),
-            branch: branch.to_owned(),
-            sha: only_request,
-        });
+        let only_request = request_then_a_policy(&s, BOBS_BRANCH);
+        let pr = s.open_change(&s.people.bob, BOBS_BRANCH, "r1");
+        push_away_and_back_around_each_listing(&s, BOBS_BRANCH, only_request);
         let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
         s.label(pr, &s.people.bob, "sev1");
         s.settle().await;
@@ -1580,21 +1595,7 @@ on_both_forges!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_probe_does_not_bring_back_the_unpinned_listing() {
     let s = Scenario::start(Backend::Sqlite).await.unwrap();
-    let branch = "sev1-request";
-    let only_request = s.forge.push_files(
-        REPO,
-        branch,
-        &s.people.bob,
-        &[("requests/prod/r1.yaml", &prod_request("1h"))],
-        "request",
-    );
-    s.forge.push_files(
-        REPO,
-        branch,
-        &s.people.bob,
-        &[("policies/prod.yaml", &loosened_prod_policy(&s))],
-        "and a policy",
-    );
+    let only_request = request_then_a_policy(&s, BOBS_BRANCH);
     // The head's comparison answers 404 (GitHub's answer for a head it cannot compare), and
     // the base-with-itself probe fails with 502 on every retry of one call.
     s.forge.fail_next(FailureSpec {
@@ -1611,19 +1612,11 @@ async fn a_failing_probe_does_not_bring_back_the_unpinned_listing() {
         count: breakglass::forge::retry::RetryPolicy::default().attempts,
         kind: FailureKind::Status(502),
     });
-    s.forge.detour_branch(BranchDetour {
-        route: RouteMatcher::Predicate(std::sync::Arc::new(|_, path: &str| {
-            is_a_listing_of_changes(path)
-        })),
-        count: u32::MAX,
-        repo: REPO.to_owned(),
-        branch: branch.to_owned(),
-        sha: only_request,
-    });
+    push_away_and_back_around_each_listing(&s, BOBS_BRANCH, only_request);
     let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
     // Deciding fails on the probe's 502 and is retried later: that is the point.
     s.expect_delivery_error("HTTP 502");
-    let pr = s.open_change(&s.people.bob, branch, "r1");
+    let pr = s.open_change(&s.people.bob, BOBS_BRANCH, "r1");
     for _ in 0..400 {
         if !s.failures().is_empty() {
             break;
