@@ -247,10 +247,35 @@ pub fn invalid_policies_comment(branch: &str, problems: &[String]) -> String {
 }
 
 /// The PR changes more than its request file (and the bot's own grant files).
-pub fn out_of_scope_comment(extra: &[String]) -> String {
+pub fn out_of_scope_comment(extra: &[String], request_path: &str) -> String {
+    let others: Vec<String> = extra
+        .iter()
+        .filter(|p| *p != request_path)
+        .map(|p| code(p))
+        .collect();
+    let mut text = "⛔ **breakglass will not merge this PR**:".to_owned();
+    if others.len() < extra.len() {
+        text += &format!(
+            " it does not add {} as a new file. A request PR adds its request file; it never \
+             edits or renames a request already on the default branch (a merged request is a \
+             grant: ask for more time with `/breakglass extend`, or add a new request file).",
+            code(request_path)
+        );
+    }
+    if !others.is_empty() {
+        text += &format!(
+            " it changes files beyond its request file: {}.",
+            others.join(", ")
+        );
+    }
+    text + "\n\nA request PR may only add one `requests/<environment>/<id>.yaml` (plus the grant files breakglass renders itself). Move other changes to their own PR."
+}
+
+/// A request file whose id another request (granted, past or pending) already has.
+pub fn request_id_taken_comment(id: &str) -> String {
     format!(
-        "⛔ **breakglass will not merge this PR**: it changes files beyond its request file: {}.\n\nA request PR may only add one `requests/<environment>/<id>.yaml` (plus the grant files breakglass renders itself). Move other changes to their own PR.",
-        extra.iter().map(|p| code(p)).collect::<Vec<_>>().join(", ")
+        "⛔ Request id {} is already used by another request; rename the file.",
+        code(id)
     )
 }
 
@@ -825,7 +850,7 @@ mod tests {
     fn denials_and_paths_echo_inertly() {
         assert_inert(&denied_by_approver_comment("carol", Some(HOSTILE)));
         let paths = [HOSTILE.to_owned(), "grants/@acme/x.tf".to_owned()];
-        assert_inert(&out_of_scope_comment(&paths));
+        assert_inert(&out_of_scope_comment(&paths, &paths[0]));
         assert_inert(&several_requests_comment(&paths));
         assert_inert(&direct_push_comment(&paths));
     }

@@ -1090,6 +1090,42 @@ async fn the_bot_ignores_its_own_comments_by_user_id_even_as_a_plain_user() {
     s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
 }
 
+// A merged request is a grant: a PR that edits its file on the default branch, to ask for more
+// than was granted, is refused in its verdict and never merged; the grant keeps its expiry.
+on_both_forges!(
+    a_pr_editing_a_granted_request_is_refused_and_never_merged,
+    |s: Scenario| async move {
+        let first = bob_sev1_pr(&s, "requests/prod/r1.yaml", false, |_| {});
+        s.settle().await;
+        s.advance(TimeDelta::minutes(2));
+        s.settle().await;
+        assert!(s.change(first).merged);
+        s.skip_bot_comments(first);
+        let expires = s.request("r1").await.expires_at;
+        s.forge.push_files(
+            REPO,
+            "longer",
+            &s.people.bob,
+            &[("requests/prod/r1.yaml", &prod_request("45m"))],
+            "more time",
+        );
+        let pr = s.open_change(&s.people.bob, "longer", "r1 for longer");
+        s.label(pr, &s.people.bob, "sev1");
+        s.settle().await;
+        s.advance(TimeDelta::minutes(2));
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.contains("Request id `r1` is already used by another request"),
+            "{said}"
+        );
+        s.expect_no_bot_comment(pr); // said once
+        assert!(!s.change(pr).merged);
+        assert_eq!(merge_calls(&s), 1, "only the first request's merge");
+        assert_eq!(s.request("r1").await.expires_at, expires);
+    }
+);
+
 on_both_forges!(
     a_request_nobody_approves_expires_and_is_closed,
     |s: Scenario| async move {

@@ -400,8 +400,9 @@ impl Workflow {
                         record
                     }
                     Err(StoreError::Duplicate { .. }) => {
-                        self.forge
-                            .note(Thread::Change(pr.number), &format!("⛔ Request id {} is already used by another request; rename the file.", comment::code(path.id.as_str())))
+                        // Said once per PR and id, not again at each label or approval.
+                        let says = comment::request_id_taken_comment(path.id.as_str());
+                        self.note_once(Thread::Change(pr.number), &says, &says)
                             .await?;
                         self.set_status(pr, StatusState::Failure, "request id already used")
                             .await?;

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use crate::comment;
-use crate::forge::{ChangedFile, PullRequestInfo, StatusState};
+use crate::forge::{ChangedFile, FileChange, PullRequestInfo, StatusState};
 use crate::grant::RenderedFile;
 use crate::names::{Login, RequestId};
 use crate::policy::decision::{Context, FastPathMiss};
@@ -263,12 +263,18 @@ fn allowed_paths(inputs: &Inputs, servable: bool) -> Option<BTreeSet<String>> {
     Some(paths)
 }
 
-/// The files (old and new names of renames) that the PR changes beyond `allowed`, sorted.
+/// The files (old and new names of renames) that the PR changes beyond `allowed`, and those of
+/// `allowed` it does not simply add (the merge guard refuses both: a request already on the
+/// default branch is a grant, never edited by a PR), sorted.
 fn beyond(files: &[ChangedFile], allowed: &BTreeSet<String>) -> Vec<String> {
     files
         .iter()
-        .flat_map(|f| std::iter::once(&f.path).chain(f.previous_path.as_ref()))
-        .filter(|p| !allowed.contains(*p))
+        .flat_map(|f| {
+            let added = f.change == FileChange::Added && f.previous_path.is_none();
+            let path = Some(&f.path).filter(|p| !added || !allowed.contains(*p));
+            let previous = f.previous_path.as_ref().filter(|p| !allowed.contains(*p));
+            path.into_iter().chain(previous)
+        })
         .cloned()
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -311,10 +317,10 @@ fn verdict_comment(id: &RequestId, inputs: &Inputs, stored: &StoredDecision) -> 
     let extra = &stored.scope_problems;
     let mut text = match (extra.is_empty(), decision.allowed) {
         (true, _) => comment::decision_comment(id.as_str(), decision),
-        (false, true) => comment::out_of_scope_comment(extra),
+        (false, true) => comment::out_of_scope_comment(extra, &inputs.file_path),
         (false, false) => format!(
             "{}\n\n{}",
-            comment::out_of_scope_comment(extra),
+            comment::out_of_scope_comment(extra, &inputs.file_path),
             comment::decision_comment(id.as_str(), decision)
         ),
     };

@@ -248,7 +248,7 @@ fn files_beyond_the_request_deny_an_allowed_request() {
     assert_eq!(
         decide(&inputs),
         Verdict::Record(Decided {
-            comment: Some(comment::out_of_scope_comment(&extra)),
+            comment: Some(comment::out_of_scope_comment(&extra, &inputs.file_path)),
             stored: StoredDecision {
                 decision,
                 head_since: Some(t(5)),
@@ -282,7 +282,7 @@ fn files_beyond_a_denied_request_are_said_before_its_rules() {
         verdict.comment,
         Some(format!(
             "{}\n\n{}",
-            comment::out_of_scope_comment(&extra),
+            comment::out_of_scope_comment(&extra, &inputs.file_path),
             comment::decision_comment("r-1", &decision)
         ))
     );
@@ -291,6 +291,48 @@ fn files_beyond_a_denied_request_are_said_before_its_rules() {
         (StatusState::Failure, "denied: ticket_pattern".into())
     );
     assert_eq!(verdict.state, RequestState::Denied);
+}
+
+#[test]
+fn a_request_file_already_on_the_default_branch_is_never_allowed_to_change() {
+    // Editing a merged request (a grant) to ask for more: the guard would refuse the merge, so
+    // the verdict says so first instead of "allowed".
+    let mut inputs = inputs(OK);
+    inputs.files[0].change = FileChange::Modified;
+    let verdict = decided(&inputs);
+    assert_eq!(verdict.state, RequestState::Denied);
+    assert_eq!(
+        verdict.status,
+        (
+            StatusState::Failure,
+            "denied: the PR changes files beyond its request".into()
+        )
+    );
+    assert_eq!(verdict.next, Next::Stop);
+    let said = verdict.comment.expect("a comment");
+    assert!(
+        said.contains(&format!("does not add `{FILE}` as a new file")),
+        "{said}"
+    );
+    assert!(!said.contains("beyond its request file:"), "{said}");
+}
+
+#[test]
+fn a_request_file_renamed_from_another_is_refused_by_both_names() {
+    let mut inputs = inputs(OK);
+    inputs.files[0].change = FileChange::Renamed;
+    inputs.files[0].previous_path = Some("requests/prod/older.yaml".into());
+    let verdict = decided(&inputs);
+    assert_eq!(verdict.state, RequestState::Denied);
+    let said = verdict.comment.expect("a comment");
+    assert!(
+        said.contains("does not add `requests/prod/r-1.yaml` as a new file"),
+        "{said}"
+    );
+    assert!(
+        said.contains("beyond its request file: `requests/prod/older.yaml`"),
+        "{said}"
+    );
 }
 
 #[test]
