@@ -40,6 +40,8 @@ fn main() {
             let service = service(postgres).await;
             let bare_run = load(bare, &body, connections, seconds, false).await;
             let intake_run = load(service.addr, &body, connections, seconds, true).await;
+            // Its workers would go on handling what it stored, beside the next run.
+            service.stop();
             let alone = intake_alone(postgres).await;
             let alone_run = load(alone.addr, &body, connections, seconds, true).await;
             println!("  {name}:");
@@ -92,6 +94,15 @@ struct Service {
     _standalone: Option<Standalone>,
     _database: Option<breakglass::store::testing::PostgresDatabase>,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Service {
+    /// Stops the service's tasks at once (what it stored is not needed any more).
+    fn stop(mut self) {
+        if let Some(Standalone { running, .. }) = self._standalone.take() {
+            running.kill();
+        }
+    }
 }
 
 /// The real service against a test forge, on PostgreSQL (a fresh database) or a fresh SQLite
