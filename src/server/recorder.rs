@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sqlx::Any;
 use sqlx::pool::PoolConnection;
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::store::deliveries::record_deliveries;
 use crate::store::{Backend, NewDelivery, Recorded, Store, StoreError};
@@ -56,43 +56,55 @@ impl Recorder {
     }
 }
 
-/// How long the SQLite writer keeps the pool's one connection while deliveries keep coming.
-/// Handing it back costs a spawned task and a round trip to SQLite's thread (the pool checks a
-/// connection as it comes back), which was half of each batch's time under load; the
-/// workers (claims, revocations) wait at most this long for their turn, as the pool's queue
-/// is fair.
+/// How long a writer keeps its connection while deliveries keep coming. Handing it back costs
+/// a spawned task and a round trip (the pool checks a connection as it comes back), which was
+/// half of each batch's time under load on SQLite; the workers (claims, revocations) wait at
+/// most this long for SQLite's one connection, as the pool's queue is fair.
 const HOLD: Duration = Duration::from_millis(10);
 
-/// Batches PostgreSQL writes at once: it flushes the WAL of concurrent commits together, so a
-/// batch may be written while the one before it commits. Two batches in flight may commit out
-/// of order; that never reorders what a forge could order: a delivery is acknowledged only
-/// after its commit, so every delivery that arrives after that acknowledgement is stored (and
-/// `received_at`, then `seq`, ordered) after it.
-const POSTGRES_IN_FLIGHT: usize = 4;
-
-async fn write_batches(store: Store, waiting: mpsc::Receiver<Pending>) {
+/// Writers, each storing one batch at a time. SQLite has one writer, so one. PostgreSQL
+/// flushes the WAL of concurrent commits together, so a batch may be written while the one
+/// before it commits. Two batches in flight may commit out of order; that never reorders what
+/// a forge could order: a delivery is acknowledged only after its commit, so every delivery
+/// that arrives after that acknowledgement is stored (and `received_at`, then `seq`, ordered)
+/// after it.
+fn writers(store: &Store) -> usize {
     match store.backend() {
-        Backend::Sqlite => write_in_turn(store, waiting).await,
-        Backend::Postgres => write_side_by_side(store, waiting).await,
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
     }
 }
 
-/// SQLite has one writer: one batch at a time, on a connection kept while more wait.
-async fn write_in_turn(store: Store, mut waiting: mpsc::Receiver<Pending>) {
+async fn write_batches(store: Store, waiting: mpsc::Receiver<Pending>) {
+    let waiting = Arc::new(Mutex::new(waiting));
+    let writers: Vec<_> = (0..writers(&store))
+        .map(|_| tokio::spawn(write_in_turn(store.clone(), waiting.clone())))
+        .collect();
+    for writer in writers {
+        let _ = writer.await;
+    }
+}
+
+/// One writer: takes what has queued (at least one, at most [`MAX_BATCH`]), stores it as one
+/// transaction on a connection kept while more wait, and answers each.
+async fn write_in_turn(store: Store, waiting: Arc<Mutex<mpsc::Receiver<Pending>>>) {
     let mut held: Option<(PoolConnection<Any>, Instant)> = None;
     loop {
-        let first = match waiting.try_recv() {
-            Ok(first) => first,
-            Err(TryRecvError::Disconnected) => return,
-            Err(TryRecvError::Empty) => {
-                held = None; // nothing waits: the connection goes back to the pool
-                match waiting.recv().await {
-                    Some(first) => first,
-                    None => return,
+        let batch = {
+            let mut waiting = waiting.lock().await;
+            let first = match waiting.try_recv() {
+                Ok(first) => first,
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    held = None; // nothing waits: the connection goes back to the pool
+                    match waiting.recv().await {
+                        Some(first) => first,
+                        None => return,
+                    }
                 }
-            }
+            };
+            take_batch(first, &mut waiting)
         };
-        let batch = take_batch(first, &mut waiting);
         if held
             .as_ref()
             .is_some_and(|(_, since)| since.elapsed() >= HOLD)
@@ -112,24 +124,6 @@ async fn write_in_turn(store: Store, mut waiting: mpsc::Receiver<Pending>) {
             held = None; // the pool checks it as it comes back
         }
         answer(batch, written);
-    }
-}
-
-/// PostgreSQL: up to [`POSTGRES_IN_FLIGHT`] batches at once, each on a connection of its own.
-async fn write_side_by_side(store: Store, mut waiting: mpsc::Receiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(POSTGRES_IN_FLIGHT));
-    while let Some(first) = waiting.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let batch = take_batch(first, &mut waiting);
-        let store = store.clone();
-        tokio::spawn(async move {
-            let deliveries = deliveries_of(&batch);
-            let written = within_write_timeout(store.record_deliveries(&deliveries)).await;
-            answer(batch, written);
-            drop(slot);
-        });
     }
 }
 
@@ -180,5 +174,70 @@ fn answer(batch: Vec<Pending>, written: Result<Vec<Recorded>, String>) {
                 let _ = pending.answer.send(Err(why.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use super::*;
+    use crate::store::testing::sqlite_store;
+    use crate::store::{DeliveryId, ForgeKind};
+
+    fn delivery(n: u64) -> NewDelivery {
+        NewDelivery {
+            id: DeliveryId::new(ForgeKind::GitHub, &format!("flood-{n}")).unwrap(),
+            event: "ping".into(),
+            payload: "{}".into(),
+            received_at: chrono::Utc::now(),
+        }
+    }
+
+    /// A flood of webhooks never keeps SQLite's one connection from the workers (claims,
+    /// revocations): the writer gives it back at least every [`HOLD`], even while deliveries
+    /// keep queueing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_deliveries_leaves_the_connection_to_the_others_in_turn() {
+        let (store, _dir) = sqlite_store().await;
+        let recorder = Recorder::start(store.clone());
+        let (stop, stored) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        // Open loop: deliveries are sent without waiting for the ones before, so the queue
+        // never runs empty while the flood lasts.
+        let flood = tokio::spawn({
+            let (stop, stored) = (stop.clone(), stored.clone());
+            async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let (recorder, stored) = (recorder.clone(), stored.clone());
+                    tokio::spawn(async move {
+                        recorder.record(delivery(n)).await.expect("stored");
+                        stored.fetch_add(1, Ordering::Relaxed);
+                    });
+                    if n % 8 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        });
+        while stored.load(Ordering::Relaxed) < 500 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let turn = tokio::time::timeout(Duration::from_secs(10), store.pool().acquire()).await;
+        let stored_by_then = stored.load(Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        flood.await.unwrap();
+        assert!(
+            turn.is_ok(),
+            "the connection never came back while deliveries kept coming"
+        );
+        drop(turn);
+        // The flood was still being stored after that turn.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(stored.load(Ordering::Relaxed) > stored_by_then);
     }
 }
