@@ -8,7 +8,7 @@ pub mod standalone;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -135,12 +135,20 @@ pub struct Running {
 pub struct Reconciliation {
     running: AtomicBool,
     passes: AtomicU64,
+    /// When the next pass is due by the service's clock, in milliseconds since the epoch.
+    next_due: AtomicI64,
 }
 
 impl Reconciliation {
     /// Whether no pass is running and at least one has finished since the service started.
     pub fn idle(&self) -> bool {
         self.passes.load(Ordering::SeqCst) > 0 && !self.running.load(Ordering::SeqCst)
+    }
+
+    /// [`Self::idle`], and the next pass is not due at `now` either: a clock moved past it
+    /// leaves a pass to come, which `idle` alone does not show.
+    pub fn caught_up(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.idle() && self.next_due.load(Ordering::SeqCst) > now.timestamp_millis()
     }
 }
 
@@ -683,11 +691,14 @@ async fn reconcile_worker(
                 this.failures.record(Work::Reconciliation, &err, at);
             }
         }
+        let clock = &workflows.shared().clock;
+        let next = clock.now() + every;
+        status
+            .next_due
+            .store(next.timestamp_millis(), Ordering::SeqCst);
         status.passes.fetch_add(1, Ordering::SeqCst);
         status.running.store(false, Ordering::SeqCst);
         release_freed_memory();
-        let clock = &workflows.shared().clock;
-        let next = clock.now() + every;
         while clock.now() < next {
             if !this.idle(None).await {
                 return;
@@ -980,6 +991,22 @@ mod tests {
     /// A renewal that waits (for SQLite's write lock, say) must not stop the work it renews
     /// for: the work may hold that very lock (found by the long chaos run: every heartbeat
     /// stalled the worker for the database's busy timeout).
+    #[test]
+    fn reconciliation_is_caught_up_only_when_no_pass_runs_or_is_due() {
+        let at = |secs: i64| chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();
+        let status = Reconciliation::default();
+        assert!(!status.caught_up(at(0)), "no pass yet");
+        status
+            .next_due
+            .store(at(300).timestamp_millis(), Ordering::SeqCst);
+        status.passes.store(1, Ordering::SeqCst);
+        assert!(status.caught_up(at(299)));
+        assert!(!status.caught_up(at(300)), "a pass is due");
+        assert!(status.idle(), "which idle alone does not show");
+        status.running.store(true, Ordering::SeqCst);
+        assert!(!status.caught_up(at(0)), "a pass runs");
+    }
+
     #[tokio::test]
     async fn reconciliation_waits_for_the_revokes_due_at_start_but_not_forever() {
         let long = Duration::from_secs(600);
