@@ -1,9 +1,9 @@
 //! Group commit for webhook intake. Every verified delivery must be durable before its 2xx;
 //! one commit (one fsync of SQLite's WAL, one round trip to PostgreSQL) per delivery caps intake
 //! at a few hundred per second, and concurrent writers queue on SQLite's lock. So the handlers
-//! hand their deliveries to one writer task, which stores whatever has queued up as one
-//! transaction and only then answers each handler: nothing is acknowledged before the commit
-//! that holds it has returned.
+//! hand their deliveries to a writer task (one on SQLite, a few on PostgreSQL), which stores
+//! whatever has queued up as one transaction and only then answers each handler: nothing is
+//! acknowledged before the commit that holds it has returned.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ struct Pending {
 }
 
 impl Recorder {
-    /// Starts the writer task on `store`; it ends when every handle is dropped.
+    /// Starts the writer tasks on `store`; they end when every handle is dropped.
     pub fn start(store: Store) -> Self {
         let (queue, waiting) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(write_batches(store, waiting));
