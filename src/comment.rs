@@ -263,8 +263,13 @@ pub fn out_of_scope_comment(extra: &[String], request_path: &str) -> String {
         );
     }
     if !others.is_empty() {
+        let it = if others.len() < extra.len() {
+            "It also"
+        } else {
+            "it"
+        };
         text += &format!(
-            " it changes files beyond its request file: {}.",
+            " {it} changes files beyond its request file: {}.",
             others.join(", ")
         );
     }

@@ -330,7 +330,7 @@ fn a_request_file_renamed_from_another_is_refused_by_both_names() {
         "{said}"
     );
     assert!(
-        said.contains("beyond its request file: `requests/prod/older.yaml`"),
+        said.contains("It also changes files beyond its request file: `requests/prod/older.yaml`"),
         "{said}"
     );
 }
