@@ -170,6 +170,37 @@ async fn concurrent_deliveries_are_group_committed_each_exactly_once() {
     .await;
 }
 
+/// Deliveries of one instant are handled in the order they arrived, within a batch and across
+/// batches, although a batch goes in sorted by id (ids here sort against arrival).
+#[tokio::test]
+async fn a_batch_keeps_arrival_order_whatever_its_ids() {
+    for_each_backend(|store| async move {
+        let at = t(0);
+        let first: Vec<_> = ["z", "m", "a"].map(|k| delivery(k, at)).into();
+        let mut second: Vec<_> = ["y", "b", "z"].map(|k| delivery(k, at)).into();
+        second[2].payload = "{}".into(); // a redelivery of "z": the stored text stays
+        assert_eq!(
+            store.record_deliveries(&first).await?,
+            vec![Recorded::New; 3]
+        );
+        assert_eq!(
+            store.record_deliveries(&second).await?,
+            vec![Recorded::New, Recorded::New, Recorded::Duplicate]
+        );
+        let claimed = store
+            .claim_deliveries("w", t(1), std::time::Duration::from_secs(60), 10)
+            .await?;
+        let order: Vec<String> = claimed.iter().map(|d| d.id.to_string()).collect();
+        let expected: Vec<String> = ["z", "m", "a", "y", "b"]
+            .map(|k| DeliveryId::new(ForgeKind::GitHub, k).unwrap().to_string())
+            .into();
+        assert_eq!(order, expected);
+        assert_eq!(claimed[0].payload, first[0].payload);
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn redelivered_webhook_is_recorded_once_and_changes_nothing() {
     for_each_backend(|store| async move {

@@ -212,8 +212,8 @@ pub async fn record_delivery(
     })
 }
 
-/// Stores a batch of deliveries in one transaction (one durable commit for all of them) and
-/// one statement: what each one became, in order. A delivery repeated within the batch is a
+/// Stores a batch of deliveries in one statement, so one durable commit (and one round trip)
+/// for all of them: what each one became, in order. A delivery repeated within the batch is a
 /// duplicate.
 pub async fn record_deliveries(
     conn: &mut AnyConnection,
@@ -222,53 +222,54 @@ pub async fn record_deliveries(
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    // `seq` keeps arrival order where `received_at` ties: the batch is in arrival order.
-    let (last,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM deliveries")
-        .fetch_one(&mut *tx)
-        .await?;
     let rows: Vec<String> = (0..batch.len())
         .map(|i| {
             let p = i * 6;
             format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, ${})",
+                "(${}, ${}, ${}, ${}, ${}, ${})",
                 p + 1,
                 p + 2,
                 p + 3,
                 p + 4,
                 p + 5,
-                p + 6,
                 p + 6
             )
         })
         .collect();
+    // `seq` keeps arrival order where `received_at` ties: each row takes the highest stored
+    // `seq` plus its place in the batch. The highest is read once, before any row goes in
+    // (a statement that reads the table it inserts into reads it first, on both databases).
+    // `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join's `ON`.
     let sql = format!(
         "INSERT INTO deliveries (id, seq, forge, event, payload, received_at, state, attempts, \
-         next_attempt_at) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+         next_attempt_at) \
+         SELECT v.column1, last.seq + v.column2, v.column3, v.column4, v.column5, v.column6, \
+         'pending', 0, v.column6 \
+         FROM (VALUES {}) AS v, (SELECT COALESCE((SELECT MAX(seq) FROM deliveries), 0) AS seq) AS last \
+         WHERE true ON CONFLICT (id) DO NOTHING RETURNING id",
         rows.join(", ")
     );
     let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
     // Rows go in by id (their `seq` still says the arrival order): batches in flight side by
     // side on PostgreSQL that share a redelivered id then take its unique-index lock in the
     // same order, instead of deadlocking. A stable sort keeps a repeat after its first.
-    let mut ordered: Vec<(i64, &NewDelivery)> = (last + 1..).zip(batch).collect();
-    ordered.sort_by_key(|(_, delivery)| delivery.id.to_string());
-    for (seq, delivery) in ordered {
+    let mut ordered: Vec<(i64, &NewDelivery)> = (1..).zip(batch).collect();
+    ordered.sort_by_cached_key(|(_, delivery)| delivery.id.to_string());
+    for (place, delivery) in ordered {
         insert = insert
             .bind(delivery.id.to_string())
-            .bind(seq)
+            .bind(place)
             .bind(delivery.id.forge().as_str())
             .bind(&delivery.event)
             .bind(&delivery.payload)
             .bind(to_millis(delivery.received_at));
     }
     let mut inserted = insert
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(|row| row.try_get::<String, _>("id"))
         .collect::<Result<HashSet<String>, _>>()?;
-    tx.commit().await?;
     // The first of a repeated id is the one stored; any later one is its duplicate.
     Ok(batch
         .iter()
@@ -439,9 +440,7 @@ fn not_found(id: &DeliveryId) -> StoreError {
 }
 
 impl Store {
-    /// Stores a webhook before it is acknowledged; a redelivery is a [`Recorded::Duplicate`]
-    /// and changes nothing.
-    /// [`record_deliveries`]: a batch in one transaction, one commit.
+    /// [`record_deliveries`]: a batch in one statement, one commit.
     pub async fn record_deliveries(
         &self,
         batch: &[NewDelivery],
