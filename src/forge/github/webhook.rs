@@ -68,33 +68,28 @@ pub struct PayloadError {
     pub source: serde_json::Error,
 }
 
-/// Parses a verified delivery. Events and actions we do not act on become
-/// [`ForgeEvent::Ignored`], never an error.
+/// Parses a verified delivery, reading the body once. Events and actions we do not act on
+/// become [`ForgeEvent::Ignored`], never an error.
 pub fn parse(delivery_id: &str, event: &str, body: &[u8]) -> Result<Delivery, PayloadError> {
-    let err = |source| PayloadError {
-        event: event.to_owned(),
-        source,
+    let ignored = |action: &str| ForgeEvent::Ignored {
+        event: format!("{event}.{action}"),
     };
-    let envelope: Envelope = serde_json::from_slice(body).map_err(err)?;
-    let ignored = || ForgeEvent::Ignored {
-        event: format!("{event}.{}", envelope.action.as_deref().unwrap_or("")),
-    };
-    let parsed = match event {
-        "ping" => ForgeEvent::Ping,
+    let (repository, parsed) = match event {
         "pull_request" => {
-            let p: PullRequestPayload = serde_json::from_slice(body).map_err(err)?;
-            match pull_request_action(&p.action) {
+            let p: PullRequestPayload = payload(event, body)?;
+            let parsed = match pull_request_action(&p.action) {
                 Some(action) => ForgeEvent::PullRequest {
                     action,
                     pull_request: p.pull_request.into(),
                     sender: p.sender.into(),
                 },
-                None => ignored(),
-            }
+                None => ignored(&p.action),
+            };
+            (p.repository, parsed)
         }
         "issue_comment" => {
-            let p: IssueCommentPayload = serde_json::from_slice(body).map_err(err)?;
-            match comment_action(&p.action) {
+            let p: IssueCommentPayload = payload(event, body)?;
+            let parsed = match comment_action(&p.action) {
                 Some(action) => ForgeEvent::Comment {
                     action,
                     number: p.issue.number,
@@ -104,36 +99,21 @@ pub fn parse(delivery_id: &str, event: &str, body: &[u8]) -> Result<Delivery, Pa
                     author: p.comment.user.into(),
                     created_at: p.comment.created_at,
                 },
-                None => ignored(),
-            }
+                None => ignored(&p.action),
+            };
+            (p.repository, parsed)
         }
         "pull_request_review" => {
-            let p: ReviewPayload = serde_json::from_slice(body).map_err(err)?;
-            let state = match (
-                p.action.as_str(),
-                p.review.state.to_ascii_lowercase().as_str(),
-            ) {
-                ("dismissed", _) => Some(ReviewState::Dismissed),
-                ("submitted", "approved") => Some(ReviewState::Approved),
-                ("submitted", "changes_requested") => Some(ReviewState::ChangesRequested),
-                ("submitted", "commented") => Some(ReviewState::Commented),
-                _ => None,
-            };
-            match state {
-                Some(state) => ForgeEvent::Review {
-                    state,
-                    pull_request: p.pull_request.into(),
-                    review_id: p.review.id,
-                    author: p.review.user.into(),
-                    commit_id: p.review.commit_id,
-                    submitted_at: p.review.submitted_at,
-                },
-                None => ignored(),
-            }
+            let p: ReviewPayload = payload(event, body)?;
+            (
+                p.repository,
+                review_event(p.action, p.review, p.pull_request),
+            )
         }
         "push" => {
-            let p: PushPayload = serde_json::from_slice(body).map_err(err)?;
-            ForgeEvent::Push {
+            let p: PushPayload = payload(event, body)?;
+            let default_branch = p.repository.as_ref().and_then(|r| r.default_branch.clone());
+            let parsed = ForgeEvent::Push {
                 git_ref: p.git_ref,
                 before: p.before,
                 after: p.after,
@@ -149,21 +129,58 @@ pub fn parse(delivery_id: &str, event: &str, body: &[u8]) -> Result<Delivery, Pa
                     })
                     .collect(),
                 sender: p.sender.into(),
-                default_branch: envelope
-                    .repository
-                    .as_ref()
-                    .and_then(|r| r.default_branch.clone()),
-            }
+                default_branch,
+            };
+            (p.repository, parsed)
         }
-        _ => ForgeEvent::Ignored {
-            event: event.to_owned(),
-        },
+        _ => {
+            let envelope: Envelope = payload(event, body)?;
+            let parsed = match event {
+                "ping" => ForgeEvent::Ping,
+                _ => ForgeEvent::Ignored {
+                    event: event.to_owned(),
+                },
+            };
+            (envelope.repository, parsed)
+        }
     };
     Ok(Delivery {
         id: delivery_id.to_owned(),
-        repository: envelope.repository.map(|r| r.full_name),
+        repository: repository.map(|r| r.full_name),
         event: parsed,
     })
+}
+
+/// `body` read as the payload of `event`.
+fn payload<T: serde::de::DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
+    serde_json::from_slice(body).map_err(|source| PayloadError {
+        event: event.to_owned(),
+        source,
+    })
+}
+
+/// A review submitted or dismissed; other actions and states are ignored.
+fn review_event(action: String, review: Review, pull_request: PullRequest) -> ForgeEvent {
+    let state = match (action.as_str(), review.state.to_ascii_lowercase().as_str()) {
+        ("dismissed", _) => Some(ReviewState::Dismissed),
+        ("submitted", "approved") => Some(ReviewState::Approved),
+        ("submitted", "changes_requested") => Some(ReviewState::ChangesRequested),
+        ("submitted", "commented") => Some(ReviewState::Commented),
+        _ => None,
+    };
+    match state {
+        Some(state) => ForgeEvent::Review {
+            state,
+            pull_request: pull_request.into(),
+            review_id: review.id,
+            author: review.user.into(),
+            commit_id: review.commit_id,
+            submitted_at: review.submitted_at,
+        },
+        None => ForgeEvent::Ignored {
+            event: format!("pull_request_review.{action}"),
+        },
+    }
 }
 
 fn pull_request_action(action: &str) -> Option<PullRequestAction> {
@@ -190,9 +207,9 @@ fn comment_action(action: &str) -> Option<CommentAction> {
     })
 }
 
+/// What every event carries; the whole of an event we do not act on.
 #[derive(Deserialize)]
 struct Envelope {
-    action: Option<String>,
     repository: Option<Repository>,
 }
 
@@ -274,6 +291,7 @@ struct PullRequestPayload {
     action: String,
     pull_request: PullRequest,
     sender: User,
+    repository: Option<Repository>,
 }
 
 #[derive(Deserialize)]
@@ -296,6 +314,7 @@ struct IssueCommentPayload {
     action: String,
     issue: Issue,
     comment: Comment,
+    repository: Option<Repository>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +331,7 @@ struct ReviewPayload {
     action: String,
     review: Review,
     pull_request: PullRequest,
+    repository: Option<Repository>,
 }
 
 #[derive(Deserialize)]
@@ -335,6 +355,7 @@ struct PushPayload {
     #[serde(default)]
     commits: Vec<Commit>,
     sender: User,
+    repository: Option<Repository>,
 }
 
 #[cfg(test)]
