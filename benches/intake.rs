@@ -2,8 +2,11 @@
 //! POST GitHub's real `issue_comment` payload, signed, for the configured repository (so each
 //! one is verified and durably stored before its 2xx), each with a fresh delivery id; the same
 //! load then hits a bare axum handler that answers 200 with no work, in the same run, so the
-//! ratio holds on a noisy shared machine. Prints requests/s, p50 and p99 of both, per database
-//! (SQLite always; PostgreSQL when `BREAKGLASS_TEST_DATABASE_URL` is set).
+//! ratio holds on a noisy shared machine. Prints requests/s, p50, p99 and the process's CPU
+//! time per request of both, per database (SQLite always; PostgreSQL when
+//! `BREAKGLASS_TEST_DATABASE_URL` is set). Then where intake's time goes: the bare handler on
+//! the service's own listener, and a handler that reads, verifies and parses each delivery
+//! without storing it.
 //!
 //! `BREAKGLASS_BENCH_SECONDS` (default 5; 1 under `cargo test --benches`) and
 //! `BREAKGLASS_BENCH_CONNECTIONS` (default 32) tune the run.
@@ -28,6 +31,14 @@ fn main() {
     runtime.block_on(async {
         let body = payload();
         let bare = bare_handler().await;
+        let listener = on_our_listener(
+            axum::Router::new().route("/webhooks/github", axum::routing::post(|| async { "ok\n" })),
+        )
+        .await;
+        let checked = on_our_listener(
+            axum::Router::new().route("/webhooks/github", axum::routing::post(verify_and_parse)),
+        )
+        .await;
         let mut databases = vec![("sqlite", false)];
         if std::env::var_os("BREAKGLASS_TEST_DATABASE_URL").is_some() {
             databases.push(("postgres", true));
@@ -44,12 +55,17 @@ fn main() {
             service.stop();
             let alone = intake_alone(postgres).await;
             let alone_run = load(alone.addr, &body, connections, seconds, true).await;
+            let listener_run = load(listener, &body, connections, seconds, true).await;
+            let checked_run = load(checked, &body, connections, seconds, true).await;
             println!("  {name}:");
             println!("    bare axum handler   {bare_run}");
             println!("    POST /webhooks/github {intake_run}");
             println!("      (the service, its workers handling each delivery meanwhile)");
             println!("    intake alone          {alone_run}");
             println!("      (the same router and recorder; no worker handles the deliveries)");
+            println!("    where it goes:");
+            println!("    bare handler, our listener {listener_run}");
+            println!("    + read, verify, parse   {checked_run}");
             println!(
                 "    ratio intake/bare   {:.2} (service), {:.2} (intake alone)",
                 intake_run.per_second() / bare_run.per_second(),
@@ -176,6 +192,29 @@ async fn intake_alone(postgres: bool) -> Service {
     }
 }
 
+/// `app` served by the service's own listener (its timeouts and limits).
+async fn on_our_listener(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(breakglass::server::listen::serve(listener, app, stopped));
+    std::mem::forget(stop); // serves until the bench ends
+    addr
+}
+
+/// What intake does before it stores: the body read, its signature checked, the event parsed
+/// and encoded for the store.
+async fn verify_and_parse(headers: axum::http::HeaderMap, body: axum::body::Bytes) -> &'static str {
+    use breakglass::forge::github::webhook::{parse, verify_signature};
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let secrets = [breakglass::secret::Secret::new(SECRET)];
+    verify_signature(&secrets, &body, header("x-hub-signature-256")).expect("signed");
+    let id = header("x-github-delivery").expect("a delivery id");
+    let delivery = parse(id, "issue_comment", &body).expect("parses");
+    std::hint::black_box(serde_json::to_string(&delivery).expect("encodes"));
+    "ok\n"
+}
+
 /// An axum handler answering 200 with no work.
 async fn bare_handler() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -193,6 +232,22 @@ struct Run {
     elapsed: Duration,
     p50: Duration,
     p99: Duration,
+    /// CPU time of the whole process (load generator and server, user and system) per
+    /// request: what the work costs, whatever else the shared machine runs meanwhile (which
+    /// takes wall time, not this process's CPU time).
+    cpu_per_request: Duration,
+}
+
+/// CPU time this process has used so far, all threads, user and system.
+fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()), 0);
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 impl Run {
@@ -205,10 +260,11 @@ impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:>9.0} requests/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests, {} failed)",
+            "{:>9.0} requests/s  p50 {:>7.2} ms  p99 {:>7.2} ms  CPU {:>4.0} µs/request  ({} requests, {} failed)",
             self.per_second(),
             self.p50.as_secs_f64() * 1e3,
             self.p99.as_secs_f64() * 1e3,
+            self.cpu_per_request.as_secs_f64() * 1e6,
             self.requests,
             self.failures
         )
@@ -230,6 +286,7 @@ async fn load(
     let next_id = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
+    let cpu_before = process_cpu();
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let (url, body, signature, next_id) = (
@@ -274,6 +331,7 @@ async fn load(
         failures += f;
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu() - cpu_before;
     latencies.sort();
     let at = |q: f64| {
         latencies
@@ -287,5 +345,6 @@ async fn load(
         elapsed,
         p50: at(0.50),
         p99: at(0.99),
+        cpu_per_request: cpu / (latencies.len().max(1) as u32),
     }
 }
