@@ -116,26 +116,44 @@ pub fn delivery_id(idempotency_key: Option<&str>, body: &[u8]) -> String {
 /// [`ForgeEvent::Ignored`], never an error; a body that is not the JSON its event needs is a
 /// [`PayloadError`].
 pub fn parse(delivery_id: &str, event: &str, body: &[u8]) -> Result<Delivery, PayloadError> {
-    let err = |source| PayloadError {
-        event: event.to_owned(),
-        source,
-    };
-    let envelope: Envelope = serde_json::from_slice(body).map_err(err)?;
-    let parsed = match event {
+    // Each payload is read once; the project comes with it.
+    let (project, parsed) = match event {
         "Note Hook" | "Confidential Note Hook" => {
-            note_event(serde_json::from_slice(body).map_err(err)?, event)
+            let mut p: NotePayload = payload(event, body)?;
+            (p.project.take(), note_event(p, event))
         }
-        "Merge Request Hook" => merge_request_event(serde_json::from_slice(body).map_err(err)?),
-        "Emoji Hook" => emoji_event(serde_json::from_slice(body).map_err(err)?, event),
-        "Push Hook" => push_event(serde_json::from_slice(body).map_err(err)?),
-        _ => ForgeEvent::Ignored {
-            event: event.to_owned(),
-        },
+        "Merge Request Hook" => {
+            let mut p: MergeRequestPayload = payload(event, body)?;
+            (p.project.take(), merge_request_event(p))
+        }
+        "Emoji Hook" => {
+            let mut p: EmojiPayload = payload(event, body)?;
+            (p.project.take(), emoji_event(p, event))
+        }
+        "Push Hook" => {
+            let p: PushPayload = payload(event, body)?;
+            (p.project.clone(), push_event(p))
+        }
+        _ => {
+            let envelope: Envelope = payload(event, body)?;
+            let ignored = ForgeEvent::Ignored {
+                event: event.to_owned(),
+            };
+            (envelope.project, ignored)
+        }
     };
     Ok(Delivery {
         id: delivery_id.to_owned(),
-        repository: envelope.project.map(|p| p.path_with_namespace),
+        repository: project.map(|p| p.path_with_namespace),
         event: parsed,
+    })
+}
+
+/// `body` read as the payload of `event`.
+fn payload<T: serde::de::DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
+    serde_json::from_slice(body).map_err(|source| PayloadError {
+        event: event.to_owned(),
+        source,
     })
 }
 
@@ -321,6 +339,8 @@ struct Envelope {
 #[derive(Clone, Deserialize)]
 struct Project {
     path_with_namespace: String,
+    #[serde(default)]
+    default_branch: Option<String>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -367,6 +387,8 @@ struct NotePayload {
     merge_request: Option<Iid>,
     #[serde(default)]
     issue: Option<Iid>,
+    #[serde(default)]
+    project: Option<Project>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -487,6 +509,8 @@ struct MergeRequestPayload {
     object_attributes: MergeRequest,
     #[serde(default)]
     changes: Changes,
+    #[serde(default)]
+    project: Option<Project>,
 }
 
 #[derive(Deserialize)]
@@ -510,6 +534,8 @@ struct EmojiPayload {
     merge_request: Option<Iid>,
     #[serde(default)]
     issue: Option<Iid>,
+    #[serde(default)]
+    project: Option<Project>,
 }
 
 #[derive(Deserialize)]
@@ -536,13 +562,7 @@ struct PushPayload {
     user_id: u64,
     user_username: String,
     #[serde(default)]
-    project: Option<PushProject>,
-}
-
-#[derive(Deserialize)]
-struct PushProject {
-    #[serde(default)]
-    default_branch: Option<String>,
+    project: Option<Project>,
 }
 
 #[cfg(test)]
