@@ -111,7 +111,7 @@ async fn write_in_turn(store: Store, waiting: Arc<Mutex<mpsc::Receiver<Pending>>
         {
             held = None; // the others' turn
         }
-        let deliveries = deliveries_of(&batch);
+        let deliveries: Vec<&NewDelivery> = batch.iter().map(|p| &p.delivery).collect();
         let written = within_write_timeout(async {
             if held.is_none() {
                 held = Some((store.pool().acquire().await?, Instant::now()));
@@ -137,10 +137,6 @@ fn take_batch(first: Pending, waiting: &mut mpsc::Receiver<Pending>) -> Vec<Pend
         }
     }
     batch
-}
-
-fn deliveries_of(batch: &[Pending]) -> Vec<NewDelivery> {
-    batch.iter().map(|p| p.delivery.clone()).collect()
 }
 
 /// A database that does not answer gets the forge a 503 (it redelivers), not a hang past its

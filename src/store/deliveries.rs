@@ -217,7 +217,7 @@ pub async fn record_delivery(
 /// duplicate.
 pub async fn record_deliveries(
     conn: &mut AnyConnection,
-    batch: &[NewDelivery],
+    batch: &[&NewDelivery],
 ) -> Result<Vec<Recorded>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
@@ -253,7 +253,7 @@ pub async fn record_deliveries(
     // Rows go in by id (their `seq` still says the arrival order): batches in flight side by
     // side on PostgreSQL that share a redelivered id then take its unique-index lock in the
     // same order, instead of deadlocking. A stable sort keeps a repeat after its first.
-    let mut ordered: Vec<(i64, &NewDelivery)> = (1..).zip(batch).collect();
+    let mut ordered: Vec<(i64, &NewDelivery)> = (1..).zip(batch.iter().copied()).collect();
     ordered.sort_by_cached_key(|(_, delivery)| delivery.id.to_string());
     for (place, delivery) in ordered {
         insert = insert
@@ -445,7 +445,8 @@ impl Store {
         &self,
         batch: &[NewDelivery],
     ) -> Result<Vec<Recorded>, StoreError> {
-        record_deliveries(&mut *self.conn().await?, batch).await
+        let batch: Vec<&NewDelivery> = batch.iter().collect();
+        record_deliveries(&mut *self.conn().await?, &batch).await
     }
 
     pub async fn record_delivery(&self, delivery: &NewDelivery) -> Result<Recorded, StoreError> {
