@@ -556,6 +556,23 @@ async fn gitlab_deliveries_are_checked_stored_once_and_answered_like_githubs() {
         post_gitlab(&url, &[note_hook, ("X-Gitlab-Token", "wrong"), key], &ours).await,
         401
     );
+    // The token is checked before the body is read: a caller without it cannot make the
+    // service read megabytes.
+    let oversized = vec![b' '; 1024 * 1024 + 1]; // one byte over the limit
+    assert_eq!(
+        post_gitlab(
+            &url,
+            &[note_hook, ("X-Gitlab-Token", "wrong"), key],
+            &oversized
+        )
+        .await,
+        401,
+        "a wrong token with an oversized body"
+    );
+    assert_eq!(
+        post_gitlab(&url, &[note_hook, good, key], &oversized).await,
+        413
+    );
     assert_eq!(
         post_gitlab(&url, &[good, key], &ours).await,
         400,

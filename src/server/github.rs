@@ -3,12 +3,11 @@
 //! (`X-GitHub-Delivery`) and the event (`X-GitHub-Event`), parsed once into a forge-independent
 //! [`crate::forge::Delivery`].
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 
 use super::AppState;
-use super::webhook::{Reply, Verified};
+use super::webhook::{Reply, Verified, read_body, take_headers};
 use crate::forge::github::webhook::{parse, verify_signature};
 use crate::store::{DeliveryId, ForgeKind};
 
@@ -25,10 +24,8 @@ impl FromRequest<AppState> for FromGithub {
                 "this service has no [github] section\n".into(),
             ));
         };
-        let headers = req.headers().clone();
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|err| (err.status(), format!("{}\n", err.body_text())))?;
+        let (headers, req) = take_headers(req);
+        let body = read_body(req, state).await?;
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         verify_signature(&intake.secrets, &body, header("x-hub-signature-256"))
             .map_err(|err| (StatusCode::UNAUTHORIZED, format!("{err}\n")))?;

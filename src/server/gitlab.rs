@@ -3,12 +3,11 @@
 //! (`Idempotency-Key` from GitLab 17.4, else a stable hash of the event's own ids) and the
 //! event (`X-Gitlab-Event`), parsed once into a forge-independent [`crate::forge::Delivery`].
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 
 use super::AppState;
-use super::webhook::{Reply, Verified};
+use super::webhook::{Reply, Verified, read_body, take_headers};
 use crate::forge::gitlab::webhook::{delivery_id, parse, verify_token};
 use crate::store::{DeliveryId, ForgeKind};
 
@@ -25,13 +24,12 @@ impl FromRequest<AppState> for FromGitlab {
                 "this service has no [gitlab] section\n".into(),
             ));
         };
-        let headers = req.headers().clone();
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|err| (err.status(), format!("{}\n", err.body_text())))?;
+        let (headers, req) = take_headers(req);
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        // The token does not depend on the body: a caller without it is refused unread.
         verify_token(&intake.secrets, header("x-gitlab-token"))
             .map_err(|err| (StatusCode::UNAUTHORIZED, format!("{err}\n")))?;
+        let body = read_body(req, state).await?;
         let event = header("x-gitlab-event").ok_or((
             StatusCode::BAD_REQUEST,
             "the X-Gitlab-Event header is missing\n".into(),

@@ -7,8 +7,9 @@
 //! token; 413 too large (by the body limit layer); 503 when the database is down (the forge
 //! lets the operator redeliver).
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 
 use super::AppState;
 use super::github::FromGithub;
@@ -24,6 +25,20 @@ pub struct Verified {
     /// The forge's event name, as sent.
     pub event: String,
     pub delivery: Delivery,
+}
+
+/// The request's headers, taken out of it rather than copied.
+pub(super) fn take_headers(req: Request) -> (HeaderMap, Request) {
+    let (mut parts, body) = req.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    (headers, Request::from_parts(parts, body))
+}
+
+/// The request's body, read whole up to the body limit layer's size.
+pub(super) async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Reply> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|err| (err.status(), format!("{}\n", err.body_text())))
 }
 
 pub async fn github(State(state): State<AppState>, verified: Result<FromGithub, Reply>) -> Reply {
