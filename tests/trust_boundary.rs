@@ -1742,3 +1742,51 @@ async fn a_tag_named_like_the_default_branch_does_not_stand_in_for_it() {
     let said = s.next_bot_comment(pr);
     assert!(said.contains("`policies/prod.yaml`"), "{said}");
 }
+
+/// GitLab's comparison does not say which commit it took `main` to be, so on GitLab every read
+/// of the default branch names it in full (`refs/heads/main`): a tag `main` that a member
+/// pushed, pointing at a looser policy, is neither the policy read nor the base compared with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_a_tag_named_like_the_default_branch_is_never_read_for_it() {
+    let setup = Setup {
+        dialect: Dialect::GitLab,
+        ..Setup::default()
+    };
+    let Some(s) = Scenario::start_with(Backend::Sqlite, setup).await else {
+        return;
+    };
+    let branch = "sev1-request";
+    let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+    // T loosens the policy (no approval needed); the MR's head adds the request on top of T.
+    let loosened = s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[("policies/prod.yaml", &loosened_prod_policy(&s))],
+        "a policy",
+    );
+    s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[("requests/prod/r1.yaml", &prod_request("1h"))],
+        "request",
+    );
+    let repo = git2::Repository::open_bare(s.forge.repo_path(REPO)).unwrap();
+    let tag = git2::Oid::from_str(&loosened).unwrap();
+    repo.reference("refs/tags/main", tag, false, "bob's tag")
+        .unwrap();
+    let pr = s.open_change(&s.people.bob, branch, "r1");
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    assert_eq!(merge_calls(&s), 0);
+    let said = s.next_bot_comment(pr);
+    assert!(said.contains("`policies/prod.yaml`"), "{said}");
+    // (A plain `main` would read the tag here too.)
+    assert_eq!(
+        s.forge
+            .file_on(REPO, "refs/heads/main", "policies/prod.yaml")
+            .unwrap(),
+        policy
+    );
+}

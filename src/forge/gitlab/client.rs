@@ -346,7 +346,7 @@ impl GitlabClient {
         let route = self.project_route(&format!(
             "/repository/files/{}?ref={}",
             encode(path),
-            encode(git_ref)
+            encode(&unambiguous(git_ref))
         ));
         let file: File = match self.get(&route).await {
             Ok(file) => file,
@@ -385,7 +385,10 @@ impl GitlabClient {
             #[serde(rename = "type")]
             kind: String,
         }
-        let mut route = self.project_route(&format!("/repository/tree?ref={}", encode(git_ref)));
+        let mut route = self.project_route(&format!(
+            "/repository/tree?ref={}",
+            encode(&unambiguous(git_ref))
+        ));
         let dir = path.trim_matches('/');
         if !dir.is_empty() {
             route = with_param(&route, "path", &encode(dir));
@@ -600,7 +603,7 @@ impl GitlabClient {
         }
         let route = self.project_route(&format!(
             "/repository/compare?from={}&to={}&straight=false",
-            encode(base),
+            encode(&unambiguous(base)),
             encode(head_sha)
         ));
         let compare: Compare = self.get(&route).await?;
@@ -1038,6 +1041,19 @@ fn next_link(link: &str) -> Option<String> {
 fn with_param(route: &str, name: &str, value: &str) -> String {
     let separator = if route.contains('?') { '&' } else { '?' };
     format!("{route}{separator}{name}={value}")
+}
+
+/// A ref GitLab cannot take for another: a branch name becomes `refs/heads/<name>`, since git
+/// (and so GitLab) resolves a plain name to a tag before a branch, and a member who may push a
+/// tag `main` would otherwise choose what "the default branch" reads as. Commit SHAs and full
+/// ref names stay as they are.
+fn unambiguous(git_ref: &str) -> std::borrow::Cow<'_, str> {
+    let is_sha = matches!(git_ref.len(), 40 | 64) && git_ref.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_sha || git_ref.starts_with("refs/") {
+        git_ref.into()
+    } else {
+        format!("refs/heads/{git_ref}").into()
+    }
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters: project and group paths,
@@ -1599,7 +1615,7 @@ mod tests {
             let files = client.list_dir("main", "requests/prod").await.unwrap();
             assert_eq!(files, ["requests/prod/a.yaml", "requests/prod/b.yaml"]);
             let seen = seen.lock().unwrap();
-            let base = "/api/v4/projects/acme%2Fsub%2Frequests/repository/tree?ref=main&path=requests%2Fprod&per_page=100";
+            let base = "/api/v4/projects/acme%2Fsub%2Frequests/repository/tree?ref=refs%2Fheads%2Fmain&path=requests%2Fprod&per_page=100";
             assert_eq!(
                 seen.iter()
                     .map(|(m, u, t)| (m.as_str(), u.as_str(), t.as_deref()))
