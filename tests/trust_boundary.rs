@@ -18,6 +18,31 @@ fn loosened_prod_policy(s: &Scenario) -> String {
         .replace("approvals: 1", "approvals: 0")
 }
 
+/// Bob's `branch`: a commit T that loosens prod's policy (no approval needed), then his request
+/// on top of it; and a tag `main` at T, as a member who may push tags can make. The repository,
+/// to take the tag away again.
+fn request_over_a_looser_policy_tagged_main(s: &Scenario, branch: &str) -> git2::Repository {
+    let loosened = s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[("policies/prod.yaml", &loosened_prod_policy(s))],
+        "a policy",
+    );
+    s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.bob,
+        &[("requests/prod/r1.yaml", &prod_request("1h"))],
+        "request",
+    );
+    let repo = git2::Repository::open_bare(s.forge.repo_path(REPO)).unwrap();
+    let tag = git2::Oid::from_str(&loosened).unwrap();
+    repo.reference("refs/tags/main", tag, false, "bob's tag")
+        .unwrap();
+    repo
+}
+
 fn two_approvals(s: &Scenario) {
     s.edit_policy(&s.people.carol, "prod", |p| {
         p.replace("approvals: 1", "approvals: 2")
@@ -1687,25 +1712,7 @@ async fn a_tag_named_like_the_default_branch_does_not_stand_in_for_it() {
     let s = Scenario::start(Backend::Sqlite).await.unwrap();
     let branch = "sev1-request";
     let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
-    // T loosens the policy; the PR's head adds the request on top of T.
-    let loosened = s.forge.push_files(
-        REPO,
-        branch,
-        &s.people.bob,
-        &[("policies/prod.yaml", &loosened_prod_policy(&s))],
-        "a policy",
-    );
-    s.forge.push_files(
-        REPO,
-        branch,
-        &s.people.bob,
-        &[("requests/prod/r1.yaml", &prod_request("1h"))],
-        "request",
-    );
-    let repo = git2::Repository::open_bare(s.forge.repo_path(REPO)).unwrap();
-    let tag = git2::Oid::from_str(&loosened).unwrap();
-    repo.reference("refs/tags/main", tag, false, "bob's tag")
-        .unwrap();
+    let repo = request_over_a_looser_policy_tagged_main(&s, branch);
     // Compared with the tag, the PR adds only its request; the bot sees the forge compared
     // with another commit than the branch's head, and decides nothing.
     s.expect_delivery_error("a tag named `main` shadows it");
@@ -1757,25 +1764,7 @@ async fn on_gitlab_a_tag_named_like_the_default_branch_is_never_read_for_it() {
     };
     let branch = "sev1-request";
     let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
-    // T loosens the policy (no approval needed); the MR's head adds the request on top of T.
-    let loosened = s.forge.push_files(
-        REPO,
-        branch,
-        &s.people.bob,
-        &[("policies/prod.yaml", &loosened_prod_policy(&s))],
-        "a policy",
-    );
-    s.forge.push_files(
-        REPO,
-        branch,
-        &s.people.bob,
-        &[("requests/prod/r1.yaml", &prod_request("1h"))],
-        "request",
-    );
-    let repo = git2::Repository::open_bare(s.forge.repo_path(REPO)).unwrap();
-    let tag = git2::Oid::from_str(&loosened).unwrap();
-    repo.reference("refs/tags/main", tag, false, "bob's tag")
-        .unwrap();
+    request_over_a_looser_policy_tagged_main(&s, branch);
     let pr = s.open_change(&s.people.bob, branch, "r1");
     s.settle().await;
     assert!(!s.change(pr).merged);
