@@ -103,13 +103,7 @@ fn two_approvals(s: &Scenario) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_gitlab_an_emoji_approval_arrives_by_webhook_without_any_poll() {
-    let setup = Setup {
-        dialect: Dialect::GitLab,
-        ..Setup::default()
-    };
-    let Some(s) = Scenario::start_with(Backend::Sqlite, setup).await else {
-        return;
-    };
+    let s = Scenario::on_gitlab().await;
     let pr = requested(&s, "r1").await;
     let award = s.emoji(pr, &s.people.carol, "+1");
     // The bot's clock does not move: no poll is due, only the Emoji Hook can tell it.
@@ -233,13 +227,7 @@ on_both_forges!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_gitlab_an_issue_with_the_number_of_a_request_mr_is_not_that_request() {
-    let setup = Setup {
-        dialect: Dialect::GitLab,
-        ..Setup::default()
-    };
-    let Some(s) = Scenario::start_with(Backend::Sqlite, setup).await else {
-        return;
-    };
+    let s = Scenario::on_gitlab().await;
     let pr = requested(&s, "r1").await;
     s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
     let issue = s.open_issue(&s.people.mallory, "unrelated");
@@ -466,13 +454,7 @@ on_both_forges_skewed!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_gitlab_approvers_may_be_a_subgroup_and_its_parent_groups_members_count() {
-    let setup = Setup {
-        dialect: Dialect::GitLab,
-        ..Setup::default()
-    };
-    let Some(s) = Scenario::start_with(Backend::Sqlite, setup).await else {
-        return;
-    };
+    let s = Scenario::on_gitlab().await;
     // Only the night shift, a subgroup of the SRE leads, approves prod now.
     s.edit_policy(&s.people.carol, "prod", |p| {
         p.replace(
@@ -524,13 +506,7 @@ async fn post_gitlab(url: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitlab_deliveries_are_checked_stored_once_and_answered_like_githubs() {
-    let setup = Setup {
-        dialect: Dialect::GitLab,
-        ..Setup::default()
-    };
-    let Some(s) = Scenario::start_with(Backend::Sqlite, setup).await else {
-        return;
-    };
+    let s = Scenario::on_gitlab().await;
     let url = s.webhook_url();
     let note = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),

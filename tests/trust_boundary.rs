@@ -1755,13 +1755,7 @@ async fn a_tag_named_like_the_default_branch_does_not_stand_in_for_it() {
 /// pushed, pointing at a looser policy, is neither the policy read nor the base compared with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_gitlab_a_tag_named_like_the_default_branch_is_never_read_for_it() {
-    let setup = Setup {
-        dialect: Dialect::GitLab,
-        ..Setup::default()
-    };
-    let Some(s) = Scenario::start_with(Backend::Sqlite, setup).await else {
-        return;
-    };
+    let s = Scenario::on_gitlab().await;
     let branch = "sev1-request";
     let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
     request_over_a_looser_policy_tagged_main(&s, branch);

@@ -140,6 +140,17 @@ impl Scenario {
         Self::start_with(backend, Setup::default()).await
     }
 
+    /// [`Scenario::start`] on the embedded SQLite with the test forge speaking GitLab's API.
+    pub async fn on_gitlab() -> Scenario {
+        let setup = Setup {
+            dialect: Dialect::GitLab,
+            ..Setup::default()
+        };
+        Self::start_with(Backend::Sqlite, setup)
+            .await
+            .expect("SQLite is always there")
+    }
+
     /// [`Scenario::start`] with a [`Setup`].
     pub async fn start_with(backend: Backend, setup: Setup) -> Option<Scenario> {
         let Some((database, url)) = Database::create(backend).await else {
