@@ -1265,7 +1265,7 @@ async fn migrations_run_twice_are_a_no_op() {
             .fetch_one(store.pool())
             .await?;
         let applied: i64 = sqlx::Row::try_get(&row, "n")?;
-        assert_eq!(applied, 7, "0001 to 0007, once each");
+        assert_eq!(applied, 8, "0001 to 0008, once each");
         assert!(store.get_request(&rid("r1")).await?.is_some());
         Ok(())
     })

@@ -53,6 +53,11 @@ const SQLITE: &[Source] = &[
         "change_blobs",
         include_str!("../../migrations/sqlite/0007_change_blobs.sql"),
     ),
+    (
+        8,
+        "claim_order",
+        include_str!("../../migrations/sqlite/0008_claim_order.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -90,6 +95,11 @@ const POSTGRES: &[Source] = &[
         7,
         "change_blobs",
         include_str!("../../migrations/postgres/0007_change_blobs.sql"),
+    ),
+    (
+        8,
+        "claim_order",
+        include_str!("../../migrations/postgres/0008_claim_order.sql"),
     ),
 ];
 
