@@ -560,3 +560,36 @@ on_both_backends!(
         );
     }
 );
+
+/// How many stored deliveries are in `state`.
+async fn deliveries_in(s: &Scenario, state: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE state = $1")
+        .bind(state)
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+    n
+}
+
+// Ordinary comments are marked done with their batch rather than one commit each: they must
+// still end done (settling waits for every pending delivery), and still change nothing.
+on_both_forges!(
+    ordinary_comments_change_nothing_and_their_deliveries_end_done,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "checkout is down");
+        let pr = s.open_request(&s.people.alice, "prod", "r-quiet", &prod_request("1h"));
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).contains("Needs **1** approval"));
+        let done_before = deliveries_in(&s, "done").await;
+        for n in 0..20 {
+            s.note_on_issue(issue, &s.people.bob, &format!("any news? ({n})"));
+            s.note(pr, &s.people.carol, "looks fine; breakglass approve later");
+        }
+        s.settle().await;
+        assert!(deliveries_in(&s, "done").await >= done_before + 40);
+        assert_eq!(deliveries_in(&s, "failed").await, 0);
+        assert!(s.bot_issue_comments(issue).is_empty());
+        assert_eq!(s.bot_comments(pr).len(), 1, "the verdict only");
+        assert_eq!(s.request("r-quiet").await.state.to_string(), "pending");
+    }
+);

@@ -387,6 +387,28 @@ pub async fn finish_delivery(conn: &mut AnyConnection, id: &DeliveryId) -> Resul
     Ok(())
 }
 
+/// Marks deliveries processed and releases their leases, in one statement. Returns how many
+/// were still pending.
+pub async fn finish_deliveries(
+    conn: &mut AnyConnection,
+    ids: &[DeliveryId],
+) -> Result<u64, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "UPDATE deliveries SET state = 'done', locked_by = NULL, locked_until = NULL \
+         WHERE state = 'pending' AND id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        update = update.bind(id.to_string());
+    }
+    Ok(update.execute(&mut *conn).await?.rows_affected())
+}
+
 /// Records a failed attempt: releases the lease and makes the delivery due again at
 /// `next_attempt_at`, or parks it as `failed` once it has failed [`MAX_DELIVERY_ATTEMPTS`]
 /// times. Returns the delivery's new state.
@@ -500,6 +522,15 @@ impl Store {
         finished
     }
 
+    /// Marks deliveries processed together (see [`finish_deliveries`]). Bookkeeping: not
+    /// synced on its own.
+    pub async fn finish_deliveries(&self, ids: &[DeliveryId]) -> Result<u64, StoreError> {
+        let mut conn = self.unsynced().await?;
+        let finished = finish_deliveries(conn.conn(), ids).await;
+        conn.restore().await?;
+        finished
+    }
+
     /// See [`retry_delivery`].
     pub async fn retry_delivery(
         &self,
@@ -541,7 +572,7 @@ mod tests {
     async fn a_claim_takes_the_oldest_deliveries_from_an_index_without_sorting_the_backlog() {
         crate::store::testing::for_each_backend(|store| async move {
             let mut conn = store.pool().acquire().await?;
-            let plan: Vec<String> = match Backend::of(&mut conn)? {
+            let plan: Vec<String> = match Backend::of(&conn)? {
                 Backend::Sqlite => {
                     let rows = sqlx::query(concat!("EXPLAIN QUERY PLAN ", claim!("")))
                         .bind("w")

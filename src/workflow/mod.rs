@@ -35,6 +35,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::command::parse_commands;
 use crate::forge::{
     Actor, CommentAction, Delivery, Forge, ForgeEvent, ReactionAction, ReviewState, Thread,
 };
@@ -221,6 +222,40 @@ impl Workflow {
             .await
     }
 
+    /// Whether handling `delivery` does nothing, whatever the bot's state: an event `dispatch`
+    /// drops by its content alone (an ordinary comment, an edit, a review that neither approves
+    /// nor is dismissed, an emoji on an issue, a ping). Handling it twice after a crash changes
+    /// nothing, so its done mark may wait for its batch's instead of taking a commit of its own.
+    /// Kept beside `dispatch`, whose cases it must follow.
+    pub fn is_inert(delivery: &Delivery) -> bool {
+        match &delivery.event {
+            ForgeEvent::Comment {
+                action: CommentAction::Created,
+                body,
+                ..
+            } => parse_commands(body).is_empty(),
+            ForgeEvent::Comment {
+                action: CommentAction::Edited,
+                ..
+            } => true,
+            ForgeEvent::Comment {
+                action: CommentAction::Deleted,
+                ..
+            } => false,
+            ForgeEvent::Review { state, .. } => {
+                matches!(
+                    state,
+                    ReviewState::ChangesRequested | ReviewState::Commented
+                )
+            }
+            ForgeEvent::Reaction {
+                on_pull_request, ..
+            } => !on_pull_request,
+            ForgeEvent::Ping | ForgeEvent::Ignored { .. } => true,
+            ForgeEvent::PullRequest { .. } | ForgeEvent::Push { .. } => false,
+        }
+    }
+
     async fn dispatch(&self, delivery: &Delivery) -> anyhow::Result<()> {
         if delivery
             .repository
@@ -380,6 +415,55 @@ impl Workflow {
             JobKind::Poll => self.job_poll(id).await,
             JobKind::ReviewDue => self.job_review_due(id).await,
             JobKind::Expire => self.job_expire(id).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(event: ForgeEvent) -> Delivery {
+        Delivery {
+            id: "d".into(),
+            repository: Some("acme/access-requests".into()),
+            event,
+        }
+    }
+
+    fn comment(action: CommentAction, body: &str) -> Delivery {
+        delivery(ForgeEvent::Comment {
+            action,
+            number: 7,
+            on_pull_request: true,
+            comment_id: 1,
+            body: body.into(),
+            author: Actor {
+                id: 2,
+                login: "bob".into(),
+                is_bot: false,
+            },
+            created_at: DateTime::UNIX_EPOCH,
+        })
+    }
+
+    #[test]
+    fn only_what_dispatch_drops_by_content_is_inert() {
+        assert!(Workflow::is_inert(&comment(
+            CommentAction::Created,
+            "any news?"
+        )));
+        assert!(Workflow::is_inert(&comment(
+            CommentAction::Edited,
+            "/breakglass approve"
+        )));
+        assert!(Workflow::is_inert(&delivery(ForgeEvent::Ping)));
+        for acting in [
+            comment(CommentAction::Created, "/breakglass approve"),
+            comment(CommentAction::Created, "/breakglass frobnicate"),
+            comment(CommentAction::Deleted, "any news?"),
+        ] {
+            assert!(!Workflow::is_inert(&acting), "{acting:?}");
         }
     }
 }
