@@ -204,6 +204,19 @@ impl Config {
         Self::from_toml(&text, &path.display().to_string(), env)
     }
 
+    /// Like [`Config::load`], for a file the user named (`--config`): its absence is an
+    /// error, so that a typo never starts the service on defaults.
+    pub fn load_named(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string(), env)
+    }
+
     /// Parses TOML text and applies overrides; `origin` names the source in errors.
     pub fn from_toml(
         text: &str,

@@ -23,9 +23,10 @@ struct Cli {
 enum Command {
     /// Run the bot: webhooks, approvals, grants and revocations.
     Serve {
-        /// The configuration file (TOML); every key can be overridden by BREAKGLASS_<KEY>.
-        #[arg(long, default_value = "breakglass.toml")]
-        config: PathBuf,
+        /// The configuration file (TOML; default `breakglass.toml`, used when it exists);
+        /// every key can be overridden by BREAKGLASS_<KEY>. A file named here must exist.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Validate request files offline against the policies.
     /// Exit code: 0 allowed, 1 denied, 2 invalid input.
@@ -90,8 +91,9 @@ enum Command {
     },
     /// Apply the database migrations (serve also does it at start).
     Migrate {
-        #[arg(long, default_value = "breakglass.toml")]
-        config: PathBuf,
+        /// The configuration file, as for `serve`.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print the JSON Schema of a file format, for editors and CI.
     Schema {
@@ -126,9 +128,9 @@ enum AuditCommand {
         /// The branch to check (default: the repository's HEAD branch).
         #[arg(long)]
         branch: Option<String>,
-        /// The service's configuration, for its database_url.
-        #[arg(long, default_value = "breakglass.toml")]
-        config: PathBuf,
+        /// The service's configuration, for its database_url (as for `serve`).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// The database, instead of the configuration's.
         #[arg(long)]
         database_url: Option<String>,
@@ -197,8 +199,8 @@ fn try_main() -> anyhow::Result<ExitCode> {
             };
             let report = check::run(&policies, &files, &input);
             match format {
-                Format::Human => print!("{}", check::render_human(&report)),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Human => emit(check::render_human(&report))?,
+                Format::Json => emit(format!("{}\n", serde_json::to_string_pretty(&report)?))?,
             }
             Ok(ExitCode::from(report.status.exit_code()))
         }
@@ -210,21 +212,20 @@ fn try_main() -> anyhow::Result<ExitCode> {
                 Err(problems) => (0, problems),
             };
             match format {
-                Format::Human if problems.is_empty() => {
-                    println!("{count} policy file(s) in {}: no problems", dir.display())
-                }
+                Format::Human if problems.is_empty() => emit(format!(
+                    "{count} policy file(s) in {}: no problems\n",
+                    dir.display()
+                ))?,
                 Format::Human => {
-                    for problem in &problems {
-                        println!("{problem}");
-                    }
-                    println!("{} problem(s)", problems.len());
+                    let listed: String = problems.iter().map(|p| format!("{p}\n")).collect();
+                    emit(format!("{listed}{} problem(s)\n", problems.len()))?;
                 }
-                Format::Json => println!(
-                    "{}",
+                Format::Json => emit(format!(
+                    "{}\n",
                     serde_json::to_string_pretty(
                         &serde_json::json!({ "files": count, "problems": problems })
                     )?
-                ),
+                ))?,
             }
             Ok(if problems.is_empty() {
                 ExitCode::SUCCESS
@@ -237,10 +238,10 @@ fn try_main() -> anyhow::Result<ExitCode> {
                 SchemaKind::Request => breakglass::schema::request(),
                 SchemaKind::Policy => breakglass::schema::policy(),
             };
-            println!("{schema}");
+            emit(format!("{schema}\n"))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config } => serve(config.as_deref()),
         Command::Audit {
             command: None,
             repo,
@@ -292,13 +293,13 @@ fn try_main() -> anyhow::Result<ExitCode> {
         } => {
             let url = match database_url {
                 Some(url) => url,
-                None => Config::load(&config, std::env::vars())?.database_url,
+                None => load_config(config.as_deref())?.database_url,
             };
             let history = breakglass::audit::read_history(&repo, branch.as_deref())?;
             runtime()?.block_on(async {
                 let store = breakglass::store::Store::connect(&url).await?;
                 let verification = breakglass::audit::verify::verify(&store, &history).await?;
-                print!("{verification}");
+                emit(&verification)?;
                 Ok(if verification.ok() {
                     ExitCode::SUCCESS
                 } else {
@@ -306,7 +307,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
                 })
             })
         }
-        Command::Migrate { config } => migrate(&config),
+        Command::Migrate { config } => migrate(config.as_deref()),
         Command::Demo {
             ttl,
             database_url,
@@ -341,9 +342,9 @@ fn init_logging() {
         .try_init();
 }
 
-fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn serve(path: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     init_logging();
-    let config = Config::load(path, std::env::vars())?;
+    let config = load_config(path)?;
     runtime()?.block_on(async {
         let running =
             breakglass::service::start(&config, breakglass::service::Options::default()).await?;
@@ -369,17 +370,37 @@ async fn stop_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path, std::env::vars())?;
+/// The configuration: the file named by `--config`, which must exist, or else
+/// `breakglass.toml` when there is one (the environment alone can configure the service).
+fn load_config(named: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(match named {
+        Some(path) => Config::load_named(path, std::env::vars())?,
+        None => Config::load(std::path::Path::new("breakglass.toml"), std::env::vars())?,
+    })
+}
+
+fn migrate(path: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
     runtime()?.block_on(async {
         let store = breakglass::store::Store::connect(&config.database_url).await?;
         store.migrate().await?;
-        println!(
-            "database {} is up to date",
+        emit(format!(
+            "database {} is up to date\n",
             redact_url(&config.database_url)
-        );
+        ))?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Writes `text` to standard output. A reader that stopped early (`breakglass check … | head`)
+/// is not an error: the exit code still says what the command found.
+fn emit(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match write!(out, "{text}").and_then(|()| out.flush()) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => Ok(written?),
+    }
 }
 
 /// A database URL without its password, for messages.

@@ -367,3 +367,52 @@ fn a_yml_request_file_is_invalid_as_the_bot_would_refuse_it() {
         stdout(&out)
     );
 }
+
+/// `breakglass check … | head -1` in a CI script: the reader stops early, and the exit code
+/// must still be the verdict's (here 0), not a panic's 101.
+#[test]
+fn a_reader_that_stops_early_does_not_change_the_exit_code() {
+    use std::io::Read as _;
+    let file = "examples/requests/prod/20261126-0214-alice-prod.yaml";
+    let mut args = vec!["check", "--now", NOW, "--format", "json"];
+    args.extend(std::iter::repeat_n(file, 400)); // far more than a pipe holds
+    let mut child = Command::new(env!("CARGO_BIN_EXE_breakglass"))
+        .args(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut first = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's read end is closed here: the rest of the output meets a broken pipe.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A typo in `--config` must not start anything on defaults (which would create
+/// `./breakglass.db` and serve nothing the operator configured).
+#[test]
+fn a_config_file_named_but_missing_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("breakglas.toml");
+    for command in ["migrate", "serve"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_breakglass"))
+            .args([command, "--config", missing.to_str().unwrap()])
+            .current_dir(dir.path())
+            .output()
+            .expect("the binary runs");
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("cannot read") && said.contains("breakglas.toml"),
+            "{command}: {said}"
+        );
+        assert!(!dir.path().join("breakglass.db").exists(), "{command}");
+    }
+}
