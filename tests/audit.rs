@@ -1432,6 +1432,37 @@ fn grant_trailers_on_a_commit_that_adds_no_request_file_are_forged() {
     );
 }
 
+/// A member who can push to the default branch writes a commit by hand that adds the request
+/// file and carries every trailer a grant merge has. Its files bear the claim out, but the bot
+/// lands grants only with a merge commit: the audit counts no grant, says the trailers are
+/// forged and that the file landed without the bot.
+#[test]
+fn a_direct_push_with_a_grant_merges_trailers_is_forged_and_landed_without_the_bot() {
+    let repo = RequestsRepo::new();
+    let g = r1();
+    let base = repo.tip();
+    let tree = repo.edit(
+        Some(base),
+        "requests/prod/r-1.yaml",
+        Some(&request_yaml(&g)),
+    );
+    let pushed = repo.commit(&[base], tree, &grant_message(10, &g), 10, "mallory");
+    repo.set_tip(pushed);
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let document = json_of(&out);
+    assert_eq!(ids(&document), Vec::<&str>::new(), "not counted as a grant");
+    assert_eq!(
+        anomaly_kinds(&document),
+        [("forged_trailers", "r-1"), ("landed_without_bot", "r-1")]
+    );
+    assert_eq!(
+        document["anomalies"][0]["detail"],
+        "not counted as a grant: Breakglass-Request: r-1 on a commit with one parent, but breakglass lands every grant and revoke with a merge commit"
+    );
+    assert_eq!(document["anomalies"][1]["commit"], pushed.to_string());
+}
+
 #[test]
 fn a_revoke_that_does_not_delete_the_file_is_forged_and_the_grant_stays_open() {
     let repo = RequestsRepo::new();

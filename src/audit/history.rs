@@ -294,16 +294,19 @@ fn parse_commit<'a>(oid: Oid, object: &'a OdbObject<'_>) -> Result<Commit<'a>, A
     Ok(Commit {
         tree: raw.tree.ok_or_else(|| malformed("no tree"))?,
         first_parent: raw.first_parent,
+        merge: raw.merge,
         committer_time: raw.committer_time,
         message: raw.message,
     })
 }
 
-/// The four things the walk needs from a commit object.
+/// What the walk needs from a commit object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Commit<'a> {
     tree: Oid,
     first_parent: Option<Oid>,
+    /// It has a second parent: the bot's merges all do.
+    merge: bool,
     /// Committer time, seconds since the epoch.
     committer_time: i64,
     message: &'a [u8],
@@ -315,6 +318,8 @@ struct Commit<'a> {
 pub(crate) struct RawCommit<'a> {
     pub(crate) tree: Option<Oid>,
     pub(crate) first_parent: Option<Oid>,
+    /// A second `parent` line follows the first.
+    pub(crate) merge: bool,
     /// Committer time, seconds since the epoch.
     pub(crate) committer_time: i64,
     pub(crate) message: &'a [u8],
@@ -327,6 +332,7 @@ impl<'a> RawCommit<'a> {
     pub(crate) fn parse(data: &'a [u8]) -> Option<Self> {
         let mut tree = None;
         let mut first_parent = None;
+        let mut merge = false;
         let mut committer_time = None;
         let mut rest = data;
         loop {
@@ -345,6 +351,8 @@ impl<'a> RawCommit<'a> {
             } else if let Some(hex) = line.strip_prefix(b"parent ") {
                 if first_parent.is_none() {
                     first_parent = Some(oid_of(hex)?);
+                } else {
+                    merge = true;
                 }
             } else if let Some(signature) = line.strip_prefix(b"committer ") {
                 // `Name <email> 1700000000 +0000`: the time follows the last `>`.
@@ -359,6 +367,7 @@ impl<'a> RawCommit<'a> {
         Some(Self {
             tree,
             first_parent,
+            merge,
             committer_time: committer_time?,
             message: rest,
         })
@@ -403,6 +412,7 @@ fn read_commit(
         // A partial set of Breakglass- trailers does not make a bot merge.
         None
     };
+    let claimed = claimed.map(|kind| merged_or_forged(kind, commit.merge));
     // Files added by a commit that is not a genuine bot merge landed without the bot, forged
     // trailers or not. A genuine merge is not diffed: the bot checked its files when merging.
     let genuine = matches!(claimed, Some(EventKind::Grant(_) | EventKind::Revoke(_)));
@@ -415,6 +425,25 @@ fn read_commit(
         }
     }
     Ok(())
+}
+
+/// The bot lands every grant and revoke with a merge commit, never a squash or a direct
+/// push: a commit with one parent whose trailers and files bear a claim out is still forged
+/// (its request file then counts as landed without the bot).
+fn merged_or_forged(kind: EventKind, merge: bool) -> EventKind {
+    let (request_id, claim, key) = match &kind {
+        _ if merge => return kind,
+        EventKind::Grant(fact) => (&fact.request_id, Claim::Grant, TrailerKey::Request),
+        EventKind::Revoke(fact) => (&fact.request_id, Claim::Revoke, TrailerKey::Revokes),
+        EventKind::Landed(_) | EventKind::Forged(_) => return kind,
+    };
+    EventKind::Forged(ForgedFact {
+        request_id: request_id.clone(),
+        claim,
+        detail: format!(
+            "{key}: {request_id} on a commit with one parent, but breakglass lands every grant and revoke with a merge commit"
+        ),
+    })
 }
 
 /// A commit with `Breakglass-Request`: a grant when it adds that request file (in the
