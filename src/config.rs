@@ -86,12 +86,16 @@ pub struct GithubConfig {
     /// Alternatively, a file holding the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
-    /// GitHub App id; with `private_key_path` (and optionally `installation_id`), the bot
-    /// authenticates as the App instead of with a token.
+    /// GitHub App id; with `private_key_path` or `private_key_env` (and optionally
+    /// `installation_id`), the bot authenticates as the App instead of with a token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_id: Option<u64>,
+    /// A file holding the App's private key (PEM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub private_key_path: Option<PathBuf>,
+    /// Alternatively, an environment variable holding it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_env: Option<String>,
     /// The App's installation on the requests repo; looked up when omitted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub installation_id: Option<u64>,
@@ -110,6 +114,7 @@ impl Default for GithubConfig {
             token_file: None,
             app_id: None,
             private_key_path: None,
+            private_key_env: None,
             installation_id: None,
             reaction_poll_interval: HumanDuration::from_secs(30),
         }

@@ -413,6 +413,28 @@ impl Common<'_> {
     }
 }
 
+/// The GitHub App's private key, from its file or its environment variable (read whole: a
+/// PEM spans lines), when either is configured.
+fn app_key(
+    github: &GithubConfig,
+    env: fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<Secret>> {
+    let pem = match (&github.private_key_path, &github.private_key_env) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("[github] sets both private_key_path and private_key_env; keep one")
+        }
+        (Some(path), None) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the GitHub App key {}", path.display()))?,
+        (None, Some(name)) => env(name)
+            .filter(|pem| !pem.trim().is_empty())
+            .with_context(|| {
+                format!("the environment variable {name} (the GitHub App key) is not set")
+            })?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(Secret::new(pem)))
+}
+
 async fn github_workflow(
     common: &Common<'_>,
     github: &GithubConfig,
@@ -421,13 +443,10 @@ async fn github_workflow(
         &github.webhook_secret_env,
         github.webhook_secret_file.as_deref(),
     )?;
-    let auth = match (github.app_id, &github.private_key_path) {
-        (Some(app_id), Some(path)) => GithubAuth::App {
+    let auth = match (github.app_id, app_key(github, common.options.env)?) {
+        (Some(app_id), Some(private_key_pem)) => GithubAuth::App {
             app_id,
-            private_key_pem: Secret::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the GitHub App key {}", path.display()))?,
-            ),
+            private_key_pem,
             installation_id: github.installation_id,
         },
         _ => GithubAuth::Token(
@@ -967,6 +986,34 @@ fn count_job(workflow: &Workflow, job: &Job, result: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\nAAAA\n-----END PRIVATE KEY-----\n";
+
+    fn env(name: &str) -> Option<String> {
+        (name == "APP_KEY").then(|| PEM.to_owned())
+    }
+
+    #[test]
+    fn the_github_app_key_comes_from_its_file_or_its_environment_variable_whole() {
+        let mut github = GithubConfig::default();
+        assert!(app_key(&github, env).unwrap().is_none(), "a token, then");
+        github.private_key_env = Some("APP_KEY".into());
+        assert_eq!(app_key(&github, env).unwrap().unwrap().expose(), PEM);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), PEM).unwrap();
+        github.private_key_path = Some(file.path().to_owned());
+        let both = app_key(&github, env).unwrap_err().to_string();
+        assert!(both.contains("keep one"), "{both}");
+        github.private_key_env = None;
+        assert_eq!(app_key(&github, env).unwrap().unwrap().expose(), PEM);
+        github.private_key_path = None;
+        github.private_key_env = Some("UNSET".into());
+        let unset = app_key(&github, env).unwrap_err().to_string();
+        assert!(
+            unset.contains("UNSET") && unset.contains("not set"),
+            "{unset}"
+        );
+    }
 
     #[test]
     fn a_lost_race_is_retried_at_once_and_only_a_run_of_them_is_a_failure() {
