@@ -5,6 +5,7 @@
 //! environment variable (`*_env`) or file (`*_file`) that holds them, and they are resolved into
 //! [`Secret`]s that print as `[redacted]`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -241,11 +242,22 @@ impl Config {
                 continue;
             };
             let path: Vec<String> = key.split("__").map(str::to_lowercase).collect();
-            // Other BREAKGLASS_* variables (secrets named by *_env, test settings) are not keys.
-            if !known.contains(&path.join(".")) {
-                continue;
-            }
-            set_path(&mut table, &path, env_value(&value));
+            let value = match known.get(&path.join(".")) {
+                // A string key keeps the text as given (a GitLab project id of digits).
+                Some(true) => toml::Value::String(value),
+                Some(false) => env_value(&value),
+                // A nested name is meant as a key: a misspelt one must not be dropped silently.
+                None if path.len() > 1 => {
+                    return Err(invalid(format!(
+                        "{name} overrides no configuration key (`{}`)",
+                        path.join(".")
+                    )));
+                }
+                // Other BREAKGLASS_* variables (secrets named by *_env, test settings) are not
+                // keys.
+                None => continue,
+            };
+            set_path(&mut table, &path, value);
         }
         table
             .try_into()
@@ -279,14 +291,16 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
     current.insert(last.clone(), value);
 }
 
-/// Every key path of the configuration, dotted (`github.api_url`), from a fully populated default.
-fn known_keys() -> Vec<String> {
+/// Every key path of the configuration, dotted (`github.api_url`), from a fully populated
+/// default, and whether it holds a string.
+fn known_keys() -> BTreeMap<String, bool> {
     let full = Config {
         github: Some(GithubConfig {
             webhook_secret_file: Some(PathBuf::new()),
             token_file: Some(PathBuf::new()),
             app_id: Some(0),
             private_key_path: Some(PathBuf::new()),
+            private_key_env: Some(String::new()),
             installation_id: Some(0),
             ..GithubConfig::default()
         }),
@@ -299,12 +313,13 @@ fn known_keys() -> Vec<String> {
         ..Config::default()
     };
     let value = toml::Value::try_from(&full).expect("the config serializes");
-    let mut keys = Vec::new();
+    let mut keys = BTreeMap::new();
     collect_keys(&value, String::new(), &mut keys);
     keys
 }
 
-fn collect_keys(value: &toml::Value, prefix: String, keys: &mut Vec<String>) {
+/// Every key path under `value`, and whether its value is a string.
+fn collect_keys(value: &toml::Value, prefix: String, keys: &mut BTreeMap<String, bool>) {
     if let toml::Value::Table(table) = value {
         for (key, value) in table {
             let path = if prefix.is_empty() {
@@ -313,7 +328,7 @@ fn collect_keys(value: &toml::Value, prefix: String, keys: &mut Vec<String>) {
                 format!("{prefix}.{key}")
             };
             collect_keys(value, path.clone(), keys);
-            keys.push(path);
+            keys.insert(path, value.is_str());
         }
     }
 }
@@ -476,6 +491,36 @@ assume_role_arn = ""
         let err = Config::from_toml("", "x", env(&[("BREAKGLASS_LISTEN", "not an address")]))
             .unwrap_err();
         assert!(err.to_string().starts_with("x: "), "{err}");
+        // A nested name is meant as a key: misspelt, it is an error, not silently dropped.
+        let err = Config::from_toml(
+            SPEC_EXAMPLE,
+            "x",
+            env(&[("BREAKGLASS_GITHUB__REPOSITRY", "acme/other")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("BREAKGLASS_GITHUB__REPOSITRY overrides no configuration key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_override_of_a_string_key_keeps_its_text_even_when_it_looks_like_a_number() {
+        let config = Config::from_toml(
+            SPEC_EXAMPLE,
+            "x",
+            env(&[
+                ("BREAKGLASS_GITLAB__PROJECT", "12345"),
+                ("BREAKGLASS_GITHUB__PRIVATE_KEY_ENV", "APP_KEY"),
+                ("BREAKGLASS_GITHUB__INSTALLATION_ID", "77"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.gitlab.unwrap().project, "12345");
+        let github = config.github.unwrap();
+        assert_eq!(github.private_key_env.as_deref(), Some("APP_KEY"));
+        assert_eq!(github.installation_id, Some(77));
     }
 
     #[test]
