@@ -650,7 +650,7 @@ fn parse_command(rest: &str) -> Result<Command, CommandParseError> {
         Some(CommandKind::Help) => Ok(Command::Help),
         Some(CommandKind::Deny) => {
             let mut reason = &rest[first.end..];
-            if let Some(dashes) = words.get(1).filter(|w| w.text == "--") {
+            if let Some(dashes) = words.get(1).filter(|w| is_reason_separator(w.text)) {
                 reason = &rest[dashes.end..];
             }
             Ok(Command::Deny {
@@ -672,10 +672,16 @@ fn parse_command(rest: &str) -> Result<Command, CommandParseError> {
     }
 }
 
+/// The word before a reason: `--`, or the dash a phone's keyboard makes of it (an em or en dash),
+/// since a requester at 2 a.m. may well type on one.
+fn is_reason_separator(word: &str) -> bool {
+    matches!(word, "--" | "\u{2014}" | "\u{2013}")
+}
+
 /// The first word is not a verb: a request if a duration follows, otherwise a mistake to explain.
 fn parse_request(rest: &str, words: &[Word<'_>]) -> Result<Command, CommandParseError> {
     // Everything after a lone `--` is the reason, dashes and all.
-    let (args, reason) = match words.iter().position(|w| w.text == "--") {
+    let (args, reason) = match words.iter().position(|w| is_reason_separator(w.text)) {
         Some(i) => (&words[..i], Some(&rest[words[i].end..])),
         None => (words, None),
     };
@@ -1048,6 +1054,12 @@ mod tests {
             ("/breakglass prod 1h -- a--b", "a--b"),
             ("/breakglass prod 1h -- 障害対応 INC-7", "障害対応 INC-7"),
             ("/breakglass prod 1h -- --", "--"),
+            // A phone turns `--` into a dash; the first separator of either kind starts it.
+            (
+                "/breakglass prod 1h \u{2014} DB down -- now",
+                "DB down -- now",
+            ),
+            ("/breakglass prod 1h \u{2013} DB down", "DB down"),
         ];
         for (body, reason) in cases {
             assert_eq!(
@@ -1056,6 +1068,10 @@ mod tests {
                 "{body}"
             );
         }
+        assert_eq!(
+            ok("/breakglass prod 1h admin \u{2014} INC-7 failover"),
+            request("prod", "1h", Some("admin"), Some("INC-7 failover"))
+        );
     }
 
     #[test]

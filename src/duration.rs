@@ -157,6 +157,8 @@ impl JsonSchema for HumanDuration {
             "type": "string",
             "description": "A duration in compact form: digits and a unit (d, h, m, s), largest unit first, no spaces. Examples: 90s, 45m, 1h, 1h30m.",
             "pattern": "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$",
+            // Every part of the pattern is optional: without this, "" would match.
+            "minLength": 2,
             "examples": ["1h", "45m", "1h30m"]
         })
     }

@@ -1505,7 +1505,7 @@ fn a_revoke_that_does_not_delete_the_file_is_forged_and_the_grant_stays_open() {
 }
 
 #[test]
-fn a_grant_merge_with_the_four_spec_trailers_takes_environment_and_role_from_its_file() {
+fn a_grant_merge_with_the_four_spec_trailers_takes_environment_role_and_ticket_from_its_file() {
     let repo = RequestsRepo::new();
     let g = Grant {
         env: "staging",
@@ -1519,7 +1519,7 @@ fn a_grant_merge_with_the_four_spec_trailers_takes_environment_and_role_from_its
     let grant = repo.merge(
         10,
         "requests/staging/r-1.yaml",
-        Some(&request_yaml(&g)),
+        Some(&format!("{}ticket: INC-1\n", request_yaml(&g))),
         &message,
         "alice",
     );
@@ -1533,6 +1533,7 @@ fn a_grant_merge_with_the_four_spec_trailers_takes_environment_and_role_from_its
         (&row["environment"], &row["role"], &row["grant_commit"]),
         (&json!("staging"), &json!("read"), &json!(grant.to_string()))
     );
+    assert_eq!(row["ticket"], "INC-1");
     assert_eq!(row["revoked_how"], "ttl");
     let staging = audit_cli(
         repo.path_str(),

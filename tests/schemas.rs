@@ -85,3 +85,28 @@ fn examples_point_editors_at_the_schemas() {
         );
     }
 }
+
+/// An editor's schema check and the bot must agree on a duration's shape: every part of the
+/// pattern is optional, so the schema itself must refuse an empty one.
+#[test]
+fn the_duration_schema_refuses_what_the_bot_refuses_by_shape() {
+    let request: serde_json::Value = serde_json::from_str(&breakglass::schema::request()).unwrap();
+    let duration = &request["$defs"]["Duration"];
+    let pattern = regex::Regex::new(duration["pattern"].as_str().unwrap()).unwrap();
+    let min = duration["minLength"].as_u64().unwrap_or(0) as usize;
+    let valid = |text: &str| text.len() >= min && pattern.is_match(text);
+    for text in ["90s", "45m", "1h", "1h30m", "2d"] {
+        assert!(valid(text), "{text}");
+        assert!(
+            text.parse::<breakglass::duration::HumanDuration>().is_ok(),
+            "{text}"
+        );
+    }
+    for text in ["", "h", "1 h", "1H", "30m1h"] {
+        assert!(!valid(text), "the schema takes {text:?}");
+        assert!(
+            text.parse::<breakglass::duration::HumanDuration>().is_err(),
+            "{text:?}"
+        );
+    }
+}

@@ -466,8 +466,9 @@ fn grant(
             detail,
         }));
     };
-    let (role, role_unreadable) = match bot.role {
-        Some(role) => (Some(role.into_owned()), None),
+    // A merge with only the four trailers SPEC fixes: role (and ticket) from its file.
+    let (role, role_unreadable, file_ticket) = match bot.role {
+        Some(role) => (Some(role.into_owned()), None, None),
         None => role_of(repo, &file)?,
     };
     Ok(EventKind::Grant(GrantFact {
@@ -477,7 +478,7 @@ fn grant(
         role,
         role_unreadable,
         reason: message.body().into_owned(),
-        ticket: owned(bot.ticket),
+        ticket: owned(bot.ticket).or(file_ticket),
         approved_by: owned(bot.approved_by),
         expires: TrailerTime::parse(bot.expires.as_deref()),
         review_due: TrailerTime::parse(bot.review_due.as_deref()),
@@ -509,18 +510,26 @@ fn forged_grant(
     })
 }
 
-/// The role a request file names, or why it names none.
+/// The role a request file names, or why it names none; and its ticket, when it has one.
 fn role_of(
     repo: &Repository,
     file: &RequestFile,
-) -> Result<(Option<String>, Option<String>), AuditError> {
+) -> Result<(Option<String>, Option<String>, Option<String>), AuditError> {
     let blob = repo.find_blob(file.blob).map_err(AuditError::git)?;
     let request = std::str::from_utf8(blob.content())
         .map_err(|_| "it is not UTF-8".to_owned())
         .and_then(|text| AccessRequest::from_yaml(text).map_err(|err| err.to_string()));
     Ok(match request {
-        Ok(request) => (Some(request.role.as_str().to_owned()), None),
-        Err(why) => (None, Some(format!("{} names no role ({why})", file.path()))),
+        Ok(request) => (
+            Some(request.role.as_str().to_owned()),
+            None,
+            request.ticket.map(|t| t.as_str().to_owned()),
+        ),
+        Err(why) => (
+            None,
+            Some(format!("{} names no role ({why})", file.path())),
+            None,
+        ),
     })
 }
 
