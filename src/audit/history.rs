@@ -467,10 +467,18 @@ fn grant(
         }));
     };
     // A merge with only the four trailers SPEC fixes: role (and ticket) from its file.
-    let (role, role_unreadable, file_ticket) = match bot.role {
-        Some(role) => (Some(role.into_owned()), None, None),
+    let from_file = match bot.role {
+        Some(role) => FromFile {
+            role: Some(role.into_owned()),
+            ..FromFile::default()
+        },
         None => role_of(repo, &file)?,
     };
+    let FromFile {
+        role,
+        role_unreadable,
+        ticket: file_ticket,
+    } = from_file;
     Ok(EventKind::Grant(GrantFact {
         request_id,
         requester: owned(bot.requester),
@@ -510,26 +518,31 @@ fn forged_grant(
     })
 }
 
+/// What a grant merge with only SPEC's four trailers takes from the request file it adds.
+#[derive(Default)]
+struct FromFile {
+    role: Option<String>,
+    /// Why the file names no role.
+    role_unreadable: Option<String>,
+    ticket: Option<String>,
+}
+
 /// The role a request file names, or why it names none; and its ticket, when it has one.
-fn role_of(
-    repo: &Repository,
-    file: &RequestFile,
-) -> Result<(Option<String>, Option<String>, Option<String>), AuditError> {
+fn role_of(repo: &Repository, file: &RequestFile) -> Result<FromFile, AuditError> {
     let blob = repo.find_blob(file.blob).map_err(AuditError::git)?;
     let request = std::str::from_utf8(blob.content())
         .map_err(|_| "it is not UTF-8".to_owned())
         .and_then(|text| AccessRequest::from_yaml(text).map_err(|err| err.to_string()));
     Ok(match request {
-        Ok(request) => (
-            Some(request.role.as_str().to_owned()),
-            None,
-            request.ticket.map(|t| t.as_str().to_owned()),
-        ),
-        Err(why) => (
-            None,
-            Some(format!("{} names no role ({why})", file.path())),
-            None,
-        ),
+        Ok(request) => FromFile {
+            role: Some(request.role.as_str().to_owned()),
+            role_unreadable: None,
+            ticket: request.ticket.map(|t| t.as_str().to_owned()),
+        },
+        Err(why) => FromFile {
+            role_unreadable: Some(format!("{} names no role ({why})", file.path())),
+            ..FromFile::default()
+        },
     })
 }
 
