@@ -283,7 +283,10 @@ fn policy_lint_passes_the_examples_and_reports_all_problems() {
     $TMP/prod.yaml: approvals is 1 but only 0 approver(s) are listed: no request could ever be approved
     $TMP/prod.yaml: role `admin`: unknown provider `gcp`; use aws-iam, iac or noop
     $TMP/qa.yaml:2:15: duration `1 hour` is not a duration; write e.g. `90s`, `45m`, `2h` or `1h30m`
-    5 problem(s)
+    $TMP/qa.yaml: missing field `requesters`
+    $TMP/qa.yaml: missing field `approvers`
+    $TMP/qa.yaml: missing field `roles`
+    8 problem(s)
     ");
 }
 

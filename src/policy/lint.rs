@@ -65,12 +65,19 @@ pub(crate) fn check_files(files: &[PolicyFile]) -> (Vec<Policy>, Vec<Problem>) {
         let policy = match crate::yaml::from_str::<Policy>(&file.text) {
             Ok(policy) => policy,
             Err(err) => {
-                problems.push(Problem {
-                    file: file.path.clone(),
-                    line: err.line,
-                    column: err.column,
-                    message: err.message,
-                });
+                // The parser stops at its first complaint; every missing key is named too.
+                let missing = missing_keys(&file.text);
+                if !(err.message.starts_with("missing field") && !missing.is_empty()) {
+                    problems.push(Problem {
+                        file: file.path.clone(),
+                        line: err.line,
+                        column: err.column,
+                        message: err.message,
+                    });
+                }
+                for key in missing {
+                    problems.push(Problem::file(&file.path, format!("missing field `{key}`")));
+                }
                 continue;
             }
         };
@@ -103,6 +110,25 @@ pub(crate) fn check_files(files: &[PolicyFile]) -> (Vec<Policy>, Vec<Problem>) {
         policies.push(policy);
     }
     (policies, problems)
+}
+
+/// The keys every policy must have that a file's top-level mapping lacks (none when it is not
+/// a mapping of keys: the parser's own error says what is wrong then).
+fn missing_keys(text: &str) -> Vec<&'static str> {
+    const REQUIRED: [&str; 5] = [
+        "environment",
+        "max_duration",
+        "requesters",
+        "approvers",
+        "roles",
+    ];
+    match crate::yaml::from_str::<BTreeMap<String, serde::de::IgnoredAny>>(text) {
+        Ok(keys) => REQUIRED
+            .into_iter()
+            .filter(|key| !keys.contains_key(*key))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 fn check_policy(policy: &Policy, report: &mut impl FnMut(String)) {
@@ -342,6 +368,19 @@ fast_path:
     }
 
     #[test]
+    fn every_missing_key_is_named_not_only_the_first() {
+        let text = "environment: prod\nrequesters: [alice]\n";
+        assert_eq!(
+            messages(&[file("prod.yaml", text)]),
+            [
+                "policies/prod.yaml: missing field `max_duration`",
+                "policies/prod.yaml: missing field `approvers`",
+                "policies/prod.yaml: missing field `roles`",
+            ]
+        );
+    }
+
+    #[test]
     fn reports_every_problem_of_every_file_at_once() {
         let bad = GOOD
             .replace("provider: noop", "provider: gcp-magic")
@@ -365,13 +404,11 @@ fast_path:
             );
         }
         assert!(problems.iter().any(|p| p.starts_with("policies/prod.yaml: ticket_pattern `^(INC|CHG-[0-9]+$` is not a valid regular expression")), "{problems:#?}");
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.starts_with("policies/staging.yaml:") && p.contains("max_duration")),
-            "{problems:#?}"
-        );
-        assert_eq!(problems.len(), 6, "{problems:#?}");
+        for key in ["max_duration", "requesters", "approvers"] {
+            let want = format!("policies/staging.yaml: missing field `{key}`");
+            assert!(problems.contains(&want), "{want} in {problems:#?}");
+        }
+        assert_eq!(problems.len(), 8, "{problems:#?}");
     }
 
     #[test]
@@ -387,7 +424,7 @@ fast_path:
             "prod.yaml",
             "environment: prod\nmax_duration: 4 hours\n",
         )]);
-        assert_eq!(problems.len(), 1);
+        assert_eq!(problems.len(), 4, "the bad value, then each missing key");
         assert_eq!(problems[0].line, Some(2));
         assert!(problems[0].column.is_some());
         assert!(
