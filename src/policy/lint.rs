@@ -67,7 +67,8 @@ pub(crate) fn check_files(files: &[PolicyFile]) -> (Vec<Policy>, Vec<Problem>) {
             Err(err) => {
                 // The parser stops at its first complaint; every missing key is named too.
                 let missing = missing_keys(&file.text);
-                if !(err.message.starts_with("missing field") && !missing.is_empty()) {
+                // (A missing-key error is among the missing keys listed below.)
+                if missing.is_empty() || !err.message.starts_with("missing field") {
                     problems.push(Problem {
                         file: file.path.clone(),
                         line: err.line,
