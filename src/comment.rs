@@ -506,6 +506,14 @@ pub fn extension_refused_comment(total: &str, max: &str) -> String {
     )
 }
 
+/// An extension asked for after the grant's expiry, before its revoke ran.
+pub fn extension_after_expiry_comment(expired_at: DateTime<Utc>) -> String {
+    format!(
+        "⌛ This grant expired at {}; it is being revoked and cannot be extended. Open a new request for more time.",
+        crate::clock::iso(expired_at)
+    )
+}
+
 /// An extension of a grant that is a merged grant file: its expiry is written in the file (and
 /// enforced by the cloud for the shipped templates), so more time is a new reviewed change, that
 /// is, a new request.

@@ -595,3 +595,33 @@ on_both_forges!(
         s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );
+
+// A grant past its expiry whose revoke has not run yet (a restart, a backlog of jobs) is over:
+// an extension then would hand back access that should be gone. Stored as a late revoke
+// leaves it: the expiry passed, the revoke job not yet due.
+on_both_backends!(
+    a_grant_past_its_expiry_is_not_extended_while_its_revoke_is_late,
+    |s: Scenario| async move {
+        let pr = s.granted("r-late", "1h").await;
+        let now = s.clock.now();
+        let expired_at = now - TimeDelta::minutes(1);
+        sqlx::query("UPDATE jobs SET run_at = $1 WHERE request_id = 'r-late' AND kind = 'revoke'")
+            .bind((now + TimeDelta::days(1)).timestamp_millis())
+            .execute(s.store.pool())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE requests SET granted_at = $1, expires_at = $2 WHERE id = 'r-late'")
+            .bind((expired_at - TimeDelta::hours(1)).timestamp_millis())
+            .bind(expired_at.timestamp_millis())
+            .execute(s.store.pool())
+            .await
+            .unwrap();
+        s.note(pr, &s.people.carol, "/breakglass extend 30m");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⌛ This grant expired"), "{said}");
+        let record = s.request("r-late").await;
+        assert_eq!(record.expires_at, Some(expired_at));
+        assert!(s.events("r-late", "extend").await.is_empty());
+    }
+);

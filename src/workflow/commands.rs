@@ -492,6 +492,13 @@ impl Workflow {
                 .reply(thread, &comment::no_request_here_comment("extend"))
                 .await;
         };
+        // Past its expiry, a grant whose revoke has not run yet (a restart, a backlog) is over:
+        // more time would hand back access that should be gone. (Both are the bot's clock.)
+        if expires_at <= self.now() {
+            return self
+                .reply(thread, &comment::extension_after_expiry_comment(expires_at))
+                .await;
+        }
         // A grant that is a merged file carries its expiry in the file: more time is a new file.
         let applied = self.store.applied_grant(&record.id).await?;
         if let Some(applied) = applied.as_ref().filter(|a| !a.files.is_empty()) {
