@@ -304,7 +304,7 @@ on_both_forges!(
         s.settle().await;
         assert!(s.change(pr).merged);
         s.emoji_now(pr, bob, "+1"); // the requester's own reaction does not count
-        s.emoji_now(pr, &s.people.dan, "+1");
+        s.emoji(pr, &s.people.dan, "+1"); // a second after the merged head's push
         s.advance(TimeDelta::seconds(31));
         s.settle().await;
         assert_eq!(
@@ -322,6 +322,62 @@ on_both_forges!(
                 "✔️ After-the-fact review by @dan recorded; `breakglass/needs-review` removed.",
             ],
         );
+    }
+);
+
+// A review is of what was merged: an approver's emoji left on an earlier version (here one the
+// policy denied) must not close the review of the version the fast path then merged.
+on_both_forges!(
+    an_emoji_on_an_older_version_does_not_close_the_fast_path_review,
+    |s: Scenario| async move {
+        let bob = &s.people.bob;
+        let five_hours = "environment: prod\nrole: admin\nduration: 5h\nreason: incident INC-9 payments down\nticket: INC-9\n";
+        s.forge.push_files(
+            REPO,
+            "b",
+            bob,
+            &[("requests/prod/r-old.yaml", five_hours)],
+            "request",
+        );
+        let pr = s.open_change(bob, "b", "sev1 access");
+        s.settle().await;
+        s.take_bot_comments(pr); // denied: above max_duration
+        s.emoji(pr, &s.people.dan, "+1");
+        s.settle().await;
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        let yaml = five_hours.replace("5h", "45m");
+        s.forge.push_files(
+            REPO,
+            "b",
+            bob,
+            &[("requests/prod/r-old.yaml", &yaml)],
+            "45m",
+        );
+        s.label(pr, bob, "sev1");
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.emoji(pr, bob, "hooray"); // changes what a poll sees
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert_eq!(s.request("r-old").await.reviewed_by, None);
+        assert!(
+            s.labels(pr).iter().any(|l| l == "breakglass/needs-review"),
+            "{:?}",
+            s.labels(pr)
+        );
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+        s.emoji(pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert_eq!(
+            s.request("r-old")
+                .await
+                .reviewed_by
+                .map(|l| l.to_string())
+                .as_deref(),
+            Some("carol")
+        );
+        s.expect_bot_comments(pr, &["✔️ After-the-fact review by @carol recorded"]);
     }
 );
 

@@ -446,11 +446,23 @@ impl Workflow {
             return Ok(false);
         }
         if awaits_review(&record) {
-            if self.is_approver(policy, &reaction.user).await? {
-                self.mark_reviewed(record, &reaction.user).await?;
-                return Ok(true);
+            if !self.is_approver(policy, &reaction.user).await? {
+                return Ok(false);
             }
-            return Ok(false);
+            // A review is of what was merged: an emoji on an older version (before the push of
+            // the merged head, forge time on both sides) reviewed something else.
+            let key = format!("reaction:{}", reaction.id);
+            return match timing(reaction.created_at, stored_decision(&record)?.head_since) {
+                Timing::Current => {
+                    self.mark_reviewed(record, &reaction.user).await?;
+                    Ok(true)
+                }
+                Timing::Stale => Ok(false),
+                Timing::Ambiguous => {
+                    self.ask_once(&record, &reaction.user, &key).await?;
+                    Ok(false)
+                }
+            };
         }
         if record.state != RequestState::Pending {
             return Ok(true);
