@@ -43,6 +43,31 @@ on_both_forges!(a_non_approver_does_not_count, |s: Scenario| async move {
     assert!(!s.change(pr).merged);
 });
 
+// A bot account in the approvers' team (a GitHub App, a GitLab group access token's user) is a
+// token someone holds, not a person who looked: its approving review or Approve button counts
+// for nothing, as its emoji and comments never did.
+on_both_forges!(
+    a_bot_in_the_approvers_team_does_not_approve,
+    |s: Scenario| async move {
+        let token = match s.dialect {
+            Dialect::GitHub => s.forge.bot_user("deployer[bot]"),
+            Dialect::GitLab => s.forge.user("group_12_bot_4f2a"),
+        };
+        s.forge.add_team_member("acme/sre-leads", &token);
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.approve_button(pr, &token);
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        assert!(s.events("r1", "approval").await.is_empty());
+        assert!(
+            s.next_bot_comment(pr).contains("is not an approver"),
+            "the bot says why it does not count"
+        );
+    }
+);
+
 on_both_forges!(
     an_approval_before_a_new_push_does_not_count,
     |s: Scenario| async move {

@@ -122,6 +122,13 @@ impl Workflow {
         if actor.id == record.requester_id {
             return Ok(ApprovalOutcome::ByRequester);
         }
+        // Bots never approve, whatever the channel (a review, GitLab's button): a bot account
+        // in an approvers' group is a token someone holds, not a person who looked.
+        if actor.is_bot || actor.id == self.bot.id {
+            return Ok(ApprovalOutcome::NotApprover {
+                approvers: Vec::new(),
+            });
+        }
         let (_, policies) = self.load_policies().await?;
         let policies = policies.map_err(|problems| {
             anyhow::anyhow!("the policies are invalid: {} problem(s)", problems.len())
