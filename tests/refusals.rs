@@ -68,6 +68,45 @@ on_both_forges!(
     }
 );
 
+// An approver taken off the policy after approving no longer counts when the merge is decided:
+// the approvers are the default branch's policy's, now.
+on_both_forges!(
+    an_approver_taken_off_the_policy_no_longer_counts,
+    |s: Scenario| async move {
+        s.edit_policy(&s.people.erin, "prod", |p| {
+            p.replace("approvals: 1", "approvals: 2")
+        });
+        s.settle().await;
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.emoji(pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.edit_policy(&s.people.erin, "prod", |p| {
+            p.replace(
+                "approvers: [\"@acme/sre-leads\", carol]",
+                "approvers: [dan, erin]",
+            )
+        });
+        s.settle().await;
+        s.emoji(pr, &s.people.dan, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        let approvals = s.events("r1", "approval").await;
+        assert_eq!(approvals.len(), 2, "carol's, then dan's: {approvals:#?}");
+        assert!(!s.change(pr).merged, "carol no longer approves prod");
+        s.take_bot_comments(pr);
+        // A second approver named by the policy now completes it.
+        s.emoji(pr, &s.people.erin, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.take_bot_comments(pr);
+    }
+);
+
 on_both_forges!(
     an_approval_before_a_new_push_does_not_count,
     |s: Scenario| async move {

@@ -315,14 +315,30 @@ impl Workflow {
             .approvals_for(&record.id, &record.head_sha)
             .await?;
         let alive = self.signals_alive(record.pr_number, &approvals).await?;
+        // Approvers as the default branch's policy names them now: one taken off it since
+        // approving no longer counts.
+        let (_, policies) = self.load_policies().await?;
+        let policies = policies.map_err(|problems| {
+            anyhow::anyhow!("the policies are invalid: {} problem(s)", problems.len())
+        })?;
+        let policy = policies.get(record.environment.as_str());
         let mut live = Vec::new();
         for approval in approvals {
-            if alive.contains(&approval.signal) {
-                live.push(approval);
-            } else {
+            if !alive.contains(&approval.signal) {
                 self.store
                     .withdraw_approval(&record.id, &approval.signal)
                     .await?;
+                continue;
+            }
+            let approver = Actor {
+                id: approval.approver_id,
+                login: approval.approver_login.to_string(),
+                is_bot: false,
+            };
+            if let Some(policy) = policy
+                && self.is_approver(policy, &approver).await?
+            {
+                live.push(approval);
             }
         }
         let approvers = distinct_approvers(&live, record.requester_id);
