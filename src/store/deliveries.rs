@@ -566,37 +566,42 @@ mod tests {
         assert_eq!((id.forge(), id.key()), (ForgeKind::GitLab, "a:b"));
     }
 
+    /// The plan of `explain`, a claim's SQL behind EXPLAIN, for a claim of 64 at time 1.
+    async fn claim_plan(
+        conn: &mut AnyConnection,
+        explain: &'static str,
+        column: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query(explain)
+            .bind("w")
+            .bind(2_i64)
+            .bind(1_i64)
+            .bind(64_i64)
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(column)).collect())
+    }
+
     /// A claim must not sort the whole backlog: a plan that sorts reads every pending delivery
     /// on every claim (49 ms at 80,000 on SQLite, holding the connection intake needs).
     #[tokio::test]
     async fn a_claim_takes_the_oldest_deliveries_from_an_index_without_sorting_the_backlog() {
         crate::store::testing::for_each_backend(|store| async move {
             let mut conn = store.pool().acquire().await?;
-            let plan: Vec<String> = match Backend::of(&conn)? {
+            let plan = match Backend::of(&conn)? {
                 Backend::Sqlite => {
-                    let rows = sqlx::query(concat!("EXPLAIN QUERY PLAN ", claim!("")))
-                        .bind("w")
-                        .bind(2_i64)
-                        .bind(1_i64)
-                        .bind(64_i64)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                    rows.iter().map(|r| r.get::<String, _>("detail")).collect()
+                    let sql = concat!("EXPLAIN QUERY PLAN ", claim!(""));
+                    claim_plan(&mut conn, sql, "detail").await?
                 }
                 Backend::Postgres => {
                     // With sorting priced out, a plan still sorts only if no index gives the order.
                     sqlx::query("SET enable_sort = off")
                         .execute(&mut *conn)
                         .await?;
-                    let rows = sqlx::query(concat!("EXPLAIN ", claim!(" FOR UPDATE SKIP LOCKED")))
-                        .bind("w")
-                        .bind(2_i64)
-                        .bind(1_i64)
-                        .bind(64_i64)
-                        .fetch_all(&mut *conn)
-                        .await?;
+                    let sql = concat!("EXPLAIN ", claim!(" FOR UPDATE SKIP LOCKED"));
+                    let plan = claim_plan(&mut conn, sql, "QUERY PLAN").await?;
                     sqlx::query("RESET enable_sort").execute(&mut *conn).await?;
-                    rows.iter().map(|r| r.get::<String, _>(0)).collect()
+                    plan
                 }
             };
             let plan = plan.join("\n");
