@@ -332,14 +332,7 @@ on_both_forges!(
     |s: Scenario| async move {
         let bob = &s.people.bob;
         let five_hours = "environment: prod\nrole: admin\nduration: 5h\nreason: incident INC-9 payments down\nticket: INC-9\n";
-        s.forge.push_files(
-            REPO,
-            "b",
-            bob,
-            &[("requests/prod/r-old.yaml", five_hours)],
-            "request",
-        );
-        let pr = s.open_change(bob, "b", "sev1 access");
+        let pr = s.open_request(bob, "prod", "r-old", five_hours);
         s.settle().await;
         s.take_bot_comments(pr); // denied: above max_duration
         s.emoji(pr, &s.people.dan, "+1");
@@ -348,7 +341,7 @@ on_both_forges!(
         let yaml = five_hours.replace("5h", "45m");
         s.forge.push_files(
             REPO,
-            "b",
+            "request-r-old",
             bob,
             &[("requests/prod/r-old.yaml", &yaml)],
             "45m",
