@@ -500,6 +500,21 @@ pub fn extension_needs_approval_comment(by: &str, approvers: &[String]) -> Strin
     )
 }
 
+/// An extension the requester asked for on their own, under a fast-path rule that no longer
+/// applies to them (off call, the label gone, an overdue review).
+pub fn extension_fast_path_lapsed_comment(
+    by: &str,
+    rule: &str,
+    reasons: &[String],
+    approvers: &[String],
+) -> String {
+    format!(
+        "⏳ Extension by {by} asked. Fast path `{rule}` no longer applies: {}. It needs approval: an approver ({}) comments `/breakglass extend` with the same duration.",
+        inert(&reasons.join("; ")),
+        mentions(approvers)
+    )
+}
+
 pub fn extension_refused_comment(total: &str, max: &str) -> String {
     format!(
         "🙅 That would make {total} in total, above the policy's max_duration {max}. Ask for less, or open a new request."

@@ -455,3 +455,59 @@ on_both_forges!(
         s.expect_bot_comments(pr, &["`/breakglass approve` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."]);
     }
 );
+
+// A requester extends a fast-path grant on their own only while the rule still applies as it
+// did at the merge: the incident label still on the PR, the requester still on call.
+on_both_forges!(
+    a_fast_path_grant_is_not_extended_once_its_rule_no_longer_applies,
+    |s: Scenario| async move {
+        let erin = &s.people.erin;
+        let yaml = "environment: prod\nrole: admin\nduration: 30m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+        s.forge.push_files(
+            REPO,
+            "sev1-erin",
+            erin,
+            &[("requests/prod/r-lapse.yaml", yaml)],
+            "request",
+        );
+        let pr = s.open_change(erin, "sev1-erin", "sev1 access");
+        s.label(pr, erin, "sev1");
+        s.settle().await;
+        s.expect_bot_comments(pr, &["🔓 **Access granted.** @erin"]);
+        let granted = s.request("r-lapse").await.expires_at.unwrap();
+
+        // The incident is downgraded: the label comes off.
+        s.unlabel(pr, &s.people.carol, "sev1");
+        s.note(pr, erin, "/breakglass extend 15m");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.contains("Fast path `sev1` no longer applies: needs one of the labels sev1"),
+            "{said}"
+        );
+        assert!(said.contains("It needs approval"), "{said}");
+        assert_eq!(s.request("r-lapse").await.expires_at, Some(granted));
+
+        // Labelled again, but erin is off call now (past the bot's minute of membership cache).
+        s.label(pr, &s.people.carol, "sev1");
+        s.forge.remove_team_member("acme/oncall", erin);
+        s.advance(TimeDelta::minutes(2));
+        s.note(pr, erin, "/breakglass extend 15m");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("`erin` is not one of"), "{said}");
+        assert_eq!(s.request("r-lapse").await.expires_at, Some(granted));
+
+        // Back on call, the rule applies again and erin extends on her own.
+        s.forge.add_team_member("acme/oncall", erin);
+        s.advance(TimeDelta::minutes(2));
+        s.note(pr, erin, "/breakglass extend 15m");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⏳ Extended"), "{said}");
+        assert_eq!(
+            s.request("r-lapse").await.expires_at,
+            Some(granted + TimeDelta::minutes(15))
+        );
+    }
+);

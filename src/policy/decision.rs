@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::PolicySet;
 use super::model::{FastPathRule, Policy};
 use crate::duration::HumanDuration;
-use crate::names::{Login, Principal, Team, shorten};
+use crate::names::{Login, Name, Principal, Team, shorten};
 use crate::request::{AccessRequest, RequestPath};
 
 /// The person asking, as far as the caller knows them.
@@ -212,7 +212,7 @@ pub fn evaluate(policies: &PolicySet, request: &AccessRequest, ctx: &Context) ->
     decision.allowed = decision.violations.is_empty();
     if decision.allowed {
         for rule in &policy.fast_path {
-            match fast_path_misses(rule, policy, request, duration, ctx) {
+            match fast_path_misses(rule, policy, &request.role, duration, ctx) {
                 reasons if reasons.is_empty() => {
                     decision.fast_path = Some(FastPathMatch {
                         rule: rule.name.to_string(),
@@ -386,10 +386,12 @@ fn check_ticket(policy: &Policy, request: &AccessRequest, violations: &mut Vec<V
     }
 }
 
-fn fast_path_misses(
+/// Why `rule` does not let a request for `role` of `duration` skip approval (empty: it does).
+/// Also asked again when a fast-path grant is extended: the rule must still apply.
+pub fn fast_path_misses(
     rule: &FastPathRule,
     policy: &Policy,
-    request: &AccessRequest,
+    role: &Name,
     duration: HumanDuration,
     ctx: &Context,
 ) -> Vec<String> {
@@ -428,7 +430,7 @@ fn fast_path_misses(
             )),
         }
     }
-    if !rule.roles.is_empty() && !rule.roles.contains(&request.role) {
+    if !rule.roles.is_empty() && !rule.roles.contains(role) {
         reasons.push(format!(
             "only for roles {}",
             rule.roles

@@ -12,7 +12,8 @@ use crate::forge::Actor;
 use crate::forge::Thread;
 use crate::names::{Login, Name, RequestId, Ticket};
 use crate::policy::decision::Context;
-use crate::policy::{PolicySet, Problem, evaluate};
+use crate::policy::decision::fast_path_misses;
+use crate::policy::{Policy, PolicySet, Problem, evaluate};
 use crate::request::{AccessRequest, Reason, RequestPath};
 use crate::store::{ApprovalSource, CommentKey, Effect};
 use crate::store::{EventKind, JobKind};
@@ -463,6 +464,49 @@ impl Workflow {
     /// `/breakglass extend 30m`: more time, never past the policy's `max_duration` in total.
     /// The requester gets it at once when a fast-path rule or self-service allows the new total;
     /// otherwise an approver must ask for it.
+    /// The fast-path rule that merged `record`, with why it would not merge a request of
+    /// `total` now (empty: it would); `None` when no fast path merged it. A requester extends
+    /// on their own only while the rule still applies as at the merge: still one of its
+    /// requesters (on call), the PR still labelled, no overdue review when it blocks on one.
+    async fn fast_path_misses_now(
+        &self,
+        record: &RequestRecord,
+        policy: &Policy,
+        total: HumanDuration,
+    ) -> anyhow::Result<Option<(Name, Vec<String>)>> {
+        let Some(name) = record.fast_path_rule.clone() else {
+            return Ok(None);
+        };
+        let Some(rule) = policy.fast_path.iter().find(|r| r.name == name) else {
+            let gone = "the policy no longer has this rule".to_owned();
+            return Ok(Some((name, vec![gone])));
+        };
+        let requester = self
+            .resolve_requester(Some(policy), &record.requester_login)
+            .await?;
+        let labels = if rule.labels_any.is_empty() {
+            Vec::new()
+        } else {
+            self.forge.change(record.pr_number).await?.info.labels
+        };
+        let ctx = Context {
+            requester: Some(&requester),
+            labels: &labels,
+            now: self.now(),
+            path: None,
+        };
+        let mut misses = fast_path_misses(rule, policy, &record.role, total, &ctx);
+        if rule.block_until_reviewed
+            && let Some(overdue) = self.overdue_review_of(record.requester_id).await?
+        {
+            misses.push(format!(
+                "`{}` has an overdue review of `{overdue}` (block_until_reviewed)",
+                record.requester_login
+            ));
+        }
+        Ok(Some((name, misses)))
+    }
+
     async fn command_extend(
         &self,
         thread: Thread,
@@ -533,27 +577,9 @@ impl Workflow {
         let is_requester = author.id == record.requester_id;
         let is_approver = !is_requester && self.approver_of(&record, author).await?;
         let self_service = policy.approvals == 0;
-        let fast_path_allows = record
-            .fast_path_rule
-            .as_ref()
-            .and_then(|name| policy.fast_path.iter().find(|r| &r.name == name))
-            .is_some_and(|rule| total <= rule.max_duration.unwrap_or(policy.max_duration));
-        if !(is_approver || (is_requester && (self_service || fast_path_allows))) {
-            if is_requester {
-                return self
-                    .reply(
-                        thread,
-                        &comment::extension_needs_approval_comment(
-                            &format!("@{}", author.login),
-                            &policy
-                                .approvers
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>(),
-                        ),
-                    )
-                    .await;
-            }
+        if is_approver || (is_requester && self_service) {
+            // Allowed: an approver's word, or an environment that needs none.
+        } else if !is_requester {
             return self
                 .reply(
                     thread,
@@ -563,6 +589,25 @@ impl Workflow {
                     ),
                 )
                 .await;
+        } else {
+            let approvers: Vec<String> = policy.approvers.iter().map(ToString::to_string).collect();
+            let by_whom = format!("@{}", author.login);
+            match self.fast_path_misses_now(&record, policy, total).await? {
+                Some((_, misses)) if misses.is_empty() => {}
+                Some((rule, misses)) => {
+                    let text = comment::extension_fast_path_lapsed_comment(
+                        &by_whom,
+                        rule.as_str(),
+                        &misses,
+                        &approvers,
+                    );
+                    return self.reply(thread, &text).await;
+                }
+                None => {
+                    let text = comment::extension_needs_approval_comment(&by_whom, &approvers);
+                    return self.reply(thread, &text).await;
+                }
+            }
         }
         let new_expiry = expires_at + by.to_chrono();
         record.expires_at = Some(new_expiry);

@@ -433,6 +433,12 @@ impl Scenario {
         self.forge.label(REPO, self.internal(number), user, name);
     }
 
+    /// `user` takes label `name` off change request `number`.
+    #[track_caller]
+    pub fn unlabel(&self, number: u64, user: &User, name: &str) {
+        self.forge.unlabel(REPO, self.internal(number), user, name);
+    }
+
     /// The labels of change request `number`.
     #[track_caller]
     pub fn labels(&self, number: u64) -> Vec<String> {
