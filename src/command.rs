@@ -413,7 +413,7 @@ impl fmt::Display for Code<'_> {
 }
 
 /// Reads every command in a comment body: one entry per line of live text that starts with
-/// `/breakglass`, at most [`MAX_COMMANDS`]. Empty when the comment has no command, which means
+/// `/breakglass`, the same command once, at most [`MAX_COMMANDS`]. Empty when the comment has no command, which means
 /// the bot must not answer.
 pub fn parse_commands(body: &str) -> Vec<Result<Command, CommandParseError>> {
     if body.len() > MAX_BODY_BYTES {
@@ -431,19 +431,27 @@ pub fn parse_commands(body: &str) -> Vec<Result<Command, CommandParseError>> {
             vec![]
         };
     }
-    live_text(body)
-        .lines()
-        .filter_map(command_line)
-        .take(MAX_COMMANDS)
-        .map(|(line, rest)| {
-            if line.chars().count() > MAX_LINE_CHARS {
-                return Err(CommandParseError::TooLong {
-                    limit: MAX_LINE_CHARS,
-                });
-            }
-            parse_command(rest)
-        })
-        .collect()
+    let mut commands = Vec::new();
+    let text = live_text(body);
+    let parsed = text.lines().filter_map(command_line).map(|(line, rest)| {
+        if line.chars().count() > MAX_LINE_CHARS {
+            return Err(CommandParseError::TooLong {
+                limit: MAX_LINE_CHARS,
+            });
+        }
+        parse_command(rest)
+    });
+    for command in parsed {
+        // A repeated line is read once: it would do nothing new, and ten `approve` lines from
+        // someone who cannot approve must not make the bot answer ten times.
+        if commands.len() == MAX_COMMANDS {
+            break;
+        }
+        if !commands.contains(&command) {
+            commands.push(command);
+        }
+    }
+    commands
 }
 
 /// If `line` is a command line, returns it trimmed and what follows the prefix.
@@ -1293,10 +1301,34 @@ mod tests {
 
     #[test]
     fn reads_at_most_ten_commands() {
-        let body = "/breakglass status\n".repeat(25);
+        let body: String = (1..=25)
+            .map(|minutes| format!("/breakglass extend {minutes}m\n"))
+            .collect();
         let all = parse_commands(&body);
         assert_eq!(all.len(), MAX_COMMANDS);
-        assert!(all.iter().all(|c| *c == Ok(Command::Status)));
+        assert_eq!(
+            all.last(),
+            Some(&Ok(Command::Extend {
+                duration: HumanDuration::from_secs(600)
+            }))
+        );
+    }
+
+    #[test]
+    fn a_repeated_command_is_read_once() {
+        let body = "/breakglass approve\n/breakglass status\n".repeat(25)
+            + "/breakglass zzzz\n/breakglass zzzz";
+        assert_eq!(
+            parse_commands(&body),
+            [
+                Ok(Command::Approve),
+                Ok(Command::Status),
+                Err(CommandParseError::MissingArgument {
+                    command: "request",
+                    argument: "duration"
+                })
+            ]
+        );
     }
 
     #[test]
