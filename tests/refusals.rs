@@ -41,6 +41,15 @@ on_both_forges!(a_non_approver_does_not_count, |s: Scenario| async move {
         "🙅 @mallory is not an approver for `prod`, so this does not count. Approvers: @acme/sre-leads, @carol."
     );
     assert!(!s.change(pr).merged);
+    // Ten approve lines in one comment are one refusal, not ten replies pinging the approvers.
+    s.note(pr, &s.people.mallory, &"/breakglass approve\n".repeat(10));
+    s.settle().await;
+    assert_eq!(
+        s.take_bot_comments(pr).len(),
+        1,
+        "one reply to one comment's repeated command"
+    );
+    assert!(!s.change(pr).merged);
 });
 
 // A bot account in the approvers' team (a GitHub App, a GitLab group access token's user) is a

@@ -954,7 +954,7 @@ on_both_forges!(
         s.settle().await;
         s.forge.reset_calls();
         let body = (0..10)
-            .map(|_| "/breakglass prod 1h admin -- incident: INC-1 let me in")
+            .map(|n| format!("/breakglass prod 1h admin -- incident: INC-{n} let me in"))
             .collect::<Vec<_>>()
             .join("\n");
         s.note_on_issue(issue, &s.people.mallory, &body);
