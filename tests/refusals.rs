@@ -520,3 +520,45 @@ on_both_forges!(
         );
     }
 );
+
+// Approvals are of a head: a push voids them for good, even when the branch is put back on the
+// head they were given on (A, then B, then A again).
+on_both_forges!(
+    an_approval_voided_by_a_push_stays_void_when_the_branch_goes_back,
+    |s: Scenario| async move {
+        let alice = &s.people.alice;
+        let pr = s.open_request(alice, "prod", "r-aba", &prod_request("1h"));
+        s.set_draft(pr, alice, true);
+        s.settle().await;
+        let head_a = s.forge.branch_sha(REPO, "request-r-aba").expect("branch");
+        // carol approves A while it is a draft: counted for A, not merged.
+        s.by(&s.people.carol).approve_button(pr);
+        s.settle().await;
+        s.advance(TimeDelta::seconds(2));
+        s.forge.push_files(
+            REPO,
+            "request-r-aba",
+            alice,
+            &[("requests/prod/r-aba.yaml", &prod_request("4h"))],
+            "longer",
+        );
+        s.settle().await;
+        s.advance(TimeDelta::seconds(2));
+        s.forge.force_branch(REPO, "request-r-aba", alice, &head_a);
+        s.settle().await;
+        s.set_draft(pr, alice, false);
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(
+            !s.change(pr).merged,
+            "carol's approval of A was voided by the push of B: {:#?}",
+            s.bot_comments(pr)
+        );
+        s.take_bot_comments(pr);
+        // A fresh approval of the head counts.
+        s.by(&s.people.carol).approve(pr);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.take_bot_comments(pr);
+    }
+);

@@ -152,7 +152,30 @@ pub async fn delete_approvals(
     Ok(result.rows_affected())
 }
 
+/// Forgets the approvals of a request given on any head but `head_sha`. Returns how many.
+pub async fn forget_approvals_of_other_heads(
+    conn: &mut AnyConnection,
+    request_id: &RequestId,
+    head_sha: &str,
+) -> Result<u64, StoreError> {
+    let result = sqlx::query("DELETE FROM approvals WHERE request_id = $1 AND head_sha <> $2")
+        .bind(request_id.as_str())
+        .bind(head_sha)
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected())
+}
+
 impl Store {
+    /// See [`forget_approvals_of_other_heads`].
+    pub async fn forget_approvals_of_other_heads(
+        &self,
+        request_id: &RequestId,
+        head_sha: &str,
+    ) -> Result<u64, StoreError> {
+        forget_approvals_of_other_heads(&mut *self.conn().await?, request_id, head_sha).await
+    }
+
     /// See [`add_approval`]: `true` if the approval is new.
     pub async fn add_approval(&self, approval: &Approval) -> Result<bool, StoreError> {
         add_approval(&mut *self.conn().await?, approval).await

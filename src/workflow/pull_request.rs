@@ -417,6 +417,13 @@ impl Workflow {
         record.duration_secs = duration.unwrap_or(record.duration_secs);
         record.reason = request.reason.clone();
         record.ticket = request.ticket.clone();
+        if record.head_sha != pr.head_sha {
+            // Approvals are of a head; a push voids them for good, even if the branch is later
+            // put back on that head (A, then B, then A again).
+            self.store
+                .forget_approvals_of_other_heads(&record.id, &pr.head_sha)
+                .await?;
+        }
         record.head_sha = pr.head_sha.clone();
         record.state = state;
         record.approved_by = None;
