@@ -1773,3 +1773,54 @@ async fn on_gitlab_a_tag_named_like_the_default_branch_is_never_read_for_it() {
         policy
     );
 }
+
+/// On GitLab the bot's commits on its own branches name their parent (`start_sha`, `force`): a
+/// commit a member slips onto the branch between the bot's branch creation and its first
+/// commit (a policy change, say) is dropped, never built on and merged under the bot's commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_a_commit_slipped_under_the_bots_commit_is_dropped() {
+    use breakglass::forge::gitlab::{GitlabAuth, GitlabClient};
+    let s = Scenario::on_gitlab().await;
+    let token = breakglass::secret::Secret::new(s.forge.token_for(&s.people.bot));
+    let client = GitlabClient::connect(
+        &s.forge.gitlab_api_url(),
+        REPO,
+        GitlabAuth::PrivateToken(token),
+    )
+    .await
+    .expect("client");
+    let base = s.forge.branch_sha(REPO, "main").expect("main");
+    let branch = "breakglass/revert/r1-0123456789abcdef";
+    client.create_branch(branch, &base).await.expect("branch");
+    // mallory races the bot's first commit.
+    let slipped = s.forge.push_files(
+        REPO,
+        branch,
+        &s.people.mallory,
+        &[("policies/prod.yaml", "approvals: 0\n")],
+        "loosen",
+    );
+    let head = client
+        .put_file(
+            branch,
+            &base,
+            "requests/prod/r1.yaml",
+            "x: 1\n",
+            "add",
+            None,
+        )
+        .await
+        .expect("commit");
+    let log = s.forge.log(REPO, branch);
+    assert_eq!(log[0].sha, head);
+    assert_eq!(
+        log[0].parents.as_slice(),
+        std::slice::from_ref(&base),
+        "the bot's commit sits on its own parent"
+    );
+    assert!(log.iter().all(|c| c.sha != slipped), "{log:#?}");
+    assert_eq!(
+        s.forge.file_on(REPO, branch, "policies/prod.yaml"),
+        s.forge.file_on(REPO, "main", "policies/prod.yaml")
+    );
+}

@@ -194,28 +194,44 @@ impl Forge {
         }
     }
 
-    /// Writes a file as one commit on `branch`; `version` is the file's current version when
-    /// it exists. Returns the new commit.
+    /// Writes a file as one commit on `branch`, the bot's own, whose head the bot left at
+    /// `parent`; `version` is the file's current version when it exists. Returns the new
+    /// commit. On GitLab the commit is made on `parent` and the branch overwritten with it, so
+    /// a commit someone slipped onto the branch in between is dropped, never built on; GitHub's
+    /// contents API names no parent, and a slipped commit there changes the PR's file count,
+    /// which the merge guard refuses.
     pub async fn put_file(
         &self,
         branch: &str,
+        parent: &str,
         path: &str,
         text: &str,
         message: &str,
         version: Option<&str>,
     ) -> Result<String, ForgeError> {
-        on_client!(self, c => c.put_file(branch, path, text, message, version).await)
+        match self {
+            Forge::GitHub(c) => c.put_file(branch, path, text, message, version).await,
+            Forge::GitLab(c) => {
+                c.put_file(branch, parent, path, text, message, version)
+                    .await
+            }
+        }
     }
 
-    /// Deletes a file as one commit on `branch`. Returns the new commit.
+    /// Deletes a file as one commit on `branch`, made on `parent` (see [`Self::put_file`]).
+    /// Returns the new commit.
     pub async fn delete_file(
         &self,
         branch: &str,
+        parent: &str,
         path: &str,
         message: &str,
         version: &str,
     ) -> Result<String, ForgeError> {
-        on_client!(self, c => c.delete_file(branch, path, message, version).await)
+        match self {
+            Forge::GitHub(c) => c.delete_file(branch, path, message, version).await,
+            Forge::GitLab(c) => c.delete_file(branch, parent, path, message).await,
+        }
     }
 
     /// Opens a change request from `head` into `base`; the change as the forge answered.

@@ -158,6 +158,7 @@ impl Workflow {
                         .forge
                         .put_file(
                             &change.branch,
+                            &head,
                             path,
                             content,
                             &format!("breakglass: {kind} {subject}: add {path}"),
@@ -173,6 +174,7 @@ impl Workflow {
                         .forge
                         .delete_file(
                             &change.branch,
+                            &head,
                             path,
                             &format!("breakglass: {kind} {subject}: remove {path}"),
                             blob,

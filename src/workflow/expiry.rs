@@ -79,6 +79,7 @@ impl Workflow {
                 .forge
                 .put_file(
                     &change.branch,
+                    &head,
                     &after.path,
                     &after.content,
                     &message,

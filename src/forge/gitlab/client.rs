@@ -36,7 +36,7 @@ pub enum GitlabAuth {
     OAuth(Secret),
 }
 
-/// One file change of a commit made through the API ([`GitlabClient::commit_files`]).
+/// One file change of a commit made through the API ([`GitlabClient::commit_on`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommitAction {
     /// A new file; the commit fails if it exists.
@@ -457,13 +457,15 @@ impl GitlabClient {
         Ok(self.write::<Commit>(Method::POST, &route, body).await?.id)
     }
 
-    /// Writes a file on a branch as one commit and returns the commit. `previous_blob` says
-    /// whether the file exists (update) or not (create). GitLab's commits API takes no blob to
-    /// check against (only a commit id), so the blob is not compared: the bot writes only to
-    /// branches it created, and checks their heads before it merges.
+    /// Writes a file on a branch as one commit on `parent` and returns the commit.
+    /// `previous_blob` says whether the file exists (update) or not (create). GitLab's commits
+    /// API takes no blob to check against (only a commit id), so the blob is not compared: the
+    /// commit is made on `parent`, the head the bot left, and overwrites the branch (see
+    /// [`Self::commit_on`]).
     pub async fn put_file(
         &self,
         branch: &str,
+        parent: &str,
         path: &str,
         content: &str,
         message: &str,
@@ -474,35 +476,38 @@ impl GitlabClient {
             Some(_) => CommitAction::Update { path, content },
             None => CommitAction::Create { path, content },
         };
-        self.commit_files(branch, message, &[action]).await
+        self.commit_on(branch, parent, message, &[action]).await
     }
 
-    /// Deletes a file on a branch as one commit; returns the commit. `blob` is not compared
-    /// (see [`Self::put_file`]).
+    /// Deletes a file on a branch as one commit on `parent`; returns the commit.
     pub async fn delete_file(
         &self,
         branch: &str,
+        parent: &str,
         path: &str,
         message: &str,
-        _blob: &str,
     ) -> Result<String, ForgeError> {
         let action = CommitAction::Delete {
             path: path.to_owned(),
         };
-        self.commit_files(branch, message, &[action]).await
+        self.commit_on(branch, parent, message, &[action]).await
     }
 
-    /// Writes several files on a branch as ONE commit, in one call (`POST
-    /// repository/commits`); returns the commit. All actions apply or none does.
-    pub async fn commit_files(
+    /// One commit of `actions` on commit `parent`, which `branch` (one of the bot's own) is
+    /// then overwritten with (`start_sha` and `force`): a commit someone pushed onto the
+    /// branch after `parent` is dropped with it, never built on and merged unseen.
+    pub async fn commit_on(
         &self,
         branch: &str,
+        parent: &str,
         message: &str,
         actions: &[CommitAction],
     ) -> Result<String, ForgeError> {
         let body = json!({
             "branch": branch,
             "commit_message": message,
+            "start_sha": parent,
+            "force": true,
             "actions": actions.iter().map(CommitAction::to_json).collect::<Vec<_>>(),
         });
         let route = self.project_route("/repository/commits");
