@@ -1824,3 +1824,57 @@ async fn on_gitlab_a_commit_slipped_under_the_bots_commit_is_dropped() {
         s.forge.file_on(REPO, "main", "policies/prod.yaml")
     );
 }
+
+// A request waits up to a day for its approval; a policy tightened on the default branch
+// meanwhile holds for it too: the approval that comes after does not merge what the new policy
+// denies, and the bot says the new verdict.
+on_both_forges!(
+    a_policy_tightened_while_a_request_waits_holds_at_its_merge,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-wait", &prod_request("4h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r-wait` is allowed**"]);
+        let prod = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+        let tightened = prod.replace("max_duration: 4h", "max_duration: 2h");
+        assert_ne!(prod, tightened);
+        s.forge.push_direct(
+            REPO,
+            &s.people.dan,
+            &[("policies/prod.yaml", &tightened)],
+            "prod: at most 2h",
+        );
+        s.settle().await;
+        s.by(&s.people.carol).approve(pr);
+        s.settle().await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let said = s.take_bot_comments(pr).join("\n---\n");
+        assert!(said.contains("4h") && said.contains("2h"), "{said}");
+        assert_eq!(s.request("r-wait").await.state.to_string(), "denied");
+    }
+);
+
+// The same when the policy asks for more approvals meanwhile: the request waits for them.
+on_both_forges!(
+    more_approvals_asked_while_a_request_waits_are_needed_at_its_merge,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-two", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r-two` is allowed**"]);
+        let prod = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+        let two = prod.replace("approvals: 1", "approvals: 2");
+        assert_ne!(prod, two);
+        s.forge
+            .push_direct(REPO, &s.people.dan, &[("policies/prod.yaml", &two)], "two");
+        s.settle().await;
+        s.by(&s.people.carol).approve(pr);
+        s.settle().await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let said = s.take_bot_comments(pr).join("\n---\n");
+        assert!(said.contains("Needs **2** approval(s)"), "{said}");
+        assert_eq!(s.request("r-two").await.state.to_string(), "pending");
+        s.by(&s.people.dan).approve(pr);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+    }
+);

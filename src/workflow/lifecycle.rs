@@ -139,6 +139,12 @@ impl Workflow {
         let mut read = None;
         if let Ready::Checked { .. } = ready {
             let (pr, withdrawn) = self.merge_round(&mut record).await?;
+            if let Some(why) = self.policy_moved(&record, &pr.info.labels).await? {
+                // Decided again under the policy as it is now: a new verdict, said once.
+                tracing::info!(request = %record.id, %why, "the policy changed before the merge");
+                let fresh = self.store.get_request(&record.id).await?;
+                return self.evaluate_current(pr, fresh, None, None).await;
+            }
             if let Some((have, need)) = withdrawn {
                 let why =
                     format!("an approval was withdrawn before the merge ({have} of {need} remain)");

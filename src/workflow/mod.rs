@@ -21,6 +21,7 @@ mod lifecycle;
 mod once;
 mod ordering;
 mod pull_request;
+mod recheck;
 mod reconcile;
 mod revocation;
 pub use revocation::RevokeOutcome;

@@ -303,6 +303,8 @@ fn head_since(
 fn same_verdict(old: &StoredDecision, new: &StoredDecision) -> bool {
     old.decision.allowed == new.decision.allowed
         && old.decision.violations == new.decision.violations
+        && old.decision.approvals_required == new.decision.approvals_required
+        && old.decision.approvers == new.decision.approvers
         && old.decision.fast_path.as_ref().map(|f| &f.rule)
             == new.decision.fast_path.as_ref().map(|f| &f.rule)
         && old.scope_problems == new.scope_problems

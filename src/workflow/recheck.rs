@@ -1,0 +1,66 @@
+//! The policy decision asked again right before a request's merge. A request can wait for its
+//! approval for up to a day; a policy tightened on the default branch meanwhile (the requester
+//! taken off, a shorter `max_duration`, more approvals, a fast path narrowed) must hold for it
+//! as for a request opened now.
+
+use super::{Workflow, stored_decision};
+use crate::duration::HumanDuration;
+use crate::policy::decision::Context;
+use crate::policy::evaluate;
+use crate::request::AccessRequest;
+use crate::store::RequestRecord;
+
+impl Workflow {
+    /// Why the default branch's policies as they are now would not merge `record` as it was
+    /// decided (denied now, its fast path gone, more approvals needed); `None` when they
+    /// would. `labels` are the PR's, as read for the merge.
+    pub(super) async fn policy_moved(
+        &self,
+        record: &RequestRecord,
+        labels: &[String],
+    ) -> anyhow::Result<Option<String>> {
+        let (_, policies) = self.load_policies().await?;
+        let Ok(policies) = policies else {
+            return Ok(Some("the default branch's policies are invalid".to_owned()));
+        };
+        let request = AccessRequest {
+            environment: record.environment.clone(),
+            role: record.role.clone(),
+            duration: Some(HumanDuration::from_secs(record.duration_secs)),
+            reason: record.reason.clone(),
+            ticket: record.ticket.clone(),
+            requester: None,
+        };
+        let policy = policies.get(record.environment.as_str());
+        let requester = self
+            .resolve_requester(policy, &record.requester_login)
+            .await?;
+        let ctx = Context {
+            requester: Some(&requester),
+            labels,
+            now: self.now(),
+            path: None,
+        };
+        let decision = evaluate(&policies, &request, &ctx);
+        if !decision.allowed {
+            return Ok(Some(
+                "the default branch's policy no longer allows it".to_owned(),
+            ));
+        }
+        let decided_need = stored_decision(record)?.decision.approvals_required;
+        let moved = match (&record.fast_path_rule, &decision.fast_path) {
+            (Some(_), None) => Some("its fast path no longer applies"),
+            (Some(_), Some(fast))
+                if fast.block_until_reviewed
+                    && self.overdue_review_of(record.requester_id).await?.is_some() =>
+            {
+                Some("its fast path waits for an overdue review (block_until_reviewed)")
+            }
+            (None, _) if decision.approvals_required > decided_need => {
+                Some("the default branch's policy now asks for more approvals")
+            }
+            _ => None,
+        };
+        Ok(moved.map(str::to_owned))
+    }
+}
