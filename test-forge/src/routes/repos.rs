@@ -288,8 +288,15 @@ pub const CONTENTS_DIR_LIMIT: usize = 1000;
 
 fn contents(st: &ForgeState, name: &str, path: &str, q: &ApiQuery) -> ApiResult<Value> {
     let rec = st.repo(name)?;
-    let reference = q.get("ref").unwrap_or(&rec.default_branch).to_owned();
-    let commit = git::resolve(&rec.git, &reference).ok_or_else(|| {
+    // Without a ref GitHub reads the default branch itself, never a tag that shares its name.
+    let (reference, commit) = match q.get("ref") {
+        Some(reference) => (reference.to_owned(), git::resolve(&rec.git, reference)),
+        None => (
+            rec.default_branch.clone(),
+            git::branch_tip(&rec.git, &rec.default_branch),
+        ),
+    };
+    let commit = commit.ok_or_else(|| {
         ApiError::not_found_msg(format!("No commit found for the ref {reference}"))
     })?;
     let path = path.trim_matches('/');
