@@ -65,6 +65,41 @@ on_both_forges!(
     }
 );
 
+// A push webhook lists at most the last 20 commits (GitLab's cut; the test forge makes it on
+// both dialects): a policy edited in an earlier commit of a longer push is not listed, so such
+// a push ends the cached policies whatever it lists.
+on_both_forges!(
+    a_policy_edit_beyond_a_pushs_listed_commits_judges_the_next_request,
+    |s: Scenario| async move {
+        let issue = alice_granted_staging(&s).await;
+        let path = "policies/staging.yaml";
+        let policy = staging_without_alice(s.forge.file_on(REPO, "main", path).unwrap());
+        s.forge
+            .push_files(REPO, "bulk", &s.people.carol, &[(path, &policy)], "staging");
+        for n in 0..20 {
+            let note = format!("note {n}\n");
+            s.forge.push_files(
+                REPO,
+                "bulk",
+                &s.people.carol,
+                &[("NOTES.md", &note)],
+                "note",
+            );
+        }
+        let tip = s.forge.branch_sha(REPO, "bulk").unwrap();
+        s.forge.force_branch(REPO, "main", &s.people.carol, &tip);
+        s.settle().await;
+        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- again");
+        s.settle().await;
+        let reply = s.next_bot_issue_comment(issue);
+        assert!(
+            !reply.contains("your request is") && reply.contains("alice"),
+            "the policy edited 21 commits back refuses alice at once: {reply}"
+        );
+        read_change_comments(&s);
+    }
+);
+
 on_both_forges!(
     a_person_taken_off_a_team_loses_its_rights_within_a_minute,
     |s: Scenario| async move {

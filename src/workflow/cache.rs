@@ -51,7 +51,7 @@ pub const MEMBERSHIP_MAX_AGE: TimeDelta = TimeDelta::seconds(60);
 /// directories (see above).
 pub const LISTING_MAX_AGE: TimeDelta = TimeDelta::hours(1);
 /// A push listing this many commits may have been cut short (GitLab sends at most 20).
-const PUSH_COMMITS_CUT_AT: usize = 20;
+pub(super) const PUSH_COMMITS_CUT_AT: usize = 20;
 
 /// The default branch and its policies, as read at one epoch.
 pub(super) type Policies = (String, Result<PolicySet, Vec<Problem>>);

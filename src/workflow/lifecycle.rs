@@ -766,9 +766,12 @@ impl Workflow {
             .iter()
             .flat_map(|c| c.added.iter().chain(&c.modified).chain(&c.removed))
             .any(|path| path.starts_with(&policies));
-        // A push that lists no commit (a branch moved back or replaced) may have changed
-        // anything: the cached policies go too.
-        if policy_changed || commits.is_empty() {
+        // A push that lists no commit (a branch moved back or replaced), or that may list only
+        // its last ones (GitLab sends at most 20), may have changed anything: the cached
+        // policies go too.
+        let maybe_cut = commits.is_empty() || commits.len() >= super::cache::PUSH_COMMITS_CUT_AT;
+        let policy_changed = policy_changed || maybe_cut;
+        if policy_changed {
             self.policies_changed().await?;
         }
         // The branch's head for the next bot change (an all-zero `after` is a deleted branch).
