@@ -342,9 +342,10 @@ impl Workflow {
         spec: &GrantSpec,
     ) -> anyhow::Result<()> {
         for id in self.providers.placed(&applied.role, spec).await? {
-            let holder = match RequestId::try_from(id.clone()) {
-                Ok(id) => self.store.get_request(&id).await?,
-                Err(_) => None,
+            let known = RequestId::try_from(id.clone()).ok();
+            let holder = match &known {
+                Some(id) => self.store.get_request(id).await?,
+                None => None,
             };
             if holder.is_some_and(|r| {
                 matches!(
@@ -362,6 +363,13 @@ impl Workflow {
                 expires_at: String::new(),
                 ..spec.clone()
             };
+            // A grant the bot recorded is taken back as it was applied (a managed policy it
+            // attached, say), not as the principal's other grant that led here was.
+            let own = match &known {
+                Some(id) => self.store.applied_grant(id).await?,
+                None => None,
+            };
+            let applied = own.as_ref().unwrap_or(applied);
             let others = self.sharing_grants(&id, applied, &orphan).await?;
             self.providers
                 .revoke_orphan(&applied.role, &orphan, &others)
