@@ -288,33 +288,6 @@ async fn deliveries_are_claimed_oldest_first_and_limited() {
 }
 
 #[tokio::test]
-async fn the_next_claim_marks_the_handled_batch_done_first() {
-    for_each_backend(|store| async move {
-        for (key, at) in [("d-1", 1), ("d-2", 2), ("d-3", 3)] {
-            store.record_delivery(&delivery(key, t(at))).await?;
-        }
-        let first = store.claim_deliveries("w", t(10), LEASE, 2).await?;
-        let handled: Vec<_> = first.iter().map(|d| d.id.clone()).collect();
-        let next = store
-            .finish_and_claim_deliveries(&handled, "w", t(11), LEASE, 2)
-            .await?;
-        let keys: Vec<&str> = next.iter().map(|d| d.id.key()).collect();
-        assert_eq!(keys, ["d-3"]);
-        for id in &handled {
-            let done = store.get_delivery(id).await?.context("stored")?;
-            assert_eq!((done.state, done.lease), (DeliveryState::Done, None));
-        }
-        // Nothing handled: a plain claim, and the one still leased is not handed out again.
-        let none = store
-            .finish_and_claim_deliveries(&[], "w", t(12), LEASE, 2)
-            .await?;
-        assert!(none.is_empty());
-        Ok(())
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn failing_delivery_is_retried_later_then_parked_as_failed() {
     for_each_backend(|store| async move {
         let id = delivery("d-1", t(0)).id;
