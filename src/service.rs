@@ -27,7 +27,7 @@ use crate::grant::aws_iam::AwsProvider;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::server::{AppState, Intake, Recorder, router};
-use crate::store::{DeliveryId, Job, JobId, Lane, Store, StoreError, StoredDelivery};
+use crate::store::{Job, JobId, Lane, Store, StoreError, StoredDelivery};
 use crate::workflow::{RevokeOutcome, Settings, Workflow, Workflows};
 
 /// How long a claimed delivery or job stays ours without a heartbeat: a worker that dies
@@ -611,11 +611,6 @@ impl Worker {
 /// Deliveries claimed (and marked done) together.
 const DELIVERY_BATCH: u32 = 64;
 
-/// How long a worker that took less than a full batch waits for more deliveries before it
-/// marks the handled ones done on their own: under a stream, the done marks then ride on the
-/// next claim.
-const MORE_DELIVERIES_WAIT: Duration = Duration::from_millis(2);
-
 async fn delivery_worker(
     workflows: Workflows,
     worker: String,
@@ -623,67 +618,41 @@ async fn delivery_worker(
     mut this: Worker,
 ) {
     let workflow = workflows.shared();
-    let store = &workflow.store;
-    // Inert deliveries handled and not yet marked done (see `handle_deliveries`).
-    let mut handled: Vec<DeliveryId> = Vec::new();
     while this.idle(Some(&wake)).await {
         loop {
             let now = workflow.clock.now();
-            let batch = match store
-                .finish_and_claim_deliveries(&handled, &worker, now, LEASE, DELIVERY_BATCH)
+            let batch = match workflow
+                .store
+                .claim_deliveries(&worker, now, LEASE, DELIVERY_BATCH)
                 .await
             {
                 Ok(batch) => batch,
                 Err(err) => {
-                    // The done marks are kept for the next turn (marking done is idempotent).
                     tracing::error!(%err, "cannot claim deliveries");
                     break;
                 }
             };
-            handled.clear();
             if batch.is_empty() {
                 break;
             }
-            let full = batch.len() >= DELIVERY_BATCH as usize;
             let renew = || {
                 let now = workflow.clock.now();
                 workflow.store.renew_delivery_leases(&worker, now, LEASE)
             };
-            handled = renewing(handle_deliveries(&workflows, batch, &this.failures), renew).await;
-            let more = full
-                || tokio::time::timeout(MORE_DELIVERIES_WAIT, wake.notified())
-                    .await
-                    .is_ok();
-            if !more || this.stopping() {
-                finish_handled(store, &mut handled).await;
-                if this.stopping() {
-                    return;
-                }
-                break;
+            renewing(handle_deliveries(&workflows, batch, &this.failures), renew).await;
+            if this.stopping() {
+                return;
             }
         }
     }
 }
 
-/// Marks the handled inert deliveries done on their own, when no claim follows at once.
-async fn finish_handled(store: &Store, handled: &mut Vec<DeliveryId>) {
-    if let Err(err) = store.finish_deliveries(handled).await {
-        // Handled again once their leases lapse, which changes nothing.
-        tracing::error!(%err, count = handled.len(), "cannot mark handled deliveries done");
-    }
-    handled.clear();
-}
-
 /// Handles a claimed batch of deliveries in order, recording each outcome. A delivery that
 /// acted is marked done on its own before the next is handled (a crash then repeats at most
-/// it); the inert ones (see [`Workflow::is_inert`]) are returned, to be marked done together
-/// (with the next claim, or on their own), so that a stream of ordinary comments costs one
-/// turn on the connection per batch while intake needs the same connection.
-async fn handle_deliveries(
-    workflows: &Workflows,
-    batch: Vec<StoredDelivery>,
-    failures: &Failures,
-) -> Vec<DeliveryId> {
+/// it); inert ones (see [`Workflow::is_inert`]) are marked done together after the batch, so
+/// that a stream of ordinary comments costs one write per batch, not one each, while intake
+/// needs the same connection.
+async fn handle_deliveries(workflows: &Workflows, batch: Vec<StoredDelivery>, failures: &Failures) {
     let workflow = workflows.shared();
     let mut inert = Vec::new();
     for delivery in batch {
@@ -727,7 +696,10 @@ async fn handle_deliveries(
             tracing::error!(%err, delivery = %delivery.id, "cannot record the delivery's outcome");
         }
     }
-    inert
+    if let Err(err) = workflow.store.finish_deliveries(&inert).await {
+        // Handled again once their leases lapse, which changes nothing.
+        tracing::error!(%err, count = inert.len(), "cannot mark handled deliveries done");
+    }
 }
 
 /// Every active grant checked against git and its provider at start, then every

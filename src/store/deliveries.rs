@@ -501,27 +501,6 @@ impl Store {
         claimed
     }
 
-    /// Marks `handled` done (see [`finish_deliveries`]) and claims the next batch (see
-    /// [`claim_deliveries`]) in one turn on the connection: a worker keeping up with a stream of
-    /// ordinary comments takes the connection from intake once per batch, not twice.
-    /// Bookkeeping: not synced on its own.
-    pub async fn finish_and_claim_deliveries(
-        &self,
-        handled: &[DeliveryId],
-        worker: &str,
-        now: DateTime<Utc>,
-        lease: Duration,
-        limit: u32,
-    ) -> Result<Vec<StoredDelivery>, StoreError> {
-        let mut conn = self.unsynced().await?;
-        let claimed = match finish_deliveries(conn.conn(), handled).await {
-            Ok(_) => claim_deliveries(conn.conn(), worker, now, lease, limit).await,
-            Err(err) => Err(err),
-        };
-        conn.restore().await?;
-        claimed
-    }
-
     /// See [`renew_delivery_leases`].
     pub async fn renew_delivery_leases(
         &self,
