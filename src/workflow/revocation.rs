@@ -155,6 +155,14 @@ async fn revoke_batch(
         }
     }
     due.extend(mark_revoking(store, marking, now, &mut outcomes).await?);
+    for due in &due {
+        // Until its provider revoke answers: a task that panicked leaves this, so the job
+        // fails and is retried instead of being completed with the grant still held.
+        outcomes[due.index] = Some(RevokeOutcome::Failed(anyhow::anyhow!(
+            "the provider revoke of {} ended without an answer",
+            due.granted.record.id
+        )));
+    }
     let revoked = provider_revokes(due).await;
     let mut ends = Vec::new();
     for (due, result) in revoked {
@@ -231,7 +239,7 @@ async fn provider_revokes(batch: Vec<Due>) -> Vec<(Due, anyhow::Result<()>)> {
     while let Some(done) = running.join_next().await {
         match done {
             Ok(done) => revoked.extend(done),
-            // A revoke that panicked is lost from this batch; its job's lease lapses and it runs again.
+            // A revoke that panicked keeps its failed outcome (set above): its job is retried.
             Err(err) => tracing::error!(%err, "a provider revoke task failed"),
         }
     }
