@@ -869,13 +869,14 @@ impl GitlabClient {
             .map(Actor::from))
     }
 
-    /// Whether user `user_id` is a member of the group `group` (its full path, subgroups
-    /// included, e.g. `acme/sre/leads`; a policy's leading `@` is allowed), directly or inherited
-    /// from a parent group. Only active memberships of Guest (10) or more that have not expired
-    /// count; Minimal Access does not.
+    /// Whether user `user_id` is a direct member of the group `group` (its full path, subgroups
+    /// included, e.g. `acme/sre/leads`; a policy's leading `@` is allowed). Members inherited
+    /// from a parent group do not count: with them, every member of `acme` (often everyone)
+    /// would be in `@acme/sre-leads`. Only active memberships of Guest (10) or more that have
+    /// not expired count; Minimal Access does not.
     pub async fn is_group_member(&self, group: &str, user_id: u64) -> Result<bool, ForgeError> {
         let route = format!(
-            "/groups/{}/members/all/{user_id}",
+            "/groups/{}/members/{user_id}",
             encode(group.trim_start_matches('@').trim_matches('/'))
         );
         match self.get::<Member>(&route).await {

@@ -1,5 +1,6 @@
 //! Users, projects and groups: `GET /user`, `GET /users?username=`, `GET /users/:id`,
-//! `GET /projects/:id`, `GET /groups/:id` and `GET /groups/:id/members/all/:user_id`.
+//! `GET /projects/:id`, `GET /groups/:id`, `GET /groups/:id/members/:user_id` (direct members)
+//! and `GET /groups/:id/members/all/:user_id` (inherited ones too).
 
 use std::collections::BTreeSet;
 
@@ -27,6 +28,10 @@ pub(super) fn routes() -> axum::Router<App> {
         .route(
             "/api/v4/groups/{id}/members/all/{user_id}",
             get(group_member),
+        )
+        .route(
+            "/api/v4/groups/{id}/members/{user_id}",
+            get(direct_group_member),
         )
 }
 
@@ -148,6 +153,29 @@ async fn group_member(
     let path = group(&st, &id)?;
     let login = login_of(&st, user_id).ok_or_else(|| GlError::not_found("User"))?;
     if !is_member(&st, &path, &login) {
+        return Err(GlError::message(
+            axum::http::StatusCode::NOT_FOUND,
+            "404 Not found",
+        ));
+    }
+    Ok(Json(json::member(&st, &login)))
+}
+
+/// A direct member of the group only (GitLab's `members/:user_id`): not one inherited from a
+/// parent group.
+async fn direct_group_member(
+    State(app): State<App>,
+    _u: GlUser,
+    GlPath((id, user_id)): GlPath<(String, u64)>,
+) -> GlResult<Json<Value>> {
+    let st = app.lock();
+    let path = group(&st, &id)?;
+    let login = login_of(&st, user_id).ok_or_else(|| GlError::not_found("User"))?;
+    if !st
+        .teams
+        .get(&path)
+        .is_some_and(|members| members.contains(&login))
+    {
         return Err(GlError::message(
             axum::http::StatusCode::NOT_FOUND,
             "404 Not found",
