@@ -584,6 +584,17 @@ pub fn tampering_comment(pusher: Option<&str>, branch: &str, found: &str) -> Str
     )
 }
 
+/// The pusher of a tampering found at merge time (said as "Someone"), once its webhook names
+/// them.
+pub fn tampering_pusher_comment(pusher: &str, branch: &str, found: &str) -> String {
+    format!(
+        "🚨 **Tampering**: {} pushed {} to breakglass's branch {} (found at merge time above). The push is recorded in the audit log under their name.",
+        mention(pusher),
+        code(found.get(..12).unwrap_or(found)),
+        code(branch)
+    )
+}
+
 /// A merge that did not happen, and why (the forge's words or the files in the way); the
 /// request waits for a push or a new approval.
 pub fn not_merged_comment(why: &str) -> String {
@@ -872,6 +883,7 @@ mod tests {
         );
         assert_inert(&revert_blocked_comment(HOSTILE, "main", true));
         assert_inert(&tampering_comment(Some("mallory"), HOSTILE, "abc"));
+        assert_inert(&tampering_pusher_comment("mallory", HOSTILE, "abc"));
     }
 
     #[test]

@@ -154,8 +154,22 @@ on_both_forges!(
         );
         s.forge.flush_webhooks();
         s.settle().await;
-        // The push's late webhook is the same tampering: not logged or said a second time.
-        assert_eq!(s.events("r1", "tampering").await.len(), 1);
+        // The push's late webhook is the same tampering, put back already: only its pusher is
+        // new, logged under their name and said where "someone" was.
+        let logged = s.events("r1", "tampering").await;
+        assert_eq!(logged.len(), 2, "{logged:?}");
+        assert!(logged[0].actor.is_none());
+        assert_eq!(
+            logged[1].actor.as_ref().map(|a| a.id),
+            Some(s.people.mallory.id)
+        );
+        let named = "🚨 **Tampering**: @mallory pushed";
+        s.expect_bot_comments(revert, &[named]);
+        s.expect_bot_comments(pr, &[named]);
+        assert!(
+            s.change(revert).merged,
+            "merged once, at the bot's own commit"
+        );
         s.expect_no_bot_comment(revert);
         s.expect_no_bot_comment(pr);
     }
@@ -317,8 +331,19 @@ on_both_forges!(
         s.forge.set_webhooks_paused(false);
         s.forge.flush_webhooks();
         s.settle().await;
-        assert_eq!(s.events(id, "tampering").await.len(), 1, "said once");
-        s.expect_no_bot_comment(pr);
+        // The push's late webhook names the pusher; the tampering itself is not redone.
+        let logged = s.events(id, "tampering").await;
+        assert_eq!(logged.len(), 2, "{logged:?}");
+        assert_eq!(
+            logged[1].actor.as_ref().map(|a| a.login.to_string()),
+            Some("mallory".to_owned())
+        );
+        s.expect_bot_comments(pr, &["🚨 **Tampering**: @mallory pushed"]);
+        assert_eq!(
+            s.forge.file_on(REPO, "main", &path).unwrap(),
+            request,
+            "still the request as the bot wrote it"
+        );
     }
 );
 

@@ -10,6 +10,7 @@ use super::Workflow;
 use crate::comment;
 use crate::forge::Actor;
 use crate::forge::Thread;
+use crate::names::RequestId;
 use crate::store::{Change, ChangeKind, EventKind};
 
 /// One file operation of a bot change.
@@ -265,24 +266,77 @@ impl Workflow {
             Some(record) => Some(self.lock_pr(record.pr_number).await),
             None => None,
         };
-        if self.tampering_known(&change, after).await? {
-            return Ok(()); // found at merge time, before this webhook arrived: said once
+        match self.tampering_known(&change, after).await? {
+            Known::No => self.tampered(&change, Some(pusher), after).await.map(drop),
+            // Found at merge time, before this webhook arrived: handled, but by "someone".
+            Known::Unnamed => self.name_pusher(&change, pusher, after).await,
+            Known::Named => Ok(()),
         }
-        self.tampered(&change, Some(pusher), after).await.map(drop)
     }
 
     /// Whether the push of `found` to `change`'s branch was already found and handled (a merge
-    /// sees a moved head before the push's webhook may arrive).
-    async fn tampering_known(&self, change: &Change, found: &str) -> anyhow::Result<bool> {
+    /// sees a moved head before the push's webhook may arrive), and whether its pusher is named.
+    async fn tampering_known(&self, change: &Change, found: &str) -> anyhow::Result<Known> {
         let Ok(id) = change.subject.clone().try_into() else {
-            return Ok(false);
+            return Ok(Known::No);
         };
         let events = self.store.events_for_request(&id).await?;
-        Ok(events.iter().any(|event| {
+        let mut known = events.iter().filter(|event| {
             event.kind == EventKind::Tampering
                 && event.data["found_head"] == found
                 && event.data["branch"] == change.branch.as_str()
-        }))
+        });
+        Ok(match known.next() {
+            None => Known::No,
+            Some(first) if first.actor.is_none() && known.all(|e| e.actor.is_none()) => {
+                Known::Unnamed
+            }
+            Some(_) => Known::Named,
+        })
+    }
+
+    /// The pusher of a tampering found at merge time, named once its push's webhook says who it
+    /// was: logged with the person (the audit links every action to one) and said where the
+    /// tampering was. The branch was put back then; nothing else is done again.
+    async fn name_pusher(
+        &self,
+        change: &Change,
+        pusher: &Actor,
+        found: &str,
+    ) -> anyhow::Result<()> {
+        let request_id = change.subject.clone().try_into().ok();
+        self.record_event(
+            EventKind::Tampering,
+            request_id.as_ref(),
+            super::events::actor(pusher),
+            serde_json::json!({ "branch": change.branch, "kind": change.kind.to_string(), "found_head": found, "bot_head": change.head_sha, "pusher_named_late": true }),
+        )
+        .await?;
+        let text = comment::tampering_pusher_comment(&pusher.login, &change.branch, found);
+        self.note_on_change_and_request(change, request_id.as_ref(), &text)
+            .await
+    }
+
+    /// `text` on `change`'s PR and, when it is another one, on its request's PR.
+    async fn note_on_change_and_request(
+        &self,
+        change: &Change,
+        request_id: Option<&RequestId>,
+        text: &str,
+    ) -> anyhow::Result<()> {
+        if let Some(number) = change.pr_number {
+            self.forge.note(Thread::Change(number), text).await?;
+        }
+        if let Some(record) = match request_id {
+            Some(id) => self.store.get_request(id).await?,
+            None => None,
+        } && Some(record.pr_number) != change.pr_number
+        {
+            self.forge
+                .note(Thread::Change(record.pr_number), text)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Someone else's commits on a bot branch: logged, named, counted, and the branch put back to
@@ -309,18 +363,8 @@ impl Workflow {
         .await?;
         let text =
             comment::tampering_comment(pusher.map(|p| p.login.as_str()), &change.branch, found);
-        if let Some(number) = change.pr_number {
-            self.forge.note(Thread::Change(number), &text).await?;
-        }
-        if let Some(record) = match &request_id {
-            Some(id) => self.store.get_request(id).await?,
-            None => None,
-        } && Some(record.pr_number) != change.pr_number
-        {
-            self.forge
-                .note(Thread::Change(record.pr_number), &text)
-                .await?;
-        }
+        self.note_on_change_and_request(change, request_id.as_ref(), &text)
+            .await?;
         let Some(head) = change.head_sha.clone() else {
             return Ok(None);
         };
@@ -369,4 +413,14 @@ impl Workflow {
         }
         Ok(())
     }
+}
+
+/// What the event log knows of a push to a bot branch.
+enum Known {
+    /// Nothing: the push is news.
+    No,
+    /// Found and handled at merge time, with nobody named (the merge sees only the head).
+    Unnamed,
+    /// Found and its pusher named.
+    Named,
 }
