@@ -595,6 +595,24 @@ pub fn tampering_pusher_comment(pusher: &str, branch: &str, found: &str) -> Stri
     )
 }
 
+/// A request PR merged into another branch than the default branch (by a person, or by the
+/// bot's merge after a retarget).
+pub fn merged_elsewhere_comment(base: &str) -> String {
+    format!(
+        "⚠️ This pull request was merged into {}, not into the default branch: breakglass grants only what it merged there, so the request is closed and **nothing was granted**. Ask again with a new request.",
+        code(base)
+    )
+}
+
+/// A granted request whose merge went into another branch (the PR was retargeted while the
+/// bot merged it): its access ends now.
+pub fn granted_elsewhere_comment(base: &str) -> String {
+    format!(
+        "🚨 **Merged into the wrong branch**: this pull request was retargeted to {} while breakglass merged it, so the request file is not on the default branch. The access granted for it is being **revoked now**. Ask again with a new request.",
+        code(base)
+    )
+}
+
 /// A merge that did not happen, and why (the forge's words or the files in the way); the
 /// request waits for a push or a new approval.
 pub fn not_merged_comment(why: &str) -> String {
@@ -884,6 +902,8 @@ mod tests {
         assert_inert(&revert_blocked_comment(HOSTILE, "main", true));
         assert_inert(&tampering_comment(Some("mallory"), HOSTILE, "abc"));
         assert_inert(&tampering_pusher_comment("mallory", HOSTILE, "abc"));
+        assert_inert(&merged_elsewhere_comment(HOSTILE));
+        assert_inert(&granted_elsewhere_comment(HOSTILE));
     }
 
     #[test]

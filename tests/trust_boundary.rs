@@ -1238,6 +1238,149 @@ on_both_forges!(
     }
 );
 
+// A PR merged by hand into another branch at the head the bot checked looks, to a bot that
+// lost its merge's answer, like its own merge: it is one only into the default branch.
+on_both_forges!(
+    a_request_merged_by_hand_into_another_branch_is_never_granted,
+    |s: Scenario| async move {
+        s.forge.push_files(
+            REPO,
+            "release",
+            &s.people.carol,
+            &[("NOTES.md", "x\n")],
+            "branch",
+        );
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.forge.set_webhooks_paused(true);
+        s.forge.retarget_pr(REPO, pr, &s.people.mallory, "release");
+        s.forge.merge_pr(REPO, pr, &s.people.mallory);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.emoji_now(pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        // GitHub's approval comes by a poll; GitLab's by its webhook, with the others.
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        // On GitHub the poll's approval meets the guard first ("Not merged: …"); on both, the
+        // merge's webhook closes the request and says why.
+        let said = s.take_bot_comments(pr);
+        let told = "⚠️ This pull request was merged into `release`, not into the default branch: breakglass grants only what it merged there, so the request is closed and **nothing was granted**.";
+        assert!(said.last().unwrap().starts_with(told), "{said:?}");
+        assert!(
+            said[..said.len() - 1].iter().all(|c| c.starts_with(
+                "⚠️ Not merged: the pull request targets `release`, not the default branch"
+            )),
+            "{said:?}"
+        );
+        let record = s.request("r1").await;
+        assert_eq!(record.state.to_string(), "closed", "{record:?}");
+        assert!(s.events("r1", "grant").await.is_empty(), "never granted");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none()
+        );
+    }
+);
+
+// No forge guards a merge by its base: a member can retarget the PR between the guard's read
+// and the merge call. GitLab's merge answer names the branch the merge went into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_a_request_retargeted_between_the_guards_read_and_its_merge_is_not_granted() {
+    let s = Scenario::on_gitlab().await;
+    s.forge.push_files(
+        REPO,
+        "release",
+        &s.people.carol,
+        &[("NOTES.md", "x\n")],
+        "branch",
+    );
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    s.forge.retarget_before(
+        RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+            method == Method::PUT && path.ends_with("/merge")
+        })),
+        REPO,
+        pr,
+        &s.people.mallory,
+        "release",
+    );
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    s.emoji_now(pr, &s.people.carol, "+1");
+    s.settle().await;
+    assert!(s.change(pr).merged, "the forge merged it, into `release`");
+    let said = s.take_bot_comments(pr);
+    assert!(
+        said[0].starts_with("⚠️ Not merged: the pull request was retargeted to `release` after it was checked, and the merge went there, not into the default branch"),
+        "{said:?}"
+    );
+    assert!(
+        said[1].starts_with("⚠️ This pull request was merged into `release`"),
+        "{said:?}"
+    );
+    assert_eq!(said.len(), 2, "{said:?}");
+    let record = s.request("r1").await;
+    assert_eq!(record.state.to_string(), "closed", "{record:?}");
+    assert!(s.events("r1", "grant").await.is_empty(), "never granted");
+    assert!(
+        metrics(&s)
+            .await
+            .contains("breakglass_anomalies_total{kind=\"merged_elsewhere\"} 1")
+    );
+}
+
+// GitHub's merge answer does not say where the merge went; the PR's `closed` webhook does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_github_a_request_retargeted_between_the_guards_read_and_its_merge_is_revoked_at_once() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    s.forge.push_files(
+        REPO,
+        "release",
+        &s.people.carol,
+        &[("NOTES.md", "x\n")],
+        "branch",
+    );
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    s.forge.retarget_before(
+        RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+            method == Method::PUT && path.ends_with("/merge")
+        })),
+        REPO,
+        pr,
+        &s.people.mallory,
+        "release",
+    );
+    s.approve(pr, &s.people.carol);
+    s.settle().await;
+    assert!(s.change(pr).merged, "the forge merged it, into `release`");
+    s.expect_bot_comments(
+        pr,
+        &[
+            "🔓 **Access granted.**",
+            "🚨 **Merged into the wrong branch**: this pull request was retargeted to `release`",
+            "🔒 **Access revoked**",
+        ],
+    );
+    let record = s.request("r1").await;
+    assert_eq!(record.state.to_string(), "revoked", "{record:?}");
+    assert_eq!(
+        record.revoke_reason.map(|r| r.to_string()).as_deref(),
+        Some("reconcile")
+    );
+    assert!(
+        metrics(&s)
+            .await
+            .contains("breakglass_anomalies_total{kind=\"merged_elsewhere\"} 1")
+    );
+}
+
 on_both_forges!(
     a_request_stuck_revoking_is_revoked_by_reconciliation,
     |mut s: Scenario| async move {

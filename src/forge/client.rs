@@ -6,8 +6,8 @@
 use super::github::GithubClient;
 use super::gitlab::GitlabClient;
 use super::{
-    Actor, ChangedFiles, FileContent, ForgeError, MergeError, PullRequestState, Reaction, Review,
-    ReviewState, StatusState,
+    Actor, ChangedFiles, FileContent, ForgeError, Landed, MergeError, PullRequestState, Reaction,
+    Review, ReviewState, StatusState,
 };
 use crate::store::ForgeKind;
 
@@ -321,7 +321,7 @@ impl Forge {
         title: &str,
         message: &str,
         drop_branch: bool,
-    ) -> Result<String, MergeError> {
+    ) -> Result<Landed, MergeError> {
         match self {
             Forge::GitHub(c) => c.merge(number, head_sha, title, message).await,
             // GitLab's merge commit message is one text: the title is its first line.

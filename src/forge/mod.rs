@@ -288,6 +288,17 @@ pub enum StatusState {
     Error,
 }
 
+/// A merge the forge made: its commit and, where the forge's answer says it, the branch it
+/// landed on (GitLab's merge answer is the merge request, target branch included; GitHub's
+/// says only the commit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Landed {
+    /// The merge commit (the head itself where no merge commit was made).
+    pub sha: String,
+    /// The branch the merge went into, when the answer says.
+    pub base: Option<String>,
+}
+
 /// Why a merge did not happen.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum MergeError {

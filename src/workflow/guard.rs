@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use super::Workflow;
-use crate::forge::{FileChange, MergeError, PullRequestState};
+use crate::forge::{FileChange, Landed, MergeError, PullRequestState};
 use crate::grant::RenderedFile;
 use crate::store::ChangeKind;
 
@@ -79,6 +79,8 @@ pub(super) enum Refusal {
     Scope(Vec<String>),
     /// The forge refused the merge (conflict, branch protection, …), with its message.
     Forge(String),
+    /// Retargeted to this branch after the check, and merged there by the bot's own call.
+    MergedElsewhere(String),
 }
 
 impl std::fmt::Display for Refusal {
@@ -102,6 +104,10 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::Scope(problems) => write!(f, "{}", problems.join("; ")),
             Refusal::Forge(message) => write!(f, "the forge refused the merge: {message}"),
+            Refusal::MergedElsewhere(base) => write!(
+                f,
+                "the pull request was retargeted to `{base}` after it was checked, and the merge went there, not into the default branch"
+            ),
         }
     }
 }
@@ -148,20 +154,8 @@ impl Workflow {
             Some(pr) if pr.info.number == plan.pr => pr,
             _ => self.forge.change(plan.pr).await?,
         };
-        if pr.info.merged {
-            return Ok(match pr.merge_sha {
-                Some(sha) if pr.info.head_sha == plan.head_sha => Ok(Merged {
-                    sha,
-                    head: plan.head_sha.clone(),
-                }),
-                _ => Err(Refusal::Closed),
-            });
-        }
-        if !pr.open {
+        if !pr.open && !pr.info.merged {
             return Ok(Err(Refusal::Closed));
-        }
-        if pr.info.draft {
-            return Ok(Err(Refusal::Draft));
         }
         // The name the PR's own read carries is the freshest there is (GitHub).
         let default = match &pr.default_branch {
@@ -173,6 +167,21 @@ impl Workflow {
         };
         if pr.info.base_ref != default {
             return Ok(Err(Refusal::WrongBase(pr.info.base_ref.clone())));
+        }
+        if pr.info.merged {
+            // Merged at the verified head into the default branch: the bot's own merge, whose
+            // answer was lost (a crash). Into another branch it is someone's hand merge,
+            // never the bot's.
+            return Ok(match pr.merge_sha {
+                Some(sha) if pr.info.head_sha == plan.head_sha => Ok(Merged {
+                    sha,
+                    head: plan.head_sha.clone(),
+                }),
+                _ => Err(Refusal::Closed),
+            });
+        }
+        if pr.info.draft {
+            return Ok(Err(Refusal::Draft));
         }
         if let Some(repo) = pr.info.head_repo.as_deref()
             && !repo.eq_ignore_ascii_case(&self.settings.repository)
@@ -208,20 +217,36 @@ impl Workflow {
             )
             .await
         {
-            Ok(sha) => {
-                // The merge commit is the default branch's head now.
-                self.default_head_moved(&sha).await?;
-                Ok(Ok(Merged {
-                    sha,
-                    head: plan.head_sha.clone(),
-                }))
-            }
+            Ok(landed) => self.landed(plan, landed, &default).await,
             Err(MergeError::HeadChanged) => Ok(Err(Refusal::HeadMoved {
                 found: "a newer commit".into(),
             })),
             Err(MergeError::NotMergeable(message)) => self.merged_after_all(plan, message).await,
             Err(MergeError::Forge(err)) => Err(err.into()),
         }
+    }
+
+    /// What the forge says it merged. A member can retarget the PR between the guard's read
+    /// and the merge (no forge guards a merge by its base): where the answer names the branch
+    /// (GitLab), a merge that went elsewhere is said loudly and is no merge of the request.
+    async fn landed(
+        &self,
+        plan: &MergePlan,
+        landed: Landed,
+        default: &str,
+    ) -> anyhow::Result<Result<Merged, Refusal>> {
+        if let Some(base) = landed.base.filter(|base| base != default) {
+            tracing::error!(pr = plan.pr, %base, "the pull request was retargeted after the guard's check and merged into another branch");
+            self.metrics
+                .inc("breakglass_anomalies_total", "kind=\"merged_elsewhere\"");
+            return Ok(Err(Refusal::MergedElsewhere(base)));
+        }
+        // The merge commit is the default branch's head now.
+        self.default_head_moved(&landed.sha).await?;
+        Ok(Ok(Merged {
+            sha: landed.sha,
+            head: plan.head_sha.clone(),
+        }))
     }
 
     /// A merge the forge refused may be the bot's own, done: when the answer to the merge call
@@ -235,8 +260,10 @@ impl Workflow {
         message: String,
     ) -> anyhow::Result<Result<Merged, Refusal>> {
         let now = self.forge.change(plan.pr).await?;
+        let into_default = Some(&now.info.base_ref) == now.default_branch.as_ref()
+            || now.info.base_ref == self.default_branch().await?;
         match now.merge_sha {
-            Some(sha) if now.info.merged && now.info.head_sha == plan.head_sha => {
+            Some(sha) if now.info.merged && now.info.head_sha == plan.head_sha && into_default => {
                 // Other merges may have landed after it: the default branch is read afresh.
                 self.forget_default_head();
                 Ok(Ok(Merged {

@@ -19,7 +19,7 @@ use crate::grant::GrantSpec;
 use crate::names::{Login, RequestId};
 use crate::request::{AccessRequest, RequestPath};
 use crate::store::{ChangeKind, EventKind, ForgeKind, JobKind, StoreError};
-use crate::store::{RequestRecord, RequestState, StoredDecision};
+use crate::store::{RequestRecord, RequestState, RevokeReason, StoredDecision};
 
 impl Workflow {
     pub(super) async fn handle_pull_request(
@@ -79,16 +79,24 @@ impl Workflow {
         if pr.merged && record.state == RequestState::Approved && record.granted_at.is_some() {
             return Ok(());
         }
+        if pr.merged && record.state == RequestState::Active {
+            return self.granted_pr_closed(record, pr).await;
+        }
         if matches!(
             record.state,
             RequestState::Pending | RequestState::Denied | RequestState::Approved
         ) && record.merge_sha.is_none()
         {
             if pr.merged {
-                // Merged by a person, not by the bot: never granted; the push removes it.
-                tracing::warn!(request = %record.id, pr = pr.number, "request PR merged without breakglass");
+                // Merged by a person, not by the bot: never granted; a push to the default
+                // branch removes it. Into another branch no push says anything: the PR does.
+                tracing::warn!(request = %record.id, pr = pr.number, base = %pr.base_ref, "request PR merged without breakglass");
                 self.metrics
                     .inc("breakglass_anomalies_total", "kind=\"merged_without_bot\"");
+                if pr.base_ref != self.default_branch().await? {
+                    let text = comment::merged_elsewhere_comment(&pr.base_ref);
+                    self.forge.note(Thread::Change(pr.number), &text).await?;
+                }
             }
             self.close_request(
                 &mut record,
@@ -97,6 +105,31 @@ impl Workflow {
             )
             .await?;
         }
+        Ok(())
+    }
+
+    /// The bot's own merge of a granted request, as its webhook tells it. A member can retarget
+    /// the PR between the guard's read and the merge call, and GitHub's merge answer does not
+    /// say where the merge went: this webhook does. Access whose request file is not on the
+    /// default branch ends now.
+    async fn granted_pr_closed(
+        &self,
+        mut record: RequestRecord,
+        pr: &PullRequestInfo,
+    ) -> anyhow::Result<()> {
+        if pr.base_ref == self.default_branch().await? {
+            return Ok(());
+        }
+        tracing::error!(request = %record.id, pr = pr.number, base = %pr.base_ref, "the bot's merge went into another branch than the default branch; revoking");
+        self.metrics
+            .inc("breakglass_anomalies_total", "kind=\"merged_elsewhere\"");
+        record.state = RequestState::Revoking;
+        record.revoke_reason = Some(RevokeReason::Reconcile);
+        self.store.update_request(&mut record, self.now()).await?;
+        self.schedule(JobKind::Revoke, &record.id, self.now())
+            .await?;
+        let text = comment::granted_elsewhere_comment(&pr.base_ref);
+        self.forge.note(Thread::Change(pr.number), &text).await?;
         Ok(())
     }
 

@@ -169,6 +169,23 @@ pub struct BranchDetour {
     pub sha: String,
 }
 
+/// A pull request retargeted by a person right before the next request `route` matches is
+/// served (see `TestForge::retarget_before`): the race between a read and a merge, made
+/// deterministic.
+#[derive(Debug, Clone)]
+pub struct RetargetBefore {
+    /// Which request sees the new base first.
+    pub route: RouteMatcher,
+    /// The repository, `owner/name`.
+    pub repo: String,
+    /// The pull request.
+    pub number: u64,
+    /// Who retargets it.
+    pub login: String,
+    /// The new base branch.
+    pub base: String,
+}
+
 /// What the API was asked, for assertions on the bot's call pattern.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallStats {

@@ -173,7 +173,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub use failures::{
-    BranchDetour, CallStats, FailureKind, FailureSpec, RouteMatcher, RoutePredicate,
+    BranchDetour, CallStats, FailureKind, FailureSpec, RetargetBefore, RouteMatcher, RoutePredicate,
 };
 pub use gitlab::Noteable;
 pub use model::{
@@ -223,6 +223,7 @@ impl TestForge {
             hub,
             failures: Mutex::new(Vec::new()),
             detours: Mutex::new(Vec::new()),
+            retargets: Mutex::new(Vec::new()),
             calls: Mutex::new(CallStats::default()),
             rate: Mutex::new(Default::default()),
             timeline,
@@ -387,6 +388,26 @@ impl TestForge {
             Ok(sha) => self.shared.add_detour(BranchDetour { sha, ..detour }),
             Err(e) => panic!("test-forge: detour_branch failed: {e}"),
         }
+    }
+
+    /// `user` points pull request `number` at `base` (with its `edited` webhook) right before
+    /// the next API call `route` matches is served, in either dialect: a member's retarget
+    /// landing between the bot's read of the PR and its merge.
+    pub fn retarget_before(
+        &self,
+        route: RouteMatcher,
+        repo: &str,
+        number: u64,
+        user: &User,
+        base: &str,
+    ) {
+        self.shared.add_retarget(RetargetBefore {
+            route,
+            repo: repo.to_owned(),
+            number,
+            login: user.login.clone(),
+            base: base.to_owned(),
+        });
     }
 
     /// Ends every injected failure not used up yet (an outage is over).

@@ -6,7 +6,7 @@ use axum::http::Method;
 use chrono::Utc;
 use tempfile::TempDir;
 
-use crate::failures::{BranchDetour, CallStats, FailureKind, FailureSpec};
+use crate::failures::{BranchDetour, CallStats, FailureKind, FailureSpec, RetargetBefore};
 use crate::state::ForgeState;
 use crate::webhooks::WebhookHub;
 
@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     pub failures: Mutex<Vec<FailureSpec>>,
     /// Branch detours not used up yet (see `TestForge::detour_branch`).
     pub detours: Mutex<Vec<BranchDetour>>,
+    /// Retargets waiting for their request (see `TestForge::retarget_before`).
+    pub retargets: Mutex<Vec<RetargetBefore>>,
     pub calls: Mutex<CallStats>,
     pub rate: Mutex<RateState>,
     /// Spans of calls and webhook sends, and the added latency (benchmarks).
@@ -96,6 +98,20 @@ impl Shared {
             d.count > 0
         });
         taken
+    }
+
+    /// Takes the retargets waiting for this request.
+    pub fn take_retargets(&self, method: &Method, path: &str, route: &str) -> Vec<RetargetBefore> {
+        let mut waiting = relock(&self.retargets);
+        let (now, later) = std::mem::take(&mut *waiting)
+            .into_iter()
+            .partition(|r| r.route.matches(method, path, Some(route)));
+        *waiting = later;
+        now
+    }
+
+    pub fn add_retarget(&self, retarget: RetargetBefore) {
+        relock(&self.retargets).push(retarget);
     }
 
     pub fn add_detour(&self, detour: BranchDetour) {

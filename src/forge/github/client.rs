@@ -23,8 +23,8 @@ use crate::forge::github::added_file::added_text;
 use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
-    Actor, ChangedFile, ChangedFiles, FileChange, FileContent, ForgeError, MergeError, Polled,
-    PullRequestInfo, PullRequestState, Reaction, Review, ReviewState, StatusState,
+    Actor, ChangedFile, ChangedFiles, FileChange, FileContent, ForgeError, Landed, MergeError,
+    Polled, PullRequestInfo, PullRequestState, Reaction, Review, ReviewState, StatusState,
 };
 use crate::secret::Secret;
 
@@ -854,7 +854,7 @@ impl GithubClient {
         head_sha: &str,
         title: &str,
         message: &str,
-    ) -> Result<String, MergeError> {
+    ) -> Result<Landed, MergeError> {
         #[derive(Deserialize)]
         struct Merged {
             sha: String,
@@ -866,18 +866,24 @@ impl GithubClient {
             let answer = self
                 .attempt(&Method::PUT, &path, Some(&body), &HeaderMap::new())
                 .await?;
-            decode::<Merged>(&call, &answer.body).map(|merged| merged.sha)
+            // GitHub's answer does not say where the merge went.
+            decode::<Merged>(&call, &answer.body).map(|merged| Landed {
+                sha: merged.sha,
+                base: None,
+            })
         };
         // A merge whose answer was lost may have happened: merged again, it would be refused
         // as "not mergeable", and a merge the bot made taken for one it did not.
         let done = || async {
             let pr = self.pull_request(number).await?;
-            Ok(pr
-                .merge_sha
-                .filter(|_| pr.info.merged && pr.info.head_sha == head_sha))
+            let landed = pr.info.merged && pr.info.head_sha == head_sha;
+            Ok(pr.merge_sha.filter(|_| landed).map(|sha| Landed {
+                sha,
+                base: Some(pr.info.base_ref),
+            }))
         };
         match perform_checked(self.retry, &call, put, done).await {
-            Ok(sha) => Ok(sha),
+            Ok(landed) => Ok(landed),
             Err(ForgeError::Refused { status: 409, .. }) => Err(MergeError::HeadChanged),
             Err(ForgeError::Refused {
                 status: 405 | 422,

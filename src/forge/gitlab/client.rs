@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{looks_like_bot, reaction_name, route};
+use crate::forge::Landed;
 use crate::forge::Thread;
 use crate::forge::etag_cache::EtagCache;
 use crate::forge::note_mark::Marked;
@@ -761,7 +762,7 @@ impl GitlabClient {
         sha: &str,
         merge_commit_message: &str,
         remove_source: bool,
-    ) -> Result<String, MergeError> {
+    ) -> Result<Landed, MergeError> {
         let route = self.project_route(&format!("/merge_requests/{iid}/merge"));
         let body = json!({
             "sha": sha,
@@ -783,17 +784,25 @@ impl GitlabClient {
                 )));
             }
             // A fast-forward project makes no merge commit: what landed is the head itself.
-            Ok(Ok(merged
-                .merge_commit_sha
-                .or(merged.squash_commit_sha)
-                .unwrap_or_else(|| sha.to_owned())))
+            Ok(Ok(Landed {
+                sha: merged
+                    .merge_commit_sha
+                    .or(merged.squash_commit_sha)
+                    .unwrap_or_else(|| sha.to_owned()),
+                base: Some(merged.target_branch),
+            }))
         };
         // A merge whose answer was lost may have happened: merged again, it would be refused,
         // and a merge the bot made taken for one it did not.
         let done = || async {
             let mr = self.pull_request(iid).await?;
             let landed = mr.info.merged && mr.info.head_sha == sha;
-            Ok(landed.then(|| Ok(mr.merge_sha.unwrap_or_else(|| sha.to_owned()))))
+            Ok(landed.then(|| {
+                Ok(Landed {
+                    sha: mr.merge_sha.unwrap_or_else(|| sha.to_owned()),
+                    base: Some(mr.info.base_ref),
+                })
+            }))
         };
         perform_checked(self.retry, &call, put, done)
             .await

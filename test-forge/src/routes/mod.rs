@@ -340,6 +340,11 @@ pub(crate) struct Detoured {
 impl Detoured {
     /// Puts every detour matching this request in place, using up one of its count.
     pub(crate) fn begin(app: &App, method: &Method, path: &str, route: &str) -> Detoured {
+        for r in app.take_retargets(method, path, route) {
+            if let Err(err) = app.lock().retarget(&r.repo, r.number, &r.login, &r.base) {
+                tracing::warn!(%err, ?r, "test-forge: retarget not made");
+            }
+        }
         let detours = app.take_detours(method, path, Some(route));
         let mut undo = Vec::new();
         if !detours.is_empty() {
