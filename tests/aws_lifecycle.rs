@@ -362,3 +362,68 @@ with_aws!(
         w.s.expect_bot_comments(pr, &["✅ **Request", "🔒 **Access revoked**"]);
     }
 );
+
+with_aws!(
+    a_leftover_grant_is_taken_back_as_it_was_applied_not_as_the_persons_other_grant_was,
+    |w: World| async move {
+        // One principal, two roles: `readonly` writes an inline policy, `admin` attaches the
+        // managed one.
+        w.s.edit_policy(&w.s.people.carol, "prod", |p| {
+            p.replace(
+                "  readonly:\n    provider: noop\n",
+                "  readonly:\n    provider: aws-iam\n    account: \"123456789012\"\n    principal: \"arn:aws:iam::123456789012:role/breakglass-{{ requester }}\"\n    policy:\n      Version: \"2012-10-17\"\n      Statement:\n        - Effect: Allow\n          Action: [\"s3:GetObject\"]\n          Resource: \"*\"\n",
+            )
+        });
+        w.s.settle().await;
+        let readonly = prod_request("4h").replace("role: admin", "role: readonly");
+        let first = w.s.open_request(&w.s.people.alice, "prod", "r1", &readonly);
+        w.s.settle().await;
+        w.s.approve(first, &w.s.people.carol);
+        w.s.settle().await;
+        w.s.expect_bot_comments(first, &["✅ **Request", "🔓 **Access granted.**"]);
+        let second = w.s.granted("r2", "1h").await;
+        w.s.advance(TimeDelta::hours(1));
+        w.s.settle().await;
+        w.s.expect_bot_comments(second, &["🔒 **Access revoked**"]);
+        assert!(w.attached().await.is_empty());
+        // r2's attachment and expiry deny come back, as a leftover would (a restore by hand,
+        // a revoke that IAM lost): no live request holds them.
+        w.iam
+            .attach_role_policy()
+            .role_name(PRINCIPAL)
+            .policy_arn(&w.policy_arn)
+            .send()
+            .await
+            .unwrap();
+        w.iam
+            .put_role_policy()
+            .role_name(PRINCIPAL)
+            .policy_name("breakglass-r2-expiry")
+            .policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*","Condition":{"DateGreaterThan":{"aws:CurrentTime":"2026-11-26T03:13:00Z"}}}]}"#,
+            )
+            .send()
+            .await
+            .unwrap();
+        // The pass reaches r2 through r1, the principal's live grant, and must take r2 back as
+        // r2 was applied: detach the managed policy, not delete inline policies of r1's kind.
+        w.s.advance(TimeDelta::minutes(5));
+        eventually(|| async { w.attached().await.is_empty() }).await;
+        w.s.settle().await;
+        assert!(
+            w.attached().await.is_empty(),
+            "the leftover attachment is detached: {:?}",
+            w.attached().await
+        );
+        let names = w.inline_names().await;
+        assert!(
+            !names.contains(&"breakglass-r2-expiry".to_owned()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"breakglass-r1".to_owned()),
+            "r1 kept: {names:?}"
+        );
+        assert_eq!(w.s.request("r1").await.state.to_string(), "active");
+    }
+);
