@@ -427,3 +427,59 @@ with_aws!(
         assert_eq!(w.s.request("r1").await.state.to_string(), "active");
     }
 );
+
+with_aws!(
+    an_extension_that_loses_its_race_with_the_revoke_leaves_nothing_granting,
+    |w: World| async move {
+        let pr = w.s.granted("r1", "1h").await;
+        w.proxy.clear();
+        // The extension's write of the new expiry waits at the proxy; meanwhile the expiry
+        // passes and the revoke, which waits for the extension's PR lock only briefly, runs.
+        let mut put = w.proxy.hold_next("PutRolePolicy");
+        w.s.note(pr, &w.s.people.carol, "/breakglass extend 30m");
+        put.arrived().await;
+        w.s.advance(TimeDelta::hours(1));
+        eventually(|| async { w.s.request("r1").await.state.to_string() == "revoked" }).await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        // The write lands after the revoke, and the take-back that follows it fails once.
+        w.proxy
+            .fail_next("DeleteRolePolicy", 503, "ServiceUnavailable");
+        w.s.expect_delivery_error("DeleteRolePolicy");
+        put.release();
+        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
+        eventually(|| async {
+            sqlx::query_as::<_, (i64,)>(tried)
+                .fetch_one(w.s.store.pool())
+                .await
+                .unwrap()
+                .0
+                > 0
+        })
+        .await;
+        // The comment's delivery is handled again: the request has ended, what the earlier
+        // run wrote is taken back, and the extension is refused.
+        w.s.advance(TimeDelta::minutes(1));
+        w.s.settle().await;
+        w.assert_nothing_granting().await;
+        let actions = w.proxy.actions();
+        assert!(
+            !actions.contains(&"AttachRolePolicy".to_owned()),
+            "an extension rewrites the expiry only, never the attachment: {actions:?}"
+        );
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        assert!(
+            w.s.events("r1", "extend").await.is_empty(),
+            "never extended"
+        );
+        let said = w.s.take_bot_comments(pr);
+        assert!(
+            said.iter().any(|c| c.starts_with("🔒 **Access revoked**")),
+            "{said:?}"
+        );
+        assert!(
+            said.iter()
+                .any(|c| c.starts_with("`/breakglass extend` works on a breakglass request PR")),
+            "{said:?}"
+        );
+    }
+);

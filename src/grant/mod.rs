@@ -191,6 +191,19 @@ impl Providers {
         }
     }
 
+    /// Moves the expiry of an applied grant (an extension). Only `aws-iam` carries its expiry
+    /// at the provider; it rewrites that and nothing else (see `AwsProvider::extend`).
+    pub async fn extend(&self, role: &Role, spec: &GrantSpec) -> Result<(), GrantError> {
+        match role.provider_kind() {
+            Some(ProviderKind::Noop | ProviderKind::Iac) => Ok(()),
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.extend(&grant).await
+            }
+            None => Err(unknown_provider(role)),
+        }
+    }
+
     /// Takes the access back. Must succeed when the access is already gone. For `aws-iam`
     /// this detaches a managed policy even if another grant shares it: callers that know the
     /// other active grants use [`Providers::revoke_with`].

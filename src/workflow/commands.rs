@@ -532,6 +532,13 @@ impl Workflow {
             return self.announce_extension(&record).await;
         }
         let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
+            // Ended: an earlier run of this comment may have lost its race with the revoke and
+            // failed (or died) before taking back what it applied again. Taken back now.
+            if matches!(record.state, RequestState::Revoking | RequestState::Revoked)
+                && self.store.applied_grant(&record.id).await?.is_some()
+            {
+                self.taken_back_if_ended(&record.id).await?;
+            }
             return self
                 .reply(thread, &comment::no_request_here_comment("extend"))
                 .await;
@@ -612,12 +619,12 @@ impl Workflow {
         let new_expiry = expires_at + by.to_chrono();
         record.expires_at = Some(new_expiry);
         record.total_secs = total.as_secs();
-        // Grants that carry their expiry (aws-iam) are re-applied with the new one first: the
-        // store is written only after the cloud agrees, so a retry never extends twice.
+        // Grants that carry their expiry (aws-iam) get the new one first: the store is written
+        // only after the cloud agrees, so a retry never extends twice.
         let reapplied = applied.is_some();
         if let Some(applied) = applied {
             self.providers
-                .apply(&applied.role, &Self::spec(&record))
+                .extend(&applied.role, &Self::spec(&record))
                 .await?;
         }
         let event = super::events::new_event(

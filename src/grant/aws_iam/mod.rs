@@ -321,6 +321,22 @@ impl AwsProvider {
         Ok(())
     }
 
+    /// Moves an applied grant's expiry: rewrites only the policy that carries it (the inline
+    /// grant, or a managed grant's expiry Deny), never the attachment. An extension racing the
+    /// revoke can then leave behind at most a policy bounded by the new expiry, named after
+    /// its request (found by reconciliation), never an attachment without its Deny.
+    pub async fn extend(&self, grant: &AwsGrant) -> Result<(), GrantError> {
+        let (name, json) = grant.written()?;
+        let iam = self.session(grant).await?;
+        let existing = iam.inline_sizes().await?.ok_or_else(|| {
+            GrantError::Misconfigured(format!("the principal {} does not exist", grant.principal))
+        })?;
+        check_quota(&grant.principal, &existing, &name, quota_size(&json))?;
+        iam.put(&name, &json).await?;
+        tracing::info!(request = %grant.id, principal = %grant.principal, policy = %name, "aws-iam grant extended");
+        Ok(())
+    }
+
     /// Takes the grant back and denies every session issued before now. `others` are the ids
     /// of the other active grants with the same [`AwsGrant::attachment`]: the managed policy
     /// stays attached while one of them is in place on the principal. What is already gone
