@@ -568,6 +568,36 @@ on_both_forges!(
     }
 );
 
+// GitHub shows a deleted fork's PR with `head.repo: null`: still not the requests repo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_pr_whose_fork_was_deleted_is_still_refused() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let main_before = s.forge.branch_sha(REPO, "main");
+    // bob may take prod's sev1 fast path: a request of his, from a fork.
+    let yaml = "environment: prod\nrole: admin\nduration: 1h\nreason: \"incident: INC-1 db\"\nticket: INC-1\nrequester: bob\n";
+    let pr = s.forge.open_fork_pr(
+        REPO,
+        &s.people.bob,
+        "bob/access-requests",
+        "main",
+        &[("requests/prod/r-gone.yaml", yaml)],
+        "prod",
+    );
+    s.settle().await;
+    let said = s.next_bot_comment(pr);
+    assert!(
+        said.starts_with("⛔ breakglass does not take requests from forks"),
+        "{said}"
+    );
+    s.forge.delete_fork(REPO, pr);
+    s.forge.label(REPO, pr, &s.people.bob, "sev1");
+    s.settle().await;
+    assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    assert_eq!(s.forge.branch_sha(REPO, "main"), main_before);
+    let head = s.change(pr).head_sha;
+    assert_eq!(s.policy_status(&head).unwrap().0, "failure");
+}
+
 // 4. An approval counts once, for what the approver saw, on the forge's clock.
 
 on_skewed_clocks!(

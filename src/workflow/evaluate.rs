@@ -63,9 +63,7 @@ impl Workflow {
     ) -> anyhow::Result<Option<Inputs>> {
         let announce = pushed.is_some();
         let written = written.filter(|w| w.head_sha == pr.head_sha);
-        if let Some(repo) = pr.head_repo.as_deref()
-            && !repo.eq_ignore_ascii_case(&self.settings.repository)
-        {
+        if let Some(repo) = self.foreign_head(pr.head_repo.as_deref()) {
             // Nothing from another repository is written to, decided or merged.
             self.refuse_fork(&pr, repo, announce).await?;
             return Ok(None);

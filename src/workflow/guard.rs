@@ -183,9 +183,7 @@ impl Workflow {
         if pr.info.draft {
             return Ok(Err(Refusal::Draft));
         }
-        if let Some(repo) = pr.info.head_repo.as_deref()
-            && !repo.eq_ignore_ascii_case(&self.settings.repository)
-        {
+        if let Some(repo) = self.foreign_head(pr.info.head_repo.as_deref()) {
             return Ok(Err(Refusal::Fork(repo.to_owned())));
         }
         if pr.info.head_sha != plan.head_sha {
@@ -247,6 +245,17 @@ impl Workflow {
             sha: landed.sha,
             head: plan.head_sha.clone(),
         }))
+    }
+
+    /// The repository a PR's head lives in when it is not the requests repo. A head whose
+    /// repository the forge no longer names (GitHub's `head.repo` is null once a fork is
+    /// deleted) is foreign too: the requests repo itself is always named.
+    pub(super) fn foreign_head<'p>(&self, head_repo: Option<&'p str>) -> Option<&'p str> {
+        match head_repo {
+            Some(repo) if repo.eq_ignore_ascii_case(&self.settings.repository) => None,
+            Some(repo) => Some(repo),
+            None => Some("a deleted repository"),
+        }
     }
 
     /// A merge the forge refused may be the bot's own, done: when the answer to the merge call

@@ -434,6 +434,7 @@ fn branch_side(st: &ForgeState, owner: &str, repo: Value, branch: &str, sha: &st
 /// The head of a pull request: a branch of this repository, or of the fork it came from.
 fn head_side(st: &ForgeState, r: &RepoRec, pr: &PrRec) -> Value {
     let repo_json = match &pr.head_repo {
+        Some(_) if pr.fork_deleted => Value::Null,
         Some(fork) => fork_repo(st, r, fork),
         None => repo(st, r),
     };

@@ -307,6 +307,16 @@ impl TestForge {
         )
     }
 
+    /// Deletes the fork a pull request came from: GitHub then shows its `head.repo` as `null`
+    /// (in REST and in webhooks); no webhook says so.
+    #[track_caller]
+    pub fn delete_fork(&self, repo: &str, number: u64) {
+        ok(
+            "delete_fork",
+            self.with_state(|st| st.delete_fork(repo, number)),
+        );
+    }
+
     /// Converts a pull request to a draft (`draft: true`, webhook `converted_to_draft`) or
     /// marks it ready for review (`ready_for_review`), as `user`. Nothing happens when it is
     /// already so.

@@ -86,6 +86,8 @@ pub(crate) struct PrRec {
     /// `owner/name` of the fork the head lives in, for a PR from a fork. Its head commit is in
     /// this repository's object database (under `refs/pull/<n>/head`), never on a branch.
     pub head_repo: Option<String>,
+    /// Set by a test: that fork was deleted, and GitHub shows `head.repo` as `null`.
+    pub fork_deleted: bool,
 }
 
 impl PrRec {

@@ -223,6 +223,7 @@ impl ForgeState {
                     reviews: Vec::new(),
                     draft: new.draft,
                     conflicting: false,
+                    fork_deleted: false,
                     head_repo: fork.map(str::to_owned),
                 }),
                 gl_iid,
@@ -303,6 +304,18 @@ impl ForgeState {
             pr.conflicting = conflicting;
         }
         Ok(())
+    }
+
+    /// The fork a pull request came from is deleted (no webhook, as on GitHub).
+    pub(crate) fn delete_fork(&mut self, full: &str, number: u64) -> ApiResult<()> {
+        let i = self.repo_mut(full)?.pull_mut(number)?;
+        match i.pr.as_mut() {
+            Some(pr) if pr.head_repo.is_some() => {
+                pr.fork_deleted = true;
+                Ok(())
+            }
+            _ => Err(ApiError::unprocessable("not a pull request from a fork")),
+        }
     }
 
     /// Opens a plain issue.
