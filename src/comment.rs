@@ -613,6 +613,15 @@ pub fn granted_elsewhere_comment(base: &str) -> String {
     )
 }
 
+/// A revert PR retargeted while breakglass merged it: its files are removed by a fresh change.
+pub fn revert_elsewhere_comment(base: &str, paths: &[String]) -> String {
+    format!(
+        "🚨 **The revert was merged into {}, not into the default branch** (retargeted while breakglass merged it). The access was revoked through its provider already; this change removes {} from the default branch.",
+        code(base),
+        paths.iter().map(|p| code(p)).collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// A merge that did not happen, and why (the forge's words or the files in the way); the
 /// request waits for a push or a new approval.
 pub fn not_merged_comment(why: &str) -> String {
@@ -904,6 +913,7 @@ mod tests {
         assert_inert(&tampering_pusher_comment("mallory", HOSTILE, "abc"));
         assert_inert(&merged_elsewhere_comment(HOSTILE));
         assert_inert(&granted_elsewhere_comment(HOSTILE));
+        assert_inert(&revert_elsewhere_comment(HOSTILE, &[HOSTILE.to_owned()]));
     }
 
     #[test]

@@ -1411,6 +1411,62 @@ async fn on_github_a_request_retargeted_between_the_guards_read_and_its_merge_is
     );
 }
 
+// A revert PR retargeted right before its merge lands elsewhere; GitHub's answer does not say
+// where, its `closed` webhook does. The access is revoked already (the provider first); the
+// request file left on the default branch is removed by a fresh change of the bot's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_github_a_revert_retargeted_between_the_guards_read_and_its_merge_is_made_good() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    s.forge.push_files(
+        REPO,
+        "release",
+        &s.people.carol,
+        &[("NOTES.md", "x\n")],
+        "branch",
+    );
+    let pr = s.granted("r1", "1h").await;
+    let revert = s.revert_pr("r1").await;
+    s.forge.retarget_before(
+        RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+            method == Method::PUT && path.ends_with("/merge")
+        })),
+        REPO,
+        revert,
+        &s.people.mallory,
+        "release",
+    );
+    s.advance(TimeDelta::hours(1));
+    s.settle().await;
+    assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+    let landed = s.change(revert);
+    assert!(landed.merged && landed.base_ref == "release", "{landed:?}");
+    assert!(
+        s.forge
+            .file_on(REPO, "release", "requests/prod/r1.yaml")
+            .is_none(),
+        "the revert went to `release`"
+    );
+    assert!(
+        metrics(&s)
+            .await
+            .contains("breakglass_anomalies_total{kind=\"merged_elsewhere\"} 1")
+    );
+    s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+    assert!(
+        s.forge
+            .file_on(REPO, "main", "requests/prod/r1.yaml")
+            .is_none(),
+        "removed from the default branch by a fresh change"
+    );
+    let removal = s.changes().last().unwrap().number;
+    assert!(removal > revert && s.change(removal).merged);
+    s.expect_bot_comments(
+        removal,
+        &["🚨 **The revert was merged into `release`, not into the default branch**"],
+    );
+    assert_eq!(s.events("r1", "remove").await.len(), 1);
+}
+
 on_both_forges!(
     a_request_stuck_revoking_is_revoked_by_reconciliation,
     |mut s: Scenario| async move {

@@ -857,7 +857,6 @@ impl Workflow {
 
     /// Removes files that landed without the bot, through a bot change and the merge guard.
     async fn remove_unauthorized(&self, subject: &str, paths: &[String]) -> anyhow::Result<()> {
-        let default = self.default_branch().await?;
         let request = paths.iter().find_map(|p| RequestPath::parse(p));
         let known = match &request {
             Some(r) => self.store.get_request(&r.id).await?,
@@ -875,6 +874,56 @@ impl Workflow {
             );
         }
         let title = format!("breakglass: remove {subject} (landed without breakglass)");
+        let removal = Removal {
+            subject,
+            paths,
+            title: &title,
+            body: &body,
+            readded,
+        };
+        self.land_removal(&removal).await
+    }
+
+    /// The files of a revoked request whose revert PR was merged into another branch (GitHub
+    /// retargeted it between the guard's read and the merge; its merge answer does not say
+    /// where): removed from the default branch by a fresh change, as files that landed there.
+    pub(super) async fn remove_left_behind(
+        &self,
+        record: &RequestRecord,
+        base: &str,
+    ) -> anyhow::Result<()> {
+        let Some(revert) = self
+            .store
+            .get_change(record.id.as_str(), ChangeKind::Revert)
+            .await?
+        else {
+            return Ok(());
+        };
+        let subject = record.id.as_str();
+        let title = format!("breakglass: remove {subject} (its revert was merged into {base})");
+        let body = comment::revert_elsewhere_comment(base, &revert.paths);
+        let removal = Removal {
+            subject,
+            paths: &revert.paths,
+            title: &title,
+            body: &body,
+            readded: false,
+        };
+        self.land_removal(&removal).await
+    }
+
+    /// Builds and merges (through the guard) a change that deletes `removal.paths` from the
+    /// default branch, said on its PR, logged as a `remove` event.
+    async fn land_removal(&self, removal: &Removal<'_>) -> anyhow::Result<()> {
+        let Removal {
+            subject,
+            paths,
+            title,
+            body,
+            readded,
+        } = *removal;
+        let default = self.default_branch().await?;
+        let request = paths.iter().find_map(|p| RequestPath::parse(p));
         let writes: Vec<Write> = paths
             .iter()
             .map(|path| Write::Delete {
@@ -886,14 +935,14 @@ impl Workflow {
         let mut last = None;
         for _ in 0..2 {
             let Some(super::change::Built { change, pr }) = self
-                .build_change(subject, ChangeKind::Removal, &writes, &title, &body)
+                .build_change(subject, ChangeKind::Removal, &writes, title, body)
                 .await?
             else {
                 return Ok(()); // already removed (a redelivery, or a later push)
             };
             let number = pr.info.number;
             if last.is_none() {
-                self.forge.note(Thread::Change(number), &body).await?;
+                self.forge.note(Thread::Change(number), body).await?;
             }
             let plan = MergePlan::deletion(
                 &change,
@@ -919,4 +968,15 @@ impl Workflow {
         tracing::error!(%subject, %why, "the removal of files that landed without breakglass cannot be merged");
         anyhow::bail!("cannot merge the removal of {subject}: {why}")
     }
+}
+
+/// A change that deletes files from the default branch, and what it says.
+#[derive(Clone, Copy)]
+struct Removal<'a> {
+    subject: &'a str,
+    paths: &'a [String],
+    title: &'a str,
+    body: &'a str,
+    /// The files are an already revoked request's, added again.
+    readded: bool,
 }

@@ -30,13 +30,24 @@ impl Workflow {
         _delivery: &str,
     ) -> anyhow::Result<()> {
         let repo = &self.settings.repository;
-        if self
+        if let Some(record) = self
             .store
             .find_request_by_revert_pr(self.forge_kind(), repo, pr.number)
             .await?
-            .is_some()
         {
-            return Ok(()); // our own revert PR
+            // Our own revert PR. Merged into another branch (retargeted while the bot merged
+            // it; GitHub's merge answer does not say where), it removed nothing from the default
+            // branch: a fresh change does.
+            if action == PullRequestAction::Closed
+                && pr.merged
+                && pr.base_ref != self.default_branch().await?
+            {
+                tracing::error!(request = %record.id, pr = pr.number, base = %pr.base_ref, "the bot's revert went into another branch than the default branch");
+                self.metrics
+                    .inc("breakglass_anomalies_total", "kind=\"merged_elsewhere\"");
+                self.remove_left_behind(&record, &pr.base_ref).await?;
+            }
+            return Ok(());
         }
         let existing = self
             .store
