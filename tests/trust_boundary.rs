@@ -124,6 +124,46 @@ on_both_backends!(
 );
 
 on_both_forges!(
+    the_same_commit_pushed_again_after_the_branch_was_put_back_is_put_back_again,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        let revert = s.revert_pr("r1").await;
+        let branch = s.change(revert).head_ref;
+        s.forge.push_files(
+            REPO,
+            &branch,
+            &s.people.mallory,
+            &[("requests/prod/r1.yaml", &prod_request("4h"))],
+            "keep my access",
+        );
+        let pushed = s.forge.branch_sha(REPO, &branch).unwrap();
+        s.settle().await;
+        let put_back = s.change(revert).head_sha;
+        assert_ne!(put_back, pushed);
+        let tampering = "🚨 **Tampering**: @mallory pushed";
+        s.expect_bot_comments(revert, &[tampering]);
+        s.expect_bot_comments(pr, &[tampering]);
+        // The very same commit, pushed again.
+        s.forge
+            .force_branch(REPO, &branch, &s.people.mallory, &pushed);
+        s.settle().await;
+        let head = s.change(revert).head_sha;
+        assert_ne!(head, pushed, "put back again");
+        assert_eq!(s.events("r1", "tampering").await.len(), 2);
+        s.expect_bot_comments(revert, &[tampering]);
+        s.expect_bot_comments(pr, &[tampering]);
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(
+            s.forge.file_on(REPO, "main", "requests/prod/r1.yaml"),
+            None,
+            "the revert merged the bot's own commit"
+        );
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+    }
+);
+
+on_both_forges!(
     a_push_to_the_revert_branch_unseen_by_webhook_is_caught_at_merge_time,
     |s: Scenario| async move {
         let pr = s.granted("r1", "1h").await;

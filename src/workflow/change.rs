@@ -266,8 +266,14 @@ impl Workflow {
             Some(record) => Some(self.lock_pr(record.pr_number).await),
             None => None,
         };
-        match self.tampering_known(&change, after).await? {
+        let known = self.tampering_known(&change, after).await?;
+        // A commit found before may be pushed again after the bot put the branch back: that
+        // is a new push, not the late webhook of the first (which finds the branch put back).
+        let pushed_again = !matches!(known, Known::No)
+            && self.forge.branch_head(&change.branch).await.ok().as_deref() == Some(after);
+        match known {
             Known::No => self.tampered(&change, Some(pusher), after).await.map(drop),
+            _ if pushed_again => self.tampered(&change, Some(pusher), after).await.map(drop),
             // Found at merge time, before this webhook arrived: handled, but by "someone".
             Known::Unnamed => self.name_pusher(&change, pusher, after).await,
             Known::Named => Ok(()),
