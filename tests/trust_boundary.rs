@@ -1451,6 +1451,85 @@ async fn on_github_a_request_retargeted_between_the_guards_read_and_its_merge_is
     );
 }
 
+// With two replicas, the merge's `closed` webhook may be handled by the other one while the
+// merge step (its answer slow) has not yet recorded the grant: handled again, it still ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_github_a_retargeted_merge_told_to_another_replica_mid_step_is_still_revoked() {
+    let mut s = Scenario::start(Backend::Sqlite).await.unwrap();
+    s.add_replica().await;
+    s.forge.push_files(
+        REPO,
+        "release",
+        &s.people.carol,
+        &[("NOTES.md", "x\n")],
+        "branch",
+    );
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    let merge = || {
+        RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+            method == Method::PUT && path.ends_with("/merge")
+        }))
+    };
+    s.forge
+        .retarget_before(merge(), REPO, pr, &s.people.mallory, "release");
+    s.forge.fail_next(FailureSpec {
+        route: merge(),
+        count: 1,
+        kind: FailureKind::AnswerLate(std::time::Duration::from_millis(500)),
+    });
+    // The replica that takes the webhook before the step recorded the grant fails it once.
+    s.allow_delivery_error("while its merge step runs");
+    s.approve(pr, &s.people.carol);
+    // Until the merge step is over and no delivery waits but one that failed, to be retried
+    // (the clock stands still, so its retry waits for the advance below).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let waiting = "SELECT COUNT(*), COUNT(last_error) FROM deliveries WHERE state <> 'done'";
+    while std::time::Instant::now() < deadline {
+        let record = s.request("r1").await;
+        let step_over = !(record.state.to_string() == "approved" && record.granted_at.is_some());
+        let (pending, failed): (i64, i64) = sqlx::query_as(waiting)
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap();
+        if step_over && pending == failed && s.change(pr).merged {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    s.advance(TimeDelta::minutes(1));
+    s.settle().await;
+    // Safe either way, by which replica saw what first: granted and revoked at once, or
+    // refused at the merge step's retry and closed, never granted.
+    let record = s.request("r1").await;
+    let said = s.take_bot_comments(pr);
+    match record.state.to_string().as_str() {
+        "revoked" => {
+            assert_eq!(s.events("r1", "revoke").await.len(), 1);
+            assert!(
+                said.iter()
+                    .any(|c| c.starts_with("🚨 **Merged into the wrong branch**")),
+                "{said:?}"
+            );
+            assert!(
+                said.last().unwrap().starts_with("🔒 **Access revoked**"),
+                "{said:?}"
+            );
+        }
+        "closed" => {
+            assert!(s.events("r1", "grant").await.is_empty(), "never granted");
+            assert!(
+                said.last()
+                    .unwrap()
+                    .starts_with("⚠️ This pull request was merged into `release`"),
+                "{said:?}"
+            );
+        }
+        other => panic!("{other}: {record:?} {said:?}"),
+    }
+}
+
 // A revert PR retargeted right before its merge lands elsewhere; GitHub's answer does not say
 // where, its `closed` webhook does. The access is revoked already (the provider first); the
 // request file left on the default branch is removed by a fresh change of the bot's.

@@ -88,6 +88,15 @@ impl Workflow {
         // job (still queued) finds the PR merged and carries on; closing the request here would
         // leave its file on the default branch with no grant and no revoke.
         if pr.merged && record.state == RequestState::Approved && record.granted_at.is_some() {
+            // Into another branch (retargeted under the merge), while the merge step runs on
+            // another replica: once it has finished, this webhook is handled again and finds
+            // the request granted (then revoked at once) or refused.
+            anyhow::ensure!(
+                pr.base_ref == self.default_branch().await?,
+                "request {} was merged into `{}` while its merge step runs; handled again later",
+                record.id,
+                pr.base_ref
+            );
             return Ok(());
         }
         if pr.merged && record.state == RequestState::Active {
