@@ -622,6 +622,15 @@ pub fn revert_elsewhere_comment(base: &str, paths: &[String]) -> String {
     )
 }
 
+/// A removal PR retargeted while breakglass merged it: its files are removed by a fresh change.
+pub fn removal_elsewhere_comment(base: &str, paths: &[String]) -> String {
+    format!(
+        "🚨 **The removal was merged into {}, not into the default branch** (retargeted while breakglass merged it). This change removes {} from the default branch.",
+        code(base),
+        paths.iter().map(|p| code(p)).collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// A merge that did not happen, and why (the forge's words or the files in the way); the
 /// request waits for a push or a new approval.
 pub fn not_merged_comment(why: &str) -> String {
@@ -914,6 +923,7 @@ mod tests {
         assert_inert(&merged_elsewhere_comment(HOSTILE));
         assert_inert(&granted_elsewhere_comment(HOSTILE));
         assert_inert(&revert_elsewhere_comment(HOSTILE, &[HOSTILE.to_owned()]));
+        assert_inert(&removal_elsewhere_comment(HOSTILE, &[HOSTILE.to_owned()]));
     }
 
     #[test]

@@ -1451,6 +1451,54 @@ async fn on_github_a_request_retargeted_between_the_guards_read_and_its_merge_is
     );
 }
 
+// The bot's removal of files pushed straight to the default branch, retargeted right before
+// its merge, is made good the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_github_a_removal_retargeted_between_the_guards_read_and_its_merge_is_made_good() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    s.forge.push_files(
+        REPO,
+        "release",
+        &s.people.carol,
+        &[("NOTES.md", "x\n")],
+        "branch",
+    );
+    s.forge.retarget_before(
+        RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+            method == Method::PUT && path.ends_with("/merge")
+        })),
+        REPO,
+        1,
+        &s.people.mallory,
+        "release",
+    );
+    s.forge.push_direct(
+        REPO,
+        &s.people.mallory,
+        &[("requests/prod/sneaky.yaml", &prod_request("4h"))],
+        "grant myself",
+    );
+    s.settle().await;
+    let first = s.change(1);
+    assert!(first.merged && first.base_ref == "release", "{first:?}");
+    assert!(
+        s.forge
+            .file_on(REPO, "main", "requests/prod/sneaky.yaml")
+            .is_none(),
+        "removed from the default branch by a fresh change"
+    );
+    s.expect_bot_comments(
+        1,
+        &["🚨 **Request files reached the default branch without breakglass**"],
+    );
+    let again = s.changes().last().unwrap().number;
+    assert!(again > 1 && s.change(again).merged);
+    s.expect_bot_comments(
+        again,
+        &["🚨 **The removal was merged into `release`, not into the default branch**"],
+    );
+}
+
 // With two replicas, the merge's `closed` webhook may be handled by the other one while the
 // merge step (its answer slow) has not yet recorded the grant: handled again, it still ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -912,6 +912,26 @@ impl Workflow {
         self.land_removal(&removal).await
     }
 
+    /// The files a removal PR was to delete, when it was merged into another branch (retargeted
+    /// while the bot merged it): deleted from the default branch by a fresh change.
+    pub(super) async fn remove_again(
+        &self,
+        merged_elsewhere: &crate::store::Change,
+        base: &str,
+    ) -> anyhow::Result<()> {
+        let subject = merged_elsewhere.subject.as_str();
+        let title = format!("breakglass: remove {subject} (its removal was merged into {base})");
+        let body = comment::removal_elsewhere_comment(base, &merged_elsewhere.paths);
+        let removal = Removal {
+            subject,
+            paths: &merged_elsewhere.paths,
+            title: &title,
+            body: &body,
+            readded: false,
+        };
+        self.land_removal(&removal).await
+    }
+
     /// Builds and merges (through the guard) a change that deletes `removal.paths` from the
     /// default branch, said on its PR, logged as a `remove` event.
     async fn land_removal(&self, removal: &Removal<'_>) -> anyhow::Result<()> {

@@ -49,6 +49,20 @@ impl Workflow {
             }
             return Ok(());
         }
+        if action == PullRequestAction::Closed
+            && pr.merged
+            && let Some(change) = self.store.change_of_pr(pr.number).await?
+            && change.kind == ChangeKind::Removal
+        {
+            // Our own removal PR, merged elsewhere the same way: removed again.
+            if pr.base_ref != self.default_branch().await? {
+                tracing::error!(pr = pr.number, base = %pr.base_ref, "the bot's removal went into another branch than the default branch");
+                self.metrics
+                    .inc("breakglass_anomalies_total", "kind=\"merged_elsewhere\"");
+                self.remove_again(&change, &pr.base_ref).await?;
+            }
+            return Ok(());
+        }
         let existing = self
             .store
             .find_request_by_pr(self.forge_kind(), repo, pr.number)
