@@ -295,6 +295,24 @@ on_both_backends!(
     }
 );
 
+/// A branch `release` beside the default branch, for PRs retargeted to it.
+fn add_release_branch(s: &Scenario) {
+    s.forge.push_files(
+        REPO,
+        "release",
+        &s.people.carol,
+        &[("NOTES.md", "x\n")],
+        "branch",
+    );
+}
+
+/// The merge call of any PR or MR, in either dialect.
+fn merge_call() -> RouteMatcher {
+    RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+        method == Method::PUT && path.ends_with("/merge")
+    }))
+}
+
 /// The request PR the bot opened last, with the path of its request file.
 fn bots_request(s: &Scenario, environment: &str) -> (u64, String) {
     let pr = s.changes().last().unwrap().number;
@@ -1276,13 +1294,7 @@ on_both_forges!(
 on_both_forges!(
     a_pr_retargeted_after_its_approval_is_not_merged,
     |s: Scenario| async move {
-        s.forge.push_files(
-            REPO,
-            "release",
-            &s.people.carol,
-            &[("NOTES.md", "x\n")],
-            "branch",
-        );
+        add_release_branch(&s);
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
         s.forge.advance_clock(TimeDelta::seconds(1));
@@ -1313,13 +1325,7 @@ on_both_forges!(
 on_both_forges!(
     a_request_merged_by_hand_into_another_branch_is_never_granted,
     |s: Scenario| async move {
-        s.forge.push_files(
-            REPO,
-            "release",
-            &s.people.carol,
-            &[("NOTES.md", "x\n")],
-            "branch",
-        );
+        add_release_branch(&s);
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
         s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
@@ -1361,25 +1367,12 @@ on_both_forges!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_gitlab_a_request_retargeted_between_the_guards_read_and_its_merge_is_not_granted() {
     let s = Scenario::on_gitlab().await;
-    s.forge.push_files(
-        REPO,
-        "release",
-        &s.people.carol,
-        &[("NOTES.md", "x\n")],
-        "branch",
-    );
+    add_release_branch(&s);
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
     s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
-    s.forge.retarget_before(
-        RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
-            method == Method::PUT && path.ends_with("/merge")
-        })),
-        REPO,
-        pr,
-        &s.people.mallory,
-        "release",
-    );
+    s.forge
+        .retarget_before(merge_call(), REPO, pr, &s.people.mallory, "release");
     s.forge.advance_clock(TimeDelta::seconds(1));
     s.emoji_now(pr, &s.people.carol, "+1");
     s.settle().await;
@@ -1408,25 +1401,12 @@ async fn on_gitlab_a_request_retargeted_between_the_guards_read_and_its_merge_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_github_a_request_retargeted_between_the_guards_read_and_its_merge_is_revoked_at_once() {
     let s = Scenario::start(Backend::Sqlite).await.unwrap();
-    s.forge.push_files(
-        REPO,
-        "release",
-        &s.people.carol,
-        &[("NOTES.md", "x\n")],
-        "branch",
-    );
+    add_release_branch(&s);
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
     s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
-    s.forge.retarget_before(
-        RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
-            method == Method::PUT && path.ends_with("/merge")
-        })),
-        REPO,
-        pr,
-        &s.people.mallory,
-        "release",
-    );
+    s.forge
+        .retarget_before(merge_call(), REPO, pr, &s.people.mallory, "release");
     s.approve(pr, &s.people.carol);
     s.settle().await;
     assert!(s.change(pr).merged, "the forge merged it, into `release`");
@@ -1456,22 +1436,9 @@ async fn on_github_a_request_retargeted_between_the_guards_read_and_its_merge_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_github_a_removal_retargeted_between_the_guards_read_and_its_merge_is_made_good() {
     let s = Scenario::start(Backend::Sqlite).await.unwrap();
-    s.forge.push_files(
-        REPO,
-        "release",
-        &s.people.carol,
-        &[("NOTES.md", "x\n")],
-        "branch",
-    );
-    s.forge.retarget_before(
-        RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
-            method == Method::PUT && path.ends_with("/merge")
-        })),
-        REPO,
-        1,
-        &s.people.mallory,
-        "release",
-    );
+    add_release_branch(&s);
+    s.forge
+        .retarget_before(merge_call(), REPO, 1, &s.people.mallory, "release");
     s.forge.push_direct(
         REPO,
         &s.people.mallory,
@@ -1505,25 +1472,14 @@ async fn on_github_a_removal_retargeted_between_the_guards_read_and_its_merge_is
 async fn on_github_a_retargeted_merge_told_to_another_replica_mid_step_is_still_revoked() {
     let mut s = Scenario::start(Backend::Sqlite).await.unwrap();
     s.add_replica().await;
-    s.forge.push_files(
-        REPO,
-        "release",
-        &s.people.carol,
-        &[("NOTES.md", "x\n")],
-        "branch",
-    );
+    add_release_branch(&s);
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
     s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
-    let merge = || {
-        RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
-            method == Method::PUT && path.ends_with("/merge")
-        }))
-    };
     s.forge
-        .retarget_before(merge(), REPO, pr, &s.people.mallory, "release");
+        .retarget_before(merge_call(), REPO, pr, &s.people.mallory, "release");
     s.forge.fail_next(FailureSpec {
-        route: merge(),
+        route: merge_call(),
         count: 1,
         kind: FailureKind::AnswerLate(std::time::Duration::from_millis(500)),
     });
@@ -1584,24 +1540,11 @@ async fn on_github_a_retargeted_merge_told_to_another_replica_mid_step_is_still_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_github_a_revert_retargeted_between_the_guards_read_and_its_merge_is_made_good() {
     let s = Scenario::start(Backend::Sqlite).await.unwrap();
-    s.forge.push_files(
-        REPO,
-        "release",
-        &s.people.carol,
-        &[("NOTES.md", "x\n")],
-        "branch",
-    );
+    add_release_branch(&s);
     let pr = s.granted("r1", "1h").await;
     let revert = s.revert_pr("r1").await;
-    s.forge.retarget_before(
-        RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
-            method == Method::PUT && path.ends_with("/merge")
-        })),
-        REPO,
-        revert,
-        &s.people.mallory,
-        "release",
-    );
+    s.forge
+        .retarget_before(merge_call(), REPO, revert, &s.people.mallory, "release");
     s.advance(TimeDelta::hours(1));
     s.settle().await;
     assert_eq!(s.request("r1").await.state.to_string(), "revoked");

@@ -892,39 +892,33 @@ impl Workflow {
         record: &RequestRecord,
         base: &str,
     ) -> anyhow::Result<()> {
-        let Some(revert) = self
+        match self
             .store
             .get_change(record.id.as_str(), ChangeKind::Revert)
             .await?
-        else {
-            return Ok(());
-        };
-        let subject = record.id.as_str();
-        let title = format!("breakglass: remove {subject} (its revert was merged into {base})");
-        let body = comment::revert_elsewhere_comment(base, &revert.paths);
-        let removal = Removal {
-            subject,
-            paths: &revert.paths,
-            title: &title,
-            body: &body,
-            readded: false,
-        };
-        self.land_removal(&removal).await
+        {
+            Some(revert) => self.remove_again(&revert, base).await,
+            None => Ok(()),
+        }
     }
 
-    /// The files a removal PR was to delete, when it was merged into another branch (retargeted
-    /// while the bot merged it): deleted from the default branch by a fresh change.
+    /// The files a revert or removal PR was to delete, when it was merged into another branch
+    /// (retargeted while the bot merged it): deleted from the default branch by a fresh change.
     pub(super) async fn remove_again(
         &self,
         merged_elsewhere: &crate::store::Change,
         base: &str,
     ) -> anyhow::Result<()> {
-        let subject = merged_elsewhere.subject.as_str();
-        let title = format!("breakglass: remove {subject} (its removal was merged into {base})");
-        let body = comment::removal_elsewhere_comment(base, &merged_elsewhere.paths);
+        let (subject, paths) = (merged_elsewhere.subject.as_str(), &merged_elsewhere.paths);
+        let kind = merged_elsewhere.kind;
+        let title = format!("breakglass: remove {subject} (its {kind} was merged into {base})");
+        let body = match kind {
+            ChangeKind::Revert => comment::revert_elsewhere_comment(base, paths),
+            _ => comment::removal_elsewhere_comment(base, paths),
+        };
         let removal = Removal {
             subject,
-            paths: &merged_elsewhere.paths,
+            paths,
             title: &title,
             body: &body,
             readded: false,
