@@ -146,36 +146,39 @@ fn is_member(st: &ForgeState, path: &str, login: &str) -> bool {
 
 async fn group_member(
     State(app): State<App>,
-    _u: GlUser,
-    GlPath((id, user_id)): GlPath<(String, u64)>,
+    u: GlUser,
+    path: GlPath<(String, u64)>,
 ) -> GlResult<Json<Value>> {
-    let st = app.lock();
-    let path = group(&st, &id)?;
-    let login = login_of(&st, user_id).ok_or_else(|| GlError::not_found("User"))?;
-    if !is_member(&st, &path, &login) {
-        return Err(GlError::message(
-            axum::http::StatusCode::NOT_FOUND,
-            "404 Not found",
-        ));
-    }
-    Ok(Json(json::member(&st, &login)))
+    member_answer(&app, u, path, true)
 }
 
 /// A direct member of the group only (GitLab's `members/:user_id`): not one inherited from a
 /// parent group.
 async fn direct_group_member(
     State(app): State<App>,
+    u: GlUser,
+    path: GlPath<(String, u64)>,
+) -> GlResult<Json<Value>> {
+    member_answer(&app, u, path, false)
+}
+
+/// The member's record, or 404 when `user_id` is not a member of group `id` (counting members
+/// of its parent groups when `inherited`).
+fn member_answer(
+    app: &App,
     _u: GlUser,
     GlPath((id, user_id)): GlPath<(String, u64)>,
+    inherited: bool,
 ) -> GlResult<Json<Value>> {
     let st = app.lock();
     let path = group(&st, &id)?;
     let login = login_of(&st, user_id).ok_or_else(|| GlError::not_found("User"))?;
-    if !st
-        .teams
-        .get(&path)
-        .is_some_and(|members| members.contains(&login))
-    {
+    let member = if inherited {
+        is_member(&st, &path, &login)
+    } else {
+        st.teams.get(&path).is_some_and(|m| m.contains(&login))
+    };
+    if !member {
         return Err(GlError::message(
             axum::http::StatusCode::NOT_FOUND,
             "404 Not found",
