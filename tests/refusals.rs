@@ -562,3 +562,44 @@ on_both_forges!(
         s.take_bot_comments(pr);
     }
 );
+
+// Only the requester or an approver extends a grant: a bystander's `/breakglass extend` is
+// refused and moves nothing. Where the policy needs no approval, the requester extends alone.
+on_both_forges!(
+    only_the_requester_or_an_approver_extends_a_grant,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-more", &prod_request("1h"));
+        s.settle().await;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
+        let granted = s.request("r-more").await.expires_at.unwrap();
+        s.note(pr, &s.people.mallory, "/breakglass extend 30m");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "🙅 @mallory, only the requester or an approver can extend."
+        );
+        assert_eq!(s.request("r-more").await.expires_at.unwrap(), granted);
+        // prod made self-service on the default branch: alice extends on her own.
+        let self_service = s
+            .forge
+            .file_on(REPO, "main", "policies/prod.yaml")
+            .unwrap()
+            .replace("approvals: 1", "approvals: 0");
+        s.forge.push_files(
+            REPO,
+            "main",
+            &s.people.carol,
+            &[("policies/prod.yaml", &self_service)],
+            "prod needs no approval",
+        );
+        s.settle().await;
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⏳ Extended"), "{said}");
+        let extended = s.request("r-more").await.expires_at.unwrap();
+        assert_eq!(extended - granted, TimeDelta::minutes(30));
+    }
+);

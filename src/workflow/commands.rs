@@ -12,11 +12,10 @@ use crate::forge::Actor;
 use crate::forge::Thread;
 use crate::names::{Login, Name, RequestId, Ticket};
 use crate::policy::decision::Context;
-use crate::policy::decision::fast_path_misses;
-use crate::policy::{Policy, PolicySet, Problem, evaluate};
+use crate::policy::{PolicySet, Problem, evaluate};
 use crate::request::{AccessRequest, Reason, RequestPath};
+use crate::store::JobKind;
 use crate::store::{ApprovalSource, CommentKey, Effect};
-use crate::store::{EventKind, JobKind};
 use crate::store::{RequestRecord, RequestState, RevokeReason};
 
 impl Workflow {
@@ -87,7 +86,7 @@ impl Workflow {
     }
 
     /// Answers on the thread the command came from.
-    async fn reply(&self, thread: Thread, text: &str) -> anyhow::Result<()> {
+    pub(super) async fn reply(&self, thread: Thread, text: &str) -> anyhow::Result<()> {
         self.forge.note(thread, text).await?;
         Ok(())
     }
@@ -111,7 +110,7 @@ impl Workflow {
     }
 
     /// The request a comment on `thread` is about (its PR, or its revert PR).
-    async fn request_on(&self, thread: Thread) -> anyhow::Result<Option<RequestRecord>> {
+    pub(super) async fn request_on(&self, thread: Thread) -> anyhow::Result<Option<RequestRecord>> {
         // An issue is never a request (on GitLab its number may equal a merge request's).
         let Thread::Change(number) = thread else {
             return Ok(None);
@@ -296,9 +295,8 @@ impl Workflow {
         Ok(None)
     }
 
-    /// `<yyyymmdd-hhmm>-<login>-<env>`, with `-2`, `-3`… when taken.
     /// Which comment `comment_id` is, for its effects.
-    fn comment_key(&self, comment_id: u64) -> CommentKey<'_> {
+    pub(super) fn comment_key(&self, comment_id: u64) -> CommentKey<'_> {
         CommentKey {
             forge: self.forge_kind(),
             repository: &self.settings.repository,
@@ -337,6 +335,7 @@ impl Workflow {
         anyhow::bail!("no request id could be reserved for comment {comment_id}")
     }
 
+    /// `<yyyymmdd-hhmm>-<login>-<env>`, with `-2`, `-3`… when taken.
     async fn fresh_request_id(
         &self,
         login: &Login,
@@ -459,238 +458,6 @@ impl Workflow {
         // Due now, whatever was scheduled (the expiry's job, at the expiry): a revoke already
         // running is harmless to run again, the store's optimistic lock records it once.
         self.schedule(JobKind::Revoke, &record.id, self.now()).await
-    }
-
-    /// `/breakglass extend 30m`: more time, never past the policy's `max_duration` in total.
-    /// The requester gets it at once when a fast-path rule or self-service allows the new total;
-    /// otherwise an approver must ask for it.
-    /// The fast-path rule that merged `record`, with why it would not merge a request of
-    /// `total` now (empty: it would); `None` when no fast path merged it. A requester extends
-    /// on their own only while the rule still applies as at the merge: still one of its
-    /// requesters (on call), the PR still labelled, no overdue review when it blocks on one.
-    async fn fast_path_misses_now(
-        &self,
-        record: &RequestRecord,
-        policy: &Policy,
-        total: HumanDuration,
-    ) -> anyhow::Result<Option<(Name, Vec<String>)>> {
-        let Some(name) = record.fast_path_rule.clone() else {
-            return Ok(None);
-        };
-        let Some(rule) = policy.fast_path.iter().find(|r| r.name == name) else {
-            let gone = "the policy no longer has this rule".to_owned();
-            return Ok(Some((name, vec![gone])));
-        };
-        let requester = self
-            .resolve_requester(Some(policy), &record.requester_login)
-            .await?;
-        let labels = if rule.labels_any.is_empty() {
-            Vec::new()
-        } else {
-            self.forge.change(record.pr_number).await?.info.labels
-        };
-        let ctx = Context {
-            requester: Some(&requester),
-            labels: &labels,
-            now: self.now(),
-            path: None,
-        };
-        let mut misses = fast_path_misses(rule, policy, &record.role, total, &ctx);
-        if rule.block_until_reviewed
-            && let Some(overdue) = self.overdue_review_of(record.requester_id).await?
-        {
-            misses.push(format!(
-                "`{}` has an overdue review of `{overdue}` (block_until_reviewed)",
-                record.requester_login
-            ));
-        }
-        Ok(Some((name, misses)))
-    }
-
-    async fn command_extend(
-        &self,
-        thread: Thread,
-        comment_id: u64,
-        author: &Actor,
-        by: HumanDuration,
-    ) -> anyhow::Result<()> {
-        let Some(mut record) = self.request_on(thread).await? else {
-            return self
-                .reply(thread, &comment::no_request_here_comment("extend"))
-                .await;
-        };
-        let comment = self.comment_key(comment_id);
-        if self
-            .store
-            .comment_effect(comment, Effect::Extend)
-            .await?
-            .is_some()
-        {
-            // Extended by an earlier run of this comment's delivery: its timers and its note
-            // may be missing (a kill before them).
-            self.extension_timers(&record).await?;
-            return self.announce_extension(&record).await;
-        }
-        let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
-            // Ended: an earlier run of this comment may have lost its race with the revoke and
-            // failed (or died) before taking back what it applied again. Taken back now.
-            if matches!(record.state, RequestState::Revoking | RequestState::Revoked)
-                && self.store.applied_grant(&record.id).await?.is_some()
-            {
-                self.taken_back_if_ended(&record.id).await?;
-            }
-            return self
-                .reply(thread, &comment::no_request_here_comment("extend"))
-                .await;
-        };
-        // Past its expiry, a grant whose revoke has not run yet (a restart, a backlog) is over:
-        // more time would hand back access that should be gone. (Both are the bot's clock.)
-        if expires_at <= self.now() {
-            return self
-                .reply(thread, &comment::extension_after_expiry_comment(expires_at))
-                .await;
-        }
-        // A grant that is a merged file carries its expiry in the file: more time is a new file.
-        let applied = self.store.applied_grant(&record.id).await?;
-        if let Some(applied) = applied.as_ref().filter(|a| !a.files.is_empty()) {
-            let paths: Vec<String> = applied.files.iter().map(|f| f.path.clone()).collect();
-            return self
-                .reply(
-                    thread,
-                    &comment::extension_in_files_comment(&paths, expires_at),
-                )
-                .await;
-        }
-        let (_, policies) = self.load_policies().await?;
-        let policies = policies
-            .map_err(|p| anyhow::anyhow!("the policies are invalid: {} problem(s)", p.len()))?;
-        let Some(policy) = policies.get(record.environment.as_str()) else {
-            return self
-                .reply(thread, &comment::no_request_here_comment("extend"))
-                .await;
-        };
-        let total = HumanDuration::from_secs(record.total_secs + by.as_secs());
-        if total > policy.max_duration {
-            return self
-                .reply(
-                    thread,
-                    &comment::extension_refused_comment(
-                        &total.to_string(),
-                        &policy.max_duration.to_string(),
-                    ),
-                )
-                .await;
-        }
-        let is_requester = author.id == record.requester_id;
-        let is_approver = !is_requester && self.approver_of(&record, author).await?;
-        let self_service = policy.approvals == 0;
-        if is_approver || (is_requester && self_service) {
-            // Allowed: an approver's word, or an environment that needs none.
-        } else if !is_requester {
-            return self
-                .reply(
-                    thread,
-                    &comment::not_allowed_comment(
-                        &author.login,
-                        "the requester or an approver can extend",
-                    ),
-                )
-                .await;
-        } else {
-            let approvers: Vec<String> = policy.approvers.iter().map(ToString::to_string).collect();
-            let by_whom = format!("@{}", author.login);
-            match self.fast_path_misses_now(&record, policy, total).await? {
-                Some((_, misses)) if misses.is_empty() => {}
-                Some((rule, misses)) => {
-                    let text = comment::extension_fast_path_lapsed_comment(
-                        &by_whom,
-                        rule.as_str(),
-                        &misses,
-                        &approvers,
-                    );
-                    return self.reply(thread, &text).await;
-                }
-                None => {
-                    let text = comment::extension_needs_approval_comment(&by_whom, &approvers);
-                    return self.reply(thread, &text).await;
-                }
-            }
-        }
-        let new_expiry = expires_at + by.to_chrono();
-        record.expires_at = Some(new_expiry);
-        record.total_secs = total.as_secs();
-        // Grants that carry their expiry (aws-iam) get the new one first: the store is written
-        // only after the cloud agrees, so a retry never extends twice.
-        let reapplied = applied.is_some();
-        if let Some(applied) = applied {
-            self.providers
-                .extend(&applied.role, &Self::spec(&record))
-                .await?;
-        }
-        let event = super::events::new_event(
-            EventKind::Extend,
-            Some(&record.id),
-            super::events::actor(author),
-            serde_json::json!({ "by": by.to_string(), "expires_at": crate::clock::iso(new_expiry), "total": total.to_string() }),
-            self.forge_kind(),
-        );
-        // The new expiry and the comment's effect in one write: a second run cannot extend again.
-        let now = self.now();
-        let stored = self
-            .store
-            .record_extension(comment, &mut record, &event, now)
-            .await;
-        if stored.is_err() && reapplied {
-            // A revoke won the race (it waits for this PR's lock only briefly, and another
-            // replica's not at all): what was just applied again with the new expiry is
-            // taken back.
-            self.taken_back_if_ended(&record.id).await?;
-        }
-        if !stored? {
-            return match self.store.get_request(&record.id).await? {
-                Some(stored) => {
-                    self.extension_timers(&stored).await?;
-                    self.announce_extension(&stored).await
-                }
-                None => Ok(()),
-            };
-        }
-        self.extension_timers(&record).await?;
-        self.forge
-            .note(
-                Thread::Change(record.pr_number),
-                &comment::extended_comment(record.requester_login.as_str(), new_expiry, self.now()),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// The note of the extension that set the stored expiry of an active grant, said once.
-    async fn announce_extension(&self, record: &RequestRecord) -> anyhow::Result<()> {
-        let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
-            return Ok(());
-        };
-        let requester = record.requester_login.as_str();
-        let marker = comment::extended_marker(requester, expires_at);
-        let text = comment::extended_comment(requester, expires_at, self.now());
-        self.note_once(Thread::Change(record.pr_number), &marker, &text)
-            .await
-    }
-
-    /// The revoke and the reminder of an active grant at its stored expiry (idempotent).
-    async fn extension_timers(&self, record: &RequestRecord) -> anyhow::Result<()> {
-        let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
-            return Ok(());
-        };
-        self.schedule(JobKind::Revoke, &record.id, expires_at)
-            .await?;
-        let remind_at = expires_at
-            - chrono::TimeDelta::from_std(self.settings.reminder_before).unwrap_or_default();
-        if remind_at > self.now() {
-            self.schedule(JobKind::Remind, &record.id, remind_at)
-                .await?;
-        }
-        Ok(())
     }
 
     async fn command_status(&self, thread: Thread) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ mod commands;
 mod evaluate;
 mod events;
 mod expiry;
+mod extend;
 mod forges;
 pub mod gauges;
 pub use forges::Workflows;

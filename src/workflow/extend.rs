@@ -1,0 +1,301 @@
+//! `/breakglass extend 30m`: more time for an active grant, never past the policy's
+//! `max_duration` in total. The requester gets it at once when a fast-path rule (as it applies
+//! now) or self-service allows the new total; otherwise an approver must ask for it. Each
+//! refusal is a reply that says why.
+
+use chrono::{DateTime, Utc};
+
+use super::Workflow;
+use crate::comment;
+use crate::duration::HumanDuration;
+use crate::forge::{Actor, Thread};
+use crate::names::Name;
+use crate::policy::Policy;
+use crate::policy::decision::{Context, fast_path_misses};
+use crate::store::{AppliedGrant, CommentKey, Effect, EventKind, JobKind};
+use crate::store::{RequestRecord, RequestState};
+
+/// An extension that passed every check, ready to be written.
+struct Extension {
+    expires_at: DateTime<Utc>,
+    by: HumanDuration,
+    total: HumanDuration,
+    /// What a provider applied (aws-iam), which carries the expiry and gets the new one first.
+    applied: Option<AppliedGrant>,
+    /// The environment's policy on the default branch, as read for this command.
+    policy: Policy,
+}
+
+/// A check's outcome: go on with `T`, or the reply that says why not.
+type Checked<T> = Result<T, String>;
+
+impl Workflow {
+    pub(super) async fn command_extend(
+        &self,
+        thread: Thread,
+        comment_id: u64,
+        author: &Actor,
+        by: HumanDuration,
+    ) -> anyhow::Result<()> {
+        let Some(record) = self.request_on(thread).await? else {
+            return self
+                .reply(thread, &comment::no_request_here_comment("extend"))
+                .await;
+        };
+        let comment = self.comment_key(comment_id);
+        if self
+            .store
+            .comment_effect(comment, Effect::Extend)
+            .await?
+            .is_some()
+        {
+            // Extended by an earlier run of this comment's delivery: its timers and its note
+            // may be missing (a kill before them).
+            self.extension_timers(&record).await?;
+            return self.announce_extension(&record).await;
+        }
+        let extension = match self.extendable(&record, by).await? {
+            Ok(extension) => extension,
+            Err(reply) => return self.reply(thread, &reply).await,
+        };
+        if let Err(reply) = self.may_extend(&record, &extension, author).await? {
+            return self.reply(thread, &reply).await;
+        }
+        self.extend_grant(record, extension, author, comment).await
+    }
+
+    /// Whether `record` can have `by` more: an active grant before its expiry, whose access is
+    /// not a merged file, within its policy's `max_duration` in total.
+    async fn extendable(
+        &self,
+        record: &RequestRecord,
+        by: HumanDuration,
+    ) -> anyhow::Result<Checked<Extension>> {
+        let no_request = || Ok(Err(comment::no_request_here_comment("extend")));
+        let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
+            // Ended: an earlier run of this comment may have lost its race with the revoke and
+            // failed (or died) before taking back what it applied again. Taken back now.
+            if matches!(record.state, RequestState::Revoking | RequestState::Revoked)
+                && self.store.applied_grant(&record.id).await?.is_some()
+            {
+                self.taken_back_if_ended(&record.id).await?;
+            }
+            return no_request();
+        };
+        // Past its expiry, a grant whose revoke has not run yet (a restart, a backlog) is over:
+        // more time would hand back access that should be gone. (Both are the bot's clock.)
+        if expires_at <= self.now() {
+            return Ok(Err(comment::extension_after_expiry_comment(expires_at)));
+        }
+        // A grant that is a merged file carries its expiry in the file: more time is a new file.
+        let applied = self.store.applied_grant(&record.id).await?;
+        if let Some(applied) = applied.as_ref().filter(|a| !a.files.is_empty()) {
+            let paths: Vec<String> = applied.files.iter().map(|f| f.path.clone()).collect();
+            return Ok(Err(comment::extension_in_files_comment(&paths, expires_at)));
+        }
+        let Some(policy) = self.policy_of(record).await? else {
+            return no_request();
+        };
+        let total = HumanDuration::from_secs(record.total_secs + by.as_secs());
+        if total > policy.max_duration {
+            return Ok(Err(comment::extension_refused_comment(
+                &total.to_string(),
+                &policy.max_duration.to_string(),
+            )));
+        }
+        Ok(Ok(Extension {
+            expires_at,
+            by,
+            total,
+            applied,
+            policy,
+        }))
+    }
+
+    /// Whether `author` may have `extension`: an approver; the requester of an environment
+    /// that needs no approval; or the requester while the fast-path rule that merged the grant
+    /// still applies to the new total.
+    async fn may_extend(
+        &self,
+        record: &RequestRecord,
+        extension: &Extension,
+        author: &Actor,
+    ) -> anyhow::Result<Checked<()>> {
+        let policy = &extension.policy;
+        if author.id != record.requester_id {
+            return Ok(if self.is_approver(policy, author).await? {
+                Ok(())
+            } else {
+                Err(comment::not_allowed_comment(
+                    &author.login,
+                    "the requester or an approver can extend",
+                ))
+            });
+        }
+        if policy.approvals == 0 {
+            return Ok(Ok(())); // self-service
+        }
+        let approvers: Vec<String> = policy.approvers.iter().map(ToString::to_string).collect();
+        let by_whom = format!("@{}", author.login);
+        let total = extension.total;
+        Ok(
+            match self.fast_path_misses_now(record, policy, total).await? {
+                Some((_, misses)) if misses.is_empty() => Ok(()),
+                Some((rule, misses)) => Err(comment::extension_fast_path_lapsed_comment(
+                    &by_whom,
+                    rule.as_str(),
+                    &misses,
+                    &approvers,
+                )),
+                None => Err(comment::extension_needs_approval_comment(
+                    &by_whom, &approvers,
+                )),
+            },
+        )
+    }
+
+    /// The policy of `record`'s environment on the default branch, if it still has one.
+    async fn policy_of(&self, record: &RequestRecord) -> anyhow::Result<Option<Policy>> {
+        let (_, policies) = self.load_policies().await?;
+        let policies = policies
+            .map_err(|p| anyhow::anyhow!("the policies are invalid: {} problem(s)", p.len()))?;
+        Ok(policies.get(record.environment.as_str()).cloned())
+    }
+
+    /// The fast-path rule that merged `record`, with why it would not merge a request of
+    /// `total` now (empty: it would); `None` when no fast path merged it. A requester extends
+    /// on their own only while the rule still applies as at the merge: still one of its
+    /// requesters (on call), the PR still labelled, no overdue review when it blocks on one.
+    async fn fast_path_misses_now(
+        &self,
+        record: &RequestRecord,
+        policy: &Policy,
+        total: HumanDuration,
+    ) -> anyhow::Result<Option<(Name, Vec<String>)>> {
+        let Some(name) = record.fast_path_rule.clone() else {
+            return Ok(None);
+        };
+        let Some(rule) = policy.fast_path.iter().find(|r| r.name == name) else {
+            let gone = "the policy no longer has this rule".to_owned();
+            return Ok(Some((name, vec![gone])));
+        };
+        let requester = self
+            .resolve_requester(Some(policy), &record.requester_login)
+            .await?;
+        let labels = if rule.labels_any.is_empty() {
+            Vec::new()
+        } else {
+            self.forge.change(record.pr_number).await?.info.labels
+        };
+        let ctx = Context {
+            requester: Some(&requester),
+            labels: &labels,
+            now: self.now(),
+            path: None,
+        };
+        let mut misses = fast_path_misses(rule, policy, &record.role, total, &ctx);
+        if rule.block_until_reviewed
+            && let Some(overdue) = self.overdue_review_of(record.requester_id).await?
+        {
+            misses.push(format!(
+                "`{}` has an overdue review of `{overdue}` (block_until_reviewed)",
+                record.requester_login
+            ));
+        }
+        Ok(Some((name, misses)))
+    }
+
+    /// Writes an allowed extension: the provider first (a grant that carries its expiry gets
+    /// the new one), then the new expiry together with the comment's effect, then the timers
+    /// and the note.
+    async fn extend_grant(
+        &self,
+        mut record: RequestRecord,
+        extension: Extension,
+        author: &Actor,
+        comment: CommentKey<'_>,
+    ) -> anyhow::Result<()> {
+        let Extension {
+            expires_at,
+            by,
+            total,
+            applied,
+            ..
+        } = extension;
+        let new_expiry = expires_at + by.to_chrono();
+        record.expires_at = Some(new_expiry);
+        record.total_secs = total.as_secs();
+        // Grants that carry their expiry (aws-iam) get the new one first: the store is written
+        // only after the cloud agrees, so a retry never extends twice.
+        let reapplied = applied.is_some();
+        if let Some(applied) = applied {
+            self.providers
+                .extend(&applied.role, &Self::spec(&record))
+                .await?;
+        }
+        let event = super::events::new_event(
+            EventKind::Extend,
+            Some(&record.id),
+            super::events::actor(author),
+            serde_json::json!({ "by": by.to_string(), "expires_at": crate::clock::iso(new_expiry), "total": total.to_string() }),
+            self.forge_kind(),
+        );
+        // The new expiry and the comment's effect in one write: a second run cannot extend again.
+        let now = self.now();
+        let stored = self
+            .store
+            .record_extension(comment, &mut record, &event, now)
+            .await;
+        if stored.is_err() && reapplied {
+            // A revoke won the race (it waits for this PR's lock only briefly, and another
+            // replica's not at all): what was just applied again with the new expiry is
+            // taken back.
+            self.taken_back_if_ended(&record.id).await?;
+        }
+        if !stored? {
+            return match self.store.get_request(&record.id).await? {
+                Some(stored) => {
+                    self.extension_timers(&stored).await?;
+                    self.announce_extension(&stored).await
+                }
+                None => Ok(()),
+            };
+        }
+        self.extension_timers(&record).await?;
+        self.forge
+            .note(
+                Thread::Change(record.pr_number),
+                &comment::extended_comment(record.requester_login.as_str(), new_expiry, self.now()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The note of the extension that set the stored expiry of an active grant, said once.
+    async fn announce_extension(&self, record: &RequestRecord) -> anyhow::Result<()> {
+        let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
+            return Ok(());
+        };
+        let requester = record.requester_login.as_str();
+        let marker = comment::extended_marker(requester, expires_at);
+        let text = comment::extended_comment(requester, expires_at, self.now());
+        self.note_once(Thread::Change(record.pr_number), &marker, &text)
+            .await
+    }
+
+    /// The revoke and the reminder of an active grant at its stored expiry (idempotent).
+    async fn extension_timers(&self, record: &RequestRecord) -> anyhow::Result<()> {
+        let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
+            return Ok(());
+        };
+        self.schedule(JobKind::Revoke, &record.id, expires_at)
+            .await?;
+        let remind_at = expires_at
+            - chrono::TimeDelta::from_std(self.settings.reminder_before).unwrap_or_default();
+        if remind_at > self.now() {
+            self.schedule(JobKind::Remind, &record.id, remind_at)
+                .await?;
+        }
+        Ok(())
+    }
+}
