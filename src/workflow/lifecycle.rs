@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 
 use super::change::{BOT_BRANCH_PREFIX, Write};
 use super::guard::{Expected, MergePlan, Merged, Refusal};
@@ -74,6 +75,14 @@ enum Ready {
     },
 }
 
+/// What stops a merge at its last reads; `stop_merge` does what each calls for.
+enum Stop {
+    /// The policy changed since the verdict: decide again on the PR as read.
+    Redecide(Box<PullRequestState>),
+    /// Refused, and said so with this reason.
+    Refuse(String),
+}
+
 impl Workflow {
     pub(super) fn request_path(record: &RequestRecord) -> String {
         RequestPath {
@@ -135,60 +144,18 @@ impl Workflow {
         let Some(ready) = self.prepare_merge(&mut record).await? else {
             return Ok(()); // refused, and said so
         };
-        // The last reads before the merge, and the status it needs, in one round trip.
-        let mut read = None;
-        if let Ready::Checked { .. } = ready {
-            let (pr, withdrawn) = self.merge_round(&mut record).await?;
-            if let Some(why) = self.policy_moved(&record, &pr.info.labels).await? {
-                // Decided again under the policy as it is now: a new verdict, said once.
-                tracing::info!(request = %record.id, %why, "the policy changed before the merge");
-                let fresh = self.store.get_request(&record.id).await?;
-                return self.evaluate_current(pr, fresh, None, None).await;
-            }
-            if let Some((have, need)) = withdrawn {
-                let why =
-                    format!("an approval was withdrawn before the merge ({have} of {need} remain)");
-                return self.refuse_merge(record, &why).await;
-            }
-            read = Some(pr);
-        }
+        let mut read = match self.last_reads(&mut record, &ready).await? {
+            Ok(read) => read,
+            Err(stop) => return self.stop_merge(record, stop).await,
+        };
         let checked_head = record.head_sha.clone();
-        if record.granted_at.is_none() {
-            let now = self.now();
-            record.granted_at = Some(now);
-            record.expires_at = Some(now + chrono::TimeDelta::seconds(record.duration_secs as i64));
-            record.review_due_at = review_within(&record).map(|within| now + within.to_chrono());
-            self.store.update_request(&mut record, now).await?;
-        }
-        let expires_at = record.expires_at.context("set above")?;
-        let grant_files = match ready {
-            Ready::AlreadyMerged => Vec::new(),
-            Ready::Checked {
-                role,
-                mut spec,
-                staged,
-            } => {
-                spec.expires_at = crate::clock::iso(expires_at);
-                let files = match self
-                    .stamp_expiry(&mut record, &role, &spec, &staged)
-                    .await?
-                {
-                    Ok(files) => files,
-                    Err(why) => return self.refuse_merge(record, &why).await,
-                };
-                // What the grant applies is fixed now, as checked: revoke reads this, never the
-                // policy.
-                self.store
-                    .plan_grant(&AppliedGrant {
-                        request_id: record.id.clone(),
-                        provider: role.provider.clone(),
-                        role,
-                        files: files.clone(),
-                        applied_at: self.now(),
-                    })
-                    .await?;
-                files
-            }
+        let expires_at = self.fix_grant_time(&mut record).await?;
+        let grant_files = match self
+            .plan_grant_files(&mut record, ready, expires_at)
+            .await?
+        {
+            Ok(files) => files,
+            Err(why) => return self.refuse_merge(record, &why).await,
         };
         if record.head_sha != checked_head {
             // The expiry was stamped into the grant files: a new head, read again at the merge.
@@ -230,6 +197,87 @@ impl Workflow {
         record.total_secs = record.duration_secs;
         self.store.update_request(&mut record, self.now()).await?;
         self.after_merge(record).await
+    }
+
+    /// The last reads before a checked merge, and the status it needs, in one round trip: the
+    /// PR as read, or what stops the merge (the policy changed, an approval was withdrawn).
+    async fn last_reads(
+        &self,
+        record: &mut RequestRecord,
+        ready: &Ready,
+    ) -> anyhow::Result<Result<Option<PullRequestState>, Stop>> {
+        let Ready::Checked { .. } = ready else {
+            return Ok(Ok(None)); // merged already: the guard returns the merge as it happened
+        };
+        let (pr, withdrawn) = self.merge_round(record).await?;
+        if let Some(why) = self.policy_moved(record, &pr.info.labels).await? {
+            tracing::info!(request = %record.id, %why, "the policy changed before the merge");
+            return Ok(Err(Stop::Redecide(Box::new(pr))));
+        }
+        if let Some((have, need)) = withdrawn {
+            let why =
+                format!("an approval was withdrawn before the merge ({have} of {need} remain)");
+            return Ok(Err(Stop::Refuse(why)));
+        }
+        Ok(Ok(Some(pr)))
+    }
+
+    async fn stop_merge(&self, record: RequestRecord, stop: Stop) -> anyhow::Result<()> {
+        match stop {
+            Stop::Redecide(pr) => {
+                // Decided again under the policy as it is now: a new verdict, said once.
+                let fresh = self.store.get_request(&record.id).await?;
+                self.evaluate_current(*pr, fresh, None, None).await
+            }
+            Stop::Refuse(why) => self.refuse_merge(record, &why).await,
+        }
+    }
+
+    /// The grant time, expiry and review deadline, fixed on the bot's clock before the merge
+    /// (and kept when the merge job runs again), so that the trailer and the stored expiry agree.
+    async fn fix_grant_time(&self, record: &mut RequestRecord) -> anyhow::Result<DateTime<Utc>> {
+        if record.granted_at.is_none() {
+            let now = self.now();
+            record.granted_at = Some(now);
+            record.expires_at = Some(now + chrono::TimeDelta::seconds(record.duration_secs as i64));
+            record.review_due_at = review_within(record).map(|within| now + within.to_chrono());
+            self.store.update_request(record, now).await?;
+        }
+        record.expires_at.context("set above")
+    }
+
+    /// What the grant applies, fixed now as checked (revoke reads this record, never the
+    /// policy), with the expiry stamped into its grant files: the files the merge must hold,
+    /// or why the merge cannot go on.
+    async fn plan_grant_files(
+        &self,
+        record: &mut RequestRecord,
+        ready: Ready,
+        expires_at: DateTime<Utc>,
+    ) -> anyhow::Result<Result<Vec<RenderedFile>, String>> {
+        let Ready::Checked {
+            role,
+            mut spec,
+            staged,
+        } = ready
+        else {
+            return Ok(Ok(Vec::new()));
+        };
+        spec.expires_at = crate::clock::iso(expires_at);
+        let files = match self.stamp_expiry(record, &role, &spec, &staged).await? {
+            Ok(files) => files,
+            Err(why) => return Ok(Err(why)),
+        };
+        self.store
+            .plan_grant(&AppliedGrant {
+                request_id: record.id.clone(),
+                provider: role.provider.clone(),
+                role,
+                files: files.clone(),
+                applied_at: self.now(),
+            })
+            .await?;
+        Ok(Ok(files))
     }
 
     /// The steps after a request's merge: the log and the timers of its grant. Each
@@ -753,6 +801,28 @@ impl Workflow {
         if branch != default {
             return Ok(());
         }
+        self.follow_default_push(after, commits).await?;
+        // Handled: what it removed is reconciled (an error before this leaves a gap).
+        self.caches.push_handled(&super::cache::HandledPush {
+            before,
+            after,
+            by_bot: pusher.id == self.bot.id,
+            commits: commits.len(),
+        });
+        if pusher.id == self.bot.id {
+            return Ok(()); // the bot's own merges went through the merge guard
+        }
+        self.remove_landed_without_bot(commits, pusher).await
+    }
+
+    /// What a push to the default branch changes for the bot: its head for the next bot
+    /// change, the cached policies when they may have changed, and the grants whose request
+    /// file it removed or whose role a policy change may have taken away (reconciled now).
+    async fn follow_default_push(
+        &self,
+        after: &str,
+        commits: &[PushedCommit],
+    ) -> anyhow::Result<()> {
         let removed: Vec<RequestPath> = commits
             .iter()
             .flat_map(|c| c.removed.iter())
@@ -789,16 +859,16 @@ impl Workflow {
                 self.reconcile_active(&baseline).await?;
             }
         }
-        // Handled: what it removed is reconciled (an error before this leaves a gap).
-        self.caches.push_handled(&super::cache::HandledPush {
-            before,
-            after,
-            by_bot: pusher.id == self.bot.id,
-            commits: commits.len(),
-        });
-        if pusher.id == self.bot.id {
-            return Ok(()); // the bot's own merges went through the merge guard
-        }
+        Ok(())
+    }
+
+    /// Request and grant files that a push by anyone but the bot added to the default branch:
+    /// never granted, so removed in full by guarded bot changes, one per request.
+    async fn remove_landed_without_bot(
+        &self,
+        commits: &[PushedCommit],
+        pusher: &Actor,
+    ) -> anyhow::Result<()> {
         // A merge's push lists a file under several commits: look at each path once.
         let added: BTreeSet<&String> = commits.iter().flat_map(|c| c.added.iter()).collect();
         let roots = self.grant_roots().await?;
@@ -807,27 +877,7 @@ impl Workflow {
             .into_iter()
             .filter(|p| p.starts_with("requests/") || is_grant(p))
             .collect();
-        if unauthorized.is_empty() {
-            return Ok(());
-        }
-        // One removal per request id; grant files go with the request whose id they name.
-        let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for path in &unauthorized {
-            let stem = path
-                .rsplit('/')
-                .next()
-                .and_then(|f| f.split('.').next())
-                .unwrap_or(path)
-                .to_owned();
-            let subject = unauthorized
-                .iter()
-                .filter_map(|p| RequestPath::parse(p))
-                .map(|r| r.id.to_string())
-                .find(|id| path.contains(id.as_str()))
-                .unwrap_or(stem);
-            groups.entry(subject).or_default().push((*path).clone());
-        }
-        for (subject, paths) in groups {
+        for (subject, paths) in group_by_request(&unauthorized) {
             tracing::warn!(%subject, ?paths, pusher = %pusher.login, "files reached the default branch without breakglass; removing them");
             self.metrics
                 .inc("breakglass_anomalies_total", "kind=\"landed_without_bot\"");
@@ -993,4 +1043,64 @@ struct Removal<'a> {
     body: &'a str,
     /// The files are an already revoked request's, added again.
     readded: bool,
+}
+
+/// Files that landed without the bot, one group per request id: a grant file goes with the
+/// request whose id its path names, else with its own file stem.
+fn group_by_request(paths: &[&String]) -> BTreeMap<String, Vec<String>> {
+    let ids: Vec<String> = paths
+        .iter()
+        .filter_map(|p| RequestPath::parse(p))
+        .map(|r| r.id.to_string())
+        .collect();
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for path in paths {
+        let stem = path
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.split('.').next())
+            .unwrap_or(path);
+        let subject = ids
+            .iter()
+            .find(|id| path.contains(id.as_str()))
+            .map_or_else(|| stem.to_owned(), Clone::clone);
+        groups.entry(subject).or_default().push((*path).clone());
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_by_request;
+
+    #[test]
+    fn files_that_landed_without_the_bot_are_removed_one_request_at_a_time() {
+        let paths: Vec<String> = [
+            "requests/prod/r1.yaml",
+            "grants/prod/r1.tf",
+            "requests/dev/r2.yaml",
+            "grants/network/orphan.tf",
+        ]
+        .map(String::from)
+        .into();
+        let refs: Vec<&String> = paths.iter().collect();
+        let groups = group_by_request(&refs);
+        assert_eq!(
+            groups.into_iter().collect::<Vec<_>>(),
+            vec![
+                (
+                    "orphan".to_owned(),
+                    vec!["grants/network/orphan.tf".to_owned()]
+                ),
+                (
+                    "r1".to_owned(),
+                    vec![
+                        "requests/prod/r1.yaml".to_owned(),
+                        "grants/prod/r1.tf".to_owned()
+                    ]
+                ),
+                ("r2".to_owned(), vec!["requests/dev/r2.yaml".to_owned()]),
+            ]
+        );
+    }
 }
