@@ -1,10 +1,11 @@
 //! The `breakglass` command line: wiring only; the work is in the library.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use breakglass::audit::{self, AuditOptions, ReportOptions};
 use breakglass::check::{self, CheckInput};
 use breakglass::config::Config;
 use breakglass::names::{Login, Team};
@@ -197,42 +198,11 @@ fn try_main() -> anyhow::Result<ExitCode> {
                 labels,
                 now: now.unwrap_or_else(chrono::Utc::now),
             };
-            let report = check::run(&policies, &files, &input);
-            match format {
-                Format::Human => emit(check::render_human(&report))?,
-                Format::Json => emit(format!("{}\n", serde_json::to_string_pretty(&report)?))?,
-            }
-            Ok(ExitCode::from(report.status.exit_code()))
+            check_files(&policies, &files, &input, format)
         }
         Command::Policy {
             command: PolicyCommand::Lint { dir, format },
-        } => {
-            let (count, problems) = match policy::read_dir(&dir) {
-                Ok(files) => (files.len(), policy::lint(&files)),
-                Err(problems) => (0, problems),
-            };
-            match format {
-                Format::Human if problems.is_empty() => emit(format!(
-                    "{count} policy file(s) in {}: no problems\n",
-                    dir.display()
-                ))?,
-                Format::Human => {
-                    let listed: String = problems.iter().map(|p| format!("{p}\n")).collect();
-                    emit(format!("{listed}{} problem(s)\n", problems.len()))?;
-                }
-                Format::Json => emit(format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "files": count, "problems": problems })
-                    )?
-                ))?,
-            }
-            Ok(if problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        } => lint_policies(&dir, format),
         Command::Schema { kind } => {
             let schema = match kind {
                 SchemaKind::Request => breakglass::schema::request(),
@@ -253,7 +223,6 @@ fn try_main() -> anyhow::Result<ExitCode> {
             grace,
             now,
         } => {
-            use breakglass::audit::{self, AuditOptions, ReportOptions};
             let options = AuditOptions {
                 branch,
                 report: ReportOptions {
@@ -264,22 +233,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
                     ..ReportOptions::new(now.unwrap_or_else(chrono::Utc::now))
                 },
             };
-            let report = audit::run(&repo, &options)?;
-            let format = match format {
-                AuditFormat::Table => audit::Format::Table,
-                AuditFormat::Json => audit::Format::Json,
-                AuditFormat::Csv => audit::Format::Csv,
-                AuditFormat::Markdown => audit::Format::Markdown,
-            };
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            match audit::render::render(&report, format, &mut out)
-                .and_then(|()| std::io::Write::flush(&mut out))
-            {
-                // `breakglass audit | head` is not an error.
-                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
-                written => written?,
-            }
-            Ok(ExitCode::from(report.exit_code()))
+            audit_report(&repo, &options, format)
         }
         Command::Audit {
             command:
@@ -290,23 +244,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
                     database_url,
                 }),
             ..
-        } => {
-            let url = match database_url {
-                Some(url) => url,
-                None => load_config(config.as_deref())?.database_url,
-            };
-            let history = breakglass::audit::read_history(&repo, branch.as_deref())?;
-            runtime()?.block_on(async {
-                let store = breakglass::store::Store::connect(&url).await?;
-                let verification = breakglass::audit::verify::verify(&store, &history).await?;
-                emit(&verification)?;
-                Ok(if verification.ok() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                })
-            })
-        }
+        } => audit_verify(&repo, branch.as_deref(), config.as_deref(), database_url),
         Command::Migrate { config } => migrate(config.as_deref()),
         Command::Demo {
             ttl,
@@ -325,6 +263,99 @@ fn try_main() -> anyhow::Result<ExitCode> {
         }
     }
     .context("breakglass failed")
+}
+
+/// `breakglass check`: exit 0 when every file is allowed, 1 when one is denied, 2 for invalid
+/// input.
+fn check_files(
+    policies: &Path,
+    files: &[PathBuf],
+    input: &CheckInput,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let report = check::run(policies, files, input);
+    match format {
+        Format::Human => emit(check::render_human(&report))?,
+        Format::Json => emit(format!("{}\n", serde_json::to_string_pretty(&report)?))?,
+    }
+    Ok(ExitCode::from(report.status.exit_code()))
+}
+
+/// `breakglass policy lint`: exit 1 when a policy file has a problem.
+fn lint_policies(dir: &Path, format: Format) -> anyhow::Result<ExitCode> {
+    let (count, problems) = match policy::read_dir(dir) {
+        Ok(files) => (files.len(), policy::lint(&files)),
+        Err(problems) => (0, problems),
+    };
+    match format {
+        Format::Human if problems.is_empty() => emit(format!(
+            "{count} policy file(s) in {}: no problems\n",
+            dir.display()
+        ))?,
+        Format::Human => {
+            let listed: String = problems.iter().map(|p| format!("{p}\n")).collect();
+            emit(format!("{listed}{} problem(s)\n", problems.len()))?;
+        }
+        Format::Json => emit(format!(
+            "{}\n",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "files": count, "problems": problems })
+            )?
+        ))?,
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `breakglass audit`: the report of the requests repo's history, on stdout.
+fn audit_report(
+    repo: &str,
+    options: &AuditOptions,
+    format: AuditFormat,
+) -> anyhow::Result<ExitCode> {
+    let report = audit::run(repo, options)?;
+    let format = match format {
+        AuditFormat::Table => audit::Format::Table,
+        AuditFormat::Json => audit::Format::Json,
+        AuditFormat::Csv => audit::Format::Csv,
+        AuditFormat::Markdown => audit::Format::Markdown,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match audit::render::render(&report, format, &mut out)
+        .and_then(|()| std::io::Write::flush(&mut out))
+    {
+        // `breakglass audit | head` is not an error.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+        written => written?,
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// `breakglass audit verify`: the event log's chain, and the log against git.
+fn audit_verify(
+    repo: &str,
+    branch: Option<&str>,
+    config: Option<&Path>,
+    database_url: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let url = match database_url {
+        Some(url) => url,
+        None => load_config(config)?.database_url,
+    };
+    let history = audit::read_history(repo, branch)?;
+    runtime()?.block_on(async {
+        let store = breakglass::store::Store::connect(&url).await?;
+        let verification = audit::verify::verify(&store, &history).await?;
+        emit(&verification)?;
+        Ok(if verification.ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -372,7 +403,7 @@ async fn stop_signal() -> anyhow::Result<()> {
 
 /// The configuration: the file named by `--config`, which must exist, or else
 /// `breakglass.toml` when there is one (the environment alone can configure the service).
-fn load_config(named: Option<&std::path::Path>) -> anyhow::Result<Config> {
+fn load_config(named: Option<&Path>) -> anyhow::Result<Config> {
     Ok(match named {
         Some(path) => Config::load_named(path, std::env::vars())?,
         None => Config::load(std::path::Path::new("breakglass.toml"), std::env::vars())?,

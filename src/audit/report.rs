@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use git2::Oid;
 
 use super::history::{
-    Claim, EventKind, ForgedFact, GrantFact, History, LandedFact, RevokeFact, TrailerTime,
+    Claim, Event, EventKind, ForgedFact, GrantFact, History, LandedFact, RevokeFact, TrailerTime,
 };
 use super::trailers::TrailerKey;
 use crate::clock::iso;
@@ -277,59 +277,12 @@ struct Landed {
 /// `--since` may be revoked inside the period and the reverse), then rows and anomalies are
 /// filtered.
 pub fn build(history: History, repository: String, options: ReportOptions) -> Report {
-    let count = history.events.len();
-    let mut grants: Vec<Pending> = Vec::with_capacity(count / 2 + 1);
-    // Request id → the latest grant still waiting for its revoke. Ids are unique, but should
-    // one repeat while its grant is open, `Pending::previous_open` keeps the older one.
-    let mut open: HashMap<String, usize> = HashMap::new();
-    let mut unpaired: Vec<Revoke> = Vec::new();
-    let mut landed: Vec<Landed> = Vec::new();
-    let mut forged: Vec<Forged> = Vec::new();
-    for event in history.events {
-        match event.kind {
-            EventKind::Grant(fact) => {
-                let index = grants.len();
-                let previous_open = open.insert(fact.request_id.clone(), index);
-                grants.push(Pending::new(event.position, event.commit, event.at, fact));
-                grants[index].previous_open = previous_open;
-            }
-            EventKind::Revoke(fact) => {
-                let revoke = Revoke {
-                    position: event.position,
-                    commit: event.commit,
-                    at: event.at,
-                    fact,
-                };
-                let Some(&index) = open.get(&revoke.fact.request_id) else {
-                    unpaired.push(revoke);
-                    continue;
-                };
-                match grants[index].previous_open {
-                    Some(previous) => {
-                        open.insert(revoke.fact.request_id.clone(), previous);
-                    }
-                    None => {
-                        open.remove(&revoke.fact.request_id);
-                    }
-                }
-                grants[index].revoke = Some(revoke);
-            }
-            EventKind::Landed(fact) => landed.push(Landed {
-                position: event.position,
-                commit: event.commit,
-                at: event.at,
-                fact,
-            }),
-            // Counted as neither a grant nor a revoke: a forged revoke closes nothing.
-            EventKind::Forged(fact) => forged.push(Forged {
-                position: event.position,
-                commit: event.commit,
-                at: event.at,
-                fact,
-            }),
-        }
-    }
-
+    let Sorted {
+        grants,
+        unpaired,
+        landed,
+        forged,
+    } = sort_events(history.events);
     let mut anomalies = Vec::new();
     let mut rows = Vec::with_capacity(grants.len());
     let mut paired: Vec<(String, Oid, usize)> = Vec::new();
@@ -350,22 +303,109 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
         finish_row(&mut pending, &history.branch, &options, &mut anomalies);
         rows.push(pending.row);
     }
-
     // A reconcile removal is the bot cleaning up after a direct push: not an anomaly by
     // itself (the push is), but it tells what became of the file.
     let (removals, strays): (Vec<Revoke>, Vec<Revoke>) = unpaired
         .into_iter()
         .partition(|r| r.fact.removal && r.fact.reason.as_deref() == Some("reconcile"));
-    // Only built when there are strays (rare): a second revoke of a revoked grant says so.
-    let revoked_by: HashMap<&str, (Oid, usize)> = if strays.is_empty() {
-        HashMap::new()
-    } else {
-        paired
-            .iter()
-            .map(|(id, commit, position)| (id.as_str(), (*commit, *position)))
-            .collect()
+    flag_strays(&strays, &paired, &history.branch, &options, &mut anomalies);
+    flag_landed(landed, &removals, &options, &mut anomalies);
+    flag_forged(forged, &options, &mut anomalies);
+    anomalies.sort_by_key(|a| (a.position, a.kind));
+    Report {
+        repository,
+        branch: history.branch,
+        head: history.head,
+        options,
+        grants: rows,
+        anomalies,
+    }
+}
+
+/// The history's facts sorted out: each grant with its revoke, and what pairs with nothing.
+struct Sorted {
+    grants: Vec<Pending>,
+    /// Revokes of no open grant.
+    unpaired: Vec<Revoke>,
+    landed: Vec<Landed>,
+    forged: Vec<Forged>,
+}
+
+fn sort_events(events: Vec<Event>) -> Sorted {
+    let mut sorted = Sorted {
+        grants: Vec::with_capacity(events.len() / 2 + 1),
+        unpaired: Vec::new(),
+        landed: Vec::new(),
+        forged: Vec::new(),
     };
-    for revoke in &strays {
+    let grants = &mut sorted.grants;
+    // Request id → the latest grant still waiting for its revoke. Ids are unique, but should
+    // one repeat while its grant is open, `Pending::previous_open` keeps the older one.
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for event in events {
+        match event.kind {
+            EventKind::Grant(fact) => {
+                let index = grants.len();
+                let previous_open = open.insert(fact.request_id.clone(), index);
+                grants.push(Pending::new(event.position, event.commit, event.at, fact));
+                grants[index].previous_open = previous_open;
+            }
+            EventKind::Revoke(fact) => {
+                let revoke = Revoke {
+                    position: event.position,
+                    commit: event.commit,
+                    at: event.at,
+                    fact,
+                };
+                let Some(&index) = open.get(&revoke.fact.request_id) else {
+                    sorted.unpaired.push(revoke);
+                    continue;
+                };
+                match grants[index].previous_open {
+                    Some(previous) => {
+                        open.insert(revoke.fact.request_id.clone(), previous);
+                    }
+                    None => {
+                        open.remove(&revoke.fact.request_id);
+                    }
+                }
+                grants[index].revoke = Some(revoke);
+            }
+            EventKind::Landed(fact) => sorted.landed.push(Landed {
+                position: event.position,
+                commit: event.commit,
+                at: event.at,
+                fact,
+            }),
+            // Counted as neither a grant nor a revoke: a forged revoke closes nothing.
+            EventKind::Forged(fact) => sorted.forged.push(Forged {
+                position: event.position,
+                commit: event.commit,
+                at: event.at,
+                fact,
+            }),
+        }
+    }
+    sorted
+}
+
+/// One `revert_without_grant` anomaly per revoke in the period that closes no grant; a second
+/// revoke of a revoked grant names the first (`paired`: each revoked grant's id and revoke).
+fn flag_strays(
+    strays: &[Revoke],
+    paired: &[(String, Oid, usize)],
+    branch: &str,
+    options: &ReportOptions,
+    anomalies: &mut Vec<Anomaly>,
+) {
+    if strays.is_empty() {
+        return; // rare: the map below is built only for them
+    }
+    let revoked_by: HashMap<&str, (Oid, usize)> = paired
+        .iter()
+        .map(|(id, commit, position)| (id.as_str(), (*commit, *position)))
+        .collect();
+    for revoke in strays {
         if !options.in_period(revoke.at) {
             continue; // the environment is unknown: a revoke names only the request
         }
@@ -374,7 +414,7 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
             Some(&(first, at)) if at < revoke.position => {
                 format!("{id} was already revoked by {}", short(first))
             }
-            _ => format!("no grant merge for {id} on {} before it", history.branch),
+            _ => format!("no grant merge for {id} on {branch} before it"),
         };
         anomalies.push(Anomaly {
             kind: AnomalyKind::RevertWithoutGrant,
@@ -388,6 +428,16 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
             position: revoke.position,
         });
     }
+}
+
+/// One `landed_without_bot` anomaly per file in the period that reached the branch without
+/// the bot, saying which reconcile removal (if any) took it out again.
+fn flag_landed(
+    landed: Vec<Landed>,
+    removals: &[Revoke],
+    options: &ReportOptions,
+    anomalies: &mut Vec<Anomaly>,
+) {
     for Landed {
         position,
         commit,
@@ -416,16 +466,6 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
             commit,
             position,
         });
-    }
-    flag_forged(forged, &options, &mut anomalies);
-    anomalies.sort_by_key(|a| (a.position, a.kind));
-    Report {
-        repository,
-        branch: history.branch,
-        head: history.head,
-        options,
-        grants: rows,
-        anomalies,
     }
 }
 

@@ -57,45 +57,83 @@ pub async fn verify(store: &Store, history: &History) -> Result<Verification, St
         Err(err) => return Err(err),
     }
     let events = all_events(store).await?;
-    let short = |sha: &str| sha.chars().take(12).collect::<String>();
+    let git = GitMerges::read(history, &mut result.problems);
+    let logged = log_against_git(&events, &git, &history.branch, &mut result.problems);
+    git_against_log(&git, &logged, &mut result);
+    result.problems.sort();
+    Ok(result)
+}
 
-    // What git says, by merge commit.
-    let mut grants: HashMap<String, &str> = HashMap::new();
-    let mut revokes: HashMap<String, &str> = HashMap::new();
-    let mut forged: HashMap<String, &str> = HashMap::new();
-    for event in &history.events {
-        match &event.kind {
-            Fact::Grant(grant) => {
-                grants.insert(event.commit.to_string(), grant.request_id.as_str());
+fn short(sha: &str) -> String {
+    sha.chars().take(12).collect()
+}
+
+/// What git says, by merge commit: the request each grant and revoke merge names, and the
+/// commits whose trailers their files do not bear out.
+struct GitMerges<'h> {
+    grants: HashMap<String, &'h str>,
+    revokes: HashMap<String, &'h str>,
+    forged: HashMap<String, &'h str>,
+}
+
+impl<'h> GitMerges<'h> {
+    /// Reads `history`; each forged commit is a problem, whatever the log says.
+    fn read(history: &'h History, problems: &mut Vec<String>) -> Self {
+        let mut git = Self {
+            grants: HashMap::new(),
+            revokes: HashMap::new(),
+            forged: HashMap::new(),
+        };
+        for event in &history.events {
+            let sha = event.commit.to_string();
+            match &event.kind {
+                Fact::Grant(grant) => {
+                    git.grants.insert(sha, grant.request_id.as_str());
+                }
+                Fact::Revoke(revoke) => {
+                    git.revokes.insert(sha, revoke.request_id.as_str());
+                }
+                // Neither a grant nor a revoke, and never the bot's.
+                Fact::Forged(fact) => {
+                    problems.push(format!(
+                        "commit {} has forged trailers: {}",
+                        short(&sha),
+                        fact.detail
+                    ));
+                    git.forged.insert(sha, fact.request_id.as_str());
+                }
+                Fact::Landed(_) => {}
             }
-            Fact::Revoke(revoke) => {
-                revokes.insert(event.commit.to_string(), revoke.request_id.as_str());
-            }
-            // Neither a grant nor a revoke, and never the bot's: named whatever the log says.
-            Fact::Forged(fact) => {
-                let sha = event.commit.to_string();
-                result.problems.push(format!(
-                    "commit {} has forged trailers: {}",
-                    short(&sha),
-                    fact.detail
-                ));
-                forged.insert(sha, fact.request_id.as_str());
-            }
-            Fact::Landed(_) => {}
         }
+        git
     }
+}
 
-    // The log against git.
-    let mut logged_grants: HashMap<String, u64> = HashMap::new();
-    let mut logged_revokes: HashMap<String, u64> = HashMap::new();
-    for event in &events {
-        let (sha_key, git, logged) = match event.kind {
-            EventKind::Merge => ("merge_sha", &grants, &mut logged_grants),
-            EventKind::Revert | EventKind::Remove => ("revert_sha", &revokes, &mut logged_revokes),
+/// The merge commits the log names: grants' and revocations', each with its row.
+#[derive(Default)]
+struct Logged {
+    grants: HashMap<String, u64>,
+    revokes: HashMap<String, u64>,
+}
+
+/// Each merge and revert the log names against the commit git has for it.
+fn log_against_git(
+    events: &[EventRecord],
+    git: &GitMerges<'_>,
+    branch: &str,
+    problems: &mut Vec<String>,
+) -> Logged {
+    let mut logged = Logged::default();
+    for event in events {
+        let (sha_key, merges, seen) = match event.kind {
+            EventKind::Merge => ("merge_sha", &git.grants, &mut logged.grants),
+            EventKind::Revert | EventKind::Remove => {
+                ("revert_sha", &git.revokes, &mut logged.revokes)
+            }
             // Since revokes and reverts are logged apart (the revert follows as forge work),
             // a revoke names no commit; one logged before that names its revert's.
             EventKind::Revoke if event.data.get("revert_sha").is_some() => {
-                ("revert_sha", &revokes, &mut logged_revokes)
+                ("revert_sha", &git.revokes, &mut logged.revokes)
             }
             _ => continue,
         };
@@ -108,41 +146,35 @@ pub async fn verify(store: &Store, history: &History) -> Result<Verification, St
             // A grant whose request file someone removed by hand was revoked without a revert
             // merge: the log says so, and git has nothing to match.
             if event.data.get("reason").and_then(|v| v.as_str()) != Some("reconcile") {
-                result.problems.push(format!(
+                problems.push(format!(
                     "event log row {}: {} of `{request}` names no commit",
                     event.seq, event.kind
                 ));
             }
             continue;
         };
-        logged.insert(sha.to_owned(), event.seq);
-        match git.get(sha) {
+        seen.insert(sha.to_owned(), event.seq);
+        let (row, kind, commit) = (event.seq, event.kind, short(sha));
+        match merges.get(sha) {
             Some(id) if *id == request => {}
-            Some(id) => result.problems.push(format!(
-                "event log row {}: {} of `{request}` is commit {}, which git records for `{id}`",
-                event.seq,
-                event.kind,
-                short(sha)
+            Some(id) => problems.push(format!(
+                "event log row {row}: {kind} of `{request}` is commit {commit}, which git records for `{id}`"
             )),
-            None if forged.contains_key(sha) => result.problems.push(format!(
-                "event log row {}: {} of `{request}` is commit {}, whose files do not bear out its trailers",
-                event.seq,
-                event.kind,
-                short(sha)
+            None if git.forged.contains_key(sha) => problems.push(format!(
+                "event log row {row}: {kind} of `{request}` is commit {commit}, whose files do not bear out its trailers"
             )),
-            None => result.problems.push(format!(
-                "event log row {}: {} commit {} of `{request}` is not on {}'s first-parent history (history rewritten?)",
-                event.seq,
-                event.kind,
-                short(sha),
-                history.branch
+            None => problems.push(format!(
+                "event log row {row}: {kind} commit {commit} of `{request}` is not on {branch}'s first-parent history (history rewritten?)"
             )),
         }
     }
+    logged
+}
 
-    // Git against the log.
-    for (sha, id) in &grants {
-        if logged_grants.contains_key(sha) {
+/// Each grant and revoke merge in git against the log: counted when logged, a problem when not.
+fn git_against_log(git: &GitMerges<'_>, logged: &Logged, result: &mut Verification) {
+    for (sha, id) in &git.grants {
+        if logged.grants.contains_key(sha) {
             result.grants += 1;
         } else {
             result.problems.push(format!(
@@ -151,8 +183,8 @@ pub async fn verify(store: &Store, history: &History) -> Result<Verification, St
             ));
         }
     }
-    for (sha, id) in &revokes {
-        if logged_revokes.contains_key(sha) {
+    for (sha, id) in &git.revokes {
+        if logged.revokes.contains_key(sha) {
             result.revocations += 1;
         } else {
             result.problems.push(format!(
@@ -161,8 +193,6 @@ pub async fn verify(store: &Store, history: &History) -> Result<Verification, St
             ));
         }
     }
-    result.problems.sort();
-    Ok(result)
 }
 
 async fn all_events(store: &Store) -> Result<Vec<EventRecord>, StoreError> {

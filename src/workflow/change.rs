@@ -151,8 +151,32 @@ impl Workflow {
         // Recorded before the branch exists: a crash from here on leaves a trace to clean up.
         self.store.put_change(&change).await?;
         self.forge.create_branch(&change.branch, &base_sha).await?;
-        let mut head = base_sha;
-        for (write, blob) in &todo {
+        let Some(head) = self.commit_writes(&mut change, &todo).await? else {
+            return Ok(Attempt::StaleBlob);
+        };
+        change.head_sha = Some(head);
+        self.store.put_change(&change).await?;
+        let pr = self
+            .forge
+            .open_change(&change.branch, &default, title, body)
+            .await?;
+        change.pr_number = Some(pr.info.number);
+        change.updated_at = self.now();
+        self.store.put_change(&change).await?;
+        Ok(Attempt::Built(Some(Box::new(Built { change, pr }))))
+    }
+
+    /// Commits `todo` on the change's new branch, one write after another, noting the blob of
+    /// each file it puts: the branch's head, or `None` when the forge refused a deletion by a
+    /// known blob (the file is then read, and the change built again).
+    async fn commit_writes(
+        &self,
+        change: &mut Change,
+        todo: &[(Write, Option<String>)],
+    ) -> anyhow::Result<Option<String>> {
+        let (kind, subject) = (change.kind, change.subject.clone());
+        let mut head = change.base_sha.clone();
+        for (write, blob) in todo {
             head = match write {
                 Write::Put { path, content } => {
                     let written = self
@@ -186,23 +210,14 @@ impl Workflow {
                         // Not there, or not as the bot wrote it: a read is the truth.
                         Err(err) if write.hinted() && err.status().is_some() => {
                             tracing::info!(%path, error = %err, "a deletion by a known blob was refused; reading the file");
-                            return Ok(Attempt::StaleBlob);
+                            return Ok(None);
                         }
                         Err(err) => return Err(err.into()),
                     }
                 }
             };
         }
-        change.head_sha = Some(head);
-        self.store.put_change(&change).await?;
-        let pr = self
-            .forge
-            .open_change(&change.branch, &default, title, body)
-            .await?;
-        change.pr_number = Some(pr.info.number);
-        change.updated_at = self.now();
-        self.store.put_change(&change).await?;
-        Ok(Attempt::Built(Some(Box::new(Built { change, pr }))))
+        Ok(Some(head))
     }
 
     /// `writes` as they apply on `base_sha`, each deletion with the blob it deletes; deletions of

@@ -12,7 +12,7 @@ use crate::forge::Actor;
 use crate::forge::Thread;
 use crate::names::{Login, Name, RequestId, Ticket};
 use crate::policy::decision::Context;
-use crate::policy::{PolicySet, Problem, evaluate};
+use crate::policy::{Policy, PolicySet, Problem, evaluate};
 use crate::request::{AccessRequest, Reason, RequestPath};
 use crate::store::JobKind;
 use crate::store::{ApprovalSource, CommentKey, Effect};
@@ -157,37 +157,11 @@ impl Workflow {
         };
         let (_, policies) = self.load_policies().await?;
         let policy = policies.as_ref().ok().and_then(|p| p.get(environment));
-        // Without a role, the policy's only role; otherwise the user must choose.
-        let role = match (role, policy) {
-            (Some(role), _) => role.to_owned(),
-            (None, Some(policy)) if policy.roles.len() == 1 => policy
-                .roles
-                .keys()
-                .next()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            (None, Some(policy)) => {
-                let roles: Vec<String> = policy.roles.keys().map(ToString::to_string).collect();
-                let text = format!(
-                    "⚠️ `{environment}` has several roles; name one: `/breakglass {environment} {duration} <role> -- reason` with <role> one of {}",
-                    roles.join(", ")
-                );
-                return self.reply(thread, &text).await;
-            }
-            (None, None) => "admin".to_owned(), // the policy check will explain the unknown environment
+        let role = match chosen_role(role, policy, environment, duration) {
+            Ok(role) => role,
+            Err(reply) => return self.reply(thread, &reply).await,
         };
-        // A ticket in the reason is picked up when the policy asks for one.
-        let ticket = policy
-            .and_then(|p| p.ticket_pattern.as_deref())
-            .and_then(|pattern| regex::Regex::new(pattern).ok())
-            .and_then(|re| {
-                reason
-                    .as_str()
-                    .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
-                    .find(|w| re.is_match(w))
-                    .map(str::to_owned)
-            })
-            .and_then(|t| Ticket::try_from(t).ok());
+        let ticket = ticket_in(&reason, policy);
         let login = Login::try_from(author.login.clone()).map_err(anyhow::Error::msg)?;
         let request = AccessRequest {
             environment: Name::try_from(environment.to_owned()).map_err(anyhow::Error::msg)?,
@@ -561,4 +535,44 @@ impl Workflow {
             None => Ok(false),
         }
     }
+}
+
+/// The role a `/breakglass` request asks for: the one named, else the policy's only role; a
+/// policy with several wants one named (`Err`: the reply that says so). An unknown
+/// environment gets `admin`, which the policy check then explains.
+fn chosen_role(
+    role: Option<&str>,
+    policy: Option<&Policy>,
+    environment: &str,
+    duration: HumanDuration,
+) -> Result<String, String> {
+    match (role, policy) {
+        (Some(role), _) => Ok(role.to_owned()),
+        (None, Some(policy)) if policy.roles.len() == 1 => Ok(policy
+            .roles
+            .keys()
+            .next()
+            .map(ToString::to_string)
+            .unwrap_or_default()),
+        (None, Some(policy)) => {
+            let roles: Vec<String> = policy.roles.keys().map(ToString::to_string).collect();
+            Err(format!(
+                "⚠️ `{environment}` has several roles; name one: `/breakglass {environment} {duration} <role> -- reason` with <role> one of {}",
+                roles.join(", ")
+            ))
+        }
+        (None, None) => Ok("admin".to_owned()),
+    }
+}
+
+/// The ticket a reason names, when the policy asks for one (`ticket_pattern`): the first word
+/// of the reason that matches it.
+fn ticket_in(reason: &Reason, policy: Option<&Policy>) -> Option<Ticket> {
+    let pattern = policy?.ticket_pattern.as_deref()?;
+    let re = regex::Regex::new(pattern).ok()?;
+    let word = reason
+        .as_str()
+        .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
+        .find(|w| re.is_match(w))?;
+    Ticket::try_from(word.to_owned()).ok()
 }

@@ -19,7 +19,7 @@ use crate::grant::GrantSpec;
 use crate::names::{Login, Principal, Team};
 use crate::policy::decision::{Membership, membership};
 use crate::policy::{Policy, PolicyFile, PolicySet, Problem, Requester, Role};
-use crate::request::AccessRequest;
+use crate::request::{AccessRequest, RequestPath};
 use crate::store::{ChangeKind, RequestRecord};
 
 /// What the bot knows of a PR it has just opened from its own branch, without reading it
@@ -36,6 +36,14 @@ pub(super) struct Written {
 enum KnownText {
     Request(String),
     Added(BTreeMap<String, String>),
+}
+
+/// A PR's request file as its head holds it.
+struct RequestAtHead {
+    file_path: String,
+    path: RequestPath,
+    text: String,
+    request: AccessRequest,
 }
 
 /// The default branch and a head of it.
@@ -79,41 +87,20 @@ impl Workflow {
         let Some((files, known_text)) = self.what_it_changes(&pr, written, announce).await? else {
             return Ok(None);
         };
-        let Some((file_path, path)) = self
-            .the_request_file(&pr, &files, announce)
+        let say_invalid = announce || existing.is_some();
+        let Some(RequestAtHead {
+            file_path,
+            path,
+            text,
+            request,
+        }) = self
+            .request_at_head(&pr, &files, known_text, (announce, say_invalid))
             .await?
-            .map(|(file, path)| (file.path.clone(), path))
         else {
             return Ok(None);
         };
-        let text = self
-            .request_text_at_head(&pr, &file_path, known_text)
-            .await?
-            .unwrap_or_default();
-        let request = match AccessRequest::from_yaml(&text) {
-            Ok(request) => request,
-            Err(err) => {
-                let say = announce || existing.is_some();
-                self.refuse_invalid_request(&pr, &file_path, &err.to_string(), say)
-                    .await?;
-                return Ok(None);
-            }
-        };
-        let (mut default_branch, mut policies) = self.load_policies().await?;
-        if pr.base_ref != default_branch {
-            if !self.is_default_branch(&pr.base_ref).await? {
-                return Ok(None);
-            }
-            // The default branch changed since the kept name: its policies are read again.
-            (default_branch, policies) = self.refresh_policies().await?;
-        }
-        let policies = match policies {
-            Ok(policies) => policies,
-            Err(problems) => {
-                self.refuse_invalid_policies(&pr, &default_branch, &problems)
-                    .await?;
-                return Ok(None);
-            }
+        let Some(policies) = self.policies_for(&pr).await? else {
+            return Ok(None);
         };
         let policy = policies.get(request.environment.as_str());
         // A PR the bot opened for a commenter is that commenter's request.
@@ -156,6 +143,64 @@ impl Workflow {
             grant,
             pr,
         }))
+    }
+
+    /// The request file of `pr` as its head holds it, parsed; `None` when there is none or it
+    /// does not parse, after saying so where there is something to say (`announce` for a
+    /// missing or extra file, `say_invalid` for one that does not parse).
+    async fn request_at_head(
+        &self,
+        pr: &PullRequestInfo,
+        files: &[ChangedFile],
+        known_text: KnownText,
+        (announce, say_invalid): (bool, bool),
+    ) -> anyhow::Result<Option<RequestAtHead>> {
+        let Some((file_path, path)) = self
+            .the_request_file(pr, files, announce)
+            .await?
+            .map(|(file, path)| (file.path.clone(), path))
+        else {
+            return Ok(None);
+        };
+        let text = self
+            .request_text_at_head(pr, &file_path, known_text)
+            .await?
+            .unwrap_or_default();
+        match AccessRequest::from_yaml(&text) {
+            Ok(request) => Ok(Some(RequestAtHead {
+                file_path,
+                path,
+                text,
+                request,
+            })),
+            Err(err) => {
+                self.refuse_invalid_request(pr, &file_path, &err.to_string(), say_invalid)
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The policies a request based on `pr`'s base is decided by: the default branch's, read
+    /// again when the branch changed since its kept name; `None` for a PR based on another
+    /// branch, or after saying that the policies do not load.
+    async fn policies_for(&self, pr: &PullRequestInfo) -> anyhow::Result<Option<PolicySet>> {
+        let (mut default_branch, mut policies) = self.load_policies().await?;
+        if pr.base_ref != default_branch {
+            if !self.is_default_branch(&pr.base_ref).await? {
+                return Ok(None);
+            }
+            // The default branch changed since the kept name: its policies are read again.
+            (default_branch, policies) = self.refresh_policies().await?;
+        }
+        match policies {
+            Ok(policies) => Ok(Some(policies)),
+            Err(problems) => {
+                self.refuse_invalid_policies(pr, &default_branch, &problems)
+                    .await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Whether the role's provider can serve the request, and the grant files it renders with

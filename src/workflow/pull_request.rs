@@ -558,25 +558,7 @@ impl Workflow {
         announce: impl Fn(&str) -> String,
     ) -> anyhow::Result<u64> {
         let login = Login::try_from(requester.login.clone()).map_err(anyhow::Error::msg)?;
-        let (_, policies) = self.load_policies().await?;
-        let mut writes = vec![Write::Put {
-            path: path.to_repo_path(),
-            content: text.to_owned(),
-        }];
-        if let Some(role) = policies
-            .as_ref()
-            .ok()
-            .and_then(|p| p.get(request.environment.as_str()))
-            .and_then(|p| p.roles.get(&request.role))
-        {
-            let spec = grant_spec(request, path, &login);
-            for file in self.providers.rendered_files(role, &spec)? {
-                writes.push(Write::Put {
-                    path: file.path,
-                    content: file.content,
-                });
-            }
-        }
+        let writes = self.request_writes(request, text, path, &login).await?;
         let title = format!(
             "breakglass: {}/{} for {} ({login})",
             request.environment,
@@ -611,32 +593,9 @@ impl Workflow {
                 .collect(),
             text: text.to_owned(),
         });
-        let now = self.now();
-        let placeholder = match existing {
-            // A request decided on the person's PR moves to the bot's PR, id and all.
-            Some(mut record) => {
-                record.pr_number = pr_number;
-                record.head_sha = pr.info.head_sha.clone();
-                record.state = RequestState::Denied;
-                self.store.update_request(&mut record, now).await?;
-                record
-            }
-            None => {
-                let record = self.new_record(NewRequest {
-                    path,
-                    request,
-                    requester: &login,
-                    requester_id: requester.id,
-                    pr_number,
-                    head_sha: &pr.info.head_sha,
-                    duration_secs: request.duration.map(|d| d.as_secs()),
-                    seen_at: now,
-                });
-                self.store.insert_request(&record).await?;
-                self.schedule_expiry(&record.id).await?;
-                record
-            }
-        };
+        let placeholder = self
+            .record_bot_request(existing, request, path, (requester, &login), &pr)
+            .await?;
         let opened = pr.info.updated_at.map(|at| (pr.info.head_sha.clone(), at));
         // Boxed: deciding may re-open a request, which decides again.
         // Said while deciding: nobody waits on it, so it is off the way to access.
@@ -649,6 +608,71 @@ impl Workflow {
         decided?;
         said?;
         Ok(pr_number)
+    }
+
+    /// What a bot request change writes: the request file as given, and the grant files its
+    /// role renders for it (by the policy on the default branch, when it has that role).
+    async fn request_writes(
+        &self,
+        request: &AccessRequest,
+        text: &str,
+        path: &RequestPath,
+        login: &Login,
+    ) -> anyhow::Result<Vec<Write>> {
+        let (_, policies) = self.load_policies().await?;
+        let mut writes = vec![Write::Put {
+            path: path.to_repo_path(),
+            content: text.to_owned(),
+        }];
+        if let Some(role) = policies
+            .as_ref()
+            .ok()
+            .and_then(|p| p.get(request.environment.as_str()))
+            .and_then(|p| p.roles.get(&request.role))
+        {
+            let spec = grant_spec(request, path, login);
+            for file in self.providers.rendered_files(role, &spec)? {
+                writes.push(Write::Put {
+                    path: file.path,
+                    content: file.content,
+                });
+            }
+        }
+        Ok(writes)
+    }
+
+    /// The stored request of the bot's PR `pr`, before it is decided: a request decided on the
+    /// person's own PR moves to the bot's PR, id and all; otherwise a new one, closed if
+    /// nobody approves it within `pending_timeout`.
+    async fn record_bot_request(
+        &self,
+        existing: Option<RequestRecord>,
+        request: &AccessRequest,
+        path: &RequestPath,
+        (requester, login): (&Actor, &Login),
+        pr: &PullRequestState,
+    ) -> anyhow::Result<RequestRecord> {
+        let now = self.now();
+        if let Some(mut record) = existing {
+            record.pr_number = pr.info.number;
+            record.head_sha = pr.info.head_sha.clone();
+            record.state = RequestState::Denied;
+            self.store.update_request(&mut record, now).await?;
+            return Ok(record);
+        }
+        let record = self.new_record(NewRequest {
+            path,
+            request,
+            requester: login,
+            requester_id: requester.id,
+            pr_number: pr.info.number,
+            head_sha: &pr.info.head_sha,
+            duration_secs: request.duration.map(|d| d.as_secs()),
+            seen_at: now,
+        });
+        self.store.insert_request(&record).await?;
+        self.schedule_expiry(&record.id).await?;
+        Ok(record)
     }
 
     pub(super) async fn set_status(
