@@ -576,3 +576,56 @@ fn ticket_in(reason: &Reason, policy: Option<&Policy>) -> Option<Ticket> {
         .find(|w| re.is_match(w))?;
     Ticket::try_from(word.to_owned()).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{chosen_role, ticket_in};
+    use crate::duration::HumanDuration;
+    use crate::policy::Policy;
+    use crate::request::Reason;
+
+    fn policy(extra: &str) -> Policy {
+        crate::yaml::from_str(&format!(
+            "environment: prod\nmax_duration: 4h\nrequesters: [alice]\napprovers: [carol]\nroles:\n  admin:\n    provider: noop\n{extra}"
+        ))
+        .expect("a policy")
+    }
+
+    fn reason(text: &str) -> Reason {
+        Reason::try_from(text.to_owned()).expect("a reason")
+    }
+
+    #[test]
+    fn a_request_by_comment_takes_the_named_role_else_the_only_one() {
+        let hour = HumanDuration::from_secs(3600);
+        let one = policy("");
+        assert_eq!(
+            chosen_role(Some("dns"), Some(&one), "prod", hour),
+            Ok("dns".into())
+        );
+        assert_eq!(
+            chosen_role(None, Some(&one), "prod", hour),
+            Ok("admin".into())
+        );
+        let two = policy("  readonly:\n    provider: noop\n");
+        let asked = chosen_role(None, Some(&two), "prod", hour).unwrap_err();
+        assert!(
+            asked.contains("`/breakglass prod 1h <role> -- reason`")
+                && asked.contains("admin, readonly"),
+            "{asked}"
+        );
+        // No policy: the decision explains the unknown environment.
+        assert_eq!(chosen_role(None, None, "nope", hour), Ok("admin".into()));
+    }
+
+    #[test]
+    fn the_ticket_is_the_first_word_of_the_reason_matching_the_policys_pattern() {
+        let wants = policy("ticket_pattern: \"^(INC|CHG)-[0-9]+$\"\n");
+        let found = ticket_in(&reason("incident: CHG-7,INC-77 db failover"), Some(&wants));
+        assert_eq!(found.map(|t| t.to_string()), Some("CHG-7".into()));
+        assert!(ticket_in(&reason("incident: db failover"), Some(&wants)).is_none());
+        // Without a pattern the reason is not searched.
+        assert!(ticket_in(&reason("incident: INC-77"), Some(&policy(""))).is_none());
+        assert!(ticket_in(&reason("incident: INC-77"), None).is_none());
+    }
+}
