@@ -499,27 +499,87 @@ async fn retried_job_comes_back_at_next_run_at_with_attempts_incremented() {
 }
 
 #[tokio::test]
-async fn scheduling_a_job_twice_keeps_one_job_with_the_new_time_unlocked() {
+async fn scheduling_a_running_job_again_keeps_it_with_its_worker_until_the_run_ends() {
     for_each_backend(|store| async move {
         let r1 = with_request(&store, "r1", 1).await?;
         let first = store
             .schedule_job(JobKind::Revoke, &r1, t(10), t(0))
             .await?;
         store.claim_due_jobs("w", t(10), LEASE, 1).await?;
-        // `/breakglass extend 30m` while the revoke is leased.
+        // `/breakglass extend 30m` while the revoke runs.
         let second = store
-            .schedule_job(JobKind::Revoke, &r1, t(1810), t(5))
+            .schedule_job(JobKind::Revoke, &r1, t(1810), t(10))
             .await?;
         assert_eq!(first, second);
         let jobs = store.jobs_for_request(&r1).await?;
         assert_eq!(jobs.len(), 1);
-        assert_eq!((jobs[0].run_at, &jobs[0].lease), (t(1810), &None));
+        assert_eq!(jobs[0].run_at, t(1810));
         assert_eq!(jobs[0].created_at, t(0));
+        assert_eq!(
+            jobs[0].lease.as_ref().map(|l| l.worker.as_str()),
+            Some("w"),
+            "still the running worker's"
+        );
+        // Due now for another worker too: it still may not run it alongside.
+        store
+            .schedule_job(JobKind::Revoke, &r1, t(10), t(10))
+            .await?;
+        assert!(
+            store
+                .claim_due_jobs("other", t(10), LEASE, 1)
+                .await?
+                .is_empty()
+        );
+        // The run ends: the job is not deleted but due at its new time, for anyone.
+        store
+            .schedule_job(JobKind::Revoke, &r1, t(1810), t(10))
+            .await?;
+        assert!(!store.complete_job(first, "w").await?, "kept, not deleted");
+        let jobs = store.jobs_for_request(&r1).await?;
+        assert_eq!(
+            (jobs.len(), jobs[0].run_at, &jobs[0].lease),
+            (1, t(1810), &None)
+        );
+        let again = store.claim_due_jobs("other", t(1810), LEASE, 1).await?;
+        assert_eq!(again.len(), 1);
+        // Claimed afresh, it completes as usual.
+        assert!(store.complete_job(first, "other").await?);
+        assert!(store.jobs_for_request(&r1).await?.is_empty());
         // Another kind for the same request is another job.
         store
             .schedule_job(JobKind::Remind, &r1, t(1210), t(5))
             .await?;
+        store
+            .schedule_job(JobKind::Revoke, &r1, t(1810), t(5))
+            .await?;
         assert_eq!(store.jobs_for_request(&r1).await?.len(), 2);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_run_that_fails_after_its_job_was_scheduled_again_leaves_the_new_time() {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        let id = store.schedule_job(JobKind::Revert, &r1, t(0), t(0)).await?;
+        store.claim_due_jobs("w", t(0), LEASE, 1).await?;
+        store.schedule_job(JobKind::Revert, &r1, t(1), t(1)).await?;
+        assert!(store.retry_job(id, "w", "HTTP 502", t(60)).await?);
+        let jobs = store.jobs_for_request(&r1).await?;
+        assert_eq!(
+            (jobs[0].run_at, &jobs[0].lease),
+            (t(1), &None),
+            "not its backoff"
+        );
+        assert_eq!(
+            (jobs[0].attempts, jobs[0].last_error.as_deref()),
+            (1, Some("HTTP 502"))
+        );
+        // Claimed again and failing again, it backs off as usual.
+        store.claim_due_jobs("w", t(1), LEASE, 1).await?;
+        assert!(store.retry_job(id, "w", "HTTP 502", t(61)).await?);
+        assert_eq!(store.jobs_for_request(&r1).await?[0].run_at, t(61));
         Ok(())
     })
     .await;
@@ -1265,7 +1325,7 @@ async fn migrations_run_twice_are_a_no_op() {
             .fetch_one(store.pool())
             .await?;
         let applied: i64 = sqlx::Row::try_get(&row, "n")?;
-        assert_eq!(applied, 8, "0001 to 0008, once each");
+        assert_eq!(applied, 9, "0001 to 0009, once each");
         assert!(store.get_request(&rid("r1")).await?.is_some());
         Ok(())
     })

@@ -5,6 +5,7 @@
 
 mod common;
 
+use breakglass::clock::Clock as _;
 use breakglass::store::JobKind;
 use breakglass_test_forge::{BranchDetour, FailureKind, FailureSpec, Protection, RouteMatcher};
 use chrono::TimeDelta;
@@ -1486,10 +1487,13 @@ async fn on_github_a_retargeted_merge_told_to_another_replica_mid_step_is_still_
     // The replica that takes the webhook before the step recorded the grant fails it once.
     s.allow_delivery_error("while its merge step runs");
     s.approve(pr, &s.people.carol);
-    // Until the merge step is over and no delivery waits but one that failed, to be retried
-    // (the clock stands still, so its retry waits for the advance below).
+    // Until the merge step is over, no delivery waits but one that failed, to be retried
+    // (the clock stands still, so its retry waits for the advance below), and no job is due
+    // or running: a job running while the clock jumps a minute past its 2 s lease would be
+    // taken over by the other replica midway, which the real clock never does.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let waiting = "SELECT COUNT(*), COUNT(last_error) FROM deliveries WHERE state <> 'done'";
+    let busy = "SELECT COUNT(*) FROM jobs WHERE locked_by IS NOT NULL OR run_at <= $1";
     while std::time::Instant::now() < deadline {
         let record = s.request("r1").await;
         let step_over = !(record.state.to_string() == "approved" && record.granted_at.is_some());
@@ -1497,7 +1501,12 @@ async fn on_github_a_retargeted_merge_told_to_another_replica_mid_step_is_still_
             .fetch_one(s.store.pool())
             .await
             .unwrap();
-        if step_over && pending == failed && s.change(pr).merged {
+        let (jobs,): (i64,) = sqlx::query_as(busy)
+            .bind(s.clock.now().timestamp_millis())
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap();
+        if step_over && pending == failed && jobs == 0 && s.change(pr).merged {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;

@@ -150,8 +150,10 @@ fn decode_all(rows: &[AnyRow]) -> Result<Vec<Job>, StoreError> {
 }
 
 /// Schedules the `kind` job of a request at `run_at`. If it already exists it is moved to
-/// `run_at` and unlocked (its attempts and last error are kept): this is how `extend`
-/// postpones a revoke. Returns the job's id.
+/// `run_at` (its attempts and last error are kept): this is how `extend` postpones a revoke.
+/// A job that a worker is running stays leased to it, marked `rescheduled`: the run's end
+/// ([`complete_job`], [`retry_job`]) unlocks it for its new time, so that no other worker
+/// runs it meanwhile. Returns the job's id.
 pub async fn schedule_job(
     conn: &mut AnyConnection,
     kind: JobKind,
@@ -162,7 +164,7 @@ pub async fn schedule_job(
     let result = sqlx::query(
         "INSERT INTO jobs (kind, request_id, run_at, attempts, created_at) \
          VALUES ($1, $2, $3, 0, $4) ON CONFLICT (kind, request_id) DO UPDATE \
-         SET run_at = excluded.run_at, locked_by = NULL, locked_until = NULL RETURNING id",
+         SET run_at = excluded.run_at, rescheduled = 1 RETURNING id",
     )
     .bind(kind.as_str())
     .bind(request_id.as_str())
@@ -243,7 +245,7 @@ async fn claim(
         Backend::Sqlite => "",
     };
     let sql = format!(
-        "UPDATE jobs SET locked_by = $1, locked_until = $2 WHERE id IN (\
+        "UPDATE jobs SET locked_by = $1, locked_until = $2, rescheduled = 0 WHERE id IN (\
          SELECT id FROM jobs WHERE run_at <= $3 AND {condition} \
          AND (locked_until IS NULL OR locked_until <= $3) \
          ORDER BY run_at, id LIMIT $4{lock}) RETURNING {}",
@@ -311,24 +313,38 @@ pub async fn renew_job_leases(
     Ok(query.execute(&mut *conn).await?.rows_affected())
 }
 
-/// Deletes a job that ran, if `worker` still holds it. `false` means the lease was lost
-/// (it lapsed and another worker claimed the job, or the job was rescheduled or cancelled
-/// meanwhile): the job is left alone.
+/// Deletes a job that ran, if `worker` still holds it and nobody scheduled it again while it
+/// ran; one scheduled again is unlocked instead, due at its new time. `false` unless deleted:
+/// the lease was lost (it lapsed and another worker claimed the job, or it was cancelled
+/// meanwhile), or the job was scheduled again.
 pub async fn complete_job(
     conn: &mut AnyConnection,
     id: JobId,
     worker: &str,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query("DELETE FROM jobs WHERE id = $1 AND locked_by = $2")
-        .bind(id.0)
-        .bind(worker)
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected() == 1)
+    let deleted =
+        sqlx::query("DELETE FROM jobs WHERE id = $1 AND locked_by = $2 AND rescheduled = 0")
+            .bind(id.0)
+            .bind(worker)
+            .execute(&mut *conn)
+            .await?;
+    if deleted.rows_affected() == 1 {
+        return Ok(true);
+    }
+    sqlx::query(
+        "UPDATE jobs SET locked_by = NULL, locked_until = NULL, rescheduled = 0 \
+         WHERE id = $1 AND locked_by = $2",
+    )
+    .bind(id.0)
+    .bind(worker)
+    .execute(&mut *conn)
+    .await?;
+    Ok(false)
 }
 
 /// Records a failed run of a job `worker` holds: one more attempt, the error kept, unlocked
-/// and due again at `next_run_at`. `false` if the lease was lost (see [`complete_job`]).
+/// and due again at `next_run_at`, or at the time it was scheduled for while it ran. `false`
+/// if the lease was lost (see [`complete_job`]).
 pub async fn retry_job(
     conn: &mut AnyConnection,
     id: JobId,
@@ -337,8 +353,10 @@ pub async fn retry_job(
     next_run_at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let result = sqlx::query(
-        "UPDATE jobs SET attempts = attempts + 1, last_error = $3, run_at = $4, \
-         locked_by = NULL, locked_until = NULL WHERE id = $1 AND locked_by = $2",
+        "UPDATE jobs SET attempts = attempts + 1, last_error = $3, \
+         run_at = CASE WHEN rescheduled = 0 THEN $4 ELSE run_at END, \
+         locked_by = NULL, locked_until = NULL, rescheduled = 0 \
+         WHERE id = $1 AND locked_by = $2",
     )
     .bind(id.0)
     .bind(worker)

@@ -58,6 +58,11 @@ const SQLITE: &[Source] = &[
         "claim_order",
         include_str!("../../migrations/sqlite/0008_claim_order.sql"),
     ),
+    (
+        9,
+        "job_rescheduled",
+        include_str!("../../migrations/sqlite/0009_job_rescheduled.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -100,6 +105,11 @@ const POSTGRES: &[Source] = &[
         8,
         "claim_order",
         include_str!("../../migrations/postgres/0008_claim_order.sql"),
+    ),
+    (
+        9,
+        "job_rescheduled",
+        include_str!("../../migrations/postgres/0009_job_rescheduled.sql"),
     ),
 ];
 
