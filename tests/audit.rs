@@ -1284,12 +1284,7 @@ async fn the_audit_reads_what_the_bot_writes() {
     s.advance(TimeDelta::minutes(45));
     s.settle().await;
     // mallory pushes a request straight to main; the bot removes it.
-    s.forge.push_direct(
-        REPO,
-        &s.people.mallory,
-        &[("requests/prod/sneaky.yaml", &prod_request("4h"))],
-        "grant myself",
-    );
+    s.mallory_pushes_a_request_to_main();
     s.settle().await;
     let story = [
         "✅ **Request `r-story` is allowed**",

@@ -163,12 +163,7 @@ on_both_backends!(
 on_both_backends!(
     a_request_pushed_straight_to_main_is_removed,
     |s: Scenario| async move {
-        s.forge.push_direct(
-            REPO,
-            &s.people.mallory,
-            &[("requests/prod/sneaky.yaml", &prod_request("4h"))],
-            "grant myself",
-        );
+        s.mallory_pushes_a_request_to_main();
         s.settle().await;
         assert!(
             s.forge

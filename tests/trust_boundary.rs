@@ -1440,12 +1440,7 @@ async fn on_github_a_removal_retargeted_between_the_guards_read_and_its_merge_is
     add_release_branch(&s);
     s.forge
         .retarget_before(merge_call(), REPO, 1, &s.people.mallory, "release");
-    s.forge.push_direct(
-        REPO,
-        &s.people.mallory,
-        &[("requests/prod/sneaky.yaml", &prod_request("4h"))],
-        "grant myself",
-    );
+    s.mallory_pushes_a_request_to_main();
     s.settle().await;
     let first = s.change(1);
     assert!(first.merged && first.base_ref == "release", "{first:?}");

@@ -312,6 +312,17 @@ impl Scenario {
     }
 
     /// Moves both clocks forward.
+    /// mallory pushes a 4h prod request `sneaky` straight to the default branch, past the bot:
+    /// the direct push that reconciliation must remove and never grant.
+    pub fn mallory_pushes_a_request_to_main(&self) {
+        self.forge.push_direct(
+            REPO,
+            &self.people.mallory,
+            &[("requests/prod/sneaky.yaml", &prod_request("4h"))],
+            "grant myself",
+        );
+    }
+
     pub fn advance(&self, by: TimeDelta) {
         self.clock.advance(by);
         self.forge.advance_clock(by);
