@@ -25,7 +25,7 @@ use breakglass_test_forge::{CallStats, TestForge, User};
 
 mod stage;
 
-use chrono::{DurationRound as _, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use serde_json::Value;
 pub use stage::DemoForge;
 use stage::Stage;
@@ -198,6 +198,74 @@ impl fmt::Display for Calls {
     }
 }
 
+/// The requests repo with its policies, the people of the story and their teams.
+fn seed_forge(forge: &TestForge) -> People {
+    let people = People {
+        alice: forge.user("alice"),
+        bob: forge.user("bob"),
+        carol: forge.user("carol"),
+        bot: forge.bot_user("breakglass[bot]"),
+    };
+    forge.create_repo(
+        REPO,
+        &[
+            (
+                "README.md",
+                "# access requests\n\nBreak-glass access requests, granted and revoked by breakglass.\n",
+            ),
+            ("policies/prod.yaml", PROD_POLICY),
+            ("policies/staging.yaml", STAGING_POLICY),
+        ],
+    );
+    for (team, user) in [
+        ("acme/sre", &people.alice),
+        ("acme/sre-leads", &people.carol),
+        ("acme/oncall", &people.bob),
+    ] {
+        forge.add_team_member(team, user);
+    }
+    people
+}
+
+/// The service's configuration for one forge of the test forge, its secrets read from files.
+fn demo_config(
+    dialect: DemoForge,
+    forge: &TestForge,
+    database_url: String,
+    token_file: PathBuf,
+    secret_file: PathBuf,
+) -> anyhow::Result<Config> {
+    let (github, gitlab) = match dialect {
+        DemoForge::Github => (
+            Some(GithubConfig {
+                api_url: forge.api_url(),
+                repository: REPO.into(),
+                token_file: Some(token_file),
+                webhook_secret_file: Some(secret_file),
+                ..GithubConfig::default()
+            }),
+            None,
+        ),
+        DemoForge::Gitlab => (
+            None,
+            Some(GitlabConfig {
+                api_url: forge.gitlab_api_url(),
+                project: REPO.into(),
+                token_file: Some(token_file),
+                webhook_token_file: Some(secret_file),
+                ..GitlabConfig::default()
+            }),
+        ),
+    };
+    Ok(Config {
+        listen: "127.0.0.1:0".parse()?,
+        database_url,
+        github,
+        gitlab,
+        ..Config::default()
+    })
+}
+
 /// The running demo: forge, service, the shared clock, and what the timeline has shown so far.
 struct Demo {
     stage: Stage,
@@ -240,67 +308,19 @@ impl Demo {
         );
 
         let forge = TestForge::start().await;
-        let people = People {
-            alice: forge.user("alice"),
-            bob: forge.user("bob"),
-            carol: forge.user("carol"),
-            bot: forge.bot_user("breakglass[bot]"),
-        };
-        forge.create_repo(
-            REPO,
-            &[
-                (
-                    "README.md",
-                    "# access requests\n\nBreak-glass access requests, granted and revoked by breakglass.\n",
-                ),
-                ("policies/prod.yaml", PROD_POLICY),
-                ("policies/staging.yaml", STAGING_POLICY),
-            ],
-        );
-        for (team, user) in [
-            ("acme/sre", &people.alice),
-            ("acme/sre-leads", &people.carol),
-            ("acme/oncall", &people.bob),
-        ] {
-            forge.add_team_member(team, user);
-        }
-
+        let people = seed_forge(&forge);
         // Secrets go through files, as in production: never on a command line or in a log.
-        let token_file = dir.path().join("github-token");
-        let secret_file = dir.path().join("webhook-secret");
         let secret = format!(
             "{:016x}{:016x}",
             rand::random::<u64>(),
             rand::random::<u64>()
         );
+        let token_file = dir.path().join("github-token");
+        let secret_file = dir.path().join("webhook-secret");
         std::fs::write(&token_file, forge.token_for(&people.bot))?;
         std::fs::write(&secret_file, &secret)?;
-        let github = GithubConfig {
-            api_url: forge.api_url(),
-            repository: REPO.into(),
-            token_file: Some(token_file.clone()),
-            webhook_secret_file: Some(secret_file.clone()),
-            ..GithubConfig::default()
-        };
-        let poll_interval = github.reaction_poll_interval.to_chrono();
-        let gitlab = GitlabConfig {
-            api_url: forge.gitlab_api_url(),
-            project: REPO.into(),
-            token_file: Some(token_file),
-            webhook_token_file: Some(secret_file),
-            ..GitlabConfig::default()
-        };
-        let (github, gitlab) = match options.forge {
-            DemoForge::Github => (Some(github), None),
-            DemoForge::Gitlab => (None, Some(gitlab)),
-        };
-        let config = Config {
-            listen: "127.0.0.1:0".parse()?,
-            database_url,
-            github,
-            gitlab,
-            ..Config::default()
-        };
+        let config = demo_config(options.forge, &forge, database_url, token_file, secret_file)?;
+        let poll_interval = GithubConfig::default().reaction_poll_interval.to_chrono();
         let reminder_before = config.reminder_before.to_chrono();
 
         // Both clocks start together, on a whole minute so that the timeline reads cleanly;
@@ -377,12 +397,16 @@ impl Demo {
     /// Steps 1-4: a request by comment, a refused self-approval, an approval by reaction, the
     /// grant, and the revocation at the TTL.
     async fn lifecycle(&mut self, ttl: HumanDuration) -> Result<(), Failure> {
-        let (alice, carol, bot) = (
-            self.people.alice.clone(),
-            self.people.carol.clone(),
-            self.people.bot.login.clone(),
-        );
+        let (pr, id) = self.request_by_comment(ttl).await?;
+        self.refused_self_approval(pr).await?;
+        let (expires_at, revert) = self.approval_by_reaction(pr, &id).await?;
+        self.revocation_at_the_ttl(ttl, pr, &id, expires_at, revert)
+            .await
+    }
 
+    /// Step 1: alice's comment on an issue becomes a request PR the bot opens, pending.
+    async fn request_by_comment(&mut self, ttl: HumanDuration) -> Result<(u64, String), Failure> {
+        let alice = self.people.alice.clone();
         self.heading("1. alice (@acme/sre) asks for prod access with a comment on an issue");
         let issue = self.stage.open_issue(&alice, "Checkout DB is failing over");
         self.say(
@@ -399,7 +423,9 @@ impl Demo {
             .iter()
             .find(|r| r.requester_login.as_str() == "alice")
         {
-            Some(record) if self.stage.change(record.pr_number).user == bot => record.pr_number,
+            Some(record) if self.stage.change(record.pr_number).user == self.people.bot.login => {
+                record.pr_number
+            }
             _ => {
                 let said = self
                     .stage
@@ -412,24 +438,27 @@ impl Demo {
                 )));
             }
         };
-        let (noun, pr_ref) = (
-            self.stage.dialect.change(),
-            self.stage.dialect.change_ref(pr),
-        );
         let record = self.request_on(pr).await?;
         expect(
             record.requester_login.as_str() == "alice" && record.state == RequestState::Pending,
             || {
                 format!(
-                    "{noun} {pr_ref} to be alice's request, allowed and waiting for approval; it is {}'s, {}: {}",
+                    "{} {} to be alice's request, allowed and waiting for approval; it is {}'s, {}: {}",
+                    self.stage.dialect.change(),
+                    self.stage.dialect.change_ref(pr),
                     record.requester_login,
                     record.state,
                     self.last_bot_comment(pr)
                 )
             },
         )?;
-        let id = record.id.to_string();
+        Ok((pr, record.id.to_string()))
+    }
 
+    /// Step 2: the requester's own approval is refused and merges nothing.
+    async fn refused_self_approval(&mut self, pr: u64) -> Result<(), Failure> {
+        let alice = self.people.alice.clone();
+        let pr_ref = self.stage.dialect.change_ref(pr);
         self.advance(TimeDelta::seconds(10), "alice is in a hurry")
             .await?;
         self.heading("2. alice tries to approve her own request");
@@ -445,9 +474,25 @@ impl Demo {
             )
         })?;
         expect(!self.stage.change(pr).merged, || {
-            format!("{noun} {pr_ref} to stay unmerged after alice approved it herself")
-        })?;
+            format!(
+                "{} {pr_ref} to stay unmerged after alice approved it herself",
+                self.stage.dialect.change()
+            )
+        })
+    }
 
+    /// Step 3: carol's 👍 merges the request with its trailers, and the bot comments the grant.
+    /// Returns the expiry and the revert PR.
+    async fn approval_by_reaction(
+        &mut self,
+        pr: u64,
+        id: &str,
+    ) -> Result<(DateTime<Utc>, u64), Failure> {
+        let carol = self.people.carol.clone();
+        let (noun, pr_ref) = (
+            self.stage.dialect.change(),
+            self.stage.dialect.change_ref(pr),
+        );
         self.advance(TimeDelta::seconds(50), "carol, an SRE lead, is paged")
             .await?;
         self.heading(&match self.stage.dialect {
@@ -466,21 +511,14 @@ impl Demo {
             self.advance(self.poll_interval, "the next reaction poll is due")
                 .await?;
         }
-        let merged = self.stage.change(pr);
-        let merge_sha = match (merged.merged, merged.merge_commit_sha) {
-            (true, Some(sha)) => sha,
-            _ => {
-                return Err(Failure::Unexpected(format!(
-                    "{noun} {pr_ref} to be merged one poll interval after carol's 👍; it is {}, and the bot's last comment is: {}",
-                    merged.state,
-                    self.last_bot_comment(pr)
-                )));
-            }
-        };
+        let merge_sha = self.merge_commit(
+            pr,
+            format!("{noun} {pr_ref} to be merged one poll interval after carol's 👍"),
+        )?;
         self.expect_trailers(
             &merge_sha,
             &[
-                (TrailerKey::Request, id.as_str()),
+                (TrailerKey::Request, id),
                 (TrailerKey::Requester, "alice"),
                 (TrailerKey::ApprovedBy, "carol"),
                 (TrailerKey::Expires, ""),
@@ -494,14 +532,30 @@ impl Demo {
                 self.last_bot_comment(pr)
             )));
         };
-        let revert_ref = self.stage.dialect.change_ref(revert);
         expect(
             self.bot_comments(pr)
                 .iter()
                 .any(|c| c.starts_with("🔓 **Access granted.**")),
             || format!("the bot to comment the grant and its expiry on {pr_ref}"),
         )?;
+        Ok((expires_at, revert))
+    }
 
+    /// Step 4: at the TTL the bot revokes, merges the revert with its trailers, comments, and
+    /// the request file is gone from main.
+    async fn revocation_at_the_ttl(
+        &mut self,
+        ttl: HumanDuration,
+        pr: u64,
+        id: &str,
+        expires_at: DateTime<Utc>,
+        revert: u64,
+    ) -> Result<(), Failure> {
+        let (noun, pr_ref) = (
+            self.stage.dialect.change(),
+            self.stage.dialect.change_ref(pr),
+        );
+        let revert_ref = self.stage.dialect.change_ref(revert);
         self.heading(&format!(
             "4. time runs to the TTL ({ttl}): the bot revokes, then merges the revert {noun} {revert_ref}"
         ));
@@ -512,21 +566,17 @@ impl Demo {
         }
         let by = expires_at - self.clock.now();
         self.advance(by, "the grant expires").await?;
-        let revert_pr = self.stage.change(revert);
-        let revert_sha = match (revert_pr.merged, revert_pr.merge_commit_sha) {
-            (true, Some(sha)) => sha,
-            _ => {
-                return Err(Failure::Unexpected(format!(
-                    "the revert {noun} {revert_ref} to be merged at the TTL {}; it is {}",
-                    iso(expires_at),
-                    revert_pr.state
-                )));
-            }
-        };
+        let revert_sha = self.merge_commit(
+            revert,
+            format!(
+                "the revert {noun} {revert_ref} to be merged at the TTL {}",
+                iso(expires_at)
+            ),
+        )?;
         self.expect_trailers(
             &revert_sha,
             &[
-                (TrailerKey::Revokes, id.as_str()),
+                (TrailerKey::Revokes, id),
                 (TrailerKey::RevokedReason, "ttl"),
             ],
         )?;
@@ -549,8 +599,7 @@ impl Demo {
                 .file_on(REPO, "main", &format!("requests/prod/{id}.yaml"))
                 .is_none(),
             || format!("requests/prod/{id}.yaml to be gone from main after the revocation"),
-        )?;
-        Ok(())
+        )
     }
 
     /// Step 5: bob's sev1 request is merged at once and reviewed after the fact by carol.
@@ -586,17 +635,10 @@ impl Demo {
         self.stage.label(pr, &bob, "sev1");
         self.say("bob", format!("labeled {noun} {pr_ref} sev1"));
         self.settle().await?;
-        let merged = self.stage.change(pr);
-        let merge_sha = match (merged.merged, merged.merge_commit_sha) {
-            (true, Some(sha)) => sha,
-            _ => {
-                return Err(Failure::Unexpected(format!(
-                    "the sev1 {noun} {pr_ref} to be merged at once on the fast path; it is {}, and the bot's last comment is: {}",
-                    merged.state,
-                    self.last_bot_comment(pr)
-                )));
-            }
-        };
+        let merge_sha = self.merge_commit(
+            pr,
+            format!("the sev1 {noun} {pr_ref} to be merged at once on the fast path"),
+        )?;
         self.expect_trailers(
             &merge_sha,
             &[
@@ -794,6 +836,20 @@ impl Demo {
         self.bot_comments(number)
             .last()
             .map_or_else(|| "(none)".to_owned(), |body| gist(body))
+    }
+
+    /// The merge commit of `number`, or a failure saying what was expected, the change's state
+    /// and the bot's last comment on it.
+    fn merge_commit(&self, number: u64, expected: String) -> Result<String, Failure> {
+        let change = self.stage.change(number);
+        match (change.merged, change.merge_commit_sha) {
+            (true, Some(sha)) => Ok(sha),
+            _ => Err(Failure::Unexpected(format!(
+                "{expected}; it is {}, and the bot's last comment on it is: {}",
+                change.state,
+                self.last_bot_comment(number)
+            ))),
+        }
     }
 
     /// Checks that the commit `sha` of main carries every trailer of `expected` (a prefix each).
