@@ -291,13 +291,50 @@ async fn append(
     now: DateTime<Utc>,
     once: bool,
 ) -> Result<Option<EventRecord>, StoreError> {
-    let backend = Backend::of(conn)?;
     let key = event.kind.to_string();
     let actor_id = event
         .actor
         .as_ref()
         .map(|actor| to_i64(actor.id, "event", &key))
         .transpose()?;
+    let mut tx = begin_append(conn).await?;
+    if once && logged_already(&mut tx, event).await? {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let (seq, prev_hash) = next_link(&mut tx).await?;
+    let raw = Raw {
+        seq,
+        at: to_millis(now),
+        kind: key,
+        request_id: event.request_id.as_ref().map(RequestId::to_string),
+        actor_id,
+        actor_login: event.actor.as_ref().map(|actor| actor.login.to_string()),
+        delivery_id: event.delivery_id.as_ref().map(DeliveryId::to_string),
+        data: event.data.to_string(),
+        prev_hash,
+    };
+    let hash = raw.hash();
+    insert(&mut tx, &raw, &hash).await?;
+    tx.commit().await?;
+    Ok(Some(EventRecord {
+        seq: u64::try_from(raw.seq).unwrap_or_default(), // at least 1: last + 1 or 1
+        at: DateTime::from_timestamp_millis(raw.at).unwrap_or(now),
+        kind: event.kind,
+        request_id: event.request_id.clone(),
+        actor: event.actor.clone(),
+        delivery_id: event.delivery_id.clone(),
+        data: event.data.clone(),
+        prev_hash: raw.prev_hash,
+        hash,
+    }))
+}
+
+/// A transaction that holds the append lock: one appender at a time reads the chain's tip.
+async fn begin_append(
+    conn: &mut AnyConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Any>, StoreError> {
+    let backend = Backend::of(conn)?;
     // BEGIN IMMEDIATE takes SQLite's write lock before we read the last hash; a plain BEGIN
     // would read first and could then fail to upgrade to a writer.
     let mut tx = if backend == Backend::Sqlite && !conn.is_in_transaction() {
@@ -311,44 +348,38 @@ async fn append(
             .execute(&mut *tx)
             .await?;
     }
-    if once {
-        let seen =
-            sqlx::query("SELECT seq FROM events WHERE request_id = $1 AND kind = $2 LIMIT 1")
-                .bind(event.request_id.as_ref().map(RequestId::to_string))
-                .bind(event.kind.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if seen.is_some() {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-    }
-    let last = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
+    Ok(tx)
+}
+
+/// Whether the event's request already has an event of its kind.
+async fn logged_already(conn: &mut AnyConnection, event: &NewEvent) -> Result<bool, StoreError> {
+    let seen = sqlx::query("SELECT seq FROM events WHERE request_id = $1 AND kind = $2 LIMIT 1")
+        .bind(event.request_id.as_ref().map(RequestId::to_string))
+        .bind(event.kind.to_string())
+        .fetch_optional(conn)
         .await?;
-    let (seq, prev_hash) = match &last {
+    Ok(seen.is_some())
+}
+
+/// The next event's `seq` and the hash it chains to: the last event's, or the genesis hash.
+async fn next_link(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
+    let last = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(conn)
+        .await?;
+    match &last {
         Some(row) => {
             let f = Fields::new(row, "events", "seq");
             let seq = f
                 .int("seq")?
                 .checked_add(1)
                 .ok_or_else(|| f.error("`seq` cannot be incremented any further"))?;
-            (seq, f.text("hash")?)
+            Ok((seq, f.text("hash")?))
         }
-        None => (1, GENESIS_HASH.to_owned()),
-    };
-    let raw = Raw {
-        seq,
-        at: to_millis(now),
-        kind: event.kind.to_string(),
-        request_id: event.request_id.as_ref().map(RequestId::to_string),
-        actor_id,
-        actor_login: event.actor.as_ref().map(|actor| actor.login.to_string()),
-        delivery_id: event.delivery_id.as_ref().map(DeliveryId::to_string),
-        data: event.data.to_string(),
-        prev_hash,
-    };
-    let hash = raw.hash();
+        None => Ok((1, GENESIS_HASH.to_owned())),
+    }
+}
+
+async fn insert(conn: &mut AnyConnection, raw: &Raw, hash: &str) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO events (seq, at, kind, request_id, actor_id, actor_login, delivery_id, \
          data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -362,21 +393,10 @@ async fn append(
     .bind(&raw.delivery_id)
     .bind(&raw.data)
     .bind(&raw.prev_hash)
-    .bind(&hash)
-    .execute(&mut *tx)
+    .bind(hash)
+    .execute(conn)
     .await?;
-    tx.commit().await?;
-    Ok(Some(EventRecord {
-        seq: u64::try_from(raw.seq).unwrap_or_default(), // at least 1: last + 1 or 1
-        at: DateTime::from_timestamp_millis(raw.at).unwrap_or(now),
-        kind: event.kind,
-        request_id: event.request_id.clone(),
-        actor: event.actor.clone(),
-        delivery_id: event.delivery_id.clone(),
-        data: event.data.clone(),
-        prev_hash: raw.prev_hash,
-        hash,
-    }))
+    Ok(())
 }
 
 /// Up to `limit` events with `seq > after_seq`, in order (`after_seq = 0` from the start).
