@@ -111,6 +111,41 @@ impl Workflow {
         Ok((distinct_approvers(&approvals, record.requester_id), need))
     }
 
+    /// Why `actor` cannot approve the request, if they cannot: they asked for it, they are a
+    /// bot, or its policy does not name them.
+    async fn approver_refusal(
+        &self,
+        record: &RequestRecord,
+        actor: &Actor,
+    ) -> anyhow::Result<Option<ApprovalOutcome>> {
+        if actor.id == record.requester_id {
+            return Ok(Some(ApprovalOutcome::ByRequester));
+        }
+        let nobody = || {
+            Some(ApprovalOutcome::NotApprover {
+                approvers: Vec::new(),
+            })
+        };
+        // Bots never approve, whatever the channel (a review, GitLab's button): a bot account
+        // in an approvers' group is a token someone holds, not a person who looked.
+        if actor.is_bot || actor.id == self.bot.id {
+            return Ok(nobody());
+        }
+        let (_, policies) = self.load_policies().await?;
+        let policies = policies.map_err(|problems| {
+            anyhow::anyhow!("the policies are invalid: {} problem(s)", problems.len())
+        })?;
+        let Some(policy) = policies.get(record.environment.as_str()) else {
+            return Ok(nobody());
+        };
+        if !self.is_approver(policy, actor).await? {
+            return Ok(Some(ApprovalOutcome::NotApprover {
+                approvers: policy.approvers.iter().map(ToString::to_string).collect(),
+            }));
+        }
+        Ok(None)
+    }
+
     /// Records an approval signal for the request's current head, if its giver may approve and
     /// it is not older than the head (forge time against forge time).
     pub(super) async fn record_approval(
@@ -119,29 +154,8 @@ impl Workflow {
         signal: Signal<'_>,
     ) -> anyhow::Result<ApprovalOutcome> {
         let actor = signal.actor;
-        if actor.id == record.requester_id {
-            return Ok(ApprovalOutcome::ByRequester);
-        }
-        // Bots never approve, whatever the channel (a review, GitLab's button): a bot account
-        // in an approvers' group is a token someone holds, not a person who looked.
-        if actor.is_bot || actor.id == self.bot.id {
-            return Ok(ApprovalOutcome::NotApprover {
-                approvers: Vec::new(),
-            });
-        }
-        let (_, policies) = self.load_policies().await?;
-        let policies = policies.map_err(|problems| {
-            anyhow::anyhow!("the policies are invalid: {} problem(s)", problems.len())
-        })?;
-        let Some(policy) = policies.get(record.environment.as_str()) else {
-            return Ok(ApprovalOutcome::NotApprover {
-                approvers: Vec::new(),
-            });
-        };
-        if !self.is_approver(policy, actor).await? {
-            return Ok(ApprovalOutcome::NotApprover {
-                approvers: policy.approvers.iter().map(ToString::to_string).collect(),
-            });
+        if let Some(refusal) = self.approver_refusal(&record, actor).await? {
+            return Ok(refusal);
         }
         let mut stored = stored_decision(&record)?.clone();
         if let Some(at) = signal.at {

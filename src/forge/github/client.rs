@@ -669,82 +669,13 @@ impl GithubClient {
         base: &str,
         head_sha: &str,
     ) -> Result<ChangedFiles, ForgeError> {
-        #[derive(Deserialize)]
-        struct Compare {
-            files: Option<Vec<File>>,
-            #[serde(default)]
-            commits: Vec<Commit>,
-            #[serde(default)]
-            total_commits: usize,
-            base_commit: Option<BaseCommit>,
-        }
-        #[derive(Deserialize)]
-        struct BaseCommit {
-            sha: String,
-        }
-        #[derive(Deserialize)]
-        struct Commit {
-            #[serde(default)]
-            parents: Vec<Value>,
-        }
-        #[derive(Deserialize)]
-        struct File {
-            filename: String,
-            status: String,
-            previous_filename: Option<String>,
-            #[serde(default)]
-            sha: Option<String>,
-            #[serde(default)]
-            patch: Option<String>,
-        }
         let route = self.repo_path(&format!(
             "/compare/{}...{}",
             ref_in_path(base),
             ref_in_path(head_sha)
         ));
         let compare: Compare = self.json(Method::GET, &route, None).await?;
-        let merge_commits = compare.commits.iter().any(|c| c.parents.len() > 1);
-        let base_sha = compare.base_commit.map(|c| c.sha);
-        // GitHub lists at most 250 commits without paging: the others cannot be checked.
-        let commits_listed = compare.commits.len() >= compare.total_commits;
-        // GitHub leaves `files` out of a comparison too large to show.
-        let Some(listed) = compare.files else {
-            return Ok(ChangedFiles {
-                files: Vec::new(),
-                complete: false,
-                merge_commits,
-                base_sha,
-                added_texts: Default::default(),
-            });
-        };
-        let mut changed = ChangedFiles {
-            files: Vec::with_capacity(listed.len()),
-            complete: listed.len() < COMPARE_FILES_SHOWN && commits_listed,
-            merge_commits,
-            base_sha,
-            added_texts: Default::default(),
-        };
-        for file in listed {
-            let change = match file.status.as_str() {
-                "added" => FileChange::Added,
-                "modified" | "changed" => FileChange::Modified,
-                "removed" => FileChange::Removed,
-                "renamed" => FileChange::Renamed,
-                _ => FileChange::Other,
-            };
-            if change == FileChange::Added
-                && let (Some(patch), Some(blob)) = (&file.patch, &file.sha)
-                && let Some(text) = added_text(patch, blob)
-            {
-                changed.added_texts.insert(file.filename.clone(), text);
-            }
-            changed.files.push(ChangedFile {
-                change,
-                path: file.filename,
-                previous_path: file.previous_filename,
-            });
-        }
-        Ok(changed)
+        Ok(compare.into_changed_files())
     }
 
     /// Every file a pull request changes (all pages), at whatever head it has when served:
@@ -1292,6 +1223,85 @@ fn ref_in_path(name: &str) -> String {
         }
     }
     out
+}
+
+/// GitHub's three-dot comparison, as far as the merge guard reads it.
+#[derive(Deserialize)]
+struct Compare {
+    files: Option<Vec<CompareFile>>,
+    #[serde(default)]
+    commits: Vec<CompareCommit>,
+    #[serde(default)]
+    total_commits: usize,
+    base_commit: Option<CompareBase>,
+}
+#[derive(Deserialize)]
+struct CompareBase {
+    sha: String,
+}
+#[derive(Deserialize)]
+struct CompareCommit {
+    #[serde(default)]
+    parents: Vec<Value>,
+}
+#[derive(Deserialize)]
+struct CompareFile {
+    filename: String,
+    status: String,
+    previous_filename: Option<String>,
+    #[serde(default)]
+    sha: Option<String>,
+    #[serde(default)]
+    patch: Option<String>,
+}
+
+impl Compare {
+    /// The files the comparison lists, with the text of each small added file whose patch
+    /// rebuilds its blob, and whether the listing can be trusted to be whole.
+    fn into_changed_files(self) -> ChangedFiles {
+        let merge_commits = self.commits.iter().any(|c| c.parents.len() > 1);
+        let base_sha = self.base_commit.map(|c| c.sha);
+        // GitHub lists at most 250 commits without paging: the others cannot be checked.
+        let commits_listed = self.commits.len() >= self.total_commits;
+        // GitHub leaves `files` out of a comparison too large to show.
+        let Some(listed) = self.files else {
+            return ChangedFiles {
+                files: Vec::new(),
+                complete: false,
+                merge_commits,
+                base_sha,
+                added_texts: Default::default(),
+            };
+        };
+        let mut changed = ChangedFiles {
+            files: Vec::with_capacity(listed.len()),
+            complete: listed.len() < COMPARE_FILES_SHOWN && commits_listed,
+            merge_commits,
+            base_sha,
+            added_texts: Default::default(),
+        };
+        for file in listed {
+            let change = match file.status.as_str() {
+                "added" => FileChange::Added,
+                "modified" | "changed" => FileChange::Modified,
+                "removed" => FileChange::Removed,
+                "renamed" => FileChange::Renamed,
+                _ => FileChange::Other,
+            };
+            if change == FileChange::Added
+                && let (Some(patch), Some(blob)) = (&file.patch, &file.sha)
+                && let Some(text) = added_text(patch, blob)
+            {
+                changed.added_texts.insert(file.filename.clone(), text);
+            }
+            changed.files.push(ChangedFile {
+                change,
+                path: file.filename,
+                previous_path: file.previous_filename,
+            });
+        }
+        changed
+    }
 }
 
 #[cfg(test)]
