@@ -60,6 +60,9 @@ pub fn inert(text: &str) -> String {
         }
         let before = i.checked_sub(1).map(|j| chars[j]);
         push_plain(&mut out, chars[i], before, chars.get(i + 1).copied());
+        if starts_autolink(&chars, i) {
+            out.push(WORD_JOINER);
+        }
         i += 1;
     }
     // Folding made one line; its start is the one place a command could still begin.
@@ -93,6 +96,25 @@ fn copy_backticks(chars: &[char], start: usize, out: &mut String) -> usize {
 
 fn backtick_run(chars: &[char], start: usize) -> usize {
     chars[start..].iter().take_while(|c| **c == '`').count()
+}
+
+/// Whether the character at `i` is where the forges' autolinking would start to read a link:
+/// the `:` of `://` (any scheme: GitLab links more than `http`) or the last `w` of a `www.`
+/// that starts a word. A word joiner after it keeps the text a text.
+fn starts_autolink(chars: &[char], i: usize) -> bool {
+    let at = |j: usize| chars.get(j).copied();
+    match chars[i] {
+        ':' => at(i + 1) == Some('/') && at(i + 2) == Some('/'),
+        'w' | 'W' => {
+            i >= 2
+                && chars[i - 2..=i]
+                    .iter()
+                    .all(|c| c.eq_ignore_ascii_case(&'w'))
+                && at(i + 1) == Some('.')
+                && (i == 2 || !chars[i - 3].is_alphanumeric())
+        }
+        _ => false,
+    }
 }
 
 /// One character outside code spans, backslash-escaped when markdown could read it as markup:
@@ -330,10 +352,16 @@ pub fn self_approval_comment(requester: &str) -> String {
     )
 }
 
+/// Names the approvers without mentioning them: anyone may comment `/breakglass approve`, and
+/// each such comment must not page the approvers' team again.
 pub fn not_an_approver_comment(login: &str, environment: &str, approvers: &[String]) -> String {
+    let named: Vec<String> = approvers
+        .iter()
+        .map(|p| format!("`{}`", mention(p)))
+        .collect();
     format!(
         "🙅 @{login} is not an approver for `{environment}`, so this does not count. Approvers: {}.",
-        mentions(approvers)
+        named.join(", ")
     )
 }
 
@@ -493,10 +521,26 @@ pub fn extended_marker(requester: &str, expires_at: DateTime<Utc>) -> String {
     )
 }
 
-pub fn extension_needs_approval_comment(by: &str, approvers: &[String]) -> String {
+pub fn extension_needs_approval_comment(by: &str, approvals: u32, approvers: &[String]) -> String {
+    let who = if approvals > 1 {
+        format!("{approvals} approvers ({}) comment", mentions(approvers))
+    } else {
+        format!("an approver ({}) comments", mentions(approvers))
+    };
     format!(
-        "⏳ Extension by {by} asked. It needs approval: an approver ({}) comments `/breakglass extend` with the same duration.",
-        mentions(approvers)
+        "⏳ Extension by {by} asked. It needs approval: {who} `/breakglass extend` with the same duration."
+    )
+}
+
+/// One approver's `/breakglass extend` of a grant that needs more than one.
+pub fn extension_approval_recorded_comment(
+    approver: &str,
+    by: &str,
+    have: usize,
+    need: u32,
+) -> String {
+    format!(
+        "👍 @{approver} approves an extension by {by} ({have} of {need}); another approver extends it with the same `/breakglass extend {by}`."
     )
 }
 
@@ -859,6 +903,19 @@ mod tests {
         );
         // An unclosed run stays literal.
         assert_eq!(inert("a ``b"), r"a \`\`b");
+    }
+
+    #[test]
+    fn inert_text_links_to_nothing() {
+        let wj = WORD_JOINER;
+        assert_eq!(
+            inert("go to https://evil.example/sso or WWW.evil.example, ftp://x"),
+            format!("go to https:{wj}//evil.example/sso or WWW{wj}.evil.example, ftp:{wj}//x")
+        );
+        // Inside a code span nothing is a link, and it is copied as it is.
+        assert_eq!(inert("`https://x` and `www.x`"), "`https://x` and `www.x`");
+        // Not a link: a word that ends in www, a lone colon.
+        assert_eq!(inert("awww. 10:30 a:/b"), "awww. 10:30 a:/b");
     }
 
     #[test]

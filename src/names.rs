@@ -57,12 +57,13 @@ impl std::str::FromStr for Name {
 }
 
 /// A forge user's login, e.g. `alice` or `carol-sre` (GitHub and GitLab rules, case kept;
-/// compare with [`Login::matches`], logins are case-insensitive on both forges).
+/// compare with [`Login::matches`], logins are case-insensitive on both forges). GitHub's are
+/// up to 39 characters; GitLab's up to 255, and older GitLab accounts may start with `_`.
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(try_from = "String", into = "String")]
-#[schemars(with = "String", extend("pattern" = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,38}(\[bot\])?$"))]
+#[schemars(with = "String", extend("pattern" = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}(\[bot\])?$"))]
 pub struct Login(String);
 
 impl Login {
@@ -80,7 +81,7 @@ impl TryFrom<String> for Login {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
         let value = value.strip_prefix('@').map(str::to_owned).unwrap_or(value);
-        if regex!(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,38}(\[bot\])?$").is_match(&value) {
+        if regex!(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}(\[bot\])?$").is_match(&value) {
             Ok(Self(value))
         } else {
             Err(format!("`{}` is not a valid user login", shorten(&value)))
@@ -127,7 +128,7 @@ impl std::str::FromStr for Team {
 #[serde(try_from = "String", into = "String")]
 #[schemars(
     with = "String",
-    extend("pattern" = r"^(@[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,19}|@?[A-Za-z0-9][A-Za-z0-9._-]{0,38})$")
+    extend("pattern" = r"^(@[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,19}|@?[A-Za-z0-9_][A-Za-z0-9._-]{0,254})$")
 )]
 pub enum Principal {
     User(Login),

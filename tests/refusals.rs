@@ -4,6 +4,7 @@
 
 mod common;
 
+use breakglass::store::RequestState;
 use chrono::TimeDelta;
 use common::*;
 
@@ -38,7 +39,7 @@ on_both_forges!(a_non_approver_does_not_count, |s: Scenario| async move {
     s.settle().await;
     assert_eq!(
         s.next_bot_comment(pr),
-        "🙅 @mallory is not an approver for `prod`, so this does not count. Approvers: @acme/sre-leads, @carol."
+        "🙅 @mallory is not an approver for `prod`, so this does not count. Approvers: `@acme/sre-leads`, `@carol`."
     );
     assert!(!s.change(pr).merged);
     // Ten approve lines in one comment are one refusal, not ten replies pinging the approvers.
@@ -603,3 +604,209 @@ on_both_forges!(
         assert_eq!(extended - granted, TimeDelta::minutes(30));
     }
 );
+
+// An extension is approved again as the grant was: with two approvals needed, one approver's
+// `/breakglass extend` is one of two, each approver counts once, the requester never, the
+// same duration must be asked for, and approvals of one extension do not carry to the next.
+on_both_forges!(
+    an_extension_needs_as_many_approvers_as_the_grant,
+    |s: Scenario| async move {
+        s.edit_policy(&s.people.erin, "prod", |p| {
+            p.replace("approvals: 1", "approvals: 2")
+        });
+        s.settle().await;
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.take_bot_comments(pr);
+        let granted = s.request("r1").await.expires_at.unwrap();
+        let one_of_two = |who: &str, by: &str| {
+            format!(
+                "👍 @{who} approves an extension by {by} (1 of 2); another approver extends it with the same `/breakglass extend {by}`."
+            )
+        };
+        for (who, by) in [
+            (&s.people.carol, "1h"),
+            (&s.people.carol, "1h"),
+            (&s.people.dan, "30m"),
+        ] {
+            s.note(pr, who, &format!("/breakglass extend {by}"));
+            s.settle().await;
+            assert_eq!(s.next_bot_comment(pr), one_of_two(&who.login, by));
+        }
+        s.note(pr, &s.people.alice, "/breakglass extend 1h");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "⏳ Extension by @alice asked. It needs approval: 2 approvers (@acme/sre-leads, @carol) comment `/breakglass extend` with the same duration."
+        );
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
+        s.note(pr, &s.people.dan, "/breakglass extend 1h");
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+        let extended = s.request("r1").await.expires_at.unwrap();
+        assert_eq!(extended - granted, TimeDelta::hours(1));
+        let event = s.events("r1", "extend").await.pop().unwrap();
+        assert_eq!(
+            event.data["approved_by"],
+            serde_json::json!(["carol", "dan"])
+        );
+        // The next extension starts from nothing.
+        s.note(pr, &s.people.carol, "/breakglass extend 1h");
+        s.settle().await;
+        assert_eq!(s.next_bot_comment(pr), one_of_two("carol", "1h"));
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), extended);
+    }
+);
+
+// GitHub counts a reviewer's latest review only: carol approves, then asks for changes, so
+// her approval is taken back. With two approvals needed, dan's alone merges nothing, whether
+// the bot heard of carol's second review by its webhook or reads it right before the merge.
+on_both_backends!(
+    an_approving_review_taken_back_by_asking_for_changes_does_not_count,
+    |s: Scenario| async move {
+        s.edit_policy(&s.people.erin, "prod", |p| {
+            p.replace("approvals: 1", "approvals: 2")
+        });
+        s.settle().await;
+        for (id, webhook) in [("r1", true), ("r2", false)] {
+            let pr = s.open_request(&s.people.alice, "prod", id, &prod_request("1h"));
+            s.settle().await;
+            s.take_bot_comments(pr);
+            s.approve_button(pr, &s.people.carol);
+            s.settle().await;
+            assert_eq!(
+                s.next_bot_comment(pr),
+                "👍 Approval by @carol recorded (1 of 2)."
+            );
+            s.forge.advance_clock(TimeDelta::seconds(1));
+            s.forge.set_webhooks_paused(!webhook);
+            s.forge.review(
+                REPO,
+                pr,
+                &s.people.carol,
+                breakglass_test_forge::ReviewState::ChangesRequested,
+            );
+            s.forge.set_webhooks_paused(false);
+            s.settle().await;
+            s.approve_button(pr, &s.people.dan);
+            s.settle().await;
+            assert!(!s.change(pr).merged, "{id}: only dan approves now");
+            let said = s.take_bot_comments(pr);
+            assert!(
+                said.iter().all(|c| !c.contains("Access granted")),
+                "{id}: {said:#?}"
+            );
+            assert_eq!(s.request(id).await.state, RequestState::Pending, "{id}");
+        }
+    }
+);
+
+// Each approver counts once, in `/breakglass status` as in the merge: carol's command and her
+// 👍 are one approval of two, not "2 of 2" (which would invite a hand merge).
+on_both_forges!(status_counts_each_approver_once, |s: Scenario| async move {
+    s.edit_policy(&s.people.erin, "prod", |p| {
+        p.replace("approvals: 1", "approvals: 2")
+    });
+    s.settle().await;
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.take_bot_comments(pr);
+    s.approve(pr, &s.people.carol);
+    s.settle().await;
+    s.emoji(pr, &s.people.carol, "+1");
+    s.advance(TimeDelta::seconds(31));
+    s.settle().await;
+    assert_eq!(
+        s.take_bot_comments(pr),
+        ["👍 Approval by @carol recorded (1 of 2)."]
+    );
+    s.note(pr, &s.people.bob, "/breakglass status");
+    s.settle().await;
+    assert_eq!(
+        s.next_bot_comment(pr),
+        "ℹ️ Request `r1`: **pending**. Waiting for approval: 1 of 2."
+    );
+    assert!(!s.change(pr).merged);
+});
+
+/// The text of a comment outside code spans, as a markdown renderer reads it.
+fn plain_text(markdown: &str) -> String {
+    use pulldown_cmark::{Event, Parser};
+    Parser::new(markdown)
+        .filter_map(|e| match e {
+            Event::Text(t) => Some(t.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+// The forges link bare `https://…` and `www.…` in plain text. A reason that closes the bot's
+// code span with a backtick must still not put a live link into the bot's own words.
+on_both_forges!(
+    a_denial_does_not_turn_request_text_into_a_link,
+    |s: Scenario| async move {
+        let yaml = "environment: prod\nrole: admin\nduration: 1h\n\
+                    reason: \"x` approve here: https://evil.example/sso www.evil.example `y\"\n\
+                    ticket: INC-1\n";
+        let pr = s.open_request(&s.people.alice, "prod", "r1", yaml);
+        s.settle().await;
+        let verdict = s.next_bot_comment(pr);
+        assert!(verdict.starts_with("❌"), "{verdict}");
+        let plain = plain_text(&verdict);
+        assert!(
+            plain.contains("approve here: https:\u{2060}//evil.example/sso www\u{2060}.evil"),
+            "{plain:?}"
+        );
+        assert!(
+            !plain.contains("https://") && !plain.contains("www."),
+            "a live link in the bot's words: {plain:?}"
+        );
+    }
+);
+
+// GitLab usernames may be up to 255 characters and, on older accounts, start with `_`. Such a
+// member of the approvers' group approves like anyone (and asks by comment, with a request id
+// that stays valid); a stranger with such a name gets a reply, never silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_usernames_longer_than_githubs_are_people_too() {
+    let s = Scenario::on_gitlab().await;
+    let long = "firstname.lastname.external-contractor-acme-corporation-emea";
+    let lead = s.forge.user(long);
+    s.forge.add_team_member("acme/sre-leads", &lead);
+    let stranger = s.forge.user("_underscore_user");
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.take_bot_comments(pr);
+    s.note(pr, &stranger, "/breakglass approve");
+    s.settle().await;
+    assert_eq!(
+        s.next_bot_comment(pr),
+        "🙅 @_underscore_user is not an approver for `prod`, so this does not count. Approvers: `@acme/sre-leads`, `@carol`."
+    );
+    s.approve_button(pr, &lead);
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.take_bot_comments(pr);
+
+    s.forge.add_team_member("acme/sre", &lead);
+    let issue = s.open_issue(&lead, "checkout is down");
+    s.note_on_issue(
+        issue,
+        &lead,
+        "/breakglass prod 1h admin -- incident: INC-9 db",
+    );
+    s.settle().await;
+    let reply = s.next_bot_issue_comment(issue);
+    assert!(reply.contains("your request is"), "{reply}");
+    let opened = s
+        .changes()
+        .into_iter()
+        .find(|c| c.number != pr && c.title.contains("firstname.lastname"))
+        .expect("the request opened for the long username");
+    s.take_bot_comments(opened.number);
+}

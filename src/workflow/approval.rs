@@ -99,7 +99,7 @@ impl Workflow {
     }
 
     /// Distinct approvers (by user id, never the requester) of the current head.
-    async fn counted_approvers(
+    pub(super) async fn counted_approvers(
         &self,
         record: &RequestRecord,
     ) -> anyhow::Result<(BTreeSet<Login>, u32)> {
@@ -312,6 +312,29 @@ impl Workflow {
         Ok(())
     }
 
+    /// Withdraws every approving review that `author` gave on PR `number` (a later review of
+    /// theirs asked for changes).
+    pub(super) async fn withdraw_reviews_of(&self, number: u64, author: u64) -> anyhow::Result<()> {
+        let Some(record) = self
+            .store
+            .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)
+            .await?
+        else {
+            return Ok(());
+        };
+        let approvals = self
+            .store
+            .approvals_for(&record.id, &record.head_sha)
+            .await?;
+        for approval in approvals
+            .iter()
+            .filter(|a| a.source == ApprovalSource::Review && a.approver_id == author)
+        {
+            self.withdraw_signal(number, &approval.signal).await?;
+        }
+        Ok(())
+    }
+
     /// Right before a merge: the stored approvals of the head, each checked against the forge
     /// (the reaction still there, the review not dismissed, the comment not deleted); the
     /// withdrawn ones are removed. `Some((have, need))` when too few are left; otherwise the
@@ -366,7 +389,7 @@ impl Workflow {
     /// Which of `approvals` the forge still shows on PR `number` (the reaction there, the review
     /// not dismissed, the comment not deleted), by signal. Only the kinds of signal given are
     /// read, all at once.
-    async fn signals_alive(
+    pub(super) async fn signals_alive(
         &self,
         number: u64,
         approvals: &[crate::store::Approval],
@@ -388,14 +411,7 @@ impl Workflow {
             if !given(ApprovalSource::Review) {
                 return Ok(Vec::new());
             }
-            Ok(self
-                .forge
-                .reviews(number)
-                .await?
-                .into_iter()
-                .filter(|r| r.state == ReviewState::Approved)
-                .map(|r| format!("review:{}", r.id))
-                .collect())
+            Ok(standing_approvals(self.forge.reviews(number).await?))
         };
         let comments = async {
             let mut alive = Vec::new();
@@ -724,6 +740,23 @@ fn awaits_review(record: &RequestRecord) -> bool {
         )
 }
 
+/// The approving reviews that still stand, as signals: each reviewer's latest review that is
+/// not a plain comment, when it approves. A later review asking for changes (or a dismissal)
+/// takes an approval back, as on GitHub. `reviews` come in the order they were submitted.
+fn standing_approvals(reviews: Vec<crate::forge::Review>) -> Vec<String> {
+    let mut latest = std::collections::BTreeMap::new();
+    for review in reviews {
+        if review.state != ReviewState::Commented {
+            latest.insert(review.author.id, review);
+        }
+    }
+    latest
+        .into_values()
+        .filter(|r| r.state == ReviewState::Approved)
+        .map(|r| format!("review:{}", r.id))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -747,5 +780,31 @@ mod tests {
             Timing::Ambiguous,
             "no push time known"
         );
+    }
+
+    #[test]
+    fn only_a_reviewers_latest_review_that_is_not_a_comment_approves() {
+        let review = |id: u64, author: u64, state| crate::forge::Review {
+            id,
+            author: Actor {
+                id: author,
+                login: format!("user{author}"),
+                is_bot: false,
+            },
+            state,
+            commit_id: None,
+            submitted_at: None,
+        };
+        let standing = standing_approvals(vec![
+            review(1, 7, ReviewState::Approved),
+            review(2, 7, ReviewState::ChangesRequested), // 7 takes it back
+            review(3, 8, ReviewState::Approved),
+            review(4, 8, ReviewState::Commented), // a comment takes nothing back
+            review(5, 9, ReviewState::ChangesRequested),
+            review(6, 9, ReviewState::Approved), // 9 approves after asking for changes
+            review(7, 10, ReviewState::Approved),
+            review(8, 10, ReviewState::Dismissed),
+        ]);
+        assert_eq!(standing, ["review:3", "review:6"]);
     }
 }

@@ -70,7 +70,7 @@ impl Workflow {
                 }
                 Command::Revoke => self.command_revoke(thread, author).await?,
                 Command::Extend { duration } => {
-                    self.command_extend(thread, comment_id, author, duration)
+                    self.command_extend(thread, comment_id, author, duration, created_at)
                         .await?
                 }
                 Command::Status => self.command_status(thread).await?,
@@ -318,7 +318,7 @@ impl Workflow {
         let base_id = format!(
             "{}-{}-{}",
             self.now().format("%Y%m%d-%H%M"),
-            login.as_str().to_lowercase(),
+            id_part(login, environment),
             environment
         );
         let mut id: RequestId = base_id.clone().try_into().map_err(anyhow::Error::msg)?;
@@ -443,18 +443,9 @@ impl Workflow {
         let now = self.now();
         let detail = match record.state {
             RequestState::Pending => {
-                let need = record
-                    .decision
-                    .as_ref()
-                    .map_or(1, |d| d.decision.approvals_required);
-                let have = self
-                    .store
-                    .approvals_for(&record.id, &record.head_sha)
-                    .await?
-                    .iter()
-                    .filter(|a| a.approver_id != record.requester_id)
-                    .count();
-                format!("Waiting for approval: {have} of {need}.")
+                // Counted as a merge counts them: each approver once, never the requester.
+                let (approvers, need) = self.counted_approvers(&record).await?;
+                format!("Waiting for approval: {} of {need}.", approvers.len())
             }
             RequestState::Active | RequestState::Revoking => match record.expires_at {
                 Some(at) => format!(
@@ -577,10 +568,28 @@ fn ticket_in(reason: &Reason, policy: Option<&Policy>) -> Option<Ticket> {
     Ticket::try_from(word.to_owned()).ok()
 }
 
+/// The login as it goes into a request id `<yyyymmdd-hhmm>-<login>-<environment>[-n]`: lower
+/// case, no two dots in a row, and cut so that the id stays within its 100 characters with
+/// a long GitLab username or environment name (an id that comes out the same for two people
+/// gets the next free number).
+fn id_part(login: &Login, environment: &str) -> String {
+    const ROOM: usize = 100 - "20261126-0214--".len() - "-999".len();
+    let mut part = String::new();
+    for c in login.as_str().to_lowercase().chars() {
+        if !(c == '.' && part.ends_with('.')) {
+            part.push(c);
+        }
+    }
+    part.chars()
+        .take(ROOM.saturating_sub(environment.len()).max(1))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{chosen_role, ticket_in};
+    use super::{chosen_role, id_part, ticket_in};
     use crate::duration::HumanDuration;
+    use crate::names::{Login, RequestId};
     use crate::policy::Policy;
     use crate::request::Reason;
 
@@ -627,5 +636,25 @@ mod tests {
         // Without a pattern the reason is not searched.
         assert!(ticket_in(&reason("incident: INC-77"), Some(&policy(""))).is_none());
         assert!(ticket_in(&reason("incident: INC-77"), None).is_none());
+    }
+
+    #[test]
+    fn a_request_id_holds_any_login_and_environment() {
+        let id = |login: &str, environment: &str| {
+            let login: Login = login.parse().unwrap();
+            let id = format!(
+                "20261126-0214-{}-{environment}-999",
+                id_part(&login, environment)
+            );
+            RequestId::try_from(id).map(|id| id.as_str().len())
+        };
+        assert_eq!(
+            id("Alice", "prod"),
+            Ok("20261126-0214-alice-prod-999".len())
+        );
+        let gitlab = format!("_{}", "a.b".repeat(80));
+        assert_eq!(id(&gitlab, "prod"), Ok(100));
+        assert_eq!(id(&"x".repeat(39), &"e".repeat(63)), Ok(100));
+        assert_eq!(id("a..b", "prod"), Ok("20261126-0214-a.b-prod-999".len()));
     }
 }

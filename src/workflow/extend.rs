@@ -1,7 +1,9 @@
 //! `/breakglass extend 30m`: more time for an active grant, never past the policy's
 //! `max_duration` in total. The requester gets it at once when a fast-path rule (as it applies
-//! now) or self-service allows the new total; otherwise an approver must ask for it. Each
-//! refusal is a reply that says why.
+//! now) or self-service allows the new total; otherwise it is approved again as the request
+//! was: each approver's `/breakglass extend` with the same duration is one approval of it, and
+//! the policy's `approvals` distinct approvers (never the requester) extend it. Each refusal
+//! is a reply that says why.
 
 use chrono::{DateTime, Utc};
 
@@ -9,10 +11,12 @@ use super::Workflow;
 use crate::comment;
 use crate::duration::HumanDuration;
 use crate::forge::{Actor, Thread};
-use crate::names::Name;
+use crate::names::{Login, Name};
 use crate::policy::Policy;
 use crate::policy::decision::{Context, fast_path_misses};
-use crate::store::{AppliedGrant, CommentKey, Effect, EventKind, JobKind};
+use crate::store::{
+    AppliedGrant, Approval, ApprovalSource, CommentKey, Effect, EventKind, JobKind,
+};
 use crate::store::{RequestRecord, RequestState};
 
 /// An extension that passed every check, ready to be written.
@@ -29,6 +33,22 @@ struct Extension {
 /// A check's outcome: go on with `T`, or the reply that says why not.
 type Checked<T> = Result<T, String>;
 
+/// The comment that asks for an extension.
+struct ExtensionAsk {
+    /// Where it was asked, which is where the answer goes.
+    thread: Thread,
+    comment_id: u64,
+    /// The forge's time of the comment.
+    created_at: DateTime<Utc>,
+}
+
+/// What an approval of an extension is of, in place of the head commit a request's approval
+/// is bound to: this duration more on this expiry. Once the grant is extended its expiry moves
+/// on, so approvals of an earlier extension never count for the next one.
+fn extension_subject(expires_at: DateTime<Utc>, by: HumanDuration) -> String {
+    format!("extend:{}+{}s", expires_at.timestamp_millis(), by.as_secs())
+}
+
 impl Workflow {
     pub(super) async fn command_extend(
         &self,
@@ -36,6 +56,7 @@ impl Workflow {
         comment_id: u64,
         author: &Actor,
         by: HumanDuration,
+        created_at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let Some(record) = self.request_on(thread).await? else {
             return self
@@ -58,10 +79,32 @@ impl Workflow {
             Ok(extension) => extension,
             Err(reply) => return self.reply(thread, &reply).await,
         };
-        if let Err(reply) = self.may_extend(&record, &extension, author).await? {
+        if author.id != record.requester_id {
+            let ask = ExtensionAsk {
+                thread,
+                comment_id,
+                created_at,
+            };
+            return match self
+                .approve_extension(&record, &extension, author, ask)
+                .await?
+            {
+                Ok(Some(approvers)) => {
+                    self.extend_grant(record, extension, author, &approvers, comment)
+                        .await
+                }
+                Ok(None) => Ok(()),
+                Err(reply) => self.reply(thread, &reply).await,
+            };
+        }
+        if let Err(reply) = self
+            .requester_may_extend(&record, &extension, author)
+            .await?
+        {
             return self.reply(thread, &reply).await;
         }
-        self.extend_grant(record, extension, author, comment).await
+        self.extend_grant(record, extension, author, &[], comment)
+            .await
     }
 
     /// Whether `record` can have `by` more: an active grant before its expiry, whose access is
@@ -112,26 +155,16 @@ impl Workflow {
         }))
     }
 
-    /// Whether `author` may have `extension`: an approver; the requester of an environment
-    /// that needs no approval; or the requester while the fast-path rule that merged the grant
-    /// still applies to the new total.
-    async fn may_extend(
+    /// Whether the requester may have `extension` on their own: in an environment that needs
+    /// no approval, or while the fast-path rule that merged the grant still applies to the new
+    /// total.
+    async fn requester_may_extend(
         &self,
         record: &RequestRecord,
         extension: &Extension,
         author: &Actor,
     ) -> anyhow::Result<Checked<()>> {
         let policy = &extension.policy;
-        if author.id != record.requester_id {
-            return Ok(if self.is_approver(policy, author).await? {
-                Ok(())
-            } else {
-                Err(comment::not_allowed_comment(
-                    &author.login,
-                    "the requester or an approver can extend",
-                ))
-            });
-        }
         if policy.approvals == 0 {
             return Ok(Ok(())); // self-service
         }
@@ -148,10 +181,81 @@ impl Workflow {
                     &approvers,
                 )),
                 None => Err(comment::extension_needs_approval_comment(
-                    &by_whom, &approvers,
+                    &by_whom,
+                    policy.approvals,
+                    &approvers,
                 )),
             },
         )
+    }
+
+    /// An approver's ask for `extension`, counted as one approval of it. `Some(approvers)`
+    /// once the policy's `approvals` distinct approvers asked for this very extension (the same
+    /// duration on the same expiry) and their comments are still there; `None` after saying
+    /// how many there are so far.
+    async fn approve_extension(
+        &self,
+        record: &RequestRecord,
+        extension: &Extension,
+        author: &Actor,
+        ask: ExtensionAsk,
+    ) -> anyhow::Result<Checked<Option<Vec<Login>>>> {
+        let policy = &extension.policy;
+        // Bots never approve: a bot account among the approvers is a token someone holds.
+        let may = !author.is_bot && author.id != self.bot.id;
+        if !may || !self.is_approver(policy, author).await? {
+            return Ok(Err(comment::not_allowed_comment(
+                &author.login,
+                "the requester or an approver can extend",
+            )));
+        }
+        let login = Login::try_from(author.login.clone()).map_err(anyhow::Error::msg)?;
+        let need = policy.approvals.max(1);
+        if need == 1 {
+            return Ok(Ok(Some(vec![login])));
+        }
+        let subject = extension_subject(extension.expires_at, extension.by);
+        let approval = Approval {
+            request_id: record.id.clone(),
+            signal: format!("comment:{}", ask.comment_id),
+            approver_id: author.id,
+            approver_login: login,
+            source: ApprovalSource::Comment,
+            head_sha: subject.clone(),
+            approved_at: ask.created_at,
+        };
+        let event = super::events::new_event(
+            EventKind::Approval,
+            Some(&record.id),
+            super::events::actor(author),
+            serde_json::json!({ "source": "comment", "signal": approval.signal, "extension": extension.by.to_string() }),
+            self.forge_kind(),
+        );
+        self.store
+            .add_approval_logged(&approval, &event, self.now())
+            .await?;
+        let asked = self.store.approvals_for(&record.id, &subject).await?;
+        let alive = self.signals_alive(record.pr_number, &asked).await?;
+        let mut approvers = std::collections::BTreeMap::new();
+        for approval in asked.into_iter().filter(|a| alive.contains(&a.signal)) {
+            if approval.approver_id != record.requester_id {
+                approvers.insert(approval.approver_id, approval.approver_login);
+            }
+        }
+        if approvers.len() >= need as usize {
+            return Ok(Ok(Some(approvers.into_values().collect())));
+        }
+        self.reply(
+            ask.thread,
+            &comment::extension_approval_recorded_comment(
+                &author.login,
+                &extension.by.to_string(),
+                approvers.len(),
+                need,
+            ),
+        )
+        .await?;
+        Ok(Ok(None))
     }
 
     /// The policy of `record`'s environment on the default branch, if it still has one.
@@ -213,6 +317,7 @@ impl Workflow {
         mut record: RequestRecord,
         extension: Extension,
         author: &Actor,
+        approvers: &[Login],
         comment: CommentKey<'_>,
     ) -> anyhow::Result<()> {
         let Extension {
@@ -237,7 +342,7 @@ impl Workflow {
             EventKind::Extend,
             Some(&record.id),
             super::events::actor(author),
-            serde_json::json!({ "by": by.to_string(), "expires_at": crate::clock::iso(new_expiry), "total": total.to_string() }),
+            serde_json::json!({ "by": by.to_string(), "expires_at": crate::clock::iso(new_expiry), "total": total.to_string(), "approved_by": approvers }),
             self.forge_kind(),
         );
         // The new expiry and the comment's effect in one write: a second run cannot extend again.

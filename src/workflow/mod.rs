@@ -244,12 +244,7 @@ impl Workflow {
                 action: CommentAction::Deleted,
                 ..
             } => false,
-            ForgeEvent::Review { state, .. } => {
-                matches!(
-                    state,
-                    ReviewState::ChangesRequested | ReviewState::Commented
-                )
-            }
+            ForgeEvent::Review { state, .. } => *state == ReviewState::Commented,
             ForgeEvent::Reaction {
                 on_pull_request, ..
             } => !on_pull_request,
@@ -341,6 +336,17 @@ impl Workflow {
                 ..
             } => {
                 self.withdraw_signal(pull_request.number, &format!("review:{review_id}"))
+                    .await
+            }
+            // GitHub counts a reviewer's latest review only: asking for changes takes back
+            // the approving reviews they gave before.
+            ForgeEvent::Review {
+                state: ReviewState::ChangesRequested,
+                pull_request,
+                author,
+                ..
+            } => {
+                self.withdraw_reviews_of(pull_request.number, author.id)
                     .await
             }
             ForgeEvent::Review { .. } | ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),
