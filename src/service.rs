@@ -318,6 +318,10 @@ async fn identified(workflows: Workflows, this: &mut Worker) -> Option<Workflows
 /// How often a service that started while the forge did not answer asks who the bot is.
 const IDENTIFY_EVERY: Duration = Duration::from_secs(2);
 
+/// How long the start waits for each forge to say who the bot is (a refusal, such as a bad
+/// token, comes back well within it and stops the start).
+const IDENTIFY_AT_START: Duration = Duration::from_secs(3);
+
 /// What the forge side of the service (deliveries, forge jobs, reconciliation) is given.
 struct ForgeSide {
     worker: String,
@@ -378,8 +382,17 @@ impl Common<'_> {
         repository: &str,
         poll_interval: Duration,
     ) -> anyhow::Result<Workflow> {
-        // Who the bot is, by id: its own comments and pushes are recognised by it.
-        let bot = identify(&forge).await?.unwrap_or_else(unidentified);
+        // Who the bot is, by id: its own comments and pushes are recognised by it. A forge
+        // that hangs must not hold the start back (its retries take a minute): the listener
+        // and the revocation lane need no forge, and the rest asks again once started.
+        let bot = match tokio::time::timeout(IDENTIFY_AT_START, identify(&forge)).await {
+            Ok(bot) => bot?,
+            Err(_) => {
+                tracing::warn!(forge = %forge.kind(), waited = ?IDENTIFY_AT_START, "the forge does not answer who the bot is; revoking meanwhile, the rest waits for the forge");
+                None
+            }
+        }
+        .unwrap_or_else(unidentified);
         let settings = Settings {
             repository: repository.to_owned(),
             policies_path: self.config.policies_path.clone(),

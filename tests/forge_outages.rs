@@ -402,3 +402,44 @@ on_both_forges!(
         assert_eq!(posts() - before, 1, "the reply, posted once");
     }
 );
+
+// A forge that takes connections and never answers is worse than one that is down: each of the
+// bot's calls waits its whole timeout, four times. The start must not wait for it (no
+// listener and no revocation until then): it gives up on learning who the bot is after a few
+// seconds, revokes at once, and learns it once the forge answers.
+on_both_forges!(
+    a_service_started_while_the_forge_hangs_listens_and_revokes_at_once,
+    |mut s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.crash();
+        s.advance(TimeDelta::hours(2)); // the grant expires while the bot is down
+        s.forge.fail_next(FailureSpec::any(
+            u32::MAX,
+            FailureKind::Timeout(Duration::from_secs(600)),
+        ));
+        let starting = Instant::now();
+        s.start_service().await;
+        let took = starting.elapsed();
+        assert!(
+            took < Duration::from_secs(8),
+            "the start waited {took:?} for a forge that hangs"
+        );
+        until("r1 is revoked", || async {
+            s.request("r1").await.state.to_string() == "revoked"
+        })
+        .await;
+        assert!(
+            starting.elapsed() < Duration::from_secs(10),
+            "revoked {:?} after the start began",
+            starting.elapsed()
+        );
+        s.forge.clear_failures();
+        for _ in 0..3 {
+            s.advance(TimeDelta::minutes(1));
+            s.settle().await;
+        }
+        let record = s.request("r1").await;
+        assert!(s.change(record.revert_pr_number.unwrap()).merged);
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+    }
+);
