@@ -1,7 +1,6 @@
 //! `breakglass check`: validates request files offline against a policy directory, the same way
 //! the service decides, for the requests repo's own CI and for people writing a request.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -147,9 +146,12 @@ fn check_file(policies: &PolicySet, file: &Path, input: &CheckInput) -> FileRepo
 pub fn render_human(report: &CheckReport) -> String {
     let mut out = String::new();
     if !report.policy_problems.is_empty() {
-        out.push_str("the policies are invalid, so no request was checked:\n");
+        line(
+            &mut out,
+            format_args!("the policies are invalid, so no request was checked:"),
+        );
         for problem in &report.policy_problems {
-            let _ = writeln!(out, "  {problem}");
+            line(&mut out, format_args!("  {problem}"));
         }
     }
     for file in &report.files {
@@ -158,9 +160,9 @@ pub fn render_human(report: &CheckReport) -> String {
             Status::Denied => "denied",
             Status::Invalid => "invalid",
         };
-        let _ = writeln!(out, "{}: {status}", file.file.display());
+        line(&mut out, format_args!("{}: {status}", file.file.display()));
         if let Some(error) = &file.error {
-            let _ = writeln!(out, "  {error}");
+            line(&mut out, format_args!("  {error}"));
         }
         if let Some(decision) = &file.decision {
             render_decision(&mut out, decision);
@@ -171,7 +173,10 @@ pub fn render_human(report: &CheckReport) -> String {
 
 fn render_decision(out: &mut String, d: &Decision) {
     for violation in &d.violations {
-        let _ = writeln!(out, "  - {}: {}", violation.rule, violation.message);
+        line(
+            out,
+            format_args!("  - {}: {}", violation.rule, violation.message),
+        );
     }
     if let (Some(duration), Some(expires)) = (d.duration, d.expires_at) {
         let defaulted = if d.duration_defaulted {
@@ -179,46 +184,72 @@ fn render_decision(out: &mut String, d: &Decision) {
         } else {
             ""
         };
-        let _ = writeln!(
+        line(
             out,
-            "  {}/{} for {duration}{defaulted}; would expire at {} if granted now",
-            d.environment,
-            d.role,
-            expires.to_rfc3339_opts(SecondsFormat::Secs, true)
+            format_args!(
+                "  {}/{} for {duration}{defaulted}; would expire at {} if granted now",
+                d.environment,
+                d.role,
+                expires.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
         );
     }
     for note in &d.unchecked {
-        let _ = writeln!(out, "  not checked: {note}");
+        line(out, format_args!("  not checked: {note}"));
     }
     if !d.allowed {
         return;
     }
     match (&d.fast_path, d.approvals_required) {
         (Some(fast), _) => {
-            let _ = writeln!(
+            line(
                 out,
-                "  fast path `{}`: granted at once, to be reviewed by an approver within {}",
-                fast.rule, fast.review_within
+                format_args!(
+                    "  fast path `{}`: granted at once, to be reviewed by an approver within {}",
+                    fast.rule, fast.review_within
+                ),
             );
         }
-        (None, 0) => out.push_str("  self-service: granted without approval\n"),
+        (None, 0) => line(
+            out,
+            format_args!("  self-service: granted without approval"),
+        ),
         (None, n) => {
-            let _ = writeln!(
+            line(
                 out,
-                "  needs {n} approval(s) from {} (never the requester): an approving review, `/breakglass approve`, or a {} reaction",
-                d.approvers.join(", "),
-                d.approval_reactions.join("/")
+                format_args!(
+                    "  needs {n} approval(s) from {} (never the requester): an approving review, `/breakglass approve`, or a {} reaction",
+                    d.approvers.join(", "),
+                    d.approval_reactions.join("/")
+                ),
             );
         }
     }
     if d.fast_path.is_none() {
         for miss in &d.fast_path_misses {
-            let _ = writeln!(
+            line(
                 out,
-                "  fast path `{}` does not apply: {}",
-                miss.rule,
-                miss.reasons.join("; ")
+                format_args!(
+                    "  fast path `{}` does not apply: {}",
+                    miss.rule,
+                    miss.reasons.join("; ")
+                ),
             );
         }
     }
+}
+
+/// Writes one line of the report. What a request file says shows on it as text: line breaks
+/// and other control characters (terminal escapes, the bidirectional controls) come out
+/// escaped, so a value can neither begin a line of its own (a CI runner reads `::error::…` at
+/// the start of a line as a command) nor restyle the terminal.
+fn line(out: &mut String, text: std::fmt::Arguments<'_>) {
+    for c in text.to_string().chars() {
+        if c.is_control() || crate::comment::is_bidi_control(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\n');
 }

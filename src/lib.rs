@@ -3,6 +3,15 @@
 //! The library holds everything but the command line: the request and policy models, the
 //! decision engine, the slash-command parser, and (in later modules) the service.
 
+/// A regex compiled once, from a literal.
+macro_rules! regex {
+    ($re:literal) => {{
+        static RE: std::sync::LazyLock<regex::Regex> =
+            std::sync::LazyLock::new(|| regex::Regex::new($re).expect("valid literal regex"));
+        &*RE
+    }};
+}
+
 pub mod audit;
 pub mod check;
 pub mod clock;

@@ -316,6 +316,14 @@ fn audit_report(
     options: &AuditOptions,
     format: AuditFormat,
 ) -> anyhow::Result<ExitCode> {
+    if let (Some(since), Some(until)) = (options.report.since, options.report.until) {
+        anyhow::ensure!(
+            since <= until,
+            "--since ({}) is after --until ({}): no grant can be in both",
+            since.to_rfc3339(),
+            until.to_rfc3339()
+        );
+    }
     let report = audit::run(repo, options)?;
     let format = match format {
         AuditFormat::Table => audit::Format::Table,
@@ -367,9 +375,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BREAKGLASS_LOG")
         .unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal as _;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: a log file or collector gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -417,7 +428,7 @@ fn migrate(path: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
         store.migrate().await?;
         emit(format!(
             "database {} is up to date\n",
-            redact_url(&config.database_url)
+            breakglass::secret::redact_url(&config.database_url)
         ))?;
         Ok(ExitCode::SUCCESS)
     })
@@ -431,16 +442,5 @@ fn emit(text: impl std::fmt::Display) -> anyhow::Result<()> {
     match write!(out, "{text}").and_then(|()| out.flush()) {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         written => Ok(written?),
-    }
-}
-
-/// A database URL without its password, for messages.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
     }
 }

@@ -6,19 +6,9 @@
 //! `TryFrom<String>`, so a YAML error points at the offending line.
 
 use std::fmt;
-use std::sync::LazyLock;
 
-use regex::Regex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-macro_rules! regex {
-    ($re:literal) => {{
-        static RE: LazyLock<Regex> =
-            LazyLock::new(|| Regex::new($re).expect("valid literal regex"));
-        &*RE
-    }};
-}
 
 /// An environment or role name: lowercase letters, digits, `-` and `_`, as in `prod` or
 /// `db-admin`. Also a file stem under `policies/` and a directory under `requests/`.

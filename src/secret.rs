@@ -30,6 +30,46 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `text` (a forge's error message, a transport error) with whatever looks like a credential
+/// replaced by `[redacted]`: the forges' token formats, the value after `Bearer`, `token` or
+/// `Basic`, a URL's password and `password=`-style parameters. A forge or a proxy in front of
+/// it that echoes the request's credentials in its error must not put them in our logs.
+pub fn scrub(text: &str) -> String {
+    let text = regex!(
+        r"\b(?:gh[pousr]_|github_pat_|glpat-|gldt-|glrt-|glptt-|glsoat-|glcbt-|gloas-)[A-Za-z0-9_-]+"
+    )
+    .replace_all(text, "[redacted]");
+    let text = regex!(r"(?i)\b(bearer|basic)(\s+)[^\s\[\]\x22',;]{4,}")
+        .replace_all(&text, "$1$2[redacted]");
+    let text = regex!(r"(?i)\b(token|private-token|authorization)(\s*[:=]\s*)[^\s\[\]\x22',;]{4,}")
+        .replace_all(&text, "$1$2[redacted]");
+    let text = regex!(r"://[^/\s:@]+:[^/\s@]+@").replace_all(&text, "://[redacted]@");
+    without_secret_params(&text)
+}
+
+/// `text` with the values of `password=`-style parameters replaced by `[redacted]`.
+fn without_secret_params(text: &str) -> String {
+    regex!(r"(?i)\b(password|passwd|pwd|secret|access_token|private_token)=[^&\s]+")
+        .replace_all(text, "$1=[redacted]")
+        .into_owned()
+}
+
+/// A URL without its credentials (`https://user:token@host` → `https://user:redacted@host`;
+/// over HTTP a lone user name is a token too: `https://token@host` → `https://redacted@host`),
+/// and without `password=`-style parameters, so a secret never reaches a report or a message.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return without_secret_params(url);
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("redacted"));
+    } else if matches!(parsed.scheme(), "http" | "https") && !parsed.username().is_empty() {
+        let _ = parsed.set_username("redacted");
+    }
+    // A database URL may carry its password as a parameter (`?password=…`).
+    without_secret_params(parsed.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +82,54 @@ mod tests {
             "Secret([redacted]) [redacted] Some(Secret([redacted]))"
         );
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn scrub_takes_credentials_out_of_forge_messages() {
+        assert_eq!(
+            scrub("Bad credentials: you sent Bearer ghp_TOKENSECRET2 / None"),
+            "Bad credentials: you sent Bearer [redacted] / None"
+        );
+        assert_eq!(
+            scrub("401: None / glpat-SECRET4 and token=abcd1234 PRIVATE-TOKEN: xyzw5678"),
+            "401: None / [redacted] and token=[redacted] PRIVATE-TOKEN: [redacted]"
+        );
+        assert_eq!(
+            scrub("error sending request for url (https://bot:hunter22@ghe.example/api/v3/user)"),
+            "error sending request for url (https://[redacted]@ghe.example/api/v3/user)"
+        );
+        assert_eq!(
+            scrub("postgres://db/x?sslmode=disable&password=HUNTER2PW"),
+            "postgres://db/x?sslmode=disable&password=[redacted]"
+        );
+        let plain =
+            "Validation Failed: head ref breakglass/r1 is invalid; the token budget is spent";
+        assert_eq!(scrub(plain), plain);
+        assert_eq!(scrub("Not Found"), "Not Found");
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(
+            redact_url("https://bot:ghp_secret@github.com/acme/r.git"),
+            "https://bot:redacted@github.com/acme/r.git"
+        );
+        assert_eq!(
+            redact_url("https://ghp_secret@github.com/acme/r.git"),
+            "https://redacted@github.com/acme/r.git"
+        );
+        assert_eq!(redact_url("ssh://git@host/r.git"), "ssh://git@host/r.git");
+        assert_eq!(
+            redact_url("git@github.com:a/b.git"),
+            "git@github.com:a/b.git"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@db:5432/x?sslmode=disable&password=HUNTER2PW"),
+            "postgres://postgres@db:5432/x?sslmode=disable&password=[redacted]"
+        );
+        assert_eq!(
+            redact_url("postgres://app:pw@db/x"),
+            "postgres://app:redacted@db/x"
+        );
     }
 }

@@ -1044,6 +1044,18 @@ fn exit_codes() {
     let out = audit_cli(s.repo.path_str(), &["--since", "last tuesday"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("YYYY-MM-DD"), "{}", stderr(&out));
+
+    // An empty window is a mistake, not a clean report.
+    let out = audit_cli(
+        s.repo.path_str(),
+        &["--since", "2026-11-27", "--until", "2026-11-26"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is after --until"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

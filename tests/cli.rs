@@ -125,6 +125,36 @@ fn the_fast_path_shows_when_label_and_on_call_team_match() {
     ");
 }
 
+// The requests repo's CI prints the report into its log, where a line that starts with `::`
+// is a command to the runner (`::add-mask::`, `::stop-commands::`) and escape bytes restyle
+// the terminal. A value in a request file shows on its own line's text, escaped.
+#[test]
+fn request_text_cannot_start_a_line_of_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = request_file(
+        &dir,
+        "prod",
+        "20261126-0214-alice-prod",
+        "environment: prod\nrole: admin\nduration: 1h\n\
+         reason: \"bad\\n::error file=x::pwned\\r\\n::add-mask::alice \\e[31mred\\u202e\"\n\
+         ticket: INC-1\n",
+    );
+    let out = check(&["--requester", "alice"], &file);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let report = stdout(&out);
+    assert!(
+        report.lines().all(|l| !l.trim_start().starts_with("::")),
+        "{report}"
+    );
+    assert!(!report.contains(['\u{1b}', '\r', '\u{202e}']), "{report:?}");
+    assert!(
+        report.contains(
+            r"reason `bad\n::error file=x::pwned\r\n::add-mask::alice \u{1b}[31mred\u{202e}`"
+        ),
+        "{report}"
+    );
+}
+
 #[test]
 fn malformed_files_exit_2_with_line_and_column() {
     let dir = tempfile::tempdir().unwrap();

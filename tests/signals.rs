@@ -48,6 +48,17 @@ async fn sigterm_shuts_the_service_down_gracefully() {
         assert!(Instant::now() < deadline, "the service did not come up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A delivery with a wrong signature is refused, and the log says why (never the secret).
+    let refused = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/webhooks/github"))
+        .header("X-GitHub-Event", "ping")
+        .header("X-GitHub-Delivery", "d-1")
+        .header("X-Hub-Signature-256", format!("sha256={}", "0".repeat(64)))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -76,4 +87,12 @@ async fn sigterm_shuts_the_service_down_gracefully() {
         stderr.contains("shutting down: finishing work in flight"),
         "{stderr}"
     );
+    let refusal = stderr
+        .lines()
+        .find(|l| l.contains("webhook delivery refused"))
+        .unwrap_or_else(|| panic!("no line about the refused delivery:\n{stderr}"));
+    assert!(refusal.contains("status=401"), "{refusal}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    // Not a terminal: plain text, no colour codes.
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }

@@ -636,6 +636,19 @@ fn finish_row(
             pending.problems.join("; "),
         );
     }
+    // The bot revokes for three reasons only; any other was not written by it.
+    if let Some(revoke) = revoke
+        && let Some(reason) = &revoke.fact.reason
+        && reason.parse::<crate::store::RevokeReason>().is_err()
+    {
+        flag(
+            row,
+            AnomalyKind::MalformedTrailers,
+            revoke.commit,
+            revoke.position,
+            format!("Breakglass-Revoked-Reason `{reason}` is none of ttl, early, reconcile"),
+        );
+    }
 }
 
 fn review(
@@ -802,6 +815,20 @@ mod tests {
             .iter()
             .map(|a| (a.request_id.clone(), a.kind))
             .collect()
+    }
+
+    #[test]
+    fn a_revoke_reason_the_bot_never_writes_is_malformed() {
+        let report = Builder::default()
+            .grant(0, "r-1", "carol", 60)
+            .revoke(61, "r-1", "bogus", None)
+            .report(600);
+        assert_eq!(
+            kinds(&report),
+            [("r-1".into(), AnomalyKind::MalformedTrailers)]
+        );
+        assert_eq!(report.anomalies[0].commit, oid(2), "the revoke's commit");
+        assert!(report.anomalies[0].detail.contains("`bogus`"));
     }
 
     #[test]

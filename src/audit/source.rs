@@ -47,7 +47,7 @@ impl Source {
     }
 
     fn clone_url(url: &str, branch: Option<&str>) -> Result<Self, AuditError> {
-        let name = redact_url(url);
+        let name = crate::secret::redact_url(url);
         let dir = TempDir::new().map_err(|err| AuditError::Clone {
             url: name.clone(),
             message: format!("cannot create a temporary directory: {err}"),
@@ -101,23 +101,6 @@ impl Source {
 /// Whether `--repo` names a remote rather than a path.
 pub fn is_url(location: &str) -> bool {
     location.contains("://") || location.contains("git@")
-}
-
-/// A URL without its credentials (`https://user:token@host` → `https://user:redacted@host`;
-/// over HTTP a lone user name is a token too: `https://token@host` → `https://redacted@host`),
-/// so a token never reaches a report or an error message.
-pub fn redact_url(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return url.to_owned();
-    };
-    if parsed.password().is_some() {
-        let _ = parsed.set_password(Some("redacted"));
-    } else if matches!(parsed.scheme(), "http" | "https") && !parsed.username().is_empty() {
-        let _ = parsed.set_username("redacted");
-    } else {
-        return url.to_owned();
-    }
-    parsed.to_string()
 }
 
 /// A directory under the system's temp dir, removed on drop. (`tempfile` is only a
@@ -176,23 +159,6 @@ mod tests {
         for path in [".", "/tmp/repo", "../requests", "C:\\repos\\x"] {
             assert!(!is_url(path), "{path}");
         }
-    }
-
-    #[test]
-    fn credentials_never_show() {
-        assert_eq!(
-            redact_url("https://bot:ghp_secret@github.com/acme/r.git"),
-            "https://bot:redacted@github.com/acme/r.git"
-        );
-        assert_eq!(
-            redact_url("https://ghp_secret@github.com/acme/r.git"),
-            "https://redacted@github.com/acme/r.git"
-        );
-        assert_eq!(redact_url("ssh://git@host/r.git"), "ssh://git@host/r.git");
-        assert_eq!(
-            redact_url("git@github.com:a/b.git"),
-            "git@github.com:a/b.git"
-        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+
 /// A failed forge API call.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ForgeError {
@@ -35,5 +37,22 @@ impl ForgeError {
             Self::Refused { status, .. } => Some(*status),
             _ => None,
         }
+    }
+}
+
+/// A body that does not read as `T`.
+pub(crate) fn decode<T: DeserializeOwned>(call: &str, body: &str) -> Result<T, ForgeError> {
+    serde_json::from_str(body).map_err(|err| ForgeError::Decode {
+        call: call.to_owned(),
+        detail: err.to_string(),
+    })
+}
+
+/// A call that got no answer (a connection refused or reset, a timeout). The error's text may
+/// name the URL, so it is scrubbed of credentials.
+pub(crate) fn transport(call: &str, err: impl std::fmt::Display) -> ForgeError {
+    ForgeError::Transient {
+        call: call.to_owned(),
+        detail: crate::secret::scrub(&err.to_string()),
     }
 }

@@ -7,6 +7,8 @@
 //! token; 413 too large (by the body limit layer); 503 when the database is down (the forge
 //! lets the operator redeliver).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -67,7 +69,38 @@ async fn intake(state: &AppState, forge: &str, verified: Result<Verified, Reply>
         "breakglass_webhooks_total",
         format!("forge=\"{forge}\",result=\"{outcome}\""),
     );
+    if let Err((status, why)) = &result {
+        log_refusal(forge, *status, why);
+    }
     result.unwrap_or_else(|reply| reply)
+}
+
+/// Says why a delivery was refused (a wrong secret, a missing header), so that an operator can
+/// see it; the reasons are our own words and never carry a secret. At most one line every
+/// 10 s, with how many refusals it stands for, so that a flood of bad requests cannot flood
+/// the log.
+fn log_refusal(forge: &str, status: StatusCode, why: &str) {
+    static REFUSED: AtomicU64 = AtomicU64::new(0);
+    static LAST_LOGGED: AtomicU64 = AtomicU64::new(0);
+    let refused = REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_LOGGED.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_LOGGED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        REFUSED.store(0, Ordering::Relaxed);
+        tracing::warn!(
+            forge,
+            status = status.as_u16(),
+            reason = why.trim_end(),
+            refused,
+            "webhook delivery refused"
+        );
+    }
 }
 
 async fn store(state: &AppState, verified: Verified) -> Result<Reply, Reply> {

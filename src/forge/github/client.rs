@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::forge::error::{decode, transport};
 use crate::forge::etag_cache::EtagCache;
 use crate::forge::github::added_file::added_text;
 use crate::forge::note_mark::Marked;
@@ -1078,22 +1079,8 @@ fn classify(
     Err(ForgeError::Refused {
         call: call.to_owned(),
         status: status.as_u16(),
-        message,
+        message: crate::secret::scrub(&message),
     })
-}
-
-fn decode<T: DeserializeOwned>(call: &str, body: &str) -> Result<T, ForgeError> {
-    serde_json::from_str(body).map_err(|err| ForgeError::Decode {
-        call: call.to_owned(),
-        detail: err.to_string(),
-    })
-}
-
-fn transport(call: &str, err: impl std::fmt::Display) -> ForgeError {
-    ForgeError::Transient {
-        call: call.to_owned(),
-        detail: err.to_string(),
-    }
 }
 
 #[derive(Deserialize)]
@@ -1376,6 +1363,18 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "c: HTTP 403: Resource not accessible");
+        // A forge (or a proxy before it) that echoes the credentials it was sent.
+        let err = classify(
+            "c",
+            StatusCode::UNAUTHORIZED,
+            &HeaderMap::new(),
+            r#"{"message":"Bad credentials: you sent Bearer ghp_abcdef0123456789"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "c: HTTP 401: Bad credentials: you sent Bearer [redacted]"
+        );
         let err = classify(
             "c",
             StatusCode::CONFLICT,

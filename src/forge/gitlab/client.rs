@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::{looks_like_bot, reaction_name, route};
 use crate::forge::Landed;
 use crate::forge::Thread;
+use crate::forge::error::{decode, transport};
 use crate::forge::etag_cache::EtagCache;
 use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
@@ -980,7 +981,7 @@ fn classify(
     Err(ForgeError::Refused {
         call: call.to_owned(),
         status: status.as_u16(),
-        message: gitlab_message(body),
+        message: crate::secret::scrub(&gitlab_message(body)),
     })
 }
 
@@ -1088,20 +1089,6 @@ fn encode(text: &str) -> String {
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn decode<T: DeserializeOwned>(call: &str, body: &str) -> Result<T, ForgeError> {
-    serde_json::from_str(body).map_err(|err| ForgeError::Decode {
-        call: call.to_owned(),
-        detail: err.to_string(),
-    })
-}
-
-fn transport(call: &str, err: impl std::fmt::Display) -> ForgeError {
-    ForgeError::Transient {
-        call: call.to_owned(),
-        detail: err.to_string(),
-    }
 }
 
 #[derive(Deserialize)]
