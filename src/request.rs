@@ -211,6 +211,36 @@ mod tests {
     }
 
     #[test]
+    fn parser_errors_are_said_in_plain_words() {
+        let error = |yaml: &str| AccessRequest::from_yaml(yaml).unwrap_err().to_string();
+        let base = "environment: prod\nduration: 1h\nreason: \"incident: x\"\n";
+        assert_eq!(
+            error(&format!("{base}role: admin\nrole: admin\n")),
+            "line 5, column 1: `role` is given twice; keep one"
+        );
+        assert_eq!(
+            error(&format!("{base}role: &r admin\n")),
+            "line 4, column 10: anchors and aliases (`&name`, `*name`) are not allowed"
+        );
+        assert!(
+            error(&format!("{base}role: admin\n---\nrole: admin\n"))
+                .ends_with("the file holds more than one YAML document (`---`); write one request or policy per file")
+        );
+        assert_eq!(
+            error(&format!("{base}role:\n")),
+            "line 4, column 5: a value is missing here"
+        );
+        assert_eq!(
+            error(&format!("{base}role: [admin]\n")),
+            "line 4, column 7: expected a single text value here, not a list or a mapping"
+        );
+        assert_eq!(
+            error(&format!("{base}role: !custom admin\n")),
+            "line 4, column 15: unsupported tag `!custom`"
+        );
+    }
+
+    #[test]
     fn blank_reasons_are_refused() {
         let err = AccessRequest::from_yaml("environment: prod\nrole: admin\nreason: \"  \"\n")
             .unwrap_err();

@@ -72,6 +72,11 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
         });
     }
     let options = serde_saphyr::options! {
+        // `yes`, `no`, `on` and `off` are YAML 1.1 booleans, and people write them by mistake:
+        // a flag takes `true` or `false` only.
+        strict_booleans: true,
+        // No `!tag` of an application: nothing in these files needs one.
+        reject_unsupported_tags: true,
         budget: serde_saphyr::budget! {
             max_depth: 16,
             max_documents: 1,
@@ -93,8 +98,36 @@ fn to_yaml_error(err: &serde_saphyr::Error) -> YamlError {
     YamlError {
         line: location.map(|l| l.line()).filter(|l| *l > 0),
         column: location.map(|l| l.column()).filter(|c| *c > 0),
-        message: strip_location_suffix(&plain).to_owned(),
+        message: plain_words(strip_location_suffix(&plain)),
     }
+}
+
+/// The parser's messages that speak of its own internals, said for the person who wrote the
+/// file (they end up in a PR comment).
+fn plain_words(message: &str) -> String {
+    if let Some(key) = message
+        .strip_prefix("duplicate mapping key: ")
+        .and_then(|rest| rest.split(", set DuplicateKeyPolicy").next())
+    {
+        return format!("`{key}` is given twice; keep one");
+    }
+    let said = match message {
+        m if m.starts_with("budget breached: Anchors")
+            || m.starts_with("budget breached: Aliases") =>
+        {
+            "anchors and aliases (`&name`, `*name`) are not allowed"
+        }
+        m if m.starts_with("budget breached: Documents") => {
+            "the file holds more than one YAML document (`---`); write one request or policy per file"
+        }
+        m if m.starts_with("budget breached") => {
+            "the file is nested too deeply or holds too many values"
+        }
+        m if m.starts_with("cannot deserialize null into string") => "a value is missing here",
+        "expected string scalar" => "expected a single text value here, not a list or a mapping",
+        other => return other.to_owned(),
+    };
+    said.to_owned()
 }
 
 /// The plain rendering ends with ` at line L, column C`; we print the position first instead.

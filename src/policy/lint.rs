@@ -369,6 +369,24 @@ fast_path:
     }
 
     #[test]
+    fn a_flag_is_true_or_false_never_yes_or_off() {
+        for word in ["yes", "off", "on", "no"] {
+            let text = GOOD.replace(
+                "    review_within: 24h\n",
+                &format!("    review_within: 24h\n    block_until_reviewed: {word}\n"),
+            );
+            let problems = messages(&[file("prod.yaml", &text)]);
+            assert_eq!(problems.len(), 1, "{word}: {problems:?}");
+            assert!(problems[0].contains("invalid boolean"), "{word}: {problems:?}");
+        }
+        let text = GOOD.replace(
+            "    review_within: 24h\n",
+            "    review_within: 24h\n    block_until_reviewed: false\n",
+        );
+        assert_eq!(messages(&[file("prod.yaml", &text)]), Vec::<String>::new());
+    }
+
+    #[test]
     fn every_missing_key_is_named_not_only_the_first() {
         let text = "environment: prod\nrequesters: [alice]\n";
         assert_eq!(
