@@ -1415,7 +1415,7 @@ mod tests {
             (
                 "/breakglass prod 0m",
                 "0m",
-                "duration `0m` is zero; ask for at least `1m`",
+                "duration `0m` is zero; ask for the time you need, e.g. `30m`",
             ),
             (
                 "/breakglass prod 1w admin",

@@ -26,7 +26,7 @@ pub struct HumanDuration(Duration);
 pub enum DurationError {
     #[error("duration `{0}` is not a duration; write e.g. `90s`, `45m`, `2h` or `1h30m`")]
     Malformed(String),
-    #[error("duration `{0}` is zero; ask for at least `1m`")]
+    #[error("duration `{0}` is zero; ask for the time you need, e.g. `30m`")]
     Zero(String),
     #[error("duration `{0}` is longer than the 7 days any grant may last")]
     TooLong(String),

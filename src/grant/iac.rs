@@ -28,11 +28,7 @@ pub fn render(
         .template
         .as_deref()
         .ok_or_else(|| GrantError::Misconfigured("iac role without `template`".into()))?;
-    if name.contains("..") || name.starts_with('/') {
-        return Err(GrantError::Misconfigured(format!(
-            "template `{name}` must be a path inside the templates directory"
-        )));
-    }
+    check_template_name(name).map_err(GrantError::Misconfigured)?;
     let source = std::fs::read_to_string(templates_dir.join(name)).map_err(|err| {
         GrantError::Misconfigured(format!("cannot read template `{name}`: {err}"))
     })?;
@@ -45,6 +41,38 @@ pub fn render(
     })
     .map_err(|err| GrantError::Misconfigured(format!("cannot render template `{name}`: {err}")))?;
     Ok(RenderedFile { path, content })
+}
+
+/// A template is named by a path inside the bot's templates directory.
+pub fn check_template_name(name: &str) -> Result<(), String> {
+    if name.contains("..") || name.starts_with('/') {
+        return Err(format!(
+            "template `{name}` must be a path inside the templates directory"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an `output:` renders to a usable path, tried on a request as the comment form
+/// makes them (the policy linter's check, before any grant depends on it): a value outside
+/// the path alphabet (a `reason`), an unknown value, broken template syntax, a path among
+/// requests or policies or outside the repo, or an extension of no known format fail here.
+pub fn check_output(output: &str, environment: &str, role: &str) -> Result<(), String> {
+    let sample = GrantSpec {
+        id: format!("20261126-0214-alice-{environment}"),
+        environment: environment.to_owned(),
+        role: role.to_owned(),
+        requester: "alice".into(),
+        reason: "incident: INC-1 checkout DB failover".into(),
+        ticket: Some("INC-1".into()),
+        duration: "1h".into(),
+        expires_at: super::NOT_YET_GRANTED.into(),
+    };
+    FileFormat::of_path(output).map_err(|why| format!("output {why}"))?;
+    render_path(output, &sample).map(|_| ()).map_err(|err| match err {
+        GrantError::Misconfigured(why) => why,
+        other => other.to_string(),
+    })
 }
 
 /// The output path for `spec`, refusing values outside the path alphabet and paths that would

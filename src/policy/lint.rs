@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::PolicyFile;
 use super::model::{KNOWN_REACTIONS, Policy, ProviderKind, Role};
-use crate::grant::escape::FileFormat;
+use crate::grant::aws_iam::principal;
 use crate::grant::iac;
 use crate::names::Principal;
 
@@ -201,7 +201,7 @@ fn check_policy(policy: &Policy, report: &mut impl FnMut(String)) {
         report("roles is empty: there is nothing to request".into());
     }
     for (name, role) in &policy.roles {
-        check_role(name.as_str(), role, report);
+        check_role(policy.environment.as_str(), name.as_str(), role, report);
     }
     let mut rule_names = BTreeSet::new();
     for rule in &policy.fast_path {
@@ -231,7 +231,7 @@ fn check_policy(policy: &Policy, report: &mut impl FnMut(String)) {
     }
 }
 
-fn check_role(name: &str, role: &Role, report: &mut impl FnMut(String)) {
+fn check_role(environment: &str, name: &str, role: &Role, report: &mut impl FnMut(String)) {
     let Some(kind) = role.provider_kind() else {
         report(format!(
             "role `{name}`: unknown provider `{}`; use aws-iam, iac or noop",
@@ -274,16 +274,24 @@ fn check_role(name: &str, role: &Role, report: &mut impl FnMut(String)) {
                 Some(_) => {}
             }
             if let Some(arn) = &role.policy_arn
-                && !arn.starts_with("arn:aws:iam::")
+                && !principal::is_policy_arn(arn)
             {
                 report(format!(
-                    "role `{name}`: policy_arn `{arn}` is not an IAM policy ARN (arn:aws:iam::…)"
+                    "role `{name}`: policy_arn `{arn}` is not an IAM policy ARN (arn:aws:iam::aws:policy/<name> or arn:aws:iam::<account>:policy/<name>)"
                 ));
             }
-            if role.principal.is_none() {
-                report(format!(
+            match (&role.principal, &role.account) {
+                (None, _) => report(format!(
                     "role `{name}`: provider aws-iam needs `principal`, the IAM role to grant (may use {{{{ requester }}}})"
-                ));
+                )),
+                (Some(template), Some(account))
+                    if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    if let Err(why) = principal::check(template, account, environment, name) {
+                        report(format!("role `{name}`: {why}"));
+                    }
+                }
+                (Some(_), _) => {} // the account's own problem is said above
             }
             match (&role.policy_arn, &role.policy) {
                 (Some(_), Some(_)) | (None, None) => report(format!(
@@ -294,7 +302,7 @@ fn check_role(name: &str, role: &Role, report: &mut impl FnMut(String)) {
                         report(format!("role `{name}`: policy: {problem}"));
                     }
                 }
-                (Some(_), None) => {}
+                (Some(_), _) => {} // the account's own problem is said above
             }
         }
         ProviderKind::Iac => {
@@ -303,11 +311,15 @@ fn check_role(name: &str, role: &Role, report: &mut impl FnMut(String)) {
                     "role `{name}`: provider iac needs `template`, the grant template to render"
                 ));
             }
+            if let Some(Err(why)) = role.template.as_deref().map(iac::check_template_name) {
+                report(format!("role `{name}`: {why}"));
+            }
             // Values are escaped for the grant file's format, which its extension names; a
-            // file of no known format could not be rendered safely, so the grant would fail.
+            // file of no known format could not be rendered safely, so the grant would fail,
+            // as it would for a path that cannot be rendered or lands among requests.
             let output = role.output.as_deref().unwrap_or(iac::DEFAULT_OUTPUT);
-            if let Err(why) = FileFormat::of_path(output) {
-                report(format!("role `{name}`: output {why}"));
+            if let Err(why) = iac::check_output(output, environment, name) {
+                report(format!("role `{name}`: {why}"));
             }
         }
         ProviderKind::Noop => {}
@@ -377,13 +389,62 @@ fast_path:
             );
             let problems = messages(&[file("prod.yaml", &text)]);
             assert_eq!(problems.len(), 1, "{word}: {problems:?}");
-            assert!(problems[0].contains("invalid boolean"), "{word}: {problems:?}");
+            assert!(
+                problems[0].contains("invalid boolean"),
+                "{word}: {problems:?}"
+            );
         }
         let text = GOOD.replace(
             "    review_within: 24h\n",
             "    review_within: 24h\n    block_until_reviewed: false\n",
         );
         assert_eq!(messages(&[file("prod.yaml", &text)]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_role_that_could_never_be_granted_is_reported_before_anyone_asks() {
+        let with_roles = |roles: &str| GOOD.replace("  admin:\n    provider: noop\n", roles);
+        let cases = [
+            (
+                "  admin:\n    provider: aws-iam\n    account: \"123456789012\"\n    principal: \"arn:aws:iam::999999999999:role/bg-{{ requester }}\"\n    policy_arn: arn:aws:iam::aws:policy/ReadOnlyAccess\n",
+                "`principal` gave a role in account 999999999999, but the role's `account` is 123456789012",
+            ),
+            (
+                "  admin:\n    provider: aws-iam\n    account: \"123456789012\"\n    principal: \"arn:aws:iam::123456789012:user/{{ requester }}\"\n    policy_arn: arn:aws:iam::aws:policy/ReadOnlyAccess\n",
+                "which is not an IAM role ARN",
+            ),
+            (
+                "  admin:\n    provider: aws-iam\n    account: \"123456789012\"\n    principal: \"arn:aws:iam::123456789012:role/{{ nope }}\"\n    policy_arn: arn:aws:iam::aws:policy/ReadOnlyAccess\n",
+                "cannot render `principal`",
+            ),
+            (
+                "  admin:\n    provider: aws-iam\n    account: \"123456789012\"\n    principal: \"arn:aws:iam::123456789012:role/bg\"\n    policy_arn: \"arn:aws:iam::aws:policy/\"\n",
+                "is not an IAM policy ARN",
+            ),
+            (
+                "  admin:\n    provider: iac\n    template: ../secrets.tf.j2\n",
+                "must be a path inside the templates directory",
+            ),
+            (
+                "  admin:\n    provider: iac\n    template: iac/aws-role-policy.tf.j2\n    output: \"requests/{{ environment }}/{{ id }}.yaml\"\n",
+                "must not be under requests/ or policies/",
+            ),
+            (
+                "  admin:\n    provider: iac\n    template: iac/aws-role-policy.tf.j2\n    output: \"grants/{{ reason }}.json\"\n",
+                "may not be part of a path",
+            ),
+            (
+                "  admin:\n    provider: iac\n    template: iac/aws-role-policy.tf.j2\n    output: \"grants/{{ id }.json\"\n",
+                "cannot render output path",
+            ),
+        ];
+        for (roles, expected) in cases {
+            let problems = messages(&[file("prod.yaml", &with_roles(roles))]);
+            assert!(
+                problems.len() == 1 && problems[0].contains(expected),
+                "{roles}: expected one problem with {expected:?}, got {problems:#?}"
+            );
+        }
     }
 
     #[test]
@@ -497,7 +558,7 @@ fast_path:
         for want in [
             "policies/prod.yaml: role `admin`: `template` is a key of provider iac, not aws-iam",
             "policies/prod.yaml: role `admin`: account `12345` is not a 12-digit AWS account id (quote it in YAML)",
-            "policies/prod.yaml: role `admin`: policy_arn `AdministratorAccess` is not an IAM policy ARN (arn:aws:iam::…)",
+            "policies/prod.yaml: role `admin`: policy_arn `AdministratorAccess` is not an IAM policy ARN (arn:aws:iam::aws:policy/<name> or arn:aws:iam::<account>:policy/<name>)",
         ] {
             assert!(
                 problems.iter().any(|p| p == want),

@@ -93,6 +93,39 @@ pub fn render(template: &str, account: &str, spec: &GrantSpec) -> Result<RoleArn
     parse(&arn, account)
 }
 
+/// Whether `template` renders to a role of `account`, tried on a request as the comment form
+/// makes them (the policy linter's check, before any grant depends on it).
+pub fn check(template: &str, account: &str, environment: &str, role: &str) -> Result<(), String> {
+    let sample = GrantSpec {
+        id: format!("20261126-0214-alice-{environment}"),
+        environment: environment.to_owned(),
+        role: role.to_owned(),
+        requester: "alice".into(),
+        reason: String::new(),
+        ticket: None,
+        duration: "1h".into(),
+        expires_at: crate::grant::NOT_YET_GRANTED.into(),
+    };
+    render(template, account, &sample)
+        .map(|_| ())
+        .map_err(|err| match err {
+            GrantError::Misconfigured(why) => why,
+            other => other.to_string(),
+        })
+}
+
+/// Whether `arn` is the ARN of an IAM managed policy: AWS's own (`arn:aws:iam::aws:policy/…`)
+/// or an account's.
+pub fn is_policy_arn(arn: &str) -> bool {
+    static POLICY_ARN: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"^arn:(aws|aws-cn|aws-us-gov):iam::(aws|[0-9]{12}):policy/(?:[A-Za-z0-9+=,.@_-]+/)*[A-Za-z0-9+=,.@_-]{1,128}$",
+        )
+        .expect("valid literal regex")
+    });
+    POLICY_ARN.is_match(arn)
+}
+
 /// `arn` as a role of `account`, or why it is not one.
 fn parse(arn: &str, account: &str) -> Result<RoleArn, GrantError> {
     let Some(parts) = ROLE_ARN.captures(arn) else {
