@@ -179,10 +179,11 @@ impl Default for AwsConfig {
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    // The source is in the message, not the error chain: `{err:#}` would say it twice.
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
@@ -203,7 +204,7 @@ impl Config {
             Err(source) => {
                 return Err(ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    error: source,
                 });
             }
         };
@@ -216,9 +217,9 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::from_toml(&text, &path.display().to_string(), env)
     }
@@ -236,6 +237,8 @@ impl Config {
         let mut table: toml::Table = text
             .parse()
             .map_err(|err: toml::de::Error| invalid(err.to_string()))?;
+        let from_file = table.clone();
+        let mut overrides = Vec::new();
         let known = known_keys();
         for (name, value) in env {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else {
@@ -257,12 +260,33 @@ impl Config {
                 // keys.
                 None => continue,
             };
-            set_path(&mut table, &path, value);
+            set_path(&mut table, &path, value.clone());
+            overrides.push((name, path, value));
         }
-        table
-            .try_into()
-            .map_err(|err: toml::de::Error| invalid(err.message().to_owned()))
+        table.try_into().map_err(|err: toml::de::Error| {
+            blame_override(&from_file, &overrides)
+                .unwrap_or_else(|| invalid(err.message().to_owned()))
+        })
     }
+}
+
+/// The environment variable whose override makes an otherwise valid file invalid, named with
+/// its key (never its value, which may hold a database password), or `None` when the file
+/// itself is the problem.
+fn blame_override(
+    from_file: &toml::Table,
+    overrides: &[(String, Vec<String>, toml::Value)],
+) -> Option<ConfigError> {
+    from_file.clone().try_into::<Config>().ok()?;
+    overrides.iter().find_map(|(name, path, value)| {
+        let mut alone = from_file.clone();
+        set_path(&mut alone, path, value.clone());
+        let err = alone.try_into::<Config>().err()?;
+        Some(ConfigError::Invalid {
+            path: name.clone(),
+            message: format!("`{}`: {}", path.join("."), err.message()),
+        })
+    })
 }
 
 /// An override's value: a TOML literal when it is one (`8080`, `true`), else a plain string.
@@ -426,6 +450,31 @@ assume_role_arn = ""
             Config::from_toml("", "x", env(&[])).unwrap(),
             Config::default()
         );
+    }
+
+    #[test]
+    fn a_bad_override_is_blamed_on_its_variable_not_the_file() {
+        let err = Config::from_toml(
+            SPEC_EXAMPLE,
+            "breakglass.toml",
+            env(&[
+                ("BREAKGLASS_DATABASE_URL", "postgres://u:pw@db/x"),
+                ("BREAKGLASS_LISTEN", "not-an-addr"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "BREAKGLASS_LISTEN: `listen`: invalid socket address syntax"
+        );
+        // The file's own mistake stays the file's.
+        let err = Config::from_toml(
+            "listen = \"nope\"\n",
+            "breakglass.toml",
+            env(&[("BREAKGLASS_REMINDER_BEFORE", "5m")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("breakglass.toml: "), "{err}");
     }
 
     #[test]

@@ -69,10 +69,12 @@ pub fn check_output(output: &str, environment: &str, role: &str) -> Result<(), S
         expires_at: super::NOT_YET_GRANTED.into(),
     };
     FileFormat::of_path(output).map_err(|why| format!("output {why}"))?;
-    render_path(output, &sample).map(|_| ()).map_err(|err| match err {
-        GrantError::Misconfigured(why) => why,
-        other => other.to_string(),
-    })
+    render_path(output, &sample)
+        .map(|_| ())
+        .map_err(|err| match err {
+            GrantError::Misconfigured(why) => why,
+            other => other.to_string(),
+        })
 }
 
 /// The output path for `spec`, refusing values outside the path alphabet and paths that would
