@@ -174,10 +174,27 @@ fn main() -> ExitCode {
     match try_main() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", causes(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each said once: many errors (the database's, the
+/// configuration's) already carry their cause's text, which `{:#}` would repeat.
+fn causes(err: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
 }
 
 fn try_main() -> anyhow::Result<ExitCode> {

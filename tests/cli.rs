@@ -341,6 +341,29 @@ fn serve_without_a_forge_section_explains_itself() {
     );
 }
 
+// A database that refuses connections is named at once, with its cause said once, and
+// without the password of its URL.
+#[test]
+fn a_database_that_refuses_is_said_at_once_without_its_password() {
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_breakglass"))
+        .arg("migrate")
+        .env(
+            "BREAKGLASS_DATABASE_URL",
+            "postgres://app:PGPASSWORD123@127.0.0.1:1/db?password=HUNTER2",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+    assert!(
+        !stderr.contains("PGPASSWORD123") && !stderr.contains("HUNTER2"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn migrate_creates_the_database() {
     let dir = tempfile::tempdir().unwrap();

@@ -218,7 +218,14 @@ impl Store {
             backend == Backend::Sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
         let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
         let pool = match backend {
-            Backend::Postgres => options.max_connections(10).connect(url).await?,
+            Backend::Postgres => {
+                // The pool retries a refused connection until its acquire timeout and then
+                // says only "timed out": one plain connection first names the cause (refused,
+                // no such database, bad password) at once.
+                use sqlx::Connection as _;
+                sqlx::AnyConnection::connect(url).await?.close().await?;
+                options.max_connections(10).connect(url).await?
+            }
             Backend::Sqlite => {
                 let options = if in_memory {
                     options
