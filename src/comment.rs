@@ -618,6 +618,15 @@ pub fn direct_push_comment(paths: &[String]) -> String {
     )
 }
 
+/// Someone changed an active grant's request or grant files on the default branch.
+pub fn grant_files_changed_comment(pusher: &str, paths: &[String]) -> String {
+    format!(
+        "🚨 **Grant files changed without breakglass**: {} changed {} on the default branch. Only breakglass's own merges change a grant, so this one is revoked now (`reconcile`); its revert removes the changed files. Ask again if the access is still needed.",
+        mention(pusher),
+        paths.iter().map(|p| code(p)).collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// Someone else pushed to a branch the bot built.
 pub fn tampering_comment(pusher: Option<&str>, branch: &str, found: &str) -> String {
     let who = pusher.map_or_else(|| "Someone".to_owned(), mention);
@@ -976,6 +985,10 @@ mod tests {
         );
         assert_inert(&revert_blocked_comment(HOSTILE, "main", true));
         assert_inert(&tampering_comment(Some("mallory"), HOSTILE, "abc"));
+        assert_inert(&grant_files_changed_comment(
+            "mallory",
+            &[HOSTILE.to_owned()],
+        ));
         assert_inert(&tampering_pusher_comment("mallory", HOSTILE, "abc"));
         assert_inert(&merged_elsewhere_comment(HOSTILE));
         assert_inert(&granted_elsewhere_comment(HOSTILE));

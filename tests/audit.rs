@@ -186,7 +186,7 @@ impl RequestsRepo {
     fn remove_reconcile(&self, at: i64, env: &str, id: &str) -> Oid {
         let path = format!("requests/{env}/{id}.yaml");
         let message = format!(
-            "breakglass: remove {id} (reconcile)\n\n{path} reached main without breakglass; it was never granted.\n\nBreakglass-Revokes: {id}\nBreakglass-Revoked-Reason: reconcile\n"
+            "breakglass: remove {id} (reconcile)\n\nFiles that reached main without breakglass: `{path}`. It was never granted.\n\nBreakglass-Revokes: {id}\nBreakglass-Revoked-Reason: reconcile\n"
         );
         self.merge(at, &path, None, &message, "breakglass[bot]")
     }
@@ -1613,7 +1613,7 @@ fn the_bots_removal_of_a_landed_yml_file_passes_the_file_check() {
     let path = "requests/prod/r-yml.yml";
     let landed = repo.merge(10, path, Some("role: admin\n"), "grant myself", "mallory");
     let message = format!(
-        "breakglass: remove r-yml (reconcile)\n\n{path} reached main without breakglass; it was never granted.\n\nBreakglass-Revokes: r-yml\nBreakglass-Revoked-Reason: reconcile\n"
+        "breakglass: remove r-yml (reconcile)\n\nFiles that reached main without breakglass: `{path}`. It was never granted.\n\nBreakglass-Revokes: r-yml\nBreakglass-Revoked-Reason: reconcile\n"
     );
     let removal = repo.merge(12, path, None, &message, "breakglass[bot]");
     let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));

@@ -102,6 +102,10 @@ fn object_value<'a>(expr: &'a Expression, key: &str) -> &'a Expression {
         .unwrap_or_else(|| panic!("no `{key}` in {object:?}"))
 }
 
+/// `id | resource_name` of the tests' request: the id's slug and the first 8 hex digits of the
+/// SHA-256 of `20261126-0214-alice-prod`.
+const NAME: &str = "breakglass-20261126-0214-alice-prod-0b8b6dd7";
+
 /// The instant the tests' grants expire at.
 const EXPIRES: &str = "2026-12-02T05:00:00Z";
 
@@ -254,7 +258,7 @@ fn the_aws_policy_allows_only_until_the_expiry_in_aws_terms() {
     let policy_block = resource(&body, "aws_iam_role_policy");
     assert_eq!(
         attribute(policy_block, "name"),
-        &Expression::String("breakglass-20261126-0214-alice-prod".into())
+        &Expression::String(NAME.into())
     );
     assert_eq!(
         attribute(policy_block, "role"),
@@ -297,7 +301,7 @@ fn the_gcp_binding_holds_only_while_request_time_is_before_the_expiry() {
     );
     assert_eq!(
         attribute(condition, "title"),
-        &Expression::String("breakglass 20261126-0214-alice-prod".into())
+        &Expression::String(NAME.into())
     );
 }
 
@@ -476,7 +480,7 @@ fn a_reason_stays_one_annotation_of_one_kubernetes_document() {
             (binding.api_version.as_str(), binding.kind.as_str()),
             ("rbac.authorization.k8s.io/v1", "RoleBinding")
         );
-        assert_eq!(binding.metadata.name, "breakglass-20261126-0214-alice-prod");
+        assert_eq!(binding.metadata.name, NAME);
         assert_eq!(binding.metadata.namespace, "prod");
         assert_eq!(
             binding.metadata.annotations.get("breakglass.dev/reason"),
@@ -618,4 +622,208 @@ fn kubernetes_validate_rejects_a_broken_role_binding() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// Ids that are different requests, though they differ only by case or by `-`, `_` and `.`.
+const LOOKALIKE_IDS: [&str; 5] = ["inc-1", "inc_1", "inc.1", "INC-1", "Inc_1"];
+
+/// Valid request ids whose resource names are easy to get wrong: a separator at the end or
+/// next to another, mixed case, and the longest id there can be.
+fn odd_ids() -> Vec<String> {
+    let mut ids: Vec<String> = ["inc-1_", "inc.-1", "inc-1-", "Inc_-1", "inc-1."]
+        .iter()
+        .map(|id| (*id).to_owned())
+        .collect();
+    ids.push(format!("{}_{}", "A".repeat(60), "b.".repeat(19) + "c"));
+    ids.push("9".repeat(100));
+    for id in &ids {
+        assert!(
+            breakglass::names::RequestId::try_from(id.clone()).is_ok(),
+            "{id} is a valid request id"
+        );
+    }
+    ids
+}
+
+fn spec_with_id(id: &str) -> GrantSpec {
+    let mut spec = expiring("incident");
+    spec.id = id.into();
+    spec
+}
+
+/// `type label` of every resource block of `body`: its Terraform addresses.
+fn addresses(body: &Body) -> Vec<String> {
+    block_heads(body)
+        .into_iter()
+        .filter_map(|h| h.strip_prefix("resource ").map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn lookalike_ids_render_distinct_terraform_addresses_and_names() {
+    for (template, kind) in TERRAFORM {
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for id in LOOKALIKE_IDS {
+            let (file, body) = render_tf(template, &spec_with_id(id));
+            let block = resource(&body, kind);
+            // Besides the address, what the cloud identifies the grant by, where it is a name.
+            let identity = match kind {
+                "aws_iam_role_policy" => Some(attribute(block, "name").clone()),
+                "google_project_iam_member" => {
+                    Some(attribute(nested(block, "condition"), "title").clone())
+                }
+                _ => None,
+            };
+            let keys = addresses(&body)
+                .into_iter()
+                .chain(identity.map(|e| format!("name {e:?}")));
+            for key in keys {
+                if let Some(other) = seen.insert(key.clone(), id) {
+                    panic!(
+                        "{template}: `{other}` and `{id}` both render {key}\n{}",
+                        file.content
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn lookalike_ids_render_distinct_role_bindings() {
+    let mut names = BTreeMap::new();
+    for id in LOOKALIKE_IDS {
+        let binding = role_binding(&spec_with_id(id));
+        assert_eq!(binding.metadata.namespace, "prod");
+        assert_eq!(
+            binding.metadata.annotations.get("breakglass.dev/request"),
+            Some(&id.to_owned())
+        );
+        if let Some(other) = names.insert(binding.metadata.name.clone(), id) {
+            panic!(
+                "`{other}` and `{id}` are one RoleBinding {}",
+                binding.metadata.name
+            );
+        }
+    }
+}
+
+/// The one RoleBinding the shipped template renders for `spec`.
+#[track_caller]
+fn role_binding(spec: &GrantSpec) -> RoleBinding {
+    let file = render_shipped(
+        "iac/k8s-rolebinding.yaml.j2",
+        "k8s/{{ environment }}/{{ id }}.yaml",
+        spec,
+    );
+    let mut documents: Vec<RoleBinding> = serde_saphyr::from_multiple(&file.content)
+        .unwrap_or_else(|err| panic!("{}: {err}\n{}", spec.id, file.content));
+    assert_eq!(documents.len(), 1, "{}", file.content);
+    documents.remove(0)
+}
+
+#[test]
+fn odd_valid_ids_render_valid_kubernetes_names_and_terraform_labels() {
+    // An RFC 1123 label, which every object name (a subdomain, or a path segment) accepts;
+    // and Terraform's identifier, which its block labels must be.
+    let rfc1123_label = regex::Regex::new(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$").unwrap();
+    let terraform_label = regex::Regex::new(r"^[A-Za-z_][A-Za-z0-9_-]*$").unwrap();
+    for id in odd_ids() {
+        let name = role_binding(&spec_with_id(&id)).metadata.name;
+        assert!(rfc1123_label.is_match(&name), "{id} -> {name}");
+        assert!(name.starts_with("breakglass-"), "{id} -> {name}");
+        for (template, _) in TERRAFORM {
+            let (file, body) = render_tf(template, &spec_with_id(&id));
+            assert!(file.path.ends_with(&format!("/{id}.tf")), "{}", file.path);
+            for address in addresses(&body) {
+                let label = address.split(' ').nth(1).unwrap();
+                assert!(
+                    terraform_label.is_match(label),
+                    "{template}: {id} -> {label}"
+                );
+                assert!(label.len() <= 63, "{template}: {id} -> {label}");
+            }
+        }
+    }
+}
+
+#[test]
+fn role_bindings_of_odd_ids_pass_the_kubernetes_schemas_strictly() {
+    let Some(validate) = kubernetes_validate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, id) in odd_ids().iter().enumerate() {
+        let file = render_shipped(
+            "iac/k8s-rolebinding.yaml.j2",
+            "k8s/{{ environment }}/{{ id }}.yaml",
+            &spec_with_id(id),
+        );
+        let path = dir.path().join(format!("{i}.yaml"));
+        std::fs::write(&path, &file.content).unwrap();
+        files.push(path);
+    }
+    let out = std::process::Command::new(&validate)
+        .arg("--strict")
+        .args(&files)
+        .output()
+        .unwrap_or_else(|err| panic!("{}: {err}", validate.display()));
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report.matches("passed").count(), files.len(), "{report}");
+}
+
+#[test]
+fn output_paths_are_refused_by_component_not_by_text() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.j2"), "x: \"{{ reason }}\"\n").unwrap();
+    let attempt = |output: &str, spec: &GrantSpec| render(dir.path(), &role("t.j2", output), spec);
+    for (output, why) in [
+        (
+            "./requests/{{ environment }}/{{ id }}.yaml",
+            "a `.` component",
+        ),
+        ("./policies/{{ environment }}.yaml", "a `.` component"),
+        ("grants//../requests/x.yaml", "an empty component"),
+        ("grants/../requests/x.yaml", "a `..` component"),
+        ("/grants/{{ id }}.yaml", "not an absolute path"),
+        (
+            "requests/{{ environment }}/{{ id }}.yaml",
+            "must not be under requests/",
+        ),
+        ("REQUESTS/{{ id }}.yaml", "must not be under requests/"),
+        (
+            "policies/{{ environment }}.yaml",
+            "`policies/` is where the policies",
+        ),
+    ] {
+        let err = attempt(output, &spec("incident")).unwrap_err();
+        assert!(err.to_string().contains(why), "{output}: {err}");
+    }
+    // A value in the path alphabet (`.` and `/` are in it) is judged by the same rule.
+    let mut hostile = spec("incident");
+    hostile.ticket = Some("./requests/prod/victim".into());
+    let err = attempt("{{ ticket }}.yaml", &hostile).unwrap_err();
+    assert!(err.to_string().contains("a `.` component"), "{err}");
+    // An id ending in `.` is an ordinary file name, and so is a top directory merely
+    // starting like a reserved one.
+    for (output, path) in [
+        (
+            "grants/{{ environment }}/{{ id }}.yaml",
+            "grants/prod/inc-1..yaml",
+        ),
+        (
+            "requests-archive/{{ id }}.yaml",
+            "requests-archive/inc-1..yaml",
+        ),
+        (
+            "grants/requests/{{ id }}.yaml",
+            "grants/requests/inc-1..yaml",
+        ),
+    ] {
+        let file = attempt(output, &spec_with_id("inc-1.")).unwrap();
+        assert_eq!(file.path, path);
+    }
 }

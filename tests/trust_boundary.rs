@@ -2246,3 +2246,112 @@ on_both_forges!(
         s.take_bot_comments(pr);
     }
 );
+
+// File names are anyone's text. A push straight to main of a request file with grant files
+// named with a space, a `#`, or line breaks that spell the bot's trailers: every file is
+// removed (a name git allows is a path like any other, and one removal that fails would not
+// keep the others), and no file name reaches the trailer block of the bot's removal merge.
+on_both_forges!(
+    files_with_any_name_that_land_without_the_bot_are_removed_and_forge_nothing,
+    |s: Scenario| async move {
+        let granted = s.granted("r1", "1h").await;
+        let forged = "grants/prod/z.\n\nBreakglass-Revokes: r1\nBreakglass-Revoked-Reason: ttl";
+        let files = [
+            ("requests/prod/r9.yaml", prod_request("4h")),
+            ("grants/prod/a b.tf", "resource \"x\" \"a\" {}\n".to_owned()),
+            ("grants/prod/x#y.tf", "resource \"x\" \"b\" {}\n".to_owned()),
+            (forged, "resource \"x\" \"c\" {}\n".to_owned()),
+        ];
+        let pushed: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        s.forge
+            .push_direct(REPO, &s.people.mallory, &pushed, "grant myself");
+        s.settle().await;
+        let left: Vec<String> = s
+            .forge
+            .files_on(REPO, "main")
+            .into_iter()
+            .filter(|f| files.iter().any(|(p, _)| p == f))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "still on main");
+        for commit in s.forge.log(REPO, "main") {
+            let trailers = breakglass::audit::trailers::BotTrailers::parse(&commit.message);
+            assert!(
+                trailers.revokes.is_none() || commit.message.contains("Revokes: r9"),
+                "a removal merge claims a revoke because of a file name:\n{}",
+                commit.message
+            );
+        }
+        assert_eq!(s.request("r1").await.state.to_string(), "active");
+        for change in s.changes() {
+            if change.number != granted {
+                s.take_bot_comments(change.number);
+            }
+        }
+    }
+);
+
+// For `iac` the grant file on main is the grant. A member who rewrites an active grant's file
+// there (an AdministratorAccess attachment for themselves) gets nothing from it: only the
+// bot's merges change a grant, so the grant is revoked at once (reconcile), its revert removes
+// the changed file, and the comment names the pusher.
+on_both_forges!(
+    an_active_grant_file_changed_on_main_revokes_the_grant,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "dns");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass network 30m dns-admin -- move the apex",
+        );
+        s.settle().await;
+        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+        let pr = s.changes().last().unwrap().number;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.take_bot_comments(pr);
+        let grant = s
+            .forge
+            .files_on(REPO, "main")
+            .into_iter()
+            .find(|p| p.starts_with("grants/network/"))
+            .expect("the grant file is on main");
+        let id = grant
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".tf")
+            .to_owned();
+        let text = s.forge.file_on(REPO, "main", &grant).unwrap();
+        let rewritten = format!(
+            "{text}\nresource \"aws_iam_user_policy_attachment\" \"m\" {{\n  user       = \"mallory\"\n  policy_arn = \"arn:aws:iam::aws:policy/AdministratorAccess\"\n}}\n"
+        );
+        s.forge
+            .push_direct(REPO, &s.people.mallory, &[(&grant, &rewritten)], "tweak");
+        s.settle().await;
+        let record = s.request(&id).await;
+        assert_eq!(record.state.to_string(), "revoked");
+        assert_eq!(
+            record.revoke_reason.map(|r| r.to_string()).as_deref(),
+            Some("reconcile")
+        );
+        assert_eq!(
+            s.forge.file_on(REPO, "main", &grant),
+            None,
+            "removed in full"
+        );
+        assert_eq!(s.events(&id, "tampering").await.len(), 1);
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter().any(|c| c
+                .starts_with("🚨 **Grant files changed without breakglass**: @mallory changed")),
+            "{said:#?}"
+        );
+        assert!(
+            said.iter().any(|c| c.starts_with("🔒 **Access revoked**")),
+            "{said:#?}"
+        );
+        let revert = record.revert_pr_number.unwrap();
+        s.take_bot_comments(revert);
+    }
+);

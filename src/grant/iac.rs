@@ -4,12 +4,15 @@
 //! Every `{{ value }}` is escaped for the grant file's format (see [`super::escape`]), which
 //! the output path's extension names; templates put each value inside a double-quoted string.
 //! The output path is rendered from the same values, which may only use `[A-Za-z0-9._/-]`.
+//! Names the cloud identifies a grant by come from `{{ id | resource_name }}` (see
+//! [`resource_name`]), never from the id reshaped by hand.
 
 use std::path::Path;
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Value;
 use minijinja::{Environment, Error, ErrorKind, Output, State};
+use sha2::{Digest, Sha256};
 
 use super::escape::{FileFormat, is_path_safe};
 use super::{GrantError, GrantSpec, RenderedFile};
@@ -78,7 +81,7 @@ pub fn check_output(output: &str, environment: &str, role: &str) -> Result<(), S
 }
 
 /// The output path for `spec`, refusing values outside the path alphabet and paths that would
-/// land among requests or policies, or outside the repo.
+/// land among requests or policies, or outside the repo (see [`check_path`]).
 fn render_path(template: &str, spec: &GrantSpec) -> Result<String, GrantError> {
     let path = render_with(template, spec, |out, _, value| {
         let text = text_of(value);
@@ -95,16 +98,88 @@ fn render_path(template: &str, spec: &GrantSpec) -> Result<String, GrantError> {
         Ok(())
     })
     .map_err(|err| GrantError::Misconfigured(format!("cannot render output path: {err}")))?;
-    if path.starts_with("requests/")
-        || path.starts_with("policies/")
-        || path.contains("..")
-        || path.starts_with('/')
-    {
-        return Err(GrantError::Misconfigured(format!(
-            "output `{path}` must not be under requests/ or policies/ nor leave the repo"
-        )));
-    }
+    check_path(&path).map_err(GrantError::Misconfigured)?;
     Ok(path)
+}
+
+/// The top directories of the requests repo that hold the requests and policies themselves:
+/// a grant file there would be read as one of them.
+const RESERVED_DIRS: [&str; 2] = ["requests", "policies"];
+
+/// Whether a rendered output path names a file of the repo outside [`RESERVED_DIRS`], judged
+/// by its components rather than its text: `./requests/x` and `a/../requests/x` are refused,
+/// while `inc-1..tf` (the id `inc-1.` and `.tf`) is one ordinary file name. Only plain
+/// components are accepted, so the first one is the top directory the file lands in.
+fn check_path(path: &str) -> Result<(), String> {
+    if path.starts_with('/') {
+        return Err(format!(
+            "output `{path}` must be relative to the repo, not an absolute path"
+        ));
+    }
+    for component in path.split('/') {
+        if component.is_empty() {
+            return Err(format!(
+                "output `{path}` must not have an empty component (`//`, or a trailing `/`)"
+            ));
+        }
+        if component == "." || component == ".." {
+            return Err(format!(
+                "output `{path}` must not have a `{component}` component: it may leave the repo \
+                 or hide where the file lands"
+            ));
+        }
+    }
+    // Compared without case: a checkout on a case-insensitive file system (macOS, Windows)
+    // puts `Requests/` in the same directory as `requests/`.
+    let top = path.split('/').next().unwrap_or_default();
+    if let Some(dir) = RESERVED_DIRS.iter().find(|d| d.eq_ignore_ascii_case(top)) {
+        return Err(format!(
+            "output `{path}` must not be under requests/ or policies/: `{top}/` is where the \
+             {dir} themselves are"
+        ));
+    }
+    Ok(())
+}
+
+/// Kubernetes' limit on an object name or label value (RFC 1123 label), the strictest place
+/// a [`resource_name`] goes.
+const RESOURCE_NAME_MAX: usize = 63;
+
+/// What every [`resource_name`] starts with: a letter, as Terraform labels and RFC 1123 names
+/// need, and the owner of the resource for whoever reads it in the cloud.
+const RESOURCE_NAME_PREFIX: &str = "breakglass-";
+
+/// `{{ id | resource_name }}`: a name for the resources of one grant, unique per exact id and
+/// valid as a Terraform label, a Kubernetes object name, an IAM policy name and a GCP
+/// condition title: `breakglass-<slug>-<8 hex>`.
+///
+/// Ids are unique only exactly (`INC-1`, `inc-1`, `inc_1` and `inc.1` are four requests), and
+/// no alphabet all those places accept can spell them all apart, so the readable slug may be
+/// shared and the 8 hex digits of the id's SHA-256 tell them apart.
+fn resource_name(id: &str) -> String {
+    let digest = Sha256::digest(id.as_bytes());
+    let hash = hex::encode(&digest[..4]);
+    let room = RESOURCE_NAME_MAX - RESOURCE_NAME_PREFIX.len() - 1 - hash.len();
+    match slug(id, room) {
+        slug if slug.is_empty() => format!("{RESOURCE_NAME_PREFIX}{hash}"),
+        slug => format!("{RESOURCE_NAME_PREFIX}{slug}-{hash}"),
+    }
+}
+
+/// `text` lowercased to `[a-z0-9-]`, each run of other characters one `-`, at most `max`
+/// characters, without a `-` at either end (so the name it goes into has no `--` either).
+fn slug(text: &str, max: usize) -> String {
+    let mut slug = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    // All ASCII by now, so any length is a character boundary.
+    slug.truncate(max);
+    slug.trim_end_matches('-').to_owned()
 }
 
 /// Renders `template` with `values` (a [`GrantSpec`] here; the aws-iam principal has its own
@@ -124,6 +199,10 @@ where
             .build()?,
     );
     env.set_formatter(formatter);
+    // Here rather than in `render` so the policy linter's `check_output` knows it too.
+    env.add_filter("resource_name", |value: Value| {
+        resource_name(&text_of(&value))
+    });
     env.render_str(template, minijinja::value::Serde(values))
 }
 
@@ -194,6 +273,111 @@ mod tests {
         assert!(
             err.to_string().contains("must not be under requests/"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn output_paths_are_judged_by_their_components() {
+        for (path, why) in [
+            ("/etc/grants/x.tf", "not an absolute path"),
+            ("grants//x.tf", "empty component"),
+            ("grants/x/", "empty component"),
+            ("./grants/x.tf", "a `.` component"),
+            ("grants/./x.tf", "a `.` component"),
+            ("grants/../x.tf", "a `..` component"),
+            ("grants//../requests/x.yaml", "empty component"),
+            (
+                "requests/prod/r-1.yaml",
+                "`requests/` is where the requests",
+            ),
+            ("Policies/prod.yaml", "`Policies/` is where the policies"),
+        ] {
+            let err = check_path(path).unwrap_err();
+            assert!(err.contains(why), "{path}: {err}");
+        }
+        for path in [
+            "grants/prod/inc-1..tf",
+            "grants/requests/x.tf",
+            "requests.d/x.tf",
+            "grants/...tf",
+            "x.tf",
+        ] {
+            assert_eq!(check_path(path), Ok(()), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_dotted_id_renders_the_default_output_and_a_dot_slash_one_is_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let mut spec = spec();
+        spec.id = "inc-1.".into();
+        let file = render(&dir, &role("iac/aws-role-policy.tf.j2", None), &spec).unwrap();
+        assert_eq!(file.path, "grants/prod/inc-1..tf");
+        for output in [
+            "./requests/{{ environment }}/{{ id }}.yaml",
+            "./policies/{{ environment }}.yaml",
+        ] {
+            let err = render(
+                &dir,
+                &role("iac/aws-role-policy.tf.j2", Some(output)),
+                &spec,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("a `.` component"), "{err}");
+        }
+    }
+
+    #[test]
+    fn resource_names_keep_a_readable_slug_and_the_exact_id_apart() {
+        assert_eq!(
+            resource_name("20261126-0214-alice-prod"),
+            "breakglass-20261126-0214-alice-prod-0b8b6dd7"
+        );
+        assert_eq!(resource_name("inc-1"), "breakglass-inc-1-186608b2");
+        assert_eq!(resource_name("inc_1"), "breakglass-inc-1-d5701cf0");
+        assert_eq!(resource_name("INC-1"), "breakglass-inc-1-c1bcc963");
+        assert_eq!(
+            resource_name("inc.-_1_"),
+            format!("breakglass-inc-1-{}", &hash8("inc.-_1_"))
+        );
+        assert_eq!(resource_name("__"), format!("breakglass-{}", hash8("__")));
+    }
+
+    /// The first 8 hex digits of the SHA-256 of `text`.
+    fn hash8(text: &str) -> String {
+        hex::encode(Sha256::digest(text.as_bytes()))[..8].to_owned()
+    }
+
+    #[test]
+    fn a_long_id_is_cut_to_63_characters_ending_in_its_hash() {
+        let id = format!("{}-{}", "a".repeat(42), "b".repeat(57));
+        let name = resource_name(&"x".repeat(100));
+        assert_eq!(name.len(), 63, "{name}");
+        assert_eq!(
+            name,
+            format!("breakglass-{}-{}", "x".repeat(43), hash8(&"x".repeat(100)))
+        );
+        // Cut right after a separator, the slug drops it rather than end the name in `--`.
+        assert_eq!(
+            resource_name(&id),
+            format!("breakglass-{}-{}", "a".repeat(42), hash8(&id))
+        );
+    }
+
+    #[test]
+    fn templates_can_use_resource_name_on_any_value() {
+        let dir = template_dir(
+            "a = \"{{ id | resource_name }}\"\nb = \"{{ ticket | resource_name }}\"\n",
+        );
+        let mut spec = spec();
+        spec.ticket = None;
+        let file = render(dir.path(), &role("t.j2", None), &spec).unwrap();
+        assert_eq!(
+            file.content,
+            format!(
+                "a = \"breakglass-20261126-0214-alice-prod-0b8b6dd7\"\nb = \"breakglass-{}\"\n",
+                hash8("")
+            )
         );
     }
 

@@ -139,7 +139,10 @@ impl Workflow {
         let mut change = Change {
             subject: subject.to_owned(),
             kind,
-            branch: format!("{BOT_BRANCH_PREFIX}{kind}/{subject}-{nonce:016x}"),
+            branch: format!(
+                "{BOT_BRANCH_PREFIX}{kind}/{}-{nonce:016x}",
+                branch_part(subject)
+            ),
             base_sha: base_sha.clone(),
             head_sha: None,
             pr_number: None,
@@ -186,7 +189,10 @@ impl Workflow {
                             &head,
                             path,
                             content,
-                            &format!("breakglass: {kind} {subject}: add {path}"),
+                            &format!(
+                                "breakglass: {kind} {subject}: add {}",
+                                path.escape_default()
+                            ),
                             None,
                         )
                         .await?;
@@ -201,7 +207,10 @@ impl Workflow {
                             &change.branch,
                             &head,
                             path,
-                            &format!("breakglass: {kind} {subject}: remove {path}"),
+                            &format!(
+                                "breakglass: {kind} {subject}: remove {}",
+                                path.escape_default()
+                            ),
                             blob,
                         )
                         .await;
@@ -444,4 +453,20 @@ enum Known {
     Unnamed,
     /// Found and its pusher named.
     Named,
+}
+/// A subject as part of a branch name: a removal's subject comes from a file name, which may
+/// hold what git refuses in a ref (a space, `..`, `~`, `:`) or what reads badly in one; such
+/// characters become `-`, and the name is cut to 60 characters (the nonce keeps it unique).
+fn branch_part(subject: &str) -> String {
+    subject
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(60)
+        .collect()
 }

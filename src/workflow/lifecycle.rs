@@ -812,7 +812,9 @@ impl Workflow {
         if pusher.id == self.bot.id {
             return Ok(()); // the bot's own merges went through the merge guard
         }
-        self.remove_landed_without_bot(commits, pusher).await
+        let removed = self.remove_landed_without_bot(commits, pusher).await;
+        let revoked = self.revoke_tampered_grants(commits, pusher).await;
+        removed.and(revoked)
     }
 
     /// What a push to the default branch changes for the bot: its head for the next bot
@@ -877,17 +879,23 @@ impl Workflow {
             .into_iter()
             .filter(|p| p.starts_with("requests/") || is_grant(p))
             .collect();
+        // Each request's files on their own: one removal that fails (and is tried again with
+        // the delivery) must not keep the others on the default branch.
+        let mut failed = None;
         for (subject, paths) in group_by_request(&unauthorized) {
             tracing::warn!(%subject, ?paths, pusher = %pusher.login, "files reached the default branch without breakglass; removing them");
             self.metrics
                 .inc("breakglass_anomalies_total", "kind=\"landed_without_bot\"");
-            self.remove_unauthorized(&subject, &paths).await?;
+            if let Err(err) = self.remove_unauthorized(&subject, &paths).await {
+                tracing::error!(%subject, error = %format!("{err:#}"), "removing files that landed without breakglass failed; tried again");
+                failed.get_or_insert(err);
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Where grant files live: the fixed part of every `iac` role's `output` (and `grants/`).
-    async fn grant_roots(&self) -> anyhow::Result<BTreeSet<String>> {
+    pub(super) async fn grant_roots(&self) -> anyhow::Result<BTreeSet<String>> {
         let mut roots = BTreeSet::from(["grants/".to_owned()]);
         if let (_, Ok(policies)) = self.load_policies().await? {
             for policy in policies.iter() {
@@ -1060,13 +1068,29 @@ fn group_by_request(paths: &[&String]) -> BTreeMap<String, Vec<String>> {
             .next()
             .and_then(|f| f.split('.').next())
             .unwrap_or(path);
+        // A file name is anyone's text: its subject, which titles the removal, keeps only
+        // characters that cannot change the shape of a commit message or a branch name.
         let subject = ids
             .iter()
             .find(|id| path.contains(id.as_str()))
-            .map_or_else(|| stem.to_owned(), Clone::clone);
+            .map_or_else(|| plain_name(stem), Clone::clone);
         groups.entry(subject).or_default().push((*path).clone());
     }
     groups
+}
+
+/// `name` with anything but ASCII letters, digits, `-` and `_` as `-`, at most 60 characters.
+fn plain_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(60)
+        .collect()
 }
 
 #[cfg(test)]

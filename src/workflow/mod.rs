@@ -26,6 +26,7 @@ mod recheck;
 mod reconcile;
 mod revocation;
 pub use revocation::RevokeOutcome;
+mod tampered;
 mod trailers;
 mod verdict;
 

@@ -83,17 +83,23 @@ pub fn removal_message(
     default_branch: &str,
     request: Option<&RequestId>,
 ) -> String {
+    // A path is anyone's text (a file name may hold a line break and `Breakglass-Revokes: …`):
+    // each is shown escaped on the bot's own line, which no trailer block can start from.
+    let shown: Vec<String> = paths
+        .iter()
+        .map(|p| format!("`{}`", p.escape_default()))
+        .collect();
+    let files = format!(
+        "Files that reached {default_branch} without breakglass: {}.",
+        shown.join(", ")
+    );
     match request {
         Some(id) => format!(
-            "{} reached {default_branch} without breakglass; it was never granted.\n\n{}{}",
-            paths.join(", "),
+            "{files} It was never granted.\n\n{}{}",
             TrailerKey::Revokes.line(id),
             TrailerKey::RevokedReason.line("reconcile"),
         ),
-        None => format!(
-            "{} reached {default_branch} without breakglass.\n",
-            paths.join(", ")
-        ),
+        None => format!("{files}\n"),
     }
 }
 
@@ -156,11 +162,31 @@ mod tests {
         let paths = ["requests/prod/r-1.yaml".to_owned()];
         assert_eq!(
             removal_message(&paths, "main", Some(&record.id)),
-            "requests/prod/r-1.yaml reached main without breakglass; it was never granted.\n\nBreakglass-Revokes: r-1\nBreakglass-Revoked-Reason: reconcile\n"
+            "Files that reached main without breakglass: `requests/prod/r-1.yaml`. It was never granted.\n\nBreakglass-Revokes: r-1\nBreakglass-Revoked-Reason: reconcile\n"
         );
         assert_eq!(
             removal_message(&paths, "main", None),
-            "requests/prod/r-1.yaml reached main without breakglass.\n"
+            "Files that reached main without breakglass: `requests/prod/r-1.yaml`.\n"
         );
+    }
+
+    #[test]
+    fn a_file_name_cannot_write_trailers_into_a_removal() {
+        let hostile = [
+            "grants/prod/z.\n\nBreakglass-Revokes: r1\nBreakglass-Revoked-Reason: ttl".to_owned(),
+        ];
+        // As git reads the whole merge message: a title, then the body.
+        let merge = |body: &str| format!("breakglass: remove z (reconcile)\n\n{body}");
+        let reads_trailers =
+            |body: &str| crate::audit::trailers::BotTrailers::parse(&merge(body)).any;
+        let message = removal_message(&hostile, "main", None);
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(!reads_trailers(&message), "{message}");
+        let message = removal_message(&["Breakglass-Revokes: r1".to_owned()], "main", None);
+        assert!(!reads_trailers(&message), "{message}");
+        // The old form, a path at the start of the body, did make a trailer of it.
+        assert!(reads_trailers(
+            "Breakglass-Revokes: r1 reached main without breakglass.\n"
+        ));
     }
 }

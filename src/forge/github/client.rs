@@ -303,7 +303,7 @@ impl GithubClient {
         let found: Ref = self
             .json(
                 Method::GET,
-                &self.repo_path(&format!("/git/ref/heads/{branch}")),
+                &self.repo_path(&format!("/git/ref/heads/{}", in_path(branch))),
                 None,
             )
             .await?;
@@ -421,10 +421,12 @@ impl GithubClient {
 
     /// The contents API's route for `path` at `git_ref` (no ref: the default branch).
     fn contents_route(&self, git_ref: Option<&str>, path: &str) -> String {
-        let query = git_ref.map(|r| format!("?ref={r}")).unwrap_or_default();
+        let query = git_ref
+            .map(|r| format!("?ref={}", in_path(r)))
+            .unwrap_or_default();
         match path {
             "" => self.repo_path(&format!("/contents{query}")),
-            path => self.repo_path(&format!("/contents/{path}{query}")),
+            path => self.repo_path(&format!("/contents/{}{query}", in_path(path))),
         }
     }
 
@@ -491,7 +493,7 @@ impl GithubClient {
         match self
             .send(
                 Method::DELETE,
-                &self.repo_path(&format!("/git/refs/heads/{branch}")),
+                &self.repo_path(&format!("/git/refs/heads/{}", in_path(branch))),
                 None,
                 HeaderMap::new(),
             )
@@ -524,7 +526,7 @@ impl GithubClient {
         let written: Written = self
             .json(
                 Method::PUT,
-                &self.repo_path(&format!("/contents/{path}")),
+                &self.repo_path(&format!("/contents/{}", in_path(path))),
                 Some(body),
             )
             .await?;
@@ -543,7 +545,7 @@ impl GithubClient {
         let written: Written = self
             .json(
                 Method::DELETE,
-                &self.repo_path(&format!("/contents/{path}")),
+                &self.repo_path(&format!("/contents/{}", in_path(path))),
                 Some(body),
             )
             .await?;
@@ -555,7 +557,7 @@ impl GithubClient {
     pub async fn force_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
         self.send(
             Method::PATCH,
-            &self.repo_path(&format!("/git/refs/heads/{branch}")),
+            &self.repo_path(&format!("/git/refs/heads/{}", in_path(branch))),
             Some(json!({ "sha": sha, "force": true })),
             HeaderMap::new(),
         )
@@ -672,8 +674,8 @@ impl GithubClient {
     ) -> Result<ChangedFiles, ForgeError> {
         let route = self.repo_path(&format!(
             "/compare/{}...{}",
-            ref_in_path(base),
-            ref_in_path(head_sha)
+            in_path(base),
+            in_path(head_sha)
         ));
         let compare: Compare = self.json(Method::GET, &route, None).await?;
         Ok(compare.into_changed_files())
@@ -1197,10 +1199,11 @@ impl From<PullRequest> for PullRequestState {
     }
 }
 
-/// A branch name as one part of a path: `/` stays (GitHub reads `release/1.0...main` as two
-/// refs), everything else outside RFC 3986's unreserved characters is percent-encoded, so that
-/// a name holding `#`, `?` or `%` (git allows them) names that branch and nothing else.
-fn ref_in_path(name: &str) -> String {
+/// A branch name or a file path as part of a URL: `/` stays (GitHub reads `release/1.0...main`
+/// as two refs, and a path's directories as its segments), everything else outside RFC 3986's
+/// unreserved characters is percent-encoded, so that a name holding a space, `#`, `?` or `%`
+/// (git allows them all) names that branch or file and nothing else.
+fn in_path(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
@@ -1297,10 +1300,10 @@ mod tests {
 
     #[test]
     fn a_branch_name_in_a_path_names_that_branch_only() {
-        assert_eq!(ref_in_path("main"), "main");
-        assert_eq!(ref_in_path("release/1.0_x-y~z"), "release/1.0_x-y~z");
-        assert_eq!(ref_in_path("a#b?c%d e"), "a%23b%3Fc%25d%20e");
-        assert_eq!(ref_in_path("zweig-ä"), "zweig-%C3%A4");
+        assert_eq!(in_path("main"), "main");
+        assert_eq!(in_path("release/1.0_x-y~z"), "release/1.0_x-y~z");
+        assert_eq!(in_path("a#b?c%d e"), "a%23b%3Fc%25d%20e");
+        assert_eq!(in_path("zweig-ä"), "zweig-%C3%A4");
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
