@@ -213,7 +213,9 @@ fn try_main() -> anyhow::Result<ExitCode> {
                 requester,
                 teams: (!teams.is_empty()).then(|| teams.into_iter().collect::<BTreeSet<_>>()),
                 labels,
-                now: now.unwrap_or_else(chrono::Utc::now),
+                // Whole seconds, as every time breakglass shows.
+                now: now
+                    .unwrap_or_else(|| chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0)),
             };
             check_files(&policies, &files, &input, format)
         }

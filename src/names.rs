@@ -46,9 +46,9 @@ impl std::str::FromStr for Name {
     }
 }
 
-/// A forge user's login, e.g. `alice` or `carol-sre` (GitHub and GitLab rules, case kept;
-/// compare with [`Login::matches`], logins are case-insensitive on both forges). GitHub's are
-/// up to 39 characters; GitLab's up to 255, and older GitLab accounts may start with `_`.
+/// A forge user's login, e.g. `alice` or `carol-sre`, compared without case as both forges do.
+/// GitHub's are up to 39 characters; GitLab's up to 255, and older GitLab accounts may start
+/// with `_`.
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
@@ -118,7 +118,7 @@ impl std::str::FromStr for Team {
 #[serde(try_from = "String", into = "String")]
 #[schemars(
     with = "String",
-    extend("pattern" = r"^(@[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,19}|@?[A-Za-z0-9_][A-Za-z0-9._-]{0,254})$")
+    extend("pattern" = r"^(@[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,19}|@?[A-Za-z0-9_][A-Za-z0-9._-]{0,254}(\[bot\])?)$")
 )]
 pub enum Principal {
     User(Login),

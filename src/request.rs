@@ -42,7 +42,7 @@ pub struct AccessRequest {
     pub requester: Option<Login>,
 }
 
-/// The free-text justification: one to [`MAX_REASON_CHARS`] characters, not blank.
+/// The free-text justification: 1 to 500 characters, not blank.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 #[schemars(with = "String", extend("minLength" = 1, "maxLength" = 500))]

@@ -93,6 +93,28 @@ async fn slow_idle_and_oversized_clients_do_not_starve_the_service() {
         .await
         .unwrap();
     assert!(stored.status().is_success(), "{}", stored.status());
+    // A webhook set to send form-encoded payloads is refused with the setting to change.
+    let form = b"payload=%7B%7D".to_vec();
+    let refused = client
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "robust-2")
+        .header(
+            "x-hub-signature-256",
+            breakglass_test_forge::sign_webhook(SECRET, &form),
+        )
+        .body(form)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let said = refused.text().await.unwrap();
+    assert!(
+        said.contains("set its content type to application/json"),
+        "{said}"
+    );
 
     // A head larger than the listener reads is refused outright.
     let mut huge = TcpStream::connect(addr).await.unwrap();

@@ -211,20 +211,26 @@ fn write_aligned(out: &mut dyn Write, header: &[String], rows: &[Vec<String>]) -
     Ok(())
 }
 
-/// Control characters (escape sequences, carriage returns, tabs) shown escaped.
+/// Control characters (escape sequences, carriage returns, tabs) and the bidirectional
+/// controls (which make text read otherwise than it is) shown escaped.
 fn terminal_safe(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(hidden) {
         return text.to_owned();
     }
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if hidden(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
             }
         })
         .collect()
+}
+
+/// A character that changes how the text around it shows instead of showing itself.
+fn hidden(c: char) -> bool {
+    c.is_control() || crate::comment::is_bidi_control(c)
 }
 
 /// A GitHub-flavoured Markdown table of grants, then one of anomalies.
@@ -298,7 +304,7 @@ fn markdown_escape(text: &str) -> String {
                 escaped.push(c);
             }
             '\r' | '\n' => escaped.push(' '),
-            c if c.is_control() => escaped.extend(c.escape_default()),
+            c if hidden(c) => escaped.extend(c.escape_default()),
             c => escaped.push(c),
         }
     }
@@ -561,6 +567,8 @@ mod tests {
     fn terminal_output_escapes_control_characters() {
         assert_eq!(terminal_safe("ok"), "ok");
         assert_eq!(terminal_safe("red \u{1b}[31m\r"), "red \\u{1b}[31m\\r");
+        assert_eq!(terminal_safe("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(markdown_escape("abc\u{2066}x"), "abc\\u{2066}x");
     }
 
     #[test]

@@ -39,8 +39,17 @@ impl FromRequest<AppState> for FromGithub {
         ))?;
         let id = DeliveryId::new(ForgeKind::GitHub, key)
             .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
-        let delivery = parse(key, event, &body)
-            .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
+        // GitHub can send a webhook form-encoded (`payload=…`); breakglass reads JSON only.
+        let form = header("content-type")
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+        let delivery = parse(key, event, &body).map_err(|err| {
+            let hint = if form {
+                " (the webhook sends application/x-www-form-urlencoded: set its content type to application/json)"
+            } else {
+                ""
+            };
+            (StatusCode::BAD_REQUEST, format!("{err}{hint}\n"))
+        })?;
         Ok(Self(Verified {
             id,
             event: event.to_owned(),

@@ -33,12 +33,13 @@ const TOKEN_ISSUE_TIME: &str = "aws:TokenIssueTime";
 
 /// One value or a list of them, as IAM's JSON grammar allows for `Action`, `Resource`,
 /// `Statement` and condition values. Kept as written, so a document reads back unchanged.
-///
-/// Read by hand rather than as an untagged enum: that would buffer the YAML and see a plain
-/// `no` as `false`. A single value must be a string or a mapping; a plain YAML boolean or
-/// number is refused (quote it) since its spelling is lost by then (`no` vs `false`, `010`).
+//
+// Read by hand rather than as an untagged enum: that would buffer the YAML and see a plain
+// `no` as `false`. A single value must be a string or a mapping; a plain YAML boolean or
+// number is refused (quote it) since its spelling is lost by then (`no` vs `false`, `010`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "OneOrMany_{T}")]
 pub enum OneOrMany<T> {
     One(T),
     Many(Vec<T>),
@@ -101,7 +102,7 @@ pub struct PolicyDocument {
     pub statement: OneOrMany<Statement>,
 }
 
-/// One statement of a [`PolicyDocument`].
+/// One statement of an IAM policy document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Statement {
