@@ -247,6 +247,22 @@ pub(crate) fn shorten(value: &str) -> String {
     }
 }
 
+/// `text` with anything but ASCII letters, digits, `-` and `_` as `-`, cut to `max`
+/// characters: a name made from anyone's text (a file name) that can stand in a branch name
+/// or a commit title without changing its shape.
+pub fn plain_name(text: &str, max: usize) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(max)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

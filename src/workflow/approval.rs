@@ -293,21 +293,8 @@ impl Workflow {
 
     /// A signal was withdrawn (comment deleted, review dismissed): it no longer counts.
     pub(super) async fn withdraw_signal(&self, number: u64, key: &str) -> anyhow::Result<()> {
-        let Some(record) = self
-            .store
-            .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)
-            .await?
-        else {
-            return Ok(());
-        };
-        if self.store.withdraw_approval(&record.id, key).await? {
-            self.record_event(
-                EventKind::ApprovalWithdrawn,
-                Some(&record.id),
-                None,
-                serde_json::json!({ "signal": key }),
-            )
-            .await?;
+        if let Some(record) = self.request_of_pr(number).await? {
+            self.withdraw(&record.id, key).await?;
         }
         Ok(())
     }
@@ -315,11 +302,7 @@ impl Workflow {
     /// Withdraws every approving review that `author` gave on PR `number` (a later review of
     /// theirs asked for changes).
     pub(super) async fn withdraw_reviews_of(&self, number: u64, author: u64) -> anyhow::Result<()> {
-        let Some(record) = self
-            .store
-            .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)
-            .await?
-        else {
+        let Some(record) = self.request_of_pr(number).await? else {
             return Ok(());
         };
         let approvals = self
@@ -330,7 +313,28 @@ impl Workflow {
             .iter()
             .filter(|a| a.source == ApprovalSource::Review && a.approver_id == author)
         {
-            self.withdraw_signal(number, &approval.signal).await?;
+            self.withdraw(&record.id, &approval.signal).await?;
+        }
+        Ok(())
+    }
+
+    async fn request_of_pr(&self, number: u64) -> anyhow::Result<Option<RequestRecord>> {
+        Ok(self
+            .store
+            .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)
+            .await?)
+    }
+
+    /// Forgets one approval signal, logged once.
+    async fn withdraw(&self, id: &RequestId, key: &str) -> anyhow::Result<()> {
+        if self.store.withdraw_approval(id, key).await? {
+            self.record_event(
+                EventKind::ApprovalWithdrawn,
+                Some(id),
+                None,
+                serde_json::json!({ "signal": key }),
+            )
+            .await?;
         }
         Ok(())
     }

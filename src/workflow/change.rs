@@ -141,7 +141,7 @@ impl Workflow {
             kind,
             branch: format!(
                 "{BOT_BRANCH_PREFIX}{kind}/{}-{nonce:016x}",
-                branch_part(subject)
+                crate::names::plain_name(subject, 60)
             ),
             base_sha: base_sha.clone(),
             head_sha: None,
@@ -453,20 +453,4 @@ enum Known {
     Unnamed,
     /// Found and its pusher named.
     Named,
-}
-/// A subject as part of a branch name: a removal's subject comes from a file name, which may
-/// hold what git refuses in a ref (a space, `..`, `~`, `:`) or what reads badly in one; such
-/// characters become `-`, and the name is cut to 60 characters (the nonce keeps it unique).
-fn branch_part(subject: &str) -> String {
-    subject
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(60)
-        .collect()
 }

@@ -1073,24 +1073,10 @@ fn group_by_request(paths: &[&String]) -> BTreeMap<String, Vec<String>> {
         let subject = ids
             .iter()
             .find(|id| path.contains(id.as_str()))
-            .map_or_else(|| plain_name(stem), Clone::clone);
+            .map_or_else(|| crate::names::plain_name(stem, 60), Clone::clone);
         groups.entry(subject).or_default().push((*path).clone());
     }
     groups
-}
-
-/// `name` with anything but ASCII letters, digits, `-` and `_` as `-`, at most 60 characters.
-fn plain_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(60)
-        .collect()
 }
 
 #[cfg(test)]
