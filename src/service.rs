@@ -526,11 +526,15 @@ async fn providers(config: &Config, options: &Options) -> Providers {
             .unwrap_or_else(|| config.templates_path.clone()),
     );
     match &config.aws {
-        Some(aws) => providers.with_aws(
-            AwsProvider::from_config(aws)
+        Some(aws) => {
+            let aws = AwsProvider::from_config(aws)
                 .await
-                .with_clock(options.clock.clone()),
-        ),
+                .with_clock(options.clock.clone());
+            // In the background: AWS not answering must not hold the start back.
+            let learning = aws.clone();
+            tokio::spawn(async move { learning.learn_account().await });
+            providers.with_aws(aws)
+        }
         None => providers,
     }
 }

@@ -13,7 +13,7 @@ use breakglass::clock::ManualClock;
 use breakglass::config::AwsConfig;
 use breakglass::grant::aws_iam::document::{self, PolicyDocument, ROLE_INLINE_QUOTA};
 use breakglass::grant::aws_iam::{AwsGrant, AwsProvider, Permissions, REVOKED_SESSIONS};
-use breakglass::grant::{GrantError, GrantSpec, Providers};
+use breakglass::grant::{GrantError, GrantSpec, NOT_YET_GRANTED, Providers};
 use breakglass::policy::{PolicySet, Role};
 use chrono::{DateTime, TimeDelta, Utc};
 use moto::{Moto, Recorder, fake_credentials};
@@ -418,7 +418,11 @@ async fn the_revocation_deny_never_moves_back_in_time() {
         .revoke(&role, &spec("r-1", EXPIRES_AT))
         .await
         .unwrap();
-    // Another replica, its clock behind.
+    // Another replica, its clock behind, revokes a grant still in place.
+    providers
+        .apply(&role, &spec("r-2", EXPIRES_AT))
+        .await
+        .unwrap();
     aws.clock.set(at("2026-11-26T02:59:00Z"));
     providers
         .revoke(&role, &spec("r-2", EXPIRES_AT))
@@ -428,6 +432,10 @@ async fn the_revocation_deny_never_moves_back_in_time() {
         aws.inline(REVOKED_SESSIONS).await,
         revoked_sessions("2026-11-26T03:00:00Z")
     );
+    providers
+        .apply(&role, &spec("r-3", EXPIRES_AT))
+        .await
+        .unwrap();
     aws.clock.set(at("2026-11-26T03:10:00Z"));
     providers
         .revoke(&role, &spec("r-3", EXPIRES_AT))
@@ -437,6 +445,65 @@ async fn the_revocation_deny_never_moves_back_in_time() {
         aws.inline(REVOKED_SESSIONS).await,
         revoked_sessions("2026-11-26T03:10:00Z")
     );
+}
+
+/// A revoke that runs again once its grant is gone (a retried job, reconciliation's orphan
+/// revoke) leaves the session cut where it was: moving it to now would deny the sessions of a
+/// later grant of the same person.
+#[tokio::test]
+async fn a_revoke_run_again_does_not_cut_the_sessions_of_a_later_grant() {
+    let Some(aws) = Aws::start().await else {
+        return;
+    };
+    let admin = aws.managed_policy("breakglass-admin").await;
+    let providers = aws.providers().await;
+    let role = role(&admin);
+    let first = spec("r-first", EXPIRES_AT);
+    providers.apply(&role, &first).await.unwrap();
+    aws.clock.set(at("2026-11-26T02:30:00Z"));
+    aws.proxy.clear();
+    providers.revoke_with(&role, &first, &[]).await.unwrap();
+    // The cut is written before anything is removed, so a run that fails half-way leaves
+    // either the cut or something for the next run to find.
+    assert_eq!(
+        aws.writes(),
+        ["PutRolePolicy", "DetachRolePolicy", "DeleteRolePolicy"]
+    );
+
+    // alice is granted again at 02:40 and takes a session; the first revoke runs again at
+    // 02:45, with the second grant active.
+    aws.clock.set(at("2026-11-26T02:40:00Z"));
+    let second = spec("r-second", "2026-11-26T03:40:00Z");
+    providers.apply(&role, &second).await.unwrap();
+    aws.clock.set(at("2026-11-26T02:45:00Z"));
+    aws.proxy.clear();
+    providers
+        .revoke_with(&role, &first, std::slice::from_ref(&second.id))
+        .await
+        .unwrap();
+    providers
+        .revoke_orphan(&role, &first, std::slice::from_ref(&second.id))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        aws.inline(REVOKED_SESSIONS).await,
+        revoked_sessions("2026-11-26T02:30:00Z")
+    );
+    assert!(
+        !aws.writes().contains(&"PutRolePolicy".to_owned()),
+        "{:?}",
+        aws.writes()
+    );
+    assert!(providers.verify(&role, &second, true).await.unwrap());
+    // The second grant's own revoke cuts its sessions.
+    aws.clock.set(at("2026-11-26T03:00:00Z"));
+    providers.revoke_with(&role, &second, &[]).await.unwrap();
+    assert_eq!(
+        aws.inline(REVOKED_SESSIONS).await,
+        revoked_sessions("2026-11-26T03:00:00Z")
+    );
+    assert!(aws.attached().await.is_empty());
 }
 
 /// Two grants of the same managed policy to alice, the second made while the first is on.
@@ -899,4 +966,132 @@ async fn a_grant_nobody_can_serve_fails_the_check_made_before_merge() {
     let mut noop = role.clone();
     noop.provider = "noop".into();
     providers.check(&noop, &spec).unwrap();
+}
+
+/// An inline `policy` document, far over IAM's quota, on a role of the policy model.
+fn oversized_role() -> Role {
+    let actions: Vec<String> = (0..700).map(|i| format!("\"s3:Action{i:05}\"")).collect();
+    let yaml = format!(
+        "Version: \"2012-10-17\"\nStatement:\n  - Effect: Allow\n    Action: [{}]\n    Resource: \"*\"\n",
+        actions.join(", ")
+    );
+    let mut role = role("arn:aws:iam::aws:policy/unused");
+    role.policy_arn = None;
+    role.policy = Some(serde_saphyr::from_str(&yaml).unwrap());
+    role
+}
+
+/// Before the merge a request has no expiry yet; its document's size does not depend on it
+/// (the instant is fixed-width), so a document that can never fit is refused then, not merged
+/// and then stuck at apply.
+#[tokio::test]
+async fn a_document_over_the_quota_is_refused_by_the_check_made_before_merge() {
+    let Some(aws) = Aws::start().await else {
+        return;
+    };
+    let providers = aws.providers().await;
+    let oversized = oversized_role();
+
+    for expires_at in [NOT_YET_GRANTED, "", EXPIRES_AT] {
+        let err = providers
+            .check(&oversized, &spec("r-1", expires_at))
+            .unwrap_err();
+        assert!(
+            matches!(&err, GrantError::Misconfigured(m) if m.contains("IAM allows 10240 per role")),
+            "{expires_at}: {err}"
+        );
+    }
+    // A document that fits passes, unmerged or merged.
+    let mut fits = oversized.clone();
+    fits.policy = Some(serde_saphyr::from_str(S3_READ).unwrap());
+    providers
+        .check(&fits, &spec("r-1", NOT_YET_GRANTED))
+        .unwrap();
+    providers.check(&fits, &spec("r-1", EXPIRES_AT)).unwrap();
+    assert_eq!(aws.proxy.actions(), Vec::<String>::new());
+}
+
+/// IAM's role APIs take a role name and act in the caller's account: a role of account
+/// 222222222222, served by a bot whose credentials are in moto's 123456789012, would be granted
+/// on (and revoked from, and verified against) `arn:aws:iam::123456789012:role/breakglass-alice`.
+#[tokio::test]
+async fn a_role_of_another_account_than_the_bots_is_refused_and_never_touched() {
+    let Some(aws) = Aws::start().await else {
+        return;
+    };
+    let admin = aws.managed_policy("breakglass-admin").await;
+    let providers = aws.providers().await;
+    let mut elsewhere = role(&admin);
+    elsewhere.account = Some("222222222222".into());
+    let spec = spec("r-1", EXPIRES_AT);
+
+    let err = providers.apply(&elsewhere, &spec).await.unwrap_err();
+    assert!(
+        matches!(&err, GrantError::Misconfigured(m)
+            if m.contains("arn:aws:iam::222222222222:role/breakglass-alice")
+                && m.contains("acts in AWS account 123456789012")
+                && m.contains("sts:GetCallerIdentity")
+                && m.contains("Set the role's `account` to 123456789012")),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert!(aws.inline_names().await.is_empty());
+    assert!(aws.attached().await.is_empty());
+
+    // The same-named grant of the bot's own account is served as before...
+    providers.apply(&role(&admin), &spec).await.unwrap();
+    // ...and the other account's revoke and verify never act on it.
+    let err = providers.revoke(&elsewhere, &spec).await.unwrap_err();
+    assert!(matches!(err, GrantError::Misconfigured(_)), "{err}");
+    let err = providers.verify(&elsewhere, &spec, true).await.unwrap_err();
+    assert!(matches!(err, GrantError::Misconfigured(_)), "{err}");
+    assert_eq!(aws.attached().await, [admin.as_str()]);
+    assert_eq!(aws.inline_names().await, ["breakglass-r-1-expiry"]);
+    assert_eq!(aws.writes(), ["PutRolePolicy", "AttachRolePolicy"]);
+
+    // Once learned, the account refuses the request before the merge too.
+    let err = providers
+        .check(&elsewhere, &self::spec("r-2", NOT_YET_GRANTED))
+        .unwrap_err();
+    assert!(matches!(err, GrantError::Misconfigured(_)), "{err}");
+    providers
+        .check(&role(&admin), &self::spec("r-2", NOT_YET_GRANTED))
+        .unwrap();
+
+    providers.revoke(&role(&admin), &spec).await.unwrap();
+    assert!(aws.attached().await.is_empty());
+    let asked = aws.proxy.actions();
+    assert_eq!(
+        asked.iter().filter(|a| *a == "GetCallerIdentity").count(),
+        1,
+        "the account is asked once: {asked:?}"
+    );
+}
+
+/// With a management role the bot acts in that role's account, known from its ARN: a role
+/// of another account is refused before the merge and at apply, without any call to AWS.
+#[tokio::test]
+async fn a_management_role_of_another_account_refuses_the_grant_without_calling_aws() {
+    let Some(aws) = Aws::start().await else {
+        return;
+    };
+    let admin = aws.managed_policy("breakglass-admin").await;
+    let elsewhere = "arn:aws:iam::222222222222:role/breakglass-bot";
+    let providers = Providers::new("templates".into()).with_aws(aws.provider(elsewhere).await);
+
+    let err = providers
+        .check(&role(&admin), &spec("r-1", NOT_YET_GRANTED))
+        .unwrap_err();
+    assert!(
+        matches!(&err, GrantError::Misconfigured(m)
+            if m.contains("acts in AWS account 222222222222") && m.contains(elsewhere)),
+        "{err}"
+    );
+    let err = providers
+        .apply(&role(&admin), &spec("r-1", EXPIRES_AT))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GrantError::Misconfigured(_)), "{err}");
+    assert_eq!(aws.proxy.actions(), Vec::<String>::new());
+    assert!(aws.inline_names().await.is_empty());
 }

@@ -9,11 +9,15 @@
 //! | inline `policy` | `breakglass-<id>`: the document, every Allow bounded by `aws:CurrentTime` | `breakglass-<id>` |
 //! | `policy_arn` | `breakglass-<id>-expiry` (Deny of everything after the expiry), then the attachment | the attachment (unless another active grant holds it), then `breakglass-<id>-expiry` |
 //!
-//! Every revoke also writes `breakglass-revoked-sessions`, a Deny of every session issued
-//! before the revocation (`aws:TokenIssueTime`), so credentials taken during the grant stop
-//! working too; sessions issued later (another grant of the same person) are not hit by it.
-//! The orders above are chosen so that a crash between two calls never leaves a managed
-//! policy attached without its expiry.
+//! A revoke that still finds something of its grant on the principal first writes
+//! `breakglass-revoked-sessions`, a Deny of every session issued before the revocation
+//! (`aws:TokenIssueTime`), so credentials taken during the grant stop working too; sessions
+//! issued later (another grant of the same person) are not hit by it, and a revoke that runs
+//! again once everything is gone leaves it alone. The orders above are chosen so that a crash
+//! between two calls never leaves a managed policy attached without its expiry.
+//!
+//! IAM's role APIs take a role name and act in the caller's account, so every operation is
+//! refused (misconfigured) when the bot acts in another account than the grant's role.
 //!
 //! With `assume_role_arn` configured, each operation runs in a fresh 15-minute session of that
 //! role whose `SourceIdentity` is the requester and whose tags name the request, so CloudTrail
@@ -33,6 +37,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_iam::config::Credentials;
 use aws_sdk_sts::types::Tag;
 use chrono::{DateTime, Timelike as _, Utc};
+use tokio::sync::OnceCell;
 
 use self::document::{PolicyDocument, ROLE_INLINE_QUOTA, quota_size};
 use self::error::{classify, is_no_such_entity};
@@ -132,7 +137,12 @@ impl AwsGrant {
         let expires_at = self.expires_at.ok_or_else(|| {
             GrantError::Misconfigured(format!("{} has no expiry; it is never applied", self.id))
         })?;
-        Ok(match &self.permissions {
+        Ok(self.written_until(expires_at))
+    }
+
+    /// The inline policy this grant would write if it expired at `expires_at`.
+    fn written_until(&self, expires_at: DateTime<Utc>) -> (String, String) {
+        match &self.permissions {
             Permissions::Inline(doc) => (
                 grant_policy_name(&self.id),
                 document::with_expiry(doc, expires_at).to_json(),
@@ -141,8 +151,48 @@ impl AwsGrant {
                 expiry_policy_name(&self.id),
                 document::expiry_deny(expires_at).to_json(),
             ),
-        })
+        }
     }
+
+    /// The account of the role this grant is placed on.
+    fn account(&self) -> &str {
+        role_account(self.principal.arn()).unwrap_or_default()
+    }
+}
+
+/// The account of a role ARN (`arn:<partition>:iam::<account>:role/<name>`); `None` when `arn`
+/// is not one.
+fn role_account(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (arn_, _partition, iam, region) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (account, resource) = (parts.next()?, parts.next()?);
+    let valid = arn_ == "arn"
+        && iam == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource.starts_with("role/");
+    valid.then_some(account)
+}
+
+/// Refuses `grant` when the bot acts in another account than the grant's role. IAM's role APIs
+/// take a role *name* and act in the caller's own account, so the calls would otherwise land
+/// on (or revoke, or read) a same-named role of the wrong account. Misconfigured: no retry
+/// helps, a person must change the policy or the bot's credentials.
+fn check_account(grant: &AwsGrant, acting: &str, how: &str) -> Result<(), GrantError> {
+    let account = grant.account();
+    if account == acting {
+        return Ok(());
+    }
+    Err(GrantError::Misconfigured(format!(
+        "{} is in account {account}, but breakglass acts in AWS account {acting} ({how}); IAM \
+         names roles without their account, so every call for this grant would act on the \
+         same-named role of account {acting}. Set the role's `account` to {acting}, or serve \
+         account {account} with a breakglass whose credentials (or `[aws] assume_role_arn`) \
+         are in that account",
+        grant.principal
+    )))
 }
 
 fn check_permissions(permissions: &Permissions) -> Result<(), GrantError> {
@@ -233,6 +283,9 @@ pub struct AwsProvider {
     sts: aws_sdk_sts::Client,
     iam: aws_sdk_iam::Client,
     assume_role_arn: Option<String>,
+    /// The account the IAM calls act in, learned once and shared by every clone (see
+    /// [`AwsProvider::acting_account`]).
+    account: Arc<OnceCell<String>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -272,11 +325,18 @@ impl AwsProvider {
 
     /// The provider over an SDK configuration made elsewhere.
     pub fn from_sdk_config(sdk: SdkConfig, assume_role_arn: Option<String>) -> Self {
+        // A management role's session is in that role's account: known without a call, so
+        // the check made before the merge can already refuse a role of another account.
+        let known = assume_role_arn
+            .as_deref()
+            .and_then(role_account)
+            .map(str::to_owned);
         Self {
             sts: aws_sdk_sts::Client::new(&sdk),
             iam: aws_sdk_iam::Client::new(&sdk),
             sdk,
             assume_role_arn,
+            account: Arc::new(OnceCell::new_with(known)),
             clock: Arc::new(SystemClock),
         }
     }
@@ -288,16 +348,20 @@ impl AwsProvider {
     }
 
     /// What can be known about `grant` without calling AWS: the bot's session could carry
-    /// its requester (when a management role is assumed) and its document fits IAM's quota.
+    /// its requester (when a management role is assumed), its role is in the account the bot
+    /// acts in (once that is known) and its document fits IAM's quota.
     pub fn check(&self, grant: &AwsGrant) -> Result<(), GrantError> {
         if self.assume_role_arn.is_some() {
             principal::source_identity(&grant.requester)?;
         }
-        if grant.expires_at.is_some() {
-            let (name, json) = grant.written()?;
-            check_quota(&grant.principal, &[], &name, quota_size(&json))?;
+        if let Some(acting) = self.account.get() {
+            check_account(grant, acting, &self.acting_how())?;
         }
-        Ok(())
+        // Before the merge there is no expiry yet; an instant is written fixed-width, so any
+        // placeholder gives the size the real one will have.
+        let expires_at = grant.expires_at.unwrap_or(DateTime::UNIX_EPOCH);
+        let (name, json) = grant.written_until(expires_at);
+        check_quota(&grant.principal, &[], &name, quota_size(&json))
     }
 
     /// Gives the grant; applying it again changes nothing (or rewrites the expiry, after an
@@ -337,37 +401,17 @@ impl AwsProvider {
         Ok(())
     }
 
-    /// Takes the grant back and denies every session issued before now. `others` are the ids
+    /// Takes the grant back and, while anything of it is still there (or no revocation Deny
+    /// exists yet), denies every session issued before now. `others` are the ids
     /// of the other active grants with the same [`AwsGrant::attachment`]: the managed policy
     /// stays attached while one of them is in place on the principal. What is already gone
     /// (the policies, the attachment, the principal itself) counts as revoked.
     pub async fn revoke(&self, grant: &AwsGrant, others: &[String]) -> Result<(), GrantError> {
-        let iam = self.session(grant).await?;
-        let Some(names) = iam.inline_names().await? else {
-            tracing::warn!(request = %grant.id, principal = %grant.principal, "the principal no longer exists; nothing left to revoke");
-            return Ok(());
+        let own = match &grant.permissions {
+            Permissions::Inline(_) => grant_policy_name(&grant.id),
+            Permissions::Managed(_) => expiry_policy_name(&grant.id),
         };
-        match &grant.permissions {
-            Permissions::Inline(_) => iam.delete(&grant_policy_name(&grant.id)).await?,
-            Permissions::Managed(arn) => {
-                let sharing = others
-                    .iter()
-                    .filter(|other| **other != grant.id)
-                    .find(|other| names.contains(&expiry_policy_name(other)));
-                match sharing {
-                    Some(other) => {
-                        tracing::info!(request = %grant.id, %arn, shared_with = %other, "the managed policy stays attached for another active grant");
-                    }
-                    // Detach before removing the Deny, so the policy is never attached unbounded.
-                    None => iam.detach(arn).await?,
-                }
-                iam.delete(&expiry_policy_name(&grant.id)).await?;
-            }
-        }
-        self.deny_older_sessions(&iam, names.iter().any(|n| n == REVOKED_SESSIONS))
-            .await?;
-        tracing::info!(request = %grant.id, principal = %grant.principal, "aws-iam grant revoked");
-        Ok(())
+        self.take_back(grant, others, &[own]).await
     }
 
     /// Revokes pieces that no request holds: like [`AwsProvider::revoke`], and whatever the
@@ -378,10 +422,51 @@ impl AwsProvider {
         grant: &AwsGrant,
         others: &[String],
     ) -> Result<(), GrantError> {
-        self.revoke(grant, others).await?;
+        let both = [grant_policy_name(&grant.id), expiry_policy_name(&grant.id)];
+        self.take_back(grant, others, &both).await
+    }
+
+    /// Revokes `grant`, whose inline policies are named `inline`: the session cut first, then
+    /// the attachment (unless shared), then the inline policies, the expiry Deny last.
+    ///
+    /// The cut moves to now only while something of this grant is still on the principal (or
+    /// no cut exists yet): a revoke that runs again after everything is gone (a retried job,
+    /// reconciliation) must not move it past a later grant of the same person and deny that
+    /// grant's sessions. Writing it before removing anything means that a run that failed
+    /// half-way has left either its cut or something for the next run to find.
+    async fn take_back(
+        &self,
+        grant: &AwsGrant,
+        others: &[String],
+        inline: &[String],
+    ) -> Result<(), GrantError> {
         let iam = self.session(grant).await?;
-        iam.delete(&grant_policy_name(&grant.id)).await?;
-        iam.delete(&expiry_policy_name(&grant.id)).await
+        let Some(names) = iam.inline_names().await? else {
+            tracing::warn!(request = %grant.id, principal = %grant.principal, "the principal no longer exists; nothing left to revoke");
+            return Ok(());
+        };
+        let detach = match &grant.permissions {
+            Permissions::Managed(arn) => unshared(grant, others, &names, arn),
+            Permissions::Inline(_) => None,
+        };
+        let held = inline.iter().any(|name| names.contains(name))
+            || match detach {
+                Some(arn) => iam.attached().await?.iter().any(|a| a == arn),
+                None => false,
+            };
+        let cut = names.iter().any(|n| n == REVOKED_SESSIONS);
+        if held || !cut {
+            self.deny_older_sessions(&iam, cut).await?;
+        }
+        // Detach before removing the Deny, so the policy is never attached unbounded.
+        if let Some(arn) = detach {
+            iam.detach(arn).await?;
+        }
+        for name in inline {
+            iam.delete(name).await?;
+        }
+        tracing::info!(request = %grant.id, principal = %grant.principal, "aws-iam grant revoked");
+        Ok(())
     }
 
     /// Writes the revocation Deny at now, rounded up to the next whole second so that a
@@ -476,8 +561,10 @@ impl AwsProvider {
     }
 
     /// IAM for one operation on `grant`'s principal: through the management role when one is
-    /// configured, else with the ambient credentials.
+    /// configured, else with the ambient credentials. Refused when those act in another
+    /// account than the grant's role: every operation (apply, verify, revoke) comes here.
     async fn session<'g>(&self, grant: &'g AwsGrant) -> Result<Principal<'g>, GrantError> {
+        check_account(grant, self.acting_account().await?, &self.acting_how())?;
         let client = match &self.assume_role_arn {
             Some(arn) => self.assumed_iam(arn, grant).await?,
             None => self.iam.clone(),
@@ -486,6 +573,49 @@ impl AwsProvider {
             client,
             role: &grant.principal,
         })
+    }
+
+    /// The account the bot's IAM calls act in: the management role's, else the ambient
+    /// credentials' as `sts:GetCallerIdentity` (no permission needed) tells it, asked once. A
+    /// failed ask is not kept: the next operation asks again.
+    async fn acting_account(&self) -> Result<&str, GrantError> {
+        self.account
+            .get_or_try_init(|| async {
+                if let Some(arn) = &self.assume_role_arn {
+                    return Err(GrantError::Misconfigured(format!(
+                        "`[aws] assume_role_arn` `{arn}` is not an IAM role ARN \
+                         (arn:aws:iam::<account>:role/<name>)"
+                    )));
+                }
+                let identity = self
+                    .sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|err| classify("GetCallerIdentity", err))?;
+                identity.account().map(str::to_owned).ok_or_else(|| {
+                    GrantError::Transient("GetCallerIdentity returned no account".into())
+                })
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    /// Learns the account the bot acts in now, so that the check before a merge can refuse a
+    /// role of another account from the start; a failure is only logged (the first grant
+    /// asks again, and refuses then).
+    pub async fn learn_account(&self) {
+        if let Err(err) = self.acting_account().await {
+            tracing::warn!(error = %err, "cannot learn the AWS account breakglass acts in yet");
+        }
+    }
+
+    /// How the bot came to act in its account, for the refusal's message.
+    fn acting_how(&self) -> String {
+        match &self.assume_role_arn {
+            Some(arn) => format!("the account of `[aws] assume_role_arn` {arn}"),
+            None => "the account of its AWS credentials, per sts:GetCallerIdentity".into(),
+        }
     }
 
     /// An IAM client in a fresh session of the management role `arn`, tagged with the grant.
@@ -520,6 +650,27 @@ impl AwsProvider {
             .credentials_provider(credentials)
             .build();
         Ok(aws_sdk_iam::Client::from_conf(config))
+    }
+}
+
+/// The managed policy `arn` of `grant` when no other active grant (`others`, found on the
+/// principal by their expiry Deny among `names`) still holds it: that one the revoke detaches.
+fn unshared<'a>(
+    grant: &AwsGrant,
+    others: &[String],
+    names: &[String],
+    arn: &'a str,
+) -> Option<&'a str> {
+    let sharing = others
+        .iter()
+        .filter(|other| **other != grant.id)
+        .find(|other| names.contains(&expiry_policy_name(other)));
+    match sharing {
+        Some(other) => {
+            tracing::info!(request = %grant.id, %arn, shared_with = %other, "the managed policy stays attached for another active grant");
+            None
+        }
+        None => Some(arn),
     }
 }
 
@@ -774,6 +925,41 @@ mod tests {
         assert!(matches!(grant.written(), Err(GrantError::Misconfigured(_))));
         spec.expires_at = "tomorrow".into();
         assert!(AwsGrant::resolve(&role(Some(ADMIN)), &spec).is_err());
+    }
+
+    #[test]
+    fn the_account_of_a_role_arn_is_read_from_it() {
+        assert_eq!(
+            role_account("arn:aws:iam::123456789012:role/breakglass-bot"),
+            Some("123456789012")
+        );
+        assert_eq!(
+            role_account("arn:aws-cn:iam::222222222222:role/ops/bot"),
+            Some("222222222222")
+        );
+        for not_a_role in [
+            "",
+            "breakglass-bot",
+            "arn:aws:iam::123456789012:user/bot",
+            "arn:aws:sts::123456789012:assumed-role/bot/s",
+            "arn:aws:iam::1234:role/bot",
+            "arn:aws:iam:us-east-1:123456789012:role/bot",
+        ] {
+            assert_eq!(role_account(not_a_role), None, "{not_a_role}");
+        }
+    }
+
+    #[test]
+    fn a_grant_is_refused_when_the_bot_acts_in_another_account() {
+        let grant = AwsGrant::resolve(&role(Some(ADMIN)), &spec("r-1")).unwrap();
+        assert!(check_account(&grant, "123456789012", "how").is_ok());
+        let err = check_account(&grant, "222222222222", "how").unwrap_err();
+        assert!(
+            matches!(&err, GrantError::Misconfigured(m)
+                if m.contains("acts in AWS account 222222222222 (how)")
+                    && m.contains("Set the role's `account` to 222222222222")),
+            "{err}"
+        );
     }
 
     #[test]
