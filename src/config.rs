@@ -539,7 +539,10 @@ assume_role_arn = ""
         );
         let err = Config::from_toml("", "x", env(&[("BREAKGLASS_LISTEN", "not an address")]))
             .unwrap_err();
-        assert!(err.to_string().starts_with("BREAKGLASS_LISTEN: `listen`: "), "{err}");
+        assert!(
+            err.to_string().starts_with("BREAKGLASS_LISTEN: `listen`: "),
+            "{err}"
+        );
         // A nested name is meant as a key: misspelt, it is an error, not silently dropped.
         let err = Config::from_toml(
             SPEC_EXAMPLE,

@@ -737,26 +737,26 @@ fn the_table_is_aligned_for_a_terminal() {
     let out = audit_cli(s.repo.path_str(), &[]);
     assert_eq!(out.status.code(), Some(1));
     insta::assert_snapshot!(stdout(&out), @r#"
-    REQUEST      REQUESTER  ENVIRONMENT  ROLE   APPROVED BY     TICKET  GRANTED AT            EXPIRES AT            REVOKED AT            REVOKED HOW  REVIEW                              GRANT         REVOKE        ANOMALIES             REASON
-    r-ttl        alice      prod         admin  carol           INC-1   2026-11-26T00:10:00Z  2026-11-26T01:10:00Z  2026-11-26T01:10:00Z  ttl          not needed                          f0e5d7a45197  4c95da1cb13b  -                     incident: INC-1 checkout DB failover
-    r-early      bob        staging      read   carol, dave     -       2026-11-26T01:40:00Z  2026-11-26T03:40:00Z  2026-11-26T02:10:00Z  early        not needed                          084a1ba1c811  8aba77461448  -                     maintenance: rotate "db" creds, then verify
-    r-fast-done  erin       prod         admin  fast-path:sev1  INC-2   2026-11-26T03:20:00Z  2026-11-26T04:05:00Z  2026-11-26T04:05:00Z  ttl          done by carol                       e0e6fd68fb03  f2dad191bc9e  -                     incident: INC-2 payments down
-    r-fast-open  bob        prod         admin  fast-path:sev1  INC-3   2026-11-26T05:00:00Z  2026-11-26T05:30:00Z  2026-11-26T05:31:00Z  ttl          overdue (due 2026-11-27T05:00:00Z)  477c6648a0f9  3957135dfef4  review_overdue        incident: INC-3 queue stuck
-    r-missing    gina       prod         admin  carol           INC-4   2026-11-26T11:40:00Z  2026-11-26T12:40:00Z  -                     -            not needed                          487cf33db617  -             grant_without_revert  incident: INC-4 cache
-    r-late       henry      prod         admin  dave            CHG-5   2026-11-26T13:20:00Z  2026-11-26T14:20:00Z  2026-11-26T15:00:00Z  ttl          not needed                          79e40581ae62  60139cc251db  late_revert           maintenance: CHG-5 resize
-    r-self       ivan       staging      read   ivan, carol     -       2026-11-26T16:40:00Z  2026-11-26T17:40:00Z  2026-11-26T17:40:00Z  ttl          not needed                          5cab975a81b7  1f5ac0571887  self_approved         =HYPERLINK("http://evil.example")
-    r-active     judy       prod         admin  carol           INC-6   2026-11-28T23:40:00Z  2026-11-29T00:40:00Z  -                     -            not needed                          50c7708da070  -             -                     incident: INC-6 on fire
+        REQUEST      REQUESTER  ENVIRONMENT  ROLE   APPROVED BY     TICKET  GRANTED AT            EXPIRES AT            REVOKED AT            REVOKED HOW  REVIEW                              GRANT         REVOKE        ANOMALIES             REASON
+        r-ttl        alice      prod         admin  carol           INC-1   2026-11-26T00:10:00Z  2026-11-26T01:10:00Z  2026-11-26T01:10:00Z  ttl          not needed                          f0e5d7a45197  4c95da1cb13b  -                     incident: INC-1 checkout DB failover
+        r-early      bob        staging      read   carol, dave     -       2026-11-26T01:40:00Z  2026-11-26T03:40:00Z  2026-11-26T02:10:00Z  early        not needed                          084a1ba1c811  8aba77461448  -                     maintenance: rotate "db" creds, then verify
+        r-fast-done  erin       prod         admin  fast-path:sev1  INC-2   2026-11-26T03:20:00Z  2026-11-26T04:05:00Z  2026-11-26T04:05:00Z  ttl          done by carol                       e0e6fd68fb03  f2dad191bc9e  -                     incident: INC-2 payments down
+        r-fast-open  bob        prod         admin  fast-path:sev1  INC-3   2026-11-26T05:00:00Z  2026-11-26T05:30:00Z  2026-11-26T05:31:00Z  ttl          overdue (due 2026-11-27T05:00:00Z)  477c6648a0f9  3957135dfef4  review_overdue        incident: INC-3 queue stuck
+        r-missing    gina       prod         admin  carol           INC-4   2026-11-26T11:40:00Z  2026-11-26T12:40:00Z  -                     -            not needed                          f382c8ac10b0  -             grant_without_revert  incident: INC-4 cache
+        r-late       henry      prod         admin  dave            CHG-5   2026-11-26T13:20:00Z  2026-11-26T14:20:00Z  2026-11-26T15:00:00Z  ttl          not needed                          ba591124d4a3  9fe1d73ddb9e  late_revert           maintenance: CHG-5 resize
+        r-self       ivan       staging      read   ivan, carol     -       2026-11-26T16:40:00Z  2026-11-26T17:40:00Z  2026-11-26T17:40:00Z  ttl          not needed                          26fe3b201f13  ce39f0c59401  self_approved         =HYPERLINK("http://evil.example")
+        r-active     judy       prod         admin  carol           INC-6   2026-11-28T23:40:00Z  2026-11-29T00:40:00Z  -                     -            not needed                          61b9e495e0e7  -             -                     incident: INC-6 on fire
 
-    8 grant(s) on main at 50c7708da070, 7 anomalies
+        8 grant(s) on main at 61b9e495e0e7, 7 anomalies
 
-    ANOMALY               REQUEST      COMMIT        DETAIL
-    review_overdue        r-fast-open  477c6648a0f9  fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded
-    landed_without_bot    r-pushed     6dce6edde303  requests/prod/r-pushed.yaml was added without breakglass; removed by 0ad3523caa4f at 2026-11-26T08:22:00Z (reconcile)
-    landed_without_bot    r-hand       2a0b0fbd7380  requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch
-    grant_without_revert  r-missing    487cf33db617  expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m)
-    late_revert           r-late       60139cc251db  revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m)
-    self_approved         r-self       5cab975a81b7  requester ivan is among the approvers (ivan, carol)
-    forged_trailers       r-ghost      c13182a3cead  not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/<environment>/r-ghost.yaml
+        ANOMALY               REQUEST      COMMIT        DETAIL
+        review_overdue        r-fast-open  477c6648a0f9  fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded
+        landed_without_bot    r-pushed     6dce6edde303  requests/prod/r-pushed.yaml was added without breakglass; removed by 5b903c4662a4 at 2026-11-26T08:22:00Z (reconcile)
+        landed_without_bot    r-hand       bdb7580e12f7  requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch
+        grant_without_revert  r-missing    f382c8ac10b0  expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m)
+        late_revert           r-late       9fe1d73ddb9e  revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m)
+        self_approved         r-self       26fe3b201f13  requester ivan is among the approvers (ivan, carol)
+        forged_trailers       r-ghost      6bb2c92784ee  not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/<environment>/r-ghost.yaml
     "#);
 }
 
@@ -766,26 +766,26 @@ fn markdown_is_a_table() {
     let out = audit_cli(s.repo.path_str(), &["--format", "markdown"]);
     assert_eq!(out.status.code(), Some(1));
     insta::assert_snapshot!(stdout(&out), @r#"
-    | Request | Requester | Environment | Role | Approved by | Ticket | Granted at | Expires at | Revoked at | Revoked how | Review | Grant | Revoke | Anomalies | Reason |
-    | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-    | r-ttl | alice | prod | admin | carol | INC-1 | 2026-11-26T00:10:00Z | 2026-11-26T01:10:00Z | 2026-11-26T01:10:00Z | ttl | not needed | f0e5d7a45197 | 4c95da1cb13b | - | incident: INC-1 checkout DB failover |
-    | r-early | bob | staging | read | carol, dave | - | 2026-11-26T01:40:00Z | 2026-11-26T03:40:00Z | 2026-11-26T02:10:00Z | early | not needed | 084a1ba1c811 | 8aba77461448 | - | maintenance: rotate "db" creds, then verify |
-    | r-fast-done | erin | prod | admin | fast-path:sev1 | INC-2 | 2026-11-26T03:20:00Z | 2026-11-26T04:05:00Z | 2026-11-26T04:05:00Z | ttl | done by carol | e0e6fd68fb03 | f2dad191bc9e | - | incident: INC-2 payments down |
-    | r-fast-open | bob | prod | admin | fast-path:sev1 | INC-3 | 2026-11-26T05:00:00Z | 2026-11-26T05:30:00Z | 2026-11-26T05:31:00Z | ttl | overdue (due 2026-11-27T05:00:00Z) | 477c6648a0f9 | 3957135dfef4 | review\_overdue | incident: INC-3 queue stuck |
-    | r-missing | gina | prod | admin | carol | INC-4 | 2026-11-26T11:40:00Z | 2026-11-26T12:40:00Z | - | - | not needed | 487cf33db617 | - | grant\_without\_revert | incident: INC-4 cache |
-    | r-late | henry | prod | admin | dave | CHG-5 | 2026-11-26T13:20:00Z | 2026-11-26T14:20:00Z | 2026-11-26T15:00:00Z | ttl | not needed | 79e40581ae62 | 60139cc251db | late\_revert | maintenance: CHG-5 resize |
-    | r-self | ivan | staging | read | ivan, carol | - | 2026-11-26T16:40:00Z | 2026-11-26T17:40:00Z | 2026-11-26T17:40:00Z | ttl | not needed | 5cab975a81b7 | 1f5ac0571887 | self\_approved | =HYPERLINK("http://evil.example") |
-    | r-active | judy | prod | admin | carol | INC-6 | 2026-11-28T23:40:00Z | 2026-11-29T00:40:00Z | - | - | not needed | 50c7708da070 | - | - | incident: INC-6 on fire |
+        | Request | Requester | Environment | Role | Approved by | Ticket | Granted at | Expires at | Revoked at | Revoked how | Review | Grant | Revoke | Anomalies | Reason |
+        | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+        | r-ttl | alice | prod | admin | carol | INC-1 | 2026-11-26T00:10:00Z | 2026-11-26T01:10:00Z | 2026-11-26T01:10:00Z | ttl | not needed | f0e5d7a45197 | 4c95da1cb13b | - | incident: INC-1 checkout DB failover |
+        | r-early | bob | staging | read | carol, dave | - | 2026-11-26T01:40:00Z | 2026-11-26T03:40:00Z | 2026-11-26T02:10:00Z | early | not needed | 084a1ba1c811 | 8aba77461448 | - | maintenance: rotate "db" creds, then verify |
+        | r-fast-done | erin | prod | admin | fast-path:sev1 | INC-2 | 2026-11-26T03:20:00Z | 2026-11-26T04:05:00Z | 2026-11-26T04:05:00Z | ttl | done by carol | e0e6fd68fb03 | f2dad191bc9e | - | incident: INC-2 payments down |
+        | r-fast-open | bob | prod | admin | fast-path:sev1 | INC-3 | 2026-11-26T05:00:00Z | 2026-11-26T05:30:00Z | 2026-11-26T05:31:00Z | ttl | overdue (due 2026-11-27T05:00:00Z) | 477c6648a0f9 | 3957135dfef4 | review\_overdue | incident: INC-3 queue stuck |
+        | r-missing | gina | prod | admin | carol | INC-4 | 2026-11-26T11:40:00Z | 2026-11-26T12:40:00Z | - | - | not needed | f382c8ac10b0 | - | grant\_without\_revert | incident: INC-4 cache |
+        | r-late | henry | prod | admin | dave | CHG-5 | 2026-11-26T13:20:00Z | 2026-11-26T14:20:00Z | 2026-11-26T15:00:00Z | ttl | not needed | ba591124d4a3 | 9fe1d73ddb9e | late\_revert | maintenance: CHG-5 resize |
+        | r-self | ivan | staging | read | ivan, carol | - | 2026-11-26T16:40:00Z | 2026-11-26T17:40:00Z | 2026-11-26T17:40:00Z | ttl | not needed | 26fe3b201f13 | ce39f0c59401 | self\_approved | =HYPERLINK("http://evil.example") |
+        | r-active | judy | prod | admin | carol | INC-6 | 2026-11-28T23:40:00Z | 2026-11-29T00:40:00Z | - | - | not needed | 61b9e495e0e7 | - | - | incident: INC-6 on fire |
 
-    | Anomaly | Request | Commit | Detail |
-    | --- | --- | --- | --- |
-    | review_overdue | r-fast-open | 477c6648a0f9 | fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded |
-    | landed_without_bot | r-pushed | 6dce6edde303 | requests/prod/r-pushed.yaml was added without breakglass; removed by 0ad3523caa4f at 2026-11-26T08:22:00Z (reconcile) |
-    | landed_without_bot | r-hand | 2a0b0fbd7380 | requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch |
-    | grant_without_revert | r-missing | 487cf33db617 | expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m) |
-    | late_revert | r-late | 60139cc251db | revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m) |
-    | self_approved | r-self | 5cab975a81b7 | requester ivan is among the approvers (ivan, carol) |
-    | forged_trailers | r-ghost | c13182a3cead | not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/\<environment\>/r-ghost.yaml |
+        | Anomaly | Request | Commit | Detail |
+        | --- | --- | --- | --- |
+        | review_overdue | r-fast-open | 477c6648a0f9 | fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded |
+        | landed_without_bot | r-pushed | 6dce6edde303 | requests/prod/r-pushed.yaml was added without breakglass; removed by 5b903c4662a4 at 2026-11-26T08:22:00Z (reconcile) |
+        | landed_without_bot | r-hand | bdb7580e12f7 | requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch |
+        | grant_without_revert | r-missing | f382c8ac10b0 | expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m) |
+        | late_revert | r-late | 9fe1d73ddb9e | revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m) |
+        | self_approved | r-self | 26fe3b201f13 | requester ivan is among the approvers (ivan, carol) |
+        | forged_trailers | r-ghost | 6bb2c92784ee | not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/\<environment\>/r-ghost.yaml |
     "#);
 }
 

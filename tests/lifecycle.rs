@@ -886,7 +886,8 @@ on_both_forges!(
         let (id, pr) = network_request_by_comment(&s).await;
         let request_path = format!("requests/network/{id}.yaml");
         // mallory edits the request file on main (the blob the bot wrote is stale now) and
-        // closes the revert PR, so that the revert is built again at the TTL.
+        // closes the revert PR, so that the revert is built again; the edit itself revokes
+        // the grant at once (only the bot's merges change a grant).
         let text = s.forge.file_on(REPO, "main", &request_path).unwrap();
         s.forge.push_changes(
             REPO,
@@ -913,11 +914,16 @@ on_both_forges!(
             !main.iter().any(|p| p.contains(&id)),
             "the edited request file is removed too: {main:#?}"
         );
+        assert_eq!(
+            record.revoke_reason.map(|r| r.to_string()).as_deref(),
+            Some("reconcile")
+        );
         s.expect_bot_comments(
             pr,
             &[
                 "✅ **Request",
                 "🔓 **Access granted.**",
+                "🚨 **Grant files changed without breakglass**: @mallory",
                 "🔒 **Access revoked**",
             ],
         );

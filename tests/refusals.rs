@@ -810,3 +810,27 @@ async fn gitlab_usernames_longer_than_githubs_are_people_too() {
         .expect("the request opened for the long username");
     s.take_bot_comments(opened.number);
 }
+
+// A GitLab service account may have any username (not `project_N_bot…`), and GitLab's events
+// do not say it is a bot: the user's own record does (`"bot": true`). Put among the
+// approvers, it approves by button, comment or 👍 in vain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_bot_account_with_a_plain_username_never_approves() {
+    let s = Scenario::on_gitlab().await;
+    let helper = s.forge.bot_user("deploy-helper");
+    s.forge.add_team_member("acme/sre-leads", &helper);
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.take_bot_comments(pr);
+    s.approve_button(pr, &helper);
+    s.settle().await;
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    s.note(pr, &helper, "/breakglass approve");
+    s.emoji(pr, &helper, "+1");
+    s.settle().await;
+    assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    assert!(s.events("r1", "approval").await.is_empty());
+    for said in s.take_bot_comments(pr) {
+        assert!(said.contains("is not an approver"), "{said}");
+    }
+}

@@ -454,6 +454,18 @@ impl Forge {
         }
     }
 
+    /// Whether `actor` is a bot account. GitHub says so in every event (`type: Bot`, a
+    /// `[bot]` login); GitLab's events do not, so it is asked by the user's id.
+    pub async fn is_bot(&self, actor: &Actor) -> Result<bool, ForgeError> {
+        if actor.is_bot {
+            return Ok(true);
+        }
+        match self {
+            Forge::GitHub(_) => Ok(false),
+            Forge::GitLab(c) => c.is_bot(actor.id).await,
+        }
+    }
+
     /// A user by login (`None` when there is none).
     pub async fn user(&self, login: &str) -> Result<Option<Actor>, ForgeError> {
         on_client!(self, c => c.user(login).await)

@@ -269,9 +269,39 @@ impl Workflow {
         else {
             return Ok(());
         };
-        if record.state != RequestState::Pending || commit_id != Some(record.head_sha.as_str()) {
-            return Ok(()); // stale review, or nothing to approve
+        if record.state != RequestState::Pending {
+            return Ok(()); // nothing to approve
         }
+        let record = match commit_id {
+            Some(commit) if commit == record.head_sha => record,
+            // The PR's head as this event shows it, which the bot has not decided yet: the
+            // push's webhook is late. Decided now, the review counts for what it approved.
+            Some(commit) if commit == pr.head_sha => {
+                let id = record.id.clone();
+                self.evaluate_pr(pr.number, Some(record), None).await?;
+                match self.store.get_request(&id).await? {
+                    Some(now) if now.state == RequestState::Pending && now.head_sha == commit => {
+                        now
+                    }
+                    _ => return Ok(()),
+                }
+            }
+            // A review of an older version: said, never silently dropped.
+            _ => {
+                let (requester, environment) = (
+                    record.requester_login.clone(),
+                    record.environment.to_string(),
+                );
+                let outcome = match self.approver_refusal(&record, author).await? {
+                    Some(refusal) => refusal,
+                    None => ApprovalOutcome::Stale,
+                };
+                let thread = Thread::Change(pr.number);
+                return self
+                    .reply_to_approval(thread, author, &requester, &environment, outcome)
+                    .await;
+            }
+        };
         let requester = record.requester_login.clone();
         let environment = record.environment.to_string();
         let signal = Signal {

@@ -670,6 +670,11 @@ impl Workflow {
         let login = Login::try_from(actor.login.clone()).map_err(anyhow::Error::msg)?;
         let principals: Vec<&Principal> = policy.approvers.iter().collect();
         let who = self.resolve(&login, &principals).await?;
-        Ok(membership(&policy.approvers, &who) == Membership::Yes)
+        if membership(&policy.approvers, &who) != Membership::Yes {
+            return Ok(false);
+        }
+        // Bots never approve, by any channel: a bot account among the approvers is a token
+        // someone holds, not a person who looked. Asked last, of approvers only.
+        Ok(!self.forge.is_bot(actor).await?)
     }
 }

@@ -18,6 +18,7 @@ use crate::forge::{
 use crate::grant::GrantSpec;
 use crate::names::{Login, RequestId};
 use crate::request::{AccessRequest, RequestPath};
+use crate::store::{Approval, ApprovalSource};
 use crate::store::{ChangeKind, EventKind, ForgeKind, JobKind, StoreError};
 use crate::store::{RequestRecord, RequestState, RevokeReason, StoredDecision};
 
@@ -486,10 +487,20 @@ impl Workflow {
         record.ticket = request.ticket.clone();
         if record.head_sha != pr.head_sha {
             // Approvals are of a head; a push voids them for good, even if the branch is later
-            // put back on that head (A, then B, then A again).
+            // put back on that head (A, then B, then A again). Only a comment or emoji given
+            // after this push (forge time) but heard before its webhook was meant for the new
+            // head, and counts for it.
+            let heard_early = self.given_after_push(&record, stored.head_since).await?;
             self.store
                 .forget_approvals_of_other_heads(&record.id, &pr.head_sha)
                 .await?;
+            for approval in heard_early {
+                let approval = Approval {
+                    head_sha: pr.head_sha.clone(),
+                    ..approval
+                };
+                self.store.add_approval(&approval).await?;
+            }
         }
         record.head_sha = pr.head_sha.clone();
         record.state = state;
@@ -501,6 +512,28 @@ impl Workflow {
         record.decision = Some(stored.clone());
         self.store.update_request(&mut record, now).await?;
         Ok(Some(record))
+    }
+
+    /// The approvals stored for `record`'s old head that were given after the push of the new
+    /// one (`head_since`, forge time against forge time, more than a second apart). Reviews
+    /// are bound to the commit they approve, so they never move.
+    async fn given_after_push(
+        &self,
+        record: &RequestRecord,
+        head_since: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<Vec<Approval>> {
+        let approvals = self
+            .store
+            .approvals_for(&record.id, &record.head_sha)
+            .await?;
+        Ok(approvals
+            .into_iter()
+            .filter(|a| a.source != ApprovalSource::Review)
+            .filter(|a| {
+                super::approval::timing(a.approved_at, head_since)
+                    == super::approval::Timing::Current
+            })
+            .collect())
     }
 
     /// A new request record on this workflow's forge and repository (see
@@ -711,6 +744,15 @@ impl Workflow {
         };
         if !matches!(record.state, RequestState::Pending | RequestState::Denied) {
             return Ok(());
+        }
+        if record.state == RequestState::Pending {
+            // A last look at the reactions (GitHub sends no webhook for them): an approval
+            // given before the deadline and not polled yet is an approval, not an expiry.
+            self.job_poll(id).await?;
+            match self.store.get_request(id).await? {
+                Some(polled) if polled.state == RequestState::Pending => record = polled,
+                _ => return Ok(()),
+            }
         }
         let after =
             crate::duration::HumanDuration::from_secs(self.settings.pending_timeout.as_secs());

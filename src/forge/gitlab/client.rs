@@ -879,6 +879,17 @@ impl GitlabClient {
             .map(Actor::from))
     }
 
+    /// Whether user `user_id` is a bot account, as GitLab itself says (`GET /users/:id`): a
+    /// service account or access token user may have any username, so the name alone cannot
+    /// tell. A user GitLab does not know is taken for a bot (never counted as a person).
+    pub async fn is_bot(&self, user_id: u64) -> Result<bool, ForgeError> {
+        match self.get::<User>(&format!("/users/{user_id}")).await {
+            Ok(user) => Ok(Actor::from(user).is_bot),
+            Err(err) if err.status() == Some(404) => Ok(true),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Whether user `user_id` is a direct member of the group `group` (its full path, subgroups
     /// included, e.g. `acme/sre/leads`; a policy's leading `@` is allowed). Members inherited
     /// from a parent group do not count: with them, every member of `acme` (often everyone)

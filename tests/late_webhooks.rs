@@ -1,0 +1,250 @@
+//! Webhooks that arrive late or out of order, and forge clocks far from the bot's. An approval
+//! given after a push but heard before that push's webhook is meant for the pushed version and
+//! counts for it (SPEC: only approvals given before the latest push do not count, judged on the
+//! forge's own timestamps, and none is dropped in silence); a pending request's last reactions
+//! are read before it expires; approval timing holds with the forge's clock an hour off.
+
+mod common;
+
+use chrono::TimeDelta;
+use common::*;
+
+async fn poll(s: &Scenario) {
+    s.advance(TimeDelta::seconds(30));
+    s.settle().await;
+}
+
+async fn requested(s: &Scenario, id: &str) -> u64 {
+    let pr = s.open_request(&s.people.alice, "prod", id, &prod_request("1h"));
+    s.settle().await;
+    let verdict = s.next_bot_comment(pr);
+    assert!(verdict.starts_with("✅ **Request"), "{verdict}");
+    pr
+}
+
+/// alice pushes a new version of request `id` while webhooks are held; returns nothing.
+fn push_new_version(s: &Scenario, id: &str) {
+    s.forge.advance_clock(TimeDelta::seconds(2));
+    s.forge.push_files(
+        REPO,
+        &format!("request-{id}"),
+        &s.people.alice,
+        &[(&format!("requests/prod/{id}.yaml"), &prod_request("2h"))],
+        "longer",
+    );
+}
+
+/// The held deliveries matching `pick`, sent now (before every other held one).
+async fn deliver_first(s: &Scenario, pick: impl Fn(&breakglass_test_forge::Delivery) -> bool) {
+    let chosen: Vec<_> = s
+        .forge
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.attempts == 0 && pick(d))
+        .collect();
+    assert!(!chosen.is_empty(), "no held delivery matched");
+    for d in &chosen {
+        assert!(s.forge.redeliver(&d.id));
+    }
+    s.settle().await;
+}
+
+fn is_approval_event(d: &breakglass_test_forge::Delivery) -> bool {
+    d.event == "pull_request_review"
+        || (d.event == "Merge Request Hook"
+            && matches!(d.action.as_deref(), Some("approval" | "approved")))
+}
+
+/// Finishes the story: every held delivery sent, then a few polls (GitLab's safety-net poll
+/// is 5 minutes).
+async fn release_and_poll(s: &Scenario) {
+    s.forge.set_webhooks_paused(false);
+    s.forge.flush_webhooks();
+    s.settle().await;
+    for _ in 0..12 {
+        poll(s).await;
+    }
+}
+
+fn is_approve_comment(d: &breakglass_test_forge::Delivery) -> bool {
+    (d.event == "issue_comment" || d.event == "Note Hook")
+        && String::from_utf8_lossy(&d.body).contains("/breakglass approve")
+}
+
+// An approving review (GitHub) or the Approve button (GitLab) of the new head, heard before the
+// push's webhook: the push is caught up with, and the approval merges the version it approved.
+on_both_forges!(
+    an_approval_of_the_new_head_heard_before_its_push_counts,
+    |s: Scenario| async move {
+        let pr = requested(&s, "r1").await;
+        s.forge.set_webhooks_paused(true);
+        push_new_version(&s, "r1");
+        s.approve_button(pr, &s.people.carol); // a second after the push, of the new head
+        deliver_first(&s, is_approval_event).await;
+        release_and_poll(&s).await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        assert_eq!(
+            s.request("r1").await.duration_secs,
+            7200,
+            "the pushed version"
+        );
+        s.take_bot_comments(pr);
+    }
+);
+
+// `/breakglass approve` written after a push and handled before its webhook; with two
+// approvals needed, carol's (told "1 of 2") and dan's later one merge the pushed version.
+on_both_forges!(
+    an_approve_comment_written_after_a_push_and_heard_before_it_counts,
+    |s: Scenario| async move {
+        s.edit_policy(&s.people.carol, "prod", |p| {
+            p.replace("approvals: 1", "approvals: 2")
+        });
+        s.settle().await;
+        let pr = requested(&s, "r1").await;
+        s.forge.set_webhooks_paused(true);
+        push_new_version(&s, "r1");
+        s.approve(pr, &s.people.carol);
+        deliver_first(&s, is_approve_comment).await;
+        release_and_poll(&s).await;
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+    }
+);
+
+// A 👍 given after a push and seen (GitHub's poll, GitLab's Emoji Hook) before the push's
+// webhook counts for the pushed version, though GitHub's reaction list is unchanged (a 304)
+// once the push is handled.
+on_both_forges!(
+    an_emoji_given_after_a_push_and_seen_before_it_counts,
+    |s: Scenario| async move {
+        let pr = requested(&s, "r1").await;
+        s.forge.set_webhooks_paused(true);
+        push_new_version(&s, "r1");
+        s.emoji(pr, &s.people.carol, "+1"); // a second after the push
+        match s.dialect {
+            Dialect::GitHub => poll(&s).await, // the poll sees it; the push webhook waits
+            Dialect::GitLab => deliver_first(&s, |d| d.event == "Emoji Hook").await,
+        }
+        release_and_poll(&s).await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+    }
+);
+
+// A 👍 given before a push does not count for the pushed version: with two approvals needed,
+// carol's 👍 on the first version and dan's approval of the second are one approval each.
+on_both_forges!(
+    an_emoji_given_before_a_push_does_not_count_for_it,
+    |s: Scenario| async move {
+        s.edit_policy(&s.people.carol, "prod", |p| {
+            p.replace("approvals: 1", "approvals: 2")
+        });
+        s.settle().await;
+        let pr = requested(&s, "r1").await;
+        s.emoji(pr, &s.people.carol, "+1");
+        poll(&s).await;
+        assert_eq!(
+            s.events("r1", "approval").await.len(),
+            1,
+            "carol's 👍 counted"
+        );
+        push_new_version(&s, "r1");
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert_eq!(
+            s.take_bot_comments(pr),
+            ["👍 Approval by @dan recorded (1 of 2)."]
+        );
+        assert!(!s.change(pr).merged);
+    }
+);
+
+// GitHub: carol's 👍 comes 19 s before the pending deadline, and the next reaction poll would
+// come after the expiry: the expiry reads the reactions once more and merges instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_given_before_the_pending_deadline_is_not_expired_away() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let pr = requested(&s, "r1").await;
+    s.advance(TimeDelta::hours(24) - TimeDelta::seconds(20));
+    s.settle().await; // a poll runs now; the next one is 30 s away
+    s.emoji(pr, &s.people.carol, "+1");
+    s.advance(TimeDelta::seconds(25));
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.take_bot_comments(pr);
+}
+
+// Approval timing with the forge's clock 90 s or an hour ahead of the bot's or behind it: a 👍
+// a second after the push approves; a same-second one is asked again; a fast-path grant's 👍
+// review a second after its merge closes the review.
+async fn skewed_story(dialect: Dialect, skew: i64) {
+    let setup = Setup {
+        dialect,
+        forge_skew_secs: skew,
+        ..Setup::default()
+    };
+    let s = Scenario::start_with(Backend::Sqlite, setup).await.unwrap();
+    let pr = requested(&s, "r1").await;
+    s.emoji(pr, &s.people.carol, "+1");
+    poll(&s).await;
+    assert!(
+        s.change(pr).merged,
+        "skew {skew}: {:#?}",
+        s.bot_comments(pr)
+    );
+    s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    // Same second as the push: asked again.
+    let now = s.forge.now();
+    s.forge.freeze_clock(now);
+    let pr2 = s.open_request(&s.people.alice, "prod", "r2", &prod_request("1h"));
+    s.settle().await;
+    s.emoji_now(pr2, &s.people.carol, "+1");
+    poll(&s).await;
+    assert!(!s.change(pr2).merged, "skew {skew}");
+    s.expect_bot_comments(pr2, &["✅", "⏱️ @carol"]);
+    s.forge.set_clock(now + TimeDelta::seconds(5));
+    // Fast path, then a review by 👍.
+    let bob = &s.people.bob;
+    let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+    s.forge.push_files(
+        REPO,
+        "sev1-request",
+        bob,
+        &[("requests/prod/r-sev1.yaml", yaml)],
+        "request",
+    );
+    let pr3 = s.open_change(bob, "sev1-request", "sev1 access");
+    s.label(pr3, bob, "sev1");
+    s.settle().await;
+    assert!(
+        s.change(pr3).merged,
+        "skew {skew}: {:#?}",
+        s.bot_comments(pr3)
+    );
+    s.expect_bot_comments(pr3, &["🔓 **Access granted.**"]);
+    s.emoji(pr3, &s.people.carol, "+1");
+    poll(&s).await;
+    assert!(
+        s.request("r-sev1").await.reviewed_at.is_some(),
+        "skew {skew}: {:#?}",
+        s.bot_comments(pr3)
+    );
+    let _ = s.take_bot_comments(pr3);
+    let _ = s.take_bot_comments(pr2);
+    let _ = s.take_bot_comments(pr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_timing_holds_with_the_forge_clock_an_hour_off() {
+    for dialect in [Dialect::GitHub, Dialect::GitLab] {
+        for skew in [90, -90, 3600, -3600] {
+            skewed_story(dialect, skew).await;
+        }
+    }
+}
