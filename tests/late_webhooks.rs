@@ -97,10 +97,7 @@ on_both_forges!(
 on_both_forges!(
     an_approve_comment_written_after_a_push_and_heard_before_it_counts,
     |s: Scenario| async move {
-        s.edit_policy(&s.people.carol, "prod", |p| {
-            p.replace("approvals: 1", "approvals: 2")
-        });
-        s.settle().await;
+        s.prod_needs_two_approvals().await;
         let pr = requested(&s, "r1").await;
         s.forge.set_webhooks_paused(true);
         push_new_version(&s, "r1");
@@ -139,10 +136,7 @@ on_both_forges!(
 on_both_forges!(
     an_emoji_given_before_a_push_does_not_count_for_it,
     |s: Scenario| async move {
-        s.edit_policy(&s.people.carol, "prod", |p| {
-            p.replace("approvals: 1", "approvals: 2")
-        });
-        s.settle().await;
+        s.prod_needs_two_approvals().await;
         let pr = requested(&s, "r1").await;
         s.emoji(pr, &s.people.carol, "+1");
         poll(&s).await;

@@ -83,10 +83,7 @@ on_both_forges!(
 on_both_forges!(
     an_approver_taken_off_the_policy_no_longer_counts,
     |s: Scenario| async move {
-        s.edit_policy(&s.people.erin, "prod", |p| {
-            p.replace("approvals: 1", "approvals: 2")
-        });
-        s.settle().await;
+        s.prod_needs_two_approvals().await;
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
         s.take_bot_comments(pr);
@@ -611,10 +608,7 @@ on_both_forges!(
 on_both_forges!(
     an_extension_needs_as_many_approvers_as_the_grant,
     |s: Scenario| async move {
-        s.edit_policy(&s.people.erin, "prod", |p| {
-            p.replace("approvals: 1", "approvals: 2")
-        });
-        s.settle().await;
+        s.prod_needs_two_approvals().await;
         let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
         s.settle().await;
         s.approve(pr, &s.people.carol);
@@ -669,10 +663,7 @@ on_both_forges!(
 on_both_backends!(
     an_approving_review_taken_back_by_asking_for_changes_does_not_count,
     |s: Scenario| async move {
-        s.edit_policy(&s.people.erin, "prod", |p| {
-            p.replace("approvals: 1", "approvals: 2")
-        });
-        s.settle().await;
+        s.prod_needs_two_approvals().await;
         for (id, webhook) in [("r1", true), ("r2", false)] {
             let pr = s.open_request(&s.people.alice, "prod", id, &prod_request("1h"));
             s.settle().await;
@@ -709,10 +700,7 @@ on_both_backends!(
 // Each approver counts once, in `/breakglass status` as in the merge: carol's command and her
 // 👍 are one approval of two, not "2 of 2" (which would invite a hand merge).
 on_both_forges!(status_counts_each_approver_once, |s: Scenario| async move {
-    s.edit_policy(&s.people.erin, "prod", |p| {
-        p.replace("approvals: 1", "approvals: 2")
-    });
-    s.settle().await;
+    s.prod_needs_two_approvals().await;
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
     s.take_bot_comments(pr);

@@ -727,6 +727,15 @@ impl Scenario {
             .push_direct(REPO, user, &[(&path, &text)], "edit policy");
     }
 
+    /// prod's policy on the default branch asks for two approvals (a direct push by erin,
+    /// an admin of the requests repo), and the bot has taken it in.
+    pub async fn prod_needs_two_approvals(&self) {
+        self.edit_policy(&self.people.erin, "prod", |p| {
+            p.replace("approvals: 1", "approvals: 2")
+        });
+        self.settle().await;
+    }
+
     pub async fn request(&self, id: &str) -> breakglass::store::RequestRecord {
         self.store
             .get_request(&id.to_owned().try_into().unwrap())
