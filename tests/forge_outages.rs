@@ -280,6 +280,17 @@ on_both_forges!(
     }
 );
 
+/// The forge answers again: within a few minutes the revert of r1 is merged.
+async fn forge_answers_and_the_revert_is_merged(s: &Scenario) {
+    s.forge.clear_failures();
+    for _ in 0..3 {
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+    }
+    let record = s.request("r1").await;
+    assert!(s.change(record.revert_pr_number.unwrap()).merged);
+}
+
 on_both_forges!(
     a_service_started_while_the_forge_is_down_revokes_on_time,
     short_timeouts(),
@@ -299,13 +310,7 @@ on_both_forges!(
         let record = s.request("r1").await;
         assert!(record.revoked_at.unwrap() <= back + TimeDelta::seconds(5));
         assert!(s.events("r1", "revert").await.is_empty(), "no revert yet");
-        s.forge.clear_failures();
-        for _ in 0..3 {
-            s.advance(TimeDelta::minutes(1));
-            s.settle().await;
-        }
-        let record = s.request("r1").await;
-        assert!(s.change(record.revert_pr_number.unwrap()).merged);
+        forge_answers_and_the_revert_is_merged(&s).await;
         assert_eq!(s.events("r1", "revert").await.len(), 1);
         s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
@@ -433,13 +438,7 @@ on_both_forges!(
             "revoked {:?} after the start began",
             starting.elapsed()
         );
-        s.forge.clear_failures();
-        for _ in 0..3 {
-            s.advance(TimeDelta::minutes(1));
-            s.settle().await;
-        }
-        let record = s.request("r1").await;
-        assert!(s.change(record.revert_pr_number.unwrap()).merged);
+        forge_answers_and_the_revert_is_merged(&s).await;
         s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );
