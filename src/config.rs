@@ -18,7 +18,7 @@ const ENV_PREFIX: &str = "BREAKGLASS_";
 
 /// The whole configuration. Unknown keys are errors, so a typo never silently falls back to a
 /// default.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address the HTTP server listens on.
@@ -48,6 +48,28 @@ pub struct Config {
     /// AWS, for roles with `provider: aws-iam`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsConfig>,
+}
+
+/// Written out without the database URL's password, which the URL may carry.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field(
+                "database_url",
+                &crate::secret::redact_url(&self.database_url),
+            )
+            .field("policies_path", &self.policies_path)
+            .field("reminder_before", &self.reminder_before)
+            .field("templates_path", &self.templates_path)
+            .field("pending_timeout", &self.pending_timeout)
+            .field("reconcile_interval", &self.reconcile_interval)
+            .field("max_open_requests", &self.max_open_requests)
+            .field("github", &self.github)
+            .field("gitlab", &self.gitlab)
+            .field("aws", &self.aws)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -613,5 +635,19 @@ assume_role_arn = ""
         )
         .unwrap();
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn config_debug_output_holds_no_database_password() {
+        let config = Config {
+            database_url: "postgres://bot:hunter2@db/breakglass".into(),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://bot:redacted@db/breakglass"),
+            "{shown}"
+        );
     }
 }

@@ -483,3 +483,62 @@ with_aws!(
         );
     }
 );
+
+with_aws!(
+    a_revoke_whose_detach_lands_after_another_grant_attached_leaves_that_grant_working,
+    |w: World| async move {
+        // r1 ends at its TTL while r2, of the same person and managed policy, is granted. r1's
+        // revoke found no other grant's expiry deny on the principal and detaches, but its
+        // detach reaches IAM only after r2's grant attached the policy (a no-op, as it was
+        // still attached): without a second look, r2 would be left without its access.
+        let first = w.s.granted("r1", "1h").await;
+        w.s.advance(TimeDelta::minutes(50));
+        let second =
+            w.s.open_request(&w.s.people.alice, "prod", "r2", &prod_request("1h"));
+        w.s.settle().await;
+        let mut detach = w.proxy.hold_next("DetachRolePolicy");
+        w.s.advance(TimeDelta::minutes(10));
+        detach.arrived().await;
+        w.s.approve(second, &w.s.people.carol);
+        eventually(|| async {
+            w.s.bot_comments(second)
+                .iter()
+                .any(|c| c.starts_with("🔓 **Access granted.**"))
+        })
+        .await;
+        assert!(
+            w.inline_names()
+                .await
+                .contains(&"breakglass-r2-expiry".to_owned()),
+            "r2 was applied while r1's detach was held: {:?}",
+            w.proxy.actions()
+        );
+        detach.release();
+        w.s.settle().await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.s.expect_bot_comments(first, &["⏰", "🔒 **Access revoked**"]);
+        assert_eq!(w.s.request("r2").await.state.to_string(), "active");
+        w.assert_granted("r2").await;
+        assert!(
+            !w.inline_names()
+                .await
+                .contains(&"breakglass-r1-expiry".to_owned())
+        );
+        // Reconciliation finds r2 whole: no drift, no early end.
+        w.s.advance(TimeDelta::minutes(5));
+        w.s.settle().await;
+        assert_eq!(w.s.request("r2").await.state.to_string(), "active");
+        w.s.advance(TimeDelta::hours(1));
+        w.s.settle().await;
+        assert_eq!(w.s.request("r2").await.state.to_string(), "revoked");
+        w.s.expect_bot_comments(
+            second,
+            &[
+                "✅ **Request",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
+        w.assert_nothing_granting().await;
+    }
+);

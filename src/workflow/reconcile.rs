@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::Workflow;
+use super::revocation::ids;
 use crate::comment;
 use crate::forge::Thread;
 use crate::grant::{GrantSpec, Providers};
@@ -370,10 +371,11 @@ impl Workflow {
                 None => None,
             };
             let applied = own.as_ref().unwrap_or(applied);
-            let others = self.sharing_grants(&id, applied, &orphan).await?;
+            let others = ids(&self.sharing_grants(&id, applied, &orphan).await?);
             self.providers
                 .revoke_orphan(&applied.role, &orphan, &others)
                 .await?;
+            self.restore_shared(&id, applied, &orphan).await?;
         }
         Ok(())
     }

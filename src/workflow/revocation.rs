@@ -310,6 +310,11 @@ impl Due {
     }
 }
 
+/// The request ids of `grants`.
+pub(super) fn ids(grants: &[Granted]) -> Vec<String> {
+    grants.iter().map(|g| g.record.id.to_string()).collect()
+}
+
 /// The PR locks a batch holds, by workflow (each has its own) and stripe.
 type HeldLocks<'w> = HashMap<(usize, usize), tokio::sync::MutexGuard<'w, ()>>;
 
@@ -345,12 +350,48 @@ impl Workflow {
             return Ok(());
         };
         let spec = Self::spec(record);
-        let others = self
+        let others = ids(&self
             .sharing_grants(record.id.as_str(), applied, &spec)
-            .await?;
+            .await?);
         self.providers
             .revoke_with(&applied.role, &spec, &others)
             .await?;
+        self.restore_shared(record.id.as_str(), applied, &spec)
+            .await
+    }
+
+    /// Puts back what the grants sharing this one's managed-policy attachment hold, once it
+    /// was taken back. The revoke decided on what the principal held when it looked, and its
+    /// detach can reach IAM after another grant's apply attached the (still attached) policy
+    /// again: that grant would be left without its access, and reconciliation would then end
+    /// it as drift. Each grant still active is applied again (idempotent); one that ended
+    /// meanwhile is taken back, as after its own grant step, so nothing is left attached.
+    pub(super) async fn restore_shared(
+        &self,
+        except: &str,
+        applied: &AppliedGrant,
+        spec: &GrantSpec,
+    ) -> anyhow::Result<()> {
+        for other in self.sharing_grants(except, applied, spec).await? {
+            let Some(theirs) = &other.applied else {
+                continue;
+            };
+            let id = &other.record.id;
+            if let Err(err) = self
+                .providers
+                .apply(&theirs.role, &Self::spec(&other.record))
+                .await
+            {
+                if err.is_retryable() {
+                    return Err(err.into());
+                }
+                // Its own check (reconciliation's drift) says what is wrong with it.
+                tracing::warn!(request = %id, error = %err, "a grant sharing a revoked attachment could not be applied again");
+                continue;
+            }
+            tracing::info!(request = %id, revoked = %except, "applied again after a revoke of the attachment it shares");
+            Box::pin(self.taken_back_if_ended(id)).await?;
+        }
         Ok(())
     }
 
@@ -361,7 +402,7 @@ impl Workflow {
         except: &str,
         applied: &AppliedGrant,
         spec: &GrantSpec,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Vec<Granted>> {
         let Some(mine) = Providers::aws_attachment(&applied.role, spec) else {
             return Ok(Vec::new());
         };
@@ -371,7 +412,7 @@ impl Workflow {
             .grants_of_provider(&aws, Some(RequestState::Active))
             .await?;
         Ok(active
-            .iter()
+            .into_iter()
             .filter(|other| other.record.id.as_str() != except && self.owns(&other.record))
             .filter(|other| {
                 other.applied.as_ref().is_some_and(|theirs| {
@@ -379,7 +420,6 @@ impl Workflow {
                         == Some(&mine)
                 })
             })
-            .map(|other| other.record.id.to_string())
             .collect())
     }
 
