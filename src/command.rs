@@ -456,7 +456,11 @@ pub fn parse_commands(body: &str) -> Vec<Result<Command, CommandParseError>> {
 
 /// If `line` is a command line, returns it trimmed and what follows the prefix.
 fn command_line(line: &str) -> Option<(&str, &str)> {
-    let line = line.trim();
+    // An invisible character in front (a zero-width space or a byte-order mark pasted along
+    // from a chat or an editor) is no reason to ignore what the reader sees as a command.
+    let line = line
+        .trim_start_matches(|c: char| c.is_whitespace() || is_invisible(c))
+        .trim_end();
     // `get` rather than slicing: the prefix length may fall inside a multi-byte character.
     let head = line.get(..PREFIX.len())?;
     if !head.eq_ignore_ascii_case(PREFIX) {
@@ -468,6 +472,24 @@ fn command_line(line: &str) -> Option<(&str, &str)> {
         .next()
         .is_none_or(char::is_whitespace)
         .then_some((line, rest))
+}
+
+/// Unicode format characters (`Cf`) that render as nothing: zero-width spaces and joiners,
+/// direction marks and isolates, the word joiner and its invisible operators, the byte-order
+/// mark, the soft hyphen. [`DROPPED_MARKUP`] is none of them: it stays in front of text that
+/// followed dropped markup.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+    )
 }
 
 /// The text of a comment that a reader sees as the author's own words, one line per line.
@@ -1111,6 +1133,29 @@ mod tests {
                 request("prod", "1h", Some("admin"), None),
                 "{body:?}"
             );
+        }
+    }
+
+    #[test]
+    fn invisible_characters_before_the_prefix_are_skipped() {
+        for body in [
+            "\u{200b}/breakglass approve",
+            "\u{feff}/breakglass approve",
+            "\u{200d}\u{2060} /breakglass approve",
+            "\u{200e}/breakglass approve\r\n",
+            "LGTM\n\n\u{200b}/breakglass approve",
+        ] {
+            assert_eq!(ok(body), Command::Approve, "{body:?}");
+        }
+        // Still inert where a visible character or markup comes first.
+        for body in [
+            "> \u{200b}/breakglass approve",
+            "```\n\u{feff}/breakglass approve\n```",
+            "`\u{200b}/breakglass approve`",
+            "please \u{200b}/breakglass approve",
+            "x\u{200b}/breakglass approve",
+        ] {
+            ignored(body);
         }
     }
 

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::{iso, relative};
 use crate::command::{CommandParseError, help_text};
 use crate::policy::Decision;
+use crate::store::RequestState;
 
 const GRANTED_TEMPLATE: &str = include_str!("../templates/comments/granted.md.j2");
 
@@ -183,6 +184,44 @@ fn mentions(principals: &[String]) -> String {
 
 /// The verdict on a request PR.
 pub fn decision_comment(id: &str, decision: &Decision) -> String {
+    if !decision.allowed {
+        return denial(
+            id,
+            decision,
+            "Push a fixed request file to this PR and it is checked again.",
+        );
+    }
+    verdict(id, decision)
+}
+
+/// The policy's refusal of a request asked with a `/breakglass` comment. Nothing was opened,
+/// so the way on is another comment, not a push.
+pub fn comment_request_denied_comment(what: &str, decision: &Decision) -> String {
+    denial(
+        what,
+        decision,
+        "Nothing was opened. Comment again with a corrected `/breakglass <environment> <duration> [role] -- reason` command.",
+    )
+}
+
+/// A denial: which rule, which value; then `ending`, what to do about it.
+fn denial(id: &str, decision: &Decision, ending: &str) -> String {
+    let mut text = format!(
+        "❌ **Request {} is denied** by the `{}` policy.\n\n",
+        code(id),
+        decision.environment
+    );
+    for v in &decision.violations {
+        // The message may quote the request's own text (its reason, its ticket).
+        text.push_str(&format!("- **{}**: {}\n", v.rule, inert(&v.message)));
+    }
+    text.push('\n');
+    text.push_str(ending);
+    text
+}
+
+/// The verdict on an allowed request.
+fn verdict(id: &str, decision: &Decision) -> String {
     let who = decision.requester.as_deref().unwrap_or("the requester");
     let what = format!(
         "`{}/{}` for {}",
@@ -193,19 +232,6 @@ pub fn decision_comment(id: &str, decision: &Decision) -> String {
             .map(|d| d.to_string())
             .unwrap_or_else(|| "?".into())
     );
-    if !decision.allowed {
-        let mut text = format!(
-            "❌ **Request {} is denied** by the `{}` policy.\n\n",
-            code(id),
-            decision.environment
-        );
-        for v in &decision.violations {
-            // The message may quote the request's own text (its reason, its ticket).
-            text.push_str(&format!("- **{}**: {}\n", v.rule, inert(&v.message)));
-        }
-        text.push_str("\nPush a fixed request file to this PR and it is checked again.");
-        return text;
-    }
     let mut text = format!(
         "✅ **Request {} is allowed** by the `{}` policy: @{who} asks for {what}.\n\n",
         code(id),
@@ -262,7 +288,7 @@ pub fn invalid_request_comment(path: &str, error: &str) -> String {
 pub fn invalid_policies_comment(branch: &str, problems: &[String]) -> String {
     let list: Vec<String> = problems.iter().map(|p| format!("- {}", inert(p))).collect();
     format!(
-        "⚠️ The policies on {} are invalid, so no request can be decided:\n\n{}",
+        "⚠️ The policies on {} are invalid, so no request can be decided:\n\n{}\n\nThis request is decided once they are fixed (push to this PR if it is not).",
         code(branch),
         list.join("\n")
     )
@@ -344,6 +370,13 @@ pub fn merge_commits_comment() -> String {
 
 pub fn approval_recorded_comment(approver: &str, have: usize, need: u32) -> String {
     format!("👍 Approval by @{approver} recorded ({have} of {need}).")
+}
+
+/// A `/breakglass` command written in a review's text, where the bot reads none.
+pub fn review_text_command_comment(author: &str) -> String {
+    format!(
+        "ℹ️ @{author}, commands in a review's text are not read. Comment the `/breakglass` command on this PR itself (an approving review approves by itself)."
+    )
 }
 
 pub fn self_approval_comment(requester: &str) -> String {
@@ -471,6 +504,18 @@ pub fn request_pr_opened_comment(requester: &str, pr: &str) -> String {
     format!("📝 @{requester}, your request is {pr}. It is checked against the policy there.")
 }
 
+/// The requester took back their own request with `/breakglass deny`: a withdrawal, not a
+/// denial.
+pub fn withdrawn_comment(requester: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!(
+            "↩️ Request withdrawn by the requester, @{requester}: {}. Closing.",
+            code(reason)
+        ),
+        None => format!("↩️ Request withdrawn by the requester, @{requester}. Closing."),
+    }
+}
+
 pub fn denied_by_approver_comment(approver: &str, reason: Option<&str>) -> String {
     match reason {
         Some(reason) => format!(
@@ -521,14 +566,47 @@ pub fn extended_marker(requester: &str, expires_at: DateTime<Utc>) -> String {
     )
 }
 
-pub fn extension_needs_approval_comment(by: &str, approvals: u32, approvers: &[String]) -> String {
-    let who = if approvals > 1 {
-        format!("{approvals} approvers ({}) comment", mentions(approvers))
+pub fn extension_needs_approval_comment(ask: &ExtensionAsk<'_>, approvals: u32) -> String {
+    format!(
+        "⏳ {} asks for {} more. It needs approval: {}",
+        ask.by,
+        ask.duration,
+        extension_approval_how(ask, approvals)
+    )
+}
+
+/// An extension the requester asked for and approvers are to approve.
+pub struct ExtensionAsk<'a> {
+    /// `@login` of the requester.
+    pub by: &'a str,
+    /// The time asked for, as the command gave it (`30m`).
+    pub duration: &'a str,
+    pub approvers: &'a [String],
+    /// Whether to ping the approvers: only at the first ask on the grant's current expiry, so
+    /// that asking again does not page a team again.
+    pub ping: bool,
+}
+
+/// Who approves an extension, and how.
+fn extension_approval_how(ask: &ExtensionAsk<'_>, approvals: u32) -> String {
+    let approvers = if ask.ping {
+        mentions(ask.approvers)
     } else {
-        format!("an approver ({}) comments", mentions(approvers))
+        let named: Vec<String> = ask
+            .approvers
+            .iter()
+            .map(|p| format!("`{}`", mention(p)))
+            .collect();
+        named.join(", ")
+    };
+    let who = if approvals > 1 {
+        format!("{approvals} approvers ({approvers}) comment")
+    } else {
+        format!("an approver ({approvers}) comments")
     };
     format!(
-        "⏳ Extension by {by} asked. It needs approval: {who} `/breakglass extend` with the same duration."
+        "{who} `/breakglass approve` (or `/breakglass extend {}`).",
+        ask.duration
     )
 }
 
@@ -540,22 +618,23 @@ pub fn extension_approval_recorded_comment(
     need: u32,
 ) -> String {
     format!(
-        "👍 @{approver} approves an extension by {by} ({have} of {need}); another approver extends it with the same `/breakglass extend {by}`."
+        "👍 @{approver} approves an extension by {by} ({have} of {need}); another approver's `/breakglass approve` (or `/breakglass extend {by}`) extends it."
     )
 }
 
 /// An extension the requester asked for on their own, under a fast-path rule that no longer
 /// applies to them (off call, the label gone, an overdue review).
 pub fn extension_fast_path_lapsed_comment(
-    by: &str,
+    ask: &ExtensionAsk<'_>,
     rule: &str,
     reasons: &[String],
-    approvers: &[String],
 ) -> String {
     format!(
-        "⏳ Extension by {by} asked. Fast path `{rule}` no longer applies: {}. It needs approval: an approver ({}) comments `/breakglass extend` with the same duration.",
+        "⏳ {} asks for {} more. Fast path `{rule}` no longer applies: {}. It needs approval: {}",
+        ask.by,
+        ask.duration,
         inert(&reasons.join("; ")),
-        mentions(approvers)
+        extension_approval_how(ask, 1)
     )
 }
 
@@ -595,6 +674,89 @@ pub fn no_request_here_comment(command: &str) -> String {
     )
 }
 
+/// `/breakglass <command>` on a request in a state where it does not apply: the state, and
+/// what does apply now.
+pub fn not_in_this_state_comment(command: &str, id: &str, state: RequestState) -> String {
+    let (what, then) = match state {
+        RequestState::Pending => (
+            "waiting for approval",
+            " An approver grants it with `/breakglass approve` or closes it with `/breakglass deny`; the requester can withdraw it with `/breakglass deny`.",
+        ),
+        RequestState::Denied => (
+            "denied by the policy",
+            " Push a fixed request file to its PR and it is checked again.",
+        ),
+        RequestState::Approved => ("approved and being merged", ""),
+        RequestState::Active => (
+            "already granted",
+            " `/breakglass revoke` ends it now; `/breakglass extend <duration>` asks for more time.",
+        ),
+        RequestState::Revoking => ("being revoked now", ""),
+        RequestState::Revoked => (
+            "over: its access was revoked",
+            " For access again, ask anew with `/breakglass <environment> <duration> [role] -- reason`.",
+        ),
+        RequestState::Closed => (
+            "closed without a grant",
+            " For access, ask anew with `/breakglass <environment> <duration> [role] -- reason`.",
+        ),
+    };
+    format!(
+        "ℹ️ `/breakglass {command}` does not apply: request {} is {what} (**{state}**).{then}",
+        code(id)
+    )
+}
+
+/// An approval of an extension on a grant whose requester asked for none.
+pub fn no_extension_asked_comment() -> String {
+    "ℹ️ Nothing to approve: this grant is active and no extension is asked for. Its requester asks with `/breakglass extend <duration>`; a fast-path grant is reviewed with `/breakglass reviewed`.".into()
+}
+
+/// How a closed request was closed, as its record of the closing says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closing<'a> {
+    /// `/breakglass deny` by an approver (`by`, when recorded).
+    Denied {
+        by: Option<&'a str>,
+        reason: Option<&'a str>,
+    },
+    /// `/breakglass deny` by the requester.
+    Withdrawn { reason: Option<&'a str> },
+    /// Nobody approved it in time.
+    Expired,
+    /// The PR was closed, or anything else.
+    Other,
+}
+
+/// The detail of `/breakglass status` on a closed request. The denier is named without `@`:
+/// asking for the status pings nobody.
+pub fn closed_status_detail(closing: Closing<'_>) -> String {
+    let because = |reason: Option<&str>| reason.map(|r| format!(": {}", code(r)));
+    match closing {
+        Closing::Denied { by, reason } => format!(
+            "Denied{}{}.",
+            by.map(|login| format!(" by {login}")).unwrap_or_default(),
+            because(reason).unwrap_or_default()
+        ),
+        Closing::Withdrawn { reason } => format!(
+            "Withdrawn by the requester{}.",
+            because(reason).unwrap_or_default()
+        ),
+        Closing::Expired => "Closed: nobody approved it in time.".into(),
+        Closing::Other => "Closed.".into(),
+    }
+}
+
+/// A request asked by comment names no role, and its environment has several.
+pub fn name_a_role_comment(environment: &str, duration: &str, roles: &[String]) -> String {
+    let roles: Vec<String> = roles.iter().map(|r| code(r)).collect();
+    format!(
+        "⚠️ {} has several roles; name one: `/breakglass {environment} {duration} <role> -- reason` with `<role>` one of {}.",
+        code(environment),
+        roles.join(", ")
+    )
+}
+
 pub fn status_comment(id: &str, state: &str, detail: &str) -> String {
     format!("ℹ️ Request {}: **{state}**. {detail}", code(id))
 }
@@ -609,6 +771,31 @@ pub fn parse_error_comment(err: &CommandParseError) -> String {
         Some(usage) => format!("⚠️ {}\n\nUsage: `{usage}`", inert(&err.to_string())),
         None => format!("⚠️ {}\n\n{}", inert(&err.to_string()), help_text()),
     }
+}
+
+/// Every malformed command of one comment, in one reply: a comment of many bad lines gets one
+/// answer, not one each.
+pub fn parse_errors_comment(errors: &[CommandParseError]) -> String {
+    if let [one] = errors {
+        return parse_error_comment(one);
+    }
+    let mut text = format!(
+        "⚠️ {} lines of this comment are not commands:\n",
+        errors.len()
+    );
+    let mut usages = Vec::new();
+    for err in errors {
+        text.push_str(&format!("\n- {}", inert(&err.to_string())));
+        let usage = err.usage().map(|u| format!("Usage: `{u}`"));
+        if !usages.contains(&usage) {
+            usages.push(usage);
+        }
+    }
+    for usage in usages {
+        text.push_str("\n\n");
+        text.push_str(&usage.unwrap_or_else(help_text));
+    }
+    text
 }
 
 pub fn direct_push_comment(paths: &[String]) -> String {
@@ -763,6 +950,15 @@ pub fn reopened_comment(new_pr: &str) -> String {
     )
 }
 
+/// An approval given while the policies on the default branch are invalid: nobody can be
+/// checked as an approver, so it is not counted.
+pub fn approval_unchecked_comment(actor: &str, default_branch: &str) -> String {
+    format!(
+        "⚠️ @{actor}, your approval is not counted: the policies on {} are invalid, so nobody can be checked as an approver. Nothing is merged until they are fixed; approve again then.",
+        code(default_branch)
+    )
+}
+
 /// An approval too close to the latest push to tell which version it approved.
 pub fn approve_again_comment(approver: &str, stale: bool) -> String {
     let why = if stale {
@@ -807,6 +1003,50 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn closings_and_withdrawals_keep_user_text_in_code() {
+        let reason = Some("`x` @acme/sre-leads\n/breakglass approve");
+        let denied = closed_status_detail(Closing::Denied {
+            by: Some("carol"),
+            reason,
+        });
+        assert_eq!(
+            denied,
+            "Denied by carol: `` `x` @\u{2060}acme/sre-leads /breakglass approve ``."
+        );
+        assert_eq!(
+            closed_status_detail(Closing::Withdrawn { reason: None }),
+            "Withdrawn by the requester."
+        );
+        assert_eq!(
+            closed_status_detail(Closing::Denied {
+                by: None,
+                reason: None
+            }),
+            "Denied."
+        );
+        let withdrawn = withdrawn_comment("alice", reason);
+        assert!(!withdrawn.contains("denied"), "{withdrawn}");
+        assert!(!withdrawn.contains('\n'), "{withdrawn}");
+    }
+
+    #[test]
+    fn a_role_is_asked_for_in_code_with_no_raw_html() {
+        let text = name_a_role_comment("prod", "1h", &["admin".into(), "readonly".into()]);
+        assert_eq!(
+            text,
+            "⚠️ `prod` has several roles; name one: `/breakglass prod 1h <role> -- reason` with `<role>` one of `admin`, `readonly`."
+        );
+    }
+
+    #[test]
+    fn a_command_out_of_its_state_names_the_state() {
+        let text = not_in_this_state_comment("deny", "r1", RequestState::Active);
+        assert!(text.contains("already granted (**active**)"), "{text}");
+        assert!(text.contains("`/breakglass revoke` ends it now"), "{text}");
+        assert!(!text.contains("this is not one"), "{text}");
+    }
 
     #[test]
     fn the_granted_template_renders_who_what_until_when() {
@@ -973,7 +1213,7 @@ mod tests {
         let text = invalid_policies_comment("main", &[HOSTILE.to_owned()]);
         assert_inert(&text);
         assert!(
-            text.ends_with("\n\n- ok /breakglass approve @\u{2060}acme/everyone"),
+            text.contains("\n\n- ok /breakglass approve @\u{2060}acme/everyone\n\n"),
             "{text}"
         );
         assert_inert(&not_merged_comment(

@@ -242,3 +242,55 @@ async fn approval_timing_holds_with_the_forge_clock_an_hour_off() {
         }
     }
 }
+
+// An approval withdrawn by editing the comment (SPEC: an approval withdrawn before the merge no
+// longer counts): the edit's webhook withdraws it; with that webhook lost, the check of every
+// approval's source right before the merge reads the comment as it is now.
+on_both_forges!(
+    an_approve_comment_edited_away_no_longer_counts_with_or_without_its_webhook,
+    |s: Scenario| async move {
+        s.prod_needs_two_approvals().await;
+        for (id, webhook_heard) in [("r1", true), ("r2", false)] {
+            let pr = requested(&s, id).await;
+            let comment = s.approve(pr, &s.people.carol);
+            s.settle().await;
+            s.forge.set_webhooks_paused(!webhook_heard);
+            s.forge.edit_comment(
+                REPO,
+                comment,
+                &s.people.carol,
+                "On second thought, I do not.",
+            );
+            s.forge.set_webhooks_paused(false);
+            s.settle().await;
+            s.approve(pr, &s.people.dan);
+            s.settle().await;
+            assert!(!s.change(pr).merged, "{id}: {:#?}", s.bot_comments(pr));
+            assert_eq!(s.request(id).await.state.to_string(), "pending", "{id}");
+            s.take_bot_comments(pr);
+        }
+    }
+);
+
+// An approval of the old head whose webhook comes after the push's was handled: its event
+// still names the old head as the change's head, and the bot, having decided the new one,
+// answers it (approve again) instead of dropping it in silence.
+on_both_forges!(
+    an_approval_of_the_old_head_heard_after_the_push_is_answered,
+    |s: Scenario| async move {
+        let pr = requested(&s, "r1").await;
+        s.forge.set_webhooks_paused(true);
+        s.approve_button(pr, &s.people.carol); // of the head before the push
+        push_new_version(&s, "r1");
+        deliver_first(&s, |d| !is_approval_event(d)).await;
+        release_and_poll(&s).await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter().any(
+                |c| c.starts_with("⏱️ @carol, your approval was given before the latest push.")
+            ),
+            "{said:#?}"
+        );
+    }
+);

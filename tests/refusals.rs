@@ -455,11 +455,88 @@ on_both_forges!(
         );
         assert_eq!(s.change(pr).state, "closed");
         assert_eq!(s.request("r-deny").await.state.to_string(), "closed");
-        // A closed request cannot be approved any more.
+        // A closed request cannot be approved any more, and the bot says why.
         s.by(&s.people.dan).approve(pr);
         s.settle().await;
         assert!(!s.change(pr).merged);
-        s.expect_bot_comments(pr, &["`/breakglass approve` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."]);
+        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r-deny` is closed without a grant (**closed**). For access, ask anew with `/breakglass <environment> <duration> [role] -- reason`."]);
+        // Status says it was denied, by whom and why; naming the approver pings nobody.
+        s.by(&s.people.alice).command(pr, "status");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "ℹ️ Request `r-deny`: **closed**. Denied by carol: `no incident on record`."
+        );
+    }
+);
+
+// A request by comment that the policy refuses opens nothing; the reply, on the issue, says
+// to comment again (there is no PR to push a fix to).
+on_both_forges!(
+    a_refused_request_by_comment_is_answered_for_a_comment,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.mallory, "help");
+        s.note_on_issue(
+            issue,
+            &s.people.mallory,
+            "/breakglass prod 1h admin -- incident: INC-1 checkout down",
+        );
+        s.settle().await;
+        assert!(s.changes().is_empty(), "nothing opened");
+        let said = s.next_bot_issue_comment(issue);
+        assert!(
+            said.starts_with("❌ **Request `prod/admin` is denied** by the `prod` policy."),
+            "{said}"
+        );
+        assert!(
+            said.ends_with("\n\nNothing was opened. Comment again with a corrected `/breakglass <environment> <duration> [role] -- reason` command."),
+            "{said}"
+        );
+        assert!(!said.contains("this PR"), "{said}");
+    }
+);
+
+// The requester's own `/breakglass deny` takes the request back: it is a withdrawal, and
+// neither the closing comment nor the status calls it a denial.
+on_both_forges!(
+    the_requesters_deny_is_a_withdrawal,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.by(&s.people.alice).command(pr, "deny wrong env");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "↩️ Request withdrawn by the requester, @alice: `wrong env`. Closing."
+        );
+        assert_eq!(s.change(pr).state, "closed");
+        s.by(&s.people.carol).command(pr, "status");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "ℹ️ Request `r1`: **closed**. Withdrawn by the requester: `wrong env`."
+        );
+    }
+);
+
+// A command that does not apply in the request's state names the state and the command that
+// does: an approver's deny of a fast-path grant already active points at revoke.
+on_both_forges!(
+    a_command_out_of_its_state_names_the_state_and_what_applies,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.bob, "prod", "r1", &prod_request("30m"));
+        s.label(pr, &s.people.bob, "sev1");
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(pr, &["🔓 **Access granted.** @bob"]);
+        s.by(&s.people.carol).command(pr, "deny -- not a sev1");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "ℹ️ `/breakglass deny` does not apply: request `r1` is already granted (**active**). `/breakglass revoke` ends it now; `/breakglass extend <duration>` asks for more time."
+        );
+        assert_eq!(s.request("r1").await.state, RequestState::Active);
     }
 );
 
@@ -620,7 +697,7 @@ on_both_forges!(
         let granted = s.request("r1").await.expires_at.unwrap();
         let one_of_two = |who: &str, by: &str| {
             format!(
-                "👍 @{who} approves an extension by {by} (1 of 2); another approver extends it with the same `/breakglass extend {by}`."
+                "👍 @{who} approves an extension by {by} (1 of 2); another approver's `/breakglass approve` (or `/breakglass extend {by}`) extends it."
             )
         };
         for (who, by) in [
@@ -636,7 +713,7 @@ on_both_forges!(
         s.settle().await;
         assert_eq!(
             s.next_bot_comment(pr),
-            "⏳ Extension by @alice asked. It needs approval: 2 approvers (@acme/sre-leads, @carol) comment `/breakglass extend` with the same duration."
+            "⏳ @alice asks for 1h more. It needs approval: 2 approvers (@acme/sre-leads, @carol) comment `/breakglass approve` (or `/breakglass extend 1h`)."
         );
         assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
         s.note(pr, &s.people.dan, "/breakglass extend 1h");
@@ -653,6 +730,71 @@ on_both_forges!(
         s.note(pr, &s.people.carol, "/breakglass extend 1h");
         s.settle().await;
         assert_eq!(s.next_bot_comment(pr), one_of_two("carol", "1h"));
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), extended);
+    }
+);
+
+// SPEC: an extension needs "approval again", and `/breakglass approve` is an approval. It
+// approves the extension the requester asked for last on the grant's current expiry; asking
+// again names the approvers without pinging them; once extended, nothing is asked any more,
+// so a late approve extends nothing.
+on_both_backends!(
+    an_approve_comment_approves_the_extension_the_requester_asked_for,
+    |s: Scenario| async move {
+        s.prod_needs_two_approvals().await;
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.approve(pr, &s.people.carol);
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.take_bot_comments(pr);
+        let granted = s.request("r1").await.expires_at.unwrap();
+        let nothing_asked = "ℹ️ Nothing to approve: this grant is active and no extension is asked for. Its requester asks with `/breakglass extend <duration>`; a fast-path grant is reviewed with `/breakglass reviewed`.";
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert_eq!(s.next_bot_comment(pr), nothing_asked);
+        s.note(pr, &s.people.alice, "/breakglass extend 1h");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "⏳ @alice asks for 1h more. It needs approval: 2 approvers (@acme/sre-leads, @carol) comment `/breakglass approve` (or `/breakglass extend 1h`)."
+        );
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "⏳ @alice asks for 30m more. It needs approval: 2 approvers (`@acme/sre-leads`, `@carol`) comment `/breakglass approve` (or `/breakglass extend 30m`).",
+            "asked again: named, not pinged"
+        );
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "👍 @carol approves an extension by 30m (1 of 2); another approver's `/breakglass approve` (or `/breakglass extend 30m`) extends it."
+        );
+        // The requester's own approve never counts.
+        s.approve(pr, &s.people.alice);
+        s.settle().await;
+        assert!(
+            s.next_bot_comment(pr).starts_with("🙅 @alice"),
+            "the requester cannot approve"
+        );
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+        let extended = s.request("r1").await.expires_at.unwrap();
+        assert_eq!(extended - granted, TimeDelta::minutes(30));
+        let event = s.events("r1", "extend").await.pop().unwrap();
+        assert_eq!(
+            event.data["approved_by"],
+            serde_json::json!(["carol", "dan"])
+        );
+        // A late approve finds nothing asked on the new expiry.
+        s.approve(pr, &s.people.erin);
+        s.settle().await;
+        assert_eq!(s.next_bot_comment(pr), nothing_asked);
         assert_eq!(s.request("r1").await.expires_at.unwrap(), extended);
     }
 );
@@ -822,3 +964,152 @@ async fn a_gitlab_bot_account_with_a_plain_username_never_approves() {
         assert!(said.contains("is not an approver"), "{said}");
     }
 }
+
+/// Breaks the prod policy on the default branch (erin's push); returns its text before.
+async fn break_prod_policy(s: &Scenario) -> String {
+    let good = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+    s.edit_policy(&s.people.erin, "prod", |p| {
+        p.replace("approvals: 1", "approvals: [1")
+    });
+    s.settle().await;
+    good
+}
+
+// An approval given while the policies on the default branch are invalid cannot be checked:
+// it is answered, counts for nothing (nothing is merged), and its webhook is not retried
+// without end (the bot settles). Once they are fixed, an approval counts again.
+on_both_forges!(
+    an_approval_while_the_policies_are_invalid_is_answered_and_merges_nothing,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        let good = break_prod_policy(&s).await;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "⚠️ @carol, your approval is not counted: the policies on `main` are invalid, so nobody can be checked as an approver. Nothing is merged until they are fixed; approve again then."
+        );
+        s.edit_policy(&s.people.erin, "prod", |_| good.clone());
+        s.settle().await;
+        assert!(
+            !s.change(pr).merged,
+            "the unchecked approval stays uncounted"
+        );
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+    }
+);
+
+// A request opened while the policies are invalid is told so (status `error`) and decided as
+// soon as a push makes them valid again: its requester need not push.
+on_both_forges!(
+    a_request_opened_while_the_policies_are_invalid_is_decided_once_they_are_fixed,
+    |s: Scenario| async move {
+        let good = break_prod_policy(&s).await;
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.starts_with("⚠️ The policies on `main` are invalid, so no request can be decided")
+                && said.ends_with(
+                    "This request is decided once they are fixed (push to this PR if it is not)."
+                ),
+            "{said}"
+        );
+        let head = s.change(pr).head_sha;
+        assert_eq!(s.policy_status(&head).unwrap().0, "error");
+        s.edit_policy(&s.people.erin, "prod", |_| good.clone());
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        assert_eq!(s.policy_status(&head).unwrap().0, "pending");
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.take_bot_comments(pr);
+    }
+);
+
+// A fast-path label put on after the verdict, for a rule that does not apply (bob is on call
+// but asks for more than the rule's hour): the reply says why, as it would at the opening.
+on_both_forges!(
+    a_fast_path_label_added_later_that_does_not_apply_is_explained,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.bob, "prod", "r1", &prod_request("2h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.label(pr, &s.people.bob, "sev1");
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("Fast path `sev1` does not apply:"), "{said}");
+        // Labelled again (a second label): nothing new to say.
+        s.label(pr, &s.people.bob, "customer-facing");
+        s.settle().await;
+        assert_eq!(s.take_bot_comments(pr), Vec::<String>::new());
+    }
+);
+
+// GitHub only (GitLab's approvals carry no text): a command written in a review's text is
+// answered, never met with silence; the review's own state still does what it does.
+on_both_backends!(
+    a_command_in_a_reviews_text_is_answered,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        let unread = "ℹ️ @carol, commands in a review's text are not read. Comment the `/breakglass` command on this PR itself (an approving review approves by itself).";
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge.review_with_body(
+            REPO,
+            pr,
+            &s.people.carol,
+            breakglass_test_forge::ReviewState::Commented,
+            "/breakglass deny -- not justified",
+        );
+        s.settle().await;
+        assert_eq!(s.next_bot_comment(pr), unread);
+        assert_eq!(s.request("r1").await.state, RequestState::Pending);
+        s.forge.review_with_body(
+            REPO,
+            pr,
+            &s.people.carol,
+            breakglass_test_forge::ReviewState::Approved,
+            "/breakglass approve",
+        );
+        s.settle().await;
+        assert_eq!(s.next_bot_comment(pr), unread);
+        assert!(s.change(pr).merged, "the approving review approves");
+        s.take_bot_comments(pr);
+    }
+);
+
+// Many malformed commands in one comment get one reply that lists them, not one reply each
+// (an outsider's comment of a hundred bad lines would otherwise make a hundred comments).
+on_both_forges!(
+    the_malformed_commands_of_one_comment_get_one_reply,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.take_bot_comments(pr);
+        let lines: Vec<String> = (0..10)
+            .map(|i| format!("/breakglass approve x{i}"))
+            .collect();
+        s.note(pr, &s.people.mallory, &lines.join("\n"));
+        s.settle().await;
+        let said = s.take_bot_comments(pr);
+        assert_eq!(said.len(), 1, "{said:#?}");
+        assert!(
+            said[0].starts_with("⚠️ 10 lines of this comment are not commands:\n\n- "),
+            "{}",
+            said[0]
+        );
+        assert_eq!(said[0].matches("\n- ").count(), 10, "{}", said[0]);
+        assert_eq!(said[0].matches("Usage: ").count(), 1, "{}", said[0]);
+        assert_eq!(s.request("r1").await.state, RequestState::Pending);
+    }
+);

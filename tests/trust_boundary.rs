@@ -1059,6 +1059,53 @@ on_both_forges!(
     }
 );
 
+// GitLab's push webhook lists only the last 20 commits of a push (the test forge does so on
+// both forges): the request file added before them is not in it, yet it is found and removed.
+on_both_forges!(
+    a_request_file_buried_under_twenty_later_commits_of_one_push_is_removed,
+    |s: Scenario| async move {
+        let mallory = &s.people.mallory;
+        let request = prod_request("4h");
+        s.forge.push_files(
+            REPO,
+            "buried",
+            mallory,
+            &[("requests/prod/sneaky.yaml", &request)],
+            "grant myself",
+        );
+        for i in 0..20 {
+            let readme = format!("# access requests {i}\n");
+            s.forge
+                .push_files(REPO, "buried", mallory, &[("README.md", &readme)], "docs");
+        }
+        let tip = s.forge.branch_sha(REPO, "buried").unwrap();
+        // A fast-forward of the default branch by 21 commits, in one push.
+        s.forge.force_branch(REPO, "main", mallory, &tip);
+        s.settle().await;
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/sneaky.yaml")
+                .is_none(),
+            "removed again"
+        );
+        let removal = s
+            .changes()
+            .into_iter()
+            .find(|c| c.title.starts_with("breakglass: remove sneaky"))
+            .expect("a removal change");
+        assert!(removal.merged, "{removal:?}");
+        s.expect_bot_comments(
+            removal.number,
+            &["🚨 **Request files reached the default branch without breakglass**: `requests/prod/sneaky.yaml`."],
+        );
+        assert!(
+            metrics(&s)
+                .await
+                .contains("breakglass_anomalies_total{kind=\"landed_without_bot\"} 1")
+        );
+    }
+);
+
 // 7. Who may ask is checked before the bot writes anything.
 
 on_both_forges!(

@@ -234,17 +234,26 @@ impl Forge {
         }
     }
 
-    /// Opens a change request from `head` into `base`; the change as the forge answered.
+    /// Opens a change request from `head` into `base`, labelled `labels`; the change as the
+    /// forge answered. GitLab takes the labels with the merge request; GitHub needs one more
+    /// call, made only when there are labels (a failed one leaves the change unlabelled).
     pub async fn open_change(
         &self,
         head: &str,
         base: &str,
         title: &str,
         body: &str,
+        labels: &[String],
     ) -> Result<PullRequestState, ForgeError> {
-        match self {
-            Forge::GitHub(c) => c.open_pull_request(head, base, title, body).await,
-            Forge::GitLab(c) => c.open_pull_request(head, base, title, body).await,
+        on_client!(self, c => c.open_pull_request(head, base, title, body, labels).await)
+    }
+
+    /// The labels of an issue or a change request.
+    pub async fn labels(&self, thread: Thread) -> Result<Vec<String>, ForgeError> {
+        match (self, thread) {
+            (Forge::GitHub(c), thread) => c.issue_labels(thread.number()).await,
+            (Forge::GitLab(c), Thread::Issue(iid)) => c.issue_labels(iid).await,
+            (Forge::GitLab(c), Thread::Change(iid)) => Ok(c.pull_request(iid).await?.info.labels),
         }
     }
 
@@ -365,12 +374,25 @@ impl Forge {
         }
     }
 
-    /// Whether note `id` on `thread` still exists (deleted notes approve nothing).
-    pub async fn note_exists(&self, thread: Thread, id: u64) -> Result<bool, ForgeError> {
+    /// The forge's comparison `base...head` (from their merge base), pinned to the two commits.
+    pub async fn compare_commits(
+        &self,
+        base: &str,
+        head: &str,
+    ) -> Result<ChangedFiles, ForgeError> {
+        match self {
+            Forge::GitHub(c) => c.compare_files(base, head).await,
+            Forge::GitLab(c) => c.compare_files(base, head).await,
+        }
+    }
+
+    /// The text of note `id` on `thread` as it reads now; `None` once deleted (a deleted or
+    /// edited-away approval approves nothing).
+    pub async fn note_body(&self, thread: Thread, id: u64) -> Result<Option<String>, ForgeError> {
         match self {
             // GitHub finds a comment by its id alone.
-            Forge::GitHub(c) => c.comment_exists(id).await,
-            Forge::GitLab(c) => c.comment_exists(thread, id).await,
+            Forge::GitHub(c) => c.comment_body(id).await,
+            Forge::GitLab(c) => c.comment_body(thread, id).await,
         }
     }
 

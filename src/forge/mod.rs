@@ -104,6 +104,57 @@ pub struct PushedCommit {
     pub modified: Vec<String>,
 }
 
+/// The commits a push webhook lists, and how many the push has where the forge counts them:
+/// GitLab lists at most the last 20 and gives the whole count in `total_commits_count`.
+///
+/// Flattened into the event, so that a stored delivery keeps its `commits` field as before
+/// the count was kept (older ones still read), with `total_commits` beside it when known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedCommits {
+    #[serde(rename = "commits", default)]
+    pub listed: Vec<PushedCommit>,
+    #[serde(
+        rename = "total_commits",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub total: Option<usize>,
+}
+
+impl PushedCommits {
+    /// The forge said that the push has commits it did not list.
+    pub fn left_some_out(&self) -> bool {
+        self.total.is_some_and(|total| total > self.listed.len())
+    }
+}
+
+impl std::ops::Deref for PushedCommits {
+    type Target = [PushedCommit];
+
+    fn deref(&self) -> &[PushedCommit] {
+        &self.listed
+    }
+}
+
+impl<'a> IntoIterator for &'a PushedCommits {
+    type Item = &'a PushedCommit;
+    type IntoIter = std::slice::Iter<'a, PushedCommit>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.listed.iter()
+    }
+}
+
+impl FromIterator<PushedCommit> for PushedCommits {
+    /// Commits listed by a forge that does not count them apart.
+    fn from_iter<I: IntoIterator<Item = PushedCommit>>(commits: I) -> Self {
+        Self {
+            listed: commits.into_iter().collect(),
+            total: None,
+        }
+    }
+}
+
 /// One event, forge-independent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -131,6 +182,10 @@ pub enum ForgeEvent {
         /// The commit the review was given on: an approval binds to it.
         commit_id: Option<String>,
         submitted_at: Option<DateTime<Utc>>,
+        /// Whether the review's text holds a `/breakglass` command: the bot does not take
+        /// commands from review text (its id is no comment's), and says so.
+        #[serde(default)]
+        holds_command: bool,
     },
     /// An emoji put on or taken off an issue or a merge request, as it happens (GitLab's Emoji
     /// Hook; GitHub sends no event for reactions, so the bot polls them there). `content` is in
@@ -151,7 +206,8 @@ pub enum ForgeEvent {
         git_ref: String,
         before: String,
         after: String,
-        commits: Vec<PushedCommit>,
+        #[serde(flatten)]
+        commits: PushedCommits,
         sender: Actor,
         /// The repository's default branch as the forge said with the push (GitHub's
         /// `repository.default_branch`, GitLab's `project.default_branch`).

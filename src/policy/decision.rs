@@ -84,6 +84,17 @@ pub struct FastPathMiss {
     pub reasons: Vec<String>,
 }
 
+impl FastPathMiss {
+    /// Whether the change carries a label the rule asks for (or the rule asks for none): a
+    /// miss the verdict explains, since someone meant that fast path.
+    pub fn labelled_for(&self) -> bool {
+        !self
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("needs one of the labels"))
+    }
+}
+
 /// The verdict on one request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {

@@ -125,6 +125,28 @@ pub async fn approvals_for(
     .collect()
 }
 
+/// The approvals of `request_id` whose subject (`head_sha`) starts with `prefix` (made of
+/// letters, digits, `:` and `+` only: no `LIKE` wildcard), oldest first.
+pub async fn approvals_with_subject_prefix(
+    conn: &mut AnyConnection,
+    request_id: &RequestId,
+    prefix: &str,
+) -> Result<Vec<Approval>, StoreError> {
+    debug_assert!(!prefix.contains(['%', '_', '\\']));
+    sqlx::query(
+        "SELECT request_id, signal, approver_id, approver_login, source, head_sha, approved_at \
+         FROM approvals WHERE request_id = $1 AND head_sha LIKE $2 \
+         ORDER BY approved_at, approver_id, signal",
+    )
+    .bind(request_id.as_str())
+    .bind(format!("{prefix}%"))
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(Approval::try_from)
+    .collect()
+}
+
 /// Removes one signal's approval (the reaction was removed, the review dismissed, the comment
 /// deleted); `true` if there was one.
 pub async fn withdraw_approval(
@@ -208,6 +230,15 @@ impl Store {
         head_sha: &str,
     ) -> Result<Vec<Approval>, StoreError> {
         approvals_for(&mut *self.conn().await?, request_id, head_sha).await
+    }
+
+    /// See [`approvals_with_subject_prefix`].
+    pub async fn approvals_with_subject_prefix(
+        &self,
+        request_id: &RequestId,
+        prefix: &str,
+    ) -> Result<Vec<Approval>, StoreError> {
+        approvals_with_subject_prefix(&mut *self.conn().await?, request_id, prefix).await
     }
 
     /// See [`withdraw_approval`].

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use super::{Workflow, stored_decision};
+use crate::command::Command;
 use crate::comment;
 use crate::forge::Thread;
 use crate::forge::{Actor, PullRequestInfo, ReviewState};
@@ -34,6 +35,11 @@ pub(super) enum ApprovalOutcome {
     Stale,
     /// Within the same second as the push: which version it approves cannot be told.
     Ambiguous,
+    /// The policies on the default branch (named) are invalid: nobody can be checked as an
+    /// approver until they are fixed.
+    PoliciesInvalid {
+        default_branch: String,
+    },
 }
 
 /// When a signal came, against when the head came, both on the forge's clock and to the second
@@ -131,10 +137,10 @@ impl Workflow {
         if actor.is_bot || actor.id == self.bot.id {
             return Ok(nobody());
         }
-        let (_, policies) = self.load_policies().await?;
-        let policies = policies.map_err(|problems| {
-            anyhow::anyhow!("the policies are invalid: {} problem(s)", problems.len())
-        })?;
+        let (default_branch, policies) = self.load_policies().await?;
+        let Ok(policies) = policies else {
+            return Ok(Some(ApprovalOutcome::PoliciesInvalid { default_branch }));
+        };
         let Some(policy) = policies.get(record.environment.as_str()) else {
             return Ok(nobody());
         };
@@ -248,6 +254,9 @@ impl Workflow {
             }
             ApprovalOutcome::Stale => comment::approve_again_comment(&actor.login, true),
             ApprovalOutcome::Ambiguous => comment::approve_again_comment(&actor.login, false),
+            ApprovalOutcome::PoliciesInvalid { default_branch } => {
+                comment::approval_unchecked_comment(&actor.login, &default_branch)
+            }
             ApprovalOutcome::Merging | ApprovalOutcome::Repeated => return Ok(()),
         };
         self.forge.note(thread, &text).await?;
@@ -283,24 +292,16 @@ impl Workflow {
                     Some(now) if now.state == RequestState::Pending && now.head_sha == commit => {
                         now
                     }
+                    // The head moved on since (GitLab's event names the head it was sent
+                    // with, which a push handled before it already replaced).
+                    Some(now) if now.state == RequestState::Pending => {
+                        return self.answer_stale_review(&now, pr.number, author).await;
+                    }
                     _ => return Ok(()),
                 }
             }
             // A review of an older version: said, never silently dropped.
-            _ => {
-                let (requester, environment) = (
-                    record.requester_login.clone(),
-                    record.environment.to_string(),
-                );
-                let outcome = match self.approver_refusal(&record, author).await? {
-                    Some(refusal) => refusal,
-                    None => ApprovalOutcome::Stale,
-                };
-                let thread = Thread::Change(pr.number);
-                return self
-                    .reply_to_approval(thread, author, &requester, &environment, outcome)
-                    .await;
-            }
+            _ => return self.answer_stale_review(&record, pr.number, author).await,
         };
         let requester = record.requester_login.clone();
         let environment = record.environment.to_string();
@@ -315,6 +316,30 @@ impl Workflow {
             Thread::Change(pr.number),
             author,
             &requester,
+            &environment,
+            outcome,
+        )
+        .await
+    }
+
+    /// Answers an approving review of a version that is no longer the head: approve again
+    /// (or why the reviewer cannot approve at all).
+    async fn answer_stale_review(
+        &self,
+        record: &RequestRecord,
+        number: u64,
+        author: &Actor,
+    ) -> anyhow::Result<()> {
+        let outcome = match self.approver_refusal(record, author).await? {
+            Some(refusal) => refusal,
+            None => ApprovalOutcome::Stale,
+        };
+        let environment = record.environment.to_string();
+        let thread = Thread::Change(number);
+        self.reply_to_approval(
+            thread,
+            author,
+            &record.requester_login,
             &environment,
             outcome,
         )
@@ -458,7 +483,8 @@ impl Workflow {
                     .strip_prefix("comment:")
                     .and_then(|id| id.parse().ok());
                 if let Some(id) = id
-                    && self.forge.note_exists(Thread::Change(number), id).await?
+                    && let Some(body) = self.forge.note_body(Thread::Change(number), id).await?
+                    && still_approves(&body, approval)
                 {
                     alive.push(approval.signal.clone());
                 }
@@ -586,10 +612,17 @@ impl Workflow {
         else {
             return Ok(());
         };
-        let (_, policies) = self.load_policies().await?;
-        let policies = policies.map_err(|problems| {
-            anyhow::anyhow!("the policies are invalid: {} problem(s)", problems.len())
-        })?;
+        let (default_branch, policies) = self.load_policies().await?;
+        let Ok(policies) = policies else {
+            // Nobody can be checked as an approver: a 👍 on a pending request is answered
+            // (the delivery is not retried without end); other emoji mean nothing yet.
+            if record.state != RequestState::Pending || reaction.content != "+1" {
+                return Ok(());
+            }
+            let text = comment::approval_unchecked_comment(&reaction.user.login, &default_branch);
+            self.forge.note(Thread::Change(number), &text).await?;
+            return Ok(());
+        };
         let Some(policy) = policies.get(record.environment.as_str()) else {
             return Ok(());
         };
@@ -765,6 +798,28 @@ fn distinct_approvers(approvals: &[Approval], requester_id: u64) -> BTreeSet<Log
 }
 
 /// Whether `record` is a fast-path grant whose after-the-fact review is still open.
+/// Whether a comment reading `body` gives an approval: it holds `/breakglass approve`. An
+/// approval comment edited so that it no longer does is withdrawn.
+pub(super) fn approves(body: &str) -> bool {
+    crate::command::parse_commands(body)
+        .iter()
+        .any(|command| matches!(command, Ok(Command::Approve)))
+}
+
+/// Whether the comment behind `approval` still gives it, reading `body` now: `/breakglass
+/// approve`, or for an extension (subject `extend:…+<secs>s`) also `/breakglass extend` of
+/// that very duration.
+fn still_approves(body: &str, approval: &Approval) -> bool {
+    let extension_secs = super::extend::extension_secs(&approval.head_sha);
+    crate::command::parse_commands(body)
+        .iter()
+        .any(|command| match (command, extension_secs) {
+            (Ok(Command::Approve), _) => true,
+            (Ok(Command::Extend { duration }), Some(secs)) => duration.as_secs() == secs,
+            _ => false,
+        })
+}
+
 fn awaits_review(record: &RequestRecord) -> bool {
     record.fast_path_rule.is_some()
         && record.reviewed_at.is_none()

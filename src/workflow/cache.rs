@@ -28,7 +28,7 @@
 //!   `before` not matching), anyone else's push, or [`LISTING_MAX_AGE`] lists again: a lost
 //!   webhook of the very last push is caught within that age at most.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -117,6 +117,8 @@ pub(super) struct Caches {
     /// (head commit, path) → a request file's text at that commit, as its decision had it. A
     /// commit's file never changes, so the merge's check takes it from here without a read.
     request_texts: Mutex<HashMap<(String, String), String>>,
+    /// PRs left undecided because the policies were invalid: decided once they are fixed.
+    awaiting_policies: Mutex<BTreeSet<u64>>,
 }
 
 /// The most request blobs (and request texts) kept (a replica restarting, or holding more,
@@ -145,6 +147,19 @@ impl Caches {
             epoch,
             read_at,
         });
+    }
+
+    /// Notes that PR `number` was left undecided for invalid policies.
+    pub fn await_valid_policies(&self, number: u64) {
+        lock(&self.awaiting_policies).insert(number);
+    }
+
+    /// The PRs left undecided for invalid policies, forgotten here (those still undecided are
+    /// noted again when decided).
+    pub fn take_awaiting_policies(&self) -> Vec<u64> {
+        std::mem::take(&mut *lock(&self.awaiting_policies))
+            .into_iter()
+            .collect()
     }
 
     /// Forgets the policies (this replica's copy; others compare epochs).

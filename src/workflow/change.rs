@@ -92,17 +92,26 @@ impl Workflow {
         title: &str,
         body: &str,
     ) -> anyhow::Result<Option<Built>> {
-        match self
-            .try_build_change(subject, kind, writes, title, body)
-            .await?
-        {
+        self.build_labelled_change(subject, kind, writes, title, body, &[])
+            .await
+    }
+
+    /// [`Self::build_change`], with the PR opened labelled `labels`.
+    pub(super) async fn build_labelled_change(
+        &self,
+        subject: &str,
+        kind: ChangeKind,
+        writes: &[Write],
+        title: &str,
+        body: &str,
+        labels: &[String],
+    ) -> anyhow::Result<Option<Built>> {
+        let pr = (title, body, labels);
+        match self.try_build_change(subject, kind, writes, pr).await? {
             Attempt::Built(built) => Ok(built.map(|b| *b)),
             Attempt::StaleBlob => {
                 let writes: Vec<Write> = writes.iter().map(Write::unhinted).collect();
-                match self
-                    .try_build_change(subject, kind, &writes, title, body)
-                    .await?
-                {
+                match self.try_build_change(subject, kind, &writes, pr).await? {
                     Attempt::Built(built) => Ok(built.map(|b| *b)),
                     Attempt::StaleBlob => anyhow::bail!("a deletion read just now was refused"),
                 }
@@ -110,13 +119,13 @@ impl Workflow {
         }
     }
 
+    /// One attempt of [`Self::build_labelled_change`]; `(title, body, labels)` are the PR's.
     async fn try_build_change(
         &self,
         subject: &str,
         kind: ChangeKind,
         writes: &[Write],
-        title: &str,
-        body: &str,
+        (title, body, labels): (&str, &str, &[String]),
     ) -> anyhow::Result<Attempt> {
         if let Some(old) = self.store.get_change(subject, kind).await? {
             self.abandon_change(&old).await?;
@@ -161,7 +170,7 @@ impl Workflow {
         self.store.put_change(&change).await?;
         let pr = self
             .forge
-            .open_change(&change.branch, &default, title, body)
+            .open_change(&change.branch, &default, title, body, labels)
             .await?;
         change.pr_number = Some(pr.info.number);
         change.updated_at = self.now();

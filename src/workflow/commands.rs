@@ -15,7 +15,7 @@ use crate::policy::decision::Context;
 use crate::policy::{Policy, PolicySet, Problem, evaluate};
 use crate::request::{AccessRequest, Reason, RequestPath};
 use crate::store::JobKind;
-use crate::store::{ApprovalSource, CommentKey, Effect};
+use crate::store::{ApprovalSource, CommentKey, Effect, EventKind};
 use crate::store::{RequestRecord, RequestState, RevokeReason};
 
 impl Workflow {
@@ -30,13 +30,12 @@ impl Workflow {
     ) -> anyhow::Result<()> {
         let mut requested = false;
         let mut extra_requests = 0;
+        let mut malformed = Vec::new();
         for command in parse_commands(body) {
             let command = match command {
                 Ok(command) => command,
                 Err(err) => {
-                    self.forge
-                        .note(thread, &comment::parse_error_comment(&err))
-                        .await?;
+                    malformed.push(err);
                     continue;
                 }
             };
@@ -77,6 +76,10 @@ impl Workflow {
                 Command::Reviewed => self.command_reviewed(thread, author).await?,
             }
         }
+        if !malformed.is_empty() {
+            self.reply(thread, &comment::parse_errors_comment(&malformed))
+                .await?;
+        }
         if extra_requests > 0 {
             // One comment opens at most one request, and says so once.
             self.reply(thread, comment::one_request_per_comment())
@@ -92,21 +95,39 @@ impl Workflow {
     }
 
     /// The request on `thread` if it is in one of `states`; otherwise says that `verb` does
-    /// not apply here and gives `None`.
+    /// not apply here (in the request's state: which it is, and what applies instead) and
+    /// gives `None`.
     async fn request_for(
         &self,
         thread: Thread,
         verb: &str,
         states: &[RequestState],
     ) -> anyhow::Result<Option<RequestRecord>> {
-        match self.request_on(thread).await? {
-            Some(record) if states.contains(&record.state) => Ok(Some(record)),
-            _ => {
-                self.reply(thread, &comment::no_request_here_comment(verb))
-                    .await?;
-                Ok(None)
+        let said = match self.request_on(thread).await? {
+            Some(record) if states.contains(&record.state) => return Ok(Some(record)),
+            // A request the policy denies keeps the general answer: its verdict above says
+            // what to fix.
+            Some(record) if record.state != RequestState::Denied => {
+                comment::not_in_this_state_comment(verb, record.id.as_str(), record.state)
             }
-        }
+            _ => comment::no_request_here_comment(verb),
+        };
+        self.reply(thread, &said).await?;
+        Ok(None)
+    }
+
+    /// How closed request `record` was closed, from its last closing event.
+    async fn closing_of(&self, record: &RequestRecord) -> anyhow::Result<ClosingEvent> {
+        let events = self.store.events_for_request(&record.id).await?;
+        Ok(events
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == EventKind::Close)
+            .map(|e| ClosingEvent {
+                by: e.actor.map(|a| a.login.to_string()),
+                data: e.data,
+            })
+            .unwrap_or_default())
     }
 
     /// The request a comment on `thread` is about (its PR, or its revert PR).
@@ -172,12 +193,13 @@ impl Workflow {
             requester: Some(login.clone()),
         };
         // Who may ask is checked before the bot writes anything.
-        if let Some(refusal) = self
-            .refuse_request(&policies, &request, author, &login)
+        let labels = match self
+            .refuse_request(&policies, &request, author, &login, thread)
             .await?
         {
-            return self.reply(thread, &refusal).await;
-        }
+            Ok(labels) => labels,
+            Err(refusal) => return self.reply(thread, &refusal).await,
+        };
         let Some(id) = self.request_id_for(comment_id, &login, environment).await? else {
             return Ok(()); // opened by an earlier run of this comment's delivery
         };
@@ -192,43 +214,62 @@ impl Workflow {
             &path,
             thread,
             None,
+            &labels,
             |pr| comment::request_pr_opened_comment(login.as_str(), pr),
         )
         .await?;
         Ok(())
     }
 
-    /// Why a `/breakglass` request must not be opened, as a reply; `None` when it may. The
-    /// policy decides on the request as it would on the PR (labels aside, which a comment has
-    /// none of), and nobody keeps more than `max_open_requests` open.
+    /// Whether a `/breakglass` request asked on `thread` may be opened: `Ok` with the labels its
+    /// PR is to carry, or `Err` with the reply that says why not. The policy decides on the
+    /// request as it will on the PR, which carries the labels of `thread` that a fast-path rule
+    /// of the policy names (an incident issue labelled `sev1`), and nobody keeps more than
+    /// `max_open_requests` open.
     async fn refuse_request(
         &self,
         policies: &Result<PolicySet, Vec<Problem>>,
         request: &AccessRequest,
         author: &Actor,
         login: &Login,
-    ) -> anyhow::Result<Option<String>> {
+        thread: Thread,
+    ) -> anyhow::Result<Result<Vec<String>, String>> {
         let Ok(policies) = policies else {
-            return Ok(Some(
+            return Ok(Err(
                 "⚠️ The policies on the default branch are invalid, so no request can be opened."
                     .into(),
             ));
         };
         let policy = policies.get(request.environment.as_str());
         let requester = self.resolve_requester(policy, login).await?;
-        let decision = evaluate(
-            policies,
-            request,
-            &Context {
-                requester: Some(&requester),
-                labels: &[],
-                now: self.now(),
-                path: None,
-            },
-        );
+        let now = self.now();
+        let decide = |labels: &[String]| {
+            evaluate(
+                policies,
+                request,
+                &Context {
+                    requester: Some(&requester),
+                    labels,
+                    now,
+                    path: None,
+                },
+            )
+        };
+        let mut decision = decide(&[]);
+        let mut labels = Vec::new();
+        let named = fast_path_labels(policy, None);
+        // The thread's labels are read only when one of them could open a fast path that is
+        // closed without: most requests cost no call for them.
+        if decision.allowed && decision.fast_path.is_none() && decide(&named).fast_path.is_some() {
+            let on_thread = self.forge.labels(thread).await?;
+            labels = fast_path_labels(policy, Some(&on_thread));
+            decision = decide(&labels);
+        }
         if !decision.allowed {
             let what = format!("{}/{}", request.environment, request.role);
-            return Ok(Some(comment::decision_comment(&what, &decision)));
+            return Ok(Err(comment::comment_request_denied_comment(
+                &what, &decision,
+            )));
         }
         if let Some(role) = policy.and_then(|p| p.roles.get(&request.role)) {
             let path = RequestPath {
@@ -240,7 +281,7 @@ impl Workflow {
             };
             let spec = super::pull_request::grant_spec(request, &path, login);
             if let Err(err) = self.providers.check(role, &spec) {
-                return Ok(Some(comment::role_unservable_comment(
+                return Ok(Err(comment::role_unservable_comment(
                     request.environment.as_str(),
                     request.role.as_str(),
                     &err.to_string(),
@@ -261,12 +302,12 @@ impl Workflow {
                 .count();
         }
         if open >= self.settings.max_open_requests as usize {
-            return Ok(Some(comment::too_many_open_requests_comment(
+            return Ok(Err(comment::too_many_open_requests_comment(
                 login.as_str(),
                 self.settings.max_open_requests,
             )));
         }
-        Ok(None)
+        Ok(Ok(labels))
     }
 
     /// Which comment `comment_id` is, for its effects.
@@ -342,12 +383,16 @@ impl Workflow {
         comment_id: u64,
         created_at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        let Some(record) = self
-            .request_for(thread, "approve", &[RequestState::Pending])
-            .await?
-        else {
+        let states = [RequestState::Pending, RequestState::Active];
+        let Some(record) = self.request_for(thread, "approve", &states).await? else {
             return Ok(());
         };
+        if record.state == RequestState::Active {
+            // On an active grant, an approval is one of the extension its requester asked.
+            return self
+                .command_approve_extension(thread, &record, author, comment_id, created_at)
+                .await;
+        }
         let requester = record.requester_login.clone();
         let environment = record.environment.to_string();
         let signal = Signal {
@@ -389,17 +434,22 @@ impl Workflow {
                 )
                 .await;
         }
-        self.close_request(
-            &mut record,
-            serde_json::json!({ "denied": true, "reason": reason }),
-            Some(author),
-        )
-        .await?;
-        self.forge
-            .note(
-                Thread::Change(record.pr_number),
-                &comment::denied_by_approver_comment(&author.login, reason),
+        // The requester's own deny takes the request back: said (and recorded) as that.
+        let withdrawn = author.id == record.requester_id;
+        let (data, said) = if withdrawn {
+            (
+                serde_json::json!({ "withdrawn": true, "reason": reason }),
+                comment::withdrawn_comment(&author.login, reason),
             )
+        } else {
+            (
+                serde_json::json!({ "denied": true, "reason": reason }),
+                comment::denied_by_approver_comment(&author.login, reason),
+            )
+        };
+        self.close_request(&mut record, data, Some(author)).await?;
+        self.forge
+            .note(Thread::Change(record.pr_number), &said)
             .await?;
         self.forge.close_change(record.pr_number).await?;
         Ok(())
@@ -468,7 +518,10 @@ impl Workflow {
             ),
             RequestState::Approved => "Approved; merging.".into(),
             RequestState::Denied => "Denied by the policy; see the verdict above.".into(),
-            RequestState::Closed => "Closed.".into(),
+            RequestState::Closed => {
+                let closing = self.closing_of(&record).await?;
+                comment::closed_status_detail(closing.as_closing())
+            }
         };
         self.forge
             .note(
@@ -528,6 +581,33 @@ impl Workflow {
     }
 }
 
+/// A request's closing as its event log recorded it (see [`Workflow::close_request`]).
+#[derive(Default)]
+struct ClosingEvent {
+    by: Option<String>,
+    data: serde_json::Value,
+}
+
+impl ClosingEvent {
+    fn as_closing(&self) -> comment::Closing<'_> {
+        let flag =
+            |key: &str| self.data.get(key).and_then(serde_json::Value::as_bool) == Some(true);
+        let reason = self.data.get("reason").and_then(serde_json::Value::as_str);
+        if flag("withdrawn") {
+            comment::Closing::Withdrawn { reason }
+        } else if flag("denied") {
+            comment::Closing::Denied {
+                by: self.by.as_deref(),
+                reason,
+            }
+        } else if flag("expired") {
+            comment::Closing::Expired
+        } else {
+            comment::Closing::Other
+        }
+    }
+}
+
 /// The role a `/breakglass` request asks for: the one named, else the policy's only role; a
 /// policy with several wants one named (`Err`: the reply that says so). An unknown
 /// environment gets `admin`, which the policy check then explains.
@@ -547,13 +627,42 @@ fn chosen_role(
             .unwrap_or_default()),
         (None, Some(policy)) => {
             let roles: Vec<String> = policy.roles.keys().map(ToString::to_string).collect();
-            Err(format!(
-                "⚠️ `{environment}` has several roles; name one: `/breakglass {environment} {duration} <role> -- reason` with <role> one of {}",
-                roles.join(", ")
+            Err(comment::name_a_role_comment(
+                environment,
+                &duration.to_string(),
+                &roles,
             ))
         }
         (None, None) => Ok("admin".to_owned()),
     }
+}
+
+/// The labels that a fast-path rule of `policy` names (`labels_any`): of `on_thread`, those
+/// labels (as the thread spells them; rules match labels in any case), or without it every
+/// label named. No other label of the thread is ever copied onto a request PR.
+fn fast_path_labels(policy: Option<&Policy>, on_thread: Option<&[String]>) -> Vec<String> {
+    let named: Vec<&String> = policy
+        .map(|p| {
+            p.fast_path
+                .iter()
+                .flat_map(|rule| &rule.labels_any)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut labels: Vec<String> = Vec::new();
+    let candidates: Vec<&String> = match on_thread {
+        Some(on_thread) => on_thread
+            .iter()
+            .filter(|have| named.iter().any(|want| have.eq_ignore_ascii_case(want)))
+            .collect(),
+        None => named,
+    };
+    for label in candidates {
+        if !labels.iter().any(|l| l.eq_ignore_ascii_case(label)) {
+            labels.push(label.clone());
+        }
+    }
+    labels
 }
 
 /// The ticket a reason names, when the policy asks for one (`ticket_pattern`): the first word
@@ -587,7 +696,7 @@ fn id_part(login: &Login, environment: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{chosen_role, id_part, ticket_in};
+    use super::{chosen_role, fast_path_labels, id_part, ticket_in};
     use crate::duration::HumanDuration;
     use crate::names::{Login, RequestId};
     use crate::policy::Policy;
@@ -620,11 +729,34 @@ mod tests {
         let asked = chosen_role(None, Some(&two), "prod", hour).unwrap_err();
         assert!(
             asked.contains("`/breakglass prod 1h <role> -- reason`")
-                && asked.contains("admin, readonly"),
+                && asked.contains("with `<role>` one of `admin`, `readonly`."),
             "{asked}"
         );
         // No policy: the decision explains the unknown environment.
         assert_eq!(chosen_role(None, None, "nope", hour), Ok("admin".into()));
+    }
+
+    #[test]
+    fn only_labels_a_fast_path_rule_names_are_carried_to_the_request_pr() {
+        let rules = policy(
+            "fast_path:\n  - name: sev1\n    labels_any: [sev1, SEV0]\n  - name: any\n    requesters: [alice]\n  - name: dr\n    labels_any: [sev0, dr-drill]\n",
+        );
+        let on = |labels: &[&str]| {
+            let labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+            fast_path_labels(Some(&rules), Some(&labels))
+        };
+        assert_eq!(
+            fast_path_labels(Some(&rules), None),
+            ["sev1", "SEV0", "dr-drill"]
+        );
+        // As the thread spells them, once each; any other label stays behind.
+        assert_eq!(
+            on(&["customer-facing", "Sev1", "sev0", "breakglass/needs-review"]),
+            ["Sev1", "sev0"]
+        );
+        assert!(on(&["approved", "sev1x"]).is_empty());
+        assert!(fast_path_labels(Some(&policy("")), Some(&["sev1".to_owned()])).is_empty());
+        assert!(fast_path_labels(None, Some(&["sev1".to_owned()])).is_empty());
     }
 
     #[test]

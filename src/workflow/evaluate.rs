@@ -394,6 +394,7 @@ impl Workflow {
         problems: &[Problem],
     ) -> anyhow::Result<()> {
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        self.caches.await_valid_policies(pr.number);
         self.forge
             .note(
                 Thread::Change(pr.number),
@@ -452,6 +453,29 @@ impl Workflow {
     pub(super) async fn policies_changed(&self) -> anyhow::Result<()> {
         self.store.bump_cache_epoch(&self.policies_epoch()).await?;
         self.caches.forget_policies();
+        self.decide_awaiting_policies().await
+    }
+
+    /// Decides the PRs left undecided while the policies were invalid, once they are valid
+    /// again: their requesters need not push again. (This replica's memory: after a restart,
+    /// or on another replica, the push that the comment asks for does it.)
+    async fn decide_awaiting_policies(&self) -> anyhow::Result<()> {
+        let (_, policies) = self.load_policies().await?;
+        if policies.is_err() {
+            return Ok(());
+        }
+        for number in self.caches.take_awaiting_policies() {
+            let _guard = self.lock_pr(number).await;
+            let existing = self
+                .store
+                .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)
+                .await?;
+            if let Err(err) = self.evaluate_pr(number, existing, None).await {
+                // Put back, so that the next policy push tries again.
+                self.caches.await_valid_policies(number);
+                return Err(err);
+            }
+        }
         Ok(())
     }
 

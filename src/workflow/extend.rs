@@ -49,6 +49,12 @@ fn extension_subject(expires_at: DateTime<Utc>, by: HumanDuration) -> String {
     format!("extend:{}+{}s", expires_at.timestamp_millis(), by.as_secs())
 }
 
+/// The seconds an extension subject asks for; `None` for a request's head commit.
+pub(super) fn extension_secs(subject: &str) -> Option<u64> {
+    let (_, secs) = subject.strip_prefix("extend:")?.split_once('+')?;
+    secs.strip_suffix('s')?.parse().ok()
+}
+
 impl Workflow {
     pub(super) async fn command_extend(
         &self,
@@ -97,14 +103,89 @@ impl Workflow {
                 Err(reply) => self.reply(thread, &reply).await,
             };
         }
+        let first_ask = self.asks_on_expiry(&record).await?.is_empty();
         if let Err(reply) = self
-            .requester_may_extend(&record, &extension, author)
+            .requester_may_extend(&record, &extension, author, first_ask)
             .await?
         {
+            self.keep_ask(&record, &extension, author, comment_id, created_at)
+                .await?;
             return self.reply(thread, &reply).await;
         }
         self.extend_grant(record, extension, author, &[], comment)
             .await
+    }
+
+    /// Keeps the requester's ask for `extension`, which needs approval, so that an approver's
+    /// `/breakglass approve` can approve it. The requester never counts as an approver.
+    async fn keep_ask(
+        &self,
+        record: &RequestRecord,
+        extension: &Extension,
+        author: &Actor,
+        comment_id: u64,
+        created_at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let approver_login = Login::try_from(author.login.clone()).map_err(anyhow::Error::msg)?;
+        let ask = Approval {
+            request_id: record.id.clone(),
+            signal: format!("comment:{comment_id}"),
+            approver_id: author.id,
+            approver_login,
+            source: ApprovalSource::Comment,
+            head_sha: extension_subject(extension.expires_at, extension.by),
+            approved_at: created_at,
+        };
+        self.store.add_approval(&ask).await?;
+        Ok(())
+    }
+
+    /// The requester's asks for an extension of the grant's current expiry, oldest first.
+    async fn asks_on_expiry(&self, record: &RequestRecord) -> anyhow::Result<Vec<Approval>> {
+        let Some(expires_at) = record.expires_at else {
+            return Ok(Vec::new());
+        };
+        let prefix = format!("extend:{}+", expires_at.timestamp_millis());
+        let mut asked = self
+            .store
+            .approvals_with_subject_prefix(&record.id, &prefix)
+            .await?;
+        asked.retain(|ask| ask.approver_id == record.requester_id);
+        Ok(asked)
+    }
+
+    /// An approver's `/breakglass approve` on an active grant: an approval of the extension
+    /// its requester asked for last, on the grant's current expiry (one granted since moved
+    /// the expiry on, so it is not asked any more). Without such an ask, a reply says so.
+    pub(super) async fn command_approve_extension(
+        &self,
+        thread: Thread,
+        record: &RequestRecord,
+        author: &Actor,
+        comment_id: u64,
+        created_at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        if author.id == record.requester_id {
+            let text = comment::self_approval_comment(record.requester_login.as_str());
+            return self.reply(thread, &text).await;
+        }
+        let by = self
+            .asks_on_expiry(record)
+            .await?
+            .iter()
+            .rev()
+            .find_map(|ask| extension_secs(&ask.head_sha));
+        match by {
+            Some(secs) => {
+                let by = HumanDuration::from_secs(secs);
+                self.command_extend(thread, comment_id, author, by, created_at)
+                    .await
+            }
+            None => {
+                self.reply(thread, &comment::no_extension_asked_comment())
+                    .await
+            }
+        }
     }
 
     /// Whether `record` can have `by` more: an active grant before its expiry, whose access is
@@ -163,27 +244,33 @@ impl Workflow {
         record: &RequestRecord,
         extension: &Extension,
         author: &Actor,
+        first_ask: bool,
     ) -> anyhow::Result<Checked<()>> {
         let policy = &extension.policy;
         if policy.approvals == 0 {
             return Ok(Ok(())); // self-service
         }
         let approvers: Vec<String> = policy.approvers.iter().map(ToString::to_string).collect();
-        let by_whom = format!("@{}", author.login);
+        let by = format!("@{}", author.login);
+        let duration = extension.by.to_string();
+        let ask = comment::ExtensionAsk {
+            by: &by,
+            duration: &duration,
+            approvers: &approvers,
+            ping: first_ask,
+        };
         let total = extension.total;
         Ok(
             match self.fast_path_misses_now(record, policy, total).await? {
                 Some((_, misses)) if misses.is_empty() => Ok(()),
                 Some((rule, misses)) => Err(comment::extension_fast_path_lapsed_comment(
-                    &by_whom,
+                    &ask,
                     rule.as_str(),
                     &misses,
-                    &approvers,
                 )),
                 None => Err(comment::extension_needs_approval_comment(
-                    &by_whom,
+                    &ask,
                     policy.approvals,
-                    &approvers,
                 )),
             },
         )

@@ -2,6 +2,7 @@
 //! and the revert PR), reminder, and revoke at the TTL. A job that fails is retried with
 //! backoff, forever: no grant is ever left alive past its expiry.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
@@ -12,8 +13,8 @@ use super::guard::{Expected, MergePlan, Merged, Refusal};
 use super::trailers;
 use super::{Workflow, stored_decision};
 use crate::comment;
-use crate::forge::Thread;
-use crate::forge::{Actor, PullRequestState, PushedCommit, StatusState};
+use crate::forge::{Actor, PullRequestState, PushedCommit, PushedCommits, StatusState};
+use crate::forge::{ChangedFile, ChangedFiles, FileChange, Thread};
 use crate::grant::{GrantSpec, RenderedFile};
 use crate::names::RequestId;
 use crate::policy::Role;
@@ -776,12 +777,13 @@ impl Workflow {
     /// anyone but the bot (a direct push, a PR merged by hand): every request file and grant file
     /// it adds is removed again in full, so that `requests/` lists only grants the bot made.
     /// Nothing was granted, so no provider is involved. A request file removed by hand ends
-    /// its grant (reconcile).
+    /// its grant (reconcile). What a push changed is read from its listed commits, or, when
+    /// the listing may leave commits out, from the forge's comparison of its two ends.
     pub(super) async fn handle_push(
         &self,
         git_ref: &str,
         (before, after): (&str, &str),
-        commits: &[PushedCommit],
+        commits: &PushedCommits,
         pusher: &Actor,
         said_default: Option<&str>,
     ) -> anyhow::Result<()> {
@@ -801,20 +803,67 @@ impl Workflow {
         if branch != default {
             return Ok(());
         }
-        self.follow_default_push(after, commits).await?;
+        let by_bot = pusher.id == self.bot.id;
+        let maybe_cut = listing_may_be_cut(commits);
+        // The bot's own merges list their one or two commits and went through the merge
+        // guard: they never cost a comparison.
+        let changed = if maybe_cut && !by_bot {
+            Cow::Owned(self.compared_push(before, after, commits).await?)
+        } else {
+            Cow::Borrowed(&**commits)
+        };
+        self.follow_default_push(after, &changed, maybe_cut).await?;
         // Handled: what it removed is reconciled (an error before this leaves a gap).
         self.caches.push_handled(&super::cache::HandledPush {
             before,
             after,
-            by_bot: pusher.id == self.bot.id,
+            by_bot,
             commits: commits.len(),
         });
-        if pusher.id == self.bot.id {
-            return Ok(()); // the bot's own merges went through the merge guard
+        if by_bot {
+            return Ok(());
         }
-        let removed = self.remove_landed_without_bot(commits, pusher).await;
-        let revoked = self.revoke_tampered_grants(commits, pusher).await;
+        let removed = self.remove_landed_without_bot(&changed, pusher).await;
+        let revoked = self.revoke_tampered_grants(&changed, pusher).await;
         removed.and(revoked)
+    }
+
+    /// What a push whose webhook may leave commits out changed on the default branch, as one
+    /// commit-like summary compared from its two ends by the forge (the listing is never
+    /// trusted alone: an attacker picks how many commits bury the one that matters). The
+    /// listed commits are kept beside it only when the comparison cannot be whole, and stand
+    /// alone when there is nothing to compare (a created or deleted branch, a history the
+    /// forge cannot compare): the reconciliation that follows such a push covers the rest.
+    async fn compared_push(
+        &self,
+        before: &str,
+        after: &str,
+        listed: &[PushedCommit],
+    ) -> anyhow::Result<Vec<PushedCommit>> {
+        let mut changed = listed.to_vec();
+        if is_zero_sha(before) || is_zero_sha(after) {
+            return Ok(changed);
+        }
+        // Both ways, as each diffs from the merge base: `before...after` alone misses what a
+        // push that rewrote history brought back from before `before`.
+        let (forward, backward) = match tokio::try_join!(
+            self.forge.compare_commits(before, after),
+            self.forge.compare_commits(after, before)
+        ) {
+            Ok(both) => both,
+            Err(err) if err.status() == Some(404) => {
+                tracing::warn!(%before, %after, %err, "cannot compare the ends of a push that may list only some of its commits; going by the listed ones");
+                return Ok(changed);
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if comparisons_are_whole(&forward, &backward) {
+            changed.clear();
+        } else {
+            tracing::warn!(%before, %after, "the comparison of a push's ends is cut short or ambiguous; going by it and the listed commits");
+        }
+        changed.push(net_change(after, &forward.files, &backward.files));
+        Ok(changed)
     }
 
     /// What a push to the default branch changes for the bot: its head for the next bot
@@ -824,6 +873,7 @@ impl Workflow {
         &self,
         after: &str,
         commits: &[PushedCommit],
+        maybe_cut: bool,
     ) -> anyhow::Result<()> {
         let removed: Vec<RequestPath> = commits
             .iter()
@@ -838,16 +888,14 @@ impl Workflow {
             .iter()
             .flat_map(|c| c.added.iter().chain(&c.modified).chain(&c.removed))
             .any(|path| path.starts_with(&policies));
-        // A push that lists no commit (a branch moved back or replaced), or that may list only
-        // its last ones (GitLab sends at most 20), may have changed anything: the cached
+        // A push whose webhook may leave commits out may have changed anything: the cached
         // policies go too.
-        let maybe_cut = commits.is_empty() || commits.len() >= super::cache::PUSH_COMMITS_CUT_AT;
         let policy_changed = policy_changed || maybe_cut;
         if policy_changed {
             self.policies_changed().await?;
         }
         // The branch's head for the next bot change (an all-zero `after` is a deleted branch).
-        if after.bytes().any(|b| b != b'0') {
+        if !is_zero_sha(after) {
             self.default_head_moved(after).await?;
         } else {
             self.forget_default_head();
@@ -1042,6 +1090,91 @@ impl Workflow {
     }
 }
 
+/// Whether a push's webhook may not list every commit of the push: the forge said it left
+/// some out, it lists as many as GitLab lists at most (its oldest dropped), or none (a branch
+/// moved back, replaced, created or deleted).
+fn listing_may_be_cut(commits: &PushedCommits) -> bool {
+    commits.is_empty()
+        || commits.len() >= super::cache::PUSH_COMMITS_CUT_AT
+        || commits.left_some_out()
+}
+
+/// The all-zero id a push gives the missing end of a created or deleted branch.
+fn is_zero_sha(sha: &str) -> bool {
+    sha.bytes().all(|b| b == b'0')
+}
+
+/// Whether the two comparisons of a push's ends say all it changed: neither cut short, and
+/// (unless `before` is an ancestor of `after`, when the backward one is empty) without merge
+/// commits, which can give the two directions different merge bases.
+fn comparisons_are_whole(forward: &ChangedFiles, backward: &ChangedFiles) -> bool {
+    let one_base = backward.files.is_empty() || !(forward.merge_commits || backward.merge_commits);
+    forward.complete && backward.complete && one_base
+}
+
+/// Whether a path is there at the merge base and at the compared commit.
+#[derive(Clone, Copy)]
+struct Ends {
+    at_base: bool,
+    at_tip: bool,
+}
+
+/// The paths a comparison touches, with where each is (a rename leaves its old path).
+fn ends_of(files: &[ChangedFile]) -> BTreeMap<&str, Ends> {
+    let mut ends = BTreeMap::new();
+    for file in files {
+        let (at_base, at_tip) = match file.change {
+            FileChange::Removed => (true, false),
+            FileChange::Modified => (true, true),
+            // A copy, or a status the bot does not know: taken as new, so that a request file
+            // in it is never let through as unchanged.
+            FileChange::Added | FileChange::Renamed | FileChange::Other => (false, true),
+        };
+        if let Some(old) = file.previous_path.as_deref() {
+            ends.insert(
+                old,
+                Ends {
+                    at_base: true,
+                    at_tip: false,
+                },
+            );
+        }
+        ends.insert(file.path.as_str(), Ends { at_base, at_tip });
+    }
+    ends
+}
+
+/// What a push changed on its branch, as one commit: from the comparisons `base...after`
+/// (`forward`) and `base...before` (`backward`) of one merge base, where a path is at each end
+/// as it is at the base unless that side's diff says otherwise. After a fast-forward
+/// `backward` is empty and this is `forward`. A path at both ends that either side touched is
+/// modified: its two versions may differ.
+fn net_change(after: &str, forward: &[ChangedFile], backward: &[ChangedFile]) -> PushedCommit {
+    let (forward, backward) = (ends_of(forward), ends_of(backward));
+    let mut change = PushedCommit {
+        id: after.to_owned(),
+        message: String::new(),
+        added: Vec::new(),
+        removed: Vec::new(),
+        modified: Vec::new(),
+    };
+    let paths: BTreeSet<&str> = forward.keys().chain(backward.keys()).copied().collect();
+    for path in paths {
+        let (ahead, behind) = (forward.get(path), backward.get(path));
+        let at_base = ahead.or(behind).is_some_and(|e| e.at_base);
+        let at_before = behind.map_or(at_base, |e| e.at_tip);
+        let at_after = ahead.map_or(at_base, |e| e.at_tip);
+        let list = match (at_before, at_after) {
+            (false, true) => &mut change.added,
+            (true, false) => &mut change.removed,
+            (true, true) => &mut change.modified,
+            (false, false) => continue,
+        };
+        list.push(path.to_owned());
+    }
+    change
+}
+
 /// A change that deletes files from the default branch, and what it says.
 #[derive(Clone, Copy)]
 struct Removal<'a> {
@@ -1081,7 +1214,58 @@ fn group_by_request(paths: &[&String]) -> BTreeMap<String, Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::group_by_request;
+    use super::{group_by_request, net_change};
+    use crate::forge::{ChangedFile, FileChange};
+
+    fn file(path: &str, change: FileChange) -> ChangedFile {
+        ChangedFile {
+            path: path.to_owned(),
+            change,
+            previous_path: None,
+        }
+    }
+
+    #[test]
+    fn a_fast_forward_changed_what_its_comparison_lists() {
+        let forward = [
+            file("requests/prod/sneaky.yaml", FileChange::Added),
+            file("README.md", FileChange::Modified),
+            file("requests/dev/old.yaml", FileChange::Removed),
+            ChangedFile {
+                previous_path: Some("notes/r.yaml".to_owned()),
+                ..file("requests/prod/renamed.yaml", FileChange::Renamed)
+            },
+        ];
+        let change = net_change("after", &forward, &[]);
+        assert_eq!(
+            change.added,
+            ["requests/prod/renamed.yaml", "requests/prod/sneaky.yaml"]
+        );
+        assert_eq!(change.removed, ["notes/r.yaml", "requests/dev/old.yaml"]);
+        assert_eq!(change.modified, ["README.md"]);
+    }
+
+    #[test]
+    fn a_push_that_rewrote_history_changed_what_differs_between_its_two_ends() {
+        // From the merge base: `after` adds `new` and keeps `kept`; `before` had added `kept`
+        // too, and removed `revived` (a revert), which `after` still has from the base.
+        let forward = [
+            file("requests/prod/new.yaml", FileChange::Added),
+            file("requests/prod/kept.yaml", FileChange::Added),
+        ];
+        let backward = [
+            file("requests/prod/kept.yaml", FileChange::Added),
+            file("requests/prod/revived.yaml", FileChange::Removed),
+            file("requests/prod/dropped.yaml", FileChange::Added),
+        ];
+        let change = net_change("after", &forward, &backward);
+        assert_eq!(
+            change.added,
+            ["requests/prod/new.yaml", "requests/prod/revived.yaml"]
+        );
+        assert_eq!(change.removed, ["requests/prod/dropped.yaml"]);
+        assert_eq!(change.modified, ["requests/prod/kept.yaml"]);
+    }
 
     #[test]
     fn files_that_landed_without_the_bot_are_removed_one_request_at_a_time() {

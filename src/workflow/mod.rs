@@ -239,13 +239,18 @@ impl Workflow {
             } => parse_commands(body).is_empty(),
             ForgeEvent::Comment {
                 action: CommentAction::Edited,
+                body,
                 ..
-            } => true,
+            } => approval::approves(body),
             ForgeEvent::Comment {
                 action: CommentAction::Deleted,
                 ..
             } => false,
-            ForgeEvent::Review { state, .. } => *state == ReviewState::Commented,
+            ForgeEvent::Review {
+                state,
+                holds_command,
+                ..
+            } => *state == ReviewState::Commented && !holds_command,
             ForgeEvent::Reaction {
                 on_pull_request, ..
             } => !on_pull_request,
@@ -274,6 +279,22 @@ impl Workflow {
             Some(number) => Some(self.lock_pr(number).await),
             None => None,
         };
+        if let ForgeEvent::Review {
+            holds_command: true,
+            pull_request,
+            author,
+            ..
+        } = &delivery.event
+            && !author.is_bot
+            && author.id != self.bot.id
+        {
+            let thread = Thread::Change(pull_request.number);
+            self.reply(
+                thread,
+                &crate::comment::review_text_command_comment(&author.login),
+            )
+            .await?;
+        }
         match &delivery.event {
             ForgeEvent::PullRequest {
                 action,
@@ -317,7 +338,18 @@ impl Workflow {
                 self.withdraw_signal(*number, &format!("comment:{comment_id}"))
                     .await
             }
-            // An edit must never add a command (or an approval under an old timestamp).
+            // An edit must never add a command (or an approval under an old timestamp), but an
+            // approval edited away is withdrawn, as if deleted.
+            ForgeEvent::Comment {
+                action: CommentAction::Edited,
+                number,
+                comment_id,
+                body,
+                ..
+            } if !approval::approves(body) => {
+                self.withdraw_signal(*number, &format!("comment:{comment_id}"))
+                    .await
+            }
             ForgeEvent::Comment { .. } => Ok(()),
             ForgeEvent::Review {
                 state: ReviewState::Approved,
@@ -471,6 +503,8 @@ mod tests {
             comment(CommentAction::Created, "/breakglass approve"),
             comment(CommentAction::Created, "/breakglass frobnicate"),
             comment(CommentAction::Deleted, "any news?"),
+            // May be an approval edited away.
+            comment(CommentAction::Edited, "I do not approve this"),
         ] {
             assert!(!Workflow::is_inert(&acting), "{acting:?}");
         }

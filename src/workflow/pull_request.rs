@@ -568,6 +568,7 @@ impl Workflow {
             path,
             Thread::Change(pr.number),
             existing,
+            &[],
             comment::reopened_comment,
         )
         .await?;
@@ -578,7 +579,9 @@ impl Workflow {
     /// Opens a request PR from the bot's own branch (for a `/breakglass` comment, or to re-open
     /// a PR whose grant files the bot must write), records it and decides it. The request file
     /// is `text`; the grant files are rendered by the bot. `announce` (given the new PR's
-    /// reference) is said on `origin` while the request is decided. Returns the PR number.
+    /// reference) is said on `origin` while the request is decided. The PR is opened with
+    /// `labels` (those of `origin` that a fast-path rule looks at), which its decision sees.
+    /// Returns the PR number.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn open_bot_request(
         &self,
@@ -588,6 +591,7 @@ impl Workflow {
         path: &RequestPath,
         origin: Thread,
         existing: Option<RequestRecord>,
+        labels: &[String],
         announce: impl Fn(&str) -> String,
     ) -> anyhow::Result<u64> {
         let login = Login::try_from(requester.login.clone()).map_err(anyhow::Error::msg)?;
@@ -599,7 +603,7 @@ impl Workflow {
             request.duration.map(|d| d.to_string()).unwrap_or_default()
         );
         let built = self
-            .build_change(
+            .build_labelled_change(
                 path.id.as_str(),
                 ChangeKind::Request,
                 &writes,
@@ -609,6 +613,7 @@ impl Workflow {
                     login.as_str(),
                     &self.forge.thread_ref(origin),
                 ),
+                labels,
             )
             .await?
             .context("a request change always writes its file")?;

@@ -307,9 +307,17 @@ fn same_verdict(old: &StoredDecision, new: &StoredDecision) -> bool {
         && old.decision.approvers == new.decision.approvers
         && old.decision.fast_path.as_ref().map(|f| &f.rule)
             == new.decision.fast_path.as_ref().map(|f| &f.rule)
+        && said_misses(old) == said_misses(new)
         && old.scope_problems == new.scope_problems
         && old.draft == new.draft
         && old.unservable == new.unservable
+}
+
+/// The fast-path misses a verdict explains: a label added for a rule that does not apply is
+/// answered with why.
+fn said_misses(stored: &StoredDecision) -> Vec<&FastPathMiss> {
+    let misses = &stored.decision.fast_path_misses;
+    misses.iter().filter(|m| m.labelled_for()).collect()
 }
 
 /// The verdict comment: the decision, the files beyond the request before it, or why the role

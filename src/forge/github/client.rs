@@ -578,19 +578,17 @@ impl GithubClient {
         })
     }
 
-    /// Whether issue comment `id` still exists (a deleted comment approves nothing).
-    pub async fn comment_exists(&self, id: u64) -> Result<bool, ForgeError> {
-        match self
-            .send(
-                Method::GET,
-                &self.repo_path(&format!("/issues/comments/{id}")),
-                None,
-                HeaderMap::new(),
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(err) if err.status() == Some(404) => Ok(false),
+    /// The text of issue comment `id` now; `None` once deleted (conditional: a `304` is free).
+    pub async fn comment_body(&self, id: u64) -> Result<Option<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            body: Option<String>,
+        }
+        let path = self.repo_path(&format!("/issues/comments/{id}"));
+        match self.json::<Raw>(Method::GET, &path, None).await {
+            Ok(raw) => Ok(Some(raw.body.unwrap_or_default())),
+            Err(err) if err.status() == Some(404) => Ok(None),
             Err(err) => Err(err),
         }
     }
@@ -618,13 +616,17 @@ impl GithubClient {
         Ok(all)
     }
 
-    /// Opens a pull request and returns its number.
+    /// Opens a pull request labelled `labels` and returns it. GitHub takes no labels when it
+    /// opens a pull request: they are added by one more call, made only when there are some.
+    /// A label call that fails leaves the pull request unlabelled (and says so in the log): a
+    /// label can only make a request easier to grant, so its absence never lets one through.
     pub async fn open_pull_request(
         &self,
         head: &str,
         base: &str,
         title: &str,
         body: &str,
+        labels: &[String],
     ) -> Result<PullRequestState, ForgeError> {
         let created: PullRequest = self
             .json(
@@ -633,7 +635,26 @@ impl GithubClient {
                 Some(json!({ "title": title, "head": head, "base": base, "body": body })),
             )
             .await?;
-        Ok(created.into())
+        let mut state: PullRequestState = created.into();
+        if !labels.is_empty() {
+            let number = state.info.number;
+            let route = self.repo_path(&format!("/issues/{number}/labels"));
+            match self
+                .json::<Vec<Label>>(Method::POST, &route, Some(json!({ "labels": labels })))
+                .await
+            {
+                Ok(now) => state.info.labels = now.into_iter().map(|l| l.name).collect(),
+                Err(err) => tracing::warn!(%err, number, "the new pull request was not labelled"),
+            }
+        }
+        Ok(state)
+    }
+
+    /// The labels of an issue or a pull request (GitHub numbers both from one sequence).
+    pub async fn issue_labels(&self, number: u64) -> Result<Vec<String>, ForgeError> {
+        let route = self.repo_path(&format!("/issues/{number}/labels?per_page=100"));
+        let labels: Vec<Label> = self.json(Method::GET, &route, None).await?;
+        Ok(labels.into_iter().map(|l| l.name).collect())
     }
 
     /// An open pull request from `head` into `base`, if there is one (to make PR creation idempotent).

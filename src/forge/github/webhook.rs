@@ -176,6 +176,10 @@ fn review_event(action: String, review: Review, pull_request: PullRequest) -> Fo
             author: review.user.into(),
             commit_id: review.commit_id,
             submitted_at: review.submitted_at,
+            holds_command: review
+                .body
+                .as_deref()
+                .is_some_and(|body| !crate::command::parse_commands(body).is_empty()),
         },
         None => ForgeEvent::Ignored {
             event: format!("pull_request_review.{action}"),
@@ -324,6 +328,8 @@ struct Review {
     state: String,
     commit_id: Option<String>,
     submitted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    body: Option<String>,
 }
 
 #[derive(Deserialize)]

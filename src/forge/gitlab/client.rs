@@ -516,21 +516,30 @@ impl GitlabClient {
         Ok(self.write::<Commit>(Method::POST, &route, body).await?.id)
     }
 
-    /// Opens a merge request from `source` into `target`; returns its iid.
+    /// Opens a merge request from `source` into `target`, labelled `labels` (GitLab takes them
+    /// with the merge request, as one comma-separated list); returns it.
     pub async fn open_pull_request(
         &self,
         source: &str,
         target: &str,
         title: &str,
         body: &str,
+        labels: &[String],
     ) -> Result<PullRequestState, ForgeError> {
         let route = self.project_route("/merge_requests");
-        let request = json!({
+        let mut request = json!({
             "source_branch": source,
             "target_branch": target,
             "title": title,
             "description": body,
         });
+        if !labels.is_empty() {
+            let labels = labels
+                .iter()
+                .map(|label| one_label(label))
+                .collect::<Result<Vec<_>, _>>()?;
+            request["labels"] = json!(labels.join(","));
+        }
         let mr: MergeRequest = self.write(Method::POST, &route, request).await?;
         // Opened from a branch of this project: no fork to look up.
         Ok(mr.into_state(self.project.clone()))
@@ -637,6 +646,17 @@ impl GitlabClient {
         Ok(diffs.into_iter().map(Diff::into_changed_file).collect())
     }
 
+    /// The labels of issue `iid` (an issue's iid, not a merge request's).
+    pub async fn issue_labels(&self, iid: u64) -> Result<Vec<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Issue {
+            #[serde(default)]
+            labels: Vec<String>,
+        }
+        let route = self.project_route(&format!("/issues/{iid}"));
+        Ok(self.get::<Issue>(&route).await?.labels)
+    }
+
     /// Closes a merge request without merging.
     pub async fn close_pull_request(&self, iid: u64) -> Result<(), ForgeError> {
         self.update_merge_request(iid, json!({ "state_event": "close" }))
@@ -714,12 +734,21 @@ impl GitlabClient {
         Ok(notes.into_iter().map(|n| (n.author.id, n.body)).collect())
     }
 
-    /// Whether note `note_id` still exists on `thread` (a deleted comment approves nothing).
-    pub async fn comment_exists(&self, thread: Thread, note_id: u64) -> Result<bool, ForgeError> {
+    /// The text of note `note_id` on `thread` now; `None` once deleted.
+    pub async fn comment_body(
+        &self,
+        thread: Thread,
+        note_id: u64,
+    ) -> Result<Option<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            body: Option<String>,
+        }
         let route = self.project_route(&format!("/{}/notes/{note_id}", route(thread)));
-        match self.send(Method::GET, &route, None, HeaderMap::new()).await {
-            Ok(_) => Ok(true),
-            Err(err) if err.status() == Some(404) => Ok(false),
+        match self.get::<Raw>(&route).await {
+            Ok(raw) => Ok(Some(raw.body.unwrap_or_default())),
+            Err(err) if err.status() == Some(404) => Ok(None),
             Err(err) => Err(err),
         }
     }

@@ -22,7 +22,7 @@ use subtle::{Choice, ConstantTimeEq};
 use super::{looks_like_bot, parse_time, reaction_name};
 use crate::forge::{
     Actor, CommentAction, Delivery, ForgeEvent, PullRequestAction, PullRequestInfo, PushedCommit,
-    ReactionAction, ReviewState,
+    PushedCommits, ReactionAction, ReviewState,
 };
 use crate::secret::Secret;
 
@@ -206,6 +206,7 @@ fn merge_request_event(p: MergeRequestPayload) -> ForgeEvent {
             .map(|c| c.id.clone()),
         submitted_at: p.object_attributes.updated_at,
         pull_request: p.object_attributes.info(&p.user),
+        holds_command: false, // GitLab's approvals carry no text
     };
     // GitLab keeps one approval per user per merge request, so the approving user's id is the
     // approval's identity: an `unapproval` withdraws exactly what that user's `approval` gave.
@@ -291,21 +292,27 @@ fn emoji_event(p: EmojiPayload, event: &str) -> ForgeEvent {
 }
 
 fn push_event(p: PushPayload) -> ForgeEvent {
+    let listed = p
+        .commits
+        .into_iter()
+        .map(|c| PushedCommit {
+            id: c.id,
+            message: c.message,
+            added: c.added,
+            removed: c.removed,
+            modified: c.modified,
+        })
+        .collect();
     ForgeEvent::Push {
         git_ref: p.git_ref,
         before: p.before,
         after: p.after,
-        commits: p
-            .commits
-            .into_iter()
-            .map(|c| PushedCommit {
-                id: c.id,
-                message: c.message,
-                added: c.added,
-                removed: c.removed,
-                modified: c.modified,
-            })
-            .collect(),
+        // Kept so that the workflow knows when the listing left commits out (GitLab lists
+        // at most the last 20): their files are then read from a comparison instead.
+        commits: PushedCommits {
+            listed,
+            total: p.total_commits_count,
+        },
         sender: Actor {
             id: p.user_id,
             is_bot: looks_like_bot(&p.user_username),
@@ -559,6 +566,9 @@ struct PushPayload {
     after: String,
     #[serde(default)]
     commits: Vec<PushCommit>,
+    /// Every commit of the push, also those `commits` leaves out.
+    #[serde(default)]
+    total_commits_count: Option<usize>,
     user_id: u64,
     user_username: String,
     #[serde(default)]
@@ -649,6 +659,28 @@ mod tests {
                 .starts_with("the body is not a valid `Push Hook` payload"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_push_keeps_how_many_commits_gitlab_left_out_of_its_listing() {
+        let body = br#"{"ref":"refs/heads/main","before":"a","after":"b","user_id":1,
+            "user_username":"m","commits":[{"id":"b","added":["x"]}],"total_commits_count":21}"#;
+        let event = parse("d", "Push Hook", body).unwrap().event;
+        let ForgeEvent::Push { commits, .. } = &event else {
+            panic!("{event:?}")
+        };
+        assert_eq!((commits.len(), commits.left_some_out()), (1, true));
+        let stored = serde_json::to_value(&event).unwrap();
+        assert_eq!(stored["total_commits"], 21);
+        assert_eq!(serde_json::from_value::<ForgeEvent>(stored).unwrap(), event);
+        // A delivery stored before the count was kept still reads, as a listing of them all.
+        let older = serde_json::json!({"kind": "push", "git_ref": "refs/heads/main",
+            "before": "a", "after": "b", "commits": [],
+            "sender": {"id": 1, "login": "m", "is_bot": false}});
+        let ForgeEvent::Push { commits, .. } = serde_json::from_value(older).unwrap() else {
+            panic!("not a push")
+        };
+        assert!(commits.is_empty() && !commits.left_some_out());
     }
 
     #[test]
