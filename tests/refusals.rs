@@ -1113,3 +1113,34 @@ on_both_forges!(
         assert_eq!(s.request("r1").await.state, RequestState::Pending);
     }
 );
+
+// GitHub only (its emoji are polled): a 👍 given while the policies are invalid waits, the PR
+// is told why once (not at every poll), and the 👍 counts once a push fixes the policies.
+on_both_backends!(
+    a_reaction_while_the_policies_are_invalid_waits_for_them_and_then_counts,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        let good = break_prod_policy(&s).await;
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.emoji_now(pr, &s.people.carol, "+1");
+        for _ in 0..4 {
+            s.advance(TimeDelta::seconds(31));
+            s.settle().await;
+        }
+        assert!(!s.change(pr).merged);
+        let said = s.take_bot_comments(pr);
+        assert_eq!(said.len(), 1, "told once: {said:#?}");
+        assert!(
+            said[0].starts_with("⚠️ The policies on `main` are invalid"),
+            "{said:#?}"
+        );
+        s.edit_policy(&s.people.erin, "prod", |_| good.clone());
+        s.settle().await;
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+    }
+);

@@ -439,6 +439,15 @@ impl Forge {
         }
     }
 
+    /// Makes the next [`Forge::reactions_if_changed`] of change `number` answer with every
+    /// reaction, changed or not (those seen while they could not be judged).
+    pub fn forget_reactions(&self, number: u64) {
+        match self {
+            Forge::GitHub(c) => c.forget_reactions(number),
+            Forge::GitLab(_) => {} // read whole at every poll
+        }
+    }
+
     /// The reviews (approvals) submitted on a change request.
     pub async fn reviews(&self, number: u64) -> Result<Vec<Review>, ForgeError> {
         match self {

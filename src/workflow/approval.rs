@@ -520,9 +520,24 @@ impl Workflow {
             // Nobody reacted: no reviewer to look up in the policies.
             return self.schedule(JobKind::Poll, id, next).await;
         }
-        let (_, policies) = self.load_policies().await?;
-        let Ok(policies) = policies else {
-            return self.schedule(JobKind::Poll, id, next).await;
+        let (default_branch, policies) = self.load_policies().await?;
+        let policies = match policies {
+            Ok(policies) => policies,
+            Err(problems) => {
+                // Its emoji wait for valid policies (the poll reads them again then); the PR
+                // is told why once, and decided again when a push fixes them.
+                if record.state == RequestState::Pending
+                    && !reactions.is_empty()
+                    && self.caches.await_valid_policies(record.pr_number)
+                {
+                    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                    let text = comment::invalid_policies_comment(&default_branch, &list);
+                    self.forge
+                        .note(Thread::Change(record.pr_number), &text)
+                        .await?;
+                }
+                return self.schedule(JobKind::Poll, id, next).await;
+            }
         };
         let Some(policy) = policies.get(record.environment.as_str()) else {
             return Ok(());

@@ -149,9 +149,10 @@ impl Caches {
         });
     }
 
-    /// Notes that PR `number` was left undecided for invalid policies.
-    pub fn await_valid_policies(&self, number: u64) {
-        lock(&self.awaiting_policies).insert(number);
+    /// Notes that PR `number` was left undecided for invalid policies; `false` when it was
+    /// noted already (and told so).
+    pub fn await_valid_policies(&self, number: u64) -> bool {
+        lock(&self.awaiting_policies).insert(number)
     }
 
     /// The PRs left undecided for invalid policies, forgotten here (those still undecided are

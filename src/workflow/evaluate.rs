@@ -466,6 +466,8 @@ impl Workflow {
         }
         for number in self.caches.take_awaiting_policies() {
             let _guard = self.lock_pr(number).await;
+            // Emoji the poll saw while nobody could be judged are read again.
+            self.forge.forget_reactions(number);
             let existing = self
                 .store
                 .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)

@@ -928,6 +928,14 @@ impl GithubClient {
         }
     }
 
+    /// Forgets the ETag of PR `number`'s reactions: the next poll reads them whole.
+    pub fn forget_reactions(&self, number: u64) {
+        self.reaction_etags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&number);
+    }
+
     async fn reactions_since(
         &self,
         number: u64,
