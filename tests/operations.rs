@@ -116,6 +116,45 @@ on_both_backends!(
     }
 );
 
+// A sev1 PR re-opened from the bot's branch keeps the label its fast path looks at (and no
+// other): on-call bob's iac request merges at once there, reviewed after the fact.
+on_both_backends!(
+    a_reopened_request_keeps_its_fast_path_label,
+    |s: Scenario| async move {
+        s.edit_policy(&s.people.erin, "network", |p| {
+            p.replace("requesters: [\"@acme/sre\", alice]", "requesters: [\"@acme/sre\", alice, bob]")
+                + "fast_path:\n  - name: sev1\n    labels_any: [sev1]\n    requesters: [\"@acme/oncall\"]\n    max_duration: 1h\n    review_within: 24h\n"
+        });
+        s.settle().await;
+        let yaml =
+            "environment: network\nrole: dns-admin\nduration: 1h\nreason: apex record down\n";
+        s.forge.push_files(
+            REPO,
+            "request-r-dns",
+            &s.people.bob,
+            &[("requests/network/r-dns.yaml", yaml)],
+            "request r-dns",
+        );
+        s.forge.set_webhooks_paused(true);
+        let pr = s
+            .forge
+            .open_pr(REPO, &s.people.bob, "request-r-dns", "DNS", "");
+        s.label(pr, &s.people.bob, "sev1");
+        s.label(pr, &s.people.bob, "customer-facing");
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        let bot_pr = reopened_pr(&s, pr);
+        let opened = s.forge.pr(REPO, bot_pr);
+        assert!(opened.merged, "{:#?}", s.bot_comments(bot_pr));
+        let mut labels = opened.labels.clone();
+        labels.sort();
+        assert_eq!(labels, ["breakglass/needs-review", "sev1"]);
+        s.take_bot_comments(pr);
+        s.take_bot_comments(bot_pr);
+    }
+);
+
 on_both_backends!(
     a_grant_file_edited_by_hand_is_never_merged,
     |s: Scenario| async move {

@@ -640,7 +640,10 @@ fn chosen_role(
 /// The labels that a fast-path rule of `policy` names (`labels_any`): of `on_thread`, those
 /// labels (as the thread spells them; rules match labels in any case), or without it every
 /// label named. No other label of the thread is ever copied onto a request PR.
-fn fast_path_labels(policy: Option<&Policy>, on_thread: Option<&[String]>) -> Vec<String> {
+pub(super) fn fast_path_labels(
+    policy: Option<&Policy>,
+    on_thread: Option<&[String]>,
+) -> Vec<String> {
     let named: Vec<&String> = policy
         .map(|p| {
             p.fast_path

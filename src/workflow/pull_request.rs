@@ -561,6 +561,13 @@ impl Workflow {
             ),
             is_bot: false,
         };
+        // The labels a fast-path rule looks at go with it (a PR labelled `sev1`).
+        let (_, policies) = self.load_policies().await?;
+        let policy = policies
+            .as_ref()
+            .ok()
+            .and_then(|p| p.get(request.environment.as_str()));
+        let labels = super::commands::fast_path_labels(policy, Some(&pr.labels));
         self.open_bot_request(
             &requester,
             request,
@@ -568,7 +575,7 @@ impl Workflow {
             path,
             Thread::Change(pr.number),
             existing,
-            &[],
+            &labels,
             comment::reopened_comment,
         )
         .await?;
