@@ -538,6 +538,17 @@ on_both_forges!(
             s.next_bot_comment(pr),
             "ℹ️ Request `r-status`: **pending**. Waiting for approval: 0 of 1."
         );
+        // Granted, asked by an outsider: the requester is named, not pinged.
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.note(pr, &s.people.mallory, "/breakglass status");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.starts_with("ℹ️ Request `r-status`: **active**. `alice` has `prod/admin` until "),
+            "{said}"
+        );
         s.note(pr, &s.people.alice, "/breakglass aprove");
         s.settle().await;
         let said = s.next_bot_comment(pr);

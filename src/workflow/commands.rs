@@ -498,8 +498,10 @@ impl Workflow {
                 format!("Waiting for approval: {} of {need}.", approvers.len())
             }
             RequestState::Active | RequestState::Revoking => match record.expires_at {
+                // Named, not mentioned: anyone may ask for the status, and the answer must
+                // not page the requester each time.
                 Some(at) => format!(
-                    "@{} has `{}/{}` until {} ({}).",
+                    "`{}` has `{}/{}` until {} ({}).",
                     record.requester_login,
                     record.environment,
                     record.role,
