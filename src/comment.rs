@@ -467,19 +467,50 @@ pub fn revoked_comment(
     role: &str,
     at: DateTime<Utc>,
     reason: &str,
-    revert_pr: Option<&str>,
+    revert: RevertNote<'_>,
 ) -> String {
     let why = match reason {
         "ttl" => "it expired",
         "early" => "it was revoked early",
         _ => "reconciliation found it should not be active",
     };
-    let revert = revert_pr
-        .map(|n| format!(" Revert {n} merged."))
-        .unwrap_or_default();
+    let revert = match revert {
+        RevertNote::Merged(pr) => format!(" Revert {pr} merged."),
+        RevertNote::FilesGone => {
+            " Its files had already left the default branch: there was nothing to revert.".into()
+        }
+        RevertNote::Nothing => String::new(),
+    };
     format!(
         "🔒 **Access revoked** at {}: @{requester} no longer has `{environment}/{role}` ({why}).{revert}",
         iso(at)
+    )
+}
+
+/// An extension asked or approved while the policies on the default branch are invalid.
+pub fn extension_unchecked_comment(default_branch: &str) -> String {
+    format!(
+        "⚠️ The policies on {} are invalid, so no extension can be checked. Nothing changed; ask (or approve) again once they are fixed.",
+        code(default_branch)
+    )
+}
+
+/// What the revoked note says of the files on the default branch.
+pub enum RevertNote<'a> {
+    /// The revert PR (named) was merged.
+    Merged(&'a str),
+    /// Nothing was left to remove (they were removed by hand, say).
+    FilesGone,
+    /// The grant never reached the default branch.
+    Nothing,
+}
+
+/// The revert PR could not be merged (`why`); a fresh change of the bot's removed the files.
+pub fn revert_replaced_comment(replaced: Option<&str>, why: &str, merged: &str) -> String {
+    let old = replaced.map_or_else(|| "The revert PR".to_owned(), |pr| format!("Revert {pr}"));
+    format!(
+        "↪️ {old} could not be merged ({}), so breakglass removed the grant's files through {merged} instead.",
+        inert(why)
     )
 }
 

@@ -1144,3 +1144,117 @@ on_both_backends!(
         s.take_bot_comments(pr);
     }
 );
+
+// carol's `/breakglass approve` is written while the only ask is alice's 30m; alice asks for
+// 3h seconds later, and that delivery is handled first. The approval is of what carol could
+// read: 30m (forge time on both sides).
+on_both_forges!(
+    an_approve_approves_only_an_extension_asked_before_it,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        let granted = s.request("r1").await.expires_at.unwrap();
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        let asked = s.next_bot_comment(pr);
+        assert!(asked.starts_with("⏳ @alice asks for 30m more"), "{asked}");
+        s.forge.set_webhooks_paused(true);
+        s.approve(pr, &s.people.carol);
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.note(pr, &s.people.alice, "/breakglass extend 3h");
+        let later = s
+            .forge
+            .deliveries()
+            .into_iter()
+            .rev()
+            .find(|d| d.event == "issue_comment" || d.event == "Note Hook")
+            .unwrap();
+        assert!(s.forge.redeliver(&later.id));
+        s.settle().await;
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        let extended = s.request("r1").await.expires_at.unwrap();
+        assert_eq!(
+            extended - granted,
+            TimeDelta::minutes(30),
+            "carol approved the only ask when she wrote: {:#?}",
+            s.bot_comments(pr)
+        );
+        s.take_bot_comments(pr);
+    }
+);
+
+// An approval of an asked extension while the policies are invalid gets a reply and changes
+// nothing; its delivery is not retried without end (the bot settles).
+on_both_forges!(
+    an_extension_approved_while_the_policies_are_invalid_is_answered,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.edit_policy(&s.people.erin, "prod", |p| {
+            p.replace("approvals: 1", "approvals: [1")
+        });
+        s.settle().await;
+        s.take_bot_comments(pr);
+        let before = s.request("r1").await.expires_at;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert_eq!(
+            s.take_bot_comments(pr),
+            [
+                "⚠️ The policies on `main` are invalid, so no extension can be checked. Nothing changed; ask (or approve) again once they are fixed."
+            ]
+        );
+        assert_eq!(s.request("r1").await.expires_at, before);
+    }
+);
+
+// Two PRs left undecided while the policies are invalid; the fixing push's handling fails on
+// reading the first (a 404 once). The second is decided all the same, and the first when the
+// push's delivery is tried again.
+on_both_forges!(
+    one_pr_that_cannot_be_decided_again_does_not_keep_the_others_waiting,
+    |s: Scenario| async move {
+        let good = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
+        s.edit_policy(&s.people.erin, "prod", |p| {
+            p.replace("approvals: 1", "approvals: [1")
+        });
+        s.settle().await;
+        let one = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        let two = s.open_request(&s.people.bob, "prod", "r2", &prod_request("1h"));
+        s.settle().await;
+        for pr in [one, two] {
+            let said = s.next_bot_comment(pr);
+            assert!(
+                said.starts_with("⚠️ The policies on `main` are invalid"),
+                "{said}"
+            );
+        }
+        s.expect_delivery_error("HTTP 404");
+        s.fail_next(
+            Route::Change,
+            http::Method::GET,
+            1,
+            breakglass_test_forge::FailureKind::Status(404),
+        );
+        s.edit_policy(&s.people.erin, "prod", |_| good.clone());
+        // The failed push delivery is retried with backoff: let the clocks run.
+        for _ in 0..15 {
+            s.forge.settle().await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            s.advance(TimeDelta::minutes(1));
+        }
+        s.settle().await;
+        for pr in [one, two] {
+            let said = s.take_bot_comments(pr);
+            assert!(
+                said.iter().any(|c| c.starts_with("✅ **Request")),
+                "PR {pr} was told it is decided once the policies are fixed, and never was: {said:#?}; failures {:#?}",
+                s.failures()
+            );
+        }
+    }
+);

@@ -461,3 +461,99 @@ on_both_forges!(
         assert_eq!(calls.count("GET", s.route(Route::Notes)), 0, "{calls:#?}");
     }
 );
+
+/// The audit of the requests repo as it is now.
+async fn audit_now(s: &Scenario) -> breakglass::audit::Report {
+    let path = s.forge.repo_path(REPO);
+    let options = breakglass::audit::AuditOptions {
+        branch: None,
+        report: breakglass::audit::ReportOptions::new(s.clock.now()),
+    };
+    tokio::task::spawn_blocking(move || {
+        breakglass::audit::run(path.to_str().unwrap(), &options).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+// A granted request file removed from the default branch by hand: the grant is revoked
+// (reconcile), and the bot merges no revert that removes nothing (its trailers would claim a
+// removal its diff does not make, which the audit rightly calls forged). The note says so.
+on_both_forges!(
+    a_request_file_removed_by_hand_is_revoked_without_an_empty_revert,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.forge.push_changes(
+            REPO,
+            "main",
+            &s.people.mallory,
+            &[FileChange::Delete("requests/prod/r1.yaml".into())],
+            "tidy up",
+        );
+        s.settle().await;
+        let record = s.request("r1").await;
+        assert_eq!(record.state.to_string(), "revoked");
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.starts_with("🔒 **Access revoked**")
+                && said.ends_with(
+                    "(reconciliation found it should not be active). Its files had already left the default branch: there was nothing to revert."
+                ),
+            "{said}"
+        );
+        let revert = s.change(record.revert_pr_number.unwrap());
+        assert!(!revert.merged, "an empty revert was merged");
+        let report = audit_now(&s).await;
+        assert!(
+            report
+                .anomalies
+                .iter()
+                .all(|a| a.kind != breakglass::audit::AnomalyKind::ForgedTrailers),
+            "{:#?}",
+            report.anomalies
+        );
+    }
+);
+
+// A revert PR someone closed: at the TTL the bot removes the files through a fresh change of
+// its own and says why (SPEC), and the audit shows one grant revoked at its TTL.
+on_both_forges!(
+    a_closed_revert_pr_is_replaced_and_the_bot_says_why,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        let revert = s.revert_pr("r1").await;
+        s.close_change(revert, &s.people.mallory);
+        s.settle().await;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none()
+        );
+        let fresh = s.revert_pr("r1").await;
+        assert_ne!(fresh, revert);
+        let (old, new) = (s.change_ref(revert), s.change_ref(fresh));
+        let said = s.take_bot_comments(pr);
+        // Named as the forge names them ("PR #2", "MR !2").
+        assert_eq!(said.len(), 2, "{said:#?}");
+        assert!(
+            said[0].starts_with("↪️ Revert ")
+                && said[0].contains(&format!(
+                    "{old} could not be merged (the pull request is closed)"
+                ))
+                && said[0].contains(&format!("removed the grant's files through "))
+                && said[0].ends_with(&format!("{new} instead.")),
+            "{said:#?}"
+        );
+        assert!(
+            said[1].starts_with("🔒 **Access revoked**")
+                && said[1].ends_with(&format!("{new} merged.")),
+            "{said:#?}"
+        );
+        let report = audit_now(&s).await;
+        assert_eq!(report.grants.len(), 1, "{:#?}", report.grants);
+        assert_eq!(report.grants[0].revoked_how.as_deref(), Some("ttl"));
+        assert!(report.anomalies.is_empty(), "{:#?}", report.anomalies);
+    }
+);

@@ -484,7 +484,8 @@ async fn revoked_through_a_fresh_change(s: &Scenario, id: &str, blocked_pr: u64)
         "{}",
         merge.message
     );
-    s.expect_bot_comments(record.pr_number, &["🔒 **Access revoked**"]);
+    // Said why (SPEC: "removes the files through a fresh change of its own and says why").
+    s.expect_bot_comments(record.pr_number, &["↪️ Revert ", "🔒 **Access revoked**"]);
 }
 
 on_both_forges!(
@@ -2400,5 +2401,61 @@ on_both_forges!(
         );
         let revert = record.revert_pr_number.unwrap();
         s.take_bot_comments(revert);
+    }
+);
+
+// A force push that rewinds the default branch to before a revert, plus one new commit: its
+// webhook lists only that commit, and what came back from older history (the revoked request
+// file) shows only when the push is compared from both ends. It is removed like any request
+// that lands without the bot.
+on_both_forges!(
+    a_force_push_that_brings_back_a_revoked_request_file_is_compared_and_undone,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        let granted_at = s.merge_commit(pr).sha;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none(),
+            "precondition: the revert removed it"
+        );
+        let m = &s.people.mallory;
+        // A side branch at the grant's merge (the request file is there), one commit on top.
+        s.forge
+            .push_files(REPO, "rewind", m, &[("notes/x.txt", "x\n")], "start");
+        s.forge.force_branch(REPO, "rewind", m, &granted_at);
+        s.forge.push_files(
+            REPO,
+            "rewind",
+            m,
+            &[("README.md", "# access requests (typo fixed)\n")],
+            "fix a typo",
+        );
+        let tip = s.forge.branch_sha(REPO, "rewind").unwrap();
+        s.forge.force_branch(REPO, "main", m, &tip);
+        s.settle().await;
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none(),
+            "a revoked request file brought back by a force push is still on main: {:?}",
+            s.forge.files_on(REPO, "main")
+        );
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        let flagged: Vec<String> = s
+            .changes()
+            .iter()
+            .flat_map(|c| s.take_bot_comments(c.number))
+            .collect();
+        assert!(
+            flagged.iter().any(|c| c.contains("`requests/prod/r1.yaml`")
+                && c.contains(
+                    "was already revoked; its file was added to the default branch again"
+                )),
+            "{flagged:#?}"
+        );
     }
 );

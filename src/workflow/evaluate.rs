@@ -453,32 +453,38 @@ impl Workflow {
     pub(super) async fn policies_changed(&self) -> anyhow::Result<()> {
         self.store.bump_cache_epoch(&self.policies_epoch()).await?;
         self.caches.forget_policies();
-        self.decide_awaiting_policies().await
+        Ok(())
     }
 
     /// Decides the PRs left undecided while the policies were invalid, once they are valid
     /// again: their requesters need not push again. (This replica's memory: after a restart,
     /// or on another replica, the push that the comment asks for does it.)
-    async fn decide_awaiting_policies(&self) -> anyhow::Result<()> {
+    pub(super) async fn decide_awaiting_policies(&self) -> anyhow::Result<()> {
         let (_, policies) = self.load_policies().await?;
         if policies.is_err() {
             return Ok(());
         }
+        let mut failed = None;
         for number in self.caches.take_awaiting_policies() {
             let _guard = self.lock_pr(number).await;
             // Emoji the poll saw while nobody could be judged are read again.
             self.forge.forget_reactions(number);
-            let existing = self
-                .store
-                .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)
-                .await?;
-            if let Err(err) = self.evaluate_pr(number, existing, None).await {
-                // Put back, so that the next policy push tries again.
+            if let Err(err) = self.decide_again(number).await {
+                // Kept for the push's next try; the others are decided all the same.
+                tracing::warn!(pr = number, error = %err, "a PR waiting for valid policies could not be decided");
                 self.caches.await_valid_policies(number);
-                return Err(err);
+                failed.get_or_insert(err);
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
+    }
+
+    async fn decide_again(&self, number: u64) -> anyhow::Result<()> {
+        let existing = self
+            .store
+            .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)
+            .await?;
+        self.evaluate_pr(number, existing, None).await
     }
 
     /// The default branch's name: as the forge last said it (a read of it or of a PR, a push

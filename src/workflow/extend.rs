@@ -169,11 +169,14 @@ impl Workflow {
             let text = comment::self_approval_comment(record.requester_login.as_str());
             return self.reply(thread, &text).await;
         }
+        // Only an ask the approver could have read: one made before the approval (forge time
+        // on both sides), so a bigger ask posted meanwhile is not approved unseen.
         let by = self
             .asks_on_expiry(record)
             .await?
             .iter()
             .rev()
+            .filter(|ask| ask.approved_at < created_at)
             .find_map(|ask| extension_secs(&ask.head_sha));
         match by {
             Some(secs) => {
@@ -217,8 +220,10 @@ impl Workflow {
             let paths: Vec<String> = applied.files.iter().map(|f| f.path.clone()).collect();
             return Ok(Err(comment::extension_in_files_comment(&paths, expires_at)));
         }
-        let Some(policy) = self.policy_of(record).await? else {
-            return no_request();
+        let policy = match self.policy_of(record).await? {
+            Ok(Some(policy)) => policy,
+            Ok(None) => return no_request(),
+            Err(reply) => return Ok(Err(reply)),
         };
         let total = HumanDuration::from_secs(record.total_secs + by.as_secs());
         if total > policy.max_duration {
@@ -346,11 +351,13 @@ impl Workflow {
     }
 
     /// The policy of `record`'s environment on the default branch, if it still has one.
-    async fn policy_of(&self, record: &RequestRecord) -> anyhow::Result<Option<Policy>> {
-        let (_, policies) = self.load_policies().await?;
-        let policies = policies
-            .map_err(|p| anyhow::anyhow!("the policies are invalid: {} problem(s)", p.len()))?;
-        Ok(policies.get(record.environment.as_str()).cloned())
+    /// `Err` with the reply when the policies are invalid: nothing can be checked then.
+    async fn policy_of(&self, record: &RequestRecord) -> anyhow::Result<Checked<Option<Policy>>> {
+        let (default_branch, policies) = self.load_policies().await?;
+        Ok(match policies {
+            Ok(policies) => Ok(policies.get(record.environment.as_str()).cloned()),
+            Err(_) => Err(comment::extension_unchecked_comment(&default_branch)),
+        })
     }
 
     /// The fast-path rule that merged `record`, with why it would not merge a request of

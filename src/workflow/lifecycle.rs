@@ -805,9 +805,11 @@ impl Workflow {
         }
         let by_bot = pusher.id == self.bot.id;
         let maybe_cut = listing_may_be_cut(commits);
-        // The bot's own merges list their one or two commits and went through the merge
-        // guard: they never cost a comparison.
-        let changed = if maybe_cut && !by_bot {
+        // Anyone else's push is compared from its two ends: its listing may be cut, and a
+        // force push lists only the commits new to it, not what it brought back from older
+        // history (a revoked request file, say). The bot's own merges list their one or two
+        // commits and went through the merge guard: they never cost a comparison.
+        let changed = if !by_bot {
             Cow::Owned(self.compared_push(before, after, commits).await?)
         } else {
             Cow::Borrowed(&**commits)
@@ -828,7 +830,7 @@ impl Workflow {
         removed.and(revoked)
     }
 
-    /// What a push whose webhook may leave commits out changed on the default branch, as one
+    /// What a push by anyone but the bot changed on the default branch, as one
     /// commit-like summary compared from its two ends by the forge (the listing is never
     /// trusted alone: an attacker picks how many commits bury the one that matters). The
     /// listed commits are kept beside it only when the comparison cannot be whole, and stand
@@ -908,6 +910,10 @@ impl Workflow {
             if policy_changed {
                 self.reconcile_active(&baseline).await?;
             }
+        }
+        if policy_changed {
+            // Last: a PR that cannot be decided now must not hold the rest of the push back.
+            self.decide_awaiting_policies().await?;
         }
         Ok(())
     }

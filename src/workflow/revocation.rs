@@ -434,9 +434,9 @@ impl Workflow {
             return Ok(());
         }
         let reason = record.revoke_reason.unwrap_or(RevokeReason::Ttl);
-        if self.reverted(id).await? {
+        if let Some(merged) = self.reverted(id).await? {
             // Logged by an earlier run, which may have been cut off before its note.
-            return self.tell_revoked(&record, reason, false).await;
+            return self.tell_revoked(&record, reason, false, merged).await;
         }
         let applied = self.applied(&record).await?;
         let revert_sha = if record.expires_at.is_some() {
@@ -472,7 +472,8 @@ impl Workflow {
                 }),
             )
             .await?;
-        self.tell_revoked(&record, reason, first).await
+        self.tell_revoked(&record, reason, first, revert_sha.is_some())
+            .await
     }
 
     /// The revoked note on the request PR, said once (after the granted note, if that one is
@@ -484,17 +485,21 @@ impl Workflow {
         record: &RequestRecord,
         reason: RevokeReason,
         unsaid: bool,
+        reverted: bool,
     ) -> anyhow::Result<()> {
+        let revert_pr = record.revert_pr_number.map(|n| self.forge.change_label(n));
+        let revert = match (reverted, &revert_pr) {
+            (true, Some(pr)) => comment::RevertNote::Merged(pr),
+            _ if record.expires_at.is_some() => comment::RevertNote::FilesGone,
+            _ => comment::RevertNote::Nothing,
+        };
         let text = comment::revoked_comment(
             record.requester_login.as_str(),
             record.environment.as_str(),
             record.role.as_str(),
             record.revoked_at.unwrap_or_else(|| self.now()),
             &reason.to_string(),
-            record
-                .revert_pr_number
-                .map(|n| self.forge.change_label(n))
-                .as_deref(),
+            revert,
         );
         let thread = Thread::Change(record.pr_number);
         if unsaid && !self.grant_note_pending(&record.id).await? {
@@ -526,9 +531,14 @@ impl Workflow {
     }
 
     /// Whether the revert of `id` was logged already.
-    async fn reverted(&self, id: &RequestId) -> anyhow::Result<bool> {
+    /// `Some(merged)` once logged: whether that revert merged a change (a revert with nothing
+    /// left to remove on the default branch merges none).
+    async fn reverted(&self, id: &RequestId) -> anyhow::Result<Option<bool>> {
         let events = self.store.events_for_request(id).await?;
-        Ok(events.iter().any(|e| e.kind == EventKind::Revert))
+        Ok(events
+            .iter()
+            .find(|e| e.kind == EventKind::Revert)
+            .map(|e| !e.data["revert_sha"].is_null()))
     }
 
     /// Lands the removal of the request's files. The existing revert PR is merged through the
@@ -542,6 +552,7 @@ impl Workflow {
         reason: RevokeReason,
     ) -> anyhow::Result<Option<String>> {
         let (title, message) = trailers::revoke_message(record, &reason.to_string());
+        let first_pr = record.revert_pr_number;
         let mut refusal = None;
         for attempt in 0..2 {
             let change = match self
@@ -549,8 +560,14 @@ impl Workflow {
                 .get_change(record.id.as_str(), ChangeKind::Revert)
                 .await?
             {
+                // A grant ended by reconciliation may have lost its files on the default branch
+                // already (removed by hand): its revert is built again from a fresh read, so
+                // that a merge never claims a removal it does not make.
                 Some(change)
-                    if attempt == 0 && change.head_sha.is_some() && change.pr_number.is_some() =>
+                    if attempt == 0
+                        && reason != RevokeReason::Reconcile
+                        && change.head_sha.is_some()
+                        && change.pr_number.is_some() =>
                 {
                     // Built by an `open_revert` that lost its race with the revoke (another
                     // replica) before it could store the PR's number: the request names it now.
@@ -572,7 +589,13 @@ impl Workflow {
             };
             let plan = MergePlan::deletion(&change, title.clone(), message.clone())?;
             match self.merge_own_or_theirs(&plan, None).await? {
-                Ok(merged) => return Ok(Some(merged.sha)),
+                Ok(merged) => {
+                    if let Some(why) = &refusal {
+                        self.say_revert_replaced(record, why, first_pr, plan.pr)
+                            .await?;
+                    }
+                    return Ok(Some(merged.sha));
+                }
                 Err(Refusal::Closed) if self.forge.change(plan.pr).await?.info.merged => {
                     // Merged by hand at another head: the files may still be there; rebuild.
                     refusal = Some(Refusal::Closed);
@@ -586,6 +609,29 @@ impl Workflow {
         let refusal = refusal.context("two attempts failed")?;
         self.revert_blocked(record, &refusal).await?;
         anyhow::bail!("the revert of {} cannot be merged: {refusal}", record.id)
+    }
+
+    /// The revert PR could not be merged and a fresh change of the bot's landed instead: said
+    /// on the request PR, with why (SPEC: the bot removes the files itself "and says why").
+    async fn say_revert_replaced(
+        &self,
+        record: &RequestRecord,
+        why: &Refusal,
+        first_pr: Option<u64>,
+        merged_pr: u64,
+    ) -> anyhow::Result<()> {
+        let replaced = first_pr
+            .filter(|n| *n != merged_pr)
+            .map(|n| self.forge.change_label(n));
+        let text = comment::revert_replaced_comment(
+            replaced.as_deref(),
+            &why.to_string(),
+            &self.forge.change_label(merged_pr),
+        );
+        self.forge
+            .note(Thread::Change(record.pr_number), &text)
+            .await?;
+        Ok(())
     }
 
     /// A revert that cannot land: an error in the logs and metrics every time, a comment once.
