@@ -542,7 +542,7 @@ on_both_forges!(
                 && said[0].contains(&format!(
                     "{old} could not be merged (the pull request is closed)"
                 ))
-                && said[0].contains(&format!("removed the grant's files through "))
+                && said[0].contains("removed the grant's files through ")
                 && said[0].ends_with(&format!("{new} instead.")),
             "{said:#?}"
         );
