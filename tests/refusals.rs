@@ -1258,3 +1258,23 @@ on_both_forges!(
         }
     }
 );
+
+// SPEC: the revert PR is "titled with the expiry time"; after an extension, with the new one
+// (its body too), so that nobody takes the old time for the end or merges it then by hand.
+on_both_forges!(
+    an_extension_retitles_the_revert_pr_with_the_new_expiry,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.note(pr, &s.people.carol, "/breakglass extend 30m");
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+        let expires = breakglass::clock::iso(s.request("r1").await.expires_at.unwrap());
+        let revert = s.change(s.revert_pr("r1").await);
+        assert_eq!(revert.title, format!("breakglass: revoke r1 at {expires}"));
+        assert!(
+            revert.body.contains(&format!("at **{expires}**")),
+            "{}",
+            revert.body
+        );
+    }
+);

@@ -316,6 +316,16 @@ impl Forge {
         })
     }
 
+    /// Sets a change request's title and body (description).
+    pub async fn retitle_change(
+        &self,
+        number: u64,
+        title: &str,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        on_client!(self, c => c.retitle_pull_request(number, title, body).await)
+    }
+
     pub async fn close_change(&self, number: u64) -> Result<(), ForgeError> {
         on_client!(self, c => c.close_pull_request(number).await)
     }

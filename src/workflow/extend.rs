@@ -495,6 +495,24 @@ impl Workflow {
             self.schedule(JobKind::Remind, &record.id, remind_at)
                 .await?;
         }
+        self.retitle_revert(record, expires_at).await
+    }
+
+    /// The revert PR is titled with the expiry (SPEC): after an extension, with the new one,
+    /// so that nobody reading it takes the old time for the end (or merges it then by hand).
+    async fn retitle_revert(
+        &self,
+        record: &RequestRecord,
+        expires_at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let Some(number) = record.revert_pr_number else {
+            return Ok(()); // opened later, with the new expiry
+        };
+        let id = record.id.as_str();
+        let title = comment::revert_pr_title(id, expires_at);
+        let original = self.forge.change_ref(record.pr_number);
+        let body = comment::revert_pr_body(id, &original, expires_at);
+        self.forge.retitle_change(number, &title, &body).await?;
         Ok(())
     }
 }

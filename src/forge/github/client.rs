@@ -850,6 +850,23 @@ impl GithubClient {
     }
 
     /// Closes a pull request without merging.
+    /// Sets a pull request's title and body.
+    pub async fn retitle_pull_request(
+        &self,
+        number: u64,
+        title: &str,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        self.send(
+            Method::PATCH,
+            &self.repo_path(&format!("/pulls/{number}")),
+            Some(json!({ "title": title, "body": body })),
+            HeaderMap::new(),
+        )
+        .await
+        .map(drop)
+    }
+
     pub async fn close_pull_request(&self, number: u64) -> Result<(), ForgeError> {
         self.send(
             Method::PATCH,

@@ -658,6 +658,17 @@ impl GitlabClient {
     }
 
     /// Closes a merge request without merging.
+    /// Sets a merge request's title and description.
+    pub async fn retitle_pull_request(
+        &self,
+        iid: u64,
+        title: &str,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        self.update_merge_request(iid, json!({ "title": title, "description": body }))
+            .await
+    }
+
     pub async fn close_pull_request(&self, iid: u64) -> Result<(), ForgeError> {
         self.update_merge_request(iid, json!({ "state_event": "close" }))
             .await
