@@ -506,6 +506,45 @@ on_both_forges!(
     }
 );
 
+// A request file pushed straight to the default branch while the push's webhook was lost: no
+// request holds it, and the next pass that lists the directory (at the latest within the
+// hour) removes it like any file that lands without the bot.
+on_both_forges!(
+    a_request_file_pushed_while_its_webhook_was_lost_is_removed_within_the_hour,
+    |s: Scenario| async move {
+        let pr = s.granted("r-held", "4h").await;
+        s.reconcile_now().await;
+        s.forge.set_webhooks_paused(true);
+        s.mallory_pushes_a_request_to_main();
+        s.forge.set_webhooks_paused(false);
+        for _ in 0..13 {
+            s.advance(TimeDelta::minutes(5));
+            s.settle().await;
+        }
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/sneaky.yaml")
+                .is_none(),
+            "still on main"
+        );
+        let removal = s
+            .changes()
+            .into_iter()
+            .find(|c| c.title == "breakglass: remove sneaky (landed without breakglass)")
+            .expect("a removal change");
+        assert!(s.change(removal.number).merged);
+        s.take_bot_comments(removal.number);
+        // The grant that holds its file stays.
+        assert_eq!(s.request("r-held").await.state.to_string(), "active");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r-held.yaml")
+                .is_some()
+        );
+        s.take_bot_comments(pr);
+    }
+);
+
 on_both_backends!(
     an_active_grant_whose_request_file_is_removed_by_hand_is_revoked,
     |s: Scenario| async move {

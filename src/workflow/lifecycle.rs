@@ -968,7 +968,11 @@ impl Workflow {
     }
 
     /// Removes files that landed without the bot, through a bot change and the merge guard.
-    async fn remove_unauthorized(&self, subject: &str, paths: &[String]) -> anyhow::Result<()> {
+    pub(super) async fn remove_unauthorized(
+        &self,
+        subject: &str,
+        paths: &[String],
+    ) -> anyhow::Result<()> {
         let request = paths.iter().find_map(|p| RequestPath::parse(p));
         let known = match &request {
             Some(r) => self.store.get_request(&r.id).await?,

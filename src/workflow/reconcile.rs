@@ -16,6 +16,7 @@ use crate::forge::Thread;
 use crate::grant::{GrantSpec, Providers};
 use crate::names::RequestId;
 use crate::policy::{PolicySet, ProviderKind, Role};
+use crate::request::RequestPath;
 use crate::store::{AppliedGrant, Granted, JobKind, RequestRecord, RequestState, RevokeReason};
 
 /// Active grants read per query during a pass.
@@ -183,10 +184,46 @@ impl Workflow {
         }
         anyhow::ensure!(failed == 0, "{failed} grant(s) could not be reconciled");
         if !listings.pushes_suffice {
+            self.remove_unheld_listed(&listings).await?;
             // Every grant was compared with a listing (or there was none to compare).
             self.caches.listing_done(started, now);
         }
         Ok(())
+    }
+
+    /// Request files that a pass's listings show and no request of the bot holds on the
+    /// default branch: pushed there by someone whose push webhook never came. Removed as any
+    /// file that lands without the bot (`requests/` lists exactly the active grants), at no
+    /// cost in forge calls beyond the listings the pass made anyway.
+    async fn remove_unheld_listed(&self, listings: &Listings) -> anyhow::Result<()> {
+        let listed: BTreeSet<&String> = listings.dirs.values().flatten().collect();
+        for path in listed {
+            let Some(request) = RequestPath::parse(path) else {
+                continue;
+            };
+            if self.held_on_main(&request.id).await? {
+                continue;
+            }
+            tracing::warn!(%path, "a request file no request holds is on the default branch; removing it");
+            self.metrics
+                .inc("breakglass_anomalies_total", "kind=\"landed_without_bot\"");
+            self.remove_unauthorized(request.id.as_str(), std::slice::from_ref(path))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether request `id` may have its file on the default branch: merging, granted, being
+    /// revoked, or revoked with its revert still to land.
+    async fn held_on_main(&self, id: &RequestId) -> anyhow::Result<bool> {
+        let Some(record) = self.store.get_request(id).await? else {
+            return Ok(false);
+        };
+        Ok(match record.state {
+            RequestState::Approved | RequestState::Active | RequestState::Revoking => true,
+            RequestState::Revoked => self.reverted(id).await?.is_none(),
+            RequestState::Pending | RequestState::Denied | RequestState::Closed => false,
+        })
     }
 
     /// Compares one grant with the baseline in memory (and its provider, for providers with

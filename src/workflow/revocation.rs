@@ -533,7 +533,7 @@ impl Workflow {
     /// Whether the revert of `id` was logged already.
     /// `Some(merged)` once logged: whether that revert merged a change (a revert with nothing
     /// left to remove on the default branch merges none).
-    async fn reverted(&self, id: &RequestId) -> anyhow::Result<Option<bool>> {
+    pub(super) async fn reverted(&self, id: &RequestId) -> anyhow::Result<Option<bool>> {
         let events = self.store.events_for_request(id).await?;
         Ok(events
             .iter()
