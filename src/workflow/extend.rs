@@ -49,6 +49,25 @@ fn extension_subject(expires_at: DateTime<Utc>, by: HumanDuration) -> String {
     format!("extend:{}+{}s", expires_at.timestamp_millis(), by.as_secs())
 }
 
+/// The comment `ask` as one approval (or the requester's ask) of `extension`.
+fn extension_approval(
+    record: &RequestRecord,
+    extension: &Extension,
+    author: &Actor,
+    login: Login,
+    ask: &ExtensionAsk,
+) -> Approval {
+    Approval {
+        request_id: record.id.clone(),
+        signal: format!("comment:{}", ask.comment_id),
+        approver_id: author.id,
+        approver_login: login,
+        source: ApprovalSource::Comment,
+        head_sha: extension_subject(extension.expires_at, extension.by),
+        approved_at: ask.created_at,
+    }
+}
+
 /// The seconds an extension subject asks for; `None` for a request's head commit.
 pub(super) fn extension_secs(subject: &str) -> Option<u64> {
     let (_, secs) = subject.strip_prefix("extend:")?.split_once('+')?;
@@ -126,16 +145,13 @@ impl Workflow {
         comment_id: u64,
         created_at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        let approver_login = Login::try_from(author.login.clone()).map_err(anyhow::Error::msg)?;
-        let ask = Approval {
-            request_id: record.id.clone(),
-            signal: format!("comment:{comment_id}"),
-            approver_id: author.id,
-            approver_login,
-            source: ApprovalSource::Comment,
-            head_sha: extension_subject(extension.expires_at, extension.by),
-            approved_at: created_at,
+        let login = Login::try_from(author.login.clone()).map_err(anyhow::Error::msg)?;
+        let asked = ExtensionAsk {
+            thread: Thread::Change(record.pr_number),
+            comment_id,
+            created_at,
         };
+        let ask = extension_approval(record, extension, author, login, &asked);
         self.store.add_approval(&ask).await?;
         Ok(())
     }
@@ -306,16 +322,8 @@ impl Workflow {
         if need == 1 {
             return Ok(Ok(Some(vec![login])));
         }
-        let subject = extension_subject(extension.expires_at, extension.by);
-        let approval = Approval {
-            request_id: record.id.clone(),
-            signal: format!("comment:{}", ask.comment_id),
-            approver_id: author.id,
-            approver_login: login,
-            source: ApprovalSource::Comment,
-            head_sha: subject.clone(),
-            approved_at: ask.created_at,
-        };
+        let approval = extension_approval(record, extension, author, login, &ask);
+        let subject = approval.head_sha.clone();
         let event = super::events::new_event(
             EventKind::Approval,
             Some(&record.id),
