@@ -792,6 +792,36 @@ pub fn status_comment(id: &str, state: &str, detail: &str) -> String {
     format!("ℹ️ Request {}: **{state}**. {detail}", code(id))
 }
 
+/// One request asked for on a thread that is not its PR, for `/breakglass status` there.
+pub struct StatusLine {
+    pub id: String,
+    /// Its PR, as the forge links it (`#12`, `!12`).
+    pub pr: String,
+    pub state: String,
+    pub detail: String,
+}
+
+/// `/breakglass status` on an issue (or another PR) where requests were asked for by comment:
+/// each of them, with its PR.
+pub fn asked_here_status_comment(lines: &[StatusLine]) -> String {
+    let line = |l: &StatusLine| {
+        format!(
+            "Request {} ({}): **{}**. {}",
+            code(&l.id),
+            l.pr,
+            l.state,
+            l.detail
+        )
+    };
+    match lines {
+        [one] => format!("ℹ️ {}", line(one)),
+        _ => {
+            let list: Vec<String> = lines.iter().map(|l| format!("- {}", line(l))).collect();
+            format!("ℹ️ Requests asked for here:\n\n{}", list.join("\n"))
+        }
+    }
+}
+
 pub fn help_comment() -> String {
     help_text()
 }

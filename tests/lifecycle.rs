@@ -563,6 +563,57 @@ on_both_forges!(
     }
 );
 
+on_both_forges!(
+    status_on_the_issue_a_request_was_asked_on_answers_for_it,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "checkout is down");
+        s.note_on_issue(issue, &s.people.mallory, "/breakglass status");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_issue_comment(issue),
+            "`/breakglass status` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."
+        );
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
+        );
+        s.settle().await;
+        s.take_bot_issue_comments(issue);
+        let record = s.store.list_requests(None).await.unwrap().pop().unwrap();
+        let pr = s.change_ref(record.pr_number);
+        // Asked by anyone on the incident issue: the request asked for there, with its PR.
+        s.note_on_issue(issue, &s.people.mallory, "/breakglass status");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_issue_comment(issue),
+            format!(
+                "ℹ️ Request `{}` ({pr}): **pending**. Waiting for approval: 0 of 1.",
+                record.id
+            )
+        );
+        s.approve(record.pr_number, &s.people.carol);
+        s.settle().await;
+        s.note_on_issue(issue, &s.people.mallory, "/breakglass status");
+        s.settle().await;
+        let said = s.next_bot_issue_comment(issue);
+        let active = format!(
+            "ℹ️ Request `{}` ({pr}): **active**. `alice` has `prod/admin` until ",
+            record.id
+        );
+        assert!(said.starts_with(&active), "{said}");
+        // Another issue knows nothing of it.
+        let other = s.open_issue(&s.people.mallory, "unrelated");
+        s.note_on_issue(other, &s.people.mallory, "/breakglass status");
+        s.settle().await;
+        assert!(
+            s.next_bot_issue_comment(other)
+                .starts_with("`/breakglass status` works on a breakglass request PR"),
+        );
+        s.take_bot_comments(record.pr_number);
+    }
+);
+
 /// Everything the bot says in the main story, pinned (tests/snapshots/): a change of wording
 /// shows up in review.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

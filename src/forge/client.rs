@@ -35,6 +35,15 @@ impl Thread {
             Self::Issue(n) | Self::Change(n) => n,
         }
     }
+
+    /// How the store names it: `issue:<n>` or `change:<n>` (GitLab numbers issues and merge
+    /// requests apart, so the number alone is ambiguous).
+    pub fn key(self) -> String {
+        match self {
+            Self::Issue(n) => format!("issue:{n}"),
+            Self::Change(n) => format!("change:{n}"),
+        }
+    }
 }
 
 /// The forge of one requests repository.

@@ -70,10 +70,34 @@ pub async fn add_comment_effect(
     request: &RequestId,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
+    insert_effect(conn, comment, effect, request, None, now).await
+}
+
+/// Reserves `request` as the id of the request the comment opens, asked for on `thread`
+/// (`issue:<n>` or `change:<n>`); `false` as for [`add_comment_effect`].
+pub async fn add_request_effect(
+    conn: &mut AnyConnection,
+    comment: CommentKey<'_>,
+    thread: &str,
+    request: &RequestId,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    insert_effect(conn, comment, Effect::Request, request, Some(thread), now).await
+}
+
+async fn insert_effect(
+    conn: &mut AnyConnection,
+    comment: CommentKey<'_>,
+    effect: Effect,
+    request: &RequestId,
+    thread: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
     let key = comment.comment_id.to_string();
     let written = sqlx::query(
-        "INSERT INTO comment_effects (forge, repository, comment_id, effect, request_id, at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        "INSERT INTO comment_effects \
+         (forge, repository, comment_id, effect, request_id, at, thread) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
     )
     .bind(comment.forge.as_str())
     .bind(comment.repository)
@@ -81,9 +105,41 @@ pub async fn add_comment_effect(
     .bind(effect.as_str())
     .bind(request.as_str())
     .bind(to_millis(now))
+    .bind(thread)
     .execute(&mut *conn)
     .await?;
     Ok(written.rows_affected() == 1)
+}
+
+/// The requests that comments on `thread` opened, oldest first, at most `limit` of them (the
+/// newest).
+pub async fn requests_asked_on(
+    conn: &mut AnyConnection,
+    forge: ForgeKind,
+    repository: &str,
+    thread: &str,
+    limit: u32,
+) -> Result<Vec<RequestId>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT request_id FROM comment_effects \
+         WHERE forge = $1 AND repository = $2 AND thread = $3 AND effect = 'request' \
+         ORDER BY at DESC, comment_id DESC LIMIT $4",
+    )
+    .bind(forge.as_str())
+    .bind(repository)
+    .bind(thread)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ids = rows
+        .iter()
+        .map(|row| {
+            let f = Fields::new(row, "comment_effects", "request_id");
+            RequestId::try_from(f.text("request_id")?).map_err(|reason| f.error(reason))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    ids.reverse();
+    Ok(ids)
 }
 
 /// Whether some comment reserved `request` as the id of the request it opens.
@@ -119,6 +175,28 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         add_comment_effect(&mut *self.conn().await?, comment, effect, request, now).await
+    }
+
+    /// See [`add_request_effect`].
+    pub async fn add_request_effect(
+        &self,
+        comment: CommentKey<'_>,
+        thread: &str,
+        request: &RequestId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        add_request_effect(&mut *self.conn().await?, comment, thread, request, now).await
+    }
+
+    /// See [`requests_asked_on`].
+    pub async fn requests_asked_on(
+        &self,
+        forge: ForgeKind,
+        repository: &str,
+        thread: &str,
+        limit: u32,
+    ) -> Result<Vec<RequestId>, StoreError> {
+        requests_asked_on(&mut *self.conn().await?, forge, repository, thread, limit).await
     }
 
     /// See [`request_id_reserved`].

@@ -63,6 +63,11 @@ const SQLITE: &[Source] = &[
         "job_rescheduled",
         include_str!("../../migrations/sqlite/0009_job_rescheduled.sql"),
     ),
+    (
+        10,
+        "comment_thread",
+        include_str!("../../migrations/sqlite/0010_comment_thread.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -110,6 +115,11 @@ const POSTGRES: &[Source] = &[
         9,
         "job_rescheduled",
         include_str!("../../migrations/postgres/0009_job_rescheduled.sql"),
+    ),
+    (
+        10,
+        "comment_thread",
+        include_str!("../../migrations/postgres/0010_comment_thread.sql"),
     ),
 ];
 

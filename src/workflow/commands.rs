@@ -18,6 +18,10 @@ use crate::store::JobKind;
 use crate::store::{ApprovalSource, CommentKey, Effect, EventKind};
 use crate::store::{RequestRecord, RequestState, RevokeReason};
 
+/// `/breakglass status` on an issue answers for at most this many of the requests asked for
+/// there (the newest).
+const STATUS_LIMIT: u32 = 10;
+
 impl Workflow {
     pub(super) async fn handle_comment(
         &self,
@@ -200,7 +204,10 @@ impl Workflow {
             Ok(labels) => labels,
             Err(refusal) => return self.reply(thread, &refusal).await,
         };
-        let Some(id) = self.request_id_for(comment_id, &login, environment).await? else {
+        let Some(id) = self
+            .request_id_for(comment_id, thread, &login, environment)
+            .await?
+        else {
             return Ok(()); // opened by an earlier run of this comment's delivery
         };
         let path = RequestPath {
@@ -326,6 +333,7 @@ impl Workflow {
     async fn request_id_for(
         &self,
         comment_id: u64,
+        thread: Thread,
         login: &Login,
         environment: &str,
     ) -> anyhow::Result<Option<RequestId>> {
@@ -341,7 +349,7 @@ impl Workflow {
             let now = self.now();
             if self
                 .store
-                .add_comment_effect(comment, Effect::Request, &id, now)
+                .add_request_effect(comment, &thread.key(), &id, now)
                 .await?
             {
                 return Ok(Some(id));
@@ -485,16 +493,51 @@ impl Workflow {
     }
 
     async fn command_status(&self, thread: Thread) -> anyhow::Result<()> {
-        let Some(record) = self.request_on(thread).await? else {
+        if let Some(record) = self.request_on(thread).await? {
+            let detail = self.status_detail(&record).await?;
+            let said =
+                comment::status_comment(record.id.as_str(), &record.state.to_string(), &detail);
+            self.forge.note(thread, &said).await?;
+            return Ok(());
+        }
+        // Asked on an incident issue: the requests asked for there, each with its PR.
+        let repo = &self.settings.repository;
+        let asked = self
+            .store
+            .requests_asked_on(self.forge_kind(), repo, &thread.key(), STATUS_LIMIT)
+            .await?;
+        let mut lines = Vec::new();
+        for id in asked {
+            let Some(record) = self.store.get_request(&id).await? else {
+                continue; // reserved, never opened
+            };
+            let detail = self.status_detail(&record).await?;
+            let pr = self.forge.thread_ref(Thread::Change(record.pr_number));
+            lines.push(comment::StatusLine {
+                id: record.id.to_string(),
+                pr,
+                state: record.state.to_string(),
+                detail,
+            });
+        }
+        if lines.is_empty() {
             return self
                 .reply(thread, &comment::no_request_here_comment("status"))
                 .await;
-        };
+        }
+        self.forge
+            .note(thread, &comment::asked_here_status_comment(&lines))
+            .await?;
+        Ok(())
+    }
+
+    /// What `/breakglass status` says of `record` after its state.
+    async fn status_detail(&self, record: &RequestRecord) -> anyhow::Result<String> {
         let now = self.now();
         let detail = match record.state {
             RequestState::Pending => {
                 // Counted as a merge counts them: each approver once, never the requester.
-                let (approvers, need) = self.counted_approvers(&record).await?;
+                let (approvers, need) = self.counted_approvers(record).await?;
                 format!("Waiting for approval: {} of {need}.", approvers.len())
             }
             RequestState::Active | RequestState::Revoking => match record.expires_at {
@@ -521,17 +564,11 @@ impl Workflow {
             RequestState::Approved => "Approved; merging.".into(),
             RequestState::Denied => "Denied by the policy; see the verdict above.".into(),
             RequestState::Closed => {
-                let closing = self.closing_of(&record).await?;
+                let closing = self.closing_of(record).await?;
                 comment::closed_status_detail(closing.as_closing())
             }
         };
-        self.forge
-            .note(
-                thread,
-                &comment::status_comment(record.id.as_str(), &record.state.to_string(), &detail),
-            )
-            .await?;
-        Ok(())
+        Ok(detail)
     }
 
     async fn command_reviewed(&self, thread: Thread, author: &Actor) -> anyhow::Result<()> {
