@@ -202,7 +202,7 @@ impl TryFrom<String> for Ticket {
     fn try_from(value: String) -> Result<Self, String> {
         if !value.is_empty()
             && value.chars().count() <= 100
-            && !value.chars().any(char::is_whitespace)
+            && !value.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             Ok(Self(value))
         } else {

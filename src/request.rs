@@ -64,6 +64,17 @@ impl TryFrom<String> for Reason {
                     .into(),
             );
         }
+        // A NUL cannot be stored in PostgreSQL's text, and other control characters only
+        // hide text from whoever reads the reason.
+        if let Some(c) = trimmed
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            return Err(format!(
+                "reason holds the control character U+{:04X}; write it as plain text",
+                u32::from(c)
+            ));
+        }
         let chars = trimmed.chars().count();
         if chars > MAX_REASON_CHARS {
             return Err(format!(
@@ -245,6 +256,23 @@ mod tests {
         let err = AccessRequest::from_yaml("environment: prod\nrole: admin\nreason: \"  \"\n")
             .unwrap_err();
         assert!(err.message.contains("reason is empty"), "{err}");
+    }
+
+    #[test]
+    fn control_characters_in_a_reason_or_ticket_are_refused() {
+        let with = |reason: &str, ticket: &str| {
+            AccessRequest::from_yaml(&format!(
+                "environment: prod\nrole: admin\nreason: \"{reason}\"\nticket: \"{ticket}\"\n"
+            ))
+        };
+        let err = with("incident: INC-1 a\\0b", "INC-1").unwrap_err();
+        assert!(err.message.contains("control character U+0000"), "{err}");
+        let err = with("incident: INC-1 \\e[8mhidden", "INC-1").unwrap_err();
+        assert!(err.message.contains("control character U+001B"), "{err}");
+        assert!(with("incident: INC-1", "INC-1\\0").is_err());
+        // Lines and tabs are text.
+        let fine = with("incident: INC-1\\n\\tsecond line", "INC-1").unwrap();
+        assert_eq!(fine.reason.as_str(), "incident: INC-1\n\tsecond line");
     }
 
     #[test]

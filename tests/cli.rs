@@ -136,7 +136,7 @@ fn request_text_cannot_start_a_line_of_the_report() {
         "prod",
         "20261126-0214-alice-prod",
         "environment: prod\nrole: admin\nduration: 1h\n\
-         reason: \"bad\\n::error file=x::pwned\\r\\n::add-mask::alice \\e[31mred\\u202e\"\n\
+         reason: \"bad\\n::error file=x::pwned\\r\\n::add-mask::alice red\\u202e\"\n\
          ticket: INC-1\n",
     );
     let out = check(&["--requester", "alice"], &file);
@@ -146,11 +146,24 @@ fn request_text_cannot_start_a_line_of_the_report() {
         report.lines().all(|l| !l.trim_start().starts_with("::")),
         "{report}"
     );
-    assert!(!report.contains(['\u{1b}', '\r', '\u{202e}']), "{report:?}");
+    assert!(!report.contains(['\r', '\u{202e}']), "{report:?}");
     assert!(
-        report.contains(
-            r"reason `bad\n::error file=x::pwned\r\n::add-mask::alice \u{1b}[31mred\u{202e}`"
-        ),
+        report.contains(r"reason `bad\n::error file=x::pwned\r\n::add-mask::alice red\u{202e}`"),
+        "{report}"
+    );
+    // A terminal escape in the reason makes the file invalid, and the report says so plainly.
+    let file = request_file(
+        &dir,
+        "prod",
+        "20261126-0215-alice-prod",
+        "environment: prod\nrole: admin\nduration: 1h\nreason: \"bad \\e[31mred\"\nticket: INC-1\n",
+    );
+    let out = check(&["--requester", "alice"], &file);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let report = stdout(&out);
+    assert!(!report.contains('\u{1b}'), "{report:?}");
+    assert!(
+        report.contains("reason holds the control character U+001B"),
         "{report}"
     );
 }

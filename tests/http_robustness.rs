@@ -65,6 +65,14 @@ async fn slow_idle_and_oversized_clients_do_not_starve_the_service() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n")
         .await
         .unwrap();
+    // A client that opens HTTP/2 (the preface and an empty SETTINGS frame), then says nothing:
+    // HTTP/2 has no header timeout, so such connections would be held for ever. The forges
+    // deliver over HTTP/1.1, and so the listener speaks nothing else.
+    let mut h2_idle = TcpStream::connect(addr).await.unwrap();
+    h2_idle
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
     // Connections that say nothing at all.
     let mut idle = Vec::new();
     for _ in 0..200 {
@@ -138,6 +146,10 @@ async fn slow_idle_and_oversized_clients_do_not_starve_the_service() {
         .await
         .expect("unfinished headers are cut off");
     assert!(!said.starts_with("HTTP/1.1 200"), "{said:?}");
+    let said = answer(&mut h2_idle, Duration::from_secs(5))
+        .await
+        .expect("an HTTP/2 connection is not served");
+    assert!(!said.contains("HTTP/2"), "{said:?}");
     for stream in &mut idle {
         assert!(
             answer(stream, grace).await.is_some(),

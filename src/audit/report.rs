@@ -546,20 +546,8 @@ fn finish_row(
     options: &ReportOptions,
     anomalies: &mut Vec<Anomaly>,
 ) {
-    let position = pending.position;
     let revoke = pending.revoke.as_ref();
     let row = &mut pending.row;
-    let mut flag = |row: &mut GrantRow, kind, commit, position, detail| {
-        row.anomalies.push(kind);
-        anomalies.push(Anomaly {
-            kind,
-            request_id: row.request_id.clone(),
-            commit,
-            detail,
-            position,
-        });
-    };
-    let grace = HumanDuration::from_secs(options.grace.num_seconds().max(0).unsigned_abs());
     if let Some(revoke) = revoke {
         // An extension moved the expiry; the revoke merge says where to.
         if let Some(extended) = revoke.fact.expires.at() {
@@ -570,85 +558,128 @@ fn finish_row(
         row.revoke_commit = Some(revoke.commit);
     }
     row.review = review(row, &pending.review_due, revoke, options.now);
-
-    match (row.expires_at, revoke) {
-        (Some(expires), None) if options.now > expires + options.grace => flag(
-            row,
-            AnomalyKind::GrantWithoutRevert,
-            row.grant_commit,
+    let at_grant = (row.grant_commit, pending.position);
+    let mut found = timing_anomalies(row, revoke, at_grant, branch, options);
+    found.extend(content_anomalies(
+        row,
+        revoke,
+        at_grant,
+        &pending.problems,
+        options.now,
+    ));
+    for Found {
+        kind,
+        at: (commit, position),
+        detail,
+    } in found
+    {
+        row.anomalies.push(kind);
+        anomalies.push(Anomaly {
+            kind,
+            request_id: row.request_id.clone(),
+            commit,
+            detail,
             position,
-            format!(
+        });
+    }
+}
+
+/// An anomaly of one row before it is recorded: what, at which commit (and its place on the
+/// first-parent line), and why.
+struct Found {
+    kind: AnomalyKind,
+    at: (Oid, usize),
+    detail: String,
+}
+
+/// A grant never revoked past its expiry, or revoked late.
+fn timing_anomalies(
+    row: &GrantRow,
+    revoke: Option<&Revoke>,
+    at_grant: (Oid, usize),
+    branch: &str,
+    options: &ReportOptions,
+) -> Vec<Found> {
+    let grace = HumanDuration::from_secs(options.grace.num_seconds().max(0).unsigned_abs());
+    match (row.expires_at, revoke) {
+        (Some(expires), None) if options.now > expires + options.grace => vec![Found {
+            kind: AnomalyKind::GrantWithoutRevert,
+            at: at_grant,
+            detail: format!(
                 "expired at {}, {} ago; no revoke merge on {branch} (grace {grace})",
                 iso(expires),
                 span(options.now - expires)
             ),
-        ),
-        (Some(expires), Some(revoke)) if revoke.at > expires + options.grace => flag(
-            row,
-            AnomalyKind::LateRevert,
-            revoke.commit,
-            revoke.position,
-            format!(
+        }],
+        (Some(expires), Some(revoke)) if revoke.at > expires + options.grace => vec![Found {
+            kind: AnomalyKind::LateRevert,
+            at: (revoke.commit, revoke.position),
+            detail: format!(
                 "revoked at {}, {} after the expiry {} (grace {grace})",
                 iso(revoke.at),
                 span(revoke.at - expires),
                 iso(expires)
             ),
-        ),
-        _ => {}
+        }],
+        _ => Vec::new(),
     }
+}
+
+/// A requester among the approvers, a review overdue, trailers missing or not the bot's.
+fn content_anomalies(
+    row: &GrantRow,
+    revoke: Option<&Revoke>,
+    at_grant: (Oid, usize),
+    problems: &[String],
+    now: DateTime<Utc>,
+) -> Vec<Found> {
+    let mut found = Vec::new();
     let self_approved = !row.requester.is_empty()
         && row
             .approvers()
             .any(|login| login.eq_ignore_ascii_case(&row.requester));
     if self_approved {
-        let detail = format!(
-            "requester {} is among the approvers ({})",
-            row.requester, row.approved_by
-        );
-        flag(
-            row,
-            AnomalyKind::SelfApproved,
-            row.grant_commit,
-            position,
-            detail,
-        );
+        found.push(Found {
+            kind: AnomalyKind::SelfApproved,
+            at: at_grant,
+            detail: format!(
+                "requester {} is among the approvers ({})",
+                row.requester, row.approved_by
+            ),
+        });
     }
     if let Review::Overdue { due } = row.review {
-        flag(
-            row,
-            AnomalyKind::ReviewOverdue,
-            row.grant_commit,
-            position,
-            format!(
+        found.push(Found {
+            kind: AnomalyKind::ReviewOverdue,
+            at: at_grant,
+            detail: format!(
                 "fast-path review was due at {}, {} ago, and none is recorded",
                 iso(due),
-                span(options.now - due)
+                span(now - due)
             ),
-        );
+        });
     }
-    if !pending.problems.is_empty() {
-        flag(
-            row,
-            AnomalyKind::MalformedTrailers,
-            row.grant_commit,
-            position,
-            pending.problems.join("; "),
-        );
+    if !problems.is_empty() {
+        found.push(Found {
+            kind: AnomalyKind::MalformedTrailers,
+            at: at_grant,
+            detail: problems.join("; "),
+        });
     }
     // The bot revokes for three reasons only; any other was not written by it.
     if let Some(revoke) = revoke
         && let Some(reason) = &revoke.fact.reason
         && reason.parse::<crate::store::RevokeReason>().is_err()
     {
-        flag(
-            row,
-            AnomalyKind::MalformedTrailers,
-            revoke.commit,
-            revoke.position,
-            format!("Breakglass-Revoked-Reason `{reason}` is none of ttl, early, reconcile"),
-        );
+        found.push(Found {
+            kind: AnomalyKind::MalformedTrailers,
+            at: (revoke.commit, revoke.position),
+            detail: format!(
+                "Breakglass-Revoked-Reason `{reason}` is none of ttl, early, reconcile"
+            ),
+        });
     }
+    found
 }
 
 fn review(

@@ -6,7 +6,8 @@
 //! - a whole request, body included, is answered within [`REQUEST_TIMEOUT`] (408 otherwise):
 //!   GitHub gives a receiver 10 s, so a slower body is not the forge's;
 //! - at most [`MAX_CONNECTIONS`] connections at once; beyond that, accepting waits;
-//! - headers larger than hyper's buffer ([`MAX_HEADER_BYTES`]) are refused with 431.
+//! - headers larger than hyper's buffer ([`MAX_HEADER_BYTES`]) are refused with 431;
+//! - HTTP/1 only (see [`connection`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,14 +82,37 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// One connection, HTTP/1 or HTTP/2, with the timeouts above.
+/// Whether a new connection opens with HTTP/2's preface (`PRI * HTTP/2.0`), waiting for its
+/// first bytes. Such connections are not served: the forges deliver over HTTP/1.1, and an
+/// HTTP/2 connection that opens and then idles has no header timeout to end it (enough of
+/// them would hold every slot). hyper-util cannot be built without HTTP/2 here (the forge
+/// clients' TLS stack turns it on), so the listener looks for itself.
+async fn opens_http2(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI ";
+    let mut opening = [0u8; PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut opening).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if !PREFACE.starts_with(&opening[..n]) {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface so far: wait for more.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// One HTTP/1 connection, with the timeouts above.
 async fn connection(stream: tokio::net::TcpStream, app: Router, mut stop: watch::Receiver<bool>) {
     // hyper's header timer starts with the first byte: a client that never sends one is
     // closed here.
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return,
+    let opening = tokio::time::timeout(HEADER_READ_TIMEOUT, opens_http2(&stream)).await;
+    if !matches!(opening, Ok(Ok(false))) {
+        return;
     }
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -96,7 +120,6 @@ async fn connection(stream: tokio::net::TcpStream, app: Router, mut stop: watch:
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES);
-    builder.http2().timer(TokioTimer::new());
     let service = TowerToHyperService::new(app);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);

@@ -279,22 +279,6 @@ impl Workflow {
             Some(number) => Some(self.lock_pr(number).await),
             None => None,
         };
-        if let ForgeEvent::Review {
-            holds_command: true,
-            pull_request,
-            author,
-            ..
-        } = &delivery.event
-            && !author.is_bot
-            && author.id != self.bot.id
-        {
-            let thread = Thread::Change(pull_request.number);
-            self.reply(
-                thread,
-                &crate::comment::review_text_command_comment(&author.login),
-            )
-            .await?;
-        }
         match &delivery.event {
             ForgeEvent::PullRequest {
                 action,
@@ -304,6 +288,28 @@ impl Workflow {
                 self.handle_pull_request(*action, pull_request, sender, &delivery.id)
                     .await
             }
+            ForgeEvent::Comment { .. } => self.dispatch_comment(delivery).await,
+            ForgeEvent::Review { .. } => self.dispatch_review(&delivery.event).await,
+            ForgeEvent::Reaction { .. } => self.dispatch_reaction(&delivery.event).await,
+            ForgeEvent::Push {
+                git_ref,
+                before,
+                after,
+                commits,
+                sender,
+                default_branch,
+            } => {
+                let shas = (before.as_str(), after.as_str());
+                self.handle_push(git_ref, shas, commits, sender, default_branch.as_deref())
+                    .await
+            }
+            ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),
+        }
+    }
+
+    /// A comment created, deleted or edited.
+    async fn dispatch_comment(&self, delivery: &Delivery) -> anyhow::Result<()> {
+        match &delivery.event {
             ForgeEvent::Comment {
                 action: CommentAction::Created,
                 number,
@@ -350,39 +356,54 @@ impl Workflow {
                 self.withdraw_signal(*number, &format!("comment:{comment_id}"))
                     .await
             }
-            ForgeEvent::Comment { .. } => Ok(()),
-            ForgeEvent::Review {
-                state: ReviewState::Approved,
-                pull_request,
-                review_id,
-                author,
-                commit_id,
-                ..
-            } => {
+            _ => Ok(()),
+        }
+    }
+
+    /// A review submitted or dismissed.
+    async fn dispatch_review(&self, event: &ForgeEvent) -> anyhow::Result<()> {
+        let ForgeEvent::Review {
+            state,
+            pull_request,
+            review_id,
+            author,
+            commit_id,
+            holds_command,
+            ..
+        } = event
+        else {
+            return Ok(());
+        };
+        if *holds_command && !author.is_bot && author.id != self.bot.id {
+            let thread = Thread::Change(pull_request.number);
+            self.reply(
+                thread,
+                &crate::comment::review_text_command_comment(&author.login),
+            )
+            .await?;
+        }
+        match state {
+            ReviewState::Approved => {
                 self.handle_review_approval(pull_request, *review_id, author, commit_id.as_deref())
                     .await
             }
-            ForgeEvent::Review {
-                state: ReviewState::Dismissed,
-                pull_request,
-                review_id,
-                ..
-            } => {
+            ReviewState::Dismissed => {
                 self.withdraw_signal(pull_request.number, &format!("review:{review_id}"))
                     .await
             }
             // GitHub counts a reviewer's latest review only: asking for changes takes back
             // the approving reviews they gave before.
-            ForgeEvent::Review {
-                state: ReviewState::ChangesRequested,
-                pull_request,
-                author,
-                ..
-            } => {
+            ReviewState::ChangesRequested => {
                 self.withdraw_reviews_of(pull_request.number, author.id)
                     .await
             }
-            ForgeEvent::Review { .. } | ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),
+            ReviewState::Commented => Ok(()),
+        }
+    }
+
+    /// An emoji put on or taken off (GitLab sends these; GitHub's are polled).
+    async fn dispatch_reaction(&self, event: &ForgeEvent) -> anyhow::Result<()> {
+        match event {
             ForgeEvent::Reaction {
                 action: ReactionAction::Added,
                 number,
@@ -412,19 +433,7 @@ impl Workflow {
                     .await
             }
             // An emoji on an issue approves nothing.
-            ForgeEvent::Reaction { .. } => Ok(()),
-            ForgeEvent::Push {
-                git_ref,
-                before,
-                after,
-                commits,
-                sender,
-                default_branch,
-            } => {
-                let shas = (before.as_str(), after.as_str());
-                self.handle_push(git_ref, shas, commits, sender, default_branch.as_deref())
-                    .await
-            }
+            _ => Ok(()),
         }
     }
 
