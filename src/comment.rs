@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{iso, relative};
 use crate::command::{CommandParseError, help_text};
+use crate::forge::EntryKind;
 use crate::policy::Decision;
 use crate::store::RequestState;
 
@@ -61,7 +62,7 @@ pub fn inert(text: &str) -> String {
         }
         let before = i.checked_sub(1).map(|j| chars[j]);
         push_plain(&mut out, chars[i], before, chars.get(i + 1).copied());
-        if starts_autolink(&chars, i) {
+        if starts_autolink(&chars, i) || starts_reference(&chars, i) {
             out.push(WORD_JOINER);
         }
         i += 1;
@@ -116,6 +117,15 @@ fn starts_autolink(chars: &[char], i: usize) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether the character at `i` starts a reference the forges link and notify: an issue or
+/// pull request (`#12`, GitLab's `!12`), a GitLab label, milestone, epic or snippet (`~x`,
+/// `%x`, `&x`, `$x`). A word joiner after it keeps the text a text.
+fn starts_reference(chars: &[char], i: usize) -> bool {
+    matches!(chars[i], '#' | '!' | '~' | '%' | '&' | '$')
+        && chars.get(i + 1).is_some_and(|c| c.is_alphanumeric())
+        && (i == 0 || !chars[i - 1].is_alphanumeric())
 }
 
 /// One character outside code spans, backslash-escaped when markdown could read it as markup:
@@ -329,6 +339,28 @@ pub fn request_id_taken_comment(id: &str) -> String {
     format!(
         "⛔ Request id {} is already used by another request; rename the file.",
         code(id)
+    )
+}
+
+/// What is wrong with a request or grant file that is not a regular file, as one of the
+/// problems a merge refusal lists.
+pub fn not_a_file_problem(path: &str, kind: EntryKind) -> String {
+    let what = match kind {
+        EntryKind::Symlink => "is a symbolic link, not a file",
+        EntryKind::Submodule => "is a submodule, not a file",
+        // GitHub served no text for it, or not the blob its comparison lists.
+        EntryKind::File | EntryKind::Unknown => "is not a regular file",
+    };
+    format!("{} {what}", code(path))
+}
+
+/// A request file that is not a regular file: its text would be a link's target (or another
+/// repository's commit), not what the PR shows.
+pub fn not_a_file_comment(path: &str, kind: EntryKind) -> String {
+    format!(
+        "⛔ **breakglass will not merge this PR**: {}. A request PR adds its request file as a \
+         regular file.",
+        not_a_file_problem(path, kind)
     )
 }
 
@@ -776,6 +808,136 @@ pub fn closed_status_detail(closing: Closing<'_>) -> String {
         Closing::Expired => "Closed: nobody approved it in time.".into(),
         Closing::Other => "Closed.".into(),
     }
+}
+
+/// The detail of `/breakglass status` on a pending request: who asks for what and for how
+/// long, and the approvals so far. The requester is named, not mentioned: anyone may ask for
+/// the status, and the answer must not page them each time.
+pub fn pending_status_detail(
+    requester: &str,
+    what: &str,
+    duration: &str,
+    have: usize,
+    need: u32,
+) -> String {
+    format!(
+        "{} asks for {} for {duration}. Waiting for approval: {have} of {need}.",
+        code(requester),
+        code(what)
+    )
+}
+
+/// How a grant was let through, for `/breakglass status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantedBy<'a> {
+    /// Approved before its merge by these approvers (none: the policy asks for no approval);
+    /// `None` when the record does not say.
+    Approvers(Option<&'a [String]>),
+    /// Merged on the fast path by `rule`, with its review after the fact: who and when, once
+    /// done; until then when it is due, if known.
+    FastPath {
+        rule: &'a str,
+        reviewed: Option<(&'a str, DateTime<Utc>)>,
+        due: Option<DateTime<Utc>>,
+    },
+}
+
+/// The detail of `/breakglass status` on a granted request: who has what until when, and who
+/// let it through. Everyone is named, not mentioned.
+pub fn active_status_detail(
+    requester: &str,
+    what: &str,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    by: GrantedBy<'_>,
+) -> String {
+    let names = |logins: &[String]| {
+        logins
+            .iter()
+            .map(|l| code(l))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let how = match by {
+        GrantedBy::Approvers(None) => "Approved before its merge.".to_owned(),
+        GrantedBy::Approvers(Some([])) => {
+            "Granted without approval: the policy asks for none.".to_owned()
+        }
+        GrantedBy::Approvers(Some(approvers)) => format!("Approved by {}.", names(approvers)),
+        GrantedBy::FastPath {
+            rule,
+            reviewed: Some((by, at)),
+            ..
+        } => format!(
+            "Granted on the fast path (rule {}); reviewed after the fact by {} at {}.",
+            code(rule),
+            code(by),
+            iso(at)
+        ),
+        GrantedBy::FastPath {
+            rule,
+            reviewed: None,
+            due,
+        } => format!(
+            "Granted on the fast path (rule {}); its review after the fact is not done yet{}.",
+            code(rule),
+            due.map(|at| format!(" (due {})", iso(at)))
+                .unwrap_or_default()
+        ),
+    };
+    format!(
+        "{} has {} until {} ({}). {how}",
+        code(requester),
+        code(what),
+        iso(expires_at),
+        relative(now, expires_at)
+    )
+}
+
+/// The `breakglass/policy` status of a request closed without a grant (at most 140
+/// characters, GitHub's limit for a status description). `pending_timeout` is how long a
+/// request waits for approval.
+pub fn closed_check_description(closing: Closing<'_>, pending_timeout: &str) -> String {
+    let text = match closing {
+        Closing::Denied { by: Some(by), .. } => format!("denied by @{by}"),
+        Closing::Denied { by: None, .. } => "denied by an approver".to_owned(),
+        Closing::Withdrawn { .. } => "withdrawn by the requester".to_owned(),
+        Closing::Expired => format!("expired unapproved after {pending_timeout}"),
+        Closing::Other => "closed without a grant".to_owned(),
+    };
+    text.chars().take(140).collect()
+}
+
+/// `/breakglass reviewed` on a request that was approved before its merge: there is no review
+/// after the fact to close.
+pub fn not_fast_path_review_comment(id: &str) -> String {
+    format!(
+        "ℹ️ Nothing to review: request {} was not granted on the fast path. It was approved before its merge, so it has no after-the-fact review.",
+        code(id)
+    )
+}
+
+/// `/breakglass reviewed` on a fast-path grant whose review is done: by whom and when, if known.
+pub fn already_reviewed_comment(id: &str, reviewed: Option<(&str, DateTime<Utc>)>) -> String {
+    match reviewed {
+        Some((by, at)) => format!(
+            "ℹ️ Request {} was already reviewed by {} at {}.",
+            code(id),
+            code(by),
+            iso(at)
+        ),
+        None => format!("ℹ️ Request {} was already reviewed.", code(id)),
+    }
+}
+
+/// The replies to the commands of one comment, as one note, in command order: a comment of
+/// many commands costs one of the forge's content-creation calls.
+pub fn replies_comment(replies: &[String]) -> String {
+    if let [one] = replies {
+        return one.clone();
+    }
+    let replies: Vec<&str> = replies.iter().map(|r| r.trim_end()).collect();
+    replies.join("\n\n---\n\n")
 }
 
 /// A request asked by comment names no role, and its environment has several.
@@ -1226,6 +1388,22 @@ mod tests {
         assert_eq!(inert("`https://x` and `www.x`"), "`https://x` and `www.x`");
         // Not a link: a word that ends in www, a lone colon.
         assert_eq!(inert("awww. 10:30 a:/b"), "awww. 10:30 a:/b");
+    }
+
+    #[test]
+    fn inert_text_references_no_issue_label_or_milestone() {
+        let wj = WORD_JOINER;
+        // A user's backtick ends the message's code span: `#1` then stands outside it.
+        let said = inert(
+            &crate::duration::HumanDuration::parse("1`#1`")
+                .unwrap_err()
+                .to_string(),
+        );
+        assert!(said.contains(&format!("#{wj}1")), "{said}");
+        let said = inert("see !2, ~ops and %v1");
+        assert_eq!(said, format!("see \\!{wj}2, \\~{wj}ops and %{wj}v1"));
+        // Not references: inside a word, or not before a word.
+        assert_eq!(inert("C#1 a ! b 50%"), "C#1 a \\! b 50%");
     }
 
     #[test]

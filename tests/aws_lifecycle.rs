@@ -478,7 +478,7 @@ with_aws!(
         );
         assert!(
             said.iter()
-                .any(|c| c.starts_with("`/breakglass extend` works on a breakglass request PR")),
+                .any(|c| c.starts_with("ℹ️ `/breakglass extend` does not apply: request `r1` is")),
             "{said:?}"
         );
     }

@@ -684,3 +684,49 @@ async fn one_service_serves_a_github_repo_and_a_gitlab_project_at_once() {
             .any(|n| n.body.starts_with("🔓 **Access granted.**"))
     );
 }
+
+/// GitHub's ETag is a hash of the answer's body (for the token that asked), so the first poll
+/// of a new PR offers the ETag of an empty reaction list seen on another PR: free when the new
+/// PR has no emoji yet, and an emoji already there is still read in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_prs_first_reaction_poll_is_free_and_still_sees_an_emoji_already_there() {
+    const REACTIONS: &str = "/repos/{owner}/{repo}/issues/{number}/reactions";
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    let first = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    poll(&s).await;
+    assert!(
+        s.forge.calls().rate_limited("GET", REACTIONS) >= 1,
+        "the first empty list is read in full"
+    );
+    s.forge.reset_calls();
+    let second = s.open_request(&s.people.alice, "prod", "r2", &prod_request("1h"));
+    s.settle().await;
+    poll(&s).await;
+    let calls = s.forge.calls();
+    assert!(
+        calls.count("GET", REACTIONS) >= 3,
+        "r1 polled, r2 polled twice: {:?}",
+        calls.by_route
+    );
+    assert_eq!(
+        calls.rate_limited("GET", REACTIONS),
+        0,
+        "r2's first poll is answered 304 with the empty list's ETag"
+    );
+    // An emoji on r2 after its free first poll, and one on a third PR before its first poll:
+    // both are read in full and approve.
+    s.emoji(second, &s.people.carol, "+1");
+    let third = s.open_request(&s.people.alice, "prod", "r3", &prod_request("1h"));
+    s.settle().await;
+    s.emoji(third, &s.people.carol, "+1");
+    poll(&s).await;
+    assert!(s.change(second).merged, "{:#?}", s.bot_comments(second));
+    assert!(s.change(third).merged, "{:#?}", s.bot_comments(third));
+    assert!(!s.change(first).merged);
+    for pr in [first, second, third] {
+        s.take_bot_comments(pr);
+    }
+}

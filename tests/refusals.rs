@@ -859,7 +859,7 @@ on_both_forges!(status_counts_each_approver_once, |s: Scenario| async move {
     s.settle().await;
     assert_eq!(
         s.next_bot_comment(pr),
-        "ℹ️ Request `r1`: **pending**. Waiting for approval: 1 of 2."
+        "ℹ️ Request `r1`: **pending**. `alice` asks for `prod/admin` for 1h. Waiting for approval: 1 of 2."
     );
     assert!(!s.change(pr).merged);
 });

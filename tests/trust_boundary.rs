@@ -7,7 +7,9 @@ mod common;
 
 use breakglass::clock::Clock as _;
 use breakglass::store::JobKind;
-use breakglass_test_forge::{BranchDetour, FailureKind, FailureSpec, Protection, RouteMatcher};
+use breakglass_test_forge::{
+    BranchDetour, FailureKind, FailureSpec, FileChange, Protection, RouteMatcher,
+};
 use chrono::TimeDelta;
 use common::*;
 use http::Method;
@@ -1122,11 +1124,15 @@ on_both_forges!(
         s.note_on_issue(issue, &s.people.mallory, &body);
         s.settle().await;
         assert_eq!(s.changes().len(), 0, "no PR opened");
+        // One note answers the whole comment: the refusal, then the rule.
         let replies = s.take_bot_issue_comments(issue);
-        assert_eq!(replies.len(), 2, "{replies:#?}");
-        assert!(replies[0].contains("requesters"), "{}", replies[0]);
-        assert!(replies[1].starts_with("⚠️ One comment opens at most one request"));
-        assert_eq!(s.forge.calls().writes(), 2, "two replies, nothing else");
+        assert_eq!(replies.len(), 1, "{replies:#?}");
+        let (refusal, rule) = replies[0]
+            .split_once("⚠️ One comment opens at most one request")
+            .expect("the rule is said");
+        assert!(refusal.contains("requesters"), "{}", replies[0]);
+        assert!(!rule.contains("requesters"), "refused once: {}", replies[0]);
+        assert_eq!(s.forge.calls().writes(), 1, "one reply, nothing else");
     }
 );
 
@@ -2457,5 +2463,111 @@ on_both_forges!(
                 )),
             "{flagged:#?}"
         );
+    }
+);
+
+// Found by a review of file modes: the merge check never looked at what kind of entry a file
+// is. A request file that is a symbolic link (mode 120000) whose link text is a valid request
+// was taken for that request and merged (GitHub rebuilt the text from the comparison's patch,
+// which for a link is its text; GitLab read the link's blob), so the default branch held a
+// symbolic link as a request file. GitHub's comparison gives no modes: its contents API, which
+// serves a link's target or no text at all, tells.
+
+/// Bob's self-service staging request `r1` whose file is `entry`, opened and settled.
+async fn bob_requests_with(s: &Scenario, entry: FileChange) -> u64 {
+    s.forge
+        .push_changes(REPO, "bob-r1", &s.people.bob, &[entry], "request r1");
+    let pr = s.open_change(&s.people.bob, "bob-r1", "r1");
+    s.settle().await;
+    pr
+}
+
+/// `pr` was refused for a request file that is `what`, said once, and nothing reached main.
+#[track_caller]
+fn refused_as_not_a_file(s: &Scenario, pr: u64, what: &str) {
+    assert!(!s.change(pr).merged);
+    assert_eq!(merge_calls(s), 0);
+    assert_eq!(
+        s.forge.file_on(REPO, "main", "requests/staging/r1.yaml"),
+        None
+    );
+    s.expect_bot_comments(
+        pr,
+        &[&format!(
+            "⛔ **breakglass will not merge this PR**: `requests/staging/r1.yaml` {what}. A \
+             request PR adds its request file as a regular file."
+        )],
+    );
+    let head = s.change(pr).head_sha;
+    assert_eq!(
+        s.policy_status(&head),
+        Some((
+            "failure".into(),
+            "the request file is not a regular file".into()
+        ))
+    );
+}
+
+on_both_forges!(
+    a_symlink_request_file_whose_link_text_is_a_request_is_never_merged,
+    |s: Scenario| async move {
+        let pr = bob_requests_with(
+            &s,
+            FileChange::Symlink("requests/staging/r1.yaml".into(), staging_request()),
+        )
+        .await;
+        refused_as_not_a_file(&s, pr, "is a symbolic link, not a file");
+    }
+);
+
+// GitHub's contents API follows a link to a regular file of the repository and serves that
+// file: its blob is not the one the comparison lists for the link.
+on_both_forges!(
+    a_symlink_request_file_pointing_at_a_policy_is_never_merged,
+    |s: Scenario| async move {
+        let pr = bob_requests_with(
+            &s,
+            FileChange::Symlink(
+                "requests/staging/r1.yaml".into(),
+                "../../policies/prod.yaml".into(),
+            ),
+        )
+        .await;
+        refused_as_not_a_file(&s, pr, "is a symbolic link, not a file");
+    }
+);
+
+on_both_forges!(
+    a_submodule_request_file_is_never_merged,
+    |s: Scenario| async move {
+        let main = s.forge.branch_sha(REPO, "main").unwrap();
+        let pr = bob_requests_with(
+            &s,
+            FileChange::Submodule("requests/staging/r1.yaml".into(), main),
+        )
+        .await;
+        refused_as_not_a_file(&s, pr, "is a submodule, not a file");
+    }
+);
+
+// An executable file is a file: its text is what the forges serve and what the PR shows.
+on_both_forges!(
+    an_executable_request_file_is_decided_and_granted_as_any_other,
+    |s: Scenario| async move {
+        let pr = bob_requests_with(
+            &s,
+            FileChange::WriteExecutable("requests/staging/r1.yaml".into(), staging_request()),
+        )
+        .await;
+        assert!(s.change(pr).merged);
+        assert_eq!(
+            s.forge.file_on(REPO, "main", "requests/staging/r1.yaml"),
+            Some(staging_request())
+        );
+        s.expect_bot_comments(
+            pr,
+            &["✅ **Request `r1` is allowed**", "🔓 **Access granted.**"],
+        );
+        assert_eq!(s.request("r1").await.state.to_string(), "active");
     }
 );

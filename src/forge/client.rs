@@ -7,7 +7,7 @@ use super::github::GithubClient;
 use super::gitlab::GitlabClient;
 use super::{
     Actor, ChangedFiles, FileContent, ForgeError, Landed, MergeError, PullRequestState, Reaction,
-    Review, ReviewState, StatusState,
+    Review, ReviewState, Served, StatusState,
 };
 use crate::store::ForgeKind;
 
@@ -124,6 +124,21 @@ impl Forge {
         path: &str,
     ) -> Result<Option<FileContent>, ForgeError> {
         on_client!(self, c => c.read_file(git_ref, path).await)
+    }
+
+    /// What the forge serves at `path` at a ref, `None` when nothing is there. Unlike
+    /// [`Forge::read_file`], it says what it served: GitHub's contents API answers for a
+    /// symbolic link with the file it points to, or with no text at all. GitLab serves a
+    /// link's own text; its listings say the mode.
+    pub async fn read_served(
+        &self,
+        git_ref: &str,
+        path: &str,
+    ) -> Result<Option<Served>, ForgeError> {
+        match self {
+            Forge::GitHub(c) => c.read_served(git_ref, path).await,
+            Forge::GitLab(c) => Ok(c.read_file(git_ref, path).await?.map(Served::File)),
+        }
     }
 
     /// The names of the files in a directory at a ref (empty when it is missing).
@@ -295,7 +310,6 @@ impl Forge {
                             complete: false,
                             merge_commits: false,
                             base_sha: None,
-                            added_texts: Default::default(),
                         });
                     }
                     // Only a server that knows no comparison at all gets the listing; any
@@ -321,7 +335,6 @@ impl Forge {
             // Not known without a comparison: the merge commit is the forge's to check.
             merge_commits: false,
             base_sha: None,
-            added_texts: Default::default(),
         })
     }
 

@@ -240,6 +240,17 @@ pub struct FileContent {
     pub blob_sha: String,
 }
 
+/// What the forge serves when asked for the text at a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// A file: the one at the path or, on GitHub, the file of the repository that a symbolic
+    /// link there points to (with that file's own path and blob id).
+    File(FileContent),
+    /// An entry the forge serves no text of: a symbolic link GitHub does not follow, a
+    /// submodule.
+    Other(EntryKind),
+}
+
 /// How a pull request changes a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -251,12 +262,46 @@ pub enum FileChange {
     Other,
 }
 
+/// What kind of git tree entry a path is. Only a regular file is a request or a grant file:
+/// a symbolic link's text is its target, and the forges serve a link's target, not the link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A blob, executable or not (`100644`, `100755`).
+    File,
+    /// A symbolic link (`120000`).
+    Symlink,
+    /// A submodule, a commit of another repository (`160000`).
+    Submodule,
+    /// The forge did not say (GitHub's comparison gives no modes).
+    #[default]
+    Unknown,
+}
+
+impl EntryKind {
+    /// The kind of entry a git file mode (as the forges write it, in octal) names.
+    pub fn from_mode(mode: &str) -> Self {
+        match mode {
+            "100644" | "100755" => EntryKind::File,
+            "120000" => EntryKind::Symlink,
+            "160000" => EntryKind::Submodule,
+            _ => EntryKind::Unknown,
+        }
+    }
+}
+
 /// A file a pull request touches. For renames, `previous_path` is where it came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangedFile {
     pub path: String,
     pub change: FileChange,
     pub previous_path: Option<String>,
+    /// What the path is at the head (for a removed file: what it was).
+    #[serde(default)]
+    pub kind: EntryKind,
+    /// The blob id the listing gives for the path at the head, where it gives one (GitHub).
+    #[serde(default)]
+    pub blob: Option<String>,
 }
 
 /// What merging one head would change: the files from the merge base of the base branch and
@@ -277,9 +322,6 @@ pub struct ChangedFiles {
     pub merge_commits: bool,
     /// The commit the forge took the base to be, where it says (GitHub's `base_commit`).
     pub base_sha: Option<String>,
-    /// The whole text of added files that the listing holds, checked against their blob ids,
-    /// by path (GitHub: saves reading them).
-    pub added_texts: std::collections::BTreeMap<String, String>,
 }
 
 /// A pull request as the API shows it now.

@@ -244,23 +244,10 @@ impl Workflow {
         environment: &str,
         outcome: ApprovalOutcome,
     ) -> anyhow::Result<()> {
-        let text = match outcome {
-            ApprovalOutcome::ByRequester => comment::self_approval_comment(requester.as_str()),
-            ApprovalOutcome::NotApprover { approvers } => {
-                comment::not_an_approver_comment(&actor.login, environment, &approvers)
-            }
-            ApprovalOutcome::Counted { have, need } => {
-                comment::approval_recorded_comment(&actor.login, have, need)
-            }
-            ApprovalOutcome::Stale => comment::approve_again_comment(&actor.login, true),
-            ApprovalOutcome::Ambiguous => comment::approve_again_comment(&actor.login, false),
-            ApprovalOutcome::PoliciesInvalid { default_branch } => {
-                comment::approval_unchecked_comment(&actor.login, &default_branch)
-            }
-            ApprovalOutcome::Merging | ApprovalOutcome::Repeated => return Ok(()),
-        };
-        self.forge.note(thread, &text).await?;
-        Ok(())
+        match approval_reply(actor, requester, environment, outcome) {
+            Some(text) => self.reply(thread, &text).await,
+            None => Ok(()),
+        }
     }
 
     /// An approving review: it counts for the commit it was given on, if that is still the head.
@@ -859,6 +846,31 @@ fn standing_approvals(reviews: Vec<crate::forge::Review>) -> Vec<String> {
         .filter(|r| r.state == ReviewState::Approved)
         .map(|r| format!("review:{}", r.id))
         .collect()
+}
+
+/// The answer to an approval attempt that did not (or did not yet) make the merge, by
+/// `actor` on `requester`'s request for `environment`; `None` when there is nothing to say.
+fn approval_reply(
+    actor: &Actor,
+    requester: &Login,
+    environment: &str,
+    outcome: ApprovalOutcome,
+) -> Option<String> {
+    Some(match outcome {
+        ApprovalOutcome::ByRequester => comment::self_approval_comment(requester.as_str()),
+        ApprovalOutcome::NotApprover { approvers } => {
+            comment::not_an_approver_comment(&actor.login, environment, &approvers)
+        }
+        ApprovalOutcome::Counted { have, need } => {
+            comment::approval_recorded_comment(&actor.login, have, need)
+        }
+        ApprovalOutcome::Stale => comment::approve_again_comment(&actor.login, true),
+        ApprovalOutcome::Ambiguous => comment::approve_again_comment(&actor.login, false),
+        ApprovalOutcome::PoliciesInvalid { default_branch } => {
+            comment::approval_unchecked_comment(&actor.login, &default_branch)
+        }
+        ApprovalOutcome::Merging | ApprovalOutcome::Repeated => return None,
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! `/breakglass …` comments: one `command_<verb>` per command. Permissions are checked first in
 //! every handler, by numeric user id, failing closed.
 
+use std::cell::RefCell;
+
 use chrono::{DateTime, Utc};
 
 use super::Workflow;
@@ -22,6 +24,38 @@ use crate::store::{RequestRecord, RequestState, RevokeReason};
 /// there (the newest).
 const STATUS_LIMIT: u32 = 10;
 
+tokio::task_local! {
+    /// The replies of the comment whose commands this task is running (see
+    /// [`Workflow::reply`]). Work spawned onto other tasks replies at once.
+    static REPLIES: RefCell<Replies>;
+}
+
+/// The replies to one comment's commands, in command order, to be posted as one note.
+#[derive(Default)]
+struct Replies {
+    /// The comment's thread: only replies there are gathered.
+    thread: Option<Thread>,
+    said: Vec<String>,
+}
+
+impl Replies {
+    fn to(thread: Thread) -> Self {
+        Self {
+            thread: Some(thread),
+            said: Vec::new(),
+        }
+    }
+
+    /// Keeps `text` for the one note, if it is said on the comment's thread.
+    fn gather(&mut self, thread: Thread, text: &str) -> bool {
+        let here = self.thread == Some(thread);
+        if here {
+            self.said.push(text.to_owned());
+        }
+        here
+    }
+}
+
 impl Workflow {
     pub(super) async fn handle_comment(
         &self,
@@ -31,6 +65,38 @@ impl Workflow {
         author: &Actor,
         created_at: DateTime<Utc>,
         _delivery: &str,
+    ) -> anyhow::Result<()> {
+        let (handled, replies) = REPLIES
+            .scope(RefCell::new(Replies::to(thread)), async {
+                let handled = self
+                    .run_commands(thread, comment_id, body, author, created_at)
+                    .await;
+                (handled, REPLIES.with(|r| r.take().said))
+            })
+            .await;
+        if replies.is_empty() {
+            return handled;
+        }
+        // Said even when a later command failed: the delivery is handled again, but a reply
+        // that went with a kept effect (an approval counted once) would not be said again.
+        let said = self
+            .forge
+            .note(thread, &comment::replies_comment(&replies))
+            .await;
+        handled?;
+        said?;
+        Ok(())
+    }
+
+    /// The commands of one comment, in order. What they reply on `thread` is gathered (see
+    /// [`Self::reply`]); what they say elsewhere, or as the note of an effect, is said at once.
+    async fn run_commands(
+        &self,
+        thread: Thread,
+        comment_id: u64,
+        body: &str,
+        author: &Actor,
+        created_at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let mut requested = false;
         let mut extra_requests = 0;
@@ -92,9 +158,17 @@ impl Workflow {
         Ok(())
     }
 
-    /// Answers on the thread the command came from.
+    /// Answers on the thread the command came from. Within a comment's commands the answer is
+    /// gathered, and all of them go out as one note after the last command: a comment of ten
+    /// commands costs one of the forge's content-creation calls, not ten (the secondary rate
+    /// limit that grants and revokes need too).
     pub(super) async fn reply(&self, thread: Thread, text: &str) -> anyhow::Result<()> {
-        self.forge.note(thread, text).await?;
+        let gathered = REPLIES
+            .try_with(|r| r.borrow_mut().gather(thread, text))
+            .unwrap_or(false);
+        if !gathered {
+            self.forge.note(thread, text).await?;
+        }
         Ok(())
     }
 
@@ -497,8 +571,7 @@ impl Workflow {
             let detail = self.status_detail(&record).await?;
             let said =
                 comment::status_comment(record.id.as_str(), &record.state.to_string(), &detail);
-            self.forge.note(thread, &said).await?;
-            return Ok(());
+            return self.reply(thread, &said).await;
         }
         // Asked on an incident issue: the requests asked for there, each with its PR.
         let repo = &self.settings.repository;
@@ -525,32 +598,52 @@ impl Workflow {
                 .reply(thread, &comment::no_request_here_comment("status"))
                 .await;
         }
-        self.forge
-            .note(thread, &comment::asked_here_status_comment(&lines))
-            .await?;
-        Ok(())
+        self.reply(thread, &comment::asked_here_status_comment(&lines))
+            .await
     }
 
     /// What `/breakglass status` says of `record` after its state.
     async fn status_detail(&self, record: &RequestRecord) -> anyhow::Result<String> {
         let now = self.now();
+        let what = format!("{}/{}", record.environment, record.role);
         let detail = match record.state {
             RequestState::Pending => {
                 // Counted as a merge counts them: each approver once, never the requester.
                 let (approvers, need) = self.counted_approvers(record).await?;
-                format!("Waiting for approval: {} of {need}.", approvers.len())
+                comment::pending_status_detail(
+                    record.requester_login.as_str(),
+                    &what,
+                    &HumanDuration::from_secs(record.duration_secs).to_string(),
+                    approvers.len(),
+                    need,
+                )
             }
             RequestState::Active | RequestState::Revoking => match record.expires_at {
-                // Named, not mentioned: anyone may ask for the status, and the answer must
-                // not page the requester each time.
-                Some(at) => format!(
-                    "`{}` has `{}/{}` until {} ({}).",
-                    record.requester_login,
-                    record.environment,
-                    record.role,
-                    crate::clock::iso(at),
-                    crate::clock::relative(now, at)
-                ),
+                Some(at) => {
+                    let approvers: Option<Vec<String>> = record
+                        .approved_by
+                        .as_ref()
+                        .map(|all| all.iter().map(ToString::to_string).collect());
+                    let by = match &record.fast_path_rule {
+                        Some(rule) => comment::GrantedBy::FastPath {
+                            rule: rule.as_str(),
+                            reviewed: record
+                                .reviewed_by
+                                .as_ref()
+                                .zip(record.reviewed_at)
+                                .map(|(by, at)| (by.as_str(), at)),
+                            due: record.review_due_at,
+                        },
+                        None => comment::GrantedBy::Approvers(approvers.as_deref()),
+                    };
+                    comment::active_status_detail(
+                        record.requester_login.as_str(),
+                        &what,
+                        at,
+                        now,
+                        by,
+                    )
+                }
                 None => "Revoking.".into(),
             },
             RequestState::Revoked => format!(
@@ -577,13 +670,29 @@ impl Workflow {
                 .reply(thread, &comment::no_request_here_comment("reviewed"))
                 .await;
         };
-        if record.fast_path_rule.is_none()
-            || record.reviewed_at.is_some()
-            || record.merge_sha.is_none() && record.state != RequestState::Revoked
-        {
-            return self
-                .reply(thread, &comment::no_request_here_comment("reviewed"))
-                .await;
+        // A request PR, but nothing to review on it: said as what it is.
+        let id = record.id.as_str();
+        let said = if record.merge_sha.is_none() && record.state != RequestState::Revoked {
+            // Not merged (yet): its state says what applies instead.
+            Some(comment::not_in_this_state_comment(
+                "reviewed",
+                id,
+                record.state,
+            ))
+        } else if record.fast_path_rule.is_none() {
+            Some(comment::not_fast_path_review_comment(id))
+        } else if record.reviewed_at.is_some() {
+            let reviewed = record
+                .reviewed_by
+                .as_ref()
+                .zip(record.reviewed_at)
+                .map(|(by, at)| (by.as_str(), at));
+            Some(comment::already_reviewed_comment(id, reviewed))
+        } else {
+            None
+        };
+        if let Some(said) = said {
+            return self.reply(thread, &said).await;
         }
         if author.id == record.requester_id {
             return self
@@ -622,13 +731,13 @@ impl Workflow {
 
 /// A request's closing as its event log recorded it (see [`Workflow::close_request`]).
 #[derive(Default)]
-struct ClosingEvent {
-    by: Option<String>,
-    data: serde_json::Value,
+pub(super) struct ClosingEvent {
+    pub by: Option<String>,
+    pub data: serde_json::Value,
 }
 
 impl ClosingEvent {
-    fn as_closing(&self) -> comment::Closing<'_> {
+    pub(super) fn as_closing(&self) -> comment::Closing<'_> {
         let flag =
             |key: &str| self.data.get(key).and_then(serde_json::Value::as_bool) == Some(true);
         let reason = self.data.get("reason").and_then(serde_json::Value::as_str);

@@ -2,7 +2,7 @@
 //! decision engine, fetched from the forge. [`Workflow::gather`] reads everything the decision
 //! on a request PR depends on, for the pure [`super::verdict::decide`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -13,7 +13,8 @@ use super::verdict::{GrantFacts, Inputs, Staged, needs};
 use super::{Workflow, cache};
 use crate::comment;
 use crate::forge::{
-    Actor, ChangedFile, ChangedFiles, FileChange, PullRequestInfo, StatusState, Thread,
+    Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, PullRequestInfo, Served,
+    StatusState, Thread,
 };
 use crate::grant::GrantSpec;
 use crate::names::{Login, Principal, Team};
@@ -31,11 +32,23 @@ pub(super) struct Written {
     pub text: String,
 }
 
-/// The request file's text where it came with what the PR changes: the bot wrote it, or the
-/// listing held the text of the files it adds (whichever of them is the request file).
-enum KnownText {
-    Request(String),
-    Added(BTreeMap<String, String>),
+/// The request file's text at a PR's head, or why there is none to take.
+enum TextAtHead {
+    Text(String),
+    /// No file at the path.
+    Missing,
+    /// Not a regular file: what the forge served is not the file the PR lists.
+    NotAFile(EntryKind),
+}
+
+/// Whether `served` is the file `listed` names: at its path and, where the listing gives a
+/// blob id, that blob. A listing without one (GitLab) must have said that the entry is a file.
+fn is_the_listed_file(listed: &ChangedFile, served: &FileContent) -> bool {
+    served.path == listed.path
+        && match &listed.blob {
+            Some(blob) => *blob == served.blob_sha,
+            None => listed.kind == EntryKind::File,
+        }
 }
 
 /// A PR's request file as its head holds it.
@@ -84,7 +97,8 @@ impl Workflow {
             self.tampered(&change, None, &pr.head_sha).await?;
             return Ok(None);
         }
-        let Some((files, known_text)) = self.what_it_changes(&pr, written, announce).await? else {
+        let Some((files, written_text)) = self.what_it_changes(&pr, written, announce).await?
+        else {
             return Ok(None);
         };
         let say_invalid = announce || existing.is_some();
@@ -94,7 +108,7 @@ impl Workflow {
             text,
             request,
         }) = self
-            .request_at_head(&pr, &files, known_text, (announce, say_invalid))
+            .request_at_head(&pr, &files, written_text, (announce, say_invalid))
             .await?
         else {
             return Ok(None);
@@ -152,20 +166,23 @@ impl Workflow {
         &self,
         pr: &PullRequestInfo,
         files: &[ChangedFile],
-        known_text: KnownText,
+        written_text: Option<String>,
         (announce, say_invalid): (bool, bool),
     ) -> anyhow::Result<Option<RequestAtHead>> {
-        let Some((file_path, path)) = self
-            .the_request_file(pr, files, announce)
-            .await?
-            .map(|(file, path)| (file.path.clone(), path))
-        else {
+        let Some((file, path)) = self.the_request_file(pr, files, announce).await? else {
             return Ok(None);
         };
-        let text = self
-            .request_text_at_head(pr, &file_path, known_text)
-            .await?
-            .unwrap_or_default();
+        let file_path = file.path.clone();
+        let text = match self.request_text_at_head(pr, file, written_text).await? {
+            TextAtHead::Text(text) => text,
+            // Decided as an empty file: it does not parse.
+            TextAtHead::Missing => String::new(),
+            TextAtHead::NotAFile(kind) => {
+                self.refuse_not_a_file(pr, &file_path, kind, say_invalid)
+                    .await?;
+                return Ok(None);
+            }
+        };
         match AccessRequest::from_yaml(&text) {
             Ok(request) => Ok(Some(RequestAtHead {
                 file_path,
@@ -242,23 +259,23 @@ impl Workflow {
     }
 
     /// What the PR changes at the head just read (what the merge of that head would bring),
-    /// and the request file's text where it came with it. `None` when the forge does not list
+    /// and the request file's text where the bot wrote it. `None` when the forge does not list
     /// it all (after saying so where there is something to say).
     async fn what_it_changes(
         &self,
         pr: &PullRequestInfo,
         written: Option<Written>,
         announce: bool,
-    ) -> anyhow::Result<Option<(Vec<ChangedFile>, KnownText)>> {
+    ) -> anyhow::Result<Option<(Vec<ChangedFile>, Option<String>)>> {
         if let Some(Written { files, text, .. }) = written {
-            return Ok(Some((files, KnownText::Request(text))));
+            return Ok(Some((files, Some(text))));
         }
         let listed = self.what_merging_brings(pr.number, &pr.head_sha).await?;
         if !listed.complete || listed.merge_commits {
             self.refuse_unchecked(pr, &listed, announce).await?;
             return Ok(None);
         }
-        Ok(Some((listed.files, KnownText::Added(listed.added_texts))))
+        Ok(Some((listed.files, None)))
     }
 
     /// What merging commit `head_sha` of change request `number` into the default branch would
@@ -292,31 +309,48 @@ impl Workflow {
         Ok(listed)
     }
 
-    /// The text of request file `path` at the PR's head: as the bot wrote it or the comparison
-    /// held it, else as this replica kept it for that commit, else read. Kept for the merge's
-    /// own check of the same commit (a commit's file never changes).
+    /// The text of request file `file` at the PR's head: as the bot wrote it, else as this
+    /// replica kept it for that commit, else read. Kept for the merge's own check of the same
+    /// commit (a commit's file never changes).
     async fn request_text_at_head(
         &self,
         pr: &PullRequestInfo,
-        path: &str,
-        known: KnownText,
-    ) -> anyhow::Result<Option<String>> {
-        let known = match known {
-            KnownText::Request(text) => Some(text),
-            KnownText::Added(mut texts) => texts.remove(path),
+        file: &ChangedFile,
+        written: Option<String>,
+    ) -> anyhow::Result<TextAtHead> {
+        let path = file.path.as_str();
+        let kept = written.or_else(|| self.caches.request_text(&pr.head_sha, path));
+        let found = match kept {
+            Some(text) => TextAtHead::Text(text),
+            None => self.read_request_text(&pr.head_sha, file).await?,
         };
-        let text = match known.or_else(|| self.caches.request_text(&pr.head_sha, path)) {
-            Some(text) => Some(text),
-            None => self
-                .forge
-                .read_file(&pr.head_sha, path)
-                .await?
-                .map(|f| f.text),
-        };
-        if let Some(text) = &text {
+        if let TextAtHead::Text(text) = &found {
             self.caches.keep_request_text(&pr.head_sha, path, text);
         }
-        Ok(text)
+        Ok(found)
+    }
+
+    /// The text of request file `file` read at commit `head`, taken only when the forge served
+    /// the file that the listing shows. GitHub's comparison gives no modes: for a symbolic
+    /// link its contents API serves the file the link points to (another path and blob than
+    /// listed) or no text at all, never the link's own text as a file.
+    async fn read_request_text(
+        &self,
+        head: &str,
+        file: &ChangedFile,
+    ) -> anyhow::Result<TextAtHead> {
+        Ok(match self.forge.read_served(head, &file.path).await? {
+            None => TextAtHead::Missing,
+            Some(Served::Other(kind)) => TextAtHead::NotAFile(kind),
+            Some(Served::File(served)) if is_the_listed_file(file, &served) => {
+                TextAtHead::Text(served.text)
+            }
+            // Another blob than listed: the file a symbolic link points to.
+            Some(Served::File(_)) if file.blob.is_some() => {
+                TextAtHead::NotAFile(EntryKind::Symlink)
+            }
+            Some(Served::File(_)) => TextAtHead::NotAFile(EntryKind::Unknown),
+        })
     }
 
     /// A PR whose changes cannot be checked from the listing (cut short, no common history,

@@ -214,7 +214,14 @@ impl Workflow {
         record: &RequestRecord,
         by: HumanDuration,
     ) -> anyhow::Result<Checked<Extension>> {
-        let no_request = || Ok(Err(comment::no_request_here_comment("extend")));
+        // Not granted (yet, or any more): its state, and what applies instead.
+        let no_request = || {
+            Ok(Err(comment::not_in_this_state_comment(
+                "extend",
+                record.id.as_str(),
+                record.state,
+            )))
+        };
         let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
             // Ended: an earlier run of this comment may have lost its race with the revoke and
             // failed (or died) before taking back what it applied again. Taken back now.

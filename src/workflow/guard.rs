@@ -11,7 +11,8 @@
 use std::collections::BTreeSet;
 
 use super::Workflow;
-use crate::forge::{FileChange, Landed, MergeError, PullRequestState};
+use crate::comment;
+use crate::forge::{EntryKind, FileChange, Landed, MergeError, PullRequestState};
 use crate::grant::RenderedFile;
 use crate::store::ChangeKind;
 
@@ -366,6 +367,9 @@ impl Workflow {
             };
             if !allowed || file.previous_path.is_some() {
                 problems.push(format!("changes `{}` ({:?})", file.path, file.change));
+            } else if matches!(file.kind, EntryKind::Symlink | EntryKind::Submodule) {
+                // Its text at the head would be a link's target, not what the PR shows.
+                problems.push(comment::not_a_file_problem(&file.path, file.kind));
             }
         }
         match &plan.expected {
@@ -378,7 +382,16 @@ impl Workflow {
                 }
                 for grant in grant_files {
                     let found = self.forge.read_file(&plan.head_sha, &grant.path).await?;
-                    if found.map(|f| f.text) != Some(grant.content.clone()) {
+                    let listed_blob = files
+                        .iter()
+                        .find(|f| f.path == grant.path)
+                        .and_then(|f| f.blob.as_deref());
+                    if let (Some(found), Some(blob)) = (&found, listed_blob)
+                        && found.blob_sha != blob
+                    {
+                        // GitHub served the file a symbolic link there points to.
+                        problems.push(comment::not_a_file_problem(&grant.path, EntryKind::Symlink));
+                    } else if found.map(|f| f.text) != Some(grant.content.clone()) {
                         problems.push(format!(
                             "`{}` is not the grant file breakglass renders",
                             grant.path

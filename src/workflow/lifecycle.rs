@@ -1225,13 +1225,15 @@ fn group_by_request(paths: &[&String]) -> BTreeMap<String, Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::{group_by_request, net_change};
-    use crate::forge::{ChangedFile, FileChange};
+    use crate::forge::{ChangedFile, EntryKind, FileChange};
 
     fn file(path: &str, change: FileChange) -> ChangedFile {
         ChangedFile {
             path: path.to_owned(),
             change,
             previous_path: None,
+            kind: EntryKind::File,
+            blob: None,
         }
     }
 

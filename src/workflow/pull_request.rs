@@ -12,8 +12,8 @@ use super::verdict::{Decided, Inputs, Next, Verdict, decide};
 use crate::comment;
 use crate::forge::Thread;
 use crate::forge::{
-    Actor, ChangedFile, FileChange, PullRequestAction, PullRequestInfo, PullRequestState,
-    StatusState,
+    Actor, ChangedFile, EntryKind, FileChange, PullRequestAction, PullRequestInfo,
+    PullRequestState, StatusState,
 };
 use crate::grant::GrantSpec;
 use crate::names::{Login, RequestId};
@@ -168,13 +168,26 @@ impl Workflow {
         Ok(())
     }
 
-    /// Closes a request that will never be granted: state, event, no more polling.
+    /// Closes a request that will never be granted: its check fails, saying why; state,
+    /// event, no more polling.
     pub(super) async fn close_request(
         &self,
         record: &mut RequestRecord,
         data: serde_json::Value,
         actor: Option<&Actor>,
     ) -> anyhow::Result<()> {
+        // Before the state: a retry after a crash in between still finds the request open and
+        // sets it again; after, a `pending` check would stay forever.
+        let closing = super::commands::ClosingEvent {
+            by: actor.map(|a| a.login.clone()),
+            data: data.clone(),
+        };
+        let waited =
+            crate::duration::HumanDuration::from_secs(self.settings.pending_timeout.as_secs());
+        let description =
+            comment::closed_check_description(closing.as_closing(), &waited.to_string());
+        self.set_status_on(&record.head_sha, StatusState::Failure, &description)
+            .await?;
         record.state = RequestState::Closed;
         record.approved_by = None;
         record.fast_path_rule = None;
@@ -356,7 +369,8 @@ impl Workflow {
     }
 
     /// The one request file a PR adds, or `None` (not a request PR, or refused with a comment:
-    /// several request files, or a file under `requests/` that is not named like one).
+    /// several request files, a file under `requests/` that is not named like one, or a
+    /// request file that is a symbolic link or a submodule).
     pub(super) async fn the_request_file<'f>(
         &self,
         pr: &PullRequestInfo,
@@ -394,6 +408,11 @@ impl Workflow {
             .collect();
         match requests.as_slice() {
             [] => Ok(None), // not a request PR
+            [(file, _)] if matches!(file.kind, EntryKind::Symlink | EntryKind::Submodule) => {
+                self.refuse_not_a_file(pr, &file.path, file.kind, announce)
+                    .await?;
+                Ok(None)
+            }
             [(file, path)] => Ok(Some((*file, path.clone()))),
             several => {
                 let paths: Vec<String> = several.iter().map(|(f, _)| f.path.clone()).collect();
@@ -410,6 +429,38 @@ impl Workflow {
                 Ok(None)
             }
         }
+    }
+
+    /// A request file that is not a regular file (the forge said so, or served something else
+    /// for it): a failure status and, when `say`, a comment. It is never decided or merged.
+    pub(super) async fn refuse_not_a_file(
+        &self,
+        pr: &PullRequestInfo,
+        path: &str,
+        kind: EntryKind,
+        say: bool,
+    ) -> anyhow::Result<()> {
+        tracing::info!(
+            pr = pr.number,
+            path,
+            ?kind,
+            "refusing a request file that is not a file"
+        );
+        if say {
+            self.forge
+                .note(
+                    Thread::Change(pr.number),
+                    &comment::not_a_file_comment(path, kind),
+                )
+                .await?;
+        }
+        self.set_status(
+            pr,
+            StatusState::Failure,
+            "the request file is not a regular file",
+        )
+        .await?;
+        Ok(())
     }
 
     /// A PR from a fork: a failure status and, on its first sight, a comment. Nothing else.
@@ -634,6 +685,9 @@ impl Workflow {
                     path: write.path().to_owned(),
                     change: FileChange::Added,
                     previous_path: None,
+                    // The bot wrote it, as a file.
+                    kind: EntryKind::File,
+                    blob: None,
                 })
                 .collect(),
             text: text.to_owned(),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use chrono::{TimeDelta, TimeZone};
 
 use super::*;
-use crate::forge::{Actor, FileChange};
+use crate::forge::{Actor, EntryKind, FileChange};
 use crate::policy::PolicyFile;
 use crate::store::ForgeKind;
 use crate::workflow::pull_request::NewRequest;
@@ -97,6 +97,8 @@ fn inputs_at(file: &str, yaml: &str) -> Inputs {
             path: file.into(),
             change: FileChange::Added,
             previous_path: None,
+            kind: EntryKind::File,
+            blob: None,
         }],
         file_path: file.into(),
         text: yaml.into(),
@@ -233,11 +235,15 @@ fn files_beyond_the_request_deny_an_allowed_request() {
         path: "policies/prod.yaml".into(),
         change: FileChange::Modified,
         previous_path: None,
+        kind: EntryKind::File,
+        blob: None,
     });
     inputs.files.push(ChangedFile {
         path: "docs/new.md".into(),
         change: FileChange::Renamed,
         previous_path: Some(".github/workflows/ci.yml".into()),
+        kind: EntryKind::File,
+        blob: None,
     });
     let decision = engine(&inputs);
     let extra = vec![
@@ -274,6 +280,8 @@ fn files_beyond_a_denied_request_are_said_before_its_rules() {
         path: "policies/prod.yaml".into(),
         change: FileChange::Modified,
         previous_path: None,
+        kind: EntryKind::File,
+        blob: None,
     });
     let decision = engine(&inputs);
     let extra = ["policies/prod.yaml".to_owned()];
@@ -563,6 +571,8 @@ fn with_grant_file(at_head: Option<&str>) -> Inputs {
         path: "grants/prod/r-1.tf".into(),
         change: FileChange::Added,
         previous_path: None,
+        kind: EntryKind::File,
+        blob: None,
     });
     inputs.grant = Some(GrantFacts {
         unservable: None,

@@ -9,20 +9,76 @@ use git2::{FileMode, ObjectType, Oid, Repository, Signature, Sort};
 
 use crate::model::CommitInfo;
 
-/// One file change of a commit: new content, or `None` to delete.
-pub(crate) type Change = (String, Option<Vec<u8>>);
+/// One change of a commit: the entry written at a path, or `None` to delete.
+pub(crate) type Change = (String, Option<Written>);
+
+/// An entry a commit writes at a path. The APIs write files only; a `git push` can write any.
+pub(crate) enum Written {
+    /// A regular file (`100644`) with these bytes.
+    File(Vec<u8>),
+    /// An executable file (`100755`).
+    Executable(Vec<u8>),
+    /// A symbolic link (`120000`) whose link text (its target) is this.
+    Symlink(String),
+    /// A submodule (`160000`): a gitlink to this commit of another repository.
+    Submodule(String),
+}
 
 /// What a path names at a commit.
 pub(crate) enum PathEntry {
-    File { sha: String, bytes: Vec<u8> },
+    /// A blob that is no symbolic link (executable or not).
+    File {
+        sha: String,
+        bytes: Vec<u8>,
+    },
     Dir(Vec<DirEntry>),
+    /// A symbolic link, with its link text.
+    Symlink {
+        sha: String,
+        target: Vec<u8>,
+    },
+    /// A gitlink to commit `sha` of another repository.
+    Submodule {
+        sha: String,
+    },
+}
+
+/// What kind of entry a tree holds at a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryType {
+    File,
+    Dir,
+    Symlink,
+    Submodule,
+}
+
+impl EntryType {
+    /// The kind of entry that git file mode `mode` makes.
+    pub(crate) fn of_mode(mode: i32) -> Self {
+        match mode {
+            m if m == i32::from(FileMode::Tree) => EntryType::Dir,
+            m if m == i32::from(FileMode::Link) => EntryType::Symlink,
+            m if m == i32::from(FileMode::Commit) => EntryType::Submodule,
+            _ => EntryType::File,
+        }
+    }
+
+    /// GitHub's contents API's word for it (`type`).
+    pub(crate) fn contents_type(self) -> &'static str {
+        match self {
+            EntryType::File => "file",
+            EntryType::Dir => "dir",
+            EntryType::Symlink => "symlink",
+            EntryType::Submodule => "submodule",
+        }
+    }
 }
 
 /// One entry of a directory listing.
 pub(crate) struct DirEntry {
     pub path: String,
     pub sha: String,
-    pub is_dir: bool,
+    pub kind: EntryType,
     pub size: usize,
 }
 
@@ -33,6 +89,19 @@ pub(crate) struct TreeItem {
     pub is_tree: bool,
     pub sha: String,
     pub size: Option<usize>,
+}
+
+impl TreeItem {
+    /// The git object type the tree APIs give it: a submodule is a `commit`.
+    pub(crate) fn git_type(&self) -> &'static str {
+        if self.is_tree {
+            "tree"
+        } else if self.mode == "160000" {
+            "commit"
+        } else {
+            "blob"
+        }
+    }
 }
 
 /// A commit with the details the REST API shows.
@@ -55,6 +124,9 @@ pub(crate) struct FileDiff {
     pub previous_filename: Option<String>,
     pub status: &'static str,
     pub sha: String,
+    /// The modes before and after, in octal as GitLab writes them (`0` where there is none).
+    pub old_mode: String,
+    pub new_mode: String,
     pub additions: usize,
     pub deletions: usize,
     pub patch: Option<String>,
@@ -204,9 +276,9 @@ pub(crate) fn commit_detached(
     let mut builder = TreeUpdateBuilder::new();
     for (path, content) in changes {
         match content {
-            Some(bytes) => {
-                let blob = repo.blob(bytes)?;
-                builder.upsert(path.as_str(), blob, FileMode::Blob);
+            Some(written) => {
+                let (oid, mode) = write_entry(repo, written)?;
+                builder.upsert(path.as_str(), oid, mode);
             }
             None => {
                 builder.remove(path.as_str());
@@ -217,6 +289,16 @@ pub(crate) fn commit_detached(
     let tree = repo.find_tree(tree_id)?;
     let parents: Vec<&git2::Commit<'_>> = parent_commit.iter().collect();
     repo.commit(None, author, committer, message, &tree, &parents)
+}
+
+/// The object and mode of an entry to write.
+fn write_entry(repo: &Repository, written: &Written) -> Result<(Oid, FileMode), git2::Error> {
+    Ok(match written {
+        Written::File(bytes) => (repo.blob(bytes)?, FileMode::Blob),
+        Written::Executable(bytes) => (repo.blob(bytes)?, FileMode::BlobExecutable),
+        Written::Symlink(target) => (repo.blob(target.as_bytes())?, FileMode::Link),
+        Written::Submodule(commit) => (Oid::from_str(commit)?, FileMode::Commit),
+    })
 }
 
 /// What `path` names at `commit`: a file, a directory, or nothing. The empty path is the root.
@@ -234,36 +316,80 @@ pub(crate) fn read_path(
             Ok(e) => e,
             Err(_) => return Ok(None),
         };
-        match entry.kind() {
-            Some(ObjectType::Blob) => {
-                let blob = repo.find_blob(entry.id())?;
-                return Ok(Some(PathEntry::File {
-                    sha: entry.id().to_string(),
-                    bytes: blob.content().to_vec(),
-                }));
+        let sha = entry.id().to_string();
+        match EntryType::of_mode(entry.filemode()) {
+            EntryType::Dir => (entry.id(), format!("{path}/")),
+            EntryType::Submodule => return Ok(Some(PathEntry::Submodule { sha })),
+            EntryType::Symlink => {
+                let target = repo.find_blob(entry.id())?.content().to_vec();
+                return Ok(Some(PathEntry::Symlink { sha, target }));
             }
-            Some(ObjectType::Tree) => (entry.id(), format!("{path}/")),
-            _ => return Ok(None),
+            EntryType::File => {
+                let bytes = repo.find_blob(entry.id())?.content().to_vec();
+                return Ok(Some(PathEntry::File { sha, bytes }));
+            }
         }
     };
     let dir = repo.find_tree(tree_id)?;
     let mut entries = Vec::new();
     for e in dir.iter() {
         let name = e.name().unwrap_or_default().to_owned();
-        let is_dir = e.kind() == Some(ObjectType::Tree);
-        let size = if is_dir {
-            0
-        } else {
-            repo.find_blob(e.id()).map(|b| b.size()).unwrap_or(0)
+        let kind = EntryType::of_mode(e.filemode());
+        let size = match kind {
+            EntryType::File | EntryType::Symlink => {
+                repo.find_blob(e.id()).map(|b| b.size()).unwrap_or(0)
+            }
+            EntryType::Dir | EntryType::Submodule => 0,
         };
         entries.push(DirEntry {
             path: format!("{prefix}{name}"),
             sha: e.id().to_string(),
-            is_dir,
+            kind,
             size,
         });
     }
     Ok(Some(PathEntry::Dir(entries)))
+}
+
+/// The regular file that symbolic link `link` (with link text `target`) points to at `commit`,
+/// as its path, blob id and bytes: `None` when the target leaves the repository or is not a
+/// regular file there (GitHub's contents API then serves the link itself).
+pub(crate) fn link_target(
+    repo: &Repository,
+    commit: Oid,
+    link: &str,
+    target: &[u8],
+) -> Result<Option<(String, String, Vec<u8>)>, git2::Error> {
+    let Some(path) = std::str::from_utf8(target)
+        .ok()
+        .and_then(|target| resolve_link(link, target))
+    else {
+        return Ok(None);
+    };
+    Ok(match read_path(repo, commit, &path)? {
+        Some(PathEntry::File { sha, bytes }) => Some((path, sha, bytes)),
+        _ => None,
+    })
+}
+
+/// The repository path that link text `target` of the link at `link` names, relative to the
+/// link's directory; `None` for an absolute target or one that climbs out of the repository.
+fn resolve_link(link: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop(); // the link's own name
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            name => parts.push(name),
+        }
+    }
+    Some(parts.join("/"))
 }
 
 /// Lists a tree (given a tree or commit sha), recursively when asked.
@@ -284,7 +410,8 @@ pub(crate) fn list_tree(
     tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
         let name = entry.name().unwrap_or_default();
         let is_tree = entry.kind() == Some(ObjectType::Tree);
-        let size = if is_tree {
+        // A submodule's commit is not in this repository.
+        let size = if is_tree || entry.kind() == Some(ObjectType::Commit) {
             None
         } else {
             match repo.find_blob(entry.id()) {
@@ -381,6 +508,8 @@ pub(crate) fn diff(repo: &Repository, base: Oid, head: Oid) -> Result<Vec<FileDi
             .old_file()
             .path()
             .map(|p| p.to_string_lossy().into_owned());
+        let mode = |file: git2::DiffFile<'_>| format!("{:o}", u32::from(file.mode()));
+        let (old_mode, new_mode) = (mode(delta.old_file()), mode(delta.new_file()));
         let (filename, sha) = if status == "removed" {
             (old_path.clone().unwrap_or_default(), delta.old_file().id())
         } else {
@@ -403,6 +532,8 @@ pub(crate) fn diff(repo: &Repository, base: Oid, head: Oid) -> Result<Vec<FileDi
             previous_filename: if status == "renamed" { old_path } else { None },
             status,
             sha: sha.to_string(),
+            old_mode,
+            new_mode,
             additions,
             deletions,
             patch: patch_text,
@@ -558,4 +689,28 @@ pub(crate) fn write_commit(
         .collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
     repo.commit(None, author, committer, message, &tree, &refs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_link;
+
+    #[test]
+    fn a_link_target_is_resolved_from_the_links_directory() {
+        let link = "requests/staging/r1.yaml";
+        assert_eq!(
+            resolve_link(link, "../../policies/prod.yaml").as_deref(),
+            Some("policies/prod.yaml")
+        );
+        assert_eq!(
+            resolve_link(link, "./r0.yaml").as_deref(),
+            Some("requests/staging/r0.yaml")
+        );
+        assert_eq!(
+            resolve_link(link, "../../../etc/passwd"),
+            None,
+            "out of the repository"
+        );
+        assert_eq!(resolve_link(link, "/etc/passwd"), None, "absolute");
+    }
 }

@@ -792,6 +792,21 @@ pub(crate) struct ContentRef<'a> {
     pub size: usize,
 }
 
+/// A contents-API answer for a symbolic link GitHub does not follow: its link text as
+/// `target`, no `content`.
+pub(crate) fn symlink_entry(
+    st: &ForgeState,
+    r: &RepoRec,
+    at: &ContentRef<'_>,
+    target: &str,
+) -> Value {
+    let mut v = content_entry(st, r, at, None);
+    if let Value::Object(m) = &mut v {
+        m.insert("target".into(), json!(target));
+    }
+    v
+}
+
 /// A contents-API entry (file with content, or a directory entry without).
 pub(crate) fn content_entry(
     st: &ForgeState,

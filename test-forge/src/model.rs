@@ -217,6 +217,12 @@ pub enum FileChange {
     Write(String, String),
     /// Delete the file.
     Delete(String),
+    /// Create or overwrite the file as an executable (mode `100755`).
+    WriteExecutable(String, String),
+    /// A symbolic link (mode `120000`) at the path, with this link text (its target).
+    Symlink(String, String),
+    /// A submodule (mode `160000`) at the path: a gitlink to this commit sha.
+    Submodule(String, String),
 }
 
 /// One recorded webhook delivery.

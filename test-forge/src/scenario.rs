@@ -25,15 +25,29 @@ fn ok<T>(what: &str, r: ApiResult<T>) -> T {
 fn writes(files: &[(&str, &str)]) -> Vec<git::Change> {
     files
         .iter()
-        .map(|(p, c)| ((*p).to_owned(), Some(c.as_bytes().to_vec())))
+        .map(|(p, c)| ((*p).to_owned(), Some(file(c))))
         .collect()
+}
+
+fn file(content: &str) -> git::Written {
+    git::Written::File(content.as_bytes().to_vec())
 }
 
 fn changes(list: &[FileChange]) -> Vec<git::Change> {
     list.iter()
         .map(|c| match c {
-            FileChange::Write(p, content) => (p.clone(), Some(content.as_bytes().to_vec())),
+            FileChange::Write(p, content) => (p.clone(), Some(file(content))),
             FileChange::Delete(p) => (p.clone(), None),
+            FileChange::WriteExecutable(p, content) => (
+                p.clone(),
+                Some(git::Written::Executable(content.as_bytes().to_vec())),
+            ),
+            FileChange::Symlink(p, target) => {
+                (p.clone(), Some(git::Written::Symlink(target.clone())))
+            }
+            FileChange::Submodule(p, commit) => {
+                (p.clone(), Some(git::Written::Submodule(commit.clone())))
+            }
         })
         .collect()
 }
@@ -809,8 +823,10 @@ impl TestForge {
         self.read_repo(repo, |_, r| {
             let tip = git::resolve(&r.git, branch)?;
             match git::read_path(&r.git, tip, path).ok()?? {
-                git::PathEntry::File { bytes, .. } => String::from_utf8(bytes).ok(),
-                git::PathEntry::Dir(_) => None,
+                // A symbolic link's blob is its link text.
+                git::PathEntry::File { bytes, .. }
+                | git::PathEntry::Symlink { target: bytes, .. } => String::from_utf8(bytes).ok(),
+                git::PathEntry::Dir(_) | git::PathEntry::Submodule { .. } => None,
             }
         })
     }

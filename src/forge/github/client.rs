@@ -5,8 +5,7 @@
 //! status code the lifecycle branches on (304, 404, 405, 409, 422, 429) is visible, and so that
 //! retries happen in exactly one place ([`crate::forge::retry`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -20,12 +19,13 @@ use serde_json::{Value, json};
 
 use crate::forge::error::{decode, transport};
 use crate::forge::etag_cache::EtagCache;
-use crate::forge::github::added_file::added_text;
+use crate::forge::github::reaction_etags::{ReactionEtags, Validator};
 use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
-    Actor, ChangedFile, ChangedFiles, FileChange, FileContent, ForgeError, Landed, MergeError,
-    Polled, PullRequestInfo, PullRequestState, Reaction, Review, ReviewState, StatusState,
+    Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, Landed,
+    MergeError, Polled, PullRequestInfo, PullRequestState, Reaction, Review, ReviewState, Served,
+    StatusState,
 };
 use crate::secret::Secret;
 
@@ -58,8 +58,8 @@ pub struct GithubClient {
     /// costs nothing against the rate limit when nothing changed (policies are read at every
     /// decision).
     cache: EtagCache,
-    /// The ETag of the last reactions list per pull request, for polling.
-    reaction_etags: Arc<Mutex<HashMap<u64, String>>>,
+    /// The ETags of the reaction lists polled, by pull request.
+    reaction_etags: ReactionEtags,
     /// The repository's `delete_branch_on_merge`, as last read with its default branch.
     deletes_merged_branches: Arc<std::sync::atomic::AtomicBool>,
     /// For a GitHub App: its bot user's login (`<slug>[bot]`), which an installation token
@@ -122,7 +122,7 @@ impl GithubClient {
                     repo: repo.into(),
                     retry: RetryPolicy::default(),
                     cache: EtagCache::default(),
-                    reaction_etags: Arc::default(),
+                    reaction_etags: ReactionEtags::default(),
                     deletes_merged_branches: Arc::default(),
                     app_bot: None,
                 };
@@ -155,7 +155,7 @@ impl GithubClient {
             repo: repo.into(),
             retry: RetryPolicy::default(),
             cache: EtagCache::default(),
-            reaction_etags: Arc::default(),
+            reaction_etags: ReactionEtags::default(),
             deletes_merged_branches: Arc::default(),
             app_bot,
         })
@@ -325,28 +325,56 @@ impl GithubClient {
         self.read_file_at(None, path).await
     }
 
+    /// What the contents API serves for `path` at `git_ref`: a file (for a symbolic link to a
+    /// file of the repository, GitHub follows it and serves that file, with its own path and
+    /// blob id), or the kind of entry it serves no text of. `None` when nothing is there.
+    pub async fn read_served(
+        &self,
+        git_ref: &str,
+        path: &str,
+    ) -> Result<Option<Served>, ForgeError> {
+        let route = self.contents_route(Some(git_ref), path);
+        let Some(content) = self.contents(&route).await? else {
+            return Ok(None);
+        };
+        let kind = match content.kind.as_str() {
+            "file" => {
+                let served_path = content.path.clone().unwrap_or_else(|| path.to_owned());
+                let file = Self::decoded(content, route, served_path)?;
+                return Ok(Some(Served::File(file)));
+            }
+            "symlink" => EntryKind::Symlink,
+            "submodule" => EntryKind::Submodule,
+            _ => EntryKind::Unknown,
+        };
+        Ok(Some(Served::Other(kind)))
+    }
+
     async fn read_file_at(
         &self,
         git_ref: Option<&str>,
         path: &str,
     ) -> Result<Option<FileContent>, ForgeError> {
-        #[derive(Deserialize)]
-        struct Content {
-            sha: String,
-            #[serde(default)]
-            content: String,
-            #[serde(rename = "type")]
-            kind: String,
-        }
         let route = self.contents_route(git_ref, path);
-        let content: Content = match self.json(Method::GET, &route, None).await {
-            Ok(content) => content,
-            Err(err) if err.status() == Some(404) => return Ok(None),
-            Err(err) => return Err(err),
-        };
-        if content.kind != "file" {
-            return Ok(None);
+        match self.contents(&route).await? {
+            Some(content) if content.kind == "file" => {
+                Self::decoded(content, route, path.to_owned()).map(Some)
+            }
+            _ => Ok(None),
         }
+    }
+
+    /// The contents API's answer at `route`, `None` on a 404.
+    async fn contents(&self, route: &str) -> Result<Option<Content>, ForgeError> {
+        match self.json(Method::GET, route, None).await {
+            Ok(content) => Ok(Some(content)),
+            Err(err) if err.status() == Some(404) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A file's text from its contents answer (read at `route`), as file `path`.
+    fn decoded(content: Content, route: String, path: String) -> Result<FileContent, ForgeError> {
         let cleaned: String = content
             .content
             .chars()
@@ -362,11 +390,11 @@ impl GithubClient {
             call: route,
             detail: format!("{path} is not UTF-8"),
         })?;
-        Ok(Some(FileContent {
-            path: path.to_owned(),
+        Ok(FileContent {
+            path,
             text,
             blob_sha: content.sha,
-        }))
+        })
     }
 
     /// The files of a directory at a ref (full paths), empty when it does not exist.
@@ -710,6 +738,8 @@ impl GithubClient {
             filename: String,
             status: String,
             previous_filename: Option<String>,
+            #[serde(default)]
+            sha: Option<String>,
         }
         let mut files = Vec::new();
         for page in 1..=30 {
@@ -726,6 +756,8 @@ impl GithubClient {
                 },
                 path: f.filename,
                 previous_path: f.previous_filename,
+                kind: EntryKind::Unknown,
+                blob: f.sha,
             }));
             if done {
                 break;
@@ -923,23 +955,22 @@ impl GithubClient {
         &self,
         number: u64,
     ) -> Result<Option<Vec<Reaction>>, ForgeError> {
-        let etag = self
-            .reaction_etags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&number)
-            .cloned();
-        match self.reactions_since(number, etag.as_deref()).await? {
-            Polled::NotModified => Ok(None),
+        let validator = self.reaction_etags.validator(number);
+        let etag = match &validator {
+            Some(Validator::Own(etag) | Validator::Empty(etag)) => Some(etag.as_str()),
+            None => None,
+        };
+        match self.reactions_since(number, etag).await? {
+            Polled::NotModified => match validator {
+                Some(Validator::Empty(etag)) => {
+                    self.reaction_etags.answered(number, Some(&etag), true);
+                    Ok(Some(Vec::new()))
+                }
+                _ => Ok(None),
+            },
             Polled::Changed { etag, value } => {
-                let mut etags = self
-                    .reaction_etags
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                match etag {
-                    Some(etag) => etags.insert(number, etag),
-                    None => etags.remove(&number),
-                };
+                self.reaction_etags
+                    .answered(number, etag.as_deref(), value.is_empty());
                 Ok(Some(value))
             }
         }
@@ -947,10 +978,7 @@ impl GithubClient {
 
     /// Forgets the ETag of PR `number`'s reactions: the next poll reads them whole.
     pub fn forget_reactions(&self, number: u64) {
-        self.reaction_etags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&number);
+        self.reaction_etags.forget(number);
     }
 
     async fn reactions_since(
@@ -1149,6 +1177,19 @@ impl From<User> for Actor {
     }
 }
 
+/// The contents API's answer for one path.
+#[derive(Deserialize)]
+struct Content {
+    sha: String,
+    /// The path served: a followed symbolic link's target.
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    content: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
 /// One entry of a contents listing.
 #[derive(Deserialize)]
 struct DirEntry {
@@ -1287,13 +1328,11 @@ struct CompareFile {
     previous_filename: Option<String>,
     #[serde(default)]
     sha: Option<String>,
-    #[serde(default)]
-    patch: Option<String>,
 }
 
 impl Compare {
-    /// The files the comparison lists, with the text of each small added file whose patch
-    /// rebuilds its blob, and whether the listing can be trusted to be whole.
+    /// The files the comparison lists, with their blob ids (no modes: GitHub's comparison does
+    /// not say them), and whether the listing can be trusted to be whole.
     fn into_changed_files(self) -> ChangedFiles {
         let merge_commits = self.commits.iter().any(|c| c.parents.len() > 1);
         let base_sha = self.base_commit.map(|c| c.sha);
@@ -1306,7 +1345,6 @@ impl Compare {
                 complete: false,
                 merge_commits,
                 base_sha,
-                added_texts: Default::default(),
             };
         };
         let mut changed = ChangedFiles {
@@ -1314,7 +1352,6 @@ impl Compare {
             complete: listed.len() < COMPARE_FILES_SHOWN && commits_listed,
             merge_commits,
             base_sha,
-            added_texts: Default::default(),
         };
         for file in listed {
             let change = match file.status.as_str() {
@@ -1324,16 +1361,12 @@ impl Compare {
                 "renamed" => FileChange::Renamed,
                 _ => FileChange::Other,
             };
-            if change == FileChange::Added
-                && let (Some(patch), Some(blob)) = (&file.patch, &file.sha)
-                && let Some(text) = added_text(patch, blob)
-            {
-                changed.added_texts.insert(file.filename.clone(), text);
-            }
             changed.files.push(ChangedFile {
                 change,
                 path: file.filename,
                 previous_path: file.previous_filename,
+                kind: EntryKind::Unknown,
+                blob: file.sha,
             });
         }
         changed

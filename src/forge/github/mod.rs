@@ -1,7 +1,7 @@
 //! GitHub: the REST client, webhook verification and payload parsing.
 
-pub mod added_file;
 pub mod client;
+mod reaction_etags;
 pub mod webhook;
 
 pub use client::{GithubAuth, GithubClient};

@@ -24,8 +24,8 @@ use crate::forge::etag_cache::EtagCache;
 use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
-    Actor, ChangedFile, ChangedFiles, FileChange, FileContent, ForgeError, MergeError, Polled,
-    PullRequestInfo, PullRequestState, Reaction, StatusState,
+    Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, MergeError,
+    Polled, PullRequestInfo, PullRequestState, Reaction, StatusState,
 };
 use crate::secret::Secret;
 
@@ -633,8 +633,6 @@ impl GitlabClient {
             merge_commits: compare.commits.iter().any(|c| c.parent_ids.len() > 1),
             // GitLab's comparison does not say which commit `from` named.
             base_sha: None,
-            // GitLab's diffs carry no blob id to check a rebuilt text against.
-            added_texts: Default::default(),
         })
     }
 
@@ -1249,10 +1247,22 @@ struct Diff {
     renamed_file: bool,
     #[serde(default)]
     deleted_file: bool,
+    /// The modes before and after (`0` where there is no file), in octal.
+    #[serde(default)]
+    a_mode: String,
+    #[serde(default)]
+    b_mode: String,
 }
 
 impl Diff {
     fn into_changed_file(self) -> ChangedFile {
+        // A removed file is what it was; any other, what it is at the head.
+        let mode = if self.deleted_file {
+            &self.a_mode
+        } else {
+            &self.b_mode
+        };
+        let kind = EntryKind::from_mode(mode);
         let (path, change, previous_path) = if self.new_file {
             (self.new_path, FileChange::Added, None)
         } else if self.deleted_file {
@@ -1266,6 +1276,9 @@ impl Diff {
             path,
             change,
             previous_path,
+            kind,
+            // GitLab's diffs give no blob ids.
+            blob: None,
         }
     }
 }
@@ -1511,6 +1524,8 @@ mod tests {
             new_file,
             renamed_file,
             deleted_file,
+            a_mode: if new_file { "0" } else { "100644" }.into(),
+            b_mode: if deleted_file { "0" } else { "100644" }.into(),
         };
         let added = diff(true, false, false).into_changed_file();
         assert_eq!(
@@ -1528,6 +1543,57 @@ mod tests {
         assert_eq!(
             diff(false, false, false).into_changed_file().change,
             FileChange::Modified
+        );
+    }
+
+    fn added_with_mode(b_mode: &str) -> ChangedFile {
+        Diff {
+            old_path: "requests/prod/r1.yaml".into(),
+            new_path: "requests/prod/r1.yaml".into(),
+            new_file: true,
+            renamed_file: false,
+            deleted_file: false,
+            a_mode: "0".into(),
+            b_mode: b_mode.into(),
+        }
+        .into_changed_file()
+    }
+
+    #[test]
+    fn a_diffs_mode_says_what_kind_of_entry_the_path_is() {
+        assert_eq!(added_with_mode("100644").kind, EntryKind::File);
+        // Executable is still a file: its text is what the forge serves.
+        assert_eq!(added_with_mode("100755").kind, EntryKind::File);
+        assert_eq!(added_with_mode("120000").kind, EntryKind::Symlink);
+        assert_eq!(added_with_mode("160000").kind, EntryKind::Submodule);
+        assert_eq!(added_with_mode("040000").kind, EntryKind::Unknown);
+        assert_eq!(
+            added_with_mode("").kind,
+            EntryKind::Unknown,
+            "no mode given"
+        );
+        assert_eq!(
+            added_with_mode("100644").blob,
+            None,
+            "GitLab gives no blob ids"
+        );
+    }
+
+    #[test]
+    fn a_removed_entry_is_what_it_was() {
+        let removed = Diff {
+            old_path: "requests/prod/r1.yaml".into(),
+            new_path: "requests/prod/r1.yaml".into(),
+            new_file: false,
+            renamed_file: false,
+            deleted_file: true,
+            a_mode: "120000".into(),
+            b_mode: "0".into(),
+        }
+        .into_changed_file();
+        assert_eq!(
+            (removed.change, removed.kind),
+            (FileChange::Removed, EntryKind::Symlink)
         );
     }
 

@@ -434,8 +434,8 @@ pub(crate) fn diff(f: &git::FileDiff) -> Value {
     json!({
         "old_path": old_path,
         "new_path": f.filename,
-        "a_mode": if new_file { "0" } else { "100644" },
-        "b_mode": if deleted { "0" } else { "100644" },
+        "a_mode": f.old_mode,
+        "b_mode": f.new_mode,
         "new_file": new_file,
         "renamed_file": f.status == "renamed",
         "deleted_file": deleted,

@@ -417,5 +417,8 @@ fn plan(repo: &Repository, parent: Oid, actions: &[FileAction]) -> GlResult<Vec<
             _ => {}
         }
     }
-    Ok(seen.into_iter().collect())
+    Ok(seen
+        .into_iter()
+        .map(|(path, bytes)| (path, bytes.map(git::Written::File)))
+        .collect())
 }

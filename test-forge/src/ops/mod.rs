@@ -463,7 +463,7 @@ impl ForgeState {
             full,
             &branch,
             actor,
-            &[(path.to_owned(), Some(content))],
+            &[(path.to_owned(), Some(git::Written::File(content)))],
             message,
             Via::Api,
         )?;
@@ -522,7 +522,11 @@ impl ForgeState {
         let tip = git::branch_tip(&r.git, &branch);
         let existing = match tip {
             Some(tip) => match git::read_path(&r.git, tip, path)? {
-                Some(git::PathEntry::File { sha, .. }) => Some(sha),
+                Some(
+                    git::PathEntry::File { sha, .. }
+                    | git::PathEntry::Symlink { sha, .. }
+                    | git::PathEntry::Submodule { sha },
+                ) => Some(sha),
                 Some(git::PathEntry::Dir(_)) => {
                     return Err(ApiError::unprocessable(format!("{path} is a directory")));
                 }

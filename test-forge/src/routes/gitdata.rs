@@ -115,7 +115,7 @@ fn tree_json(st: &ForgeState, rec: &RepoRec, oid: Oid, recursive: bool) -> ApiRe
     let tree: Vec<Value> = items
         .iter()
         .map(|i| {
-            let kind = if i.is_tree { "tree" } else { "blob" };
+            let kind = i.git_type();
             let mut v = json!({
                 "path": i.path,
                 "mode": i.mode,

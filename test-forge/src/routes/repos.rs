@@ -300,19 +300,52 @@ fn contents(st: &ForgeState, name: &str, path: &str, q: &ApiQuery) -> ApiResult<
         ApiError::not_found_msg(format!("No commit found for the ref {reference}"))
     })?;
     let path = path.trim_matches('/');
+    let file = |path: &str, sha: &str, bytes: &[u8]| {
+        json::content_entry(
+            st,
+            rec,
+            &json::ContentRef {
+                git_ref: &reference,
+                path,
+                sha,
+                kind: "file",
+                size: bytes.len(),
+            },
+            Some(bytes),
+        )
+    };
     match git::read_path(&rec.git, commit, path)? {
         None => Err(ApiError::not_found()),
-        Some(PathEntry::File { sha, bytes }) => Ok(json::content_entry(
+        Some(PathEntry::File { sha, bytes }) => Ok(file(path, &sha, &bytes)),
+        // GitHub follows a link to a regular file of the repository and serves that file.
+        Some(PathEntry::Symlink { sha, target }) => {
+            match git::link_target(&rec.git, commit, path, &target)? {
+                Some((path, sha, bytes)) => Ok(file(&path, &sha, &bytes)),
+                None => Ok(json::symlink_entry(
+                    st,
+                    rec,
+                    &json::ContentRef {
+                        git_ref: &reference,
+                        path,
+                        sha: &sha,
+                        kind: "symlink",
+                        size: target.len(),
+                    },
+                    &String::from_utf8_lossy(&target),
+                )),
+            }
+        }
+        Some(PathEntry::Submodule { sha }) => Ok(json::content_entry(
             st,
             rec,
             &json::ContentRef {
                 git_ref: &reference,
                 path,
                 sha: &sha,
-                kind: "file",
-                size: bytes.len(),
+                kind: "submodule",
+                size: 0,
             },
-            Some(&bytes),
+            None,
         )),
         Some(PathEntry::Dir(entries)) => Ok(Value::Array(
             entries
@@ -326,7 +359,7 @@ fn contents(st: &ForgeState, name: &str, path: &str, q: &ApiQuery) -> ApiResult<
                             git_ref: &reference,
                             path: &e.path,
                             sha: &e.sha,
-                            kind: if e.is_dir { "dir" } else { "file" },
+                            kind: e.kind.contents_type(),
                             size: e.size,
                         },
                         None,

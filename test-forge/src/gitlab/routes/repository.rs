@@ -154,6 +154,8 @@ fn read_file(r: &RepoRec, path: &str, rev: &str) -> GlResult<(Vec<u8>, String, O
     let commit = resolve(r, rev).ok_or_else(|| GlError::not_found("Commit"))?;
     match git::read_path(&r.git, commit, path)? {
         Some(git::PathEntry::File { sha, bytes }) => Ok((bytes, sha, commit)),
+        // GitLab serves a symbolic link's blob: its link text.
+        Some(git::PathEntry::Symlink { sha, target }) => Ok((target, sha, commit)),
         _ => Err(GlError::not_found("File")),
     }
 }
@@ -236,7 +238,7 @@ async fn tree(
             json!({
                 "id": it.sha,
                 "name": it.path.rsplit('/').next().unwrap_or(&it.path),
-                "type": if it.is_tree { "tree" } else { "blob" },
+                "type": it.git_type(),
                 "path": format!("{prefix}{}", it.path),
                 "mode": if it.is_tree { "040000".to_owned() } else { it.mode },
             })
