@@ -514,6 +514,78 @@ on_both_forges!(
     }
 );
 
+on_both_forges!(
+    a_deny_cut_off_before_its_note_says_it_and_closes_the_pr_when_handled_again,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-deny", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r-deny` is allowed**"]);
+        // The close is stored, then its note fails (each attempt of the call): the delivery
+        // is handled again later, as after a kill between the two. Before, the request was
+        // closed already, so the retry said the deny did not apply, and the PR stayed open.
+        s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
+        s.expect_delivery_error("HTTP 500");
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.carol, "/breakglass deny -- nope");
+        let failed = Instant::now();
+        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
+        while sqlx::query_as::<_, (i64,)>(tried)
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap()
+            .0
+            == 0
+        {
+            assert!(failed.elapsed() < Duration::from_secs(20), "never handled");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(s.request("r-deny").await.state, RequestState::Closed);
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "🚫 Request denied by @carol: `nope`. Closing."
+        );
+        s.expect_no_bot_comment(pr);
+        assert_eq!(s.change(pr).state, "closed", "the denied PR is closed");
+    }
+);
+
+on_both_forges!(
+    an_approval_whose_reply_failed_is_answered_when_handled_again,
+    |s: Scenario| async move {
+        s.prod_needs_two_approvals().await;
+        let pr = s.open_request(&s.people.alice, "prod", "r-two", &prod_request("1h"));
+        s.settle().await;
+        s.take_bot_comments(pr);
+        // carol's approval is stored, then the reply fails (each attempt of the call). Before,
+        // the delivery handled again found the approval counted already and said nothing.
+        s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
+        s.expect_delivery_error("HTTP 500");
+        s.approve(pr, &s.people.carol);
+        let failed = Instant::now();
+        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
+        while sqlx::query_as::<_, (i64,)>(tried)
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap()
+            .0
+            == 0
+        {
+            assert!(failed.elapsed() < Duration::from_secs(20), "never handled");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "👍 Approval by @carol recorded (1 of 2)."
+        );
+        s.expect_no_bot_comment(pr);
+        assert_eq!(s.events("r-two", "approval").await.len(), 1, "counted once");
+    }
+);
+
 /// More grants than a reconciliation page (1,000) without a revoke job.
 const BACKLOG: usize = 1_100;
 

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use chrono::{DateTime, Utc};
 
 use super::Workflow;
-use super::approval::Signal;
+use super::approval::{ApprovalOutcome, Signal};
 use crate::command::{Command, parse_commands};
 use crate::comment;
 use crate::duration::HumanDuration;
@@ -77,8 +77,9 @@ impl Workflow {
         if replies.is_empty() {
             return handled;
         }
-        // Said even when a later command failed: the delivery is handled again, but a reply
-        // that went with a kept effect (an approval counted once) would not be said again.
+        // Said even when a later command failed. The delivery is then handled again, and a
+        // command whose effect was kept says its reply again (an approval, a deny), so a
+        // reply lost with a failed note is said then.
         let said = self
             .forge
             .note(thread, &comment::replies_comment(&replies))
@@ -135,7 +136,8 @@ impl Workflow {
                         .await?
                 }
                 Command::Deny { reason } => {
-                    self.command_deny(thread, author, reason.as_deref()).await?
+                    self.command_deny(thread, comment_id, author, reason.as_deref())
+                        .await?
                 }
                 Command::Revoke => self.command_revoke(thread, author).await?,
                 Command::Extend { duration } => {
@@ -483,7 +485,13 @@ impl Workflow {
             key: format!("comment:{comment_id}"),
             at: Some(created_at),
         };
-        let outcome = self.record_approval(record, signal).await?;
+        let outcome = match self.record_approval(record, signal).await? {
+            // A comment is seen again only when its delivery is handled again, whose first run
+            // may have stored the approval and died (or failed) before its reply was posted:
+            // said again rather than never.
+            ApprovalOutcome::Repeated { have, need } => ApprovalOutcome::Counted { have, need },
+            outcome => outcome,
+        };
         self.reply_to_approval(thread, author, &requester, &environment, outcome)
             .await
     }
@@ -491,9 +499,26 @@ impl Workflow {
     async fn command_deny(
         &self,
         thread: Thread,
+        comment_id: u64,
         author: &Actor,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
+        // This very comment closed the request, and its delivery is handled again: the note
+        // or the PR's closing failed after the close was stored. Those two are done again.
+        if let Some(record) = self.request_on(thread).await?
+            && record.state == RequestState::Closed
+        {
+            let closing = self.closing_of(&record).await?;
+            if closing
+                .data
+                .get("comment")
+                .and_then(serde_json::Value::as_u64)
+                == Some(comment_id)
+            {
+                let said = denial_note(author, closing.as_closing(), reason);
+                return self.say_closed(&record, &said).await;
+            }
+        }
         let Some(mut record) = self
             .request_for(
                 thread,
@@ -518,20 +543,24 @@ impl Workflow {
         }
         // The requester's own deny takes the request back: said (and recorded) as that.
         let withdrawn = author.id == record.requester_id;
-        let (data, said) = if withdrawn {
-            (
-                serde_json::json!({ "withdrawn": true, "reason": reason }),
-                comment::withdrawn_comment(&author.login, reason),
-            )
+        let data = if withdrawn {
+            serde_json::json!({ "withdrawn": true, "reason": reason, "comment": comment_id })
         } else {
-            (
-                serde_json::json!({ "denied": true, "reason": reason }),
-                comment::denied_by_approver_comment(&author.login, reason),
-            )
+            serde_json::json!({ "denied": true, "reason": reason, "comment": comment_id })
         };
+        let closing = ClosingEvent {
+            by: Some(author.login.clone()),
+            data: data.clone(),
+        };
+        let said = denial_note(author, closing.as_closing(), reason);
         self.close_request(&mut record, data, Some(author)).await?;
+        self.say_closed(&record, &said).await
+    }
+
+    /// After a deny is stored: its note on the PR, and the PR closed.
+    async fn say_closed(&self, record: &RequestRecord, said: &str) -> anyhow::Result<()> {
         self.forge
-            .note(Thread::Change(record.pr_number), &said)
+            .note(Thread::Change(record.pr_number), said)
             .await?;
         self.forge.close_change(record.pr_number).await?;
         Ok(())
@@ -726,6 +755,14 @@ impl Workflow {
             Some(policy) => self.is_approver(policy, actor).await,
             None => Ok(false),
         }
+    }
+}
+
+/// The note of a deny by `author`: a withdrawal when the closing says so.
+fn denial_note(author: &Actor, closing: comment::Closing<'_>, reason: Option<&str>) -> String {
+    match closing {
+        comment::Closing::Withdrawn { .. } => comment::withdrawn_comment(&author.login, reason),
+        _ => comment::denied_by_approver_comment(&author.login, reason),
     }
 }
 
