@@ -128,6 +128,22 @@ async fn run_again(s: &Scenario, kind: JobKind, id: &str) {
 }
 
 /// Reads every unread bot comment on `pr` and counts those that start with `marker`.
+/// Waits (real time, up to 20 s) until a delivery's handling has failed once.
+async fn until_a_delivery_failed(s: &Scenario) {
+    let started = Instant::now();
+    let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
+    while sqlx::query_as::<_, (i64,)>(tried)
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap()
+        .0
+        == 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "never handled");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 fn said(s: &Scenario, pr: u64, marker: &str) -> usize {
     let comments = s.take_bot_comments(pr);
     comments.iter().filter(|c| c.starts_with(marker)).count()
@@ -488,18 +504,7 @@ on_both_forges!(
         s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
         s.expect_delivery_error("HTTP 500");
         s.note(pr, &s.people.carol, "/breakglass extend 30m");
-        let failed = Instant::now();
-        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
-        while sqlx::query_as::<_, (i64,)>(tried)
-            .fetch_one(s.store.pool())
-            .await
-            .unwrap()
-            .0
-            == 0
-        {
-            assert!(failed.elapsed() < Duration::from_secs(20), "never handled");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        until_a_delivery_failed(&s).await;
         assert_eq!(s.events("r-quiet", "extend").await.len(), 1);
         s.advance(TimeDelta::minutes(1));
         s.settle().await;
@@ -527,18 +532,7 @@ on_both_forges!(
         s.expect_delivery_error("HTTP 500");
         s.forge.advance_clock(TimeDelta::seconds(1));
         s.note(pr, &s.people.carol, "/breakglass deny -- nope");
-        let failed = Instant::now();
-        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
-        while sqlx::query_as::<_, (i64,)>(tried)
-            .fetch_one(s.store.pool())
-            .await
-            .unwrap()
-            .0
-            == 0
-        {
-            assert!(failed.elapsed() < Duration::from_secs(20), "never handled");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        until_a_delivery_failed(&s).await;
         assert_eq!(s.request("r-deny").await.state, RequestState::Closed);
         s.advance(TimeDelta::minutes(1));
         s.settle().await;
@@ -563,18 +557,7 @@ on_both_forges!(
         s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
         s.expect_delivery_error("HTTP 500");
         s.approve(pr, &s.people.carol);
-        let failed = Instant::now();
-        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
-        while sqlx::query_as::<_, (i64,)>(tried)
-            .fetch_one(s.store.pool())
-            .await
-            .unwrap()
-            .0
-            == 0
-        {
-            assert!(failed.elapsed() < Duration::from_secs(20), "never handled");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        until_a_delivery_failed(&s).await;
         s.advance(TimeDelta::minutes(1));
         s.settle().await;
         assert_eq!(
