@@ -545,30 +545,6 @@ on_both_forges!(
     }
 );
 
-on_both_forges!(
-    an_approval_whose_reply_failed_is_answered_when_handled_again,
-    |s: Scenario| async move {
-        s.prod_needs_two_approvals().await;
-        let pr = s.open_request(&s.people.alice, "prod", "r-two", &prod_request("1h"));
-        s.settle().await;
-        s.take_bot_comments(pr);
-        // carol's approval is stored, then the reply fails (each attempt of the call). Before,
-        // the delivery handled again found the approval counted already and said nothing.
-        s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
-        s.expect_delivery_error("HTTP 500");
-        s.approve(pr, &s.people.carol);
-        until_a_delivery_failed(&s).await;
-        s.advance(TimeDelta::minutes(1));
-        s.settle().await;
-        assert_eq!(
-            s.next_bot_comment(pr),
-            "👍 Approval by @carol recorded (1 of 2)."
-        );
-        s.expect_no_bot_comment(pr);
-        assert_eq!(s.events("r-two", "approval").await.len(), 1, "counted once");
-    }
-);
-
 /// More grants than a reconciliation page (1,000) without a revoke job.
 const BACKLOG: usize = 1_100;
 

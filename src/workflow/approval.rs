@@ -25,12 +25,8 @@ pub(super) enum ApprovalOutcome {
         need: u32,
     },
     Merging,
-    /// The same signal again (a replayed webhook, a re-poll): counted once, answered once
-    /// (except a comment's, see `command_approve`), with the count as it stands.
-    Repeated {
-        have: usize,
-        need: u32,
-    },
+    /// The same signal again (a replayed webhook, a re-poll): counted once, answered once.
+    Repeated,
     ByRequester,
     NotApprover {
         approvers: Vec<String>,
@@ -212,11 +208,7 @@ impl Workflow {
             return Ok(ApprovalOutcome::Merging);
         }
         if !added {
-            // It changes nothing.
-            return Ok(ApprovalOutcome::Repeated {
-                have: approvers.len(),
-                need,
-            });
+            return Ok(ApprovalOutcome::Repeated); // it changes nothing
         }
         Ok(ApprovalOutcome::Counted {
             have: approvers.len(),
@@ -877,7 +869,7 @@ fn approval_reply(
         ApprovalOutcome::PoliciesInvalid { default_branch } => {
             comment::approval_unchecked_comment(&actor.login, &default_branch)
         }
-        ApprovalOutcome::Merging | ApprovalOutcome::Repeated { .. } => return None,
+        ApprovalOutcome::Merging | ApprovalOutcome::Repeated => return None,
     })
 }
 

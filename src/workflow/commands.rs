@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use chrono::{DateTime, Utc};
 
 use super::Workflow;
-use super::approval::{ApprovalOutcome, Signal};
+use super::approval::Signal;
 use crate::command::{Command, parse_commands};
 use crate::comment;
 use crate::duration::HumanDuration;
@@ -77,9 +77,9 @@ impl Workflow {
         if replies.is_empty() {
             return handled;
         }
-        // Said even when a later command failed. The delivery is then handled again, and a
-        // command whose effect was kept says its reply again (an approval, a deny), so a
-        // reply lost with a failed note is said then.
+        // Said even when a later command failed: the delivery is handled again, but a reply
+        // that went with a kept effect (an approval counted once) would not be said again.
+        // (A deny whose own note failed says it again; see `command_deny`.)
         let said = self
             .forge
             .note(thread, &comment::replies_comment(&replies))
@@ -485,13 +485,7 @@ impl Workflow {
             key: format!("comment:{comment_id}"),
             at: Some(created_at),
         };
-        let outcome = match self.record_approval(record, signal).await? {
-            // A comment is seen again only when its delivery is handled again, whose first run
-            // may have stored the approval and died (or failed) before its reply was posted:
-            // said again rather than never.
-            ApprovalOutcome::Repeated { have, need } => ApprovalOutcome::Counted { have, need },
-            outcome => outcome,
-        };
+        let outcome = self.record_approval(record, signal).await?;
         self.reply_to_approval(thread, author, &requester, &environment, outcome)
             .await
     }
