@@ -545,6 +545,71 @@ on_both_forges!(
     }
 );
 
+on_both_forges!(
+    an_approval_whose_reply_failed_says_its_count_when_handled_again,
+    |s: Scenario| async move {
+        s.prod_needs_two_approvals().await;
+        let pr = s.open_request(&s.people.alice, "prod", "r-count", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r-count` is allowed**"]);
+        // The approval is stored, then its reply fails (each attempt of the call). Before,
+        // the retry found the approval stored and said nothing: carol never learnt that it
+        // counted.
+        s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
+        s.expect_delivery_error("HTTP 500");
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.carol, "/breakglass approve");
+        until_a_delivery_failed(&s).await;
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "👍 Approval by @carol recorded (1 of 2)."
+        );
+        s.expect_no_bot_comment(pr);
+        assert!(!s.change(pr).merged, "one approval of two");
+        assert_eq!(s.events("r-count", "approval").await.len(), 1);
+    }
+);
+
+on_both_forges!(
+    a_request_comment_whose_reply_failed_names_its_pr_when_handled_again,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        // The request is opened, then its reply on the issue fails (each attempt). Before,
+        // the retry found the request opened and said nothing where alice asked.
+        // GitHub's `/issues/{n}/comments`, GitLab's `/issues/{iid}/notes`.
+        let on_issue = format!("/issues/{issue}/");
+        let reply_on_issue =
+            move |method: &Method, path: &str| method == Method::POST && path.contains(&on_issue);
+        s.forge.fail_next(breakglass_test_forge::FailureSpec {
+            route: breakglass_test_forge::RouteMatcher::Predicate(std::sync::Arc::new(
+                reply_on_issue,
+            )),
+            count: 4,
+            kind: FailureKind::Status(500),
+        });
+        s.expect_delivery_error("HTTP 500");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- one");
+        until_a_delivery_failed(&s).await;
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        let reply = s.next_bot_issue_comment(issue);
+        assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
+        s.expect_no_bot_issue_comment(issue);
+        let opened: Vec<_> = s
+            .changes()
+            .into_iter()
+            .filter(|p| p.head_ref.starts_with("breakglass/request/"))
+            .collect();
+        assert_eq!(opened.len(), 1, "one request opened: {opened:#?}");
+        s.expect_bot_comments(
+            opened[0].number,
+            &["✅ **Request", "🔓 **Access granted.**"],
+        );
+    }
+);
+
 /// More grants than a reconciliation page (1,000) without a revoke job.
 const BACKLOG: usize = 1_100;
 

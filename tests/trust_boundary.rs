@@ -758,13 +758,10 @@ on_skewed_clocks!(
         s.forge.advance_clock(TimeDelta::seconds(2));
         replay("22222222-2222-2222-2222-222222222222").await;
         s.settle().await;
-        // The new version is decided again; carol's replayed approval is of the old one.
+        // The new version is decided again; carol's comment was answered already, and its
+        // replay neither counts for the new version nor is answered again.
         s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 4h."]);
-        let said = s.next_bot_comment(pr);
-        assert!(
-            said.starts_with("⏱️ @carol, your approval was given before the latest push"),
-            "{said}"
-        );
+        s.expect_no_bot_comment(pr);
         s.by(&s.people.dan).approve(pr);
         s.settle().await;
         assert!(!s.change(pr).merged, "1 of 2 for the new version");
@@ -779,6 +776,53 @@ on_skewed_clocks!(
             merge.message
         );
         s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+);
+
+on_both_backends!(
+    a_replayed_deny_is_neither_done_nor_said_again,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.note(pr, &s.people.carol, "/breakglass deny -- nope");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "🚫 Request denied by @carol: `nope`. Closing."
+        );
+        let original = s
+            .forge
+            .deliveries()
+            .into_iter()
+            .rfind(|d| {
+                d.event == "issue_comment"
+                    && String::from_utf8_lossy(&d.body).contains("/breakglass deny -- nope")
+            })
+            .expect("carol's signed comment delivery");
+        let closes = |s: &Scenario| {
+            s.forge
+                .calls()
+                .count("PATCH", "/repos/{owner}/{repo}/pulls/{number}")
+        };
+        let closed_before = closes(&s);
+        // The same signed comment under a new delivery id, as a captured payload replayed.
+        let url = s.webhook_url();
+        let sent = s
+            .forge
+            .send_raw_delivery_with_id(
+                &url,
+                "issue_comment",
+                "33333333-3333-3333-3333-333333333333",
+                &original.body,
+                SECRET,
+            )
+            .await;
+        assert_eq!(sent, Some(202));
+        s.settle().await;
+        s.expect_no_bot_comment(pr);
+        assert_eq!(closes(&s), closed_before, "the PR is not closed again");
+        assert_eq!(s.events("r1", "close").await.len(), 1);
     }
 );
 

@@ -156,6 +156,44 @@ pub async fn request_id_reserved(
     Ok(row.is_some())
 }
 
+/// Whether the comment was answered in full: all its commands handled and its reply said.
+pub async fn comment_answered(
+    conn: &mut AnyConnection,
+    comment: CommentKey<'_>,
+) -> Result<bool, StoreError> {
+    let key = comment.comment_id.to_string();
+    let row = sqlx::query(
+        "SELECT 1 AS one FROM comment_answered \
+         WHERE forge = $1 AND repository = $2 AND comment_id = $3",
+    )
+    .bind(comment.forge.as_str())
+    .bind(comment.repository)
+    .bind(to_i64(comment.comment_id, "comment", &key)?)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Notes that the comment was answered in full (see [`comment_answered`]); once.
+pub async fn mark_comment_answered(
+    conn: &mut AnyConnection,
+    comment: CommentKey<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let key = comment.comment_id.to_string();
+    sqlx::query(
+        "INSERT INTO comment_answered (forge, repository, comment_id, at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(comment.forge.as_str())
+    .bind(comment.repository)
+    .bind(to_i64(comment.comment_id, "comment", &key)?)
+    .bind(to_millis(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// See [`comment_effect`].
     pub async fn comment_effect(
@@ -186,6 +224,20 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         add_request_effect(&mut *self.conn().await?, comment, thread, request, now).await
+    }
+
+    /// See [`comment_answered`].
+    pub async fn comment_answered(&self, comment: CommentKey<'_>) -> Result<bool, StoreError> {
+        comment_answered(&mut *self.conn().await?, comment).await
+    }
+
+    /// See [`mark_comment_answered`].
+    pub async fn mark_comment_answered(
+        &self,
+        comment: CommentKey<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        mark_comment_answered(&mut *self.conn().await?, comment, now).await
     }
 
     /// See [`requests_asked_on`].

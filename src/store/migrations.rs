@@ -68,6 +68,11 @@ const SQLITE: &[Source] = &[
         "comment_thread",
         include_str!("../../migrations/sqlite/0010_comment_thread.sql"),
     ),
+    (
+        11,
+        "comment_answered",
+        include_str!("../../migrations/sqlite/0011_comment_answered.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -120,6 +125,11 @@ const POSTGRES: &[Source] = &[
         10,
         "comment_thread",
         include_str!("../../migrations/postgres/0010_comment_thread.sql"),
+    ),
+    (
+        11,
+        "comment_answered",
+        include_str!("../../migrations/postgres/0011_comment_answered.sql"),
     ),
 ];
 

@@ -25,8 +25,12 @@ pub(super) enum ApprovalOutcome {
         need: u32,
     },
     Merging,
-    /// The same signal again (a replayed webhook, a re-poll): counted once, answered once.
-    Repeated,
+    /// The same signal again (a re-poll, a delivery handled again): counted once, with the
+    /// count as it stands.
+    Repeated {
+        have: usize,
+        need: u32,
+    },
     ByRequester,
     NotApprover {
         approvers: Vec<String>,
@@ -208,7 +212,11 @@ impl Workflow {
             return Ok(ApprovalOutcome::Merging);
         }
         if !added {
-            return Ok(ApprovalOutcome::Repeated); // it changes nothing
+            // It changes nothing.
+            return Ok(ApprovalOutcome::Repeated {
+                have: approvers.len(),
+                need,
+            });
         }
         Ok(ApprovalOutcome::Counted {
             have: approvers.len(),
@@ -869,7 +877,7 @@ fn approval_reply(
         ApprovalOutcome::PoliciesInvalid { default_branch } => {
             comment::approval_unchecked_comment(&actor.login, &default_branch)
         }
-        ApprovalOutcome::Merging | ApprovalOutcome::Repeated => return None,
+        ApprovalOutcome::Merging | ApprovalOutcome::Repeated { .. } => return None,
     })
 }
 

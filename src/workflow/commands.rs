@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use chrono::{DateTime, Utc};
 
 use super::Workflow;
-use super::approval::Signal;
+use super::approval::{ApprovalOutcome, Signal};
 use crate::command::{Command, parse_commands};
 use crate::comment;
 use crate::duration::HumanDuration;
@@ -66,6 +66,16 @@ impl Workflow {
         created_at: DateTime<Utc>,
         _delivery: &str,
     ) -> anyhow::Result<()> {
+        let key = self.comment_key(comment_id);
+        if self.store.comment_answered(key).await? {
+            // A captured payload replayed under a new delivery id: its commands were handled
+            // and answered, and nothing is done or said twice.
+            tracing::info!(
+                comment_id,
+                "a comment answered already; its webhook again is ignored"
+            );
+            return Ok(());
+        }
         let (handled, replies) = REPLIES
             .scope(RefCell::new(Replies::to(thread)), async {
                 let handled = self
@@ -74,18 +84,21 @@ impl Workflow {
                 (handled, REPLIES.with(|r| r.take().said))
             })
             .await;
-        if replies.is_empty() {
-            return handled;
+        if !replies.is_empty() {
+            // Said even when a later command failed, so that nothing gathered is lost; the
+            // delivery is then handled again and may say some of it twice, never nothing.
+            let said = self
+                .forge
+                .note(thread, &comment::replies_comment(&replies))
+                .await;
+            handled?;
+            said?;
+        } else {
+            handled?;
         }
-        // Said even when a later command failed: the delivery is handled again, but a reply
-        // that went with a kept effect (an approval counted once) would not be said again.
-        // (A deny whose own note failed says it again; see `command_deny`.)
-        let said = self
-            .forge
-            .note(thread, &comment::replies_comment(&replies))
-            .await;
-        handled?;
-        said?;
+        // Until this mark, the comment handled again (after a failure, a kill, a lost note)
+        // says its answers again: an approval counted the first time repeats its count.
+        self.store.mark_comment_answered(key, self.now()).await?;
         Ok(())
     }
 
@@ -284,7 +297,8 @@ impl Workflow {
             .request_id_for(comment_id, thread, &login, environment)
             .await?
         else {
-            return Ok(()); // opened by an earlier run of this comment's delivery
+            // Opened by an earlier run of this comment, whose answer may not have been said.
+            return self.say_opened_again(thread, comment_id, &login).await;
         };
         let path = RequestPath {
             environment: request.environment.clone(),
@@ -302,6 +316,28 @@ impl Workflow {
         )
         .await?;
         Ok(())
+    }
+
+    /// Says again on `thread` which PR comment `comment_id` opened (see `request_id_for`).
+    async fn say_opened_again(
+        &self,
+        thread: Thread,
+        comment_id: u64,
+        login: &Login,
+    ) -> anyhow::Result<()> {
+        let comment = self.comment_key(comment_id);
+        let Some(id) = self.store.comment_effect(comment, Effect::Request).await? else {
+            return Ok(());
+        };
+        let Some(record) = self.store.get_request(&id).await? else {
+            return Ok(());
+        };
+        let pr = self.forge.change_ref(record.pr_number);
+        self.reply(
+            thread,
+            &comment::request_pr_opened_comment(login.as_str(), &pr),
+        )
+        .await
     }
 
     /// Whether a `/breakglass` request asked on `thread` may be opened: `Ok` with the labels its
@@ -485,7 +521,12 @@ impl Workflow {
             key: format!("comment:{comment_id}"),
             at: Some(created_at),
         };
-        let outcome = self.record_approval(record, signal).await?;
+        let outcome = match self.record_approval(record, signal).await? {
+            // Counted by this comment's earlier run, whose answer was not said in full (the
+            // comment is not marked answered): said again.
+            ApprovalOutcome::Repeated { have, need } => ApprovalOutcome::Counted { have, need },
+            outcome => outcome,
+        };
         self.reply_to_approval(thread, author, &requester, &environment, outcome)
             .await
     }

@@ -247,6 +247,17 @@ impl Scenario {
         );
     }
 
+    /// [`Scenario::expect_no_bot_comment`] on issue `number`.
+    #[track_caller]
+    pub fn expect_no_bot_issue_comment(&self, number: u64) {
+        let thread = self.internal_issue(number);
+        let unread = self.unread_bot_comments(Some(thread));
+        assert!(
+            unread.is_empty(),
+            "unexpected bot comments on issue #{number}: {unread:#?}"
+        );
+    }
+
     /// Reads all the bot's unread comments on change request `number`, oldest first (for a
     /// transcript that a snapshot pins whole).
     #[track_caller]
