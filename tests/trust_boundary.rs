@@ -779,6 +779,164 @@ on_skewed_clocks!(
     }
 );
 
+/// alice's request `r-swap` asks for 4h (version A); with the bot's webhooks lagging, she
+/// pushes a 1h version (B), `approve` approves what the PR now shows, and she puts the branch
+/// back on A. Then every webhook arrives, in order. The PR.
+async fn approval_of_b_then_back_to_a(s: &Scenario, approve: impl Fn(u64)) -> u64 {
+    let alice = &s.people.alice;
+    let pr = s.open_request(alice, "prod", "r-swap", &prod_request("4h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r-swap` is allowed**"]);
+    let head_a = s.forge.branch_sha(REPO, "request-r-swap").unwrap();
+    s.forge.set_webhooks_paused(true);
+    s.forge.advance_clock(TimeDelta::seconds(2));
+    s.forge.push_files(
+        REPO,
+        "request-r-swap",
+        alice,
+        &[("requests/prod/r-swap.yaml", &prod_request("1h"))],
+        "make it 1h",
+    );
+    approve(pr);
+    s.forge.advance_clock(TimeDelta::seconds(2));
+    s.forge.force_branch(REPO, "request-r-swap", alice, &head_a);
+    s.forge.set_webhooks_paused(false);
+    s.forge.flush_webhooks();
+    s.settle().await;
+    pr
+}
+
+on_skewed_clocks!(
+    an_approval_of_a_version_the_branch_then_left_never_merges_the_version_it_came_back_to,
+    |s: Scenario| async move {
+        let carol = &s.people.carol;
+        let pr = approval_of_b_then_back_to_a(&s, |pr| {
+            s.approve(pr, carol);
+        })
+        .await;
+        // Before, A's head and the time it came were kept as they were: carol's approval of
+        // the 1h version counted for the 4h one, which was merged under her name.
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.starts_with("⏱️ @carol, your approval was given before the latest push"),
+            "{said}"
+        );
+        s.expect_no_bot_comment(pr);
+        // Approved again, on what the PR shows now: merged, for 4h.
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve(pr, carol);
+        s.settle().await;
+        assert!(s.merge_commit(pr).message.contains("for 4h"));
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+);
+
+on_both_forges!(
+    an_emoji_on_a_version_the_branch_then_left_never_merges_the_version_it_came_back_to,
+    |s: Scenario| async move {
+        let pr = approval_of_b_then_back_to_a(&s, |pr| {
+            s.emoji(pr, &s.people.carol, "+1");
+        })
+        .await;
+        for _ in 0..3 {
+            s.advance(TimeDelta::seconds(31));
+            s.settle().await;
+        }
+        // A reaction from before the latest push approved an older version, and is not
+        // answered at every poll: the verdict says that a push voids earlier approvals.
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_no_bot_comment(pr);
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.expect_bot_comments(
+            pr,
+            &["🔓 **Access granted.** @alice has `prod/admin` until"],
+        );
+        let granted = s.request("r-swap").await;
+        assert_eq!(
+            granted.duration_secs,
+            4 * 3600,
+            "the version it came back to"
+        );
+    }
+);
+
+on_both_forges!(
+    an_approval_in_a_pushs_second_heard_before_the_push_is_asked_again,
+    |s: Scenario| async move {
+        s.prod_needs_two_approvals().await;
+        let pr = s.open_request(&s.people.alice, "prod", "r-ss", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r-ss` is allowed**"]);
+        s.forge.set_webhooks_paused(true);
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        let now = s.forge.now();
+        s.forge.freeze_clock(now);
+        s.forge.push_files(
+            REPO,
+            "request-r-ss",
+            &s.people.alice,
+            &[("requests/prod/r-ss.yaml", &prod_request("2h"))],
+            "longer",
+        );
+        // carol approves in the push's very second, and her comment is heard first.
+        s.note(pr, &s.people.carol, "/breakglass approve");
+        let hers = s
+            .forge
+            .deliveries()
+            .into_iter()
+            .filter(|d| {
+                d.attempts == 0 && String::from_utf8_lossy(&d.body).contains("/breakglass approve")
+            })
+            .map(|d| d.id)
+            .collect::<Vec<_>>();
+        assert_eq!(hers.len(), 1);
+        assert!(s.forge.redeliver(&hers[0]));
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "👍 Approval by @carol recorded (1 of 2)."
+        );
+        s.forge.set_clock(now + TimeDelta::seconds(5));
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        // Before, the push forgot her approval without a word.
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.starts_with("⏱️ @carol, your approval came within the same second"),
+            "{said}"
+        );
+        s.expect_bot_comments(pr, &["✅ **Request `r-ss` is allowed**"]);
+        s.expect_no_bot_comment(pr);
+    }
+);
+
+on_both_forges!(
+    an_approver_taken_off_the_team_a_moment_before_the_merge_no_longer_counts,
+    |s: Scenario| async move {
+        s.prod_needs_two_approvals().await;
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        // dan approves only through @acme/sre-leads, and is taken off it right after.
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        s.expect_bot_comments(pr, &["👍 Approval by @dan recorded (1 of 2)."]);
+        s.forge.remove_team_member("acme/sre-leads", &s.people.dan);
+        // Within the minute the bot keeps a membership: the merge asks the forge again.
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("1 of 2"), "{said}");
+        s.expect_no_bot_comment(pr);
+    }
+);
+
 on_both_backends!(
     a_replayed_deny_is_neither_done_nor_said_again,
     |s: Scenario| async move {

@@ -427,7 +427,7 @@ impl Workflow {
                 is_bot: false,
             };
             if let Some(policy) = policy
-                && self.is_approver(policy, &approver).await?
+                && self.is_approver_now(policy, &approver).await?
             {
                 live.push(approval);
             }
@@ -665,7 +665,7 @@ impl Workflow {
     }
 
     /// Asks `actor` to approve again, once per signal (the event log remembers).
-    async fn ask_once(
+    pub(super) async fn ask_once(
         &self,
         record: &RequestRecord,
         actor: &Actor,

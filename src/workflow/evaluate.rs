@@ -676,12 +676,23 @@ impl Workflow {
         login: &Login,
         principals: &[&Principal],
     ) -> anyhow::Result<Requester> {
+        self.resolve_as_of(login, principals, Asked::WithinAMinute)
+            .await
+    }
+
+    /// [`Self::resolve`], with team memberships as recent as `asked`.
+    async fn resolve_as_of(
+        &self,
+        login: &Login,
+        principals: &[&Principal],
+        asked: Asked,
+    ) -> anyhow::Result<Requester> {
         let mut teams = BTreeSet::new();
         for principal in principals {
             if let Principal::Team(team) = principal
                 && !teams.contains(team)
                 && self
-                    .is_member(&format!("{}/{}", team.org, team.slug), login)
+                    .is_member(&format!("{}/{}", team.org, team.slug), login, asked)
                     .await?
             {
                 teams.insert(Team {
@@ -693,10 +704,13 @@ impl Workflow {
         Ok(Requester::new(login.clone(), Some(teams)))
     }
 
-    /// Whether `login` is in `group`, from the forge or its answer of the last minute.
-    async fn is_member(&self, group: &str, login: &Login) -> anyhow::Result<bool> {
+    /// Whether `login` is in `group`, from the forge or (`Asked::WithinAMinute`) its answer of
+    /// the last minute.
+    async fn is_member(&self, group: &str, login: &Login, asked: Asked) -> anyhow::Result<bool> {
         let now = self.now();
-        if let Some(member) = self.caches.membership(group, login.as_str(), now) {
+        if asked == Asked::WithinAMinute
+            && let Some(member) = self.caches.membership(group, login.as_str(), now)
+        {
             return Ok(member);
         }
         let member = self
@@ -733,9 +747,30 @@ impl Workflow {
 
     /// Whether `actor` may approve (or review) requests under `policy`.
     pub(super) async fn is_approver(&self, policy: &Policy, actor: &Actor) -> anyhow::Result<bool> {
+        self.is_approver_as_of(policy, actor, Asked::WithinAMinute)
+            .await
+    }
+
+    /// [`Self::is_approver`] on the forge's word of now: the merge's last check of who
+    /// approved (a conditional read, free when nothing changed), so that an approver taken off
+    /// a team a moment ago no longer counts.
+    pub(super) async fn is_approver_now(
+        &self,
+        policy: &Policy,
+        actor: &Actor,
+    ) -> anyhow::Result<bool> {
+        self.is_approver_as_of(policy, actor, Asked::Now).await
+    }
+
+    async fn is_approver_as_of(
+        &self,
+        policy: &Policy,
+        actor: &Actor,
+        asked: Asked,
+    ) -> anyhow::Result<bool> {
         let login = Login::try_from(actor.login.clone()).map_err(anyhow::Error::msg)?;
         let principals: Vec<&Principal> = policy.approvers.iter().collect();
-        let who = self.resolve(&login, &principals).await?;
+        let who = self.resolve_as_of(&login, &principals, asked).await?;
         if membership(&policy.approvers, &who) != Membership::Yes {
             return Ok(false);
         }
@@ -743,4 +778,13 @@ impl Workflow {
         // someone holds, not a person who looked. Asked last, of approvers only.
         Ok(!self.forge.is_bot(actor).await?)
     }
+}
+
+/// How recent a team membership must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asked {
+    /// The forge's answer of the last minute will do (see `cache::MEMBERSHIP_MAX_AGE`).
+    WithinAMinute,
+    /// Asked now.
+    Now,
 }

@@ -68,15 +68,16 @@ impl Workflow {
             .store
             .find_request_by_pr(self.forge_kind(), repo, pr.number)
             .await?;
-        // The forge's time of the push, from the event that announces it.
-        let pushed = matches!(
+        // The forge's time of the push, from the event that announces it. A PR reopened on
+        // the head it was closed with was not pushed.
+        let reopened_on_a_new_head = action == PullRequestAction::Reopened
+            && existing.as_ref().is_none_or(|r| r.head_sha != pr.head_sha);
+        let pushed = (matches!(
             action,
-            PullRequestAction::Opened
-                | PullRequestAction::Synchronized
-                | PullRequestAction::Reopened
-        )
-        .then(|| pr.updated_at.map(|at| (pr.head_sha.clone(), at)))
-        .flatten();
+            PullRequestAction::Opened | PullRequestAction::Synchronized
+        ) || reopened_on_a_new_head)
+            .then(|| pr.updated_at.map(|at| (pr.head_sha.clone(), at)))
+            .flatten();
         match action {
             PullRequestAction::Closed => self.request_pr_closed(existing, pr).await,
             // The bot evaluates the PRs it opens itself, right after opening them.
@@ -541,10 +542,21 @@ impl Workflow {
             // put back on that head (A, then B, then A again). Only a comment or emoji given
             // after this push (forge time) but heard before its webhook was meant for the new
             // head, and counts for it.
-            let heard_early = self.given_after_push(&record, stored.head_since).await?;
+            let (heard_early, too_close) =
+                self.given_after_push(&record, stored.head_since).await?;
             self.store
                 .forget_approvals_of_other_heads(&record.id, &pr.head_sha)
                 .await?;
+            for approval in &too_close {
+                // Given in the push's second: which version it approves cannot be told, and
+                // its approver is asked to approve again, never dropped in silence.
+                let approver = Actor {
+                    id: approval.approver_id,
+                    login: approval.approver_login.to_string(),
+                    is_bot: false,
+                };
+                self.ask_once(&record, &approver, &approval.signal).await?;
+            }
             for approval in heard_early {
                 let approval = Approval {
                     head_sha: pr.head_sha.clone(),
@@ -566,25 +578,31 @@ impl Workflow {
     }
 
     /// The approvals stored for `record`'s old head that were given after the push of the new
-    /// one (`head_since`, forge time against forge time, more than a second apart). Reviews
-    /// are bound to the commit they approve, so they never move.
+    /// one (`head_since`, forge time against forge time, more than a second apart), and those
+    /// given within its second. Reviews are bound to the commit they approve, so they never
+    /// move.
     async fn given_after_push(
         &self,
         record: &RequestRecord,
         head_since: Option<DateTime<Utc>>,
-    ) -> anyhow::Result<Vec<Approval>> {
+    ) -> anyhow::Result<(Vec<Approval>, Vec<Approval>)> {
+        use super::approval::{Timing, timing};
         let approvals = self
             .store
             .approvals_for(&record.id, &record.head_sha)
             .await?;
-        Ok(approvals
-            .into_iter()
-            .filter(|a| a.source != ApprovalSource::Review)
-            .filter(|a| {
-                super::approval::timing(a.approved_at, head_since)
-                    == super::approval::Timing::Current
-            })
-            .collect())
+        let (mut after, mut within) = (Vec::new(), Vec::new());
+        for approval in approvals {
+            if approval.source == ApprovalSource::Review {
+                continue;
+            }
+            match timing(approval.approved_at, head_since) {
+                Timing::Current => after.push(approval),
+                Timing::Ambiguous => within.push(approval),
+                Timing::Stale => {}
+            }
+        }
+        Ok((after, within))
     }
 
     /// A new request record on this workflow's forge and repository (see

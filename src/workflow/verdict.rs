@@ -284,6 +284,11 @@ fn beyond(files: &[ChangedFile], allowed: &BTreeSet<String>) -> Vec<String> {
 /// When the head arrived, by the forge's clock: kept from the last decision on the same head
 /// (a label event's `updated_at` is not a push), else the push the event announced when it is
 /// still the head, else the PR's `updated_at`.
+///
+/// On the same head, a push announced after it arrived means the branch went away and came
+/// back (A, then B, then A again, heard late): the head arrived again at that push when the
+/// event names it, or at an unknown time after the push to another head, taken as the PR's
+/// latest `updated_at`. An approval given meanwhile may have been of B and does not count.
 fn head_since(
     old: Option<&StoredDecision>,
     same_head: bool,
@@ -291,7 +296,18 @@ fn head_since(
     pr: &PullRequestInfo,
 ) -> Option<DateTime<Utc>> {
     match old {
-        Some(old) if same_head && old.head_since.is_some() => old.head_since,
+        Some(old) if same_head && old.head_since.is_some() => match pushed {
+            Some((sha, at)) if Some(*at) > old.head_since => {
+                let back_at = if *sha == pr.head_sha {
+                    Some(*at)
+                } else {
+                    pr.updated_at.max(Some(*at))
+                };
+                tracing::warn!(pr = pr.number, head = %pr.head_sha, "the branch went away and came back to the same head: approvals before its return do not count");
+                back_at
+            }
+            _ => old.head_since,
+        },
         _ => match pushed {
             Some((sha, at)) if *sha == pr.head_sha => Some(*at),
             _ => pr.updated_at,

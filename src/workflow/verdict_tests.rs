@@ -498,7 +498,8 @@ fn the_comment_names_the_recorded_id() {
 }
 
 #[test]
-fn head_since_is_kept_on_the_same_head_and_taken_from_the_push_otherwise() {
+fn head_since_is_kept_on_the_same_head_until_it_is_pushed_again_and_taken_from_the_push_otherwise()
+{
     let first = decided(&inputs(OK)).stored;
     assert_eq!(
         first.head_since,
@@ -525,6 +526,25 @@ fn head_since_is_kept_on_the_same_head_and_taken_from_the_push_otherwise() {
     stale.pushed = Some(("3".repeat(40), t(40)));
     stale.pr.updated_at = Some(t(45));
     assert_eq!(decided(&stale).stored.head_since, Some(t(45)));
+
+    // The same head pushed again later (it went away and came back): from that push.
+    let mut again = inputs(OK);
+    again.existing = Some(recorded(&again, HEAD, first.clone()));
+    again.pushed = Some((HEAD.into(), t(40)));
+    assert_eq!(decided(&again).stored.head_since, Some(t(40)));
+
+    // A push to another head, while the PR is back on this one: at the PR's latest time.
+    let mut away = inputs(OK);
+    away.existing = Some(recorded(&away, HEAD, first.clone()));
+    away.pushed = Some(("3".repeat(40), t(40)));
+    away.pr.updated_at = Some(t(45));
+    assert_eq!(decided(&away).stored.head_since, Some(t(45)));
+
+    // An event of the push it arrived with, heard again: nothing moves.
+    let mut heard_again = inputs(OK);
+    heard_again.existing = Some(recorded(&heard_again, HEAD, first.clone()));
+    heard_again.pushed = Some((HEAD.into(), t(5)));
+    assert_eq!(decided(&heard_again).stored.head_since, Some(t(5)));
 
     // The same head without a known time: taken now that one is known.
     let mut unknown = inputs(OK);
