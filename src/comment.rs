@@ -707,6 +707,23 @@ pub fn extension_refused_comment(total: &str, max: &str) -> String {
     )
 }
 
+/// An extension of a grant whose requester the policy no longer names among its requesters
+/// (off the list, or out of the team that named them): nobody can extend it, as nobody could
+/// grant them that access anew. It ends at its expiry.
+pub fn extension_requester_removed_comment(
+    requester: &str,
+    environment: &str,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> String {
+    format!(
+        "🙅 @{requester} is no longer among the requesters of the {} policy, so the grant cannot be extended; it ends at **{}** ({}).",
+        code(environment),
+        iso(expires_at),
+        relative(now, expires_at)
+    )
+}
+
 /// An extension asked for after the grant's expiry, before its revoke ran.
 pub fn extension_after_expiry_comment(expired_at: DateTime<Utc>) -> String {
     format!(

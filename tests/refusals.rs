@@ -596,6 +596,107 @@ on_both_forges!(
     }
 );
 
+// A grant is extended only for someone its policy still names among its requesters, as a new
+// request of theirs is decided: alice, taken off staging's (self-service) requesters while her
+// grant runs, keeps it to its expiry but extends it no more, alone or with an approver's word.
+on_both_forges!(
+    a_requester_taken_off_the_requesters_cannot_extend_their_grant,
+    |s: Scenario| async move {
+        let alice = &s.people.alice;
+        let yaml = "environment: staging\nrole: admin\nduration: 2h\nreason: \"incident: INC-9 staging\"\n";
+        let pr = s.open_request(alice, "staging", "st1", yaml);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+        let granted = s.request("st1").await.expires_at.unwrap();
+        // Still a requester: she extends on her own.
+        s.note(pr, alice, "/breakglass extend 30m");
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+        let extended = granted + TimeDelta::minutes(30);
+        assert_eq!(s.request("st1").await.expires_at, Some(extended));
+
+        let named = "requesters: [\"@acme/engineering\", alice, bob, dave]";
+        let unnamed = "requesters: [\"@acme/engineering\", bob, dave]";
+        s.edit_policy(&s.people.erin, "staging", |p| p.replace(named, unnamed));
+        s.settle().await;
+        let refused = format!(
+            "🙅 @alice is no longer among the requesters of the `staging` policy, so the grant cannot be extended; it ends at **{}** (in ",
+            breakglass::clock::iso(extended)
+        );
+        for who in [alice, &s.people.carol] {
+            s.note(pr, who, "/breakglass extend 30m");
+            s.settle().await;
+            let said = s.next_bot_comment(pr);
+            assert!(said.starts_with(&refused), "{}: {said}", who.login);
+        }
+        assert_eq!(s.request("st1").await.expires_at, Some(extended));
+
+        // Named again, she extends on her own again.
+        s.edit_policy(&s.people.erin, "staging", |p| p.replace(unnamed, named));
+        s.settle().await;
+        s.note(pr, alice, "/breakglass extend 30m");
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+        assert_eq!(
+            s.request("st1").await.expires_at,
+            Some(extended + TimeDelta::minutes(30))
+        );
+    }
+);
+
+// The same for a fast-path grant: erin leaves @acme/sre (so prod's requesters no longer name
+// her) but stays on call, so the sev1 rule alone would still let her extend. She does not,
+// nor does an approver for her, and nothing is left asked for an approve to grant.
+on_both_forges!(
+    a_requester_out_of_the_requesters_team_cannot_extend_a_fast_path_grant,
+    |s: Scenario| async move {
+        let erin = &s.people.erin;
+        let yaml = "environment: prod\nrole: admin\nduration: 30m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+        s.forge.push_files(
+            REPO,
+            "sev1-erin",
+            erin,
+            &[("requests/prod/r-left.yaml", yaml)],
+            "request",
+        );
+        let pr = s.open_change(erin, "sev1-erin", "sev1 access");
+        s.label(pr, erin, "sev1");
+        s.settle().await;
+        s.expect_bot_comments(pr, &["🔓 **Access granted.** @erin"]);
+        let granted = s.request("r-left").await.expires_at.unwrap();
+
+        // Past the bot's minute of membership cache.
+        s.forge.remove_team_member("acme/sre", erin);
+        s.advance(TimeDelta::minutes(2));
+        let refused = format!(
+            "🙅 @erin is no longer among the requesters of the `prod` policy, so the grant cannot be extended; it ends at **{}** (in ",
+            breakglass::clock::iso(granted)
+        );
+        for who in [erin, &s.people.carol] {
+            s.note(pr, who, "/breakglass extend 15m");
+            s.settle().await;
+            let said = s.next_bot_comment(pr);
+            assert!(said.starts_with(&refused), "{}: {said}", who.login);
+        }
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).starts_with("ℹ️ Nothing to approve"));
+        assert_eq!(s.request("r-left").await.expires_at, Some(granted));
+
+        // Back in the team, the rule lets her extend on her own again.
+        s.forge.add_team_member("acme/sre", erin);
+        s.advance(TimeDelta::minutes(2));
+        s.note(pr, erin, "/breakglass extend 15m");
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+        assert_eq!(
+            s.request("r-left").await.expires_at,
+            Some(granted + TimeDelta::minutes(15))
+        );
+    }
+);
+
 // Approvals are of a head: a push voids them for good, even when the branch is put back on the
 // head they were given on (A, then B, then A again).
 on_both_forges!(
@@ -731,6 +832,63 @@ on_both_forges!(
         s.settle().await;
         assert_eq!(s.next_bot_comment(pr), one_of_two("carol", "1h"));
         assert_eq!(s.request("r1").await.expires_at.unwrap(), extended);
+    }
+);
+
+// An extension is approved by approvers as the policy names them when it is granted, as a
+// request is at its merge: carol approves, is then taken off prod's approvers (out of the team
+// and off the list), and dan's approval is one of two, not two. An approver still named makes two.
+on_both_forges!(
+    an_extension_approval_by_someone_taken_off_the_approvers_does_not_count,
+    |s: Scenario| async move {
+        s.prod_needs_two_approvals().await;
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.approve(pr, &s.people.carol);
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.take_bot_comments(pr);
+        let granted = s.request("r1").await.expires_at.unwrap();
+        let one_of_two = |who: &str| {
+            format!(
+                "👍 @{who} approves an extension by 1h (1 of 2); another approver's `/breakglass approve` (or `/breakglass extend 1h`) extends it."
+            )
+        };
+        s.note(pr, &s.people.carol, "/breakglass extend 1h");
+        s.settle().await;
+        assert_eq!(s.next_bot_comment(pr), one_of_two("carol"));
+
+        s.forge
+            .remove_team_member("acme/sre-leads", &s.people.carol);
+        s.edit_policy(&s.people.erin, "prod", |p| {
+            p.replace(
+                "approvers: [\"@acme/sre-leads\", carol]",
+                "approvers: [\"@acme/sre-leads\"]",
+            )
+        });
+        s.advance(TimeDelta::minutes(2)); // past the bot's minute of membership cache
+        s.settle().await;
+        s.note(pr, &s.people.dan, "/breakglass extend 1h");
+        s.settle().await;
+        assert_eq!(s.next_bot_comment(pr), one_of_two("dan"));
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
+
+        s.forge.add_team_member("acme/sre-leads", &s.people.bob);
+        s.note(pr, &s.people.bob, "/breakglass extend 1h");
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+        let extended = s.request("r1").await.expires_at.unwrap();
+        assert_eq!(extended - granted, TimeDelta::hours(1));
+        let event = s.events("r1", "extend").await.pop().unwrap();
+        let mut approved_by: Vec<&str> = event.data["approved_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|login| login.as_str())
+            .collect();
+        approved_by.sort_unstable();
+        assert_eq!(approved_by, ["bob", "dan"]);
     }
 );
 

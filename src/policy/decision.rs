@@ -154,6 +154,12 @@ pub fn membership(principals: &[Principal], who: &Requester) -> Membership {
     }
 }
 
+/// Whether `who` is one of `policy`'s requesters: the rule a request is decided by, asked
+/// again when its grant is extended (a grant is extended only for someone who may ask now).
+pub fn requester_membership(policy: &Policy, who: &Requester) -> Membership {
+    membership(&policy.requesters, who)
+}
+
 fn same_team(a: &Team, b: &Team) -> bool {
     a.org.eq_ignore_ascii_case(&b.org) && a.slug.eq_ignore_ascii_case(&b.slug)
 }
@@ -302,7 +308,7 @@ fn check_requester(
         });
     }
     let allowed: Vec<String> = policy.requesters.iter().map(ToString::to_string).collect();
-    match membership(&policy.requesters, requester) {
+    match requester_membership(policy, requester) {
         Membership::Yes => {}
         Membership::Unknown => decision.unchecked.push(format!(
             "requesters: `{}` is not listed by name; membership in {} was not checked",

@@ -2,8 +2,9 @@
 //! `max_duration` in total. The requester gets it at once when a fast-path rule (as it applies
 //! now) or self-service allows the new total; otherwise it is approved again as the request
 //! was: each approver's `/breakglass extend` with the same duration is one approval of it, and
-//! the policy's `approvals` distinct approvers (never the requester) extend it. Each refusal
-//! is a reply that says why.
+//! the policy's `approvals` distinct approvers (never the requester) extend it. Both as the
+//! default branch's policy has it now: a requester it no longer names gets no extension at all,
+//! and an approver it no longer names no longer counts. Each refusal is a reply that says why.
 
 use chrono::{DateTime, Utc};
 
@@ -13,7 +14,7 @@ use crate::duration::HumanDuration;
 use crate::forge::{Actor, Thread};
 use crate::names::{Login, Name};
 use crate::policy::Policy;
-use crate::policy::decision::{Context, fast_path_misses};
+use crate::policy::decision::{Context, Membership, fast_path_misses, requester_membership};
 use crate::store::{
     AppliedGrant, Approval, ApprovalSource, CommentKey, Effect, EventKind, JobKind,
 };
@@ -208,7 +209,8 @@ impl Workflow {
     }
 
     /// Whether `record` can have `by` more: an active grant before its expiry, whose access is
-    /// not a merged file, within its policy's `max_duration` in total.
+    /// not a merged file, of a requester its policy still names, within its policy's
+    /// `max_duration` in total.
     async fn extendable(
         &self,
         record: &RequestRecord,
@@ -248,13 +250,10 @@ impl Workflow {
             Ok(None) => return no_request(),
             Err(reply) => return Ok(Err(reply)),
         };
-        let total = HumanDuration::from_secs(record.total_secs + by.as_secs());
-        if total > policy.max_duration {
-            return Ok(Err(comment::extension_refused_comment(
-                &total.to_string(),
-                &policy.max_duration.to_string(),
-            )));
-        }
+        let total = match self.policy_allows(record, &policy, by, expires_at).await? {
+            Ok(total) => total,
+            Err(reply) => return Ok(Err(reply)),
+        };
         Ok(Ok(Extension {
             expires_at,
             by,
@@ -262,6 +261,48 @@ impl Workflow {
             applied,
             policy,
         }))
+    }
+
+    /// Whether `policy` (the default branch's, now) allows `record` `by` more, whoever asks:
+    /// its requester is still one of the policy's requesters, and the new total is within
+    /// `max_duration`. The new total when it does.
+    async fn policy_allows(
+        &self,
+        record: &RequestRecord,
+        policy: &Policy,
+        by: HumanDuration,
+        expires_at: DateTime<Utc>,
+    ) -> anyhow::Result<Checked<HumanDuration>> {
+        if !self.still_a_requester(record, policy).await? {
+            return Ok(Err(comment::extension_requester_removed_comment(
+                record.requester_login.as_str(),
+                record.environment.as_str(),
+                expires_at,
+                self.now(),
+            )));
+        }
+        let total = HumanDuration::from_secs(record.total_secs + by.as_secs());
+        if total > policy.max_duration {
+            return Ok(Err(comment::extension_refused_comment(
+                &total.to_string(),
+                &policy.max_duration.to_string(),
+            )));
+        }
+        Ok(Ok(total))
+    }
+
+    /// Whether `record`'s requester is still one of `policy`'s requesters, judged as a new
+    /// request of theirs would be. More time is new access: no approval makes up for a
+    /// requester the policy no longer names, as none would for their new request.
+    async fn still_a_requester(
+        &self,
+        record: &RequestRecord,
+        policy: &Policy,
+    ) -> anyhow::Result<bool> {
+        let requester = self
+            .resolve_requester(Some(policy), &record.requester_login)
+            .await?;
+        Ok(requester_membership(policy, &requester) == Membership::Yes)
     }
 
     /// Whether the requester may have `extension` on their own: in an environment that needs
@@ -341,14 +382,9 @@ impl Workflow {
         self.store
             .add_approval_logged(&approval, &event, self.now())
             .await?;
-        let asked = self.store.approvals_for(&record.id, &subject).await?;
-        let alive = self.signals_alive(record.pr_number, &asked).await?;
-        let mut approvers = std::collections::BTreeMap::new();
-        for approval in asked.into_iter().filter(|a| alive.contains(&a.signal)) {
-            if approval.approver_id != record.requester_id {
-                approvers.insert(approval.approver_id, approval.approver_login);
-            }
-        }
+        let approvers = self
+            .counted_extension_approvers(record, policy, &subject)
+            .await?;
         if approvers.len() >= need as usize {
             return Ok(Ok(Some(approvers.into_values().collect())));
         }
@@ -363,6 +399,33 @@ impl Workflow {
         )
         .await?;
         Ok(Ok(None))
+    }
+
+    /// The distinct approvers (by user id, never the requester) of the extension `subject`
+    /// whose comments are still there and whom `policy` still names as approvers, as at a
+    /// request's merge (`live_approvals`): one taken off the policy since no longer counts.
+    async fn counted_extension_approvers(
+        &self,
+        record: &RequestRecord,
+        policy: &Policy,
+        subject: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<u64, Login>> {
+        let asked = self.store.approvals_for(&record.id, subject).await?;
+        let alive = self.signals_alive(record.pr_number, &asked).await?;
+        let mut approvers = std::collections::BTreeMap::new();
+        for approval in asked.into_iter().filter(|a| alive.contains(&a.signal)) {
+            let approver = Actor {
+                id: approval.approver_id,
+                login: approval.approver_login.to_string(),
+                is_bot: false,
+            };
+            if approval.approver_id != record.requester_id
+                && self.is_approver_now(policy, &approver).await?
+            {
+                approvers.insert(approval.approver_id, approval.approver_login);
+            }
+        }
+        Ok(approvers)
     }
 
     /// The policy of `record`'s environment on the default branch, if it still has one.
