@@ -937,6 +937,37 @@ on_both_forges!(
     }
 );
 
+on_both_forges!(
+    an_emoji_the_policy_stopped_taking_as_an_approval_does_not_count_at_the_merge,
+    |s: Scenario| async move {
+        let rocket_too = "approval_reactions: [\"+1\", \"rocket\"]";
+        s.edit_policy(&s.people.erin, "prod", |p| {
+            p.replace("approvals: 1", "approvals: 2")
+                .replace("approval_reactions: [\"+1\"]", rocket_too)
+        });
+        s.settle().await;
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.emoji(pr, &s.people.dan, "rocket");
+        for _ in 0..3 {
+            s.advance(TimeDelta::seconds(31));
+            s.settle().await;
+        }
+        // 🚀 stops being an approval; dan's stays on the PR.
+        s.edit_policy(&s.people.erin, "prod", |p| {
+            p.replace(rocket_too, "approval_reactions: [\"+1\"]")
+        });
+        s.settle().await;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        // Before, dan's 🚀 was still counted at the merge: two of two.
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(pr, &["⚠️ Not merged: an approval no longer counts at the merge: withdrawn, or not one under the default branch's policy any more (1 of 2 remain)."]);
+        s.expect_no_bot_comment(pr);
+    }
+);
+
 on_both_backends!(
     a_replayed_deny_is_neither_done_nor_said_again,
     |s: Scenario| async move {
@@ -1053,7 +1084,7 @@ on_both_backends!(
             pr,
             &[
                 "✅ **Request `r1` is allowed**",
-                "⚠️ Not merged: an approval was withdrawn before the merge (0 of 1 remain).",
+                "⚠️ Not merged: an approval no longer counts at the merge: withdrawn, or not one under the default branch's policy any more (0 of 1 remain).",
             ],
         );
     }

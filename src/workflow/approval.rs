@@ -3,7 +3,7 @@
 //! never counts; N distinct approvers when the policy asks. Also the after-the-fact review of
 //! fast-path grants, which an approver's reaction closes too.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -76,8 +76,8 @@ pub(super) struct Signal<'a> {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// The signals (`reaction:<id>`, …) the forge still shows, of one kind.
-type Alive = anyhow::Result<Vec<String>>;
+/// The signals (`reaction:<id>`, …) the forge still shows, of one kind, with a reaction's emoji.
+type Alive = anyhow::Result<Vec<(String, Option<String>)>>;
 
 impl Workflow {
     /// Marks the request approved (by `approved_by`, or by its fast-path rule) and starts the
@@ -415,10 +415,16 @@ impl Workflow {
         let policy = policies.get(record.environment.as_str());
         let mut live = Vec::new();
         for approval in approvals {
-            if !alive.contains(&approval.signal) {
+            let Some(emoji) = alive.get(&approval.signal) else {
                 self.store
                     .withdraw_approval(&record.id, &approval.signal)
                     .await?;
+                continue;
+            };
+            // A reaction counts only while the policy takes its emoji as an approval.
+            if let Some(emoji) = emoji
+                && policy.is_none_or(|p| !p.approval_reactions.contains(emoji))
+            {
                 continue;
             }
             let approver = Actor {
@@ -441,13 +447,13 @@ impl Workflow {
     }
 
     /// Which of `approvals` the forge still shows on PR `number` (the reaction there, the review
-    /// not dismissed, the comment not deleted), by signal. Only the kinds of signal given are
-    /// read, all at once.
+    /// not dismissed, the comment not deleted), by signal, with each reaction's emoji. Only the
+    /// kinds of signal given are read, all at once.
     pub(super) async fn signals_alive(
         &self,
         number: u64,
         approvals: &[crate::store::Approval],
-    ) -> anyhow::Result<BTreeSet<String>> {
+    ) -> anyhow::Result<BTreeMap<String, Option<String>>> {
         let given = |source| approvals.iter().any(|a| a.source == source);
         let reactions = async {
             if !given(ApprovalSource::Reaction) {
@@ -457,15 +463,18 @@ impl Workflow {
                 .forge
                 .reactions(number)
                 .await?
-                .iter()
-                .map(|r| format!("reaction:{}", r.id))
+                .into_iter()
+                .map(|r| (format!("reaction:{}", r.id), Some(r.content)))
                 .collect())
         };
         let reviews = async {
             if !given(ApprovalSource::Review) {
                 return Ok(Vec::new());
             }
-            Ok(standing_approvals(self.forge.reviews(number).await?))
+            Ok(standing_approvals(self.forge.reviews(number).await?)
+                .into_iter()
+                .map(|signal| (signal, None))
+                .collect())
         };
         let comments = async {
             let mut alive = Vec::new();
@@ -481,7 +490,7 @@ impl Workflow {
                     && let Some(body) = self.forge.note_body(Thread::Change(number), id).await?
                     && still_approves(&body, approval)
                 {
-                    alive.push(approval.signal.clone());
+                    alive.push((approval.signal.clone(), None));
                 }
             }
             Ok(alive)

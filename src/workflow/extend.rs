@@ -413,7 +413,7 @@ impl Workflow {
         let asked = self.store.approvals_for(&record.id, subject).await?;
         let alive = self.signals_alive(record.pr_number, &asked).await?;
         let mut approvers = std::collections::BTreeMap::new();
-        for approval in asked.into_iter().filter(|a| alive.contains(&a.signal)) {
+        for approval in asked.into_iter().filter(|a| alive.contains_key(&a.signal)) {
             let approver = Actor {
                 id: approval.approver_id,
                 login: approval.approver_login.to_string(),

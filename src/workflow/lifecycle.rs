@@ -216,8 +216,9 @@ impl Workflow {
             return Ok(Err(Stop::Redecide(Box::new(pr))));
         }
         if let Some((have, need)) = withdrawn {
-            let why =
-                format!("an approval was withdrawn before the merge ({have} of {need} remain)");
+            let why = format!(
+                "an approval no longer counts at the merge: withdrawn, or not one under the default branch's policy any more ({have} of {need} remain)"
+            );
             return Ok(Err(Stop::Refuse(why)));
         }
         Ok(Ok(Some(pr)))
