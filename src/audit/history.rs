@@ -98,6 +98,10 @@ pub struct RevokeFact {
     /// Titled `breakglass: remove …`: the bot removing a request file that landed without it,
     /// rather than ending a grant.
     pub removal: bool,
+    /// The directory of the request file the commit removes: a revoke ends the grant of that
+    /// id in that environment only (a removal of `requests/staging/r1.yaml` ends no grant of
+    /// `requests/prod/r1.yaml`).
+    pub environment: Option<String>,
 }
 
 /// A `requests/<environment>/<id>.yaml` file added by a first-parent commit without the bot's
@@ -560,7 +564,7 @@ fn revoke(
     let yml = format!("{request_id}.yml");
     // The bot's own requests are `.yaml`; a removal takes away whatever landed, `.yml` too.
     let names: &[&str] = if removal { &[&yaml, &yml] } else { &[&yaml] };
-    if files.removed(names)?.is_none() {
+    let Some(removed) = files.removed(names)? else {
         return Ok(EventKind::Forged(ForgedFact {
             detail: format!(
                 "{}: {request_id} ({}) but the commit does not remove {REQUESTS_DIR}/<environment>/{yaml}",
@@ -570,13 +574,14 @@ fn revoke(
             request_id,
             claim: Claim::Revoke,
         }));
-    }
+    };
     Ok(EventKind::Revoke(RevokeFact {
         request_id,
         reason: owned(bot.revoked_reason),
         reviewed_by: owned(bot.reviewed_by),
         expires: TrailerTime::parse(bot.expires.as_deref()),
         removal,
+        environment: Some(removed.environment),
     }))
 }
 

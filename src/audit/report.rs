@@ -357,7 +357,8 @@ fn sort_events(events: Vec<Event>) -> Sorted {
                     at: event.at,
                     fact,
                 };
-                let Some(&index) = open.get(&revoke.fact.request_id) else {
+                let grant = open.get(&revoke.fact.request_id).copied();
+                let Some(index) = grant.filter(|&i| ends(&grants[i], &revoke.fact)) else {
                     sorted.unpaired.push(revoke);
                     continue;
                 };
@@ -387,6 +388,15 @@ fn sort_events(events: Vec<Event>) -> Sorted {
         }
     }
     sorted
+}
+
+/// Whether `revoke` ends `grant`: it removes that grant's request file, in its environment
+/// (where the revoke says which).
+fn ends(grant: &Pending, revoke: &RevokeFact) -> bool {
+    revoke
+        .environment
+        .as_ref()
+        .is_none_or(|e| *e == grant.row.environment)
 }
 
 /// One `revert_without_grant` anomaly per revoke in the period that closes no grant; a second
@@ -448,9 +458,14 @@ fn flag_landed(
         if !(options.in_period(at) && options.in_environment(&fact.environment)) {
             continue;
         }
-        let removal = removals
-            .iter()
-            .find(|r| r.position > position && r.fact.request_id == fact.request_id);
+        let removal = removals.iter().find(|r| {
+            r.position > position
+                && r.fact.request_id == fact.request_id
+                && r.fact
+                    .environment
+                    .as_ref()
+                    .is_none_or(|e| *e == fact.environment)
+        });
         let fate = match removal {
             Some(r) => format!(
                 "removed by {} at {} (reconcile)",
@@ -811,6 +826,7 @@ mod tests {
                     reviewed_by: reviewer.map(Into::into),
                     expires: TrailerTime::Missing,
                     removal: false,
+                    environment: Some("prod".into()),
                 }),
             )
         }
@@ -984,6 +1000,7 @@ mod tests {
                     reviewed_by: None,
                     expires: TrailerTime::Missing,
                     removal: true,
+                    environment: Some("prod".into()),
                 }),
             )
             .revoke(12, "other", "reconcile", None)
@@ -1004,6 +1021,46 @@ mod tests {
             )
         );
         assert!(report.grants.is_empty());
+    }
+
+    #[test]
+    fn a_removal_of_the_same_id_in_another_environment_ends_no_grant() {
+        let removal = |environment: &str| {
+            EventKind::Revoke(RevokeFact {
+                request_id: "r-1".into(),
+                reason: Some("reconcile".into()),
+                reviewed_by: None,
+                expires: TrailerTime::Missing,
+                removal: true,
+                environment: Some(environment.into()),
+            })
+        };
+        let report = Builder::default()
+            .grant(0, "r-1", "carol", 240)
+            .push(
+                4,
+                EventKind::Landed(LandedFact {
+                    environment: "staging".into(),
+                    request_id: "r-1".into(),
+                    path: "requests/staging/r-1.yaml".into(),
+                }),
+            )
+            .push(5, removal("staging"))
+            .revoke(240, "r-1", "ttl", None)
+            .report(600);
+        // Before, the staging removal was taken as prod's revoke (at 5 minutes, "reconcile"),
+        // and the real one at the expiry as a second revoke.
+        assert_eq!(report.grants[0].revoked_at, Some(t(240)));
+        assert_eq!(report.grants[0].revoked_how.as_deref(), Some("ttl"));
+        assert_eq!(
+            kinds(&report),
+            [("r-1".into(), AnomalyKind::LandedWithoutBot)]
+        );
+        assert!(
+            report.anomalies[0].detail.contains("removed by"),
+            "{}",
+            report.anomalies[0].detail
+        );
     }
 
     #[test]
