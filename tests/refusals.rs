@@ -585,14 +585,15 @@ on_both_forges!(
         // Back on call, the rule applies again and erin extends on her own.
         s.forge.add_team_member("acme/oncall", erin);
         s.advance(TimeDelta::minutes(2));
-        s.note(pr, erin, "/breakglass extend 15m");
-        s.settle().await;
-        let said = s.next_bot_comment(pr);
-        assert!(said.starts_with("⏳ Extended"), "{said}");
-        assert_eq!(
-            s.request("r-lapse").await.expires_at,
-            Some(granted + TimeDelta::minutes(15))
-        );
+        extends(
+            &s,
+            pr,
+            erin,
+            "15m",
+            "r-lapse",
+            granted + TimeDelta::minutes(15),
+        )
+        .await;
     }
 );
 
@@ -610,11 +611,8 @@ on_both_forges!(
         s.take_bot_comments(pr);
         let granted = s.request("st1").await.expires_at.unwrap();
         // Still a requester: she extends on her own.
-        s.note(pr, alice, "/breakglass extend 30m");
-        s.settle().await;
-        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
         let extended = granted + TimeDelta::minutes(30);
-        assert_eq!(s.request("st1").await.expires_at, Some(extended));
+        extends(&s, pr, alice, "30m", "st1", extended).await;
 
         let named = "requesters: [\"@acme/engineering\", alice, bob, dave]";
         let unnamed = "requesters: [\"@acme/engineering\", bob, dave]";
@@ -624,24 +622,21 @@ on_both_forges!(
             "🙅 @alice is no longer among the requesters of the `staging` policy, so the grant cannot be extended; it ends at **{}** (in ",
             breakglass::clock::iso(extended)
         );
-        for who in [alice, &s.people.carol] {
-            s.note(pr, who, "/breakglass extend 30m");
-            s.settle().await;
-            let said = s.next_bot_comment(pr);
-            assert!(said.starts_with(&refused), "{}: {said}", who.login);
-        }
+        extension_refused(&s, pr, &[alice, &s.people.carol], "30m", &refused).await;
         assert_eq!(s.request("st1").await.expires_at, Some(extended));
 
         // Named again, she extends on her own again.
         s.edit_policy(&s.people.erin, "staging", |p| p.replace(unnamed, named));
         s.settle().await;
-        s.note(pr, alice, "/breakglass extend 30m");
-        s.settle().await;
-        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
-        assert_eq!(
-            s.request("st1").await.expires_at,
-            Some(extended + TimeDelta::minutes(30))
-        );
+        extends(
+            &s,
+            pr,
+            alice,
+            "30m",
+            "st1",
+            extended + TimeDelta::minutes(30),
+        )
+        .await;
     }
 );
 
@@ -673,12 +668,7 @@ on_both_forges!(
             "🙅 @erin is no longer among the requesters of the `prod` policy, so the grant cannot be extended; it ends at **{}** (in ",
             breakglass::clock::iso(granted)
         );
-        for who in [erin, &s.people.carol] {
-            s.note(pr, who, "/breakglass extend 15m");
-            s.settle().await;
-            let said = s.next_bot_comment(pr);
-            assert!(said.starts_with(&refused), "{}: {said}", who.login);
-        }
+        extension_refused(&s, pr, &[erin, &s.people.carol], "15m", &refused).await;
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(s.next_bot_comment(pr).starts_with("ℹ️ Nothing to approve"));
@@ -687,13 +677,15 @@ on_both_forges!(
         // Back in the team, the rule lets her extend on her own again.
         s.forge.add_team_member("acme/sre", erin);
         s.advance(TimeDelta::minutes(2));
-        s.note(pr, erin, "/breakglass extend 15m");
-        s.settle().await;
-        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
-        assert_eq!(
-            s.request("r-left").await.expires_at,
-            Some(granted + TimeDelta::minutes(15))
-        );
+        extends(
+            &s,
+            pr,
+            erin,
+            "15m",
+            "r-left",
+            granted + TimeDelta::minutes(15),
+        )
+        .await;
     }
 );
 
@@ -1021,6 +1013,39 @@ on_both_forges!(status_counts_each_approver_once, |s: Scenario| async move {
     );
     assert!(!s.change(pr).merged);
 });
+
+/// `who` extends request `id` (PR `pr`) by `by` on their own: said so, and it now expires at
+/// `expected`.
+async fn extends(
+    s: &Scenario,
+    pr: u64,
+    who: &breakglass_test_forge::User,
+    by: &str,
+    id: &str,
+    expected: chrono::DateTime<chrono::Utc>,
+) {
+    s.note(pr, who, &format!("/breakglass extend {by}"));
+    s.settle().await;
+    let said = s.next_bot_comment(pr);
+    assert!(said.starts_with("⏳ Extended"), "{said}");
+    assert_eq!(s.request(id).await.expires_at, Some(expected));
+}
+
+/// Each of `asking` asks to extend PR `pr` by `by`, and is answered with `refused`.
+async fn extension_refused(
+    s: &Scenario,
+    pr: u64,
+    asking: &[&breakglass_test_forge::User],
+    by: &str,
+    refused: &str,
+) {
+    for who in asking {
+        s.note(pr, who, &format!("/breakglass extend {by}"));
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with(refused), "{}: {said}", who.login);
+    }
+}
 
 /// The text of a comment outside code spans, as a markdown renderer reads it.
 fn plain_text(markdown: &str) -> String {

@@ -46,6 +46,15 @@ fn request_over_a_looser_policy_tagged_main(s: &Scenario, branch: &str) -> git2:
     repo
 }
 
+/// The last signed `issue_comment` delivery whose body holds `needle`, as the forge sent it.
+fn signed_comment(s: &Scenario, needle: &str) -> breakglass_test_forge::Delivery {
+    s.forge
+        .deliveries()
+        .into_iter()
+        .rfind(|d| d.event == "issue_comment" && String::from_utf8_lossy(&d.body).contains(needle))
+        .expect("the signed comment delivery")
+}
+
 fn two_approvals(s: &Scenario) {
     s.edit_policy(&s.people.carol, "prod", |p| {
         p.replace("approvals: 1", "approvals: 2")
@@ -718,15 +727,7 @@ on_skewed_clocks!(
             s.next_bot_comment(pr),
             "👍 Approval by @carol recorded (1 of 2)."
         );
-        let original = s
-            .forge
-            .deliveries()
-            .into_iter()
-            .rfind(|d| {
-                d.event == "issue_comment"
-                    && String::from_utf8_lossy(&d.body).contains("\"body\":\"/breakglass approve\"")
-            })
-            .expect("carol's signed comment delivery");
+        let original = signed_comment(&s, "\"body\":\"/breakglass approve\"");
         let replay = |id: &'static str| {
             let body = original.body.clone();
             let url = s.webhook_url();
@@ -980,15 +981,7 @@ on_both_backends!(
             s.next_bot_comment(pr),
             "🚫 Request denied by @carol: `nope`. Closing."
         );
-        let original = s
-            .forge
-            .deliveries()
-            .into_iter()
-            .rfind(|d| {
-                d.event == "issue_comment"
-                    && String::from_utf8_lossy(&d.body).contains("/breakglass deny -- nope")
-            })
-            .expect("carol's signed comment delivery");
+        let original = signed_comment(&s, "/breakglass deny -- nope");
         let closes = |s: &Scenario| {
             s.forge
                 .calls()
