@@ -545,6 +545,145 @@ on_both_forges!(
     }
 );
 
+/// mallory pushes `files` straight to main while the push's webhook is lost, then the
+/// service runs its own passes for 70 minutes (one of them, past the hour, lists).
+async fn pushed_without_a_webhook(s: &Scenario, files: &[(&str, &str)]) {
+    s.forge.set_webhooks_paused(true);
+    s.forge
+        .push_direct(REPO, &s.people.mallory, files, "direct push");
+    s.forge.set_webhooks_paused(false);
+    for _ in 0..14 {
+        s.advance(TimeDelta::minutes(5));
+        s.settle().await;
+    }
+}
+
+/// An active `iac` grant `id` (network/dns-admin, 2h), merged by the bot; its grant file's path.
+async fn iac_granted(s: &Scenario, id: &str) -> String {
+    let yaml =
+        "environment: network\nrole: dns-admin\nduration: 2h\nreason: move the apex record\n";
+    let pr = s.open_request(&s.people.alice, "network", id, yaml);
+    s.settle().await;
+    let said = s.next_bot_comment(pr);
+    let bot_pr: u64 = said
+        .split("re-opened the request as ")
+        .nth(1)
+        .map(|rest| rest.trim_start_matches(['#', '!']))
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not re-opened: {said}"));
+    s.approve(bot_pr, &s.people.carol);
+    s.settle().await;
+    assert_eq!(s.request(id).await.state.to_string(), "active");
+    format!("grants/network/{id}.tf")
+}
+
+/// The honest grant `id` is still active, its request file still on main.
+async fn still_held(s: &Scenario, id: &str, env: &str) {
+    assert_eq!(s.request(id).await.state.to_string(), "active");
+    let path = format!("requests/{env}/{id}.yaml");
+    assert!(s.forge.file_on(REPO, "main", &path).is_some(), "{path}");
+}
+
+const ADMIN_TF: &str = "resource \"aws_iam_role_policy_attachment\" \"mallory\" {\n  role       = \"breakglass-mallory\"\n  policy_arn = \"arn:aws:iam::aws:policy/AdministratorAccess\"\n}\n";
+
+// Reconciliation's listing covers every environment's directory, not only those of active
+// grants, and judges each file by its full path: a file named like an active grant in another
+// environment's directory is not that grant's.
+on_both_forges!(
+    a_request_file_pushed_without_a_webhook_where_no_grant_is_active_is_not_kept,
+    |s: Scenario| async move {
+        s.lenient();
+        s.granted("r-held", "4h").await;
+        s.reconcile_now().await;
+        let staging = "environment: staging\nrole: admin\nduration: 8h\nreason: INC-9\n";
+        let files = [
+            ("requests/staging/sneaky.yaml", staging),
+            ("requests/staging/r-held.yaml", staging),
+        ];
+        pushed_without_a_webhook(&s, &files).await;
+        for (path, _) in files {
+            assert!(s.forge.file_on(REPO, "main", path).is_none(), "{path}");
+        }
+        still_held(&s, "r-held", "prod").await;
+    }
+);
+
+// A grant file (what the requests repo's IaC pipeline applies) pushed under a grant root while
+// the webhook was lost: the listing covers the grant roots, and only the files an active grant
+// applied stay.
+on_both_forges!(
+    a_grant_file_pushed_without_a_webhook_is_not_kept,
+    |s: Scenario| async move {
+        s.lenient();
+        let path = iac_granted(&s, "r-dns").await;
+        let merged = s.forge.file_on(REPO, "main", &path).unwrap();
+        s.reconcile_now().await;
+        pushed_without_a_webhook(&s, &[("grants/network/evil.tf", ADMIN_TF)]).await;
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "grants/network/evil.tf")
+                .is_none()
+        );
+        still_held(&s, "r-dns", "network").await;
+        assert_eq!(s.forge.file_on(REPO, "main", &path), Some(merged));
+    }
+);
+
+// An active iac grant's file rewritten on main while the webhook was lost: the grant is not
+// what was approved, so it is revoked (as when the push is delivered); other grants stay.
+on_both_forges!(
+    an_iac_grant_file_rewritten_without_a_webhook_does_not_stay_granted,
+    |s: Scenario| async move {
+        s.lenient();
+        let path = iac_granted(&s, "r-dns").await;
+        s.granted("r-held", "4h").await;
+        s.reconcile_now().await;
+        let merged = s.forge.file_on(REPO, "main", &path).unwrap();
+        let tampered = format!("{merged}\n{ADMIN_TF}");
+        pushed_without_a_webhook(&s, &[(path.as_str(), tampered.as_str())]).await;
+        assert_ne!(s.request("r-dns").await.state.to_string(), "active");
+        assert_ne!(
+            s.forge.file_on(REPO, "main", &path).as_deref(),
+            Some(tampered.as_str())
+        );
+        still_held(&s, "r-held", "prod").await;
+    }
+);
+
+// A revoked id pushed again beside a request whose id is a substring of `requests/`: each
+// file is grouped by its exact id, and the revoked one is flagged as re-added.
+on_both_forges!(
+    a_revoked_id_pushed_again_with_another_request_is_not_left_unflagged,
+    |s: Scenario| async move {
+        s.lenient();
+        s.granted("r1", "1h").await;
+        s.granted("r-held", "4h").await;
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        s.forge.push_direct(
+            REPO,
+            &s.people.mallory,
+            &[
+                ("requests/prod/e.yaml", &prod_request("1h")),
+                ("requests/prod/r1.yaml", &prod_request("4h")),
+            ],
+            "direct push",
+        );
+        s.settle().await;
+        for path in ["requests/prod/e.yaml", "requests/prod/r1.yaml"] {
+            assert!(s.forge.file_on(REPO, "main", path).is_none(), "{path}");
+        }
+        let removals = s.events("r1", "remove").await;
+        assert!(
+            removals.iter().any(|e| e.data["readded"] == true),
+            "{removals:?}"
+        );
+        still_held(&s, "r-held", "prod").await;
+    }
+);
+
 on_both_backends!(
     an_active_grant_whose_request_file_is_removed_by_hand_is_revoked,
     |s: Scenario| async move {

@@ -222,9 +222,12 @@ on_both_backends!(
         workflows.shared().reconcile_all().await.unwrap();
         let calls = s.forge.calls();
         let contents = calls.count("GET", "/repos/{owner}/{repo}/contents/{*path}");
-        // The policies: their directory and each of the three files; the requests: prod's
-        // directory once, and the one file it no longer lists, read before its grant ends.
-        assert_eq!(contents, 1 + 3 + 1 + 1, "{calls:#?}");
+        // The policies: their directory and each of the three files; and the one request file
+        // the listing no longer shows, read before its grant ends. The listing itself is one
+        // read of the branch's tree (every request and grant file, whatever its folder).
+        assert_eq!(contents, 1 + 3 + 1, "{calls:#?}");
+        let listings = calls.count("GET", "/repos/{owner}/{repo}/git/trees/{sha}");
+        assert_eq!(listings, 1, "{calls:#?}");
         for id in ["r-gone", "r-role"] {
             let record = s.request(id).await;
             assert_eq!(record.state.to_string(), "revoking", "{id}");

@@ -7,7 +7,7 @@ use super::github::GithubClient;
 use super::gitlab::GitlabClient;
 use super::{
     Actor, ChangedFiles, FileContent, ForgeError, Landed, MergeError, PullRequestState, Reaction,
-    Review, ReviewState, Served, StatusState,
+    Review, ReviewState, Served, StatusState, ThreadLabels,
 };
 use crate::store::ForgeKind;
 
@@ -177,6 +177,26 @@ impl Forge {
         }
     }
 
+    /// Every file under any of `roots` on the default branch (at `branch`, as the caller read
+    /// it), at any depth, and whether the listing is whole (GitHub's one recursive tree can be
+    /// cut short; a file it leaves out is read on its own).
+    pub async fn list_default_tree(
+        &self,
+        branch: &str,
+        roots: &[String],
+    ) -> Result<(Vec<String>, bool), ForgeError> {
+        match self {
+            Forge::GitHub(c) => c.list_default_tree(branch, roots).await,
+            Forge::GitLab(c) => {
+                let mut files = Vec::new();
+                for root in roots {
+                    files.extend(c.list_files_under(branch, root).await?);
+                }
+                Ok((files, true))
+            }
+        }
+    }
+
     pub async fn create_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
         on_client!(self, c => c.create_branch(branch, sha).await)
     }
@@ -272,12 +292,18 @@ impl Forge {
         on_client!(self, c => c.open_pull_request(head, base, title, body, labels).await)
     }
 
-    /// The labels of an issue or a change request.
-    pub async fn labels(&self, thread: Thread) -> Result<Vec<String>, ForgeError> {
+    /// The labels of an issue or a change request, and whether it is open, in one read.
+    pub async fn labels(&self, thread: Thread) -> Result<ThreadLabels, ForgeError> {
         match (self, thread) {
             (Forge::GitHub(c), thread) => c.issue_labels(thread.number()).await,
             (Forge::GitLab(c), Thread::Issue(iid)) => c.issue_labels(iid).await,
-            (Forge::GitLab(c), Thread::Change(iid)) => Ok(c.pull_request(iid).await?.info.labels),
+            (Forge::GitLab(c), Thread::Change(iid)) => {
+                let change = c.pull_request(iid).await?;
+                Ok(ThreadLabels {
+                    open: change.open,
+                    labels: change.info.labels,
+                })
+            }
         }
     }
 

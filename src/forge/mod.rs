@@ -324,6 +324,13 @@ pub struct ChangedFiles {
     pub base_sha: Option<String>,
 }
 
+/// The labels of an issue or a change request, and whether it is open, as one read gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadLabels {
+    pub open: bool,
+    pub labels: Vec<String>,
+}
+
 /// A pull request as the API shows it now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PullRequestState {

@@ -934,11 +934,44 @@ impl Workflow {
             .into_iter()
             .filter(|p| p.starts_with("requests/") || is_grant(p))
             .collect();
+        self.remove_in_groups(&unauthorized, &pusher.login, None)
+            .await
+    }
+
+    /// Removes `unauthorized` files from the default branch, one guarded bot change per
+    /// request: a push's (by `pusher`) or what reconciliation's listing (read at `listed_at`)
+    /// found no request holds; a file whose removal was built since is left to that removal.
+    pub(super) async fn remove_in_groups(
+        &self,
+        unauthorized: &[&String],
+        pusher: &str,
+        listed_at: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<()> {
+        // One at a time, each file read again first: a push's handler and a reconciliation
+        // pass may find the same files, and the second must neither remove nor count them again.
+        let _one_at_a_time = REMOVING.lock().await;
+        let default = self.default_branch().await?;
+        let mut present = Vec::new();
+        for path in unauthorized {
+            let since = match listed_at {
+                Some(at) => self.removal_since(path, at).await?,
+                None => false,
+            };
+            if !since
+                && self
+                    .forge
+                    .read_default_file(&default, path)
+                    .await?
+                    .is_some()
+            {
+                present.push(*path);
+            }
+        }
         // Each request's files on their own: one removal that fails (and is tried again with
-        // the delivery) must not keep the others on the default branch.
+        // the delivery or the next pass) must not keep the others on the default branch.
         let mut failed = None;
-        for (subject, paths) in group_by_request(&unauthorized) {
-            tracing::warn!(%subject, ?paths, pusher = %pusher.login, "files reached the default branch without breakglass; removing them");
+        for (subject, paths) in group_by_request(&present) {
+            tracing::warn!(%subject, ?paths, %pusher, "files reached the default branch without breakglass; removing them");
             self.metrics
                 .inc("breakglass_anomalies_total", "kind=\"landed_without_bot\"");
             if let Err(err) = self.remove_unauthorized(&subject, &paths).await {
@@ -968,20 +1001,33 @@ impl Workflow {
         Ok(roots)
     }
 
+    /// Whether a removal of `path` was built at or after `since` (a push's handler, or a
+    /// removal merged elsewhere made good, got there first).
+    async fn removal_since(&self, path: &str, since: DateTime<Utc>) -> anyhow::Result<bool> {
+        for subject in named_ids(path) {
+            let change = self.store.get_change(subject.as_str(), ChangeKind::Removal);
+            if change
+                .await?
+                .is_some_and(|c| c.updated_at >= since && c.paths.iter().any(|p| p == path))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Removes files that landed without the bot, through a bot change and the merge guard.
     pub(super) async fn remove_unauthorized(
         &self,
         subject: &str,
         paths: &[String],
     ) -> anyhow::Result<()> {
-        let request = paths.iter().find_map(|p| RequestPath::parse(p));
-        let known = match &request {
-            Some(r) => self.store.get_request(&r.id).await?,
-            None => None,
-        };
-        let readded = known
-            .as_ref()
-            .is_some_and(|r| matches!(r.state, RequestState::Revoked | RequestState::Closed));
+        let mut readded = false;
+        for request in paths.iter().filter_map(|p| RequestPath::parse(p)) {
+            let known = self.store.get_request(&request.id).await?;
+            readded |= known
+                .is_some_and(|r| matches!(r.state, RequestState::Revoked | RequestState::Closed));
+        }
         let mut body = comment::direct_push_comment(paths);
         if readded {
             body = format!("{body}\n\n{}", comment::readded_comment(subject));
@@ -1026,6 +1072,8 @@ impl Workflow {
         merged_elsewhere: &crate::store::Change,
         base: &str,
     ) -> anyhow::Result<()> {
+        // Not beside a reconciliation pass's removal of the same files (see `remove_in_groups`).
+        let _one_at_a_time = REMOVING.lock().await;
         let (subject, paths) = (merged_elsewhere.subject.as_str(), &merged_elsewhere.paths);
         let kind = merged_elsewhere.kind;
         let title = format!("breakglass: remove {subject} (its {kind} was merged into {base})");
@@ -1100,6 +1148,9 @@ impl Workflow {
         anyhow::bail!("cannot merge the removal of {subject}: {why}")
     }
 }
+
+/// Held while files that landed without the bot are removed (see `remove_in_groups`).
+static REMOVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether a push's webhook may not list every commit of the push: the forge said it left
 /// some out, it lists as many as GitLab lists at most (its oldest dropped), or none (a branch
@@ -1197,13 +1248,30 @@ struct Removal<'a> {
     readded: bool,
 }
 
-/// Files that landed without the bot, one group per request id: a grant file goes with the
-/// request whose id its path names, else with its own file stem.
+/// The request ids a path may belong to: a request file's own id; for any other file, each
+/// of its path's parts that is an id, as is or without its extension (a grant file is rendered
+/// at a path that names its request, as `grants/{{ environment }}/{{ id }}.tf`).
+pub(super) fn named_ids(path: &str) -> Vec<RequestId> {
+    if let Some(request) = RequestPath::parse(path) {
+        return vec![request.id];
+    }
+    let parts = path.split('/').flat_map(|part| {
+        let stem = part.rsplit_once('.').map(|(stem, _)| stem);
+        std::iter::once(part).chain(stem)
+    });
+    parts
+        .filter_map(|part| RequestId::try_from(part.to_owned()).ok())
+        .collect()
+}
+
+/// Files that landed without the bot, one group per request id: a request file goes with its
+/// own id, a grant file with a request among them that its path names (see [`named_ids`]),
+/// else with its own file stem.
 fn group_by_request(paths: &[&String]) -> BTreeMap<String, Vec<String>> {
-    let ids: Vec<String> = paths
+    let ids: BTreeSet<RequestId> = paths
         .iter()
         .filter_map(|p| RequestPath::parse(p))
-        .map(|r| r.id.to_string())
+        .map(|r| r.id)
         .collect();
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for path in paths {
@@ -1214,10 +1282,10 @@ fn group_by_request(paths: &[&String]) -> BTreeMap<String, Vec<String>> {
             .unwrap_or(path);
         // A file name is anyone's text: its subject, which titles the removal, keeps only
         // characters that cannot change the shape of a commit message or a branch name.
-        let subject = ids
-            .iter()
-            .find(|id| path.contains(id.as_str()))
-            .map_or_else(|| crate::names::plain_name(stem, 60), Clone::clone);
+        let subject = named_ids(path)
+            .into_iter()
+            .find(|id| ids.contains(id))
+            .map_or_else(|| crate::names::plain_name(stem, 60), |id| id.to_string());
         groups.entry(subject).or_default().push((*path).clone());
     }
     groups

@@ -2,22 +2,27 @@
 //! `reconcile_interval`, and when a push removes a request file or changes a policy. A grant
 //! that is no longer held is revoked at once with reason `reconcile`.
 //!
-//! A pass reads what it compares with once (the default branch's policies, and each
-//! environment's request directory listed once), then pages through the active grants and
-//! what each applied, a page per query, and compares in memory. Only a grant that looks no
-//! longer held is looked at again on its own, under its PR's lock, before it is ended.
+//! A pass reads what it compares with once (the default branch's policies, and, when a listing
+//! is due, every file under `requests/` and the grant roots in one recursive listing), then
+//! pages through the active grants and what each applied, a page per query, and compares in
+//! memory. Only a grant that looks no longer held is looked at again on its own, under its
+//! PR's lock, before it is ended. What the listing shows that no request holds (a request or
+//! grant file pushed while its webhook was lost) is removed, and an `iac` grant whose files on
+//! the branch are not what it applied is revoked, as a delivered push would have done.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
 
 use super::Workflow;
 use super::revocation::ids;
 use crate::comment;
-use crate::forge::Thread;
+use crate::forge::{Actor, PushedCommit, Thread};
 use crate::grant::{GrantSpec, Providers};
 use crate::names::RequestId;
 use crate::policy::{PolicySet, ProviderKind, Role};
-use crate::request::RequestPath;
-use crate::store::{AppliedGrant, Granted, JobKind, RequestRecord, RequestState, RevokeReason};
+use crate::store::{AppliedGrant, Granted, JobKind, RequestRecord};
+use crate::store::{RequestState, RevokeReason};
 
 /// Active grants read per query during a pass.
 const PAGE: u32 = 1000;
@@ -49,13 +54,31 @@ impl Baseline {
     }
 }
 
-/// The request files on the default branch, one directory listing per environment, read when
-/// first asked about; or, while the push webhooks since the last listing say everything that
-/// left the branch (see [`super::cache`]), not read at all.
+/// The files under `requests/` and the grant roots on the default branch, listed once a pass;
+/// or, while the push webhooks since the last listing say everything that left the branch
+/// (see [`super::cache`]), not read at all.
+#[derive(Default)]
 struct Listings {
+    files: BTreeSet<String>,
+    /// The listing shows every file (GitHub's one tree can be cut short).
+    whole: bool,
+    /// Request directories listed on their own, for a listing cut short.
     dirs: HashMap<String, HashSet<String>>,
     /// The pushes were handled without a gap: every grant still active is still listed.
     pushes_suffice: bool,
+    /// The listed files that active grants hold (their request files and applied files).
+    held: HashSet<String>,
+    /// Grant files of active grants that differ on the branch from what was applied.
+    changed: Vec<String>,
+}
+
+/// Who a change found by a listing is said to be by: the push that made it was never seen.
+fn unknown_pusher() -> Actor {
+    Actor {
+        id: 0,
+        login: "ghost".to_owned(),
+        is_bot: false,
+    }
 }
 
 impl Workflow {
@@ -164,9 +187,12 @@ impl Workflow {
     /// Every active grant checked against git and the policies, a page at a time.
     pub(super) async fn reconcile_active(&self, baseline: &Baseline) -> anyhow::Result<()> {
         let (started, now) = (self.caches.listing_started(), self.now());
-        let mut listings = Listings {
-            dirs: HashMap::new(),
-            pushes_suffice: !self.caches.listing_needed(now),
+        let mut listings = match self.caches.listing_needed(now) {
+            true => self.list_watched(baseline).await?,
+            false => Listings {
+                pushes_suffice: true,
+                ..Listings::default()
+            },
         };
         let mut failed = 0;
         let mut after: Option<RequestId> = None;
@@ -184,41 +210,88 @@ impl Workflow {
         }
         anyhow::ensure!(failed == 0, "{failed} grant(s) could not be reconciled");
         if !listings.pushes_suffice {
-            self.remove_unheld_listed(&listings).await?;
+            self.remove_unheld_listed(&listings, now).await?;
+            let changed = PushedCommit {
+                id: String::new(),
+                message: String::new(),
+                added: Vec::new(),
+                removed: Vec::new(),
+                modified: std::mem::take(&mut listings.changed),
+            };
+            self.revoke_tampered_grants(&[changed], &unknown_pusher())
+                .await?;
             // Every grant was compared with a listing (or there was none to compare).
             self.caches.listing_done(started, now);
         }
         Ok(())
     }
 
-    /// Request files that a pass's listings show and no request of the bot holds on the
-    /// default branch: pushed there by someone whose push webhook never came. Removed as any
-    /// file that lands without the bot (`requests/` lists exactly the active grants), at no
-    /// cost in forge calls beyond the listings the pass made anyway.
-    async fn remove_unheld_listed(&self, listings: &Listings) -> anyhow::Result<()> {
-        let listed: BTreeSet<&String> = listings.dirs.values().flatten().collect();
-        for path in listed {
-            let Some(request) = RequestPath::parse(path) else {
-                continue;
-            };
-            if self.held_on_main(&request.id).await? {
-                continue;
-            }
-            tracing::warn!(%path, "a request file no request holds is on the default branch; removing it");
-            self.metrics
-                .inc("breakglass_anomalies_total", "kind=\"landed_without_bot\"");
-            self.remove_unauthorized(request.id.as_str(), std::slice::from_ref(path))
-                .await?;
-        }
-        Ok(())
+    /// Every file under `requests/` and the grant roots on the default branch: one recursive
+    /// listing a pass, whatever is active (a file in a directory no grant uses counts too).
+    async fn list_watched(&self, baseline: &Baseline) -> anyhow::Result<Listings> {
+        let mut roots = self.grant_roots().await?;
+        roots.insert("requests/".to_owned());
+        let roots: Vec<String> = roots.into_iter().collect();
+        let (files, whole) = self
+            .forge
+            .list_default_tree(&baseline.default, &roots)
+            .await?;
+        Ok(Listings {
+            files: files.into_iter().collect(),
+            whole,
+            ..Listings::default()
+        })
     }
 
-    /// Whether request `id` may have its file on the default branch: merging, granted, being
+    /// Request and grant files that a pass's listing shows and no request of the bot holds on
+    /// the default branch: pushed there by someone whose push webhook never came. Removed as
+    /// any file that lands without the bot, at no cost in forge calls beyond the listing.
+    /// A file whose removal was built since the listing (`listed_at`) is left to that removal.
+    async fn remove_unheld_listed(
+        &self,
+        listings: &Listings,
+        listed_at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut unheld = Vec::new();
+        for path in &listings.files {
+            if !listings.held.contains(path) && !self.held_on_main(path).await? {
+                unheld.push(path);
+            }
+        }
+        let pusher = "someone whose push webhook never came";
+        self.remove_in_groups(&unheld, pusher, Some(listed_at))
+            .await
+    }
+
+    /// Whether `path` may be on the default branch: the request file itself, or a grant file
+    /// applied for it (any, while it merges), of a request that is merging, granted, being
     /// revoked, or revoked with its revert still to land.
-    async fn held_on_main(&self, id: &RequestId) -> anyhow::Result<bool> {
-        let Some(record) = self.store.get_request(id).await? else {
-            return Ok(false);
-        };
+    async fn held_on_main(&self, path: &str) -> anyhow::Result<bool> {
+        for id in super::lifecycle::named_ids(path) {
+            let Some(record) = self.store.get_request(&id).await? else {
+                continue;
+            };
+            let own = Self::request_path(&record) == path
+                || (!path.starts_with("requests/")
+                    && (record.state == RequestState::Approved
+                        || self.applied_file(&id, path).await?));
+            if own && self.may_stay(&record).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether `path` is among the grant files request `id` applied.
+    async fn applied_file(&self, id: &RequestId, path: &str) -> anyhow::Result<bool> {
+        let applied = self.store.applied_grant(id).await?;
+        Ok(applied.is_some_and(|a| a.files.iter().any(|f| f.path == path)))
+    }
+
+    /// Whether `record`'s files may be on the default branch: merging, granted, being
+    /// revoked, or revoked with its revert still to land.
+    async fn may_stay(&self, record: &RequestRecord) -> anyhow::Result<bool> {
+        let id = &record.id;
         Ok(match record.state {
             RequestState::Approved | RequestState::Active | RequestState::Revoking => true,
             RequestState::Revoked => self.reverted(id).await?.is_none(),
@@ -236,6 +309,9 @@ impl Workflow {
     ) -> anyhow::Result<()> {
         let record = &granted.record;
         let listed = self.listed(record, baseline, listings).await?;
+        if let Some(applied) = &granted.applied {
+            self.note_held(record, applied, baseline, listings).await?;
+        }
         let held = match &granted.applied {
             Some(applied) if !baseline.role_removed(record) => {
                 self.providers
@@ -259,10 +335,13 @@ impl Workflow {
         baseline: &Baseline,
         listings: &mut Listings,
     ) -> anyhow::Result<bool> {
-        if listings.pushes_suffice {
+        let path = Self::request_path(record);
+        if listings.pushes_suffice || listings.files.contains(&path) {
             return Ok(true);
         }
-        let path = Self::request_path(record);
+        if listings.whole {
+            return Ok(false);
+        }
         let Some((dir, _)) = path.rsplit_once('/') else {
             return Ok(false);
         };
@@ -276,6 +355,36 @@ impl Workflow {
             .dirs
             .get(dir)
             .is_some_and(|files| files.contains(&path)))
+    }
+
+    /// Notes the files an active grant holds on the default branch, when a listing was made:
+    /// its request file and the grant files it applied, each of which is read and compared
+    /// with what was applied (an `iac` grant is its files: one changed on the branch is noted).
+    async fn note_held(
+        &self,
+        record: &RequestRecord,
+        applied: &AppliedGrant,
+        baseline: &Baseline,
+        listings: &mut Listings,
+    ) -> anyhow::Result<()> {
+        if listings.pushes_suffice {
+            return Ok(());
+        }
+        listings.held.insert(Self::request_path(record));
+        for file in &applied.files {
+            listings.held.insert(file.path.clone());
+            if listings.whole && !listings.files.contains(&file.path) {
+                continue;
+            }
+            let on_main = self
+                .forge
+                .read_default_file(&baseline.default, &file.path)
+                .await?;
+            if on_main.is_some_and(|f| f.text != file.content) {
+                listings.changed.push(file.path.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Whether an active grant is still what git says: its request file on the default branch,

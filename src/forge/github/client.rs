@@ -25,7 +25,7 @@ use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retry
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, Landed,
     MergeError, Polled, PullRequestInfo, PullRequestState, Reaction, Review, ReviewState, Served,
-    StatusState,
+    StatusState, ThreadLabels,
 };
 use crate::secret::Secret;
 
@@ -438,6 +438,28 @@ impl GithubClient {
             .collect())
     }
 
+    /// Every file on the default branch (`branch`, its name as last read) under any of `roots`,
+    /// at any depth (full paths), and whether the forge listed the whole tree: one call, the
+    /// branch's git tree read recursively (cut past the Trees API's own limit, 100,000 entries).
+    pub async fn list_default_tree(
+        &self,
+        branch: &str,
+        roots: &[String],
+    ) -> Result<(Vec<String>, bool), ForgeError> {
+        let route = self.repo_path(&format!("/git/trees/{}?recursive=1", in_path(branch)));
+        let tree: GitTree = match self.json(Method::GET, &route, None).await {
+            Err(err) if err.status() == Some(404) => return Ok((Vec::new(), false)),
+            read => read?,
+        };
+        let files = tree
+            .tree
+            .into_iter()
+            .filter(|e| e.kind == "blob" && roots.iter().any(|r| e.path.starts_with(r.as_str())))
+            .map(|e| e.path)
+            .collect();
+        Ok((files, !tree.truncated))
+    }
+
     async fn dir_entries(
         &self,
         git_ref: Option<&str>,
@@ -465,18 +487,6 @@ impl GithubClient {
         git_ref: &str,
         path: &str,
     ) -> Result<Option<Vec<String>>, ForgeError> {
-        #[derive(Deserialize)]
-        struct Tree {
-            tree: Vec<TreeEntry>,
-            #[serde(default)]
-            truncated: bool,
-        }
-        #[derive(Deserialize)]
-        struct TreeEntry {
-            path: String,
-            #[serde(rename = "type")]
-            kind: String,
-        }
         let path = path.trim_matches('/');
         let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
         let siblings = self.dir_entries(Some(git_ref), parent).await?;
@@ -488,7 +498,7 @@ impl GithubClient {
         };
         let Some(sha) = dir.sha else { return Ok(None) };
         let route = self.repo_path(&format!("/git/trees/{sha}"));
-        let tree: Tree = self.json(Method::GET, &route, None).await?;
+        let tree: GitTree = self.json(Method::GET, &route, None).await?;
         if tree.truncated {
             // Past the Trees API's own limit (100,000 entries): what it listed is all there is
             // to have; callers read any file they miss on its own.
@@ -678,11 +688,21 @@ impl GithubClient {
         Ok(state)
     }
 
-    /// The labels of an issue or a pull request (GitHub numbers both from one sequence).
-    pub async fn issue_labels(&self, number: u64) -> Result<Vec<String>, ForgeError> {
-        let route = self.repo_path(&format!("/issues/{number}/labels?per_page=100"));
-        let labels: Vec<Label> = self.json(Method::GET, &route, None).await?;
-        Ok(labels.into_iter().map(|l| l.name).collect())
+    /// The labels of an issue or a pull request (GitHub numbers both from one sequence), and
+    /// whether it is open: one read of the issue, which gives `state` and `labels` together.
+    pub async fn issue_labels(&self, number: u64) -> Result<ThreadLabels, ForgeError> {
+        #[derive(Deserialize)]
+        struct Issue {
+            state: String,
+            #[serde(default)]
+            labels: Vec<Label>,
+        }
+        let route = self.repo_path(&format!("/issues/{number}"));
+        let issue: Issue = self.json(Method::GET, &route, None).await?;
+        Ok(ThreadLabels {
+            open: issue.state == "open",
+            labels: issue.labels.into_iter().map(|l| l.name).collect(),
+        })
     }
 
     /// An open pull request from `head` into `base`, if there is one (to make PR creation idempotent).
@@ -1191,6 +1211,21 @@ struct Content {
 }
 
 /// One entry of a contents listing.
+/// A git tree as the Trees API lists it.
+#[derive(Deserialize)]
+struct GitTree {
+    tree: Vec<TreeEntry>,
+    #[serde(default)]
+    truncated: bool,
+}
+
+#[derive(Deserialize)]
+struct TreeEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
 #[derive(Deserialize)]
 struct DirEntry {
     path: String,

@@ -25,7 +25,7 @@ use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, MergeError,
-    Polled, PullRequestInfo, PullRequestState, Reaction, StatusState,
+    Polled, PullRequestInfo, PullRequestState, Reaction, StatusState, ThreadLabels,
 };
 use crate::secret::Secret;
 
@@ -381,6 +381,25 @@ impl GitlabClient {
     /// The files of a directory at a ref (full paths, no subdirectories), all pages; empty when
     /// the directory does not exist.
     pub async fn list_dir(&self, git_ref: &str, path: &str) -> Result<Vec<String>, ForgeError> {
+        self.list_tree(git_ref, path, false).await
+    }
+
+    /// The files under a directory at a ref at any depth (full paths), all pages; empty when
+    /// the directory does not exist.
+    pub async fn list_files_under(
+        &self,
+        git_ref: &str,
+        path: &str,
+    ) -> Result<Vec<String>, ForgeError> {
+        self.list_tree(git_ref, path, true).await
+    }
+
+    async fn list_tree(
+        &self,
+        git_ref: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Vec<String>, ForgeError> {
         #[derive(Deserialize)]
         struct Entry {
             path: String,
@@ -394,6 +413,9 @@ impl GitlabClient {
         let dir = path.trim_matches('/');
         if !dir.is_empty() {
             route = with_param(&route, "path", &encode(dir));
+        }
+        if recursive {
+            route = with_param(&route, "recursive", "true");
         }
         match self.get_all::<Entry>(&route).await {
             Ok(entries) => Ok(entries
@@ -644,15 +666,21 @@ impl GitlabClient {
         Ok(diffs.into_iter().map(Diff::into_changed_file).collect())
     }
 
-    /// The labels of issue `iid` (an issue's iid, not a merge request's).
-    pub async fn issue_labels(&self, iid: u64) -> Result<Vec<String>, ForgeError> {
+    /// The labels of issue `iid` (an issue's iid, not a merge request's), and whether it is
+    /// open (`state` `opened`), from one read of the issue.
+    pub async fn issue_labels(&self, iid: u64) -> Result<ThreadLabels, ForgeError> {
         #[derive(Deserialize)]
         struct Issue {
+            state: String,
             #[serde(default)]
             labels: Vec<String>,
         }
         let route = self.project_route(&format!("/issues/{iid}"));
-        Ok(self.get::<Issue>(&route).await?.labels)
+        let issue = self.get::<Issue>(&route).await?;
+        Ok(ThreadLabels {
+            open: issue.state == "opened",
+            labels: issue.labels,
+        })
     }
 
     /// Closes a merge request without merging.
