@@ -44,8 +44,14 @@ enum RequestForm {
     PullRequest,
 }
 
-/// Requesters take turns, so no one hits `max_open_requests`.
-const REQUESTERS: usize = 8;
+/// Requesters take turns, so no one hits `max_open_requests`, and in the steady stream each
+/// one's grant has ended when their turn comes again (13 × `STEADY_EVERY` > `STEADY_GRANT`):
+/// a fast path is never given to someone still holding access past the rule's `max_duration`
+/// in total.
+const REQUESTERS: usize = 13;
+
+/// How long each grant of the steady stream lasts.
+const STEADY_GRANT: &str = "1h";
 
 /// The steady stream of the API cost part: this many lifecycles, one every `STEADY_EVERY`.
 const STEADY_LIFECYCLES: usize = 24;
@@ -344,7 +350,7 @@ impl World {
     }
 
     /// `lifecycles` requests, one every [`STEADY_EVERY`] of simulated time, each granted for
-    /// an hour on the fast path and revoked at its expiry (the repository deleting merged
+    /// [`STEADY_GRANT`] on the fast path and revoked at its expiry (the repository deleting merged
     /// branches): every call of the whole stretch, periodic passes included, per lifecycle.
     /// What a lone lifecycle pays once for a cold start or for an hour of clock (the team
     /// membership, the default branch's head and name, the hourly passes) is shared here as
@@ -356,7 +362,7 @@ impl World {
             let user = &self.requesters[i % REQUESTERS];
             match form {
                 RequestForm::Comment => {
-                    let body = format!("/breakglass oncall 1h -- steady {i}");
+                    let body = format!("/breakglass oncall {STEADY_GRANT} -- steady {i}");
                     self.forge().comment(REPO, self.issue, user, &body);
                 }
                 RequestForm::PullRequest => self.open_request_pr(user, i),
@@ -407,7 +413,7 @@ impl World {
         let id = format!("steady-pr-{i}");
         let branch = format!("request-{id}");
         let yaml = format!(
-            "environment: oncall\nrole: admin\nduration: 1h\nreason: steady {i}\nrequester: {}\n",
+            "environment: oncall\nrole: admin\nduration: {STEADY_GRANT}\nreason: steady {i}\nrequester: {}\n",
             user.login
         );
         let path = format!("requests/oncall/{id}.yaml");

@@ -181,3 +181,186 @@ fn a_pr_without_request_files_passes_quietly() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("No request files changed."));
 }
+
+// ---------------------------------------------------------------- the fast path, by comment
+//
+// The requests repo as the bot lives it: `/breakglass` comments on incident issues and the
+// `sev1` fast path of `policies/prod.yaml` (bob is on call, at most 1h without approval).
+
+mod common;
+
+use breakglass_test_forge::Noteable;
+use chrono::TimeDelta;
+use common::*;
+
+const ASK_1H: &str = "/breakglass prod 1h admin -- incident: INC-9 checkout down";
+
+/// The forge's own number of issue `issue`.
+fn issue_internal(s: &Scenario, issue: u64) -> u64 {
+    match s.dialect {
+        Dialect::GitHub => issue,
+        Dialect::GitLab => s.forge.gl_number(REPO, Noteable::Issue(issue)),
+    }
+}
+
+/// An incident issue carol opens and labels `sev1`.
+fn sev1_issue(s: &Scenario, title: &str) -> u64 {
+    let issue = s.open_issue(&s.people.carol, title);
+    s.forge
+        .label(REPO, issue_internal(s, issue), &s.people.carol, "sev1");
+    issue
+}
+
+/// The newest request PR the bot opened for a `/breakglass` comment.
+fn newest_request_pr(s: &Scenario) -> u64 {
+    s.changes()
+        .into_iter()
+        .filter(|p| {
+            p.user == s.people.bot.login
+                && p.title.starts_with("breakglass: ")
+                && !p.title.starts_with("breakglass: revoke")
+        })
+        .map(|p| p.number)
+        .max()
+        .expect("a request PR was opened")
+}
+
+/// bob asks for 1h of prod/admin on issue `issue`; the PR it opens.
+async fn bob_asks_on_issue(s: &Scenario, issue: u64) -> u64 {
+    s.note_on_issue(issue, &s.people.bob, ASK_1H);
+    s.settle().await;
+    s.take_bot_issue_comments(issue);
+    newest_request_pr(s)
+}
+
+/// The honest fast path: bob, on call, asks for 1h on an open incident issue labelled `sev1`,
+/// and it is merged at once.
+async fn honest_fast_path(s: &Scenario) -> u64 {
+    let issue = sev1_issue(s, "payments down");
+    let pr = bob_asks_on_issue(s, issue).await;
+    assert!(
+        s.change(pr).merged,
+        "the honest fast path: {:#?}",
+        s.bot_comments(pr)
+    );
+    s.take_bot_comments(pr);
+    pr
+}
+
+on_both_forges!(
+    fast_path_grants_back_to_back_or_at_once_are_refused_past_the_rules_max_duration,
+    |s: Scenario| async move {
+        let issue = sev1_issue(&s, "checkout down");
+        let first = bob_asks_on_issue(&s, issue).await;
+        assert!(
+            s.change(first).merged,
+            "the honest fast path: {:#?}",
+            s.bot_comments(first)
+        );
+        s.take_bot_comments(first);
+        // At once: a second 1h on top of the first is 2h without approval.
+        let at_once = bob_asks_on_issue(&s, issue).await;
+        // Back to back: 50 minutes in, 10m left and 1h more is 1h10m.
+        s.advance(TimeDelta::minutes(50));
+        s.settle().await;
+        let back_to_back = bob_asks_on_issue(&s, issue).await;
+        for pr in [at_once, back_to_back] {
+            assert!(!s.change(pr).merged, "a second fast-path grant for bob");
+            let said = s.take_bot_comments(pr).join("\n");
+            assert!(
+                said.contains("Fast path `sev1` does not apply")
+                    && said.contains("already holds `prod` access")
+                    && said.contains("above its max_duration 1h"),
+                "{said}"
+            );
+            assert_eq!(
+                s.policy_status(&s.change(pr).head_sha),
+                Some(("pending".into(), "allowed: needs 1 approval(s)".into()))
+            );
+        }
+        for pr in [first, at_once, back_to_back] {
+            s.take_bot_comments(pr);
+        }
+        s.lenient(); // revert PRs and reminders are not what this is about
+    }
+);
+
+on_both_forges!(
+    a_comment_on_a_closed_sev1_issue_is_refused_the_fast_path,
+    |s: Scenario| async move {
+        let closed = sev1_issue(&s, "checkout down (resolved)");
+        s.forge
+            .close_pr(REPO, issue_internal(&s, closed), &s.people.carol);
+        s.settle().await;
+        let pr = bob_asks_on_issue(&s, closed).await;
+        assert!(
+            !s.change(pr).merged,
+            "a closed sev1 issue gave the fast path"
+        );
+        assert!(s.labels(pr).is_empty(), "labels {:?}", s.labels(pr));
+        s.take_bot_comments(pr);
+        s.close_change(pr, &s.people.bob);
+        s.settle().await;
+        s.take_bot_comments(pr);
+        honest_fast_path(&s).await;
+        s.lenient(); // revert PRs and reminders are not what this is about
+    }
+);
+
+on_both_forges!(
+    a_comment_on_an_old_merged_sev1_pr_is_refused_the_fast_path,
+    |s: Scenario| async move {
+        let old = honest_fast_path(&s).await;
+        // The grant expires and is reviewed; its PR keeps `sev1` forever.
+        s.by(&s.people.carol).command(old, "reviewed");
+        for _ in 0..4 {
+            s.advance(TimeDelta::minutes(31));
+            s.settle().await;
+        }
+        assert!(s.labels(old).iter().any(|l| l == "sev1"));
+        s.note(old, &s.people.bob, ASK_1H);
+        s.settle().await;
+        let pr = newest_request_pr(&s);
+        assert_ne!(pr, old);
+        assert!(
+            !s.change(pr).merged,
+            "an old grant PR's `sev1` gave a new fast path"
+        );
+        assert!(s.labels(pr).is_empty(), "labels {:?}", s.labels(pr));
+        // Then an open incident: the fast path as ever.
+        honest_fast_path(&s).await;
+        s.lenient(); // revert PRs and reminders are not what this is about
+    }
+);
+
+/// erin is on call only through @acme/oncall: taken off it a moment ago, her draft marked
+/// ready is not merged on the fast path (the merge asks the team now, not its answer of the
+/// last minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_path_for_someone_off_call_a_moment_ago_is_refused_at_the_merge() {
+    let Some(s) = Scenario::start_with(Backend::Sqlite, Setup::default()).await else {
+        return;
+    };
+    let erin = &s.people.erin;
+    honest_fast_path(&s).await;
+    let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+    s.forge.push_files(
+        REPO,
+        "draft-erin",
+        erin,
+        &[("requests/prod/r-erin.yaml", yaml)],
+        "request",
+    );
+    let pr = s.forge.open_pr_draft(REPO, erin, "draft-erin", "sev1", "");
+    s.label(pr, erin, "sev1");
+    s.settle().await;
+    assert!(!s.change(pr).merged, "a draft is never merged");
+    s.forge.remove_team_member("acme/oncall", erin);
+    s.set_draft(pr, erin, false);
+    s.settle().await;
+    assert!(
+        !s.change(pr).merged,
+        "merged on a fast path on a membership cached from before erin went off call"
+    );
+    s.lenient(); // revert PRs and reminders are not what this is about
+}

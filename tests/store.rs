@@ -1325,7 +1325,7 @@ async fn migrations_run_twice_are_a_no_op() {
             .fetch_one(store.pool())
             .await?;
         let applied: i64 = sqlx::Row::try_get(&row, "n")?;
-        assert_eq!(applied, 11, "0001 to 0011, once each");
+        assert_eq!(applied, 12, "0001 to 0012, once each");
         assert!(store.get_request(&rid("r1")).await?.is_some());
         Ok(())
     })

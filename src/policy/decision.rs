@@ -164,8 +164,32 @@ fn same_team(a: &Team, b: &Team) -> bool {
     a.org.eq_ignore_ascii_case(&b.org) && a.slug.eq_ignore_ascii_case(&b.slug)
 }
 
-/// Decides on `request` under `policies`.
+/// A grant the requester holds now in the request's environment, by the bot's own records
+/// (merging, active or being revoked): a fast path holds its remaining time and the new
+/// request's duration together to the rule's `max_duration`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldGrant {
+    /// The request id of the grant.
+    pub id: String,
+    /// When it ends (moved by extensions).
+    pub until: DateTime<Utc>,
+}
+
+/// Decides on `request` under `policies`, with no grants held (see [`evaluate_holding`]).
 pub fn evaluate(policies: &PolicySet, request: &AccessRequest, ctx: &Context) -> Decision {
+    evaluate_holding(policies, request, ctx, &[])
+}
+
+/// Decides on `request` under `policies` for a requester who holds `held` in its environment:
+/// a fast path never gives more than its rule's `max_duration` in total, back to back or at
+/// once (as an extension is held to), so one whose held time and this request together go
+/// past it misses, and the request waits for approval.
+pub fn evaluate_holding(
+    policies: &PolicySet,
+    request: &AccessRequest,
+    ctx: &Context,
+    held: &[HeldGrant],
+) -> Decision {
     let mut decision = Decision {
         allowed: false,
         environment: request.environment.to_string(),
@@ -229,7 +253,9 @@ pub fn evaluate(policies: &PolicySet, request: &AccessRequest, ctx: &Context) ->
     decision.allowed = decision.violations.is_empty();
     if decision.allowed {
         for rule in &policy.fast_path {
-            match fast_path_misses(rule, policy, &request.role, duration, ctx) {
+            let mut reasons = fast_path_misses(rule, policy, &request.role, duration, ctx);
+            reasons.extend(held_past_the_rule(rule, policy, duration, ctx, held));
+            match reasons {
                 reasons if reasons.is_empty() => {
                     decision.fast_path = Some(FastPathMatch {
                         rule: rule.name.to_string(),
@@ -462,6 +488,49 @@ pub fn fast_path_misses(
         reasons.push(format!("{duration} is above its max_duration {rule_max}"));
     }
     reasons
+}
+
+/// Why `held` and a new grant of `duration` together go past `rule`'s `max_duration` (the
+/// remaining time of each held grant, from `ctx.now`, plus `duration`); `None` when they do not.
+pub fn held_past_the_rule(
+    rule: &FastPathRule,
+    policy: &Policy,
+    duration: HumanDuration,
+    ctx: &Context,
+    held: &[HeldGrant],
+) -> Option<String> {
+    let remaining: Vec<(&HeldGrant, u64)> = held
+        .iter()
+        .map(|grant| {
+            let left = (grant.until - ctx.now).num_seconds().max(0);
+            (grant, u64::try_from(left).unwrap_or(0))
+        })
+        .filter(|(_, left)| *left > 0)
+        .collect();
+    if remaining.is_empty() {
+        return None;
+    }
+    let rule_max = rule.max_duration.unwrap_or(policy.max_duration);
+    let held_secs = remaining
+        .iter()
+        .fold(0u64, |sum, (_, left)| sum.saturating_add(*left));
+    let total = held_secs.saturating_add(duration.as_secs());
+    if total <= rule_max.as_secs() {
+        return None;
+    }
+    let grants = remaining
+        .iter()
+        .map(|(grant, left)| format!("`{}` ({} left)", grant.id, HumanDuration::from_secs(*left)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let who = ctx
+        .requester
+        .map_or_else(|| "the requester".to_owned(), |r| format!("`{}`", r.login));
+    Some(format!(
+        "{who} already holds `{}` access: {grants}; with this {duration} that is {} in total, above its max_duration {rule_max}",
+        policy.environment,
+        HumanDuration::from_secs(total)
+    ))
 }
 
 fn teams_of(principals: &[Principal]) -> Vec<String> {

@@ -73,6 +73,11 @@ const SQLITE: &[Source] = &[
         "comment_answered",
         include_str!("../../migrations/sqlite/0011_comment_answered.sql"),
     ),
+    (
+        12,
+        "requests_by_requester",
+        include_str!("../../migrations/sqlite/0012_requests_by_requester.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -130,6 +135,11 @@ const POSTGRES: &[Source] = &[
         11,
         "comment_answered",
         include_str!("../../migrations/postgres/0011_comment_answered.sql"),
+    ),
+    (
+        12,
+        "requests_by_requester",
+        include_str!("../../migrations/postgres/0012_requests_by_requester.sql"),
     ),
 ];
 

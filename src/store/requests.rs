@@ -547,6 +547,31 @@ pub async fn overdue_reviews(
     rows.iter().map(RequestRecord::try_from).collect()
 }
 
+/// The requests of `requester_id` in `environment` that hold or are about to hold access
+/// (approved, active or revoking) on `forge`'s `repository`, oldest first; by the index
+/// `requests_requester`.
+pub async fn held_by(
+    conn: &mut AnyConnection,
+    (forge, repository): (ForgeKind, &str),
+    requester_id: u64,
+    environment: &str,
+) -> Result<Vec<RequestRecord>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM requests WHERE requester_id = $1 AND environment = $2 \
+         AND state IN ('approved', 'active', 'revoking') \
+         AND forge = $3 AND repository = $4 ORDER BY created_at, id"
+    ))
+    .bind(to_i64(requester_id, "requester", "held grants")?)
+    .bind(environment)
+    .bind(forge.as_str())
+    .bind(repository)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(RequestRecord::try_from).collect()
+}
+
 /// How many requests are in each state (every state listed, zeros included).
 pub async fn count_requests_by_state(
     conn: &mut AnyConnection,
@@ -612,6 +637,16 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<RequestRecord>, StoreError> {
         overdue_reviews(&mut *self.conn().await?, requester_id, now).await
+    }
+
+    /// See [`held_by`].
+    pub async fn held_by(
+        &self,
+        place: (ForgeKind, &str),
+        requester_id: u64,
+        environment: &str,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        held_by(&mut *self.conn().await?, place, requester_id, environment).await
     }
 
     /// For metrics: requests per state, zeros included.

@@ -343,8 +343,9 @@ impl Workflow {
     /// Whether a `/breakglass` request asked on `thread` may be opened: `Ok` with the labels its
     /// PR is to carry, or `Err` with the reply that says why not. The policy decides on the
     /// request as it will on the PR, which carries the labels of `thread` that a fast-path rule
-    /// of the policy names (an incident issue labelled `sev1`), and nobody keeps more than
-    /// `max_open_requests` open.
+    /// of the policy names (an open incident issue labelled `sev1`; never those of a closed
+    /// thread or of a request or revert PR), and nobody keeps more than `max_open_requests`
+    /// open.
     async fn refuse_request(
         &self,
         policies: &Result<PolicySet, Vec<Problem>>,
@@ -378,11 +379,19 @@ impl Workflow {
         let mut labels = Vec::new();
         let named = fast_path_labels(policy, None);
         // The thread's labels are read only when one of them could open a fast path that is
-        // closed without: most requests cost no call for them.
-        if decision.allowed && decision.fast_path.is_none() && decide(&named).fast_path.is_some() {
+        // closed without: most requests cost no call for them. They count only on an open
+        // issue or PR that is not itself a request or revert PR: a closed incident, or an old
+        // grant PR that keeps its `sev1` label forever, opens no fast path.
+        if decision.allowed
+            && decision.fast_path.is_none()
+            && decide(&named).fast_path.is_some()
+            && self.request_on(thread).await?.is_none()
+        {
             let on_thread = self.forge.labels(thread).await?;
-            labels = fast_path_labels(policy, Some(&on_thread));
-            decision = decide(&labels);
+            if on_thread.open {
+                labels = fast_path_labels(policy, Some(&on_thread.labels));
+                decision = decide(&labels);
+            }
         }
         if !decision.allowed {
             let what = format!("{}/{}", request.environment, request.role);

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::pull_request::grant_spec;
 use super::verdict::{GrantFacts, Inputs, Staged, needs};
@@ -17,8 +17,8 @@ use crate::forge::{
     StatusState, Thread,
 };
 use crate::grant::GrantSpec;
-use crate::names::{Login, Principal, Team};
-use crate::policy::decision::{Membership, membership};
+use crate::names::{Login, Name, Principal, RequestId, Team};
+use crate::policy::decision::{HeldGrant, Membership, membership};
 use crate::policy::{Policy, PolicyFile, PolicySet, Problem, Requester, Role};
 use crate::request::{AccessRequest, RequestPath};
 use crate::store::{ChangeKind, RequestRecord};
@@ -133,6 +133,13 @@ impl Workflow {
         } else {
             None
         };
+        let held = if needs.held {
+            let own = existing.as_ref().map_or(&path.id, |r| &r.id);
+            self.held_grants(requester_id, &request.environment, own)
+                .await?
+        } else {
+            Vec::new()
+        };
         let grant = match policy.and_then(|p| p.roles.get(&request.role)) {
             Some(role) if needs.grant => {
                 let spec = grant_spec(&request, &path, &login);
@@ -154,6 +161,7 @@ impl Workflow {
             requester_id,
             now,
             overdue_review,
+            held,
             grant,
             pr,
         }))
@@ -729,20 +737,84 @@ impl Workflow {
         policy: Option<&Policy>,
         login: &Login,
     ) -> anyhow::Result<Requester> {
+        self.resolve_requester_as_of(policy, login, Asked::WithinAMinute)
+            .await
+    }
+
+    /// [`Self::resolve_requester`] with the fast-path rules' teams asked of the forge now (a
+    /// conditional read, free when nothing changed): the merge's last check of a fast path, so
+    /// that someone who went off call a moment ago no longer takes it.
+    pub(super) async fn resolve_requester_for_fast_path_now(
+        &self,
+        policy: Option<&Policy>,
+        login: &Login,
+    ) -> anyhow::Result<Requester> {
+        self.resolve_requester_as_of(policy, login, Asked::Now)
+            .await
+    }
+
+    /// [`Self::resolve_requester`], with the fast-path rules' teams as recent as `fast_path`
+    /// (the policy's requesters within a minute).
+    async fn resolve_requester_as_of(
+        &self,
+        policy: Option<&Policy>,
+        login: &Login,
+        fast_path: Asked,
+    ) -> anyhow::Result<Requester> {
         let Some(policy) = policy else {
             return Ok(Requester::new(login.clone(), Some(BTreeSet::new())));
         };
-        let principals: Vec<&Principal> = policy
+        let rules: Vec<&Principal> = policy
+            .fast_path
+            .iter()
+            .flat_map(|rule| rule.requesters.iter())
+            .collect();
+        if fast_path == Asked::WithinAMinute {
+            let principals: Vec<&Principal> = policy.requesters.iter().chain(rules).collect();
+            return self.resolve(login, &principals).await;
+        }
+        let now = self.resolve_as_of(login, &rules, Asked::Now).await?;
+        // Teams of the requesters' list that no rule names, within a minute.
+        let others: Vec<&Principal> = policy
             .requesters
             .iter()
-            .chain(
-                policy
-                    .fast_path
-                    .iter()
-                    .flat_map(|rule| rule.requesters.iter()),
-            )
+            .filter(|p| !rules.contains(p))
             .collect();
-        self.resolve(login, &principals).await
+        let within = self.resolve(login, &others).await?;
+        let teams = now
+            .teams
+            .into_iter()
+            .chain(within.teams)
+            .flatten()
+            .collect();
+        Ok(Requester::new(login.clone(), Some(teams)))
+    }
+
+    /// The grants `requester_id` holds in `environment` by the bot's own records (merging,
+    /// active or being revoked), other than request `own`: what a fast path is held to its
+    /// `max_duration` with. A grant not yet merged counts for its whole duration from now.
+    pub(super) async fn held_grants(
+        &self,
+        requester_id: u64,
+        environment: &Name,
+        own: &RequestId,
+    ) -> anyhow::Result<Vec<HeldGrant>> {
+        let now = self.now();
+        let place = (self.forge_kind(), self.settings.repository.as_str());
+        let records = self
+            .store
+            .held_by(place, requester_id, environment.as_str())
+            .await?;
+        Ok(records
+            .into_iter()
+            .filter(|record| record.id != *own)
+            .map(|record| HeldGrant {
+                id: record.id.to_string(),
+                until: record
+                    .expires_at
+                    .unwrap_or_else(|| now + TimeDelta::seconds(record.duration_secs as i64)),
+            })
+            .collect())
     }
 
     /// Whether `actor` may approve (or review) requests under `policy`.

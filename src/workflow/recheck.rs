@@ -1,12 +1,12 @@
 //! The policy decision asked again right before a request's merge. A request can wait for its
 //! approval for up to a day; a policy tightened on the default branch meanwhile (the requester
 //! taken off, a shorter `max_duration`, more approvals, a fast path narrowed) must hold for it
-//! as for a request opened now.
+//! as for a request opened now; a fast path also for the requester's grants and on-call
+//! membership as they are now.
 
 use super::{Workflow, stored_decision};
 use crate::duration::HumanDuration;
-use crate::policy::decision::Context;
-use crate::policy::evaluate;
+use crate::policy::decision::{Context, evaluate_holding};
 use crate::request::AccessRequest;
 use crate::store::RequestRecord;
 
@@ -32,16 +32,29 @@ impl Workflow {
             requester: None,
         };
         let policy = policies.get(record.environment.as_str());
-        let requester = self
-            .resolve_requester(policy, &record.requester_login)
-            .await?;
+        // A fast path is asked with the forge's word of now on the rule's teams (someone off
+        // call a moment ago no longer takes it) and the requester's grants held meanwhile.
+        let (requester, held) = if record.fast_path_rule.is_some() {
+            let requester = self
+                .resolve_requester_for_fast_path_now(policy, &record.requester_login)
+                .await?;
+            let held = self
+                .held_grants(record.requester_id, &record.environment, &record.id)
+                .await?;
+            (requester, held)
+        } else {
+            let requester = self
+                .resolve_requester(policy, &record.requester_login)
+                .await?;
+            (requester, Vec::new())
+        };
         let ctx = Context {
             requester: Some(&requester),
             labels,
             now: self.now(),
             path: None,
         };
-        let decision = evaluate(&policies, &request, &ctx);
+        let decision = evaluate_holding(&policies, &request, &ctx, &held);
         if !decision.allowed {
             return Ok(Some(
                 "the default branch's policy no longer allows it".to_owned(),

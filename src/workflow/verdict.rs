@@ -12,8 +12,8 @@ use crate::comment;
 use crate::forge::{ChangedFile, FileChange, PullRequestInfo, StatusState};
 use crate::grant::RenderedFile;
 use crate::names::{Login, RequestId};
-use crate::policy::decision::{Context, FastPathMiss};
-use crate::policy::{Decision, PolicySet, Requester, evaluate};
+use crate::policy::decision::{Context, FastPathMiss, HeldGrant, evaluate_holding};
+use crate::policy::{Decision, PolicySet, Requester};
 use crate::request::{AccessRequest, RequestPath};
 use crate::store::{RequestRecord, RequestState, StoredDecision};
 
@@ -45,6 +45,10 @@ pub(super) struct Inputs {
     /// A fast-path grant of the requester's whose review is overdue; looked up only when
     /// [`Needs::overdue_review`].
     pub overdue_review: Option<RequestId>,
+    /// The requester's other grants in the request's environment (merging, active or being
+    /// revoked, by the bot's records): a fast path holds them and this request together to its
+    /// `max_duration`. Looked up only when [`Needs::held`].
+    pub held: Vec<HeldGrant>,
     /// What the role's provider says, when the policy defines the role and [`Needs::grant`].
     pub grant: Option<GrantFacts>,
 }
@@ -55,6 +59,8 @@ pub(super) struct Needs {
     /// Whether the requester's overdue reviews matter: a fast path that blocks until reviewed
     /// applies. (The lookup reads every past grant, so it is not made for every request.)
     pub overdue_review: bool,
+    /// Whether the requester's current grants matter: a fast path applies (without them).
+    pub held: bool,
     /// Whether the provider's check and the grant files matter: the policy allows the request.
     /// A denied request reads none of them (the head's copies are forge calls).
     pub grant: bool,
@@ -70,12 +76,13 @@ pub(super) fn needs(
     now: DateTime<Utc>,
     path: &RequestPath,
 ) -> Needs {
-    let decision = judge(policies, request, requester, labels, now, path);
+    let decision = judge(policies, request, requester, labels, now, path, &[]);
     Needs {
         overdue_review: decision
             .fast_path
             .as_ref()
             .is_some_and(|fast| fast.block_until_reviewed),
+        held: decision.fast_path.is_some(),
         grant: decision.allowed,
     }
 }
@@ -88,8 +95,9 @@ fn judge(
     labels: &[String],
     now: DateTime<Utc>,
     path: &RequestPath,
+    held: &[HeldGrant],
 ) -> Decision {
-    evaluate(
+    evaluate_holding(
         policies,
         request,
         &Context {
@@ -98,6 +106,7 @@ fn judge(
             now,
             path: Some(path),
         },
+        held,
     )
 }
 
@@ -178,6 +187,7 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
         &pr.labels,
         inputs.now,
         &inputs.path,
+        &inputs.held,
     );
     block_if_review_overdue(
         &mut decision,

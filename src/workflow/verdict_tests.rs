@@ -8,7 +8,7 @@ use chrono::{TimeDelta, TimeZone};
 
 use super::*;
 use crate::forge::{Actor, EntryKind, FileChange};
-use crate::policy::PolicyFile;
+use crate::policy::{PolicyFile, evaluate};
 use crate::store::ForgeKind;
 use crate::workflow::pull_request::NewRequest;
 
@@ -109,6 +109,7 @@ fn inputs_at(file: &str, yaml: &str) -> Inputs {
         requester_id: 1001,
         now: t(60),
         overdue_review: None,
+        held: Vec::new(),
         grant: Some(GrantFacts::default()),
     }
 }
@@ -456,6 +457,40 @@ fn an_overdue_review_blocks_the_fast_path() {
 }
 
 #[test]
+fn a_fast_path_is_held_to_its_max_duration_with_the_grants_held() {
+    // bob holds 10 minutes more of an earlier fast-path grant: 1h more is 1h10m in total.
+    let mut inputs = by(inputs(OK), "bob", &["sev1"]);
+    inputs.held = vec![HeldGrant {
+        id: "r-0".into(),
+        until: inputs.now + TimeDelta::minutes(10),
+    }];
+    let mut expected = engine(&inputs);
+    let fast = expected.fast_path.take().expect("the rule matches alone");
+    expected.fast_path_misses.push(FastPathMiss {
+        rule: fast.rule,
+        reasons: vec![
+            "`bob` already holds `prod` access: `r-0` (10m left); with this 1h that is 1h10m in total, above its max_duration 1h"
+                .into(),
+        ],
+    });
+    let verdict = decided(&inputs);
+    assert_eq!(verdict.stored.decision, expected);
+    assert_eq!(verdict.state, RequestState::Pending);
+    assert_eq!(
+        verdict.status,
+        (StatusState::Pending, "allowed: needs 1 approval(s)".into())
+    );
+    assert_eq!(verdict.next, Next::Approvals);
+
+    // A grant that has ended, or a shorter request within the total, keeps the fast path.
+    inputs.held[0].until = inputs.now;
+    assert_eq!(decided(&inputs).next, Next::FastPath("sev1".into()));
+    inputs.held[0].until = inputs.now + TimeDelta::minutes(30);
+    inputs.request.duration = Some(crate::duration::HumanDuration::from_secs(30 * 60));
+    assert_eq!(decided(&inputs).next, Next::FastPath("sev1".into()));
+}
+
+#[test]
 fn the_same_verdict_on_the_same_head_is_not_said_again() {
     let first = inputs(OK);
     let stored = decided(&first).stored;
@@ -661,6 +696,7 @@ fn only_what_the_decision_looks_at_is_read() {
         needs_of(&inputs(OK)),
         Needs {
             overdue_review: false,
+            held: false,
             grant: true
         }
     );
@@ -668,6 +704,7 @@ fn only_what_the_decision_looks_at_is_read() {
         needs_of(&inputs(&OK.replace("INC-1234\n", "nope\n"))),
         Needs {
             overdue_review: false,
+            held: false,
             grant: false
         },
         "a denied request reads no grant files"
@@ -676,6 +713,7 @@ fn only_what_the_decision_looks_at_is_read() {
         needs_of(&by(inputs(OK), "bob", &["sev1"])),
         Needs {
             overdue_review: true,
+            held: true,
             grant: true
         },
         "a fast path that blocks until reviewed looks up overdue reviews"
