@@ -546,19 +546,7 @@ on_both_forges!(
     a_fast_path_grant_is_not_extended_once_its_rule_no_longer_applies,
     |s: Scenario| async move {
         let erin = &s.people.erin;
-        let yaml = "environment: prod\nrole: admin\nduration: 30m\nreason: incident INC-9 payments down\nticket: INC-9\n";
-        s.forge.push_files(
-            REPO,
-            "sev1-erin",
-            erin,
-            &[("requests/prod/r-lapse.yaml", yaml)],
-            "request",
-        );
-        let pr = s.open_change(erin, "sev1-erin", "sev1 access");
-        s.label(pr, erin, "sev1");
-        s.settle().await;
-        s.expect_bot_comments(pr, &["🔓 **Access granted.** @erin"]);
-        let granted = s.request("r-lapse").await.expires_at.unwrap();
+        let (pr, granted) = erin_granted_sev1(&s, "r-lapse").await;
 
         // The incident is downgraded: the label comes off.
         s.unlabel(pr, &s.people.carol, "sev1");
@@ -647,19 +635,7 @@ on_both_forges!(
     a_requester_out_of_the_requesters_team_cannot_extend_a_fast_path_grant,
     |s: Scenario| async move {
         let erin = &s.people.erin;
-        let yaml = "environment: prod\nrole: admin\nduration: 30m\nreason: incident INC-9 payments down\nticket: INC-9\n";
-        s.forge.push_files(
-            REPO,
-            "sev1-erin",
-            erin,
-            &[("requests/prod/r-left.yaml", yaml)],
-            "request",
-        );
-        let pr = s.open_change(erin, "sev1-erin", "sev1 access");
-        s.label(pr, erin, "sev1");
-        s.settle().await;
-        s.expect_bot_comments(pr, &["🔓 **Access granted.** @erin"]);
-        let granted = s.request("r-left").await.expires_at.unwrap();
+        let (pr, granted) = erin_granted_sev1(&s, "r-left").await;
 
         // Past the bot's minute of membership cache.
         s.forge.remove_team_member("acme/sre", erin);
@@ -1013,6 +989,21 @@ on_both_forges!(status_counts_each_approver_once, |s: Scenario| async move {
     );
     assert!(!s.change(pr).merged);
 });
+
+/// erin's 30m prod request `id`, opened as a PR labelled `sev1` and granted on the fast path:
+/// the PR and the grant's expiry.
+async fn erin_granted_sev1(s: &Scenario, id: &str) -> (u64, chrono::DateTime<chrono::Utc>) {
+    let erin = &s.people.erin;
+    let yaml = "environment: prod\nrole: admin\nduration: 30m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+    let path = format!("requests/prod/{id}.yaml");
+    s.forge
+        .push_files(REPO, "sev1-erin", erin, &[(path.as_str(), yaml)], "request");
+    let pr = s.open_change(erin, "sev1-erin", "sev1 access");
+    s.label(pr, erin, "sev1");
+    s.settle().await;
+    s.expect_bot_comments(pr, &["🔓 **Access granted.** @erin"]);
+    (pr, s.request(id).await.expires_at.unwrap())
+}
 
 /// `who` extends request `id` (PR `pr`) by `by` on their own: said so, and it now expires at
 /// `expected`.
