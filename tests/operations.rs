@@ -651,6 +651,77 @@ on_both_forges!(
     }
 );
 
+// The same with the grant file replaced by a symbolic link (to a file outside the repository,
+// which GitHub's contents API serves as no text): listed, not a file, so not what was applied
+// either. (The link itself is not removed on GitHub yet: see docs/design.md.)
+on_both_forges!(
+    an_iac_grant_file_replaced_by_a_link_without_a_webhook_does_not_stay_granted,
+    |s: Scenario| async move {
+        s.lenient();
+        let path = iac_granted(&s, "r-dns").await;
+        s.reconcile_now().await;
+        s.forge.set_webhooks_paused(true);
+        let link = breakglass_test_forge::FileChange::Symlink(path.clone(), "/srv/admin.tf".into());
+        s.forge
+            .push_changes(REPO, "main", &s.people.mallory, &[link], "direct push");
+        s.forge.set_webhooks_paused(false);
+        pushed_without_a_webhook(&s, &[]).await;
+        assert_ne!(s.request("r-dns").await.state.to_string(), "active");
+    }
+);
+
+/// Request `id`'s record moved to another forge's project, as if one service served both
+/// and the id were that project's (ids are one key space in the store).
+async fn moved_to_another_forge(s: &Scenario, id: &str) {
+    sqlx::query(
+        "UPDATE requests SET forge = 'gitlab', repository = 'acme/other-project' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(s.store.pool())
+    .await
+    .unwrap();
+}
+
+// One service may serve a GitHub repository and a GitLab project over one store. A grant of
+// the other project holds no file on this repository's default branch: mallory's admin grant
+// file, pushed under that grant's name while the webhook was lost, is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_forges_grant_holds_no_file_on_this_repository() {
+    let s = Scenario::start_with(Backend::Sqlite, Setup::default())
+        .await
+        .expect("SQLite is always there");
+    s.lenient();
+    let path = iac_granted(&s, "r-dns").await;
+    s.reconcile_now().await;
+    moved_to_another_forge(&s, "r-dns").await;
+    pushed_without_a_webhook(&s, &[(path.as_str(), ADMIN_TF)]).await;
+    assert_eq!(s.forge.file_on(REPO, "main", &path), None);
+    assert_eq!(s.request("r-dns").await.state.to_string(), "active");
+}
+
+// Nor does a push to this repository end the other project's grant of the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_here_never_ends_another_forges_grant() {
+    let s = Scenario::start_with(Backend::Sqlite, Setup::default())
+        .await
+        .expect("SQLite is always there");
+    s.lenient();
+    s.granted("r-held", "4h").await;
+    s.reconcile_now().await;
+    moved_to_another_forge(&s, "r-held").await;
+    let gone = breakglass_test_forge::FileChange::Delete("requests/prod/r-held.yaml".into());
+    s.forge
+        .push_changes(REPO, "main", &s.people.mallory, &[gone], "tidy");
+    s.settle().await;
+    let record = s.request("r-held").await;
+    assert_eq!(
+        record.state.to_string(),
+        "active",
+        "{:?}",
+        record.revoke_reason
+    );
+}
+
 // A revoked id pushed again beside a request whose id is a substring of `requests/`: each
 // file is grouped by its exact id, and the revoked one is flagged as re-added.
 on_both_forges!(

@@ -585,6 +585,49 @@ on_both_forges!(
     }
 );
 
+// A requester's own extension on the fast path is judged as a new fast path of theirs would
+// be: with the other grants they hold in the environment. erin holds two 30m sev1 grants at
+// once (1h in all, the rule's max_duration); extending one would make it 1h30 of prod/admin
+// nobody approved (and k short grants, each extended, k hours).
+on_both_forges!(
+    a_fast_path_extension_counts_the_other_grants_the_requester_holds,
+    |s: Scenario| async move {
+        let erin = &s.people.erin;
+        let (first, granted) = erin_granted_sev1(&s, "r-one").await;
+        let (second, _) = erin_granted_sev1(&s, "r-two").await;
+        assert!(s.change(second).merged, "{:#?}", s.bot_comments(second));
+        s.advance(TimeDelta::minutes(1));
+        s.note(first, erin, "/breakglass extend 30m");
+        s.settle().await;
+        let said = s.next_bot_comment(first);
+        assert!(
+            said.contains("Fast path `sev1` no longer applies: `erin` already holds `prod` access: `r-two` (29m left); with this 59m that is 1h28m in total, above its max_duration 1h"),
+            "{said}"
+        );
+        assert_eq!(s.request("r-one").await.expires_at, Some(granted));
+    }
+);
+
+// The extension asks the fast-path rule's teams afresh, as the merge does: erin, taken off
+// call a moment ago (inside the bot's minute of membership cache), no longer extends alone.
+on_both_forges!(
+    a_fast_path_extension_right_after_going_off_call_is_refused,
+    |s: Scenario| async move {
+        let erin = &s.people.erin;
+        let (pr, granted) = erin_granted_sev1(&s, "r-off").await;
+        // A first extension while on call puts her teams in the bot's cache.
+        let extended = granted + TimeDelta::minutes(5);
+        extends(&s, pr, erin, "5m", "r-off", extended).await;
+        s.forge.remove_team_member("acme/oncall", erin);
+        s.advance(TimeDelta::seconds(20));
+        s.note(pr, erin, "/breakglass extend 15m");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("`erin` is not one of"), "{said}");
+        assert_eq!(s.request("r-off").await.expires_at, Some(extended));
+    }
+);
+
 // A grant is extended only for someone its policy still names among its requesters, as a new
 // request of theirs is decided: alice, taken off staging's (self-service) requesters while her
 // grant runs, keeps it to its expiry but extends it no more, alone or with an approver's word.
@@ -995,10 +1038,10 @@ on_both_forges!(status_counts_each_approver_once, |s: Scenario| async move {
 async fn erin_granted_sev1(s: &Scenario, id: &str) -> (u64, chrono::DateTime<chrono::Utc>) {
     let erin = &s.people.erin;
     let yaml = "environment: prod\nrole: admin\nduration: 30m\nreason: incident INC-9 payments down\nticket: INC-9\n";
-    let path = format!("requests/prod/{id}.yaml");
+    let (path, branch) = (format!("requests/prod/{id}.yaml"), format!("sev1-{id}"));
     s.forge
-        .push_files(REPO, "sev1-erin", erin, &[(path.as_str(), yaml)], "request");
-    let pr = s.open_change(erin, "sev1-erin", "sev1 access");
+        .push_files(REPO, &branch, erin, &[(path.as_str(), yaml)], "request");
+    let pr = s.open_change(erin, &branch, "sev1 access");
     s.label(pr, erin, "sev1");
     s.settle().await;
     s.expect_bot_comments(pr, &["🔓 **Access granted.** @erin"]);

@@ -14,7 +14,9 @@ use crate::duration::HumanDuration;
 use crate::forge::{Actor, Thread};
 use crate::names::{Login, Name};
 use crate::policy::Policy;
-use crate::policy::decision::{Context, Membership, fast_path_misses, requester_membership};
+use crate::policy::decision::{
+    Context, Membership, fast_path_misses, held_past_the_rule, requester_membership,
+};
 use crate::store::{
     AppliedGrant, Approval, ApprovalSource, CommentKey, Effect, EventKind, JobKind,
 };
@@ -328,9 +330,8 @@ impl Workflow {
             approvers: &approvers,
             ping: first_ask,
         };
-        let total = extension.total;
         Ok(
-            match self.fast_path_misses_now(record, policy, total).await? {
+            match self.fast_path_misses_now(record, policy, extension).await? {
                 Some((_, misses)) if misses.is_empty() => Ok(()),
                 Some((rule, misses)) => Err(comment::extension_fast_path_lapsed_comment(
                     &ask,
@@ -438,15 +439,18 @@ impl Workflow {
         })
     }
 
-    /// The fast-path rule that merged `record`, with why it would not merge a request of
-    /// `total` now (empty: it would); `None` when no fast path merged it. A requester extends
-    /// on their own only while the rule still applies as at the merge: still one of its
-    /// requesters (on call), the PR still labelled, no overdue review when it blocks on one.
+    /// The fast-path rule that merged `record`, with why it would not allow `extension` now
+    /// (empty: it would); `None` when no fast path merged it. A requester extends on their own
+    /// only while the rule still applies as at the merge: still one of its requesters (on
+    /// call, asked now), the PR still labelled, no overdue review when it blocks on one, and
+    /// the grant's new total within the rule, as well as what is left of it with the extension
+    /// together with the requester's other grants in the environment (as a new request is
+    /// judged: several short fast paths, each extended, must not add up to hours).
     async fn fast_path_misses_now(
         &self,
         record: &RequestRecord,
         policy: &Policy,
-        total: HumanDuration,
+        extension: &Extension,
     ) -> anyhow::Result<Option<(Name, Vec<String>)>> {
         let Some(name) = record.fast_path_rule.clone() else {
             return Ok(None);
@@ -456,7 +460,7 @@ impl Workflow {
             return Ok(Some((name, vec![gone])));
         };
         let requester = self
-            .resolve_requester(Some(policy), &record.requester_login)
+            .resolve_requester_for_fast_path_now(Some(policy), &record.requester_login)
             .await?;
         let labels = if rule.labels_any.is_empty() {
             Vec::new()
@@ -469,7 +473,20 @@ impl Workflow {
             now: self.now(),
             path: None,
         };
-        let mut misses = fast_path_misses(rule, policy, &record.role, total, &ctx);
+        let mut misses = fast_path_misses(rule, policy, &record.role, extension.total, &ctx);
+        let held = self
+            .held_grants(record.requester_id, &record.environment, &record.id)
+            .await?;
+        let left = (extension.expires_at - ctx.now).num_seconds().max(0);
+        let with_extension =
+            HumanDuration::from_secs(u64::try_from(left).unwrap_or(0) + extension.by.as_secs());
+        misses.extend(held_past_the_rule(
+            rule,
+            policy,
+            with_extension,
+            &ctx,
+            &held,
+        ));
         if rule.block_until_reviewed
             && let Some(overdue) = self.overdue_review_of(record.requester_id).await?
         {

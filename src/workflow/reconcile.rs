@@ -268,9 +268,14 @@ impl Workflow {
     /// revoked, or revoked with its revert still to land.
     async fn held_on_main(&self, path: &str) -> anyhow::Result<bool> {
         for id in super::lifecycle::named_ids(path) {
+            // Ids are the store's keys across forges: another repository's request holds
+            // nothing on this one.
             let Some(record) = self.store.get_request(&id).await? else {
                 continue;
             };
+            if !self.owns(&record) {
+                continue;
+            }
             let own = Self::request_path(&record) == path
                 || (!path.starts_with("requests/")
                     && (record.state == RequestState::Approved
@@ -380,7 +385,13 @@ impl Workflow {
                 .forge
                 .read_default_file(&baseline.default, &file.path)
                 .await?;
-            if on_main.is_some_and(|f| f.text != file.content) {
+            // Listed but not served as a file (a symbolic link, say): not what was applied
+            // either.
+            let changed = match on_main {
+                Some(on_main) => on_main.text != file.content,
+                None => listings.files.contains(&file.path),
+            };
+            if changed {
                 listings.changed.push(file.path.clone());
             }
         }
@@ -400,7 +411,7 @@ impl Workflow {
         let Some(mut record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        if record.state != RequestState::Active {
+        if record.state != RequestState::Active || !self.owns(&record) {
             return Ok(());
         }
         // A listing may be cut short (GitHub's contents API lists at most 1,000 files of a

@@ -65,7 +65,9 @@ impl Workflow {
         paths: &BTreeSet<&String>,
     ) -> anyhow::Result<Vec<(RequestRecord, Vec<String>)>> {
         let mut owned: BTreeMap<String, (RequestRecord, Vec<String>)> = BTreeMap::new();
-        for record in self.store.list_requests(Some(RequestState::Active)).await? {
+        let active = self.store.list_requests(Some(RequestState::Active)).await?;
+        // Ids are the store's keys across forges: another repository's grant owns nothing here.
+        for record in active.into_iter().filter(|r| self.owns(r)) {
             let request_path = RequestPath {
                 environment: record.environment.clone(),
                 id: record.id.clone(),

@@ -243,6 +243,9 @@ impl Scenario {
             _secrets: secrets,
         };
         scenario.start_service().await;
+        // The start-up reconciliation pass lists the whole branch: settled first, so that it
+        // never races what a test does next.
+        scenario.settle().await;
         Some(scenario)
     }
 
