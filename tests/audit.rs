@@ -128,6 +128,52 @@ impl RequestsRepo {
         builder.write().unwrap()
     }
 
+    /// A repo on `main` whose first commit holds the policy files `policies` (name, text).
+    fn with_policies(policies: &[(&str, &str)]) -> Self {
+        let this = Self::unborn("main");
+        let files: Vec<(String, Option<&str>)> = policies
+            .iter()
+            .map(|(name, text)| (format!("policies/{name}"), Some(*text)))
+            .collect();
+        let files: Vec<(&str, Option<&str>)> =
+            files.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+        let tree = this.edit_all(None, &files);
+        let root = this.commit(&[], tree, "Initial policies", 0, "carol");
+        this.set_tip(root);
+        this
+    }
+
+    /// The tree of `base` (a commit) with each path set to its content, or removed for `None`.
+    fn edit_all(&self, base: Option<Oid>, files: &[(&str, Option<&str>)]) -> Oid {
+        let mut tree = base.map(|c| self.repo.find_commit(c).unwrap().tree_id());
+        for (path, content) in files {
+            let base = tree.map(|t| self.repo.find_tree(t).unwrap());
+            let blob = content.map(|c| self.repo.blob(c.as_bytes()).unwrap());
+            let parts: Vec<&str> = path.split('/').collect();
+            tree = Some(self.edit_tree(base.as_ref(), &parts, blob));
+        }
+        tree.expect("a base or a file")
+    }
+
+    /// A PR branch commit changing `files`, merged into the branch with `message` at `at`.
+    fn merge_files(&self, at: i64, files: &[(&str, Option<&str>)], message: &str) -> Oid {
+        let base = self.tip();
+        let tree = self.edit_all(Some(base), files);
+        let head = self.commit(&[base], tree, "change files", at - 1, "breakglass[bot]");
+        let merge = self.commit(&[base, head], tree, message, at, "breakglass[bot]");
+        self.set_tip(merge);
+        merge
+    }
+
+    /// Someone pushing `files` straight to the branch: one commit, one parent.
+    fn push_files(&self, at: i64, files: &[(&str, Option<&str>)], who: &str) -> Oid {
+        let base = self.tip();
+        let tree = self.edit_all(Some(base), files);
+        let commit = self.commit(&[base], tree, "quick fix", at, who);
+        self.set_tip(commit);
+        commit
+    }
+
     /// A commit at story minute `at` (author and committer), not moving any branch.
     fn commit(&self, parents: &[Oid], tree: Oid, message: &str, at: i64, who: &str) -> Oid {
         let signature = Signature::new(
@@ -1627,5 +1673,262 @@ fn the_bots_removal_of_a_landed_yml_file_passes_the_file_check() {
                 iso(12)
             )
         }])
+    );
+}
+
+/// The network policy of these tests: two `iac` roles, one rendering under `grants/`, one under
+/// `k8s/` (a grant root only this policy names).
+const IAC_POLICY: &str = "environment: network\nmax_duration: 2h\nrequesters: [alice]\napprovers: [carol]\nroles:\n  dns-admin:\n    provider: iac\n    template: iac/aws-role-policy.tf.j2\n    output: \"grants/{{ environment }}/{{ id }}.tf\"\n  k8s-admin:\n    provider: iac\n    template: iac/k8s-rolebinding.yaml.j2\n    output: \"k8s/{{ environment }}/{{ id }}.yaml\"\n";
+
+/// An AdministratorAccess attachment: what a grant file pushed past the bot would apply.
+const ADMIN_TF: &str = "resource \"aws_iam_role_policy_attachment\" \"mallory\" {\n  role       = \"breakglass-mallory\"\n  policy_arn = \"arn:aws:iam::aws:policy/AdministratorAccess\"\n}\n";
+
+fn iac_repo() -> RequestsRepo {
+    RequestsRepo::with_policies(&[("network.yaml", IAC_POLICY)])
+}
+
+/// The message of the bot's removal of files that landed without it: with the trailers of a
+/// reconcile revoke when a request file is among them, without any when they are grant files
+/// alone (`src/workflow/trailers.rs`, `removal_message`).
+fn removal_message(subject: &str, paths: &[&str], request: Option<&str>) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| format!("`{p}`")).collect();
+    let files = format!(
+        "breakglass: remove {subject} (reconcile)\n\nFiles that reached main without breakglass: {}.",
+        shown.join(", ")
+    );
+    match request {
+        Some(id) => format!(
+            "{files} It was never granted.\n\nBreakglass-Revokes: {id}\nBreakglass-Revoked-Reason: reconcile\n"
+        ),
+        None => format!("{files}\n"),
+    }
+}
+
+fn landed(commit: Oid, id: &str, detail: String) -> Value {
+    json!({
+        "kind": "landed_without_bot", "request_id": id, "commit": commit.to_string(),
+        "detail": detail
+    })
+}
+
+/// mallory pushes an admin grant file under `grants/` straight to main, beside a grant the bot
+/// merged with its own grant file: only the pushed file is an anomaly.
+#[test]
+fn a_grant_file_pushed_past_the_bot_landed_without_it_and_the_bots_own_did_not() {
+    let repo = iac_repo();
+    let g = Grant {
+        id: "r-dns",
+        env: "network",
+        role: "dns-admin",
+        requester: "alice",
+        reason: "incident: INC-7 move the apex record",
+        ..GRANT
+    };
+    let request = ("requests/network/r-dns.yaml", Some(request_yaml(&g)));
+    let files = [
+        (request.0, request.1.as_deref()),
+        (
+            "grants/network/r-dns.tf",
+            Some("resource \"x\" \"dns\" {}\n"),
+        ),
+    ];
+    repo.merge_files(10, &files, &grant_message(10, &g));
+    let pushed = repo.push_files(20, &[("grants/network/evil.tf", Some(ADMIN_TF))], "mallory");
+    let gone = files.map(|(path, _)| (path, None));
+    repo.merge_files(70, &gone, &revoke_message("r-dns", "ttl", None));
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let document = json_of(&out);
+    assert_eq!(ids(&document), ["r-dns"]);
+    assert_eq!(document["grants"][0]["anomalies"], json!([]));
+    assert_eq!(
+        document["anomalies"],
+        json!([landed(
+            pushed,
+            "evil",
+            "grants/network/evil.tf was added without breakglass; no reconcile removal on the branch".into()
+        )])
+    );
+}
+
+/// `k8s/` is a grant root because a role of the policies on the branch renders there; the
+/// environment in its path (`network`, an environment of the policies) places it for
+/// `--environment`.
+#[test]
+fn a_root_named_by_an_iac_roles_output_is_covered() {
+    let repo = iac_repo();
+    let pushed = repo.push_files(
+        10,
+        &[
+            ("k8s/network/evil.yaml", Some("kind: ClusterRoleBinding\n")),
+            ("docs/runbook.md", Some("not a grant\n")),
+        ],
+        "mallory",
+    );
+    let anomalies = |args: &[&str]| {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        json_of(&audit_cli(repo.path_str(), &all))["anomalies"].clone()
+    };
+    let flagged = json!([landed(
+        pushed,
+        "evil",
+        "k8s/network/evil.yaml was added without breakglass; no reconcile removal on the branch"
+            .into()
+    )]);
+    assert_eq!(anomalies(&[]), flagged);
+    assert_eq!(anomalies(&["--environment", "network"]), flagged);
+    assert_eq!(anomalies(&["--environment", "prod"]), json!([]));
+}
+
+/// Policies that do not parse (here a policy with only `environment:`) leave `grants/` alone
+/// watched; a grant file there whose path names no environment of the policies shows under
+/// every `--environment`.
+#[test]
+fn without_readable_policies_grants_alone_is_watched() {
+    let repo = RequestsRepo::new();
+    let pushed = repo.push_files(
+        10,
+        &[
+            ("grants/evil.tf", Some(ADMIN_TF)),
+            ("k8s/prod/evil.yaml", Some("kind: ClusterRoleBinding\n")),
+        ],
+        "mallory",
+    );
+    let flagged = json!([landed(
+        pushed,
+        "evil",
+        "grants/evil.tf was added without breakglass; no reconcile removal on the branch".into()
+    )]);
+    for filter in [&[][..], &["--environment", "staging"][..]] {
+        let mut args = vec!["--format", "json"];
+        args.extend_from_slice(filter);
+        let document = json_of(&audit_cli(repo.path_str(), &args));
+        assert_eq!(document["anomalies"], flagged, "{filter:?}");
+    }
+}
+
+/// The bot removes what landed without it, one change per request: a grant file alone by a
+/// merge without trailers, a grant file with its request file by a reconcile revoke. Each
+/// anomaly names the removal that deleted that very path; a file deleted by hand was not
+/// removed by the bot.
+#[test]
+fn the_bots_reconcile_removal_of_a_pushed_grant_file_is_named() {
+    let repo = iac_repo();
+    let evil = "grants/network/evil.tf";
+    let alone = repo.push_files(10, &[(evil, Some(ADMIN_TF))], "mallory");
+    let removed_alone =
+        repo.merge_files(12, &[(evil, None)], &removal_message("evil", &[evil], None));
+    let (request, grant) = ("requests/network/r-x.yaml", "grants/network/r-x.tf");
+    let pair = [
+        (
+            request,
+            Some("environment: network\nrole: dns-admin\nduration: 2h\nreason: trust me\n"),
+        ),
+        (grant, Some(ADMIN_TF)),
+    ];
+    let together = repo.push_files(20, &pair, "mallory");
+    let removed_together = repo.merge_files(
+        22,
+        &pair.map(|(path, _)| (path, None)),
+        &removal_message("r-x", &[grant, request], Some("r-x")),
+    );
+    let by_hand = repo.push_files(30, &[("k8s/network/other.yaml", Some("x: 1\n"))], "mallory");
+    repo.push_files(31, &[("k8s/network/other.yaml", None)], "carol");
+    let removed = |what: &str, commit: Oid, at: i64| {
+        format!(
+            "{what} was added without breakglass; removed by {} at {} (reconcile)",
+            &commit.to_string()[..12],
+            iso(at)
+        )
+    };
+    let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    assert_eq!(
+        document["anomalies"],
+        json!([
+            landed(alone, "evil", removed(evil, removed_alone, 12)),
+            landed(together, "r-x", removed(request, removed_together, 22)),
+            landed(together, "r-x", removed(grant, removed_together, 22)),
+            landed(
+                by_hand,
+                "other",
+                "k8s/network/other.yaml was added without breakglass; no reconcile removal on the branch".into()
+            ),
+        ])
+    );
+    assert_eq!(ids(&document), Vec::<&str>::new(), "nothing was granted");
+}
+
+/// An active `iac` grant `id` (network/dns-admin), merged by the bot with its grant file.
+async fn iac_granted(s: &common::Scenario, id: &str) {
+    let yaml =
+        "environment: network\nrole: dns-admin\nduration: 2h\nreason: move the apex record\n";
+    let pr = s.open_request(&s.people.alice, "network", id, yaml);
+    s.settle().await;
+    let said = s.next_bot_comment(pr);
+    let bot_pr: u64 = said
+        .split("re-opened the request as ")
+        .nth(1)
+        .map(|rest| rest.trim_start_matches(['#', '!']))
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not re-opened: {said}"));
+    s.approve(bot_pr, &s.people.carol);
+    s.settle().await;
+    assert_eq!(s.request(id).await.state.to_string(), "active");
+}
+
+/// The real bot: its own iac grant merge adds a grant file (no anomaly); mallory's grant file
+/// pushed to main is removed by the bot, and the audit flags it and names that removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_flags_a_grant_file_pushed_past_the_bot_and_names_the_bots_removal() {
+    use breakglass::clock::Clock as _;
+    use common::*;
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    s.lenient();
+    iac_granted(&s, "r-dns").await;
+    assert!(
+        s.forge
+            .file_on(REPO, "main", "grants/network/r-dns.tf")
+            .is_some()
+    );
+    let evil = "grants/network/evil.tf";
+    s.forge
+        .push_direct(REPO, &s.people.mallory, &[(evil, ADMIN_TF)], "grant myself");
+    s.settle().await;
+    assert!(
+        s.forge.file_on(REPO, "main", evil).is_none(),
+        "the bot removed it"
+    );
+
+    let path = s.forge.repo_path(REPO);
+    let now = s.clock.now();
+    let report = tokio::task::spawn_blocking(move || {
+        let options = AuditOptions {
+            branch: None,
+            report: ReportOptions::new(now),
+        };
+        audit::run(path.to_str().unwrap(), &options).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.grants.len(), 1, "{:#?}", report.grants);
+    assert_eq!(report.grants[0].request_id, "r-dns");
+    let [anomaly] = &report.anomalies[..] else {
+        panic!("one anomaly: {:#?}", report.anomalies);
+    };
+    assert_eq!(
+        (anomaly.kind, anomaly.request_id.as_str()),
+        (AnomalyKind::LandedWithoutBot, "evil")
+    );
+    assert!(
+        anomaly
+            .detail
+            .starts_with("grants/network/evil.tf was added without breakglass; removed by ")
+            && anomaly.detail.ends_with("(reconcile)"),
+        "{}",
+        anomaly.detail
     );
 }

@@ -172,3 +172,30 @@ on_both_backends!(
         assert_eq!(code, 0, "{verified}");
     }
 );
+
+// The bot's removal of a grant file that landed without it (no request file among them, so no
+// trailers) is logged with its merge, and that merge is on the branch: no problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_of_grant_files_alone_verifies_clean() {
+    let s = Scenario::start(Backend::Sqlite)
+        .await
+        .expect("SQLite is always there");
+    let evil = "resource \"aws_iam_role_policy_attachment\" \"mallory\" {}\n";
+    s.forge.push_direct(
+        REPO,
+        &s.people.mallory,
+        &[("grants/network/evil.tf", evil)],
+        "direct push",
+    );
+    s.settle().await;
+    assert!(
+        s.forge
+            .file_on(REPO, "main", "grants/network/evil.tf")
+            .is_none()
+    );
+    let removal = s.changes().last().unwrap().number;
+    assert!(s.change(removal).merged);
+    s.expect_bot_comments(removal, &["🚨 **Request files reached the default branch"]);
+    let (code, out) = verify(&s);
+    assert_eq!(code, 0, "{out}");
+}

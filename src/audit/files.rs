@@ -1,9 +1,11 @@
-//! What a first-parent commit does to the request files (`requests/<environment>/<id>.yaml`),
-//! compared with its first parent: the audit checks the files, not only the trailers.
+//! What a first-parent commit does to the request files (`requests/<environment>/<id>.yaml`)
+//! and to the files under the grant roots, compared with its first parent: the audit checks
+//! the files, not only the trailers.
 //!
 //! Speed matters here as in [`super::history`]: a bot merge is checked with path lookups in
 //! its tree and its first parent's, and where the environment is not known, only the
-//! environment directories whose tree id changed are looked into. Never a full diff. Trees
+//! environment directories whose tree id changed are looked into; under a grant root, only
+//! the directories whose tree id changed (see [`files_appearing_under`]). Never a full diff. Trees
 //! are read raw from the object database and scanned in place (`<mode> <name>\0<id>`
 //! entries) rather than parsed into `git2::Tree`s: a tree is a few entries, and parsing and
 //! wrapping each one cost more than the scan. A [`TreeReader`] keeps the last few trees it
@@ -11,13 +13,13 @@
 //! walk reaches that parent.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use git2::{ObjectType, Odb, OdbObject, Oid};
 
 use super::AuditError;
-use super::history::LandedFact;
+use super::history::{LandedFact, LandedFile};
 
 /// Where request files live: `requests/<environment>/<id>.yaml`.
 pub const REQUESTS_DIR: &str = "requests";
@@ -182,7 +184,8 @@ impl<'r, 'a> RequestTrees<'r, 'a> {
                     continue; // changed, not added
                 }
                 added.push(LandedFact {
-                    environment: environment.to_owned(),
+                    file: LandedFile::Request,
+                    environment: Some(environment.to_owned()),
                     request_id: id.to_owned(),
                     path: format!("{REQUESTS_DIR}/{environment}/{name}"),
                 });
@@ -247,6 +250,116 @@ fn appearing(
             Ok(None)
         }
     }
+}
+
+/// Every file under the directories `roots` (each as path components, `["grants"]`) that
+/// is in the root tree `to` and not at the same path in the root tree `from`, by repo-relative
+/// path, sorted. Called with the two sides of a commit it gives what the commit adds; swapped,
+/// what it removes. Only directories whose tree id differs between the sides are read, so an
+/// untouched root costs one lookup in each root tree.
+pub fn files_appearing_under(
+    trees: &TreeReader<'_>,
+    from: Option<Oid>,
+    to: Option<Oid>,
+    roots: &[Vec<String>],
+) -> Result<Vec<String>, AuditError> {
+    let Some(to) = to.filter(|to| from != Some(*to)) else {
+        return Ok(Vec::new());
+    };
+    let to = trees.read(to)?;
+    let from = from.map(|from| trees.read(from)).transpose()?;
+    let mut found = Vec::new();
+    for root in roots {
+        if let Some(dir) = changed_subdir(trees, from.clone(), Rc::clone(&to), root)? {
+            new_files(trees, dir, &mut found)?;
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A directory whose tree differs between two sides: its path, its tree on the side looked
+/// into (`to`), and the tree at the same path on the other side, if there is one.
+struct DirPair<'a> {
+    path: String,
+    to: Rc<RawTree<'a>>,
+    from: Option<Rc<RawTree<'a>>>,
+}
+
+/// The directory at `components` below the root trees `to` and `from`, when it is a
+/// directory in `to` and its tree differs from the one in `from`; read one level at a time,
+/// stopping at the first level that is the same on both sides.
+fn changed_subdir<'a>(
+    trees: &TreeReader<'a>,
+    mut from: Option<Rc<RawTree<'a>>>,
+    mut to: Rc<RawTree<'a>>,
+    components: &[String],
+) -> Result<Option<DirPair<'a>>, AuditError> {
+    for name in components {
+        let Some(entry) = to.get(name).filter(|e| e.kind == Kind::Tree) else {
+            return Ok(None);
+        };
+        let before = from.as_ref().and_then(|f| f.get(name));
+        let before = before.filter(|b| b.kind == Kind::Tree);
+        if before.is_some_and(|b| b.id_bytes == entry.id_bytes) {
+            return Ok(None);
+        }
+        let (next, before) = (entry.id()?, before.map(|b| b.id()).transpose()?);
+        to = trees.read(next)?;
+        from = before.map(|id| trees.read(id)).transpose()?;
+    }
+    Ok(Some(DirPair {
+        path: components.join("/"),
+        to,
+        from,
+    }))
+}
+
+/// Adds to `found` every entry at any depth under `dir.to` that is not a directory (a
+/// symbolic link or a submodule counts: the audit flags more, not less) and that `dir.from`
+/// does not have at the same path (a changed file is not a new one). Subdirectories with the
+/// same tree on both sides are not read; a stack, not recursion, so that no depth of
+/// directories can exhaust the call stack.
+fn new_files<'a>(
+    trees: &TreeReader<'a>,
+    dir: DirPair<'a>,
+    found: &mut Vec<String>,
+) -> Result<(), AuditError> {
+    let mut pending = vec![dir];
+    while let Some(DirPair { path, to, from }) = pending.pop() {
+        let before: HashMap<&[u8], Entry<'_>> = match &from {
+            Some(from) => from
+                .entries()
+                .map(|e| e.map(|e| (e.name_bytes, e)))
+                .collect::<Result<_, _>>()?,
+            None => HashMap::new(),
+        };
+        for entry in to.entries() {
+            let entry = entry?;
+            let child = format!("{path}/{}", String::from_utf8_lossy(entry.name_bytes));
+            let old = before.get(entry.name_bytes);
+            match (entry.kind, old) {
+                (Kind::Tree, Some(old)) if old.kind == Kind::Tree => {
+                    if old.id_bytes != entry.id_bytes {
+                        let (to, from) = (trees.read(entry.id()?)?, trees.read(old.id()?)?);
+                        pending.push(DirPair {
+                            path: child,
+                            to,
+                            from: Some(from),
+                        });
+                    }
+                }
+                (Kind::Tree, _) => pending.push(DirPair {
+                    path: child,
+                    to: trees.read(entry.id()?)?,
+                    from: None,
+                }),
+                (_, Some(old)) if old.kind != Kind::Tree => {} // changed at most
+                _ => found.push(child),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An environment directory whose tree differs between the two sides of a commit.
@@ -425,6 +538,143 @@ mod tests {
         fn odb(&self) -> Odb<'_> {
             self.repo.odb().unwrap()
         }
+
+        /// A root tree with any `(path, content)` files.
+        fn tree_of(&self, files: &[(&str, &str)]) -> Oid {
+            let mut builder = self.repo.treebuilder(None).unwrap();
+            let mut dirs: std::collections::BTreeMap<&str, Vec<(&str, &str)>> = Default::default();
+            for &(path, content) in files {
+                match path.split_once('/') {
+                    Some((dir, rest)) => dirs.entry(dir).or_default().push((rest, content)),
+                    None => {
+                        let blob = self.repo.blob(content.as_bytes()).unwrap();
+                        builder.insert(path, blob, 0o100_644).unwrap();
+                    }
+                }
+            }
+            for (dir, files) in dirs {
+                builder
+                    .insert(dir, self.tree_of(&files), 0o040_000)
+                    .unwrap();
+            }
+            builder.write().unwrap()
+        }
+    }
+
+    fn roots(roots: &[&str]) -> Vec<Vec<String>> {
+        roots
+            .iter()
+            .map(|r| r.split('/').map(String::from).collect())
+            .collect()
+    }
+
+    #[test]
+    fn files_appearing_under_the_roots_are_found_at_any_depth() {
+        let r = Repo::new();
+        let old = r.tree_of(&[
+            ("grants/network/r-1.tf", "kept"),
+            ("grants/prod/r-2.tf", "before"),
+            ("infra/grants/x.tf", "x"),
+            ("policies/prod.yaml", "p"),
+        ]);
+        let new = r.tree_of(&[
+            ("grants/network/r-1.tf", "kept"),
+            ("grants/network/evil.tf", "admin"),
+            ("grants/prod/r-2.tf", "after"), // changed, not added
+            ("grants/deep/a/b/c.tf", "deep"),
+            ("infra/grants/x.tf", "x"),
+            ("infra/grants/y.tf", "y"),
+            ("infra/other.tf", "not under a root"),
+            ("k8s/prod/r-3.yaml", "k"),
+            ("policies/prod.yaml", "p2"),
+        ]);
+        let odb = r.odb();
+        let reader = TreeReader::new(&odb);
+        let under = roots(&["grants", "infra/grants", "k8s"]);
+        let added = files_appearing_under(&reader, Some(old), Some(new), &under).unwrap();
+        assert_eq!(
+            added,
+            [
+                "grants/deep/a/b/c.tf",
+                "grants/network/evil.tf",
+                "infra/grants/y.tf",
+                "k8s/prod/r-3.yaml",
+            ]
+        );
+        let removed = files_appearing_under(&reader, Some(new), Some(old), &under).unwrap();
+        assert_eq!(
+            removed,
+            Vec::<String>::new(),
+            "nothing under a root went away"
+        );
+        let gone = r.tree_of(&[("grants/network/r-1.tf", "kept")]);
+        assert_eq!(
+            files_appearing_under(&reader, Some(gone), Some(new), &roots(&["grants"])).unwrap(),
+            [
+                "grants/deep/a/b/c.tf",
+                "grants/network/evil.tf",
+                "grants/prod/r-2.tf"
+            ],
+            "a directory that one side lacks is read in full"
+        );
+        assert_eq!(
+            files_appearing_under(&reader, None, Some(gone), &roots(&["grants"])).unwrap(),
+            ["grants/network/r-1.tf"]
+        );
+        assert_eq!(
+            files_appearing_under(&reader, Some(new), Some(new), &under).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            files_appearing_under(&reader, Some(new), None, &under).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_directory_or_the_reverse_is_new() {
+        let r = Repo::new();
+        let old = r.tree_of(&[("grants/a", "file"), ("grants/b/x.tf", "x")]);
+        let new = r.tree_of(&[("grants/a/y.tf", "y"), ("grants/b", "file")]);
+        let odb = r.odb();
+        let reader = TreeReader::new(&odb);
+        let under = roots(&["grants"]);
+        assert_eq!(
+            files_appearing_under(&reader, Some(old), Some(new), &under).unwrap(),
+            ["grants/a/y.tf", "grants/b"]
+        );
+        assert_eq!(
+            files_appearing_under(&reader, Some(new), Some(old), &under).unwrap(),
+            ["grants/a", "grants/b/x.tf"]
+        );
+    }
+
+    /// A root whose tree id is the same on both sides is never read: here its tree is not even
+    /// in the repository, and reading it would fail.
+    #[test]
+    fn an_untouched_root_is_not_read() {
+        let r = Repo::new();
+        let odb = r.odb();
+        let missing = [0xab_u8; 20];
+        let root = |grants: Oid| {
+            let mut raw = b"40000 grants\0".to_vec();
+            raw.extend_from_slice(grants.as_bytes());
+            raw.extend_from_slice(b"40000 k8s\0");
+            raw.extend_from_slice(&missing);
+            odb.write(ObjectType::Tree, &raw).unwrap()
+        };
+        let old = root(r.tree_of(&[("r-1.tf", "a")]));
+        let new = root(r.tree_of(&[("r-1.tf", "a"), ("evil.tf", "b")]));
+        let reader = TreeReader::new(&odb);
+        let under = roots(&["grants", "k8s"]);
+        assert_eq!(
+            files_appearing_under(&reader, Some(old), Some(new), &under).unwrap(),
+            ["grants/evil.tf"]
+        );
+        assert!(
+            files_appearing_under(&reader, None, Some(new), &under).is_err(),
+            "the missing tree is read when the other side has no such root"
+        );
     }
 
     fn place(file: Option<RequestFile>) -> Option<String> {
@@ -527,7 +777,8 @@ mod tests {
         assert_eq!(
             trees.all_added().unwrap(),
             [LandedFact {
-                environment: "prod".into(),
+                file: LandedFile::Request,
+                environment: Some("prod".into()),
                 request_id: "r-1".into(),
                 path: "requests/prod/r-1.yaml".into(),
             }]

@@ -1,6 +1,6 @@
 //! The first-parent history of the requests repo's default branch, read with git2 into raw
-//! facts: grant merges, revoke (and removal) merges, and request files that landed without
-//! the bot. No judgement here; [`super::report`] pairs and flags.
+//! facts: grant merges, revoke (and removal) merges, and request and grant files that landed
+//! without the bot. No judgement here; [`super::report`] pairs and flags.
 //!
 //! Trailers are only a claim: a grant merge must add its request file and a revoke merge
 //! must remove it (see [`super::files`]), else the commit is a [`ForgedFact`] and counts as
@@ -24,7 +24,8 @@ use chrono::{DateTime, Utc};
 use git2::{ObjectType, Odb, OdbObject, Oid, Repository};
 
 use super::AuditError;
-use super::files::{REQUESTS_DIR, RequestFile, RequestTrees, TreeReader};
+use super::files::{REQUESTS_DIR, RequestFile, RequestTrees, TreeReader, files_appearing_under};
+use super::grants::GrantLayout;
 use super::trailers::{BotTrailers, Message, TrailerKey};
 use crate::request::AccessRequest;
 
@@ -58,8 +59,11 @@ pub enum EventKind {
     Grant(GrantFact),
     /// A merge with a `Breakglass-Revokes` trailer.
     Revoke(RevokeFact),
-    /// A request file added by a commit that is not the bot's.
+    /// A request or grant file added by a commit that is not the bot's.
     Landed(LandedFact),
+    /// The grant files that a reconcile removal of the bot deletes (its request file, when
+    /// there is one, makes it a [`EventKind::Revoke`] too).
+    Removal(RemovalFact),
     /// A commit whose trailers claim a grant or a revoke that its files do not show.
     Forged(ForgedFact),
 }
@@ -104,14 +108,37 @@ pub struct RevokeFact {
     pub environment: Option<String>,
 }
 
-/// A `requests/<environment>/<id>.yaml` file added by a first-parent commit without the bot's
-/// trailers (a direct push or a hand merge).
+/// A `requests/<environment>/<id>.yaml` file, or a file under a grant root (see
+/// [`super::grants`]), added by a first-parent commit that is not a genuine bot merge (a
+/// direct push, a hand merge, forged trailers).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LandedFact {
-    pub environment: String,
+    pub file: LandedFile,
+    /// A request file's directory; the environment a grant file's path names, if any.
+    pub environment: Option<String>,
+    /// A request file's stem; a grant file's name up to its first `.`.
     pub request_id: String,
-    /// The repo-relative path, e.g. `requests/prod/r-1.yaml`.
+    /// The repo-relative path, e.g. `requests/prod/r-1.yaml` or `grants/network/evil.tf`.
     pub path: String,
+}
+
+/// What kind of file landed without the bot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LandedFile {
+    /// `requests/<environment>/<id>.yaml` (or `.yml`): what `requests/` says is granted.
+    Request,
+    /// A file under a grant root: what the repo's IaC pipeline applies.
+    Grant,
+}
+
+/// A reconcile removal merge of the bot (titled `breakglass: remove …`): the files under the
+/// grant roots it deletes. The bot groups files that landed without it by request and gives a
+/// group without a request file no trailers, so this is how the audit tells what became of a
+/// grant file that landed: by its exact path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovalFact {
+    /// Repo-relative paths, sorted.
+    pub paths: Vec<String>,
 }
 
 /// A commit with `Breakglass-Request` that does not add that request file, or with
@@ -215,9 +242,15 @@ pub fn read(repo: &Repository, branch: &str) -> Result<History, AuditError> {
         return Err(AuditError::Shallow);
     }
     let head = branch_tip(repo, branch)?;
+    let grants = GrantLayout::read(repo, head);
     let _cache_off = ObjectCacheOff::new();
     let odb = repo.odb().map_err(AuditError::git)?;
     let trees = TreeReader::new(&odb);
+    let walk = Walk {
+        repo,
+        trees: &trees,
+        grants: &grants,
+    };
     let mut events = Vec::new();
     let mut current = head.map(|oid| read_commit_object(&odb, oid)).transpose()?;
     let mut walked = 0usize;
@@ -234,7 +267,7 @@ pub fn read(repo: &Repository, branch: &str) -> Result<History, AuditError> {
             None => None,
         };
         let before = events.len();
-        read_commit(repo, &trees, oid, &raw, base, walked, &mut events)?;
+        read_commit(&walk, oid, &raw, base, walked, &mut events)?;
         // A commit may add several request files; keep them in path order once reversed.
         events[before..].reverse();
         current = parent;
@@ -382,12 +415,20 @@ fn oid_of(hex: &[u8]) -> Option<Oid> {
     Oid::from_str(std::str::from_utf8(hex).ok()?).ok()
 }
 
+/// What the walk reads with, besides the commits.
+struct Walk<'w, 'a> {
+    repo: &'w Repository,
+    trees: &'w TreeReader<'a>,
+    /// Where grant files live, from the policies at the branch's tip.
+    grants: &'w GrantLayout,
+}
+
 /// The facts of one first-parent commit: its grant or revoke when its files bear the
-/// trailers out, else a forged claim; and, for every commit that is not a genuine bot merge,
-/// the request files it adds. `base` is its first parent's tree.
+/// trailers out, else a forged claim; for every commit that is not a genuine bot merge, the
+/// request and grant files it adds; and for a reconcile removal, the grant files it deletes.
+/// `base` is its first parent's tree.
 fn read_commit(
-    repo: &Repository,
-    trees: &TreeReader<'_>,
+    walk: &Walk<'_, '_>,
     oid: Oid,
     commit: &Commit<'_>,
     base: Option<Oid>,
@@ -400,6 +441,7 @@ fn read_commit(
     };
     let message = Message::parse(&text);
     let bot = BotTrailers::from_message(&message);
+    let trailerless = !bot.any;
     let at = DateTime::from_timestamp(commit.committer_time, 0).unwrap_or(DateTime::UNIX_EPOCH);
     let event = |kind| Event {
         position: from_tip,
@@ -407,9 +449,9 @@ fn read_commit(
         at,
         kind,
     };
-    let files = RequestTrees::read(trees, commit.tree, base)?;
+    let files = RequestTrees::read(walk.trees, commit.tree, base)?;
     let claimed = if bot.request.is_some() {
-        Some(grant(repo, &files, bot, &message)?)
+        Some(grant(walk.repo, &files, bot, &message)?)
     } else if bot.revokes.is_some() {
         Some(revoke(&files, bot, &message)?)
     } else {
@@ -420,15 +462,66 @@ fn read_commit(
     // Files added by a commit that is not a genuine bot merge landed without the bot, forged
     // trailers or not. A genuine merge is not diffed: the bot checked its files when merging.
     let genuine = matches!(claimed, Some(EventKind::Grant(_) | EventKind::Revoke(_)));
+    let removal = match &claimed {
+        Some(claim) => is_reconcile_removal(claim),
+        None => trailerless && commit.merge && is_removal_title(message.subject()),
+    };
     if let Some(kind) = claimed {
         events.push(event(kind));
     }
     if !genuine {
-        for landed in files.all_added()? {
-            events.push(event(EventKind::Landed(landed)));
-        }
+        let landed = landed_files(walk, &files, commit.tree, base)?;
+        events.extend(
+            landed
+                .into_iter()
+                .map(|fact| event(EventKind::Landed(fact))),
+        );
+    }
+    if removal {
+        let removed = removed_grant_files(walk, commit.tree, base)?;
+        events.extend(removed.map(|fact| event(EventKind::Removal(fact))));
     }
     Ok(())
+}
+
+/// The request files, then the grant files, that the commit of root tree `tree` adds.
+fn landed_files(
+    walk: &Walk<'_, '_>,
+    files: &RequestTrees<'_, '_>,
+    tree: Oid,
+    base: Option<Oid>,
+) -> Result<Vec<LandedFact>, AuditError> {
+    let mut landed = files.all_added()?;
+    let grants = files_appearing_under(walk.trees, base, Some(tree), walk.grants.roots())?;
+    landed.extend(grants.into_iter().map(|path| walk.grants.landed(path)));
+    Ok(landed)
+}
+
+/// The grant files that the commit of root tree `tree` deletes, when it deletes any.
+fn removed_grant_files(
+    walk: &Walk<'_, '_>,
+    tree: Oid,
+    base: Option<Oid>,
+) -> Result<Option<RemovalFact>, AuditError> {
+    let paths = files_appearing_under(walk.trees, Some(tree), base, walk.grants.roots())?;
+    Ok((!paths.is_empty()).then_some(RemovalFact { paths }))
+}
+
+/// The title of every removal merge of the bot, and what makes a revoke merge a removal.
+const REMOVAL_TITLE: &str = "breakglass: remove ";
+
+/// A genuine revoke merge that is a reconcile removal (it removed a request file that landed
+/// without the bot, and may remove grant files with it).
+fn is_reconcile_removal(claim: &EventKind) -> bool {
+    matches!(claim, EventKind::Revoke(fact) if fact.removal && fact.reason.as_deref() == Some("reconcile"))
+}
+
+/// `breakglass: remove <subject> (reconcile)`: the bot's title for the merge that removes files
+/// that landed without it. Only grant files, with no request file among them, get no
+/// trailers, so a trailerless merge commit so titled is read as the bot's removal of them. Its
+/// deletions are real whoever wrote the title; what it adds is still checked as any commit's.
+fn is_removal_title(subject: &str) -> bool {
+    subject.starts_with(REMOVAL_TITLE) && subject.ends_with(" (reconcile)")
 }
 
 /// The bot lands every grant and revoke with a merge commit, never a squash or a direct
@@ -439,7 +532,7 @@ fn merged_or_forged(kind: EventKind, merge: bool) -> EventKind {
         _ if merge => return kind,
         EventKind::Grant(fact) => (&fact.request_id, Claim::Grant, TrailerKey::Request),
         EventKind::Revoke(fact) => (&fact.request_id, Claim::Revoke, TrailerKey::Revokes),
-        EventKind::Landed(_) | EventKind::Forged(_) => return kind,
+        EventKind::Landed(_) | EventKind::Forged(_) | EventKind::Removal(_) => return kind,
     };
     EventKind::Forged(ForgedFact {
         request_id: request_id.clone(),
@@ -559,7 +652,7 @@ fn revoke(
 ) -> Result<EventKind, AuditError> {
     let owned = |value: Option<Cow<'_, str>>| value.map(Cow::into_owned);
     let request_id = bot.revokes.as_deref().unwrap_or_default().to_owned();
-    let removal = message.subject().starts_with("breakglass: remove ");
+    let removal = message.subject().starts_with(REMOVAL_TITLE);
     let yaml = format!("{request_id}.yaml");
     let yml = format!("{request_id}.yml");
     // The bot's own requests are `.yaml`; a removal takes away whatever landed, `.yml` too.
@@ -603,6 +696,18 @@ mod tests {
         assert_eq!(raw.first_parent, Some(Oid::from_str(P1).unwrap()));
         assert_eq!(raw.committer_time, 1_764_123_240);
         assert_eq!(raw.message, b"title\n\nbody\n");
+    }
+
+    #[test]
+    fn the_bots_removal_title_is_told_apart() {
+        assert!(is_removal_title("breakglass: remove evil (reconcile)"));
+        for other in [
+            "breakglass: remove evil",
+            "breakglass: revoke r-1 (reconcile)",
+            "Remove grants/network/evil.tf (reconcile)",
+        ] {
+            assert!(!is_removal_title(other), "{other}");
+        }
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! `src/workflow/trailers.rs`). This module walks the first-parent history of the default
 //! branch and turns those commits into one row per grant, flagging what should never happen:
 //! a grant never revoked, a revoke too late, a self-approval, an overdue fast-path review, a
-//! revoke without its grant, a request file that landed without the bot, and trailers that
-//! claim a grant or a revoke the commit's files do not show.
+//! revoke without its grant, a request or grant file that landed without the bot, and
+//! trailers that claim a grant or a revoke the commit's files do not show.
 //!
 //! The parts, each knowing one thing:
 //! - [`trailers`]: commit messages parsed as git parses them (pure);
 //! - [`history`]: the git2 walk, into raw facts;
-//! - [`files`]: which request files a commit adds or removes (path lookups, no diff);
+//! - [`files`]: which request files a commit adds or removes (path lookups, no diff), and
+//!   which files under the grant roots (only the directories whose tree changed);
+//! - [`grants`]: where grant files live (the policies at the branch's tip);
 //! - [`report`]: pairing, rows and anomalies (pure; time is an input);
 //! - [`render`]: table, Markdown, CSV and JSON;
 //! - [`source`]: opening a local repository or cloning a URL.
@@ -20,6 +22,7 @@
 //! `tokio::task::spawn_blocking`.
 
 pub mod files;
+pub mod grants;
 pub mod history;
 pub mod render;
 pub mod report;

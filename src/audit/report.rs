@@ -8,7 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use git2::Oid;
 
 use super::history::{
-    Claim, Event, EventKind, ForgedFact, GrantFact, History, LandedFact, RevokeFact, TrailerTime,
+    Claim, Event, EventKind, ForgedFact, GrantFact, History, LandedFact, LandedFile, RemovalFact,
+    RevokeFact, TrailerTime,
 };
 use super::trailers::TrailerKey;
 use crate::clock::iso;
@@ -265,12 +266,20 @@ struct Forged {
     fact: ForgedFact,
 }
 
-/// A request file that landed without the bot.
+/// A request or grant file that landed without the bot.
 struct Landed {
     position: usize,
     commit: Oid,
     at: DateTime<Utc>,
     fact: LandedFact,
+}
+
+/// A reconcile removal's deleted grant files.
+struct Removal {
+    position: usize,
+    commit: Oid,
+    at: DateTime<Utc>,
+    fact: RemovalFact,
 }
 
 /// Builds the report from the whole history: pairing always sees everything (a grant before
@@ -281,6 +290,7 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
         grants,
         unpaired,
         landed,
+        grant_removals,
         forged,
     } = sort_events(history.events);
     let mut anomalies = Vec::new();
@@ -309,6 +319,10 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
         .into_iter()
         .partition(|r| r.fact.removal && r.fact.reason.as_deref() == Some("reconcile"));
     flag_strays(&strays, &paired, &history.branch, &options, &mut anomalies);
+    let removals = Removals {
+        requests: &removals,
+        grant_files: &grant_removals,
+    };
     flag_landed(landed, &removals, &options, &mut anomalies);
     flag_forged(forged, &options, &mut anomalies);
     anomalies.sort_by_key(|a| (a.position, a.kind));
@@ -328,6 +342,8 @@ struct Sorted {
     /// Revokes of no open grant.
     unpaired: Vec<Revoke>,
     landed: Vec<Landed>,
+    /// Reconcile removals that delete grant files.
+    grant_removals: Vec<Removal>,
     forged: Vec<Forged>,
 }
 
@@ -336,6 +352,7 @@ fn sort_events(events: Vec<Event>) -> Sorted {
         grants: Vec::with_capacity(events.len() / 2 + 1),
         unpaired: Vec::new(),
         landed: Vec::new(),
+        grant_removals: Vec::new(),
         forged: Vec::new(),
     };
     let grants = &mut sorted.grants;
@@ -373,6 +390,12 @@ fn sort_events(events: Vec<Event>) -> Sorted {
                 grants[index].revoke = Some(revoke);
             }
             EventKind::Landed(fact) => sorted.landed.push(Landed {
+                position: event.position,
+                commit: event.commit,
+                at: event.at,
+                fact,
+            }),
+            EventKind::Removal(fact) => sorted.grant_removals.push(Removal {
                 position: event.position,
                 commit: event.commit,
                 at: event.at,
@@ -440,46 +463,73 @@ fn flag_strays(
     }
 }
 
+/// The bot's reconcile removals, which tell what became of a file that landed without it.
+struct Removals<'r> {
+    /// Those that remove a request file (`Breakglass-Revokes`, reason `reconcile`).
+    requests: &'r [Revoke],
+    /// Those that delete grant files, with or without trailers.
+    grant_files: &'r [Removal],
+}
+
+impl Removals<'_> {
+    /// The first reconcile removal after the landing that took the file out again: a request
+    /// file by its id in its environment (what the removal's trailer and file say), a grant
+    /// file by its exact path (the bot groups grant files by request, so a removal's subject
+    /// need not be the file's name).
+    fn of(&self, landed: &Landed) -> Option<(Oid, DateTime<Utc>)> {
+        let Landed { position, fact, .. } = landed;
+        match fact.file {
+            LandedFile::Request => self
+                .requests
+                .iter()
+                .find(|r| {
+                    r.position > *position
+                        && r.fact.request_id == fact.request_id
+                        && r.fact
+                            .environment
+                            .as_ref()
+                            .is_none_or(|e| Some(e) == fact.environment.as_ref())
+                })
+                .map(|r| (r.commit, r.at)),
+            LandedFile::Grant => self
+                .grant_files
+                .iter()
+                .find(|r| r.position > *position && r.fact.paths.contains(&fact.path))
+                .map(|r| (r.commit, r.at)),
+        }
+    }
+}
+
 /// One `landed_without_bot` anomaly per file in the period that reached the branch without
-/// the bot, saying which reconcile removal (if any) took it out again.
+/// the bot, saying which reconcile removal (if any) took it out again. A grant file whose path
+/// names no environment is kept under every `--environment` (see [`LandedFact::environment`]).
 fn flag_landed(
     landed: Vec<Landed>,
-    removals: &[Revoke],
+    removals: &Removals<'_>,
     options: &ReportOptions,
     anomalies: &mut Vec<Anomaly>,
 ) {
-    for Landed {
-        position,
-        commit,
-        at,
-        fact,
-    } in landed
-    {
-        if !(options.in_period(at) && options.in_environment(&fact.environment)) {
+    for landed in landed {
+        let in_environment = landed
+            .fact
+            .environment
+            .as_deref()
+            .is_none_or(|environment| options.in_environment(environment));
+        if !(options.in_period(landed.at) && in_environment) {
             continue;
         }
-        let removal = removals.iter().find(|r| {
-            r.position > position
-                && r.fact.request_id == fact.request_id
-                && r.fact
-                    .environment
-                    .as_ref()
-                    .is_none_or(|e| *e == fact.environment)
-        });
-        let fate = match removal {
-            Some(r) => format!(
-                "removed by {} at {} (reconcile)",
-                short(r.commit),
-                iso(r.at)
-            ),
+        let fate = match removals.of(&landed) {
+            Some((commit, at)) => {
+                format!("removed by {} at {} (reconcile)", short(commit), iso(at))
+            }
             None => "no reconcile removal on the branch".to_owned(),
         };
         anomalies.push(Anomaly {
             kind: AnomalyKind::LandedWithoutBot,
-            detail: format!("{} was added without breakglass; {fate}", fact.path),
-            request_id: fact.request_id,
-            commit,
-            position,
+            detail: format!("{} was added without breakglass; {fate}", landed.fact.path),
+            request_id: landed.fact.request_id,
+            commit: landed.commit,
+            position: landed.position,
         });
     }
 }
@@ -987,7 +1037,8 @@ mod tests {
             .push(
                 10,
                 EventKind::Landed(LandedFact {
-                    environment: "prod".into(),
+                    file: LandedFile::Request,
+                    environment: Some("prod".into()),
                     request_id: "pushed".into(),
                     path: "requests/prod/pushed.yaml".into(),
                 }),
@@ -1040,7 +1091,8 @@ mod tests {
             .push(
                 4,
                 EventKind::Landed(LandedFact {
-                    environment: "staging".into(),
+                    file: LandedFile::Request,
+                    environment: Some("staging".into()),
                     request_id: "r-1".into(),
                     path: "requests/staging/r-1.yaml".into(),
                 }),
@@ -1060,6 +1112,83 @@ mod tests {
             report.anomalies[0].detail.contains("removed by"),
             "{}",
             report.anomalies[0].detail
+        );
+    }
+
+    fn landed_grant(path: &str, environment: Option<&str>) -> EventKind {
+        let stem = path.rsplit('/').next().unwrap().split('.').next().unwrap();
+        EventKind::Landed(LandedFact {
+            file: LandedFile::Grant,
+            environment: environment.map(Into::into),
+            request_id: stem.into(),
+            path: path.into(),
+        })
+    }
+
+    fn grant_removal(paths: &[&str]) -> EventKind {
+        EventKind::Removal(RemovalFact {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        })
+    }
+
+    #[test]
+    fn a_landed_grant_file_is_paired_with_the_removal_of_its_exact_path() {
+        let report = Builder::default()
+            .push(10, landed_grant("grants/network/evil.tf", None))
+            .push(11, landed_grant("grants/prod/evil.tf", None))
+            // Same name, another directory: not the removal of either file above.
+            .push(12, grant_removal(&["grants/staging/evil.tf"]))
+            .push(13, grant_removal(&["grants/network/evil.tf"]))
+            .report(600);
+        assert_eq!(
+            kinds(&report),
+            [
+                ("evil".into(), AnomalyKind::LandedWithoutBot),
+                ("evil".into(), AnomalyKind::LandedWithoutBot),
+            ]
+        );
+        assert_eq!(
+            report.anomalies[0].detail,
+            format!(
+                "grants/network/evil.tf was added without breakglass; removed by {} at 2026-11-26T00:13:00Z (reconcile)",
+                short(oid(4))
+            )
+        );
+        assert_eq!(report.anomalies[0].commit, oid(1));
+        assert_eq!(
+            report.anomalies[1].detail,
+            "grants/prod/evil.tf was added without breakglass; no reconcile removal on the branch"
+        );
+        let before = Builder::default()
+            .push(10, grant_removal(&["grants/network/evil.tf"]))
+            .push(11, landed_grant("grants/network/evil.tf", None))
+            .report(600);
+        assert!(
+            before.anomalies[0]
+                .detail
+                .ends_with("no reconcile removal on the branch"),
+            "a removal before the landing is not its fate"
+        );
+    }
+
+    #[test]
+    fn a_grant_file_without_an_environment_is_shown_under_every_environment() {
+        let mut b = Builder::default();
+        b.push(10, landed_grant("grants/evil.tf", None))
+            .push(11, landed_grant("grants/staging/quiet.tf", Some("staging")));
+        let mut options = ReportOptions::new(t(600));
+        options.environment = Some("prod".into());
+        assert_eq!(
+            kinds(&b.report_with(options.clone())),
+            [("evil".into(), AnomalyKind::LandedWithoutBot)]
+        );
+        options.environment = Some("staging".into());
+        assert_eq!(b.report_with(options.clone()).anomalies.len(), 2);
+        options.since = Some(t(11));
+        assert_eq!(
+            kinds(&b.report_with(options)),
+            [("quiet".into(), AnomalyKind::LandedWithoutBot)],
+            "the period still applies"
         );
     }
 

@@ -4,7 +4,7 @@
 //! is in the log. A rewritten history or an edited log shows up as a named mismatch, and so
 //! does a commit whose `Breakglass-*` trailers its files do not bear out (`forged_trailers`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use super::history::{EventKind as Fact, History};
@@ -74,6 +74,8 @@ struct GitMerges<'h> {
     grants: HashMap<String, &'h str>,
     revokes: HashMap<String, &'h str>,
     forged: HashMap<String, &'h str>,
+    /// The bot's reconcile removals of grant files alone, which carry no trailers.
+    removals: HashSet<String>,
 }
 
 impl<'h> GitMerges<'h> {
@@ -83,6 +85,7 @@ impl<'h> GitMerges<'h> {
             grants: HashMap::new(),
             revokes: HashMap::new(),
             forged: HashMap::new(),
+            removals: HashSet::new(),
         };
         for event in &history.events {
             let sha = event.commit.to_string();
@@ -101,6 +104,9 @@ impl<'h> GitMerges<'h> {
                         fact.detail
                     ));
                     git.forged.insert(sha, fact.request_id.as_str());
+                }
+                Fact::Removal(_) => {
+                    git.removals.insert(sha);
                 }
                 Fact::Landed(_) => {}
             }
@@ -153,6 +159,10 @@ fn log_against_git(
             }
             continue;
         };
+        let trailerless_removal = !git.revokes.contains_key(sha) && git.removals.contains(sha);
+        if event.kind == EventKind::Remove && trailerless_removal {
+            continue; // grant files alone: no request to name, no trailer to match
+        }
         seen.insert(sha.to_owned(), event.seq);
         let (row, kind, commit) = (event.seq, event.kind, short(sha));
         match merges.get(sha) {

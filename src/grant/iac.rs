@@ -7,6 +7,7 @@
 //! Names the cloud identifies a grant by come from `{{ id | resource_name }}` (see
 //! [`resource_name`]), never from the id reshaped by hand.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use minijinja::syntax::SyntaxConfig;
@@ -16,10 +17,37 @@ use sha2::{Digest, Sha256};
 
 use super::escape::{FileFormat, is_path_safe};
 use super::{GrantError, GrantSpec, RenderedFile};
-use crate::policy::Role;
+use crate::policy::{PolicySet, Role};
 
 /// Where a grant file goes when the role does not say.
 pub const DEFAULT_OUTPUT: &str = "grants/{{ environment }}/{{ id }}.tf";
+
+/// The directory grant files are under whatever the policies say: [`DEFAULT_OUTPUT`]'s.
+pub const GRANTS_ROOT: &str = "grants/";
+
+/// Where grant files live, each root ending in `/`: [`GRANTS_ROOT`], and the fixed directory
+/// part of every role's `output` (`k8s/` for `k8s/{{ environment }}/{{ id }}.yaml`). `None`
+/// (policies that cannot be read) leaves [`GRANTS_ROOT`] alone. One computation for the bot,
+/// which removes files that land there without it, and the audit, which flags them.
+pub fn grant_roots(policies: Option<&PolicySet>) -> BTreeSet<String> {
+    let outputs = policies
+        .into_iter()
+        .flat_map(PolicySet::iter)
+        .flat_map(|policy| policy.roles.values())
+        .filter_map(|role| role.output.as_deref());
+    let mut roots = BTreeSet::from([GRANTS_ROOT.to_owned()]);
+    roots.extend(outputs.filter_map(output_root));
+    roots
+}
+
+/// The directory an `output:` renders under before its first value (`k8s/` for
+/// `k8s/{{ environment }}/{{ id }}.yaml`); `None` when a value comes first or it names no
+/// directory.
+fn output_root(output: &str) -> Option<String> {
+    let fixed = output.split("{{").next().unwrap_or_default();
+    let (dir, _) = fixed.rsplit_once('/')?;
+    (!dir.is_empty()).then(|| format!("{dir}/"))
+}
 
 /// Renders the role's grant file for `spec`.
 pub fn render(
@@ -430,5 +458,39 @@ mod tests {
         spec.ticket = None;
         let file = render(dir.path(), &role("t.j2", None), &spec).unwrap();
         assert_eq!(file.content, "a = \"x\\\"\\ny\"\nb = \"\"\n");
+    }
+
+    /// A policy set of one `network` policy whose iac roles render to `outputs`.
+    fn policies_with_outputs(outputs: &[&str]) -> PolicySet {
+        let mut text = "environment: network\nmax_duration: 2h\nrequesters: [alice]\napprovers: [carol]\nroles:\n".to_owned();
+        for (n, output) in outputs.iter().enumerate() {
+            text.push_str(&format!(
+                "  r{n}:\n    provider: iac\n    template: iac/t.tf.j2\n    output: \"{output}\"\n"
+            ));
+        }
+        let file = crate::policy::PolicyFile {
+            path: "policies/network.yaml".into(),
+            text,
+        };
+        PolicySet::from_files(&[file]).unwrap()
+    }
+
+    #[test]
+    fn grant_roots_are_grants_and_the_fixed_directory_of_every_output() {
+        let policies = policies_with_outputs(&[
+            "k8s/{{ environment }}/{{ id }}.yaml",
+            "infra/grants/{{ id }}.tf",
+            "grants/{{ environment }}/{{ id }}.tf",
+            "top-{{ id }}.tf",
+        ]);
+        assert_eq!(
+            grant_roots(Some(&policies)),
+            BTreeSet::from(["grants/", "infra/grants/", "k8s/"].map(String::from))
+        );
+        assert_eq!(
+            grant_roots(None),
+            BTreeSet::from([GRANTS_ROOT.to_owned()]),
+            "unreadable policies: grants/ alone"
+        );
     }
 }

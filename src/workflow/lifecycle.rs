@@ -982,23 +982,11 @@ impl Workflow {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Where grant files live: the fixed part of every `iac` role's `output` (and `grants/`).
+    /// Where grant files live: the fixed part of every `iac` role's `output` (and `grants/`),
+    /// as the audit computes them too (see [`crate::grant::iac::grant_roots`]).
     pub(super) async fn grant_roots(&self) -> anyhow::Result<BTreeSet<String>> {
-        let mut roots = BTreeSet::from(["grants/".to_owned()]);
-        if let (_, Ok(policies)) = self.load_policies().await? {
-            for policy in policies.iter() {
-                for role in policy.roles.values() {
-                    if let Some(output) = &role.output {
-                        let fixed = output.split("{{").next().unwrap_or_default();
-                        let dir = fixed.rsplit_once('/').map(|(d, _)| format!("{d}/"));
-                        if let Some(dir) = dir.filter(|d| d.len() > 1) {
-                            roots.insert(dir);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(roots)
+        let (_, policies) = self.load_policies().await?;
+        Ok(crate::grant::iac::grant_roots(policies.as_ref().ok()))
     }
 
     /// Whether a removal of `path` was built at or after `since` (a push's handler, or a
