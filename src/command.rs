@@ -492,6 +492,30 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
+/// `body` with GitLab's multi-line quotes blanked out: from a line `>>>` to the next such line
+/// (or the end), which GitLab shows as a quote and CommonMark reads as an empty quote and then
+/// live text. Blanked on both forges: on GitHub it only leaves such lines unread, never acts on
+/// a quote. Each line keeps its place, so the rest parses as before.
+fn without_multiline_quotes(body: &str) -> String {
+    let fence = |line: &str| {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        indent <= 3 && line.trim() == ">>>"
+    };
+    let mut quoted = false;
+    let mut out = String::with_capacity(body.len());
+    for line in body.split_inclusive('\n') {
+        if fence(line) {
+            quoted = !quoted;
+            out.push('\n');
+        } else if quoted {
+            out.push('\n');
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// The text of a comment that a reader sees as the author's own words, one line per line.
 ///
 /// Block quotes, code blocks and HTML blocks are dropped with their content. Inline markup that
@@ -499,6 +523,7 @@ fn is_invisible(c: char) -> bool {
 /// backtick or bracket in front of it stops it from ever being a command while a reason such as
 /// ``-- see `INC-1` and [the runbook](https://…)`` still reads as written. Inline HTML is dropped.
 fn live_text(body: &str) -> String {
+    let body = &without_multiline_quotes(body);
     let mut text = LiveText::default();
     let mut events = Parser::new(body).into_offset_iter();
     while let Some((event, range)) = events.next() {
@@ -1241,6 +1266,23 @@ mod tests {
         ] {
             ignored(body);
         }
+    }
+
+    #[test]
+    fn commands_in_gitlabs_multiline_quotes_are_ignored() {
+        for body in [
+            ">>>\n/breakglass approve\n>>>",
+            ">>>\r\ndan wrote:\r\n/breakglass approve\r\n>>>\r\n",
+            "  >>>\n/breakglass deny\n>>>\nthat was dan",
+            ">>>\n/breakglass approve",
+        ] {
+            ignored(body);
+        }
+        // What follows the quote is the author's own again.
+        assert_eq!(
+            parse_commands(">>>\n/breakglass deny\n>>>\n/breakglass approve"),
+            vec![Ok(Command::Approve)]
+        );
     }
 
     #[test]

@@ -175,6 +175,23 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|")
 }
 
+/// [`inert`] text for a cell of a markdown table: `inert` escapes a `|` outside code spans, and
+/// one inside a code span (which it keeps as written) would still end the cell, so it is
+/// escaped too (GitHub and GitLab read `\|` there as the character).
+fn inert_cell(text: &str) -> String {
+    let inert = inert(text);
+    let mut out = String::with_capacity(inert.len() + 4);
+    let mut escaped = false;
+    for c in inert.chars() {
+        if c == '|' && !escaped {
+            out.push('\\');
+        }
+        escaped = c == '\\' && !escaped;
+        out.push(c);
+    }
+    out
+}
+
 /// `@alice` or `@acme/sre`: how a user or team from a policy is named in a comment.
 pub fn mention(principal: &str) -> String {
     if principal.starts_with('@') {
@@ -430,6 +447,21 @@ pub fn not_an_approver_comment(login: &str, environment: &str, approvers: &[Stri
     )
 }
 
+/// A comment edited to hold a command: edits are not read again.
+pub fn edited_command_comment(login: &str) -> String {
+    format!(
+        "ℹ️ @{login}, an edited comment is not read again: what it asked when it was posted stands. To ask for something else, post a new comment."
+    )
+}
+
+/// A command written in a GitLab internal note, which only members see: not taken, as every
+/// answer of the bot is public.
+pub fn internal_note_comment(login: &str) -> String {
+    format!(
+        "🙈 @{login}, breakglass takes no command from an internal note: its answers are public and would show what the note says. Write the command in a regular comment."
+    )
+}
+
 /// The expiry comment, rendered from `templates/comments/granted.md.j2`.
 #[allow(clippy::too_many_arguments)]
 pub fn granted_comment(
@@ -449,7 +481,7 @@ pub fn granted_comment(
     let context = minijinja::context! {
         id, requester, environment, role, approved_by, change_word,
         reason => cell(&code(reason)),
-        ticket => ticket.map(inert),
+        ticket => ticket.map(inert_cell),
         expires_at => iso(expires_at),
         expires_in => relative(now, expires_at),
     };
@@ -1523,5 +1555,21 @@ mod tests {
         assert!(rows.contains(&reason), "{text}");
         let ticket = "| ticket | INC-1\\|@\u{2060}acme/ops |";
         assert!(rows.contains(&ticket), "{text}");
+        // A `|` inside a code span of the ticket ends the cell too, unless escaped.
+        let ticket = "`[Approve](https://evil.example/x)|`";
+        let text = granted_comment(
+            "r1",
+            "alice",
+            "prod",
+            "admin",
+            now,
+            now,
+            "@carol",
+            "x",
+            Some(ticket),
+            "PR",
+        );
+        let row = text.lines().find(|l| l.starts_with("| ticket |")).unwrap();
+        assert_eq!(row, "| ticket | `[Approve](https://evil.example/x)\\|` |");
     }
 }

@@ -120,6 +120,7 @@ fn note_on_a_merge_request_parses_despite_its_malformed_commit_timestamp() {
             body: "This MR needs work.".into(),
             author: root(),
             created_at: at("2015-05-17T18:21:36Z"),
+            internal: false,
         }
     );
 }
@@ -144,6 +145,7 @@ fn note_on_an_issue_parses() {
             body: "Hello world".into(),
             author: root(),
             created_at: at("2015-05-17T17:06:40Z"),
+            internal: false,
         }
     );
 }

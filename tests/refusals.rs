@@ -218,16 +218,29 @@ on_both_forges!(quoted_commands_are_not_commands, |s: Scenario| async move {
     s.expect_no_bot_comment(pr); // no reply to prose
 });
 
+// An edited comment never approves, but it is told so: an approver who fixed a typo in
+// `/breakglass aprove` must not wait on an approval that never counted.
 on_both_forges!(an_edited_comment_never_approves, |s: Scenario| async move {
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
     let id = s.note(pr, &s.people.carol, "looking");
     s.settle().await;
     s.forge
         .edit_comment(REPO, id, &s.people.carol, "/breakglass approve");
     s.settle().await;
     assert!(!s.change(pr).merged);
-    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    assert_eq!(
+        s.take_bot_comments(pr),
+        [
+            "ℹ️ @carol, an edited comment is not read again: what it asked when it was posted stands. To ask for something else, post a new comment."
+        ]
+    );
+    // Prose edited into more prose is no command, and gets nothing.
+    s.forge
+        .edit_comment(REPO, id, &s.people.carol, "looking, more slowly");
+    s.settle().await;
+    s.expect_no_bot_comment(pr);
 });
 
 on_both_forges!(
@@ -1116,6 +1129,25 @@ on_both_forges!(
     }
 );
 
+// A `|` ends a table cell even inside a code span: a ticket that carries one (where the policy
+// sets no `ticket_pattern`) must not cut the expiry comment's ticket cell open into live text.
+on_both_forges!(
+    a_ticket_cannot_break_out_of_the_expiry_comments_table,
+    |s: Scenario| async move {
+        let yaml = "environment: staging\nrole: admin\nduration: 1h\nreason: debugging a failed deploy\nticket: \"`[Approve](https://evil.example/x)|`\"\n";
+        let pr = s.open_request(&s.people.alice, "staging", "r1", yaml);
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        let granted = s.next_bot_comment(pr);
+        let row = granted
+            .lines()
+            .find(|l| l.starts_with("| ticket |"))
+            .unwrap_or_else(|| panic!("no ticket row: {granted}"));
+        let cells = row.replace("\\|", "").matches('|').count();
+        assert_eq!(cells, 3, "{row}");
+    }
+);
+
 // GitLab usernames may be up to 255 characters and, on older accounts, start with `_`. Such a
 // member of the approvers' group approves like anyone (and asks by comment, with a request id
 // that stays valid); a stranger with such a name gets a reply, never silence.
@@ -1180,6 +1212,42 @@ async fn a_gitlab_bot_account_with_a_plain_username_never_approves() {
     for said in s.take_bot_comments(pr) {
         assert!(said.contains("is not an approver"), "{said}");
     }
+}
+
+// Nor does such an account ask for access: GitLab's events do not say it is a bot, so the
+// bot asks its user record once a comment holds a command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_bot_account_with_a_plain_username_never_asks_for_access() {
+    let s = Scenario::on_gitlab().await;
+    let helper = s.forge.bot_user("deploy-helper");
+    s.forge.add_team_member("acme/engineering", &helper);
+    let issue = s.open_issue(&s.people.alice, "deploys are failing");
+    let before = s.changes().len();
+    s.note_on_issue(
+        issue,
+        &helper,
+        "/breakglass staging 1h -- debugging a failed deploy",
+    );
+    s.settle().await;
+    assert_eq!(s.changes().len(), before, "{:#?}", s.changes());
+    assert!(s.bot_issue_comments(issue).is_empty());
+}
+
+// A GitLab multi-line quote (`>>>` … `>>>`) is a quote: an approver quoting someone's
+// `/breakglass approve` that way approves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_in_a_gitlab_multiline_quote_is_not_taken() {
+    let s = Scenario::on_gitlab().await;
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    let quoted = ">>>\n/breakglass approve\n>>>\n\ndan wrote that in chat; I have not looked yet.";
+    s.note(pr, &s.people.carol, quoted);
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    assert!(s.events("r1", "approval").await.is_empty());
+    assert!(s.take_bot_comments(pr).is_empty());
 }
 
 /// Breaks the prod policy on the default branch (erin's push); returns its text before.
@@ -1304,6 +1372,52 @@ on_both_backends!(
         s.take_bot_comments(pr);
     }
 );
+
+// The same for a comment on a line of the diff (GitHub's `pull_request_review_comment`, a
+// review's part): answered, and no approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_in_an_inline_review_comment_is_answered() {
+    let s = Scenario::start(Backend::Sqlite)
+        .await
+        .expect("SQLite is always there");
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    let head = s.change(pr).head_sha;
+    let at = s.forge.now().to_rfc3339();
+    let carol = serde_json::json!({"login": "carol", "id": s.people.carol.id, "type": "User"});
+    let body = serde_json::json!({
+        "action": "created",
+        "comment": {
+            "id": 880_001u64, "pull_request_review_id": 880_000u64, "body": "/breakglass approve",
+            "path": "requests/prod/r1.yaml", "commit_id": head, "user": carol,
+            "created_at": at, "updated_at": at
+        },
+        "pull_request": {
+            "number": pr,
+            "user": {"login": "alice", "id": s.people.alice.id, "type": "User"},
+            "head": {"sha": head, "ref": "request-r1", "repo": {"full_name": REPO}},
+            "base": {"sha": "0000000000000000000000000000000000000000", "ref": "main", "repo": {"full_name": REPO}}
+        },
+        "repository": {"full_name": REPO, "default_branch": "main"},
+        "sender": carol
+    });
+    let body = serde_json::to_vec(&body).unwrap();
+    let url = s.webhook_url();
+    let status = s
+        .forge
+        .send_raw_delivery(&url, "pull_request_review_comment", &body, SECRET)
+        .await;
+    assert!(status.is_some_and(|c| c < 300), "{status:?}");
+    s.settle().await;
+    assert_eq!(
+        s.take_bot_comments(pr),
+        [
+            "ℹ️ @carol, commands in a review's text are not read. Comment the `/breakglass` command on this PR itself (an approving review approves by itself)."
+        ]
+    );
+    assert!(!s.change(pr).merged);
+}
 
 // Many malformed commands in one comment get one reply that lists them, not one reply each
 // (an outsider's comment of a hundred bad lines would otherwise make a hundred comments).

@@ -1830,9 +1830,15 @@ async fn on_github_a_revert_retargeted_between_the_guards_read_and_its_merge_is_
     add_release_branch(&s);
     let pr = s.granted("r1", "1h").await;
     let revert = s.revert_pr("r1").await;
+    // A push by someone else makes the next pass list the branch, five minutes in: at the
+    // expiry no listing is due, which would remove the file first (also safe, said otherwise).
+    let readme = [("README.md", "# access requests, by hand\n")];
+    s.forge.push_direct(REPO, &s.people.erin, &readme, "docs");
+    s.advance(TimeDelta::minutes(5));
+    s.settle().await;
     s.forge
         .retarget_before(merge_call(), REPO, revert, &s.people.mallory, "release");
-    s.advance(TimeDelta::hours(1));
+    s.advance(TimeDelta::minutes(55));
     s.settle().await;
     assert_eq!(s.request("r1").await.state.to_string(), "revoked");
     let landed = s.change(revert);
@@ -2800,3 +2806,49 @@ on_both_forges!(
         assert_eq!(s.request("r1").await.state.to_string(), "active");
     }
 );
+
+// A GitLab internal note is seen by project members only, and every answer of the bot is
+// public: a deny written in one (its reason naming a suspected compromise) is not taken, and
+// the reply quotes nothing of it. (GitLab sends it as `Confidential Note Hook`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_in_a_gitlab_internal_note_is_not_taken_nor_quoted() {
+    let s = Scenario::on_gitlab().await;
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    let at = s.forge.now().format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let note = serde_json::json!({
+        "object_kind": "note",
+        "event_type": "confidential_note",
+        "user": {"id": s.people.carol.id, "name": "carol", "username": "carol"},
+        "project_id": s.forge.gl_project_id(REPO),
+        "project": {"path_with_namespace": REPO, "default_branch": "main"},
+        "object_attributes": {
+            "id": 990_001u64, "note": "/breakglass deny SEC-99 alice's laptop is suspected compromised",
+            "noteable_type": "MergeRequest", "created_at": at, "updated_at": at,
+            "action": "create", "internal": true, "system": false
+        },
+        "merge_request": {"iid": pr}
+    });
+    for delivery in ["internal-1", "internal-2"] {
+        let status = reqwest::Client::new()
+            .post(s.webhook_url())
+            .header("X-Gitlab-Event", "Confidential Note Hook")
+            .header("X-Gitlab-Token", SECRET)
+            .header("Idempotency-Key", delivery)
+            .json(&note)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "{status}");
+        s.settle().await;
+    }
+    assert_eq!(
+        s.take_bot_comments(pr),
+        [
+            "🙈 @carol, breakglass takes no command from an internal note: its answers are public and would show what the note says. Write the command in a regular comment."
+        ]
+    );
+    assert_eq!(s.request("r1").await.state.to_string(), "pending");
+}

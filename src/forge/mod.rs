@@ -173,6 +173,10 @@ pub enum ForgeEvent {
         body: String,
         author: Actor,
         created_at: DateTime<Utc>,
+        /// A GitLab internal note, which only project members see: the bot's replies are
+        /// public, so it takes no command from one (and quotes nothing of it).
+        #[serde(default)]
+        internal: bool,
     },
     Review {
         state: ReviewState,

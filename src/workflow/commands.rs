@@ -102,6 +102,47 @@ impl Workflow {
         Ok(())
     }
 
+    /// A GitLab internal note that holds a command: not taken, since the bot's replies (and its
+    /// request files, PRs and status answers) are public and would show what the note says.
+    /// Said once, quoting nothing of it.
+    pub(super) async fn refuse_internal_note(
+        &self,
+        thread: Thread,
+        comment_id: u64,
+        body: &str,
+        author: &Actor,
+    ) -> anyhow::Result<()> {
+        let ours = author.is_bot || author.id == self.bot.id;
+        if ours || parse_commands(body).is_empty() {
+            return Ok(());
+        }
+        let key = self.comment_key(comment_id);
+        if self.store.comment_answered(key).await? {
+            return Ok(());
+        }
+        let said = comment::internal_note_comment(&author.login);
+        self.forge.note(thread, &said).await?;
+        self.store.mark_comment_answered(key, self.now()).await?;
+        Ok(())
+    }
+
+    /// A comment edited to hold a command: edits are never read as commands (an edit would
+    /// carry an old timestamp past a push), which is said, so that nobody waits on it.
+    pub(super) async fn answer_edited_command(
+        &self,
+        thread: Thread,
+        body: &str,
+        author: &Actor,
+    ) -> anyhow::Result<()> {
+        let ours = author.is_bot || author.id == self.bot.id;
+        if ours || parse_commands(body).is_empty() {
+            return Ok(());
+        }
+        let said = comment::edited_command_comment(&author.login);
+        self.forge.note(thread, &said).await?;
+        Ok(())
+    }
+
     /// The commands of one comment, in order. What they reply on `thread` is gathered (see
     /// [`Self::reply`]); what they say elsewhere, or as the note of an effect, is said at once.
     async fn run_commands(
@@ -115,7 +156,14 @@ impl Workflow {
         let mut requested = false;
         let mut extra_requests = 0;
         let mut malformed = Vec::new();
-        for command in parse_commands(body) {
+        let commands = parse_commands(body);
+        // Bots never command the bot. A GitLab service account may have any username, and
+        // only its user record says it is a bot: asked once a comment holds a command.
+        if !commands.is_empty() && self.forge.is_bot(author).await? {
+            tracing::info!(author = %author.login, "a bot account's commands are not taken");
+            return Ok(());
+        }
+        for command in commands {
             let command = match command {
                 Ok(command) => command,
                 Err(err) => {

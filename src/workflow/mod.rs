@@ -238,12 +238,7 @@ impl Workflow {
                 ..
             } => parse_commands(body).is_empty(),
             ForgeEvent::Comment {
-                action: CommentAction::Edited,
-                body,
-                ..
-            } => approval::approves(body),
-            ForgeEvent::Comment {
-                action: CommentAction::Deleted,
+                action: CommentAction::Edited | CommentAction::Deleted,
                 ..
             } => false,
             ForgeEvent::Review {
@@ -317,6 +312,20 @@ impl Workflow {
                 comment_id,
                 body,
                 author,
+                internal: true,
+                ..
+            } => {
+                let thread = Thread::of(*number, *on_pull_request);
+                self.refuse_internal_note(thread, *comment_id, body, author)
+                    .await
+            }
+            ForgeEvent::Comment {
+                action: CommentAction::Created,
+                number,
+                on_pull_request,
+                comment_id,
+                body,
+                author,
                 created_at,
                 ..
             } => {
@@ -345,16 +354,23 @@ impl Workflow {
                     .await
             }
             // An edit must never add a command (or an approval under an old timestamp), but an
-            // approval edited away is withdrawn, as if deleted.
+            // approval edited away is withdrawn, as if deleted; an edit that holds a command is
+            // told that edits are not read.
             ForgeEvent::Comment {
                 action: CommentAction::Edited,
                 number,
+                on_pull_request,
                 comment_id,
                 body,
+                author,
                 ..
-            } if !approval::approves(body) => {
-                self.withdraw_signal(*number, &format!("comment:{comment_id}"))
-                    .await
+            } => {
+                if !approval::approves(body) {
+                    self.withdraw_signal(*number, &format!("comment:{comment_id}"))
+                        .await?;
+                }
+                let thread = Thread::of(*number, *on_pull_request);
+                self.answer_edited_command(thread, body, author).await
             }
             _ => Ok(()),
         }
@@ -494,6 +510,7 @@ mod tests {
                 is_bot: false,
             },
             created_at: DateTime::UNIX_EPOCH,
+            internal: false,
         })
     }
 
@@ -503,10 +520,6 @@ mod tests {
             CommentAction::Created,
             "any news?"
         )));
-        assert!(Workflow::is_inert(&comment(
-            CommentAction::Edited,
-            "/breakglass approve"
-        )));
         assert!(Workflow::is_inert(&delivery(ForgeEvent::Ping)));
         for acting in [
             comment(CommentAction::Created, "/breakglass approve"),
@@ -514,6 +527,8 @@ mod tests {
             comment(CommentAction::Deleted, "any news?"),
             // May be an approval edited away.
             comment(CommentAction::Edited, "I do not approve this"),
+            // Told that edits are not read.
+            comment(CommentAction::Edited, "/breakglass approve"),
         ] {
             assert!(!Workflow::is_inert(&acting), "{acting:?}");
         }

@@ -98,6 +98,7 @@ pub fn parse(delivery_id: &str, event: &str, body: &[u8]) -> Result<Delivery, Pa
                     body: p.comment.body.unwrap_or_default(),
                     author: p.comment.user.into(),
                     created_at: p.comment.created_at,
+                    internal: false,
                 },
                 None => ignored(&p.action),
             };
@@ -109,6 +110,11 @@ pub fn parse(delivery_id: &str, event: &str, body: &[u8]) -> Result<Delivery, Pa
                 p.repository,
                 review_event(p.action, p.review, p.pull_request),
             )
+        }
+        "pull_request_review_comment" => {
+            let p: ReviewCommentPayload = payload(event, body)?;
+            let parsed = review_comment_event(&p.action, p.comment, p.pull_request);
+            (p.repository, parsed)
         }
         "push" => {
             let p: PushPayload = payload(event, body)?;
@@ -184,6 +190,30 @@ fn review_event(action: String, review: Review, pull_request: PullRequest) -> Fo
         None => ForgeEvent::Ignored {
             event: format!("pull_request_review.{action}"),
         },
+    }
+}
+
+/// A comment on a line of a PR's diff, part of a review: never a command (its id is no issue
+/// comment's), but one that holds a command is said so, as a review's own text is.
+fn review_comment_event(
+    action: &str,
+    comment: ReviewComment,
+    pull_request: PullRequest,
+) -> ForgeEvent {
+    let holds_command = !crate::command::parse_commands(&comment.body).is_empty();
+    if action != "created" || !holds_command {
+        return ForgeEvent::Ignored {
+            event: format!("pull_request_review_comment.{action}"),
+        };
+    }
+    ForgeEvent::Review {
+        state: ReviewState::Commented,
+        pull_request: pull_request.into(),
+        review_id: comment.pull_request_review_id.unwrap_or(comment.id),
+        author: comment.user.into(),
+        commit_id: comment.commit_id,
+        submitted_at: comment.created_at,
+        holds_command,
     }
 }
 
@@ -330,6 +360,26 @@ struct Review {
     submitted_at: Option<DateTime<Utc>>,
     #[serde(default)]
     body: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReviewComment {
+    id: u64,
+    #[serde(default)]
+    pull_request_review_id: Option<u64>,
+    user: User,
+    #[serde(default)]
+    body: String,
+    commit_id: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct ReviewCommentPayload {
+    action: String,
+    comment: ReviewComment,
+    pull_request: PullRequest,
+    repository: Option<Repository>,
 }
 
 #[derive(Deserialize)]

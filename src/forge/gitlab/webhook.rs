@@ -195,6 +195,7 @@ fn note_event(p: NotePayload, event: &str) -> ForgeEvent {
         body: note.note.unwrap_or_default(),
         author: p.user.into(),
         created_at: note.created_at,
+        internal: event == "Confidential Note Hook" || note.internal || note.confidential,
     }
 }
 
@@ -390,6 +391,11 @@ struct Note {
     action: Option<String>,
     #[serde(default)]
     system: bool,
+    /// An internal note (GitLab 15.0 on; `confidential` before).
+    #[serde(default)]
+    internal: bool,
+    #[serde(default)]
+    confidential: bool,
 }
 
 #[derive(Deserialize)]
