@@ -92,33 +92,56 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-async fn run(plan: &Plan, postgres: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let (url, _database) = if postgres {
-        let (store, db) = breakglass::store::testing::postgres_store()
-            .await
-            .expect("PostgreSQL at BREAKGLASS_TEST_DATABASE_URL");
-        store.close().await;
-        (db.url().to_owned(), Some(db))
-    } else {
-        (format!("sqlite://{}/bench.db", dir.path().display()), None)
-    };
-    println!("  {}:", if postgres { "postgres" } else { "sqlite" });
-    let total = plan.grants + plan.down;
-    let started = Instant::now();
-    let world = World::build(dir.path(), &url, total).await;
-    eprintln!(
-        "    (forge with {total} request files and PRs in {:.1?})",
-        started.elapsed()
-    );
+/// A fresh database in `dir` (SQLite) or on the test server (PostgreSQL): its URL, and what
+/// keeps a PostgreSQL one alive.
+async fn database(
+    dir: &Path,
+    postgres: bool,
+) -> (String, Option<breakglass::store::testing::PostgresDatabase>) {
+    if !postgres {
+        return (format!("sqlite://{}/bench.db", dir.display()), None);
+    }
+    let (store, db) = breakglass::store::testing::postgres_store()
+        .await
+        .expect("PostgreSQL at BREAKGLASS_TEST_DATABASE_URL");
+    store.close().await;
+    (db.url().to_owned(), Some(db))
+}
 
-    // 1. Idle.
+/// The service at rest: a requests repo with its policies only and an empty database, so that
+/// its files and its records agree (a repo full of request files that no record holds is not
+/// rest: the service removes them).
+async fn idle_memory(dir: &Path, postgres: bool) -> Memory {
+    let dir = dir.join("idle");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (url, _database) = database(&dir, postgres).await;
+    let world = World::build(&dir, &url, 0, 0).await;
     let mut service = world.serve("idle");
     wait_ready(&mut service, &world).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = memory(service.id());
     stop(service);
-    println!("    RSS idle: {}", idle.rss());
+    idle
+}
+
+async fn run(plan: &Plan, postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    println!("  {}:", if postgres { "postgres" } else { "sqlite" });
+    // 1. Idle.
+    println!(
+        "    RSS idle: {}",
+        idle_memory(dir.path(), postgres).await.rss()
+    );
+
+    let (url, _database) = database(dir.path(), postgres).await;
+    let total = plan.grants + plan.down;
+    let started = Instant::now();
+    // The files of the grants that expire while the service is down come with their records.
+    let world = World::build(dir.path(), &url, plan.grants, total).await;
+    eprintln!(
+        "    (forge with {total} request files and PRs in {:.1?})",
+        started.elapsed()
+    );
 
     // 2. The grants expire over the window while the service runs.
     let store = world.store().await;
@@ -178,6 +201,7 @@ async fn run(plan: &Plan, postgres: bool) {
 
     // 3. Stopped; more grants expire; started.
     let at = Utc::now() + TimeDelta::seconds(2);
+    world.add_request_files(plan.grants..total);
     seed(&store, plan.grants..total, at, Duration::from_secs(2)).await;
     sleep_until(at + TimeDelta::seconds(3)).await;
     let restart = Instant::now();
@@ -224,7 +248,8 @@ async fn run(plan: &Plan, postgres: bool) {
 
 /// The test forge, the requests repo and the service's config.
 struct World {
-    _forge: TestForge,
+    forge: TestForge,
+    bot: breakglass_test_forge::User,
     listen: std::net::SocketAddr,
     config: PathBuf,
     url: String,
@@ -232,23 +257,22 @@ struct World {
 }
 
 impl World {
-    async fn build(dir: &Path, url: &str, grants: usize) -> World {
+    /// The forge with the request files of grants `0..on_main` on `main` and an issue for each
+    /// of grants `0..issues` (the PR numbers of the seeded records), and the service's config.
+    async fn build(dir: &Path, url: &str, on_main: usize, issues: usize) -> World {
         let forge = TestForge::start().await;
         let bot = forge.bot_user("breakglass[bot]");
         let alice = forge.user("alice");
         let mut files: Vec<(String, String)> = (0..ENVIRONMENTS)
             .map(|e| (format!("policies/env{e}.yaml"), policy(e)))
             .collect();
-        files.extend((0..grants).map(|i| {
-            let (env, id) = names(i);
-            (format!("requests/{env}/{id}.yaml"), request_file(&env))
-        }));
+        files.extend(request_files(0..on_main));
         let borrowed: Vec<(&str, &str)> = files
             .iter()
             .map(|(p, t)| (p.as_str(), t.as_str()))
             .collect();
         forge.create_repo(REPO, &borrowed);
-        for i in 0..grants {
+        for i in 0..issues {
             let number =
                 forge.open_issue(REPO, &alice, &format!("Access request {}", names(i).1), "");
             assert_eq!(number, pr_number(i), "issue numbers follow the grants");
@@ -275,12 +299,28 @@ impl World {
         let path = dir.join("breakglass.toml");
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
         World {
-            _forge: forge,
+            forge,
+            bot,
             listen,
             config: path,
             url: url.to_owned(),
             dir: dir.to_owned(),
         }
+    }
+
+    /// The request files of `grants`, pushed to `main` as the bot's merges would have put them.
+    fn add_request_files(&self, grants: std::ops::Range<usize>) {
+        let files = request_files(grants);
+        let borrowed: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        self.forge.push_direct(
+            REPO,
+            &self.bot,
+            &borrowed,
+            "grants merged while the service was down",
+        );
     }
 
     async fn store(&self) -> Store {
@@ -312,6 +352,16 @@ impl World {
             .spawn()
             .expect("breakglass serve starts")
     }
+}
+
+/// `(path, text)` of the request file of each of `grants`.
+fn request_files(grants: std::ops::Range<usize>) -> Vec<(String, String)> {
+    grants
+        .map(|i| {
+            let (env, id) = names(i);
+            (format!("requests/{env}/{id}.yaml"), request_file(&env))
+        })
+        .collect()
 }
 
 /// `(environment, id)` of grant `i`.

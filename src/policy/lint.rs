@@ -141,6 +141,19 @@ fn check_policy(policy: &Policy, report: &mut impl FnMut(String)) {
             "default_duration {default} is above max_duration {max}"
         ));
     }
+    check_people(policy, report);
+    check_signals(policy, report);
+    if policy.roles.is_empty() {
+        report("roles is empty: there is nothing to request".into());
+    }
+    for (name, role) in &policy.roles {
+        check_role(policy.environment.as_str(), name.as_str(), role, report);
+    }
+    check_fast_paths(policy, report);
+}
+
+/// Who may ask and who may approve: someone on each side, and enough approvers to approve.
+fn check_people(policy: &Policy, report: &mut impl FnMut(String)) {
     if policy.requesters.is_empty() {
         report(
             "requesters is empty: nobody could ask for access; list users or `@org/team`".into(),
@@ -168,6 +181,10 @@ fn check_policy(policy: &Policy, report: &mut impl FnMut(String)) {
             policy.approvals
         ));
     }
+}
+
+/// What a request and its approval are read from: reactions, reason codes, the ticket pattern.
+fn check_signals(policy: &Policy, report: &mut impl FnMut(String)) {
     if policy.approval_reactions.is_empty() {
         report(format!(
             "approval_reactions is empty; use e.g. [\"+1\"] (known: {})",
@@ -197,12 +214,12 @@ fn check_policy(policy: &Policy, report: &mut impl FnMut(String)) {
             one_line(&err.to_string())
         ));
     }
-    if policy.roles.is_empty() {
-        report("roles is empty: there is nothing to request".into());
-    }
-    for (name, role) in &policy.roles {
-        check_role(policy.environment.as_str(), name.as_str(), role, report);
-    }
+}
+
+/// Each fast-path rule: named once, within the policy's max_duration, narrowed by labels or
+/// requesters, and naming only the policy's roles.
+fn check_fast_paths(policy: &Policy, report: &mut impl FnMut(String)) {
+    let max = policy.max_duration;
     let mut rule_names = BTreeSet::new();
     for rule in &policy.fast_path {
         let name = &rule.name;
@@ -259,70 +276,72 @@ fn check_role(environment: &str, name: &str, role: &Role, report: &mut impl FnMu
         }
     }
     match kind {
-        ProviderKind::AwsIam => {
-            match &role.account {
-                None => report(format!(
-                    "role `{name}`: provider aws-iam needs `account` (the 12-digit AWS account id)"
-                )),
-                Some(account)
-                    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) =>
-                {
-                    report(format!(
-                        "role `{name}`: account `{account}` is not a 12-digit AWS account id (quote it in YAML)"
-                    ))
-                }
-                Some(_) => {}
-            }
-            if let Some(arn) = &role.policy_arn
-                && !principal::is_policy_arn(arn)
-            {
-                report(format!(
-                    "role `{name}`: policy_arn `{arn}` is not an IAM policy ARN (arn:aws:iam::aws:policy/<name> or arn:aws:iam::<account>:policy/<name>)"
-                ));
-            }
-            match (&role.principal, &role.account) {
-                (None, _) => report(format!(
-                    "role `{name}`: provider aws-iam needs `principal`, the IAM role to grant (may use {{{{ requester }}}})"
-                )),
-                (Some(template), Some(account))
-                    if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) =>
-                {
-                    if let Err(why) = principal::check(template, account, environment, name) {
-                        report(format!("role `{name}`: {why}"));
-                    }
-                }
-                (Some(_), _) => {} // the account's own problem is said above
-            }
-            match (&role.policy_arn, &role.policy) {
-                (Some(_), Some(_)) | (None, None) => report(format!(
-                    "role `{name}`: provider aws-iam needs exactly one of `policy_arn` (a managed policy) and `policy` (an inline document)"
-                )),
-                (None, Some(document)) => {
-                    if let Some(problem) = document.problem() {
-                        report(format!("role `{name}`: policy: {problem}"));
-                    }
-                }
-                (Some(_), _) => {} // the account's own problem is said above
-            }
-        }
-        ProviderKind::Iac => {
-            if role.template.is_none() {
-                report(format!(
-                    "role `{name}`: provider iac needs `template`, the grant template to render"
-                ));
-            }
-            if let Some(Err(why)) = role.template.as_deref().map(iac::check_template_name) {
-                report(format!("role `{name}`: {why}"));
-            }
-            // Values are escaped for the grant file's format, which its extension names; a
-            // file of no known format could not be rendered safely, so the grant would fail,
-            // as it would for a path that cannot be rendered or lands among requests.
-            let output = role.output.as_deref().unwrap_or(iac::DEFAULT_OUTPUT);
-            if let Err(why) = iac::check_output(output, environment, name) {
-                report(format!("role `{name}`: {why}"));
-            }
-        }
+        ProviderKind::AwsIam => check_aws_iam_role(environment, name, role, report),
+        ProviderKind::Iac => check_iac_role(environment, name, role, report),
         ProviderKind::Noop => {}
+    }
+}
+
+/// An aws-iam role: a 12-digit account, a principal template, exactly one policy.
+fn check_aws_iam_role(environment: &str, name: &str, role: &Role, report: &mut impl FnMut(String)) {
+    let is_account =
+        |account: &str| account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    match &role.account {
+        None => report(format!(
+            "role `{name}`: provider aws-iam needs `account` (the 12-digit AWS account id)"
+        )),
+        Some(account) if !is_account(account) => report(format!(
+            "role `{name}`: account `{account}` is not a 12-digit AWS account id (quote it in YAML)"
+        )),
+        Some(_) => {}
+    }
+    if let Some(arn) = &role.policy_arn
+        && !principal::is_policy_arn(arn)
+    {
+        report(format!(
+            "role `{name}`: policy_arn `{arn}` is not an IAM policy ARN (arn:aws:iam::aws:policy/<name> or arn:aws:iam::<account>:policy/<name>)"
+        ));
+    }
+    match (&role.principal, &role.account) {
+        (None, _) => report(format!(
+            "role `{name}`: provider aws-iam needs `principal`, the IAM role to grant (may use {{{{ requester }}}})"
+        )),
+        (Some(template), Some(account)) if is_account(account) => {
+            if let Err(why) = principal::check(template, account, environment, name) {
+                report(format!("role `{name}`: {why}"));
+            }
+        }
+        (Some(_), _) => {} // the account's own problem is said above
+    }
+    match (&role.policy_arn, &role.policy) {
+        (Some(_), Some(_)) | (None, None) => report(format!(
+            "role `{name}`: provider aws-iam needs exactly one of `policy_arn` (a managed policy) and `policy` (an inline document)"
+        )),
+        (None, Some(document)) => {
+            if let Some(problem) = document.problem() {
+                report(format!("role `{name}`: policy: {problem}"));
+            }
+        }
+        (Some(_), _) => {} // the account's own problem is said above
+    }
+}
+
+/// An iac role: a template, and an output path of a format whose values can be escaped.
+fn check_iac_role(environment: &str, name: &str, role: &Role, report: &mut impl FnMut(String)) {
+    if role.template.is_none() {
+        report(format!(
+            "role `{name}`: provider iac needs `template`, the grant template to render"
+        ));
+    }
+    if let Some(Err(why)) = role.template.as_deref().map(iac::check_template_name) {
+        report(format!("role `{name}`: {why}"));
+    }
+    // Values are escaped for the grant file's format, which its extension names; a
+    // file of no known format could not be rendered safely, so the grant would fail,
+    // as it would for a path that cannot be rendered or lands among requests.
+    let output = role.output.as_deref().unwrap_or(iac::DEFAULT_OUTPUT);
+    if let Err(why) = iac::check_output(output, environment, name) {
+        report(format!("role `{name}`: {why}"));
     }
 }
 
