@@ -1859,25 +1859,6 @@ fn the_bots_reconcile_removal_of_a_pushed_grant_file_is_named() {
     assert_eq!(ids(&document), Vec::<&str>::new(), "nothing was granted");
 }
 
-/// An active `iac` grant `id` (network/dns-admin), merged by the bot with its grant file.
-async fn iac_granted(s: &common::Scenario, id: &str) {
-    let yaml =
-        "environment: network\nrole: dns-admin\nduration: 2h\nreason: move the apex record\n";
-    let pr = s.open_request(&s.people.alice, "network", id, yaml);
-    s.settle().await;
-    let said = s.next_bot_comment(pr);
-    let bot_pr: u64 = said
-        .split("re-opened the request as ")
-        .nth(1)
-        .map(|rest| rest.trim_start_matches(['#', '!']))
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("not re-opened: {said}"));
-    s.approve(bot_pr, &s.people.carol);
-    s.settle().await;
-    assert_eq!(s.request(id).await.state.to_string(), "active");
-}
-
 /// The real bot: its own iac grant merge adds a grant file (no anomaly); mallory's grant file
 /// pushed to main is removed by the bot, and the audit flags it and names that removal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1888,7 +1869,7 @@ async fn the_audit_flags_a_grant_file_pushed_past_the_bot_and_names_the_bots_rem
         return;
     };
     s.lenient();
-    iac_granted(&s, "r-dns").await;
+    s.iac_granted("r-dns").await;
     assert!(
         s.forge
             .file_on(REPO, "main", "grants/network/r-dns.tf")

@@ -558,26 +558,6 @@ async fn pushed_without_a_webhook(s: &Scenario, files: &[(&str, &str)]) {
     }
 }
 
-/// An active `iac` grant `id` (network/dns-admin, 2h), merged by the bot; its grant file's path.
-async fn iac_granted(s: &Scenario, id: &str) -> String {
-    let yaml =
-        "environment: network\nrole: dns-admin\nduration: 2h\nreason: move the apex record\n";
-    let pr = s.open_request(&s.people.alice, "network", id, yaml);
-    s.settle().await;
-    let said = s.next_bot_comment(pr);
-    let bot_pr: u64 = said
-        .split("re-opened the request as ")
-        .nth(1)
-        .map(|rest| rest.trim_start_matches(['#', '!']))
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("not re-opened: {said}"));
-    s.approve(bot_pr, &s.people.carol);
-    s.settle().await;
-    assert_eq!(s.request(id).await.state.to_string(), "active");
-    format!("grants/network/{id}.tf")
-}
-
 /// The honest grant `id` is still active, its request file still on main.
 async fn still_held(s: &Scenario, id: &str, env: &str) {
     assert_eq!(s.request(id).await.state.to_string(), "active");
@@ -616,7 +596,7 @@ on_both_forges!(
     a_grant_file_pushed_without_a_webhook_is_not_kept,
     |s: Scenario| async move {
         s.lenient();
-        let path = iac_granted(&s, "r-dns").await;
+        let path = s.iac_granted("r-dns").await;
         let merged = s.forge.file_on(REPO, "main", &path).unwrap();
         s.reconcile_now().await;
         pushed_without_a_webhook(&s, &[("grants/network/evil.tf", ADMIN_TF)]).await;
@@ -636,7 +616,7 @@ on_both_forges!(
     an_iac_grant_file_rewritten_without_a_webhook_does_not_stay_granted,
     |s: Scenario| async move {
         s.lenient();
-        let path = iac_granted(&s, "r-dns").await;
+        let path = s.iac_granted("r-dns").await;
         s.granted("r-held", "4h").await;
         s.reconcile_now().await;
         let merged = s.forge.file_on(REPO, "main", &path).unwrap();
@@ -658,7 +638,7 @@ on_both_forges!(
     an_iac_grant_file_replaced_by_a_link_without_a_webhook_does_not_stay_granted,
     |s: Scenario| async move {
         s.lenient();
-        let path = iac_granted(&s, "r-dns").await;
+        let path = s.iac_granted("r-dns").await;
         s.reconcile_now().await;
         s.forge.set_webhooks_paused(true);
         let link = breakglass_test_forge::FileChange::Symlink(path.clone(), "/srv/admin.tf".into());
@@ -691,7 +671,7 @@ async fn another_forges_grant_holds_no_file_on_this_repository() {
         .await
         .expect("SQLite is always there");
     s.lenient();
-    let path = iac_granted(&s, "r-dns").await;
+    let path = s.iac_granted("r-dns").await;
     s.reconcile_now().await;
     moved_to_another_forge(&s, "r-dns").await;
     pushed_without_a_webhook(&s, &[(path.as_str(), ADMIN_TF)]).await;

@@ -112,8 +112,7 @@ impl Workflow {
         body: &str,
         author: &Actor,
     ) -> anyhow::Result<()> {
-        let ours = author.is_bot || author.id == self.bot.id;
-        if ours || parse_commands(body).is_empty() {
+        if !self.holds_a_persons_command(body, author) {
             return Ok(());
         }
         let key = self.comment_key(comment_id);
@@ -126,6 +125,13 @@ impl Workflow {
         Ok(())
     }
 
+    /// Whether `body` holds a command written by a person (bots never command the bot, and its
+    /// own comments quote commands in their help).
+    fn holds_a_persons_command(&self, body: &str, author: &Actor) -> bool {
+        let a_bot = author.is_bot || author.id == self.bot.id;
+        !a_bot && !parse_commands(body).is_empty()
+    }
+
     /// A comment edited to hold a command: edits are never read as commands (an edit would
     /// carry an old timestamp past a push), which is said, so that nobody waits on it.
     pub(super) async fn answer_edited_command(
@@ -134,8 +140,7 @@ impl Workflow {
         body: &str,
         author: &Actor,
     ) -> anyhow::Result<()> {
-        let ours = author.is_bot || author.id == self.bot.id;
-        if ours || parse_commands(body).is_empty() {
+        if !self.holds_a_persons_command(body, author) {
             return Ok(());
         }
         let said = comment::edited_command_comment(&author.login);

@@ -645,6 +645,27 @@ impl Scenario {
         self.note(pr, user, "/breakglass approve")
     }
 
+    /// alice's `network/dns-admin` request `id` (2h, an `iac` role), re-opened by the bot with
+    /// its grant file, approved by carol and merged; the grant file's path.
+    pub async fn iac_granted(&self, id: &str) -> String {
+        let yaml =
+            "environment: network\nrole: dns-admin\nduration: 2h\nreason: move the apex record\n";
+        let pr = self.open_request(&self.people.alice, "network", id, yaml);
+        self.settle().await;
+        let said = self.next_bot_comment(pr);
+        let bot_pr: u64 = said
+            .split("re-opened the request as ")
+            .nth(1)
+            .map(|rest| rest.trim_start_matches(['#', '!']))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not re-opened: {said}"));
+        self.approve(bot_pr, &self.people.carol);
+        self.settle().await;
+        assert_eq!(self.request(id).await.state.to_string(), "active");
+        format!("grants/network/{id}.tf")
+    }
+
     /// alice's prod request `id` for `duration`, approved by carol and merged; its PR number.
     pub async fn granted(&self, id: &str, duration: &str) -> u64 {
         let pr = self.open_request(&self.people.alice, "prod", id, &prod_request(duration));
