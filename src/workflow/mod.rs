@@ -312,36 +312,21 @@ impl Workflow {
                 comment_id,
                 body,
                 author,
-                internal: true,
-                ..
+                created_at,
+                internal,
             } => {
                 let thread = Thread::of(*number, *on_pull_request);
-                self.refuse_internal_note(thread, *comment_id, body, author)
-                    .await
-            }
-            ForgeEvent::Comment {
-                action: CommentAction::Created,
-                number,
-                on_pull_request,
-                comment_id,
-                body,
-                author,
-                created_at,
-                ..
-            } => {
+                if *internal {
+                    return self
+                        .refuse_internal_note(thread, *comment_id, body, author)
+                        .await;
+                }
                 // Bots never command the bot: its own comments quote commands in their help.
                 if author.is_bot || author.id == self.bot.id {
                     return Ok(());
                 }
-                self.handle_comment(
-                    Thread::of(*number, *on_pull_request),
-                    *comment_id,
-                    body,
-                    author,
-                    *created_at,
-                    &delivery.id,
-                )
-                .await
+                self.handle_comment(thread, *comment_id, body, author, *created_at, &delivery.id)
+                    .await
             }
             // A deleted comment approves nothing any more.
             ForgeEvent::Comment {
