@@ -337,14 +337,15 @@ fn bots_request(s: &Scenario, environment: &str) -> (u64, String) {
     (pr, path)
 }
 
-// The bot reads the PR once, right before its merge (in one round trip with the status): a
-// push to the bot's branch between the PR's opening and the merge, which no webhook reported,
-// is caught there, and only the bot's own commit is merged.
+// A merge that does not follow the PR's opening at once reads the PR right before it (in one
+// round trip with the status): a push to the bot's branch between the PR's opening and the
+// merge, which no webhook reported, is caught there, and only the bot's own commit is merged.
 on_both_forges!(
     a_push_to_the_bots_branch_between_opening_and_merge_is_never_merged,
     |s: Scenario| async move {
-        // The merge job's read of the PR fails (every retry of one run): the merge waits.
-        s.fail_next(Route::Change, Method::GET, 4, FailureKind::Status(503));
+        // The merge call fails (every retry of one run): the merge waits for the job's retry,
+        // which reads the PR (the answer to opening it is used once).
+        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(503));
         s.expect_job_error(JobKind::Merge, "HTTP 503");
         let issue = s.open_issue(&s.people.alice, "staging is broken");
         s.by(&s.people.alice)
@@ -414,6 +415,79 @@ on_both_forges!(
             request,
             "still the request as the bot wrote it"
         );
+    }
+);
+
+// A push that lands after the guard's check is refused by the merge call's `sha` (409), as
+// for a PR merged on the answer to opening it. The bot reads the PR to learn the commit, so
+// the tampering is logged under it once, and the push's late webhook only names the pusher.
+on_both_forges!(
+    a_push_the_merge_call_refuses_is_logged_once_under_its_commit,
+    |s: Scenario| async move {
+        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(503));
+        s.expect_job_error(JobKind::Merge, "HTTP 503");
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass staging 1h -- debugging",
+        );
+        s.settle().await;
+        let (pr, path) = bots_request(&s, "staging");
+        let opened = s.change(pr);
+        let request = s.forge.file_on(REPO, &opened.head_ref, &path).unwrap();
+        s.forge.set_webhooks_paused(true);
+        s.forge.push_files(
+            REPO,
+            &opened.head_ref,
+            &s.people.mallory,
+            &[(&path, &request.replace("1h", "8h"))],
+            "ride along",
+        );
+        let pushed = s.change(pr).head_sha;
+        // The retry's reads of the PR (was it merged before its answer was lost? the guard's
+        // read) still show the bot's commit; the merge call meets the push.
+        let reads = [format!("/pulls/{pr}"), format!("/merge_requests/{pr}")];
+        s.forge.detour_branch(BranchDetour {
+            route: RouteMatcher::Predicate(std::sync::Arc::new(move |method, path: &str| {
+                method == Method::GET && reads.iter().any(|read| path.ends_with(read.as_str()))
+            })),
+            count: 2,
+            repo: REPO.to_owned(),
+            branch: opened.head_ref.clone(),
+            sha: opened.head_sha.clone(),
+        });
+        s.advance(TimeDelta::minutes(5));
+        s.settle().await;
+        assert!(s.change(pr).merged, "the bot's own commit is merged");
+        assert_eq!(s.forge.file_on(REPO, "main", &path).unwrap(), request);
+        let id = path.rsplit('/').next().unwrap().trim_end_matches(".yaml");
+        let logged = s.events(id, "tampering").await;
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!(logged[0].data["found_head"], pushed.as_str(), "{logged:?}");
+        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request",
+                "🚨 **Tampering**: Someone pushed",
+                "🔓 **Access granted.**",
+            ],
+        );
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        let logged = s.events(id, "tampering").await;
+        assert_eq!(
+            logged.len(),
+            2,
+            "the pusher named, nothing redone: {logged:?}"
+        );
+        assert_eq!(
+            logged[1].actor.as_ref().map(|a| a.login.to_string()),
+            Some("mallory".to_owned())
+        );
+        s.expect_bot_comments(pr, &["🚨 **Tampering**: @mallory pushed"]);
     }
 );
 
@@ -1705,6 +1779,59 @@ async fn on_github_a_request_retargeted_between_the_guards_read_and_its_merge_is
         record.revoke_reason.map(|r| r.to_string()).as_deref(),
         Some("reconcile")
     );
+    assert!(
+        metrics(&s)
+            .await
+            .contains("breakglass_anomalies_total{kind=\"merged_elsewhere\"} 1")
+    );
+}
+
+// The bot merges a request it has just opened on the forge's answer to opening it (no read
+// of its own in between). A member who retargets it meanwhile, here right before the status
+// the merge needs, gets what a retarget between the guard's read and the merge gets: on
+// GitHub the merge goes there, and the PR's `closed` webhook has the grant revoked at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_github_a_request_the_bot_opened_retargeted_before_its_merge_is_revoked_at_once() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    add_release_branch(&s);
+    let issue = s.open_issue(&s.people.alice, "staging is broken");
+    // GitHub numbers issues and pull requests in one sequence: the bot's PR is the next one.
+    let pr = issue + 1;
+    let status_call = RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+        method == Method::POST && path.contains("/statuses/")
+    }));
+    s.forge
+        .retarget_before(status_call, REPO, pr, &s.people.mallory, "release");
+    s.note_on_issue(
+        issue,
+        &s.people.alice,
+        "/breakglass staging 1h -- debugging",
+    );
+    s.settle().await;
+    assert_eq!(s.changes()[0].number, pr, "the bot's request PR");
+    assert!(
+        s.next_bot_issue_comment(issue)
+            .contains(&format!("your request is #{pr}"))
+    );
+    assert!(s.change(pr).merged, "the forge merged it, into `release`");
+    assert_eq!(s.change(pr).base_ref, "release");
+    let said = s.take_bot_comments(pr);
+    assert!(
+        said.iter()
+            .any(|c| c.starts_with("🚨 **Merged into the wrong branch**")),
+        "{said:?}"
+    );
+    assert!(
+        said.last().unwrap().starts_with("🔒 **Access revoked**"),
+        "{said:?}"
+    );
+    let record = s
+        .store
+        .find_request_by_pr(breakglass::store::ForgeKind::GitHub, REPO, pr)
+        .await
+        .unwrap()
+        .expect("the request");
+    assert_eq!(record.state.to_string(), "revoked", "{record:?}");
     assert!(
         metrics(&s)
             .await

@@ -218,10 +218,21 @@ impl Workflow {
         {
             Ok(landed) => self.landed(plan, landed, &default).await,
             Err(MergeError::HeadChanged) => Ok(Err(Refusal::HeadMoved {
-                found: "a newer commit".into(),
+                found: self.moved_head(plan).await,
             })),
             Err(MergeError::NotMergeable(message)) => self.merged_after_all(plan, message).await,
             Err(MergeError::Forge(err)) => Err(err.into()),
+        }
+    }
+
+    /// The head a PR was pushed to after the guard checked it (the merge call's `sha` refused
+    /// it), read so that the tampering is logged under the commit its push webhook names, and
+    /// that webhook is known as handled. A PR merged on the answer to opening it meets a push
+    /// here rather than at the guard's read.
+    async fn moved_head(&self, plan: &MergePlan) -> String {
+        match self.forge.change(plan.pr).await {
+            Ok(now) if now.info.head_sha != plan.head_sha => now.info.head_sha,
+            _ => "a newer commit".into(),
         }
     }
 
