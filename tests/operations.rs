@@ -4,8 +4,11 @@
 mod common;
 
 use breakglass::clock::Clock as _;
+use breakglass::store::JobKind;
+use breakglass_test_forge::{FailureKind, FailureSpec, RouteMatcher};
 use chrono::TimeDelta;
 use common::*;
+use http::Method;
 
 /// The PR breakglass opened from its own branch for the request first asked for in `original`.
 fn reopened_pr(s: &Scenario, original: u64) -> u64 {
@@ -607,6 +610,41 @@ on_both_forges!(
         );
         still_held(&s, "r-dns", "network").await;
         assert_eq!(s.forge.file_on(REPO, "main", &path), Some(merged));
+    }
+);
+
+// A request whose merge is held up (the forge refuses it for an hour) holds only the grant
+// files planned for it: mallory's admin file, pushed under its name while the webhook was
+// lost, is not kept for it.
+on_both_forges!(
+    a_request_being_merged_holds_no_grant_file_it_did_not_plan,
+    |s: Scenario| async move {
+        s.lenient();
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        let merge = [
+            format!("/pulls/{pr}/merge"),
+            format!("/merge_requests/{pr}/merge"),
+        ];
+        s.forge.fail_next(FailureSpec {
+            route: RouteMatcher::Predicate(std::sync::Arc::new(move |method, path: &str| {
+                method == Method::PUT && merge.iter().any(|m| path.ends_with(m.as_str()))
+            })),
+            count: 10_000,
+            kind: FailureKind::Status(503),
+        });
+        s.expect_job_error(JobKind::Merge, "HTTP 503");
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.reconcile_now().await;
+        pushed_without_a_webhook(&s, &[("grants/network/r1.tf", ADMIN_TF)]).await;
+        assert_eq!(s.request("r1").await.state.to_string(), "approved");
+        assert!(!s.change(pr).merged);
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "grants/network/r1.tf")
+                .is_none()
+        );
     }
 );
 

@@ -264,8 +264,9 @@ impl Workflow {
     }
 
     /// Whether `path` may be on the default branch: the request file itself, or a grant file
-    /// applied for it (any, while it merges), of a request that is merging, granted, being
-    /// revoked, or revoked with its revert still to land.
+    /// applied for it (planned right before its merge), of a request that is merging, granted,
+    /// being revoked, or revoked with its revert still to land. Any other file that names a
+    /// merging request is not its: the merge brings only what was planned.
     async fn held_on_main(&self, path: &str) -> anyhow::Result<bool> {
         for id in super::lifecycle::named_ids(path) {
             // Ids are the store's keys across forges: another repository's request holds
@@ -277,9 +278,7 @@ impl Workflow {
                 continue;
             }
             let own = Self::request_path(&record) == path
-                || (!path.starts_with("requests/")
-                    && (record.state == RequestState::Approved
-                        || self.applied_file(&id, path).await?));
+                || (!path.starts_with("requests/") && self.applied_file(&id, path).await?);
             if own && self.may_stay(&record).await? {
                 return Ok(true);
             }
