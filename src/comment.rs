@@ -458,7 +458,7 @@ pub fn edited_command_comment(login: &str) -> String {
 /// answer of the bot is public.
 pub fn internal_note_comment(login: &str) -> String {
     format!(
-        "🙈 @{login}, breakglass takes no command from an internal note: its answers are public and would show what the note says. Write the command in a regular comment."
+        "🙈 @{login}, breakglass takes no command from an internal note or a confidential issue: its answers and the request it opens are seen by everyone in the project and would show what is written here. Write the command in a regular comment on a public issue or merge request."
     )
 }
 

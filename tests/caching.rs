@@ -289,26 +289,3 @@ on_both_backends!(
         );
     }
 );
-
-// A request the bot opens and merges at once (a fast path, a self-service environment) is
-// merged on the forge's answer to opening it: the PR is not read again a moment later.
-on_both_forges!(
-    a_request_the_bot_opens_and_merges_at_once_is_not_read_before_its_merge,
-    |s: Scenario| async move {
-        let issue = alice_granted_staging(&s).await;
-        let before = s.forge.calls();
-        s.note_on_issue(issue, &s.people.bob, "/breakglass staging 1h -- two");
-        s.settle().await;
-        let after = s.forge.calls();
-        assert!(s.next_bot_issue_comment(issue).contains("your request is"));
-        let granted = read_change_comments(&s);
-        assert!(
-            granted
-                .iter()
-                .any(|c| c.starts_with("🔓") && c.contains("bob")),
-            "{granted:?}"
-        );
-        let reads = |c: &breakglass_test_forge::CallStats| c.count("GET", s.route(Route::Change));
-        assert_eq!(reads(&after), reads(&before), "{after:#?}");
-    }
-);

@@ -8,11 +8,12 @@ mod common;
 use breakglass::clock::Clock as _;
 use breakglass::store::JobKind;
 use breakglass_test_forge::{
-    BranchDetour, FailureKind, FailureSpec, FileChange, Protection, RouteMatcher,
+    BranchDetour, FailureKind, FailureSpec, FileChange, Noteable, Protection, RouteMatcher,
 };
 use chrono::TimeDelta;
 use common::*;
 use http::Method;
+use std::time::Duration;
 
 fn loosened_prod_policy(s: &Scenario) -> String {
     s.forge
@@ -337,15 +338,14 @@ fn bots_request(s: &Scenario, environment: &str) -> (u64, String) {
     (pr, path)
 }
 
-// A merge that does not follow the PR's opening at once reads the PR right before it (in one
-// round trip with the status): a push to the bot's branch between the PR's opening and the
-// merge, which no webhook reported, is caught there, and only the bot's own commit is merged.
+// The bot reads the PR once, right before its merge (in one round trip with the status): a
+// push to the bot's branch between the PR's opening and the merge, which no webhook reported,
+// is caught there, and only the bot's own commit is merged.
 on_both_forges!(
     a_push_to_the_bots_branch_between_opening_and_merge_is_never_merged,
     |s: Scenario| async move {
-        // The merge call fails (every retry of one run): the merge waits for the job's retry,
-        // which reads the PR (the answer to opening it is used once).
-        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(503));
+        // The merge job's read of the PR fails (every retry of one run): the merge waits.
+        s.fail_next(Route::Change, Method::GET, 4, FailureKind::Status(503));
         s.expect_job_error(JobKind::Merge, "HTTP 503");
         let issue = s.open_issue(&s.people.alice, "staging is broken");
         s.by(&s.people.alice)
@@ -418,9 +418,9 @@ on_both_forges!(
     }
 );
 
-// A push that lands after the guard's check is refused by the merge call's `sha` (409), as
-// for a PR merged on the answer to opening it. The bot reads the PR to learn the commit, so
-// the tampering is logged under it once, and the push's late webhook only names the pusher.
+// A push that lands between the guard's read and the merge call is refused by the merge
+// call's `sha` (409). The bot reads the PR to learn the commit, so the tampering is logged
+// under it once, and the push's late webhook only names the pusher.
 on_both_forges!(
     a_push_the_merge_call_refuses_is_logged_once_under_its_commit,
     |s: Scenario| async move {
@@ -1786,58 +1786,173 @@ async fn on_github_a_request_retargeted_between_the_guards_read_and_its_merge_is
     );
 }
 
-// The bot merges a request it has just opened on the forge's answer to opening it (no read
-// of its own in between). A member who retargets it meanwhile, here right before the status
-// the merge needs, gets what a retarget between the guard's read and the merge gets: on
-// GitHub the merge goes there, and the PR's `closed` webhook has the grant revoked at once.
+// The merge guard reads the PR right before the merge even when the bot opened it a moment
+// before: the answer to opening it is not enough. A retarget or a label removed in between
+// must be seen, and its webhook may wait behind the very comment that opened the PR (one
+// delivery worker), or reach another replica. (A review found both when the bot once merged on
+// the opening's answer to save the read; see docs/benchmarks.md.)
+
+/// The forge's own number of issue `issue`.
+fn issue_internal(s: &Scenario, issue: u64) -> u64 {
+    match s.dialect {
+        Dialect::GitHub => issue,
+        Dialect::GitLab => s.forge.gl_number(REPO, Noteable::Issue(issue)),
+    }
+}
+
+/// The bot's request PR, as soon as the forge holds it (polled from the test while the bot's
+/// call that opened or labelled it is still waiting for its answer).
+async fn wait_for_bots_pr(s: &Scenario) -> u64 {
+    for _ in 0..400 {
+        if let Some(pr) = s
+            .changes()
+            .into_iter()
+            .filter(|p| p.user == s.people.bot.login && p.title.starts_with("breakglass: "))
+            .map(|p| p.number)
+            .max()
+        {
+            return pr;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the bot opened no PR");
+}
+
+/// The route of opening a change request, in either dialect.
+fn opening_call() -> RouteMatcher {
+    RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+        method == Method::POST && (path.ends_with("/pulls") || path.ends_with("/merge_requests"))
+    }))
+}
+
+// A member retargets the bot's request PR to another branch right after the forge opened it
+// (while the answer to the opening is on its way back). The merge would bring the default
+// branch's unchecked commits into that branch: never merged there.
+on_both_forges!(
+    a_retarget_right_after_the_bots_opening_is_never_merged_into_that_branch,
+    |s: Scenario| async move {
+        s.lenient();
+        add_release_branch(&s);
+        // A commit on the default branch that `release` does not have (yet).
+        s.forge.push_files(
+            REPO,
+            "main",
+            &s.people.carol,
+            &[("deploy/only-on-main.txt", "not for release yet\n")],
+            "main only",
+        );
+        s.settle().await;
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        s.forge.fail_next(FailureSpec {
+            route: opening_call(),
+            count: 1,
+            kind: FailureKind::AnswerLate(Duration::from_millis(1500)),
+        });
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass staging 1h -- debugging",
+        );
+        let pr = wait_for_bots_pr(&s).await;
+        // mallory, a member, points it at `release` (the forge sends `edited` at once).
+        s.forge
+            .retarget_pr(REPO, s.internal(pr), &s.people.mallory, "release");
+        s.settle().await;
+        let now = s.change(pr);
+        let carried = s
+            .forge
+            .file_on(REPO, "release", "deploy/only-on-main.txt")
+            .is_some();
+        assert!(
+            !(now.merged && now.base_ref == "release"),
+            "the bot merged its request into `{}` (and with it the default branch's unchecked commits: {carried}): {:#?}",
+            now.base_ref,
+            s.bot_comments(pr)
+        );
+    }
+);
+
+// The same, deterministic on GitHub with a fast path: GitHub takes labels in a second call
+// after the PR is opened, and the retarget is served before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_github_a_request_the_bot_opened_retargeted_before_its_merge_is_revoked_at_once() {
+async fn on_github_a_retarget_before_the_label_call_is_never_merged_into_that_branch() {
     let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    s.lenient();
     add_release_branch(&s);
-    let issue = s.open_issue(&s.people.alice, "staging is broken");
-    // GitHub numbers issues and pull requests in one sequence: the bot's PR is the next one.
-    let pr = issue + 1;
-    let status_call = RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
-        method == Method::POST && path.contains("/statuses/")
+    let issue = s.open_issue(&s.people.carol, "payments down");
+    s.forge.label(REPO, issue, &s.people.carol, "sev1");
+    let pr = issue + 1; // GitHub numbers issues and PRs in one sequence
+    let label_call = RouteMatcher::Predicate(std::sync::Arc::new(move |method, path: &str| {
+        method == Method::POST && path.ends_with(&format!("/issues/{pr}/labels"))
     }));
     s.forge
-        .retarget_before(status_call, REPO, pr, &s.people.mallory, "release");
+        .retarget_before(label_call, REPO, pr, &s.people.mallory, "release");
     s.note_on_issue(
         issue,
-        &s.people.alice,
-        "/breakglass staging 1h -- debugging",
+        &s.people.bob,
+        "/breakglass prod 1h admin -- incident: INC-9 checkout down",
     );
     s.settle().await;
-    assert_eq!(s.changes()[0].number, pr, "the bot's request PR");
+    let now = s.change(pr);
+    assert_eq!(now.user, s.people.bot.login, "the bot's PR");
     assert!(
-        s.next_bot_issue_comment(issue)
-            .contains(&format!("your request is #{pr}"))
-    );
-    assert!(s.change(pr).merged, "the forge merged it, into `release`");
-    assert_eq!(s.change(pr).base_ref, "release");
-    let said = s.take_bot_comments(pr);
-    assert!(
-        said.iter()
-            .any(|c| c.starts_with("🚨 **Merged into the wrong branch**")),
-        "{said:?}"
-    );
-    assert!(
-        said.last().unwrap().starts_with("🔒 **Access revoked**"),
-        "{said:?}"
-    );
-    let record = s
-        .store
-        .find_request_by_pr(breakglass::store::ForgeKind::GitHub, REPO, pr)
-        .await
-        .unwrap()
-        .expect("the request");
-    assert_eq!(record.state.to_string(), "revoked", "{record:?}");
-    assert!(
-        metrics(&s)
-            .await
-            .contains("breakglass_anomalies_total{kind=\"merged_elsewhere\"} 1")
+        !(now.merged && now.base_ref == "release"),
+        "the bot merged its request into `{}`: {:#?}",
+        now.base_ref,
+        s.bot_comments(pr)
     );
 }
+
+// A fast path decided on a label that a lead removed between the opening and the merge (its
+// webhook late) is decided again at the merge, not granted on the label that is gone.
+on_both_forges!(
+    a_fast_path_label_removed_before_the_merge_is_not_granted,
+    |s: Scenario| async move {
+        s.lenient();
+        let issue = s.open_issue(&s.people.carol, "payments down");
+        s.forge
+            .label(REPO, issue_internal(&s, issue), &s.people.carol, "sev1");
+        // GitHub: the labels call (after the opening); GitLab: the opening itself (with labels).
+        let labelled = RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+            method == Method::POST
+                && ((path.contains("/issues/") && path.ends_with("/labels"))
+                    || path.ends_with("/merge_requests"))
+        }));
+        s.forge.fail_next(FailureSpec {
+            route: labelled,
+            count: 1,
+            kind: FailureKind::AnswerLate(Duration::from_millis(1500)),
+        });
+        s.note_on_issue(
+            issue,
+            &s.people.bob,
+            "/breakglass prod 1h admin -- incident: INC-9 checkout down",
+        );
+        let pr = wait_for_bots_pr(&s).await;
+        for _ in 0..200 {
+            if s.labels(pr).iter().any(|l| l == "sev1") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // carol, a lead, sees it is no sev1 and takes the label off at once. Its `unlabeled`
+        // webhook is on its way (webhooks take their time; paused here so that the race with
+        // the delivery worker does not decide the outcome).
+        s.forge.set_webhooks_paused(true);
+        s.unlabel(pr, &s.people.carol, "sev1");
+        s.settle().await;
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        let now = s.change(pr);
+        assert!(
+            !now.merged,
+            "granted on the fast path although `sev1` was removed before the merge (labels now {:?}): {:#?}",
+            s.labels(pr),
+            s.bot_comments(pr)
+        );
+    }
+);
 
 // The bot's removal of files pushed straight to the default branch, retargeted right before
 // its merge, is made good the same way.
@@ -2974,8 +3089,55 @@ async fn a_command_in_a_gitlab_internal_note_is_not_taken_nor_quoted() {
     assert_eq!(
         s.take_bot_comments(pr),
         [
-            "🙈 @carol, breakglass takes no command from an internal note: its answers are public and would show what the note says. Write the command in a regular comment."
+            "🙈 @carol, breakglass takes no command from an internal note or a confidential issue: its answers and the request it opens are seen by everyone in the project and would show what is written here. Write the command in a regular comment on a public issue or merge request."
         ]
     );
     assert_eq!(s.request("r1").await.state.to_string(), "pending");
+}
+
+// A note on a GitLab confidential issue is a regular `Note Hook`, but the issue says
+// `confidential`: a request asked there would put the reason, written for the few who see the
+// issue, into a request MR everyone in the project sees. It is not taken, and answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_asked_on_a_gitlab_confidential_issue_is_not_opened_in_public() {
+    let s = Scenario::on_gitlab().await;
+    let issue = s.open_issue(&s.people.alice, "INC-7: suspected credential leak");
+    let at = s.forge.now().format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let note = serde_json::json!({
+        "object_kind": "note",
+        "event_type": "note",
+        "user": {"id": s.people.alice.id, "name": "alice", "username": "alice"},
+        "project_id": s.forge.gl_project_id(REPO),
+        "project": {"path_with_namespace": REPO, "default_branch": "main"},
+        "object_attributes": {
+            "id": 990_002u64, "note": "/breakglass staging 1h -- rotating the keys bob leaked in INC-7",
+            "noteable_type": "Issue", "created_at": at, "updated_at": at,
+            "action": "create", "internal": false, "system": false
+        },
+        "issue": {"iid": issue, "confidential": true}
+    });
+    for delivery in ["confidential-1", "confidential-2"] {
+        let status = reqwest::Client::new()
+            .post(s.webhook_url())
+            .header("X-Gitlab-Event", "Note Hook")
+            .header("X-Gitlab-Token", SECRET)
+            .header("Idempotency-Key", delivery)
+            .json(&note)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "{status}");
+        s.settle().await;
+    }
+    let said = s.take_bot_issue_comments(issue);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with(
+            "🙈 @alice, breakglass takes no command from an internal note or a confidential issue"
+        ),
+        "{said:?}"
+    );
+    assert!(!said[0].contains("INC-7"), "{said:?}");
+    assert!(s.changes().is_empty(), "no request MR");
 }

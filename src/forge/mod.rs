@@ -173,8 +173,9 @@ pub enum ForgeEvent {
         body: String,
         author: Actor,
         created_at: DateTime<Utc>,
-        /// A GitLab internal note, which only project members see: the bot's replies are
-        /// public, so it takes no command from one (and quotes nothing of it).
+        /// A GitLab internal note, or a note on a confidential issue, which only some members
+        /// see: the bot's replies and the request PR it would open are seen by more, so it
+        /// takes no command from one (and quotes nothing of it).
         #[serde(default)]
         internal: bool,
     },

@@ -342,8 +342,7 @@ impl Workflow {
     }
 
     /// The round trip right before a request's merge, its calls made together: the PR read
-    /// for the merge guard (or the answer to opening it, when the bot did so just now: see
-    /// [`super::just_opened`]), the `breakglass/policy` status the merge needs (a required status
+    /// for the merge guard, the `breakglass/policy` status the merge needs (a required status
     /// check), and the approvals checked against the forge (still there). Returns the PR and,
     /// when approvals were withdrawn, how many are left of how many needed.
     async fn merge_round(
@@ -354,14 +353,8 @@ impl Workflow {
         let status = merge_status(record);
         let head = record.head_sha.clone();
         let number = record.pr_number;
-        let kept = self.just_opened.take(number, &head);
         let (pr, set, live) = tokio::join!(
-            async {
-                match kept {
-                    Some(pr) => Ok(pr),
-                    None => self.forge.change(number).await,
-                }
-            },
+            self.forge.change(number),
             self.set_status_on(&head, StatusState::Success, &status),
             async {
                 if fast_path {

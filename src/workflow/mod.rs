@@ -18,7 +18,6 @@ mod forges;
 pub mod gauges;
 pub use forges::Workflows;
 mod guard;
-mod just_opened;
 mod lifecycle;
 mod once;
 mod ordering;
@@ -124,9 +123,6 @@ pub struct Workflow {
     caches: Arc<cache::Caches>,
     /// Verdict comments being posted, which their merges wait for (see [`ordering`]).
     verdicts: Arc<ordering::Verdicts>,
-    /// The forge's answers to opening bot request PRs, for the merge right after (see
-    /// [`just_opened`]).
-    just_opened: Arc<just_opened::JustOpened>,
 }
 
 /// Many, so that unrelated PRs rarely share one: a due revoke whose stripe is taken waits for
@@ -159,7 +155,6 @@ impl Workflow {
             stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
             caches: Arc::default(),
             verdicts: Arc::default(),
-            just_opened: Arc::default(),
         }
     }
 

@@ -27,12 +27,9 @@ impl Workflow {
         &self,
         action: PullRequestAction,
         pr: &PullRequestInfo,
-        sender: &Actor,
+        _sender: &Actor,
         _delivery: &str,
     ) -> anyhow::Result<()> {
-        if action != PullRequestAction::Opened && sender.id != self.bot.id {
-            self.just_opened.forget(pr.number);
-        }
         let repo = &self.settings.repository;
         if let Some(record) = self
             .store
@@ -698,7 +695,6 @@ impl Workflow {
             .context("a request change always writes its file")?;
         let pr = built.pr;
         let pr_number = pr.info.number;
-        self.just_opened.keep(&pr);
         let written = built.change.head_sha.map(|head_sha| Written {
             head_sha,
             files: writes

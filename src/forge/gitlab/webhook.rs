@@ -182,11 +182,12 @@ fn note_event(p: NotePayload, event: &str) -> ForgeEvent {
         Some("update") => CommentAction::Edited,
         Some(other) => return ignored(event, other),
     };
-    let (number, on_pull_request) = match (note.noteable_type.as_str(), p.merge_request, p.issue) {
-        ("MergeRequest", Some(mr), _) => (mr.iid, true),
-        ("Issue", _, Some(issue)) => (issue.iid, false),
-        (other, _, _) => return ignored(event, other),
-    };
+    let (number, on_pull_request, on_confidential) =
+        match (note.noteable_type.as_str(), p.merge_request, p.issue) {
+            ("MergeRequest", Some(mr), _) => (mr.iid, true, false),
+            ("Issue", _, Some(issue)) => (issue.iid, false, issue.confidential),
+            (other, _, _) => return ignored(event, other),
+        };
     ForgeEvent::Comment {
         action,
         number,
@@ -195,7 +196,10 @@ fn note_event(p: NotePayload, event: &str) -> ForgeEvent {
         body: note.note.unwrap_or_default(),
         author: p.user.into(),
         created_at: note.created_at,
-        internal: event == "Confidential Note Hook" || note.internal || note.confidential,
+        internal: event == "Confidential Note Hook"
+            || note.internal
+            || note.confidential
+            || on_confidential,
     }
 }
 
@@ -373,10 +377,13 @@ impl From<User> for Actor {
     }
 }
 
-/// An issue or merge request as a note or award names it: only its iid matters.
+/// An issue or merge request as a note or award names it: its iid, and whether it is a
+/// confidential issue (which only some members see).
 #[derive(Deserialize)]
 struct Iid {
     iid: u64,
+    #[serde(default)]
+    confidential: bool,
 }
 
 #[derive(Deserialize)]
