@@ -183,6 +183,9 @@ impl Workflow {
         self.verdicts.said(record.id.as_str()).await;
         let merged = match self.merge_own_or_theirs(&plan, read).await? {
             Ok(merged) => merged,
+            Err(Refusal::MergedElsewhere(base)) => {
+                return self.closed_merged_elsewhere(record, &base).await;
+            }
             Err(refusal) => return self.refuse_merge(record, &refusal.to_string()).await,
         };
         if merged.head != record.head_sha
@@ -455,6 +458,24 @@ impl Workflow {
                 c.kind == ChangeKind::Request
                     && c.head_sha.as_deref() == Some(record.head_sha.as_str())
             }))
+    }
+
+    /// The bot's merge went into `base`, not the default branch (a member retargeted the PR
+    /// between the guard's read and the merge; GitLab's answer names the branch). Never granted,
+    /// and never to be merged again: the request is closed, as the bot's doing, with one
+    /// comment. Its merge webhook then finds it closed, not a hand merge to report.
+    async fn closed_merged_elsewhere(
+        &self,
+        mut record: RequestRecord,
+        base: &str,
+    ) -> anyhow::Result<()> {
+        let why = Refusal::MergedElsewhere(base.to_owned()).to_string();
+        let text = with_fast_path_verdict(&record, comment::not_merged_comment(&why));
+        self.forge
+            .note(Thread::Change(record.pr_number), &text)
+            .await?;
+        let data = serde_json::json!({ "merged_by_hand": false, "merged_into": base });
+        self.close_request(&mut record, data, None).await
     }
 
     /// The merge did not happen: one comment, back to pending, and no retry on its own. Only a
