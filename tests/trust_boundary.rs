@@ -338,31 +338,72 @@ fn bots_request(s: &Scenario, environment: &str) -> (u64, String) {
     (pr, path)
 }
 
+/// alice's `/breakglass staging 1h`, opened by the bot, its merge held up by a `503` to every
+/// retry of one run of `method` on `held`: the issue, the PR, and the request file's path and
+/// text as the bot wrote them.
+async fn staging_request_held(
+    s: &Scenario,
+    held: Route,
+    method: Method,
+) -> (u64, u64, String, String) {
+    s.fail_next(held, method, 4, FailureKind::Status(503));
+    s.expect_job_error(JobKind::Merge, "HTTP 503");
+    let issue = s.open_issue(&s.people.alice, "staging is broken");
+    s.by(&s.people.alice)
+        .note_on_issue(issue, "/breakglass staging 1h -- debugging");
+    s.settle().await;
+    let (pr, path) = bots_request(s, "staging");
+    let opened = s.change(pr);
+    assert!(!opened.merged, "the merge waits for its retry");
+    let request = s.forge.file_on(REPO, &opened.head_ref, &path).unwrap();
+    (issue, pr, path, request)
+}
+
+/// The request merged after mallory's unheard push to its branch: what the bot said, then the
+/// push's late webhook, which names mallory once and redoes nothing.
+async fn tampering_found_then_named(s: &Scenario, issue: u64, pr: u64, id: &str) {
+    s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+    s.expect_bot_comments(
+        pr,
+        &[
+            "✅ **Request",
+            "🚨 **Tampering**: Someone pushed",
+            "🔓 **Access granted.**",
+        ],
+    );
+    s.forge.set_webhooks_paused(false);
+    s.forge.flush_webhooks();
+    s.settle().await;
+    let logged = s.events(id, "tampering").await;
+    assert_eq!(
+        logged.len(),
+        2,
+        "the pusher named, nothing redone: {logged:?}"
+    );
+    assert_eq!(
+        logged[1].actor.as_ref().map(|a| a.login.to_string()),
+        Some("mallory".to_owned())
+    );
+    s.expect_bot_comments(pr, &["🚨 **Tampering**: @mallory pushed"]);
+}
+
 // The bot reads the PR once, right before its merge (in one round trip with the status): a
 // push to the bot's branch between the PR's opening and the merge, which no webhook reported,
 // is caught there, and only the bot's own commit is merged.
 on_both_forges!(
     a_push_to_the_bots_branch_between_opening_and_merge_is_never_merged,
     |s: Scenario| async move {
-        // The merge job's read of the PR fails (every retry of one run): the merge waits.
-        s.fail_next(Route::Change, Method::GET, 4, FailureKind::Status(503));
-        s.expect_job_error(JobKind::Merge, "HTTP 503");
-        let issue = s.open_issue(&s.people.alice, "staging is broken");
-        s.by(&s.people.alice)
-            .note_on_issue(issue, "/breakglass staging 1h -- debugging");
-        s.settle().await;
-        let (pr, path) = bots_request(&s, "staging");
-        let opened = s.change(pr);
-        assert!(!opened.merged, "the merge waits for its retry");
+        // The merge job's read of the PR fails: the merge waits.
+        let (issue, pr, path, request) = staging_request_held(&s, Route::Change, Method::GET).await;
+        let branch = s.change(pr).head_ref;
         let policy = s
             .forge
             .file_on(REPO, "main", "policies/staging.yaml")
             .unwrap();
-        let request = s.forge.file_on(REPO, &opened.head_ref, &path).unwrap();
         s.forge.set_webhooks_paused(true);
         s.forge.push_files(
             REPO,
-            &opened.head_ref,
+            &branch,
             &s.people.mallory,
             &[
                 (&path, &request.replace("1h", "8h")),
@@ -390,26 +431,7 @@ on_both_forges!(
         );
         let id = path.rsplit('/').next().unwrap().trim_end_matches(".yaml");
         assert_eq!(s.events(id, "tampering").await.len(), 1);
-        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
-        s.expect_bot_comments(
-            pr,
-            &[
-                "✅ **Request",
-                "🚨 **Tampering**: Someone pushed",
-                "🔓 **Access granted.**",
-            ],
-        );
-        s.forge.set_webhooks_paused(false);
-        s.forge.flush_webhooks();
-        s.settle().await;
-        // The push's late webhook names the pusher; the tampering itself is not redone.
-        let logged = s.events(id, "tampering").await;
-        assert_eq!(logged.len(), 2, "{logged:?}");
-        assert_eq!(
-            logged[1].actor.as_ref().map(|a| a.login.to_string()),
-            Some("mallory".to_owned())
-        );
-        s.expect_bot_comments(pr, &["🚨 **Tampering**: @mallory pushed"]);
+        tampering_found_then_named(&s, issue, pr, id).await;
         assert_eq!(
             s.forge.file_on(REPO, "main", &path).unwrap(),
             request,
@@ -424,18 +446,8 @@ on_both_forges!(
 on_both_forges!(
     a_push_the_merge_call_refuses_is_logged_once_under_its_commit,
     |s: Scenario| async move {
-        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(503));
-        s.expect_job_error(JobKind::Merge, "HTTP 503");
-        let issue = s.open_issue(&s.people.alice, "staging is broken");
-        s.note_on_issue(
-            issue,
-            &s.people.alice,
-            "/breakglass staging 1h -- debugging",
-        );
-        s.settle().await;
-        let (pr, path) = bots_request(&s, "staging");
+        let (issue, pr, path, request) = staging_request_held(&s, Route::Merge, Method::PUT).await;
         let opened = s.change(pr);
-        let request = s.forge.file_on(REPO, &opened.head_ref, &path).unwrap();
         s.forge.set_webhooks_paused(true);
         s.forge.push_files(
             REPO,
@@ -465,29 +477,7 @@ on_both_forges!(
         let logged = s.events(id, "tampering").await;
         assert_eq!(logged.len(), 1, "{logged:?}");
         assert_eq!(logged[0].data["found_head"], pushed.as_str(), "{logged:?}");
-        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
-        s.expect_bot_comments(
-            pr,
-            &[
-                "✅ **Request",
-                "🚨 **Tampering**: Someone pushed",
-                "🔓 **Access granted.**",
-            ],
-        );
-        s.forge.set_webhooks_paused(false);
-        s.forge.flush_webhooks();
-        s.settle().await;
-        let logged = s.events(id, "tampering").await;
-        assert_eq!(
-            logged.len(),
-            2,
-            "the pusher named, nothing redone: {logged:?}"
-        );
-        assert_eq!(
-            logged[1].actor.as_ref().map(|a| a.login.to_string()),
-            Some("mallory".to_owned())
-        );
-        s.expect_bot_comments(pr, &["🚨 **Tampering**: @mallory pushed"]);
+        tampering_found_then_named(&s, issue, pr, id).await;
     }
 );
 
@@ -3060,34 +3050,16 @@ async fn a_command_in_a_gitlab_internal_note_is_not_taken_nor_quoted() {
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
     s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
-    let at = s.forge.now().format("%Y-%m-%d %H:%M:%S UTC").to_string();
-    let note = serde_json::json!({
-        "object_kind": "note",
-        "event_type": "confidential_note",
-        "user": {"id": s.people.carol.id, "name": "carol", "username": "carol"},
-        "project_id": s.forge.gl_project_id(REPO),
-        "project": {"path_with_namespace": REPO, "default_branch": "main"},
-        "object_attributes": {
-            "id": 990_001u64, "note": "/breakglass deny SEC-99 alice's laptop is suspected compromised",
-            "noteable_type": "MergeRequest", "created_at": at, "updated_at": at,
-            "action": "create", "internal": true, "system": false
-        },
-        "merge_request": {"iid": pr}
-    });
-    for delivery in ["internal-1", "internal-2"] {
-        let status = reqwest::Client::new()
-            .post(s.webhook_url())
-            .header("X-Gitlab-Event", "Confidential Note Hook")
-            .header("X-Gitlab-Token", SECRET)
-            .header("Idempotency-Key", delivery)
-            .json(&note)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "{status}");
-        s.settle().await;
-    }
+    let mut note = gitlab_note(
+        &s,
+        &s.people.carol,
+        "/breakglass deny SEC-99 alice's laptop is suspected compromised",
+        "MergeRequest",
+        serde_json::json!({"iid": pr}),
+    );
+    note["event_type"] = "confidential_note".into();
+    note["object_attributes"]["internal"] = true.into();
+    delivered_twice(&s, "Confidential Note Hook", &note).await;
     assert_eq!(
         s.take_bot_comments(pr),
         [
@@ -3097,34 +3069,46 @@ async fn a_command_in_a_gitlab_internal_note_is_not_taken_nor_quoted() {
     assert_eq!(s.request("r1").await.state.to_string(), "pending");
 }
 
-// A note on a GitLab confidential issue is a regular `Note Hook`, but the issue says
-// `confidential`: a request asked there would put the reason, written for the few who see the
-// issue, into a request MR everyone in the project sees. It is not taken, and answered once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_asked_on_a_gitlab_confidential_issue_is_not_opened_in_public() {
-    let s = Scenario::on_gitlab().await;
-    let issue = s.open_issue(&s.people.alice, "INC-7: suspected credential leak");
+/// A GitLab `Note Hook` payload: `user` wrote `body` just now on the `noteable_type`
+/// (`Issue`, `MergeRequest`) that `noteable` describes.
+fn gitlab_note(
+    s: &Scenario,
+    user: &breakglass_test_forge::User,
+    body: &str,
+    noteable_type: &str,
+    noteable: serde_json::Value,
+) -> serde_json::Value {
     let at = s.forge.now().format("%Y-%m-%d %H:%M:%S UTC").to_string();
-    let note = serde_json::json!({
+    let on = if noteable_type == "Issue" {
+        "issue"
+    } else {
+        "merge_request"
+    };
+    serde_json::json!({
         "object_kind": "note",
         "event_type": "note",
-        "user": {"id": s.people.alice.id, "name": "alice", "username": "alice"},
+        "user": {"id": user.id, "name": user.login, "username": user.login},
         "project_id": s.forge.gl_project_id(REPO),
         "project": {"path_with_namespace": REPO, "default_branch": "main"},
         "object_attributes": {
-            "id": 990_002u64, "note": "/breakglass staging 1h -- rotating the keys bob leaked in INC-7",
-            "noteable_type": "Issue", "created_at": at, "updated_at": at,
+            "id": 990_001u64, "note": body,
+            "noteable_type": noteable_type, "created_at": at, "updated_at": at,
             "action": "create", "internal": false, "system": false
         },
-        "issue": {"iid": issue, "confidential": true}
-    });
-    for delivery in ["confidential-1", "confidential-2"] {
+        on: noteable
+    })
+}
+
+/// GitLab's webhook `event` with `payload`, delivered twice under two delivery ids (a replay
+/// must say nothing more), each handled before the next.
+async fn delivered_twice(s: &Scenario, event: &str, payload: &serde_json::Value) {
+    for delivery in ["delivery-1", "delivery-2"] {
         let status = reqwest::Client::new()
             .post(s.webhook_url())
-            .header("X-Gitlab-Event", "Note Hook")
+            .header("X-Gitlab-Event", event)
             .header("X-Gitlab-Token", SECRET)
             .header("Idempotency-Key", delivery)
-            .json(&note)
+            .json(payload)
             .send()
             .await
             .unwrap()
@@ -3132,6 +3116,23 @@ async fn a_request_asked_on_a_gitlab_confidential_issue_is_not_opened_in_public(
         assert!(status.is_success(), "{status}");
         s.settle().await;
     }
+}
+
+// A note on a GitLab confidential issue is a regular `Note Hook`, but the issue says
+// `confidential`: a request asked there would put the reason, written for the few who see the
+// issue, into a request MR everyone in the project sees. It is not taken, and answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_asked_on_a_gitlab_confidential_issue_is_not_opened_in_public() {
+    let s = Scenario::on_gitlab().await;
+    let issue = s.open_issue(&s.people.alice, "INC-7: suspected credential leak");
+    let note = gitlab_note(
+        &s,
+        &s.people.alice,
+        "/breakglass staging 1h -- rotating the keys bob leaked in INC-7",
+        "Issue",
+        serde_json::json!({"iid": issue, "confidential": true}),
+    );
+    delivered_twice(&s, "Note Hook", &note).await;
     let said = s.take_bot_issue_comments(issue);
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(
