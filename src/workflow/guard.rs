@@ -227,8 +227,7 @@ impl Workflow {
 
     /// The head a PR was pushed to after the guard checked it (the merge call's `sha` refused
     /// it), read so that the tampering is logged under the commit its push webhook names, and
-    /// that webhook is known as handled. A PR merged on the answer to opening it meets a push
-    /// here rather than at the guard's read.
+    /// that webhook is known as handled.
     async fn moved_head(&self, plan: &MergePlan) -> String {
         match self.forge.change(plan.pr).await {
             Ok(now) if now.info.head_sha != plan.head_sha => now.info.head_sha,

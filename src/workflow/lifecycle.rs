@@ -470,12 +470,19 @@ impl Workflow {
         base: &str,
     ) -> anyhow::Result<()> {
         let why = Refusal::MergedElsewhere(base.to_owned()).to_string();
-        let text = with_fast_path_verdict(&record, comment::not_merged_comment(&why));
+        self.say_not_merged(&record, &why).await?;
+        let data = serde_json::json!({ "merged_by_hand": false, "merged_into": base });
+        self.close_request(&mut record, data, None).await
+    }
+
+    /// Says on the request's PR why it was not merged (with the fast path's verdict, which a
+    /// fast path says with its grant or its refusal).
+    async fn say_not_merged(&self, record: &RequestRecord, why: &str) -> anyhow::Result<()> {
+        let text = with_fast_path_verdict(record, comment::not_merged_comment(why));
         self.forge
             .note(Thread::Change(record.pr_number), &text)
             .await?;
-        let data = serde_json::json!({ "merged_by_hand": false, "merged_into": base });
-        self.close_request(&mut record, data, None).await
+        Ok(())
     }
 
     /// The merge did not happen: one comment, back to pending, and no retry on its own. Only a
@@ -486,10 +493,7 @@ impl Workflow {
         mut record: RequestRecord,
         why: &str,
     ) -> anyhow::Result<()> {
-        let text = with_fast_path_verdict(&record, comment::not_merged_comment(why));
-        self.forge
-            .note(Thread::Change(record.pr_number), &text)
-            .await?;
+        self.say_not_merged(&record, why).await?;
         let mut stored = stored_decision(&record)?.clone();
         stored.merge_refused = Some(why.to_owned());
         record.decision = Some(stored.clone());
