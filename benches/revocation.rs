@@ -409,6 +409,7 @@ async fn seed(
                     provider: "noop".into(),
                     role: serde_json::from_value(serde_json::json!({"provider": "noop"})).unwrap(),
                     files: Vec::new(),
+                    request_blob: None,
                     applied_at: now,
                 },
             )

@@ -669,6 +669,71 @@ on_both_forges!(
     }
 );
 
+/// Request `id`'s file rewritten on main while the webhook was lost: the grant it says is no
+/// longer the one given, so it is revoked (as when the push is delivered), the comment names
+/// the rewritten file, and the revert takes the rewritten text off main.
+async fn rewritten_without_a_webhook_is_revoked(s: &Scenario, id: &str, pr: u64, env: &str) {
+    let path = format!("requests/{env}/{id}.yaml");
+    let rewritten =
+        format!("environment: {env}\nrole: admin\nduration: 720h\nreason: \"still INC-1234\"\n");
+    pushed_without_a_webhook(s, &[(path.as_str(), rewritten.as_str())]).await;
+    let record = s.request(id).await;
+    assert_eq!(record.state.to_string(), "revoked");
+    assert_eq!(
+        record.revoke_reason.map(|r| r.to_string()).as_deref(),
+        Some("reconcile")
+    );
+    let said = s.bot_comments(pr);
+    assert!(
+        said.iter()
+            .any(|c| c.contains("**Grant files changed without breakglass**")
+                && c.contains(&format!("`{path}`"))),
+        "{said:#?}"
+    );
+    assert_eq!(s.forge.file_on(REPO, "main", &path), None);
+}
+
+// What `requests/` lists on main is what is granted: a requester's request file rewritten
+// there (a month instead of four hours) while the push's webhook was lost is found by the
+// next listing, by blob id alone, and its grant ended; an untouched grant stays.
+on_both_forges!(
+    a_request_file_rewritten_without_a_webhook_does_not_stay_granted,
+    |s: Scenario| async move {
+        s.lenient();
+        let pr = s.granted("r-lost", "4h").await;
+        s.granted("r-held", "4h").await;
+        s.reconcile_now().await;
+        rewritten_without_a_webhook_is_revoked(&s, "r-lost", pr, "prod").await;
+        still_held(&s, "r-held", "prod").await;
+    }
+);
+
+// The same for the request file the bot wrote itself for a `/breakglass` comment.
+on_both_forges!(
+    a_request_file_the_bot_wrote_rewritten_without_a_webhook_does_not_stay_granted,
+    |s: Scenario| async move {
+        s.lenient();
+        let issue = s.open_issue(&s.people.bob, "load test");
+        s.note_on_issue(issue, &s.people.bob, "/breakglass staging 4h");
+        s.settle().await;
+        let pr = s
+            .changes()
+            .into_iter()
+            .find(|p| p.user == s.people.bot.login)
+            .expect("a request PR")
+            .number;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let active = s
+            .store
+            .list_requests(Some(breakglass::store::RequestState::Active))
+            .await
+            .unwrap();
+        let id = active[0].id.to_string();
+        s.reconcile_now().await;
+        rewritten_without_a_webhook_is_revoked(&s, &id, pr, "staging").await;
+    }
+);
+
 // The same with the grant file replaced by a symbolic link (to a file outside the repository,
 // which GitHub's contents API serves as no text): listed, not a file, so not what was applied
 // either. (The link itself is not removed on GitHub yet: see docs/design.md.)

@@ -1325,7 +1325,7 @@ async fn migrations_run_twice_are_a_no_op() {
             .fetch_one(store.pool())
             .await?;
         let applied: i64 = sqlx::Row::try_get(&row, "n")?;
-        assert_eq!(applied, 12, "0001 to 0012, once each");
+        assert_eq!(applied, 13, "0001 to 0013, once each");
         assert!(store.get_request(&rid("r1")).await?.is_some());
         Ok(())
     })
@@ -1510,6 +1510,7 @@ async fn active_grants_are_read_a_page_at_a_time_with_what_they_applied() {
                     provider: "noop".into(),
                     role: serde_json::from_value(json!({"provider": "noop"}))?,
                     files: Vec::new(),
+                    request_blob: Some(format!("blob-{i}")),
                     applied_at: t(0),
                 })
                 .await?;
@@ -1527,6 +1528,10 @@ async fn active_grants_are_read_a_page_at_a_time_with_what_they_applied() {
                     granted.applied.is_some() == index.is_multiple_of(2),
                     "{index}"
                 );
+                if let Some(applied) = &granted.applied {
+                    let blob = format!("blob-{index}");
+                    ensure!(applied.request_blob.as_ref() == Some(&blob), "{index}");
+                }
                 seen.push(granted.record.id.to_string());
             }
         }

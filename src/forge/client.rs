@@ -3,6 +3,8 @@
 //! spaces and its REST v4) stay behind this type: the workflow never sees an HTTP status, an
 //! ETag or a payload type.
 
+use std::collections::BTreeMap;
+
 use super::github::GithubClient;
 use super::gitlab::GitlabClient;
 use super::{
@@ -165,30 +167,31 @@ impl Forge {
         }
     }
 
-    /// The files in a directory of the default branch, as [`Forge::read_default_file`] reads.
+    /// The files in a directory of the default branch, as [`Forge::read_default_file`] reads,
+    /// by path with their blob ids.
     pub async fn list_default_dir(
         &self,
         branch: &str,
         path: &str,
-    ) -> Result<Vec<String>, ForgeError> {
+    ) -> Result<BTreeMap<String, String>, ForgeError> {
         match self {
             Forge::GitHub(c) => c.list_default_dir(branch, path).await,
-            Forge::GitLab(c) => c.list_dir(branch, path).await,
+            Forge::GitLab(c) => Ok(c.list_dir_blobs(branch, path).await?.into_iter().collect()),
         }
     }
 
     /// Every file under any of `roots` on the default branch (at `branch`, as the caller read
-    /// it), at any depth, and whether the listing is whole (GitHub's one recursive tree can be
-    /// cut short; a file it leaves out is read on its own).
+    /// it), at any depth, by path with its blob id, and whether the listing is whole (GitHub's
+    /// one recursive tree can be cut short; a file it leaves out is read on its own).
     pub async fn list_default_tree(
         &self,
         branch: &str,
         roots: &[String],
-    ) -> Result<(Vec<String>, bool), ForgeError> {
+    ) -> Result<(BTreeMap<String, String>, bool), ForgeError> {
         match self {
             Forge::GitHub(c) => c.list_default_tree(branch, roots).await,
             Forge::GitLab(c) => {
-                let mut files = Vec::new();
+                let mut files = BTreeMap::new();
                 for root in roots {
                     files.extend(c.list_files_under(branch, root).await?);
                 }

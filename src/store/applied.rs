@@ -22,6 +22,9 @@ pub struct AppliedGrant {
     pub role: Role,
     /// The grant files rendered for it (iac).
     pub files: Vec<RenderedFile>,
+    /// The git blob id of the request file as its merge brought it to the default branch
+    /// (`None`: not known, as for grants merged before it was recorded).
+    pub request_blob: Option<String>,
     pub applied_at: DateTime<Utc>,
 }
 
@@ -35,6 +38,7 @@ impl TryFrom<&AnyRow> for AppliedGrant {
             provider: f.text("provider")?,
             role: f.json("role")?,
             files: f.json("files")?,
+            request_blob: f.opt_text("request_blob")?,
             applied_at: f.time("applied_at")?,
         })
     }
@@ -51,14 +55,15 @@ pub async fn plan_grant(conn: &mut AnyConnection, grant: &AppliedGrant) -> Resul
         })
     };
     sqlx::query(
-        "INSERT INTO applied_grants (request_id, provider, role, files, applied_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id) DO UPDATE SET provider = $2, \
-         role = $3, files = $4, applied_at = $5",
+        "INSERT INTO applied_grants (request_id, provider, role, files, request_blob, \
+         applied_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (request_id) DO UPDATE SET \
+         provider = $2, role = $3, files = $4, request_blob = $5, applied_at = $6",
     )
     .bind(grant.request_id.as_str())
     .bind(&grant.provider)
     .bind(json(serde_json::to_string(&grant.role))?)
     .bind(json(serde_json::to_string(&grant.files))?)
+    .bind(grant.request_blob.as_deref())
     .bind(to_millis(grant.applied_at))
     .execute(&mut *conn)
     .await?;
@@ -71,8 +76,8 @@ pub async fn applied_grant(
     request_id: &RequestId,
 ) -> Result<Option<AppliedGrant>, StoreError> {
     sqlx::query(
-        "SELECT request_id, provider, role, files, applied_at FROM applied_grants \
-         WHERE request_id = $1",
+        "SELECT request_id, provider, role, files, request_blob, applied_at \
+         FROM applied_grants WHERE request_id = $1",
     )
     .bind(request_id.as_str())
     .fetch_optional(&mut *conn)

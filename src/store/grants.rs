@@ -41,8 +41,8 @@ pub async fn active_page(
         return Ok(Vec::new());
     };
     let applied = sqlx::query(
-        "SELECT a.request_id, a.provider, a.role, a.files, a.applied_at FROM applied_grants a \
-         JOIN requests r ON r.id = a.request_id \
+        "SELECT a.request_id, a.provider, a.role, a.files, a.request_blob, a.applied_at \
+         FROM applied_grants a JOIN requests r ON r.id = a.request_id \
          WHERE r.state = 'active' AND r.id >= $1 AND r.id <= $2",
     )
     .bind(first.id.as_str())
@@ -74,8 +74,9 @@ pub async fn grants_of_provider(
             .fetch_all(&mut *conn)
             .await?;
             let applied = sqlx::query(
-                "SELECT request_id, provider, role, files, applied_at FROM applied_grants \
-                 WHERE provider = $1 AND request_id IN (SELECT id FROM requests WHERE state = $2)",
+                "SELECT request_id, provider, role, files, request_blob, applied_at \
+                 FROM applied_grants WHERE provider = $1 \
+                 AND request_id IN (SELECT id FROM requests WHERE state = $2)",
             )
             .bind(provider)
             .bind(state.as_str())
@@ -92,8 +93,8 @@ pub async fn grants_of_provider(
             .fetch_all(&mut *conn)
             .await?;
             let applied = sqlx::query(
-                "SELECT request_id, provider, role, files, applied_at FROM applied_grants \
-                 WHERE provider = $1",
+                "SELECT request_id, provider, role, files, request_blob, applied_at \
+                 FROM applied_grants WHERE provider = $1",
             )
             .bind(provider)
             .fetch_all(&mut *conn)
@@ -125,8 +126,8 @@ pub async fn granted_by_ids(
         .fetch_all(&mut *conn)
         .await?;
     let applied = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT request_id, provider, role, files, applied_at FROM applied_grants \
-         WHERE request_id IN ({list})"
+        "SELECT request_id, provider, role, files, request_blob, applied_at \
+         FROM applied_grants WHERE request_id IN ({list})"
     )));
     let applied = ids
         .iter()

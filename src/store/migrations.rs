@@ -78,6 +78,11 @@ const SQLITE: &[Source] = &[
         "requests_by_requester",
         include_str!("../../migrations/sqlite/0012_requests_by_requester.sql"),
     ),
+    (
+        13,
+        "applied_request_blob",
+        include_str!("../../migrations/sqlite/0013_applied_request_blob.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -140,6 +145,11 @@ const POSTGRES: &[Source] = &[
         12,
         "requests_by_requester",
         include_str!("../../migrations/postgres/0012_requests_by_requester.sql"),
+    ),
+    (
+        13,
+        "applied_request_blob",
+        include_str!("../../migrations/postgres/0013_applied_request_blob.sql"),
     ),
 ];
 

@@ -647,6 +647,7 @@ impl Workflow {
             .list_default_dir(&branch, dir)
             .await
             .context("listing policies")?
+            .into_keys()
         {
             if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
                 continue;

@@ -73,6 +73,8 @@ enum Ready {
         spec: GrantSpec,
         /// The grant files as rendered before the merge, which the PR must hold.
         staged: Vec<RenderedFile>,
+        /// The blob id of the request file the merge brings (`None`: none at the head).
+        request_blob: Option<String>,
     },
 }
 
@@ -264,6 +266,7 @@ impl Workflow {
             role,
             mut spec,
             staged,
+            request_blob,
         } = ready
         else {
             return Ok(Ok(Vec::new()));
@@ -279,6 +282,7 @@ impl Workflow {
                 provider: role.provider.clone(),
                 role,
                 files: files.clone(),
+                request_blob,
                 applied_at: self.now(),
             })
             .await?;
@@ -332,16 +336,12 @@ impl Workflow {
         {
             return Ok(Some(Ready::AlreadyMerged)); // the guard returns the merge as it happened
         }
-        let Some((role, spec, staged)) = self.grant_plan(record).await? else {
+        let Some(ready) = self.grant_plan(record).await? else {
             let why = "the role is not in the default branch's policy any more";
             self.refuse_merge(record.clone(), why).await?;
             return Ok(None);
         };
-        Ok(Some(Ready::Checked {
-            role,
-            spec: spec.unwrap_or_else(|| Self::spec(record)),
-            staged,
-        }))
+        Ok(Some(ready))
     }
 
     /// The round trip right before a request's merge, its calls made together: the PR read
@@ -400,16 +400,14 @@ impl Workflow {
         self.guarded_merge(&plan, None).await
     }
 
-    /// The role, the grant's values (from the request file at the head) and the grant files as
-    /// rendered before the merge, as the default branch's policy defines them now (`None` when
-    /// the role is gone): what the PR must hold.
-    async fn grant_plan(
-        &self,
-        record: &RequestRecord,
-    ) -> anyhow::Result<Option<(Role, Option<GrantSpec>, Vec<RenderedFile>)>> {
+    /// The role, the grant's values (from the request file at the head), the grant files as
+    /// rendered before the merge and the request file's blob, as the default branch's policy
+    /// defines them now (`None` when the role is gone): what the PR must hold.
+    async fn grant_plan(&self, record: &RequestRecord) -> anyhow::Result<Option<Ready>> {
         let Some(role) = self.current_role(record).await? else {
             return Ok(None);
         };
+        let request_path = Self::request_path(record);
         if self.is_own_head(record).await? {
             // The bot wrote the request file from this record's values; grant files are
             // checked against the head as written (their rendering depends on the file's text).
@@ -417,12 +415,21 @@ impl Workflow {
                 expires_at: crate::grant::NOT_YET_GRANTED.to_owned(),
                 ..Self::spec(record)
             };
-            let files = self.providers.rendered_files(&role, &spec)?;
-            if files.is_empty() {
-                return Ok(Some((role, Some(spec), files)));
+            let staged = self.providers.rendered_files(&role, &spec)?;
+            if staged.is_empty() {
+                let written = self
+                    .store
+                    .get_change(record.id.as_str(), ChangeKind::Request)
+                    .await?;
+                let request_blob = written.and_then(|c| c.blobs.get(&request_path).cloned());
+                return Ok(Some(Ready::Checked {
+                    role,
+                    spec,
+                    staged,
+                    request_blob,
+                }));
             }
         }
-        let request_path = Self::request_path(record);
         let kept = self.caches.request_text(&record.head_sha, &request_path);
         let text = match kept {
             Some(text) => Some(text),
@@ -433,19 +440,30 @@ impl Workflow {
                 .map(|f| f.text),
         };
         let Some(text) = text else {
-            return Ok(Some((role, None, Vec::new())));
+            return Ok(Some(Ready::Checked {
+                role,
+                spec: Self::spec(record),
+                staged: Vec::new(),
+                request_blob: None,
+            }));
         };
         let request = AccessRequest::from_yaml(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
         // The file as the merge will bring it (the guard merges this head only).
+        let request_blob = super::change::blob_id(&text)?;
         self.caches
-            .keep_request_blob(record.id.as_str(), &super::change::blob_id(&text)?);
+            .keep_request_blob(record.id.as_str(), &request_blob);
         let path = RequestPath {
             environment: record.environment.clone(),
             id: record.id.clone(),
         };
         let spec = super::pull_request::grant_spec(&request, &path, &record.requester_login);
-        let files = self.providers.rendered_files(&role, &spec)?;
-        Ok(Some((role, Some(spec), files)))
+        let staged = self.providers.rendered_files(&role, &spec)?;
+        Ok(Some(Ready::Checked {
+            role,
+            spec,
+            staged,
+            request_blob: Some(request_blob),
+        }))
     }
 
     /// Whether the request's head is the bot's own commit on the branch it built for it.
@@ -530,6 +548,7 @@ impl Workflow {
             provider: role.provider.clone(),
             role,
             files: Vec::new(),
+            request_blob: None,
             applied_at: self.now(),
         }))
     }

@@ -10,7 +10,7 @@
 //! grant file pushed while its webhook was lost) is removed, and an `iac` grant whose files on
 //! the branch are not what it applied is revoked, as a delivered push would have done.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -59,16 +59,17 @@ impl Baseline {
 /// (see [`super::cache`]), not read at all.
 #[derive(Default)]
 struct Listings {
-    files: BTreeSet<String>,
+    /// Each listed file's blob id, by path.
+    files: BTreeMap<String, String>,
     /// The listing shows every file (GitHub's one tree can be cut short).
     whole: bool,
-    /// Request directories listed on their own, for a listing cut short.
-    dirs: HashMap<String, HashSet<String>>,
+    /// Request directories listed on their own, for a listing cut short (path to blob id).
+    dirs: HashMap<String, BTreeMap<String, String>>,
     /// The pushes were handled without a gap: every grant still active is still listed.
     pushes_suffice: bool,
     /// The listed files that active grants hold (their request files and applied files).
     held: HashSet<String>,
-    /// Grant files of active grants that differ on the branch from what was applied.
+    /// Request and grant files of active grants that differ on the branch from what was merged.
     changed: Vec<String>,
 }
 
@@ -237,7 +238,7 @@ impl Workflow {
             .list_default_tree(&baseline.default, &roots)
             .await?;
         Ok(Listings {
-            files: files.into_iter().collect(),
+            files,
             whole,
             ..Listings::default()
         })
@@ -253,7 +254,7 @@ impl Workflow {
         listed_at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let mut unheld = Vec::new();
-        for path in &listings.files {
+        for path in listings.files.keys() {
             if !listings.held.contains(path) && !self.held_on_main(path).await? {
                 unheld.push(path);
             }
@@ -340,7 +341,7 @@ impl Workflow {
         listings: &mut Listings,
     ) -> anyhow::Result<bool> {
         let path = Self::request_path(record);
-        if listings.pushes_suffice || listings.files.contains(&path) {
+        if listings.pushes_suffice || listings.files.contains_key(&path) {
             return Ok(true);
         }
         if listings.whole {
@@ -351,19 +352,18 @@ impl Workflow {
         };
         if !listings.dirs.contains_key(dir) {
             let files = self.forge.list_default_dir(&baseline.default, dir).await?;
-            listings
-                .dirs
-                .insert(dir.to_owned(), files.into_iter().collect());
+            listings.dirs.insert(dir.to_owned(), files);
         }
         Ok(listings
             .dirs
             .get(dir)
-            .is_some_and(|files| files.contains(&path)))
+            .is_some_and(|files| files.contains_key(&path)))
     }
 
     /// Notes the files an active grant holds on the default branch, when a listing was made:
-    /// its request file and the grant files it applied, each of which is read and compared
-    /// with what was applied (an `iac` grant is its files: one changed on the branch is noted).
+    /// its request file and the grant files it applied, each compared by blob id with what its
+    /// merge brought (an `iac` grant is its files; a request file rewritten there says a grant
+    /// that is not the one given): one that differs is noted as changed.
     async fn note_held(
         &self,
         record: &RequestRecord,
@@ -374,27 +374,50 @@ impl Workflow {
         if listings.pushes_suffice {
             return Ok(());
         }
-        listings.held.insert(Self::request_path(record));
+        let request_path = Self::request_path(record);
+        listings.held.insert(request_path.clone());
+        let mut merged = Vec::new();
+        if let Some(blob) = &applied.request_blob {
+            merged.push((request_path, blob.clone()));
+        }
         for file in &applied.files {
             listings.held.insert(file.path.clone());
-            if listings.whole && !listings.files.contains(&file.path) {
-                continue;
-            }
-            let on_main = self
-                .forge
-                .read_default_file(&baseline.default, &file.path)
-                .await?;
-            // Listed but not served as a file (a symbolic link, say): not what was applied
-            // either.
-            let changed = match on_main {
-                Some(on_main) => on_main.text != file.content,
-                None => listings.files.contains(&file.path),
-            };
-            if changed {
-                listings.changed.push(file.path.clone());
+            merged.push((file.path.clone(), super::change::blob_id(&file.content)?));
+        }
+        for (path, blob) in merged {
+            if self.differs(&path, &blob, baseline, listings).await? {
+                listings.changed.push(path);
             }
         }
         Ok(())
+    }
+
+    /// Whether the file at `path` on the default branch is not blob `merged`. A file the
+    /// listing shows is compared without a read; one a listing cut short may have left out is
+    /// read; one that is gone is not "changed" (its grant's own check sees it gone).
+    async fn differs(
+        &self,
+        path: &str,
+        merged: &str,
+        baseline: &Baseline,
+        listings: &Listings,
+    ) -> anyhow::Result<bool> {
+        let in_dir = || {
+            let (dir, _) = path.rsplit_once('/')?;
+            listings.dirs.get(dir)?.get(path)
+        };
+        if let Some(listed) = listings.files.get(path).or_else(in_dir) {
+            // A symbolic link is listed with the blob of its target's name: it differs too.
+            return Ok(listed != merged);
+        }
+        if listings.whole {
+            return Ok(false);
+        }
+        let on_main = self
+            .forge
+            .read_default_file(&baseline.default, path)
+            .await?;
+        Ok(on_main.is_some_and(|file| file.blob_sha != merged))
     }
 
     /// Whether an active grant is still what git says: its request file on the default branch,
@@ -430,6 +453,7 @@ impl Workflow {
                 provider: role.provider.clone(),
                 role: role.clone(),
                 files: Vec::new(),
+                request_blob: None,
                 applied_at: self.now(),
             }),
         };

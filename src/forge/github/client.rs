@@ -5,6 +5,7 @@
 //! status code the lifecycle branches on (304, 404, 405, 409, 422, 429) is visible, and so that
 //! retries happen in exactly one place ([`crate::forge::retry`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -403,16 +404,17 @@ impl GithubClient {
     /// nothing of the rest; a listing that long is read again, whole, as the directory's git
     /// tree (two more calls: the parent's listing for the tree's sha, then the tree).
     pub async fn list_dir(&self, git_ref: &str, path: &str) -> Result<Vec<String>, ForgeError> {
-        self.list_dir_at(Some(git_ref), git_ref, path).await
+        let files = self.list_dir_at(Some(git_ref), git_ref, path).await?;
+        Ok(files.into_keys().collect())
     }
 
-    /// The names of the files in a directory of the default branch, whatever its name is now
-    /// (`branch`, its name as last read, serves only a directory too large to list).
+    /// The files in a directory of the default branch (full path to blob id), whatever its name
+    /// is now (`branch`, its name as last read, serves only a directory too large to list).
     pub async fn list_default_dir(
         &self,
         branch: &str,
         path: &str,
-    ) -> Result<Vec<String>, ForgeError> {
+    ) -> Result<BTreeMap<String, String>, ForgeError> {
         self.list_dir_at(None, branch, path).await
     }
 
@@ -421,9 +423,9 @@ impl GithubClient {
         listed_at: Option<&str>,
         git_ref: &str,
         path: &str,
-    ) -> Result<Vec<String>, ForgeError> {
+    ) -> Result<BTreeMap<String, String>, ForgeError> {
         let entries = match self.dir_entries(listed_at, path).await {
-            Err(err) if err.status() == Some(404) => return Ok(Vec::new()),
+            Err(err) if err.status() == Some(404) => return Ok(BTreeMap::new()),
             listed => listed?,
         };
         if entries.len() >= CONTENTS_DIR_LIMIT
@@ -434,28 +436,29 @@ impl GithubClient {
         Ok(entries
             .into_iter()
             .filter(|e| e.kind == "file")
-            .map(|e| e.path)
+            .filter_map(|e| Some((e.path, e.sha?)))
             .collect())
     }
 
     /// Every file on the default branch (`branch`, its name as last read) under any of `roots`,
-    /// at any depth (full paths), and whether the forge listed the whole tree: one call, the
-    /// branch's git tree read recursively (cut past the Trees API's own limit, 100,000 entries).
+    /// at any depth (full path to blob id), and whether the forge listed the whole tree: one
+    /// call, the branch's git tree read recursively (cut past the Trees API's own limit,
+    /// 100,000 entries).
     pub async fn list_default_tree(
         &self,
         branch: &str,
         roots: &[String],
-    ) -> Result<(Vec<String>, bool), ForgeError> {
+    ) -> Result<(BTreeMap<String, String>, bool), ForgeError> {
         let route = self.repo_path(&format!("/git/trees/{}?recursive=1", in_path(branch)));
         let tree: GitTree = match self.json(Method::GET, &route, None).await {
-            Err(err) if err.status() == Some(404) => return Ok((Vec::new(), false)),
+            Err(err) if err.status() == Some(404) => return Ok((BTreeMap::new(), false)),
             read => read?,
         };
         let files = tree
             .tree
             .into_iter()
             .filter(|e| e.kind == "blob" && roots.iter().any(|r| e.path.starts_with(r.as_str())))
-            .map(|e| e.path)
+            .map(|e| (e.path, e.sha))
             .collect();
         Ok((files, !tree.truncated))
     }
@@ -480,13 +483,13 @@ impl GithubClient {
         }
     }
 
-    /// Every file of directory `path` at `git_ref`, from its git tree; `None` when the
-    /// directory is not found in its parent's listing.
+    /// Every file of directory `path` at `git_ref` (full path to blob id), from its git tree;
+    /// `None` when the directory is not found in its parent's listing.
     async fn tree_files(
         &self,
         git_ref: &str,
         path: &str,
-    ) -> Result<Option<Vec<String>>, ForgeError> {
+    ) -> Result<Option<BTreeMap<String, String>>, ForgeError> {
         let path = path.trim_matches('/');
         let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
         let siblings = self.dir_entries(Some(git_ref), parent).await?;
@@ -508,7 +511,7 @@ impl GithubClient {
             tree.tree
                 .into_iter()
                 .filter(|e| e.kind == "blob")
-                .map(|e| format!("{path}/{}", e.path))
+                .map(|e| (format!("{path}/{}", e.path), e.sha))
                 .collect(),
         ))
     }
@@ -1224,6 +1227,8 @@ struct TreeEntry {
     path: String,
     #[serde(rename = "type")]
     kind: String,
+    /// The blob id, for a file.
+    sha: String,
 }
 
 #[derive(Deserialize)]

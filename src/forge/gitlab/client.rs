@@ -381,16 +381,27 @@ impl GitlabClient {
     /// The files of a directory at a ref (full paths, no subdirectories), all pages; empty when
     /// the directory does not exist.
     pub async fn list_dir(&self, git_ref: &str, path: &str) -> Result<Vec<String>, ForgeError> {
+        let files = self.list_tree(git_ref, path, false).await?;
+        Ok(files.into_iter().map(|(path, _)| path).collect())
+    }
+
+    /// The files of a directory at a ref (full path and blob id, no subdirectories), all pages;
+    /// empty when the directory does not exist.
+    pub async fn list_dir_blobs(
+        &self,
+        git_ref: &str,
+        path: &str,
+    ) -> Result<Vec<(String, String)>, ForgeError> {
         self.list_tree(git_ref, path, false).await
     }
 
-    /// The files under a directory at a ref at any depth (full paths), all pages; empty when
-    /// the directory does not exist.
+    /// The files under a directory at a ref at any depth (full path and blob id), all pages;
+    /// empty when the directory does not exist.
     pub async fn list_files_under(
         &self,
         git_ref: &str,
         path: &str,
-    ) -> Result<Vec<String>, ForgeError> {
+    ) -> Result<Vec<(String, String)>, ForgeError> {
         self.list_tree(git_ref, path, true).await
     }
 
@@ -399,12 +410,14 @@ impl GitlabClient {
         git_ref: &str,
         path: &str,
         recursive: bool,
-    ) -> Result<Vec<String>, ForgeError> {
+    ) -> Result<Vec<(String, String)>, ForgeError> {
         #[derive(Deserialize)]
         struct Entry {
             path: String,
             #[serde(rename = "type")]
             kind: String,
+            /// The blob id, for a file.
+            id: String,
         }
         let mut route = self.project_route(&format!(
             "/repository/tree?ref={}",
@@ -421,7 +434,7 @@ impl GitlabClient {
             Ok(entries) => Ok(entries
                 .into_iter()
                 .filter(|e| e.kind == "blob")
-                .map(|e| e.path)
+                .map(|e| (e.path, e.id))
                 .collect()),
             Err(err) if err.status() == Some(404) => Ok(Vec::new()),
             Err(err) => Err(err),
