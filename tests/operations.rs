@@ -734,6 +734,46 @@ on_both_forges!(
     }
 );
 
+// A listing pass compares an active iac grant's file by the blob id its listing gives: the
+// grant file is not read (it was, once per file at every listing).
+on_both_forges!(
+    a_listing_pass_compares_grant_files_without_reading_them,
+    |s: Scenario| async move {
+        s.lenient();
+        let path = s.iac_granted("r-dns").await;
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = reads.clone();
+        let escaped = path.replace('/', "%2F");
+        s.forge.fail_next(FailureSpec {
+            // Never fails a call: it only counts the reads of the grant file.
+            route: RouteMatcher::Predicate(std::sync::Arc::new(move |method, p: &str| {
+                if method == Method::GET && (p.contains(&path) || p.contains(&escaped)) {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                false
+            })),
+            count: 1,
+            kind: FailureKind::Status(500),
+        });
+        let trees = |c: &breakglass_test_forge::CallStats| -> u64 {
+            let tree = |route: &str| route.contains("/git/trees/") || route.ends_with("/tree");
+            c.by_route
+                .iter()
+                .filter(|((_, r), _)| tree(r))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let listed_before = trees(&s.forge.calls());
+        pushed_without_a_webhook(&s, &[]).await;
+        assert!(
+            trees(&s.forge.calls()) > listed_before,
+            "no listing was made"
+        );
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 0);
+        still_held(&s, "r-dns", "network").await;
+    }
+);
+
 // The same with the grant file replaced by a symbolic link (to a file outside the repository,
 // which GitHub's contents API serves as no text): listed, not a file, so not what was applied
 // either. (The link itself is not removed on GitHub yet: see docs/design.md.)
