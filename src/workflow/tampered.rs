@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::Workflow;
 use crate::comment;
 use crate::forge::{Actor, PushedCommit, Thread};
+use crate::names::RequestId;
 use crate::request::RequestPath;
 use crate::store::{EventKind, JobKind, RequestRecord, RequestState, RevokeReason};
 
@@ -64,28 +65,56 @@ impl Workflow {
         &self,
         paths: &BTreeSet<&String>,
     ) -> anyhow::Result<Vec<(RequestRecord, Vec<String>)>> {
+        let (request_files, grant_files): (Vec<&String>, Vec<&String>) =
+            paths.iter().partition(|p| p.starts_with("requests/"));
         let mut owned: BTreeMap<String, (RequestRecord, Vec<String>)> = BTreeMap::new();
-        let active = self.store.list_requests(Some(RequestState::Active)).await?;
-        // Ids are the store's keys across forges: another repository's grant owns nothing here.
-        for record in active.into_iter().filter(|r| self.owns(r)) {
-            let request_path = RequestPath {
-                environment: record.environment.clone(),
-                id: record.id.clone(),
-            }
-            .to_repo_path();
-            let grant_files = match self.store.applied_grant(&record.id).await? {
-                Some(applied) => applied.files.into_iter().map(|f| f.path).collect(),
-                None => Vec::new(),
+        let mut own = |record: &RequestRecord, path: &String| {
+            owned
+                .entry(record.id.to_string())
+                .or_insert_with(|| (record.clone(), Vec::new()))
+                .1
+                .push(path.clone());
+        };
+        // A request file names its grant: looked up by its id, not among every grant.
+        for path in request_files {
+            let Some(parsed) = RequestPath::parse(path) else {
+                continue;
             };
-            let mine: Vec<String> = paths
-                .iter()
-                .filter(|p| ***p == request_path || grant_files.contains(**p))
-                .map(|p| (*p).clone())
-                .collect();
-            if !mine.is_empty() {
-                owned.insert(record.id.to_string(), (record, mine));
+            if let Some(record) = self.store.get_request(&parsed.id).await?
+                && self.active_here(&record)
+                && Self::request_path(&record) == *path
+            {
+                own(&record, path);
+            }
+        }
+        if grant_files.is_empty() {
+            return Ok(owned.into_values().collect());
+        }
+        // A grant file may be at any path its role's `output` renders (it need not name its
+        // request): matched against what each active grant applied, a page at a time.
+        let mut after: Option<RequestId> = None;
+        loop {
+            let page = self.store.active_page(after.as_ref(), PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.record.id.clone());
+            for granted in page.iter().filter(|g| self.active_here(&g.record)) {
+                let applied = granted.applied.iter().flat_map(|a| a.files.iter());
+                for file in applied {
+                    if let Some(path) = grant_files.iter().find(|p| ***p == file.path) {
+                        own(&granted.record, path);
+                    }
+                }
             }
         }
         Ok(owned.into_values().collect())
     }
+
+    /// Whether `record` is an active grant of this repository (ids are the store's keys across
+    /// forges: another repository's grant owns nothing here).
+    fn active_here(&self, record: &RequestRecord) -> bool {
+        record.state == RequestState::Active && self.owns(record)
+    }
 }
+
+/// Active grants read per query when grant files are matched.
+const PAGE: u32 = 1_000;
