@@ -1255,6 +1255,18 @@ pub fn one_request_per_comment() -> &'static str {
     "⚠️ One comment opens at most one request: only the first `/breakglass <env> <duration>` line was taken."
 }
 
+/// A comment held more than one `/breakglass extend`.
+pub fn one_extension_per_comment() -> &'static str {
+    "⚠️ One comment asks for at most one extension: only the first `/breakglass extend <duration>` line was taken. Comment again for more."
+}
+
+/// An approver's extension comment was deleted or edited before the bot read it again.
+pub fn extension_comment_gone_comment(approver: &str, by: &str) -> String {
+    format!(
+        "ℹ️ @{approver}'s `/breakglass extend {by}` was deleted or edited before breakglass read it again: nothing was extended."
+    )
+}
+
 /// The requester has too many open requests.
 pub fn too_many_open_requests_comment(requester: &str, max: u32) -> String {
     format!(

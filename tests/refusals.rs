@@ -1609,3 +1609,144 @@ on_both_forges!(
         );
     }
 );
+
+/// carol's `/breakglass extend 30m` on alice's 1h prod grant, changed by `withdraw` (deleted,
+/// or edited into prose) before the bot handles it (its webhooks come late): nothing is
+/// extended, and the reply says why.
+async fn an_extension_withdrawn_before_it_is_read(s: &Scenario, withdraw: impl Fn(&Scenario, u64)) {
+    let pr = s.granted("r1", "1h").await;
+    let before = s.request("r1").await.expires_at.unwrap();
+    s.forge.set_webhooks_paused(true);
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    let id = s.note(pr, &s.people.carol, "/breakglass extend 30m");
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    withdraw(s, id);
+    s.forge.set_webhooks_paused(false);
+    s.forge.flush_webhooks();
+    s.settle().await;
+    assert_eq!(s.request("r1").await.expires_at.unwrap(), before);
+    assert_eq!(
+        s.take_bot_comments(pr),
+        [
+            "ℹ️ @carol's `/breakglass extend 30m` was deleted or edited before breakglass read it again: nothing was extended."
+        ]
+    );
+}
+
+// An approval withdrawn before it is acted on no longer counts, for an extension as for a
+// merge: one approver's `/breakglass extend` is read again before it extends.
+on_both_forges!(
+    a_deleted_extension_approval_extends_nothing,
+    |s: Scenario| async move {
+        an_extension_withdrawn_before_it_is_read(&s, |s, id| {
+            s.forge.delete_comment(REPO, id, &s.people.carol)
+        })
+        .await;
+    }
+);
+
+on_both_forges!(
+    an_extension_approval_edited_away_extends_nothing,
+    |s: Scenario| async move {
+        an_extension_withdrawn_before_it_is_read(&s, |s, id| {
+            s.forge
+                .edit_comment(REPO, id, &s.people.carol, "never mind, wrong PR")
+        })
+        .await;
+    }
+);
+
+// A requester's ask deleted before an approver's `/breakglass approve` is not approved: on
+// GitLab too, which sends no webhook when a note is deleted (the ask is read again).
+on_both_forges!(
+    a_deleted_extension_ask_is_not_approved_later,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        let before = s.request("r1").await.expires_at.unwrap();
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        let ask = s.note(pr, &s.people.alice, "/breakglass extend 3h");
+        s.settle().await;
+        assert!(
+            s.next_bot_comment(pr)
+                .starts_with("⏳ @alice asks for 3h more.")
+        );
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge.delete_comment(REPO, ask, &s.people.alice);
+        s.settle().await;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), before);
+        assert!(
+            s.next_bot_comment(pr).starts_with("ℹ️ Nothing to approve"),
+            "{:#?}",
+            s.bot_comments(pr)
+        );
+    }
+);
+
+// Extension commands are taken on the revert PR too, and their approvals count there: on
+// GitLab a note is found only on its own merge request, so they are read on the revert's.
+on_both_forges!(
+    extension_approvals_on_the_revert_pr_count,
+    |s: Scenario| async move {
+        s.prod_needs_two_approvals().await;
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.approve(pr, &s.people.carol);
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        let revert = s.revert_pr("r1").await;
+        let before = s.request("r1").await.expires_at.unwrap();
+        s.note(revert, &s.people.carol, "/breakglass extend 1h");
+        s.settle().await;
+        assert_eq!(
+            s.take_bot_comments(revert),
+            [
+                "👍 @carol approves an extension by 1h (1 of 2); another approver's `/breakglass approve` (or `/breakglass extend 1h`) extends it."
+            ]
+        );
+        s.note(revert, &s.people.dan, "/breakglass extend 1h");
+        s.settle().await;
+        assert_eq!(
+            s.request("r1").await.expires_at.unwrap() - before,
+            TimeDelta::hours(1)
+        );
+        let said = s.take_bot_comments(pr);
+        assert!(said.last().unwrap().starts_with("⏳ Extended"), "{said:#?}");
+    }
+);
+
+// One comment asks for at most one extension, and a second `/breakglass extend` in it is
+// answered, not dropped in silence.
+on_both_forges!(
+    a_second_extend_in_one_comment_is_answered,
+    |s: Scenario| async move {
+        let staging = "environment: staging\nrole: admin\nduration: 2h\nreason: load test\n";
+        let pr = s.open_request(&s.people.alice, "staging", "st1", staging);
+        s.settle().await;
+        s.take_bot_comments(pr);
+        let before = s.request("st1").await.expires_at.unwrap();
+        s.note(
+            pr,
+            &s.people.alice,
+            "/breakglass extend 1h\n/breakglass extend 2h",
+        );
+        s.settle().await;
+        assert_eq!(
+            s.request("st1").await.expires_at.unwrap() - before,
+            TimeDelta::hours(1)
+        );
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter().any(|c| c.starts_with("⏳ Extended")),
+            "{said:#?}"
+        );
+        assert!(
+            said.iter().any(
+                |c| c.contains("only the first `/breakglass extend <duration>` line was taken")
+            ),
+            "{said:#?}"
+        );
+    }
+);

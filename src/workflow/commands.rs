@@ -160,6 +160,8 @@ impl Workflow {
     ) -> anyhow::Result<()> {
         let mut requested = false;
         let mut extra_requests = 0;
+        let mut extended = false;
+        let mut extra_extensions = 0;
         let mut malformed = Vec::new();
         let commands = parse_commands(body);
         // Bots never command the bot. A GitLab service account may have any username, and
@@ -206,7 +208,11 @@ impl Workflow {
                         .await?
                 }
                 Command::Revoke => self.command_revoke(thread, author).await?,
+                // A comment's extension is its one effect (kept by comment id): a second one would
+                // find it done and say nothing.
+                Command::Extend { .. } if extended => extra_extensions += 1,
                 Command::Extend { duration } => {
+                    extended = true;
                     self.command_extend(thread, comment_id, author, duration, created_at)
                         .await?
                 }
@@ -221,6 +227,10 @@ impl Workflow {
         if extra_requests > 0 {
             // One comment opens at most one request, and says so once.
             self.reply(thread, comment::one_request_per_comment())
+                .await?;
+        }
+        if extra_extensions > 0 {
+            self.reply(thread, comment::one_extension_per_comment())
                 .await?;
         }
         Ok(())

@@ -189,14 +189,21 @@ impl Workflow {
             return self.reply(thread, &text).await;
         }
         // Only an ask the approver could have read: one made before the approval (forge time
-        // on both sides), so a bigger ask posted meanwhile is not approved unseen.
-        let by = self
-            .asks_on_expiry(record)
-            .await?
-            .iter()
-            .rev()
-            .filter(|ask| ask.approved_at < created_at)
-            .find_map(|ask| extension_secs(&ask.head_sha));
+        // on both sides), so a bigger ask posted meanwhile is not approved unseen; and one
+        // still there (GitLab sends no webhook when a note is deleted).
+        let mut by = None;
+        for ask in self.asks_on_expiry(record).await?.iter().rev() {
+            if ask.approved_at >= created_at {
+                continue;
+            }
+            let alive = self
+                .extension_signals_alive(record, std::slice::from_ref(ask))
+                .await?;
+            if alive.contains_key(&ask.signal) {
+                by = extension_secs(&ask.head_sha);
+                break;
+            }
+        }
         match by {
             Some(secs) => {
                 let by = HumanDuration::from_secs(secs);
@@ -368,10 +375,22 @@ impl Workflow {
         }
         let login = Login::try_from(author.login.clone()).map_err(anyhow::Error::msg)?;
         let need = policy.approvals.max(1);
+        let approval = extension_approval(record, extension, author, login.clone(), &ask);
         if need == 1 {
+            // Read again before it extends, as approvals are before a merge: a comment deleted
+            // or edited since it was made (its webhook may come after this) asks for nothing.
+            let alive = self
+                .extension_signals_alive(record, std::slice::from_ref(&approval))
+                .await?;
+            if !alive.contains_key(&approval.signal) {
+                let by = extension.by.to_string();
+                return Ok(Err(comment::extension_comment_gone_comment(
+                    &author.login,
+                    &by,
+                )));
+            }
             return Ok(Ok(Some(vec![login])));
         }
-        let approval = extension_approval(record, extension, author, login, &ask);
         let subject = approval.head_sha.clone();
         let event = super::events::new_event(
             EventKind::Approval,
@@ -412,7 +431,7 @@ impl Workflow {
         subject: &str,
     ) -> anyhow::Result<std::collections::BTreeMap<u64, Login>> {
         let asked = self.store.approvals_for(&record.id, subject).await?;
-        let alive = self.signals_alive(record.pr_number, &asked).await?;
+        let alive = self.extension_signals_alive(record, &asked).await?;
         let mut approvers = std::collections::BTreeMap::new();
         for approval in asked.into_iter().filter(|a| alive.contains_key(&a.signal)) {
             let approver = Actor {
@@ -427,6 +446,28 @@ impl Workflow {
             }
         }
         Ok(approvers)
+    }
+
+    /// Which of `approvals` of an extension (or asks for one) the forge still shows, by
+    /// signal: on the request's PR, or on its revert PR, where extension commands are taken
+    /// too (GitLab finds a note only on its own merge request; GitHub by its id alone).
+    async fn extension_signals_alive(
+        &self,
+        record: &RequestRecord,
+        approvals: &[Approval],
+    ) -> anyhow::Result<std::collections::BTreeMap<String, Option<String>>> {
+        let mut alive = self.signals_alive(record.pr_number, approvals).await?;
+        if let Some(revert) = record.revert_pr_number {
+            let rest: Vec<Approval> = approvals
+                .iter()
+                .filter(|a| !alive.contains_key(&a.signal))
+                .cloned()
+                .collect();
+            if !rest.is_empty() {
+                alive.extend(self.signals_alive(revert, &rest).await?);
+            }
+        }
+        Ok(alive)
     }
 
     /// The policy of `record`'s environment on the default branch, if it still has one.
