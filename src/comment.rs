@@ -1260,6 +1260,18 @@ pub fn one_extension_per_comment() -> &'static str {
     "⚠️ One comment asks for at most one extension: only the first `/breakglass extend <duration>` line was taken. Comment again for more."
 }
 
+/// An approver's extension comment was made before the grant's current expiry was said.
+pub fn extension_of_an_earlier_expiry_comment(
+    approver: &str,
+    by: &str,
+    expires_at: DateTime<Utc>,
+) -> String {
+    format!(
+        "ℹ️ @{approver}'s `/breakglass extend {by}` was made before breakglass said the grant now expires at **{}** (or too close to it to tell), so it was of the expiry before, which is extended already: it extends nothing. To extend further, comment it again.",
+        iso(expires_at)
+    )
+}
+
 /// An approver's extension comment was deleted or edited before the bot read it again.
 pub fn extension_comment_gone_comment(approver: &str, by: &str) -> String {
     format!(

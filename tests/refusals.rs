@@ -851,7 +851,9 @@ on_both_forges!(
             event.data["approved_by"],
             serde_json::json!(["carol", "dan"])
         );
-        // The next extension starts from nothing.
+        // The next extension starts from nothing (asked after the bot said the new expiry,
+        // by the forge's clock: in the same second it would be too close to tell).
+        s.forge.advance_clock(TimeDelta::seconds(1));
         s.note(pr, &s.people.carol, "/breakglass extend 1h");
         s.settle().await;
         assert_eq!(s.next_bot_comment(pr), one_of_two("carol", "1h"));
@@ -1748,5 +1750,51 @@ on_both_forges!(
             ),
             "{said:#?}"
         );
+    }
+);
+
+// Two approvers answering one ask, as the bot's reply invites: the first extends it, the
+// second (made before the bot said the new expiry) is of the expiry before and extends
+// nothing; the reply says so. Judged on the forge's times of the comment and of that note.
+on_both_forges!(
+    two_approvers_answering_one_extension_ask_extend_it_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        let before = s.request("r1").await.expires_at.unwrap();
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.alice, "/breakglass extend 1h");
+        s.settle().await;
+        assert!(
+            s.next_bot_comment(pr)
+                .starts_with("⏳ @alice asks for 1h more.")
+        );
+        s.forge.set_webhooks_paused(true);
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.note(pr, &s.people.carol, "/breakglass extend 1h");
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.dan, "/breakglass extend 1h");
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        let extended = s.request("r1").await.expires_at.unwrap();
+        assert_eq!(extended - before, TimeDelta::hours(1));
+        let said = s.take_bot_comments(pr);
+        assert!(said[0].starts_with("⏳ Extended"), "{said:#?}");
+        assert_eq!(
+            said[1..],
+            [format!(
+                "ℹ️ @dan's `/breakglass extend 1h` was made before breakglass said the grant now expires at **{}** (or too close to it to tell), so it was of the expiry before, which is extended already: it extends nothing. To extend further, comment it again.",
+                breakglass::clock::iso(extended)
+            )]
+        );
+        // Made after that note, it is an extension of its own.
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.dan, "/breakglass extend 1h");
+        s.settle().await;
+        assert_eq!(
+            s.request("r1").await.expires_at.unwrap() - extended,
+            TimeDelta::hours(1)
+        );
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
     }
 );

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use super::github::GithubClient;
 use super::gitlab::GitlabClient;
 use super::{
-    Actor, ChangedFiles, FileContent, ForgeError, Landed, MergeError, PullRequestState, Reaction,
-    Review, ReviewState, Served, StatusState, ThreadLabels,
+    Actor, ChangedFiles, FileContent, ForgeError, Landed, MergeError, Note, PullRequestState,
+    Reaction, Review, ReviewState, Served, StatusState, ThreadLabels,
 };
 use crate::store::ForgeKind;
 
@@ -427,8 +427,8 @@ impl Forge {
         }
     }
 
-    /// The notes on `thread` as (author id, body), oldest first.
-    pub async fn notes(&self, thread: Thread) -> Result<Vec<(u64, String)>, ForgeError> {
+    /// The notes on `thread`, oldest first.
+    pub async fn notes(&self, thread: Thread) -> Result<Vec<Note>, ForgeError> {
         match self {
             Forge::GitHub(c) => c.comments(thread.number()).await,
             Forge::GitLab(c) => c.comments(thread).await,

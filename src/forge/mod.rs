@@ -356,6 +356,15 @@ pub struct PullRequestState {
     pub default_branch: Option<String>,
 }
 
+/// A note (comment) on an issue, pull request or merge request, as the forge lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub author_id: u64,
+    pub body: String,
+    /// The forge's time of the note.
+    pub created_at: DateTime<Utc>,
+}
+
 /// A reaction (emoji) on an issue, pull request or comment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reaction {

@@ -373,6 +373,17 @@ impl Workflow {
                 "the requester or an approver can extend",
             )));
         }
+        if !self
+            .of_current_expiry(record, extension.expires_at, ask.created_at)
+            .await?
+        {
+            let by = extension.by.to_string();
+            return Ok(Err(comment::extension_of_an_earlier_expiry_comment(
+                &author.login,
+                &by,
+                extension.expires_at,
+            )));
+        }
         let login = Login::try_from(author.login.clone()).map_err(anyhow::Error::msg)?;
         let need = policy.approvals.max(1);
         let approval = extension_approval(record, extension, author, login.clone(), &ask);
@@ -446,6 +457,36 @@ impl Workflow {
             }
         }
         Ok(approvers)
+    }
+
+    /// Whether an approver's comment made at `created_at` (forge time) is of the grant's
+    /// current expiry `expires_at`: made after the bot's note that said it (the forge's time of
+    /// that note). One made before it, or in the same second (too close to tell), was of an
+    /// earlier expiry, which another approval extended since (two approvers answering one ask
+    /// would otherwise extend it twice). A grant never extended has no earlier expiry.
+    async fn of_current_expiry(
+        &self,
+        record: &RequestRecord,
+        expires_at: DateTime<Utc>,
+        created_at: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        if record.total_secs <= record.duration_secs {
+            return Ok(true);
+        }
+        let marker = comment::extended_marker(record.requester_login.as_str(), expires_at);
+        let notes = self.forge.notes(Thread::Change(record.pr_number)).await?;
+        let said = notes
+            .iter()
+            .find(|note| note.author_id == self.bot.id && note.body.starts_with(&marker));
+        match said {
+            Some(note) => Ok(created_at > note.created_at),
+            None => {
+                // Not said yet (a crash right before the note), or deleted: said now; the
+                // comment is asked for again, after it.
+                self.announce_extension(record).await?;
+                Ok(false)
+            }
+        }
     }
 
     /// Which of `approvals` of an extension (or asks for one) the forge still shows, by

@@ -38,7 +38,7 @@ impl Workflow {
         Ok(markers.map(|marker| {
             notes
                 .iter()
-                .any(|(author, text)| *author == self.bot.id && text.starts_with(marker))
+                .any(|note| note.author_id == self.bot.id && note.body.starts_with(marker))
         }))
     }
 }

@@ -25,8 +25,8 @@ use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, Landed,
-    MergeError, Polled, PullRequestInfo, PullRequestState, Reaction, Review, ReviewState, Served,
-    StatusState, ThreadLabels,
+    MergeError, Note, Polled, PullRequestInfo, PullRequestState, Reaction, Review, ReviewState,
+    Served, StatusState, ThreadLabels,
 };
 use crate::secret::Secret;
 
@@ -634,13 +634,14 @@ impl GithubClient {
         }
     }
 
-    /// The comments on issue or PR `number` as (author id, body), oldest first.
-    pub async fn comments(&self, number: u64) -> Result<Vec<(u64, String)>, ForgeError> {
+    /// The comments on issue or PR `number`, oldest first.
+    pub async fn comments(&self, number: u64) -> Result<Vec<Note>, ForgeError> {
         #[derive(Deserialize)]
         struct Raw {
             user: User,
             #[serde(default)]
             body: String,
+            created_at: DateTime<Utc>,
         }
         let mut all = Vec::new();
         for page in 1..=50 {
@@ -649,7 +650,11 @@ impl GithubClient {
             ));
             let batch: Vec<Raw> = self.json(Method::GET, &route, None).await?;
             let done = batch.len() < 100;
-            all.extend(batch.into_iter().map(|c| (c.user.id, c.body)));
+            all.extend(batch.into_iter().map(|c| Note {
+                author_id: c.user.id,
+                body: c.body,
+                created_at: c.created_at,
+            }));
             if done {
                 break;
             }

@@ -25,7 +25,7 @@ use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, MergeError,
-    Polled, PullRequestInfo, PullRequestState, Reaction, StatusState, ThreadLabels,
+    Note, Polled, PullRequestInfo, PullRequestState, Reaction, StatusState, ThreadLabels,
 };
 use crate::secret::Secret;
 
@@ -772,16 +772,24 @@ impl GitlabClient {
     }
 
     /// The notes on `thread` as (author id, body), oldest first.
-    pub async fn comments(&self, thread: Thread) -> Result<Vec<(u64, String)>, ForgeError> {
+    pub async fn comments(&self, thread: Thread) -> Result<Vec<Note>, ForgeError> {
         #[derive(Deserialize)]
         struct Raw {
             author: User,
             #[serde(default)]
             body: String,
+            created_at: DateTime<Utc>,
         }
         let route = self.project_route(&format!("/{}/notes?sort=asc", route(thread)));
         let notes: Vec<Raw> = self.get_all(&route).await?;
-        Ok(notes.into_iter().map(|n| (n.author.id, n.body)).collect())
+        Ok(notes
+            .into_iter()
+            .map(|n| Note {
+                author_id: n.author.id,
+                body: n.body,
+                created_at: n.created_at,
+            })
+            .collect())
     }
 
     /// The text of note `note_id` on `thread` now; `None` once deleted.
