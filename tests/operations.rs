@@ -439,14 +439,19 @@ async fn graceful_shutdown_stops_listening_and_a_restart_carries_on() {
     s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
 }
 
-/// Request `id` (on PR `pr`) was revoked by reconciliation, and its PR says so.
-async fn revoked_by_reconciliation(s: &Scenario, id: &str, pr: u64) {
+/// Request `id` is revoked, with reason `reconcile`.
+async fn revoked_for_reconcile(s: &Scenario, id: &str) {
     let record = s.request(id).await;
     assert_eq!(record.state.to_string(), "revoked");
     assert_eq!(
         record.revoke_reason.map(|r| r.to_string()).as_deref(),
         Some("reconcile")
     );
+}
+
+/// Request `id` (on PR `pr`) was revoked by reconciliation, and its PR says so.
+async fn revoked_by_reconciliation(s: &Scenario, id: &str, pr: u64) {
+    revoked_for_reconcile(s, id).await;
     let said = s.next_bot_comment(pr);
     assert!(
         said.contains("(reconciliation found it should not be active)"),
@@ -677,12 +682,7 @@ async fn rewritten_without_a_webhook_is_revoked(s: &Scenario, id: &str, pr: u64,
     let rewritten =
         format!("environment: {env}\nrole: admin\nduration: 720h\nreason: \"still INC-1234\"\n");
     pushed_without_a_webhook(s, &[(path.as_str(), rewritten.as_str())]).await;
-    let record = s.request(id).await;
-    assert_eq!(record.state.to_string(), "revoked");
-    assert_eq!(
-        record.revoke_reason.map(|r| r.to_string()).as_deref(),
-        Some("reconcile")
-    );
+    revoked_for_reconcile(s, id).await;
     let said = s.bot_comments(pr);
     assert!(
         said.iter()

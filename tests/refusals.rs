@@ -867,13 +867,7 @@ on_both_forges!(
 on_both_forges!(
     an_extension_approval_by_someone_taken_off_the_approvers_does_not_count,
     |s: Scenario| async move {
-        s.prod_needs_two_approvals().await;
-        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
-        s.settle().await;
-        s.approve(pr, &s.people.carol);
-        s.approve(pr, &s.people.dan);
-        s.settle().await;
-        assert!(s.change(pr).merged);
+        let pr = granted_by_two_approvers(&s).await;
         s.take_bot_comments(pr);
         let granted = s.request("r1").await.expires_at.unwrap();
         let one_of_two = |who: &str| {
@@ -925,13 +919,7 @@ on_both_forges!(
 on_both_backends!(
     an_approve_comment_approves_the_extension_the_requester_asked_for,
     |s: Scenario| async move {
-        s.prod_needs_two_approvals().await;
-        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
-        s.settle().await;
-        s.approve(pr, &s.people.carol);
-        s.approve(pr, &s.people.dan);
-        s.settle().await;
-        assert!(s.change(pr).merged);
+        let pr = granted_by_two_approvers(&s).await;
         s.take_bot_comments(pr);
         let granted = s.request("r1").await.expires_at.unwrap();
         let nothing_asked = "ℹ️ Nothing to approve: this grant is active and no extension is asked for. Its requester asks with `/breakglass extend <duration>`; a fast-path grant is reviewed with `/breakglass reviewed`.";
@@ -1612,6 +1600,18 @@ on_both_forges!(
     }
 );
 
+/// alice's 1h prod request `r1`, approved by carol and dan where prod needs two; its PR.
+async fn granted_by_two_approvers(s: &Scenario) -> u64 {
+    s.prod_needs_two_approvals().await;
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.approve(pr, &s.people.carol);
+    s.approve(pr, &s.people.dan);
+    s.settle().await;
+    assert!(s.change(pr).merged);
+    pr
+}
+
 /// carol's `/breakglass extend 30m` on alice's 1h prod grant, changed by `withdraw` (deleted,
 /// or edited into prose) before the bot handles it (its webhooks come late): nothing is
 /// extended, and the reply says why.
@@ -1691,13 +1691,7 @@ on_both_forges!(
 on_both_forges!(
     extension_approvals_on_the_revert_pr_count,
     |s: Scenario| async move {
-        s.prod_needs_two_approvals().await;
-        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
-        s.settle().await;
-        s.approve(pr, &s.people.carol);
-        s.approve(pr, &s.people.dan);
-        s.settle().await;
-        assert!(s.change(pr).merged);
+        let pr = granted_by_two_approvers(&s).await;
         let revert = s.revert_pr("r1").await;
         let before = s.request("r1").await.expires_at.unwrap();
         s.note(revert, &s.people.carol, "/breakglass extend 1h");
