@@ -266,6 +266,98 @@ fn demo_config(
     })
 }
 
+/// The demo's database, migrated, or an error when it already holds requests.
+async fn open_empty_store(database_url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(database_url)
+        .await
+        .context("opening the database")?;
+    store.migrate().await.context("migrating the database")?;
+    // The forge is new on every run and numbers its PRs from 1 again; old requests keyed
+    // by those numbers would be taken for the new ones.
+    let existing = store.list_requests(None).await?;
+    anyhow::ensure!(
+        existing.is_empty(),
+        "the database given by --database-url already holds {} request(s); the demo needs \
+         an empty one (or none: without --database-url it uses a throwaway SQLite file)",
+        existing.len()
+    );
+    Ok(store)
+}
+
+/// The bot's token and the webhook secret, written to files in the demo's directory.
+struct Secrets {
+    token_file: PathBuf,
+    secret_file: PathBuf,
+    webhook_secret: String,
+}
+
+impl Secrets {
+    /// A fresh webhook secret and the bot's token on the forge, each written to its file.
+    fn write(
+        dir: &crate::store::testing::TempDir,
+        forge: &TestForge,
+        bot: &User,
+    ) -> anyhow::Result<Secrets> {
+        // Secrets go through files, as in production: never on a command line or in a log.
+        let webhook_secret = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let token_file = dir.path().join("github-token");
+        let secret_file = dir.path().join("webhook-secret");
+        std::fs::write(&token_file, forge.token_for(bot))?;
+        std::fs::write(&secret_file, &webhook_secret)?;
+        Ok(Secrets {
+            token_file,
+            secret_file,
+            webhook_secret,
+        })
+    }
+}
+
+/// The clock the bot and the forge share, set on the forge's clock too.
+fn shared_clock(forge: &TestForge) -> anyhow::Result<ManualClock> {
+    // Both clocks start together, on a whole minute so that the timeline reads cleanly;
+    // `advance` moves both.
+    let start = Utc::now().duration_trunc(TimeDelta::minutes(1))?;
+    let clock = ManualClock::new(start);
+    forge.advance_clock(start - forge.now());
+    Ok(clock)
+}
+
+/// The real service on loopback, on the demo's clock and the repository's templates.
+async fn start_service(config: &Config, clock: &ManualClock) -> anyhow::Result<Running> {
+    service::start(
+        config,
+        Options {
+            clock: Arc::new(clock.clone()) as Arc<dyn Clock>,
+            // Short idle ticks: the demo waits for the bot after every step.
+            tick: Duration::from_millis(20),
+            templates_dir: Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/templates"
+            ))),
+            env: |_| None,
+            ..Options::default()
+        },
+    )
+    .await
+    .context("starting the service")
+}
+
+/// Points the forge's webhook of the demo's dialect at the running service.
+fn wire_webhook(forge: &TestForge, dialect: DemoForge, running: &Running, secret: &str) {
+    match dialect {
+        DemoForge::Github => {
+            forge.add_webhook(&format!("http://{}/webhooks/github", running.addr), secret);
+        }
+        DemoForge::Gitlab => {
+            forge.add_gitlab_webhook(&format!("http://{}/webhooks/gitlab", running.addr), secret)
+        }
+    }
+}
+
 /// The running demo: forge, service, the shared clock, and what the timeline has shown so far.
 struct Demo {
     stage: Stage,
@@ -283,6 +375,13 @@ struct Demo {
     _dir: crate::store::testing::TempDir,
 }
 
+/// Bob's sev1 request of step 5: its PR, its id and its file on the request branch.
+struct FastPathRequest {
+    pr: u64,
+    id: String,
+    path: String,
+}
+
 impl Demo {
     /// Sets up the requests repo, the people and the service, and wires the forge's webhook to it.
     async fn start(options: &DemoOptions) -> anyhow::Result<Demo> {
@@ -293,65 +392,24 @@ impl Demo {
             .database_url
             .clone()
             .unwrap_or_else(|| crate::store::testing::sqlite_url(dir.path()));
-        let store = Store::connect(&database_url)
-            .await
-            .context("opening the database")?;
-        store.migrate().await.context("migrating the database")?;
-        // The forge is new on every run and numbers its PRs from 1 again; old requests keyed
-        // by those numbers would be taken for the new ones.
-        let existing = store.list_requests(None).await?;
-        anyhow::ensure!(
-            existing.is_empty(),
-            "the database given by --database-url already holds {} request(s); the demo needs \
-             an empty one (or none: without --database-url it uses a throwaway SQLite file)",
-            existing.len()
-        );
+        let store = open_empty_store(&database_url).await?;
 
         let forge = TestForge::start().await;
         let people = seed_forge(&forge);
-        // Secrets go through files, as in production: never on a command line or in a log.
-        let secret = format!(
-            "{:016x}{:016x}",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        );
-        let token_file = dir.path().join("github-token");
-        let secret_file = dir.path().join("webhook-secret");
-        std::fs::write(&token_file, forge.token_for(&people.bot))?;
-        std::fs::write(&secret_file, &secret)?;
-        let config = demo_config(options.forge, &forge, database_url, token_file, secret_file)?;
+        let secrets = Secrets::write(&dir, &forge, &people.bot)?;
+        let config = demo_config(
+            options.forge,
+            &forge,
+            database_url,
+            secrets.token_file,
+            secrets.secret_file,
+        )?;
         let poll_interval = GithubConfig::default().reaction_poll_interval.to_chrono();
         let reminder_before = config.reminder_before.to_chrono();
 
-        // Both clocks start together, on a whole minute so that the timeline reads cleanly;
-        // `advance` moves both.
-        let start = Utc::now().duration_trunc(TimeDelta::minutes(1))?;
-        let clock = ManualClock::new(start);
-        forge.advance_clock(start - forge.now());
-
-        let running = service::start(
-            &config,
-            Options {
-                clock: Arc::new(clock.clone()) as Arc<dyn Clock>,
-                // Short idle ticks: the demo waits for the bot after every step.
-                tick: Duration::from_millis(20),
-                templates_dir: Some(PathBuf::from(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/templates"
-                ))),
-                env: |_| None,
-                ..Options::default()
-            },
-        )
-        .await
-        .context("starting the service")?;
-        match options.forge {
-            DemoForge::Github => {
-                forge.add_webhook(&format!("http://{}/webhooks/github", running.addr), &secret);
-            }
-            DemoForge::Gitlab => forge
-                .add_gitlab_webhook(&format!("http://{}/webhooks/gitlab", running.addr), &secret),
-        }
+        let clock = shared_clock(&forge)?;
+        let running = start_service(&config, &clock).await?;
+        wire_webhook(&forge, options.forge, &running, &secrets.webhook_secret);
 
         Ok(Demo {
             stage: Stage {
@@ -604,12 +662,21 @@ impl Demo {
 
     /// Step 5: bob's sev1 request is merged at once and reviewed after the fact by carol.
     async fn fast_path(&mut self) -> Result<(), Failure> {
-        let (bob, carol) = (self.people.bob.clone(), self.people.carol.clone());
         self.advance(TimeDelta::minutes(10), "a quiet night, until a sev1")
             .await?;
         self.heading(
             "5. fast path: bob (@acme/oncall) opens a request PR himself and labels it sev1",
         );
+        let request = self.open_sev1_request();
+        self.settle().await?;
+        self.expect_fast_path_merge(&request)?;
+        let record = self.review_after_the_fact(&request).await?;
+        self.expect_only_active_grant(&request, &record)
+    }
+
+    /// Bob pushes his request file, opens its PR himself and labels it sev1.
+    fn open_sev1_request(&self) -> FastPathRequest {
+        let bob = self.people.bob.clone();
         let id = format!("{}-bob-prod", self.clock.now().format("%Y%m%d-%H%M"));
         let path = format!("requests/prod/{id}.yaml");
         let branch = format!("request-{id}");
@@ -634,7 +701,17 @@ impl Demo {
         self.say("bob", format!("opened {noun} {pr_ref} \"{title}\""));
         self.stage.label(pr, &bob, "sev1");
         self.say("bob", format!("labeled {noun} {pr_ref} sev1"));
-        self.settle().await?;
+        FastPathRequest { pr, id, path }
+    }
+
+    /// The sev1 request is merged at once with the fast path as its approval, and labeled
+    /// for review.
+    fn expect_fast_path_merge(&self, request: &FastPathRequest) -> Result<(), Failure> {
+        let (pr, id) = (request.pr, &request.id);
+        let (noun, pr_ref) = (
+            self.stage.dialect.change(),
+            self.stage.dialect.change_ref(pr),
+        );
         let merge_sha = self.merge_commit(
             pr,
             format!("the sev1 {noun} {pr_ref} to be merged at once on the fast path"),
@@ -657,8 +734,21 @@ impl Demo {
                     "{noun} {pr_ref} to be labeled {NEEDS_REVIEW_LABEL} until an approver reviews it"
                 )
             },
-        )?;
+        )
+    }
 
+    /// Carol's `/breakglass reviewed` closes the review and removes the review label.
+    /// Returns the request as recorded after the review.
+    async fn review_after_the_fact(
+        &mut self,
+        request: &FastPathRequest,
+    ) -> Result<RequestRecord, Failure> {
+        let carol = self.people.carol.clone();
+        let (pr, id) = (request.pr, &request.id);
+        let (noun, pr_ref) = (
+            self.stage.dialect.change(),
+            self.stage.dialect.change_ref(pr),
+        );
         self.advance(TimeDelta::minutes(5), "carol looks at what happened")
             .await?;
         self.stage
@@ -683,7 +773,16 @@ impl Demo {
                 .any(|l| l == NEEDS_REVIEW_LABEL),
             || format!("{NEEDS_REVIEW_LABEL} to be removed from {noun} {pr_ref} after the review"),
         )?;
+        Ok(record)
+    }
 
+    /// requests/ on main lists bob's grant and nothing else; the timeline ends with it.
+    fn expect_only_active_grant(
+        &self,
+        request: &FastPathRequest,
+        record: &RequestRecord,
+    ) -> Result<(), Failure> {
+        let path = &request.path;
         let active: Vec<String> = self
             .stage
             .forge
