@@ -181,10 +181,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         config.github.is_some() || config.gitlab.is_some(),
         "breakglass serve needs a [github] or a [gitlab] section (or both)"
     );
-    let store = Store::connect(&config.database_url)
-        .await
-        .context("opening the database")?;
-    store.migrate().await.context("migrating the database")?;
+    let store = open_store(&config.database_url).await?;
     let metrics = Arc::new(Metrics::default());
     let providers = providers(config, &options).await;
     let common = Common {
@@ -194,20 +191,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         providers: &providers,
         metrics: &metrics,
     };
-    let mut workflows = Vec::new();
-    let mut github_intake = None;
-    let mut gitlab_intake = None;
-    if let Some(github) = &config.github {
-        let (workflow, intake) = github_workflow(&common, github).await?;
-        workflows.push(workflow);
-        github_intake = Some(intake);
-    }
-    if let Some(gitlab) = &config.gitlab {
-        let (workflow, intake) = gitlab_workflow(&common, gitlab).await?;
-        workflows.push(workflow);
-        gitlab_intake = Some(intake);
-    }
-    let workflows = Workflows::new(workflows)?;
+    let (workflows, intakes) = common.workflows().await?;
     let wake_deliveries = Arc::new(Notify::new());
     let served: Vec<String> = workflows
         .iter()
@@ -216,45 +200,21 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
     let state = AppState {
         store: store.clone(),
         recorder: Recorder::start(store.clone()),
-        github: github_intake,
-        gitlab: gitlab_intake,
+        github: intakes.github,
+        gitlab: intakes.gitlab,
         metrics,
         clock: options.clock.clone(),
         wake: wake_deliveries.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let (shutdown, watcher) = watch::channel(false);
-    let worker = format!("{}-{}", hostname(), std::process::id());
-    let server = tokio::spawn(crate::server::listen::serve(
-        listener,
-        router(state),
-        watcher.clone(),
-    ));
+    let (addr, server) = serve_http(config.listen, state, watcher.clone()).await?;
     let failures = Arc::new(Failures::default());
-    // Revokes need no forge call: they run from the start, even while the forge does not
-    // answer and the bot cannot learn who it is there.
-    let (revokes_caught_up, caught_up) = watch::channel(false);
-    let revokes = tokio::spawn(revocation_worker(
-        workflows.clone(),
-        format!("{worker}-revokes"),
-        revokes_caught_up,
-        Worker::new(watcher.clone(), options.tick, &failures),
-    ));
-    let reconciliation = Arc::new(Reconciliation::default());
-    let forge_side = tokio::spawn(forge_workers(
-        workflows.clone(),
-        ForgeSide {
-            worker,
-            wake_deliveries,
-            reconciliation: reconciliation.clone(),
-            reconcile_every: config.reconcile_interval.as_std(),
-            revokes_caught_up: caught_up,
-        },
+    let (reconciliation, [revokes, forge_side]) = spawn_workers(
+        &workflows,
+        wake_deliveries,
+        config.reconcile_interval.as_std(),
         Worker::new(watcher, options.tick, &failures),
-    ));
+    );
     tracing::info!(%addr, serving = ?served, "breakglass is serving");
     Ok(Running {
         addr,
@@ -265,6 +225,67 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         grace: options.shutdown_grace,
         tasks: vec![server, revokes, forge_side],
     })
+}
+
+/// The store, migrated to this version's schema.
+async fn open_store(database_url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(database_url)
+        .await
+        .context("opening the database")?;
+    store.migrate().await.context("migrating the database")?;
+    Ok(store)
+}
+
+/// The HTTP server on `listen`, serving until `watcher` says stop; returns the address it
+/// listens on (the port chosen when `listen` asks for port 0).
+async fn serve_http(
+    listen: SocketAddr,
+    state: AppState,
+    watcher: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(crate::server::listen::serve(
+        listener,
+        router(state),
+        watcher,
+    ));
+    Ok((addr, server))
+}
+
+/// The two lanes of background work: the revocation lane, and the forge side (deliveries,
+/// forge jobs, reconciliation). Returns where reconciliation stands and both tasks.
+fn spawn_workers(
+    workflows: &Workflows,
+    wake_deliveries: Arc<Notify>,
+    reconcile_every: Duration,
+    this: Worker,
+) -> (Arc<Reconciliation>, [JoinHandle<()>; 2]) {
+    let worker = format!("{}-{}", hostname(), std::process::id());
+    // Revokes need no forge call: they run from the start, even while the forge does not
+    // answer and the bot cannot learn who it is there.
+    let (revokes_caught_up, caught_up) = watch::channel(false);
+    let revokes = tokio::spawn(revocation_worker(
+        workflows.clone(),
+        format!("{worker}-revokes"),
+        revokes_caught_up,
+        Worker::new(this.stop.clone(), this.tick, &this.failures),
+    ));
+    let reconciliation = Arc::new(Reconciliation::default());
+    let forge_side = tokio::spawn(forge_workers(
+        workflows.clone(),
+        ForgeSide {
+            worker,
+            wake_deliveries,
+            reconciliation: reconciliation.clone(),
+            reconcile_every,
+            revokes_caught_up: caught_up,
+        },
+        this,
+    ));
+    (reconciliation, [revokes, forge_side])
 }
 
 /// Who the bot is on `forge`; `None` while the forge does not answer (a refusal, such as a
@@ -374,7 +395,33 @@ struct Common<'a> {
     metrics: &'a Arc<Metrics>,
 }
 
+/// The webhook intake of each configured forge.
+struct Intakes {
+    github: Option<Intake>,
+    gitlab: Option<Intake>,
+}
+
 impl Common<'_> {
+    /// The workflow of each configured forge, and the intakes of their webhook routes.
+    async fn workflows(&self) -> anyhow::Result<(Workflows, Intakes)> {
+        let mut workflows = Vec::new();
+        let mut intakes = Intakes {
+            github: None,
+            gitlab: None,
+        };
+        if let Some(github) = &self.config.github {
+            let (workflow, intake) = github_workflow(self, github).await?;
+            workflows.push(workflow);
+            intakes.github = Some(intake);
+        }
+        if let Some(gitlab) = &self.config.gitlab {
+            let (workflow, intake) = gitlab_workflow(self, gitlab).await?;
+            workflows.push(workflow);
+            intakes.gitlab = Some(intake);
+        }
+        Ok((Workflows::new(workflows)?, intakes))
+    }
+
     /// The workflow of `forge` serving `repository`, once the bot knows who it is there.
     async fn workflow(
         &self,
