@@ -20,7 +20,9 @@ use crate::forge::Thread;
 use crate::grant::{GrantSpec, Providers};
 use crate::names::RequestId;
 use crate::policy::ProviderKind;
-use crate::store::{AppliedGrant, ChangeKind, EventKind, Granted, JobKind, NewEvent, Store};
+use crate::store::{
+    AppliedGrant, Change, ChangeKind, EventKind, Granted, JobKind, NewEvent, Store,
+};
 use crate::store::{RequestRecord, RequestState, RevokeReason};
 
 /// How one due revoke ended, for the lane to settle its job.
@@ -103,13 +105,48 @@ async fn revoke_batch(
     };
     let store = &first.store;
     let mut outcomes: Vec<Option<RevokeOutcome>> = ids.iter().map(|_| None).collect();
-    let mut loaded: HashMap<RequestId, Granted> = store
+    let loaded: HashMap<RequestId, Granted> = store
         .granted_by_ids(ids)
         .await?
         .into_iter()
         .map(|g| (g.record.id.clone(), g))
         .collect();
     let now = first.now();
+    let Sorted {
+        held,
+        marking,
+        mut due,
+    } = sort_batch(workflows, ids, loaded, locks, now, &mut outcomes);
+    due.extend(mark_revoking(store, marking, now, &mut outcomes).await?);
+    let ends = revoke_at_providers(due, &mut outcomes).await;
+    record_ends(store, ends, &mut outcomes).await?;
+    drop(held);
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(RevokeOutcome::Nothing))
+        .collect())
+}
+
+/// The grants of a batch sorted by what each needs next, with the PR locks the batch took.
+struct Sorted<'w> {
+    held: HeldLocks<'w>,
+    /// Active grants past their expiry: stored as `Revoking` first.
+    marking: Vec<Due>,
+    /// Grants `Revoking` already: straight to their provider revoke.
+    due: Vec<Due>,
+}
+
+/// Sorts the grants `loaded` of `ids` into those to mark `Revoking` and those due at their
+/// provider; the others get their outcome here (nothing to do, served by no workflow of this
+/// service, or their PR busy).
+fn sort_batch<'w>(
+    workflows: &[&'w Workflow],
+    ids: &[RequestId],
+    mut loaded: HashMap<RequestId, Granted>,
+    locks: Locks,
+    now: DateTime<Utc>,
+    outcomes: &mut [Option<RevokeOutcome>],
+) -> Sorted<'w> {
     let mut held = HashMap::new();
     let (mut marking, mut due) = (Vec::new(), Vec::new());
     for (index, id) in ids.iter().enumerate() {
@@ -119,13 +156,7 @@ async fn revoke_batch(
         };
         let owner = workflows.iter().position(|w| w.owns(&granted.record));
         let Some((owner, workflow)) = owner.map(|at| (at, workflows[at])) else {
-            let record = &granted.record;
-            outcomes[index] = Some(RevokeOutcome::Failed(anyhow::anyhow!(
-                "request {} is on {} {}, which this service does not serve",
-                record.id,
-                record.forge,
-                record.repository
-            )));
+            outcomes[index] = Some(RevokeOutcome::Failed(not_served(&granted.record)));
             continue;
         };
         if locks == Locks::Take && !workflow.try_lock_pr(owner, granted.record.pr_number, &mut held)
@@ -133,28 +164,60 @@ async fn revoke_batch(
             outcomes[index] = Some(RevokeOutcome::Busy);
             continue;
         }
-        let record = &mut granted.record;
-        let target = match record.state {
-            // An extension moved the expiry; the job was rescheduled to the new time.
-            RequestState::Active if record.expires_at.is_some_and(|at| at > now) => None,
-            RequestState::Active => {
-                record.state = RequestState::Revoking;
-                record.revoke_reason = Some(RevokeReason::Ttl);
-                Some(&mut marking)
+        let target = match next_step(&mut granted.record, now) {
+            Some(Step::Mark) => &mut marking,
+            Some(Step::Revoke) => &mut due,
+            None => {
+                outcomes[index] = Some(RevokeOutcome::Nothing);
+                continue;
             }
-            RequestState::Revoking => Some(&mut due),
-            _ => None,
         };
-        match target {
-            Some(list) => list.push(Due {
-                index,
-                workflow: workflow.clone(),
-                granted,
-            }),
-            None => outcomes[index] = Some(RevokeOutcome::Nothing),
-        }
+        target.push(Due {
+            index,
+            workflow: workflow.clone(),
+            granted,
+        });
     }
-    due.extend(mark_revoking(store, marking, now, &mut outcomes).await?);
+    Sorted { held, marking, due }
+}
+
+/// The error of a grant whose forge and repository no workflow of this service serves.
+fn not_served(record: &RequestRecord) -> anyhow::Error {
+    anyhow::anyhow!(
+        "request {} is on {} {}, which this service does not serve",
+        record.id,
+        record.forge,
+        record.repository
+    )
+}
+
+/// What a due grant needs next.
+enum Step {
+    /// Marking `Revoking`, then its provider revoke.
+    Mark,
+    /// Its provider revoke (it is `Revoking` already).
+    Revoke,
+}
+
+/// What the due grant `record` needs next at `now`; `None` when nothing. An active grant past
+/// its expiry is set `Revoking` (reason TTL) here, to be stored so.
+fn next_step(record: &mut RequestRecord, now: DateTime<Utc>) -> Option<Step> {
+    match record.state {
+        // An extension moved the expiry; the job was rescheduled to the new time.
+        RequestState::Active if record.expires_at.is_some_and(|at| at > now) => None,
+        RequestState::Active => {
+            record.state = RequestState::Revoking;
+            record.revoke_reason = Some(RevokeReason::Ttl);
+            Some(Step::Mark)
+        }
+        RequestState::Revoking => Some(Step::Revoke),
+        _ => None,
+    }
+}
+
+/// The provider revokes of `due`: returns the grants whose revoke went through; the others
+/// fail.
+async fn revoke_at_providers(due: Vec<Due>, outcomes: &mut [Option<RevokeOutcome>]) -> Vec<Due> {
     for due in &due {
         // Until its provider revoke answers: a task that panicked leaves this, so the job
         // fails and is retried instead of being completed with the grant still held.
@@ -174,12 +237,7 @@ async fn revoke_batch(
             }
         }
     }
-    record_ends(store, ends, &mut outcomes).await?;
-    drop(held);
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or(RevokeOutcome::Nothing))
-        .collect())
+    ends
 }
 
 /// Stores the grants of `marking` as `Revoking` in one transaction; those that lost their lock
@@ -555,37 +613,11 @@ impl Workflow {
         let first_pr = record.revert_pr_number;
         let mut refusal = None;
         for attempt in 0..2 {
-            let change = match self
-                .store
-                .get_change(record.id.as_str(), ChangeKind::Revert)
+            let Some(change) = self
+                .revert_change(record, applied, reason, attempt == 0)
                 .await?
-            {
-                // A grant ended by reconciliation may have lost its files on the default branch
-                // already (removed by hand): its revert is built again from a fresh read, so
-                // that a merge never claims a removal it does not make.
-                Some(change)
-                    if attempt == 0
-                        && reason != RevokeReason::Reconcile
-                        && change.head_sha.is_some()
-                        && change.pr_number.is_some() =>
-                {
-                    // Built by an `open_revert` that lost its race with the revoke (another
-                    // replica) before it could store the PR's number: the request names it now.
-                    if record.revert_pr_number.is_none() {
-                        record.revert_pr_number = change.pr_number;
-                        self.store.update_request(record, self.now()).await?;
-                    }
-                    change
-                }
-                _ => {
-                    if self.build_revert(record, applied).await?.is_none() {
-                        return Ok(None); // nothing of it is left on the default branch
-                    }
-                    self.store
-                        .get_change(record.id.as_str(), ChangeKind::Revert)
-                        .await?
-                        .context("the revert change was just built")?
-                }
+            else {
+                return Ok(None);
             };
             let plan = MergePlan::deletion(&change, title.clone(), message.clone())?;
             match self.merge_own_or_theirs(&plan, None).await? {
@@ -609,6 +641,52 @@ impl Workflow {
         let refusal = refusal.context("two attempts failed")?;
         self.revert_blocked(record, &refusal).await?;
         anyhow::bail!("the revert of {} cannot be merged: {refusal}", record.id)
+    }
+
+    /// The revert change to merge: on the `first_attempt`, the stored revert PR when it is
+    /// complete; else one built afresh. `None` when nothing of the request is left on the
+    /// default branch to remove.
+    async fn revert_change(
+        &self,
+        record: &mut RequestRecord,
+        applied: Option<&AppliedGrant>,
+        reason: RevokeReason,
+        first_attempt: bool,
+    ) -> anyhow::Result<Option<Change>> {
+        match self
+            .store
+            .get_change(record.id.as_str(), ChangeKind::Revert)
+            .await?
+        {
+            // A grant ended by reconciliation may have lost its files on the default branch
+            // already (removed by hand): its revert is built again from a fresh read, so
+            // that a merge never claims a removal it does not make.
+            Some(change)
+                if first_attempt
+                    && reason != RevokeReason::Reconcile
+                    && change.head_sha.is_some()
+                    && change.pr_number.is_some() =>
+            {
+                // Built by an `open_revert` that lost its race with the revoke (another
+                // replica) before it could store the PR's number: the request names it now.
+                if record.revert_pr_number.is_none() {
+                    record.revert_pr_number = change.pr_number;
+                    self.store.update_request(record, self.now()).await?;
+                }
+                Ok(Some(change))
+            }
+            _ => {
+                if self.build_revert(record, applied).await?.is_none() {
+                    return Ok(None); // nothing of it is left on the default branch
+                }
+                let built = self
+                    .store
+                    .get_change(record.id.as_str(), ChangeKind::Revert)
+                    .await?
+                    .context("the revert change was just built")?;
+                Ok(Some(built))
+            }
+        }
     }
 
     /// The revert PR could not be merged and a fresh change of the bot's landed instead: said
