@@ -190,47 +190,12 @@ pub fn evaluate_holding(
     ctx: &Context,
     held: &[HeldGrant],
 ) -> Decision {
-    let mut decision = Decision {
-        allowed: false,
-        environment: request.environment.to_string(),
-        role: request.role.to_string(),
-        requester: ctx.requester.map(|r| r.login.to_string()),
-        duration: request.duration,
-        duration_defaulted: false,
-        expires_at: None,
-        violations: Vec::new(),
-        unchecked: Vec::new(),
-        approvals_required: 0,
-        approvers: Vec::new(),
-        approval_reactions: Vec::new(),
-        fast_path: None,
-        fast_path_misses: Vec::new(),
-    };
-    if let Some(path) = ctx.path
-        && path.environment != request.environment
-    {
-        decision.violations.push(Violation {
-            rule: Rule::Path,
-            found: path.to_repo_path(),
-            allowed: format!("requests/{}/", request.environment),
-            message: format!(
-                "the file is under `requests/{}/` but asks for environment `{}`; move it to `requests/{}/{}.yaml`",
-                path.environment, request.environment, request.environment, path.id
-            ),
-        });
-    }
+    let mut decision = undecided(request, ctx);
+    check_path(request, ctx, &mut decision.violations);
     let Some(policy) = policies.get(request.environment.as_str()) else {
-        let known: Vec<String> = policies.environments().map(ToString::to_string).collect();
-        decision.violations.push(Violation {
-            rule: Rule::Environment,
-            found: request.environment.to_string(),
-            allowed: known.join(", "),
-            message: format!(
-                "environment `{}` has no policy; known environments: {}",
-                request.environment,
-                list_or_none(&known)
-            ),
-        });
+        decision
+            .violations
+            .push(unknown_environment(policies, request));
         return decision;
     };
     decision.approvals_required = policy.approvals;
@@ -252,27 +217,94 @@ pub fn evaluate_holding(
 
     decision.allowed = decision.violations.is_empty();
     if decision.allowed {
-        for rule in &policy.fast_path {
-            let mut reasons = fast_path_misses(rule, policy, &request.role, duration, ctx);
-            reasons.extend(held_past_the_rule(rule, policy, duration, ctx, held));
-            match reasons {
-                reasons if reasons.is_empty() => {
-                    decision.fast_path = Some(FastPathMatch {
-                        rule: rule.name.to_string(),
-                        review_within: rule.review_within,
-                        review_due_at: ctx.now + rule.review_within.to_chrono(),
-                        block_until_reviewed: rule.block_until_reviewed,
-                    });
-                    break;
-                }
-                reasons => decision.fast_path_misses.push(FastPathMiss {
-                    rule: rule.name.to_string(),
-                    reasons,
-                }),
-            }
-        }
+        choose_fast_path(policy, request, duration, ctx, held, &mut decision);
     }
     decision
+}
+
+/// The decision before any policy is read: not allowed, nothing required yet.
+fn undecided(request: &AccessRequest, ctx: &Context) -> Decision {
+    Decision {
+        allowed: false,
+        environment: request.environment.to_string(),
+        role: request.role.to_string(),
+        requester: ctx.requester.map(|r| r.login.to_string()),
+        duration: request.duration,
+        duration_defaulted: false,
+        expires_at: None,
+        violations: Vec::new(),
+        unchecked: Vec::new(),
+        approvals_required: 0,
+        approvers: Vec::new(),
+        approval_reactions: Vec::new(),
+        fast_path: None,
+        fast_path_misses: Vec::new(),
+    }
+}
+
+fn check_path(request: &AccessRequest, ctx: &Context, violations: &mut Vec<Violation>) {
+    let Some(path) = ctx.path else {
+        return;
+    };
+    if path.environment == request.environment {
+        return;
+    }
+    violations.push(Violation {
+        rule: Rule::Path,
+        found: path.to_repo_path(),
+        allowed: format!("requests/{}/", request.environment),
+        message: format!(
+            "the file is under `requests/{}/` but asks for environment `{}`; move it to `requests/{}/{}.yaml`",
+            path.environment, request.environment, request.environment, path.id
+        ),
+    });
+}
+
+/// The violation of a request for an environment that no policy of `policies` names.
+fn unknown_environment(policies: &PolicySet, request: &AccessRequest) -> Violation {
+    let known: Vec<String> = policies.environments().map(ToString::to_string).collect();
+    Violation {
+        rule: Rule::Environment,
+        found: request.environment.to_string(),
+        allowed: known.join(", "),
+        message: format!(
+            "environment `{}` has no policy; known environments: {}",
+            request.environment,
+            list_or_none(&known)
+        ),
+    }
+}
+
+/// The first fast-path rule of `policy` that applies to the allowed `request`, into
+/// `decision.fast_path`; each rule tried before it, with why it missed, into
+/// `decision.fast_path_misses`.
+fn choose_fast_path(
+    policy: &Policy,
+    request: &AccessRequest,
+    duration: HumanDuration,
+    ctx: &Context,
+    held: &[HeldGrant],
+    decision: &mut Decision,
+) {
+    for rule in &policy.fast_path {
+        let mut reasons = fast_path_misses(rule, policy, &request.role, duration, ctx);
+        reasons.extend(held_past_the_rule(rule, policy, duration, ctx, held));
+        match reasons {
+            reasons if reasons.is_empty() => {
+                decision.fast_path = Some(FastPathMatch {
+                    rule: rule.name.to_string(),
+                    review_within: rule.review_within,
+                    review_due_at: ctx.now + rule.review_within.to_chrono(),
+                    block_until_reviewed: rule.block_until_reviewed,
+                });
+                break;
+            }
+            reasons => decision.fast_path_misses.push(FastPathMiss {
+                rule: rule.name.to_string(),
+                reasons,
+            }),
+        }
+    }
 }
 
 fn check_role(policy: &Policy, request: &AccessRequest, violations: &mut Vec<Violation>) {
