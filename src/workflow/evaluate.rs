@@ -59,6 +59,29 @@ struct RequestAtHead {
     request: AccessRequest,
 }
 
+/// What a PR's head was read for: what merging it brings, its request file and the
+/// policies of the default branch.
+struct HeadRead {
+    files: Vec<ChangedFile>,
+    at_head: RequestAtHead,
+    policies: PolicySet,
+}
+
+/// Who asks on `pr`, by login and forge id.
+fn requester_of(
+    pr: &PullRequestInfo,
+    existing: Option<&RequestRecord>,
+) -> anyhow::Result<(Login, u64)> {
+    // A PR the bot opened for a commenter is that commenter's request.
+    Ok(match existing {
+        Some(record) => (record.requester_login.clone(), record.requester_id),
+        None => (
+            Login::try_from(pr.author.login.clone()).map_err(anyhow::Error::msg)?,
+            pr.author.id,
+        ),
+    })
+}
+
 /// The default branch and a head of it.
 pub(super) struct DefaultHead {
     pub branch: String,
@@ -83,71 +106,27 @@ impl Workflow {
         written: Option<Written>,
     ) -> anyhow::Result<Option<Inputs>> {
         let announce = pushed.is_some();
-        let written = written.filter(|w| w.head_sha == pr.head_sha);
-        if let Some(repo) = self.foreign_head(pr.head_repo.as_deref()) {
-            // Nothing from another repository is written to, decided or merged.
-            self.refuse_fork(&pr, repo, announce).await?;
-            return Ok(None);
-        }
-        if let Some(change) = self.store.change_of_pr(pr.number).await?
-            && change.kind == ChangeKind::Request
-            && change.head_sha.as_deref() != Some(pr.head_sha.as_str())
-        {
-            // Someone pushed to the branch the bot built for this request.
-            self.tampered(&change, None, &pr.head_sha).await?;
-            return Ok(None);
-        }
-        let Some((files, written_text)) = self.what_it_changes(&pr, written, announce).await?
-        else {
-            return Ok(None);
-        };
         let say_invalid = announce || existing.is_some();
-        let Some(RequestAtHead {
-            file_path,
-            path,
-            text,
-            request,
+        let Some(HeadRead {
+            files,
+            at_head:
+                RequestAtHead {
+                    file_path,
+                    path,
+                    text,
+                    request,
+                },
+            policies,
         }) = self
-            .request_at_head(&pr, &files, written_text, (announce, say_invalid))
+            .read_head(&pr, written, (announce, say_invalid))
             .await?
         else {
             return Ok(None);
         };
-        let Some(policies) = self.policies_for(&pr).await? else {
-            return Ok(None);
-        };
         let policy = policies.get(request.environment.as_str());
-        // A PR the bot opened for a commenter is that commenter's request.
-        let (login, requester_id) = match &existing {
-            Some(record) => (record.requester_login.clone(), record.requester_id),
-            None => (
-                Login::try_from(pr.author.login.clone()).map_err(anyhow::Error::msg)?,
-                pr.author.id,
-            ),
-        };
+        let (login, requester_id) = requester_of(&pr, existing.as_ref())?;
         let requester = self.resolve_requester(policy, &login).await?;
-        let now = self.now();
-        let needs = needs(&policies, &request, &requester, &pr.labels, now, &path);
-        let overdue_review = if needs.overdue_review {
-            self.overdue_review_of(requester_id).await?
-        } else {
-            None
-        };
-        let held = if needs.held {
-            let own = existing.as_ref().map_or(&path.id, |r| &r.id);
-            self.held_grants(requester_id, &request.environment, own)
-                .await?
-        } else {
-            Vec::new()
-        };
-        let grant = match policy.and_then(|p| p.roles.get(&request.role)) {
-            Some(role) if needs.grant => {
-                let spec = grant_spec(&request, &path, &login);
-                Some(self.grant_facts(role, &spec, &pr.head_sha).await?)
-            }
-            _ => None,
-        };
-        Ok(Some(Inputs {
+        let mut inputs = Inputs {
             bot_id: self.bot.id,
             existing,
             pushed,
@@ -159,12 +138,99 @@ impl Workflow {
             policies,
             requester,
             requester_id,
-            now,
-            overdue_review,
-            held,
-            grant,
+            now: self.now(),
+            overdue_review: None,
+            held: Vec::new(),
+            grant: None,
             pr,
+        };
+        self.look_up_needs(&mut inputs, &login).await?;
+        Ok(Some(inputs))
+    }
+
+    /// What `pr`'s head brings, its request file and the policies that decide it; `None`
+    /// when any of them cannot be taken (after saying why, where there is something to say).
+    async fn read_head(
+        &self,
+        pr: &PullRequestInfo,
+        written: Option<Written>,
+        (announce, say_invalid): (bool, bool),
+    ) -> anyhow::Result<Option<HeadRead>> {
+        let written = written.filter(|w| w.head_sha == pr.head_sha);
+        if self.refuse_untrusted_head(pr, announce).await? {
+            return Ok(None);
+        }
+        let Some((files, written_text)) = self.what_it_changes(pr, written, announce).await? else {
+            return Ok(None);
+        };
+        let Some(at_head) = self
+            .request_at_head(pr, &files, written_text, (announce, say_invalid))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(policies) = self.policies_for(pr).await? else {
+            return Ok(None);
+        };
+        Ok(Some(HeadRead {
+            files,
+            at_head,
+            policies,
         }))
+    }
+
+    /// Refuses a head from a fork, or on the bot's own request branch after someone else
+    /// pushed to it; `true` when it did.
+    async fn refuse_untrusted_head(
+        &self,
+        pr: &PullRequestInfo,
+        announce: bool,
+    ) -> anyhow::Result<bool> {
+        if let Some(repo) = self.foreign_head(pr.head_repo.as_deref()) {
+            // Nothing from another repository is written to, decided or merged.
+            self.refuse_fork(pr, repo, announce).await?;
+            return Ok(true);
+        }
+        if let Some(change) = self.store.change_of_pr(pr.number).await?
+            && change.kind == ChangeKind::Request
+            && change.head_sha.as_deref() != Some(pr.head_sha.as_str())
+        {
+            // Someone pushed to the branch the bot built for this request.
+            self.tampered(&change, None, &pr.head_sha).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads into `inputs` what its decision needs beyond the request, the policies and the
+    /// requester's teams (see [`needs`]), each only when the decision depends on it: the
+    /// requester's overdue review, the grants they hold, and what the role's provider says.
+    async fn look_up_needs(&self, inputs: &mut Inputs, login: &Login) -> anyhow::Result<()> {
+        let needs = needs(
+            &inputs.policies,
+            &inputs.request,
+            &inputs.requester,
+            &inputs.pr.labels,
+            inputs.now,
+            &inputs.path,
+        );
+        if needs.overdue_review {
+            inputs.overdue_review = self.overdue_review_of(inputs.requester_id).await?;
+        }
+        if needs.held {
+            let own = inputs.existing.as_ref().map_or(&inputs.path.id, |r| &r.id);
+            inputs.held = self
+                .held_grants(inputs.requester_id, &inputs.request.environment, own)
+                .await?;
+        }
+        let policy = inputs.policies.get(inputs.request.environment.as_str());
+        if let Some(role) = policy.and_then(|p| p.roles.get(&inputs.request.role))
+            && needs.grant
+        {
+            let spec = grant_spec(&inputs.request, &inputs.path, login);
+            inputs.grant = Some(self.grant_facts(role, &spec, &inputs.pr.head_sha).await?);
+        }
+        Ok(())
     }
 
     /// The request file of `pr` as its head holds it, parsed; `None` when there is none or it
