@@ -3,6 +3,10 @@
 //! The library holds everything but the command line: the request and policy models, the
 //! decision engine, the slash-command parser, and (in later modules) the service.
 
+// The service's futures nest deep (a delivery, its comment's commands, a request opened by
+// one, the AWS SDK's calls under them): proving them `Send` takes more than the default 128.
+#![recursion_limit = "256"]
+
 /// A regex compiled once, from a literal.
 macro_rules! regex {
     ($re:literal) => {{

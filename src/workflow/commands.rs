@@ -14,7 +14,7 @@ use crate::forge::Actor;
 use crate::forge::Thread;
 use crate::names::{Login, Name, RequestId, Ticket};
 use crate::policy::decision::Context;
-use crate::policy::{Policy, PolicySet, Problem, evaluate};
+use crate::policy::{Decision, Policy, PolicySet, Problem, evaluate};
 use crate::request::{AccessRequest, Reason, RequestPath};
 use crate::store::JobKind;
 use crate::store::{ApprovalSource, CommentKey, Effect, EventKind};
@@ -171,53 +171,18 @@ impl Workflow {
             return Ok(());
         }
         for command in commands {
-            let command = match command {
-                Ok(command) => command,
-                Err(err) => {
-                    malformed.push(err);
-                    continue;
-                }
-            };
             match command {
-                Command::Help => self.reply(thread, &comment::help_comment()).await?,
-                Command::Request { .. } if requested => extra_requests += 1,
-                Command::Request {
-                    environment,
-                    duration,
-                    role,
-                    reason,
-                } => {
-                    requested = true;
-                    self.command_request(
-                        thread,
-                        comment_id,
-                        author,
-                        &environment,
-                        duration,
-                        role.as_deref(),
-                        reason.as_deref(),
-                    )
-                    .await?
+                Err(err) => malformed.push(err),
+                Ok(Command::Request { .. }) if requested => extra_requests += 1,
+                // A comment's extension is its one effect (kept by comment id): a second one
+                // would find it done and say nothing.
+                Ok(Command::Extend { .. }) if extended => extra_extensions += 1,
+                Ok(command) => {
+                    requested |= matches!(command, Command::Request { .. });
+                    extended |= matches!(command, Command::Extend { .. });
+                    self.run_command(command, thread, comment_id, author, created_at)
+                        .await?;
                 }
-                Command::Approve => {
-                    self.command_approve(thread, author, comment_id, created_at)
-                        .await?
-                }
-                Command::Deny { reason } => {
-                    self.command_deny(thread, comment_id, author, reason.as_deref())
-                        .await?
-                }
-                Command::Revoke => self.command_revoke(thread, author).await?,
-                // A comment's extension is its one effect (kept by comment id): a second one would
-                // find it done and say nothing.
-                Command::Extend { .. } if extended => extra_extensions += 1,
-                Command::Extend { duration } => {
-                    extended = true;
-                    self.command_extend(thread, comment_id, author, duration, created_at)
-                        .await?
-                }
-                Command::Status => self.command_status(thread).await?,
-                Command::Reviewed => self.command_reviewed(thread, author).await?,
             }
         }
         if !malformed.is_empty() {
@@ -234,6 +199,52 @@ impl Workflow {
                 .await?;
         }
         Ok(())
+    }
+
+    /// One command of comment `comment_id`, by its `command_<verb>`.
+    async fn run_command(
+        &self,
+        command: Command,
+        thread: Thread,
+        comment_id: u64,
+        author: &Actor,
+        created_at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        match command {
+            Command::Help => self.reply(thread, &comment::help_comment()).await,
+            Command::Request {
+                environment,
+                duration,
+                role,
+                reason,
+            } => {
+                self.command_request(
+                    thread,
+                    comment_id,
+                    author,
+                    &environment,
+                    duration,
+                    role.as_deref(),
+                    reason.as_deref(),
+                )
+                .await
+            }
+            Command::Approve => {
+                self.command_approve(thread, author, comment_id, created_at)
+                    .await
+            }
+            Command::Deny { reason } => {
+                self.command_deny(thread, comment_id, author, reason.as_deref())
+                    .await
+            }
+            Command::Revoke => self.command_revoke(thread, author).await,
+            Command::Extend { duration } => {
+                self.command_extend(thread, comment_id, author, duration, created_at)
+                    .await
+            }
+            Command::Status => self.command_status(thread).await,
+            Command::Reviewed => self.command_reviewed(thread, author).await,
+        }
     }
 
     /// Answers on the thread the command came from. Within a comment's commands the answer is
@@ -319,18 +330,9 @@ impl Workflow {
         role: Option<&str>,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
-        // Without `-- reason` the request still opens: the issue it was asked on is the
-        // reason, and a policy that wants reason codes or a ticket says so on the PR.
-        let fallback = format!(
-            "requested with /breakglass on {}",
-            self.forge.thread_ref(thread)
-        );
-        let reason = reason.unwrap_or(&fallback);
-        let reason = match Reason::try_from(reason.to_owned()) {
+        let reason = match self.reason_or_thread(reason, thread) {
             Ok(reason) => reason,
-            Err(err) => {
-                return self.reply(thread, &format!("⚠️ {err}")).await;
-            }
+            Err(reply) => return self.reply(thread, &reply).await,
         };
         let (_, policies) = self.load_policies().await?;
         let policy = policies.as_ref().ok().and_then(|p| p.get(environment));
@@ -363,18 +365,45 @@ impl Workflow {
             // Opened by an earlier run of this comment, whose answer may not have been said.
             return self.say_opened_again(thread, comment_id, &login).await;
         };
+        self.open_comment_request(author, &request, id, thread, &labels, &login)
+            .await
+    }
+
+    /// The reason of a `/breakglass` request: the one given, else the thread it was asked on;
+    /// `Err` with the reply when it is not a valid reason.
+    fn reason_or_thread(&self, reason: Option<&str>, thread: Thread) -> Result<Reason, String> {
+        // Without `-- reason` the request still opens: the issue it was asked on is the
+        // reason, and a policy that wants reason codes or a ticket says so on the PR.
+        let fallback = format!(
+            "requested with /breakglass on {}",
+            self.forge.thread_ref(thread)
+        );
+        let reason = reason.unwrap_or(&fallback);
+        Reason::try_from(reason.to_owned()).map_err(|err| format!("⚠️ {err}"))
+    }
+
+    /// Opens the PR of a `/breakglass` request as `id`, and says so on `thread`.
+    async fn open_comment_request(
+        &self,
+        author: &Actor,
+        request: &AccessRequest,
+        id: RequestId,
+        thread: Thread,
+        labels: &[String],
+        login: &Login,
+    ) -> anyhow::Result<()> {
         let path = RequestPath {
             environment: request.environment.clone(),
-            id: id.clone(),
+            id,
         };
         self.open_bot_request(
             author,
-            &request,
+            request,
             &request.to_yaml(),
             &path,
             thread,
             None,
-            &labels,
+            labels,
             |pr| comment::request_pr_opened_comment(login.as_str(), pr),
         )
         .await?;
@@ -423,6 +452,34 @@ impl Workflow {
                     .into(),
             ));
         };
+        let (decision, labels) = self
+            .decide_with_thread_labels(policies, request, login, thread)
+            .await?;
+        if !decision.allowed {
+            let what = format!("{}/{}", request.environment, request.role);
+            return Ok(Err(comment::comment_request_denied_comment(
+                &what, &decision,
+            )));
+        }
+        let policy = policies.get(request.environment.as_str());
+        if let Some(refusal) = self.role_unservable(policy, request, login)? {
+            return Ok(Err(refusal));
+        }
+        if let Some(refusal) = self.too_many_open_requests(author, login).await? {
+            return Ok(Err(refusal));
+        }
+        Ok(Ok(labels))
+    }
+
+    /// The policy's decision on a `/breakglass` request, and the labels its PR is to carry:
+    /// those of `thread` that open a fast path (see [`Self::refuse_request`]).
+    async fn decide_with_thread_labels(
+        &self,
+        policies: &PolicySet,
+        request: &AccessRequest,
+        login: &Login,
+        thread: Thread,
+    ) -> anyhow::Result<(Decision, Vec<String>)> {
         let policy = policies.get(request.environment.as_str());
         let requester = self.resolve_requester(policy, login).await?;
         let now = self.now();
@@ -456,29 +513,44 @@ impl Workflow {
                 decision = decide(&labels);
             }
         }
-        if !decision.allowed {
-            let what = format!("{}/{}", request.environment, request.role);
-            return Ok(Err(comment::comment_request_denied_comment(
-                &what, &decision,
-            )));
-        }
-        if let Some(role) = policy.and_then(|p| p.roles.get(&request.role)) {
-            let path = RequestPath {
-                environment: request.environment.clone(),
-                id: "unopened"
-                    .to_owned()
-                    .try_into()
-                    .map_err(anyhow::Error::msg)?,
-            };
-            let spec = super::pull_request::grant_spec(request, &path, login);
-            if let Err(err) = self.providers.check(role, &spec) {
-                return Ok(Err(comment::role_unservable_comment(
-                    request.environment.as_str(),
-                    request.role.as_str(),
-                    &err.to_string(),
-                )));
-            }
-        }
+        Ok((decision, labels))
+    }
+
+    /// The reply refusing a request whose role its provider cannot serve; `None` when it can
+    /// (or the policy has no such role).
+    fn role_unservable(
+        &self,
+        policy: Option<&Policy>,
+        request: &AccessRequest,
+        login: &Login,
+    ) -> anyhow::Result<Option<String>> {
+        let Some(role) = policy.and_then(|p| p.roles.get(&request.role)) else {
+            return Ok(None);
+        };
+        let path = RequestPath {
+            environment: request.environment.clone(),
+            id: "unopened"
+                .to_owned()
+                .try_into()
+                .map_err(anyhow::Error::msg)?,
+        };
+        let spec = super::pull_request::grant_spec(request, &path, login);
+        Ok(self.providers.check(role, &spec).err().map(|err| {
+            comment::role_unservable_comment(
+                request.environment.as_str(),
+                request.role.as_str(),
+                &err.to_string(),
+            )
+        }))
+    }
+
+    /// The reply refusing a request of `author`'s who keeps `max_open_requests` open already;
+    /// `None` below it.
+    async fn too_many_open_requests(
+        &self,
+        author: &Actor,
+        login: &Login,
+    ) -> anyhow::Result<Option<String>> {
         let mut open = 0;
         for state in [
             RequestState::Pending,
@@ -493,12 +565,12 @@ impl Workflow {
                 .count();
         }
         if open >= self.settings.max_open_requests as usize {
-            return Ok(Err(comment::too_many_open_requests_comment(
+            return Ok(Some(comment::too_many_open_requests_comment(
                 login.as_str(),
                 self.settings.max_open_requests,
             )));
         }
-        Ok(Ok(labels))
+        Ok(None)
     }
 
     /// Which comment `comment_id` is, for its effects.
