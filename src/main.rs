@@ -209,27 +209,13 @@ fn try_main() -> anyhow::Result<ExitCode> {
             format,
             files,
         } => {
-            let input = CheckInput {
-                requester,
-                teams: (!teams.is_empty()).then(|| teams.into_iter().collect::<BTreeSet<_>>()),
-                labels,
-                // Whole seconds, as every time breakglass shows.
-                now: now
-                    .unwrap_or_else(|| chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0)),
-            };
+            let input = check_input(requester, teams, labels, now);
             check_files(&policies, &files, &input, format)
         }
         Command::Policy {
             command: PolicyCommand::Lint { dir, format },
         } => lint_policies(&dir, format),
-        Command::Schema { kind } => {
-            let schema = match kind {
-                SchemaKind::Request => breakglass::schema::request(),
-                SchemaKind::Policy => breakglass::schema::policy(),
-            };
-            emit(format!("{schema}\n"))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Schema { kind } => print_schema(kind),
         Command::Serve { config } => serve(config.as_deref()),
         Command::Audit {
             command: None,
@@ -242,16 +228,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
             grace,
             now,
         } => {
-            let options = AuditOptions {
-                branch,
-                report: ReportOptions {
-                    grace,
-                    since,
-                    until,
-                    environment,
-                    ..ReportOptions::new(now.unwrap_or_else(chrono::Utc::now))
-                },
-            };
+            let options = audit_options(branch, since, until, environment, grace, now);
             audit_report(&repo, &options, format)
         }
         Command::Audit {
@@ -269,19 +246,71 @@ fn try_main() -> anyhow::Result<ExitCode> {
             ttl,
             database_url,
             forge,
-        } => {
-            // Logs would break up the timeline; BREAKGLASS_LOG asks for them.
-            if std::env::var_os("BREAKGLASS_LOG").is_some() {
-                init_logging();
-            }
-            runtime()?.block_on(breakglass::demo::run(breakglass::demo::DemoOptions {
-                ttl,
-                database_url,
-                forge,
-            }))
-        }
+        } => demo(breakglass::demo::DemoOptions {
+            ttl,
+            database_url,
+            forge,
+        }),
     }
     .context("breakglass failed")
+}
+
+/// What `breakglass check` decides with beside the files: who asks, their teams (`None`:
+/// not known), the PR's labels and the time.
+fn check_input(
+    requester: Option<Login>,
+    teams: Vec<Team>,
+    labels: Vec<String>,
+    now: Option<chrono::DateTime<chrono::Utc>>,
+) -> CheckInput {
+    CheckInput {
+        requester,
+        teams: (!teams.is_empty()).then(|| teams.into_iter().collect::<BTreeSet<_>>()),
+        labels,
+        // Whole seconds, as every time breakglass shows.
+        now: now.unwrap_or_else(|| chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0)),
+    }
+}
+
+/// What `breakglass audit` reads (the branch) and reports (which grants, how late a
+/// revocation may come, the time it reports as of: now unless `--now` says).
+fn audit_options(
+    branch: Option<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    environment: Option<String>,
+    grace: chrono::TimeDelta,
+    now: Option<chrono::DateTime<chrono::Utc>>,
+) -> AuditOptions {
+    AuditOptions {
+        branch,
+        report: ReportOptions {
+            grace,
+            since,
+            until,
+            environment,
+            ..ReportOptions::new(now.unwrap_or_else(chrono::Utc::now))
+        },
+    }
+}
+
+/// `breakglass schema`: the JSON Schema of `kind`, on stdout.
+fn print_schema(kind: SchemaKind) -> anyhow::Result<ExitCode> {
+    let schema = match kind {
+        SchemaKind::Request => breakglass::schema::request(),
+        SchemaKind::Policy => breakglass::schema::policy(),
+    };
+    emit(format!("{schema}\n"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `breakglass demo`: the story, played on a runtime of its own.
+fn demo(options: breakglass::demo::DemoOptions) -> anyhow::Result<ExitCode> {
+    // Logs would break up the timeline; BREAKGLASS_LOG asks for them.
+    if std::env::var_os("BREAKGLASS_LOG").is_some() {
+        init_logging();
+    }
+    runtime()?.block_on(breakglass::demo::run(options))
 }
 
 /// `breakglass check`: exit 0 when every file is allowed, 1 when one is denied, 2 for invalid
