@@ -273,40 +273,15 @@ impl Workflow {
         else {
             return Ok(());
         };
-        let allowed = decided.allowed();
-        let decision = &decided.stored.decision;
-        self.record_event(
-            EventKind::Decision,
-            Some(&record.id),
-            super::events::requester(&record),
-            serde_json::json!({
-                "allowed": allowed,
-                "head_sha": record.head_sha,
-                "violations": decision.violations.iter().map(|v| v.rule.to_string()).collect::<Vec<_>>(),
-                "beyond_request": decided.stored.scope_problems,
-                "approvals_required": decision.approvals_required,
-                "fast_path": decision.fast_path.as_ref().map(|f| f.rule.clone()),
-            }),
-        )
-        .await?;
-        self.metrics.inc(
-            "breakglass_decisions_total",
-            format!("outcome=\"{}\"", if allowed { "allowed" } else { "denied" }),
-        );
+        self.log_decision(&record, &decided).await?;
         let (status, description) = &decided.status;
         // On a fast path the verdict is said with the grant (one comment fewer), or with the
         // refusal when the merge or the grant does not happen.
         let fast_path = matches!(decided.next, Next::FastPath(_));
-        let said = async {
-            match decided.comment.as_ref().filter(|_| !fast_path) {
-                Some(text) => self
-                    .forge
-                    .note(Thread::Change(inputs.pr.number), text)
-                    .await
-                    .map(drop),
-                None => Ok(()),
-            }
-        };
+        let said = self.say_verdict(
+            inputs.pr.number,
+            decided.comment.as_deref().filter(|_| !fast_path),
+        );
         if matches!(decided.next, Next::FastPath(_) | Next::SelfService) {
             // Merged at once: the merge job sets the status in its round trip before the merge,
             // and waits for this comment, which is said meanwhile (see `ordering`).
@@ -328,6 +303,39 @@ impl Workflow {
         said?;
         self.follow_up(record, decided.next, &decided.stored, inputs.now)
             .await
+    }
+
+    /// The decision's event in the log, and its count in the metrics.
+    async fn log_decision(&self, record: &RequestRecord, decided: &Decided) -> anyhow::Result<()> {
+        let allowed = decided.allowed();
+        let decision = &decided.stored.decision;
+        self.record_event(
+            EventKind::Decision,
+            Some(&record.id),
+            super::events::requester(record),
+            serde_json::json!({
+                "allowed": allowed,
+                "head_sha": record.head_sha,
+                "violations": decision.violations.iter().map(|v| v.rule.to_string()).collect::<Vec<_>>(),
+                "beyond_request": decided.stored.scope_problems,
+                "approvals_required": decision.approvals_required,
+                "fast_path": decision.fast_path.as_ref().map(|f| f.rule.clone()),
+            }),
+        )
+        .await?;
+        self.metrics.inc(
+            "breakglass_decisions_total",
+            format!("outcome=\"{}\"", if allowed { "allowed" } else { "denied" }),
+        );
+        Ok(())
+    }
+
+    /// Says the verdict's comment on PR `number`, when there is one to say.
+    async fn say_verdict(&self, number: u64, comment: Option<&str>) -> anyhow::Result<()> {
+        if let Some(text) = comment {
+            self.forge.note(Thread::Change(number), text).await?;
+        }
+        Ok(())
     }
 
     /// What follows a recorded decision: nothing (polling stops), waiting after a refused
@@ -504,7 +512,7 @@ impl Workflow {
         let mut record = match existing {
             Some(record) => record,
             None => {
-                let record = self.new_record(NewRequest {
+                let new = NewRequest {
                     path,
                     request,
                     requester: login,
@@ -513,23 +521,11 @@ impl Workflow {
                     head_sha: &pr.head_sha,
                     duration_secs: duration,
                     seen_at: now,
-                });
-                match self.store.insert_request(&record).await {
-                    Ok(()) => {
-                        self.schedule_expiry(&record.id).await?;
-                        record
-                    }
-                    Err(StoreError::Duplicate { .. }) => {
-                        // Said once per PR and id, not again at each label or approval.
-                        let says = comment::request_id_taken_comment(path.id.as_str());
-                        self.note_once(Thread::Change(pr.number), &says, &says)
-                            .await?;
-                        self.set_status(pr, StatusState::Failure, "request id already used")
-                            .await?;
-                        return Ok(None);
-                    }
-                    Err(err) => return Err(err.into()),
-                }
+                };
+                let Some(record) = self.insert_new_request(new, pr).await? else {
+                    return Ok(None);
+                };
+                record
             }
         };
         record.environment = request.environment.clone();
@@ -538,32 +534,8 @@ impl Workflow {
         record.reason = request.reason.clone();
         record.ticket = request.ticket.clone();
         if record.head_sha != pr.head_sha {
-            // Approvals are of a head; a push voids them for good, even if the branch is later
-            // put back on that head (A, then B, then A again). Only a comment or emoji given
-            // after this push (forge time) but heard before its webhook was meant for the new
-            // head, and counts for it.
-            let (heard_early, too_close) =
-                self.given_after_push(&record, stored.head_since).await?;
-            self.store
-                .forget_approvals_of_other_heads(&record.id, &pr.head_sha)
+            self.approvals_after_push(&record, &pr.head_sha, stored.head_since)
                 .await?;
-            for approval in &too_close {
-                // Given in the push's second: which version it approves cannot be told, and
-                // its approver is asked to approve again, never dropped in silence.
-                let approver = Actor {
-                    id: approval.approver_id,
-                    login: approval.approver_login.to_string(),
-                    is_bot: false,
-                };
-                self.ask_once(&record, &approver, &approval.signal).await?;
-            }
-            for approval in heard_early {
-                let approval = Approval {
-                    head_sha: pr.head_sha.clone(),
-                    ..approval
-                };
-                self.store.add_approval(&approval).await?;
-            }
         }
         record.head_sha = pr.head_sha.clone();
         record.state = state;
@@ -575,6 +547,68 @@ impl Workflow {
         record.decision = Some(stored.clone());
         self.store.update_request(&mut record, now).await?;
         Ok(Some(record))
+    }
+
+    /// Inserts the record of a request decided for the first time and schedules its expiry;
+    /// `None` (after saying so) when its id is taken by another request.
+    async fn insert_new_request(
+        &self,
+        new: NewRequest<'_>,
+        pr: &PullRequestInfo,
+    ) -> anyhow::Result<Option<RequestRecord>> {
+        let path = new.path;
+        let record = self.new_record(new);
+        match self.store.insert_request(&record).await {
+            Ok(()) => {
+                self.schedule_expiry(&record.id).await?;
+                Ok(Some(record))
+            }
+            Err(StoreError::Duplicate { .. }) => {
+                // Said once per PR and id, not again at each label or approval.
+                let says = comment::request_id_taken_comment(path.id.as_str());
+                self.note_once(Thread::Change(pr.number), &says, &says)
+                    .await?;
+                self.set_status(pr, StatusState::Failure, "request id already used")
+                    .await?;
+                Ok(None)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The approvals of `record` once its PR moved to `head_sha`, pushed at `head_since`.
+    async fn approvals_after_push(
+        &self,
+        record: &RequestRecord,
+        head_sha: &str,
+        head_since: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<()> {
+        // Approvals are of a head; a push voids them for good, even if the branch is later
+        // put back on that head (A, then B, then A again). Only a comment or emoji given
+        // after this push (forge time) but heard before its webhook was meant for the new
+        // head, and counts for it.
+        let (heard_early, too_close) = self.given_after_push(record, head_since).await?;
+        self.store
+            .forget_approvals_of_other_heads(&record.id, head_sha)
+            .await?;
+        for approval in &too_close {
+            // Given in the push's second: which version it approves cannot be told, and
+            // its approver is asked to approve again, never dropped in silence.
+            let approver = Actor {
+                id: approval.approver_id,
+                login: approval.approver_login.to_string(),
+                is_bot: false,
+            };
+            self.ask_once(record, &approver, &approval.signal).await?;
+        }
+        for approval in heard_early {
+            let approval = Approval {
+                head_sha: head_sha.to_owned(),
+                ..approval
+            };
+            self.store.add_approval(&approval).await?;
+        }
+        Ok(())
     }
 
     /// The approvals stored for `record`'s old head that were given after the push of the new
