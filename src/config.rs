@@ -36,8 +36,9 @@ pub struct Config {
     /// How often every active grant is checked against git and its provider (drift, grants no
     /// request holds), besides at start.
     pub reconcile_interval: HumanDuration,
-    /// How many open requests (not yet granted, denied or closed) one person may have at once;
-    /// a `/breakglass` comment beyond it gets a reply and opens nothing.
+    /// How many open requests (pending, denied or approved: not yet merged or closed; a denied
+    /// request's PR stays open to be fixed) one person may have at once; a `/breakglass`
+    /// comment beyond it gets a reply and opens nothing.
     pub max_open_requests: u32,
     /// GitHub; absent when breakglass serves GitLab only.
     #[serde(skip_serializing_if = "Option::is_none")]

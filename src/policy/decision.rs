@@ -242,6 +242,7 @@ fn undecided(request: &AccessRequest, ctx: &Context) -> Decision {
     }
 }
 
+/// A request file must sit under the directory of the environment it asks for.
 fn check_path(request: &AccessRequest, ctx: &Context, violations: &mut Vec<Violation>) {
     let Some(path) = ctx.path else {
         return;
