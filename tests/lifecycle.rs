@@ -333,12 +333,7 @@ on_both_forges!(
         );
         s.settle().await;
         s.expect_bot_issue_comments(issue, &["📝 @bob, your request is "]);
-        let pr = s
-            .changes()
-            .into_iter()
-            .find(|p| p.user == s.people.bot.login)
-            .expect("a request PR");
-        let pr = s.change(pr.number);
+        let pr = s.change(s.first_bot_change());
         assert!(pr.merged, "fast path: {:#?}", s.bot_comments(pr.number));
         let mut labels = pr.labels.clone();
         labels.sort();
@@ -827,12 +822,7 @@ async fn the_whole_story_in_the_bots_words() {
         "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
     );
     s.settle().await;
-    let pr = s
-        .changes()
-        .into_iter()
-        .find(|p| p.user == s.people.bot.login)
-        .unwrap()
-        .number;
+    let pr = s.first_bot_change();
     s.approve(pr, &s.people.alice);
     s.approve(pr, &s.people.mallory);
     s.note(pr, &s.people.carol, "/breakglass aprove");
@@ -913,12 +903,7 @@ on_both_forges!(
         let issue = s.open_issue(&s.people.bob, "load test");
         s.note_on_issue(issue, &s.people.bob, "/breakglass staging 1h");
         s.settle().await;
-        let pr = s
-            .changes()
-            .into_iter()
-            .find(|p| p.user == s.people.bot.login)
-            .expect("a request PR")
-            .number;
+        let pr = s.first_bot_change();
         s.expect_bot_issue_comments(issue, &["📝 @bob, your request is "]);
         s.expect_bot_comments(
             pr,

@@ -716,12 +716,7 @@ on_both_forges!(
         let issue = s.open_issue(&s.people.bob, "load test");
         s.note_on_issue(issue, &s.people.bob, "/breakglass staging 4h");
         s.settle().await;
-        let pr = s
-            .changes()
-            .into_iter()
-            .find(|p| p.user == s.people.bot.login)
-            .expect("a request PR")
-            .number;
+        let pr = s.first_bot_change();
         assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
         let active = s
             .store

@@ -423,6 +423,16 @@ impl Scenario {
         }
     }
 
+    /// The first change request the bot opened (a request asked for by comment); its number.
+    #[track_caller]
+    pub fn first_bot_change(&self) -> u64 {
+        self.changes()
+            .into_iter()
+            .find(|p| p.user == self.people.bot.login)
+            .expect("the bot opened a change request")
+            .number
+    }
+
     /// Opens a change request from `branch` as `user`; its number as the bot sees it.
     #[track_caller]
     pub fn open_change(&self, user: &User, branch: &str, title: &str) -> u64 {
