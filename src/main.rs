@@ -267,8 +267,7 @@ fn check_input(
         requester,
         teams: (!teams.is_empty()).then(|| teams.into_iter().collect::<BTreeSet<_>>()),
         labels,
-        // Whole seconds, as every time breakglass shows.
-        now: now.unwrap_or_else(|| chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0)),
+        now: now.unwrap_or_else(now_in_whole_seconds),
     }
 }
 
@@ -289,9 +288,15 @@ fn audit_options(
             since,
             until,
             environment,
-            ..ReportOptions::new(now.unwrap_or_else(chrono::Utc::now))
+            ..ReportOptions::new(now.unwrap_or_else(now_in_whole_seconds))
         },
     }
+}
+
+/// The time `check` decides at and `audit` reports as of when `--now` does not say: whole
+/// seconds, as every time breakglass shows and as `--now` takes it.
+fn now_in_whole_seconds() -> chrono::DateTime<chrono::Utc> {
+    chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0)
 }
 
 /// `breakglass schema`: the JSON Schema of `kind`, on stdout.
