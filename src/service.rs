@@ -86,6 +86,10 @@ pub struct Options {
     /// PR it is for no longer. Not a config key: [`FORGE_TIMEOUT`] in production; tests of
     /// hanging forges set it short.
     pub forge_timeout: Duration,
+    /// How long the first retry of a failed forge call waits (doubling for each next one).
+    /// Not a config key: [`FORGE_BACKOFF`] in production; tests of long outages set it short,
+    /// as each failed call's retries cost them real time while their clocks stand still.
+    pub forge_backoff: Duration,
     /// How long a graceful stop waits for the work in flight; what is still running then is
     /// dropped where it stands, as in a crash (its leases lapse and it runs again on the next
     /// start or on another replica). Not a config key: [`SHUTDOWN_GRACE`] in production.
@@ -94,6 +98,9 @@ pub struct Options {
 
 /// The production [`Options::forge_timeout`].
 pub const FORGE_TIMEOUT: Duration = crate::forge::retry::DEFAULT_TIMEOUT;
+
+/// The production [`Options::forge_backoff`].
+pub const FORGE_BACKOFF: Duration = crate::forge::retry::FIRST_BACKOFF;
 
 /// The production [`Options::shutdown_grace`]: work against a forge that does not answer
 /// would otherwise hold a stop for minutes (each call's attempts and backoff), well past the
@@ -108,6 +115,7 @@ impl Default for Options {
             templates_dir: None,
             env: |name| std::env::var(name).ok(),
             forge_timeout: FORGE_TIMEOUT,
+            forge_backoff: FORGE_BACKOFF,
             shutdown_grace: SHUTDOWN_GRACE,
         }
     }
@@ -463,6 +471,7 @@ impl Common<'_> {
     fn forge_retry(&self) -> RetryPolicy {
         RetryPolicy {
             timeout: self.options.forge_timeout,
+            first_backoff: self.options.forge_backoff,
             ..RetryPolicy::default()
         }
     }

@@ -13,6 +13,10 @@ use super::error::ForgeError;
 /// room for a slow merge without letting a hung connection hold the work for long.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the first retry of a failed call waits (each next one waits twice as long):
+/// production's, and `serve`'s `Options::forge_backoff` by default.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
 /// How hard to try one call.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -28,7 +32,7 @@ impl Default for RetryPolicy {
         Self {
             attempts: 4,
             timeout: DEFAULT_TIMEOUT,
-            first_backoff: Duration::from_millis(200),
+            first_backoff: FIRST_BACKOFF,
             max_wait: Duration::from_secs(30),
         }
     }

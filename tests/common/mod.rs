@@ -80,6 +80,8 @@ pub struct Scenario {
     pub replicas: Vec<Running>,
     /// Each forge call's timeout in every service of the scenario.
     pub forge_timeout: Duration,
+    /// How long each service's first retry of a failed forge call waits.
+    pub forge_backoff: Duration,
     /// Each service's grace for a graceful stop.
     pub shutdown_grace: Duration,
     strict: strict::Strict,
@@ -113,6 +115,11 @@ pub enum Dialect {
     GitLab,
 }
 
+/// The scenarios' first retry backoff: a failed forge call is retried as in production
+/// (the same attempts, doubling waits), but its waits cost the suite no real seconds while the
+/// scenario's clocks stand still (production waits 200 ms, 400 ms and 800 ms).
+pub const TEST_BACKOFF: Duration = Duration::from_millis(10);
+
 /// How a scenario's world is set up beyond the defaults.
 #[derive(Clone, Debug, Default)]
 pub struct Setup {
@@ -128,6 +135,9 @@ pub struct Setup {
     /// How long each forge call may hang (`Options::forge_timeout`); the production 10 s when
     /// `None`. A hang costs real time while the scenario's clocks stand still.
     pub forge_timeout: Option<Duration>,
+    /// How long the first retry of a failed forge call waits (`Options::forge_backoff`);
+    /// [`TEST_BACKOFF`] when `None`, the production 200 ms when asked for.
+    pub forge_backoff: Option<Duration>,
     /// How long a graceful stop waits for work in flight (`Options::shutdown_grace`); the
     /// production 10 s when `None`.
     pub shutdown_grace: Option<Duration>,
@@ -237,6 +247,7 @@ impl Scenario {
             service: None,
             replicas: Vec::new(),
             forge_timeout: setup.forge_timeout.unwrap_or(service::FORGE_TIMEOUT),
+            forge_backoff: setup.forge_backoff.unwrap_or(TEST_BACKOFF),
             shutdown_grace: setup.shutdown_grace.unwrap_or(service::SHUTDOWN_GRACE),
             strict: strict::Strict::default(),
             _database: database,
@@ -280,6 +291,7 @@ impl Scenario {
             templates_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")),
             env: |_| None,
             forge_timeout: self.forge_timeout,
+            forge_backoff: self.forge_backoff,
             shutdown_grace: self.shutdown_grace,
         };
         service::start(&self.config, options)
