@@ -1236,7 +1236,7 @@ pub fn approve_again_comment(approver: &str, stale: bool) -> String {
     let why = if stale {
         "was given before the latest push"
     } else {
-        "came within the same second as the latest push, so breakglass cannot tell which version it approves"
+        "came within the same second as the latest push (or before breakglass heard when that push came), so breakglass cannot tell which version it approves"
     };
     format!(
         "⏱️ @{approver}, your approval {why}. Please approve the current version again (a new 👍 after removing the old one, an approving review, or `/breakglass approve`)."

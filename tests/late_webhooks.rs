@@ -66,6 +66,16 @@ async fn release_and_poll(s: &Scenario) {
     }
 }
 
+/// A label event (GitHub `labeled`; GitLab an MR `update` that is not a push).
+fn is_label_event(d: &breakglass_test_forge::Delivery) -> bool {
+    let body = String::from_utf8_lossy(&d.body);
+    (d.event == "pull_request" && d.action.as_deref() == Some("labeled"))
+        || (d.event == "Merge Request Hook"
+            && d.action.as_deref() == Some("update")
+            && !body.contains("\"oldrev\"")
+            && body.contains("labels"))
+}
+
 fn is_approve_comment(d: &breakglass_test_forge::Delivery) -> bool {
     (d.event == "issue_comment" || d.event == "Note Hook")
         && String::from_utf8_lossy(&d.body).contains("/breakglass approve")
@@ -105,6 +115,46 @@ on_both_forges!(
         deliver_first(&s, is_approve_comment).await;
         release_and_poll(&s).await;
         s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+    }
+);
+
+// An approval given after a push, then a label event that shows the new head before the push's
+// webhook: the label's `updated_at` only bounds when the push came, so the approval cannot be
+// told from one of the old version. It never counts in silence either way: its approver is
+// asked to approve again (before, it was dropped without a word, "1 of 2" standing).
+on_both_forges!(
+    an_approval_older_than_the_label_that_first_showed_a_push_is_asked_again,
+    |s: Scenario| async move {
+        s.prod_needs_two_approvals().await;
+        let pr = requested(&s, "r1").await;
+        s.forge.set_webhooks_paused(true);
+        push_new_version(&s, "r1");
+        s.approve(pr, &s.people.carol); // a second after the push, by the forge's clock
+        deliver_first(&s, is_approve_comment).await;
+        let first = s.take_bot_comments(pr);
+        assert_eq!(first, ["👍 Approval by @carol recorded (1 of 2)."]);
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.label(pr, &s.people.alice, "urgent");
+        deliver_first(&s, is_label_event).await;
+        let asked = s.take_bot_comments(pr);
+        assert!(
+            asked.iter().any(|c| c.starts_with(
+                "⏱️ @carol, your approval came within the same second as the latest push (or before breakglass heard when that push came)"
+            )),
+            "{asked:#?}"
+        );
+        release_and_poll(&s).await;
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(
+            !s.change(pr).merged,
+            "carol's approval is not counted unseen"
+        );
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
         s.take_bot_comments(pr);

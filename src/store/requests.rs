@@ -83,6 +83,12 @@ pub struct StoredDecision {
     /// ambiguous.
     #[serde(default)]
     pub head_since: Option<DateTime<Utc>>,
+    /// `head_since` is only a bound: the PR's `updated_at` when an event other than the
+    /// head's push (a label, a review, a read) first showed it. The push came at or before
+    /// it, by how much is not known, so an approval older than it may be of this head or of
+    /// the one before: ambiguous, never stale.
+    #[serde(default)]
+    pub head_since_is_bound: bool,
     /// Problems outside the policy rules (files beyond the request), shown with the decision.
     #[serde(default)]
     pub scope_problems: Vec<String>,

@@ -55,13 +55,20 @@ pub(super) enum Timing {
     Ambiguous,
 }
 
-pub(super) fn timing(at: DateTime<Utc>, head_since: Option<DateTime<Utc>>) -> Timing {
+/// A signal older than a `head_since` that is only a bound (`is_bound`) may still be younger
+/// than the push: ambiguous, not stale.
+pub(super) fn timing(
+    at: DateTime<Utc>,
+    head_since: Option<DateTime<Utc>>,
+    is_bound: bool,
+) -> Timing {
     let Some(since) = head_since else {
         return Timing::Ambiguous;
     };
     match at.timestamp().cmp(&since.timestamp()) {
         std::cmp::Ordering::Greater => Timing::Current,
         std::cmp::Ordering::Equal => Timing::Ambiguous,
+        std::cmp::Ordering::Less if is_bound => Timing::Ambiguous,
         std::cmp::Ordering::Less => Timing::Stale,
     }
 }
@@ -169,7 +176,7 @@ impl Workflow {
         }
         let mut stored = stored_decision(&record)?.clone();
         if let Some(at) = signal.at {
-            match timing(at, stored.head_since) {
+            match timing(at, stored.head_since, stored.head_since_is_bound) {
                 Timing::Current => {}
                 Timing::Stale => return Ok(ApprovalOutcome::Stale),
                 Timing::Ambiguous => return Ok(ApprovalOutcome::Ambiguous),
@@ -584,7 +591,12 @@ impl Workflow {
             // A review is of what was merged: an emoji on an older version (before the push of
             // the merged head, forge time on both sides) reviewed something else.
             let key = format!("reaction:{}", reaction.id);
-            return match timing(reaction.created_at, stored_decision(&record)?.head_since) {
+            let stored = stored_decision(&record)?;
+            return match timing(
+                reaction.created_at,
+                stored.head_since,
+                stored.head_since_is_bound,
+            ) {
                 Timing::Current => {
                     self.mark_reviewed(record, &reaction.user).await?;
                     Ok(true)
@@ -900,19 +912,28 @@ mod tests {
     fn approvals_are_timed_against_the_push_to_the_second() {
         let push = Utc.with_ymd_and_hms(2026, 11, 26, 2, 14, 0).unwrap();
         let at = |secs: i64| push + chrono::TimeDelta::milliseconds(secs);
-        assert_eq!(timing(at(1000), Some(push)), Timing::Current);
+        assert_eq!(timing(at(1000), Some(push), false), Timing::Current);
         assert_eq!(
-            timing(at(999), Some(push)),
+            timing(at(999), Some(push), false),
             Timing::Ambiguous,
             "same second"
         );
-        assert_eq!(timing(at(0), Some(push)), Timing::Ambiguous);
-        assert_eq!(timing(at(-1), Some(push)), Timing::Stale);
+        assert_eq!(timing(at(0), Some(push), false), Timing::Ambiguous);
+        assert_eq!(timing(at(-1), Some(push), false), Timing::Stale);
         assert_eq!(
-            timing(at(5000), None),
+            timing(at(5000), None, false),
             Timing::Ambiguous,
             "no push time known"
         );
+    }
+
+    #[test]
+    fn an_approval_older_than_a_bound_on_the_push_is_ambiguous_not_stale() {
+        let bound = Utc.with_ymd_and_hms(2026, 11, 26, 2, 14, 0).unwrap();
+        let at = |secs: i64| bound + chrono::TimeDelta::seconds(secs);
+        assert_eq!(timing(at(-60), Some(bound), true), Timing::Ambiguous);
+        assert_eq!(timing(at(0), Some(bound), true), Timing::Ambiguous);
+        assert_eq!(timing(at(1), Some(bound), true), Timing::Current);
     }
 
     #[test]

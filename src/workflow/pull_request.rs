@@ -534,7 +534,7 @@ impl Workflow {
         record.reason = request.reason.clone();
         record.ticket = request.ticket.clone();
         if record.head_sha != pr.head_sha {
-            self.approvals_after_push(&record, &pr.head_sha, stored.head_since)
+            self.approvals_after_push(&record, &pr.head_sha, stored)
                 .await?;
         }
         record.head_sha = pr.head_sha.clone();
@@ -581,13 +581,13 @@ impl Workflow {
         &self,
         record: &RequestRecord,
         head_sha: &str,
-        head_since: Option<DateTime<Utc>>,
+        stored: &StoredDecision,
     ) -> anyhow::Result<()> {
         // Approvals are of a head; a push voids them for good, even if the branch is later
         // put back on that head (A, then B, then A again). Only a comment or emoji given
         // after this push (forge time) but heard before its webhook was meant for the new
         // head, and counts for it.
-        let (heard_early, too_close) = self.given_after_push(record, head_since).await?;
+        let (heard_early, too_close) = self.given_after_push(record, stored).await?;
         self.store
             .forget_approvals_of_other_heads(&record.id, head_sha)
             .await?;
@@ -613,12 +613,12 @@ impl Workflow {
 
     /// The approvals stored for `record`'s old head that were given after the push of the new
     /// one (`head_since`, forge time against forge time, more than a second apart), and those
-    /// given within its second. Reviews are bound to the commit they approve, so they never
-    /// move.
+    /// given within its second, or before it when it is only a bound (the push's own time not
+    /// heard). Reviews are bound to the commit they approve, so they never move.
     async fn given_after_push(
         &self,
         record: &RequestRecord,
-        head_since: Option<DateTime<Utc>>,
+        stored: &StoredDecision,
     ) -> anyhow::Result<(Vec<Approval>, Vec<Approval>)> {
         use super::approval::{Timing, timing};
         let approvals = self
@@ -630,7 +630,11 @@ impl Workflow {
             if approval.source == ApprovalSource::Review {
                 continue;
             }
-            match timing(approval.approved_at, head_since) {
+            match timing(
+                approval.approved_at,
+                stored.head_since,
+                stored.head_since_is_bound,
+            ) {
                 Timing::Current => after.push(approval),
                 Timing::Ambiguous => within.push(approval),
                 Timing::Stale => {}

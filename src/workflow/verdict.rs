@@ -210,9 +210,11 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
     let existing = inputs.existing.as_ref();
     let same_head = existing.is_some_and(|r| r.head_sha == pr.head_sha);
     let old = existing.and_then(|r| r.decision.as_ref());
+    let (head_since, head_since_is_bound) = head_since(old, same_head, inputs.pushed.as_ref(), pr);
     let stored = StoredDecision {
         decision,
-        head_since: head_since(old, same_head, inputs.pushed.as_ref(), pr),
+        head_since,
+        head_since_is_bound,
         scope_problems: beyond_request,
         merge_refused: old
             .filter(|_| same_head)
@@ -291,9 +293,10 @@ fn beyond(files: &[ChangedFile], allowed: &BTreeSet<String>) -> Vec<String> {
         .collect()
 }
 
-/// When the head arrived, by the forge's clock: kept from the last decision on the same head
-/// (a label event's `updated_at` is not a push), else the push the event announced when it is
-/// still the head, else the PR's `updated_at`.
+/// When the head arrived, by the forge's clock, and whether that is only a bound (see
+/// [`StoredDecision::head_since_is_bound`]): kept from the last decision on the same head (a
+/// label event's `updated_at` is not a push), else the push the event announced when it is
+/// still the head, else the PR's `updated_at` (a bound).
 ///
 /// On the same head, a push announced after it arrived means the branch went away and came
 /// back (A, then B, then A again, heard late): the head arrived again at that push when the
@@ -304,23 +307,25 @@ fn head_since(
     same_head: bool,
     pushed: Option<&(String, DateTime<Utc>)>,
     pr: &PullRequestInfo,
-) -> Option<DateTime<Utc>> {
+) -> (Option<DateTime<Utc>>, bool) {
     match old {
         Some(old) if same_head && old.head_since.is_some() => match pushed {
             Some((sha, at)) if Some(*at) > old.head_since => {
+                tracing::warn!(pr = pr.number, head = %pr.head_sha, "the branch went away and came back to the same head: approvals before its return do not count");
+                // Not a bound here: an approval before the PR's latest time may have been of
+                // the other head, and is stale (its approver is told, as after any push).
                 let back_at = if *sha == pr.head_sha {
                     Some(*at)
                 } else {
                     pr.updated_at.max(Some(*at))
                 };
-                tracing::warn!(pr = pr.number, head = %pr.head_sha, "the branch went away and came back to the same head: approvals before its return do not count");
-                back_at
+                (back_at, false)
             }
-            _ => old.head_since,
+            _ => (old.head_since, old.head_since_is_bound),
         },
         _ => match pushed {
-            Some((sha, at)) if *sha == pr.head_sha => Some(*at),
-            _ => pr.updated_at,
+            Some((sha, at)) if *sha == pr.head_sha => (Some(*at), false),
+            _ => (pr.updated_at, true),
         },
     }
 }

@@ -176,6 +176,7 @@ fn an_allowed_request_waits_for_its_approvals() {
             stored: StoredDecision {
                 decision,
                 head_since: Some(t(5)),
+                head_since_is_bound: false,
                 scope_problems: Vec::new(),
                 merge_refused: None,
                 draft: false,
@@ -259,6 +260,7 @@ fn files_beyond_the_request_deny_an_allowed_request() {
             stored: StoredDecision {
                 decision,
                 head_since: Some(t(5)),
+                head_since_is_bound: false,
                 scope_problems: extra,
                 merge_refused: None,
                 draft: false,
@@ -548,6 +550,7 @@ fn head_since_is_kept_on_the_same_head_until_it_is_pushed_again_and_taken_from_t
     same.pushed = None;
     same.pr.updated_at = Some(t(50));
     assert_eq!(decided(&same).stored.head_since, Some(t(5)));
+    assert!(!decided(&same).stored.head_since_is_bound);
 
     // A new head: the push that announced it.
     let mut pushed = inputs(OK);
@@ -561,12 +564,17 @@ fn head_since_is_kept_on_the_same_head_until_it_is_pushed_again_and_taken_from_t
     stale.pushed = Some(("3".repeat(40), t(40)));
     stale.pr.updated_at = Some(t(45));
     assert_eq!(decided(&stale).stored.head_since, Some(t(45)));
+    assert!(
+        decided(&stale).stored.head_since_is_bound,
+        "updated_at only bounds the push"
+    );
 
     // The same head pushed again later (it went away and came back): from that push.
     let mut again = inputs(OK);
     again.existing = Some(recorded(&again, HEAD, first.clone()));
     again.pushed = Some((HEAD.into(), t(40)));
     assert_eq!(decided(&again).stored.head_since, Some(t(40)));
+    assert!(!decided(&again).stored.head_since_is_bound);
 
     // A push to another head, while the PR is back on this one: at the PR's latest time.
     let mut away = inputs(OK);
@@ -574,6 +582,10 @@ fn head_since_is_kept_on_the_same_head_until_it_is_pushed_again_and_taken_from_t
     away.pushed = Some(("3".repeat(40), t(40)));
     away.pr.updated_at = Some(t(45));
     assert_eq!(decided(&away).stored.head_since, Some(t(45)));
+    assert!(
+        !decided(&away).stored.head_since_is_bound,
+        "what came before its return may be of the other head: stale"
+    );
 
     // An event of the push it arrived with, heard again: nothing moves.
     let mut heard_again = inputs(OK);
@@ -590,6 +602,17 @@ fn head_since_is_kept_on_the_same_head_until_it_is_pushed_again_and_taken_from_t
     unknown.existing = Some(recorded(&unknown, HEAD, without));
     unknown.pushed = None;
     assert_eq!(decided(&unknown).stored.head_since, Some(t(10)));
+    assert!(decided(&unknown).stored.head_since_is_bound);
+
+    // A bound kept on the same head stays a bound.
+    let mut kept = inputs(OK);
+    let bound = StoredDecision {
+        head_since_is_bound: true,
+        ..decided(&stale).stored
+    };
+    kept.existing = Some(recorded(&kept, HEAD, bound));
+    kept.pushed = None;
+    assert!(decided(&kept).stored.head_since_is_bound);
 }
 
 #[test]
