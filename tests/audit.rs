@@ -1599,6 +1599,116 @@ fn a_grant_merge_with_the_four_spec_trailers_takes_environment_role_and_ticket_f
     );
 }
 
+/// A grant of 1h that the bot makes at (its) minute 100, expiring at 160, and its revoke
+/// merged at the bot's minute `revoked`, on a forge whose clock is `skew` minutes ahead of
+/// the bot's (behind when negative): both merge commits bear the forge's time.
+fn skewed_grant_and_revoke(skew: i64, revoked: i64) -> (RequestsRepo, Oid) {
+    let repo = RequestsRepo::new();
+    let g = r1();
+    repo.merge(
+        100 + skew,
+        "requests/prod/r-1.yaml",
+        Some(&request_yaml(&g)),
+        &grant_message(100, &g),
+        "alice",
+    );
+    let revoke = repo.revoke(revoked + skew, "prod", "r-1", "ttl", None);
+    (repo, revoke)
+}
+
+/// One clock per comparison: the expiry is on the bot's clock, a merge commit's time on the
+/// forge's. The revoke's lateness is judged on the bot's clock, the forge's offset read from
+/// the grant merge (its committer time against the bot's grant time, `Breakglass-Expires`
+/// less the duration in its title).
+#[test]
+fn a_revoke_is_judged_late_on_the_bots_clock_whatever_the_forges() {
+    let late = |skew: i64, revoked: i64| {
+        let (repo, revoke) = skewed_grant_and_revoke(skew, revoked);
+        let out = audit_cli(repo.path_str(), &["--format", "json"]);
+        (json_of(&out)["anomalies"].clone(), revoke)
+    };
+    // On time by the bot's clock (a minute after the expiry), the forge an hour ahead.
+    let (anomalies, _) = late(60, 161);
+    assert_eq!(anomalies, json!([]), "an on-time revoke is not late");
+    // 40 minutes late, the forge an hour behind (its commit says minute 140, before 160).
+    let (anomalies, revoke) = late(-60, 200);
+    assert_eq!(
+        anomalies,
+        json!([{
+            "kind": "late_revert", "request_id": "r-1", "commit": revoke.to_string(),
+            "detail": format!("revoked at {}, 40m after the expiry {} (grace 5m)", iso(200), iso(160))
+        }])
+    );
+    // The same two with the clocks together.
+    assert_eq!(late(0, 161).0, json!([]));
+    assert_eq!(late(0, 200).0[0]["kind"], "late_revert");
+}
+
+/// The real bot against the test forge, whose clock is `skew_secs` ahead of the bot's (behind
+/// when negative): alice's 1h grant and its revoke, on time or, with the bot down past the
+/// expiry, 40 minutes late. The audit's `late_revert` for it, if any.
+async fn late_revert_of_the_bots_revoke(skew_secs: i64, bot_down: bool) -> Option<String> {
+    use breakglass::clock::Clock as _;
+    use common::*;
+    let setup = Setup {
+        forge_skew_secs: skew_secs,
+        ..Setup::default()
+    };
+    let mut s = Scenario::start_with(Backend::Sqlite, setup).await?;
+    let pr = s.granted("r1", "1h").await;
+    if bot_down {
+        s.crash();
+        s.advance(TimeDelta::minutes(100));
+        s.start_service().await;
+    } else {
+        s.advance(TimeDelta::hours(1));
+    }
+    s.settle().await;
+    s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+    let path = s.forge.repo_path(REPO);
+    let now = s.clock.now();
+    let report = tokio::task::spawn_blocking(move || {
+        let options = AuditOptions {
+            branch: None,
+            report: ReportOptions::new(now),
+        };
+        audit::run(path.to_str().unwrap(), &options).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.grants.len(), 1, "{:#?}", report.grants);
+    let late: Vec<_> = report
+        .anomalies
+        .iter()
+        .filter(|a| a.kind == AnomalyKind::LateRevert)
+        .map(|a| a.detail.clone())
+        .collect();
+    assert!(late.len() <= 1, "{late:#?}");
+    late.into_iter().next()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bots_on_time_revoke_is_not_late_with_the_forge_an_hour_ahead() {
+    let late = late_revert_of_the_bots_revoke(3600, false).await;
+    assert_eq!(late, None, "a revoke on time flagged late");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bots_late_revoke_is_flagged_with_the_forge_an_hour_behind() {
+    let late = late_revert_of_the_bots_revoke(-3600, true).await;
+    let late = late.expect("a revoke 40m past the expiry is late_revert");
+    assert!(late.contains(", 40m"), "{late}");
+}
+
+/// The control of the two above: the same stories with the clocks together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bots_revoke_is_judged_late_or_not_with_the_clocks_together() {
+    assert_eq!(late_revert_of_the_bots_revoke(0, false).await, None);
+    let late = late_revert_of_the_bots_revoke(0, true).await;
+    let late = late.expect("a revoke 40m past the expiry is late_revert");
+    assert!(late.contains(", 40m"), "{late}");
+}
+
 #[test]
 fn an_environment_trailer_that_contradicts_the_added_file_is_forged() {
     let repo = RequestsRepo::new();

@@ -20,13 +20,14 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use git2::{ObjectType, Odb, OdbObject, Oid, Repository};
 
 use super::AuditError;
 use super::files::{REQUESTS_DIR, RequestFile, RequestTrees, TreeReader, files_appearing_under};
 use super::grants::GrantLayout;
 use super::trailers::{BotTrailers, Message, TrailerKey};
+use crate::duration::HumanDuration;
 use crate::request::AccessRequest;
 
 /// What the walk found, oldest first.
@@ -87,6 +88,12 @@ pub struct GrantFact {
     pub expires: TrailerTime,
     /// Only fast-path grants have one.
     pub review_due: TrailerTime,
+    /// How long the grant was for, as the bot counted it: the `for <duration>` of the bot's
+    /// title (`breakglass: grant <id> (<env>/<role> for 1h to <login>)`, the policy's default
+    /// included), else the `duration:` of the request file the merge adds. With `expires`
+    /// (both on the bot's clock) it says when the bot granted, which the audit needs to tell
+    /// the forge's clock from the bot's (see [`super::report`]).
+    pub duration: Option<TimeDelta>,
 }
 
 /// A revoke or removal merge's trailers.
@@ -563,19 +570,19 @@ fn grant(
             detail,
         }));
     };
-    // A merge with only the four trailers SPEC fixes: role (and ticket) from its file.
-    let from_file = match bot.role {
-        Some(role) => FromFile {
-            role: Some(role.into_owned()),
-            ..FromFile::default()
-        },
-        None => role_of(repo, &file)?,
+    // A merge with only the four trailers SPEC fixes: role and ticket from its file, as is
+    // the duration when the title does not give it.
+    let title_duration = duration_in_title(message.subject());
+    let needs_file = bot.role.is_none() || title_duration.is_none();
+    let from_file = if needs_file {
+        read_request(repo, &file)?
+    } else {
+        FromFile::default()
     };
-    let FromFile {
-        role,
-        role_unreadable,
-        ticket: file_ticket,
-    } = from_file;
+    let (role, role_unreadable) = match bot.role {
+        Some(role) => (Some(role.into_owned()), None),
+        None => (from_file.role, from_file.role_unreadable),
+    };
     Ok(EventKind::Grant(GrantFact {
         request_id,
         requester: owned(bot.requester),
@@ -583,11 +590,23 @@ fn grant(
         role,
         role_unreadable,
         reason: message.body().into_owned(),
-        ticket: owned(bot.ticket).or(file_ticket),
+        ticket: owned(bot.ticket).or(from_file.ticket),
         approved_by: owned(bot.approved_by),
         expires: TrailerTime::parse(bot.expires.as_deref()),
         review_due: TrailerTime::parse(bot.review_due.as_deref()),
+        duration: title_duration.or(from_file.duration),
     }))
+}
+
+/// The `<duration>` of the bot's grant title, `breakglass: grant <id> (<env>/<role> for
+/// <duration> to <login>)` (`src/workflow/trailers.rs`): the duration the bot granted, a
+/// policy's default included.
+fn duration_in_title(subject: &str) -> Option<TimeDelta> {
+    let rest = subject.strip_prefix("breakglass: grant ")?;
+    let (_, inside) = rest.rsplit_once(" (")?;
+    let (_, after) = inside.strip_suffix(')')?.split_once(" for ")?;
+    let (duration, _login) = after.split_once(" to ")?;
+    Some(HumanDuration::parse(duration).ok()?.to_chrono())
 }
 
 /// Why a grant's trailers are forged: the file is not added, or is added in another
@@ -615,17 +634,20 @@ fn forged_grant(
     })
 }
 
-/// What a grant merge with only SPEC's four trailers takes from the request file it adds.
+/// What a grant merge takes from the request file it adds when its message does not say it
+/// (a merge with only SPEC's four trailers, or a title without the bot's duration).
 #[derive(Default)]
 struct FromFile {
     role: Option<String>,
     /// Why the file names no role.
     role_unreadable: Option<String>,
     ticket: Option<String>,
+    duration: Option<TimeDelta>,
 }
 
-/// The role a request file names, or why it names none; and its ticket, when it has one.
-fn role_of(repo: &Repository, file: &RequestFile) -> Result<FromFile, AuditError> {
+/// What a request file says (its role, or why it names none; its ticket and duration, when
+/// it has them).
+fn read_request(repo: &Repository, file: &RequestFile) -> Result<FromFile, AuditError> {
     let blob = repo.find_blob(file.blob).map_err(AuditError::git)?;
     let request = std::str::from_utf8(blob.content())
         .map_err(|_| "it is not UTF-8".to_owned())
@@ -635,6 +657,7 @@ fn role_of(repo: &Repository, file: &RequestFile) -> Result<FromFile, AuditError
             role: Some(request.role.as_str().to_owned()),
             role_unreadable: None,
             ticket: request.ticket.map(|t| t.as_str().to_owned()),
+            duration: request.duration.map(HumanDuration::to_chrono),
         },
         Err(why) => FromFile {
             role_unreadable: Some(format!("{} names no role ({why})", file.path())),

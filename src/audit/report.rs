@@ -287,12 +287,13 @@ struct Removal {
 /// filtered.
 pub fn build(history: History, repository: String, options: ReportOptions) -> Report {
     let Sorted {
-        grants,
+        mut grants,
         unpaired,
         landed,
         grant_removals,
         forged,
     } = sort_events(history.events);
+    borrow_offsets(&mut grants);
     let mut anomalies = Vec::new();
     let mut rows = Vec::with_capacity(grants.len());
     let mut paired: Vec<(String, Oid, usize)> = Vec::new();
@@ -567,6 +568,9 @@ struct Pending {
     position: usize,
     row: GrantRow,
     review_due: TrailerTime,
+    /// The forge's clock less the bot's, as [`forge_offset`] reads it from this grant merge,
+    /// else (see [`borrow_offsets`]) from the nearest grant merge that shows it.
+    forge_offset: Option<TimeDelta>,
     /// What is missing or unreadable in the trailers.
     problems: Vec<String>,
     revoke: Option<Revoke>,
@@ -577,6 +581,7 @@ impl Pending {
     /// The columns a grant merge fixes on its own; the fact's strings move into the row.
     fn new(position: usize, commit: Oid, at: DateTime<Utc>, fact: GrantFact) -> Self {
         let problems = malformed(&fact);
+        let forge_offset = forge_offset(at, &fact);
         Self {
             position,
             row: GrantRow {
@@ -597,6 +602,7 @@ impl Pending {
                 anomalies: Vec::new(),
             },
             review_due: fact.review_due,
+            forge_offset,
             problems,
             revoke: None,
             previous_open: None,
@@ -624,7 +630,7 @@ fn finish_row(
     }
     row.review = review(row, &pending.review_due, revoke, options.now);
     let at_grant = (row.grant_commit, pending.position);
-    let mut found = timing_anomalies(row, revoke, at_grant, branch, options);
+    let mut found = timing_anomalies(row, revoke, pending.forge_offset, at_grant, branch, options);
     found.extend(content_anomalies(
         row,
         revoke,
@@ -658,9 +664,21 @@ struct Found {
 }
 
 /// A grant never revoked past its expiry, or revoked late.
+///
+/// One clock per comparison. The expiry is the bot's (`Breakglass-Expires`, fixed on its
+/// clock); the revoke merge's time is its committer time, the forge's clock (the forge makes
+/// that commit), and a revoke merge carries no time of the bot's. So a revoke is judged on the
+/// bot's clock by moving its commit time by `forge_offset`, the forge's clock less the bot's as
+/// the grant merge shows it (see [`forge_offset`]): the forge an hour ahead no longer makes
+/// every revoke late, nor an hour behind hides a late one. The same is the forge's time from
+/// the grant merge to the revoke merge (one clock) against the bot's from its grant time to the
+/// expiry (the other). Without an offset the lateness is not judged at all rather than judged
+/// across the two clocks. "Now" is the auditor's, against the expiry: wall clock against
+/// wall clock, no forge involved.
 fn timing_anomalies(
     row: &GrantRow,
     revoke: Option<&Revoke>,
+    forge_offset: Option<TimeDelta>,
     at_grant: (Oid, usize),
     branch: &str,
     options: &ReportOptions,
@@ -676,17 +694,65 @@ fn timing_anomalies(
                 span(options.now - expires)
             ),
         }],
-        (Some(expires), Some(revoke)) if revoke.at > expires + options.grace => vec![Found {
-            kind: AnomalyKind::LateRevert,
-            at: (revoke.commit, revoke.position),
-            detail: format!(
-                "revoked at {}, {} after the expiry {} (grace {grace})",
-                iso(revoke.at),
-                span(revoke.at - expires),
-                iso(expires)
-            ),
-        }],
+        (Some(expires), Some(revoke)) => {
+            // The revoke merge's time on the bot's clock.
+            let Some(revoked) = forge_offset.map(|offset| revoke.at - offset) else {
+                return Vec::new();
+            };
+            if revoked <= expires + options.grace {
+                return Vec::new();
+            }
+            vec![Found {
+                kind: AnomalyKind::LateRevert,
+                at: (revoke.commit, revoke.position),
+                detail: format!(
+                    "revoked at {}, {} after the expiry {} (grace {grace})",
+                    iso(revoked),
+                    span(revoked - expires),
+                    iso(expires)
+                ),
+            }]
+        }
         _ => Vec::new(),
+    }
+}
+
+/// The forge's clock less the bot's, from the two times a grant merge holds: its committer
+/// time (the forge made the merge commit) and the grant time the bot fixed on its own clock
+/// right before merging, which is its `Breakglass-Expires` less the duration it granted.
+/// Both are the same moment give or take the merge's round trip (seconds; longer only when
+/// the bot stopped between fixing the time and merging, which makes a revoke look earlier by
+/// that much). `None` when the merge lacks the expiry or the duration.
+fn forge_offset(granted_at: DateTime<Utc>, fact: &GrantFact) -> Option<TimeDelta> {
+    let granted_by_the_bot = fact.expires.at()? - fact.duration?;
+    Some(granted_at - granted_by_the_bot)
+}
+
+/// Gives a grant merge that does not show the forge's offset (its expiry unreadable, no
+/// duration in its title or file) the offset of the nearest grant merge in history order that
+/// does: the forge and the bot are the same two clocks all along, and the nearest reading is
+/// the one least drifted. With none in the whole history, lateness is not judged.
+fn borrow_offsets(grants: &mut [Pending]) {
+    let mut before: Vec<Option<(usize, TimeDelta)>> = Vec::with_capacity(grants.len());
+    let mut last = None;
+    for grant in grants.iter() {
+        if let Some(offset) = grant.forge_offset {
+            last = Some((grant.position, offset));
+        }
+        before.push(last);
+    }
+    let mut after = None;
+    for (grant, before) in grants.iter_mut().zip(before).rev() {
+        if let Some(offset) = grant.forge_offset {
+            after = Some((grant.position, offset));
+            continue;
+        }
+        let distance = |(position, _): &(usize, TimeDelta)| position.abs_diff(grant.position);
+        grant.forge_offset = [before, after]
+            .into_iter()
+            .flatten()
+            .min_by_key(distance)
+            .map(|(_, offset)| offset);
     }
 }
 
@@ -863,6 +929,7 @@ mod tests {
                     } else {
                         TrailerTime::Missing
                     },
+                    duration: Some(TimeDelta::minutes(minutes)),
                 }),
             )
         }
