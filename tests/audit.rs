@@ -1599,6 +1599,50 @@ fn a_grant_merge_with_the_four_spec_trailers_takes_environment_role_and_ticket_f
     );
 }
 
+/// SPEC's four trailers give no reason, and the bot's title neither: the audit reads it from
+/// the request file the merge adds, as it reads the role and the ticket (on one line, as the
+/// bot writes a reason into a merge message). A message that has a reason keeps it.
+#[test]
+fn a_grant_merge_with_the_four_spec_trailers_takes_its_reason_from_its_file() {
+    let repo = RequestsRepo::new();
+    let yaml = "environment: prod\nrole: admin\nduration: 1h\nreason: \"incident: INC-1\\n  db down\"\nticket: INC-1\n";
+    let four = |id: &str| {
+        format!(
+            "breakglass: grant {id}\n\nBreakglass-Request: {id}\nBreakglass-Requester: alice\nBreakglass-Approved-By: carol\nBreakglass-Expires: {}\n",
+            iso(70)
+        )
+    };
+    repo.merge(
+        10,
+        "requests/prod/r-1.yaml",
+        Some(yaml),
+        &four("r-1"),
+        "alice",
+    );
+    let with_body = four("r-2").replacen("\n\n", "\n\nfrom the message\n\n", 1);
+    repo.merge(
+        11,
+        "requests/prod/r-2.yaml",
+        Some(yaml),
+        &with_body,
+        "alice",
+    );
+    let now = iso(30);
+    let out = breakglass(&[
+        "audit",
+        "--repo",
+        repo.path_str(),
+        "--now",
+        &now,
+        "--format",
+        "json",
+    ]);
+    let document = json_of(&out);
+    assert_eq!(document["anomalies"], json!([]), "{}", stdout(&out));
+    assert_eq!(document["grants"][0]["reason"], "incident: INC-1 db down");
+    assert_eq!(document["grants"][1]["reason"], "from the message");
+}
+
 /// A grant of 1h that the bot makes at (its) minute 100, expiring at 160, and its revoke
 /// merged at the bot's minute `revoked`, on a forge whose clock is `skew` minutes ahead of
 /// the bot's (behind when negative): both merge commits bear the forge's time.

@@ -81,7 +81,12 @@ pub struct GrantFact {
     /// Why the role is unknown when neither the trailer nor the request file gives it (the
     /// file's path and its parse error).
     pub role_unreadable: Option<String>,
-    /// The body between the title and the trailers, on one line.
+    /// Why access was asked for, on one line: the merge message's body (between the title and
+    /// the trailers), where the bot writes the reason of the request it merges; when the
+    /// message has none (a grant merge with only SPEC's four trailers), the `reason:` of the
+    /// request file the merge adds, since that file is what was approved. When both exist the
+    /// message's wins: on a bot merge they are the same text, written from that file, and
+    /// reading every grant's file to compare them would cost a blob per grant.
     pub reason: String,
     pub ticket: Option<String>,
     pub approved_by: Option<String>,
@@ -570,10 +575,11 @@ fn grant(
             detail,
         }));
     };
-    // A merge with only the four trailers SPEC fixes: role and ticket from its file, as is
-    // the duration when the title does not give it.
+    // A merge with only the four trailers SPEC fixes: role, ticket and reason from its file,
+    // as is the duration when the title does not give it.
+    let body = message.body();
     let title_duration = duration_in_title(message.subject());
-    let needs_file = bot.role.is_none() || title_duration.is_none();
+    let needs_file = bot.role.is_none() || body.is_empty() || title_duration.is_none();
     let from_file = if needs_file {
         read_request(repo, &file)?
     } else {
@@ -583,13 +589,18 @@ fn grant(
         Some(role) => (Some(role.into_owned()), None),
         None => (from_file.role, from_file.role_unreadable),
     };
+    let reason = if body.is_empty() {
+        from_file.reason.unwrap_or_default()
+    } else {
+        body.into_owned()
+    };
     Ok(EventKind::Grant(GrantFact {
         request_id,
         requester: owned(bot.requester),
         environment: Some(owned(bot.environment).unwrap_or(file.environment)),
         role,
         role_unreadable,
-        reason: message.body().into_owned(),
+        reason,
         ticket: owned(bot.ticket).or(from_file.ticket),
         approved_by: owned(bot.approved_by),
         expires: TrailerTime::parse(bot.expires.as_deref()),
@@ -642,11 +653,13 @@ struct FromFile {
     /// Why the file names no role.
     role_unreadable: Option<String>,
     ticket: Option<String>,
+    /// The file's `reason:`, on one line.
+    reason: Option<String>,
     duration: Option<TimeDelta>,
 }
 
-/// What a request file says (its role, or why it names none; its ticket and duration, when
-/// it has them).
+/// What a request file says (its role, or why it names none; its ticket, reason and
+/// duration, when it has them).
 fn read_request(repo: &Repository, file: &RequestFile) -> Result<FromFile, AuditError> {
     let blob = repo.find_blob(file.blob).map_err(AuditError::git)?;
     let request = std::str::from_utf8(blob.content())
@@ -657,6 +670,7 @@ fn read_request(repo: &Repository, file: &RequestFile) -> Result<FromFile, Audit
             role: Some(request.role.as_str().to_owned()),
             role_unreadable: None,
             ticket: request.ticket.map(|t| t.as_str().to_owned()),
+            reason: Some(one_line(request.reason.as_str())),
             duration: request.duration.map(HumanDuration::to_chrono),
         },
         Err(why) => FromFile {
@@ -664,6 +678,16 @@ fn read_request(repo: &Repository, file: &RequestFile) -> Result<FromFile, Audit
             ..FromFile::default()
         },
     })
+}
+
+/// A reason as the bot writes it into a merge message, and as [`Message::body`] reads it
+/// back: its lines trimmed and joined with single spaces.
+fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A commit with `Breakglass-Revokes`: a revoke (or removal) when it removes that request
