@@ -38,6 +38,7 @@ fn main() {
     let location = dir.to_str().expect("a UTF-8 path");
     let options = AuditOptions {
         branch: Some("main".into()),
+        policies: None,
         report: ReportOptions::new(start() + TimeDelta::days(3650)),
     };
 
@@ -119,7 +120,7 @@ fn audit_once(location: &str, options: &AuditOptions) -> (Duration, usize) {
 fn phases(location: &str, options: &AuditOptions) {
     let started = Instant::now();
     let source = audit::Source::open(location, None).unwrap();
-    let history = audit::history::read(source.repository(), "main").unwrap();
+    let history = audit::history::read(source.repository(), "main", "policies").unwrap();
     let read = started.elapsed();
     let started = Instant::now();
     let report = audit::report::build(history, location.into(), options.report.clone());

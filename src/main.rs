@@ -72,6 +72,10 @@ enum Command {
         /// The branch to read (its first-parent history); default: the repository's HEAD.
         #[arg(long)]
         branch: Option<String>,
+        /// Where the policies are in the repository (the config's `policies_path`): their
+        /// `iac` roles say where grant files live.
+        #[arg(long, default_value = "policies", value_name = "DIR")]
+        policies: String,
         /// Only grants granted since this date (YYYY-MM-DD, or RFC 3339).
         #[arg(long, value_name = "DATE", value_parser = breakglass::audit::parse_since)]
         since: Option<chrono::DateTime<chrono::Utc>>,
@@ -221,6 +225,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
             command: None,
             repo,
             branch,
+            policies,
             since,
             until,
             environment,
@@ -228,7 +233,8 @@ fn try_main() -> anyhow::Result<ExitCode> {
             grace,
             now,
         } => {
-            let options = audit_options(branch, since, until, environment, grace, now);
+            let mut options = audit_options(branch, since, until, environment, grace, now);
+            options.policies = Some(policies);
             audit_report(&repo, &options, format)
         }
         Command::Audit {
@@ -283,6 +289,7 @@ fn audit_options(
 ) -> AuditOptions {
     AuditOptions {
         branch,
+        policies: None,
         report: ReportOptions {
             grace,
             since,

@@ -1285,6 +1285,7 @@ fn the_library_gives_typed_rows() {
     let s = story();
     let options = AuditOptions {
         branch: None,
+        policies: None,
         report: ReportOptions::new(t(NOW)),
     };
     let report = audit::run(s.repo.path_str(), &options).unwrap();
@@ -1368,6 +1369,7 @@ async fn the_audit_reads_what_the_bot_writes() {
         tokio::task::spawn_blocking(move || {
             let options = AuditOptions {
                 branch: None,
+                policies: None,
                 report: ReportOptions::new(now),
             };
             audit::run(path.to_str().unwrap(), &options).unwrap()
@@ -1714,6 +1716,7 @@ async fn late_revert_of_the_bots_revoke(skew_secs: i64, bot_down: bool) -> Optio
     let report = tokio::task::spawn_blocking(move || {
         let options = AuditOptions {
             branch: None,
+            policies: None,
             report: ReportOptions::new(now),
         };
         audit::run(path.to_str().unwrap(), &options).unwrap()
@@ -1935,6 +1938,38 @@ fn a_root_named_by_an_iac_roles_output_is_covered() {
     assert_eq!(anomalies(&["--environment", "prod"]), json!([]));
 }
 
+/// A repo whose policies live elsewhere (`policies_path = "infra/policies"`): `--policies`
+/// points the audit at them, and the roots their `iac` roles name are watched; without it the
+/// audit finds no policies there and watches `grants/` alone.
+#[test]
+fn the_policies_named_by_policies_are_the_ones_whose_grant_roots_are_watched() {
+    let repo = RequestsRepo::new();
+    repo.push_files(
+        5,
+        &[("infra/policies/network.yaml", Some(IAC_POLICY))],
+        "carol",
+    );
+    let pushed = repo.push_files(
+        10,
+        &[("k8s/network/evil.yaml", Some("kind: ClusterRoleBinding\n"))],
+        "mallory",
+    );
+    let anomalies = |args: &[&str]| {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        json_of(&audit_cli(repo.path_str(), &all))["anomalies"].clone()
+    };
+    let flagged = json!([landed(
+        pushed,
+        "evil",
+        "k8s/network/evil.yaml was added without breakglass; no reconcile removal on the branch"
+            .into()
+    )]);
+    assert_eq!(anomalies(&["--policies", "infra/policies"]), flagged);
+    assert_eq!(anomalies(&["--policies", "infra/policies/"]), flagged);
+    assert_eq!(anomalies(&[]), json!([]), "policies/ holds none here");
+}
+
 /// Policies that do not parse (here a policy with only `environment:`) leave `grants/` alone
 /// watched; a grant file there whose path names no environment of the policies shows under
 /// every `--environment`.
@@ -2043,6 +2078,7 @@ async fn the_audit_flags_a_grant_file_pushed_past_the_bot_and_names_the_bots_rem
     let report = tokio::task::spawn_blocking(move || {
         let options = AuditOptions {
             branch: None,
+            policies: None,
             report: ReportOptions::new(now),
         };
         audit::run(path.to_str().unwrap(), &options).unwrap()

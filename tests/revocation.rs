@@ -470,6 +470,7 @@ async fn audit_now(s: &Scenario) -> breakglass::audit::Report {
     let path = s.forge.repo_path(REPO);
     let options = breakglass::audit::AuditOptions {
         branch: None,
+        policies: None,
         report: breakglass::audit::ReportOptions::new(s.clock.now()),
     };
     tokio::task::spawn_blocking(move || {

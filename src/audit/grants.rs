@@ -17,8 +17,9 @@ use super::history::{LandedFact, LandedFile};
 use crate::grant::iac;
 use crate::policy::{PolicyFile, PolicySet};
 
-/// Where the policies are in the requests repo (`policies_path`'s default).
-const POLICIES_DIR: &str = "policies";
+/// Where the policies are in the requests repo by default (`policies_path`'s default, and
+/// `breakglass audit --policies`').
+pub const POLICIES_DIR: &str = "policies";
 
 /// The grant roots of the audited branch, and the environments its policies name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,9 +31,10 @@ pub struct GrantLayout {
 }
 
 impl GrantLayout {
-    /// The layout the policies at commit `tip` give (`grants/` alone without them).
-    pub fn read(repo: &Repository, tip: Option<Oid>) -> Self {
-        let policies = tip.and_then(|tip| policies_at(repo, tip));
+    /// The layout the policies in `policies_dir` at commit `tip` give (`grants/` alone
+    /// without them).
+    pub fn read(repo: &Repository, tip: Option<Oid>, policies_dir: &str) -> Self {
+        let policies = tip.and_then(|tip| policies_at(repo, tip, policies_dir));
         Self::new(policies.as_ref())
     }
 
@@ -105,12 +107,18 @@ fn subject_of(path: &str) -> &str {
     }
 }
 
-/// The lint-clean policies of `policies/` at commit `tip`, when there are any.
-fn policies_at(repo: &Repository, tip: Oid) -> Option<PolicySet> {
+/// The lint-clean policies of `dir` (a path in the repo, `policies` or `infra/policies`) at
+/// commit `tip`, when there are any.
+fn policies_at(repo: &Repository, tip: Oid, dir: &str) -> Option<PolicySet> {
+    let dir = dir.trim_matches('/');
     let tree = repo.find_commit(tip).ok()?.tree().ok()?;
-    let dir = tree.get_name(POLICIES_DIR)?.to_object(repo).ok()?;
+    let policies = tree
+        .get_path(std::path::Path::new(dir))
+        .ok()?
+        .to_object(repo)
+        .ok()?;
     let mut files = Vec::new();
-    for entry in dir.as_tree()? {
+    for entry in policies.as_tree()? {
         let Some(name) = entry
             .name()
             .ok()
@@ -126,7 +134,7 @@ fn policies_at(repo: &Repository, tip: Oid) -> Option<PolicySet> {
             return None; // the bot refuses such a policy set too
         }
         files.push(PolicyFile {
-            path: PathBuf::from(format!("{POLICIES_DIR}/{name}")),
+            path: PathBuf::from(format!("{dir}/{name}")),
             text: String::from_utf8(blob.content().to_vec()).ok()?,
         });
     }

@@ -247,14 +247,15 @@ pub fn branch_tip(repo: &Repository, branch: &str) -> Result<Option<Oid>, AuditE
     )))
 }
 
-/// Walks the first-parent history of `branch`, oldest fact first.
-pub fn read(repo: &Repository, branch: &str) -> Result<History, AuditError> {
+/// Walks the first-parent history of `branch`, oldest fact first; the grant roots come from
+/// the policies in `policies_dir` at its tip.
+pub fn read(repo: &Repository, branch: &str, policies_dir: &str) -> Result<History, AuditError> {
     if repo.is_shallow() {
         // Missing history would turn every revoke of an old grant into an anomaly.
         return Err(AuditError::Shallow);
     }
     let head = branch_tip(repo, branch)?;
-    let grants = GrantLayout::read(repo, head);
+    let grants = GrantLayout::read(repo, head, policies_dir);
     let _cache_off = ObjectCacheOff::new();
     let odb = repo.odb().map_err(AuditError::git)?;
     let trees = TreeReader::new(&odb);

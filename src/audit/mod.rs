@@ -72,6 +72,9 @@ impl AuditError {
 pub struct AuditOptions {
     /// The branch to read; the repository's `HEAD` branch when `None`.
     pub branch: Option<String>,
+    /// Where the policies are in the repo (the config's `policies_path`), for the grant
+    /// roots; `policies` when `None`.
+    pub policies: Option<String>,
     /// How the report is filtered, and "now".
     pub report: ReportOptions,
 }
@@ -91,7 +94,7 @@ pub fn read_history(location: &str, branch: Option<&str>) -> Result<history::His
         Some(branch) => branch.to_owned(),
         None => history::head_branch(repo)?,
     };
-    history::read(repo, &branch)
+    history::read(repo, &branch, grants::POLICIES_DIR)
 }
 
 /// Reports on an opened repository.
@@ -101,7 +104,8 @@ pub fn report_on(source: &Source, options: &AuditOptions) -> Result<Report, Audi
         Some(branch) => branch.clone(),
         None => history::head_branch(repo)?,
     };
-    let history = history::read(repo, &branch)?;
+    let policies = options.policies.as_deref().unwrap_or(grants::POLICIES_DIR);
+    let history = history::read(repo, &branch, policies)?;
     Ok(report::build(
         history,
         source.name().to_owned(),
