@@ -7,79 +7,8 @@
 mod common;
 
 use chrono::TimeDelta;
+use common::late::*;
 use common::*;
-
-async fn poll(s: &Scenario) {
-    s.advance(TimeDelta::seconds(30));
-    s.settle().await;
-}
-
-async fn requested(s: &Scenario, id: &str) -> u64 {
-    let pr = s.open_request(&s.people.alice, "prod", id, &prod_request("1h"));
-    s.settle().await;
-    let verdict = s.next_bot_comment(pr);
-    assert!(verdict.starts_with("✅ **Request"), "{verdict}");
-    pr
-}
-
-/// alice pushes a new version of request `id` while webhooks are held; returns nothing.
-fn push_new_version(s: &Scenario, id: &str) {
-    s.forge.advance_clock(TimeDelta::seconds(2));
-    s.forge.push_files(
-        REPO,
-        &format!("request-{id}"),
-        &s.people.alice,
-        &[(&format!("requests/prod/{id}.yaml"), &prod_request("2h"))],
-        "longer",
-    );
-}
-
-/// The held deliveries matching `pick`, sent now (before every other held one).
-async fn deliver_first(s: &Scenario, pick: impl Fn(&breakglass_test_forge::Delivery) -> bool) {
-    let chosen: Vec<_> = s
-        .forge
-        .deliveries()
-        .into_iter()
-        .filter(|d| d.attempts == 0 && pick(d))
-        .collect();
-    assert!(!chosen.is_empty(), "no held delivery matched");
-    for d in &chosen {
-        assert!(s.forge.redeliver(&d.id));
-    }
-    s.settle().await;
-}
-
-fn is_approval_event(d: &breakglass_test_forge::Delivery) -> bool {
-    d.event == "pull_request_review"
-        || (d.event == "Merge Request Hook"
-            && matches!(d.action.as_deref(), Some("approval" | "approved")))
-}
-
-/// Finishes the story: every held delivery sent, then a few polls (GitLab's safety-net poll
-/// is 5 minutes).
-async fn release_and_poll(s: &Scenario) {
-    s.forge.set_webhooks_paused(false);
-    s.forge.flush_webhooks();
-    s.settle().await;
-    for _ in 0..12 {
-        poll(s).await;
-    }
-}
-
-/// A label event (GitHub `labeled`; GitLab an MR `update` that is not a push).
-fn is_label_event(d: &breakglass_test_forge::Delivery) -> bool {
-    let body = String::from_utf8_lossy(&d.body);
-    (d.event == "pull_request" && d.action.as_deref() == Some("labeled"))
-        || (d.event == "Merge Request Hook"
-            && d.action.as_deref() == Some("update")
-            && !body.contains("\"oldrev\"")
-            && body.contains("labels"))
-}
-
-fn is_approve_comment(d: &breakglass_test_forge::Delivery) -> bool {
-    (d.event == "issue_comment" || d.event == "Note Hook")
-        && String::from_utf8_lossy(&d.body).contains("/breakglass approve")
-}
 
 // An approving review (GitHub) or the Approve button (GitLab) of the new head, heard before the
 // push's webhook: the push is caught up with, and the approval merges the version it approved.
