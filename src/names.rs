@@ -185,10 +185,16 @@ impl TryFrom<String> for RequestId {
     }
 }
 
-/// A ticket reference such as `INC-1234`: a single word, no spaces.
+/// A ticket reference such as `INC-1234`: a single word, no spaces. A number (`1234`) is read
+/// as its text, exactly as written.
+// The YAML reader hands a number to `TryFrom<String>` as its text, so the schema takes a number
+// too: an editor must not flag what the bot accepts (`pattern` applies to strings only).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schemars(with = "String", extend("pattern" = r"^\S{1,100}$"))]
+#[schemars(
+    with = "String",
+    extend("type" = ["string", "number"], "pattern" = r"^\S{1,100}$")
+)]
 pub struct Ticket(String);
 
 impl Ticket {

@@ -110,3 +110,112 @@ fn the_duration_schema_refuses_what_the_bot_refuses_by_shape() {
         );
     }
 }
+
+/// Whether `value` is valid against `schema`, for the keywords the generated schemas use
+/// (`$ref` into `$defs`, `anyOf`, `type`, `pattern`, `minLength`, `maxLength`, `properties`,
+/// `required`, `additionalProperties: false`). An unknown keyword fails the check, so the
+/// helper cannot pass a schema it does not understand.
+fn valid(root: &serde_json::Value, schema: &serde_json::Value, value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let schema = schema.as_object().expect("a schema is an object");
+    let mut ok = true;
+    for (key, rule) in schema {
+        ok &= match key.as_str() {
+            "$schema" | "$id" | "title" | "description" | "examples" | "$defs" => true,
+            "$ref" => {
+                let name = rule.as_str().unwrap().strip_prefix("#/$defs/").unwrap();
+                valid(root, &root["$defs"][name], value)
+            }
+            "anyOf" => rule
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| valid(root, s, value)),
+            "type" => {
+                let types: Vec<&str> = match rule {
+                    Value::String(t) => vec![t.as_str()],
+                    Value::Array(ts) => ts.iter().map(|t| t.as_str().unwrap()).collect(),
+                    _ => panic!("type {rule}"),
+                };
+                types.iter().any(|t| match *t {
+                    "string" => value.is_string(),
+                    "integer" => value.is_i64() || value.is_u64(),
+                    "number" => value.is_number(),
+                    "boolean" => value.is_boolean(),
+                    "null" => value.is_null(),
+                    "object" => value.is_object(),
+                    "array" => value.is_array(),
+                    other => panic!("type {other}"),
+                })
+            }
+            "pattern" => value.as_str().is_none_or(|text| {
+                regex::Regex::new(rule.as_str().unwrap())
+                    .unwrap()
+                    .is_match(text)
+            }),
+            "minLength" => value
+                .as_str()
+                .is_none_or(|t| t.chars().count() as u64 >= rule.as_u64().unwrap()),
+            "maxLength" => value
+                .as_str()
+                .is_none_or(|t| t.chars().count() as u64 <= rule.as_u64().unwrap()),
+            "properties" => value.as_object().is_none_or(|fields| {
+                fields
+                    .iter()
+                    .all(|(name, field)| rule.get(name).is_none_or(|s| valid(root, s, field)))
+            }),
+            "required" => value.as_object().is_none_or(|fields| {
+                rule.as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|name| fields.contains_key(name.as_str().unwrap()))
+            }),
+            "additionalProperties" => {
+                assert_eq!(rule, &Value::Bool(false), "additionalProperties {rule}");
+                value.as_object().is_none_or(|fields| {
+                    fields
+                        .keys()
+                        .all(|name| schema["properties"].get(name).is_some())
+                })
+            }
+            other => panic!("the schema check does not know `{other}`"),
+        };
+    }
+    ok
+}
+
+/// README: "A number where text belongs (`ticket: 1234`) is read as its text." An editor's
+/// schema check must take what the bot takes, and still refuse what it refuses.
+#[test]
+fn the_request_schema_takes_a_numeric_ticket_as_the_bot_does() {
+    let schema: serde_json::Value = serde_json::from_str(&breakglass::schema::request()).unwrap();
+    let with_ticket = |ticket: &str| {
+        format!(
+            "environment: prod\nrole: admin\nduration: 1h\nreason: x\nticket: {ticket}\nrequester: alice\n"
+        )
+    };
+    for ticket in ["1234", "1.50", "-7", "INC-1234", "\"1234\""] {
+        let yaml = with_ticket(ticket);
+        let request = breakglass::request::AccessRequest::from_yaml(&yaml)
+            .unwrap_or_else(|e| panic!("{ticket}: {e}"));
+        assert_eq!(request.ticket.unwrap().as_str(), ticket.trim_matches('"'));
+        let value: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        assert!(
+            valid(&schema, &schema, &value),
+            "the bot takes `ticket: {ticket}`, the schema refuses it: {:#}",
+            schema["$defs"]["Ticket"]
+        );
+    }
+    for ticket in ["\"INC 1234\"", "[1234]"] {
+        let yaml = with_ticket(ticket);
+        assert!(
+            breakglass::request::AccessRequest::from_yaml(&yaml).is_err(),
+            "{ticket}"
+        );
+        let value: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        assert!(
+            !valid(&schema, &schema, &value),
+            "the schema takes `ticket: {ticket}`"
+        );
+    }
+}
