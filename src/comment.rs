@@ -1260,6 +1260,14 @@ pub fn one_extension_per_comment() -> &'static str {
     "⚠️ One comment asks for at most one extension: only the first `/breakglass extend <duration>` line was taken. Comment again for more."
 }
 
+/// An approver's `/breakglass approve` in the same second as the requester's ask for `by` more
+/// (forge time on both sides): whether they read that ask cannot be told.
+pub fn extension_approve_again_comment(approver: &str, requester: &str, by: &str) -> String {
+    format!(
+        "⏱️ @{approver}, your approval came within the same second as @{requester}'s ask for {by} more, so breakglass cannot tell whether you saw it: nothing was approved. Please approve again with `/breakglass approve` (or `/breakglass extend {by}`)."
+    )
+}
+
 /// An approver's extension comment was made before the grant's current expiry was said.
 pub fn extension_of_an_earlier_expiry_comment(
     approver: &str,

@@ -971,6 +971,37 @@ on_both_backends!(
     }
 );
 
+// An approver's `/breakglass approve` in the same forge second as the requester's
+// `/breakglass extend`: whether carol read the ask cannot be told, so she is asked to approve
+// again (not told that nothing is asked); her approve a second later extends.
+on_both_forges!(
+    an_approve_in_the_same_second_as_the_extension_ask_is_asked_again,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.take_bot_comments(pr);
+        let granted = s.request("r1").await.expires_at.unwrap();
+        s.forge.freeze_clock(s.forge.now() + TimeDelta::seconds(1));
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        assert!(
+            s.next_bot_comment(pr)
+                .starts_with("⏳ @alice asks for 30m more")
+        );
+        s.note(pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "⏱️ @carol, your approval came within the same second as @alice's ask for 30m more, so breakglass cannot tell whether you saw it: nothing was approved. Please approve again with `/breakglass approve` (or `/breakglass extend 30m`)."
+        );
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
+        s.approve(pr, &s.people.carol); // a second later
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+        let extended = s.request("r1").await.expires_at.unwrap();
+        assert_eq!(extended - granted, TimeDelta::minutes(30));
+    }
+);
+
 // GitHub counts a reviewer's latest review only: carol approves, then asks for changes, so
 // her approval is taken back. With two approvals needed, dan's alone merges nothing, whether
 // the bot heard of carol's second review by its webhook or reads it right before the merge.

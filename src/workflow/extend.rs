@@ -189,32 +189,46 @@ impl Workflow {
             return self.reply(thread, &text).await;
         }
         // Only an ask the approver could have read: one made before the approval (forge time
-        // on both sides), so a bigger ask posted meanwhile is not approved unseen; and one
-        // still there (GitLab sends no webhook when a note is deleted).
-        let mut by = None;
-        for ask in self.asks_on_expiry(record).await?.iter().rev() {
-            if ask.approved_at >= created_at {
+        // on both sides, to the second: GitHub gives whole seconds), so a bigger ask posted
+        // meanwhile is not approved unseen; and one still there (GitLab sends no webhook when a
+        // note is deleted). The newest such ask is the one answered; one in the approval's own
+        // second may or may not have been read, so the approver is asked to approve again.
+        let mut asks = self.asks_on_expiry(record).await?;
+        asks.sort_by_key(|ask| ask.approved_at);
+        let mut answered = None;
+        for ask in asks.iter().rev() {
+            if ask.approved_at.timestamp() > created_at.timestamp() {
                 continue;
             }
             let alive = self
                 .extension_signals_alive(record, std::slice::from_ref(ask))
                 .await?;
             if alive.contains_key(&ask.signal) {
-                by = extension_secs(&ask.head_sha);
+                answered = Some(ask);
                 break;
             }
         }
-        match by {
-            Some(secs) => {
-                let by = HumanDuration::from_secs(secs);
-                self.command_extend(thread, comment_id, author, by, created_at)
-                    .await
-            }
-            None => {
-                self.reply(thread, &comment::no_extension_asked_comment())
-                    .await
-            }
+        let Some(ask) = answered else {
+            return self
+                .reply(thread, &comment::no_extension_asked_comment())
+                .await;
+        };
+        let Some(secs) = extension_secs(&ask.head_sha) else {
+            return self
+                .reply(thread, &comment::no_extension_asked_comment())
+                .await;
+        };
+        let by = HumanDuration::from_secs(secs);
+        if ask.approved_at.timestamp() == created_at.timestamp() {
+            let text = comment::extension_approve_again_comment(
+                author.login.as_str(),
+                record.requester_login.as_str(),
+                &by.to_string(),
+            );
+            return self.reply(thread, &text).await;
         }
+        self.command_extend(thread, comment_id, author, by, created_at)
+            .await
     }
 
     /// Whether `record` can have `by` more: an active grant before its expiry, whose access is
