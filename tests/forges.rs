@@ -495,6 +495,33 @@ async fn on_gitlab_approvers_may_be_a_subgroup_whose_direct_members_alone_count(
     }
 }
 
+/// GitLab ends a membership with an expiration date ON that day, by GitLab's own date (the
+/// members answer's `Date` header: the forge's clock, which in the story is days behind the
+/// machine's): dan's membership of @acme/sre-leads expiring today does not make him an
+/// approver any more; one expiring tomorrow does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_membership_counts_until_its_expiry_day_by_gitlabs_date() {
+    let s = Scenario::on_gitlab().await;
+    let dan = &s.people.dan;
+    let today = s.forge.now().date_naive();
+    s.forge
+        .set_membership_expiry("acme/sre-leads", dan, Some(today));
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.approve(pr, dan);
+    s.settle().await;
+    assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.forge
+        .set_membership_expiry("acme/sre-leads", dan, Some(today + chrono::Days::new(1)));
+    s.advance(TimeDelta::minutes(2)); // past the bot's minute of membership cache
+    let second = s.open_request(&s.people.alice, "prod", "r2", &prod_request("1h"));
+    s.settle().await;
+    s.approve(second, dan);
+    s.settle().await;
+    assert!(s.change(second).merged, "{:#?}", s.bot_comments(second));
+    s.lenient();
+}
+
 /// POSTs `body` to the GitLab webhook route with the given headers; the status code.
 async fn post_gitlab(url: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
     let mut request = reqwest::Client::new().post(url).body(body.to_vec());

@@ -149,6 +149,17 @@ impl TestForge {
         }
     }
 
+    /// Sets the GitLab `expires_at` date of `user`'s membership of `team` (`None`: none).
+    pub fn set_membership_expiry(&self, team: &str, user: &User, on: Option<chrono::NaiveDate>) {
+        self.with_state(|st| {
+            let key = (team.to_owned(), user.login.clone());
+            match on {
+                Some(day) => st.membership_expiry.insert(key, day),
+                None => st.membership_expiry.remove(&key),
+            };
+        });
+    }
+
     /// Adds `user` to the team `org/slug` (created on first use).
     pub fn add_team_member(&self, team: &str, user: &User) {
         self.with_state(|st| {

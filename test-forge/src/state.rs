@@ -234,6 +234,8 @@ pub(crate) struct ForgeState {
     pub root: PathBuf,
     pub users: BTreeMap<String, UserRec>,
     pub teams: BTreeMap<String, BTreeSet<String>>,
+    /// GitLab's `expires_at` of a team membership, by (team, login); none: no expiry.
+    pub membership_expiry: BTreeMap<(String, String), chrono::NaiveDate>,
     pub repos: BTreeMap<String, RepoRec>,
     pub tokens: HashMap<String, TokenRec>,
     pub app: Option<AppConfig>,
@@ -269,6 +271,7 @@ impl ForgeState {
             root,
             users: BTreeMap::new(),
             teams: BTreeMap::new(),
+            membership_expiry: BTreeMap::new(),
             repos: BTreeMap::new(),
             tokens: HashMap::new(),
             app: None,

@@ -228,6 +228,15 @@ impl GitlabClient {
 
     /// A GET of one object, conditional on the ETag of an earlier answer when there is one.
     async fn get<T: DeserializeOwned>(&self, route: &str) -> Result<T, ForgeError> {
+        self.get_answered(route).await.map(|(value, _)| value)
+    }
+
+    /// [`Self::get`], with the answer's headers (a `304 Not Modified`'s own, which are as
+    /// current as a full answer's).
+    async fn get_answered<T: DeserializeOwned>(
+        &self,
+        route: &str,
+    ) -> Result<(T, HeaderMap), ForgeError> {
         let call = format!("GET {route}");
         let cached = self.cache.get(route);
         let mut headers = HeaderMap::new();
@@ -240,7 +249,7 @@ impl GitlabClient {
         let answer = self.send(Method::GET, route, None, headers).await?;
         if answer.status == StatusCode::NOT_MODIFIED {
             return match cached {
-                Some(cached) => decode(&call, &cached.body),
+                Some(cached) => Ok((decode(&call, &cached.body)?, answer.headers)),
                 None => Err(ForgeError::Decode {
                     call,
                     detail: "304 Not Modified to a request without If-None-Match".into(),
@@ -250,7 +259,7 @@ impl GitlabClient {
         if let Some(etag) = header(&answer.headers, "etag") {
             self.cache.put(route, etag, &answer.body);
         }
-        decode(&call, &answer.body)
+        Ok((decode(&call, &answer.body)?, answer.headers))
     }
 
     /// Every page of a list, following `X-Next-Page` (offset pagination) or `Link: rel="next"`
@@ -981,14 +990,15 @@ impl GitlabClient {
     /// included, e.g. `acme/sre/leads`; a policy's leading `@` is allowed). Members inherited
     /// from a parent group do not count: with them, every member of `acme` (often everyone)
     /// would be in `@acme/sre-leads`. Only active memberships of Guest (10) or more that have
-    /// not expired count; Minimal Access does not.
+    /// not expired count; Minimal Access does not. Expiry is judged on GitLab's own date (the
+    /// answer's `Date` header; the bot's clock only without one), as GitLab judges it.
     pub async fn is_group_member(&self, group: &str, user_id: u64) -> Result<bool, ForgeError> {
         let route = format!(
             "/groups/{}/members/{user_id}",
             encode(group.trim_start_matches('@').trim_matches('/'))
         );
-        match self.get::<Member>(&route).await {
-            Ok(member) => Ok(member.counts(Utc::now().date_naive())),
+        match self.get_answered::<Member>(&route).await {
+            Ok((member, headers)) => Ok(member.counts(forge_today(&headers))),
             Err(err) if err.status() == Some(404) => Ok(false),
             Err(err) => Err(err),
         }
@@ -1360,19 +1370,32 @@ struct Member {
     /// The membership's own state (`active`, or `awaiting` a seat); newer GitLab only.
     #[serde(default)]
     membership_state: Option<String>,
-    /// `YYYY-MM-DD`, the last day of the membership.
+    /// `YYYY-MM-DD`, the day the membership ends (UTC): from that day on it gives no access.
     #[serde(default)]
     expires_at: Option<String>,
 }
 
+/// GitLab's date (UTC) of an answer, from its `Date` header; the bot's clock only without one.
+fn forge_today(headers: &HeaderMap) -> NaiveDate {
+    let now = forge_now(headers, Utc::now().timestamp());
+    DateTime::<Utc>::from_timestamp(now, 0)
+        .unwrap_or_else(Utc::now)
+        .date_naive()
+}
+
 impl Member {
+    /// Whether this membership gives access on `today` (GitLab's date, UTC). A membership is
+    /// expired ON its `expires_at` day, not after it: GitLab's own rule (`Member#expired?` is
+    /// `expires_at <= today`) and its daily job removes such members at the start of that day
+    /// (the UI says access ends on the expiration date), so counting it through that day
+    /// would let an approver approve for up to a day after GitLab itself took the access away.
     fn counts(&self, today: NaiveDate) -> bool {
         let active = |s: &Option<String>| s.as_deref().is_none_or(|s| s == "active");
         let expired = self
             .expires_at
             .as_deref()
             .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-            .is_some_and(|last| last < today);
+            .is_some_and(|ends| ends <= today);
         self.access_level >= GUEST
             && active(&self.state)
             && active(&self.membership_state)
@@ -1390,6 +1413,44 @@ mod tests {
             map.insert(*name, HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    fn member(expires_at: Option<&str>) -> Member {
+        Member {
+            access_level: 30,
+            state: Some("active".into()),
+            membership_state: Some("active".into()),
+            expires_at: expires_at.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_membership_counts_until_its_expiry_day_and_not_on_it() {
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        let expiring = member(Some("2026-11-26"));
+        assert!(expiring.counts(day("2026-11-25")), "the day before");
+        assert!(!expiring.counts(day("2026-11-26")), "on its expires_at day");
+        assert!(!expiring.counts(day("2026-11-27")), "after it");
+        assert!(member(None).counts(day("2026-11-26")), "no expiry");
+    }
+
+    #[test]
+    fn membership_expiry_is_judged_on_gitlabs_date() {
+        let late = headers(&[("date", "Thu, 26 Nov 2026 00:00:01 GMT")]);
+        assert_eq!(
+            forge_today(&late),
+            NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()
+        );
+        let early = headers(&[("date", "Wed, 25 Nov 2026 23:59:59 GMT")]);
+        assert_eq!(
+            forge_today(&early),
+            NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()
+        );
+        assert_eq!(forge_today(&HeaderMap::new()), Utc::now().date_naive());
+        assert_eq!(
+            forge_today(&headers(&[("date", "not a date")])),
+            Utc::now().date_naive()
+        );
     }
 
     fn refused(status: u16, message: &str) -> ForgeError {
@@ -1658,8 +1719,12 @@ mod tests {
             };
         assert!(member(10, Some("active"), None, None).counts(today));
         assert!(
-            member(50, None, Some("active"), Some("2026-12-02")).counts(today),
-            "last day"
+            member(50, None, Some("active"), Some("2026-12-03")).counts(today),
+            "the day before its expiry"
+        );
+        assert!(
+            !member(50, None, Some("active"), Some("2026-12-02")).counts(today),
+            "its expiry day: GitLab has removed it"
         );
         assert!(
             !member(5, Some("active"), None, None).counts(today),

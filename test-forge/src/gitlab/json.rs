@@ -411,13 +411,18 @@ pub(crate) fn status(st: &ForgeState, s: &StatusRec, git_ref: Option<&str>) -> V
     })
 }
 
-/// A group member (`GET /groups/:id/members/all/:user_id`): Developer access.
-pub(crate) fn member(st: &ForgeState, login: &str) -> Value {
+/// A group member (`GET /groups/:id/members/all/:user_id`): Developer access, expiring on the
+/// date set for its membership of `group`, if any.
+pub(crate) fn member(st: &ForgeState, group: &str, login: &str) -> Value {
     let mut v = user(st, login);
+    let expires_at = st
+        .membership_expiry
+        .get(&(group.to_owned(), login.to_owned()))
+        .map_or(Value::Null, |day| json!(day.format("%Y-%m-%d").to_string()));
     if let Value::Object(m) = &mut v {
         m.insert("access_level".into(), json!(30));
         m.insert("created_at".into(), Value::Null);
-        m.insert("expires_at".into(), Value::Null);
+        m.insert("expires_at".into(), expires_at);
         m.insert("membership_state".into(), json!("active"));
     }
     v

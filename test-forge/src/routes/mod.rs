@@ -498,6 +498,10 @@ pub(crate) async fn with_etag(
         app.count_not_modified(method, route);
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
         set_header(&mut resp, "etag", etag);
+        // A 304 carries the `Date` the full answer would (a route may set the forge's own).
+        if let Some(date) = parts.headers.get(header::DATE) {
+            resp.headers_mut().insert(header::DATE, date.clone());
+        }
         return resp;
     }
     if let Ok(v) = HeaderValue::from_str(&etag) {

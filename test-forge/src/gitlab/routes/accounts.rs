@@ -148,7 +148,7 @@ async fn group_member(
     State(app): State<App>,
     u: GlUser,
     path: GlPath<(String, u64)>,
-) -> GlResult<Json<Value>> {
+) -> GlResult<Dated<Json<Value>>> {
     member_answer(&app, u, path, true)
 }
 
@@ -158,7 +158,7 @@ async fn direct_group_member(
     State(app): State<App>,
     u: GlUser,
     path: GlPath<(String, u64)>,
-) -> GlResult<Json<Value>> {
+) -> GlResult<Dated<Json<Value>>> {
     member_answer(&app, u, path, false)
 }
 
@@ -169,7 +169,7 @@ fn member_answer(
     _u: GlUser,
     GlPath((id, user_id)): GlPath<(String, u64)>,
     inherited: bool,
-) -> GlResult<Json<Value>> {
+) -> GlResult<Dated<Json<Value>>> {
     let st = app.lock();
     let path = group(&st, &id)?;
     let login = login_of(&st, user_id).ok_or_else(|| GlError::not_found("User"))?;
@@ -184,5 +184,14 @@ fn member_answer(
             "404 Not found",
         ));
     }
-    Ok(Json(json::member(&st, &login)))
+    // The `Date` header on the forge's own clock (not the machine's, which hyper would put):
+    // a client judges the membership's `expires_at` by it.
+    let date = st.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    Ok((
+        [(axum::http::header::DATE, date)],
+        Json(json::member(&st, &path, &login)),
+    ))
 }
+
+/// An answer with its `Date` header.
+type Dated<T> = ([(axum::http::header::HeaderName, String); 1], T);
