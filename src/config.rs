@@ -21,7 +21,10 @@ const ENV_PREFIX: &str = "BREAKGLASS_";
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address the HTTP server listens on.
+    /// Address the HTTP server listens on: an IP address and port (`127.0.0.1:8080`,
+    /// `[::1]:8080`) or a host name and port (`localhost:8080`), resolved when the
+    /// configuration is read; the first address it resolves to is bound.
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// `sqlite://breakglass.db` (embedded default) or `postgres://…` for several replicas.
     pub database_url: String,
@@ -196,6 +199,31 @@ impl Default for AwsConfig {
             endpoint_url: String::new(),
             assume_role_arn: String::new(),
         }
+    }
+}
+
+/// `listen`'s value: an IP literal as it is, or a host name resolved (the system's resolver,
+/// `/etc/hosts` included) to its first address.
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    resolve_listen(&text).map_err(serde::de::Error::custom)
+}
+
+/// The value is not echoed: an override is named by its variable and key only (see
+/// [`blame_override`]).
+fn resolve_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let shape = "give an address and port (`127.0.0.1:8080`, `[::1]:8080`) or a host name and port (`localhost:8080`)";
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("`listen` names a host that resolves to no address; {shape}")),
+        Err(err) => Err(format!(
+            "`listen` is neither an address nor a host name that resolves ({err}); {shape}"
+        )),
     }
 }
 
@@ -447,6 +475,40 @@ assume_role_arn = ""
     }
 
     #[test]
+    fn listen_takes_an_address_or_a_host_name() {
+        let listen = |value: &str| {
+            Config::from_toml(&format!("listen = \"{value}\"\n"), "b.toml", env(&[]))
+                .map(|c| c.listen)
+        };
+        assert_eq!(
+            listen("127.0.0.1:8080").unwrap().to_string(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(listen("[::1]:8080").unwrap().to_string(), "[::1]:8080");
+        let named = listen("localhost:8080").unwrap();
+        assert!(named.ip().is_loopback(), "{named}");
+        assert_eq!(named.port(), 8080);
+        let by_env = Config::from_toml(
+            "",
+            "b.toml",
+            env(&[("BREAKGLASS_LISTEN", "localhost:9000")]),
+        )
+        .unwrap()
+        .listen;
+        assert!(
+            by_env.ip().is_loopback() && by_env.port() == 9000,
+            "{by_env}"
+        );
+        for bad in ["nosuch.invalid:8080", "localhost", "localhost:http"] {
+            let err = listen(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("b.toml: `listen` ") && err.contains("localhost:8080"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn reads_the_spec_example() {
         let config = Config::from_toml(SPEC_EXAMPLE, "breakglass.toml", env(&[])).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
@@ -488,7 +550,7 @@ assume_role_arn = ""
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "BREAKGLASS_LISTEN: `listen`: invalid socket address syntax"
+            "BREAKGLASS_LISTEN: `listen`: `listen` is neither an address nor a host name that resolves (invalid socket address); give an address and port (`127.0.0.1:8080`, `[::1]:8080`) or a host name and port (`localhost:8080`)"
         );
         // The file's own mistake stays the file's.
         let err = Config::from_toml(

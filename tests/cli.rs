@@ -464,6 +464,25 @@ fn a_reader_that_stops_early_does_not_change_the_exit_code() {
     );
 }
 
+/// `listen` may name a host (`localhost:8080`), not only an IP address.
+#[test]
+fn listen_may_be_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_breakglass"))
+        .arg("migrate")
+        .env("BREAKGLASS_LISTEN", "localhost:18080")
+        .env("BREAKGLASS_DATABASE_URL", "sqlite://x.db")
+        .current_dir(dir.path())
+        .output()
+        .expect("the binary runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A typo in `--config` must not start anything on defaults (which would create
 /// `./breakglass.db` and serve nothing the operator configured).
 #[test]
