@@ -14,40 +14,14 @@ use common::*;
 // push's webhook: the push is caught up with, and the approval merges the version it approved.
 on_both_forges!(
     an_approval_of_the_new_head_heard_before_its_push_counts,
-    |s: Scenario| async move {
-        let pr = requested(&s, "r1").await;
-        s.forge.set_webhooks_paused(true);
-        push_new_version(&s, "r1");
-        s.approve_button(pr, &s.people.carol); // a second after the push, of the new head
-        deliver_first(&s, is_approval_event).await;
-        release_and_poll(&s).await;
-        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        assert_eq!(
-            s.request("r1").await.duration_secs,
-            7200,
-            "the pushed version"
-        );
-        s.take_bot_comments(pr);
-    }
+    |s: Scenario| async move { approve_button_after_a_push_heard_first(&s).await }
 );
 
 // `/breakglass approve` written after a push and handled before its webhook; with two
 // approvals needed, carol's (told "1 of 2") and dan's later one merge the pushed version.
 on_both_forges!(
     an_approve_comment_written_after_a_push_and_heard_before_it_counts,
-    |s: Scenario| async move {
-        s.prod_needs_two_approvals().await;
-        let pr = requested(&s, "r1").await;
-        s.forge.set_webhooks_paused(true);
-        push_new_version(&s, "r1");
-        s.approve(pr, &s.people.carol);
-        deliver_first(&s, is_approve_comment).await;
-        release_and_poll(&s).await;
-        s.approve(pr, &s.people.dan);
-        s.settle().await;
-        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        s.take_bot_comments(pr);
-    }
+    |s: Scenario| async move { approve_comment_after_a_push_heard_first(&s).await }
 );
 
 // An approval given after a push, then a label event that shows the new head before the push's
@@ -95,19 +69,7 @@ on_both_forges!(
 // once the push is handled.
 on_both_forges!(
     an_emoji_given_after_a_push_and_seen_before_it_counts,
-    |s: Scenario| async move {
-        let pr = requested(&s, "r1").await;
-        s.forge.set_webhooks_paused(true);
-        push_new_version(&s, "r1");
-        s.emoji(pr, &s.people.carol, "+1"); // a second after the push
-        match s.dialect {
-            Dialect::GitHub => poll(&s).await, // the poll sees it; the push webhook waits
-            Dialect::GitLab => deliver_first(&s, |d| d.event == "Emoji Hook").await,
-        }
-        release_and_poll(&s).await;
-        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        s.take_bot_comments(pr);
-    }
+    |s: Scenario| async move { emoji_after_a_push_seen_first(&s).await }
 );
 
 // A 👍 given before a push does not count for the pushed version: with two approvals needed,

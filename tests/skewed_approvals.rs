@@ -109,53 +109,17 @@ on_every_skew!(skew_approve_button_merges, |s: Scenario| async move {
 
 on_every_skew!(
     skew_approve_comment_written_after_a_push_and_heard_before_it_counts,
-    |s: Scenario| async move {
-        s.prod_needs_two_approvals().await;
-        let pr = requested(&s, "r1").await;
-        s.forge.set_webhooks_paused(true);
-        push_new_version(&s, "r1");
-        s.approve(pr, &s.people.carol);
-        deliver_first(&s, is_approve_comment).await;
-        release_and_poll(&s).await;
-        s.approve(pr, &s.people.dan);
-        s.settle().await;
-        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        assert_eq!(s.request("r1").await.duration_secs, 7200);
-        s.take_bot_comments(pr);
-    }
+    |s: Scenario| async move { approve_comment_after_a_push_heard_first(&s).await }
 );
 
 on_every_skew!(
     skew_approve_button_of_the_new_head_heard_before_its_push_counts,
-    |s: Scenario| async move {
-        let pr = requested(&s, "r1").await;
-        s.forge.set_webhooks_paused(true);
-        push_new_version(&s, "r1");
-        s.approve_button(pr, &s.people.carol);
-        deliver_first(&s, is_approval_event).await;
-        release_and_poll(&s).await;
-        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        assert_eq!(s.request("r1").await.duration_secs, 7200);
-        s.take_bot_comments(pr);
-    }
+    |s: Scenario| async move { approve_button_after_a_push_heard_first(&s).await }
 );
 
 on_every_skew!(
     skew_emoji_given_after_a_push_and_seen_before_it_counts,
-    |s: Scenario| async move {
-        let pr = requested(&s, "r1").await;
-        s.forge.set_webhooks_paused(true);
-        push_new_version(&s, "r1");
-        s.emoji(pr, &s.people.carol, "+1");
-        match s.dialect {
-            Dialect::GitHub => poll(&s).await,
-            Dialect::GitLab => deliver_first(&s, |d| d.event == "Emoji Hook").await,
-        }
-        release_and_poll(&s).await;
-        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        assert_eq!(s.request("r1").await.duration_secs, 7200);
-        s.take_bot_comments(pr);
-    }
+    |s: Scenario| async move { emoji_after_a_push_seen_first(&s).await }
 );
 
 // "Approval must come after the last push": a `/breakglass approve` written before a push and

@@ -3,7 +3,7 @@
 
 use chrono::TimeDelta;
 
-use super::{REPO, Scenario, prod_request};
+use super::{Dialect, REPO, Scenario, prod_request};
 
 pub async fn poll(s: &Scenario) {
     s.advance(TimeDelta::seconds(30));
@@ -75,4 +75,58 @@ pub fn is_label_event(d: &breakglass_test_forge::Delivery) -> bool {
 pub fn is_approve_comment(d: &breakglass_test_forge::Delivery) -> bool {
     (d.event == "issue_comment" || d.event == "Note Hook")
         && String::from_utf8_lossy(&d.body).contains("/breakglass approve")
+}
+
+// The stories of an approval given after a push and heard before the push's webhook: each
+// counts for the pushed version (2h), whatever the forge's clock says against the bot's.
+
+/// An approving review (GitHub) or the Approve button (GitLab) of the new head, heard first.
+pub async fn approve_button_after_a_push_heard_first(s: &Scenario) {
+    let pr = requested(s, "r1").await;
+    s.forge.set_webhooks_paused(true);
+    push_new_version(s, "r1");
+    s.approve_button(pr, &s.people.carol); // a second after the push, of the new head
+    deliver_first(s, is_approval_event).await;
+    release_and_poll(s).await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    assert_eq!(
+        s.request("r1").await.duration_secs,
+        7200,
+        "the pushed version"
+    );
+    s.take_bot_comments(pr);
+}
+
+/// `/breakglass approve` handled first; with two approvals needed, carol's (told "1 of 2")
+/// and dan's later one merge the pushed version.
+pub async fn approve_comment_after_a_push_heard_first(s: &Scenario) {
+    s.prod_needs_two_approvals().await;
+    let pr = requested(s, "r1").await;
+    s.forge.set_webhooks_paused(true);
+    push_new_version(s, "r1");
+    s.approve(pr, &s.people.carol);
+    deliver_first(s, is_approve_comment).await;
+    release_and_poll(s).await;
+    s.approve(pr, &s.people.dan);
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    assert_eq!(s.request("r1").await.duration_secs, 7200);
+    s.take_bot_comments(pr);
+}
+
+/// A 👍 seen first (GitHub's poll, GitLab's Emoji Hook), though GitHub's reaction list is
+/// unchanged (a 304) once the push is handled.
+pub async fn emoji_after_a_push_seen_first(s: &Scenario) {
+    let pr = requested(s, "r1").await;
+    s.forge.set_webhooks_paused(true);
+    push_new_version(s, "r1");
+    s.emoji(pr, &s.people.carol, "+1"); // a second after the push
+    match s.dialect {
+        Dialect::GitHub => poll(s).await, // the poll sees it; the push webhook waits
+        Dialect::GitLab => deliver_first(s, |d| d.event == "Emoji Hook").await,
+    }
+    release_and_poll(s).await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    assert_eq!(s.request("r1").await.duration_secs, 7200);
+    s.take_bot_comments(pr);
 }
