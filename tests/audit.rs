@@ -1363,19 +1363,7 @@ async fn the_audit_reads_what_the_bot_writes() {
     );
     s.expect_bot_comments(removal, &["🚨 **Request files reached the default branch without breakglass**: `requests/prod/sneaky.yaml`"]);
 
-    let path = s.forge.repo_path(REPO);
-    let audit_at = |now: DateTime<Utc>| {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || {
-            let options = AuditOptions {
-                branch: None,
-                policies: None,
-                report: ReportOptions::new(now),
-            };
-            audit::run(path.to_str().unwrap(), &options).unwrap()
-        })
-    };
-    let report = audit_at(s.clock.now()).await.unwrap();
+    let report = audit_of_forge(&s, s.clock.now()).await;
     assert_eq!(report.branch, "main");
     let [story, fast] = &report.grants[..] else {
         panic!("two grants: {:#?}", report.grants);
@@ -1444,9 +1432,7 @@ async fn the_audit_reads_what_the_bot_writes() {
     );
 
     // A day later, git still records no review of the fast-path grant.
-    let later = audit_at(s.clock.now() + TimeDelta::hours(25))
-        .await
-        .unwrap();
+    let later = audit_of_forge(&s, s.clock.now() + TimeDelta::hours(25)).await;
     assert_eq!(
         later.grants[1].anomalies,
         [AnomalyKind::ReviewOverdue],
@@ -1711,18 +1697,7 @@ async fn late_revert_of_the_bots_revoke(skew_secs: i64, bot_down: bool) -> Optio
     }
     s.settle().await;
     s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
-    let path = s.forge.repo_path(REPO);
-    let now = s.clock.now();
-    let report = tokio::task::spawn_blocking(move || {
-        let options = AuditOptions {
-            branch: None,
-            policies: None,
-            report: ReportOptions::new(now),
-        };
-        audit::run(path.to_str().unwrap(), &options).unwrap()
-    })
-    .await
-    .unwrap();
+    let report = audit_of_forge(&s, s.clock.now()).await;
     assert_eq!(report.grants.len(), 1, "{:#?}", report.grants);
     let late: Vec<_> = report
         .anomalies
@@ -2073,18 +2048,7 @@ async fn the_audit_flags_a_grant_file_pushed_past_the_bot_and_names_the_bots_rem
         "the bot removed it"
     );
 
-    let path = s.forge.repo_path(REPO);
-    let now = s.clock.now();
-    let report = tokio::task::spawn_blocking(move || {
-        let options = AuditOptions {
-            branch: None,
-            policies: None,
-            report: ReportOptions::new(now),
-        };
-        audit::run(path.to_str().unwrap(), &options).unwrap()
-    })
-    .await
-    .unwrap();
+    let report = audit_of_forge(&s, s.clock.now()).await;
     assert_eq!(report.grants.len(), 1, "{:#?}", report.grants);
     assert_eq!(report.grants[0].request_id, "r-dns");
     let [anomaly] = &report.anomalies[..] else {
@@ -2102,4 +2066,20 @@ async fn the_audit_flags_a_grant_file_pushed_past_the_bot_and_names_the_bots_rem
         "{}",
         anomaly.detail
     );
+}
+
+/// `breakglass audit` (the library) of the scenario's requests repo on the test forge, as of
+/// `now` (git2 blocks, so off the runtime's threads).
+async fn audit_of_forge(s: &common::Scenario, now: DateTime<Utc>) -> audit::Report {
+    let path = s.forge.repo_path(common::REPO);
+    tokio::task::spawn_blocking(move || {
+        let options = AuditOptions {
+            branch: None,
+            policies: None,
+            report: ReportOptions::new(now),
+        };
+        audit::run(path.to_str().unwrap(), &options).unwrap()
+    })
+    .await
+    .unwrap()
 }
