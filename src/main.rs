@@ -139,6 +139,10 @@ enum AuditCommand {
         /// The database, instead of the configuration's.
         #[arg(long)]
         database_url: Option<String>,
+        /// Where the policies are in the repository: their `iac` roles say where grant files
+        /// live (default: the configuration's `policies_path`, else `policies`).
+        #[arg(long, value_name = "DIR")]
+        policies: Option<String>,
     },
 }
 
@@ -244,9 +248,16 @@ fn try_main() -> anyhow::Result<ExitCode> {
                     branch,
                     config,
                     database_url,
+                    policies,
                 }),
             ..
-        } => audit_verify(&repo, branch.as_deref(), config.as_deref(), database_url),
+        } => audit_verify(
+            &repo,
+            branch.as_deref(),
+            config.as_deref(),
+            database_url,
+            policies,
+        ),
         Command::Migrate { config } => migrate(config.as_deref()),
         Command::Demo {
             ttl,
@@ -408,12 +419,23 @@ fn audit_verify(
     branch: Option<&str>,
     config: Option<&Path>,
     database_url: Option<String>,
+    policies: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let url = match database_url {
-        Some(url) => url,
-        None => load_config(config)?.database_url,
+    // The configuration is read only when something must come from it.
+    let needs_config = database_url.is_none() || (policies.is_none() && config.is_some());
+    let (url, policies) = if needs_config {
+        let config = load_config(config)?;
+        (
+            database_url.unwrap_or(config.database_url),
+            policies.unwrap_or(config.policies_path),
+        )
+    } else {
+        (
+            database_url.context("--database-url or --config is needed")?,
+            policies.unwrap_or_else(|| "policies".to_owned()),
+        )
     };
-    let history = audit::read_history(repo, branch)?;
+    let history = audit::read_history(repo, branch, &policies)?;
     runtime()?.block_on(async {
         let store = breakglass::store::Store::connect(&url).await?;
         let verification = audit::verify::verify(&store, &history).await?;

@@ -199,3 +199,70 @@ async fn a_removal_of_grant_files_alone_verifies_clean() {
     let (code, out) = verify(&s);
     assert_eq!(code, 0, "{out}");
 }
+
+// A repo that keeps its policies elsewhere (`policies_path = "infra/policies"`) and renders
+// grant files under `k8s/`: the bot's removal of a grant file pushed there is a removal only to
+// a verify that reads the same policies, from `--policies` or from the configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_the_policies_where_the_configuration_keeps_them() {
+    let setup = Setup {
+        policies_path: Some("infra/policies"),
+        ..Setup::default()
+    };
+    let s = Scenario::start_with(Backend::Sqlite, setup)
+        .await
+        .expect("SQLite is always there");
+    s.edit_policy(&s.people.erin, "network", |p| {
+        p.replace("output: \"grants/", "output: \"k8s/")
+    });
+    s.settle().await;
+    s.forge.push_direct(
+        REPO,
+        &s.people.mallory,
+        &[(
+            "k8s/network/evil.tf",
+            "resource \"aws_iam_role\" \"mallory\" {}\n",
+        )],
+        "direct push",
+    );
+    s.settle().await;
+    assert!(
+        s.forge
+            .file_on(REPO, "main", "k8s/network/evil.tf")
+            .is_none()
+    );
+    let removal = s.changes().last().unwrap().number;
+    s.expect_bot_comments(removal, &["🚨 **Request files reached the default branch"]);
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "database_url = \"{}\"\npolicies_path = \"infra/policies\"\n",
+            s.config.database_url
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_breakglass"))
+            .args(["audit", "verify", "--branch", "main", "--repo"])
+            .arg(s.forge.repo_path(REPO))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let url = s.config.database_url.as_str();
+    let by_flag = run(&["--database-url", url, "--policies", "infra/policies"]);
+    assert_eq!(by_flag.0, Some(0), "{}", by_flag.1);
+    let by_config = run(&["--config", config.path().to_str().unwrap()]);
+    assert_eq!(by_config.0, Some(0), "{}", by_config.1);
+    let blind = run(&["--database-url", url]);
+    assert_eq!(blind.0, Some(1), "policies/ holds none here: {}", blind.1);
+    assert!(
+        blind.1.contains("is not on main's first-parent history"),
+        "{}",
+        blind.1
+    );
+}

@@ -86,15 +86,20 @@ pub fn run(location: &str, options: &AuditOptions) -> Result<Report, AuditError>
     report_on(&source, options)
 }
 
-/// The first-parent history of `branch` (the HEAD branch when `None`) of a path or URL.
-pub fn read_history(location: &str, branch: Option<&str>) -> Result<history::History, AuditError> {
+/// The first-parent history of `branch` (the HEAD branch when `None`) of a path or URL, with
+/// the grant files' places taken from the policies under `policies_dir`.
+pub fn read_history(
+    location: &str,
+    branch: Option<&str>,
+    policies_dir: &str,
+) -> Result<history::History, AuditError> {
     let source = Source::open(location, branch)?;
     let repo = source.repository();
     let branch = match branch {
         Some(branch) => branch.to_owned(),
         None => history::head_branch(repo)?,
     };
-    history::read(repo, &branch, grants::POLICIES_DIR)
+    history::read(repo, &branch, policies_dir)
 }
 
 /// Reports on an opened repository.

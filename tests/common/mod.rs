@@ -142,6 +142,9 @@ pub struct Setup {
     /// How long a graceful stop waits for work in flight (`Options::shutdown_grace`); the
     /// production 10 s when `None`.
     pub shutdown_grace: Option<Duration>,
+    /// Where the requests repo keeps its policies (the config's `policies_path`); `policies`
+    /// when `None`.
+    pub policies_path: Option<&'static str>,
 }
 
 impl Scenario {
@@ -185,13 +188,15 @@ impl Scenario {
         let prod = std::fs::read_to_string(policies_dir().join("prod.yaml")).unwrap();
         let staging = std::fs::read_to_string(policies_dir().join("staging.yaml")).unwrap();
         let network = std::fs::read_to_string(policies_dir().join("network.yaml")).unwrap();
+        let policies_path = setup.policies_path.unwrap_or("policies");
+        let policy = |env: &str| format!("{policies_path}/{env}.yaml");
         forge.create_repo(
             REPO,
             &[
                 ("README.md", "# access requests\n"),
-                ("policies/prod.yaml", &prod),
-                ("policies/staging.yaml", &staging),
-                ("policies/network.yaml", &network),
+                (&policy("prod"), &prod),
+                (&policy("staging"), &staging),
+                (&policy("network"), &network),
             ],
         );
         for (team, user) in [
@@ -231,6 +236,7 @@ impl Scenario {
             github,
             gitlab,
             aws: setup.aws.clone(),
+            policies_path: policies_path.to_owned(),
             ..Config::default()
         };
         // Both clocks start together (or `forge_skew_secs` apart); `advance` moves both.
@@ -768,7 +774,7 @@ impl Scenario {
     /// Rewrites a policy on the default branch (as `user`, a direct push).
     #[track_caller]
     pub fn edit_policy(&self, user: &User, env: &str, edit: impl Fn(String) -> String) {
-        let path = format!("policies/{env}.yaml");
+        let path = format!("{}/{env}.yaml", self.config.policies_path);
         let text = edit(self.forge.file_on(REPO, "main", &path).unwrap());
         self.forge
             .push_direct(REPO, user, &[(&path, &text)], "edit policy");
