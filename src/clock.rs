@@ -56,15 +56,16 @@ impl Clock for ManualClock {
 
 /// "in 1h", "in 59m", "2m ago": the relative half of every time we show.
 pub fn relative(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
-    let secs = (to - from).num_seconds();
-    let span = crate::duration::HumanDuration::from_secs(secs.unsigned_abs());
-    // Round to the minute above one minute: seconds are noise in a comment.
-    let shown = if secs.unsigned_abs() >= 60 {
-        crate::duration::HumanDuration::from_secs(secs.unsigned_abs() / 60 * 60)
+    let millis = (to - from).num_milliseconds();
+    let secs = (millis.unsigned_abs() + 500) / 1000;
+    // Round to the nearest minute above one minute: seconds are noise in a comment, and a
+    // reminder sent a second after its time still says `in 10m`, not `in 9m`.
+    let shown = if secs >= 60 {
+        crate::duration::HumanDuration::from_secs((secs + 30) / 60 * 60)
     } else {
-        span
+        crate::duration::HumanDuration::from_secs(secs)
     };
-    if secs >= 0 {
+    if millis >= 0 {
         format!("in {shown}")
     } else {
         format!("{shown} ago")
@@ -95,7 +96,12 @@ mod tests {
     fn relative_times_read_naturally() {
         let t = Utc.with_ymd_and_hms(2026, 11, 26, 2, 14, 0).unwrap();
         assert_eq!(relative(t, t + TimeDelta::hours(1)), "in 1h");
-        assert_eq!(relative(t, t + TimeDelta::seconds(3599)), "in 59m");
+        assert_eq!(relative(t, t + TimeDelta::seconds(3599)), "in 1h");
+        assert_eq!(relative(t, t + TimeDelta::seconds(599)), "in 10m");
+        assert_eq!(relative(t, t + TimeDelta::seconds(569)), "in 9m");
+        assert_eq!(relative(t, t + TimeDelta::milliseconds(3_599_600)), "in 1h");
+        assert_eq!(relative(t, t - TimeDelta::seconds(89)), "1m ago");
+        assert_eq!(relative(t, t - TimeDelta::seconds(90)), "2m ago");
         assert_eq!(relative(t, t - TimeDelta::minutes(2)), "2m ago");
         assert_eq!(relative(t, t + TimeDelta::seconds(30)), "in 30s");
     }
