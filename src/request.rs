@@ -247,8 +247,35 @@ mod tests {
         );
         assert_eq!(
             error(&format!("{base}role: !custom admin\n")),
-            "line 4, column 15: unsupported tag `!custom`"
+            "line 4, column 15: tags such as `!custom` are not allowed; write the value as it is"
         );
+    }
+
+    // What a reviewer reads must be what the bot grants: a merge key adds a value no line
+    // names (and two of them leave tools to disagree on which wins), and `!!binary` decodes to
+    // a word the file never shows.
+    #[test]
+    fn merge_keys_and_tags_that_hide_a_value_are_refused() {
+        let error = |yaml: &str| AccessRequest::from_yaml(yaml).unwrap_err().to_string();
+        let base = "environment: prod\nduration: 1h\nreason: \"incident: x\"\n";
+        for hidden in [
+            "<<: {role: admin}\n",
+            "<<: {role: admin}\n<<: {role: readonly}\n",
+            "<<: [{role: admin}, {role: readonly}]\n",
+            "role: readonly\n<<: {role: admin}\n",
+        ] {
+            let said = error(&format!("{base}{hidden}"));
+            assert!(said.contains("merge keys (`<<`) are not allowed"), "{hidden}: {said}");
+        }
+        assert_eq!(
+            error(&format!("{base}role: !!binary YWRtaW4=\n")),
+            "line 4, column 16: tags such as `!!binary` are not allowed; write the value as it is"
+        );
+        assert_eq!(
+            error(&format!("{base}role: admin\nticket: !!str INC-1\n")),
+            "line 5, column 15: tags such as `!!str` are not allowed; write the value as it is"
+        );
+        assert!(error(&format!("{base}role: !!map {{a: b}}\n")).contains("`!!map`"));
     }
 
     #[test]

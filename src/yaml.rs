@@ -71,7 +71,11 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
             message: "indentation uses a tab; YAML indents with spaces".into(),
         });
     }
+    refuse_tags(text)?;
     let options = serde_saphyr::options! {
+        // A merge key (`<<: {role: admin}`) would put a value in the file that no line names,
+        // and tools disagree on which of two merges wins: a reader must see each key written.
+        merge_keys: serde_saphyr::MergeKeyPolicy::Error,
         // `yes`, `no`, `on` and `off` are YAML 1.1 booleans, and people write them by mistake:
         // a flag takes `true` or `false` only.
         strict_booleans: true,
@@ -86,6 +90,36 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
         },
     };
     serde_saphyr::from_str_with_options(text, options).map_err(|err| to_yaml_error(&err))
+}
+
+/// Refuses any explicit tag (`!!binary`, `!!str`, `!name`): the parser would take
+/// `role: !!binary YWRtaW4=` as `admin`, a value that a reviewer or another tool reading the
+/// file does not see written. Nothing in these files needs a tag. A file the parser cannot read
+/// is left to [`from_str`]'s own error.
+fn refuse_tags(text: &str) -> Result<(), YamlError> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else {
+            return Ok(());
+        };
+        let tag = match &event {
+            Event::Scalar(_, _, _, tag)
+            | Event::SequenceStart(_, _, tag)
+            | Event::MappingStart(_, _, tag) => tag.as_deref(),
+            _ => None,
+        };
+        if let Some(tag) = tag {
+            return Err(YamlError {
+                line: Some(span.start.line() as u64),
+                column: Some(span.start.col() as u64 + 1),
+                message: format!(
+                    "tags such as `{}` are not allowed; write the value as it is",
+                    crate::names::shorten(&format!("{}{}", tag.original_handle(), tag.suffix()))
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn to_yaml_error(err: &serde_saphyr::Error) -> YamlError {
@@ -116,6 +150,9 @@ fn plain_words(message: &str) -> String {
             || m.starts_with("budget breached: Aliases") =>
         {
             "anchors and aliases (`&name`, `*name`) are not allowed"
+        }
+        m if m.starts_with("YAML merge keys are not allowed") => {
+            "merge keys (`<<`) are not allowed; write each key of the file once"
         }
         m if m.starts_with("budget breached: Documents") => {
             "the file holds more than one YAML document (`---`); write one request or policy per file"
