@@ -3144,3 +3144,45 @@ async fn a_request_asked_on_a_gitlab_confidential_issue_is_not_opened_in_public(
     assert!(!said[0].contains("INC-7"), "{said:?}");
     assert!(s.changes().is_empty(), "no request MR");
 }
+
+// What the approver reads is what the bot grants: a file whose role comes from a merge key (two
+// of them: tools disagree on which wins) or from a `!!binary` tag (base64 of `admin`) is not a
+// request, whoever approves it.
+on_both_forges!(
+    a_request_file_whose_role_hides_in_a_merge_key_or_a_tag_is_never_merged,
+    |s: Scenario| async move {
+        let tail = "duration: 1h\nreason: \"incident: INC-1234 read the logs\"\nticket: INC-1234\n";
+        let files = [
+            (
+                "r-merge",
+                format!("environment: prod\n<<: {{role: admin}}\n{tail}<<: {{role: readonly}}\n"),
+                "line 2, column 1: merge keys (`<<`) are not allowed",
+            ),
+            (
+                "r-binary",
+                format!("environment: prod\nrole: !!binary YWRtaW4=\n{tail}"),
+                "line 2, column 16: tags such as `!!binary` are not allowed",
+            ),
+        ];
+        for (id, yaml, why) in files {
+            let pr = s.open_request(&s.people.alice, "prod", id, &yaml);
+            s.settle().await;
+            let said = s.next_bot_comment(pr);
+            assert!(
+                said.contains("is not a valid request") && said.contains(why),
+                "{said}"
+            );
+            s.approve(pr, &s.people.carol);
+            s.settle().await;
+            assert!(!s.change(pr).merged, "{id} was merged");
+            assert!(
+                s.store
+                    .get_request(&id.to_owned().try_into().unwrap())
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            s.next_bot_comment(pr);
+        }
+    }
+);
