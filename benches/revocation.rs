@@ -449,6 +449,7 @@ fn grant(i: usize, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> RequestReco
         revert_pr_number: None,
         revoked_at: None,
         revoke_reason: None,
+        revoked_by: None,
         review_due_at: None,
         reviewed_by: None,
         reviewed_at: None,

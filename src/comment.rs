@@ -531,12 +531,14 @@ pub fn revoked_comment(
     role: &str,
     at: DateTime<Utc>,
     reason: &str,
+    revoked_by: Option<&str>,
     revert: RevertNote<'_>,
 ) -> String {
-    let why = match reason {
-        "ttl" => "it expired",
-        "early" => "it was revoked early",
-        _ => "reconciliation found it should not be active",
+    let why = match (reason, revoked_by) {
+        ("ttl", _) => "it expired".to_owned(),
+        ("early", Some(by)) => format!("@{by} revoked it early"),
+        ("early", None) => "it was revoked early".to_owned(),
+        _ => "reconciliation found it should not be active".to_owned(),
     };
     let revert = match revert {
         RevertNote::Merged(pr) => format!(" Revert {pr} merged."),

@@ -265,7 +265,10 @@ mod tests {
             "role: readonly\n<<: {role: admin}\n",
         ] {
             let said = error(&format!("{base}{hidden}"));
-            assert!(said.contains("merge keys (`<<`) are not allowed"), "{hidden}: {said}");
+            assert!(
+                said.contains("merge keys (`<<`) are not allowed"),
+                "{hidden}: {said}"
+            );
         }
         assert_eq!(
             error(&format!("{base}role: !!binary YWRtaW4=\n")),

@@ -296,6 +296,9 @@ fn revoke_message(id: &str, reason: &str, reviewer: Option<&str>) -> String {
     let mut message = format!(
         "breakglass: revoke {id} ({reason})\n\nAccess ended.\n\nBreakglass-Revokes: {id}\nBreakglass-Revoked-Reason: {reason}\n"
     );
+    if reason == "early" {
+        message.push_str("Breakglass-Revoked-By: dave\n");
+    }
     if let Some(reviewer) = reviewer {
         message.push_str(&format!("Breakglass-Reviewed-By: {reviewer}\n"));
     }
@@ -578,7 +581,7 @@ fn every_grant_is_one_row_with_every_column() {
             "request_id": "r-ttl", "requester": "alice", "environment": "prod", "role": "admin",
             "reason": "incident: INC-1 checkout DB failover", "ticket": "INC-1",
             "approved_by": "carol", "approvers": ["carol"],
-            "granted_at": iso(10), "expires_at": iso(70), "revoked_at": iso(70), "revoked_how": "ttl",
+            "granted_at": iso(10), "expires_at": iso(70), "revoked_at": iso(70), "revoked_how": "ttl", "revoked_by": null,
             "review": review("not_needed", None, None),
             "grant_commit": s.id("r-ttl"), "revoke_commit": s.id("r-ttl revoke"), "anomalies": []
         },
@@ -586,7 +589,7 @@ fn every_grant_is_one_row_with_every_column() {
             "request_id": "r-early", "requester": "bob", "environment": "staging", "role": "read",
             "reason": "maintenance: rotate \"db\" creds, then verify", "ticket": null,
             "approved_by": "carol, dave", "approvers": ["carol", "dave"],
-            "granted_at": iso(100), "expires_at": iso(220), "revoked_at": iso(130), "revoked_how": "early",
+            "granted_at": iso(100), "expires_at": iso(220), "revoked_at": iso(130), "revoked_how": "early", "revoked_by": "dave",
             "review": review("not_needed", None, None),
             "grant_commit": s.id("r-early"), "revoke_commit": s.id("r-early revoke"), "anomalies": []
         },
@@ -594,7 +597,7 @@ fn every_grant_is_one_row_with_every_column() {
             "request_id": "r-fast-done", "requester": "erin", "environment": "prod", "role": "admin",
             "reason": "incident: INC-2 payments down", "ticket": "INC-2",
             "approved_by": "fast-path:sev1", "approvers": [],
-            "granted_at": iso(200), "expires_at": iso(245), "revoked_at": iso(245), "revoked_how": "ttl",
+            "granted_at": iso(200), "expires_at": iso(245), "revoked_at": iso(245), "revoked_how": "ttl", "revoked_by": null,
             "review": review("done", None, Some("carol")),
             "grant_commit": s.id("r-fast-done"), "revoke_commit": s.id("r-fast-done revoke"), "anomalies": []
         },
@@ -602,7 +605,7 @@ fn every_grant_is_one_row_with_every_column() {
             "request_id": "r-fast-open", "requester": "bob", "environment": "prod", "role": "admin",
             "reason": "incident: INC-3 queue stuck", "ticket": "INC-3",
             "approved_by": "fast-path:sev1", "approvers": [],
-            "granted_at": iso(300), "expires_at": iso(330), "revoked_at": iso(331), "revoked_how": "ttl",
+            "granted_at": iso(300), "expires_at": iso(330), "revoked_at": iso(331), "revoked_how": "ttl", "revoked_by": null,
             "review": review("overdue", Some(1740), None),
             "grant_commit": s.id("r-fast-open"), "revoke_commit": s.id("r-fast-open revoke"),
             "anomalies": ["review_overdue"]
@@ -611,7 +614,7 @@ fn every_grant_is_one_row_with_every_column() {
             "request_id": "r-missing", "requester": "gina", "environment": "prod", "role": "admin",
             "reason": "incident: INC-4 cache", "ticket": "INC-4",
             "approved_by": "carol", "approvers": ["carol"],
-            "granted_at": iso(700), "expires_at": iso(760), "revoked_at": null, "revoked_how": null,
+            "granted_at": iso(700), "expires_at": iso(760), "revoked_at": null, "revoked_how": null, "revoked_by": null,
             "review": review("not_needed", None, None),
             "grant_commit": s.id("r-missing"), "revoke_commit": null,
             "anomalies": ["grant_without_revert"]
@@ -620,7 +623,7 @@ fn every_grant_is_one_row_with_every_column() {
             "request_id": "r-late", "requester": "henry", "environment": "prod", "role": "admin",
             "reason": "maintenance: CHG-5 resize", "ticket": "CHG-5",
             "approved_by": "dave", "approvers": ["dave"],
-            "granted_at": iso(800), "expires_at": iso(860), "revoked_at": iso(900), "revoked_how": "ttl",
+            "granted_at": iso(800), "expires_at": iso(860), "revoked_at": iso(900), "revoked_how": "ttl", "revoked_by": null,
             "review": review("not_needed", None, None),
             "grant_commit": s.id("r-late"), "revoke_commit": s.id("r-late revoke"),
             "anomalies": ["late_revert"]
@@ -629,7 +632,7 @@ fn every_grant_is_one_row_with_every_column() {
             "request_id": "r-self", "requester": "ivan", "environment": "staging", "role": "read",
             "reason": "=HYPERLINK(\"http://evil.example\")", "ticket": null,
             "approved_by": "ivan, carol", "approvers": ["ivan", "carol"],
-            "granted_at": iso(1000), "expires_at": iso(1060), "revoked_at": iso(1060), "revoked_how": "ttl",
+            "granted_at": iso(1000), "expires_at": iso(1060), "revoked_at": iso(1060), "revoked_how": "ttl", "revoked_by": null,
             "review": review("not_needed", None, None),
             "grant_commit": s.id("r-self"), "revoke_commit": s.id("r-self revoke"),
             "anomalies": ["self_approved"]
@@ -638,7 +641,7 @@ fn every_grant_is_one_row_with_every_column() {
             "request_id": "r-active", "requester": "judy", "environment": "prod", "role": "admin",
             "reason": "incident: INC-6 on fire", "ticket": "INC-6",
             "approved_by": "carol", "approvers": ["carol"],
-            "granted_at": iso(4300), "expires_at": iso(4360), "revoked_at": null, "revoked_how": null,
+            "granted_at": iso(4300), "expires_at": iso(4360), "revoked_at": null, "revoked_how": null, "revoked_by": null,
             "review": review("not_needed", None, None),
             "grant_commit": s.id("r-active"), "revoke_commit": null, "anomalies": []
         },
@@ -757,6 +760,7 @@ fn the_json_document_has_the_documented_shape() {
         "expires_at",
         "revoked_at",
         "revoked_how",
+        "revoked_by",
         "review",
         "grant_commit",
         "revoke_commit",
@@ -783,26 +787,26 @@ fn the_table_is_aligned_for_a_terminal() {
     let out = audit_cli(s.repo.path_str(), &[]);
     assert_eq!(out.status.code(), Some(1));
     insta::assert_snapshot!(stdout(&out), @r#"
-        REQUEST      REQUESTER  ENVIRONMENT  ROLE   APPROVED BY     TICKET  GRANTED AT            EXPIRES AT            REVOKED AT            REVOKED HOW  REVIEW                              GRANT         REVOKE        ANOMALIES             REASON
-        r-ttl        alice      prod         admin  carol           INC-1   2026-11-26T00:10:00Z  2026-11-26T01:10:00Z  2026-11-26T01:10:00Z  ttl          not needed                          f0e5d7a45197  4c95da1cb13b  -                     incident: INC-1 checkout DB failover
-        r-early      bob        staging      read   carol, dave     -       2026-11-26T01:40:00Z  2026-11-26T03:40:00Z  2026-11-26T02:10:00Z  early        not needed                          084a1ba1c811  8aba77461448  -                     maintenance: rotate "db" creds, then verify
-        r-fast-done  erin       prod         admin  fast-path:sev1  INC-2   2026-11-26T03:20:00Z  2026-11-26T04:05:00Z  2026-11-26T04:05:00Z  ttl          done by carol                       e0e6fd68fb03  f2dad191bc9e  -                     incident: INC-2 payments down
-        r-fast-open  bob        prod         admin  fast-path:sev1  INC-3   2026-11-26T05:00:00Z  2026-11-26T05:30:00Z  2026-11-26T05:31:00Z  ttl          overdue (due 2026-11-27T05:00:00Z)  477c6648a0f9  3957135dfef4  review_overdue        incident: INC-3 queue stuck
-        r-missing    gina       prod         admin  carol           INC-4   2026-11-26T11:40:00Z  2026-11-26T12:40:00Z  -                     -            not needed                          f382c8ac10b0  -             grant_without_revert  incident: INC-4 cache
-        r-late       henry      prod         admin  dave            CHG-5   2026-11-26T13:20:00Z  2026-11-26T14:20:00Z  2026-11-26T15:00:00Z  ttl          not needed                          ba591124d4a3  9fe1d73ddb9e  late_revert           maintenance: CHG-5 resize
-        r-self       ivan       staging      read   ivan, carol     -       2026-11-26T16:40:00Z  2026-11-26T17:40:00Z  2026-11-26T17:40:00Z  ttl          not needed                          26fe3b201f13  ce39f0c59401  self_approved         =HYPERLINK("http://evil.example")
-        r-active     judy       prod         admin  carol           INC-6   2026-11-28T23:40:00Z  2026-11-29T00:40:00Z  -                     -            not needed                          61b9e495e0e7  -             -                     incident: INC-6 on fire
+        REQUEST      REQUESTER  ENVIRONMENT  ROLE   APPROVED BY     TICKET  GRANTED AT            EXPIRES AT            REVOKED AT            REVOKED HOW  REVOKED BY  REVIEW                              GRANT         REVOKE        ANOMALIES             REASON
+        r-ttl        alice      prod         admin  carol           INC-1   2026-11-26T00:10:00Z  2026-11-26T01:10:00Z  2026-11-26T01:10:00Z  ttl          -           not needed                          f0e5d7a45197  4c95da1cb13b  -                     incident: INC-1 checkout DB failover
+        r-early      bob        staging      read   carol, dave     -       2026-11-26T01:40:00Z  2026-11-26T03:40:00Z  2026-11-26T02:10:00Z  early        dave        not needed                          084a1ba1c811  ca70cdac21c6  -                     maintenance: rotate "db" creds, then verify
+        r-fast-done  erin       prod         admin  fast-path:sev1  INC-2   2026-11-26T03:20:00Z  2026-11-26T04:05:00Z  2026-11-26T04:05:00Z  ttl          -           done by carol                       13e7f3fcc88d  86a1eb898785  -                     incident: INC-2 payments down
+        r-fast-open  bob        prod         admin  fast-path:sev1  INC-3   2026-11-26T05:00:00Z  2026-11-26T05:30:00Z  2026-11-26T05:31:00Z  ttl          -           overdue (due 2026-11-27T05:00:00Z)  b36c0202a049  90fb8f3bbbcc  review_overdue        incident: INC-3 queue stuck
+        r-missing    gina       prod         admin  carol           INC-4   2026-11-26T11:40:00Z  2026-11-26T12:40:00Z  -                     -            -           not needed                          a349b2ee22c5  -             grant_without_revert  incident: INC-4 cache
+        r-late       henry      prod         admin  dave            CHG-5   2026-11-26T13:20:00Z  2026-11-26T14:20:00Z  2026-11-26T15:00:00Z  ttl          -           not needed                          0f06c384724b  84a2a6a5363a  late_revert           maintenance: CHG-5 resize
+        r-self       ivan       staging      read   ivan, carol     -       2026-11-26T16:40:00Z  2026-11-26T17:40:00Z  2026-11-26T17:40:00Z  ttl          -           not needed                          64b1d98f9744  872bb6fcc1df  self_approved         =HYPERLINK("http://evil.example")
+        r-active     judy       prod         admin  carol           INC-6   2026-11-28T23:40:00Z  2026-11-29T00:40:00Z  -                     -            -           not needed                          88b2f24c11f8  -             -                     incident: INC-6 on fire
 
-        8 grant(s) on main at 61b9e495e0e7, 7 anomalies
+        8 grant(s) on main at 88b2f24c11f8, 7 anomalies
 
         ANOMALY               REQUEST      COMMIT        DETAIL
-        review_overdue        r-fast-open  477c6648a0f9  fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded
-        landed_without_bot    r-pushed     6dce6edde303  requests/prod/r-pushed.yaml was added without breakglass; removed by 5b903c4662a4 at 2026-11-26T08:22:00Z (reconcile)
-        landed_without_bot    r-hand       bdb7580e12f7  requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch
-        grant_without_revert  r-missing    f382c8ac10b0  expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m)
-        late_revert           r-late       9fe1d73ddb9e  revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m)
-        self_approved         r-self       26fe3b201f13  requester ivan is among the approvers (ivan, carol)
-        forged_trailers       r-ghost      6bb2c92784ee  not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/<environment>/r-ghost.yaml
+        review_overdue        r-fast-open  b36c0202a049  fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded
+        landed_without_bot    r-pushed     373871b3f94f  requests/prod/r-pushed.yaml was added without breakglass; removed by 72684d605774 at 2026-11-26T08:22:00Z (reconcile)
+        landed_without_bot    r-hand       de21f68768d1  requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch
+        grant_without_revert  r-missing    a349b2ee22c5  expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m)
+        late_revert           r-late       84a2a6a5363a  revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m)
+        self_approved         r-self       64b1d98f9744  requester ivan is among the approvers (ivan, carol)
+        forged_trailers       r-ghost      6b6c12e5d19e  not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/<environment>/r-ghost.yaml
     "#);
 }
 
@@ -812,26 +816,26 @@ fn markdown_is_a_table() {
     let out = audit_cli(s.repo.path_str(), &["--format", "markdown"]);
     assert_eq!(out.status.code(), Some(1));
     insta::assert_snapshot!(stdout(&out), @r#"
-        | Request | Requester | Environment | Role | Approved by | Ticket | Granted at | Expires at | Revoked at | Revoked how | Review | Grant | Revoke | Anomalies | Reason |
-        | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-        | r-ttl | alice | prod | admin | carol | INC-1 | 2026-11-26T00:10:00Z | 2026-11-26T01:10:00Z | 2026-11-26T01:10:00Z | ttl | not needed | f0e5d7a45197 | 4c95da1cb13b | - | incident: INC-1 checkout DB failover |
-        | r-early | bob | staging | read | carol, dave | - | 2026-11-26T01:40:00Z | 2026-11-26T03:40:00Z | 2026-11-26T02:10:00Z | early | not needed | 084a1ba1c811 | 8aba77461448 | - | maintenance: rotate "db" creds, then verify |
-        | r-fast-done | erin | prod | admin | fast-path:sev1 | INC-2 | 2026-11-26T03:20:00Z | 2026-11-26T04:05:00Z | 2026-11-26T04:05:00Z | ttl | done by carol | e0e6fd68fb03 | f2dad191bc9e | - | incident: INC-2 payments down |
-        | r-fast-open | bob | prod | admin | fast-path:sev1 | INC-3 | 2026-11-26T05:00:00Z | 2026-11-26T05:30:00Z | 2026-11-26T05:31:00Z | ttl | overdue (due 2026-11-27T05:00:00Z) | 477c6648a0f9 | 3957135dfef4 | review\_overdue | incident: INC-3 queue stuck |
-        | r-missing | gina | prod | admin | carol | INC-4 | 2026-11-26T11:40:00Z | 2026-11-26T12:40:00Z | - | - | not needed | f382c8ac10b0 | - | grant\_without\_revert | incident: INC-4 cache |
-        | r-late | henry | prod | admin | dave | CHG-5 | 2026-11-26T13:20:00Z | 2026-11-26T14:20:00Z | 2026-11-26T15:00:00Z | ttl | not needed | ba591124d4a3 | 9fe1d73ddb9e | late\_revert | maintenance: CHG-5 resize |
-        | r-self | ivan | staging | read | ivan, carol | - | 2026-11-26T16:40:00Z | 2026-11-26T17:40:00Z | 2026-11-26T17:40:00Z | ttl | not needed | 26fe3b201f13 | ce39f0c59401 | self\_approved | =HYPERLINK("http://evil.example") |
-        | r-active | judy | prod | admin | carol | INC-6 | 2026-11-28T23:40:00Z | 2026-11-29T00:40:00Z | - | - | not needed | 61b9e495e0e7 | - | - | incident: INC-6 on fire |
+        | Request | Requester | Environment | Role | Approved by | Ticket | Granted at | Expires at | Revoked at | Revoked how | Revoked by | Review | Grant | Revoke | Anomalies | Reason |
+        | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+        | r-ttl | alice | prod | admin | carol | INC-1 | 2026-11-26T00:10:00Z | 2026-11-26T01:10:00Z | 2026-11-26T01:10:00Z | ttl | - | not needed | f0e5d7a45197 | 4c95da1cb13b | - | incident: INC-1 checkout DB failover |
+        | r-early | bob | staging | read | carol, dave | - | 2026-11-26T01:40:00Z | 2026-11-26T03:40:00Z | 2026-11-26T02:10:00Z | early | dave | not needed | 084a1ba1c811 | ca70cdac21c6 | - | maintenance: rotate "db" creds, then verify |
+        | r-fast-done | erin | prod | admin | fast-path:sev1 | INC-2 | 2026-11-26T03:20:00Z | 2026-11-26T04:05:00Z | 2026-11-26T04:05:00Z | ttl | - | done by carol | 13e7f3fcc88d | 86a1eb898785 | - | incident: INC-2 payments down |
+        | r-fast-open | bob | prod | admin | fast-path:sev1 | INC-3 | 2026-11-26T05:00:00Z | 2026-11-26T05:30:00Z | 2026-11-26T05:31:00Z | ttl | - | overdue (due 2026-11-27T05:00:00Z) | b36c0202a049 | 90fb8f3bbbcc | review\_overdue | incident: INC-3 queue stuck |
+        | r-missing | gina | prod | admin | carol | INC-4 | 2026-11-26T11:40:00Z | 2026-11-26T12:40:00Z | - | - | - | not needed | a349b2ee22c5 | - | grant\_without\_revert | incident: INC-4 cache |
+        | r-late | henry | prod | admin | dave | CHG-5 | 2026-11-26T13:20:00Z | 2026-11-26T14:20:00Z | 2026-11-26T15:00:00Z | ttl | - | not needed | 0f06c384724b | 84a2a6a5363a | late\_revert | maintenance: CHG-5 resize |
+        | r-self | ivan | staging | read | ivan, carol | - | 2026-11-26T16:40:00Z | 2026-11-26T17:40:00Z | 2026-11-26T17:40:00Z | ttl | - | not needed | 64b1d98f9744 | 872bb6fcc1df | self\_approved | =HYPERLINK("http://evil.example") |
+        | r-active | judy | prod | admin | carol | INC-6 | 2026-11-28T23:40:00Z | 2026-11-29T00:40:00Z | - | - | - | not needed | 88b2f24c11f8 | - | - | incident: INC-6 on fire |
 
         | Anomaly | Request | Commit | Detail |
         | --- | --- | --- | --- |
-        | review_overdue | r-fast-open | 477c6648a0f9 | fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded |
-        | landed_without_bot | r-pushed | 6dce6edde303 | requests/prod/r-pushed.yaml was added without breakglass; removed by 5b903c4662a4 at 2026-11-26T08:22:00Z (reconcile) |
-        | landed_without_bot | r-hand | bdb7580e12f7 | requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch |
-        | grant_without_revert | r-missing | f382c8ac10b0 | expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m) |
-        | late_revert | r-late | 9fe1d73ddb9e | revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m) |
-        | self_approved | r-self | 26fe3b201f13 | requester ivan is among the approvers (ivan, carol) |
-        | forged_trailers | r-ghost | 6bb2c92784ee | not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/\<environment\>/r-ghost.yaml |
+        | review_overdue | r-fast-open | b36c0202a049 | fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded |
+        | landed_without_bot | r-pushed | 373871b3f94f | requests/prod/r-pushed.yaml was added without breakglass; removed by 72684d605774 at 2026-11-26T08:22:00Z (reconcile) |
+        | landed_without_bot | r-hand | de21f68768d1 | requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch |
+        | grant_without_revert | r-missing | a349b2ee22c5 | expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m) |
+        | late_revert | r-late | 84a2a6a5363a | revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m) |
+        | self_approved | r-self | 64b1d98f9744 | requester ivan is among the approvers (ivan, carol) |
+        | forged_trailers | r-ghost | 6b6c12e5d19e | not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/\<environment\>/r-ghost.yaml |
     "#);
 }
 
@@ -896,6 +900,7 @@ fn csv_loads_as_is_and_round_trips() {
             "expires_at",
             "revoked_at",
             "revoked_how",
+            "revoked_by",
             "review",
             "grant_commit",
             "revoke_commit",
@@ -926,7 +931,7 @@ fn csv_loads_as_is_and_round_trips() {
             assert_eq!(cell, &expected, "{key} of {}", grant["request_id"]);
         }
     }
-    let review: Vec<&str> = records[1..].iter().map(|r| r[11].as_str()).collect();
+    let review: Vec<&str> = records[1..].iter().map(|r| r[12].as_str()).collect();
     assert_eq!(
         review,
         [

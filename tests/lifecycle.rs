@@ -498,13 +498,56 @@ on_both_forges!(revoke_command_ends_access_early, |s: Scenario| async move {
     assert!(revert.merged);
     let merge = s.merge_commit(revert.number);
     assert!(
-        merge.message.contains("Breakglass-Revoked-Reason: early"),
+        merge
+            .message
+            .contains("Breakglass-Revoked-Reason: early\nBreakglass-Revoked-By: alice\n"),
         "{}",
         merge.message
     );
     let said = s.next_bot_comment(pr);
-    assert!(said.contains("(it was revoked early)"), "{said}");
+    assert!(said.contains("(@alice revoked it early)"), "{said}");
+    // Every action is linked to a person: the log says who ended the access.
+    let revoked = s.events("r-early", "revoke").await;
+    let by = revoked[0].actor.as_ref().map(|a| a.login.as_str());
+    assert_eq!(by, Some("alice"), "{revoked:?}");
 });
+
+// An approver ends someone else's access: the log, the note, the revert's merge and the audit
+// all name the approver, not the requester.
+on_both_forges!(
+    an_early_revoke_by_an_approver_names_the_approver,
+    |s: Scenario| async move {
+        let pr = s.granted("r-ended", "2h").await;
+        s.advance(TimeDelta::minutes(10));
+        s.note(pr, &s.people.carol, "/breakglass revoke");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.contains("@alice no longer has `prod/admin` (@carol revoked it early)"),
+            "{said}"
+        );
+        let revoked = s.events("r-ended", "revoke").await;
+        let by = revoked[0].actor.as_ref().map(|a| a.login.as_str());
+        assert_eq!(by, Some("carol"), "{revoked:?}");
+        let revert = s.request("r-ended").await.revert_pr_number.unwrap();
+        let merge = s.merge_commit(revert);
+        assert!(
+            merge.message.contains("ended, revoked early by carol.")
+                && merge.message.contains("Breakglass-Revoked-By: carol\n"),
+            "{}",
+            merge.message
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_breakglass"))
+            .args(["audit", "--format", "json", "--branch", "main", "--repo"])
+            .arg(s.forge.repo_path(REPO))
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let grant = &report["grants"][0];
+        assert_eq!(grant["revoked_how"], "early", "{report:#}");
+        assert_eq!(grant["revoked_by"], "carol", "{report:#}");
+    }
+);
 
 on_both_forges!(
     extend_moves_the_expiry_within_max_duration,

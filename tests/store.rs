@@ -73,6 +73,7 @@ fn request(id: &str, pr: u64) -> RequestRecord {
         revert_pr_number: None,
         revoked_at: None,
         revoke_reason: None,
+        revoked_by: None,
         review_due_at: None,
         reviewed_by: None,
         reviewed_at: None,
@@ -721,7 +722,11 @@ async fn request_round_trips_every_field() {
         record.expires_at = Some(t(3660));
         record.revert_pr_number = Some(8);
         record.revoked_at = Some(t(3661));
-        record.revoke_reason = Some(RevokeReason::Ttl);
+        record.revoke_reason = Some(RevokeReason::Early);
+        record.revoked_by = Some(EventActor {
+            id: 4_000_000_001,
+            login: login("dave"),
+        });
         record.review_due_at = Some(t(86_460));
         record.reviewed_by = Some(login("carol"));
         record.reviewed_at = Some(t(7200));
@@ -1325,7 +1330,7 @@ async fn migrations_run_twice_are_a_no_op() {
             .fetch_one(store.pool())
             .await?;
         let applied: i64 = sqlx::Row::try_get(&row, "n")?;
-        assert_eq!(applied, 13, "0001 to 0013, once each");
+        assert_eq!(applied, 14, "0001 to 0014, once each");
         assert!(store.get_request(&rid("r1")).await?.is_some());
         Ok(())
     })

@@ -107,6 +107,8 @@ pub struct RevokeFact {
     pub request_id: String,
     /// `ttl`, `early` or `reconcile` (as written; `None` when missing).
     pub reason: Option<String>,
+    /// `Breakglass-Revoked-By`: who asked for an early revoke.
+    pub revoked_by: Option<String>,
     pub reviewed_by: Option<String>,
     /// `Breakglass-Expires` on the revoke merge: the expiry in force at the end, after any
     /// `/breakglass extend` (the grant merge only knows the first one).
@@ -719,6 +721,7 @@ fn revoke(
     Ok(EventKind::Revoke(RevokeFact {
         request_id,
         reason: owned(bot.revoked_reason),
+        revoked_by: owned(bot.revoked_by),
         reviewed_by: owned(bot.reviewed_by),
         expires: TrailerTime::parse(bot.expires.as_deref()),
         removal,

@@ -45,7 +45,7 @@ pub fn render(report: &Report, format: Format, out: &mut dyn Write) -> io::Resul
 }
 
 /// The columns, in the CSV and JSON order (the order the issue lists them in).
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 16] = [
     "request_id",
     "requester",
     "environment",
@@ -57,6 +57,7 @@ const KEYS: [&str; 15] = [
     "expires_at",
     "revoked_at",
     "revoked_how",
+    "revoked_by",
     "review",
     "grant_commit",
     "revoke_commit",
@@ -65,7 +66,7 @@ const KEYS: [&str; 15] = [
 
 /// The same columns for people, in the table's order: the reason, the one long free-text
 /// column, goes last so that it cannot push the others out of line.
-const TABLE_COLUMNS: [(usize, &str); 15] = [
+const TABLE_COLUMNS: [(usize, &str); 16] = [
     (0, "request"),
     (1, "requester"),
     (2, "environment"),
@@ -76,10 +77,11 @@ const TABLE_COLUMNS: [(usize, &str); 15] = [
     (8, "expires at"),
     (9, "revoked at"),
     (10, "revoked how"),
-    (11, "review"),
-    (12, "grant"),
-    (13, "revoke"),
-    (14, "anomalies"),
+    (11, "revoked by"),
+    (12, "review"),
+    (13, "grant"),
+    (14, "revoke"),
+    (15, "anomalies"),
     (4, "reason"),
 ];
 
@@ -90,7 +92,7 @@ fn text(s: &str) -> Option<Cow<'_, str>> {
 
 /// A row's cells in [`KEYS`] order; `None` for an empty cell. Commit ids are abbreviated
 /// unless `full_ids`.
-fn cells(row: &GrantRow, full_ids: bool) -> [Option<Cow<'_, str>>; 15] {
+fn cells(row: &GrantRow, full_ids: bool) -> [Option<Cow<'_, str>>; 16] {
     let id = |oid: Oid| -> Cow<'_, str> {
         if full_ids {
             Cow::Owned(oid.to_string())
@@ -117,6 +119,7 @@ fn cells(row: &GrantRow, full_ids: bool) -> [Option<Cow<'_, str>>; 15] {
         time(row.expires_at),
         time(row.revoked_at),
         row.revoked_how.as_deref().and_then(text),
+        row.revoked_by.as_deref().and_then(text),
         Some(Cow::Owned(row.review.to_string())),
         Some(id(row.grant_commit)),
         row.revoke_commit.map(id),
@@ -415,6 +418,7 @@ struct JsonGrant<'a> {
     expires_at: Option<Iso>,
     revoked_at: Option<Iso>,
     revoked_how: Option<&'a str>,
+    revoked_by: Option<&'a str>,
     review: JsonReview<'a>,
     grant_commit: Hex,
     revoke_commit: Option<Hex>,
@@ -436,6 +440,7 @@ impl<'a> From<&'a GrantRow> for JsonGrant<'a> {
             expires_at: row.expires_at.map(Iso),
             revoked_at: row.revoked_at.map(Iso),
             revoked_how: row.revoked_how.as_deref(),
+            revoked_by: row.revoked_by.as_deref(),
             review: JsonReview {
                 status: row.review.status(),
                 due: row.review.due().map(Iso),

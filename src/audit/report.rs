@@ -97,6 +97,8 @@ pub struct GrantRow {
     pub revoked_at: Option<DateTime<Utc>>,
     /// `ttl`, `early` or `reconcile`, from the revoke merge.
     pub revoked_how: Option<String>,
+    /// Who asked for an early revoke (`Breakglass-Revoked-By`).
+    pub revoked_by: Option<String>,
     pub review: Review,
     pub grant_commit: Oid,
     pub revoke_commit: Option<Oid>,
@@ -596,6 +598,7 @@ impl Pending {
                 expires_at: fact.expires.at(),
                 revoked_at: None,
                 revoked_how: None,
+                revoked_by: None,
                 review: Review::NotNeeded,
                 grant_commit: commit,
                 revoke_commit: None,
@@ -626,6 +629,7 @@ fn finish_row(
         }
         row.revoked_at = Some(revoke.at);
         row.revoked_how = revoke.fact.reason.clone();
+        row.revoked_by = revoke.fact.revoked_by.clone();
         row.revoke_commit = Some(revoke.commit);
     }
     row.review = review(row, &pending.review_due, revoke, options.now);
@@ -940,6 +944,7 @@ mod tests {
                 EventKind::Revoke(RevokeFact {
                     request_id: id.into(),
                     reason: Some(reason.into()),
+                    revoked_by: None,
                     reviewed_by: reviewer.map(Into::into),
                     expires: TrailerTime::Missing,
                     removal: false,
@@ -1115,6 +1120,7 @@ mod tests {
                 EventKind::Revoke(RevokeFact {
                     request_id: "pushed".into(),
                     reason: Some("reconcile".into()),
+                    revoked_by: None,
                     reviewed_by: None,
                     expires: TrailerTime::Missing,
                     removal: true,
@@ -1147,6 +1153,7 @@ mod tests {
             EventKind::Revoke(RevokeFact {
                 request_id: "r-1".into(),
                 reason: Some("reconcile".into()),
+                revoked_by: None,
                 reviewed_by: None,
                 expires: TrailerTime::Missing,
                 removal: true,

@@ -41,6 +41,8 @@ pub enum TrailerKey {
     /// `Breakglass-Revokes`: the request id, on every revoke and removal merge.
     Revokes,
     RevokedReason,
+    /// `Breakglass-Revoked-By`: who asked for an early revoke (`/breakglass revoke`).
+    RevokedBy,
     ReviewedBy,
 }
 
@@ -61,6 +63,7 @@ impl TrailerKey {
             Self::ReviewDue => "Breakglass-Review-Due",
             Self::Revokes => "Breakglass-Revokes",
             Self::RevokedReason => "Breakglass-Revoked-Reason",
+            Self::RevokedBy => "Breakglass-Revoked-By",
             Self::ReviewedBy => "Breakglass-Reviewed-By",
         }
     }
@@ -226,6 +229,7 @@ pub struct BotTrailers<'a> {
     /// `Breakglass-Revokes`: present on every revoke and removal merge.
     pub revokes: Option<Cow<'a, str>>,
     pub revoked_reason: Option<Cow<'a, str>>,
+    pub revoked_by: Option<Cow<'a, str>>,
     pub reviewed_by: Option<Cow<'a, str>>,
     /// Whether the message carries any `Breakglass-*` trailer at all, known or not.
     pub any: bool,
@@ -266,6 +270,7 @@ impl<'a> BotTrailers<'a> {
             TrailerKey::ReviewDue => &mut self.review_due,
             TrailerKey::Revokes => &mut self.revokes,
             TrailerKey::RevokedReason => &mut self.revoked_reason,
+            TrailerKey::RevokedBy => &mut self.revoked_by,
             TrailerKey::ReviewedBy => &mut self.reviewed_by,
         }
     }
@@ -607,6 +612,7 @@ mod tests {
                 "Breakglass-Review-Due",
                 "Breakglass-Revokes",
                 "Breakglass-Revoked-Reason",
+                "Breakglass-Revoked-By",
                 "Breakglass-Reviewed-By",
             ]
         );

@@ -83,6 +83,11 @@ const SQLITE: &[Source] = &[
         "applied_request_blob",
         include_str!("../../migrations/sqlite/0013_applied_request_blob.sql"),
     ),
+    (
+        14,
+        "revoked_by",
+        include_str!("../../migrations/sqlite/0014_revoked_by.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -150,6 +155,11 @@ const POSTGRES: &[Source] = &[
         13,
         "applied_request_blob",
         include_str!("../../migrations/postgres/0013_applied_request_blob.sql"),
+    ),
+    (
+        14,
+        "revoked_by",
+        include_str!("../../migrations/postgres/0014_revoked_by.sql"),
     ),
 ];
 

@@ -17,7 +17,7 @@ use sqlx::{Any, Row};
 use serde::{Deserialize, Serialize};
 
 use super::row::{Fields, counts_by, string_enum};
-use super::{ForgeKind, Store, StoreError, to_i64, to_millis};
+use super::{EventActor, ForgeKind, Store, StoreError, to_i64, to_millis};
 use crate::names::{Login, Name, RequestId, Ticket};
 use crate::policy::Decision;
 use crate::request::Reason;
@@ -152,6 +152,9 @@ pub struct RequestRecord {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Set when revoking starts; `revoked_at` when it is done.
     pub revoke_reason: Option<RevokeReason>,
+    /// Who asked for an early revoke (`/breakglass revoke`); `None` at the TTL or by
+    /// reconciliation.
+    pub revoked_by: Option<EventActor>,
     /// When a fast-path grant must have been reviewed.
     pub review_due_at: Option<DateTime<Utc>>,
     /// Who reviewed it after the fact (with `reviewed_at`).
@@ -222,6 +225,9 @@ impl RequestRecord {
         if !matches!(state, Revoking | Revoked) {
             forbid(self.revoke_reason.is_some(), "revoke_reason")?;
         }
+        if self.revoke_reason != Some(RevokeReason::Early) {
+            forbid(self.revoked_by.is_some(), "revoked_by")?;
+        }
         if state != Revoked {
             forbid(self.revoked_at.is_some(), "revoked_at")?;
         }
@@ -253,7 +259,8 @@ macro_rules! columns {
         "id, forge, repository, pr_number, environment, role, requester_login, requester_id, \
          duration_secs, reason, ticket, state, head_sha, decision, fast_path_rule, approved_by, \
          merge_sha, granted_at, expires_at, revert_pr_number, revoked_at, revoke_reason, \
-         review_due_at, reviewed_by, reviewed_at, total_secs, created_at, updated_at, version"
+         review_due_at, reviewed_by, reviewed_at, total_secs, created_at, updated_at, version, \
+         revoked_by, revoked_by_id"
     };
 }
 pub(super) use columns as request_columns;
@@ -293,13 +300,22 @@ impl TryFrom<&AnyRow> for RequestRecord {
             created_at: f.time("created_at")?,
             updated_at: f.time("updated_at")?,
             version: f.int("version")?,
+            revoked_by: match (
+                f.opt_parsed("revoked_by", Login::try_from)?,
+                f.opt_uint("revoked_by_id")?,
+            ) {
+                (Some(login), Some(id)) => Some(EventActor { id, login }),
+                (None, None) => None,
+                _ => return Err(f.error("`revoked_by` and `revoked_by_id` must be set together")),
+            },
         };
         record.check().map_err(|reason| f.error(reason))?;
         Ok(record)
     }
 }
 
-/// Binds every column but `id`, `created_at` and `version`, as `$2…$27`, in `columns!()` order.
+/// Binds every column but `id`, `created_at` and `version`, as `$2…$27`, in `columns!()` order,
+/// then `revoked_by` and `revoked_by_id` (the columns added since).
 fn bind_fields<'q>(
     query: Query<'q, Any, AnyArguments>,
     r: &RequestRecord,
@@ -343,7 +359,9 @@ fn bind_fields<'q>(
         .bind(r.reviewed_by.as_ref().map(Login::to_string))
         .bind(r.reviewed_at.map(to_millis))
         .bind(int(r.total_secs)?)
-        .bind(to_millis(r.updated_at)))
+        .bind(to_millis(r.updated_at))
+        .bind(r.revoked_by.as_ref().map(|by| by.login.to_string()))
+        .bind(r.revoked_by.as_ref().map(|by| int(by.id)).transpose()?))
 }
 
 /// Stores a new request as given (its `version` included). A request with the same id, or
@@ -358,9 +376,9 @@ pub async fn insert_request(
          requester_login, requester_id, duration_secs, reason, ticket, state, head_sha, \
          decision, fast_path_rule, approved_by, merge_sha, granted_at, expires_at, \
          revert_pr_number, revoked_at, revoke_reason, review_due_at, reviewed_by, reviewed_at, \
-         total_secs, updated_at, created_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-         $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, \
-         $26, $27, $28, $29)",
+         total_secs, updated_at, revoked_by, revoked_by_id, created_at, version) VALUES ($1, $2, \
+         $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+         $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)",
     )
     .bind(record.id.to_string());
     let result = bind_fields(query, record)?
@@ -473,7 +491,7 @@ pub async fn update_request(
          approved_by = $16, merge_sha = $17, granted_at = $18, expires_at = $19, \
          revert_pr_number = $20, revoked_at = $21, revoke_reason = $22, review_due_at = $23, \
          reviewed_by = $24, reviewed_at = $25, total_secs = $26, updated_at = $27, \
-         version = $28 WHERE id = $1 AND version = $29",
+         revoked_by = $28, revoked_by_id = $29, version = $30 WHERE id = $1 AND version = $31",
     )
     .bind(record.id.to_string());
     let result = bind_fields(query, &next)?

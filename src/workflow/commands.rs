@@ -767,6 +767,7 @@ impl Workflow {
         if record.state == RequestState::Active {
             record.state = RequestState::Revoking;
             record.revoke_reason = Some(RevokeReason::Early);
+            record.revoked_by = super::events::actor(author);
             self.store.update_request(&mut record, self.now()).await?;
         }
         // Due now, whatever was scheduled (the expiry's job, at the expiry): a revoke already

@@ -935,6 +935,7 @@ impl NewRequest<'_> {
             revert_pr_number: None,
             revoked_at: None,
             revoke_reason: None,
+            revoked_by: None,
             review_due_at: None,
             reviewed_by: None,
             reviewed_at: None,

@@ -353,7 +353,7 @@ impl Due {
         let event = new_event(
             EventKind::Revoke,
             Some(&record.id),
-            None,
+            record.revoked_by.clone(),
             serde_json::json!({
                 "reason": reason.to_string(),
                 "provider": self.granted.applied.as_ref().map(|a| a.provider.clone()),
@@ -557,6 +557,7 @@ impl Workflow {
             record.role.as_str(),
             record.revoked_at.unwrap_or_else(|| self.now()),
             &reason.to_string(),
+            record.revoked_by.as_ref().map(|by| by.login.as_str()),
             revert,
         );
         let thread = Thread::Change(record.pr_number);

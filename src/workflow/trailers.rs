@@ -56,16 +56,24 @@ pub fn grant_message(
 }
 
 /// Title and message of the revert's merge commit: `Breakglass-Revokes`,
-/// `-Revoked-Reason`, `-Expires` (the expiry in force, extensions included), and
-/// `-Reviewed-By` when the fast-path review is done by then.
+/// `-Revoked-Reason`, `-Revoked-By` for an early revoke, `-Expires` (the expiry in force,
+/// extensions included), and `-Reviewed-By` when the fast-path review is done by then.
 pub fn revoke_message(record: &RequestRecord, reason: &str) -> (String, String) {
     let title = format!("breakglass: revoke {} ({reason})", record.id);
+    let by = record.revoked_by.as_ref().map(|by| &by.login);
     let mut message = format!(
-        "Access of {} to {}/{} ended.\n\n",
-        record.requester_login, record.environment, record.role
+        "Access of {} to {}/{} ended{}.\n\n",
+        record.requester_login,
+        record.environment,
+        record.role,
+        by.map(|by| format!(", revoked early by {by}"))
+            .unwrap_or_default()
     );
     message.push_str(&TrailerKey::Revokes.line(&record.id));
     message.push_str(&TrailerKey::RevokedReason.line(reason));
+    if let Some(by) = by {
+        message.push_str(&TrailerKey::RevokedBy.line(by));
+    }
     if let Some(expires) = record.expires_at {
         message.push_str(&TrailerKey::Expires.line(iso(expires)));
     }
