@@ -62,12 +62,12 @@ const VERBS: [(&str, CommandKind); 8] = [
 /// One command, as written in a comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `/breakglass <environment> <duration> [role] [-- reason]`: ask for access.
+    /// `/breakglass <environment> [duration] [role] [-- reason]`: ask for access.
     Request {
         /// Lowercased environment name, e.g. `prod`.
         environment: String,
-        /// How long the grant should last.
-        duration: HumanDuration,
+        /// How long the grant should last; `None` takes the policy's `default_duration`.
+        duration: Option<HumanDuration>,
         /// Lowercased role name; `None` leaves the choice to the policy.
         role: Option<String>,
         /// Everything after ` -- `, trimmed; `None` when empty.
@@ -119,7 +119,10 @@ impl fmt::Display for Command {
                 role,
                 reason,
             } => {
-                write!(f, "{PREFIX} {environment} {duration}")?;
+                write!(f, "{PREFIX} {environment}")?;
+                if let Some(duration) = duration {
+                    write!(f, " {duration}")?;
+                }
                 if let Some(role) = role {
                     write!(f, " {role}")?;
                 }
@@ -178,7 +181,7 @@ impl CommandKind {
     // is written.
     pub fn usage(self) -> &'static str {
         match self {
-            CommandKind::Request => "/breakglass <environment> <duration> [role] [-- reason]",
+            CommandKind::Request => "/breakglass <environment> [duration] [role] [-- reason]",
             CommandKind::Approve => "/breakglass approve",
             CommandKind::Deny => "/breakglass deny [reason]",
             CommandKind::Revoke => "/breakglass revoke",
@@ -348,7 +351,7 @@ fn unexpected_argument_message(command: &str, value: &str) -> String {
     let value = Code(value);
     match CommandKind::from_name(command) {
         Some(CommandKind::Request) => format!(
-            "a request takes an environment, a duration and at most one role, so {value} is \
+            "a request takes an environment, a duration and a role at most, so {value} is \
              unexpected; write `{}`, with the reason after `--`.",
             CommandKind::Request.usage()
         ),
@@ -733,7 +736,8 @@ fn is_reason_separator(word: &str) -> bool {
     matches!(word, "--" | "\u{2014}" | "\u{2013}")
 }
 
-/// The first word is not a verb: a request if a duration follows, otherwise a mistake to explain.
+/// The first word is not a verb: a request for that environment, with an optional duration
+/// (the policy's `default_duration` without one) and role, unless the word is a verb misspelt.
 fn parse_request(rest: &str, words: &[Word<'_>]) -> Result<Command, CommandParseError> {
     // Everything after a lone `--` is the reason, dashes and all.
     let (args, reason) = match words.iter().position(|w| is_reason_separator(w.text)) {
@@ -742,46 +746,46 @@ fn parse_request(rest: &str, words: &[Word<'_>]) -> Result<Command, CommandParse
     };
     let first = words[0].text;
     let suggestion = did_you_mean(first);
-    let duration = args.get(1).map(|w| HumanDuration::parse(w.text));
-
-    match duration {
-        // `extnd 30m` would otherwise be a request for an environment called `extnd`, and open a
-        // pull request nobody wanted.
-        Some(Ok(_)) if suggestion == Some("extend") => Err(CommandParseError::UnknownCommand {
-            word: first.to_owned(),
-            did_you_mean: suggestion,
-        }),
-        Some(Ok(duration)) => {
-            let environment = name("environment", first)?;
-            let role = args.get(2).map(|w| name("role", w.text)).transpose()?;
-            if let Some(extra) = args.get(3) {
-                return Err(CommandParseError::UnexpectedArgument {
-                    command: CommandKind::Request.name(),
-                    value: extra.text.to_owned(),
-                });
-            }
-            let reason = reason.map(reason_text).transpose()?.flatten();
-            Ok(Command::Request {
-                environment,
-                duration,
-                role,
-                reason,
-            })
+    // A second word that starts with a digit is meant as a duration (`2 hours`, `1H`): said
+    // wrong, it is explained, never read as a role.
+    let duration = match args.get(1) {
+        Some(word) if word.text.starts_with(|c: char| c.is_ascii_digit()) => {
+            Some(HumanDuration::parse(word.text).map_err(|_| invalid_duration(&args[1..]))?)
         }
-        _ if suggestion.is_some() => Err(CommandParseError::UnknownCommand {
+        _ => None,
+    };
+    // `extnd 30m` or `aprove` would otherwise be a request for an environment called `extnd`
+    // or `aprove`, and open a pull request nobody wanted.
+    if suggestion.is_some() && (duration.is_none() || suggestion == Some("extend")) {
+        return Err(CommandParseError::UnknownCommand {
             word: first.to_owned(),
             did_you_mean: suggestion,
-        }),
-        _ if name("environment", first).is_err() => Err(CommandParseError::UnknownCommand {
+        });
+    }
+    // With a duration after it the word was meant as an environment, and is said to be a bad
+    // name; alone it may as well be a mistyped command.
+    let environment = name("environment", first).map_err(|err| match duration {
+        Some(_) => err,
+        None => CommandParseError::UnknownCommand {
             word: first.to_owned(),
             did_you_mean: None,
-        }),
-        None => Err(CommandParseError::MissingArgument {
+        },
+    })?;
+    let after = if duration.is_some() { 2 } else { 1 };
+    let role = args.get(after).map(|w| name("role", w.text)).transpose()?;
+    if let Some(extra) = args.get(after + 1) {
+        return Err(CommandParseError::UnexpectedArgument {
             command: CommandKind::Request.name(),
-            argument: "duration",
-        }),
-        Some(Err(_)) => Err(invalid_duration(&args[1..])),
+            value: extra.text.to_owned(),
+        });
     }
+    let reason = reason.map(reason_text).transpose()?.flatten();
+    Ok(Command::Request {
+        environment,
+        duration,
+        role,
+        reason,
+    })
 }
 
 /// The error for a duration that does not parse, starting at `words[0]`.
@@ -874,7 +878,7 @@ mod tests {
     ) -> Command {
         Command::Request {
             environment: environment.to_owned(),
-            duration: dur(duration),
+            duration: Some(dur(duration)),
             role: role.map(str::to_owned),
             reason: reason.map(str::to_owned),
         }
@@ -1410,9 +1414,11 @@ mod tests {
             [
                 Ok(Command::Approve),
                 Ok(Command::Status),
-                Err(CommandParseError::MissingArgument {
-                    command: "request",
-                    argument: "duration"
+                Ok(Command::Request {
+                    environment: "zzzz".into(),
+                    duration: None,
+                    role: None,
+                    reason: None
                 })
             ]
         );
@@ -1470,22 +1476,41 @@ mod tests {
     }
 
     #[test]
-    fn missing_durations_are_reported() {
+    fn a_missing_extension_is_reported() {
+        assert_eq!(
+            err("/breakglass extend"),
+            CommandParseError::MissingArgument {
+                command: "extend",
+                argument: "duration"
+            },
+        );
+    }
+
+    // The policy's `default_duration` applies to a request that names none, as to a file.
+    #[test]
+    fn a_request_without_a_duration_leaves_it_to_the_policy() {
         let cases = [
-            ("/breakglass extend", "extend"),
-            ("/breakglass prod", "request"),
-            ("/breakglass PROD", "request"),
-            ("/breakglass prod -- urgent", "request"),
-            ("/breakglass dev", "request"),
-            ("/breakglass qa", "request"),
+            ("/breakglass prod", "prod", None, None),
+            ("/breakglass PROD", "prod", None, None),
+            ("/breakglass prod -- urgent", "prod", None, Some("urgent")),
+            (
+                "/breakglass prod admin -- db down",
+                "prod",
+                Some("admin"),
+                Some("db down"),
+            ),
+            ("/breakglass prod soon", "prod", Some("soon"), None),
+            ("/breakglass qa", "qa", None, None),
         ];
-        for (body, command) in cases {
+        for (body, environment, role, reason) in cases {
             assert_eq!(
-                err(body),
-                CommandParseError::MissingArgument {
-                    command,
-                    argument: "duration"
-                },
+                parse_commands(body),
+                [Ok(Command::Request {
+                    environment: environment.into(),
+                    duration: None,
+                    role: role.map(Into::into),
+                    reason: reason.map(Into::into),
+                })],
                 "{body}"
             );
         }
@@ -1513,11 +1538,6 @@ mod tests {
                 "/breakglass prod 8d",
                 "8d",
                 "duration `8d` is longer than the 7 days any grant may last",
-            ),
-            (
-                "/breakglass prod soon",
-                "soon",
-                "duration `soon` is not a duration; write e.g. `90s`, `45m`, `2h` or `1h30m`",
             ),
             (
                 "/breakglass extend 2 hours",
@@ -1730,19 +1750,18 @@ mod tests {
 
     #[test]
     fn unknown_command_message_without_suggestion_shows_how_to_ask() {
-        insta::assert_snapshot!(err("/breakglass ???").to_string(), @"unknown command `???`; write `/breakglass <environment> <duration> [role] [-- reason]` to ask for access, or `/breakglass help` to see all commands.");
+        insta::assert_snapshot!(err("/breakglass ???").to_string(), @"unknown command `???`; write `/breakglass <environment> [duration] [role] [-- reason]` to ask for access, or `/breakglass help` to see all commands.");
     }
 
     #[test]
     fn missing_argument_messages_show_usage() {
-        insta::assert_snapshot!(err("/breakglass prod").to_string(), @"a request needs a duration such as `45m` or `1h30m`; write `/breakglass <environment> <duration> [role] [-- reason]`.");
         insta::assert_snapshot!(err("/breakglass extend").to_string(), @"`/breakglass extend` needs a duration such as `45m` or `1h30m`; write `/breakglass extend <duration>`.");
     }
 
     #[test]
     fn unexpected_argument_messages_show_usage() {
         insta::assert_snapshot!(err("/breakglass approve foo").to_string(), @"`/breakglass approve` takes no arguments, so `foo` is unexpected; write just `/breakglass approve`.");
-        insta::assert_snapshot!(err("/breakglass prod 1h admin extra").to_string(), @"a request takes an environment, a duration and at most one role, so `extra` is unexpected; write `/breakglass <environment> <duration> [role] [-- reason]`, with the reason after `--`.");
+        insta::assert_snapshot!(err("/breakglass prod 1h admin extra").to_string(), @"a request takes an environment, a duration and a role at most, so `extra` is unexpected; write `/breakglass <environment> [duration] [role] [-- reason]`, with the reason after `--`.");
         insta::assert_snapshot!(err("/breakglass extend 30m more").to_string(), @"`/breakglass extend` does not take `more`; write `/breakglass extend <duration>`.");
     }
 
@@ -1828,7 +1847,10 @@ mod tests {
     fn usage_points_at_the_command_in_question() {
         let cases = [
             (err("/breakglass extend"), Some(CommandKind::Extend.usage())),
-            (err("/breakglass prod"), Some(CommandKind::Request.usage())),
+            (
+                err("/breakglass prod 1h a b"),
+                Some(CommandKind::Request.usage()),
+            ),
             (
                 err("/breakglass approve x"),
                 Some(CommandKind::Approve.usage()),
@@ -1873,7 +1895,7 @@ mod tests {
         insta::assert_snapshot!(help_text(), @r"
         **breakglass commands.** Write each command at the start of its own line of a comment:
 
-        - `/breakglass <environment> <duration> [role] [-- reason]`: Asks for temporary access to an environment, for example `/breakglass prod 1h admin -- INC-1234 database failover`.
+        - `/breakglass <environment> [duration] [role] [-- reason]`: Asks for temporary access to an environment, for example `/breakglass prod 1h admin -- INC-1234 database failover`.
         - `/breakglass approve`: Approves the pending request of this pull request; only an approver named by the policy can, and never the requester.
         - `/breakglass deny [reason]`: Denies the pending request of this pull request, with an optional reason.
         - `/breakglass revoke`: Ends the grant now instead of at its expiry; `/breakglass done` does the same.
@@ -1954,7 +1976,7 @@ mod tests {
             parse_commands("/breakglass PROD 1h Admin"),
             [Ok(Command::Request {
                 environment: "prod".into(),
-                duration: HumanDuration::from_secs(3600),
+                duration: Some(HumanDuration::from_secs(3600)),
                 role: Some("admin".into()),
                 reason: None,
             })]
@@ -1970,13 +1992,20 @@ mod tests {
         prop_oneof![
             (
                 name,
-                duration.clone(),
+                proptest::option::of(duration.clone()),
                 proptest::option::of(name),
                 reason.clone()
             )
-                // Verbs and near-misses of `extend` are read as commands, not environments.
-                .prop_filter("not a verb", |(env, ..)| !is_verb(env)
-                    && did_you_mean(env) != Some("extend"))
+                // Verbs and near-misses of `extend` are read as commands, not environments; so
+                // is a near-miss of any verb without a duration, and a role in a duration's
+                // place that starts with a digit is read as a mistyped duration.
+                .prop_filter("not a verb", |(env, duration, role, _)| !is_verb(env)
+                    && did_you_mean(env) != Some("extend")
+                    && (duration.is_some()
+                        || (did_you_mean(env).is_none()
+                            && !role.as_ref().is_some_and(
+                                |r| r.starts_with(|c: char| c.is_ascii_digit())
+                            ))))
                 .prop_map(|(environment, duration, role, reason)| Command::Request {
                     environment,
                     duration,

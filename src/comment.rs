@@ -221,23 +221,47 @@ pub fn decision_comment(id: &str, decision: &Decision) -> String {
     verdict(id, decision)
 }
 
+/// `/breakglass <word>` where the word is neither a command nor an environment with a policy.
+pub fn unknown_word_comment(word: &str, environments: &[String]) -> String {
+    let known: Vec<String> = environments.iter().map(|e| code(e)).collect();
+    format!(
+        "⚠️ {} is neither a command nor an environment with a policy (environments: {}). Write `/breakglass <environment> [duration] [role] -- reason` to ask for access, or `/breakglass help` to see every command.",
+        code(word),
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
+/// A `/breakglass` request while the policies on the default branch do not load.
+pub fn policies_invalid_request_comment() -> &'static str {
+    "⚠️ The policies on the default branch are invalid, so no request can be opened."
+}
+
 /// The policy's refusal of a request asked with a `/breakglass` comment. Nothing was opened,
 /// so the way on is another comment, not a push.
 pub fn comment_request_denied_comment(what: &str, decision: &Decision) -> String {
     denial(
         what,
         decision,
-        "Nothing was opened. Comment again with a corrected `/breakglass <environment> <duration> [role] -- reason` command.",
+        "Nothing was opened. Comment again with a corrected `/breakglass <environment> [duration] [role] -- reason` command.",
     )
 }
 
 /// A denial: which rule, which value; then `ending`, what to do about it.
 fn denial(id: &str, decision: &Decision, ending: &str) -> String {
-    let mut text = format!(
-        "❌ **Request {} is denied** by the `{}` policy.\n\n",
-        code(id),
-        decision.environment
-    );
+    let unknown = decision
+        .violations
+        .iter()
+        .any(|v| v.rule == crate::policy::decision::Rule::Environment);
+    let by = if unknown {
+        ": no policy names its environment".to_owned()
+    } else {
+        format!(" by the `{}` policy", decision.environment)
+    };
+    let mut text = format!("❌ **Request {} is denied**{by}.\n\n", code(id));
     for v in &decision.violations {
         // The message may quote the request's own text (its reason, its ticket).
         text.push_str(&format!("- **{}**: {}\n", v.rule, inert(&v.message)));
@@ -808,11 +832,11 @@ pub fn not_in_this_state_comment(command: &str, id: &str, state: RequestState) -
         RequestState::Revoking => ("being revoked now", ""),
         RequestState::Revoked => (
             "over: its access was revoked",
-            " For access again, ask anew with `/breakglass <environment> <duration> [role] -- reason`.",
+            " For access again, ask anew with `/breakglass <environment> [duration] [role] -- reason`.",
         ),
         RequestState::Closed => (
             "closed without a grant",
-            " For access, ask anew with `/breakglass <environment> <duration> [role] -- reason`.",
+            " For access, ask anew with `/breakglass <environment> [duration] [role] -- reason`.",
         ),
     };
     format!(

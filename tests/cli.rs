@@ -69,7 +69,7 @@ fn a_denied_request_exits_1_and_lists_every_reason() {
       - max_duration: duration 8h is above the max_duration of `prod` (4h); ask for 4h or less
       - requesters: `mallory` may not request access to `prod`; requesters are: @acme/sre, alice, bob
       - reason_codes: reason `need to look at something` does not start with a reason code; start it with one of: incident, maintenance (e.g. `incident: need to look at something`)
-      - ticket_pattern: `prod` requires a ticket matching `^(INC|CHG)-[0-9]+$`; add e.g. `ticket: INC-1234`
+      - ticket_pattern: `prod` requires a ticket matching `^(INC|CHG)-[0-9]+$`; add e.g. `ticket: INC-1234` to the request file (in a `/breakglass` comment, name the ticket in the reason after `--`)
       prod/admin for 8h; would expire at 2026-11-26T10:14:00Z if granted now
     ");
 }

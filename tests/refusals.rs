@@ -472,7 +472,7 @@ on_both_forges!(
         s.by(&s.people.dan).approve(pr);
         s.settle().await;
         assert!(!s.change(pr).merged);
-        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r-deny` is closed without a grant (**closed**). For access, ask anew with `/breakglass <environment> <duration> [role] -- reason`."]);
+        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r-deny` is closed without a grant (**closed**). For access, ask anew with `/breakglass <environment> [duration] [role] -- reason`."]);
         // Status says it was denied, by whom and why; naming the approver pings nobody.
         s.by(&s.people.alice).command(pr, "status");
         s.settle().await;
@@ -502,7 +502,7 @@ on_both_forges!(
             "{said}"
         );
         assert!(
-            said.ends_with("\n\nNothing was opened. Comment again with a corrected `/breakglass <environment> <duration> [role] -- reason` command."),
+            said.ends_with("\n\nNothing was opened. Comment again with a corrected `/breakglass <environment> [duration] [role] -- reason` command."),
             "{said}"
         );
         assert!(!said.contains("this PR"), "{said}");
@@ -1821,5 +1821,55 @@ on_both_forges!(
             TimeDelta::hours(1)
         );
         assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+    }
+);
+
+// A request by comment without a duration takes the policy's `default_duration` (2h for
+// staging), as a request file does, and says it in the file it writes; a word that is neither
+// a command nor an environment is answered with the environments there are, and opens nothing.
+on_both_forges!(
+    a_request_by_comment_without_a_duration_takes_the_policy_default,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "load test");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass frobnicate");
+        s.settle().await;
+        assert!(s.changes().is_empty(), "nothing opened");
+        assert_eq!(
+            s.next_bot_issue_comment(issue),
+            "⚠️ `frobnicate` is neither a command nor an environment with a policy (environments: `network`, `prod`, `staging`). Write `/breakglass <environment> [duration] [role] -- reason` to ask for access, or `/breakglass help` to see every command."
+        );
+        s.note_on_issue(issue, &s.people.alice, "/breakglass qa 1h -- load test");
+        s.settle().await;
+        assert!(s.changes().is_empty(), "nothing opened");
+        let said = s.next_bot_issue_comment(issue);
+        assert!(
+            said.starts_with(
+                "❌ **Request `qa/admin` is denied**: no policy names its environment."
+            ) && said.contains(
+                "environment `qa` has no policy; known environments: network, prod, staging"
+            ),
+            "{said}"
+        );
+        s.note_on_issue(issue, &s.people.alice, "/breakglass staging -- load test");
+        s.settle().await;
+        let opened = s.next_bot_issue_comment(issue);
+        assert!(opened.starts_with("📝 @alice, your request is "), "{opened}");
+        let record = s.request("20261126-0214-alice-staging").await;
+        assert_eq!(record.duration_secs, 2 * 3600);
+        let file = s
+            .forge
+            .file_on(
+                REPO,
+                "main",
+                "requests/staging/20261126-0214-alice-staging.yaml",
+            )
+            .expect("self-service: merged at once");
+        assert!(file.contains("duration: 2h\n"), "{file}");
+        let pr = record.pr_number;
+        s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
+        assert_eq!(
+            record.expires_at.zip(record.granted_at).map(|(e, g)| e - g),
+            Some(chrono::TimeDelta::hours(2))
+        );
     }
 );

@@ -447,7 +447,7 @@ fn check_ticket(policy: &Policy, request: &AccessRequest, violations: &mut Vec<V
         None => violations.push(violation(
             String::new(),
             format!(
-                "`{}` requires a ticket matching `{pattern}`; add e.g. `ticket: INC-1234`",
+                "`{}` requires a ticket matching `{pattern}`; add e.g. `ticket: INC-1234` to the request file (in a `/breakglass` comment, name the ticket in the reason after `--`)",
                 policy.environment
             ),
         )),

@@ -169,7 +169,7 @@ fn every_denial_names_its_rule_value_and_what_is_allowed() {
             OK.replace("ticket: INC-1234\n", ""),
             &alice,
             Rule::TicketPattern,
-            "`prod` requires a ticket matching `^(INC|CHG)-[0-9]+$`; add e.g. `ticket: INC-1234`",
+            "`prod` requires a ticket matching `^(INC|CHG)-[0-9]+$`; add e.g. `ticket: INC-1234` to the request file (in a `/breakglass` comment, name the ticket in the reason after `--`)",
         ),
         (
             "ticket malformed",

@@ -326,7 +326,7 @@ impl Workflow {
         comment_id: u64,
         author: &Actor,
         environment: &str,
-        duration: HumanDuration,
+        duration: Option<HumanDuration>,
         role: Option<&str>,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
@@ -336,6 +336,20 @@ impl Workflow {
         };
         let (_, policies) = self.load_policies().await?;
         let policy = policies.as_ref().ok().and_then(|p| p.get(environment));
+        // Without a duration the policy's default applies; without a policy either, the word
+        // was no environment (`/breakglass frobnicate`): a mistaken command, said as one.
+        let default = policy.map(Policy::effective_default_duration);
+        let Some(duration) = duration.or(default) else {
+            let reply = match &policies {
+                Ok(policies) => {
+                    let known: Vec<String> =
+                        policies.environments().map(ToString::to_string).collect();
+                    comment::unknown_word_comment(environment, &known)
+                }
+                Err(_) => comment::policies_invalid_request_comment().to_owned(),
+            };
+            return self.reply(thread, &reply).await;
+        };
         let role = match chosen_role(role, policy, environment, duration) {
             Ok(role) => role,
             Err(reply) => return self.reply(thread, &reply).await,
@@ -447,10 +461,7 @@ impl Workflow {
         thread: Thread,
     ) -> anyhow::Result<Result<Vec<String>, String>> {
         let Ok(policies) = policies else {
-            return Ok(Err(
-                "⚠️ The policies on the default branch are invalid, so no request can be opened."
-                    .into(),
-            ));
+            return Ok(Err(comment::policies_invalid_request_comment().into()));
         };
         let (decision, labels) = self
             .decide_with_thread_labels(policies, request, login, thread)
