@@ -892,11 +892,19 @@ pub fn pending_status_detail(
     requester: &str,
     what: &str,
     duration: &str,
-    have: usize,
+    approved_by: &[String],
     need: u32,
 ) -> String {
+    let have = approved_by.len();
+    // Named, not pinged: anyone may ask for the status.
+    let by = if approved_by.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = approved_by.iter().map(|login| code(login)).collect();
+        format!(" (by {})", names.join(", "))
+    };
     format!(
-        "{} asks for {} for {duration}. Waiting for approval: {have} of {need}.",
+        "{} asks for {} for {duration}. Waiting for approval: {have} of {need}{by}.",
         code(requester),
         code(what)
     )

@@ -125,6 +125,7 @@ on_both_forges!(
         poll(&s).await;
         assert_eq!(s.events("r1", "approval").await.len(), 1);
         assert!(!s.change(pr).merged, "one of two");
+        s.expect_bot_comments(pr, &["✅", "👍 Approval by @carol recorded (1 of 2)."]);
         s.remove_emoji(pr, first);
         poll(&s).await;
         assert_eq!(s.events("r1", "approval_withdrawn").await.len(), 1);
@@ -132,10 +133,11 @@ on_both_forges!(
         s.emoji(pr, &s.people.dan, "+1");
         poll(&s).await;
         assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(pr, &["👍 Approval by @dan recorded (1 of 2)."]);
         s.emoji(pr, &s.people.carol, "+1");
         poll(&s).await;
         assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
         let merge = s.merge_commit(pr);
         assert!(
             merge.message.contains("Breakglass-Approved-By: carol, dan")

@@ -529,6 +529,10 @@ on_both_forges!(
         let revoked = s.events("r-ended", "revoke").await;
         let by = revoked[0].actor.as_ref().map(|a| a.login.as_str());
         assert_eq!(by, Some("carol"), "{revoked:?}");
+        s.note(pr, &s.people.bob, "/breakglass status");
+        s.settle().await;
+        let status = s.next_bot_comment(pr);
+        assert!(status.ends_with("(early, by `carol`)."), "{status}");
         let revert = s.request("r-ended").await.revert_pr_number.unwrap();
         let merge = s.merge_commit(revert);
         assert!(

@@ -1062,7 +1062,7 @@ on_both_forges!(status_counts_each_approver_once, |s: Scenario| async move {
     s.settle().await;
     assert_eq!(
         s.next_bot_comment(pr),
-        "ℹ️ Request `r1`: **pending**. `alice` asks for `prod/admin` for 1h. Waiting for approval: 1 of 2."
+        "ℹ️ Request `r1`: **pending**. `alice` asks for `prod/admin` for 1h. Waiting for approval: 1 of 2 (by `carol`)."
     );
     assert!(!s.change(pr).merged);
 });
@@ -1853,7 +1853,10 @@ on_both_forges!(
         s.note_on_issue(issue, &s.people.alice, "/breakglass staging -- load test");
         s.settle().await;
         let opened = s.next_bot_issue_comment(issue);
-        assert!(opened.starts_with("📝 @alice, your request is "), "{opened}");
+        assert!(
+            opened.starts_with("📝 @alice, your request is "),
+            "{opened}"
+        );
         let record = s.request("20261126-0214-alice-staging").await;
         assert_eq!(record.duration_secs, 2 * 3600);
         let file = s

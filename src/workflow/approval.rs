@@ -619,11 +619,24 @@ impl Workflow {
         };
         let key = signal.key.clone();
         let asked = record.clone();
+        let login = Login::try_from(reaction.user.login.clone()).ok();
+        let counted_before = self.counted_approvers(&asked).await?.0;
         match self.record_approval(record, signal).await? {
             ApprovalOutcome::Merging => return Ok(true),
             // Too close to the push to tell: ask, once per reaction. (A reaction from before
             // the push approved the older version: the push voided it.)
             ApprovalOutcome::Ambiguous => self.ask_once(&asked, &reaction.user, &key).await?,
+            // Said as a comment's approval is: the approver sees it counted and how many more
+            // are needed. Once: the next poll finds the approval stored (`Repeated`), and an
+            // approver who had approved already (by a comment, say) is not counted again.
+            ApprovalOutcome::Counted { have, need }
+                if login.is_some_and(|login| !counted_before.contains(&login)) =>
+            {
+                let text = comment::approval_recorded_comment(&reaction.user.login, have, need);
+                self.forge
+                    .note(Thread::Change(asked.pr_number), &text)
+                    .await?;
+            }
             _ => {}
         }
         Ok(false)

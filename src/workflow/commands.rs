@@ -830,11 +830,12 @@ impl Workflow {
             RequestState::Pending => {
                 // Counted as a merge counts them: each approver once, never the requester.
                 let (approvers, need) = self.counted_approvers(record).await?;
+                let approvers: Vec<String> = approvers.iter().map(ToString::to_string).collect();
                 comment::pending_status_detail(
                     record.requester_login.as_str(),
                     &what,
                     &HumanDuration::from_secs(record.duration_secs).to_string(),
-                    approvers.len(),
+                    &approvers,
                     need,
                 )
             }
@@ -867,11 +868,16 @@ impl Workflow {
                 None => "Revoking.".into(),
             },
             RequestState::Revoked => format!(
-                "Revoked at {} ({}).",
+                "Revoked at {} ({}{}).",
                 record.revoked_at.map(crate::clock::iso).unwrap_or_default(),
                 record
                     .revoke_reason
                     .map(|r| r.to_string())
+                    .unwrap_or_default(),
+                record
+                    .revoked_by
+                    .as_ref()
+                    .map(|by| format!(", by {}", comment::code(by.login.as_str())))
                     .unwrap_or_default()
             ),
             RequestState::Approved => "Approved; merging.".into(),
