@@ -862,8 +862,10 @@ pub enum Closing<'a> {
     Withdrawn { reason: Option<&'a str> },
     /// Nobody approved it in time.
     Expired,
-    /// The PR was closed, or anything else.
-    Other,
+    /// Its PR was merged by hand (by `by`, when recorded), without breakglass: never granted.
+    MergedByHand { by: Option<&'a str> },
+    /// Its PR was closed (by `by`, when recorded), or anything else.
+    Other { by: Option<&'a str> },
 }
 
 /// The detail of `/breakglass status` on a closed request. The denier is named without `@`:
@@ -881,8 +883,44 @@ pub fn closed_status_detail(closing: Closing<'_>) -> String {
             because(reason).unwrap_or_default()
         ),
         Closing::Expired => "Closed: nobody approved it in time.".into(),
-        Closing::Other => "Closed.".into(),
+        Closing::MergedByHand { by } => format!(
+            "Merged by hand{} without breakglass: never granted.",
+            by.map(|login| format!(" by {login}")).unwrap_or_default()
+        ),
+        Closing::Other { by } => format!(
+            "Closed{}.",
+            by.map(|login| format!(" by {login}")).unwrap_or_default()
+        ),
     }
+}
+
+/// Why a request was closed, for the reply to its PR reopened. Nobody is pinged: names go
+/// without `@`. `pending_timeout` is how long a request waits for approval.
+fn closing_why(closing: Closing<'_>, pending_timeout: &str) -> String {
+    let by = |by: Option<&str>| by.map(|login| format!(" by {login}")).unwrap_or_default();
+    let because =
+        |reason: Option<&str>| reason.map(|r| format!(": {}", code(r))).unwrap_or_default();
+    match closing {
+        Closing::Denied { by: who, reason } => format!("denied{}{}", by(who), because(reason)),
+        Closing::Withdrawn { reason } => {
+            format!("withdrawn by the requester{}", because(reason))
+        }
+        Closing::Expired => format!("nobody approved it within {pending_timeout}"),
+        Closing::MergedByHand { by: who } => {
+            format!("merged by hand{} without breakglass", by(who))
+        }
+        Closing::Other { by: who } => format!("its PR was closed{}", by(who)),
+    }
+}
+
+/// A request PR reopened after its request was closed without a grant: the request is not
+/// decided again, and a new request is how to ask again.
+pub fn reopened_closed_comment(id: &str, closing: Closing<'_>, pending_timeout: &str) -> String {
+    format!(
+        "🔒 Request {} is closed ({}): breakglass does not decide it again, so reopening this PR grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new PR, or a `/breakglass <environment> <duration> [role] -- reason` comment.",
+        code(id),
+        closing_why(closing, pending_timeout)
+    )
 }
 
 /// The detail of `/breakglass status` on a pending request: who asks for what and for how
@@ -986,7 +1024,10 @@ pub fn closed_check_description(closing: Closing<'_>, pending_timeout: &str) -> 
         Closing::Denied { by: None, .. } => "denied by an approver".to_owned(),
         Closing::Withdrawn { .. } => "withdrawn by the requester".to_owned(),
         Closing::Expired => format!("expired unapproved after {pending_timeout}"),
-        Closing::Other => "closed without a grant".to_owned(),
+        Closing::MergedByHand { by: Some(by) } => format!("merged by hand by @{by}: never granted"),
+        Closing::MergedByHand { by: None } => "merged by hand: never granted".to_owned(),
+        Closing::Other { by: Some(by) } => format!("closed by @{by} without a grant"),
+        Closing::Other { by: None } => "closed without a grant".to_owned(),
     };
     text.chars().take(140).collect()
 }
@@ -1367,6 +1408,26 @@ mod tests {
         let withdrawn = withdrawn_comment("alice", reason);
         assert!(!withdrawn.contains("denied"), "{withdrawn}");
         assert!(!withdrawn.contains('\n'), "{withdrawn}");
+        assert_eq!(
+            closed_status_detail(Closing::Other { by: Some("alice") }),
+            "Closed by alice."
+        );
+        assert_eq!(closed_status_detail(Closing::Other { by: None }), "Closed.");
+        let reopened = reopened_closed_comment(
+            "r1",
+            Closing::Denied {
+                by: Some("carol"),
+                reason,
+            },
+            "1d",
+        );
+        assert!(
+            reopened.starts_with(
+                "🔒 Request `r1` is closed (denied by carol: `` `x` @\u{2060}acme/sre-leads /breakglass approve ``): "
+            ),
+            "{reopened}"
+        );
+        assert!(!reopened.contains('\n'), "{reopened}");
     }
 
     #[test]

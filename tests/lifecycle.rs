@@ -855,6 +855,106 @@ on_both_forges!(
     }
 );
 
+// A request PR reopened after its request was closed without a grant is answered, never
+// silently left open: why it was closed, that it is not decided again, and how to ask anew.
+// Nothing reopened is decided or merged, and its check stays `failure`, on a head pushed
+// while it was closed too.
+on_both_forges!(
+    a_reopened_closed_request_is_answered_and_never_decided_again,
+    |s: Scenario| async move {
+        let alice = &s.people.alice;
+        let anew = "breakglass does not decide it again, so reopening this PR grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new PR, or a `/breakglass <environment> <duration> [role] -- reason` comment.";
+        let reopen = |pr: u64| {
+            s.forge.reopen_pr(REPO, s.internal(pr), alice);
+        };
+
+        let expired = s.open_request(alice, "prod", "r-expired", &prod_request("1h"));
+        s.settle().await;
+        s.advance(TimeDelta::hours(24));
+        s.settle().await;
+        s.expect_bot_comments(expired, &["✅ **Request `r-expired` is allowed**", "⌛"]);
+        assert_eq!(s.change(expired).state, "closed");
+        reopen(expired);
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(expired),
+            format!("🔒 Request `r-expired` is closed (nobody approved it within 1d): {anew}")
+        );
+        assert_eq!(s.change(expired).state, "open");
+        assert_eq!(s.request("r-expired").await.state.to_string(), "closed");
+        assert_eq!(
+            s.policy_status(&s.change(expired).head_sha).unwrap().0,
+            "failure"
+        );
+        // Approved now, it is still not merged.
+        s.approve(expired, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(expired).merged);
+        s.expect_bot_comments(expired, &["ℹ️ `/breakglass approve` does not apply: request `r-expired` is closed without a grant"]);
+
+        let denied = s.open_request(alice, "prod", "r-denied", &prod_request("1h"));
+        s.settle().await;
+        s.by(&s.people.carol).command(denied, "deny -- no incident");
+        s.settle().await;
+        s.expect_bot_comments(denied, &["✅", "🚫 Request denied by @carol"]);
+        // A push while it is closed brings a head that the reopened PR shows.
+        let closed_head = s.change(denied).head_sha;
+        s.forge.push_files(
+            REPO,
+            "request-r-denied",
+            alice,
+            &[("requests/prod/r-denied.yaml", &prod_request("30m"))],
+            "shorter",
+        );
+        reopen(denied);
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(denied),
+            format!("🔒 Request `r-denied` is closed (denied by carol: `no incident`): {anew}")
+        );
+        assert_ne!(s.change(denied).head_sha, closed_head);
+        assert_eq!(
+            s.policy_status(&s.change(denied).head_sha),
+            Some(("failure".to_owned(), "denied by @carol".to_owned()))
+        );
+        assert_eq!(s.request("r-denied").await.state.to_string(), "closed");
+
+        // Closed by hand: the status and the reopened PR say by whom.
+        let by_hand = s.open_request(alice, "prod", "r-by-hand", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(by_hand, &["✅"]);
+        s.close_change(by_hand, alice);
+        s.settle().await;
+        assert_eq!(
+            s.policy_status(&s.change(by_hand).head_sha),
+            Some((
+                "failure".to_owned(),
+                "closed by @alice without a grant".to_owned()
+            ))
+        );
+        s.by(&s.people.mallory).command(by_hand, "status");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(by_hand),
+            "ℹ️ Request `r-by-hand`: **closed**. Closed by alice."
+        );
+        let closed = s.events("r-by-hand", "close").await;
+        assert_eq!(
+            closed[0].actor.as_ref().map(|a| a.login.to_string()),
+            Some("alice".to_owned())
+        );
+        reopen(by_hand);
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(by_hand),
+            format!("🔒 Request `r-by-hand` is closed (its PR was closed by alice): {anew}")
+        );
+        for pr in [expired, denied, by_hand] {
+            assert!(!s.change(pr).merged);
+        }
+    }
+);
+
 /// Everything the bot says in the main story, pinned (tests/snapshots/): a change of wording
 /// shows up in review.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -284,7 +284,7 @@ impl Workflow {
     }
 
     /// How closed request `record` was closed, from its last closing event.
-    async fn closing_of(&self, record: &RequestRecord) -> anyhow::Result<ClosingEvent> {
+    pub(super) async fn closing_of(&self, record: &RequestRecord) -> anyhow::Result<ClosingEvent> {
         let events = self.store.events_for_request(&record.id).await?;
         Ok(events
             .into_iter()
@@ -984,8 +984,14 @@ impl ClosingEvent {
             }
         } else if flag("expired") {
             comment::Closing::Expired
+        } else if flag("merged_by_hand") {
+            comment::Closing::MergedByHand {
+                by: self.by.as_deref(),
+            }
         } else {
-            comment::Closing::Other
+            comment::Closing::Other {
+                by: self.by.as_deref(),
+            }
         }
     }
 }

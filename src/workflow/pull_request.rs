@@ -27,7 +27,7 @@ impl Workflow {
         &self,
         action: PullRequestAction,
         pr: &PullRequestInfo,
-        _sender: &Actor,
+        sender: &Actor,
         _delivery: &str,
     ) -> anyhow::Result<()> {
         let repo = &self.settings.repository;
@@ -79,22 +79,55 @@ impl Workflow {
             .then(|| pr.updated_at.map(|at| (pr.head_sha.clone(), at)))
             .flatten();
         match action {
-            PullRequestAction::Closed => self.request_pr_closed(existing, pr).await,
+            PullRequestAction::Closed => self.request_pr_closed(existing, pr, sender).await,
             // The bot evaluates the PRs it opens itself, right after opening them.
             PullRequestAction::Opened if existing.is_none() && pr.author.id == self.bot.id => {
                 Ok(())
             }
             _ => match existing {
+                Some(record)
+                    if action == PullRequestAction::Reopened
+                        && record.state == RequestState::Closed =>
+                {
+                    self.reopened_closed(&record, pr).await
+                }
                 Some(record) if !decides_again(record.state, action) => Ok(()),
                 existing => self.evaluate_pr(pr.number, existing, pushed).await,
             },
         }
     }
 
+    /// The PR of a request closed without a grant (expired, denied, withdrawn, closed),
+    /// reopened: the request is never decided again, and the reply says so, why it was
+    /// closed, and how to ask again. Its check fails on the head it has now (a push made
+    /// while it was closed brings a head without one), so a required check stops a hand merge.
+    async fn reopened_closed(
+        &self,
+        record: &RequestRecord,
+        pr: &PullRequestInfo,
+    ) -> anyhow::Result<()> {
+        let closing = self.closing_of(record).await?;
+        let waited =
+            crate::duration::HumanDuration::from_secs(self.settings.pending_timeout.as_secs())
+                .to_string();
+        if pr.head_sha != record.head_sha {
+            let description = comment::closed_check_description(closing.as_closing(), &waited);
+            self.set_status_on(&pr.head_sha, StatusState::Failure, &description)
+                .await?;
+        }
+        let text =
+            comment::reopened_closed_comment(record.id.as_str(), closing.as_closing(), &waited);
+        self.forge.note(Thread::Change(pr.number), &text).await?;
+        Ok(())
+    }
+
+    /// A request PR closed or merged by `sender`. A request not granted is closed, naming who
+    /// closed (or merged) its PR.
     async fn request_pr_closed(
         &self,
         existing: Option<RequestRecord>,
         pr: &PullRequestInfo,
+        sender: &Actor,
     ) -> anyhow::Result<()> {
         let Some(mut record) = existing else {
             return Ok(());
@@ -137,7 +170,7 @@ impl Workflow {
             self.close_request(
                 &mut record,
                 serde_json::json!({ "merged_by_hand": pr.merged }),
-                None,
+                Some(sender),
             )
             .await?;
         }
