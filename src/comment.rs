@@ -812,6 +812,83 @@ pub fn no_request_here_comment(command: &str) -> String {
     )
 }
 
+/// Why a request is denied, for a command on it that does not apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeniedBecause {
+    /// Rules of the environment's policy that it fails.
+    Rules {
+        environment: String,
+        rules: Vec<String>,
+    },
+    /// Its PR changes files beyond its request.
+    BeyondRequest,
+    /// Its role cannot be granted by its provider.
+    Unservable,
+}
+
+/// `/breakglass <command>` (approve, revoke, …) on a request that is denied: what failed (when
+/// known), that no approval merges it, and that a push fixing it is decided again.
+pub fn denied_request_comment(command: &str, id: &str, why: &[DeniedBecause]) -> String {
+    let beyond = why.contains(&DeniedBecause::BeyondRequest);
+    let why: Vec<String> = why
+        .iter()
+        .map(|because| match because {
+            DeniedBecause::Rules { environment, rules } => {
+                let rules: Vec<String> = rules.iter().map(|r| code(r)).collect();
+                format!("by the {} policy ({})", code(environment), rules.join(", "))
+            }
+            DeniedBecause::BeyondRequest => "as its PR changes files beyond its request".into(),
+            DeniedBecause::Unservable => "as its role cannot be granted".into(),
+        })
+        .collect();
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", why.join(" and "))
+    };
+    let fix = if beyond {
+        "Push a fix to this PR (its request file alone)"
+    } else {
+        "Push a fixed request file to this PR"
+    };
+    format!(
+        "ℹ️ `/breakglass {command}` does not apply: request {} is denied{why}, so no approval merges it and nothing is granted. {fix} and it is decided again.",
+        code(id)
+    )
+}
+
+/// A request asked for by comment on a thread, for a reply there.
+pub struct AskedHere {
+    pub id: String,
+    /// Its PR, as the forge links it (`#12`, `!12`).
+    pub pr: String,
+    pub state: String,
+}
+
+/// `/breakglass <command>` on the issue (or other PR) where requests were asked for by
+/// comment: it is given on a request's PR; which those are.
+pub fn on_its_request_pr_comment(command: &str, asked: &[AskedHere]) -> String {
+    let start = format!("ℹ️ `/breakglass {command}` works on a request's PR, not here.");
+    match asked {
+        [one] => format!(
+            "{start} Request {}, asked for here, is {} (**{}**): comment it there.",
+            code(&one.id),
+            one.pr,
+            one.state
+        ),
+        _ => {
+            let list: Vec<String> = asked
+                .iter()
+                .map(|a| format!("- {} {} (**{}**)", code(&a.id), a.pr, a.state))
+                .collect();
+            format!(
+                "{start} Requests asked for here:\n\n{}\n\nComment it on the PR of the request it is for.",
+                list.join("\n")
+            )
+        }
+    }
+}
+
 /// `/breakglass <command>` on a request in a state where it does not apply: the state, and
 /// what does apply now.
 pub fn not_in_this_state_comment(command: &str, id: &str, state: RequestState) -> String {
@@ -1428,6 +1505,25 @@ mod tests {
             "{reopened}"
         );
         assert!(!reopened.contains('\n'), "{reopened}");
+    }
+
+    #[test]
+    fn a_command_on_a_denied_request_says_what_failed_when_known() {
+        let why = [
+            DeniedBecause::Rules {
+                environment: "prod".into(),
+                rules: vec!["max_duration".into(), "ticket_pattern".into()],
+            },
+            DeniedBecause::BeyondRequest,
+        ];
+        assert_eq!(
+            denied_request_comment("approve", "r1", &why),
+            "ℹ️ `/breakglass approve` does not apply: request `r1` is denied by the `prod` policy (`max_duration`, `ticket_pattern`) and as its PR changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this PR (its request file alone) and it is decided again."
+        );
+        assert!(
+            denied_request_comment("extend", "r1", &[])
+                .starts_with("ℹ️ `/breakglass extend` does not apply: request `r1` is denied, so")
+        );
     }
 
     #[test]

@@ -270,7 +270,7 @@ on_both_forges!(
             pr,
             &[
                 "⛔ **breakglass will not merge this PR**: it changes files beyond its request file: `policies/prod.yaml`.",
-                "`/breakglass approve` works on a breakglass request PR; this is not one (or it is not in a state where it applies).",
+                "ℹ️ `/breakglass approve` does not apply: request `r1` is denied as its PR changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this PR (its request file alone) and it is decided again.",
             ],
         );
     }

@@ -683,6 +683,86 @@ on_both_forges!(
     }
 );
 
+// `/breakglass revoke` and `/breakglass extend` on the issue where a request was asked for
+// are given on the request's PR: the reply names it (each of them, when there are several),
+// and nothing is revoked or extended.
+on_both_forges!(
+    revoke_and_extend_on_the_issue_a_request_was_asked_on_point_at_its_pr,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "checkout is down");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass revoke");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_issue_comment(issue),
+            "`/breakglass revoke` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."
+        );
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
+        );
+        s.settle().await;
+        s.take_bot_issue_comments(issue);
+        let record = s.store.list_requests(None).await.unwrap().pop().unwrap();
+        let number = record.pr_number;
+        let pr = s.change_ref(number);
+        s.approve(number, &s.people.carol);
+        s.settle().await;
+        s.take_bot_comments(number);
+        let expires_at = s.request(record.id.as_str()).await.expires_at;
+        for (command, verb) in [
+            ("/breakglass revoke", "revoke"),
+            ("/breakglass extend 30m", "extend"),
+        ] {
+            s.note_on_issue(issue, &s.people.alice, command);
+            s.settle().await;
+            assert_eq!(
+                s.next_bot_issue_comment(issue),
+                format!(
+                    "ℹ️ `/breakglass {verb}` works on a request's PR, not here. Request `{}`, asked for here, is {pr} (**active**): comment it there.",
+                    record.id
+                )
+            );
+        }
+        let now = s.request(record.id.as_str()).await;
+        assert_eq!(now.state.to_string(), "active");
+        assert_eq!(now.expires_at, expires_at);
+        // A second request asked for there: both are named.
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass prod 30m admin -- incident: INC-77 one more look",
+        );
+        s.settle().await;
+        s.take_bot_issue_comments(issue);
+        let second = s
+            .store
+            .list_requests(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id != record.id)
+            .unwrap();
+        s.note_on_issue(issue, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        let said = s.next_bot_issue_comment(issue);
+        assert!(
+            said.starts_with("ℹ️ `/breakglass approve` works on a request's PR, not here. Requests asked for here:\n\n")
+                && said.contains(&format!("- `{}` {pr} (**active**)", record.id))
+                && said.contains(&format!(
+                    "- `{}` {} (**pending**)",
+                    second.id,
+                    s.change_ref(second.pr_number)
+                ))
+                && said.ends_with("\n\nComment it on the PR of the request it is for."),
+            "{said}"
+        );
+        assert!(!s.change(second.pr_number).merged);
+        s.take_bot_comments(second.pr_number);
+        s.lenient(); // the revert PR and reminders are not what this is about
+    }
+);
+
 // One comment of many commands is answered in one note, the replies in command order: an
 // outsider's comment costs one of the forge's content-creation calls (a secondary rate limit
 // that grants and revokes need too), not one per command. Each command does what it does

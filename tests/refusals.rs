@@ -276,7 +276,7 @@ on_both_forges!(
         s.by(&s.people.carol).approve(pr);
         s.settle().await;
         assert!(!s.change(pr).merged);
-        s.expect_bot_comments(pr, &["`/breakglass approve` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."]);
+        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r1` is denied by the `prod` policy (`max_duration`) and as its PR changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this PR (its request file alone) and it is decided again."]);
     }
 );
 
@@ -301,7 +301,7 @@ on_both_forges!(
         s.by(&s.people.carol).approve(pr);
         s.settle().await;
         assert!(!s.change(pr).merged);
-        s.expect_bot_comments(pr, &["`/breakglass approve` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."]);
+        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r1` is denied as its PR changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this PR (its request file alone) and it is decided again."]);
 
         s.forge.push_files(
             REPO,
@@ -379,6 +379,50 @@ on_both_forges!(
                 .starts_with("✅"),
             "re-evaluated on push"
         );
+    }
+);
+
+// An approver's `/breakglass approve` on a request the policy denies is answered with what
+// failed and what to do: no approval merges it, a push that fixes the file is decided again.
+// A revoke or an extension there is answered the same way. Nothing is merged.
+on_both_forges!(
+    an_approve_on_a_request_the_policy_denies_says_why_and_what_to_do,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-big", &prod_request("6h"));
+        s.settle().await;
+        s.expect_bot_comments(
+            pr,
+            &["❌ **Request `r-big` is denied** by the `prod` policy."],
+        );
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "ℹ️ `/breakglass approve` does not apply: request `r-big` is denied by the `prod` policy (`max_duration`), so no approval merges it and nothing is granted. Push a fixed request file to this PR and it is decided again."
+        );
+        s.by(&s.people.alice).command(pr, "revoke");
+        s.settle().await;
+        assert!(
+            s.next_bot_comment(pr).starts_with(
+                "ℹ️ `/breakglass revoke` does not apply: request `r-big` is denied by the `prod` policy (`max_duration`)"
+            )
+        );
+        assert!(!s.change(pr).merged);
+        assert_eq!(s.request("r-big").await.state, RequestState::Denied);
+        // The push it asks for is decided again, and then an approval merges it.
+        s.forge.push_files(
+            REPO,
+            "request-r-big",
+            &s.people.alice,
+            &[("requests/prod/r-big.yaml", &prod_request("2h"))],
+            "shorter",
+        );
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r-big` is allowed**"]);
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
     }
 );
 

@@ -2218,7 +2218,7 @@ on_both_forges!(
         s.settle().await;
         assert!(!s.change(pr).merged);
         assert_eq!(merge_calls(&s), 0);
-        s.expect_bot_comments(pr, &["`/breakglass approve` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."]);
+        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r1` is denied as its role cannot be granted, so no approval merges it and nothing is granted. Push a fixed request file to this PR and it is decided again."]);
 
         let issue = s.open_issue(&s.people.alice, "db");
         s.note_on_issue(

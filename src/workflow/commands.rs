@@ -272,15 +272,48 @@ impl Workflow {
     ) -> anyhow::Result<Option<RequestRecord>> {
         let said = match self.request_on(thread).await? {
             Some(record) if states.contains(&record.state) => return Ok(Some(record)),
-            // A request the policy denies keeps the general answer: its verdict above says
-            // what to fix.
-            Some(record) if record.state != RequestState::Denied => {
+            // Denied by the policy: what failed, and that a push is decided again.
+            Some(record) if record.state == RequestState::Denied => {
+                denied_request_reply(verb, &record)
+            }
+            Some(record) => {
                 comment::not_in_this_state_comment(verb, record.id.as_str(), record.state)
             }
-            _ => comment::no_request_here_comment(verb),
+            None => self.no_request_here(thread, verb).await?,
         };
         self.reply(thread, &said).await?;
         Ok(None)
+    }
+
+    /// The reply to `/breakglass <verb>` on a thread that is not a request PR: on the issue (or
+    /// other PR) where requests were asked for by comment, the PRs of those requests (the
+    /// newest ten), where the command is given; elsewhere the general answer.
+    pub(super) async fn no_request_here(
+        &self,
+        thread: Thread,
+        verb: &str,
+    ) -> anyhow::Result<String> {
+        let repo = &self.settings.repository;
+        let asked = self
+            .store
+            .requests_asked_on(self.forge_kind(), repo, &thread.key(), STATUS_LIMIT)
+            .await?;
+        let mut here = Vec::new();
+        for id in asked {
+            let Some(record) = self.store.get_request(&id).await? else {
+                continue; // reserved, never opened
+            };
+            here.push(comment::AskedHere {
+                id: record.id.to_string(),
+                pr: self.forge.thread_ref(Thread::Change(record.pr_number)),
+                state: record.state.to_string(),
+            });
+        }
+        Ok(if here.is_empty() {
+            comment::no_request_here_comment(verb)
+        } else {
+            comment::on_its_request_pr_comment(verb, &here)
+        })
     }
 
     /// How closed request `record` was closed, from its last closing event.
@@ -892,9 +925,8 @@ impl Workflow {
 
     async fn command_reviewed(&self, thread: Thread, author: &Actor) -> anyhow::Result<()> {
         let Some(record) = self.request_on(thread).await? else {
-            return self
-                .reply(thread, &comment::no_request_here_comment("reviewed"))
-                .await;
+            let said = self.no_request_here(thread, "reviewed").await?;
+            return self.reply(thread, &said).await;
         };
         // A request PR, but nothing to review on it: said as what it is.
         let id = record.id.as_str();
@@ -953,6 +985,33 @@ impl Workflow {
             None => Ok(false),
         }
     }
+}
+
+/// `/breakglass <verb>` on a request the policy denies: what failed, as its stored decision
+/// says (nothing when it was not decided yet).
+fn denied_request_reply(verb: &str, record: &RequestRecord) -> String {
+    let mut why = Vec::new();
+    if let Some(stored) = &record.decision {
+        let rules: Vec<String> = stored
+            .decision
+            .violations
+            .iter()
+            .map(|v| v.rule.to_string())
+            .collect();
+        if !rules.is_empty() {
+            why.push(comment::DeniedBecause::Rules {
+                environment: record.environment.to_string(),
+                rules,
+            });
+        }
+        if !stored.scope_problems.is_empty() {
+            why.push(comment::DeniedBecause::BeyondRequest);
+        }
+        if stored.unservable.is_some() {
+            why.push(comment::DeniedBecause::Unservable);
+        }
+    }
+    comment::denied_request_comment(verb, record.id.as_str(), &why)
 }
 
 /// The note of a deny by `author`: a withdrawal when the closing says so.

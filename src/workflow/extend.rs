@@ -87,9 +87,8 @@ impl Workflow {
         created_at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let Some(record) = self.request_on(thread).await? else {
-            return self
-                .reply(thread, &comment::no_request_here_comment("extend"))
-                .await;
+            let said = self.no_request_here(thread, "extend").await?;
+            return self.reply(thread, &said).await;
         };
         let comment = self.comment_key(comment_id);
         if self
