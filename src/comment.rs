@@ -218,7 +218,14 @@ pub fn decision_comment(id: &str, decision: &Decision) -> String {
             "Push a fixed request file to this PR and it is checked again.",
         );
     }
-    verdict(id, decision)
+    verdict(id, decision, None)
+}
+
+/// The verdict on an allowed request whose approvals (`approvers`, named without `@`) already
+/// suffice: a draft marked ready after its approval, or a request decided again after it.
+/// It is merged now, so it does not ask for approvals.
+pub fn approved_decision_comment(id: &str, decision: &Decision, approvers: &[String]) -> String {
+    verdict(id, decision, Some(approvers))
 }
 
 /// `/breakglass <word>` where the word is neither a command nor an environment with a policy.
@@ -271,8 +278,9 @@ fn denial(id: &str, decision: &Decision, ending: &str) -> String {
     text
 }
 
-/// The verdict on an allowed request.
-fn verdict(id: &str, decision: &Decision) -> String {
+/// The verdict on an allowed request; `approved`, the approvers when their approvals already
+/// suffice.
+fn verdict(id: &str, decision: &Decision, approved: Option<&[String]>) -> String {
     let who = decision.requester.as_deref().unwrap_or("the requester");
     let what = format!(
         "`{}/{}` for {}",
@@ -288,15 +296,23 @@ fn verdict(id: &str, decision: &Decision) -> String {
         code(id),
         decision.environment
     );
-    match (&decision.fast_path, decision.approvals_required) {
-        (Some(fast), _) => text.push_str(&format!(
+    match (&decision.fast_path, decision.approvals_required, approved) {
+        (Some(fast), _, _) => text.push_str(&format!(
             "⚡ Fast path `{}` applies: merging now. An approver must review this grant within {} (react with {} or comment `/breakglass reviewed`).",
             fast.rule,
             fast.review_within,
             reactions(&decision.approval_reactions)
         )),
-        (None, 0) => text.push_str("Self-service environment: merging now, no approval needed."),
-        (None, n) => text.push_str(&format!(
+        (None, 0, _) => text.push_str("Self-service environment: merging now, no approval needed."),
+        (None, n, Some(approvers)) => {
+            let names: Vec<String> = approvers.iter().map(|a| code(a)).collect();
+            text.push_str(&format!(
+                "Approved by {} ({} of {n}): merging now.",
+                names.join(", "),
+                approvers.len()
+            ));
+        }
+        (None, n, None) => text.push_str(&format!(
             "Needs **{n}** approval(s) from {}. Approve with a {} reaction on this PR, an approving review, or `/breakglass approve`. The requester's own approval never counts, and a push voids earlier approvals.",
             mentions(&decision.approvers),
             reactions(&decision.approval_reactions)

@@ -1081,6 +1081,35 @@ async fn the_whole_story_in_the_bots_words() {
     );
 }
 
+// A draft approved while it is a draft and then marked ready is merged at once; the verdict
+// said on the ready PR names the approval it merges on, and never asks for approvals it has.
+on_both_forges!(
+    a_draft_approved_then_marked_ready_is_merged_without_asking_for_approval_again,
+    |s: Scenario| async move {
+        let alice = &s.people.alice;
+        let pr = s.open_request(alice, "prod", "r-draft", &prod_request("1h"));
+        s.set_draft(pr, alice, true);
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.contains("Needs **1** approval(s)") && said.contains("This PR is a draft"),
+            "{said}"
+        );
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.expect_bot_comments(pr, &["👍 Approval by @carol recorded (1 of 1)."]);
+        assert!(!s.change(pr).merged, "a draft is never merged");
+        s.set_draft(pr, alice, false);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "✅ **Request `r-draft` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 1h.\n\nApproved by `carol` (1 of 1): merging now."
+        );
+        s.expect_bot_comments(pr, &["🔓 **Access granted.** @alice has `prod/admin`"]);
+    }
+);
+
 on_both_forges!(
     two_approvals_need_two_distinct_approvers,
     |s: Scenario| async move {

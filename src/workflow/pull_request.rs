@@ -311,10 +311,17 @@ impl Workflow {
         // On a fast path the verdict is said with the grant (one comment fewer), or with the
         // refusal when the merge or the grant does not happen.
         let fast_path = matches!(decided.next, Next::FastPath(_));
-        let said = self.say_verdict(
-            inputs.pr.number,
-            decided.comment.as_deref().filter(|_| !fast_path),
-        );
+        // Approvals given before this decision (on a draft, say) that suffice: the verdict
+        // says it merges now, not that it needs them.
+        let comment = match decided.comment {
+            Some(text) if decided.next == Next::Approvals => Some(
+                self.approved_verdict(&record, &decided.stored)
+                    .await?
+                    .unwrap_or(text),
+            ),
+            comment => comment,
+        };
+        let said = self.say_verdict(inputs.pr.number, comment.as_deref().filter(|_| !fast_path));
         if matches!(decided.next, Next::FastPath(_) | Next::SelfService) {
             // Merged at once: the merge job sets the status in its round trip before the merge,
             // and waits for this comment, which is said meanwhile (see `ordering`).
@@ -361,6 +368,25 @@ impl Workflow {
             format!("outcome=\"{}\"", if allowed { "allowed" } else { "denied" }),
         );
         Ok(())
+    }
+
+    /// The verdict comment on `record`, allowed, when the approvals of its head already suffice
+    /// (counted as [`Self::check_approvals`] counts them, which then starts the merge).
+    async fn approved_verdict(
+        &self,
+        record: &RequestRecord,
+        stored: &StoredDecision,
+    ) -> anyhow::Result<Option<String>> {
+        let (approvers, need) = self.counted_approvers(record).await?;
+        if need == 0 || approvers.len() < need as usize {
+            return Ok(None);
+        }
+        let names: Vec<String> = approvers.iter().map(ToString::to_string).collect();
+        Ok(Some(comment::approved_decision_comment(
+            record.id.as_str(),
+            &stored.decision,
+            &names,
+        )))
     }
 
     /// Says the verdict's comment on PR `number`, when there is one to say.
