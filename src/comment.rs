@@ -1010,7 +1010,7 @@ fn closing_why(closing: Closing<'_>, pending_timeout: &str) -> String {
 /// decided again, and a new request is how to ask again.
 pub fn reopened_closed_comment(id: &str, closing: Closing<'_>, pending_timeout: &str) -> String {
     format!(
-        "🔒 Request {} is closed ({}): breakglass does not decide it again, so reopening this PR grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new PR, or a `/breakglass <environment> <duration> [role] -- reason` comment.",
+        "🔒 Request {} is closed ({}): breakglass does not decide it again, so reopening this PR grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new PR, or a `/breakglass <environment> [duration] [role] -- reason` comment.",
         code(id),
         closing_why(closing, pending_timeout)
     )
