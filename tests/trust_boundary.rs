@@ -1028,7 +1028,7 @@ on_both_forges!(
         s.settle().await;
         // Before, dan's 🚀 was still counted at the merge: two of two.
         assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        s.expect_bot_comments(pr, &["⚠️ Not merged: an approval no longer counts at the merge: withdrawn, or not one under the default branch's policy any more (1 of 2 remain)."]);
+        s.expect_bot_comments(pr, &["👍 Approval by @dan recorded (1 of 2).", "⚠️ Not merged: an approval no longer counts at the merge: withdrawn, or not one under the default branch's policy any more (1 of 2 remain)."]);
         s.expect_no_bot_comment(pr);
     }
 );
@@ -1104,7 +1104,8 @@ on_both_backends!(
             pr,
             &[
                 "✅ **Request `r1` is allowed**",
-                "👍 Approval by @carol recorded (1 of 2).",
+                "👍 Approval by @carol recorded (1 of 2).", // her emoji, taken back
+                "👍 Approval by @carol recorded (1 of 2).", // her comment, deleted
                 "👍 Approval by @dan recorded (1 of 2).",
                 "🔓 **Access granted.**",
             ],
