@@ -154,8 +154,7 @@ async fn skewed_story(dialect: Dialect, skew: i64) {
         &[("requests/prod/r-sev1.yaml", yaml)],
         "request",
     );
-    let pr3 = s.open_change(bob, "sev1-request", "sev1 access");
-    s.label(pr3, bob, "sev1");
+    let pr3 = s.open_labelled_change(bob, "sev1-request", "sev1 access", "sev1");
     s.settle().await;
     assert!(
         s.change(pr3).merged,

@@ -227,8 +227,7 @@ on_both_forges!(
             &[("requests/prod/r-sev1.yaml", yaml)],
             "request",
         );
-        let pr = s.open_change(bob, branch, "sev1 access");
-        s.label(pr, bob, "sev1");
+        let pr = s.open_labelled_change(bob, branch, "sev1 access", "sev1");
         s.settle().await;
         let merged = s.change(pr);
         assert!(merged.merged, "merged without waiting for approval");
@@ -378,8 +377,7 @@ on_both_forges!(
             &[("requests/prod/r-react.yaml", yaml)],
             "request",
         );
-        let pr = s.open_change(bob, "b", "sev1 access");
-        s.label(pr, bob, "sev1");
+        let pr = s.open_labelled_change(bob, "b", "sev1 access", "sev1");
         s.settle().await;
         assert!(s.change(pr).merged);
         s.emoji_now(pr, bob, "+1"); // the requester's own reaction does not count

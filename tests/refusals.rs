@@ -582,8 +582,12 @@ on_both_forges!(
 on_both_forges!(
     a_command_out_of_its_state_names_the_state_and_what_applies,
     |s: Scenario| async move {
+        // Labelled before the bot hears of it (see `open_labelled_change`).
+        s.forge.set_webhooks_paused(true);
         let pr = s.open_request(&s.people.bob, "prod", "r1", &prod_request("30m"));
         s.label(pr, &s.people.bob, "sev1");
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
         s.settle().await;
         assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
         s.expect_bot_comments(pr, &["🔓 **Access granted.** @bob"]);
@@ -1119,8 +1123,7 @@ async fn erin_granted_sev1(s: &Scenario, id: &str) -> (u64, chrono::DateTime<chr
     let (path, branch) = (format!("requests/prod/{id}.yaml"), format!("sev1-{id}"));
     s.forge
         .push_files(REPO, &branch, erin, &[(path.as_str(), yaml)], "request");
-    let pr = s.open_change(erin, &branch, "sev1 access");
-    s.label(pr, erin, "sev1");
+    let pr = s.open_labelled_change(erin, &branch, "sev1 access", "sev1");
     s.settle().await;
     s.expect_bot_comments(pr, &["🔓 **Access granted.** @erin"]);
     (pr, s.request(id).await.expires_at.unwrap())

@@ -231,8 +231,7 @@ async fn sev1_fast_path(s: &Scenario) -> u64 {
         &[("requests/prod/r-sev1.yaml", yaml)],
         "request",
     );
-    let pr = s.open_change(bob, "sev1-request", "sev1 access");
-    s.label(pr, bob, "sev1");
+    let pr = s.open_labelled_change(bob, "sev1-request", "sev1 access", "sev1");
     s.settle().await;
     assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
     s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);

@@ -1593,8 +1593,7 @@ on_both_forges!(
             &[("requests/prod/r1.yaml", &prod_request("45m"))],
             "more time",
         );
-        let pr = s.open_change(&s.people.bob, "longer", "r1 for longer");
-        s.label(pr, &s.people.bob, "sev1");
+        let pr = s.open_labelled_change(&s.people.bob, "longer", "r1 for longer", "sev1");
         s.settle().await;
         s.advance(TimeDelta::minutes(2));
         s.settle().await;
@@ -2349,8 +2348,7 @@ on_both_forges!(
         let branch = "sev1-request";
         s.forge
             .push_files(REPO, branch, &s.people.bob, &files, "request");
-        let pr = s.open_change(&s.people.bob, branch, "r1");
-        s.label(pr, &s.people.bob, "sev1");
+        let pr = s.open_labelled_change(&s.people.bob, branch, "r1", "sev1");
         s.settle().await;
         s.advance(TimeDelta::minutes(2));
         s.settle().await;
@@ -2395,8 +2393,7 @@ on_both_forges!(
             ],
             "request and a policy",
         );
-        let pr = s.open_change(&s.people.erin, branch, "r2");
-        s.label(pr, &s.people.erin, "sev1");
+        let pr = s.open_labelled_change(&s.people.erin, branch, "r2", "sev1");
         s.settle().await;
         assert!(!s.change(pr).merged);
         let said = s.next_bot_comment(pr);
@@ -2608,8 +2605,7 @@ async fn a_tag_named_like_the_default_branch_does_not_stand_in_for_it() {
     // Compared with the tag, the PR adds only its request; the bot sees the forge compared
     // with another commit than the branch's head, and decides nothing.
     s.expect_delivery_error("a tag named `main` shadows it");
-    let pr = s.open_change(&s.people.bob, branch, "r1");
-    s.label(pr, &s.people.bob, "sev1");
+    let pr = s.open_labelled_change(&s.people.bob, branch, "r1", "sev1");
     for _ in 0..400 {
         if !s.failures().is_empty() {
             break;

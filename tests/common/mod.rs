@@ -461,6 +461,18 @@ impl Scenario {
         }
     }
 
+    /// A change request opened by `user` and labelled `label` before the bot hears of either,
+    /// as when the label is put on at once: the bot decides it labelled, whatever the machine's
+    /// load makes of the time between the two calls.
+    pub fn open_labelled_change(&self, user: &User, branch: &str, title: &str, label: &str) -> u64 {
+        self.forge.set_webhooks_paused(true);
+        let number = self.open_change(user, branch, title);
+        self.label(number, user, label);
+        self.forge.set_webhooks_paused(false);
+        self.forge.flush_webhooks();
+        number
+    }
+
     /// The test forge's own number of change request `number` (its shared helpers take it).
     #[track_caller]
     pub fn internal(&self, number: u64) -> u64 {
