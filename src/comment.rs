@@ -16,7 +16,7 @@ use crate::clock::{iso, relative};
 use crate::command::{CommandParseError, help_text};
 use crate::forge::EntryKind;
 use crate::policy::Decision;
-use crate::store::RequestState;
+use crate::store::{ForgeKind, RequestState};
 
 const GRANTED_TEMPLATE: &str = include_str!("../templates/comments/granted.md.j2");
 
@@ -210,7 +210,7 @@ fn mentions(principals: &[String]) -> String {
 }
 
 /// The verdict on a request PR.
-pub fn decision_comment(id: &str, decision: &Decision) -> String {
+pub fn decision_comment(id: &str, decision: &Decision, forge: ForgeKind) -> String {
     if !decision.allowed {
         return denial(
             id,
@@ -218,14 +218,19 @@ pub fn decision_comment(id: &str, decision: &Decision) -> String {
             "Push a fixed request file to this PR and it is checked again.",
         );
     }
-    verdict(id, decision, None)
+    verdict(id, decision, None, forge)
 }
 
 /// The verdict on an allowed request whose approvals (`approvers`, named without `@`) already
 /// suffice: a draft marked ready after its approval, or a request decided again after it.
 /// It is merged now, so it does not ask for approvals.
-pub fn approved_decision_comment(id: &str, decision: &Decision, approvers: &[String]) -> String {
-    verdict(id, decision, Some(approvers))
+pub fn approved_decision_comment(
+    id: &str,
+    decision: &Decision,
+    approvers: &[String],
+    forge: ForgeKind,
+) -> String {
+    verdict(id, decision, Some(approvers), forge)
 }
 
 /// `/breakglass <word>` where the word is neither a command nor an environment with a policy.
@@ -280,7 +285,7 @@ fn denial(id: &str, decision: &Decision, ending: &str) -> String {
 
 /// The verdict on an allowed request; `approved`, the approvers when their approvals already
 /// suffice.
-fn verdict(id: &str, decision: &Decision, approved: Option<&[String]>) -> String {
+fn verdict(id: &str, decision: &Decision, approved: Option<&[String]>, forge: ForgeKind) -> String {
     let who = decision.requester.as_deref().unwrap_or("the requester");
     let what = format!(
         "`{}/{}` for {}",
@@ -301,7 +306,7 @@ fn verdict(id: &str, decision: &Decision, approved: Option<&[String]>) -> String
             "⚡ Fast path `{}` applies: merging now. An approver must review this grant within {} (react with {} or comment `/breakglass reviewed`).",
             fast.rule,
             fast.review_within,
-            reactions(&decision.approval_reactions)
+            reactions(&decision.approval_reactions, forge)
         )),
         (None, 0, _) => text.push_str("Self-service environment: merging now, no approval needed."),
         (None, n, Some(approvers)) => {
@@ -313,9 +318,9 @@ fn verdict(id: &str, decision: &Decision, approved: Option<&[String]>) -> String
             ));
         }
         (None, n, None) => text.push_str(&format!(
-            "Needs **{n}** approval(s) from {}. Approve with a {} reaction on this PR, an approving review, or `/breakglass approve`. The requester's own approval never counts, and a push voids earlier approvals.",
+            "Needs **{n}** approval(s) from {}. Approve with {}, or `/breakglass approve`. The requester's own approval never counts, and a push voids earlier approvals.",
             mentions(&decision.approvers),
-            reactions(&decision.approval_reactions)
+            approval_ways(&decision.approval_reactions, forge)
         )),
     }
     // Say why a fast path the PR was labelled for did not apply (on-call wants to know).
@@ -333,12 +338,31 @@ fn verdict(id: &str, decision: &Decision, approved: Option<&[String]>) -> String
     text
 }
 
-fn reactions(names: &[String]) -> String {
+/// The emoji a policy takes, as the forge names them (`:+1:` on GitHub, `:thumbsup:` on
+/// GitLab: policies use GitHub's words for both).
+fn reactions(names: &[String], forge: ForgeKind) -> String {
     names
         .iter()
-        .map(|r| format!("`:{r}:`"))
+        .map(|r| match forge {
+            ForgeKind::GitHub => format!("`:{r}:`"),
+            ForgeKind::GitLab => format!("`:{}:`", crate::forge::gitlab::award_name(r)),
+        })
         .collect::<Vec<_>>()
         .join(" or ")
+}
+
+/// How an approver approves on `forge`, the command aside.
+fn approval_ways(names: &[String], forge: ForgeKind) -> String {
+    match forge {
+        ForgeKind::GitHub => format!(
+            "a {} reaction on this PR, an approving review",
+            reactions(names, forge)
+        ),
+        ForgeKind::GitLab => format!(
+            "a {} emoji on this MR, the **Approve** button",
+            reactions(names, forge)
+        ),
+    }
 }
 
 /// The request file does not parse.
@@ -539,14 +563,14 @@ pub fn granted_comment(
 
 /// What a fast-path grant's expiry comment adds: the verdict, which on a fast path is said
 /// with the grant instead of in a comment of its own (`None` when no fast path applied).
-pub fn fast_path_verdict_note(decision: &Decision) -> Option<String> {
+pub fn fast_path_verdict_note(decision: &Decision, forge: ForgeKind) -> Option<String> {
     let fast = decision.fast_path.as_ref()?;
     Some(format!(
         "⚡ Fast path `{}` of the `{}` policy applied: merged without waiting for approval. An approver must review this grant within {} (react with {} or comment `/breakglass reviewed`).",
         fast.rule,
         decision.environment,
         fast.review_within,
-        reactions(&decision.approval_reactions)
+        reactions(&decision.approval_reactions, forge)
     ))
 }
 
@@ -1718,7 +1742,7 @@ mod tests {
         };
         let decision = crate::policy::evaluate(&policies, &request, &ctx);
         assert_eq!(decision.violations.len(), 2, "{decision:?}");
-        let text = decision_comment("r1", &decision);
+        let text = decision_comment("r1", &decision, ForgeKind::GitHub);
         assert_inert(&text);
         assert!(text.contains("- **reason_codes**: reason `x`"), "{text}");
     }

@@ -18,13 +18,17 @@ on_both_forges!(
             &prod_request("1h"),
         );
         s.settle().await;
-        insta::allow_duplicates! {
-        insta::assert_snapshot!(s.next_bot_comment(pr), @"
-        ✅ **Request `20261126-0214-alice-prod` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 1h.
-
-        Needs **1** approval(s) from @acme/sre-leads, @carol. Approve with a `:+1:` reaction on this PR, an approving review, or `/breakglass approve`. The requester's own approval never counts, and a push voids earlier approvals.
-        ")
-        }
+        // Each forge's own words: GitLab's award is `thumbsup`, its approval the Approve button.
+        let ways = match s.dialect {
+            Dialect::GitHub => "a `:+1:` reaction on this PR, an approving review",
+            Dialect::GitLab => "a `:thumbsup:` emoji on this MR, the **Approve** button",
+        };
+        assert_eq!(
+            s.next_bot_comment(pr),
+            format!(
+                "✅ **Request `20261126-0214-alice-prod` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 1h.\n\nNeeds **1** approval(s) from @acme/sre-leads, @carol. Approve with {ways}, or `/breakglass approve`. The requester's own approval never counts, and a push voids earlier approvals."
+            )
+        );
         let head = s.change(pr).head_sha;
         // Pending until approved, so that a required status check stops a hand merge.
         assert_eq!(
@@ -252,8 +256,12 @@ on_both_forges!(
             granted.starts_with("🔓 **Access granted.** @bob"),
             "{granted}"
         );
+        let emoji = match s.dialect {
+            Dialect::GitHub => "`:+1:`",
+            Dialect::GitLab => "`:thumbsup:`",
+        };
         assert!(
-            granted.ends_with("⚡ Fast path `sev1` of the `prod` policy applied: merged without waiting for approval. An approver must review this grant within 1d (react with `:+1:` or comment `/breakglass reviewed`)."),
+            granted.ends_with(&format!("⚡ Fast path `sev1` of the `prod` policy applied: merged without waiting for approval. An approver must review this grant within 1d (react with {emoji} or comment `/breakglass reviewed`).")),
             "{granted}"
         );
         let record = s.request("r-sev1").await;

@@ -127,6 +127,7 @@ impl Workflow {
         let (login, requester_id) = requester_of(&pr, existing.as_ref())?;
         let requester = self.resolve_requester(policy, &login).await?;
         let mut inputs = Inputs {
+            forge: self.forge_kind(),
             bot_id: self.bot.id,
             existing,
             pushed,

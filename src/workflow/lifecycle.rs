@@ -47,7 +47,7 @@ fn merge_status(record: &RequestRecord) -> String {
 /// attempt (the grant, or why there was none) instead of in a comment of its own.
 fn fast_path_verdict(record: &RequestRecord) -> Option<String> {
     record.fast_path_rule.as_ref()?;
-    comment::fast_path_verdict_note(&record.decision.as_ref()?.decision)
+    comment::fast_path_verdict_note(&record.decision.as_ref()?.decision, record.forge)
 }
 
 /// `text` after the unsaid verdict of a fast-path `record`: a merge refused or a grant that
@@ -56,7 +56,7 @@ fn with_fast_path_verdict(record: &RequestRecord, text: String) -> String {
     match (&record.fast_path_rule, &record.decision) {
         (Some(_), Some(stored)) => format!(
             "{}\n\n{text}",
-            comment::decision_comment(record.id.as_str(), &stored.decision)
+            comment::decision_comment(record.id.as_str(), &stored.decision, record.forge)
         ),
         _ => text,
     }

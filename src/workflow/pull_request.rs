@@ -386,6 +386,7 @@ impl Workflow {
             record.id.as_str(),
             &stored.decision,
             &names,
+            record.forge,
         )))
     }
 

@@ -15,11 +15,13 @@ use crate::names::{Login, RequestId};
 use crate::policy::decision::{Context, FastPathMiss, HeldGrant, evaluate_holding};
 use crate::policy::{Decision, PolicySet, Requester};
 use crate::request::{AccessRequest, RequestPath};
-use crate::store::{RequestRecord, RequestState, StoredDecision};
+use crate::store::{ForgeKind, RequestRecord, RequestState, StoredDecision};
 
 /// Everything the decision on a request PR depends on, as read from the forge and the store.
 #[derive(Clone, Debug)]
 pub(super) struct Inputs {
+    /// The forge the verdict is said on (its words for a change, its emoji names).
+    pub forge: ForgeKind,
     /// The PR as it is now (labels, head, draft, author).
     pub pr: PullRequestInfo,
     /// The bot's account: grant files on its own branches are taken as they are.
@@ -357,12 +359,12 @@ fn verdict_comment(id: &RequestId, inputs: &Inputs, stored: &StoredDecision) -> 
     let decision = &stored.decision;
     let extra = &stored.scope_problems;
     let mut text = match (extra.is_empty(), decision.allowed) {
-        (true, _) => comment::decision_comment(id.as_str(), decision),
+        (true, _) => comment::decision_comment(id.as_str(), decision, inputs.forge),
         (false, true) => comment::out_of_scope_comment(extra, &inputs.file_path),
         (false, false) => format!(
             "{}\n\n{}",
             comment::out_of_scope_comment(extra, &inputs.file_path),
-            comment::decision_comment(id.as_str(), decision)
+            comment::decision_comment(id.as_str(), decision, inputs.forge)
         ),
     };
     if let Some(why) = &stored.unservable {

@@ -74,6 +74,7 @@ fn login(name: &str) -> Login {
 fn inputs_at(file: &str, yaml: &str) -> Inputs {
     let path = RequestPath::parse(file).expect("a request path");
     Inputs {
+        forge: ForgeKind::GitHub,
         pr: PullRequestInfo {
             number: 7,
             author: Actor {
@@ -172,7 +173,11 @@ fn an_allowed_request_waits_for_its_approvals() {
     assert_eq!(
         decide(&inputs),
         Verdict::Record(Decided {
-            comment: Some(comment::decision_comment("r-1", &decision)),
+            comment: Some(comment::decision_comment(
+                "r-1",
+                &decision,
+                ForgeKind::GitHub
+            )),
             stored: StoredDecision {
                 decision,
                 head_since: Some(t(5)),
@@ -202,7 +207,11 @@ fn a_denied_request_says_its_rules_and_stops() {
     );
     assert_eq!(
         verdict.comment,
-        Some(comment::decision_comment("r-1", &decision))
+        Some(comment::decision_comment(
+            "r-1",
+            &decision,
+            ForgeKind::GitHub
+        ))
     );
     assert!(
         verdict
@@ -294,7 +303,7 @@ fn files_beyond_a_denied_request_are_said_before_its_rules() {
         Some(format!(
             "{}\n\n{}",
             comment::out_of_scope_comment(&extra, &inputs.file_path),
-            comment::decision_comment("r-1", &decision)
+            comment::decision_comment("r-1", &decision, ForgeKind::GitHub)
         ))
     );
     assert_eq!(
@@ -365,7 +374,7 @@ fn a_draft_is_decided_but_never_merged() {
         verdict.comment,
         Some(format!(
             "{}\n\n{}",
-            comment::decision_comment("r-1", &decision),
+            comment::decision_comment("r-1", &decision, ForgeKind::GitHub),
             comment::draft_note()
         ))
     );
@@ -453,7 +462,11 @@ fn an_overdue_review_blocks_the_fast_path() {
     );
     assert_eq!(
         verdict.comment,
-        Some(comment::decision_comment("r-1", &expected))
+        Some(comment::decision_comment(
+            "r-1",
+            &expected,
+            ForgeKind::GitHub
+        ))
     );
     assert_eq!(verdict.next, Next::Approvals);
 }
@@ -530,7 +543,11 @@ fn the_comment_names_the_recorded_id() {
     let verdict = decided(&inputs);
     assert_eq!(
         verdict.comment,
-        Some(comment::decision_comment("r-0", &verdict.stored.decision))
+        Some(comment::decision_comment(
+            "r-0",
+            &verdict.stored.decision,
+            ForgeKind::GitHub
+        ))
     );
 }
 

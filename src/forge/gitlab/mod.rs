@@ -40,6 +40,18 @@ pub fn reaction_name(gitlab: &str) -> String {
     .to_owned()
 }
 
+/// The GitLab award name of a reaction word of a policy (`+1` is `thumbsup`): what a GitLab
+/// user is told to put on a merge request. The inverse of [`reaction_name`].
+pub fn award_name(reaction: &str) -> &str {
+    match reaction {
+        "+1" => "thumbsup",
+        "-1" => "thumbsdown",
+        "laugh" => "laughing",
+        "hooray" => "tada",
+        other => other,
+    }
+}
+
 /// A GitLab timestamp: RFC 3339 (`2013-12-03T17:23:34Z`, the REST API and newer hooks) or
 /// the older hook format `2015-05-17 18:21:36 UTC` (also with a numeric offset).
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
@@ -103,6 +115,7 @@ mod tests {
             ("100", "100"),
         ] {
             assert_eq!(reaction_name(gitlab), github, "{gitlab}");
+            assert_eq!(award_name(&reaction_name(gitlab)), gitlab, "{gitlab}");
         }
     }
 
