@@ -396,10 +396,12 @@ on_both_forges!(
         );
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        assert_eq!(
-            s.next_bot_comment(pr),
-            "ℹ️ `/breakglass approve` does not apply: request `r-big` is denied by the `prod` policy (`max_duration`), so no approval merges it and nothing is granted. Push a fixed request file to this PR and it is decided again."
-        );
+        let answer = "ℹ️ `/breakglass approve` does not apply: request `r-big` is denied by the `prod` policy (`max_duration`), so no approval merges it and nothing is granted. Push a fixed request file to this PR and it is decided again.";
+        assert_eq!(s.next_bot_comment(pr), answer);
+        // The forge's own approval (a review, GitLab's Approve button) is answered the same way.
+        s.approve_button(pr, &s.people.dan);
+        s.settle().await;
+        assert_eq!(s.next_bot_comment(pr), answer);
         s.by(&s.people.alice).command(pr, "revoke");
         s.settle().await;
         assert!(

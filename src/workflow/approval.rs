@@ -280,8 +280,21 @@ impl Workflow {
         else {
             return Ok(());
         };
-        if record.state != RequestState::Pending {
-            return Ok(()); // nothing to approve
+        let thread = Thread::Change(pr.number);
+        match record.state {
+            RequestState::Pending => {}
+            // Approving what the policy denies or what was closed is answered, as the command
+            // is: an approver who approved in the forge's own way is not left waiting.
+            RequestState::Denied => {
+                let said = super::commands::denied_request_reply("approve", &record);
+                return self.reply(thread, &said).await;
+            }
+            RequestState::Closed => {
+                let said =
+                    comment::not_in_this_state_comment("approve", record.id.as_str(), record.state);
+                return self.reply(thread, &said).await;
+            }
+            _ => return Ok(()), // nothing to approve
         }
         let record = match commit_id {
             Some(commit) if commit == record.head_sha => record,

@@ -989,7 +989,7 @@ impl Workflow {
 
 /// `/breakglass <verb>` on a request the policy denies: what failed, as its stored decision
 /// says (nothing when it was not decided yet).
-fn denied_request_reply(verb: &str, record: &RequestRecord) -> String {
+pub(super) fn denied_request_reply(verb: &str, record: &RequestRecord) -> String {
     let mut why = Vec::new();
     if let Some(stored) = &record.decision {
         let rules: Vec<String> = stored
