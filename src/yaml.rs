@@ -71,7 +71,7 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
             message: "indentation uses a tab; YAML indents with spaces".into(),
         });
     }
-    refuse_tags(text)?;
+    refuse_hidden_values(text)?;
     let options = serde_saphyr::options! {
         // A merge key (`<<: {role: admin}`) would put a value in the file that no line names,
         // and tools disagree on which of two merges wins: a reader must see each key written.
@@ -92,15 +92,24 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     serde_saphyr::from_str_with_options(text, options).map_err(|err| to_yaml_error(&err))
 }
 
-/// Refuses any explicit tag (`!!binary`, `!!str`, `!name`): the parser would take
-/// `role: !!binary YWRtaW4=` as `admin`, a value that a reviewer or another tool reading the
-/// file does not see written. Nothing in these files needs a tag. A file the parser cannot read
-/// is left to [`from_str`]'s own error.
-fn refuse_tags(text: &str) -> Result<(), YamlError> {
-    use serde_saphyr::granit_parser::{Event, Parser};
+/// Refuses what would make the parser read a value that no line of the file shows, so that a
+/// reviewer reads what the bot grants:
+/// - any explicit tag (`!!binary`, `!!str`, `!name`): `role: !!binary YWRtaW4=` is `admin`;
+/// - in a double-quoted value or key, any escape but `\"`, `\\`, `\n` and `\t`: `"\x61dmin"` and
+///   `"\u0061dmin"` are `admin`, and a `\` at a line's end joins two lines into one word.
+///
+/// Nothing in these files needs either. A file the parser cannot read is left to [`from_str`]'s
+/// own error.
+fn refuse_hidden_values(text: &str) -> Result<(), YamlError> {
+    use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
     for event in Parser::new_from_str(text) {
         let Ok((event, span)) = event else {
             return Ok(());
+        };
+        let refusal = |message: String| YamlError {
+            line: Some(span.start.line() as u64),
+            column: Some(span.start.col() as u64 + 1),
+            message,
         };
         let tag = match &event {
             Event::Scalar(_, _, _, tag)
@@ -109,17 +118,39 @@ fn refuse_tags(text: &str) -> Result<(), YamlError> {
             _ => None,
         };
         if let Some(tag) = tag {
-            return Err(YamlError {
-                line: Some(span.start.line() as u64),
-                column: Some(span.start.col() as u64 + 1),
-                message: format!(
-                    "tags such as `{}` are not allowed; write the value as it is",
-                    crate::names::shorten(&format!("{}{}", tag.original_handle(), tag.suffix()))
-                ),
-            });
+            return Err(refusal(format!(
+                "tags such as `{}` are not allowed; write the value as it is",
+                crate::names::shorten(&format!("{}{}", tag.original_handle(), tag.suffix()))
+            )));
+        }
+        if let Event::Scalar(_, ScalarStyle::DoubleQuoted, _, _) = &event {
+            let written = span
+                .start
+                .byte_offset()
+                .zip(span.end.byte_offset())
+                .and_then(|(start, end)| text.get(start..end));
+            // Without its text the value cannot be checked: refused, never let through.
+            if written.is_none_or(has_hiding_escape) {
+                return Err(refusal(
+                    "escapes such as `\\x61` or `\\u0061` (or a `\\` that joins two lines) are not allowed in a quoted value; write the text as it is (only `\\\"`, `\\\\`, `\\n` and `\\t` may be escaped)"
+                        .into(),
+                ));
+            }
         }
     }
     Ok(())
+}
+
+/// Whether a double-quoted scalar as written holds an escape other than `\"`, `\\`, `\n` or
+/// `\t` (a line and a tab are text in a reason; no name can hold them, so they spell nothing).
+fn has_hiding_escape(written: &str) -> bool {
+    let mut chars = written.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' && !matches!(chars.next(), Some('"' | '\\' | 'n' | 't')) {
+            return true;
+        }
+    }
+    false
 }
 
 fn to_yaml_error(err: &serde_saphyr::Error) -> YamlError {

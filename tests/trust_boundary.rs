@@ -3143,8 +3143,8 @@ async fn a_request_asked_on_a_gitlab_confidential_issue_is_not_opened_in_public(
 }
 
 // What the approver reads is what the bot grants: a file whose role comes from a merge key (two
-// of them: tools disagree on which wins) or from a `!!binary` tag (base64 of `admin`) is not a
-// request, whoever approves it.
+// of them: tools disagree on which wins), a `!!binary` tag (base64 of `admin`) or an escape
+// (`"\x61dmin"`) is not a request, whoever approves it.
 on_both_forges!(
     a_request_file_whose_role_hides_in_a_merge_key_or_a_tag_is_never_merged,
     |s: Scenario| async move {
@@ -3159,6 +3159,11 @@ on_both_forges!(
                 "r-binary",
                 format!("environment: prod\nrole: !!binary YWRtaW4=\n{tail}"),
                 "line 2, column 16: tags such as `!!binary` are not allowed",
+            ),
+            (
+                "r-escape",
+                format!("environment: prod\nrole: \"\\x61dmin\" # readonly\n{tail}"),
+                "line 2, column 7: escapes such as",
             ),
         ];
         for (id, yaml, why) in files {
