@@ -101,6 +101,30 @@ fn two_approvals(s: &Scenario) {
     });
 }
 
+// An approver who takes an emoji back and puts it on again, over and over, is answered once:
+// the bot's comments are not theirs to multiply.
+on_both_forges!(
+    an_emoji_put_back_again_and_again_is_answered_once,
+    |s: Scenario| async move {
+        two_approvals(&s);
+        s.settle().await;
+        let pr = requested(&s, "r1").await;
+        for _ in 0..3 {
+            let thumbs = s.emoji(pr, &s.people.carol, "+1");
+            poll(&s).await;
+            s.remove_emoji(pr, thumbs);
+            poll(&s).await;
+        }
+        assert_eq!(s.events("r1", "approval_withdrawn").await.len(), 3);
+        s.expect_bot_comments(pr, &["✅", "👍 Approval by @carol recorded (1 of 2)."]);
+        s.expect_no_bot_comment(pr);
+        // dan's is the first of his: answered.
+        s.emoji(pr, &s.people.dan, "+1");
+        poll(&s).await;
+        s.expect_bot_comments(pr, &["👍 Approval by @dan recorded (1 of 2)."]);
+    }
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_gitlab_an_emoji_approval_arrives_by_webhook_without_any_poll() {
     let s = Scenario::on_gitlab().await;

@@ -632,18 +632,17 @@ impl Workflow {
         };
         let key = signal.key.clone();
         let asked = record.clone();
-        let login = Login::try_from(reaction.user.login.clone()).ok();
-        let counted_before = self.counted_approvers(&asked).await?.0;
         match self.record_approval(record, signal).await? {
             ApprovalOutcome::Merging => return Ok(true),
             // Too close to the push to tell: ask, once per reaction. (A reaction from before
             // the push approved the older version: the push voided it.)
             ApprovalOutcome::Ambiguous => self.ask_once(&asked, &reaction.user, &key).await?,
             // Said as a comment's approval is: the approver sees it counted and how many more
-            // are needed. Once: the next poll finds the approval stored (`Repeated`), and an
-            // approver who had approved already (by a comment, say) is not counted again.
+            // are needed. Once per approver and version: the next poll finds the approval
+            // stored (`Repeated`), and an approver who approved this version before (by a
+            // comment, or by an emoji taken back and put on again) is not answered again.
             ApprovalOutcome::Counted { have, need }
-                if login.is_some_and(|login| !counted_before.contains(&login)) =>
+                if self.first_approval_of(&asked, &reaction.user).await? =>
             {
                 let text = comment::approval_recorded_comment(&reaction.user.login, have, need);
                 self.forge
@@ -653,6 +652,18 @@ impl Workflow {
             _ => {}
         }
         Ok(false)
+    }
+
+    /// Whether the approval `who` just gave `record`'s head is their first of that head, by
+    /// the event log (which keeps withdrawn approvals too).
+    async fn first_approval_of(&self, record: &RequestRecord, who: &Actor) -> anyhow::Result<bool> {
+        let logged = self.store.events_for_request(&record.id).await?;
+        let given = logged.iter().filter(|e| {
+            e.kind == EventKind::Approval
+                && e.actor.as_ref().is_some_and(|a| a.id == who.id)
+                && e.data["head_sha"].as_str() == Some(record.head_sha.as_str())
+        });
+        Ok(given.count() <= 1)
     }
 
     /// An emoji put on a change as it happened (GitLab's Emoji Hook): judged as the poll
