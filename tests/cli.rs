@@ -136,7 +136,7 @@ fn request_text_cannot_start_a_line_of_the_report() {
         "prod",
         "20261126-0214-alice-prod",
         "environment: prod\nrole: admin\nduration: 1h\n\
-         reason: \"bad\\n::error file=x::pwned\\r\\n::add-mask::alice red\\u202e\"\n\
+         reason: \"bad\\n::error file=x::pwned\\n::add-mask::alice red\u{202e}\"\n\
          ticket: INC-1\n",
     );
     let out = check(&["--requester", "alice"], &file);
@@ -148,10 +148,11 @@ fn request_text_cannot_start_a_line_of_the_report() {
     );
     assert!(!report.contains(['\r', '\u{202e}']), "{report:?}");
     assert!(
-        report.contains(r"reason `bad\n::error file=x::pwned\r\n::add-mask::alice red\u{202e}`"),
+        report.contains(r"reason `bad\n::error file=x::pwned\n::add-mask::alice red\u{202e}`"),
         "{report}"
     );
-    // A terminal escape in the reason makes the file invalid, and the report says so plainly.
+    // A terminal escape in the reason makes the file invalid, and the report says so plainly
+    // (written as YAML's `\e`, it is refused as an escape that hides what the text is).
     let file = request_file(
         &dir,
         "prod",
@@ -163,7 +164,7 @@ fn request_text_cannot_start_a_line_of_the_report() {
     let report = stdout(&out);
     assert!(!report.contains('\u{1b}'), "{report:?}");
     assert!(
-        report.contains("reason holds the control character U+001B"),
+        report.contains("line 4, column 9: escapes such as `\\x61`"),
         "{report}"
     );
 }

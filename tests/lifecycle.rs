@@ -635,6 +635,21 @@ on_both_forges!(
     }
 );
 
+/// alice asks for prod access by a comment on `issue`: her request and its PR's reference (the
+/// reply on the issue read).
+async fn asked_on(s: &Scenario, issue: u64) -> (breakglass::store::RequestRecord, String) {
+    s.note_on_issue(
+        issue,
+        &s.people.alice,
+        "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
+    );
+    s.settle().await;
+    s.take_bot_issue_comments(issue);
+    let record = s.store.list_requests(None).await.unwrap().pop().unwrap();
+    let pr = s.change_ref(record.pr_number);
+    (record, pr)
+}
+
 on_both_forges!(
     status_on_the_issue_a_request_was_asked_on_answers_for_it,
     |s: Scenario| async move {
@@ -645,15 +660,7 @@ on_both_forges!(
             s.next_bot_issue_comment(issue),
             "`/breakglass status` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."
         );
-        s.note_on_issue(
-            issue,
-            &s.people.alice,
-            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
-        );
-        s.settle().await;
-        s.take_bot_issue_comments(issue);
-        let record = s.store.list_requests(None).await.unwrap().pop().unwrap();
-        let pr = s.change_ref(record.pr_number);
+        let (record, pr) = asked_on(&s, issue).await;
         // Asked by anyone on the incident issue: the request asked for there, with its PR.
         s.note_on_issue(issue, &s.people.mallory, "/breakglass status");
         s.settle().await;
@@ -702,16 +709,8 @@ on_both_forges!(
             s.next_bot_issue_comment(issue),
             "`/breakglass revoke` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."
         );
-        s.note_on_issue(
-            issue,
-            &s.people.alice,
-            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
-        );
-        s.settle().await;
-        s.take_bot_issue_comments(issue);
-        let record = s.store.list_requests(None).await.unwrap().pop().unwrap();
+        let (record, pr) = asked_on(&s, issue).await;
         let number = record.pr_number;
-        let pr = s.change_ref(number);
         s.approve(number, &s.people.carol);
         s.settle().await;
         s.take_bot_comments(number);
