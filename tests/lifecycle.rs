@@ -1104,12 +1104,22 @@ on_both_forges!(
         s.settle().await;
         s.expect_bot_comments(pr, &["👍 Approval by @carol recorded (1 of 1)."]);
         assert!(!s.change(pr).merged, "a draft is never merged");
+        // Decided again while still a draft (labelled for a fast path alice is not on call
+        // for): approved, but a draft is not merged, so the verdict does not say it merges.
+        s.label(pr, alice, "sev1");
+        s.settle().await;
+        let again = s.next_bot_comment(pr);
+        assert!(
+            !again.contains("merging now") && again.contains("This PR is a draft"),
+            "{again}"
+        );
+        assert!(!s.change(pr).merged, "a draft is never merged");
         s.set_draft(pr, alice, false);
         s.settle().await;
         assert!(s.change(pr).merged);
         assert_eq!(
             s.next_bot_comment(pr),
-            "✅ **Request `r-draft` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 1h.\n\nApproved by `carol` (1 of 1): merging now."
+            "✅ **Request `r-draft` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 1h.\n\nApproved by `carol` (1 of 1): merging now.\n\nFast path `sev1` does not apply: `alice` is not one of @\u{2060}acme/oncall, bob."
         );
         s.expect_bot_comments(pr, &["🔓 **Access granted.** @alice has `prod/admin`"]);
     }
