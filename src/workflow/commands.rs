@@ -293,22 +293,16 @@ impl Workflow {
         thread: Thread,
         verb: &str,
     ) -> anyhow::Result<String> {
-        let repo = &self.settings.repository;
-        let asked = self
-            .store
-            .requests_asked_on(self.forge_kind(), repo, &thread.key(), STATUS_LIMIT)
-            .await?;
-        let mut here = Vec::new();
-        for id in asked {
-            let Some(record) = self.store.get_request(&id).await? else {
-                continue; // reserved, never opened
-            };
-            here.push(comment::AskedHere {
+        let here: Vec<comment::AskedHere> = self
+            .requests_asked_on(thread)
+            .await?
+            .into_iter()
+            .map(|record| comment::AskedHere {
                 id: record.id.to_string(),
                 pr: self.forge.thread_ref(Thread::Change(record.pr_number)),
                 state: record.state.to_string(),
-            });
-        }
+            })
+            .collect();
         Ok(if here.is_empty() {
             comment::no_request_here_comment(verb)
         } else {
@@ -827,16 +821,8 @@ impl Workflow {
             return self.reply(thread, &said).await;
         }
         // Asked on an incident issue: the requests asked for there, each with its PR.
-        let repo = &self.settings.repository;
-        let asked = self
-            .store
-            .requests_asked_on(self.forge_kind(), repo, &thread.key(), STATUS_LIMIT)
-            .await?;
         let mut lines = Vec::new();
-        for id in asked {
-            let Some(record) = self.store.get_request(&id).await? else {
-                continue; // reserved, never opened
-            };
+        for record in self.requests_asked_on(thread).await? {
             let detail = self.status_detail(&record).await?;
             let pr = self.forge.thread_ref(Thread::Change(record.pr_number));
             lines.push(comment::StatusLine {
@@ -853,6 +839,23 @@ impl Workflow {
         }
         self.reply(thread, &comment::asked_here_status_comment(&lines))
             .await
+    }
+
+    /// The requests asked for by comment on `thread` (the newest [`STATUS_LIMIT`]), as stored.
+    async fn requests_asked_on(&self, thread: Thread) -> anyhow::Result<Vec<RequestRecord>> {
+        let repo = &self.settings.repository;
+        let asked = self
+            .store
+            .requests_asked_on(self.forge_kind(), repo, &thread.key(), STATUS_LIMIT)
+            .await?;
+        let mut records = Vec::new();
+        for id in asked {
+            // An id reserved for a request never opened has no record.
+            if let Some(record) = self.store.get_request(&id).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
     }
 
     /// What `/breakglass status` says of `record` after its state.
