@@ -179,7 +179,7 @@ impl CommandKind {
     /// How to write the command, with `<required>` and `[optional]` parts.
     // An exhaustive match, like `summary`, so that a new command does not compile until its help
     // is written.
-    pub fn usage(self) -> &'static str {
+    pub const fn usage(self) -> &'static str {
         match self {
             CommandKind::Request => "/breakglass <environment> [duration] [role] [-- reason]",
             CommandKind::Approve => "/breakglass approve",

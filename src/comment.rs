@@ -13,10 +13,13 @@
 use chrono::{DateTime, Utc};
 
 use crate::clock::{iso, relative};
-use crate::command::{CommandParseError, help_text};
+use crate::command::{CommandKind, CommandParseError, help_text};
 use crate::forge::EntryKind;
 use crate::policy::Decision;
 use crate::store::{ForgeKind, RequestState};
+
+/// How a request by comment is written, wherever a reply shows it.
+const REQUEST_USAGE: &str = CommandKind::Request.usage();
 
 const GRANTED_TEMPLATE: &str = include_str!("../templates/comments/granted.md.j2");
 
@@ -237,13 +240,14 @@ pub fn approved_decision_comment(
 pub fn unknown_word_comment(word: &str, environments: &[String]) -> String {
     let known: Vec<String> = environments.iter().map(|e| code(e)).collect();
     format!(
-        "⚠️ {} is neither a command nor an environment with a policy (environments: {}). Write `/breakglass <environment> [duration] [role] -- reason` to ask for access, or `/breakglass help` to see every command.",
+        "⚠️ {} is neither a command nor an environment with a policy (environments: {}). Write `{}` to ask for access, or `/breakglass help` to see every command.",
         code(word),
         if known.is_empty() {
             "none".to_owned()
         } else {
             known.join(", ")
-        }
+        },
+        REQUEST_USAGE
     )
 }
 
@@ -258,7 +262,7 @@ pub fn comment_request_denied_comment(what: &str, decision: &Decision) -> String
     denial(
         what,
         decision,
-        "Nothing was opened. Comment again with a corrected `/breakglass <environment> [duration] [role] -- reason` command.",
+        &format!("Nothing was opened. Comment again with a corrected `{REQUEST_USAGE}` command."),
     )
 }
 
@@ -897,7 +901,8 @@ pub fn denied_request_comment(command: &str, id: &str, why: &[DeniedBecause]) ->
     )
 }
 
-/// A request asked for by comment on a thread, for a reply there.
+/// A request asked for by comment on a thread, for a reply there (its status, or where a
+/// command about it is given).
 pub struct AskedHere {
     pub id: String,
     /// Its PR, as the forge links it (`#12`, `!12`).
@@ -932,28 +937,29 @@ pub fn on_its_request_pr_comment(command: &str, asked: &[AskedHere]) -> String {
 /// `/breakglass <command>` on a request in a state where it does not apply: the state, and
 /// what does apply now.
 pub fn not_in_this_state_comment(command: &str, id: &str, state: RequestState) -> String {
-    let (what, then) = match state {
+    let ask_anew = |again: &str| format!(" For access{again}, ask anew with `{REQUEST_USAGE}`.");
+    let (what, then): (&str, String) = match state {
         RequestState::Pending => (
             "waiting for approval",
-            " An approver grants it with `/breakglass approve` or closes it with `/breakglass deny`; the requester can withdraw it with `/breakglass deny`.",
+            " An approver grants it with `/breakglass approve` or closes it with `/breakglass deny`; the requester can withdraw it with `/breakglass deny`.".into(),
         ),
         RequestState::Denied => (
             "denied by the policy",
-            " Push a fixed request file to its PR and it is checked again.",
+            " Push a fixed request file to its PR and it is checked again.".into(),
         ),
-        RequestState::Approved => ("approved and being merged", ""),
+        RequestState::Approved => ("approved and being merged", String::new()),
         RequestState::Active => (
             "already granted",
-            " `/breakglass revoke` ends it now; `/breakglass extend <duration>` asks for more time.",
+            " `/breakglass revoke` ends it now; `/breakglass extend <duration>` asks for more time.".into(),
         ),
-        RequestState::Revoking => ("being revoked now", ""),
+        RequestState::Revoking => ("being revoked now", String::new()),
         RequestState::Revoked => (
             "over: its access was revoked",
-            " For access again, ask anew with `/breakglass <environment> [duration] [role] -- reason`.",
+            ask_anew(" again"),
         ),
         RequestState::Closed => (
             "closed without a grant",
-            " For access, ask anew with `/breakglass <environment> [duration] [role] -- reason`.",
+            ask_anew(""),
         ),
     };
     format!(
@@ -1034,9 +1040,10 @@ fn closing_why(closing: Closing<'_>, pending_timeout: &str) -> String {
 /// decided again, and a new request is how to ask again.
 pub fn reopened_closed_comment(id: &str, closing: Closing<'_>, pending_timeout: &str) -> String {
     format!(
-        "🔒 Request {} is closed ({}): breakglass does not decide it again, so reopening this PR grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new PR, or a `/breakglass <environment> [duration] [role] -- reason` comment.",
+        "🔒 Request {} is closed ({}): breakglass does not decide it again, so reopening this PR grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new PR, or a `{}` comment.",
         code(id),
-        closing_why(closing, pending_timeout)
+        closing_why(closing, pending_timeout),
+        REQUEST_USAGE
     )
 }
 
@@ -1195,25 +1202,16 @@ pub fn status_comment(id: &str, state: &str, detail: &str) -> String {
     format!("ℹ️ Request {}: **{state}**. {detail}", code(id))
 }
 
-/// One request asked for on a thread that is not its PR, for `/breakglass status` there.
-pub struct StatusLine {
-    pub id: String,
-    /// Its PR, as the forge links it (`#12`, `!12`).
-    pub pr: String,
-    pub state: String,
-    pub detail: String,
-}
-
 /// `/breakglass status` on an issue (or another PR) where requests were asked for by comment:
 /// each of them, with its PR.
-pub fn asked_here_status_comment(lines: &[StatusLine]) -> String {
-    let line = |l: &StatusLine| {
+/// Each line is a request and its status detail.
+pub fn asked_here_status_comment(lines: &[(AskedHere, String)]) -> String {
+    let line = |(asked, detail): &(AskedHere, String)| {
         format!(
-            "Request {} ({}): **{}**. {}",
-            code(&l.id),
-            l.pr,
-            l.state,
-            l.detail
+            "Request {} ({}): **{}**. {detail}",
+            code(&asked.id),
+            asked.pr,
+            asked.state
         )
     };
     match lines {
@@ -1389,8 +1387,9 @@ pub fn drift_comment(drift: &[String]) -> String {
 /// A PR from another repository.
 pub fn fork_refused_comment(repo: &str) -> String {
     format!(
-        "⛔ breakglass does not take requests from forks ({}). Open the PR from a branch of this repository, or comment `/breakglass <env> <duration> [role] -- reason`.",
-        code(repo)
+        "⛔ breakglass does not take requests from forks ({}). Open the PR from a branch of this repository, or comment `{}`.",
+        code(repo),
+        REQUEST_USAGE
     )
 }
 
@@ -1443,8 +1442,10 @@ pub fn pending_expired_comment(after: &str) -> String {
 }
 
 /// A comment asked for more than one request.
-pub fn one_request_per_comment() -> &'static str {
-    "⚠️ One comment opens at most one request: only the first `/breakglass <env> <duration>` line was taken."
+pub fn one_request_per_comment() -> String {
+    format!(
+        "⚠️ One comment opens at most one request: only the first `{REQUEST_USAGE}` line was taken."
+    )
 }
 
 /// A comment held more than one `/breakglass extend`.

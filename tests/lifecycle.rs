@@ -857,7 +857,7 @@ on_both_forges!(
         );
         assert_eq!(
             replies[2],
-            "⚠️ One comment opens at most one request: only the first `/breakglass <env> <duration>` line was taken."
+            "⚠️ One comment opens at most one request: only the first `/breakglass <environment> [duration] [role] [-- reason]` line was taken."
         );
         s.take_bot_comments(opened.pr_number);
     }
@@ -948,7 +948,7 @@ on_both_forges!(
     a_reopened_closed_request_is_answered_and_never_decided_again,
     |s: Scenario| async move {
         let alice = &s.people.alice;
-        let anew = "breakglass does not decide it again, so reopening this PR grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new PR, or a `/breakglass <environment> [duration] [role] -- reason` comment.";
+        let anew = "breakglass does not decide it again, so reopening this PR grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new PR, or a `/breakglass <environment> [duration] [role] [-- reason]` comment.";
         let reopen = |pr: u64| {
             s.forge.reopen_pr(REPO, s.internal(pr), alice);
         };

@@ -518,7 +518,7 @@ on_both_forges!(
         s.by(&s.people.dan).approve(pr);
         s.settle().await;
         assert!(!s.change(pr).merged);
-        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r-deny` is closed without a grant (**closed**). For access, ask anew with `/breakglass <environment> [duration] [role] -- reason`."]);
+        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r-deny` is closed without a grant (**closed**). For access, ask anew with `/breakglass <environment> [duration] [role] [-- reason]`."]);
         // Status says it was denied, by whom and why; naming the approver pings nobody.
         s.by(&s.people.alice).command(pr, "status");
         s.settle().await;
@@ -548,7 +548,7 @@ on_both_forges!(
             "{said}"
         );
         assert!(
-            said.ends_with("\n\nNothing was opened. Comment again with a corrected `/breakglass <environment> [duration] [role] -- reason` command."),
+            said.ends_with("\n\nNothing was opened. Comment again with a corrected `/breakglass <environment> [duration] [role] [-- reason]` command."),
             "{said}"
         );
         assert!(!said.contains("this PR"), "{said}");
@@ -1885,7 +1885,7 @@ on_both_forges!(
         assert!(s.changes().is_empty(), "nothing opened");
         assert_eq!(
             s.next_bot_issue_comment(issue),
-            "⚠️ `frobnicate` is neither a command nor an environment with a policy (environments: `network`, `prod`, `staging`). Write `/breakglass <environment> [duration] [role] -- reason` to ask for access, or `/breakglass help` to see every command."
+            "⚠️ `frobnicate` is neither a command nor an environment with a policy (environments: `network`, `prod`, `staging`). Write `/breakglass <environment> [duration] [role] [-- reason]` to ask for access, or `/breakglass help` to see every command."
         );
         s.note_on_issue(issue, &s.people.alice, "/breakglass qa 1h -- load test");
         s.settle().await;

@@ -191,7 +191,7 @@ impl Workflow {
         }
         if extra_requests > 0 {
             // One comment opens at most one request, and says so once.
-            self.reply(thread, comment::one_request_per_comment())
+            self.reply(thread, &comment::one_request_per_comment())
                 .await?;
         }
         if extra_extensions > 0 {
@@ -296,12 +296,8 @@ impl Workflow {
         let here: Vec<comment::AskedHere> = self
             .requests_asked_on(thread)
             .await?
-            .into_iter()
-            .map(|record| comment::AskedHere {
-                id: record.id.to_string(),
-                pr: self.forge.thread_ref(Thread::Change(record.pr_number)),
-                state: record.state.to_string(),
-            })
+            .iter()
+            .map(|record| self.asked_here(record))
             .collect();
         Ok(if here.is_empty() {
             comment::no_request_here_comment(verb)
@@ -824,13 +820,7 @@ impl Workflow {
         let mut lines = Vec::new();
         for record in self.requests_asked_on(thread).await? {
             let detail = self.status_detail(&record).await?;
-            let pr = self.forge.thread_ref(Thread::Change(record.pr_number));
-            lines.push(comment::StatusLine {
-                id: record.id.to_string(),
-                pr,
-                state: record.state.to_string(),
-                detail,
-            });
+            lines.push((self.asked_here(&record), detail));
         }
         if lines.is_empty() {
             return self
@@ -839,6 +829,15 @@ impl Workflow {
         }
         self.reply(thread, &comment::asked_here_status_comment(&lines))
             .await
+    }
+
+    /// `record`, asked for by comment on another thread, as a reply there names it.
+    fn asked_here(&self, record: &RequestRecord) -> comment::AskedHere {
+        comment::AskedHere {
+            id: record.id.to_string(),
+            pr: self.forge.thread_ref(Thread::Change(record.pr_number)),
+            state: record.state.to_string(),
+        }
     }
 
     /// The requests asked for by comment on `thread` (the newest [`STATUS_LIMIT`]), as stored.
