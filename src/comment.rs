@@ -18,6 +18,14 @@ use crate::forge::EntryKind;
 use crate::policy::Decision;
 use crate::store::{ForgeKind, RequestState};
 
+/// What the forge calls a change: a pull request on GitHub, a merge request on GitLab.
+fn noun(forge: ForgeKind) -> &'static str {
+    match forge {
+        ForgeKind::GitHub => "PR",
+        ForgeKind::GitLab => "MR",
+    }
+}
+
 /// How a request by comment is written, wherever a reply shows it.
 const REQUEST_USAGE: &str = CommandKind::Request.usage();
 
@@ -380,26 +388,28 @@ pub fn invalid_request_comment(path: &str, error: &str) -> String {
 }
 
 /// The policies on the default branch do not parse or check, so nothing can be decided.
-pub fn invalid_policies_comment(branch: &str, problems: &[String]) -> String {
+pub fn invalid_policies_comment(branch: &str, problems: &[String], forge: ForgeKind) -> String {
+    let pr = noun(forge);
     let list: Vec<String> = problems.iter().map(|p| format!("- {}", inert(p))).collect();
     format!(
-        "⚠️ The policies on {} are invalid, so no request can be decided:\n\n{}\n\nThis request is decided once they are fixed (push to this PR if it is not).",
+        "⚠️ The policies on {} are invalid, so no request can be decided:\n\n{}\n\nThis request is decided once they are fixed (push to this {pr} if it is not).",
         code(branch),
         list.join("\n")
     )
 }
 
 /// The PR changes more than its request file (and the bot's own grant files).
-pub fn out_of_scope_comment(extra: &[String], request_path: &str) -> String {
+pub fn out_of_scope_comment(extra: &[String], request_path: &str, forge: ForgeKind) -> String {
+    let pr = noun(forge);
     let others: Vec<String> = extra
         .iter()
         .filter(|p| *p != request_path)
         .map(|p| code(p))
         .collect();
-    let mut text = "⛔ **breakglass will not merge this PR**:".to_owned();
+    let mut text = format!("⛔ **breakglass will not merge this {pr}**:");
     if others.len() < extra.len() {
         text += &format!(
-            " it does not add {} as a new file. A request PR adds its request file; it never \
+            " it does not add {} as a new file. A request {pr} adds its request file; it never \
              edits or renames a request already on the default branch (a merged request is a \
              grant: ask for more time with `/breakglass extend`, or add a new request file).",
             code(request_path)
@@ -416,7 +426,9 @@ pub fn out_of_scope_comment(extra: &[String], request_path: &str) -> String {
             others.join(", ")
         );
     }
-    text + "\n\nA request PR may only add one `requests/<environment>/<id>.yaml` (plus the grant files breakglass renders itself). Move other changes to their own PR."
+    text + &format!(
+        "\n\nA request {pr} may only add one `requests/<environment>/<id>.yaml` (plus the grant files breakglass renders itself). Move other changes to their own {pr}."
+    )
 }
 
 /// A request file whose id another request (granted, past or pending) already has.
@@ -441,48 +453,55 @@ pub fn not_a_file_problem(path: &str, kind: EntryKind) -> String {
 
 /// A request file that is not a regular file: its text would be a link's target (or another
 /// repository's commit), not what the PR shows.
-pub fn not_a_file_comment(path: &str, kind: EntryKind) -> String {
+pub fn not_a_file_comment(path: &str, kind: EntryKind, forge: ForgeKind) -> String {
+    let pr = noun(forge);
     format!(
-        "⛔ **breakglass will not merge this PR**: {}. A request PR adds its request file as a \
+        "⛔ **breakglass will not merge this {pr}**: {}. A request {pr} adds its request file as a \
          regular file.",
         not_a_file_problem(path, kind)
     )
 }
 
 /// A PR that adds more than one request file.
-pub fn several_requests_comment(paths: &[String]) -> String {
+pub fn several_requests_comment(paths: &[String], forge: ForgeKind) -> String {
+    let pr = noun(forge);
     format!(
-        "⛔ **One request per PR**: this PR adds {}. Open one PR per request.",
+        "⛔ **One request per {pr}**: this {pr} adds {}. Open one {pr} per request.",
         paths.iter().map(|p| code(p)).collect::<Vec<_>>().join(", ")
     )
 }
 
 /// A PR that changes more files than the forge lists at once (`listed` of them shown).
-pub fn too_many_files_comment(listed: usize) -> String {
+pub fn too_many_files_comment(listed: usize, forge: ForgeKind) -> String {
+    let pr = noun(forge);
     format!(
-        "⛔ **Too many files to check**: the forge lists only {listed} of the files this PR \
+        "⛔ **Too many files to check**: the forge lists only {listed} of the files this {pr} \
          changes, so breakglass cannot check that it changes nothing beyond its request. A \
-         request PR adds its request file and nothing else."
+         request {pr} adds its request file and nothing else."
     )
 }
 
 /// A PR whose head the forge cannot compare with the default branch (no common history, or a
 /// comparison too large to show).
-pub fn uncomparable_comment() -> String {
-    "⛔ **Cannot check this PR**: the forge does not list what merging its head into the \
+pub fn uncomparable_comment(forge: ForgeKind) -> String {
+    let pr = noun(forge);
+    format!(
+        "⛔ **Cannot check this {pr}**: the forge does not list what merging its head into the \
      default branch would change (they share no history, or the comparison is too large to \
      show), so breakglass cannot check it. Open the request from a branch of the default \
      branch, adding only the request file."
-        .to_owned()
+    )
 }
 
 /// A requester's PR whose branch holds merge commits.
-pub fn merge_commits_comment() -> String {
-    "⛔ **Merge commits on this PR's branch**: with a merge commit the head can have several \
+pub fn merge_commits_comment(forge: ForgeKind) -> String {
+    let pr = noun(forge);
+    format!(
+        "⛔ **Merge commits on this {pr}'s branch**: with a merge commit the head can have several \
      merge bases with the default branch, and then what the merge brings is not what a \
      comparison shows, so breakglass does not merge it. Rebase the branch onto the default \
      branch (or open the request again with one commit adding the request file)."
-        .to_owned()
+    )
 }
 
 pub fn approval_recorded_comment(approver: &str, have: usize, need: u32) -> String {
@@ -490,9 +509,10 @@ pub fn approval_recorded_comment(approver: &str, have: usize, need: u32) -> Stri
 }
 
 /// A `/breakglass` command written in a review's text, where the bot reads none.
-pub fn review_text_command_comment(author: &str) -> String {
+pub fn review_text_command_comment(author: &str, forge: ForgeKind) -> String {
+    let pr = noun(forge);
     format!(
-        "ℹ️ @{author}, commands in a review's text are not read. Comment the `/breakglass` command on this PR itself (an approving review approves by itself)."
+        "ℹ️ @{author}, commands in a review's text are not read. Comment the `/breakglass` command on this {pr} itself (an approving review approves by itself)."
     )
 }
 
@@ -640,8 +660,14 @@ pub enum RevertNote<'a> {
 }
 
 /// The revert PR could not be merged (`why`); a fresh change of the bot's removed the files.
-pub fn revert_replaced_comment(replaced: Option<&str>, why: &str, merged: &str) -> String {
-    let old = replaced.map_or_else(|| "The revert PR".to_owned(), |pr| format!("Revert {pr}"));
+pub fn revert_replaced_comment(
+    replaced: Option<&str>,
+    why: &str,
+    merged: &str,
+    forge: ForgeKind,
+) -> String {
+    let pr = noun(forge);
+    let old = replaced.map_or_else(|| format!("The revert {pr}"), |old| format!("Revert {old}"));
     format!(
         "↪️ {old} could not be merged ({}), so breakglass removed the grant's files through {merged} instead.",
         inert(why)
@@ -652,9 +678,15 @@ pub fn revert_pr_title(id: &str, expires_at: DateTime<Utc>) -> String {
     format!("breakglass: revoke {id} at {}", iso(expires_at))
 }
 
-pub fn revert_pr_body(id: &str, original_pr: &str, expires_at: DateTime<Utc>) -> String {
+pub fn revert_pr_body(
+    id: &str,
+    original_pr: &str,
+    expires_at: DateTime<Utc>,
+    forge: ForgeKind,
+) -> String {
+    let pr = noun(forge);
     format!(
-        "Removes the grant of {original_pr} (request `{id}`). breakglass merges this PR itself at **{}**, after revoking the access, or earlier on `/breakglass revoke`.\n\nDo not merge it by hand: the bot revokes first, then merges.",
+        "Removes the grant of {original_pr} (request `{id}`). breakglass merges this {pr} itself at **{}**, after revoking the access, or earlier on `/breakglass revoke`.\n\nDo not merge it by hand: the bot revokes first, then merges.",
         iso(expires_at)
     )
 }
@@ -850,9 +882,10 @@ pub fn not_allowed_comment(login: &str, what: &str) -> String {
     format!("🙅 @{login}, only {what}.")
 }
 
-pub fn no_request_here_comment(command: &str) -> String {
+pub fn no_request_here_comment(command: &str, forge: ForgeKind) -> String {
+    let pr = noun(forge);
     format!(
-        "`/breakglass {command}` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."
+        "`/breakglass {command}` works on a breakglass request {pr}; this is not one (or it is not in a state where it applies)."
     )
 }
 
@@ -872,7 +905,13 @@ pub enum DeniedBecause {
 
 /// `/breakglass <command>` (approve, revoke, …) on a request that is denied: what failed (when
 /// known), that no approval merges it, and that a push fixing it is decided again.
-pub fn denied_request_comment(command: &str, id: &str, why: &[DeniedBecause]) -> String {
+pub fn denied_request_comment(
+    command: &str,
+    id: &str,
+    why: &[DeniedBecause],
+    forge: ForgeKind,
+) -> String {
+    let pr = noun(forge);
     let beyond = why.contains(&DeniedBecause::BeyondRequest);
     let why: Vec<String> = why
         .iter()
@@ -881,7 +920,7 @@ pub fn denied_request_comment(command: &str, id: &str, why: &[DeniedBecause]) ->
                 let rules: Vec<String> = rules.iter().map(|r| code(r)).collect();
                 format!("by the {} policy ({})", code(environment), rules.join(", "))
             }
-            DeniedBecause::BeyondRequest => "as its PR changes files beyond its request".into(),
+            DeniedBecause::BeyondRequest => format!("as its {pr} changes files beyond its request"),
             DeniedBecause::Unservable => "as its role cannot be granted".into(),
         })
         .collect();
@@ -891,9 +930,9 @@ pub fn denied_request_comment(command: &str, id: &str, why: &[DeniedBecause]) ->
         format!(" {}", why.join(" and "))
     };
     let fix = if beyond {
-        "Push a fix to this PR (its request file alone)"
+        format!("Push a fix to this {pr} (its request file alone)")
     } else {
-        "Push a fixed request file to this PR"
+        format!("Push a fixed request file to this {pr}")
     };
     format!(
         "ℹ️ `/breakglass {command}` does not apply: request {} is denied{why}, so no approval merges it and nothing is granted. {fix} and it is decided again.",
@@ -912,8 +951,9 @@ pub struct AskedHere {
 
 /// `/breakglass <command>` on the issue (or other PR) where requests were asked for by
 /// comment: it is given on a request's PR; which those are.
-pub fn on_its_request_pr_comment(command: &str, asked: &[AskedHere]) -> String {
-    let start = format!("ℹ️ `/breakglass {command}` works on a request's PR, not here.");
+pub fn on_its_request_pr_comment(command: &str, asked: &[AskedHere], forge: ForgeKind) -> String {
+    let pr = noun(forge);
+    let start = format!("ℹ️ `/breakglass {command}` works on a request's {pr}, not here.");
     match asked {
         [one] => format!(
             "{start} Request {}, asked for here, is {} (**{}**): comment it there.",
@@ -927,7 +967,7 @@ pub fn on_its_request_pr_comment(command: &str, asked: &[AskedHere]) -> String {
                 .map(|a| format!("- {} {} (**{}**)", code(&a.id), a.pr, a.state))
                 .collect();
             format!(
-                "{start} Requests asked for here:\n\n{}\n\nComment it on the PR of the request it is for.",
+                "{start} Requests asked for here:\n\n{}\n\nComment it on the {pr} of the request it is for.",
                 list.join("\n")
             )
         }
@@ -936,7 +976,13 @@ pub fn on_its_request_pr_comment(command: &str, asked: &[AskedHere]) -> String {
 
 /// `/breakglass <command>` on a request in a state where it does not apply: the state, and
 /// what does apply now.
-pub fn not_in_this_state_comment(command: &str, id: &str, state: RequestState) -> String {
+pub fn not_in_this_state_comment(
+    command: &str,
+    id: &str,
+    state: RequestState,
+    forge: ForgeKind,
+) -> String {
+    let pr = noun(forge);
     let ask_anew = |again: &str| format!(" For access{again}, ask anew with `{REQUEST_USAGE}`.");
     let (what, then): (&str, String) = match state {
         RequestState::Pending => (
@@ -945,7 +991,7 @@ pub fn not_in_this_state_comment(command: &str, id: &str, state: RequestState) -
         ),
         RequestState::Denied => (
             "denied by the policy",
-            " Push a fixed request file to its PR and it is checked again.".into(),
+            format!(" Push a fixed request file to its {pr} and it is checked again."),
         ),
         RequestState::Approved => ("approved and being merged", String::new()),
         RequestState::Active => (
@@ -1019,7 +1065,8 @@ pub fn closed_status_detail(closing: Closing<'_>) -> String {
 
 /// Why a request was closed, for the reply to its PR reopened. Nobody is pinged: names go
 /// without `@`. `pending_timeout` is how long a request waits for approval.
-fn closing_why(closing: Closing<'_>, pending_timeout: &str) -> String {
+fn closing_why(closing: Closing<'_>, pending_timeout: &str, forge: ForgeKind) -> String {
+    let pr = noun(forge);
     let by = |by: Option<&str>| by.map(|login| format!(" by {login}")).unwrap_or_default();
     let because =
         |reason: Option<&str>| reason.map(|r| format!(": {}", code(r))).unwrap_or_default();
@@ -1032,17 +1079,23 @@ fn closing_why(closing: Closing<'_>, pending_timeout: &str) -> String {
         Closing::MergedByHand { by: who } => {
             format!("merged by hand{} without breakglass", by(who))
         }
-        Closing::Other { by: who } => format!("its PR was closed{}", by(who)),
+        Closing::Other { by: who } => format!("its {pr} was closed{}", by(who)),
     }
 }
 
 /// A request PR reopened after its request was closed without a grant: the request is not
 /// decided again, and a new request is how to ask again.
-pub fn reopened_closed_comment(id: &str, closing: Closing<'_>, pending_timeout: &str) -> String {
+pub fn reopened_closed_comment(
+    id: &str,
+    closing: Closing<'_>,
+    pending_timeout: &str,
+    forge: ForgeKind,
+) -> String {
+    let pr = noun(forge);
     format!(
-        "🔒 Request {} is closed ({}): breakglass does not decide it again, so reopening this PR grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new PR, or a `{}` comment.",
+        "🔒 Request {} is closed ({}): breakglass does not decide it again, so reopening this {pr} grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new {pr}, or a `{}` comment.",
         code(id),
-        closing_why(closing, pending_timeout),
+        closing_why(closing, pending_timeout, forge),
         REQUEST_USAGE
     )
 }
@@ -1335,9 +1388,10 @@ pub fn removal_elsewhere_comment(base: &str, paths: &[String]) -> String {
 
 /// A merge that did not happen, and why (the forge's words or the files in the way); the
 /// request waits for a push or a new approval.
-pub fn not_merged_comment(why: &str) -> String {
+pub fn not_merged_comment(why: &str, forge: ForgeKind) -> String {
+    let pr = noun(forge);
     format!(
-        "⚠️ Not merged: {}. breakglass will not try again until the PR changes or an approver approves again.",
+        "⚠️ Not merged: {}. breakglass will not try again until the {pr} changes or an approver approves again.",
         inert(why)
     )
 }
@@ -1385,9 +1439,10 @@ pub fn drift_comment(drift: &[String]) -> String {
 }
 
 /// A PR from another repository.
-pub fn fork_refused_comment(repo: &str) -> String {
+pub fn fork_refused_comment(repo: &str, forge: ForgeKind) -> String {
+    let pr = noun(forge);
     format!(
-        "⛔ breakglass does not take requests from forks ({}). Open the PR from a branch of this repository, or comment `{}`.",
+        "⛔ breakglass does not take requests from forks ({}). Open the {pr} from a branch of this repository, or comment `{}`.",
         code(repo),
         REQUEST_USAGE
     )
@@ -1402,8 +1457,11 @@ pub fn bad_request_path_comment(path: &str) -> String {
 }
 
 /// A draft request: decided, never merged until marked ready.
-pub fn draft_note() -> &'static str {
-    "📝 This PR is a draft: breakglass decides it but merges nothing until it is marked ready for review."
+pub fn draft_note(forge: ForgeKind) -> String {
+    let pr = noun(forge);
+    format!(
+        "📝 This {pr} is a draft: breakglass decides it but merges nothing until it is marked ready for review."
+    )
 }
 
 /// An iac request PR re-opened from the bot's own branch (the bot writes only to its branches).
@@ -1499,6 +1557,48 @@ pub fn readded_comment(id: &str) -> String {
 mod tests {
     use chrono::TimeZone;
 
+    /// Every reply that names the change request says what the forge calls it: an `MR` on
+    /// GitLab, never a `PR`.
+    #[test]
+    fn gitlab_replies_speak_of_merge_requests() {
+        let gl = ForgeKind::GitLab;
+        let at = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let asked = [AskedHere {
+            id: "r1".into(),
+            pr: "!3".into(),
+            state: "active".into(),
+        }];
+        let said = [
+            invalid_policies_comment("main", &["x".into()], gl),
+            out_of_scope_comment(&["policies/prod.yaml".into()], "requests/prod/r1.yaml", gl),
+            not_a_file_comment("requests/prod/r1.yaml", EntryKind::Symlink, gl),
+            several_requests_comment(&["a".into(), "b".into()], gl),
+            too_many_files_comment(300, gl),
+            uncomparable_comment(gl),
+            merge_commits_comment(gl),
+            review_text_command_comment("carol", gl),
+            revert_replaced_comment(None, "closed", "!9", gl),
+            revert_pr_body("r1", "!3", at, gl),
+            no_request_here_comment("approve", gl),
+            denied_request_comment("approve", "r1", &[DeniedBecause::BeyondRequest], gl),
+            on_its_request_pr_comment("revoke", &asked, gl),
+            not_in_this_state_comment("extend", "r1", RequestState::Denied, gl),
+            reopened_closed_comment("r1", Closing::Other { by: None }, "24h", gl),
+            not_merged_comment("conflict", gl),
+            fork_refused_comment("eve/fork", gl),
+            draft_note(gl),
+        ];
+        for text in said {
+            assert!(
+                text.contains("MR")
+                    && !text
+                        .split(|c: char| !c.is_alphanumeric())
+                        .any(|w| w == "PR"),
+                "{text}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -1538,6 +1638,7 @@ mod tests {
                 reason,
             },
             "1d",
+            ForgeKind::GitHub,
         );
         assert!(
             reopened.starts_with(
@@ -1558,11 +1659,11 @@ mod tests {
             DeniedBecause::BeyondRequest,
         ];
         assert_eq!(
-            denied_request_comment("approve", "r1", &why),
+            denied_request_comment("approve", "r1", &why, ForgeKind::GitHub),
             "ℹ️ `/breakglass approve` does not apply: request `r1` is denied by the `prod` policy (`max_duration`, `ticket_pattern`) and as its PR changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this PR (its request file alone) and it is decided again."
         );
         assert!(
-            denied_request_comment("extend", "r1", &[])
+            denied_request_comment("extend", "r1", &[], ForgeKind::GitHub)
                 .starts_with("ℹ️ `/breakglass extend` does not apply: request `r1` is denied, so")
         );
     }
@@ -1578,7 +1679,7 @@ mod tests {
 
     #[test]
     fn a_command_out_of_its_state_names_the_state() {
-        let text = not_in_this_state_comment("deny", "r1", RequestState::Active);
+        let text = not_in_this_state_comment("deny", "r1", RequestState::Active, ForgeKind::GitHub);
         assert!(text.contains("already granted (**active**)"), "{text}");
         assert!(text.contains("`/breakglass revoke` ends it now"), "{text}");
         assert!(!text.contains("this is not one"), "{text}");
@@ -1762,7 +1863,7 @@ mod tests {
             "line 2: `ok`\n/breakglass approve @acme/everyone",
         );
         assert_inert(&text);
-        let text = invalid_policies_comment("main", &[HOSTILE.to_owned()]);
+        let text = invalid_policies_comment("main", &[HOSTILE.to_owned()], ForgeKind::GitHub);
         assert_inert(&text);
         assert!(
             text.contains("\n\n- ok /breakglass approve @\u{2060}acme/everyone\n\n"),
@@ -1770,9 +1871,10 @@ mod tests {
         );
         assert_inert(&not_merged_comment(
             "the PR changes files beyond its request: docs/@acme/x.md, a\n/breakglass approve",
+            ForgeKind::GitHub,
         ));
         assert_eq!(
-            not_merged_comment("the pull request is a draft"),
+            not_merged_comment("the pull request is a draft", ForgeKind::GitHub),
             "⚠️ Not merged: the pull request is a draft. breakglass will not try again until the PR changes or an approver approves again."
         );
         assert_inert(&revert_blocked_comment(HOSTILE, "main", true));
@@ -1792,8 +1894,8 @@ mod tests {
     fn denials_and_paths_echo_inertly() {
         assert_inert(&denied_by_approver_comment("carol", Some(HOSTILE)));
         let paths = [HOSTILE.to_owned(), "grants/@acme/x.tf".to_owned()];
-        assert_inert(&out_of_scope_comment(&paths, &paths[0]));
-        assert_inert(&several_requests_comment(&paths));
+        assert_inert(&out_of_scope_comment(&paths, &paths[0], ForgeKind::GitHub));
+        assert_inert(&several_requests_comment(&paths, ForgeKind::GitHub));
         assert_inert(&direct_push_comment(&paths));
     }
 

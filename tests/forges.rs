@@ -267,7 +267,7 @@ async fn on_gitlab_an_issue_with_the_number_of_a_request_mr_is_not_that_request(
     s.settle().await;
     assert!(!s.change(pr).merged);
     assert!(s.events("r1", "approval").await.is_empty());
-    s.expect_bot_issue_comments(issue, &["`/breakglass approve` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."]);
+    s.expect_bot_issue_comments(issue, &[&format!("`/breakglass approve` works on a breakglass request {pr}; this is not one (or it is not in a state where it applies).", pr = s.pr())]);
     s.expect_no_bot_comment(pr); // nothing said on !1
 }
 
@@ -293,8 +293,8 @@ on_both_forges!(
         s.expect_bot_comments(
             pr,
             &[
-                "⛔ **breakglass will not merge this PR**: it changes files beyond its request file: `policies/prod.yaml`.",
-                "ℹ️ `/breakglass approve` does not apply: request `r1` is denied as its PR changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this PR (its request file alone) and it is decided again.",
+                &format!("⛔ **breakglass will not merge this {pr}**: it changes files beyond its request file: `policies/prod.yaml`.", pr = s.pr()),
+                &format!("ℹ️ `/breakglass approve` does not apply: request `r1` is denied as its {pr} changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this {pr} (its request file alone) and it is decided again.", pr = s.pr()),
             ],
         );
     }

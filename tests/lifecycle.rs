@@ -658,7 +658,10 @@ on_both_forges!(
         s.settle().await;
         assert_eq!(
             s.next_bot_issue_comment(issue),
-            "`/breakglass status` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."
+            format!(
+                "`/breakglass status` works on a breakglass request {pr}; this is not one (or it is not in a state where it applies).",
+                pr = s.pr()
+            )
         );
         let (record, pr) = asked_on(&s, issue).await;
         // Asked by anyone on the incident issue: the request asked for there, with its PR.
@@ -688,10 +691,10 @@ on_both_forges!(
         let other = s.open_issue(&s.people.mallory, "unrelated");
         s.note_on_issue(other, &s.people.mallory, "/breakglass status");
         s.settle().await;
-        assert!(
-            s.next_bot_issue_comment(other)
-                .starts_with("`/breakglass status` works on a breakglass request PR"),
-        );
+        assert!(s.next_bot_issue_comment(other).starts_with(&format!(
+            "`/breakglass status` works on a breakglass request {pr}",
+            pr = s.pr()
+        )),);
         s.take_bot_comments(record.pr_number);
     }
 );
@@ -707,7 +710,10 @@ on_both_forges!(
         s.settle().await;
         assert_eq!(
             s.next_bot_issue_comment(issue),
-            "`/breakglass revoke` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."
+            format!(
+                "`/breakglass revoke` works on a breakglass request {pr}; this is not one (or it is not in a state where it applies).",
+                pr = s.pr()
+            )
         );
         let (record, pr) = asked_on(&s, issue).await;
         let number = record.pr_number;
@@ -724,7 +730,8 @@ on_both_forges!(
             assert_eq!(
                 s.next_bot_issue_comment(issue),
                 format!(
-                    "ℹ️ `/breakglass {verb}` works on a request's PR, not here. Request `{}`, asked for here, is {pr} (**active**): comment it there.",
+                    "ℹ️ `/breakglass {verb}` works on a request's {}, not here. Request `{}`, asked for here, is {pr} (**active**): comment it there.",
+                    s.pr(),
                     record.id
                 )
             );
@@ -752,14 +759,20 @@ on_both_forges!(
         s.settle().await;
         let said = s.next_bot_issue_comment(issue);
         assert!(
-            said.starts_with("ℹ️ `/breakglass approve` works on a request's PR, not here. Requests asked for here:\n\n")
+            said.starts_with(&format!(
+                "ℹ️ `/breakglass approve` works on a request's {}, not here. Requests asked for here:\n\n",
+                s.pr()
+            ))
                 && said.contains(&format!("- `{}` {pr} (**active**)", record.id))
                 && said.contains(&format!(
                     "- `{}` {} (**pending**)",
                     second.id,
                     s.change_ref(second.pr_number)
                 ))
-                && said.ends_with("\n\nComment it on the PR of the request it is for."),
+                && said.ends_with(&format!(
+                    "\n\nComment it on the {} of the request it is for.",
+                    s.pr()
+                )),
             "{said}"
         );
         assert!(!s.change(second.pr_number).merged);
@@ -948,7 +961,10 @@ on_both_forges!(
     a_reopened_closed_request_is_answered_and_never_decided_again,
     |s: Scenario| async move {
         let alice = &s.people.alice;
-        let anew = "breakglass does not decide it again, so reopening this PR grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new PR, or a `/breakglass <environment> [duration] [role] [-- reason]` comment.";
+        let anew = &format!(
+            "breakglass does not decide it again, so reopening this {pr} grants nothing. To ask again, open a new request: a new file `requests/<environment>/<new id>.yaml` in a new {pr}, or a `/breakglass <environment> [duration] [role] [-- reason]` comment.",
+            pr = s.pr()
+        );
         let reopen = |pr: u64| {
             s.forge.reopen_pr(REPO, s.internal(pr), alice);
         };
@@ -1032,7 +1048,10 @@ on_both_forges!(
         s.settle().await;
         assert_eq!(
             s.next_bot_comment(by_hand),
-            format!("🔒 Request `r-by-hand` is closed (its PR was closed by alice): {anew}")
+            format!(
+                "🔒 Request `r-by-hand` is closed (its {} was closed by alice): {anew}",
+                s.pr()
+            )
         );
         for pr in [expired, denied, by_hand] {
             assert!(!s.change(pr).merged);
@@ -1097,7 +1116,8 @@ on_both_forges!(
         s.settle().await;
         let said = s.next_bot_comment(pr);
         assert!(
-            said.contains("Needs **1** approval(s)") && said.contains("This PR is a draft"),
+            said.contains("Needs **1** approval(s)")
+                && said.contains(&format!("This {pr} is a draft", pr = s.pr())),
             "{said}"
         );
         s.approve(pr, &s.people.carol);
@@ -1110,7 +1130,8 @@ on_both_forges!(
         s.settle().await;
         let again = s.next_bot_comment(pr);
         assert!(
-            !again.contains("merging now") && again.contains("This PR is a draft"),
+            !again.contains("merging now")
+                && again.contains(&format!("This {} is a draft", s.pr())),
             "{again}"
         );
         assert!(!s.change(pr).merged, "a draft is never merged");

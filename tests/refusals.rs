@@ -265,7 +265,7 @@ on_both_forges!(
         let pr = s.open_change(alice, "sneaky", "request");
         s.settle().await;
         let verdict = s.next_bot_comment(pr);
-        assert!(verdict.starts_with("⛔ **breakglass will not merge this PR**: it changes files beyond its request file: `policies/prod.yaml`."), "{verdict}");
+        assert!(verdict.starts_with(&format!("⛔ **breakglass will not merge this {pr}**: it changes files beyond its request file: `policies/prod.yaml`.", pr = s.pr())), "{verdict}");
         // The default branch's policy decides, not the PR's loosened copy.
         assert!(
             verdict.contains("duration 8h is above the max_duration of `prod` (4h)"),
@@ -276,7 +276,7 @@ on_both_forges!(
         s.by(&s.people.carol).approve(pr);
         s.settle().await;
         assert!(!s.change(pr).merged);
-        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r1` is denied by the `prod` policy (`max_duration`) and as its PR changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this PR (its request file alone) and it is decided again."]);
+        s.expect_bot_comments(pr, &[&format!("ℹ️ `/breakglass approve` does not apply: request `r1` is denied by the `prod` policy (`max_duration`) and as its {pr} changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this {pr} (its request file alone) and it is decided again.", pr = s.pr())]);
     }
 );
 
@@ -301,7 +301,7 @@ on_both_forges!(
         s.by(&s.people.carol).approve(pr);
         s.settle().await;
         assert!(!s.change(pr).merged);
-        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r1` is denied as its PR changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this PR (its request file alone) and it is decided again."]);
+        s.expect_bot_comments(pr, &[&format!("ℹ️ `/breakglass approve` does not apply: request `r1` is denied as its {pr} changes files beyond its request, so no approval merges it and nothing is granted. Push a fix to this {pr} (its request file alone) and it is decided again.", pr = s.pr())]);
 
         s.forge.push_files(
             REPO,
@@ -316,7 +316,10 @@ on_both_forges!(
         let pr = s.open_change(alice, "three", "requests");
         s.settle().await;
         let said = s.next_bot_comment(pr);
-        assert!(said.starts_with("⛔ **One request per PR**"), "{said}");
+        assert!(
+            said.starts_with(&format!("⛔ **One request per {}**", s.pr())),
+            "{said}"
+        );
     }
 );
 
@@ -396,12 +399,15 @@ on_both_forges!(
         );
         s.approve(pr, &s.people.carol);
         s.settle().await;
-        let answer = "ℹ️ `/breakglass approve` does not apply: request `r-big` is denied by the `prod` policy (`max_duration`), so no approval merges it and nothing is granted. Push a fixed request file to this PR and it is decided again.";
-        assert_eq!(s.next_bot_comment(pr), answer);
+        let answer = &format!(
+            "ℹ️ `/breakglass approve` does not apply: request `r-big` is denied by the `prod` policy (`max_duration`), so no approval merges it and nothing is granted. Push a fixed request file to this {pr} and it is decided again.",
+            pr = s.pr()
+        );
+        assert_eq!(s.next_bot_comment(pr), *answer);
         // The forge's own approval (a review, GitLab's Approve button) is answered the same way.
         s.approve_button(pr, &s.people.dan);
         s.settle().await;
-        assert_eq!(s.next_bot_comment(pr), answer);
+        assert_eq!(s.next_bot_comment(pr), *answer);
         s.by(&s.people.alice).command(pr, "revoke");
         s.settle().await;
         assert!(
@@ -1371,9 +1377,10 @@ on_both_forges!(
         let said = s.next_bot_comment(pr);
         assert!(
             said.starts_with("⚠️ The policies on `main` are invalid, so no request can be decided")
-                && said.ends_with(
-                    "This request is decided once they are fixed (push to this PR if it is not)."
-                ),
+                && said.ends_with(&format!(
+                    "This request is decided once they are fixed (push to this {pr} if it is not).",
+                    pr = s.pr()
+                )),
             "{said}"
         );
         let head = s.change(pr).head_sha;

@@ -698,7 +698,7 @@ on_both_forges!(
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(!s.change(pr).merged);
-        s.expect_bot_comments(pr, &["`/breakglass approve` works on a breakglass request PR; this is not one (or it is not in a state where it applies)."]);
+        s.expect_bot_comments(pr, &[&format!("`/breakglass approve` works on a breakglass request {pr}; this is not one (or it is not in a state where it applies).", pr = s.pr())]);
         assert_eq!(s.forge.branch_sha(REPO, "main"), main_before);
     }
 );
@@ -1214,7 +1214,10 @@ on_both_forges!(
         assert!(!s.change(pr).merged);
         assert_eq!(merge_calls(&s), 0, "a draft is never tried");
         let said = s.next_bot_comment(pr);
-        assert!(said.contains("This PR is a draft"), "{said}");
+        assert!(
+            said.contains(&format!("This {pr} is a draft", pr = s.pr())),
+            "{said}"
+        );
         s.set_draft(pr, &s.people.bob, false);
         s.settle().await;
         assert!(s.change(pr).merged);
@@ -2218,7 +2221,7 @@ on_both_forges!(
         s.settle().await;
         assert!(!s.change(pr).merged);
         assert_eq!(merge_calls(&s), 0);
-        s.expect_bot_comments(pr, &["ℹ️ `/breakglass approve` does not apply: request `r1` is denied as its role cannot be granted, so no approval merges it and nothing is granted. Push a fixed request file to this PR and it is decided again."]);
+        s.expect_bot_comments(pr, &[&format!("ℹ️ `/breakglass approve` does not apply: request `r1` is denied as its role cannot be granted, so no approval merges it and nothing is granted. Push a fixed request file to this {pr} and it is decided again.", pr = s.pr())]);
 
         let issue = s.open_issue(&s.people.alice, "db");
         s.note_on_issue(
@@ -2498,7 +2501,10 @@ on_both_forges!(
         assert!(!s.change(first).merged);
         let said = s.next_bot_comment(first);
         assert!(
-            said.starts_with("⛔ **Merge commits on this PR's branch**"),
+            said.starts_with(&format!(
+                "⛔ **Merge commits on this {pr}'s branch**",
+                pr = s.pr()
+            )),
             "{said}"
         );
         let head = s.change(first).head_sha;
@@ -2534,7 +2540,7 @@ on_both_forges!(
         );
         let said = s.next_bot_comment(second);
         assert!(
-            said.starts_with("⛔ **Merge commits on this PR's branch**"),
+            said.starts_with(&format!("⛔ **Merge commits on this {}'s branch**", s.pr())),
             "{said}"
         );
     }
@@ -2960,8 +2966,9 @@ fn refused_as_not_a_file(s: &Scenario, pr: u64, what: &str) {
     s.expect_bot_comments(
         pr,
         &[&format!(
-            "⛔ **breakglass will not merge this PR**: `requests/staging/r1.yaml` {what}. A \
-             request PR adds its request file as a regular file."
+            "⛔ **breakglass will not merge this {pr}**: `requests/staging/r1.yaml` {what}. A \
+             request {pr} adds its request file as a regular file.",
+            pr = s.pr()
         )],
     );
     let head = s.change(pr).head_sha;

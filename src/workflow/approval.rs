@@ -286,12 +286,17 @@ impl Workflow {
             // Approving what the policy denies or what was closed is answered, as the command
             // is: an approver who approved in the forge's own way is not left waiting.
             RequestState::Denied => {
-                let said = super::commands::denied_request_reply("approve", &record);
+                let said =
+                    super::commands::denied_request_reply("approve", &record, self.forge.kind());
                 return self.reply(thread, &said).await;
             }
             RequestState::Closed => {
-                let said =
-                    comment::not_in_this_state_comment("approve", record.id.as_str(), record.state);
+                let said = comment::not_in_this_state_comment(
+                    "approve",
+                    record.id.as_str(),
+                    record.state,
+                    self.forge.kind(),
+                );
                 return self.reply(thread, &said).await;
             }
             _ => return Ok(()), // nothing to approve
@@ -555,7 +560,11 @@ impl Workflow {
                     && self.caches.await_valid_policies(record.pr_number)
                 {
                     let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                    let text = comment::invalid_policies_comment(&default_branch, &list);
+                    let text = comment::invalid_policies_comment(
+                        &default_branch,
+                        &list,
+                        self.forge.kind(),
+                    );
                     self.forge
                         .note(Thread::Change(record.pr_number), &text)
                         .await?;

@@ -274,11 +274,14 @@ impl Workflow {
             Some(record) if states.contains(&record.state) => return Ok(Some(record)),
             // Denied by the policy: what failed, and that a push is decided again.
             Some(record) if record.state == RequestState::Denied => {
-                denied_request_reply(verb, &record)
+                denied_request_reply(verb, &record, self.forge.kind())
             }
-            Some(record) => {
-                comment::not_in_this_state_comment(verb, record.id.as_str(), record.state)
-            }
+            Some(record) => comment::not_in_this_state_comment(
+                verb,
+                record.id.as_str(),
+                record.state,
+                self.forge.kind(),
+            ),
             None => self.no_request_here(thread, verb).await?,
         };
         self.reply(thread, &said).await?;
@@ -300,9 +303,9 @@ impl Workflow {
             .map(|record| self.asked_here(record))
             .collect();
         Ok(if here.is_empty() {
-            comment::no_request_here_comment(verb)
+            comment::no_request_here_comment(verb, self.forge.kind())
         } else {
-            comment::on_its_request_pr_comment(verb, &here)
+            comment::on_its_request_pr_comment(verb, &here, self.forge.kind())
         })
     }
 
@@ -824,7 +827,10 @@ impl Workflow {
         }
         if lines.is_empty() {
             return self
-                .reply(thread, &comment::no_request_here_comment("status"))
+                .reply(
+                    thread,
+                    &comment::no_request_here_comment("status", self.forge.kind()),
+                )
                 .await;
         }
         self.reply(thread, &comment::asked_here_status_comment(&lines))
@@ -938,6 +944,7 @@ impl Workflow {
                 "reviewed",
                 id,
                 record.state,
+                self.forge.kind(),
             ))
         } else if record.fast_path_rule.is_none() {
             Some(comment::not_fast_path_review_comment(id))
@@ -991,7 +998,11 @@ impl Workflow {
 
 /// `/breakglass <verb>` on a request the policy denies: what failed, as its stored decision
 /// says (nothing when it was not decided yet).
-pub(super) fn denied_request_reply(verb: &str, record: &RequestRecord) -> String {
+pub(super) fn denied_request_reply(
+    verb: &str,
+    record: &RequestRecord,
+    forge: crate::store::ForgeKind,
+) -> String {
     let mut why = Vec::new();
     if let Some(stored) = &record.decision {
         let rules: Vec<String> = stored
@@ -1013,7 +1024,7 @@ pub(super) fn denied_request_reply(verb: &str, record: &RequestRecord) -> String
             why.push(comment::DeniedBecause::Unservable);
         }
     }
-    comment::denied_request_comment(verb, record.id.as_str(), &why)
+    comment::denied_request_comment(verb, record.id.as_str(), &why, forge)
 }
 
 /// The note of a deny by `author`: a withdrawal when the closing says so.

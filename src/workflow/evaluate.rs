@@ -448,19 +448,19 @@ impl Workflow {
         });
         let (says, status) = if !listed.complete && listed.files.is_empty() {
             (
-                comment::uncomparable_comment(),
+                comment::uncomparable_comment(self.forge.kind()),
                 "cannot compare with the default branch",
             )
         } else if !shows_a_request {
             return Ok(());
         } else if !listed.complete {
             (
-                comment::too_many_files_comment(listed.files.len()),
+                comment::too_many_files_comment(listed.files.len(), self.forge.kind()),
                 "too many files to check",
             )
         } else {
             (
-                comment::merge_commits_comment(),
+                comment::merge_commits_comment(self.forge.kind()),
                 "merge commits on the branch",
             )
         };
@@ -507,7 +507,7 @@ impl Workflow {
         self.forge
             .note(
                 Thread::Change(pr.number),
-                &comment::invalid_policies_comment(default_branch, &list),
+                &comment::invalid_policies_comment(default_branch, &list, self.forge.kind()),
             )
             .await?;
         self.set_status(

@@ -244,6 +244,7 @@ impl Workflow {
                 "extend",
                 record.id.as_str(),
                 record.state,
+                self.forge.kind(),
             )))
         };
         let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
@@ -701,7 +702,7 @@ impl Workflow {
         let id = record.id.as_str();
         let title = comment::revert_pr_title(id, expires_at);
         let original = self.forge.change_ref(record.pr_number);
-        let body = comment::revert_pr_body(id, &original, expires_at);
+        let body = comment::revert_pr_body(id, &original, expires_at, self.forge.kind());
         self.forge.retitle_change(number, &title, &body).await?;
         Ok(())
     }

@@ -496,7 +496,8 @@ impl Workflow {
     /// Says on the request's PR why it was not merged (with the fast path's verdict, which a
     /// fast path says with its grant or its refusal).
     async fn say_not_merged(&self, record: &RequestRecord, why: &str) -> anyhow::Result<()> {
-        let text = with_fast_path_verdict(record, comment::not_merged_comment(why));
+        let text =
+            with_fast_path_verdict(record, comment::not_merged_comment(why, self.forge.kind()));
         self.forge
             .note(Thread::Change(record.pr_number), &text)
             .await?;
@@ -785,6 +786,7 @@ impl Workflow {
                     record.id.as_str(),
                     &self.forge.change_ref(record.pr_number),
                     expires_at,
+                    self.forge.kind(),
                 ),
             )
             .await?;

@@ -379,7 +379,7 @@ impl Workflow {
             let thread = Thread::Change(pull_request.number);
             self.reply(
                 thread,
-                &crate::comment::review_text_command_comment(&author.login),
+                &crate::comment::review_text_command_comment(&author.login, self.forge.kind()),
             )
             .await?;
         }

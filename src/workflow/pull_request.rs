@@ -115,8 +115,12 @@ impl Workflow {
             self.set_status_on(&pr.head_sha, StatusState::Failure, &description)
                 .await?;
         }
-        let text =
-            comment::reopened_closed_comment(record.id.as_str(), closing.as_closing(), &waited);
+        let text = comment::reopened_closed_comment(
+            record.id.as_str(),
+            closing.as_closing(),
+            &waited,
+            self.forge.kind(),
+        );
         self.forge.note(Thread::Change(pr.number), &text).await?;
         Ok(())
     }
@@ -489,7 +493,7 @@ impl Workflow {
                     self.forge
                         .note(
                             Thread::Change(pr.number),
-                            &comment::several_requests_comment(&paths),
+                            &comment::several_requests_comment(&paths, self.forge.kind()),
                         )
                         .await?;
                 }
@@ -519,7 +523,7 @@ impl Workflow {
             self.forge
                 .note(
                     Thread::Change(pr.number),
-                    &comment::not_a_file_comment(path, kind),
+                    &comment::not_a_file_comment(path, kind, self.forge.kind()),
                 )
                 .await?;
         }
@@ -546,7 +550,7 @@ impl Workflow {
             self.forge
                 .note(
                     Thread::Change(pr.number),
-                    &comment::fork_refused_comment(repo),
+                    &comment::fork_refused_comment(repo, self.forge.kind()),
                 )
                 .await?;
         }

@@ -706,6 +706,7 @@ impl Workflow {
             replaced.as_deref(),
             &why.to_string(),
             &self.forge.change_label(merged_pr),
+            self.forge.kind(),
         );
         self.forge
             .note(Thread::Change(record.pr_number), &text)

@@ -360,10 +360,10 @@ fn verdict_comment(id: &RequestId, inputs: &Inputs, stored: &StoredDecision) -> 
     let extra = &stored.scope_problems;
     let mut text = match (extra.is_empty(), decision.allowed) {
         (true, _) => comment::decision_comment(id.as_str(), decision, inputs.forge),
-        (false, true) => comment::out_of_scope_comment(extra, &inputs.file_path),
+        (false, true) => comment::out_of_scope_comment(extra, &inputs.file_path, inputs.forge),
         (false, false) => format!(
             "{}\n\n{}",
-            comment::out_of_scope_comment(extra, &inputs.file_path),
+            comment::out_of_scope_comment(extra, &inputs.file_path, inputs.forge),
             comment::decision_comment(id.as_str(), decision, inputs.forge)
         ),
     };
@@ -375,7 +375,7 @@ fn verdict_comment(id: &RequestId, inputs: &Inputs, stored: &StoredDecision) -> 
         );
     }
     if stored.draft {
-        text = format!("{text}\n\n{}", comment::draft_note());
+        text = format!("{text}\n\n{}", comment::draft_note(inputs.forge));
     }
     text
 }

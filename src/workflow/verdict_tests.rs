@@ -265,7 +265,11 @@ fn files_beyond_the_request_deny_an_allowed_request() {
     assert_eq!(
         decide(&inputs),
         Verdict::Record(Decided {
-            comment: Some(comment::out_of_scope_comment(&extra, &inputs.file_path)),
+            comment: Some(comment::out_of_scope_comment(
+                &extra,
+                &inputs.file_path,
+                ForgeKind::GitHub
+            )),
             stored: StoredDecision {
                 decision,
                 head_since: Some(t(5)),
@@ -302,7 +306,7 @@ fn files_beyond_a_denied_request_are_said_before_its_rules() {
         verdict.comment,
         Some(format!(
             "{}\n\n{}",
-            comment::out_of_scope_comment(&extra, &inputs.file_path),
+            comment::out_of_scope_comment(&extra, &inputs.file_path, ForgeKind::GitHub),
             comment::decision_comment("r-1", &decision, ForgeKind::GitHub)
         ))
     );
@@ -375,7 +379,7 @@ fn a_draft_is_decided_but_never_merged() {
         Some(format!(
             "{}\n\n{}",
             comment::decision_comment("r-1", &decision, ForgeKind::GitHub),
-            comment::draft_note()
+            comment::draft_note(ForgeKind::GitHub)
         ))
     );
     assert_eq!(verdict.next, Next::Stop);

@@ -584,6 +584,14 @@ impl Scenario {
             .collect()
     }
 
+    /// What the bot calls a change request in its comments: `PR` on GitHub, `MR` on GitLab.
+    pub fn pr(&self) -> &'static str {
+        match self.dialect {
+            Dialect::GitHub => "PR",
+            Dialect::GitLab => "MR",
+        }
+    }
+
     /// How the bot links change request `number` in its comments.
     pub fn change_ref(&self, number: u64) -> String {
         match self.dialect {
