@@ -1063,6 +1063,16 @@ pub fn closed_status_detail(closing: Closing<'_>) -> String {
     }
 }
 
+/// An approved request whose PR someone merged by hand (`by`, when the forge says) before the
+/// bot's own merge: nothing granted. Names go without `@`.
+pub fn merged_by_hand_comment(by: Option<&str>, forge: ForgeKind) -> String {
+    let pr = noun(forge);
+    let by = by.map(|login| format!(" by {login}")).unwrap_or_default();
+    format!(
+        "🚫 This {pr} was merged by hand{by}, not by breakglass, so nothing was granted: a request is granted only by breakglass's own merge, checked at merge time. breakglass removes its request file from the default branch. To ask again, open a new request: a new file in a new {pr}, or a `{REQUEST_USAGE}` comment."
+    )
+}
+
 /// Why a request was closed, for the reply to its PR reopened. Nobody is pinged: names go
 /// without `@`. `pending_timeout` is how long a request waits for approval.
 fn closing_why(closing: Closing<'_>, pending_timeout: &str, forge: ForgeKind) -> String {

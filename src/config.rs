@@ -409,12 +409,18 @@ fn collect_keys(value: &toml::Value, prefix: String, keys: &mut BTreeMap<String,
 }
 
 /// Reads a secret from the file when one is configured, else from the named environment
-/// variable. Several secrets may be given one per line (rotation).
+/// variable (the file wins, and a warning says the variable is ignored). Several secrets may
+/// be given one per line (rotation).
 pub fn read_secrets(
     env_var: &str,
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<Secret>, ConfigError> {
+    if let Some(path) = file
+        && env(env_var).is_some_and(|v| !v.trim().is_empty())
+    {
+        tracing::warn!(file = %path.display(), variable = env_var, "a secret is configured both by file and by environment variable: the file's is used, the variable is ignored");
+    }
     let raw = match file {
         Some(path) => std::fs::read_to_string(path).map_err(|err| {
             ConfigError::Secret(format!(

@@ -153,6 +153,10 @@ enum PolicyCommand {
         /// The policy directory.
         #[arg(default_value = "policies")]
         dir: PathBuf,
+        /// The bot's grant templates (its `templates_path`): each `iac` role's template must be
+        /// there and render a sample request.
+        #[arg(long, value_name = "DIR")]
+        templates: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
@@ -221,8 +225,13 @@ fn try_main() -> anyhow::Result<ExitCode> {
             check_files(&policies, &files, &input, format)
         }
         Command::Policy {
-            command: PolicyCommand::Lint { dir, format },
-        } => lint_policies(&dir, format),
+            command:
+                PolicyCommand::Lint {
+                    dir,
+                    templates,
+                    format,
+                },
+        } => lint_policies(&dir, templates.as_deref(), format),
         Command::Schema { kind } => print_schema(kind),
         Command::Serve { config } => serve(config.as_deref()),
         Command::Audit {
@@ -353,9 +362,15 @@ fn check_files(
 }
 
 /// `breakglass policy lint`: exit 1 when a policy file has a problem.
-fn lint_policies(dir: &Path, format: Format) -> anyhow::Result<ExitCode> {
+fn lint_policies(dir: &Path, templates: Option<&Path>, format: Format) -> anyhow::Result<ExitCode> {
     let (count, problems) = match policy::read_dir(dir) {
-        Ok(files) => (files.len(), policy::lint(&files)),
+        Ok(files) => {
+            let mut problems = policy::lint(&files);
+            if let Some(templates) = templates {
+                problems.extend(policy::lint::lint_templates(&files, templates));
+            }
+            (files.len(), problems)
+        }
         Err(problems) => (0, problems),
     };
     match format {
@@ -413,6 +428,17 @@ fn audit_report(
     Ok(ExitCode::from(report.exit_code()))
 }
 
+/// A SQLite URL that opens an existing file without creating it (a check creates nothing);
+/// other URLs as they are.
+fn read_only_sqlite(url: &str) -> String {
+    let sqlite = url.starts_with("sqlite:") && !url.contains(":memory:");
+    if !sqlite || url.contains("mode=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}mode=rw")
+}
+
 /// `breakglass audit verify`: the event log's chain, and the log against git.
 fn audit_verify(
     repo: &str,
@@ -437,7 +463,14 @@ fn audit_verify(
     };
     let history = audit::read_history(repo, branch, &policies)?;
     runtime()?.block_on(async {
-        let store = breakglass::store::Store::connect(&url).await?;
+        let store = breakglass::store::Store::connect(&read_only_sqlite(&url))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the service's database {} (give it with --database-url or --config)",
+                    breakglass::secret::redact_url(&url)
+                )
+            })?;
         let verification = audit::verify::verify(&store, &history).await?;
         emit(&verification)?;
         Ok(if verification.ok() {

@@ -335,6 +335,56 @@ fn policy_lint_passes_the_examples_and_reports_all_problems() {
 }
 
 #[test]
+fn policy_lint_with_the_bots_templates_renders_each_iac_template() {
+    // The shipped policies' iac templates are all in the shipped templates directory.
+    let out = breakglass(&["policy", "lint", "--templates", "templates"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // A template that is not there, or that does not render, makes its role ungrantable.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |template: &str| {
+        format!(
+            "environment: prod\nmax_duration: 1h\nrequesters: [alice]\napprovers: [carol]\nroles:\n  dns:\n    provider: iac\n    template: {template}\n    output: \"grants/{{{{ environment }}}}/{{{{ id }}}}.json\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("prod.yaml"), policy("iac/missing.json.j2")).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = breakglass(&["policy", "lint", path]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "without --templates nothing is read"
+    );
+    let out = breakglass(&["policy", "lint", path, "--templates", "templates"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = stdout(&out);
+    assert!(
+        said.contains("prod.yaml: role `dns`: cannot read template `iac/missing.json.j2`"),
+        "{said}"
+    );
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::create_dir(templates.path().join("iac")).unwrap();
+    std::fs::write(
+        templates.path().join("iac/broken.json.j2"),
+        "{\"a\": {{ nope(1) }}}",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("prod.yaml"), policy("iac/broken.json.j2")).unwrap();
+    let out = breakglass(&[
+        "policy",
+        "lint",
+        path,
+        "--templates",
+        templates.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("cannot render template `iac/broken.json.j2`"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
 fn serve_without_a_forge_section_explains_itself() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("breakglass.toml");

@@ -117,12 +117,26 @@ async fn slow_idle_and_oversized_clients_do_not_starve_the_service() {
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.status(), 415);
     let said = refused.text().await.unwrap();
     assert!(
-        said.contains("set its content type to application/json"),
+        said.contains("set the webhook's content type to application/json"),
         "{said}"
     );
+    // So is a JSON body sent as text, signed as it is: what it is, the header says.
+    let (body, signature) = ping_delivery();
+    let as_text = client
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("content-type", "text/plain")
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "robust-3")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_text.status(), 415);
 
     // A head larger than the listener reads is refused outright.
     let mut huge = TcpStream::connect(addr).await.unwrap();

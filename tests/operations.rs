@@ -14,8 +14,9 @@ use http::Method;
 fn reopened_pr(s: &Scenario, original: u64) -> u64 {
     let said = s.next_bot_comment(original);
     let number = said
-        .split("re-opened the request as #")
+        .split("re-opened the request as ")
         .nth(1)
+        .map(|rest| rest.trim_start_matches(['#', '!']))
         .and_then(|rest| rest.split('.').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("not re-opened: {said}"));
@@ -349,16 +350,12 @@ async fn two_replicas_on_postgres_grant_and_revoke_exactly_once() {
     }
 }
 
-/// The bot authenticates as a GitHub App: JWTs signed with its key, exchanged for short-lived
-/// installation tokens that are refreshed when they run out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn github_app_auth_runs_the_lifecycle_and_refreshes_tokens() {
+/// Configures the (crashed) scenario's bot as GitHub App 4242, installed as 77 and looked up
+/// through `/repos/{o}/{r}/installation`, whose tokens last 31 s; the key file must live as
+/// long as the service.
+fn as_github_app(s: &mut Scenario) -> tempfile::NamedTempFile {
     use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
     use base64::Engine as _;
-    let Some(mut s) = Scenario::start(Backend::Sqlite).await else {
-        return;
-    };
-    s.crash();
     // JWTs and token expiry are checked against real time (octocrab signs with the system
     // clock): bring both clocks to now, and later move only the bot's clock.
     s.advance(chrono::Utc::now() - s.clock.now());
@@ -388,6 +385,18 @@ async fn github_app_auth_runs_the_lifecycle_and_refreshes_tokens() {
     github.app_id = Some(4242);
     github.private_key_path = Some(key.path().to_owned());
     github.installation_id = None; // looked up through /repos/{o}/{r}/installation
+    key
+}
+
+/// The bot authenticates as a GitHub App: JWTs signed with its key, exchanged for short-lived
+/// installation tokens that are refreshed when they run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_app_auth_runs_the_lifecycle_and_refreshes_tokens() {
+    let Some(mut s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    s.crash();
+    let _key = as_github_app(&mut s);
     s.start_service().await;
 
     let pr = s.open_request(&s.people.alice, "prod", "r-app", &prod_request("1h"));
@@ -409,6 +418,38 @@ async fn github_app_auth_runs_the_lifecycle_and_refreshes_tokens() {
             .count("POST", "/app/installations/{id}/access_tokens")
             >= 2,
         "tokens were refreshed"
+    );
+}
+
+/// A GitHub App's service starts while GitHub does not answer (its app and installation are
+/// learnt from GitHub): it listens and revokes at once, and takes up the rest once GitHub
+/// answers. A restart in a GitHub outage must not stop revocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_app_service_starts_while_github_does_not_answer() {
+    let Some(mut s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    let pr = s.granted("r-down", "1h").await;
+    s.take_bot_comments(pr);
+    s.crash();
+    let _key = as_github_app(&mut s);
+    // Every attempt of the first lookups fails (four per call), so the first of each fails.
+    for prefix in ["/app", "/repos/acme/access-requests/installation"] {
+        s.forge.fail_next(FailureSpec::new(
+            Method::GET,
+            prefix,
+            4,
+            FailureKind::Status(503),
+        ));
+    }
+    s.start_service().await;
+    s.clock.advance(TimeDelta::hours(1));
+    s.settle().await;
+    assert_eq!(s.request("r-down").await.state.to_string(), "revoked");
+    s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+    assert!(
+        s.forge.calls().count("GET", "/app") >= 5,
+        "the app was asked again"
     );
 }
 
@@ -992,5 +1033,71 @@ on_both_forges!(
         assert!(s.bot_issue_comments(issue).is_empty());
         assert_eq!(s.bot_comments(pr).len(), 1, "the verdict only");
         assert_eq!(s.request("r-quiet").await.state.to_string(), "pending");
+    }
+);
+
+// alice's `iac` request lives on the bot's PR, re-opened from its own branch, and her original
+// PR is closed. Reopening the original by hand (while the request waits, and again once it is
+// granted) opens nothing and abandons nothing: the id belongs to the request on the bot's PR,
+// so the original is answered once with the id taken and its check fails.
+on_both_forges!(
+    reopening_the_original_pr_of_a_reopened_iac_request_leaves_the_request_alone,
+    |s: Scenario| async move {
+        let yaml =
+            "environment: network\nrole: dns-admin\nduration: 2h\nreason: move the apex record\n";
+        let original = s.open_request(&s.people.alice, "network", "x", yaml);
+        s.settle().await;
+        let bot_pr = reopened_pr(&s, original);
+        s.take_bot_comments(bot_pr);
+        let opened = s.changes().len();
+        s.forge
+            .reopen_pr(REPO, s.internal(original), &s.people.alice);
+        s.settle().await;
+        s.expect_bot_comments(
+            original,
+            &["⛔ Request id `x` is already used by another request; rename the file."],
+        );
+        let head = s.change(original).head_sha;
+        assert_eq!(
+            s.policy_status(&head),
+            Some(("failure".into(), "request id already used".into()))
+        );
+        let record = s.request("x").await;
+        assert_eq!(record.pr_number, bot_pr);
+        assert_eq!(record.state.to_string(), "pending");
+        assert_eq!(
+            s.change(bot_pr).state,
+            "open",
+            "the request's PR stays open"
+        );
+        assert_eq!(s.changes().len(), opened, "nothing new opened");
+        // Granted, then the original reopened once more: the grant and its revert stay.
+        s.approve(bot_pr, &s.people.carol);
+        s.settle().await;
+        s.take_bot_comments(bot_pr);
+        let revert = s.revert_pr("x").await;
+        s.forge
+            .close_pr(REPO, s.internal(original), &s.people.alice);
+        s.settle().await;
+        s.forge
+            .reopen_pr(REPO, s.internal(original), &s.people.mallory);
+        s.settle().await;
+        let record = s.request("x").await;
+        assert_eq!(record.state.to_string(), "active");
+        assert_eq!(
+            s.change(revert).state,
+            "open",
+            "the grant's revert PR stays"
+        );
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "grants/network/x.tf")
+                .is_some()
+        );
+        assert_eq!(
+            s.changes().len(),
+            opened + 1,
+            "only the revert PR was opened"
+        );
     }
 );

@@ -3195,3 +3195,95 @@ on_both_forges!(
         }
     }
 );
+
+// The bot's merge call fails (a 502, to be tried again) after it set `breakglass/policy`
+// green; the approver takes her 👍 back, and a member merges the PR by hand. The merged PR is
+// not the bot's merge: nothing is granted, the request is closed as merged by hand, its file
+// leaves the default branch, and the check went back to pending when the merge call failed.
+on_both_forges!(
+    a_hand_merge_while_the_bots_merge_waits_for_a_retry_is_never_granted,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
+        s.expect_job_error(JobKind::Merge, "HTTP 502");
+        let emoji = s.emoji(pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31)); // GitHub's reaction poll
+        s.settle().await;
+        assert!(!s.change(pr).merged, "the bot's merge was to fail");
+        let head = s.change(pr).head_sha;
+        assert_eq!(
+            s.policy_status(&head).map(|(state, _)| state).as_deref(),
+            Some("pending"),
+            "a failed merge call leaves no green check behind"
+        );
+        s.remove_emoji(pr, emoji);
+        s.settle().await;
+        s.forge.merge_pr(REPO, s.internal(pr), &s.people.mallory);
+        s.settle().await;
+        for _ in 0..6 {
+            s.advance(TimeDelta::seconds(30));
+            s.settle().await;
+        }
+        let record = s.request("r1").await;
+        assert_eq!(record.state.to_string(), "closed");
+        assert!(record.granted_at.is_none());
+        assert!(s.events("r1", "grant").await.is_empty(), "nothing granted");
+        let closed = s.events("r1", "close").await;
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].data["merged_by_hand"], true);
+        assert_eq!(s.forge.file_on(REPO, "main", "requests/prod/r1.yaml"), None);
+        let removal = s.next_bot_comment(pr + 1);
+        assert!(
+            removal.starts_with("🚨 **Request files reached the default branch without breakglass**: `requests/prod/r1.yaml`. They were not granted"),
+            "{removal}"
+        );
+        s.expect_bot_comments(
+            pr,
+            &[&format!(
+                "🚫 This {} was merged by hand by mallory, not by breakglass, so nothing was granted: a request is granted only by breakglass's own merge, checked at merge time.",
+                s.pr()
+            )],
+        );
+    }
+);
+
+// The same with the policy tightened to two approvals meanwhile: the hand merge does not
+// become a grant on the one approval the bot saw before its merge call failed.
+on_both_forges!(
+    a_hand_merge_after_the_policy_was_tightened_while_the_merge_waits_is_never_granted,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
+        s.expect_job_error(JobKind::Merge, "HTTP 502");
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(pr).merged, "the bot's merge was to fail");
+        s.prod_needs_two_approvals().await;
+        s.forge.merge_pr(REPO, s.internal(pr), &s.people.mallory);
+        s.settle().await;
+        for _ in 0..6 {
+            s.advance(TimeDelta::seconds(30));
+            s.settle().await;
+        }
+        let record = s.request("r1").await;
+        assert_eq!(record.state.to_string(), "closed");
+        assert!(s.events("r1", "grant").await.is_empty(), "nothing granted");
+        assert_eq!(s.forge.file_on(REPO, "main", "requests/prod/r1.yaml"), None);
+        let removal = s.next_bot_comment(pr + 1);
+        assert!(
+            removal.starts_with("🚨 **Request files reached the default branch without breakglass**: `requests/prod/r1.yaml`. They were not granted"),
+            "{removal}"
+        );
+        s.expect_bot_comments(
+            pr,
+            &[&format!(
+                "🚫 This {} was merged by hand by mallory, not by breakglass, so nothing was granted: a request is granted only by breakglass's own merge, checked at merge time.",
+                s.pr()
+            )],
+        );
+    }
+);

@@ -345,6 +345,9 @@ pub struct PullRequestState {
     pub open: bool,
     pub merge_sha: Option<String>,
     pub merged_at: Option<DateTime<Utc>>,
+    /// Who merged it, when it is merged and the forge says (GitHub's `merged_by`, GitLab's
+    /// `merge_user`): a merge at the bot's head is the bot's own only when this is the bot.
+    pub merged_by: Option<Actor>,
     /// How many files the change request changes against its merge base, when the forge says
     /// (GitHub's `changed_files`).
     pub changed_files: Option<u64>,

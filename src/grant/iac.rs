@@ -84,12 +84,10 @@ pub fn check_template_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether an `output:` renders to a usable path, tried on a request as the comment form
-/// makes them (the policy linter's check, before any grant depends on it): a value outside
-/// the path alphabet (a `reason`), an unknown value, broken template syntax, a path among
-/// requests or policies or outside the repo, or an extension of no known format fail here.
-pub fn check_output(output: &str, environment: &str, role: &str) -> Result<(), String> {
-    let sample = GrantSpec {
+/// A request as the comment form makes them, for trying a role's templates before any grant
+/// depends on them.
+fn sample_spec(environment: &str, role: &str) -> GrantSpec {
+    GrantSpec {
         id: format!("20261126-0214-alice-{environment}"),
         environment: environment.to_owned(),
         role: role.to_owned(),
@@ -98,7 +96,31 @@ pub fn check_output(output: &str, environment: &str, role: &str) -> Result<(), S
         ticket: Some("INC-1".into()),
         duration: "1h".into(),
         expires_at: super::NOT_YET_GRANTED.into(),
-    };
+    }
+}
+
+/// Whether role `name`'s template is in `templates_dir` and renders a sample request (the
+/// linter's check with the bot's templates at hand).
+pub fn check_template(
+    templates_dir: &Path,
+    role: &Role,
+    environment: &str,
+    name: &str,
+) -> Result<(), String> {
+    render(templates_dir, role, &sample_spec(environment, name))
+        .map(|_| ())
+        .map_err(|err| match err {
+            GrantError::Misconfigured(why) => why,
+            other => other.to_string(),
+        })
+}
+
+/// Whether an `output:` renders to a usable path, tried on a request as the comment form
+/// makes them (the policy linter's check, before any grant depends on it): a value outside
+/// the path alphabet (a `reason`), an unknown value, broken template syntax, a path among
+/// requests or policies or outside the repo, or an extension of no known format fail here.
+pub fn check_output(output: &str, environment: &str, role: &str) -> Result<(), String> {
+    let sample = sample_spec(environment, role);
     FileFormat::of_path(output).map_err(|why| format!("output {why}"))?;
     render_path(output, &sample)
         .map(|_| ())

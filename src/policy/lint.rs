@@ -56,6 +56,30 @@ pub fn lint(files: &[PolicyFile]) -> Vec<Problem> {
     check_files(files).1
 }
 
+/// With the bot's templates directory at hand: each `iac` role's template must be there and
+/// render a sample request, as a grant would (a missing one would make the role ungrantable,
+/// found only by the first request). Files that do not parse are [`lint`]'s to report.
+pub fn lint_templates(files: &[PolicyFile], templates_dir: &Path) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for file in files {
+        let Ok(policy) = crate::yaml::from_str::<Policy>(&file.text) else {
+            continue;
+        };
+        let environment = policy.environment.to_string();
+        for (name, role) in &policy.roles {
+            let iac = role.provider_kind() == Some(ProviderKind::Iac) && role.template.is_some();
+            if !iac {
+                continue;
+            }
+            if let Err(why) = iac::check_template(templates_dir, role, &environment, name.as_str())
+            {
+                problems.push(Problem::file(&file.path, format!("role `{name}`: {why}")));
+            }
+        }
+    }
+    problems
+}
+
 /// Parses and checks the files; returns the policies that parsed and all problems found.
 pub(crate) fn check_files(files: &[PolicyFile]) -> (Vec<Policy>, Vec<Problem>) {
     let mut problems = Vec::new();

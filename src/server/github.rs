@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 
 use super::AppState;
-use super::webhook::{Reply, Verified, read_body, take_headers};
+use super::webhook::{Reply, Verified, json_content_type, read_body, take_headers};
 use crate::forge::github::webhook::{parse, verify_signature};
 use crate::store::{DeliveryId, ForgeKind};
 
@@ -40,16 +40,9 @@ impl FromRequest<AppState> for FromGithub {
         let id = DeliveryId::new(ForgeKind::GitHub, key)
             .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
         // GitHub can send a webhook form-encoded (`payload=…`); breakglass reads JSON only.
-        let form = header("content-type")
-            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-        let delivery = parse(key, event, &body).map_err(|err| {
-            let hint = if form {
-                " (the webhook sends application/x-www-form-urlencoded: set its content type to application/json)"
-            } else {
-                ""
-            };
-            (StatusCode::BAD_REQUEST, format!("{err}{hint}\n"))
-        })?;
+        json_content_type(&headers)?;
+        let delivery = parse(key, event, &body)
+            .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
         Ok(Self(Verified {
             id,
             event: event.to_owned(),

@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 
 use super::AppState;
-use super::webhook::{Reply, Verified, read_body, take_headers};
+use super::webhook::{Reply, Verified, json_content_type, read_body, take_headers};
 use crate::forge::gitlab::webhook::{delivery_id, parse, verify_token};
 use crate::store::{DeliveryId, ForgeKind};
 
@@ -37,6 +37,7 @@ impl FromRequest<AppState> for FromGitlab {
         let key = delivery_id(header("idempotency-key"), &body);
         let id = DeliveryId::new(ForgeKind::GitLab, &key)
             .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
+        json_content_type(&headers)?;
         let delivery = parse(&key, event, &body)
             .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err}\n")))?;
         Ok(Self(Verified {

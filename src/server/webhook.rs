@@ -30,6 +30,33 @@ pub struct Verified {
 }
 
 /// The request's headers, taken out of it rather than copied.
+/// A delivery's body is JSON: a `Content-Type` that says otherwise (GitHub's form encoding,
+/// `payload=…`, is a webhook setting) is refused with `415` and what to change. A missing one
+/// is taken as JSON, which the parse then checks.
+pub(super) fn json_content_type(headers: &HeaderMap) -> Result<(), Reply> {
+    let Some(given) = headers.get(axum::http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let media = given
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if media == "application/json" {
+        return Ok(());
+    }
+    let shown: String = media.chars().take(80).collect();
+    Err((
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "breakglass reads webhooks as JSON, not `{shown}`: set the webhook's content type to application/json\n"
+        ),
+    ))
+}
+
 pub(super) fn take_headers(req: Request) -> (HeaderMap, Request) {
     let (mut parts, body) = req.into_parts();
     let headers = std::mem::take(&mut parts.headers);

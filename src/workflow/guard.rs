@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use super::Workflow;
 use crate::comment;
-use crate::forge::{EntryKind, FileChange, Landed, MergeError, PullRequestState};
+use crate::forge::{Actor, EntryKind, FileChange, Landed, MergeError, PullRequestState};
 use crate::grant::RenderedFile;
 use crate::store::ChangeKind;
 
@@ -82,6 +82,8 @@ pub(super) enum Refusal {
     Forge(String),
     /// Retargeted to this branch after the check, and merged there by the bot's own call.
     MergedElsewhere(String),
+    /// Merged into the default branch by someone else (who, when the forge says).
+    MergedByHand(Option<Actor>),
 }
 
 impl std::fmt::Display for Refusal {
@@ -109,6 +111,7 @@ impl std::fmt::Display for Refusal {
                 f,
                 "the pull request was retargeted to `{base}` after it was checked, and the merge went there, not into the default branch"
             ),
+            Refusal::MergedByHand(_) => write!(f, "the pull request was merged by hand"),
         }
     }
 }
@@ -170,15 +173,18 @@ impl Workflow {
             return Ok(Err(Refusal::WrongBase(pr.info.base_ref.clone())));
         }
         if pr.info.merged {
-            // Merged at the verified head into the default branch: the bot's own merge, whose
-            // answer was lost (a crash). Into another branch it is someone's hand merge,
-            // never the bot's.
+            // Merged by the bot at the verified head into the default branch: its own merge,
+            // whose answer was lost (a crash). Merged by anyone else (while the bot's merge
+            // call failed and was to be tried again, say), it is a hand merge, never the
+            // bot's, whatever it merged.
+            let by_bot = pr.merged_by.as_ref().is_some_and(|by| by.id == self.bot.id);
             return Ok(match pr.merge_sha {
-                Some(sha) if pr.info.head_sha == plan.head_sha => Ok(Merged {
+                Some(sha) if by_bot && pr.info.head_sha == plan.head_sha => Ok(Merged {
                     sha,
                     head: plan.head_sha.clone(),
                 }),
-                _ => Err(Refusal::Closed),
+                _ if by_bot => Err(Refusal::Closed),
+                _ => Err(Refusal::MergedByHand(pr.merged_by.clone())),
             });
         }
         if pr.info.draft {

@@ -183,10 +183,20 @@ impl Workflow {
         };
         // The verdict comment said meanwhile comes first on the thread.
         self.verdicts.said(record.id.as_str()).await;
-        let merged = match self.merge_own_or_theirs(&plan, read).await? {
+        let outcome = match self.merge_own_or_theirs(&plan, read).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                self.hold_status_for_retry(&record).await;
+                return Err(err);
+            }
+        };
+        let merged = match outcome {
             Ok(merged) => merged,
             Err(Refusal::MergedElsewhere(base)) => {
                 return self.closed_merged_elsewhere(record, &base).await;
+            }
+            Err(Refusal::MergedByHand(by)) => {
+                return self.closed_merged_by_hand(record, by.as_ref()).await;
             }
             Err(refusal) => return self.refuse_merge(record, &refusal.to_string()).await,
         };
@@ -491,6 +501,43 @@ impl Workflow {
         self.say_not_merged(&record, &why).await?;
         let data = serde_json::json!({ "merged_by_hand": false, "merged_into": base });
         self.close_request(&mut record, data, None).await
+    }
+
+    /// The merge call failed and the job will try again: the check the merge set green goes
+    /// back to pending meanwhile, so that a required status check stops a hand merge of what
+    /// the retry may no longer merge (an approval withdrawn, a policy tightened). Best effort:
+    /// the forge may be what failed, and a hand merge is never taken for the bot's anyway.
+    async fn hold_status_for_retry(&self, record: &RequestRecord) {
+        let held = self
+            .set_status_on(
+                &record.head_sha,
+                StatusState::Pending,
+                "approved: breakglass merges it once the forge answers",
+            )
+            .await;
+        if let Err(err) = held {
+            tracing::warn!(request = %record.id, error = %format!("{err:#}"), "cannot set the check back to pending");
+        }
+    }
+
+    /// Merged by someone else while the bot's merge was to come (its call failed, say): never
+    /// granted, whatever was approved; the request file on the default branch is removed as
+    /// any that lands without the bot.
+    async fn closed_merged_by_hand(
+        &self,
+        mut record: RequestRecord,
+        by: Option<&Actor>,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(request = %record.id, pr = record.pr_number, "request PR merged by hand while its merge was to come");
+        self.metrics
+            .inc("breakglass_anomalies_total", "kind=\"merged_without_bot\"");
+        let data = serde_json::json!({ "merged_by_hand": true });
+        self.close_request(&mut record, data, by).await?;
+        let text = comment::merged_by_hand_comment(by.map(|a| a.login.as_str()), self.forge.kind());
+        self.forge
+            .note(Thread::Change(record.pr_number), &text)
+            .await?;
+        Ok(())
     }
 
     /// Says on the request's PR why it was not merged (with the fast path's verdict, which a

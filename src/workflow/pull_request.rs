@@ -136,11 +136,16 @@ impl Workflow {
         let Some(mut record) = existing else {
             return Ok(());
         };
-        // The grant time is fixed right before the bot's own merge: a merged PR of an approved
-        // request that has one is the bot's merge, whose store write a crash cut off. The merge
-        // job (still queued) finds the PR merged and carries on; closing the request here would
-        // leave its file on the default branch with no grant and no revoke.
-        if pr.merged && record.state == RequestState::Approved && record.granted_at.is_some() {
+        // The grant time is fixed right before the bot's own merge: a PR the bot merged for an
+        // approved request that has one is that merge, whose store write a crash cut off. The
+        // merge job (still queued) finds the PR merged and carries on; closing the request here
+        // would leave its file on the default branch with no grant and no revoke. Merged by
+        // anyone else, it is a hand merge (below), even while the bot's merge was to come.
+        if pr.merged
+            && record.state == RequestState::Approved
+            && record.granted_at.is_some()
+            && sender.id == self.bot.id
+        {
             // Into another branch (retargeted under the merge), while the merge step runs on
             // another replica: once it has finished, this webhook is handled again and finds
             // the request granted (then revoked at once) or refused.
@@ -171,12 +176,18 @@ impl Workflow {
                     self.forge.note(Thread::Change(pr.number), &text).await?;
                 }
             }
+            let approved = record.state == RequestState::Approved;
             self.close_request(
                 &mut record,
                 serde_json::json!({ "merged_by_hand": pr.merged }),
                 Some(sender),
             )
             .await?;
+            if pr.merged && approved {
+                // Approved, its merge to come: the requester is told it was not granted.
+                let text = comment::merged_by_hand_comment(Some(&sender.login), self.forge.kind());
+                self.forge.note(Thread::Change(pr.number), &text).await?;
+            }
         }
         Ok(())
     }
@@ -275,6 +286,7 @@ impl Workflow {
             return Ok(());
         };
         match decide(&inputs) {
+            Verdict::Reopen if self.id_taken_elsewhere(&inputs).await? => Ok(()),
             Verdict::Reopen => {
                 let Inputs {
                     pr,
@@ -290,6 +302,28 @@ impl Workflow {
             }
             Verdict::Record(decided) => self.apply_verdict(inputs, decided).await,
         }
+    }
+
+    /// Whether the request id of a PR without a record of its own belongs to another request
+    /// (said once, and the check fails). Such a PR is never re-opened from the bot's branch:
+    /// that would abandon the other request's change. The original PR of a request the bot
+    /// re-opened, reopened by hand, is one.
+    async fn id_taken_elsewhere(&self, inputs: &Inputs) -> anyhow::Result<bool> {
+        if inputs.existing.is_some() {
+            return Ok(false);
+        }
+        let Some(other) = self.store.get_request(&inputs.path.id).await? else {
+            return Ok(false);
+        };
+        if other.pr_number == inputs.pr.number {
+            return Ok(false);
+        }
+        let says = comment::request_id_taken_comment(inputs.path.id.as_str());
+        let thread = Thread::Change(inputs.pr.number);
+        self.note_once(thread, &says, &says).await?;
+        self.set_status(&inputs.pr, StatusState::Failure, "request id already used")
+            .await?;
+        Ok(true)
     }
 
     /// Records a decision and acts on it: the event, the status, the comment (unless the last

@@ -17,6 +17,7 @@ use octocrab::service::middleware::retry::RetryConfig;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio::sync::OnceCell;
 
 use crate::forge::error::{decode, transport};
 use crate::forge::etag_cache::EtagCache;
@@ -51,7 +52,13 @@ pub enum GithubAuth {
 /// A client bound to one repository (the requests repo).
 #[derive(Clone, Debug)]
 pub struct GithubClient {
-    crab: Octocrab,
+    /// The client that makes the calls: a token's at once; a GitHub App's installation client
+    /// on the first call that needs it (see [`AppLogin`]), so that the service starts, and
+    /// revokes, while GitHub does not answer.
+    crab: Arc<OnceCell<Octocrab>>,
+    /// A GitHub App's own login, from which the installation client and the bot's account
+    /// are learnt when GitHub first answers.
+    app: Option<Arc<AppLogin>>,
     owner: String,
     repo: String,
     retry: RetryPolicy,
@@ -63,9 +70,17 @@ pub struct GithubClient {
     reaction_etags: ReactionEtags,
     /// The repository's `delete_branch_on_merge`, as last read with its default branch.
     deletes_merged_branches: Arc<std::sync::atomic::AtomicBool>,
-    /// For a GitHub App: its bot user's login (`<slug>[bot]`), which an installation token
-    /// cannot look up itself.
-    app_bot: Option<String>,
+}
+
+/// What a GitHub App client learns from GitHub itself, once it answers: the installation (when
+/// not configured) and the app's bot user (`<slug>[bot]`, which an installation token cannot
+/// look up itself).
+#[derive(Debug)]
+struct AppLogin {
+    /// The app's own client (a JWT), for the calls only the app may make.
+    app: Octocrab,
+    installation_id: Option<u64>,
+    bot_login: OnceCell<String>,
 }
 
 /// Entries of a directory GitHub's contents API lists at most.
@@ -100,12 +115,14 @@ impl GithubClient {
                 .map_err(|err| transport("configuration", err))
                 .map(|b| b.add_retry_config(RetryConfig::None))
         };
-        let mut app_bot = None;
-        let crab = match auth {
-            GithubAuth::Token(token) => builder()?
-                .personal_token(token.expose().to_owned())
-                .build()
-                .map_err(|err| transport("configuration", err))?,
+        let (crab, app) = match auth {
+            GithubAuth::Token(token) => {
+                let crab = builder()?
+                    .personal_token(token.expose().to_owned())
+                    .build()
+                    .map_err(|err| transport("configuration", err))?;
+                (OnceCell::new_with(Some(crab)), None)
+            }
             GithubAuth::App {
                 app_id,
                 private_key_pem,
@@ -116,50 +133,69 @@ impl GithubClient {
                     .map_err(|err| transport("GitHub App key", err))?
                     .build()
                     .map_err(|err| transport("configuration", err))?;
-                // Calls that only the app itself (a JWT) may make.
-                let as_app = Self {
-                    crab: app.clone(),
-                    owner: owner.into(),
-                    repo: repo.into(),
-                    retry: RetryPolicy::default(),
-                    cache: EtagCache::default(),
-                    reaction_etags: ReactionEtags::default(),
-                    deletes_merged_branches: Arc::default(),
-                    app_bot: None,
+                let login = AppLogin {
+                    app,
+                    installation_id,
+                    bot_login: OnceCell::new(),
                 };
-                let installation = match installation_id {
-                    Some(id) => id,
-                    None => {
-                        #[derive(Deserialize)]
-                        struct Installation {
-                            id: u64,
-                        }
-                        let found: Installation = as_app
-                            .json(Method::GET, &as_app.repo_path("/installation"), None)
-                            .await?;
-                        found.id
-                    }
-                };
-                #[derive(Deserialize)]
-                struct App {
-                    slug: String,
-                }
-                let me: App = as_app.json(Method::GET, "/app", None).await?;
-                app_bot = Some(format!("{}[bot]", me.slug));
-                app.installation(installation.into())
-                    .map_err(|err| transport("installation", err))?
+                (OnceCell::new(), Some(Arc::new(login)))
             }
         };
         Ok(Self {
-            crab,
+            crab: Arc::new(crab),
+            app,
             owner: owner.into(),
             repo: repo.into(),
             retry: RetryPolicy::default(),
             cache: EtagCache::default(),
             reaction_etags: ReactionEtags::default(),
             deletes_merged_branches: Arc::default(),
-            app_bot,
         })
+    }
+
+    /// A client of this repository that calls as the GitHub App itself (a JWT).
+    fn as_app(&self, login: &AppLogin) -> Self {
+        Self {
+            crab: Arc::new(OnceCell::new_with(Some(login.app.clone()))),
+            app: None,
+            owner: self.owner.clone(),
+            repo: self.repo.clone(),
+            retry: self.retry,
+            cache: EtagCache::default(),
+            reaction_etags: ReactionEtags::default(),
+            deletes_merged_branches: Arc::default(),
+        }
+    }
+
+    /// The client calls are made with: for a GitHub App, its installation's, looked up (when
+    /// not configured) the first time GitHub answers.
+    async fn crab(&self) -> Result<&Octocrab, ForgeError> {
+        self.crab
+            .get_or_try_init(|| async {
+                let login = self.app.as_ref().ok_or_else(|| ForgeError::Refused {
+                    call: "configuration".into(),
+                    status: 0,
+                    message: "no GitHub credentials".into(),
+                })?;
+                let installation = match login.installation_id {
+                    Some(id) => id,
+                    None => {
+                        #[derive(Deserialize)]
+                        struct Installation {
+                            id: u64,
+                        }
+                        let as_app = self.as_app(login);
+                        let path = as_app.repo_path("/installation");
+                        let found: Installation = as_app.json(Method::GET, &path, None).await?;
+                        found.id
+                    }
+                };
+                login
+                    .app
+                    .installation(installation.into())
+                    .map_err(|err| transport("installation", err))
+            })
+            .await
     }
 
     /// Overrides the retry policy (tests use short timeouts).
@@ -195,19 +231,17 @@ impl GithubClient {
             builder = builder.header(name, value);
         }
         builder = builder.header(http::header::ACCEPT, "application/vnd.github+json");
-        let request = self
-            .crab
+        let crab = self.crab().await?;
+        let request = crab
             .build_request(builder, body)
             .map_err(|err| transport(&call, err))?;
-        let response = self
-            .crab
+        let response = crab
             .execute(request)
             .await
             .map_err(|err| transport(&call, err))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = self
-            .crab
+        let body = crab
             .body_to_string(response)
             .await
             .map_err(|err| transport(&call, err))?;
@@ -609,9 +643,20 @@ impl GithubClient {
     /// The account the bot acts as: a token's `GET /user`, or a GitHub App's bot user
     /// (`<slug>[bot]`, learnt when connecting: an installation token cannot ask).
     pub async fn me(&self) -> Result<Actor, ForgeError> {
-        let Some(login) = &self.app_bot else {
+        let Some(app) = &self.app else {
             return Ok(self.json::<User>(Method::GET, "/user", None).await?.into());
         };
+        let login = app
+            .bot_login
+            .get_or_try_init(|| async {
+                #[derive(Deserialize)]
+                struct App {
+                    slug: String,
+                }
+                let me: App = self.as_app(app).json(Method::GET, "/app", None).await?;
+                Ok::<_, ForgeError>(format!("{}[bot]", me.slug))
+            })
+            .await?;
         self.user(login).await?.ok_or_else(|| ForgeError::Refused {
             call: format!("GET /users/{login}"),
             status: 404,
@@ -1296,6 +1341,8 @@ struct PullRequest {
     #[serde(default)]
     merge_commit_sha: Option<String>,
     #[serde(default)]
+    merged_by: Option<User>,
+    #[serde(default)]
     draft: Option<bool>,
     #[serde(default)]
     updated_at: Option<DateTime<Utc>>,
@@ -1312,6 +1359,7 @@ impl From<PullRequest> for PullRequestState {
             open: pr.state == "open",
             merge_sha: if merged { pr.merge_commit_sha } else { None },
             merged_at: pr.merged_at,
+            merged_by: pr.merged_by.filter(|_| merged).map(Into::into),
             changed_files: pr.changed_files,
             merge_base: None,
             default_branch: pr.base.repo.as_ref().and_then(|r| r.default_branch.clone()),

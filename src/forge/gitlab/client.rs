@@ -1250,6 +1250,11 @@ struct MergeRequest {
     squash_commit_sha: Option<String>,
     #[serde(default)]
     merged_at: Option<DateTime<Utc>>,
+    /// Who merged it (`merged_by` is its deprecated name).
+    #[serde(default)]
+    merge_user: Option<User>,
+    #[serde(default)]
+    merged_by: Option<User>,
     #[serde(default)]
     updated_at: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -1277,6 +1282,11 @@ impl MergeRequest {
                     .unwrap_or_else(|| head_sha.clone())
             }),
             merged_at: self.merged_at,
+            merged_by: self
+                .merge_user
+                .or(self.merged_by)
+                .filter(|_| merged)
+                .map(Into::into),
             changed_files: None,
             merge_base: self.diff_refs.and_then(|d| d.base_sha),
             default_branch: None,

@@ -24,10 +24,22 @@ pub(crate) fn route(thread: Thread) -> String {
     }
 }
 
+/// `name` without a `_tone1` … `_tone5` suffix.
+fn without_skin_tone(name: &str) -> &str {
+    match name.rsplit_once("_tone") {
+        Some((emoji, tone)) if !emoji.is_empty() && matches!(tone, "1" | "2" | "3" | "4" | "5") => {
+            emoji
+        }
+        _ => name,
+    }
+}
+
 /// GitLab's award (emoji) name in GitHub's reaction words, which policies use for both forges
 /// (`approval_reactions: ["+1"]`). Names GitHub has no reaction for are kept as they are, so a
-/// policy can still name them.
+/// policy can still name them. A skin tone (`thumbsup_tone3`) is the same emoji: GitHub's
+/// reactions have none, and a policy's word names the emoji in every tone.
 pub fn reaction_name(gitlab: &str) -> String {
+    let gitlab = without_skin_tone(gitlab);
     match gitlab {
         "thumbsup" => "+1",
         "thumbsdown" => "-1",
@@ -117,6 +129,16 @@ mod tests {
             assert_eq!(reaction_name(gitlab), github, "{gitlab}");
             assert_eq!(award_name(&reaction_name(gitlab)), gitlab, "{gitlab}");
         }
+    }
+
+    #[test]
+    fn a_skin_tone_is_the_same_reaction() {
+        for tone in 1..=5 {
+            assert_eq!(reaction_name(&format!("thumbsup_tone{tone}")), "+1");
+            assert_eq!(reaction_name(&format!("thumbsdown_tone{tone}")), "-1");
+        }
+        assert_eq!(reaction_name("thumbsup_tone6"), "thumbsup_tone6");
+        assert_eq!(reaction_name("_tone1"), "_tone1");
     }
 
     #[test]
