@@ -3287,3 +3287,35 @@ on_both_forges!(
         );
     }
 );
+
+// Approved, the bot's merge call failing (a 502, to be tried again): an approver's deny still
+// stops it. The request is closed, and the retried merge job merges nothing.
+on_both_forges!(
+    a_deny_while_the_approved_merge_waits_for_a_retry_stops_it,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
+        s.expect_job_error(JobKind::Merge, "HTTP 502");
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(pr).merged, "the bot's merge was to fail");
+        assert_eq!(s.request("r1").await.state.to_string(), "approved");
+        s.by(&s.people.dan).command(pr, "deny wrong account");
+        s.settle().await;
+        for _ in 0..6 {
+            s.advance(TimeDelta::seconds(30));
+            s.settle().await;
+        }
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        assert_eq!(s.request("r1").await.state.to_string(), "closed");
+        assert!(s.events("r1", "grant").await.is_empty(), "nothing granted");
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter()
+                .any(|c| c.contains("denied") && c.contains("dan")),
+            "{said:#?}"
+        );
+    }
+);

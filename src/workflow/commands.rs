@@ -735,11 +735,17 @@ impl Workflow {
                 return self.say_closed(&record, &said).await;
             }
         }
+        // Approved but not merged yet (its merge call failing, say) is still stopped: a merge
+        // job that runs on finds the request closed, or loses its write to this one.
         let Some(mut record) = self
             .request_for(
                 thread,
                 "deny",
-                &[RequestState::Pending, RequestState::Denied],
+                &[
+                    RequestState::Pending,
+                    RequestState::Denied,
+                    RequestState::Approved,
+                ],
             )
             .await?
         else {
