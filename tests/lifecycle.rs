@@ -1525,3 +1525,66 @@ on_both_forges!(
         );
     }
 );
+
+// bob, on call, asks on a `sev1` incident issue and gets 30 minutes by the fast path; his own
+// extension is judged by the fast path as the incident is now. While the issue is open and
+// labelled he extends alone; once it is closed (or its label is taken off) he cannot, though
+// the bot's PR still carries the `sev1` label it was opened with.
+on_both_forges!(
+    a_fast_path_grant_asked_on_an_incident_is_extended_alone_only_while_the_incident_lasts,
+    |s: Scenario| async move {
+        let bob = &s.people.bob;
+        let issue = s.open_issue(bob, "payments down");
+        let internal = match s.dialect {
+            Dialect::GitHub => issue,
+            Dialect::GitLab => s.forge.gl_number(REPO, Noteable::Issue(issue)),
+        };
+        s.forge.label(REPO, internal, bob, "sev1");
+        s.note_on_issue(
+            issue,
+            bob,
+            "/breakglass prod 20m admin -- incident: INC-9 payments down",
+        );
+        s.settle().await;
+        s.take_bot_issue_comments(issue);
+        let pr = s.first_bot_change();
+        assert!(s.change(pr).merged);
+        s.take_bot_comments(pr);
+        let id = s
+            .forge
+            .files_on(REPO, "main")
+            .into_iter()
+            .find_map(|f| {
+                Some(
+                    f.strip_prefix("requests/prod/")?
+                        .trim_end_matches(".yaml")
+                        .to_owned(),
+                )
+            })
+            .expect("the grant's request file");
+        let granted = s.request(&id).await.expires_at.unwrap();
+        s.by(bob).command(pr, "extend 10m");
+        s.settle().await;
+        let extended = s.request(&id).await.expires_at.unwrap();
+        assert_eq!(
+            extended,
+            granted + TimeDelta::minutes(10),
+            "{:#?}",
+            s.bot_comments(pr)
+        );
+        s.take_bot_comments(pr);
+        // The incident is resolved: its issue closed. The PR keeps `sev1`.
+        s.forge.close_pr(REPO, internal, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).labels.iter().any(|l| l == "sev1"));
+        s.by(bob).command(pr, "extend 10m");
+        s.settle().await;
+        assert_eq!(s.request(&id).await.expires_at.unwrap(), extended);
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.contains("sev1"),
+            "the reply names the rule that no longer applies: {said}"
+        );
+        s.take_bot_comments(pr);
+    }
+);

@@ -46,6 +46,17 @@ impl Thread {
             Self::Change(n) => format!("change:{n}"),
         }
     }
+
+    /// The thread a [`Self::key`] names.
+    pub fn from_key(key: &str) -> Option<Self> {
+        let (kind, number) = key.split_once(':')?;
+        let number = number.parse().ok()?;
+        match kind {
+            "issue" => Some(Self::Issue(number)),
+            "change" => Some(Self::Change(number)),
+            _ => None,
+        }
+    }
 }
 
 /// The forge of one requests repository.

@@ -111,6 +111,28 @@ async fn insert_effect(
     Ok(written.rows_affected() == 1)
 }
 
+/// The thread (its [`crate::forge::Thread::key`]) where a comment asked for request `id`;
+/// `None` for a request opened as a PR.
+pub async fn thread_asked_on(
+    conn: &mut AnyConnection,
+    forge: ForgeKind,
+    repository: &str,
+    id: &RequestId,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query(
+        "SELECT thread FROM comment_effects \
+         WHERE forge = $1 AND repository = $2 AND request_id = $3 AND effect = 'request' \
+         LIMIT 1",
+    )
+    .bind(forge.as_str())
+    .bind(repository)
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| Fields::new(&row, "comment_effects", "thread").text("thread"))
+        .transpose()
+}
+
 /// The requests that comments on `thread` opened, oldest first, at most `limit` of them (the
 /// newest).
 pub async fn requests_asked_on(
@@ -249,6 +271,16 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<RequestId>, StoreError> {
         requests_asked_on(&mut *self.conn().await?, forge, repository, thread, limit).await
+    }
+
+    /// See [`thread_asked_on`].
+    pub async fn thread_asked_on(
+        &self,
+        forge: ForgeKind,
+        repository: &str,
+        id: &RequestId,
+    ) -> Result<Option<String>, StoreError> {
+        thread_asked_on(&mut *self.conn().await?, forge, repository, id).await
     }
 
     /// See [`request_id_reserved`].

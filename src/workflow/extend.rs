@@ -542,6 +542,29 @@ impl Workflow {
     /// the grant's new total within the rule, as well as what is left of it with the extension
     /// together with the requester's other grants in the environment (as a new request is
     /// judged: several short fast paths, each extended, must not add up to hours).
+    /// The labels a fast-path rule sees for `record` now: its PR's; for a request asked for by
+    /// comment, only those its thread still has while it is open (the bot's PR keeps the
+    /// labels it was opened with, and a closed or downgraded incident opens no fast path).
+    async fn fast_path_labels_now(&self, record: &RequestRecord) -> anyhow::Result<Vec<String>> {
+        let on_pr = self.forge.change(record.pr_number).await?.info.labels;
+        let asked_on = self
+            .store
+            .thread_asked_on(self.forge_kind(), &self.settings.repository, &record.id)
+            .await?;
+        let Some(thread) = asked_on.as_deref().and_then(Thread::from_key) else {
+            return Ok(on_pr);
+        };
+        let on_thread = self.forge.labels(thread).await?;
+        if !on_thread.open {
+            return Ok(Vec::new());
+        }
+        let same = |a: &String, b: &String| a.eq_ignore_ascii_case(b);
+        Ok(on_pr
+            .into_iter()
+            .filter(|label| on_thread.labels.iter().any(|l| same(l, label)))
+            .collect())
+    }
+
     async fn fast_path_misses_now(
         &self,
         record: &RequestRecord,
@@ -561,7 +584,7 @@ impl Workflow {
         let labels = if rule.labels_any.is_empty() {
             Vec::new()
         } else {
-            self.forge.change(record.pr_number).await?.info.labels
+            self.fast_path_labels_now(record).await?
         };
         let ctx = Context {
             requester: Some(&requester),
