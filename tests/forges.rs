@@ -783,3 +783,26 @@ async fn a_new_prs_first_reaction_poll_is_free_and_still_sees_an_emoji_already_t
         s.take_bot_comments(pr);
     }
 }
+
+// GitLab sends emoji by webhook: an approver's 👍 (in any skin tone) on a request the policy
+// denies is answered once, as the command and the Approve button are; the award put back
+// again is not answered again. (GitHub polls only pending requests' reactions.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_an_approvers_emoji_on_a_denied_request_is_answered_once() {
+    let s = Scenario::on_gitlab().await;
+    let pr = s.open_request(&s.people.alice, "prod", "r-den", &prod_request("5h"));
+    s.settle().await;
+    assert_eq!(s.request("r-den").await.state.to_string(), "denied");
+    s.take_bot_comments(pr);
+    let award = s.emoji(pr, &s.people.carol, "thumbsup_tone3");
+    s.settle().await;
+    s.expect_bot_comments(
+        pr,
+        &["ℹ️ `/breakglass approve` does not apply: request `r-den` is denied by the `prod` policy (`max_duration`)"],
+    );
+    s.remove_emoji(pr, award);
+    s.emoji(pr, &s.people.carol, "thumbsup");
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    assert_eq!(s.request("r-den").await.state.to_string(), "denied");
+}

@@ -630,6 +630,13 @@ impl Workflow {
                 }
             };
         }
+        if record.state == RequestState::Denied && self.is_approver(policy, &reaction.user).await? {
+            // An approver's emoji on what the policy denies is answered, as the command and the
+            // forge's own approval are (once: the emoji may be toggled).
+            let said = super::commands::denied_request_reply("approve", &record, self.forge.kind());
+            self.note_once(Thread::Change(record.pr_number), &said, &said)
+                .await?;
+        }
         if record.state != RequestState::Pending {
             return Ok(true);
         }
