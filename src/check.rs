@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::names::Login;
+use crate::names::{Login, RequestId};
 use crate::policy::decision::Context;
 use crate::policy::{Decision, PolicySet, Problem, Requester, evaluate};
 use crate::request::{AccessRequest, RequestPath};
@@ -73,10 +73,12 @@ pub fn run(policies_dir: &Path, files: &[PathBuf], input: &CheckInput) -> CheckR
             };
         }
     };
-    let files: Vec<FileReport> = files
+    let mut reports: Vec<FileReport> = files
         .iter()
         .map(|file| check_file(&policies, file, input))
         .collect();
+    refuse_shared_ids(&mut reports);
+    let files = reports;
     let status = files
         .iter()
         .map(|f| f.status)
@@ -86,6 +88,36 @@ pub fn run(policies_dir: &Path, files: &[PathBuf], input: &CheckInput) -> CheckR
         status,
         policy_problems: Vec::new(),
         files,
+    }
+}
+
+/// Request ids are unique in the repo (the bot refuses a second file with an id in use, in any
+/// environment): files given together that share one are each invalid, naming the others.
+fn refuse_shared_ids(reports: &mut [FileReport]) {
+    let named: Vec<(PathBuf, Option<RequestId>)> = reports
+        .iter()
+        .map(|r| {
+            (
+                r.file.clone(),
+                RequestPath::from_fs_path(&r.file).map(|p| p.id),
+            )
+        })
+        .collect();
+    for (report, (_, id)) in reports.iter_mut().zip(&named) {
+        let Some(id) = id else { continue };
+        let others: Vec<String> = named
+            .iter()
+            .filter(|(file, other)| *file != report.file && other.as_ref() == Some(id))
+            .map(|(file, _)| file.display().to_string())
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        report.status = Status::Invalid;
+        report.error = Some(format!(
+            "request id `{id}` is also used by {}: ids are unique in the repo, rename one",
+            others.join(", ")
+        ));
     }
 }
 

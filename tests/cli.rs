@@ -43,6 +43,39 @@ fn scrub(text: &str, dir: &tempfile::TempDir) -> String {
 }
 
 #[test]
+fn request_files_given_together_that_share_an_id_are_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = "environment: prod\nrole: admin\nduration: 1h\nreason: \"incident: INC-1234 x\"\nticket: INC-1234\nrequester: alice\n";
+    let first = request_file(&dir, "prod", "same", request);
+    let other = request_file(&dir, "prod", "other", request);
+    let staging = "environment: staging\nrole: admin\nduration: 1h\nreason: \"incident: INC-1234 x\"\nrequester: alice\n";
+    let second = request_file(&dir, "staging", "same", staging);
+    let out = check(
+        &[
+            "--requester",
+            "alice",
+            first.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+        &second,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let said = scrub(&stdout(&out), &dir);
+    assert!(
+        said.contains("$TMP/requests/prod/same.yaml: invalid\n  request id `same` is also used by $TMP/requests/staging/same.yaml"),
+        "{said}"
+    );
+    assert!(
+        said.contains("$TMP/requests/prod/other.yaml: allowed"),
+        "{said}"
+    );
+    assert!(
+        said.contains("$TMP/requests/staging/same.yaml: invalid"),
+        "{said}"
+    );
+}
+
+#[test]
 fn an_allowed_request_exits_0_and_says_who_can_approve() {
     let out = check(
         &["--requester", "alice"],
