@@ -315,8 +315,12 @@ impl Config {
             overrides.push((name, path, value));
         }
         table.try_into().map_err(|err: toml::de::Error| {
-            blame_override(&from_file, &overrides)
-                .unwrap_or_else(|| invalid(err.message().to_owned()))
+            blame_override(&from_file, &overrides).unwrap_or_else(|| {
+                // The file itself: parsed from its text, the error shows the line, column and
+                // key (a table's conversion knows none of them).
+                let located = toml::from_str::<Config>(text).err().map(|e| e.to_string());
+                invalid(located.unwrap_or_else(|| err.message().to_owned()))
+            })
         })
     }
 }
@@ -481,6 +485,23 @@ assume_role_arn = ""
     }
 
     #[test]
+    fn a_value_of_the_wrong_type_in_the_file_is_shown_where_it_is() {
+        let err = Config::from_toml(
+            "listen = \"127.0.0.1:8080\"\nmax_open_requests = \"three\"\n",
+            "c.toml",
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("c.toml: TOML parse error at line 2, column 21")
+                && err.contains("max_open_requests = \"three\"")
+                && err.contains("expected u32"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn listen_takes_an_address_or_a_host_name() {
         let listen = |value: &str| {
             Config::from_toml(&format!("listen = \"{value}\"\n"), "b.toml", env(&[]))
@@ -508,7 +529,9 @@ assume_role_arn = ""
         for bad in ["nosuch.invalid:8080", "localhost", "localhost:http"] {
             let err = listen(bad).unwrap_err().to_string();
             assert!(
-                err.starts_with("b.toml: `listen` ") && err.contains("localhost:8080"),
+                err.starts_with("b.toml: TOML parse error at line 1, column 10")
+                    && err.contains("\n`listen` is neither an address")
+                    && err.contains("localhost:8080"),
                 "{bad}: {err}"
             );
         }
