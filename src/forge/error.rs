@@ -13,8 +13,9 @@ pub enum ForgeError {
     /// The forge or the network failed (5xx, timeout, connection reset): worth retrying.
     #[error("{call}: {detail}")]
     Transient { call: String, detail: String },
-    /// The forge refused the call; retrying the same call will not help.
-    #[error("{call}: HTTP {status}: {message}")]
+    /// The forge refused the call; retrying the same call will not help. Status 0: refused
+    /// before any call (the configuration or an argument is wrong).
+    #[error("{call}: {}", refusal(*status, message))]
     Refused {
         call: String,
         status: u16,
@@ -23,6 +24,15 @@ pub enum ForgeError {
     /// The forge answered something we could not read.
     #[error("{call}: unexpected response: {detail}")]
     Decode { call: String, detail: String },
+}
+
+/// A refusal's text: the forge's status and message, or the message alone when no call was made.
+fn refusal(status: u16, message: &str) -> String {
+    if status == 0 {
+        message.to_owned()
+    } else {
+        format!("HTTP {status}: {message}")
+    }
 }
 
 impl ForgeError {
