@@ -3319,3 +3319,126 @@ on_both_forges!(
         );
     }
 );
+
+/// Waits (real time) until the bot has called the merge route `n` times.
+async fn merge_called(s: &Scenario, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while s.forge.calls().count("PUT", s.route(Route::Merge)) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bot never called merge"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// The bot's merge call hangs (a slow forge: timed out and retried within the same call), and
+// meanwhile mallory merges the PR by hand at the very head the bot checked. The retry's look
+// finds it merged, by mallory: a hand merge, never taken for the bot's. Nothing is granted,
+// and the request file leaves the default branch.
+on_both_forges!(
+    a_hand_merge_while_the_bots_merge_call_hangs_is_never_granted,
+    Setup {
+        forge_timeout: Some(Duration::from_millis(1500)),
+        ..Setup::default()
+    },
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.fail_next(Route::Merge, Method::PUT, 1, FailureKind::Hang);
+        s.approve(pr, &s.people.carol);
+        merge_called(&s, 1).await;
+        s.forge.merge_pr(REPO, s.internal(pr), &s.people.mallory);
+        s.settle().await;
+        for _ in 0..4 {
+            s.advance(TimeDelta::seconds(30));
+            s.settle().await;
+        }
+        assert!(s.events("r1", "grant").await.is_empty(), "nothing granted");
+        assert_eq!(s.request("r1").await.state.to_string(), "closed");
+        assert_eq!(s.forge.file_on(REPO, "main", "requests/prod/r1.yaml"), None);
+        s.expect_bot_comments(
+            pr,
+            &[&format!("🚫 This {} was merged by hand by mallory", s.pr())],
+        );
+        s.expect_bot_comments(
+            pr + 1,
+            &["🚨 **Request files reached the default branch without breakglass**"],
+        );
+    }
+);
+
+// The bot's merge lands but its answer is lost, and every read of the PR fails until the merge
+// job has failed once. The check is not left pending on the merged head, and an approver's
+// `/breakglass deny` then does not close a request the bot has merged: it is answered, and the
+// merge job carries on to the grant.
+on_both_forges!(
+    a_deny_after_the_bots_merge_landed_unheard_is_answered_and_the_grant_goes_on,
+    |s: Scenario| async move {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.take_bot_comments(pr);
+        let read = if s.route(Route::Change).contains("merge_requests") {
+            format!("/merge_requests/{}", s.internal(pr))
+        } else {
+            format!("/pulls/{}", s.internal(pr))
+        };
+        let (merging, reads_fail) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(true)),
+        );
+        let (seen, failing) = (merging.clone(), reads_fail.clone());
+        s.forge.fail_next(FailureSpec {
+            route: RouteMatcher::Predicate(Arc::new(move |method: &Method, path: &str| {
+                if method == Method::PUT && path.ends_with("/merge") {
+                    seen.store(true, Ordering::SeqCst);
+                    return false;
+                }
+                method == Method::GET
+                    && path.ends_with(&read)
+                    && seen.load(Ordering::SeqCst)
+                    && failing.load(Ordering::SeqCst)
+            })),
+            count: 1000,
+            kind: FailureKind::Status(502),
+        });
+        s.fail_next(Route::Merge, Method::PUT, 1, FailureKind::AnswerLost);
+        s.expect_job_error(JobKind::Merge, "502");
+        s.approve(pr, &s.people.carol);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !s.failures().iter().any(|f| f.contains("502")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the merge job never failed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(s.change(pr).merged, "the bot's merge landed");
+        s.by(&s.people.dan).command(pr, "deny wrong account");
+        reads_fail.store(false, Ordering::SeqCst);
+        s.settle().await;
+        for _ in 0..3 {
+            s.advance(TimeDelta::seconds(60));
+            s.settle().await;
+        }
+        let record = s.request("r1").await;
+        assert_eq!(record.state.to_string(), "active");
+        assert_eq!(s.events("r1", "grant").await.len(), 1);
+        let head = s.change(pr).head_sha;
+        assert_eq!(s.policy_status(&head).unwrap().0, "success");
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter().any(|c| c.starts_with(
+                "ℹ️ `/breakglass deny` does not apply: request `r1` is approved and being merged"
+            )),
+            "{said:#?}"
+        );
+        assert!(
+            said.iter().any(|c| c.starts_with("🔓 **Access granted.**")),
+            "{said:#?}"
+        );
+    }
+);

@@ -419,6 +419,9 @@ pub struct Landed {
     pub sha: String,
     /// The branch the merge went into, when the answer says.
     pub base: Option<String>,
+    /// Who merged, when the merge was found by reading the change after the call's answer was
+    /// lost (someone else may have merged it meanwhile); `None` for the call's own answer.
+    pub found_merged_by: Option<Option<Actor>>,
 }
 
 /// Why a merge did not happen.

@@ -751,6 +751,19 @@ impl Workflow {
         else {
             return Ok(());
         };
+        // Approved and merged already (the merge's answer lost, its job to run again): the
+        // merge stands and the grant follows; `/breakglass revoke` ends it.
+        if record.state == RequestState::Approved
+            && self.forge.change(record.pr_number).await?.info.merged
+        {
+            let said = comment::not_in_this_state_comment(
+                "deny",
+                record.id.as_str(),
+                record.state,
+                self.forge.kind(),
+            );
+            return self.reply(thread, &said).await;
+        }
         // The requester may withdraw; otherwise only an approver may deny.
         if author.id != record.requester_id && !self.approver_of(&record, author).await? {
             return self

@@ -177,7 +177,7 @@ impl Workflow {
             // whose answer was lost (a crash). Merged by anyone else (while the bot's merge
             // call failed and was to be tried again, say), it is a hand merge, never the
             // bot's, whatever it merged.
-            let by_bot = pr.merged_by.as_ref().is_some_and(|by| by.id == self.bot.id);
+            let by_bot = self.is_own_merge(pr.merged_by.as_ref());
             return Ok(match pr.merge_sha {
                 Some(sha) if by_bot && pr.info.head_sha == plan.head_sha => Ok(Merged {
                     sha,
@@ -250,6 +250,13 @@ impl Workflow {
         landed: Landed,
         default: &str,
     ) -> anyhow::Result<Result<Merged, Refusal>> {
+        // Found merged after the call's answer was lost: merged by someone else meanwhile (at
+        // the very head the bot checked), it is a hand merge, not the bot's.
+        if let Some(by) = landed.found_merged_by
+            && !self.is_own_merge(by.as_ref())
+        {
+            return Ok(Err(Refusal::MergedByHand(by)));
+        }
         if let Some(base) = landed.base.filter(|base| base != default) {
             tracing::error!(pr = plan.pr, %base, "the pull request was retargeted after the guard's check and merged into another branch");
             self.metrics
@@ -262,6 +269,11 @@ impl Workflow {
             sha: landed.sha,
             head: plan.head_sha.clone(),
         }))
+    }
+
+    /// Whether a merge by `by` (as the forge names who merged) is the bot's own.
+    pub(super) fn is_own_merge(&self, by: Option<&Actor>) -> bool {
+        by.is_some_and(|by| by.id == self.bot.id)
     }
 
     /// The repository a PR's head lives in when it is not the requests repo. A head whose
@@ -288,6 +300,9 @@ impl Workflow {
         let now = self.forge.change(plan.pr).await?;
         let into_default = Some(&now.info.base_ref) == now.default_branch.as_ref()
             || now.info.base_ref == self.default_branch().await?;
+        if now.info.merged && !self.is_own_merge(now.merged_by.as_ref()) {
+            return Ok(Err(Refusal::MergedByHand(now.merged_by)));
+        }
         match now.merge_sha {
             Some(sha) if now.info.merged && now.info.head_sha == plan.head_sha && into_default => {
                 // Other merges may have landed after it: the default branch is read afresh.

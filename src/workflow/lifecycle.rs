@@ -341,10 +341,17 @@ impl Workflow {
     async fn prepare_merge(&self, record: &mut RequestRecord) -> anyhow::Result<Option<Ready>> {
         // What a grant applies is recorded right before its merge: without that record, no
         // merge of the bot's happened yet, and the forge need not be asked.
-        if self.store.applied_grant(&record.id).await?.is_some()
-            && self.forge.change(record.pr_number).await?.info.merged
-        {
-            return Ok(Some(Ready::AlreadyMerged)); // the guard returns the merge as it happened
+        if self.store.applied_grant(&record.id).await?.is_some() {
+            let pr = self.forge.change(record.pr_number).await?;
+            if pr.info.merged {
+                if self.is_own_merge(pr.merged_by.as_ref()) {
+                    // Set back to pending when the merge call's answer was lost.
+                    let status = merge_status(record);
+                    self.set_status_on(&record.head_sha, StatusState::Success, &status)
+                        .await?;
+                }
+                return Ok(Some(Ready::AlreadyMerged)); // the guard returns the merge as it happened
+            }
         }
         let Some(ready) = self.grant_plan(record).await? else {
             let why = "the role is not in the default branch's policy any more";

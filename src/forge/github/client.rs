@@ -930,6 +930,7 @@ impl GithubClient {
             decode::<Merged>(&call, &answer.body).map(|merged| Landed {
                 sha: merged.sha,
                 base: None,
+                found_merged_by: None,
             })
         };
         // A merge whose answer was lost may have happened: merged again, it would be refused
@@ -940,6 +941,7 @@ impl GithubClient {
             Ok(pr.merge_sha.filter(|_| landed).map(|sha| Landed {
                 sha,
                 base: Some(pr.info.base_ref),
+                found_merged_by: Some(pr.merged_by),
             }))
         };
         match perform_checked(self.retry, &call, put, done).await {

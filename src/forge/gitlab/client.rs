@@ -887,6 +887,7 @@ impl GitlabClient {
                     .or(merged.squash_commit_sha)
                     .unwrap_or_else(|| sha.to_owned()),
                 base: Some(merged.target_branch),
+                found_merged_by: None,
             }))
         };
         // A merge whose answer was lost may have happened: merged again, it would be refused,
@@ -898,6 +899,7 @@ impl GitlabClient {
                 Ok(Landed {
                     sha: mr.merge_sha.unwrap_or_else(|| sha.to_owned()),
                     base: Some(mr.info.base_ref),
+                    found_merged_by: Some(mr.merged_by),
                 })
             }))
         };
