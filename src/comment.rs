@@ -315,10 +315,10 @@ fn verdict(id: &str, decision: &Decision, approved: Option<&[String]>, forge: Fo
     );
     match (&decision.fast_path, decision.approvals_required, approved) {
         (Some(fast), _, _) => text.push_str(&format!(
-            "⚡ Fast path `{}` applies: merging now. An approver must review this grant within {} (react with {} or comment `/breakglass reviewed`).",
+            "⚡ Fast path `{}` applies: merging now. An approver must review this grant within {} ({}).",
             fast.rule,
             fast.review_within,
-            reactions(&decision.approval_reactions, forge)
+            review_ways(&decision.approval_reactions, forge)
         )),
         (None, 0, _) => text.push_str("Self-service environment: merging now, no approval needed."),
         (None, n, Some(approvers)) => {
@@ -352,6 +352,16 @@ fn verdict(id: &str, decision: &Decision, approved: Option<&[String]>, forge: Fo
 
 /// The emoji a policy takes, as the forge names them (`:+1:` on GitHub, `:thumbsup:` on
 /// GitLab: policies use GitHub's words for both).
+/// How an approver closes a fast-path grant's review: a reaction on the change request itself
+/// (one on a comment is not read), or the command.
+fn review_ways(names: &[String], forge: ForgeKind) -> String {
+    format!(
+        "react with {} on the {} itself, not on a comment, or comment `/breakglass reviewed`",
+        reactions(names, forge),
+        noun(forge)
+    )
+}
+
 fn reactions(names: &[String], forge: ForgeKind) -> String {
     names
         .iter()
@@ -590,11 +600,11 @@ pub fn granted_comment(
 pub fn fast_path_verdict_note(decision: &Decision, forge: ForgeKind) -> Option<String> {
     let fast = decision.fast_path.as_ref()?;
     Some(format!(
-        "⚡ Fast path `{}` of the `{}` policy applied: merged without waiting for approval. An approver must review this grant within {} (react with {} or comment `/breakglass reviewed`).",
+        "⚡ Fast path `{}` of the `{}` policy applied: merged without waiting for approval. An approver must review this grant within {} ({}).",
         fast.rule,
         decision.environment,
         fast.review_within,
-        reactions(&decision.approval_reactions, forge)
+        review_ways(&decision.approval_reactions, forge)
     ))
 }
 
@@ -730,6 +740,8 @@ pub fn review_overdue_comment(
     role: &str,
     due: DateTime<Utc>,
     approvers: &[String],
+    reactions: &[String],
+    forge: ForgeKind,
 ) -> String {
     let who = approvers
         .iter()
@@ -737,8 +749,9 @@ pub fn review_overdue_comment(
         .collect::<Vec<_>>()
         .join(" ");
     format!(
-        "🚨 **Review overdue** since {}: the fast-path grant of `{environment}/{role}` to @{requester} has not been reviewed. {who}: react with 👍 or comment `/breakglass reviewed` after checking it.",
-        iso(due)
+        "🚨 **Review overdue** since {}: the fast-path grant of `{environment}/{role}` to @{requester} has not been reviewed. {who}: after checking it, {}.",
+        iso(due),
+        review_ways(reactions, forge)
     )
 }
 

@@ -97,7 +97,10 @@ on_both_backends!(
         );
         let escalation = s.next_bot_comment(first);
         assert!(
-            escalation.starts_with("🚨 **Review overdue**"),
+            escalation.starts_with("🚨 **Review overdue**")
+                && escalation.ends_with(
+                    "after checking it, react with `:+1:` on the PR itself, not on a comment, or comment `/breakglass reviewed`."
+                ),
             "{escalation}"
         );
         assert!(

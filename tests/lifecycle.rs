@@ -261,7 +261,7 @@ on_both_forges!(
             Dialect::GitLab => "`:thumbsup:`",
         };
         assert!(
-            granted.ends_with(&format!("⚡ Fast path `sev1` of the `prod` policy applied: merged without waiting for approval. An approver must review this grant within 1d (react with {emoji} or comment `/breakglass reviewed`).")),
+            granted.ends_with(&format!("⚡ Fast path `sev1` of the `prod` policy applied: merged without waiting for approval. An approver must review this grant within 1d (react with {emoji} on the {} itself, not on a comment, or comment `/breakglass reviewed`).", s.pr())),
             "{granted}"
         );
         let record = s.request("r-sev1").await;
@@ -422,6 +422,14 @@ on_both_forges!(
         s.take_bot_comments(pr); // denied: above max_duration
         s.emoji(pr, &s.people.dan, "+1");
         s.settle().await;
+        if s.dialect == Dialect::GitLab {
+            // GitLab's emoji webhook on a denied request is answered (GitHub polls only
+            // pending requests).
+            s.expect_bot_comments(
+                pr,
+                &["ℹ️ `/breakglass approve` does not apply: request `r-old` is denied"],
+            );
+        }
         s.forge.advance_clock(TimeDelta::seconds(2));
         let yaml = five_hours.replace("5h", "45m");
         s.forge.push_files(

@@ -819,13 +819,17 @@ impl Workflow {
             return Ok(());
         }
         let (_, policies) = self.load_policies().await?;
-        let approvers: Vec<String> = policies
+        let policy = policies
+            .as_ref()
             .ok()
-            .and_then(|p| {
-                p.get(record.environment.as_str())
-                    .map(|policy| policy.approvers.iter().map(ToString::to_string).collect())
-            })
+            .and_then(|p| p.get(record.environment.as_str()));
+        let approvers: Vec<String> = policy
+            .map(|policy| policy.approvers.iter().map(ToString::to_string).collect())
             .unwrap_or_default();
+        let reactions = policy.map_or_else(
+            || vec!["+1".to_owned()],
+            |policy| policy.approval_reactions.clone(),
+        );
         self.forge
             .add_label(record.pr_number, super::REVIEW_OVERDUE_LABEL)
             .await?;
@@ -835,6 +839,8 @@ impl Workflow {
             record.role.as_str(),
             due,
             &approvers,
+            &reactions,
+            self.forge.kind(),
         );
         self.forge
             .note(Thread::Change(record.pr_number), &text)
