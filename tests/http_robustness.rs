@@ -26,16 +26,14 @@ async fn answer(stream: &mut TcpStream, limit: Duration) -> Option<String> {
     }
 }
 
-fn ping_delivery() -> (Vec<u8>, String) {
-    let body = serde_json::to_vec(&serde_json::json!({
+fn ping_delivery() -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
         "zen": "Keep it logically awesome.",
         "hook_id": 1,
         "repository": {"full_name": REPO},
         "sender": {"id": 1, "login": "alice", "type": "User"}
     }))
-    .unwrap();
-    let signature = breakglass_test_forge::sign_webhook(SECRET, &body);
-    (body, signature)
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,33 +86,27 @@ async fn slow_idle_and_oversized_clients_do_not_starve_the_service() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let (body, signature) = ping_delivery();
-    let stored = client
-        .post(format!("http://{addr}/webhooks/github"))
-        .header("content-type", "application/json")
-        .header("x-github-event", "ping")
-        .header("x-github-delivery", "robust-1")
-        .header("x-hub-signature-256", signature)
-        .body(body)
-        .timeout(Duration::from_secs(5))
-        .send()
+    let ping = |content_type: &'static str, delivery: &'static str, body: Vec<u8>| {
+        client
+            .post(format!("http://{addr}/webhooks/github"))
+            .header("content-type", content_type)
+            .header("x-github-event", "ping")
+            .header("x-github-delivery", delivery)
+            .header(
+                "x-hub-signature-256",
+                breakglass_test_forge::sign_webhook(SECRET, &body),
+            )
+            .body(body)
+            .timeout(Duration::from_secs(5))
+            .send()
+    };
+    let stored = ping("application/json", "robust-1", ping_delivery())
         .await
         .unwrap();
     assert!(stored.status().is_success(), "{}", stored.status());
     // A webhook set to send form-encoded payloads is refused with the setting to change.
     let form = b"payload=%7B%7D".to_vec();
-    let refused = client
-        .post(format!("http://{addr}/webhooks/github"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-github-event", "ping")
-        .header("x-github-delivery", "robust-2")
-        .header(
-            "x-hub-signature-256",
-            breakglass_test_forge::sign_webhook(SECRET, &form),
-        )
-        .body(form)
-        .timeout(Duration::from_secs(5))
-        .send()
+    let refused = ping("application/x-www-form-urlencoded", "robust-2", form)
         .await
         .unwrap();
     assert_eq!(refused.status(), 415);
@@ -124,16 +116,7 @@ async fn slow_idle_and_oversized_clients_do_not_starve_the_service() {
         "{said}"
     );
     // So is a JSON body sent as text, signed as it is: what it is, the header says.
-    let (body, signature) = ping_delivery();
-    let as_text = client
-        .post(format!("http://{addr}/webhooks/github"))
-        .header("content-type", "text/plain")
-        .header("x-github-event", "ping")
-        .header("x-github-delivery", "robust-3")
-        .header("x-hub-signature-256", signature)
-        .body(body)
-        .timeout(Duration::from_secs(5))
-        .send()
+    let as_text = ping("text/plain", "robust-3", ping_delivery())
         .await
         .unwrap();
     assert_eq!(as_text.status(), 415);

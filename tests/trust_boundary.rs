@@ -3196,6 +3196,29 @@ on_both_forges!(
     }
 );
 
+/// Request `r1` on PR `pr`, merged by mallory's hand while the bot's merge was to come: closed,
+/// never granted, its file removed from the default branch (said on the removal's PR), and
+/// its requester told on `pr`.
+async fn merged_by_hand_by_mallory(s: &Scenario, pr: u64) {
+    let record = s.request("r1").await;
+    assert_eq!(record.state.to_string(), "closed");
+    assert!(record.granted_at.is_none());
+    assert!(s.events("r1", "grant").await.is_empty(), "nothing granted");
+    assert_eq!(s.forge.file_on(REPO, "main", "requests/prod/r1.yaml"), None);
+    let removal = s.next_bot_comment(pr + 1);
+    assert!(
+        removal.starts_with("🚨 **Request files reached the default branch without breakglass**: `requests/prod/r1.yaml`. They were not granted"),
+        "{removal}"
+    );
+    s.expect_bot_comments(
+        pr,
+        &[&format!(
+            "🚫 This {} was merged by hand by mallory, not by breakglass, so nothing was granted: a request is granted only by breakglass's own merge, checked at merge time.",
+            s.pr()
+        )],
+    );
+}
+
 // The bot's merge call fails (a 502, to be tried again) after it set `breakglass/policy`
 // green; the approver takes her 👍 back, and a member merges the PR by hand. The merged PR is
 // not the bot's merge: nothing is granted, the request is closed as merged by hand, its file
@@ -3226,26 +3249,10 @@ on_both_forges!(
             s.advance(TimeDelta::seconds(30));
             s.settle().await;
         }
-        let record = s.request("r1").await;
-        assert_eq!(record.state.to_string(), "closed");
-        assert!(record.granted_at.is_none());
-        assert!(s.events("r1", "grant").await.is_empty(), "nothing granted");
+        merged_by_hand_by_mallory(&s, pr).await;
         let closed = s.events("r1", "close").await;
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].data["merged_by_hand"], true);
-        assert_eq!(s.forge.file_on(REPO, "main", "requests/prod/r1.yaml"), None);
-        let removal = s.next_bot_comment(pr + 1);
-        assert!(
-            removal.starts_with("🚨 **Request files reached the default branch without breakglass**: `requests/prod/r1.yaml`. They were not granted"),
-            "{removal}"
-        );
-        s.expect_bot_comments(
-            pr,
-            &[&format!(
-                "🚫 This {} was merged by hand by mallory, not by breakglass, so nothing was granted: a request is granted only by breakglass's own merge, checked at merge time.",
-                s.pr()
-            )],
-        );
     }
 );
 
@@ -3269,22 +3276,7 @@ on_both_forges!(
             s.advance(TimeDelta::seconds(30));
             s.settle().await;
         }
-        let record = s.request("r1").await;
-        assert_eq!(record.state.to_string(), "closed");
-        assert!(s.events("r1", "grant").await.is_empty(), "nothing granted");
-        assert_eq!(s.forge.file_on(REPO, "main", "requests/prod/r1.yaml"), None);
-        let removal = s.next_bot_comment(pr + 1);
-        assert!(
-            removal.starts_with("🚨 **Request files reached the default branch without breakglass**: `requests/prod/r1.yaml`. They were not granted"),
-            "{removal}"
-        );
-        s.expect_bot_comments(
-            pr,
-            &[&format!(
-                "🚫 This {} was merged by hand by mallory, not by breakglass, so nothing was granted: a request is granted only by breakglass's own merge, checked at merge time.",
-                s.pr()
-            )],
-        );
+        merged_by_hand_by_mallory(&s, pr).await;
     }
 );
 
@@ -3355,17 +3347,7 @@ on_both_forges!(
             s.advance(TimeDelta::seconds(30));
             s.settle().await;
         }
-        assert!(s.events("r1", "grant").await.is_empty(), "nothing granted");
-        assert_eq!(s.request("r1").await.state.to_string(), "closed");
-        assert_eq!(s.forge.file_on(REPO, "main", "requests/prod/r1.yaml"), None);
-        s.expect_bot_comments(
-            pr,
-            &[&format!("🚫 This {} was merged by hand by mallory", s.pr())],
-        );
-        s.expect_bot_comments(
-            pr + 1,
-            &["🚨 **Request files reached the default branch without breakglass**"],
-        );
+        merged_by_hand_by_mallory(&s, pr).await;
     }
 );
 
