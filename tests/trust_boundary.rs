@@ -3196,6 +3196,27 @@ on_both_forges!(
     }
 );
 
+/// alice's prod request `r1`, its verdict read, with the bot's next four merge calls (one
+/// merge job's attempts) answered 502; its PR.
+async fn r1_whose_merge_calls_fail(s: &Scenario) -> u64 {
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.take_bot_comments(pr);
+    s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
+    s.expect_job_error(JobKind::Merge, "HTTP 502");
+    pr
+}
+
+/// mallory merges PR `pr` by hand; then three minutes pass, the bot's merge job retried.
+async fn mallory_merges_by_hand(s: &Scenario, pr: u64) {
+    s.forge.merge_pr(REPO, s.internal(pr), &s.people.mallory);
+    s.settle().await;
+    for _ in 0..6 {
+        s.advance(TimeDelta::seconds(30));
+        s.settle().await;
+    }
+}
+
 /// Request `r1` on PR `pr`, merged by mallory's hand while the bot's merge was to come: closed,
 /// never granted, its file removed from the default branch (said on the removal's PR), and
 /// its requester told on `pr`.
@@ -3226,11 +3247,7 @@ async fn merged_by_hand_by_mallory(s: &Scenario, pr: u64) {
 on_both_forges!(
     a_hand_merge_while_the_bots_merge_waits_for_a_retry_is_never_granted,
     |s: Scenario| async move {
-        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
-        s.settle().await;
-        s.take_bot_comments(pr);
-        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
-        s.expect_job_error(JobKind::Merge, "HTTP 502");
+        let pr = r1_whose_merge_calls_fail(&s).await;
         let emoji = s.emoji(pr, &s.people.carol, "+1");
         s.advance(TimeDelta::seconds(31)); // GitHub's reaction poll
         s.settle().await;
@@ -3243,12 +3260,7 @@ on_both_forges!(
         );
         s.remove_emoji(pr, emoji);
         s.settle().await;
-        s.forge.merge_pr(REPO, s.internal(pr), &s.people.mallory);
-        s.settle().await;
-        for _ in 0..6 {
-            s.advance(TimeDelta::seconds(30));
-            s.settle().await;
-        }
+        mallory_merges_by_hand(&s, pr).await;
         merged_by_hand_by_mallory(&s, pr).await;
         let closed = s.events("r1", "close").await;
         assert_eq!(closed.len(), 1);
@@ -3261,21 +3273,12 @@ on_both_forges!(
 on_both_forges!(
     a_hand_merge_after_the_policy_was_tightened_while_the_merge_waits_is_never_granted,
     |s: Scenario| async move {
-        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
-        s.settle().await;
-        s.take_bot_comments(pr);
-        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
-        s.expect_job_error(JobKind::Merge, "HTTP 502");
+        let pr = r1_whose_merge_calls_fail(&s).await;
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(!s.change(pr).merged, "the bot's merge was to fail");
         s.prod_needs_two_approvals().await;
-        s.forge.merge_pr(REPO, s.internal(pr), &s.people.mallory);
-        s.settle().await;
-        for _ in 0..6 {
-            s.advance(TimeDelta::seconds(30));
-            s.settle().await;
-        }
+        mallory_merges_by_hand(&s, pr).await;
         merged_by_hand_by_mallory(&s, pr).await;
     }
 );
@@ -3285,11 +3288,7 @@ on_both_forges!(
 on_both_forges!(
     a_deny_while_the_approved_merge_waits_for_a_retry_stops_it,
     |s: Scenario| async move {
-        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
-        s.settle().await;
-        s.take_bot_comments(pr);
-        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
-        s.expect_job_error(JobKind::Merge, "HTTP 502");
+        let pr = r1_whose_merge_calls_fail(&s).await;
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(!s.change(pr).merged, "the bot's merge was to fail");
@@ -3341,12 +3340,7 @@ on_both_forges!(
         s.fail_next(Route::Merge, Method::PUT, 1, FailureKind::Hang);
         s.approve(pr, &s.people.carol);
         merge_called(&s, 1).await;
-        s.forge.merge_pr(REPO, s.internal(pr), &s.people.mallory);
-        s.settle().await;
-        for _ in 0..4 {
-            s.advance(TimeDelta::seconds(30));
-            s.settle().await;
-        }
+        mallory_merges_by_hand(&s, pr).await;
         merged_by_hand_by_mallory(&s, pr).await;
     }
 );
