@@ -76,12 +76,13 @@ enum Command {
         /// `iac` roles say where grant files live.
         #[arg(long, default_value = "policies", value_name = "DIR")]
         policies: String,
-        /// Only grants granted since this date (YYYY-MM-DD, or RFC 3339).
+        /// Only grants granted since this date (YYYY-MM-DD, RFC 3339, or a time ago: 30d).
         #[arg(long, value_name = "DATE", value_parser = breakglass::audit::parse_since)]
-        since: Option<chrono::DateTime<chrono::Utc>>,
-        /// Only grants granted until this date (YYYY-MM-DD: through its end; or RFC 3339).
+        since: Option<breakglass::audit::Bound>,
+        /// Only grants granted until this date (YYYY-MM-DD: through its end; RFC 3339; or a
+        /// time ago: 1d).
         #[arg(long, value_name = "DATE", value_parser = breakglass::audit::parse_until)]
-        until: Option<chrono::DateTime<chrono::Utc>>,
+        until: Option<breakglass::audit::Bound>,
         /// Only grants of this environment.
         #[arg(long)]
         environment: Option<String>,
@@ -301,21 +302,22 @@ fn check_input(
 /// revocation may come, the time it reports as of: now unless `--now` says).
 fn audit_options(
     branch: Option<String>,
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    until: Option<chrono::DateTime<chrono::Utc>>,
+    since: Option<breakglass::audit::Bound>,
+    until: Option<breakglass::audit::Bound>,
     environment: Option<String>,
     grace: chrono::TimeDelta,
     now: Option<chrono::DateTime<chrono::Utc>>,
 ) -> AuditOptions {
+    let now = now.unwrap_or_else(now_in_whole_seconds);
     AuditOptions {
         branch,
         policies: None,
         report: ReportOptions {
             grace,
-            since,
-            until,
+            since: since.map(|bound| bound.resolve(now)),
+            until: until.map(|bound| bound.resolve(now)),
             environment,
-            ..ReportOptions::new(now.unwrap_or_else(now_in_whole_seconds))
+            ..ReportOptions::new(now)
         },
     }
 }

@@ -997,6 +997,10 @@ fn filters_by_period_and_environment() {
     assert_eq!(ids(&document), ["r-active"]);
     assert_eq!(document["filters"]["since"], "2026-11-27T00:00:00Z");
     assert_eq!(code, Some(0));
+    // A time before the report's: the last two days of the story (three days in).
+    let (document, _) = run(&["--since", "2d"]);
+    assert_eq!(document["filters"]["since"], "2026-11-27T00:00:00Z");
+    assert_eq!(ids(&document), ["r-active"]);
 
     // A date alone for --until means through the end of that day.
     let (document, _) = run(&["--until", "2026-11-26"]);

@@ -118,30 +118,57 @@ pub fn report_on(source: &Source, options: &AuditOptions) -> Result<Report, Audi
     ))
 }
 
-/// Reads a `--since` bound: `YYYY-MM-DD` (the start of that day, UTC) or RFC 3339.
-pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
+/// A `--since` or `--until` bound: an instant, or a time before the one the report is as of
+/// (`30d`: the last thirty days), which is known only once `--now` is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    At(DateTime<Utc>),
+    Ago(TimeDelta),
+}
+
+impl Bound {
+    /// The instant, for a report as of `now`.
+    pub fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Bound::At(at) => at,
+            Bound::Ago(ago) => now - ago,
+        }
+    }
+}
+
+/// Reads a `--since` bound: `YYYY-MM-DD` (the start of that day, UTC), RFC 3339, or a duration
+/// before now (`7d`, `12h`, `2w`).
+pub fn parse_since(text: &str) -> Result<Bound, String> {
     parse_bound(text, false)
 }
 
 /// Reads an `--until` bound: `YYYY-MM-DD` (through the end of that day, UTC, so that
-/// `--since 2026-11-01 --until 2026-11-30` is all of November) or RFC 3339 (inclusive).
-pub fn parse_until(text: &str) -> Result<DateTime<Utc>, String> {
+/// `--since 2026-11-01 --until 2026-11-30` is all of November), RFC 3339 (inclusive), or a
+/// duration before now.
+pub fn parse_until(text: &str) -> Result<Bound, String> {
     parse_bound(text, true)
 }
 
-fn parse_bound(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
+fn parse_bound(text: &str, end_of_day: bool) -> Result<Bound, String> {
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         let start = date.and_time(chrono::NaiveTime::MIN).and_utc();
-        return Ok(if end_of_day {
+        return Ok(Bound::At(if end_of_day {
             start + TimeDelta::days(1) - TimeDelta::seconds(1)
         } else {
             start
-        });
+        }));
     }
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|_| {
-            format!("`{text}` is not a date; write YYYY-MM-DD or RFC 3339 (2026-11-26T02:14:00Z)")
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(Bound::At(at.with_timezone(&Utc)));
+    }
+    humantime::parse_duration(text)
+        .ok()
+        .and_then(|ago| TimeDelta::from_std(ago).ok())
+        .map(Bound::Ago)
+        .ok_or_else(|| {
+            format!(
+                "`{text}` is neither a date nor a duration; write YYYY-MM-DD, RFC 3339 (2026-11-26T02:14:00Z) or a time before now (7d, 12h)"
+            )
         })
 }
 
@@ -161,20 +188,17 @@ mod tests {
 
     #[test]
     fn date_bounds() {
+        let now = "2026-12-05T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let at = |bound: Result<Bound, String>| bound.unwrap().resolve(now).to_rfc3339();
+        assert_eq!(at(parse_since("2026-11-26")), "2026-11-26T00:00:00+00:00");
+        assert_eq!(at(parse_until("2026-11-26")), "2026-11-26T23:59:59+00:00");
         assert_eq!(
-            parse_since("2026-11-26").unwrap().to_rfc3339(),
-            "2026-11-26T00:00:00+00:00"
-        );
-        assert_eq!(
-            parse_until("2026-11-26").unwrap().to_rfc3339(),
-            "2026-11-26T23:59:59+00:00"
-        );
-        assert_eq!(
-            parse_until("2026-11-26T02:14:00+01:00")
-                .unwrap()
-                .to_rfc3339(),
+            at(parse_until("2026-11-26T02:14:00+01:00")),
             "2026-11-26T01:14:00+00:00"
         );
+        assert_eq!(at(parse_since("7d")), "2026-11-28T12:00:00+00:00");
+        assert_eq!(at(parse_since("90days")), "2026-09-06T12:00:00+00:00");
+        assert_eq!(at(parse_until("1h30m")), "2026-12-05T10:30:00+00:00");
         assert!(parse_since("yesterday").unwrap_err().contains("YYYY-MM-DD"));
         assert!(parse_since("2026-13-01").is_err());
     }
