@@ -196,7 +196,7 @@ impl Workflow {
                 return self.closed_merged_elsewhere(record, &base).await;
             }
             Err(Refusal::MergedByHand(by)) => {
-                return self.closed_merged_by_hand(record, by.as_ref()).await;
+                return self.close_merged_by_hand(record, by.as_ref()).await;
             }
             Err(refusal) => return self.refuse_merge(record, &refusal.to_string()).await,
         };
@@ -525,26 +525,6 @@ impl Workflow {
         if let Err(err) = held {
             tracing::warn!(request = %record.id, error = %format!("{err:#}"), "cannot set the check back to pending");
         }
-    }
-
-    /// Merged by someone else while the bot's merge was to come (its call failed, say): never
-    /// granted, whatever was approved; the request file on the default branch is removed as
-    /// any that lands without the bot.
-    async fn closed_merged_by_hand(
-        &self,
-        mut record: RequestRecord,
-        by: Option<&Actor>,
-    ) -> anyhow::Result<()> {
-        tracing::warn!(request = %record.id, pr = record.pr_number, "request PR merged by hand while its merge was to come");
-        self.metrics
-            .inc("breakglass_anomalies_total", "kind=\"merged_without_bot\"");
-        let data = serde_json::json!({ "merged_by_hand": true });
-        self.close_request(&mut record, data, by).await?;
-        let text = comment::merged_by_hand_comment(by.map(|a| a.login.as_str()), self.forge.kind());
-        self.forge
-            .note(Thread::Change(record.pr_number), &text)
-            .await?;
-        Ok(())
     }
 
     /// Says on the request's PR why it was not merged (with the fast path's verdict, which a

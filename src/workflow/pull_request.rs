@@ -166,28 +166,39 @@ impl Workflow {
         ) && record.merge_sha.is_none()
         {
             if pr.merged {
-                // Merged by a person, not by the bot: never granted; a push to the default
-                // branch removes it. Into another branch no push says anything: the PR does.
-                tracing::warn!(request = %record.id, pr = pr.number, base = %pr.base_ref, "request PR merged without breakglass");
-                self.metrics
-                    .inc("breakglass_anomalies_total", "kind=\"merged_without_bot\"");
+                // Into another branch no push says anything: the PR does.
                 if pr.base_ref != self.default_branch().await? {
                     let text = comment::merged_elsewhere_comment(&pr.base_ref);
                     self.forge.note(Thread::Change(pr.number), &text).await?;
                 }
+                return self.close_merged_by_hand(record, Some(sender)).await;
             }
-            let approved = record.state == RequestState::Approved;
-            self.close_request(
-                &mut record,
-                serde_json::json!({ "merged_by_hand": pr.merged }),
-                Some(sender),
-            )
-            .await?;
-            if pr.merged && approved {
-                // Approved, its merge to come: the requester is told it was not granted.
-                let text = comment::merged_by_hand_comment(Some(&sender.login), self.forge.kind());
-                self.forge.note(Thread::Change(pr.number), &text).await?;
-            }
+            let data = serde_json::json!({ "merged_by_hand": false });
+            self.close_request(&mut record, data, Some(sender)).await?;
+        }
+        Ok(())
+    }
+
+    /// A request PR merged by someone else (`by`, when the forge says), not by the bot: closed,
+    /// never granted; a push to the default branch removes its file. The requester of an
+    /// approved request, whose merge was to come, is told nothing was granted.
+    pub(super) async fn close_merged_by_hand(
+        &self,
+        mut record: RequestRecord,
+        by: Option<&Actor>,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(request = %record.id, pr = record.pr_number, "request PR merged without breakglass");
+        self.metrics
+            .inc("breakglass_anomalies_total", "kind=\"merged_without_bot\"");
+        let approved = record.state == RequestState::Approved;
+        let data = serde_json::json!({ "merged_by_hand": true });
+        self.close_request(&mut record, data, by).await?;
+        if approved {
+            let login = by.map(|a| a.login.as_str());
+            let text = comment::merged_by_hand_comment(login, self.forge.kind());
+            self.forge
+                .note(Thread::Change(record.pr_number), &text)
+                .await?;
         }
         Ok(())
     }
