@@ -174,6 +174,7 @@ async fn intake_alone(postgres: bool) -> Service {
         metrics: Arc::default(),
         clock: Arc::new(SystemClock),
         wake: Arc::default(),
+        gaps: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

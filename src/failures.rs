@@ -24,6 +24,8 @@ pub enum Work {
     Job { kind: String, request: String },
     /// A reconciliation pass.
     Reconciliation,
+    /// The start-up look for change requests opened or pushed while the service was down.
+    CatchUp,
 }
 
 impl fmt::Display for Work {
@@ -32,6 +34,7 @@ impl fmt::Display for Work {
             Work::Delivery(id) => write!(f, "delivery {id}"),
             Work::Job { kind, request } => write!(f, "{kind} job of {request}"),
             Work::Reconciliation => f.write_str("reconciliation"),
+            Work::CatchUp => f.write_str("start-up catch-up"),
         }
     }
 }

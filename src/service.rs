@@ -26,7 +26,7 @@ use crate::grant::Providers;
 use crate::grant::aws_iam::AwsProvider;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::server::{AppState, Intake, Recorder, router};
+use crate::server::{AppState, Gaps, Intake, Recorder, router};
 use crate::store::{Job, JobId, Lane, Store, StoreError, StoredDelivery};
 use crate::workflow::{RevokeOutcome, Settings, Workflow, Workflows};
 
@@ -138,19 +138,24 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// How far reconciliation got: a pass runs at start and every `reconcile_interval`.
+/// How far reconciliation got: a pass runs at start and every `reconcile_interval`; and
+/// whether the catch-up (see [`Workflow::catch_up`]) has looked at every gap.
 #[derive(Debug, Default)]
 pub struct Reconciliation {
     running: AtomicBool,
     passes: AtomicU64,
     /// When the next pass is due by the service's clock, in milliseconds since the epoch.
     next_due: AtomicI64,
+    gaps: Arc<Gaps>,
 }
 
 impl Reconciliation {
-    /// Whether no pass is running and at least one has finished since the service started.
+    /// Whether no pass is running, at least one has finished since the service started, and
+    /// the catch-up has looked at every gap.
     pub fn idle(&self) -> bool {
-        self.passes.load(Ordering::SeqCst) > 0 && !self.running.load(Ordering::SeqCst)
+        self.passes.load(Ordering::SeqCst) > 0
+            && !self.running.load(Ordering::SeqCst)
+            && self.gaps.all_closed()
     }
 
     /// [`Self::idle`], and the next pass is not due at `now` either: a clock moved past it
@@ -201,6 +206,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
     };
     let (workflows, intakes) = common.workflows().await?;
     let wake_deliveries = Arc::new(Notify::new());
+    let gaps = Arc::new(Gaps::at_start());
     let served: Vec<String> = workflows
         .iter()
         .map(|w| format!("{} {}", w.forge.kind(), w.settings.repository))
@@ -213,13 +219,14 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         metrics,
         clock: options.clock.clone(),
         wake: wake_deliveries.clone(),
+        gaps: gaps.clone(),
     };
     let (shutdown, watcher) = watch::channel(false);
     let (addr, server) = serve_http(config.listen, state, watcher.clone()).await?;
     let failures = Arc::new(Failures::default());
     let (reconciliation, [revokes, forge_side]) = spawn_workers(
         &workflows,
-        wake_deliveries,
+        (wake_deliveries, gaps),
         config.reconcile_interval.as_std(),
         Worker::new(watcher, options.tick, &failures),
     );
@@ -267,7 +274,7 @@ async fn serve_http(
 /// forge jobs, reconciliation). Returns where reconciliation stands and both tasks.
 fn spawn_workers(
     workflows: &Workflows,
-    wake_deliveries: Arc<Notify>,
+    (wake_deliveries, gaps): (Arc<Notify>, Arc<Gaps>),
     reconcile_every: Duration,
     this: Worker,
 ) -> (Arc<Reconciliation>, [JoinHandle<()>; 2]) {
@@ -281,7 +288,10 @@ fn spawn_workers(
         revokes_caught_up,
         Worker::new(this.stop.clone(), this.tick, &this.failures),
     ));
-    let reconciliation = Arc::new(Reconciliation::default());
+    let reconciliation = Arc::new(Reconciliation {
+        gaps,
+        ..Reconciliation::default()
+    });
     let forge_side = tokio::spawn(forge_workers(
         workflows.clone(),
         ForgeSide {
@@ -373,6 +383,12 @@ async fn forge_workers(workflows: Workflows, side: ForgeSide, mut this: Worker) 
         failures,
     } = this;
     let mut workers = tokio::task::JoinSet::new();
+    workers.spawn(catch_up_worker(
+        workflows.clone(),
+        side.wake_deliveries.clone(),
+        side.reconciliation.gaps.clone(),
+        Worker::new(stop.clone(), tick, &failures),
+    ));
     workers.spawn(delivery_worker(
         workflows.clone(),
         format!("{}-deliveries", side.worker),
@@ -718,6 +734,47 @@ async fn delivery_worker(
             }
         }
     }
+}
+
+/// Looks, at start and after intake refused a delivery, for the change requests opened or
+/// pushed meanwhile (see [`Workflow::catch_up`]); a forge that does not answer is asked again
+/// every [`IDENTIFY_EVERY`].
+async fn catch_up_worker(
+    workflows: Workflows,
+    wake: Arc<Notify>,
+    gaps: Arc<Gaps>,
+    mut this: Worker,
+) {
+    loop {
+        if !gaps.all_closed() {
+            let opened = gaps.opened();
+            if catch_up(&workflows, &wake, &this.failures).await {
+                gaps.close(opened);
+            } else if !idle(None, &mut this.stop, this.tick.max(IDENTIFY_EVERY)).await {
+                return;
+            }
+        }
+        if !this.idle(None).await {
+            return;
+        }
+    }
+}
+
+/// One look of every workflow; `false` when a forge did not answer.
+async fn catch_up(workflows: &Workflows, wake: &Notify, failures: &Failures) -> bool {
+    let mut looked = true;
+    for workflow in workflows.iter() {
+        match workflow.catch_up().await {
+            Ok(0) => {}
+            Ok(_) => wake.notify_one(),
+            Err(err) => {
+                tracing::warn!(forge = %workflow.forge.kind(), error = %format!("{err:#}"), "cannot list the open change requests; will try again");
+                failures.record(Work::CatchUp, &err, workflow.clock.now());
+                looked = false;
+            }
+        }
+    }
+    looked
 }
 
 /// Handles a claimed batch of deliveries in order, recording each outcome. A delivery that
@@ -1138,6 +1195,9 @@ mod tests {
             .next_due
             .store(at(300).timestamp_millis(), Ordering::SeqCst);
         status.passes.store(1, Ordering::SeqCst);
+        status.gaps.open();
+        assert!(!status.caught_up(at(299)), "a delivery may have been lost");
+        status.gaps.close(status.gaps.opened());
         assert!(status.caught_up(at(299)));
         assert!(!status.caught_up(at(300)), "a pass is due");
         assert!(status.idle(), "which idle alone does not show");

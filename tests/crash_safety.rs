@@ -1,6 +1,7 @@
 //! No grant is ever left alive past its expiry: not after a crash, a forge outage or a restart.
 //! Each story kills the service where it stands (no graceful shutdown), moves time, starts a
-//! new service on the same database, and checks that the revocation happened.
+//! new service on the same database, and checks that the revocation happened. And nothing is
+//! lost while the service is down: a request opened or pushed to meanwhile is decided at start.
 
 mod common;
 
@@ -719,5 +720,150 @@ on_both_backends!(
         let record = s.request("r-late").await;
         assert_eq!(record.expires_at, Some(expired_at));
         assert!(s.events("r-late", "extend").await.is_empty());
+    }
+);
+
+// What happened while the bot was down. A forge does not send a failed webhook again, so the
+// bot lists the open change requests at start and decides those it has no record of.
+
+on_both_forges!(
+    a_request_opened_while_the_bot_is_down_is_decided_when_it_starts,
+    |mut s: Scenario| async move {
+        s.crash();
+        let pr = s.open_request(&s.people.alice, "prod", "r-down", &prod_request("1h"));
+        s.forge.settle().await; // its webhook found nobody listening
+        s.start_service().await;
+        s.settle().await;
+        let verdict = s.next_bot_comment(pr);
+        assert!(
+            verdict.starts_with("✅ **Request `r-down` is allowed**"),
+            "{verdict}"
+        );
+        let record = s.request("r-down").await;
+        assert_eq!(record.state, RequestState::Pending);
+        let head = s.change(pr).head_sha;
+        assert_eq!(record.head_sha, head);
+        assert_eq!(s.policy_status(&head).unwrap().0, "pending");
+        // A live request like any other: an approval merges and grants it.
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        let granted = s.next_bot_comment(pr);
+        assert!(granted.contains("Access granted"), "{granted}");
+    }
+);
+
+on_both_forges!(
+    a_push_while_the_bot_is_down_is_decided_when_it_starts,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-pushed", &prod_request("1h"));
+        s.settle().await;
+        s.next_bot_comment(pr); // allowed, waiting for an approval
+        s.crash();
+        // Past the policy's 4h: denied once the bot hears of it.
+        s.forge.push_files(
+            REPO,
+            "request-r-pushed",
+            &s.people.alice,
+            &[("requests/prod/r-pushed.yaml", &prod_request("8h"))],
+            "longer",
+        );
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        let head = s.change(pr).head_sha;
+        let record = s.request("r-pushed").await;
+        assert_eq!(
+            record.head_sha, head,
+            "decided at the head pushed meanwhile"
+        );
+        assert_eq!(record.state, RequestState::Denied);
+        assert_eq!(s.policy_status(&head).unwrap().0, "failure");
+        let verdict = s.next_bot_comment(pr);
+        assert!(verdict.contains("denied"), "{verdict}");
+        // An approval of the new head is not one of the old: nothing is merged.
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        s.take_bot_comments(pr);
+    }
+);
+
+on_both_forges!(
+    a_refusal_the_bot_said_before_a_restart_is_not_said_again,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-bad", "environment: prod\n");
+        s.settle().await;
+        let refusal = s.next_bot_comment(pr);
+        assert!(refusal.contains("is not a valid request"), "{refusal}");
+        // Nothing is recorded for an invalid file: the start-up finds the PR without a record,
+        // and the check the bot set on its head says it was answered.
+        s.crash();
+        s.start_service().await;
+        s.settle().await;
+        s.expect_no_bot_comment(pr);
+        // Opened while the bot was down, the same file is answered once it starts.
+        s.crash();
+        let other = s.open_request(&s.people.alice, "prod", "r-bad2", "environment: prod\n");
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        let refusal = s.next_bot_comment(other);
+        assert!(refusal.contains("is not a valid request"), "{refusal}");
+        s.expect_no_bot_comment(pr);
+    }
+);
+
+on_skewed_clocks!(
+    an_emoji_given_while_the_bot_was_down_counts_when_it_starts,
+    |mut s: Scenario| async move {
+        s.crash();
+        let pr = s.open_request(&s.people.alice, "prod", "r-emoji", &prod_request("1h"));
+        s.emoji(pr, &s.people.carol, "+1"); // a second after the push, forge time
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        s.advance(TimeDelta::seconds(31)); // the reaction poll
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        s.expect_bot_comments(pr, &["✅ **Request", "🔓 **Access granted.**"]);
+    }
+);
+
+on_skewed_clocks!(
+    an_emoji_given_while_the_bot_was_down_before_a_push_is_asked_for_again,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-stale", &prod_request("1h"));
+        s.settle().await;
+        s.next_bot_comment(pr);
+        s.crash();
+        s.emoji(pr, &s.people.carol, "+1");
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge.push_files(
+            REPO,
+            "request-r-stale",
+            &s.people.alice,
+            &[("requests/prod/r-stale.yaml", &prod_request("2h"))],
+            "longer",
+        );
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(
+            !s.change(pr).merged,
+            "an approval of the old version merged the new one"
+        );
+        let record = s.request("r-stale").await;
+        assert_eq!(record.head_sha, s.change(pr).head_sha);
+        assert_eq!(record.state, RequestState::Pending);
+        let comments = s.take_bot_comments(pr);
+        assert!(
+            comments
+                .iter()
+                .any(|c| c.starts_with("⏱️ @carol, your approval")),
+            "{comments:#?}"
+        );
     }
 );

@@ -197,3 +197,67 @@ async fn a_locked_sqlite_database_gets_503s_loses_nothing_acknowledged_and_work_
     let Standalone { running, .. } = service;
     running.shutdown().await;
 }
+
+/// A forge does not send a refused delivery again on its own: a request PR whose webhook got a
+/// 503 while the database was locked is found by the catch-up once intake stores again, and
+/// answered without waiting for its next event or a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pr_whose_webhook_was_refused_is_caught_up_when_the_database_is_back() {
+    let clock = Arc::new(SystemClock) as Arc<dyn Clock>;
+    let service = Standalone::start(None, clock, Duration::from_millis(50)).await;
+    let url = service.database_url();
+    let addr = service.running.addr;
+    let forge = &service.forge;
+    forge.add_webhook(&format!("http://{addr}/webhooks/github"), SECRET);
+    let client = reqwest::Client::new();
+    let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let other = &mut other;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let alice = forge.user("alice");
+    let yaml =
+        "environment: prod\nrole: admin\nduration: 1h\nreason: \"incident: INC-1 db down\"\n";
+    forge.push_files(
+        REPO,
+        "request-r-lost",
+        &alice,
+        &[("requests/prod/r-lost.yaml", yaml)],
+        "ask",
+    );
+    let pr = forge.open_pr(REPO, &alice, "request-r-lost", "Access request r-lost", "");
+    forge.settle().await;
+    let refused = forge
+        .deliveries()
+        .into_iter()
+        .any(|d| d.event == "pull_request" && d.status == Some(503));
+    assert!(
+        refused,
+        "the PR's webhook was refused: {:?}",
+        forge.deliveries()
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready(&client, addr).await != 200 {
+        assert!(Instant::now() < deadline, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !forge
+        .comments(REPO, pr)
+        .iter()
+        .any(|c| c.user == "breakglass[bot]")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refused PR was never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Standalone { running, .. } = service;
+    running.shutdown().await;
+}

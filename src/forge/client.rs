@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use super::github::GithubClient;
 use super::gitlab::GitlabClient;
 use super::{
-    Actor, ChangedFiles, FileContent, ForgeError, Landed, MergeError, Note, PullRequestState,
-    Reaction, Review, ReviewState, Served, StatusState, ThreadLabels,
+    Actor, ChangedFiles, FileContent, ForgeError, Landed, MergeError, Note, OpenChange,
+    PullRequestState, Reaction, Review, ReviewState, Served, StatusState, ThreadLabels,
 };
 use crate::store::ForgeKind;
 
@@ -324,6 +324,22 @@ impl Forge {
     /// A change request as it is now.
     pub async fn change(&self, number: u64) -> Result<PullRequestState, ForgeError> {
         on_client!(self, c => c.pull_request(number).await)
+    }
+
+    /// Every open change request of the repository, newest first.
+    pub async fn open_changes(&self) -> Result<Vec<OpenChange>, ForgeError> {
+        on_client!(self, c => c.open_pull_requests().await)
+    }
+
+    /// Whether account `by` has set commit status `context` on `sha` (GitHub's `creator`,
+    /// GitLab's `author`): anyone who may push can set a status of that name.
+    pub async fn has_status_from(
+        &self,
+        sha: &str,
+        context: &str,
+        by: u64,
+    ) -> Result<bool, ForgeError> {
+        on_client!(self, c => c.has_status_from(sha, context, by).await)
     }
 
     /// The files that merging commit `head_sha` of change request `number` into branch `base`

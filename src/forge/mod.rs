@@ -219,6 +219,10 @@ pub enum ForgeEvent {
         #[serde(default)]
         default_branch: Option<String>,
     },
+    /// A change request found open at start whose news the bot may have missed while it was
+    /// down (a forge does not send a failed webhook again): decided as it is now. Made by the
+    /// bot's start-up catch-up, never parsed from a webhook.
+    MissedChange { number: u64 },
     /// The forge checking that the hook works.
     Ping,
     /// An event the bot does not act on; acknowledged and dropped.
@@ -357,6 +361,15 @@ pub struct PullRequestState {
     /// The repository's default branch as the forge said with the change request, when it
     /// does (GitHub's `base.repo.default_branch`): as fresh as the read itself.
     pub default_branch: Option<String>,
+}
+
+/// An open change request as the forge lists them: enough to tell whether the bot has heard
+/// of its head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenChange {
+    pub number: u64,
+    pub head_sha: String,
+    pub author_id: u64,
 }
 
 /// A note (comment) on an issue, pull request or merge request, as the forge lists it.

@@ -10,6 +10,7 @@ mod webhook;
 pub use recorder::Recorder;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -38,6 +39,48 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Wakes the delivery worker as soon as something was stored.
     pub wake: Arc<Notify>,
+    /// Where deliveries may have been lost: intake opens one for every delivery it refuses.
+    pub gaps: Arc<Gaps>,
+}
+
+/// Where the service may have lost webhook deliveries, which no forge sends again on its own:
+/// one gap at start (what came while it was down) and one for every delivery intake refused
+/// for want of the database. The start-up catch-up (`Workflow::catch_up`) closes the gaps
+/// opened before it looked.
+#[derive(Debug, Default)]
+pub struct Gaps {
+    opened: AtomicU64,
+    closed: AtomicU64,
+}
+
+impl Gaps {
+    /// The gaps of a service starting: the time it was down.
+    pub fn at_start() -> Self {
+        Self {
+            opened: AtomicU64::new(1),
+            closed: AtomicU64::new(0),
+        }
+    }
+
+    /// A delivery was refused.
+    pub fn open(&self) {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many gaps were opened so far: a look started now closes them ([`Self::close`]).
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::SeqCst)
+    }
+
+    /// A look that started when `opened` gaps were open has queued what it found.
+    pub fn close(&self, opened: u64) {
+        self.closed.fetch_max(opened, Ordering::SeqCst);
+    }
+
+    /// Whether every gap opened so far was looked at.
+    pub fn all_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst) >= self.opened.load(Ordering::SeqCst)
+    }
 }
 
 /// What one forge's webhook route checks a delivery against.

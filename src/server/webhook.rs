@@ -184,6 +184,7 @@ async fn store(state: &AppState, verified: Verified) -> Result<Reply, Reply> {
         )),
         Err(err) => {
             tracing::error!(%err, delivery = %correlation, "cannot store a webhook delivery");
+            state.gaps.open();
             Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("cannot store the delivery now; redeliver {correlation} later\n"),

@@ -96,7 +96,7 @@ impl Workflow {
     /// request or policies that do not load. `None` when there is nothing to decide (after
     /// saying why, where there is something to say).
     ///
-    /// Refusals that leave no record are said when a head arrives (`pushed`), not at every
+    /// Refusals that leave no record are said when a head arrives (`announce`), not at every
     /// label.
     pub(super) async fn gather(
         &self,
@@ -104,8 +104,8 @@ impl Workflow {
         existing: Option<RequestRecord>,
         pushed: Option<(String, DateTime<Utc>)>,
         written: Option<Written>,
+        announce: bool,
     ) -> anyhow::Result<Option<Inputs>> {
-        let announce = pushed.is_some();
         let say_invalid = announce || existing.is_some();
         let Some(HeadRead {
             files,

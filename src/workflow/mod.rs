@@ -8,6 +8,7 @@
 
 mod approval;
 mod cache;
+mod catch_up;
 mod change;
 mod commands;
 mod evaluate;
@@ -250,7 +251,9 @@ impl Workflow {
                 on_pull_request, ..
             } => !on_pull_request,
             ForgeEvent::Ping | ForgeEvent::Ignored { .. } => true,
-            ForgeEvent::PullRequest { .. } | ForgeEvent::Push { .. } => false,
+            ForgeEvent::PullRequest { .. }
+            | ForgeEvent::Push { .. }
+            | ForgeEvent::MissedChange { .. } => false,
         }
     }
 
@@ -265,9 +268,9 @@ impl Workflow {
         let number = match &delivery.event {
             ForgeEvent::PullRequest { pull_request, .. }
             | ForgeEvent::Review { pull_request, .. } => Some(pull_request.number),
-            ForgeEvent::Comment { number, .. } | ForgeEvent::Reaction { number, .. } => {
-                Some(*number)
-            }
+            ForgeEvent::Comment { number, .. }
+            | ForgeEvent::Reaction { number, .. }
+            | ForgeEvent::MissedChange { number } => Some(*number),
             _ => None,
         };
         let _guard = match number {
@@ -298,6 +301,7 @@ impl Workflow {
                 self.handle_push(git_ref, shas, commits, sender, default_branch.as_deref())
                     .await
             }
+            ForgeEvent::MissedChange { number } => self.handle_missed_change(*number).await,
             ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),
         }
     }

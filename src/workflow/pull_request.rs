@@ -278,22 +278,27 @@ impl Workflow {
         pushed: Option<(String, DateTime<Utc>)>,
     ) -> anyhow::Result<()> {
         let current = self.forge.change(number).await?;
-        self.evaluate_current(current, existing, pushed, None).await
+        let announce = pushed.is_some();
+        self.evaluate_current(current, existing, pushed, None, announce)
+            .await
     }
 
     /// [`Self::evaluate_pr`] on a PR state the caller has just read: gather what the decision
-    /// depends on, [`decide`], and apply the verdict.
+    /// depends on, [`decide`], and apply the verdict. `announce`: a refusal that leaves no
+    /// record is said (a head just heard of), not only shown by the check.
     pub(super) async fn evaluate_current(
         &self,
         current: PullRequestState,
         existing: Option<RequestRecord>,
         pushed: Option<(String, DateTime<Utc>)>,
         written: Option<Written>,
+        announce: bool,
     ) -> anyhow::Result<()> {
         if !current.open {
             return Ok(());
         }
-        let Some(inputs) = self.gather(current.info, existing, pushed, written).await? else {
+        let gathered = self.gather(current.info, existing, pushed, written, announce);
+        let Some(inputs) = gathered.await? else {
             return Ok(());
         };
         match decide(&inputs) {
@@ -861,13 +866,14 @@ impl Workflow {
             .record_bot_request(existing, request, path, (requester, &login), &pr)
             .await?;
         let opened = pr.info.updated_at.map(|at| (pr.info.head_sha.clone(), at));
+        let announced = opened.is_some();
         // Boxed: deciding may re-open a request, which decides again.
         // Said while deciding: nobody waits on it, so it is off the way to access.
         let announcement = announce(&self.forge.change_ref(pr_number));
         let said = self.forge.note(origin, &announcement);
         let (said, decided) = tokio::join!(
             said,
-            Box::pin(self.evaluate_current(pr, Some(placeholder), opened, written))
+            Box::pin(self.evaluate_current(pr, Some(placeholder), opened, written, announced))
         );
         decided?;
         said?;
@@ -1059,7 +1065,7 @@ impl NewRequest<'_> {
 /// Whether a PR event makes the bot decide again on a request in `state`: pending and denied
 /// requests on any change; an approved one (merge not done yet) only on a push, which voids
 /// the approvals.
-fn decides_again(state: RequestState, action: PullRequestAction) -> bool {
+pub(super) fn decides_again(state: RequestState, action: PullRequestAction) -> bool {
     match state {
         RequestState::Pending | RequestState::Denied => true,
         RequestState::Approved => matches!(

@@ -26,8 +26,8 @@ use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, Landed,
-    MergeError, Note, Polled, PullRequestInfo, PullRequestState, Reaction, Review, ReviewState,
-    Served, StatusState, ThreadLabels,
+    MergeError, Note, OpenChange, Polled, PullRequestInfo, PullRequestState, Reaction, Review,
+    ReviewState, Served, StatusState, ThreadLabels,
 };
 use crate::secret::Secret;
 
@@ -756,6 +756,51 @@ impl GithubClient {
             open: issue.state == "open",
             labels: issue.labels.into_iter().map(|l| l.name).collect(),
         })
+    }
+
+    /// Every open pull request, newest first (100 a page, as many pages as there are).
+    pub async fn open_pull_requests(&self) -> Result<Vec<OpenChange>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            number: u64,
+            user: User,
+            head: BranchRef,
+        }
+        let mut all = Vec::new();
+        for page in 1..=50 {
+            let route = self.repo_path(&format!("/pulls?state=open&per_page=100&page={page}"));
+            let batch: Vec<Listed> = self.json(Method::GET, &route, None).await?;
+            let done = batch.len() < 100;
+            all.extend(batch.into_iter().map(|pr| OpenChange {
+                number: pr.number,
+                head_sha: pr.head.sha,
+                author_id: pr.user.id,
+            }));
+            if done {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Whether account `by` has set status `context` on commit `sha`.
+    pub async fn has_status_from(
+        &self,
+        sha: &str,
+        context: &str,
+        by: u64,
+    ) -> Result<bool, ForgeError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            context: String,
+            #[serde(default)]
+            creator: Option<User>,
+        }
+        let route = self.repo_path(&format!("/commits/{sha}/statuses?per_page=100"));
+        let listed: Vec<Listed> = self.json(Method::GET, &route, None).await?;
+        Ok(listed
+            .iter()
+            .any(|s| s.context == context && s.creator.as_ref().is_some_and(|c| c.id == by)))
     }
 
     /// An open pull request from `head` into `base`, if there is one (to make PR creation idempotent).

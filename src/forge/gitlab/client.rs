@@ -25,7 +25,8 @@ use crate::forge::note_mark::Marked;
 use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, MergeError,
-    Note, Polled, PullRequestInfo, PullRequestState, Reaction, StatusState, ThreadLabels,
+    Note, OpenChange, Polled, PullRequestInfo, PullRequestState, Reaction, StatusState,
+    ThreadLabels,
 };
 use crate::secret::Secret;
 
@@ -587,6 +588,54 @@ impl GitlabClient {
         let mr: MergeRequest = self.write(Method::POST, &route, request).await?;
         // Opened from a branch of this project: no fork to look up.
         Ok(mr.into_state(self.project.clone()))
+    }
+
+    /// Every open merge request of the project, newest first.
+    pub async fn open_pull_requests(&self) -> Result<Vec<OpenChange>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            iid: u64,
+            author: User,
+            #[serde(default)]
+            sha: Option<String>,
+        }
+        let listed: Vec<Listed> = self
+            .get_all(&self.project_route("/merge_requests?state=opened"))
+            .await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|mr| {
+                Some(OpenChange {
+                    number: mr.iid,
+                    head_sha: mr.sha?,
+                    author_id: mr.author.id,
+                })
+            })
+            .collect())
+    }
+
+    /// Whether account `by` has set status `context` (GitLab's `name`) on commit `sha`.
+    pub async fn has_status_from(
+        &self,
+        sha: &str,
+        context: &str,
+        by: u64,
+    ) -> Result<bool, ForgeError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            name: String,
+            #[serde(default)]
+            author: Option<User>,
+        }
+        let route = self.project_route(&format!(
+            "/repository/commits/{}/statuses?all=true&name={}",
+            encode(sha),
+            encode(context)
+        ));
+        let listed: Vec<Listed> = self.get_all(&route).await?;
+        Ok(listed
+            .iter()
+            .any(|s| s.name == context && s.author.as_ref().is_some_and(|a| a.id == by)))
     }
 
     /// The open merge request from `branch` of this project (not of a fork), if there is one:
