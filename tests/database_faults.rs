@@ -45,6 +45,28 @@ async fn ready(client: &reqwest::Client, addr: std::net::SocketAddr) -> u16 {
         .unwrap_or(0)
 }
 
+/// Waits (up to `secs`) until `/readyz` answers 200 again.
+async fn until_ready(client: &reqwest::Client, addr: std::net::SocketAddr, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while ready(client, addr).await != 200 {
+        assert!(Instant::now() < deadline, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Another connection that takes SQLite's write lock (`BEGIN IMMEDIATE`) and holds it until
+/// it is rolled back, as a backup tool or an operator's shell would.
+async fn hold_the_write_lock(url: &str) -> sqlx::AnyConnection {
+    let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other
+}
+
 async fn done_deliveries(store: &Store) -> i64 {
     let (done,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE state = 'done'")
         .fetch_one(store.pool())
@@ -141,11 +163,7 @@ async fn a_database_outage_gets_503s_loses_nothing_acknowledged_and_work_resumes
     assert_eq!(during, 503, "nothing is acknowledged that was not stored");
 
     allow_connections(&admin, &database, true).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ready(&client, addr).await != 200 {
-        assert!(Instant::now() < deadline, "/readyz did not recover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_ready(&client, addr, 60).await;
     // The forge redelivers what got a 503.
     assert_eq!(deliver(&client, addr, "during-outage").await, 202);
     handled_once_each(&store, 2).await;
@@ -167,14 +185,8 @@ async fn a_locked_sqlite_database_gets_503s_loses_nothing_acknowledged_and_work_
     assert_eq!(deliver(&client, addr, "before-lock").await, 202);
     handled_once_each(&store, 1).await;
 
-    let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut other = hold_the_write_lock(&url).await;
     let other = &mut other;
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *other)
-        .await
-        .unwrap();
     assert_eq!(
         ready(&client, addr).await,
         503,
@@ -184,11 +196,7 @@ async fn a_locked_sqlite_database_gets_503s_loses_nothing_acknowledged_and_work_
     assert_eq!(during, 503, "nothing is acknowledged that was not stored");
 
     sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ready(&client, addr).await != 200 {
-        assert!(Instant::now() < deadline, "/readyz did not recover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_ready(&client, addr, 30).await;
     // The forge redelivers what got a 503. The write that timed out may have committed after
     // the lock went (a late commit of what was refused is harmless): then it is a duplicate.
     let again = deliver(&client, addr, "during-lock").await;
@@ -210,14 +218,8 @@ async fn a_request_pr_whose_webhook_was_refused_is_caught_up_when_the_database_i
     let forge = &service.forge;
     forge.add_webhook(&format!("http://{addr}/webhooks/github"), SECRET);
     let client = reqwest::Client::new();
-    let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut other = hold_the_write_lock(&url).await;
     let other = &mut other;
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *other)
-        .await
-        .unwrap();
     let alice = forge.user("alice");
     let yaml =
         "environment: prod\nrole: admin\nduration: 1h\nreason: \"incident: INC-1 db down\"\n";
@@ -241,11 +243,7 @@ async fn a_request_pr_whose_webhook_was_refused_is_caught_up_when_the_database_i
     );
 
     sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ready(&client, addr).await != 200 {
-        assert!(Instant::now() < deadline, "/readyz did not recover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_ready(&client, addr, 30).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !forge
         .comments(REPO, pr)
