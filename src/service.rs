@@ -736,22 +736,31 @@ async fn delivery_worker(
     }
 }
 
-/// Looks, at start and after intake refused a delivery, for the change requests opened or
-/// pushed meanwhile (see [`Workflow::catch_up`]); a forge that does not answer is asked again
-/// every [`IDENTIFY_EVERY`].
+/// Looks, at start and after intake refused a delivery, for what came meanwhile (see
+/// [`Workflow::catch_up`]). A look that fails (the forge or the database not answering) is
+/// tried again after a backoff on the service's clock, as long as a rate limit asks.
 async fn catch_up_worker(
     workflows: Workflows,
     wake: Arc<Notify>,
     gaps: Arc<Gaps>,
     mut this: Worker,
 ) {
+    let clock = workflows.shared().clock.clone();
+    let (mut failed, mut next_try) = (0, clock.now());
     loop {
-        if !gaps.all_closed() {
+        if !gaps.all_closed() && clock.now() >= next_try {
             let opened = gaps.opened();
-            if catch_up(&workflows, &wake, &this.failures).await {
-                gaps.close(opened);
-            } else if !idle(None, &mut this.stop, this.tick.max(IDENTIFY_EVERY)).await {
-                return;
+            match catch_up(&workflows, &wake).await {
+                Ok(()) => {
+                    gaps.close(opened);
+                    failed = 0;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "cannot catch up with what came while the bot was down; will try again");
+                    this.failures.record(Work::CatchUp, &err, clock.now());
+                    failed += 1;
+                    next_try = clock.now() + retry_delay(&err, failed);
+                }
             }
         }
         if !this.idle(None).await {
@@ -760,21 +769,14 @@ async fn catch_up_worker(
     }
 }
 
-/// One look of every workflow; `false` when a forge did not answer.
-async fn catch_up(workflows: &Workflows, wake: &Notify, failures: &Failures) -> bool {
-    let mut looked = true;
+/// One look of every workflow.
+async fn catch_up(workflows: &Workflows, wake: &Notify) -> anyhow::Result<()> {
     for workflow in workflows.iter() {
-        match workflow.catch_up().await {
-            Ok(0) => {}
-            Ok(_) => wake.notify_one(),
-            Err(err) => {
-                tracing::warn!(forge = %workflow.forge.kind(), error = %format!("{err:#}"), "cannot list the open change requests; will try again");
-                failures.record(Work::CatchUp, &err, workflow.clock.now());
-                looked = false;
-            }
+        if workflow.catch_up().await? > 0 {
+            wake.notify_one();
         }
     }
-    looked
+    Ok(())
 }
 
 /// Handles a claimed batch of deliveries in order, recording each outcome. A delivery that

@@ -254,6 +254,26 @@ async fn store_carols_comment_approval(s: &Scenario, record: &RequestRecord, com
 /// carol's `/breakglass approve` on `pr`, stored with the request approved, as a kill right
 /// after the approval step's store write leaves it: the service down, the comment's webhook
 /// not handled (paused: it reaches the bot when the test resumes the webhooks).
+/// The bot's comments on `pr` start with `prefixes`, in order, besides a reply to carol's
+/// `/breakglass approve`: the killed run counted it without answering, and the catch-up at
+/// start hands it over again, answered by the request's state then ("approved and being
+/// merged", or nothing once merged).
+#[track_caller]
+fn assert_said_besides_the_approve_reply(s: &Scenario, pr: u64, prefixes: &[&str]) {
+    let said: Vec<String> = s
+        .take_bot_comments(pr)
+        .into_iter()
+        .filter(|c| !c.starts_with("ℹ️ `/breakglass approve` does not apply"))
+        .collect();
+    assert_eq!(said.len(), prefixes.len(), "{said:#?}");
+    for (comment, prefix) in said.iter().zip(prefixes) {
+        assert!(
+            comment.starts_with(prefix),
+            "{comment} should start with {prefix}"
+        );
+    }
+}
+
 async fn approved_then_killed(s: &mut Scenario, pr: u64, id: &str) -> RequestRecord {
     s.forge.set_webhooks_paused(true);
     s.forge.advance_clock(TimeDelta::seconds(1));
@@ -303,7 +323,8 @@ on_both_backends!(
                 .iter()
                 .all(|f| !f.starts_with("requests/"))
         );
-        s.expect_bot_comments(
+        assert_said_besides_the_approve_reply(
+            &s,
             pr,
             &[
                 "✅ **Request",
@@ -331,7 +352,7 @@ on_both_backends!(
         assert_eq!(record.state, RequestState::Active, "{record:?}");
         assert!(s.change(pr).merged);
         assert_eq!(s.events("r-nomerge", "merge").await.len(), 1);
-        s.expect_bot_comments(pr, &["✅ **Request", "🔓 **Access granted.**"]);
+        assert_said_besides_the_approve_reply(&s, pr, &["✅ **Request", "🔓 **Access granted.**"]);
     }
 );
 
@@ -865,5 +886,150 @@ on_skewed_clocks!(
                 .any(|c| c.starts_with("⏱️ @carol, your approval")),
             "{comments:#?}"
         );
+    }
+);
+
+/// The bot's request PRs (not its reverts), newest last.
+fn bot_request_prs(s: &Scenario) -> Vec<u64> {
+    s.changes()
+        .into_iter()
+        .filter(|p| p.user == s.people.bot.login && !p.title.starts_with("breakglass: revoke"))
+        .map(|p| p.number)
+        .collect()
+}
+
+const ASK_WHILE_DOWN: &str = "/breakglass prod 1h admin -- incident: INC-7 checkout down";
+
+on_both_forges!(
+    a_breakglass_comment_made_while_the_bot_is_down_is_answered_when_it_starts,
+    |mut s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "checkout down");
+        s.crash();
+        s.note_on_issue(issue, &s.people.alice, ASK_WHILE_DOWN);
+        s.note_on_issue(issue, &s.people.bob, "any news?"); // no command: nothing to answer
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        let opened = s.next_bot_issue_comment(issue);
+        assert!(opened.starts_with("📝 @alice, your request is"), "{opened}");
+        let prs = bot_request_prs(&s);
+        assert_eq!(prs.len(), 1, "one request for one comment");
+        let verdict = s.next_bot_comment(prs[0]);
+        assert!(verdict.starts_with("✅ **Request"), "{verdict}");
+        // Started again, the comment answered is not answered twice.
+        s.crash();
+        s.start_service().await;
+        s.settle().await;
+        s.expect_no_bot_issue_comment(issue);
+        assert_eq!(bot_request_prs(&s).len(), 1);
+    }
+);
+
+on_both_forges!(
+    a_comment_older_than_the_catch_up_window_is_not_acted_on_late,
+    |mut s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "checkout down");
+        s.crash();
+        s.note_on_issue(issue, &s.people.alice, ASK_WHILE_DOWN);
+        s.forge.settle().await;
+        s.advance(TimeDelta::minutes(61)); // down for more than an hour
+        s.start_service().await;
+        s.settle().await;
+        s.expect_no_bot_issue_comment(issue);
+        assert!(
+            bot_request_prs(&s).is_empty(),
+            "a request opened an hour late"
+        );
+    }
+);
+
+on_skewed_clocks!(
+    an_approval_comment_made_while_the_bot_was_down_counts_when_it_starts,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-approve", &prod_request("1h"));
+        s.settle().await;
+        s.next_bot_comment(pr);
+        s.crash();
+        s.approve(pr, &s.people.carol);
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let granted = s.next_bot_comment(pr);
+        assert!(granted.starts_with("🔓 **Access granted.**"), "{granted}");
+    }
+);
+
+on_both_forges!(
+    a_comment_edited_into_a_command_while_the_bot_is_down_is_not_taken,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-edited", &prod_request("1h"));
+        s.settle().await;
+        s.next_bot_comment(pr);
+        s.crash();
+        let comment = s.note(pr, &s.people.carol, "looking");
+        s.forge.advance_clock(TimeDelta::seconds(30));
+        s.forge
+            .edit_comment(REPO, comment, &s.people.carol, "/breakglass approve");
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        assert!(!s.change(pr).merged, "an edit approved the request");
+        assert!(
+            s.store
+                .approvals_for(&s.request("r-edited").await.id, &s.change(pr).head_sha)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        s.expect_no_bot_comment(pr);
+    }
+);
+
+on_both_backends!(
+    a_refusal_whose_delivery_was_cut_short_by_a_crash_is_said_once,
+    |mut s: Scenario| async move {
+        // The PR's read hangs: its delivery is claimed, and the bot dies before answering.
+        s.fail_next(Route::Change, Method::GET, 1, FailureKind::Hang);
+        let pr = s.open_request(&s.people.alice, "prod", "r-hang", "environment: prod\n");
+        s.forge.settle().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.crash();
+        s.forge.clear_failures();
+        // At start the catch-up answers the PR; then the dead worker's lease lapses and the
+        // delivery runs again: the refusal the thread already ends with is not said again.
+        s.start_service().await;
+        for _ in 0..4 {
+            s.advance(TimeDelta::minutes(5));
+            s.settle().await;
+        }
+        let refusal = s.next_bot_comment(pr);
+        assert!(refusal.contains("is not a valid request"), "{refusal}");
+        s.expect_no_bot_comment(pr);
+    }
+);
+
+on_both_backends!(
+    a_second_pr_of_a_refused_head_opened_while_the_bot_is_down_is_told_too,
+    |mut s: Scenario| async move {
+        let first = s.open_request(&s.people.alice, "prod", "r-again", "environment: prod\n");
+        s.settle().await;
+        s.next_bot_comment(first);
+        s.close_change(first, &s.people.alice);
+        s.settle().await;
+        s.take_bot_comments(first);
+        s.crash();
+        let second = s.forge.open_pr(
+            REPO,
+            &s.people.alice,
+            "request-r-again",
+            "Access request r-again",
+            "",
+        );
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        let refusal = s.next_bot_comment(second);
+        assert!(refusal.contains("is not a valid request"), "{refusal}");
     }
 );

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use super::github::GithubClient;
 use super::gitlab::GitlabClient;
 use super::{
-    Actor, ChangedFiles, FileContent, ForgeError, Landed, MergeError, Note, OpenChange,
-    PullRequestState, Reaction, Review, ReviewState, Served, StatusState, ThreadLabels,
+    Actor, ChangedFiles, FileContent, ForgeError, Landed, ListedComment, MergeError, Note,
+    OpenChange, PullRequestState, Reaction, Review, ReviewState, Served, StatusState, ThreadLabels,
 };
 use crate::store::ForgeKind;
 
@@ -331,15 +331,22 @@ impl Forge {
         on_client!(self, c => c.open_pull_requests().await)
     }
 
-    /// Whether account `by` has set commit status `context` on `sha` (GitHub's `creator`,
-    /// GitLab's `author`): anyone who may push can set a status of that name.
-    pub async fn has_status_from(
+    /// The comments made on the repository's issues and change requests within `window` before
+    /// the forge's own time (its `Date`), oldest first; only those whose body `keep` takes are
+    /// looked into further (GitLab: whether their issue is confidential). Empty when the
+    /// forge does not say its time: the bot's clock is never compared with a forge's.
+    pub async fn recent_comments(
         &self,
-        sha: &str,
-        context: &str,
-        by: u64,
-    ) -> Result<bool, ForgeError> {
-        on_client!(self, c => c.has_status_from(sha, context, by).await)
+        window: chrono::TimeDelta,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ListedComment>, ForgeError> {
+        let mut listed = match self {
+            Forge::GitHub(c) => c.recent_comments(window).await?,
+            Forge::GitLab(c) => c.recent_notes(window, &keep).await?,
+        };
+        listed.retain(|c| keep(&c.body));
+        listed.sort_by_key(|c| (c.created_at, c.id));
+        Ok(listed)
     }
 
     /// The files that merging commit `head_sha` of change request `number` into branch `base`

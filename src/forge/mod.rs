@@ -372,6 +372,24 @@ pub struct OpenChange {
     pub author_id: u64,
 }
 
+/// A comment as the repository-wide listing shows it (see [`Forge::recent_comments`]): what a
+/// comment webhook would have said of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedComment {
+    pub id: u64,
+    /// The issue or change request it was made on.
+    pub number: u64,
+    pub on_change: bool,
+    pub body: String,
+    pub author: Actor,
+    pub created_at: DateTime<Utc>,
+    /// Seen by only some members (see [`ForgeEvent::Comment`]'s `internal`).
+    pub internal: bool,
+    /// Changed since it was made: what it said first is not known, and an edit never
+    /// executes a command.
+    pub edited: bool,
+}
+
 /// A note (comment) on an issue, pull request or merge request, as the forge lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {

@@ -43,11 +43,16 @@ impl Default for RetryPolicy {
 /// runs ahead or behind still waits as long as the forge asked. Only without a readable `Date`
 /// is `fallback` (the bot's clock) used.
 pub fn forge_now(headers: &http::HeaderMap, fallback: i64) -> i64 {
+    forge_date(headers).map_or(fallback, |at| at.timestamp())
+}
+
+/// The forge's own time of a response (its `Date` header), if it says one.
+pub fn forge_date(headers: &http::HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
     headers
         .get(http::header::DATE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
-        .map_or(fallback, |at| at.timestamp())
+        .map(|at| at.with_timezone(&chrono::Utc))
 }
 
 /// Runs `call` until it succeeds, fails for good, or the attempts are used up.

@@ -1,51 +1,98 @@
-//! Catching up at start with the change requests the bot may not have heard of.
+//! Catching up with what the bot may not have heard while it was down.
 //!
 //! A forge does not send a webhook again after a failed delivery, so a request PR opened, or
-//! pushed to, while the service was down would wait for its next event. At start the bot
+//! pushed to, while the service was down would wait for its next event, and a `/breakglass`
+//! comment would never be answered. At start (and after intake refused deliveries) the bot
 //! lists the open change requests once and queues a [`ForgeEvent::MissedChange`] delivery for
-//! each one whose head it has no record of; the delivery worker decides it as it is then,
-//! like any webhook, with its locks, retries and order. A comment (a `/breakglass` command)
-//! made while the bot was down is not caught up.
+//! each one whose head it has no record of, then lists the comments of the last
+//! [`COMMENTS_WITHIN`] and queues each one with a command it has not answered, as the comment
+//! webhook it missed. The delivery worker handles them as it handles any webhook, with its
+//! locks, retries and order.
+
+use chrono::TimeDelta;
 
 use super::Workflow;
 use super::pull_request::decides_again;
-use crate::forge::{Delivery, ForgeEvent, OpenChange, PullRequestAction};
+use crate::command::parse_commands;
+use crate::forge::{
+    CommentAction, Delivery, ForgeEvent, ListedComment, OpenChange, PullRequestAction,
+};
 use crate::store::{DeliveryId, NewDelivery, Recorded};
 
+/// How far back (forge time) the catch-up looks for comments. A command older than this is
+/// not acted on so late: whoever gave it has had no answer for an hour and moved on.
+pub const COMMENTS_WITHIN: TimeDelta = TimeDelta::hours(1);
+
 impl Workflow {
-    /// Queues a [`ForgeEvent::MissedChange`] delivery for every open change request of the
-    /// repository that is not the bot's own and whose head has no request record: one listing
-    /// of the open change requests. Returns how many it queued. Keyed by change and head, so
-    /// that a second start (or a second replica) queues nothing new for a head already queued.
+    /// Queues a delivery for what the bot may have missed: a [`ForgeEvent::MissedChange`] for
+    /// every open change request that is not the bot's own and whose head has no request
+    /// record (one listing), then a comment event for every comment of the last
+    /// [`COMMENTS_WITHIN`] that holds a command the bot has not answered (one listing, more
+    /// only when there were over 100 comments). Returns how many it queued. Keyed by change
+    /// and head, or by comment, so that a second look (or a second replica) queues nothing
+    /// twice.
     pub async fn catch_up(&self) -> anyhow::Result<usize> {
+        // Nothing is listed that could not be stored.
+        self.store.ping().await?;
         let mut queued = 0;
         for change in self.forge.open_changes().await? {
             if !self.may_have_missed(&change).await? {
                 continue;
             }
             let key = format!("missed:{}:{}", change.number, change.head_sha);
-            let id = DeliveryId::new(self.forge_kind(), &key).map_err(anyhow::Error::msg)?;
-            let delivery = Delivery {
-                id: key,
-                repository: Some(self.settings.repository.clone()),
-                event: ForgeEvent::MissedChange {
-                    number: change.number,
-                },
+            let event = ForgeEvent::MissedChange {
+                number: change.number,
             };
-            let new = NewDelivery {
-                id,
-                event: "missed_change".into(),
-                payload: serde_json::to_string(&delivery)?,
-                received_at: self.now(),
-            };
-            if self.store.record_delivery(&new).await? == Recorded::New {
-                queued += 1;
+            queued += usize::from(self.queue_missed(key, "missed_change", event).await?);
+        }
+        let has_command = |body: &str| !parse_commands(body).is_empty();
+        let comments = self
+            .forge
+            .recent_comments(COMMENTS_WITHIN, has_command)
+            .await?;
+        for comment in comments {
+            // An edited comment is not taken: what it said first is not known, and an edit
+            // never executes a command (nor adds an approval under an old timestamp).
+            if comment.author.is_bot || comment.author.id == self.bot.id || comment.edited {
+                continue;
             }
+            if self
+                .store
+                .comment_answered(self.comment_key(comment.id))
+                .await?
+            {
+                continue;
+            }
+            let key = format!("missed-comment:{}", comment.id);
+            let event = missed_comment(comment);
+            queued += usize::from(self.queue_missed(key, "missed_comment", event).await?);
         }
         if queued > 0 {
-            tracing::info!(forge = %self.forge_kind(), queued, "change requests opened or pushed while the bot was down are decided now");
+            tracing::info!(forge = %self.forge_kind(), queued, "what came while the bot was down is handled now");
         }
         Ok(queued)
+    }
+
+    /// Stores `event` as a delivery of this forge keyed `key`; `true` when it was new.
+    async fn queue_missed(
+        &self,
+        key: String,
+        name: &str,
+        event: ForgeEvent,
+    ) -> anyhow::Result<bool> {
+        let id = DeliveryId::new(self.forge_kind(), &key).map_err(anyhow::Error::msg)?;
+        let delivery = Delivery {
+            id: key,
+            repository: Some(self.settings.repository.clone()),
+            event,
+        };
+        let new = NewDelivery {
+            id,
+            event: name.into(),
+            payload: serde_json::to_string(&delivery)?,
+            received_at: self.now(),
+        };
+        Ok(self.store.record_delivery(&new).await? == Recorded::New)
     }
 
     /// Whether the bot may not have heard of `change`'s head: not its own change, and no
@@ -63,11 +110,11 @@ impl Workflow {
         Ok(record.is_none_or(|r| r.head_sha != change.head_sha))
     }
 
-    /// A change request the start-up found without a record at its head: decided as it is now,
+    /// A change request the catch-up found without a record at its head: decided as it is now,
     /// like a PR just opened or pushed to, except that the push's time is not known (the
     /// PR's `updated_at` bounds it, so an approval given before it is asked for again). A
-    /// refusal that leaves no record is said only when the bot has set no check on this head,
-    /// so that a restart does not repeat what it said before.
+    /// refusal is said unless the bot's latest note on the PR already says it
+    /// ([`Workflow::say_refusal`]).
     pub(super) async fn handle_missed_change(&self, number: u64) -> anyhow::Result<()> {
         let current = self.forge.change(number).await?;
         if !current.open || current.info.author.id == self.bot.id {
@@ -78,26 +125,28 @@ impl Workflow {
             .store
             .find_request_by_pr(self.forge_kind(), repo, number)
             .await?;
-        let announce = match &existing {
-            // Heard since the listing, or a request past deciding (a push to an approved
-            // request voids its approvals, as the push's webhook would).
-            Some(record)
-                if record.head_sha == current.info.head_sha
-                    || !decides_again(record.state, PullRequestAction::Synchronized) =>
-            {
-                return Ok(());
-            }
-            Some(_) => true,
-            None => {
-                let head = &current.info.head_sha;
-                let context = super::STATUS_CONTEXT;
-                !self
-                    .forge
-                    .has_status_from(head, context, self.bot.id)
-                    .await?
-            }
-        };
-        self.evaluate_current(current, existing, None, None, announce)
+        if let Some(record) = &existing
+            && (record.head_sha == current.info.head_sha
+                || !decides_again(record.state, PullRequestAction::Synchronized))
+        {
+            // Heard since the listing, or a request past deciding.
+            return Ok(());
+        }
+        self.evaluate_current(current, existing, None, None, true)
             .await
+    }
+}
+
+/// The comment webhook a listed comment would have come with.
+fn missed_comment(comment: ListedComment) -> ForgeEvent {
+    ForgeEvent::Comment {
+        action: CommentAction::Created,
+        number: comment.number,
+        on_pull_request: comment.on_change,
+        comment_id: comment.id,
+        body: comment.body,
+        author: comment.author,
+        created_at: comment.created_at,
+        internal: comment.internal,
     }
 }

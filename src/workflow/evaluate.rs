@@ -14,7 +14,7 @@ use super::{Workflow, cache};
 use crate::comment;
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, PullRequestInfo, Served,
-    StatusState, Thread,
+    StatusState,
 };
 use crate::grant::GrantSpec;
 use crate::names::{Login, Name, Principal, RequestId, Team};
@@ -465,7 +465,7 @@ impl Workflow {
             )
         };
         if announce {
-            self.forge.note(Thread::Change(pr.number), &says).await?;
+            self.say_refusal(pr.number, &says).await?;
         }
         self.set_status(pr, StatusState::Failure, status).await?;
         Ok(())
@@ -480,12 +480,8 @@ impl Workflow {
         say: bool,
     ) -> anyhow::Result<()> {
         if say {
-            self.forge
-                .note(
-                    Thread::Change(pr.number),
-                    &comment::invalid_request_comment(file_path, error),
-                )
-                .await?;
+            let says = comment::invalid_request_comment(file_path, error);
+            self.say_refusal(pr.number, &says).await?;
         }
         self.set_status(pr, StatusState::Failure, "invalid request file")
             .await?;
@@ -504,12 +500,8 @@ impl Workflow {
     ) -> anyhow::Result<()> {
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
         self.caches.await_valid_policies(pr.number);
-        self.forge
-            .note(
-                Thread::Change(pr.number),
-                &comment::invalid_policies_comment(default_branch, &list, self.forge.kind()),
-            )
-            .await?;
+        let says = comment::invalid_policies_comment(default_branch, &list, self.forge.kind());
+        self.say_refusal(pr.number, &says).await?;
         self.set_status(
             pr,
             StatusState::Error,

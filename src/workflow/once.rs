@@ -3,7 +3,7 @@
 //! a note of the bot's that starts with the same marker means it was said.
 
 use super::Workflow;
-use crate::forge::Thread;
+use crate::forge::{Thread, unmarked};
 
 /// The first line of the granted note (`templates/comments/granted.md.j2`, and its fallback).
 pub(super) const GRANTED: &str = "🔓";
@@ -25,6 +25,23 @@ impl Workflow {
         if !said {
             self.forge.note(thread, body).await?;
         }
+        Ok(())
+    }
+
+    /// Says a refusal on change `number` unless the bot's latest note there says the same, so
+    /// that deciding a refused head again (its webhook late, redelivered or handled again after
+    /// a crash, or the catch-up at start) does not repeat it (one read of the thread).
+    pub(super) async fn say_refusal(&self, number: u64, text: &str) -> anyhow::Result<()> {
+        let thread = Thread::Change(number);
+        let notes = self.forge.notes(thread).await?;
+        let latest = notes
+            .iter()
+            .filter(|note| note.author_id == self.bot.id)
+            .max_by_key(|note| note.created_at);
+        if latest.is_some_and(|note| unmarked(&note.body).trim_end() == text.trim_end()) {
+            return Ok(());
+        }
+        self.forge.note(thread, text).await?;
         Ok(())
     }
 

@@ -514,12 +514,8 @@ impl Workflow {
             .find(|f| RequestPath::parse(&f.path).is_none())
         {
             if announce {
-                self.forge
-                    .note(
-                        Thread::Change(pr.number),
-                        &comment::bad_request_path_comment(&bad.path),
-                    )
-                    .await?;
+                let says = comment::bad_request_path_comment(&bad.path);
+                self.say_refusal(pr.number, &says).await?;
             }
             self.set_status(pr, StatusState::Failure, "not a request file name")
                 .await?;
@@ -540,12 +536,8 @@ impl Workflow {
             several => {
                 let paths: Vec<String> = several.iter().map(|(f, _)| f.path.clone()).collect();
                 if announce {
-                    self.forge
-                        .note(
-                            Thread::Change(pr.number),
-                            &comment::several_requests_comment(&paths, self.forge.kind()),
-                        )
-                        .await?;
+                    let says = comment::several_requests_comment(&paths, self.forge.kind());
+                    self.say_refusal(pr.number, &says).await?;
                 }
                 self.set_status(pr, StatusState::Failure, "one request per PR")
                     .await?;
@@ -570,12 +562,8 @@ impl Workflow {
             "refusing a request file that is not a file"
         );
         if say {
-            self.forge
-                .note(
-                    Thread::Change(pr.number),
-                    &comment::not_a_file_comment(path, kind, self.forge.kind()),
-                )
-                .await?;
+            let says = comment::not_a_file_comment(path, kind, self.forge.kind());
+            self.say_refusal(pr.number, &says).await?;
         }
         self.set_status(
             pr,
@@ -594,16 +582,13 @@ impl Workflow {
         announce: bool,
     ) -> anyhow::Result<()> {
         tracing::info!(pr = pr.number, repo, "refusing a request PR from a fork");
+        // Said before the status: a comment that fails is said when the work is done again.
+        if announce {
+            let says = comment::fork_refused_comment(repo, self.forge.kind());
+            self.say_refusal(pr.number, &says).await?;
+        }
         self.set_status(pr, StatusState::Failure, "requests from forks are refused")
             .await?;
-        if announce {
-            self.forge
-                .note(
-                    Thread::Change(pr.number),
-                    &comment::fork_refused_comment(repo, self.forge.kind()),
-                )
-                .await?;
-        }
         Ok(())
     }
 

@@ -23,11 +23,11 @@ use crate::forge::error::{decode, transport};
 use crate::forge::etag_cache::EtagCache;
 use crate::forge::github::reaction_etags::{ReactionEtags, Validator};
 use crate::forge::note_mark::Marked;
-use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
+use crate::forge::retry::{RetryPolicy, forge_date, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, Landed,
-    MergeError, Note, OpenChange, Polled, PullRequestInfo, PullRequestState, Reaction, Review,
-    ReviewState, Served, StatusState, ThreadLabels,
+    ListedComment, MergeError, Note, OpenChange, Polled, PullRequestInfo, PullRequestState,
+    Reaction, Review, ReviewState, Served, StatusState, ThreadLabels,
 };
 use crate::secret::Secret;
 
@@ -779,28 +779,77 @@ impl GithubClient {
             if done {
                 break;
             }
+            if page == 50 {
+                tracing::warn!(
+                    listed = all.len(),
+                    "more open pull requests than the catch-up lists; the oldest are not looked at"
+                );
+            }
         }
         Ok(all)
     }
 
-    /// Whether account `by` has set status `context` on commit `sha`.
-    pub async fn has_status_from(
+    /// The repository's comments made within `window` before GitHub's own time (the `Date` of
+    /// its answer), newest first; empty when GitHub says no time.
+    pub async fn recent_comments(
         &self,
-        sha: &str,
-        context: &str,
-        by: u64,
-    ) -> Result<bool, ForgeError> {
+        window: chrono::TimeDelta,
+    ) -> Result<Vec<ListedComment>, ForgeError> {
         #[derive(Deserialize)]
         struct Listed {
-            context: String,
+            id: u64,
             #[serde(default)]
-            creator: Option<User>,
+            body: Option<String>,
+            user: User,
+            created_at: DateTime<Utc>,
+            #[serde(default)]
+            updated_at: Option<DateTime<Utc>>,
+            issue_url: String,
+            html_url: String,
         }
-        let route = self.repo_path(&format!("/commits/{sha}/statuses?per_page=100"));
-        let listed: Vec<Listed> = self.json(Method::GET, &route, None).await?;
-        Ok(listed
-            .iter()
-            .any(|s| s.context == context && s.creator.as_ref().is_some_and(|c| c.id == by)))
+        let mut all = Vec::new();
+        let mut window_start: Option<DateTime<Utc>> = None;
+        for page in 1..=10 {
+            let route = self.repo_path(&format!(
+                "/issues/comments?sort=created&direction=desc&per_page=100&page={page}"
+            ));
+            let answer = self
+                .send(Method::GET, &route, None, HeaderMap::new())
+                .await?;
+            let start =
+                window_start.or_else(|| forge_date(&answer.headers).map(|now| now - window));
+            let Some(since) = start else {
+                tracing::warn!(
+                    "GitHub's answer says no time: comments made while the bot was down are not looked for"
+                );
+                return Ok(Vec::new());
+            };
+            window_start = Some(since);
+            let batch: Vec<Listed> = decode(&format!("GET {route}"), &answer.body)?;
+            let last_page = batch.len() < 100 || batch.iter().any(|c| c.created_at < since);
+            all.extend(
+                batch
+                    .into_iter()
+                    .filter(|c| c.created_at >= since)
+                    .filter_map(|c| {
+                        let number = c.issue_url.rsplit('/').next()?.parse().ok()?;
+                        Some(ListedComment {
+                            id: c.id,
+                            number,
+                            on_change: c.html_url.contains("/pull/"),
+                            body: c.body.unwrap_or_default(),
+                            author: c.user.into(),
+                            created_at: c.created_at,
+                            internal: false,
+                            edited: c.updated_at.is_some_and(|at| at > c.created_at),
+                        })
+                    }),
+            );
+            if last_page {
+                break;
+            }
+        }
+        Ok(all)
     }
 
     /// An open pull request from `head` into `base`, if there is one (to make PR creation idempotent).

@@ -7,6 +7,7 @@
 //! ([`crate::forge::retry`]). The project is addressed by its URL-encoded path
 //! (`group%2Fsub%2Fproject`), so the configuration names it the way people read it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -22,11 +23,11 @@ use crate::forge::Thread;
 use crate::forge::error::{decode, transport};
 use crate::forge::etag_cache::EtagCache;
 use crate::forge::note_mark::Marked;
-use crate::forge::retry::{RetryPolicy, forge_now, perform_checked, perform_retryable};
+use crate::forge::retry::{RetryPolicy, forge_date, forge_now, perform_checked, perform_retryable};
 use crate::forge::{
-    Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, MergeError,
-    Note, OpenChange, Polled, PullRequestInfo, PullRequestState, Reaction, StatusState,
-    ThreadLabels,
+    Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError,
+    ListedComment, MergeError, Note, OpenChange, Polled, PullRequestInfo, PullRequestState,
+    Reaction, StatusState, ThreadLabels,
 };
 use crate::secret::Secret;
 
@@ -599,9 +600,26 @@ impl GitlabClient {
             #[serde(default)]
             sha: Option<String>,
         }
-        let listed: Vec<Listed> = self
-            .get_all(&self.project_route("/merge_requests?state=opened"))
-            .await?;
+        // Page by page, newest first: past the last page kept, the oldest are left out (and
+        // said so), where `get_all` would refuse the whole list.
+        let mut listed: Vec<Listed> = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let route = self.project_route(&format!(
+                "/merge_requests?state=opened&per_page={PER_PAGE}&page={page}"
+            ));
+            let batch: Vec<Listed> = self.get(&route).await?;
+            let done = batch.len() < PER_PAGE as usize;
+            listed.extend(batch);
+            if done {
+                break;
+            }
+            if page == MAX_PAGES {
+                tracing::warn!(
+                    listed = listed.len(),
+                    "more open merge requests than the catch-up lists; the oldest are not looked at"
+                );
+            }
+        }
         Ok(listed
             .into_iter()
             .filter_map(|mr| {
@@ -614,28 +632,90 @@ impl GitlabClient {
             .collect())
     }
 
-    /// Whether account `by` has set status `context` (GitLab's `name`) on commit `sha`.
-    pub async fn has_status_from(
+    /// The project's notes made within `window` before GitLab's own time (the `Date` of its
+    /// answer), from its events (`action=commented`), newest first. A note on an issue whose
+    /// body `keep` takes is internal when the issue is confidential (one read per such issue:
+    /// the event does not say). Empty when GitLab says no time.
+    pub async fn recent_notes(
         &self,
-        sha: &str,
-        context: &str,
-        by: u64,
-    ) -> Result<bool, ForgeError> {
-        #[derive(Deserialize)]
-        struct Listed {
-            name: String,
-            #[serde(default)]
-            author: Option<User>,
+        window: chrono::TimeDelta,
+        keep: &impl Fn(&str) -> bool,
+    ) -> Result<Vec<ListedComment>, ForgeError> {
+        let mut notes: Vec<EventNote> = Vec::new();
+        let mut window_start: Option<DateTime<Utc>> = None;
+        for page in 1..=10 {
+            let route = self.project_route(&format!(
+                "/events?action=commented&sort=desc&per_page={PER_PAGE}&page={page}"
+            ));
+            let answer = self
+                .send(Method::GET, &route, None, HeaderMap::new())
+                .await?;
+            let start =
+                window_start.or_else(|| forge_date(&answer.headers).map(|now| now - window));
+            let Some(since) = start else {
+                tracing::warn!(
+                    "GitLab's answer says no time: notes made while the bot was down are not looked for"
+                );
+                return Ok(Vec::new());
+            };
+            window_start = Some(since);
+            let events: Vec<CommentedEvent> = decode(&format!("GET {route}"), &answer.body)?;
+            let last_page = events.len() < PER_PAGE as usize
+                || events
+                    .iter()
+                    .any(|e| e.note.as_ref().is_some_and(|n| n.created_at < since));
+            notes.extend(
+                events
+                    .into_iter()
+                    .filter_map(|e| e.note)
+                    .filter(|n| n.created_at >= since && !n.system),
+            );
+            if last_page {
+                break;
+            }
         }
-        let route = self.project_route(&format!(
-            "/repository/commits/{}/statuses?all=true&name={}",
-            encode(sha),
-            encode(context)
-        ));
-        let listed: Vec<Listed> = self.get_all(&route).await?;
-        Ok(listed
-            .iter()
-            .any(|s| s.name == context && s.author.as_ref().is_some_and(|a| a.id == by)))
+        let mut confidential: BTreeMap<u64, bool> = BTreeMap::new();
+        let mut listed = Vec::new();
+        for note in notes {
+            let (number, on_change) = match (note.noteable_type.as_deref(), note.noteable_iid) {
+                (Some("MergeRequest"), Some(iid)) => (iid, true),
+                (Some("Issue"), Some(iid)) => (iid, false),
+                _ => continue, // a commit's or a snippet's: no thread of the bot's
+            };
+            let mut internal = note.internal || note.confidential;
+            if !on_change && !internal && keep(&note.body) {
+                internal = match confidential.get(&number) {
+                    Some(&hidden) => hidden,
+                    None => {
+                        let hidden = self.issue_is_confidential(number).await?;
+                        confidential.insert(number, hidden);
+                        hidden
+                    }
+                };
+            }
+            listed.push(ListedComment {
+                id: note.id,
+                number,
+                on_change,
+                body: note.body,
+                author: note.author.into(),
+                created_at: note.created_at,
+                internal,
+                edited: note.updated_at.is_some_and(|at| at > note.created_at),
+            });
+        }
+        Ok(listed)
+    }
+
+    /// Whether issue `iid` is confidential (only some members see it).
+    async fn issue_is_confidential(&self, iid: u64) -> Result<bool, ForgeError> {
+        #[derive(Deserialize)]
+        struct Issue {
+            #[serde(default)]
+            confidential: bool,
+        }
+        let route = self.project_route(&format!("/issues/{iid}"));
+        Ok(self.get::<Issue>(&route).await?.confidential)
     }
 
     /// The open merge request from `branch` of this project (not of a fork), if there is one:
@@ -1310,6 +1390,34 @@ struct MergeRequest {
     updated_at: Option<DateTime<Utc>>,
     #[serde(default)]
     diff_refs: Option<DiffRefs>,
+}
+
+/// A project event of `action=commented`, as far as the catch-up reads it.
+#[derive(Deserialize)]
+struct CommentedEvent {
+    #[serde(default)]
+    note: Option<EventNote>,
+}
+
+#[derive(Deserialize)]
+struct EventNote {
+    id: u64,
+    #[serde(default)]
+    body: String,
+    author: User,
+    created_at: DateTime<Utc>,
+    #[serde(default)]
+    updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    noteable_type: Option<String>,
+    #[serde(default)]
+    noteable_iid: Option<u64>,
+    #[serde(default)]
+    internal: bool,
+    #[serde(default)]
+    confidential: bool,
+    #[serde(default)]
+    system: bool,
 }
 
 /// The commits a merge request's diff is between.

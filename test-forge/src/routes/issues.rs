@@ -29,6 +29,10 @@ pub(super) fn routes() -> axum::Router<App> {
             get(list_comments).post(create_comment),
         )
         .route(
+            "/repos/{owner}/{repo}/issues/comments",
+            get(list_repo_comments),
+        )
+        .route(
             "/repos/{owner}/{repo}/issues/comments/{id}",
             get(get_comment)
                 .patch(edit_comment)
@@ -200,6 +204,47 @@ async fn list_comments(
         .map(|c| json::comment(&st, rec, c))
         .collect();
     Ok(paginate(items, &q, &uri, &st.base_url))
+}
+
+/// Every comment of the repository (`GET /repos/{o}/{r}/issues/comments`): `since` (by
+/// `updated_at`), `sort=created|updated` and `direction=asc|desc` (ascending by id without a
+/// sort, as GitHub lists them), with the forge's own time as the `Date` header.
+async fn list_repo_comments(
+    State(app): State<App>,
+    _c: Caller,
+    ApiPath((o, r)): ApiPath<(String, String)>,
+    q: ApiQuery,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let st = app.lock();
+    let rec = st.repo(&full(&o, &r))?;
+    let since = q
+        .get("since")
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|d| d.with_timezone(&chrono::Utc));
+    let mut comments: Vec<_> = rec
+        .comments
+        .values()
+        .filter(|c| since.is_none_or(|s| c.updated_at >= s))
+        .collect();
+    match q.get("sort") {
+        Some("updated") => comments.sort_by_key(|c| (c.updated_at, c.id)),
+        Some(_) => comments.sort_by_key(|c| (c.created_at, c.id)),
+        None => comments.sort_by_key(|c| c.id),
+    }
+    if q.get("sort").is_some() && q.get("direction") != Some("asc") {
+        comments.reverse();
+    }
+    let items = comments
+        .into_iter()
+        .map(|c| json::comment(&st, rec, c))
+        .collect();
+    let date = st.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let mut resp = paginate(items, &q, &uri, &st.base_url);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&date) {
+        resp.headers_mut().insert(axum::http::header::DATE, value);
+    }
+    Ok(resp)
 }
 
 #[derive(Deserialize)]

@@ -34,6 +34,7 @@ pub(super) fn routes() -> axum::Router<App> {
             "/api/v4/projects/{id}/issues/{iid}/notes",
             get(list_notes::<false>).post(create_note::<false>),
         )
+        .route("/api/v4/projects/{id}/events", get(list_events))
         .route(
             "/api/v4/projects/{id}/merge_requests/{iid}/notes/{note_id}",
             get(get_note::<true>)
@@ -86,6 +87,57 @@ fn noteable<const MR: bool>(iid: u64) -> Noteable {
     } else {
         Noteable::Issue(iid)
     }
+}
+
+// ---- events ----
+
+/// The project's events (`GET /projects/:id/events`), of which only `action=commented` is
+/// kept: one per note, with the note inside, newest first (`sort=asc` for oldest first), and
+/// the forge's own time as the `Date` header. Any other action lists nothing.
+async fn list_events(
+    State(app): State<App>,
+    _u: GlUser,
+    GlPath(id): GlPath<String>,
+    q: GlQuery,
+    uri: Uri,
+) -> GlResult<Response> {
+    let st = app.lock();
+    let r = project(&st, &id)?;
+    let mut notes: Vec<_> = if q.get("action").is_none_or(|a| a == "commented") {
+        r.comments.values().collect()
+    } else {
+        Vec::new()
+    };
+    notes.sort_by_key(|c| (c.created_at, c.id));
+    if q.get("sort") != Some("asc") {
+        notes.reverse();
+    }
+    let items = notes
+        .into_iter()
+        .filter_map(|c| {
+            let i = r.issues.get(&c.issue_number)?;
+            Some(serde_json::json!({
+                "id": c.id,
+                "project_id": r.id,
+                "action_name": "commented on",
+                "target_id": c.id,
+                "target_iid": c.id,
+                "target_type": "Note",
+                "target_title": i.title,
+                "author_id": json::user(&st, &c.user)["id"],
+                "author": json::user(&st, &c.user),
+                "author_username": c.user,
+                "created_at": crate::gitlab::api_ts(c.created_at),
+                "note": json::note(&st, r, i, c),
+            }))
+        })
+        .collect();
+    let date = st.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let mut resp = paginate(items, &q, &uri, &st.base_url);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&date) {
+        resp.headers_mut().insert(axum::http::header::DATE, value);
+    }
+    Ok(resp)
 }
 
 // ---- issues ----
