@@ -663,6 +663,20 @@ impl Workflow {
                 Ok(Some(record))
             }
             Err(StoreError::Duplicate { .. }) => {
+                // This very PR, inserted meanwhile by another worker (a replica's catch-up
+                // deciding it while this one handles its webhook): a lost race, decided again
+                // at once with the record that won.
+                if let Some(other) = self.store.get_request(&path.id).await?
+                    && self.owns(&other)
+                    && other.pr_number == pr.number
+                {
+                    return Err(StoreError::Conflict {
+                        id: other.id.to_string(),
+                        expected: 0,
+                        found: other.version,
+                    }
+                    .into());
+                }
                 // Said once per PR and id, not again at each label or approval.
                 let says = comment::request_id_taken_comment(path.id.as_str());
                 self.note_once(Thread::Change(pr.number), &says, &says)

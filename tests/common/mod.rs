@@ -380,8 +380,9 @@ impl Scenario {
         // clock every tick), is work still to come.
         let reconciling = self
             .service
-            .as_ref()
-            .is_some_and(|running| !running.reconciliation.caught_up(self.clock.now()));
+            .iter()
+            .chain(&self.replicas)
+            .any(|running| !running.reconciliation.caught_up(self.clock.now()));
         if stuck.is_empty() && jobs.is_empty() && !reconciling {
             return String::new();
         }
