@@ -46,6 +46,20 @@ pub fn forge_now(headers: &http::HeaderMap, fallback: i64) -> i64 {
     forge_date(headers).map_or(fallback, |at| at.timestamp())
 }
 
+/// Where a listing of what was made within `window` starts: `kept` once a first page fixed
+/// it, else `window` before the forge's own time of this answer (`None` when it says none:
+/// the bot's clock is never put in its place).
+pub fn window_start(
+    kept: &mut Option<chrono::DateTime<chrono::Utc>>,
+    headers: &http::HeaderMap,
+    window: chrono::TimeDelta,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    if kept.is_none() {
+        *kept = forge_date(headers).map(|now| now - window);
+    }
+    *kept
+}
+
 /// The forge's own time of a response (its `Date` header), if it says one.
 pub fn forge_date(headers: &http::HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
     headers

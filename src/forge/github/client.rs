@@ -23,7 +23,9 @@ use crate::forge::error::{decode, transport};
 use crate::forge::etag_cache::EtagCache;
 use crate::forge::github::reaction_etags::{ReactionEtags, Validator};
 use crate::forge::note_mark::Marked;
-use crate::forge::retry::{RetryPolicy, forge_date, forge_now, perform_checked, perform_retryable};
+use crate::forge::retry::{
+    RetryPolicy, forge_now, perform_checked, perform_retryable, window_start,
+};
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, Landed,
     ListedComment, MergeError, Note, OpenChange, Polled, PullRequestInfo, PullRequestState,
@@ -808,7 +810,7 @@ impl GithubClient {
             html_url: String,
         }
         let mut all = Vec::new();
-        let mut window_start: Option<DateTime<Utc>> = None;
+        let mut kept = None;
         for page in 1..=10 {
             let route = self.repo_path(&format!(
                 "/issues/comments?sort=created&direction=desc&per_page=100&page={page}"
@@ -816,15 +818,12 @@ impl GithubClient {
             let answer = self
                 .send(Method::GET, &route, None, HeaderMap::new())
                 .await?;
-            let start =
-                window_start.or_else(|| forge_date(&answer.headers).map(|now| now - window));
-            let Some(since) = start else {
+            let Some(since) = window_start(&mut kept, &answer.headers, window) else {
                 tracing::warn!(
                     "GitHub's answer says no time: comments made while the bot was down are not looked for"
                 );
                 return Ok(Vec::new());
             };
-            window_start = Some(since);
             let batch: Vec<Listed> = decode(&format!("GET {route}"), &answer.body)?;
             let last_page = batch.len() < 100 || batch.iter().any(|c| c.created_at < since);
             all.extend(

@@ -23,7 +23,9 @@ use crate::forge::Thread;
 use crate::forge::error::{decode, transport};
 use crate::forge::etag_cache::EtagCache;
 use crate::forge::note_mark::Marked;
-use crate::forge::retry::{RetryPolicy, forge_date, forge_now, perform_checked, perform_retryable};
+use crate::forge::retry::{
+    RetryPolicy, forge_now, perform_checked, perform_retryable, window_start,
+};
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError,
     ListedComment, MergeError, Note, OpenChange, Polled, PullRequestInfo, PullRequestState,
@@ -642,7 +644,7 @@ impl GitlabClient {
         keep: &impl Fn(&str) -> bool,
     ) -> Result<Vec<ListedComment>, ForgeError> {
         let mut notes: Vec<EventNote> = Vec::new();
-        let mut window_start: Option<DateTime<Utc>> = None;
+        let mut kept = None;
         for page in 1..=10 {
             let route = self.project_route(&format!(
                 "/events?action=commented&sort=desc&per_page={PER_PAGE}&page={page}"
@@ -650,15 +652,12 @@ impl GitlabClient {
             let answer = self
                 .send(Method::GET, &route, None, HeaderMap::new())
                 .await?;
-            let start =
-                window_start.or_else(|| forge_date(&answer.headers).map(|now| now - window));
-            let Some(since) = start else {
+            let Some(since) = window_start(&mut kept, &answer.headers, window) else {
                 tracing::warn!(
                     "GitLab's answer says no time: notes made while the bot was down are not looked for"
                 );
                 return Ok(Vec::new());
             };
-            window_start = Some(since);
             let events: Vec<CommentedEvent> = decode(&format!("GET {route}"), &answer.body)?;
             let last_page = events.len() < PER_PAGE as usize
                 || events

@@ -239,12 +239,8 @@ async fn list_repo_comments(
         .into_iter()
         .map(|c| json::comment(&st, rec, c))
         .collect();
-    let date = st.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-    let mut resp = paginate(items, &q, &uri, &st.base_url);
-    if let Ok(value) = axum::http::HeaderValue::from_str(&date) {
-        resp.headers_mut().insert(axum::http::header::DATE, value);
-    }
-    Ok(resp)
+    let resp = paginate(items, &q, &uri, &st.base_url);
+    Ok(super::forge_dated(resp, st.now()))
 }
 
 #[derive(Deserialize)]

@@ -405,6 +405,14 @@ fn failure_response(kind: &FailureKind) -> Response {
     resp
 }
 
+/// `resp` with the forge's own time `now` as its `Date` (not the machine's, which hyper would
+/// put): a client judges forge times by it.
+pub(crate) fn forge_dated(mut resp: Response, now: chrono::DateTime<chrono::Utc>) -> Response {
+    let date = now.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    set_header(&mut resp, "date", date);
+    resp
+}
+
 pub(crate) fn set_header(resp: &mut Response, name: &'static str, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         resp.headers_mut().insert(name, v);

@@ -132,12 +132,8 @@ async fn list_events(
             }))
         })
         .collect();
-    let date = st.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-    let mut resp = paginate(items, &q, &uri, &st.base_url);
-    if let Ok(value) = axum::http::HeaderValue::from_str(&date) {
-        resp.headers_mut().insert(axum::http::header::DATE, value);
-    }
-    Ok(resp)
+    let resp = paginate(items, &q, &uri, &st.base_url);
+    Ok(crate::routes::forge_dated(resp, st.now()))
 }
 
 // ---- issues ----
