@@ -1033,3 +1033,53 @@ on_both_backends!(
         assert!(refusal.contains("is not a valid request"), "{refusal}");
     }
 );
+
+on_both_forges!(
+    an_approved_draft_marked_ready_while_the_bot_is_down_is_merged_when_it_starts,
+    |mut s: Scenario| async move {
+        let alice = &s.people.alice;
+        let pr = s.open_request(alice, "prod", "r-ready", &prod_request("1h"));
+        s.set_draft(pr, alice, true);
+        s.settle().await;
+        s.next_bot_comment(pr);
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.next_bot_comment(pr); // approval recorded
+        assert!(!s.change(pr).merged, "a draft is never merged");
+        s.crash();
+        s.set_draft(pr, &s.people.alice, false);
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r-ready` is allowed**",
+                "🔓 **Access granted.**",
+            ],
+        );
+    }
+);
+
+on_both_forges!(
+    a_fast_path_label_added_while_the_bot_is_down_is_decided_when_it_starts,
+    |mut s: Scenario| async move {
+        let bob = &s.people.bob; // on call
+        let pr = s.open_request(bob, "prod", "r-sev1", &prod_request("1h"));
+        s.settle().await;
+        s.next_bot_comment(pr); // waits for an approval
+        s.crash();
+        s.label(pr, &s.people.bob, "sev1");
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+        // Another start finds the label decided: nothing is said or done again.
+        s.crash();
+        s.start_service().await;
+        s.settle().await;
+        s.expect_no_bot_comment(pr);
+    }
+);

@@ -370,6 +370,8 @@ pub struct OpenChange {
     pub number: u64,
     pub head_sha: String,
     pub author_id: u64,
+    pub draft: bool,
+    pub labels: Vec<String>,
 }
 
 /// A comment as the repository-wide listing shows it (see [`Forge::recent_comments`]): what a

@@ -102,6 +102,10 @@ pub struct StoredDecision {
     /// Why the role cannot be granted by its provider (checked before any merge).
     #[serde(default)]
     pub unservable: Option<String>,
+    /// The PR's labels the decision saw: the catch-up decides again a PR labelled or
+    /// unlabelled while the bot was down.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 /// A stored access request.

@@ -4,12 +4,16 @@
 //! pushed to, while the service was down would wait for its next event, and a `/breakglass`
 //! comment would never be answered. At start (and after intake refused deliveries) the bot
 //! lists the open change requests once and queues a [`ForgeEvent::MissedChange`] delivery for
-//! each one whose head it has no record of, then lists the comments of the last
+//! each one whose head it has no record of (or that was marked ready or labelled otherwise
+//! than its decision saw), then lists the comments of the last
 //! [`COMMENTS_WITHIN`] and queues each one with a command it has not answered, as the comment
 //! webhook it missed. The delivery worker handles them as it handles any webhook, with its
 //! locks, retries and order.
 
+use std::collections::BTreeSet;
+
 use chrono::TimeDelta;
+use sha2::{Digest as _, Sha256};
 
 use super::Workflow;
 use super::pull_request::decides_again;
@@ -36,10 +40,9 @@ impl Workflow {
         self.store.ping().await?;
         let mut queued = 0;
         for change in self.forge.open_changes().await? {
-            if !self.may_have_missed(&change).await? {
+            let Some(key) = self.may_have_missed(&change).await? else {
                 continue;
-            }
-            let key = format!("missed:{}:{}", change.number, change.head_sha);
+            };
             let event = ForgeEvent::MissedChange {
                 number: change.number,
             };
@@ -95,25 +98,43 @@ impl Workflow {
         Ok(self.store.record_delivery(&new).await? == Recorded::New)
     }
 
-    /// Whether the bot may not have heard of `change`'s head: not its own change, and no
-    /// request record at that head.
-    async fn may_have_missed(&self, change: &OpenChange) -> anyhow::Result<bool> {
+    /// The key of a [`ForgeEvent::MissedChange`] for `change` when the bot may have missed
+    /// news of it: not its own change, and either no request record at its head, or a
+    /// request still being decided whose PR was marked ready (or as a draft) or labelled
+    /// otherwise than its decision saw (a `sev1` label added during an incident).
+    async fn may_have_missed(&self, change: &OpenChange) -> anyhow::Result<Option<String>> {
         if change.author_id == self.bot.id {
             // Its request, revert and removal changes: their own jobs and guards watch them.
-            return Ok(false);
+            return Ok(None);
         }
         let repo = &self.settings.repository;
         let record = self
             .store
             .find_request_by_pr(self.forge_kind(), repo, change.number)
             .await?;
-        Ok(record.is_none_or(|r| r.head_sha != change.head_sha))
+        let head = format!("missed:{}:{}", change.number, change.head_sha);
+        let Some(record) = record.filter(|r| r.head_sha == change.head_sha) else {
+            return Ok(Some(head));
+        };
+        let Some(seen) = record.decision.as_ref() else {
+            return Ok(None);
+        };
+        let labels = |list: &[String]| -> BTreeSet<String> {
+            list.iter().map(|l| l.to_lowercase()).collect()
+        };
+        let changed = seen.draft != change.draft || labels(&seen.labels) != labels(&change.labels);
+        if !changed || !decides_again(record.state, PullRequestAction::Labeled) {
+            return Ok(None);
+        }
+        let now: Vec<String> = labels(&change.labels).into_iter().collect();
+        let digest = Sha256::digest(format!("{}|{}", change.draft, now.join("\n")));
+        Ok(Some(format!("{head}:{}", &hex::encode(digest)[..16])))
     }
 
-    /// A change request the catch-up found without a record at its head: decided as it is now,
-    /// like a PR just opened or pushed to, except that the push's time is not known (the
-    /// PR's `updated_at` bounds it, so an approval given before it is asked for again). A
-    /// refusal is said unless the bot's latest note on the PR already says it
+    /// A change request the catch-up found (see [`Self::may_have_missed`]): decided as it is
+    /// now, like a PR just opened, pushed to, labelled or marked ready. A push's time is not
+    /// known (the PR's `updated_at` bounds it, so an approval given before it is asked for
+    /// again). A refusal is said unless the bot's latest note on the PR already says it
     /// ([`Workflow::say_refusal`]).
     pub(super) async fn handle_missed_change(&self, number: u64) -> anyhow::Result<()> {
         let current = self.forge.change(number).await?;
@@ -125,12 +146,17 @@ impl Workflow {
             .store
             .find_request_by_pr(self.forge_kind(), repo, number)
             .await?;
-        if let Some(record) = &existing
-            && (record.head_sha == current.info.head_sha
-                || !decides_again(record.state, PullRequestAction::Synchronized))
-        {
-            // Heard since the listing, or a request past deciding.
-            return Ok(());
+        if let Some(record) = &existing {
+            // On its head: labelled or marked ready meanwhile, decided again as that webhook
+            // would have it; on another: pushed.
+            let action = if record.head_sha == current.info.head_sha {
+                PullRequestAction::Labeled
+            } else {
+                PullRequestAction::Synchronized
+            };
+            if !decides_again(record.state, action) {
+                return Ok(()); // past deciding
+            }
         }
         self.evaluate_current(current, existing, None, None, true)
             .await

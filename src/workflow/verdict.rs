@@ -223,6 +223,7 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
             .and_then(|o| o.merge_refused.clone()),
         draft: pr.draft,
         unservable,
+        labels: pr.labels.clone(),
     };
     let unchanged = same_head && old.is_some_and(|old| same_verdict(old, &stored));
     let id = existing.map_or(&inputs.path.id, |r| &r.id);

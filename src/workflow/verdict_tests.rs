@@ -186,6 +186,7 @@ fn an_allowed_request_waits_for_its_approvals() {
                 merge_refused: None,
                 draft: false,
                 unservable: None,
+                labels: Vec::new(),
             },
             state: RequestState::Pending,
             status: (StatusState::Pending, "allowed: needs 1 approval(s)".into()),
@@ -278,6 +279,7 @@ fn files_beyond_the_request_deny_an_allowed_request() {
                 merge_refused: None,
                 draft: false,
                 unservable: None,
+                labels: Vec::new(),
             },
             state: RequestState::Denied,
             status: (

@@ -767,6 +767,10 @@ impl GithubClient {
             number: u64,
             user: User,
             head: BranchRef,
+            #[serde(default)]
+            draft: Option<bool>,
+            #[serde(default)]
+            labels: Vec<Label>,
         }
         let mut all = Vec::new();
         for page in 1..=50 {
@@ -777,6 +781,8 @@ impl GithubClient {
                 number: pr.number,
                 head_sha: pr.head.sha,
                 author_id: pr.user.id,
+                draft: pr.draft.unwrap_or(false),
+                labels: pr.labels.into_iter().map(|l| l.name).collect(),
             }));
             if done {
                 break;

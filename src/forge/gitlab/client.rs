@@ -601,6 +601,12 @@ impl GitlabClient {
             author: User,
             #[serde(default)]
             sha: Option<String>,
+            #[serde(default)]
+            draft: Option<bool>,
+            #[serde(default)]
+            work_in_progress: Option<bool>,
+            #[serde(default)]
+            labels: Vec<String>,
         }
         // Page by page, newest first: past the last page kept, the oldest are left out (and
         // said so), where `get_all` would refuse the whole list.
@@ -629,6 +635,8 @@ impl GitlabClient {
                     number: mr.iid,
                     head_sha: mr.sha?,
                     author_id: mr.author.id,
+                    draft: mr.draft.or(mr.work_in_progress).unwrap_or(false),
+                    labels: mr.labels,
                 })
             })
             .collect())
