@@ -29,15 +29,22 @@ pub const COMMENTS_WITHIN: TimeDelta = TimeDelta::hours(1);
 
 impl Workflow {
     /// Queues a delivery for what the bot may have missed: a [`ForgeEvent::MissedChange`] for
-    /// every open change request that is not the bot's own and whose head has no request
-    /// record (one listing), then a comment event for every comment of the last
-    /// [`COMMENTS_WITHIN`] that holds a command the bot has not answered (one listing, more
-    /// only when there were over 100 comments). Returns how many it queued. Keyed by change
-    /// and head, or by comment, so that a second look (or a second replica) queues nothing
-    /// twice.
+    /// every open change request [`Self::may_have_missed`] names (one listing), then a comment
+    /// event for every comment of the last [`COMMENTS_WITHIN`] that holds a command the bot
+    /// has not answered (one listing, more only when there were over 100 comments). Returns
+    /// how many it queued. Keyed by what was seen, so that a second look (or a second
+    /// replica) queues nothing twice.
     pub async fn catch_up(&self) -> anyhow::Result<usize> {
         // Nothing is listed that could not be stored.
         self.store.ping().await?;
+        let queued = self.queue_missed_changes().await? + self.queue_missed_comments().await?;
+        if queued > 0 {
+            tracing::info!(forge = %self.forge_kind(), queued, "what came while the bot was down is handled now");
+        }
+        Ok(queued)
+    }
+
+    async fn queue_missed_changes(&self) -> anyhow::Result<usize> {
         let mut queued = 0;
         for change in self.forge.open_changes().await? {
             let Some(key) = self.may_have_missed(&change).await? else {
@@ -48,11 +55,16 @@ impl Workflow {
             };
             queued += usize::from(self.queue_missed(key, "missed_change", event).await?);
         }
+        Ok(queued)
+    }
+
+    async fn queue_missed_comments(&self) -> anyhow::Result<usize> {
         let has_command = |body: &str| !parse_commands(body).is_empty();
         let comments = self
             .forge
             .recent_comments(COMMENTS_WITHIN, has_command)
             .await?;
+        let mut queued = 0;
         for comment in comments {
             // An edited comment is not taken: what it said first is not known, and an edit
             // never executes a command (nor adds an approval under an old timestamp).
@@ -69,9 +81,6 @@ impl Workflow {
             let key = format!("missed-comment:{}", comment.id);
             let event = missed_comment(comment);
             queued += usize::from(self.queue_missed(key, "missed_comment", event).await?);
-        }
-        if queued > 0 {
-            tracing::info!(forge = %self.forge_kind(), queued, "what came while the bot was down is handled now");
         }
         Ok(queued)
     }

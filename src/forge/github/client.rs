@@ -762,20 +762,10 @@ impl GithubClient {
 
     /// Every open pull request, newest first (100 a page, as many pages as there are).
     pub async fn open_pull_requests(&self) -> Result<Vec<OpenChange>, ForgeError> {
-        #[derive(Deserialize)]
-        struct Listed {
-            number: u64,
-            user: User,
-            head: BranchRef,
-            #[serde(default)]
-            draft: Option<bool>,
-            #[serde(default)]
-            labels: Vec<Label>,
-        }
         let mut all = Vec::new();
         for page in 1..=50 {
             let route = self.repo_path(&format!("/pulls?state=open&per_page=100&page={page}"));
-            let batch: Vec<Listed> = self.json(Method::GET, &route, None).await?;
+            let batch: Vec<PullRequest> = self.json(Method::GET, &route, None).await?;
             let done = batch.len() < 100;
             all.extend(batch.into_iter().map(|pr| OpenChange {
                 number: pr.number,

@@ -595,27 +595,14 @@ impl GitlabClient {
 
     /// Every open merge request of the project, newest first.
     pub async fn open_pull_requests(&self) -> Result<Vec<OpenChange>, ForgeError> {
-        #[derive(Deserialize)]
-        struct Listed {
-            iid: u64,
-            author: User,
-            #[serde(default)]
-            sha: Option<String>,
-            #[serde(default)]
-            draft: Option<bool>,
-            #[serde(default)]
-            work_in_progress: Option<bool>,
-            #[serde(default)]
-            labels: Vec<String>,
-        }
         // Page by page, newest first: past the last page kept, the oldest are left out (and
         // said so), where `get_all` would refuse the whole list.
-        let mut listed: Vec<Listed> = Vec::new();
+        let mut listed: Vec<MergeRequest> = Vec::new();
         for page in 1..=MAX_PAGES {
             let route = self.project_route(&format!(
                 "/merge_requests?state=opened&per_page={PER_PAGE}&page={page}"
             ));
-            let batch: Vec<Listed> = self.get(&route).await?;
+            let batch: Vec<MergeRequest> = self.get(&route).await?;
             let done = batch.len() < PER_PAGE as usize;
             listed.extend(batch);
             if done {
