@@ -1083,3 +1083,124 @@ on_both_forges!(
         s.expect_no_bot_comment(pr);
     }
 );
+
+// A branch pushed away and back while the bot is down: the head it comes back to is the one the
+// bot decided, with the time of its first push. The forge's own record of the head's moves
+// (GitHub's timeline, GitLab's MR versions) is asked before approvals from that time merge it.
+
+/// Reads of a change's head history (GitHub's timeline, GitLab's MR versions).
+fn head_history_reads(s: &Scenario) -> u64 {
+    let calls = s.forge.calls();
+    calls.count("GET", "/repos/{owner}/{repo}/issues/{number}/timeline")
+        + calls.count("GET", "/api/v4/projects/{id}/merge_requests/{iid}/versions")
+}
+
+on_both_forges!(
+    an_approval_given_while_the_bot_was_down_to_a_head_pushed_away_and_back_does_not_merge_it,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-back", &prod_request("4h"));
+        s.settle().await;
+        s.next_bot_comment(pr);
+        let four_hours = s.change(pr).head_sha;
+        s.crash();
+        // Shown a smaller request, carol approves it; the branch goes back to the 4h one.
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge.push_files(
+            REPO,
+            "request-r-back",
+            &s.people.alice,
+            &[("requests/prod/r-back.yaml", &prod_request("30m"))],
+            "shorter",
+        );
+        s.approve(pr, &s.people.carol);
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge
+            .force_branch(REPO, "request-r-back", &s.people.alice, &four_hours);
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert_eq!(s.change(pr).head_sha, four_hours);
+        assert!(
+            !s.change(pr).merged,
+            "an approval of the 30m version merged the 4h one: {:#?}",
+            s.bot_comments(pr)
+        );
+        assert_eq!(s.request("r-back").await.state, RequestState::Pending);
+        let asked = s.take_bot_comments(pr);
+        assert!(
+            asked
+                .iter()
+                .any(|c| c.starts_with("⏱️ @carol, your approval")),
+            "{asked:#?}"
+        );
+        // Approved again now, it merges; the head's history is not read again meanwhile.
+        let reads = head_history_reads(&s);
+        assert!(reads >= 1, "the head's history was never asked for");
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let granted = s.next_bot_comment(pr);
+        assert!(granted.starts_with("🔓 **Access granted.**"), "{granted}");
+        assert_eq!(head_history_reads(&s), reads);
+    }
+);
+
+on_skewed_clocks!(
+    an_emoji_given_while_the_bot_was_down_to_a_rewound_head_does_not_merge_it_when_pushed_back,
+    |mut s: Scenario| async move {
+        // Two commits: 30m, then 4h. The bot decides the 4h one.
+        let pr = s.open_request(&s.people.alice, "prod", "r-rewound", &prod_request("30m"));
+        s.settle().await;
+        let thirty_minutes = s.change(pr).head_sha;
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        let four_hours = s.forge.push_files(
+            REPO,
+            "request-r-rewound",
+            &s.people.alice,
+            &[("requests/prod/r-rewound.yaml", &prod_request("4h"))],
+            "longer",
+        );
+        s.settle().await;
+        assert_eq!(s.request("r-rewound").await.head_sha, four_hours);
+        s.take_bot_comments(pr);
+        s.crash();
+        // Rewound to 30m (a force push), approved, and pushed forward to 4h again: a plain
+        // push that GitHub's timeline does not date.
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge
+            .force_branch(REPO, "request-r-rewound", &s.people.alice, &thirty_minutes);
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.emoji(pr, &s.people.carol, "+1");
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge
+            .force_branch(REPO, "request-r-rewound", &s.people.alice, &four_hours);
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        s.advance(TimeDelta::seconds(31)); // the reaction poll
+        s.settle().await;
+        assert!(
+            !s.change(pr).merged,
+            "an emoji given to the 30m version merged the 4h one"
+        );
+        let record = s.request("r-rewound").await;
+        assert_eq!(record.state, RequestState::Pending);
+        assert!(
+            s.store
+                .approvals_for(&record.id, &four_hours)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let asked = s.take_bot_comments(pr);
+        assert!(
+            asked
+                .iter()
+                .any(|c| c.starts_with("⏱️ @carol, your approval")),
+            "{asked:#?}"
+        );
+    }
+);

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use super::github::GithubClient;
 use super::gitlab::GitlabClient;
 use super::{
-    Actor, ChangedFiles, FileContent, ForgeError, Landed, ListedComment, MergeError, Note,
-    OpenChange, PullRequestState, Reaction, Review, ReviewState, Served, StatusState, ThreadLabels,
+    Actor, ChangedFiles, FileContent, ForgeError, HeadMove, Landed, ListedComment, MergeError,
+    Note, OpenChange, PullRequestState, Reaction, Review, ReviewState, Served, StatusState,
+    ThreadLabels,
 };
 use crate::store::ForgeKind;
 
@@ -329,6 +330,15 @@ impl Forge {
     /// Every open change request of the repository, newest first.
     pub async fn open_changes(&self) -> Result<Vec<OpenChange>, ForgeError> {
         on_client!(self, c => c.open_pull_requests().await)
+    }
+
+    /// The newest move of change request `number`'s head branch the forge shows, `None` when
+    /// it shows none since the opening. GitLab: its newest version (every push makes one,
+    /// with its head). GitHub: its timeline's newest force push, or head branch deleted or
+    /// restored, with no head: a plain push leaves no dated trace there, but going from a
+    /// head to another and back to it takes at least one of those.
+    pub async fn latest_head_move(&self, number: u64) -> Result<Option<HeadMove>, ForgeError> {
+        on_client!(self, c => c.latest_head_move(number).await)
     }
 
     /// The comments made on the repository's issues and change requests within `window` before

@@ -374,6 +374,17 @@ pub struct OpenChange {
     pub labels: Vec<String>,
 }
 
+/// The newest move of a change request's head branch that the forge shows (see
+/// [`Forge::latest_head_move`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadMove {
+    /// When, by the forge's clock; `None` when its history was too long to read to its end.
+    pub at: Option<DateTime<Utc>>,
+    /// The head it moved to, when the forge says (GitLab's versions do, GitHub's timeline
+    /// does not).
+    pub sha: Option<String>,
+}
+
 /// A comment as the repository-wide listing shows it (see [`Forge::recent_comments`]): what a
 /// comment webhook would have said of it.
 #[derive(Clone, Debug, PartialEq, Eq)]

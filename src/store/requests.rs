@@ -106,6 +106,11 @@ pub struct StoredDecision {
     /// unlabelled while the bot was down.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The watch epoch ([`crate::store::epochs::WATCH`]) read before the PR that showed
+    /// `head_since`. While it is still the current one, every push since was heard; else
+    /// the forge's own record of the head's moves is asked before approvals count.
+    #[serde(default)]
+    pub watch: Option<i64>,
 }
 
 /// A stored access request.

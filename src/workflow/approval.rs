@@ -39,6 +39,9 @@ pub(super) enum ApprovalOutcome {
     Stale,
     /// Within the same second as the push: which version it approves cannot be told.
     Ambiguous,
+    /// The head was found to have moved unheard before it: the request was decided again,
+    /// and whoever's approval no longer counts was asked to approve again.
+    Redecided,
     /// The policies on the default branch (named) are invalid: nobody can be checked as an
     /// approver until they are fixed.
     PoliciesInvalid {
@@ -108,11 +111,25 @@ impl Workflow {
     pub(super) async fn check_approvals(&self, record: RequestRecord) -> anyhow::Result<()> {
         let (approvers, need) = self.counted_approvers(&record).await?;
         if need > 0 && approvers.len() >= need as usize {
-            return self
-                .approve(record, Some(approvers.into_iter().collect()))
-                .await;
+            self.approve_unless_moved(record, approvers).await?;
         }
         Ok(())
+    }
+
+    /// Approves `record` by `approvers`, unless its head may have gone and come back unheard
+    /// ([`Self::unheard_move`]): then it is decided again from that move, and `false`.
+    async fn approve_unless_moved(
+        &self,
+        record: RequestRecord,
+        approvers: BTreeSet<Login>,
+    ) -> anyhow::Result<bool> {
+        if let Some(pushed) = self.unheard_move(&record).await? {
+            self.decide_after_unheard_move(record, pushed).await?;
+            return Ok(false);
+        }
+        self.approve(record, Some(approvers.into_iter().collect()))
+            .await?;
+        Ok(true)
     }
 
     /// Distinct approvers (by user id, never the requester) of the current head.
@@ -214,9 +231,11 @@ impl Workflow {
         // storing it and before acting on it, and approving is idempotent.
         let (approvers, need) = self.counted_approvers(&record).await?;
         if stored.merge_refused.is_none() && !stored.draft && approvers.len() >= need as usize {
-            self.approve(record, Some(approvers.into_iter().collect()))
-                .await?;
-            return Ok(ApprovalOutcome::Merging);
+            return Ok(if self.approve_unless_moved(record, approvers).await? {
+                ApprovalOutcome::Merging
+            } else {
+                ApprovalOutcome::Redecided
+            });
         }
         if !added {
             // It changes nothing.
@@ -401,7 +420,7 @@ impl Workflow {
     }
 
     /// Forgets one approval signal, logged once.
-    async fn withdraw(&self, id: &RequestId, key: &str) -> anyhow::Result<()> {
+    pub(super) async fn withdraw(&self, id: &RequestId, key: &str) -> anyhow::Result<()> {
         if self.store.withdraw_approval(id, key).await? {
             self.record_event(
                 EventKind::ApprovalWithdrawn,
@@ -957,7 +976,9 @@ fn approval_reply(
         ApprovalOutcome::PoliciesInvalid { default_branch } => {
             comment::approval_unchecked_comment(&actor.login, &default_branch)
         }
-        ApprovalOutcome::Merging | ApprovalOutcome::Repeated { .. } => return None,
+        ApprovalOutcome::Merging
+        | ApprovalOutcome::Repeated { .. }
+        | ApprovalOutcome::Redecided => return None,
     })
 }
 

@@ -21,6 +21,7 @@ use crate::command::parse_commands;
 use crate::forge::{
     CommentAction, Delivery, ForgeEvent, ListedComment, OpenChange, PullRequestAction,
 };
+use crate::store::epochs::WATCH;
 use crate::store::{DeliveryId, NewDelivery, Recorded};
 
 /// How far back (forge time) the catch-up looks for comments. A command older than this is
@@ -37,6 +38,9 @@ impl Workflow {
     pub async fn catch_up(&self) -> anyhow::Result<usize> {
         // Nothing is listed that could not be stored.
         self.store.ping().await?;
+        // Decisions learnt before this look may have missed a push: their approvals are
+        // checked against the forge's record of the head's moves (see `unheard`).
+        self.store.bump_cache_epoch(WATCH).await?;
         let queued = self.queue_missed_changes().await? + self.queue_missed_comments().await?;
         if queued > 0 {
             tracing::info!(forge = %self.forge_kind(), queued, "what came while the bot was down is handled now");
@@ -146,6 +150,7 @@ impl Workflow {
     /// again). A refusal is said unless the bot's latest note on the PR already says it
     /// ([`Workflow::say_refusal`]).
     pub(super) async fn handle_missed_change(&self, number: u64) -> anyhow::Result<()> {
+        let watch = self.store.cache_epoch(WATCH).await?;
         let current = self.forge.change(number).await?;
         if !current.open || current.info.author.id == self.bot.id {
             return Ok(());
@@ -167,7 +172,7 @@ impl Workflow {
                 return Ok(()); // past deciding
             }
         }
-        self.evaluate_current(current, existing, None, None, true)
+        self.evaluate_current(current, existing, None, (None, Some(watch)), true)
             .await
     }
 }

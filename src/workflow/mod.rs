@@ -29,6 +29,7 @@ mod revocation;
 pub use revocation::RevokeOutcome;
 mod tampered;
 mod trailers;
+mod unheard;
 mod verdict;
 
 use std::sync::Arc;

@@ -18,6 +18,7 @@ use crate::forge::{
 use crate::grant::GrantSpec;
 use crate::names::{Login, RequestId};
 use crate::request::{AccessRequest, RequestPath};
+use crate::store::epochs::WATCH;
 use crate::store::{Approval, ApprovalSource};
 use crate::store::{ChangeKind, EventKind, ForgeKind, JobKind, StoreError};
 use crate::store::{RequestRecord, RequestState, RevokeReason, StoredDecision};
@@ -277,9 +278,10 @@ impl Workflow {
         existing: Option<RequestRecord>,
         pushed: Option<(String, DateTime<Utc>)>,
     ) -> anyhow::Result<()> {
+        let watch = self.store.cache_epoch(WATCH).await?;
         let current = self.forge.change(number).await?;
         let announce = pushed.is_some();
-        self.evaluate_current(current, existing, pushed, None, announce)
+        self.evaluate_current(current, existing, pushed, (None, Some(watch)), announce)
             .await
     }
 
@@ -291,13 +293,13 @@ impl Workflow {
         current: PullRequestState,
         existing: Option<RequestRecord>,
         pushed: Option<(String, DateTime<Utc>)>,
-        written: Option<Written>,
+        written_and_watch: (Option<Written>, Option<i64>),
         announce: bool,
     ) -> anyhow::Result<()> {
         if !current.open {
             return Ok(());
         }
-        let gathered = self.gather(current.info, existing, pushed, written, announce);
+        let gathered = self.gather(current.info, existing, pushed, written_and_watch, announce);
         let Some(inputs) = gathered.await? else {
             return Ok(());
         };
@@ -635,6 +637,8 @@ impl Workflow {
         if record.head_sha != pr.head_sha {
             self.approvals_after_push(&record, &pr.head_sha, stored)
                 .await?;
+        } else if came_back(record.decision.as_ref(), stored) {
+            self.approvals_after_return(&record, stored).await?;
         }
         record.head_sha = pr.head_sha.clone();
         record.state = state;
@@ -720,6 +724,37 @@ impl Workflow {
                 ..approval
             };
             self.store.add_approval(&approval).await?;
+        }
+        Ok(())
+    }
+
+    /// The approvals of `record`'s head once it is known to have gone away and come back at
+    /// `stored.head_since` (heard late, or found by [`Self::unheard_move`]): one given before
+    /// may have been of the other head and no longer counts, and its approver is asked to
+    /// approve again, once. Reviews name their commit and stay.
+    async fn approvals_after_return(
+        &self,
+        record: &RequestRecord,
+        stored: &StoredDecision,
+    ) -> anyhow::Result<()> {
+        let (after, _) = self.given_after_push(record, stored).await?;
+        let approvals = self
+            .store
+            .approvals_for(&record.id, &record.head_sha)
+            .await?;
+        for approval in approvals {
+            if approval.source == ApprovalSource::Review
+                || after.iter().any(|a| a.signal == approval.signal)
+            {
+                continue;
+            }
+            self.withdraw(&record.id, &approval.signal).await?;
+            let approver = Actor {
+                id: approval.approver_id,
+                login: approval.approver_login.to_string(),
+                is_bot: false,
+            };
+            self.ask_once(record, &approver, &approval.signal).await?;
         }
         Ok(())
     }
@@ -872,7 +907,13 @@ impl Workflow {
         let said = self.forge.note(origin, &announcement);
         let (said, decided) = tokio::join!(
             said,
-            Box::pin(self.evaluate_current(pr, Some(placeholder), opened, written, announced))
+            Box::pin(self.evaluate_current(
+                pr,
+                Some(placeholder),
+                opened,
+                (written, None),
+                announced
+            ))
         );
         decided?;
         said?;
@@ -1092,4 +1133,11 @@ pub(super) fn grant_spec(
         duration: request.duration.map(|d| d.to_string()).unwrap_or_default(),
         expires_at: crate::grant::NOT_YET_GRANTED.to_owned(),
     }
+}
+
+/// Whether a decision on the same head moved its time later: the head went away and came back
+/// (see `verdict::head_since`).
+fn came_back(old: Option<&StoredDecision>, new: &StoredDecision) -> bool {
+    old.and_then(|o| o.head_since)
+        .is_some_and(|was| new.head_since.is_some_and(|now| now > was))
 }

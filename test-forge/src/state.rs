@@ -88,6 +88,18 @@ pub(crate) struct PrRec {
     pub head_repo: Option<String>,
     /// Set by a test: that fork was deleted, and GitHub shows `head.repo` as `null`.
     pub fork_deleted: bool,
+    /// Every head the PR had while open, oldest first: GitLab's MR versions, and GitHub's
+    /// `head_ref_force_pushed` timeline events for the moves that were not fast-forwards.
+    pub head_moves: Vec<HeadMoveRec>,
+}
+
+/// One move of an open PR's head (its opening included).
+#[derive(Clone)]
+pub(crate) struct HeadMoveRec {
+    pub sha: String,
+    pub at: DateTime<Utc>,
+    /// The head before is not an ancestor of this one: a force push.
+    pub forced: bool,
 }
 
 impl PrRec {

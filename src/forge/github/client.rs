@@ -27,8 +27,8 @@ use crate::forge::retry::{
     RetryPolicy, forge_now, perform_checked, perform_retryable, window_start,
 };
 use crate::forge::{
-    Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, Landed,
-    ListedComment, MergeError, Note, OpenChange, Polled, PullRequestInfo, PullRequestState,
+    Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, HeadMove,
+    Landed, ListedComment, MergeError, Note, OpenChange, Polled, PullRequestInfo, PullRequestState,
     Reaction, Review, ReviewState, Served, StatusState, ThreadLabels,
 };
 use crate::secret::Secret;
@@ -87,6 +87,9 @@ struct AppLogin {
 
 /// Entries of a directory GitHub's contents API lists at most.
 const CONTENTS_DIR_LIMIT: usize = 1000;
+
+/// The most pages of a PR's timeline read for its head's moves (100 events each).
+const TIMELINE_PAGES: u32 = 10;
 
 /// A raw answer: status, headers and body text.
 struct Answer {
@@ -785,6 +788,57 @@ impl GithubClient {
             }
         }
         Ok(all)
+    }
+
+    /// The newest event of PR `number`'s timeline that rewrote its head branch: a force push,
+    /// or the branch deleted or restored (see [`crate::forge::Forge::latest_head_move`]).
+    /// Read to its end, at most [`TIMELINE_PAGES`] pages; past them the time is not known.
+    pub async fn latest_head_move(&self, number: u64) -> Result<Option<HeadMove>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Event {
+            #[serde(default)]
+            event: Option<String>,
+            #[serde(default)]
+            created_at: Option<DateTime<Utc>>,
+        }
+        const REWRITES: [&str; 3] = [
+            "head_ref_force_pushed",
+            "head_ref_deleted",
+            "head_ref_restored",
+        ];
+        let mut latest: Option<HeadMove> = None;
+        for page in 1..=TIMELINE_PAGES {
+            let route = self.repo_path(&format!(
+                "/issues/{number}/timeline?per_page=100&page={page}"
+            ));
+            let answer = self
+                .send(Method::GET, &route, None, HeaderMap::new())
+                .await?;
+            let batch: Vec<Event> = decode(&format!("GET {route}"), &answer.body)?;
+            for event in &batch {
+                if !REWRITES.contains(&event.event.as_deref().unwrap_or_default()) {
+                    continue;
+                }
+                // An undated rewrite leaves the time unknown, whatever came before it.
+                let at = match (&latest, event.created_at) {
+                    (Some(HeadMove { at: None, .. }), _) | (_, None) => None,
+                    (Some(HeadMove { at: Some(seen), .. }), Some(at)) => Some(at.max(*seen)),
+                    (None, Some(at)) => Some(at),
+                };
+                latest = Some(HeadMove { at, sha: None });
+            }
+            if batch.len() < 100 {
+                return Ok(latest);
+            }
+        }
+        tracing::warn!(
+            pr = number,
+            "a timeline longer than the bot reads: when the head last moved is not known"
+        );
+        Ok(Some(HeadMove {
+            at: None,
+            sha: None,
+        }))
     }
 
     /// The repository's comments made within `window` before GitHub's own time (the `Date` of

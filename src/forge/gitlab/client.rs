@@ -27,7 +27,7 @@ use crate::forge::retry::{
     RetryPolicy, forge_now, perform_checked, perform_retryable, window_start,
 };
 use crate::forge::{
-    Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError,
+    Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, HeadMove,
     ListedComment, MergeError, Note, OpenChange, Polled, PullRequestInfo, PullRequestState,
     Reaction, StatusState, ThreadLabels,
 };
@@ -740,6 +740,22 @@ impl GitlabClient {
         let mr: MergeRequest = self.get(&route).await?;
         let head_repo = self.head_repo(&mr).await?;
         Ok(mr.into_state(head_repo))
+    }
+
+    /// The newest version of merge request `iid` (GitLab makes one at every push, a push
+    /// back to an earlier head too), with its head; `None` when it lists none.
+    pub async fn latest_head_move(&self, iid: u64) -> Result<Option<HeadMove>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Version {
+            head_commit_sha: String,
+            created_at: DateTime<Utc>,
+        }
+        let route = self.project_route(&format!("/merge_requests/{iid}/versions?per_page=1"));
+        let newest: Vec<Version> = self.get(&route).await?;
+        Ok(newest.into_iter().next().map(|v| HeadMove {
+            at: Some(v.created_at),
+            sha: Some(v.head_commit_sha),
+        }))
     }
 
     /// The project a merge request's source branch lives in: this project, or a fork named by

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use crate::error::{ApiError, ApiResult};
 use crate::git::{self, Change};
 use crate::json;
-use crate::state::{ForgeState, IssueRec};
+use crate::state::{ForgeState, HeadMoveRec, IssueRec};
 
 /// Where a branch detour found a branch and its pull requests' heads, to put them back.
 pub(crate) struct DetourUndo {
@@ -128,6 +128,7 @@ impl ForgeState {
     ) {
         let now = self.now();
         self.emit_push(full, branch, before, after, actor);
+        let forced = self.is_forced(full, before, after);
         let affected: Vec<(u64, String)> = match after {
             Some(a) => self.set_pr_heads(full, branch, &a.to_string()),
             // GitHub closes a pull request whose head branch is deleted.
@@ -143,6 +144,13 @@ impl ForgeState {
         for (number, old) in affected {
             if let Ok(i) = self.repo_mut(full).and_then(|r| r.issue_mut(number)) {
                 i.updated_at = now;
+                if let (Some(pr), Some(a)) = (i.pr.as_mut(), after) {
+                    pr.head_moves.push(HeadMoveRec {
+                        sha: a.to_string(),
+                        at: now,
+                        forced,
+                    });
+                }
             }
             match after {
                 Some(a) => self.emit_pull(
@@ -155,6 +163,15 @@ impl ForgeState {
                 None => self.emit_pull(full, number, "closed", actor, vec![]),
             }
         }
+    }
+
+    /// Whether moving a branch from `before` to `after` rewrote it: `before` is not an
+    /// ancestor of `after` (GitHub's `forced`).
+    fn is_forced(&self, full: &str, before: Option<Oid>, after: Option<Oid>) -> bool {
+        let (Some(b), Some(a), Ok(r)) = (before, after, self.repo(full)) else {
+            return false;
+        };
+        b != a && !r.git.graph_descendant_of(a, b).unwrap_or(false)
     }
 
     /// The open pull requests whose head is `branch` of `full` itself: a fork's branch of the

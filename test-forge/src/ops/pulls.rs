@@ -8,7 +8,7 @@ use crate::git::{self, MergeOutcome};
 use crate::json;
 use crate::model::ReviewState;
 use crate::ops::protection;
-use crate::state::{ForgeState, IssueRec, PrRec, RepoRec, ReviewRec};
+use crate::state::{ForgeState, HeadMoveRec, IssueRec, PrRec, RepoRec, ReviewRec};
 
 /// What `PUT /pulls/{n}/merge` asks for.
 pub(crate) struct MergeRequest<'a> {
@@ -225,6 +225,11 @@ impl ForgeState {
                     conflicting: false,
                     fork_deleted: false,
                     head_repo: fork.map(str::to_owned),
+                    head_moves: vec![HeadMoveRec {
+                        sha: head_tip.to_string(),
+                        at: now,
+                        forced: false,
+                    }],
                 }),
                 gl_iid,
             },

@@ -40,6 +40,10 @@ pub(super) fn routes() -> axum::Router<App> {
                 .delete(delete_comment),
         )
         .route(
+            "/repos/{owner}/{repo}/issues/{number}/timeline",
+            get(list_timeline),
+        )
+        .route(
             "/repos/{owner}/{repo}/issues/{number}/labels",
             get(list_labels)
                 .post(add_labels)
@@ -203,6 +207,45 @@ async fn list_comments(
         .filter(|c| since.is_none_or(|s| c.updated_at >= s))
         .map(|c| json::comment(&st, rec, c))
         .collect();
+    Ok(paginate(items, &q, &uri, &st.base_url))
+}
+
+/// An issue's timeline (`GET /repos/{o}/{r}/issues/{n}/timeline`), oldest first: its
+/// comments (`commented`) and, for a pull request, each later head: `head_ref_force_pushed`
+/// with the time of a move that was not a fast-forward, `committed` (a git commit, with no
+/// time of the forge's) for one that was.
+async fn list_timeline(
+    State(app): State<App>,
+    _c: Caller,
+    ApiPath((o, r, n)): NumPath,
+    q: ApiQuery,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let st = app.lock();
+    let rec = st.repo(&full(&o, &r))?;
+    let issue = rec.issue(n)?;
+    let mut dated: Vec<(chrono::DateTime<chrono::Utc>, Value)> = rec
+        .comments
+        .values()
+        .filter(|c| c.issue_number == n)
+        .map(|c| {
+            let event = serde_json::json!({"id": c.id, "event": "commented", "body": c.body,
+                "user": {"login": c.user}, "created_at": c.created_at, "updated_at": c.updated_at});
+            (c.created_at, event)
+        })
+        .collect();
+    let moves = issue.pr.iter().flat_map(|pr| pr.head_moves.iter().skip(1));
+    for (k, m) in moves.enumerate() {
+        let event = if m.forced {
+            serde_json::json!({"id": 9_000_000 + k, "node_id": format!("HRFPE_{k}"), "event": "head_ref_force_pushed",
+                "commit_id": null, "created_at": m.at})
+        } else {
+            serde_json::json!({"event": "committed", "sha": m.sha, "node_id": format!("C_{}", m.sha)})
+        };
+        dated.push((m.at, event));
+    }
+    dated.sort_by_key(|(at, _)| *at);
+    let items = dated.into_iter().map(|(_, event)| event).collect();
     Ok(paginate(items, &q, &uri, &st.base_url))
 }
 

@@ -35,6 +35,10 @@ pub(super) fn routes() -> axum::Router<App> {
             get(commits),
         )
         .route(
+            "/api/v4/projects/{id}/merge_requests/{iid}/versions",
+            get(versions),
+        )
+        .route(
             "/api/v4/projects/{id}/merge_requests/{iid}/merge",
             put(merge),
         )
@@ -283,6 +287,43 @@ async fn commits(
         .rev()
         .filter_map(|oid| git::commit_detail(&r.git, oid))
         .map(|d| json::commit(&st, r, &d))
+        .collect();
+    Ok(paginate(items, &q, &uri, &st.base_url))
+}
+
+/// `GET …/merge_requests/:iid/versions`: one version per head the MR had while open (every
+/// push makes one, a push back to an earlier head too), newest first.
+async fn versions(
+    State(app): State<App>,
+    _u: GlUser,
+    GlPath((id, iid)): GlPath<(String, u64)>,
+    q: GlQuery,
+    uri: Uri,
+) -> GlResult<Response> {
+    let st = app.lock();
+    let r = project(&st, &id)?;
+    let i = by_iid(r, Noteable::MergeRequest(iid))?;
+    let pr =
+        i.pr.as_ref()
+            .ok_or_else(|| GlError::not_found("Merge Request"))?;
+    let base = git::branch_tip(&r.git, &pr.base_ref).map(|o| o.to_string());
+    let items = pr
+        .head_moves
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(k, m)| {
+            serde_json::json!({
+                "id": i.id * 1000 + k as u64,
+                "head_commit_sha": m.sha,
+                "base_commit_sha": base,
+                "start_commit_sha": base,
+                "created_at": crate::gitlab::api_ts(m.at),
+                "merge_request_id": pr.id,
+                "state": "collected",
+                "real_size": "1",
+            })
+        })
         .collect();
     Ok(paginate(items, &q, &uri, &st.base_url))
 }
