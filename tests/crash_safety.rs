@@ -1204,3 +1204,100 @@ on_skewed_clocks!(
         );
     }
 );
+
+// Approving reviews (GitLab: the Approve button) given while the bot was down: read from the
+// forge at start for the requests updated within the hour that wait for approvals.
+
+on_both_forges!(
+    an_approving_review_given_while_the_bot_was_down_counts_when_it_starts,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-review", &prod_request("1h"));
+        s.settle().await;
+        s.next_bot_comment(pr);
+        // Waiting for two hours: only the review makes the PR one updated within the hour.
+        s.advance(TimeDelta::hours(2));
+        s.settle().await;
+        s.crash();
+        s.approve_button(pr, &s.people.carol);
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let granted = s.next_bot_comment(pr);
+        assert!(granted.starts_with("🔓 **Access granted.**"), "{granted}");
+        assert_eq!(
+            s.request("r-review").await.approved_by,
+            Some(vec![s.people.carol.login.parse().unwrap()])
+        );
+    }
+);
+
+on_both_forges!(
+    a_request_opened_and_approved_by_review_while_the_bot_was_down_is_merged_when_it_starts,
+    |mut s: Scenario| async move {
+        s.crash();
+        let pr = s.open_request(&s.people.alice, "prod", "r-both", &prod_request("1h"));
+        s.approve_button(pr, &s.people.carol);
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(pr, &["✅ **Request", "🔓 **Access granted.**"]);
+    }
+);
+
+on_both_forges!(
+    an_approving_review_of_a_version_pushed_over_while_the_bot_was_down_does_not_count,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-over", &prod_request("1h"));
+        s.settle().await;
+        s.next_bot_comment(pr);
+        s.crash();
+        s.approve_button(pr, &s.people.carol);
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge.push_files(
+            REPO,
+            "request-r-over",
+            &s.people.alice,
+            &[("requests/prod/r-over.yaml", &prod_request("4h"))],
+            "longer",
+        );
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let record = s.request("r-over").await;
+        assert_eq!(record.head_sha, s.change(pr).head_sha);
+        assert_eq!(record.state, RequestState::Pending);
+        assert!(
+            s.store
+                .approvals_for(&record.id, &record.head_sha)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        s.take_bot_comments(pr);
+    }
+);
+
+on_both_forges!(
+    an_approving_review_older_than_the_catch_up_window_is_not_taken_late,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(
+            &s.people.alice,
+            "prod",
+            "r-late-review",
+            &prod_request("1h"),
+        );
+        s.settle().await;
+        s.next_bot_comment(pr);
+        s.crash();
+        s.approve_button(pr, &s.people.carol);
+        s.forge.settle().await;
+        s.advance(TimeDelta::minutes(61)); // down for more than an hour
+        s.start_service().await;
+        s.settle().await;
+        assert!(!s.change(pr).merged, "an approval taken an hour late");
+        s.expect_no_bot_comment(pr);
+    }
+);

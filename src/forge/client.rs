@@ -327,9 +327,13 @@ impl Forge {
         on_client!(self, c => c.pull_request(number).await)
     }
 
-    /// Every open change request of the repository, newest first.
-    pub async fn open_changes(&self) -> Result<Vec<OpenChange>, ForgeError> {
-        on_client!(self, c => c.open_pull_requests().await)
+    /// Every open change request of the repository, newest first; `window` tells which were
+    /// updated lately ([`OpenChange::recently_updated`]).
+    pub async fn open_changes(
+        &self,
+        window: chrono::TimeDelta,
+    ) -> Result<Vec<OpenChange>, ForgeError> {
+        on_client!(self, c => c.open_pull_requests(window).await)
     }
 
     /// The newest move of change request `number`'s head branch the forge shows, `None` when

@@ -223,6 +223,15 @@ pub enum ForgeEvent {
     /// down (a forge does not send a failed webhook again): decided as it is now. Made by the
     /// bot's start-up catch-up, never parsed from a webhook.
     MissedChange { number: u64 },
+    /// An approving review (GitLab: an approval) of a waiting request's current head, given
+    /// while the bot was down and found by the catch-up: handled as the review webhook it
+    /// missed.
+    MissedReview {
+        number: u64,
+        review_id: u64,
+        author: Actor,
+        commit_id: String,
+    },
     /// The forge checking that the hook works.
     Ping,
     /// An event the bot does not act on; acknowledged and dropped.
@@ -372,6 +381,10 @@ pub struct OpenChange {
     pub author_id: u64,
     pub draft: bool,
     pub labels: Vec<String>,
+    /// Updated within the listing's window before the forge's own time (its `Date`): a
+    /// review or an approval given while the bot was down is looked for only on these.
+    /// `false` when the forge says no time.
+    pub recently_updated: bool,
 }
 
 /// The newest move of a change request's head branch that the forge shows (see

@@ -942,6 +942,15 @@ fn awaits_review(record: &RequestRecord) -> bool {
 /// not a plain comment, when it approves. A later review asking for changes (or a dismissal)
 /// takes an approval back, as on GitHub. `reviews` come in the order they were submitted.
 fn standing_approvals(reviews: Vec<crate::forge::Review>) -> Vec<String> {
+    standing_reviews(reviews)
+        .into_iter()
+        .map(|r| format!("review:{}", r.id))
+        .collect()
+}
+
+/// The approving reviews that stand: each reviewer's latest review that is not a comment,
+/// when it approves.
+pub(super) fn standing_reviews(reviews: Vec<crate::forge::Review>) -> Vec<crate::forge::Review> {
     let mut latest = std::collections::BTreeMap::new();
     for review in reviews {
         if review.state != ReviewState::Commented {
@@ -951,7 +960,6 @@ fn standing_approvals(reviews: Vec<crate::forge::Review>) -> Vec<String> {
     latest
         .into_values()
         .filter(|r| r.state == ReviewState::Approved)
-        .map(|r| format!("review:{}", r.id))
         .collect()
 }
 

@@ -16,13 +16,14 @@ use chrono::TimeDelta;
 use sha2::{Digest as _, Sha256};
 
 use super::Workflow;
+use super::approval::standing_reviews;
 use super::pull_request::decides_again;
 use crate::command::parse_commands;
 use crate::forge::{
-    CommentAction, Delivery, ForgeEvent, ListedComment, OpenChange, PullRequestAction,
+    Actor, CommentAction, Delivery, ForgeEvent, ListedComment, OpenChange, PullRequestAction,
 };
 use crate::store::epochs::WATCH;
-use crate::store::{DeliveryId, NewDelivery, Recorded};
+use crate::store::{DeliveryId, NewDelivery, Recorded, RequestState};
 
 /// How far back (forge time) the catch-up looks for comments. A command older than this is
 /// not acted on so late: whoever gave it has had no answer for an hour and moved on.
@@ -50,16 +51,85 @@ impl Workflow {
 
     async fn queue_missed_changes(&self) -> anyhow::Result<usize> {
         let mut queued = 0;
-        for change in self.forge.open_changes().await? {
-            let Some(key) = self.may_have_missed(&change).await? else {
-                continue;
-            };
-            let event = ForgeEvent::MissedChange {
-                number: change.number,
-            };
-            queued += usize::from(self.queue_missed(key, "missed_change", event).await?);
+        for change in self.forge.open_changes(COMMENTS_WITHIN).await? {
+            if let Some(key) = self.may_have_missed(&change).await? {
+                let event = ForgeEvent::MissedChange {
+                    number: change.number,
+                };
+                queued += usize::from(self.queue_missed(key, "missed_change", event).await?);
+            }
+            queued += self.queue_missed_reviews(&change).await?;
         }
         Ok(queued)
+    }
+
+    /// Queues a [`ForgeEvent::MissedReview`] for each approving review (GitLab: approval) of
+    /// `change`'s current head that the bot has not counted, when `change` was updated within
+    /// [`COMMENTS_WITHIN`] and its request (if recorded yet) waits for approvals: one read of
+    /// its reviews (GitLab: its approvals, and its newest version, since an approval names no
+    /// commit and counts for the head only when given after that head's push).
+    async fn queue_missed_reviews(&self, change: &OpenChange) -> anyhow::Result<usize> {
+        if !change.recently_updated || change.author_id == self.bot.id {
+            return Ok(0);
+        }
+        let repo = &self.settings.repository;
+        let record = self
+            .store
+            .find_request_by_pr(self.forge_kind(), repo, change.number)
+            .await?;
+        let counted = match &record {
+            Some(r) if r.state != RequestState::Pending => return Ok(0),
+            Some(r) => self.store.approvals_for(&r.id, &change.head_sha).await?,
+            None => Vec::new(),
+        };
+        let reviews = standing_reviews(self.forge.reviews(change.number).await?);
+        let mut head_pushed_at = None;
+        let mut queued = 0;
+        for review in reviews {
+            let key = format!("review:{}", review.id);
+            if review.author.is_bot || counted.iter().any(|a| a.signal == key) {
+                continue;
+            }
+            let of_head = match (&review.commit_id, review.submitted_at) {
+                (Some(commit), _) => *commit == change.head_sha,
+                (None, Some(at)) => {
+                    if head_pushed_at.is_none() {
+                        head_pushed_at = Some(self.head_pushed_at(change).await?);
+                    }
+                    head_pushed_at
+                        .flatten()
+                        .is_some_and(|pushed| at.timestamp() > pushed.timestamp())
+                }
+                (None, None) => false,
+            };
+            if !of_head {
+                continue;
+            }
+            let key = format!(
+                "missed-review:{}:{}:{}",
+                change.number, review.id, change.head_sha
+            );
+            let event = ForgeEvent::MissedReview {
+                number: change.number,
+                review_id: review.id,
+                author: review.author,
+                commit_id: change.head_sha.clone(),
+            };
+            queued += usize::from(self.queue_missed(key, "missed_review", event).await?);
+        }
+        Ok(queued)
+    }
+
+    /// When `change`'s current head was pushed, by the forge's record of its moves; `None`
+    /// when it does not say (then no undated approval is taken for it).
+    async fn head_pushed_at(
+        &self,
+        change: &OpenChange,
+    ) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let moved = self.forge.latest_head_move(change.number).await?;
+        Ok(moved
+            .filter(|m| m.sha.as_deref() == Some(change.head_sha.as_str()))
+            .and_then(|m| m.at))
     }
 
     async fn queue_missed_comments(&self) -> anyhow::Result<usize> {
@@ -173,6 +243,25 @@ impl Workflow {
             }
         }
         self.evaluate_current(current, existing, None, (None, Some(watch)), true)
+            .await
+    }
+}
+
+impl Workflow {
+    /// An approving review the catch-up found (see [`Self::queue_missed_reviews`]): handled
+    /// as its webhook would have been, against the PR as it is now.
+    pub(super) async fn handle_missed_review(
+        &self,
+        number: u64,
+        review_id: u64,
+        author: &Actor,
+        commit_id: &str,
+    ) -> anyhow::Result<()> {
+        let current = self.forge.change(number).await?;
+        if !current.open {
+            return Ok(());
+        }
+        self.handle_review_approval(&current.info, review_id, author, Some(commit_id))
             .await
     }
 }

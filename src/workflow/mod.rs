@@ -254,7 +254,8 @@ impl Workflow {
             ForgeEvent::Ping | ForgeEvent::Ignored { .. } => true,
             ForgeEvent::PullRequest { .. }
             | ForgeEvent::Push { .. }
-            | ForgeEvent::MissedChange { .. } => false,
+            | ForgeEvent::MissedChange { .. }
+            | ForgeEvent::MissedReview { .. } => false,
         }
     }
 
@@ -271,7 +272,8 @@ impl Workflow {
             | ForgeEvent::Review { pull_request, .. } => Some(pull_request.number),
             ForgeEvent::Comment { number, .. }
             | ForgeEvent::Reaction { number, .. }
-            | ForgeEvent::MissedChange { number } => Some(*number),
+            | ForgeEvent::MissedChange { number }
+            | ForgeEvent::MissedReview { number, .. } => Some(*number),
             _ => None,
         };
         let _guard = match number {
@@ -303,6 +305,15 @@ impl Workflow {
                     .await
             }
             ForgeEvent::MissedChange { number } => self.handle_missed_change(*number).await,
+            ForgeEvent::MissedReview {
+                number,
+                review_id,
+                author,
+                commit_id,
+            } => {
+                self.handle_missed_review(*number, *review_id, author, commit_id)
+                    .await
+            }
             ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),
         }
     }

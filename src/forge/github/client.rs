@@ -763,12 +763,21 @@ impl GithubClient {
         })
     }
 
-    /// Every open pull request, newest first (100 a page, as many pages as there are).
-    pub async fn open_pull_requests(&self) -> Result<Vec<OpenChange>, ForgeError> {
+    /// Every open pull request, newest first (100 a page, as many pages as there are), with
+    /// whether each was updated within `window` before GitHub's own time.
+    pub async fn open_pull_requests(
+        &self,
+        window: chrono::TimeDelta,
+    ) -> Result<Vec<OpenChange>, ForgeError> {
         let mut all = Vec::new();
+        let mut since = None;
         for page in 1..=50 {
             let route = self.repo_path(&format!("/pulls?state=open&per_page=100&page={page}"));
-            let batch: Vec<PullRequest> = self.json(Method::GET, &route, None).await?;
+            let answer = self
+                .send(Method::GET, &route, None, HeaderMap::new())
+                .await?;
+            let since = window_start(&mut since, &answer.headers, window);
+            let batch: Vec<PullRequest> = decode(&format!("GET {route}"), &answer.body)?;
             let done = batch.len() < 100;
             all.extend(batch.into_iter().map(|pr| OpenChange {
                 number: pr.number,
@@ -776,6 +785,7 @@ impl GithubClient {
                 author_id: pr.user.id,
                 draft: pr.draft.unwrap_or(false),
                 labels: pr.labels.into_iter().map(|l| l.name).collect(),
+                recently_updated: since.zip(pr.updated_at).is_some_and(|(s, at)| at >= s),
             }));
             if done {
                 break;

@@ -593,16 +593,25 @@ impl GitlabClient {
         Ok(mr.into_state(self.project.clone()))
     }
 
-    /// Every open merge request of the project, newest first.
-    pub async fn open_pull_requests(&self) -> Result<Vec<OpenChange>, ForgeError> {
+    /// Every open merge request of the project, newest first, with whether each was updated
+    /// within `window` before GitLab's own time.
+    pub async fn open_pull_requests(
+        &self,
+        window: chrono::TimeDelta,
+    ) -> Result<Vec<OpenChange>, ForgeError> {
         // Page by page, newest first: past the last page kept, the oldest are left out (and
         // said so), where `get_all` would refuse the whole list.
         let mut listed: Vec<MergeRequest> = Vec::new();
+        let mut since = None;
         for page in 1..=MAX_PAGES {
             let route = self.project_route(&format!(
                 "/merge_requests?state=opened&per_page={PER_PAGE}&page={page}"
             ));
-            let batch: Vec<MergeRequest> = self.get(&route).await?;
+            let answer = self
+                .send(Method::GET, &route, None, HeaderMap::new())
+                .await?;
+            window_start(&mut since, &answer.headers, window);
+            let batch: Vec<MergeRequest> = decode(&format!("GET {route}"), &answer.body)?;
             let done = batch.len() < PER_PAGE as usize;
             listed.extend(batch);
             if done {
@@ -620,6 +629,7 @@ impl GitlabClient {
             .filter_map(|mr| {
                 Some(OpenChange {
                     number: mr.iid,
+                    recently_updated: since.zip(mr.updated_at).is_some_and(|(s, at)| at >= s),
                     head_sha: mr.sha?,
                     author_id: mr.author.id,
                     draft: mr.draft.or(mr.work_in_progress).unwrap_or(false),

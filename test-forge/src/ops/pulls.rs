@@ -604,6 +604,10 @@ impl ForgeState {
             return Err(ApiError::not_found());
         };
         let commit_id = commit_id.unwrap_or(&pr.head_sha).to_owned();
+        i.updated_at = now;
+        let Some(pr) = i.pr.as_mut() else {
+            return Err(ApiError::not_found());
+        };
         pr.reviews.push(ReviewRec {
             id,
             user: actor.to_owned(),

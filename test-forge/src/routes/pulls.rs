@@ -92,7 +92,8 @@ async fn list_pulls(
     if q.get("direction") == Some("asc") {
         items.reverse();
     }
-    Ok(paginate(items, &q, &uri, &st.base_url))
+    let resp = paginate(items, &q, &uri, &st.base_url);
+    Ok(super::forge_dated(resp, st.now()))
 }
 
 #[derive(Deserialize)]

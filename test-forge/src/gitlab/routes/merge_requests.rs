@@ -104,7 +104,8 @@ async fn list(
         .filter(|(i, _)| labels.iter().all(|l| i.labels.iter().any(|x| x == l)))
         .map(|(i, pr)| json::merge_request(&st, r, i, pr))
         .collect();
-    Ok(paginate(items, &q, &uri, &st.base_url))
+    let resp = paginate(items, &q, &uri, &st.base_url);
+    Ok(crate::routes::forge_dated(resp, st.now()))
 }
 
 async fn create(
