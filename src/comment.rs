@@ -767,6 +767,15 @@ pub fn extended_comment(requester: &str, expires_at: DateTime<Utc>, now: DateTim
     )
 }
 
+/// Appended to the note of an extension the requester got alone on fast path `rule`, after an
+/// approval or a finished review: it is reviewed after the fact, by `due`.
+pub fn extension_review_line(rule: &str, due: DateTime<Utc>) -> String {
+    format!(
+        "\n\nGiven on the fast path `{rule}` without approval: an approver reviews it after the fact (an approval emoji on this PR, or `/breakglass reviewed`), due **{}**.",
+        crate::clock::iso(due)
+    )
+}
+
 /// How the note of one extension starts (its new expiry names it): a step run again looks
 /// for it before saying it.
 pub fn extended_marker(requester: &str, expires_at: DateTime<Utc>) -> String {

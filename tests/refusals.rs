@@ -1932,3 +1932,88 @@ on_both_forges!(
         );
     }
 );
+
+// SPEC step 7: an extension needs "approval again unless a fast-path rule allows it". An
+// approved grant is extended by its requester alone while a fast-path rule of the policy
+// applies to it now (the incident label on the PR, on call, within the rule's hours), and that
+// extension is reviewed after the fact: an approver's emoji from before it does not review it.
+on_both_forges!(
+    an_approved_grant_is_extended_alone_on_a_fast_path_and_the_extension_is_reviewed_after_the_fact,
+    |s: Scenario| async move {
+        let erin = &s.people.erin;
+        let yaml = "environment: prod\nrole: admin\nduration: 30m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+        let pr = s.open_request(erin, "prod", "r-approved", yaml);
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r-approved` is allowed**"]);
+        // No sev1 label yet: carol approves with an emoji, and it is granted as approved.
+        s.emoji(pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["🔓 **Access granted.** @erin"]);
+        let granted = s.request("r-approved").await;
+        assert_eq!(granted.fast_path_rule, None);
+        let expires = granted.expires_at.unwrap();
+
+        // Without the incident label, still approval again.
+        s.note(pr, erin, "/breakglass extend 15m");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("It needs approval"), "{said}");
+        assert_eq!(s.request("r-approved").await.expires_at, Some(expires));
+
+        // The incident is declared: the sev1 rule allows erin 15m more on her own.
+        s.label(pr, &s.people.carol, "sev1");
+        s.note(pr, erin, "/breakglass extend 15m");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⏳ Extended"), "{said}");
+        assert!(said.contains("Given on the fast path `sev1`"), "{said}");
+        let extended = s.request("r-approved").await;
+        assert_eq!(extended.expires_at, Some(expires + TimeDelta::minutes(15)));
+        assert_eq!(
+            extended.fast_path_rule.as_ref().map(|r| r.as_str()),
+            Some("sev1")
+        );
+        assert!(extended.review_due_at.is_some() && extended.reviewed_at.is_none());
+        assert!(
+            s.labels(pr).iter().any(|l| l == "breakglass/needs-review"),
+            "{:?}",
+            s.labels(pr)
+        );
+        let logged = s.events("r-approved", "extend").await;
+        assert_eq!(logged.last().unwrap().data["fast_path"], "sev1");
+
+        // carol's emoji of the approval is older than the extension: it reviews nothing.
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert_eq!(s.request("r-approved").await.reviewed_at, None);
+        s.note(pr, &s.people.carol, "/breakglass reviewed");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("After-the-fact review by @carol"), "{said}");
+        assert!(s.request("r-approved").await.reviewed_at.is_some());
+        assert!(!s.labels(pr).iter().any(|l| l == "breakglass/needs-review"));
+    }
+);
+
+// A fast-path grant whose review is closed, extended on the fast path again: the extension
+// was not reviewed, so its review opens again.
+on_both_forges!(
+    a_reviewed_fast_path_grant_extended_alone_is_reviewed_again,
+    |s: Scenario| async move {
+        let erin = &s.people.erin;
+        let (pr, granted) = erin_granted_sev1(&s, "r-again").await;
+        s.note(pr, &s.people.carol, "/breakglass reviewed");
+        s.settle().await;
+        s.next_bot_comment(pr);
+        assert!(s.request("r-again").await.reviewed_at.is_some());
+        s.note(pr, erin, "/breakglass extend 15m");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("Given on the fast path `sev1`"), "{said}");
+        let record = s.request("r-again").await;
+        assert_eq!(record.expires_at, Some(granted + TimeDelta::minutes(15)));
+        assert!(record.reviewed_at.is_none() && record.reviewed_by.is_none());
+        assert!(s.labels(pr).iter().any(|l| l == "breakglass/needs-review"));
+    }
+);

@@ -111,6 +111,11 @@ pub struct StoredDecision {
     /// the forge's own record of the head's moves is asked before approvals count.
     #[serde(default)]
     pub watch: Option<i64>,
+    /// When (forge time: the requester's comment) an extension given alone on a fast path
+    /// reopened the grant's after-the-fact review: an emoji from before reviewed what was
+    /// granted before, not the extension.
+    #[serde(default)]
+    pub review_since: Option<DateTime<Utc>>,
 }
 
 /// A stored access request.

@@ -633,11 +633,12 @@ impl Workflow {
             // the merged head, forge time on both sides) reviewed something else.
             let key = format!("reaction:{}", reaction.id);
             let stored = stored_decision(&record)?;
-            return match timing(
-                reaction.created_at,
-                stored.head_since,
-                stored.head_since_is_bound,
-            ) {
+            // After an extension reopened the review, of what was granted since.
+            let (since, is_bound) = match stored.review_since {
+                Some(at) if Some(at) > stored.head_since => (Some(at), false),
+                _ => (stored.head_since, stored.head_since_is_bound),
+            };
+            return match timing(reaction.created_at, since, is_bound) {
                 Timing::Current => {
                     self.mark_reviewed(record, &reaction.user).await?;
                     Ok(true)

@@ -17,6 +17,7 @@ use crate::policy::Policy;
 use crate::policy::decision::{
     Context, Membership, fast_path_misses, held_past_the_rule, requester_membership,
 };
+use crate::policy::model::FastPathRule;
 use crate::store::{
     AppliedGrant, Approval, ApprovalSource, CommentKey, Effect, EventKind, JobKind,
 };
@@ -31,6 +32,14 @@ struct Extension {
     applied: Option<AppliedGrant>,
     /// The environment's policy on the default branch, as read for this command.
     policy: Policy,
+}
+
+/// The fast-path rule a requester's extension was given on alone: reviewed after the fact.
+struct OnFastPath {
+    rule: Name,
+    review_within: HumanDuration,
+    /// The forge's time of the requester's ask: a review is of what was granted since.
+    asked_at: DateTime<Utc>,
 }
 
 /// A check's outcome: go on with `T`, or the reply that says why not.
@@ -117,7 +126,7 @@ impl Workflow {
                 .await?
             {
                 Ok(Some(approvers)) => {
-                    self.extend_grant(record, extension, author, &approvers, comment)
+                    self.extend_grant(record, extension, author, (&approvers, None), comment)
                         .await
                 }
                 Ok(None) => Ok(()),
@@ -125,15 +134,23 @@ impl Workflow {
             };
         }
         let first_ask = self.asks_on_expiry(&record).await?.is_empty();
-        if let Err(reply) = self
+        let rule = match self
             .requester_may_extend(&record, &extension, author, first_ask)
             .await?
         {
-            self.keep_ask(&record, &extension, author, comment_id, created_at)
-                .await?;
-            return self.reply(thread, &reply).await;
-        }
-        self.extend_grant(record, extension, author, &[], comment)
+            Ok(rule) => rule,
+            Err(reply) => {
+                self.keep_ask(&record, &extension, author, comment_id, created_at)
+                    .await?;
+                return self.reply(thread, &reply).await;
+            }
+        };
+        let on_fast_path = rule.map(|(rule, review_within)| OnFastPath {
+            rule,
+            review_within,
+            asked_at: created_at,
+        });
+        self.extend_grant(record, extension, author, (&[], on_fast_path), comment)
             .await
     }
 
@@ -329,18 +346,20 @@ impl Workflow {
     }
 
     /// Whether the requester may have `extension` on their own: in an environment that needs
-    /// no approval, or while the fast-path rule that merged the grant still applies to the new
-    /// total.
+    /// no approval, or while a fast-path rule applies to the new total: the one that merged
+    /// the grant (a grant it merged extends on no other), or for an approved grant any rule
+    /// of the policy (SPEC: "approval again unless a fast-path rule allows it"). `Some` names
+    /// that rule and its `review_within`.
     async fn requester_may_extend(
         &self,
         record: &RequestRecord,
         extension: &Extension,
         author: &Actor,
         first_ask: bool,
-    ) -> anyhow::Result<Checked<()>> {
+    ) -> anyhow::Result<Checked<Option<(Name, HumanDuration)>>> {
         let policy = &extension.policy;
         if policy.approvals == 0 {
-            return Ok(Ok(())); // self-service
+            return Ok(Ok(None)); // self-service
         }
         let approvers: Vec<String> = policy.approvers.iter().map(ToString::to_string).collect();
         let by = format!("@{}", author.login);
@@ -351,20 +370,53 @@ impl Workflow {
             approvers: &approvers,
             ping: first_ask,
         };
+        let review_within = |name: &Name| {
+            let rule = policy.fast_path.iter().find(|r| r.name == *name);
+            rule.map_or(HumanDuration::from_secs(86_400), |r| r.review_within)
+        };
         Ok(
             match self.fast_path_misses_now(record, policy, extension).await? {
-                Some((_, misses)) if misses.is_empty() => Ok(()),
+                Some((rule, misses)) if misses.is_empty() => {
+                    let within = review_within(&rule);
+                    Ok(Some((rule, within)))
+                }
                 Some((rule, misses)) => Err(comment::extension_fast_path_lapsed_comment(
                     &ask,
                     rule.as_str(),
                     &misses,
                 )),
-                None => Err(comment::extension_needs_approval_comment(
-                    &ask,
-                    policy.approvals,
-                )),
+                None => match self.rule_allowing(record, policy, extension).await? {
+                    Some(rule) => {
+                        let within = review_within(&rule);
+                        Ok(Some((rule, within)))
+                    }
+                    None => Err(comment::extension_needs_approval_comment(
+                        &ask,
+                        policy.approvals,
+                    )),
+                },
             },
         )
+    }
+
+    /// For a grant no fast path merged: the first of the policy's fast-path rules that allows
+    /// `extension` now, judged as [`Self::fast_path_misses_now`] judges the merging rule.
+    async fn rule_allowing(
+        &self,
+        record: &RequestRecord,
+        policy: &Policy,
+        extension: &Extension,
+    ) -> anyhow::Result<Option<Name>> {
+        for rule in &policy.fast_path {
+            if self
+                .rule_misses_now(record, policy, extension, rule)
+                .await?
+                .is_empty()
+            {
+                return Ok(Some(rule.name.clone()));
+            }
+        }
+        Ok(None)
     }
 
     /// An approver's ask for `extension`, counted as one approval of it. `Some(approvers)`
@@ -578,6 +630,20 @@ impl Workflow {
             let gone = "the policy no longer has this rule".to_owned();
             return Ok(Some((name, vec![gone])));
         };
+        let misses = self
+            .rule_misses_now(record, policy, extension, rule)
+            .await?;
+        Ok(Some((name, misses)))
+    }
+
+    /// Why fast-path `rule` would not allow `extension` of `record` now (empty: it would).
+    async fn rule_misses_now(
+        &self,
+        record: &RequestRecord,
+        policy: &Policy,
+        extension: &Extension,
+        rule: &FastPathRule,
+    ) -> anyhow::Result<Vec<String>> {
         let requester = self
             .resolve_requester_for_fast_path_now(Some(policy), &record.requester_login)
             .await?;
@@ -614,18 +680,21 @@ impl Workflow {
                 record.requester_login
             ));
         }
-        Ok(Some((name, misses)))
+        Ok(misses)
     }
 
     /// Writes an allowed extension: the provider first (a grant that carries its expiry gets
     /// the new one), then the new expiry together with the comment's effect, then the timers
     /// and the note.
+    ///
+    /// Given alone on a fast path (`on_fast_path`) to a grant that has no review open (it was
+    /// approved, or reviewed already), the extension reopens the after-the-fact review.
     async fn extend_grant(
         &self,
         mut record: RequestRecord,
         extension: Extension,
         author: &Actor,
-        approvers: &[Login],
+        (approvers, on_fast_path): (&[Login], Option<OnFastPath>),
         comment: CommentKey<'_>,
     ) -> anyhow::Result<()> {
         let Extension {
@@ -638,6 +707,11 @@ impl Workflow {
         let new_expiry = expires_at + by.to_chrono();
         record.expires_at = Some(new_expiry);
         record.total_secs = total.as_secs();
+        let rule = on_fast_path.as_ref().map(|f| f.rule.to_string());
+        let reopened = on_fast_path
+            .filter(|_| record.fast_path_rule.is_none() || record.reviewed_at.is_some())
+            .map(|fast| self.reopen_review(&mut record, fast))
+            .transpose()?;
         // Grants that carry their expiry (aws-iam) get the new one first: the store is written
         // only after the cloud agrees, so a retry never extends twice.
         let reapplied = applied.is_some();
@@ -650,7 +724,7 @@ impl Workflow {
             EventKind::Extend,
             Some(&record.id),
             super::events::actor(author),
-            serde_json::json!({ "by": by.to_string(), "expires_at": crate::clock::iso(new_expiry), "total": total.to_string(), "approved_by": approvers }),
+            serde_json::json!({ "by": by.to_string(), "expires_at": crate::clock::iso(new_expiry), "total": total.to_string(), "approved_by": approvers, "fast_path": rule }),
             self.forge_kind(),
         );
         // The new expiry and the comment's effect in one write: a second run cannot extend again.
@@ -675,13 +749,48 @@ impl Workflow {
             };
         }
         self.extension_timers(&record).await?;
+        let mut said =
+            comment::extended_comment(record.requester_login.as_str(), new_expiry, self.now());
+        if let Some(due) = reopened {
+            self.review_timers(&record, due).await?;
+            let rule = record.fast_path_rule.as_ref().map_or("", |r| r.as_str());
+            said.push_str(&comment::extension_review_line(rule, due));
+        }
         self.forge
-            .note(
-                Thread::Change(record.pr_number),
-                &comment::extended_comment(record.requester_login.as_str(), new_expiry, self.now()),
-            )
+            .note(Thread::Change(record.pr_number), &said)
             .await?;
         Ok(())
+    }
+
+    /// Marks `record` as granted more on fast path `fast`, its review open again and due
+    /// `review_within` from now; returns when it is due.
+    fn reopen_review(
+        &self,
+        record: &mut RequestRecord,
+        fast: OnFastPath,
+    ) -> anyhow::Result<DateTime<Utc>> {
+        let due = self.now() + fast.review_within.to_chrono();
+        record.fast_path_rule = Some(fast.rule);
+        record.reviewed_at = None;
+        record.reviewed_by = None;
+        record.review_due_at = Some(due);
+        let mut decision = super::stored_decision(record)?.clone();
+        decision.review_since = Some(fast.asked_at);
+        record.decision = Some(decision);
+        Ok(due)
+    }
+
+    /// The label, the emoji poll and the deadline of a review reopened by an extension.
+    async fn review_timers(
+        &self,
+        record: &RequestRecord,
+        due: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.forge
+            .add_label(record.pr_number, super::NEEDS_REVIEW_LABEL)
+            .await?;
+        self.schedule(JobKind::ReviewDue, &record.id, due).await?;
+        self.schedule(JobKind::Poll, &record.id, self.now()).await
     }
 
     /// The note of the extension that set the stored expiry of an active grant, said once.

@@ -235,6 +235,7 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
         unservable,
         labels: pr.labels.clone(),
         watch,
+        review_since: None,
     };
     let unchanged = same_head && old.is_some_and(|old| same_verdict(old, &stored));
     let id = existing.map_or(&inputs.path.id, |r| &r.id);

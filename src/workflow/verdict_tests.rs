@@ -189,6 +189,7 @@ fn an_allowed_request_waits_for_its_approvals() {
                 unservable: None,
                 labels: Vec::new(),
                 watch: Some(3),
+                review_since: None,
             },
             state: RequestState::Pending,
             status: (StatusState::Pending, "allowed: needs 1 approval(s)".into()),
@@ -283,6 +284,7 @@ fn files_beyond_the_request_deny_an_allowed_request() {
                 unservable: None,
                 labels: Vec::new(),
                 watch: Some(3),
+                review_since: None,
             },
             state: RequestState::Denied,
             status: (
