@@ -1135,16 +1135,19 @@ on_both_forges!(
                 .any(|c| c.starts_with("⏱️ @carol, your approval")),
             "{asked:#?}"
         );
-        // Approved again now, it merges; the head's history is not read again meanwhile.
+        // Approved again now, it merges, after one more read of the head's history.
         let reads = head_history_reads(&s);
-        assert!(reads >= 1, "the head's history was never asked for");
+        assert_eq!(
+            reads, 1,
+            "the head's history is read once per approval that merges"
+        );
         s.forge.advance_clock(TimeDelta::seconds(5));
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
         let granted = s.next_bot_comment(pr);
         assert!(granted.starts_with("🔓 **Access granted.**"), "{granted}");
-        assert_eq!(head_history_reads(&s), reads);
+        assert_eq!(head_history_reads(&s), reads + 1);
     }
 );
 
@@ -1299,5 +1302,112 @@ on_both_forges!(
         s.settle().await;
         assert!(!s.change(pr).merged, "an approval taken an hour late");
         s.expect_no_bot_comment(pr);
+    }
+);
+
+// From the attack round on the above (each failed before its fix).
+
+// A force push the bot heard gave its head an exact time; GitHub's timeline dates the push in
+// that same second. After a restart, an approval a minute later merges: that rewrite was the
+// push heard, not a move unheard.
+on_both_backends!(
+    an_approval_after_a_restart_of_a_head_whose_force_push_was_heard_merges,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-amend", &prod_request("4h"));
+        s.settle().await;
+        s.next_bot_comment(pr);
+        let first = s.change(pr).head_sha;
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge.push_files(
+            REPO,
+            "request-r-amend",
+            &s.people.alice,
+            &[("requests/prod/r-amend.yaml", &prod_request("30m"))],
+            "shorter",
+        );
+        s.settle().await;
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge
+            .force_branch(REPO, "request-r-amend", &s.people.alice, &first);
+        s.settle().await;
+        assert_eq!(s.request("r-amend").await.head_sha, first);
+        s.take_bot_comments(pr);
+        s.crash();
+        s.start_service().await;
+        s.settle().await;
+        s.forge.advance_clock(TimeDelta::seconds(60));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        let said = s.take_bot_comments(pr);
+        assert!(s.change(pr).merged, "{said:#?}");
+        assert_eq!(s.request("r-amend").await.state, RequestState::Active);
+    }
+);
+
+// A review (GitLab: Approve) given while the bot was down to a version the branch has left by
+// the time it starts is answered, as its webhook would have been; it never counts.
+on_both_forges!(
+    a_review_given_while_the_bot_was_down_to_a_version_since_left_is_answered,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-left", &prod_request("4h"));
+        s.settle().await;
+        s.next_bot_comment(pr);
+        let four_hours = s.change(pr).head_sha;
+        s.crash();
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge.push_files(
+            REPO,
+            "request-r-left",
+            &s.people.alice,
+            &[("requests/prod/r-left.yaml", &prod_request("30m"))],
+            "shorter",
+        );
+        s.approve_button(pr, &s.people.carol);
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge
+            .force_branch(REPO, "request-r-left", &s.people.alice, &four_hours);
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        assert_eq!(s.request("r-left").await.state, RequestState::Pending);
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter()
+                .any(|c| c.starts_with("⏱️ @carol, your approval")),
+            "{said:#?}"
+        );
+    }
+);
+
+// Opened and approved by review while the bot was down, and deciding it fails at first: the
+// review waits for the decision instead of being handled against no request and lost.
+on_both_backends!(
+    a_review_given_while_down_counts_even_if_deciding_its_pr_failed_at_first,
+    |mut s: Scenario| async move {
+        s.lenient(); // the forge's 500s fail deliveries before they pass
+        s.crash();
+        let pr = s.open_request(&s.people.alice, "prod", "r-late", &prod_request("1h"));
+        s.approve_button(pr, &s.people.carol);
+        s.forge.settle().await;
+        s.forge.fail_next(breakglass_test_forge::FailureSpec {
+            route: breakglass_test_forge::RouteMatcher::Route {
+                method: Some(Method::GET),
+                template: "/repos/{owner}/{repo}/compare/{*basehead}".to_owned(),
+            },
+            count: 4,
+            kind: FailureKind::Status(500),
+        });
+        s.start_service().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for _ in 0..8 {
+            s.advance(TimeDelta::seconds(40));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        s.settle().await;
+        let said = s.take_bot_comments(pr);
+        assert!(s.change(pr).merged, "{said:#?}");
     }
 );

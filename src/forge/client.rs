@@ -341,8 +341,20 @@ impl Forge {
     /// with its head). GitHub: its timeline's newest force push, or head branch deleted or
     /// restored, with no head: a plain push leaves no dated trace there, but going from a
     /// head to another and back to it takes at least one of those.
+    ///
+    /// A forge without that record (`404`: an older server, a compatible one) says no time:
+    /// the head is then taken to have moved at an unknown time, never not to have moved.
     pub async fn latest_head_move(&self, number: u64) -> Result<Option<HeadMove>, ForgeError> {
-        on_client!(self, c => c.latest_head_move(number).await)
+        match on_client!(self, c => c.latest_head_move(number).await) {
+            Err(err) if err.status() == Some(404) => {
+                tracing::warn!(change = number, error = %err, "the forge keeps no record of the head's moves: taken as moved");
+                Ok(Some(HeadMove {
+                    at: None,
+                    sha: None,
+                }))
+            }
+            other => other,
+        }
     }
 
     /// The comments made on the repository's issues and change requests within `window` before

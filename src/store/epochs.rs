@@ -9,11 +9,6 @@ use super::{Store, StoreError};
 /// The epoch of the default branch's policies (and its name).
 pub const POLICIES: &str = "policies";
 
-/// The epoch of the bot's watch over the forge: moved by the catch-up before each look (at a
-/// start, after refused deliveries). A decision learnt in an earlier epoch may have missed a
-/// push (see [`crate::store::StoredDecision::watch`]).
-pub const WATCH: &str = "watch";
-
 /// The current epoch of cache `name`.
 pub async fn cache_epoch(conn: &mut AnyConnection, name: &str) -> Result<i64, StoreError> {
     let row: Option<(i64,)> = sqlx::query_as("SELECT epoch FROM cache_epochs WHERE name = $1")

@@ -106,11 +106,6 @@ pub struct StoredDecision {
     /// unlabelled while the bot was down.
     #[serde(default)]
     pub labels: Vec<String>,
-    /// The watch epoch ([`crate::store::epochs::WATCH`]) read before the PR that showed
-    /// `head_since`. While it is still the current one, every push since was heard; else
-    /// the forge's own record of the head's moves is asked before approvals count.
-    #[serde(default)]
-    pub watch: Option<i64>,
     /// When (forge time: the requester's comment) an extension given alone on a fast path
     /// reopened the grant's after-the-fact review: an emoji from before reviewed what was
     /// granted before, not the extension.

@@ -412,7 +412,7 @@ impl Workflow {
         Ok(())
     }
 
-    async fn request_of_pr(&self, number: u64) -> anyhow::Result<Option<RequestRecord>> {
+    pub(super) async fn request_of_pr(&self, number: u64) -> anyhow::Result<Option<RequestRecord>> {
         Ok(self
             .store
             .find_request_by_pr(self.forge_kind(), &self.settings.repository, number)

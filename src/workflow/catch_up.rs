@@ -22,7 +22,6 @@ use crate::command::parse_commands;
 use crate::forge::{
     Actor, CommentAction, Delivery, ForgeEvent, ListedComment, OpenChange, PullRequestAction,
 };
-use crate::store::epochs::WATCH;
 use crate::store::{DeliveryId, NewDelivery, Recorded, RequestState};
 
 /// How far back (forge time) the catch-up looks for comments. A command older than this is
@@ -39,9 +38,6 @@ impl Workflow {
     pub async fn catch_up(&self) -> anyhow::Result<usize> {
         // Nothing is listed that could not be stored.
         self.store.ping().await?;
-        // Decisions learnt before this look may have missed a push: their approvals are
-        // checked against the forge's record of the head's moves (see `unheard`).
-        self.store.bump_cache_epoch(WATCH).await?;
         let queued = self.queue_missed_changes().await? + self.queue_missed_comments().await?;
         if queued > 0 {
             tracing::info!(forge = %self.forge_kind(), queued, "what came while the bot was down is handled now");
@@ -63,8 +59,9 @@ impl Workflow {
         Ok(queued)
     }
 
-    /// Queues a [`ForgeEvent::MissedReview`] for each approving review (GitLab: approval) of
-    /// `change`'s current head that the bot has not counted, when `change` was updated within
+    /// Queues a [`ForgeEvent::MissedReview`] for each standing approving review (GitLab:
+    /// approval) of `change` that the bot has not counted (one of an older version is answered
+    /// "approve again", as its webhook would have been), when `change` was updated within
     /// [`COMMENTS_WITHIN`] and its request (if recorded yet) waits for approvals: one read of
     /// its reviews (GitLab: its approvals, and its newest version, since an approval names no
     /// commit and counts for the head only when given after that head's push).
@@ -90,21 +87,24 @@ impl Workflow {
             if review.author.is_bot || counted.iter().any(|a| a.signal == key) {
                 continue;
             }
-            let of_head = match (&review.commit_id, review.submitted_at) {
-                (Some(commit), _) => *commit == change.head_sha,
-                (None, Some(at)) => {
+            // A review names its commit. A GitLab approval names none: of this head when given
+            // after its push; before it, or in its very second, of an earlier one as far as can
+            // be told (answered "approve again", as a review of an older version is).
+            let commit = match (&review.commit_id, review.submitted_at) {
+                (Some(commit), _) => commit.clone(),
+                (None, at) => {
                     if head_pushed_at.is_none() {
                         head_pushed_at = Some(self.head_pushed_at(change).await?);
                     }
-                    head_pushed_at
-                        .flatten()
-                        .is_some_and(|pushed| at.timestamp() > pushed.timestamp())
+                    let after_push = at.zip(head_pushed_at.flatten());
+                    match after_push {
+                        Some((at, pushed)) if at.timestamp() > pushed.timestamp() => {
+                            change.head_sha.clone()
+                        }
+                        _ => String::new(),
+                    }
                 }
-                (None, None) => false,
             };
-            if !of_head {
-                continue;
-            }
             let key = format!(
                 "missed-review:{}:{}:{}",
                 change.number, review.id, change.head_sha
@@ -113,7 +113,7 @@ impl Workflow {
                 number: change.number,
                 review_id: review.id,
                 author: review.author,
-                commit_id: change.head_sha.clone(),
+                commit_id: commit,
             };
             queued += usize::from(self.queue_missed(key, "missed_review", event).await?);
         }
@@ -220,7 +220,6 @@ impl Workflow {
     /// again). A refusal is said unless the bot's latest note on the PR already says it
     /// ([`Workflow::say_refusal`]).
     pub(super) async fn handle_missed_change(&self, number: u64) -> anyhow::Result<()> {
-        let watch = self.store.cache_epoch(WATCH).await?;
         let current = self.forge.change(number).await?;
         if !current.open || current.info.author.id == self.bot.id {
             return Ok(());
@@ -242,7 +241,7 @@ impl Workflow {
                 return Ok(()); // past deciding
             }
         }
-        self.evaluate_current(current, existing, None, (None, Some(watch)), true)
+        self.evaluate_current(current, existing, None, None, true)
             .await
     }
 }
@@ -257,6 +256,11 @@ impl Workflow {
         author: &Actor,
         commit_id: &str,
     ) -> anyhow::Result<()> {
+        if self.request_of_pr(number).await?.is_none() {
+            // Opened while the bot was down too, and not decided yet (its own delivery failed
+            // once, or another replica is at it): decided first, so the review is not lost.
+            self.handle_missed_change(number).await?;
+        }
         let current = self.forge.change(number).await?;
         if !current.open {
             return Ok(());

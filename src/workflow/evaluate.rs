@@ -21,7 +21,6 @@ use crate::names::{Login, Name, Principal, RequestId, Team};
 use crate::policy::decision::{HeldGrant, Membership, membership};
 use crate::policy::{Policy, PolicyFile, PolicySet, Problem, Requester, Role};
 use crate::request::{AccessRequest, RequestPath};
-use crate::store::epochs::WATCH;
 use crate::store::{ChangeKind, RequestRecord};
 
 /// What the bot knows of a PR it has just opened from its own branch, without reading it
@@ -99,21 +98,14 @@ impl Workflow {
     ///
     /// Refusals that leave no record are said when a head arrives (`announce`), not at every
     /// label.
-    ///
-    /// `watch` is the watch epoch read before `pr` was; `None` reads it now (a PR the bot just
-    /// opened, or just read itself).
     pub(super) async fn gather(
         &self,
         pr: PullRequestInfo,
         existing: Option<RequestRecord>,
         pushed: Option<(String, DateTime<Utc>)>,
-        (written, watch): (Option<Written>, Option<i64>),
+        written: Option<Written>,
         announce: bool,
     ) -> anyhow::Result<Option<Inputs>> {
-        let watch = match watch {
-            Some(epoch) => epoch,
-            None => self.store.cache_epoch(WATCH).await?,
-        };
         let say_invalid = announce || existing.is_some();
         let Some(HeadRead {
             files,
@@ -151,7 +143,6 @@ impl Workflow {
             overdue_review: None,
             held: Vec::new(),
             grant: None,
-            watch: Some(watch),
             pr,
         };
         self.look_up_needs(&mut inputs, &login).await?;

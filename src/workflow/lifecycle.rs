@@ -244,8 +244,7 @@ impl Workflow {
             Stop::Redecide(pr) => {
                 // Decided again under the policy as it is now: a new verdict, said once.
                 let fresh = self.store.get_request(&record.id).await?;
-                self.evaluate_current(*pr, fresh, None, (None, None), false)
-                    .await
+                self.evaluate_current(*pr, fresh, None, None, false).await
             }
             Stop::Refuse(why) => self.refuse_merge(record, &why).await,
         }

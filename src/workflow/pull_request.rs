@@ -18,7 +18,6 @@ use crate::forge::{
 use crate::grant::GrantSpec;
 use crate::names::{Login, RequestId};
 use crate::request::{AccessRequest, RequestPath};
-use crate::store::epochs::WATCH;
 use crate::store::{Approval, ApprovalSource};
 use crate::store::{ChangeKind, EventKind, ForgeKind, JobKind, StoreError};
 use crate::store::{RequestRecord, RequestState, RevokeReason, StoredDecision};
@@ -278,10 +277,9 @@ impl Workflow {
         existing: Option<RequestRecord>,
         pushed: Option<(String, DateTime<Utc>)>,
     ) -> anyhow::Result<()> {
-        let watch = self.store.cache_epoch(WATCH).await?;
         let current = self.forge.change(number).await?;
         let announce = pushed.is_some();
-        self.evaluate_current(current, existing, pushed, (None, Some(watch)), announce)
+        self.evaluate_current(current, existing, pushed, None, announce)
             .await
     }
 
@@ -293,13 +291,13 @@ impl Workflow {
         current: PullRequestState,
         existing: Option<RequestRecord>,
         pushed: Option<(String, DateTime<Utc>)>,
-        written_and_watch: (Option<Written>, Option<i64>),
+        written: Option<Written>,
         announce: bool,
     ) -> anyhow::Result<()> {
         if !current.open {
             return Ok(());
         }
-        let gathered = self.gather(current.info, existing, pushed, written_and_watch, announce);
+        let gathered = self.gather(current.info, existing, pushed, written, announce);
         let Some(inputs) = gathered.await? else {
             return Ok(());
         };
@@ -907,13 +905,7 @@ impl Workflow {
         let said = self.forge.note(origin, &announcement);
         let (said, decided) = tokio::join!(
             said,
-            Box::pin(self.evaluate_current(
-                pr,
-                Some(placeholder),
-                opened,
-                (written, None),
-                announced
-            ))
+            Box::pin(self.evaluate_current(pr, Some(placeholder), opened, written, announced))
         );
         decided?;
         said?;

@@ -53,8 +53,6 @@ pub(super) struct Inputs {
     pub held: Vec<HeldGrant>,
     /// What the role's provider says, when the policy defines the role and [`Needs::grant`].
     pub grant: Option<GrantFacts>,
-    /// The watch epoch read before the PR was (see [`StoredDecision::watch`]).
-    pub watch: Option<i64>,
 }
 
 /// What the decision needs read beyond the request, the policies and the requester's teams.
@@ -215,14 +213,6 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
     let same_head = existing.is_some_and(|r| r.head_sha == pr.head_sha);
     let old = existing.and_then(|r| r.decision.as_ref());
     let (head_since, head_since_is_bound) = head_since(old, same_head, inputs.pushed.as_ref(), pr);
-    // A time kept from the decision before keeps the watch it was learnt in: a gap since then
-    // is not closed by a label event.
-    let kept = old.filter(|o| {
-        same_head
-            && o.head_since.is_some()
-            && (o.head_since, o.head_since_is_bound) == (head_since, head_since_is_bound)
-    });
-    let watch = kept.map_or(inputs.watch, |o| o.watch);
     let stored = StoredDecision {
         decision,
         head_since,
@@ -234,7 +224,6 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
         draft: pr.draft,
         unservable,
         labels: pr.labels.clone(),
-        watch,
         review_since: None,
     };
     let unchanged = same_head && old.is_some_and(|old| same_verdict(old, &stored));

@@ -112,7 +112,6 @@ fn inputs_at(file: &str, yaml: &str) -> Inputs {
         overdue_review: None,
         held: Vec::new(),
         grant: Some(GrantFacts::default()),
-        watch: Some(3),
     }
 }
 
@@ -188,7 +187,6 @@ fn an_allowed_request_waits_for_its_approvals() {
                 draft: false,
                 unservable: None,
                 labels: Vec::new(),
-                watch: Some(3),
                 review_since: None,
             },
             state: RequestState::Pending,
@@ -283,7 +281,6 @@ fn files_beyond_the_request_deny_an_allowed_request() {
                 draft: false,
                 unservable: None,
                 labels: Vec::new(),
-                watch: Some(3),
                 review_since: None,
             },
             state: RequestState::Denied,
@@ -773,28 +770,4 @@ fn only_what_the_decision_looks_at_is_read() {
         !needs_of(&by(inputs(OK), "bob", &[])).overdue_review,
         "no fast path, no lookup"
     );
-}
-
-#[test]
-fn a_head_time_keeps_the_watch_it_was_learnt_in_and_a_new_one_takes_the_current_watch() {
-    let first = StoredDecision {
-        watch: Some(1),
-        ..decided(&inputs(OK)).stored
-    };
-    // Same head, a later event in watch 3: a gap between the two is not closed by it.
-    let mut same = inputs(OK);
-    same.existing = Some(recorded(&same, HEAD, first.clone()));
-    same.pushed = None;
-    same.pr.updated_at = Some(t(50));
-    assert_eq!(decided(&same).stored.watch, Some(1));
-
-    // A new head, or the same head come back: its time is learnt now, in watch 3.
-    let mut pushed = inputs(OK);
-    pushed.existing = Some(recorded(&pushed, &"2".repeat(40), first.clone()));
-    pushed.pushed = Some((HEAD.into(), t(40)));
-    assert_eq!(decided(&pushed).stored.watch, Some(3));
-    let mut again = inputs(OK);
-    again.existing = Some(recorded(&again, HEAD, first));
-    again.pushed = Some((HEAD.into(), t(40)));
-    assert_eq!(decided(&again).stored.watch, Some(3));
 }
