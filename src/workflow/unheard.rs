@@ -25,7 +25,22 @@ impl Workflow {
             return Ok(None); // no timed approval counts anyway
         };
         let moved = self.forge.latest_head_move(record.pr_number).await?;
-        Ok(moved.and_then(|m| unheard(&m, &record.head_sha, since, stored.head_since_is_bound)))
+        let bound = stored.head_since_is_bound;
+        let Some((sha, at)) = moved.and_then(|m| unheard(&m, &record.head_sha, since, bound))
+        else {
+            return Ok(None);
+        };
+        if !sha.is_empty() {
+            return Ok(Some((sha, at))); // the forge names the head and its time
+        }
+        // When the head came back is not known: by the PR's latest update at the latest. A PR
+        // not updated since the head's time was not pushed since (a push updates it).
+        let updated = self.forge.change(record.pr_number).await?.info.updated_at;
+        Ok(match updated {
+            Some(u) if u.timestamp() <= since.timestamp() => None,
+            Some(u) => Some((String::new(), u.max(at))),
+            None => Some((String::new(), at)),
+        })
     }
 
     /// Decides `record` again as the push `pushed` would have had it: its head came back then
@@ -61,8 +76,8 @@ pub(super) fn unheard(
     let later = |at: DateTime<Utc>| at.timestamp() > since.timestamp();
     match (&moved.sha, moved.at) {
         (Some(sha), Some(at)) if sha == head => later(at).then(|| (sha.clone(), at)),
-        // The forge's newest head is another one: a push right now, or an answer out of date.
-        (Some(_), Some(at)) => Some((String::new(), after_since(at))),
+        // The forge's newest head is another one: a push right now (its webhook on the way).
+        (Some(sha), Some(at)) => Some((sha.clone(), after_since(at))),
         (None, Some(at)) => {
             let same_second = at.timestamp() == since.timestamp();
             (later(at) || (same_second && is_bound)).then(|| (String::new(), after_since(at)))
@@ -113,7 +128,8 @@ mod tests {
     #[test]
     fn another_head_or_an_unknown_time_counts_as_a_move() {
         let since = t(10_000);
-        assert!(unheard(&moved(Some("b"), Some(t(1_000))), "a", since, false).is_some());
+        let other = unheard(&moved(Some("b"), Some(t(12_000))), "a", since, false);
+        assert_eq!(other, Some(("b".into(), t(12_000))));
         let unknown = unheard(&moved(None, None), "a", since, false).unwrap();
         assert_eq!(unknown.0, "");
         assert!(unknown.1 > since);
