@@ -1095,46 +1095,62 @@ fn head_history_reads(s: &Scenario) -> u64 {
         + calls.count("GET", "/api/v4/projects/{id}/merge_requests/{iid}/versions")
 }
 
+/// While the bot is down, request `id` (4h, decided) is pushed to a 30m version, `approve`d
+/// there by carol, and forced back to the 4h one. Once the bot has started and polled: nothing
+/// merged, the request waits, and carol is asked to approve again. Returns the PR.
+async fn approved_while_pushed_away_and_back(
+    s: &mut Scenario,
+    id: &str,
+    approve: fn(&Scenario, u64, &breakglass_test_forge::User),
+) -> u64 {
+    let (branch, path) = (format!("request-{id}"), format!("requests/prod/{id}.yaml"));
+    let pr = s.open_request(&s.people.alice, "prod", id, &prod_request("4h"));
+    s.settle().await;
+    s.next_bot_comment(pr);
+    let four_hours = s.change(pr).head_sha;
+    s.crash();
+    s.forge.advance_clock(TimeDelta::seconds(5));
+    let shorter = prod_request("30m");
+    s.forge.push_files(
+        REPO,
+        &branch,
+        &s.people.alice,
+        &[(&path, &shorter)],
+        "shorter",
+    );
+    approve(s, pr, &s.people.carol);
+    s.forge.advance_clock(TimeDelta::seconds(5));
+    s.forge
+        .force_branch(REPO, &branch, &s.people.alice, &four_hours);
+    s.forge.settle().await;
+    s.start_service().await;
+    s.settle().await;
+    s.advance(TimeDelta::seconds(31));
+    s.settle().await;
+    assert_eq!(s.change(pr).head_sha, four_hours);
+    assert!(
+        !s.change(pr).merged,
+        "an approval of the 30m version merged the 4h one: {:#?}",
+        s.bot_comments(pr)
+    );
+    assert_eq!(s.request(id).await.state, RequestState::Pending);
+    let asked = s.take_bot_comments(pr);
+    assert!(
+        asked
+            .iter()
+            .any(|c| c.starts_with("⏱️ @carol, your approval")),
+        "{asked:#?}"
+    );
+    pr
+}
+
 on_both_forges!(
     an_approval_given_while_the_bot_was_down_to_a_head_pushed_away_and_back_does_not_merge_it,
     |mut s: Scenario| async move {
-        let pr = s.open_request(&s.people.alice, "prod", "r-back", &prod_request("4h"));
-        s.settle().await;
-        s.next_bot_comment(pr);
-        let four_hours = s.change(pr).head_sha;
-        s.crash();
-        // Shown a smaller request, carol approves it; the branch goes back to the 4h one.
-        s.forge.advance_clock(TimeDelta::seconds(5));
-        s.forge.push_files(
-            REPO,
-            "request-r-back",
-            &s.people.alice,
-            &[("requests/prod/r-back.yaml", &prod_request("30m"))],
-            "shorter",
-        );
-        s.approve(pr, &s.people.carol);
-        s.forge.advance_clock(TimeDelta::seconds(5));
-        s.forge
-            .force_branch(REPO, "request-r-back", &s.people.alice, &four_hours);
-        s.forge.settle().await;
-        s.start_service().await;
-        s.settle().await;
-        s.advance(TimeDelta::seconds(31));
-        s.settle().await;
-        assert_eq!(s.change(pr).head_sha, four_hours);
-        assert!(
-            !s.change(pr).merged,
-            "an approval of the 30m version merged the 4h one: {:#?}",
-            s.bot_comments(pr)
-        );
-        assert_eq!(s.request("r-back").await.state, RequestState::Pending);
-        let asked = s.take_bot_comments(pr);
-        assert!(
-            asked
-                .iter()
-                .any(|c| c.starts_with("⏱️ @carol, your approval")),
-            "{asked:#?}"
-        );
+        let approve = |s: &Scenario, pr, who: &breakglass_test_forge::User| {
+            s.approve(pr, who);
+        };
+        let pr = approved_while_pushed_away_and_back(&mut s, "r-back", approve).await;
         // Approved again now, it merges, after one more read of the head's history.
         let reads = head_history_reads(&s);
         assert_eq!(
@@ -1349,36 +1365,10 @@ on_both_backends!(
 on_both_forges!(
     a_review_given_while_the_bot_was_down_to_a_version_since_left_is_answered,
     |mut s: Scenario| async move {
-        let pr = s.open_request(&s.people.alice, "prod", "r-left", &prod_request("4h"));
-        s.settle().await;
-        s.next_bot_comment(pr);
-        let four_hours = s.change(pr).head_sha;
-        s.crash();
-        s.forge.advance_clock(TimeDelta::seconds(5));
-        s.forge.push_files(
-            REPO,
-            "request-r-left",
-            &s.people.alice,
-            &[("requests/prod/r-left.yaml", &prod_request("30m"))],
-            "shorter",
-        );
-        s.approve_button(pr, &s.people.carol);
-        s.forge.advance_clock(TimeDelta::seconds(5));
-        s.forge
-            .force_branch(REPO, "request-r-left", &s.people.alice, &four_hours);
-        s.forge.settle().await;
-        s.start_service().await;
-        s.settle().await;
-        s.advance(TimeDelta::seconds(31));
-        s.settle().await;
-        assert!(!s.change(pr).merged);
-        assert_eq!(s.request("r-left").await.state, RequestState::Pending);
-        let said = s.take_bot_comments(pr);
-        assert!(
-            said.iter()
-                .any(|c| c.starts_with("⏱️ @carol, your approval")),
-            "{said:#?}"
-        );
+        let approve = |s: &Scenario, pr, who: &breakglass_test_forge::User| {
+            s.approve_button(pr, who);
+        };
+        approved_while_pushed_away_and_back(&mut s, "r-left", approve).await;
     }
 );
 
@@ -1409,5 +1399,48 @@ on_both_backends!(
         s.settle().await;
         let said = s.take_bot_comments(pr);
         assert!(s.change(pr).merged, "{said:#?}");
+    }
+);
+
+// The force push back lands on the second page of a long timeline (150 comments first): read to
+// its end, it still counts.
+on_both_backends!(
+    a_push_away_and_back_past_the_first_page_of_the_timeline_is_found,
+    |mut s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r-long", &prod_request("4h"));
+        s.settle().await;
+        s.next_bot_comment(pr);
+        let four_hours = s.change(pr).head_sha;
+        s.crash();
+        for n in 0..150 {
+            s.note(pr, &s.people.bob, &format!("status update {n}"));
+        }
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge.push_files(
+            REPO,
+            "request-r-long",
+            &s.people.alice,
+            &[("requests/prod/r-long.yaml", &prod_request("30m"))],
+            "shorter",
+        );
+        s.emoji(pr, &s.people.carol, "+1");
+        s.forge.advance_clock(TimeDelta::seconds(5));
+        s.forge
+            .force_branch(REPO, "request-r-long", &s.people.alice, &four_hours);
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let timeline = "/repos/{owner}/{repo}/issues/{number}/timeline";
+        assert!(s.forge.calls().count("GET", timeline) >= 2, "one page read");
+        let asked = s.take_bot_comments(pr);
+        assert!(
+            asked
+                .iter()
+                .any(|c| c.starts_with("⏱️ @carol, your approval")),
+            "{asked:#?}"
+        );
     }
 );

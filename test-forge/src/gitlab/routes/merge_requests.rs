@@ -68,6 +68,24 @@ pub(crate) fn split_draft(title: &str) -> (bool, &str) {
     (false, title)
 }
 
+/// Merge request `iid` of project `id`: its project, its issue record and its pull half.
+fn merge_request_of<'a>(
+    st: &'a ForgeState,
+    id: &str,
+    iid: u64,
+) -> GlResult<(
+    &'a crate::state::RepoRec,
+    &'a crate::state::IssueRec,
+    &'a crate::state::PrRec,
+)> {
+    let r = project(st, id)?;
+    let i = by_iid(r, Noteable::MergeRequest(iid))?;
+    let pr =
+        i.pr.as_ref()
+            .ok_or_else(|| GlError::not_found("Merge Request"))?;
+    Ok((r, i, pr))
+}
+
 /// The merge request JSON of iid `iid` in `full`.
 fn mr_json(st: &ForgeState, full: &str, iid: u64) -> GlResult<Value> {
     let r = st.repo(full)?;
@@ -255,11 +273,7 @@ async fn diffs(
     uri: Uri,
 ) -> GlResult<Response> {
     let st = app.lock();
-    let r = project(&st, &id)?;
-    let i = by_iid(r, Noteable::MergeRequest(iid))?;
-    let pr =
-        i.pr.as_ref()
-            .ok_or_else(|| GlError::not_found("Merge Request"))?;
+    let (r, _, pr) = merge_request_of(&st, &id, iid)?;
     let (from, head) = crate::routes::pulls::pr_range(r, pr)?;
     let items = git::diff(&r.git, from, head)?
         .iter()
@@ -276,11 +290,7 @@ async fn commits(
     uri: Uri,
 ) -> GlResult<Response> {
     let st = app.lock();
-    let r = project(&st, &id)?;
-    let i = by_iid(r, Noteable::MergeRequest(iid))?;
-    let pr =
-        i.pr.as_ref()
-            .ok_or_else(|| GlError::not_found("Merge Request"))?;
+    let (r, _, pr) = merge_request_of(&st, &id, iid)?;
     let (from, head) = crate::routes::pulls::pr_range(r, pr)?;
     // GitLab lists a merge request's commits newest first.
     let items = git::commits_between(&r.git, from, head)?
@@ -302,11 +312,7 @@ async fn versions(
     uri: Uri,
 ) -> GlResult<Response> {
     let st = app.lock();
-    let r = project(&st, &id)?;
-    let i = by_iid(r, Noteable::MergeRequest(iid))?;
-    let pr =
-        i.pr.as_ref()
-            .ok_or_else(|| GlError::not_found("Merge Request"))?;
+    let (r, i, pr) = merge_request_of(&st, &id, iid)?;
     let base = git::branch_tip(&r.git, &pr.base_ref).map(|o| o.to_string());
     let items = pr
         .head_moves
