@@ -587,13 +587,6 @@ impl Workflow {
         })
     }
 
-    /// The fast-path rule that merged `record`, with why it would not allow `extension` now
-    /// (empty: it would); `None` when no fast path merged it. A requester extends on their own
-    /// only while the rule still applies as at the merge: still one of its requesters (on
-    /// call, asked now), the PR still labelled, no overdue review when it blocks on one, and
-    /// the grant's new total within the rule, as well as what is left of it with the extension
-    /// together with the requester's other grants in the environment (as a new request is
-    /// judged: several short fast paths, each extended, must not add up to hours).
     /// The labels a fast-path rule sees for `record` now: its PR's; for a request asked for by
     /// comment, only those its thread still has while it is open (the bot's PR keeps the
     /// labels it was opened with, and a closed or downgraded incident opens no fast path).
@@ -617,6 +610,13 @@ impl Workflow {
             .collect())
     }
 
+    /// The fast-path rule that merged `record`, with why it would not allow `extension` now
+    /// (empty: it would); `None` when no fast path merged it. A requester extends on their own
+    /// only while the rule still applies as at the merge: still one of its requesters (on
+    /// call, asked now), the PR still labelled, no overdue review when it blocks on one, and
+    /// the grant's new total within the rule, as well as what is left of it with the extension
+    /// together with the requester's other grants in the environment (as a new request is
+    /// judged: several short fast paths, each extended, must not add up to hours).
     async fn fast_path_misses_now(
         &self,
         record: &RequestRecord,
