@@ -879,13 +879,7 @@ on_skewed_clocks!(
         let record = s.request("r-stale").await;
         assert_eq!(record.head_sha, s.change(pr).head_sha);
         assert_eq!(record.state, RequestState::Pending);
-        let comments = s.take_bot_comments(pr);
-        assert!(
-            comments
-                .iter()
-                .any(|c| c.starts_with("⏱️ @carol, your approval")),
-            "{comments:#?}"
-        );
+        expect_asked_again(&s, pr, "carol");
     }
 );
 
@@ -1088,6 +1082,13 @@ on_both_forges!(
 // bot decided, with the time of its first push. The forge's own record of the head's moves
 // (GitHub's timeline, GitLab's MR versions) is asked before approvals from that time merge it.
 
+/// `who` was asked to approve again on `pr`, among the bot's comments not read yet (all read).
+fn expect_asked_again(s: &Scenario, pr: u64, who: &str) {
+    let asked = s.take_bot_comments(pr);
+    let ask = format!("⏱️ @{who}, your approval");
+    assert!(asked.iter().any(|c| c.starts_with(&ask)), "{asked:#?}");
+}
+
 /// Reads of a change's head history (GitHub's timeline, GitLab's MR versions).
 fn head_history_reads(s: &Scenario) -> u64 {
     let calls = s.forge.calls();
@@ -1134,13 +1135,7 @@ async fn approved_while_pushed_away_and_back(
         s.bot_comments(pr)
     );
     assert_eq!(s.request(id).await.state, RequestState::Pending);
-    let asked = s.take_bot_comments(pr);
-    assert!(
-        asked
-            .iter()
-            .any(|c| c.starts_with("⏱️ @carol, your approval")),
-        "{asked:#?}"
-    );
+    expect_asked_again(s, pr, "carol");
     pr
 }
 
@@ -1214,13 +1209,7 @@ on_skewed_clocks!(
                 .unwrap()
                 .is_empty()
         );
-        let asked = s.take_bot_comments(pr);
-        assert!(
-            asked
-                .iter()
-                .any(|c| c.starts_with("⏱️ @carol, your approval")),
-            "{asked:#?}"
-        );
+        expect_asked_again(&s, pr, "carol");
     }
 );
 
@@ -1435,12 +1424,6 @@ on_both_backends!(
         assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
         let timeline = "/repos/{owner}/{repo}/issues/{number}/timeline";
         assert!(s.forge.calls().count("GET", timeline) >= 2, "one page read");
-        let asked = s.take_bot_comments(pr);
-        assert!(
-            asked
-                .iter()
-                .any(|c| c.starts_with("⏱️ @carol, your approval")),
-            "{asked:#?}"
-        );
+        expect_asked_again(&s, pr, "carol");
     }
 );
