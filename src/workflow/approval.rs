@@ -116,15 +116,14 @@ impl Workflow {
         Ok(())
     }
 
-    /// Approves `record` by `approvers`, unless its head may have gone and come back unheard
-    /// ([`Self::unheard_move`]): then it is decided again from that move, and `false`.
+    /// Approves `record` by `approvers`, unless its head went away and came back unheard
+    /// ([`Self::decided_again_after_unheard_move`]): then `false`.
     async fn approve_unless_moved(
         &self,
         record: RequestRecord,
         approvers: BTreeSet<Login>,
     ) -> anyhow::Result<bool> {
-        if let Some(pushed) = self.unheard_move(&record).await? {
-            self.decide_after_unheard_move(record, pushed).await?;
+        if self.decided_again_after_unheard_move(&record).await? {
             return Ok(false);
         }
         self.approve(record, Some(approvers.into_iter().collect()))

@@ -727,7 +727,7 @@ impl Workflow {
     }
 
     /// The approvals of `record`'s head once it is known to have gone away and come back at
-    /// `stored.head_since` (heard late, or found by [`Self::unheard_move`]): one given before
+    /// `stored.head_since` (heard late, or found by [`Self::decided_again_after_unheard_move`]): one given before
     /// may have been of the other head and no longer counts, and its approver is asked to
     /// approve again, once. Reviews name their commit and stay.
     async fn approvals_after_return(
@@ -735,14 +735,15 @@ impl Workflow {
         record: &RequestRecord,
         stored: &StoredDecision,
     ) -> anyhow::Result<()> {
-        let (after, _) = self.given_after_push(record, stored).await?;
+        use super::approval::{Timing, timing};
         let approvals = self
             .store
             .approvals_for(&record.id, &record.head_sha)
             .await?;
         for approval in approvals {
+            let since = (stored.head_since, stored.head_since_is_bound);
             if approval.source == ApprovalSource::Review
-                || after.iter().any(|a| a.signal == approval.signal)
+                || timing(approval.approved_at, since.0, since.1) == Timing::Current
             {
                 continue;
             }

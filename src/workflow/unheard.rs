@@ -14,48 +14,42 @@ use crate::forge::HeadMove;
 use crate::store::RequestRecord;
 
 impl Workflow {
-    /// The move of `record`'s head after its time that the bot did not hear, as the push an
-    /// event would have announced (see [`unheard`]); `None` when the forge shows none.
-    pub(super) async fn unheard_move(
+    /// Whether `record`'s head moved after its time without the bot hearing it (see
+    /// [`unheard`]). When it did, the request is decided again as that push would have had it:
+    /// its head came back then (or at the PR's latest update, when the forge does not say to
+    /// which head), approvals given before no longer count, and their approvers are asked
+    /// again.
+    pub(super) async fn decided_again_after_unheard_move(
         &self,
         record: &RequestRecord,
-    ) -> anyhow::Result<Option<(String, DateTime<Utc>)>> {
+    ) -> anyhow::Result<bool> {
         let stored = stored_decision(record)?;
         let Some(since) = stored.head_since else {
-            return Ok(None); // no timed approval counts anyway
+            return Ok(false); // no timed approval counts anyway
         };
         let moved = self.forge.latest_head_move(record.pr_number).await?;
         let bound = stored.head_since_is_bound;
         let Some((sha, at)) = moved.and_then(|m| unheard(&m, &record.head_sha, since, bound))
         else {
-            return Ok(None);
+            return Ok(false);
         };
-        if !sha.is_empty() {
-            return Ok(Some((sha, at))); // the forge names the head and its time
-        }
-        // When the head came back is not known: by the PR's latest update at the latest. A PR
-        // not updated since the head's time was not pushed since (a push updates it).
-        let updated = self.forge.change(record.pr_number).await?.info.updated_at;
-        Ok(match updated {
-            Some(u) if u.timestamp() <= since.timestamp() => None,
-            Some(u) => Some((String::new(), u.max(at))),
-            None => Some((String::new(), at)),
-        })
-    }
-
-    /// Decides `record` again as the push `pushed` would have had it: its head came back then
-    /// (or at the PR's latest update, when the forge does not say to which head), approvals
-    /// given before no longer count, and their approvers are asked again.
-    pub(super) async fn decide_after_unheard_move(
-        &self,
-        record: RequestRecord,
-        pushed: (String, DateTime<Utc>),
-    ) -> anyhow::Result<()> {
-        tracing::warn!(request = %record.id, pr = record.pr_number, moved_at = %pushed.1, "the head moved unheard: approvals given before it came back do not count");
         let current = self.forge.change(record.pr_number).await?;
+        let pushed = if sha.is_empty() {
+            // When the head came back is not known: by the PR's latest update at the latest. A
+            // PR not updated since the head's time was not pushed since (a push updates it).
+            match current.info.updated_at {
+                Some(u) if u.timestamp() <= since.timestamp() => return Ok(false),
+                Some(u) => (sha, u.max(at)),
+                None => (sha, at),
+            }
+        } else {
+            (sha, at) // the forge names the head and its time
+        };
+        tracing::warn!(request = %record.id, pr = record.pr_number, moved_at = %pushed.1, "the head moved unheard: approvals given before it came back do not count");
         // Boxed: deciding may count approvals, which may come back here.
-        let decide = self.evaluate_current(current, Some(record), Some(pushed), None, true);
-        Box::pin(decide).await
+        let decide = self.evaluate_current(current, Some(record.clone()), Some(pushed), None, true);
+        Box::pin(decide).await?;
+        Ok(true)
     }
 }
 
