@@ -632,6 +632,137 @@ on_both_forges!(
     }
 );
 
+/// Installs trigger `name` on `table` (`event`: `BEFORE INSERT`, `AFTER INSERT`), which runs
+/// `body` (SQL statements; `NEW` is the row) on SQLite and PostgreSQL alike: a fault injected
+/// into the bot's own writes, at a point no forge call reaches.
+async fn add_trigger(s: &Scenario, name: &str, event: &str, table: &str, body: &str) {
+    let statements = match s.store.backend() {
+        breakglass::store::Backend::Sqlite => {
+            vec![format!(
+                "CREATE TRIGGER {name} {event} ON {table} BEGIN {body} END"
+            )]
+        }
+        breakglass::store::Backend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN {body} RETURN NEW; END $$ \
+                 LANGUAGE plpgsql"
+            ),
+            format!(
+                "CREATE TRIGGER {name} {event} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()"
+            ),
+        ],
+    };
+    for statement in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(s.store.pool())
+            .await
+            .unwrap();
+    }
+}
+
+async fn drop_trigger(s: &Scenario, name: &str, table: &str) {
+    let statement = match s.store.backend() {
+        breakglass::store::Backend::Sqlite => format!("DROP TRIGGER {name}"),
+        breakglass::store::Backend::Postgres => format!("DROP TRIGGER {name} ON {table}"),
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(s.store.pool())
+        .await
+        .unwrap();
+}
+
+/// Every new request row fails to store until the trigger is dropped: a run of a `/breakglass`
+/// comment then stops after opening its PR and before recording its request, as when it is
+/// killed there, or while another replica's run of the same delivery goes on.
+async fn refuse_request_rows(s: &Scenario) {
+    let body = match s.store.backend() {
+        breakglass::store::Backend::Sqlite => {
+            "SELECT RAISE(ABORT, 'injected: no request rows now');"
+        }
+        breakglass::store::Backend::Postgres => "RAISE EXCEPTION 'injected: no request rows now';",
+    };
+    add_trigger(s, "refuse_requests", "BEFORE INSERT", "requests", body).await;
+}
+
+on_both_forges!(
+    a_comment_request_stopped_before_its_record_keeps_the_pr_it_opened,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        refuse_request_rows(&s).await;
+        s.expect_delivery_error("injected: no request rows now");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- one");
+        until_a_delivery_failed(&s).await;
+        drop_trigger(&s, "refuse_requests", "requests").await;
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        // Before, the comment handled again closed the PR its first run had opened and opened
+        // another: with two runs at once (two replicas), the first run went on to decide and
+        // merge a PR that the second had closed, and the request never got its access.
+        let opened: Vec<_> = s
+            .changes()
+            .into_iter()
+            .filter(|p| p.head_ref.starts_with("breakglass/request/"))
+            .collect();
+        assert_eq!(opened.len(), 1, "one request PR, kept: {opened:#?}");
+        assert!(opened[0].merged, "{:#?}", opened[0]);
+        let reply = s.next_bot_issue_comment(issue);
+        assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
+        s.expect_no_bot_issue_comment(issue);
+        s.expect_bot_comments(
+            opened[0].number,
+            &["✅ **Request", "🔓 **Access granted.**"],
+        );
+    }
+);
+
+on_both_forges!(
+    a_request_build_another_run_took_over_stops_and_takes_back_its_branch,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "staging is broken");
+        // Right after this run claims the build, another run (one delivery handled by two
+        // replicas at once) takes it over, as its claim of the subject would.
+        let taken = "UPDATE changes SET branch = 'breakglass/request/taken-over' \
+                     WHERE subject = NEW.subject AND kind = NEW.kind;";
+        add_trigger(&s, "take_over", "AFTER INSERT", "changes", taken).await;
+        s.expect_delivery_error("another run is building the request change");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass staging 1h -- one");
+        until_a_delivery_failed(&s).await;
+        drop_trigger(&s, "take_over", "changes").await;
+        // Before, the run went on writing its own build over the other's record.
+        let repo = git2::Repository::open_bare(s.forge.repo_path(REPO)).unwrap();
+        let left: Vec<String> = repo
+            .branches(Some(git2::BranchType::Local))
+            .unwrap()
+            .filter_map(|b| b.unwrap().0.name().unwrap().map(str::to_owned))
+            .filter(|name| name.starts_with("breakglass/request/"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "the stopped run took back its branch: {left:?}"
+        );
+        assert!(
+            s.changes()
+                .iter()
+                .all(|p| !p.head_ref.starts_with("breakglass/request/"))
+        );
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        let opened: Vec<_> = s
+            .changes()
+            .into_iter()
+            .filter(|p| p.head_ref.starts_with("breakglass/request/"))
+            .collect();
+        assert_eq!(opened.len(), 1, "{opened:#?}");
+        assert!(opened[0].merged, "{:#?}", opened[0]);
+        let reply = s.next_bot_issue_comment(issue);
+        assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
+        s.expect_bot_comments(
+            opened[0].number,
+            &["✅ **Request", "🔓 **Access granted.**"],
+        );
+    }
+);
+
 /// More grants than a reconciliation page (1,000) without a revoke job.
 const BACKLOG: usize = 1_100;
 

@@ -11,9 +11,9 @@ use breakglass::names::{Login, Name, RequestId, Ticket};
 use breakglass::request::Reason;
 use breakglass::store::testing::{for_each_backend, sqlite_store, sqlite_url};
 use breakglass::store::{
-    AppliedGrant, Approval, ApprovalSource, Backend, DeliveryId, DeliveryState, EventActor,
-    EventKind, ForgeKind, GENESIS_HASH, JobKind, Lane, MAX_DELIVERY_ATTEMPTS, NewDelivery,
-    NewEvent, Recorded, RequestRecord, RequestState, RevokeReason, Store, StoreError,
+    AppliedGrant, Approval, ApprovalSource, Backend, Change, ChangeKind, DeliveryId, DeliveryState,
+    EventActor, EventKind, ForgeKind, GENESIS_HASH, JobKind, Lane, MAX_DELIVERY_ATTEMPTS,
+    NewDelivery, NewEvent, Recorded, RequestRecord, RequestState, RevokeReason, Store, StoreError,
     StoredDecision,
 };
 use breakglass::store::{events, jobs, requests};
@@ -1629,6 +1629,66 @@ async fn a_comment_reserves_one_request_id_and_an_id_serves_one_comment() {
                     .await?
             );
         }
+        Ok(())
+    })
+    .await;
+}
+
+/// A change built on `branch`, at `head` once its commit is made.
+fn change(branch: &str, head: Option<&str>) -> Change {
+    Change {
+        subject: "20261202-0200-alice-prod".into(),
+        kind: ChangeKind::Request,
+        branch: branch.into(),
+        base_sha: "base".into(),
+        head_sha: head.map(str::to_owned),
+        pr_number: head.map(|_| 7),
+        paths: vec!["requests/prod/20261202-0200-alice-prod.yaml".into()],
+        blobs: Default::default(),
+        created_at: t(0),
+        updated_at: t(1),
+    }
+}
+
+/// Two runs of one delivery at once (two replicas): the one whose build another run took
+/// over learns it at its next write, and cannot write over the build that replaced it; and a
+/// run cannot take over a build that went on after it read it.
+#[tokio::test]
+async fn a_change_build_taken_over_by_another_run_cannot_write_over_it() {
+    for_each_backend(|store| async move {
+        let first = change("breakglass/request/a", None);
+        assert!(store.claim_change(&first, None).await?);
+        // A second run that read no build before cannot claim the subject now.
+        assert!(
+            !store
+                .claim_change(&change("breakglass/request/x", None), None)
+                .await?
+        );
+        // A run that read the first build takes it over…
+        let second = change("breakglass/request/b", None);
+        assert!(store.claim_change(&second, Some(&first)).await?);
+        // …and a third that read the first one too is told it is gone.
+        let third = change("breakglass/request/c", None);
+        assert!(!store.claim_change(&third, Some(&first)).await?);
+        // The first run's next write changes nothing; the second's is kept.
+        assert!(
+            !store
+                .update_change(&change(&first.branch, Some("aaa")))
+                .await?
+        );
+        let progressed = change(&second.branch, Some("bbb"));
+        assert!(store.update_change(&progressed).await?);
+        // A run that read the second build before its commit and PR cannot take it over now.
+        assert!(!store.claim_change(&third, Some(&second)).await?);
+        let kept = store
+            .get_change(&first.subject, ChangeKind::Request)
+            .await?
+            .context("recorded")?;
+        assert_eq!(kept.branch, second.branch);
+        assert_eq!(kept.head_sha.as_deref(), Some("bbb"));
+        assert_eq!(kept.pr_number, Some(7));
+        // One that read it as it is now can.
+        assert!(store.claim_change(&third, Some(&kept)).await?);
         Ok(())
     })
     .await;

@@ -86,8 +86,57 @@ macro_rules! select {
     };
 }
 
-/// Writes a change, replacing the earlier one of the same subject and kind (a rebuild).
-pub async fn put_change(conn: &mut AnyConnection, change: &Change) -> Result<(), StoreError> {
+/// Records `change` as the build of its subject and kind, in place of `replacing` exactly as
+/// it was read (its branch, head and PR; `None`: in place of none). `false` when the recorded
+/// one is no longer that: another run (one delivery handled twice at once, by two replicas)
+/// claimed the subject or wrote its build's progress meanwhile, and this run leaves the
+/// subject to it.
+pub async fn claim_change(
+    conn: &mut AnyConnection,
+    change: &Change,
+    replacing: Option<&Change>,
+) -> Result<bool, StoreError> {
+    let Some(old) = replacing else {
+        let sql = "INSERT INTO changes (subject, kind, branch, base_sha, head_sha, pr_number, \
+                   paths, blobs, created_at, updated_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                   ON CONFLICT (subject, kind) DO NOTHING";
+        let written = bind_change(sqlx::query(sql), change)?;
+        return Ok(written.execute(&mut *conn).await?.rows_affected() == 1);
+    };
+    let sql = "UPDATE changes SET branch = $3, base_sha = $4, head_sha = $5, pr_number = $6, \
+               paths = $7, blobs = $8, created_at = $9, updated_at = $10 \
+               WHERE subject = $1 AND kind = $2 AND branch = $11 \
+               AND head_sha IS NOT DISTINCT FROM $12 AND pr_number IS NOT DISTINCT FROM $13";
+    let old_pr = old
+        .pr_number
+        .map(|n| to_i64(n, "change", &old.subject))
+        .transpose()?;
+    let written = bind_change(sqlx::query(sql), change)?
+        .bind(old.branch.clone())
+        .bind(old.head_sha.clone())
+        .bind(old_pr);
+    Ok(written.execute(&mut *conn).await?.rows_affected() == 1)
+}
+
+/// Writes what a build learned (its head, its PR, its blobs), as long as the build on
+/// `change.branch` is still the recorded one; `false` when another run claimed the subject
+/// since (see [`claim_change`]).
+pub async fn update_change(conn: &mut AnyConnection, change: &Change) -> Result<bool, StoreError> {
+    let sql = "UPDATE changes SET base_sha = $4, head_sha = $5, pr_number = $6, paths = $7, \
+               blobs = $8, created_at = $9, updated_at = $10 \
+               WHERE subject = $1 AND kind = $2 AND branch = $3";
+    let written = bind_change(sqlx::query(sql), change)?
+        .execute(&mut *conn)
+        .await?;
+    Ok(written.rows_affected() == 1)
+}
+
+/// Binds `change`'s columns as `$1`…`$10`.
+fn bind_change<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    change: &Change,
+) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, StoreError> {
     let invalid = |err: serde_json::Error| StoreError::Invalid {
         what: "change",
         key: change.subject.clone(),
@@ -99,25 +148,17 @@ pub async fn put_change(conn: &mut AnyConnection, change: &Change) -> Result<(),
         .pr_number
         .map(|n| to_i64(n, "change", &change.subject))
         .transpose()?;
-    sqlx::query(
-        "INSERT INTO changes (subject, kind, branch, base_sha, head_sha, pr_number, paths, \
-         blobs, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (subject, kind) DO UPDATE SET branch = $3, base_sha = $4, head_sha = $5, \
-         pr_number = $6, paths = $7, blobs = $8, created_at = $9, updated_at = $10",
-    )
-    .bind(&change.subject)
-    .bind(change.kind.as_str())
-    .bind(&change.branch)
-    .bind(&change.base_sha)
-    .bind(change.head_sha.clone())
-    .bind(pr)
-    .bind(paths)
-    .bind(blobs)
-    .bind(to_millis(change.created_at))
-    .bind(to_millis(change.updated_at))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Ok(query
+        .bind(change.subject.clone())
+        .bind(change.kind.as_str())
+        .bind(change.branch.clone())
+        .bind(change.base_sha.clone())
+        .bind(change.head_sha.clone())
+        .bind(pr)
+        .bind(paths)
+        .bind(blobs)
+        .bind(to_millis(change.created_at))
+        .bind(to_millis(change.updated_at)))
 }
 
 /// The change of `kind` about `subject`.
@@ -165,9 +206,18 @@ pub async fn change_of_pr(
 }
 
 impl Store {
-    /// See [`put_change`].
-    pub async fn put_change(&self, change: &Change) -> Result<(), StoreError> {
-        put_change(&mut *self.conn().await?, change).await
+    /// See [`claim_change`].
+    pub async fn claim_change(
+        &self,
+        change: &Change,
+        replacing: Option<&Change>,
+    ) -> Result<bool, StoreError> {
+        claim_change(&mut *self.conn().await?, change, replacing).await
+    }
+
+    /// See [`update_change`].
+    pub async fn update_change(&self, change: &Change) -> Result<bool, StoreError> {
+        update_change(&mut *self.conn().await?, change).await
     }
 
     /// See [`get_change`].

@@ -9,7 +9,7 @@ use rand::Rng as _;
 use super::Workflow;
 use crate::comment;
 use crate::forge::Actor;
-use crate::forge::Thread;
+use crate::forge::{PullRequestState, Thread};
 use crate::names::RequestId;
 use crate::store::{Change, ChangeKind, EventKind};
 
@@ -68,6 +68,30 @@ enum Attempt {
 pub(super) struct Built {
     pub change: Change,
     pub pr: crate::forge::PullRequestState,
+    /// Built by an earlier run and kept (see [`Earlier::KeepOpen`]): its files are what that
+    /// run wrote, not necessarily this run's.
+    pub kept: bool,
+}
+
+/// What a build does with an earlier change of its subject and kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Earlier {
+    /// Abandons it (closes its PR, deletes its branch) and builds anew: a rebuild.
+    Replace,
+    /// Keeps it when its PR is open at the bot's own commit: the request PR an earlier run of
+    /// the same comment opened, which that run (killed, or still going on another replica)
+    /// did not record yet. Closing it under a run that goes on to decide and merge it leaves
+    /// that run's request on a closed PR.
+    KeepOpen,
+}
+
+/// The error of a build that another run took over (see [`Workflow::keep_building`]).
+fn superseded(change: &Change) -> anyhow::Error {
+    anyhow::anyhow!(
+        "another run is building the {} change of {}; this one stopped",
+        change.kind,
+        change.subject
+    )
 }
 
 /// The prefix of every branch the bot creates.
@@ -92,26 +116,31 @@ impl Workflow {
         title: &str,
         body: &str,
     ) -> anyhow::Result<Option<Built>> {
-        self.build_labelled_change(subject, kind, writes, title, body, &[])
+        let pr = (title, body, &[][..]);
+        self.build_labelled_change(subject, kind, writes, pr, Earlier::Replace)
             .await
     }
 
-    /// [`Self::build_change`], with the PR opened labelled `labels`.
+    /// [`Self::build_change`], with the PR opened labelled; `(title, body, labels)` are the
+    /// PR's, and `earlier` says what becomes of an earlier change of the subject.
     pub(super) async fn build_labelled_change(
         &self,
         subject: &str,
         kind: ChangeKind,
         writes: &[Write],
-        title: &str,
-        body: &str,
-        labels: &[String],
+        pr: (&str, &str, &[String]),
+        earlier: Earlier,
     ) -> anyhow::Result<Option<Built>> {
-        let pr = (title, body, labels);
-        match self.try_build_change(subject, kind, writes, pr).await? {
+        match self
+            .try_build_change(subject, kind, writes, pr, earlier)
+            .await?
+        {
             Attempt::Built(built) => Ok(built.map(|b| *b)),
             Attempt::StaleBlob => {
                 let writes: Vec<Write> = writes.iter().map(Write::unhinted).collect();
-                match self.try_build_change(subject, kind, &writes, pr).await? {
+                // Its own half-built change is the earlier one now: replaced.
+                let again = self.try_build_change(subject, kind, &writes, pr, Earlier::Replace);
+                match again.await? {
                     Attempt::Built(built) => Ok(built.map(|b| *b)),
                     Attempt::StaleBlob => anyhow::bail!("a deletion read just now was refused"),
                 }
@@ -126,9 +155,20 @@ impl Workflow {
         kind: ChangeKind,
         writes: &[Write],
         (title, body, labels): (&str, &str, &[String]),
+        earlier: Earlier,
     ) -> anyhow::Result<Attempt> {
-        if let Some(old) = self.store.get_change(subject, kind).await? {
-            self.abandon_change(&old).await?;
+        let old = self.store.get_change(subject, kind).await?;
+        if earlier == Earlier::KeepOpen
+            && let Some(old) = &old
+            && let Some(pr) = self.still_open(old).await?
+        {
+            let change = old.clone();
+            let kept = Built {
+                change,
+                pr,
+                kept: true,
+            };
+            return Ok(Attempt::Built(Some(Box::new(kept))));
         }
         let head = self.default_head().await?;
         let default = head.branch;
@@ -161,21 +201,56 @@ impl Workflow {
             updated_at: now,
         };
         // Recorded before the branch exists: a crash from here on leaves a trace to clean up.
-        self.store.put_change(&change).await?;
+        // Claimed in place of the earlier change exactly as read: a run that wrote to it since
+        // (another run of the same delivery) keeps it, and this one stops.
+        if !self.store.claim_change(&change, old.as_ref()).await? {
+            return Err(superseded(&change));
+        }
+        if let Some(old) = &old {
+            self.abandon_change(old).await?;
+        }
         self.forge.create_branch(&change.branch, &base_sha).await?;
         let Some(head) = self.commit_writes(&mut change, &todo).await? else {
             return Ok(Attempt::StaleBlob);
         };
         change.head_sha = Some(head);
-        self.store.put_change(&change).await?;
+        self.keep_building(&change).await?;
         let pr = self
             .forge
             .open_change(&change.branch, &default, title, body, labels)
             .await?;
         change.pr_number = Some(pr.info.number);
         change.updated_at = self.now();
-        self.store.put_change(&change).await?;
-        Ok(Attempt::Built(Some(Box::new(Built { change, pr }))))
+        self.keep_building(&change).await?;
+        let built = Built {
+            change,
+            pr,
+            kept: false,
+        };
+        Ok(Attempt::Built(Some(Box::new(built))))
+    }
+
+    /// The PR of `change` when it is open at the bot's own commit (one read); `None` when the
+    /// change has no PR or commit recorded yet.
+    async fn still_open(&self, change: &Change) -> anyhow::Result<Option<PullRequestState>> {
+        let (Some(number), Some(head)) = (change.pr_number, change.head_sha.as_deref()) else {
+            return Ok(None);
+        };
+        let pr = self.forge.change(number).await?;
+        Ok((pr.open && pr.info.head_sha == head).then_some(pr))
+    }
+
+    /// Records what the build of `change` got to. When another run took the subject over
+    /// meanwhile (one delivery handled by two replicas at once: the other run abandoned this
+    /// build and started its own), this run takes back what it made (its PR, its branch) and
+    /// stops with an error, so that exactly one build goes on.
+    async fn keep_building(&self, change: &Change) -> anyhow::Result<()> {
+        if self.store.update_change(change).await? {
+            return Ok(());
+        }
+        tracing::warn!(subject = %change.subject, kind = %change.kind, branch = %change.branch, "another run took this change over; this build stops");
+        self.abandon_change(change).await?;
+        Err(superseded(change))
     }
 
     /// Commits `todo` on the change's new branch, one write after another, noting the blob of
@@ -437,7 +512,9 @@ impl Workflow {
         let mut change = change.clone();
         change.head_sha = Some(restored.to_owned());
         change.updated_at = self.now();
-        self.store.put_change(&change).await?;
+        if !self.store.update_change(&change).await? {
+            return Err(superseded(&change));
+        }
         if change.kind != ChangeKind::Request {
             return Ok(());
         }

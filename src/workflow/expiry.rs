@@ -89,7 +89,9 @@ impl Workflow {
         }
         change.head_sha = Some(head.clone());
         change.updated_at = self.now();
-        self.store.put_change(&change).await?;
+        if !self.store.update_change(&change).await? {
+            anyhow::bail!("the request change of {} was rebuilt meanwhile", record.id);
+        }
         record.head_sha = head;
         self.store.update_request(record, self.now()).await?;
         self.set_status_on(

@@ -1181,7 +1181,7 @@ impl Workflow {
         let message = trailers::removal_message(paths, &default, request.as_ref().map(|r| &r.id));
         let mut last = None;
         for _ in 0..2 {
-            let Some(super::change::Built { change, pr }) = self
+            let Some(super::change::Built { change, pr, .. }) = self
                 .build_change(subject, ChangeKind::Removal, &writes, title, body)
                 .await?
             else {

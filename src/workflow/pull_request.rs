@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use super::Workflow;
-use super::change::Write;
+use super::change::{Earlier, Write};
 use super::evaluate::Written;
 use super::verdict::{Decided, Inputs, Next, Verdict, decide};
 use crate::comment;
@@ -863,24 +863,31 @@ impl Workflow {
             request.role,
             request.duration.map(|d| d.to_string()).unwrap_or_default()
         );
+        let earlier = match existing {
+            // A fresh request: a PR an earlier run of its comment opened is kept.
+            None => Earlier::KeepOpen,
+            Some(_) => Earlier::Replace,
+        };
+        let body = comment::request_pr_body(
+            path.id.as_str(),
+            login.as_str(),
+            &self.forge.thread_ref(origin),
+        );
         let built = self
             .build_labelled_change(
                 path.id.as_str(),
                 ChangeKind::Request,
                 &writes,
-                &title,
-                &comment::request_pr_body(
-                    path.id.as_str(),
-                    login.as_str(),
-                    &self.forge.thread_ref(origin),
-                ),
-                labels,
+                (&title, &body, labels),
+                earlier,
             )
             .await?
             .context("a request change always writes its file")?;
+        // What an earlier run wrote is read back, never assumed to be this run's text.
+        let head_sha = built.change.head_sha.filter(|_| !built.kept);
         let pr = built.pr;
         let pr_number = pr.info.number;
-        let written = built.change.head_sha.map(|head_sha| Written {
+        let written = head_sha.map(|head_sha| Written {
             head_sha,
             files: writes
                 .iter()
