@@ -14,6 +14,7 @@ use crate::comment;
 use crate::forge::Thread;
 use crate::forge::{Actor, PullRequestInfo, ReviewState};
 use crate::names::{Login, RequestId};
+use crate::policy::Policy;
 use crate::store::{Approval, ApprovalSource};
 use crate::store::{EventKind, JobKind};
 use crate::store::{RequestRecord, RequestState};
@@ -39,9 +40,6 @@ pub(super) enum ApprovalOutcome {
     Stale,
     /// Within the same second as the push: which version it approves cannot be told.
     Ambiguous,
-    /// The head was found to have moved unheard before it: the request was decided again,
-    /// and whoever's approval no longer counts was asked to approve again.
-    Redecided,
     /// The policies on the default branch (named) are invalid: nobody can be checked as an
     /// approver until they are fixed.
     PoliciesInvalid {
@@ -111,24 +109,10 @@ impl Workflow {
     pub(super) async fn check_approvals(&self, record: RequestRecord) -> anyhow::Result<()> {
         let (approvers, need) = self.counted_approvers(&record).await?;
         if need > 0 && approvers.len() >= need as usize {
-            self.approve_unless_moved(record, approvers).await?;
+            self.approve(record, Some(approvers.into_iter().collect()))
+                .await?;
         }
         Ok(())
-    }
-
-    /// Approves `record` by `approvers`, unless its head went away and came back unheard
-    /// ([`Self::decided_again_after_unheard_move`]): then `false`.
-    async fn approve_unless_moved(
-        &self,
-        record: RequestRecord,
-        approvers: BTreeSet<Login>,
-    ) -> anyhow::Result<bool> {
-        if self.decided_again_after_unheard_move(&record).await? {
-            return Ok(false);
-        }
-        self.approve(record, Some(approvers.into_iter().collect()))
-            .await?;
-        Ok(true)
     }
 
     /// Distinct approvers (by user id, never the requester) of the current head.
@@ -230,11 +214,9 @@ impl Workflow {
         // storing it and before acting on it, and approving is idempotent.
         let (approvers, need) = self.counted_approvers(&record).await?;
         if stored.merge_refused.is_none() && !stored.draft && approvers.len() >= need as usize {
-            return Ok(if self.approve_unless_moved(record, approvers).await? {
-                ApprovalOutcome::Merging
-            } else {
-                ApprovalOutcome::Redecided
-            });
+            self.approve(record, Some(approvers.into_iter().collect()))
+                .await?;
+            return Ok(ApprovalOutcome::Merging);
         }
         if !added {
             // It changes nothing.
@@ -448,14 +430,19 @@ impl Workflow {
             .store
             .approvals_for(&record.id, &record.head_sha)
             .await?;
-        let alive = self.signals_alive(record.pr_number, &approvals).await?;
         // Approvers as the default branch's policy names them now: one taken off it since
-        // approving no longer counts.
+        // approving no longer counts. Asked of the forge while it is asked which signals
+        // stand, all at once: no round trip more before the merge.
         let (_, policies) = self.load_policies().await?;
         let policies = policies.map_err(|problems| {
             anyhow::anyhow!("the policies are invalid: {} problem(s)", problems.len())
         })?;
         let policy = policies.get(record.environment.as_str());
+        let (alive, approvers_now) = tokio::join!(
+            self.signals_alive(record.pr_number, &approvals),
+            self.approvers_now(policy, &approvals)
+        );
+        let (alive, approvers_now) = (alive?, approvers_now?);
         let mut live = Vec::new();
         for approval in approvals {
             let Some(emoji) = alive.get(&approval.signal) else {
@@ -470,14 +457,7 @@ impl Workflow {
             {
                 continue;
             }
-            let approver = Actor {
-                id: approval.approver_id,
-                login: approval.approver_login.to_string(),
-                is_bot: false,
-            };
-            if let Some(policy) = policy
-                && self.is_approver_now(policy, &approver).await?
-            {
+            if approvers_now.contains(&approval.approver_id) {
                 live.push(approval);
             }
         }
@@ -487,6 +467,38 @@ impl Workflow {
         }
         record.approved_by = Some(approvers.into_iter().collect());
         Ok(None)
+    }
+
+    /// The ids of the people behind `approvals` whom `policy` names as approvers now (each
+    /// asked of the forge, all at once); none without a policy.
+    async fn approvers_now(
+        &self,
+        policy: Option<&Policy>,
+        approvals: &[crate::store::Approval],
+    ) -> anyhow::Result<BTreeSet<u64>> {
+        let Some(policy) = policy else {
+            return Ok(BTreeSet::new());
+        };
+        let mut people: Vec<Actor> = approvals
+            .iter()
+            .map(|approval| Actor {
+                id: approval.approver_id,
+                login: approval.approver_login.to_string(),
+                is_bot: false,
+            })
+            .collect();
+        people.sort_by_key(|actor| actor.id);
+        people.dedup_by_key(|actor| actor.id);
+        let asked = people
+            .iter()
+            .map(|actor| self.is_approver_now(policy, actor));
+        let answers = futures_util::future::try_join_all(asked).await?;
+        Ok(people
+            .iter()
+            .zip(answers)
+            .filter(|(_, approver)| *approver)
+            .map(|(actor, _)| actor.id)
+            .collect())
     }
 
     /// Which of `approvals` the forge still shows on PR `number` (the reaction there, the review
@@ -984,9 +996,7 @@ fn approval_reply(
         ApprovalOutcome::PoliciesInvalid { default_branch } => {
             comment::approval_unchecked_comment(&actor.login, &default_branch)
         }
-        ApprovalOutcome::Merging
-        | ApprovalOutcome::Repeated { .. }
-        | ApprovalOutcome::Redecided => return None,
+        ApprovalOutcome::Merging | ApprovalOutcome::Repeated { .. } => return None,
     })
 }
 

@@ -11,13 +11,14 @@ use chrono::{DateTime, Utc};
 use super::change::{BOT_BRANCH_PREFIX, Write};
 use super::guard::{Expected, MergePlan, Merged, Refusal};
 use super::trailers;
+use super::unheard::{HeadCheck, Unheard};
 use super::{Workflow, stored_decision};
 use crate::comment;
 use crate::forge::{Actor, PullRequestState, PushedCommit, PushedCommits, StatusState};
 use crate::forge::{ChangedFile, ChangedFiles, FileChange, Thread};
 use crate::grant::{GrantSpec, RenderedFile};
 use crate::names::RequestId;
-use crate::policy::Role;
+use crate::policy::{Requester, Role};
 use crate::request::{AccessRequest, RequestPath};
 use crate::store::{AppliedGrant, ChangeKind, EventKind, JobKind};
 use crate::store::{RequestRecord, RequestState, RevokeReason};
@@ -79,9 +80,21 @@ enum Ready {
 }
 
 /// What stops a merge at its last reads; `stop_merge` does what each calls for.
+/// What the merge's last round read (see [`Workflow::merge_round`]).
+struct LastReads {
+    pr: PullRequestState,
+    /// How many approvals are left of how many needed, when some were withdrawn.
+    withdrawn: Option<(usize, u32)>,
+    /// A move of the head the bot did not hear.
+    moved: Option<Unheard>,
+    requester: Requester,
+}
+
 enum Stop {
     /// The policy changed since the verdict: decide again on the PR as read.
     Redecide(Box<PullRequestState>),
+    /// The head moved and came back unheard: decide again as that push would have had it.
+    Pushed(Box<PullRequestState>, (String, DateTime<Utc>)),
     /// Refused, and said so with this reason.
     Refuse(String),
 }
@@ -225,8 +238,19 @@ impl Workflow {
         let Ready::Checked { .. } = ready else {
             return Ok(Ok(None)); // merged already: the guard returns the merge as it happened
         };
-        let (pr, withdrawn) = self.merge_round(record).await?;
-        if let Some(why) = self.policy_moved(record, &pr.info.labels).await? {
+        let LastReads {
+            pr,
+            withdrawn,
+            moved,
+            requester,
+        } = self.merge_round(record).await?;
+        if let Some(pushed) = moved.and_then(|moved| moved.push(&pr.info)) {
+            return Ok(Err(Stop::Pushed(Box::new(pr), pushed)));
+        }
+        if let Some(why) = self
+            .policy_moved(record, &pr.info.labels, &requester)
+            .await?
+        {
             tracing::info!(request = %record.id, %why, "the policy changed before the merge");
             return Ok(Err(Stop::Redecide(Box::new(pr))));
         }
@@ -245,6 +269,11 @@ impl Workflow {
                 // Decided again under the policy as it is now: a new verdict, said once.
                 let fresh = self.store.get_request(&record.id).await?;
                 self.evaluate_current(*pr, fresh, None, None, false).await
+            }
+            Stop::Pushed(pr, pushed) => {
+                let fresh = self.store.get_request(&record.id).await?;
+                let fresh = fresh.context("a request being merged is recorded")?;
+                self.decide_after_unheard_push(*pr, fresh, pushed).await
             }
             Stop::Refuse(why) => self.refuse_merge(record, &why).await,
         }
@@ -363,29 +392,42 @@ impl Workflow {
 
     /// The round trip right before a request's merge, its calls made together: the PR read
     /// for the merge guard, the `breakglass/policy` status the merge needs (a required status
-    /// check), and the approvals checked against the forge (still there). Returns the PR and,
-    /// when approvals were withdrawn, how many are left of how many needed.
-    async fn merge_round(
-        &self,
-        record: &mut RequestRecord,
-    ) -> anyhow::Result<(PullRequestState, Option<(usize, u32)>)> {
+    /// check), the requester's teams for the policy's re-check, and for approvals, that they
+    /// are still there and that the head did not move and come back unheard since they were
+    /// given (see [`super::unheard`]).
+    async fn merge_round(&self, record: &mut RequestRecord) -> anyhow::Result<LastReads> {
         let fast_path = record.fast_path_rule.is_some();
         let status = merge_status(record);
         let head = record.head_sha.clone();
         let number = record.pr_number;
-        let (pr, set, live) = tokio::join!(
+        let check = HeadCheck::of(record)?;
+        let asked = record.clone(); // `live_approvals` holds the record meanwhile
+        let (pr, set, requester, live, moved) = tokio::join!(
             self.forge.change(number),
             self.set_status_on(&head, StatusState::Success, &status),
+            self.requester_at_merge(&asked),
             async {
                 if fast_path {
                     Ok(None) // approved by its rule, reviewed after the fact
                 } else {
                     self.live_approvals(record).await
                 }
+            },
+            async {
+                if fast_path {
+                    Ok(None) // counts no approval
+                } else {
+                    self.unheard_move(&check).await // reads nothing when none is needed
+                }
             }
         );
         set?;
-        Ok((pr?, live?))
+        Ok(LastReads {
+            pr: pr?,
+            withdrawn: live?,
+            moved: moved?,
+            requester: requester?,
+        })
     }
 
     /// Merges through the guard (on `read`, the PR as just read, when given). A bot-built PR

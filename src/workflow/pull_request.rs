@@ -727,7 +727,7 @@ impl Workflow {
     }
 
     /// The approvals of `record`'s head once it is known to have gone away and come back at
-    /// `stored.head_since` (heard late, or found by [`Self::decided_again_after_unheard_move`]): one given before
+    /// `stored.head_since` (heard late, or found by [`Self::unheard_move`] at the merge): one given before
     /// may have been of the other head and no longer counts, and its approver is asked to
     /// approve again, once. Reviews name their commit and stay.
     async fn approvals_after_return(

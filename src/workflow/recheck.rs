@@ -6,18 +6,41 @@
 
 use super::{Workflow, stored_decision};
 use crate::duration::HumanDuration;
+use crate::policy::Requester;
 use crate::policy::decision::{Context, evaluate_holding};
 use crate::request::AccessRequest;
 use crate::store::RequestRecord;
 
 impl Workflow {
+    /// The requester's teams as the merge's re-check asks them: for a fast path, the rule's
+    /// teams asked of the forge now (someone off call a moment ago no longer takes it),
+    /// otherwise within a minute. Read in the merge's last round, beside the guard's read of
+    /// the PR, so that it costs no round trip on the way to access.
+    pub(super) async fn requester_at_merge(
+        &self,
+        record: &RequestRecord,
+    ) -> anyhow::Result<Requester> {
+        let (_, policies) = self.load_policies().await?;
+        let policies = policies.as_ref().ok();
+        let policy = policies.and_then(|p| p.get(record.environment.as_str()));
+        let login = &record.requester_login;
+        if record.fast_path_rule.is_some() {
+            self.resolve_requester_for_fast_path_now(policy, login)
+                .await
+        } else {
+            self.resolve_requester(policy, login).await
+        }
+    }
+
     /// Why the default branch's policies as they are now would not merge `record` as it was
     /// decided (denied now, its fast path gone, more approvals needed); `None` when they
-    /// would. `labels` are the PR's, as read for the merge.
+    /// would. `labels` are the PR's, as read for the merge, and `requester` is
+    /// [`Self::requester_at_merge`].
     pub(super) async fn policy_moved(
         &self,
         record: &RequestRecord,
         labels: &[String],
+        requester: &Requester,
     ) -> anyhow::Result<Option<String>> {
         let (_, policies) = self.load_policies().await?;
         let Ok(policies) = policies else {
@@ -31,25 +54,15 @@ impl Workflow {
             ticket: record.ticket.clone(),
             requester: None,
         };
-        let policy = policies.get(record.environment.as_str());
-        // A fast path is asked with the forge's word of now on the rule's teams (someone off
-        // call a moment ago no longer takes it) and the requester's grants held meanwhile.
-        let (requester, held) = if record.fast_path_rule.is_some() {
-            let requester = self
-                .resolve_requester_for_fast_path_now(policy, &record.requester_login)
-                .await?;
-            let held = self
-                .held_grants(record.requester_id, &record.environment, &record.id)
-                .await?;
-            (requester, held)
+        // A fast path is held to the requester's grants held meanwhile.
+        let held = if record.fast_path_rule.is_some() {
+            self.held_grants(record.requester_id, &record.environment, &record.id)
+                .await?
         } else {
-            let requester = self
-                .resolve_requester(policy, &record.requester_login)
-                .await?;
-            (requester, Vec::new())
+            Vec::new()
         };
         let ctx = Context {
-            requester: Some(&requester),
+            requester: Some(requester),
             labels,
             now: self.now(),
             path: None,

@@ -4,52 +4,90 @@
 //! (it was down, refused the delivery, or the delivery was lost on the way) leaves that time as
 //! it was: a branch pushed from A to B and back to A meanwhile still shows A's first push, and
 //! an approval given while it showed B would count for A. So before approvals merge a request,
-//! the forge's own record of the head's moves is read (one call per approved request): a move
-//! after the head's time decides the request again from it.
+//! the forge's own record of the head's moves is read (one call per approved request, in the
+//! merge's last round beside the guard's read of the PR: no round trip on the way to access): a
+//! move after the head's time stops the merge and decides the request again from it.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{Workflow, stored_decision};
-use crate::forge::HeadMove;
+use crate::forge::{HeadMove, PullRequestInfo};
 use crate::store::RequestRecord;
 
-impl Workflow {
-    /// Whether `record`'s head moved after its time without the bot hearing it (see
-    /// [`unheard`]). When it did, the request is decided again as that push would have had it:
-    /// its head came back then (or at the PR's latest update, when the forge does not say to
-    /// which head), approvals given before no longer count, and their approvers are asked
-    /// again.
-    pub(super) async fn decided_again_after_unheard_move(
-        &self,
-        record: &RequestRecord,
-    ) -> anyhow::Result<bool> {
+/// What the check of one request's head needs, taken from its record (so that the check runs
+/// beside work that holds the record).
+pub(super) struct HeadCheck {
+    pr: u64,
+    head: String,
+    /// The head's time; `None` when no timed approval counts (none needed, or none timed):
+    /// nothing to check.
+    since: Option<DateTime<Utc>>,
+    /// Whether `since` is only a bound on the head's push (see [`unheard`]).
+    is_bound: bool,
+}
+
+impl HeadCheck {
+    pub(super) fn of(record: &RequestRecord) -> anyhow::Result<Self> {
         let stored = stored_decision(record)?;
-        let Some(since) = stored.head_since else {
-            return Ok(false); // no timed approval counts anyway
+        let counts_approvals = stored.decision.approvals_required > 0;
+        Ok(Self {
+            pr: record.pr_number,
+            head: record.head_sha.clone(),
+            since: stored.head_since.filter(|_| counts_approvals),
+            is_bound: stored.head_since_is_bound,
+        })
+    }
+}
+
+/// A move of a request's head the bot did not hear (see [`Workflow::unheard_move`]).
+pub(super) struct Unheard {
+    /// The head it moved to, when the forge says (GitLab); empty when not.
+    sha: String,
+    at: DateTime<Utc>,
+    since: DateTime<Utc>,
+}
+
+impl Unheard {
+    /// The push to decide the request again from, given its PR as read with (or after) the
+    /// history: at the move's time to the head the forge names; else (GitHub, which does not
+    /// say which head came back when) at the PR's latest update at the latest. `None` when the
+    /// PR was not updated since the head's time: it was not pushed since (a push updates it).
+    pub(super) fn push(self, pr: &PullRequestInfo) -> Option<(String, DateTime<Utc>)> {
+        if !self.sha.is_empty() {
+            return Some((self.sha, self.at));
+        }
+        match pr.updated_at {
+            Some(u) if u.timestamp() <= self.since.timestamp() => None,
+            Some(u) => Some((self.sha, u.max(self.at))),
+            None => Some((self.sha, self.at)),
+        }
+    }
+}
+
+impl Workflow {
+    /// Whether the head `check` is about moved after its time without the bot hearing it, by
+    /// the forge's own record of the head's moves (one call; none when no timed approval
+    /// counts). Read right before approvals merge a request, in the merge's last round.
+    pub(super) async fn unheard_move(&self, check: &HeadCheck) -> anyhow::Result<Option<Unheard>> {
+        let Some(since) = check.since else {
+            return Ok(None);
         };
-        let moved = self.forge.latest_head_move(record.pr_number).await?;
-        let bound = stored.head_since_is_bound;
-        let Some((sha, at)) = moved.and_then(|m| unheard(&m, &record.head_sha, since, bound))
-        else {
-            return Ok(false);
-        };
-        let current = self.forge.change(record.pr_number).await?;
-        let pushed = if sha.is_empty() {
-            // When the head came back is not known: by the PR's latest update at the latest. A
-            // PR not updated since the head's time was not pushed since (a push updates it).
-            match current.info.updated_at {
-                Some(u) if u.timestamp() <= since.timestamp() => return Ok(false),
-                Some(u) => (sha, u.max(at)),
-                None => (sha, at),
-            }
-        } else {
-            (sha, at) // the forge names the head and its time
-        };
+        let moved = self.forge.latest_head_move(check.pr).await?;
+        let found = moved.and_then(|m| unheard(&m, &check.head, since, check.is_bound));
+        Ok(found.map(|(sha, at)| Unheard { sha, at, since }))
+    }
+
+    /// Decides `record` again as the unheard push to `pushed` would have had it: its head came
+    /// back then, approvals given before no longer count, and their approvers are asked again.
+    pub(super) async fn decide_after_unheard_push(
+        &self,
+        pr: crate::forge::PullRequestState,
+        record: RequestRecord,
+        pushed: (String, DateTime<Utc>),
+    ) -> anyhow::Result<()> {
         tracing::warn!(request = %record.id, pr = record.pr_number, moved_at = %pushed.1, "the head moved unheard: approvals given before it came back do not count");
-        // Boxed: deciding may count approvals, which may come back here.
-        let decide = self.evaluate_current(current, Some(record.clone()), Some(pushed), None, true);
-        Box::pin(decide).await?;
-        Ok(true)
+        self.evaluate_current(pr, Some(record), Some(pushed), None, true)
+            .await
     }
 }
 
