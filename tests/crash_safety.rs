@@ -698,20 +698,7 @@ on_both_forges!(
         // Before, the comment handled again closed the PR its first run had opened and opened
         // another: with two runs at once (two replicas), the first run went on to decide and
         // merge a PR that the second had closed, and the request never got its access.
-        let opened: Vec<_> = s
-            .changes()
-            .into_iter()
-            .filter(|p| p.head_ref.starts_with("breakglass/request/"))
-            .collect();
-        assert_eq!(opened.len(), 1, "one request PR, kept: {opened:#?}");
-        assert!(opened[0].merged, "{:#?}", opened[0]);
-        let reply = s.next_bot_issue_comment(issue);
-        assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
-        s.expect_no_bot_issue_comment(issue);
-        s.expect_bot_comments(
-            opened[0].number,
-            &["✅ **Request", "🔓 **Access granted.**"],
-        );
+        one_request_pr_granted(&s, issue).await;
     }
 );
 
@@ -747,21 +734,28 @@ on_both_forges!(
         );
         s.advance(TimeDelta::minutes(1));
         s.settle().await;
-        let opened: Vec<_> = s
-            .changes()
-            .into_iter()
-            .filter(|p| p.head_ref.starts_with("breakglass/request/"))
-            .collect();
-        assert_eq!(opened.len(), 1, "{opened:#?}");
-        assert!(opened[0].merged, "{:#?}", opened[0]);
-        let reply = s.next_bot_issue_comment(issue);
-        assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
-        s.expect_bot_comments(
-            opened[0].number,
-            &["✅ **Request", "🔓 **Access granted.**"],
-        );
+        one_request_pr_granted(&s, issue).await;
     }
 );
+
+/// The `/breakglass staging 1h` asked on `issue` opened one request PR, answered once where it
+/// was asked, and granted it.
+async fn one_request_pr_granted(s: &Scenario, issue: u64) {
+    let opened: Vec<_> = s
+        .changes()
+        .into_iter()
+        .filter(|p| p.head_ref.starts_with("breakglass/request/"))
+        .collect();
+    assert_eq!(opened.len(), 1, "one request PR: {opened:#?}");
+    assert!(opened[0].merged, "{:#?}", opened[0]);
+    let reply = s.next_bot_issue_comment(issue);
+    assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
+    s.expect_no_bot_issue_comment(issue);
+    s.expect_bot_comments(
+        opened[0].number,
+        &["✅ **Request", "🔓 **Access granted.**"],
+    );
+}
 
 /// More grants than a reconciliation page (1,000) without a revoke job.
 const BACKLOG: usize = 1_100;
