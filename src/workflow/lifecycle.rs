@@ -79,7 +79,6 @@ enum Ready {
     },
 }
 
-/// What stops a merge at its last reads; `stop_merge` does what each calls for.
 /// What the merge's last round read (see [`Workflow::merge_round`]).
 struct LastReads {
     pr: PullRequestState,
@@ -90,6 +89,7 @@ struct LastReads {
     requester: Requester,
 }
 
+/// What stops a merge at its last reads; `stop_merge` does what each calls for.
 enum Stop {
     /// The policy changed since the verdict: decide again on the PR as read.
     Redecide(Box<PullRequestState>),
