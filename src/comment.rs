@@ -1512,15 +1512,20 @@ pub fn approval_unchecked_comment(actor: &str, default_branch: &str) -> String {
     )
 }
 
-/// An approval too close to the latest push to tell which version it approved.
-pub fn approve_again_comment(approver: &str, stale: bool) -> String {
+/// An approval too close to the latest push to tell which version it approved, with the ways
+/// to approve again that `forge` has.
+pub fn approve_again_comment(approver: &str, stale: bool, forge: ForgeKind) -> String {
     let why = if stale {
         "was given before the latest push"
     } else {
         "came within the same second as the latest push (or before breakglass heard when that push came), so breakglass cannot tell which version it approves"
     };
+    let button = match forge {
+        ForgeKind::GitHub => "an approving review",
+        ForgeKind::GitLab => "the **Approve** button (after revoking your earlier approval)",
+    };
     format!(
-        "⏱️ @{approver}, your approval {why}. Please approve the current version again (a new 👍 after removing the old one, an approving review, or `/breakglass approve`)."
+        "⏱️ @{approver}, your approval {why}. Please approve the current version again (a new 👍 after removing the old one, {button}, or `/breakglass approve`)."
     )
 }
 

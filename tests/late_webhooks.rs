@@ -234,3 +234,114 @@ on_both_forges!(
         );
     }
 );
+
+// A request PR whose webhooks were all lost while the bot was up (the forge could not reach it
+// for a moment, and does not send again): the first command anyone gives on it decides it
+// first, so that `/breakglass status` answers with its verdict and `/breakglass approve` counts
+// instead of being told there is no request here.
+on_both_forges!(
+    a_command_on_a_request_pr_whose_opening_was_never_heard_decides_it_first,
+    |s: Scenario| async move {
+        s.forge.set_webhooks_paused(true);
+        let pr = s.open_request(&s.people.alice, "prod", "r-unheard", &prod_request("1h"));
+        s.forge.set_webhooks_paused(false); // never flushed: lost
+        s.settle().await;
+        s.expect_no_bot_comment(pr);
+        s.note(pr, &s.people.alice, "/breakglass status");
+        s.settle().await;
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter().any(|c| c.starts_with("✅ **Request")),
+            "no verdict: {said:#?}"
+        );
+        assert!(
+            said.iter()
+                .any(|c| c.contains("r-unheard") && c.contains("pending")),
+            "the status does not name the request: {said:#?}"
+        );
+        assert_eq!(s.request("r-unheard").await.state.to_string(), "pending");
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+);
+
+// The same with the approver's `/breakglass approve` as the first command: decided, then the
+// approval, which cannot be told from one given before the head's push (the bot never heard
+// when that came), is asked for again in the forge's own words, never answered "no request
+// here"; approving again merges it.
+on_both_forges!(
+    an_approve_on_a_request_pr_whose_opening_was_never_heard_is_asked_again_never_lost,
+    |s: Scenario| async move {
+        s.forge.set_webhooks_paused(true);
+        let pr = s.open_request(&s.people.alice, "prod", "r-unheard", &prod_request("1h"));
+        s.forge.set_webhooks_paused(false); // never flushed: lost
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        let verdict = s.next_bot_comment(pr);
+        assert!(verdict.starts_with("✅ **Request"), "{verdict}");
+        let again = s.next_bot_comment(pr);
+        assert!(
+            again.starts_with("⏱️ @carol, your approval came within the same second"),
+            "{again}"
+        );
+        let button = match s.dialect {
+            Dialect::GitHub => "an approving review,",
+            Dialect::GitLab => "the **Approve** button (after revoking your earlier approval),",
+        };
+        assert!(again.contains(button), "{again}");
+        assert!(!s.change(pr).merged);
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+);
+
+// What an insider could try with it: a PR that changes a policy beside its request, opened
+// while its webhooks were lost, then `/breakglass approve`d. Decided first, it is refused as
+// its opening would have been (it changes more than its request file), and never merged.
+on_both_forges!(
+    an_approve_on_an_unheard_pr_that_changes_a_policy_never_merges_it,
+    |s: Scenario| async move {
+        s.forge.set_webhooks_paused(true);
+        let policy = s
+            .forge
+            .file_on(REPO, "main", "policies/prod.yaml")
+            .unwrap()
+            .replace("approvals: 1", "approvals: 0");
+        s.forge.push_files(
+            REPO,
+            "bob-request",
+            &s.people.bob,
+            &[
+                ("policies/prod.yaml", &policy),
+                ("requests/prod/r-policy.yaml", &prod_request("1h")),
+            ],
+            "request",
+        );
+        let pr = s.open_change(&s.people.bob, "bob-request", "access");
+        s.forge.set_webhooks_paused(false); // never flushed: lost
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        assert_eq!(
+            s.policy_status(&s.change(pr).head_sha)
+                .map(|(state, _)| state),
+            Some("failure".to_owned())
+        );
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter().any(|c| c.contains("policies/prod.yaml")),
+            "the refusal does not name the policy file: {said:#?}"
+        );
+    }
+);

@@ -16,7 +16,7 @@ use crate::forge::{Actor, PullRequestInfo, ReviewState};
 use crate::names::{Login, RequestId};
 use crate::policy::Policy;
 use crate::store::{Approval, ApprovalSource};
-use crate::store::{EventKind, JobKind};
+use crate::store::{EventKind, ForgeKind, JobKind};
 use crate::store::{RequestRecord, RequestState};
 
 /// Whether an approval attempt counted, and if not, why.
@@ -259,7 +259,7 @@ impl Workflow {
         environment: &str,
         outcome: ApprovalOutcome,
     ) -> anyhow::Result<()> {
-        match approval_reply(actor, requester, environment, outcome) {
+        match approval_reply(actor, requester, environment, outcome, self.forge.kind()) {
             Some(text) => self.reply(thread, &text).await,
             None => Ok(()),
         }
@@ -796,7 +796,7 @@ impl Workflow {
         self.forge
             .note(
                 Thread::Change(record.pr_number),
-                &comment::approve_again_comment(&actor.login, false),
+                &comment::approve_again_comment(&actor.login, false, self.forge.kind()),
             )
             .await?;
         Ok(())
@@ -982,6 +982,7 @@ fn approval_reply(
     requester: &Login,
     environment: &str,
     outcome: ApprovalOutcome,
+    forge: ForgeKind,
 ) -> Option<String> {
     Some(match outcome {
         ApprovalOutcome::ByRequester => comment::self_approval_comment(requester.as_str()),
@@ -991,8 +992,8 @@ fn approval_reply(
         ApprovalOutcome::Counted { have, need } => {
             comment::approval_recorded_comment(&actor.login, have, need)
         }
-        ApprovalOutcome::Stale => comment::approve_again_comment(&actor.login, true),
-        ApprovalOutcome::Ambiguous => comment::approve_again_comment(&actor.login, false),
+        ApprovalOutcome::Stale => comment::approve_again_comment(&actor.login, true, forge),
+        ApprovalOutcome::Ambiguous => comment::approve_again_comment(&actor.login, false, forge),
         ApprovalOutcome::PoliciesInvalid { default_branch } => {
             comment::approval_unchecked_comment(&actor.login, &default_branch)
         }

@@ -21,6 +21,7 @@ use super::pull_request::decides_again;
 use crate::command::parse_commands;
 use crate::forge::{
     Actor, CommentAction, Delivery, ForgeEvent, ListedComment, OpenChange, PullRequestAction,
+    Thread,
 };
 use crate::store::{DeliveryId, NewDelivery, Recorded, RequestState};
 
@@ -212,6 +213,22 @@ impl Workflow {
         let now: Vec<String> = labels(&change.labels).into_iter().collect();
         let digest = Sha256::digest(format!("{}|{}", change.draft, now.join("\n")));
         Ok(Some(format!("{head}:{}", &hex::encode(digest)[..16])))
+    }
+
+    /// Before a command about the request on `thread` (`approve`, `deny`, `status`): a change
+    /// request the bot has no record of is decided first, as the catch-up would
+    /// ([`Self::handle_missed_change`]). Its webhooks may have been lost while the bot was up
+    /// (a forge does not send a failed delivery again), and the first sign of it is someone
+    /// asking: the command then finds the request instead of being told there is none. One
+    /// read of the change; nothing when it is closed, the bot's own, or not a request.
+    pub(super) async fn decide_if_never_heard(&self, thread: Thread) -> anyhow::Result<()> {
+        let Thread::Change(number) = thread else {
+            return Ok(());
+        };
+        if self.request_on(thread).await?.is_some() {
+            return Ok(());
+        }
+        self.handle_missed_change(number).await
     }
 
     /// A change request the catch-up found (see [`Self::may_have_missed`]): decided as it is

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::Workflow;
 use super::approval::{ApprovalOutcome, Signal};
-use crate::command::{Command, parse_commands};
+use crate::command::{Command, CommandKind, parse_commands};
 use crate::comment;
 use crate::duration::HumanDuration;
 use crate::forge::Actor;
@@ -169,6 +169,15 @@ impl Workflow {
         if !commands.is_empty() && self.forge.is_bot(author).await? {
             tracing::info!(author = %author.login, "a bot account's commands are not taken");
             return Ok(());
+        }
+        let about_a_pending_request = commands.iter().flatten().any(|c| {
+            matches!(
+                c.kind(),
+                CommandKind::Approve | CommandKind::Deny | CommandKind::Status
+            )
+        });
+        if about_a_pending_request {
+            self.decide_if_never_heard(thread).await?;
         }
         for command in commands {
             match command {
