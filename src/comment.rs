@@ -548,7 +548,7 @@ pub fn not_an_approver_comment(login: &str, environment: &str, approvers: &[Stri
 /// A comment edited to hold a command: edits are not read again.
 pub fn edited_command_comment(login: &str) -> String {
     format!(
-        "ℹ️ @{login}, an edited comment is not read again: what it asked when it was posted stands. To ask for something else, post a new comment."
+        "ℹ️ @{login}, an edited comment is not read again: a command in it is not run (a request it opened stands as it was asked; an approval or an ask for more time that it no longer says is withdrawn). Post a new comment instead."
     )
 }
 
@@ -1526,6 +1526,14 @@ pub fn approve_again_comment(approver: &str, stale: bool, forge: ForgeKind) -> S
     };
     format!(
         "⏱️ @{approver}, your approval {why}. Please approve the current version again (a new 👍 after removing the old one, {button}, or `/breakglass approve`)."
+    )
+}
+
+/// A GitLab approval whose time GitLab does not give (its approvals API has no `approved_at`
+/// before it was added): which version it approves cannot be told.
+pub fn untimed_approval_comment(approver: &str) -> String {
+    format!(
+        "⏱️ @{approver}, your approval is not counted: this GitLab does not say when you approved, so breakglass cannot tell which version you approved. Please approve with a 👍 emoji or `/breakglass approve` instead."
     )
 }
 

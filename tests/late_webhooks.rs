@@ -345,3 +345,123 @@ on_both_forges!(
         );
     }
 );
+
+// GitLab builds its approval hook late: the approval service records the approval, and a
+// Sidekiq worker (`ExecuteApprovalHooksWorker`) builds the `Merge Request Hook` when it runs,
+// from the merge request as it is then. So the hook names the head at that time, not the one
+// approved: an approval of the 1h version whose hook is built after a push of the 2h version
+// names the 2h one. It is timed by GitLab's own `approved_at` against the push, as an emoji
+// is, and asked for again; never counted for the version it did not approve.
+async fn gitlab(skew: i64) -> Scenario {
+    let setup = Setup {
+        dialect: Dialect::GitLab,
+        forge_skew_secs: skew,
+        ..Setup::default()
+    };
+    Scenario::start_with(Backend::Sqlite, setup).await.unwrap()
+}
+
+fn is_gitlab_approval(d: &breakglass_test_forge::Delivery) -> bool {
+    d.event == "Merge Request Hook" && matches!(d.action.as_deref(), Some("approval" | "approved"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_approval_hook_built_after_a_push_never_counts_for_the_pushed_version() {
+    for skew in [0, 90, -90] {
+        let s = gitlab(skew).await;
+        let pr = requested(&s, "r1").await;
+        s.forge.gl_build_approval_hooks_later(true);
+        s.approve_button(pr, &s.people.carol); // of the 1h version
+        push_new_version(&s, "r1"); // 2h, two seconds later
+        s.settle().await;
+        assert_eq!(s.request("r1").await.head_sha, s.change(pr).head_sha);
+        assert_eq!(s.forge.gl_run_approval_hook_worker(), 1);
+        s.settle().await;
+        poll(&s).await;
+        assert!(
+            !s.change(pr).merged,
+            "skew {skew}: the 1h approval merged the 2h version: {:#?}",
+            s.bot_comments(pr)
+        );
+        expect_asked_again(&s, pr, skew);
+    }
+}
+
+// The same hook heard before the push's own webhook: the bot catches up with the push the hook
+// shows, then times the approval against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_approval_hook_built_after_a_push_and_heard_before_it_never_counts() {
+    for skew in [0, 90, -90] {
+        let s = gitlab(skew).await;
+        let pr = requested(&s, "r1").await;
+        s.forge.gl_build_approval_hooks_later(true);
+        s.forge.set_webhooks_paused(true);
+        s.approve_button(pr, &s.people.carol);
+        push_new_version(&s, "r1");
+        assert_eq!(s.forge.gl_run_approval_hook_worker(), 1);
+        deliver_first(&s, is_gitlab_approval).await;
+        release_and_poll(&s).await;
+        assert!(
+            !s.change(pr).merged,
+            "skew {skew}: the 1h approval merged the 2h version: {:#?}",
+            s.bot_comments(pr)
+        );
+        expect_asked_again(&s, pr, skew);
+    }
+}
+
+// An approval given after the push, its hook built late too, counts: the button still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_approval_of_the_pushed_version_counts_when_its_hook_is_built_late() {
+    for skew in [0, 90, -90] {
+        let s = gitlab(skew).await;
+        let pr = requested(&s, "r1").await;
+        push_new_version(&s, "r1");
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.forge.gl_build_approval_hooks_later(true);
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve_button(pr, &s.people.carol); // of the 2h version
+        assert_eq!(s.forge.gl_run_approval_hook_worker(), 1);
+        s.settle().await;
+        assert!(
+            s.change(pr).merged,
+            "skew {skew}: {:#?}",
+            s.bot_comments(pr)
+        );
+        assert_eq!(s.request("r1").await.duration_secs, 7200);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+}
+
+fn expect_asked_again(s: &Scenario, pr: u64, skew: i64) {
+    let said = s.take_bot_comments(pr);
+    assert!(
+        said.iter()
+            .any(|c| c.starts_with("⏱️ @carol, your approval")),
+        "skew {skew}: carol is not asked again: {said:#?}"
+    );
+}
+
+// A GitLab that does not say when an approval was given (its approvals API before
+// `approved_at`): the button's approval cannot be timed against a push, so it is not counted
+// and its approver is told to approve by emoji or command, which carry their own time; those
+// still merge the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_approval_without_its_time_is_answered_and_other_ways_still_approve() {
+    let s = gitlab(0).await;
+    s.forge.gl_set_approvals_untimed(true);
+    let pr = requested(&s, "r1").await;
+    s.approve_button(pr, &s.people.carol);
+    s.settle().await;
+    assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    let said = s.next_bot_comment(pr);
+    assert!(
+        said.starts_with("⏱️ @carol, your approval is not counted: this GitLab does not say when"),
+        "{said}"
+    );
+    s.approve(pr, &s.people.carol);
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+}

@@ -233,7 +233,7 @@ on_both_forges!(an_edited_comment_never_approves, |s: Scenario| async move {
     assert_eq!(
         s.take_bot_comments(pr),
         [
-            "ℹ️ @carol, an edited comment is not read again: what it asked when it was posted stands. To ask for something else, post a new comment."
+            "ℹ️ @carol, an edited comment is not read again: a command in it is not run (a request it opened stands as it was asked; an approval or an ask for more time that it no longer says is withdrawn). Post a new comment instead."
         ]
     );
     // Prose edited into more prose is no command, and gets nothing.
@@ -242,6 +242,57 @@ on_both_forges!(an_edited_comment_never_approves, |s: Scenario| async move {
     s.settle().await;
     s.expect_no_bot_comment(pr);
 });
+
+// An ask for more time edited to another duration asks nothing any more, and the reply says
+// so: an approver's `/breakglass approve` then extends nothing (neither the 30m first asked
+// nor the 3h the edit shows, which the approver never saw asked). An edit that keeps the
+// duration keeps the ask, which an approval then grants.
+on_both_forges!(
+    an_ask_for_more_time_edited_to_another_duration_is_withdrawn,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        let granted = s.request("r1").await.expires_at.unwrap();
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        let ask = s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        s.expect_bot_comments(pr, &["⏳ @alice asks for 30m more"]);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge
+            .edit_comment(REPO, ask, &s.people.alice, "/breakglass extend 3h");
+        s.settle().await;
+        s.expect_bot_comments(
+            pr,
+            &["ℹ️ @alice, an edited comment is not read again: a command in it is not run"],
+        );
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.expect_bot_comments(pr, &["ℹ️ Nothing to approve"]);
+        assert_eq!(s.request("r1").await.expires_at, Some(granted));
+        // Edited with the same duration, the ask stands.
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        let ask = s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        s.expect_bot_comments(pr, &["⏳ @alice asks for 30m more"]);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge.edit_comment(
+            REPO,
+            ask,
+            &s.people.alice,
+            "/breakglass extend 30m\n\nThe failover is still running.",
+        );
+        s.settle().await;
+        s.expect_bot_comments(pr, &["ℹ️ @alice, an edited comment is not read again"]);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.expect_bot_comments(pr, &["⏳ Extended"]);
+        assert_eq!(
+            s.request("r1").await.expires_at,
+            Some(granted + TimeDelta::minutes(30))
+        );
+    }
+);
 
 on_both_forges!(
     a_pr_that_also_changes_policies_is_never_merged,

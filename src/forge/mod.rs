@@ -184,7 +184,8 @@ pub enum ForgeEvent {
         pull_request: PullRequestInfo,
         review_id: u64,
         author: Actor,
-        /// The commit the review was given on: an approval binds to it.
+        /// The commit the review was given on: an approval binds to it. `None` for a GitLab
+        /// approval, which names none (its hook shows the head when it was built, later).
         commit_id: Option<String>,
         submitted_at: Option<DateTime<Utc>>,
         /// Whether the review's text holds a `/breakglass` command: the bot does not take

@@ -40,6 +40,9 @@ pub(super) enum ApprovalOutcome {
     Stale,
     /// Within the same second as the push: which version it approves cannot be told.
     Ambiguous,
+    /// A GitLab approval whose time GitLab does not say (no `approved_at`): which version it
+    /// approves cannot be told.
+    Untimed,
     /// The policies on the default branch (named) are invalid: nobody can be checked as an
     /// approver until they are fixed.
     PoliciesInvalid {
@@ -265,7 +268,9 @@ impl Workflow {
         }
     }
 
-    /// An approving review: it counts for the commit it was given on, if that is still the head.
+    /// An approving review: it counts for the commit it was given on, if that is still the head;
+    /// a GitLab approval (`commit_id` `None`) counts when GitLab's own `approved_at` is after
+    /// the head's push.
     pub(super) async fn handle_review_approval(
         &self,
         pr: &PullRequestInfo,
@@ -301,19 +306,23 @@ impl Workflow {
             }
             _ => return Ok(()), // nothing to approve
         }
-        let record = match commit_id {
-            Some(commit) if commit == record.head_sha => record,
+        let Some(commit) = commit_id else {
+            return self
+                .handle_gitlab_approval(record, pr, review_id, author)
+                .await;
+        };
+        let record = match commit {
+            c if c == record.head_sha => record,
             // The PR's head as this event shows it, which the bot has not decided yet: the
             // push's webhook is late. Decided now, the review counts for what it approved.
-            Some(commit) if commit == pr.head_sha => {
+            c if c == pr.head_sha => {
                 let id = record.id.clone();
                 self.evaluate_pr(pr.number, Some(record), None).await?;
                 match self.store.get_request(&id).await? {
                     Some(now) if now.state == RequestState::Pending && now.head_sha == commit => {
                         now
                     }
-                    // The head moved on since (GitLab's event names the head it was sent
-                    // with, which a push handled before it already replaced).
+                    // The head moved on since (a push handled before this event replaced it).
                     Some(now) if now.state == RequestState::Pending => {
                         return self.answer_stale_review(&now, pr.number, author).await;
                     }
@@ -342,6 +351,60 @@ impl Workflow {
         .await
     }
 
+    /// A GitLab approval of pending `record`. Its hook names no commit the approval was given
+    /// on: GitLab builds it later, from the merge request as it is then. A head the hook shows
+    /// that the bot has not decided is caught up with first (the push's webhook is late); then
+    /// the approval is timed by GitLab's own `approved_at` against that head's push, as an emoji
+    /// is (one read of the approvals). One withdrawn since counts nothing.
+    async fn handle_gitlab_approval(
+        &self,
+        record: RequestRecord,
+        pr: &PullRequestInfo,
+        review_id: u64,
+        author: &Actor,
+    ) -> anyhow::Result<()> {
+        let mut record = record;
+        if pr.head_sha != record.head_sha {
+            let current = self.forge.change(pr.number).await?;
+            let head = current.info.head_sha.clone();
+            if head != record.head_sha {
+                // Decided at its push's time (GitLab's MR versions say it), so that an approval
+                // given after that push counts.
+                let at = self.head_pushed_at(pr.number, &head).await?;
+                let pushed = at.map(|at| (head, at));
+                let id = record.id.clone();
+                let announce = pushed.is_some();
+                self.evaluate_current(current, Some(record), pushed, None, announce)
+                    .await?;
+                match self.store.get_request(&id).await? {
+                    Some(now) if now.state == RequestState::Pending => record = now,
+                    _ => return Ok(()),
+                }
+            }
+        }
+        let approvals = self.forge.reviews(pr.number).await?;
+        let Some(approval) = approvals.iter().find(|a| a.author.id == author.id) else {
+            return Ok(()); // withdrawn since: its `unapproval` follows
+        };
+        let Some(at) = approval.submitted_at else {
+            return self
+                .answer_unapproved(&record, pr.number, author, ApprovalOutcome::Untimed)
+                .await;
+        };
+        let requester = record.requester_login.clone();
+        let environment = record.environment.to_string();
+        let signal = Signal {
+            actor: author,
+            source: ApprovalSource::Review,
+            key: format!("review:{review_id}"),
+            at: Some(at),
+        };
+        let outcome = self.record_approval(record, signal).await?;
+        let thread = Thread::Change(pr.number);
+        self.reply_to_approval(thread, author, &requester, &environment, outcome)
+            .await
+    }
+
     /// Answers an approving review of a version that is no longer the head: approve again
     /// (or why the reviewer cannot approve at all).
     async fn answer_stale_review(
@@ -350,9 +413,22 @@ impl Workflow {
         number: u64,
         author: &Actor,
     ) -> anyhow::Result<()> {
+        self.answer_unapproved(record, number, author, ApprovalOutcome::Stale)
+            .await
+    }
+
+    /// Answers an approval that does not count, with `outcome` (or why the reviewer cannot
+    /// approve at all).
+    async fn answer_unapproved(
+        &self,
+        record: &RequestRecord,
+        number: u64,
+        author: &Actor,
+        outcome: ApprovalOutcome,
+    ) -> anyhow::Result<()> {
         let outcome = match self.approver_refusal(record, author).await? {
             Some(refusal) => refusal,
-            None => ApprovalOutcome::Stale,
+            None => outcome,
         };
         let environment = record.environment.to_string();
         let thread = Thread::Change(number);
@@ -370,6 +446,33 @@ impl Workflow {
     pub(super) async fn withdraw_signal(&self, number: u64, key: &str) -> anyhow::Result<()> {
         if let Some(record) = self.request_of_pr(number).await? {
             self.withdraw(&record.id, key).await?;
+        }
+        Ok(())
+    }
+
+    /// A comment on `thread` edited: what it gave (an approval, or the requester's ask for
+    /// more time) and no longer says is withdrawn, by the rule the check before a merge or an
+    /// extension reads it with ([`still_approves`]): an approval edited away no longer counts,
+    /// and an ask edited to another duration asks nothing any more.
+    pub(super) async fn withdraw_edited_away(
+        &self,
+        thread: Thread,
+        comment_id: u64,
+        body: &str,
+    ) -> anyhow::Result<()> {
+        let Some(record) = self.request_on(thread).await? else {
+            return Ok(());
+        };
+        let key = format!("comment:{comment_id}");
+        let given = self
+            .store
+            .approvals_with_subject_prefix(&record.id, "")
+            .await?;
+        if given
+            .iter()
+            .any(|a| a.signal == key && !still_approves(body, a))
+        {
+            self.withdraw(&record.id, &key).await?;
         }
         Ok(())
     }
@@ -918,15 +1021,6 @@ fn distinct_approvers(approvals: &[Approval], requester_id: u64) -> BTreeSet<Log
         .collect()
 }
 
-/// Whether `record` is a fast-path grant whose after-the-fact review is still open.
-/// Whether a comment reading `body` gives an approval: it holds `/breakglass approve`. An
-/// approval comment edited so that it no longer does is withdrawn.
-pub(super) fn approves(body: &str) -> bool {
-    crate::command::parse_commands(body)
-        .iter()
-        .any(|command| matches!(command, Ok(Command::Approve)))
-}
-
 /// Whether the comment behind `approval` still gives it, reading `body` now: `/breakglass
 /// approve`, or for an extension (subject `extend:…+<secs>s`) also `/breakglass extend` of
 /// that very duration.
@@ -994,6 +1088,7 @@ fn approval_reply(
         }
         ApprovalOutcome::Stale => comment::approve_again_comment(&actor.login, true, forge),
         ApprovalOutcome::Ambiguous => comment::approve_again_comment(&actor.login, false, forge),
+        ApprovalOutcome::Untimed => comment::untimed_approval_comment(&actor.login),
         ApprovalOutcome::PoliciesInvalid { default_branch } => {
             comment::approval_unchecked_comment(&actor.login, &default_branch)
         }

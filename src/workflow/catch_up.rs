@@ -95,7 +95,8 @@ impl Workflow {
                 (Some(commit), _) => commit.clone(),
                 (None, at) => {
                     if head_pushed_at.is_none() {
-                        head_pushed_at = Some(self.head_pushed_at(change).await?);
+                        head_pushed_at =
+                            Some(self.head_pushed_at(change.number, &change.head_sha).await?);
                     }
                     let after_push = at.zip(head_pushed_at.flatten());
                     match after_push {
@@ -121,15 +122,17 @@ impl Workflow {
         Ok(queued)
     }
 
-    /// When `change`'s current head was pushed, by the forge's record of its moves; `None`
-    /// when it does not say (then no undated approval is taken for it).
-    async fn head_pushed_at(
+    /// When head `head` of change `number` was pushed, by the forge's record of its moves
+    /// (GitLab's MR versions); `None` when it does not say (then no undated approval is taken
+    /// for it).
+    pub(super) async fn head_pushed_at(
         &self,
-        change: &OpenChange,
+        number: u64,
+        head: &str,
     ) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
-        let moved = self.forge.latest_head_move(change.number).await?;
+        let moved = self.forge.latest_head_move(number).await?;
         Ok(moved
-            .filter(|m| m.sha.as_deref() == Some(change.head_sha.as_str()))
+            .filter(|m| m.sha.as_deref() == Some(head))
             .and_then(|m| m.at))
     }
 

@@ -366,11 +366,8 @@ impl Workflow {
                 author,
                 ..
             } => {
-                if !approval::approves(body) {
-                    self.withdraw_signal(*number, &format!("comment:{comment_id}"))
-                        .await?;
-                }
                 let thread = Thread::of(*number, *on_pull_request);
+                self.withdraw_edited_away(thread, *comment_id, body).await?;
                 self.answer_edited_command(thread, body, author).await
             }
             _ => Ok(()),

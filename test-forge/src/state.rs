@@ -256,6 +256,12 @@ pub(crate) struct ForgeState {
     pub clock_offset: chrono::Duration,
     /// Where the clock stands while it is frozen (see `TestForge::freeze_clock`).
     pub frozen_at: Option<DateTime<Utc>>,
+    /// GitLab approval hooks waiting for their worker, as (project, number, action, actor),
+    /// while approval hooks are built late (see `TestForge::gl_build_approval_hooks_later`).
+    pub gl_approval_hooks_waiting: Option<Vec<(String, u64, String, String)>>,
+    /// Whether GitLab's approvals API leaves out `approved_at`, as GitLab did before it was
+    /// added (see `TestForge::gl_set_approvals_untimed`).
+    pub gl_approvals_untimed: bool,
     next_id: u64,
 }
 
@@ -290,6 +296,8 @@ impl ForgeState {
             hub,
             clock_offset: chrono::Duration::zero(),
             frozen_at: None,
+            gl_approval_hooks_waiting: None,
+            gl_approvals_untimed: false,
             next_id: 1000,
         }
     }

@@ -206,15 +206,15 @@ fn note_event(p: NotePayload, event: &str) -> ForgeEvent {
 fn merge_request_event(p: MergeRequestPayload) -> ForgeEvent {
     let action = p.object_attributes.action.clone().unwrap_or_default();
     let sender: Actor = p.user.clone().into();
+    // An approval names no commit. GitLab builds its approval hook later, in a worker
+    // (`ExecuteApprovalHooksWorker`) that loads the merge request when it runs: the head the hook
+    // shows may be one pushed after the approval. The approval is timed by GitLab's own
+    // `approved_at` instead (see `Workflow::handle_review_approval`).
     let review = |state| ForgeEvent::Review {
         state,
         review_id: p.user.id,
         author: sender.clone(),
-        commit_id: p
-            .object_attributes
-            .last_commit
-            .as_ref()
-            .map(|c| c.id.clone()),
+        commit_id: None,
         submitted_at: p.object_attributes.updated_at,
         pull_request: p.object_attributes.info(&p.user),
         holds_command: false, // GitLab's approvals carry no text

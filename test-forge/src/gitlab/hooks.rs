@@ -471,14 +471,20 @@ fn emit_mr(
 
 /// Sends `approved`/`approval` or `unapproved`/`unapproval` when the approvers of PR `number`
 /// changed from `before` in number.
-pub(crate) fn on_approvals(st: &ForgeState, full: &str, number: u64, actor: &str, before: usize) {
+pub(crate) fn on_approvals(
+    st: &mut ForgeState,
+    full: &str,
+    number: u64,
+    actor: &str,
+    before: usize,
+) {
     if !wanted(st) {
         return;
     }
     let Ok(r) = st.repo(full) else {
         return;
     };
-    let Ok((i, pr)) = r.pull(number) else {
+    let Ok((_, pr)) = r.pull(number) else {
         return;
     };
     let after = approvers(pr).len();
@@ -491,7 +497,41 @@ pub(crate) fn on_approvals(st: &ForgeState, full: &str, number: u64, actor: &str
         std::cmp::Ordering::Less => "unapproval",
         std::cmp::Ordering::Equal => return,
     };
-    emit_mr(st, r, i, pr, action, actor, Map::new(), None);
+    let hook = (full.to_owned(), number, action.to_owned(), actor.to_owned());
+    match st.gl_approval_hooks_waiting.as_mut() {
+        Some(waiting) => waiting.push(hook),
+        None => send_approval_hook(st, hook),
+    }
+}
+
+/// Builds and sends one approval hook from its merge request as it is now.
+fn send_approval_hook(
+    st: &ForgeState,
+    (full, number, action, actor): (String, u64, String, String),
+) {
+    let Ok(r) = st.repo(&full) else {
+        return;
+    };
+    let Ok((i, pr)) = r.pull(number) else {
+        return;
+    };
+    emit_mr(st, r, i, pr, &action, &actor, Map::new(), None);
+}
+
+/// GitLab's `ExecuteApprovalHooksWorker`: sends the approval hooks that wait for it, each built
+/// from its merge request as it is now (its head, its time), as GitLab's Sidekiq worker loads
+/// the merge request when it runs, not when the approval was given. Returns how many.
+pub(crate) fn run_approval_hook_worker(st: &mut ForgeState) -> usize {
+    let waiting = st
+        .gl_approval_hooks_waiting
+        .as_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let sent = waiting.len();
+    for hook in waiting {
+        send_approval_hook(st, hook);
+    }
+    sent
 }
 
 /// Translates `issue_comment` created/edited into a Note Hook (GitLab sends none on delete).

@@ -462,7 +462,11 @@ pub(crate) fn approvals(
     let (_, merge_status, _) = merge_status(st, r, i, pr);
     let approved_by: Vec<Value> = approvers
         .iter()
-        .map(|(u, at)| json!({"user": user(st, u), "approved_at": api_ts(*at)}))
+        .map(|(u, at)| match st.gl_approvals_untimed {
+            // GitLab before `approved_at` was added to the approvals API.
+            true => json!({"user": user(st, u)}),
+            false => json!({"user": user(st, u), "approved_at": api_ts(*at)}),
+        })
         .collect();
     json!({
         "id": pr.id,

@@ -168,6 +168,34 @@ impl TestForge {
         self.gl_state(|st| ok("gl_approve", st.gl_approve(repo, iid, &user.login, None)));
     }
 
+    /// Builds GitLab's approval hooks late (`later`), as GitLab does: its approval service only
+    /// records the approval, and a Sidekiq worker (`MergeRequests::ExecuteApprovalHooksWorker`)
+    /// builds and sends the hook when it runs, from the merge request as it is then. The hooks
+    /// wait for [`Self::gl_run_approval_hook_worker`]; with `later` false they are sent at once
+    /// again (those still waiting stay until the worker runs).
+    pub fn gl_build_approval_hooks_later(&self, later: bool) {
+        self.gl_state(|st| match (later, st.gl_approval_hooks_waiting.is_some()) {
+            (true, false) => st.gl_approval_hooks_waiting = Some(Vec::new()),
+            (false, true) => {
+                hooks::run_approval_hook_worker(st);
+                st.gl_approval_hooks_waiting = None;
+            }
+            _ => {}
+        });
+    }
+
+    /// Makes `GET …/approvals` leave out each approval's `approved_at` (`untimed`), as GitLab
+    /// did before the field was added.
+    pub fn gl_set_approvals_untimed(&self, untimed: bool) {
+        self.gl_state(|st| st.gl_approvals_untimed = untimed);
+    }
+
+    /// Runs GitLab's approval hook worker: every waiting approval hook is built from its merge
+    /// request as it is now and sent. Returns how many.
+    pub fn gl_run_approval_hook_worker(&self) -> usize {
+        self.gl_state(hooks::run_approval_hook_worker)
+    }
+
     /// Withdraws `user`'s approval of `!iid` (`unapproved` or `unapproval`).
     #[track_caller]
     pub fn gl_unapprove(&self, repo: &str, iid: u64, user: &User) {
