@@ -45,7 +45,16 @@ async fn sigterm_shuts_the_service_down_gracefully() {
         .await
         .is_ok_and(|r| r.status().is_success())
     {
-        assert!(Instant::now() < deadline, "the service did not come up");
+        let exited = child.try_wait().unwrap();
+        if exited.is_some() || Instant::now() >= deadline {
+            // Say why: its log (a port taken meanwhile, a start-up error), not only that it
+            // is not up.
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut log = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut log);
+            panic!("the service did not come up ({exited:?}):\n{log}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A delivery with a wrong signature is refused, and the log says why (never the secret).
