@@ -595,6 +595,62 @@ on_both_forges!(
     }
 );
 
+// A GitLab owner deletes the revert MR (GitLab lets owners and admins delete a merge request;
+// every call on it then answers 404, as here). At the TTL the access is revoked and the files
+// still leave the default branch through a fresh change, said on the request's MR; an
+// extension meanwhile, which would retitle it, still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_revert_mr_still_revokes_on_time_through_a_fresh_change() {
+    let s = Scenario::on_gitlab().await;
+    let pr = s.granted("r1", "1h").await;
+    let revert = s.revert_pr("r1").await;
+    let gone = format!("/merge_requests/{revert}");
+    s.forge.fail_next(FailureSpec {
+        route: RouteMatcher::Predicate(std::sync::Arc::new(move |_, path: &str| {
+            path.ends_with(&gone) || path.contains(&format!("{gone}/"))
+        })),
+        count: u32::MAX,
+        kind: FailureKind::Status(404),
+    });
+    // An extension retitles the revert MR with the new expiry: gone, it is not retitled, and
+    // the extension still holds.
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    s.note(pr, &s.people.alice, "/breakglass extend 30m");
+    s.settle().await;
+    s.expect_bot_comments(pr, &["⏳ @alice asks for 30m more"]);
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    s.approve(pr, &s.people.carol);
+    s.settle().await;
+    s.expect_bot_comments(pr, &["⏳ Extended"]);
+    s.advance(TimeDelta::minutes(89));
+    s.settle().await;
+    assert_eq!(s.request("r1").await.state.to_string(), "active");
+    s.take_bot_comments(pr); // the reminder
+    s.advance(TimeDelta::minutes(1));
+    s.settle().await;
+    let record = s.request("r1").await;
+    assert_eq!(record.state.to_string(), "revoked");
+    assert!(
+        s.forge
+            .file_on(REPO, "main", "requests/prod/r1.yaml")
+            .is_none(),
+        "the request file stays on main"
+    );
+    let fresh = record.revert_pr_number.unwrap();
+    assert_ne!(fresh, revert, "a fresh revert change");
+    assert!(s.change(fresh).merged);
+    let said = s.take_bot_comments(pr);
+    assert!(
+        said.iter()
+            .any(|c| c.starts_with("↪️ Revert MR !") && c.contains("no longer exists")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter().any(|c| c.starts_with("🔒 **Access revoked**")),
+        "{said:#?}"
+    );
+}
+
 // GitHub only: GitHub's protection message and its advice.
 on_both_backends!(
     branch_protection_that_refuses_the_bot_is_said_once_and_the_revoke_is_retried,

@@ -327,6 +327,16 @@ impl Forge {
         on_client!(self, c => c.pull_request(number).await)
     }
 
+    /// [`Self::change`], `None` when it does not exist (any more: a GitLab owner may delete a
+    /// merge request).
+    pub async fn change_if_any(&self, number: u64) -> Result<Option<PullRequestState>, ForgeError> {
+        match self.change(number).await {
+            Ok(state) => Ok(Some(state)),
+            Err(err) if err.status() == Some(404) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Every open change request of the repository, newest first; `window` tells which were
     /// updated lately ([`OpenChange::recently_updated`]).
     pub async fn open_changes(

@@ -341,7 +341,11 @@ impl Workflow {
     /// Closes an earlier change's PR and deletes its branch (both may be gone already).
     pub(super) async fn abandon_change(&self, change: &Change) -> anyhow::Result<()> {
         if let Some(number) = change.pr_number
-            && self.forge.change(number).await?.open
+            && self
+                .forge
+                .change_if_any(number)
+                .await?
+                .is_some_and(|pr| pr.open)
         {
             self.forge.close_change(number).await?;
         }

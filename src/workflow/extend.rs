@@ -835,7 +835,17 @@ impl Workflow {
         let title = comment::revert_pr_title(id, expires_at);
         let original = self.forge.change_ref(record.pr_number);
         let body = comment::revert_pr_body(id, &original, expires_at, self.forge.kind());
-        self.forge.retitle_change(number, &title, &body).await?;
-        Ok(())
+        match self.forge.retitle_change(number, &title, &body).await {
+            // Deleted (a GitLab owner may): the revoke builds a fresh one at the new expiry.
+            Err(err) if err.status() == Some(404) => {
+                tracing::warn!(
+                    request = id,
+                    pr = number,
+                    "the revert PR is gone; not retitled"
+                );
+                Ok(())
+            }
+            answer => Ok(answer?),
+        }
     }
 }

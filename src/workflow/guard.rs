@@ -67,6 +67,8 @@ impl MergePlan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Refusal {
     Closed,
+    /// The PR no longer exists (a GitLab owner deleted the merge request).
+    Gone,
     Draft,
     /// Based on another branch than the default branch.
     WrongBase(String),
@@ -90,6 +92,7 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refusal::Closed => write!(f, "the pull request is closed"),
+            Refusal::Gone => write!(f, "the pull request no longer exists"),
             Refusal::Draft => write!(f, "the pull request is a draft"),
             Refusal::WrongBase(base) => {
                 write!(
@@ -156,7 +159,10 @@ impl Workflow {
     ) -> anyhow::Result<Result<Merged, Refusal>> {
         let pr = match read {
             Some(pr) if pr.info.number == plan.pr => pr,
-            _ => self.forge.change(plan.pr).await?,
+            _ => match self.forge.change_if_any(plan.pr).await? {
+                Some(pr) => pr,
+                None => return Ok(Err(Refusal::Gone)),
+            },
         };
         if !pr.open && !pr.info.merged {
             return Ok(Err(Refusal::Closed));

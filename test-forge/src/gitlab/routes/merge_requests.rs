@@ -222,7 +222,10 @@ async fn edit(
                 state: None,
             },
         )?;
-        if let Some((draft, _)) = split {
+        // A title that keeps the draft flag as it is changes nothing else: GitLab retitles a
+        // closed merge request too.
+        let was_draft = st.repo(&full)?.pull(number)?.1.draft;
+        if let Some((draft, _)) = split.filter(|(draft, _)| *draft != was_draft) {
             st.set_draft(&full, number, &login, draft)?;
         }
     }
