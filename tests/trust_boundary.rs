@@ -651,6 +651,33 @@ async fn a_deleted_revert_mr_still_revokes_on_time_through_a_fresh_change() {
     );
 }
 
+// A pending request whose MR a GitLab owner deleted is closed at its next poll, instead of its
+// poll and expiry failing forever and counting against its requester's open requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_request_whose_mr_was_deleted_is_closed() {
+    let s = Scenario::on_gitlab().await;
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    let gone = format!("/merge_requests/{pr}");
+    s.forge.fail_next(FailureSpec {
+        route: RouteMatcher::Predicate(std::sync::Arc::new(move |_, path: &str| {
+            path.ends_with(&gone) || path.contains(&format!("{gone}/"))
+        })),
+        count: u32::MAX,
+        kind: FailureKind::Status(404),
+    });
+    s.advance(TimeDelta::minutes(6)); // GitLab's safety-net poll
+    s.settle().await;
+    let record = s.request("r1").await;
+    assert_eq!(record.state.to_string(), "closed");
+    let closed = s.events("r1", "close").await;
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].data["deleted"], true);
+    s.advance(TimeDelta::hours(25)); // past the pending deadline: nothing left to fail
+    s.settle().await;
+}
+
 // GitHub only: GitHub's protection message and its advice.
 on_both_backends!(
     branch_protection_that_refuses_the_bot_is_said_once_and_the_revoke_is_retried,

@@ -663,6 +663,26 @@ impl Workflow {
     }
 
     /// The reaction poll: approvals of pending requests, reviews of fast-path grants.
+    /// The poll of `record`'s PR answered 404 (`err`): when the PR itself no longer exists (a
+    /// GitLab owner may delete a merge request), nothing is left to poll, and a pending request
+    /// is closed (it would count against its requester's open requests forever); otherwise
+    /// `err` stands.
+    async fn stop_polling_if_deleted(
+        &self,
+        mut record: RequestRecord,
+        err: anyhow::Error,
+    ) -> anyhow::Result<()> {
+        if self.forge.change_if_any(record.pr_number).await?.is_some() {
+            return Err(err);
+        }
+        tracing::warn!(request = %record.id, pr = record.pr_number, "the request's PR was deleted");
+        if record.state == RequestState::Pending {
+            let data = serde_json::json!({ "deleted": true });
+            self.close_request(&mut record, data, None).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn job_poll(&self, id: &RequestId) -> anyhow::Result<()> {
         let Some(record) = self.store.get_request(id).await? else {
             return Ok(());
@@ -671,7 +691,12 @@ impl Workflow {
         if record.state != RequestState::Pending && !awaiting_review {
             return Ok(()); // nothing to poll for any more
         }
-        let reactions = self.forge.reactions_if_changed(record.pr_number).await?;
+        let reactions = match self.forge.reactions_if_changed(record.pr_number).await {
+            Err(err) if err.status() == Some(404) => {
+                return self.stop_polling_if_deleted(record, err.into()).await;
+            }
+            answer => answer?,
+        };
         let next = self.now()
             + chrono::TimeDelta::from_std(self.settings.poll_interval)
                 .unwrap_or(chrono::TimeDelta::seconds(30));
