@@ -287,7 +287,7 @@ impl Config {
         };
         let mut table: toml::Table = text
             .parse()
-            .map_err(|err: toml::de::Error| invalid(err.to_string()))?;
+            .map_err(|err: toml::de::Error| invalid(located(text, &err)))?;
         let from_file = table.clone();
         let mut overrides = Vec::new();
         let known = known_keys();
@@ -318,8 +318,10 @@ impl Config {
             blame_override(&from_file, &overrides).unwrap_or_else(|| {
                 // The file itself: parsed from its text, the error shows the line, column and
                 // key (a table's conversion knows none of them).
-                let located = toml::from_str::<Config>(text).err().map(|e| e.to_string());
-                invalid(located.unwrap_or_else(|| err.message().to_owned()))
+                let from_text = toml::from_str::<Config>(text).err();
+                invalid(
+                    from_text.map_or_else(|| without_values(err.message()), |e| located(text, &e)),
+                )
             })
         })
     }
@@ -339,9 +341,45 @@ fn blame_override(
         let err = alone.try_into::<Config>().err()?;
         Some(ConfigError::Invalid {
             path: name.clone(),
-            message: format!("`{}`: {}", path.join("."), err.message()),
+            message: format!("`{}`: {}", path.join("."), without_values(err.message())),
         })
     })
+}
+
+/// A TOML error as its line, column and message, without the source line that its `Display`
+/// quotes nor the values its message quotes: a token written into the wrong key (or a key's
+/// override) must not reach a log through the error that refuses it.
+fn located(text: &str, err: &toml::de::Error) -> String {
+    let message = without_values(err.message());
+    let Some(span) = err.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
+/// `message` with every double-quoted value (serde's `invalid type: string "…"`) replaced by
+/// `"…"`.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                out.push_str("\"…");
+                quoted = true;
+            }
+            ('"', true) => {
+                out.push('"');
+                quoted = false;
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 /// An override's value: a TOML literal when it is one (`8080`, `true`), else a plain string.
@@ -493,11 +531,10 @@ assume_role_arn = ""
         )
         .unwrap_err()
         .to_string();
-        assert!(
-            err.starts_with("c.toml: TOML parse error at line 2, column 21")
-                && err.contains("max_open_requests = \"three\"")
-                && err.contains("expected u32"),
-            "{err}"
+        // Where, and what was expected; never the value (it may be a secret in the wrong key).
+        assert_eq!(
+            err,
+            "c.toml: line 2, column 21: invalid type: string \"…\", expected u32"
         );
     }
 
@@ -529,8 +566,7 @@ assume_role_arn = ""
         for bad in ["nosuch.invalid:8080", "localhost", "localhost:http"] {
             let err = listen(bad).unwrap_err().to_string();
             assert!(
-                err.starts_with("b.toml: TOML parse error at line 1, column 10")
-                    && err.contains("\n`listen` is neither an address")
+                err.starts_with("b.toml: line 1, column 10: `listen` is neither an address")
                     && err.contains("localhost:8080"),
                 "{bad}: {err}"
             );
@@ -635,6 +671,35 @@ assume_role_arn = ""
         )
         .unwrap();
         assert_eq!(config.github.unwrap().repository, "acme/req");
+    }
+
+    #[test]
+    fn a_secret_in_the_wrong_place_is_not_echoed_by_its_error() {
+        let file = "[github]\nrepository = \"a/b\"\ntoken = \"ghp_SECRETVALUE1\"\n";
+        let err = Config::from_toml(file, "breakglass.toml", env(&[])).unwrap_err();
+        let said = err.to_string();
+        assert!(!said.contains("ghp_SECRETVALUE1"), "{said}");
+        assert!(
+            said.contains("line 3, column 1: unknown field `token`"),
+            "{said}"
+        );
+        let err = Config::from_toml("token_env = ghp_SECRETVALUE2\n", "x", env(&[])).unwrap_err();
+        assert!(!err.to_string().contains("SECRETVALUE2"), "{err}");
+        assert!(err.to_string().starts_with("x: line 1, column "), "{err}");
+        let err = Config::from_toml(
+            SPEC_EXAMPLE,
+            "x",
+            env(&[("BREAKGLASS_GITHUB__APP_ID", "ghp_SECRETVALUE3")]),
+        )
+        .unwrap_err();
+        let said = err.to_string();
+        assert!(!said.contains("SECRETVALUE3"), "{said}");
+        assert!(
+            said.starts_with(
+                "BREAKGLASS_GITHUB__APP_ID: `github.app_id`: invalid type: string \"…\""
+            ),
+            "{said}"
+        );
     }
 
     #[test]

@@ -332,23 +332,32 @@ impl Workflow {
             // A review of an older version: said, never silently dropped.
             _ => return self.answer_stale_review(&record, pr.number, author).await,
         };
+        self.count_review(record, pr.number, review_id, author, None)
+            .await
+    }
+
+    /// Records `author`'s approving review `review_id` of `record` on PR `number` (timed by
+    /// `at` when it names no commit) and answers it.
+    async fn count_review(
+        &self,
+        record: RequestRecord,
+        number: u64,
+        review_id: u64,
+        author: &Actor,
+        at: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<()> {
         let requester = record.requester_login.clone();
         let environment = record.environment.to_string();
         let signal = Signal {
             actor: author,
             source: ApprovalSource::Review,
             key: format!("review:{review_id}"),
-            at: None,
+            at,
         };
         let outcome = self.record_approval(record, signal).await?;
-        self.reply_to_approval(
-            Thread::Change(pr.number),
-            author,
-            &requester,
-            &environment,
-            outcome,
-        )
-        .await
+        let thread = Thread::Change(number);
+        self.reply_to_approval(thread, author, &requester, &environment, outcome)
+            .await
     }
 
     /// A GitLab approval of pending `record`. Its hook names no commit the approval was given
@@ -391,17 +400,7 @@ impl Workflow {
                 .answer_unapproved(&record, pr.number, author, ApprovalOutcome::Untimed)
                 .await;
         };
-        let requester = record.requester_login.clone();
-        let environment = record.environment.to_string();
-        let signal = Signal {
-            actor: author,
-            source: ApprovalSource::Review,
-            key: format!("review:{review_id}"),
-            at: Some(at),
-        };
-        let outcome = self.record_approval(record, signal).await?;
-        let thread = Thread::Change(pr.number);
-        self.reply_to_approval(thread, author, &requester, &environment, outcome)
+        self.count_review(record, pr.number, review_id, author, Some(at))
             .await
     }
 
