@@ -1154,6 +1154,47 @@ on_both_forges!(
     }
 );
 
+// The same for bob, whom the `sev1` fast path does apply to: approved on the draft, marked
+// ready, it merges as approved by carol (the audit says who approved), not as a fast path whose
+// after-the-fact review carol's earlier approval would then close in the same second.
+on_both_forges!(
+    a_draft_approved_before_it_is_marked_ready_merges_as_approved_even_on_a_fast_path,
+    |s: Scenario| async move {
+        let bob = &s.people.bob;
+        let pr = s.open_request(bob, "prod", "r-draft", &prod_request("30m"));
+        s.set_draft(pr, bob, true);
+        s.label(pr, bob, "sev1");
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        s.take_bot_comments(pr);
+        assert!(!s.change(pr).merged, "a draft is never merged");
+        s.set_draft(pr, bob, false);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let record = s.request("r-draft").await;
+        assert_eq!(record.fast_path_rule, None);
+        assert_eq!(record.review_due_at, None);
+        let approved_by: Vec<String> = record
+            .approved_by
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(approved_by, ["carol"]);
+        let merge = s.merge_commit(pr).message;
+        assert!(merge.contains("Breakglass-Approved-By: carol"), "{merge}");
+        assert!(!s.labels(pr).iter().any(|l| l == "breakglass/needs-review"));
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter().any(|c| c.starts_with("🔓 **Access granted.**")),
+            "{said:#?}"
+        );
+        assert!(!said.iter().any(|c| c.contains("review")), "{said:#?}");
+    }
+);
+
 on_both_forges!(
     two_approvals_need_two_distinct_approvers,
     |s: Scenario| async move {

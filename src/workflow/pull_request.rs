@@ -469,6 +469,14 @@ impl Workflow {
             // Refused at this head: only a new approval (or a push) moves it again.
             Next::AfterRefusedMerge => self.schedule_poll_if_needed(&record, stored).await,
             Next::FastPath(rule) => {
+                // Approvals given before (on a draft, say) that suffice: approved by them, as
+                // the audit must say, with no after-the-fact review to wait for.
+                let (approvers, need) = self.counted_approvers(&record).await?;
+                if need > 0 && approvers.len() >= need as usize {
+                    return self
+                        .approve(record, Some(approvers.into_iter().collect()))
+                        .await;
+                }
                 record.fast_path_rule = Some(rule.parse().map_err(anyhow::Error::msg)?);
                 self.approve(record, None).await
             }
