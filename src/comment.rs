@@ -32,7 +32,7 @@ const REQUEST_USAGE: &str = CommandKind::Request.usage();
 const GRANTED_TEMPLATE: &str = include_str!("../templates/comments/granted.md.j2");
 
 /// U+2060 WORD JOINER: invisible, and after an `@` it keeps the forge from reading a mention.
-const WORD_JOINER: char = '\u{2060}';
+pub(crate) const WORD_JOINER: char = '\u{2060}';
 
 /// How much of one piece of user text a comment shows.
 const MAX_SHOWN: usize = 200;
@@ -114,7 +114,7 @@ fn backtick_run(chars: &[char], start: usize) -> usize {
 /// Whether the character at `i` is where the forges' autolinking would start to read a link:
 /// the `:` of `://` (any scheme: GitLab links more than `http`) or the last `w` of a `www.`
 /// that starts a word. A word joiner after it keeps the text a text.
-fn starts_autolink(chars: &[char], i: usize) -> bool {
+pub(crate) fn starts_autolink(chars: &[char], i: usize) -> bool {
     let at = |j: usize| chars.get(j).copied();
     match chars[i] {
         ':' => at(i + 1) == Some('/') && at(i + 2) == Some('/'),

@@ -297,10 +297,18 @@ fn capitalize(title: &str) -> String {
 
 /// Backslash-escapes the punctuation that means something in a Markdown table cell (a `|`
 /// would end the cell; `<` could open HTML, `[` a link) and flattens line ends, so a reason
-/// renders as the text it is.
+/// renders as the text it is. Pasted where a forge renders it (an issue, a wiki), it mentions
+/// nobody and links nowhere either: an invisible word joiner follows each `@` and the start
+/// of an autolink (`://`, `www.`), as in the bot's own comments.
 fn markdown_escape(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
     let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '@' || crate::comment::starts_autolink(&chars, i) {
+            escaped.push(c);
+            escaped.push(crate::comment::WORD_JOINER);
+            continue;
+        }
         match c {
             '\\' | '|' | '*' | '_' | '`' | '[' | ']' | '<' | '>' | '~' | '&' | '!' | '#' => {
                 escaped.push('\\');
@@ -574,6 +582,14 @@ mod tests {
         assert_eq!(terminal_safe("red \u{1b}[31m\r"), "red \\u{1b}[31m\\r");
         assert_eq!(terminal_safe("abc\u{202e}fed"), "abc\\u{202e}fed");
         assert_eq!(markdown_escape("abc\u{2066}x"), "abc\\u{2066}x");
+        // Nobody is mentioned and nothing links, once rendered on a forge.
+        let wj = crate::comment::WORD_JOINER;
+        assert_eq!(
+            markdown_escape("ping @acme/everyone, see https://evil.example and www.evil.example"),
+            format!(
+                "ping @{wj}acme/everyone, see https:{wj}//evil.example and www{wj}.evil.example"
+            )
+        );
     }
 
     #[test]
