@@ -604,14 +604,7 @@ async fn a_deleted_revert_mr_still_revokes_on_time_through_a_fresh_change() {
     let s = Scenario::on_gitlab().await;
     let pr = s.granted("r1", "1h").await;
     let revert = s.revert_pr("r1").await;
-    let gone = format!("/merge_requests/{revert}");
-    s.forge.fail_next(FailureSpec {
-        route: RouteMatcher::Predicate(std::sync::Arc::new(move |_, path: &str| {
-            path.ends_with(&gone) || path.contains(&format!("{gone}/"))
-        })),
-        count: u32::MAX,
-        kind: FailureKind::Status(404),
-    });
+    mr_deleted(&s, revert);
     // An extension retitles the revert MR with the new expiry: gone, it is not retitled, and
     // the extension still holds.
     s.forge.advance_clock(TimeDelta::seconds(1));
@@ -659,14 +652,7 @@ async fn a_pending_request_whose_mr_was_deleted_is_closed() {
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
     s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
-    let gone = format!("/merge_requests/{pr}");
-    s.forge.fail_next(FailureSpec {
-        route: RouteMatcher::Predicate(std::sync::Arc::new(move |_, path: &str| {
-            path.ends_with(&gone) || path.contains(&format!("{gone}/"))
-        })),
-        count: u32::MAX,
-        kind: FailureKind::Status(404),
-    });
+    mr_deleted(&s, pr);
     s.advance(TimeDelta::minutes(6)); // GitLab's safety-net poll
     s.settle().await;
     let record = s.request("r1").await;
@@ -676,6 +662,47 @@ async fn a_pending_request_whose_mr_was_deleted_is_closed() {
     assert_eq!(closed[0].data["deleted"], true);
     s.advance(TimeDelta::hours(25)); // past the pending deadline: nothing left to fail
     s.settle().await;
+}
+
+// The same for an approved request whose MR is deleted between the approval and its merge:
+// the merge job closes it instead of failing forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_request_whose_mr_was_deleted_before_its_merge_is_closed() {
+    let mut s = Scenario::on_gitlab().await;
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    // Approved, its merge job still to run, when the MR is deleted (the bot was down then).
+    s.crash();
+    let mut record = s.request("r1").await;
+    let now = s.clock.now();
+    record.state = breakglass::store::RequestState::Approved;
+    record.approved_by = Some(vec!["carol".parse().unwrap()]);
+    s.store.update_request(&mut record, now).await.unwrap();
+    s.store
+        .schedule_job(JobKind::Merge, &record.id, now, now)
+        .await
+        .unwrap();
+    mr_deleted(&s, pr);
+    s.start_service().await;
+    s.settle().await;
+    assert_eq!(s.request("r1").await.state.to_string(), "closed");
+    assert!(!s.change(pr).merged);
+    let closed = s.events("r1", "close").await;
+    assert_eq!(closed[0].data["deleted"], true);
+}
+
+/// Every call on merge request `number` answers 404 from now on, as after an owner deleted it
+/// (the test forge deletes nothing).
+fn mr_deleted(s: &Scenario, number: u64) {
+    let gone = format!("/merge_requests/{number}");
+    s.forge.fail_next(FailureSpec {
+        route: RouteMatcher::Predicate(std::sync::Arc::new(move |_, path: &str| {
+            path.ends_with(&gone) || path.contains(&format!("{gone}/"))
+        })),
+        count: u32::MAX,
+        kind: FailureKind::Status(404),
+    });
 }
 
 // GitHub only: GitHub's protection message and its advice.

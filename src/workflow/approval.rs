@@ -662,11 +662,11 @@ impl Workflow {
     }
 
     /// The reaction poll: approvals of pending requests, reviews of fast-path grants.
-    /// The poll of `record`'s PR answered 404 (`err`): when the PR itself no longer exists (a
-    /// GitLab owner may delete a merge request), nothing is left to poll, and a pending request
-    /// is closed (it would count against its requester's open requests forever); otherwise
-    /// `err` stands.
-    async fn stop_polling_if_deleted(
+    /// A call about `record`'s PR answered 404 (`err`): when the PR itself no longer exists (a
+    /// GitLab owner may delete a merge request), nothing is left to poll or merge, and a request
+    /// still waiting for its merge is closed (it would count against its requester's open
+    /// requests, and its jobs fail, forever); otherwise `err` stands.
+    pub(super) async fn close_if_deleted(
         &self,
         mut record: RequestRecord,
         err: anyhow::Error,
@@ -675,7 +675,7 @@ impl Workflow {
             return Err(err);
         }
         tracing::warn!(request = %record.id, pr = record.pr_number, "the request's PR was deleted");
-        if record.state == RequestState::Pending {
+        if matches!(record.state, RequestState::Pending | RequestState::Approved) {
             let data = serde_json::json!({ "deleted": true });
             self.close_request(&mut record, data, None).await?;
         }
@@ -692,7 +692,7 @@ impl Workflow {
         }
         let reactions = match self.forge.reactions_if_changed(record.pr_number).await {
             Err(err) if err.status() == Some(404) => {
-                return self.stop_polling_if_deleted(record, err.into()).await;
+                return self.close_if_deleted(record, err.into()).await;
             }
             answer => answer?,
         };

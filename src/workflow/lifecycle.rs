@@ -140,7 +140,7 @@ impl Workflow {
     /// time and expiry are fixed (on the bot's clock) before the merge, so that the trailer and
     /// the stored expiry agree, also after a crash right after the merge.
     pub(super) async fn job_merge(&self, id: &RequestId) -> anyhow::Result<()> {
-        let Some(mut record) = self.store.get_request(id).await? else {
+        let Some(record) = self.store.get_request(id).await? else {
             return Ok(());
         };
         match record.state {
@@ -157,6 +157,14 @@ impl Workflow {
             }
             _ => return Ok(()),
         }
+        match self.merge_approved(record.clone()).await {
+            Err(err) if not_found(&err) => self.close_if_deleted(record, err).await,
+            merged => merged,
+        }
+    }
+
+    /// [`Self::job_merge`] of an approved request: checked, merged, granted.
+    async fn merge_approved(&self, mut record: RequestRecord) -> anyhow::Result<()> {
         let Some(ready) = self.prepare_merge(&mut record).await? else {
             return Ok(()); // refused, and said so
         };
@@ -214,7 +222,7 @@ impl Workflow {
             Err(refusal) => return self.refuse_merge(record, &refusal.to_string()).await,
         };
         if merged.head != record.head_sha
-            && let Some(stored) = self.store.get_request(id).await?
+            && let Some(stored) = self.store.get_request(&record.id).await?
         {
             // The branch was put back as a new commit (GitLab), which the store took as the
             // request's head meanwhile.
@@ -1356,6 +1364,15 @@ struct Removal<'a> {
     body: &'a str,
     /// The files are an already revoked request's, added again.
     readded: bool,
+}
+
+/// Whether `err` comes from a forge call answered 404.
+fn not_found(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::forge::ForgeError>()
+            .is_some_and(|e| e.status() == Some(404))
+    })
 }
 
 /// The request ids a path may belong to: a request file's own id; for any other file, each
