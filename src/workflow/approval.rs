@@ -367,12 +367,11 @@ impl Workflow {
     /// is (one read of the approvals). One withdrawn since counts nothing.
     async fn handle_gitlab_approval(
         &self,
-        record: RequestRecord,
+        mut record: RequestRecord,
         pr: &PullRequestInfo,
         review_id: u64,
         author: &Actor,
     ) -> anyhow::Result<()> {
-        let mut record = record;
         if pr.head_sha != record.head_sha {
             let current = self.forge.change(pr.number).await?;
             let head = current.info.head_sha.clone();
