@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use super::github::GithubClient;
 use super::gitlab::GitlabClient;
 use super::{
@@ -365,6 +367,23 @@ impl Forge {
             }
             other => other,
         }
+    }
+
+    /// When change request `number`'s head `head` was pushed, by the forge's clock, where its
+    /// record of the head's moves says (GitLab's newest MR version, when it is of `head`).
+    /// `None` otherwise, and on GitHub without a call: its timeline dates no plain push.
+    pub async fn head_pushed_at(
+        &self,
+        number: u64,
+        head: &str,
+    ) -> Result<Option<DateTime<Utc>>, ForgeError> {
+        let Forge::GitLab(c) = self else {
+            return Ok(None);
+        };
+        let moved = c.latest_head_move(number).await?;
+        Ok(moved
+            .filter(|m| m.sha.as_deref() == Some(head))
+            .and_then(|m| m.at))
     }
 
     /// The comments made on the repository's issues and change requests within `window` before

@@ -231,7 +231,8 @@ pub enum ForgeEvent {
         number: u64,
         review_id: u64,
         author: Actor,
-        commit_id: String,
+        /// `None` for a GitLab approval, which names no commit.
+        commit_id: Option<String>,
     },
     /// The forge checking that the hook works.
     Ping,

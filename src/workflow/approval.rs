@@ -378,7 +378,7 @@ impl Workflow {
             if head != record.head_sha {
                 // Decided at its push's time (GitLab's MR versions say it), so that an approval
                 // given after that push counts.
-                let at = self.head_pushed_at(pr.number, &head).await?;
+                let at = self.forge.head_pushed_at(pr.number, &head).await?;
                 let pushed = at.map(|at| (head, at));
                 let id = record.id.clone();
                 let announce = pushed.is_some();

@@ -64,8 +64,7 @@ impl Workflow {
     /// approval) of `change` that the bot has not counted (one of an older version is answered
     /// "approve again", as its webhook would have been), when `change` was updated within
     /// [`COMMENTS_WITHIN`] and its request (if recorded yet) waits for approvals: one read of
-    /// its reviews (GitLab: its approvals, and its newest version, since an approval names no
-    /// commit and counts for the head only when given after that head's push).
+    /// its reviews (GitLab: its approvals, each timed when handled, as its webhook is).
     async fn queue_missed_reviews(&self, change: &OpenChange) -> anyhow::Result<usize> {
         if !change.recently_updated || change.author_id == self.bot.id {
             return Ok(0);
@@ -81,32 +80,12 @@ impl Workflow {
             None => Vec::new(),
         };
         let reviews = standing_reviews(self.forge.reviews(change.number).await?);
-        let mut head_pushed_at = None;
         let mut queued = 0;
         for review in reviews {
             let key = format!("review:{}", review.id);
             if review.author.is_bot || counted.iter().any(|a| a.signal == key) {
                 continue;
             }
-            // A review names its commit. A GitLab approval names none: of this head when given
-            // after its push; before it, or in its very second, of an earlier one as far as can
-            // be told (answered "approve again", as a review of an older version is).
-            let commit = match (&review.commit_id, review.submitted_at) {
-                (Some(commit), _) => commit.clone(),
-                (None, at) => {
-                    if head_pushed_at.is_none() {
-                        head_pushed_at =
-                            Some(self.head_pushed_at(change.number, &change.head_sha).await?);
-                    }
-                    let after_push = at.zip(head_pushed_at.flatten());
-                    match after_push {
-                        Some((at, pushed)) if at.timestamp() > pushed.timestamp() => {
-                            change.head_sha.clone()
-                        }
-                        _ => String::new(),
-                    }
-                }
-            };
             let key = format!(
                 "missed-review:{}:{}:{}",
                 change.number, review.id, change.head_sha
@@ -115,25 +94,13 @@ impl Workflow {
                 number: change.number,
                 review_id: review.id,
                 author: review.author,
-                commit_id: commit,
+                // A GitLab approval names no commit: its handler times it by GitLab's own
+                // `approved_at`, as it does the approval's webhook.
+                commit_id: review.commit_id,
             };
             queued += usize::from(self.queue_missed(key, "missed_review", event).await?);
         }
         Ok(queued)
-    }
-
-    /// When head `head` of change `number` was pushed, by the forge's record of its moves
-    /// (GitLab's MR versions); `None` when it does not say (then no undated approval is taken
-    /// for it).
-    pub(super) async fn head_pushed_at(
-        &self,
-        number: u64,
-        head: &str,
-    ) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
-        let moved = self.forge.latest_head_move(number).await?;
-        Ok(moved
-            .filter(|m| m.sha.as_deref() == Some(head))
-            .and_then(|m| m.at))
     }
 
     async fn queue_missed_comments(&self) -> anyhow::Result<usize> {
@@ -235,9 +202,10 @@ impl Workflow {
     }
 
     /// A change request the catch-up found (see [`Self::may_have_missed`]): decided as it is
-    /// now, like a PR just opened, pushed to, labelled or marked ready. A push's time is not
-    /// known (the PR's `updated_at` bounds it, so an approval given before it is asked for
-    /// again). A refusal is said unless the bot's latest note on the PR already says it
+    /// now, like a PR just opened, pushed to, labelled or marked ready. A push's time is the
+    /// forge's record of it where it keeps one (GitLab's MR versions), else not known (the
+    /// PR's `updated_at` bounds it, so an approval given before it is asked for again). A
+    /// refusal is said unless the bot's latest note on the PR already says it
     /// ([`Workflow::say_refusal`]).
     pub(super) async fn handle_missed_change(&self, number: u64) -> anyhow::Result<()> {
         let current = self.forge.change(number).await?;
@@ -261,7 +229,10 @@ impl Workflow {
                 return Ok(()); // past deciding
             }
         }
-        self.evaluate_current(current, existing, None, None, true)
+        let head = current.info.head_sha.clone();
+        let pushed = self.forge.head_pushed_at(number, &head).await?;
+        let pushed = pushed.map(|at| (head, at));
+        self.evaluate_current(current, existing, pushed, None, true)
             .await
     }
 }
@@ -274,7 +245,7 @@ impl Workflow {
         number: u64,
         review_id: u64,
         author: &Actor,
-        commit_id: &str,
+        commit_id: Option<&str>,
     ) -> anyhow::Result<()> {
         if self.request_of_pr(number).await?.is_none() {
             // Opened while the bot was down too, and not decided yet (its own delivery failed
@@ -285,7 +256,7 @@ impl Workflow {
         if !current.open {
             return Ok(());
         }
-        self.handle_review_approval(&current.info, review_id, author, Some(commit_id))
+        self.handle_review_approval(&current.info, review_id, author, commit_id)
             .await
     }
 }

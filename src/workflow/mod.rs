@@ -311,7 +311,7 @@ impl Workflow {
                 author,
                 commit_id,
             } => {
-                self.handle_missed_review(*number, *review_id, author, commit_id)
+                self.handle_missed_review(*number, *review_id, author, commit_id.as_deref())
                     .await
             }
             ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),

@@ -734,10 +734,18 @@ impl Workflow {
         Ok(())
     }
 
+    /// Whether `approval` is timed by the forge, as an emoji or a comment is, rather than bound
+    /// to the commit it names: every approval but a GitHub review. GitLab's Approve button
+    /// names no commit (its hook is built later, from the MR as it is then), so it is stored
+    /// with GitLab's own `approved_at` and timed against pushes like the rest.
+    fn is_timed(&self, approval: &Approval) -> bool {
+        approval.source != ApprovalSource::Review || self.forge_kind() == ForgeKind::GitLab
+    }
+
     /// The approvals of `record`'s head once it is known to have gone away and come back at
     /// `stored.head_since` (heard late, or found by [`Self::unheard_move`] at the merge): one given before
     /// may have been of the other head and no longer counts, and its approver is asked to
-    /// approve again, once. Reviews name their commit and stay.
+    /// approve again, once. GitHub's reviews name their commit and stay.
     async fn approvals_after_return(
         &self,
         record: &RequestRecord,
@@ -750,7 +758,7 @@ impl Workflow {
             .await?;
         for approval in approvals {
             let since = (stored.head_since, stored.head_since_is_bound);
-            if approval.source == ApprovalSource::Review
+            if !self.is_timed(&approval)
                 || timing(approval.approved_at, since.0, since.1) == Timing::Current
             {
                 continue;
@@ -769,7 +777,7 @@ impl Workflow {
     /// The approvals stored for `record`'s old head that were given after the push of the new
     /// one (`head_since`, forge time against forge time, more than a second apart), and those
     /// given within its second, or before it when it is only a bound (the push's own time not
-    /// heard). Reviews are bound to the commit they approve, so they never move.
+    /// heard). GitHub's reviews are bound to the commit they approve, so they never move.
     async fn given_after_push(
         &self,
         record: &RequestRecord,
@@ -782,7 +790,7 @@ impl Workflow {
             .await?;
         let (mut after, mut within) = (Vec::new(), Vec::new());
         for approval in approvals {
-            if approval.source == ApprovalSource::Review {
+            if !self.is_timed(&approval) {
                 continue;
             }
             match timing(
