@@ -1015,7 +1015,10 @@ pub fn not_in_this_state_comment(
             "denied by the policy",
             format!(" Push a fixed request file to its {pr} and it is checked again."),
         ),
-        RequestState::Approved => ("approved and being merged", String::new()),
+        RequestState::Approved => (
+            "approved and being merged",
+            " Once it is granted, `/breakglass revoke` ends it.".into(),
+        ),
         RequestState::Active => (
             "already granted",
             " `/breakglass revoke` ends it now; `/breakglass extend <duration>` asks for more time.".into(),

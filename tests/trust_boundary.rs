@@ -3528,3 +3528,44 @@ on_both_forges!(
         );
     }
 );
+
+// The merge step has begun (the grant time is fixed) and its merge call failed, to be tried
+// again: the requester's `/breakglass deny` cannot take back a merge call that may be on its way
+// (another replica's, in the helper review's race: the merge landed for a request closed
+// meanwhile, a grant's trailers and files on the default branch and nothing said). It is
+// answered, and the retried merge grants as approved.
+on_both_forges!(
+    a_withdrawal_after_the_merge_step_began_is_answered_and_never_races_the_merge,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.take_bot_comments(pr);
+        // Every attempt of the merge job's first run (the client tries a call four times).
+        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
+        s.expect_job_error(JobKind::Merge, "502");
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        let record = s.request("r1").await;
+        assert_eq!(record.state.to_string(), "approved");
+        assert!(record.granted_at.is_some(), "the merge step began");
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.alice, "/breakglass deny -- never mind");
+        s.settle().await;
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter().any(|c| c.starts_with(
+                "ℹ️ `/breakglass deny` does not apply: request `r1` is approved and being merged (**approved**). Once it is granted, `/breakglass revoke` ends it."
+            )),
+            "{said:#?}"
+        );
+        for _ in 0..5 {
+            s.advance(TimeDelta::seconds(60));
+            s.settle().await;
+        }
+        assert!(s.change(pr).merged);
+        assert_eq!(s.request("r1").await.state.to_string(), "active");
+        assert_eq!(s.events("r1", "grant").await.len(), 1);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+);

@@ -744,8 +744,8 @@ impl Workflow {
                 return self.say_closed(&record, &said).await;
             }
         }
-        // Approved but not merged yet (its merge call failing, say) is still stopped: a merge
-        // job that runs on finds the request closed, or loses its write to this one.
+        // Approved but its merge step not begun is still stopped: the merge job finds the
+        // request closed, or loses its write of the grant time to this one.
         let Some(mut record) = self
             .request_for(
                 thread,
@@ -760,10 +760,15 @@ impl Workflow {
         else {
             return Ok(());
         };
-        // Approved and merged already (the merge's answer lost, its job to run again): the
-        // merge stands and the grant follows; `/breakglass revoke` ends it.
+        // Approved and its merge step begun (the grant time is fixed, the step's last write
+        // before the merge call, kept while a failed call is tried again): that call may be on
+        // its way now, from another replica too, and a close cannot take it back; the merge
+        // commit would land a grant's trailers for a closed request. Or merged already (the
+        // merge's answer lost, its job to run again). Either way the merge stands and the grant
+        // follows; `/breakglass revoke` ends it.
         if record.state == RequestState::Approved
-            && self.forge.change(record.pr_number).await?.info.merged
+            && (record.granted_at.is_some()
+                || self.forge.change(record.pr_number).await?.info.merged)
         {
             let said = comment::not_in_this_state_comment(
                 "deny",

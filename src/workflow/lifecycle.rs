@@ -223,9 +223,11 @@ impl Workflow {
         };
         if merged.head != record.head_sha
             && let Some(stored) = self.store.get_request(&record.id).await?
+            && stored.state == RequestState::Approved
         {
             // The branch was put back as a new commit (GitLab), which the store took as the
-            // request's head meanwhile.
+            // request's head meanwhile. (A record no longer approved keeps its old version:
+            // the write below fails rather than overwrite what changed it.)
             record.head_sha = stored.head_sha;
             record.version = stored.version;
         }
