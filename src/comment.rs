@@ -1253,6 +1253,15 @@ pub fn not_fast_path_review_comment(id: &str) -> String {
     )
 }
 
+/// `/breakglass reviewed` said before the fast-path extension its review now covers was asked
+/// for, or too close to it to tell.
+pub fn review_again_comment(reviewer: &str, forge: ForgeKind) -> String {
+    format!(
+        "⏱️ @{reviewer}, your review came before this grant's latest extension was asked for (or within the same second), so it does not cover the extension. Please review it again: `/breakglass reviewed`, or a new approval emoji on this {}.",
+        noun(forge)
+    )
+}
+
 /// `/breakglass reviewed` on a fast-path grant whose review is done: by whom and when, if known.
 pub fn already_reviewed_comment(id: &str, reviewed: Option<(&str, DateTime<Utc>)>) -> String {
     match reviewed {

@@ -2047,6 +2047,59 @@ on_both_forges!(
     }
 );
 
+// A fast-path grant whose review is still open, extended alone on the fast path: the review now
+// covers the extension, so a review said before the ask closes nothing. An emoji the poll had
+// not seen yet (helper review: carol's 👍 of the 30m grant closed the review of the hour), and
+// a `/breakglass reviewed` whose delivery came after the extension's, which is answered. One
+// said after the ask closes it.
+on_both_forges!(
+    an_open_review_covers_a_fast_path_extension_and_a_review_from_before_its_ask_closes_nothing,
+    |s: Scenario| async move {
+        let (erin, carol) = (&s.people.erin, &s.people.carol);
+        let (pr, granted) = erin_granted_sev1(&s, "r-open").await;
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.emoji(pr, carol, "+1"); // of the 30m grant
+        s.forge.set_webhooks_paused(true);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, carol, "/breakglass reviewed"); // of the 30m grant too, delivered late
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, erin, "/breakglass extend 15m");
+        // GitLab's emoji event, then the extension, then the command.
+        common::late::deliver_first(&s, |d| {
+            !String::from_utf8_lossy(&d.body).contains("/breakglass reviewed")
+        })
+        .await;
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        s.advance(TimeDelta::seconds(31)); // GitHub's reaction poll
+        s.settle().await;
+        let record = s.request("r-open").await;
+        assert_eq!(record.expires_at, Some(granted + TimeDelta::minutes(15)));
+        assert!(
+            record.reviewed_at.is_none(),
+            "a review from before the extension's ask closed its review: {:#?}",
+            s.bot_comments(pr)
+        );
+        assert!(s.labels(pr).iter().any(|l| l == "breakglass/needs-review"));
+        let said = s.take_bot_comments(pr);
+        let noun = if s.dialect == Dialect::GitHub {
+            "PR"
+        } else {
+            "MR"
+        };
+        let again = format!(
+            "⏱️ @carol, your review came before this grant's latest extension was asked for (or within the same second), so it does not cover the extension. Please review it again: `/breakglass reviewed`, or a new approval emoji on this {noun}."
+        );
+        assert!(said.contains(&again), "{said:#?}");
+        s.note(pr, carol, "/breakglass reviewed");
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.contains("After-the-fact review by @carol"), "{said}");
+        assert!(s.request("r-open").await.reviewed_at.is_some());
+    }
+);
+
 // A fast-path grant whose review is closed, extended on the fast path again: the extension
 // was not reviewed, so its review opens again.
 on_both_forges!(

@@ -77,6 +77,17 @@ pub(super) fn timing(
     }
 }
 
+/// How an approver's review given at `at` (forge time) stands against what a fast-path grant
+/// gave: after the merged head's push, and after the ask of an extension given since (which
+/// the review then covers too).
+fn review_timing(stored: &crate::store::StoredDecision, at: DateTime<Utc>) -> Timing {
+    let (since, is_bound) = match stored.review_since {
+        Some(asked) if Some(asked) > stored.head_since => (Some(asked), false),
+        _ => (stored.head_since, stored.head_since_is_bound),
+    };
+    timing(at, since, is_bound)
+}
+
 /// One approval signal as the forge shows it.
 pub(super) struct Signal<'a> {
     pub actor: &'a Actor,
@@ -770,12 +781,7 @@ impl Workflow {
             // the merged head, forge time on both sides) reviewed something else.
             let key = format!("reaction:{}", reaction.id);
             let stored = stored_decision(&record)?;
-            // After an extension reopened the review, of what was granted since.
-            let (since, is_bound) = match stored.review_since {
-                Some(at) if Some(at) > stored.head_since => (Some(at), false),
-                _ => (stored.head_since, stored.head_since_is_bound),
-            };
-            return match timing(reaction.created_at, since, is_bound) {
+            return match review_timing(stored, reaction.created_at) {
                 Timing::Current => {
                     self.mark_reviewed(record, &reaction.user).await?;
                     Ok(true)

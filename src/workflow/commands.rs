@@ -252,7 +252,7 @@ impl Workflow {
                     .await
             }
             Command::Status => self.command_status(thread).await,
-            Command::Reviewed => self.command_reviewed(thread, author).await,
+            Command::Reviewed => self.command_reviewed(thread, author, created_at).await,
         }
     }
 
@@ -964,7 +964,12 @@ impl Workflow {
         Ok(detail)
     }
 
-    async fn command_reviewed(&self, thread: Thread, author: &Actor) -> anyhow::Result<()> {
+    async fn command_reviewed(
+        &self,
+        thread: Thread,
+        author: &Actor,
+        created_at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         let Some(record) = self.request_on(thread).await? else {
             let said = self.no_request_here(thread, "reviewed").await?;
             return self.reply(thread, &said).await;
@@ -1012,6 +1017,18 @@ impl Workflow {
                     ),
                 )
                 .await;
+        }
+        // After a fast-path extension the review covers it too: a comment from before its ask
+        // (delivered after it, or handled by another replica first) was of less. (It is not
+        // timed against the merged head's push: a comment made before the merge is handled
+        // before it, in the order of deliveries, and answered "not merged yet".)
+        let stored = super::stored_decision(&record)?;
+        let asked = stored.review_since;
+        if super::approval::timing(created_at, asked, false) != super::approval::Timing::Current
+            && asked.is_some()
+        {
+            let said = comment::review_again_comment(&author.login, self.forge.kind());
+            return self.reply(thread, &said).await;
         }
         self.mark_reviewed(record, author).await
     }

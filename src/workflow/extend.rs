@@ -708,10 +708,18 @@ impl Workflow {
         record.expires_at = Some(new_expiry);
         record.total_secs = total.as_secs();
         let rule = on_fast_path.as_ref().map(|f| f.rule.to_string());
-        let reopened = on_fast_path
-            .filter(|_| record.fast_path_rule.is_none() || record.reviewed_at.is_some())
-            .map(|fast| self.reopen_review(&mut record, fast))
-            .transpose()?;
+        let reopened = match on_fast_path {
+            Some(fast) if record.fast_path_rule.is_none() || record.reviewed_at.is_some() => {
+                Some(self.reopen_review(&mut record, fast)?)
+            }
+            // Its review still open: it now covers the extension too, so only what an approver
+            // says after the ask reviews it (an emoji the poll has not seen yet was of less).
+            Some(fast) => {
+                review_from(&mut record, fast.asked_at)?;
+                None
+            }
+            None => None,
+        };
         // Grants that carry their expiry (aws-iam) get the new one first: the store is written
         // only after the cloud agrees, so a retry never extends twice.
         let reapplied = applied.is_some();
@@ -774,9 +782,7 @@ impl Workflow {
         record.reviewed_at = None;
         record.reviewed_by = None;
         record.review_due_at = Some(due);
-        let mut decision = super::stored_decision(record)?.clone();
-        decision.review_since = Some(fast.asked_at);
-        record.decision = Some(decision);
+        review_from(record, fast.asked_at)?;
         Ok(due)
     }
 
@@ -848,4 +854,13 @@ impl Workflow {
             answer => Ok(answer?),
         }
     }
+}
+
+/// Marks `record`'s after-the-fact review as covering what was granted at `asked_at` (forge
+/// time): an approver's review given before it was of less.
+fn review_from(record: &mut RequestRecord, asked_at: DateTime<Utc>) -> anyhow::Result<()> {
+    let mut decision = super::stored_decision(record)?.clone();
+    decision.review_since = Some(asked_at);
+    record.decision = Some(decision);
+    Ok(())
 }
