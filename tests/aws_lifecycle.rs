@@ -542,3 +542,75 @@ with_aws!(
         w.assert_nothing_granting().await;
     }
 );
+
+/// The expiry written on the principal for `id`'s expiry Deny.
+async fn deny_expiry(w: &World, id: &str) -> String {
+    let written = w
+        .iam
+        .get_role_policy()
+        .role_name(PRINCIPAL)
+        .policy_name(format!("breakglass-{id}-expiry"))
+        .send()
+        .await
+        .unwrap();
+    let document = breakglass::grant::aws_iam::document::decode(written.policy_document()).unwrap();
+    document["Statement"][0]["Condition"]["DateGreaterThan"]["aws:CurrentTime"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{document}"))
+        .to_owned()
+}
+
+// alice holds r1 and r2 (one principal, one managed policy). r1 is revoked early, and its revoke
+// puts back what r2 shares, from r2's record as read before; meanwhile carol extends r2 by 30m
+// on r2's PR (another PR's lock). The put-back writes only the attachment, never r2's expiry
+// Deny: IAM keeps the extended expiry the bot announced (helper review: the old one was
+// written back over it, and reconciliation then ended r2 as "changed outside breakglass").
+with_aws!(
+    an_early_revoke_of_one_grant_never_undoes_an_extension_of_the_other,
+    |w: World| async move {
+        let first = w.s.granted("r1", "1h").await;
+        w.s.advance(TimeDelta::minutes(5));
+        let second = w.s.granted("r2", "2h").await;
+        w.s.settle().await;
+        w.s.skip_bot_comments(first);
+        w.s.skip_bot_comments(second);
+        let before = w.s.request("r2").await.expires_at.unwrap();
+        assert_eq!(deny_expiry(&w, "r2").await, breakglass::clock::iso(before));
+        let mut delete = w.proxy.hold_next("DeleteRolePolicy");
+        w.s.forge.advance_clock(TimeDelta::seconds(1));
+        w.s.note(first, &w.s.people.alice, "/breakglass revoke");
+        delete.arrived().await; // r1's own expiry Deny, in r1's revoke
+        let mut listing = w.proxy.hold_next("ListRolePolicies");
+        delete.release();
+        listing.arrived().await; // the put-back of r2, its record read already
+        w.s.forge.advance_clock(TimeDelta::seconds(1));
+        w.s.note(second, &w.s.people.carol, "/breakglass extend 30m");
+        eventually(|| async { w.s.request("r2").await.expires_at != Some(before) }).await;
+        let extended = w.s.request("r2").await.expires_at.unwrap();
+        assert_eq!(extended, before + TimeDelta::minutes(30));
+        listing.release();
+        w.s.settle().await;
+        assert_eq!(w.s.request("r1").await.state.to_string(), "revoked");
+        w.s.expect_bot_comments(first, &["🔒 **Access revoked**"]);
+        assert_eq!(
+            deny_expiry(&w, "r2").await,
+            breakglass::clock::iso(extended)
+        );
+        w.assert_granted("r2").await;
+        // Reconciliation finds r2 as applied: it runs on to its extended expiry.
+        w.s.advance(TimeDelta::minutes(5));
+        w.s.settle().await;
+        assert_eq!(w.s.request("r2").await.state.to_string(), "active");
+        let said = w.s.take_bot_comments(second);
+        assert!(
+            !said
+                .iter()
+                .any(|c| c.contains("changed outside breakglass")),
+            "{said:#?}"
+        );
+        assert!(
+            said.iter().any(|c| c.starts_with("⏳ Extended")),
+            "{said:#?}"
+        );
+    }
+);

@@ -191,6 +191,19 @@ impl Providers {
         }
     }
 
+    /// Puts back a shared managed-policy attachment of an applied grant where its expiry is in
+    /// place, writing nothing else (see `AwsProvider::reattach`); other providers share none.
+    pub async fn reattach(&self, role: &Role, spec: &GrantSpec) -> Result<(), GrantError> {
+        match role.provider_kind() {
+            Some(ProviderKind::Noop | ProviderKind::Iac) => Ok(()),
+            Some(ProviderKind::AwsIam) => {
+                let grant = aws_iam::AwsGrant::resolve(role, spec)?;
+                self.aws()?.reattach(&grant).await
+            }
+            None => Err(unknown_provider(role)),
+        }
+    }
+
     /// Moves the expiry of an applied grant (an extension). Only `aws-iam` carries its expiry
     /// at the provider; it rewrites that and nothing else (see `AwsProvider::extend`).
     pub async fn extend(&self, role: &Role, spec: &GrantSpec) -> Result<(), GrantError> {

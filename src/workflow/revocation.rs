@@ -422,8 +422,11 @@ impl Workflow {
     /// was taken back. The revoke decided on what the principal held when it looked, and its
     /// detach can reach IAM after another grant's apply attached the (still attached) policy
     /// again: that grant would be left without its access, and reconciliation would then end
-    /// it as drift. Each grant still active is applied again (idempotent); one that ended
-    /// meanwhile is taken back, as after its own grant step, so nothing is left attached.
+    /// it as drift. Each grant still active gets the attachment back where its expiry Deny is
+    /// in place, and nothing else is written: its record was read before, and an extension of
+    /// it meanwhile writes a newer expiry that a full apply from this read would undo. One
+    /// that ended meanwhile is taken back, as after its own grant step, so nothing is left
+    /// attached.
     pub(super) async fn restore_shared(
         &self,
         except: &str,
@@ -437,7 +440,7 @@ impl Workflow {
             let id = &other.record.id;
             if let Err(err) = self
                 .providers
-                .apply(&theirs.role, &Self::spec(&other.record))
+                .reattach(&theirs.role, &Self::spec(&other.record))
                 .await
             {
                 if err.is_retryable() {
@@ -447,7 +450,7 @@ impl Workflow {
                 tracing::warn!(request = %id, error = %err, "a grant sharing a revoked attachment could not be applied again");
                 continue;
             }
-            tracing::info!(request = %id, revoked = %except, "applied again after a revoke of the attachment it shares");
+            tracing::info!(request = %id, revoked = %except, "attachment put back after a revoke of the one it shares");
             Box::pin(self.taken_back_if_ended(id)).await?;
         }
         Ok(())

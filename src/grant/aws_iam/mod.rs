@@ -385,6 +385,27 @@ impl AwsProvider {
         Ok(())
     }
 
+    /// Attaches a managed grant's policy again (another grant's revoke may have detached the
+    /// policy they share) where the grant's expiry Deny is still on the principal; the Deny is
+    /// never written here, so an extension's newer expiry written meanwhile stands. A grant
+    /// whose Deny is gone (taken back, or not placed yet) gets nothing: the attachment never
+    /// exists without it. An inline grant shares nothing and is left as it is.
+    pub async fn reattach(&self, grant: &AwsGrant) -> Result<(), GrantError> {
+        let Permissions::Managed(arn) = &grant.permissions else {
+            return Ok(());
+        };
+        let iam = self.session(grant).await?;
+        let Some(names) = iam.inline_names().await? else {
+            return Ok(()); // the principal is gone: nothing to give back
+        };
+        if !names.contains(&expiry_policy_name(&grant.id)) {
+            return Ok(());
+        }
+        iam.attach(arn).await?;
+        tracing::info!(request = %grant.id, principal = %grant.principal, policy = %arn, "aws-iam attachment put back");
+        Ok(())
+    }
+
     /// Moves an applied grant's expiry: rewrites only the policy that carries it (the inline
     /// grant, or a managed grant's expiry Deny), never the attachment. An extension racing the
     /// revoke can then leave behind at most a policy bounded by the new expiry, named after
