@@ -197,14 +197,15 @@ impl CommandKind {
         match self {
             CommandKind::Request => {
                 "Asks for temporary access to an environment, for example \
-                 `/breakglass prod 1h admin -- INC-1234 database failover`."
+                 `/breakglass prod 1h admin -- incident: INC-1234 database failover`."
             }
             CommandKind::Approve => {
-                "Approves the pending request of this pull request; only an approver named by the \
-                 policy can, and never the requester."
+                "Approves the pending request of this pull request (GitLab: merge request); only an \
+                 approver named by the policy can, and never the requester."
             }
             CommandKind::Deny => {
-                "Denies the pending request of this pull request, with an optional reason."
+                "Denies the pending request of this pull request (GitLab: merge request), with an \
+                 optional reason."
             }
             CommandKind::Revoke => {
                 "Ends the grant now instead of at its expiry; `/breakglass done` does the same."
@@ -1895,9 +1896,9 @@ mod tests {
         insta::assert_snapshot!(help_text(), @r"
         **breakglass commands.** Write each command at the start of its own line of a comment:
 
-        - `/breakglass <environment> [duration] [role] [-- reason]`: Asks for temporary access to an environment, for example `/breakglass prod 1h admin -- INC-1234 database failover`.
-        - `/breakglass approve`: Approves the pending request of this pull request; only an approver named by the policy can, and never the requester.
-        - `/breakglass deny [reason]`: Denies the pending request of this pull request, with an optional reason.
+        - `/breakglass <environment> [duration] [role] [-- reason]`: Asks for temporary access to an environment, for example `/breakglass prod 1h admin -- incident: INC-1234 database failover`.
+        - `/breakglass approve`: Approves the pending request of this pull request (GitLab: merge request); only an approver named by the policy can, and never the requester.
+        - `/breakglass deny [reason]`: Denies the pending request of this pull request (GitLab: merge request), with an optional reason.
         - `/breakglass revoke`: Ends the grant now instead of at its expiry; `/breakglass done` does the same.
         - `/breakglass extend <duration>`: Asks for more time on an active grant, which needs approval again unless a fast-path rule allows it.
         - `/breakglass status`: Shows who asked for what, who approved it and when it expires.

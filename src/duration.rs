@@ -93,12 +93,15 @@ impl HumanDuration {
 
 impl fmt::Display for HumanDuration {
     /// Writes the compact form back (`5400s` → `1h30m`), so messages quote what users write.
+    /// Hours are the largest unit shown (`24h`, not `1d`): policies and SPEC speak of grants,
+    /// reviews and expiries in hours.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut rest = self.0.as_secs();
         if rest == 0 {
             return f.write_str("0s");
         }
-        for (unit, size) in UNITS {
+        for (unit, size) in &UNITS[1..] {
+            let (unit, size) = (*unit, *size);
             if rest >= size {
                 write!(f, "{}{unit}", rest / size)?;
                 rest %= size;
@@ -229,5 +232,7 @@ mod tests {
             assert_eq!(HumanDuration::parse(&shown).unwrap(), d, "{text} → {shown}");
         }
         assert_eq!(HumanDuration::from_secs(5400).to_string(), "1h30m");
+        assert_eq!(HumanDuration::from_secs(86_400).to_string(), "24h");
+        assert_eq!(HumanDuration::parse("2d").unwrap().to_string(), "48h");
     }
 }

@@ -661,7 +661,7 @@ fn every_anomaly_is_listed_in_history_order_with_its_commit_and_detail() {
     let expected = json!([
         {
             "kind": "review_overdue", "request_id": "r-fast-open", "commit": s.id("r-fast-open"),
-            "detail": "fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded"
+            "detail": "fast-path review was due at 2026-11-27T05:00:00Z, 43h ago, and none is recorded"
         },
         {
             "kind": "landed_without_bot", "request_id": "r-pushed", "commit": s.id("r-pushed"),
@@ -676,7 +676,7 @@ fn every_anomaly_is_listed_in_history_order_with_its_commit_and_detail() {
         },
         {
             "kind": "grant_without_revert", "request_id": "r-missing", "commit": s.id("r-missing"),
-            "detail": "expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m)"
+            "detail": "expired at 2026-11-26T12:40:00Z, 59h20m ago; no revoke merge on main (grace 5m)"
         },
         {
             "kind": "late_revert", "request_id": "r-late", "commit": s.id("r-late revoke"),
@@ -800,10 +800,10 @@ fn the_table_is_aligned_for_a_terminal() {
         8 grant(s) on main at 88b2f24c11f8, 7 anomalies
 
         ANOMALY               REQUEST      COMMIT        DETAIL
-        review_overdue        r-fast-open  b36c0202a049  fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded
+        review_overdue        r-fast-open  b36c0202a049  fast-path review was due at 2026-11-27T05:00:00Z, 43h ago, and none is recorded
         landed_without_bot    r-pushed     373871b3f94f  requests/prod/r-pushed.yaml was added without breakglass; removed by 72684d605774 at 2026-11-26T08:22:00Z (reconcile)
         landed_without_bot    r-hand       de21f68768d1  requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch
-        grant_without_revert  r-missing    a349b2ee22c5  expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m)
+        grant_without_revert  r-missing    a349b2ee22c5  expired at 2026-11-26T12:40:00Z, 59h20m ago; no revoke merge on main (grace 5m)
         late_revert           r-late       84a2a6a5363a  revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m)
         self_approved         r-self       64b1d98f9744  requester ivan is among the approvers (ivan, carol)
         forged_trailers       r-ghost      6b6c12e5d19e  not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/<environment>/r-ghost.yaml
@@ -830,10 +830,10 @@ fn markdown_is_a_table() {
 
         | Anomaly | Request | Commit | Detail |
         | --- | --- | --- | --- |
-        | review_overdue | r-fast-open | b36c0202a049 | fast-path review was due at 2026-11-27T05:00:00Z, 1d19h ago, and none is recorded |
+        | review_overdue | r-fast-open | b36c0202a049 | fast-path review was due at 2026-11-27T05:00:00Z, 43h ago, and none is recorded |
         | landed_without_bot | r-pushed | 373871b3f94f | requests/prod/r-pushed.yaml was added without breakglass; removed by 72684d605774 at 2026-11-26T08:22:00Z (reconcile) |
         | landed_without_bot | r-hand | de21f68768d1 | requests/staging/r-hand.yaml was added without breakglass; no reconcile removal on the branch |
-        | grant_without_revert | r-missing | a349b2ee22c5 | expired at 2026-11-26T12:40:00Z, 2d11h20m ago; no revoke merge on main (grace 5m) |
+        | grant_without_revert | r-missing | a349b2ee22c5 | expired at 2026-11-26T12:40:00Z, 59h20m ago; no revoke merge on main (grace 5m) |
         | late_revert | r-late | 84a2a6a5363a | revoked at 2026-11-26T15:00:00Z, 40m after the expiry 2026-11-26T14:20:00Z (grace 5m) |
         | self_approved | r-self | 64b1d98f9744 | requester ivan is among the approvers (ivan, carol) |
         | forged_trailers | r-ghost | 6b6c12e5d19e | not counted as a revoke: Breakglass-Revokes: r-ghost (ttl) but the commit does not remove requests/\<environment\>/r-ghost.yaml |

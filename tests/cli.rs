@@ -100,7 +100,7 @@ fn a_denied_request_exits_1_and_lists_every_reason() {
     insta::assert_snapshot!(stdout(&out), @r"
     examples/requests/prod/20261126-0300-mallory-prod.yaml: denied
       - max_duration: duration 8h is above the max_duration of `prod` (4h); ask for 4h or less
-      - requesters: `mallory` may not request access to `prod`; requesters are: @acme/sre, alice, bob
+      - requesters: `mallory` may not request access to `prod`; requesters are: `@acme/sre`, `alice`, `bob`
       - reason_codes: reason `need to look at something` does not start with a reason code; start it with one of: incident, maintenance (e.g. `incident: need to look at something`)
       - ticket_pattern: `prod` requires a ticket matching `^(INC|CHG)-[0-9]+$`; add e.g. `ticket: INC-1234` to the request file (in a `/breakglass` comment, name the ticket in the reason after `--`)
       prod/admin for 8h; would expire at 2026-11-26T10:14:00Z if granted now
@@ -154,7 +154,7 @@ fn the_fast_path_shows_when_label_and_on_call_team_match() {
     insta::assert_snapshot!(scrub(&stdout(&out), &dir), @r"
     $TMP/requests/prod/sev1.yaml: allowed
       prod/admin for 45m; would expire at 2026-11-26T02:59:00Z if granted now
-      fast path `sev1`: granted at once, to be reviewed by an approver within 1d
+      fast path `sev1`: granted at once, to be reviewed by an approver within 24h
     ");
 }
 

@@ -129,7 +129,7 @@ fn demo_plays_the_same_story_on_gitlab() {
     );
     // carol's 👍 arrives as an Emoji Hook: merged in the same second, no poll.
     assert_line(&stdout, "GitLab sends it as an Emoji Hook event");
-    assert_line(&stdout, "carol        reacted 👍 (+1) on MR !1");
+    assert_line(&stdout, "carol        reacted 👍 (thumbsup) on MR !1");
     let reacted = stdout
         .lines()
         .find(|l| l.contains("reacted 👍"))

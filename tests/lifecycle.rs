@@ -261,7 +261,7 @@ on_both_forges!(
             Dialect::GitLab => "`:thumbsup:`",
         };
         assert!(
-            granted.ends_with(&format!("⚡ Fast path `sev1` of the `prod` policy applied: merged without waiting for approval. An approver must review this grant within 1d (react with {emoji} on the {} itself, not on a comment, or comment `/breakglass reviewed`).", s.pr())),
+            granted.ends_with(&format!("⚡ Fast path `sev1` of the `prod` policy applied: merged without waiting for approval. An approver must review this grant within 24h (react with {emoji} on the {} itself, not on a comment, or comment `/breakglass reviewed`).", s.pr())),
             "{granted}"
         );
         let record = s.request("r-sev1").await;
@@ -954,7 +954,7 @@ on_both_forges!(
             check(expired),
             (
                 "failure".to_owned(),
-                "expired unapproved after 1d".to_owned()
+                "expired unapproved after 24h".to_owned()
             )
         );
         s.take_bot_comments(expired);
@@ -987,7 +987,7 @@ on_both_forges!(
         s.settle().await;
         assert_eq!(
             s.next_bot_comment(expired),
-            format!("🔒 Request `r-expired` is closed (nobody approved it within 1d): {anew}")
+            format!("🔒 Request `r-expired` is closed (nobody approved it within 24h): {anew}")
         );
         assert_eq!(s.change(expired).state, "open");
         assert_eq!(s.request("r-expired").await.state.to_string(), "closed");

@@ -398,7 +398,7 @@ on_both_forges!(
         );
         s.settle().await;
         let said = s.next_bot_comment(pr);
-        assert!(said.contains("- **role**: role `root` is not a role of environment `prod`; ask for one of: admin, readonly"), "{said}");
+        assert!(said.contains("- **role**: role `root` is not a role of environment `prod`; ask for one of: `admin`, `readonly`"), "{said}");
 
         let pr = s.open_request(&s.people.mallory, "prod", "intruder", &prod_request("1h"));
         s.settle().await;
@@ -1953,7 +1953,7 @@ on_both_forges!(
             said.starts_with(
                 "❌ **Request `qa/admin` is denied**: no policy names its environment."
             ) && said.contains(
-                "environment `qa` has no policy; known environments: network, prod, staging"
+                "environment `qa` has no policy; known environments: `network`, `prod`, `staging`"
             ),
             "{said}"
         );

@@ -1737,7 +1737,7 @@ on_both_forges!(
         s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
         let said = s.next_bot_comment(pr);
         assert!(
-            said.starts_with("⌛ Nobody approved this request within 1d"),
+            said.starts_with("⌛ Nobody approved this request within 24h"),
             "{said}"
         );
         let jobs = s
@@ -3393,31 +3393,33 @@ on_both_forges!(
     }
 );
 
-// Approved, the bot's merge call failing (a 502, to be tried again): an approver's deny still
-// stops it. The request is closed, and the retried merge job merges nothing.
+// Approved, the bot's merge call failing (a 502, to be tried again): the merge step has begun,
+// and an approver's deny can no longer stop a merge call that may be on its way (from another
+// replica too). It is answered, the retried merge grants, and `/breakglass revoke` ends it.
 on_both_forges!(
-    a_deny_while_the_approved_merge_waits_for_a_retry_stops_it,
+    a_deny_while_the_approved_merge_waits_for_a_retry_is_answered_and_revoke_ends_the_grant,
     |s: Scenario| async move {
-        let pr = r1_whose_merge_calls_fail(&s).await;
-        s.approve(pr, &s.people.carol);
-        s.settle().await;
-        assert!(!s.change(pr).merged, "the bot's merge was to fail");
-        assert_eq!(s.request("r1").await.state.to_string(), "approved");
+        let pr = in_the_merge_step(&s).await;
         s.by(&s.people.dan).command(pr, "deny wrong account");
         s.settle().await;
         for _ in 0..6 {
             s.advance(TimeDelta::seconds(30));
             s.settle().await;
         }
-        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        assert_eq!(s.request("r1").await.state.to_string(), "closed");
-        assert!(s.events("r1", "grant").await.is_empty(), "nothing granted");
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        assert_eq!(s.request("r1").await.state.to_string(), "active");
         let said = s.take_bot_comments(pr);
         assert!(
-            said.iter()
-                .any(|c| c.contains("denied") && c.contains("dan")),
+            said.iter().any(|c| c.starts_with(
+                "ℹ️ `/breakglass deny` does not apply: request `r1` is approved and being merged"
+            )),
             "{said:#?}"
         );
+        assert!(said.iter().any(|c| c.starts_with("🔓 **Access granted.**")));
+        s.by(&s.people.dan).command(pr, "revoke");
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );
 
@@ -3534,21 +3536,50 @@ on_both_forges!(
 // (another replica's, in the helper review's race: the merge landed for a request closed
 // meanwhile, a grant's trailers and files on the default branch and nothing said). It is
 // answered, and the retried merge grants as approved.
+/// Waits (real time) until a delivery was put off for a merge step (see `merge_under_way`).
+async fn put_off_for_the_merge_step(s: &Scenario) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let query = "SELECT COUNT(*) FROM deliveries WHERE last_error LIKE '%is in its merge step%'";
+    loop {
+        let (n,): (i64,) = sqlx::query_as(query)
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap();
+        if n > 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing was put off");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two minutes in 10 s steps (real time between them for the bot's workers: the merge job and
+/// the put-off delivery retry as each comes due), then settled.
+async fn through_the_merge_step(s: &Scenario) {
+    for _ in 0..12 {
+        s.advance(TimeDelta::seconds(10));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    s.settle().await;
+}
+
+/// alice's request `r1`, approved by carol, in its merge step: the grant time fixed and the
+/// merge call failed (every attempt of the job's first run), to be tried again a minute later.
+async fn in_the_merge_step(s: &Scenario) -> u64 {
+    let pr = r1_whose_merge_calls_fail(s).await;
+    s.approve(pr, &s.people.carol);
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    let record = s.request("r1").await;
+    assert_eq!(record.state.to_string(), "approved");
+    assert!(record.granted_at.is_some(), "the merge step began");
+    pr
+}
+
 on_both_forges!(
     a_withdrawal_after_the_merge_step_began_is_answered_and_never_races_the_merge,
     |s: Scenario| async move {
-        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
-        s.settle().await;
-        s.take_bot_comments(pr);
-        // Every attempt of the merge job's first run (the client tries a call four times).
-        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
-        s.expect_job_error(JobKind::Merge, "502");
-        s.approve(pr, &s.people.carol);
-        s.settle().await;
-        assert!(!s.change(pr).merged);
-        let record = s.request("r1").await;
-        assert_eq!(record.state.to_string(), "approved");
-        assert!(record.granted_at.is_some(), "the merge step began");
+        let pr = in_the_merge_step(&s).await;
         s.forge.advance_clock(TimeDelta::seconds(1));
         s.note(pr, &s.people.alice, "/breakglass deny -- never mind");
         s.settle().await;
@@ -3566,6 +3597,91 @@ on_both_forges!(
         assert!(s.change(pr).merged);
         assert_eq!(s.request("r1").await.state.to_string(), "active");
         assert_eq!(s.events("r1", "grant").await.len(), 1);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+);
+
+// The same merge step, and a member closes the PR and opens it again (a helper review's race on
+// two replicas: the close was handled on the other one while the merge call hung, then the
+// reopened PR was merged with a grant's trailers for a request the bot held as closed). The
+// close waits for the merge step: the reopened PR is merged and granted as approved.
+on_both_forges!(
+    a_pr_closed_and_reopened_in_the_merge_step_waits_for_it_and_is_granted_as_approved,
+    |s: Scenario| async move {
+        let pr = in_the_merge_step(&s).await;
+        s.expect_delivery_error("is in its merge step");
+        s.forge.close_pr(REPO, s.internal(pr), &s.people.mallory);
+        put_off_for_the_merge_step(&s).await;
+        assert_eq!(s.request("r1").await.state.to_string(), "approved");
+        s.forge.reopen_pr(REPO, s.internal(pr), &s.people.mallory);
+        s.forge.settle().await;
+        through_the_merge_step(&s).await;
+        assert!(s.change(pr).merged);
+        assert_eq!(s.request("r1").await.state.to_string(), "active");
+        assert_eq!(s.events("r1", "grant").await.len(), 1);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+);
+
+// Closed for good in the merge step: the merge is refused (the PR is closed), and the close,
+// handled after it, closes the request; nothing is merged or granted.
+on_both_forges!(
+    a_pr_closed_in_the_merge_step_closes_its_request_once_the_step_is_over,
+    |s: Scenario| async move {
+        let pr = in_the_merge_step(&s).await;
+        s.expect_delivery_error("is in its merge step");
+        s.forge.close_pr(REPO, s.internal(pr), &s.people.mallory);
+        put_off_for_the_merge_step(&s).await;
+        through_the_merge_step(&s).await;
+        assert!(!s.change(pr).merged);
+        assert_eq!(s.request("r1").await.state.to_string(), "closed");
+        assert!(s.events("r1", "grant").await.is_empty());
+        s.take_bot_comments(pr);
+    }
+);
+
+// A push away and back in the merge step (B, then A again): decided again only once the merge
+// step is over, never while its merge call may be on its way (the helper review's race on two
+// replicas: the bot merged A while it held the request as pending, then took its own merge for
+// a hand merge). The merge job finds the head moved unheard (the forge's record of its moves)
+// and decides again from A's return: carol's approval, given before it, is asked for again.
+on_both_forges!(
+    a_push_away_and_back_in_the_merge_step_waits_for_it,
+    |s: Scenario| async move {
+        let pr = in_the_merge_step(&s).await;
+        let approved = s.change(pr).head_sha;
+        s.expect_delivery_error("is in its merge step");
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.forge.push_files(
+            REPO,
+            "request-r1",
+            &s.people.alice,
+            &[("requests/prod/r1.yaml", &prod_request("4h"))],
+            "longer",
+        );
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.forge
+            .force_branch(REPO, "request-r1", &s.people.alice, &approved);
+        put_off_for_the_merge_step(&s).await;
+        assert_eq!(s.request("r1").await.state.to_string(), "approved");
+        s.forge.settle().await;
+        through_the_merge_step(&s).await;
+        let record = s.request("r1").await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        assert_eq!(record.state.to_string(), "pending");
+        assert_eq!(record.head_sha, approved);
+        assert!(s.events("r1", "close").await.is_empty());
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter()
+                .any(|c| c.starts_with("⏱️ @carol, your approval")),
+            "{said:#?}"
+        );
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        assert_eq!(s.request("r1").await.duration_secs, 3600);
         s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
     }
 );

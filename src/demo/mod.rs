@@ -563,7 +563,11 @@ impl Demo {
             }
         });
         self.stage.thumbs_up(pr, &carol);
-        self.say("carol", format!("reacted 👍 (+1) on {noun} {pr_ref}"));
+        let name = match self.stage.dialect {
+            DemoForge::Github => "+1",
+            DemoForge::Gitlab => "thumbsup", // GitLab's name of the award
+        };
+        self.say("carol", format!("reacted 👍 ({name}) on {noun} {pr_ref}"));
         self.settle().await?;
         if self.stage.dialect == DemoForge::Github {
             self.advance(self.poll_interval, "the next reaction poll is due")
@@ -1133,7 +1137,7 @@ mod tests {
 
     #[test]
     fn verdicts_say_what_comes_next() {
-        let body = "✅ **Request `r` is allowed** by the `prod` policy: @bob asks for `prod/admin` for 45m.\n\n⚡ Fast path `sev1` applies: merging now. An approver must review this grant within 1d.";
+        let body = "✅ **Request `r` is allowed** by the `prod` policy: @bob asks for `prod/admin` for 45m.\n\n⚡ Fast path `sev1` applies: merging now. An approver must review this grant within 24h.";
         assert_eq!(
             gist(body),
             "✅ Request `r` is allowed by the `prod` policy: @bob asks for `prod/admin` for 45m. ⚡ Fast path `sev1` applies: merging now."

@@ -574,11 +574,14 @@ fn teams_of(principals: &[Principal]) -> Vec<String> {
         .collect()
 }
 
+/// `items` as code spans (`@acme/sre`, `alice`): quoted as written, and a team or a person
+/// named in a denial is never pinged by it.
 fn list_or_none(items: &[String]) -> String {
     if items.is_empty() {
         "(none)".to_owned()
     } else {
-        items.join(", ")
+        let quoted: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();
+        quoted.join(", ")
     }
 }
 

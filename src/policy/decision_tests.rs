@@ -127,14 +127,14 @@ fn every_denial_names_its_rule_value_and_what_is_allowed() {
             OK.replace("environment: prod", "environment: qa"),
             &alice,
             Rule::Environment,
-            "environment `qa` has no policy; known environments: prod, staging",
+            "environment `qa` has no policy; known environments: `prod`, `staging`",
         ),
         (
             "unknown role",
             OK.replace("role: admin", "role: root"),
             &alice,
             Rule::Role,
-            "role `root` is not a role of environment `prod`; ask for one of: admin, readonly",
+            "role `root` is not a role of environment `prod`; ask for one of: `admin`, `readonly`",
         ),
         (
             "duration above max",
@@ -148,7 +148,7 @@ fn every_denial_names_its_rule_value_and_what_is_allowed() {
             OK.to_owned(),
             &mallory,
             Rule::Requesters,
-            "`mallory` may not request access to `prod`; requesters are: @acme/sre, alice, bob",
+            "`mallory` may not request access to `prod`; requesters are: `@acme/sre`, `alice`, `bob`",
         ),
         (
             "file names someone else",

@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::Workflow;
 use super::approval::standing_reviews;
-use super::pull_request::decides_again;
+use super::pull_request::{decides_again, merge_under_way, wait_for_merge};
 use crate::command::parse_commands;
 use crate::forge::{
     Actor, CommentAction, Delivery, ForgeEvent, ListedComment, OpenChange, PullRequestAction,
@@ -227,6 +227,9 @@ impl Workflow {
             };
             if !decides_again(record.state, action) {
                 return Ok(()); // past deciding
+            }
+            if merge_under_way(record) {
+                return Err(wait_for_merge(record, action));
             }
         }
         let head = current.info.head_sha.clone();

@@ -766,9 +766,9 @@ impl Workflow {
         // commit would land a grant's trailers for a closed request. Or merged already (the
         // merge's answer lost, its job to run again). Either way the merge stands and the grant
         // follows; `/breakglass revoke` ends it.
-        if record.state == RequestState::Approved
-            && (record.granted_at.is_some()
-                || self.forge.change(record.pr_number).await?.info.merged)
+        if super::pull_request::merge_under_way(&record)
+            || (record.state == RequestState::Approved
+                && self.forge.change(record.pr_number).await?.info.merged)
         {
             let said = comment::not_in_this_state_comment(
                 "deny",

@@ -92,6 +92,7 @@ impl Workflow {
                     self.reopened_closed(&record, pr).await
                 }
                 Some(record) if !decides_again(record.state, action) => Ok(()),
+                Some(record) if merge_under_way(&record) => Err(wait_for_merge(&record, action)),
                 existing => self.evaluate_pr(pr.number, existing, pushed).await,
             },
         }
@@ -159,6 +160,10 @@ impl Workflow {
         }
         if pr.merged && record.state == RequestState::Active {
             return self.granted_pr_closed(record, pr).await;
+        }
+        if !pr.merged && merge_under_way(&record) {
+            // Closed (and maybe reopened) under the merge call: handled once it is over.
+            return Err(wait_for_merge(&record, PullRequestAction::Closed));
         }
         if matches!(
             record.state,
@@ -1121,6 +1126,24 @@ impl NewRequest<'_> {
 /// Whether a PR event makes the bot decide again on a request in `state`: pending and denied
 /// requests on any change; an approved one (merge not done yet) only on a push, which voids
 /// the approvals.
+/// Whether `record`'s merge step has begun: approved, its grant time fixed (the step's last
+/// write before its merge call, kept while a failed call waits to be tried again). That call
+/// may be on its way, from another replica too, and nothing can take it back: a close or a new
+/// decision now would leave the merge to land, grant trailers and files and all, for a request
+/// the bot holds as closed or pending. An event that would change the request waits instead.
+pub(super) fn merge_under_way(record: &RequestRecord) -> bool {
+    record.state == RequestState::Approved && record.granted_at.is_some()
+}
+
+/// The error that makes a delivery wait for `record`'s merge step (see [`merge_under_way`]):
+/// it is handled again later and then finds the request granted, or refused and waiting.
+pub(super) fn wait_for_merge(record: &RequestRecord, action: PullRequestAction) -> anyhow::Error {
+    anyhow::anyhow!(
+        "request {} is in its merge step; its PR's `{action:?}` event is handled again once that is over",
+        record.id
+    )
+}
+
 pub(super) fn decides_again(state: RequestState, action: PullRequestAction) -> bool {
     match state {
         RequestState::Pending | RequestState::Denied => true,

@@ -48,7 +48,9 @@ impl Moto {
                 child,
                 url: format!("http://127.0.0.1:{port}"),
             };
-            if moto.ready().await {
+            // Two tests may be given the same free port: the moto that loses the bind exits,
+            // and the other one answers this one's probe. Only a server of our own is used.
+            if moto.ready().await && listens_on(moto.child.id(), port) {
                 return Some(moto);
             }
         }
@@ -105,6 +107,35 @@ fn server_path() -> Option<PathBuf> {
          .venv-moto/bin/pip install 'moto[server]==5.*'",
         path.display()
     );
+}
+
+/// Whether process `pid` holds the listening socket of loopback `port`, by Linux's `/proc`
+/// (its TCP table and the process's open files); where that cannot be read, `true`.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let (Ok(table), Ok(fds)) = (
+        std::fs::read_to_string("/proc/net/tcp"),
+        std::fs::read_dir(format!("/proc/{pid}/fd")),
+    ) else {
+        return true;
+    };
+    let local = format!(":{port:04X}");
+    let sockets: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listening = fields.get(3) == Some(&"0A");
+            let ours = fields.get(1).is_some_and(|a| a.ends_with(&local));
+            if !(listening && ours) {
+                return None;
+            }
+            fields.get(9).map(|inode| format!("socket:[{inode}]"))
+        })
+        .collect();
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|link| sockets.iter().any(|s| link.to_string_lossy() == *s))
+    })
 }
 
 fn free_port() -> u16 {
