@@ -1101,3 +1101,63 @@ on_both_forges!(
         );
     }
 );
+
+// A member turns an active iac grant's file into a symbolic link to a file of theirs outside
+// the grant roots (a pipeline applying `grants/` would apply it), webhook heard: the grant was
+// changed, so it is revoked at once, and the link leaves the default branch. The bot deletes
+// the link by its own tree entry: GitHub's contents API serves a link's target, whose blob a
+// deletion of the link is refused with (helper review: the link stayed for ever, every removal
+// refused, long past the grant's expiry).
+on_both_forges!(
+    an_iac_grant_file_turned_into_a_link_is_revoked_and_the_link_removed,
+    |s: Scenario| async move {
+        use breakglass_test_forge::FileChange;
+        s.lenient();
+        let path = s.iac_granted("r-iac").await;
+        s.forge.push_changes(
+            REPO,
+            "main",
+            &s.people.mallory,
+            &[
+                FileChange::Write("evil/admin.tf".into(), ADMIN_TF.into()),
+                FileChange::Symlink(path.clone(), "../../evil/admin.tf".into()),
+            ],
+            "tidy",
+        );
+        s.settle().await;
+        let record = s.request("r-iac").await;
+        assert_eq!(record.state.to_string(), "revoked");
+        assert_eq!(s.events("r-iac", "tampering").await.len(), 1);
+        let files = s.forge.files_on(REPO, "main");
+        assert!(!files.contains(&path), "{files:?}");
+        assert!(
+            !files.iter().any(|f| f.starts_with("requests/network/")),
+            "{files:?}"
+        );
+    }
+);
+
+// The same link pushed under a grant root where no grant is: removed like any file there.
+on_both_forges!(
+    a_link_pushed_under_a_grant_root_is_removed,
+    |s: Scenario| async move {
+        use breakglass_test_forge::FileChange;
+        s.lenient();
+        s.forge.push_changes(
+            REPO,
+            "main",
+            &s.people.mallory,
+            &[
+                FileChange::Write("evil/admin.tf".into(), ADMIN_TF.into()),
+                FileChange::Symlink(
+                    "grants/network/evil.tf".into(),
+                    "../../evil/admin.tf".into(),
+                ),
+            ],
+            "tidy",
+        );
+        s.settle().await;
+        let files = s.forge.files_on(REPO, "main");
+        assert!(!files.iter().any(|f| f.starts_with("grants/")), "{files:?}");
+    }
+);

@@ -3,6 +3,8 @@
 //! and never adopted when they hold anyone else's commits. A push by someone else to a bot
 //! branch is tampering: it is logged, named in a comment, counted, and the branch is put back.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use anyhow::Context as _;
 use rand::Rng as _;
 
@@ -321,6 +323,14 @@ impl Workflow {
         base_sha: &str,
         writes: &[Write],
     ) -> anyhow::Result<Vec<(Write, Option<String>)>> {
+        let unknown: Vec<&str> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Delete { path, blob: None } => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        let blobs = self.entry_blobs(base_sha, &unknown).await?;
         let mut todo = Vec::new();
         for write in writes {
             match write {
@@ -328,14 +338,44 @@ impl Workflow {
                     blob: Some(blob), ..
                 } => todo.push((write.clone(), Some(blob.clone()))),
                 Write::Delete { path, blob: None } => {
-                    if let Some(file) = self.forge.read_file(base_sha, path).await? {
-                        todo.push((write.clone(), Some(file.blob_sha)));
+                    if let Some(blob) = blobs.get(path) {
+                        todo.push((write.clone(), Some(blob.clone())));
                     }
                 }
                 Write::Put { .. } => todo.push((write.clone(), None)),
             }
         }
         Ok(todo)
+    }
+
+    /// The blob ids of `paths`' own tree entries at `base_sha` (absent: not there), from one
+    /// listing of their folders. Never from a read of the file: for a symbolic link to a file
+    /// of the repository, GitHub's contents API serves the target, whose blob a deletion of
+    /// the link is refused with (for ever: a link a member pushed into `grants/` would stay).
+    /// Paths a listing cut short leaves out are read one by one.
+    async fn entry_blobs(
+        &self,
+        base_sha: &str,
+        paths: &[&str],
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        if paths.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let folders: BTreeSet<String> = paths
+            .iter()
+            .map(|p| p.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned())
+            .collect();
+        let folders: Vec<String> = folders.into_iter().collect();
+        let (listed, whole) = self.forge.list_default_tree(base_sha, &folders).await?;
+        let mut blobs = BTreeMap::new();
+        for path in paths {
+            if let Some(blob) = listed.get(*path) {
+                blobs.insert((*path).to_owned(), blob.clone());
+            } else if !whole && let Some(file) = self.forge.read_file(base_sha, path).await? {
+                blobs.insert((*path).to_owned(), file.blob_sha);
+            }
+        }
+        Ok(blobs)
     }
 
     /// Closes an earlier change's PR and deletes its branch (both may be gone already).

@@ -1303,7 +1303,17 @@ struct Ends {
 
 /// The paths a comparison touches, with where each is (a rename leaves its old path).
 fn ends_of(files: &[ChangedFile]) -> BTreeMap<&str, Ends> {
-    let mut ends = BTreeMap::new();
+    let mut ends: BTreeMap<&str, Ends> = BTreeMap::new();
+    // A path listed twice (a file turned into a symbolic link: removed, and added) is at an
+    // end when either entry says so: a link in an active grant's place is a modified file.
+    let mut at = |path, at_base, at_tip| {
+        let end = ends.entry(path).or_insert(Ends {
+            at_base: false,
+            at_tip: false,
+        });
+        end.at_base |= at_base;
+        end.at_tip |= at_tip;
+    };
     for file in files {
         let (at_base, at_tip) = match file.change {
             FileChange::Removed => (true, false),
@@ -1313,15 +1323,9 @@ fn ends_of(files: &[ChangedFile]) -> BTreeMap<&str, Ends> {
             FileChange::Added | FileChange::Renamed | FileChange::Other => (false, true),
         };
         if let Some(old) = file.previous_path.as_deref() {
-            ends.insert(
-                old,
-                Ends {
-                    at_base: true,
-                    at_tip: false,
-                },
-            );
+            at(old, true, false);
         }
-        ends.insert(file.path.as_str(), Ends { at_base, at_tip });
+        at(file.path.as_str(), at_base, at_tip);
     }
     ends
 }

@@ -354,8 +354,11 @@ fn plan(repo: &Repository, parent: Oid, actions: &[FileAction]) -> GlResult<Vec<
             if let Some(v) = seen.get(path) {
                 return Ok(v.clone());
             }
+            // A symbolic link is a blob to GitLab too (`blob_at`, mode 120000): it exists for
+            // the actions, so a commit can update or delete it.
             Ok(match git::read_path(repo, parent, path)? {
                 Some(git::PathEntry::File { bytes, .. }) => Some(bytes),
+                Some(git::PathEntry::Symlink { target, .. }) => Some(target),
                 _ => None,
             })
         };
