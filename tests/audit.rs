@@ -2093,3 +2093,64 @@ async fn audit_of_forge(s: &common::Scenario, now: DateTime<Utc>) -> audit::Repo
     .await
     .unwrap()
 }
+
+// A member's PR titled like a trailer (`Breakglass-Request: ghost`), merged by hand: GitHub's
+// merge message carries the title, so the merge commit reads like a grant merge with a trailer
+// block. The bot removes the request file as one that landed without it ("never granted"),
+// and that removal disowns the merge: the audit shows no grant for `ghost`, only the anomaly
+// (a helper review found it read as a grant, exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_merge_titled_as_a_trailer_is_no_grant_once_the_bot_removed_its_file() {
+    use breakglass::clock::Clock as _;
+    let s = common::Scenario::start(common::Backend::Sqlite)
+        .await
+        .unwrap();
+    s.lenient();
+    let mallory = &s.people.mallory;
+    let yaml = common::prod_request("4h");
+    s.forge.push_files(
+        common::REPO,
+        "ghost",
+        mallory,
+        &[("requests/prod/ghost.yaml", &yaml)],
+        "request",
+    );
+    let pr = s.forge.open_pr(
+        common::REPO,
+        mallory,
+        "ghost",
+        "Breakglass-Request: ghost",
+        "",
+    );
+    s.settle().await;
+    s.forge.merge_pr(common::REPO, pr, mallory);
+    s.settle().await;
+    assert!(
+        s.forge
+            .file_on(common::REPO, "main", "requests/prod/ghost.yaml")
+            .is_none(),
+        "the bot removes the file"
+    );
+    let report = audit_of_forge(&s, s.clock.now()).await;
+    assert!(
+        report.grants.iter().all(|g| g.request_id != "ghost"),
+        "{:#?}",
+        report.grants
+    );
+    let ghost: Vec<_> = report
+        .anomalies
+        .iter()
+        .filter(|a| a.request_id == "ghost")
+        .map(|a| (a.kind, a.detail.clone()))
+        .collect();
+    assert!(
+        ghost
+            .iter()
+            .any(|(kind, detail)| *kind == AnomalyKind::LandedWithoutBot
+                && detail.starts_with(
+                    "a merge carrying grant trailers for ghost that breakglass did not make"
+                )),
+        "{ghost:#?}"
+    );
+    assert_eq!(report.exit_code(), 1);
+}

@@ -313,6 +313,10 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
         if !(options.in_period(row.granted_at) && options.in_environment(&row.environment)) {
             continue;
         }
+        if let Some(anomaly) = disowned(&pending) {
+            anomalies.push(anomaly);
+            continue;
+        }
         finish_row(&mut pending, &history.branch, &options, &mut anomalies);
         rows.push(pending.row);
     }
@@ -501,6 +505,32 @@ impl Removals<'_> {
                 .map(|r| (r.commit, r.at)),
         }
     }
+}
+
+/// A grant merge that the bot's own removal disowns: the request file it added was taken out
+/// by a reconcile *removal* (`breakglass: remove …`), which the bot makes only for files that
+/// reached the branch without it, never to end a grant it made. So the merge commit is not the
+/// bot's (a member's hand-made merge, or a hand merge whose message carries the trailers), and
+/// it is no grant: a `landed_without_bot` anomaly instead of a row.
+fn disowned(pending: &Pending) -> Option<Anomaly> {
+    let revoke = pending.revoke.as_ref()?;
+    let removal = revoke.fact.removal && revoke.fact.reason.as_deref() == Some("reconcile");
+    if !removal {
+        return None;
+    }
+    let row = &pending.row;
+    Some(Anomaly {
+        kind: AnomalyKind::LandedWithoutBot,
+        request_id: row.request_id.clone(),
+        commit: row.grant_commit,
+        detail: format!(
+            "a merge carrying grant trailers for {} that breakglass did not make: its removal {} at {} (reconcile) says it was never granted",
+            row.request_id,
+            short(revoke.commit),
+            iso(revoke.at)
+        ),
+        position: pending.position,
+    })
 }
 
 /// One `landed_without_bot` anomaly per file in the period that reached the branch without
@@ -1187,6 +1217,49 @@ mod tests {
             "{}",
             report.anomalies[0].detail
         );
+    }
+
+    // A member's hand-made merge commit with a grant's trailers and its request file reads
+    // like the bot's grant; the bot then removes the file as one that landed without it
+    // (`breakglass: remove …`, "never granted"). That removal disowns the merge: no grant row,
+    // a `landed_without_bot` anomaly on the merge commit (a review of the helper round).
+    #[test]
+    fn a_grant_merge_the_bots_removal_disowns_is_no_grant() {
+        let report = Builder::default()
+            .grant(0, "ghost", "carol", 60)
+            .push(
+                2,
+                EventKind::Revoke(RevokeFact {
+                    request_id: "ghost".into(),
+                    reason: Some("reconcile".into()),
+                    revoked_by: None,
+                    reviewed_by: None,
+                    expires: TrailerTime::Missing,
+                    removal: true,
+                    environment: Some("prod".into()),
+                }),
+            )
+            .report(600);
+        assert!(report.grants.is_empty(), "{:?}", report.grants);
+        assert_eq!(
+            kinds(&report),
+            [("ghost".into(), AnomalyKind::LandedWithoutBot)]
+        );
+        assert_eq!(report.anomalies[0].commit, oid(1));
+        assert_eq!(
+            report.anomalies[0].detail,
+            format!(
+                "a merge carrying grant trailers for ghost that breakglass did not make: its removal {} at 2026-11-26T00:02:00Z (reconcile) says it was never granted",
+                short(oid(2))
+            )
+        );
+        // A grant the bot revoked by reconciliation (a revoke, not a removal) stays a grant.
+        let revoked = Builder::default()
+            .grant(0, "r-1", "carol", 60)
+            .revoke(2, "r-1", "reconcile", None)
+            .report(600);
+        assert_eq!(revoked.grants.len(), 1);
+        assert!(revoked.anomalies.is_empty(), "{:?}", revoked.anomalies);
     }
 
     fn landed_grant(path: &str, environment: Option<&str>) -> EventKind {

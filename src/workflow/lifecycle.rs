@@ -1163,6 +1163,7 @@ impl Workflow {
             title: &title,
             body: &body,
             readded,
+            granted: false,
         };
         self.land_removal(&removal).await
     }
@@ -1207,6 +1208,7 @@ impl Workflow {
             title: &title,
             body: &body,
             readded: false,
+            granted: kind == ChangeKind::Revert,
         };
         self.land_removal(&removal).await
     }
@@ -1220,6 +1222,7 @@ impl Workflow {
             title,
             body,
             readded,
+            granted,
         } = *removal;
         let default = self.default_branch().await?;
         let request = paths.iter().find_map(|p| RequestPath::parse(p));
@@ -1230,7 +1233,16 @@ impl Workflow {
                 blob: None,
             })
             .collect();
-        let message = trailers::removal_message(paths, &default, request.as_ref().map(|r| &r.id));
+        let request_id = request.as_ref().map(|r| &r.id);
+        // The files of a grant whose revert went elsewhere end that grant on this branch: a
+        // revoke in its history. Any other removal's files were never granted.
+        let (verb, message) = match request_id {
+            Some(id) if granted => ("revoke", trailers::revoked_elsewhere_message(paths, id)),
+            _ => (
+                "remove",
+                trailers::removal_message(paths, &default, request_id),
+            ),
+        };
         let mut last = None;
         for _ in 0..2 {
             let Some(super::change::Built { change, pr, .. }) = self
@@ -1245,7 +1257,7 @@ impl Workflow {
             }
             let plan = MergePlan::deletion(
                 &change,
-                format!("breakglass: remove {subject} (reconcile)"),
+                format!("breakglass: {verb} {subject} (reconcile)"),
                 message.clone(),
             )?;
             match self.merge_own_or_theirs(&plan, None).await? {
@@ -1370,6 +1382,8 @@ struct Removal<'a> {
     body: &'a str,
     /// The files are an already revoked request's, added again.
     readded: bool,
+    /// The files are a granted request's, whose revert was merged into another branch.
+    granted: bool,
 }
 
 /// Whether `err` comes from a forge call answered 404.

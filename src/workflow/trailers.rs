@@ -111,6 +111,22 @@ pub fn removal_message(
     }
 }
 
+/// The message of the merge that removes `paths`, the files of request `id`, from the default
+/// branch after its revert was merged into another branch: the grant ends here too, so the
+/// audit reads a revoke (`reconcile`), never a removal of files that were never granted.
+pub fn revoked_elsewhere_message(paths: &[String], id: &RequestId) -> String {
+    let shown: Vec<String> = paths
+        .iter()
+        .map(|p| format!("`{}`", p.escape_default()))
+        .collect();
+    format!(
+        "The revert of this grant was merged into another branch; its files leave this one: {}.\n\n{}{}",
+        shown.join(", "),
+        TrailerKey::Revokes.line(id),
+        TrailerKey::RevokedReason.line("reconcile"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
