@@ -2047,6 +2047,67 @@ on_both_forges!(
     }
 );
 
+/// Writes a hold of 20 more minutes on request `id`, as another replica judging an extension of
+/// it does, at `at` (the bot's clock).
+async fn hold_an_extension(s: &Scenario, id: &str, at: chrono::DateTime<chrono::Utc>) {
+    let mut record = s.request(id).await;
+    let mut decision = record.decision.clone().unwrap();
+    decision.extension_hold = Some(breakglass::store::ExtensionHold { secs: 1200, at });
+    record.decision = Some(decision);
+    let now = record.updated_at;
+    s.store.update_request(&mut record, now).await.unwrap();
+}
+
+/// erin's sev1 fast-path grant `id` for `duration`; its PR.
+async fn erin_sev1_for(s: &Scenario, id: &str, duration: &str) -> u64 {
+    let erin = &s.people.erin;
+    let yaml = format!(
+        "environment: prod\nrole: admin\nduration: {duration}\nreason: incident INC-9 payments down\nticket: INC-9\n"
+    );
+    let (path, branch) = (format!("requests/prod/{id}.yaml"), format!("sev1-{id}"));
+    s.forge
+        .push_files(REPO, &branch, erin, &[(path.as_str(), &yaml)], "request");
+    let pr = s.open_labelled_change(erin, &branch, "sev1 access", "sev1");
+    s.settle().await;
+    s.expect_bot_comments(pr, &["🔓 **Access granted.** @erin"]);
+    pr
+}
+
+// Two fast-path extensions of two of erin's grants judged at once (two replicas; a helper review
+// got 80 minutes of sev1 access out of a 1h rule that way): each writes a hold on its grant
+// before it is judged, and each judgment counts the other's hold. Here the other replica's
+// judgment is the hold written on r1; erin's extension of r2 then counts r1 with it, and is
+// refused as past the rule. A hold older than two minutes (a crash mid-judgment) counts no more.
+on_both_forges!(
+    an_extension_judged_beside_another_of_the_requesters_grants_counts_it,
+    |s: Scenario| async move {
+        use breakglass::clock::Clock as _;
+        let erin = &s.people.erin;
+        let _r1 = erin_sev1_for(&s, "r1", "20m").await;
+        let r2 = erin_sev1_for(&s, "r2", "20m").await;
+        hold_an_extension(&s, "r1", s.clock.now()).await;
+        let before = s.request("r2").await.expires_at;
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(r2, erin, "/breakglass extend 20m");
+        s.settle().await;
+        let said = s.next_bot_comment(r2);
+        assert!(said.contains("already holds `prod` access"), "{said}");
+        assert_eq!(s.request("r2").await.expires_at, before);
+        assert_eq!(s.request("r2").await.decision.unwrap().extension_hold, None);
+        // The same hold, three minutes old: not counted, and the extension is given.
+        hold_an_extension(&s, "r1", s.clock.now() - TimeDelta::minutes(3)).await;
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(r2, erin, "/breakglass extend 20m");
+        s.settle().await;
+        let said = s.next_bot_comment(r2);
+        assert!(said.starts_with("⏳ Extended"), "{said}");
+        assert_eq!(
+            s.request("r2").await.expires_at,
+            before.map(|at| at + TimeDelta::minutes(20))
+        );
+    }
+);
+
 // A fast-path grant whose review is still open, extended alone on the fast path: the review now
 // covers the extension, so a review said before the ask closes nothing. An emoji the poll had
 // not seen yet (helper review: carol's 👍 of the 30m grant closed the review of the hour), and

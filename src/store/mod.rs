@@ -51,7 +51,9 @@ pub use effects::{CommentKey, Effect};
 pub use events::{ChainError, EventActor, EventKind, EventRecord, GENESIS_HASH, NewEvent};
 pub use grants::Granted;
 pub use jobs::{Job, JobId, JobKind, Lane};
-pub use requests::{RequestRecord, RequestState, RevokeReason, StoredDecision};
+pub use requests::{
+    EXTENSION_HOLD_FOR, ExtensionHold, RequestRecord, RequestState, RevokeReason, StoredDecision,
+};
 pub use revocations::RowOutcome;
 
 /// Which database a [`Store`] talks to.

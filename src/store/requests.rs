@@ -111,7 +111,26 @@ pub struct StoredDecision {
     /// granted before, not the extension.
     #[serde(default)]
     pub review_since: Option<DateTime<Utc>>,
+    /// An extension its requester asked for and the bot is judging (by its own clock, when
+    /// the hold was written): counted in what the requester holds, so that two extensions of
+    /// two grants judged at once on two replicas each see the other (see
+    /// `Workflow::held_grants`). Cleared with the extension's write or its refusal; one older
+    /// than [`EXTENSION_HOLD_FOR`] (a crash between the two) counts no more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_hold: Option<ExtensionHold>,
 }
+
+/// See [`StoredDecision::extension_hold`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionHold {
+    /// The extension asked for.
+    pub secs: u64,
+    /// When the hold was written, by the bot's clock.
+    pub at: DateTime<Utc>,
+}
+
+/// How long an [`ExtensionHold`] counts: far longer than judging an extension takes.
+pub const EXTENSION_HOLD_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
 /// A stored access request.
 #[derive(Clone, Debug, PartialEq)]

@@ -852,7 +852,9 @@ impl Workflow {
 
     /// The grants `requester_id` holds in `environment` by the bot's own records (merging,
     /// active or being revoked), other than request `own`: what a fast path is held to its
-    /// `max_duration` with. A grant not yet merged counts for its whole duration from now.
+    /// `max_duration` with. A grant not yet merged counts for its whole duration from now; one
+    /// whose extension is being judged (its hold written first, see
+    /// [`crate::store::StoredDecision::extension_hold`]) counts with that extension.
     pub(super) async fn held_grants(
         &self,
         requester_id: u64,
@@ -868,11 +870,15 @@ impl Workflow {
         Ok(records
             .into_iter()
             .filter(|record| record.id != *own)
-            .map(|record| HeldGrant {
-                id: record.id.to_string(),
-                until: record
+            .map(|record| {
+                let until = record
                     .expires_at
-                    .unwrap_or_else(|| now + TimeDelta::seconds(record.duration_secs as i64)),
+                    .unwrap_or_else(|| now + TimeDelta::seconds(record.duration_secs as i64));
+                let held = held_extension(&record, now);
+                HeldGrant {
+                    id: record.id.to_string(),
+                    until: until + TimeDelta::seconds(held as i64),
+                }
             })
             .collect())
     }
@@ -919,4 +925,15 @@ enum Asked {
     WithinAMinute,
     /// Asked now.
     Now,
+}
+
+/// The extension being judged for `record` (its hold, while fresh on the bot's clock), in
+/// seconds; 0 without one.
+fn held_extension(record: &crate::store::RequestRecord, now: DateTime<Utc>) -> u64 {
+    let hold = record
+        .decision
+        .as_ref()
+        .and_then(|d| d.extension_hold)
+        .filter(|hold| now - hold.at < crate::store::EXTENSION_HOLD_FOR);
+    hold.map_or(0, |hold| hold.secs)
 }

@@ -134,12 +134,19 @@ impl Workflow {
             };
         }
         let first_ask = self.asks_on_expiry(&record).await?.is_empty();
+        // Held before it is judged: an extension of another of the requester's grants judged
+        // meanwhile (another replica) counts this one, and this one counts it.
+        let mut record = record;
+        set_extension_hold(&mut record, Some(extension.by.as_secs()), self.now())?;
+        self.store.update_request(&mut record, self.now()).await?;
         let rule = match self
             .requester_may_extend(&record, &extension, author, first_ask)
             .await?
         {
             Ok(rule) => rule,
             Err(reply) => {
+                set_extension_hold(&mut record, None, self.now())?;
+                self.store.update_request(&mut record, self.now()).await?;
                 self.keep_ask(&record, &extension, author, comment_id, created_at)
                     .await?;
                 return self.reply(thread, &reply).await;
@@ -707,6 +714,7 @@ impl Workflow {
         let new_expiry = expires_at + by.to_chrono();
         record.expires_at = Some(new_expiry);
         record.total_secs = total.as_secs();
+        set_extension_hold(&mut record, None, self.now())?; // the extension itself counts now
         let rule = on_fast_path.as_ref().map(|f| f.rule.to_string());
         let reopened = match on_fast_path {
             Some(fast) if record.fast_path_rule.is_none() || record.reviewed_at.is_some() => {
@@ -861,6 +869,18 @@ impl Workflow {
 fn review_from(record: &mut RequestRecord, asked_at: DateTime<Utc>) -> anyhow::Result<()> {
     let mut decision = super::stored_decision(record)?.clone();
     decision.review_since = Some(asked_at);
+    record.decision = Some(decision);
+    Ok(())
+}
+
+/// Writes (`Some(secs)`) or clears `record`'s [`crate::store::ExtensionHold`] in its decision.
+fn set_extension_hold(
+    record: &mut RequestRecord,
+    secs: Option<u64>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let mut decision = super::stored_decision(record)?.clone();
+    decision.extension_hold = secs.map(|secs| crate::store::ExtensionHold { secs, at: now });
     record.decision = Some(decision);
     Ok(())
 }

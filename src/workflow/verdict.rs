@@ -225,6 +225,7 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
         unservable,
         labels: pr.labels.clone(),
         review_since: None,
+        extension_hold: None,
     };
     let unchanged = same_head && old.is_some_and(|old| same_verdict(old, &stored));
     let id = existing.map_or(&inputs.path.id, |r| &r.id);

@@ -188,6 +188,7 @@ fn an_allowed_request_waits_for_its_approvals() {
                 unservable: None,
                 labels: Vec::new(),
                 review_since: None,
+                extension_hold: None,
             },
             state: RequestState::Pending,
             status: (StatusState::Pending, "allowed: needs 1 approval(s)".into()),
@@ -282,6 +283,7 @@ fn files_beyond_the_request_deny_an_allowed_request() {
                 unservable: None,
                 labels: Vec::new(),
                 review_since: None,
+                extension_hold: None,
             },
             state: RequestState::Denied,
             status: (
