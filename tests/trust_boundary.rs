@@ -3536,6 +3536,14 @@ on_both_forges!(
 // (another replica's, in the helper review's race: the merge landed for a request closed
 // meanwhile, a grant's trailers and files on the default branch and nothing said). It is
 // answered, and the retried merge grants as approved.
+/// The end of a merge step that went through: PR `pr` merged, `r1` granted once and said so.
+async fn granted_as_approved(s: &Scenario, pr: u64) {
+    assert!(s.change(pr).merged);
+    assert_eq!(s.request("r1").await.state.to_string(), "active");
+    assert_eq!(s.events("r1", "grant").await.len(), 1);
+    s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+}
+
 /// Waits (real time) until a delivery was put off for a merge step (see `merge_under_way`).
 async fn put_off_for_the_merge_step(s: &Scenario) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -3594,10 +3602,7 @@ on_both_forges!(
             s.advance(TimeDelta::seconds(60));
             s.settle().await;
         }
-        assert!(s.change(pr).merged);
-        assert_eq!(s.request("r1").await.state.to_string(), "active");
-        assert_eq!(s.events("r1", "grant").await.len(), 1);
-        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+        granted_as_approved(&s, pr).await;
     }
 );
 
@@ -3616,10 +3621,7 @@ on_both_forges!(
         s.forge.reopen_pr(REPO, s.internal(pr), &s.people.mallory);
         s.forge.settle().await;
         through_the_merge_step(&s).await;
-        assert!(s.change(pr).merged);
-        assert_eq!(s.request("r1").await.state.to_string(), "active");
-        assert_eq!(s.events("r1", "grant").await.len(), 1);
-        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+        granted_as_approved(&s, pr).await;
     }
 );
 
