@@ -1022,10 +1022,9 @@ impl Workflow {
         // (delivered after it, or handled by another replica first) was of less. (It is not
         // timed against the merged head's push: a comment made before the merge is handled
         // before it, in the order of deliveries, and answered "not merged yet".)
-        let stored = super::stored_decision(&record)?;
-        let asked = stored.review_since;
-        if super::approval::timing(created_at, asked, false) != super::approval::Timing::Current
-            && asked.is_some()
+        let asked = super::stored_decision(&record)?.review_since;
+        if asked.is_some()
+            && super::approval::timing(created_at, asked, false) != super::approval::Timing::Current
         {
             let said = comment::review_again_comment(&author.login, self.forge.kind());
             return self.reply(thread, &said).await;

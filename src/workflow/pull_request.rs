@@ -1123,9 +1123,6 @@ impl NewRequest<'_> {
     }
 }
 
-/// Whether a PR event makes the bot decide again on a request in `state`: pending and denied
-/// requests on any change; an approved one (merge not done yet) only on a push, which voids
-/// the approvals.
 /// Whether `record`'s merge step has begun: approved, its grant time fixed (the step's last
 /// write before its merge call, kept while a failed call waits to be tried again). That call
 /// may be on its way, from another replica too, and nothing can take it back: a close or a new
@@ -1144,6 +1141,9 @@ pub(super) fn wait_for_merge(record: &RequestRecord, action: PullRequestAction) 
     )
 }
 
+/// Whether a PR event makes the bot decide again on a request in `state`: pending and denied
+/// requests on any change; an approved one (merge not done yet) only on a push, which voids
+/// the approvals.
 pub(super) fn decides_again(state: RequestState, action: PullRequestAction) -> bool {
     match state {
         RequestState::Pending | RequestState::Denied => true,
