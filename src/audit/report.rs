@@ -1145,18 +1145,7 @@ mod tests {
                     path: "requests/prod/pushed.yaml".into(),
                 }),
             )
-            .push(
-                11,
-                EventKind::Revoke(RevokeFact {
-                    request_id: "pushed".into(),
-                    reason: Some("reconcile".into()),
-                    revoked_by: None,
-                    reviewed_by: None,
-                    expires: TrailerTime::Missing,
-                    removal: true,
-                    environment: Some("prod".into()),
-                }),
-            )
+            .push(11, reconcile_removal("pushed", "prod"))
             .revoke(12, "other", "reconcile", None)
             .report(600);
         assert_eq!(
@@ -1179,17 +1168,6 @@ mod tests {
 
     #[test]
     fn a_removal_of_the_same_id_in_another_environment_ends_no_grant() {
-        let removal = |environment: &str| {
-            EventKind::Revoke(RevokeFact {
-                request_id: "r-1".into(),
-                reason: Some("reconcile".into()),
-                revoked_by: None,
-                reviewed_by: None,
-                expires: TrailerTime::Missing,
-                removal: true,
-                environment: Some(environment.into()),
-            })
-        };
         let report = Builder::default()
             .grant(0, "r-1", "carol", 240)
             .push(
@@ -1201,7 +1179,7 @@ mod tests {
                     path: "requests/staging/r-1.yaml".into(),
                 }),
             )
-            .push(5, removal("staging"))
+            .push(5, reconcile_removal("r-1", "staging"))
             .revoke(240, "r-1", "ttl", None)
             .report(600);
         // Before, the staging removal was taken as prod's revoke (at 5 minutes, "reconcile"),
@@ -1227,18 +1205,7 @@ mod tests {
     fn a_grant_merge_the_bots_removal_disowns_is_no_grant() {
         let report = Builder::default()
             .grant(0, "ghost", "carol", 60)
-            .push(
-                2,
-                EventKind::Revoke(RevokeFact {
-                    request_id: "ghost".into(),
-                    reason: Some("reconcile".into()),
-                    revoked_by: None,
-                    reviewed_by: None,
-                    expires: TrailerTime::Missing,
-                    removal: true,
-                    environment: Some("prod".into()),
-                }),
-            )
+            .push(2, reconcile_removal("ghost", "prod"))
             .report(600);
         assert!(report.grants.is_empty(), "{:?}", report.grants);
         assert_eq!(
@@ -1260,6 +1227,19 @@ mod tests {
             .report(600);
         assert_eq!(revoked.grants.len(), 1);
         assert!(revoked.anomalies.is_empty(), "{:?}", revoked.anomalies);
+    }
+
+    /// The bot's reconcile removal (`breakglass: remove …`) of request `id` in `environment`.
+    fn reconcile_removal(id: &str, environment: &str) -> EventKind {
+        EventKind::Revoke(RevokeFact {
+            request_id: id.into(),
+            reason: Some("reconcile".into()),
+            revoked_by: None,
+            reviewed_by: None,
+            expires: TrailerTime::Missing,
+            removal: true,
+            environment: Some(environment.into()),
+        })
     }
 
     fn landed_grant(path: &str, environment: Option<&str>) -> EventKind {
