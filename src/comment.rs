@@ -1440,6 +1440,15 @@ pub fn not_merged_comment(why: &str, forge: ForgeKind) -> String {
     )
 }
 
+/// A merge that went wrong for good: the request is closed, nothing was granted, and only a
+/// new request asks again (a merged PR cannot change or be approved into a grant).
+pub fn retargeted_merge_comment(why: &str) -> String {
+    format!(
+        "⚠️ Not merged: {}. The request is closed and **nothing was granted**; to ask again, open a new request.",
+        inert(why)
+    )
+}
+
 /// A revert could not be merged: the access itself is already revoked through the provider.
 pub fn revert_blocked_comment(why: &str, branch: &str, protection: bool) -> String {
     let mut text = format!(
@@ -1934,6 +1943,7 @@ mod tests {
             not_merged_comment("the pull request is a draft", ForgeKind::GitHub),
             "⚠️ Not merged: the pull request is a draft. breakglass will not try again until the PR changes or an approver approves again."
         );
+        assert_inert(&retargeted_merge_comment(HOSTILE));
         assert_inert(&revert_blocked_comment(HOSTILE, "main", true));
         assert_inert(&tampering_comment(Some("mallory"), HOSTILE, "abc"));
         assert_inert(&grant_files_changed_comment(

@@ -1840,6 +1840,12 @@ async fn on_gitlab_a_request_retargeted_between_the_guards_read_and_its_merge_is
         said[0].starts_with("⚠️ Not merged: the pull request was retargeted to `release` after it was checked, and the merge went there, not into the default branch"),
         "{said:?}"
     );
+    assert!(
+        said[0].contains(
+            "The request is closed and **nothing was granted**; to ask again, open a new request."
+        ) && !said[0].contains("will not try again"),
+        "a closed request promises no retry: {said:?}"
+    );
     // The merge's own webhook comes after: the bot's merge, not a person's, and said once.
     s.forge.flush_webhooks();
     s.settle().await;

@@ -557,7 +557,10 @@ impl Workflow {
         base: &str,
     ) -> anyhow::Result<()> {
         let why = Refusal::MergedElsewhere(base.to_owned()).to_string();
-        self.say_not_merged(&record, &why).await?;
+        let text = with_fast_path_verdict(&record, comment::retargeted_merge_comment(&why));
+        self.forge
+            .note(Thread::Change(record.pr_number), &text)
+            .await?;
         let data = serde_json::json!({ "merged_by_hand": false, "merged_into": base });
         self.close_request(&mut record, data, None).await
     }
