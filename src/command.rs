@@ -416,6 +416,12 @@ impl fmt::Display for Code<'_> {
     }
 }
 
+/// Whether `text` (a description, a review's text) holds a line of live text that starts with
+/// `/breakglass`: where commands are not read, the bot says so.
+pub fn holds_command(text: Option<&str>) -> bool {
+    text.is_some_and(|text| !parse_commands(text).is_empty())
+}
+
 /// Reads every command in a comment body: one entry per line of live text that starts with
 /// `/breakglass`, the same command once, at most [`MAX_COMMANDS`]. Empty when the comment has no command, which means
 /// the bot must not answer.

@@ -526,6 +526,17 @@ pub fn review_text_command_comment(author: &str, forge: ForgeKind) -> String {
     )
 }
 
+/// The first words of [`description_command_comment`]: said once per issue or PR.
+pub const DESCRIPTION_COMMAND_MARK: &str = "ℹ️ Commands in a description are not read";
+
+/// Said to whoever opened an issue or PR with a `/breakglass` command in its description: the
+/// bot takes commands from comments only. `on` names the thread ("issue", "PR", "MR").
+pub fn description_command_comment(author: &str, on: &str) -> String {
+    format!(
+        "{DESCRIPTION_COMMAND_MARK}, @{author}: comment the `/breakglass` command on this {on} to use it."
+    )
+}
+
 pub fn self_approval_comment(requester: &str) -> String {
     format!(
         "🙅 @{requester}, you requested this access: your own approval does not count. Ask an approver."

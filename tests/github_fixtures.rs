@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use breakglass::forge::github::webhook::parse;
 use breakglass::forge::{CommentAction, ForgeEvent, PullRequestAction, ReviewState};
+use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Option<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github");
@@ -47,10 +48,12 @@ fn pull_request_events_parse() {
             action,
             pull_request,
             sender,
+            holds_command,
         } = event
         else {
             panic!("{name}: {event:?}")
         };
+        assert!(!holds_command, "{name}");
         assert_eq!(action, want, "{name}");
         assert_eq!(pull_request.number, 2, "{name}");
         assert_eq!(pull_request.author.login, "Codertocat", "{name}");
@@ -183,4 +186,51 @@ fn push_and_ping_parse_and_the_rest_is_ignored() {
             "{name}: {event:?}"
         );
     }
+}
+
+// An issue or PR opened with a `/breakglass` line in its description: no command (the bot reads
+// comments), but an event the bot answers, naming who opened it.
+#[test]
+fn an_issue_or_pr_opened_with_a_command_in_its_description_is_told_apart() {
+    let Some(issue) = fixture("issues.opened") else {
+        return;
+    };
+    let mut issue: Value = serde_json::from_slice(&issue).unwrap();
+    issue["issue"]["body"] = json!("Prod is down.\r\n/breakglass prod 1h admin -- db");
+    let event = parse("x", "issues", issue.to_string().as_bytes())
+        .unwrap()
+        .event;
+    let ForgeEvent::IssueDescribedCommand {
+        number,
+        author,
+        confidential,
+    } = event
+    else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        (number, author.login.as_str(), confidential),
+        (1, "Codertocat", false)
+    );
+    issue["action"] = json!("edited");
+    let edited = parse("x", "issues", issue.to_string().as_bytes()).unwrap();
+    assert!(
+        matches!(edited.event, ForgeEvent::Ignored { .. }),
+        "{edited:?}"
+    );
+
+    let pr = fixture("pull_request.opened").unwrap();
+    let mut pr: Value = serde_json::from_slice(&pr).unwrap();
+    let holds = |pr: &Value| match parse("x", "pull_request", pr.to_string().as_bytes())
+        .unwrap()
+        .event
+    {
+        ForgeEvent::PullRequest { holds_command, .. } => holds_command,
+        other => panic!("{other:?}"),
+    };
+    assert!(!holds(&pr), "the published example holds no command");
+    pr["pull_request"]["body"] = json!("/breakglass approve");
+    assert!(holds(&pr));
+    pr["action"] = json!("reopened");
+    assert!(!holds(&pr), "only an opening is answered");
 }

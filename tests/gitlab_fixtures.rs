@@ -234,8 +234,87 @@ fn merge_request_hook_parses() {
             // The hook names the author by id only; `user` (root, id 1) is someone else.
             pull_request: fixture_merge_request(""),
             sender: root(),
+            holds_command: false,
         }
     );
+}
+
+// GitLab's Issue Hook (no published example among the fixtures: its documented shape, with
+// the fields the bot reads): an issue opened with a command in its description is answered,
+// as its opener; a confidential one as such; an update or a plain issue is ignored.
+#[test]
+fn an_issue_opened_with_a_command_in_its_description_is_told_apart() {
+    let hook = |event: &str, action: &str, description: &str, confidential: bool| {
+        let payload = json!({
+            "object_kind": "issue",
+            "event_type": if confidential { "confidential_issue" } else { "issue" },
+            "user": {"id": 7, "name": "Alice", "username": "alice"},
+            "project": {"id": 1, "path_with_namespace": "acme/access-requests", "default_branch": "main"},
+            "object_attributes": {
+                "id": 301, "iid": 23, "author_id": 7, "title": "Prod is down",
+                "description": description, "confidential": confidential,
+                "state": "opened", "action": action,
+            },
+            "labels": [],
+        });
+        parse_value(event, &payload)
+    };
+    let opened = hook("Issue Hook", "open", "db down\n/breakglass prod 1h", false);
+    assert_eq!(opened.repository.as_deref(), Some("acme/access-requests"));
+    let ForgeEvent::IssueDescribedCommand {
+        number,
+        author,
+        confidential,
+    } = opened.event
+    else {
+        panic!("{opened:?}")
+    };
+    assert_eq!(
+        (number, author.login.as_str(), author.id, confidential),
+        (23, "alice", 7, false)
+    );
+    let secret = hook(
+        "Confidential Issue Hook",
+        "open",
+        "/breakglass prod 1h",
+        true,
+    );
+    assert!(
+        matches!(
+            secret.event,
+            ForgeEvent::IssueDescribedCommand {
+                confidential: true,
+                ..
+            }
+        ),
+        "{secret:?}"
+    );
+    for (action, description) in [("update", "/breakglass prod 1h"), ("open", "db down")] {
+        let event = hook("Issue Hook", action, description, false).event;
+        assert!(matches!(event, ForgeEvent::Ignored { .. }), "{event:?}");
+    }
+}
+
+// A command written in a merge request's description is no command; the bot says so when the
+// merge request is opened (and only then: an edit of it is not news to answer).
+#[test]
+fn a_merge_request_opened_with_a_command_in_its_description_says_so() {
+    let Some(mr) = fixture("merge_request") else {
+        return;
+    };
+    let holds = |action: &str, description: &str| {
+        let mut payload = mr.clone();
+        payload["object_attributes"]["action"] = json!(action);
+        payload["object_attributes"]["description"] = json!(description);
+        match parse_value("Merge Request Hook", &payload).event {
+            ForgeEvent::PullRequest { holds_command, .. } => holds_command,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(holds("open", "Prod is down.\n/breakglass approve"));
+    assert!(!holds("open", "Prod is down. `/breakglass approve` later"));
+    assert!(!holds("reopen", "/breakglass approve"));
+    assert!(!holds("update", "/breakglass approve"));
 }
 
 #[test]

@@ -1467,6 +1467,59 @@ on_both_forges!(
     }
 );
 
+// A command written in an issue's or a request's description is no command (the bot reads
+// comments, each with its author and time), but it is answered where it was written, once even
+// when the opening is delivered again; it opens nothing and approves nothing.
+on_both_forges!(
+    a_command_in_a_description_is_answered_once_and_does_nothing,
+    |s: Scenario| async move {
+        let issue = s.open_issue_with(
+            &s.people.alice,
+            "Prod is down",
+            "The database is on fire.\n/breakglass prod 1h admin -- fix the db",
+        );
+        s.settle().await;
+        let told = |on: &str| {
+            format!(
+                "ℹ️ Commands in a description are not read, @alice: comment the `/breakglass` command on this {on} to use it."
+            )
+        };
+        assert_eq!(s.take_bot_issue_comments(issue), vec![told("issue")]);
+        assert!(s.changes().is_empty(), "nothing opened from a description");
+        let opened = s
+            .forge
+            .deliveries()
+            .into_iter()
+            .find(|d| d.event == "issues" || d.event == "Issue Hook")
+            .expect("the issue's opening was delivered");
+        assert!(s.forge.redeliver(&opened.id));
+        s.settle().await;
+        s.expect_no_bot_issue_comment(issue); // said once
+
+        // An approval written into a request's own description, by its requester.
+        s.forge.push_files(
+            REPO,
+            "request-r1",
+            &s.people.alice,
+            &[("requests/prod/r1.yaml", prod_request("1h").as_str())],
+            "request r1",
+        );
+        let pr = s.open_change_with(
+            &s.people.alice,
+            "request-r1",
+            "Access request r1",
+            "/breakglass approve",
+        );
+        s.settle().await;
+        s.expect_bot_comments(
+            pr,
+            &["✅ **Request `r1` is allowed**", told(s.pr()).as_str()],
+        );
+        assert_eq!(s.request("r1").await.state, RequestState::Pending);
+        assert!(!s.change(pr).merged);
+    }
+);
+
 // GitHub only (GitLab's approvals carry no text): a command written in a review's text is
 // answered, never met with silence; the review's own state still does what it does.
 on_both_backends!(

@@ -163,6 +163,18 @@ pub enum ForgeEvent {
         action: PullRequestAction,
         pull_request: PullRequestInfo,
         sender: Actor,
+        /// Opened with a `/breakglass` command in its description: the bot takes commands
+        /// from comments only (a description is no comment with a time of its own), and says so.
+        #[serde(default)]
+        holds_command: bool,
+    },
+    /// An issue opened with a `/breakglass` command in its description (other issues' events
+    /// are [`ForgeEvent::Ignored`]): not taken as a command, and said so.
+    IssueDescribedCommand {
+        number: u64,
+        author: Actor,
+        /// A GitLab confidential issue, whose notes the bot takes no command from either.
+        confidential: bool,
     },
     Comment {
         action: CommentAction,

@@ -253,6 +253,7 @@ impl Workflow {
             } => !on_pull_request,
             ForgeEvent::Ping | ForgeEvent::Ignored { .. } => true,
             ForgeEvent::PullRequest { .. }
+            | ForgeEvent::IssueDescribedCommand { .. }
             | ForgeEvent::Push { .. }
             | ForgeEvent::MissedChange { .. }
             | ForgeEvent::MissedReview { .. } => false,
@@ -285,8 +286,22 @@ impl Workflow {
                 action,
                 pull_request,
                 sender,
+                holds_command,
             } => {
                 self.handle_pull_request(*action, pull_request, sender, &delivery.id)
+                    .await?;
+                if *holds_command {
+                    let thread = Thread::Change(pull_request.number);
+                    self.answer_described_command(thread, sender, false).await?;
+                }
+                Ok(())
+            }
+            ForgeEvent::IssueDescribedCommand {
+                number,
+                author,
+                confidential,
+            } => {
+                self.answer_described_command(Thread::Issue(*number), author, *confidential)
                     .await
             }
             ForgeEvent::Comment { .. } => self.dispatch_comment(delivery).await,
@@ -372,6 +387,34 @@ impl Workflow {
             }
             _ => Ok(()),
         }
+    }
+
+    /// An issue or PR opened by `author` with a `/breakglass` command in its description: not
+    /// a command (the bot reads comments only), which is said once (a redelivery or a replay
+    /// after a crash reads the thread first). On a confidential issue, what its notes would get.
+    async fn answer_described_command(
+        &self,
+        thread: Thread,
+        author: &Actor,
+        confidential: bool,
+    ) -> anyhow::Result<()> {
+        if author.is_bot || author.id == self.bot.id {
+            return Ok(()); // the bot's own PRs quote the command they were opened for
+        }
+        if confidential {
+            let text = crate::comment::internal_note_comment(&author.login);
+            return self.note_once(thread, &text, &text).await;
+        }
+        let on = match thread {
+            Thread::Issue(_) => "issue",
+            Thread::Change(_) => match self.forge.kind() {
+                ForgeKind::GitHub => "PR",
+                ForgeKind::GitLab => "MR",
+            },
+        };
+        let text = crate::comment::description_command_comment(&author.login, on);
+        self.note_once(thread, crate::comment::DESCRIPTION_COMMAND_MARK, &text)
+            .await
     }
 
     /// A review submitted or dismissed.

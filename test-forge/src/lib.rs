@@ -115,7 +115,8 @@
 //! `Merge Request Hook` (`open`, `update` with `oldrev` after a push to the source branch or with
 //! `changes` for title/description, draft and labels, `close`, `reopen`, `merge`, `approved`,
 //! `approval`, `unapproved`, `unapproval`), `Note Hook` (`create`, `update`, on MRs and issues),
-//! `Emoji Hook` (`award`, `revoke`, on MRs, issues and notes) and `Push Hook`, shaped like GitLab's
+//! `Emoji Hook` (`award`, `revoke`, on MRs, issues and notes), `Issue Hook` (`open` only) and
+//! `Push Hook`, shaped like GitLab's
 //! documented examples (object timestamps `2026-12-02 03:25:13 UTC`). Changes made through either
 //! API or the scenario helpers reach both kinds of hooks.
 //!
@@ -129,7 +130,7 @@
 //! [`TestForge::gl_number`] (e.g. `forge.set_draft(repo, forge.gl_number(repo,
 //! Noteable::MergeRequest(1)), &alice, true)`).
 //!
-//! Not modelled: Issue Hooks and system notes, approval rules beyond the protection's count,
+//! Not modelled: Issue Hooks other than an opening, system notes, approval rules beyond the protection's count,
 //! pipelines, discussions/threads, `squash` and the `merge_when_pipeline_succeeds` queue, and
 //! one GitLab `PUT` that changes several things sends one `update` hook per change.
 //!

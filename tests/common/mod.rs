@@ -456,9 +456,15 @@ impl Scenario {
     /// Opens a change request from `branch` as `user`; its number as the bot sees it.
     #[track_caller]
     pub fn open_change(&self, user: &User, branch: &str, title: &str) -> u64 {
+        self.open_change_with(user, branch, title, "")
+    }
+
+    /// Opens a change request from `branch` as `user`, with a description; its number.
+    #[track_caller]
+    pub fn open_change_with(&self, user: &User, branch: &str, title: &str, body: &str) -> u64 {
         match self.dialect {
-            Dialect::GitHub => self.forge.open_pr(REPO, user, branch, title, ""),
-            Dialect::GitLab => self.forge.gl_open_mr(REPO, user, branch, title, ""),
+            Dialect::GitHub => self.forge.open_pr(REPO, user, branch, title, body),
+            Dialect::GitLab => self.forge.gl_open_mr(REPO, user, branch, title, body),
         }
     }
 
@@ -560,9 +566,15 @@ impl Scenario {
     /// Opens an issue as `user`; its number.
     #[track_caller]
     pub fn open_issue(&self, user: &User, title: &str) -> u64 {
+        self.open_issue_with(user, title, "")
+    }
+
+    /// Opens an issue with a description as `user`; its number.
+    #[track_caller]
+    pub fn open_issue_with(&self, user: &User, title: &str, body: &str) -> u64 {
         match self.dialect {
-            Dialect::GitHub => self.forge.open_issue(REPO, user, title, ""),
-            Dialect::GitLab => self.forge.gl_open_issue(REPO, user, title, ""),
+            Dialect::GitHub => self.forge.open_issue(REPO, user, title, body),
+            Dialect::GitLab => self.forge.gl_open_issue(REPO, user, title, body),
         }
     }
 

@@ -7,6 +7,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::command::holds_command;
 use crate::forge::{
     Actor, CommentAction, Delivery, ForgeEvent, PullRequestAction, PullRequestInfo, PushedCommit,
     ReviewState,
@@ -80,6 +81,8 @@ pub fn parse(delivery_id: &str, event: &str, body: &[u8]) -> Result<Delivery, Pa
             let parsed = match pull_request_action(&p.action) {
                 Some(action) => ForgeEvent::PullRequest {
                     action,
+                    holds_command: action == PullRequestAction::Opened
+                        && holds_command(p.pull_request.body.as_deref()),
                     pull_request: p.pull_request.into(),
                     sender: p.sender.into(),
                 },
@@ -101,6 +104,19 @@ pub fn parse(delivery_id: &str, event: &str, body: &[u8]) -> Result<Delivery, Pa
                     internal: false,
                 },
                 None => ignored(&p.action),
+            };
+            (p.repository, parsed)
+        }
+        "issues" => {
+            let p: IssuesPayload = payload(event, body)?;
+            let parsed = if p.action == "opened" && holds_command(p.issue.body.as_deref()) {
+                ForgeEvent::IssueDescribedCommand {
+                    number: p.issue.number,
+                    author: p.issue.user.into(),
+                    confidential: false,
+                }
+            } else {
+                ignored(&p.action)
             };
             (p.repository, parsed)
         }
@@ -182,10 +198,7 @@ fn review_event(action: String, review: Review, pull_request: PullRequest) -> Fo
             author: review.user.into(),
             commit_id: review.commit_id,
             submitted_at: review.submitted_at,
-            holds_command: review
-                .body
-                .as_deref()
-                .is_some_and(|body| !crate::command::parse_commands(body).is_empty()),
+            holds_command: holds_command(review.body.as_deref()),
         },
         None => ForgeEvent::Ignored {
             event: format!("pull_request_review.{action}"),
@@ -200,8 +213,7 @@ fn review_comment_event(
     comment: ReviewComment,
     pull_request: PullRequest,
 ) -> ForgeEvent {
-    let holds_command = !crate::command::parse_commands(&comment.body).is_empty();
-    if action != "created" || !holds_command {
+    if action != "created" || !holds_command(Some(&comment.body)) {
         return ForgeEvent::Ignored {
             event: format!("pull_request_review_comment.{action}"),
         };
@@ -213,7 +225,7 @@ fn review_comment_event(
         author: comment.user.into(),
         commit_id: comment.commit_id,
         submitted_at: comment.created_at,
-        holds_command,
+        holds_command: true,
     }
 }
 
@@ -291,6 +303,8 @@ struct BranchRef {
 struct PullRequest {
     number: u64,
     user: User,
+    #[serde(default)]
+    body: Option<String>,
     head: BranchRef,
     base: BranchRef,
     #[serde(default)]
@@ -341,6 +355,22 @@ struct Comment {
     body: Option<String>,
     user: User,
     created_at: DateTime<Utc>,
+}
+
+/// An `issues` event: only an opened issue's description is read (for a command in it).
+#[derive(Deserialize)]
+struct IssuesPayload {
+    action: String,
+    issue: OpenedIssue,
+    repository: Option<Repository>,
+}
+
+#[derive(Deserialize)]
+struct OpenedIssue {
+    number: u64,
+    #[serde(default)]
+    body: Option<String>,
+    user: User,
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@
 //! | `Merge Request Hook` | [`ForgeEvent::PullRequest`], or [`ForgeEvent::Review`] for approvals |
 //! | `Emoji Hook` on an issue or merge request | [`ForgeEvent::Reaction`] |
 //! | `Push Hook` | [`ForgeEvent::Push`] |
+//! | `Issue Hook` (and `Confidential Issue Hook`) opening an issue with a command in its description | [`ForgeEvent::IssueDescribedCommand`] |
 //! | anything else, notes on commits and snippets, awards on notes, system notes | [`ForgeEvent::Ignored`] |
 
 use chrono::{DateTime, Utc};
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::{looks_like_bot, parse_time, reaction_name};
+use crate::command::holds_command;
 use crate::forge::{
     Actor, CommentAction, Delivery, ForgeEvent, PullRequestAction, PullRequestInfo, PushedCommit,
     PushedCommits, ReactionAction, ReviewState,
@@ -140,6 +142,10 @@ pub fn parse(delivery_id: &str, event: &str, body: &[u8]) -> Result<Delivery, Pa
             let p: PushPayload = payload(event, body)?;
             (p.project.clone(), push_event(p))
         }
+        "Issue Hook" | "Confidential Issue Hook" => {
+            let mut p: IssuePayload = payload(event, body)?;
+            (p.project.take(), issue_event(p, event))
+        }
         _ => {
             let envelope: Envelope = payload(event, body)?;
             let ignored = ForgeEvent::Ignored {
@@ -236,8 +242,25 @@ fn merge_request_event(p: MergeRequestPayload) -> ForgeEvent {
     pull_request.merged |= action == "merge";
     ForgeEvent::PullRequest {
         action: pr_action,
+        holds_command: pr_action == PullRequestAction::Opened
+            && holds_command(p.object_attributes.description.as_deref()),
         pull_request,
         sender,
+    }
+}
+
+/// An issue opened with a `/breakglass` command in its description; any other issue event is
+/// ignored. The opener is the hook's `user`.
+fn issue_event(p: IssuePayload, event: &str) -> ForgeEvent {
+    let issue = p.object_attributes;
+    let action = issue.action.as_deref().unwrap_or_default();
+    if action != "open" || !holds_command(issue.description.as_deref()) {
+        return ignored(event, action);
+    }
+    ForgeEvent::IssueDescribedCommand {
+        number: issue.iid,
+        author: p.user.into(),
+        confidential: event == "Confidential Issue Hook" || issue.confidential,
     }
 }
 
@@ -417,6 +440,26 @@ struct NotePayload {
     project: Option<Project>,
 }
 
+/// An `Issue Hook`: only an opened issue's description is read (for a command in it).
+#[derive(Deserialize)]
+struct IssuePayload {
+    user: User,
+    object_attributes: OpenedIssue,
+    #[serde(default)]
+    project: Option<Project>,
+}
+
+#[derive(Deserialize)]
+struct OpenedIssue {
+    iid: u64,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    confidential: bool,
+    #[serde(default)]
+    action: Option<String>,
+}
+
 #[derive(Clone, Deserialize)]
 struct Label {
     title: String,
@@ -430,6 +473,8 @@ struct Commit {
 #[derive(Deserialize)]
 struct MergeRequest {
     iid: u64,
+    #[serde(default)]
+    description: Option<String>,
     source_branch: String,
     target_branch: String,
     source_project_id: u64,

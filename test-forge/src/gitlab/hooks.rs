@@ -343,6 +343,37 @@ fn add_thread(p: &mut Map<String, Value>, st: &ForgeState, r: &RepoRec, i: &Issu
     }
 }
 
+/// Translates a GitHub `issues` action into GitLab's Issue Hook: only an issue's opening is
+/// modelled (its `user` is the opener).
+pub(crate) fn on_issue(st: &ForgeState, full: &str, number: u64, gh_action: &str, sender: &str) {
+    if !wanted(st) || gh_action != "opened" {
+        return;
+    }
+    let Ok(r) = st.repo(full) else {
+        return;
+    };
+    let Ok(i) = r.issue(number) else {
+        return;
+    };
+    let mut attrs = match hook_issue(st, r, i) {
+        Value::Object(attrs) => attrs,
+        _ => Map::new(),
+    };
+    attrs.insert("action".into(), json!("open"));
+    let payload = json!({
+        "object_kind": "issue",
+        "event_type": "issue",
+        "user": hook_user(st, sender),
+        "project": hook_project(st, r),
+        "repository": hook_repository(st, r),
+        "object_attributes": attrs,
+        "labels": hook_labels(r, &i.labels),
+        "changes": {},
+        "assignees": [],
+    });
+    st.hub.enqueue_gitlab("Issue Hook", &payload);
+}
+
 /// Translates a GitHub `pull_request` action into GitLab's Merge Request Hook.
 pub(crate) fn on_pull(
     st: &ForgeState,

@@ -79,6 +79,7 @@ impl ForgeState {
         let Ok(i) = r.issue(number) else {
             return;
         };
+        crate::gitlab::hooks::on_issue(self, full, number, action, sender);
         let mut p = Map::new();
         p.insert("action".into(), json!(action));
         p.insert("issue".into(), json::issue(self, r, i));
