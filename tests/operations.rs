@@ -659,6 +659,146 @@ on_both_forges!(
     }
 );
 
+/// The `PUT` of change `number`'s merge, on either forge.
+fn merge_of(number: u64) -> RouteMatcher {
+    let merge = [
+        format!("/pulls/{number}/merge"),
+        format!("/merge_requests/{number}/merge"),
+    ];
+    RouteMatcher::Predicate(std::sync::Arc::new(move |method, path: &str| {
+        method == Method::PUT && merge.iter().any(|m| path.ends_with(m.as_str()))
+    }))
+}
+
+/// The grant file's expiry as written in the file at `branch` (the `aws:CurrentTime` bound).
+fn expiry_in_file(s: &Scenario, branch: &str, path: &str) -> String {
+    let text = s.forge.file_on(REPO, branch, path).expect("the grant file");
+    let key = "\"aws:CurrentTime\" = \"";
+    let at = text.find(key).expect("an expiry") + key.len();
+    text[at..at + 20].to_owned()
+}
+
+// The expiry is written into an iac grant file (a commit of the bot's) right before the merge
+// call. A merge call that then fails (the forge down for a while, a restart) is tried again on
+// that commit, with the approvals of the version it continues: merged with the expiry written
+// (the trailer's), never refused as a grant file breakglass did not render.
+on_both_forges!(
+    an_iac_merge_that_fails_after_its_expiry_is_written_merges_when_tried_again,
+    |s: Scenario| async move {
+        let yaml =
+            "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
+        let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
+        s.settle().await;
+        let bot_pr = reopened_pr(&s, pr);
+        s.expect_bot_comments(bot_pr, &["✅ **Request `r-dns` is allowed**"]);
+        s.forge.fail_next(FailureSpec {
+            route: merge_of(bot_pr),
+            count: 4, // every try of one job run
+            kind: FailureKind::Status(503),
+        });
+        s.expect_job_error(JobKind::Merge, "HTTP 503");
+        s.expect_delivery_error("is in its merge step");
+        s.approve(bot_pr, &s.people.carol);
+        // The expiry is written, then every try of the merge call fails. (The push of that
+        // commit is put off until the merge step is over: the bot is not settled meanwhile.)
+        let head = s.change(bot_pr).head_ref;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let written = loop {
+            let written = expiry_in_file(&s, &head, "grants/network/r-dns.tf");
+            if written != "1970-01-01T00:00:00Z" {
+                break written;
+            }
+            assert!(std::time::Instant::now() < deadline, "no expiry written");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(
+            !s.change(bot_pr).merged,
+            "the first run's merge call failed"
+        );
+        // Two minutes in 10 s steps, real time between them for the merge job and the put-off
+        // delivery to be tried again as each comes due.
+        for _ in 0..12 {
+            s.advance(TimeDelta::seconds(10));
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        s.settle().await;
+        assert!(s.change(bot_pr).merged, "merged when tried again");
+        let record = s.request("r-dns").await;
+        assert_eq!(record.state.to_string(), "active");
+        let expires = breakglass::clock::iso(record.expires_at.unwrap());
+        assert_eq!(written, expires, "the expiry written is the grant's");
+        assert_eq!(
+            expiry_in_file(&s, "main", "grants/network/r-dns.tf"),
+            expires
+        );
+        let merge = s.merge_commit(bot_pr);
+        assert!(
+            merge
+                .message
+                .contains(&format!("Breakglass-Expires: {expires}"))
+                && merge.message.contains("Breakglass-Approved-By: carol"),
+            "{}",
+            merge.message
+        );
+        s.expect_bot_comments(bot_pr, &["🔓 **Access granted.**"]);
+    }
+);
+
+// A merge the forge refuses after the expiry was written (a conflict, a pipeline not done):
+// the expiry is taken back out of the file by a commit of the bot's, so the request waits, as
+// after any refused merge, on the version that was approved; an approval of it then merges it
+// with an expiry of its own. Never denied for a grant file carrying the expiry it wrote itself.
+on_both_forges!(
+    an_iac_merge_refused_after_its_expiry_is_written_takes_it_back_and_merges_on_an_approval,
+    |s: Scenario| async move {
+        let yaml =
+            "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
+        let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
+        s.settle().await;
+        let bot_pr = reopened_pr(&s, pr);
+        s.expect_bot_comments(bot_pr, &["✅ **Request `r-dns` is allowed**"]);
+        s.forge.fail_next(FailureSpec {
+            route: merge_of(bot_pr),
+            count: 1,
+            kind: FailureKind::MergeConflict,
+        });
+        s.approve(bot_pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(bot_pr).merged);
+        let said = s.next_bot_comment(bot_pr);
+        assert!(said.starts_with("⚠️ Not merged:"), "{said}");
+        let record = s.request("r-dns").await;
+        assert_eq!(record.state.to_string(), "pending", "waits, never denied");
+        assert_eq!(record.expires_at, None);
+        let head = s.change(bot_pr);
+        assert_eq!(
+            record.head_sha, head.head_sha,
+            "the bot's commit taking it back"
+        );
+        assert_eq!(
+            expiry_in_file(&s, &head.head_ref, "grants/network/r-dns.tf"),
+            "1970-01-01T00:00:00Z",
+            "the expiry taken back"
+        );
+        s.expect_no_bot_comment(bot_pr); // the bot's own commits are no news
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.approve(bot_pr, &s.people.dan);
+        s.settle().await;
+        assert!(
+            s.change(bot_pr).merged,
+            "merged on an approval of what is there"
+        );
+        let record = s.request("r-dns").await;
+        assert_eq!(record.state.to_string(), "active");
+        let expires = breakglass::clock::iso(record.expires_at.unwrap());
+        assert_eq!(
+            expiry_in_file(&s, "main", "grants/network/r-dns.tf"),
+            expires
+        );
+        s.expect_bot_comments(bot_pr, &["🔓 **Access granted.**"]);
+    }
+);
+
 // A request whose merge is held up (the forge refuses it for an hour) holds only the grant
 // files planned for it: mallory's admin file, pushed under its name while the webhook was
 // lost, is not kept for it.

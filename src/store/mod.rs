@@ -52,7 +52,8 @@ pub use events::{ChainError, EventActor, EventKind, EventRecord, GENESIS_HASH, N
 pub use grants::Granted;
 pub use jobs::{Job, JobId, JobKind, Lane};
 pub use requests::{
-    EXTENSION_HOLD_FOR, ExtensionHold, RequestRecord, RequestState, RevokeReason, StoredDecision,
+    EXTENSION_HOLD_FOR, ExtensionHold, RequestRecord, RequestState, RevokeReason, Stamp,
+    StoredDecision,
 };
 pub use revocations::RowOutcome;
 

@@ -118,6 +118,30 @@ pub struct StoredDecision {
     /// than [`EXTENSION_HOLD_FOR`] (a crash between the two) counts no more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension_hold: Option<ExtensionHold>,
+    /// The expiry breakglass wrote into the grant files right before its merge, as a commit of
+    /// its own on the approved head: the merge step's, not a new version of the request. Kept
+    /// while that commit is the head, so that a merge call tried again (a forge error, a
+    /// restart) merges it with the approvals of the version it continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<Stamp>,
+}
+
+/// See [`StoredDecision::stamp`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The commit that wrote the expiry.
+    pub head: String,
+    /// The approved head it was written on.
+    pub from: String,
+    /// The expiry written (UTC ISO 8601).
+    pub expires_at: String,
+}
+
+impl StoredDecision {
+    /// The stamp that is `head`, if the head is one.
+    pub fn stamp_at(&self, head: &str) -> Option<&Stamp> {
+        self.stamp.as_ref().filter(|stamp| stamp.head == head)
+    }
 }
 
 /// See [`StoredDecision::extension_hold`].

@@ -534,14 +534,18 @@ impl Workflow {
         &self,
         record: &mut RequestRecord,
     ) -> anyhow::Result<Option<(usize, u32)>> {
-        let need = stored_decision(record)?.decision.approvals_required;
+        let stored = stored_decision(record)?;
+        let need = stored.decision.approvals_required;
         if need == 0 {
             return Ok(None);
         }
-        let approvals = self
-            .store
-            .approvals_for(&record.id, &record.head_sha)
-            .await?;
+        // A head whose expiry breakglass wrote in this merge step continues the version that
+        // was approved (see `StoredDecision::stamp`).
+        let version = stored
+            .stamp_at(&record.head_sha)
+            .map_or(record.head_sha.as_str(), |stamp| stamp.from.as_str())
+            .to_owned();
+        let approvals = self.store.approvals_for(&record.id, &version).await?;
         // Approvers as the default branch's policy names them now: one taken off it since
         // approving no longer counts. Asked of the forge while it is asked which signals
         // stand, all at once: no round trip more before the merge.

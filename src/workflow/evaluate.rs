@@ -228,7 +228,16 @@ impl Workflow {
         if let Some(role) = policy.and_then(|p| p.roles.get(&inputs.request.role))
             && needs.grant
         {
-            let spec = grant_spec(&inputs.request, &inputs.path, login);
+            let mut spec = grant_spec(&inputs.request, &inputs.path, login);
+            // A head whose expiry the bot wrote before its merge holds the files with it.
+            if let Some(stamp) = inputs
+                .existing
+                .as_ref()
+                .and_then(|r| r.decision.as_ref())
+                .and_then(|d| d.stamp_at(&inputs.pr.head_sha))
+            {
+                spec.expires_at = stamp.expires_at.clone();
+            }
             inputs.grant = Some(self.grant_facts(role, &spec, &inputs.pr.head_sha).await?);
         }
         Ok(())

@@ -4,11 +4,12 @@
 //! the real expiry into the files on its own branch and merges that commit, so the cloud ends
 //! the access on time even if the revert never lands.
 
-use super::Workflow;
+use super::lifecycle::Ready;
+use super::{Workflow, stored_decision};
 use crate::forge::StatusState;
 use crate::grant::{GrantSpec, RenderedFile};
 use crate::policy::Role;
-use crate::store::{ChangeKind, RequestRecord};
+use crate::store::{ChangeKind, RequestRecord, Stamp};
 
 impl Workflow {
     /// Writes the grant files rendered with `spec`'s expiry over the `staged` ones (rendered
@@ -31,6 +32,15 @@ impl Workflow {
             |files: &[RenderedFile]| files.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
         if paths(&stamped) != paths(staged) {
             return Ok(Err("the grant file's path depends on its expiry".into()));
+        }
+        if let Some(stamp) = stored_decision(record)?.stamp_at(&record.head_sha) {
+            // Written in this merge step before its merge call failed (the expiry is kept
+            // while the step lasts); the guard checks the files at the head against these.
+            return Ok(if stamp.expires_at == spec.expires_at {
+                Ok(stamped)
+            } else {
+                Err("its grant files carry another expiry".into())
+            });
         }
         let Some(mut change) = self
             .store
@@ -92,7 +102,13 @@ impl Workflow {
         if !self.store.update_change(&change).await? {
             anyhow::bail!("the request change of {} was rebuilt meanwhile", record.id);
         }
-        record.head_sha = head;
+        let mut stored = stored_decision(record)?.clone();
+        stored.stamp = Some(Stamp {
+            head: head.clone(),
+            from: std::mem::replace(&mut record.head_sha, head),
+            expires_at: spec.expires_at.clone(),
+        });
+        record.decision = Some(stored);
         self.store.update_request(record, self.now()).await?;
         self.set_status_on(
             &record.head_sha,
@@ -101,5 +117,66 @@ impl Workflow {
         )
         .await?;
         Ok(Ok(stamped))
+    }
+
+    /// Takes the expiry back out of a stamped head whose merge is refused: the grant files as
+    /// rendered before the merge are written over the stamp, as a commit of the bot's, so that
+    /// what is decided from now on is the request as it was approved, never files carrying an
+    /// expiry that will not be. That commit is a head of its own: the request waits for an
+    /// approval of it, as after any refused merge. Nothing to do on a head that is no stamp, or
+    /// on a branch someone else moved (the merge guard has that in hand).
+    pub(super) async fn take_back_stamp(&self, record: &mut RequestRecord) -> anyhow::Result<()> {
+        if stored_decision(record)?
+            .stamp_at(&record.head_sha)
+            .is_none()
+        {
+            return Ok(());
+        }
+        let Some(Ready::Checked { staged, .. }) = self.grant_plan(record).await? else {
+            return Ok(()); // the role is gone: refused for good
+        };
+        let Some(mut change) = self
+            .store
+            .change_of_pr(record.pr_number)
+            .await?
+            .filter(|c| c.kind == ChangeKind::Request)
+            .filter(|c| c.head_sha.as_deref() == Some(record.head_sha.as_str()))
+        else {
+            return Ok(());
+        };
+        let mut head = record.head_sha.clone();
+        for file in &staged {
+            let Some(current) = self.forge.read_file(&head, &file.path).await? else {
+                continue;
+            };
+            if current.text == file.content {
+                continue;
+            }
+            let message = format!(
+                "breakglass: request {}: not merged, expiry taken back",
+                record.id
+            );
+            head = self
+                .forge
+                .put_file(
+                    &change.branch,
+                    &head,
+                    &file.path,
+                    &file.content,
+                    &message,
+                    Some(&current.blob_sha),
+                )
+                .await?;
+        }
+        change.head_sha = Some(head.clone());
+        change.updated_at = self.now();
+        if !self.store.update_change(&change).await? {
+            anyhow::bail!("the request change of {} was rebuilt meanwhile", record.id);
+        }
+        let mut stored = stored_decision(record)?.clone();
+        stored.stamp = None;
+        record.decision = Some(stored);
+        record.head_sha = head;
+        Ok(())
     }
 }

@@ -65,7 +65,7 @@ fn with_fast_path_verdict(record: &RequestRecord, text: String) -> String {
 
 /// A request checked and ready to merge.
 #[allow(clippy::large_enum_variant)] // one short-lived value per merge: boxing buys nothing
-enum Ready {
+pub(super) enum Ready {
     /// Merged already (a crash right after the merge): nothing is re-judged.
     AlreadyMerged,
     Checked {
@@ -472,7 +472,7 @@ impl Workflow {
     /// The role, the grant's values (from the request file at the head), the grant files as
     /// rendered before the merge and the request file's blob, as the default branch's policy
     /// defines them now (`None` when the role is gone): what the PR must hold.
-    async fn grant_plan(&self, record: &RequestRecord) -> anyhow::Result<Option<Ready>> {
+    pub(super) async fn grant_plan(&self, record: &RequestRecord) -> anyhow::Result<Option<Ready>> {
         let Some(role) = self.current_role(record).await? else {
             return Ok(None);
         };
@@ -601,6 +601,8 @@ impl Workflow {
         mut record: RequestRecord,
         why: &str,
     ) -> anyhow::Result<()> {
+        // First, so that a forge failing here leaves the step to try again as it was.
+        self.take_back_stamp(&mut record).await?;
         self.say_not_merged(&record, why).await?;
         let mut stored = stored_decision(&record)?.clone();
         stored.merge_refused = Some(why.to_owned());

@@ -29,7 +29,11 @@ pub(super) struct HeadCheck {
 impl HeadCheck {
     pub(super) fn of(record: &RequestRecord) -> anyhow::Result<Self> {
         let stored = stored_decision(record)?;
-        let counts_approvals = stored.decision.approvals_required > 0;
+        // The expiry's commit is the bot's own, made in the merge step after the version it
+        // continues was checked for unheard moves: a push to its branch since is tampering,
+        // which the merge guard's pinned head refuses.
+        let counts_approvals =
+            stored.decision.approvals_required > 0 && stored.stamp_at(&record.head_sha).is_none();
         Ok(Self {
             pr: record.pr_number,
             head: record.head_sha.clone(),

@@ -226,6 +226,7 @@ pub(super) fn decide(inputs: &Inputs) -> Verdict {
         labels: pr.labels.clone(),
         review_since: None,
         extension_hold: None,
+        stamp: old.filter(|_| same_head).and_then(|o| o.stamp.clone()),
     };
     let unchanged = same_head && old.is_some_and(|old| same_verdict(old, &stored));
     let id = existing.map_or(&inputs.path.id, |r| &r.id);

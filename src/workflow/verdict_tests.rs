@@ -189,6 +189,7 @@ fn an_allowed_request_waits_for_its_approvals() {
                 labels: Vec::new(),
                 review_since: None,
                 extension_hold: None,
+                stamp: None,
             },
             state: RequestState::Pending,
             status: (StatusState::Pending, "allowed: needs 1 approval(s)".into()),
@@ -284,6 +285,7 @@ fn files_beyond_the_request_deny_an_allowed_request() {
                 labels: Vec::new(),
                 review_since: None,
                 extension_hold: None,
+                stamp: None,
             },
             state: RequestState::Denied,
             status: (
