@@ -539,9 +539,20 @@ fn live_text(body: &str) -> String {
     while let Some((event, range)) = events.next() {
         match event {
             Event::Start(tag) => match tag {
+                // An HTML block's own lines are dropped, but the elements it leaves open (a
+                // `<blockquote>` line, a blank line, Markdown, `</blockquote>`) hold what follows.
+                Tag::HtmlBlock => {
+                    for (event, _) in events.by_ref() {
+                        match event {
+                            Event::Html(html) => text.follow_html(&html),
+                            Event::End(TagEnd::HtmlBlock) => break,
+                            _ => {}
+                        }
+                    }
+                    text.newline();
+                }
                 Tag::BlockQuote(_)
                 | Tag::CodeBlock(_)
-                | Tag::HtmlBlock
                 | Tag::MetadataBlock(_)
                 | Tag::FootnoteDefinition(_)
                 | Tag::Table(_) => {
@@ -583,7 +594,11 @@ fn live_text(body: &str) -> String {
             | Event::InlineMath(_)
             | Event::DisplayMath(_)
             | Event::FootnoteReference(_) => text.push_source(body, range),
-            Event::Html(_) | Event::InlineHtml(_) | Event::TaskListMarker(_) => text.drop_markup(),
+            Event::Html(html) | Event::InlineHtml(html) => {
+                text.follow_html(&html);
+                text.drop_markup();
+            }
+            Event::TaskListMarker(_) => text.drop_markup(),
             Event::SoftBreak | Event::HardBreak | Event::Rule => text.newline(),
         }
     }
@@ -614,10 +629,23 @@ struct LiveText {
     out: String,
     /// Nothing but whitespace since the last newline.
     line_has_text: bool,
+    /// HTML elements opened and not closed yet: what they hold is rendered quoted, struck,
+    /// folded away or as code (`<blockquote>`, `<del>`, `<details>`, `<code>`…), so it is no
+    /// live text, whatever Markdown is inside.
+    open_html: usize,
 }
+
+/// Elements that have no end tag.
+const VOID_ELEMENTS: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+    "track", "wbr",
+];
 
 impl LiveText {
     fn push(&mut self, s: &str) {
+        if self.open_html > 0 {
+            return self.drop_markup();
+        }
         match s.rsplit_once('\n') {
             Some((_, last)) => self.line_has_text = !last.trim().is_empty(),
             None => self.line_has_text |= !s.trim().is_empty(),
@@ -625,8 +653,40 @@ impl LiveText {
         self.out.push_str(s);
     }
 
+    /// Counts the elements `html` opens and closes (comments aside).
+    fn follow_html(&mut self, html: &str) {
+        let mut rest = html;
+        while let Some(at) = rest.find('<') {
+            rest = &rest[at + 1..];
+            if rest.starts_with("!--") {
+                rest = rest.find("-->").map_or("", |end| &rest[end + 3..]);
+                continue;
+            }
+            let closing = rest.starts_with('/');
+            let name: String = rest[usize::from(closing)..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                continue;
+            }
+            let self_closing = rest
+                .find('>')
+                .is_some_and(|end| rest[..end].trim_end().ends_with('/'));
+            if closing {
+                self.open_html = self.open_html.saturating_sub(1);
+            } else if !self_closing && !VOID_ELEMENTS.contains(&name.as_str()) {
+                self.open_html += 1;
+            }
+        }
+    }
+
     /// Pushes the markdown source of an element on the current line.
     fn push_source(&mut self, body: &str, range: Range<usize>) {
+        if self.open_html > 0 {
+            return self.drop_markup();
+        }
         let source = body.get(range).unwrap_or_default();
         // A link text may span lines; keep it on this one so that no piece of it starts a line.
         let source: String = source
@@ -1328,8 +1388,27 @@ mod tests {
             "<b>/breakglass approve</b>",
             "text\n<!-- x --> /breakglass approve",
             "<span></span>/breakglass approve",
+            // An element left open by an HTML block holds the Markdown after it, rendered
+            // inside it: quoted, struck, folded away or as code.
+            "<blockquote>\n\n/breakglass approve\n\n</blockquote>\n\nwhy admin?",
+            "<del>\n\n/breakglass approve\n\n</del>",
+            "<code>\n\n/breakglass extend 3h\n\n</code>",
+            "<details>\n<summary>logs</summary>\n\n/breakglass approve\n\n</details>",
+            "<blockquote><p>\n\n/breakglass approve\n\n</p></blockquote>",
+            "<BLOCKQUOTE>\n\n/breakglass approve\n\n</BLOCKQUOTE>",
         ] {
             ignored(body);
+        }
+        // Closed elements, void ones and comments hold nothing after them.
+        for body in [
+            "<details><summary>logs</summary>\n\nsee above\n\n</details>\n\n/breakglass approve",
+            "<blockquote>\n\nquoted\n\n</blockquote>\n\n/breakglass approve",
+            "a line<br>\n\n/breakglass approve",
+            "<img src=\"x.png\">\n\n/breakglass approve",
+            "<hr/>\n\n/breakglass approve",
+            "<!-- <blockquote> -->\n\n/breakglass approve",
+        ] {
+            assert_eq!(ok(body), Command::Approve, "{body:?}");
         }
     }
 

@@ -1467,6 +1467,28 @@ on_both_forges!(
     }
 );
 
+// An approver who quotes someone's command with HTML (a `<blockquote>` line, the command, the
+// closing tag), as the forges render it inside the quote, approves nothing: what the quote
+// holds is someone else's words.
+on_both_forges!(
+    a_command_quoted_with_html_approves_nothing,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(
+            pr,
+            &s.people.carol,
+            "<blockquote>\n\n/breakglass approve\n\n</blockquote>\n\nDan pasted that in chat; why admin?",
+        );
+        s.settle().await;
+        s.expect_no_bot_comment(pr);
+        assert_eq!(s.request("r1").await.state, RequestState::Pending);
+        assert!(!s.change(pr).merged);
+    }
+);
+
 // A command written in an issue's or a request's description is no command (the bot reads
 // comments, each with its author and time), but it is answered where it was written, once even
 // when the opening is delivered again; it opens nothing and approves nothing.
