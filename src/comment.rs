@@ -1432,6 +1432,16 @@ pub fn revert_elsewhere_comment(base: &str, paths: &[String]) -> String {
     )
 }
 
+/// A revert PR merged into another branch by someone while its grant runs: nothing ends early.
+pub fn revert_merged_elsewhere_early_comment(by: &str, base: &str, forge: ForgeKind) -> String {
+    let pr = noun(forge);
+    format!(
+        "⚠️ {} merged this grant's revert {pr} into {}, not into the default branch: that ends nothing. The access stays until its expiry (or `/breakglass revoke` by the requester or an approver), when breakglass removes the request file from the default branch with a fresh change.",
+        mention(by),
+        code(base)
+    )
+}
+
 /// A removal PR retargeted while breakglass merged it: its files are removed by a fresh change.
 pub fn removal_elsewhere_comment(base: &str, paths: &[String]) -> String {
     format!(
@@ -1955,6 +1965,11 @@ mod tests {
             "⚠️ Not merged: the pull request is a draft. breakglass will not try again until the PR changes or an approver approves again."
         );
         assert_inert(&retargeted_merge_comment(HOSTILE));
+        assert_inert(&revert_merged_elsewhere_early_comment(
+            "mallory",
+            HOSTILE,
+            ForgeKind::GitLab,
+        ));
         assert_inert(&revert_blocked_comment(HOSTILE, "main", true));
         assert_inert(&tampering_comment(Some("mallory"), HOSTILE, "abc"));
         assert_inert(&grant_files_changed_comment(

@@ -1820,6 +1820,64 @@ on_both_forges!(
     }
 );
 
+// A member who may not revoke (mallory: `/breakglass revoke` is refused to her) merges the
+// grant's revert PR by hand into a branch of her own: that ends nothing early. Said on the
+// request's PR; the grant runs to its expiry, when the revocation removes the file from the
+// default branch by a fresh change.
+on_both_forges!(
+    a_revert_merged_by_hand_into_another_branch_ends_nothing_before_the_expiry,
+    |s: Scenario| async move {
+        let scratch = [("NOTES.md", "mine\n")];
+        s.forge.push_files(
+            REPO,
+            "mallory-scratch",
+            &s.people.mallory,
+            &scratch,
+            "scratch",
+        );
+        let pr = s.granted("r1", "2h").await;
+        let revert = s.revert_pr("r1").await;
+        s.forge.retarget_pr(
+            REPO,
+            s.internal(revert),
+            &s.people.mallory,
+            "mallory-scratch",
+        );
+        s.settle().await;
+        match s.dialect {
+            Dialect::GitHub => s.forge.merge_pr(REPO, revert, &s.people.mallory),
+            Dialect::GitLab => s.forge.gl_merge_mr(REPO, revert, &s.people.mallory),
+        };
+        s.settle().await;
+        s.expect_bot_comments(
+            pr,
+            &[&format!(
+                "⚠️ @mallory merged this grant's revert {} into `mallory-scratch`, not into the default branch: that ends nothing.",
+                s.pr()
+            )],
+        );
+        s.advance(TimeDelta::minutes(30));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "active");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_some(),
+            "still granted on the default branch"
+        );
+        s.advance(TimeDelta::minutes(91));
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        assert!(
+            s.forge
+                .file_on(REPO, "main", "requests/prod/r1.yaml")
+                .is_none(),
+            "removed at the expiry by a fresh change"
+        );
+        s.lenient(); // the replacement's own notes are other tests' business
+    }
+);
+
 // No forge guards a merge by its base: a member can retarget the PR between the guard's read
 // and the merge call. GitLab's merge answer names the branch the merge went into.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,15 +38,28 @@ impl Workflow {
         {
             // Our own revert PR. Merged into another branch (retargeted while the bot merged
             // it; GitHub's merge answer does not say where), it removed nothing from the default
-            // branch: a fresh change does.
+            // branch: a fresh change does. Merged there by someone while the grant runs, it
+            // ends nothing either: only the requester or an approver revokes early, and the
+            // expiry's revocation builds a fresh change when it finds its PR merged.
             if action == PullRequestAction::Closed
                 && pr.merged
                 && pr.base_ref != self.default_branch().await?
             {
-                tracing::error!(request = %record.id, pr = pr.number, base = %pr.base_ref, "the bot's revert went into another branch than the default branch");
+                tracing::error!(request = %record.id, pr = pr.number, base = %pr.base_ref, by = %sender.login, "the bot's revert went into another branch than the default branch");
                 self.metrics
                     .inc("breakglass_anomalies_total", "kind=\"merged_elsewhere\"");
-                self.remove_left_behind(&record, &pr.base_ref).await?;
+                if record.state == RequestState::Active {
+                    let text = comment::revert_merged_elsewhere_early_comment(
+                        &sender.login,
+                        &pr.base_ref,
+                        self.forge.kind(),
+                    );
+                    self.forge
+                        .note(Thread::Change(record.pr_number), &text)
+                        .await?;
+                } else {
+                    self.remove_left_behind(&record, &pr.base_ref).await?;
+                }
             }
             return Ok(());
         }
