@@ -799,6 +799,83 @@ on_both_forges!(
     }
 );
 
+// A member pushes to the bot's branch right as it writes the expiry into the grant file: a
+// rewrite of the request file (another reason, another requester). GitHub's contents API names
+// no parent, so the bot's commit would sit on hers; it is refused, her push put back and said,
+// and what merges is the request as approved, byte for byte. (GitLab's commit names its parent.)
+on_both_forges!(
+    a_push_as_the_expiry_is_written_never_merges_under_the_bots_commit,
+    |s: Scenario| async move {
+        s.lenient(); // the put-off deliveries and the refused write are what this is about
+        let yaml =
+            "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
+        let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
+        s.settle().await;
+        let bot_pr = reopened_pr(&s, pr);
+        let branch = s.change(bot_pr).head_ref;
+        let rewritten = "environment: network\nrole: dns-admin\nduration: 1h\nreason: routine\nrequester: mallory\n";
+        let write = RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+            (method == Method::PUT && path.contains("/contents/grants"))
+                || (method == Method::POST && path.ends_with("/repository/commits"))
+        }));
+        s.forge.push_before(
+            write,
+            REPO,
+            &branch,
+            &s.people.mallory,
+            &[("requests/network/r-dns.yaml", rewritten)],
+        );
+        s.approve(bot_pr, &s.people.carol);
+        let through = || async {
+            for _ in 0..12 {
+                s.advance(TimeDelta::seconds(10));
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            s.settle().await;
+        };
+        through().await;
+        if s.dialect == Dialect::GitHub {
+            // Refused, put back and said; the head moved away and back, so the approval is
+            // asked for again, and given.
+            assert!(!s.change(bot_pr).merged);
+            let said = s.bot_comments(bot_pr);
+            assert!(
+                said.iter()
+                    .any(|c| c.starts_with("🚨 **Tampering**: @mallory pushed")),
+                "{said:#?}"
+            );
+            s.forge.advance_clock(TimeDelta::seconds(2));
+            s.emoji_now(bot_pr, &s.people.carol, "+1");
+            through().await;
+        }
+        assert!(
+            s.change(bot_pr).merged,
+            "merged once the branch is the bot's again: {} {:#?}",
+            s.request("r-dns").await.state,
+            s.bot_comments(bot_pr)
+        );
+        assert_eq!(
+            s.forge
+                .file_on(REPO, "main", "requests/network/r-dns.yaml")
+                .as_deref(),
+            Some(yaml),
+            "the request as approved, byte for byte"
+        );
+        let record = s.request("r-dns").await;
+        assert_eq!(record.state.to_string(), "active");
+        assert_eq!(record.requester_login.as_str(), "alice");
+        let merged = s.merge_commit(bot_pr);
+        let history = s.forge.log(REPO, "main");
+        assert!(
+            !history
+                .iter()
+                .any(|c| c.message.starts_with("a push in between")),
+            "mallory's commit is not in the default branch's history: {:?}",
+            merged.message
+        );
+    }
+);
+
 // A request whose merge is held up (the forge refuses it for an hour) holds only the grant
 // files planned for it: mallory's admin file, pushed under its name while the webhook was
 // lost, is not kept for it.

@@ -259,8 +259,8 @@ impl Forge {
     /// `parent`; `version` is the file's current version when it exists. Returns the new
     /// commit. On GitLab the commit is made on `parent` and the branch overwritten with it, so
     /// a commit someone slipped onto the branch in between is dropped, never built on; GitHub's
-    /// contents API names no parent, and a slipped commit there changes the PR's file count,
-    /// which the merge guard refuses.
+    /// contents API names no parent, so the commit it made is checked to sit on `parent`, and
+    /// one built on a slipped commit is a transient error (the retry puts the branch back).
     pub async fn put_file(
         &self,
         branch: &str,
@@ -271,7 +271,10 @@ impl Forge {
         version: Option<&str>,
     ) -> Result<String, ForgeError> {
         match self {
-            Forge::GitHub(c) => c.put_file(branch, path, text, message, version).await,
+            Forge::GitHub(c) => {
+                c.put_file(branch, parent, path, text, message, version)
+                    .await
+            }
             Forge::GitLab(c) => {
                 c.put_file(branch, parent, path, text, message, version)
                     .await
@@ -290,7 +293,7 @@ impl Forge {
         version: &str,
     ) -> Result<String, ForgeError> {
         match self {
-            Forge::GitHub(c) => c.delete_file(branch, path, message, version).await,
+            Forge::GitHub(c) => c.delete_file(branch, parent, path, message, version).await,
             Forge::GitLab(c) => c.delete_file(branch, parent, path, message).await,
         }
     }

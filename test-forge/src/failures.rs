@@ -186,6 +186,23 @@ pub struct RetargetBefore {
     pub base: String,
 }
 
+/// Files pushed to a branch by a person right before the next request `route` matches is
+/// served (see `TestForge::push_before`): a push landing between the bot's read of a branch and
+/// its write, made deterministic.
+#[derive(Debug, Clone)]
+pub struct PushBefore {
+    /// Which request sees the push first.
+    pub route: RouteMatcher,
+    /// The repository, `owner/name`.
+    pub repo: String,
+    /// The branch pushed to.
+    pub branch: String,
+    /// Who pushes.
+    pub login: String,
+    /// The files written, `(path, content)`.
+    pub files: Vec<(String, String)>,
+}
+
 /// What the API was asked, for assertions on the bot's call pattern.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallStats {

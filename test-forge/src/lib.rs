@@ -174,7 +174,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub use failures::{
-    BranchDetour, CallStats, FailureKind, FailureSpec, RetargetBefore, RouteMatcher, RoutePredicate,
+    BranchDetour, CallStats, FailureKind, FailureSpec, PushBefore, RetargetBefore, RouteMatcher,
+    RoutePredicate,
 };
 pub use gitlab::Noteable;
 pub use model::{
@@ -225,6 +226,7 @@ impl TestForge {
             failures: Mutex::new(Vec::new()),
             detours: Mutex::new(Vec::new()),
             retargets: Mutex::new(Vec::new()),
+            pushes: Mutex::new(Vec::new()),
             calls: Mutex::new(CallStats::default()),
             rate: Mutex::new(Default::default()),
             timeline,
@@ -408,6 +410,29 @@ impl TestForge {
             number,
             login: user.login.clone(),
             base: base.to_owned(),
+        });
+    }
+
+    /// `user` pushes `files` to `branch` (with its webhooks) right before the next API call
+    /// `route` matches is served, in either dialect: a member's push landing between the bot's
+    /// read of its branch and its write there.
+    pub fn push_before(
+        &self,
+        route: RouteMatcher,
+        repo: &str,
+        branch: &str,
+        user: &User,
+        files: &[(&str, &str)],
+    ) {
+        self.shared.add_push(PushBefore {
+            route,
+            repo: repo.to_owned(),
+            branch: branch.to_owned(),
+            login: user.login.clone(),
+            files: files
+                .iter()
+                .map(|(p, c)| ((*p).to_owned(), (*c).to_owned()))
+                .collect(),
         });
     }
 

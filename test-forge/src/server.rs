@@ -6,7 +6,9 @@ use axum::http::Method;
 use chrono::Utc;
 use tempfile::TempDir;
 
-use crate::failures::{BranchDetour, CallStats, FailureKind, FailureSpec, RetargetBefore};
+use crate::failures::{
+    BranchDetour, CallStats, FailureKind, FailureSpec, PushBefore, RetargetBefore,
+};
 use crate::state::ForgeState;
 use crate::webhooks::WebhookHub;
 
@@ -26,6 +28,7 @@ pub(crate) struct Shared {
     pub detours: Mutex<Vec<BranchDetour>>,
     /// Retargets waiting for their request (see `TestForge::retarget_before`).
     pub retargets: Mutex<Vec<RetargetBefore>>,
+    pub pushes: Mutex<Vec<PushBefore>>,
     pub calls: Mutex<CallStats>,
     pub rate: Mutex<RateState>,
     /// Spans of calls and webhook sends, and the added latency (benchmarks).
@@ -112,6 +115,20 @@ impl Shared {
 
     pub fn add_retarget(&self, retarget: RetargetBefore) {
         relock(&self.retargets).push(retarget);
+    }
+
+    /// Takes the pushes waiting for this request.
+    pub fn take_pushes(&self, method: &Method, path: &str, route: &str) -> Vec<PushBefore> {
+        let mut waiting = relock(&self.pushes);
+        let (now, later) = std::mem::take(&mut *waiting)
+            .into_iter()
+            .partition(|p| p.route.matches(method, path, Some(route)));
+        *waiting = later;
+        now
+    }
+
+    pub fn add_push(&self, push: PushBefore) {
+        relock(&self.pushes).push(push);
     }
 
     pub fn add_detour(&self, detour: BranchDetour) {

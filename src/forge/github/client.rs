@@ -590,6 +590,7 @@ impl GithubClient {
     pub async fn put_file(
         &self,
         branch: &str,
+        parent: &str,
         path: &str,
         text: &str,
         message: &str,
@@ -603,33 +604,24 @@ impl GithubClient {
         if let Some(sha) = blob_sha {
             body["sha"] = json!(sha);
         }
-        let written: Written = self
-            .json(
-                Method::PUT,
-                &self.repo_path(&format!("/contents/{}", in_path(path))),
-                Some(body),
-            )
-            .await?;
-        Ok(written.commit.sha)
+        let route = self.repo_path(&format!("/contents/{}", in_path(path)));
+        let written: Written = self.json(Method::PUT, &route, Some(body)).await?;
+        on_parent(&format!("PUT {route}"), written, parent)
     }
 
     /// Deletes a file on a branch as one commit; returns the new commit.
     pub async fn delete_file(
         &self,
         branch: &str,
+        parent: &str,
         path: &str,
         message: &str,
         blob_sha: &str,
     ) -> Result<String, ForgeError> {
         let body = json!({ "message": message, "sha": blob_sha, "branch": branch });
-        let written: Written = self
-            .json(
-                Method::DELETE,
-                &self.repo_path(&format!("/contents/{}", in_path(path))),
-                Some(body),
-            )
-            .await?;
-        Ok(written.commit.sha)
+        let route = self.repo_path(&format!("/contents/{}", in_path(path)));
+        let written: Written = self.json(Method::DELETE, &route, Some(body)).await?;
+        on_parent(&format!("DELETE {route}"), written, parent)
     }
 
     /// Moves `branch` to `sha` even when that is not a fast-forward: how the bot puts its own
@@ -1454,6 +1446,30 @@ struct Written {
 #[derive(Deserialize)]
 struct WrittenCommit {
     sha: String,
+    #[serde(default)]
+    parents: Vec<ShaOnly>,
+}
+
+#[derive(Deserialize)]
+struct ShaOnly {
+    sha: String,
+}
+
+/// The commit the contents API made, checked to sit on `parent`: the API names no parent, so a
+/// commit someone pushed to the branch since the bot read it would be built on (its changes
+/// then carried under the bot's commit). Refused as a transient failure: the caller's retry
+/// finds the branch moved and puts it back, as after any push to a bot branch.
+fn on_parent(call: &str, written: Written, parent: &str) -> Result<String, ForgeError> {
+    if written.commit.parents.iter().any(|p| p.sha == parent) {
+        return Ok(written.commit.sha);
+    }
+    Err(ForgeError::Transient {
+        call: call.to_owned(),
+        detail: format!(
+            "the commit {} was built on another commit than {}: someone pushed to the branch meanwhile",
+            written.commit.sha, parent
+        ),
+    })
 }
 
 #[derive(Deserialize)]

@@ -345,6 +345,27 @@ impl Detoured {
                 tracing::warn!(%err, ?r, "test-forge: retarget not made");
             }
         }
+        for p in app.take_pushes(method, path, route) {
+            let changes: Vec<crate::git::Change> = p
+                .files
+                .iter()
+                .map(|(path, text)| {
+                    let written = crate::git::Written::File(text.as_bytes().to_vec());
+                    (path.clone(), Some(written))
+                })
+                .collect();
+            let pushed = app.lock().commit_files(
+                &p.repo,
+                &p.branch,
+                &p.login,
+                &changes,
+                "a push in between",
+                crate::ops::Via::Push,
+            );
+            if let Err(err) = pushed {
+                tracing::warn!(%err, ?p, "test-forge: push not made");
+            }
+        }
         let detours = app.take_detours(method, path, Some(route));
         let mut undo = Vec::new();
         if !detours.is_empty() {
