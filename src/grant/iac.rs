@@ -122,6 +122,14 @@ pub fn check_template(
 pub fn check_output(output: &str, environment: &str, role: &str) -> Result<(), String> {
     let sample = sample_spec(environment, role);
     FileFormat::of_path(output).map_err(|why| format!("output {why}"))?;
+    // Grant files that land without breakglass (a hand merge, a direct push, a rewrite) are
+    // found under that directory: an output that starts with a value has none to watch.
+    if output_root(output).is_none() {
+        return Err(format!(
+            "output `{}` must start with a fixed directory before any `{{{{ value }}}}` (as `grants/{{{{ environment }}}}/{{{{ id }}}}.tf`): breakglass watches it for grant files that land without it",
+            output.escape_debug()
+        ));
+    }
     render_path(output, &sample)
         .map(|_| ())
         .map_err(|err| match err {
@@ -456,6 +464,25 @@ mod tests {
     }
 
     #[test]
+    fn an_output_without_a_fixed_directory_first_is_refused() {
+        for output in [
+            "{{ environment }}/grants/{{ id }}.tf",
+            "top-{{ id }}.tf",
+            "grants-{{ environment }}/{{ id }}.tf",
+            "{{ id }}.tf",
+        ] {
+            let err = check_output(output, "prod", "admin").unwrap_err();
+            assert!(
+                err.contains("must start with a fixed directory"),
+                "{output}: {err}"
+            );
+        }
+        for output in ["grants/{{ environment }}/{{ id }}.tf", "k8s/{{ id }}.yaml"] {
+            assert_eq!(check_output(output, "prod", "admin"), Ok(()), "{output}");
+        }
+    }
+
+    #[test]
     fn path_values_outside_the_path_alphabet_are_refused() {
         let dir = template_dir("x = 1\n");
         let mut spec = spec();
@@ -503,7 +530,6 @@ mod tests {
             "k8s/{{ environment }}/{{ id }}.yaml",
             "infra/grants/{{ id }}.tf",
             "grants/{{ environment }}/{{ id }}.tf",
-            "top-{{ id }}.tf",
         ]);
         assert_eq!(
             grant_roots(Some(&policies)),
