@@ -692,6 +692,38 @@ async fn an_approved_request_whose_mr_was_deleted_before_its_merge_is_closed() {
     assert_eq!(closed[0].data["deleted"], true);
 }
 
+// An active grant whose request MR a GitLab owner deleted: the reminder and the revocation's
+// notes have nowhere to go, and are not tried for ever; the grant is revoked at its expiry and
+// its file removed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_grant_whose_mr_was_deleted_is_revoked_and_no_job_fails_for_ever() {
+    let s = Scenario::on_gitlab().await;
+    let pr = s.granted("r1", "1h").await;
+    s.take_bot_comments(pr);
+    mr_deleted(&s, pr);
+    s.advance(TimeDelta::minutes(55)); // the reminder, 10 minutes before
+    s.settle().await;
+    s.advance(TimeDelta::minutes(6));
+    s.settle().await;
+    assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+    assert!(
+        s.forge
+            .file_on(REPO, "main", "requests/prod/r1.yaml")
+            .is_none()
+    );
+    assert_eq!(s.events("r1", "revoke").await.len(), 1);
+    let later = s.clock.now() + TimeDelta::days(30);
+    let left = s.store.overdue_jobs(later).await.unwrap();
+    assert!(
+        left.is_empty(),
+        "{:?}",
+        left.iter()
+            .map(|j| (j.kind.to_string(), j.last_error.clone()))
+            .collect::<Vec<_>>()
+    );
+    s.lenient(); // its notes went nowhere
+}
+
 /// Every call on merge request `number` answers 404 from now on, as after an owner deleted it
 /// (the test forge deletes nothing).
 fn mr_deleted(s: &Scenario, number: u64) {

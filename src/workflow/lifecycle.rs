@@ -902,10 +902,13 @@ impl Workflow {
                     at,
                     self.now(),
                 );
-                self.forge
+                let said = self
+                    .forge
                     .note(Thread::Change(record.pr_number), &text)
-                    .await?;
-                Ok(())
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from);
+                gone_is_said(&record, said)
             }
             _ => Ok(()),
         }
@@ -1392,7 +1395,19 @@ struct Removal<'a> {
 }
 
 /// Whether `err` comes from a forge call answered 404.
-fn not_found(err: &anyhow::Error) -> bool {
+/// A note to a request's PR that the forge says is gone (a GitLab owner deleted the merge
+/// request): nowhere to say it, and nothing to try again. The grant's own steps go on.
+pub(super) fn gone_is_said(record: &RequestRecord, said: anyhow::Result<()>) -> anyhow::Result<()> {
+    match said {
+        Err(err) if not_found(&err) => {
+            tracing::warn!(request = %record.id, pr = record.pr_number, error = %format!("{err:#}"), "the request's PR is gone: nothing said on it");
+            Ok(())
+        }
+        said => said,
+    }
+}
+
+pub(super) fn not_found(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
             .downcast_ref::<crate::forge::ForgeError>()

@@ -548,6 +548,18 @@ impl Workflow {
         unsaid: bool,
         reverted: bool,
     ) -> anyhow::Result<()> {
+        let said = self.say_revoked(record, reason, unsaid, reverted).await;
+        super::lifecycle::gone_is_said(record, said)
+    }
+
+    /// [`Self::tell_revoked`] on the request's PR.
+    async fn say_revoked(
+        &self,
+        record: &RequestRecord,
+        reason: RevokeReason,
+        unsaid: bool,
+        reverted: bool,
+    ) -> anyhow::Result<()> {
         let revert_pr = record.revert_pr_number.map(|n| self.forge.change_label(n));
         let revert = match (reverted, &revert_pr) {
             (true, Some(pr)) => comment::RevertNote::Merged(pr),
