@@ -1852,6 +1852,60 @@ on_both_forges!(
     }
 );
 
+// GitLab: the revert retargeted between the guard's read and its merge, whose answer names
+// `release`. The revert job builds it again, and the merge's webhook asks for a removal too:
+// one after the other, so exactly one revoke lands on the default branch and the audit finds
+// no commit whose trailers claim a removal it does not make (the two raced before: a second,
+// empty revoke merge, read as forged trailers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_a_revert_retargeted_between_the_guards_read_and_its_merge_is_revoked_once() {
+    let s = Scenario::on_gitlab().await;
+    s.lenient(); // the notes of the replacement are the GitHub test's business
+    add_release_branch(&s);
+    s.granted("r1", "1h").await;
+    let revert = s.revert_pr("r1").await;
+    let readme = [("README.md", "# access requests, by hand\n")];
+    s.forge.push_direct(REPO, &s.people.erin, &readme, "docs");
+    s.advance(TimeDelta::minutes(5));
+    s.settle().await;
+    s.forge.retarget_before(
+        merge_call(),
+        REPO,
+        s.internal(revert),
+        &s.people.mallory,
+        "release",
+    );
+    s.advance(TimeDelta::minutes(55));
+    s.settle().await;
+    assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+    assert!(
+        s.forge
+            .file_on(REPO, "main", "requests/prod/r1.yaml")
+            .is_none()
+    );
+    let revokes: Vec<String> = s
+        .forge
+        .log(REPO, "main")
+        .into_iter()
+        .filter(|c| c.message.contains("Breakglass-Revokes: r1"))
+        .map(|c| c.message)
+        .collect();
+    assert_eq!(revokes.len(), 1, "{revokes:#?}");
+    let path = s.forge.repo_path(REPO);
+    let now = s.clock.now();
+    let report = tokio::task::spawn_blocking(move || {
+        let options = breakglass::audit::AuditOptions {
+            branch: None,
+            policies: None,
+            report: breakglass::audit::ReportOptions::new(now),
+        };
+        breakglass::audit::run(path.to_str().unwrap(), &options).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(report.anomalies.is_empty(), "{:#?}", report.anomalies);
+}
+
 // A member who may not revoke (mallory: `/breakglass revoke` is refused to her) merges the
 // grant's revert PR by hand into a branch of her own: that ends nothing early. Said on the
 // request's PR; the grant runs to its expiry, when the revocation removes the file from the

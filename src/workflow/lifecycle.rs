@@ -1290,7 +1290,7 @@ impl Workflow {
 }
 
 /// Held while files that landed without the bot are removed (see `remove_in_groups`).
-static REMOVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(super) static REMOVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether a push's webhook may not list every commit of the push: the forge said it left
 /// some out, it lists as many as GitLab lists at most (its oldest dropped), or none (a branch

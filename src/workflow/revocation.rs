@@ -629,6 +629,13 @@ impl Workflow {
         let first_pr = record.revert_pr_number;
         let mut refusal = None;
         for attempt in 0..2 {
+            // A revert built again (the first went elsewhere, GitLab's answer says so) is not
+            // built beside the removal its PR's merge webhook asks for: one after the other,
+            // the second finds nothing left to remove (see `remove_again`).
+            let _one_at_a_time = match attempt {
+                0 => None,
+                _ => Some(super::lifecycle::REMOVING.lock().await),
+            };
             let Some(change) = self
                 .revert_change(record, applied, reason, attempt == 0)
                 .await?
