@@ -876,6 +876,47 @@ on_both_forges!(
     }
 );
 
+// A request that names no duration is granted for the policy's default, and its grant file
+// (a JSON record here) says that duration, beside the expiry the merge wrote.
+on_both_forges!(
+    a_grant_file_says_the_policys_default_duration_when_the_request_names_none,
+    |s: Scenario| async move {
+        s.edit_policy(&s.people.erin, "network", |p| {
+            p.replace(
+                "template: iac/aws-role-policy.tf.j2",
+                "template: iac/grant.json.j2",
+            )
+            .replace("{{ id }}.tf\"", "{{ id }}.json\"")
+        });
+        s.settle().await;
+        let yaml = "environment: network\nrole: dns-admin\nreason: move the apex record\n";
+        let pr = s.open_request(&s.people.alice, "network", "r-json", yaml);
+        s.settle().await;
+        let bot_pr = reopened_pr(&s, pr);
+        s.expect_bot_comments(bot_pr, &["✅ **Request `r-json` is allowed**"]);
+        s.approve(bot_pr, &s.people.carol);
+        s.settle().await;
+        s.expect_bot_comments(bot_pr, &["🔓 **Access granted.**"]);
+        let record = s.request("r-json").await;
+        assert_eq!(record.state.to_string(), "active");
+        assert_eq!(
+            record.duration_secs,
+            30 * 60,
+            "the network policy's default"
+        );
+        let file = s
+            .forge
+            .file_on(REPO, "main", "grants/network/r-json.json")
+            .expect("granted");
+        let json: serde_json::Value = serde_json::from_str(&file).unwrap();
+        assert_eq!(json["duration"].as_str(), Some("30m"), "{file}");
+        assert_eq!(
+            json["expires_at"].as_str(),
+            Some(breakglass::clock::iso(record.expires_at.unwrap()).as_str())
+        );
+    }
+);
+
 // A request whose merge is held up (the forge refuses it for an hour) holds only the grant
 // files planned for it: mallory's admin file, pushed under its name while the webhook was
 // lost, is not kept for it.

@@ -570,7 +570,9 @@ impl Workflow {
         request: &AccessRequest,
         login: &Login,
     ) -> anyhow::Result<Option<String>> {
-        let Some(role) = policy.and_then(|p| p.roles.get(&request.role)) else {
+        let Some((policy, role)) =
+            policy.and_then(|p| p.roles.get(&request.role).map(|role| (p, role)))
+        else {
             return Ok(None);
         };
         let path = RequestPath {
@@ -580,7 +582,8 @@ impl Workflow {
                 .try_into()
                 .map_err(anyhow::Error::msg)?,
         };
-        let spec = super::pull_request::grant_spec(request, &path, login);
+        let default = policy.effective_default_duration();
+        let spec = super::pull_request::grant_spec(request, &path, login, default);
         Ok(self.providers.check(role, &spec).err().map(|err| {
             comment::role_unservable_comment(
                 request.environment.as_str(),

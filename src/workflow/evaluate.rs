@@ -225,10 +225,12 @@ impl Workflow {
                 .await?;
         }
         let policy = inputs.policies.get(inputs.request.environment.as_str());
-        if let Some(role) = policy.and_then(|p| p.roles.get(&inputs.request.role))
+        if let Some(policy) = policy
+            && let Some(role) = policy.roles.get(&inputs.request.role)
             && needs.grant
         {
-            let mut spec = grant_spec(&inputs.request, &inputs.path, login);
+            let default = policy.effective_default_duration();
+            let mut spec = grant_spec(&inputs.request, &inputs.path, login, default);
             // A head whose expiry the bot wrote before its merge holds the files with it.
             if let Some(stamp) = inputs
                 .existing

@@ -525,7 +525,10 @@ impl Workflow {
             environment: record.environment.clone(),
             id: record.id.clone(),
         };
-        let spec = super::pull_request::grant_spec(&request, &path, &record.requester_login);
+        // The duration the request was decided with (the policy's default when it names none).
+        let decided = crate::duration::HumanDuration::from_secs(record.duration_secs);
+        let spec =
+            super::pull_request::grant_spec(&request, &path, &record.requester_login, decided);
         let staged = self.providers.rendered_files(&role, &spec)?;
         Ok(Some(Ready::Checked {
             role,

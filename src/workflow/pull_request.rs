@@ -968,13 +968,15 @@ impl Workflow {
             path: path.to_repo_path(),
             content: text.to_owned(),
         }];
-        if let Some(role) = policies
+        let policy = policies
             .as_ref()
             .ok()
-            .and_then(|p| p.get(request.environment.as_str()))
-            .and_then(|p| p.roles.get(&request.role))
+            .and_then(|p| p.get(request.environment.as_str()));
+        if let Some(policy) = policy
+            && let Some(role) = policy.roles.get(&request.role)
         {
-            let spec = grant_spec(request, path, login);
+            let default = policy.effective_default_duration();
+            let spec = grant_spec(request, path, login, default);
             for file in self.providers.rendered_files(role, &spec)? {
                 writes.push(Write::Put {
                     path: file.path,
@@ -1170,10 +1172,12 @@ pub(super) fn decides_again(state: RequestState, action: PullRequestAction) -> b
 
 /// What a provider gets to render a request's grant files before the merge: the expiry is not
 /// known yet, so it is [`crate::grant::NOT_YET_GRANTED`] (a grant file that grants nothing).
+/// The duration is the request's, or `default` (the policy's) when it names none.
 pub(super) fn grant_spec(
     request: &AccessRequest,
     path: &RequestPath,
     requester: &Login,
+    default: crate::duration::HumanDuration,
 ) -> GrantSpec {
     GrantSpec {
         id: path.id.to_string(),
@@ -1182,7 +1186,7 @@ pub(super) fn grant_spec(
         requester: requester.to_string(),
         reason: request.reason.as_str().to_owned(),
         ticket: request.ticket.as_ref().map(ToString::to_string),
-        duration: request.duration.map(|d| d.to_string()).unwrap_or_default(),
+        duration: request.duration.unwrap_or(default).to_string(),
         expires_at: crate::grant::NOT_YET_GRANTED.to_owned(),
     }
 }
