@@ -31,13 +31,16 @@ pub struct Config {
     /// Directory of the policy files in the requests repo, read from its default branch.
     pub policies_path: String,
     /// A reminder comment is posted this long before a grant expires.
+    #[serde(deserialize_with = "config_duration")]
     pub reminder_before: HumanDuration,
     /// Where the bot's grant templates (`iac` roles' `template:`) live, on the bot's disk.
     pub templates_path: PathBuf,
     /// A request nobody approved within this time is closed (its PR too) and no longer polled.
+    #[serde(deserialize_with = "config_duration")]
     pub pending_timeout: HumanDuration,
     /// How often every active grant is checked against git and its provider (drift, grants no
     /// request holds), besides at start.
+    #[serde(deserialize_with = "config_duration")]
     pub reconcile_interval: HumanDuration,
     /// How many open requests (pending, denied or approved: not yet merged or closed; a denied
     /// request's PR stays open to be fixed) one person may have at once; a `/breakglass`
@@ -127,6 +130,7 @@ pub struct GithubConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub installation_id: Option<u64>,
     /// How often pending requests' reactions are polled (GitHub sends no reaction webhooks).
+    #[serde(deserialize_with = "config_duration")]
     pub reaction_poll_interval: HumanDuration,
 }
 
@@ -360,17 +364,20 @@ fn located(text: &str, err: &toml::de::Error) -> String {
     format!("line {line}, column {column}: {message}")
 }
 
-/// `message` with every double-quoted value (serde's `invalid type: string "…"`) replaced by
-/// `"…"`.
+/// `message` with every double-quoted value (serde's `invalid type: string "…"`, whose `\"`
+/// escapes stay inside it) replaced by `"…"`.
 fn without_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut quoted = false;
+    let mut escaped = false;
     for c in message.chars() {
         match (c, quoted) {
             ('"', false) => {
                 out.push_str("\"…");
                 quoted = true;
             }
+            (_, true) if escaped => escaped = false,
+            ('\\', true) => escaped = true,
             ('"', true) => {
                 out.push('"');
                 quoted = false;
@@ -380,6 +387,40 @@ fn without_values(message: &str) -> String {
         }
     }
     out
+}
+
+/// A duration of the configuration. Its error names no value: a token written into the wrong
+/// key must not reach a log through the error that refuses it (the key and line say where).
+fn config_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = HumanDuration;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration such as `10m`, `1h` or `1h30m`")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+            HumanDuration::parse(v)
+                .map_err(|_| E::custom("not a duration; write e.g. `90s`, `10m`, `2h` or `1h30m`"))
+        }
+    }
+    d.deserialize_str(Visitor)
+}
+
+/// The name of an environment variable a `*_env` key names, as an error may show it: only a
+/// name shaped like one (`BREAKGLASS_GITHUB_TOKEN`): the secret itself, written there by
+/// mistake, is not.
+fn variable_name(name: &str) -> String {
+    let shaped = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if shaped {
+        name.to_owned()
+    } else {
+        "named by the key (not shown: it is not shaped like a variable's name; is the secret itself written there?)".to_owned()
+    }
 }
 
 /// An override's value: a TOML literal when it is one (`8080`, `true`), else a plain string.
@@ -471,7 +512,10 @@ pub fn read_secrets(
             ))
         })?,
         None => env(env_var).ok_or_else(|| {
-            ConfigError::Secret(format!("the environment variable {env_var} is not set"))
+            ConfigError::Secret(format!(
+                "the environment variable {} is not set",
+                variable_name(env_var)
+            ))
         })?,
     };
     let secrets: Vec<Secret> = raw
@@ -536,6 +580,48 @@ assume_role_arn = ""
             err,
             "c.toml: line 2, column 21: invalid type: string \"…\", expected u32"
         );
+    }
+
+    #[test]
+    fn no_error_echoes_the_value_it_refuses() {
+        const TOKEN: &str = "glpat-NOTREALbutSECRET123";
+        let base = "[github]\nrepository = \"acme/access-requests\"\n";
+        let refused = |text: &str, vars: &[(&str, &str)]| {
+            let err = Config::from_toml(text, "b.toml", env(vars)).unwrap_err();
+            format!("{err:#}")
+        };
+        for var in [
+            "BREAKGLASS_REMINDER_BEFORE",
+            "BREAKGLASS_PENDING_TIMEOUT",
+            "BREAKGLASS_RECONCILE_INTERVAL",
+            "BREAKGLASS_GITHUB__REACTION_POLL_INTERVAL",
+        ] {
+            let err = refused(base, &[(var, TOKEN)]);
+            assert!(
+                !err.contains(TOKEN) && err.contains("not a duration"),
+                "{err}"
+            );
+        }
+        for value in [format!("\"{TOKEN}"), format!("a\"b{TOKEN}")] {
+            let err = refused(base, &[("BREAKGLASS_MAX_OPEN_REQUESTS", &value)]);
+            assert!(!err.contains("SECRET"), "{err}");
+        }
+        let err = refused(&format!("reminder_before = \"{TOKEN}\"\n{base}"), &[]);
+        assert!(!err.contains(TOKEN) && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_written_where_its_variables_name_goes_is_not_shown() {
+        assert_eq!(
+            variable_name("BREAKGLASS_GITHUB_TOKEN"),
+            "BREAKGLASS_GITHUB_TOKEN"
+        );
+        for mistaken in ["ghp_abcdefSECRET", "s3cr3t value", "", "1ABC"] {
+            assert!(
+                variable_name(mistaken).starts_with("named by the key"),
+                "{mistaken}"
+            );
+        }
     }
 
     #[test]
@@ -713,7 +799,9 @@ assume_role_arn = ""
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("`10 minutes` is not a duration"),
+            err.to_string().ends_with(
+                "line 1, column 19: not a duration; write e.g. `90s`, `10m`, `2h` or `1h30m`"
+            ),
             "{err}"
         );
         let err = Config::from_toml("", "x", env(&[("BREAKGLASS_LISTEN", "not an address")]))

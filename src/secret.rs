@@ -1,15 +1,26 @@
 //! Secrets (webhook secrets, tokens, private keys) that never show up in logs or debug output.
 
 use std::fmt;
+use std::sync::RwLock;
 
 /// A secret value. `Debug` and `Display` print `[redacted]`; the value is only reachable
 /// through [`Secret::expose`], which makes every use easy to find in review.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
+/// The values of every [`Secret`] made in this process (of [`MIN_KNOWN`] characters and more):
+/// [`scrub`] takes them out of any text, whatever their format, so that a forge or proxy echoing
+/// a token of no known shape (a legacy token, a custom prefix) does not put it in a log.
+static KNOWN: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Shorter values are not scrubbed by value: they would take ordinary words out of messages.
+const MIN_KNOWN: usize = 8;
+
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        let value = value.into();
+        remember(&value);
+        Self(value)
     }
 
     /// The secret itself, for the one call that needs it.
@@ -30,15 +41,39 @@ impl fmt::Display for Secret {
     }
 }
 
+fn remember(value: &str) {
+    let value = value.trim();
+    if value.chars().count() < MIN_KNOWN {
+        return;
+    }
+    let mut known = KNOWN
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !known.iter().any(|k| k == value) {
+        known.push(value.to_owned());
+    }
+}
+
 /// `text` (a forge's error message, a transport error) with whatever looks like a credential
-/// replaced by `[redacted]`: the forges' token formats, the value after `Bearer`, `token` or
-/// `Basic`, a URL's password and `password=`-style parameters. A forge or a proxy in front of
-/// it that echoes the request's credentials in its error must not put them in our logs.
+/// replaced by `[redacted]`: every secret the process holds, by value; the forges' token
+/// formats, the value after `Bearer`, `token` or `Basic`, a URL's password and
+/// `password=`-style parameters. A forge or a proxy in front of it that echoes the request's
+/// credentials in its error must not put them in our logs.
 pub fn scrub(text: &str) -> String {
+    let mut text = text.to_owned();
+    for value in KNOWN
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+    {
+        if text.contains(value.as_str()) {
+            text = text.replace(value.as_str(), "[redacted]");
+        }
+    }
     let text = regex!(
         r"\b(?:gh[pousr]_|github_pat_|glpat-|gldt-|glrt-|glptt-|glsoat-|glcbt-|gloas-)[A-Za-z0-9_-]+"
     )
-    .replace_all(text, "[redacted]");
+    .replace_all(&text, "[redacted]");
     let text = regex!(r"(?i)\b(bearer|basic)(\s+)[^\s\[\]\x22',;]{4,}")
         .replace_all(&text, "$1$2[redacted]");
     let text = regex!(r"(?i)\b(token|private-token|authorization)(\s*[:=]\s*)[^\s\[\]\x22',;]{4,}")
@@ -82,6 +117,16 @@ mod tests {
             "Secret([redacted]) [redacted] Some(Secret([redacted]))"
         );
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn scrub_takes_out_every_secret_made_whatever_its_shape() {
+        let _token = Secret::new("TOKSECRET_q2w8-legacy");
+        let _short = Secret::new("abc");
+        assert_eq!(
+            scrub("HTTP 403: Bad credentials for TOKSECRET_q2w8-legacy (abc)"),
+            "HTTP 403: Bad credentials for [redacted] (abc)"
+        );
     }
 
     #[test]

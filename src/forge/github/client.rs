@@ -112,7 +112,8 @@ impl GithubClient {
             .ok_or_else(|| ForgeError::Refused {
                 call: "configuration".into(),
                 status: 0,
-                message: format!("repository `{repository}` is not `owner/name`"),
+                // Not the value: a token written into the wrong key would show.
+                message: "`github.repository` is not `owner/name`".to_owned(),
             })?;
         let builder = || {
             Octocrab::builder()
