@@ -69,7 +69,8 @@ where
         (Some(code), None) => format!("{what}: {code}"),
         _ => format!("{what}: {}", DisplayErrorContext(&err)),
     };
-    from_kind(kind_of(err.code()), message)
+    // An endpoint or proxy may echo the request's credentials in what it answers.
+    from_kind(kind_of(err.code()), crate::secret::scrub(&message))
 }
 
 /// The [`GrantError`] of `kind` saying `message`.
