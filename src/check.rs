@@ -139,6 +139,19 @@ fn check_file(policies: &PolicySet, file: &Path, input: &CheckInput) -> FileRepo
             "not a request file name: requests are named requests/<environment>/<id>.yaml".into(),
         );
     }
+    // The bot refuses a request file that is a link (or no file at all): CI says so too, and
+    // reads nothing the link points at (a file outside the repository among them).
+    match std::fs::symlink_metadata(file) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return invalid(
+                "a symbolic link, not a file: breakglass never takes a link as a request".into(),
+            );
+        }
+        Ok(meta) if !meta.is_file() => {
+            return invalid("not a file: a request is a plain YAML file".into());
+        }
+        _ => {} // missing: the read below says so
+    }
     let text = match crate::policy::read_capped(file) {
         Ok(text) => text,
         Err(error) => return invalid(error),

@@ -75,6 +75,28 @@ fn request_files_given_together_that_share_an_id_are_invalid() {
     );
 }
 
+// The bot never takes a link as a request file; CI says so too (exit 2), and reads nothing the
+// link points at, in the repository or outside it.
+#[cfg(unix)]
+#[test]
+fn a_request_file_that_is_a_link_is_invalid_and_its_target_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("elsewhere.yaml");
+    std::fs::write(
+        &outside,
+        "environment: prod\nrole: admin\nduration: 1h\nreason: SECRET-LOOKING-TARGET\n",
+    )
+    .unwrap();
+    let link = dir.path().join("requests/prod/r-link.yaml");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let out = check(&["--requester", "alice"], &link);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let said = stdout(&out);
+    assert!(said.contains("a symbolic link, not a file"), "{said}");
+    assert!(!said.contains("SECRET-LOOKING-TARGET"), "{said}");
+}
+
 #[test]
 fn an_allowed_request_exits_0_and_says_who_can_approve() {
     let out = check(
