@@ -670,6 +670,19 @@ fn merge_of(number: u64) -> RouteMatcher {
     }))
 }
 
+/// alice's `network/dns-admin` request `r-dns` for 1h, re-opened from the bot's own branch and
+/// allowed; the bot's PR.
+async fn iac_request_allowed(s: &Scenario) -> u64 {
+    let pr = s.open_request(&s.people.alice, "network", "r-dns", IAC_REQUEST);
+    s.settle().await;
+    let bot_pr = reopened_pr(s, pr);
+    s.expect_bot_comments(bot_pr, &["✅ **Request `r-dns` is allowed**"]);
+    bot_pr
+}
+
+const IAC_REQUEST: &str =
+    "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
+
 /// The grant file's expiry as written in the file at `branch` (the `aws:CurrentTime` bound).
 fn expiry_in_file(s: &Scenario, branch: &str, path: &str) -> String {
     let text = s.forge.file_on(REPO, branch, path).expect("the grant file");
@@ -685,12 +698,7 @@ fn expiry_in_file(s: &Scenario, branch: &str, path: &str) -> String {
 on_both_forges!(
     an_iac_merge_that_fails_after_its_expiry_is_written_merges_when_tried_again,
     |s: Scenario| async move {
-        let yaml =
-            "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
-        let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
-        s.settle().await;
-        let bot_pr = reopened_pr(&s, pr);
-        s.expect_bot_comments(bot_pr, &["✅ **Request `r-dns` is allowed**"]);
+        let bot_pr = iac_request_allowed(&s).await;
         s.forge.fail_next(FailureSpec {
             route: merge_of(bot_pr),
             count: 4, // every try of one job run
@@ -751,12 +759,7 @@ on_both_forges!(
 on_both_forges!(
     an_iac_merge_refused_after_its_expiry_is_written_takes_it_back_and_merges_on_an_approval,
     |s: Scenario| async move {
-        let yaml =
-            "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
-        let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
-        s.settle().await;
-        let bot_pr = reopened_pr(&s, pr);
-        s.expect_bot_comments(bot_pr, &["✅ **Request `r-dns` is allowed**"]);
+        let bot_pr = iac_request_allowed(&s).await;
         s.forge.fail_next(FailureSpec {
             route: merge_of(bot_pr),
             count: 1,
@@ -807,11 +810,7 @@ on_both_forges!(
     a_push_as_the_expiry_is_written_never_merges_under_the_bots_commit,
     |s: Scenario| async move {
         s.lenient(); // the put-off deliveries and the refused write are what this is about
-        let yaml =
-            "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
-        let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
-        s.settle().await;
-        let bot_pr = reopened_pr(&s, pr);
+        let bot_pr = iac_request_allowed(&s).await;
         let branch = s.change(bot_pr).head_ref;
         let rewritten = "environment: network\nrole: dns-admin\nduration: 1h\nreason: routine\nrequester: mallory\n";
         let write = RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
@@ -858,7 +857,7 @@ on_both_forges!(
             s.forge
                 .file_on(REPO, "main", "requests/network/r-dns.yaml")
                 .as_deref(),
-            Some(yaml),
+            Some(IAC_REQUEST),
             "the request as approved, byte for byte"
         );
         let record = s.request("r-dns").await;

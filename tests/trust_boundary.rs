@@ -1852,6 +1852,27 @@ on_both_forges!(
     }
 );
 
+/// alice's 1h grant `r1`, whose revert PR mallory retargets to `release` right before the
+/// bot's merge call at the expiry; revoked then. Its request and revert PRs.
+async fn revert_retargeted_at_its_merge(s: &Scenario) -> (u64, u64) {
+    add_release_branch(s);
+    let pr = s.granted("r1", "1h").await;
+    let revert = s.revert_pr("r1").await;
+    // A push by someone else makes the next pass list the branch, five minutes in: at the
+    // expiry no listing is due, which would remove the file first (also safe, said otherwise).
+    let readme = [("README.md", "# access requests, by hand\n")];
+    s.forge.push_direct(REPO, &s.people.erin, &readme, "docs");
+    s.advance(TimeDelta::minutes(5));
+    s.settle().await;
+    let at = s.internal(revert);
+    s.forge
+        .retarget_before(merge_call(), REPO, at, &s.people.mallory, "release");
+    s.advance(TimeDelta::minutes(55));
+    s.settle().await;
+    assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+    (pr, revert)
+}
+
 // GitLab: the revert retargeted between the guard's read and its merge, whose answer names
 // `release`. The revert job builds it again, and the merge's webhook asks for a removal too:
 // one after the other, so exactly one revoke lands on the default branch and the audit finds
@@ -1861,23 +1882,7 @@ on_both_forges!(
 async fn on_gitlab_a_revert_retargeted_between_the_guards_read_and_its_merge_is_revoked_once() {
     let s = Scenario::on_gitlab().await;
     s.lenient(); // the notes of the replacement are the GitHub test's business
-    add_release_branch(&s);
-    s.granted("r1", "1h").await;
-    let revert = s.revert_pr("r1").await;
-    let readme = [("README.md", "# access requests, by hand\n")];
-    s.forge.push_direct(REPO, &s.people.erin, &readme, "docs");
-    s.advance(TimeDelta::minutes(5));
-    s.settle().await;
-    s.forge.retarget_before(
-        merge_call(),
-        REPO,
-        s.internal(revert),
-        &s.people.mallory,
-        "release",
-    );
-    s.advance(TimeDelta::minutes(55));
-    s.settle().await;
-    assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+    revert_retargeted_at_its_merge(&s).await;
     assert!(
         s.forge
             .file_on(REPO, "main", "requests/prod/r1.yaml")
@@ -2324,20 +2329,7 @@ async fn on_github_a_retargeted_merge_told_to_another_replica_mid_step_is_still_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_github_a_revert_retargeted_between_the_guards_read_and_its_merge_is_made_good() {
     let s = Scenario::start(Backend::Sqlite).await.unwrap();
-    add_release_branch(&s);
-    let pr = s.granted("r1", "1h").await;
-    let revert = s.revert_pr("r1").await;
-    // A push by someone else makes the next pass list the branch, five minutes in: at the
-    // expiry no listing is due, which would remove the file first (also safe, said otherwise).
-    let readme = [("README.md", "# access requests, by hand\n")];
-    s.forge.push_direct(REPO, &s.people.erin, &readme, "docs");
-    s.advance(TimeDelta::minutes(5));
-    s.settle().await;
-    s.forge
-        .retarget_before(merge_call(), REPO, revert, &s.people.mallory, "release");
-    s.advance(TimeDelta::minutes(55));
-    s.settle().await;
-    assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+    let (pr, revert) = revert_retargeted_at_its_merge(&s).await;
     let landed = s.change(revert);
     assert!(landed.merged && landed.base_ref == "release", "{landed:?}");
     assert!(

@@ -9,7 +9,7 @@ use super::{Workflow, stored_decision};
 use crate::forge::StatusState;
 use crate::grant::{GrantSpec, RenderedFile};
 use crate::policy::Role;
-use crate::store::{ChangeKind, RequestRecord, Stamp};
+use crate::store::{Change, ChangeKind, RequestRecord, Stamp};
 
 impl Workflow {
     /// Writes the grant files rendered with `spec`'s expiry over the `staged` ones (rendered
@@ -42,13 +42,7 @@ impl Workflow {
                 Err("its grant files carry another expiry".into())
             });
         }
-        let Some(mut change) = self
-            .store
-            .change_of_pr(record.pr_number)
-            .await?
-            .filter(|c| c.kind == ChangeKind::Request)
-            .filter(|c| c.head_sha.as_deref() == Some(record.head_sha.as_str()))
-        else {
+        let Some(mut change) = self.change_at_head(record).await? else {
             return Ok(Err(
                 "its grant files are not on a branch breakglass built for it".into(),
             ));
@@ -86,22 +80,10 @@ impl Workflow {
                 record.id, spec.expires_at
             );
             head = self
-                .forge
-                .put_file(
-                    &change.branch,
-                    &head,
-                    &after.path,
-                    &after.content,
-                    &message,
-                    Some(&current.blob_sha),
-                )
+                .write_over(&change.branch, &head, after, &current.blob_sha, &message)
                 .await?;
         }
-        change.head_sha = Some(head.clone());
-        change.updated_at = self.now();
-        if !self.store.update_change(&change).await? {
-            anyhow::bail!("the request change of {} was rebuilt meanwhile", record.id);
-        }
+        self.own_head(&mut change, record, &head).await?;
         let mut stored = stored_decision(record)?.clone();
         stored.stamp = Some(Stamp {
             head: head.clone(),
@@ -135,13 +117,7 @@ impl Workflow {
         let Some(Ready::Checked { staged, .. }) = self.grant_plan(record).await? else {
             return Ok(()); // the role is gone: refused for good
         };
-        let Some(mut change) = self
-            .store
-            .change_of_pr(record.pr_number)
-            .await?
-            .filter(|c| c.kind == ChangeKind::Request)
-            .filter(|c| c.head_sha.as_deref() == Some(record.head_sha.as_str()))
-        else {
+        let Some(mut change) = self.change_at_head(record).await? else {
             return Ok(());
         };
         let mut head = record.head_sha.clone();
@@ -157,26 +133,56 @@ impl Workflow {
                 record.id
             );
             head = self
-                .forge
-                .put_file(
-                    &change.branch,
-                    &head,
-                    &file.path,
-                    &file.content,
-                    &message,
-                    Some(&current.blob_sha),
-                )
+                .write_over(&change.branch, &head, file, &current.blob_sha, &message)
                 .await?;
         }
-        change.head_sha = Some(head.clone());
-        change.updated_at = self.now();
-        if !self.store.update_change(&change).await? {
-            anyhow::bail!("the request change of {} was rebuilt meanwhile", record.id);
-        }
+        self.own_head(&mut change, record, &head).await?;
         let mut stored = stored_decision(record)?.clone();
         stored.stamp = None;
         record.decision = Some(stored);
         record.head_sha = head;
+        Ok(())
+    }
+
+    /// The branch breakglass built for `record`, when its head is the request's.
+    async fn change_at_head(&self, record: &RequestRecord) -> anyhow::Result<Option<Change>> {
+        Ok(self
+            .store
+            .change_of_pr(record.pr_number)
+            .await?
+            .filter(|c| c.kind == ChangeKind::Request)
+            .filter(|c| c.head_sha.as_deref() == Some(record.head_sha.as_str())))
+    }
+
+    /// Writes `file` over the copy of blob `blob` on the bot's `branch` at `head`, as one
+    /// commit of its own; the new head.
+    async fn write_over(
+        &self,
+        branch: &str,
+        head: &str,
+        file: &RenderedFile,
+        blob: &str,
+        message: &str,
+    ) -> anyhow::Result<String> {
+        let written = self
+            .forge
+            .put_file(branch, head, &file.path, &file.content, message, Some(blob))
+            .await?;
+        Ok(written)
+    }
+
+    /// Records `head` as the bot's own last commit on the request's branch.
+    async fn own_head(
+        &self,
+        change: &mut Change,
+        record: &RequestRecord,
+        head: &str,
+    ) -> anyhow::Result<()> {
+        change.head_sha = Some(head.to_owned());
+        change.updated_at = self.now();
+        if !self.store.update_change(change).await? {
+            anyhow::bail!("the request change of {} was rebuilt meanwhile", record.id);
+        }
         Ok(())
     }
 }
