@@ -41,7 +41,9 @@ pub fn github_webhook(data: &[u8]) {
             "ping",
             "pull_request",
             "issue_comment",
+            "issues",
             "pull_request_review",
+            "pull_request_review_comment",
             "push",
         ];
         if !known.contains(&event) {
