@@ -157,6 +157,16 @@ fn render_path(template: &str, spec: &GrantSpec) -> Result<String, GrantError> {
     })
     .map_err(|err| GrantError::Misconfigured(format!("cannot render output path: {err}")))?;
     check_path(&path).map_err(GrantError::Misconfigured)?;
+    // A value must not change what kind of file it is: an id `inc-7.tf` would turn the JSON
+    // record `{{ id }}.json` into Terraform's `inc-7.tf.json`, read as configuration.
+    if let (Ok(declared), Ok(rendered)) =
+        (FileFormat::of_path(template), FileFormat::of_path(&path))
+        && declared != rendered
+    {
+        return Err(GrantError::Misconfigured(format!(
+            "the grant file `{path}` would be read as {rendered:?}, not as the output's {declared:?}: a value (the request id) ends like a file extension"
+        )));
+    }
     Ok(path)
 }
 
@@ -461,6 +471,25 @@ mod tests {
                 "{output}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_value_that_changes_the_files_format_is_refused() {
+        let dir = template_dir("{\"reason\": \"{{ reason }}\"}\n");
+        let mut spec = spec();
+        spec.id = "inc-7.tf".into();
+        let role = role("t.j2", Some("grants/{{ environment }}/{{ id }}.json"));
+        let err = render(dir.path(), &role, &spec).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("would be read as TerraformJson, not as the output's Json"),
+            "{err}"
+        );
+        spec.id = "inc-7.x".into();
+        assert!(
+            render(dir.path(), &role, &spec).is_ok(),
+            "another dotted id is fine"
+        );
     }
 
     #[test]
