@@ -629,21 +629,39 @@ struct LiveText {
     out: String,
     /// Nothing but whitespace since the last newline.
     line_has_text: bool,
-    /// HTML elements opened and not closed yet: what they hold is rendered quoted, struck,
-    /// folded away or as code (`<blockquote>`, `<del>`, `<details>`, `<code>`…), so it is no
-    /// live text, whatever Markdown is inside.
-    open_html: usize,
+    /// How many of each [`HIDING_ELEMENTS`] are open (opened, not closed yet): what they hold
+    /// is rendered quoted, struck, folded away or as code, so it is no live text, whatever
+    /// Markdown is inside.
+    open_html: [usize; HIDING_ELEMENTS.len()],
 }
 
-/// Elements that have no end tag.
-const VOID_ELEMENTS: &[&str] = &[
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
-    "track", "wbr",
+/// The HTML elements whose content is someone else's words or not read as the author's own:
+/// quoted, struck, folded, code, or not shown. Any other tag (`<p>`, `<sub>`, a stray
+/// `<INC-42>` the forge strips) hides nothing, so an ordinary comment's command still counts.
+const HIDING_ELEMENTS: [&str; 14] = [
+    "blockquote",
+    "q",
+    "del",
+    "s",
+    "strike",
+    "details",
+    "code",
+    "pre",
+    "kbd",
+    "samp",
+    "tt",
+    "template",
+    "textarea",
+    "noscript",
 ];
 
 impl LiveText {
+    fn hidden(&self) -> bool {
+        self.open_html.iter().any(|&open| open > 0)
+    }
+
     fn push(&mut self, s: &str) {
-        if self.open_html > 0 {
+        if self.hidden() {
             return self.drop_markup();
         }
         match s.rsplit_once('\n') {
@@ -653,7 +671,10 @@ impl LiveText {
         self.out.push_str(s);
     }
 
-    /// Counts the elements `html` opens and closes (comments aside).
+    /// Counts the [`HIDING_ELEMENTS`] `html` opens and closes (comments aside). An end tag
+    /// closes only its own kind; a `/>` opens all the same (HTML has no self-closing
+    /// `<blockquote/>`), so neither a stray end tag nor an attribute's text lets a quote's
+    /// content count.
     fn follow_html(&mut self, html: &str) {
         let mut rest = html;
         while let Some(at) = rest.find('<') {
@@ -668,23 +689,21 @@ impl LiveText {
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
                 .collect::<String>()
                 .to_ascii_lowercase();
-            if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            let Some(kind) = HIDING_ELEMENTS.iter().position(|e| *e == name) else {
                 continue;
-            }
-            let self_closing = rest
-                .find('>')
-                .is_some_and(|end| rest[..end].trim_end().ends_with('/'));
-            if closing {
-                self.open_html = self.open_html.saturating_sub(1);
-            } else if !self_closing && !VOID_ELEMENTS.contains(&name.as_str()) {
-                self.open_html += 1;
-            }
+            };
+            let open = &mut self.open_html[kind];
+            *open = if closing {
+                open.saturating_sub(1)
+            } else {
+                *open + 1
+            };
         }
     }
 
     /// Pushes the markdown source of an element on the current line.
     fn push_source(&mut self, body: &str, range: Range<usize>) {
-        if self.open_html > 0 {
+        if self.hidden() {
             return self.drop_markup();
         }
         let source = body.get(range).unwrap_or_default();
@@ -1396,6 +1415,14 @@ mod tests {
             "<details>\n<summary>logs</summary>\n\n/breakglass approve\n\n</details>",
             "<blockquote><p>\n\n/breakglass approve\n\n</p></blockquote>",
             "<BLOCKQUOTE>\n\n/breakglass approve\n\n</BLOCKQUOTE>",
+            // Neither a stray end tag of another element nor a `/>` in an attribute (or as a
+            // would-be self-closing quote) lets the quote's content count.
+            "<blockquote>\n\nsee<br></br>\n\n/breakglass approve\n\n</blockquote>",
+            "<blockquote title=\"a/>\">\n\n/breakglass approve\n\n</blockquote>",
+            "<blockquote>\n<img src=x></img>\n\n/breakglass approve\n\n</blockquote>",
+            "<del><p></p></p>\n\n/breakglass approve\n\n</del>",
+            "<blockquote/>\n\n/breakglass approve",
+            "<blockquote>\n\n</del>\n\n/breakglass approve\n\n</blockquote>",
         ] {
             ignored(body);
         }
@@ -1407,6 +1434,13 @@ mod tests {
             "<img src=\"x.png\">\n\n/breakglass approve",
             "<hr/>\n\n/breakglass approve",
             "<!-- <blockquote> -->\n\n/breakglass approve",
+            // A tag left open that hides nothing (the forge strips `<INC-42>`) hides no
+            // command after it.
+            "Checked against <INC-42>, fine.\n\n/breakglass approve",
+            "<p>Looks good\n\n/breakglass approve",
+            "<sub>sent from mobile\n\n/breakglass approve",
+            "<p align=\"center\">ok</p>\n<p>fine\n\n/breakglass approve",
+            "<a name=\"x\">\n\n/breakglass approve",
         ] {
             assert_eq!(ok(body), Command::Approve, "{body:?}");
         }
