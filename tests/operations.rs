@@ -802,6 +802,71 @@ on_both_forges!(
     }
 );
 
+// A member pushes to the bot's branch while the merge of its expiry commit is being tried
+// again: the branch is put back (on GitLab as a new commit with the same content), and the step
+// goes on with it, merged with the request as approved and the expiry written, never denied for
+// the grant file that commit holds. (An approval asked again by the push is given again.)
+on_both_forges!(
+    a_push_while_the_expiry_commits_merge_is_retried_never_denies_the_request,
+    |s: Scenario| async move {
+        s.lenient(); // the put-off deliveries, the failing merge job, the tampering note
+        let bot_pr = iac_request_allowed(&s).await;
+        s.forge.fail_next(FailureSpec {
+            route: merge_of(bot_pr),
+            count: 4,
+            kind: FailureKind::Status(503),
+        });
+        s.approve(bot_pr, &s.people.carol);
+        let branch = s.change(bot_pr).head_ref;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while expiry_in_file(&s, &branch, "grants/network/r-dns.tf") == "1970-01-01T00:00:00Z" {
+            assert!(std::time::Instant::now() < deadline, "no expiry written");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let notes = [("NOTES.md", "hi\n")];
+        s.forge
+            .push_files(REPO, &branch, &s.people.mallory, &notes, "notes");
+        let through = || async {
+            for _ in 0..12 {
+                s.advance(TimeDelta::seconds(10));
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            s.settle().await;
+        };
+        through().await;
+        if !s.change(bot_pr).merged {
+            s.forge.advance_clock(TimeDelta::seconds(2));
+            s.approve(bot_pr, &s.people.dan);
+            through().await;
+        }
+        let record = s.request("r-dns").await;
+        assert!(
+            s.change(bot_pr).merged && record.state.to_string() == "active",
+            "{} {:#?}",
+            record.state,
+            s.bot_comments(bot_pr)
+        );
+        assert!(
+            !s.bot_comments(bot_pr)
+                .iter()
+                .any(|c| c.contains("will not merge this")),
+            "never denied"
+        );
+        assert_eq!(
+            s.forge
+                .file_on(REPO, "main", "requests/network/r-dns.yaml")
+                .as_deref(),
+            Some(IAC_REQUEST)
+        );
+        assert!(s.forge.file_on(REPO, "main", "NOTES.md").is_none());
+        let expires = breakglass::clock::iso(record.expires_at.unwrap());
+        assert_eq!(
+            expiry_in_file(&s, "main", "grants/network/r-dns.tf"),
+            expires
+        );
+    }
+);
+
 // A member pushes to the bot's branch right as it writes the expiry into the grant file: a
 // rewrite of the request file (another reason, another requester). GitHub's contents API names
 // no parent, so the bot's commit would sit on hers; it is refused, her push put back and said,

@@ -546,7 +546,10 @@ impl Workflow {
 
     /// A restore that made a new commit (GitLab) holds the bot's own content under a new id:
     /// it becomes the change's head, and the request's. Approvals of the old head do not carry
-    /// over: tampering voids them like any push.
+    /// over: tampering voids them like any push. An expiry commit put back so is still the
+    /// merge step's (see `StoredDecision::stamp`), as it is on GitHub, where the branch goes
+    /// back to the very commit: its stamp follows it, or the head would be judged as a grant
+    /// file with an expiry nobody wrote, and the request denied for good.
     async fn adopt_restored_head(
         &self,
         change: &Change,
@@ -569,6 +572,14 @@ impl Workflow {
             && record.head_sha == old
         {
             record.head_sha = restored.to_owned();
+            if let Some(stamp) = record
+                .decision
+                .as_mut()
+                .and_then(|d| d.stamp.as_mut())
+                .filter(|stamp| stamp.head == old)
+            {
+                stamp.head = restored.to_owned();
+            }
             self.store.update_request(&mut record, self.now()).await?;
         }
         Ok(())
