@@ -1795,6 +1795,57 @@ fn a_revoke_that_removes_a_file_no_grant_added_is_a_revert_without_grant() {
     );
 }
 
+// A person's merge titled and trailed like the bot's grant of `r-1` that also adds another
+// request file and loosens a policy: the bot's merge guard lets nothing but the request's own
+// files through, so its trailers are forged, and both request files landed without the bot.
+#[test]
+fn a_grant_merge_that_changes_more_than_its_requests_files_is_forged() {
+    let repo = RequestsRepo::new();
+    let grant = Grant {
+        id: "r-1",
+        requester: "alice",
+        reason: "fix the db",
+        ..GRANT
+    };
+    let own = format!("requests/prod/{}.yaml", grant.id);
+    let own_text = request_yaml(&grant);
+    let merge = repo.merge_files(
+        10,
+        &[
+            (own.as_str(), Some(own_text.as_str())),
+            ("requests/prod/r-extra.yaml", Some(own_text.as_str())),
+            ("policies/prod.yaml", Some("approvals: 0\n")),
+        ],
+        &grant_message(10, &grant),
+    );
+    let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    let anomalies = document["anomalies"].as_array().unwrap();
+    let forged = anomalies
+        .iter()
+        .find(|a| a["kind"] == "forged_trailers")
+        .unwrap_or_else(|| panic!("{anomalies:#?}"));
+    assert_eq!(forged["request_id"], grant.id);
+    assert_eq!(forged["commit"], merge.to_string());
+    let detail = forged["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`policies/prod.yaml`") && detail.contains("`requests/prod/r-extra.yaml`"),
+        "{detail}"
+    );
+    for id in [grant.id, "r-extra"] {
+        assert!(
+            anomalies
+                .iter()
+                .any(|a| a["kind"] == "landed_without_bot" && a["request_id"] == id),
+            "{id}: {anomalies:#?}"
+        );
+    }
+    assert!(
+        document["grants"].as_array().is_none_or(|g| g.is_empty()),
+        "no grant: {}",
+        document["grants"]
+    );
+}
+
 #[test]
 fn the_bots_removal_of_a_landed_yml_file_passes_the_file_check() {
     let repo = RequestsRepo::new();

@@ -13,7 +13,7 @@
 //! walk reaches that parent.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 use git2::{ObjectType, Odb, OdbObject, Oid};
@@ -272,6 +272,56 @@ pub fn files_appearing_under(
     for root in roots {
         if let Some(dir) = changed_subdir(trees, from.clone(), Rc::clone(&to), root)? {
             new_files(trees, dir, &mut found)?;
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The paths of the files that differ between root trees `from` and `to` (added, removed,
+/// changed, or turned from a file into a directory or back), at most `most` of them: read one
+/// directory at a time, and never into a directory that is the same on both sides.
+pub fn changed_files(
+    trees: &TreeReader<'_>,
+    from: Oid,
+    to: Oid,
+    most: usize,
+) -> Result<Vec<String>, AuditError> {
+    let mut found = Vec::new();
+    let mut pending = vec![(String::new(), Some(from), Some(to))];
+    while let Some((path, from, to)) = pending.pop() {
+        let from = from.map(|from| trees.read(from)).transpose()?;
+        let to = to.map(|to| trees.read(to)).transpose()?;
+        let mut sides: BTreeMap<Vec<u8>, [Option<(Kind, Oid)>; 2]> = BTreeMap::new();
+        for (side, tree) in [&from, &to].into_iter().enumerate() {
+            let Some(tree) = tree else { continue };
+            for entry in tree.entries() {
+                let entry = entry?;
+                let slot = sides.entry(entry.name_bytes.to_vec()).or_default();
+                slot[side] = Some((entry.kind, entry.id()?));
+            }
+        }
+        for (name, [old, new]) in sides {
+            if old == new {
+                continue;
+            }
+            let child = match path.as_str() {
+                "" => String::from_utf8_lossy(&name).into_owned(),
+                _ => format!("{path}/{}", String::from_utf8_lossy(&name)),
+            };
+            let dir = |side: Option<(Kind, Oid)>| side.filter(|(k, _)| *k == Kind::Tree);
+            let (old_dir, new_dir) = (dir(old).map(|(_, id)| id), dir(new).map(|(_, id)| id));
+            if old_dir.is_some() || new_dir.is_some() {
+                pending.push((child.clone(), old_dir, new_dir));
+            }
+            let file = |side: Option<(Kind, Oid)>| side.is_some_and(|(k, _)| k != Kind::Tree);
+            if file(old) || file(new) {
+                found.push(child);
+            }
+            if found.len() >= most {
+                found.sort();
+                return Ok(found);
+            }
         }
     }
     found.sort();
@@ -566,6 +616,38 @@ mod tests {
             .iter()
             .map(|r| r.split('/').map(String::from).collect())
             .collect()
+    }
+
+    #[test]
+    fn changed_files_are_every_file_added_removed_or_changed_at_any_depth() {
+        let r = Repo::new();
+        let old = r.tree_of(&[
+            ("requests/prod/r-1.yaml", "kept"),
+            ("policies/prod.yaml", "p"),
+            ("gone/a/b.txt", "b"),
+            ("was-a-file", "f"),
+        ]);
+        let new = r.tree_of(&[
+            ("requests/prod/r-1.yaml", "kept"),
+            ("requests/prod/r-2.yaml", "added"),
+            ("policies/prod.yaml", "p2"),
+            ("was-a-file/now.txt", "d"),
+        ]);
+        let odb = r.odb();
+        let reader = TreeReader::new(&odb);
+        let changed = changed_files(&reader, old, new, 100).unwrap();
+        assert_eq!(
+            changed,
+            [
+                "gone/a/b.txt",
+                "policies/prod.yaml",
+                "requests/prod/r-2.yaml",
+                "was-a-file",
+                "was-a-file/now.txt",
+            ]
+        );
+        assert_eq!(changed_files(&reader, old, new, 2).unwrap().len(), 2);
+        assert!(changed_files(&reader, old, old, 100).unwrap().is_empty());
     }
 
     #[test]

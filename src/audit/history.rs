@@ -24,7 +24,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use git2::{ObjectType, Odb, OdbObject, Oid, Repository};
 
 use super::AuditError;
-use super::files::{REQUESTS_DIR, RequestFile, RequestTrees, TreeReader, files_appearing_under};
+use super::files::{
+    REQUESTS_DIR, RequestFile, RequestTrees, TreeReader, changed_files, files_appearing_under,
+};
 use super::grants::GrantLayout;
 use super::trailers::{BotTrailers, Message, TrailerKey};
 use crate::duration::HumanDuration;
@@ -474,6 +476,10 @@ fn read_commit(
         None
     };
     let claimed = claimed.map(|kind| merged_or_forged(kind, commit.merge));
+    let claimed = match (claimed, base) {
+        (Some(kind), Some(base)) => Some(beyond_its_files(walk, kind, base, commit.tree)?),
+        (claimed, _) => claimed,
+    };
     // Files added by a commit that is not a genuine bot merge landed without the bot, forged
     // trailers or not. A genuine merge is not diffed: the bot checked its files when merging.
     let genuine = matches!(claimed, Some(EventKind::Grant(_) | EventKind::Revoke(_)));
@@ -537,6 +543,74 @@ fn is_reconcile_removal(claim: &EventKind) -> bool {
 /// deletions are real whoever wrote the title; what it adds is still checked as any commit's.
 fn is_removal_title(subject: &str) -> bool {
     subject.starts_with(REMOVAL_TITLE) && subject.ends_with(" (reconcile)")
+}
+
+/// How many of the files a claimed grant or revoke merge changes beyond its own are named.
+const STRAY_NAMED: usize = 8;
+
+/// A grant or revoke merge that changes files beyond its request's own (its request file and
+/// the grant files named after it: all the bot's merge guard lets through) is no merge of the
+/// bot's: its trailers are forged, and what it adds counts as landed without the bot. A
+/// person's merge titled and trailed like the bot's can otherwise carry another request file
+/// or a policy change past the audit.
+fn beyond_its_files(
+    walk: &Walk<'_, '_>,
+    kind: EventKind,
+    base: Oid,
+    tree: Oid,
+) -> Result<EventKind, AuditError> {
+    let (request_id, claim, key) = match &kind {
+        EventKind::Grant(fact) => (&fact.request_id, Claim::Grant, TrailerKey::Request),
+        EventKind::Revoke(fact) => (&fact.request_id, Claim::Revoke, TrailerKey::Revokes),
+        _ => return Ok(kind),
+    };
+    // One more than named, so that the detail can say there were more.
+    let changed = changed_files(walk.trees, base, tree, 4 * STRAY_NAMED)?;
+    let stray: Vec<String> = changed
+        .into_iter()
+        .filter(|path| !is_own_file(walk.grants, request_id, path))
+        .collect();
+    if stray.is_empty() {
+        return Ok(kind);
+    }
+    let mut named: Vec<String> = stray
+        .iter()
+        .take(STRAY_NAMED)
+        .map(|p| format!("`{}`", p.escape_debug()))
+        .collect();
+    if stray.len() > STRAY_NAMED {
+        named.push("and more".into());
+    }
+    Ok(EventKind::Forged(ForgedFact {
+        request_id: request_id.clone(),
+        claim,
+        detail: format!(
+            "{key}: {request_id}, but the merge also changes {}: a merge of breakglass's changes only that request's files",
+            named.join(", ")
+        ),
+    }))
+}
+
+/// Whether `path` is request `id`'s own: its request file (also as `.yml`, which the bot's
+/// removal of one that landed without it deletes), or a file under a grant root named after
+/// it (`<id>` and an extension, as `{{ id }}.tf` renders).
+fn is_own_file(grants: &GrantLayout, id: &str, path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    if let [REQUESTS_DIR, _, file] = parts.as_slice()
+        && [".yaml", ".yml"]
+            .iter()
+            .any(|ext| file.strip_suffix(ext) == Some(id))
+    {
+        return true;
+    }
+    let under_a_root = grants.roots().iter().any(|root| {
+        parts.len() > root.len() && parts.iter().zip(root).all(|(part, dir)| part == dir)
+    });
+    let name = parts.last().copied().unwrap_or_default();
+    under_a_root
+        && name
+            .strip_prefix(id)
+            .is_some_and(|ext| ext.is_empty() || ext.starts_with('.'))
 }
 
 /// The bot lands every grant and revoke with a merge commit, never a squash or a direct
