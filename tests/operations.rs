@@ -683,6 +683,16 @@ async fn iac_request_allowed(s: &Scenario) -> u64 {
 const IAC_REQUEST: &str =
     "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
 
+/// Two minutes in 10 s steps, real time between them for a merge job and a put-off delivery
+/// to be tried again as each comes due; then settled.
+async fn through_the_merge_step(s: &Scenario) {
+    for _ in 0..12 {
+        s.advance(TimeDelta::seconds(10));
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    s.settle().await;
+}
+
 /// The grant file's expiry as written in the file at `branch` (the `aws:CurrentTime` bound).
 fn expiry_in_file(s: &Scenario, branch: &str, path: &str) -> String {
     let text = s.forge.file_on(REPO, branch, path).expect("the grant file");
@@ -723,13 +733,7 @@ on_both_forges!(
             !s.change(bot_pr).merged,
             "the first run's merge call failed"
         );
-        // Two minutes in 10 s steps, real time between them for the merge job and the put-off
-        // delivery to be tried again as each comes due.
-        for _ in 0..12 {
-            s.advance(TimeDelta::seconds(10));
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
-        s.settle().await;
+        through_the_merge_step(&s).await;
         assert!(s.change(bot_pr).merged, "merged when tried again");
         let record = s.request("r-dns").await;
         assert_eq!(record.state.to_string(), "active");
@@ -826,18 +830,11 @@ on_both_forges!(
         let notes = [("NOTES.md", "hi\n")];
         s.forge
             .push_files(REPO, &branch, &s.people.mallory, &notes, "notes");
-        let through = || async {
-            for _ in 0..12 {
-                s.advance(TimeDelta::seconds(10));
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-            s.settle().await;
-        };
-        through().await;
+        through_the_merge_step(&s).await;
         if !s.change(bot_pr).merged {
             s.forge.advance_clock(TimeDelta::seconds(2));
             s.approve(bot_pr, &s.people.dan);
-            through().await;
+            through_the_merge_step(&s).await;
         }
         let record = s.request("r-dns").await;
         assert!(
@@ -890,14 +887,7 @@ on_both_forges!(
             &[("requests/network/r-dns.yaml", rewritten)],
         );
         s.approve(bot_pr, &s.people.carol);
-        let through = || async {
-            for _ in 0..12 {
-                s.advance(TimeDelta::seconds(10));
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-            s.settle().await;
-        };
-        through().await;
+        through_the_merge_step(&s).await;
         if s.dialect == Dialect::GitHub {
             // Refused, put back and said; the head moved away and back, so the approval is
             // asked for again, and given.
@@ -910,7 +900,7 @@ on_both_forges!(
             );
             s.forge.advance_clock(TimeDelta::seconds(2));
             s.emoji_now(bot_pr, &s.people.carol, "+1");
-            through().await;
+            through_the_merge_step(&s).await;
         }
         assert!(
             s.change(bot_pr).merged,

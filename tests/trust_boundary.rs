@@ -1947,22 +1947,18 @@ on_both_forges!(
                 s.pr()
             )],
         );
-        s.advance(TimeDelta::minutes(30));
-        s.settle().await;
-        assert_eq!(s.request("r1").await.state.to_string(), "active");
-        assert!(
-            s.forge
-                .file_on(REPO, "main", "requests/prod/r1.yaml")
-                .is_some(),
-            "still granted on the default branch"
-        );
-        s.advance(TimeDelta::minutes(91));
-        s.settle().await;
-        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
-        assert!(
-            s.forge
-                .file_on(REPO, "main", "requests/prod/r1.yaml")
-                .is_none(),
+        // The state, and whether the request file is on the default branch, `minutes` later.
+        let s = &s;
+        let after = |minutes| async move {
+            s.advance(TimeDelta::minutes(minutes));
+            s.settle().await;
+            let on_main = s.forge.file_on(REPO, "main", "requests/prod/r1.yaml");
+            (s.request("r1").await.state.to_string(), on_main.is_some())
+        };
+        assert_eq!(after(30).await, ("active".into(), true), "still granted");
+        assert_eq!(
+            after(91).await,
+            ("revoked".into(), false),
             "removed at the expiry by a fresh change"
         );
         s.lenient(); // the replacement's own notes are other tests' business
