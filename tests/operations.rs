@@ -683,6 +683,20 @@ async fn iac_request_allowed(s: &Scenario) -> u64 {
 const IAC_REQUEST: &str =
     "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
 
+/// The expiry the bot writes into `r-dns`'s grant file on `branch` in its merge step, once it
+/// is there (real time: the bot is not settled while its merge step is under way).
+async fn expiry_written(s: &Scenario, branch: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let written = expiry_in_file(s, branch, "grants/network/r-dns.tf");
+        if written != "1970-01-01T00:00:00Z" {
+            return written;
+        }
+        assert!(std::time::Instant::now() < deadline, "no expiry written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Two minutes in 10 s steps, real time between them for a merge job and a put-off delivery
 /// to be tried again as each comes due; then settled.
 async fn through_the_merge_step(s: &Scenario) {
@@ -719,16 +733,7 @@ on_both_forges!(
         s.approve(bot_pr, &s.people.carol);
         // The expiry is written, then every try of the merge call fails. (The push of that
         // commit is put off until the merge step is over: the bot is not settled meanwhile.)
-        let head = s.change(bot_pr).head_ref;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        let written = loop {
-            let written = expiry_in_file(&s, &head, "grants/network/r-dns.tf");
-            if written != "1970-01-01T00:00:00Z" {
-                break written;
-            }
-            assert!(std::time::Instant::now() < deadline, "no expiry written");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        };
+        let written = expiry_written(&s, &s.change(bot_pr).head_ref).await;
         assert!(
             !s.change(bot_pr).merged,
             "the first run's merge call failed"
@@ -822,11 +827,7 @@ on_both_forges!(
         });
         s.approve(bot_pr, &s.people.carol);
         let branch = s.change(bot_pr).head_ref;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        while expiry_in_file(&s, &branch, "grants/network/r-dns.tf") == "1970-01-01T00:00:00Z" {
-            assert!(std::time::Instant::now() < deadline, "no expiry written");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        expiry_written(&s, &branch).await;
         let notes = [("NOTES.md", "hi\n")];
         s.forge
             .push_files(REPO, &branch, &s.people.mallory, &notes, "notes");

@@ -105,12 +105,9 @@ impl Shared {
 
     /// Takes the retargets waiting for this request.
     pub fn take_retargets(&self, method: &Method, path: &str, route: &str) -> Vec<RetargetBefore> {
-        let mut waiting = relock(&self.retargets);
-        let (now, later) = std::mem::take(&mut *waiting)
-            .into_iter()
-            .partition(|r| r.route.matches(method, path, Some(route)));
-        *waiting = later;
-        now
+        take_matching(&self.retargets, |r| {
+            r.route.matches(method, path, Some(route))
+        })
     }
 
     pub fn add_retarget(&self, retarget: RetargetBefore) {
@@ -119,12 +116,7 @@ impl Shared {
 
     /// Takes the pushes waiting for this request.
     pub fn take_pushes(&self, method: &Method, path: &str, route: &str) -> Vec<PushBefore> {
-        let mut waiting = relock(&self.pushes);
-        let (now, later) = std::mem::take(&mut *waiting)
-            .into_iter()
-            .partition(|p| p.route.matches(method, path, Some(route)));
-        *waiting = later;
-        now
+        take_matching(&self.pushes, |p| p.route.matches(method, path, Some(route)))
     }
 
     pub fn add_push(&self, push: PushBefore) {
@@ -172,4 +164,12 @@ impl Shared {
     pub fn reset_calls(&self) {
         *relock(&self.calls) = CallStats::default();
     }
+}
+
+/// Takes out of `waiting` the entries `now` picks, leaving the others in order.
+fn take_matching<T>(waiting: &Mutex<Vec<T>>, now: impl Fn(&T) -> bool) -> Vec<T> {
+    let mut waiting = relock(waiting);
+    let (taken, later) = std::mem::take(&mut *waiting).into_iter().partition(now);
+    *waiting = later;
+    taken
 }
