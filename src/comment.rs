@@ -530,8 +530,9 @@ pub fn review_text_command_comment(author: &str, forge: ForgeKind) -> String {
 pub const DESCRIPTION_COMMAND_MARK: &str = "ℹ️ Commands in a description are not read";
 
 /// Said to whoever opened an issue or PR with a `/breakglass` command in its description: the
-/// bot takes commands from comments only. `on` names the thread ("issue", "PR", "MR").
-pub fn description_command_comment(author: &str, on: &str) -> String {
+/// bot takes commands from comments only. On an issue (`on_change` false), or on a PR/MR.
+pub fn description_command_comment(author: &str, forge: ForgeKind, on_change: bool) -> String {
+    let on = if on_change { noun(forge) } else { "issue" };
     format!(
         "{DESCRIPTION_COMMAND_MARK}, @{author}: comment the `/breakglass` command on this {on} to use it."
     )

@@ -705,12 +705,7 @@ async fn an_active_grant_whose_mr_was_deleted_is_revoked_and_no_job_fails_for_ev
     s.settle().await;
     s.advance(TimeDelta::minutes(6));
     s.settle().await;
-    assert_eq!(s.request("r1").await.state.to_string(), "revoked");
-    assert!(
-        s.forge
-            .file_on(REPO, "main", "requests/prod/r1.yaml")
-            .is_none()
-    );
+    s.expect_revoked_and_removed("r1").await;
     assert_eq!(s.events("r1", "revoke").await.len(), 1);
     let later = s.clock.now() + TimeDelta::days(30);
     let left = s.store.overdue_jobs(later).await.unwrap();
@@ -790,12 +785,7 @@ on_both_backends!(
         );
         s.advance(TimeDelta::minutes(6));
         s.settle().await;
-        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
-        assert!(
-            s.forge
-                .file_on(REPO, "main", "requests/prod/r1.yaml")
-                .is_none()
-        );
+        s.expect_revoked_and_removed("r1").await;
         s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
         assert_eq!(s.events("r1", "revoke").await.len(), 1, "revoked once");
         assert_eq!(s.events("r1", "revert").await.len(), 1);
@@ -2372,12 +2362,7 @@ on_both_forges!(
             .unwrap();
         s.start_service().await;
         s.settle().await;
-        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
-        assert!(
-            s.forge
-                .file_on(REPO, "main", "requests/prod/r1.yaml")
-                .is_none()
-        );
+        s.expect_revoked_and_removed("r1").await;
         s.expect_bot_comments(
             pr,
             &["🔒 **Access revoked** at 2026-11-26T02:14:00Z: @alice no longer has `prod/admin` (it was revoked early)."],
@@ -3141,13 +3126,7 @@ on_both_forges!(
         let granted_at = s.merge_commit(pr).sha;
         s.advance(TimeDelta::hours(1));
         s.settle().await;
-        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
-        assert!(
-            s.forge
-                .file_on(REPO, "main", "requests/prod/r1.yaml")
-                .is_none(),
-            "precondition: the revert removed it"
-        );
+        s.expect_revoked_and_removed("r1").await;
         let m = &s.people.mallory;
         // A side branch at the grant's merge (the request file is there), one commit on top.
         s.forge

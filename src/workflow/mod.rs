@@ -405,14 +405,12 @@ impl Workflow {
             let text = crate::comment::internal_note_comment(&author.login);
             return self.note_once(thread, &text, &text).await;
         }
-        let on = match thread {
-            Thread::Issue(_) => "issue",
-            Thread::Change(_) => match self.forge.kind() {
-                ForgeKind::GitHub => "PR",
-                ForgeKind::GitLab => "MR",
-            },
-        };
-        let text = crate::comment::description_command_comment(&author.login, on);
+        let on_change = matches!(thread, Thread::Change(_));
+        let text = crate::comment::description_command_comment(
+            &author.login,
+            self.forge.kind(),
+            on_change,
+        );
         self.note_once(thread, crate::comment::DESCRIPTION_COMMAND_MARK, &text)
             .await
     }

@@ -829,6 +829,16 @@ impl Scenario {
             .unwrap()
             .unwrap_or_else(|| panic!("no request {id}"))
     }
+
+    /// Asserts that prod request `id` is revoked and its request file gone from main.
+    pub async fn expect_revoked_and_removed(&self, id: &str) {
+        assert_eq!(self.request(id).await.state.to_string(), "revoked");
+        let path = format!("requests/prod/{id}.yaml");
+        assert!(
+            self.forge.file_on(REPO, "main", &path).is_none(),
+            "{path} is still on main"
+        );
+    }
 }
 
 /// A valid prod request for alice (1h).
