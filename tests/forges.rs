@@ -139,6 +139,38 @@ async fn on_gitlab_an_emoji_approval_arrives_by_webhook_without_any_poll() {
     assert_eq!(approvals[0].data["signal"], format!("reaction:{award}"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_a_merge_refused_while_the_pipeline_settles_is_tried_again_and_granted() {
+    let s = Scenario::on_gitlab().await;
+    let pr = requested(&s, "r1").await;
+    // "Pipelines must succeed": GitLab links the bot's `breakglass/policy` status a moment
+    // late and refuses the first two merges with 405 meanwhile.
+    s.forge.gl_link_pipelines_late(2);
+    s.approve(pr, &s.people.carol);
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.expect_bot_comments(pr, &["✅", "🔓 **Access granted.**"]);
+    assert_eq!(s.request("r1").await.state.to_string(), "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_a_merge_still_refused_after_the_settling_retries_says_why_and_grants_nothing() {
+    let s = Scenario::on_gitlab().await;
+    let pr = requested(&s, "r1").await;
+    s.forge.gl_link_pipelines_late(10);
+    s.approve(pr, &s.people.carol);
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    s.expect_bot_comments(pr, &["✅"]);
+    let said = s.next_bot_comment(pr);
+    assert!(
+        said.starts_with("⚠️ Not merged")
+            && said.contains("HTTP 405: GitLab says the merge request is `ci_still_running`"),
+        "{said}"
+    );
+    assert_ne!(s.request("r1").await.state.to_string(), "active");
+}
+
 on_both_forges!(
     a_removed_emoji_withdraws_its_approval,
     |s: Scenario| async move {
@@ -376,12 +408,7 @@ on_both_forges!(
         s.advance(TimeDelta::hours(1));
         s.start_service().await;
         s.settle().await;
-        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
-        assert!(
-            s.forge
-                .file_on(REPO, "main", "requests/prod/r1.yaml")
-                .is_none()
-        );
+        s.expect_revoked_and_removed("r1").await;
         assert_eq!(s.events("r1", "revoke").await.len(), 1, "revoked once");
         s.expect_bot_comments(
             pr,

@@ -261,6 +261,10 @@ pub(crate) struct ForgeState {
     pub gl_approval_hooks_waiting: Option<Vec<(String, u64, String, String)>>,
     /// Whether GitLab's approvals API leaves out `approved_at`, as GitLab did before it was
     /// added (see `TestForge::gl_set_approvals_untimed`).
+    /// GitLab's lag in linking a merge request's head pipeline (with "Pipelines must
+    /// succeed"): the next this many merge calls are refused with 405 while the merge request
+    /// reads `ci_still_running`.
+    pub gl_pipeline_unlinked_merges: u32,
     pub gl_approvals_untimed: bool,
     next_id: u64,
 }
@@ -298,6 +302,7 @@ impl ForgeState {
             frozen_at: None,
             gl_approval_hooks_waiting: None,
             gl_approvals_untimed: false,
+            gl_pipeline_unlinked_merges: 0,
             next_id: 1000,
         }
     }

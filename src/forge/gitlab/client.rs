@@ -1052,10 +1052,42 @@ impl GitlabClient {
                 })
             }))
         };
-        perform_checked(self.retry, &call, put, done)
-            .await
-            .map_err(merge_error)?
-            .map_err(MergeError::NotMergeable)
+        let mut settling = SETTLING_WAITS.iter();
+        loop {
+            let answer = perform_checked(self.retry, &call, &put, &done).await;
+            if !matches!(answer, Err(ForgeError::Refused { status: 405, .. })) {
+                return answer
+                    .map_err(merge_error)?
+                    .map_err(MergeError::NotMergeable);
+            }
+            // "Pipelines must succeed": GitLab links the status the bot has just set to the
+            // merge request a moment later, and refuses the merge until then.
+            let (status, settles) = self.merge_status_now(iid, sha).await?;
+            let Some(&times) = settling.next().filter(|_| settles) else {
+                return Err(MergeError::NotMergeable(format!(
+                    "HTTP 405: GitLab says the merge request is `{status}`"
+                )));
+            };
+            tracing::info!(iid, %status, "GitLab refused the merge while the merge request settles; trying again");
+            tokio::time::sleep(self.retry.first_backoff * times).await;
+        }
+    }
+
+    /// The merge request's `detailed_merge_status` (its state on GitLab before 15.6), and
+    /// whether a refused merge may only be GitLab settling: open, not a draft, still at `sha`,
+    /// and nothing that waits for a person.
+    async fn merge_status_now(&self, iid: u64, sha: &str) -> Result<(String, bool), MergeError> {
+        let route = self.project_route(&format!("/merge_requests/{iid}"));
+        let mr: MergeRequest = self.get(&route).await.map_err(MergeError::Forge)?;
+        let draft = mr.draft.or(mr.work_in_progress).unwrap_or(false);
+        let mut status = mr.detailed_merge_status.unwrap_or(mr.state.clone());
+        // Echoed in a comment: GitLab's own word, never anything else.
+        status.retain(|c| c.is_ascii_alphanumeric() || c == '_');
+        let settles = mr.state == "opened"
+            && !draft
+            && mr.sha.as_deref() == Some(sha)
+            && SETTLING_STATUSES.contains(&status.as_str());
+        Ok((status, settles))
     }
 
     /// The emoji awarded on an issue or merge request itself, all pages, in GitHub's reaction
@@ -1182,6 +1214,25 @@ fn already_in_state(err: &ForgeError, wanted: &str) -> bool {
         _ => false,
     }
 }
+
+/// How long to wait before each retry of a merge GitLab refused while settling, in multiples
+/// of the retry policy's first backoff (production: 0.4 s, 1 s, 2 s).
+const SETTLING_WAITS: [u32; 3] = [2, 5, 10];
+
+/// `detailed_merge_status` values that a moment can change without anyone acting: the merge
+/// request is (being) checked, or its pipeline (the bot's own `breakglass/policy` status, set
+/// just before) is not linked or done yet. `ci_must_pass` also means a failed pipeline, which
+/// the few bounded retries cannot hide. Anything else (a draft, conflicts, unresolved
+/// discussions, missing approvals) waits for a person.
+const SETTLING_STATUSES: [&str; 7] = [
+    "mergeable",
+    "checking",
+    "unchecked",
+    "preparing",
+    "ci_still_running",
+    "ci_must_pass",
+    "approvals_syncing",
+];
 
 /// What a refused merge means, as GitLab documents its merge endpoint: 401 this user may not
 /// merge (e.g. the target branch is protected), 405 not mergeable now (draft, closed, pipeline,
@@ -1410,6 +1461,9 @@ struct MergeRequest {
     updated_at: Option<DateTime<Utc>>,
     #[serde(default)]
     diff_refs: Option<DiffRefs>,
+    /// Why it can or cannot be merged now (GitLab 15.6+), e.g. `ci_still_running`.
+    #[serde(default)]
+    detailed_merge_status: Option<String>,
 }
 
 /// A project event of `action=commented`, as far as the catch-up reads it.

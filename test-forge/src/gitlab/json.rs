@@ -207,6 +207,7 @@ pub(crate) fn merge_status(
         "conflict"
     } else {
         match protection::unmet(st, r, pr, None) {
+            _ if st.gl_pipeline_unlinked_merges > 0 => "ci_still_running",
             Some(why) if why.contains("approving review") => "not_approved",
             Some(_) => "ci_must_pass",
             None => "mergeable",

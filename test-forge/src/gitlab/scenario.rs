@@ -190,6 +190,12 @@ impl TestForge {
         self.gl_state(|st| st.gl_approvals_untimed = untimed);
     }
 
+    /// Makes GitLab refuse the next `merges` merge calls with 405 as if the merge request's
+    /// pipeline were not linked yet (it reads `ci_still_running` meanwhile).
+    pub fn gl_link_pipelines_late(&self, merges: u32) {
+        self.gl_state(|st| st.gl_pipeline_unlinked_merges = merges);
+    }
+
     /// Runs GitLab's approval hook worker: every waiting approval hook is built from its merge
     /// request as it is now and sent. Returns how many.
     pub fn gl_run_approval_hook_worker(&self) -> usize {

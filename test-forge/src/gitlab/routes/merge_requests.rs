@@ -341,7 +341,8 @@ async fn versions(
 /// GitLab's refusals before a merge, in its order: 401 when `actor` may not merge into a
 /// protected target (read access only, not in the rule's bypass list), 405 when the merge
 /// request is not open or is a draft or its target's rule is unmet (approvals, required
-/// statuses), 406 when it conflicts, 409 when `sha` is not the head.
+/// statuses, or a pipeline not linked yet), 406 when it conflicts, 409 when `sha` is not the
+/// head.
 fn check_merge(
     st: &ForgeState,
     full: &str,
@@ -376,7 +377,7 @@ fn check_merge(
             "Branch cannot be merged",
         ));
     }
-    if protection::unmet(st, r, pr, Some(actor)).is_some() {
+    if protection::unmet(st, r, pr, Some(actor)).is_some() || st.gl_pipeline_unlinked_merges > 0 {
         return Err(GlError::not_allowed());
     }
     if sha.is_some_and(|s| s != pr.head_sha) {
@@ -399,7 +400,11 @@ async fn merge(
     let sha = p.str("sha");
     let mut st = app.lock();
     let full = project_name(&st, &id)?;
-    let number = check_merge(&st, &full, iid, &login, sha.as_deref())?;
+    let checked = check_merge(&st, &full, iid, &login, sha.as_deref());
+    if checked.is_err() {
+        st.gl_pipeline_unlinked_merges = st.gl_pipeline_unlinked_merges.saturating_sub(1);
+    }
+    let number = checked?;
     let (source, local, default_message) = {
         let r = st.repo(&full)?;
         let (i, pr) = r.pull(number)?;
