@@ -94,15 +94,29 @@ fn without_secret_params(text: &str) -> String {
 /// and without `password=`-style parameters, so a secret never reaches a report or a message.
 pub fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
-        return without_secret_params(url);
+        return without_secret_params(&without_user_password(url));
     };
-    if parsed.password().is_some() {
-        let _ = parsed.set_password(Some("redacted"));
+    let redacted = if parsed.password().is_some() {
+        parsed.set_password(Some("redacted"))
     } else if matches!(parsed.scheme(), "http" | "https") && !parsed.username().is_empty() {
-        let _ = parsed.set_username("redacted");
+        parsed.set_username("redacted")
+    } else {
+        Ok(())
+    };
+    if redacted.is_err() {
+        // A scheme whose URLs hold no credentials (`file:`) keeps what it was given.
+        return without_secret_params(&without_user_password(url));
     }
     // A database URL may carry its password as a parameter (`?password=…`).
     without_secret_params(parsed.as_str())
+}
+
+/// `scheme://user:password@rest` → `scheme://user:redacted@rest`, by text alone: for what
+/// the URL parser refuses (`file://u:pw@/path`, a broken host), which may still reach git.
+fn without_user_password(url: &str) -> String {
+    regex!(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
+        .replace(url, "${1}:redacted@")
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -164,6 +178,14 @@ mod tests {
             "https://redacted@github.com/acme/r.git"
         );
         assert_eq!(redact_url("ssh://git@host/r.git"), "ssh://git@host/r.git");
+        assert_eq!(
+            redact_url("file://u:HUNTER2PW@/srv/requests.git"),
+            "file://u:redacted@/srv/requests.git"
+        );
+        assert_eq!(
+            redact_url("https://u:HUNTER2PW@bad host/r.git"),
+            "https://u:redacted@bad host/r.git"
+        );
         assert_eq!(
             redact_url("git@github.com:a/b.git"),
             "git@github.com:a/b.git"

@@ -979,11 +979,15 @@ fn filters_by_period_and_environment() {
     assert_eq!(document["filters"]["environment"], "staging");
     assert_eq!(code, Some(1));
 
+    // r-missing was granted before the period and never reverted: still there in it.
     let (document, _) = run(&["--since", "2026-11-26T16:00:00Z", "--until", "2026-11-28"]);
-    assert_eq!(ids(&document), ["r-self", "r-active"]);
+    assert_eq!(ids(&document), ["r-missing", "r-self", "r-active"]);
     assert_eq!(
         anomaly_kinds(&document),
         [
+            // Pushed before the period and never removed: still on the branch in it.
+            ("landed_without_bot", "r-hand"),
+            ("grant_without_revert", "r-missing"),
             ("self_approved", "r-self"),
             ("forged_trailers", "r-ghost"), // at 18:20, inside the period
         ]
@@ -994,14 +998,23 @@ fn filters_by_period_and_environment() {
     assert_eq!(anomaly_kinds(&document), []);
     assert_eq!(code, Some(0), "no anomaly in the period");
 
+    // A nightly audit keeps reporting what is still wrong: r-missing, granted the day before
+    // and never reverted, and r-hand's pushed file, never removed.
     let (document, code) = run(&["--since", "2026-11-27"]);
-    assert_eq!(ids(&document), ["r-active"]);
+    assert_eq!(ids(&document), ["r-missing", "r-active"]);
+    assert_eq!(
+        anomaly_kinds(&document),
+        [
+            ("landed_without_bot", "r-hand"),
+            ("grant_without_revert", "r-missing")
+        ]
+    );
     assert_eq!(document["filters"]["since"], "2026-11-27T00:00:00Z");
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(1));
     // A time before the report's: the last two days of the story (three days in).
     let (document, _) = run(&["--since", "2d"]);
     assert_eq!(document["filters"]["since"], "2026-11-27T00:00:00Z");
-    assert_eq!(ids(&document), ["r-active"]);
+    assert_eq!(ids(&document), ["r-missing", "r-active"]);
 
     // A date alone for --until means through the end of that day.
     let (document, _) = run(&["--until", "2026-11-26"]);
@@ -2127,6 +2140,61 @@ async fn the_audit_flags_a_grant_file_pushed_past_the_bot_and_names_the_bots_rem
         "{}",
         anomaly.detail
     );
+}
+
+/// Files under `requests/` that are no request file (at its top, a directory too deep, not
+/// YAML) pushed to main: the bot takes them out, and the audit flags each and names that
+/// removal (a review found them passed over, as if nothing had landed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_flags_stray_files_pushed_under_requests_and_names_the_bots_removal() {
+    use breakglass::clock::Clock as _;
+    use common::*;
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    s.lenient();
+    let strays = [
+        "requests/top.yaml",
+        "requests/prod/deeper/r-deep.yaml",
+        "requests/prod/notes.txt",
+    ];
+    let files: Vec<(&str, &str)> = strays.iter().map(|p| (*p, "role: admin\n")).collect();
+    s.forge
+        .push_direct(REPO, &s.people.mallory, &files, "park some files");
+    s.settle().await;
+    for path in strays {
+        assert!(
+            s.forge.file_on(REPO, "main", path).is_none(),
+            "the bot removed {path}"
+        );
+    }
+    let report = audit_of_forge(&s, s.clock.now()).await;
+    let mut found: Vec<(AnomalyKind, &str)> = report
+        .anomalies
+        .iter()
+        .map(|a| (a.kind, a.request_id.as_str()))
+        .collect();
+    found.sort_by_key(|(_, id)| *id);
+    assert_eq!(
+        found,
+        [
+            (AnomalyKind::LandedWithoutBot, "notes"),
+            (AnomalyKind::LandedWithoutBot, "r-deep"),
+            (AnomalyKind::LandedWithoutBot, "top"),
+        ],
+        "{:#?}",
+        report.anomalies
+    );
+    for anomaly in &report.anomalies {
+        assert!(
+            anomaly
+                .detail
+                .contains("was added without breakglass; removed by ")
+                && anomaly.detail.ends_with("(reconcile)"),
+            "{}",
+            anomaly.detail
+        );
+    }
 }
 
 /// `breakglass audit` (the library) of the scenario's requests repo on the test forge, as of

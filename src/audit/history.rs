@@ -145,6 +145,9 @@ pub enum LandedFile {
     Request,
     /// A file under a grant root: what the repo's IaC pipeline applies.
     Grant,
+    /// Any other file under `requests/` (at its top, one directory too deep, not YAML): no
+    /// request, but the bot takes it out, as everything there that it did not put there.
+    Stray,
 }
 
 /// A reconcile removal merge of the bot (titled `breakglass: remove …`): the files under the
@@ -505,7 +508,8 @@ fn read_commit(
     Ok(())
 }
 
-/// The request files, then the grant files, that the commit of root tree `tree` adds.
+/// The request files, then any other file under `requests/`, then the grant files, that the
+/// commit of root tree `tree` adds.
 fn landed_files(
     walk: &Walk<'_, '_>,
     files: &RequestTrees<'_, '_>,
@@ -513,18 +517,46 @@ fn landed_files(
     base: Option<Oid>,
 ) -> Result<Vec<LandedFact>, AuditError> {
     let mut landed = files.all_added()?;
+    let requests = files_appearing_under(walk.trees, base, Some(tree), &requests_root())?;
+    let strays: Vec<String> = requests
+        .into_iter()
+        .filter(|path| !landed.iter().any(|fact| &fact.path == path))
+        .collect();
+    landed.extend(strays.into_iter().map(stray));
     let grants = files_appearing_under(walk.trees, base, Some(tree), walk.grants.roots())?;
     landed.extend(grants.into_iter().map(|path| walk.grants.landed(path)));
     Ok(landed)
 }
 
-/// The grant files that the commit of root tree `tree` deletes, when it deletes any.
+/// `requests/` as a root for [`files_appearing_under`].
+fn requests_root() -> [Vec<String>; 1] {
+    [vec![super::files::REQUESTS_DIR.to_owned()]]
+}
+
+/// The fact of a file under `requests/` that is not `requests/<environment>/<id>.yaml`: named
+/// by its file name up to the first `.`, in no environment (an audit hides nothing it cannot
+/// place).
+fn stray(path: String) -> LandedFact {
+    let name = path.rsplit('/').next().unwrap_or(&path);
+    LandedFact {
+        file: LandedFile::Stray,
+        environment: None,
+        request_id: name.split('.').next().unwrap_or(name).to_owned(),
+        path,
+    }
+}
+
+/// The grant files, and the files under `requests/` other than request files, that the commit
+/// of root tree `tree` deletes, when it deletes any.
 fn removed_grant_files(
     walk: &Walk<'_, '_>,
     tree: Oid,
     base: Option<Oid>,
 ) -> Result<Option<RemovalFact>, AuditError> {
-    let paths = files_appearing_under(walk.trees, Some(tree), base, walk.grants.roots())?;
+    let mut paths = files_appearing_under(walk.trees, Some(tree), base, walk.grants.roots())?;
+    let requests = files_appearing_under(walk.trees, Some(tree), base, &requests_root())?;
+    paths.extend(requests);
+    paths.sort();
     Ok((!paths.is_empty()).then_some(RemovalFact { paths }))
 }
 

@@ -47,6 +47,17 @@ impl ReportOptions {
         self.since.is_none_or(|since| at >= since) && self.until.is_none_or(|until| at <= until)
     }
 
+    /// Whether something that began at `from` and lasted until `to` (still there: `None`)
+    /// was there at any time in the period: a grant made before `--since` and revoked in it,
+    /// or never revoked, belongs to a report of the period.
+    fn overlaps(&self, from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> bool {
+        let began = self.until.is_none_or(|until| from <= until);
+        began
+            && self
+                .since
+                .is_none_or(|since| to.is_none_or(|to| to >= since))
+    }
+
     fn in_environment(&self, environment: &str) -> bool {
         self.environment.as_deref().is_none_or(|e| e == environment)
     }
@@ -310,7 +321,8 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
             ));
         }
         let row = &pending.row;
-        if !(options.in_period(row.granted_at) && options.in_environment(&row.environment)) {
+        let ended = pending.revoke.as_ref().map(|revoke| revoke.at);
+        if !(options.overlaps(row.granted_at, ended) && options.in_environment(&row.environment)) {
             continue;
         }
         if let Some(anomaly) = disowned(&pending) {
@@ -498,7 +510,7 @@ impl Removals<'_> {
                             .is_none_or(|e| Some(e) == fact.environment.as_ref())
                 })
                 .map(|r| (r.commit, r.at)),
-            LandedFile::Grant => self
+            LandedFile::Grant | LandedFile::Stray => self
                 .grant_files
                 .iter()
                 .find(|r| r.position > *position && r.fact.paths.contains(&fact.path))
@@ -548,10 +560,11 @@ fn flag_landed(
             .environment
             .as_deref()
             .is_none_or(|environment| options.in_environment(environment));
-        if !(options.in_period(landed.at) && in_environment) {
+        let removal = removals.of(&landed);
+        if !(options.overlaps(landed.at, removal.map(|(_, at)| at)) && in_environment) {
             continue;
         }
-        let fate = match removals.of(&landed) {
+        let fate = match removal {
             Some((commit, at)) => {
                 format!("removed by {} at {} (reconcile)", short(commit), iso(at))
             }
@@ -1302,7 +1315,8 @@ mod tests {
     fn a_grant_file_without_an_environment_is_shown_under_every_environment() {
         let mut b = Builder::default();
         b.push(10, landed_grant("grants/evil.tf", None))
-            .push(11, landed_grant("grants/staging/quiet.tf", Some("staging")));
+            .push(11, landed_grant("grants/staging/quiet.tf", Some("staging")))
+            .push(12, grant_removal(&["grants/evil.tf"]));
         let mut options = ReportOptions::new(t(600));
         options.environment = Some("prod".into());
         assert_eq!(
@@ -1311,11 +1325,11 @@ mod tests {
         );
         options.environment = Some("staging".into());
         assert_eq!(b.report_with(options.clone()).anomalies.len(), 2);
-        options.since = Some(t(11));
+        options.since = Some(t(13));
         assert_eq!(
             kinds(&b.report_with(options)),
             [("quiet".into(), AnomalyKind::LandedWithoutBot)],
-            "the period still applies"
+            "the period still applies: evil.tf was gone before it, quiet.tf never went"
         );
     }
 
@@ -1471,7 +1485,7 @@ mod tests {
     fn filters_apply_after_pairing() {
         let mut b = Builder::default();
         b.grant(0, "r-1", "carol", 60)
-            .revoke(200, "r-1", "ttl", None) // late, but its grant is before --since
+            .revoke(90, "r-1", "ttl", None) // late, but over before --since
             .grant(300, "r-2", "carol", 60)
             .revoke(360, "r-2", "ttl", None)
             .revoke(400, "ghost", "ttl", None);
