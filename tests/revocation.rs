@@ -561,3 +561,46 @@ on_both_forges!(
         assert!(report.anomalies.is_empty(), "{:#?}", report.anomalies);
     }
 );
+
+/// A revoke claimed as due and then run with the clock stepped back (an NTP step, a VM
+/// resumed) finds the grant not yet expired: its job stays, at the expiry, instead of being
+/// done with the grant still held (a review found it deleted, and the grant active with no
+/// revoke job until a reconciliation pass, or for good while the forge was down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_run_after_the_clock_stepped_back_keeps_its_job_until_the_expiry() {
+    use breakglass::store::{JobKind, Lane};
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let pr = s.granted("r1", "1h").await;
+    let id: breakglass::names::RequestId = "r1".to_owned().try_into().unwrap();
+    let expires_at = s.request("r1").await.expires_at.unwrap();
+    // Claimed at the expiry, by a worker the service's own cannot take it from...
+    let lease = Duration::from_secs(3600);
+    let claimed = s
+        .store
+        .claim_lane_jobs(Lane::Revocation, "stepped", expires_at, lease, 10)
+        .await
+        .unwrap();
+    let [job] = &claimed[..] else {
+        panic!("one revoke job: {claimed:#?}");
+    };
+    assert_eq!((job.kind, &job.request_id), (JobKind::Revoke, &id));
+    // ...and run on a clock 30 s before it.
+    s.advance(TimeDelta::hours(1) - TimeDelta::seconds(30));
+    let workflows = s.service.as_ref().unwrap().workflows.clone();
+    let outcomes = workflows.revoke_due(std::slice::from_ref(&id)).await;
+    assert!(matches!(
+        outcomes[..],
+        [breakglass::workflow::RevokeOutcome::Nothing]
+    ));
+    s.store.complete_job(job.id, "stepped").await.unwrap();
+    let jobs = s.store.jobs_for_request(&id).await.unwrap();
+    assert!(
+        jobs.iter()
+            .any(|j| j.kind == JobKind::Revoke && j.run_at == expires_at),
+        "the revoke job is kept at the expiry: {jobs:#?}"
+    );
+    s.advance(TimeDelta::seconds(30));
+    s.settle().await;
+    assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+    s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+}

@@ -587,7 +587,7 @@ async fn a_run_that_fails_after_its_job_was_scheduled_again_leaves_the_new_time(
 }
 
 #[tokio::test]
-async fn a_revoke_is_resumed_only_while_the_request_is_revoking_and_has_none() {
+async fn a_revoke_is_resumed_only_while_the_request_is_revoking_and_has_none_due() {
     for_each_backend(|store| async move {
         let pending = with_request(&store, "r1", 1).await?;
         assert!(!store.resume_revoke(&pending, t(5)).await?, "not revoking");
@@ -622,6 +622,21 @@ async fn a_revoke_is_resumed_only_while_the_request_is_revoking_and_has_none() {
         assert!(store.resume_revoke(&lost.id, t(5)).await?);
         let jobs = store.jobs_for_request(&lost.id).await?;
         assert_eq!((jobs[0].kind, jobs[0].run_at), (JobKind::Revoke, t(5)));
+        // Stuck with its job still at the expiry (the write moving it to now was lost, and a
+        // retry found the request `Revoking` already): moved to now, not left for the TTL.
+        let mut late = request("r4", 4);
+        late.state = RequestState::Revoking;
+        late.revoke_reason = Some(RevokeReason::Reconcile);
+        store.insert_request(&late).await?;
+        let at_expiry = store
+            .schedule_job(JobKind::Revoke, &late.id, t(240), t(0))
+            .await?;
+        assert!(store.resume_revoke(&late.id, t(5)).await?);
+        let jobs = store.jobs_for_request(&late.id).await?;
+        assert_eq!(
+            (jobs.len(), jobs[0].id, jobs[0].run_at),
+            (1, at_expiry, t(5))
+        );
         Ok(())
     })
     .await;

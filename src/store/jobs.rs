@@ -185,8 +185,10 @@ pub async fn schedule_job(
 }
 
 /// Gives a request stuck in `Revoking` its revoke job back, due at `now`, in one statement:
-/// nothing happens if the request has left `Revoking` meanwhile or a revoke job exists (a
-/// reconciliation pass racing the revoke it would resume). `true` if a job was created.
+/// nothing happens if the request has left `Revoking` meanwhile or a revoke job is due by
+/// then (a reconciliation pass racing the revoke it would resume); one due later (still at
+/// the expiry: the write that should have moved it to now was lost) is moved to `now`.
+/// `true` if a job was created or moved.
 pub async fn resume_revoke(
     conn: &mut AnyConnection,
     request_id: &RequestId,
@@ -195,7 +197,8 @@ pub async fn resume_revoke(
     let result = sqlx::query(
         "INSERT INTO jobs (kind, request_id, run_at, attempts, created_at) \
          SELECT $1, id, $3, 0, $3 FROM requests WHERE id = $2 AND state = $4 \
-         ON CONFLICT (kind, request_id) DO NOTHING",
+         ON CONFLICT (kind, request_id) DO UPDATE SET run_at = excluded.run_at, rescheduled = 1 \
+         WHERE jobs.run_at > excluded.run_at",
     )
     .bind(JobKind::Revoke.as_str())
     .bind(request_id.as_str())

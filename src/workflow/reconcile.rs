@@ -97,6 +97,14 @@ impl Workflow {
     /// merge job get one, active grants without a revoke job one at their expiry, and requests
     /// stuck in `Revoking` their revoke job back, due now.
     pub async fn reconcile_all(&self) -> anyhow::Result<()> {
+        // First what needs only the database: a forge that is down, or one grant that cannot
+        // be checked, must not keep a revoke from being resumed.
+        for record in self.own_requests(Some(RequestState::Revoking)).await? {
+            if self.store.resume_revoke(&record.id, self.now()).await? {
+                self.wake_jobs.wake(JobKind::Revoke.lane());
+            }
+        }
+        self.repair_missing_jobs().await?;
         // Read afresh: this pass is what catches a policy pushed while no webhook came.
         let (default, policies) = self.refresh_policies().await?;
         let baseline = Baseline {
@@ -104,12 +112,6 @@ impl Workflow {
             policies: policies.ok(),
         };
         self.reconcile_active(&baseline).await?;
-        self.repair_missing_jobs().await?;
-        for record in self.own_requests(Some(RequestState::Revoking)).await? {
-            if self.store.resume_revoke(&record.id, self.now()).await? {
-                self.wake_jobs.wake(JobKind::Revoke.lane());
-            }
-        }
         self.remove_orphaned_grants().await
     }
 

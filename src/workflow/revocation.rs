@@ -116,7 +116,16 @@ async fn revoke_batch(
         held,
         marking,
         mut due,
+        not_yet,
     } = sort_batch(workflows, ids, loaded, locks, now, &mut outcomes);
+    // Claimed as due, yet not due by the clock read now (it stepped back): the job stays, at
+    // the expiry, instead of being done with the grant still held. After an extension it is
+    // at that time already.
+    for (id, expires_at) in not_yet {
+        store
+            .schedule_job(JobKind::Revoke, &id, expires_at, now)
+            .await?;
+    }
     due.extend(mark_revoking(store, marking, now, &mut outcomes).await?);
     let ends = revoke_at_providers(due, &mut outcomes).await;
     record_ends(store, ends, &mut outcomes).await?;
@@ -134,6 +143,8 @@ struct Sorted<'w> {
     marking: Vec<Due>,
     /// Grants `Revoking` already: straight to their provider revoke.
     due: Vec<Due>,
+    /// Active grants whose expiry is still ahead, with it.
+    not_yet: Vec<(RequestId, DateTime<Utc>)>,
 }
 
 /// Sorts the grants `loaded` of `ids` into those to mark `Revoking` and those due at their
@@ -148,7 +159,7 @@ fn sort_batch<'w>(
     outcomes: &mut [Option<RevokeOutcome>],
 ) -> Sorted<'w> {
     let mut held = HashMap::new();
-    let (mut marking, mut due) = (Vec::new(), Vec::new());
+    let (mut marking, mut due, mut not_yet) = (Vec::new(), Vec::new(), Vec::new());
     for (index, id) in ids.iter().enumerate() {
         let Some(mut granted) = loaded.remove(id) else {
             outcomes[index] = Some(RevokeOutcome::Nothing);
@@ -167,6 +178,11 @@ fn sort_batch<'w>(
         let target = match next_step(&mut granted.record, now) {
             Some(Step::Mark) => &mut marking,
             Some(Step::Revoke) => &mut due,
+            Some(Step::NotYet(at)) => {
+                not_yet.push((id.clone(), at));
+                outcomes[index] = Some(RevokeOutcome::Nothing);
+                continue;
+            }
             None => {
                 outcomes[index] = Some(RevokeOutcome::Nothing);
                 continue;
@@ -178,7 +194,12 @@ fn sort_batch<'w>(
             granted,
         });
     }
-    Sorted { held, marking, due }
+    Sorted {
+        held,
+        marking,
+        due,
+        not_yet,
+    }
 }
 
 /// The error of a grant whose forge and repository no workflow of this service serves.
@@ -197,19 +218,23 @@ enum Step {
     Mark,
     /// Its provider revoke (it is `Revoking` already).
     Revoke,
+    /// Nothing yet: it expires at this time.
+    NotYet(DateTime<Utc>),
 }
 
 /// What the due grant `record` needs next at `now`; `None` when nothing. An active grant past
 /// its expiry is set `Revoking` (reason TTL) here, to be stored so.
 fn next_step(record: &mut RequestRecord, now: DateTime<Utc>) -> Option<Step> {
     match record.state {
-        // An extension moved the expiry; the job was rescheduled to the new time.
-        RequestState::Active if record.expires_at.is_some_and(|at| at > now) => None,
-        RequestState::Active => {
-            record.state = RequestState::Revoking;
-            record.revoke_reason = Some(RevokeReason::Ttl);
-            Some(Step::Mark)
-        }
+        RequestState::Active => match record.expires_at.filter(|at| *at > now) {
+            // An extension moved the expiry, or the clock stepped back since the claim.
+            Some(at) => Some(Step::NotYet(at)),
+            None => {
+                record.state = RequestState::Revoking;
+                record.revoke_reason = Some(RevokeReason::Ttl);
+                Some(Step::Mark)
+            }
+        },
         RequestState::Revoking => Some(Step::Revoke),
         _ => None,
     }
@@ -634,7 +659,7 @@ impl Workflow {
             // the second finds nothing left to remove (see `remove_again`).
             let _one_at_a_time = match attempt {
                 0 => None,
-                _ => Some(super::lifecycle::REMOVING.lock().await),
+                _ => Some(self.store.removal_lock().await?),
             };
             let Some(change) = self
                 .revert_change(record, applied, reason, attempt == 0)
