@@ -1708,3 +1708,31 @@ async fn a_change_build_taken_over_by_another_run_cannot_write_over_it() {
     })
     .await;
 }
+
+/// Replicas on one PostgreSQL take turns at what a process lock orders within one of them:
+/// while one session holds the advisory lock, another waits, and gets it once the first lets
+/// go (a review found two replicas removing the same files, the second merge empty). SQLite
+/// serves one process and takes none.
+#[tokio::test]
+async fn a_lock_across_replicas_holds_off_every_other_session_until_it_goes() {
+    for_each_backend(|store| async move {
+        const KEY: i64 = 42;
+        let Some(held) = store.lock_across_replicas(KEY).await? else {
+            assert_eq!(store.backend(), breakglass::store::Backend::Sqlite);
+            return Ok(());
+        };
+        let waited =
+            tokio::time::timeout(Duration::from_millis(300), store.lock_across_replicas(KEY)).await;
+        assert!(
+            waited.is_err(),
+            "another session got the lock while it was held"
+        );
+        drop(held);
+        let next = tokio::time::timeout(Duration::from_secs(10), store.lock_across_replicas(KEY))
+            .await
+            .expect("the lock is free once its holder goes")?;
+        assert!(next.is_some());
+        Ok(())
+    })
+    .await;
+}

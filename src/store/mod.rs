@@ -25,6 +25,7 @@ pub mod epochs;
 pub mod events;
 pub mod grants;
 pub mod jobs;
+mod locks;
 mod migrations;
 pub mod requests;
 mod revocations;
@@ -51,6 +52,7 @@ pub use effects::{CommentKey, Effect};
 pub use events::{ChainError, EventActor, EventKind, EventRecord, GENESIS_HASH, NewEvent};
 pub use grants::Granted;
 pub use jobs::{Job, JobId, JobKind, Lane};
+pub use locks::RemovalLock;
 pub use requests::{
     EXTENSION_HOLD_FOR, ExtensionHold, RequestRecord, RequestState, RevokeReason, Stamp,
     StoredDecision,

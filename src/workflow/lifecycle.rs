@@ -1092,7 +1092,7 @@ impl Workflow {
     ) -> anyhow::Result<()> {
         // One at a time, each file read again first: a push's handler and a reconciliation
         // pass may find the same files, and the second must neither remove nor count them again.
-        let _one_at_a_time = REMOVING.lock().await;
+        let _one_at_a_time = self.store.removal_lock().await?;
         let default = self.default_branch().await?;
         let mut present = Vec::new();
         for path in unauthorized {
@@ -1205,7 +1205,7 @@ impl Workflow {
         base: &str,
     ) -> anyhow::Result<()> {
         // Not beside a reconciliation pass's removal of the same files (see `remove_in_groups`).
-        let _one_at_a_time = REMOVING.lock().await;
+        let _one_at_a_time = self.store.removal_lock().await?;
         let (subject, paths) = (merged_elsewhere.subject.as_str(), &merged_elsewhere.paths);
         let kind = merged_elsewhere.kind;
         let title = format!("breakglass: remove {subject} (its {kind} was merged into {base})");
@@ -1291,9 +1291,6 @@ impl Workflow {
         anyhow::bail!("cannot merge the removal of {subject}: {why}")
     }
 }
-
-/// Held while files that landed without the bot are removed (see `remove_in_groups`).
-pub(super) static REMOVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether a push's webhook may not list every commit of the push: the forge said it left
 /// some out, it lists as many as GitLab lists at most (its oldest dropped), or none (a branch
