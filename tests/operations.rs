@@ -1474,3 +1474,94 @@ on_both_forges!(
         assert!(!files.iter().any(|f| f.starts_with("grants/")), "{files:?}");
     }
 );
+
+// The iac request's merge fails after its expiry was written and, while it is tried again,
+// the request is decided again on that commit of the bot's (here: the default branch's policy
+// now asks for two approvals): carol's approval of the version the commit continues still
+// counts, dan's makes two, and it merges with the grant's own expiry in the file (a review
+// found carol's dropped silently, and two fresh approvals refused at the merge).
+on_both_forges_skewed!(
+    a_request_decided_again_during_its_merge_step_keeps_the_approvals_of_what_it_continues,
+    |s: Scenario| async move {
+        s.lenient();
+        let bot_pr = iac_request_allowed(&s).await;
+        s.forge.fail_next(FailureSpec {
+            route: merge_of(bot_pr),
+            count: 4,
+            kind: FailureKind::Status(503),
+        });
+        s.approve(bot_pr, &s.people.carol);
+        let branch = s.change(bot_pr).head_ref;
+        expiry_written(&s, &branch).await;
+        s.edit_policy(&s.people.erin, "network", |p| {
+            p.replace("approvals: 1", "approvals: 2")
+        });
+        through_the_merge_step(&s).await;
+        assert!(!s.change(bot_pr).merged, "needs a second approver now");
+        s.approve(bot_pr, &s.people.dan);
+        through_the_merge_step(&s).await;
+        let record = s.request("r-dns").await;
+        assert!(
+            s.change(bot_pr).merged && record.state.to_string() == "active",
+            "state {}: {:#?}",
+            record.state,
+            s.bot_comments(bot_pr)
+        );
+        let expires = breakglass::clock::iso(record.expires_at.unwrap());
+        assert_eq!(
+            expiry_in_file(&s, "main", "grants/network/r-dns.tf"),
+            expires
+        );
+    }
+);
+
+// The same with the fast path lost during the merge step (`sev1` taken off): the approval
+// given on the head the bot shows then (its expiry commit) merges it.
+on_both_forges_skewed!(
+    a_fast_path_lost_during_the_merge_step_merges_on_one_approval_of_the_head_shown,
+    |s: Scenario| async move {
+        s.lenient();
+        s.edit_policy(&s.people.erin, "network", |p| {
+            format!("{p}fast_path:\n  - name: sev1\n    labels_any: [sev1]\n    requesters: [alice]\n    max_duration: 2h\n    review_within: 24h\n")
+        });
+        s.settle().await;
+        let files = [("requests/network/r-dns.yaml", IAC_REQUEST)];
+        s.forge
+            .push_files(REPO, "request-r-dns", &s.people.alice, &files, "request");
+        let any_merge = RouteMatcher::Predicate(std::sync::Arc::new(|method, path: &str| {
+            method == Method::PUT && path.ends_with("/merge")
+        }));
+        s.forge.fail_next(FailureSpec {
+            route: any_merge,
+            count: 4,
+            kind: FailureKind::Status(503),
+        });
+        s.open_labelled_change(&s.people.alice, "request-r-dns", "dns", "sev1");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let bot_pr = loop {
+            let found = s
+                .changes()
+                .into_iter()
+                .find(|c| c.head_ref != "request-r-dns" && c.head_ref.contains("r-dns"));
+            if let Some(change) = found {
+                break change.number;
+            }
+            assert!(std::time::Instant::now() < deadline, "not re-opened");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let branch = s.change(bot_pr).head_ref;
+        expiry_written(&s, &branch).await;
+        s.unlabel(bot_pr, &s.people.alice, "sev1");
+        through_the_merge_step(&s).await;
+        assert!(!s.change(bot_pr).merged, "no fast path any more");
+        s.approve(bot_pr, &s.people.carol);
+        through_the_merge_step(&s).await;
+        assert!(s.change(bot_pr).merged, "{:#?}", s.bot_comments(bot_pr));
+        let record = s.request("r-dns").await;
+        let expires = breakglass::clock::iso(record.expires_at.unwrap());
+        assert_eq!(
+            expiry_in_file(&s, "main", "grants/network/r-dns.tf"),
+            expires
+        );
+    }
+);

@@ -269,3 +269,34 @@ on_every_skew!(skew_fast_path_reviewed_by_emoji, |s: Scenario| async move {
         "{said}"
     );
 });
+
+// GitHub binds a review to its commit: carol approves A, alice pushes B (approvals forgotten)
+// and then A back. carol's review was given before the latest push; handed over again after a
+// restart (the catch-up's missed review), it must not count for A (a review found it counted).
+on_both_forges_skewed!(
+    a_review_given_before_the_head_went_away_and_came_back_does_not_count_after_a_restart,
+    |mut s: Scenario| async move {
+        s.prod_needs_two_approvals().await;
+        let pr = requested(&s, "r1").await;
+        let a = s.change(pr).head_sha;
+        s.approve_button(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        push_new_version(&s, "r1");
+        s.settle().await;
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.forge
+            .force_branch(REPO, "request-r1", &s.people.alice, &a);
+        s.settle().await;
+        assert_eq!(s.request("r1").await.head_sha, a, "the bot heard it");
+        s.take_bot_comments(pr);
+        s.crash();
+        s.start_service().await;
+        s.settle().await;
+        s.take_bot_comments(pr);
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(!s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+    }
+);

@@ -245,6 +245,9 @@ pub enum ForgeEvent {
         author: Actor,
         /// `None` for a GitLab approval, which names no commit.
         commit_id: Option<String>,
+        /// When the review was submitted, by the forge's clock.
+        #[serde(default)]
+        submitted_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// The forge checking that the hook works.
     Ping,

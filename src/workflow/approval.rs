@@ -88,6 +88,16 @@ fn review_timing(stored: &crate::store::StoredDecision, at: DateTime<Utc>) -> Ti
     timing(at, since, is_bound)
 }
 
+/// The version `record`'s approvals are of: its head, or, while the head is the expiry commit
+/// breakglass wrote in its merge step, the approved head that commit continues (see
+/// `StoredDecision::stamp`): the bot's own commit is no new version to approve.
+pub(super) fn approval_subject(record: &RequestRecord) -> anyhow::Result<String> {
+    let stored = stored_decision(record)?;
+    Ok(stored
+        .stamp_at(&record.head_sha)
+        .map_or_else(|| record.head_sha.clone(), |stamp| stamp.from.clone()))
+}
+
 /// One approval signal as the forge shows it.
 pub(super) struct Signal<'a> {
     pub actor: &'a Actor,
@@ -137,7 +147,7 @@ impl Workflow {
         let need = stored_decision(record)?.decision.approvals_required;
         let approvals = self
             .store
-            .approvals_for(&record.id, &record.head_sha)
+            .approvals_for(&record.id, &approval_subject(record)?)
             .await?;
         Ok((distinct_approvers(&approvals, record.requester_id), need))
     }
@@ -202,14 +212,14 @@ impl Workflow {
             approver_id: actor.id,
             approver_login: Login::try_from(actor.login.clone()).map_err(anyhow::Error::msg)?,
             source: signal.source,
-            head_sha: record.head_sha.clone(),
+            head_sha: approval_subject(&record)?,
             approved_at: signal.at.unwrap_or_else(|| self.now()),
         };
         let event = super::events::new_event(
             EventKind::Approval,
             Some(&record.id),
             super::events::actor(actor),
-            serde_json::json!({ "source": signal.source.to_string(), "signal": signal.key, "head_sha": record.head_sha }),
+            serde_json::json!({ "source": signal.source.to_string(), "signal": signal.key, "head_sha": approval_subject(&record)? }),
             self.forge_kind(),
         );
         let added = self
@@ -288,6 +298,7 @@ impl Workflow {
         review_id: u64,
         author: &Actor,
         commit_id: Option<&str>,
+        submitted_at: Option<DateTime<Utc>>,
     ) -> anyhow::Result<()> {
         let Some(record) = self
             .store
@@ -343,6 +354,19 @@ impl Workflow {
             // A review of an older version: said, never silently dropped.
             _ => return self.answer_stale_review(&record, pr.number, author).await,
         };
+        // A review names its commit, but that commit may have been pushed away and back since
+        // (A, B, A): one submitted before the head's latest push (forge time on both sides,
+        // strictly older; a bound on the push proves nothing) approved it before it came back.
+        if let Some(at) = submitted_at {
+            let stored = stored_decision(&record)?;
+            if !stored.head_since_is_bound
+                && stored
+                    .head_since
+                    .is_some_and(|since| at.timestamp() < since.timestamp())
+            {
+                return self.answer_stale_review(&record, pr.number, author).await;
+            }
+        }
         self.count_review(record, pr.number, review_id, author, None)
             .await
     }
@@ -494,7 +518,7 @@ impl Workflow {
         };
         let approvals = self
             .store
-            .approvals_for(&record.id, &record.head_sha)
+            .approvals_for(&record.id, &approval_subject(&record)?)
             .await?;
         for approval in approvals
             .iter()
@@ -841,10 +865,11 @@ impl Workflow {
     /// the event log (which keeps withdrawn approvals too).
     async fn first_approval_of(&self, record: &RequestRecord, who: &Actor) -> anyhow::Result<bool> {
         let logged = self.store.events_for_request(&record.id).await?;
+        let subject = approval_subject(record)?;
         let given = logged.iter().filter(|e| {
             e.kind == EventKind::Approval
                 && e.actor.as_ref().is_some_and(|a| a.id == who.id)
-                && e.data["head_sha"].as_str() == Some(record.head_sha.as_str())
+                && e.data["head_sha"].as_str() == Some(subject.as_str())
         });
         Ok(given.count() <= 1)
     }
@@ -894,7 +919,7 @@ impl Workflow {
             .collect();
         for approval in self
             .store
-            .approvals_for(&record.id, &record.head_sha)
+            .approvals_for(&record.id, &approval_subject(record)?)
             .await?
         {
             if approval.source == ApprovalSource::Reaction && !present.contains(&approval.signal) {

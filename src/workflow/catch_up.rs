@@ -97,6 +97,7 @@ impl Workflow {
                 // A GitLab approval names no commit: its handler times it by GitLab's own
                 // `approved_at`, as it does the approval's webhook.
                 commit_id: review.commit_id,
+                submitted_at: review.submitted_at,
             };
             queued += usize::from(self.queue_missed(key, "missed_review", event).await?);
         }
@@ -249,6 +250,7 @@ impl Workflow {
         review_id: u64,
         author: &Actor,
         commit_id: Option<&str>,
+        submitted_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> anyhow::Result<()> {
         if self.request_of_pr(number).await?.is_none() {
             // Opened while the bot was down too, and not decided yet (its own delivery failed
@@ -259,7 +261,7 @@ impl Workflow {
         if !current.open {
             return Ok(());
         }
-        self.handle_review_approval(&current.info, review_id, author, commit_id)
+        self.handle_review_approval(&current.info, review_id, author, commit_id, submitted_at)
             .await
     }
 }

@@ -33,15 +33,25 @@ impl Workflow {
         if paths(&stamped) != paths(staged) {
             return Ok(Err("the grant file's path depends on its expiry".into()));
         }
-        if let Some(stamp) = stored_decision(record)?.stamp_at(&record.head_sha) {
+        let restamp = match stored_decision(record)?.stamp_at(&record.head_sha) {
             // Written in this merge step before its merge call failed (the expiry is kept
             // while the step lasts); the guard checks the files at the head against these.
-            return Ok(if stamp.expires_at == spec.expires_at {
-                Ok(stamped)
-            } else {
-                Err("its grant files carry another expiry".into())
-            });
-        }
+            Some(stamp) if stamp.expires_at == spec.expires_at => return Ok(Ok(stamped)),
+            // Decided again on the stamp (the step was stopped) and approved again: a new
+            // grant time. The files at the head carry the stamp's expiry, written over.
+            Some(stamp) => {
+                let mut old = spec.clone();
+                old.expires_at = stamp.expires_at.clone();
+                Some((
+                    self.providers.rendered_files(role, &old)?,
+                    stamp.from.clone(),
+                ))
+            }
+            None => None,
+        };
+        let at_head: Vec<RenderedFile> = restamp
+            .as_ref()
+            .map_or_else(|| staged.to_vec(), |(files, _)| files.clone());
         let Some(mut change) = self.change_at_head(record).await? else {
             return Ok(Err(
                 "its grant files are not on a branch breakglass built for it".into(),
@@ -67,7 +77,7 @@ impl Workflow {
             }
         }
         let mut head = record.head_sha.clone();
-        for (before, after) in staged.iter().zip(&stamped) {
+        for (before, after) in at_head.iter().zip(&stamped) {
             let current = self.forge.read_file(&record.head_sha, &before.path).await?;
             let Some(current) = current.filter(|f| f.text == before.content) else {
                 return Ok(Err(format!(
@@ -87,7 +97,13 @@ impl Workflow {
         let mut stored = stored_decision(record)?.clone();
         stored.stamp = Some(Stamp {
             head: head.clone(),
-            from: std::mem::replace(&mut record.head_sha, head),
+            from: match restamp {
+                Some((_, from)) => {
+                    record.head_sha = head;
+                    from
+                }
+                None => std::mem::replace(&mut record.head_sha, head),
+            },
             expires_at: spec.expires_at.clone(),
         });
         record.decision = Some(stored);

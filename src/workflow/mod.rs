@@ -325,9 +325,16 @@ impl Workflow {
                 review_id,
                 author,
                 commit_id,
+                submitted_at,
             } => {
-                self.handle_missed_review(*number, *review_id, author, commit_id.as_deref())
-                    .await
+                self.handle_missed_review(
+                    *number,
+                    *review_id,
+                    author,
+                    commit_id.as_deref(),
+                    *submitted_at,
+                )
+                .await
             }
             ForgeEvent::Ping | ForgeEvent::Ignored { .. } => Ok(()),
         }
@@ -424,7 +431,7 @@ impl Workflow {
             author,
             commit_id,
             holds_command,
-            ..
+            submitted_at,
         } = event
         else {
             return Ok(());
@@ -439,8 +446,14 @@ impl Workflow {
         }
         match state {
             ReviewState::Approved => {
-                self.handle_review_approval(pull_request, *review_id, author, commit_id.as_deref())
-                    .await
+                self.handle_review_approval(
+                    pull_request,
+                    *review_id,
+                    author,
+                    commit_id.as_deref(),
+                    *submitted_at,
+                )
+                .await
             }
             ReviewState::Dismissed => {
                 self.withdraw_signal(pull_request.number, &format!("review:{review_id}"))
