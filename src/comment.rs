@@ -1389,19 +1389,29 @@ pub fn grant_files_changed_comment(pusher: &str, paths: &[String]) -> String {
 pub fn tampering_comment(pusher: Option<&str>, branch: &str, found: &str) -> String {
     let who = pusher.map_or_else(|| "Someone".to_owned(), mention);
     format!(
-        "🚨 **Tampering**: {who} pushed {} to breakglass's branch {}. breakglass merges only its own commits there: the branch was put back and the push is recorded in the audit log.",
-        code(found.get(..12).unwrap_or(found)),
+        "🚨 **Tampering**: {who} {} breakglass's branch {}. breakglass merges only its own commits there: the branch was put back and the push is recorded in the audit log.",
+        pushed(found),
         code(branch)
     )
+}
+
+/// What a push to a branch did: a commit pushed, or (the all-zero commit the forges name
+/// then) the branch deleted.
+fn pushed(found: &str) -> String {
+    if !found.is_empty() && found.bytes().all(|b| b == b'0') {
+        "deleted".to_owned()
+    } else {
+        format!("pushed {} to", code(found.get(..12).unwrap_or(found)))
+    }
 }
 
 /// The pusher of a tampering found at merge time (said as "Someone"), once its webhook names
 /// them.
 pub fn tampering_pusher_comment(pusher: &str, branch: &str, found: &str) -> String {
     format!(
-        "🚨 **Tampering**: {} pushed {} to breakglass's branch {} (found at merge time above). The push is recorded in the audit log under their name.",
+        "🚨 **Tampering**: {} {} breakglass's branch {} (found at merge time above). The push is recorded in the audit log under their name.",
         mention(pusher),
-        code(found.get(..12).unwrap_or(found)),
+        pushed(found),
         code(branch)
     )
 }
@@ -1991,6 +2001,28 @@ mod tests {
         assert_inert(&out_of_scope_comment(&paths, &paths[0], ForgeKind::GitHub));
         assert_inert(&several_requests_comment(&paths, ForgeKind::GitHub));
         assert_inert(&direct_push_comment(&paths));
+    }
+
+    #[test]
+    fn a_deleted_branch_is_said_deleted_not_a_push_of_the_zero_commit() {
+        let zero = "0".repeat(40);
+        let said = tampering_comment(Some("mallory"), "breakglass/revert-r1", &zero);
+        assert!(
+            said.starts_with(
+                "🚨 **Tampering**: @mallory deleted breakglass's branch `breakglass/revert-r1`."
+            ),
+            "{said}"
+        );
+        let said = tampering_pusher_comment("mallory", "b", &zero);
+        assert!(
+            said.contains("@mallory deleted breakglass's branch"),
+            "{said}"
+        );
+        let pushed = tampering_comment(None, "b", "0123456789abcdef");
+        assert!(
+            pushed.contains("Someone pushed `0123456789ab` to breakglass's branch"),
+            "{pushed}"
+        );
     }
 
     #[test]
