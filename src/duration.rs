@@ -162,6 +162,7 @@ impl JsonSchema for HumanDuration {
             "pattern": "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$",
             // Every part of the pattern is optional: without this, "" would match.
             "minLength": 2,
+            "maxLength": 32,
             "examples": ["1h", "45m", "1h30m"]
         })
     }

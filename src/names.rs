@@ -53,7 +53,7 @@ impl std::str::FromStr for Name {
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(try_from = "String", into = "String")]
-#[schemars(with = "String", extend("pattern" = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}(\[bot\])?$"))]
+#[schemars(with = "String", extend("pattern" = r"^@?[A-Za-z0-9_][A-Za-z0-9._-]{0,254}(\[bot\])?$"))]
 pub struct Login(String);
 
 impl Login {

@@ -45,7 +45,7 @@ pub struct AccessRequest {
 /// The free-text justification: 1 to 500 characters, not blank.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schemars(with = "String", extend("minLength" = 1, "maxLength" = 500))]
+#[schemars(with = "String", extend("minLength" = 1, "maxLength" = 500, "pattern" = r"\S"))]
 pub struct Reason(String);
 
 impl Reason {
