@@ -231,6 +231,19 @@ fn terminal_safe(text: &str) -> String {
         .collect()
 }
 
+/// `text` with its hidden characters escaped, but for line ends (a cell may span lines).
+fn csv_safe(text: &str) -> Cow<'_, str> {
+    let hides = |c: char| hidden(c) && !matches!(c, '\n' | '\r');
+    if !text.chars().any(hides) {
+        return Cow::Borrowed(text);
+    }
+    let escaped = text.chars().map(|c| match hides(c) {
+        true => c.escape_default().to_string(),
+        false => c.to_string(),
+    });
+    Cow::Owned(escaped.collect())
+}
+
 /// A character that changes how the text around it shows instead of showing itself.
 fn hidden(c: char) -> bool {
     c.is_control() || crate::comment::is_bidi_control(c)
@@ -325,7 +338,9 @@ fn markdown_escape(text: &str) -> String {
 /// RFC 4180 CSV: a header row of the JSON keys, one row per grant, CRLF line ends, fields
 /// quoted when they hold a comma, a quote or a line end. A cell that a spreadsheet would
 /// read as a formula (starting with `=`, `+`, `-`, `@`, tab or CR) gets a leading `'`, so
-/// that opening the file never runs a formula someone wrote in a reason. UTF-8, no BOM.
+/// that opening the file never runs a formula someone wrote in a reason; other control and
+/// bidirectional characters (an escape sequence in a trailer) are shown escaped, as in the
+/// table, line ends kept. UTF-8, no BOM.
 pub fn csv(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     csv_record(out, KEYS.iter().copied())?;
     for row in &report.grants {
@@ -342,10 +357,11 @@ fn csv_record<'a>(out: &mut dyn Write, fields: impl Iterator<Item = &'a str>) ->
             out.write_all(b",")?;
         }
         first = false;
+        let field = csv_safe(field);
         let defused = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
             Cow::Owned(format!("'{field}"))
         } else {
-            Cow::Borrowed(field)
+            field
         };
         if defused.contains([',', '"', '\r', '\n']) {
             write!(out, "\"{}\"", defused.replace('"', "\"\""))?;
@@ -590,6 +606,18 @@ mod tests {
                 "ping @{wj}acme/everyone, see https:{wj}//evil.example and www{wj}.evil.example"
             )
         );
+    }
+
+    #[test]
+    fn csv_cells_keep_their_line_ends_and_escape_what_hides() {
+        assert_eq!(csv_safe("a\r\nb"), "a\r\nb");
+        assert_eq!(
+            csv_safe("-carol\u{1b}[31m\u{202e}"),
+            "-carol\\u{1b}[31m\\u{202e}"
+        );
+        let mut out = Vec::new();
+        csv_record(&mut out, ["x\u{1b}[2Jy"].into_iter()).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "x\\u{1b}[2Jy\r\n");
     }
 
     #[test]
