@@ -604,3 +604,42 @@ async fn a_revoke_run_after_the_clock_stepped_back_keeps_its_job_until_the_expir
     assert_eq!(s.request("r1").await.state.to_string(), "revoked");
     s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
 }
+
+/// Branch protection the bot cannot satisfy blocks the revert: the provider revoke is done,
+/// the revert is rebuilt once and said blocked, and the retries try that PR again instead of
+/// opening one more at each (a review counted 14 revert PRs in an hour of retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_revert_is_rebuilt_once_not_at_every_retry() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    s.lenient();
+    let pr = s.granted("r1", "1h").await;
+    s.forge.protect_branch(
+        REPO,
+        "main",
+        breakglass_test_forge::Protection {
+            required_approving_reviews: 1,
+            required_status_checks: Vec::new(),
+            bypass: Vec::new(),
+        },
+    );
+    s.advance(TimeDelta::hours(1));
+    s.settle().await;
+    for _ in 0..12 {
+        s.advance(TimeDelta::minutes(5));
+        s.settle().await;
+    }
+    assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+    assert!(
+        s.forge
+            .file_on(REPO, "main", "requests/prod/r1.yaml")
+            .is_some(),
+        "the revert is blocked"
+    );
+    let reverts: Vec<u64> = s
+        .changes()
+        .into_iter()
+        .filter(|c| c.user == s.people.bot.login && c.number != pr)
+        .map(|c| c.number)
+        .collect();
+    assert_eq!(reverts.len(), 2, "the revert and one rebuild: {reverts:?}");
+}

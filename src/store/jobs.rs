@@ -209,6 +209,30 @@ pub async fn resume_revoke(
     Ok(result.rows_affected() == 1)
 }
 
+/// Keeps an active grant's revoke job at `at` (its expiry), scheduled again if it is being
+/// run, in one statement: nothing happens if the request has left `Active` meanwhile (an
+/// early revoke moved its job to now, and that stays). `true` if the job was kept.
+pub async fn keep_revoke_at(
+    conn: &mut AnyConnection,
+    request_id: &RequestId,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO jobs (kind, request_id, run_at, attempts, created_at) \
+         SELECT $1, id, $3, 0, $4 FROM requests WHERE id = $2 AND state = $5 \
+         ON CONFLICT (kind, request_id) DO UPDATE SET run_at = excluded.run_at, rescheduled = 1",
+    )
+    .bind(JobKind::Revoke.as_str())
+    .bind(request_id.as_str())
+    .bind(to_millis(at))
+    .bind(to_millis(now))
+    .bind(RequestState::Active.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
 /// Leases up to `limit` due jobs (`run_at <= now`) that are unleased or whose lease lapsed
 /// to `worker` until `now + lease`, earliest first. Run each, then [`complete_job`] or
 /// [`retry_job`] it.
@@ -494,6 +518,16 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<JobId, StoreError> {
         schedule_job(&mut *self.conn().await?, kind, request_id, run_at, now).await
+    }
+
+    /// See [`keep_revoke_at`].
+    pub async fn keep_revoke_at(
+        &self,
+        request_id: &RequestId,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        keep_revoke_at(&mut *self.conn().await?, request_id, at, now).await
     }
 
     /// See [`resume_revoke`].

@@ -120,11 +120,9 @@ async fn revoke_batch(
     } = sort_batch(workflows, ids, loaded, locks, now, &mut outcomes);
     // Claimed as due, yet not due by the clock read now (it stepped back): the job stays, at
     // the expiry, instead of being done with the grant still held. After an extension it is
-    // at that time already.
+    // at that time already; after an early revoke since the read, it stays as that set it.
     for (id, expires_at) in not_yet {
-        store
-            .schedule_job(JobKind::Revoke, &id, expires_at, now)
-            .await?;
+        store.keep_revoke_at(&id, expires_at, now).await?;
     }
     due.extend(mark_revoking(store, marking, now, &mut outcomes).await?);
     let ends = revoke_at_providers(due, &mut outcomes).await;
@@ -680,6 +678,11 @@ impl Workflow {
                     // Merged by hand at another head: the files may still be there; rebuild.
                     refusal = Some(Refusal::Closed);
                 }
+                Err(why) if attempt == 0 && self.rebuilt_in_vain(record, &change, &why).await? => {
+                    tracing::warn!(request = %record.id, pr = plan.pr, %why, "the forge still refuses the rebuilt revert PR; not rebuilding it again");
+                    refusal = Some(why);
+                    break;
+                }
                 Err(why) => {
                     tracing::warn!(request = %record.id, pr = plan.pr, %why, "the revert PR cannot be merged; rebuilding it");
                     refusal = Some(why);
@@ -689,6 +692,28 @@ impl Workflow {
         let refusal = refusal.context("two attempts failed")?;
         self.revert_blocked(record, &refusal).await?;
         anyhow::bail!("the revert of {} cannot be merged: {refusal}", record.id)
+    }
+
+    /// Whether rebuilding `change` once more would only open another PR the forge refuses
+    /// the same way: the forge (not a person) refused it, a rebuild was refused before (the
+    /// blocked revert was said), and the default branch has not moved since it was built.
+    /// Branch protection the bot cannot satisfy would otherwise get a new revert PR at every
+    /// retry, for as long as it lasts.
+    async fn rebuilt_in_vain(
+        &self,
+        record: &RequestRecord,
+        change: &Change,
+        why: &Refusal,
+    ) -> anyhow::Result<bool> {
+        if !matches!(why, Refusal::Forge(_)) {
+            return Ok(false);
+        }
+        let told = self.store.events_for_request(&record.id).await?;
+        if !told.iter().any(|e| e.kind == EventKind::RevertBlocked) {
+            return Ok(false);
+        }
+        let default = self.default_branch().await?;
+        Ok(self.fresh_default_head(&default).await? == change.base_sha)
     }
 
     /// The revert change to merge: on the `first_attempt`, the stored revert PR when it is
