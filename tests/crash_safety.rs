@@ -1553,3 +1553,35 @@ on_both_backends!(
         expect_asked_again(&s, pr, "carol");
     }
 );
+
+// An approving review of a request breakglass re-opened from its own branch (an iac role's),
+// given while the bot was down: the catch-up at start hands it over like any other review (a
+// review found the bot's own PRs passed over, and the approval lost without a word).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_of_a_reopened_request_given_while_the_bot_was_down_counts_at_start() {
+    let mut s = Scenario::start(Backend::Sqlite).await.unwrap();
+    s.lenient();
+    let yaml =
+        "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
+    let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
+    s.settle().await;
+    let said = s.next_bot_comment(pr);
+    let bot_pr: u64 = said
+        .split("re-opened the request as ")
+        .nth(1)
+        .map(|rest| rest.trim_start_matches(['#', '!']))
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not re-opened: {said}"));
+    s.crash();
+    s.approve_button(bot_pr, &s.people.carol);
+    s.start_service().await;
+    s.settle().await;
+    for _ in 0..12 {
+        s.advance(TimeDelta::seconds(10));
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    s.settle().await;
+    assert!(s.change(bot_pr).merged, "{:#?}", s.bot_comments(bot_pr));
+    assert_eq!(s.request("r-dns").await.state.to_string(), "active");
+}

@@ -66,7 +66,7 @@ impl Workflow {
     /// [`COMMENTS_WITHIN`] and its request (if recorded yet) waits for approvals: one read of
     /// its reviews (GitLab: its approvals, each timed when handled, as its webhook is).
     async fn queue_missed_reviews(&self, change: &OpenChange) -> anyhow::Result<usize> {
-        if !change.recently_updated || change.author_id == self.bot.id {
+        if !change.recently_updated {
             return Ok(0);
         }
         let repo = &self.settings.repository;
@@ -76,7 +76,14 @@ impl Workflow {
             .await?;
         let counted = match &record {
             Some(r) if r.state != RequestState::Pending => return Ok(0),
+            Some(r) if r.head_sha == change.head_sha => {
+                let subject = super::approval::approval_subject(r)?;
+                self.store.approvals_for(&r.id, &subject).await?
+            }
             Some(r) => self.store.approvals_for(&r.id, &change.head_sha).await?,
+            // The bot's own changes (revert, removal) take no approvals; a request it
+            // re-opened (bot-authored) does.
+            None if change.author_id == self.bot.id => return Ok(0),
             None => Vec::new(),
         };
         let reviews = standing_reviews(self.forge.reviews(change.number).await?);
