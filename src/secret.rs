@@ -111,11 +111,24 @@ pub fn redact_url(url: &str) -> String {
     without_secret_params(parsed.as_str())
 }
 
-/// `scheme://user:password@rest` → `scheme://user:redacted@rest`, by text alone: for what
-/// the URL parser refuses (`file://u:pw@/path`, a broken host), which may still reach git.
+/// `scheme://user:password@rest` → `scheme://user:redacted@rest` (over HTTP a lone user
+/// too, as [`redact_url`] does), by text alone: for what the URL parser refuses
+/// (`file://u:pw@/path`, a broken host or port), which may still reach git. The credentials
+/// run to the last `@` before the path: a password may hold an `@`.
 fn without_user_password(url: &str) -> String {
-    regex!(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
-        .replace(url, "${1}:redacted@")
+    let credentials = regex!(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/\s]*)@");
+    credentials
+        .replace(url, |found: &regex::Captures<'_>| {
+            let (scheme, userinfo) = (&found[1], &found[2]);
+            let redacted = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:redacted"),
+                None if matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") => {
+                    "redacted".to_owned()
+                }
+                None => userinfo.to_owned(),
+            };
+            format!("{scheme}://{redacted}@")
+        })
         .into_owned()
 }
 
@@ -185,6 +198,19 @@ mod tests {
         assert_eq!(
             redact_url("https://u:HUNTER2PW@bad host/r.git"),
             "https://u:redacted@bad host/r.git"
+        );
+        // What the parser refuses keeps no token as a user, nor the end of a password.
+        assert_eq!(
+            redact_url("https://s3cr3tT0ken@github.com:99999/acme/r.git"),
+            "https://redacted@github.com:99999/acme/r.git"
+        );
+        assert_eq!(
+            redact_url("https://u:p4ss@w0rd@bad host/r.git"),
+            "https://u:redacted@bad host/r.git"
+        );
+        assert_eq!(
+            redact_url("ssh://git@bad host:x/r.git"),
+            "ssh://git@bad host:x/r.git"
         );
         assert_eq!(
             redact_url("git@github.com:a/b.git"),

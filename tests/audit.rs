@@ -985,8 +985,6 @@ fn filters_by_period_and_environment() {
     assert_eq!(
         anomaly_kinds(&document),
         [
-            // Pushed before the period and never removed: still on the branch in it.
-            ("landed_without_bot", "r-hand"),
             ("grant_without_revert", "r-missing"),
             ("self_approved", "r-self"),
             ("forged_trailers", "r-ghost"), // at 18:20, inside the period
@@ -998,16 +996,13 @@ fn filters_by_period_and_environment() {
     assert_eq!(anomaly_kinds(&document), []);
     assert_eq!(code, Some(0), "no anomaly in the period");
 
-    // A nightly audit keeps reporting what is still wrong: r-missing, granted the day before
-    // and never reverted, and r-hand's pushed file, never removed.
+    // A nightly audit keeps reporting a grant still wrong: r-missing, granted the day before
+    // and never reverted.
     let (document, code) = run(&["--since", "2026-11-27"]);
     assert_eq!(ids(&document), ["r-missing", "r-active"]);
     assert_eq!(
         anomaly_kinds(&document),
-        [
-            ("landed_without_bot", "r-hand"),
-            ("grant_without_revert", "r-missing")
-        ]
+        [("grant_without_revert", "r-missing")]
     );
     assert_eq!(document["filters"]["since"], "2026-11-27T00:00:00Z");
     assert_eq!(code, Some(1));
@@ -2195,6 +2190,108 @@ async fn the_audit_flags_stray_files_pushed_under_requests_and_names_the_bots_re
             anomaly.detail
         );
     }
+}
+
+/// A request file spelt `.yml` pushed to main: the bot removes it (by a removal without
+/// trailers, as it names no request), and the audit names that removal as its fate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yml_request_file_the_bot_removed_is_said_removed() {
+    use breakglass::clock::Clock as _;
+    use common::*;
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    s.lenient();
+    let yaml = prod_request("1h");
+    let path = "requests/prod/r-yml.yml";
+    s.forge.push_direct(
+        REPO,
+        &s.people.mallory,
+        &[(path, yaml.as_str())],
+        "spelt .yml",
+    );
+    s.settle().await;
+    assert!(
+        s.forge.file_on(REPO, "main", path).is_none(),
+        "the bot removed it"
+    );
+    let report = audit_of_forge(&s, s.clock.now()).await;
+    let [anomaly] = &report.anomalies[..] else {
+        panic!("one anomaly: {:#?}", report.anomalies);
+    };
+    assert_eq!(anomaly.kind, AnomalyKind::LandedWithoutBot);
+    assert!(
+        anomaly.detail.contains("removed by ") && anomaly.detail.ends_with("(reconcile)"),
+        "{}",
+        anomaly.detail
+    );
+}
+
+/// A request file and a stray file of the same name (`requests/r-x.yaml`) pushed together:
+/// the bot removes both by one removal trailed for `r-x`, which is its own, not a forgery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_file_removed_with_its_namesake_request_leaves_the_bots_merge_genuine() {
+    use breakglass::clock::Clock as _;
+    use common::*;
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    s.lenient();
+    let yaml = prod_request("1h");
+    let files = [
+        ("requests/prod/r-x.yaml", yaml.as_str()),
+        ("requests/r-x.yaml", yaml.as_str()),
+    ];
+    s.forge
+        .push_direct(REPO, &s.people.mallory, &files, "a request and a stray");
+    s.settle().await;
+    for (path, _) in files {
+        assert!(
+            s.forge.file_on(REPO, "main", path).is_none(),
+            "{path} removed"
+        );
+    }
+    let report = audit_of_forge(&s, s.clock.now()).await;
+    let kinds: Vec<_> = report.anomalies.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        [AnomalyKind::LandedWithoutBot, AnomalyKind::LandedWithoutBot],
+        "{:#?}",
+        report.anomalies
+    );
+    assert!(
+        report
+            .anomalies
+            .iter()
+            .all(|a| a.detail.contains("removed by ")),
+        "{:#?}",
+        report.anomalies
+    );
+}
+
+/// An iac role whose output puts the id in a directory (`grants/network/r-dns/main.tf`): the
+/// bot's genuine grant merge is a grant, not forged trailers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_output_names_the_id_in_a_directory_is_a_genuine_grant() {
+    use breakglass::clock::Clock as _;
+    use common::*;
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    s.lenient();
+    s.edit_policy(&s.people.erin, "network", |p| {
+        p.replace(
+            "output: \"grants/{{ environment }}/{{ id }}.tf\"",
+            "output: \"grants/{{ environment }}/{{ id }}/main.tf\"",
+        )
+    });
+    s.settle().await;
+    s.iac_granted("r-dns").await;
+    let path = "grants/network/r-dns/main.tf";
+    assert!(s.forge.file_on(REPO, "main", path).is_some(), "{path}");
+    let report = audit_of_forge(&s, s.clock.now()).await;
+    assert_eq!(report.anomalies, [], "{:#?}", report.anomalies);
+    assert_eq!(report.grants.len(), 1);
 }
 
 /// `breakglass audit` (the library) of the scenario's requests repo on the test forge, as of

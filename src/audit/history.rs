@@ -596,11 +596,16 @@ fn beyond_its_files(
         EventKind::Revoke(fact) => (&fact.request_id, Claim::Revoke, TrailerKey::Revokes),
         _ => return Ok(kind),
     };
+    let removal = is_reconcile_removal(&kind);
     // One more than named, so that the detail can say there were more.
     let changed = changed_files(walk.trees, base, tree, 4 * STRAY_NAMED)?;
     let stray: Vec<String> = changed
         .into_iter()
-        .filter(|path| !is_own_file(walk.grants, request_id, path))
+        .filter(|path| {
+            let own = is_own_file(walk.grants, request_id, path)
+                || (removal && is_stray_named_after(request_id, path));
+            !own
+        })
         .collect();
     if stray.is_empty() {
         return Ok(kind);
@@ -635,14 +640,33 @@ fn is_own_file(grants: &GrantLayout, id: &str, path: &str) -> bool {
     {
         return true;
     }
-    let under_a_root = grants.roots().iter().any(|root| {
-        parts.len() > root.len() && parts.iter().zip(root).all(|(part, dir)| part == dir)
-    });
-    let name = parts.last().copied().unwrap_or_default();
-    under_a_root
-        && name
-            .strip_prefix(id)
+    // Below a grant root, a directory or file named after it (`{{ id }}.tf`, or
+    // `{{ id }}/main.tf`): what the bot's removals take as the request's too.
+    let named = |part: &&str| {
+        part.strip_prefix(id)
             .is_some_and(|ext| ext.is_empty() || ext.starts_with('.'))
+    };
+    grants.roots().iter().any(|root| {
+        parts.len() > root.len()
+            && parts.iter().zip(root).all(|(part, dir)| part == dir)
+            && parts[root.len()..].iter().any(named)
+    })
+}
+
+/// Whether `path` is a file under `requests/` that is no request file but named after request
+/// `id` (a directory or file so named up to its first `.`: `requests/r-1.yaml`,
+/// `requests/prod/r-1.txt`, `requests/r-1/x.yaml`): the bot's removal of files that landed
+/// without it takes such a file out with the request's own.
+fn is_stray_named_after(id: &str, path: &str) -> bool {
+    let Some(inside) = path
+        .strip_prefix(REQUESTS_DIR)
+        .and_then(|p| p.strip_prefix('/'))
+    else {
+        return false;
+    };
+    inside
+        .split('/')
+        .any(|part| part.split('.').next() == Some(id))
 }
 
 /// The bot lands every grant and revoke with a merge commit, never a squash or a direct
