@@ -1565,14 +1565,7 @@ async fn a_review_of_a_reopened_request_given_while_the_bot_was_down_counts_at_s
         "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
     let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
     s.settle().await;
-    let said = s.next_bot_comment(pr);
-    let bot_pr: u64 = said
-        .split("re-opened the request as ")
-        .nth(1)
-        .map(|rest| rest.trim_start_matches(['#', '!']))
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("not re-opened: {said}"));
+    let bot_pr = s.reopened_pr(pr);
     s.crash();
     s.approve_button(bot_pr, &s.people.carol);
     s.start_service().await;

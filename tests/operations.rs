@@ -10,20 +10,6 @@ use chrono::TimeDelta;
 use common::*;
 use http::Method;
 
-/// The PR breakglass opened from its own branch for the request first asked for in `original`.
-fn reopened_pr(s: &Scenario, original: u64) -> u64 {
-    let said = s.next_bot_comment(original);
-    let number = said
-        .split("re-opened the request as ")
-        .nth(1)
-        .map(|rest| rest.trim_start_matches(['#', '!']))
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("not re-opened: {said}"));
-    assert_eq!(s.forge.pr(REPO, original).state, "closed");
-    number
-}
-
 on_both_backends!(
     an_iac_request_is_reopened_from_the_bots_branch_and_its_grant_file_leaves_with_the_revert,
     |s: Scenario| async move {
@@ -39,7 +25,7 @@ on_both_backends!(
                 .is_none(),
             "nothing was pushed to alice's branch"
         );
-        let bot_pr = reopened_pr(&s, pr);
+        let bot_pr = s.reopened_pr(pr);
         let opened = s.forge.pr(REPO, bot_pr);
         assert!(
             opened.head_ref.starts_with("breakglass/request/r-dns-"),
@@ -148,7 +134,7 @@ on_both_backends!(
         s.forge.set_webhooks_paused(false);
         s.forge.flush_webhooks();
         s.settle().await;
-        let bot_pr = reopened_pr(&s, pr);
+        let bot_pr = s.reopened_pr(pr);
         let opened = s.forge.pr(REPO, bot_pr);
         assert!(opened.merged, "{:#?}", s.bot_comments(bot_pr));
         let mut labels = opened.labels.clone();
@@ -179,7 +165,7 @@ on_both_backends!(
         s.settle().await;
         // alice's grant file is not the bot's rendering: the request is re-opened from the bot's
         // branch with the bot's rendering, and only that is merged.
-        let bot_pr = reopened_pr(&s, pr);
+        let bot_pr = s.reopened_pr(pr);
         s.by(&s.people.carol).approve(bot_pr);
         s.settle().await;
         assert!(s.forge.pr(REPO, bot_pr).merged);
@@ -675,7 +661,7 @@ fn merge_of(number: u64) -> RouteMatcher {
 async fn iac_request_allowed(s: &Scenario) -> u64 {
     let pr = s.open_request(&s.people.alice, "network", "r-dns", IAC_REQUEST);
     s.settle().await;
-    let bot_pr = reopened_pr(s, pr);
+    let bot_pr = s.reopened_pr(pr);
     s.expect_bot_comments(bot_pr, &["✅ **Request `r-dns` is allowed**"]);
     bot_pr
 }
@@ -705,6 +691,16 @@ async fn through_the_merge_step(s: &Scenario) {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     s.settle().await;
+}
+
+/// The grant file of `r-dns` on main carries `record`'s expiry.
+#[track_caller]
+fn assert_expiry_on_main(s: &Scenario, record: &breakglass::store::RequestRecord) {
+    let expires = breakglass::clock::iso(record.expires_at.unwrap());
+    assert_eq!(
+        expiry_in_file(s, "main", "grants/network/r-dns.tf"),
+        expires
+    );
 }
 
 /// The grant file's expiry as written in the file at `branch` (the `aws:CurrentTime` bound).
@@ -802,11 +798,7 @@ on_both_forges!(
         );
         let record = s.request("r-dns").await;
         assert_eq!(record.state.to_string(), "active");
-        let expires = breakglass::clock::iso(record.expires_at.unwrap());
-        assert_eq!(
-            expiry_in_file(&s, "main", "grants/network/r-dns.tf"),
-            expires
-        );
+        assert_expiry_on_main(&s, &record);
         s.expect_bot_comments(bot_pr, &["🔓 **Access granted.**"]);
     }
 );
@@ -857,11 +849,7 @@ on_both_forges!(
             Some(IAC_REQUEST)
         );
         assert!(s.forge.file_on(REPO, "main", "NOTES.md").is_none());
-        let expires = breakglass::clock::iso(record.expires_at.unwrap());
-        assert_eq!(
-            expiry_in_file(&s, "main", "grants/network/r-dns.tf"),
-            expires
-        );
+        assert_expiry_on_main(&s, &record);
     }
 );
 
@@ -947,7 +935,7 @@ on_both_forges!(
         let yaml = "environment: network\nrole: dns-admin\nreason: move the apex record\n";
         let pr = s.open_request(&s.people.alice, "network", "r-json", yaml);
         s.settle().await;
-        let bot_pr = reopened_pr(&s, pr);
+        let bot_pr = s.reopened_pr(pr);
         s.expect_bot_comments(bot_pr, &["✅ **Request `r-json` is allowed**"]);
         s.approve(bot_pr, &s.people.carol);
         s.settle().await;
@@ -1272,7 +1260,7 @@ on_both_backends!(
             "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
         let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
         s.settle().await;
-        let bot_pr = reopened_pr(&s, pr);
+        let bot_pr = s.reopened_pr(pr);
         let head = s.forge.pr(REPO, bot_pr).head_ref;
         let shown = s
             .forge
@@ -1360,7 +1348,7 @@ on_both_forges!(
             "environment: network\nrole: dns-admin\nduration: 2h\nreason: move the apex record\n";
         let original = s.open_request(&s.people.alice, "network", "x", yaml);
         s.settle().await;
-        let bot_pr = reopened_pr(&s, original);
+        let bot_pr = s.reopened_pr(original);
         s.take_bot_comments(bot_pr);
         let opened = s.changes().len();
         s.forge
@@ -1507,11 +1495,7 @@ on_both_forges_skewed!(
             record.state,
             s.bot_comments(bot_pr)
         );
-        let expires = breakglass::clock::iso(record.expires_at.unwrap());
-        assert_eq!(
-            expiry_in_file(&s, "main", "grants/network/r-dns.tf"),
-            expires
-        );
+        assert_expiry_on_main(&s, &record);
     }
 );
 
@@ -1558,10 +1542,6 @@ on_both_forges_skewed!(
         through_the_merge_step(&s).await;
         assert!(s.change(bot_pr).merged, "{:#?}", s.bot_comments(bot_pr));
         let record = s.request("r-dns").await;
-        let expires = breakglass::clock::iso(record.expires_at.unwrap());
-        assert_eq!(
-            expiry_in_file(&s, "main", "grants/network/r-dns.tf"),
-            expires
-        );
+        assert_expiry_on_main(&s, &record);
     }
 );

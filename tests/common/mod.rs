@@ -714,18 +714,27 @@ impl Scenario {
             "environment: network\nrole: dns-admin\nduration: 2h\nreason: move the apex record\n";
         let pr = self.open_request(&self.people.alice, "network", id, yaml);
         self.settle().await;
-        let said = self.next_bot_comment(pr);
-        let bot_pr: u64 = said
+        let bot_pr = self.reopened_pr(pr);
+        self.approve(bot_pr, &self.people.carol);
+        self.settle().await;
+        assert_eq!(self.request(id).await.state.to_string(), "active");
+        format!("grants/network/{id}.tf")
+    }
+
+    /// The PR breakglass opened from its own branch for the request first asked for in
+    /// `original` (an iac role's), as its next comment on `original` says; `original` closed.
+    #[track_caller]
+    pub fn reopened_pr(&self, original: u64) -> u64 {
+        let said = self.next_bot_comment(original);
+        let number = said
             .split("re-opened the request as ")
             .nth(1)
             .map(|rest| rest.trim_start_matches(['#', '!']))
             .and_then(|rest| rest.split('.').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("not re-opened: {said}"));
-        self.approve(bot_pr, &self.people.carol);
-        self.settle().await;
-        assert_eq!(self.request(id).await.state.to_string(), "active");
-        format!("grants/network/{id}.tf")
+        assert_eq!(self.forge.pr(REPO, original).state, "closed");
+        number
     }
 
     /// alice's prod request `id` for `duration`, approved by carol and merged; its PR number.
