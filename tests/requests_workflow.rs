@@ -122,6 +122,7 @@ fn run_check(repo: &tempfile::TempDir, requester: &str, labels: &str) -> Output 
         .env("DEFAULT_BRANCH", "main")
         .env("REQUESTER", requester)
         .env("LABELS", labels)
+        .env("POLICIES_PATH", "policies")
         .env_remove("GITHUB_STEP_SUMMARY")
         .output()
         .unwrap()
