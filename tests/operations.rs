@@ -669,6 +669,22 @@ async fn iac_request_allowed(s: &Scenario) -> u64 {
 const IAC_REQUEST: &str =
     "environment: network\nrole: dns-admin\nduration: 1h\nreason: move the apex record\n";
 
+/// `r-dns` allowed and approved by carol, its expiry written into the grant file on the bot's
+/// branch while every try of the merge call's first job run fails (503); the bot's PR and
+/// branch.
+async fn approved_with_its_merge_failing(s: &Scenario) -> (u64, String) {
+    let bot_pr = iac_request_allowed(s).await;
+    s.forge.fail_next(FailureSpec {
+        route: merge_of(bot_pr),
+        count: 4,
+        kind: FailureKind::Status(503),
+    });
+    s.approve(bot_pr, &s.people.carol);
+    let branch = s.change(bot_pr).head_ref;
+    expiry_written(s, &branch).await;
+    (bot_pr, branch)
+}
+
 /// The expiry the bot writes into `r-dns`'s grant file on `branch` in its merge step, once it
 /// is there (real time: the bot is not settled while its merge step is under way).
 async fn expiry_written(s: &Scenario, branch: &str) -> String {
@@ -811,15 +827,7 @@ on_both_forges!(
     a_push_while_the_expiry_commits_merge_is_retried_never_denies_the_request,
     |s: Scenario| async move {
         s.lenient(); // the put-off deliveries, the failing merge job, the tampering note
-        let bot_pr = iac_request_allowed(&s).await;
-        s.forge.fail_next(FailureSpec {
-            route: merge_of(bot_pr),
-            count: 4,
-            kind: FailureKind::Status(503),
-        });
-        s.approve(bot_pr, &s.people.carol);
-        let branch = s.change(bot_pr).head_ref;
-        expiry_written(&s, &branch).await;
+        let (bot_pr, branch) = approved_with_its_merge_failing(&s).await;
         let notes = [("NOTES.md", "hi\n")];
         s.forge
             .push_files(REPO, &branch, &s.people.mallory, &notes, "notes");
@@ -1472,15 +1480,7 @@ on_both_forges_skewed!(
     a_request_decided_again_during_its_merge_step_keeps_the_approvals_of_what_it_continues,
     |s: Scenario| async move {
         s.lenient();
-        let bot_pr = iac_request_allowed(&s).await;
-        s.forge.fail_next(FailureSpec {
-            route: merge_of(bot_pr),
-            count: 4,
-            kind: FailureKind::Status(503),
-        });
-        s.approve(bot_pr, &s.people.carol);
-        let branch = s.change(bot_pr).head_ref;
-        expiry_written(&s, &branch).await;
+        let (bot_pr, _) = approved_with_its_merge_failing(&s).await;
         s.edit_policy(&s.people.erin, "network", |p| {
             p.replace("approvals: 1", "approvals: 2")
         });
