@@ -708,8 +708,7 @@ impl Workflow {
         if !matches!(why, Refusal::Forge(_)) {
             return Ok(false);
         }
-        let told = self.store.events_for_request(&record.id).await?;
-        if !told.iter().any(|e| e.kind == EventKind::RevertBlocked) {
+        if !self.revert_blocked_said(record).await? {
             return Ok(false);
         }
         let default = self.default_branch().await?;
@@ -786,19 +785,18 @@ impl Workflow {
         Ok(())
     }
 
+    /// Whether the blocked revert of `record` was said already (its event is in the log).
+    async fn revert_blocked_said(&self, record: &RequestRecord) -> anyhow::Result<bool> {
+        let logged = self.store.events_for_request(&record.id).await?;
+        Ok(logged.iter().any(|e| e.kind == EventKind::RevertBlocked))
+    }
+
     /// A revert that cannot land: an error in the logs and metrics every time, a comment once.
     async fn revert_blocked(&self, record: &RequestRecord, why: &Refusal) -> anyhow::Result<()> {
         tracing::error!(request = %record.id, %why, "REVOCATION BLOCKED: the revert cannot be merged; the provider revoke is done, the request file stays on the default branch");
         self.metrics
             .inc("breakglass_anomalies_total", "kind=\"revert_blocked\"");
-        let kind = EventKind::RevertBlocked;
-        let told = self
-            .store
-            .events_for_request(&record.id)
-            .await?
-            .iter()
-            .any(|e| e.kind == kind);
-        if told {
+        if self.revert_blocked_said(record).await? {
             return Ok(());
         }
         let default = self.default_branch().await?;
@@ -809,7 +807,7 @@ impl Workflow {
             )
             .await?;
         self.record_event(
-            kind,
+            EventKind::RevertBlocked,
             Some(&record.id),
             None,
             serde_json::json!({ "why": why.to_string() }),
