@@ -1204,6 +1204,30 @@ on_both_forges!(
     }
 );
 
+on_both_forges!(
+    a_fast_path_label_put_on_the_bots_request_pr_while_it_is_down_is_decided_when_it_starts,
+    |mut s: Scenario| async move {
+        let issue = s.open_issue(&s.people.carol, "checkout down");
+        s.note_on_issue(issue, &s.people.bob, ASK_WHILE_DOWN); // bob is on call
+        s.settle().await;
+        s.take_bot_issue_comments(issue);
+        let pr = bot_request_prs(&s)[0];
+        assert!(!s.change(pr).merged, "no sev1 label yet");
+        s.take_bot_comments(pr); // waits for an approval
+        s.crash();
+        s.label(pr, &s.people.carol, "sev1");
+        s.forge.settle().await;
+        s.start_service().await;
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+        s.crash();
+        s.start_service().await;
+        s.settle().await;
+        s.expect_no_bot_comment(pr);
+    }
+);
+
 // A branch pushed away and back while the bot is down: the head it comes back to is the one the
 // bot decided, with the time of its first push. The forge's own record of the head's moves
 // (GitHub's timeline, GitLab's MR versions) is asked before approvals from that time merge it.

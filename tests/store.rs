@@ -1736,3 +1736,32 @@ async fn a_lock_across_replicas_holds_off_every_other_session_until_it_goes() {
     })
     .await;
 }
+
+/// The lock's transaction sits idle while its holder works with the forge: a server that ends
+/// sessions idle in a transaction (`idle_in_transaction_session_timeout`) must not end it and
+/// let another replica in (a review found it would). PostgreSQL only.
+#[tokio::test]
+async fn a_lock_across_replicas_outlasts_the_servers_idle_transaction_timeout() {
+    let Some((store, database)) = breakglass::store::testing::postgres_store().await else {
+        eprintln!("SKIPPED: BREAKGLASS_TEST_DATABASE_URL not set");
+        return;
+    };
+    store.close().await;
+    let mut url = url::Url::parse(database.url()).unwrap();
+    url.query_pairs_mut()
+        .append_pair("options", "-c idle_in_transaction_session_timeout=100");
+    let store = breakglass::store::Store::connect(url.as_str())
+        .await
+        .unwrap();
+    let held = store.lock_across_replicas(7).await.unwrap();
+    assert!(held.is_some());
+    tokio::time::sleep(Duration::from_millis(600)).await; // six times the server's patience
+    let waited =
+        tokio::time::timeout(Duration::from_millis(300), store.lock_across_replicas(7)).await;
+    assert!(
+        waited.is_err(),
+        "the server ended the holder's session and its lock"
+    );
+    drop(held);
+    store.close().await;
+}

@@ -43,6 +43,12 @@ impl Store {
             return Ok(None);
         }
         let mut transaction = self.pool.begin().await?;
+        // The holder's transaction sits idle while it works with the forge: a server-wide
+        // `idle_in_transaction_session_timeout` would end its session, and the lock with it,
+        // while it carries on.
+        sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
+            .execute(&mut *transaction)
+            .await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(key)
             .execute(&mut *transaction)

@@ -161,22 +161,22 @@ impl Workflow {
     }
 
     /// The key of a [`ForgeEvent::MissedChange`] for `change` when the bot may have missed
-    /// news of it: not its own change, and either no request record at its head, or a
-    /// request still being decided whose PR was marked ready (or as a draft) or labelled
-    /// otherwise than its decision saw (a `sev1` label added during an incident).
+    /// news of it: either no request record at its head (not for the bot's own changes), or
+    /// a request still being decided whose PR was marked ready (or as a draft) or labelled
+    /// otherwise than its decision saw (a `sev1` label added during an incident, also on a
+    /// request PR the bot opened for a `/breakglass` comment).
     async fn may_have_missed(&self, change: &OpenChange) -> anyhow::Result<Option<String>> {
-        if change.author_id == self.bot.id {
-            // Its request, revert and removal changes: their own jobs and guards watch them.
-            return Ok(None);
-        }
         let repo = &self.settings.repository;
         let record = self
             .store
             .find_request_by_pr(self.forge_kind(), repo, change.number)
             .await?;
         let head = format!("missed:{}:{}", change.number, change.head_sha);
+        let by_bot = change.author_id == self.bot.id;
         let Some(record) = record.filter(|r| r.head_sha == change.head_sha) else {
-            return Ok(Some(head));
+            // The bot's own branches (request, revert, removal): their jobs and guards watch
+            // their heads.
+            return Ok((!by_bot).then_some(head));
         };
         let Some(seen) = record.decision.as_ref() else {
             return Ok(None);
@@ -217,7 +217,7 @@ impl Workflow {
     /// ([`Workflow::say_refusal`]).
     pub(super) async fn handle_missed_change(&self, number: u64) -> anyhow::Result<()> {
         let current = self.forge.change(number).await?;
-        if !current.open || current.info.author.id == self.bot.id {
+        if !current.open {
             return Ok(());
         }
         let repo = &self.settings.repository;
@@ -225,6 +225,15 @@ impl Workflow {
             .store
             .find_request_by_pr(self.forge_kind(), repo, number)
             .await?;
+        let by_bot = current.info.author.id == self.bot.id;
+        if by_bot
+            && existing
+                .as_ref()
+                .is_none_or(|r| r.head_sha != current.info.head_sha)
+        {
+            // The bot's own branch at a head it did not decide: its jobs and guards see to it.
+            return Ok(());
+        }
         if let Some(record) = &existing {
             // On its head: labelled or marked ready meanwhile, decided again as that webhook
             // would have it; on another: pushed.
