@@ -1499,6 +1499,35 @@ on_both_forges_skewed!(
     }
 );
 
+// The same, with dan's approval a GitHub review of the version the bot's expiry commit
+// continues (his page still showed it): that version's approvals count, so his does too (a
+// review found it answered "approve again").
+on_skewed_clocks!(
+    a_review_of_the_version_the_expiry_commit_continues_counts_during_the_merge_step,
+    |s: Scenario| async move {
+        s.lenient();
+        let (bot_pr, branch) = approved_with_its_merge_failing(&s).await;
+        // The branch's tip is the bot's expiry commit; its parent, the version carol approved.
+        let continued = s.forge.log(REPO, &branch)[0].parents[0].clone();
+        s.edit_policy(&s.people.erin, "network", |p| {
+            p.replace("approvals: 1", "approvals: 2")
+        });
+        through_the_merge_step(&s).await;
+        assert!(!s.change(bot_pr).merged, "needs a second approver now");
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge
+            .approve_commit(REPO, bot_pr, &s.people.dan, &continued);
+        through_the_merge_step(&s).await;
+        let record = s.request("r-dns").await;
+        assert!(
+            s.change(bot_pr).merged && record.state.to_string() == "active",
+            "state {}: {:#?}",
+            record.state,
+            s.bot_comments(bot_pr)
+        );
+    }
+);
+
 // The same with the fast path lost during the merge step (`sev1` taken off): the approval
 // given on the head the bot shows then (its expiry commit) merges it.
 on_both_forges_skewed!(

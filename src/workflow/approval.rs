@@ -334,7 +334,9 @@ impl Workflow {
                 .await;
         };
         let record = match commit {
-            c if c == record.head_sha => record,
+            // Its head, or the version the bot's expiry commit at its head continues, whose
+            // approvals are the head's (see `approval_subject`).
+            c if c == record.head_sha || c == approval_subject(&record)? => record,
             // The PR's head as this event shows it, which the bot has not decided yet: the
             // push's webhook is late. Decided now, the review counts for what it approved.
             c if c == pr.head_sha => {

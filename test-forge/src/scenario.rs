@@ -617,6 +617,25 @@ impl TestForge {
         )
     }
 
+    /// Submits an approving review naming `commit` (GitHub's `commit_id`: a reviewer whose
+    /// page showed an older head); returns the review id.
+    #[track_caller]
+    pub fn approve_commit(&self, repo: &str, number: u64, user: &User, commit: &str) -> u64 {
+        ok(
+            "approve_commit",
+            self.with_state(|st| {
+                st.submit_review(
+                    repo,
+                    number,
+                    &user.login,
+                    ReviewState::Approved,
+                    "",
+                    Some(commit),
+                )
+            }),
+        )
+    }
+
     /// Dismisses a review (`pull_request_review.dismissed`).
     #[track_caller]
     pub fn dismiss_review(&self, repo: &str, number: u64, review_id: u64, user: &User) {
