@@ -399,8 +399,14 @@ fn config_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HumanDurati
             f.write_str("a duration such as `10m`, `1h` or `1h30m`")
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanDuration, E> {
-            HumanDuration::parse(v)
-                .map_err(|_| E::custom("not a duration; write e.g. `90s`, `10m`, `2h` or `1h30m`"))
+            use crate::duration::DurationError;
+            HumanDuration::parse(v).map_err(|err| match err {
+                DurationError::Malformed(_) => {
+                    E::custom("not a duration; write e.g. `90s`, `10m`, `2h` or `1h30m`")
+                }
+                DurationError::Zero(_) => E::custom("zero; write a duration longer than that"),
+                DurationError::TooLong(_) => E::custom("longer than the 7 days it may be"),
+            })
         }
     }
     d.deserialize_str(Visitor)
@@ -804,6 +810,14 @@ assume_role_arn = ""
             ),
             "{err}"
         );
+        for (value, said) in [
+            ("0s", "zero; write a duration longer than that"),
+            ("8d", "longer than the 7 days it may be"),
+        ] {
+            let toml = format!("reminder_before = \"{value}\"");
+            let err = Config::from_toml(&toml, "breakglass.toml", env(&[])).unwrap_err();
+            assert!(err.to_string().ends_with(said), "{err}");
+        }
         let err = Config::from_toml("", "x", env(&[("BREAKGLASS_LISTEN", "not an address")]))
             .unwrap_err();
         assert!(

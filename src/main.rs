@@ -408,8 +408,8 @@ fn audit_report(
         anyhow::ensure!(
             since <= until,
             "--since ({}) is after --until ({}): no grant can be in both",
-            since.to_rfc3339(),
-            until.to_rfc3339()
+            breakglass::clock::iso(since),
+            breakglass::clock::iso(until)
         );
     }
     let report = audit::run(repo, options)?;

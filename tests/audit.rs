@@ -1116,7 +1116,7 @@ fn exit_codes() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("is after --until"),
+        stderr(&out).contains("--since (2026-11-27T00:00:00Z) is after --until (2026-11-26T"),
         "{}",
         stderr(&out)
     );
