@@ -27,7 +27,7 @@ use crate::grant::aws_iam::AwsProvider;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::server::{AppState, Gaps, Intake, Recorder, router};
-use crate::store::{Job, JobId, Lane, Store, StoreError, StoredDelivery};
+use crate::store::{Job, JobId, JobKind, Lane, Store, StoreError, StoredDelivery};
 use crate::workflow::{RevokeOutcome, Settings, Workflow, Workflows};
 
 /// How long a claimed delivery or job stays ours without a heartbeat: a worker that dies
@@ -627,16 +627,20 @@ async fn idle(wake: Option<&Notify>, stop: &mut watch::Receiver<bool>, tick: Dur
     }
 }
 
+/// The longest a failed revoke waits before it is tried again: the grant is live at the
+/// provider until it goes through, so a revoke backs off no further than this (AWS throttling
+/// or an outage of minutes must not add minutes of access once it is over).
+const REVOKE_RETRY_CAP: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
+
 /// When to try failed work again: at once after losing an optimistic-lock race (another
 /// worker changed the request; the retry reads the new state), else exponential backoff from
-/// 1 s to 5 min: fast recovery from a blip, no hammering in an outage; never sooner than a
+/// 1 s to 256 s: fast recovery from a blip, no hammering in an outage; never sooner than a
 /// forge's rate limit asked (`Retry-After`, or its reset time).
 fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
     if lost_a_race(err) {
         return chrono::TimeDelta::zero();
     }
-    let backoff =
-        chrono::TimeDelta::seconds(1i64 << attempts.min(8)).min(chrono::TimeDelta::minutes(5));
+    let backoff = chrono::TimeDelta::seconds(1i64 << attempts.min(8));
     let asked = err
         .chain()
         .find_map(|e| match e.downcast_ref::<ForgeError>() {
@@ -1095,7 +1099,11 @@ async fn settle_job(
                 request: job.request_id.to_string(),
             };
             failures.record(work, &err, workflow.clock.now());
-            let next = workflow.clock.now() + retry_delay(&err, job.attempts);
+            let mut delay = retry_delay(&err, job.attempts);
+            if job.kind == JobKind::Revoke {
+                delay = delay.min(REVOKE_RETRY_CAP);
+            }
+            let next = workflow.clock.now() + delay;
             workflow
                 .store
                 .retry_job(job.id, worker, &format!("{err:#}"), next)

@@ -270,6 +270,51 @@ async fn set_applied_provider(s: &Scenario, id: &str, provider: &str) {
     s.store.plan_grant(&applied).await.unwrap();
 }
 
+// A provider revoke that keeps failing (AWS throttling, an outage) is tried again at least
+// every 15 s however many times it failed: the grant is live until it goes through, and a
+// backoff of minutes would add minutes of access once the provider is back (a review found
+// revokes backing off like forge work, up to 256 s).
+on_both_backends!(
+    a_failing_revoke_is_tried_again_within_fifteen_seconds_however_often_it_failed,
+    |s: Scenario| async move {
+        s.granted("r1", "1h").await;
+        set_applied_provider(&s, "r1", "retired").await;
+        s.expect_job_error(
+            breakglass::store::JobKind::Revoke,
+            "unknown provider `retired`",
+        );
+        s.lenient(); // reconciliation cannot check r1 either
+        let id = s.request("r1").await.id;
+        let revoke_job = || async {
+            let jobs = s.store.jobs_for_request(&id).await.unwrap();
+            jobs.into_iter()
+                .find(|j| j.kind == breakglass::store::JobKind::Revoke)
+                .expect("a revoke job stays while the grant is live")
+        };
+        s.advance(TimeDelta::hours(1));
+        for failed in 1..=8 {
+            until("the revoke failed once more", || async {
+                revoke_job().await.attempts >= failed
+            })
+            .await;
+            let job = revoke_job().await;
+            // Backed off 1, 2, 4, 8 s, then 15 s (or less: a reconciliation pass resumes it).
+            let wait = job.run_at - s.clock.now();
+            assert!(
+                wait <= TimeDelta::seconds(15),
+                "after {failed} failure(s) the revoke waits {wait}"
+            );
+            s.advance(wait);
+        }
+        set_applied_provider(&s, "r1", "noop").await;
+        until("r1 is revoked", || async {
+            s.advance(TimeDelta::seconds(5));
+            s.request("r1").await.state.to_string() == "revoked"
+        })
+        .await;
+    }
+);
+
 fn revocations(s: &Scenario, result: &str) -> u64 {
     s.service.as_ref().unwrap().workflows.shared().metrics.get(
         "breakglass_revocations_total",
