@@ -488,7 +488,7 @@ fn command_line(line: &str) -> Option<(&str, &str)> {
 /// direction marks and isolates, the word joiner and its invisible operators, the byte-order
 /// mark, the soft hyphen. [`DROPPED_MARKUP`] is none of them: it stays in front of text that
 /// followed dropped markup.
-pub(crate) fn is_invisible(c: char) -> bool {
+fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'

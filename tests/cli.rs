@@ -191,7 +191,7 @@ fn request_text_cannot_start_a_line_of_the_report() {
         "prod",
         "20261126-0214-alice-prod",
         "environment: prod\nrole: admin\nduration: 1h\n\
-         reason: \"bad\\n::error file=x::pwned\\n::add-mask::alice red\"\n\
+         reason: \"bad\\n::error file=x::pwned\\n::add-mask::alice red\u{202e}\"\n\
          ticket: INC-1\n",
     );
     let out = check(&["--requester", "alice"], &file);
@@ -201,24 +201,11 @@ fn request_text_cannot_start_a_line_of_the_report() {
         report.lines().all(|l| !l.trim_start().starts_with("::")),
         "{report}"
     );
-    assert!(!report.contains('\r'), "{report:?}");
+    assert!(!report.contains(['\r', '\u{202e}']), "{report:?}");
     assert!(
-        report.contains(r"reason `bad\n::error file=x::pwned\n::add-mask::alice red`"),
+        report.contains(r"reason `bad\n::error file=x::pwned\n::add-mask::alice red\u{202e}`"),
         "{report}"
     );
-    // A direction override, which would show the rest of the reason reversed, makes the file
-    // invalid; the report names it and never carries it.
-    let file = request_file(
-        &dir,
-        "prod",
-        "20261126-0216-alice-prod",
-        "environment: prod\nrole: admin\nduration: 1h\nreason: \"INC-1 red\u{202e}der\"\nticket: INC-1\n",
-    );
-    let out = check(&["--requester", "alice"], &file);
-    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
-    let report = stdout(&out);
-    assert!(!report.contains('\u{202e}'), "{report:?}");
-    assert!(report.contains("direction control U+202E"), "{report}");
     // A terminal escape in the reason makes the file invalid, and the report says so plainly
     // (written as YAML's `\e`, it is refused as an escape that hides what the text is).
     let file = request_file(
