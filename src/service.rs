@@ -627,9 +627,10 @@ async fn idle(wake: Option<&Notify>, stop: &mut watch::Receiver<bool>, tick: Dur
     }
 }
 
-/// The longest a failed revoke waits before it is tried again: the grant is live at the
-/// provider until it goes through, so a revoke backs off no further than this (AWS throttling
-/// or an outage of minutes must not add minutes of access once it is over).
+/// The longest a revoke that failed for a passing reason (throttling, a timeout, a 5xx)
+/// waits before it is tried again: the grant is live at the provider until it goes through,
+/// so it backs off no further than this (AWS throttling or an outage of minutes must not add
+/// minutes of access once it is over).
 const REVOKE_RETRY_CAP: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
 
 /// When to try failed work again: at once after losing an optimistic-lock race (another
@@ -650,6 +651,16 @@ fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
             _ => None,
         });
     asked.map_or(backoff, |asked| asked.max(backoff))
+}
+
+/// Whether `err` is a provider's refusal that only a person can end (a role misconfigured,
+/// a provider missing, the bot's own permissions denied): retried with the usual backoff, not
+/// every few seconds.
+fn needs_a_person(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<crate::grant::GrantError>()
+            .is_some_and(|g| !g.is_retryable())
+    })
 }
 
 /// Whether `err` is a lost optimistic-lock race: another worker or replica changed the request
@@ -1100,8 +1111,12 @@ async fn settle_job(
             };
             failures.record(work, &err, workflow.clock.now());
             let mut delay = retry_delay(&err, job.attempts);
-            if job.kind == JobKind::Revoke {
-                delay = delay.min(REVOKE_RETRY_CAP);
+            if job.kind == JobKind::Revoke && !needs_a_person(&err) && delay > REVOKE_RETRY_CAP {
+                // Spread over the last third, so that a batch throttled together does not
+                // come back together.
+                let cap = REVOKE_RETRY_CAP.num_milliseconds();
+                let spread = rand::Rng::random_range(&mut rand::rng(), cap * 2 / 3..=cap);
+                delay = chrono::TimeDelta::milliseconds(spread);
             }
             let next = workflow.clock.now() + delay;
             workflow

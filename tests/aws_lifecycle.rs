@@ -6,6 +6,7 @@ mod common;
 #[path = "common/moto.rs"]
 mod moto;
 
+use breakglass::clock::Clock as _;
 use breakglass::config::AwsConfig;
 use breakglass::store::JobKind;
 use chrono::TimeDelta;
@@ -425,6 +426,43 @@ with_aws!(
             "r1 kept: {names:?}"
         );
         assert_eq!(w.s.request("r1").await.state.to_string(), "active");
+    }
+);
+
+// AWS throttling the revoke for a while: it is tried again at least every 15 s however many
+// times it was throttled (the grant is live until it goes through; a review found revokes
+// backing off like forge work, up to 256 s, which would add minutes of access once the
+// throttling is over).
+with_aws!(
+    a_throttled_revoke_is_tried_again_within_fifteen_seconds_however_often_it_failed,
+    |w: World| async move {
+        let pr = w.s.granted("r1", "1h").await;
+        for _ in 0..8 {
+            w.proxy.fail_next("DetachRolePolicy", 400, "Throttling");
+        }
+        w.s.expect_job_error(JobKind::Revoke, "DetachRolePolicy");
+        let id = w.s.request("r1").await.id;
+        let revoke_job = || async {
+            let jobs = w.s.store.jobs_for_request(&id).await.unwrap();
+            jobs.into_iter().find(|j| j.kind == JobKind::Revoke)
+        };
+        w.s.advance(TimeDelta::hours(1));
+        for failed in 1..=8 {
+            eventually(|| async { revoke_job().await.is_some_and(|j| j.attempts >= failed) }).await;
+            let job = revoke_job().await.expect("the revoke job stays");
+            // Backed off 1, 2, 4, 8 s, then between 10 and 15 s (spread, so that a batch
+            // throttled together does not come back together).
+            let wait = job.run_at - w.s.clock.now();
+            assert!(
+                wait <= TimeDelta::seconds(15),
+                "after {failed} throttled tries the revoke waits {wait}"
+            );
+            w.s.advance(wait);
+        }
+        eventually(|| async { w.s.request("r1").await.state.to_string() == "revoked" }).await;
+        w.assert_nothing_granting().await;
+        w.s.settle().await;
+        w.s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );
 

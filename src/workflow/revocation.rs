@@ -60,17 +60,41 @@ struct Due {
 
 impl Workflows {
     /// Revokes the due grants `ids` as one batch (see [`revoke_batch`]); one outcome per id,
-    /// in order. A failure of the batch itself (the database) fails each of them.
+    /// in order. A failure of the batch itself (the database) fails each of them; a record
+    /// of the batch that cannot be read (stored by an older version under other rules, or
+    /// damaged) must not keep the others live: then each is revoked on its own.
     pub async fn revoke_due(&self, ids: &[RequestId]) -> Vec<RevokeOutcome> {
         let workflows: Vec<&Workflow> = self.iter().collect();
         match revoke_batch(&workflows, ids, Locks::Take).await {
             Ok(outcomes) => outcomes,
+            Err(err) if ids.len() > 1 && is_unreadable_record(&err) => {
+                tracing::error!(error = %format!("{err:#}"), batch = ids.len(), "a revocation batch holds a record that cannot be read; revoking each grant on its own");
+                let mut outcomes = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let alone = revoke_batch(&workflows, std::slice::from_ref(id), Locks::Take);
+                    outcomes.push(match alone.await {
+                        Ok(mut one) => one.pop().unwrap_or(RevokeOutcome::Nothing),
+                        Err(err) => RevokeOutcome::Failed(err),
+                    });
+                }
+                outcomes
+            }
             Err(err) => ids
                 .iter()
                 .map(|_| RevokeOutcome::Failed(anyhow::anyhow!("{err:#}")))
                 .collect(),
         }
     }
+}
+
+/// Whether `err` is a stored row the store could not decode.
+fn is_unreadable_record(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<crate::store::StoreError>(),
+            Some(crate::store::StoreError::Decode { .. })
+        )
+    })
 }
 
 impl Workflow {
