@@ -1189,20 +1189,27 @@ on_both_forges!(
         let pr = s.open_request(bob, "prod", "r-sev1", &prod_request("1h"));
         s.settle().await;
         s.next_bot_comment(pr); // waits for an approval
-        s.crash();
-        s.label(pr, &s.people.bob, "sev1");
-        s.forge.settle().await;
-        s.start_service().await;
-        s.settle().await;
-        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
-        // Another start finds the label decided: nothing is said or done again.
-        s.crash();
-        s.start_service().await;
-        s.settle().await;
-        s.expect_no_bot_comment(pr);
+        let bob = s.people.bob.clone();
+        labelled_sev1_while_down(&mut s, pr, &bob).await;
     }
 );
+
+/// `pr`, waiting for an approval, is labelled `sev1` by `who` while the bot is down: decided
+/// when it starts (merged on the fast path, granted), and only then: another start finds the
+/// label decided, and nothing is said or done again.
+async fn labelled_sev1_while_down(s: &mut Scenario, pr: u64, who: &breakglass_test_forge::User) {
+    s.crash();
+    s.label(pr, who, "sev1");
+    s.forge.settle().await;
+    s.start_service().await;
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    s.crash();
+    s.start_service().await;
+    s.settle().await;
+    s.expect_no_bot_comment(pr);
+}
 
 on_both_forges!(
     a_fast_path_label_put_on_the_bots_request_pr_while_it_is_down_is_decided_when_it_starts,
@@ -1214,17 +1221,8 @@ on_both_forges!(
         let pr = bot_request_prs(&s)[0];
         assert!(!s.change(pr).merged, "no sev1 label yet");
         s.take_bot_comments(pr); // waits for an approval
-        s.crash();
-        s.label(pr, &s.people.carol, "sev1");
-        s.forge.settle().await;
-        s.start_service().await;
-        s.settle().await;
-        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
-        s.crash();
-        s.start_service().await;
-        s.settle().await;
-        s.expect_no_bot_comment(pr);
+        let carol = s.people.carol.clone();
+        labelled_sev1_while_down(&mut s, pr, &carol).await;
     }
 );
 

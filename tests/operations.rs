@@ -709,6 +709,18 @@ async fn through_the_merge_step(s: &Scenario) {
     s.settle().await;
 }
 
+/// `r-dns`'s record, once its PR `bot_pr` is merged and the request active (said otherwise).
+async fn merged_and_active(s: &Scenario, bot_pr: u64) -> breakglass::store::RequestRecord {
+    let record = s.request("r-dns").await;
+    assert!(
+        s.change(bot_pr).merged && record.state.to_string() == "active",
+        "state {}: {:#?}",
+        record.state,
+        s.bot_comments(bot_pr)
+    );
+    record
+}
+
 /// The grant file of `r-dns` on main carries `record`'s expiry.
 #[track_caller]
 fn assert_expiry_on_main(s: &Scenario, record: &breakglass::store::RequestRecord) {
@@ -837,13 +849,7 @@ on_both_forges!(
             s.approve(bot_pr, &s.people.dan);
             through_the_merge_step(&s).await;
         }
-        let record = s.request("r-dns").await;
-        assert!(
-            s.change(bot_pr).merged && record.state.to_string() == "active",
-            "{} {:#?}",
-            record.state,
-            s.bot_comments(bot_pr)
-        );
+        let record = merged_and_active(&s, bot_pr).await;
         assert!(
             !s.bot_comments(bot_pr)
                 .iter()
@@ -1488,13 +1494,7 @@ on_both_forges_skewed!(
         assert!(!s.change(bot_pr).merged, "needs a second approver now");
         s.approve(bot_pr, &s.people.dan);
         through_the_merge_step(&s).await;
-        let record = s.request("r-dns").await;
-        assert!(
-            s.change(bot_pr).merged && record.state.to_string() == "active",
-            "state {}: {:#?}",
-            record.state,
-            s.bot_comments(bot_pr)
-        );
+        let record = merged_and_active(&s, bot_pr).await;
         assert_expiry_on_main(&s, &record);
     }
 );
@@ -1518,13 +1518,7 @@ on_skewed_clocks!(
         s.forge
             .approve_commit(REPO, bot_pr, &s.people.dan, &continued);
         through_the_merge_step(&s).await;
-        let record = s.request("r-dns").await;
-        assert!(
-            s.change(bot_pr).merged && record.state.to_string() == "active",
-            "state {}: {:#?}",
-            record.state,
-            s.bot_comments(bot_pr)
-        );
+        merged_and_active(&s, bot_pr).await;
     }
 );
 
