@@ -653,13 +653,17 @@ fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
     asked.map_or(backoff, |asked| asked.max(backoff))
 }
 
-/// Whether `err` is a provider's refusal that only a person can end (a role misconfigured,
-/// a provider missing, the bot's own permissions denied): retried with the usual backoff, not
-/// every few seconds.
+/// Whether `err` is one that only a person can end (a role misconfigured, a provider missing,
+/// the bot's own permissions denied, a stored record that cannot be read): retried with the
+/// usual backoff, not every few seconds.
 fn needs_a_person(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<crate::grant::GrantError>()
             .is_some_and(|g| !g.is_retryable())
+            || matches!(
+                e.downcast_ref::<StoreError>(),
+                Some(StoreError::Decode { .. })
+            )
     })
 }
 
@@ -1184,6 +1188,25 @@ mod tests {
         assert!(is_a_failure(&race, RACES_BEFORE_FAILURE));
         let other = anyhow::anyhow!("the forge answered 500");
         assert!(is_a_failure(&other, 0));
+    }
+
+    #[test]
+    fn only_passing_errors_are_retried_within_the_revoke_cap() {
+        use crate::grant::GrantError;
+        let passing = anyhow::Error::new(GrantError::Throttled("Rate exceeded".into()))
+            .context("revoking r1");
+        assert!(!needs_a_person(&passing));
+        assert!(!needs_a_person(&anyhow::anyhow!("connection reset")));
+        let misconfigured = anyhow::Error::new(GrantError::Misconfigured("no principal".into()));
+        assert!(needs_a_person(&misconfigured.context("revoking r1")));
+        let denied = anyhow::Error::new(GrantError::Denied("iam:DetachRolePolicy".into()));
+        assert!(needs_a_person(&denied));
+        let unreadable = anyhow::Error::new(StoreError::Decode {
+            table: "requests",
+            key: "r1".into(),
+            reason: "column `reason`: reason is empty".into(),
+        });
+        assert!(needs_a_person(&unreadable));
     }
 
     #[test]

@@ -53,10 +53,12 @@ impl Aws {
             .endpoint_url(&moto.url)
             .credentials_provider(Credentials::new("admin", "admin", None, None, "test"))
             .build();
+        let clock = ManualClock::new(at(GRANTED_AT));
+        proxy.date_answers(&clock, 0); // AWS's clock is the bot's, unless a test skews it
         let aws = Aws {
             proxy,
             admin: aws_sdk_iam::Client::from_conf(config),
-            clock: ManualClock::new(at(GRANTED_AT)),
+            clock,
             _moto: moto,
         };
         aws.create_role(PRINCIPAL).await;
@@ -334,6 +336,37 @@ async fn applying_twice_is_applying_once_and_an_extension_rewrites_the_expiry() 
     );
 }
 
+// IAM compares the cut with `aws:TokenIssueTime`, on AWS's clock: with AWS 7 s ahead of the
+// bot, a session AWS issued in the seconds before the revocation (by its clock) would outlive
+// a cut at the bot's time, so the cut is the second after AWS's latest answer (one clock per
+// comparison); with AWS behind, the bot's own second stands.
+#[tokio::test]
+async fn the_revoked_sessions_cut_follows_awss_clock_where_it_is_ahead() {
+    let Some(aws) = Aws::start().await else {
+        return;
+    };
+    let provider = aws.provider("").await;
+    let first = inline_grant(&spec("r-1", EXPIRES_AT), S3_READ);
+    provider.apply(&first).await.unwrap();
+    aws.proxy.date_answers(&aws.clock, 7);
+    aws.clock.advance(TimeDelta::minutes(20)); // 02:34:00, on the bot's clock
+    provider.revoke(&first, &[]).await.unwrap();
+    assert_eq!(
+        aws.inline(REVOKED_SESSIONS).await,
+        revoked_sessions("2026-11-26T02:34:08Z")
+    );
+    // AWS 7 s behind: the bot's second, the later one.
+    let second = inline_grant(&spec("r-2", EXPIRES_AT), S3_READ);
+    provider.apply(&second).await.unwrap();
+    aws.proxy.date_answers(&aws.clock, -7);
+    aws.clock.advance(TimeDelta::minutes(10)); // 02:44:00
+    provider.revoke(&second, &[]).await.unwrap();
+    assert_eq!(
+        aws.inline(REVOKED_SESSIONS).await,
+        revoked_sessions("2026-11-26T02:44:00Z")
+    );
+}
+
 #[tokio::test]
 async fn revoke_leaves_nothing_granting_and_denies_sessions_issued_before_it() {
     let Some(aws) = Aws::start().await else {
@@ -428,9 +461,10 @@ async fn the_revocation_deny_never_moves_back_in_time() {
         .revoke(&role, &spec("r-2", EXPIRES_AT))
         .await
         .unwrap();
+    // The second of AWS's answer to the first revoke (AWS's clock is the test's) is cut too.
     assert_eq!(
         aws.inline(REVOKED_SESSIONS).await,
-        revoked_sessions("2026-11-26T03:00:00Z")
+        revoked_sessions("2026-11-26T03:00:01Z")
     );
     providers
         .apply(&role, &spec("r-3", EXPIRES_AT))
@@ -443,7 +477,7 @@ async fn the_revocation_deny_never_moves_back_in_time() {
         .unwrap();
     assert_eq!(
         aws.inline(REVOKED_SESSIONS).await,
-        revoked_sessions("2026-11-26T03:10:00Z")
+        revoked_sessions("2026-11-26T03:10:01Z")
     );
 }
 
@@ -486,9 +520,10 @@ async fn a_revoke_run_again_does_not_cut_the_sessions_of_a_later_grant() {
         .await
         .unwrap();
 
+    // Where the first revoke put it: the second after AWS's answer at 02:30:00.
     assert_eq!(
         aws.inline(REVOKED_SESSIONS).await,
-        revoked_sessions("2026-11-26T02:30:00Z")
+        revoked_sessions("2026-11-26T02:30:01Z")
     );
     assert!(
         !aws.writes().contains(&"PutRolePolicy".to_owned()),
@@ -501,7 +536,7 @@ async fn a_revoke_run_again_does_not_cut_the_sessions_of_a_later_grant() {
     providers.revoke_with(&role, &second, &[]).await.unwrap();
     assert_eq!(
         aws.inline(REVOKED_SESSIONS).await,
-        revoked_sessions("2026-11-26T03:00:00Z")
+        revoked_sessions("2026-11-26T03:00:01Z")
     );
     assert!(aws.attached().await.is_empty());
 }

@@ -226,6 +226,9 @@ struct ProxyState {
     upstream: String,
     client: reqwest::Client,
     recorded: Mutex<Recorded>,
+    /// The clock the answers' `Date` header tells, and its skew in seconds (see
+    /// [`Recorder::date_answers`]); the proxy's own real time when unset.
+    dates: Mutex<Option<(breakglass::clock::ManualClock, i64)>>,
 }
 
 /// The recording proxy: point the SDK's `endpoint_url` at [`Recorder::url`].
@@ -242,6 +245,7 @@ impl Recorder {
             upstream: upstream.to_owned(),
             client: reqwest::Client::new(),
             recorded: Mutex::default(),
+            dates: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -264,6 +268,12 @@ impl Recorder {
     /// The actions called so far, in order.
     pub fn actions(&self) -> Vec<String> {
         self.calls().into_iter().map(|c| c.action).collect()
+    }
+
+    /// Every answer from now on carries a `Date` of `clock` moved by `skew_secs` (whole
+    /// seconds, as AWS sends it): AWS's clock as the test wants it, ahead or behind the bot's.
+    pub fn date_answers(&self, clock: &breakglass::clock::ManualClock, skew_secs: i64) {
+        *self.state.dates.lock().unwrap() = Some((clock.clone(), skew_secs));
     }
 
     /// Forgets the calls so far.
@@ -344,12 +354,21 @@ async fn forward(
         status,
         response: response.clone(),
     });
-    (
+    let mut answer = (
         StatusCode::from_u16(status).unwrap(),
         [("content-type", content_type)],
         response,
     )
-        .into_response()
+        .into_response();
+    if let Some((clock, skew)) = state.dates.lock().unwrap().as_ref() {
+        use breakglass::clock::Clock as _;
+        let at = clock.now() + chrono::TimeDelta::seconds(*skew);
+        let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        answer
+            .headers_mut()
+            .insert("date", date.parse().expect("a header value"));
+    }
+    answer
 }
 
 async fn pass_on(

@@ -24,6 +24,7 @@
 //! links every IAM call to a person and a request. The session's credentials live in memory
 //! only, for that one operation.
 
+pub mod aws_time;
 pub mod document;
 pub mod error;
 pub mod principal;
@@ -36,9 +37,10 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_iam::config::Credentials;
 use aws_sdk_sts::types::Tag;
-use chrono::{DateTime, Timelike as _, Utc};
+use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
+use self::aws_time::AwsTime;
 use self::document::{PolicyDocument, ROLE_INLINE_QUOTA, quota_size};
 use self::error::{classify, is_no_such_entity};
 pub use self::principal::RoleArn;
@@ -287,6 +289,8 @@ pub struct AwsProvider {
     /// [`AwsProvider::acting_account`]).
     account: Arc<OnceCell<String>>,
     clock: Arc<dyn Clock>,
+    /// AWS's time as its IAM answers say it (see [`aws_time`]).
+    aws_time: AwsTime,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -331,13 +335,18 @@ impl AwsProvider {
             .as_deref()
             .and_then(role_account)
             .map(str::to_owned);
+        let aws_time = AwsTime::default();
+        let iam = aws_sdk_iam::config::Builder::from(&sdk)
+            .interceptor(aws_time.recorder())
+            .build();
         Self {
             sts: aws_sdk_sts::Client::new(&sdk),
-            iam: aws_sdk_iam::Client::new(&sdk),
+            iam: aws_sdk_iam::Client::from_conf(iam),
             sdk,
             assume_role_arn,
             account: Arc::new(OnceCell::new_with(known)),
             clock: Arc::new(SystemClock),
+            aws_time,
         }
     }
 
@@ -491,18 +500,16 @@ impl AwsProvider {
     }
 
     /// Writes the revocation Deny at now, rounded up to the next whole second so that a
-    /// session issued in the same second as the revocation is cut too; never earlier than
-    /// the instant already there (another replica's clock may be ahead).
+    /// session issued in the same second as the revocation is cut too, and no earlier than
+    /// the second after AWS's latest answer (IAM compares the cut with its own clock; see
+    /// [`aws_time::session_cut`]); never earlier than the instant already there (another
+    /// replica's clock may be ahead).
     async fn deny_older_sessions(
         &self,
         iam: &Principal<'_>,
         present: bool,
     ) -> Result<(), GrantError> {
-        let now = self.clock.now();
-        let mut at = now.with_nanosecond(0).unwrap_or(now);
-        if at < now {
-            at += chrono::TimeDelta::seconds(1);
-        }
+        let mut at = aws_time::session_cut(self.clock.now(), self.aws_time.latest());
         if present
             && let Some(before) = iam
                 .document(REVOKED_SESSIONS)
@@ -669,6 +676,7 @@ impl AwsProvider {
         );
         let config = aws_sdk_iam::config::Builder::from(&self.sdk)
             .credentials_provider(credentials)
+            .interceptor(self.aws_time.recorder())
             .build();
         Ok(aws_sdk_iam::Client::from_conf(config))
     }
