@@ -654,16 +654,19 @@ fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
 }
 
 /// Whether `err` is one that only a person can end (a role misconfigured, a provider missing,
-/// the bot's own permissions denied, a stored record that cannot be read): retried with the
-/// usual backoff, not every few seconds.
+/// a stored record that cannot be read): retried with the usual backoff, not every few
+/// seconds. A denied call is not among them: IAM permissions and fresh credentials take a
+/// while to reach every AWS endpoint, and the grant is live until the revoke goes through.
 fn needs_a_person(err: &anyhow::Error) -> bool {
+    use crate::grant::GrantError;
     err.chain().any(|e| {
-        e.downcast_ref::<crate::grant::GrantError>()
-            .is_some_and(|g| !g.is_retryable())
-            || matches!(
-                e.downcast_ref::<StoreError>(),
-                Some(StoreError::Decode { .. })
-            )
+        matches!(
+            e.downcast_ref::<GrantError>(),
+            Some(GrantError::Misconfigured(_) | GrantError::Unavailable(..))
+        ) || matches!(
+            e.downcast_ref::<StoreError>(),
+            Some(StoreError::Decode { .. })
+        )
     })
 }
 
@@ -1200,7 +1203,10 @@ mod tests {
         let misconfigured = anyhow::Error::new(GrantError::Misconfigured("no principal".into()));
         assert!(needs_a_person(&misconfigured.context("revoking r1")));
         let denied = anyhow::Error::new(GrantError::Denied("iam:DetachRolePolicy".into()));
-        assert!(needs_a_person(&denied));
+        assert!(
+            !needs_a_person(&denied),
+            "permissions take a while to propagate"
+        );
         let unreadable = anyhow::Error::new(StoreError::Decode {
             table: "requests",
             key: "r1".into(),

@@ -301,6 +301,43 @@ on_both_backends!(
     }
 );
 
+// A record that cannot be read is no passing failure: its revoke, alone, backs off as usual
+// (it needs a person) instead of being tried every 15 s forever (a review found its error's
+// type lost, and the short cap of passing errors applied).
+on_both_backends!(
+    a_lone_unreadable_record_backs_off_as_usual,
+    |s: Scenario| async move {
+        s.lenient();
+        s.granted("r1", "1h").await;
+        sqlx::query("UPDATE requests SET reason = '' WHERE id = 'r1'")
+            .execute(s.store.pool())
+            .await
+            .unwrap();
+        let id: breakglass::names::RequestId = "r1".to_owned().try_into().unwrap();
+        let revoke_job = || async {
+            let jobs = s.store.jobs_for_request(&id).await.unwrap();
+            jobs.into_iter()
+                .find(|j| j.kind == breakglass::store::JobKind::Revoke)
+                .expect("the revoke job stays")
+        };
+        s.advance(TimeDelta::hours(1));
+        let mut wait = TimeDelta::zero();
+        for failed in 1..=6 {
+            until("the revoke failed once more", || async {
+                revoke_job().await.attempts >= failed
+            })
+            .await;
+            wait = revoke_job().await.run_at - s.clock.now();
+            s.advance(wait);
+        }
+        assert_eq!(
+            wait,
+            TimeDelta::seconds(32),
+            "the usual backoff after 6 failures"
+        );
+    }
+);
+
 /// The state column of request `id`, read without decoding the rest of its row.
 async fn stored_state(store: &breakglass::store::Store, id: &str) -> String {
     let row: (String,) = sqlx::query_as("SELECT state FROM requests WHERE id = $1")

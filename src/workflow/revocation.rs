@@ -79,6 +79,8 @@ impl Workflows {
                 }
                 outcomes
             }
+            // Alone, its error as it is (a record that cannot be read is told apart).
+            Err(err) if ids.len() == 1 => vec![RevokeOutcome::Failed(err)],
             Err(err) => ids
                 .iter()
                 .map(|_| RevokeOutcome::Failed(anyhow::anyhow!("{err:#}")))

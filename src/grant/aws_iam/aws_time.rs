@@ -10,18 +10,18 @@ use aws_sdk_iam::error::BoxError;
 use chrono::{DateTime, TimeDelta, Utc};
 
 /// How far ahead of the bot's clock an answer's `Date` is believed: AWS refuses a request
-/// signed more than 5 minutes off its own time, so an answer further ahead is no AWS clock
-/// (a proxy's, a misconfigured endpoint's) and must not push the cut, which would deny the
-/// principal's sessions of later grants until then.
-pub const MOST_AHEAD: TimeDelta = TimeDelta::minutes(5);
+/// signed more than 15 minutes off its own time, so an answer further ahead is no AWS clock
+/// (a proxy's, a misconfigured endpoint's) and is not used: it would deny the principal's
+/// sessions of later grants until then.
+pub const MOST_AHEAD: TimeDelta = TimeDelta::minutes(15);
 
-/// The latest `Date` the provider's IAM answers carried (whole seconds), shared by every
-/// client of one provider.
+/// The `Date` of the provider's latest IAM answer (whole seconds), shared by every client of
+/// one provider. The latest, not the largest: one bogus answer is forgotten at the next.
 #[derive(Clone, Debug, Default)]
 pub struct AwsTime(Arc<Mutex<Option<DateTime<Utc>>>>);
 
 impl AwsTime {
-    /// The latest time an answer said, if any came yet.
+    /// The time the latest answer said, if any came yet.
     pub fn latest(&self) -> Option<DateTime<Utc>> {
         *self
             .0
@@ -30,13 +30,10 @@ impl AwsTime {
     }
 
     fn saw(&self, at: DateTime<Utc>) {
-        let mut latest = self
+        *self
             .0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if latest.is_none_or(|was| at > was) {
-            *latest = Some(at);
-        }
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(at);
     }
 
     /// An interceptor that records the `Date` of each answer into this.
@@ -70,8 +67,8 @@ impl Intercept for DateRecorder {
 
 /// The instant a revocation cuts sessions at: the bot's `now` rounded up to a whole second,
 /// or, when AWS's latest answer (`aws`, whole seconds) says later, the second after it (a
-/// session issued in that second, before the cut is written, is cut too), believed at most
-/// [`MOST_AHEAD`] ahead of the bot.
+/// session issued in that second, before the cut is written, is cut too). An answer more
+/// than [`MOST_AHEAD`] ahead of the bot is not AWS's clock and is left out.
 pub fn session_cut(now: DateTime<Utc>, aws: Option<DateTime<Utc>>) -> DateTime<Utc> {
     let whole = now.timestamp();
     let mut at = DateTime::from_timestamp(whole, 0).unwrap_or(now);
@@ -79,7 +76,11 @@ pub fn session_cut(now: DateTime<Utc>, aws: Option<DateTime<Utc>>) -> DateTime<U
         at += TimeDelta::seconds(1);
     }
     match aws {
-        Some(aws) => at.max((aws + TimeDelta::seconds(1)).min(at + MOST_AHEAD)),
+        Some(aws) if aws <= now + MOST_AHEAD => at.max(aws + TimeDelta::seconds(1)),
+        Some(aws) => {
+            tracing::warn!(aws = %aws, bot = %now, "an AWS answer is dated far ahead of the bot's clock; its date is not used");
+            at
+        }
         None => at,
     }
 }
@@ -115,21 +116,27 @@ mod tests {
             session_cut(t("2026-11-26T03:00:00Z"), aws),
             t("2026-11-26T03:00:00Z")
         );
-        // No AWS is further ahead than a signature may be off: a Date an hour ahead moves the
-        // cut 5 minutes at most.
+        // 10 minutes ahead is still AWS (a signature may be 15 minutes off).
+        let ahead = Some(t("2026-11-26T03:10:00Z"));
+        assert_eq!(
+            session_cut(t("2026-11-26T03:00:00Z"), ahead),
+            t("2026-11-26T03:10:01Z")
+        );
+        // No AWS is further ahead than a signature may be off: a Date an hour ahead is not
+        // used at all (it would deny the sessions of a later grant).
         let far = Some(t("2026-11-26T04:00:00Z"));
         assert_eq!(
             session_cut(t("2026-11-26T03:00:00Z"), far),
-            t("2026-11-26T03:05:00Z")
+            t("2026-11-26T03:00:00Z")
         );
     }
 
     #[test]
-    fn answers_only_move_the_latest_time_forward() {
+    fn the_latest_answer_counts_so_that_a_bogus_one_is_forgotten() {
         let time = AwsTime::default();
         assert_eq!(time.latest(), None);
-        time.saw(t("2026-11-26T03:00:07Z"));
-        time.saw(t("2026-11-26T03:00:05Z")); // a slower answer of an earlier call
-        assert_eq!(time.latest(), Some(t("2026-11-26T03:00:07Z")));
+        time.saw(t("9999-12-31T23:59:59Z"));
+        time.saw(t("2026-11-26T03:00:05Z"));
+        assert_eq!(time.latest(), Some(t("2026-11-26T03:00:05Z")));
     }
 }
