@@ -663,11 +663,8 @@ fn needs_a_person(err: &anyhow::Error) -> bool {
         matches!(
             e.downcast_ref::<GrantError>(),
             Some(GrantError::Misconfigured(_) | GrantError::Unavailable(..))
-        ) || matches!(
-            e.downcast_ref::<StoreError>(),
-            Some(StoreError::Decode { .. })
         )
-    })
+    }) || StoreError::is_unreadable_record(err)
 }
 
 /// Whether `err` is a lost optimistic-lock race: another worker or replica changed the request

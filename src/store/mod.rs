@@ -199,6 +199,15 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// Whether `err`'s chain holds a stored row that could not be read ([`StoreError::Decode`]):
+    /// no passing failure, and no reason to fail the other rows read with it.
+    pub fn is_unreadable_record(err: &anyhow::Error) -> bool {
+        err.chain()
+            .any(|e| matches!(e.downcast_ref::<Self>(), Some(Self::Decode { .. })))
+    }
+}
+
 /// The connection pool and the backend it talks to. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct Store {

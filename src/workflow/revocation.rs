@@ -23,7 +23,7 @@ use crate::policy::ProviderKind;
 use crate::store::{
     AppliedGrant, Change, ChangeKind, EventKind, Granted, JobKind, NewEvent, Store,
 };
-use crate::store::{RequestRecord, RequestState, RevokeReason};
+use crate::store::{RequestRecord, RequestState, RevokeReason, StoreError};
 
 /// How one due revoke ended, for the lane to settle its job.
 #[derive(Debug)]
@@ -67,7 +67,7 @@ impl Workflows {
         let workflows: Vec<&Workflow> = self.iter().collect();
         match revoke_batch(&workflows, ids, Locks::Take).await {
             Ok(outcomes) => outcomes,
-            Err(err) if ids.len() > 1 && is_unreadable_record(&err) => {
+            Err(err) if ids.len() > 1 && StoreError::is_unreadable_record(&err) => {
                 tracing::error!(error = %format!("{err:#}"), batch = ids.len(), "a revocation batch holds a record that cannot be read; revoking each grant on its own");
                 let mut outcomes = Vec::with_capacity(ids.len());
                 for id in ids {
@@ -87,16 +87,6 @@ impl Workflows {
                 .collect(),
         }
     }
-}
-
-/// Whether `err` is a stored row the store could not decode.
-fn is_unreadable_record(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        matches!(
-            e.downcast_ref::<crate::store::StoreError>(),
-            Some(crate::store::StoreError::Decode { .. })
-        )
-    })
 }
 
 impl Workflow {
