@@ -1522,6 +1522,101 @@ fn a_direct_push_with_a_grant_merges_trailers_is_forged_and_landed_without_the_b
     assert_eq!(document["anomalies"][1]["commit"], pushed.to_string());
 }
 
+/// A member who can push to the default branch hides its grants from the first-parent walk
+/// ("foxtrot"): a commit with main's very tree on an older line, merged with main as its
+/// *second* parent, pushed as a fast-forward. The first-parent line then runs through the
+/// older line and adds no file, so before, the audit listed no grant and no anomaly at all.
+#[test]
+fn grants_a_push_put_off_the_first_parent_line_are_anomalies() {
+    let repo = RequestsRepo::new();
+    let root = repo.tip();
+    let grant = repo.grant(10, r1());
+    let revoke = repo.revoke(80, "prod", "r-1", "ttl", None);
+    let main = repo.tip();
+    let tree = repo.repo.find_commit(main).unwrap().tree_id();
+    let older_line = repo.commit(&[root], tree, "tidy up", 90, "mallory");
+    let foxtrot = repo.commit(
+        &[older_line, main],
+        tree,
+        "Merge branch 'main'",
+        91,
+        "mallory",
+    );
+    repo.set_tip(foxtrot);
+
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let document = json_of(&out);
+    assert_eq!(ids(&document), Vec::<&str>::new(), "off the line, no row");
+    assert_eq!(
+        anomaly_kinds(&document),
+        [("off_first_parent", "r-1"), ("off_first_parent", "r-1")]
+    );
+    let commits: Vec<&str> = document["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["commit"].as_str().unwrap())
+        .collect();
+    assert_eq!(commits, [grant.to_string(), revoke.to_string()]);
+    let short = &foxtrot.to_string()[..12];
+    assert_eq!(
+        document["anomalies"][0]["detail"],
+        format!(
+            "not counted as a grant: Breakglass-Request: r-1 on a commit that is not on main's first-parent history; merge {short} (not breakglass's) reaches it through another parent, as after a push that put an older line first; `breakglass audit verify` compares the bot's event log with git"
+        )
+    );
+    assert!(
+        document["anomalies"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("not counted as a revoke: Breakglass-Revokes: r-1 on a commit"),
+        "{}",
+        document["anomalies"][1]
+    );
+}
+
+/// A member's branch that took main in (with the bot's merges on it) and was then merged
+/// into main by hand is ordinary history: its other parent meets the line again, and
+/// nothing on it is off the line.
+#[test]
+fn a_hand_merged_branch_that_took_main_in_hides_nothing() {
+    let repo = RequestsRepo::new();
+    let fork = repo.tip();
+    let feature = repo.commit(
+        &[fork],
+        repo.edit(Some(fork), "docs/README.md", Some("hello\n")),
+        "docs",
+        5,
+        "erin",
+    );
+    repo.grant(10, r1());
+    let main = repo.tip();
+    let took_main = repo.commit(
+        &[feature, main],
+        repo.edit(Some(main), "docs/README.md", Some("hello\n")),
+        "Merge branch 'main' into docs",
+        20,
+        "erin",
+    );
+    let tree = repo.repo.find_commit(took_main).unwrap().tree_id();
+    let merged = repo.commit(
+        &[main, took_main],
+        tree,
+        "Merge pull request #9 from acme/docs",
+        30,
+        "erin",
+    );
+    repo.set_tip(merged);
+    repo.revoke(70, "prod", "r-1", "ttl", None);
+
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    let document = json_of(&out);
+    assert_eq!(ids(&document), ["r-1"]);
+    assert_eq!(anomaly_kinds(&document), Vec::<(&str, &str)>::new());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 #[test]
 fn a_revoke_that_does_not_delete_the_file_is_forged_and_the_grant_stays_open() {
     let repo = RequestsRepo::new();

@@ -19,6 +19,7 @@
 //! git2 is blocking: async callers run this in `spawn_blocking`.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use git2::{ObjectType, Odb, OdbObject, Oid, Repository};
@@ -69,6 +70,9 @@ pub enum EventKind {
     Removal(RemovalFact),
     /// A commit whose trailers claim a grant or a revoke that its files do not show.
     Forged(ForgedFact),
+    /// A commit with a grant's or a revoke's trailers that only a hand merge on the line
+    /// reaches (its position is that merge's): what a push putting another line first hides.
+    OffLine(OffLineFact),
 }
 
 /// A grant merge's trailers and reason, as written. `None` means the trailer is missing.
@@ -169,6 +173,20 @@ pub struct ForgedFact {
     pub claim: Claim,
     /// What the trailers say and what the files show, as a sentence.
     pub detail: String,
+}
+
+/// A commit whose `Breakglass-Request` or `Breakglass-Revokes` trailer claims a grant or a
+/// revoke, off the first-parent line: a merge that is not the bot's reaches it through a
+/// parent other than its first. The bot merges only into the default branch, so each of its
+/// merges stays on that branch's first-parent line; one found elsewhere was put aside by a
+/// push (a fast-forward to `merge(older line, main)`, a "foxtrot") or never landed through the
+/// bot. It counts as neither a grant nor a revoke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffLineFact {
+    pub request_id: String,
+    pub claim: Claim,
+    /// The merge on the line whose other parent reaches it.
+    pub merge: Oid,
 }
 
 /// What a commit's trailers claim it is.
@@ -274,6 +292,10 @@ pub fn read(repo: &Repository, branch: &str, policies_dir: &str) -> Result<Histo
     let mut events = Vec::new();
     let mut current = head.map(|oid| read_commit_object(&odb, oid)).transpose()?;
     let mut walked = 0usize;
+    // The line, tip first, and its merges that are not the bot's: what they reach through
+    // their other parents is read once the whole line is known.
+    let mut line = Vec::new();
+    let mut hand_merges = Vec::new();
     while let Some((oid, object)) = current.take() {
         let raw = parse_commit(oid, &object)?;
         // The first parent is both the base this commit is checked against and the next
@@ -287,17 +309,24 @@ pub fn read(repo: &Repository, branch: &str, policies_dir: &str) -> Result<Histo
             None => None,
         };
         let before = events.len();
-        read_commit(&walk, oid, &raw, base, walked, &mut events)?;
+        let bots = read_commit(&walk, oid, &raw, base, walked, &mut events)?;
         // A commit may add several request files; keep them in path order once reversed.
         events[before..].reverse();
+        line.push(oid);
+        if raw.merge && !bots {
+            hand_merges.push((walked, oid));
+        }
         current = parent;
         walked += 1;
     }
     events.reverse();
+    events.extend(off_line_claims(&odb, &line, &hand_merges)?);
     for event in &mut events {
         // Positions were counted from the tip; turn them around so the oldest is 0.
         event.position = walked - 1 - event.position;
     }
+    // Stable: each commit's own facts keep their order, the off-line claims follow their merge's.
+    events.sort_by_key(|event| event.position);
     Ok(History {
         branch: branch.to_owned(),
         head,
@@ -446,7 +475,8 @@ struct Walk<'w, 'a> {
 /// The facts of one first-parent commit: its grant or revoke when its files bear the
 /// trailers out, else a forged claim; for every commit that is not a genuine bot merge, the
 /// request and grant files it adds; and for a reconcile removal, the grant files it deletes.
-/// `base` is its first parent's tree.
+/// `base` is its first parent's tree. `true` when it is a merge of the bot's: a genuine grant
+/// or revoke, or a reconcile removal.
 fn read_commit(
     walk: &Walk<'_, '_>,
     oid: Oid,
@@ -454,7 +484,7 @@ fn read_commit(
     base: Option<Oid>,
     from_tip: usize,
     events: &mut Vec<Event>,
-) -> Result<(), AuditError> {
+) -> Result<bool, AuditError> {
     let text = match std::str::from_utf8(commit.message) {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(commit.message),
@@ -505,7 +535,74 @@ fn read_commit(
         let removed = removed_grant_files(walk, commit.tree, base)?;
         events.extend(removed.map(|fact| event(EventKind::Removal(fact))));
     }
-    Ok(())
+    Ok(genuine || removal)
+}
+
+/// The claims of the commits that only the hand merges reach: from each merge's other
+/// parents, every ancestor that is not on the line, oldest merge first (a commit two of them
+/// reach is told under the one that first put it aside), each merge's by committer time.
+/// Positions count from the tip, as in the walk. Reads nothing when the line has no hand merge (every merge the bot's).
+fn off_line_claims(
+    odb: &Odb<'_>,
+    line: &[Oid],
+    hand_merges: &[(usize, Oid)],
+) -> Result<Vec<Event>, AuditError> {
+    let mut claims = Vec::new();
+    if hand_merges.is_empty() {
+        return Ok(claims);
+    }
+    let on_line: HashSet<Oid> = line.iter().copied().collect();
+    let mut seen = HashSet::new();
+    for &(from_tip, merge) in hand_merges.iter().rev() {
+        let first = claims.len();
+        let (_, object) = read_commit_object(odb, merge)?;
+        let mut next: Vec<Oid> = parents(object.data()).skip(1).collect();
+        while let Some(oid) = next.pop() {
+            if on_line.contains(&oid) || !seen.insert(oid) {
+                continue;
+            }
+            let (_, object) = read_commit_object(odb, oid)?;
+            let commit = parse_commit(oid, &object)?;
+            if let Some(fact) = off_line_claim(&commit, merge) {
+                claims.push(Event {
+                    position: from_tip,
+                    commit: oid,
+                    at: DateTime::from_timestamp(commit.committer_time, 0)
+                        .unwrap_or(DateTime::UNIX_EPOCH),
+                    kind: EventKind::OffLine(fact),
+                });
+            }
+            next.extend(parents(object.data()));
+        }
+        // Found newest first, mostly; told oldest first.
+        claims[first..].sort_by_key(|event| event.at);
+    }
+    Ok(claims)
+}
+
+/// What an off-line commit's trailers claim, if they claim a grant or a revoke.
+fn off_line_claim(commit: &Commit<'_>, merge: Oid) -> Option<OffLineFact> {
+    let text = String::from_utf8_lossy(commit.message);
+    let message = Message::parse(&text);
+    let bot = BotTrailers::from_message(&message);
+    let (request_id, claim) = match (bot.request, bot.revokes) {
+        (Some(id), _) => (id, Claim::Grant),
+        (None, Some(id)) => (id, Claim::Revoke),
+        (None, None) => return None,
+    };
+    Some(OffLineFact {
+        request_id: request_id.into_owned(),
+        claim,
+        merge,
+    })
+}
+
+/// Every `parent` of a commit object, in order (the header's `parent` lines).
+fn parents(data: &[u8]) -> impl Iterator<Item = Oid> + '_ {
+    data.split(|&b| b == b'\n')
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.strip_prefix(b"parent "))
+        .filter_map(oid_of)
 }
 
 /// The request files, then any other file under `requests/`, then the grant files, that the
@@ -677,7 +774,10 @@ fn merged_or_forged(kind: EventKind, merge: bool) -> EventKind {
         _ if merge => return kind,
         EventKind::Grant(fact) => (&fact.request_id, Claim::Grant, TrailerKey::Request),
         EventKind::Revoke(fact) => (&fact.request_id, Claim::Revoke, TrailerKey::Revokes),
-        EventKind::Landed(_) | EventKind::Forged(_) | EventKind::Removal(_) => return kind,
+        EventKind::Landed(_)
+        | EventKind::Forged(_)
+        | EventKind::Removal(_)
+        | EventKind::OffLine(_) => return kind,
     };
     EventKind::Forged(ForgedFact {
         request_id: request_id.clone(),

@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use git2::Oid;
 
 use super::history::{
-    Claim, Event, EventKind, ForgedFact, GrantFact, History, LandedFact, LandedFile, RemovalFact,
-    RevokeFact, TrailerTime,
+    Claim, Event, EventKind, ForgedFact, GrantFact, History, LandedFact, LandedFile, OffLineFact,
+    RemovalFact, RevokeFact, TrailerTime,
 };
 use super::trailers::TrailerKey;
 use crate::clock::iso;
@@ -213,11 +213,15 @@ pub enum AnomalyKind {
     LandedWithoutBot,
     /// A grant merge whose trailers are missing or unreadable.
     MalformedTrailers,
+    /// A commit with a grant's or a revoke's trailers that is not on the branch's
+    /// first-parent history: only a merge that is not the bot's reaches it, through another
+    /// parent (a push that put an older line first).
+    OffFirstParent,
 }
 
 impl AnomalyKind {
     /// Every kind, in order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::GrantWithoutRevert,
         Self::LateRevert,
         Self::SelfApproved,
@@ -226,6 +230,7 @@ impl AnomalyKind {
         Self::ForgedTrailers,
         Self::LandedWithoutBot,
         Self::MalformedTrailers,
+        Self::OffFirstParent,
     ];
 
     /// The stable name used in every output format.
@@ -239,6 +244,7 @@ impl AnomalyKind {
             Self::ForgedTrailers => "forged_trailers",
             Self::LandedWithoutBot => "landed_without_bot",
             Self::MalformedTrailers => "malformed_trailers",
+            Self::OffFirstParent => "off_first_parent",
         }
     }
 }
@@ -279,6 +285,14 @@ struct Forged {
     fact: ForgedFact,
 }
 
+/// A trailer-bearing commit off the first-parent line.
+struct OffLine {
+    position: usize,
+    commit: Oid,
+    at: DateTime<Utc>,
+    fact: OffLineFact,
+}
+
 /// A request or grant file that landed without the bot.
 struct Landed {
     position: usize,
@@ -305,6 +319,7 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
         landed,
         grant_removals,
         forged,
+        off_line,
     } = sort_events(history.events);
     borrow_offsets(&mut grants);
     let mut anomalies = Vec::new();
@@ -344,6 +359,7 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
     };
     flag_landed(landed, &removals, &options, &mut anomalies);
     flag_forged(forged, &options, &mut anomalies);
+    flag_off_line(off_line, &history.branch, &options, &mut anomalies);
     anomalies.sort_by_key(|a| (a.position, a.kind));
     Report {
         repository,
@@ -364,6 +380,7 @@ struct Sorted {
     /// Reconcile removals that delete grant files.
     grant_removals: Vec<Removal>,
     forged: Vec<Forged>,
+    off_line: Vec<OffLine>,
 }
 
 fn sort_events(events: Vec<Event>) -> Sorted {
@@ -373,6 +390,7 @@ fn sort_events(events: Vec<Event>) -> Sorted {
         landed: Vec::new(),
         grant_removals: Vec::new(),
         forged: Vec::new(),
+        off_line: Vec::new(),
     };
     let grants = &mut sorted.grants;
     // Request id → the latest grant still waiting for its revoke. Ids are unique, but should
@@ -422,6 +440,13 @@ fn sort_events(events: Vec<Event>) -> Sorted {
             }),
             // Counted as neither a grant nor a revoke: a forged revoke closes nothing.
             EventKind::Forged(fact) => sorted.forged.push(Forged {
+                position: event.position,
+                commit: event.commit,
+                at: event.at,
+                fact,
+            }),
+            // Off the line: no grant, no revoke; the anomaly says where it is.
+            EventKind::OffLine(fact) => sorted.off_line.push(OffLine {
                 position: event.position,
                 commit: event.commit,
                 at: event.at,
@@ -604,6 +629,42 @@ fn flag_forged(forged: Vec<Forged>, options: &ReportOptions, anomalies: &mut Vec
         anomalies.push(Anomaly {
             kind: AnomalyKind::ForgedTrailers,
             detail: format!("not counted as a {claim}: {}", fact.detail),
+            request_id: fact.request_id,
+            commit,
+            position,
+        });
+    }
+}
+
+/// One `off_first_parent` anomaly per trailer-bearing commit off the line, dated by its own
+/// committer time. Like a forged commit, it has no environment the filter could trust.
+fn flag_off_line(
+    off_line: Vec<OffLine>,
+    branch: &str,
+    options: &ReportOptions,
+    anomalies: &mut Vec<Anomaly>,
+) {
+    for OffLine {
+        position,
+        commit,
+        at,
+        fact,
+    } in off_line
+    {
+        if !options.in_period(at) {
+            continue;
+        }
+        let (key, claim) = match fact.claim {
+            Claim::Grant => (TrailerKey::Request, "grant"),
+            Claim::Revoke => (TrailerKey::Revokes, "revoke"),
+        };
+        anomalies.push(Anomaly {
+            kind: AnomalyKind::OffFirstParent,
+            detail: format!(
+                "not counted as a {claim}: {key}: {} on a commit that is not on {branch}'s first-parent history; merge {} (not breakglass's) reaches it through another parent, as after a push that put an older line first; `breakglass audit verify` compares the bot's event log with git",
+                fact.request_id,
+                short(fact.merge),
+            ),
             request_id: fact.request_id,
             commit,
             position,

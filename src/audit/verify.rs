@@ -108,7 +108,9 @@ impl<'h> GitMerges<'h> {
                 Fact::Removal(_) => {
                     git.removals.insert(sha);
                 }
-                Fact::Landed(_) => {}
+                // A logged merge off the line is told by `log_against_git`; an unlogged one
+                // was never the bot's.
+                Fact::Landed(_) | Fact::OffLine(_) => {}
             }
         }
         git
