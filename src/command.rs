@@ -290,6 +290,14 @@ pub enum CommandParseError {
     /// The comment, the command line or the reason is longer than `limit`.
     #[error("{}", too_long_message(*.limit))]
     TooLong { limit: usize },
+    /// Punctuation right after the prefix (`/breakglass: approve`); `meant` is the line as it
+    /// would read with a space instead.
+    #[error(
+        "write a space after `/breakglass`, not punctuation: {} rather than {}.",
+        Code(.meant),
+        Code(.written)
+    )]
+    PunctuationAfterPrefix { written: String, meant: String },
 }
 
 impl CommandParseError {
@@ -309,7 +317,8 @@ impl CommandParseError {
             // duration looks like, which is what the user needs.
             CommandParseError::MissingCommand
             | CommandParseError::InvalidDuration { .. }
-            | CommandParseError::TooLong { .. } => None,
+            | CommandParseError::TooLong { .. }
+            | CommandParseError::PunctuationAfterPrefix { .. } => None,
         }
     }
 }
@@ -449,6 +458,17 @@ pub fn parse_commands(body: &str) -> Vec<Result<Command, CommandParseError>> {
                 limit: MAX_LINE_CHARS,
             });
         }
+        if rest.starts_with(is_prefix_punctuation) {
+            let words = rest.trim_start_matches(is_prefix_punctuation).trim();
+            let meant = match words {
+                "" => format!("{PREFIX} help"),
+                words => format!("{PREFIX} {words}"),
+            };
+            return Err(CommandParseError::PunctuationAfterPrefix {
+                written: line.to_owned(),
+                meant,
+            });
+        }
         parse_command(rest)
     });
     for command in parsed {
@@ -477,11 +497,19 @@ fn command_line(line: &str) -> Option<(&str, &str)> {
         return None;
     }
     let rest = &line[PREFIX.len()..];
-    // `/breakglassfoo` is some other word.
+    // `/breakglassfoo` is some other word; `/breakglass:` and `/breakglass.` are a command
+    // mistyped, answered rather than ignored.
     rest.chars()
         .next()
-        .is_none_or(char::is_whitespace)
+        .is_none_or(|c| c.is_whitespace() || is_prefix_punctuation(c))
         .then_some((line, rest))
+}
+
+/// Punctuation people put right after `/breakglass` (`/breakglass: approve`,
+/// `/breakglass, status`, `/breakglass-status`, a sentence's end). Not `/` or `_`, which make
+/// a path or another word (`/breakglass/docs`, `/breakglass_old`).
+fn is_prefix_punctuation(c: char) -> bool {
+    matches!(c, ':' | ',' | '.' | ';' | '!' | '?' | '-')
 }
 
 /// Unicode format characters (`Cf`) that render as nothing: zero-width spaces and joiners,
@@ -1024,6 +1052,34 @@ mod tests {
         }
     }
 
+    /// A command mistyped with punctuation after the prefix is answered with the line as meant,
+    /// never ignored; a path or another word that starts so is no command.
+    #[test]
+    fn punctuation_after_the_prefix_is_answered_with_the_line_as_meant() {
+        for (body, meant) in [
+            ("/breakglass: approve", "/breakglass approve"),
+            ("/breakglass, status", "/breakglass status"),
+            ("/breakglass-status", "/breakglass status"),
+            ("/breakglass:", "/breakglass help"),
+            ("/breakglass.", "/breakglass help"),
+            ("/breakglass?", "/breakglass help"),
+        ] {
+            let error = err(body);
+            assert_eq!(
+                error,
+                CommandParseError::PunctuationAfterPrefix {
+                    written: body.to_owned(),
+                    meant: meant.to_owned(),
+                },
+                "{body}"
+            );
+            assert!(error.to_string().contains(&format!("`{meant}`")), "{error}");
+        }
+        ignored("/breakglass/docs is the folder");
+        ignored("/breakglass_old approve");
+        ignored("/breakglassing approve");
+    }
+
     #[test]
     fn done_is_an_alias_of_revoke() {
         assert_eq!(ok("/breakglass done"), Command::Revoke);
@@ -1323,13 +1379,15 @@ mod tests {
 
     #[test]
     fn prefix_must_be_a_whole_word() {
-        for body in [
-            "/breakglassapprove",
-            "/breakglass-approve",
-            "/breakglass.approve",
-            "/breakglasses approve",
-        ] {
+        for body in ["/breakglassapprove", "/breakglasses approve"] {
             ignored(body);
+        }
+        // Punctuation is no letter: a mistyped command, answered (see above).
+        for body in ["/breakglass-approve", "/breakglass.approve"] {
+            assert!(
+                matches!(err(body), CommandParseError::PunctuationAfterPrefix { .. }),
+                "{body}"
+            );
         }
     }
 

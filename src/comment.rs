@@ -1582,6 +1582,14 @@ pub fn approve_again_comment(approver: &str, stale: bool, forge: ForgeKind) -> S
     )
 }
 
+/// An approver's emoji on a fast-path grant too close to the push of the merged version to
+/// tell which version it reviews, with the two ways that close the review.
+pub fn emoji_review_again_comment(approver: &str) -> String {
+    format!(
+        "⏱️ @{approver}, your emoji came within the same second as the push of the version that was merged (or before breakglass heard when that push came), so breakglass cannot tell which version it reviews. To close the after-the-fact review of what was merged, put a new approval emoji (after removing the old one) or comment `/breakglass reviewed`."
+    )
+}
+
 /// A GitLab approval whose time GitLab does not give (its approvals API has no `approved_at`
 /// before it was added): which version it approves cannot be told.
 pub fn untimed_approval_comment(approver: &str) -> String {

@@ -249,6 +249,36 @@ mod tests {
             error(&format!("{base}role: !custom admin\n")),
             "line 4, column 15: tags such as `!custom` are not allowed; write the value as it is"
         );
+        // The mistakes people make by hand, said so that they know what to change.
+        let head = "environment: prod\nrole: admin\nduration: 1h\n";
+        for (yaml, said) in [
+            (
+                format!("{head}reason: incident: INC-1 db\n"),
+                "line 4, column 17: a `: ` inside a value reads as another key; put the whole value in quotes, e.g. `reason: \"incident: INC-1 db failover\"`",
+            ),
+            (
+                "environment: prod\nrole:admin\n".to_owned(),
+                "line 2, column 1: a key and its value need a colon and a space between them, e.g. `role: admin`",
+            ),
+            (
+                format!("{head}reason: 'incident' INC-1\n"),
+                "line 4, column 20: text follows the closing quote; put the whole value inside the quotes",
+            ),
+            (
+                format!("{head}reason: \"incident\" INC-1\n"),
+                "line 4, column 20: text follows the closing quote; put the whole value inside the quotes",
+            ),
+            (
+                "# only a comment\n".to_owned(),
+                "line 2, column 1: the file ends early: it is empty or only comments, or a quote or bracket is never closed",
+            ),
+            (
+                format!("{head}reason: - incident\n"),
+                "line 4, column 9: `- ` starts a list item, which is not allowed here; a value that starts with `-` needs quotes",
+            ),
+        ] {
+            assert_eq!(error(&yaml), said, "{yaml}");
+        }
     }
 
     // What a reviewer reads must be what the bot grants: a merge key adds a value no line

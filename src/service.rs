@@ -278,7 +278,7 @@ fn spawn_workers(
     reconcile_every: Duration,
     this: Worker,
 ) -> (Arc<Reconciliation>, [JoinHandle<()>; 2]) {
-    let worker = format!("{}-{}", hostname(), std::process::id());
+    let worker = worker_name();
     // Revokes need no forge call: they run from the start, even while the forge does not
     // answer and the bot cannot learn who it is there.
     let (revokes_caught_up, caught_up) = watch::channel(false);
@@ -609,6 +609,20 @@ async fn providers(config: &Config, options: &Options) -> Providers {
         }
         None => providers,
     }
+}
+
+/// This start's name on the leases it takes: the host and process, which say where it runs,
+/// and a random part that tells it from every other start. In a container every process is
+/// pid 1 of its pod, so a container restarted in place had its dead predecessor's name, and the
+/// heartbeat of its own work (which renews every lease the name holds) kept the dead one's
+/// claimed jobs leased while it stayed busy, instead of letting them lapse within the lease.
+fn worker_name() -> String {
+    format!(
+        "{}-{}-{:08x}",
+        hostname(),
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 fn hostname() -> String {
@@ -1147,6 +1161,17 @@ mod tests {
     use super::*;
 
     const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\nAAAA\n-----END PRIVATE KEY-----\n";
+
+    /// A restart in the same pod (same host name, pid 1 again) must not take its dead
+    /// predecessor's leases for its own: its heartbeat would keep them from lapsing.
+    #[test]
+    fn each_start_takes_leases_under_a_name_of_its_own() {
+        let (first, second) = (worker_name(), worker_name());
+        assert_ne!(first, second);
+        let this_process = format!("{}-{}-", hostname(), std::process::id());
+        assert!(first.starts_with(&this_process), "{first}");
+        assert!(second.starts_with(&this_process), "{second}");
+    }
 
     fn env(name: &str) -> Option<String> {
         (name == "APP_KEY").then(|| PEM.to_owned())

@@ -193,6 +193,22 @@ fn plain_words(message: &str) -> String {
         }
         m if m.starts_with("cannot deserialize null into string") => "a value is missing here",
         "expected string scalar" => "expected a single text value here, not a list or a mapping",
+        "mapping values are not allowed in this context" => {
+            "a `: ` inside a value reads as another key; put the whole value in quotes, e.g. `reason: \"incident: INC-1 db failover\"`"
+        }
+        "simple key expected ':'" => {
+            "a key and its value need a colon and a space between them, e.g. `role: admin`"
+        }
+        "invalid trailing content after single-quoted scalar"
+        | "invalid trailing content after double-quoted scalar" => {
+            "text follows the closing quote; put the whole value inside the quotes"
+        }
+        "unexpected end of input" => {
+            "the file ends early: it is empty or only comments, or a quote or bracket is never closed"
+        }
+        "block sequence entries are not allowed in this context" => {
+            "`- ` starts a list item, which is not allowed here; a value that starts with `-` needs quotes"
+        }
         other => return other.to_owned(),
     };
     said.to_owned()

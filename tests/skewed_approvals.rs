@@ -300,3 +300,85 @@ on_both_forges_skewed!(
         s.take_bot_comments(pr);
     }
 );
+
+// A push whose webhook never came (a proxy's 502, GitHub's timeline dating no plain push): the
+// approval's merge finds the new head at its last read and decides it. Before, every approval
+// was answered "⚠️ Not merged: the pull request's head moved" and the request was stuck for
+// good, the new head never decided.
+on_every_skew!(
+    skew_an_approval_after_a_push_whose_webhook_was_lost_is_judged_on_the_new_head,
+    |s: Scenario| async move {
+        let pr = requested(&s, "r1").await;
+        s.forge.set_webhooks_paused(true);
+        push_new_version(&s, "r1");
+        s.forge.set_webhooks_paused(false); // the push's webhook stays unsent
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        let mut said = s.take_bot_comments(pr);
+        if !s.change(pr).merged {
+            // Timed by the PR's latest update, a bound on the push: asked again, never dropped.
+            assert!(said.iter().any(|c| c.starts_with("⏱️ @carol")), "{said:#?}");
+            s.approve(pr, &s.people.carol);
+            s.settle().await;
+            said.extend(s.take_bot_comments(pr));
+        }
+        assert!(s.change(pr).merged, "{said:#?}");
+        assert_eq!(s.request("r1").await.duration_secs, 7200, "{said:#?}");
+        let merge = s.merge_commit(pr);
+        assert!(merge.message.contains("for 2h"), "{}", merge.message);
+        assert!(
+            !said.iter().any(|c| c.starts_with("⚠️ Not merged")),
+            "{said:#?}"
+        );
+        assert!(
+            said.iter()
+                .any(|c| c.starts_with("✅ **Request `r1` is allowed**") && c.contains("2h")),
+            "the new head is decided: {said:#?}"
+        );
+    }
+);
+
+// An approver's 👍 on a fast-path PR in the second of its push, seen after the merge: which
+// version it reviews cannot be told. The reply names what closes a review (before, it named
+// the approval ways, and `/breakglass approve` was then answered "nothing to approve").
+on_every_skew!(
+    skew_an_emoji_in_the_push_second_of_a_fast_path_is_asked_to_review_again,
+    |s: Scenario| async move {
+        let now = s.forge.now();
+        s.forge.freeze_clock(now);
+        let bob = &s.people.bob;
+        let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+        s.forge.push_files(
+            REPO,
+            "sev1-request",
+            bob,
+            &[("requests/prod/r-sev1.yaml", yaml)],
+            "request",
+        );
+        s.forge.set_webhooks_paused(true);
+        let pr = s.open_change(bob, "sev1-request", "sev1 access");
+        s.label(pr, bob, "sev1");
+        s.emoji_now(pr, &s.people.carol, "+1");
+        s.forge.set_webhooks_paused(false);
+        s.forge.flush_webhooks();
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.forge.set_clock(now + TimeDelta::seconds(5));
+        poll(&s).await;
+        let asked = s.take_bot_comments(pr);
+        let ask = asked
+            .iter()
+            .find(|c| c.starts_with("⏱️ @carol"))
+            .unwrap_or_else(|| panic!("{asked:#?}"));
+        assert!(ask.contains("`/breakglass reviewed`"), "{ask}");
+        assert!(!ask.contains("`/breakglass approve`"), "{ask}");
+        s.note(pr, &s.people.carol, "/breakglass reviewed");
+        s.settle().await;
+        let reviewed = s.request("r-sev1").await;
+        assert_eq!(
+            reviewed.reviewed_by.as_ref().map(|l| l.as_str()),
+            Some("carol")
+        );
+        s.expect_bot_comments(pr, &["✔️ After-the-fact review by @carol recorded"]);
+    }
+);

@@ -932,7 +932,8 @@ impl Workflow {
         Ok(())
     }
 
-    /// Asks `actor` to approve again, once per signal (the event log remembers).
+    /// Asks `actor` to approve (or, for a fast-path grant, review) again, once per signal (the
+    /// event log remembers).
     pub(super) async fn ask_once(
         &self,
         record: &RequestRecord,
@@ -956,11 +957,15 @@ impl Workflow {
             serde_json::json!({ "signal": key }),
         )
         .await?;
+        // A fast-path grant's review closes only by an emoji or `/breakglass reviewed`: the
+        // reply names those, not the approval ways that would answer "nothing to approve".
+        let text = if awaits_review(record) {
+            comment::emoji_review_again_comment(&actor.login)
+        } else {
+            comment::approve_again_comment(&actor.login, false, self.forge.kind())
+        };
         self.forge
-            .note(
-                Thread::Change(record.pr_number),
-                &comment::approve_again_comment(&actor.login, false, self.forge.kind()),
-            )
+            .note(Thread::Change(record.pr_number), &text)
             .await?;
         Ok(())
     }

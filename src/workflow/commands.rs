@@ -427,8 +427,8 @@ impl Workflow {
             "requested with /breakglass on {}",
             self.forge.thread_ref(thread)
         );
-        let reason = reason.unwrap_or(&fallback);
-        Reason::try_from(reason.to_owned()).map_err(|err| format!("⚠️ {err}"))
+        let reason = reason.map_or(fallback, plain_reason);
+        Reason::try_from(reason).map_err(|err| format!("⚠️ {err}"))
     }
 
     /// Opens the PR of a `/breakglass` request as `id`, and says so on `thread`.
@@ -1180,15 +1180,35 @@ pub(super) fn fast_path_labels(
     labels
 }
 
+/// A comment's reason as the request file holds it: without the invisible U+FEFF that pasting
+/// from chat brings along (nor the noncharacters U+FFFE and U+FFFF), and with the line and
+/// paragraph separators (U+2028, U+2029) as spaces. The file writer would escape those
+/// (`"\uFEFF"`: YAML cannot print them), and a request file with escapes is refused: the bot
+/// would open a PR on its own branch that the requester cannot fix.
+fn plain_reason(text: &str) -> String {
+    text.chars()
+        .filter(|c| !matches!(c, '\u{FEFF}' | '\u{FFFE}' | '\u{FFFF}'))
+        .map(|c| {
+            if matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// The ticket a reason names, when the policy asks for one (`ticket_pattern`): the first word
-/// of the reason that matches it.
+/// of the reason that matches it, as written or without the punctuation around it (people
+/// write `(INC-1234)` and end a sentence with `INC-1234.`).
 fn ticket_in(reason: &Reason, policy: Option<&Policy>) -> Option<Ticket> {
     let pattern = policy?.ticket_pattern.as_deref()?;
     let re = regex::Regex::new(pattern).ok()?;
     let word = reason
         .as_str()
         .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
-        .find(|w| re.is_match(w))?;
+        .flat_map(|w| [w, w.trim_matches(|c: char| c.is_ascii_punctuation())])
+        .find(|w| !w.is_empty() && re.is_match(w))?;
     Ticket::try_from(word.to_owned()).ok()
 }
 
@@ -1211,11 +1231,11 @@ fn id_part(login: &Login, environment: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{chosen_role, fast_path_labels, id_part, ticket_in};
+    use super::{chosen_role, fast_path_labels, id_part, plain_reason, ticket_in};
     use crate::duration::HumanDuration;
-    use crate::names::{Login, RequestId};
+    use crate::names::{Login, Name, RequestId};
     use crate::policy::Policy;
-    use crate::request::Reason;
+    use crate::request::{AccessRequest, Reason};
 
     fn policy(extra: &str) -> Policy {
         crate::yaml::from_str(&format!(
@@ -1226,6 +1246,46 @@ mod tests {
 
     fn reason(text: &str) -> Reason {
         Reason::try_from(text.to_owned()).expect("a reason")
+    }
+
+    /// Whatever a comment's reason holds, the file the bot writes from it reads back as the
+    /// same request, or the reason is refused with a reply before anything is written.
+    #[test]
+    fn a_comment_reason_is_written_so_that_it_reads_back() {
+        // Around every edge of what YAML may print (U+0085, U+00A0–D7FF, U+E000–FFFD, the
+        // planes above), and the separators and invisible characters between.
+        let candidates = (0x7Fu32..0x100)
+            .chain(0x2000..0x2070)
+            .chain(0xD7F0..0xD800)
+            .chain(0xE000..0xE010)
+            .chain(0xFDC0..0x10000)
+            .chain([
+                0x1F600, 0x1F4A9, 0xE0001, 0xE007F, 0xF0000, 0x10FFFD, 0x10FFFF,
+            ]);
+        for code in candidates {
+            let Some(c) = char::from_u32(code) else {
+                continue;
+            };
+            let text = plain_reason(&format!("incident: INC-1 {c} db down{c}"));
+            let Ok(reason) = Reason::try_from(text) else {
+                continue;
+            };
+            let request = AccessRequest {
+                environment: Name::try_from("prod".to_owned()).unwrap(),
+                role: Name::try_from("admin".to_owned()).unwrap(),
+                duration: Some(HumanDuration::from_secs(3600)),
+                reason,
+                ticket: None,
+                requester: None,
+            };
+            let read = AccessRequest::from_yaml(&request.to_yaml());
+            assert_eq!(
+                read.as_ref().ok(),
+                Some(&request),
+                "U+{code:04X}: {read:?}\n{}",
+                request.to_yaml()
+            );
+        }
     }
 
     #[test]
@@ -1280,6 +1340,19 @@ mod tests {
         let found = ticket_in(&reason("incident: CHG-7,INC-77 db failover"), Some(&wants));
         assert_eq!(found.map(|t| t.to_string()), Some("CHG-7".into()));
         assert!(ticket_in(&reason("incident: db failover"), Some(&wants)).is_none());
+        for written in [
+            "incident: INC-1234.",
+            "incident (INC-1234) db",
+            "incident: INC-1234; db",
+            "incident: \"INC-1234\"",
+        ] {
+            let found = ticket_in(&reason(written), Some(&wants));
+            assert_eq!(
+                found.map(|t| t.to_string()),
+                Some("INC-1234".into()),
+                "{written}"
+            );
+        }
         // Without a pattern the reason is not searched.
         assert!(ticket_in(&reason("incident: INC-77"), Some(&policy(""))).is_none());
         assert!(ticket_in(&reason("incident: INC-77"), None).is_none());

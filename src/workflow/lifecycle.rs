@@ -257,6 +257,12 @@ impl Workflow {
         if let Some(pushed) = moved.and_then(|moved| moved.push(&pr.info)) {
             return Ok(Err(Stop::Pushed(Box::new(pr), pushed)));
         }
+        if self.pushed_unheard(record, &pr).await? {
+            // Its webhook was lost: decided again on the head as read, timed by the PR's
+            // latest update (a bound on the push: approvals in doubt are asked again).
+            tracing::warn!(request = %record.id, head = %pr.info.head_sha, "the request's head moved and its push was not heard: decided again");
+            return Ok(Err(Stop::Redecide(Box::new(pr))));
+        }
         if let Some(why) = self
             .policy_moved(record, &pr.info.labels, &requester)
             .await?
@@ -271,6 +277,21 @@ impl Workflow {
             return Ok(Err(Stop::Refuse(why)));
         }
         Ok(Ok(Some(pr)))
+    }
+
+    /// Whether the requester's branch of `record`'s open PR holds another head than the one
+    /// decided, its push unheard (GitHub's timeline dates no plain push). Left to the merge
+    /// guard, it would refuse every merge for good: nothing else decides the new head. A bot
+    /// branch someone pushed to is tampering, put back by the guard's caller instead.
+    async fn pushed_unheard(
+        &self,
+        record: &RequestRecord,
+        pr: &PullRequestState,
+    ) -> anyhow::Result<bool> {
+        if !pr.open || pr.info.head_sha == record.head_sha || pr.info.updated_at.is_none() {
+            return Ok(false);
+        }
+        Ok(self.store.change_of_pr(record.pr_number).await?.is_none())
     }
 
     async fn stop_merge(&self, record: RequestRecord, stop: Stop) -> anyhow::Result<()> {
