@@ -909,7 +909,7 @@ fn invalid_duration(words: &[Word<'_>]) -> CommandParseError {
     // complaining about a lone `2`.
     if let Some(unit) = words.get(1)
         && value.chars().all(|c| c.is_ascii_digit())
-        && unit.text.chars().all(char::is_alphabetic)
+        && is_unit_word(unit.text)
     {
         value = format!("{value} {}", unit.text);
     }
@@ -919,6 +919,16 @@ fn invalid_duration(words: &[Word<'_>]) -> CommandParseError {
         Ok(_) => format!("duration `{value}` is not valid"),
     };
     CommandParseError::InvalidDuration { value, message }
+}
+
+/// A word that names a unit of time (`hours`, `min`, `d`), as people write after a number:
+/// `90 admin` is a number and a role, not a duration to quote whole.
+fn is_unit_word(word: &str) -> bool {
+    const UNITS: &[&str] = &[
+        "s", "sec", "secs", "second", "seconds", "m", "min", "mins", "minute", "minutes", "h",
+        "hr", "hrs", "hour", "hours", "d", "day", "days", "w", "week", "weeks",
+    ];
+    UNITS.iter().any(|unit| unit.eq_ignore_ascii_case(word))
 }
 
 /// Lowercases and checks an environment or role name.
@@ -1701,6 +1711,11 @@ mod tests {
                 "/breakglass prod 2 hours",
                 "2 hours",
                 "duration `2 hours` is not a duration; write e.g. `90s`, `45m`, `2h` or `1h30m`",
+            ),
+            (
+                "/breakglass prod 90 admin",
+                "90",
+                "duration `90` is not a duration; write e.g. `90s`, `45m`, `2h` or `1h30m`",
             ),
             (
                 "/breakglass prod 0m",

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{iso, relative};
 use crate::command::{CommandKind, CommandParseError, help_text};
+use crate::duration::HumanDuration;
 use crate::forge::EntryKind;
 use crate::policy::Decision;
 use crate::store::{ForgeKind, RequestState};
@@ -242,6 +243,22 @@ pub fn approved_decision_comment(
     forge: ForgeKind,
 ) -> String {
     verdict(id, decision, Some(approvers), forge)
+}
+
+/// `/breakglass <environment> …` without a reason, where the policy asks for a reason code.
+pub fn reason_code_needed_comment(
+    environment: &str,
+    duration: &HumanDuration,
+    role: &str,
+    codes: &[String],
+) -> String {
+    let listed: Vec<String> = codes.iter().map(|c| code(c)).collect();
+    let first = codes.first().map_or("incident", String::as_str);
+    format!(
+        "⚠️ {} asks for a reason that starts with a reason code ({}): write it after `--`, e.g. `/breakglass {environment} {duration} {role} -- {first}: INC-1234 what broke`. Nothing was opened.",
+        code(environment),
+        listed.join(", ")
+    )
 }
 
 /// `/breakglass <word>` where the word is neither a command nor an environment with a policy.

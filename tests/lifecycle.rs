@@ -1237,6 +1237,34 @@ on_both_forges!(
     }
 );
 
+// Without a reason, the issue's name stood in for it and the policy's reason codes denied it,
+// quoting "requested with /breakglass on #1" as the reason the requester had written.
+on_both_forges!(
+    a_command_without_the_reason_code_its_policy_asks_for_is_asked_for_one,
+    |s: Scenario| async move {
+        let issue = s.open_issue(&s.people.alice, "db down");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass prod 2h admin");
+        s.settle().await;
+        assert_eq!(
+            s.next_bot_issue_comment(issue),
+            "⚠️ `prod` asks for a reason that starts with a reason code (`incident`, `maintenance`): write it after `--`, e.g. `/breakglass prod 2h admin -- incident: INC-1234 what broke`. Nothing was opened."
+        );
+        assert!(s.changes().is_empty(), "nothing opened");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass prod 2h admin -- incident: INC-1234 db down",
+        );
+        s.settle().await;
+        s.expect_bot_issue_comments(issue, &["📝 @alice, your request is "]);
+        let pr = s.first_bot_change();
+        s.expect_bot_comments(
+            pr,
+            &["✅ **Request `20261126-0214-alice-prod` is allowed**"],
+        );
+    }
+);
+
 on_both_forges!(
     a_bare_command_opens_the_request_with_the_policy_defaults,
     |s: Scenario| async move {

@@ -241,6 +241,17 @@ on_both_forges!(an_edited_comment_never_approves, |s: Scenario| async move {
         .edit_comment(REPO, id, &s.people.carol, "looking, more slowly");
     s.settle().await;
     s.expect_no_bot_comment(pr);
+    // Edited to a command again (and again): already said, and still the bot's latest word.
+    for text in [
+        "/breakglass approve",
+        "/breakglass approve
+
+lgtm",
+    ] {
+        s.forge.edit_comment(REPO, id, &s.people.carol, text);
+        s.settle().await;
+    }
+    s.expect_no_bot_comment(pr);
 });
 
 // An ask for more time edited to another duration asks nothing any more, and the reply says

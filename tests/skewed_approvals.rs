@@ -221,16 +221,21 @@ on_every_skew!(
     }
 );
 
-async fn sev1_fast_path(s: &Scenario) -> u64 {
-    let bob = &s.people.bob;
+/// bob's 45-minute prod request on branch `sev1-request`, not opened yet.
+fn push_sev1_branch(s: &Scenario) {
     let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
     s.forge.push_files(
         REPO,
         "sev1-request",
-        bob,
+        &s.people.bob,
         &[("requests/prod/r-sev1.yaml", yaml)],
         "request",
     );
+}
+
+async fn sev1_fast_path(s: &Scenario) -> u64 {
+    let bob = &s.people.bob;
+    push_sev1_branch(s);
     let pr = s.open_labelled_change(bob, "sev1-request", "sev1 access", "sev1");
     s.settle().await;
     assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
@@ -347,14 +352,7 @@ on_every_skew!(
         let now = s.forge.now();
         s.forge.freeze_clock(now);
         let bob = &s.people.bob;
-        let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
-        s.forge.push_files(
-            REPO,
-            "sev1-request",
-            bob,
-            &[("requests/prod/r-sev1.yaml", yaml)],
-            "request",
-        );
+        push_sev1_branch(&s);
         s.forge.set_webhooks_paused(true);
         let pr = s.open_change(bob, "sev1-request", "sev1 access");
         s.label(pr, bob, "sev1");

@@ -133,7 +133,8 @@ impl Workflow {
     }
 
     /// A comment edited to hold a command: edits are never read as commands (an edit would
-    /// carry an old timestamp past a push), which is said, so that nobody waits on it.
+    /// carry an old timestamp past a push), which is said (not again while it is the bot's
+    /// latest note there), so that nobody waits on it.
     pub(super) async fn answer_edited_command(
         &self,
         thread: Thread,
@@ -143,9 +144,9 @@ impl Workflow {
         if !self.holds_a_persons_command(body, author) {
             return Ok(());
         }
+        // Edits in a row are no news each time: said again only after something else was.
         let said = comment::edited_command_comment(&author.login);
-        self.forge.note(thread, &said).await?;
-        Ok(())
+        self.note_unless_latest(thread, &said).await
     }
 
     /// The commands of one comment, in order. What they reply on `thread` is gathered (see
@@ -365,10 +366,6 @@ impl Workflow {
         role: Option<&str>,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
-        let reason = match self.reason_or_thread(reason, thread) {
-            Ok(reason) => reason,
-            Err(reply) => return self.reply(thread, &reply).await,
-        };
         let (_, policies) = self.load_policies().await?;
         let policy = policies.as_ref().ok().and_then(|p| p.get(environment));
         // Without a duration the policy's default applies; without a policy either, the word
@@ -387,6 +384,21 @@ impl Workflow {
         };
         let role = match chosen_role(role, policy, environment, duration) {
             Ok(role) => role,
+            Err(reply) => return self.reply(thread, &reply).await,
+        };
+        if let Some(policy) = policy.filter(|p| reason.is_none() && !p.reason_codes.is_empty()) {
+            // The name would stand in for the reason and be denied for its missing
+            // code, quoting a reason the requester never wrote: ask for one instead.
+            let reply = comment::reason_code_needed_comment(
+                environment,
+                &duration,
+                &role,
+                &policy.reason_codes,
+            );
+            return self.reply(thread, &reply).await;
+        }
+        let reason = match self.reason_or_thread(reason, thread) {
+            Ok(reason) => reason,
             Err(reply) => return self.reply(thread, &reply).await,
         };
         let ticket = ticket_in(&reason, policy);

@@ -32,7 +32,15 @@ impl Workflow {
     /// that deciding a refused head again (its webhook late, redelivered or handled again after
     /// a crash, or the catch-up at start) does not repeat it (one read of the thread).
     pub(super) async fn say_refusal(&self, number: u64, text: &str) -> anyhow::Result<()> {
-        let thread = Thread::Change(number);
+        self.note_unless_latest(Thread::Change(number), text).await
+    }
+
+    /// Says `text` on `thread` unless the bot's latest note there says the same (one read).
+    pub(super) async fn note_unless_latest(
+        &self,
+        thread: Thread,
+        text: &str,
+    ) -> anyhow::Result<()> {
         let notes = self.forge.notes(thread).await?;
         let latest = notes
             .iter()
