@@ -497,12 +497,22 @@ fn command_line(line: &str) -> Option<(&str, &str)> {
         return None;
     }
     let rest = &line[PREFIX.len()..];
-    // `/breakglassfoo` is some other word; `/breakglass:` and `/breakglass.` are a command
-    // mistyped, answered rather than ignored.
-    rest.chars()
-        .next()
-        .is_none_or(|c| c.is_whitespace() || is_prefix_punctuation(c))
-        .then_some((line, rest))
+    // `/breakglassfoo` is some other word; `/breakglass: approve` and `/breakglass-status` are
+    // a command mistyped, answered rather than ignored; `/breakglass-bot is down` and
+    // `/breakglass.toml` are prose about other things.
+    let spaced = rest.chars().next().is_none_or(char::is_whitespace);
+    (spaced || is_mistyped_command(rest)).then_some((line, rest))
+}
+
+/// Whether what follows the prefix is punctuation and then the end of the line, a space, or
+/// a command's verb (`: approve`, `.`, `-status`).
+fn is_mistyped_command(rest: &str) -> bool {
+    if !rest.starts_with(is_prefix_punctuation) {
+        return false;
+    }
+    let after = rest.trim_start_matches(is_prefix_punctuation);
+    let word = after.split(char::is_whitespace).next().unwrap_or("");
+    after.chars().next().is_none_or(char::is_whitespace) || verb(word).is_some()
 }
 
 /// Punctuation people put right after `/breakglass` (`/breakglass: approve`,
@@ -1088,6 +1098,10 @@ mod tests {
         ignored("/breakglass/docs is the folder");
         ignored("/breakglass_old approve");
         ignored("/breakglassing approve");
+        // Prose that names other things so.
+        ignored("/breakglass-requests is the repo to use");
+        ignored("/breakglass.toml on the host");
+        ignored("/breakglass-bot seems down?");
     }
 
     #[test]

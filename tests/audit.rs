@@ -1528,52 +1528,53 @@ fn a_direct_push_with_a_grant_merges_trailers_is_forged_and_landed_without_the_b
 /// older line and adds no file, so before, the audit listed no grant and no anomaly at all.
 #[test]
 fn grants_a_push_put_off_the_first_parent_line_are_anomalies() {
-    let repo = RequestsRepo::new();
-    let root = repo.tip();
-    let grant = repo.grant(10, r1());
-    let revoke = repo.revoke(80, "prod", "r-1", "ttl", None);
-    let main = repo.tip();
-    let tree = repo.repo.find_commit(main).unwrap().tree_id();
-    let older_line = repo.commit(&[root], tree, "tidy up", 90, "mallory");
-    let foxtrot = repo.commit(
-        &[older_line, main],
-        tree,
+    // Titled as any merge, or as the bot's removal (a title proves nothing).
+    for title in [
         "Merge branch 'main'",
-        91,
-        "mallory",
-    );
-    repo.set_tip(foxtrot);
+        "breakglass: remove requests/prod/x.yaml (reconcile)",
+    ] {
+        let repo = RequestsRepo::new();
+        let root = repo.tip();
+        let grant = repo.grant(10, r1());
+        let revoke = repo.revoke(80, "prod", "r-1", "ttl", None);
+        let main = repo.tip();
+        let tree = repo.repo.find_commit(main).unwrap().tree_id();
+        let older_line = repo.commit(&[root], tree, "tidy up", 90, "mallory");
+        let foxtrot = repo.commit(&[older_line, main], tree, title, 91, "mallory");
+        repo.set_tip(foxtrot);
 
-    let out = audit_cli(repo.path_str(), &["--format", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let document = json_of(&out);
-    assert_eq!(ids(&document), Vec::<&str>::new(), "off the line, no row");
-    assert_eq!(
-        anomaly_kinds(&document),
-        [("off_first_parent", "r-1"), ("off_first_parent", "r-1")]
-    );
-    let commits: Vec<&str> = document["anomalies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["commit"].as_str().unwrap())
-        .collect();
-    assert_eq!(commits, [grant.to_string(), revoke.to_string()]);
-    let short = &foxtrot.to_string()[..12];
-    assert_eq!(
-        document["anomalies"][0]["detail"],
-        format!(
-            "not counted as a grant: Breakglass-Request: r-1 on a commit that is not on main's first-parent history; merge {short} (not breakglass's) reaches it through another parent, as after a push that put an older line first; `breakglass audit verify` compares the bot's event log with git"
-        )
-    );
-    assert!(
-        document["anomalies"][1]["detail"]
-            .as_str()
+        let out = audit_cli(repo.path_str(), &["--format", "json"]);
+        assert_eq!(out.status.code(), Some(1), "{title}: {}", stderr(&out));
+        let document = json_of(&out);
+        assert_eq!(ids(&document), Vec::<&str>::new(), "off the line, no row");
+        assert_eq!(
+            anomaly_kinds(&document),
+            [("off_first_parent", "r-1"), ("off_first_parent", "r-1")],
+            "{title}"
+        );
+        let commits: Vec<&str> = document["anomalies"]
+            .as_array()
             .unwrap()
-            .starts_with("not counted as a revoke: Breakglass-Revokes: r-1 on a commit"),
-        "{}",
-        document["anomalies"][1]
-    );
+            .iter()
+            .map(|a| a["commit"].as_str().unwrap())
+            .collect();
+        assert_eq!(commits, [grant.to_string(), revoke.to_string()]);
+        let short = &foxtrot.to_string()[..12];
+        assert_eq!(
+            document["anomalies"][0]["detail"],
+            format!(
+                "not counted as a grant: Breakglass-Request: r-1 on a commit that is not on main's first-parent history; merge {short} (not breakglass's) reaches it through another parent, as after a push that put an older line first; `breakglass audit verify` compares the bot's event log with git"
+            )
+        );
+        assert!(
+            document["anomalies"][1]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("not counted as a revoke: Breakglass-Revokes: r-1 on a commit"),
+            "{}",
+            document["anomalies"][1]
+        );
+    }
 }
 
 /// A member's branch that took main in (with the bot's merges on it) and was then merged

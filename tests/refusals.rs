@@ -2268,3 +2268,41 @@ on_both_forges!(
         assert!(s.labels(pr).iter().any(|l| l == "breakglass/needs-review"));
     }
 );
+
+// A push of a request file that does not parse stores no decision: the request keeps the
+// version it was decided on. An approval then finds another head at the merge's last read,
+// which cannot be decided: the merge is refused and the request is pending again (before the
+// fix that decides unheard pushes learned this, the request stayed approved on a head it no
+// longer had, silently, decided again at every reconciliation pass).
+on_both_forges!(
+    an_approval_after_a_push_that_cannot_be_decided_is_refused_not_left_approved,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.forge.push_files(
+            REPO,
+            "request-r1",
+            &s.people.alice,
+            &[("requests/prod/r1.yaml", "environment: prod\nrole:admin\n")],
+            "broken",
+        );
+        s.settle().await;
+        s.take_bot_comments(pr); // the file's refusal
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        let said = s.take_bot_comments(pr);
+        assert!(
+            said.iter()
+                .any(|c| c.starts_with("⚠️ Not merged: the pull request's head moved to ")),
+            "{said:#?}"
+        );
+        assert_eq!(s.request("r1").await.state, RequestState::Pending);
+        s.advance(TimeDelta::minutes(10));
+        s.reconcile_now().await;
+        assert_eq!(s.request("r1").await.state, RequestState::Pending);
+        s.expect_no_bot_comment(pr);
+    }
+);

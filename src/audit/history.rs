@@ -475,8 +475,11 @@ struct Walk<'w, 'a> {
 /// The facts of one first-parent commit: its grant or revoke when its files bear the
 /// trailers out, else a forged claim; for every commit that is not a genuine bot merge, the
 /// request and grant files it adds; and for a reconcile removal, the grant files it deletes.
-/// `base` is its first parent's tree. `true` when it is a merge of the bot's: a genuine grant
-/// or revoke, or a reconcile removal.
+/// `base` is its first parent's tree. `true` when it is a genuine grant or revoke merge (its
+/// trailers borne out by its files), whose other parent the walk need not follow: the bot's
+/// own branch or the requester's, checked when merged. A merge taken for the bot's removal by
+/// its title alone is followed like any hand merge: a title is no proof (a "foxtrot" so titled
+/// hid the grants behind it).
 fn read_commit(
     walk: &Walk<'_, '_>,
     oid: Oid,
@@ -535,7 +538,7 @@ fn read_commit(
         let removed = removed_grant_files(walk, commit.tree, base)?;
         events.extend(removed.map(|fact| event(EventKind::Removal(fact))));
     }
-    Ok(genuine || removal)
+    Ok(genuine)
 }
 
 /// The claims of the commits that only the hand merges reach: from each merge's other

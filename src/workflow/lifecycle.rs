@@ -95,6 +95,9 @@ enum Stop {
     Redecide(Box<PullRequestState>),
     /// The head moved and came back unheard: decide again as that push would have had it.
     Pushed(Box<PullRequestState>, (String, DateTime<Utc>)),
+    /// The requester's branch holds a head whose push was not heard: decide that head, or
+    /// refuse the merge when it cannot be decided.
+    Moved(Box<PullRequestState>),
     /// Refused, and said so with this reason.
     Refuse(String),
 }
@@ -261,7 +264,7 @@ impl Workflow {
             // Its webhook was lost: decided again on the head as read, timed by the PR's
             // latest update (a bound on the push: approvals in doubt are asked again).
             tracing::warn!(request = %record.id, head = %pr.info.head_sha, "the request's head moved and its push was not heard: decided again");
-            return Ok(Err(Stop::Redecide(Box::new(pr))));
+            return Ok(Err(Stop::Moved(Box::new(pr))));
         }
         if let Some(why) = self
             .policy_moved(record, &pr.info.labels, &requester)
@@ -302,11 +305,34 @@ impl Workflow {
                 self.evaluate_current(*pr, fresh, None, None, false).await
             }
             Stop::Pushed(pr, pushed) => {
+                let head = pr.info.head_sha.clone();
                 let fresh = self.store.get_request(&record.id).await?;
                 let fresh = fresh.context("a request being merged is recorded")?;
-                self.decide_after_unheard_push(*pr, fresh, pushed).await
+                self.decide_after_unheard_push(*pr, fresh, pushed).await?;
+                self.refuse_if_undecided(&record.id, head).await
+            }
+            Stop::Moved(pr) => {
+                let head = pr.info.head_sha.clone();
+                let fresh = self.store.get_request(&record.id).await?;
+                self.evaluate_current(*pr, fresh, None, None, false).await?;
+                self.refuse_if_undecided(&record.id, head).await
             }
             Stop::Refuse(why) => self.refuse_merge(record, &why).await,
+        }
+    }
+
+    /// After a merge stopped to decide the PR's head `head` again: a head that could not be
+    /// decided (a file that does not parse, a merge commit from "Update branch", another base)
+    /// stores no decision, and the request would stay approved on a head it no longer has, for
+    /// good (reconciliation re-queues its merge, which stops the same way). Refused instead, as
+    /// the merge guard refuses a moved head: pending again, said once, decided at the next push.
+    async fn refuse_if_undecided(&self, id: &RequestId, head: String) -> anyhow::Result<()> {
+        match self.store.get_request(id).await? {
+            Some(stored) if stored.state == RequestState::Approved && stored.head_sha != head => {
+                let why = Refusal::HeadMoved { found: head }.to_string();
+                self.refuse_merge(stored, &why).await
+            }
+            _ => Ok(()),
         }
     }
 
