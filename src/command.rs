@@ -504,15 +504,20 @@ fn command_line(line: &str) -> Option<(&str, &str)> {
     (spaced || is_mistyped_command(rest)).then_some((line, rest))
 }
 
-/// Whether what follows the prefix is punctuation and then the end of the line, a space, or
-/// a command's verb (`: approve`, `.`, `-status`).
+/// Whether what follows the prefix is punctuation and then the end of the line, a space, a
+/// command's verb (`: approve`, `.`, `-status`, `:approve.`) or a request's duration
+/// (`:prod 1h admin`).
 fn is_mistyped_command(rest: &str) -> bool {
     if !rest.starts_with(is_prefix_punctuation) {
         return false;
     }
     let after = rest.trim_start_matches(is_prefix_punctuation);
-    let word = after.split(char::is_whitespace).next().unwrap_or("");
-    after.chars().next().is_none_or(char::is_whitespace) || verb(word).is_some()
+    let mut words = after.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let verb_word = first.trim_end_matches(|c: char| c.is_ascii_punctuation());
+    after.chars().next().is_none_or(char::is_whitespace)
+        || verb(verb_word).is_some()
+        || words.next().is_some_and(looks_like_a_number)
 }
 
 /// Punctuation people put right after `/breakglass` (`/breakglass: approve`,
@@ -870,10 +875,10 @@ fn parse_request(rest: &str, words: &[Word<'_>]) -> Result<Command, CommandParse
     };
     let first = words[0].text;
     let suggestion = did_you_mean(first);
-    // A second word that starts with a digit is meant as a duration (`2 hours`, `1H`): said
-    // wrong, it is explained, never read as a role.
+    // A second word that starts with a digit (or a sign and a digit: `-1h`) is meant as a
+    // duration (`2 hours`, `1H`): said wrong, it is explained, never read as a role.
     let duration = match args.get(1) {
-        Some(word) if word.text.starts_with(|c: char| c.is_ascii_digit()) => {
+        Some(word) if looks_like_a_number(word.text) => {
             Some(HumanDuration::parse(word.text).map_err(|_| invalid_duration(&args[1..]))?)
         }
         _ => None,
@@ -929,6 +934,12 @@ fn invalid_duration(words: &[Word<'_>]) -> CommandParseError {
         Ok(_) => format!("duration `{value}` is not valid"),
     };
     CommandParseError::InvalidDuration { value, message }
+}
+
+/// `1h`, `90`, `-1h`, `+2h`: a number, maybe signed, whatever follows it. No name starts so.
+fn looks_like_a_number(word: &str) -> bool {
+    word.trim_start_matches(['-', '+'])
+        .starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// A word that names a unit of time (`hours`, `min`, `d`), as people write after a number:
@@ -1099,6 +1110,16 @@ mod tests {
         ignored("/breakglass_old approve");
         ignored("/breakglassing approve");
         // Prose that names other things so.
+        for body in [
+            "/breakglass:prod 1h admin -- incident: INC-1 x",
+            "/breakglass:approve.",
+            "/breakglass-help!",
+        ] {
+            assert!(
+                matches!(err(body), CommandParseError::PunctuationAfterPrefix { .. }),
+                "{body}"
+            );
+        }
         ignored("/breakglass-requests is the repo to use");
         ignored("/breakglass.toml on the host");
         ignored("/breakglass-bot seems down?");
@@ -1725,6 +1746,11 @@ mod tests {
                 "/breakglass prod 2 hours",
                 "2 hours",
                 "duration `2 hours` is not a duration; write e.g. `90s`, `45m`, `2h` or `1h30m`",
+            ),
+            (
+                "/breakglass prod -1h admin",
+                "-1h",
+                "duration `-1h` is not a duration; write e.g. `90s`, `45m`, `2h` or `1h30m`",
             ),
             (
                 "/breakglass prod 90 admin",

@@ -1250,6 +1250,16 @@ on_both_forges!(
             "⚠️ `prod` asks for a reason that starts with a reason code (`incident`, `maintenance`): write it after `--`, e.g. `/breakglass prod 2h admin -- incident: INC-1234 what broke`. Nothing was opened."
         );
         assert!(s.changes().is_empty(), "nothing opened");
+        // Denied for more than the reason (not a requester, longer than the policy allows):
+        // the denial says why, rather than asking for a reason that would not help.
+        s.note_on_issue(issue, &s.people.mallory, "/breakglass prod 1h admin");
+        s.note_on_issue(issue, &s.people.alice, "/breakglass prod 8h admin");
+        s.settle().await;
+        for _ in 0..2 {
+            let said = s.next_bot_issue_comment(issue);
+            assert!(!said.contains("asks for a reason"), "{said}");
+        }
+        assert!(s.changes().is_empty(), "nothing opened");
         s.note_on_issue(
             issue,
             &s.people.alice,

@@ -1568,3 +1568,54 @@ on_both_forges_skewed!(
         assert_expiry_on_main(&s, &record);
     }
 );
+
+// A merge whose call failed has its grant time fixed; the requester then pushes an iac role
+// unheard, and the retry finds that head at its last read: re-opened once on the bot's branch
+// (the iac role's grant file is the bot's to render). Before, the move to the bot's PR kept the
+// planned grant time on a request it marked denied, which the store refuses: every retry opened
+// another bot PR and closed the one before, for good, and nobody was told.
+on_both_forges!(
+    a_merge_retried_after_an_unheard_push_to_an_iac_role_reopens_once,
+    |s: Scenario| async move {
+        s.edit_policy(&s.people.erin, "network", |p| {
+            p.replace("approvals: 1", "approvals: 0")
+                .replace("roles:\n", "roles:\n  viewer:\n    provider: noop\n")
+        });
+        s.settle().await;
+        s.fail_next(Route::Merge, Method::PUT, 4, FailureKind::Status(502));
+        s.expect_job_error(JobKind::Merge, "HTTP 502");
+        let yaml = "environment: network\nrole: viewer\nduration: 1h\nreason: look\n";
+        let pr = s.open_request(&s.people.alice, "network", "r1", yaml);
+        s.settle().await;
+        assert!(!s.change(pr).merged);
+        let branch = s.change(pr).head_ref;
+        s.forge.advance_clock(TimeDelta::seconds(2));
+        s.forge.set_webhooks_paused(true);
+        let iac = "environment: network\nrole: dns-admin\nduration: 1h\nreason: look\n";
+        s.forge.push_files(
+            REPO,
+            &branch,
+            &s.people.alice,
+            &[("requests/network/r1.yaml", iac)],
+            "iac",
+        );
+        for _ in 0..6 {
+            s.advance(TimeDelta::seconds(60));
+            s.settle().await;
+        }
+        let changes = s.changes();
+        assert_eq!(
+            changes.len(),
+            3,
+            "the PR, one re-open and its revert: {changes:#?}"
+        );
+        let reopened = changes[1].number;
+        assert!(s.change(reopened).merged);
+        let record = s.request("r1").await;
+        assert_eq!(record.pr_number, reopened);
+        assert_eq!(record.role.as_str(), "dns-admin");
+        for change in changes {
+            s.take_bot_comments(change.number);
+        }
+    }
+);

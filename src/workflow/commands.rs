@@ -13,7 +13,7 @@ use crate::duration::HumanDuration;
 use crate::forge::Actor;
 use crate::forge::Thread;
 use crate::names::{Login, Name, RequestId, Ticket};
-use crate::policy::decision::Context;
+use crate::policy::decision::{Context, Rule};
 use crate::policy::{Decision, Policy, PolicySet, Problem, evaluate};
 use crate::request::{AccessRequest, Reason, RequestPath};
 use crate::store::JobKind;
@@ -386,17 +386,7 @@ impl Workflow {
             Ok(role) => role,
             Err(reply) => return self.reply(thread, &reply).await,
         };
-        if let Some(policy) = policy.filter(|p| reason.is_none() && !p.reason_codes.is_empty()) {
-            // The issue's name would stand in for the reason and be denied for its missing
-            // code, quoting a reason the requester never wrote: ask for one instead.
-            let reply = comment::reason_code_needed_comment(
-                environment,
-                &duration,
-                &role,
-                &policy.reason_codes,
-            );
-            return self.reply(thread, &reply).await;
-        }
+        let reason_given = reason.is_some();
         let reason = match self.reason_or_thread(reason, thread) {
             Ok(reason) => reason,
             Err(reply) => return self.reply(thread, &reply).await,
@@ -413,7 +403,7 @@ impl Workflow {
         };
         // Who may ask is checked before the bot writes anything.
         let labels = match self
-            .refuse_request(&policies, &request, author, &login, thread)
+            .refuse_request(&policies, &request, reason_given, author, &login, thread)
             .await?
         {
             Ok(labels) => labels,
@@ -499,10 +489,12 @@ impl Workflow {
     /// of the policy names (an open incident issue labelled `sev1`; never those of a closed
     /// thread or of a request or revert PR), and nobody keeps more than `max_open_requests`
     /// open.
+    #[allow(clippy::too_many_arguments)]
     async fn refuse_request(
         &self,
         policies: &Result<PolicySet, Vec<Problem>>,
         request: &AccessRequest,
+        reason_given: bool,
         author: &Actor,
         login: &Login,
         thread: Thread,
@@ -513,13 +505,33 @@ impl Workflow {
         let (decision, labels) = self
             .decide_with_thread_labels(policies, request, login, thread)
             .await?;
+        let policy = policies.get(request.environment.as_str());
         if !decision.allowed {
+            // Without a reason the issue's name stands in for it; denied only for the code
+            // (and the ticket) it lacks, the requester is asked for a reason, not told that
+            // one they never wrote is wrong.
+            let only_the_reason = decision
+                .violations
+                .iter()
+                .all(|v| matches!(v.rule, Rule::ReasonCodes | Rule::TicketPattern));
+            if let Some(policy) =
+                policy.filter(|p| !reason_given && only_the_reason && !p.reason_codes.is_empty())
+            {
+                return Ok(Err(comment::reason_code_needed_comment(
+                    request.environment.as_str(),
+                    request
+                        .duration
+                        .as_ref()
+                        .unwrap_or(&policy.effective_default_duration()),
+                    request.role.as_str(),
+                    &policy.reason_codes,
+                )));
+            }
             let what = format!("{}/{}", request.environment, request.role);
             return Ok(Err(comment::comment_request_denied_comment(
                 &what, &decision,
             )));
         }
-        let policy = policies.get(request.environment.as_str());
         if let Some(refusal) = self.role_unservable(policy, request, login)? {
             return Ok(Err(refusal));
         }

@@ -308,14 +308,19 @@ impl Workflow {
                 let head = pr.info.head_sha.clone();
                 let fresh = self.store.get_request(&record.id).await?;
                 let fresh = fresh.context("a request being merged is recorded")?;
+                let version = fresh.version;
                 self.decide_after_unheard_push(*pr, fresh, pushed).await?;
-                self.refuse_if_undecided(&record.id, head).await
+                self.refuse_if_undecided(&record.id, head, version).await
             }
             Stop::Moved(pr) => {
                 let head = pr.info.head_sha.clone();
                 let fresh = self.store.get_request(&record.id).await?;
+                let version = fresh.as_ref().map(|r| r.version);
                 self.evaluate_current(*pr, fresh, None, None, false).await?;
-                self.refuse_if_undecided(&record.id, head).await
+                match version {
+                    Some(version) => self.refuse_if_undecided(&record.id, head, version).await,
+                    None => Ok(()),
+                }
             }
             Stop::Refuse(why) => self.refuse_merge(record, &why).await,
         }
@@ -326,9 +331,20 @@ impl Workflow {
     /// stores no decision, and the request would stay approved on a head it no longer has, for
     /// good (reconciliation re-queues its merge, which stops the same way). Refused instead, as
     /// the merge guard refuses a moved head: pending again, said once, decided at the next push.
-    async fn refuse_if_undecided(&self, id: &RequestId, head: String) -> anyhow::Result<()> {
+    /// Only while the record is as it was read before deciding (`version`): a newer head that
+    /// another worker decided and approved meanwhile is not this one's to refuse.
+    async fn refuse_if_undecided(
+        &self,
+        id: &RequestId,
+        head: String,
+        version: i64,
+    ) -> anyhow::Result<()> {
         match self.store.get_request(id).await? {
-            Some(stored) if stored.state == RequestState::Approved && stored.head_sha != head => {
+            Some(stored)
+                if stored.version == version
+                    && stored.state == RequestState::Approved
+                    && stored.head_sha != head =>
+            {
                 let why = Refusal::HeadMoved { found: head }.to_string();
                 self.refuse_merge(stored, &why).await
             }
@@ -658,11 +674,7 @@ impl Workflow {
         stored.merge_refused = Some(why.to_owned());
         record.decision = Some(stored.clone());
         record.state = RequestState::Pending;
-        record.approved_by = None;
-        record.fast_path_rule = None;
-        record.granted_at = None;
-        record.expires_at = None;
-        record.review_due_at = None;
+        super::clear_grant_plan(&mut record);
         self.store.update_request(&mut record, self.now()).await?;
         self.set_status_on(
             &record.head_sha,

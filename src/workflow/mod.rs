@@ -135,6 +135,16 @@ const STRIPES: usize = 1024;
 /// How long a due revoke waits for other work on its PR before it runs without the PR's lock.
 const REVOKE_LOCK_WAIT: Duration = Duration::from_secs(1);
 
+/// Forgets what a merge step planned (who approved it or which fast path, the grant time,
+/// expiry and review deadline): for a request that goes back to pending, closes or moves.
+fn clear_grant_plan(record: &mut crate::store::RequestRecord) {
+    record.approved_by = None;
+    record.fast_path_rule = None;
+    record.granted_at = None;
+    record.expires_at = None;
+    record.review_due_at = None;
+}
+
 impl Workflow {
     pub fn new(
         store: Store,

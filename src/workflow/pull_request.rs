@@ -267,11 +267,7 @@ impl Workflow {
         self.set_status_on(&record.head_sha, StatusState::Failure, &description)
             .await?;
         record.state = RequestState::Closed;
-        record.approved_by = None;
-        record.fast_path_rule = None;
-        record.granted_at = None;
-        record.expires_at = None;
-        record.review_due_at = None;
+        super::clear_grant_plan(record);
         self.store.update_request(record, self.now()).await?;
         self.record_event(
             EventKind::Close,
@@ -666,11 +662,7 @@ impl Workflow {
         }
         record.head_sha = pr.head_sha.clone();
         record.state = state;
-        record.approved_by = None;
-        record.fast_path_rule = None;
-        record.granted_at = None;
-        record.expires_at = None;
-        record.review_due_at = None;
+        super::clear_grant_plan(&mut record);
         record.decision = Some(stored.clone());
         self.store.update_request(&mut record, now).await?;
         Ok(Some(record))
@@ -1003,6 +995,9 @@ impl Workflow {
             record.pr_number = pr.info.number;
             record.head_sha = pr.info.head_sha.clone();
             record.state = RequestState::Denied;
+            // A merge step may have fixed its grant time before the head moved: nothing is
+            // granted on this PR any more (the store refuses a denied request with one).
+            super::clear_grant_plan(&mut record);
             self.store.update_request(&mut record, now).await?;
             return Ok(record);
         }
