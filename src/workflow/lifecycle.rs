@@ -305,25 +305,31 @@ impl Workflow {
                 self.evaluate_current(*pr, fresh, None, None, false).await
             }
             Stop::Pushed(pr, pushed) => {
-                let head = pr.info.head_sha.clone();
-                let fresh = self.store.get_request(&record.id).await?;
-                let fresh = fresh.context("a request being merged is recorded")?;
+                let (head, fresh) = self.before_deciding_again(&record, &pr).await?;
                 let version = fresh.version;
                 self.decide_after_unheard_push(*pr, fresh, pushed).await?;
                 self.refuse_if_undecided(&record.id, head, version).await
             }
             Stop::Moved(pr) => {
-                let head = pr.info.head_sha.clone();
-                let fresh = self.store.get_request(&record.id).await?;
-                let version = fresh.as_ref().map(|r| r.version);
-                self.evaluate_current(*pr, fresh, None, None, false).await?;
-                match version {
-                    Some(version) => self.refuse_if_undecided(&record.id, head, version).await,
-                    None => Ok(()),
-                }
+                let (head, fresh) = self.before_deciding_again(&record, &pr).await?;
+                let version = fresh.version;
+                self.evaluate_current(*pr, Some(fresh), None, None, false)
+                    .await?;
+                self.refuse_if_undecided(&record.id, head, version).await
             }
             Stop::Refuse(why) => self.refuse_merge(record, &why).await,
         }
+    }
+
+    /// The PR's head as read and the request as stored, before a stopped merge decides it again.
+    async fn before_deciding_again(
+        &self,
+        record: &RequestRecord,
+        pr: &PullRequestState,
+    ) -> anyhow::Result<(String, RequestRecord)> {
+        let fresh = self.store.get_request(&record.id).await?;
+        let fresh = fresh.context("a request being merged is recorded")?;
+        Ok((pr.info.head_sha.clone(), fresh))
     }
 
     /// After a merge stopped to decide the PR's head `head` again: a head that could not be
