@@ -22,6 +22,7 @@ pub mod clock;
 pub mod command;
 pub mod comment;
 pub mod config;
+pub mod database_clock;
 pub mod demo;
 pub mod duration;
 pub mod failures;

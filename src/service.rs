@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::{Config, GithubConfig, GitlabConfig, read_secrets};
+use crate::database_clock;
 use crate::failures::{Failures, Work};
 use crate::forge::github::{GithubAuth, GithubClient};
 use crate::forge::gitlab::{GitlabAuth, GitlabClient};
@@ -73,7 +74,13 @@ where
 /// Everything `serve` needs that does not come from the config file.
 #[derive(Debug)]
 pub struct Options {
+    /// This host's clock.
     pub clock: Arc<dyn Clock>,
+    /// On PostgreSQL, keep time by the database server's clock (`clock` plus a measured
+    /// offset; see `database_clock`), so that replicas on hosts whose clocks disagree still
+    /// agree on leases and due times. Not a config key: on in production; off where `clock`
+    /// is a test's manual clock, which the database's would override.
+    pub database_clock: bool,
     /// How often idle workers look for work (due jobs are found at most this late).
     pub tick: Duration,
     /// Where grant templates live; `None` takes `templates_path` from the config.
@@ -111,6 +118,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             clock: Arc::new(crate::clock::SystemClock),
+            database_clock: true,
             tick: Duration::from_secs(1),
             templates_dir: None,
             env: |name| std::env::var(name).ok(),
@@ -189,12 +197,17 @@ impl Running {
 }
 
 /// Starts the service and returns once it listens.
-pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running> {
+pub async fn start(config: &Config, mut options: Options) -> anyhow::Result<Running> {
     anyhow::ensure!(
         config.github.is_some() || config.gitlab.is_some(),
         "breakglass serve needs a [github] or a [gitlab] section (or both)"
     );
     let store = open_store(&config.database_url).await?;
+    let (clock, database_clock) =
+        database_clock::service_clock(&store, options.clock.clone(), options.database_clock)
+            .await
+            .context("reading the database's clock")?;
+    options.clock = clock;
     let metrics = Arc::new(Metrics::default());
     let providers = providers(config, &options).await;
     let common = Common {
@@ -224,12 +237,15 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
     let (shutdown, watcher) = watch::channel(false);
     let (addr, server) = serve_http(config.listen, state, watcher.clone()).await?;
     let failures = Arc::new(Failures::default());
+    let clock_task = database_clock.map(|clock| clock.keep_in_step(store.clone(), watcher.clone()));
     let (reconciliation, [revokes, forge_side]) = spawn_workers(
         &workflows,
         (wake_deliveries, gaps),
         config.reconcile_interval.as_std(),
         Worker::new(watcher, options.tick, &failures),
     );
+    let mut tasks = vec![server, revokes, forge_side];
+    tasks.extend(clock_task);
     tracing::info!(%addr, serving = ?served, "breakglass is serving");
     Ok(Running {
         addr,
@@ -238,7 +254,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         failures,
         shutdown,
         grace: options.shutdown_grace,
-        tasks: vec![server, revokes, forge_side],
+        tasks,
     })
 }
 

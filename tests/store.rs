@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use breakglass::clock::Clock;
+use breakglass::database_clock::{DatabaseClock, service_clock};
 use breakglass::names::{Login, Name, RequestId, Ticket};
 use breakglass::request::Reason;
 use breakglass::store::testing::{for_each_backend, sqlite_store, sqlite_url};
@@ -388,6 +390,108 @@ async fn claimed_job_is_not_claimed_again_until_its_lease_lapses() {
         assert_eq!(reclaimed.len(), 1);
         assert!(!store.complete_job(id, "a").await?);
         assert!(store.complete_job(id, "b").await?);
+        Ok(())
+    })
+    .await;
+}
+
+/// A host's clock `off` from the true time (this machine's, which is also the test
+/// database's: PostgreSQL runs on it).
+#[derive(Debug)]
+struct HostClock {
+    off: TimeDelta,
+}
+
+impl Clock for HostClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.off
+    }
+}
+
+fn host_off(secs: i64) -> Arc<dyn Clock> {
+    Arc::new(HostClock {
+        off: TimeDelta::seconds(secs),
+    })
+}
+
+/// Within `tolerance` of each other.
+fn close_to(a: DateTime<Utc>, b: DateTime<Utc>, tolerance: TimeDelta) -> bool {
+    (a - b).abs() <= tolerance
+}
+
+#[tokio::test]
+async fn a_replica_whose_clock_is_an_hour_off_keeps_time_by_the_databases() {
+    for_each_backend(|store| async move {
+        let clock = DatabaseClock::measure(&store, host_off(3600)).await?;
+        let tolerance = TimeDelta::milliseconds(500);
+        ensure!(
+            (clock.offset() - TimeDelta::seconds(-3600)).abs() <= tolerance,
+            "the database's clock is an hour behind this host's: {}",
+            clock.offset()
+        );
+        ensure!(close_to(clock.now(), Utc::now(), tolerance));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ensure!(close_to(clock.now(), Utc::now(), tolerance), "it runs");
+
+        // The service's clock: the database's on PostgreSQL; on SQLite, one host's file,
+        // and where it does not follow (tests on their own clocks), the host's as given.
+        let (service, measured) = service_clock(&store, host_off(3600), true).await?;
+        let on_postgres = store.backend() == Backend::Postgres;
+        ensure!(measured.is_some() == on_postgres);
+        let expected = if on_postgres {
+            Utc::now()
+        } else {
+            Utc::now() + TimeDelta::seconds(3600)
+        };
+        ensure!(close_to(service.now(), expected, tolerance));
+        let (given, measured) = service_clock(&store, host_off(3600), false).await?;
+        ensure!(measured.is_none());
+        ensure!(close_to(
+            given.now(),
+            Utc::now() + TimeDelta::seconds(3600),
+            tolerance
+        ));
+        Ok(())
+    })
+    .await;
+}
+
+/// Two replicas, one host 3 s ahead of the database and one 4 s behind, leasing for 2 s:
+/// on their own clocks, the one ahead takes the other's live lease (and runs its job again);
+/// on the database's, neither takes the other's.
+#[tokio::test]
+async fn replicas_whose_clocks_disagree_do_not_take_each_others_live_leases() {
+    for_each_backend(|store| async move {
+        let lease = Duration::from_secs(2);
+        let r1 = with_request(&store, "r1", 1).await?;
+        let id = store
+            .schedule_job(
+                JobKind::Revoke,
+                &r1,
+                Utc::now() - TimeDelta::seconds(10),
+                t(0),
+            )
+            .await?;
+        let behind = DatabaseClock::measure(&store, host_off(-4)).await?;
+        let ahead = DatabaseClock::measure(&store, host_off(3)).await?;
+
+        let claimed = store
+            .claim_due_jobs("behind", behind.now(), lease, 10)
+            .await?;
+        ensure!(claimed.len() == 1 && claimed[0].id == id, "{claimed:?}");
+        ensure!(
+            store
+                .claim_due_jobs("ahead", ahead.now(), lease, 10)
+                .await?
+                .is_empty(),
+            "the lease is live on the database's clock"
+        );
+        // The same claim on the ahead host's own clock (the mistake this guards against).
+        let own = host_off(3).now();
+        ensure!(
+            store.claim_due_jobs("ahead", own, lease, 10).await?.len() == 1,
+            "3 s ahead of a 2 s lease taken 4 s behind, the host's own clock takes it"
+        );
         Ok(())
     })
     .await;

@@ -332,6 +332,7 @@ async fn start_service(config: &Config, clock: &ManualClock) -> anyhow::Result<R
         config,
         Options {
             clock: Arc::new(clock.clone()) as Arc<dyn Clock>,
+            database_clock: false,
             // Short idle ticks: the demo waits for the bot after every step.
             tick: Duration::from_millis(20),
             templates_dir: Some(PathBuf::from(concat!(

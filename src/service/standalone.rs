@@ -92,6 +92,7 @@ impl Standalone {
         (setup.configure)(&mut config);
         let options = Options {
             clock,
+            database_clock: false,
             tick,
             templates_dir: None,
             env: |_| None,

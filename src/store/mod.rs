@@ -323,6 +323,22 @@ impl Store {
         Ok(())
     }
 
+    /// The database's clock, read now, to the millisecond: PostgreSQL's `clock_timestamp()`
+    /// (the server's clock, the one every replica sharing the database can read), SQLite's
+    /// `now` (this host's clock).
+    pub async fn database_time(&self) -> Result<DateTime<Utc>, StoreError> {
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS now"
+            }
+            Backend::Sqlite => {
+                "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now"
+            }
+        };
+        let row = sqlx::query(sql).fetch_one(&mut *self.conn().await?).await?;
+        row::Fields::new(&row, "clock", "now").time("now")
+    }
+
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
         Ok(self.pool.acquire().await?)
     }

@@ -82,6 +82,7 @@ pub fn serve(config_path: &Path, clock_path: &Path) {
         let config = Config::load(config_path, std::iter::empty()).expect("the chaos config");
         let options = Options {
             clock: Arc::new(FileClock::new(clock_path.to_owned())),
+            database_clock: false,
             tick: TICK,
             templates_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")),
             env: |_| None,

@@ -294,6 +294,7 @@ impl Scenario {
     async fn spawn_service(&self) -> Running {
         let options = Options {
             clock: Arc::new(self.clock.clone()) as Arc<dyn Clock>,
+            database_clock: false,
             tick: Duration::from_millis(20),
             templates_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")),
             env: |_| None,
