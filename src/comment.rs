@@ -940,6 +940,21 @@ pub fn no_request_here_comment(command: &str, forge: ForgeKind) -> String {
     )
 }
 
+/// `/breakglass <command>` on a PR whose request the bot refused without a record of it (a file
+/// that does not parse or is misnamed, several request files, a fork…): what the refusal above
+/// asks for comes first.
+pub fn request_refused_here_comment(command: &str, forge: ForgeKind) -> String {
+    let pr = noun(forge);
+    format!(
+        "`/breakglass {command}` needs a request breakglass could read, and this {pr}'s was refused: see breakglass's comment above for what to fix. Push the fix and breakglass decides this {pr} again."
+    )
+}
+
+/// Whether a note of the bot's refuses a PR's request (the ⛔ and ❌ notes).
+pub fn is_refusal(note: &str) -> bool {
+    note.starts_with('⛔') || note.starts_with('❌')
+}
+
 /// Why a request is denied, for a command on it that does not apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeniedBecause {
@@ -1632,6 +1647,12 @@ pub fn one_request_per_comment() -> String {
 /// A comment held more than one `/breakglass extend`.
 pub fn one_extension_per_comment() -> &'static str {
     "⚠️ One comment asks for at most one extension: only the first `/breakglass extend <duration>` line was taken. Comment again for more."
+}
+
+/// A comment held both `/breakglass approve` and `/breakglass deny`: which one is meant cannot
+/// be told, so neither is taken.
+pub fn approve_and_deny_comment() -> &'static str {
+    "⚠️ This comment both approves and denies (`/breakglass approve` and `/breakglass deny`), so breakglass took neither. Comment again with the one you mean."
 }
 
 /// An approver's `/breakglass approve` in the same second as the requester's ask for `by` more

@@ -286,6 +286,80 @@ on_both_backends!(
     }
 );
 
+/// An approval handled on one replica while another is still deciding the push before it
+/// (its comparison answered 1.5 s late): the approval waits for the push's decision, as on
+/// one replica. Given a second after the push it merges the pushed version; in the push's own
+/// second it is asked again, after the verdict. Without the PR's lock across replicas it was
+/// judged before the push's decision: asked again before the verdict, on GitHub also the one
+/// given a second later (GitLab's MR versions date that push).
+async fn an_approval_beside_a_push_decided_on_another_replica(dialect: Dialect, later: i64) {
+    let setup = Setup {
+        dialect,
+        ..Setup::default()
+    };
+    let Some(mut s) = Scenario::start_with(Backend::Postgres, setup).await else {
+        return;
+    };
+    s.add_replica().await;
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    s.forge.freeze_clock(s.forge.now() + TimeDelta::seconds(2));
+    let compare: fn(&Method, &str) -> bool =
+        |method, path| method == Method::GET && path.contains("/compare");
+    s.forge.fail_next(FailureSpec {
+        route: RouteMatcher::Predicate(std::sync::Arc::new(compare)),
+        count: 1,
+        kind: FailureKind::AnswerLate(std::time::Duration::from_millis(1500)),
+    });
+    s.forge.push_files(
+        REPO,
+        "request-r1",
+        &s.people.alice,
+        &[("requests/prod/r1.yaml", &prod_request("2h"))],
+        "longer",
+    );
+    // One replica's worker is now in the slow comparison; the other takes the approval.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    s.forge.advance_clock(TimeDelta::seconds(later));
+    s.note(pr, &s.people.carol, "/breakglass approve");
+    s.settle().await;
+    let verdict =
+        "✅ **Request `r1` is allowed** by the `prod` policy: @alice asks for `prod/admin` for 2h.";
+    if later == 0 {
+        s.expect_bot_comments(
+            pr,
+            &[
+                verdict,
+                "⏱️ @carol, your approval came within the same second as the latest push",
+            ],
+        );
+        assert!(!s.change(pr).merged);
+    } else {
+        s.expect_bot_comments(
+            pr,
+            &[verdict, "🔓 **Access granted.** @alice has `prod/admin`"],
+        );
+        assert_eq!(
+            s.request("r1").await.duration_secs,
+            7200,
+            "the pushed version"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_a_second_after_a_push_waits_for_its_decision_on_another_replica() {
+    an_approval_beside_a_push_decided_on_another_replica(Dialect::GitHub, 1).await;
+    an_approval_beside_a_push_decided_on_another_replica(Dialect::GitLab, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_in_a_pushs_second_is_asked_again_after_its_decision_on_another_replica() {
+    an_approval_beside_a_push_decided_on_another_replica(Dialect::GitHub, 0).await;
+    an_approval_beside_a_push_decided_on_another_replica(Dialect::GitLab, 0).await;
+}
+
 /// Two replicas receive every webhook and race for every job: each grant is still merged,
 /// commented and revoked exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

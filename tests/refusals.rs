@@ -2306,3 +2306,73 @@ on_both_forges!(
         s.expect_no_bot_comment(pr);
     }
 );
+
+// An approver whose one comment both approves and denies (a slip, or a quoted command left
+// above their own) is told so; neither is taken: the request stays pending, nothing merges,
+// and a later approval works.
+on_both_forges!(
+    a_comment_that_both_approves_and_denies_takes_neither_and_says_so,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(
+            pr,
+            &s.people.carol,
+            "/breakglass approve\n/breakglass deny wrong env",
+        );
+        s.settle().await;
+        s.expect_bot_comments(
+            pr,
+            &["⚠️ This comment both approves and denies (`/breakglass approve` and `/breakglass deny`), so breakglass took neither. Comment again with the one you mean."],
+        );
+        assert_eq!(s.request("r1").await.state, RequestState::Pending);
+        assert!(!s.change(pr).merged);
+        assert_eq!(s.change(pr).state, "open");
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.carol, "/breakglass approve");
+        s.settle().await;
+        s.expect_bot_comments(pr, &["🔓"]);
+        assert!(s.change(pr).merged);
+    }
+);
+
+// Commands on a request PR whose file the bot refused (here, a duration that does not parse)
+// point to that refusal, and it is not said again: each command used to be told "this is not
+// a request PR" after the refusal was posted once more.
+on_both_forges!(
+    commands_on_a_pr_whose_request_was_refused_point_to_the_refusal_once,
+    |s: Scenario| async move {
+        let pr = s.open_request(
+            &s.people.alice,
+            "prod",
+            "broken",
+            "environment: prod\nrole: admin\nduration: 2 hours\nreason: x\n",
+        );
+        s.settle().await;
+        s.expect_bot_comments(
+            pr,
+            &["❌ **`requests/prod/broken.yaml` is not a valid request**"],
+        );
+        let noun = s.pr();
+        let pointer = |verb: &str| {
+            format!(
+                "`/breakglass {verb}` needs a request breakglass could read, and this {noun}'s was refused: see breakglass's comment above for what to fix. Push the fix and breakglass decides this {noun} again."
+            )
+        };
+        for (who, verb) in [
+            (&s.people.carol, "approve"),
+            (&s.people.alice, "status"),
+            (&s.people.carol, "approve"),
+        ] {
+            s.note(pr, who, &format!("/breakglass {verb}"));
+            s.settle().await;
+            assert_eq!(s.take_bot_comments(pr), [pointer(verb)]);
+        }
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert_eq!(s.take_bot_comments(pr), [pointer("approve")]);
+        assert!(!s.change(pr).merged);
+    }
+);

@@ -15,8 +15,8 @@ use breakglass::store::testing::{for_each_backend, sqlite_store, sqlite_url};
 use breakglass::store::{
     AppliedGrant, Approval, ApprovalSource, Backend, Change, ChangeKind, DeliveryId, DeliveryState,
     EventActor, EventKind, ForgeKind, GENESIS_HASH, JobKind, Lane, MAX_DELIVERY_ATTEMPTS,
-    NewDelivery, NewEvent, Recorded, RequestRecord, RequestState, RevokeReason, Store, StoreError,
-    StoredDecision,
+    NewDelivery, NewEvent, PrKey, Recorded, RequestRecord, RequestState, RevokeReason, Store,
+    StoreError, StoredDecision,
 };
 use breakglass::store::{events, jobs, requests};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -492,6 +492,56 @@ async fn replicas_whose_clocks_disagree_do_not_take_each_others_live_leases() {
             store.claim_due_jobs("ahead", own, lease, 10).await?.len() == 1,
             "3 s ahead of a 2 s lease taken 4 s behind, the host's own clock takes it"
         );
+        Ok(())
+    })
+    .await;
+}
+
+/// The lock of a PR across replicas: one holder at a time, until it lets go or its lease
+/// lapses; a lapsed holder can neither renew nor let go of its successor's.
+#[tokio::test]
+async fn a_pr_lock_is_held_until_it_is_let_go_or_lapses() {
+    for_each_backend(|store| async move {
+        let lease = Duration::from_secs(2);
+        let pr = |number| PrKey {
+            forge: ForgeKind::GitHub,
+            repository: "acme/access-requests".into(),
+            number,
+        };
+        ensure!(store.try_lock_pr(&pr(1), "a", t(0), lease).await?);
+        ensure!(
+            !store.try_lock_pr(&pr(1), "b", t(1), lease).await?,
+            "a holds it"
+        );
+        let elsewhere = PrKey {
+            forge: ForgeKind::GitLab,
+            ..pr(1)
+        };
+        ensure!(
+            store.try_lock_pr(&pr(2), "b", t(1), lease).await?,
+            "another PR"
+        );
+        ensure!(
+            store.try_lock_pr(&elsewhere, "b", t(1), lease).await?,
+            "another forge's"
+        );
+        ensure!(store.renew_pr_lock(&pr(1), "a", t(1), lease).await?);
+        ensure!(
+            !store.try_lock_pr(&pr(1), "b", t(2), lease).await?,
+            "renewed to t(3)"
+        );
+        ensure!(store.try_lock_pr(&pr(1), "b", t(3), lease).await?, "lapsed");
+        ensure!(
+            !store.renew_pr_lock(&pr(1), "a", t(3), lease).await?,
+            "a lost it"
+        );
+        store.unlock_pr(&pr(1), "a").await?;
+        ensure!(
+            !store.try_lock_pr(&pr(1), "c", t(4), lease).await?,
+            "still b's"
+        );
+        store.unlock_pr(&pr(1), "b").await?;
+        ensure!(store.try_lock_pr(&pr(1), "c", t(4), lease).await?, "let go");
         Ok(())
     })
     .await;
@@ -1449,7 +1499,7 @@ async fn migrations_run_twice_are_a_no_op() {
             .fetch_one(store.pool())
             .await?;
         let applied: i64 = sqlx::Row::try_get(&row, "n")?;
-        assert_eq!(applied, 14, "0001 to 0014, once each");
+        assert_eq!(applied, 15, "0001 to 0015, once each");
         assert!(store.get_request(&rid("r1")).await?.is_some());
         Ok(())
     })

@@ -88,6 +88,11 @@ const SQLITE: &[Source] = &[
         "revoked_by",
         include_str!("../../migrations/sqlite/0014_revoked_by.sql"),
     ),
+    (
+        15,
+        "pr_locks",
+        include_str!("../../migrations/sqlite/0015_pr_locks.sql"),
+    ),
 ];
 
 const POSTGRES: &[Source] = &[
@@ -160,6 +165,11 @@ const POSTGRES: &[Source] = &[
         14,
         "revoked_by",
         include_str!("../../migrations/postgres/0014_revoked_by.sql"),
+    ),
+    (
+        15,
+        "pr_locks",
+        include_str!("../../migrations/postgres/0015_pr_locks.sql"),
     ),
 ];
 

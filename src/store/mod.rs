@@ -52,7 +52,7 @@ pub use effects::{CommentKey, Effect};
 pub use events::{ChainError, EventActor, EventKind, EventRecord, GENESIS_HASH, NewEvent};
 pub use grants::Granted;
 pub use jobs::{Job, JobId, JobKind, Lane};
-pub use locks::RemovalLock;
+pub use locks::{PrKey, RemovalLock};
 pub use requests::{
     EXTENSION_HOLD_FOR, ExtensionHold, RequestRecord, RequestState, RevokeReason, Stamp,
     StoredDecision,

@@ -206,7 +206,7 @@ impl Workflow {
         if self.request_on(thread).await?.is_some() {
             return Ok(());
         }
-        self.handle_missed_change(number).await
+        self.refusing_once(self.handle_missed_change(number)).await
     }
 
     /// A change request the catch-up found (see [`Self::may_have_missed`]): decided as it is

@@ -11,7 +11,7 @@ use crate::command::{Command, CommandKind, parse_commands};
 use crate::comment;
 use crate::duration::HumanDuration;
 use crate::forge::Actor;
-use crate::forge::Thread;
+use crate::forge::{Thread, unmarked};
 use crate::names::{Login, Name, RequestId, Ticket};
 use crate::policy::decision::{Context, Rule};
 use crate::policy::{Decision, Policy, PolicySet, Problem, evaluate};
@@ -180,9 +180,12 @@ impl Workflow {
         if about_a_pending_request {
             self.decide_if_never_heard(thread).await?;
         }
+        let has = |kind| commands.iter().flatten().any(|c| c.kind() == kind);
+        let contradicts = has(CommandKind::Approve) && has(CommandKind::Deny);
         for command in commands {
             match command {
                 Err(err) => malformed.push(err),
+                Ok(Command::Approve | Command::Deny { .. }) if contradicts => {}
                 Ok(Command::Request { .. }) if requested => extra_requests += 1,
                 // A comment's extension is its one effect (kept by comment id): a second one
                 // would find it done and say nothing.
@@ -194,6 +197,10 @@ impl Workflow {
                         .await?;
                 }
             }
+        }
+        if contradicts {
+            self.reply(thread, comment::approve_and_deny_comment())
+                .await?;
         }
         if !malformed.is_empty() {
             self.reply(thread, &comment::parse_errors_comment(&malformed))
@@ -313,10 +320,28 @@ impl Workflow {
             .map(|record| self.asked_here(record))
             .collect();
         Ok(if here.is_empty() {
+            if self.refused_here(thread).await? {
+                return Ok(comment::request_refused_here_comment(
+                    verb,
+                    self.forge.kind(),
+                ));
+            }
             comment::no_request_here_comment(verb, self.forge.kind())
         } else {
             comment::on_its_request_pr_comment(verb, &here, self.forge.kind())
         })
+    }
+
+    /// Whether the bot refused a request on PR `thread` (one read of its notes): on a PR
+    /// without a request record, the refusal is why.
+    async fn refused_here(&self, thread: Thread) -> anyhow::Result<bool> {
+        if !matches!(thread, Thread::Change(_)) {
+            return Ok(false);
+        }
+        let notes = self.forge.notes(thread).await?;
+        Ok(notes
+            .iter()
+            .any(|note| note.author_id == self.bot.id && comment::is_refusal(unmarked(&note.body))))
     }
 
     /// How closed request `record` was closed, from its last closing event.
@@ -886,12 +911,8 @@ impl Workflow {
             lines.push((self.asked_here(&record), detail));
         }
         if lines.is_empty() {
-            return self
-                .reply(
-                    thread,
-                    &comment::no_request_here_comment("status", self.forge.kind()),
-                )
-                .await;
+            let said = self.no_request_here(thread, "status").await?;
+            return self.reply(thread, &said).await;
         }
         self.reply(thread, &comment::asked_here_status_comment(&lines))
             .await

@@ -22,6 +22,7 @@ mod guard;
 mod lifecycle;
 mod once;
 mod ordering;
+mod pr_lock;
 mod pull_request;
 mod recheck;
 mod reconcile;
@@ -179,11 +180,19 @@ impl Workflow {
         }
     }
 
-    /// Holds the lock of PR `number` (striped: unrelated PRs rarely share one).
-    async fn lock_pr(&self, number: u64) -> tokio::sync::MutexGuard<'_, ()> {
-        self.stripes[(number % STRIPES as u64) as usize]
+    /// Holds the lock of PR `number`: this process's (striped: unrelated PRs rarely share
+    /// one), then on PostgreSQL the replicas' (`pr_lock`).
+    async fn lock_pr(&self, number: u64) -> pr_lock::PrGuard<'_> {
+        let local = self.stripes[(number % STRIPES as u64) as usize]
             .lock()
-            .await
+            .await;
+        let key = crate::store::PrKey {
+            forge: self.forge_kind(),
+            repository: self.settings.repository.clone(),
+            number,
+        };
+        let shared = pr_lock::across_replicas(&self.store, &self.clock, key).await;
+        pr_lock::PrGuard::new(local, shared)
     }
 
     fn now(&self) -> DateTime<Utc> {

@@ -10,6 +10,11 @@ pub(super) const GRANTED: &str = "🔓";
 /// The first character of the revoked note.
 pub(super) const REVOKED: &str = "🔒";
 
+tokio::task_local! {
+    /// Set by [`Workflow::refusing_once`].
+    static SAID_ANY_TIME: ();
+}
+
 impl Workflow {
     /// Posts `body` on `thread` unless the bot already posted a note starting with `marker`
     /// there. A crash between the post and the step's end is the one case this cannot see
@@ -31,8 +36,29 @@ impl Workflow {
     /// Says a refusal on change `number` unless the bot's latest note there says the same, so
     /// that deciding a refused head again (its webhook late, redelivered or handled again after
     /// a crash, or the catch-up at start) does not repeat it (one read of the thread).
+    /// Within [`Workflow::refusing_once`], unless any note of the bot's there says the same.
     pub(super) async fn say_refusal(&self, number: u64, text: &str) -> anyhow::Result<()> {
-        self.note_unless_latest(Thread::Change(number), text).await
+        let thread = Thread::Change(number);
+        if SAID_ANY_TIME.try_with(|_| ()).is_err() {
+            return self.note_unless_latest(thread, text).await;
+        }
+        let notes = self.forge.notes(thread).await?;
+        let said = notes.iter().any(|note| {
+            note.author_id == self.bot.id && unmarked(&note.body).trim_end() == text.trim_end()
+        });
+        if !said {
+            self.forge.note(thread, text).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `work` (a command deciding a PR the bot has no record of) so that a refusal it says
+    /// is not said again when the bot said it there before, however long ago: the command's
+    /// own answer follows it, so "unless the latest note says the same" repeated the refusal
+    /// at every command.
+    pub(super) async fn refusing_once<T>(&self, work: impl Future<Output = T>) -> T {
+        // Boxed: a decision's future is large, and a scope holds it by value.
+        SAID_ANY_TIME.scope((), Box::pin(work)).await
     }
 
     /// Says `text` on `thread` unless the bot's latest note there says the same (one read).
