@@ -393,12 +393,14 @@ fn reactions(names: &[String], forge: ForgeKind) -> String {
 /// How an approver approves on `forge`, the command aside.
 fn approval_ways(names: &[String], forge: ForgeKind) -> String {
     match forge {
+        // Not on the bot's comment: an emoji there is not an approval, and GitHub sends no
+        // webhook that would let the bot say so.
         ForgeKind::GitHub => format!(
-            "a {} reaction on this PR, an approving review",
+            "a {} reaction on the PR itself (its description at the top, not this comment), an approving review",
             reactions(names, forge)
         ),
         ForgeKind::GitLab => format!(
-            "a {} emoji on this MR, the **Approve** button",
+            "a {} emoji on the MR itself (below its description, not on this comment), the **Approve** button",
             reactions(names, forge)
         ),
     }
@@ -1585,6 +1587,23 @@ pub fn draft_note(forge: ForgeKind) -> String {
 pub fn reopened_comment(new_pr: &str) -> String {
     format!(
         "🔁 This request needs a grant file rendered by breakglass, and breakglass writes only to its own branches: it re-opened the request as {new_pr}. Approve it there."
+    )
+}
+
+/// An approver's approval emoji on one of the bot's notes (GitLab), while the request awaits an
+/// approval, or the review of a fast-path grant (`review`): it counts only on the MR itself.
+pub fn emoji_on_a_note_comment(approver: &str, emoji: &str, review: bool) -> String {
+    let (what, command) = if review {
+        ("reviews", "`/breakglass reviewed`")
+    } else {
+        (
+            "approves",
+            "the **Approve** button, or `/breakglass approve`",
+        )
+    };
+    format!(
+        "@{approver}, your {} is on breakglass's comment, and an emoji there {what} nothing. Put it on the MR itself (below its description), or use {command}.",
+        code(&format!(":{}:", crate::forge::gitlab::award_name(emoji)))
     )
 }
 

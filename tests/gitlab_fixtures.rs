@@ -488,6 +488,38 @@ fn emoji_on_a_note_is_ignored() {
     );
 }
 
+/// The published example moved onto a merge request's note: told apart from an emoji on the
+/// merge request, with the note's author (the bot answers an approver's emoji on its own note).
+#[test]
+fn emoji_on_a_merge_requests_note_names_the_notes_author() {
+    let (Some(mut emoji), Some(mr)) = (fixture("emoji"), fixture("merge_request")) else {
+        return;
+    };
+    let object = emoji.as_object_mut().unwrap();
+    object.remove("issue");
+    object.insert("merge_request".into(), mr["object_attributes"].clone());
+    emoji["note"]["noteable_type"] = json!("MergeRequest");
+    assert_eq!(
+        parse_value("Emoji Hook", &emoji).event,
+        ForgeEvent::NoteReaction {
+            number: 1,
+            note_author_id: 1,
+            content: "+1".into(),
+            user: root(),
+        }
+    );
+    let mut revoked = emoji;
+    revoked["event_type"] = json!("revoke");
+    revoked["object_attributes"]["action"] = json!("revoke");
+    assert_eq!(
+        parse_value("Emoji Hook", &revoked).event,
+        ForgeEvent::Ignored {
+            event: "Emoji Hook.Note".into()
+        },
+        "taking an emoji off a note says nothing"
+    );
+}
+
 #[test]
 fn emoji_on_an_issue_or_a_merge_request_is_a_reaction() {
     let (Some(emoji), Some(mr)) = (fixture("emoji"), fixture("merge_request")) else {

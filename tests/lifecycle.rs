@@ -20,8 +20,12 @@ on_both_forges!(
         s.settle().await;
         // Each forge's own words: GitLab's award is `thumbsup`, its approval the Approve button.
         let ways = match s.dialect {
-            Dialect::GitHub => "a `:+1:` reaction on this PR, an approving review",
-            Dialect::GitLab => "a `:thumbsup:` emoji on this MR, the **Approve** button",
+            Dialect::GitHub => {
+                "a `:+1:` reaction on the PR itself (its description at the top, not this comment), an approving review"
+            }
+            Dialect::GitLab => {
+                "a `:thumbsup:` emoji on the MR itself (below its description, not on this comment), the **Approve** button"
+            }
         };
         assert_eq!(
             s.next_bot_comment(pr),

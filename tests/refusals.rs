@@ -2376,3 +2376,39 @@ on_both_forges!(
         assert!(!s.change(pr).merged);
     }
 );
+
+// GitLab: an approver's 👍 on breakglass's comment (its verdict) instead of on the MR approves
+// nothing and is answered with where it counts; the requester's and an outsider's get nothing,
+// so that nobody else's emoji makes the bot talk. (GitHub sends no event for a reaction on a
+// comment; there the verdict says where to react.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approvers_emoji_on_the_bots_comment_is_answered_with_where_it_counts() {
+    let s = Scenario::on_gitlab().await;
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    let verdict = s
+        .forge
+        .gl_notes(REPO, breakglass_test_forge::Noteable::MergeRequest(pr))
+        .into_iter()
+        .find(|note| note.body.starts_with("✅"))
+        .expect("the verdict note");
+    for who in [&s.people.mallory, &s.people.alice] {
+        s.forge.gl_award_note(REPO, verdict.id, who, "thumbsup");
+    }
+    s.settle().await;
+    s.expect_no_bot_comment(pr);
+    s.forge
+        .gl_award_note(REPO, verdict.id, &s.people.carol, "thumbsup");
+    s.settle().await;
+    s.expect_bot_comments(
+        pr,
+        &["@carol, your `:thumbsup:` is on breakglass's comment, and an emoji there approves nothing. Put it on the MR itself (below its description), or use the **Approve** button, or `/breakglass approve`."],
+    );
+    assert_eq!(s.request("r1").await.state, RequestState::Pending);
+    assert!(!s.change(pr).merged);
+    s.approve(pr, &s.people.carol);
+    s.settle().await;
+    assert!(s.change(pr).merged, "an emoji on the MR itself approves");
+    s.take_bot_comments(pr);
+}

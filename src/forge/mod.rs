@@ -219,6 +219,17 @@ pub enum ForgeEvent {
         user: Actor,
         created_at: DateTime<Utc>,
     },
+    /// An emoji put on a note of a merge request (GitLab's Emoji Hook; GitHub sends nothing for
+    /// reactions on comments, nor lists them with the PR's). Never an approval: an approver's
+    /// approval emoji on the bot's own note is answered with where it counts.
+    NoteReaction {
+        /// The merge request's iid.
+        number: u64,
+        /// Who wrote the note.
+        note_author_id: u64,
+        content: String,
+        user: Actor,
+    },
     Push {
         /// Full ref, e.g. `refs/heads/main`.
         git_ref: String,

@@ -909,6 +909,48 @@ impl Workflow {
             .map(drop)
     }
 
+    /// An emoji on a note of merge request `number` (GitLab tells; GitHub does not): never an
+    /// approval. An approver's approval emoji on the bot's own note, while the request awaits an
+    /// approval or a review, is answered with where it counts (not again while that answer is
+    /// the bot's latest note: the emoji may be toggled). Anyone else's gets nothing, so that an
+    /// outsider's emoji cannot make the bot talk.
+    pub(super) async fn emoji_on_a_note(
+        &self,
+        number: u64,
+        note_author_id: u64,
+        content: &str,
+        user: &Actor,
+    ) -> anyhow::Result<()> {
+        if note_author_id != self.bot.id || user.is_bot || user.id == self.bot.id {
+            return Ok(());
+        }
+        let repo = &self.settings.repository;
+        let Some(record) = self
+            .store
+            .find_request_by_pr(self.forge_kind(), repo, number)
+            .await?
+        else {
+            return Ok(());
+        };
+        let review = awaits_review(&record);
+        if !(record.state == RequestState::Pending || review) || user.id == record.requester_id {
+            return Ok(());
+        }
+        let (_, Ok(policies)) = self.load_policies().await? else {
+            return Ok(());
+        };
+        let Some(policy) = policies.get(record.environment.as_str()) else {
+            return Ok(());
+        };
+        if !policy.approval_reactions.iter().any(|r| r == content)
+            || !self.is_approver(policy, user).await?
+        {
+            return Ok(());
+        }
+        let text = comment::emoji_on_a_note_comment(&user.login, content, review);
+        self.note_unless_latest(Thread::Change(number), &text).await
+    }
+
     /// Reaction approvals whose reaction is gone no longer count.
     async fn withdraw_removed_reactions(
         &self,

@@ -274,6 +274,7 @@ impl Workflow {
             ForgeEvent::PullRequest { .. }
             | ForgeEvent::IssueDescribedCommand { .. }
             | ForgeEvent::Push { .. }
+            | ForgeEvent::NoteReaction { .. }
             | ForgeEvent::MissedChange { .. }
             | ForgeEvent::MissedReview { .. } => false,
         }
@@ -292,6 +293,7 @@ impl Workflow {
             | ForgeEvent::Review { pull_request, .. } => Some(pull_request.number),
             ForgeEvent::Comment { number, .. }
             | ForgeEvent::Reaction { number, .. }
+            | ForgeEvent::NoteReaction { number, .. }
             | ForgeEvent::MissedChange { number }
             | ForgeEvent::MissedReview { number, .. } => Some(*number),
             _ => None,
@@ -326,6 +328,15 @@ impl Workflow {
             ForgeEvent::Comment { .. } => self.dispatch_comment(delivery).await,
             ForgeEvent::Review { .. } => self.dispatch_review(&delivery.event).await,
             ForgeEvent::Reaction { .. } => self.dispatch_reaction(&delivery.event).await,
+            ForgeEvent::NoteReaction {
+                number,
+                note_author_id,
+                content,
+                user,
+            } => {
+                self.emoji_on_a_note(*number, *note_author_id, content, user)
+                    .await
+            }
             ForgeEvent::Push {
                 git_ref,
                 before,

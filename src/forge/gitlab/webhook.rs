@@ -299,8 +299,9 @@ fn update_action(p: &MergeRequestPayload) -> PullRequestAction {
     PullRequestAction::Edited
 }
 
-/// An award on an issue or merge request. Awards on notes are ignored: the bot counts emoji on
-/// the merge request itself.
+/// An award on an issue or merge request. The bot counts emoji on the merge request itself; an
+/// award put on a merge request's note is told apart (see [`ForgeEvent::NoteReaction`]), and
+/// others on notes are ignored.
 fn emoji_event(p: EmojiPayload, event: &str) -> ForgeEvent {
     let award = p.object_attributes;
     let action = match award.action.as_deref().or(p.event_type.as_deref()) {
@@ -312,6 +313,17 @@ fn emoji_event(p: EmojiPayload, event: &str) -> ForgeEvent {
     {
         ("MergeRequest", Some(mr), _) => (mr.iid, true),
         ("Issue", _, Some(issue)) => (issue.iid, false),
+        ("Note", Some(mr), _) if action == ReactionAction::Added => {
+            let Some(note) = p.note else {
+                return ignored(event, "Note");
+            };
+            return ForgeEvent::NoteReaction {
+                number: mr.iid,
+                note_author_id: note.author_id,
+                content: reaction_name(&award.name),
+                user: p.user.into(),
+            };
+        }
         (other, _, _) => return ignored(event, other),
     };
     ForgeEvent::Reaction {
@@ -601,12 +613,20 @@ struct EmojiPayload {
     event_type: Option<String>,
     user: User,
     object_attributes: Award,
+    /// The note an award on a note is on.
+    #[serde(default)]
+    note: Option<AwardedNote>,
     #[serde(default)]
     merge_request: Option<Iid>,
     #[serde(default)]
     issue: Option<Iid>,
     #[serde(default)]
     project: Option<Project>,
+}
+
+#[derive(Deserialize)]
+struct AwardedNote {
+    author_id: u64,
 }
 
 #[derive(Deserialize)]
