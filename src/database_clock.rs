@@ -62,10 +62,11 @@ impl DatabaseClock {
     /// Measures the offset again and keeps it.
     pub async fn resync(&self, store: &Store) -> Result<TimeDelta, StoreError> {
         let mut best: Option<(Duration, TimeDelta)> = None;
+        let mut reader = store.clock_reader().await?;
         for _ in 0..SAMPLES {
             let sent = Instant::now();
             let host_before = self.host.now();
-            let database = store.database_time().await?;
+            let database = reader.read().await?;
             let round_trip = sent.elapsed();
             // The server read its clock somewhere in the round trip; its middle is the guess
             // whose error is at most half of it.
@@ -93,12 +94,12 @@ impl DatabaseClock {
         if far {
             tracing::warn!(
                 offset_ms,
-                "this host's clock is off from the database's; breakglass keeps time by the database's so that replicas agree, but synchronise both (NTP)"
+                "this host's clock and the database server's disagree (offset_ms: the database's ahead of this host's); breakglass keeps time by the database's, so that replicas agree, and that is also the time expiries are kept by and AWS sessions are cut at: synchronise both clocks (NTP)"
             );
         } else {
             tracing::info!(
                 offset_ms,
-                "this host's clock agrees with the database's again"
+                "this host's clock and the database server's agree again"
             );
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use breakglass::clock::{Clock, SystemClock};
-use breakglass::service::standalone::{REPO, SECRET, Standalone};
+use breakglass::service::standalone::{REPO, SECRET, Setup, Standalone};
 use breakglass::store::Store;
 
 /// A signed `issue_comment` delivery for our repository with delivery id `id`.
@@ -258,4 +258,43 @@ async fn a_request_pr_whose_webhook_was_refused_is_caught_up_when_the_database_i
     }
     let Standalone { running, .. } = service;
     running.shutdown().await;
+}
+
+/// A host clock an hour ahead of the true time (and of the test database's, on this machine).
+#[derive(Debug)]
+struct HourAhead;
+
+impl Clock for HourAhead {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::TimeDelta::hours(1)
+    }
+}
+
+/// The service as production starts it on PostgreSQL (`database_clock`): on a host whose
+/// clock is an hour ahead it keeps the database's time, and the task keeping it in step ends
+/// with the service (a stop does not wait out its grace for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_on_postgres_keeps_time_by_the_databases_clock() {
+    let Some((_store, db)) = breakglass::store::testing::postgres_store().await else {
+        eprintln!("SKIPPED: BREAKGLASS_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let setup = Setup {
+        database_url: Some(db.url().to_owned()),
+        database_clock: true,
+        ..Setup::default()
+    };
+    let service =
+        Standalone::start_with(setup, Arc::new(HourAhead), Duration::from_millis(50)).await;
+    let running = service.running;
+    let now = running.workflows.shared().clock.now();
+    let off = (now - chrono::Utc::now()).abs();
+    assert!(off < chrono::TimeDelta::milliseconds(500), "off by {off}");
+    let stopping = Instant::now();
+    running.shutdown().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopping.elapsed()
+    );
 }

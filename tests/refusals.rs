@@ -2412,3 +2412,82 @@ async fn an_approvers_emoji_on_the_bots_comment_is_answered_with_where_it_counts
     assert!(s.change(pr).merged, "an emoji on the MR itself approves");
     s.take_bot_comments(pr);
 }
+
+// The requester's own deny (a withdrawal) written with an approve (which never counts for the
+// requester) is clear: the request is withdrawn, and the approve answered as it always is.
+on_both_forges!(
+    a_requesters_deny_beside_an_approve_still_withdraws,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(
+            pr,
+            &s.people.alice,
+            "/breakglass deny changed my mind\n/breakglass approve",
+        );
+        s.settle().await;
+        let said = s.take_bot_comments(pr);
+        assert!(
+            !said.iter().any(|c| c.contains("took neither")),
+            "{said:#?}"
+        );
+        assert_ne!(
+            s.request("r1").await.state,
+            RequestState::Pending,
+            "{said:#?}"
+        );
+        assert!(!s.change(pr).merged);
+    }
+);
+
+// A refusal is said again when the version refused comes back after another refusal: the
+// requester pushes error B over error A, then A again with the push's webhook lost; a command
+// decides the head again and says A's refusal (the latest above was B's), then points to it.
+on_both_forges!(
+    a_refusal_pushed_back_after_another_is_said_again_when_a_command_finds_it,
+    |s: Scenario| async move {
+        const BAD_A: &str = "environment: prod\nrole: admin\nduration: 2 hours\nreason: x\n";
+        const BAD_B: &str = "environment: prod\nrole: admin\nduration: 7 weeks\nreason: x\n";
+        let file = "requests/prod/broken.yaml";
+        let pr = s.open_request(&s.people.alice, "prod", "broken", BAD_A);
+        s.settle().await;
+        let [refused_a] = <[String; 1]>::try_from(s.take_bot_comments(pr)).unwrap();
+        assert!(refused_a.starts_with("❌"), "{refused_a}");
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge.push_files(
+            REPO,
+            "request-broken",
+            &s.people.alice,
+            &[(file, BAD_B)],
+            "b",
+        );
+        s.settle().await;
+        let [refused_b] = <[String; 1]>::try_from(s.take_bot_comments(pr)).unwrap();
+        assert!(
+            refused_b.starts_with("❌") && refused_b != refused_a,
+            "{refused_b}"
+        );
+        s.forge.set_webhooks_paused(true);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.forge.push_files(
+            REPO,
+            "request-broken",
+            &s.people.alice,
+            &[(file, BAD_A)],
+            "a again",
+        );
+        s.forge.set_webhooks_paused(false); // that push's webhook was lost
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.carol, "/breakglass status");
+        s.settle().await;
+        let said = s.take_bot_comments(pr);
+        assert_eq!(said.len(), 2, "{said:#?}");
+        assert_eq!(said[0], refused_a);
+        assert!(
+            said[1].starts_with("`/breakglass status` needs a request"),
+            "{said:#?}"
+        );
+    }
+);

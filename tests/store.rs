@@ -451,6 +451,14 @@ async fn a_replica_whose_clock_is_an_hour_off_keeps_time_by_the_databases() {
             Utc::now() + TimeDelta::seconds(3600),
             tolerance
         ));
+
+        // A database that does not answer: the measurement fails, the last offset stays.
+        store.close().await;
+        ensure!(clock.resync(&store).await.is_err());
+        ensure!(
+            close_to(clock.now(), Utc::now(), tolerance),
+            "the last offset is kept"
+        );
         Ok(())
     })
     .await;

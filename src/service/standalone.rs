@@ -26,6 +26,9 @@ pub struct Setup<'a> {
     pub files: &'a [(&'a str, &'a str)],
     /// Changes to the service's configuration.
     pub configure: fn(&mut Config),
+    /// [`Options::database_clock`]: on PostgreSQL, keep time by the database's clock instead of
+    /// the one given.
+    pub database_clock: bool,
 }
 
 impl Default for Setup<'_> {
@@ -34,6 +37,7 @@ impl Default for Setup<'_> {
             database_url: None,
             files: &[],
             configure: |_| {},
+            database_clock: false,
         }
     }
 }
@@ -92,7 +96,7 @@ impl Standalone {
         (setup.configure)(&mut config);
         let options = Options {
             clock,
-            database_clock: false,
+            database_clock: setup.database_clock,
             tick,
             templates_dir: None,
             env: |_| None,

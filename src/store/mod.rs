@@ -208,6 +208,28 @@ impl StoreError {
     }
 }
 
+/// See [`Store::clock_reader`].
+pub struct ClockReader {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    backend: Backend,
+}
+
+impl ClockReader {
+    /// [`Store::database_time`], on this reader's connection.
+    pub async fn read(&mut self) -> Result<DateTime<Utc>, StoreError> {
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS now"
+            }
+            Backend::Sqlite => {
+                "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now"
+            }
+        };
+        let row = sqlx::query(sql).fetch_one(&mut *self.conn).await?;
+        row::Fields::new(&row, "clock", "now").time("now")
+    }
+}
+
 /// The connection pool and the backend it talks to. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -327,16 +349,16 @@ impl Store {
     /// (the server's clock, the one every replica sharing the database can read), SQLite's
     /// `now` (this host's clock).
     pub async fn database_time(&self) -> Result<DateTime<Utc>, StoreError> {
-        let sql = match self.backend {
-            Backend::Postgres => {
-                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS now"
-            }
-            Backend::Sqlite => {
-                "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now"
-            }
-        };
-        let row = sqlx::query(sql).fetch_one(&mut *self.conn().await?).await?;
-        row::Fields::new(&row, "clock", "now").time("now")
+        self.clock_reader().await?.read().await
+    }
+
+    /// A connection kept for reading the database's clock several times, so that waiting for
+    /// a pooled connection is not part of the reads' round trips.
+    pub async fn clock_reader(&self) -> Result<ClockReader, StoreError> {
+        Ok(ClockReader {
+            conn: self.conn().await?,
+            backend: self.backend,
+        })
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {

@@ -180,8 +180,15 @@ impl Workflow {
         if about_a_pending_request {
             self.decide_if_never_heard(thread).await?;
         }
+        // An approver's approve and deny in one comment cannot both be meant. (The requester's
+        // deny is a withdrawal, and their approve never counts: that comment is clear.)
         let has = |kind| commands.iter().flatten().any(|c| c.kind() == kind);
-        let contradicts = has(CommandKind::Approve) && has(CommandKind::Deny);
+        let contradicts = has(CommandKind::Approve)
+            && has(CommandKind::Deny)
+            && self
+                .request_on(thread)
+                .await?
+                .is_none_or(|record| record.requester_id != author.id);
         for command in commands {
             match command {
                 Err(err) => malformed.push(err),

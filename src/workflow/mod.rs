@@ -120,8 +120,8 @@ pub struct Workflow {
     /// Wakes the job workers when a job is scheduled to run now.
     pub wake_jobs: Arc<JobWakes>,
     /// Serializes the work on one PR within this process (a webhook and a timer for the same
-    /// request would otherwise race); across replicas the store's optimistic lock does it.
-    stripes: Arc<[tokio::sync::Mutex<()>; STRIPES]>,
+    /// request would otherwise race); across replicas, `pr_lock`'s rows on PostgreSQL.
+    stripes: Arc<[Arc<tokio::sync::Mutex<()>>; STRIPES]>,
     /// Policies and memberships kept in memory (see [`cache`]).
     caches: Arc<cache::Caches>,
     /// Verdict comments being posted, which their merges wait for (see [`ordering`]).
@@ -165,7 +165,7 @@ impl Workflow {
             metrics,
             settings: Arc::new(settings),
             wake_jobs: Arc::new(JobWakes::default()),
-            stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            stripes: Arc::new(std::array::from_fn(|_| Arc::default())),
             caches: Arc::default(),
             verdicts: Arc::default(),
         }
@@ -182,9 +182,10 @@ impl Workflow {
 
     /// Holds the lock of PR `number`: this process's (striped: unrelated PRs rarely share
     /// one), then on PostgreSQL the replicas' (`pr_lock`).
-    async fn lock_pr(&self, number: u64) -> pr_lock::PrGuard<'_> {
+    async fn lock_pr(&self, number: u64) -> pr_lock::PrGuard {
         let local = self.stripes[(number % STRIPES as u64) as usize]
-            .lock()
+            .clone()
+            .lock_owned()
             .await;
         let key = crate::store::PrKey {
             forge: self.forge_kind(),

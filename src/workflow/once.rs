@@ -36,26 +36,34 @@ impl Workflow {
     /// Says a refusal on change `number` unless the bot's latest note there says the same, so
     /// that deciding a refused head again (its webhook late, redelivered or handled again after
     /// a crash, or the catch-up at start) does not repeat it (one read of the thread).
-    /// Within [`Workflow::refusing_once`], unless any note of the bot's there says the same.
+    /// Within [`Workflow::refusing_once`], unless the bot's latest refusal there (its latest
+    /// ⛔ or ❌ note, or one saying the same) says the same.
     pub(super) async fn say_refusal(&self, number: u64, text: &str) -> anyhow::Result<()> {
         let thread = Thread::Change(number);
         if SAID_ANY_TIME.try_with(|_| ()).is_err() {
             return self.note_unless_latest(thread, text).await;
         }
         let notes = self.forge.notes(thread).await?;
-        let said = notes.iter().any(|note| {
-            note.author_id == self.bot.id && unmarked(&note.body).trim_end() == text.trim_end()
-        });
-        if !said {
+        let same = |body: &str| body.trim_end() == text.trim_end();
+        // Of equal times the last listed (the forges list notes oldest first).
+        let latest = notes
+            .iter()
+            .filter(|note| note.author_id == self.bot.id)
+            .filter(|note| {
+                let body = unmarked(&note.body);
+                crate::comment::is_refusal(body) || same(body)
+            })
+            .max_by_key(|note| note.created_at);
+        if !latest.is_some_and(|note| same(unmarked(&note.body))) {
             self.forge.note(thread, text).await?;
         }
         Ok(())
     }
 
     /// Runs `work` (a command deciding a PR the bot has no record of) so that a refusal it says
-    /// is not said again when the bot said it there before, however long ago: the command's
-    /// own answer follows it, so "unless the latest note says the same" repeated the refusal
-    /// at every command.
+    /// is not said again while it is the bot's latest refusal there: the command's own answer
+    /// follows it, so "unless the latest note says the same" repeated the refusal at every
+    /// command. (A refusal of a version pushed back, after another's, is said again.)
     pub(super) async fn refusing_once<T>(&self, work: impl Future<Output = T>) -> T {
         // Boxed: a decision's future is large, and a scope holds it by value.
         SAID_ANY_TIME.scope((), Box::pin(work)).await

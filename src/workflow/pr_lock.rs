@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::store::{Backend, PrKey, Store};
+use crate::store::{Backend, PrKey, Store, StoreError};
 
 /// How long a row stays held without a heartbeat, as the service's job and delivery leases.
 const LEASE: Duration = Duration::from_secs(2);
@@ -26,30 +26,108 @@ const MAX_HOLD: Duration = Duration::from_secs(120);
 const MAX_WAIT_STEP: Duration = Duration::from_millis(50);
 
 /// Held while work runs on a PR; dropping it lets the next one in.
-pub(super) struct PrGuard<'a> {
-    // Declared first, so dropped first: the row is let go before the local turn passes on.
-    _shared: Option<SharedPrLock>,
-    _local: tokio::sync::MutexGuard<'a, ()>,
+pub(super) struct PrGuard {
+    shared: Option<SharedPrLock>,
+    local: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl<'a> PrGuard<'a> {
+impl PrGuard {
     pub(super) fn new(
-        local: tokio::sync::MutexGuard<'a, ()>,
+        local: tokio::sync::OwnedMutexGuard<()>,
         shared: Option<SharedPrLock>,
     ) -> Self {
         Self {
-            _shared: shared,
-            _local: local,
+            shared,
+            local: Some(local),
         }
     }
 }
 
-/// This replica's row in `pr_locks`, renewed until dropped.
+impl Drop for PrGuard {
+    fn drop(&mut self) {
+        // The process's turn passes on only once the row is gone: the next holder here (the
+        // merge job an approval woke, say) then takes the row at its first try instead of
+        // finding it still there and waiting.
+        if let Some(shared) = &mut self.shared {
+            shared.then_release = self.local.take();
+        }
+    }
+}
+
+/// This replica's row in `pr_locks`, renewed until dropped; dropping it deletes the row (in
+/// the background, since a drop cannot wait), then lets go of `then_release`.
 pub(super) struct SharedPrLock {
+    row: Row,
+    heartbeat: JoinHandle<()>,
+    then_release: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// A row of `pr_locks` as one hold of it names it.
+#[derive(Clone)]
+struct Row {
     store: Store,
     key: PrKey,
     holder: String,
-    heartbeat: JoinHandle<()>,
+}
+
+impl Row {
+    /// Deletes the row if it is still this hold's, in the background, then drops `then`. The
+    /// delete waits at most a second: past that the row lapses by itself, and the process's
+    /// turn must not wait on a database that does not answer.
+    fn delete_then(self, then: Option<tokio::sync::OwnedMutexGuard<()>>) {
+        // Outside a runtime (one shutting down) the row lapses by itself.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let deleted = self.store.unlock_pr(&self.key, &self.holder);
+            match tokio::time::timeout(Duration::from_secs(1), deleted).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(pr = self.key.number, %err, "cannot let go of the PR's lock; it lapses in 2 s");
+                }
+                Err(_) => {
+                    tracing::warn!(pr = self.key.number, "letting go of the PR's lock takes over a second; it lapses in 2 s");
+                }
+            }
+            drop(then);
+        });
+    }
+}
+
+/// A row a try took, until the hold is made of it: dropped unclaimed (the caller gave up while
+/// the try was on its way: a revoke's 1 s wait, an aborted task), it deletes the row, so that
+/// no row is left without a holder to renew or delete it (every replica would wait out its
+/// lease). The try runs in a task of its own, so the delete comes after the insert it undoes.
+struct Taken(Option<Row>);
+
+impl Taken {
+    fn claim(mut self) -> Option<Row> {
+        self.0.take()
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if let Some(row) = self.0.take() {
+            row.delete_then(None);
+        }
+    }
+}
+
+/// One try at `row`, carried to the end even if its caller gives up.
+async fn try_taking(row: &Row, clock: &Arc<dyn Clock>) -> Result<Option<Taken>, StoreError> {
+    let (row, now) = (row.clone(), clock.now());
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let taken = row
+            .store
+            .try_lock_pr(&row.key, &row.holder, now, LEASE)
+            .await;
+        // Sent back; if the caller is gone the `Taken` is dropped here and deletes the row.
+        let _ = answer.send(taken.map(|taken| taken.then(|| Taken(Some(row)))));
+    });
+    answered.await.unwrap_or(Ok(None))
 }
 
 /// On PostgreSQL, waits for PR `key`'s row and holds it; `None` on SQLite (one process), or
@@ -64,17 +142,21 @@ pub(super) async fn across_replicas(
         return None;
     }
     // One holder per hold: a hold that lapsed cannot let go of its successor's.
-    let holder = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+    let row = Row {
+        store: store.clone(),
+        key,
+        holder: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
+    };
     let mut pause = Duration::from_millis(5);
     loop {
-        match store.try_lock_pr(&key, &holder, clock.now(), LEASE).await {
-            Ok(true) => return Some(SharedPrLock::hold(store, clock, key, holder)),
-            Ok(false) => {
+        match try_taking(&row, clock).await {
+            Ok(Some(taken)) => return taken.claim().map(|row| SharedPrLock::hold(row, clock)),
+            Ok(None) => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_WAIT_STEP);
             }
             Err(err) => {
-                tracing::warn!(pr = key.number, %err, "cannot take the PR's lock across replicas; going on under this process's");
+                tracing::warn!(pr = row.key.number, %err, "cannot take the PR's lock across replicas; going on under this process's");
                 return None;
             }
         }
@@ -82,38 +164,43 @@ pub(super) async fn across_replicas(
 }
 
 impl SharedPrLock {
-    fn hold(store: &Store, clock: &Arc<dyn Clock>, key: PrKey, holder: String) -> Self {
+    fn hold(row: Row, clock: &Arc<dyn Clock>) -> Self {
         let heartbeat = tokio::spawn({
-            let (store, clock, key, holder) =
-                (store.clone(), clock.clone(), key.clone(), holder.clone());
+            let (row, clock) = (row.clone(), clock.clone());
             async move {
                 let started = Instant::now();
                 loop {
                     tokio::time::sleep(HEARTBEAT).await;
                     if started.elapsed() >= MAX_HOLD {
+                        tracing::warn!(
+                            pr = row.key.number,
+                            "work on the PR has held its lock for 2 minutes; it is no longer renewed, and another replica may take the PR in 2 s"
+                        );
                         return;
                     }
-                    match store.renew_pr_lock(&key, &holder, clock.now(), LEASE).await {
+                    let renewed =
+                        row.store
+                            .renew_pr_lock(&row.key, &row.holder, clock.now(), LEASE);
+                    match renewed.await {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::warn!(
-                                pr = key.number,
+                                pr = row.key.number,
                                 "the PR's lock lapsed and another replica took it"
                             );
                             return;
                         }
                         Err(err) => {
-                            tracing::warn!(pr = key.number, %err, "cannot renew the PR's lock")
+                            tracing::warn!(pr = row.key.number, %err, "cannot renew the PR's lock")
                         }
                     }
                 }
             }
         });
         Self {
-            store: store.clone(),
-            key,
-            holder,
+            row,
             heartbeat,
+            then_release: None,
         }
     }
 }
@@ -121,20 +208,7 @@ impl SharedPrLock {
 impl Drop for SharedPrLock {
     fn drop(&mut self) {
         self.heartbeat.abort();
-        let (store, key, holder) = (
-            self.store.clone(),
-            self.key.clone(),
-            std::mem::take(&mut self.holder),
-        );
-        // Dropped inside the service's runtime; outside one (a runtime shutting down), the
-        // row lapses on its own.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(err) = store.unlock_pr(&key, &holder).await {
-                    tracing::warn!(pr = key.number, %err, "cannot let go of the PR's lock; it lapses in 2 s");
-                }
-            });
-        }
+        self.row.clone().delete_then(self.then_release.take());
     }
 }
 
@@ -187,6 +261,32 @@ mod tests {
             .expect("taken soon after it is let go")
             .unwrap();
         assert!(taken);
+    }
+
+    /// Attempts given up at any point (a revoke's 1 s wait, an aborted task), some while
+    /// their insert was on its way: none leaves a row behind, which every replica would then
+    /// wait out (and, on a test's stopped clock, forever).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_attempt_given_up_leaves_no_row_behind() {
+        let Some((store, _database)) = postgres_store().await else {
+            eprintln!("SKIPPED: no PostgreSQL");
+            return;
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut given_up = 0;
+        for n in 0..300u64 {
+            let wait = Duration::from_micros(n * 7 % 1500);
+            let attempt = across_replicas(&store, &clock, key(n));
+            given_up += usize::from(tokio::time::timeout(wait, attempt).await.is_err());
+        }
+        assert!(given_up > 0, "some attempts were given up");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM pr_locks")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let left: i64 = sqlx::Row::try_get(&row, "n").unwrap();
+        assert_eq!(left, 0, "{given_up} attempts given up");
     }
 
     /// A replica that died mid-work (its heartbeat gone, its row left): the row lapses and
