@@ -180,15 +180,7 @@ impl Workflow {
         if about_a_pending_request {
             self.decide_if_never_heard(thread).await?;
         }
-        // An approver's approve and deny in one comment cannot both be meant. (The requester's
-        // deny is a withdrawal, and their approve never counts: that comment is clear.)
-        let has = |kind| commands.iter().flatten().any(|c| c.kind() == kind);
-        let contradicts = has(CommandKind::Approve)
-            && has(CommandKind::Deny)
-            && self
-                .request_on(thread)
-                .await?
-                .is_none_or(|record| record.requester_id != author.id);
+        let contradicts = self.contradicts(&commands, thread, author).await?;
         for command in commands {
             match command {
                 Err(err) => malformed.push(err),
@@ -1088,6 +1080,27 @@ impl Workflow {
     }
 
     /// Whether `actor` is an approver of the request's environment (by the default branch's policy).
+    /// Whether a comment's commands approve and deny one request by one of its approvers: both
+    /// cannot be meant. (The requester's deny is a withdrawal and their approve never counts;
+    /// anyone else may do neither and is told so for each: those comments are clear.)
+    async fn contradicts(
+        &self,
+        commands: &[Result<Command, crate::command::CommandParseError>],
+        thread: Thread,
+        author: &Actor,
+    ) -> anyhow::Result<bool> {
+        let has = |kind| commands.iter().flatten().any(|c| c.kind() == kind);
+        if !(has(CommandKind::Approve) && has(CommandKind::Deny)) {
+            return Ok(false);
+        }
+        match self.request_on(thread).await? {
+            Some(record) if record.requester_id != author.id => {
+                self.approver_of(&record, author).await
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn approver_of(&self, record: &RequestRecord, actor: &Actor) -> anyhow::Result<bool> {
         let (_, policies) = self.load_policies().await?;
         let Ok(policies) = policies else {
