@@ -948,7 +948,7 @@ pub fn no_request_here_comment(command: &str, forge: ForgeKind) -> String {
 pub fn request_refused_here_comment(command: &str, forge: ForgeKind) -> String {
     let pr = noun(forge);
     format!(
-        "`/breakglass {command}` needs a request breakglass could read, and this {pr}'s was refused: see breakglass's comment above for what to fix. Push the fix and breakglass decides this {pr} again."
+        "`/breakglass {command}` needs a request breakglass could read, and this {pr}'s was refused: breakglass's comment above says why and what to do."
     )
 }
 

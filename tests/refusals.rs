@@ -2358,7 +2358,7 @@ on_both_forges!(
         let noun = s.pr();
         let pointer = |verb: &str| {
             format!(
-                "`/breakglass {verb}` needs a request breakglass could read, and this {noun}'s was refused: see breakglass's comment above for what to fix. Push the fix and breakglass decides this {noun} again."
+                "`/breakglass {verb}` needs a request breakglass could read, and this {noun}'s was refused: breakglass's comment above says why and what to do."
             )
         };
         for (who, verb) in [

@@ -830,7 +830,7 @@ on_both_forges!(
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(!s.change(pr).merged);
-        s.expect_bot_comments(pr, &[&format!("`/breakglass approve` works on a breakglass request {pr}; this is not one (or it is not in a state where it applies).", pr = s.pr())]);
+        s.expect_bot_comments(pr, &[&format!("`/breakglass approve` needs a request breakglass could read, and this {pr}'s was refused: breakglass's comment above says why and what to do.", pr = s.pr())]);
         assert_eq!(s.forge.branch_sha(REPO, "main"), main_before);
     }
 );
