@@ -799,6 +799,16 @@ async fn a_revoke_is_resumed_only_while_the_request_is_revoking_and_has_none_due
             (jobs.len(), jobs[0].id, jobs[0].run_at),
             (1, at_expiry, t(5))
         );
+        // One that ran and failed waits out its backoff (a provider that needs a person is
+        // not called again at every pass).
+        store.claim_due_jobs("w", t(5), LEASE, 10).await?;
+        assert!(
+            store
+                .retry_job(at_expiry, "w", "AccessDenied", t(300))
+                .await?
+        );
+        assert!(!store.resume_revoke(&late.id, t(6)).await?);
+        assert_eq!(store.jobs_for_request(&late.id).await?[0].run_at, t(300));
         Ok(())
     })
     .await;

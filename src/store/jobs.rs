@@ -187,8 +187,9 @@ pub async fn schedule_job(
 /// Gives a request stuck in `Revoking` its revoke job back, due at `now`, in one statement:
 /// nothing happens if the request has left `Revoking` meanwhile or a revoke job is due by
 /// then (a reconciliation pass racing the revoke it would resume); one due later (still at
-/// the expiry: the write that should have moved it to now was lost) is moved to `now`.
-/// `true` if a job was created or moved.
+/// the expiry: the write that should have moved it to now was lost) is moved to `now`, unless
+/// it ran and failed (it waits out its backoff: a provider that needs a person is not called
+/// again at every pass). `true` if a job was created or moved.
 pub async fn resume_revoke(
     conn: &mut AnyConnection,
     request_id: &RequestId,
@@ -198,7 +199,7 @@ pub async fn resume_revoke(
         "INSERT INTO jobs (kind, request_id, run_at, attempts, created_at) \
          SELECT $1, id, $3, 0, $3 FROM requests WHERE id = $2 AND state = $4 \
          ON CONFLICT (kind, request_id) DO UPDATE SET run_at = excluded.run_at, rescheduled = 1 \
-         WHERE jobs.run_at > excluded.run_at",
+         WHERE jobs.run_at > excluded.run_at AND jobs.attempts = 0",
     )
     .bind(JobKind::Revoke.as_str())
     .bind(request_id.as_str())
