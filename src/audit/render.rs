@@ -340,12 +340,26 @@ fn markdown_escape(text: &str) -> String {
 /// read as a formula (starting with `=`, `+`, `-`, `@`, tab or CR) gets a leading `'`, so
 /// that opening the file never runs a formula someone wrote in a reason; other control and
 /// bidirectional characters (an escape sequence in a trailer) are shown escaped, as in the
-/// table, line ends kept. UTF-8, no BOM.
+/// table, line ends kept. UTF-8, no BOM. An anomaly that no grant row carries (forged
+/// trailers with no grant, a file that landed without the bot, a revoke of nothing) follows
+/// as a row of its own with only `request_id` and `anomalies` filled, so that no format drops
+/// one.
 pub fn csv(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     csv_record(out, KEYS.iter().copied())?;
     for row in &report.grants {
         let cells = cells(row, true);
         csv_record(out, cells.iter().map(|c| c.as_deref().unwrap_or("")))?;
+    }
+    let on_a_row = |anomaly: &Anomaly| {
+        report.grants.iter().any(|row| {
+            row.request_id == anomaly.request_id && row.anomalies.contains(&anomaly.kind)
+        })
+    };
+    for anomaly in report.anomalies.iter().filter(|a| !on_a_row(a)) {
+        let mut cells = [""; KEYS.len()];
+        cells[0] = &anomaly.request_id;
+        cells[KEYS.len() - 1] = anomaly.kind.as_str();
+        csv_record(out, cells.into_iter())?;
     }
     Ok(())
 }
