@@ -304,7 +304,7 @@ async fn an_approval_beside_a_push_decided_on_another_replica(dialect: Dialect, 
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
     s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
-    s.forge.freeze_clock(s.forge.now() + TimeDelta::seconds(2));
+    s.forge.freeze_clock(s.forge.now());
     let compare: fn(&Method, &str) -> bool =
         |method, path| method == Method::GET && path.contains("/compare");
     s.forge.fail_next(FailureSpec {
@@ -312,13 +312,7 @@ async fn an_approval_beside_a_push_decided_on_another_replica(dialect: Dialect, 
         count: 1,
         kind: FailureKind::AnswerLate(std::time::Duration::from_millis(1500)),
     });
-    s.forge.push_files(
-        REPO,
-        "request-r1",
-        &s.people.alice,
-        &[("requests/prod/r1.yaml", &prod_request("2h"))],
-        "longer",
-    );
+    common::late::push_new_version(&s, "r1"); // two seconds on
     // One replica's worker is now in the slow comparison; the other takes the approval.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     s.forge.advance_clock(TimeDelta::seconds(later));
