@@ -173,6 +173,7 @@ async fn intake_alone(postgres: bool) -> Service {
         gitlab: None,
         metrics: Arc::default(),
         clock: Arc::new(SystemClock),
+        database_clock: None,
         wake: Arc::default(),
         gaps: Arc::default(),
     };

@@ -231,6 +231,7 @@ pub async fn start(config: &Config, mut options: Options) -> anyhow::Result<Runn
         gitlab: intakes.gitlab,
         metrics,
         clock: options.clock.clone(),
+        database_clock: database_clock.clone(),
         wake: wake_deliveries.clone(),
         gaps: gaps.clone(),
     };

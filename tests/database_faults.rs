@@ -290,6 +290,19 @@ async fn a_service_on_postgres_keeps_time_by_the_databases_clock() {
     let now = running.workflows.shared().clock.now();
     let off = (now - chrono::Utc::now()).abs();
     assert!(off < chrono::TimeDelta::milliseconds(500), "off by {off}");
+    // `/metrics` says how far this host's clock is from the database's: an hour behind it.
+    let metrics = reqwest::get(format!("http://{}/metrics", running.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("breakglass_database_clock_offset_seconds "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let offset: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((offset + 3600.0).abs() < 0.5, "{line}");
     let stopping = Instant::now();
     running.shutdown().await;
     assert!(

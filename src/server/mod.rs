@@ -37,6 +37,9 @@ pub struct AppState {
     pub gitlab: Option<Intake>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// On PostgreSQL, the clock the service keeps (the database's): `/metrics` shows how far
+    /// it is from this host's.
+    pub database_clock: Option<Arc<crate::database_clock::DatabaseClock>>,
     /// Wakes the delivery worker as soon as something was stored.
     pub wake: Arc<Notify>,
     /// Where deliveries may have been lost: intake opens one for every delivery it refuses.
@@ -127,6 +130,15 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::workflow::gauges::render(&state.store, state.clock.now(), &mut text).await
     {
         tracing::warn!(%err, "metrics: cannot read gauges from the database");
+    }
+    if let Some(clock) = &state.database_clock {
+        let offset = clock.offset().num_milliseconds() as f64 / 1000.0;
+        crate::metrics::render_gauge(
+            &mut text,
+            "breakglass_database_clock_offset_seconds",
+            "How far the database server's clock, which replicas keep time by, is ahead of this host's (negative: behind).",
+            &[(String::new(), offset)],
+        );
     }
     (
         [(
