@@ -99,7 +99,7 @@ async fn handled_once_each(store: &Store, n: i64) {
 
 /// Turns connections to `database` off (and ends the open ones) or back on.
 async fn allow_connections(admin: &Store, database: &str, allow: bool) {
-    // The name is the test's own random `breakglass_test_<hex>`: safe to splice.
+    // The name is the test's own slot, `breakglass_pool_<hex>_<n>`: safe to splice.
     assert!(
         database
             .bytes()

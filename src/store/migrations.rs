@@ -195,6 +195,23 @@ pub(crate) fn migrator(backend: Backend) -> Migrator {
     )
 }
 
+/// A name for the schema that this backend's migrations build: the same for the same
+/// migrations, another as soon as one is added or changed (tests copy a database migrated
+/// once per schema, see [`super::testing`]).
+pub(crate) fn schema_fingerprint(backend: Backend) -> String {
+    use sha2::{Digest, Sha256};
+    let sources = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    let mut hasher = Sha256::new();
+    for (version, description, sql) in sources {
+        hasher.update(format!("{version}\0{description}\0{}\0", sql.len()));
+        hasher.update(sql.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

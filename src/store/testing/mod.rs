@@ -4,7 +4,9 @@
 //! [`sqlite_store`] opens a fresh SQLite file in a temporary directory. [`postgres_store`]
 //! creates a fresh database `breakglass_test_<random>` on the server named by
 //! `BREAKGLASS_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`), so tests
-//! run in parallel without seeing each other, and drops it when its guard is dropped. On a
+//! run in parallel without seeing each other, and drops it when its guard is dropped. It is a
+//! copy of `breakglass_template_<fingerprint>`, migrated once per set of migrations and kept
+//! on the server (one per schema; a stale one can be dropped by hand at any time). On a
 //! local server add `?sslmode=disable`: TLS handshakes in a debug build make the PostgreSQL
 //! run of `tests/store.rs` about four times slower (18 s instead of 4.5 s here).
 //! [`for_each_backend`] runs one test body on SQLite and, when the variable is set, on
@@ -16,9 +18,10 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::{AssertSqlSafe, Connection, Executor};
-
 use super::Store;
+
+mod postgres;
+pub use postgres::{PostgresDatabase, postgres_store};
 
 /// The environment variable naming a PostgreSQL server for tests.
 pub const DATABASE_URL_VAR: &str = "BREAKGLASS_TEST_DATABASE_URL";
@@ -72,80 +75,6 @@ pub async fn sqlite_store() -> (Store, TempDir) {
 /// The URL of the SQLite file `breakglass.db` in `dir`, e.g. to reopen a store.
 pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("breakglass.db").display())
-}
-
-/// A PostgreSQL database created for one test; dropped (best effort) when this is dropped.
-#[derive(Debug)]
-pub struct PostgresDatabase {
-    server_url: String,
-    name: String,
-    url: String,
-}
-
-impl PostgresDatabase {
-    /// The database's own URL (e.g. to open a second store on it, as a second replica).
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-}
-
-impl Drop for PostgresDatabase {
-    fn drop(&mut self) {
-        let server_url = self.server_url.clone();
-        let drop_sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        // Drop is synchronous and may run inside a runtime that must not be blocked on, so
-        // the DROP runs on its own thread with its own small runtime. WITH (FORCE) ends any
-        // connection a pool has not closed yet.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut conn = sqlx::AnyConnection::connect(&server_url).await.ok()?;
-                conn.execute(AssertSqlSafe(drop_sql)).await.ok()?;
-                conn.close().await.ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("note: could not drop test database {}", self.name);
-        }
-    }
-}
-
-/// A migrated store on a new PostgreSQL database, or `None` when
-/// `BREAKGLASS_TEST_DATABASE_URL` is not set.
-pub async fn postgres_store() -> Option<(Store, PostgresDatabase)> {
-    let server_url = std::env::var(DATABASE_URL_VAR)
-        .ok()
-        .filter(|url| !url.is_empty())?;
-    sqlx::any::install_default_drivers();
-    let name = format!("breakglass_test_{:016x}", rand::random::<u64>());
-    let mut url = url::Url::parse(&server_url)
-        .unwrap_or_else(|err| panic!("{DATABASE_URL_VAR} is not a URL: {err}"));
-    url.set_path(&name);
-    let mut admin = sqlx::AnyConnection::connect(&server_url)
-        .await
-        .unwrap_or_else(|err| panic!("connect to {DATABASE_URL_VAR}: {err}"));
-    admin
-        .execute(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .await
-        .unwrap_or_else(|err| panic!("create test database {name}: {err}"));
-    let _ = admin.close().await;
-    let database = PostgresDatabase {
-        server_url,
-        name,
-        url: url.to_string(),
-    };
-    let store = Store::connect(database.url())
-        .await
-        .expect("open the PostgreSQL test database");
-    store
-        .migrate()
-        .await
-        .expect("migrate the PostgreSQL test database");
-    Some((store, database))
 }
 
 /// Runs `test` on a fresh SQLite store, then on a fresh PostgreSQL store when
