@@ -1,5 +1,5 @@
 //! `cargo bench --bench access`: time to access on the bot's side, and what a lifecycle costs
-//! in forge calls. The real service (SQLite file) against the test forge on loopback, GitHub
+//! in forge calls. The real service (SQLite file; PostgreSQL too, below) against the test forge on loopback, GitHub
 //! dialect, one shared manual clock that only the lifecycle part moves.
 //!
 //! - **Time to access**: an on-call engineer comments `/breakglass oncall 1h -- …` on an issue;
@@ -25,6 +25,10 @@
 //! 1000; 10) set the sample sizes;
 //! `BREAKGLASS_BENCH_PARTS=access,lifecycle,polling` (the default) chooses the parts;
 //! `BREAKGLASS_BENCH_TRACE=1` prints every critical-path call of every request.
+//!
+//! With `BREAKGLASS_TEST_DATABASE_URL` set (a PostgreSQL server, as for the tests), the time
+//! to access is measured on PostgreSQL as well, right after SQLite in the same run: there the
+//! service also takes each PR's lock row across replicas.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +36,7 @@ use std::time::{Duration, Instant};
 use breakglass::clock::{Clock, ManualClock};
 use breakglass::service::standalone::{REPO, SECRET, Setup, Standalone};
 use breakglass::store::Store;
+use breakglass::store::testing::{PostgresDatabase, postgres_store};
 use breakglass_test_forge::{Span, SpanKind, TestForge, User, sequential_round_trips};
 use chrono::{TimeDelta, TimeZone, Utc};
 
@@ -119,14 +124,33 @@ fn main() {
     });
 }
 
-/// The first part: time to access with no added latency and with 50 ms per call.
+/// Where the service keeps its records.
+#[derive(Clone, Copy, PartialEq)]
+enum Database {
+    Sqlite,
+    Postgres,
+}
+
+/// The first part: time to access with no added latency and with 50 ms per call, on SQLite
+/// and, when a server is given, on PostgreSQL.
 async fn time_to_access(requests: usize, slow: usize) {
-    println!("time to access (fast path, /breakglass comment → expiry comment), SQLite:");
+    time_to_access_on(Database::Sqlite, requests, slow).await;
+    if std::env::var_os(breakglass::store::testing::DATABASE_URL_VAR).is_some() {
+        time_to_access_on(Database::Postgres, requests, slow).await;
+    }
+}
+
+async fn time_to_access_on(database: Database, requests: usize, slow: usize) {
+    let name = match database {
+        Database::Sqlite => "SQLite",
+        Database::Postgres => "PostgreSQL",
+    };
+    println!("time to access (fast path, /breakglass comment → expiry comment), {name}:");
     for (latency, count) in [
         (Duration::ZERO, requests),
         (Duration::from_millis(50), slow),
     ] {
-        let world = World::start(latency).await;
+        let world = World::start_on(database, latency).await;
         // A first request of each requester warms the bot's caches (policies, the default
         // branch's head, each requester's team membership for its minute).
         for i in 0..REQUESTERS {
@@ -138,12 +162,12 @@ async fn time_to_access(requests: usize, slow: usize) {
         }
         report(latency, &samples);
     }
-    println!("time from an approving review to the expiry comment, SQLite:");
+    println!("time from an approving review to the expiry comment, {name}:");
     for (latency, count) in [
         (Duration::ZERO, requests.div_ceil(10)),
         (Duration::from_millis(50), slow.div_ceil(10)),
     ] {
-        let world = World::start(latency).await;
+        let world = World::start_on(database, latency).await;
         world.approved_request(0).await;
         let mut samples = Vec::new();
         for i in 1..=count {
@@ -194,13 +218,28 @@ struct World {
     store: Store,
     requesters: Vec<User>,
     issue: u64,
+    /// The PostgreSQL database, given back when the world ends.
+    _database: Option<PostgresDatabase>,
 }
 
 impl World {
     async fn start(latency: Duration) -> World {
+        World::start_on(Database::Sqlite, latency).await
+    }
+
+    async fn start_on(database: Database, latency: Duration) -> World {
         let start = Utc.with_ymd_and_hms(2026, 12, 2, 2, 0, 0).unwrap();
         let clock = ManualClock::new(start);
+        let postgres = match database {
+            Database::Sqlite => None,
+            Database::Postgres => {
+                let (store, database) = postgres_store().await.expect("a PostgreSQL server");
+                store.close().await;
+                Some(database)
+            }
+        };
         let setup = Setup {
+            database_url: postgres.as_ref().map(|db| db.url().to_owned()),
             files: &[("policies/oncall.yaml", POLICY)],
             // The polling part keeps a thousand requests open from a few people.
             configure: |config| config.max_open_requests = 100_000,
@@ -231,6 +270,7 @@ impl World {
             store,
             requesters,
             issue,
+            _database: postgres,
         };
         world.settle().await;
         world.forge().set_latency(latency);

@@ -15,6 +15,11 @@
 //! sequences. A slot whose schema a test changed (a trigger dropped, say) is dropped and
 //! copied again: the schema's fingerprint taken when the slot was copied is kept as the
 //! database's comment and compared before each lease.
+//!
+//! What this gives up: a test's database used to disappear with it, so a task it left running
+//! could only fail. Now its sessions are ended when it lets go, but a task still running in
+//! the same process could connect again once the next test holds the slot. `cargo nextest`
+//! (what `scripts/test` uses) runs every test in a process of its own, which ends with it.
 
 use std::time::Duration;
 
