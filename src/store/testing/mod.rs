@@ -2,11 +2,9 @@
 //! for production use.
 //!
 //! [`sqlite_store`] opens a fresh SQLite file in a temporary directory. [`postgres_store`]
-//! creates a fresh database `breakglass_test_<random>` on the server named by
-//! `BREAKGLASS_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`), so tests
-//! run in parallel without seeing each other, and drops it when its guard is dropped. It is a
-//! copy of `breakglass_template_<fingerprint>`, migrated once per set of migrations and kept
-//! on the server (one per schema; a stale one can be dropped by hand at any time). On a
+//! leases an empty, migrated database on the server named by `BREAKGLASS_TEST_DATABASE_URL`
+//! (e.g. `postgres://postgres@127.0.0.1:5432/test`) from a pool kept there, so tests run in
+//! parallel without seeing each other (the `postgres` module says how). On a
 //! local server add `?sslmode=disable`: TLS handshakes in a debug build make the PostgreSQL
 //! run of `tests/store.rs` about four times slower (18 s instead of 4.5 s here).
 //! [`for_each_backend`] runs one test body on SQLite and, when the variable is set, on
