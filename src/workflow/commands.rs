@@ -318,16 +318,24 @@ impl Workflow {
             .iter()
             .map(|record| self.asked_here(record))
             .collect();
-        Ok(if here.is_empty() {
-            if self.refused_here(thread).await? {
-                return Ok(comment::request_refused_here_comment(
-                    verb,
-                    self.forge.kind(),
-                ));
-            }
-            comment::no_request_here_comment(verb, self.forge.kind())
+        if here.is_empty() {
+            return self.nothing_asked_here(thread, verb).await;
+        }
+        Ok(comment::on_its_request_pr_comment(
+            verb,
+            &here,
+            self.forge.kind(),
+        ))
+    }
+
+    /// The reply to `/breakglass <verb>` on a thread with no request, where none was asked
+    /// for by comment either: the refusal's pointer on a refused request PR, else the
+    /// general answer.
+    async fn nothing_asked_here(&self, thread: Thread, verb: &str) -> anyhow::Result<String> {
+        Ok(if self.refused_here(thread).await? {
+            comment::request_refused_here_comment(verb, self.forge.kind())
         } else {
-            comment::on_its_request_pr_comment(verb, &here, self.forge.kind())
+            comment::no_request_here_comment(verb, self.forge.kind())
         })
     }
 
@@ -910,7 +918,7 @@ impl Workflow {
             lines.push((self.asked_here(&record), detail));
         }
         if lines.is_empty() {
-            let said = self.no_request_here(thread, "status").await?;
+            let said = self.nothing_asked_here(thread, "status").await?;
             return self.reply(thread, &said).await;
         }
         self.reply(thread, &comment::asked_here_status_comment(&lines))
