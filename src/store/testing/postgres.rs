@@ -17,9 +17,10 @@
 //! database's comment and compared before each lease.
 //!
 //! What this gives up: a test's database used to disappear with it, so a task it left running
-//! could only fail. Now its sessions are ended when it lets go, but a task still running in
-//! the same process could connect again once the next test holds the slot. `cargo nextest`
-//! (what `scripts/test` uses) runs every test in a process of its own, which ends with it.
+//! could only fail. Now connections to the slot are turned off and its sessions ended when
+//! the test lets go, and kept out while the next lease empties it; a task of the last
+//! holder's still running after that could connect again. `cargo nextest` (what
+//! `scripts/test` uses) runs every test in a process of its own, which ends with it.
 
 use std::time::Duration;
 
@@ -61,10 +62,11 @@ impl PostgresDatabase {
 }
 
 impl Drop for PostgresDatabase {
-    /// Ends the sessions the test left open before the slot is given back (the next lease
-    /// would end them too; a long test process would collect them meanwhile). Drop is
-    /// synchronous and may run inside a runtime that must not be blocked on, so this runs on
-    /// a thread of its own with its own small runtime.
+    /// Turns connections to the slot off and ends the sessions the test left open before the
+    /// slot is given back, so that a task the test left running cannot reconnect and write
+    /// into the next test's database (the next lease turns them on again once it has emptied
+    /// the slot). Drop is synchronous and may run inside a runtime that must not be blocked
+    /// on, so this runs on a thread of its own with its own small runtime.
     fn drop(&mut self) {
         let server_url = self.server_url.clone();
         let name = self.name.clone();
@@ -75,7 +77,8 @@ impl Drop for PostgresDatabase {
                 .ok()?;
             runtime.block_on(async {
                 let mut conn = AnyConnection::connect(&server_url).await.ok()?;
-                let ended = end_sessions(&mut conn, &name).await;
+                allow_connections(&mut conn, &name, false).await.ok()?;
+                let ended = end_sessions(&mut conn, &name, 0).await;
                 conn.close().await.ok()?;
                 ended.then_some(())
             })
@@ -145,12 +148,30 @@ async fn lease_slot(admin: &mut AnyConnection, server_url: &str, template: &str)
 /// Empties a leased slot; `false` when it cannot be trusted to be as copied (its schema
 /// changed, or emptying it failed).
 async fn empty_slot(admin: &mut AnyConnection, server_url: &str, name: &str) -> bool {
-    let allowed = admin
-        .execute(AssertSqlSafe(format!(
-            "ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS true"
-        )))
-        .await;
-    if allowed.is_err() || !end_sessions(admin, name).await {
+    // Turned off by the last holder (or by a test): on for as long as this connection takes.
+    if allow_connections(admin, name, true).await.is_err() {
+        return false;
+    }
+    let Ok(mut conn) = AnyConnection::connect(&database_url(server_url, name)).await else {
+        return false;
+    };
+    let emptied = empty_with(admin, &mut conn, name).await;
+    let _ = conn.close().await;
+    emptied && allow_connections(admin, name, true).await.is_ok()
+}
+
+/// Empties slot `name` through `conn`, with every other session ended and kept out
+/// meanwhile (a task of the last holder's still running could get in while connections were
+/// on).
+async fn empty_with(admin: &mut AnyConnection, conn: &mut AnyConnection, name: &str) -> bool {
+    let Ok(own) = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await
+    else {
+        return false;
+    };
+    if allow_connections(admin, name, false).await.is_err() || !end_sessions(admin, name, own).await
+    {
         return false;
     }
     let expected: Option<String> = sqlx::query_scalar(
@@ -160,25 +181,34 @@ async fn empty_slot(admin: &mut AnyConnection, server_url: &str, name: &str) -> 
     .fetch_one(&mut *admin)
     .await
     .unwrap_or_default();
-    let Ok(mut conn) = AnyConnection::connect(&database_url(server_url, name)).await else {
-        return false;
-    };
-    let emptied = match schema_fingerprint(&mut conn).await {
-        Ok(found) if Some(&found) == expected.as_ref() => delete_all_rows(&mut conn).await,
+    match schema_fingerprint(conn).await {
+        Ok(found) if Some(&found) == expected.as_ref() => delete_all_rows(conn).await,
         _ => false,
-    };
-    let _ = conn.close().await;
-    emptied
+    }
 }
 
-/// Ends every other session on `name` and waits until they are gone.
-async fn end_sessions(admin: &mut AnyConnection, name: &str) -> bool {
+async fn allow_connections(
+    admin: &mut AnyConnection,
+    name: &str,
+    allow: bool,
+) -> Result<(), sqlx::Error> {
+    admin
+        .execute(AssertSqlSafe(format!(
+            "ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS {allow}"
+        )))
+        .await
+        .map(drop)
+}
+
+/// Ends every session on `name` but `keep`'s (and the asker's) and waits until they are gone.
+async fn end_sessions(admin: &mut AnyConnection, name: &str, keep: i32) -> bool {
     for _ in 0..250 {
         let left: i64 = match sqlx::query_scalar(
             "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
+             WHERE datname = $1 AND pid <> pg_backend_pid() AND pid <> $2",
         )
         .bind(name)
+        .bind(keep)
         .fetch_one(&mut *admin)
         .await
         {
@@ -349,4 +379,72 @@ fn database_url(server_url: &str, name: &str) -> String {
         .unwrap_or_else(|err| panic!("{DATABASE_URL_VAR} is not a URL: {err}"));
     url.set_path(name);
     url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next holder of a slot finds it empty (rows deleted, sequences restarted, the last
+    /// holder's sessions ended), and a slot whose schema a test changed is copied again.
+    #[tokio::test]
+    async fn a_slot_is_emptied_for_its_next_holder_and_copied_again_when_its_schema_changed() {
+        let Some((store, database)) = postgres_store().await else {
+            eprintln!("SKIPPED postgres: {DATABASE_URL_VAR} not set");
+            return;
+        };
+        let (server_url, name) = (database.server_url.clone(), database.name.clone());
+        sqlx::query("INSERT INTO pr_locks VALUES ('github', 'acme/requests', 1, 'a', 0)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("SELECT nextval('jobs_id_seq')")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        // The store stays open, as a test's leftover pool would.
+        let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let mut admin = AnyConnection::connect(&server_url).await.unwrap();
+        assert!(
+            empty_slot(&mut admin, &server_url, &name).await,
+            "emptied in place"
+        );
+        let mut conn = AnyConnection::connect(&database_url(&server_url, &name))
+            .await
+            .unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pr_locks")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "the last holder's rows are gone");
+        let next: i64 = sqlx::query_scalar("SELECT nextval('jobs_id_seq')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(next, 1, "sequences start again");
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1")
+            .bind(holder)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the last holder's session was ended");
+
+        conn.execute("DROP TRIGGER events_append_only ON events")
+            .await
+            .unwrap();
+        assert!(
+            !empty_slot(&mut admin, &server_url, &name).await,
+            "a changed schema is not trusted"
+        );
+        let template = migrated_template(&mut admin, &server_url).await;
+        copy_slot(&mut admin, &server_url, &template, &name).await;
+        assert!(
+            empty_slot(&mut admin, &server_url, &name).await,
+            "the copy is as the template was"
+        );
+        store.close().await;
+    }
 }
