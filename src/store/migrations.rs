@@ -173,14 +173,18 @@ const POSTGRES: &[Source] = &[
     ),
 ];
 
-/// The migrator for one backend.
-pub(crate) fn migrator(backend: Backend) -> Migrator {
-    let sources = match backend {
+/// The migrations of one backend.
+fn sources(backend: Backend) -> &'static [Source] {
+    match backend {
         Backend::Sqlite => SQLITE,
         Backend::Postgres => POSTGRES,
-    };
+    }
+}
+
+/// The migrator for one backend.
+pub(crate) fn migrator(backend: Backend) -> Migrator {
     Migrator::with_migrations(
-        sources
+        sources(backend)
             .iter()
             .map(|(version, description, sql)| {
                 Migration::new(
@@ -200,12 +204,8 @@ pub(crate) fn migrator(backend: Backend) -> Migrator {
 /// once per schema, see [`super::testing`]).
 pub(crate) fn schema_fingerprint(backend: Backend) -> String {
     use sha2::{Digest, Sha256};
-    let sources = match backend {
-        Backend::Sqlite => SQLITE,
-        Backend::Postgres => POSTGRES,
-    };
     let mut hasher = Sha256::new();
-    for (version, description, sql) in sources {
+    for (version, description, sql) in sources(backend) {
         hasher.update(format!("{version}\0{description}\0{}\0", sql.len()));
         hasher.update(sql.as_bytes());
     }

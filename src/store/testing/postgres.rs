@@ -103,8 +103,9 @@ pub async fn postgres_store() -> Option<(Store, PostgresDatabase)> {
     let mut lease = AnyConnection::connect(&server_url)
         .await
         .unwrap_or_else(|err| panic!("connect to {DATABASE_URL_VAR}: {err}"));
-    let template = migrated_template(&mut lease, &server_url).await;
-    let name = lease_slot(&mut lease, &server_url, &template).await;
+    let schema = migrations::schema_fingerprint(Backend::Postgres);
+    let template = migrated_template(&mut lease, &server_url, &schema).await;
+    let name = lease_slot(&mut lease, &server_url, &schema, &template).await;
     let database = PostgresDatabase {
         url: database_url(&server_url, &name),
         server_url,
@@ -124,8 +125,12 @@ pub async fn postgres_store() -> Option<(Store, PostgresDatabase)> {
 
 /// Takes the first free slot of the pool, copied from `template` and emptied, and returns
 /// its name; `admin` holds the slot's lock from then on.
-async fn lease_slot(admin: &mut AnyConnection, server_url: &str, template: &str) -> String {
-    let schema = template.trim_start_matches("breakglass_template_");
+async fn lease_slot(
+    admin: &mut AnyConnection,
+    server_url: &str,
+    schema: &str,
+    template: &str,
+) -> String {
     for slot in 0..SLOTS {
         let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
             .bind(SLOT_LOCK)
@@ -182,7 +187,7 @@ async fn empty_with(admin: &mut AnyConnection, conn: &mut AnyConnection, name: &
     .await
     .unwrap_or_default();
     match schema_fingerprint(conn).await {
-        Ok(found) if Some(&found) == expected.as_ref() => delete_all_rows(conn).await,
+        Ok(found) if Some(&found) == expected.as_ref() => delete_all_rows(conn).await.is_ok(),
         _ => false,
     }
 }
@@ -226,26 +231,18 @@ async fn end_sessions(admin: &mut AnyConnection, name: &str, keep: i32) -> bool 
 /// Deletes every row but the migrations' and restarts every sequence, in one transaction.
 /// Triggers (the event log's append-only guard, the foreign keys') do not fire for a session
 /// in the `replica` role.
-async fn delete_all_rows(conn: &mut AnyConnection) -> bool {
-    let tables: Vec<String> = match sqlx::query_scalar(
+async fn delete_all_rows(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    let tables: Vec<String> = sqlx::query_scalar(
         "SELECT tablename::text FROM pg_tables \
          WHERE schemaname = 'public' AND tablename <> '_sqlx_migrations'",
     )
     .fetch_all(&mut *conn)
-    .await
-    {
-        Ok(tables) => tables,
-        Err(_) => return false,
-    };
-    let sequences: Vec<String> = match sqlx::query_scalar(
+    .await?;
+    let sequences: Vec<String> = sqlx::query_scalar(
         "SELECT sequencename::text FROM pg_sequences WHERE schemaname = 'public'",
     )
     .fetch_all(&mut *conn)
-    .await
-    {
-        Ok(sequences) => sequences,
-        Err(_) => return false,
-    };
+    .await?;
     let mut sql = String::from("BEGIN; SET LOCAL session_replication_role = replica;");
     for table in &tables {
         sql.push_str(&format!(" DELETE FROM \"{table}\";"));
@@ -254,7 +251,7 @@ async fn delete_all_rows(conn: &mut AnyConnection) -> bool {
         sql.push_str(&format!(" SELECT setval('\"{sequence}\"', 1, false);"));
     }
     sql.push_str(" COMMIT;");
-    conn.execute(AssertSqlSafe(sql)).await.is_ok()
+    conn.execute(AssertSqlSafe(sql)).await.map(drop)
 }
 
 /// Drops what is left of slot `name` and copies it again from `template`, noting the copy's
@@ -315,11 +312,8 @@ async fn schema_fingerprint(conn: &mut AnyConnection) -> Result<String, sqlx::Er
 /// gets a template (and slots) of its own; it is built under another name and renamed when
 /// complete, so a test that dies half-way leaves no half-migrated template behind, and an
 /// advisory lock lets one test process build it while those starting beside it wait.
-async fn migrated_template(admin: &mut AnyConnection, server_url: &str) -> String {
-    let template = format!(
-        "breakglass_template_{}",
-        migrations::schema_fingerprint(Backend::Postgres)
-    );
+async fn migrated_template(admin: &mut AnyConnection, server_url: &str, schema: &str) -> String {
+    let template = format!("breakglass_template_{schema}");
     if database_exists(admin, &template).await {
         return template;
     }
@@ -439,7 +433,8 @@ mod tests {
             !empty_slot(&mut admin, &server_url, &name).await,
             "a changed schema is not trusted"
         );
-        let template = migrated_template(&mut admin, &server_url).await;
+        let schema = migrations::schema_fingerprint(Backend::Postgres);
+        let template = migrated_template(&mut admin, &server_url, &schema).await;
         copy_slot(&mut admin, &server_url, &template, &name).await;
         assert!(
             empty_slot(&mut admin, &server_url, &name).await,
