@@ -1158,8 +1158,11 @@ on_both_forges!(
     an_approved_draft_marked_ready_while_the_bot_is_down_is_merged_when_it_starts,
     |mut s: Scenario| async move {
         let alice = &s.people.alice;
-        let pr = s.open_request(alice, "prod", "r-ready", &prod_request("1h"));
-        s.set_draft(pr, alice, true);
+        let pr = s.before_the_bot_hears(|| {
+            let pr = s.open_request(alice, "prod", "r-ready", &prod_request("1h"));
+            s.set_draft(pr, alice, true);
+            pr
+        });
         s.settle().await;
         s.next_bot_comment(pr);
         s.approve(pr, &s.people.carol);

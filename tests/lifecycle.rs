@@ -1123,8 +1123,11 @@ on_both_forges!(
     a_draft_approved_then_marked_ready_is_merged_without_asking_for_approval_again,
     |s: Scenario| async move {
         let alice = &s.people.alice;
-        let pr = s.open_request(alice, "prod", "r-draft", &prod_request("1h"));
-        s.set_draft(pr, alice, true);
+        let pr = s.before_the_bot_hears(|| {
+            let pr = s.open_request(alice, "prod", "r-draft", &prod_request("1h"));
+            s.set_draft(pr, alice, true);
+            pr
+        });
         s.settle().await;
         let said = s.next_bot_comment(pr);
         assert!(
@@ -1165,9 +1168,12 @@ on_both_forges!(
     a_draft_approved_before_it_is_marked_ready_merges_as_approved_even_on_a_fast_path,
     |s: Scenario| async move {
         let bob = &s.people.bob;
-        let pr = s.open_request(bob, "prod", "r-draft", &prod_request("30m"));
-        s.set_draft(pr, bob, true);
-        s.label(pr, bob, "sev1");
+        let pr = s.before_the_bot_hears(|| {
+            let pr = s.open_request(bob, "prod", "r-draft", &prod_request("30m"));
+            s.set_draft(pr, bob, true);
+            s.label(pr, bob, "sev1");
+            pr
+        });
         s.settle().await;
         s.take_bot_comments(pr);
         s.approve(pr, &s.people.carol);

@@ -652,12 +652,11 @@ on_both_forges!(
 on_both_forges!(
     a_command_out_of_its_state_names_the_state_and_what_applies,
     |s: Scenario| async move {
-        // Labelled before the bot hears of it (see `open_labelled_change`).
-        s.forge.set_webhooks_paused(true);
-        let pr = s.open_request(&s.people.bob, "prod", "r1", &prod_request("30m"));
-        s.label(pr, &s.people.bob, "sev1");
-        s.forge.set_webhooks_paused(false);
-        s.forge.flush_webhooks();
+        let pr = s.before_the_bot_hears(|| {
+            let pr = s.open_request(&s.people.bob, "prod", "r1", &prod_request("30m"));
+            s.label(pr, &s.people.bob, "sev1");
+            pr
+        });
         s.settle().await;
         assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
         s.expect_bot_comments(pr, &["🔓 **Access granted.** @bob"]);
@@ -845,8 +844,11 @@ on_both_forges!(
     an_approval_voided_by_a_push_stays_void_when_the_branch_goes_back,
     |s: Scenario| async move {
         let alice = &s.people.alice;
-        let pr = s.open_request(alice, "prod", "r-aba", &prod_request("1h"));
-        s.set_draft(pr, alice, true);
+        let pr = s.before_the_bot_hears(|| {
+            let pr = s.open_request(alice, "prod", "r-aba", &prod_request("1h"));
+            s.set_draft(pr, alice, true);
+            pr
+        });
         s.settle().await;
         let head_a = s.forge.branch_sha(REPO, "request-r-aba").expect("branch");
         // carol approves A while it is a draft: counted for A, not merged.

@@ -353,12 +353,12 @@ on_every_skew!(
         s.forge.freeze_clock(now);
         let bob = &s.people.bob;
         push_sev1_branch(&s);
-        s.forge.set_webhooks_paused(true);
-        let pr = s.open_change(bob, "sev1-request", "sev1 access");
-        s.label(pr, bob, "sev1");
-        s.emoji_now(pr, &s.people.carol, "+1");
-        s.forge.set_webhooks_paused(false);
-        s.forge.flush_webhooks();
+        let pr = s.before_the_bot_hears(|| {
+            let pr = s.open_change(bob, "sev1-request", "sev1 access");
+            s.label(pr, bob, "sev1");
+            s.emoji_now(pr, &s.people.carol, "+1");
+            pr
+        });
         s.settle().await;
         assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
         s.forge.set_clock(now + TimeDelta::seconds(5));

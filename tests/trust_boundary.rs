@@ -1310,13 +1310,16 @@ fn bob_sev1_pr(s: &Scenario, path: &str, draft: bool, before_label: impl Fn(u64)
         &[(path, &prod_request("1h"))],
         "request",
     );
-    let pr = s.open_change(&s.people.bob, branch, "r1");
-    if draft {
-        s.set_draft(pr, &s.people.bob, true);
-    }
-    before_label(pr);
-    s.label(pr, &s.people.bob, "sev1");
-    pr
+    // Opened as it is meant (a draft, labelled): the bot decides it once, as it is.
+    s.before_the_bot_hears(|| {
+        let pr = s.open_change(&s.people.bob, branch, "r1");
+        if draft {
+            s.set_draft(pr, &s.people.bob, true);
+        }
+        before_label(pr);
+        s.label(pr, &s.people.bob, "sev1");
+        pr
+    })
 }
 
 // 5. A refused merge does not loop.

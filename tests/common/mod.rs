@@ -473,12 +473,22 @@ impl Scenario {
     /// as when the label is put on at once: the bot decides it labelled, whatever the machine's
     /// load makes of the time between the two calls.
     pub fn open_labelled_change(&self, user: &User, branch: &str, title: &str, label: &str) -> u64 {
+        self.before_the_bot_hears(|| {
+            let number = self.open_change(user, branch, title);
+            self.label(number, user, label);
+            number
+        })
+    }
+
+    /// Runs `steps` on the forge with its webhooks held, then sends them: the bot hears of
+    /// them only once all are done, as of a change opened as a draft or labelled at once,
+    /// whatever the machine's load makes of the time between the calls.
+    pub fn before_the_bot_hears<T>(&self, steps: impl FnOnce() -> T) -> T {
         self.forge.set_webhooks_paused(true);
-        let number = self.open_change(user, branch, title);
-        self.label(number, user, label);
+        let done = steps();
         self.forge.set_webhooks_paused(false);
         self.forge.flush_webhooks();
-        number
+        done
     }
 
     /// The test forge's own number of change request `number` (its shared helpers take it).
