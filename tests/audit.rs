@@ -1388,8 +1388,11 @@ async fn the_audit_reads_what_the_bot_writes() {
         &[("requests/prod/r-sev1.yaml", yaml)],
         "request",
     );
-    let sev1 = s.forge.open_pr(REPO, &s.people.bob, "b-sev1", "sev1", "");
-    s.forge.label(REPO, sev1, &s.people.bob, "sev1");
+    let sev1 = s.before_the_bot_hears(|| {
+        let sev1 = s.forge.open_pr(REPO, &s.people.bob, "b-sev1", "sev1", "");
+        s.forge.label(REPO, sev1, &s.people.bob, "sev1");
+        sev1
+    });
     s.settle().await;
     s.advance(TimeDelta::minutes(45));
     s.settle().await;

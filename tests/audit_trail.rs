@@ -16,9 +16,11 @@ fn sev1_request(s: &Scenario, id: &str) -> u64 {
         &[(&format!("requests/prod/{id}.yaml"), yaml)],
         "request",
     );
-    let pr = s.forge.open_pr(REPO, &s.people.bob, &branch, "sev1", "");
-    s.forge.label(REPO, pr, &s.people.bob, "sev1");
-    pr
+    s.before_the_bot_hears(|| {
+        let pr = s.forge.open_pr(REPO, &s.people.bob, &branch, "sev1", "");
+        s.forge.label(REPO, pr, &s.people.bob, "sev1");
+        pr
+    })
 }
 
 on_both_backends!(

@@ -436,14 +436,16 @@ on_both_forges!(
         }
         s.forge.advance_clock(TimeDelta::seconds(2));
         let yaml = five_hours.replace("5h", "45m");
-        s.forge.push_files(
-            REPO,
-            "request-r-old",
-            bob,
-            &[("requests/prod/r-old.yaml", &yaml)],
-            "45m",
-        );
-        s.label(pr, bob, "sev1");
+        s.before_the_bot_hears(|| {
+            s.forge.push_files(
+                REPO,
+                "request-r-old",
+                bob,
+                &[("requests/prod/r-old.yaml", &yaml)],
+                "45m",
+            );
+            s.label(pr, bob, "sev1");
+        });
         s.settle().await;
         assert!(s.change(pr).merged);
         s.emoji(pr, bob, "hooray"); // changes what a poll sees

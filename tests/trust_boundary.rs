@@ -142,14 +142,14 @@ on_both_forges!(
         let pr = s.granted("r1", "1h").await;
         let revert = s.revert_pr("r1").await;
         let branch = s.change(revert).head_ref;
-        s.forge.push_files(
+        // The commit pushed (read from the branch afterwards, it may be the bot's already).
+        let pushed = s.forge.push_files(
             REPO,
             &branch,
             &s.people.mallory,
             &[("requests/prod/r1.yaml", &prod_request("4h"))],
             "keep my access",
         );
-        let pushed = s.forge.branch_sha(REPO, &branch).unwrap();
         s.settle().await;
         let put_back = s.change(revert).head_sha;
         assert_ne!(put_back, pushed);
@@ -2539,10 +2539,14 @@ on_both_forges!(
         // lists what the PR changes, the branch is at B: he force-pushes B just before each
         // listing and A right after it, and the webhooks of those pushes come late.
         let only_request = request_then_a_policy(&s, BOBS_BRANCH);
-        let pr = s.open_change(&s.people.bob, BOBS_BRANCH, "r1");
-        push_away_and_back_around_each_listing(&s, BOBS_BRANCH, only_request);
         let policy = s.forge.file_on(REPO, "main", "policies/prod.yaml").unwrap();
-        s.label(pr, &s.people.bob, "sev1");
+        // Heard by the bot only once all is set: every listing it makes is detoured.
+        let pr = s.before_the_bot_hears(|| {
+            let pr = s.open_change(&s.people.bob, BOBS_BRANCH, "r1");
+            push_away_and_back_around_each_listing(&s, BOBS_BRANCH, only_request);
+            s.label(pr, &s.people.bob, "sev1");
+            pr
+        });
         s.settle().await;
         s.advance(TimeDelta::minutes(2));
         s.settle().await;

@@ -69,6 +69,19 @@
 //! Org-owned repositories add `organization`; a configured app adds `installation`. No `ping`
 //! is sent when a hook is added, so a test sees only the events it caused.
 //!
+//! # Hunting races
+//!
+//! A test that makes several changes in a row (open a PR, mark it a draft, label it) and
+//! expects the bot to hear them together races the bot: under load it may handle the first
+//! before the second is made. Two knobs, read from the environment, widen such windows so
+//! that a run finds them; neither is set in normal runs:
+//!
+//! - `BREAKGLASS_TEST_FORGE_LINGER_MS`: after each change the test makes that sends a webhook,
+//!   the test waits this long, so that the bot handles each change on its own. A test that
+//!   means its changes to be heard together makes them with webhooks paused.
+//! - `BREAKGLASS_TEST_FORGE_DELIVERY_DELAY_MS`: each delivery waits this long before it is
+//!   sent, so that the test's next changes come first.
+//!
 //! # GitLab dialect
 //!
 //! Every project is also served as GitLab's REST v4 under [`TestForge::gitlab_api_url`]

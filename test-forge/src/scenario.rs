@@ -54,7 +54,7 @@ fn changes(list: &[FileChange]) -> Vec<git::Change> {
 
 impl TestForge {
     fn with_state<T>(&self, f: impl FnOnce(&mut ForgeState) -> T) -> T {
-        f(&mut self.shared.lock())
+        self.shared.test_side(f)
     }
 
     #[track_caller]

@@ -48,6 +48,21 @@ impl Shared {
         relock(&self.state)
     }
 
+    /// A change made by the test (not through the API): `f` runs on the state, then, when
+    /// `BREAKGLASS_TEST_FORGE_LINGER_MS` is set and the change sent a webhook, the test waits
+    /// that long, lock released, so that the bot handles each step on its own (see the crate
+    /// doc's "Hunting races").
+    pub fn test_side<T>(&self, f: impl FnOnce(&mut ForgeState) -> T) -> T {
+        let sent_before = self.hub.queued_so_far();
+        let done = f(&mut self.lock());
+        if let Some(linger) = crate::webhooks::knob("BREAKGLASS_TEST_FORGE_LINGER_MS")
+            && self.hub.queued_so_far() > sent_before
+        {
+            std::thread::sleep(linger);
+        }
+        done
+    }
+
     pub fn count_call(&self, method: &Method, route: &str) {
         let mut c = relock(&self.calls);
         c.total += 1;

@@ -59,6 +59,7 @@ struct Job {
 struct HubShared {
     inner: Mutex<HubInner>,
     pending: watch::Sender<usize>,
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 /// The webhook registry and delivery log.
@@ -98,6 +99,7 @@ impl WebhookHub {
         let shared = Arc::new(HubShared {
             inner: Mutex::new(HubInner::default()),
             pending,
+            queued: Default::default(),
         });
         tokio::spawn(sender(shared.clone(), rx, timeline));
         Arc::new(WebhookHub { shared, tx })
@@ -132,6 +134,13 @@ impl WebhookHub {
 
     pub fn set_paused(&self, paused: bool) {
         lock(&self.shared).paused = paused;
+    }
+
+    /// How many deliveries were ever queued for sending (the paused ones not yet).
+    pub fn queued_so_far(&self) -> usize {
+        self.shared
+            .queued
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records one delivery per GitHub hook and queues it unless deliveries are paused.
@@ -194,6 +203,9 @@ impl WebhookHub {
 
     fn queue(&self, index: usize) {
         self.shared.pending.send_modify(|n| *n += 1);
+        self.shared
+            .queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.tx.send(Job { index }).is_err() {
             self.shared
                 .pending
@@ -325,6 +337,9 @@ async fn sender(
                 .zip(inner.send_as.get(job.index).cloned())
         };
         if let Some((d, send_as)) = found {
+            if let Some(delay) = knob("BREAKGLASS_TEST_FORGE_DELIVERY_DELAY_MS") {
+                tokio::time::sleep(delay).await;
+            }
             let started = std::time::Instant::now();
             let event = d.event.clone();
             let status = match &send_as.dialect {
@@ -344,4 +359,11 @@ async fn sender(
         }
         shared.pending.send_modify(|n| *n = n.saturating_sub(1));
     }
+}
+
+/// A race-hunting knob: a duration in milliseconds from the environment, unset or 0 for none
+/// (see the crate doc's "Hunting races").
+pub(crate) fn knob(name: &str) -> Option<Duration> {
+    let ms: u64 = std::env::var(name).ok()?.parse().ok()?;
+    (ms > 0).then(|| Duration::from_millis(ms))
 }

@@ -18,7 +18,7 @@ fn ok<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) -> T {
 
 impl TestForge {
     fn gl_state<T>(&self, f: impl FnOnce(&mut ForgeState) -> T) -> T {
-        f(&mut self.shared.lock())
+        self.shared.test_side(f)
     }
 
     /// The GitLab API base URL to give a GitLab client, e.g. `http://127.0.0.1:41234/api/v4`.
