@@ -393,8 +393,8 @@ fn reactions(names: &[String], forge: ForgeKind) -> String {
 /// How an approver approves on `forge`, the command aside.
 fn approval_ways(names: &[String], forge: ForgeKind) -> String {
     match forge {
-        // Not on the bot's comment: an emoji there is not an approval, and GitHub sends no
-        // webhook that would let the bot say so.
+        // Not on the bot's comment: an emoji there is not an approval (the poll sees one on
+        // the bot's latest comment only, and answers it with where it counts).
         ForgeKind::GitHub => format!(
             "a {} reaction on the PR itself (its description at the top, not this comment), an approving review",
             reactions(names, forge)
@@ -1592,18 +1592,33 @@ pub fn reopened_comment(new_pr: &str) -> String {
 
 /// An approver's approval emoji on one of the bot's notes (GitLab), while the request awaits an
 /// approval, or the review of a fast-path grant (`review`): it counts only on the MR itself.
-pub fn emoji_on_a_note_comment(approver: &str, emoji: &str, review: bool) -> String {
-    let (what, command) = if review {
-        ("reviews", "`/breakglass reviewed`")
-    } else {
-        (
+pub fn emoji_on_a_note_comment(
+    approver: &str,
+    emoji: &str,
+    review: bool,
+    forge: ForgeKind,
+) -> String {
+    let (what, command) = match (review, forge) {
+        (true, _) => ("reviews", "`/breakglass reviewed`"),
+        (false, ForgeKind::GitHub) => ("approves", "an approving review, or `/breakglass approve`"),
+        (false, ForgeKind::GitLab) => (
             "approves",
             "the **Approve** button, or `/breakglass approve`",
-        )
+        ),
+    };
+    let (emoji, place) = match forge {
+        ForgeKind::GitHub => (
+            emoji.to_owned(),
+            "the PR itself (its description at the top)",
+        ),
+        ForgeKind::GitLab => (
+            crate::forge::gitlab::award_name(emoji).to_owned(),
+            "the MR itself (below its description)",
+        ),
     };
     format!(
-        "@{approver}, your {} is on breakglass's comment, and an emoji there {what} nothing. Put it on the MR itself (below its description), or use {command}.",
-        code(&format!(":{}:", crate::forge::gitlab::award_name(emoji)))
+        "@{approver}, your {} is on breakglass's comment, and an emoji there {what} nothing. Put it on {place}, or use {command}.",
+        code(&format!(":{emoji}:"))
     )
 }
 

@@ -180,6 +180,41 @@ on_both_forges!(
     }
 );
 
+// The forge opens the revert PR, but the answer is lost (a gateway gives up on a slow forge):
+// the bot looks for it by its branch before opening it again, which the forge would refuse
+// ("A pull request already exists"). Before, the refusal failed the step, and its next run
+// built a second branch and PR.
+on_both_forges!(
+    a_pr_opening_whose_answer_was_lost_is_found_and_not_opened_again,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.fail_next(Route::Changes, Method::POST, 1, FailureKind::AnswerLost);
+        s.by(&s.people.carol).approve(pr);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        let opened: Vec<u64> = s
+            .changes()
+            .into_iter()
+            .filter(|change| change.user == s.people.bot.login)
+            .map(|change| change.number)
+            .collect();
+        let revert = s.revert_pr("r1").await;
+        assert_eq!(opened, [revert], "one revert, the one opened once");
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert!(s.change(revert).merged);
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r1` is allowed**",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
+    }
+);
+
 /// What the forge's rate-limit header says remains, read as the bot would on any call.
 async fn remaining_rate_limit(s: &Scenario) -> String {
     let (url, header) = match s.dialect {

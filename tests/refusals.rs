@@ -6,6 +6,7 @@ mod common;
 
 use breakglass::store::RequestState;
 use chrono::TimeDelta;
+use common::late::poll;
 use common::*;
 
 on_both_forges!(
@@ -2413,6 +2414,74 @@ async fn an_approvers_emoji_on_the_bots_comment_is_answered_with_where_it_counts
     s.settle().await;
     assert!(s.change(pr).merged, "an emoji on the MR itself approves");
     s.take_bot_comments(pr);
+}
+
+// GitHub sends no event for a reaction, so the poll reads those on breakglass's latest comment
+// beside the PR's: an approver's 👍 there (on the verdict that asks for it, the nearest post)
+// approves nothing and is answered once with where it counts; the requester's, an outsider's
+// and another emoji get nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_github_an_approvers_emoji_on_the_bots_latest_comment_is_answered_with_where_it_counts()
+{
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    let verdict = latest_bot_comment_id(&s, pr);
+    s.forge
+        .react_comment(REPO, verdict, &s.people.mallory, "+1");
+    s.forge.react_comment(REPO, verdict, &s.people.alice, "+1");
+    s.forge
+        .react_comment(REPO, verdict, &s.people.carol, "heart");
+    poll(&s).await;
+    s.expect_no_bot_comment(pr);
+    s.forge.react_comment(REPO, verdict, &s.people.carol, "+1");
+    poll(&s).await;
+    s.expect_bot_comments(
+        pr,
+        &["@carol, your `:+1:` is on breakglass's comment, and an emoji there approves nothing. Put it on the PR itself (its description at the top), or use an approving review, or `/breakglass approve`."],
+    );
+    poll(&s).await;
+    s.expect_no_bot_comment(pr); // said once
+    assert_eq!(s.request("r1").await.state, RequestState::Pending);
+    assert!(!s.change(pr).merged);
+    s.emoji(pr, &s.people.carol, "+1");
+    poll(&s).await;
+    assert!(s.change(pr).merged, "a reaction on the PR itself approves");
+    s.take_bot_comments(pr);
+}
+
+// The same for the after-the-fact review of a fast-path grant: a 👍 on the grant's comment
+// reviews nothing, and the answer says what does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_github_an_approvers_emoji_on_the_grant_comment_is_answered_and_reviews_nothing() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let (pr, _) = erin_granted_sev1(&s, "r-sev1").await;
+    let granted = latest_bot_comment_id(&s, pr);
+    s.forge.react_comment(REPO, granted, &s.people.carol, "+1");
+    poll(&s).await;
+    s.expect_bot_comments(
+        pr,
+        &["@carol, your `:+1:` is on breakglass's comment, and an emoji there reviews nothing. Put it on the PR itself (its description at the top), or use `/breakglass reviewed`."],
+    );
+    assert!(s.request("r-sev1").await.reviewed_at.is_none());
+    s.emoji(pr, &s.people.carol, "+1");
+    poll(&s).await;
+    assert!(
+        s.request("r-sev1").await.reviewed_at.is_some(),
+        "an emoji on the PR reviews"
+    );
+    s.take_bot_comments(pr);
+}
+
+/// The id of breakglass's latest comment on `pr` (GitHub).
+fn latest_bot_comment_id(s: &Scenario, pr: u64) -> u64 {
+    s.forge
+        .comments(REPO, pr)
+        .into_iter()
+        .rfind(|c| c.user_id == s.people.bot.id)
+        .expect("a comment of the bot's")
+        .id
 }
 
 // The requester's own deny (a withdrawal) written with an approve (which never counts for the

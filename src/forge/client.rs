@@ -592,6 +592,26 @@ impl Forge {
         }
     }
 
+    /// The emoji on the bot's latest note on change `number` if they changed since the last
+    /// call for it; `None` otherwise, and on GitLab, which sends them as events.
+    pub async fn latest_note_reactions_if_changed(
+        &self,
+        number: u64,
+    ) -> Result<Option<Vec<Reaction>>, ForgeError> {
+        match self {
+            Forge::GitHub(c) => c.latest_comment_reactions_if_changed(number).await,
+            Forge::GitLab(_) => Ok(None),
+        }
+    }
+
+    /// Change `number`'s emoji are polled no more: what the polls kept for it goes.
+    pub fn done_polling(&self, number: u64) {
+        match self {
+            Forge::GitHub(c) => c.done_polling(number),
+            Forge::GitLab(_) => {}
+        }
+    }
+
     /// Makes the next [`Forge::reactions_if_changed`] of change `number` answer with every
     /// reaction, changed or not (those seen while they could not be judged).
     pub fn forget_reactions(&self, number: u64) {

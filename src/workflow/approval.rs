@@ -701,7 +701,6 @@ impl Workflow {
             .collect())
     }
 
-    /// The reaction poll: approvals of pending requests, reviews of fast-path grants.
     /// A call about `record`'s PR answered 404 (`err`): when the PR itself no longer exists (a
     /// GitLab owner may delete a merge request), nothing is left to poll or merge, and a request
     /// still waiting for its merge is closed (it would count against its requester's open
@@ -722,29 +721,41 @@ impl Workflow {
         Ok(())
     }
 
+    /// The reaction poll: approvals of pending requests, reviews of fast-path grants.
     pub(super) async fn job_poll(&self, id: &RequestId) -> anyhow::Result<()> {
         let Some(record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        let awaiting_review = awaits_review(&record);
-        if record.state != RequestState::Pending && !awaiting_review {
+        if record.state != RequestState::Pending && !awaits_review(&record) {
+            self.forge.done_polling(record.pr_number);
             return Ok(()); // nothing to poll for any more
         }
-        let reactions = match self.forge.reactions_if_changed(record.pr_number).await {
-            Err(err) if err.status() == Some(404) => {
-                return self.close_if_deleted(record, err.into()).await;
-            }
-            answer => answer?,
-        };
+        if self.poll_change(&record).await? == PollEnd::Done {
+            return Ok(());
+        }
+        self.poll_latest_note(record.pr_number).await?;
         let next = self.now()
             + chrono::TimeDelta::from_std(self.settings.poll_interval)
                 .unwrap_or(chrono::TimeDelta::seconds(30));
+        self.schedule(JobKind::Poll, id, next).await
+    }
+
+    /// One poll of the emoji on `record`'s change (pending, or awaiting its review).
+    async fn poll_change(&self, record: &RequestRecord) -> anyhow::Result<PollEnd> {
+        let awaiting_review = awaits_review(record);
+        let reactions = match self.forge.reactions_if_changed(record.pr_number).await {
+            Err(err) if err.status() == Some(404) => {
+                self.close_if_deleted(record.clone(), err.into()).await?;
+                return Ok(PollEnd::Done);
+            }
+            answer => answer?,
+        };
         let Some(reactions) = reactions else {
-            return self.schedule(JobKind::Poll, id, next).await;
+            return Ok(PollEnd::Again);
         };
         if awaiting_review && reactions.is_empty() {
             // Nobody reacted: no reviewer to look up in the policies.
-            return self.schedule(JobKind::Poll, id, next).await;
+            return Ok(PollEnd::Again);
         }
         let (default_branch, policies) = self.load_policies().await?;
         let policies = match policies {
@@ -766,26 +777,39 @@ impl Workflow {
                         .note(Thread::Change(record.pr_number), &text)
                         .await?;
                 }
-                return self.schedule(JobKind::Poll, id, next).await;
+                return Ok(PollEnd::Again);
             }
         };
         let Some(policy) = policies.get(record.environment.as_str()) else {
-            return Ok(());
+            return Ok(PollEnd::Done);
         };
         if !awaiting_review {
-            self.withdraw_removed_reactions(&record, &reactions).await?;
+            self.withdraw_removed_reactions(record, &reactions).await?;
         }
         for reaction in &reactions {
             let current = self
                 .store
-                .get_request(id)
+                .get_request(&record.id)
                 .await?
                 .context("request vanished")?;
             if self.consider_reaction(current, policy, reaction).await? {
-                return Ok(());
+                return Ok(PollEnd::Done);
             }
         }
-        self.schedule(JobKind::Poll, id, next).await
+        Ok(PollEnd::Again)
+    }
+
+    /// The emoji on the bot's latest note on change `number` (GitHub: polled, as it sends no
+    /// event for them; see `reaction_etags`), each answered as GitLab's event for one is.
+    async fn poll_latest_note(&self, number: u64) -> anyhow::Result<()> {
+        let Some(reactions) = self.forge.latest_note_reactions_if_changed(number).await? else {
+            return Ok(());
+        };
+        for reaction in &reactions {
+            self.emoji_on_a_note(number, self.bot.id, &reaction.content, &reaction.user)
+                .await?;
+        }
+        Ok(())
     }
 
     /// One emoji on a request's change: an approval of a pending request, or the review of a
@@ -909,8 +933,8 @@ impl Workflow {
             .map(drop)
     }
 
-    /// An emoji on a note of merge request `number` (GitLab tells; GitHub does not): never an
-    /// approval. An approver's approval emoji on the bot's own note, while the request awaits an
+    /// An emoji on a note of change `number` (GitLab tells; on GitHub the poll reads those on
+    /// the bot's latest comment): never an approval. An approver's approval emoji on the bot's own note, while the request awaits an
     /// approval or a review, is answered with where it counts (not again while that answer is
     /// the bot's latest note: the emoji may be toggled). Anyone else's gets nothing, so that an
     /// outsider's emoji cannot make the bot talk.
@@ -947,7 +971,8 @@ impl Workflow {
         {
             return Ok(());
         }
-        let text = comment::emoji_on_a_note_comment(&user.login, content, review);
+        let text =
+            comment::emoji_on_a_note_comment(&user.login, content, review, self.forge.kind());
         self.note_unless_latest(Thread::Change(number), &text).await
     }
 
@@ -1119,6 +1144,13 @@ impl Workflow {
 }
 
 /// The distinct approvers among `approvals`, by user id, never the requester.
+/// How a poll of a change's emoji ended: polled again later, or nothing left to poll.
+#[derive(Debug, PartialEq, Eq)]
+enum PollEnd {
+    Again,
+    Done,
+}
+
 fn distinct_approvers(approvals: &[Approval], requester_id: u64) -> BTreeSet<Login> {
     let mut ids = BTreeSet::new();
     approvals

@@ -221,6 +221,17 @@ impl Workflow {
             .forge
             .open_change(&change.branch, &default, title, body, labels)
             .await?;
+        // An opening whose answer was lost is found by its branch: found opened by someone
+        // else (from the bot's branch, in the moment before), it is not the bot's.
+        if pr.info.author.id != self.bot.id {
+            self.abandon_change(&change).await?;
+            anyhow::bail!(
+                "change {} from breakglass's branch {} was opened by {}, not by breakglass",
+                pr.info.number,
+                change.branch,
+                pr.info.author.login
+            );
+        }
         change.pr_number = Some(pr.info.number);
         change.updated_at = self.now();
         self.keep_building(&change).await?;

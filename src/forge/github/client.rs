@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 
 use crate::forge::error::{decode, transport};
 use crate::forge::etag_cache::EtagCache;
-use crate::forge::github::reaction_etags::{ReactionEtags, Validator};
+use crate::forge::github::reaction_etags::{Listed, ReactionEtags, Validator};
 use crate::forge::note_mark::Marked;
 use crate::forge::retry::{
     RetryPolicy, forge_now, perform_checked, perform_retryable, window_start,
@@ -717,13 +717,21 @@ impl GithubClient {
         body: &str,
         labels: &[String],
     ) -> Result<PullRequestState, ForgeError> {
-        let created: PullRequest = self
-            .json(
-                Method::POST,
-                &self.repo_path("/pulls"),
-                Some(json!({ "title": title, "head": head, "base": base, "body": body })),
-            )
-            .await?;
+        let path = self.repo_path("/pulls");
+        let call = format!("POST {path}");
+        let request = json!({ "title": title, "head": head, "base": base, "body": body });
+        let open = || async {
+            let answer = self
+                .attempt(&Method::POST, &path, Some(&request), &HeaderMap::new())
+                .await?;
+            decode::<PullRequest>(&call, &answer.body)
+        };
+        // An opening whose answer was lost may have opened it: a retry would be refused
+        // ("A pull request already exists"), so the forge is asked first.
+        let created = perform_checked(self.retry, &call, open, || {
+            self.open_pull_request_from(head, base)
+        })
+        .await?;
         let mut state: PullRequestState = created.into();
         if !labels.is_empty() {
             let number = state.info.number;
@@ -737,6 +745,27 @@ impl GithubClient {
             }
         }
         Ok(state)
+    }
+
+    /// The open pull request from branch `head` of this repository into `base`, if there is
+    /// one (GitHub allows one such).
+    async fn open_pull_request_from(
+        &self,
+        head: &str,
+        base: &str,
+    ) -> Result<Option<PullRequest>, ForgeError> {
+        let route = self.repo_path(&format!(
+            "/pulls?state=open&head={}&base={}",
+            query_value(&format!("{}:{head}", self.owner)),
+            query_value(base),
+        ));
+        let answer = self
+            .attempt(&Method::GET, &route, None, &HeaderMap::new())
+            .await?;
+        let listed: Vec<PullRequest> = decode(&format!("GET {route}"), &answer.body)?;
+        Ok(listed
+            .into_iter()
+            .find(|pr| pr.head.git_ref == head && pr.base.git_ref == base))
     }
 
     /// The labels of an issue or a pull request (GitHub numbers both from one sequence), and
@@ -1002,10 +1031,12 @@ impl GithubClient {
                 .await?;
             decode::<Created>(&call, &answer.body).map(|created| created.id)
         };
-        perform_checked(self.retry, &call, post, || {
+        let id = perform_checked(self.retry, &call, post, || {
             self.find_note(number, &note.mark)
         })
-        .await
+        .await?;
+        self.reaction_etags.commented(number, id);
+        Ok(id)
     }
 
     /// The id of the note on `number` that carries `mark`, if it is there.
@@ -1160,7 +1191,7 @@ impl GithubClient {
 
     /// Every reaction on a pull request.
     pub async fn reactions(&self, number: u64) -> Result<Vec<Reaction>, ForgeError> {
-        match self.reactions_since(number, None).await? {
+        match self.reactions_since(Listed::Change(number), None).await? {
             Polled::Changed { value, .. } => Ok(value),
             Polled::NotModified => Err(ForgeError::Decode {
                 call: "reactions".into(),
@@ -1176,22 +1207,45 @@ impl GithubClient {
         &self,
         number: u64,
     ) -> Result<Option<Vec<Reaction>>, ForgeError> {
-        let validator = self.reaction_etags.validator(number);
+        self.list_if_changed(Listed::Change(number)).await
+    }
+
+    /// The reactions on the bot's latest comment on PR `number` if they changed since the last
+    /// call for it; `None` also when this replica has not commented there since it started.
+    pub async fn latest_comment_reactions_if_changed(
+        &self,
+        number: u64,
+    ) -> Result<Option<Vec<Reaction>>, ForgeError> {
+        let Some(comment) = self.reaction_etags.latest_comment(number) else {
+            return Ok(None);
+        };
+        match self.list_if_changed(Listed::Comment(comment)).await {
+            // Deleted by someone: there is nothing to poll until the bot comments again.
+            Err(err) if err.status() == Some(404) => {
+                self.reaction_etags.done_with_comment(number, comment);
+                Ok(None)
+            }
+            answer => answer,
+        }
+    }
+
+    async fn list_if_changed(&self, list: Listed) -> Result<Option<Vec<Reaction>>, ForgeError> {
+        let validator = self.reaction_etags.validator(list);
         let etag = match &validator {
             Some(Validator::Own(etag) | Validator::Empty(etag)) => Some(etag.as_str()),
             None => None,
         };
-        match self.reactions_since(number, etag).await? {
+        match self.reactions_since(list, etag).await? {
             Polled::NotModified => match validator {
                 Some(Validator::Empty(etag)) => {
-                    self.reaction_etags.answered(number, Some(&etag), true);
+                    self.reaction_etags.answered(list, Some(&etag), true);
                     Ok(Some(Vec::new()))
                 }
                 _ => Ok(None),
             },
             Polled::Changed { etag, value } => {
                 self.reaction_etags
-                    .answered(number, etag.as_deref(), value.is_empty());
+                    .answered(list, etag.as_deref(), value.is_empty());
                 Ok(Some(value))
             }
         }
@@ -1199,12 +1253,17 @@ impl GithubClient {
 
     /// Forgets the ETag of PR `number`'s reactions: the next poll reads them whole.
     pub fn forget_reactions(&self, number: u64) {
-        self.reaction_etags.forget(number);
+        self.reaction_etags.forget(Listed::Change(number));
+    }
+
+    /// PR `number` is polled no more: what its polls kept goes.
+    pub fn done_polling(&self, number: u64) {
+        self.reaction_etags.done_with(number);
     }
 
     async fn reactions_since(
         &self,
-        number: u64,
+        list: Listed,
         etag: Option<&str>,
     ) -> Result<Polled<Vec<Reaction>>, ForgeError> {
         #[derive(Deserialize)]
@@ -1218,7 +1277,11 @@ impl GithubClient {
         if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
             headers.insert(http::header::IF_NONE_MATCH, etag);
         }
-        let route = self.repo_path(&format!("/issues/{number}/reactions?per_page=100"));
+        let listed = match list {
+            Listed::Change(number) => format!("/issues/{number}/reactions"),
+            Listed::Comment(id) => format!("/issues/comments/{id}/reactions"),
+        };
+        let route = self.repo_path(&format!("{listed}?per_page=100"));
         let answer = self.send(Method::GET, &route, None, headers).await?;
         if answer.status == StatusCode::NOT_MODIFIED {
             return Ok(Polled::NotModified);
@@ -1236,9 +1299,7 @@ impl GithubClient {
             if last < 100 {
                 break;
             }
-            let route = self.repo_path(&format!(
-                "/issues/{number}/reactions?per_page=100&page={page}"
-            ));
+            let route = self.repo_path(&format!("{listed}?per_page=100&page={page}"));
             let batch: Vec<Raw> = self.json(Method::GET, &route, None).await?;
             last = batch.len();
             raw.extend(batch);
@@ -1549,6 +1610,11 @@ impl From<PullRequest> for PullRequestState {
             },
         }
     }
+}
+
+/// A value in a URL's query, percent-encoded as a form's.
+fn query_value(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// A branch name or a file path as part of a URL: `/` stays (GitHub reads `release/1.0...main`

@@ -1,21 +1,34 @@
-//! The ETags of the reaction lists the bot polls (GitHub sends no webhook for reactions).
+//! The reaction lists the bot polls (GitHub sends no webhook for reactions): their ETags, and
+//! which of the bot's comments on each pull request is polled beside it.
 //!
 //! A poll with the ETag of the last answer costs nothing against the rate limit when nothing
-//! changed. A pull request polled for the first time has no answer of its own yet, but most
-//! have no reaction, and GitHub's ETag is a hash of the answer's body for the token that asked
-//! (the same empty list, the same ETag): the first poll offers the ETag of an empty list seen on
-//! another pull request. A `304` then says the list is empty, which is an answer in full, not
+//! changed. A list polled for the first time has no answer of its own yet, but most have no
+//! reaction, and GitHub's ETag is a hash of the answer's body for the token that asked (the
+//! same empty list, the same ETag): the first poll offers the ETag of an empty list seen on
+//! another list. A `304` then says the list is empty, which is an answer in full, not
 //! "unchanged"; any other list has another ETag and is answered `200` in full, as without it.
+//!
+//! The bot's latest comment on a pull request is polled too: an approver who reacts on it
+//! (its verdict says "Needs 1 approval", and the emoji goes on the nearest post) is told
+//! where an emoji counts instead of waiting in silence. That comment is known only to the
+//! replica that posted it, until it restarts: elsewhere nothing is polled but the pull request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// The ETag to poll a pull request's reactions with, and what a `304` to it means.
+/// A list of reactions: on a pull request (its description), or on one comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Listed {
+    Change(u64),
+    Comment(u64),
+}
+
+/// The ETag to poll a list with, and what a `304` to it means.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Validator {
-    /// The ETag of this pull request's last answer: a `304` means unchanged since then.
+    /// The ETag of this list's last answer: a `304` means unchanged since then.
     Own(String),
-    /// The ETag of an empty list on another pull request: a `304` means the list is empty.
+    /// The ETag of an empty list elsewhere: a `304` means the list is empty.
     Empty(String),
 }
 
@@ -27,40 +40,73 @@ pub(crate) struct ReactionEtags {
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_number: HashMap<u64, String>,
-    /// The ETag of the last empty list answered, whichever pull request it was.
+    by_list: HashMap<Listed, String>,
+    /// The ETag of the last empty list answered, whichever list it was.
     empty: Option<String>,
+    /// The bot's latest comment on each pull request (or issue) it commented on.
+    latest_comment: HashMap<u64, u64>,
 }
 
 impl ReactionEtags {
-    /// What to poll pull request `number`'s reactions with, if anything.
-    pub(crate) fn validator(&self, number: u64) -> Option<Validator> {
+    /// What to poll `list` with, if anything.
+    pub(crate) fn validator(&self, list: Listed) -> Option<Validator> {
         let inner = self.lock();
-        match inner.by_number.get(&number) {
+        match inner.by_list.get(&list) {
             Some(etag) => Some(Validator::Own(etag.clone())),
             None => inner.empty.clone().map(Validator::Empty),
         }
     }
 
-    /// Keeps the ETag of an answer for `number` (`None`: the answer had none, so the next
-    /// poll reads in full); `empty` when the answer listed no reaction.
-    pub(crate) fn answered(&self, number: u64, etag: Option<&str>, empty: bool) {
+    /// Keeps the ETag of an answer for `list` (`None`: the answer had none, so the next poll
+    /// reads in full); `empty` when the answer listed no reaction.
+    pub(crate) fn answered(&self, list: Listed, etag: Option<&str>, empty: bool) {
         let mut inner = self.lock();
         match etag {
             Some(etag) => {
                 if empty {
                     inner.empty = Some(etag.to_owned());
                 }
-                inner.by_number.insert(number, etag.to_owned())
+                inner.by_list.insert(list, etag.to_owned())
             }
-            None => inner.by_number.remove(&number),
+            None => inner.by_list.remove(&list),
         };
     }
 
-    /// Forgets `number`'s own ETag: its next poll gets an answer in full (an empty list's
+    /// Forgets `list`'s own ETag: its next poll gets an answer in full (an empty list's
     /// `304` is one).
-    pub(crate) fn forget(&self, number: u64) {
-        self.lock().by_number.remove(&number);
+    pub(crate) fn forget(&self, list: Listed) {
+        self.lock().by_list.remove(&list);
+    }
+
+    /// The bot just posted comment `id` on `number`: it is the one polled from now on.
+    pub(crate) fn commented(&self, number: u64, id: u64) {
+        let mut inner = self.lock();
+        if let Some(before) = inner.latest_comment.insert(number, id) {
+            inner.by_list.remove(&Listed::Comment(before));
+        }
+    }
+
+    /// The bot's latest comment on `number`, as far as this replica knows.
+    pub(crate) fn latest_comment(&self, number: u64) -> Option<u64> {
+        self.lock().latest_comment.get(&number).copied()
+    }
+
+    /// Comment `id` on `number` is gone: it is polled no more.
+    pub(crate) fn done_with_comment(&self, number: u64, id: u64) {
+        let mut inner = self.lock();
+        if inner.latest_comment.get(&number) == Some(&id) {
+            inner.latest_comment.remove(&number);
+        }
+        inner.by_list.remove(&Listed::Comment(id));
+    }
+
+    /// Nothing on `number` is polled any more: what was kept for it goes.
+    pub(crate) fn done_with(&self, number: u64) {
+        let mut inner = self.lock();
+        inner.by_list.remove(&Listed::Change(number));
+        if let Some(comment) = inner.latest_comment.remove(&number) {
+            inner.by_list.remove(&Listed::Comment(comment));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -75,24 +121,55 @@ mod tests {
     #[test]
     fn a_first_poll_offers_the_etag_of_an_empty_list_seen_elsewhere() {
         let etags = ReactionEtags::default();
-        assert_eq!(etags.validator(1), None);
-        etags.answered(1, Some("\"e1\""), false);
-        assert_eq!(etags.validator(2), None, "a list with reactions is no seed");
-        etags.answered(3, Some("\"empty\""), true);
+        let (one, two, three) = (Listed::Change(1), Listed::Change(2), Listed::Change(3));
+        assert_eq!(etags.validator(one), None);
+        etags.answered(one, Some("\"e1\""), false);
         assert_eq!(
-            etags.validator(2),
+            etags.validator(two),
+            None,
+            "a list with reactions is no seed"
+        );
+        etags.answered(three, Some("\"empty\""), true);
+        assert_eq!(
+            etags.validator(two),
             Some(Validator::Empty("\"empty\"".into()))
         );
-        assert_eq!(etags.validator(1), Some(Validator::Own("\"e1\"".into())));
-        etags.forget(1);
         assert_eq!(
-            etags.validator(1),
+            etags.validator(Listed::Comment(2)),
+            Some(Validator::Empty("\"empty\"".into())),
+            "a comment's empty list is the same list"
+        );
+        assert_eq!(etags.validator(one), Some(Validator::Own("\"e1\"".into())));
+        etags.forget(one);
+        assert_eq!(
+            etags.validator(one),
             Some(Validator::Empty("\"empty\"".into()))
         );
-        etags.answered(3, None, true);
+        etags.answered(three, None, true);
         assert_eq!(
-            etags.validator(3),
+            etags.validator(three),
             Some(Validator::Empty("\"empty\"".into()))
         );
+    }
+
+    #[test]
+    fn the_latest_comment_replaces_the_one_before_and_goes_with_its_pull_request() {
+        let etags = ReactionEtags::default();
+        assert_eq!(etags.latest_comment(7), None);
+        etags.commented(7, 100);
+        etags.answered(Listed::Comment(100), Some("\"c100\""), false);
+        etags.answered(Listed::Change(7), Some("\"pr7\""), false);
+        etags.commented(7, 101);
+        assert_eq!(etags.latest_comment(7), Some(101));
+        assert_eq!(
+            etags.validator(Listed::Comment(100)),
+            None,
+            "its ETag went with it"
+        );
+        etags.answered(Listed::Comment(101), Some("\"c101\""), false);
+        etags.done_with(7);
+        assert_eq!(etags.latest_comment(7), None);
+        assert_eq!(etags.validator(Listed::Comment(101)), None);
+        assert_eq!(etags.validator(Listed::Change(7)), None);
     }
 }

@@ -588,9 +588,42 @@ impl GitlabClient {
                 .collect::<Result<Vec<_>, _>>()?;
             request["labels"] = json!(labels.join(","));
         }
-        let mr: MergeRequest = self.write(Method::POST, &route, request).await?;
+        let call = format!("POST {route}");
+        let open = || async {
+            let answer = self
+                .attempt(&Method::POST, &route, Some(&request), &HeaderMap::new())
+                .await?;
+            decode::<MergeRequest>(&call, &answer.body)
+        };
+        // An opening whose answer was lost may have opened it: a retry would be refused
+        // ("Another open merge request already exists"), so GitLab is asked first.
+        let mr = perform_checked(self.retry, &call, open, || {
+            self.open_merge_request_from(source, target)
+        })
+        .await?;
         // Opened from a branch of this project: no fork to look up.
         Ok(mr.into_state(self.project.clone()))
+    }
+
+    /// The open merge request from branch `source` of this project into `target`, if there
+    /// is one (GitLab allows one such).
+    async fn open_merge_request_from(
+        &self,
+        source: &str,
+        target: &str,
+    ) -> Result<Option<MergeRequest>, ForgeError> {
+        let route = self.project_route(&format!(
+            "/merge_requests?state=opened&source_branch={}&target_branch={}",
+            encode(source),
+            encode(target)
+        ));
+        let answer = self
+            .attempt(&Method::GET, &route, None, &HeaderMap::new())
+            .await?;
+        let listed: Vec<MergeRequest> = decode(&format!("GET {route}"), &answer.body)?;
+        Ok(listed
+            .into_iter()
+            .find(|mr| mr.source_branch == source && mr.target_branch == target))
     }
 
     /// Every open merge request of the project, newest first, with whether each was updated
