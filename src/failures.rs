@@ -5,10 +5,15 @@
 //! then succeeds on a retry is deleted with its error, so the failure leaves no trace there.
 //! This log keeps the most recent failures, and counts all of them, so that a retry can never
 //! hide one (the scenario tests fail on any failure they did not expect).
+//!
+//! It also counts the jobs running now: a job may delete its own row before it ends (closing
+//! a request cancels its timers, the running one among them), so the store cannot tell that
+//! it still runs, and a test waiting for the service to be idle must.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 
@@ -55,10 +60,20 @@ impl fmt::Display for Failure {
     }
 }
 
-/// The log of failures of one running service.
+/// The log of failures of one running service, and how many of its jobs run now.
 #[derive(Debug, Default)]
 pub struct Failures {
     inner: Mutex<Log>,
+    jobs_running: AtomicUsize,
+}
+
+/// A job counted as running until this is dropped.
+pub struct JobRunning<'a>(&'a AtomicUsize);
+
+impl Drop for JobRunning<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +96,17 @@ impl Failures {
         }
         log.recent.push_back(failure);
         log.total = log.total.saturating_add(1);
+    }
+
+    /// Counts a job as running until the answer is dropped.
+    pub fn job_running(&self) -> JobRunning<'_> {
+        self.jobs_running.fetch_add(1, Ordering::SeqCst);
+        JobRunning(&self.jobs_running)
+    }
+
+    /// How many jobs run now.
+    pub fn jobs_running(&self) -> usize {
+        self.jobs_running.load(Ordering::SeqCst)
     }
 
     /// The kept failures, oldest first, and how many happened in all (more than kept when
@@ -115,6 +141,18 @@ mod tests {
         assert_eq!(kept.len(), KEEP);
         assert_eq!(kept[0].error, "boom 1");
         assert_eq!(kept[KEEP - 1].error, format!("boom {KEEP}"));
+    }
+
+    #[test]
+    fn counts_a_job_as_running_while_it_runs() {
+        let log = Failures::default();
+        let first = log.job_running();
+        let second = log.job_running();
+        assert_eq!(log.jobs_running(), 2);
+        drop(first);
+        assert_eq!(log.jobs_running(), 1);
+        drop(second);
+        assert_eq!(log.jobs_running(), 0);
     }
 
     #[test]

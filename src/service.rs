@@ -1007,6 +1007,7 @@ async fn revoke_batch(
     failures: &Failures,
 ) -> Vec<Job> {
     let ids: Vec<_> = jobs.iter().map(|job| job.request_id.clone()).collect();
+    let _running: Vec<_> = jobs.iter().map(|_| failures.job_running()).collect();
     let outcomes = workflows.revoke_due(&ids).await;
     let mut busy = Vec::new();
     for (job, outcome) in jobs.iter().zip(outcomes) {
@@ -1110,6 +1111,7 @@ const MIN_WAIT: Duration = Duration::from_millis(5);
 
 /// Runs one claimed job and records its outcome (done, or failed and due again later).
 async fn run_job(workflows: Workflows, job: Job, worker: String, failures: Arc<Failures>) {
+    let _running = failures.job_running();
     let result = workflows.run_job(&job).await;
     settle_job(workflows.shared(), &job, &worker, &failures, result).await;
 }

@@ -215,6 +215,65 @@ on_both_forges!(
     }
 );
 
+// The same for every write that builds a change: the branch, the file, the PR, each done by
+// the forge with its answer lost, for the request asked by comment and for its revert. Each is
+// found done and not made again (a branch or a file made again is refused as there already,
+// a deletion made again as not found), so no step fails and no second change is built.
+on_both_forges!(
+    each_write_of_a_change_whose_answer_was_lost_is_found_done,
+    |s: Scenario| async move {
+        let lose_each_write = |file_method: Method| {
+            for (route, method) in [
+                (Route::Branches, Method::POST),
+                (Route::Files, file_method),
+                (Route::Changes, Method::POST),
+            ] {
+                s.fail_next(route, method, 1, FailureKind::AnswerLost);
+            }
+        };
+        let (put, delete) = match s.dialect {
+            Dialect::GitHub => (Method::PUT, Method::DELETE),
+            Dialect::GitLab => (Method::POST, Method::POST),
+        };
+        lose_each_write(put);
+        let issue = s.open_issue(&s.people.alice, "checkout is down");
+        s.note_on_issue(
+            issue,
+            &s.people.alice,
+            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
+        );
+        s.settle().await;
+        let reply = s.next_bot_issue_comment(issue);
+        assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
+        let bots = |s: &Scenario| -> Vec<u64> {
+            s.changes()
+                .into_iter()
+                .filter(|change| change.user == s.people.bot.login)
+                .map(|change| change.number)
+                .collect()
+        };
+        let [pr] = bots(&s)[..] else {
+            panic!("one request PR: {:?}", bots(&s));
+        };
+        let verdict = s.next_bot_comment(pr);
+        let id = verdict
+            .strip_prefix("✅ **Request `")
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or_else(|| panic!("{verdict}"))
+            .to_owned();
+        lose_each_write(delete);
+        s.by(&s.people.carol).approve(pr);
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        let revert = s.revert_pr(&id).await;
+        assert_eq!(bots(&s), [pr, revert], "one revert");
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert!(s.change(revert).merged);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**", "🔒 **Access revoked**"]);
+    }
+);
+
 /// What the forge's rate-limit header says remains, read as the bot would on any call.
 async fn remaining_rate_limit(s: &Scenario) -> String {
     let (url, header) = match s.dialect {

@@ -77,3 +77,30 @@ async fn a_declared_failure_passes_and_is_listed() {
         "{failures:#?}"
     );
 }
+
+// `settle()` waits for a job that deleted its own row before it ended: the poll that sees an
+// approver's 👍 on a fast-path grant cancels the request's timers (itself among them), then
+// takes the review label off and says so. With 100 ms per forge call that tail outlasts the
+// quiet checks, so a harness that looked only at the jobs table returned before the comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_waits_for_a_job_that_cancelled_its_own_row() {
+    let s = scenario().await;
+    let bob = &s.people.bob;
+    let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+    s.forge.push_files(
+        REPO,
+        "sev1-request",
+        bob,
+        &[("requests/prod/r-sev1.yaml", yaml)],
+        "request",
+    );
+    let pr = s.open_labelled_change(bob, "sev1-request", "sev1 access", "sev1");
+    s.settle().await;
+    s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    s.forge.set_latency(std::time::Duration::from_millis(100));
+    s.emoji(pr, &s.people.carol, "+1");
+    s.advance(TimeDelta::seconds(30));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✔️ After-the-fact review by @carol recorded"]);
+    s.forge.set_latency(std::time::Duration::ZERO);
+}

@@ -53,10 +53,10 @@ impl Shared {
     /// that long, lock released, so that the bot handles each step on its own (see the crate
     /// doc's "Hunting races").
     pub fn test_side<T>(&self, f: impl FnOnce(&mut ForgeState) -> T) -> T {
-        let sent_before = self.hub.queued_so_far();
+        let queued_before = self.hub.queued_so_far();
         let done = f(&mut self.lock());
         if let Some(linger) = crate::webhooks::knob("BREAKGLASS_TEST_FORGE_LINGER_MS")
-            && self.hub.queued_so_far() > sent_before
+            && self.hub.queued_so_far() > queued_before
         {
             std::thread::sleep(linger);
         }

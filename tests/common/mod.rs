@@ -105,6 +105,11 @@ pub enum Route {
     Merge,
     /// Notes on a change request.
     Notes,
+    /// Creating branches.
+    Branches,
+    /// Writing a file on a branch as a commit (GitHub: `PUT` one, `DELETE` one; GitLab: `POST`
+    /// a commit).
+    Files,
 }
 
 /// Which forge a scenario's requests repo lives on. The test forge speaks both, over the same
@@ -384,11 +389,18 @@ impl Scenario {
             .iter()
             .chain(&self.replicas)
             .any(|running| !running.reconciliation.caught_up(self.clock.now()));
-        if stuck.is_empty() && jobs.is_empty() && !reconciling {
+        // A job that cancelled its own row (closing a request) runs on unseen by the store.
+        let running: usize = self
+            .service
+            .iter()
+            .chain(&self.replicas)
+            .map(|running| running.failures.jobs_running())
+            .sum();
+        if stuck.is_empty() && jobs.is_empty() && !reconciling && running == 0 {
             return String::new();
         }
         format!(
-            "reconciling: {reconciling}, pending deliveries: {stuck:?}, due jobs: {:?}",
+            "reconciling: {reconciling}, jobs running: {running}, pending deliveries: {stuck:?}, due jobs: {:?}",
             jobs.iter()
                 .map(|j| (j.kind.to_string(), j.attempts, j.last_error.clone()))
                 .collect::<Vec<_>>()
@@ -562,6 +574,10 @@ impl Scenario {
             (Dialect::GitLab, Route::Change) => "/api/v4/projects/{id}/merge_requests/{iid}",
             (Dialect::GitLab, Route::Merge) => "/api/v4/projects/{id}/merge_requests/{iid}/merge",
             (Dialect::GitLab, Route::Notes) => "/api/v4/projects/{id}/merge_requests/{iid}/notes",
+            (Dialect::GitHub, Route::Branches) => "/repos/{owner}/{repo}/git/refs",
+            (Dialect::GitHub, Route::Files) => "/repos/{owner}/{repo}/contents/{*path}",
+            (Dialect::GitLab, Route::Branches) => "/api/v4/projects/{id}/repository/branches",
+            (Dialect::GitLab, Route::Files) => "/api/v4/projects/{id}/repository/commits",
         }
     }
 

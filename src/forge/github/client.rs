@@ -559,14 +559,76 @@ impl GithubClient {
     /// Creates `branch` at `sha`.
     pub async fn create_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
         let body = json!({ "ref": format!("refs/heads/{branch}"), "sha": sha });
-        self.send(
-            Method::POST,
-            &self.repo_path("/git/refs"),
-            Some(body),
-            HeaderMap::new(),
-        )
-        .await
-        .map(drop)
+        let path = self.repo_path("/git/refs");
+        let create = || async {
+            self.attempt(&Method::POST, &path, Some(&body), &HeaderMap::new())
+                .await
+                .map(drop)
+        };
+        // A creation whose answer was lost may have made it: made again, it would be
+        // refused ("Reference already exists").
+        let done = || async {
+            match self.branch_head(branch).await {
+                Ok(head) => Ok((head == sha).then_some(())),
+                Err(err) if err.status() == Some(404) => Ok(None),
+                Err(err) => Err(err),
+            }
+        };
+        perform_checked(self.retry, &format!("POST {path}"), create, done).await
+    }
+
+    /// The commit the bot's lost write of `message` on `parent` made on `branch`, if the
+    /// branch's head is that commit: a write made again would be refused (the file is there
+    /// already, or gone) or would add a second commit.
+    async fn written_on(
+        &self,
+        branch: &str,
+        parent: &str,
+        message: &str,
+    ) -> Result<Option<Written>, ForgeError> {
+        #[derive(Deserialize)]
+        struct GitCommit {
+            message: String,
+            parents: Vec<ShaOnly>,
+        }
+        let head = match self.branch_head(branch).await {
+            Ok(head) if head != parent => head,
+            Ok(_) => return Ok(None),
+            Err(err) if err.status() == Some(404) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let route = self.repo_path(&format!("/git/commits/{head}"));
+        let commit: GitCommit = self.json(Method::GET, &route, None).await?;
+        let ours = commit.message == message
+            && matches!(commit.parents.as_slice(), [only] if only.sha == parent);
+        Ok(ours.then_some(Written {
+            commit: WrittenCommit {
+                sha: head,
+                parents: commit.parents,
+            },
+        }))
+    }
+
+    /// One write of the contents API (`PUT` a file, `DELETE` one) on `branch`, made once: an
+    /// attempt whose answer was lost is looked for on the branch before the write is made
+    /// again.
+    async fn write_contents(
+        &self,
+        method: Method,
+        route: &str,
+        body: &Value,
+        (branch, parent, message): (&str, &str, &str),
+    ) -> Result<String, ForgeError> {
+        let call = format!("{method} {route}");
+        let write = || async {
+            let answer = self
+                .attempt(&method, route, Some(body), &HeaderMap::new())
+                .await?;
+            decode::<Written>(&call, &answer.body)
+        };
+        let done = || self.written_on(branch, parent, message);
+        let written = perform_checked(self.retry, &call, write, done).await?;
+        on_parent(&call, written, parent)
     }
 
     /// Deletes a branch (after its PR is merged or closed); a missing branch is fine.
@@ -606,8 +668,8 @@ impl GithubClient {
             body["sha"] = json!(sha);
         }
         let route = self.repo_path(&format!("/contents/{}", in_path(path)));
-        let written: Written = self.json(Method::PUT, &route, Some(body)).await?;
-        on_parent(&format!("PUT {route}"), written, parent)
+        self.write_contents(Method::PUT, &route, &body, (branch, parent, message))
+            .await
     }
 
     /// Deletes a file on a branch as one commit; returns the new commit.
@@ -621,8 +683,8 @@ impl GithubClient {
     ) -> Result<String, ForgeError> {
         let body = json!({ "message": message, "sha": blob_sha, "branch": branch });
         let route = self.repo_path(&format!("/contents/{}", in_path(path)));
-        let written: Written = self.json(Method::DELETE, &route, Some(body)).await?;
-        on_parent(&format!("DELETE {route}"), written, parent)
+        self.write_contents(Method::DELETE, &route, &body, (branch, parent, message))
+            .await
     }
 
     /// Moves `branch` to `sha` even when that is not a fast-forward: how the bot puts its own

@@ -16,6 +16,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// How many pull requests' latest comments are kept at most (16 bytes each, and the map's own).
+const MAX_COMMENTS_KEPT: usize = 200_000;
+
 /// A list of reactions: on a pull request (its description), or on one comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Listed {
@@ -81,6 +84,14 @@ impl ReactionEtags {
     /// The bot just posted comment `id` on `number`: it is the one polled from now on.
     pub(crate) fn commented(&self, number: u64, id: u64) {
         let mut inner = self.lock();
+        // Bounded (issues and reverts are commented on and never polled): past the bound the
+        // comments known so far are forgotten, as by a restart.
+        if inner.latest_comment.len() >= MAX_COMMENTS_KEPT {
+            let forgotten: Vec<u64> = inner.latest_comment.drain().map(|(_, id)| id).collect();
+            for id in forgotten {
+                inner.by_list.remove(&Listed::Comment(id));
+            }
+        }
         if let Some(before) = inner.latest_comment.insert(number, id) {
             inner.by_list.remove(&Listed::Comment(before));
         }

@@ -457,13 +457,22 @@ impl GitlabClient {
     /// Creates `branch` at `sha`.
     pub async fn create_branch(&self, branch: &str, sha: &str) -> Result<(), ForgeError> {
         let route = self.project_route("/repository/branches");
-        self.write::<Value>(
-            Method::POST,
-            &route,
-            json!({ "branch": branch, "ref": sha }),
-        )
-        .await
-        .map(drop)
+        let body = json!({ "branch": branch, "ref": sha });
+        let create = || async {
+            self.attempt(&Method::POST, &route, Some(&body), &HeaderMap::new())
+                .await
+                .map(drop)
+        };
+        // A creation whose answer was lost may have made it: made again, it would be
+        // refused ("Branch already exists").
+        let done = || async {
+            match self.branch_head(branch).await {
+                Ok(head) => Ok((head == sha).then_some(())),
+                Err(err) if err.status() == Some(404) => Ok(None),
+                Err(err) => Err(err),
+            }
+        };
+        perform_checked(self.retry, &format!("POST {route}"), create, done).await
     }
 
     /// Deletes a branch (after its merge request is merged or closed); a missing branch is fine.
