@@ -577,14 +577,16 @@ impl GithubClient {
         perform_checked(self.retry, &format!("POST {path}"), create, done).await
     }
 
-    /// The commit the bot's lost write of `message` on `parent` made on `branch`, if the
-    /// branch's head is that commit: a write made again would be refused (the file is there
-    /// already, or gone) or would add a second commit.
+    /// The commit the bot's lost write made on `branch`, if the branch's head is that commit: a
+    /// write made again would be refused (the file is there already, or gone) or would add a
+    /// second commit. The head is taken only if it is a commit of `message` on `parent` that
+    /// changes nothing but `path`, to `text` (`None`: deleted): anyone else's commit there
+    /// (one pushed over the bot's, with its message) is never taken for the bot's own.
     async fn written_on(
         &self,
-        branch: &str,
-        parent: &str,
-        message: &str,
+        (branch, parent, message): (&str, &str, &str),
+        path: &str,
+        text: Option<&str>,
     ) -> Result<Option<Written>, ForgeError> {
         #[derive(Deserialize)]
         struct GitCommit {
@@ -599,8 +601,28 @@ impl GithubClient {
         };
         let route = self.repo_path(&format!("/git/commits/{head}"));
         let commit: GitCommit = self.json(Method::GET, &route, None).await?;
-        let ours = commit.message == message
-            && matches!(commit.parents.as_slice(), [only] if only.sha == parent);
+        if commit.message != message
+            || !matches!(commit.parents.as_slice(), [only] if only.sha == parent)
+        {
+            return Ok(None);
+        }
+        let changed = self.compare_files(parent, &head).await?;
+        let blob = text.map(|text| {
+            git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
+                .map(|oid| oid.to_string())
+                .unwrap_or_default()
+        });
+        let ours = changed.complete
+            && match changed.files.as_slice() {
+                [file] if file.path == path => match &blob {
+                    Some(blob) => {
+                        matches!(file.change, FileChange::Added | FileChange::Modified)
+                            && file.blob.as_ref() == Some(blob)
+                    }
+                    None => file.change == FileChange::Removed,
+                },
+                _ => false,
+            };
         Ok(ours.then_some(Written {
             commit: WrittenCommit {
                 sha: head,
@@ -614,10 +636,9 @@ impl GithubClient {
     /// again.
     async fn write_contents(
         &self,
-        method: Method,
-        route: &str,
-        body: &Value,
-        (branch, parent, message): (&str, &str, &str),
+        (method, route, body): (Method, &str, &Value),
+        commit: (&str, &str, &str),
+        (path, text): (&str, Option<&str>),
     ) -> Result<String, ForgeError> {
         let call = format!("{method} {route}");
         let write = || async {
@@ -626,9 +647,9 @@ impl GithubClient {
                 .await?;
             decode::<Written>(&call, &answer.body)
         };
-        let done = || self.written_on(branch, parent, message);
+        let done = || self.written_on(commit, path, text);
         let written = perform_checked(self.retry, &call, write, done).await?;
-        on_parent(&call, written, parent)
+        on_parent(&call, written, commit.1)
     }
 
     /// Deletes a branch (after its PR is merged or closed); a missing branch is fine.
@@ -668,7 +689,8 @@ impl GithubClient {
             body["sha"] = json!(sha);
         }
         let route = self.repo_path(&format!("/contents/{}", in_path(path)));
-        self.write_contents(Method::PUT, &route, &body, (branch, parent, message))
+        let put = (Method::PUT, route.as_str(), &body);
+        self.write_contents(put, (branch, parent, message), (path, Some(text)))
             .await
     }
 
@@ -683,7 +705,8 @@ impl GithubClient {
     ) -> Result<String, ForgeError> {
         let body = json!({ "message": message, "sha": blob_sha, "branch": branch });
         let route = self.repo_path(&format!("/contents/{}", in_path(path)));
-        self.write_contents(Method::DELETE, &route, &body, (branch, parent, message))
+        let delete = (Method::DELETE, route.as_str(), &body);
+        self.write_contents(delete, (branch, parent, message), (path, None))
             .await
     }
 

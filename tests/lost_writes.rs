@@ -1,0 +1,112 @@
+//! The GitHub client's writes whose answer is lost: the forge did the work and a gateway
+//! answered 504. Each is looked for before it is made again (made again, it would be refused:
+//! the branch or the file is there already), and a commit someone else put there in the
+//! meantime is never taken for the bot's own.
+
+use breakglass::forge::github::{GithubAuth, GithubClient};
+use breakglass::secret::Secret;
+use breakglass_test_forge::{BranchDetour, FailureKind, FailureSpec, RouteMatcher, TestForge};
+use http::Method;
+
+const REPO: &str = "acme/access-requests";
+const PATH: &str = "requests/prod/r1.yaml";
+const MESSAGE: &str = "breakglass: request r1: add requests/prod/r1.yaml";
+
+async fn forge_and_client() -> (TestForge, GithubClient, String) {
+    let forge = TestForge::start().await;
+    forge.create_repo(REPO, &[("README.md", "# requests\n")]);
+    let bot = forge.user("breakglass-bot");
+    let token = Secret::new(forge.token_for(&bot));
+    let client = GithubClient::connect(&forge.api_url(), REPO, GithubAuth::Token(token))
+        .await
+        .unwrap();
+    let main = forge.branch_sha(REPO, "main").unwrap();
+    (forge, client, main)
+}
+
+fn lose_the_answer(forge: &TestForge, method: Method, template: &str) {
+    forge.fail_next(FailureSpec {
+        route: RouteMatcher::Route {
+            method: Some(method),
+            template: template.to_owned(),
+        },
+        count: 1,
+        kind: FailureKind::AnswerLost,
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_and_a_file_written_with_their_answers_lost_are_found_written_once() {
+    let (forge, client, main) = forge_and_client().await;
+    lose_the_answer(&forge, Method::POST, "/repos/{owner}/{repo}/git/refs");
+    client.create_branch("bg/r1", &main).await.unwrap();
+    assert_eq!(forge.branch_sha(REPO, "bg/r1").unwrap(), main);
+
+    lose_the_answer(
+        &forge,
+        Method::PUT,
+        "/repos/{owner}/{repo}/contents/{*path}",
+    );
+    let text = "environment: prod\n";
+    let head = client
+        .put_file("bg/r1", &main, PATH, text, MESSAGE, None)
+        .await
+        .unwrap();
+    assert_eq!(forge.branch_sha(REPO, "bg/r1").unwrap(), head);
+    assert_eq!(forge.file_on(REPO, "bg/r1", PATH).unwrap(), text);
+    assert_eq!(forge.log(REPO, "bg/r1").len(), 2, "one commit on main's");
+
+    lose_the_answer(
+        &forge,
+        Method::DELETE,
+        "/repos/{owner}/{repo}/contents/{*path}",
+    );
+    let blob = git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes()).unwrap();
+    let removed = "breakglass: revert r1: remove requests/prod/r1.yaml";
+    let after = client
+        .delete_file("bg/r1", &head, PATH, removed, &blob.to_string())
+        .await
+        .unwrap();
+    assert_eq!(forge.branch_sha(REPO, "bg/r1").unwrap(), after);
+    assert_eq!(forge.file_on(REPO, "bg/r1", PATH), None);
+}
+
+// mallory prepares a commit with the bot's message on the same parent but her own text, and
+// the branch shows it while the bot looks for its lost write: the look does not take it (it
+// changes the file to another text), so the write is made again, and refused, the bot's own
+// being there: an error, never her commit as the bot's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_for_a_lost_write_never_takes_anyone_elses_commit_for_it() {
+    let (forge, client, main) = forge_and_client().await;
+    client.create_branch("bg/r1", &main).await.unwrap();
+    let mallory = forge.user("mallory");
+    let hers = forge.push_files(
+        REPO,
+        "mallory",
+        &mallory,
+        &[(PATH, "environment: prod\nduration: 99h\n")],
+        MESSAGE,
+    );
+    forge.detour_branch(BranchDetour {
+        route: RouteMatcher::Route {
+            method: Some(Method::GET),
+            template: "/repos/{owner}/{repo}/git/ref/{*ref}".to_owned(),
+        },
+        count: 1,
+        repo: REPO.to_owned(),
+        branch: "bg/r1".to_owned(),
+        sha: hers.clone(),
+    });
+    lose_the_answer(
+        &forge,
+        Method::PUT,
+        "/repos/{owner}/{repo}/contents/{*path}",
+    );
+    let written = client
+        .put_file("bg/r1", &main, PATH, "environment: prod\n", MESSAGE, None)
+        .await;
+    match written {
+        Ok(sha) => assert_ne!(sha, hers, "her commit taken for the bot's"),
+        Err(err) => assert_eq!(err.status(), Some(422), "{err}"),
+    }
+}
