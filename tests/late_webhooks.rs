@@ -145,16 +145,7 @@ async fn skewed_story(dialect: Dialect, skew: i64) {
     s.expect_bot_comments(pr2, &["✅", "⏱️ @carol"]);
     s.forge.set_clock(now + TimeDelta::seconds(5));
     // Fast path, then a review by 👍.
-    let bob = &s.people.bob;
-    let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
-    s.forge.push_files(
-        REPO,
-        "sev1-request",
-        bob,
-        &[("requests/prod/r-sev1.yaml", yaml)],
-        "request",
-    );
-    let pr3 = s.open_labelled_change(bob, "sev1-request", "sev1 access", "sev1");
+    let pr3 = s.open_bob_sev1_change();
     s.settle().await;
     assert!(
         s.change(pr3).merged,

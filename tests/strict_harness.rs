@@ -85,16 +85,7 @@ async fn a_declared_failure_passes_and_is_listed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settle_waits_for_a_job_that_cancelled_its_own_row() {
     let s = scenario().await;
-    let bob = &s.people.bob;
-    let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
-    s.forge.push_files(
-        REPO,
-        "sev1-request",
-        bob,
-        &[("requests/prod/r-sev1.yaml", yaml)],
-        "request",
-    );
-    let pr = s.open_labelled_change(bob, "sev1-request", "sev1 access", "sev1");
+    let pr = s.open_bob_sev1_change();
     s.settle().await;
     s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
     s.forge.set_latency(std::time::Duration::from_millis(100));

@@ -69,6 +69,16 @@ pub fn forge_date(headers: &http::HeaderMap) -> Option<chrono::DateTime<chrono::
         .map(|at| at.with_timezone(&chrono::Utc))
 }
 
+/// The look of a branch creation whose answer was lost: done when the branch (its head read
+/// as `head`) is at `sha`, not done when it is elsewhere or missing (`404`).
+pub fn branch_at(head: Result<String, ForgeError>, sha: &str) -> Result<Option<()>, ForgeError> {
+    match head {
+        Ok(head) => Ok((head == sha).then_some(())),
+        Err(err) if err.status() == Some(404) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 /// Runs `call` until it succeeds, fails for good, or the attempts are used up.
 pub async fn perform_retryable<T, F, Fut>(
     policy: RetryPolicy,

@@ -492,6 +492,21 @@ impl Scenario {
         })
     }
 
+    /// bob (on call) asks for `prod/admin` for 45m as `r-sev1` in a PR labelled `sev1`, opened
+    /// from branch `sev1-request`: the `sev1` fast path applies. Its number.
+    pub fn open_bob_sev1_change(&self) -> u64 {
+        let bob = &self.people.bob;
+        let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+        self.forge.push_files(
+            REPO,
+            "sev1-request",
+            bob,
+            &[("requests/prod/r-sev1.yaml", yaml)],
+            "request",
+        );
+        self.open_labelled_change(bob, "sev1-request", "sev1 access", "sev1")
+    }
+
     /// Runs `steps` on the forge with its webhooks held, then sends them: the bot hears of
     /// them only once all are done, as of a change opened as a draft or labelled at once,
     /// whatever the machine's load makes of the time between the calls.

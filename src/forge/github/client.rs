@@ -24,7 +24,7 @@ use crate::forge::etag_cache::EtagCache;
 use crate::forge::github::reaction_etags::{Listed, ReactionEtags, Validator};
 use crate::forge::note_mark::Marked;
 use crate::forge::retry::{
-    RetryPolicy, forge_now, perform_checked, perform_retryable, window_start,
+    RetryPolicy, branch_at, forge_now, perform_checked, perform_retryable, window_start,
 };
 use crate::forge::{
     Actor, ChangedFile, ChangedFiles, EntryKind, FileChange, FileContent, ForgeError, HeadMove,
@@ -567,13 +567,7 @@ impl GithubClient {
         };
         // A creation whose answer was lost may have made it: made again, it would be
         // refused ("Reference already exists").
-        let done = || async {
-            match self.branch_head(branch).await {
-                Ok(head) => Ok((head == sha).then_some(())),
-                Err(err) if err.status() == Some(404) => Ok(None),
-                Err(err) => Err(err),
-            }
-        };
+        let done = || async { branch_at(self.branch_head(branch).await, sha) };
         perform_checked(self.retry, &format!("POST {path}"), create, done).await
     }
 
