@@ -193,14 +193,8 @@ on_both_forges!(
         s.by(&s.people.carol).approve(pr);
         s.settle().await;
         assert!(s.change(pr).merged);
-        let opened: Vec<u64> = s
-            .changes()
-            .into_iter()
-            .filter(|change| change.user == s.people.bot.login)
-            .map(|change| change.number)
-            .collect();
         let revert = s.revert_pr("r1").await;
-        assert_eq!(opened, [revert], "one revert, the one opened once");
+        assert_eq!(s.bot_changes(), [revert], "one revert, the one opened once");
         s.advance(TimeDelta::hours(1));
         s.settle().await;
         assert!(s.change(revert).merged);
@@ -245,15 +239,8 @@ on_both_forges!(
         s.settle().await;
         let reply = s.next_bot_issue_comment(issue);
         assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
-        let bots = |s: &Scenario| -> Vec<u64> {
-            s.changes()
-                .into_iter()
-                .filter(|change| change.user == s.people.bot.login)
-                .map(|change| change.number)
-                .collect()
-        };
-        let [pr] = bots(&s)[..] else {
-            panic!("one request PR: {:?}", bots(&s));
+        let [pr] = s.bot_changes()[..] else {
+            panic!("one request PR: {:?}", s.bot_changes());
         };
         let verdict = s.next_bot_comment(pr);
         let id = verdict
@@ -266,7 +253,7 @@ on_both_forges!(
         s.settle().await;
         assert!(s.change(pr).merged);
         let revert = s.revert_pr(&id).await;
-        assert_eq!(bots(&s), [pr, revert], "one revert");
+        assert_eq!(s.bot_changes(), [pr, revert], "one revert");
         s.advance(TimeDelta::hours(1));
         s.settle().await;
         assert!(s.change(revert).merged);

@@ -507,6 +507,15 @@ impl Scenario {
         self.open_labelled_change(bob, "sev1-request", "sev1 access", "sev1")
     }
 
+    /// The numbers of the change requests breakglass opened, oldest first.
+    pub fn bot_changes(&self) -> Vec<u64> {
+        self.changes()
+            .into_iter()
+            .filter(|change| change.user == self.people.bot.login)
+            .map(|change| change.number)
+            .collect()
+    }
+
     /// Runs `steps` on the forge with its webhooks held, then sends them: the bot hears of
     /// them only once all are done, as of a change opened as a draft or labelled at once,
     /// whatever the machine's load makes of the time between the calls.
