@@ -1555,9 +1555,10 @@ on_both_forges_skewed!(
     |s: Scenario| async move {
         s.lenient();
         let (bot_pr, _) = approved_with_its_merge_failing(&s).await;
-        s.edit_policy(&s.people.erin, "network", |p| {
+        let tightened = s.edit_policy(&s.people.erin, "network", |p| {
             p.replace("approvals: 1", "approvals: 2")
         });
+        s.heard_push_of(&tightened).await;
         through_the_merge_step(&s).await;
         assert!(!s.change(bot_pr).merged, "needs a second approver now");
         s.approve(bot_pr, &s.people.dan);
@@ -1577,9 +1578,10 @@ on_skewed_clocks!(
         let (bot_pr, branch) = approved_with_its_merge_failing(&s).await;
         // The branch's tip is the bot's expiry commit; its parent, the version carol approved.
         let continued = s.forge.log(REPO, &branch)[0].parents[0].clone();
-        s.edit_policy(&s.people.erin, "network", |p| {
+        let tightened = s.edit_policy(&s.people.erin, "network", |p| {
             p.replace("approvals: 1", "approvals: 2")
         });
+        s.heard_push_of(&tightened).await;
         through_the_merge_step(&s).await;
         assert!(!s.change(bot_pr).merged, "needs a second approver now");
         s.forge.advance_clock(TimeDelta::seconds(1));

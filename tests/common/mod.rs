@@ -866,11 +866,37 @@ impl Scenario {
 
     /// Rewrites a policy on the default branch (as `user`, a direct push).
     #[track_caller]
-    pub fn edit_policy(&self, user: &User, env: &str, edit: impl Fn(String) -> String) {
+    /// `user` pushes `edit` of `env`'s policy to the default branch; the commit's sha.
+    pub fn edit_policy(&self, user: &User, env: &str, edit: impl Fn(String) -> String) -> String {
         let path = format!("{}/{env}.yaml", self.config.policies_path);
         let text = edit(self.forge.file_on(REPO, "main", &path).unwrap());
         self.forge
-            .push_direct(REPO, user, &[(&path, &text)], "edit policy");
+            .push_direct(REPO, user, &[(&path, &text)], "edit policy")
+    }
+
+    /// Waits (real time, 20 s at most) until the bot has handled the push webhook of commit
+    /// `sha`: for a step that must be heard before the next while other work keeps the bot
+    /// from settling (a merge step puts off that PR's deliveries until it is over).
+    pub async fn heard_push_of(&self, sha: &str) {
+        self.forge.settle().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let query = "SELECT COUNT(*), COUNT(CASE WHEN state = 'done' THEN 1 END) FROM deliveries \
+                     WHERE event IN ('push', 'Push Hook') AND payload LIKE $1";
+        loop {
+            let (all, done): (i64, i64) = sqlx::query_as(query)
+                .bind(format!("%{sha}%"))
+                .fetch_one(self.store.pool())
+                .await
+                .unwrap();
+            if all > 0 && done == all {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the push of {sha} was not handled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// prod's policy on the default branch asks for two approvals (a direct push by erin,
