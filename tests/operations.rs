@@ -821,10 +821,12 @@ on_both_forges!(
             kind: FailureKind::Status(503),
         });
         s.expect_job_error(JobKind::Merge, "HTTP 503");
-        s.expect_delivery_error("is in its merge step");
+        // The push of the expiry commit is put off until the merge step is over when its
+        // webhook comes during the step (as a rule, but a late one comes after the retry).
+        s.allow_delivery_error("is in its merge step");
         s.approve(bot_pr, &s.people.carol);
-        // The expiry is written, then every try of the merge call fails. (The push of that
-        // commit is put off until the merge step is over: the bot is not settled meanwhile.)
+        // The expiry is written, then every try of the merge call fails (the bot is not
+        // settled meanwhile).
         let written = expiry_written(&s, &s.change(bot_pr).head_ref).await;
         assert!(
             !s.change(bot_pr).merged,
@@ -960,18 +962,20 @@ on_both_forges!(
         s.approve(bot_pr, &s.people.carol);
         through_the_merge_step(&s).await;
         if s.dialect == Dialect::GitHub {
-            // Refused, put back and said; the head moved away and back, so the approval is
-            // asked for again, and given.
-            assert!(!s.change(bot_pr).merged);
+            // Refused, put back and said. Heard before the merge, the push moved the head away
+            // and back, so the approval is asked for again, and given; heard only after it,
+            // the merge step put the branch back itself and merged the version carol approved.
             let said = s.bot_comments(bot_pr);
             assert!(
                 said.iter()
                     .any(|c| c.starts_with("🚨 **Tampering**: @mallory pushed")),
                 "{said:#?}"
             );
-            s.forge.advance_clock(TimeDelta::seconds(2));
-            s.emoji_now(bot_pr, &s.people.carol, "+1");
-            through_the_merge_step(&s).await;
+            if !s.change(bot_pr).merged {
+                s.forge.advance_clock(TimeDelta::seconds(2));
+                s.emoji_now(bot_pr, &s.people.carol, "+1");
+                through_the_merge_step(&s).await;
+            }
         }
         assert!(
             s.change(bot_pr).merged,

@@ -77,6 +77,62 @@ fn merge_calls(s: &Scenario) -> u64 {
 
 // 1. The bot merges only its own commits on its branches.
 
+// mallory opens a PR from the bot's new revert branch in the moment before the bot opens its
+// own, while the bot's call hangs and ends without an answer: its look for the PR it may have
+// opened finds hers. It is never taken for the bot's (she would own its title, description and
+// base): that build is abandoned, her PR closed with the branch, and the revert built again.
+on_both_forges!(
+    a_pr_opened_from_the_bots_branch_by_someone_else_is_never_adopted,
+    |s: Scenario| async move {
+        s.expect_job_error(
+            JobKind::OpenRevert,
+            "was opened by mallory, not by breakglass",
+        );
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        let hang = FailureKind::Timeout(Duration::from_secs(2));
+        s.fail_next(Route::Changes, Method::POST, 1, hang);
+        s.approve(pr, &s.people.carol);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let branch = loop {
+            let found = s.forge.branches(REPO).into_iter().find(|b| {
+                b.starts_with("breakglass/revert/")
+                    && s.forge.log(REPO, b)[0].message.contains("remove")
+            });
+            if let Some(branch) = found {
+                break branch;
+            }
+            assert!(std::time::Instant::now() < deadline, "no revert branch");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let hers = s.open_change(&s.people.mallory, &branch, "revert r1");
+        s.settle().await;
+        // That build failed; the revert is built again when its step is tried again.
+        s.advance(TimeDelta::minutes(1));
+        s.settle().await;
+        assert!(s.change(pr).merged);
+        let revert = s.revert_pr("r1").await;
+        assert_ne!(revert, hers, "her PR is not the bot's revert");
+        assert_eq!(s.change(hers).state, "closed", "hers is closed");
+        assert!(!s.change(hers).merged);
+        assert_eq!(s.change(revert).user, s.people.bot.login);
+        s.advance(TimeDelta::hours(1));
+        s.settle().await;
+        assert!(s.change(revert).merged);
+        assert!(!s.change(hers).merged);
+        assert_eq!(s.request("r1").await.state.to_string(), "revoked");
+        s.expect_bot_comments(
+            pr,
+            &[
+                "✅ **Request `r1` is allowed**",
+                "🔓 **Access granted.**",
+                "🔒 **Access revoked**",
+            ],
+        );
+        s.expect_no_bot_comment(hers);
+    }
+);
+
 // GitHub only: the branch goes back to the very commit; GitLab's restore is a new commit (tests/forges.rs).
 on_both_backends!(
     a_member_pushing_a_policy_to_the_revert_branch_is_undone_and_the_grant_still_ends,

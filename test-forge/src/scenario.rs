@@ -847,6 +847,20 @@ impl TestForge {
         })
     }
 
+    /// The names of `repo`'s branches, sorted.
+    #[track_caller]
+    pub fn branches(&self, repo: &str) -> Vec<String> {
+        let mut names: Vec<String> = self.read_repo(repo, |_, r| {
+            git::branches(&r.git)
+                .expect("the repo's branches")
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect()
+        });
+        names.sort();
+        names
+    }
+
     /// The content of `path` on `branch` (or at a sha), if it exists and is UTF-8.
     #[track_caller]
     pub fn file_on(&self, repo: &str, branch: &str, path: &str) -> Option<String> {

@@ -141,7 +141,7 @@ impl Scenario {
     }
 
     /// Declares that handling a delivery may fail with an error containing `needle`, depending
-    /// on a race between replicas that the test cannot steer.
+    /// on a race that the test cannot steer (between replicas, or a webhook and a job).
     #[track_caller]
     pub fn allow_delivery_error(&self, needle: &str) {
         self.strict.state().expected.push(Expected {
