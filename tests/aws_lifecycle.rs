@@ -485,16 +485,7 @@ with_aws!(
             .fail_next("DeleteRolePolicy", 503, "ServiceUnavailable");
         w.s.expect_delivery_error("DeleteRolePolicy");
         put.release();
-        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
-        eventually(|| async {
-            sqlx::query_as::<_, (i64,)>(tried)
-                .fetch_one(w.s.store.pool())
-                .await
-                .unwrap()
-                .0
-                > 0
-        })
-        .await;
+        w.s.until_a_delivery_failed().await;
         // The comment's delivery is handled again: the request has ended, what the earlier
         // run wrote is taken back, and the extension is refused.
         w.s.advance(TimeDelta::minutes(1));

@@ -42,10 +42,14 @@ pub async fn request_timeout(request: Request, next: Next) -> Response {
 }
 
 /// Serves `app` on `listener` until `stop` turns true; then stops accepting and lets the
-/// connections finish the requests they are in.
+/// connections finish the requests they are in. The connections are this future's own tasks:
+/// dropped (its task aborted, as in a crash), it ends them too, so that no kept-alive
+/// connection goes on storing deliveries for a service that is gone.
 pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {} // the ended ones
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -68,13 +72,12 @@ pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             connection(stream, app, stop).await;
             drop(permit);
         });
     }
-    // Every connection returns its slot when it ends.
-    let _ = slots.acquire_many(MAX_CONNECTIONS as u32).await;
+    while connections.join_next().await.is_some() {}
 }
 
 /// Until `stop` turns true (or its sender is gone).

@@ -874,6 +874,24 @@ impl Scenario {
             .push_direct(REPO, user, &[(&path, &text)], "edit policy")
     }
 
+    /// Waits (real time, 20 s at most) until a delivery's handling has failed once: its retry
+    /// then comes due on the bot's clock (a pending delivery keeps [`Self::settle`] waiting).
+    pub async fn until_a_delivery_failed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
+        loop {
+            let (failed,): (i64,) = sqlx::query_as(tried)
+                .fetch_one(self.store.pool())
+                .await
+                .unwrap();
+            if failed > 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no delivery failed");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Waits (real time, 20 s at most) until the bot has handled the push webhook of commit
     /// `sha`: for a step that must be heard before the next while other work keeps the bot
     /// from settling (a merge step puts off that PR's deliveries until it is over).
