@@ -5,7 +5,9 @@
 
 use breakglass::forge::github::{GithubAuth, GithubClient};
 use breakglass::secret::Secret;
-use breakglass_test_forge::{BranchDetour, FailureKind, FailureSpec, RouteMatcher, TestForge};
+use breakglass_test_forge::{
+    BranchDetour, FailureKind, FailureSpec, FileChange, RouteMatcher, TestForge,
+};
 use http::Method;
 
 const REPO: &str = "acme/access-requests";
@@ -107,6 +109,47 @@ async fn a_look_for_a_lost_write_never_takes_anyone_elses_commit_for_it() {
         .await;
     match written {
         Ok(sha) => assert_ne!(sha, hers, "her commit taken for the bot's"),
+        Err(err) => assert_eq!(err.status(), Some(422), "{err}"),
+    }
+}
+
+// The same commit with the bot's very text, as a symbolic link whose link text it is: the
+// comparison lists the same blob (it names no file mode), and the contents API tells the link
+// from a file. Taken for the bot's, it would have put a link where breakglass checks files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_for_a_lost_write_never_takes_a_link_with_the_bots_text_for_its_file() {
+    let (forge, client, main) = forge_and_client().await;
+    client.create_branch("bg/r1", &main).await.unwrap();
+    let text = "environment: prod\n";
+    let mallory = forge.user("mallory");
+    let hers = forge.push_changes(
+        REPO,
+        "mallory",
+        &mallory,
+        &[FileChange::Symlink(PATH.into(), text.into())],
+        MESSAGE,
+    );
+    assert_eq!(forge.log(REPO, "mallory")[0].parents, [main.as_str()]);
+    forge.detour_branch(BranchDetour {
+        route: RouteMatcher::Route {
+            method: Some(Method::GET),
+            template: "/repos/{owner}/{repo}/git/ref/{*ref}".to_owned(),
+        },
+        count: 1,
+        repo: REPO.to_owned(),
+        branch: "bg/r1".to_owned(),
+        sha: hers.clone(),
+    });
+    lose_the_answer(
+        &forge,
+        Method::PUT,
+        "/repos/{owner}/{repo}/contents/{*path}",
+    );
+    let written = client
+        .put_file("bg/r1", &main, PATH, text, MESSAGE, None)
+        .await;
+    match written {
+        Ok(sha) => assert_ne!(sha, hers, "her link taken for the bot's file"),
         Err(err) => assert_eq!(err.status(), Some(422), "{err}"),
     }
 }

@@ -93,18 +93,7 @@ on_both_forges!(
         let hang = FailureKind::Timeout(Duration::from_secs(2));
         s.fail_next(Route::Changes, Method::POST, 1, hang);
         s.approve(pr, &s.people.carol);
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        let branch = loop {
-            let found = s.forge.branches(REPO).into_iter().find(|b| {
-                b.starts_with("breakglass/revert/")
-                    && s.forge.log(REPO, b)[0].message.contains("remove")
-            });
-            if let Some(branch) = found {
-                break branch;
-            }
-            assert!(std::time::Instant::now() < deadline, "no revert branch");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let branch = bots_written_branch(&s, "breakglass/revert/").await;
         let hers = s.open_change(&s.people.mallory, &branch, "revert r1");
         s.settle().await;
         // That build failed; the revert is built again when its step is tried again.
@@ -132,6 +121,57 @@ on_both_forges!(
         s.expect_no_bot_comment(hers);
     }
 );
+
+// The same on GitHub for a request PR opened with a label: GitHub takes labels by a call after
+// the opening, and the PR the look found is hers, so the bot labels nothing (a `sev1` put by
+// the bot on a PR from its branch, which she could restore and reopen). The request goes on
+// from a branch built again, on the bot's own PR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_github_a_pr_found_for_a_lost_opening_but_not_the_bots_is_never_labelled() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    s.lenient();
+    let issue = s.open_issue(&s.people.carol, "payments down");
+    s.forge.label(REPO, issue, &s.people.carol, "sev1");
+    let hang = FailureKind::Timeout(Duration::from_secs(2));
+    s.fail_next(Route::Changes, Method::POST, 1, hang);
+    s.note_on_issue(
+        issue,
+        &s.people.bob,
+        "/breakglass prod 45m admin -- incident: INC-9 checkout down",
+    );
+    let branch = bots_written_branch(&s, "breakglass/request/").await;
+    let hers = s.open_change(&s.people.mallory, &branch, "sev1 access");
+    s.until_a_delivery_failed().await;
+    s.advance(TimeDelta::minutes(1));
+    s.settle().await;
+    assert!(s.labels(hers).is_empty(), "{:?}", s.labels(hers));
+    assert_eq!(s.change(hers).state, "closed");
+    assert!(!s.change(hers).merged);
+    let pr = s.bot_changes()[0];
+    assert_ne!(pr, hers);
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    assert!(
+        s.labels(pr).iter().any(|l| l == "sev1"),
+        "{:?}",
+        s.labels(pr)
+    );
+}
+
+/// The first branch starting with `prefix` once a commit of the bot's is on it (real time, the
+/// bot unsettled: its next call hangs).
+async fn bots_written_branch(s: &Scenario, prefix: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = s.forge.branches(REPO).into_iter().find(|b| {
+            b.starts_with(prefix) && s.forge.log(REPO, b)[0].message.starts_with("breakglass: ")
+        });
+        if let Some(branch) = found {
+            return branch;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {prefix} branch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 // GitHub only: the branch goes back to the very commit; GitLab's restore is a new commit (tests/forges.rs).
 on_both_backends!(

@@ -1143,7 +1143,6 @@ impl Workflow {
     }
 }
 
-/// The distinct approvers among `approvals`, by user id, never the requester.
 /// How a poll of a change's emoji ended: polled again later, or nothing left to poll.
 #[derive(Debug, PartialEq, Eq)]
 enum PollEnd {
@@ -1151,6 +1150,7 @@ enum PollEnd {
     Done,
 }
 
+/// The distinct approvers among `approvals`, by user id, never the requester.
 fn distinct_approvers(approvals: &[Approval], requester_id: u64) -> BTreeSet<Login> {
     let mut ids = BTreeSet::new();
     approvals

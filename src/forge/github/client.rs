@@ -617,7 +617,16 @@ impl GithubClient {
                 },
                 _ => false,
             };
-        Ok(ours.then_some(Written {
+        // The comparison names no file mode: a symbolic link whose link text is that text has
+        // the very blob. The contents API tells a file from one.
+        let a_file = match (ours, &blob) {
+            (true, Some(blob)) => matches!(
+                self.read_served(&head, path).await?,
+                Some(Served::File(file)) if file.path == path && file.blob_sha == *blob
+            ),
+            _ => ours,
+        };
+        Ok(a_file.then_some(Written {
             commit: WrittenCommit {
                 sha: head,
                 parents: commit.parents,
@@ -807,12 +816,19 @@ impl GithubClient {
         };
         // An opening whose answer was lost may have opened it: a retry would be refused
         // ("A pull request already exists"), so the forge is asked first.
+        let looked = std::sync::atomic::AtomicBool::new(false);
         let created = perform_checked(self.retry, &call, open, || {
+            looked.store(true, std::sync::atomic::Ordering::Relaxed);
             self.open_pull_request_from(head, base)
         })
         .await?;
         let mut state: PullRequestState = created.into();
-        if !labels.is_empty() {
+        // One found by the look may be someone else's, opened from the bot's branch in the
+        // moment before: the workflow refuses it, and the bot labels nothing of theirs.
+        if !labels.is_empty()
+            && (!looked.load(std::sync::atomic::Ordering::Relaxed)
+                || state.info.author.id == self.me().await?.id)
+        {
             let number = state.info.number;
             let route = self.repo_path(&format!("/issues/{number}/labels"));
             match self

@@ -609,7 +609,7 @@ impl GitlabClient {
     }
 
     /// The open merge request from branch `source` of this project into `target`, if there
-    /// is one (GitLab allows one such).
+    /// is one (GitLab allows one such; a fork's branch of that name is another source).
     async fn open_merge_request_from(
         &self,
         source: &str,
@@ -624,9 +624,11 @@ impl GitlabClient {
             .attempt(&Method::GET, &route, None, &HeaderMap::new())
             .await?;
         let listed: Vec<MergeRequest> = decode(&format!("GET {route}"), &answer.body)?;
-        Ok(listed
-            .into_iter()
-            .find(|mr| mr.source_branch == source && mr.target_branch == target))
+        Ok(listed.into_iter().find(|mr| {
+            mr.source_branch == source
+                && mr.target_branch == target
+                && mr.source_project_id == mr.target_project_id
+        }))
     }
 
     /// Every open merge request of the project, newest first, with whether each was updated
