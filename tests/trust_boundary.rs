@@ -157,13 +157,16 @@ async fn on_github_a_pr_found_for_a_lost_opening_but_not_the_bots_is_never_label
     );
 }
 
-/// The first branch starting with `prefix` once a commit of the bot's is on it (real time, the
-/// bot unsettled: its next call hangs).
+/// The first branch starting with `prefix` once a commit of the bot's is on it, beyond the
+/// default branch it starts from (real time, the bot unsettled: its next call hangs).
 async fn bots_written_branch(s: &Scenario, prefix: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
+        let main = s.forge.branch_sha(REPO, "main");
         let found = s.forge.branches(REPO).into_iter().find(|b| {
-            b.starts_with(prefix) && s.forge.log(REPO, b)[0].message.starts_with("breakglass: ")
+            b.starts_with(prefix)
+                && s.forge.branch_sha(REPO, b) != main
+                && s.forge.log(REPO, b)[0].message.starts_with("breakglass: ")
         });
         if let Some(branch) = found {
             return branch;

@@ -172,6 +172,7 @@ impl Scenario {
 
     /// [`Scenario::start`] with a [`Setup`].
     pub async fn start_with(backend: Backend, setup: Setup) -> Option<Scenario> {
+        log_to_the_test();
         let Some((database, url)) = Database::create(backend).await else {
             eprintln!("SKIPPED postgres scenario: BREAKGLASS_TEST_DATABASE_URL is not set");
             return None;
@@ -982,6 +983,19 @@ macro_rules! on_skewed_clocks {
             }
         }
     };
+}
+
+/// The bot's log, warnings and errors (or `BREAKGLASS_LOG`'s filter), into the test's own
+/// output: the test runner shows it for a test that fails, so that a failure seen once (a CI
+/// run) tells what the bot was doing.
+fn log_to_the_test() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BREAKGLASS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
 }
 
 /// Runs a scenario body on SQLite and, when configured, on PostgreSQL.
