@@ -73,10 +73,39 @@ async fn a_branch_and_a_file_written_with_their_answers_lost_are_found_written_o
     assert_eq!(forge.file_on(REPO, "bg/r1", PATH), None);
 }
 
-// mallory prepares a commit with the bot's message on the same parent but her own text, and
-// the branch shows it while the bot looks for its lost write: the look does not take it (it
-// changes the file to another text), so the write is made again, and refused, the bot's own
-// being there: an error, never her commit as the bot's.
+/// mallory's commit `hers` (the bot's message, on `main`) is what the bot's branch shows while
+/// the bot looks for its write of `text`, whose answer was lost: the look must not take it, so
+/// the write is made again and refused, the bot's own being there: an error, never hers.
+async fn a_look_meets(
+    forge: &TestForge,
+    client: &GithubClient,
+    main: &str,
+    hers: &str,
+    text: &str,
+) {
+    assert_eq!(forge.log(REPO, hers)[0].parents, [main]);
+    forge.detour_branch(BranchDetour {
+        route: RouteMatcher::Route {
+            method: Some(Method::GET),
+            template: "/repos/{owner}/{repo}/git/ref/{*ref}".to_owned(),
+        },
+        count: 1,
+        repo: REPO.to_owned(),
+        branch: "bg/r1".to_owned(),
+        sha: hers.to_owned(),
+    });
+    lose_the_answer(forge, Method::PUT, "/repos/{owner}/{repo}/contents/{*path}");
+    let written = client
+        .put_file("bg/r1", main, PATH, text, MESSAGE, None)
+        .await;
+    match written {
+        Ok(sha) => assert_ne!(sha, hers, "her commit taken for the bot's"),
+        Err(err) => assert_eq!(err.status(), Some(422), "{err}"),
+    }
+}
+
+// mallory prepares a commit with the bot's message on the same parent but her own text: the
+// look does not take it (it changes the file to another text).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_look_for_a_lost_write_never_takes_anyone_elses_commit_for_it() {
     let (forge, client, main) = forge_and_client().await;
@@ -89,28 +118,7 @@ async fn a_look_for_a_lost_write_never_takes_anyone_elses_commit_for_it() {
         &[(PATH, "environment: prod\nduration: 99h\n")],
         MESSAGE,
     );
-    forge.detour_branch(BranchDetour {
-        route: RouteMatcher::Route {
-            method: Some(Method::GET),
-            template: "/repos/{owner}/{repo}/git/ref/{*ref}".to_owned(),
-        },
-        count: 1,
-        repo: REPO.to_owned(),
-        branch: "bg/r1".to_owned(),
-        sha: hers.clone(),
-    });
-    lose_the_answer(
-        &forge,
-        Method::PUT,
-        "/repos/{owner}/{repo}/contents/{*path}",
-    );
-    let written = client
-        .put_file("bg/r1", &main, PATH, "environment: prod\n", MESSAGE, None)
-        .await;
-    match written {
-        Ok(sha) => assert_ne!(sha, hers, "her commit taken for the bot's"),
-        Err(err) => assert_eq!(err.status(), Some(422), "{err}"),
-    }
+    a_look_meets(&forge, &client, &main, &hers, "environment: prod\n").await;
 }
 
 // The same commit with the bot's very text, as a symbolic link whose link text it is: the
@@ -129,27 +137,5 @@ async fn a_look_for_a_lost_write_never_takes_a_link_with_the_bots_text_for_its_f
         &[FileChange::Symlink(PATH.into(), text.into())],
         MESSAGE,
     );
-    assert_eq!(forge.log(REPO, "mallory")[0].parents, [main.as_str()]);
-    forge.detour_branch(BranchDetour {
-        route: RouteMatcher::Route {
-            method: Some(Method::GET),
-            template: "/repos/{owner}/{repo}/git/ref/{*ref}".to_owned(),
-        },
-        count: 1,
-        repo: REPO.to_owned(),
-        branch: "bg/r1".to_owned(),
-        sha: hers.clone(),
-    });
-    lose_the_answer(
-        &forge,
-        Method::PUT,
-        "/repos/{owner}/{repo}/contents/{*path}",
-    );
-    let written = client
-        .put_file("bg/r1", &main, PATH, text, MESSAGE, None)
-        .await;
-    match written {
-        Ok(sha) => assert_ne!(sha, hers, "her link taken for the bot's file"),
-        Err(err) => assert_eq!(err.status(), Some(422), "{err}"),
-    }
+    a_look_meets(&forge, &client, &main, &hers, text).await;
 }

@@ -3769,19 +3769,7 @@ async fn granted_as_approved(s: &Scenario, pr: u64) {
 
 /// Waits (real time) until a delivery was put off for a merge step (see `merge_under_way`).
 async fn put_off_for_the_merge_step(s: &Scenario) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let query = "SELECT COUNT(*) FROM deliveries WHERE last_error LIKE '%is in its merge step%'";
-    loop {
-        let (n,): (i64,) = sqlx::query_as(query)
-            .fetch_one(s.store.pool())
-            .await
-            .unwrap();
-        if n > 0 {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "nothing was put off");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.until_a_delivery_failed_with("is in its merge step").await;
 }
 
 /// Two minutes in 10 s steps (real time between them for the bot's workers: the merge job and

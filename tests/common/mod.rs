@@ -878,17 +878,26 @@ impl Scenario {
     /// Waits (real time, 20 s at most) until a delivery's handling has failed once: its retry
     /// then comes due on the bot's clock (a pending delivery keeps [`Self::settle`] waiting).
     pub async fn until_a_delivery_failed(&self) {
+        self.until_a_delivery_failed_with("").await;
+    }
+
+    /// [`Self::until_a_delivery_failed`] with an error that contains `needle`.
+    pub async fn until_a_delivery_failed_with(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error IS NOT NULL";
+        let tried = "SELECT COUNT(*) FROM deliveries WHERE last_error LIKE $1";
         loop {
             let (failed,): (i64,) = sqlx::query_as(tried)
+                .bind(format!("%{needle}%"))
                 .fetch_one(self.store.pool())
                 .await
                 .unwrap();
             if failed > 0 {
                 return;
             }
-            assert!(Instant::now() < deadline, "no delivery failed");
+            assert!(
+                Instant::now() < deadline,
+                "no delivery failed with {needle:?}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
