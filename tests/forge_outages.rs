@@ -230,12 +230,7 @@ on_both_forges!(
             Dialect::GitLab => (Method::POST, Method::POST),
         };
         lose_each_write(put);
-        let issue = s.open_issue(&s.people.alice, "checkout is down");
-        s.note_on_issue(
-            issue,
-            &s.people.alice,
-            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
-        );
+        let issue = s.alice_asks_by_comment();
         s.settle().await;
         let reply = s.next_bot_issue_comment(issue);
         assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");

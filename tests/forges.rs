@@ -260,12 +260,7 @@ on_both_forges!(
 on_both_forges!(
     a_request_by_comment_on_an_issue_opens_a_change_and_answers_on_the_issue,
     |s: Scenario| async move {
-        let issue = s.open_issue(&s.people.alice, "checkout is down");
-        s.note_on_issue(
-            issue,
-            &s.people.alice,
-            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
-        );
+        let issue = s.alice_asks_by_comment();
         s.settle().await;
         let said = s.next_bot_issue_comment(issue);
         let record = s.store.list_requests(None).await.unwrap().pop().unwrap();

@@ -145,13 +145,8 @@ on_both_forges!(
 on_both_forges!(
     slash_command_opens_the_pr_and_approve_comment_merges,
     |s: Scenario| async move {
-        let (alice, carol) = (&s.people.alice, &s.people.carol);
-        let issue = s.open_issue(alice, "checkout is down");
-        s.note_on_issue(
-            issue,
-            alice,
-            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
-        );
+        let carol = &s.people.carol;
+        let issue = s.alice_asks_by_comment();
         s.settle().await;
         let reply = s.next_bot_issue_comment(issue);
         assert!(reply.starts_with("📝 @alice, your request is "), "{reply}");
@@ -1080,12 +1075,7 @@ async fn the_whole_story_in_the_bots_words() {
     let Some(s) = Scenario::start(Backend::Sqlite).await else {
         return;
     };
-    let issue = s.open_issue(&s.people.alice, "checkout is down");
-    s.note_on_issue(
-        issue,
-        &s.people.alice,
-        "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
-    );
+    let issue = s.alice_asks_by_comment();
     s.settle().await;
     let pr = s.first_bot_change();
     s.approve(pr, &s.people.alice);

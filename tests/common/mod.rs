@@ -508,6 +508,18 @@ impl Scenario {
         self.open_labelled_change(bob, "sev1-request", "sev1 access", "sev1")
     }
 
+    /// alice opens an issue "checkout is down" and asks there for 1h of `prod/admin` by a
+    /// `/breakglass` comment; the issue's number.
+    pub fn alice_asks_by_comment(&self) -> u64 {
+        let issue = self.open_issue(&self.people.alice, "checkout is down");
+        self.note_on_issue(
+            issue,
+            &self.people.alice,
+            "/breakglass prod 1h admin -- incident: INC-77 checkout DB failover",
+        );
+        issue
+    }
+
     /// The numbers of the change requests breakglass opened, oldest first.
     pub fn bot_changes(&self) -> Vec<u64> {
         self.changes()
