@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use breakglass::store::JobKind;
-use breakglass_test_forge::{FailureKind, FailureSpec};
+use breakglass_test_forge::{FailureKind, FailureSpec, RouteMatcher};
 use chrono::TimeDelta;
 use common::*;
 use http::Method;
@@ -518,3 +518,40 @@ on_both_forges!(
         s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
     }
 );
+
+/// GitHub sends no event for emoji, so each poll reads the PR's and then those on the bot's
+/// latest comment. When only the second read fails, for as long as it takes, the PR's own
+/// emoji are still read every 30 s: an approver's 👍 there is noticed at the next poll, not
+/// after a backoff grown by the failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_read_of_the_bots_comment_emoji_does_not_slow_the_polls_of_the_prs() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    s.expect_job_error(JobKind::Poll, "HTTP 502");
+    s.forge.fail_next(FailureSpec {
+        route: RouteMatcher::Route {
+            method: Some(Method::GET),
+            template: "/repos/{owner}/{repo}/issues/comments/{id}/reactions".to_owned(),
+        },
+        count: u32::MAX,
+        kind: FailureKind::Status(502),
+    });
+    // Ten minutes of failed reads: a backoff would have grown past the interval by now.
+    for _ in 0..20 {
+        s.advance(TimeDelta::seconds(30));
+        s.settle().await;
+    }
+    let failed = s.forge.calls().count(
+        "GET",
+        "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
+    );
+    assert!(failed >= 20, "the comment was read at each poll: {failed}");
+    s.emoji(pr, &s.people.carol, "+1");
+    s.advance(TimeDelta::seconds(30));
+    s.settle().await;
+    assert!(s.change(pr).merged, "noticed at the next poll");
+    s.forge.clear_failures();
+    s.take_bot_comments(pr);
+}

@@ -1,9 +1,10 @@
-//! The GitHub client's writes whose answer is lost: the forge did the work and a gateway
+//! The forge clients' writes whose answer is lost: the forge did the work and a gateway
 //! answered 504. Each is looked for before it is made again (made again, it would be refused:
-//! the branch or the file is there already), and a commit someone else put there in the
-//! meantime is never taken for the bot's own.
+//! the branch or the file is there already), and a commit or a merge request someone else put
+//! there in the meantime is never taken for the bot's own.
 
 use breakglass::forge::github::{GithubAuth, GithubClient};
+use breakglass::forge::gitlab::{GitlabAuth, GitlabClient};
 use breakglass::secret::Secret;
 use breakglass_test_forge::{
     BranchDetour, FailureKind, FailureSpec, FileChange, RouteMatcher, TestForge,
@@ -138,4 +139,56 @@ async fn a_look_for_a_lost_write_never_takes_a_link_with_the_bots_text_for_its_f
         MESSAGE,
     );
     a_look_meets(&forge, &client, &main, &hers, text).await;
+}
+
+// GitLab: the bot's merge request is opened and the answer lost. Before the bot's look for it,
+// mallory opens one from her fork's branch of the same name into the same target (GitLab
+// allows it: the fork is another source). The look, which lists newest first, takes only a
+// merge request from the project's own branch: the bot's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gitlab_a_look_for_a_lost_opening_never_takes_a_forks_merge_request() {
+    let forge = TestForge::start().await;
+    forge.create_repo(REPO, &[("README.md", "# requests\n")]);
+    let bot = forge.user("breakglass-bot");
+    let mallory = forge.user("mallory");
+    let token = Secret::new(forge.token_for(&bot));
+    let client = GitlabClient::connect(
+        &forge.gitlab_api_url(),
+        REPO,
+        GitlabAuth::PrivateToken(token),
+    )
+    .await
+    .unwrap();
+    let main = forge.branch_sha(REPO, "main").unwrap();
+    client.create_branch("bg/r1", &main).await.unwrap();
+    let head = client
+        .put_file("bg/r1", &main, PATH, "environment: prod\n", MESSAGE, None)
+        .await
+        .unwrap();
+    const MERGE_REQUESTS: &str = "/api/v4/projects/{id}/merge_requests";
+    lose_the_answer(&forge, Method::POST, MERGE_REQUESTS);
+    forge.open_fork_pr_before(
+        RouteMatcher::Route {
+            method: Some(Method::GET),
+            template: MERGE_REQUESTS.to_owned(),
+        },
+        REPO,
+        &mallory,
+        "mallory/access-requests",
+        "bg/r1",
+        &[(PATH, "environment: prod\nduration: 99h\n")],
+    );
+    let opened = client
+        .open_pull_request("bg/r1", "main", "request r1", "", &[])
+        .await
+        .unwrap();
+    let hers = forge.gl_mr(REPO, 2);
+    assert_eq!(
+        (hers.user.as_str(), hers.head_repo.as_deref()),
+        ("mallory", Some("mallory/access-requests")),
+        "her merge request was opened before the look"
+    );
+    assert_eq!(opened.info.number, 1, "{opened:#?}");
+    assert_eq!(opened.info.author.login, "breakglass-bot");
+    assert_eq!(opened.info.head_sha, head);
 }

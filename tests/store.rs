@@ -748,6 +748,36 @@ async fn a_run_that_fails_after_its_job_was_scheduled_again_leaves_the_new_time(
     .await;
 }
 
+/// A job that schedules itself again (a poll) keeps one row for its whole life: a run that
+/// went well ends its failed attempts, so that an outage long over does not set the backoff
+/// of the next failure.
+#[tokio::test]
+async fn a_run_that_went_well_after_its_job_was_scheduled_again_clears_its_failed_attempts() {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        let id = store.schedule_job(JobKind::Poll, &r1, t(0), t(0)).await?;
+        for attempt in 0..3 {
+            store.claim_due_jobs("w", t(attempt), LEASE, 1).await?;
+            assert!(store.retry_job(id, "w", "HTTP 502", t(attempt + 1)).await?);
+        }
+        assert_eq!(store.jobs_for_request(&r1).await?[0].attempts, 3);
+        store.claim_due_jobs("w", t(3), LEASE, 1).await?;
+        store.schedule_job(JobKind::Poll, &r1, t(33), t(3)).await?;
+        assert!(!store.complete_job(id, "w").await?, "kept, not deleted");
+        let jobs = store.jobs_for_request(&r1).await?;
+        assert_eq!(
+            (
+                jobs[0].run_at,
+                jobs[0].attempts,
+                jobs[0].last_error.as_deref()
+            ),
+            (t(33), 0, None)
+        );
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_revoke_is_resumed_only_while_the_request_is_revoking_and_has_none_due() {
     for_each_backend(|store| async move {

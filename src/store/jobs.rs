@@ -342,8 +342,8 @@ pub async fn renew_job_leases(
 }
 
 /// Deletes a job that ran, if `worker` still holds it and nobody scheduled it again while it
-/// ran; one scheduled again is unlocked instead, due at its new time. `false` unless deleted:
-/// the lease was lost (it lapsed and another worker claimed the job, or it was cancelled
+/// ran; one scheduled again is unlocked instead, due at its new time, with no failed attempts.
+/// `false` unless deleted: the lease was lost (it lapsed and another worker claimed the job, or it was cancelled
 /// meanwhile), or the job was scheduled again.
 pub async fn complete_job(
     conn: &mut AnyConnection,
@@ -359,9 +359,10 @@ pub async fn complete_job(
     if deleted.rows_affected() == 1 {
         return Ok(true);
     }
+    // It ran well: a later failure backs off from the start again.
     sqlx::query(
-        "UPDATE jobs SET locked_by = NULL, locked_until = NULL, rescheduled = 0 \
-         WHERE id = $1 AND locked_by = $2",
+        "UPDATE jobs SET locked_by = NULL, locked_until = NULL, rescheduled = 0, \
+         attempts = 0, last_error = NULL WHERE id = $1 AND locked_by = $2",
     )
     .bind(id.0)
     .bind(worker)

@@ -733,11 +733,14 @@ impl Workflow {
         if self.poll_change(&record).await? == PollEnd::Done {
             return Ok(());
         }
-        self.poll_latest_note(record.pr_number).await?;
         let next = self.now()
             + chrono::TimeDelta::from_std(self.settings.poll_interval)
                 .unwrap_or(chrono::TimeDelta::seconds(30));
-        self.schedule(JobKind::Poll, id, next).await
+        self.schedule(JobKind::Poll, id, next).await?;
+        // Scheduled first: a failed read of the comment's emoji fails this run, but the next
+        // poll keeps its time instead of the backoff, so the PR's own emoji are still read
+        // every interval.
+        self.poll_latest_note(record.pr_number).await
     }
 
     /// One poll of the emoji on `record`'s change (pending, or awaiting its review).

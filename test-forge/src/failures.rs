@@ -203,6 +203,25 @@ pub struct PushBefore {
     pub files: Vec<(String, String)>,
 }
 
+/// A pull request opened from a fork's branch by a person right before the next request
+/// `route` matches is served (see `TestForge::open_fork_pr_before`): a fork's pull request from
+/// a branch named like the bot's, landing between the bot's opening and its look for it.
+#[derive(Debug, Clone)]
+pub struct ForkPullBefore {
+    /// Which request sees the pull request first.
+    pub route: RouteMatcher,
+    /// The repository it is opened on, `owner/name`.
+    pub repo: String,
+    /// The fork, `owner/name`.
+    pub fork: String,
+    /// The fork's branch.
+    pub head_branch: String,
+    /// Who opens it.
+    pub login: String,
+    /// The files its head commit writes, `(path, content)`.
+    pub files: Vec<(String, String)>,
+}
+
 /// What the API was asked, for assertions on the bot's call pattern.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallStats {

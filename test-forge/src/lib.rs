@@ -187,8 +187,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub use failures::{
-    BranchDetour, CallStats, FailureKind, FailureSpec, PushBefore, RetargetBefore, RouteMatcher,
-    RoutePredicate,
+    BranchDetour, CallStats, FailureKind, FailureSpec, ForkPullBefore, PushBefore, RetargetBefore,
+    RouteMatcher, RoutePredicate,
 };
 pub use gitlab::Noteable;
 pub use model::{
@@ -240,6 +240,7 @@ impl TestForge {
             detours: Mutex::new(Vec::new()),
             retargets: Mutex::new(Vec::new()),
             pushes: Mutex::new(Vec::new()),
+            fork_pulls: Mutex::new(Vec::new()),
             calls: Mutex::new(CallStats::default()),
             rate: Mutex::new(Default::default()),
             timeline,
@@ -441,6 +442,31 @@ impl TestForge {
             route,
             repo: repo.to_owned(),
             branch: branch.to_owned(),
+            login: user.login.clone(),
+            files: files
+                .iter()
+                .map(|(p, c)| ((*p).to_owned(), (*c).to_owned()))
+                .collect(),
+        });
+    }
+
+    /// `user` opens a pull request (a merge request on GitLab) from branch `head_branch` of the
+    /// fork `fork` (`owner/name`), writing `files`, right before the next API call `route`
+    /// matches is served, in either dialect; see `open_fork_pr` for what it makes.
+    pub fn open_fork_pr_before(
+        &self,
+        route: RouteMatcher,
+        repo: &str,
+        user: &User,
+        fork: &str,
+        head_branch: &str,
+        files: &[(&str, &str)],
+    ) {
+        self.shared.add_fork_pull(ForkPullBefore {
+            route,
+            repo: repo.to_owned(),
+            fork: fork.to_owned(),
+            head_branch: head_branch.to_owned(),
             login: user.login.clone(),
             files: files
                 .iter()

@@ -7,7 +7,7 @@ use chrono::Utc;
 use tempfile::TempDir;
 
 use crate::failures::{
-    BranchDetour, CallStats, FailureKind, FailureSpec, PushBefore, RetargetBefore,
+    BranchDetour, CallStats, FailureKind, FailureSpec, ForkPullBefore, PushBefore, RetargetBefore,
 };
 use crate::state::ForgeState;
 use crate::webhooks::WebhookHub;
@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     /// Retargets waiting for their request (see `TestForge::retarget_before`).
     pub retargets: Mutex<Vec<RetargetBefore>>,
     pub pushes: Mutex<Vec<PushBefore>>,
+    /// Fork pull requests waiting for their request (see `TestForge::open_fork_pr_before`).
+    pub fork_pulls: Mutex<Vec<ForkPullBefore>>,
     pub calls: Mutex<CallStats>,
     pub rate: Mutex<RateState>,
     /// Spans of calls and webhook sends, and the added latency (benchmarks).
@@ -136,6 +138,17 @@ impl Shared {
 
     pub fn add_push(&self, push: PushBefore) {
         relock(&self.pushes).push(push);
+    }
+
+    /// Takes the fork pull requests waiting for this request.
+    pub fn take_fork_pulls(&self, method: &Method, path: &str, route: &str) -> Vec<ForkPullBefore> {
+        take_matching(&self.fork_pulls, |p| {
+            p.route.matches(method, path, Some(route))
+        })
+    }
+
+    pub fn add_fork_pull(&self, pull: ForkPullBefore) {
+        relock(&self.fork_pulls).push(pull);
     }
 
     pub fn add_detour(&self, detour: BranchDetour) {

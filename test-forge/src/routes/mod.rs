@@ -337,6 +337,17 @@ pub(crate) struct Detoured {
     undo: Vec<crate::ops::DetourUndo>,
 }
 
+/// `(path, content)` pairs as the commit that writes them.
+fn files_written(files: &[(String, String)]) -> Vec<crate::git::Change> {
+    files
+        .iter()
+        .map(|(path, text)| {
+            let written = crate::git::Written::File(text.as_bytes().to_vec());
+            (path.clone(), Some(written))
+        })
+        .collect()
+}
+
 impl Detoured {
     /// Puts every detour matching this request in place, using up one of its count.
     pub(crate) fn begin(app: &App, method: &Method, path: &str, route: &str) -> Detoured {
@@ -346,14 +357,7 @@ impl Detoured {
             }
         }
         for p in app.take_pushes(method, path, route) {
-            let changes: Vec<crate::git::Change> = p
-                .files
-                .iter()
-                .map(|(path, text)| {
-                    let written = crate::git::Written::File(text.as_bytes().to_vec());
-                    (path.clone(), Some(written))
-                })
-                .collect();
+            let changes = files_written(&p.files);
             let pushed = app.lock().commit_files(
                 &p.repo,
                 &p.branch,
@@ -364,6 +368,22 @@ impl Detoured {
             );
             if let Err(err) = pushed {
                 tracing::warn!(%err, ?p, "test-forge: push not made");
+            }
+        }
+        for f in app.take_fork_pulls(method, path, route) {
+            let files = files_written(&f.files);
+            let new = crate::ops::NewPull {
+                head: &f.head_branch,
+                base: None,
+                title: "a fork's pull request in between",
+                body: "",
+                draft: false,
+            };
+            let opened = app
+                .lock()
+                .open_fork_pull(&f.repo, &f.login, &f.fork, new, &files);
+            if let Err(err) = opened {
+                tracing::warn!(%err, ?f, "test-forge: fork pull request not opened");
             }
         }
         let detours = app.take_detours(method, path, Some(route));
