@@ -664,10 +664,13 @@ async fn idle(wake: Option<&Notify>, stop: &mut watch::Receiver<bool>, tick: Dur
 /// minutes of access once it is over).
 const REVOKE_RETRY_CAP: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
 
+/// The longest a forge's rate limit may put failed work off.
+const MAX_ASKED_WAIT: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
 /// When to try failed work again: at once after losing an optimistic-lock race (another
 /// worker changed the request; the retry reads the new state), else exponential backoff from
 /// 1 s to 256 s: fast recovery from a blip, no hammering in an outage; never sooner than a
-/// forge's rate limit asked (`Retry-After`, or its reset time).
+/// forge's rate limit asked (`Retry-After`, or its reset time), up to an hour.
 fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
     if lost_a_race(err) {
         return chrono::TimeDelta::zero();
@@ -681,7 +684,9 @@ fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
             }
             _ => None,
         });
-    asked.map_or(backoff, |asked| asked.max(backoff))
+    // At most an hour whatever was asked: a wait beyond the calendar's end would panic where
+    // it is added to now.
+    asked.map_or(backoff, |asked| asked.max(backoff).min(MAX_ASKED_WAIT))
 }
 
 /// Whether `err` is one that only a person can end (a role misconfigured, a provider missing,
@@ -1276,6 +1281,11 @@ mod tests {
             chrono::TimeDelta::seconds(256),
             "backoff beyond the ask"
         );
+        let endless = anyhow::Error::new(ForgeError::RateLimited {
+            call: "merge".into(),
+            retry_after: Duration::from_secs(9_000_000_000_000),
+        });
+        assert_eq!(retry_delay(&endless, 0), chrono::TimeDelta::hours(1));
     }
 
     /// A renewal that waits (for SQLite's write lock, say) must not stop the work it renews

@@ -426,7 +426,7 @@ impl Workflow {
             Err(_) => None,
         };
         let _guard = match &request {
-            Some(record) => Some(self.lock_pr(record.pr_number).await),
+            Some(record) => Some(self.lock_pr(record.pr_number).await?),
             None => None,
         };
         let known = self.tampering_known(&change, after).await?;

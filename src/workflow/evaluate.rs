@@ -578,10 +578,13 @@ impl Workflow {
         }
         let mut failed = None;
         for number in self.caches.take_awaiting_policies() {
-            let _guard = self.lock_pr(number).await;
-            // Emoji the poll saw while nobody could be judged are read again.
-            self.forge.forget_reactions(number);
-            if let Err(err) = self.decide_again(number).await {
+            let decided = async {
+                let _guard = self.lock_pr(number).await?;
+                // Emoji the poll saw while nobody could be judged are read again.
+                self.forge.forget_reactions(number);
+                self.decide_again(number).await
+            };
+            if let Err(err) = decided.await {
                 // Kept for the push's next try; the others are decided all the same.
                 tracing::warn!(pr = number, error = %err, "a PR waiting for valid policies could not be decided");
                 self.caches.await_valid_policies(number);

@@ -181,8 +181,9 @@ impl Workflow {
     }
 
     /// Holds the lock of PR `number`: this process's (striped: unrelated PRs rarely share
-    /// one), then on PostgreSQL the replicas' (`pr_lock`).
-    async fn lock_pr(&self, number: u64) -> pr_lock::PrGuard {
+    /// one), then on PostgreSQL the replicas' (`pr_lock`); an error if the database cannot
+    /// be asked for the latter.
+    async fn lock_pr(&self, number: u64) -> anyhow::Result<pr_lock::PrGuard> {
         let local = self.stripes[(number % STRIPES as u64) as usize]
             .clone()
             .lock_owned()
@@ -192,8 +193,10 @@ impl Workflow {
             repository: self.settings.repository.clone(),
             number,
         };
-        let shared = pr_lock::across_replicas(&self.store, &self.clock, key).await;
-        pr_lock::PrGuard::new(local, shared)
+        let shared = pr_lock::across_replicas(&self.store, &self.clock, key)
+            .await
+            .with_context(|| format!("taking the lock of PR {number} across replicas"))?;
+        Ok(pr_lock::PrGuard::new(local, shared))
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -300,7 +303,7 @@ impl Workflow {
             _ => None,
         };
         let _guard = match number {
-            Some(number) => Some(self.lock_pr(number).await),
+            Some(number) => Some(self.lock_pr(number).await?),
             None => None,
         };
         match &delivery.event {
@@ -545,14 +548,15 @@ impl Workflow {
         let _guard = match job.kind {
             // The expiry does not wait for the forge: other work on the PR (a webhook, a forge
             // job) may be stuck in a call that hangs, so a revoke waits for it only briefly,
-            // then goes ahead; the store's optimistic lock orders the two, as it does across
+            // then goes ahead (as when the lock cannot be had at all); the store's optimistic lock orders the two, as it does across
             // replicas, and a grant applied meanwhile is taken back (`job_grant`).
             JobKind::Revoke => {
                 tokio::time::timeout(REVOKE_LOCK_WAIT, self.lock_pr(record.pr_number))
                     .await
                     .ok()
+                    .and_then(Result::ok)
             }
-            _ => Some(self.lock_pr(record.pr_number).await),
+            _ => Some(self.lock_pr(record.pr_number).await?),
         };
         match job.kind {
             JobKind::Merge => self.job_merge(id).await,

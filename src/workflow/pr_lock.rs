@@ -130,16 +130,17 @@ async fn try_taking(row: &Row, clock: &Arc<dyn Clock>) -> Result<Option<Taken>, 
     answered.await.unwrap_or(Ok(None))
 }
 
-/// On PostgreSQL, waits for PR `key`'s row and holds it; `None` on SQLite (one process), or
-/// if the database cannot be asked (the work then goes on under this process's lock only,
-/// as before replicas shared one; it fails soon enough on a database that does not answer).
+/// On PostgreSQL, waits for PR `key`'s row and holds it; `None` on SQLite (one process). An
+/// error if the database cannot be asked: the work must not go on under this process's lock
+/// alone while another replica may hold the row (this replica's pool may be the only thing
+/// busy), so it fails and is tried again.
 pub(super) async fn across_replicas(
     store: &Store,
     clock: &Arc<dyn Clock>,
     key: PrKey,
-) -> Option<SharedPrLock> {
+) -> Result<Option<SharedPrLock>, StoreError> {
     if store.backend() != Backend::Postgres {
-        return None;
+        return Ok(None);
     }
     // One holder per hold: a hold that lapsed cannot let go of its successor's.
     let row = Row {
@@ -150,15 +151,14 @@ pub(super) async fn across_replicas(
     let mut pause = Duration::from_millis(5);
     loop {
         match try_taking(&row, clock).await {
-            Ok(Some(taken)) => return taken.claim().map(|row| SharedPrLock::hold(row, clock)),
+            Ok(Some(taken)) => {
+                return Ok(taken.claim().map(|row| SharedPrLock::hold(row, clock)));
+            }
             Ok(None) => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_WAIT_STEP);
             }
-            Err(err) => {
-                tracing::warn!(pr = row.key.number, %err, "cannot take the PR's lock across replicas; going on under this process's");
-                return None;
-            }
+            Err(err) => return Err(err),
         }
     }
 }
@@ -237,18 +237,26 @@ mod tests {
             return;
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let first = across_replicas(&store, &clock, key(1)).await;
+        let first = across_replicas(&store, &clock, key(1)).await.unwrap();
         assert!(first.is_some(), "on PostgreSQL the row is taken");
         let other = tokio::time::timeout(
             Duration::from_secs(1),
             across_replicas(&store, &clock, key(2)),
         )
         .await;
-        assert!(matches!(other, Ok(Some(_))), "PR 2 is not held up by PR 1");
+        assert!(
+            matches!(other, Ok(Ok(Some(_)))),
+            "PR 2 is not held up by PR 1"
+        );
 
         let second = tokio::spawn({
             let (store, clock) = (store.clone(), clock.clone());
-            async move { across_replicas(&store, &clock, key(1)).await.is_some() }
+            async move {
+                across_replicas(&store, &clock, key(1))
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
         });
         tokio::time::sleep(LEASE + Duration::from_millis(700)).await;
         assert!(
@@ -289,6 +297,26 @@ mod tests {
         assert_eq!(left, 0, "{given_up} attempts given up");
     }
 
+    /// A database this replica cannot ask (here its pool is closed; in life, a pool busy to its
+    /// timeout): the work fails, to be tried again, rather than going on under this process's
+    /// lock alone while another replica may hold the PR.
+    #[tokio::test]
+    async fn a_lock_that_cannot_be_asked_for_is_an_error_not_a_pass() {
+        let Some((store, _database)) = postgres_store().await else {
+            eprintln!("SKIPPED: no PostgreSQL");
+            return;
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        store.pool().close().await;
+        let taken = tokio::time::timeout(
+            Duration::from_secs(5),
+            across_replicas(&store, &clock, key(1)),
+        )
+        .await
+        .expect("answered at once");
+        assert!(taken.is_err());
+    }
+
     /// A replica that died mid-work (its heartbeat gone, its row left): the row lapses and
     /// the PR is taken within the lease.
     #[tokio::test]
@@ -311,7 +339,7 @@ mod tests {
         )
         .await
         .expect("taken once the dead one's lease lapsed");
-        assert!(taken.is_some());
+        assert!(taken.unwrap().is_some());
         assert!(started.elapsed() >= LEASE - Duration::from_millis(100));
     }
 }

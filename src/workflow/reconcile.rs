@@ -152,7 +152,7 @@ impl Workflow {
                 continue;
             }
             // Read again under the PR's lock: the approval step may be between its writes.
-            let _guard = self.lock_pr(found.pr_number).await;
+            let _guard = self.lock_pr(found.pr_number).await?;
             let Some(record) = self.store.get_request(&found.id).await? else {
                 continue;
             };
@@ -331,7 +331,7 @@ impl Workflow {
             return Ok(());
         }
         // Pushes and the periodic pass hold no PR lock, so taking one here cannot deadlock.
-        let _guard = self.lock_pr(record.pr_number).await;
+        let _guard = self.lock_pr(record.pr_number).await?;
         self.reconcile(&record.id, baseline, listed).await
     }
 

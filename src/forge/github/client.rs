@@ -1496,9 +1496,11 @@ fn classify(
         return Ok(());
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // Clamped as GitLab's: a forge (or a proxy) asking for years must not put work off for
+    // years.
     let retry_after = header("retry-after")
         .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .map(|seconds| Duration::from_secs(seconds.clamp(1, 3600)));
     let exhausted = header("x-ratelimit-remaining") == Some("0");
     if status == StatusCode::TOO_MANY_REQUESTS
         || (status == StatusCode::FORBIDDEN && (exhausted || retry_after.is_some()))
@@ -1834,6 +1836,17 @@ mod tests {
         .unwrap_err();
         assert!(
             matches!(err, ForgeError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(7))
+        );
+        let err = classify(
+            "c",
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("retry-after", "9000000000000")]),
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ForgeError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(3600)),
+            "an hour at most: {err:?}"
         );
         let err = classify(
             "c",
