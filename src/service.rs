@@ -1042,8 +1042,15 @@ async fn forge_worker(workflows: Workflows, worker: String, mut this: Worker) {
         let full = batch.len() == FORGE_BATCH as usize;
         let run = async {
             for job in batch {
+                if !still_ours(&workflows, &worker, job.id).await {
+                    continue;
+                }
                 let failures = this.failures.clone();
-                run_job(workflows.clone(), job, worker.clone(), failures).await;
+                // Renewed for its own run too: the batch's renewal ends 2 minutes after the
+                // batch began.
+                let renew = job_heartbeat(&workflows, &worker, Some(job.id));
+                let job = run_job(workflows.clone(), job, worker.clone(), failures);
+                renewing(job, renew).await;
             }
         };
         // The whole batch is renewed: the jobs waiting their turn stay ours too.
@@ -1051,6 +1058,26 @@ async fn forge_worker(workflows: Workflows, worker: String, mut this: Worker) {
         renewing(run, renew).await;
         if this.stopping() || !full && !until_due(&workflows, lane, &mut this).await {
             return;
+        }
+    }
+}
+
+/// Whether `worker` still holds job `id`, renewing its lease if so. A job of a batch waits its
+/// turn; if the forge was slow, its lease may have lapsed meanwhile and another replica run
+/// it (a reminder posted, a revert opened), and it must not run again here. Not known (the
+/// database did not answer): left to lapse and be claimed again.
+async fn still_ours(workflows: &Workflows, worker: &str, id: JobId) -> bool {
+    let workflow = workflows.shared();
+    let now = workflow.clock.now();
+    match workflow
+        .store
+        .renew_job_leases(worker, Some(id), now, LEASE)
+        .await
+    {
+        Ok(renewed) => renewed == 1,
+        Err(err) => {
+            tracing::warn!(%err, "cannot renew a job's lease; it is left to be claimed again");
+            false
         }
     }
 }

@@ -748,6 +748,51 @@ async fn a_run_that_fails_after_its_job_was_scheduled_again_leaves_the_new_time(
     .await;
 }
 
+/// The forge lane asks before each job of its batch whether the job is still its own (its
+/// lease renewed if so): one whose lease lapsed while it waited its turn and that another
+/// worker claimed, or ran and finished, is not.
+#[tokio::test]
+async fn a_job_whose_lease_lapsed_and_was_claimed_elsewhere_is_no_longer_renewed_for_its_first_worker()
+ {
+    for_each_backend(|store| async move {
+        let r1 = with_request(&store, "r1", 1).await?;
+        let r2 = with_request(&store, "r2", 2).await?;
+        let first = store.schedule_job(JobKind::Remind, &r1, t(0), t(0)).await?;
+        let second = store.schedule_job(JobKind::Remind, &r2, t(0), t(0)).await?;
+        assert_eq!(store.claim_due_jobs("a", t(0), LEASE, 2).await?.len(), 2);
+        assert_eq!(
+            store
+                .renew_job_leases("a", Some(first), t(1), LEASE)
+                .await?,
+            1
+        );
+        // Past both leases: "b" claims both and finishes the second.
+        let later = t(0) + LEASE * 3;
+        assert_eq!(store.claim_due_jobs("b", later, LEASE, 2).await?.len(), 2);
+        assert!(store.complete_job(second, "b").await?);
+        assert_eq!(
+            store
+                .renew_job_leases("a", Some(first), later, LEASE)
+                .await?,
+            0
+        );
+        assert_eq!(
+            store
+                .renew_job_leases("a", Some(second), later, LEASE)
+                .await?,
+            0
+        );
+        assert_eq!(
+            store
+                .renew_job_leases("b", Some(first), later, LEASE)
+                .await?,
+            1
+        );
+        Ok(())
+    })
+    .await;
+}
+
 /// A job that schedules itself again (a poll) keeps one row for its whole life: a run that
 /// went well ends its failed attempts, so that an outage long over does not set the backoff
 /// of the next failure.
