@@ -425,20 +425,32 @@ impl Workflow {
             Ok(id) => self.store.get_request(&id).await?,
             Err(_) => None,
         };
-        let _guard = match &request {
+        let guard = match &request {
             Some(record) => Some(self.lock_pr(record.pr_number).await?),
             None => None,
         };
-        let known = self.tampering_known(&change, after).await?;
+        let handled = self.handle_tampering(&change, after, pusher);
+        super::pr_lock::while_held(guard.as_ref(), handled).await
+    }
+
+    /// A push of `after` by `pusher` (not the bot) to `change`'s branch: tampering, unless
+    /// found and handled already.
+    async fn handle_tampering(
+        &self,
+        change: &Change,
+        after: &str,
+        pusher: &Actor,
+    ) -> anyhow::Result<()> {
+        let known = self.tampering_known(change, after).await?;
         // A commit found before may be pushed again after the bot put the branch back: that
         // is a new push, not the late webhook of the first (which finds the branch put back).
         let pushed_again = !matches!(known, Known::No)
             && self.forge.branch_head(&change.branch).await.ok().as_deref() == Some(after);
         match known {
-            Known::No => self.tampered(&change, Some(pusher), after).await.map(drop),
-            _ if pushed_again => self.tampered(&change, Some(pusher), after).await.map(drop),
+            Known::No => self.tampered(change, Some(pusher), after).await.map(drop),
+            _ if pushed_again => self.tampered(change, Some(pusher), after).await.map(drop),
             // Found at merge time, before this webhook arrived: handled, but by "someone".
-            Known::Unnamed => self.name_pusher(&change, pusher, after).await,
+            Known::Unnamed => self.name_pusher(change, pusher, after).await,
             Known::Named => Ok(()),
         }
     }

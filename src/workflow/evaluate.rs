@@ -579,10 +579,10 @@ impl Workflow {
         let mut failed = None;
         for number in self.caches.take_awaiting_policies() {
             let decided = async {
-                let _guard = self.lock_pr(number).await?;
+                let guard = self.lock_pr(number).await?;
                 // Emoji the poll saw while nobody could be judged are read again.
                 self.forge.forget_reactions(number);
-                self.decide_again(number).await
+                super::pr_lock::while_held(Some(&guard), self.decide_again(number)).await
             };
             if let Err(err) = decided.await {
                 // Kept for the push's next try; the others are decided all the same.

@@ -302,10 +302,15 @@ impl Workflow {
             | ForgeEvent::MissedReview { number, .. } => Some(*number),
             _ => None,
         };
-        let _guard = match number {
+        let guard = match number {
             Some(number) => Some(self.lock_pr(number).await?),
             None => None,
         };
+        pr_lock::while_held(guard.as_ref(), self.dispatch_event(delivery)).await
+    }
+
+    /// Acts on `delivery`'s event, under its PR's lock if it has one.
+    async fn dispatch_event(&self, delivery: &Delivery) -> anyhow::Result<()> {
         match &delivery.event {
             ForgeEvent::PullRequest {
                 action,
@@ -545,7 +550,7 @@ impl Workflow {
         let Some(record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        let _guard = match job.kind {
+        let guard = match job.kind {
             // The expiry does not wait for the forge: other work on the PR (a webhook, a forge
             // job) may be stuck in a call that hangs, so a revoke waits for it only briefly,
             // then goes ahead (as when the lock cannot be had at all); the store's optimistic lock orders the two, as it does across
@@ -558,7 +563,16 @@ impl Workflow {
             }
             _ => Some(self.lock_pr(record.pr_number).await?),
         };
-        match job.kind {
+        pr_lock::while_held(guard.as_ref(), self.run_job_of_kind(job.kind, id)).await
+    }
+
+    /// Runs the step of `kind` for request `id`, under its PR's lock.
+    async fn run_job_of_kind(
+        &self,
+        kind: JobKind,
+        id: &crate::names::RequestId,
+    ) -> anyhow::Result<()> {
+        match kind {
             JobKind::Merge => self.job_merge(id).await,
             JobKind::Grant => self.job_grant(id).await,
             JobKind::OpenRevert => self.job_open_revert(id).await,

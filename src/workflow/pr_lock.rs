@@ -6,11 +6,14 @@
 //!
 //! The row is a lease on the service's clock (on PostgreSQL the database's, one for every
 //! replica), renewed while the work runs and deleted when it ends; the row of a replica that
-//! died lapses within [`LEASE`].
+//! died lapses within [`LEASE`]. Work whose hold ends before it does (held [`MAX_HOLD`], or
+//! not renewed for a lease) is stopped ([`while_held`]), as a crash would stop it: another
+//! replica may hold the PR then.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
@@ -41,6 +44,37 @@ impl PrGuard {
             local: Some(local),
         }
     }
+
+    /// Ends when the hold across replicas does; never on SQLite (one process).
+    async fn lost(&self) {
+        if let Some(shared) = &self.shared {
+            // Err: the heartbeat was aborted, which only dropping the hold does.
+            if shared.lost.clone().wait_for(|lost| *lost).await.is_ok() {
+                return;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+/// Runs `work` while `guard` (if any) holds its PR, and stops it if the hold across replicas
+/// ends first: another replica may then take the PR, and two must never work on one at once.
+/// Stopped, the work fails, to be tried again; every step is safe to stop between two awaits,
+/// as a crash would stop it.
+pub(super) async fn while_held<T>(
+    guard: Option<&PrGuard>,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let Some(guard) = guard else {
+        return work.await;
+    };
+    tokio::select! {
+        biased;
+        out = work => out,
+        () = guard.lost() => Err(anyhow::anyhow!(
+            "the PR's lock across replicas ended before the work on it (held 2 minutes, or not renewed); stopped, to be tried again"
+        )),
+    }
 }
 
 impl Drop for PrGuard {
@@ -59,6 +93,8 @@ impl Drop for PrGuard {
 pub(super) struct SharedPrLock {
     row: Row,
     heartbeat: JoinHandle<()>,
+    /// Set when the hold ends before it is dropped.
+    lost: watch::Receiver<bool>,
     then_release: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
@@ -165,42 +201,56 @@ pub(super) async fn across_replicas(
 
 impl SharedPrLock {
     fn hold(row: Row, clock: &Arc<dyn Clock>) -> Self {
+        let (lost_tx, lost) = watch::channel(false);
         let heartbeat = tokio::spawn({
             let (row, clock) = (row.clone(), clock.clone());
             async move {
-                let started = Instant::now();
-                loop {
-                    tokio::time::sleep(HEARTBEAT).await;
-                    if started.elapsed() >= MAX_HOLD {
-                        tracing::warn!(
-                            pr = row.key.number,
-                            "work on the PR has held its lock for 2 minutes; it is no longer renewed, and another replica may take the PR in 2 s"
-                        );
-                        return;
-                    }
-                    let renewed =
-                        row.store
-                            .renew_pr_lock(&row.key, &row.holder, clock.now(), LEASE);
-                    match renewed.await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!(
-                                pr = row.key.number,
-                                "the PR's lock lapsed and another replica took it"
-                            );
-                            return;
-                        }
-                        Err(err) => {
-                            tracing::warn!(pr = row.key.number, %err, "cannot renew the PR's lock")
-                        }
-                    }
-                }
+                renew_while_held(&row, &clock).await;
+                lost_tx.send_replace(true);
             }
         });
         Self {
             row,
             heartbeat,
+            lost,
             then_release: None,
+        }
+    }
+}
+
+/// Renews `row` every [`HEARTBEAT`] until the hold ends: held [`MAX_HOLD`], taken by another
+/// replica, or not renewed for a [`LEASE`] (it may have lapsed and been taken).
+async fn renew_while_held(row: &Row, clock: &Arc<dyn Clock>) {
+    let number = row.key.number;
+    let started = Instant::now();
+    let mut renewed_at = Instant::now();
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        if started.elapsed() >= MAX_HOLD {
+            tracing::warn!(
+                pr = number,
+                "work on the PR has held its lock for 2 minutes; it is stopped, and another replica may take the PR"
+            );
+            return;
+        }
+        let asked = Instant::now();
+        let renewed = row
+            .store
+            .renew_pr_lock(&row.key, &row.holder, clock.now(), LEASE);
+        match renewed.await {
+            Ok(true) => renewed_at = asked,
+            Ok(false) => {
+                tracing::warn!(
+                    pr = number,
+                    "the PR's lock lapsed and another replica took it; the work on it is stopped"
+                );
+                return;
+            }
+            Err(err) if renewed_at.elapsed() >= LEASE => {
+                tracing::warn!(pr = number, %err, "the PR's lock was not renewed for a lease; the work on it is stopped");
+                return;
+            }
+            Err(err) => tracing::warn!(pr = number, %err, "cannot renew the PR's lock"),
         }
     }
 }
@@ -315,6 +365,37 @@ mod tests {
         .await
         .expect("answered at once");
         assert!(taken.is_err());
+    }
+
+    /// Another replica takes the row while the work runs (its lease lapsed under a stalled
+    /// database, say): the work is stopped at the next heartbeat, never run on beside the
+    /// other's. Work that ends first is untouched.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_whose_hold_another_replica_took_is_stopped() {
+        let Some((store, _database)) = postgres_store().await else {
+            eprintln!("SKIPPED: no PostgreSQL");
+            return;
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let shared = across_replicas(&store, &clock, key(1)).await.unwrap();
+        assert!(shared.is_some());
+        let local = Arc::new(tokio::sync::Mutex::new(())).lock_owned().await;
+        let guard = PrGuard::new(local, shared);
+        let done = while_held(Some(&guard), async { Ok(7) }).await.unwrap();
+        assert_eq!(done, 7);
+        sqlx::query("UPDATE pr_locks SET holder = 'another replica'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let endless = std::future::pending::<anyhow::Result<()>>();
+        let stopped =
+            tokio::time::timeout(Duration::from_secs(5), while_held(Some(&guard), endless))
+                .await
+                .expect("stopped");
+        let err = stopped.unwrap_err().to_string();
+        assert!(err.contains("lock across replicas ended"), "{err}");
+        assert!(started.elapsed() < HEARTBEAT * 3, "{:?}", started.elapsed());
     }
 
     /// A replica that died mid-work (its heartbeat gone, its row left): the row lapses and

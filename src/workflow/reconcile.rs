@@ -152,20 +152,26 @@ impl Workflow {
                 continue;
             }
             // Read again under the PR's lock: the approval step may be between its writes.
-            let _guard = self.lock_pr(found.pr_number).await?;
-            let Some(record) = self.store.get_request(&found.id).await? else {
-                continue;
-            };
-            let jobs = self.store.jobs_for_request(&record.id).await?;
-            if record.state != RequestState::Approved || jobs.iter().any(|j| j.kind == approved.1) {
-                continue;
-            }
-            tracing::warn!(request = %record.id, "approved without a merge job; approving again");
-            let approved_by = record.approved_by.clone();
-            self.approve(record, approved_by).await?;
-            repaired += 1;
+            let guard = self.lock_pr(found.pr_number).await?;
+            let again = self.approve_again_without_merge_job(&found.id);
+            repaired += usize::from(super::pr_lock::while_held(Some(&guard), again).await?);
         }
         Ok((page.len(), repaired))
+    }
+
+    /// Approves request `id` again if it is approved and has no merge job; `true` if so.
+    async fn approve_again_without_merge_job(&self, id: &RequestId) -> anyhow::Result<bool> {
+        let Some(record) = self.store.get_request(id).await? else {
+            return Ok(false);
+        };
+        let jobs = self.store.jobs_for_request(&record.id).await?;
+        if record.state != RequestState::Approved || jobs.iter().any(|j| j.kind == JobKind::Merge) {
+            return Ok(false);
+        }
+        tracing::warn!(request = %record.id, "approved without a merge job; approving again");
+        let approved_by = record.approved_by.clone();
+        self.approve(record, approved_by).await?;
+        Ok(true)
     }
 
     /// One page of active grants without a revoke job, each given one at its expiry:
@@ -331,8 +337,9 @@ impl Workflow {
             return Ok(());
         }
         // Pushes and the periodic pass hold no PR lock, so taking one here cannot deadlock.
-        let _guard = self.lock_pr(record.pr_number).await?;
-        self.reconcile(&record.id, baseline, listed).await
+        let guard = self.lock_pr(record.pr_number).await?;
+        let reconciled = self.reconcile(&record.id, baseline, listed);
+        super::pr_lock::while_held(Some(&guard), reconciled).await
     }
 
     /// Whether the directory listing of the default branch shows the request file of `record`.
