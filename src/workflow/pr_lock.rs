@@ -61,19 +61,24 @@ impl PrGuard {
 /// ends first: another replica may then take the PR, and two must never work on one at once.
 /// Stopped, the work fails, to be tried again; every step is safe to stop between two awaits,
 /// as a crash would stop it.
-pub(super) async fn while_held<T>(
-    guard: Option<&PrGuard>,
-    work: impl Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    let Some(guard) = guard else {
-        return work.await;
-    };
-    tokio::select! {
-        biased;
-        out = work => out,
-        () = guard.lost() => Err(anyhow::anyhow!(
-            "the PR's lock across replicas ended before the work on it (held 2 minutes, or not renewed); stopped, to be tried again"
-        )),
+pub(super) fn while_held<'a, T: 'a>(
+    guard: Option<&'a PrGuard>,
+    work: impl Future<Output = anyhow::Result<T>> + 'a,
+) -> impl Future<Output = anyhow::Result<T>> + 'a {
+    // Boxed: the work (a whole delivery's or job's handling) is large, and a future that held
+    // it inline, in a debug build's moves, overflowed a worker thread's stack.
+    let work = Box::pin(work);
+    async move {
+        let Some(guard) = guard else {
+            return work.await;
+        };
+        tokio::select! {
+            biased;
+            out = work => out,
+            () = guard.lost() => Err(anyhow::anyhow!(
+                "the PR's lock across replicas ended before the work on it (held 2 minutes, or not renewed); stopped, to be tried again"
+            )),
+        }
     }
 }
 
