@@ -174,6 +174,18 @@ impl RequestsRepo {
         commit
     }
 
+    /// A commit by mallory written byte for byte: `tree`, one `parent`, author and committer at
+    /// story minute `at`, then the header lines `extra`, then `message`.
+    fn raw_commit(&self, parent: Oid, tree: Oid, extra: &str, message: &str, at: i64) -> Oid {
+        let time = t(at).timestamp();
+        let who = "mallory <mallory@example.com>";
+        let raw = format!(
+            "tree {tree}\nparent {parent}\nauthor {who} {time} +0000\ncommitter {who} {time} +0000\n{extra}\n{message}"
+        );
+        let odb = self.repo.odb().unwrap();
+        odb.write(ObjectType::Commit, raw.as_bytes()).unwrap()
+    }
+
     /// A commit at story minute `at` (author and committer), not moving any branch.
     fn commit(&self, parents: &[Oid], tree: Oid, message: &str, at: i64, who: &str) -> Oid {
         let signature = Signature::new(
@@ -1505,6 +1517,44 @@ fn r1() -> Grant<'static> {
     }
 }
 
+/// A commit's header may carry a `parent` line after `committer`: git ignores it (a header it
+/// does not know) and shows a commit with one parent. The audit reads it as git does: such a
+/// direct push with a grant merge's trailers, whose stray line names a commit adding the
+/// request file, is forged and landed without the bot, not a genuine grant merge; and a
+/// stray line naming no object at all does not stop the audit.
+#[test]
+fn a_parent_line_git_ignores_makes_no_merge_and_no_dead_end() {
+    let repo = RequestsRepo::new();
+    let g = r1();
+    let base = repo.tip();
+    let path = "requests/prod/r-1.yaml";
+    let tree = repo.edit(Some(base), path, Some(&request_yaml(&g)));
+    let side = repo.commit(&[base], tree, "change requests/prod/r-1.yaml", 9, "mallory");
+    let stray = format!("parent {side}\n");
+    let pushed = repo.raw_commit(base, tree, &stray, &grant_message(10, &g), 10);
+    repo.set_tip(pushed);
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let document = json_of(&out);
+    assert_eq!(ids(&document), Vec::<&str>::new(), "not counted as a grant");
+    assert_eq!(
+        anomaly_kinds(&document),
+        [("forged_trailers", "r-1"), ("landed_without_bot", "r-1")]
+    );
+    let detail = document["anomalies"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("on a commit with one parent"), "{detail}");
+
+    let repo = RequestsRepo::new();
+    let base = repo.tip();
+    let tree = repo.edit(Some(base), "README.md", Some("notes\n"));
+    let nowhere = "parent 1111111111111111111111111111111111111111\n";
+    let pushed = repo.raw_commit(base, tree, nowhere, "notes\n", 10);
+    repo.set_tip(pushed);
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["anomalies"], json!([]));
+}
+
 #[test]
 fn grant_trailers_on_a_commit_that_adds_no_request_file_are_forged() {
     let repo = RequestsRepo::new();
@@ -1986,6 +2036,53 @@ fn a_grant_merge_that_changes_more_than_its_requests_files_is_forged() {
     );
 }
 
+/// A genuine grant of r-1 in prod; mallory then pushes `requests/prod/r-1.yml` and
+/// `requests/staging/r-1.yaml` in one commit, and the bot removes both in one removal whose
+/// trailers name r-1 (one request, two files). That removal took staging's request file, not
+/// the prod grant's: the genuine grant keeps its row, and both pushed files are flagged.
+#[test]
+fn a_removal_of_a_namesakes_files_elsewhere_does_not_disown_the_genuine_grant() {
+    let repo = RequestsRepo::new();
+    let granted = repo.grant(10, r1());
+    let paths = ["requests/prod/r-1.yml", "requests/staging/r-1.yaml"];
+    let pushed = repo.push_files(
+        20,
+        &[
+            (paths[0], Some("role: admin\n")),
+            (paths[1], Some("role: admin\n")),
+        ],
+        "mallory",
+    );
+    let base = repo.tip();
+    let tree = repo.edit_all(Some(base), &[(paths[0], None), (paths[1], None)]);
+    let head = repo.commit(&[base], tree, "remove", 29, "breakglass[bot]");
+    let message = removal_message("r-1", &paths, Some("r-1"));
+    let removal = repo.commit(&[base, head], tree, &message, 30, "breakglass[bot]");
+    repo.set_tip(removal);
+    let revoked = repo.revoke(70, "prod", "r-1", "ttl", None);
+    let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    assert_eq!(
+        ids(&document),
+        ["r-1"],
+        "the grant is not disowned: {document:#}"
+    );
+    let row = &document["grants"][0];
+    assert_eq!(row["grant_commit"], granted.to_string());
+    assert_eq!(row["revoke_commit"], revoked.to_string());
+    let removed = format!(
+        "without breakglass; removed by {} at {} (reconcile)",
+        &removal.to_string()[..12],
+        iso(30)
+    );
+    assert_eq!(
+        document["anomalies"],
+        json!([
+            landed(pushed, "r-1", format!("{} was added {removed}", paths[0])),
+            landed(pushed, "r-1", format!("{} was added {removed}", paths[1])),
+        ])
+    );
+}
+
 #[test]
 fn the_bots_removal_of_a_landed_yml_file_passes_the_file_check() {
     let repo = RequestsRepo::new();
@@ -2081,6 +2178,50 @@ fn a_grant_file_pushed_past_the_bot_landed_without_it_and_the_bots_own_did_not()
             "evil",
             "grants/network/evil.tf was added without breakglass; no reconcile removal on the branch".into()
         )])
+    );
+}
+
+/// While the bot's grant is live, mallory edits its rendered grant file in place (attaching
+/// AdministratorAccess) and its request file (a longer duration), straight on the branch: the
+/// IaC pipeline applies what she wrote, so both are flagged as changed without breakglass;
+/// the grant keeps its row.
+#[test]
+fn a_granted_file_edited_by_hand_is_flagged_as_changed_without_the_bot() {
+    let repo = iac_repo();
+    let g = Grant {
+        id: "r-dns",
+        env: "network",
+        role: "dns-admin",
+        requester: "alice",
+        reason: "incident: INC-7 move the apex record",
+        ..GRANT
+    };
+    let request = ("requests/network/r-dns.yaml", Some(request_yaml(&g)));
+    let grant_file = "grants/network/r-dns.tf";
+    let files = [
+        (request.0, request.1.as_deref()),
+        (grant_file, Some("resource \"x\" \"dns\" {}\n")),
+    ];
+    repo.merge_files(10, &files, &grant_message(10, &g));
+    let longer = request_yaml(&g).replace("duration: 1h", "duration: 9h");
+    let edits = [
+        (grant_file, Some(ADMIN_TF)),
+        (request.0, Some(longer.as_str())),
+    ];
+    let pushed = repo.push_files(20, &edits, "mallory");
+    let gone = files.map(|(path, _)| (path, None));
+    repo.merge_files(70, &gone, &revoke_message("r-dns", "ttl", None));
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let document = json_of(&out);
+    assert_eq!(ids(&document), ["r-dns"]);
+    let fate = "without breakglass; no reconcile removal on the branch";
+    assert_eq!(
+        document["anomalies"],
+        json!([
+            landed(pushed, "r-dns", format!("{} was changed {fate}", request.0)),
+            landed(pushed, "r-dns", format!("{grant_file} was changed {fate}")),
+        ])
     );
 }
 

@@ -13,7 +13,7 @@
 //! walk reaches that parent.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use git2::{ObjectType, Odb, OdbObject, Oid};
@@ -161,15 +161,21 @@ impl<'r, 'a> RequestTrees<'r, 'a> {
             return Ok(Vec::new());
         }
         let mut added = Vec::new();
+        let old = self.old.as_deref().map(RawTree::index).transpose()?;
         for dir in new.entries() {
             let dir = dir?;
             let Some(ChangedDir {
                 environment,
                 files,
                 before,
-            }) = changed_dir(self.trees, self.old.as_deref(), &dir)?
+            }) = changed_dir(self.trees, old.as_ref(), &dir)?
             else {
                 continue;
+            };
+            // Names, not lookups per file: a directory of many files would cost their square.
+            let before: HashSet<&[u8]> = match &before {
+                Some(before) => before.names()?,
+                None => HashSet::new(),
             };
             for file in files.entries() {
                 let file = file?;
@@ -180,7 +186,7 @@ impl<'r, 'a> RequestTrees<'r, 'a> {
                 let Some(id) = yaml_stem(name) else {
                     continue;
                 };
-                if before.as_ref().is_some_and(|b| b.get(name).is_some()) {
+                if before.contains(name.as_bytes()) {
                     continue; // changed, not added
                 }
                 added.push(LandedFact {
@@ -188,6 +194,7 @@ impl<'r, 'a> RequestTrees<'r, 'a> {
                     environment: Some(environment.to_owned()),
                     request_id: id.to_owned(),
                     path: format!("{REQUESTS_DIR}/{environment}/{name}"),
+                    modified: false,
                 });
             }
         }
@@ -195,9 +202,12 @@ impl<'r, 'a> RequestTrees<'r, 'a> {
     }
 }
 
-/// The first of `names` found in an environment directory of `to` and not in the same
-/// directory of `from`; only directories whose tree id differs are looked into (or only
-/// `environment`, when given).
+/// The first of `names` (in their order, whatever the directory) found in an environment
+/// directory of `to` and not in the same directory of `from`; only directories whose tree id
+/// differs are looked into (or only `environment`, when given). The order of the names comes
+/// first: a removal of `prod/r-1.yml` and `staging/r-1.yaml` together removes staging's
+/// request file, never the `.yml` one in prod (taken for it, the removal ended the genuine
+/// grant of `prod/r-1.yaml` and said it was never granted).
 fn appearing(
     trees: &TreeReader<'_>,
     from: Option<&RawTree<'_>>,
@@ -211,16 +221,23 @@ fn appearing(
     if from.map(|f| f.id) == Some(to.id) {
         return Ok(None);
     }
-    let look = |dir: &Entry<'_>| -> Result<Option<RequestFile>, AuditError> {
-        let Some(ChangedDir {
-            environment: env,
+    let from = from.map(RawTree::index).transpose()?;
+    let dirs: Vec<Entry<'_>> = match environment {
+        // One path component: an environment with a `/` names no entry and finds nothing.
+        Some(environment) => to.get(environment).into_iter().collect(),
+        None => to.entries().collect::<Result<_, _>>()?,
+    };
+    let mut changed = Vec::new();
+    for dir in &dirs {
+        changed.extend(changed_dir(trees, from.as_ref(), dir)?);
+    }
+    for name in names {
+        for ChangedDir {
+            environment,
             files,
             before,
-        }) = changed_dir(trees, from, dir)?
-        else {
-            return Ok(None);
-        };
-        for name in names {
+        } in &changed
+        {
             let Some(file) = files.get(name).filter(|f| f.kind == Kind::Blob) else {
                 continue;
             };
@@ -228,28 +245,13 @@ fn appearing(
                 continue; // on both sides: changed at most
             }
             return Ok(Some(RequestFile {
-                environment: env.to_owned(),
+                environment: (*environment).to_owned(),
                 name: (*name).to_owned(),
                 blob: file.id()?,
             }));
         }
-        Ok(None)
-    };
-    match environment {
-        // One path component: an environment with a `/` names no entry and finds nothing.
-        Some(environment) => match to.get(environment) {
-            Some(dir) => look(&dir),
-            None => Ok(None),
-        },
-        None => {
-            for dir in to.entries() {
-                if let Some(found) = look(&dir?)? {
-                    return Ok(Some(found));
-                }
-            }
-            Ok(None)
-        }
     }
+    Ok(None)
 }
 
 /// Every file under the directories `roots` (each as path components, `["grants"]`) that
@@ -263,18 +265,40 @@ pub fn files_appearing_under(
     to: Option<Oid>,
     roots: &[Vec<String>],
 ) -> Result<Vec<String>, AuditError> {
+    Ok(files_differing_under(trees, from, to, roots)?.added)
+}
+
+/// The files under `roots` that differ between root trees `from` and `to`, by repo-relative
+/// path, each list sorted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Differing {
+    /// In `to` and not at the same path in `from` (see [`files_appearing_under`]).
+    pub added: Vec<String>,
+    /// At the same path on both sides, with another content or kind (a file's text edited, a
+    /// file made a symbolic link).
+    pub changed: Vec<String>,
+}
+
+/// [`files_appearing_under`], with the files changed in place too.
+pub fn files_differing_under(
+    trees: &TreeReader<'_>,
+    from: Option<Oid>,
+    to: Option<Oid>,
+    roots: &[Vec<String>],
+) -> Result<Differing, AuditError> {
+    let mut found = Differing::default();
     let Some(to) = to.filter(|to| from != Some(*to)) else {
-        return Ok(Vec::new());
+        return Ok(found);
     };
     let to = trees.read(to)?;
     let from = from.map(|from| trees.read(from)).transpose()?;
-    let mut found = Vec::new();
     for root in roots {
         if let Some(dir) = changed_subdir(trees, from.clone(), Rc::clone(&to), root)? {
-            new_files(trees, dir, &mut found)?;
+            differing_files(trees, dir, &mut found)?;
         }
     }
-    found.sort();
+    found.added.sort();
+    found.changed.sort();
     Ok(found)
 }
 
@@ -365,15 +389,15 @@ fn changed_subdir<'a>(
     }))
 }
 
-/// Adds to `found` every entry at any depth under `dir.to` that is not a directory (a
+/// Adds to `found.added` every entry at any depth under `dir.to` that is not a directory (a
 /// symbolic link or a submodule counts: the audit flags more, not less) and that `dir.from`
-/// does not have at the same path (a changed file is not a new one). Subdirectories with the
-/// same tree on both sides are not read; a stack, not recursion, so that no depth of
-/// directories can exhaust the call stack.
-fn new_files<'a>(
+/// does not have at the same path, and to `found.changed` every such entry that `dir.from`
+/// has with another content or kind. Subdirectories with the same tree on both sides are not
+/// read; a stack, not recursion, so that no depth of directories can exhaust the call stack.
+fn differing_files<'a>(
     trees: &TreeReader<'a>,
     dir: DirPair<'a>,
-    found: &mut Vec<String>,
+    found: &mut Differing,
 ) -> Result<(), AuditError> {
     let mut pending = vec![dir];
     while let Some(DirPair { path, to, from }) = pending.pop() {
@@ -404,8 +428,12 @@ fn new_files<'a>(
                     to: trees.read(entry.id()?)?,
                     from: None,
                 }),
-                (_, Some(old)) if old.kind != Kind::Tree => {} // changed at most
-                _ => found.push(child),
+                (kind, Some(old)) if old.kind != Kind::Tree => {
+                    if old.kind != kind || old.id_bytes != entry.id_bytes {
+                        found.changed.push(child);
+                    }
+                }
+                _ => found.added.push(child),
             }
         }
     }
@@ -422,16 +450,16 @@ struct ChangedDir<'e, 'a> {
 }
 
 /// The environment directory `dir` of one side, when its tree differs from the one of the
-/// same name in `from`.
+/// same name in `from` (the other side's entries by name).
 fn changed_dir<'e, 'a>(
     trees: &TreeReader<'a>,
-    from: Option<&RawTree<'_>>,
+    from: Option<&HashMap<&[u8], Entry<'_>>>,
     dir: &Entry<'e>,
 ) -> Result<Option<ChangedDir<'e, 'a>>, AuditError> {
     let (Some(env), Kind::Tree) = (dir.name(), dir.kind) else {
         return Ok(None);
     };
-    let before = from.and_then(|from| from.get(env));
+    let before = from.and_then(|from| from.get(env.as_bytes()).copied());
     if before.as_ref().is_some_and(|b| b.id_bytes == dir.id_bytes) {
         return Ok(None);
     }
@@ -483,6 +511,20 @@ impl<'o> RawTree<'o> {
         })
     }
 
+    /// The names of its entries.
+    fn names(&self) -> Result<HashSet<&[u8]>, AuditError> {
+        self.entries()
+            .map(|entry| entry.map(|entry| entry.name_bytes))
+            .collect()
+    }
+
+    /// Its entries by name, for lookups in a loop (each [`RawTree::get`] reads the entries).
+    fn index(&self) -> Result<HashMap<&[u8], Entry<'_>>, AuditError> {
+        self.entries()
+            .map(|entry| entry.map(|entry| (entry.name_bytes, entry)))
+            .collect()
+    }
+
     /// The entry called `name`. A malformed tree has none (reading its entries says why).
     fn get(&self, name: &str) -> Option<Entry<'_>> {
         self.entries()
@@ -500,6 +542,22 @@ enum Kind {
     Other,
 }
 
+impl Kind {
+    /// As git reads a mode: an octal number whose type bits decide, so that `040000` (zero
+    /// padded) is a directory and `100600` a file, as git and the forges take them (git only
+    /// warns of such modes), never a way to hide a directory or a request from the audit.
+    fn of_mode(mode: &[u8]) -> Kind {
+        let mode = std::str::from_utf8(mode)
+            .ok()
+            .and_then(|mode| u32::from_str_radix(mode, 8).ok());
+        match mode.map(|mode| mode & 0o170_000) {
+            Some(0o040_000) => Kind::Tree,
+            Some(0o100_000) => Kind::Blob,
+            _ => Kind::Other,
+        }
+    }
+}
+
 /// One entry of a [`RawTree`].
 #[derive(Clone, Copy, Debug)]
 struct Entry<'a> {
@@ -514,11 +572,7 @@ impl<'a> Entry<'a> {
         let space = data.iter().position(|&b| b == b' ')?;
         let nul = space + 1 + data[space + 1..].iter().position(|&b| b == 0)?;
         let id_bytes = data.get(nul + 1..nul + 21)?;
-        let kind = match &data[..space] {
-            b"40000" => Kind::Tree,
-            b"100644" | b"100755" | b"100664" => Kind::Blob,
-            _ => Kind::Other,
-        };
+        let kind = Kind::of_mode(&data[..space]);
         let entry = Self {
             kind,
             name_bytes: &data[space + 1..nul],
@@ -538,7 +592,7 @@ impl<'a> Entry<'a> {
 }
 
 /// The stem of a `.yaml` or `.yml` file name, when it has one.
-fn yaml_stem(name: &str) -> Option<&str> {
+pub(crate) fn yaml_stem(name: &str) -> Option<&str> {
     name.strip_suffix(".yaml")
         .or_else(|| name.strip_suffix(".yml"))
         .filter(|id| !id.is_empty())
@@ -759,6 +813,49 @@ mod tests {
         );
     }
 
+    /// Modes git takes for a directory or a file though they are not the ones it writes (zero
+    /// padded, other permission bits): read as git reads them, they hide nothing.
+    #[test]
+    fn odd_modes_git_accepts_are_read_as_git_reads_them() {
+        let r = Repo::new();
+        let odb = r.odb();
+        let entry = |mode: &str, name: &str, id: Oid| {
+            let mut raw = format!("{mode} {name}\0").into_bytes();
+            raw.extend_from_slice(id.as_bytes());
+            odb.write(ObjectType::Tree, &raw).unwrap()
+        };
+        let blob = r.repo.blob(b"role: admin\n").unwrap();
+        let prod = entry("100600", "evil.yaml", blob);
+        let new = entry("040000", "requests", entry("040000", "prod", prod));
+        let old = r.tree_of(&[("README.md", "x")]);
+        let reader = TreeReader::new(&odb);
+        let trees = RequestTrees::read(&reader, new, Some(old)).unwrap();
+        let added: Vec<String> = trees
+            .all_added()
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(added, ["requests/prod/evil.yaml"]);
+        assert_eq!(
+            files_appearing_under(&reader, Some(old), Some(new), &roots(&["requests"])).unwrap(),
+            ["requests/prod/evil.yaml"]
+        );
+        for (mode, kind) in [
+            ("40000", Kind::Tree),
+            ("040000", Kind::Tree),
+            ("100644", Kind::Blob),
+            ("100755", Kind::Blob),
+            ("100600", Kind::Blob),
+            ("120000", Kind::Other),
+            ("160000", Kind::Other),
+            ("10064x", Kind::Other),
+            ("", Kind::Other),
+        ] {
+            assert_eq!(Kind::of_mode(mode.as_bytes()), kind, "{mode}");
+        }
+    }
+
     fn place(file: Option<RequestFile>) -> Option<String> {
         file.map(|f| f.path())
     }
@@ -863,6 +960,7 @@ mod tests {
                 environment: Some("prod".into()),
                 request_id: "r-1".into(),
                 path: "requests/prod/r-1.yaml".into(),
+                modified: false,
             }]
         );
         let same = RequestTrees::read(&reader, new, Some(new)).unwrap();

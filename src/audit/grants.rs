@@ -73,6 +73,7 @@ impl GrantLayout {
             environment: self.environment_of(&path),
             request_id: subject_of(&path).to_owned(),
             path,
+            modified: false,
         }
     }
 

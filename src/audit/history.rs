@@ -27,6 +27,7 @@ use git2::{ObjectType, Odb, OdbObject, Oid, Repository};
 use super::AuditError;
 use super::files::{
     REQUESTS_DIR, RequestFile, RequestTrees, TreeReader, changed_files, files_appearing_under,
+    files_differing_under,
 };
 use super::grants::GrantLayout;
 use super::trailers::{BotTrailers, Message, TrailerKey};
@@ -129,8 +130,8 @@ pub struct RevokeFact {
 }
 
 /// A `requests/<environment>/<id>.yaml` file, or a file under a grant root (see
-/// [`super::grants`]), added by a first-parent commit that is not a genuine bot merge (a
-/// direct push, a hand merge, forged trailers).
+/// [`super::grants`]), added or changed by a first-parent commit that is not a genuine bot
+/// merge (a direct push, a hand merge, forged trailers).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LandedFact {
     pub file: LandedFile,
@@ -140,6 +141,9 @@ pub struct LandedFact {
     pub request_id: String,
     /// The repo-relative path, e.g. `requests/prod/r-1.yaml` or `grants/network/evil.tf`.
     pub path: String,
+    /// Changed in place rather than added: a granted file edited by hand (its role widened,
+    /// a policy attached) is what the IaC pipeline then applies.
+    pub modified: bool,
 }
 
 /// What kind of file landed without the bot.
@@ -420,6 +424,10 @@ impl<'a> RawCommit<'a> {
         let mut first_parent = None;
         let mut merge = false;
         let mut committer_time = None;
+        // Git reads parents only in the lines right after `tree`; a `parent` line further
+        // down is an extra header it ignores (and fsck lets through), so it is no parent here
+        // either: counted, it made a one-parent commit a "merge", or named a missing object.
+        let mut parents_open = false;
         let mut rest = data;
         loop {
             let (line, after) = match rest.iter().position(|&b| b == b'\n') {
@@ -430,11 +438,15 @@ impl<'a> RawCommit<'a> {
             if line.is_empty() {
                 break; // the blank line before the message, or the end of the object
             }
+            let parent = line.strip_prefix(b"parent ").filter(|_| parents_open);
+            parents_open = false;
             if let Some(hex) = line.strip_prefix(b"tree ") {
                 if tree.is_none() {
                     tree = Some(oid_of(hex)?);
+                    parents_open = true;
                 }
-            } else if let Some(hex) = line.strip_prefix(b"parent ") {
+            } else if let Some(hex) = parent {
+                parents_open = true;
                 if first_parent.is_none() {
                     first_parent = Some(oid_of(hex)?);
                 } else {
@@ -602,14 +614,16 @@ fn off_line_claim(commit: &Commit<'_>, merge: Oid) -> Option<OffLineFact> {
 
 /// Every `parent` of a commit object, in order (the header's `parent` lines).
 fn parents(data: &[u8]) -> impl Iterator<Item = Oid> + '_ {
+    // Only the lines right after `tree` (see `RawCommit::parse`).
     data.split(|&b| b == b'\n')
-        .take_while(|line| !line.is_empty())
-        .filter_map(|line| line.strip_prefix(b"parent "))
+        .skip_while(|line| !line.starts_with(b"tree "))
+        .skip(1)
+        .map_while(|line| line.strip_prefix(b"parent "))
         .filter_map(oid_of)
 }
 
 /// The request files, then any other file under `requests/`, then the grant files, that the
-/// commit of root tree `tree` adds.
+/// commit of root tree `tree` adds; then those it changes in place, in the same order.
 fn landed_files(
     walk: &Walk<'_, '_>,
     files: &RequestTrees<'_, '_>,
@@ -617,15 +631,46 @@ fn landed_files(
     base: Option<Oid>,
 ) -> Result<Vec<LandedFact>, AuditError> {
     let mut landed = files.all_added()?;
-    let requests = files_appearing_under(walk.trees, base, Some(tree), &requests_root())?;
+    let requests = files_differing_under(walk.trees, base, Some(tree), &requests_root())?;
     let strays: Vec<String> = requests
+        .added
         .into_iter()
         .filter(|path| !landed.iter().any(|fact| &fact.path == path))
         .collect();
     landed.extend(strays.into_iter().map(stray));
-    let grants = files_appearing_under(walk.trees, base, Some(tree), walk.grants.roots())?;
-    landed.extend(grants.into_iter().map(|path| walk.grants.landed(path)));
+    let grants = files_differing_under(walk.trees, base, Some(tree), walk.grants.roots())?;
+    landed.extend(
+        grants
+            .added
+            .into_iter()
+            .map(|path| walk.grants.landed(path)),
+    );
+    let changed = requests.changed.into_iter().map(under_requests);
+    let changed = changed.chain(grants.changed.into_iter().map(|p| walk.grants.landed(p)));
+    landed.extend(changed.map(|fact| LandedFact {
+        modified: true,
+        ..fact
+    }));
     Ok(landed)
+}
+
+/// The fact of a file under `requests/`: a request file when it is
+/// `requests/<environment>/<id>.yaml` (or `.yml`), else a stray.
+fn under_requests(path: String) -> LandedFact {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts[..] {
+        [_, environment, name] => match super::files::yaml_stem(name) {
+            Some(id) => LandedFact {
+                file: LandedFile::Request,
+                environment: Some(environment.to_owned()),
+                request_id: id.to_owned(),
+                path: path.clone(),
+                modified: false,
+            },
+            None => stray(path),
+        },
+        _ => stray(path),
+    }
 }
 
 /// `requests/` as a root for [`files_appearing_under`].
@@ -643,6 +688,7 @@ fn stray(path: String) -> LandedFact {
         environment: None,
         request_id: name.split('.').next().unwrap_or(name).to_owned(),
         path,
+        modified: false,
     }
 }
 
@@ -1013,15 +1059,46 @@ mod tests {
             (9, None),
             "no tree: the walk refuses it"
         );
+        let bad_parent = format!("tree {TREE}\nparent nothex\ncommitter C <c@x> 7 +0000\n\n");
         for broken in [
             "",
             "tree x\n\nmessage",
             "committer C <c@x> soon +0000\n\n",
-            "parent nothex\ncommitter C <c@x> 7 +0000\n\n",
+            bad_parent.as_str(),
             "tree nothex\ncommitter C <c@x> 7 +0000\n\n",
             "committer no email 7\n\n",
         ] {
             assert_eq!(RawCommit::parse(broken.as_bytes()), None, "{broken:?}");
         }
+    }
+
+    /// Git takes as parents only the `parent` lines right after `tree`; one further down is
+    /// an extra header that git ignores (and fsck lets through). It is no parent here either:
+    /// not a second parent that makes a merge, nor one to walk to.
+    #[test]
+    fn a_parent_line_after_the_other_headers_is_no_parent() {
+        let other = "1111111111111111111111111111111111111111";
+        let one = format!(
+            "tree {TREE}\nparent {TREE}\nauthor A <a@x> 1 +0000\ncommitter C <c@x> 7 +0000\nparent {other}\n\nm"
+        );
+        let raw = RawCommit::parse(one.as_bytes()).unwrap();
+        assert_eq!(raw.first_parent, Some(Oid::from_str(TREE).unwrap()));
+        assert!(!raw.merge, "one parent, as git reads it");
+        assert_eq!(
+            parents(one.as_bytes()).collect::<Vec<_>>(),
+            [Oid::from_str(TREE).unwrap()]
+        );
+        let two =
+            format!("tree {TREE}\nparent {TREE}\nparent {other}\ncommitter C <c@x> 7 +0000\n\nm");
+        assert!(RawCommit::parse(two.as_bytes()).unwrap().merge);
+        assert_eq!(parents(two.as_bytes()).count(), 2);
+        let none = format!(
+            "tree {TREE}\nauthor A <a@x> 1 +0000\nparent {other}\ncommitter C <c@x> 7 +0000\n\nm"
+        );
+        assert_eq!(
+            RawCommit::parse(none.as_bytes()).unwrap().first_parent,
+            None
+        );
+        assert_eq!(parents(none.as_bytes()).count(), 0);
     }
 }

@@ -601,7 +601,15 @@ fn flag_landed(
         };
         anomalies.push(Anomaly {
             kind: AnomalyKind::LandedWithoutBot,
-            detail: format!("{} was added without breakglass; {fate}", landed.fact.path),
+            detail: format!(
+                "{} was {} without breakglass; {fate}",
+                landed.fact.path,
+                if landed.fact.modified {
+                    "changed"
+                } else {
+                    "added"
+                }
+            ),
             request_id: landed.fact.request_id,
             commit: landed.commit,
             position: landed.position,
@@ -1221,6 +1229,7 @@ mod tests {
                     environment: Some("prod".into()),
                     request_id: "pushed".into(),
                     path: "requests/prod/pushed.yaml".into(),
+                    modified: false,
                 }),
             )
             .push(11, reconcile_removal("pushed", "prod"))
@@ -1255,6 +1264,7 @@ mod tests {
                     environment: Some("staging".into()),
                     request_id: "r-1".into(),
                     path: "requests/staging/r-1.yaml".into(),
+                    modified: false,
                 }),
             )
             .push(5, reconcile_removal("r-1", "staging"))
@@ -1327,6 +1337,7 @@ mod tests {
             environment: environment.map(Into::into),
             request_id: stem.into(),
             path: path.into(),
+            modified: false,
         })
     }
 
