@@ -1024,12 +1024,14 @@ fn filters_by_period_and_environment() {
     assert_eq!(document["filters"]["environment"], "staging");
     assert_eq!(code, Some(1));
 
-    // r-missing was granted before the period and never reverted: still there in it.
+    // r-missing was granted before the period and never reverted: still there in it. So is
+    // r-hand's file, which landed before it and was never removed.
     let (document, _) = run(&["--since", "2026-11-26T16:00:00Z", "--until", "2026-11-28"]);
     assert_eq!(ids(&document), ["r-missing", "r-self", "r-active"]);
     assert_eq!(
         anomaly_kinds(&document),
         [
+            ("landed_without_bot", "r-hand"),
             ("grant_without_revert", "r-missing"),
             ("self_approved", "r-self"),
             ("forged_trailers", "r-ghost"), // at 18:20, inside the period
@@ -1042,12 +1044,15 @@ fn filters_by_period_and_environment() {
     assert_eq!(code, Some(0), "no anomaly in the period");
 
     // A nightly audit keeps reporting a grant still wrong: r-missing, granted the day before
-    // and never reverted.
+    // and never reverted; and a file that landed without the bot and is still there.
     let (document, code) = run(&["--since", "2026-11-27"]);
     assert_eq!(ids(&document), ["r-missing", "r-active"]);
     assert_eq!(
         anomaly_kinds(&document),
-        [("grant_without_revert", "r-missing")]
+        [
+            ("landed_without_bot", "r-hand"),
+            ("grant_without_revert", "r-missing")
+        ]
     );
     assert_eq!(document["filters"]["since"], "2026-11-27T00:00:00Z");
     assert_eq!(code, Some(1));
@@ -2179,6 +2184,27 @@ fn a_grant_file_pushed_past_the_bot_landed_without_it_and_the_bots_own_did_not()
             "grants/network/evil.tf was added without breakglass; no reconcile removal on the branch".into()
         )])
     );
+}
+
+/// mallory's direct push dates its commit years back (its committer time is hers to set): the
+/// file it adds is still on the branch, so a report of a later period still flags it; once
+/// the bot's removal has taken it out before the period, that report does not.
+#[test]
+fn a_backdated_push_is_flagged_in_every_period_its_file_is_there() {
+    let repo = RequestsRepo::new();
+    let years_back = -5_000_000; // story minutes: 2017
+    let pushed = repo.direct_push(years_back, "prod", "r-old", "mallory");
+    let period = ["--format", "json", "--since", "2026-11-26T00:30:00Z"];
+    let document = json_of(&audit_cli(repo.path_str(), &period));
+    assert_eq!(anomaly_kinds(&document), [("landed_without_bot", "r-old")]);
+    assert_eq!(document["anomalies"][0]["commit"], pushed.to_string());
+    let path = "requests/prod/r-old.yaml";
+    let message = removal_message("r-old", &[path], Some("r-old"));
+    repo.merge(20, path, None, &message, "breakglass[bot]");
+    let document = json_of(&audit_cli(repo.path_str(), &period));
+    assert_eq!(anomaly_kinds(&document), [], "gone before the period");
+    let all = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    assert_eq!(anomaly_kinds(&all), [("landed_without_bot", "r-old")]);
 }
 
 /// While the bot's grant is live, mallory edits its rendered grant file in place (attaching

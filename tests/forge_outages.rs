@@ -555,3 +555,31 @@ async fn a_failing_read_of_the_bots_comment_emoji_does_not_slow_the_polls_of_the
     s.forge.clear_failures();
     s.take_bot_comments(pr);
 }
+
+/// dan approves by emoji as a member of `@acme/sre-leads`; the poll that reads his 👍 cannot
+/// read his team (502) and fails. The list it read is not kept: the next poll reads it in full
+/// again (a `304` for the kept one would hide his emoji until the list changed) and merges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emoji_read_by_a_poll_that_failed_is_read_again_at_the_next() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    s.expect_job_error(JobKind::Poll, "HTTP 502");
+    s.forge.fail_next(FailureSpec {
+        route: RouteMatcher::Route {
+            method: Some(Method::GET),
+            template: "/orgs/{org}/teams/{slug}/memberships/{username}".to_owned(),
+        },
+        count: 20,
+        kind: FailureKind::Status(502),
+    });
+    s.emoji(pr, &s.people.dan, "+1");
+    s.advance(TimeDelta::seconds(30));
+    s.settle().await;
+    s.forge.clear_failures();
+    s.advance(TimeDelta::seconds(30));
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.take_bot_comments(pr);
+}

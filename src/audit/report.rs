@@ -575,8 +575,10 @@ fn disowned(pending: &Pending) -> Option<Anomaly> {
     })
 }
 
-/// One `landed_without_bot` anomaly per file in the period that reached the branch without
-/// the bot, saying which reconcile removal (if any) took it out again. A grant file whose path
+/// One `landed_without_bot` anomaly per file that reached the branch without the bot and was
+/// there at some time in the period, saying which reconcile removal (if any) took it out again.
+/// Its stay is judged, not its commit's time alone: that time is whatever its author set (a
+/// push dated 2015 is still there in a report of the last 30 days). A grant file whose path
 /// names no environment is kept under every `--environment` (see [`LandedFact::environment`]).
 fn flag_landed(
     landed: Vec<Landed>,
@@ -590,10 +592,11 @@ fn flag_landed(
             .environment
             .as_deref()
             .is_none_or(|environment| options.in_environment(environment));
-        if !(options.in_period(landed.at) && in_environment) {
+        let removed = removals.of(&landed);
+        if !(options.overlaps(landed.at, removed.map(|(_, at)| at)) && in_environment) {
             continue;
         }
-        let fate = match removals.of(&landed) {
+        let fate = match removed {
             Some((commit, at)) => {
                 format!("removed by {} at {} (reconcile)", short(commit), iso(at))
             }
@@ -1391,7 +1394,8 @@ mod tests {
     fn a_grant_file_without_an_environment_is_shown_under_every_environment() {
         let mut b = Builder::default();
         b.push(10, landed_grant("grants/evil.tf", None))
-            .push(11, landed_grant("grants/staging/quiet.tf", Some("staging")));
+            .push(11, grant_removal(&["grants/evil.tf"]))
+            .push(12, landed_grant("grants/staging/quiet.tf", Some("staging")));
         let mut options = ReportOptions::new(t(600));
         options.environment = Some("prod".into());
         assert_eq!(
@@ -1400,11 +1404,17 @@ mod tests {
         );
         options.environment = Some("staging".into());
         assert_eq!(b.report_with(options.clone()).anomalies.len(), 2);
+        options.since = Some(t(12));
+        assert_eq!(
+            kinds(&b.report_with(options.clone())),
+            [("quiet".into(), AnomalyKind::LandedWithoutBot)],
+            "the period still applies: evil was removed before it"
+        );
         options.since = Some(t(11));
         assert_eq!(
-            kinds(&b.report_with(options)),
-            [("quiet".into(), AnomalyKind::LandedWithoutBot)],
-            "the period still applies"
+            b.report_with(options).anomalies.len(),
+            2,
+            "evil was still there at the period's start"
         );
     }
 

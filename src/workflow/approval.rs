@@ -111,6 +111,23 @@ pub(super) struct Signal<'a> {
 /// The signals (`reaction:<id>`, …) the forge still shows, of one kind, with a reaction's emoji.
 type Alive = anyhow::Result<Vec<(String, Option<String>)>>;
 
+/// Forgets the PR's kept reaction list when dropped before `done`: a poll that read a changed
+/// list and then failed (an approver's team not readable) or was stopped must read it in full
+/// again, or the next poll's `304` would hide those emoji until they change.
+struct ReadAgainUnlessDone<'a> {
+    forge: &'a crate::forge::Forge,
+    number: u64,
+    done: bool,
+}
+
+impl Drop for ReadAgainUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.forge.forget_reactions(self.number);
+        }
+    }
+}
+
 impl Workflow {
     /// Marks the request approved (by `approved_by`, or by its fast-path rule) and starts the
     /// merge. Only now does `breakglass/policy` turn green.
@@ -730,7 +747,14 @@ impl Workflow {
             self.forge.done_polling(record.pr_number);
             return Ok(()); // nothing to poll for any more
         }
-        if self.poll_change(&record).await? == PollEnd::Done {
+        let mut read_again = ReadAgainUnlessDone {
+            forge: &self.forge,
+            number: record.pr_number,
+            done: false,
+        };
+        let end = self.poll_change(&record).await?;
+        read_again.done = true;
+        if end == PollEnd::Done {
             return Ok(());
         }
         let next = self.now()

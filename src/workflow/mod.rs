@@ -563,7 +563,9 @@ impl Workflow {
             }
             _ => Some(self.lock_pr(record.pr_number).await?),
         };
-        pr_lock::while_held(guard.as_ref(), self.run_job_of_kind(job.kind, id)).await
+        // A revoke goes ahead without the lock (above), so it is never stopped for losing it.
+        let stoppable = guard.as_ref().filter(|_| job.kind != JobKind::Revoke);
+        pr_lock::while_held(stoppable, self.run_job_of_kind(job.kind, id)).await
     }
 
     /// Runs the step of `kind` for request `id`, under its PR's lock.

@@ -47,13 +47,12 @@ impl PrGuard {
 
     /// Ends when the hold across replicas does; never on SQLite (one process).
     async fn lost(&self) {
-        if let Some(shared) = &self.shared {
-            // Err: the heartbeat was aborted, which only dropping the hold does.
-            if shared.lost.clone().wait_for(|lost| *lost).await.is_ok() {
-                return;
-            }
+        match &self.shared {
+            // An error: the heartbeat is gone without saying so (it panicked; only dropping
+            // the hold aborts it), and nothing renews the row any more.
+            Some(shared) => drop(shared.lost.clone().wait_for(|lost| *lost).await),
+            None => std::future::pending().await,
         }
-        std::future::pending().await
     }
 }
 
@@ -224,7 +223,9 @@ impl SharedPrLock {
 }
 
 /// Renews `row` every [`HEARTBEAT`] until the hold ends: held [`MAX_HOLD`], taken by another
-/// replica, or not renewed for a [`LEASE`] (it may have lapsed and been taken).
+/// replica, or not renewed in time. The last renewal's lease lapses [`LEASE`] after it was
+/// asked for; a renewal still unanswered (a pool busy to its timeout) or failing a heartbeat
+/// before that ends the hold, so that the work stops before another replica can come in.
 async fn renew_while_held(row: &Row, clock: &Arc<dyn Clock>) {
     let number = row.key.number;
     let started = Instant::now();
@@ -238,24 +239,32 @@ async fn renew_while_held(row: &Row, clock: &Arc<dyn Clock>) {
             );
             return;
         }
+        let deadline = tokio::time::Instant::from_std(renewed_at + (LEASE - HEARTBEAT));
         let asked = Instant::now();
         let renewed = row
             .store
             .renew_pr_lock(&row.key, &row.holder, clock.now(), LEASE);
-        match renewed.await {
-            Ok(true) => renewed_at = asked,
-            Ok(false) => {
+        match tokio::time::timeout_at(deadline, renewed).await {
+            Ok(Ok(true)) => renewed_at = asked,
+            Ok(Ok(false)) => {
                 tracing::warn!(
                     pr = number,
                     "the PR's lock lapsed and another replica took it; the work on it is stopped"
                 );
                 return;
             }
-            Err(err) if renewed_at.elapsed() >= LEASE => {
-                tracing::warn!(pr = number, %err, "the PR's lock was not renewed for a lease; the work on it is stopped");
+            Ok(Err(err)) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(pr = number, %err, "the PR's lock was not renewed in time; the work on it is stopped");
                 return;
             }
-            Err(err) => tracing::warn!(pr = number, %err, "cannot renew the PR's lock"),
+            Ok(Err(err)) => tracing::warn!(pr = number, %err, "cannot renew the PR's lock"),
+            Err(_) => {
+                tracing::warn!(
+                    pr = number,
+                    "renewing the PR's lock takes too long; the work on it is stopped"
+                );
+                return;
+            }
         }
     }
 }

@@ -337,9 +337,9 @@ impl Workflow {
             return Ok(());
         }
         // Pushes and the periodic pass hold no PR lock, so taking one here cannot deadlock.
-        let guard = self.lock_pr(record.pr_number).await?;
-        let reconciled = self.reconcile(&record.id, baseline, listed);
-        super::pr_lock::while_held(Some(&guard), reconciled).await
+        // A grant no longer held is ended with the lock or without it, as a revoke is.
+        let _guard = self.lock_pr(record.pr_number).await.ok();
+        self.reconcile(&record.id, baseline, listed).await
     }
 
     /// Whether the directory listing of the default branch shows the request file of `record`.
