@@ -1522,6 +1522,24 @@ fn r1() -> Grant<'static> {
     }
 }
 
+/// The audit of a branch whose tip `pushed` is a one-parent commit with r-1's grant trailers
+/// and request file: no grant, its trailers forged, its file landed without the bot.
+fn audit_finds_a_one_parent_grant_forged_and_landed(repo: &RequestsRepo, pushed: Oid) {
+    let out = audit_cli(repo.path_str(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let document = json_of(&out);
+    assert_eq!(ids(&document), Vec::<&str>::new(), "not counted as a grant");
+    assert_eq!(
+        anomaly_kinds(&document),
+        [("forged_trailers", "r-1"), ("landed_without_bot", "r-1")]
+    );
+    assert_eq!(
+        document["anomalies"][0]["detail"],
+        "not counted as a grant: Breakglass-Request: r-1 on a commit with one parent, but breakglass lands every grant and revoke with a merge commit"
+    );
+    assert_eq!(document["anomalies"][1]["commit"], pushed.to_string());
+}
+
 /// A commit's header may carry a `parent` line after `committer`: git ignores it (a header it
 /// does not know) and shows a commit with one parent. The audit reads it as git does: such a
 /// direct push with a grant merge's trailers, whose stray line names a commit adding the
@@ -1538,16 +1556,7 @@ fn a_parent_line_git_ignores_makes_no_merge_and_no_dead_end() {
     let stray = format!("parent {side}\n");
     let pushed = repo.raw_commit(base, tree, &stray, &grant_message(10, &g), 10);
     repo.set_tip(pushed);
-    let out = audit_cli(repo.path_str(), &["--format", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let document = json_of(&out);
-    assert_eq!(ids(&document), Vec::<&str>::new(), "not counted as a grant");
-    assert_eq!(
-        anomaly_kinds(&document),
-        [("forged_trailers", "r-1"), ("landed_without_bot", "r-1")]
-    );
-    let detail = document["anomalies"][0]["detail"].as_str().unwrap();
-    assert!(detail.contains("on a commit with one parent"), "{detail}");
+    audit_finds_a_one_parent_grant_forged_and_landed(&repo, pushed);
 
     let repo = RequestsRepo::new();
     let base = repo.tip();
@@ -1598,19 +1607,7 @@ fn a_direct_push_with_a_grant_merges_trailers_is_forged_and_landed_without_the_b
     );
     let pushed = repo.commit(&[base], tree, &grant_message(10, &g), 10, "mallory");
     repo.set_tip(pushed);
-    let out = audit_cli(repo.path_str(), &["--format", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let document = json_of(&out);
-    assert_eq!(ids(&document), Vec::<&str>::new(), "not counted as a grant");
-    assert_eq!(
-        anomaly_kinds(&document),
-        [("forged_trailers", "r-1"), ("landed_without_bot", "r-1")]
-    );
-    assert_eq!(
-        document["anomalies"][0]["detail"],
-        "not counted as a grant: Breakglass-Request: r-1 on a commit with one parent, but breakglass lands every grant and revoke with a merge commit"
-    );
-    assert_eq!(document["anomalies"][1]["commit"], pushed.to_string());
+    audit_finds_a_one_parent_grant_forged_and_landed(&repo, pushed);
 }
 
 /// A member who can push to the default branch hides its grants from the first-parent walk
@@ -2146,35 +2143,48 @@ fn landed(commit: Oid, id: &str, detail: String) -> Value {
     })
 }
 
-/// mallory pushes an admin grant file under `grants/` straight to main, beside a grant the bot
-/// merged with its own grant file: only the pushed file is an anomaly.
-#[test]
-fn a_grant_file_pushed_past_the_bot_landed_without_it_and_the_bots_own_did_not() {
-    let repo = iac_repo();
-    let g = Grant {
+const DNS_REQUEST: &str = "requests/network/r-dns.yaml";
+const DNS_GRANT_FILE: &str = "grants/network/r-dns.tf";
+
+fn dns_grant() -> Grant<'static> {
+    Grant {
         id: "r-dns",
         env: "network",
         role: "dns-admin",
         requester: "alice",
         reason: "incident: INC-7 move the apex record",
         ..GRANT
-    };
-    let request = ("requests/network/r-dns.yaml", Some(request_yaml(&g)));
+    }
+}
+
+/// The bot's grant of r-dns with its request file and its rendered grant file at 10, what
+/// mallory pushes straight to main at 20 (`hers`), the bot's revoke at 70: the audit (exit 1,
+/// the one grant row) and her commit.
+fn dns_grant_around(repo: &RequestsRepo, hers: &[(&str, Option<&str>)]) -> (Value, Oid) {
+    let g = dns_grant();
+    let request = request_yaml(&g);
     let files = [
-        (request.0, request.1.as_deref()),
-        (
-            "grants/network/r-dns.tf",
-            Some("resource \"x\" \"dns\" {}\n"),
-        ),
+        (DNS_REQUEST, Some(request.as_str())),
+        (DNS_GRANT_FILE, Some("resource \"x\" \"dns\" {}\n")),
     ];
     repo.merge_files(10, &files, &grant_message(10, &g));
-    let pushed = repo.push_files(20, &[("grants/network/evil.tf", Some(ADMIN_TF))], "mallory");
+    let pushed = repo.push_files(20, hers, "mallory");
     let gone = files.map(|(path, _)| (path, None));
     repo.merge_files(70, &gone, &revoke_message("r-dns", "ttl", None));
     let out = audit_cli(repo.path_str(), &["--format", "json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let document = json_of(&out);
     assert_eq!(ids(&document), ["r-dns"]);
+    (document, pushed)
+}
+
+/// mallory pushes an admin grant file under `grants/` straight to main, beside a grant the bot
+/// merged with its own grant file: only the pushed file is an anomaly.
+#[test]
+fn a_grant_file_pushed_past_the_bot_landed_without_it_and_the_bots_own_did_not() {
+    let repo = iac_repo();
+    let evil = [("grants/network/evil.tf", Some(ADMIN_TF))];
+    let (document, pushed) = dns_grant_around(&repo, &evil);
     assert_eq!(document["grants"][0]["anomalies"], json!([]));
     assert_eq!(
         document["anomalies"],
@@ -2214,39 +2224,22 @@ fn a_backdated_push_is_flagged_in_every_period_its_file_is_there() {
 #[test]
 fn a_granted_file_edited_by_hand_is_flagged_as_changed_without_the_bot() {
     let repo = iac_repo();
-    let g = Grant {
-        id: "r-dns",
-        env: "network",
-        role: "dns-admin",
-        requester: "alice",
-        reason: "incident: INC-7 move the apex record",
-        ..GRANT
-    };
-    let request = ("requests/network/r-dns.yaml", Some(request_yaml(&g)));
-    let grant_file = "grants/network/r-dns.tf";
-    let files = [
-        (request.0, request.1.as_deref()),
-        (grant_file, Some("resource \"x\" \"dns\" {}\n")),
-    ];
-    repo.merge_files(10, &files, &grant_message(10, &g));
-    let longer = request_yaml(&g).replace("duration: 1h", "duration: 9h");
+    let longer = request_yaml(&dns_grant()).replace("duration: 1h", "duration: 9h");
     let edits = [
-        (grant_file, Some(ADMIN_TF)),
-        (request.0, Some(longer.as_str())),
+        (DNS_GRANT_FILE, Some(ADMIN_TF)),
+        (DNS_REQUEST, Some(longer.as_str())),
     ];
-    let pushed = repo.push_files(20, &edits, "mallory");
-    let gone = files.map(|(path, _)| (path, None));
-    repo.merge_files(70, &gone, &revoke_message("r-dns", "ttl", None));
-    let out = audit_cli(repo.path_str(), &["--format", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let document = json_of(&out);
-    assert_eq!(ids(&document), ["r-dns"]);
+    let (document, pushed) = dns_grant_around(&repo, &edits);
     let fate = "without breakglass; no reconcile removal on the branch";
     assert_eq!(
         document["anomalies"],
         json!([
-            landed(pushed, "r-dns", format!("{} was changed {fate}", request.0)),
-            landed(pushed, "r-dns", format!("{grant_file} was changed {fate}")),
+            landed(pushed, "r-dns", format!("{DNS_REQUEST} was changed {fate}")),
+            landed(
+                pushed,
+                "r-dns",
+                format!("{DNS_GRANT_FILE} was changed {fate}")
+            ),
         ])
     );
 }

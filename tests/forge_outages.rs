@@ -519,12 +519,9 @@ on_both_forges!(
     }
 );
 
-/// GitHub sends no event for emoji, so each poll reads the PR's and then those on the bot's
-/// latest comment. When only the second read fails, for as long as it takes, the PR's own
-/// emoji are still read every 30 s: an approver's 👍 there is noticed at the next poll, not
-/// after a backoff grown by the failures.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_read_of_the_bots_comment_emoji_does_not_slow_the_polls_of_the_prs() {
+/// alice's request r1 on GitHub awaiting an emoji, and the next `count` reads of `template`
+/// (GET) failing with 502: each poll that makes one fails.
+async fn a_poll_that_fails_its_read_of(template: &str, count: u32) -> (Scenario, u64) {
     let s = Scenario::start(Backend::Sqlite).await.unwrap();
     let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
     s.settle().await;
@@ -533,11 +530,25 @@ async fn a_failing_read_of_the_bots_comment_emoji_does_not_slow_the_polls_of_the
     s.forge.fail_next(FailureSpec {
         route: RouteMatcher::Route {
             method: Some(Method::GET),
-            template: "/repos/{owner}/{repo}/issues/comments/{id}/reactions".to_owned(),
+            template: template.to_owned(),
         },
-        count: u32::MAX,
+        count,
         kind: FailureKind::Status(502),
     });
+    (s, pr)
+}
+
+/// GitHub sends no event for emoji, so each poll reads the PR's and then those on the bot's
+/// latest comment. When only the second read fails, for as long as it takes, the PR's own
+/// emoji are still read every 30 s: an approver's 👍 there is noticed at the next poll, not
+/// after a backoff grown by the failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_read_of_the_bots_comment_emoji_does_not_slow_the_polls_of_the_prs() {
+    let (s, pr) = a_poll_that_fails_its_read_of(
+        "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
+        u32::MAX,
+    )
+    .await;
     // Ten minutes of failed reads: a backoff would have grown past the interval by now.
     for _ in 0..20 {
         s.advance(TimeDelta::seconds(30));
@@ -561,19 +572,8 @@ async fn a_failing_read_of_the_bots_comment_emoji_does_not_slow_the_polls_of_the
 /// again (a `304` for the kept one would hide his emoji until the list changed) and merges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emoji_read_by_a_poll_that_failed_is_read_again_at_the_next() {
-    let s = Scenario::start(Backend::Sqlite).await.unwrap();
-    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
-    s.settle().await;
-    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
-    s.expect_job_error(JobKind::Poll, "HTTP 502");
-    s.forge.fail_next(FailureSpec {
-        route: RouteMatcher::Route {
-            method: Some(Method::GET),
-            template: "/orgs/{org}/teams/{slug}/memberships/{username}".to_owned(),
-        },
-        count: 20,
-        kind: FailureKind::Status(502),
-    });
+    let (s, pr) =
+        a_poll_that_fails_its_read_of("/orgs/{org}/teams/{slug}/memberships/{username}", 20).await;
     s.emoji(pr, &s.people.dan, "+1");
     s.advance(TimeDelta::seconds(30));
     s.settle().await;
