@@ -553,8 +553,9 @@ impl Workflow {
         let guard = match job.kind {
             // The expiry does not wait for the forge: other work on the PR (a webhook, a forge
             // job) may be stuck in a call that hangs, so a revoke waits for it only briefly,
-            // then goes ahead (as when the lock cannot be had at all); the store's optimistic lock orders the two, as it does across
-            // replicas, and a grant applied meanwhile is taken back (`job_grant`).
+            // then goes ahead (as when the lock cannot be had at all); the store's optimistic
+            // lock orders the two, as it does across replicas, and a grant applied meanwhile
+            // is taken back (`job_grant`).
             JobKind::Revoke => {
                 tokio::time::timeout(REVOKE_LOCK_WAIT, self.lock_pr(record.pr_number))
                     .await
