@@ -2217,6 +2217,52 @@ fn a_backdated_push_is_flagged_in_every_period_its_file_is_there() {
     assert_eq!(anomaly_kinds(&all), [("landed_without_bot", "r-old")]);
 }
 
+/// mallory's hand-made commits carry forged grant trailers and are dated far off, one in 2036,
+/// one in 2017, between two genuine grants merged at 00:10 and 00:50: each is reported in the
+/// period it landed in (between those merges, whose times the forge set), not at its date.
+#[test]
+fn forged_commits_dated_far_off_are_reported_where_they_landed() {
+    for (far_off, id) in [(5_000_000, "r-future"), (-5_000_000, "r-past")] {
+        let repo = RequestsRepo::new();
+        let first = Grant {
+            id: "r-a",
+            requester: "alice",
+            reason: "incident: INC-1",
+            ..GRANT
+        };
+        repo.grant(10, first);
+        let ghost = Grant {
+            id,
+            requester: "mallory",
+            reason: "trust me",
+            ..GRANT
+        };
+        repo.policy_change(far_off, &grant_message(far_off, &ghost));
+        let second = Grant {
+            id: "r-b",
+            requester: "bob",
+            reason: "incident: INC-2",
+            ..GRANT
+        };
+        repo.grant(50, second);
+        repo.revoke(70, "prod", "r-a", "ttl", None);
+        repo.revoke(110, "prod", "r-b", "ttl", None);
+        let period = [
+            "--format",
+            "json",
+            "--since",
+            "2026-11-26T00:05:00Z",
+            "--until",
+            "2026-11-26T00:55:00Z",
+        ];
+        let document = json_of(&audit_cli(repo.path_str(), &period));
+        assert_eq!(anomaly_kinds(&document), [("forged_trailers", id)], "{id}");
+        let later = ["--format", "json", "--since", "2026-11-26T02:00:00Z"];
+        let document = json_of(&audit_cli(repo.path_str(), &later));
+        assert_eq!(anomaly_kinds(&document), [], "{id} is not after 02:00");
+    }
+}
+
 /// While the bot's grant is live, mallory edits its rendered grant file in place (attaching
 /// AdministratorAccess) and its request file (a longer duration), straight on the branch: the
 /// IaC pipeline applies what she wrote, so both are flagged as changed without breakglass;

@@ -320,7 +320,7 @@ pub fn build(history: History, repository: String, options: ReportOptions) -> Re
         grant_removals,
         forged,
         off_line,
-    } = sort_events(history.events);
+    } = sort_events(placed_on_the_line(history.events));
     borrow_offsets(&mut grants);
     let mut anomalies = Vec::new();
     let mut rows = Vec::with_capacity(grants.len());
@@ -381,6 +381,33 @@ struct Sorted {
     grant_removals: Vec<Removal>,
     forged: Vec<Forged>,
     off_line: Vec<OffLine>,
+}
+
+/// The time of a first-parent commit that is not a genuine bot merge (a landing, forged
+/// trailers) is whatever its author set: a push dated 2015, or 2099, fell out of every
+/// `--since`/`--until` report it belongs to. It landed after the genuine merge before it on
+/// the line (its ancestor) and before the one after it (its descendant), whose times the forge
+/// set, so its time is kept between those two.
+fn placed_on_the_line(mut events: Vec<Event>) -> Vec<Event> {
+    let mut genuine: Vec<(usize, DateTime<Utc>)> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Grant(_) | EventKind::Revoke(_)))
+        .map(|e| (e.position, e.at))
+        .collect();
+    genuine.sort_unstable_by_key(|&(position, _)| position);
+    for event in &mut events {
+        if !matches!(event.kind, EventKind::Landed(_) | EventKind::Forged(_)) {
+            continue;
+        }
+        let older = genuine.partition_point(|&(p, _)| p < event.position);
+        if let Some(&(_, before)) = older.checked_sub(1).and_then(|i| genuine.get(i)) {
+            event.at = event.at.max(before);
+        }
+        if let Some(&(_, after)) = genuine[older..].iter().find(|&&(p, _)| p > event.position) {
+            event.at = event.at.min(after);
+        }
+    }
+    events
 }
 
 fn sort_events(events: Vec<Event>) -> Sorted {
