@@ -2320,6 +2320,37 @@ fn a_root_named_by_an_iac_roles_output_is_covered() {
     assert_eq!(anomalies(&["--environment", "prod"]), json!([]));
 }
 
+/// mallory pushes a binding under `k8s/`, a root of the `k8s-admin` role, and a later policy
+/// change drops that role ("remove the unused k8s role"), then she edits her binding. Both
+/// are still flagged: the roots are those of every version of the policies the branch had,
+/// not only of its tip's.
+#[test]
+fn a_root_a_later_policy_dropped_still_covers_what_landed_under_it() {
+    let repo = iac_repo();
+    let evil = "k8s/network/evil.yaml";
+    let pushed = repo.push_files(10, &[(evil, Some("kind: ClusterRoleBinding\n"))], "mallory");
+    let without_k8s = IAC_POLICY.split("  k8s-admin:").next().unwrap();
+    assert!(!without_k8s.contains("k8s"), "{without_k8s}");
+    let path = "policies/network.yaml";
+    repo.merge(
+        20,
+        path,
+        Some(without_k8s),
+        "drop the unused k8s role",
+        "carol",
+    );
+    let edited = repo.push_files(30, &[(evil, Some("kind: ClusterRole\n"))], "mallory");
+    let document = json_of(&audit_cli(repo.path_str(), &["--format", "json"]));
+    let fate = "without breakglass; no reconcile removal on the branch";
+    assert_eq!(
+        document["anomalies"],
+        json!([
+            landed(pushed, "evil", format!("{evil} was added {fate}")),
+            landed(edited, "evil", format!("{evil} was changed {fate}")),
+        ])
+    );
+}
+
 /// A repo whose policies live elsewhere (`policies_path = "infra/policies"`): `--policies`
 /// points the audit at them, and the roots their `iac` roles name are watched; without it the
 /// audit finds no policies there and watches `grants/` alone.

@@ -79,6 +79,19 @@ impl<'a> TreeReader<'a> {
         Ok(tree)
     }
 
+    /// The id of the tree at `path` (components) below the root tree `root`, when there is one.
+    pub fn tree_at(&self, root: Oid, path: &[String]) -> Result<Option<Oid>, AuditError> {
+        let mut id = root;
+        for name in path {
+            let tree = self.read(id)?;
+            match tree.get(name) {
+                Some(entry) if entry.kind == Kind::Tree => id = entry.id()?,
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(id))
+    }
+
     /// The subtree `name` of `tree`, when it is there and is a tree.
     fn subtree(
         &self,

@@ -4,11 +4,13 @@
 //! The bot renders the grant files of `iac` roles under grant roots (`grants/`, and the fixed
 //! directory of every role's `output`; see [`crate::grant::iac::grant_roots`], the one place
 //! that computes them) and the repo's IaC pipeline applies whatever is there, so a file pushed
-//! there is a grant nobody approved. The audit reads the policies from the audited branch's
-//! tip (`policies/`, as the bot reads them from the default branch): roles that no longer exist
-//! name no root. Policies that cannot be read or parsed leave `grants/` alone, as for the bot.
+//! there is a grant nobody approved. The audit reads the policies (`policies/`, as the bot
+//! reads them from the default branch) at the audited branch's tip, and every other version of
+//! them its first-parent line had ([`PolicyVersions`]): a root only an older version named (a
+//! role dropped since) still covers what landed under it. Policies that cannot be read or
+//! parsed add `grants/` alone, as for the bot.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 
 use git2::{ObjectType, Oid, Repository};
@@ -40,7 +42,16 @@ impl GrantLayout {
 
     /// The layout `policies` give; `None` for policies that cannot be read.
     pub fn new(policies: Option<&PolicySet>) -> Self {
-        let roots = iac::grant_roots(policies);
+        Self::of_all(policies.as_slice())
+    }
+
+    /// The layout of several versions of the policies together: every root and environment
+    /// any of them names, and `grants/`.
+    fn of_all(versions: &[&PolicySet]) -> Self {
+        let mut roots = iac::grant_roots(None);
+        for policies in versions {
+            roots.extend(iac::grant_roots(Some(policies)));
+        }
         let outermost = roots.iter().filter(|root| {
             !roots
                 .iter()
@@ -53,9 +64,9 @@ impl GrantLayout {
                     parts.map(String::from).collect::<Vec<_>>()
                 })
                 .collect(),
-            environments: policies
-                .into_iter()
-                .flat_map(PolicySet::environments)
+            environments: versions
+                .iter()
+                .flat_map(|policies| policies.environments())
                 .map(|e| e.as_str().to_owned())
                 .collect(),
         }
@@ -108,18 +119,61 @@ fn subject_of(path: &str) -> &str {
     }
 }
 
+/// Every version of the policies a walk of the line meets, by the tree of their directory:
+/// the roots of one that a later version no longer names (a role dropped) still cover what
+/// landed under them.
+pub struct PolicyVersions<'r> {
+    repo: &'r Repository,
+    dir: String,
+    seen: HashSet<Oid>,
+    versions: Vec<PolicySet>,
+}
+
+impl<'r> PolicyVersions<'r> {
+    /// None met yet; `dir` is where the policies are (`policies`, `infra/policies`).
+    pub fn new(repo: &'r Repository, dir: &str) -> Self {
+        Self {
+            repo,
+            dir: dir.trim_matches('/').to_owned(),
+            seen: HashSet::new(),
+            versions: Vec::new(),
+        }
+    }
+
+    /// The directory's path components, to find its tree in a commit's.
+    pub fn dir(&self) -> Vec<String> {
+        self.dir.split('/').map(str::to_owned).collect()
+    }
+
+    /// Notes the policies directory whose tree is `tree` (read once per tree).
+    pub fn note(&mut self, tree: Oid) {
+        if self.seen.insert(tree)
+            && let Some(policies) = policies_in(self.repo, tree, &self.dir)
+        {
+            self.versions.push(policies);
+        }
+    }
+
+    /// The layout of every version met together.
+    pub fn layout(&self) -> GrantLayout {
+        GrantLayout::of_all(&self.versions.iter().collect::<Vec<_>>())
+    }
+}
+
 /// The lint-clean policies of `dir` (a path in the repo, `policies` or `infra/policies`) at
 /// commit `tip`, when there are any.
 fn policies_at(repo: &Repository, tip: Oid, dir: &str) -> Option<PolicySet> {
     let dir = dir.trim_matches('/');
     let tree = repo.find_commit(tip).ok()?.tree().ok()?;
-    let policies = tree
-        .get_path(std::path::Path::new(dir))
-        .ok()?
-        .to_object(repo)
-        .ok()?;
+    let entry = tree.get_path(std::path::Path::new(dir)).ok()?;
+    policies_in(repo, entry.id(), dir)
+}
+
+/// The lint-clean policies in the tree `tree` of the directory `dir`, when there are any.
+fn policies_in(repo: &Repository, tree: Oid, dir: &str) -> Option<PolicySet> {
+    let policies = repo.find_tree(tree).ok()?;
     let mut files = Vec::new();
-    for entry in policies.as_tree()? {
+    for entry in &policies {
         let Some(name) = entry
             .name()
             .ok()

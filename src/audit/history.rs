@@ -29,7 +29,7 @@ use super::files::{
     REQUESTS_DIR, RequestFile, RequestTrees, TreeReader, changed_files, files_appearing_under,
     files_differing_under,
 };
-use super::grants::GrantLayout;
+use super::grants::{GrantLayout, PolicyVersions};
 use super::trailers::{BotTrailers, Message, TrailerKey};
 use crate::duration::HumanDuration;
 use crate::request::AccessRequest;
@@ -300,6 +300,9 @@ pub fn read(repo: &Repository, branch: &str, policies_dir: &str) -> Result<Histo
     // their other parents is read once the whole line is known.
     let mut line = Vec::new();
     let mut hand_merges = Vec::new();
+    let mut policies = PolicyVersions::new(repo, policies_dir);
+    let policies_path = policies.dir();
+    let mut by_hand = Vec::new();
     while let Some((oid, object)) = current.take() {
         let raw = parse_commit(oid, &object)?;
         // The first parent is both the base this commit is checked against and the next
@@ -316,6 +319,18 @@ pub fn read(repo: &Repository, branch: &str, policies_dir: &str) -> Result<Histo
         let bots = read_commit(&walk, oid, &raw, base, walked, &mut events)?;
         // A commit may add several request files; keep them in path order once reversed.
         events[before..].reverse();
+        if let Some(tree) = trees.tree_at(raw.tree, &policies_path)? {
+            policies.note(tree);
+        }
+        if !bots {
+            by_hand.push(ByHand {
+                from_tip: walked,
+                oid,
+                tree: raw.tree,
+                base,
+                time: raw.committer_time,
+            });
+        }
         line.push(oid);
         if raw.merge && !bots {
             hand_merges.push((walked, oid));
@@ -325,6 +340,7 @@ pub fn read(repo: &Repository, branch: &str, policies_dir: &str) -> Result<Histo
     }
     events.reverse();
     events.extend(off_line_claims(&odb, &line, &hand_merges)?);
+    events.extend(landed_under_dropped_roots(&walk, &policies, &by_hand)?);
     for event in &mut events {
         // Positions were counted from the tip; turn them around so the oldest is 0.
         event.position = walked - 1 - event.position;
@@ -477,6 +493,61 @@ fn oid_of(hex: &[u8]) -> Option<Oid> {
 }
 
 /// What the walk reads with, besides the commits.
+/// A first-parent commit that is not a genuine bot merge, as the walk met it.
+struct ByHand {
+    from_tip: usize,
+    oid: Oid,
+    tree: Oid,
+    base: Option<Oid>,
+    time: i64,
+}
+
+/// What commits not the bot's added or changed under the grant roots that only an older
+/// version of the policies named (a role dropped since: its files may still be there, and the
+/// pipeline may still apply them); the walk itself looked under the tip's roots.
+fn landed_under_dropped_roots(
+    walk: &Walk<'_, '_>,
+    versions: &PolicyVersions<'_>,
+    by_hand: &[ByHand],
+) -> Result<Vec<Event>, AuditError> {
+    let all = versions.layout();
+    let tip = walk.grants.roots();
+    let dropped: Vec<Vec<String>> = all
+        .roots()
+        .iter()
+        .filter(|root| !tip.contains(root))
+        .cloned()
+        .collect();
+    if dropped.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A dropped root may hold a root of the tip's, whose files the walk has flagged already.
+    let under_the_tips = |path: &str| {
+        let parts: Vec<&str> = path.split('/').collect();
+        tip.iter()
+            .any(|root| parts.len() > root.len() && root.iter().zip(&parts).all(|(r, p)| r == p))
+    };
+    let mut events = Vec::new();
+    for commit in by_hand {
+        let found = files_differing_under(walk.trees, commit.base, Some(commit.tree), &dropped)?;
+        let at = DateTime::from_timestamp(commit.time, 0).unwrap_or(DateTime::UNIX_EPOCH);
+        let added = found.added.into_iter().map(|path| (path, false));
+        let files = added.chain(found.changed.into_iter().map(|path| (path, true)));
+        for (path, modified) in files.filter(|(path, _)| !under_the_tips(path)) {
+            events.push(Event {
+                position: commit.from_tip,
+                commit: commit.oid,
+                at,
+                kind: EventKind::Landed(LandedFact {
+                    modified,
+                    ..all.landed(path)
+                }),
+            });
+        }
+    }
+    Ok(events)
+}
+
 struct Walk<'w, 'a> {
     repo: &'w Repository,
     trees: &'w TreeReader<'a>,
