@@ -116,7 +116,7 @@ impl Service {
     /// Stops the service's tasks at once (what it stored is not needed any more).
     fn stop(mut self) {
         if let Some(Standalone { running, .. }) = self._standalone.take() {
-            running.kill();
+            drop(running.kill()); // aborted now; nothing waits for the tasks to be gone
         }
     }
 }

@@ -188,10 +188,18 @@ impl Running {
         }
     }
 
-    /// A crash: every task is dropped where it stands (tests of crash safety use this).
-    pub fn kill(self) {
+    /// A crash: every task is dropped where it stands (tests of crash safety use this). An
+    /// abort takes effect at a task's next await, so the crash is over (its socket closed, no
+    /// webhook accepted any more, as a process's death closes them at once) only when the
+    /// returned future is.
+    pub fn kill(self) -> impl Future<Output = ()> {
         for task in &self.tasks {
             task.abort();
+        }
+        async move {
+            for task in self.tasks {
+                let _ = task.await;
+            }
         }
     }
 }

@@ -1891,7 +1891,7 @@ async fn late_revert_of_the_bots_revoke(skew_secs: i64, bot_down: bool) -> Optio
     let mut s = Scenario::start_with(Backend::Sqlite, setup).await?;
     let pr = s.granted("r1", "1h").await;
     if bot_down {
-        s.crash();
+        s.crash().await;
         s.advance(TimeDelta::minutes(100));
         s.start_service().await;
     } else {

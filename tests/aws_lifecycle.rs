@@ -163,7 +163,7 @@ with_aws!(
     |mut w: World| async move {
         let pr = w.s.granted("r1", "1h").await;
         w.assert_granted("r1").await;
-        w.s.crash();
+        w.s.crash().await;
         w.s.advance(TimeDelta::hours(2));
         w.s.start_service().await;
         w.s.settle().await;

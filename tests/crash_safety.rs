@@ -37,7 +37,7 @@ on_both_forges!(
     a_crash_after_the_merge_still_revokes_at_ttl,
     |mut s: Scenario| async move {
         let pr = s.granted("r-crash", "1h").await;
-        s.crash();
+        s.crash().await;
         s.advance(TimeDelta::hours(2)); // the TTL passes while the bot is down
         s.start_service().await;
         let took = until_revoked(&s, "r-crash").await;
@@ -75,7 +75,7 @@ on_both_forges!(
             None,
             "no revert PR yet"
         );
-        s.crash();
+        s.crash().await;
         s.advance(TimeDelta::hours(2));
         s.start_service().await;
         until_revoked(&s, "r-norevert").await;
@@ -266,7 +266,7 @@ async fn approved_then_killed(s: &mut Scenario, pr: u64, id: &str) -> RequestRec
     s.forge.set_webhooks_paused(true);
     s.forge.advance_clock(TimeDelta::seconds(1));
     let comment = s.note(pr, &s.people.carol, "/breakglass approve");
-    s.crash();
+    s.crash().await;
     let now = s.clock.now();
     let mut record = s.request(id).await;
     store_carols_comment_approval(s, &record, comment).await;
@@ -483,7 +483,7 @@ on_both_backends!(
         // The logged merge of a request stored merged, then revoked before the merge job ran
         // again (the kill came between the merge's store write and its log entry): that run
         // must log it. Replayed on a second request with the same history, minus its event.
-        s.crash();
+        s.crash().await;
         let now = s.clock.now();
         let mut record = s.request("r-endfirst").await;
         record.id = "r-endfirst-2".to_owned().try_into().unwrap();
@@ -755,7 +755,7 @@ on_both_backends!(
         // A backlog of active grants whose revoke jobs were lost (a restore, a bug), their
         // files on the default branch so that reconciliation keeps them.
         let workflows = s.service.as_ref().unwrap().workflows.clone();
-        s.crash();
+        s.crash().await;
         let model = s.request("r-model").await;
         let mut files = Vec::new();
         for i in 0..BACKLOG {
@@ -798,7 +798,7 @@ on_both_forges!(
     a_revoke_command_cut_off_between_its_two_writes_still_revokes_at_once,
     |mut s: Scenario| async move {
         let pr = s.granted("r-early", "1h").await;
-        s.crash();
+        s.crash().await;
         // Killed after the command's first write (the request revoking) and before its
         // second (moving the revoke job from the expiry to now). The pass at start gives a
         // request stuck in `Revoking` its revoke job now, also one still at the expiry.
@@ -860,7 +860,7 @@ on_both_backends!(
 on_both_forges!(
     a_request_opened_while_the_bot_is_down_is_decided_when_it_starts,
     |mut s: Scenario| async move {
-        s.crash();
+        s.crash().await;
         let pr = s.open_request(&s.people.alice, "prod", "r-down", &prod_request("1h"));
         s.forge.settle().await; // its webhook found nobody listening
         s.start_service().await;
@@ -890,7 +890,7 @@ on_both_forges!(
         let pr = s.open_request(&s.people.alice, "prod", "r-pushed", &prod_request("1h"));
         s.settle().await;
         s.next_bot_comment(pr); // allowed, waiting for an approval
-        s.crash();
+        s.crash().await;
         // Past the policy's 4h: denied once the bot hears of it.
         s.forge.push_files(
             REPO,
@@ -929,12 +929,12 @@ on_both_forges!(
         assert!(refusal.contains("is not a valid request"), "{refusal}");
         // Nothing is recorded for an invalid file: the start-up finds the PR without a record,
         // and the check the bot set on its head says it was answered.
-        s.crash();
+        s.crash().await;
         s.start_service().await;
         s.settle().await;
         s.expect_no_bot_comment(pr);
         // Opened while the bot was down, the same file is answered once it starts.
-        s.crash();
+        s.crash().await;
         let other = s.open_request(&s.people.alice, "prod", "r-bad2", "environment: prod\n");
         s.forge.settle().await;
         s.start_service().await;
@@ -948,7 +948,7 @@ on_both_forges!(
 on_skewed_clocks!(
     an_emoji_given_while_the_bot_was_down_counts_when_it_starts,
     |mut s: Scenario| async move {
-        s.crash();
+        s.crash().await;
         let pr = s.open_request(&s.people.alice, "prod", "r-emoji", &prod_request("1h"));
         s.emoji(pr, &s.people.carol, "+1"); // a second after the push, forge time
         s.forge.settle().await;
@@ -967,7 +967,7 @@ on_skewed_clocks!(
         let pr = s.open_request(&s.people.alice, "prod", "r-stale", &prod_request("1h"));
         s.settle().await;
         s.next_bot_comment(pr);
-        s.crash();
+        s.crash().await;
         s.emoji(pr, &s.people.carol, "+1");
         s.forge.advance_clock(TimeDelta::seconds(5));
         s.forge.push_files(
@@ -1008,7 +1008,7 @@ on_both_forges!(
     a_breakglass_comment_made_while_the_bot_is_down_is_answered_when_it_starts,
     |mut s: Scenario| async move {
         let issue = s.open_issue(&s.people.alice, "checkout down");
-        s.crash();
+        s.crash().await;
         s.note_on_issue(issue, &s.people.alice, ASK_WHILE_DOWN);
         s.note_on_issue(issue, &s.people.bob, "any news?"); // no command: nothing to answer
         s.forge.settle().await;
@@ -1021,7 +1021,7 @@ on_both_forges!(
         let verdict = s.next_bot_comment(prs[0]);
         assert!(verdict.starts_with("✅ **Request"), "{verdict}");
         // Started again, the comment answered is not answered twice.
-        s.crash();
+        s.crash().await;
         s.start_service().await;
         s.settle().await;
         s.expect_no_bot_issue_comment(issue);
@@ -1049,7 +1049,7 @@ async fn a_crash_ends_a_delivery_under_way_unanswered() {
     sender.write_all(head.as_bytes()).await.unwrap();
     sender.write_all(&body[..10]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await; // the service is reading the body
-    s.crash();
+    s.crash().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = sender.write_all(&body[10..]).await;
     let mut answer = Vec::new();
@@ -1066,7 +1066,7 @@ on_both_forges!(
     a_comment_older_than_the_catch_up_window_is_not_acted_on_late,
     |mut s: Scenario| async move {
         let issue = s.open_issue(&s.people.alice, "checkout down");
-        s.crash();
+        s.crash().await;
         s.note_on_issue(issue, &s.people.alice, ASK_WHILE_DOWN);
         s.forge.settle().await;
         s.advance(TimeDelta::minutes(61)); // down for more than an hour
@@ -1086,7 +1086,7 @@ on_skewed_clocks!(
         let pr = s.open_request(&s.people.alice, "prod", "r-approve", &prod_request("1h"));
         s.settle().await;
         s.next_bot_comment(pr);
-        s.crash();
+        s.crash().await;
         s.approve(pr, &s.people.carol);
         s.forge.settle().await;
         s.start_service().await;
@@ -1103,7 +1103,7 @@ on_both_forges!(
         let pr = s.open_request(&s.people.alice, "prod", "r-edited", &prod_request("1h"));
         s.settle().await;
         s.next_bot_comment(pr);
-        s.crash();
+        s.crash().await;
         let comment = s.note(pr, &s.people.carol, "looking");
         s.forge.advance_clock(TimeDelta::seconds(30));
         s.forge
@@ -1131,7 +1131,7 @@ on_both_backends!(
         let pr = s.open_request(&s.people.alice, "prod", "r-hang", "environment: prod\n");
         s.forge.settle().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        s.crash();
+        s.crash().await;
         s.forge.clear_failures();
         // At start the catch-up answers the PR; then the dead worker's lease lapses and the
         // delivery runs again: the refusal the thread already ends with is not said again.
@@ -1155,7 +1155,7 @@ on_both_backends!(
         s.close_change(first, &s.people.alice);
         s.settle().await;
         s.take_bot_comments(first);
-        s.crash();
+        s.crash().await;
         let second = s.forge.open_pr(
             REPO,
             &s.people.alice,
@@ -1186,7 +1186,7 @@ on_both_forges!(
         s.settle().await;
         s.next_bot_comment(pr); // approval recorded
         assert!(!s.change(pr).merged, "a draft is never merged");
-        s.crash();
+        s.crash().await;
         s.set_draft(pr, &s.people.alice, false);
         s.forge.settle().await;
         s.start_service().await;
@@ -1218,14 +1218,14 @@ on_both_forges!(
 /// when it starts (merged on the fast path, granted), and only then: another start finds the
 /// label decided, and nothing is said or done again.
 async fn labelled_sev1_while_down(s: &mut Scenario, pr: u64, who: &breakglass_test_forge::User) {
-    s.crash();
+    s.crash().await;
     s.label(pr, who, "sev1");
     s.forge.settle().await;
     s.start_service().await;
     s.settle().await;
     assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
     s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
-    s.crash();
+    s.crash().await;
     s.start_service().await;
     s.settle().await;
     s.expect_no_bot_comment(pr);
@@ -1277,7 +1277,7 @@ async fn approved_while_pushed_away_and_back(
     s.settle().await;
     s.next_bot_comment(pr);
     let four_hours = s.change(pr).head_sha;
-    s.crash();
+    s.crash().await;
     s.forge.advance_clock(TimeDelta::seconds(5));
     let shorter = prod_request("30m");
     s.forge.push_files(
@@ -1348,7 +1348,7 @@ on_skewed_clocks!(
         s.settle().await;
         assert_eq!(s.request("r-rewound").await.head_sha, four_hours);
         s.take_bot_comments(pr);
-        s.crash();
+        s.crash().await;
         // Rewound to 30m (a force push), approved, and pushed forward to 4h again: a plain
         // push that GitHub's timeline does not date.
         s.forge.advance_clock(TimeDelta::seconds(5));
@@ -1393,7 +1393,7 @@ on_both_forges!(
         // Waiting for two hours: only the review makes the PR one updated within the hour.
         s.advance(TimeDelta::hours(2));
         s.settle().await;
-        s.crash();
+        s.crash().await;
         s.approve_button(pr, &s.people.carol);
         s.forge.settle().await;
         s.start_service().await;
@@ -1411,7 +1411,7 @@ on_both_forges!(
 on_both_forges!(
     a_request_opened_and_approved_by_review_while_the_bot_was_down_is_merged_when_it_starts,
     |mut s: Scenario| async move {
-        s.crash();
+        s.crash().await;
         let pr = s.open_request(&s.people.alice, "prod", "r-both", &prod_request("1h"));
         s.approve_button(pr, &s.people.carol);
         s.forge.settle().await;
@@ -1428,7 +1428,7 @@ on_both_forges!(
         let pr = s.open_request(&s.people.alice, "prod", "r-over", &prod_request("1h"));
         s.settle().await;
         s.next_bot_comment(pr);
-        s.crash();
+        s.crash().await;
         s.approve_button(pr, &s.people.carol);
         s.forge.advance_clock(TimeDelta::seconds(5));
         s.forge.push_files(
@@ -1467,7 +1467,7 @@ on_both_forges!(
         );
         s.settle().await;
         s.next_bot_comment(pr);
-        s.crash();
+        s.crash().await;
         s.approve_button(pr, &s.people.carol);
         s.forge.settle().await;
         s.advance(TimeDelta::minutes(61)); // down for more than an hour
@@ -1505,7 +1505,7 @@ on_both_backends!(
         s.settle().await;
         assert_eq!(s.request("r-amend").await.head_sha, first);
         s.take_bot_comments(pr);
-        s.crash();
+        s.crash().await;
         s.start_service().await;
         s.settle().await;
         s.forge.advance_clock(TimeDelta::seconds(60));
@@ -1535,7 +1535,7 @@ on_both_backends!(
     a_review_given_while_down_counts_even_if_deciding_its_pr_failed_at_first,
     |mut s: Scenario| async move {
         s.lenient(); // the forge's 500s fail deliveries before they pass
-        s.crash();
+        s.crash().await;
         let pr = s.open_request(&s.people.alice, "prod", "r-late", &prod_request("1h"));
         s.approve_button(pr, &s.people.carol);
         s.forge.settle().await;
@@ -1568,7 +1568,7 @@ on_both_backends!(
         s.settle().await;
         s.next_bot_comment(pr);
         let four_hours = s.change(pr).head_sha;
-        s.crash();
+        s.crash().await;
         for n in 0..150 {
             s.note(pr, &s.people.bob, &format!("status update {n}"));
         }
@@ -1608,7 +1608,7 @@ async fn a_review_of_a_reopened_request_given_while_the_bot_was_down_counts_at_s
     let pr = s.open_request(&s.people.alice, "network", "r-dns", yaml);
     s.settle().await;
     let bot_pr = s.reopened_pr(pr);
-    s.crash();
+    s.crash().await;
     s.approve_button(bot_pr, &s.people.carol);
     s.start_service().await;
     s.settle().await;

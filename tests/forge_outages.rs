@@ -372,7 +372,7 @@ on_both_forges!(
     short_timeouts(),
     |mut s: Scenario| async move {
         let pr = s.granted("r1", "1h").await;
-        s.crash();
+        s.crash().await;
         s.advance(TimeDelta::hours(2)); // the grant expires while the bot is down
         // The forge fails as the bot comes back: it cannot learn who it is there.
         s.forge
@@ -492,7 +492,7 @@ on_both_forges!(
     a_service_started_while_the_forge_hangs_listens_and_revokes_at_once,
     |mut s: Scenario| async move {
         let pr = s.granted("r1", "1h").await;
-        s.crash();
+        s.crash().await;
         s.advance(TimeDelta::hours(2)); // the grant expires while the bot is down
         s.forge.fail_next(FailureSpec::any(
             u32::MAX,

@@ -399,7 +399,7 @@ on_both_forges!(
         s.approve(pr, &s.people.carol);
         s.settle().await;
         assert!(s.change(pr).merged);
-        s.crash();
+        s.crash().await;
         s.advance(TimeDelta::hours(1));
         s.start_service().await;
         s.settle().await;
@@ -692,7 +692,7 @@ async fn one_service_serves_a_github_repo_and_a_gitlab_project_at_once() {
         webhook_token_file: github.webhook_secret_file.clone(),
         ..breakglass::config::GitlabConfig::default()
     });
-    s.crash();
+    s.crash().await;
     s.start_service().await;
     let addr = s.service.as_ref().unwrap().addr;
     s.forge

@@ -459,7 +459,7 @@ async fn a_gitlab_approval_without_its_time_found_at_start_is_answered_as_untime
     let mut s = gitlab(0).await;
     s.forge.gl_set_approvals_untimed(true);
     let pr = requested(&s, "r1").await;
-    s.crash();
+    s.crash().await;
     s.forge.advance_clock(TimeDelta::seconds(5));
     s.approve_button(pr, &s.people.carol);
     s.forge.settle().await;

@@ -449,7 +449,7 @@ async fn github_app_auth_runs_the_lifecycle_and_refreshes_tokens() {
     let Some(mut s) = Scenario::start(Backend::Sqlite).await else {
         return;
     };
-    s.crash();
+    s.crash().await;
     let _key = as_github_app(&mut s);
     s.start_service().await;
 
@@ -485,7 +485,7 @@ async fn a_github_app_service_starts_while_github_does_not_answer() {
     };
     let pr = s.granted("r-down", "1h").await;
     s.take_bot_comments(pr);
-    s.crash();
+    s.crash().await;
     let _key = as_github_app(&mut s);
     // Every attempt of the first lookups fails (four per call), so the first of each fails.
     for prefix in ["/app", "/repos/acme/access-requests/installation"] {

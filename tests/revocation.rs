@@ -136,7 +136,7 @@ on_both_forges!(
         })
         .await;
         assert!(s.events("r1", "revert").await.is_empty());
-        s.crash();
+        s.crash().await;
         s.start_service().await;
         // The dead worker's lease on the revert lapses (2 min), then the revert is retried.
         s.advance(TimeDelta::minutes(3));
@@ -217,7 +217,7 @@ on_both_backends!(
         });
         // One pass, alone: the service is stopped so that nothing else calls the forge.
         let workflows = s.service.as_ref().unwrap().workflows.clone();
-        s.crash();
+        s.crash().await;
         s.forge.reset_calls();
         workflows.shared().reconcile_all().await.unwrap();
         let calls = s.forge.calls();
@@ -441,7 +441,7 @@ on_both_backends!(
         for id in ids {
             prs.push(s.granted(id, "1h").await);
         }
-        s.crash();
+        s.crash().await;
         s.advance(TimeDelta::hours(1));
         // What a batch leaves when the process dies after its provider revokes and before
         // their record: the requests `Revoking`, their jobs leased by the dead worker, no event.
@@ -501,8 +501,8 @@ on_both_backends!(
         // still ran): their lanes are stopped and each is handed the whole batch at once.
         let one = s.service.as_ref().unwrap().workflows.clone();
         let two = s.replicas[0].workflows.clone();
-        s.crash();
-        s.replicas.pop().unwrap().kill();
+        s.crash().await;
+        s.replicas.pop().unwrap().kill().await;
         s.advance(TimeDelta::hours(1));
         let batch: Vec<breakglass::names::RequestId> = ids
             .iter()

@@ -295,7 +295,7 @@ on_both_forges_skewed!(
         s.settle().await;
         assert_eq!(s.request("r1").await.head_sha, a, "the bot heard it");
         s.take_bot_comments(pr);
-        s.crash();
+        s.crash().await;
         s.start_service().await;
         s.settle().await;
         s.take_bot_comments(pr);

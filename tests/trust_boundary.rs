@@ -772,7 +772,7 @@ async fn an_approved_request_whose_mr_was_deleted_before_its_merge_is_closed() {
     s.settle().await;
     s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
     // Approved, its merge job still to run, when the MR is deleted (the bot was down then).
-    s.crash();
+    s.crash().await;
     let mut record = s.request("r1").await;
     let now = s.clock.now();
     record.state = breakglass::store::RequestState::Approved;
@@ -2452,7 +2452,7 @@ on_both_forges!(
     |mut s: Scenario| async move {
         let pr = s.granted("r1", "1h").await;
         // As after a crash that lost the revoke job half-way: the row says revoking, no job.
-        s.crash();
+        s.crash().await;
         let mut record = s.request("r1").await;
         record.state = breakglass::store::RequestState::Revoking;
         record.revoke_reason = Some(breakglass::store::RevokeReason::Early);

@@ -314,9 +314,9 @@ impl Scenario {
     }
 
     /// A crash: the service's tasks die where they stand, nothing is shut down cleanly.
-    pub fn crash(&mut self) {
+    pub async fn crash(&mut self) {
         if let Some(running) = self.service.take() {
-            running.kill();
+            running.kill().await;
         }
     }
 
