@@ -33,13 +33,6 @@ pub struct GrantLayout {
 }
 
 impl GrantLayout {
-    /// The layout the policies in `policies_dir` at commit `tip` give (`grants/` alone
-    /// without them).
-    pub fn read(repo: &Repository, tip: Option<Oid>, policies_dir: &str) -> Self {
-        let policies = tip.and_then(|tip| policies_at(repo, tip, policies_dir));
-        Self::new(policies.as_ref())
-    }
-
     /// The layout `policies` give; `None` for policies that cannot be read.
     pub fn new(policies: Option<&PolicySet>) -> Self {
         Self::of_all(policies.as_slice())
@@ -158,15 +151,6 @@ impl<'r> PolicyVersions<'r> {
     pub fn layout(&self) -> GrantLayout {
         GrantLayout::of_all(&self.versions.iter().collect::<Vec<_>>())
     }
-}
-
-/// The lint-clean policies of `dir` (a path in the repo, `policies` or `infra/policies`) at
-/// commit `tip`, when there are any.
-fn policies_at(repo: &Repository, tip: Oid, dir: &str) -> Option<PolicySet> {
-    let dir = dir.trim_matches('/');
-    let tree = repo.find_commit(tip).ok()?.tree().ok()?;
-    let entry = tree.get_path(std::path::Path::new(dir)).ok()?;
-    policies_in(repo, entry.id(), dir)
 }
 
 /// The lint-clean policies in the tree `tree` of the directory `dir`, when there are any.

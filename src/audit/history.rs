@@ -284,24 +284,31 @@ pub fn read(repo: &Repository, branch: &str, policies_dir: &str) -> Result<Histo
         return Err(AuditError::Shallow);
     }
     let head = branch_tip(repo, branch)?;
-    let grants = GrantLayout::read(repo, head, policies_dir);
     let _cache_off = ObjectCacheOff::new();
     let odb = repo.odb().map_err(AuditError::git)?;
     let trees = TreeReader::new(&odb);
+    let mut current = head.map(|oid| read_commit_object(&odb, oid)).transpose()?;
+    // The tip's policies give the roots the walk looks under; the versions met on the way
+    // are noted as it goes (the tip's again, read once).
+    let mut policies = PolicyVersions::new(repo, policies_dir);
+    let policies_path = policies.dir();
+    if let Some((oid, object)) = &current
+        && let Some(tree) = trees.tree_at(parse_commit(*oid, object)?.tree, &policies_path)?
+    {
+        policies.note(tree);
+    }
+    let grants = policies.layout();
     let walk = Walk {
         repo,
         trees: &trees,
         grants: &grants,
     };
     let mut events = Vec::new();
-    let mut current = head.map(|oid| read_commit_object(&odb, oid)).transpose()?;
     let mut walked = 0usize;
     // The line, tip first, and its merges that are not the bot's: what they reach through
     // their other parents is read once the whole line is known.
     let mut line = Vec::new();
     let mut hand_merges = Vec::new();
-    let mut policies = PolicyVersions::new(repo, policies_dir);
-    let policies_path = policies.dir();
     let mut by_hand = Vec::new();
     while let Some((oid, object)) = current.take() {
         let raw = parse_commit(oid, &object)?;
