@@ -4,7 +4,7 @@
 mod common;
 
 use breakglass::clock::Clock as _;
-use breakglass::store::JobKind;
+use breakglass::store::{JobKind, Lane};
 use breakglass_test_forge::{FailureKind, FailureSpec, RouteMatcher};
 use chrono::TimeDelta;
 use common::*;
@@ -403,6 +403,90 @@ async fn two_replicas_on_postgres_grant_and_revoke_exactly_once() {
         assert_eq!((grants, revokes), (1, 1), "r-replica-{n}");
     }
 }
+
+// The forge lane claims due jobs in batches and runs them one by one. r1's reminder is slow;
+// meanwhile r2's reminder, waiting its turn in the same batch, lapses and another replica
+// takes it. This worker must leave it to that replica, not remind twice; once that replica
+// gives it up (its lease lapses), the job is this worker's again and runs once.
+on_both_backends!(
+    a_job_another_replica_took_while_its_batch_waited_is_left_to_it,
+    |s: Scenario| async move {
+        let pr1 = s.granted("r1", "1h").await;
+        let pr2 = s.granted("r2", "1h").await;
+        s.fail_next(
+            Route::Notes,
+            Method::POST,
+            1,
+            FailureKind::AnswerLate(std::time::Duration::from_secs(3)),
+        );
+        s.advance(TimeDelta::minutes(50)); // both reminders are due, r1's first
+        let reminder = |id: &'static str| {
+            let s = &s;
+            async move {
+                let id = id.to_owned().try_into().unwrap();
+                let jobs = s.store.jobs_for_request(&id).await.unwrap();
+                jobs.into_iter().find(|j| j.kind == JobKind::Remind)
+            }
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (first, second) = loop {
+            if let (Some(first), Some(second)) = (reminder("r1").await, reminder("r2").await)
+                && first.lease.is_some()
+                && second.lease.is_some()
+            {
+                break (first, second);
+            }
+            assert!(std::time::Instant::now() < deadline, "never claimed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        let worker = first.lease.clone().unwrap().worker;
+        assert_eq!(second.lease.unwrap().worker, worker, "one batch");
+        // Inside r1's slow comment: the clock jumps past the leases and the other replica
+        // claims what lapsed (r1's own run keeps its lease, as its heartbeat does).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let lease = std::time::Duration::from_secs(2);
+        let mut tries = 0;
+        loop {
+            s.advance(TimeDelta::seconds(10));
+            let now = s.clock.now();
+            s.store
+                .renew_job_leases(&worker, Some(first.id), now, lease)
+                .await
+                .unwrap();
+            let taken = s
+                .store
+                .claim_lane_jobs(Lane::Forge, "replica-b", now, lease, 10)
+                .await
+                .unwrap();
+            assert!(taken.iter().all(|j| j.id != first.id), "{taken:?}");
+            if taken.iter().any(|j| j.id == second.id) {
+                break;
+            }
+            tries += 1; // this worker's heartbeat renewed it first
+            assert!(tries < 5, "r2's reminder never lapsed");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while reminder("r1").await.is_some() || s.bot_comments(pr1).len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "r1 was never reminded"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            s.bot_comments(pr2).len(),
+            2,
+            "r2's reminder is the other replica's now: {:#?}",
+            s.bot_comments(pr2)
+        );
+        s.expect_bot_comments(pr1, &["⏰ @alice, your `prod/admin` access expires"]);
+        // The other replica died holding it: its lease lapses and the job runs here, once.
+        s.advance(TimeDelta::seconds(10));
+        s.settle().await;
+        s.expect_bot_comments(pr2, &["⏰ @alice, your `prod/admin` access expires"]);
+    }
+);
 
 /// Configures the (crashed) scenario's bot as GitHub App 4242, installed as 77 and looked up
 /// through `/repos/{o}/{r}/installation`, whose tokens last 31 s; the key file must live as
