@@ -583,3 +583,48 @@ async fn an_emoji_read_by_a_poll_that_failed_is_read_again_at_the_next() {
     assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
     s.take_bot_comments(pr);
 }
+
+// Approved half a minute before its 24 h deadline, with the merge call failing (503) past it;
+// then the approval is taken back: the merge is refused and the request is pending again,
+// after its deadline. The expiry, which found the merge under way, looks again and closes it.
+on_both_forges!(
+    a_request_pending_again_after_its_deadline_still_expires,
+    |s: Scenario| async move {
+        s.lenient(); // the not-merged reply and the poll's output are not what this is about
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.advance(TimeDelta::hours(24) - TimeDelta::seconds(30));
+        s.settle().await;
+        s.fail_next(Route::Merge, Method::PUT, 1000, FailureKind::Status(503));
+        s.approve_button(pr, &s.people.carol);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while s.forge.calls().count("PUT", s.route(Route::Merge)) == 0 {
+            assert!(Instant::now() < deadline, "the merge was never tried");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Past the deadline while the merge job waits out its backoff.
+        s.advance(TimeDelta::seconds(40));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(s.request("r1").await.state.to_string(), "approved");
+        s.unapprove_button(pr, &s.people.carol);
+        s.forge.clear_failures();
+        s.advance(TimeDelta::minutes(10));
+        s.settle().await;
+        let record = s.request("r1").await;
+        assert_eq!(
+            record.state.to_string(),
+            "closed",
+            "{:#?}",
+            s.bot_comments(pr)
+        );
+        assert!(!s.change(pr).merged);
+        assert_eq!(s.change(pr).state, "closed");
+        assert!(
+            s.bot_comments(pr)
+                .iter()
+                .any(|c| c.starts_with("⌛ Nobody approved this request within 24h")),
+            "{:#?}",
+            s.bot_comments(pr)
+        );
+    }
+);

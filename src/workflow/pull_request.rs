@@ -22,6 +22,9 @@ use crate::store::{Approval, ApprovalSource};
 use crate::store::{ChangeKind, EventKind, ForgeKind, JobKind, StoreError};
 use crate::store::{RequestRecord, RequestState, RevokeReason, StoredDecision};
 
+/// How long an expiry that found a merge under way waits before it looks again.
+const EXPIRY_RECHECK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 impl Workflow {
     pub(super) async fn handle_pull_request(
         &self,
@@ -1050,6 +1053,13 @@ impl Workflow {
         let Some(mut record) = self.store.get_request(id).await? else {
             return Ok(());
         };
+        if record.state == RequestState::Approved {
+            // A merge under way may still be refused and the request be pending again, past
+            // its deadline: the expiry looks again later instead of being done with.
+            return self
+                .schedule(JobKind::Expire, id, self.now() + EXPIRY_RECHECK)
+                .await;
+        }
         if !matches!(record.state, RequestState::Pending | RequestState::Denied) {
             return Ok(());
         }
