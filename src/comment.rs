@@ -1683,6 +1683,11 @@ pub fn one_extension_per_comment() -> &'static str {
     "⚠️ One comment asks for at most one extension: only the first `/breakglass extend <duration>` line was taken. Comment again for more."
 }
 
+/// A comment held more than one `/breakglass deny`.
+pub fn one_deny_per_comment() -> &'static str {
+    "⚠️ One comment denies once: only the first `/breakglass deny` line was taken."
+}
+
 /// A comment held both `/breakglass approve` and `/breakglass deny`: which one is meant cannot
 /// be told, so neither is taken.
 pub fn approve_and_deny_comment() -> &'static str {

@@ -1394,6 +1394,79 @@ async fn break_prod_policy(s: &Scenario) -> String {
     good
 }
 
+// Two denies in one comment close the request once and say it once; the second is answered.
+on_both_forges!(
+    two_denies_in_one_comment_close_once_and_say_it_once,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.note(
+            pr,
+            &s.people.carol,
+            "/breakglass deny\n/breakglass deny -- wrong account",
+        );
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "closed");
+        s.expect_bot_comments(
+            pr,
+            &[
+                "🚫 Request denied by @carol. Closing.",
+                "⚠️ One comment denies once",
+            ],
+        );
+    }
+);
+
+// Ending access is the safe way: while the policies on the default branch are invalid, an
+// approver's `/breakglass revoke` still ends the grant, checked against the approvers its
+// decision named (dan through his team). Someone who never was an approver is still refused.
+on_both_forges!(
+    an_approvers_revoke_while_the_policies_are_invalid_still_ends_the_grant,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "4h").await;
+        break_prod_policy(&s).await;
+        s.note(pr, &s.people.mallory, "/breakglass revoke");
+        s.settle().await;
+        s.expect_bot_comments(
+            pr,
+            &["🙅 @mallory, only the requester or an approver can revoke."],
+        );
+        assert_eq!(s.request("r1").await.state.to_string(), "active");
+        s.note(pr, &s.people.dan, "/breakglass revoke");
+        s.settle().await;
+        let record = s.request("r1").await;
+        assert_eq!(record.state.to_string(), "revoked");
+        assert_eq!(
+            record.revoke_reason.map(|r| r.to_string()).as_deref(),
+            Some("early")
+        );
+        s.expect_bot_comments(pr, &["🔒 **Access revoked**"]);
+        let revert = s.merge_commit(s.revert_pr("r1").await);
+        assert!(
+            revert.message.contains("Breakglass-Revoked-By: dan\n"),
+            "{}",
+            revert.message
+        );
+    }
+);
+
+// The same for an approver's `/breakglass deny` of a pending request.
+on_both_forges!(
+    an_approvers_deny_while_the_policies_are_invalid_still_closes_the_request,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        break_prod_policy(&s).await;
+        s.note(pr, &s.people.carol, "/breakglass deny -- wrong account");
+        s.settle().await;
+        assert_eq!(s.request("r1").await.state.to_string(), "closed");
+        assert_eq!(s.change(pr).state, "closed");
+        s.expect_bot_comments(pr, &["🚫 Request denied by @carol"]);
+    }
+);
+
 // An approval given while the policies on the default branch are invalid cannot be checked:
 // it is answered, counts for nothing (nothing is merged), and its webhook is not retried
 // without end (the bot settles). Once they are fixed, an approval counts again.

@@ -1190,9 +1190,17 @@ fn distinct_approvers(approvals: &[Approval], requester_id: u64) -> BTreeSet<Log
 /// Whether the comment behind `approval` still gives it, reading `body` now: `/breakglass
 /// approve`, or for an extension (subject `extend:…+<secs>s`) also `/breakglass extend` of
 /// that very duration.
+/// A body that now also denies says neither, as a new comment saying both would.
 fn still_approves(body: &str, approval: &Approval) -> bool {
     let extension_secs = super::extend::extension_secs(&approval.head_sha);
-    crate::command::parse_commands(body)
+    let commands = crate::command::parse_commands(body);
+    if commands
+        .iter()
+        .any(|c| matches!(c, Ok(Command::Deny { .. })))
+    {
+        return false;
+    }
+    commands
         .iter()
         .any(|command| match (command, extension_secs) {
             (Ok(Command::Approve), _) => true,
@@ -1267,6 +1275,24 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn an_approval_edited_to_also_deny_no_longer_approves() {
+        let approval = Approval {
+            request_id: RequestId::try_from("r-1".to_owned()).unwrap(),
+            signal: "comment:7".into(),
+            approver_id: 3,
+            approver_login: Login::try_from("carol".to_owned()).unwrap(),
+            source: ApprovalSource::Comment,
+            head_sha: "a".repeat(40),
+            approved_at: DateTime::UNIX_EPOCH,
+        };
+        assert!(still_approves("/breakglass approve", &approval));
+        assert!(still_approves("lgtm\n/breakglass approve\n", &approval));
+        let both = "/breakglass approve\n/breakglass deny -- actually no";
+        assert!(!still_approves(both, &approval));
+        assert!(!still_approves("/breakglass deny", &approval));
+    }
 
     #[test]
     fn approvals_are_timed_against_the_push_to_the_second() {

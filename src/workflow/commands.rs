@@ -7,12 +7,13 @@ use chrono::{DateTime, Utc};
 
 use super::Workflow;
 use super::approval::{ApprovalOutcome, Signal};
+use super::evaluate::Asked;
 use crate::command::{Command, CommandKind, parse_commands};
 use crate::comment;
 use crate::duration::HumanDuration;
 use crate::forge::Actor;
 use crate::forge::{Thread, unmarked};
-use crate::names::{Login, Name, RequestId, Ticket};
+use crate::names::{Login, Name, Principal, RequestId, Ticket};
 use crate::policy::decision::{Context, Rule};
 use crate::policy::{Decision, Policy, PolicySet, Problem, evaluate};
 use crate::request::{AccessRequest, Reason, RequestPath};
@@ -163,6 +164,7 @@ impl Workflow {
         let mut extra_requests = 0;
         let mut extended = false;
         let mut extra_extensions = 0;
+        let (mut denied, mut extra_denies) = (false, 0);
         let mut malformed = Vec::new();
         let commands = parse_commands(body);
         // Bots never command the bot. A GitLab service account may have any username, and
@@ -189,9 +191,13 @@ impl Workflow {
                 // A comment's extension is its one effect (kept by comment id): a second one
                 // would find it done and say nothing.
                 Ok(Command::Extend { .. }) if extended => extra_extensions += 1,
+                // Likewise a deny: a second one would close the closed request again, and
+                // say so with a reason the event log does not have.
+                Ok(Command::Deny { .. }) if denied => extra_denies += 1,
                 Ok(command) => {
                     requested |= matches!(command, Command::Request { .. });
                     extended |= matches!(command, Command::Extend { .. });
+                    denied |= matches!(command, Command::Deny { .. });
                     self.run_command(command, thread, comment_id, author, created_at)
                         .await?;
                 }
@@ -213,6 +219,9 @@ impl Workflow {
         if extra_extensions > 0 {
             self.reply(thread, comment::one_extension_per_comment())
                 .await?;
+        }
+        if extra_denies > 0 {
+            self.reply(thread, comment::one_deny_per_comment()).await?;
         }
         Ok(())
     }
@@ -838,7 +847,7 @@ impl Workflow {
             return self.reply(thread, &said).await;
         }
         // The requester may withdraw; otherwise only an approver may deny.
-        if author.id != record.requester_id && !self.approver_of(&record, author).await? {
+        if author.id != record.requester_id && !self.may_end_as_approver(&record, author).await? {
             return self
                 .reply(
                     thread,
@@ -882,7 +891,7 @@ impl Workflow {
         let Some(mut record) = self.request_for(thread, "revoke", &states).await? else {
             return Ok(());
         };
-        if author.id != record.requester_id && !self.approver_of(&record, author).await? {
+        if author.id != record.requester_id && !self.may_end_as_approver(&record, author).await? {
             return self
                 .reply(
                     thread,
@@ -1107,6 +1116,30 @@ impl Workflow {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Whether `actor` may end `record` as an approver (`revoke`, `deny`): as the policy on the
+    /// default branch says; while that policy cannot be read (the policies do not load, or the
+    /// environment's file is gone), as the approvers its stored decision named. Ending access
+    /// or a request is the safe way, and must not wait for an unrelated fix.
+    async fn may_end_as_approver(
+        &self,
+        record: &RequestRecord,
+        actor: &Actor,
+    ) -> anyhow::Result<bool> {
+        let (_, policies) = self.load_policies().await?;
+        if let Ok(policies) = &policies
+            && let Some(policy) = policies.get(record.environment.as_str())
+        {
+            return self.is_approver(policy, actor).await;
+        }
+        let Some(stored) = &record.decision else {
+            return Ok(false);
+        };
+        let approvers: Vec<Principal> = (stored.decision.approvers.iter())
+            .filter_map(|approver| Principal::try_from(approver.clone()).ok())
+            .collect();
+        self.is_among(&approvers, actor, Asked::WithinAMinute).await
     }
 
     async fn approver_of(&self, record: &RequestRecord, actor: &Actor) -> anyhow::Result<bool> {

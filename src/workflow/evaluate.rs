@@ -920,10 +920,20 @@ impl Workflow {
         actor: &Actor,
         asked: Asked,
     ) -> anyhow::Result<bool> {
+        self.is_among(&policy.approvers, actor, asked).await
+    }
+
+    /// Whether `actor` is one of `approvers` (users and teams), and no bot.
+    pub(super) async fn is_among(
+        &self,
+        approvers: &[Principal],
+        actor: &Actor,
+        asked: Asked,
+    ) -> anyhow::Result<bool> {
         let login = Login::try_from(actor.login.clone()).map_err(anyhow::Error::msg)?;
-        let principals: Vec<&Principal> = policy.approvers.iter().collect();
+        let principals: Vec<&Principal> = approvers.iter().collect();
         let who = self.resolve_as_of(&login, &principals, asked).await?;
-        if membership(&policy.approvers, &who) != Membership::Yes {
+        if membership(approvers, &who) != Membership::Yes {
             return Ok(false);
         }
         // Bots never approve, by any channel: a bot account among the approvers is a token
@@ -934,7 +944,7 @@ impl Workflow {
 
 /// How recent a team membership must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Asked {
+pub(super) enum Asked {
     /// The forge's answer of the last minute will do (see `cache::MEMBERSHIP_MAX_AGE`).
     WithinAMinute,
     /// Asked now.
