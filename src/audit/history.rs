@@ -952,7 +952,8 @@ fn grant(
     let reason = if body.is_empty() {
         from_file.reason.unwrap_or_default()
     } else {
-        body.into_owned()
+        // The word joiners the bot puts in to keep references inert are not the reason's.
+        body.replace(crate::comment::WORD_JOINER, "")
     };
     Ok(EventKind::Grant(GrantFact {
         request_id,

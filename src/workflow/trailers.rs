@@ -39,7 +39,7 @@ pub fn grant_message(
         crate::duration::HumanDuration::from_secs(record.duration_secs),
         record.requester_login
     );
-    let mut message = format!("{}\n\n", record.reason.as_str().replace('\n', " "));
+    let mut message = format!("{}\n\n", inert_reason(record.reason.as_str()));
     message.push_str(&TrailerKey::Request.line(&record.id));
     message.push_str(&TrailerKey::Requester.line(&record.requester_login));
     message.push_str(&TrailerKey::Environment.line(&record.environment));
@@ -53,6 +53,25 @@ pub fn grant_message(
         message.push_str(&TrailerKey::ReviewDue.line(iso(due)));
     }
     (title, message)
+}
+
+/// The request's reason as the grant merge's body: one line, and nothing the forge acts on
+/// in a commit message that lands on the default branch. There `fixes #7` closes issue 7 in
+/// the bot's name (GitHub), and `#7`, `acme/app#7`, `!7` or a URL reference what they name.
+/// A word joiner (invisible) after each `#` or `!` before a word and after the `:` of `://`
+/// keeps the text as written and breaks the reference; `breakglass audit` takes it out again.
+fn inert_reason(reason: &str) -> String {
+    let chars: Vec<char> = reason.chars().collect();
+    let mut out = String::with_capacity(reason.len() + 8);
+    for (i, c) in chars.iter().enumerate() {
+        out.push(if *c == '\n' { ' ' } else { *c });
+        let reference =
+            matches!(c, '#' | '!') && chars.get(i + 1).is_some_and(|next| next.is_alphanumeric());
+        if reference || crate::comment::starts_autolink(&chars, i) {
+            out.push(crate::comment::WORD_JOINER);
+        }
+    }
+    out
 }
 
 /// Title and message of the revert's merge commit: `Breakglass-Revokes`,
@@ -163,6 +182,27 @@ mod tests {
             Login::try_from("dave".to_owned()).unwrap(),
         ]);
         record
+    }
+
+    /// A reason can close no issue and reference nothing when its merge lands.
+    #[test]
+    fn a_reason_with_a_closing_keyword_closes_no_issue() {
+        let mut record = record();
+        record.reason = "incident: fixes #7, closes acme/x#3, resolves https://github.com/acme/x/issues/9 and !4\nnext"
+            .to_owned()
+            .try_into()
+            .unwrap();
+        let (_, message) = grant_message(&record, at(3), None);
+        let body = message.lines().next().unwrap();
+        let j = crate::comment::WORD_JOINER;
+        assert_eq!(
+            body,
+            format!(
+                "incident: fixes #{j}7, closes acme/x#{j}3, resolves https:{j}//github.com/acme/x/issues/9 and !{j}4 next"
+            )
+        );
+        let trailers = crate::audit::trailers::BotTrailers::parse(&message);
+        assert_eq!(trailers.request.as_deref(), Some("r-1"), "{message}");
     }
 
     /// The wire format the audit reads: byte for byte.
