@@ -127,11 +127,13 @@ pub enum Bound {
 }
 
 impl Bound {
-    /// The instant, for a report as of `now`.
+    /// The instant, for a report as of `now`; a time before the calendar's first is its first.
     pub fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
             Bound::At(at) => at,
-            Bound::Ago(ago) => now - ago,
+            Bound::Ago(ago) => now
+                .checked_sub_signed(ago)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
         }
     }
 }
@@ -153,7 +155,11 @@ fn parse_bound(text: &str, end_of_day: bool) -> Result<Bound, String> {
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         let start = date.and_time(chrono::NaiveTime::MIN).and_utc();
         return Ok(Bound::At(if end_of_day {
-            start + TimeDelta::days(1) - TimeDelta::seconds(1)
+            let last_second = TimeDelta::days(1) - TimeDelta::seconds(1);
+            // The calendar's last day ends where the calendar does.
+            start
+                .checked_add_signed(last_second)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
         } else {
             start
         }));
@@ -201,6 +207,16 @@ mod tests {
         assert_eq!(at(parse_until("1h30m")), "2026-12-05T10:30:00+00:00");
         assert!(parse_since("yesterday").unwrap_err().contains("YYYY-MM-DD"));
         assert!(parse_since("2026-13-01").is_err());
+    }
+
+    #[test]
+    fn bounds_beyond_the_calendar_are_its_ends_not_a_panic() {
+        let now = "2026-12-05T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let since = parse_since("280000y").unwrap().resolve(now);
+        assert_eq!(since, DateTime::<Utc>::MIN_UTC);
+        // The calendar's last day: its end, one day later, is past the calendar.
+        let until = parse_until("+262142-12-31").unwrap().resolve(now);
+        assert_eq!(until.to_rfc3339(), "+262142-12-31T23:59:59+00:00");
     }
 
     #[test]

@@ -1509,7 +1509,7 @@ fn classify(
             .and_then(|v| v.parse::<i64>().ok())
             .map(|reset| {
                 let now = forge_now(headers, Utc::now().timestamp());
-                Duration::from_secs((reset - now).clamp(1, 3600) as u64)
+                Duration::from_secs(reset.saturating_sub(now).clamp(1, 3600) as u64)
             });
         return Err(ForgeError::RateLimited {
             call: call.to_owned(),
@@ -1874,6 +1874,18 @@ mod tests {
         .unwrap_err();
         assert!(
             matches!(err, ForgeError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(42)),
+            "{err:?}"
+        );
+        // A reset no forge would send is a wait like any other, not an overflow.
+        let err = classify(
+            "c",
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("x-ratelimit-reset", "-9223372036854775808")]),
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ForgeError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(1)),
             "{err:?}"
         );
         let err = classify(

@@ -1340,7 +1340,7 @@ fn retry_after(headers: &HeaderMap, now: i64) -> Duration {
     let wait = seconds("retry-after").or_else(|| {
         seconds("ratelimit-reset").map(|reset| {
             if reset > 1_000_000_000 {
-                reset - now
+                reset.saturating_sub(now)
             } else {
                 reset
             }
@@ -1817,6 +1817,9 @@ mod tests {
             wait(&[("ratelimit-reset", "1600000000")]),
             Duration::from_secs(1)
         );
+        // A reset no forge would send, read against a `Date` before 1970: no overflow.
+        let far = retry_after(&headers(&[("ratelimit-reset", "9223372036854775807")]), -5);
+        assert_eq!(far, Duration::from_secs(3600));
         // A spent budget on an answer that is not a 429 is that answer, not a throttle.
         let spent = headers(&[
             ("ratelimit-remaining", "0"),
