@@ -185,9 +185,19 @@ impl Workflow {
         for record in page.iter().filter(|r| self.owns(r)) {
             if let Some(expires_at) = record.expires_at {
                 tracing::warn!(request = %record.id, "an active grant without a revoke job; scheduling it");
-                self.schedule(JobKind::Revoke, &record.id, expires_at)
-                    .await?;
-                repaired += 1;
+                // Only while it is still active: an early revoke since the page was read
+                // moved its job to now, and must not be put back to the expiry.
+                let now = self.now();
+                if self
+                    .store
+                    .keep_revoke_at(&record.id, expires_at, now)
+                    .await?
+                {
+                    repaired += 1;
+                    if expires_at <= now {
+                        self.wake_jobs.wake(JobKind::Revoke.lane());
+                    }
+                }
             }
         }
         Ok((page.len(), repaired))
