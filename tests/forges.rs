@@ -821,3 +821,27 @@ async fn on_gitlab_an_approvers_emoji_on_a_denied_request_is_answered_once() {
     assert!(!s.change(pr).merged);
     assert_eq!(s.request("r-den").await.state.to_string(), "denied");
 }
+
+/// GitHub lists reactions oldest first, 100 a page. Once a PR has 100 of them, a new 👍 lands
+/// on the second page and leaves the first page (and its ETag) as it was: the poll must not
+/// take the first page's `304` for "nothing changed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_behind_a_full_first_page_of_reactions_is_still_seen() {
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+    for n in 0..100 {
+        let fan = s.forge.user(&format!("fan-{n}"));
+        s.forge.react(REPO, pr, &fan, "heart");
+    }
+    poll(&s).await;
+    poll(&s).await; // the poll's ETag is of the list as it is now
+    assert!(!s.change(pr).merged);
+    s.emoji(pr, &s.people.carol, "+1");
+    poll(&s).await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+}

@@ -1382,13 +1382,16 @@ impl GithubClient {
             return Ok(Polled::NotModified);
         }
         let mut raw: Vec<Raw> = decode(&route, &answer.body)?;
+        // The ETag is the first page's. GitHub lists reactions oldest first, so once that page
+        // is full a new reaction lands on a later one and leaves it unchanged: such a list is
+        // read in full at every poll, never answered `304`.
         let etag = answer
             .headers
             .get(http::header::ETAG)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        // Every page: an approval on page two counts as much as one on page one. (The ETag is
-        // the first page's; any new reaction changes it.)
+            .map(str::to_owned)
+            .filter(|_| raw.len() < 100);
+        // Every page: an approval on page two counts as much as one on page one.
         let mut last = raw.len();
         for page in 2..=50 {
             if last < 100 {
