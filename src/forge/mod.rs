@@ -442,6 +442,8 @@ pub struct ListedComment {
     /// Changed since it was made: what it said first is not known, and an edit never
     /// executes a command.
     pub edited: bool,
+    /// How long before the listing it was made, both times the forge's.
+    pub age: chrono::TimeDelta,
 }
 
 /// A note (comment) on an issue, pull request or merge request, as the forge lists it.

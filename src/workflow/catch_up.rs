@@ -7,7 +7,7 @@
 //! each one whose head it has no record of (or that was marked ready or labelled otherwise
 //! than its decision saw), then lists the comments of the last
 //! [`COMMENTS_WITHIN`] and queues each one with a command it has not answered, as the comment
-//! webhook it missed. The delivery worker handles them as it handles any webhook, with its
+//! webhook it missed; a `revoke` or `deny` is looked for as far back as [`ENDINGS_WITHIN`]. The delivery worker handles them as it handles any webhook, with its
 //! locks, retries and order.
 
 use std::collections::BTreeSet;
@@ -28,6 +28,11 @@ use crate::store::{DeliveryId, NewDelivery, Recorded, RequestState};
 /// How far back (forge time) the catch-up looks for comments. A command older than this is
 /// not acted on so late: whoever gave it has had no answer for an hour and moved on.
 pub const COMMENTS_WITHIN: TimeDelta = TimeDelta::hours(1);
+
+/// …except a comment whose every command ends something (`revoke`, `deny`), looked for this
+/// far back: acting on it late is the safe way (access ends early, a request is closed), and
+/// a revoke given while the bot was down must not leave the access until its expiry.
+pub const ENDINGS_WITHIN: TimeDelta = TimeDelta::days(1);
 
 impl Workflow {
     /// Queues a delivery for what the bot may have missed: a [`ForgeEvent::MissedChange`] for
@@ -115,13 +120,16 @@ impl Workflow {
         let has_command = |body: &str| !parse_commands(body).is_empty();
         let comments = self
             .forge
-            .recent_comments(COMMENTS_WITHIN, has_command)
+            .recent_comments(ENDINGS_WITHIN, has_command)
             .await?;
         let mut queued = 0;
         for comment in comments {
             // An edited comment is not taken: what it said first is not known, and an edit
             // never executes a command (nor adds an approval under an old timestamp).
             if comment.author.is_bot || comment.author.id == self.bot.id || comment.edited {
+                continue;
+            }
+            if comment.age > COMMENTS_WITHIN && !only_endings(&comment.body) {
                 continue;
             }
             if self
@@ -283,6 +291,16 @@ impl Workflow {
 }
 
 /// The comment webhook a listed comment would have come with.
+/// Whether every command of `body` ends something: a `revoke` or a `deny`.
+fn only_endings(body: &str) -> bool {
+    parse_commands(body).iter().all(|command| {
+        matches!(
+            command,
+            Ok(crate::command::Command::Revoke | crate::command::Command::Deny { .. })
+        )
+    })
+}
+
 fn missed_comment(comment: ListedComment) -> ForgeEvent {
     ForgeEvent::Comment {
         action: CommentAction::Created,

@@ -1018,6 +1018,7 @@ impl GithubClient {
                             created_at: c.created_at,
                             internal: false,
                             edited: c.updated_at.is_some_and(|at| at > c.created_at),
+                            age: since + window - c.created_at,
                         })
                     }),
             );

@@ -716,6 +716,8 @@ impl GitlabClient {
                 break;
             }
         }
+        // The forge's time of the listing (its first answer's `Date`).
+        let listed_at = kept.map_or(DateTime::<Utc>::MIN_UTC, |since| since + window);
         let mut confidential: BTreeMap<u64, bool> = BTreeMap::new();
         let mut listed = Vec::new();
         for note in notes {
@@ -744,6 +746,7 @@ impl GitlabClient {
                 created_at: note.created_at,
                 internal,
                 edited: note.updated_at.is_some_and(|at| at > note.created_at),
+                age: listed_at - note.created_at,
             });
         }
         Ok(listed)
