@@ -971,6 +971,14 @@ pub enum DeniedBecause {
     Unservable,
 }
 
+/// `/breakglass <command>` on a request that has no verdict yet.
+pub fn not_decided_yet_comment(command: &str, id: &str) -> String {
+    format!(
+        "⏳ `/breakglass {command}` came before request {} was decided, so it was not taken. Give it again once the verdict is posted.",
+        code(id)
+    )
+}
+
 /// `/breakglass <command>` (approve, revoke, …) on a request that is denied: what failed (when
 /// known), that no approval merges it, and that a push fixing it is decided again.
 pub fn denied_request_comment(

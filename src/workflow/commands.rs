@@ -1161,26 +1161,29 @@ pub(super) fn denied_request_reply(
     record: &RequestRecord,
     forge: crate::store::ForgeKind,
 ) -> String {
+    let Some(stored) = &record.decision else {
+        // Stored as denied until its first verdict (a request the bot just opened for a
+        // comment, or whose decision failed and is tried again): not denied yet.
+        return comment::not_decided_yet_comment(verb, record.id.as_str());
+    };
     let mut why = Vec::new();
-    if let Some(stored) = &record.decision {
-        let rules: Vec<String> = stored
-            .decision
-            .violations
-            .iter()
-            .map(|v| v.rule.to_string())
-            .collect();
-        if !rules.is_empty() {
-            why.push(comment::DeniedBecause::Rules {
-                environment: record.environment.to_string(),
-                rules,
-            });
-        }
-        if !stored.scope_problems.is_empty() {
-            why.push(comment::DeniedBecause::BeyondRequest);
-        }
-        if stored.unservable.is_some() {
-            why.push(comment::DeniedBecause::Unservable);
-        }
+    let rules: Vec<String> = stored
+        .decision
+        .violations
+        .iter()
+        .map(|v| v.rule.to_string())
+        .collect();
+    if !rules.is_empty() {
+        why.push(comment::DeniedBecause::Rules {
+            environment: record.environment.to_string(),
+            rules,
+        });
+    }
+    if !stored.scope_problems.is_empty() {
+        why.push(comment::DeniedBecause::BeyondRequest);
+    }
+    if stored.unservable.is_some() {
+        why.push(comment::DeniedBecause::Unservable);
     }
     comment::denied_request_comment(verb, record.id.as_str(), &why, forge)
 }
@@ -1352,6 +1355,34 @@ mod tests {
 
     fn reason(text: &str) -> Reason {
         Reason::try_from(text.to_owned()).expect("a reason")
+    }
+
+    /// A request the bot just opened is stored as denied until its first verdict: a command
+    /// given before it is told that, not that the request is denied.
+    #[test]
+    fn a_command_before_the_first_verdict_is_not_told_the_request_is_denied() {
+        let request = AccessRequest::from_yaml(
+            "environment: prod\nrole: admin\nduration: 1h\nreason: incident\n",
+        )
+        .unwrap();
+        let path = crate::request::RequestPath::parse("requests/prod/r-1.yaml").unwrap();
+        let record = crate::workflow::pull_request::NewRequest {
+            path: &path,
+            request: &request,
+            requester: &Login::try_from("alice".to_owned()).unwrap(),
+            requester_id: 1001,
+            pr_number: 7,
+            head_sha: "1111111111111111111111111111111111111111",
+            duration_secs: Some(3600),
+            seen_at: chrono::DateTime::UNIX_EPOCH,
+        }
+        .into_record(crate::store::ForgeKind::GitHub, "acme/access-requests");
+        assert!(record.decision.is_none());
+        let said = super::denied_request_reply("approve", &record, crate::store::ForgeKind::GitHub);
+        assert_eq!(
+            said,
+            "⏳ `/breakglass approve` came before request `r-1` was decided, so it was not taken. Give it again once the verdict is posted."
+        );
     }
 
     /// Whatever a comment's reason holds, the file the bot writes from it reads back as the
