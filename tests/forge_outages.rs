@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use breakglass::clock::Clock as _;
 use breakglass::store::JobKind;
 use breakglass_test_forge::{FailureKind, FailureSpec, RouteMatcher};
 use chrono::TimeDelta;
@@ -628,3 +629,101 @@ on_both_forges!(
         );
     }
 );
+
+// The merge call fails for two hours (the forge down) after the grant time was fixed: once the
+// forge is back the merge lands with an expiry of its own time, the whole hour, not the first
+// try's (over before it began).
+on_both_forges!(
+    a_merge_delayed_by_a_long_outage_grants_its_whole_duration,
+    |s: Scenario| async move {
+        s.expect_job_error(JobKind::Merge, "HTTP 503");
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
+        s.fail_next(Route::Merge, Method::PUT, 100_000, FailureKind::Status(503));
+        s.approve(pr, &s.people.carol);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while s.forge.calls().count("PUT", s.route(Route::Merge)) == 0 {
+            assert!(Instant::now() < deadline, "the merge was never tried");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let first_fixed = s
+            .request("r1")
+            .await
+            .expires_at
+            .expect("fixed at the first try");
+        for _ in 0..24 {
+            s.advance(TimeDelta::minutes(5));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        s.forge.clear_failures();
+        for _ in 0..20 {
+            if s.change(pr).merged {
+                break;
+            }
+            s.advance(TimeDelta::minutes(5));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        let record = s.request("r1").await;
+        assert_eq!(record.state.to_string(), "active");
+        let (granted, expires) = (record.granted_at.unwrap(), record.expires_at.unwrap());
+        assert_eq!(expires - granted, TimeDelta::hours(1));
+        assert!(
+            expires > first_fixed + TimeDelta::hours(1),
+            "{expires} {first_fixed}"
+        );
+        assert!(
+            expires > s.clock.now() + TimeDelta::minutes(30),
+            "{expires}"
+        );
+        let merge = s.merge_commit(pr);
+        let trailer = format!("Breakglass-Expires: {}", breakglass::clock::iso(expires));
+        assert!(merge.message.contains(&trailer), "{}", merge.message);
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+);
+
+// The same when the expiry's own last look at the emoji is what approves (GitHub: an emoji
+// given after the last poll before the deadline): the expiry looks again later, and closes
+// the request once the merge is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_approved_by_its_expirys_last_look_and_then_refused_still_expires() {
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    s.lenient(); // the not-merged reply and the merge job's 503s are not what this is about
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.advance(TimeDelta::hours(24) - TimeDelta::seconds(5)); // a poll now, the next in 30 s
+    s.settle().await;
+    let emoji = s.emoji(pr, &s.people.carol, "+1");
+    s.fail_next(Route::Merge, Method::PUT, 1000, FailureKind::Status(503));
+    s.advance(TimeDelta::seconds(6)); // the expiry is due, the next poll is not
+    // The merge job's run is over (failed) before the emoji goes, so that its next run's
+    // last check is what finds it gone.
+    let id = "r1".to_owned().try_into().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let jobs = s.store.jobs_for_request(&id).await.unwrap();
+        if jobs
+            .iter()
+            .any(|j| j.kind == JobKind::Merge && j.attempts > 0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the merge never failed: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.remove_emoji(pr, emoji);
+    s.forge.clear_failures();
+    s.advance(TimeDelta::minutes(10));
+    s.settle().await;
+    assert!(!s.change(pr).merged);
+    assert_eq!(s.request("r1").await.state.to_string(), "closed");
+    assert_eq!(s.change(pr).state, "closed");
+}

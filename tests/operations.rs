@@ -939,6 +939,44 @@ on_both_forges!(
     }
 );
 
+// The same with the forge down for half an hour: once it is back the expiry is written again
+// (a commit of the bot's), so the grant file and the trailer carry an hour from the merge.
+on_both_forges!(
+    an_iac_merge_delayed_by_a_long_outage_writes_its_expiry_again,
+    |s: Scenario| async move {
+        let bot_pr = iac_request_allowed(&s).await;
+        s.forge.fail_next(FailureSpec {
+            route: merge_of(bot_pr),
+            count: 100_000,
+            kind: FailureKind::Status(503),
+        });
+        s.expect_job_error(JobKind::Merge, "HTTP 503");
+        s.allow_delivery_error("is in its merge step");
+        s.approve(bot_pr, &s.people.carol);
+        let written = expiry_written(&s, &s.change(bot_pr).head_ref).await;
+        for _ in 0..6 {
+            s.advance(TimeDelta::minutes(5));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        s.forge.clear_failures();
+        for _ in 0..12 {
+            if s.change(bot_pr).merged {
+                break;
+            }
+            through_the_merge_step(&s).await;
+        }
+        let record = merged_and_active(&s, bot_pr).await;
+        let expires = record.expires_at.unwrap();
+        assert_eq!(expires - record.granted_at.unwrap(), TimeDelta::hours(1));
+        assert_ne!(breakglass::clock::iso(expires), written, "written again");
+        assert_expiry_on_main(&s, &record);
+        let merge = s.merge_commit(bot_pr);
+        let trailer = format!("Breakglass-Expires: {}", breakglass::clock::iso(expires));
+        assert!(merge.message.contains(&trailer), "{}", merge.message);
+        s.expect_bot_comments(bot_pr, &["🔓 **Access granted.**"]);
+    }
+);
+
 // A merge the forge refuses after the expiry was written (a conflict, a pipeline not done):
 // the expiry is taken back out of the file by a commit of the bot's, so the request waits, as
 // after any refused merge, on the version that was approved; an approval of it then merges it

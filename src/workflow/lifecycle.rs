@@ -102,6 +102,11 @@ enum Stop {
     Refuse(String),
 }
 
+/// How long a grant time fixed by a merge try that failed is kept for the next try (see
+/// `fix_grant_time`): a short outage keeps the expiry already written, a long one does not
+/// eat into the access.
+const GRANT_TIME_KEPT: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 impl Workflow {
     pub(super) fn request_path(record: &RequestRecord) -> String {
         RequestPath {
@@ -176,7 +181,11 @@ impl Workflow {
             Err(stop) => return self.stop_merge(record, stop).await,
         };
         let checked_head = record.head_sha.clone();
-        let expires_at = self.fix_grant_time(&mut record).await?;
+        // Read open just now, under the PR's lock: an earlier try's merge did not happen.
+        let unmerged = read
+            .as_ref()
+            .is_some_and(|pr| pr.open && pr.merged_at.is_none());
+        let expires_at = self.fix_grant_time(&mut record, unmerged).await?;
         let grant_files = match self
             .plan_grant_files(&mut record, ready, expires_at)
             .await?
@@ -360,8 +369,17 @@ impl Workflow {
 
     /// The grant time, expiry and review deadline, fixed on the bot's clock before the merge
     /// (and kept when the merge job runs again), so that the trailer and the stored expiry agree.
-    async fn fix_grant_time(&self, record: &mut RequestRecord) -> anyhow::Result<DateTime<Utc>> {
-        if record.granted_at.is_none() {
+    /// Fixed again when the PR is known `unmerged` and they are [`GRANT_TIME_KEPT`] old: a merge
+    /// that lands after a long outage must not start with an expiry already past.
+    async fn fix_grant_time(
+        &self,
+        record: &mut RequestRecord,
+        unmerged: bool,
+    ) -> anyhow::Result<DateTime<Utc>> {
+        let stale = record
+            .granted_at
+            .is_some_and(|at| self.now() - at >= GRANT_TIME_KEPT);
+        if record.granted_at.is_none() || unmerged && stale {
             let now = self.now();
             record.granted_at = Some(now);
             record.expires_at = Some(now + chrono::TimeDelta::seconds(record.duration_secs as i64));

@@ -1048,17 +1048,20 @@ impl Workflow {
             .await
     }
 
+    /// A merge under way may still be refused and the request be pending again, past its
+    /// deadline: its expiry looks again later instead of being done with.
+    async fn expire_later(&self, id: &RequestId) -> anyhow::Result<()> {
+        self.schedule(JobKind::Expire, id, self.now() + EXPIRY_RECHECK)
+            .await
+    }
+
     /// A request nobody approved in time: closed, with its PR, and no longer polled.
     pub(super) async fn job_expire(&self, id: &RequestId) -> anyhow::Result<()> {
         let Some(mut record) = self.store.get_request(id).await? else {
             return Ok(());
         };
         if record.state == RequestState::Approved {
-            // A merge under way may still be refused and the request be pending again, past
-            // its deadline: the expiry looks again later instead of being done with.
-            return self
-                .schedule(JobKind::Expire, id, self.now() + EXPIRY_RECHECK)
-                .await;
+            return self.expire_later(id).await;
         }
         if !matches!(record.state, RequestState::Pending | RequestState::Denied) {
             return Ok(());
@@ -1069,6 +1072,9 @@ impl Workflow {
             self.job_poll(id).await?;
             match self.store.get_request(id).await? {
                 Some(polled) if polled.state == RequestState::Pending => record = polled,
+                Some(polled) if polled.state == RequestState::Approved => {
+                    return self.expire_later(id).await;
+                }
                 _ => return Ok(()),
             }
         }
