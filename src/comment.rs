@@ -974,7 +974,7 @@ pub enum DeniedBecause {
 /// `/breakglass <command>` on a request that has no verdict yet.
 pub fn not_decided_yet_comment(command: &str, id: &str) -> String {
     format!(
-        "⏳ `/breakglass {command}` came before request {} was decided, so it was not taken. Give it again once the verdict is posted.",
+        "⏳ `/breakglass {command}` came before request {} was decided, so it was not taken. See the verdict once it is posted, and give it again if it applies then.",
         code(id)
     )
 }

@@ -37,8 +37,8 @@ pub const ENDINGS_WITHIN: TimeDelta = TimeDelta::days(1);
 impl Workflow {
     /// Queues a delivery for what the bot may have missed: a [`ForgeEvent::MissedChange`] for
     /// every open change request [`Self::may_have_missed`] names (one listing), then a comment
-    /// event for every comment of the last [`COMMENTS_WITHIN`] that holds a command the bot
-    /// has not answered (one listing, more only when there were over 100 comments). Returns
+    /// event for every comment of the last [`COMMENTS_WITHIN`] (of the last [`ENDINGS_WITHIN`]
+    /// for a revoke or deny) that holds a command the bot has not answered (one listing, more only when there were over 100 comments). Returns
     /// how many it queued. Keyed by what was seen, so that a second look (or a second
     /// replica) queues nothing twice.
     pub async fn catch_up(&self) -> anyhow::Result<usize> {
@@ -290,7 +290,6 @@ impl Workflow {
     }
 }
 
-/// The comment webhook a listed comment would have come with.
 /// Whether every command of `body` ends something: a `revoke` or a `deny`.
 fn only_endings(body: &str) -> bool {
     parse_commands(body).iter().all(|command| {
@@ -301,6 +300,7 @@ fn only_endings(body: &str) -> bool {
     })
 }
 
+/// The comment webhook a listed comment would have come with.
 fn missed_comment(comment: ListedComment) -> ForgeEvent {
     ForgeEvent::Comment {
         action: CommentAction::Created,

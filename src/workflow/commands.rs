@@ -1096,9 +1096,8 @@ impl Workflow {
         self.mark_reviewed(record, author).await
     }
 
-    /// Whether `actor` is an approver of the request's environment (by the default branch's policy).
-    /// Whether a comment's commands approve and deny one request by one of its approvers: both
-    /// cannot be meant. (The requester's deny is a withdrawal and their approve never counts;
+    /// Whether a comment's commands approve and deny one request by one of its approvers (as a
+    /// deny checks them): both cannot be meant. (The requester's deny is a withdrawal and their approve never counts;
     /// anyone else may do neither and is told so for each: those comments are clear.)
     async fn contradicts(
         &self,
@@ -1112,7 +1111,7 @@ impl Workflow {
         }
         match self.request_on(thread).await? {
             Some(record) if record.requester_id != author.id => {
-                self.approver_of(&record, author).await
+                self.may_end_as_approver(&record, author).await
             }
             _ => Ok(false),
         }
@@ -1142,6 +1141,7 @@ impl Workflow {
         self.is_among(&approvers, actor, Asked::WithinAMinute).await
     }
 
+    /// Whether `actor` is an approver of the request's environment (by the default branch's policy).
     async fn approver_of(&self, record: &RequestRecord, actor: &Actor) -> anyhow::Result<bool> {
         let (_, policies) = self.load_policies().await?;
         let Ok(policies) = policies else {
@@ -1381,7 +1381,7 @@ mod tests {
         let said = super::denied_request_reply("approve", &record, crate::store::ForgeKind::GitHub);
         assert_eq!(
             said,
-            "⏳ `/breakglass approve` came before request `r-1` was decided, so it was not taken. Give it again once the verdict is posted."
+            "⏳ `/breakglass approve` came before request `r-1` was decided, so it was not taken. See the verdict once it is posted, and give it again if it applies then."
         );
     }
 
