@@ -174,7 +174,7 @@ impl<'r, 'a> RequestTrees<'r, 'a> {
             return Ok(Vec::new());
         }
         let mut added = Vec::new();
-        let old = self.old.as_deref().map(RawTree::index).transpose()?;
+        let old = self.old.as_deref().map(Side::of).transpose()?;
         for dir in new.entries() {
             let dir = dir?;
             let Some(ChangedDir {
@@ -234,7 +234,7 @@ fn appearing(
     if from.map(|f| f.id) == Some(to.id) {
         return Ok(None);
     }
-    let from = from.map(RawTree::index).transpose()?;
+    let from = from.map(Side::of).transpose()?;
     let dirs: Vec<Entry<'_>> = match environment {
         // One path component: an environment with a `/` names no entry and finds nothing.
         Some(environment) => to.get(environment).into_iter().collect(),
@@ -462,17 +462,44 @@ struct ChangedDir<'e, 'a> {
     before: Option<Rc<RawTree<'a>>>,
 }
 
+/// The other side's entries, looked up by name once per entry of this side: scanned in a
+/// small tree (`requests/` with a few environments, on every bot merge: no index to build),
+/// indexed in a large one (a scan per entry would cost the square of its size).
+enum Side<'t, 'o> {
+    Scanned(&'t RawTree<'o>),
+    Indexed(HashMap<&'t [u8], Entry<'t>>),
+}
+
+/// The size of tree data scanned rather than indexed: about 30 entries.
+const SCANNED_BYTES: usize = 1024;
+
+impl<'t, 'o> Side<'t, 'o> {
+    fn of(tree: &'t RawTree<'o>) -> Result<Self, AuditError> {
+        if tree.object.data().len() <= SCANNED_BYTES {
+            return Ok(Self::Scanned(tree));
+        }
+        Ok(Self::Indexed(tree.index()?))
+    }
+
+    fn get(&self, name: &str) -> Option<Entry<'t>> {
+        match self {
+            Self::Scanned(tree) => tree.get(name),
+            Self::Indexed(index) => index.get(name.as_bytes()).copied(),
+        }
+    }
+}
+
 /// The environment directory `dir` of one side, when its tree differs from the one of the
-/// same name in `from` (the other side's entries by name).
+/// same name in `from` (the other side's entries).
 fn changed_dir<'e, 'a>(
     trees: &TreeReader<'a>,
-    from: Option<&HashMap<&[u8], Entry<'_>>>,
+    from: Option<&Side<'_, '_>>,
     dir: &Entry<'e>,
 ) -> Result<Option<ChangedDir<'e, 'a>>, AuditError> {
     let (Some(env), Kind::Tree) = (dir.name(), dir.kind) else {
         return Ok(None);
     };
-    let before = from.and_then(|from| from.get(env.as_bytes()).copied());
+    let before = from.and_then(|from| from.get(env));
     if before.as_ref().is_some_and(|b| b.id_bytes == dir.id_bytes) {
         return Ok(None);
     }
