@@ -1632,6 +1632,13 @@ pub fn emoji_on_a_note_comment(
 
 /// An approval given while the policies on the default branch are invalid: nobody can be
 /// checked as an approver, so it is not counted.
+pub fn review_unchecked_comment(actor: &str, default_branch: &str) -> String {
+    format!(
+        "⚠️ @{actor}, your review is not counted: the policies on {} are invalid, so nobody can be checked as an approver. Review again once they are fixed.",
+        code(default_branch)
+    )
+}
+
 pub fn approval_unchecked_comment(actor: &str, default_branch: &str) -> String {
     format!(
         "⚠️ @{actor}, your approval is not counted: the policies on {} are invalid, so nobody can be checked as an approver. Nothing is merged until they are fixed; approve again then.",

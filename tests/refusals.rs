@@ -1451,6 +1451,26 @@ on_both_forges!(
     }
 );
 
+// A fast-path review given while the policies are invalid cannot be checked: it is answered
+// as such (not "only an approver can review"), and the review stays open.
+on_both_forges!(
+    a_review_while_the_policies_are_invalid_is_answered_and_closes_nothing,
+    |s: Scenario| async move {
+        let pr = s.open_bob_sev1_change();
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+        break_prod_policy(&s).await;
+        s.note(pr, &s.people.carol, "/breakglass reviewed");
+        s.settle().await;
+        s.expect_bot_comments(
+            pr,
+            &["⚠️ @carol, your review is not counted: the policies on `main` are invalid"],
+        );
+        assert_eq!(s.request("r-sev1").await.reviewed_at, None);
+    }
+);
+
 // The same for an approver's `/breakglass deny` of a pending request.
 on_both_forges!(
     an_approvers_deny_while_the_policies_are_invalid_still_closes_the_request,

@@ -1071,16 +1071,19 @@ impl Workflow {
                 )
                 .await;
         }
-        if !self.approver_of(&record, author).await? {
-            return self
-                .reply(
-                    thread,
-                    &comment::not_allowed_comment(
-                        &author.login,
-                        "an approver can review a fast-path grant",
-                    ),
-                )
-                .await;
+        let said = match self.approver_of(&record, author).await? {
+            Ok(true) => None,
+            Ok(false) => Some(comment::not_allowed_comment(
+                &author.login,
+                "an approver can review a fast-path grant",
+            )),
+            Err(default_branch) => Some(comment::review_unchecked_comment(
+                &author.login,
+                &default_branch,
+            )),
+        };
+        if let Some(said) = said {
+            return self.reply(thread, &said).await;
         }
         // After a fast-path extension the review covers it too: a comment from before its ask
         // (delivered after it, or handled by another replica first) was of less. (It is not
@@ -1141,16 +1144,21 @@ impl Workflow {
         self.is_among(&approvers, actor, Asked::WithinAMinute).await
     }
 
-    /// Whether `actor` is an approver of the request's environment (by the default branch's policy).
-    async fn approver_of(&self, record: &RequestRecord, actor: &Actor) -> anyhow::Result<bool> {
-        let (_, policies) = self.load_policies().await?;
+    /// Whether `actor` is an approver of the request's environment by the default branch's
+    /// policy; the branch's name when its policies do not load (nobody can be checked).
+    async fn approver_of(
+        &self,
+        record: &RequestRecord,
+        actor: &Actor,
+    ) -> anyhow::Result<Result<bool, String>> {
+        let (default_branch, policies) = self.load_policies().await?;
         let Ok(policies) = policies else {
-            return Ok(false);
+            return Ok(Err(default_branch));
         };
-        match policies.get(record.environment.as_str()) {
-            Some(policy) => self.is_approver(policy, actor).await,
-            None => Ok(false),
-        }
+        Ok(Ok(match policies.get(record.environment.as_str()) {
+            Some(policy) => self.is_approver(policy, actor).await?,
+            None => false,
+        }))
     }
 }
 
