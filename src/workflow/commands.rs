@@ -1369,22 +1369,10 @@ mod tests {
     /// given before it is told that, not that the request is denied.
     #[test]
     fn a_command_before_the_first_verdict_is_not_told_the_request_is_denied() {
-        let request = AccessRequest::from_yaml(
+        let record = crate::workflow::pull_request::sample_record(
             "environment: prod\nrole: admin\nduration: 1h\nreason: incident\n",
-        )
-        .unwrap();
-        let path = crate::request::RequestPath::parse("requests/prod/r-1.yaml").unwrap();
-        let record = crate::workflow::pull_request::NewRequest {
-            path: &path,
-            request: &request,
-            requester: &Login::try_from("alice".to_owned()).unwrap(),
-            requester_id: 1001,
-            pr_number: 7,
-            head_sha: "1111111111111111111111111111111111111111",
-            duration_secs: Some(3600),
-            seen_at: chrono::DateTime::UNIX_EPOCH,
-        }
-        .into_record(crate::store::ForgeKind::GitHub, "acme/access-requests");
+            chrono::DateTime::UNIX_EPOCH,
+        );
         assert!(record.decision.is_none());
         let said = super::denied_request_reply("approve", &record, crate::store::ForgeKind::GitHub);
         assert_eq!(

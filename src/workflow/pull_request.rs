@@ -1149,6 +1149,25 @@ impl NewRequest<'_> {
     }
 }
 
+/// alice's request `r-1` (`requests/prod/r-1.yaml`, as `yaml` says, for an hour) on PR 7 of
+/// `acme/access-requests` on GitHub, as first stored at `seen_at`: for unit tests.
+#[cfg(test)]
+pub(super) fn sample_record(yaml: &str, seen_at: DateTime<Utc>) -> RequestRecord {
+    let request = AccessRequest::from_yaml(yaml).expect("a request");
+    let path = RequestPath::parse("requests/prod/r-1.yaml").expect("a request path");
+    NewRequest {
+        path: &path,
+        request: &request,
+        requester: &Login::try_from("alice".to_owned()).expect("a login"),
+        requester_id: 1001,
+        pr_number: 7,
+        head_sha: "1111111111111111111111111111111111111111",
+        duration_secs: Some(3600),
+        seen_at,
+    }
+    .into_record(ForgeKind::GitHub, "acme/access-requests")
+}
+
 /// Whether `record`'s merge step has begun: approved, its grant time fixed (the step's last
 /// write before its merge call, kept while a failed call waits to be tried again). That call
 /// may be on its way, from another replica too, and nothing can take it back: a close or a new

@@ -152,31 +152,16 @@ mod tests {
 
     use super::*;
     use crate::names::Login;
-    use crate::request::{AccessRequest, RequestPath};
-    use crate::store::ForgeKind;
-    use crate::workflow::pull_request::NewRequest;
 
     fn at(hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 26, hour, 14, 0).unwrap()
     }
 
     fn record() -> RequestRecord {
-        let request = AccessRequest::from_yaml(
+        let mut record = crate::workflow::pull_request::sample_record(
             "environment: prod\nrole: admin\nduration: 1h\nreason: \"incident:\\nINC-1 db down\"\nticket: INC-1\n",
-        )
-        .unwrap();
-        let path = RequestPath::parse("requests/prod/r-1.yaml").unwrap();
-        let mut record = NewRequest {
-            path: &path,
-            request: &request,
-            requester: &Login::try_from("alice".to_owned()).unwrap(),
-            requester_id: 1001,
-            pr_number: 7,
-            head_sha: "1111111111111111111111111111111111111111",
-            duration_secs: Some(3600),
-            seen_at: at(2),
-        }
-        .into_record(ForgeKind::GitHub, "acme/access-requests");
+            at(2),
+        );
         record.approved_by = Some(vec![
             Login::try_from("carol".to_owned()).unwrap(),
             Login::try_from("dave".to_owned()).unwrap(),
