@@ -585,6 +585,27 @@ async fn an_emoji_read_by_a_poll_that_failed_is_read_again_at_the_next() {
     s.take_bot_comments(pr);
 }
 
+/// Waits (real time) until a run of request `id`'s merge job has failed and is over, so that
+/// what the test does next meets its next run, not this one's retries.
+async fn until_a_merge_run_failed(s: &Scenario, id: &str) {
+    let id = id.to_owned().try_into().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let jobs = s.store.jobs_for_request(&id).await.unwrap();
+        if jobs
+            .iter()
+            .any(|j| j.kind == JobKind::Merge && j.attempts > 0)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the merge never failed: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // Approved half a minute before its 24 h deadline, with the merge call failing (503) past it;
 // then the approval is taken back: the merge is refused and the request is pending again,
 // after its deadline. The expiry, which found the merge under way, looks again and closes it.
@@ -598,11 +619,7 @@ on_both_forges!(
         s.settle().await;
         s.fail_next(Route::Merge, Method::PUT, 1000, FailureKind::Status(503));
         s.approve_button(pr, &s.people.carol);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while s.forge.calls().count("PUT", s.route(Route::Merge)) == 0 {
-            assert!(Instant::now() < deadline, "the merge was never tried");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_a_merge_run_failed(&s, "r1").await;
         // Past the deadline while the merge job waits out its backoff.
         s.advance(TimeDelta::seconds(40));
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -642,11 +659,7 @@ on_both_forges!(
         s.expect_bot_comments(pr, &["✅ **Request `r1` is allowed**"]);
         s.fail_next(Route::Merge, Method::PUT, 100_000, FailureKind::Status(503));
         s.approve(pr, &s.people.carol);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while s.forge.calls().count("PUT", s.route(Route::Merge)) == 0 {
-            assert!(Instant::now() < deadline, "the merge was never tried");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_a_merge_run_failed(&s, "r1").await;
         let first_fixed = s
             .request("r1")
             .await
@@ -701,24 +714,8 @@ async fn a_request_approved_by_its_expirys_last_look_and_then_refused_still_expi
     let emoji = s.emoji(pr, &s.people.carol, "+1");
     s.fail_next(Route::Merge, Method::PUT, 1000, FailureKind::Status(503));
     s.advance(TimeDelta::seconds(6)); // the expiry is due, the next poll is not
-    // The merge job's run is over (failed) before the emoji goes, so that its next run's
-    // last check is what finds it gone.
-    let id = "r1".to_owned().try_into().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let jobs = s.store.jobs_for_request(&id).await.unwrap();
-        if jobs
-            .iter()
-            .any(|j| j.kind == JobKind::Merge && j.attempts > 0)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the merge never failed: {jobs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The merge job's run is over before the emoji goes: its next run's check finds it gone.
+    until_a_merge_run_failed(&s, "r1").await;
     s.remove_emoji(pr, emoji);
     s.forge.clear_failures();
     s.advance(TimeDelta::minutes(10));
