@@ -7,8 +7,9 @@
 //! each one whose head it has no record of (or that was marked ready or labelled otherwise
 //! than its decision saw), then lists the comments of the last
 //! [`COMMENTS_WITHIN`] and queues each one with a command it has not answered, as the comment
-//! webhook it missed; a `revoke` or `deny` is looked for as far back as [`ENDINGS_WITHIN`]. The delivery worker handles them as it handles any webhook, with its
-//! locks, retries and order.
+//! webhook it missed; a `revoke` or `deny` is looked for as far back as [`ENDINGS_WITHIN`].
+//! The delivery worker handles them as it handles any webhook, with its locks, retries and
+//! order.
 
 use std::collections::BTreeSet;
 
@@ -38,8 +39,8 @@ impl Workflow {
     /// Queues a delivery for what the bot may have missed: a [`ForgeEvent::MissedChange`] for
     /// every open change request [`Self::may_have_missed`] names (one listing), then a comment
     /// event for every comment of the last [`COMMENTS_WITHIN`] (of the last [`ENDINGS_WITHIN`]
-    /// for a revoke or deny) that holds a command the bot has not answered (one listing, more only when there were over 100 comments). Returns
-    /// how many it queued. Keyed by what was seen, so that a second look (or a second
+    /// for a revoke or deny) that holds a command the bot has not answered (one listing, more
+    /// only when there were over 100 comments). Returns how many it queued. Keyed by what was seen, so that a second look (or a second
     /// replica) queues nothing twice.
     pub async fn catch_up(&self) -> anyhow::Result<usize> {
         // Nothing is listed that could not be stored.
