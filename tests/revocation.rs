@@ -677,6 +677,10 @@ async fn a_revoke_run_after_the_clock_stepped_back_keeps_its_job_until_the_expir
             .any(|j| j.kind == JobKind::Revoke && j.run_at == expires_at),
         "the revoke job is kept at the expiry: {jobs:#?}"
     );
+    // The step back put the clock inside the reminder window: the reminder is said first
+    // (settled here, so that the scheduler's timing cannot put it either side of the revoke).
+    s.settle().await;
+    s.expect_bot_comments(pr, &["⏰ @alice, your `prod/admin` access expires at"]);
     s.advance(TimeDelta::seconds(30));
     s.settle().await;
     assert_eq!(s.request("r1").await.state.to_string(), "revoked");

@@ -1953,7 +1953,9 @@ async fn revert_retargeted_at_its_merge(s: &Scenario) -> (u64, u64) {
     // A push by someone else makes the next pass list the branch, five minutes in: at the
     // expiry no listing is due, which would remove the file first (also safe, said otherwise).
     let readme = [("README.md", "# access requests, by hand\n")];
-    s.forge.push_direct(REPO, &s.people.erin, &readme, "docs");
+    let docs = s.forge.push_direct(REPO, &s.people.erin, &readme, "docs");
+    // Heard before the pass is due, or the pass may run first and list nothing.
+    s.heard_push_of(&docs).await;
     s.advance(TimeDelta::minutes(5));
     s.settle().await;
     let at = s.internal(revert);
