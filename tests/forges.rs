@@ -753,6 +753,53 @@ async fn one_service_serves_a_github_repo_and_a_gitlab_project_at_once() {
     );
 }
 
+/// A PR with more reactions than a page is polled at its last page, with that page's ETag
+/// (GitHub lists oldest first): an unchanged list costs no rate-limited call, yet a reaction
+/// taken back is read at the next poll and a 👍 added is seen and approves. With 200 the last
+/// page of 100 is full (a new reaction would start page three): it is polled by pages of 99.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pr_with_pages_of_reactions_is_polled_at_its_last_page_for_free() {
+    const REACTIONS: &str = "/repos/{owner}/{repo}/issues/{number}/reactions";
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    for (id, fans) in [("r1", 150), ("r2", 200)] {
+        let pr = s.open_request(&s.people.alice, "prod", id, &prod_request("1h"));
+        s.settle().await;
+        s.expect_bot_comments(pr, &["✅"]);
+        let hearts: Vec<u64> = (0..fans)
+            .map(|n| {
+                s.forge
+                    .react(REPO, pr, &s.forge.user(&format!("fan-{n}")), "heart")
+            })
+            .collect();
+        poll(&s).await;
+        s.forge.reset_calls();
+        for _ in 0..3 {
+            poll(&s).await;
+        }
+        let calls = s.forge.calls();
+        assert!(
+            calls.count("GET", REACTIONS) >= 3,
+            "{id}: {:?}",
+            calls.by_route
+        );
+        assert_eq!(calls.rate_limited("GET", REACTIONS), 0, "{id}: unchanged");
+        s.forge.unreact(REPO, pr, hearts[3]);
+        s.forge.reset_calls();
+        poll(&s).await;
+        assert!(
+            s.forge.calls().rate_limited("GET", REACTIONS) >= 2,
+            "{id}: the removal is seen and the list read again"
+        );
+        poll(&s).await;
+        s.emoji(pr, &s.people.carol, "+1");
+        poll(&s).await;
+        assert!(s.change(pr).merged, "{id}: {:#?}", s.bot_comments(pr));
+        s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
+    }
+}
+
 /// GitHub's ETag is a hash of the answer's body (for the token that asked), so the first poll
 /// of a new PR offers the ETag of an empty reaction list seen on another PR: free when the new
 /// PR has no emoji yet, and an emoji already there is still read in full.

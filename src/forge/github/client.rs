@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 
 use crate::forge::error::{decode, transport};
 use crate::forge::etag_cache::EtagCache;
-use crate::forge::github::reaction_etags::{Listed, ReactionEtags, Validator};
+use crate::forge::github::reaction_etags::{Listed, ReactionEtags, Tail, Validator};
 use crate::forge::note_mark::Marked;
 use crate::forge::retry::{
     RetryPolicy, branch_at, forge_now, perform_checked, perform_retryable, window_start,
@@ -1287,13 +1287,10 @@ impl GithubClient {
 
     /// Every reaction on a pull request.
     pub async fn reactions(&self, number: u64) -> Result<Vec<Reaction>, ForgeError> {
-        match self.reactions_since(Listed::Change(number), None).await? {
-            Polled::Changed { value, .. } => Ok(value),
-            Polled::NotModified => Err(ForgeError::Decode {
-                call: "reactions".into(),
-                detail: "304 to an unconditional request".into(),
-            }),
-        }
+        let (value, _) = self
+            .all_reactions(Listed::Change(number), None, false)
+            .await?;
+        Ok(value)
     }
 
     /// The reactions on a pull request if they changed since the last call for it: a
@@ -1327,24 +1324,28 @@ impl GithubClient {
 
     async fn list_if_changed(&self, list: Listed) -> Result<Option<Vec<Reaction>>, ForgeError> {
         let validator = self.reaction_etags.validator(list);
-        let etag = match &validator {
-            Some(Validator::Own(etag) | Validator::Empty(etag)) => Some(etag.as_str()),
-            None => None,
+        let (etag, tail) = match &validator {
+            Some(Validator::Own { etag, tail }) => (Some(etag.as_str()), *tail),
+            Some(Validator::Empty(etag)) => (Some(etag.as_str()), Tail::FIRST),
+            None => (None, Tail::FIRST),
         };
-        match self.reactions_since(list, etag).await? {
-            Polled::NotModified => match validator {
-                Some(Validator::Empty(etag)) => {
-                    self.reaction_etags.answered(list, Some(&etag), true);
-                    Ok(Some(Vec::new()))
-                }
-                _ => Ok(None),
-            },
-            Polled::Changed { etag, value } => {
+        let first = match self.reaction_page(list, tail, etag).await? {
+            Polled::NotModified => {
+                let Some(Validator::Empty(etag)) = validator else {
+                    return Ok(None);
+                };
                 self.reaction_etags
-                    .answered(list, etag.as_deref(), value.is_empty());
-                Ok(Some(value))
+                    .answered(list, Some(&etag), Tail::FIRST, true);
+                return Ok(Some(Vec::new()));
             }
-        }
+            // Page one begins the list; a later page changed is read again from the start.
+            Polled::Changed { etag, value } => (tail == Tail::FIRST).then_some((etag, value)),
+        };
+        let (value, kept) = self.all_reactions(list, first, true).await?;
+        let (tail, etag) = kept.map_or((Tail::FIRST, None), |(tail, etag)| (tail, Some(etag)));
+        self.reaction_etags
+            .answered(list, etag.as_deref(), tail, value.is_empty());
+        Ok(Some(value))
     }
 
     /// Forgets the ETag of PR `number`'s reactions: the next poll reads them whole.
@@ -1357,18 +1358,66 @@ impl GithubClient {
         self.reaction_etags.done_with(number);
     }
 
-    async fn reactions_since(
+    /// Every reaction of `list`, page by page from `first` (page one, if already read), and,
+    /// when `keep_tail`, the page to poll it at with that page's ETag (see [`Tail`]).
+    async fn all_reactions(
         &self,
         list: Listed,
-        etag: Option<&str>,
-    ) -> Result<Polled<Vec<Reaction>>, ForgeError> {
-        #[derive(Deserialize)]
-        struct Raw {
-            id: u64,
-            user: User,
-            content: String,
-            created_at: DateTime<Utc>,
+        first: Option<(Option<String>, Vec<RawReaction>)>,
+        keep_tail: bool,
+    ) -> Result<(Vec<Reaction>, Option<(Tail, String)>), ForgeError> {
+        let (mut etag, mut raw) = match first {
+            Some(first) => first,
+            None => self.reaction_page_in_full(list, Tail::FIRST).await?,
+        };
+        // Every page: an approval on page two counts as much as one on page one.
+        let mut read = Tail::FIRST;
+        let mut last = raw.len();
+        while last == 100 && read.page < 50 {
+            read.page += 1;
+            let (page_etag, batch) = self.reaction_page_in_full(list, read).await?;
+            (etag, last) = (page_etag, batch.len());
+            raw.extend(batch);
         }
+        let tail = Tail::of(raw.len());
+        let kept = if !keep_tail || raw.len() == 5_000 {
+            // The 50 pages read may not be all: nothing to poll a list's end at.
+            None
+        } else if tail == read {
+            etag.map(|etag| (tail, etag))
+        } else {
+            // Its last page of 100 is full: polled at its last page of 99 instead, if that
+            // still holds what the pages read end with.
+            let (etag, batch) = self.reaction_page_in_full(list, tail).await?;
+            let ids = |list: &[RawReaction]| list.iter().map(|r| r.id).collect::<Vec<_>>();
+            let ends_the_same = ids(&batch) == ids(&raw[(tail.page - 1) * tail.per_page..]);
+            etag.filter(|_| ends_the_same).map(|etag| (tail, etag))
+        };
+        let value = raw.into_iter().map(Reaction::from).collect();
+        Ok((value, kept))
+    }
+
+    async fn reaction_page_in_full(
+        &self,
+        list: Listed,
+        tail: Tail,
+    ) -> Result<(Option<String>, Vec<RawReaction>), ForgeError> {
+        match self.reaction_page(list, tail, None).await? {
+            Polled::Changed { etag, value } => Ok((etag, value)),
+            Polled::NotModified => Err(ForgeError::Decode {
+                call: "reactions".into(),
+                detail: "304 to an unconditional request".into(),
+            }),
+        }
+    }
+
+    /// One page of `list`, `tail.per_page` a page; `304` when it still has `etag`.
+    async fn reaction_page(
+        &self,
+        list: Listed,
+        tail: Tail,
+        etag: Option<&str>,
+    ) -> Result<Polled<Vec<RawReaction>>, ForgeError> {
         let mut headers = HeaderMap::new();
         if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
             headers.insert(http::header::IF_NONE_MATCH, etag);
@@ -1377,41 +1426,21 @@ impl GithubClient {
             Listed::Change(number) => format!("/issues/{number}/reactions"),
             Listed::Comment(id) => format!("/issues/comments/{id}/reactions"),
         };
-        let route = self.repo_path(&format!("{listed}?per_page=100"));
+        let query = match tail {
+            Tail::FIRST => "?per_page=100".to_owned(),
+            Tail { per_page, page } => format!("?per_page={per_page}&page={page}"),
+        };
+        let route = self.repo_path(&format!("{listed}{query}"));
         let answer = self.send(Method::GET, &route, None, headers).await?;
         if answer.status == StatusCode::NOT_MODIFIED {
             return Ok(Polled::NotModified);
         }
-        let mut raw: Vec<Raw> = decode(&route, &answer.body)?;
-        // The ETag is the first page's. GitHub lists reactions oldest first, so once that page
-        // is full a new reaction lands on a later one and leaves it unchanged: such a list is
-        // read in full at every poll, never answered `304`.
+        let value = decode(&route, &answer.body)?;
         let etag = answer
             .headers
             .get(http::header::ETAG)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .filter(|_| raw.len() < 100);
-        // Every page: an approval on page two counts as much as one on page one.
-        let mut last = raw.len();
-        for page in 2..=50 {
-            if last < 100 {
-                break;
-            }
-            let route = self.repo_path(&format!("{listed}?per_page=100&page={page}"));
-            let batch: Vec<Raw> = self.json(Method::GET, &route, None).await?;
-            last = batch.len();
-            raw.extend(batch);
-        }
-        let value = raw
-            .into_iter()
-            .map(|r| Reaction {
-                id: r.id,
-                user: r.user.into(),
-                content: r.content,
-                created_at: r.created_at,
-            })
-            .collect();
+            .map(str::to_owned);
         Ok(Polled::Changed { etag, value })
     }
 
@@ -1556,6 +1585,26 @@ impl From<User> for Actor {
             id: user.id,
             is_bot: user.kind == "Bot" || user.login.ends_with("[bot]"),
             login: user.login,
+        }
+    }
+}
+
+/// A reaction as GitHub lists it.
+#[derive(Deserialize)]
+struct RawReaction {
+    id: u64,
+    user: User,
+    content: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<RawReaction> for Reaction {
+    fn from(raw: RawReaction) -> Self {
+        Reaction {
+            id: raw.id,
+            user: raw.user.into(),
+            content: raw.content,
+            created_at: raw.created_at,
         }
     }
 }

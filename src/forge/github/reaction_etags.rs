@@ -8,6 +8,10 @@
 //! another list. A `304` then says the list is empty, which is an answer in full, not
 //! "unchanged"; any other list has another ETag and is answered `200` in full, as without it.
 //!
+//! GitHub lists reactions oldest first, 100 a page at most, and gives each page its own ETag:
+//! a list longer than a page is polled at its last page ([`Tail`]), which every added or
+//! removed reaction changes, and read in full when it changed.
+//!
 //! The bot's latest comment on a pull request is polled too: an approver who reacts on it
 //! (its verdict says "Needs 1 approval", and the emoji goes on the nearest post) is told
 //! where an emoji counts instead of waiting in silence. That comment is known only to the
@@ -19,6 +23,42 @@ use std::sync::{Arc, Mutex};
 /// How many pull requests' latest comments are kept at most (16 bytes each, and the map's own).
 const MAX_COMMENTS_KEPT: usize = 200_000;
 
+/// How many polls a list of more than one page is answered from its last page's ETag before
+/// it is read in full again. Its pages are read one after another, so a reaction removed
+/// meanwhile can leave the list read wrong under an up-to-date ETag: this bounds how long (five
+/// minutes at the default interval), at a tenth of the cost of reading it in full every poll.
+const POLLS_BETWEEN_FULL_READS: u8 = 10;
+
+/// The page of a list that a poll asks for: its last, chosen partly filled, so that a reaction
+/// added (it lands there, GitHub lists oldest first) or removed (the pages after it shift)
+/// changes that page and its ETag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tail {
+    pub(crate) per_page: usize,
+    pub(crate) page: usize,
+}
+
+impl Tail {
+    /// A list of one page: page one of 100.
+    pub(crate) const FIRST: Tail = Tail {
+        per_page: 100,
+        page: 1,
+    };
+
+    /// The page to poll a list of `len` reactions at: the last of 100, or, when 100 divide
+    /// `len` (the last page is full and a new reaction would start another), the last of 99.
+    pub(crate) fn of(len: usize) -> Tail {
+        if len < 100 {
+            return Tail::FIRST;
+        }
+        let per_page = if len.is_multiple_of(100) { 99 } else { 100 };
+        Tail {
+            per_page,
+            page: len.div_ceil(per_page),
+        }
+    }
+}
+
 /// A list of reactions: on a pull request (its description), or on one comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Listed {
@@ -29,10 +69,19 @@ pub(crate) enum Listed {
 /// The ETag to poll a list with, and what a `304` to it means.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Validator {
-    /// The ETag of this list's last answer: a `304` means unchanged since then.
-    Own(String),
-    /// The ETag of an empty list elsewhere: a `304` means the list is empty.
+    /// The ETag of this list's last answer at `tail`: a `304` means unchanged since then.
+    Own { etag: String, tail: Tail },
+    /// The ETag of an empty list elsewhere: a `304` to page one means the list is empty.
     Empty(String),
+}
+
+/// What the last answer for a list left to poll it with.
+#[derive(Debug)]
+struct Kept {
+    etag: String,
+    tail: Tail,
+    /// Polls left before a list of more than one page is read in full again.
+    polls_left: u8,
 }
 
 /// Shared by the clones of one client.
@@ -43,7 +92,7 @@ pub(crate) struct ReactionEtags {
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_list: HashMap<Listed, String>,
+    by_list: HashMap<Listed, Kept>,
     /// The ETag of the last empty list answered, whichever list it was.
     empty: Option<String>,
     /// The bot's latest comment on each pull request (or issue) it commented on.
@@ -51,27 +100,45 @@ struct Inner {
 }
 
 impl ReactionEtags {
-    /// What to poll `list` with, if anything.
+    /// What to poll `list` with, if anything (`None`: read it in full). Counts a poll of a
+    /// list of more than one page.
     pub(crate) fn validator(&self, list: Listed) -> Option<Validator> {
-        let inner = self.lock();
-        match inner.by_list.get(&list) {
-            Some(etag) => Some(Validator::Own(etag.clone())),
-            None => inner.empty.clone().map(Validator::Empty),
+        let mut inner = self.lock();
+        let empty = inner.empty.clone();
+        match inner.by_list.get_mut(&list) {
+            Some(kept) if kept.tail != Tail::FIRST && kept.polls_left == 0 => None,
+            Some(kept) => {
+                if kept.tail != Tail::FIRST {
+                    kept.polls_left -= 1;
+                }
+                Some(Validator::Own {
+                    etag: kept.etag.clone(),
+                    tail: kept.tail,
+                })
+            }
+            None => empty.map(Validator::Empty),
         }
     }
 
-    /// Keeps the ETag of an answer for `list` (`None`: the answer had none, so the next poll
-    /// reads in full); `empty` when the answer listed no reaction.
-    pub(crate) fn answered(&self, list: Listed, etag: Option<&str>, empty: bool) {
+    /// Keeps the ETag of an answer for `list` at `tail` (`None`: the answer had none, so the
+    /// next poll reads in full); `empty` when the answer listed no reaction.
+    pub(crate) fn answered(&self, list: Listed, etag: Option<&str>, tail: Tail, empty: bool) {
         let mut inner = self.lock();
         match etag {
             Some(etag) => {
                 if empty {
                     inner.empty = Some(etag.to_owned());
                 }
-                inner.by_list.insert(list, etag.to_owned())
+                let kept = Kept {
+                    etag: etag.to_owned(),
+                    tail,
+                    polls_left: POLLS_BETWEEN_FULL_READS,
+                };
+                inner.by_list.insert(list, kept);
             }
-            None => inner.by_list.remove(&list),
+            None => {
+                inner.by_list.remove(&list);
+            }
         };
     }
 
@@ -134,13 +201,13 @@ mod tests {
         let etags = ReactionEtags::default();
         let (one, two, three) = (Listed::Change(1), Listed::Change(2), Listed::Change(3));
         assert_eq!(etags.validator(one), None);
-        etags.answered(one, Some("\"e1\""), false);
+        etags.answered(one, Some("\"e1\""), Tail::FIRST, false);
         assert_eq!(
             etags.validator(two),
             None,
             "a list with reactions is no seed"
         );
-        etags.answered(three, Some("\"empty\""), true);
+        etags.answered(three, Some("\"empty\""), Tail::FIRST, true);
         assert_eq!(
             etags.validator(two),
             Some(Validator::Empty("\"empty\"".into()))
@@ -150,13 +217,19 @@ mod tests {
             Some(Validator::Empty("\"empty\"".into())),
             "a comment's empty list is the same list"
         );
-        assert_eq!(etags.validator(one), Some(Validator::Own("\"e1\"".into())));
+        assert_eq!(
+            etags.validator(one),
+            Some(Validator::Own {
+                etag: "\"e1\"".into(),
+                tail: Tail::FIRST
+            })
+        );
         etags.forget(one);
         assert_eq!(
             etags.validator(one),
             Some(Validator::Empty("\"empty\"".into()))
         );
-        etags.answered(three, None, true);
+        etags.answered(three, None, Tail::FIRST, true);
         assert_eq!(
             etags.validator(three),
             Some(Validator::Empty("\"empty\"".into()))
@@ -168,8 +241,8 @@ mod tests {
         let etags = ReactionEtags::default();
         assert_eq!(etags.latest_comment(7), None);
         etags.commented(7, 100);
-        etags.answered(Listed::Comment(100), Some("\"c100\""), false);
-        etags.answered(Listed::Change(7), Some("\"pr7\""), false);
+        etags.answered(Listed::Comment(100), Some("\"c100\""), Tail::FIRST, false);
+        etags.answered(Listed::Change(7), Some("\"pr7\""), Tail::FIRST, false);
         etags.commented(7, 101);
         assert_eq!(etags.latest_comment(7), Some(101));
         assert_eq!(
@@ -177,10 +250,59 @@ mod tests {
             None,
             "its ETag went with it"
         );
-        etags.answered(Listed::Comment(101), Some("\"c101\""), false);
+        etags.answered(Listed::Comment(101), Some("\"c101\""), Tail::FIRST, false);
         etags.done_with(7);
         assert_eq!(etags.latest_comment(7), None);
         assert_eq!(etags.validator(Listed::Comment(101)), None);
         assert_eq!(etags.validator(Listed::Change(7)), None);
+    }
+
+    #[test]
+    fn a_list_is_polled_at_a_last_page_that_one_more_reaction_would_change() {
+        let tail = |per_page, page| Tail { per_page, page };
+        assert_eq!(Tail::of(0), Tail::FIRST);
+        assert_eq!(Tail::of(99), Tail::FIRST);
+        assert_eq!(Tail::of(100), tail(99, 2), "page one of 100 is full");
+        assert_eq!(Tail::of(101), tail(100, 2));
+        assert_eq!(Tail::of(250), tail(100, 3));
+        assert_eq!(Tail::of(300), tail(99, 4));
+        for len in 100..=5_000 {
+            let Tail { per_page, page } = Tail::of(len);
+            let on_last = len - (page - 1) * per_page;
+            assert!(
+                (1..per_page).contains(&on_last),
+                "{len}: {on_last} of {per_page}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_list_of_more_than_one_page_is_read_in_full_every_tenth_poll() {
+        let etags = ReactionEtags::default();
+        let long = Listed::Change(1);
+        let tail = Tail::of(150);
+        etags.answered(long, Some("\"p2\""), tail, false);
+        let own = Some(Validator::Own {
+            etag: "\"p2\"".into(),
+            tail,
+        });
+        for _ in 0..POLLS_BETWEEN_FULL_READS {
+            assert_eq!(etags.validator(long), own);
+        }
+        assert_eq!(etags.validator(long), None, "read in full");
+        etags.answered(long, Some("\"p2\""), tail, false);
+        assert_eq!(
+            etags.validator(long),
+            own,
+            "counted again from the full read"
+        );
+        let short = Listed::Change(2);
+        etags.answered(short, Some("\"s\""), Tail::FIRST, false);
+        for _ in 0..=POLLS_BETWEEN_FULL_READS {
+            assert!(
+                etags.validator(short).is_some(),
+                "one page is read whole at every 200"
+            );
+        }
     }
 }
