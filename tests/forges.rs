@@ -9,6 +9,9 @@ use chrono::TimeDelta;
 use common::*;
 
 /// Lets the bot notice what only a poll finds on GitHub (emoji), and settles.
+/// GitHub's list of a PR's reactions, as the test forge counts its calls.
+const PR_REACTIONS: &str = "/repos/{owner}/{repo}/issues/{number}/reactions";
+
 async fn poll(s: &Scenario) {
     s.advance(TimeDelta::seconds(30));
     s.settle().await;
@@ -759,7 +762,6 @@ async fn one_service_serves_a_github_repo_and_a_gitlab_project_at_once() {
 /// page of 100 is full (a new reaction would start page three): it is polled by pages of 99.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pr_with_pages_of_reactions_is_polled_at_its_last_page_for_free() {
-    const REACTIONS: &str = "/repos/{owner}/{repo}/issues/{number}/reactions";
     let Some(s) = Scenario::start(Backend::Sqlite).await else {
         return;
     };
@@ -767,11 +769,9 @@ async fn a_pr_with_pages_of_reactions_is_polled_at_its_last_page_for_free() {
         let pr = s.open_request(&s.people.alice, "prod", id, &prod_request("1h"));
         s.settle().await;
         s.expect_bot_comments(pr, &["✅"]);
+        let fan = |n: usize| s.forge.user(&format!("fan-{n}"));
         let hearts: Vec<u64> = (0..fans)
-            .map(|n| {
-                s.forge
-                    .react(REPO, pr, &s.forge.user(&format!("fan-{n}")), "heart")
-            })
+            .map(|n| s.forge.react(REPO, pr, &fan(n), "heart"))
             .collect();
         poll(&s).await;
         s.forge.reset_calls();
@@ -780,17 +780,23 @@ async fn a_pr_with_pages_of_reactions_is_polled_at_its_last_page_for_free() {
         }
         let calls = s.forge.calls();
         assert!(
-            calls.count("GET", REACTIONS) >= 3,
+            calls.count("GET", PR_REACTIONS) >= 3,
             "{id}: {:?}",
             calls.by_route
         );
-        assert_eq!(calls.rate_limited("GET", REACTIONS), 0, "{id}: unchanged");
+        assert_eq!(
+            calls.rate_limited("GET", PR_REACTIONS),
+            0,
+            "{id}: unchanged"
+        );
+        // One taken back and another given: the list is as long as before, and read again.
         s.forge.unreact(REPO, pr, hearts[3]);
+        s.forge.react(REPO, pr, &fan(fans), "heart");
         s.forge.reset_calls();
         poll(&s).await;
         assert!(
-            s.forge.calls().rate_limited("GET", REACTIONS) >= 2,
-            "{id}: the removal is seen and the list read again"
+            s.forge.calls().rate_limited("GET", PR_REACTIONS) >= 2,
+            "{id}: the change is seen and the list read again"
         );
         poll(&s).await;
         s.emoji(pr, &s.people.carol, "+1");
@@ -798,6 +804,43 @@ async fn a_pr_with_pages_of_reactions_is_polled_at_its_last_page_for_free() {
         assert!(s.change(pr).merged, "{id}: {:#?}", s.bot_comments(pr));
         s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
     }
+}
+
+/// A reaction taken back on page one while the poll reads page two shifts carol's 👍 from page
+/// two to page one between the reads: the list read misses it, under page two's up-to-date
+/// ETag. Page one, asked again with its ETag, says the list moved, so the next poll reads it
+/// whole and the approval is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaction_taken_back_while_the_pages_are_read_misses_no_approval() {
+    let Some(s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.expect_bot_comments(pr, &["✅"]);
+    let fan = |n: usize| s.forge.user(&format!("fan-{n}"));
+    let hearts: Vec<u64> = (0..100)
+        .map(|n| s.forge.react(REPO, pr, &fan(n), "heart"))
+        .collect();
+    s.emoji(pr, &s.people.carol, "+1"); // the 101st: first on page two
+    for n in 100..150 {
+        s.forge.react(REPO, pr, &fan(n), "heart");
+    }
+    // Right before the poll's second call to the list (its page two), a heart on page one goes.
+    let path = format!("/repos/{REPO}/issues/{}/reactions", s.internal(pr));
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let second_read =
+        breakglass_test_forge::RouteMatcher::Predicate(std::sync::Arc::new(move |method, at| {
+            *method == http::Method::GET
+                && at == path
+                && calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
+        }));
+    s.forge
+        .unreact_before(second_read, REPO, s.internal(pr), hearts[5]);
+    poll(&s).await;
+    poll(&s).await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
 }
 
 /// GitHub's ETag is a hash of the answer's body (for the token that asked), so the first poll

@@ -203,6 +203,21 @@ pub struct PushBefore {
     pub files: Vec<(String, String)>,
 }
 
+/// A reaction on an issue or pull request taken back right before the next request `route`
+/// matches is served (see `TestForge::unreact_before`): a reaction removed while the bot reads
+/// a list of them page by page.
+#[derive(Debug, Clone)]
+pub struct UnreactBefore {
+    /// Which request sees the list without it first.
+    pub route: RouteMatcher,
+    /// The repository, `owner/name`.
+    pub repo: String,
+    /// The issue or pull request.
+    pub number: u64,
+    /// The reaction's id.
+    pub reaction_id: u64,
+}
+
 /// A pull request opened from a fork's branch by a person right before the next request
 /// `route` matches is served (see `TestForge::open_fork_pr_before`): a fork's pull request from
 /// a branch named like the bot's, landing between the bot's opening and its look for it.

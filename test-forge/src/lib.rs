@@ -188,7 +188,7 @@ use std::sync::{Arc, Mutex};
 
 pub use failures::{
     BranchDetour, CallStats, FailureKind, FailureSpec, ForkPullBefore, PushBefore, RetargetBefore,
-    RouteMatcher, RoutePredicate,
+    RouteMatcher, RoutePredicate, UnreactBefore,
 };
 pub use gitlab::Noteable;
 pub use model::{
@@ -241,6 +241,7 @@ impl TestForge {
             retargets: Mutex::new(Vec::new()),
             pushes: Mutex::new(Vec::new()),
             fork_pulls: Mutex::new(Vec::new()),
+            unreacts: Mutex::new(Vec::new()),
             calls: Mutex::new(CallStats::default()),
             rate: Mutex::new(Default::default()),
             timeline,
@@ -447,6 +448,18 @@ impl TestForge {
                 .iter()
                 .map(|(p, c)| ((*p).to_owned(), (*c).to_owned()))
                 .collect(),
+        });
+    }
+
+    /// Reaction `reaction_id` on issue or pull request `number` is taken back right before the
+    /// next API call `route` matches is served (GitHub dialect): a reaction removed while the
+    /// bot reads the list page by page.
+    pub fn unreact_before(&self, route: RouteMatcher, repo: &str, number: u64, reaction_id: u64) {
+        self.shared.add_unreact(UnreactBefore {
+            route,
+            repo: repo.to_owned(),
+            number,
+            reaction_id,
         });
     }
 

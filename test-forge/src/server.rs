@@ -8,6 +8,7 @@ use tempfile::TempDir;
 
 use crate::failures::{
     BranchDetour, CallStats, FailureKind, FailureSpec, ForkPullBefore, PushBefore, RetargetBefore,
+    UnreactBefore,
 };
 use crate::state::ForgeState;
 use crate::webhooks::WebhookHub;
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     pub pushes: Mutex<Vec<PushBefore>>,
     /// Fork pull requests waiting for their request (see `TestForge::open_fork_pr_before`).
     pub fork_pulls: Mutex<Vec<ForkPullBefore>>,
+    /// Reactions to take back before their request (see `TestForge::unreact_before`).
+    pub unreacts: Mutex<Vec<UnreactBefore>>,
     pub calls: Mutex<CallStats>,
     pub rate: Mutex<RateState>,
     /// Spans of calls and webhook sends, and the added latency (benchmarks).
@@ -149,6 +152,17 @@ impl Shared {
 
     pub fn add_fork_pull(&self, pull: ForkPullBefore) {
         relock(&self.fork_pulls).push(pull);
+    }
+
+    /// Takes the reactions to take back before this request.
+    pub fn take_unreacts(&self, method: &Method, path: &str, route: &str) -> Vec<UnreactBefore> {
+        take_matching(&self.unreacts, |u| {
+            u.route.matches(method, path, Some(route))
+        })
+    }
+
+    pub fn add_unreact(&self, unreact: UnreactBefore) {
+        relock(&self.unreacts).push(unreact);
     }
 
     pub fn add_detour(&self, detour: BranchDetour) {

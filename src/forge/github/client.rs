@@ -1366,35 +1366,68 @@ impl GithubClient {
         first: Option<(Option<String>, Vec<RawReaction>)>,
         keep_tail: bool,
     ) -> Result<(Vec<Reaction>, Option<(Tail, String)>), ForgeError> {
-        let (mut etag, mut raw) = match first {
+        let (etag, mut raw) = match first {
             Some(first) => first,
             None => self.reaction_page_in_full(list, Tail::FIRST).await?,
         };
         // Every page: an approval on page two counts as much as one on page one.
+        let mut etags = vec![etag];
         let mut read = Tail::FIRST;
         let mut last = raw.len();
         while last == 100 && read.page < 50 {
             read.page += 1;
-            let (page_etag, batch) = self.reaction_page_in_full(list, read).await?;
-            (etag, last) = (page_etag, batch.len());
+            let (etag, batch) = self.reaction_page_in_full(list, read).await?;
+            last = batch.len();
+            etags.push(etag);
             raw.extend(batch);
         }
-        let tail = Tail::of(raw.len());
-        let kept = if !keep_tail || raw.len() == 5_000 {
-            // The 50 pages read may not be all: nothing to poll a list's end at.
-            None
-        } else if tail == read {
-            etag.map(|etag| (tail, etag))
+        let kept = if keep_tail && raw.len() < 5_000 {
+            self.tail_to_poll(list, &raw, read, etags).await?
         } else {
-            // Its last page of 100 is full: polled at its last page of 99 instead, if that
-            // still holds what the pages read end with.
-            let (etag, batch) = self.reaction_page_in_full(list, tail).await?;
-            let ids = |list: &[RawReaction]| list.iter().map(|r| r.id).collect::<Vec<_>>();
-            let ends_the_same = ids(&batch) == ids(&raw[(tail.page - 1) * tail.per_page..]);
-            etag.filter(|_| ends_the_same).map(|etag| (tail, etag))
+            // Not polled, or the 50 pages read may not be all: no end to poll it at.
+            None
         };
         let value = raw.into_iter().map(Reaction::from).collect();
         Ok((value, kept))
+    }
+
+    /// The page to poll `list` at, with its ETag, once `raw` was read page by page up to
+    /// `read` (`etags`, one per page). `None` when the list moved while it was read.
+    async fn tail_to_poll(
+        &self,
+        list: Listed,
+        raw: &[RawReaction],
+        read: Tail,
+        mut etags: Vec<Option<String>>,
+    ) -> Result<Option<(Tail, String)>, ForgeError> {
+        let tail = Tail::of(raw.len());
+        let etag = if tail == read {
+            etags.pop().flatten()
+        } else {
+            // Its last page of 100 is full: polled at its last page of 99 instead, if that
+            // still ends the way the pages read did.
+            etags.pop();
+            let (etag, batch) = self.reaction_page_in_full(list, tail).await?;
+            let ids = |list: &[RawReaction]| list.iter().map(|r| r.id).collect::<Vec<_>>();
+            let ends_the_same = ids(&batch) == ids(&raw[(tail.page - 1) * tail.per_page..]);
+            etag.filter(|_| ends_the_same)
+        };
+        // A reaction taken back on a page already read shifts the pages after it: the list
+        // read would miss one under an up-to-date last page. Each earlier page, asked again
+        // with its ETag (free while unchanged), says it did not move.
+        for (page, etag) in (1..).zip(etags) {
+            let Some(etag) = etag else {
+                return Ok(None);
+            };
+            let at = Tail {
+                per_page: 100,
+                page,
+            };
+            if let Polled::Changed { .. } = self.reaction_page(list, at, Some(&etag)).await? {
+                return Ok(None);
+            }
+        }
+        Ok(etag.map(|etag| (tail, etag)))
     }
 
     async fn reaction_page_in_full(

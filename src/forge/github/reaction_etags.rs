@@ -23,12 +23,6 @@ use std::sync::{Arc, Mutex};
 /// How many pull requests' latest comments are kept at most (16 bytes each, and the map's own).
 const MAX_COMMENTS_KEPT: usize = 200_000;
 
-/// How many polls a list of more than one page is answered from its last page's ETag before
-/// it is read in full again. Its pages are read one after another, so a reaction removed
-/// meanwhile can leave the list read wrong under an up-to-date ETag: this bounds how long (five
-/// minutes at the default interval), at a tenth of the cost of reading it in full every poll.
-const POLLS_BETWEEN_FULL_READS: u8 = 10;
-
 /// The page of a list that a poll asks for: its last, chosen partly filled, so that a reaction
 /// added (it lands there, GitHub lists oldest first) or removed (the pages after it shift)
 /// changes that page and its ETag.
@@ -80,8 +74,6 @@ pub(crate) enum Validator {
 struct Kept {
     etag: String,
     tail: Tail,
-    /// Polls left before a list of more than one page is read in full again.
-    polls_left: u8,
 }
 
 /// Shared by the clones of one client.
@@ -100,23 +92,15 @@ struct Inner {
 }
 
 impl ReactionEtags {
-    /// What to poll `list` with, if anything (`None`: read it in full). Counts a poll of a
-    /// list of more than one page.
+    /// What to poll `list` with, if anything.
     pub(crate) fn validator(&self, list: Listed) -> Option<Validator> {
-        let mut inner = self.lock();
-        let empty = inner.empty.clone();
-        match inner.by_list.get_mut(&list) {
-            Some(kept) if kept.tail != Tail::FIRST && kept.polls_left == 0 => None,
-            Some(kept) => {
-                if kept.tail != Tail::FIRST {
-                    kept.polls_left -= 1;
-                }
-                Some(Validator::Own {
-                    etag: kept.etag.clone(),
-                    tail: kept.tail,
-                })
-            }
-            None => empty.map(Validator::Empty),
+        let inner = self.lock();
+        match inner.by_list.get(&list) {
+            Some(kept) => Some(Validator::Own {
+                etag: kept.etag.clone(),
+                tail: kept.tail,
+            }),
+            None => inner.empty.clone().map(Validator::Empty),
         }
     }
 
@@ -132,7 +116,6 @@ impl ReactionEtags {
                 let kept = Kept {
                     etag: etag.to_owned(),
                     tail,
-                    polls_left: POLLS_BETWEEN_FULL_READS,
                 };
                 inner.by_list.insert(list, kept);
             }
@@ -272,36 +255,6 @@ mod tests {
             assert!(
                 (1..per_page).contains(&on_last),
                 "{len}: {on_last} of {per_page}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_list_of_more_than_one_page_is_read_in_full_every_tenth_poll() {
-        let etags = ReactionEtags::default();
-        let long = Listed::Change(1);
-        let tail = Tail::of(150);
-        etags.answered(long, Some("\"p2\""), tail, false);
-        let own = Some(Validator::Own {
-            etag: "\"p2\"".into(),
-            tail,
-        });
-        for _ in 0..POLLS_BETWEEN_FULL_READS {
-            assert_eq!(etags.validator(long), own);
-        }
-        assert_eq!(etags.validator(long), None, "read in full");
-        etags.answered(long, Some("\"p2\""), tail, false);
-        assert_eq!(
-            etags.validator(long),
-            own,
-            "counted again from the full read"
-        );
-        let short = Listed::Change(2);
-        etags.answered(short, Some("\"s\""), Tail::FIRST, false);
-        for _ in 0..=POLLS_BETWEEN_FULL_READS {
-            assert!(
-                etags.validator(short).is_some(),
-                "one page is read whole at every 200"
             );
         }
     }

@@ -370,6 +370,12 @@ impl Detoured {
                 tracing::warn!(%err, ?p, "test-forge: push not made");
             }
         }
+        for u in app.take_unreacts(method, path, route) {
+            let target = crate::ops::ReactionTarget::Issue(u.number);
+            if let Err(err) = app.lock().delete_reaction(&u.repo, target, u.reaction_id) {
+                tracing::warn!(%err, ?u, "test-forge: reaction not taken back");
+            }
+        }
         for f in app.take_fork_pulls(method, path, route) {
             let files = files_written(&f.files);
             let new = crate::ops::NewPull {
