@@ -91,6 +91,9 @@ const CONTENTS_DIR_LIMIT: usize = 1000;
 /// The most pages of a PR's timeline read for its head's moves (100 events each).
 const TIMELINE_PAGES: u32 = 10;
 
+/// The most pages of the repository's comments read at start (100 each), newest first.
+const RECENT_COMMENT_PAGES: u32 = 10;
+
 /// A raw answer: status, headers and body text.
 struct Answer {
     status: StatusCode,
@@ -988,7 +991,7 @@ impl GithubClient {
         }
         let mut all = Vec::new();
         let mut kept = None;
-        for page in 1..=10 {
+        for page in 1..=RECENT_COMMENT_PAGES {
             let route = self.repo_path(&format!(
                 "/issues/comments?sort=created&direction=desc&per_page=100&page={page}"
             ));
@@ -1023,9 +1026,13 @@ impl GithubClient {
                     }),
             );
             if last_page {
-                break;
+                return Ok(all);
             }
         }
+        tracing::warn!(
+            pages = RECENT_COMMENT_PAGES,
+            "more comments in the catch-up window than are read: older ones are not looked for"
+        );
         Ok(all)
     }
 
