@@ -8,10 +8,10 @@ mod common;
 use chrono::TimeDelta;
 use common::*;
 
-/// Lets the bot notice what only a poll finds on GitHub (emoji), and settles.
 /// GitHub's list of a PR's reactions, as the test forge counts its calls.
 const PR_REACTIONS: &str = "/repos/{owner}/{repo}/issues/{number}/reactions";
 
+/// Lets the bot notice what only a poll finds on GitHub (emoji), and settles.
 async fn poll(s: &Scenario) {
     s.advance(TimeDelta::seconds(30));
     s.settle().await;
@@ -838,6 +838,8 @@ async fn a_reaction_taken_back_while_the_pages_are_read_misses_no_approval() {
     s.forge
         .unreact_before(second_read, REPO, s.internal(pr), hearts[5]);
     poll(&s).await;
+    assert_eq!(s.forge.reactions(REPO, pr).len(), 150, "the heart went");
+    assert!(!s.change(pr).merged, "carol's 👍 was missed by this read");
     poll(&s).await;
     assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
     s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);

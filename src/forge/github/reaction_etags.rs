@@ -23,6 +23,11 @@ use std::sync::{Arc, Mutex};
 /// How many pull requests' latest comments are kept at most (16 bytes each, and the map's own).
 const MAX_COMMENTS_KEPT: usize = 200_000;
 
+/// How many polls a list of more than one page is answered from its last page's ETag before
+/// it is read in full again anyway: a backstop (about an hour at the default interval) should
+/// a page asked again have been answered from a replica that had not seen a removal yet.
+const POLLS_BETWEEN_FULL_READS: u8 = 120;
+
 /// The page of a list that a poll asks for: its last, chosen partly filled, so that a reaction
 /// added (it lands there, GitHub lists oldest first) or removed (the pages after it shift)
 /// changes that page and its ETag.
@@ -74,6 +79,8 @@ pub(crate) enum Validator {
 struct Kept {
     etag: String,
     tail: Tail,
+    /// Polls left before a list of more than one page is read in full again.
+    polls_left: u8,
 }
 
 /// Shared by the clones of one client.
@@ -92,15 +99,23 @@ struct Inner {
 }
 
 impl ReactionEtags {
-    /// What to poll `list` with, if anything.
+    /// What to poll `list` with, if anything (`None`: read it in full). Counts a poll of a
+    /// list of more than one page.
     pub(crate) fn validator(&self, list: Listed) -> Option<Validator> {
-        let inner = self.lock();
-        match inner.by_list.get(&list) {
-            Some(kept) => Some(Validator::Own {
-                etag: kept.etag.clone(),
-                tail: kept.tail,
-            }),
-            None => inner.empty.clone().map(Validator::Empty),
+        let mut inner = self.lock();
+        let empty = inner.empty.clone();
+        match inner.by_list.get_mut(&list) {
+            Some(kept) if kept.tail != Tail::FIRST && kept.polls_left == 0 => None,
+            Some(kept) => {
+                if kept.tail != Tail::FIRST {
+                    kept.polls_left -= 1;
+                }
+                Some(Validator::Own {
+                    etag: kept.etag.clone(),
+                    tail: kept.tail,
+                })
+            }
+            None => empty.map(Validator::Empty),
         }
     }
 
@@ -116,6 +131,7 @@ impl ReactionEtags {
                 let kept = Kept {
                     etag: etag.to_owned(),
                     tail,
+                    polls_left: POLLS_BETWEEN_FULL_READS,
                 };
                 inner.by_list.insert(list, kept);
             }
@@ -255,6 +271,36 @@ mod tests {
             assert!(
                 (1..per_page).contains(&on_last),
                 "{len}: {on_last} of {per_page}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_list_of_more_than_one_page_is_read_in_full_now_and_then() {
+        let etags = ReactionEtags::default();
+        let long = Listed::Change(1);
+        let tail = Tail::of(150);
+        etags.answered(long, Some("\"p2\""), tail, false);
+        let own = Some(Validator::Own {
+            etag: "\"p2\"".into(),
+            tail,
+        });
+        for _ in 0..POLLS_BETWEEN_FULL_READS {
+            assert_eq!(etags.validator(long), own);
+        }
+        assert_eq!(etags.validator(long), None, "read in full");
+        etags.answered(long, Some("\"p2\""), tail, false);
+        assert_eq!(
+            etags.validator(long),
+            own,
+            "counted again from the full read"
+        );
+        let short = Listed::Change(2);
+        etags.answered(short, Some("\"s\""), Tail::FIRST, false);
+        for _ in 0..=POLLS_BETWEEN_FULL_READS {
+            assert!(
+                etags.validator(short).is_some(),
+                "one page is read whole at every 200"
             );
         }
     }
