@@ -850,7 +850,6 @@ async fn a_reaction_taken_back_while_the_pages_are_read_misses_no_approval() {
 /// PR has no emoji yet, and an emoji already there is still read in full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_prs_first_reaction_poll_is_free_and_still_sees_an_emoji_already_there() {
-    const REACTIONS: &str = "/repos/{owner}/{repo}/issues/{number}/reactions";
     let Some(s) = Scenario::start(Backend::Sqlite).await else {
         return;
     };
@@ -858,7 +857,7 @@ async fn a_new_prs_first_reaction_poll_is_free_and_still_sees_an_emoji_already_t
     s.settle().await;
     poll(&s).await;
     assert!(
-        s.forge.calls().rate_limited("GET", REACTIONS) >= 1,
+        s.forge.calls().rate_limited("GET", PR_REACTIONS) >= 1,
         "the first empty list is read in full"
     );
     s.forge.reset_calls();
@@ -867,12 +866,12 @@ async fn a_new_prs_first_reaction_poll_is_free_and_still_sees_an_emoji_already_t
     poll(&s).await;
     let calls = s.forge.calls();
     assert!(
-        calls.count("GET", REACTIONS) >= 3,
+        calls.count("GET", PR_REACTIONS) >= 3,
         "r1 polled, r2 polled twice: {:?}",
         calls.by_route
     );
     assert_eq!(
-        calls.rate_limited("GET", REACTIONS),
+        calls.rate_limited("GET", PR_REACTIONS),
         0,
         "r2's first poll is answered 304 with the empty list's ETag"
     );
