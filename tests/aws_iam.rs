@@ -909,10 +909,11 @@ async fn aws_errors_are_typed_by_what_the_caller_should_do() {
 #[tokio::test]
 async fn aws_out_of_reach_is_transient_and_an_unconfigured_provider_is_unavailable() {
     fake_credentials();
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Bound but never listening, for the whole test: connections are refused, and no test
+    // running beside this one can be given the port and answer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = socket.local_addr().unwrap().port();
     let provider = AwsProvider::from_config(&AwsConfig {
         region: "us-east-1".into(),
         endpoint_url: format!("http://127.0.0.1:{closed}"),

@@ -45,8 +45,10 @@ fn chaos_service_process() {
     service::serve(config.as_ref(), clock.as_ref());
 }
 
-/// One chaos run at a time in this binary: the runs measure revocation delays in seconds, and
-/// two of them at once on two cores would measure each other.
+/// One chaos run at a time: the runs measure revocation delays in seconds, and two of them at
+/// once on two cores would measure each other. This orders the runs of one process (a plain
+/// `cargo test`); `.config/nextest.toml` puts them in one test group for cargo-nextest, which
+/// runs each test in a process of its own.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn play(plan: Plan) {

@@ -414,7 +414,7 @@ on_both_forges!(
         s.note(pr, &s.people.alice, "/breakglass status");
         until("the reply hangs", || async { replies() > before }).await;
         let stopping = Instant::now();
-        s.service.take().expect("running").shutdown().await;
+        s.stop().await;
         let took = stopping.elapsed();
         assert!(
             took < Duration::from_secs(3),

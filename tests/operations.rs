@@ -601,7 +601,7 @@ async fn graceful_shutdown_stops_listening_and_a_restart_carries_on() {
     s.settle().await;
     let addr = s.service.as_ref().unwrap().addr;
     let started = std::time::Instant::now();
-    s.service.take().unwrap().shutdown().await;
+    s.stop().await;
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "shutdown took {:?}",

@@ -16,10 +16,12 @@ async fn sigterm_shuts_the_service_down_gracefully() {
     let secret = dir.path().join("secret");
     std::fs::write(&token, forge.token_for(&bot)).unwrap();
     std::fs::write(&secret, "s3cret").unwrap();
-    let port = {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap().port()
-    };
+    // The port stays bound (never listening) until the test ends, so that no test beside
+    // this one is handed it before the binary binds it (SO_REUSEADDR on both).
+    let port_held = tokio::net::TcpSocket::new_v4().unwrap();
+    port_held.set_reuseaddr(true).unwrap();
+    port_held.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = port_held.local_addr().unwrap().port();
     let config = dir.path().join("breakglass.toml");
     std::fs::write(
         &config,

@@ -304,10 +304,12 @@ async fn raw_delivery_with_a_wrong_secret_is_refused_by_the_receiver() {
 #[tokio::test]
 async fn deliveries_record_the_receivers_status() {
     let w = world().await;
-    // Nobody listens on this hook: the delivery fails and is kept for redelivery.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Nobody listens on this hook: the delivery fails and is kept for redelivery. The port
+    // stays bound (never listening) for the whole test, so that no test running beside this
+    // one can be given it and answer.
+    let dead = tokio::net::TcpSocket::new_v4().unwrap();
+    dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let url = format!("http://{}/hook", dead.local_addr().unwrap());
-    drop(dead);
     w.forge.add_webhook(&url, SECRET);
     w.forge.open_issue(REPO, &w.alice, "x", "");
     w.forge.settle().await;

@@ -12,6 +12,8 @@ use super::service::{CLOCK_VAR, CONFIG_VAR};
 pub struct Replica {
     pub index: usize,
     pub port: u16,
+    /// The port, held for the replica's whole life (see [`reserve_port`]).
+    _port_held: tokio::net::TcpSocket,
     dir: PathBuf,
     clock: PathBuf,
     child: Option<Child>,
@@ -21,7 +23,8 @@ pub struct Replica {
 impl Replica {
     /// A replica with its own config (its own port) in `dir/replica-<index>`.
     pub fn new(index: usize, dir: &Path, clock: &Path, config: &Config) -> Self {
-        let port = free_port();
+        let port_held = reserve_port();
+        let port = port_held.local_addr().expect("a bound port").port();
         let dir = dir.join(format!("replica-{index}"));
         std::fs::create_dir_all(&dir).expect("replica dir");
         let config = Config {
@@ -36,6 +39,7 @@ impl Replica {
         Self {
             index,
             port,
+            _port_held: port_held,
             dir,
             clock: clock.to_owned(),
             child: None,
@@ -123,9 +127,14 @@ impl Drop for Replica {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// A free port, kept bound but never listening: the replica's process binds it beside this
+/// socket (SO_REUSEADDR on both, only one listening), and while the replica is down between a
+/// kill and its restart, the kernel hands the port to no other test's listener.
+fn reserve_port() -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("a free port");
+    socket
 }

@@ -86,6 +86,10 @@ pub struct Scenario {
     /// Each service's grace for a graceful stop.
     pub shutdown_grace: Duration,
     strict: strict::Strict,
+    /// The addresses of stopped services, kept bound (never listening) until the scenario ends:
+    /// the forge still sends their webhooks there, and a test running beside this one must
+    /// not be handed the port and receive them.
+    stopped_addrs: Vec<tokio::net::TcpSocket>,
     _database: Database,
     _secrets: tempfile::TempDir,
 }
@@ -259,6 +263,7 @@ impl Scenario {
             config,
             service: None,
             replicas: Vec::new(),
+            stopped_addrs: Vec::new(),
             forge_timeout: setup.forge_timeout.unwrap_or(service::FORGE_TIMEOUT),
             forge_backoff: setup.forge_backoff.unwrap_or(TEST_BACKOFF),
             shutdown_grace: setup.shutdown_grace.unwrap_or(service::SHUTDOWN_GRACE),
@@ -316,7 +321,28 @@ impl Scenario {
     /// A crash: the service's tasks die where they stand, nothing is shut down cleanly.
     pub async fn crash(&mut self) {
         if let Some(running) = self.service.take() {
+            let addr = running.addr;
             running.kill().await;
+            self.keep_bound(addr);
+        }
+    }
+
+    /// A graceful stop of the service (the signal's path).
+    pub async fn stop(&mut self) {
+        let running = self.service.take().expect("a running service");
+        let addr = running.addr;
+        running.shutdown().await;
+        self.keep_bound(addr);
+    }
+
+    /// Holds a stopped service's port. SO_REUSEADDR lets the bind succeed beside the
+    /// connections still in TIME_WAIT there, and the kernel then never hands the port to
+    /// another socket that asks for any free one.
+    fn keep_bound(&mut self, addr: std::net::SocketAddr) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        if socket.bind(addr).is_ok() {
+            self.stopped_addrs.push(socket);
         }
     }
 

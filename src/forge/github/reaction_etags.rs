@@ -44,7 +44,7 @@ impl Tail {
         page: 1,
     };
 
-    /// The page to poll a list of `len` reactions at: the last of 100, or, when 100 divide
+    /// The page to poll a list of `len` reactions at: the last of 100, or, when 100 divides
     /// `len` (the last page is full and a new reaction would start another), the last of 99.
     pub(crate) fn of(len: usize) -> Tail {
         if len < 100 {
