@@ -4,10 +4,17 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::watch;
 
 /// Where "now" comes from.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> DateTime<Utc>;
+
+    /// Changes each time the clock is moved by hand, so that the service's workers look at once
+    /// for what fell due; `None` for a clock that runs by itself (they look every tick).
+    fn moves(&self) -> Option<watch::Receiver<()>> {
+        None
+    }
 }
 
 /// The system's clock.
@@ -22,35 +29,43 @@ impl Clock for SystemClock {
 
 /// A clock that only moves when told to (tests and the demo's fast-forward).
 #[derive(Clone, Debug)]
-pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+pub struct ManualClock {
+    now: Arc<Mutex<DateTime<Utc>>>,
+    moved: Arc<watch::Sender<()>>,
+}
 
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
-        Self(Arc::new(Mutex::new(start)))
+        Self {
+            now: Arc::new(Mutex::new(start)),
+            moved: Arc::new(watch::Sender::new(())),
+        }
     }
 
     pub fn advance(&self, by: TimeDelta) {
-        let mut now = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *now += by;
+        *self.lock() += by;
+        self.moved.send_replace(());
     }
 
     pub fn set(&self, to: DateTime<Utc>) {
-        *self
-            .0
+        *self.lock() = to;
+        self.moved.send_replace(());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DateTime<Utc>> {
+        self.now
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = to;
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.lock()
+    }
+
+    fn moves(&self) -> Option<watch::Receiver<()>> {
+        Some(self.moved.subscribe())
     }
 }
 

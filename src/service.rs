@@ -251,7 +251,12 @@ pub async fn start(config: &Config, mut options: Options) -> anyhow::Result<Runn
         &workflows,
         (wake_deliveries, gaps),
         config.reconcile_interval.as_std(),
-        Worker::new(watcher, options.tick, &failures),
+        Worker {
+            stop: watcher,
+            tick: options.tick,
+            clock_moves: options.clock.moves(),
+            failures: failures.clone(),
+        },
     );
     let mut tasks = vec![server, revokes, forge_side];
     tasks.extend(clock_task);
@@ -311,7 +316,7 @@ fn spawn_workers(
         workflows.clone(),
         format!("{worker}-revokes"),
         revokes_caught_up,
-        Worker::new(this.stop.clone(), this.tick, &this.failures),
+        this.another(),
     ));
     let reconciliation = Arc::new(Reconciliation {
         gaps,
@@ -373,7 +378,7 @@ async fn identified(workflows: Workflows, this: &mut Worker) -> Option<Workflows
             return Workflows::new(list).ok();
         }
         let wait = this.tick.max(IDENTIFY_EVERY);
-        if !idle(None, &mut this.stop, wait).await {
+        if !this.idle_for(None, wait).await {
             return None;
         }
     }
@@ -402,35 +407,30 @@ async fn forge_workers(workflows: Workflows, side: ForgeSide, mut this: Worker) 
     let Some(workflows) = identified(workflows, &mut this).await else {
         return;
     };
-    let Worker {
-        stop,
-        tick,
-        failures,
-    } = this;
     let mut workers = tokio::task::JoinSet::new();
     workers.spawn(catch_up_worker(
         workflows.clone(),
         side.wake_deliveries.clone(),
         side.reconciliation.gaps.clone(),
-        Worker::new(stop.clone(), tick, &failures),
+        this.another(),
     ));
     workers.spawn(delivery_worker(
         workflows.clone(),
         format!("{}-deliveries", side.worker),
         side.wake_deliveries,
-        Worker::new(stop.clone(), tick, &failures),
+        this.another(),
     ));
     workers.spawn(reconcile_worker(
         workflows.clone(),
         side.reconciliation,
         side.reconcile_every,
         side.revokes_caught_up,
-        Worker::new(stop.clone(), tick, &failures),
+        this.another(),
     ));
     workers.spawn(forge_worker(
         workflows,
         format!("{}-jobs", side.worker),
-        Worker::new(stop, tick, &failures),
+        this,
     ));
     while workers.join_next().await.is_some() {}
 }
@@ -654,18 +654,6 @@ fn hostname() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| "breakglass".into())
 }
 
-/// Waits for a wake-up, a tick or shutdown; `false` when shutting down.
-async fn idle(wake: Option<&Notify>, stop: &mut watch::Receiver<bool>, tick: Duration) -> bool {
-    if *stop.borrow() {
-        return false;
-    }
-    tokio::select! {
-        _ = stop.changed() => false,
-        _ = async { match wake { Some(w) => w.notified().await, None => std::future::pending().await } } => true,
-        _ = tokio::time::sleep(tick) => true,
-    }
-}
-
 /// The longest a revoke that failed for a passing reason (throttling, a timeout, a 5xx)
 /// waits before it is tried again: the grant is live at the provider until it goes through,
 /// so it backs off no further than this (AWS throttling or an outage of minutes must not add
@@ -738,21 +726,58 @@ fn is_a_failure(err: &anyhow::Error, earlier: u32) -> bool {
 struct Worker {
     stop: watch::Receiver<bool>,
     tick: Duration,
+    /// The moves of a clock moved by hand (a test's, the demo's): each is a wake-up, so that
+    /// what the move made due runs at once rather than at the next tick.
+    clock_moves: Option<watch::Receiver<()>>,
     failures: Arc<Failures>,
 }
 
 impl Worker {
-    fn new(stop: watch::Receiver<bool>, tick: Duration, failures: &Arc<Failures>) -> Self {
+    /// One more worker of the same service.
+    fn another(&self) -> Self {
         Self {
-            stop,
-            tick,
-            failures: failures.clone(),
+            stop: self.stop.clone(),
+            tick: self.tick,
+            clock_moves: self.clock_moves.clone(),
+            failures: self.failures.clone(),
         }
     }
 
-    /// See [`idle`].
+    /// Waits for a wake-up, a tick, a move of the clock or shutdown; `false` when shutting down.
     async fn idle(&mut self, wake: Option<&Notify>) -> bool {
-        idle(wake, &mut self.stop, self.tick).await
+        self.idle_for(wake, self.tick).await
+    }
+
+    /// [`Worker::idle`] with a wait of `at_most` for the tick.
+    async fn idle_for(&mut self, wake: Option<&Notify>, at_most: Duration) -> bool {
+        let Worker {
+            stop, clock_moves, ..
+        } = self;
+        if *stop.borrow() {
+            return false;
+        }
+        let woken = async {
+            match wake {
+                Some(wake) => wake.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let moved = async {
+            let moved = match clock_moves {
+                Some(moves) => moves.changed().await.is_ok(),
+                None => false,
+            };
+            if !moved {
+                // No clock moved by hand, or one dropped: it never moves again.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => false,
+            () = woken => true,
+            () = moved => true,
+            () = tokio::time::sleep(at_most) => true,
+        }
     }
 
     fn stopping(&self) -> bool {
@@ -1142,7 +1167,7 @@ async fn until_due(workflows: &Workflows, lane: Lane, this: &mut Worker) -> bool
             tick
         }
     };
-    idle(Some(workflow.wake_jobs.of(lane)), &mut this.stop, wait).await
+    this.idle_for(Some(workflow.wake_jobs.of(lane)), wait).await
 }
 
 /// The shortest wait between two claims: a job due "now" that another worker holds must not
@@ -1220,6 +1245,34 @@ mod tests {
     use super::*;
 
     const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\nAAAA\n-----END PRIVATE KEY-----\n";
+
+    /// A worker waiting out an hour's tick on a clock moved by hand wakes at its move, also
+    /// at one made while it was busy (before it began to wait); a clock that runs by itself
+    /// has no moves to wait on.
+    #[tokio::test]
+    async fn a_move_of_a_clock_moved_by_hand_wakes_an_idle_worker() {
+        use crate::clock::{Clock as _, ManualClock, SystemClock};
+        let clock = ManualClock::new(chrono::DateTime::UNIX_EPOCH);
+        let (_stop, stop) = watch::channel(false);
+        let mut worker = Worker {
+            stop,
+            tick: Duration::from_secs(3600),
+            clock_moves: clock.moves(),
+            failures: Arc::new(Failures::default()),
+        };
+        let mut other = worker.another();
+        let woken = tokio::spawn(async move { worker.idle(None).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!woken.is_finished(), "nothing moved yet");
+        clock.advance(chrono::TimeDelta::seconds(1));
+        let within = Duration::from_secs(10);
+        let woken = tokio::time::timeout(within, woken).await;
+        assert!(matches!(woken, Ok(Ok(true))), "{woken:?}");
+        // `other` was busy at the move: its wait ends at once.
+        let woken = tokio::time::timeout(within, other.idle(None)).await;
+        assert_eq!(woken, Ok(true));
+        assert!(SystemClock.moves().is_none());
+    }
 
     /// A restart in the same pod (same host name, pid 1 again) must not take its dead
     /// predecessor's leases for its own: its heartbeat would keep them from lapsing.

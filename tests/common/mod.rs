@@ -94,6 +94,11 @@ pub struct Scenario {
     _secrets: tempfile::TempDir,
 }
 
+/// How often each service of a scenario looks for work nothing woke it for (work of another
+/// replica's, a retry at once); a move of the scenario's clock wakes its workers at once.
+/// Each look is a few queries: at 20 ms, idle services kept PostgreSQL busy.
+const TICK: Duration = Duration::from_millis(100);
+
 fn policies_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
@@ -306,7 +311,7 @@ impl Scenario {
         let options = Options {
             clock: Arc::new(self.clock.clone()) as Arc<dyn Clock>,
             database_clock: false,
-            tick: Duration::from_millis(20),
+            tick: TICK,
             templates_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")),
             env: |_| None,
             forge_timeout: self.forge_timeout,
