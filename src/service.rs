@@ -1152,7 +1152,8 @@ async fn claim(workflows: &Workflows, lane: Lane, worker: &str, limit: usize) ->
 }
 
 /// Waits until the lane's next job is due (by the service's clock), a job is scheduled to run
-/// now, a tick passes (clocks that tests move) or shutdown; `false` when shutting down.
+/// now, the clock is moved by hand, a tick passes (another replica's work) or shutdown;
+/// `false` when shutting down.
 async fn until_due(workflows: &Workflows, lane: Lane, this: &mut Worker) -> bool {
     let tick = this.tick;
     let workflow = workflows.shared();
@@ -1246,9 +1247,10 @@ mod tests {
 
     const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\nAAAA\n-----END PRIVATE KEY-----\n";
 
-    /// A worker waiting out an hour's tick on a clock moved by hand wakes at its move, also
-    /// at one made while it was busy (before it began to wait); a clock that runs by itself
-    /// has no moves to wait on.
+    /// A worker waiting out an hour's tick on a clock moved by hand wakes at its move (an
+    /// advance or a set), also at one made while it was busy (before it began to wait); once
+    /// the clock is gone, a worker waits for its tick rather than spinning; a clock that runs
+    /// by itself has no moves to wait on.
     #[tokio::test]
     async fn a_move_of_a_clock_moved_by_hand_wakes_an_idle_worker() {
         use crate::clock::{Clock as _, ManualClock, SystemClock};
@@ -1271,6 +1273,27 @@ mod tests {
         // `other` was busy at the move: its wait ends at once.
         let woken = tokio::time::timeout(within, other.idle(None)).await;
         assert_eq!(woken, Ok(true));
+        // Setting the clock is a move too.
+        let waiting = tokio::spawn(async move { other.idle(None).await });
+        clock.set(chrono::DateTime::UNIX_EPOCH);
+        let woken = tokio::time::timeout(within, waiting).await;
+        assert!(matches!(woken, Ok(Ok(true))), "{woken:?}");
+        // A clock gone never moves again: the wait is the tick's, not a spin.
+        let (_stop, stop) = watch::channel(false);
+        let mut orphan = Worker {
+            stop,
+            tick: Duration::from_millis(200),
+            clock_moves: clock.moves(),
+            failures: Arc::new(Failures::default()),
+        };
+        drop(clock);
+        let began = std::time::Instant::now();
+        assert!(orphan.idle(None).await);
+        assert!(
+            began.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            began.elapsed()
+        );
         assert!(SystemClock.moves().is_none());
     }
 

@@ -333,8 +333,8 @@ async fn start_service(config: &Config, clock: &ManualClock) -> anyhow::Result<R
         Options {
             clock: Arc::new(clock.clone()) as Arc<dyn Clock>,
             database_clock: false,
-            // Short idle ticks: the demo waits for the bot after every step.
-            tick: Duration::from_millis(20),
+            // A move of the clock wakes the bot; the tick paces only what nothing woke it for.
+            tick: Duration::from_millis(100),
             templates_dir: Some(PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/templates"
@@ -823,8 +823,9 @@ impl Demo {
 
     /// Moves both clocks forward, says so, and lets the bot do what became due.
     async fn advance(&mut self, by: TimeDelta, why: &str) -> Result<(), Failure> {
-        self.clock.advance(by);
+        // The forge's first: the bot's move wakes the bot at once.
         self.stage.forge.advance_clock(by);
+        self.clock.advance(by);
         let span = HumanDuration::from_secs(by.num_seconds().unsigned_abs());
         self.say("clock", format!("⏩ +{span}: {why}"));
         self.settle().await

@@ -383,9 +383,10 @@ impl Scenario {
         );
     }
 
+    /// Moves both clocks: the forge's first, since the bot's move wakes the bot at once.
     pub fn advance(&self, by: TimeDelta) {
-        self.clock.advance(by);
         self.forge.advance_clock(by);
+        self.clock.advance(by);
     }
 
     /// Waits until the forge sent everything, the bot stored and handled every delivery, no
@@ -414,8 +415,8 @@ impl Scenario {
                 .fetch_all(self.store.pool())
                 .await
                 .unwrap();
-        // A pass running, or due because the clock moved past it (its worker looks at the
-        // clock every tick), is work still to come.
+        // A pass running, or due because the clock moved past it (a move wakes its worker),
+        // is work still to come.
         let reconciling = self
             .service
             .iter()
