@@ -1255,13 +1255,18 @@ mod tests {
     async fn a_move_of_a_clock_moved_by_hand_wakes_an_idle_worker() {
         use crate::clock::{Clock as _, ManualClock, SystemClock};
         let clock = ManualClock::new(chrono::DateTime::UNIX_EPOCH);
-        let (_stop, stop) = watch::channel(false);
-        let mut worker = Worker {
-            stop,
-            tick: Duration::from_secs(3600),
-            clock_moves: clock.moves(),
-            failures: Arc::new(Failures::default()),
+        let worker_of = |tick, clock_moves| {
+            let (stop_sender, stop) = watch::channel(false);
+            let failures = Arc::new(Failures::default());
+            let worker = Worker {
+                stop,
+                tick,
+                clock_moves,
+                failures,
+            };
+            (stop_sender, worker)
         };
+        let (_stop, mut worker) = worker_of(Duration::from_secs(3600), clock.moves());
         let mut other = worker.another();
         let woken = tokio::spawn(async move { worker.idle(None).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1279,13 +1284,7 @@ mod tests {
         let woken = tokio::time::timeout(within, waiting).await;
         assert!(matches!(woken, Ok(Ok(true))), "{woken:?}");
         // A clock gone never moves again: the wait is the tick's, not a spin.
-        let (_stop, stop) = watch::channel(false);
-        let mut orphan = Worker {
-            stop,
-            tick: Duration::from_millis(200),
-            clock_moves: clock.moves(),
-            failures: Arc::new(Failures::default()),
-        };
+        let (_stop_orphan, mut orphan) = worker_of(Duration::from_millis(200), clock.moves());
         drop(clock);
         let began = std::time::Instant::now();
         assert!(orphan.idle(None).await);
