@@ -31,6 +31,8 @@ pub enum Work {
     Reconciliation,
     /// The start-up look for change requests opened or pushed while the service was down.
     CatchUp,
+    /// Claiming work from a queue (`deliveries`, or a lane's jobs): the database refused.
+    Claim(&'static str),
 }
 
 impl fmt::Display for Work {
@@ -40,6 +42,7 @@ impl fmt::Display for Work {
             Work::Job { kind, request } => write!(f, "{kind} job of {request}"),
             Work::Reconciliation => f.write_str("reconciliation"),
             Work::CatchUp => f.write_str("start-up catch-up"),
+            Work::Claim(queue) => write!(f, "claiming {queue}"),
         }
     }
 }

@@ -750,11 +750,16 @@ impl Worker {
 
     /// [`Worker::idle`] with a wait of `at_most` for the tick.
     async fn idle_for(&mut self, wake: Option<&Notify>, at_most: Duration) -> bool {
+        self.wait_for(wake, at_most).await != Woke::Stopping
+    }
+
+    /// [`Worker::idle_for`], saying what ended the wait.
+    async fn wait_for(&mut self, wake: Option<&Notify>, at_most: Duration) -> Woke {
         let Worker {
             stop, clock_moves, ..
         } = self;
         if *stop.borrow() {
-            return false;
+            return Woke::Stopping;
         }
         let woken = async {
             match wake {
@@ -773,16 +778,26 @@ impl Worker {
             }
         };
         tokio::select! {
-            _ = stop.changed() => false,
-            () = woken => true,
-            () = moved => true,
-            () = tokio::time::sleep(at_most) => true,
+            _ = stop.changed() => Woke::Stopping,
+            () = woken => Woke::Called,
+            () = moved => Woke::Called,
+            () = tokio::time::sleep(at_most) => Woke::Timeout,
         }
     }
 
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
+}
+
+/// What ended a worker's wait.
+#[derive(Debug, PartialEq, Eq)]
+enum Woke {
+    Stopping,
+    /// A wake-up (work stored or scheduled here) or a move of a clock moved by hand.
+    Called,
+    /// The wait ran out: only a look tells whether there is work (another replica's, a retry).
+    Timeout,
 }
 
 /// Deliveries claimed (and marked done) together.
@@ -795,7 +810,7 @@ async fn delivery_worker(
     mut this: Worker,
 ) {
     let workflow = workflows.shared();
-    while this.idle(Some(&wake)).await {
+    while deliveries_to_claim(&workflow.store, &*workflow.clock, &wake, &mut this).await {
         loop {
             let now = workflow.clock.now();
             let batch = match workflow
@@ -805,7 +820,10 @@ async fn delivery_worker(
             {
                 Ok(batch) => batch,
                 Err(err) => {
+                    // Tried again once `deliveries_to_claim` waited (a tick, or a wake-up).
                     tracing::error!(%err, "cannot claim deliveries");
+                    let work = Work::Claim("deliveries");
+                    this.failures.record(work, &err.into(), now);
                     break;
                 }
             };
@@ -820,6 +838,30 @@ async fn delivery_worker(
             if this.stopping() {
                 return;
             }
+        }
+    }
+}
+
+/// Waits until there may be deliveries to claim: one stored here (a wake-up), a move of a
+/// clock moved by hand, or one a look at a tick finds (another replica's intake, a retry fallen
+/// due); `false` when shutting down. The look only reads, so an idle tick writes nothing.
+async fn deliveries_to_claim(
+    store: &Store,
+    clock: &dyn Clock,
+    wake: &Notify,
+    this: &mut Worker,
+) -> bool {
+    loop {
+        let tick = this.tick;
+        match this.wait_for(Some(wake), tick).await {
+            Woke::Stopping => return false,
+            Woke::Called => return true,
+            Woke::Timeout => match store.deliveries_due(clock.now()).await {
+                Ok(false) => {}
+                Ok(true) => return true,
+                // The claim meets the same database and says what failed.
+                Err(_) => return true,
+            },
         }
     }
 }
@@ -1013,7 +1055,7 @@ async fn revocation_worker(
     let mut alone = tokio::task::JoinSet::new();
     while !this.stopping() {
         while alone.try_join_next().is_some() {}
-        let batch = claim(&workflows, lane, &worker, REVOKE_BATCH).await;
+        let batch = claim(&workflows, lane, &worker, REVOKE_BATCH, &mut this).await;
         if !batch.is_empty() {
             // The whole batch's leases are renewed while it runs (a batch may outlast one).
             let renew = job_heartbeat(&workflows, &worker, None);
@@ -1071,7 +1113,7 @@ async fn revoke_batch(
 async fn forge_worker(workflows: Workflows, worker: String, mut this: Worker) {
     let lane = Lane::Forge;
     loop {
-        let batch = claim(&workflows, lane, &worker, FORGE_BATCH as usize).await;
+        let batch = claim(&workflows, lane, &worker, FORGE_BATCH as usize, &mut this).await;
         let full = batch.len() == FORGE_BATCH as usize;
         let run = async {
             for job in batch {
@@ -1133,42 +1175,86 @@ fn job_heartbeat(
     }
 }
 
-/// Leases up to `limit` due jobs of `lane` (none when the store fails: logged, tried again).
-async fn claim(workflows: &Workflows, lane: Lane, worker: &str, limit: usize) -> Vec<Job> {
+/// Leases up to `limit` due jobs of `lane`. None when the store fails: logged and recorded,
+/// and tried again after a tick, not at once. A database that answers reads but refuses
+/// writes (a standby after a failover, a full disk) would otherwise send the worker straight
+/// back: the next-due read still says a job is due.
+async fn claim(
+    workflows: &Workflows,
+    lane: Lane,
+    worker: &str,
+    limit: usize,
+    this: &mut Worker,
+) -> Vec<Job> {
     let workflow = workflows.shared();
+    claim_jobs(&workflow.store, &*workflow.clock, lane, worker, limit, this).await
+}
+
+/// [`claim`], from the parts it uses.
+async fn claim_jobs(
+    store: &Store,
+    clock: &dyn Clock,
+    lane: Lane,
+    worker: &str,
+    limit: usize,
+    this: &mut Worker,
+) -> Vec<Job> {
     let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-    let now = workflow.clock.now();
-    match workflow
-        .store
-        .claim_lane_jobs(lane, worker, now, LEASE, limit)
-        .await
-    {
+    let now = clock.now();
+    match store.claim_lane_jobs(lane, worker, now, LEASE, limit).await {
         Ok(jobs) => jobs,
         Err(err) => {
             tracing::error!(%err, ?lane, "cannot claim jobs");
+            let queue = match lane {
+                Lane::Revocation => "revocation jobs",
+                Lane::Forge => "forge jobs",
+            };
+            this.failures.record(Work::Claim(queue), &err.into(), now);
+            this.idle(None).await;
             Vec::new()
         }
     }
 }
 
 /// Waits until the lane's next job is due (by the service's clock), a job is scheduled to run
-/// now, the clock is moved by hand, a tick passes (another replica's work) or shutdown;
-/// `false` when shutting down.
+/// now, the clock is moved by hand, or shutdown; `false` when shutting down. At each tick
+/// with nothing due it reads again when the next job is (another replica may have scheduled
+/// one) rather than claiming: an idle tick writes nothing. A read that fails lets the claim go
+/// ahead after a tick, and the claim says what failed.
 async fn until_due(workflows: &Workflows, lane: Lane, this: &mut Worker) -> bool {
-    let tick = this.tick;
     let workflow = workflows.shared();
-    let wait = match workflow.store.next_lane_job_due(lane).await {
-        Ok(Some(due)) => (due - workflow.clock.now())
-            .to_std()
-            .unwrap_or_default()
-            .clamp(MIN_WAIT, tick.max(MIN_WAIT)),
-        Ok(None) => tick,
-        Err(err) => {
-            tracing::error!(%err, ?lane, "cannot read when the next job is due");
-            tick
+    let wake = workflow.wake_jobs.of(lane);
+    until_job_due(&workflow.store, &*workflow.clock, lane, wake, this).await
+}
+
+/// [`until_due`], from the parts it uses.
+async fn until_job_due(
+    store: &Store,
+    clock: &dyn Clock,
+    lane: Lane,
+    wake: &Notify,
+    this: &mut Worker,
+) -> bool {
+    loop {
+        let tick = this.tick;
+        let (wait, due_by_then) = match store.next_lane_job_due(lane).await {
+            Ok(Some(due)) => {
+                let left = (due - clock.now()).to_std().unwrap_or_default();
+                (left.clamp(MIN_WAIT, tick.max(MIN_WAIT)), left <= tick)
+            }
+            Ok(None) => (tick, false),
+            Err(err) => {
+                tracing::error!(%err, ?lane, "cannot read when the next job is due");
+                (tick, true)
+            }
+        };
+        match this.wait_for(Some(wake), wait).await {
+            Woke::Stopping => return false,
+            Woke::Called => return true,
+            Woke::Timeout if due_by_then => return true,
+            Woke::Timeout => {}
         }
-    };
-    this.idle_for(Some(workflow.wake_jobs.of(lane)), wait).await
+    }
 }
 
 /// The shortest wait between two claims: a job due "now" that another worker holds must not
@@ -1294,6 +1380,199 @@ mod tests {
             began.elapsed()
         );
         assert!(SystemClock.moves().is_none());
+    }
+
+    /// A worker with a 20 ms tick, and the sender that stops it.
+    fn ticking_worker() -> (watch::Sender<bool>, Worker) {
+        let (stop_sender, stop) = watch::channel(false);
+        let worker = Worker {
+            stop,
+            tick: Duration::from_millis(20),
+            clock_moves: None,
+            failures: Arc::new(Failures::default()),
+        };
+        (stop_sender, worker)
+    }
+
+    /// Ten ticks of [`ticking_worker`]: long enough for a wait that ends at a tick to end.
+    const TEN_TICKS: Duration = Duration::from_millis(200);
+
+    /// An idle job worker's tick only reads when the next job is due, and its loop claims only
+    /// once one is: a job due in an hour lets it wait on, while a job another replica
+    /// scheduled for now (no wake-up here) is found at a tick; a wake-up ends the wait at once.
+    #[tokio::test]
+    async fn an_idle_job_worker_claims_only_once_a_job_is_due() {
+        use crate::clock::{Clock as _, ManualClock};
+        crate::store::testing::for_each_backend(|store| async move {
+            let clock = ManualClock::new(chrono::DateTime::UNIX_EPOCH);
+            let (_stop, mut worker) = ticking_worker();
+            let (wake, lane) = (Notify::new(), Lane::Forge);
+            let waited = tokio::time::timeout(
+                TEN_TICKS,
+                until_job_due(&store, &clock, lane, &wake, &mut worker),
+            )
+            .await;
+            anyhow::ensure!(waited.is_err(), "nothing is due: {waited:?}");
+
+            let yaml = "environment: prod\nrole: admin\nduration: 1h\nreason: incident\n";
+            let record = crate::workflow::sample_record(yaml, clock.now());
+            store.insert_request(&record).await?;
+            let in_an_hour = clock.now() + chrono::TimeDelta::hours(1);
+            let id = &record.id;
+            store
+                .schedule_job(JobKind::Remind, id, in_an_hour, clock.now())
+                .await?;
+            let waited = tokio::time::timeout(
+                TEN_TICKS,
+                until_job_due(&store, &clock, lane, &wake, &mut worker),
+            )
+            .await;
+            anyhow::ensure!(waited.is_err(), "the job is due in an hour: {waited:?}");
+
+            // Scheduled while the worker waits, by another replica: no wake-up here.
+            let (waited, scheduled) = tokio::join!(
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    until_job_due(&store, &clock, lane, &wake, &mut worker),
+                ),
+                async {
+                    tokio::time::sleep(TEN_TICKS / 3).await;
+                    let now = clock.now();
+                    store.schedule_job(JobKind::Expire, id, now, now).await
+                }
+            );
+            scheduled?;
+            anyhow::ensure!(waited == Ok(true), "a job is due: {waited:?}");
+
+            // With nothing due in its lane, a wake-up (work scheduled here) ends the wait at
+            // once, long before its hour's tick.
+            let (_stop, mut worker) = ticking_worker();
+            worker.tick = Duration::from_secs(3600);
+            wake.notify_one();
+            let waited = until_job_due(&store, &clock, Lane::Revocation, &wake, &mut worker);
+            let waited = tokio::time::timeout(Duration::from_secs(10), waited).await;
+            anyhow::ensure!(waited == Ok(true), "woken: {waited:?}");
+            Ok(())
+        })
+        .await;
+    }
+
+    /// An idle delivery worker's tick only reads whether a delivery waits, and its loop claims
+    /// only once one does: none, one leased to another replica or one whose retry is not due
+    /// yet lets it wait on; a lease that lapsed, or one another replica stored while it waited
+    /// (no wake-up here), is found at a tick.
+    #[tokio::test]
+    async fn an_idle_delivery_worker_claims_only_once_a_delivery_waits() {
+        use crate::clock::{Clock as _, ManualClock};
+        use crate::store::{DeliveryId, ForgeKind, NewDelivery};
+        crate::store::testing::for_each_backend(|store| async move {
+            let clock = ManualClock::new(chrono::DateTime::UNIX_EPOCH);
+            let (_stop, mut worker) = ticking_worker();
+            let wake = Notify::new();
+            let waited = tokio::time::timeout(
+                TEN_TICKS,
+                deliveries_to_claim(&store, &clock, &wake, &mut worker),
+            )
+            .await;
+            anyhow::ensure!(waited.is_err(), "nothing waits: {waited:?}");
+
+            let delivery = |key: &str| NewDelivery {
+                id: DeliveryId::new(ForgeKind::GitHub, key).expect("a delivery id"),
+                event: "ping".into(),
+                payload: "{}".into(),
+                received_at: clock.now(),
+            };
+            let (elsewhere, later) = (delivery("elsewhere"), delivery("later"));
+            store.record_deliveries(&[elsewhere, later.clone()]).await?;
+            let taken = store
+                .claim_deliveries("other-replica", clock.now(), LEASE, 10)
+                .await?;
+            anyhow::ensure!(taken.len() == 2, "{taken:?}");
+            let in_an_hour = clock.now() + chrono::TimeDelta::hours(1);
+            store.retry_delivery(&later.id, "502", in_an_hour).await?;
+            let waited = tokio::time::timeout(
+                TEN_TICKS,
+                deliveries_to_claim(&store, &clock, &wake, &mut worker),
+            )
+            .await;
+            anyhow::ensure!(waited.is_err(), "leased elsewhere, or later: {waited:?}");
+
+            // The other replica died: its lease lapses (a clock this worker does not wait on).
+            clock.advance(chrono::TimeDelta::from_std(LEASE)? + chrono::TimeDelta::seconds(1));
+            let waited = tokio::time::timeout(
+                Duration::from_secs(10),
+                deliveries_to_claim(&store, &clock, &wake, &mut worker),
+            )
+            .await;
+            anyhow::ensure!(waited == Ok(true), "a lease lapsed: {waited:?}");
+
+            let taken = store
+                .claim_deliveries("here", clock.now(), LEASE, 10)
+                .await?;
+            anyhow::ensure!(taken.len() == 1, "only the lapsed one: {taken:?}");
+            let (waited, stored) = tokio::join!(
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    deliveries_to_claim(&store, &clock, &wake, &mut worker),
+                ),
+                async {
+                    tokio::time::sleep(TEN_TICKS / 3).await;
+                    store.record_delivery(&delivery("stored-elsewhere")).await
+                }
+            );
+            stored?;
+            anyhow::ensure!(waited == Ok(true), "a delivery waits: {waited:?}");
+            Ok(())
+        })
+        .await;
+    }
+
+    /// A database that answers reads but refuses writes (a standby after a failover, a full
+    /// disk; here opened read-only): a job lane's failed claim is recorded and tried again
+    /// after a tick, not at once, although its next-due read keeps saying a job is due.
+    #[tokio::test]
+    async fn a_claim_the_database_refuses_is_recorded_and_tried_again_after_a_tick() {
+        use crate::store::testing::{postgres_store, sqlite_store, sqlite_url};
+        let (store, dir) = sqlite_store().await;
+        let read_only = sqlite_url(dir.path()).replace("mode=rwc", "mode=ro");
+        claims_refused_wait_a_tick(&store, &read_only).await;
+        if let Some((store, database)) = postgres_store().await {
+            let url = database.url();
+            let joint = if url.contains('?') { '&' } else { '?' };
+            let read_only = format!("{url}{joint}options=-c%20default_transaction_read_only%3Don");
+            claims_refused_wait_a_tick(&store, &read_only).await;
+        }
+    }
+
+    async fn claims_refused_wait_a_tick(store: &Store, read_only: &str) {
+        use crate::clock::{Clock as _, ManualClock};
+        let clock = ManualClock::new(chrono::DateTime::UNIX_EPOCH);
+        let yaml = "environment: prod\nrole: admin\nduration: 1h\nreason: incident\n";
+        let record = crate::workflow::sample_record(yaml, clock.now());
+        store.insert_request(&record).await.expect("a request");
+        let now = clock.now();
+        let due = store.schedule_job(JobKind::Expire, &record.id, now, now);
+        due.await.expect("a job due now");
+        let refusing = Store::connect(read_only).await.expect("a read-only store");
+        let (_stop, mut worker) = ticking_worker();
+        worker.tick = Duration::from_millis(100);
+        let (wake, lane) = (Notify::new(), Lane::Forge);
+        let forge_lane = async {
+            loop {
+                let batch = claim_jobs(&refusing, &clock, lane, "w", 10, &mut worker).await;
+                assert!(batch.is_empty(), "{batch:?}");
+                until_job_due(&refusing, &clock, lane, &wake, &mut worker).await;
+            }
+        };
+        let ten_ticks = Duration::from_secs(1);
+        let _ = tokio::time::timeout(ten_ticks, forge_lane).await;
+        let (failures, total) = worker.failures.snapshot();
+        // Ten ticks, and a claim after each: at once, it would be one every few milliseconds.
+        assert!((2..=12).contains(&total), "{total} claims: {failures:?}");
+        for failure in &failures {
+            assert_eq!(failure.work, Work::Claim("forge jobs"), "{failure}");
+        }
+        refusing.close().await;
     }
 
     /// A restart in the same pod (same host name, pid 1 again) must not take its dead

@@ -354,6 +354,23 @@ pub async fn claim_deliveries(
     Ok(claimed)
 }
 
+/// Whether a claim at `now` would find a delivery: the same condition as the claim's, read
+/// without writing. An idle worker looks with this at each tick instead of claiming, so that a
+/// tick with nothing to do writes nothing (no lease, no write lock on SQLite).
+pub async fn deliveries_due(
+    conn: &mut AnyConnection,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let found = sqlx::query(
+        "SELECT 1 FROM deliveries WHERE state = 'pending' AND next_attempt_at <= $1 \
+         AND (locked_until IS NULL OR locked_until <= $1) LIMIT 1",
+    )
+    .bind(to_millis(now))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// Extends every pending delivery's lease `worker` holds to `now + lease` (a live worker's
 /// heartbeat; see [`super::jobs::renew_job_leases`]). Returns how many.
 pub async fn renew_delivery_leases(
@@ -499,6 +516,11 @@ impl Store {
         let claimed = claim_deliveries(conn.conn(), worker, now, lease, limit).await;
         conn.restore().await?;
         claimed
+    }
+
+    /// See [`deliveries_due`].
+    pub async fn deliveries_due(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        deliveries_due(&mut *self.conn().await?, now).await
     }
 
     /// See [`renew_delivery_leases`].

@@ -24,6 +24,8 @@ mod once;
 mod ordering;
 mod pr_lock;
 mod pull_request;
+#[cfg(test)]
+pub(crate) use pull_request::sample_record;
 mod recheck;
 mod reconcile;
 mod revocation;

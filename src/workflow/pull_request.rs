@@ -1152,7 +1152,7 @@ impl NewRequest<'_> {
 /// alice's request `r-1` (`requests/prod/r-1.yaml`, as `yaml` says, for an hour) on PR 7 of
 /// `acme/access-requests` on GitHub, as first stored at `seen_at`: for unit tests.
 #[cfg(test)]
-pub(super) fn sample_record(yaml: &str, seen_at: DateTime<Utc>) -> RequestRecord {
+pub(crate) fn sample_record(yaml: &str, seen_at: DateTime<Utc>) -> RequestRecord {
     let request = AccessRequest::from_yaml(yaml).expect("a request");
     let path = RequestPath::parse("requests/prod/r-1.yaml").expect("a request path");
     NewRequest {
