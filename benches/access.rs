@@ -493,6 +493,8 @@ impl World {
         schedule.reverse();
         let (mut waiting, mut noticed) = (Vec::new(), Vec::new());
         self.forge().reset_calls();
+        // The calls made so far, at each simulated second: for the busiest minute.
+        let mut made = vec![0];
         for second in 0..3600 {
             while schedule.last().is_some_and(|&(at, _)| at == second) {
                 let (_, pr) = schedule.pop().unwrap();
@@ -508,14 +510,18 @@ impl World {
                 }
                 !merged
             });
+            made.push(self.forge().calls().total);
         }
+        let busiest = made.windows(61).map(|w| w[60] - w[0]).max().unwrap_or(0);
         let calls = self.forge().calls();
         noticed.sort();
         let at = |q: f64| noticed[((noticed.len() as f64 * q) as usize).min(noticed.len() - 1)];
         println!("polling {pending} pending requests for one simulated hour (GitHub, ETags):");
         println!(
-            "  {} requests: {} rate-limited, {} free (304); a 👍 noticed after p50 {} s, p99 {} s, max {} s ({} approvals, {} not noticed)",
+            "  {} requests ({:.0} a minute, {} in the busiest minute): {} rate-limited, {} free (304); a 👍 noticed after p50 {} s, p99 {} s, max {} s ({} approvals, {} not noticed)",
             calls.total,
+            calls.total as f64 / 60.0,
+            busiest,
             calls.rate_limited_cost,
             calls.not_modified,
             at(0.50),

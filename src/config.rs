@@ -132,7 +132,14 @@ pub struct GithubConfig {
     /// How often pending requests' reactions are polled (GitHub sends no reaction webhooks).
     #[serde(deserialize_with = "config_duration")]
     pub reaction_poll_interval: HumanDuration,
+    /// Reaction reads a minute that the polls of every polled PR may make together: with more
+    /// PRs polled than that allows at `reaction_poll_interval`, each is polled less often.
+    /// GitHub counts even a free `304` towards its secondary limit (900 points a minute).
+    pub reaction_poll_budget: std::num::NonZeroU32,
 }
+
+/// Half of GitHub's secondary limit: room for everything else the bot does at the same time.
+pub const DEFAULT_POLL_BUDGET: std::num::NonZeroU32 = std::num::NonZeroU32::new(450).unwrap();
 
 impl Default for GithubConfig {
     fn default() -> Self {
@@ -148,6 +155,7 @@ impl Default for GithubConfig {
             private_key_env: None,
             installation_id: None,
             reaction_poll_interval: HumanDuration::from_secs(30),
+            reaction_poll_budget: DEFAULT_POLL_BUDGET,
         }
     }
 }
@@ -729,6 +737,7 @@ assume_role_arn = ""
                 ("BREAKGLASS_DATABASE_URL", "postgres://db/breakglass"),
                 ("BREAKGLASS_GITHUB__API_URL", "http://127.0.0.1:3000"),
                 ("BREAKGLASS_GITHUB__APP_ID", "12345"),
+                ("BREAKGLASS_GITHUB__REACTION_POLL_BUDGET", "120"),
                 ("BREAKGLASS_AWS__ENDPOINT_URL", "http://127.0.0.1:5055"),
                 (
                     "BREAKGLASS_AWS__ASSUME_ROLE_ARN",
@@ -746,6 +755,7 @@ assume_role_arn = ""
         let github = config.github.unwrap();
         assert_eq!(github.api_url, "http://127.0.0.1:3000");
         assert_eq!(github.app_id, Some(12345));
+        assert_eq!(github.reaction_poll_budget.get(), 120);
         let aws = config.aws.unwrap();
         assert_eq!(aws.endpoint_url, "http://127.0.0.1:5055");
         assert_eq!(
@@ -818,6 +828,10 @@ assume_role_arn = ""
             let err = Config::from_toml(&toml, "breakglass.toml", env(&[])).unwrap_err();
             assert!(err.to_string().ends_with(said), "{err}");
         }
+        // A budget of no polls at all would leave emoji approvals unseen for good.
+        let toml = "[github]\nreaction_poll_budget = 0\n";
+        let err = Config::from_toml(toml, "breakglass.toml", env(&[])).unwrap_err();
+        assert!(err.to_string().contains("nonzero"), "{err}");
         let err = Config::from_toml("", "x", env(&[("BREAKGLASS_LISTEN", "not an address")]))
             .unwrap_err();
         assert!(

@@ -476,7 +476,7 @@ impl Common<'_> {
         &self,
         forge: Forge,
         repository: &str,
-        poll_interval: Duration,
+        (poll_interval, poll_budget): (Duration, std::num::NonZeroU32),
     ) -> anyhow::Result<Workflow> {
         // Who the bot is, by id: its own comments and pushes are recognised by it. A forge
         // that hangs must not hold the start back (its retries take a minute): the listener
@@ -494,6 +494,7 @@ impl Common<'_> {
             policies_path: self.config.policies_path.clone(),
             reminder_before: self.config.reminder_before.as_std(),
             poll_interval,
+            poll_budget,
             pending_timeout: self.config.pending_timeout.as_std(),
             max_open_requests: self.config.max_open_requests,
         };
@@ -571,7 +572,10 @@ async fn github_workflow(
         .workflow(
             forge,
             &github.repository,
-            github.reaction_poll_interval.as_std(),
+            (
+                github.reaction_poll_interval.as_std(),
+                github.reaction_poll_budget,
+            ),
         )
         .await?;
     let intake = Intake {
@@ -604,7 +608,11 @@ async fn gitlab_workflow(
     .await?
     .with_retry(common.forge_retry());
     let workflow = common
-        .workflow(Forge::GitLab(client), &gitlab.project, GITLAB_POLL_INTERVAL)
+        .workflow(
+            Forge::GitLab(client),
+            &gitlab.project,
+            (GITLAB_POLL_INTERVAL, crate::config::DEFAULT_POLL_BUDGET),
+        )
         .await?;
     let intake = Intake {
         secrets: Arc::new(tokens),

@@ -845,6 +845,71 @@ async fn a_reaction_taken_back_while_the_pages_are_read_misses_no_approval() {
     s.expect_bot_comments(pr, &["🔓 **Access granted.**"]);
 }
 
+/// How long until request `id`'s next reaction poll, by the bot's clock.
+async fn next_poll_in(s: &Scenario, id: &str) -> TimeDelta {
+    let id = breakglass::names::RequestId::try_from(id.to_owned()).unwrap();
+    let jobs = s.store.jobs_for_request(&id).await.unwrap();
+    let poll = jobs
+        .iter()
+        .find(|job| job.kind == breakglass::store::JobKind::Poll);
+    poll.expect("a poll job").run_at - breakglass::clock::Clock::now(&s.clock)
+}
+
+/// The polls of every polled PR together stay within `github.reaction_poll_budget` reads a
+/// minute (each poll reads two lists: the PR's emoji and those on the bot's latest comment;
+/// GitHub counts a free `304` towards its secondary limit too). With a budget of 8, two PRs
+/// (4 reads a round) are polled every 30 s, the interval; with six (12 reads), every 90 s on
+/// average, each turn drawn between 45 s and 135 s so that polls due together spread out; and
+/// an emoji is noticed at its PR's next poll, not 30 s on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_polls_of_many_prs_stay_within_the_reaction_poll_budget() {
+    let Some(mut s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    s.stop().await;
+    let budget = std::num::NonZeroU32::new(8).unwrap();
+    s.config.github.as_mut().unwrap().reaction_poll_budget = budget;
+    s.start_service().await;
+    let ids = ["r1", "r2", "r3", "r4", "r5", "r6"];
+    let mut prs = Vec::new();
+    for id in &ids[..2] {
+        prs.push(s.open_request(&s.people.alice, "prod", id, &prod_request("1h")));
+    }
+    s.settle().await;
+    poll(&s).await;
+    for id in &ids[..2] {
+        assert_eq!(next_poll_in(&s, id).await, TimeDelta::seconds(30), "{id}");
+    }
+
+    for id in &ids[2..] {
+        prs.push(s.open_request(&s.people.alice, "prod", id, &prod_request("1h")));
+    }
+    s.settle().await;
+    // r1 and r2 are polled again with all six polled (the others' first polls, as each
+    // opened, saw fewer).
+    poll(&s).await;
+    let (soonest, latest) = (TimeDelta::seconds(45), TimeDelta::seconds(135));
+    let mut next = Vec::new();
+    for id in &ids[..2] {
+        let at = next_poll_in(&s, id).await;
+        assert!(soonest <= at && at <= latest, "{id}: {at}");
+        next.push(at);
+    }
+
+    s.emoji(prs[0], &s.people.carol, "+1");
+    poll(&s).await;
+    assert!(
+        !s.change(prs[0]).merged,
+        "r1's next poll is 45 s or more away"
+    );
+    s.advance(next[0] - TimeDelta::seconds(30));
+    s.settle().await;
+    assert!(s.change(prs[0]).merged, "{:#?}", s.bot_comments(prs[0]));
+    for pr in prs {
+        s.take_bot_comments(pr);
+    }
+}
+
 /// GitHub's ETag is a hash of the answer's body (for the token that asked), so the first poll
 /// of a new PR offers the ETag of an empty reaction list seen on another PR: free when the new
 /// PR has no emoji yet, and an emoji already there is still read in full.

@@ -17,7 +17,9 @@ use sqlx::any::AnyRow;
 use super::deliveries::lease;
 use super::requests::{RequestRecord, request_columns};
 use super::row::{Fields, string_enum};
-use super::{Backend, Lease, RequestState, Store, StoreError, duration_millis, to_millis};
+use super::{
+    Backend, ForgeKind, Lease, RequestState, Store, StoreError, duration_millis, to_millis,
+};
 use crate::names::RequestId;
 
 /// A job's id (its row id).
@@ -433,6 +435,24 @@ pub async fn next_job_due(conn: &mut AnyConnection) -> Result<Option<DateTime<Ut
     next_due(conn, JobKind::ALL).await
 }
 
+/// How many `kind` jobs there are for requests on `forge`: for `poll`, how many PRs are polled.
+/// An index probe per job of the kind (`jobs (kind, run_at)`, then each request by its key).
+pub async fn count_jobs(
+    conn: &mut AnyConnection,
+    kind: JobKind,
+    forge: ForgeKind,
+) -> Result<u64, StoreError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs JOIN requests ON requests.id = jobs.request_id \
+         WHERE jobs.kind = $1 AND requests.forge = $2",
+    )
+    .bind(kind.as_str())
+    .bind(forge.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
 /// [`next_job_due`] of one lane.
 pub async fn next_lane_job_due(
     conn: &mut AnyConnection,
@@ -565,6 +585,11 @@ impl Store {
         let claimed = claim_lane_jobs(conn.conn(), lane, worker, now, lease, limit).await;
         conn.restore().await?;
         claimed
+    }
+
+    /// See [`count_jobs`].
+    pub async fn count_jobs(&self, kind: JobKind, forge: ForgeKind) -> Result<u64, StoreError> {
+        count_jobs(&mut *self.conn().await?, kind, forge).await
     }
 
     /// See [`next_lane_job_due`].

@@ -757,14 +757,33 @@ impl Workflow {
         if end == PollEnd::Done {
             return Ok(());
         }
-        let next = self.now()
-            + chrono::TimeDelta::from_std(self.settings.poll_interval)
-                .unwrap_or(chrono::TimeDelta::seconds(30));
+        let spacing = self.poll_spacing().await;
+        let spacing = dephased(spacing, self.settings.poll_interval, rand::random());
+        let spacing = chrono::TimeDelta::from_std(spacing);
+        let next = self.now() + spacing.unwrap_or(chrono::TimeDelta::days(1));
         self.schedule(JobKind::Poll, id, next).await?;
         // Scheduled first: a failed read of the comment's emoji fails this run, but the next
         // poll keeps its time instead of the backoff, so the PR's own emoji are still read
         // every interval.
         self.poll_latest_note(record.pr_number).await
+    }
+
+    /// How long until a PR's next poll: [`poll_spacing`] with the PRs polled now on this
+    /// forge, every replica's (each has a `poll` job). Not known (the database did not
+    /// answer): the configured interval.
+    async fn poll_spacing(&self) -> std::time::Duration {
+        let settings = &self.settings;
+        match self
+            .store
+            .count_jobs(JobKind::Poll, self.forge.kind())
+            .await
+        {
+            Ok(polled) => poll_spacing(settings.poll_interval, polled, settings.poll_budget),
+            Err(err) => {
+                tracing::warn!(%err, "cannot count the PRs polled; polling at the interval");
+                settings.poll_interval
+            }
+        }
     }
 
     /// One poll of the emoji on `record`'s change (pending, or awaiting its review).
@@ -1270,11 +1289,99 @@ fn approval_reply(
     })
 }
 
+/// A poll's next turn `spacing` away, when its budget spaces the polls out: drawn between half
+/// and one and a half times it (`unit`, drawn in [0, 1), picks where). Polls that fell due
+/// together (all of them after a restart) would otherwise stay together, each round's reads in
+/// one burst; drawn anew each round, they spread over the spacing within a round, and a PR is
+/// still polled every `spacing` on average. At the interval itself, polls keep their time.
+fn dephased(
+    spacing: std::time::Duration,
+    interval: std::time::Duration,
+    unit: f64,
+) -> std::time::Duration {
+    if spacing <= interval {
+        return spacing;
+    }
+    spacing.mul_f64(0.5 + unit.clamp(0.0, 1.0))
+}
+
+/// The longest [`poll_spacing`] a budget makes.
+const MAX_POLL_SPACING: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// Reaction reads each poll of a PR makes: its own emoji and those on the bot's latest comment
+/// there (each conditional: a `304` is free of the primary rate limit, not of the secondary).
+const READS_PER_POLL: u64 = 2;
+
+/// The time between two polls of one PR when `polled` PRs are polled: `interval`, or longer
+/// when their reads at that interval would pass `budget` a minute, so that their polls
+/// together keep within it on average (a hundred and twelve PRs at 30 s and 450 a minute;
+/// GitHub's secondary limit of 900 points a minute counts every request, a free `304` too).
+/// At most a day: a pending request is closed by then anyway.
+fn poll_spacing(
+    interval: std::time::Duration,
+    polled: u64,
+    budget: std::num::NonZeroU32,
+) -> std::time::Duration {
+    let reads = polled.saturating_mul(READS_PER_POLL);
+    // Rounded up: rounded down, the polls together would read a little over the budget.
+    let spread_ms = reads
+        .saturating_mul(60_000)
+        .div_ceil(u64::from(budget.get()));
+    let spread = std::time::Duration::from_millis(spread_ms).min(MAX_POLL_SPACING);
+    interval.max(spread)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
     use chrono::TimeZone;
 
     use super::*;
+
+    /// Up to the budget each PR is polled at the interval; past it, the polls spread so that
+    /// all of them together read no more than the budget a minute.
+    #[test]
+    fn polls_stay_within_their_budget_however_many_prs_are_polled() {
+        use std::time::Duration;
+        let (interval, budget) = (Duration::from_secs(30), NonZeroU32::new(450).unwrap());
+        assert_eq!(poll_spacing(interval, 0, budget), interval);
+        assert_eq!(
+            poll_spacing(interval, 112, budget),
+            interval,
+            "448 reads a minute"
+        );
+        for polled in [113, 1_000, 100_000] {
+            let spacing = poll_spacing(interval, polled, budget);
+            assert!(spacing > interval, "{polled}: {spacing:?}");
+            let reads_a_minute = (polled * READS_PER_POLL) as f64 * 60.0 / spacing.as_secs_f64();
+            assert!(reads_a_minute <= 450.0, "{polled}: {reads_a_minute}");
+            assert!(reads_a_minute > 449.0, "{polled}: no slower than needed");
+        }
+        let one_a_minute = NonZeroU32::new(1).unwrap();
+        let spacing = poll_spacing(interval, 3, one_a_minute);
+        assert_eq!(spacing, Duration::from_secs(360), "6 reads, one a minute");
+        assert_eq!(
+            poll_spacing(interval, u64::MAX, one_a_minute),
+            MAX_POLL_SPACING
+        );
+        // A longer interval (GitLab's five minutes) wins until the budget asks for more.
+        let five_minutes = Duration::from_secs(300);
+        assert_eq!(poll_spacing(five_minutes, 1_000, budget), five_minutes);
+        assert!(poll_spacing(five_minutes, 1_200, budget) > five_minutes);
+    }
+
+    /// Spaced out by their budget, polls are drawn between half and one and a half times the
+    /// spacing; at the interval they keep their time.
+    #[test]
+    fn polls_spaced_by_their_budget_are_dephased() {
+        use std::time::Duration;
+        let (interval, spacing) = (Duration::from_secs(30), Duration::from_secs(90));
+        assert_eq!(dephased(interval, interval, 0.9), interval);
+        assert_eq!(dephased(spacing, interval, 0.0), Duration::from_secs(45));
+        assert_eq!(dephased(spacing, interval, 0.5), spacing);
+        assert_eq!(dephased(spacing, interval, 1.0), Duration::from_secs(135));
+    }
 
     #[test]
     fn an_approval_edited_to_also_deny_no_longer_approves() {

@@ -101,6 +101,9 @@ pub struct Settings {
     pub reminder_before: Duration,
     /// How often pending requests' reactions are polled.
     pub poll_interval: Duration,
+    /// Reaction reads a minute that every polled PR's polls may make together (see
+    /// `approval::poll_spacing`).
+    pub poll_budget: std::num::NonZeroU32,
     /// A pending request nobody approved within this time is closed.
     pub pending_timeout: Duration,
     /// Open requests one person may have at once.
