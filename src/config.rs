@@ -109,22 +109,34 @@ pub struct GithubConfig {
     /// separated by newlines.
     pub webhook_secret_env: String,
     /// Alternatively, a file holding the webhook secret(s).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_is_none"
+    )]
     pub webhook_secret_file: Option<PathBuf>,
     /// Environment variable holding a token (personal or installation).
     pub token_env: String,
     /// Alternatively, a file holding the token.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_is_none"
+    )]
     pub token_file: Option<PathBuf>,
     /// GitHub App id; with `private_key_path` or `private_key_env` (and optionally
     /// `installation_id`), the bot authenticates as the App instead of with a token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_id: Option<u64>,
     /// A file holding the App's private key (PEM).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_is_none"
+    )]
     pub private_key_path: Option<PathBuf>,
     /// Alternatively, an environment variable holding it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_is_none"
+    )]
     pub private_key_env: Option<String>,
     /// The App's installation on the requests repo; looked up when omitted.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,10 +181,16 @@ pub struct GitlabConfig {
     pub project: String,
     /// Environment variable holding the `X-Gitlab-Token` secret.
     pub webhook_token_env: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_is_none"
+    )]
     pub webhook_token_file: Option<PathBuf>,
     pub token_env: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_is_none"
+    )]
     pub token_file: Option<PathBuf>,
 }
 
@@ -399,6 +417,17 @@ fn without_values(message: &str) -> String {
 
 /// A duration of the configuration. Its error names no value: a token written into the wrong
 /// key must not reach a log through the error that refuses it (the key and line say where).
+/// An optional setting written as `""` (as SPEC.md's example leaves `endpoint_url`) is unset,
+/// so that an override can unset it too.
+fn empty_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<String>,
+{
+    let value = Option::<String>::deserialize(d)?;
+    Ok(value.filter(|v| !v.trim().is_empty()).map(T::from))
+}
+
 fn config_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
     struct Visitor;
     impl serde::de::Visitor<'_> for Visitor {
@@ -725,6 +754,19 @@ assume_role_arn = ""
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("breakglass.toml: "), "{err}");
+    }
+
+    #[test]
+    fn an_optional_path_or_name_written_empty_is_unset_in_the_file_or_by_an_override() {
+        let toml = "[github]\nprivate_key_path = \"\"\nprivate_key_env = \" \"\ntoken_file = \"\"\nwebhook_secret_file = \"\"\n[gitlab]\ntoken_file = \"\"\nwebhook_token_file = \"\"\n";
+        let config = Config::from_toml(toml, "x", Vec::new()).unwrap();
+        let github = config.github.unwrap();
+        assert_eq!(github, GithubConfig::default());
+        assert_eq!(config.gitlab.unwrap(), GitlabConfig::default());
+        let toml = "[github]\ntoken_file = \"/run/secrets/token\"\n";
+        let unset = env(&[("BREAKGLASS_GITHUB__TOKEN_FILE", "")]);
+        let config = Config::from_toml(toml, "x", unset).unwrap();
+        assert_eq!(config.github.unwrap().token_file, None);
     }
 
     #[test]

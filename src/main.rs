@@ -76,11 +76,12 @@ enum Command {
         /// `iac` roles say where grant files live.
         #[arg(long, default_value = "policies", value_name = "DIR")]
         policies: String,
-        /// Only grants granted since this date (YYYY-MM-DD, RFC 3339, or a time ago: 30d).
+        /// Only grants active at some time since this date (YYYY-MM-DD, RFC 3339, or a time ago:
+        /// 30d).
         #[arg(long, value_name = "DATE", value_parser = breakglass::audit::parse_since)]
         since: Option<breakglass::audit::Bound>,
-        /// Only grants granted until this date (YYYY-MM-DD: through its end; RFC 3339; or a
-        /// time ago: 1d).
+        /// Only grants active at some time until this date (YYYY-MM-DD: through its end; RFC
+        /// 3339; or a time ago: 1d).
         #[arg(long, value_name = "DATE", value_parser = breakglass::audit::parse_until)]
         until: Option<breakglass::audit::Bound>,
         /// Only grants of this environment.

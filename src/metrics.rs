@@ -28,36 +28,59 @@ impl Metrics {
             .unwrap_or(0)
     }
 
-    /// The counters in Prometheus text format, with HELP and TYPE lines.
+    /// The counters in Prometheus text format, with HELP and TYPE lines. Every family in
+    /// [`FAMILIES`] is listed from the start, before its first sample: a scrape right after a
+    /// start shows what the service counts, and an alert on a family is never on one missing.
     pub fn render_counters(&self) -> String {
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::new();
-        let mut last = "";
+        let mut families: BTreeMap<&str, Vec<(&str, u64)>> = FAMILIES
+            .iter()
+            .map(|(name, _)| (*name, Vec::new()))
+            .collect();
         for ((name, label), value) in counters.iter() {
-            if *name != last {
-                let _ = writeln!(out, "# HELP {name} {}", help(name));
-                let _ = writeln!(out, "# TYPE {name} counter");
-                last = name;
-            }
-            if label.is_empty() {
-                let _ = writeln!(out, "{name} {value}");
-            } else {
-                let _ = writeln!(out, "{name}{{{label}}} {value}");
+            families.entry(name).or_default().push((label, *value));
+        }
+        let mut out = String::new();
+        for (name, samples) in families {
+            let _ = writeln!(out, "# HELP {name} {}", help(name));
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (label, value) in samples {
+                if label.is_empty() {
+                    let _ = writeln!(out, "{name} {value}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{label}}} {value}");
+                }
             }
         }
         out
     }
 }
 
+/// The counter families and their help text.
+const FAMILIES: [(&str, &str); 7] = [
+    (
+        "breakglass_anomalies_total",
+        "Anomalies found (a hand merge, an overdue review, a blocked revert...) by kind.",
+    ),
+    (
+        "breakglass_decisions_total",
+        "Policy decisions on request PRs by outcome.",
+    ),
+    ("breakglass_grants_total", "Grants applied."),
+    ("breakglass_jobs_total", "Jobs run by kind and result."),
+    ("breakglass_revocations_total", "Revocations by result."),
+    (
+        "breakglass_tampering_total",
+        "Foreign commits found on the bot's own branches.",
+    ),
+    ("breakglass_webhooks_total", "Webhook deliveries by result."),
+];
+
 fn help(name: &str) -> &'static str {
-    match name {
-        "breakglass_webhooks_total" => "Webhook deliveries by result.",
-        "breakglass_decisions_total" => "Policy decisions on request PRs by outcome.",
-        "breakglass_grants_total" => "Grants applied.",
-        "breakglass_revocations_total" => "Revocations by result.",
-        "breakglass_jobs_total" => "Jobs run by kind and result.",
-        _ => "breakglass counter.",
-    }
+    FAMILIES
+        .iter()
+        .find(|(family, _)| *family == name)
+        .map_or("breakglass counter.", |(_, help)| help)
 }
 
 /// Writes one gauge with its HELP and TYPE lines.
@@ -87,9 +110,19 @@ mod tests {
             metrics.get("breakglass_webhooks_total", "result=\"accepted\""),
             2
         );
-        assert_eq!(
-            metrics.render_counters(),
-            "# HELP breakglass_webhooks_total Webhook deliveries by result.\n# TYPE breakglass_webhooks_total counter\nbreakglass_webhooks_total{result=\"accepted\"} 2\nbreakglass_webhooks_total{result=\"bad_signature\"} 1\n"
+        let text = metrics.render_counters();
+        assert!(
+            text.ends_with("# HELP breakglass_webhooks_total Webhook deliveries by result.\n# TYPE breakglass_webhooks_total counter\nbreakglass_webhooks_total{result=\"accepted\"} 2\nbreakglass_webhooks_total{result=\"bad_signature\"} 1\n"),
+            "{text}"
         );
+    }
+
+    #[test]
+    fn every_counter_family_is_listed_before_its_first_sample() {
+        let text = Metrics::default().render_counters();
+        for (name, help) in FAMILIES {
+            assert!(text.contains(&format!("# HELP {name} {help}\n# TYPE {name} counter\n")));
+        }
+        assert!(!text.lines().any(|line| !line.starts_with('#')), "{text}");
     }
 }

@@ -546,6 +546,29 @@ fn app_key(
     Ok(Some(Secret::new(pem)))
 }
 
+/// The GitHub App's credentials when `[github]` configures an App (`app_id` and its key);
+/// `None` for a token. Half an App is refused: falling back to the token would blame a
+/// variable nobody meant to set.
+fn app_auth(
+    github: &GithubConfig,
+    env: fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<GithubAuth>> {
+    match (github.app_id, app_key(github, env)?) {
+        (Some(app_id), Some(private_key_pem)) => Ok(Some(GithubAuth::App {
+            app_id,
+            private_key_pem,
+            installation_id: github.installation_id,
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => anyhow::bail!(
+            "[github] sets app_id but no App key; add private_key_path or private_key_env, or remove app_id to use a token"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "[github] sets an App key but no app_id; add app_id, or remove the key to use a token"
+        ),
+    }
+}
+
 async fn github_workflow(
     common: &Common<'_>,
     github: &GithubConfig,
@@ -554,13 +577,9 @@ async fn github_workflow(
         &github.webhook_secret_env,
         github.webhook_secret_file.as_deref(),
     )?;
-    let auth = match (github.app_id, app_key(github, common.options.env)?) {
-        (Some(app_id), Some(private_key_pem)) => GithubAuth::App {
-            app_id,
-            private_key_pem,
-            installation_id: github.installation_id,
-        },
-        _ => GithubAuth::Token(
+    let auth = match app_auth(github, common.options.env)? {
+        Some(app) => app,
+        None => GithubAuth::Token(
             common
                 .secrets(&github.token_env, github.token_file.as_deref())?
                 .remove(0),
@@ -1618,6 +1637,24 @@ mod tests {
             unset.contains("UNSET") && unset.contains("not set"),
             "{unset}"
         );
+    }
+
+    #[test]
+    fn half_a_github_app_is_refused_rather_than_taken_for_a_token() {
+        let mut github = GithubConfig::default();
+        assert!(app_auth(&github, env).unwrap().is_none(), "a token");
+        github.app_id = Some(42);
+        let no_key = app_auth(&github, env).unwrap_err().to_string();
+        assert!(no_key.contains("sets app_id but no App key"), "{no_key}");
+        github.private_key_env = Some("APP_KEY".into());
+        let app = app_auth(&github, env).unwrap();
+        assert!(
+            matches!(app, Some(GithubAuth::App { app_id: 42, .. })),
+            "an App"
+        );
+        github.app_id = None;
+        let no_id = app_auth(&github, env).unwrap_err().to_string();
+        assert!(no_id.contains("no app_id"), "{no_id}");
     }
 
     #[test]

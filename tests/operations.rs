@@ -255,7 +255,10 @@ on_both_backends!(
         let health = get("/healthz").await.unwrap();
         assert_eq!(health.status(), 200);
         assert_eq!(get("/readyz").await.unwrap().status(), 200);
-        let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+        let answer = get("/metrics").await.unwrap();
+        let content_type = &answer.headers()["content-type"];
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        let metrics = answer.text().await.unwrap();
         for line in [
             "breakglass_webhooks_total{forge=\"github\",result=\"accepted\"}",
             "breakglass_decisions_total{outcome=\"allowed\"} 1",

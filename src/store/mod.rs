@@ -51,7 +51,7 @@ pub use deliveries::{
 pub use effects::{CommentKey, Effect};
 pub use events::{ChainError, EventActor, EventKind, EventRecord, GENESIS_HASH, NewEvent};
 pub use grants::Granted;
-pub use jobs::{Job, JobId, JobKind, Lane};
+pub use jobs::{Job, JobId, JobKind, Lane, PolledCounts};
 pub use locks::{PrKey, RemovalLock};
 pub use requests::{
     EXTENSION_HOLD_FOR, ExtensionHold, RequestRecord, RequestState, RevokeReason, Stamp,
@@ -191,12 +191,25 @@ pub enum StoreError {
     /// The event log does not verify: a row was edited, deleted or reordered.
     #[error(transparent)]
     Chain(#[from] ChainError),
-    /// The database failed or refused (connection, constraint, syntax…).
+    /// The database failed or refused (connection, constraint, syntax…). The cause is in the
+    /// message and deliberately not a `source`, or `{:#}` would print it twice.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// A migration failed, or the applied ones differ from the embedded ones.
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(error)
+    }
 }
 
 impl StoreError {
@@ -444,6 +457,15 @@ mod tests {
             Backend::from_url("postgresql://u@h/db").unwrap(),
             Backend::Postgres
         );
+    }
+
+    #[test]
+    fn a_database_error_names_its_cause_once_in_an_error_chain() {
+        let err = anyhow::Error::from(StoreError::from(sqlx::Error::PoolTimedOut));
+        let chain = format!("{err:#}");
+        let cause = sqlx::Error::PoolTimedOut.to_string();
+        assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
+        assert!(chain.starts_with("database error: "), "{chain}");
     }
 
     #[test]
