@@ -835,6 +835,9 @@ pub struct ExtensionAsk<'a> {
     /// Whether to ping the approvers: only at the first ask on the grant's current expiry, so
     /// that asking again does not page a team again.
     pub ping: bool,
+    /// The policy's approval emoji (GitHub's names) and the forge, to say how to approve.
+    pub reactions: &'a [String],
+    pub forge: ForgeKind,
 }
 
 /// Who approves an extension, and how.
@@ -849,14 +852,19 @@ fn extension_approval_how(ask: &ExtensionAsk<'_>, approvals: u32) -> String {
             .collect();
         named.join(", ")
     };
-    let who = if approvals > 1 {
-        format!("{approvals} approvers ({approvers}) comment")
+    let (who, react) = if approvals > 1 {
+        (
+            format!("{approvals} approvers ({approvers}) comment"),
+            "react",
+        )
     } else {
-        format!("an approver ({approvers}) comments")
+        (format!("an approver ({approvers}) comments"), "reacts")
     };
     format!(
-        "{who} `/breakglass approve` (or `/breakglass extend {}`).",
-        ask.duration
+        "{who} `/breakglass approve` (or `/breakglass extend {}`), or {react} with {} on the {} itself after this ask (an emoji put on before it approved something else).",
+        ask.duration,
+        reactions(ask.reactions, ask.forge),
+        noun(ask.forge)
     )
 }
 
@@ -1471,7 +1479,7 @@ pub fn merged_elsewhere_comment(base: &str) -> String {
 /// bot merged it): its access ends now.
 pub fn granted_elsewhere_comment(base: &str) -> String {
     format!(
-        "🚨 **Merged into the wrong branch**: this pull request was retargeted to {} while breakglass merged it, so the request file is not on the default branch. The access granted for it is being **revoked now**. Ask again with a new request.",
+        "🚨 **Merged into the wrong branch**: this pull request was retargeted to {} while breakglass merged it, so the request file is not on the default branch. Any access granted for it is being **revoked now** (if the grant had not been applied yet, it never will be). Ask again with a new request.",
         code(base)
     )
 }
@@ -1598,18 +1606,32 @@ pub fn reopened_comment(new_pr: &str) -> String {
     )
 }
 
+/// What an approver's emoji on the PR would do now (see [`emoji_on_a_note_comment`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmojiAwaited {
+    /// Approve the pending request.
+    Approval,
+    /// Approve the extension the grant's requester asked for.
+    Extension,
+    /// Review the fast-path grant after the fact.
+    Review,
+}
+
 /// An approver's approval emoji on one of the bot's notes (GitLab), while the request awaits an
 /// approval, or the review of a fast-path grant (`review`): it counts only on the MR itself.
 pub fn emoji_on_a_note_comment(
     approver: &str,
     emoji: &str,
-    review: bool,
+    awaiting: EmojiAwaited,
     forge: ForgeKind,
 ) -> String {
-    let (what, command) = match (review, forge) {
-        (true, _) => ("reviews", "`/breakglass reviewed`"),
-        (false, ForgeKind::GitHub) => ("approves", "an approving review, or `/breakglass approve`"),
-        (false, ForgeKind::GitLab) => (
+    let (what, command) = match (awaiting, forge) {
+        (EmojiAwaited::Review, _) => ("reviews", "`/breakglass reviewed`"),
+        (EmojiAwaited::Extension, _) => ("approves", "`/breakglass approve`"),
+        (EmojiAwaited::Approval, ForgeKind::GitHub) => {
+            ("approves", "an approving review, or `/breakglass approve`")
+        }
+        (EmojiAwaited::Approval, ForgeKind::GitLab) => (
             "approves",
             "the **Approve** button, or `/breakglass approve`",
         ),

@@ -219,6 +219,46 @@ on_both_forges!(
     }
 );
 
+// dan's emoji approves alice's extension, and the step fails after the new expiry is stored,
+// before its note (each attempt of the run): nothing is asked on the new expiry any more, yet
+// the step run again (GitHub's poll, GitLab's emoji delivery) still says it, once, and the
+// reminder moves to the new expiry.
+on_both_forges!(
+    an_extension_by_emoji_cut_off_before_its_note_still_says_it_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r-extnote", "1h").await;
+        let granted = s.request("r-extnote").await.expires_at.unwrap();
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        assert_eq!(said(&s, pr, "⏳ @alice asks for 30m more"), 1);
+        s.fail_next(Route::Notes, Method::POST, 4, FailureKind::Status(500));
+        match s.dialect {
+            Dialect::GitHub => s.expect_job_error(JobKind::Poll, "HTTP 500"),
+            Dialect::GitLab => s.expect_delivery_error("HTTP 500"),
+        }
+        s.emoji(pr, &s.people.dan, "+1");
+        match s.dialect {
+            Dialect::GitHub => {
+                s.advance(TimeDelta::seconds(31));
+                s.settle().await;
+            }
+            Dialect::GitLab => s.until_a_delivery_failed().await,
+        }
+        let extended = s.request("r-extnote").await.expires_at.unwrap();
+        assert_eq!(extended - granted, TimeDelta::minutes(30));
+        for _ in 0..10 {
+            s.advance(TimeDelta::minutes(1));
+            s.settle().await;
+        }
+        assert_eq!(said(&s, pr, "⏳ Extended"), 1);
+        let id = "r-extnote".to_owned().try_into().unwrap();
+        let jobs = s.store.jobs_for_request(&id).await.unwrap();
+        let remind = jobs.iter().find(|job| job.kind == JobKind::Remind).unwrap();
+        assert_eq!(remind.run_at, extended - TimeDelta::minutes(10), "{jobs:?}");
+    }
+);
+
 /// Stores carol's approval by comment `comment` of `record`, as the approval step does.
 async fn store_carols_comment_approval(s: &Scenario, record: &RequestRecord, comment: u64) {
     s.store

@@ -910,6 +910,56 @@ async fn the_polls_of_many_prs_stay_within_the_reaction_poll_budget() {
     }
 }
 
+/// Fast-path grants awaiting their review are polled too, and unreviewed ones pile up; they
+/// must not slow the notice of an approval. With a budget of 12 reads a minute, two pending
+/// requests (8 reads a minute at 30 s) keep the interval, and six grants awaiting review share
+/// the other 4: every 180 s on average, each turn drawn between 90 s and 270 s. Shared
+/// equally, all eight would wait 80 s on average.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_requests_are_polled_before_grants_awaiting_their_review() {
+    let Some(mut s) = Scenario::start(Backend::Sqlite).await else {
+        return;
+    };
+    s.stop().await;
+    s.config.github.as_mut().unwrap().reaction_poll_budget = std::num::NonZeroU32::new(12).unwrap();
+    s.start_service().await;
+    let bob = &s.people.bob;
+    let reviews = ["f1", "f2", "f3", "f4", "f5", "f6"];
+    let mut fast = Vec::new();
+    for id in reviews {
+        let yaml = "environment: prod\nrole: admin\nduration: 5m\nreason: incident INC-9 payments down\nticket: INC-9\n";
+        let (branch, path) = (format!("sev1-{id}"), format!("requests/prod/{id}.yaml"));
+        s.forge
+            .push_files(REPO, &branch, bob, &[(path.as_str(), yaml)], "request");
+        fast.push(s.open_labelled_change(bob, &branch, "sev1 access", "sev1"));
+        s.settle().await;
+    }
+    for pr in &fast {
+        assert!(s.change(*pr).merged, "{:#?}", s.bot_comments(*pr));
+    }
+    let pending = ["r1", "r2"];
+    let mut prs = fast.clone();
+    for id in pending {
+        prs.push(s.open_request(&s.people.alice, "prod", id, &prod_request("1h")));
+    }
+    s.settle().await;
+    // Each grant's next poll was at most 90 s away (six polled, 12 reads a minute for them):
+    // one step past it polls every PR once with all eight polled.
+    s.advance(TimeDelta::seconds(100));
+    s.settle().await;
+    for id in pending {
+        assert_eq!(next_poll_in(&s, id).await, TimeDelta::seconds(30), "{id}");
+    }
+    for id in reviews {
+        let at = next_poll_in(&s, id).await;
+        let (soonest, latest) = (TimeDelta::seconds(90), TimeDelta::seconds(270));
+        assert!(soonest <= at && at <= latest, "{id}: {at}");
+    }
+    for pr in prs {
+        s.take_bot_comments(pr);
+    }
+}
+
 /// GitHub's ETag is a hash of the answer's body (for the token that asked), so the first poll
 /// of a new PR offers the ETag of an empty reaction list seen on another PR: free when the new
 /// PR has no emoji yet, and an emoji already there is still read in full.

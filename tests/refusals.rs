@@ -952,7 +952,10 @@ on_both_forges!(
         s.settle().await;
         assert_eq!(
             s.next_bot_comment(pr),
-            "⏳ @alice asks for 1h more. It needs approval: 2 approvers (@acme/sre-leads, @carol) comment `/breakglass approve` (or `/breakglass extend 1h`)."
+            format!(
+                "⏳ @alice asks for 1h more. It needs approval: 2 approvers (@acme/sre-leads, @carol) comment `/breakglass approve` (or `/breakglass extend 1h`), {}",
+                or_react(&s, "react")
+            )
         );
         assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
         s.note(pr, &s.people.dan, "/breakglass extend 1h");
@@ -1044,13 +1047,19 @@ on_both_backends!(
         s.settle().await;
         assert_eq!(
             s.next_bot_comment(pr),
-            "⏳ @alice asks for 1h more. It needs approval: 2 approvers (@acme/sre-leads, @carol) comment `/breakglass approve` (or `/breakglass extend 1h`)."
+            format!(
+                "⏳ @alice asks for 1h more. It needs approval: 2 approvers (@acme/sre-leads, @carol) comment `/breakglass approve` (or `/breakglass extend 1h`), {}",
+                or_react(&s, "react")
+            )
         );
         s.note(pr, &s.people.alice, "/breakglass extend 30m");
         s.settle().await;
         assert_eq!(
             s.next_bot_comment(pr),
-            "⏳ @alice asks for 30m more. It needs approval: 2 approvers (`@acme/sre-leads`, `@carol`) comment `/breakglass approve` (or `/breakglass extend 30m`).",
+            format!(
+                "⏳ @alice asks for 30m more. It needs approval: 2 approvers (`@acme/sre-leads`, `@carol`) comment `/breakglass approve` (or `/breakglass extend 30m`), {}",
+                or_react(&s, "react")
+            ),
             "asked again: named, not pinged"
         );
         s.approve(pr, &s.people.carol);
@@ -1113,6 +1122,238 @@ on_both_forges!(
         assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
         let extended = s.request("r1").await.expires_at.unwrap();
         assert_eq!(extended - granted, TimeDelta::minutes(30));
+    }
+);
+
+/// Lets the bot see the emoji put on since its last look: GitHub's by the next poll (it sends
+/// no webhook for them), GitLab's by their webhook.
+async fn seen(s: &Scenario) {
+    s.advance(TimeDelta::seconds(31));
+    s.settle().await;
+}
+
+// An approver's approval emoji on the PR, put on after the requester's ask, approves the
+// extension as `/breakglass approve` does (SPEC: an extension needs "approval again", and an
+// emoji is an approval). Emoji that approve nothing get no answer: carol's from before the
+// ask, the requester's own, and an outsider's.
+on_both_forges!(
+    an_approval_emoji_put_on_after_the_ask_approves_the_extension,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        let granted = s.request("r1").await.expires_at.unwrap();
+        s.emoji(pr, &s.people.carol, "+1");
+        seen(&s).await;
+        s.expect_no_bot_comment(pr);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        let asked = s.next_bot_comment(pr);
+        assert!(asked.ends_with(&or_react(&s, "reacts")), "{asked}");
+        s.emoji(pr, &s.people.alice, "+1");
+        s.emoji(pr, &s.people.mallory, "+1");
+        seen(&s).await;
+        s.expect_no_bot_comment(pr);
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
+        s.emoji(pr, &s.people.dan, "+1");
+        seen(&s).await;
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+        s.expect_no_bot_comment(pr);
+        let extended = s.request("r1").await.expires_at.unwrap();
+        assert_eq!(extended - granted, TimeDelta::minutes(30));
+        let event = s.events("r1", "extend").await.pop().unwrap();
+        assert_eq!(event.data["approved_by"], serde_json::json!(["dan"]));
+        // Nothing is asked on the new expiry: the same emoji, read again, extends nothing.
+        s.emoji(pr, &s.people.erin, "+1");
+        seen(&s).await;
+        s.expect_no_bot_comment(pr);
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), extended);
+    }
+);
+
+// With two approvals needed, one approver's emoji is counted once (the poll reads it again at
+// every change of the PR's emoji) and taken back before the second approval, no longer counts.
+on_both_forges!(
+    an_extension_emoji_counts_once_and_not_after_it_is_taken_back,
+    |s: Scenario| async move {
+        let pr = granted_by_two_approvers(&s).await;
+        s.take_bot_comments(pr);
+        let granted = s.request("r1").await.expires_at.unwrap();
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        assert!(
+            s.next_bot_comment(pr)
+                .starts_with("⏳ @alice asks for 30m more")
+        );
+        let dans = s.emoji(pr, &s.people.dan, "+1");
+        seen(&s).await;
+        assert_eq!(
+            s.next_bot_comment(pr),
+            "👍 @dan approves an extension by 30m (1 of 2); another approver's `/breakglass approve` (or `/breakglass extend 30m`) extends it."
+        );
+        s.emoji(pr, &s.people.mallory, "eyes");
+        seen(&s).await;
+        s.expect_no_bot_comment(pr);
+        s.remove_emoji(pr, dans);
+        seen(&s).await;
+        s.approve(pr, &s.people.carol);
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).contains("(1 of 2)"));
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
+        s.emoji(pr, &s.people.dan, "+1");
+        seen(&s).await;
+        assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+        let event = s.events("r1", "extend").await.pop().unwrap();
+        assert_eq!(
+            event.data["approved_by"],
+            serde_json::json!(["carol", "dan"])
+        );
+    }
+);
+
+// An emoji in the same forge second as the ask may or may not have been put on after reading
+// it: the approver is asked to approve again, once, and nothing is extended.
+on_both_forges!(
+    an_extension_emoji_in_the_asks_second_is_asked_again,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        let granted = s.request("r1").await.expires_at.unwrap();
+        s.forge.freeze_clock(s.forge.now() + TimeDelta::seconds(1));
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        assert!(
+            s.next_bot_comment(pr)
+                .starts_with("⏳ @alice asks for 30m more")
+        );
+        s.emoji_now(pr, &s.people.carol, "+1");
+        seen(&s).await;
+        let again =
+            "⏱️ @carol, your approval came within the same second as @alice's ask for 30m more";
+        assert!(s.next_bot_comment(pr).starts_with(again));
+        s.emoji_now(pr, &s.people.dan, "eyes");
+        seen(&s).await;
+        s.expect_no_bot_comment(pr);
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
+    }
+);
+
+// GitHub: the poll read dan's 👍 before the bot heard of bob's ask (its webhook late), when it
+// could only review the fast-path grant. Once the ask is stored, the next poll reads the emoji
+// again (an unchanged list would not be read), and dan's, put on after the ask, approves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_github_an_emoji_read_before_the_ask_was_heard_of_approves_it_once_it_is() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let pr = s.open_bob_sev1_change();
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.take_bot_comments(pr);
+    let granted = s.request("r-sev1").await.expires_at.unwrap();
+    s.forge.set_webhooks_paused(true);
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    s.note(pr, &s.people.bob, "/breakglass extend 30m");
+    s.emoji(pr, &s.people.dan, "+1");
+    seen(&s).await;
+    assert!(
+        s.next_bot_comment(pr)
+            .starts_with("✔️ After-the-fact review by @dan recorded")
+    );
+    s.forge.set_webhooks_paused(false);
+    s.forge.flush_webhooks();
+    s.settle().await;
+    assert!(
+        s.next_bot_comment(pr)
+            .starts_with("⏳ @bob asks for 30m more")
+    );
+    seen(&s).await;
+    assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+    let extended = s.request("r-sev1").await.expires_at.unwrap();
+    assert_eq!(extended - granted, TimeDelta::minutes(30));
+}
+
+// GitHub: an emoji read while the policies are invalid cannot be judged; once they are fixed,
+// the next poll reads it again, and it approves the extension it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_github_an_extension_emoji_read_while_the_policies_are_invalid_counts_once_fixed() {
+    let s = Scenario::start(Backend::Sqlite).await.unwrap();
+    let pr = s.granted("r1", "1h").await;
+    let granted = s.request("r1").await.expires_at.unwrap();
+    s.forge.advance_clock(TimeDelta::seconds(1));
+    s.note(pr, &s.people.alice, "/breakglass extend 30m");
+    s.settle().await;
+    assert!(
+        s.next_bot_comment(pr)
+            .starts_with("⏳ @alice asks for 30m more")
+    );
+    let good = break_prod_policy(&s).await;
+    s.emoji(pr, &s.people.dan, "+1");
+    seen(&s).await;
+    assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
+    s.edit_policy(&s.people.erin, "prod", |_| good.clone());
+    s.settle().await;
+    seen(&s).await;
+    assert!(s.next_bot_comment(pr).starts_with("⏳ Extended"));
+    let extended = s.request("r1").await.expires_at.unwrap();
+    assert_eq!(extended - granted, TimeDelta::minutes(30));
+}
+
+// An emoji that answers an extension that can no longer be given (its requester taken off
+// the policy since the ask) is answered once, however often the poll reads it again: when an
+// outsider's emoji changes the PR's list, and at GitLab's every poll.
+on_both_forges!(
+    an_extension_emoji_that_cannot_approve_is_answered_once,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        assert!(
+            s.next_bot_comment(pr)
+                .starts_with("⏳ @alice asks for 30m more")
+        );
+        s.edit_policy(&s.people.erin, "prod", |p| {
+            p.replace(
+                "requesters: [\"@acme/sre\", alice, bob]",
+                "requesters: [bob]",
+            )
+        });
+        s.settle().await;
+        s.emoji(pr, &s.people.dan, "+1");
+        seen(&s).await;
+        assert!(s.next_bot_comment(pr).starts_with("🙅"), "refused");
+        s.emoji(pr, &s.people.mallory, "eyes");
+        for _ in 0..3 {
+            s.advance(TimeDelta::minutes(5));
+            s.settle().await;
+        }
+        s.expect_no_bot_comment(pr);
+    }
+);
+
+// With one approval needed, an approval extends at once, so who approves is asked of the
+// forge then, as before a merge: dan, taken off @acme/sre-leads a moment after the bot last
+// looked him up, no longer approves within the minute the bot keeps a membership.
+on_both_forges!(
+    an_approver_taken_off_the_team_a_moment_ago_approves_no_extension,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+        let granted = s.request("r1").await.expires_at.unwrap();
+        s.forge.remove_team_member("acme/sre-leads", &s.people.dan);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.settle().await;
+        assert!(
+            s.next_bot_comment(pr)
+                .starts_with("⏳ @alice asks for 30m more")
+        );
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(s.next_bot_comment(pr).starts_with("🙅 @dan"));
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
     }
 );
 
@@ -2648,3 +2889,15 @@ on_both_forges!(
         );
     }
 );
+
+/// How an extension's ask ends: the emoji way to approve it, on this forge (`react` or
+/// `reacts`, as many approvers are needed).
+fn or_react(s: &Scenario, verb: &str) -> String {
+    let (emoji, noun) = match s.dialect {
+        Dialect::GitHub => ("+1", "PR"),
+        Dialect::GitLab => ("thumbsup", "MR"),
+    };
+    format!(
+        "or {verb} with `:{emoji}:` on the {noun} itself after this ask (an emoji put on before it approved something else)."
+    )
+}

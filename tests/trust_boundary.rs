@@ -2129,6 +2129,11 @@ async fn on_github_a_request_retargeted_between_the_guards_read_and_its_merge_is
     for (comment, prefix) in after.iter().zip(expected) {
         assert!(comment.starts_with(prefix), "{said:#?}");
     }
+    // Either way, the warning claims no grant that may never have been applied.
+    assert!(
+        after[0].contains("Any access granted for it is being **revoked now**"),
+        "{said:#?}"
+    );
     let grants = s.events("r1", "grant").await;
     assert_eq!(grants.len(), usize::from(granted), "{grants:?}");
     let record = s.request("r1").await;

@@ -17,13 +17,17 @@ use crate::names::RequestId;
 pub enum Effect {
     /// Opened a request (`/breakglass <env> <duration>`); its id is reserved before the PR.
     Request,
-    /// Extended a grant (`/breakglass extend`).
+    /// Extended a grant (`/breakglass extend`, or an approver's `/breakglass approve`).
     Extend,
+    /// Extended a grant by an approver's approval emoji on its PR; keyed by the emoji's id,
+    /// which is not a comment's (the forges number them apart).
+    ExtendByReaction,
 }
 
 string_enum!(Effect {
     Request => "request",
     Extend => "extend",
+    ExtendByReaction => "extend_reaction",
 });
 
 /// Which comment: its forge, repository and the forge's id of it.
@@ -288,19 +292,20 @@ impl Store {
         request_id_reserved(&mut *self.conn().await?, request).await
     }
 
-    /// Stores `record` (its new expiry) with its `extend` event, once per comment, in one
-    /// transaction: `false` (nothing written, `record` unchanged) when the comment extended
-    /// the grant already. On [`StoreError::Conflict`] nothing was written either.
+    /// Stores `record` (its new expiry) with its `extend` event, once per comment (or emoji,
+    /// by `effect`), in one transaction: `false` (nothing written, `record` unchanged) when it
+    /// extended the grant already. On [`StoreError::Conflict`] nothing was written either.
     pub async fn record_extension(
         &self,
         comment: CommentKey<'_>,
+        effect: Effect,
         record: &mut RequestRecord,
         event: &NewEvent,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = self.begin_writing(&mut conn).await?;
-        if !add_comment_effect(&mut tx, comment, Effect::Extend, &record.id, now).await? {
+        if !add_comment_effect(&mut tx, comment, effect, &record.id, now).await? {
             tx.rollback().await?;
             return Ok(false);
         }

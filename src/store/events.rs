@@ -76,6 +76,9 @@ pub enum EventKind {
     ApprovalWithdrawn,
     /// An approval in the same second as a push: the approver was asked to approve again.
     ApprovalAmbiguous,
+    /// An approver's emoji that cannot approve what it answers (an extension that can no
+    /// longer be given): the approver was told why, once.
+    ApprovalRefused,
     /// The bot merged the request PR.
     Merge,
     /// Access was granted.

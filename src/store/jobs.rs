@@ -435,22 +435,36 @@ pub async fn next_job_due(conn: &mut AnyConnection) -> Result<Option<DateTime<Ut
     next_due(conn, JobKind::ALL).await
 }
 
-/// How many `kind` jobs there are for requests on `forge`: for `poll`, how many PRs are polled.
-/// An index probe per job of the kind (`jobs (kind, run_at)`, then each request by its key).
-pub async fn count_jobs(
+/// The PRs whose emoji are polled on one forge (each has a `poll` job), by what the poll
+/// waits for: a pending request's approval, or a fast-path grant's review.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolledCounts {
+    /// Pending requests, waiting for their approval.
+    pub approvals: u64,
+    /// Any other polled request: a fast-path grant awaiting its retroactive review.
+    pub reviews: u64,
+}
+
+/// How many PRs on `forge` are polled, and for what. An index probe per `poll` job
+/// (`jobs (kind, run_at)`, then each request by its key).
+pub async fn count_polled(
     conn: &mut AnyConnection,
-    kind: JobKind,
     forge: ForgeKind,
-) -> Result<u64, StoreError> {
-    let count: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM jobs JOIN requests ON requests.id = jobs.request_id \
+) -> Result<PolledCounts, StoreError> {
+    let (all, pending): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN requests.state = 'pending' THEN 1 ELSE 0 END), 0) \
+         FROM jobs JOIN requests ON requests.id = jobs.request_id \
          WHERE jobs.kind = $1 AND requests.forge = $2",
     )
-    .bind(kind.as_str())
+    .bind(JobKind::Poll.as_str())
     .bind(forge.as_str())
     .fetch_one(&mut *conn)
     .await?;
-    Ok(u64::try_from(count).unwrap_or(0))
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(PolledCounts {
+        approvals: count(pending),
+        reviews: count(all.saturating_sub(pending)),
+    })
 }
 
 /// [`next_job_due`] of one lane.
@@ -587,9 +601,9 @@ impl Store {
         claimed
     }
 
-    /// See [`count_jobs`].
-    pub async fn count_jobs(&self, kind: JobKind, forge: ForgeKind) -> Result<u64, StoreError> {
-        count_jobs(&mut *self.conn().await?, kind, forge).await
+    /// See [`count_polled`].
+    pub async fn count_polled(&self, forge: ForgeKind) -> Result<PolledCounts, StoreError> {
+        count_polled(&mut *self.conn().await?, forge).await
     }
 
     /// See [`next_lane_job_due`].

@@ -16,7 +16,7 @@ use crate::forge::{Actor, PullRequestInfo, ReviewState};
 use crate::names::{Login, RequestId};
 use crate::policy::Policy;
 use crate::store::{Approval, ApprovalSource};
-use crate::store::{EventKind, ForgeKind, JobKind};
+use crate::store::{EventKind, ForgeKind, JobKind, PolledCounts};
 use crate::store::{RequestRecord, RequestState};
 
 /// Whether an approval attempt counted, and if not, why.
@@ -738,15 +738,23 @@ impl Workflow {
         Ok(())
     }
 
-    /// The reaction poll: approvals of pending requests, reviews of fast-path grants.
+    /// The reaction poll: approvals of pending requests and of extensions asked for, reviews
+    /// of fast-path grants.
     pub(super) async fn job_poll(&self, id: &RequestId) -> anyhow::Result<()> {
         let Some(record) = self.store.get_request(id).await? else {
             return Ok(());
         };
-        if record.state != RequestState::Pending && !awaits_review(&record) {
+        let Some(awaiting) = self.awaits_emoji(&record).await? else {
             self.forge.done_polling(record.pr_number);
+            self.caches.asks_changed(record.pr_number, BTreeSet::new());
+            if record.state == RequestState::Active && record.total_secs > record.duration_secs {
+                // Extended, maybe by an emoji in an earlier run of this job that failed after
+                // the new expiry was stored: its timers and its note are made sure of.
+                self.extension_timers(&record).await?;
+                self.announce_extension(&record).await?;
+            }
             return Ok(()); // nothing to poll for any more
-        }
+        };
         let mut read_again = ReadAgainUnlessDone {
             forge: &self.forge,
             number: record.pr_number,
@@ -757,7 +765,7 @@ impl Workflow {
         if end == PollEnd::Done {
             return Ok(());
         }
-        let spacing = self.poll_spacing().await;
+        let spacing = self.poll_spacing(awaiting).await;
         let spacing = dephased(spacing, self.settings.poll_interval, rand::random());
         let spacing = chrono::TimeDelta::from_std(spacing);
         let next = self.now() + spacing.unwrap_or(chrono::TimeDelta::days(1));
@@ -768,17 +776,18 @@ impl Workflow {
         self.poll_latest_note(record.pr_number).await
     }
 
-    /// How long until a PR's next poll: [`poll_spacing`] with the PRs polled now on this
-    /// forge, every replica's (each has a `poll` job). Not known (the database did not
-    /// answer): the configured interval.
-    async fn poll_spacing(&self) -> std::time::Duration {
+    /// How long until the next poll of a PR awaiting `awaiting`: [`poll_spacing`] with the PRs
+    /// polled now on this forge, every replica's (each has a `poll` job). Not known (the
+    /// database did not answer): the configured interval.
+    async fn poll_spacing(&self, awaiting: Awaiting) -> std::time::Duration {
         let settings = &self.settings;
-        match self
-            .store
-            .count_jobs(JobKind::Poll, self.forge.kind())
-            .await
-        {
-            Ok(polled) => poll_spacing(settings.poll_interval, polled, settings.poll_budget),
+        match self.store.count_polled(self.forge.kind()).await {
+            Ok(polled) => poll_spacing(
+                settings.poll_interval,
+                polled,
+                settings.poll_budget,
+                awaiting,
+            ),
             Err(err) => {
                 tracing::warn!(%err, "cannot count the PRs polled; polling at the interval");
                 settings.poll_interval
@@ -786,9 +795,32 @@ impl Workflow {
         }
     }
 
-    /// One poll of the emoji on `record`'s change (pending, or awaiting its review).
+    /// What an emoji on `record`'s PR would settle now, if anything: an approval (of the
+    /// pending request, or of the extension its requester asked for) before a review.
+    async fn awaits_emoji(&self, record: &RequestRecord) -> anyhow::Result<Option<Awaiting>> {
+        Ok(
+            if record.state == RequestState::Pending || self.extension_asked(record).await? {
+                Some(Awaiting::Approval)
+            } else if awaits_review(record) {
+                Some(Awaiting::Review)
+            } else {
+                None
+            },
+        )
+    }
+
+    /// One poll of the emoji on `record`'s change (pending, awaiting its review, or an
+    /// extension's approval).
     async fn poll_change(&self, record: &RequestRecord) -> anyhow::Result<PollEnd> {
-        let awaiting_review = awaits_review(record);
+        let pending = record.state == RequestState::Pending;
+        if record.state == RequestState::Active {
+            let asks = self.extension_ask_signals(record).await?;
+            if self.caches.asks_changed(record.pr_number, asks) {
+                // An emoji read before the ask was stored (its webhook late, another replica)
+                // could not approve it; an unchanged list would not be read again.
+                self.forge.forget_reactions(record.pr_number);
+            }
+        }
         let reactions = match self.forge.reactions_if_changed(record.pr_number).await {
             Err(err) if err.status() == Some(404) => {
                 self.close_if_deleted(record.clone(), err.into()).await?;
@@ -799,8 +831,8 @@ impl Workflow {
         let Some(reactions) = reactions else {
             return Ok(PollEnd::Again);
         };
-        if awaiting_review && reactions.is_empty() {
-            // Nobody reacted: no reviewer to look up in the policies.
+        if !pending && reactions.is_empty() {
+            // Nobody reacted: no reviewer or approver to look up in the policies.
             return Ok(PollEnd::Again);
         }
         let (default_branch, policies) = self.load_policies().await?;
@@ -809,7 +841,12 @@ impl Workflow {
             Err(problems) => {
                 // Its emoji wait for valid policies (the poll reads them again then); the PR
                 // is told why once, and decided again when a push fixes them.
-                if record.state == RequestState::Pending
+                if !pending && !reactions.is_empty() {
+                    // Not decided again once the policies are fixed: its next poll reads them
+                    // all again instead.
+                    self.forge.forget_reactions(record.pr_number);
+                }
+                if pending
                     && !reactions.is_empty()
                     && self.caches.await_valid_policies(record.pr_number)
                 {
@@ -829,20 +866,27 @@ impl Workflow {
         let Some(policy) = policies.get(record.environment.as_str()) else {
             return Ok(PollEnd::Done);
         };
-        if !awaiting_review {
+        if pending {
             self.withdraw_removed_reactions(record, &reactions).await?;
         }
+        // Every emoji is considered until one settles all there was to poll for: an unchanged
+        // list is not read again (its ETag), so one left for later would be missed.
         for reaction in &reactions {
             let current = self
                 .store
                 .get_request(&record.id)
                 .await?
                 .context("request vanished")?;
-            if self.consider_reaction(current, policy, reaction).await? {
+            if self.awaits_emoji(&current).await?.is_none() {
                 return Ok(PollEnd::Done);
             }
+            self.consider_reaction(current, policy, reaction).await?;
         }
-        Ok(PollEnd::Again)
+        let current = self.store.get_request(&record.id).await?;
+        Ok(match current {
+            Some(current) if self.awaits_emoji(&current).await?.is_some() => PollEnd::Again,
+            _ => PollEnd::Done,
+        })
     }
 
     /// The emoji on the bot's latest note on change `number` (GitHub: polled, as it sends no
@@ -858,39 +902,45 @@ impl Workflow {
         Ok(())
     }
 
-    /// One emoji on a request's change: an approval of a pending request, or the review of a
-    /// fast-path grant. `true` when it settled the request (merging, or reviewed).
+    /// One emoji on a request's change: an approval of a pending request or of the extension an
+    /// active grant's requester asked for, or the review of a fast-path grant.
     async fn consider_reaction(
         &self,
         record: RequestRecord,
         policy: &crate::policy::Policy,
         reaction: &crate::forge::Reaction,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<()> {
         if !policy.approval_reactions.contains(&reaction.content)
             || reaction.user.id == record.requester_id
             || reaction.user.is_bot
             || reaction.user.id == self.bot.id
         {
-            return Ok(false);
+            return Ok(());
+        }
+        let mut record = record;
+        if record.state == RequestState::Active
+            && self
+                .reaction_approves_extension(&record, policy, reaction)
+                .await?
+        {
+            // Extended: a fast-path grant's review (below) is of the record as it is now.
+            let Some(extended) = self.store.get_request(&record.id).await? else {
+                return Ok(());
+            };
+            record = extended;
         }
         if awaits_review(&record) {
             if !self.is_approver(policy, &reaction.user).await? {
-                return Ok(false);
+                return Ok(());
             }
             // A review is of what was merged: an emoji on an older version (before the push of
             // the merged head, forge time on both sides) reviewed something else.
             let key = format!("reaction:{}", reaction.id);
             let stored = stored_decision(&record)?;
             return match review_timing(stored, reaction.created_at) {
-                Timing::Current => {
-                    self.mark_reviewed(record, &reaction.user).await?;
-                    Ok(true)
-                }
-                Timing::Stale => Ok(false),
-                Timing::Ambiguous => {
-                    self.ask_once(&record, &reaction.user, &key).await?;
-                    Ok(false)
-                }
+                Timing::Current => self.mark_reviewed(record, &reaction.user).await,
+                Timing::Stale => Ok(()),
+                Timing::Ambiguous => self.ask_once(&record, &reaction.user, &key).await,
             };
         }
         if record.state == RequestState::Denied && self.is_approver(policy, &reaction.user).await? {
@@ -901,7 +951,7 @@ impl Workflow {
                 .await?;
         }
         if record.state != RequestState::Pending {
-            return Ok(true);
+            return Ok(());
         }
         let signal = Signal {
             actor: &reaction.user,
@@ -912,7 +962,6 @@ impl Workflow {
         let key = signal.key.clone();
         let asked = record.clone();
         match self.record_approval(record, signal).await? {
-            ApprovalOutcome::Merging => return Ok(true),
             // Too close to the push to tell: ask, once per reaction. (A reaction from before
             // the push approved the older version: the push voided it.)
             ApprovalOutcome::Ambiguous => self.ask_once(&asked, &reaction.user, &key).await?,
@@ -930,7 +979,7 @@ impl Workflow {
             }
             _ => {}
         }
-        Ok(false)
+        Ok(())
     }
 
     /// Whether the approval `who` just gave `record`'s head is their first of that head, by
@@ -974,9 +1023,7 @@ impl Workflow {
         let Some(policy) = policies.get(record.environment.as_str()) else {
             return Ok(());
         };
-        self.consider_reaction(record, policy, reaction)
-            .await
-            .map(drop)
+        self.consider_reaction(record, policy, reaction).await
     }
 
     /// An emoji on a note of change `number` (GitLab tells; on GitHub the poll reads those on
@@ -1002,8 +1049,16 @@ impl Workflow {
         else {
             return Ok(());
         };
-        let review = awaits_review(&record);
-        if !(record.state == RequestState::Pending || review) || user.id == record.requester_id {
+        let awaiting = if record.state == RequestState::Pending {
+            comment::EmojiAwaited::Approval
+        } else if self.extension_asked(&record).await? {
+            comment::EmojiAwaited::Extension
+        } else if awaits_review(&record) {
+            comment::EmojiAwaited::Review
+        } else {
+            return Ok(());
+        };
+        if user.id == record.requester_id {
             return Ok(());
         }
         let (_, Ok(policies)) = self.load_policies().await? else {
@@ -1018,7 +1073,7 @@ impl Workflow {
             return Ok(());
         }
         let text =
-            comment::emoji_on_a_note_comment(&user.login, content, review, self.forge.kind());
+            comment::emoji_on_a_note_comment(&user.login, content, awaiting, self.forge.kind());
         self.note_unless_latest(Thread::Change(number), &text).await
     }
 
@@ -1053,7 +1108,27 @@ impl Workflow {
         actor: &Actor,
         key: &str,
     ) -> anyhow::Result<()> {
-        let kind = EventKind::ApprovalAmbiguous;
+        // A fast-path grant's review closes only by an emoji or `/breakglass reviewed`: the
+        // reply names those, not the approval ways that would answer "nothing to approve".
+        let text = if awaits_review(record) {
+            comment::emoji_review_again_comment(&actor.login)
+        } else {
+            comment::approve_again_comment(&actor.login, false, self.forge.kind())
+        };
+        let answer = (EventKind::ApprovalAmbiguous, key);
+        self.answer_once(record, actor, answer, &text).await
+    }
+
+    /// Says `text` on `record`'s PR in answer to `actor`'s signal `key` (an emoji, read again
+    /// at every poll that finds the PR's emoji changed), once: the event log keeps the answer
+    /// as a `kind` event, for every replica.
+    pub(super) async fn answer_once(
+        &self,
+        record: &RequestRecord,
+        actor: &Actor,
+        (kind, key): (EventKind, &str),
+        text: &str,
+    ) -> anyhow::Result<()> {
         let asked = self
             .store
             .events_for_request(&record.id)
@@ -1070,15 +1145,8 @@ impl Workflow {
             serde_json::json!({ "signal": key }),
         )
         .await?;
-        // A fast-path grant's review closes only by an emoji or `/breakglass reviewed`: the
-        // reply names those, not the approval ways that would answer "nothing to approve".
-        let text = if awaits_review(record) {
-            comment::emoji_review_again_comment(&actor.login)
-        } else {
-            comment::approve_again_comment(&actor.login, false, self.forge.kind())
-        };
         self.forge
-            .note(Thread::Change(record.pr_number), &text)
+            .note(Thread::Change(record.pr_number), text)
             .await?;
         Ok(())
     }
@@ -1312,22 +1380,60 @@ const MAX_POLL_SPACING: std::time::Duration = std::time::Duration::from_secs(86_
 /// there (each conditional: a `304` is free of the primary rate limit, not of the secondary).
 const READS_PER_POLL: u64 = 2;
 
-/// The time between two polls of one PR when `polled` PRs are polled: `interval`, or longer
-/// when their reads at that interval would pass `budget` a minute, so that their polls
-/// together keep within it on average (a hundred and twelve PRs at 30 s and 450 a minute;
-/// GitHub's secondary limit of 900 points a minute counts every request, a free `304` too).
-/// At most a day: a pending request is closed by then anyway.
+/// What a poll waits for: it decides how soon its PR is polled again once the polls of all
+/// PRs are more than their budget allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Awaiting {
+    /// A pending request's approval: someone is waiting for access.
+    Approval,
+    /// A fast-path grant's retroactive review: it has a day, and a comment or an approving
+    /// review is heard at once anyway.
+    Review,
+}
+
+/// The time between two polls of one PR awaiting `awaiting` when `polled` PRs are polled:
+/// `interval`, or longer when their reads at that interval would pass `budget` a minute, so
+/// that their polls together keep within it on average (GitHub's secondary limit of 900 points
+/// a minute counts every request, a free `304` too). Approvals come first: their polls may take
+/// nine tenths of the budget, all of it while no review is polled; reviews have what approvals
+/// leave, at least a tenth. Unreviewed grants pile up over weeks and must not slow the notice
+/// of an approval at 2 a.m. At most a day: a pending request is closed by then anyway.
 fn poll_spacing(
     interval: std::time::Duration,
-    polled: u64,
+    polled: PolledCounts,
     budget: std::num::NonZeroU32,
+    awaiting: Awaiting,
 ) -> std::time::Duration {
-    let reads = polled.saturating_mul(READS_PER_POLL);
-    // Rounded up: rounded down, the polls together would read a little over the budget.
-    let spread_ms = reads
-        .saturating_mul(60_000)
-        .div_ceil(u64::from(budget.get()));
-    let spread = std::time::Duration::from_millis(spread_ms).min(MAX_POLL_SPACING);
+    let budget = f64::from(budget.get());
+    let approvals_share = if polled.reviews == 0 {
+        budget
+    } else {
+        budget * 0.9
+    };
+    let (prs, share) = match awaiting {
+        Awaiting::Approval => (polled.approvals, approvals_share),
+        Awaiting::Review => {
+            let approvals_use = reads_a_minute(polled.approvals, interval).min(approvals_share);
+            (polled.reviews, budget - approvals_use)
+        }
+    };
+    spacing_within(interval, prs, share)
+}
+
+/// The reads a minute of `prs` PRs each polled every `every`.
+fn reads_a_minute(prs: u64, every: std::time::Duration) -> f64 {
+    (prs as f64) * (READS_PER_POLL as f64) * 60.0 / every.as_secs_f64()
+}
+
+/// The spacing that keeps the polls of `prs` PRs within `share` reads a minute (positive), never
+/// shorter than `interval` nor longer than [`MAX_POLL_SPACING`].
+fn spacing_within(interval: std::time::Duration, prs: u64, share: f64) -> std::time::Duration {
+    if reads_a_minute(prs, interval) <= share {
+        return interval;
+    }
+    // Rounded up: rounded down, the polls together would read a little over their share.
+    let spread_ms = ((prs as f64) * (READS_PER_POLL as f64) * 60_000.0 / share).ceil();
+    let spread = std::time::Duration::from_millis(spread_ms as u64).min(MAX_POLL_SPACING);
     interval.max(spread)
 }
 
@@ -1339,36 +1445,88 @@ mod tests {
 
     use super::*;
 
+    fn approvals(approvals: u64) -> PolledCounts {
+        PolledCounts {
+            approvals,
+            reviews: 0,
+        }
+    }
+
     /// Up to the budget each PR is polled at the interval; past it, the polls spread so that
     /// all of them together read no more than the budget a minute.
     #[test]
     fn polls_stay_within_their_budget_however_many_prs_are_polled() {
         use std::time::Duration;
         let (interval, budget) = (Duration::from_secs(30), NonZeroU32::new(450).unwrap());
-        assert_eq!(poll_spacing(interval, 0, budget), interval);
-        assert_eq!(
-            poll_spacing(interval, 112, budget),
-            interval,
-            "448 reads a minute"
-        );
+        let spacing = |polled| poll_spacing(interval, polled, budget, Awaiting::Approval);
+        assert_eq!(spacing(approvals(0)), interval);
+        assert_eq!(spacing(approvals(112)), interval, "448 reads a minute");
         for polled in [113, 1_000, 100_000] {
-            let spacing = poll_spacing(interval, polled, budget);
+            let spacing = spacing(approvals(polled));
             assert!(spacing > interval, "{polled}: {spacing:?}");
-            let reads_a_minute = (polled * READS_PER_POLL) as f64 * 60.0 / spacing.as_secs_f64();
-            assert!(reads_a_minute <= 450.0, "{polled}: {reads_a_minute}");
-            assert!(reads_a_minute > 449.0, "{polled}: no slower than needed");
+            let reads = reads_a_minute(polled, spacing);
+            assert!(reads <= 450.0, "{polled}: {reads}");
+            assert!(reads > 449.0, "{polled}: no slower than needed");
         }
         let one_a_minute = NonZeroU32::new(1).unwrap();
-        let spacing = poll_spacing(interval, 3, one_a_minute);
+        let spacing = poll_spacing(interval, approvals(3), one_a_minute, Awaiting::Approval);
         assert_eq!(spacing, Duration::from_secs(360), "6 reads, one a minute");
         assert_eq!(
-            poll_spacing(interval, u64::MAX, one_a_minute),
+            poll_spacing(
+                interval,
+                approvals(u64::MAX),
+                one_a_minute,
+                Awaiting::Approval
+            ),
             MAX_POLL_SPACING
         );
         // A longer interval (GitLab's five minutes) wins until the budget asks for more.
         let five_minutes = Duration::from_secs(300);
-        assert_eq!(poll_spacing(five_minutes, 1_000, budget), five_minutes);
-        assert!(poll_spacing(five_minutes, 1_200, budget) > five_minutes);
+        let gitlab = |polled| poll_spacing(five_minutes, polled, budget, Awaiting::Approval);
+        assert_eq!(gitlab(approvals(1_000)), five_minutes);
+        assert!(gitlab(approvals(1_200)) > five_minutes);
+    }
+
+    /// Grants awaiting their review share the budget with pending requests, but an approval
+    /// is noticed first: reviews are slowed before approvals are, and approvals keep nine
+    /// tenths of the budget however many grants went unreviewed; together they stay within it.
+    #[test]
+    fn polls_for_an_approval_come_before_polls_for_a_review() {
+        use std::time::Duration;
+        let (interval, budget) = (Duration::from_secs(30), NonZeroU32::new(450).unwrap());
+        let spacing = |approvals, reviews, awaiting| {
+            let polled = PolledCounts { approvals, reviews };
+            poll_spacing(interval, polled, budget, awaiting)
+        };
+        // Within the budget together: both at the interval.
+        assert_eq!(spacing(100, 12, Awaiting::Approval), interval);
+        assert_eq!(spacing(100, 12, Awaiting::Review), interval);
+        // 10 pending requests beside 5,000 unreviewed grants: approvals still every 30 s (40
+        // reads a minute), the reviews share the other 410.
+        assert_eq!(spacing(10, 5_000, Awaiting::Approval), interval);
+        let reviews = spacing(10, 5_000, Awaiting::Review);
+        let reads = reads_a_minute(10, interval) + reads_a_minute(5_000, reviews);
+        assert!(449.0 < reads && reads <= 450.0, "{reviews:?}: {reads}");
+        // More pending requests than nine tenths of the budget allows: they are spaced to it,
+        // the reviews have the last tenth.
+        let pending = spacing(1_000, 5_000, Awaiting::Approval);
+        assert!(pending > interval, "{pending:?}");
+        let approvals_reads = reads_a_minute(1_000, pending);
+        assert!(
+            404.0 < approvals_reads && approvals_reads <= 405.0,
+            "{approvals_reads}"
+        );
+        let reviews = spacing(1_000, 5_000, Awaiting::Review);
+        let reviews_reads = reads_a_minute(5_000, reviews);
+        assert!(
+            44.0 < reviews_reads && reviews_reads <= 45.0,
+            "{reviews_reads}"
+        );
+        // With no review polled, the approvals have the whole budget, and the other way round.
+        let alone = spacing(1_000, 0, Awaiting::Approval);
+        assert!(reads_a_minute(1_000, alone) > 449.0, "{alone:?}");
+        let alone = spacing(0, 1_000, Awaiting::Review);
+        assert!(reads_a_minute(1_000, alone) > 449.0, "{alone:?}");
     }
 
     /// Spaced out by their budget, polls are drawn between half and one and a half times the

@@ -119,6 +119,9 @@ pub(super) struct Caches {
     request_texts: Mutex<HashMap<(String, String), String>>,
     /// PRs left undecided because the policies were invalid: decided once they are fixed.
     awaiting_policies: Mutex<BTreeSet<u64>>,
+    /// PR → the extension asks (their signals) known at its last reaction poll here, while
+    /// there are any.
+    polled_asks: Mutex<HashMap<u64, BTreeSet<String>>>,
 }
 
 /// The most request blobs (and request texts) kept (a replica restarting, or holding more,
@@ -153,6 +156,18 @@ impl Caches {
     /// noted already (and told so).
     pub fn await_valid_policies(&self, number: u64) -> bool {
         lock(&self.awaiting_policies).insert(number)
+    }
+
+    /// Notes the extension asks `asks` known at a reaction poll of PR `number`; `true` when
+    /// they are not those of its last poll here (an ask stored since): emoji read before it
+    /// could not approve it, and are to be read again.
+    pub fn asks_changed(&self, number: u64, asks: BTreeSet<String>) -> bool {
+        let mut polled = lock(&self.polled_asks);
+        if asks.is_empty() {
+            polled.remove(&number);
+            return false;
+        }
+        polled.insert(number, asks.clone()).as_ref() != Some(&asks)
     }
 
     /// The PRs left undecided for invalid policies, forgotten here (those still undecided are

@@ -45,13 +45,32 @@ struct OnFastPath {
 /// A check's outcome: go on with `T`, or the reply that says why not.
 type Checked<T> = Result<T, String>;
 
-/// The comment that asks for an extension.
+/// The comment (or an approver's emoji) that asks for an extension, or approves one.
 struct ExtensionAsk {
     /// Where it was asked, which is where the answer goes.
     thread: Thread,
-    comment_id: u64,
-    /// The forge's time of the comment.
+    /// The forge's id of the comment, or of the emoji.
+    given: Given,
+    /// The forge's time of the comment or emoji.
     created_at: DateTime<Utc>,
+}
+
+/// How an extension was asked for or approved: by a comment or by an emoji on the PR, each
+/// with the forge's id of it.
+#[derive(Clone, Copy, Debug)]
+enum Given {
+    Comment(u64),
+    Reaction(u64),
+}
+
+impl Given {
+    /// The approval signal it is stored as, and its source.
+    fn signal(self) -> (String, ApprovalSource) {
+        match self {
+            Self::Comment(id) => (format!("comment:{id}"), ApprovalSource::Comment),
+            Self::Reaction(id) => (format!("reaction:{id}"), ApprovalSource::Reaction),
+        }
+    }
 }
 
 /// What an approval of an extension is of, in place of the head commit a request's approval
@@ -69,12 +88,13 @@ fn extension_approval(
     login: Login,
     ask: &ExtensionAsk,
 ) -> Approval {
+    let (signal, source) = ask.given.signal();
     Approval {
         request_id: record.id.clone(),
-        signal: format!("comment:{}", ask.comment_id),
+        signal,
         approver_id: author.id,
         approver_login: login,
-        source: ApprovalSource::Comment,
+        source,
         head_sha: extension_subject(extension.expires_at, extension.by),
         approved_at: ask.created_at,
     }
@@ -118,7 +138,7 @@ impl Workflow {
         if author.id != record.requester_id {
             let ask = ExtensionAsk {
                 thread,
-                comment_id,
+                given: Given::Comment(comment_id),
                 created_at,
             };
             return match self
@@ -126,7 +146,8 @@ impl Workflow {
                 .await?
             {
                 Ok(Some(approvers)) => {
-                    self.extend_grant(record, extension, author, (&approvers, None), comment)
+                    let by = (comment, Effect::Extend);
+                    self.extend_grant(record, extension, author, (&approvers, None), by)
                         .await
                 }
                 Ok(None) => Ok(()),
@@ -157,12 +178,14 @@ impl Workflow {
             review_within,
             asked_at: created_at,
         });
-        self.extend_grant(record, extension, author, (&[], on_fast_path), comment)
+        let given = (comment, Effect::Extend);
+        self.extend_grant(record, extension, author, (&[], on_fast_path), given)
             .await
     }
 
     /// Keeps the requester's ask for `extension`, which needs approval, so that an approver's
-    /// `/breakglass approve` can approve it. The requester never counts as an approver.
+    /// `/breakglass approve` or approval emoji can approve it. The requester never counts as an
+    /// approver.
     async fn keep_ask(
         &self,
         record: &RequestRecord,
@@ -174,11 +197,13 @@ impl Workflow {
         let login = Login::try_from(author.login.clone()).map_err(anyhow::Error::msg)?;
         let asked = ExtensionAsk {
             thread: Thread::Change(record.pr_number),
-            comment_id,
+            given: Given::Comment(comment_id),
             created_at,
         };
         let ask = extension_approval(record, extension, author, login, &asked);
         self.store.add_approval(&ask).await?;
+        // An approver may approve it with an emoji on the PR, which GitHub only shows a poll.
+        self.schedule(JobKind::Poll, &record.id, self.now()).await?;
         Ok(())
     }
 
@@ -252,6 +277,125 @@ impl Workflow {
         }
         self.command_extend(thread, comment_id, author, by, created_at)
             .await
+    }
+
+    /// Whether an extension of active grant `record` waits for approval: its requester asked
+    /// for more time on its current expiry, and no approval has given it yet.
+    pub(super) async fn extension_asked(&self, record: &RequestRecord) -> anyhow::Result<bool> {
+        Ok(record.state == RequestState::Active && !self.asks_on_expiry(record).await?.is_empty())
+    }
+
+    /// The signals of the asks [`Self::extension_asked`] finds (none: nothing asked).
+    pub(super) async fn extension_ask_signals(
+        &self,
+        record: &RequestRecord,
+    ) -> anyhow::Result<std::collections::BTreeSet<String>> {
+        if record.state != RequestState::Active {
+            return Ok(std::collections::BTreeSet::new());
+        }
+        let asks = self.asks_on_expiry(record).await?;
+        Ok(asks.into_iter().map(|ask| ask.signal).collect())
+    }
+
+    /// An approver's approval emoji (`reaction`) on active grant `record`'s PR, put on after
+    /// its requester asked for more time: an approval of the newest ask made before it and
+    /// still there, as `/breakglass approve` is (forge time on both sides, to the second). An
+    /// emoji from before every ask (the request's own approval, a review) approves nothing
+    /// here; one in the ask's own second may or may not have been put on after reading it, so
+    /// the approver is asked to approve again. `true` when it extended the grant. Each answer
+    /// is said once: the poll reads the same emoji again whenever the PR's list changes.
+    pub(super) async fn reaction_approves_extension(
+        &self,
+        record: &RequestRecord,
+        policy: &Policy,
+        reaction: &crate::forge::Reaction,
+    ) -> anyhow::Result<bool> {
+        let approver = &reaction.user;
+        if approver.id == record.requester_id || approver.is_bot || approver.id == self.bot.id {
+            return Ok(false);
+        }
+        let key = self.comment_key(reaction.id);
+        if let Some(extended) = self
+            .store
+            .comment_effect(key, Effect::ExtendByReaction)
+            .await?
+            && extended == record.id
+        {
+            // Extended by an earlier run: its timers and its note may be missing (a kill
+            // before them).
+            self.extension_timers(record).await?;
+            self.announce_extension(record).await?;
+            return Ok(false);
+        }
+        let mut asks = self.asks_on_expiry(record).await?;
+        let (at, given) = (reaction.created_at, Given::Reaction(reaction.id));
+        asks.retain(|ask| ask.approved_at.timestamp() <= at.timestamp());
+        // Asked of the forge now: the emoji is not read again unless the PR's emoji change, so
+        // an approver added to a team a moment ago is not turned away for good.
+        if asks.is_empty() || !self.is_approver_now(policy, approver).await? {
+            return Ok(false);
+        }
+        asks.sort_by_key(|ask| ask.approved_at);
+        let alive = self.extension_signals_alive(record, &asks).await?;
+        let Some(ask) = asks
+            .iter()
+            .rev()
+            .find(|ask| alive.contains_key(&ask.signal))
+        else {
+            return Ok(false);
+        };
+        let Some(by) = extension_secs(&ask.head_sha).map(HumanDuration::from_secs) else {
+            return Ok(false);
+        };
+        let (signal, _) = given.signal();
+        if ask.approved_at.timestamp() == at.timestamp() {
+            let requester = record.requester_login.as_str();
+            let text = comment::extension_approve_again_comment(
+                &approver.login,
+                requester,
+                &by.to_string(),
+            );
+            let answer = (EventKind::ApprovalAmbiguous, signal.as_str());
+            return self
+                .answer_once(record, approver, answer, &text)
+                .await
+                .map(|()| false);
+        }
+        // The ask's subject: this duration more on the current expiry.
+        let approvals = self.store.approvals_for(&record.id, &ask.head_sha).await?;
+        if approvals.iter().any(|approval| approval.signal == signal) {
+            return Ok(false); // counted already; more approvers are needed
+        }
+        let refused = (EventKind::ApprovalRefused, signal.as_str());
+        let extension = match self.extendable(record, by).await? {
+            Ok(extension) => extension,
+            Err(reply) => {
+                self.answer_once(record, approver, refused, &reply).await?;
+                return Ok(false);
+            }
+        };
+        let thread = Thread::Change(record.pr_number);
+        let ask = ExtensionAsk {
+            thread,
+            given,
+            created_at: at,
+        };
+        match self
+            .approve_extension(record, &extension, approver, ask)
+            .await?
+        {
+            Ok(Some(approvers)) => {
+                let by = (self.comment_key(reaction.id), Effect::ExtendByReaction);
+                self.extend_grant(record.clone(), extension, approver, (&approvers, None), by)
+                    .await?;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(reply) => {
+                self.answer_once(record, approver, refused, &reply).await?;
+                Ok(false)
+            }
+        }
     }
 
     /// Whether `record` can have `by` more: an active grant before its expiry, whose access is
@@ -376,6 +520,8 @@ impl Workflow {
             duration: &duration,
             approvers: &approvers,
             ping: first_ask,
+            reactions: &policy.approval_reactions,
+            forge: self.forge_kind(),
         };
         let review_within = |name: &Name| {
             let rule = policy.fast_path.iter().find(|r| r.name == *name);
@@ -439,8 +585,10 @@ impl Workflow {
     ) -> anyhow::Result<Checked<Option<Vec<Login>>>> {
         let policy = &extension.policy;
         // Bots never approve: a bot account among the approvers is a token someone holds.
+        // Asked of the forge now, as before a merge: with one approval needed, this one
+        // extends at once, and an approver taken off a team a moment ago no longer counts.
         let may = !author.is_bot && author.id != self.bot.id;
-        if !may || !self.is_approver(policy, author).await? {
+        if !may || !self.is_approver_now(policy, author).await? {
             return Ok(Err(comment::not_allowed_comment(
                 &author.login,
                 "the requester or an approver can extend",
@@ -480,7 +628,7 @@ impl Workflow {
             EventKind::Approval,
             Some(&record.id),
             super::events::actor(author),
-            serde_json::json!({ "source": "comment", "signal": approval.signal, "extension": extension.by.to_string() }),
+            serde_json::json!({ "source": approval.source.as_str(), "signal": approval.signal, "extension": extension.by.to_string() }),
             self.forge_kind(),
         );
         self.store
@@ -702,7 +850,7 @@ impl Workflow {
         extension: Extension,
         author: &Actor,
         (approvers, on_fast_path): (&[Login], Option<OnFastPath>),
-        comment: CommentKey<'_>,
+        (given, effect): (CommentKey<'_>, Effect),
     ) -> anyhow::Result<()> {
         let Extension {
             expires_at,
@@ -747,7 +895,7 @@ impl Workflow {
         let now = self.now();
         let stored = self
             .store
-            .record_extension(comment, &mut record, &event, now)
+            .record_extension(given, effect, &mut record, &event, now)
             .await;
         if stored.is_err() && reapplied {
             // A revoke won the race (it waits for this PR's lock only briefly, and another
@@ -808,7 +956,7 @@ impl Workflow {
     }
 
     /// The note of the extension that set the stored expiry of an active grant, said once.
-    async fn announce_extension(&self, record: &RequestRecord) -> anyhow::Result<()> {
+    pub(super) async fn announce_extension(&self, record: &RequestRecord) -> anyhow::Result<()> {
         let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
             return Ok(());
         };
@@ -820,7 +968,7 @@ impl Workflow {
     }
 
     /// The revoke and the reminder of an active grant at its stored expiry (idempotent).
-    async fn extension_timers(&self, record: &RequestRecord) -> anyhow::Result<()> {
+    pub(super) async fn extension_timers(&self, record: &RequestRecord) -> anyhow::Result<()> {
         let (Some(expires_at), RequestState::Active) = (record.expires_at, record.state) else {
             return Ok(());
         };
