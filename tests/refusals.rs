@@ -1329,6 +1329,34 @@ on_both_forges!(
     }
 );
 
+// A review closes a grant nobody approved, so who reviews is asked of the forge then: dan,
+// taken off @acme/sre-leads a moment after the bot last looked him up, reviews nothing, by
+// command or by emoji.
+on_both_forges!(
+    an_approver_taken_off_the_team_a_moment_ago_reviews_no_fast_path_grant,
+    |s: Scenario| async move {
+        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+        s.settle().await;
+        s.approve(pr, &s.people.dan);
+        s.settle().await;
+        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+        s.take_bot_comments(pr);
+        s.forge.remove_team_member("acme/sre-leads", &s.people.dan);
+        let fast = s.open_bob_sev1_change();
+        s.settle().await;
+        assert!(s.change(fast).merged, "{:#?}", s.bot_comments(fast));
+        s.take_bot_comments(fast);
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(fast, &s.people.dan, "/breakglass reviewed");
+        s.settle().await;
+        assert!(s.next_bot_comment(fast).starts_with("🙅 @dan"));
+        s.emoji(fast, &s.people.dan, "+1");
+        seen(&s).await;
+        s.expect_no_bot_comment(fast);
+        assert!(s.request("r-sev1").await.reviewed_at.is_none());
+    }
+);
+
 // With one approval needed, an approval extends at once, so who approves is asked of the
 // forge then, as before a merge: dan, taken off @acme/sre-leads a moment after the bot last
 // looked him up, no longer approves within the minute the bot keeps a membership.

@@ -221,6 +221,40 @@ on_every_skew!(
     }
 );
 
+// Extension by emoji: carol's emoji from before the ask approves nothing; dan's in the ask's
+// own second is asked again; carol's put on again a second after it extends (forge time on
+// both sides, and the poll or the Emoji Hook at the bot's own times).
+on_every_skew!(
+    skew_extension_approved_by_an_emoji_put_on_after_the_ask,
+    |s: Scenario| async move {
+        let pr = s.granted("r1", "1h").await;
+        let granted = s.request("r1").await.expires_at.unwrap();
+        let carols = s.emoji(pr, &s.people.carol, "+1");
+        s.forge.advance_clock(TimeDelta::seconds(1));
+        s.note(pr, &s.people.alice, "/breakglass extend 30m");
+        s.emoji_now(pr, &s.people.dan, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⏳ @alice asks for 30m more"), "{said}");
+        let said = s.next_bot_comment(pr);
+        assert!(
+            said.starts_with("⏱️ @dan, your approval came within the same second"),
+            "{said}"
+        );
+        s.expect_no_bot_comment(pr);
+        assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
+        s.remove_emoji(pr, carols);
+        s.emoji(pr, &s.people.carol, "+1");
+        s.advance(TimeDelta::seconds(31));
+        s.settle().await;
+        let said = s.next_bot_comment(pr);
+        assert!(said.starts_with("⏳ Extended"), "{said}");
+        let extended = s.request("r1").await.expires_at.unwrap();
+        assert_eq!(extended - granted, TimeDelta::minutes(30));
+    }
+);
+
 /// bob's 45-minute prod request on branch `sev1-request`, not opened yet.
 fn push_sev1_branch(s: &Scenario) {
     let yaml = "environment: prod\nrole: admin\nduration: 45m\nreason: incident INC-9 payments down\nticket: INC-9\n";

@@ -930,7 +930,9 @@ impl Workflow {
             record = extended;
         }
         if awaits_review(&record) {
-            if !self.is_approver(policy, &reaction.user).await? {
+            // Asked of the forge now, as for a merge: a review is the approvers' word on a
+            // grant nobody approved, and an approver taken off a team a moment ago has none.
+            if !self.is_approver_now(policy, &reaction.user).await? {
                 return Ok(());
             }
             // A review is of what was merged: an emoji on an older version (before the push of

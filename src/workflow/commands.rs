@@ -1145,7 +1145,9 @@ impl Workflow {
     }
 
     /// Whether `actor` is an approver of the request's environment by the default branch's
-    /// policy; the branch's name when its policies do not load (nobody can be checked).
+    /// policy, asked of the forge now (a review closes what nobody approved: an approver taken
+    /// off a team a moment ago no longer can); the branch's name when its policies do not load
+    /// (nobody can be checked).
     async fn approver_of(
         &self,
         record: &RequestRecord,
@@ -1156,7 +1158,7 @@ impl Workflow {
             return Ok(Err(default_branch));
         };
         Ok(Ok(match policies.get(record.environment.as_str()) {
-            Some(policy) => self.is_approver(policy, actor).await?,
+            Some(policy) => self.is_approver_now(policy, actor).await?,
             None => false,
         }))
     }
