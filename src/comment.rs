@@ -838,6 +838,9 @@ pub struct ExtensionAsk<'a> {
     /// The policy's approval emoji (GitHub's names) and the forge, to say how to approve.
     pub reactions: &'a [String],
     pub forge: ForgeKind,
+    /// The grant's own change request, named and linked (`PR #12`): its emoji count, also
+    /// when the ask was made on the revert PR.
+    pub change: &'a str,
 }
 
 /// Who approves an extension, and how.
@@ -861,10 +864,10 @@ fn extension_approval_how(ask: &ExtensionAsk<'_>, approvals: u32) -> String {
         (format!("an approver ({approvers}) comments"), "reacts")
     };
     format!(
-        "{who} `/breakglass approve` (or `/breakglass extend {}`), or {react} with {} on the {} itself after this ask (an emoji put on before it approved something else).",
+        "{who} `/breakglass approve` (or `/breakglass extend {}`), or {react} with {} on {} itself after this ask (an emoji put on before it approved something else).",
         ask.duration,
         reactions(ask.reactions, ask.forge),
-        noun(ask.forge)
+        ask.change
     )
 }
 

@@ -954,7 +954,7 @@ on_both_forges!(
             s.next_bot_comment(pr),
             format!(
                 "⏳ @alice asks for 1h more. It needs approval: 2 approvers (@acme/sre-leads, @carol) comment `/breakglass approve` (or `/breakglass extend 1h`), {}",
-                or_react(&s, "react")
+                or_react(&s, pr, "react")
             )
         );
         assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
@@ -1049,7 +1049,7 @@ on_both_backends!(
             s.next_bot_comment(pr),
             format!(
                 "⏳ @alice asks for 1h more. It needs approval: 2 approvers (@acme/sre-leads, @carol) comment `/breakglass approve` (or `/breakglass extend 1h`), {}",
-                or_react(&s, "react")
+                or_react(&s, pr, "react")
             )
         );
         s.note(pr, &s.people.alice, "/breakglass extend 30m");
@@ -1058,7 +1058,7 @@ on_both_backends!(
             s.next_bot_comment(pr),
             format!(
                 "⏳ @alice asks for 30m more. It needs approval: 2 approvers (`@acme/sre-leads`, `@carol`) comment `/breakglass approve` (or `/breakglass extend 30m`), {}",
-                or_react(&s, "react")
+                or_react(&s, pr, "react")
             ),
             "asked again: named, not pinged"
         );
@@ -1148,7 +1148,7 @@ on_both_forges!(
         s.note(pr, &s.people.alice, "/breakglass extend 30m");
         s.settle().await;
         let asked = s.next_bot_comment(pr);
-        assert!(asked.ends_with(&or_react(&s, "reacts")), "{asked}");
+        assert!(asked.ends_with(&or_react(&s, pr, "reacts")), "{asked}");
         s.emoji(pr, &s.people.alice, "+1");
         s.emoji(pr, &s.people.mallory, "+1");
         seen(&s).await;
@@ -2918,14 +2918,14 @@ on_both_forges!(
     }
 );
 
-/// How an extension's ask ends: the emoji way to approve it, on this forge (`react` or
-/// `reacts`, as many approvers are needed).
-fn or_react(s: &Scenario, verb: &str) -> String {
-    let (emoji, noun) = match s.dialect {
-        Dialect::GitHub => ("+1", "PR"),
-        Dialect::GitLab => ("thumbsup", "MR"),
+/// How an extension's ask ends: the emoji way to approve it, on the grant's change request
+/// `pr` on this forge (`react` or `reacts`, as many approvers are needed).
+fn or_react(s: &Scenario, pr: u64, verb: &str) -> String {
+    let (emoji, change) = match s.dialect {
+        Dialect::GitHub => ("+1", format!("PR #{pr}")),
+        Dialect::GitLab => ("thumbsup", format!("MR !{pr}")),
     };
     format!(
-        "or {verb} with `:{emoji}:` on the {noun} itself after this ask (an emoji put on before it approved something else)."
+        "or {verb} with `:{emoji}:` on {change} itself after this ask (an emoji put on before it approved something else)."
     )
 }

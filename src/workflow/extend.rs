@@ -515,6 +515,7 @@ impl Workflow {
         let approvers: Vec<String> = policy.approvers.iter().map(ToString::to_string).collect();
         let by = format!("@{}", author.login);
         let duration = extension.by.to_string();
+        let change = self.forge.change_label(record.pr_number);
         let ask = comment::ExtensionAsk {
             by: &by,
             duration: &duration,
@@ -522,6 +523,7 @@ impl Workflow {
             ping: first_ask,
             reactions: &policy.approval_reactions,
             forge: self.forge_kind(),
+            change: &change,
         };
         let review_within = |name: &Name| {
             let rule = policy.fast_path.iter().find(|r| r.name == *name);
