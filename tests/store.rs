@@ -640,6 +640,63 @@ async fn completed_jobs_vanish() {
     .await;
 }
 
+/// Polled PRs are counted by what they wait for: a pending request and an active grant whose
+/// requester asked for more time on its current expiry wait for an approval; a grant whose ask
+/// was of an earlier expiry, or another's ask, waits only for its review. Other forges' and
+/// unpolled requests do not count.
+#[tokio::test]
+async fn polled_prs_are_counted_by_what_they_wait_for() {
+    for_each_backend(|store| async move {
+        let expires = t(3600); // as `active` has it
+        let ask = |id: &str, who: u64, expiry: DateTime<Utc>| Approval {
+            request_id: rid(id),
+            signal: format!("comment:{who}{}", expiry.timestamp()),
+            approver_id: who,
+            approver_login: login("someone"),
+            source: ApprovalSource::Comment,
+            head_sha: format!("extend:{}+1800s", expiry.timestamp_millis()),
+            approved_at: t(10),
+        };
+        let mut asked = Vec::new();
+        for (id, pr, state) in [
+            ("pending", 1, RequestState::Pending),
+            ("asked", 2, RequestState::Active),
+            ("asked-before", 3, RequestState::Active),
+            ("asked-by-another", 4, RequestState::Active),
+            ("gitlab", 5, RequestState::Pending),
+            ("unpolled", 6, RequestState::Pending),
+        ] {
+            let mut record = match state {
+                RequestState::Active => active(id, pr),
+                _ => request(id, pr),
+            };
+            if id == "gitlab" {
+                record.forge = ForgeKind::GitLab;
+            }
+            store.insert_request(&record).await?;
+            if id != "unpolled" {
+                store
+                    .schedule_job(JobKind::Poll, &rid(id), t(0), t(0))
+                    .await?;
+            }
+            asked.push(record);
+        }
+        store.add_approval(&ask("asked", 1001, expires)).await?;
+        store
+            .add_approval(&ask("asked-before", 1001, t(1800)))
+            .await?;
+        store
+            .add_approval(&ask("asked-by-another", 7, expires))
+            .await?;
+        let polled = store.count_polled(ForgeKind::GitHub).await?;
+        assert_eq!((polled.approvals, polled.reviews), (2, 2), "{asked:?}");
+        let polled = store.count_polled(ForgeKind::GitLab).await?;
+        assert_eq!((polled.approvals, polled.reviews), (1, 0));
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn retried_job_comes_back_at_next_run_at_with_attempts_incremented() {
     for_each_backend(|store| async move {

@@ -436,23 +436,31 @@ pub async fn next_job_due(conn: &mut AnyConnection) -> Result<Option<DateTime<Ut
 }
 
 /// The PRs whose emoji are polled on one forge (each has a `poll` job), by what the poll
-/// waits for: a pending request's approval, or a fast-path grant's review.
+/// waits for: an approval (of a pending request, or of the extension an active grant's
+/// requester asked for), or a fast-path grant's review.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PolledCounts {
-    /// Pending requests, waiting for their approval.
+    /// Pending requests and asked extensions, waiting for their approval.
     pub approvals: u64,
     /// Any other polled request: a fast-path grant awaiting its retroactive review.
     pub reviews: u64,
 }
 
 /// How many PRs on `forge` are polled, and for what. An index probe per `poll` job
-/// (`jobs (kind, run_at)`, then each request by its key).
+/// (`jobs (kind, run_at)`, then each request by its key, and an active grant's approvals by
+/// its id). An extension is asked while the requester's own ask of the current expiry is
+/// stored (its subject `extend:<expiry ms>+<secs>s`, see the workflow's `extend`).
 pub async fn count_polled(
     conn: &mut AnyConnection,
     forge: ForgeKind,
 ) -> Result<PolledCounts, StoreError> {
     let (all, pending): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN requests.state = 'pending' THEN 1 ELSE 0 END), 0) \
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN requests.state = 'pending' \
+           OR (requests.state = 'active' AND EXISTS (SELECT 1 FROM approvals \
+             WHERE approvals.request_id = requests.id \
+             AND approvals.approver_id = requests.requester_id \
+             AND approvals.head_sha LIKE 'extend:' || CAST(requests.expires_at AS TEXT) || '+%')) \
+           THEN 1 ELSE 0 END), 0) \
          FROM jobs JOIN requests ON requests.id = jobs.request_id \
          WHERE jobs.kind = $1 AND requests.forge = $2",
     )
