@@ -1620,8 +1620,8 @@ pub enum EmojiAwaited {
     Review,
 }
 
-/// An approver's approval emoji on one of the bot's notes (GitLab), while the request awaits an
-/// approval, or the review of a fast-path grant (`review`): it counts only on the MR itself.
+/// An approver's approval emoji on one of the bot's notes, while the request awaits what
+/// `awaiting` says: it counts only on the PR or MR itself.
 pub fn emoji_on_a_note_comment(
     approver: &str,
     emoji: &str,

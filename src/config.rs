@@ -141,7 +141,8 @@ pub struct GithubConfig {
     /// The App's installation on the requests repo; looked up when omitted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub installation_id: Option<u64>,
-    /// How often pending requests' reactions are polled (GitHub sends no reaction webhooks).
+    /// How often the reactions of polled PRs are polled (GitHub sends no reaction webhooks):
+    /// pending requests, grants with an extension asked, fast-path grants awaiting review.
     #[serde(deserialize_with = "config_duration")]
     pub reaction_poll_interval: HumanDuration,
     /// Reaction reads a minute that the polls of every polled PR may make together: with more
@@ -415,8 +416,6 @@ fn without_values(message: &str) -> String {
     out
 }
 
-/// A duration of the configuration. Its error names no value: a token written into the wrong
-/// key must not reach a log through the error that refuses it (the key and line say where).
 /// An optional setting written as `""` (as SPEC.md's example leaves `endpoint_url`) is unset,
 /// so that an override can unset it too.
 fn empty_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -428,6 +427,8 @@ where
     Ok(value.filter(|v| !v.trim().is_empty()).map(T::from))
 }
 
+/// A duration of the configuration. Its error names no value: a token written into the wrong
+/// key must not reach a log through the error that refuses it (the key and line say where).
 fn config_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
     struct Visitor;
     impl serde::de::Visitor<'_> for Visitor {

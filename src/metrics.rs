@@ -42,15 +42,7 @@ impl Metrics {
         }
         let mut out = String::new();
         for (name, samples) in families {
-            let _ = writeln!(out, "# HELP {name} {}", help(name));
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for (label, value) in samples {
-                if label.is_empty() {
-                    let _ = writeln!(out, "{name} {value}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{label}}} {value}");
-                }
-            }
+            render_family(&mut out, (name, help(name), "counter"), samples);
         }
         out
     }
@@ -85,13 +77,26 @@ fn help(name: &str) -> &'static str {
 
 /// Writes one gauge with its HELP and TYPE lines.
 pub fn render_gauge(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
+    let samples = samples.iter().map(|(label, value)| (label.as_str(), value));
+    render_family(out, (name, help, "gauge"), samples);
+}
+
+/// Writes one metric family, `(name, help, type)`, with its samples (label set, value).
+fn render_family<V: std::fmt::Display>(
+    out: &mut String,
+    (name, help, kind): (&str, &str, &str),
+    samples: impl IntoIterator<Item = (impl AsRef<str>, V)>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
     for (label, value) in samples {
-        if label.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{label}}} {value}");
+        match label.as_ref() {
+            "" => {
+                let _ = writeln!(out, "{name} {value}");
+            }
+            label => {
+                let _ = writeln!(out, "{name}{{{label}}} {value}");
+            }
         }
     }
 }
@@ -124,5 +129,47 @@ mod tests {
             assert!(text.contains(&format!("# HELP {name} {help}\n# TYPE {name} counter\n")));
         }
         assert!(!text.lines().any(|line| !line.starts_with('#')), "{text}");
+        // Counted once each: every family's lines come right before its samples.
+        let metrics = Metrics::default();
+        for (name, _) in FAMILIES {
+            metrics.inc(name, "kind=\"x\"");
+        }
+        let text = metrics.render_counters();
+        for (name, help) in FAMILIES {
+            let family =
+                format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}{{kind=\"x\"}} 1\n");
+            assert!(text.contains(&family), "{text}");
+        }
+    }
+
+    /// Every counter the code increments is one of [`FAMILIES`], with its own help text.
+    #[test]
+    fn every_counter_incremented_is_a_listed_family() {
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut names = std::collections::BTreeSet::new();
+        let mut dirs = vec![std::path::PathBuf::from(src)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for (at, _) in text.match_indices("\"breakglass_") {
+                        let name = text[at + 1..].split('"').next().unwrap_or_default();
+                        if name.ends_with("_total") {
+                            names.insert(name.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(names.len() >= FAMILIES.len(), "{names:?}");
+        for name in names {
+            assert!(
+                FAMILIES.iter().any(|(family, _)| *family == name),
+                "{name} is counted but not listed in FAMILIES"
+            );
+        }
     }
 }

@@ -559,6 +559,9 @@ fn app_auth(
             private_key_pem,
             installation_id: github.installation_id,
         })),
+        (None, None) if github.installation_id.is_some() => anyhow::bail!(
+            "[github] sets installation_id but no App; add app_id and private_key_path or private_key_env, or remove installation_id to use a token"
+        ),
         (None, None) => Ok(None),
         (Some(_), None) => anyhow::bail!(
             "[github] sets app_id but no App key; add private_key_path or private_key_env, or remove app_id to use a token"
@@ -1655,6 +1658,10 @@ mod tests {
         github.app_id = None;
         let no_id = app_auth(&github, env).unwrap_err().to_string();
         assert!(no_id.contains("no app_id"), "{no_id}");
+        github.private_key_env = None;
+        github.installation_id = Some(7);
+        let no_app = app_auth(&github, env).unwrap_err().to_string();
+        assert!(no_app.contains("installation_id but no App"), "{no_app}");
     }
 
     #[test]

@@ -1329,18 +1329,25 @@ on_both_forges!(
     }
 );
 
+/// alice's 1h prod grant `r1`, approved by dan (the bot has just looked his membership of
+/// @acme/sre-leads up); its PR, its comments read.
+async fn granted_by_dan(s: &Scenario) -> u64 {
+    let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
+    s.settle().await;
+    s.approve(pr, &s.people.dan);
+    s.settle().await;
+    assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
+    s.take_bot_comments(pr);
+    pr
+}
+
 // A review closes a grant nobody approved, so who reviews is asked of the forge then: dan,
 // taken off @acme/sre-leads a moment after the bot last looked him up, reviews nothing, by
 // command or by emoji.
 on_both_forges!(
     an_approver_taken_off_the_team_a_moment_ago_reviews_no_fast_path_grant,
     |s: Scenario| async move {
-        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
-        s.settle().await;
-        s.approve(pr, &s.people.dan);
-        s.settle().await;
-        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        s.take_bot_comments(pr);
+        granted_by_dan(&s).await;
         s.forge.remove_team_member("acme/sre-leads", &s.people.dan);
         let fast = s.open_bob_sev1_change();
         s.settle().await;
@@ -1359,16 +1366,12 @@ on_both_forges!(
 
 // With one approval needed, an approval extends at once, so who approves is asked of the
 // forge then, as before a merge: dan, taken off @acme/sre-leads a moment after the bot last
-// looked him up, no longer approves within the minute the bot keeps a membership.
+// looked him up, no longer approves within the minute the bot keeps a membership, by command
+// or by emoji.
 on_both_forges!(
     an_approver_taken_off_the_team_a_moment_ago_approves_no_extension,
     |s: Scenario| async move {
-        let pr = s.open_request(&s.people.alice, "prod", "r1", &prod_request("1h"));
-        s.settle().await;
-        s.approve(pr, &s.people.dan);
-        s.settle().await;
-        assert!(s.change(pr).merged, "{:#?}", s.bot_comments(pr));
-        s.take_bot_comments(pr);
+        let pr = granted_by_dan(&s).await;
         let granted = s.request("r1").await.expires_at.unwrap();
         s.forge.remove_team_member("acme/sre-leads", &s.people.dan);
         s.forge.advance_clock(TimeDelta::seconds(1));
@@ -1381,6 +1384,10 @@ on_both_forges!(
         s.approve(pr, &s.people.dan);
         s.settle().await;
         assert!(s.next_bot_comment(pr).starts_with("🙅 @dan"));
+        // Nor by emoji, which is not answered: dan is no approver now.
+        s.emoji(pr, &s.people.dan, "+1");
+        seen(&s).await;
+        s.expect_no_bot_comment(pr);
         assert_eq!(s.request("r1").await.expires_at.unwrap(), granted);
     }
 );

@@ -763,6 +763,8 @@ impl Workflow {
         let end = self.poll_change(&record).await?;
         read_again.done = true;
         if end == PollEnd::Done {
+            self.forge.done_polling(record.pr_number);
+            self.caches.asks_changed(record.pr_number, BTreeSet::new());
             return Ok(());
         }
         let spacing = self.poll_spacing(awaiting).await;
@@ -835,33 +837,11 @@ impl Workflow {
             // Nobody reacted: no reviewer or approver to look up in the policies.
             return Ok(PollEnd::Again);
         }
-        let (default_branch, policies) = self.load_policies().await?;
-        let policies = match policies {
-            Ok(policies) => policies,
-            Err(problems) => {
-                // Its emoji wait for valid policies (the poll reads them again then); the PR
-                // is told why once, and decided again when a push fixes them.
-                if !pending && !reactions.is_empty() {
-                    // Not decided again once the policies are fixed: its next poll reads them
-                    // all again instead.
-                    self.forge.forget_reactions(record.pr_number);
-                }
-                if pending
-                    && !reactions.is_empty()
-                    && self.caches.await_valid_policies(record.pr_number)
-                {
-                    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                    let text = comment::invalid_policies_comment(
-                        &default_branch,
-                        &list,
-                        self.forge.kind(),
-                    );
-                    self.forge
-                        .note(Thread::Change(record.pr_number), &text)
-                        .await?;
-                }
-                return Ok(PollEnd::Again);
-            }
+        let Some(policies) = self
+            .policies_to_judge_emoji(record, !reactions.is_empty())
+            .await?
+        else {
+            return Ok(PollEnd::Again);
         };
         let Some(policy) = policies.get(record.environment.as_str()) else {
             return Ok(PollEnd::Done);
@@ -889,6 +869,34 @@ impl Workflow {
         })
     }
 
+    /// The policies to judge the emoji a poll just read on `record`'s PR (`any`: some were
+    /// there); `None` while they are invalid. Those emoji then wait for valid policies: a
+    /// pending PR with some is told why once and decided again when a push fixes them (its
+    /// emoji read again then); any other's next poll reads them all again.
+    async fn policies_to_judge_emoji(
+        &self,
+        record: &RequestRecord,
+        any: bool,
+    ) -> anyhow::Result<Option<crate::policy::PolicySet>> {
+        let (default_branch, policies) = self.load_policies().await?;
+        let problems = match policies {
+            Ok(policies) => return Ok(Some(policies)),
+            Err(problems) => problems,
+        };
+        let number = record.pr_number;
+        if !any {
+            return Ok(None);
+        }
+        if record.state != RequestState::Pending {
+            self.forge.forget_reactions(number);
+        } else if self.caches.await_valid_policies(number) {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            let text = comment::invalid_policies_comment(&default_branch, &list, self.forge.kind());
+            self.forge.note(Thread::Change(number), &text).await?;
+        }
+        Ok(None)
+    }
+
     /// The emoji on the bot's latest note on change `number` (GitHub: polled, as it sends no
     /// event for them; see `reaction_etags`), each answered as GitLab's event for one is.
     async fn poll_latest_note(&self, number: u64) -> anyhow::Result<()> {
@@ -906,7 +914,7 @@ impl Workflow {
     /// active grant's requester asked for, or the review of a fast-path grant.
     async fn consider_reaction(
         &self,
-        record: RequestRecord,
+        mut record: RequestRecord,
         policy: &crate::policy::Policy,
         reaction: &crate::forge::Reaction,
     ) -> anyhow::Result<()> {
@@ -917,7 +925,6 @@ impl Workflow {
         {
             return Ok(());
         }
-        let mut record = record;
         if record.state == RequestState::Active
             && self
                 .reaction_approves_extension(&record, policy, reaction)
@@ -1029,10 +1036,11 @@ impl Workflow {
     }
 
     /// An emoji on a note of change `number` (GitLab tells; on GitHub the poll reads those on
-    /// the bot's latest comment): never an approval. An approver's approval emoji on the bot's own note, while the request awaits an
-    /// approval or a review, is answered with where it counts (not again while that answer is
-    /// the bot's latest note: the emoji may be toggled). Anyone else's gets nothing, so that an
-    /// outsider's emoji cannot make the bot talk.
+    /// the bot's latest comment): never an approval. An approver's approval emoji on the bot's
+    /// own note, while the request awaits an approval (its own, or an extension's) or a review,
+    /// is answered with where it counts (not again while that answer is the bot's latest note:
+    /// the emoji may be toggled). Anyone else's gets nothing, so that an outsider's emoji
+    /// cannot make the bot talk.
     pub(super) async fn emoji_on_a_note(
         &self,
         number: u64,
@@ -1386,7 +1394,8 @@ const READS_PER_POLL: u64 = 2;
 /// PRs are more than their budget allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Awaiting {
-    /// A pending request's approval: someone is waiting for access.
+    /// An approval, of a pending request or of the extension an active grant's requester
+    /// asked for: someone is waiting for access.
     Approval,
     /// A fast-path grant's retroactive review: it has a day, and a comment or an approving
     /// review is heard at once anyway.

@@ -903,9 +903,10 @@ impl Workflow {
             .await
     }
 
-    /// [`Self::is_approver`] on the forge's word of now: the merge's last check of who
-    /// approved (a conditional read, free when nothing changed), so that an approver taken off
-    /// a team a moment ago no longer counts.
+    /// [`Self::is_approver`] on the forge's word of now (a conditional read, free when nothing
+    /// changed), so that an approver taken off a team a moment ago no longer counts: the
+    /// merge's last check of who approved, and any approval that extends a grant or review
+    /// that closes one at once.
     pub(super) async fn is_approver_now(
         &self,
         policy: &Policy,

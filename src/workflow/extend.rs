@@ -241,22 +241,7 @@ impl Workflow {
         // meanwhile is not approved unseen; and one still there (GitLab sends no webhook when a
         // note is deleted). The newest such ask is the one answered; one in the approval's own
         // second may or may not have been read, so the approver is asked to approve again.
-        let mut asks = self.asks_on_expiry(record).await?;
-        asks.sort_by_key(|ask| ask.approved_at);
-        let mut answered = None;
-        for ask in asks.iter().rev() {
-            if ask.approved_at.timestamp() > created_at.timestamp() {
-                continue;
-            }
-            let alive = self
-                .extension_signals_alive(record, std::slice::from_ref(ask))
-                .await?;
-            if alive.contains_key(&ask.signal) {
-                answered = Some(ask);
-                break;
-            }
-        }
-        let Some(ask) = answered else {
+        let Some(ask) = self.newest_ask_made_by(record, created_at).await? else {
             return self
                 .reply(thread, &comment::no_extension_asked_comment())
                 .await;
@@ -297,75 +282,96 @@ impl Workflow {
         Ok(asks.into_iter().map(|ask| ask.signal).collect())
     }
 
+    /// The requester's newest ask for more time on `record`'s current expiry made no later
+    /// than `at` (forge time, to the second) and still there, if any.
+    async fn newest_ask_made_by(
+        &self,
+        record: &RequestRecord,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<Option<Approval>> {
+        let mut asks = self.asks_on_expiry(record).await?;
+        asks.retain(|ask| ask.approved_at.timestamp() <= at.timestamp());
+        asks.sort_by_key(|ask| ask.approved_at);
+        while let Some(ask) = asks.pop() {
+            let alive = self
+                .extension_signals_alive(record, std::slice::from_ref(&ask))
+                .await?;
+            if alive.contains_key(&ask.signal) {
+                return Ok(Some(ask));
+            }
+        }
+        Ok(None)
+    }
+
     /// An approver's approval emoji (`reaction`) on active grant `record`'s PR, put on after
     /// its requester asked for more time: an approval of the newest ask made before it and
     /// still there, as `/breakglass approve` is (forge time on both sides, to the second). An
     /// emoji from before every ask (the request's own approval, a review) approves nothing
     /// here; one in the ask's own second may or may not have been put on after reading it, so
     /// the approver is asked to approve again. `true` when it extended the grant. Each answer
-    /// is said once: the poll reads the same emoji again whenever the PR's list changes.
+    /// is said once: the poll reads the same emoji again whenever the PR's list changes. The
+    /// caller took only an approval emoji of someone neither the requester nor a bot.
     pub(super) async fn reaction_approves_extension(
         &self,
         record: &RequestRecord,
         policy: &Policy,
         reaction: &crate::forge::Reaction,
     ) -> anyhow::Result<bool> {
-        let approver = &reaction.user;
-        if approver.id == record.requester_id || approver.is_bot || approver.id == self.bot.id {
-            return Ok(false);
-        }
+        // An emoji's id keys its effect as a comment's id does (under an effect of its own).
         let key = self.comment_key(reaction.id);
-        if let Some(extended) = self
-            .store
-            .comment_effect(key, Effect::ExtendByReaction)
-            .await?
-            && extended == record.id
-        {
+        let extended = self.store.comment_effect(key, Effect::ExtendByReaction);
+        if extended.await?.as_ref() == Some(&record.id) {
             // Extended by an earlier run: its timers and its note may be missing (a kill
             // before them).
             self.extension_timers(record).await?;
             self.announce_extension(record).await?;
             return Ok(false);
         }
-        let mut asks = self.asks_on_expiry(record).await?;
-        let (at, given) = (reaction.created_at, Given::Reaction(reaction.id));
-        asks.retain(|ask| ask.approved_at.timestamp() <= at.timestamp());
         // Asked of the forge now: the emoji is not read again unless the PR's emoji change, so
         // an approver added to a team a moment ago is not turned away for good.
-        if asks.is_empty() || !self.is_approver_now(policy, approver).await? {
+        if !self.extension_asked(record).await?
+            || !self.is_approver_now(policy, &reaction.user).await?
+        {
             return Ok(false);
         }
-        asks.sort_by_key(|ask| ask.approved_at);
-        let alive = self.extension_signals_alive(record, &asks).await?;
-        let Some(ask) = asks
-            .iter()
-            .rev()
-            .find(|ask| alive.contains_key(&ask.signal))
-        else {
+        let Some(ask) = self.newest_ask_made_by(record, reaction.created_at).await? else {
             return Ok(false);
         };
         let Some(by) = extension_secs(&ask.head_sha).map(HumanDuration::from_secs) else {
             return Ok(false);
         };
-        let (signal, _) = given.signal();
-        if ask.approved_at.timestamp() == at.timestamp() {
-            let requester = record.requester_login.as_str();
+        let (signal, _) = Given::Reaction(reaction.id).signal();
+        if ask.approved_at.timestamp() == reaction.created_at.timestamp() {
             let text = comment::extension_approve_again_comment(
-                &approver.login,
-                requester,
+                &reaction.user.login,
+                record.requester_login.as_str(),
                 &by.to_string(),
             );
             let answer = (EventKind::ApprovalAmbiguous, signal.as_str());
-            return self
-                .answer_once(record, approver, answer, &text)
-                .await
-                .map(|()| false);
+            self.answer_once(record, &reaction.user, answer, &text)
+                .await?;
+            return Ok(false);
         }
         // The ask's subject: this duration more on the current expiry.
         let approvals = self.store.approvals_for(&record.id, &ask.head_sha).await?;
         if approvals.iter().any(|approval| approval.signal == signal) {
             return Ok(false); // counted already; more approvers are needed
         }
+        self.emoji_approves_extension(record, reaction, by).await
+    }
+
+    /// `reaction`, an approver's emoji put on after the ask for `by` more, as one approval of
+    /// that extension; it extends `record` once the policy's approvals are in. A refusal (the
+    /// grant can no longer have it) is said once per emoji.
+    async fn emoji_approves_extension(
+        &self,
+        record: &RequestRecord,
+        reaction: &crate::forge::Reaction,
+        by: HumanDuration,
+    ) -> anyhow::Result<bool> {
+        let approver = &reaction.user;
+        let given = Given::Reaction(reaction.id);
+        let (signal, _) = given.signal();
         let refused = (EventKind::ApprovalRefused, signal.as_str());
         let extension = match self.extendable(record, by).await? {
             Ok(extension) => extension,
@@ -374,11 +380,10 @@ impl Workflow {
                 return Ok(false);
             }
         };
-        let thread = Thread::Change(record.pr_number);
         let ask = ExtensionAsk {
-            thread,
+            thread: Thread::Change(record.pr_number),
             given,
-            created_at: at,
+            created_at: reaction.created_at,
         };
         match self
             .approve_extension(record, &extension, approver, ask)

@@ -99,7 +99,7 @@ pub struct Settings {
     pub policies_path: String,
     /// Remind this long before expiry.
     pub reminder_before: Duration,
-    /// How often pending requests' reactions are polled.
+    /// How often polled PRs' reactions are polled (see `approval::Awaiting`).
     pub poll_interval: Duration,
     /// Reaction reads a minute that every polled PR's polls may make together (see
     /// `approval::poll_spacing`).
