@@ -1249,7 +1249,7 @@ fn an_empty_history_has_no_grants() {
     assert_eq!(document["grants"], json!([]));
 
     let out = audit_cli(repo.path_str(), &["--format", "markdown"]);
-    assert_eq!(stdout(&out), "No grants on `main`.\n\nNo anomalies.\n");
+    assert_eq!(stdout(&out), "No grants on main.\n\nNo anomalies.\n");
     let out = audit_cli(repo.path_str(), &["--format", "csv"]);
     assert_eq!(parse_csv(&stdout(&out)).len(), 1, "the header alone");
 }

@@ -252,7 +252,8 @@ fn hidden(c: char) -> bool {
 /// A GitHub-flavoured Markdown table of grants, then one of anomalies.
 pub fn markdown(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     if report.grants.is_empty() {
-        writeln!(out, "No grants on `{}`.", markdown_escape(&report.branch))?;
+        // Escaped as text, not in a code span (where a backslash shows and a backtick ends it).
+        writeln!(out, "No grants on {}.", markdown_escape(&report.branch))?;
     } else {
         let titles: Vec<String> = TABLE_COLUMNS
             .iter()
