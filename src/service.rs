@@ -698,7 +698,8 @@ const MAX_ASKED_WAIT: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// 1 s to 256 s: fast recovery from a blip, no hammering in an outage; never sooner than a
 /// forge's rate limit asked (`Retry-After`, or its reset time), up to an hour.
 fn retry_delay(err: &anyhow::Error, attempts: u32) -> chrono::TimeDelta {
-    if lost_a_race(err) {
+    // A race lost again and again is no race (a tag shadowing the branch): backed off.
+    if lost_a_race(err) && attempts < RACES_BEFORE_FAILURE {
         return chrono::TimeDelta::zero();
     }
     let backoff = chrono::TimeDelta::seconds(1i64 << attempts.min(8));
@@ -736,7 +737,9 @@ fn lost_a_race(err: &anyhow::Error) -> bool {
         matches!(
             e.downcast_ref::<StoreError>(),
             Some(StoreError::Conflict { .. })
-        )
+        ) || e
+            .downcast_ref::<crate::workflow::DefaultBranchMoved>()
+            .is_some()
     })
 }
 
@@ -1676,8 +1679,22 @@ mod tests {
         assert!(!is_a_failure(&race, 0));
         assert!(!is_a_failure(&race, RACES_BEFORE_FAILURE - 1));
         assert!(is_a_failure(&race, RACES_BEFORE_FAILURE));
+        // A run of them backs off: it is no race, and must not spin.
+        let backoff = chrono::TimeDelta::seconds(1 << RACES_BEFORE_FAILURE);
+        assert_eq!(retry_delay(&race, RACES_BEFORE_FAILURE), backoff);
         let other = anyhow::anyhow!("the forge answered 500");
         assert!(is_a_failure(&other, 0));
+    }
+
+    /// Another replica's merge moving the default branch between a merge's comparison and its
+    /// read of the head is a lost race: tried again at once, not a second later.
+    #[test]
+    fn a_default_branch_moved_under_a_merge_is_a_race_lost() {
+        let moved = anyhow::Error::new(crate::workflow::DefaultBranchMoved::for_tests())
+            .context("merging r1");
+        assert_eq!(retry_delay(&moved, 0), chrono::TimeDelta::zero());
+        assert!(!is_a_failure(&moved, 0));
+        assert!(is_a_failure(&moved, RACES_BEFORE_FAILURE));
     }
 
     #[test]

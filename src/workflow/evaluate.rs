@@ -387,11 +387,15 @@ impl Workflow {
             return Ok(listed);
         }
         let head = self.fresh_default_head(&branch).await?;
-        anyhow::ensure!(
-            head == compared,
-            "the forge compared with {compared} as `{branch}`, whose head is {head}: the branch \
-             moved in between, or a tag named `{branch}` shadows it"
-        );
+        if head != compared {
+            let compared = compared.to_owned();
+            return Err(DefaultBranchMoved {
+                compared,
+                branch,
+                head,
+            }
+            .into());
+        }
         Ok(listed)
     }
 
@@ -961,4 +965,30 @@ fn held_extension(record: &crate::store::RequestRecord, now: DateTime<Utc>) -> u
         .and_then(|d| d.extension_hold)
         .filter(|hold| now - hold.at < crate::store::EXTENSION_HOLD_FOR);
     hold.map_or(0, |hold| hold.secs)
+}
+
+/// The forge compared a PR with another commit than the default branch's head: the branch moved
+/// between the comparison and the read of its head (another replica's merge, a push), or a tag
+/// of the same name shadows it. The first is a lost race, tried again at once; the second
+/// persists, and is then retried with the usual backoff.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the forge compared with {compared} as `{branch}`, whose head is {head}: the branch moved in between, or a tag named `{branch}` shadows it"
+)]
+pub struct DefaultBranchMoved {
+    compared: String,
+    branch: String,
+    head: String,
+}
+
+#[cfg(test)]
+impl DefaultBranchMoved {
+    /// One as a merge racing another replica's meets it.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            compared: "a".repeat(40),
+            branch: "main".into(),
+            head: "b".repeat(40),
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod catch_up;
 mod change;
 mod commands;
 mod evaluate;
+pub use evaluate::DefaultBranchMoved;
 mod events;
 mod expiry;
 mod extend;
