@@ -289,9 +289,29 @@ impl Workflow {
         record: &RequestRecord,
         at: DateTime<Utc>,
     ) -> anyhow::Result<Option<Approval>> {
+        let asks = self.asks_made_by(record, at).await?;
+        self.newest_still_there(record, asks).await
+    }
+
+    /// The requester's asks on `record`'s current expiry made no later than `at` (forge time,
+    /// to the second), oldest first, as stored (one read of the store, none of the forge).
+    async fn asks_made_by(
+        &self,
+        record: &RequestRecord,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<Approval>> {
         let mut asks = self.asks_on_expiry(record).await?;
         asks.retain(|ask| ask.approved_at.timestamp() <= at.timestamp());
         asks.sort_by_key(|ask| ask.approved_at);
+        Ok(asks)
+    }
+
+    /// The newest of `asks` (oldest first) that the forge still shows.
+    async fn newest_still_there(
+        &self,
+        record: &RequestRecord,
+        mut asks: Vec<Approval>,
+    ) -> anyhow::Result<Option<Approval>> {
         while let Some(ask) = asks.pop() {
             let alive = self
                 .extension_signals_alive(record, std::slice::from_ref(&ask))
@@ -329,12 +349,11 @@ impl Workflow {
         }
         // Asked of the forge now: the emoji is not read again unless the PR's emoji change, so
         // an approver added to a team a moment ago is not turned away for good.
-        if !self.extension_asked(record).await?
-            || !self.is_approver_now(policy, &reaction.user).await?
-        {
+        let asks = self.asks_made_by(record, reaction.created_at).await?;
+        if asks.is_empty() || !self.is_approver_now(policy, &reaction.user).await? {
             return Ok(false);
         }
-        let Some(ask) = self.newest_ask_made_by(record, reaction.created_at).await? else {
+        let Some(ask) = self.newest_still_there(record, asks).await? else {
             return Ok(false);
         };
         let Some(by) = extension_secs(&ask.head_sha).map(HumanDuration::from_secs) else {
